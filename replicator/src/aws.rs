@@ -1,0 +1,442 @@
+//! Thin Secrets Manager and SNS adapters: list, create, put, tag, delete, restore, read the
+//! connection secret, publish a notice. Network I/O; errors classified by modelled error code;
+//! secret values only ever sent, never logged.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_types::SdkConfig;
+use tokio::sync::Mutex as AsyncMutex;
+use tokio::time::Instant;
+
+use crate::contract::tags;
+use crate::secret::SecretString;
+
+/// Loads the standard AWS configuration (credential chain, region, `AWS_ENDPOINT_URL`) with
+/// this crate's HTTP client and retries with backoff on throttling.
+pub async fn load_sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(crate::tls::aws_http_client())
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(6)
+                .with_initial_backoff(Duration::from_millis(200)),
+        )
+        .load()
+        .await
+}
+
+/// Why an AWS call failed, by error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AwsErrorKind {
+    NotFound,
+    AlreadyExists,
+    AccessDenied,
+    Throttled,
+    InvalidRequest,
+    Unreachable,
+    Other,
+}
+
+impl AwsErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "aws_not_found",
+            Self::AlreadyExists => "aws_already_exists",
+            Self::AccessDenied => "aws_access_denied",
+            Self::Throttled => "aws_throttled",
+            Self::InvalidRequest => "aws_invalid_request",
+            Self::Unreachable => "aws_unreachable",
+            Self::Other => "aws_error",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {resource}: {message}")]
+pub struct AwsError {
+    pub op: &'static str,
+    pub resource: String,
+    pub kind: AwsErrorKind,
+    pub message: String,
+}
+
+impl AwsError {
+    fn from_sdk<E, R>(op: &'static str, resource: &str, err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let kind = match &err {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => AwsErrorKind::Unreachable,
+            other => match other.code() {
+                Some("ResourceNotFoundException") | Some("NotFound") => AwsErrorKind::NotFound,
+                Some("ResourceExistsException") => AwsErrorKind::AlreadyExists,
+                Some(
+                    "AccessDeniedException"
+                    | "AccessDenied"
+                    | "AuthorizationError"
+                    | "UnrecognizedClientException"
+                    | "InvalidClientTokenId"
+                    | "ExpiredTokenException"
+                    | "KMSAccessDeniedException",
+                ) => AwsErrorKind::AccessDenied,
+                Some("ThrottlingException" | "Throttling" | "TooManyRequestsException") => {
+                    AwsErrorKind::Throttled
+                }
+                Some(
+                    "InvalidRequestException"
+                    | "InvalidParameterException"
+                    | "InvalidParameter"
+                    | "ValidationException"
+                    | "LimitExceededException",
+                ) => AwsErrorKind::InvalidRequest,
+                _ => AwsErrorKind::Other,
+            },
+        };
+        let message = match err.message() {
+            Some(m) => format!("{}: {m}", err.code().unwrap_or("error")),
+            None => DisplayErrorContext(&err).to_string(),
+        };
+        Self {
+            op,
+            resource: resource.to_owned(),
+            kind,
+            message,
+        }
+    }
+}
+
+/// Counts HTTP requests sent to AWS by operation (retries included).
+#[derive(Debug, Default)]
+pub struct AwsCounters(Mutex<BTreeMap<String, u64>>);
+
+impl AwsCounters {
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+struct CountRequests(Arc<AwsCounters>);
+
+impl Intercept for CountRequests {
+    fn name(&self) -> &'static str {
+        "CountRequests"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(meta) = cfg.load::<Metadata>()
+            && let Ok(mut map) = self.0.0.lock()
+        {
+            *map.entry(meta.name().to_owned()).or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Paces write calls: at most `per_second`, spread evenly.
+#[derive(Debug)]
+pub struct RateLimiter {
+    interval: Duration,
+    next: AsyncMutex<Instant>,
+}
+
+impl RateLimiter {
+    pub fn new(per_second: u32) -> Self {
+        Self {
+            interval: Duration::from_secs(1) / per_second.max(1),
+            next: AsyncMutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for the next free slot.
+    pub async fn acquire(&self) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+/// One secret as `ListSecrets` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AwsSecret {
+    pub name: String,
+    pub arn: String,
+    pub tags: BTreeMap<String, String>,
+    /// Version id carrying the `AWSCURRENT` stage.
+    pub current_version_id: Option<String>,
+    /// Scheduled for deletion.
+    pub pending_deletion: bool,
+}
+
+/// Secrets Manager, with request counting and write pacing.
+#[derive(Clone, Debug)]
+pub struct SecretsManager {
+    client: aws_sdk_secretsmanager::Client,
+    pub counters: Arc<AwsCounters>,
+    limiter: Arc<RateLimiter>,
+}
+
+fn tag_list(map: &BTreeMap<String, String>) -> Vec<Tag> {
+    map.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+impl SecretsManager {
+    pub fn new(config: &SdkConfig, writes_per_second: u32, counters: Arc<AwsCounters>) -> Self {
+        let conf = aws_sdk_secretsmanager::config::Builder::from(config)
+            .interceptor(CountRequests(counters.clone()))
+            .build();
+        Self {
+            client: aws_sdk_secretsmanager::Client::from_conf(conf),
+            counters,
+            limiter: Arc::new(RateLimiter::new(writes_per_second)),
+        }
+    }
+
+    /// Every secret whose name starts with `<prefix>/`, planned deletions included.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<AwsSecret>, AwsError> {
+        let name_prefix = format!("{prefix}/");
+        let filter = Filter::builder()
+            .key(FilterNameStringType::Name)
+            .values(&name_prefix)
+            .build();
+        let mut pages = self
+            .client
+            .list_secrets()
+            .filters(filter)
+            .include_planned_deletion(true)
+            .max_results(100)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("ListSecrets", &name_prefix, e))?;
+            for entry in page.secret_list() {
+                let (Some(name), Some(arn)) = (entry.name(), entry.arn()) else {
+                    continue;
+                };
+                // The filter is a prefix match; keep exactly our names.
+                if !name.starts_with(&name_prefix) {
+                    continue;
+                }
+                let tags = entry
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
+                    .collect();
+                let current_version_id = entry.secret_versions_to_stages().and_then(|m| {
+                    m.iter()
+                        .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+                        .map(|(id, _)| id.clone())
+                });
+                out.push(AwsSecret {
+                    name: name.to_owned(),
+                    arn: arn.to_owned(),
+                    tags,
+                    current_version_id,
+                    pending_deletion: entry.deleted_date().is_some(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Looks one secret up by name (after a create found it already there).
+    pub async fn describe(&self, name: &str) -> Result<AwsSecret, AwsError> {
+        let out = self
+            .client
+            .describe_secret()
+            .secret_id(name)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeSecret", name, e))?;
+        let current_version_id = out.version_ids_to_stages().and_then(|m| {
+            m.iter()
+                .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+                .map(|(id, _)| id.clone())
+        });
+        Ok(AwsSecret {
+            name: out.name().unwrap_or(name).to_owned(),
+            arn: out.arn().unwrap_or_default().to_owned(),
+            tags: out
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
+                .collect(),
+            current_version_id,
+            pending_deletion: out.deleted_date().is_some(),
+        })
+    }
+
+    pub async fn create(
+        &self,
+        name: &str,
+        value: &SecretString,
+        request_token: &str,
+        kms_key_id: Option<&str>,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), AwsError> {
+        self.limiter.acquire().await;
+        self.client
+            .create_secret()
+            .name(name)
+            .secret_string(value.expose())
+            .client_request_token(request_token)
+            .set_kms_key_id(kms_key_id.map(str::to_owned))
+            .description("Replicated from Vault by vault-secrets-replicator; edit it in Vault")
+            .set_tags(Some(tag_list(tags)))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("CreateSecret", name, e))?;
+        Ok(())
+    }
+
+    pub async fn put(
+        &self,
+        secret_id: &str,
+        value: &SecretString,
+        request_token: &str,
+    ) -> Result<(), AwsError> {
+        self.limiter.acquire().await;
+        self.client
+            .put_secret_value()
+            .secret_id(secret_id)
+            .secret_string(value.expose())
+            .client_request_token(request_token)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("PutSecretValue", secret_id, e))?;
+        Ok(())
+    }
+
+    pub async fn tag(
+        &self,
+        secret_id: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), AwsError> {
+        self.limiter.acquire().await;
+        self.client
+            .tag_resource()
+            .secret_id(secret_id)
+            .set_tags(Some(tag_list(tags)))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("TagResource", secret_id, e))?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, secret_id: &str, recovery_window_days: i64) -> Result<(), AwsError> {
+        self.limiter.acquire().await;
+        self.client
+            .delete_secret()
+            .secret_id(secret_id)
+            .recovery_window_in_days(recovery_window_days)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DeleteSecret", secret_id, e))?;
+        Ok(())
+    }
+
+    pub async fn restore(&self, secret_id: &str) -> Result<(), AwsError> {
+        self.limiter.acquire().await;
+        self.client
+            .restore_secret()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("RestoreSecret", secret_id, e))?;
+        Ok(())
+    }
+
+    /// Reads a string secret (the connection secret).
+    pub async fn read_string(&self, secret_id: &str) -> Result<SecretString, AwsError> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("GetSecretValue", secret_id, e))?;
+        match out.secret_string() {
+            Some(s) => Ok(SecretString::from(s)),
+            None => Err(AwsError {
+                op: "GetSecretValue",
+                resource: secret_id.to_owned(),
+                kind: AwsErrorKind::InvalidRequest,
+                message: "the secret holds no SecretString (binary secrets are not supported)"
+                    .into(),
+            }),
+        }
+    }
+}
+
+/// The SNS topic for failure notices.
+#[derive(Clone, Debug)]
+pub struct Notifier {
+    client: aws_sdk_sns::Client,
+}
+
+impl Notifier {
+    pub fn new(config: &SdkConfig, counters: Arc<AwsCounters>) -> Self {
+        let conf = aws_sdk_sns::config::Builder::from(config)
+            .interceptor(CountRequests(counters))
+            .build();
+        Self {
+            client: aws_sdk_sns::Client::from_conf(conf),
+        }
+    }
+
+    pub async fn publish(
+        &self,
+        topic_arn: &str,
+        subject: &str,
+        message: &str,
+    ) -> Result<(), AwsError> {
+        self.client
+            .publish()
+            .topic_arn(topic_arn)
+            .subject(subject)
+            .message(message)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("Publish", topic_arn, e))?;
+        Ok(())
+    }
+}
+
+/// The ownership tags for a secret replicated from `mount`/`path_tag`.
+pub fn owner_tags(mount: &str, path_tag: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            tags::MANAGED_BY.to_owned(),
+            tags::MANAGED_BY_VALUE.to_owned(),
+        ),
+        (tags::VAULT_MOUNT.to_owned(), mount.to_owned()),
+        (tags::VAULT_PATH.to_owned(), path_tag.to_owned()),
+    ])
+}

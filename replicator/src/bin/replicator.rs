@@ -1,0 +1,69 @@
+//! `replicator sync`: the Lambda's sync, run from a shell.
+//!
+//! Exit codes: 0 = the run succeeded (conflicts are reported, not failed); 1 = the run failed
+//! (a secret or the whole run); 2 = bad command line.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use replicator::config::{OutputFormat, SyncArgs};
+
+/// Replicates Vault / OpenBao KV v2 secrets into AWS Secrets Manager.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// More logs on stderr (-v: debug, -vv: everything). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs one sync, as the Lambda does, and prints the report.
+    ///
+    /// Examples:
+    ///   VAULT_ADDR=https://vault:8200 VAULT_TOKEN=... replicator sync --prefix team --dry-run
+    ///   replicator sync --connection-secret team-connection/vault --output json
+    #[command(verbatim_doc_comment)]
+    Sync {
+        #[command(flatten)]
+        args: SyncArgs,
+
+        /// Report format on stdout.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    replicator::logging::init(cli.verbose, false);
+    match cli.command {
+        Command::Sync { args, output } => {
+            let aws = replicator::aws::load_sdk_config().await;
+            let report = replicator::run::run(&args, &aws).await;
+            let text = match output {
+                OutputFormat::Json => report.to_json() + "\n",
+                OutputFormat::Text => report.to_text(),
+            };
+            let mut out = std::io::stdout().lock();
+            if out
+                .write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                return ExitCode::from(1);
+            }
+            if report.failed() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+    }
+}

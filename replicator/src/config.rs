@@ -1,0 +1,392 @@
+//! The sync's settings: flags and environment variables (one definition serves the CLI and the
+//! Lambda), and their validation into [`Settings`]. No I/O.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::contract::{DEFAULT_PREFIX, env};
+use crate::secret::SecretString;
+
+/// What to do with AWS secrets whose Vault source is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeletionPolicy {
+    /// Leave them and report them as orphans.
+    Keep,
+    /// Schedule them for deletion with the recovery window.
+    Delete,
+}
+
+/// What to do with a secret that someone changed in AWS after the replicator wrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnModified {
+    /// Leave it and report a conflict.
+    Report,
+    /// Write Vault's value over it.
+    Overwrite,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// Flags of one sync run. Every flag also reads the environment variable named beside it, which
+/// is how the Lambda is configured.
+#[derive(Clone, Debug, Args)]
+pub struct SyncArgs {
+    /// Prefix of the replicated secret names: `<prefix>/<path in Vault>`.
+    #[arg(long, env = env::PREFIX, default_value = DEFAULT_PREFIX)]
+    pub prefix: String,
+
+    /// Vault KV v2 mount to read [default: the prefix, as in the sample].
+    #[arg(long, env = env::MOUNT)]
+    pub mount: Option<String>,
+
+    /// Sub-path inside the mount to replicate (default: the whole mount).
+    #[arg(long, env = env::PATH, default_value = "")]
+    pub path: String,
+
+    /// KMS key (id, ARN or alias) to encrypt created secrets with [default: aws/secretsmanager].
+    #[arg(long, env = env::KMS_KEY_ID)]
+    pub kms_key_id: Option<String>,
+
+    /// SNS topic that receives one notice when a run has failures.
+    #[arg(long, env = env::SNS_TOPIC_ARN)]
+    pub sns_topic_arn: Option<String>,
+
+    /// What happens to AWS secrets whose Vault secret was deleted.
+    #[arg(long, env = env::DELETION_POLICY, value_enum, default_value = "keep")]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Recovery window of deletions, 7 to 30 days.
+    #[arg(long, env = env::RECOVERY_WINDOW_DAYS, default_value_t = 30)]
+    pub recovery_window_days: i64,
+
+    /// Breaker: the largest share (0 to 1) of the replicated secrets one run may delete.
+    #[arg(long, env = env::MAX_DELETE_SHARE, default_value_t = 0.25)]
+    pub max_delete_share: f64,
+
+    /// What to do with a secret changed in AWS by someone else.
+    #[arg(long, env = env::ON_MODIFIED, value_enum, default_value = "report")]
+    pub on_modified: OnModified,
+
+    /// Existing secret names (without owner tag) that this tool may take over. Comma-separated.
+    #[arg(long, env = env::ADOPT, value_delimiter = ',')]
+    pub adopt: Vec<String>,
+
+    /// Secrets Manager secret holding the Vault connection (JSON with `vaultAddress`, ...).
+    #[arg(long, env = env::CONNECTION_SECRET)]
+    pub connection_secret: Option<String>,
+
+    /// Vault address, when no connection secret is given.
+    #[arg(long, env = env::VAULT_ADDR)]
+    pub vault_addr: Option<String>,
+
+    /// Vault token, when no connection secret is given.
+    #[arg(long, env = env::VAULT_TOKEN, hide_env_values = true)]
+    pub vault_token: Option<String>,
+
+    /// PEM file of the authority that signed Vault's certificate.
+    #[arg(long, env = env::VAULT_CACERT)]
+    pub vault_cacert: Option<PathBuf>,
+
+    /// AppRole role id (with --vault-secret-id, instead of a token).
+    #[arg(long, env = env::VAULT_ROLE_ID)]
+    pub vault_role_id: Option<String>,
+
+    /// AppRole secret id.
+    #[arg(long, env = env::VAULT_SECRET_ID, hide_env_values = true)]
+    pub vault_secret_id: Option<String>,
+
+    /// AppRole auth mount.
+    #[arg(long, env = env::VAULT_APPROLE_MOUNT, default_value = "approle")]
+    pub vault_approle_mount: String,
+
+    /// Requests in flight at once, to Vault and to AWS.
+    #[arg(long, env = env::CONCURRENCY, default_value_t = 16)]
+    pub concurrency: usize,
+
+    /// Ceiling on Secrets Manager write calls per second (AWS allows 50 for the region).
+    #[arg(long, env = env::WRITES_PER_SECOND, default_value_t = 20)]
+    pub writes_per_second: u32,
+
+    /// Print the plan; change nothing.
+    #[arg(long, env = env::DRY_RUN)]
+    pub dry_run: bool,
+}
+
+/// Validated settings of the planner and executor.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub prefix: String,
+    pub mount: String,
+    /// Normalised sub-path: no leading or trailing `/`; empty for the whole mount.
+    pub path: String,
+    pub kms_key_id: Option<String>,
+    pub sns_topic_arn: Option<String>,
+    pub deletion_policy: DeletionPolicy,
+    pub recovery_window_days: i64,
+    pub max_delete_share: f64,
+    pub on_modified: OnModified,
+    pub adopt: Vec<String>,
+    pub concurrency: usize,
+    pub writes_per_second: u32,
+    pub dry_run: bool,
+}
+
+impl Settings {
+    /// The `vault-path` tag value: the sub-path, or `/` for the whole mount.
+    pub fn path_tag(&self) -> &str {
+        if self.path.is_empty() {
+            "/"
+        } else {
+            &self.path
+        }
+    }
+}
+
+/// Where the Vault connection comes from.
+#[derive(Clone, Debug)]
+pub enum ConnectionSource {
+    /// Read from this Secrets Manager secret.
+    Secret(String),
+    /// Given directly.
+    Direct {
+        address: String,
+        auth: DirectAuth,
+        ca_cert: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub enum DirectAuth {
+    Token(SecretString),
+    AppRole {
+        mount: String,
+        role_id: String,
+        secret_id: SecretString,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+/// Characters AWS accepts in a secret name.
+pub fn is_aws_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "/_+=.@-".contains(c)
+}
+
+impl SyncArgs {
+    /// Checks every value and says which flag (and variable) to fix.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let prefix = self.prefix.trim_matches('/').to_owned();
+        if prefix.is_empty() {
+            return Err(invalid("--prefix / REPLICATOR_PREFIX", "must not be empty"));
+        }
+        if let Some(c) = prefix.chars().find(|c| !is_aws_name_char(*c)) {
+            return Err(invalid(
+                "--prefix / REPLICATOR_PREFIX",
+                format!("{c:?} is not allowed in a secret name (use letters, digits and /_+=.@-)"),
+            ));
+        }
+        let mount = self
+            .mount
+            .as_deref()
+            .map(|m| m.trim_matches('/').to_owned())
+            .unwrap_or_else(|| prefix.clone());
+        if mount.is_empty() {
+            return Err(invalid("--mount / REPLICATOR_MOUNT", "must not be empty"));
+        }
+        let path = self.path.trim_matches('/').to_owned();
+        if path.split('/').any(|s| s == ".." || s == ".") {
+            return Err(invalid(
+                "--path / REPLICATOR_PATH",
+                "must not contain . or .. segments",
+            ));
+        }
+        if !(7..=30).contains(&self.recovery_window_days) {
+            return Err(invalid(
+                "--recovery-window-days / REPLICATOR_RECOVERY_WINDOW_DAYS",
+                format!("{} is outside 7 to 30 days", self.recovery_window_days),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.max_delete_share) {
+            return Err(invalid(
+                "--max-delete-share / REPLICATOR_MAX_DELETE_SHARE",
+                format!("{} is outside 0 to 1", self.max_delete_share),
+            ));
+        }
+        if !(1..=256).contains(&self.concurrency) {
+            return Err(invalid(
+                "--concurrency / REPLICATOR_CONCURRENCY",
+                format!("{} is outside 1 to 256", self.concurrency),
+            ));
+        }
+        if !(1..=50).contains(&self.writes_per_second) {
+            return Err(invalid(
+                "--writes-per-second / REPLICATOR_WRITES_PER_SECOND",
+                format!(
+                    "{} is outside 1 to 50 (the AWS quota is 50 per region)",
+                    self.writes_per_second
+                ),
+            ));
+        }
+        if let Some(arn) = &self.sns_topic_arn
+            && !(arn.starts_with("arn:") && arn.split(':').count() == 6)
+        {
+            return Err(invalid(
+                "--sns-topic-arn / REPLICATOR_SNS_TOPIC_ARN",
+                format!("{arn:?} is not a topic ARN (arn:PARTITION:sns:REGION:ACCOUNT:NAME)"),
+            ));
+        }
+        Ok(Settings {
+            prefix,
+            mount,
+            path,
+            kms_key_id: self.kms_key_id.clone().filter(|k| !k.is_empty()),
+            sns_topic_arn: self.sns_topic_arn.clone().filter(|k| !k.is_empty()),
+            deletion_policy: self.deletion_policy,
+            recovery_window_days: self.recovery_window_days,
+            max_delete_share: self.max_delete_share,
+            on_modified: self.on_modified,
+            adopt: self
+                .adopt
+                .iter()
+                .filter(|a| !a.is_empty())
+                .cloned()
+                .collect(),
+            concurrency: self.concurrency,
+            writes_per_second: self.writes_per_second,
+            dry_run: self.dry_run,
+        })
+    }
+
+    /// Where to find Vault: the connection secret wins; otherwise address + token or AppRole.
+    pub fn connection(&self) -> Result<ConnectionSource, ConfigError> {
+        if let Some(name) = self.connection_secret.as_ref().filter(|n| !n.is_empty()) {
+            return Ok(ConnectionSource::Secret(name.clone()));
+        }
+        let address = self.vault_addr.clone().filter(|a| !a.is_empty()).ok_or_else(|| {
+            invalid(
+                "--vault-addr / VAULT_ADDR",
+                "no Vault address: give --connection-secret, or --vault-addr with a token or AppRole",
+            )
+        })?;
+        let auth = match (
+            &self.vault_role_id,
+            &self.vault_secret_id,
+            &self.vault_token,
+        ) {
+            (Some(role_id), Some(secret_id), _) => DirectAuth::AppRole {
+                mount: self.vault_approle_mount.clone(),
+                role_id: role_id.clone(),
+                secret_id: SecretString::from(secret_id.as_str()),
+            },
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(invalid(
+                    "--vault-role-id / --vault-secret-id",
+                    "AppRole needs both the role id and the secret id",
+                ));
+            }
+            (None, None, Some(token)) if !token.is_empty() => {
+                DirectAuth::Token(SecretString::from(token.as_str()))
+            }
+            _ => {
+                return Err(invalid(
+                    "--vault-token / VAULT_TOKEN",
+                    "no Vault credentials: give a token, or --vault-role-id and --vault-secret-id",
+                ));
+            }
+        };
+        Ok(ConnectionSource::Direct {
+            address,
+            auth,
+            ca_cert: self.vault_cacert.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sync: SyncArgs,
+    }
+
+    fn parse(args: &[&str]) -> SyncArgs {
+        let mut all = vec!["replicator"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all) {
+            Ok(cli) => cli.sync,
+            Err(e) => panic!("parse failed: {e}"),
+        }
+    }
+
+    #[test]
+    fn mount_defaults_to_prefix_and_path_is_normalised() {
+        let s = parse(&["--prefix", "team/", "--path", "/apps/web/"])
+            .settings()
+            .unwrap();
+        assert_eq!(s.prefix, "team");
+        assert_eq!(s.mount, "team");
+        assert_eq!(s.path, "apps/web");
+        assert_eq!(s.path_tag(), "apps/web");
+    }
+
+    #[test]
+    fn each_bad_value_names_its_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--prefix", "bad prefix"], "--prefix"),
+            (&["--recovery-window-days", "3"], "--recovery-window-days"),
+            (&["--max-delete-share", "1.5"], "--max-delete-share"),
+            (&["--concurrency", "0"], "--concurrency"),
+            (&["--writes-per-second", "80"], "--writes-per-second"),
+            (&["--sns-topic-arn", "topic"], "--sns-topic-arn"),
+            (&["--path", "a/../b"], "--path"),
+        ];
+        for (args, flag) in cases {
+            let err = parse(args).settings().unwrap_err().to_string();
+            assert!(err.starts_with(flag), "{args:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn connection_needs_an_address_and_credentials() {
+        assert!(parse(&[]).connection().is_err());
+        assert!(parse(&["--vault-addr", "http://v"]).connection().is_err());
+        assert!(
+            parse(&["--vault-addr", "http://v", "--vault-role-id", "r"])
+                .connection()
+                .is_err()
+        );
+        assert!(matches!(
+            parse(&["--vault-addr", "http://v", "--vault-token", "t"]).connection(),
+            Ok(ConnectionSource::Direct {
+                auth: DirectAuth::Token(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&["--connection-secret", "c"]).connection(),
+            Ok(ConnectionSource::Secret(_))
+        ));
+    }
+}

@@ -1,0 +1,19 @@
+//! Replicates Vault / OpenBao KV v2 secrets into AWS Secrets Manager.
+//!
+//! One run: [`run::run`] reads the configuration, walks Vault ([`inventory`]), lists AWS
+//! ([`aws`]), decides purely ([`plan`]), acts ([`execute`]) and reports ([`report`]). The CLI
+//! (`replicator sync`) and the Lambda (`bootstrap`, [`lambda`]) share that one path.
+
+pub mod aws;
+pub mod config;
+pub mod contract;
+pub mod execute;
+pub mod inventory;
+pub mod lambda;
+pub mod logging;
+pub mod plan;
+pub mod report;
+pub mod run;
+pub mod secret;
+pub mod tls;
+pub mod vault;

@@ -1,0 +1,784 @@
+//! The pure decision of a sync: from the Vault inventory and the AWS listing, what to create,
+//! update, keep, delete or refuse. No I/O, no clock, no values: unit-tested table by table.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::aws::AwsSecret;
+use crate::config::{DeletionPolicy, OnModified, Settings, is_aws_name_char};
+use crate::contract::tags;
+use crate::inventory::{EntryState, VaultEntry, full_path};
+
+/// AWS limit on a secret name.
+pub const MAX_NAME_LEN: usize = 512;
+
+/// The deterministic `ClientRequestToken` (and so version id) of one Vault version: the same
+/// (mount, path, version, creation time) always gives the same id, so a retried write never makes
+/// a second AWS version, and the id the tool last wrote can be recomputed from the tags.
+pub fn version_token(mount: &str, vault_path: &str, version: u64, created_time: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        "vault-secrets-replicator/v1",
+        mount,
+        vault_path,
+        &version.to_string(),
+        created_time,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80; // UUID version 8 (custom)
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// What to write for one Vault secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub name: String,
+    /// Path inside the mount.
+    pub vault_path: String,
+    pub version: u64,
+    pub created_time: String,
+    /// The deterministic version id of this write.
+    pub token: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateReason {
+    /// Vault has a newer version.
+    NewVersion,
+    /// A secret the sample created (or one listed for adoption) is taken over in place.
+    Adopt,
+    /// Changed in AWS by someone else, overwritten by configuration.
+    Overwrite,
+    /// A previous run wrote the value but not the tags.
+    FinishTags,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictKind {
+    /// A secret under the prefix that this tool does not own.
+    Foreign,
+    /// Owned by this tool, but replicated from another Vault mount or path.
+    OtherSource,
+    /// Someone wrote a new value in AWS after the replicator did.
+    ModifiedOutside,
+    /// A secret this tool does not own is scheduled for deletion under the name.
+    ScheduledForDeletion,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidKind {
+    InvalidName,
+    NameTooLong,
+    ArnSuffixName,
+    NameCollision,
+}
+
+/// One decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Step {
+    Create {
+        target: Target,
+    },
+    Update {
+        target: Target,
+        arn: String,
+        reason: UpdateReason,
+        /// Restore it first: it is scheduled for deletion.
+        restore: bool,
+    },
+    Unchanged {
+        name: String,
+    },
+    Delete {
+        name: String,
+        arn: String,
+    },
+    /// An owned secret whose Vault source is gone, kept by the `keep` policy or the breaker.
+    Keep {
+        name: String,
+        why: String,
+    },
+    /// Deleted in Vault and not in AWS (or already scheduled for deletion there).
+    Skip {
+        name: String,
+    },
+    Conflict {
+        name: String,
+        kind: ConflictKind,
+        message: String,
+    },
+    Invalid {
+        name: String,
+        vault_path: String,
+        kind: InvalidKind,
+        message: String,
+    },
+    /// Vault could not tell the secret's state.
+    VaultFailed {
+        name: String,
+        kind: String,
+        message: String,
+    },
+}
+
+impl Step {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Create { target } | Self::Update { target, .. } => &target.name,
+            Self::Unchanged { name }
+            | Self::Delete { name, .. }
+            | Self::Keep { name, .. }
+            | Self::Skip { name }
+            | Self::Conflict { name, .. }
+            | Self::Invalid { name, .. }
+            | Self::VaultFailed { name, .. } => name,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// Set when the breaker refused this run's deletions.
+    pub breaker: Option<String>,
+}
+
+/// Checks a name against AWS's rules; the reason when it breaks one.
+pub fn check_name(name: &str) -> Result<(), (InvalidKind, String)> {
+    if let Some(c) = name.chars().find(|c| !is_aws_name_char(*c)) {
+        return Err((
+            InvalidKind::InvalidName,
+            format!("{c:?} is not allowed in a Secrets Manager name (letters, digits, /_+=.@-)"),
+        ));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err((
+            InvalidKind::NameTooLong,
+            format!(
+                "{} characters, over the limit of {MAX_NAME_LEN}",
+                name.len()
+            ),
+        ));
+    }
+    let bytes = name.as_bytes();
+    if bytes.len() >= 7
+        && bytes[bytes.len() - 7] == b'-'
+        && bytes[bytes.len() - 6..]
+            .iter()
+            .all(u8::is_ascii_alphanumeric)
+    {
+        return Err((
+            InvalidKind::ArnSuffixName,
+            "ends with '-' and 6 characters, which Secrets Manager confuses with an ARN suffix; rename it in Vault".into(),
+        ));
+    }
+    Ok(())
+}
+
+enum Ownership {
+    Ours,
+    /// The sample's secret (tag `version`, no owner) or one listed for adoption.
+    Adoptable,
+    OtherSource(String),
+    Foreign,
+}
+
+fn ownership(secret: &AwsSecret, settings: &Settings) -> Ownership {
+    let tag = |k: &str| secret.tags.get(k).map(String::as_str);
+    match tag(tags::MANAGED_BY) {
+        Some(tags::MANAGED_BY_VALUE) => {
+            let (mount, path) = (tag(tags::VAULT_MOUNT), tag(tags::VAULT_PATH));
+            if mount == Some(settings.mount.as_str()) && path == Some(settings.path_tag()) {
+                Ownership::Ours
+            } else {
+                Ownership::OtherSource(format!(
+                    "replicated from mount {:?} path {:?}",
+                    mount.unwrap_or(""),
+                    path.unwrap_or("")
+                ))
+            }
+        }
+        Some(_) => Ownership::Foreign,
+        None if settings.adopt.iter().any(|a| a == &secret.name) => Ownership::Adoptable,
+        None if tag(tags::VERSION).is_some() => Ownership::Adoptable,
+        None => Ownership::Foreign,
+    }
+}
+
+/// The version id the replicator wrote last, computed from the secret's tags.
+fn recorded_token(secret: &AwsSecret, mount: &str, vault_path: &str) -> Option<String> {
+    let version = secret.tags.get(tags::VERSION)?.parse().ok()?;
+    let created = secret.tags.get(tags::VERSION_CREATED)?;
+    Some(version_token(mount, vault_path, version, created))
+}
+
+/// Decides every step of one run.
+pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> Plan {
+    let by_name: HashMap<&str, &AwsSecret> = aws.iter().map(|s| (s.name.as_str(), s)).collect();
+    let name_of = |rel: &str| format!("{}/{rel}", settings.prefix);
+
+    // Names more than one Vault path maps to.
+    let mut claims: BTreeMap<String, usize> = BTreeMap::new();
+    for e in entries {
+        *claims.entry(name_of(&e.rel_path)).or_default() += 1;
+    }
+
+    let mut steps = Vec::with_capacity(entries.len() + 8);
+    let mut seen: HashSet<String> = HashSet::with_capacity(entries.len());
+    let mut live_count = 0usize;
+
+    for entry in entries {
+        let name = name_of(&entry.rel_path);
+        let vault_path = full_path(&settings.path, &entry.rel_path);
+        seen.insert(name.clone());
+        let existing = by_name.get(name.as_str()).copied();
+
+        if claims.get(&name).copied().unwrap_or(0) > 1 {
+            steps.push(Step::Invalid {
+                message: format!("several Vault paths map to {name}"),
+                name,
+                vault_path,
+                kind: InvalidKind::NameCollision,
+            });
+            continue;
+        }
+
+        let (version, created_time) = match &entry.state {
+            EntryState::Live {
+                version,
+                created_time,
+            } => (*version, created_time.clone()),
+            EntryState::Unreadable { kind, message } => {
+                steps.push(Step::VaultFailed {
+                    name,
+                    kind: (*kind).to_owned(),
+                    message: message.clone(),
+                });
+                continue;
+            }
+            EntryState::Deleted => {
+                steps.push(gone_from_vault(name, existing, settings));
+                continue;
+            }
+        };
+        live_count += 1;
+
+        if let Err((kind, message)) = check_name(&name) {
+            steps.push(Step::Invalid {
+                name,
+                vault_path,
+                kind,
+                message,
+            });
+            continue;
+        }
+
+        let token = version_token(&settings.mount, &vault_path, version, &created_time);
+        let target = Target {
+            name: name.clone(),
+            vault_path: vault_path.clone(),
+            version,
+            created_time,
+            token,
+        };
+        let Some(secret) = existing else {
+            steps.push(Step::Create { target });
+            continue;
+        };
+        let restore = secret.pending_deletion;
+        let arn = secret.arn.clone();
+        match ownership(secret, settings) {
+            Ownership::Foreign if restore => steps.push(Step::Conflict {
+                name,
+                kind: ConflictKind::ScheduledForDeletion,
+                message: "a secret this tool does not own is scheduled for deletion under this name; restore and tag it, or delete it for good".into(),
+            }),
+            Ownership::Foreign => steps.push(Step::Conflict {
+                name,
+                kind: ConflictKind::Foreign,
+                message: format!(
+                    "exists without the {}={} tag; list it in REPLICATOR_ADOPT to take it over",
+                    tags::MANAGED_BY,
+                    tags::MANAGED_BY_VALUE
+                ),
+            }),
+            Ownership::OtherSource(from) => steps.push(Step::Conflict {
+                name,
+                kind: ConflictKind::OtherSource,
+                message: from,
+            }),
+            Ownership::Adoptable => steps.push(Step::Update {
+                target,
+                arn,
+                reason: UpdateReason::Adopt,
+                restore,
+            }),
+            Ownership::Ours => {
+                let current = secret.current_version_id.as_deref();
+                let recorded = recorded_token(secret, &settings.mount, &vault_path);
+                let ours_current = current.is_some() && current == recorded.as_deref();
+                // The tags name exactly this Vault version (the token covers version and time).
+                let up_to_date = recorded.as_deref() == Some(target.token.as_str());
+                if current == Some(target.token.as_str()) && !up_to_date {
+                    // The value of this very version is in; only the tags are missing.
+                    steps.push(Step::Update {
+                        target,
+                        arn,
+                        reason: UpdateReason::FinishTags,
+                        restore,
+                    });
+                } else if !ours_current {
+                    match settings.on_modified {
+                        OnModified::Report => steps.push(Step::Conflict {
+                            name,
+                            kind: ConflictKind::ModifiedOutside,
+                            message: "its current version was not written by the replicator; set REPLICATOR_ON_MODIFIED=overwrite to restore Vault's value".into(),
+                        }),
+                        OnModified::Overwrite => steps.push(Step::Update {
+                            target,
+                            arn,
+                            reason: UpdateReason::Overwrite,
+                            restore,
+                        }),
+                    }
+                } else if up_to_date && !restore {
+                    steps.push(Step::Unchanged { name });
+                } else {
+                    steps.push(Step::Update {
+                        target,
+                        arn,
+                        reason: UpdateReason::NewVersion,
+                        restore,
+                    });
+                }
+            }
+        }
+    }
+
+    // Owned secrets with no Vault path at all (metadata deleted, or never there).
+    let mut owned_count = 0usize;
+    for secret in aws {
+        let ours = matches!(ownership(secret, settings), Ownership::Ours);
+        if ours && !secret.pending_deletion {
+            owned_count += 1;
+        }
+        if ours && !seen.contains(&secret.name) {
+            steps.push(gone_from_vault(secret.name.clone(), Some(secret), settings));
+        }
+    }
+
+    let mut plan = Plan {
+        steps,
+        breaker: None,
+    };
+    apply_breaker(
+        &mut plan,
+        owned_count,
+        live_count,
+        settings.max_delete_share,
+    );
+    plan
+}
+
+/// The step for a secret whose Vault source is deleted or missing.
+fn gone_from_vault(name: String, existing: Option<&AwsSecret>, settings: &Settings) -> Step {
+    let Some(secret) = existing else {
+        return Step::Skip { name };
+    };
+    if secret.pending_deletion || !matches!(ownership(secret, settings), Ownership::Ours) {
+        return Step::Skip { name };
+    }
+    match settings.deletion_policy {
+        DeletionPolicy::Keep => Step::Keep {
+            name,
+            why: "deleted in Vault; kept by deletion policy keep".into(),
+        },
+        DeletionPolicy::Delete => Step::Delete {
+            name,
+            arn: secret.arn.clone(),
+        },
+    }
+}
+
+/// Refuses every deletion of the run when it would delete more than `max_share` of the owned
+/// secrets, or anything at all while Vault shows no live secret.
+fn apply_breaker(plan: &mut Plan, owned: usize, live: usize, max_share: f64) {
+    let deletes = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Delete { .. }))
+        .count();
+    if deletes == 0 {
+        return;
+    }
+    let allowed = (owned as f64 * max_share).floor() as usize;
+    let reason = if live == 0 {
+        format!(
+            "Vault shows no live secret under the path but {deletes} replicated secrets would be deleted; refusing (an empty or wrong listing must not wipe AWS)"
+        )
+    } else if deletes > allowed {
+        format!(
+            "{deletes} of {owned} replicated secrets would be deleted, over the breaker's share {max_share} ({allowed}); raise REPLICATOR_MAX_DELETE_SHARE to allow it"
+        )
+    } else {
+        return;
+    };
+    for step in &mut plan.steps {
+        if let Step::Delete { name, .. } = step {
+            *step = Step::Keep {
+                name: std::mem::take(name),
+                why: "deletion refused by the breaker".into(),
+            };
+        }
+    }
+    plan.breaker = Some(reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DeletionPolicy, OnModified};
+
+    fn settings() -> Settings {
+        Settings {
+            prefix: "p".into(),
+            mount: "kv".into(),
+            path: String::new(),
+            kms_key_id: None,
+            sns_topic_arn: None,
+            deletion_policy: DeletionPolicy::Keep,
+            recovery_window_days: 30,
+            max_delete_share: 0.5,
+            on_modified: OnModified::Report,
+            adopt: vec![],
+            concurrency: 4,
+            writes_per_second: 20,
+            dry_run: false,
+        }
+    }
+
+    const T: &str = "2026-11-01T10:00:00Z";
+
+    fn live(rel: &str, version: u64) -> VaultEntry {
+        VaultEntry {
+            rel_path: rel.into(),
+            state: EntryState::Live {
+                version,
+                created_time: T.into(),
+            },
+        }
+    }
+
+    fn deleted(rel: &str) -> VaultEntry {
+        VaultEntry {
+            rel_path: rel.into(),
+            state: EntryState::Deleted,
+        }
+    }
+
+    /// An AWS secret the replicator wrote from `kv` version `version` of `rel`.
+    fn ours(rel: &str, version: u64) -> AwsSecret {
+        let mut tags = crate::aws::owner_tags("kv", "/");
+        tags.insert("version".into(), version.to_string());
+        tags.insert("vault-version-created".into(), T.into());
+        AwsSecret {
+            name: format!("p/{rel}"),
+            arn: format!("arn:aws:secretsmanager:r:1:secret:p/{rel}-abcdef"),
+            tags,
+            current_version_id: Some(version_token("kv", rel, version, T)),
+            pending_deletion: false,
+        }
+    }
+
+    fn kinds(plan: &Plan) -> Vec<String> {
+        plan.steps
+            .iter()
+            .map(|s| {
+                let v = serde_json::to_value(s).unwrap();
+                format!("{} {}", v["action"].as_str().unwrap(), s.name())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tokens_are_stable_uuid_shaped_and_distinct() {
+        let a = version_token("kv", "a", 1, T);
+        assert_eq!(a, version_token("kv", "a", 1, T));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "8");
+        assert_ne!(a, version_token("kv", "a", 2, T));
+        assert_ne!(a, version_token("kv", "a", 1, "2026-11-02T10:00:00Z"));
+        assert_ne!(a, version_token("kv2", "a", 1, T));
+    }
+
+    #[test]
+    fn new_changed_and_unchanged_secrets() {
+        let vault = [live("a", 1), live("b/c", 2), live("d", 5)];
+        let aws = [ours("b/c", 1), ours("d", 5)];
+        let plan = plan(&vault, &aws, &settings());
+        assert_eq!(
+            kinds(&plan),
+            ["create p/a", "update p/b/c", "unchanged p/d"]
+        );
+        assert!(matches!(
+            &plan.steps[1],
+            Step::Update {
+                reason: UpdateReason::NewVersion,
+                restore: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn deletions_follow_the_policy() {
+        let vault = [live("a", 1), deleted("b"), live("c", 1), live("d", 1)];
+        let aws = [
+            ours("a", 1),
+            ours("b", 1),
+            ours("c", 1),
+            ours("d", 1),
+            ours("gone", 1),
+        ];
+        let keep = plan(&vault, &aws, &settings());
+        assert_eq!(
+            kinds(&keep),
+            [
+                "unchanged p/a",
+                "keep p/b",
+                "unchanged p/c",
+                "unchanged p/d",
+                "keep p/gone"
+            ]
+        );
+        let mut s = settings();
+        s.deletion_policy = DeletionPolicy::Delete;
+        let del = plan(&vault, &aws, &s);
+        assert_eq!(
+            kinds(&del),
+            [
+                "unchanged p/a",
+                "delete p/b",
+                "unchanged p/c",
+                "unchanged p/d",
+                "delete p/gone"
+            ]
+        );
+        assert!(del.breaker.is_none());
+    }
+
+    #[test]
+    fn breaker_refuses_large_or_total_deletions() {
+        let mut s = settings();
+        s.deletion_policy = DeletionPolicy::Delete;
+        let aws = [ours("a", 1), ours("b", 1), ours("c", 1), ours("d", 1)];
+        // 3 of 4 > 50 %
+        let p = plan(&[live("a", 1)], &aws, &s);
+        assert!(p.breaker.as_deref().unwrap().contains("3 of 4"));
+        assert!(p.steps.iter().all(|s| !matches!(s, Step::Delete { .. })));
+        // An empty Vault never deletes, whatever the share.
+        s.max_delete_share = 1.0;
+        let p = plan(&[], &aws, &s);
+        assert!(p.breaker.as_deref().unwrap().contains("no live secret"));
+        assert_eq!(
+            kinds(&p).iter().filter(|k| k.starts_with("keep")).count(),
+            4
+        );
+    }
+
+    #[test]
+    fn ownership_decides_conflicts_and_adoption() {
+        let mut foreign = ours("f", 1);
+        foreign.tags.clear();
+        let mut sample = ours("s", 1);
+        sample.tags = BTreeMap::from([("version".into(), "1".into())]);
+        sample.current_version_id = Some("random-id-from-the-sample-0000000000".into());
+        let mut other = ours("o", 1);
+        other.tags.insert("vault-mount".into(), "elsewhere".into());
+        let mut listed = ours("l", 1);
+        listed.tags.clear();
+        let mut s = settings();
+        s.adopt = vec!["p/l".into()];
+        let vault = [live("f", 1), live("l", 1), live("o", 1), live("s", 1)];
+        let p = plan(&vault, &[foreign, listed, other, sample], &s);
+        assert_eq!(
+            kinds(&p),
+            ["conflict p/f", "update p/l", "conflict p/o", "update p/s"]
+        );
+        assert!(matches!(
+            &p.steps[0],
+            Step::Conflict {
+                kind: ConflictKind::Foreign,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &p.steps[2],
+            Step::Conflict {
+                kind: ConflictKind::OtherSource,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &p.steps[3],
+            Step::Update {
+                reason: UpdateReason::Adopt,
+                ..
+            }
+        ));
+        // A foreign orphan is never touched.
+        let mut stray = ours("x", 1);
+        stray.tags.clear();
+        let mut d = settings();
+        d.deletion_policy = DeletionPolicy::Delete;
+        assert!(plan(&[live("a", 1)], &[stray], &d).steps.len() == 1);
+    }
+
+    #[test]
+    fn out_of_band_writes_are_conflicts_unless_overwritten() {
+        let mut touched = ours("a", 2);
+        touched.current_version_id = Some("someone-else-wrote-this-0000000000".into());
+        let p = plan(&[live("a", 2)], std::slice::from_ref(&touched), &settings());
+        assert!(matches!(
+            &p.steps[0],
+            Step::Conflict {
+                kind: ConflictKind::ModifiedOutside,
+                ..
+            }
+        ));
+        let mut s = settings();
+        s.on_modified = OnModified::Overwrite;
+        let p = plan(&[live("a", 2)], &[touched], &s);
+        assert!(matches!(
+            &p.steps[0],
+            Step::Update {
+                reason: UpdateReason::Overwrite,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_write_whose_tags_were_lost_is_finished_not_flagged() {
+        let mut half = ours("a", 1);
+        half.current_version_id = Some(version_token("kv", "a", 2, T));
+        let p = plan(&[live("a", 2)], &[half], &settings());
+        assert!(matches!(
+            &p.steps[0],
+            Step::Update {
+                reason: UpdateReason::FinishTags,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn scheduled_deletions_are_restored_when_ours_and_reported_otherwise() {
+        let mut mine = ours("a", 1);
+        mine.pending_deletion = true;
+        let mut theirs = ours("b", 1);
+        theirs.tags.clear();
+        theirs.pending_deletion = true;
+        let p = plan(&[live("a", 1), live("b", 1)], &[mine, theirs], &settings());
+        assert!(matches!(&p.steps[0], Step::Update { restore: true, .. }));
+        assert!(matches!(
+            &p.steps[1],
+            Step::Conflict {
+                kind: ConflictKind::ScheduledForDeletion,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_names_and_collisions_fail_alone() {
+        let vault = [
+            live("ok", 1),
+            live("has space", 1),
+            live("ends-abcdef", 1),
+            live(&"x".repeat(600), 1),
+            live("dup", 1),
+            live("dup", 2),
+        ];
+        let p = plan(&vault, &[], &settings());
+        let invalid: Vec<_> = p
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Invalid { kind, .. } => Some(*kind),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            invalid,
+            [
+                InvalidKind::InvalidName,
+                InvalidKind::ArnSuffixName,
+                InvalidKind::NameTooLong,
+                InvalidKind::NameCollision,
+                InvalidKind::NameCollision
+            ]
+        );
+        assert_eq!(kinds(&p)[0], "create p/ok");
+    }
+
+    #[test]
+    fn unreadable_metadata_neither_writes_nor_deletes() {
+        let mut s = settings();
+        s.deletion_policy = DeletionPolicy::Delete;
+        s.max_delete_share = 1.0;
+        let vault = [
+            live("a", 1),
+            VaultEntry {
+                rel_path: "b".into(),
+                state: EntryState::Unreadable {
+                    kind: "vault_permission_denied",
+                    message: "denied".into(),
+                },
+            },
+        ];
+        let p = plan(&vault, &[ours("a", 1), ours("b", 1)], &s);
+        assert_eq!(kinds(&p), ["unchanged p/a", "vault_failed p/b"]);
+    }
+
+    #[test]
+    fn sub_paths_map_relative_names_and_own_their_tag() {
+        let mut s = settings();
+        s.path = "apps/web".into();
+        let p = plan(&[live("db", 1)], &[], &s);
+        let Step::Create { target } = &p.steps[0] else {
+            panic!("{p:?}")
+        };
+        assert_eq!(target.name, "p/db");
+        assert_eq!(target.vault_path, "apps/web/db");
+        // A secret replicated from the whole mount is another source.
+        let p = plan(&[live("db", 1)], &[ours("db", 1)], &s);
+        assert!(matches!(
+            &p.steps[0],
+            Step::Conflict {
+                kind: ConflictKind::OtherSource,
+                ..
+            }
+        ));
+    }
+}

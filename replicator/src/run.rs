@@ -1,0 +1,235 @@
+//! One sync run from configuration to report: resolve the Vault connection, walk Vault, list
+//! AWS, plan, execute, notify. Shared by the CLI and the Lambda. Network I/O.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use aws_smithy_types::DateTime;
+use aws_types::SdkConfig;
+
+use crate::aws::{AwsCounters, Notifier, SecretsManager};
+use crate::config::{ConnectionSource, DirectAuth, Settings, SyncArgs};
+use crate::contract::ConnectionSecret;
+use crate::report::{Problem, Report};
+use crate::vault::{VaultAuth, VaultClient};
+
+/// Errors that stop a run before any secret is planned.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("connection secret {name}: {message}")]
+    Connection { name: String, message: String },
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
+    #[error(transparent)]
+    Aws(#[from] crate::aws::AwsError),
+}
+
+impl SyncError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "config_invalid",
+            Self::Connection { .. } => "connection_secret_invalid",
+            Self::Vault(e) => e.kind(),
+            Self::Aws(e) => e.kind.as_str(),
+        }
+    }
+}
+
+/// Builds the Vault client from the connection source.
+async fn vault_client(
+    args: &SyncArgs,
+    settings: &mut Settings,
+    sm: &SecretsManager,
+) -> Result<VaultClient, SyncError> {
+    match args.connection()? {
+        ConnectionSource::Secret(name) => {
+            let raw = sm.read_string(&name).await?;
+            let conn: ConnectionSecret =
+                serde_json::from_str(raw.expose()).map_err(|e| SyncError::Connection {
+                    name: name.clone(),
+                    // serde's message names the field, never the value of a string.
+                    message: format!("not the expected JSON ({{\"vaultAddress\", \"vaultToken\" or \"vaultRoleId\"+\"vaultSecretId\", ...}}): {}", e.classify_message()),
+                })?;
+            if conn.vault_address.is_empty() {
+                return Err(SyncError::Connection {
+                    name,
+                    message: "vaultAddress is empty".into(),
+                });
+            }
+            if args.mount.is_none()
+                && let Some(mount) = conn.vault_kv_mount.as_ref().filter(|m| !m.is_empty())
+            {
+                settings.mount = mount.trim_matches('/').to_owned();
+            }
+            let auth = match (
+                &conn.vault_role_id,
+                &conn.vault_secret_id,
+                &conn.vault_token,
+            ) {
+                (Some(role_id), Some(secret_id), _) => VaultAuth::AppRole {
+                    mount: conn
+                        .vault_approle_mount
+                        .clone()
+                        .unwrap_or_else(|| "approle".into()),
+                    role_id: role_id.clone(),
+                    secret_id: secret_id.clone(),
+                },
+                (_, _, Some(token)) if !token.is_empty() => VaultAuth::Token(token.clone()),
+                _ => {
+                    return Err(SyncError::Connection {
+                        name,
+                        message:
+                            "holds no credentials: set vaultToken, or vaultRoleId and vaultSecretId"
+                                .into(),
+                    });
+                }
+            };
+            Ok(VaultClient::new(
+                &conn.vault_address,
+                auth,
+                conn.vault_ca_cert.as_deref(),
+                settings.concurrency,
+            )?)
+        }
+        ConnectionSource::Direct {
+            address,
+            auth,
+            ca_cert,
+        } => {
+            let pem = match &ca_cert {
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                    crate::vault::VaultError::Tls(format!("cannot read {}: {e}", path.display()))
+                })?),
+                None => None,
+            };
+            let auth = match auth {
+                DirectAuth::Token(t) => VaultAuth::Token(t),
+                DirectAuth::AppRole {
+                    mount,
+                    role_id,
+                    secret_id,
+                } => VaultAuth::AppRole {
+                    mount,
+                    role_id,
+                    secret_id,
+                },
+            };
+            Ok(VaultClient::new(
+                &address,
+                auth,
+                pem.as_deref(),
+                settings.concurrency,
+            )?)
+        }
+    }
+}
+
+trait ClassifyMessage {
+    fn classify_message(&self) -> String;
+}
+
+impl ClassifyMessage for serde_json::Error {
+    /// serde_json's message can quote input text for some errors: keep only the category and
+    /// position, which never carry a value.
+    fn classify_message(&self) -> String {
+        let what = match self.classify() {
+            serde_json::error::Category::Io => "read error",
+            serde_json::error::Category::Syntax => "invalid JSON",
+            serde_json::error::Category::Data => "a field is missing or has the wrong type",
+            serde_json::error::Category::Eof => "truncated JSON",
+        };
+        format!("{what} at line {} column {}", self.line(), self.column())
+    }
+}
+
+async fn plan_and_execute(
+    args: &SyncArgs,
+    sm: &SecretsManager,
+    report: &mut Report,
+) -> Result<(), SyncError> {
+    let mut settings = args.settings()?;
+    let vault = vault_client(args, &mut settings, sm).await?;
+    let counters = vault.counters.clone();
+    let result = async {
+        let now = DateTime::from(std::time::SystemTime::now());
+        let (inventory, aws) = tokio::join!(
+            crate::inventory::walk(
+                &vault,
+                &settings.mount,
+                &settings.path,
+                settings.concurrency,
+                now
+            ),
+            sm.list(&settings.prefix)
+        );
+        let (inventory, aws) = (inventory?, aws?);
+        tracing::info!(
+            vault_secrets = inventory.entries.len(),
+            aws_secrets = aws.len(),
+            bulk = inventory.bulk_metadata,
+            "inventories read"
+        );
+        report.bulk_metadata = inventory.bulk_metadata;
+        let plan = crate::plan::plan(&inventory.entries, &aws, &settings);
+        if let Some(reason) = &plan.breaker {
+            report
+                .failures
+                .push(Problem::new("", "deletion_breaker", reason.clone()));
+        }
+        report.dry_run = settings.dry_run;
+        if settings.dry_run {
+            report.plan = Some(plan.steps.clone());
+        }
+        crate::execute::execute(plan.steps, &vault, sm, &settings, report).await;
+        Ok::<_, SyncError>(())
+    }
+    .await;
+    let snap = counters.snapshot();
+    report.values_read = snap.get("read_value").copied().unwrap_or(0);
+    report.vault_requests = snap
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| (k.to_owned(), n))
+        .collect();
+    result
+}
+
+/// Runs one sync and, when anything failed, publishes one notice. Never panics on bad input:
+/// every problem ends up in the report.
+pub async fn run(args: &SyncArgs, aws: &SdkConfig) -> Report {
+    let started = Instant::now();
+    let counters = Arc::new(AwsCounters::default());
+    let writes = args.writes_per_second.clamp(1, 50);
+    let sm = SecretsManager::new(aws, writes, counters.clone());
+    let mut report = Report::default();
+    if let Err(e) = plan_and_execute(args, &sm, &mut report).await {
+        tracing::error!(kind = e.kind(), "sync failed: {e}");
+        report
+            .failures
+            .push(Problem::new("", e.kind(), e.to_string()));
+    }
+    if report.failed()
+        && let Some(topic) = args.sns_topic_arn.as_deref().filter(|t| !t.is_empty())
+    {
+        let account = topic.split(':').nth(4).unwrap_or("unknown");
+        let region = aws.region().map(|r| r.as_ref()).unwrap_or("unknown");
+        let notifier = Notifier::new(aws, counters.clone());
+        let subject = "vault-secrets-replicator: sync failed";
+        if let Err(e) = notifier
+            .publish(topic, subject, &report.notice(account, region))
+            .await
+        {
+            tracing::error!("cannot publish the failure notice: {e}");
+            report.failures.push(Problem::new(
+                "",
+                e.kind.as_str(),
+                format!("failure notice not sent: {e}"),
+            ));
+        }
+    }
+    report.aws_requests = counters.snapshot();
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    report
+}

@@ -1,0 +1,529 @@
+//! Vault / OpenBao HTTP client for what a sync needs: token or AppRole login (renewed before
+//! expiry), KV v2 LIST, metadata reads, bulk `detailed-metadata` listing and exact-version data
+//! reads. Does network I/O; never logs a token or a value.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::secret::SecretString;
+
+/// Counts requests by kind, for the run report and the benchmark.
+#[derive(Debug, Default)]
+pub struct VaultCounters {
+    pub logins: AtomicU64,
+    pub lists: AtomicU64,
+    pub detailed_lists: AtomicU64,
+    pub metadata_reads: AtomicU64,
+    pub value_reads: AtomicU64,
+}
+
+impl VaultCounters {
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        BTreeMap::from([
+            ("login", self.logins.load(Ordering::Relaxed)),
+            ("list", self.lists.load(Ordering::Relaxed)),
+            (
+                "list_detailed_metadata",
+                self.detailed_lists.load(Ordering::Relaxed),
+            ),
+            ("read_metadata", self.metadata_reads.load(Ordering::Relaxed)),
+            ("read_value", self.value_reads.load(Ordering::Relaxed)),
+        ])
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("cannot reach Vault at {address} ({op}): {source}")]
+    Unreachable {
+        address: String,
+        op: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("Vault denied {op}: permission denied (check the token or AppRole policy)")]
+    PermissionDenied { op: String },
+    #[error("Vault answered {status} to {op}: {}", errors.join("; "))]
+    Status {
+        op: String,
+        status: u16,
+        errors: Vec<String>,
+    },
+    #[error("unexpected answer from Vault to {op}: {detail}")]
+    Decode { op: String, detail: String },
+    #[error("Vault login with AppRole at auth/{mount} failed: {detail}")]
+    Login { mount: String, detail: String },
+    #[error("invalid Vault TLS settings: {0}")]
+    Tls(String),
+}
+
+impl VaultError {
+    /// A short stable name for reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unreachable { .. } => "vault_unreachable",
+            Self::PermissionDenied { .. } => "vault_permission_denied",
+            Self::Status { .. } => "vault_error",
+            Self::Decode { .. } => "vault_bad_response",
+            Self::Login { .. } => "vault_login_failed",
+            Self::Tls(_) => "vault_tls",
+        }
+    }
+}
+
+/// How the client authenticates.
+#[derive(Clone, Debug)]
+pub enum VaultAuth {
+    /// A fixed token (the sample's mode).
+    Token(SecretString),
+    /// AppRole: logs in, and logs in again when the token nears expiry.
+    AppRole {
+        mount: String,
+        role_id: String,
+        secret_id: SecretString,
+    },
+}
+
+#[derive(Debug)]
+struct CachedToken {
+    token: SecretString,
+    /// When to log in again (`None`: never expires).
+    refresh_at: Option<Instant>,
+}
+
+/// Metadata of one KV v2 secret, as far as a sync needs it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct SecretMetadata {
+    pub current_version: u64,
+    #[serde(default)]
+    pub versions: BTreeMap<String, VersionMetadata>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct VersionMetadata {
+    #[serde(default)]
+    pub created_time: String,
+    #[serde(default)]
+    pub deletion_time: String,
+    #[serde(default)]
+    pub destroyed: bool,
+}
+
+/// One folder's listing.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Child names; folders end with `/`.
+    pub keys: Vec<String>,
+    /// Metadata of each child secret, when the server listed it in bulk.
+    pub metadata: BTreeMap<String, SecretMetadata>,
+}
+
+/// What reading one exact version gave.
+#[derive(Debug)]
+pub enum VersionRead {
+    /// The key/value data, serialised as the JSON object the sample stores.
+    Value(SecretString),
+    /// The version was deleted or destroyed since it was listed.
+    Gone,
+}
+
+#[derive(Debug)]
+pub struct VaultClient {
+    http: reqwest::Client,
+    address: String,
+    auth: VaultAuth,
+    token: Mutex<Option<CachedToken>>,
+    pub counters: Arc<VaultCounters>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: T,
+}
+
+#[derive(Deserialize)]
+struct ListData {
+    #[serde(default)]
+    keys: Vec<String>,
+    #[serde(default)]
+    key_info: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct DataRead {
+    data: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+struct LoginResponse {
+    auth: LoginAuth,
+}
+
+#[derive(Deserialize)]
+struct LoginAuth {
+    client_token: SecretString,
+    #[serde(default)]
+    lease_duration: u64,
+}
+
+/// Percent-encodes a KV path for a URL, keeping `/` between segments.
+pub fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// When to renew a token that lives `ttl`: at two thirds of its life, but at least 5 s early.
+fn refresh_after(ttl: Duration) -> Duration {
+    let two_thirds = ttl.mul_f64(2.0 / 3.0);
+    two_thirds.min(ttl.saturating_sub(Duration::from_secs(5)))
+}
+
+impl VaultClient {
+    /// Builds the client. `ca_pem` is trusted *instead of* the system roots when given;
+    /// certificate verification is never turned off.
+    pub fn new(
+        address: &str,
+        auth: VaultAuth,
+        ca_pem: Option<&str>,
+        concurrency: usize,
+    ) -> Result<Self, VaultError> {
+        crate::tls::install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(concurrency.max(1))
+            .user_agent(concat!(
+                "vault-secrets-replicator/",
+                env!("CARGO_PKG_VERSION")
+            ));
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+                VaultError::Tls(format!("the CA certificate is not valid PEM: {e}"))
+            })?;
+            if certs.is_empty() {
+                return Err(VaultError::Tls(
+                    "the CA certificate PEM holds no certificate".into(),
+                ));
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| VaultError::Tls(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            address: address.trim_end_matches('/').to_owned(),
+            auth,
+            token: Mutex::new(None),
+            counters: Arc::new(VaultCounters::default()),
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// A valid token: the fixed one, or a cached AppRole login renewed before it expires.
+    async fn token(&self) -> Result<SecretString, VaultError> {
+        let (mount, role_id, secret_id) = match &self.auth {
+            VaultAuth::Token(t) => return Ok(t.clone()),
+            VaultAuth::AppRole {
+                mount,
+                role_id,
+                secret_id,
+            } => (mount, role_id, secret_id),
+        };
+        let mut cached = self.token.lock().await;
+        if let Some(c) = cached.as_ref()
+            && c.refresh_at.is_none_or(|at| Instant::now() < at)
+        {
+            return Ok(c.token.clone());
+        }
+        let fresh = self.login_approle(mount, role_id, secret_id).await?;
+        let token = fresh.token.clone();
+        *cached = Some(fresh);
+        Ok(token)
+    }
+
+    async fn login_approle(
+        &self,
+        mount: &str,
+        role_id: &str,
+        secret_id: &SecretString,
+    ) -> Result<CachedToken, VaultError> {
+        self.counters.logins.fetch_add(1, Ordering::Relaxed);
+        let op = format!("login at auth/{mount}");
+        let url = format!("{}/v1/auth/{}/login", self.address, encode_path(mount));
+        let body = serde_json::json!({ "role_id": role_id, "secret_id": secret_id.expose() });
+        let started = Instant::now();
+        let resp = self
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|source| self.unreachable(&op, source))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let errors = resp
+                .json::<ErrorBody>()
+                .await
+                .map(|b| b.errors)
+                .unwrap_or_default();
+            return Err(VaultError::Login {
+                mount: mount.to_owned(),
+                detail: format!("HTTP {}: {}", status.as_u16(), errors.join("; ")),
+            });
+        }
+        let login: LoginResponse = resp.json().await.map_err(|e| VaultError::Login {
+            mount: mount.to_owned(),
+            detail: format!("unreadable answer: {e}"),
+        })?;
+        let refresh_at = (login.auth.lease_duration > 0)
+            .then(|| started + refresh_after(Duration::from_secs(login.auth.lease_duration)));
+        tracing::debug!(
+            mount,
+            ttl_s = login.auth.lease_duration,
+            "logged in to Vault with AppRole"
+        );
+        Ok(CachedToken {
+            token: login.auth.client_token,
+            refresh_at,
+        })
+    }
+
+    fn unreachable(&self, op: &str, source: reqwest::Error) -> VaultError {
+        VaultError::Unreachable {
+            address: self.address.clone(),
+            op: op.to_owned(),
+            source,
+        }
+    }
+
+    /// Sends one request; `Ok(None)` for a 404 whose body has no errors (a missing path).
+    async fn call(
+        &self,
+        method: Method,
+        api_path: &str,
+        op: &str,
+    ) -> Result<Option<reqwest::Response>, VaultError> {
+        let token = self.token().await?;
+        let url = format!("{}/v1/{}", self.address, api_path);
+        let resp = self
+            .http
+            .request(method, &url)
+            .header("X-Vault-Token", token.expose())
+            .header("X-Vault-Request", "true")
+            .send()
+            .await
+            .map_err(|source| self.unreachable(op, source))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(Some(resp));
+        }
+        let errors = resp
+            .json::<ErrorBody>()
+            .await
+            .map(|b| b.errors)
+            .unwrap_or_default();
+        match status {
+            StatusCode::NOT_FOUND if errors.is_empty() => Ok(None),
+            StatusCode::FORBIDDEN => Err(VaultError::PermissionDenied { op: op.to_owned() }),
+            _ => Err(VaultError::Status {
+                op: op.to_owned(),
+                status: status.as_u16(),
+                errors,
+            }),
+        }
+    }
+
+    fn list_method() -> Method {
+        // "LIST" is a valid token; from_bytes cannot fail on it.
+        Method::from_bytes(b"LIST").unwrap_or(Method::GET)
+    }
+
+    /// `LIST <mount>/metadata/<folder>`: the folder's children; empty when the folder is missing.
+    pub async fn list(&self, mount: &str, folder: &str) -> Result<Listing, VaultError> {
+        self.counters.lists.fetch_add(1, Ordering::Relaxed);
+        let op = format!("LIST {mount}/metadata/{folder}");
+        let path = format!("{}/metadata/{}", encode_path(mount), encode_path(folder));
+        let Some(resp) = self.call(Self::list_method(), &path, &op).await? else {
+            return Ok(Listing::default());
+        };
+        let body: Envelope<ListData> = resp.json().await.map_err(|e| VaultError::Decode {
+            op,
+            detail: e.to_string(),
+        })?;
+        Ok(Listing {
+            keys: body.data.keys,
+            metadata: BTreeMap::new(),
+        })
+    }
+
+    /// OpenBao's bulk listing, `LIST <mount>/detailed-metadata/<folder>`: children with their
+    /// metadata in one call. `Ok(None)` when the server does not offer it (HashiCorp Vault) or
+    /// the policy does not allow it; the caller then reads metadata one secret at a time.
+    pub async fn list_detailed(
+        &self,
+        mount: &str,
+        folder: &str,
+    ) -> Result<Option<Listing>, VaultError> {
+        self.counters.detailed_lists.fetch_add(1, Ordering::Relaxed);
+        let op = format!("LIST {mount}/detailed-metadata/{folder}");
+        let path = format!(
+            "{}/detailed-metadata/{}",
+            encode_path(mount),
+            encode_path(folder)
+        );
+        let resp = match self.call(Self::list_method(), &path, &op).await {
+            Ok(Some(resp)) => resp,
+            Ok(None) => return Ok(Some(Listing::default())),
+            Err(VaultError::PermissionDenied { .. }) => return Ok(None),
+            Err(VaultError::Status { status, .. }) if [400, 404, 405].contains(&status) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let body: Envelope<ListData> = resp.json().await.map_err(|e| VaultError::Decode {
+            op: op.clone(),
+            detail: e.to_string(),
+        })?;
+        let mut metadata = BTreeMap::new();
+        for (key, info) in body.data.key_info {
+            if key.ends_with('/') {
+                continue;
+            }
+            let meta: SecretMetadata =
+                serde_json::from_value(info).map_err(|e| VaultError::Decode {
+                    op: op.clone(),
+                    detail: format!("metadata of {key}: {e}"),
+                })?;
+            metadata.insert(key, meta);
+        }
+        Ok(Some(Listing {
+            keys: body.data.keys,
+            metadata,
+        }))
+    }
+
+    /// `GET <mount>/metadata/<path>`; `None` when the secret does not exist.
+    pub async fn read_metadata(
+        &self,
+        mount: &str,
+        path: &str,
+    ) -> Result<Option<SecretMetadata>, VaultError> {
+        self.counters.metadata_reads.fetch_add(1, Ordering::Relaxed);
+        let op = format!("read {mount}/metadata/{path}");
+        let api = format!("{}/metadata/{}", encode_path(mount), encode_path(path));
+        let Some(resp) = self.call(Method::GET, &api, &op).await? else {
+            return Ok(None);
+        };
+        let body: Envelope<SecretMetadata> = resp.json().await.map_err(|e| VaultError::Decode {
+            op,
+            detail: e.to_string(),
+        })?;
+        Ok(Some(body.data))
+    }
+
+    /// `GET <mount>/data/<path>?version=N`: exactly version N, never a newer one.
+    pub async fn read_version(
+        &self,
+        mount: &str,
+        path: &str,
+        version: u64,
+    ) -> Result<VersionRead, VaultError> {
+        self.counters.value_reads.fetch_add(1, Ordering::Relaxed);
+        let op = format!("read {mount}/data/{path} version {version}");
+        let api = format!(
+            "{}/data/{}?version={version}",
+            encode_path(mount),
+            encode_path(path)
+        );
+        let token = self.token().await?;
+        let resp = self
+            .http
+            .get(format!("{}/v1/{}", self.address, api))
+            .header("X-Vault-Token", token.expose())
+            .header("X-Vault-Request", "true")
+            .send()
+            .await
+            .map_err(|source| self.unreachable(&op, source))?;
+        let status = resp.status();
+        // A deleted or destroyed version answers 404 with the metadata in the body.
+        if status == StatusCode::NOT_FOUND {
+            return Ok(VersionRead::Gone);
+        }
+        if status == StatusCode::FORBIDDEN {
+            return Err(VaultError::PermissionDenied { op });
+        }
+        if !status.is_success() {
+            let errors = resp
+                .json::<ErrorBody>()
+                .await
+                .map(|b| b.errors)
+                .unwrap_or_default();
+            return Err(VaultError::Status {
+                op,
+                status: status.as_u16(),
+                errors,
+            });
+        }
+        let body: Envelope<DataRead> = resp.json().await.map_err(|e| VaultError::Decode {
+            op: op.clone(),
+            detail: e.to_string(),
+        })?;
+        match body.data.data {
+            None => Ok(VersionRead::Gone),
+            Some(map) => {
+                let json = serde_json::to_string(&map).map_err(|e| VaultError::Decode {
+                    op,
+                    detail: e.to_string(),
+                })?;
+                Ok(VersionRead::Value(SecretString::new(json)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_percent_encoded_per_segment() {
+        assert_eq!(encode_path("a/b c/d%"), "a/b%20c/d%25");
+        assert_eq!(encode_path("db-1/x_y.z~"), "db-1/x_y.z~");
+    }
+
+    #[test]
+    fn tokens_are_renewed_before_they_expire() {
+        assert_eq!(
+            refresh_after(Duration::from_secs(3600)),
+            Duration::from_secs(2400)
+        );
+        assert_eq!(
+            refresh_after(Duration::from_secs(9)),
+            Duration::from_secs(4)
+        );
+        assert_eq!(refresh_after(Duration::from_secs(3)), Duration::ZERO);
+    }
+}
