@@ -23,9 +23,9 @@ use tokio::time::Instant;
 use crate::contract::tags;
 use crate::secret::SecretString;
 
-/// Loads the standard AWS configuration (credential chain, region, `AWS_ENDPOINT_URL`) with
+/// The standard AWS configuration loader (credential chain, region, `AWS_ENDPOINT_URL`) with
 /// this crate's HTTP client and retries with backoff on throttling.
-pub async fn load_sdk_config() -> SdkConfig {
+pub fn config_loader() -> aws_config::ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest())
         .http_client(crate::tls::aws_http_client())
         .retry_config(
@@ -33,8 +33,11 @@ pub async fn load_sdk_config() -> SdkConfig {
                 .with_max_attempts(6)
                 .with_initial_backoff(Duration::from_millis(200)),
         )
-        .load()
-        .await
+}
+
+/// Loads the AWS configuration from the environment, as [`config_loader`] sets it up.
+pub async fn load_sdk_config() -> SdkConfig {
+    config_loader().load().await
 }
 
 /// Why an AWS call failed, by error code.
@@ -316,14 +319,17 @@ impl SecretsManager {
         Ok(())
     }
 
+    /// Writes a version with the given id. Returns whether that version now carries
+    /// `AWSCURRENT`: a put of an id that already exists with the same value changes nothing.
     pub async fn put(
         &self,
         secret_id: &str,
         value: &SecretString,
         request_token: &str,
-    ) -> Result<(), AwsError> {
+    ) -> Result<bool, AwsError> {
         self.limiter.acquire().await;
-        self.client
+        let out = self
+            .client
             .put_secret_value()
             .secret_id(secret_id)
             .secret_string(value.expose())
@@ -331,6 +337,26 @@ impl SecretsManager {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("PutSecretValue", secret_id, e))?;
+        Ok(out.version_stages().iter().any(|s| s == "AWSCURRENT"))
+    }
+
+    /// Moves `AWSCURRENT` to an existing version (the one Vault's value was written as).
+    pub async fn make_current(
+        &self,
+        secret_id: &str,
+        version_id: &str,
+        from_version_id: Option<&str>,
+    ) -> Result<(), AwsError> {
+        self.limiter.acquire().await;
+        self.client
+            .update_secret_version_stage()
+            .secret_id(secret_id)
+            .version_stage("AWSCURRENT")
+            .move_to_version_id(version_id)
+            .set_remove_from_version_id(from_version_id.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("UpdateSecretVersionStage", secret_id, e))?;
         Ok(())
     }
 

@@ -100,34 +100,64 @@ impl Ctx<'_> {
                         "appeared in AWS since the listing and is not owned by this tool",
                     )));
                 }
-                self.sm
-                    .put(&found.arn, &value, &target.token)
-                    .await
-                    .map_err(aws_problem)?;
-                self.sm.tag(&found.arn, &tags).await.map_err(aws_problem)?;
+                self.write(
+                    &found.arn,
+                    &value,
+                    target,
+                    found.current_version_id.as_deref(),
+                )
+                .await?;
                 Ok(Outcome::Updated)
             }
             Err(e) => Err(aws_problem(e)),
         }
     }
 
-    async fn update(&self, target: &Target, arn: &str, restore: bool) -> Result<Outcome, Problem> {
+    /// Puts the value as the target's version, makes it current, then records it in the tags.
+    async fn write(
+        &self,
+        arn: &str,
+        value: &crate::secret::SecretString,
+        target: &Target,
+        current_version_id: Option<&str>,
+    ) -> Result<(), Problem> {
         let aws_problem =
             |e: crate::aws::AwsError| Problem::new(&target.name, e.kind.as_str(), e.to_string());
+        let is_current = self
+            .sm
+            .put(arn, value, &target.token)
+            .await
+            .map_err(aws_problem)?;
+        if !is_current {
+            // This very version was written before and someone moved AWSCURRENT off it.
+            self.sm
+                .make_current(arn, &target.token, current_version_id)
+                .await
+                .map_err(aws_problem)?;
+        }
+        self.sm
+            .tag(arn, &target_tags(self.settings, target))
+            .await
+            .map_err(aws_problem)
+    }
+
+    async fn update(
+        &self,
+        target: &Target,
+        arn: &str,
+        restore: bool,
+        current_version_id: Option<&str>,
+    ) -> Result<Outcome, Problem> {
         let Some(value) = self.value(target).await? else {
             return Ok(Outcome::Skipped);
         };
         if restore {
-            self.sm.restore(arn).await.map_err(aws_problem)?;
+            self.sm
+                .restore(arn)
+                .await
+                .map_err(|e| Problem::new(&target.name, e.kind.as_str(), e.to_string()))?;
         }
-        self.sm
-            .put(arn, &value, &target.token)
-            .await
-            .map_err(aws_problem)?;
-        self.sm
-            .tag(arn, &target_tags(self.settings, target))
-            .await
-            .map_err(aws_problem)?;
+        self.write(arn, &value, target, current_version_id).await?;
         Ok(Outcome::Updated)
     }
 
@@ -138,8 +168,12 @@ impl Ctx<'_> {
                 target,
                 arn,
                 restore,
+                current_version_id,
                 ..
-            } => self.update(target, arn, *restore).await,
+            } => {
+                self.update(target, arn, *restore, current_version_id.as_deref())
+                    .await
+            }
             Step::Delete { name, arn } => self
                 .sm
                 .delete(arn, self.settings.recovery_window_days)

@@ -105,6 +105,9 @@ pub enum Step {
         reason: UpdateReason,
         /// Restore it first: it is scheduled for deletion.
         restore: bool,
+        /// The version id that carries `AWSCURRENT` now.
+        #[serde(skip)]
+        current_version_id: Option<String>,
     },
     Unchanged {
         name: String,
@@ -332,6 +335,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
                 arn,
                 reason: UpdateReason::Adopt,
                 restore,
+                current_version_id: secret.current_version_id.clone(),
             }),
             Ownership::Ours => {
                 let current = secret.current_version_id.as_deref();
@@ -346,6 +350,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
                         arn,
                         reason: UpdateReason::FinishTags,
                         restore,
+                        current_version_id: secret.current_version_id.clone(),
                     });
                 } else if !ours_current {
                     match settings.on_modified {
@@ -359,6 +364,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
                             arn,
                             reason: UpdateReason::Overwrite,
                             restore,
+                            current_version_id: secret.current_version_id.clone(),
                         }),
                     }
                 } else if up_to_date && !restore {
@@ -369,6 +375,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
                         arn,
                         reason: UpdateReason::NewVersion,
                         restore,
+                        current_version_id: secret.current_version_id.clone(),
                     });
                 }
             }

@@ -1,0 +1,169 @@
+//! Looks at (and seeds) the AWS side of a test through the SDK against moto: secrets with their
+//! tags and versions, and an SQS queue subscribed to an SNS topic to read notices back.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
+use aws_types::SdkConfig;
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub name: String,
+    pub arn: String,
+    pub tags: BTreeMap<String, String>,
+    pub pending_deletion: bool,
+}
+
+#[derive(Debug)]
+pub struct AwsSide {
+    pub sm: aws_sdk_secretsmanager::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl AwsSide {
+    pub fn new(config: &SdkConfig) -> Self {
+        Self {
+            sm: aws_sdk_secretsmanager::Client::new(config),
+            sns: aws_sdk_sns::Client::new(config),
+            sqs: aws_sdk_sqs::Client::new(config),
+        }
+    }
+
+    /// Every secret under `<prefix>/`, by name, planned deletions included.
+    pub async fn secrets(&self, prefix: &str) -> BTreeMap<String, Seen> {
+        let mut out = BTreeMap::new();
+        let mut pages = self
+            .sm
+            .list_secrets()
+            .filters(
+                Filter::builder()
+                    .key(FilterNameStringType::Name)
+                    .values(format!("{prefix}/"))
+                    .build(),
+            )
+            .include_planned_deletion(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for s in page.unwrap().secret_list() {
+                let name = s.name().unwrap().to_owned();
+                out.insert(
+                    name.clone(),
+                    Seen {
+                        name,
+                        arn: s.arn().unwrap().to_owned(),
+                        tags: s
+                            .tags()
+                            .iter()
+                            .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
+                            .collect(),
+                        pending_deletion: s.deleted_date().is_some(),
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    /// The `AWSCURRENT` value. The stage is named: moto answers an unstaged read with the version
+    /// it created last, even after `UpdateSecretVersionStage` moved `AWSCURRENT` elsewhere.
+    pub async fn value(&self, name: &str) -> serde_json::Value {
+        let out = self
+            .sm
+            .get_secret_value()
+            .secret_id(name)
+            .version_stage("AWSCURRENT")
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_str(out.secret_string().unwrap()).unwrap()
+    }
+
+    /// How many versions a secret has.
+    pub async fn version_count(&self, name: &str) -> usize {
+        self.sm
+            .list_secret_version_ids()
+            .secret_id(name)
+            .include_deprecated(true)
+            .send()
+            .await
+            .unwrap()
+            .versions()
+            .len()
+    }
+
+    pub async fn create(&self, name: &str, value: &str, tags: &[(&str, &str)]) -> String {
+        let out = self
+            .sm
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| Tag::builder().key(*k).value(*v).build())
+                    .collect(),
+            ))
+            .send()
+            .await
+            .unwrap();
+        out.arn().unwrap().to_owned()
+    }
+
+    /// A topic with an SQS queue subscribed: (topic ARN, queue URL).
+    pub async fn topic_with_queue(&self, name: &str) -> (String, String) {
+        let topic = self.sns.create_topic().name(name).send().await.unwrap();
+        let topic_arn = topic.topic_arn().unwrap().to_owned();
+        let queue = self
+            .sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .unwrap();
+        let queue_url = queue.queue_url().unwrap().to_owned();
+        let attrs = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap();
+        let queue_arn = attrs
+            .attributes()
+            .unwrap()
+            .get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .unwrap()
+            .clone();
+        self.sns
+            .subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .send()
+            .await
+            .unwrap();
+        (topic_arn, queue_url)
+    }
+
+    /// The SNS messages that reached the queue.
+    pub async fn notices(&self, queue_url: &str) -> Vec<String> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        out.messages()
+            .iter()
+            .filter_map(|m| m.body())
+            .map(|b| {
+                let envelope: serde_json::Value = serde_json::from_str(b).unwrap();
+                envelope["Message"].as_str().unwrap_or(b).to_owned()
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,143 @@
+//! A small Lambda Runtime API server (the HTTP protocol Lambda speaks to a `provided.al2023`
+//! runtime), so the real `bootstrap` binary can be invoked in tests. Loopback network I/O.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, mpsc};
+
+/// What the runtime posted back for an invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Response(String),
+    Error(String),
+    InitError(String),
+}
+
+#[derive(Debug)]
+pub struct RuntimeApi {
+    pub addr: String,
+    events: mpsc::UnboundedSender<(String, String)>,
+    answers: mpsc::UnboundedReceiver<(String, Answer)>,
+}
+
+struct Shared {
+    events: Mutex<mpsc::UnboundedReceiver<(String, String)>>,
+    answers: mpsc::UnboundedSender<(String, Answer)>,
+}
+
+impl RuntimeApi {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (an_tx, an_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            events: Mutex::new(ev_rx),
+            answers: an_tx,
+        });
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, shared.clone()));
+            }
+        });
+        Self {
+            addr,
+            events: ev_tx,
+            answers: an_rx,
+        }
+    }
+
+    /// Queues one invocation and waits (up to `timeout`) for the runtime's answer.
+    pub async fn invoke(
+        &mut self,
+        request_id: &str,
+        event: &str,
+        timeout: std::time::Duration,
+    ) -> Answer {
+        self.events
+            .send((request_id.to_owned(), event.to_owned()))
+            .unwrap();
+        let (id, answer) = tokio::time::timeout(timeout, self.answers.recv())
+            .await
+            .expect("the runtime did not answer in time")
+            .expect("runtime API closed");
+        if !matches!(answer, Answer::InitError(_)) {
+            assert_eq!(id, request_id);
+        }
+        answer
+    }
+}
+
+async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    loop {
+        let mut line = String::new();
+        if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or("").to_owned(),
+            parts.next().unwrap_or("").to_owned(),
+        );
+        let mut length = 0usize;
+        loop {
+            let mut h = String::new();
+            if read.read_line(&mut h).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if read.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let body = String::from_utf8_lossy(&body).into_owned();
+        let response = if method == "GET" && path.ends_with("/runtime/invocation/next") {
+            let next = shared.events.lock().await.recv().await;
+            let Some((id, event)) = next else { return };
+            let deadline = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+                + 120_000;
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: {id}\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:replicator\r\nLambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\nContent-Length: {}\r\n\r\n{event}",
+                event.len()
+            )
+        } else if method == "POST" {
+            let segments: Vec<&str> = path.split('/').collect();
+            let answer = match segments.as_slice() {
+                [.., "invocation", id, "response"] => {
+                    Some((id.to_string(), Answer::Response(body)))
+                }
+                [.., "invocation", id, "error"] => Some((id.to_string(), Answer::Error(body))),
+                [.., "init", "error"] => Some((String::new(), Answer::InitError(body))),
+                _ => None,
+            };
+            match answer {
+                Some(a) => {
+                    let _ = shared.answers.send(a);
+                    "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}".to_owned()
+                }
+                None => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned(),
+            }
+        } else {
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned()
+        };
+        if write.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}

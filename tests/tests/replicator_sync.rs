@@ -1,0 +1,443 @@
+//! The replicator against real servers: OpenBao (`bao server -dev`) and moto.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{args, env, failure_kinds, sync};
+use replicator::config::{DeletionPolicy, OnModified};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_first_sync_then_noop_then_one_bump() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("team").await;
+    let audit = bao.audit_log();
+    bao.put("team", "app/db", json!({"user": "app", "password": "pw-1"}))
+        .await;
+    bao.put("team", "app/api/key", json!({"k": "v"})).await;
+    bao.put("team", "app", json!({"both": "secret and folder"}))
+        .await;
+    bao.put("team", "top", json!({"x": 1, "nested": {"y": true}}))
+        .await;
+
+    let a = args(&env, "team");
+    let first = sync(&env, &a).await;
+    assert_eq!(
+        (first.created, first.failures.len()),
+        (4, 0),
+        "{}",
+        first.to_text()
+    );
+    assert!(
+        first.bulk_metadata,
+        "OpenBao offers detailed-metadata listing"
+    );
+    let seen = env.side.secrets("team").await;
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        ["team/app", "team/app/api/key", "team/app/db", "team/top"]
+    );
+    let db = &seen["team/app/db"];
+    assert_eq!(db.tags["version"], "1");
+    assert_eq!(db.tags["managed-by"], "vault-secrets-replicator");
+    assert_eq!(db.tags["vault-mount"], "team");
+    assert_eq!(db.tags["vault-path"], "/");
+    assert_eq!(
+        env.side.value("team/app/db").await,
+        json!({"user": "app", "password": "pw-1"})
+    );
+    assert_eq!(
+        env.side.value("team/top").await,
+        json!({"x": 1, "nested": {"y": true}})
+    );
+    assert_eq!(e2e::audited_value_reads(&audit).len(), 4);
+
+    // Nothing changed: metadata only, one ListSecrets page, no new AWS version.
+    let second = sync(&env, &a).await;
+    assert_eq!(
+        (second.unchanged, second.created, second.updated),
+        (4, 0, 0)
+    );
+    assert_eq!(second.values_read, 0);
+    assert_eq!(
+        second.aws_requests.keys().collect::<Vec<_>>(),
+        ["ListSecrets"]
+    );
+    assert_eq!(second.aws_requests["ListSecrets"], 1);
+    assert!(!second.vault_requests.contains_key("read_metadata"));
+    assert_eq!(e2e::audited_value_reads(&audit).len(), 4, "no value read");
+    for name in seen.keys() {
+        assert_eq!(env.side.version_count(name).await, 1, "{name}");
+    }
+
+    // One version bump: exactly that secret is read and written.
+    bao.put("team", "app/db", json!({"user": "app", "password": "pw-2"}))
+        .await;
+    let third = sync(&env, &a).await;
+    assert_eq!(
+        (third.updated, third.unchanged),
+        (1, 3),
+        "{}",
+        third.to_text()
+    );
+    let reads = e2e::audited_value_reads(&audit);
+    assert_eq!(reads[4..], ["team/data/app/db".to_owned()]);
+    assert_eq!(env.side.value("team/app/db").await["password"], "pw-2");
+    assert_eq!(
+        env.side.secrets("team").await["team/app/db"].tags["version"],
+        "2"
+    );
+    assert_eq!(env.side.version_count("team/app/db").await, 2);
+    assert_eq!(env.side.version_count("team/top").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletions_follow_the_policy_and_a_recreated_secret_comes_back() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    for k in ["a", "b", "c", "d", "e"] {
+        bao.put("kv", k, json!({"k": k})).await;
+    }
+    let mut a = args(&env, "kv");
+    a.max_delete_share = 1.0;
+    assert_eq!(sync(&env, &a).await.created, 5);
+
+    bao.api("DELETE", "kv/data/b", None).await; // soft delete
+    bao.api("POST", "kv/destroy/c", Some(json!({"versions": [1]})))
+        .await;
+    bao.api("DELETE", "kv/metadata/d", None).await; // gone entirely
+
+    let keep = sync(&env, &a).await;
+    assert_eq!(keep.orphans, ["kv/b", "kv/c", "kv/d"]);
+    assert_eq!((keep.deleted, keep.skipped, keep.unchanged), (0, 3, 2));
+    assert!(!keep.failed());
+    assert!(
+        env.side
+            .secrets("kv")
+            .await
+            .values()
+            .all(|s| !s.pending_deletion)
+    );
+
+    a.deletion_policy = DeletionPolicy::Delete;
+    let del = sync(&env, &a).await;
+    assert_eq!((del.deleted, del.unchanged), (3, 2), "{}", del.to_text());
+    let seen = env.side.secrets("kv").await;
+    let pending: Vec<_> = seen
+        .values()
+        .filter(|s| s.pending_deletion)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(pending, ["kv/b", "kv/c", "kv/d"]);
+
+    // Already scheduled: nothing more to do.
+    let again = sync(&env, &a).await;
+    assert_eq!((again.deleted, again.skipped, again.unchanged), (0, 3, 2));
+
+    // Written again in Vault: restored and updated in place.
+    bao.put("kv", "b", json!({"k": "b again"})).await;
+    let back = sync(&env, &a).await;
+    assert_eq!(back.updated, 1, "{}", back.to_text());
+    let b = &env.side.secrets("kv").await["kv/b"];
+    assert!(!b.pending_deletion);
+    assert_eq!(b.arn, seen["kv/b"].arn);
+    assert_eq!(b.tags["version"], "2");
+    assert_eq!(env.side.value("kv/b").await, json!({"k": "b again"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_refuses_mass_deletion_and_an_empty_vault_never_wipes_aws() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    for k in ["a", "b", "c", "d"] {
+        bao.put("kv", k, json!({"k": k})).await;
+    }
+    let mut a = args(&env, "kv");
+    a.deletion_policy = DeletionPolicy::Delete;
+    a.max_delete_share = 0.5;
+    assert_eq!(sync(&env, &a).await.created, 4);
+    for k in ["b", "c", "d"] {
+        bao.api("DELETE", &format!("kv/metadata/{k}"), None).await;
+    }
+    let r = sync(&env, &a).await;
+    assert!(r.failed());
+    assert_eq!(
+        failure_kinds(&r),
+        [(String::new(), "deletion_breaker".to_owned())]
+    );
+    assert!(r.failures[0].message.contains("3 of 4"));
+    assert_eq!(r.deleted, 0);
+    assert!(
+        env.side
+            .secrets("kv")
+            .await
+            .values()
+            .all(|s| !s.pending_deletion)
+    );
+
+    // Every secret gone from Vault: refused whatever the share.
+    bao.api("DELETE", "kv/metadata/a", None).await;
+    a.max_delete_share = 1.0;
+    let r = sync(&env, &a).await;
+    assert_eq!(
+        failure_kinds(&r),
+        [(String::new(), "deletion_breaker".to_owned())]
+    );
+    assert!(r.failures[0].message.contains("no live secret"));
+    assert!(
+        env.side
+            .secrets("kv")
+            .await
+            .values()
+            .all(|s| !s.pending_deletion)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_sample_and_adopted_secrets() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    for k in ["foreign", "legacy", "listed", "fresh"] {
+        bao.put("kv", k, json!({"from": "vault"})).await;
+    }
+    let foreign_arn = env
+        .side
+        .create("kv/foreign", "{\"from\":\"someone\"}", &[("team", "x")])
+        .await;
+    let stray_arn = env.side.create("kv/stray", "{}", &[]).await;
+    // As the sample left it: tag `version`, no owner tag.
+    let legacy_arn = env
+        .side
+        .create("kv/legacy", "{\"from\":\"sample\"}", &[("version", "1")])
+        .await;
+    let listed_arn = env.side.create("kv/listed", "{}", &[]).await;
+
+    let mut a = args(&env, "kv");
+    a.adopt = vec!["kv/listed".into()];
+    a.deletion_policy = DeletionPolicy::Delete;
+    a.max_delete_share = 1.0;
+    let r = sync(&env, &a).await;
+    assert_eq!((r.created, r.updated), (1, 2), "{}", r.to_text());
+    assert_eq!(r.conflicts.len(), 1);
+    assert_eq!(
+        (r.conflicts[0].name.as_str(), r.conflicts[0].kind.as_str()),
+        ("kv/foreign", "foreign")
+    );
+    assert!(!r.failed(), "a conflict is reported, not failed");
+
+    let seen = env.side.secrets("kv").await;
+    assert_eq!(
+        env.side.value("kv/foreign").await,
+        json!({"from": "someone"})
+    );
+    assert_eq!(seen["kv/foreign"].arn, foreign_arn);
+    assert!(!seen["kv/foreign"].tags.contains_key("managed-by"));
+    assert_eq!(seen["kv/stray"].arn, stray_arn, "never touched");
+    assert!(!seen["kv/stray"].pending_deletion);
+    for (name, arn) in [("kv/legacy", &legacy_arn), ("kv/listed", &listed_arn)] {
+        assert_eq!(&seen[name].arn, arn, "adopted in place");
+        assert_eq!(seen[name].tags["managed-by"], "vault-secrets-replicator");
+        assert_eq!(env.side.value(name).await, json!({"from": "vault"}));
+    }
+    let r = sync(&env, &a).await;
+    assert_eq!((r.unchanged, r.conflicts.len()), (3, 1), "{}", r.to_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_band_change_is_a_conflict_unless_overwrite_is_set() {
+    let env = env().await;
+    env.bao.enable_kv2("kv").await;
+    env.bao.put("kv", "a", json!({"v": "vault"})).await;
+    env.bao.put("kv", "b", json!({"v": "vault"})).await;
+    let mut a = args(&env, "kv");
+    sync(&env, &a).await;
+    env.side
+        .sm
+        .put_secret_value()
+        .secret_id("kv/a")
+        .secret_string("{\"v\":\"by hand\"}")
+        .send()
+        .await
+        .unwrap();
+
+    let r = sync(&env, &a).await;
+    assert_eq!(r.conflicts.len(), 1);
+    assert_eq!(
+        (r.conflicts[0].name.as_str(), r.conflicts[0].kind.as_str()),
+        ("kv/a", "modified_outside")
+    );
+    assert_eq!(r.values_read, 0, "detected without reading values");
+    assert_eq!(env.side.value("kv/a").await, json!({"v": "by hand"}));
+
+    a.on_modified = OnModified::Overwrite;
+    let r = sync(&env, &a).await;
+    assert_eq!((r.updated, r.unchanged, r.conflicts.len()), (1, 1, 0));
+    assert_eq!(env.side.value("kv/a").await, json!({"v": "vault"}));
+    a.on_modified = OnModified::Report;
+    assert_eq!(sync(&env, &a).await.unchanged, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_secrets_fail_alone_and_the_notice_carries_no_value() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    let planted = "PLANTED-VALUE-7f3a9c";
+    bao.put("kv", "good", json!({"v": planted})).await;
+    bao.put(
+        "kv",
+        "big",
+        json!({"v": format!("{planted}{}", "x".repeat(70_000))}),
+    )
+    .await;
+    bao.put("kv", "bad name", json!({"v": planted})).await;
+    bao.put("kv", "looks-abcdef", json!({"v": planted})).await;
+    let (topic, queue) = env.side.topic_with_queue("failures").await;
+    let mut a = args(&env, "kv");
+    a.sns_topic_arn = Some(topic);
+
+    let r = sync(&env, &a).await;
+    assert_eq!(r.created, 1);
+    assert!(r.failed());
+    let mut kinds = failure_kinds(&r);
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("kv/bad name".to_owned(), "invalid_name".to_owned()),
+            ("kv/big".to_owned(), "value_too_large".to_owned()),
+            ("kv/looks-abcdef".to_owned(), "arn_suffix_name".to_owned()),
+        ]
+    );
+    assert_eq!(env.side.value("kv/good").await["v"], planted);
+    assert_eq!(env.side.secrets("kv").await.len(), 1);
+
+    let notices = env.side.notices(&queue).await;
+    assert_eq!(notices.len(), 1, "one notice per run");
+    assert!(notices[0].starts_with(&format!(
+        "Account: {}, Region: {}.",
+        e2e::ACCOUNT,
+        e2e::REGION
+    )));
+    assert!(notices[0].contains("kv/big") && notices[0].contains("value_too_large"));
+    assert!(!notices[0].contains(planted));
+    assert!(!r.to_json().contains(planted));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_down_and_a_revoked_token_fail_the_run_with_a_notice() {
+    let env = env().await;
+    let (topic, queue) = env.side.topic_with_queue("failures").await;
+    let mut a = args(&env, "kv");
+    a.sns_topic_arn = Some(topic);
+    a.vault_addr = Some(format!("http://127.0.0.1:{}", e2e::free_port()));
+    let r = sync(&env, &a).await;
+    assert_eq!(
+        failure_kinds(&r),
+        [(String::new(), "vault_unreachable".to_owned())]
+    );
+
+    let token = env
+        .bao
+        .token_with_policy(
+            "reader",
+            "path \"*\" { capabilities = [\"read\", \"list\"] }",
+        )
+        .await;
+    env.bao
+        .api("POST", "auth/token/revoke", Some(json!({ "token": token })))
+        .await;
+    a.vault_addr = Some(env.bao.addr.clone());
+    a.vault_token = Some(token);
+    let r = sync(&env, &a).await;
+    assert_eq!(
+        failure_kinds(&r),
+        [(String::new(), "vault_permission_denied".to_owned())]
+    );
+    assert!(env.side.secrets("kv").await.is_empty());
+
+    let notices = env.side.notices(&queue).await;
+    assert_eq!(notices.len(), 2);
+    assert!(notices.iter().any(|n| n.contains("vault_unreachable")));
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("vault_permission_denied"))
+    );
+    assert!(
+        notices.iter().all(|n| !n.contains("s.")),
+        "no token in a notice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_or_missing_mount_is_not_an_error() {
+    let env = env().await;
+    env.bao.enable_kv2("empty").await;
+    let r = sync(&env, &args(&env, "empty")).await;
+    assert!(!r.failed(), "{}", r.to_text());
+    assert_eq!((r.created, r.unchanged), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_bulk_listing_metadata_is_read_per_secret() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    for k in ["a", "f/b", "f/g/c"] {
+        bao.put("kv", k, json!({"k": k})).await;
+    }
+    // The read-only policy of the sample: no detailed-metadata, as on HashiCorp Vault.
+    let token = bao
+        .token_with_policy(
+            "replicator",
+            "path \"kv/data/*\" { capabilities = [\"read\"] }\npath \"kv/metadata/*\" { capabilities = [\"read\", \"list\"] }",
+        )
+        .await;
+    let mut a = args(&env, "kv");
+    a.vault_token = Some(token);
+    let r = sync(&env, &a).await;
+    assert_eq!(r.created, 3, "{}", r.to_text());
+    assert!(!r.bulk_metadata);
+    assert_eq!(r.vault_requests["read_metadata"], 3);
+    assert_eq!(r.vault_requests["list"], 3, "one LIST per folder");
+    let r = sync(&env, &a).await;
+    assert_eq!((r.unchanged, r.values_read), (3, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_path_of_another_mount_and_a_dry_run() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.put("secret", "apps/web/db", json!({"k": 1})).await;
+    bao.put("secret", "apps/web/cache/redis", json!({"k": 2}))
+        .await;
+    bao.put("secret", "apps/other", json!({"k": 3})).await;
+    let mut a = args(&env, "web");
+    a.mount = Some("secret".into());
+    a.path = "/apps/web/".into();
+    a.dry_run = true;
+    let dry = sync(&env, &a).await;
+    assert_eq!(dry.created, 2);
+    assert_eq!(dry.plan.as_ref().map(Vec::len), Some(2));
+    assert!(
+        env.side.secrets("web").await.is_empty(),
+        "a dry run writes nothing"
+    );
+    assert_eq!(dry.values_read, 0);
+
+    a.dry_run = false;
+    let r = sync(&env, &a).await;
+    assert_eq!(r.created, 2);
+    let seen = env.side.secrets("web").await;
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        ["web/cache/redis", "web/db"]
+    );
+    assert_eq!(seen["web/db"].tags["vault-mount"], "secret");
+    assert_eq!(seen["web/db"].tags["vault-path"], "apps/web");
+}
