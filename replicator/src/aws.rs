@@ -3,157 +3,19 @@
 //! secret values only ever sent, never logged.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_config::retry::RetryConfig;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
 use aws_types::SdkConfig;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::time::Instant;
 
 use crate::contract::tags;
+pub use crate::sdk::{
+    AwsCounters, AwsError, AwsErrorKind, CountRequests, config_loader, load_sdk_config,
+};
 use crate::secret::SecretString;
-
-/// The standard AWS configuration loader (credential chain, region, `AWS_ENDPOINT_URL`) with
-/// this crate's HTTP client and retries with backoff on throttling.
-pub fn config_loader() -> aws_config::ConfigLoader {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(crate::tls::aws_http_client())
-        .retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(6)
-                .with_initial_backoff(Duration::from_millis(200)),
-        )
-}
-
-/// Loads the AWS configuration from the environment, as [`config_loader`] sets it up.
-pub async fn load_sdk_config() -> SdkConfig {
-    config_loader().load().await
-}
-
-/// Why an AWS call failed, by error code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AwsErrorKind {
-    NotFound,
-    AlreadyExists,
-    AccessDenied,
-    Throttled,
-    InvalidRequest,
-    Unreachable,
-    Other,
-}
-
-impl AwsErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NotFound => "aws_not_found",
-            Self::AlreadyExists => "aws_already_exists",
-            Self::AccessDenied => "aws_access_denied",
-            Self::Throttled => "aws_throttled",
-            Self::InvalidRequest => "aws_invalid_request",
-            Self::Unreachable => "aws_unreachable",
-            Self::Other => "aws_error",
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{op} {resource}: {message}")]
-pub struct AwsError {
-    pub op: &'static str,
-    pub resource: String,
-    pub kind: AwsErrorKind,
-    pub message: String,
-}
-
-impl AwsError {
-    fn from_sdk<E, R>(op: &'static str, resource: &str, err: SdkError<E, R>) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
-    {
-        let kind = match &err {
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => AwsErrorKind::Unreachable,
-            other => match other.code() {
-                Some("ResourceNotFoundException") | Some("NotFound") => AwsErrorKind::NotFound,
-                Some("ResourceExistsException") => AwsErrorKind::AlreadyExists,
-                Some(
-                    "AccessDeniedException"
-                    | "AccessDenied"
-                    | "AuthorizationError"
-                    | "UnrecognizedClientException"
-                    | "InvalidClientTokenId"
-                    | "ExpiredTokenException"
-                    | "KMSAccessDeniedException",
-                ) => AwsErrorKind::AccessDenied,
-                Some("ThrottlingException" | "Throttling" | "TooManyRequestsException") => {
-                    AwsErrorKind::Throttled
-                }
-                Some(
-                    "InvalidRequestException"
-                    | "InvalidParameterException"
-                    | "InvalidParameter"
-                    | "ValidationException"
-                    | "LimitExceededException",
-                ) => AwsErrorKind::InvalidRequest,
-                _ => AwsErrorKind::Other,
-            },
-        };
-        let message = match err.message() {
-            Some(m) => format!("{}: {m}", err.code().unwrap_or("error")),
-            None => DisplayErrorContext(&err).to_string(),
-        };
-        Self {
-            op,
-            resource: resource.to_owned(),
-            kind,
-            message,
-        }
-    }
-}
-
-/// Counts HTTP requests sent to AWS by operation (retries included).
-#[derive(Debug, Default)]
-pub struct AwsCounters(Mutex<BTreeMap<String, u64>>);
-
-impl AwsCounters {
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().map(|m| m.clone()).unwrap_or_default()
-    }
-}
-
-#[derive(Debug)]
-struct CountRequests(Arc<AwsCounters>);
-
-impl Intercept for CountRequests {
-    fn name(&self) -> &'static str {
-        "CountRequests"
-    }
-
-    fn read_before_transmit(
-        &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
-        _runtime_components: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        if let Some(meta) = cfg.load::<Metadata>()
-            && let Ok(mut map) = self.0.0.lock()
-        {
-            *map.entry(meta.name().to_owned()).or_default() += 1;
-        }
-        Ok(())
-    }
-}
 
 /// Paces write calls: at most `per_second`, spread evenly.
 #[derive(Debug)]
@@ -200,7 +62,10 @@ pub struct AwsSecret {
 pub struct SecretsManager {
     client: aws_sdk_secretsmanager::Client,
     pub counters: Arc<AwsCounters>,
+    /// Paces the write APIs (one shared quota in AWS).
     limiter: Arc<RateLimiter>,
+    /// Paces TagResource, whose quota is separate.
+    tag_limiter: Arc<RateLimiter>,
 }
 
 fn tag_list(map: &BTreeMap<String, String>) -> Vec<Tag> {
@@ -218,6 +83,7 @@ impl SecretsManager {
             client: aws_sdk_secretsmanager::Client::from_conf(conf),
             counters,
             limiter: Arc::new(RateLimiter::new(writes_per_second)),
+            tag_limiter: Arc::new(RateLimiter::new(writes_per_second)),
         }
     }
 
@@ -365,7 +231,7 @@ impl SecretsManager {
         secret_id: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<(), AwsError> {
-        self.limiter.acquire().await;
+        self.tag_limiter.acquire().await;
         self.client
             .tag_resource()
             .secret_id(secret_id)
@@ -414,6 +280,7 @@ impl SecretsManager {
                 op: "GetSecretValue",
                 resource: secret_id.to_owned(),
                 kind: AwsErrorKind::InvalidRequest,
+                code: String::new(),
                 message: "the secret holds no SecretString (binary secrets are not supported)"
                     .into(),
             }),

@@ -14,6 +14,7 @@ pub mod logging;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod sdk;
 pub mod secret;
 pub mod tls;
 pub mod vault;

