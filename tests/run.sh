@@ -18,4 +18,13 @@ fi
 unset VAULT_ADDR VAULT_TOKEN VAULT_CACERT VAULT_ROLE_ID VAULT_SECRET_ID AWS_PROFILE AWS_ENDPOINT_URL
 for v in $(env | sed -n 's/^\(REPLICATOR_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
 
-exec cargo test --workspace --locked "$@"
+# The end-to-end tests run the real `replicator`, `bootstrap` and `deployer` executables.
+cargo build --workspace --bins --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# One closing line over every test binary (cargo prints one per binary, the last often empty).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -72,7 +72,7 @@ pub fn bin_path(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so the binaries are built",
+        "{} is missing: run the tests with tests/run.sh (it builds the binaries first)",
         path.display()
     );
     path
