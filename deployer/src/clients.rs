@@ -1,0 +1,112 @@
+//! The AWS clients of the deployer, built once, each counting its requests by operation (so a
+//! test can prove that a second `up` sends no mutating request), and the retry backoff used for
+//! IAM propagation (tests set it to zero). No I/O of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_types::SdkConfig;
+
+use crate::sdk::{AwsCounters, CountRequests};
+
+/// Delays between bounded retries of a specific error (IAM propagation, eventual consistency).
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max_attempts: u32,
+}
+
+impl Backoff {
+    /// About 2 minutes in all, doubling from 1 s, capped at 20 s a wait.
+    pub const DEFAULT: Self = Self {
+        first: Duration::from_secs(1),
+        max_attempts: 10,
+    };
+
+    /// No waiting (tests).
+    pub const NONE: Self = Self {
+        first: Duration::ZERO,
+        max_attempts: 10,
+    };
+
+    pub fn delay(&self, attempt: u32) -> Duration {
+        (self.first * 2u32.saturating_pow(attempt.min(10))).min(Duration::from_secs(20))
+    }
+}
+
+/// Operation names that only read.
+pub fn is_read_only(op: &str) -> bool {
+    ["Get", "Describe", "List"]
+        .iter()
+        .any(|p| op.starts_with(p))
+}
+
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub ec2: aws_sdk_ec2::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub kms: aws_sdk_kms::Client,
+    pub events: aws_sdk_eventbridge::Client,
+    pub lambda: aws_sdk_lambda::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub sm: aws_sdk_secretsmanager::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub sts: aws_sdk_sts::Client,
+    pub requests: Arc<AwsCounters>,
+    pub backoff: Backoff,
+}
+
+macro_rules! client {
+    ($krate:ident, $config:expr, $counters:expr) => {
+        $krate::Client::from_conf(
+            $krate::config::Builder::from($config)
+                .interceptor(CountRequests($counters.clone()))
+                .build(),
+        )
+    };
+}
+
+impl Clients {
+    pub fn new(config: &SdkConfig, backoff: Backoff) -> Self {
+        let requests = Arc::new(AwsCounters::default());
+        Self {
+            ec2: client!(aws_sdk_ec2, config, requests),
+            iam: client!(aws_sdk_iam, config, requests),
+            kms: client!(aws_sdk_kms, config, requests),
+            events: client!(aws_sdk_eventbridge, config, requests),
+            lambda: client!(aws_sdk_lambda, config, requests),
+            sns: client!(aws_sdk_sns, config, requests),
+            sm: client!(aws_sdk_secretsmanager, config, requests),
+            ssm: client!(aws_sdk_ssm, config, requests),
+            logs: client!(aws_sdk_cloudwatchlogs, config, requests),
+            sts: client!(aws_sdk_sts, config, requests),
+            requests,
+            backoff,
+        }
+    }
+
+    /// Every mutating request sent so far, by operation.
+    pub fn mutating_requests(&self) -> Vec<(String, u64)> {
+        self.requests
+            .snapshot()
+            .into_iter()
+            .filter(|(op, _)| !is_read_only(op))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Backoff::DEFAULT;
+        assert_eq!(b.delay(0), Duration::from_secs(1));
+        assert_eq!(b.delay(3), Duration::from_secs(8));
+        assert_eq!(b.delay(9), Duration::from_secs(20));
+        assert_eq!(Backoff::NONE.delay(5), Duration::ZERO);
+        assert!(is_read_only("DescribeKey") && !is_read_only("PutRolePolicy"));
+    }
+}

@@ -1,0 +1,562 @@
+//! The deployer's configuration: `deployer.toml` (keys of the sample, in snake_case), overridden
+//! by flags, validated completely before any AWS call. Pure except for reading the file.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::contract::DEFAULT_PREFIX;
+
+/// Default EventBridge schedule (the sample's).
+pub const DEFAULT_SCHEDULE: &str = "cron(0,30 * * * ? *)";
+
+/// Keys of `deployer.toml`. Unknown keys are errors, so a typo never silently falls back.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub stack_name: Option<String>,
+    pub region: Option<String>,
+    pub secrets_prefix: Option<String>,
+    pub vault_inbound_cidr: Option<String>,
+    pub notification_email: Option<String>,
+    pub deploy_vault_on_ec2: Option<bool>,
+    pub external_vault_address: Option<String>,
+    pub schedule: Option<String>,
+    pub deletion_policy: Option<String>,
+    pub recovery_window_days: Option<i64>,
+    pub max_delete_share: Option<f64>,
+    pub concurrency: Option<i64>,
+    pub lambda_memory_mb: Option<i64>,
+    pub lambda_timeout_seconds: Option<i64>,
+    pub log_retention_days: Option<i64>,
+    pub kms_deletion_window_days: Option<i64>,
+    pub vault_instance_type: Option<String>,
+    pub vault_version: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+/// Where Vault runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VaultMode {
+    /// A Vault server on EC2, deployed by the stack.
+    Ec2 {
+        instance_type: String,
+        version: String,
+        /// Who may reach port 8200 besides the replicator.
+        inbound_cidr: String,
+    },
+    /// An existing Vault at this address.
+    External { address: String },
+}
+
+/// The replicator's settings the deployer passes on as Lambda environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicatorSettings {
+    pub deletion_policy: String,
+    pub recovery_window_days: i64,
+    pub max_delete_share: f64,
+    pub concurrency: i64,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub stack_name: String,
+    pub region: Option<String>,
+    pub prefix: String,
+    pub notification_email: Option<String>,
+    pub vault: VaultMode,
+    pub schedule: String,
+    pub replicator: ReplicatorSettings,
+    pub lambda_memory_mb: i32,
+    pub lambda_timeout_seconds: i32,
+    pub log_retention_days: i32,
+    pub kms_deletion_window_days: i32,
+    /// Things worth saying that are not errors (an open CIDR, for one).
+    pub warnings: Vec<String>,
+}
+
+/// CloudWatch Logs' accepted retention values.
+const RETENTION_DAYS: &[i64] = &[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+impl FileConfig {
+    /// Reads a TOML file; a missing default file is an empty configuration.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Self::default());
+            }
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Applies `key=value` overrides (TOML values; bare strings allowed).
+    pub fn apply_overrides(&mut self, sets: &[String]) -> Result<(), ConfigError> {
+        for set in sets {
+            let (key, value) = set
+                .split_once('=')
+                .ok_or_else(|| invalid("--set", format!("{set:?} is not KEY=VALUE")))?;
+            let key = key.trim();
+            let value = value.trim();
+            let line = if value.parse::<toml::Value>().is_ok()
+                || toml::from_str::<toml::Table>(&format!("v = {value}")).is_ok()
+            {
+                format!("{key} = {value}")
+            } else {
+                format!("{key} = {}", toml::Value::String(value.to_owned()))
+            };
+            let one: Self = Self::parse(&line, "--set")?;
+            self.merge(one);
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, o: Self) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if o.$f.is_some() { self.$f = o.$f; } )* };
+        }
+        take!(
+            stack_name,
+            region,
+            secrets_prefix,
+            vault_inbound_cidr,
+            notification_email,
+            deploy_vault_on_ec2,
+            external_vault_address,
+            schedule,
+            deletion_policy,
+            recovery_window_days,
+            max_delete_share,
+            concurrency,
+            lambda_memory_mb,
+            lambda_timeout_seconds,
+            log_retention_days,
+            kms_deletion_window_days,
+            vault_instance_type,
+            vault_version
+        );
+    }
+
+    /// Checks every key; the first problem found is returned with the key's name.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let mut warnings = Vec::new();
+        let stack_name = self
+            .stack_name
+            .clone()
+            .unwrap_or_else(|| "hybrid-secrets".into());
+        if stack_name.is_empty()
+            || stack_name.len() > 32
+            || !stack_name.starts_with(|c: char| c.is_ascii_alphabetic())
+            || !stack_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(invalid(
+                "stack_name",
+                format!(
+                    "{stack_name:?} must be 1-32 letters, digits or '-', starting with a letter"
+                ),
+            ));
+        }
+        let prefix = self
+            .secrets_prefix
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PREFIX.into());
+        if prefix.is_empty()
+            || prefix.len() > 128
+            || prefix.starts_with('/')
+            || prefix.ends_with('/')
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+=.@-/".contains(c))
+        {
+            return Err(invalid(
+                "secrets_prefix",
+                format!(
+                    "{prefix:?} must be 1-128 of letters, digits and _+=.@-/, not starting or ending with /"
+                ),
+            ));
+        }
+        let notification_email = match self.notification_email.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(e) => {
+                check_email(e).map_err(|p| invalid("notification_email", p))?;
+                Some(e.to_owned())
+            }
+        };
+        let schedule = self
+            .schedule
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SCHEDULE.into());
+        crate::schedule::validate(&schedule).map_err(|p| invalid("schedule", p))?;
+
+        let deploy = self.deploy_vault_on_ec2.unwrap_or(true);
+        let external = self
+            .external_vault_address
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or("");
+        let vault = if deploy {
+            if !external.is_empty() {
+                return Err(invalid(
+                    "external_vault_address",
+                    "is set while deploy_vault_on_ec2 = true: set deploy_vault_on_ec2 = false to use an external Vault",
+                ));
+            }
+            let cidr = self
+                .vault_inbound_cidr
+                .as_deref()
+                .map(str::trim)
+                .unwrap_or("");
+            if cidr.is_empty() {
+                return Err(invalid(
+                    "vault_inbound_cidr",
+                    "is required with deploy_vault_on_ec2: the CIDR allowed to reach Vault's port 8200, e.g. your office's 203.0.113.0/24 (0.0.0.0/0 only if you mean the whole internet)",
+                ));
+            }
+            check_cidr(cidr).map_err(|p| invalid("vault_inbound_cidr", p))?;
+            if cidr == "0.0.0.0/0" || cidr == "::/0" {
+                warnings.push(format!(
+                    "vault_inbound_cidr = {cidr} opens Vault's port 8200 to the whole internet"
+                ));
+            }
+            let instance_type = self
+                .vault_instance_type
+                .clone()
+                .unwrap_or_else(|| "t3.micro".into());
+            if !instance_type.contains('.') || instance_type.contains(char::is_whitespace) {
+                return Err(invalid(
+                    "vault_instance_type",
+                    format!("{instance_type:?} is not an instance type such as t3.micro"),
+                ));
+            }
+            let version = self
+                .vault_version
+                .clone()
+                .unwrap_or_else(|| "1.18.3".into());
+            if version.is_empty() || !version.chars().all(|c| c.is_ascii_digit() || c == '.') {
+                return Err(invalid(
+                    "vault_version",
+                    format!("{version:?} is not a version such as 1.18.3"),
+                ));
+            }
+            VaultMode::Ec2 {
+                instance_type,
+                version,
+                inbound_cidr: cidr.to_owned(),
+            }
+        } else {
+            if external.is_empty() {
+                return Err(invalid(
+                    "external_vault_address",
+                    "is required when deploy_vault_on_ec2 = false, e.g. https://vault.example.com:8200",
+                ));
+            }
+            check_url(external).map_err(|p| invalid("external_vault_address", p))?;
+            if external.starts_with("http://") {
+                warnings.push("external_vault_address uses plain http: the Vault token crosses the network unencrypted".into());
+            }
+            VaultMode::External {
+                address: external.trim_end_matches('/').to_owned(),
+            }
+        };
+
+        let deletion_policy = self
+            .deletion_policy
+            .clone()
+            .unwrap_or_else(|| "keep".into());
+        if deletion_policy != "keep" && deletion_policy != "delete" {
+            return Err(invalid(
+                "deletion_policy",
+                format!("{deletion_policy:?} must be keep or delete"),
+            ));
+        }
+        let recovery_window_days = self.recovery_window_days.unwrap_or(30);
+        if !(7..=30).contains(&recovery_window_days) {
+            return Err(invalid(
+                "recovery_window_days",
+                format!("{recovery_window_days} is outside 7 to 30"),
+            ));
+        }
+        let max_delete_share = self.max_delete_share.unwrap_or(0.25);
+        if !(0.0..=1.0).contains(&max_delete_share) {
+            return Err(invalid(
+                "max_delete_share",
+                format!("{max_delete_share} is outside 0 to 1"),
+            ));
+        }
+        let concurrency = self.concurrency.unwrap_or(16);
+        if !(1..=256).contains(&concurrency) {
+            return Err(invalid(
+                "concurrency",
+                format!("{concurrency} is outside 1 to 256"),
+            ));
+        }
+        let lambda_memory_mb = self.lambda_memory_mb.unwrap_or(128);
+        if !(128..=10240).contains(&lambda_memory_mb) {
+            return Err(invalid(
+                "lambda_memory_mb",
+                format!("{lambda_memory_mb} is outside 128 to 10240"),
+            ));
+        }
+        let lambda_timeout_seconds = self.lambda_timeout_seconds.unwrap_or(120);
+        if !(1..=900).contains(&lambda_timeout_seconds) {
+            return Err(invalid(
+                "lambda_timeout_seconds",
+                format!("{lambda_timeout_seconds} is outside 1 to 900"),
+            ));
+        }
+        let log_retention_days = self.log_retention_days.unwrap_or(30);
+        if !RETENTION_DAYS.contains(&log_retention_days) {
+            return Err(invalid(
+                "log_retention_days",
+                format!(
+                    "{log_retention_days} is not one of CloudWatch's values {RETENTION_DAYS:?}"
+                ),
+            ));
+        }
+        let kms_deletion_window_days = self.kms_deletion_window_days.unwrap_or(30);
+        if !(7..=30).contains(&kms_deletion_window_days) {
+            return Err(invalid(
+                "kms_deletion_window_days",
+                format!("{kms_deletion_window_days} is outside 7 to 30"),
+            ));
+        }
+        if let Some(region) = &self.region
+            && (region.is_empty()
+                || !region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+        {
+            return Err(invalid(
+                "region",
+                format!("{region:?} is not a region name such as eu-west-1"),
+            ));
+        }
+        Ok(Config {
+            stack_name,
+            region: self.region.clone(),
+            prefix,
+            notification_email,
+            vault,
+            schedule,
+            replicator: ReplicatorSettings {
+                deletion_policy,
+                recovery_window_days,
+                max_delete_share,
+                concurrency,
+            },
+            // Ranges checked above.
+            lambda_memory_mb: lambda_memory_mb as i32,
+            lambda_timeout_seconds: lambda_timeout_seconds as i32,
+            log_retention_days: log_retention_days as i32,
+            kms_deletion_window_days: kms_deletion_window_days as i32,
+            warnings,
+        })
+    }
+}
+
+/// A CIDR block with no host bits set.
+pub fn check_cidr(cidr: &str) -> Result<(), String> {
+    let (addr, len) = cidr
+        .split_once('/')
+        .ok_or_else(|| format!("{cidr:?} is not a CIDR block such as 203.0.113.0/24"))?;
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} in {cidr:?} is not an IP address"))?;
+    let len: u32 = len
+        .parse()
+        .map_err(|_| format!("prefix length {len:?} in {cidr:?} is not a number"))?;
+    let bits = match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    if len > bits {
+        return Err(format!("prefix length /{len} in {cidr:?} is over /{bits}"));
+    }
+    let host_bits_set = match addr {
+        IpAddr::V4(a) => len < 32 && (u32::from(a) & (u32::MAX >> len)) != 0,
+        IpAddr::V6(a) => len < 128 && (u128::from(a) & (u128::MAX >> len)) != 0,
+    };
+    if host_bits_set {
+        return Err(format!(
+            "{cidr:?} has host bits set: write the network address (for one host use /32)"
+        ));
+    }
+    Ok(())
+}
+
+/// A plausible email address: local@domain.tld, no spaces.
+pub fn check_email(email: &str) -> Result<(), String> {
+    let bad = || format!("{email:?} is not an email address such as ops@example.com");
+    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
+    let ok_local = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let ok_domain = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
+    if ok_local && ok_domain {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{url:?} must start with https:// (or http://)"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Result<Config, ConfigError> {
+        FileConfig::parse(text, "deployer.toml")?.validate()
+    }
+
+    const EC2: &str = "vault_inbound_cidr = \"203.0.113.0/24\"\n";
+
+    #[test]
+    fn defaults_are_the_samples_except_the_open_cidr() {
+        let c = cfg(EC2).unwrap();
+        assert_eq!(c.prefix, "hybrid-aws-secrets");
+        assert_eq!(c.schedule, "cron(0,30 * * * ? *)");
+        assert_eq!(c.notification_email, None);
+        assert!(matches!(c.vault, VaultMode::Ec2 { .. }));
+        assert!(c.warnings.is_empty());
+        let err = cfg("").unwrap_err().to_string();
+        assert!(err.starts_with("vault_inbound_cidr: is required"), "{err}");
+        let open = cfg("vault_inbound_cidr = \"0.0.0.0/0\"").unwrap();
+        assert!(open.warnings[0].contains("whole internet"));
+    }
+
+    #[test]
+    fn each_bad_value_is_named() {
+        for (text, key) in [
+            ("stack_name = \"9lives\"", "stack_name"),
+            ("secrets_prefix = \"a b\"", "secrets_prefix"),
+            ("notification_email = \"ops@\"", "notification_email"),
+            (
+                "notification_email = \"ops example.com\"",
+                "notification_email",
+            ),
+            ("schedule = \"cron(0 * * * * *)\"", "schedule"),
+            ("schedule = \"rate(1 minutes)\"", "schedule"),
+            ("vault_inbound_cidr = \"10.0.0.1/8\"", "vault_inbound_cidr"),
+            ("vault_inbound_cidr = \"10.0.0.0/33\"", "vault_inbound_cidr"),
+            ("vault_inbound_cidr = \"nowhere\"", "vault_inbound_cidr"),
+            ("deploy_vault_on_ec2 = false", "external_vault_address"),
+            (
+                "deploy_vault_on_ec2 = false\nexternal_vault_address = \"vault:8200\"",
+                "external_vault_address",
+            ),
+            ("deletion_policy = \"purge\"", "deletion_policy"),
+            ("recovery_window_days = 3", "recovery_window_days"),
+            ("lambda_memory_mb = 64", "lambda_memory_mb"),
+            ("log_retention_days = 2", "log_retention_days"),
+            ("kms_deletion_window_days = 31", "kms_deletion_window_days"),
+            ("region = \"EU West\"", "region"),
+        ] {
+            let text =
+                if text.contains("vault_inbound_cidr") || text.contains("deploy_vault_on_ec2") {
+                    text.to_owned()
+                } else {
+                    format!("{EC2}{text}")
+                };
+            let err = cfg(&text).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{text}: {err}");
+        }
+        let unknown = cfg("secret_prefix = \"x\"").unwrap_err().to_string();
+        assert!(unknown.contains("unknown field"), "{unknown}");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let mut f = FileConfig::parse(
+            "stack_name = \"a\"\nvault_inbound_cidr = \"10.0.0.0/8\"",
+            "f",
+        )
+        .unwrap();
+        f.apply_overrides(&[
+            "stack_name=b".into(),
+            "lambda_memory_mb=256".into(),
+            "deploy_vault_on_ec2=false".into(),
+            "external_vault_address=https://v:8200".into(),
+        ])
+        .unwrap();
+        let c = f.validate().unwrap();
+        assert_eq!(c.stack_name, "b");
+        assert_eq!(c.lambda_memory_mb, 256);
+        assert_eq!(
+            c.vault,
+            VaultMode::External {
+                address: "https://v:8200".into()
+            }
+        );
+    }
+
+    #[test]
+    fn emails_and_cidrs() {
+        assert!(check_email("ops+alerts@example.co.uk").is_ok());
+        assert!(check_email("a@b").is_err());
+        assert!(check_email("a@-b.com").is_err());
+        assert!(check_cidr("2001:db8::/32").is_ok());
+        assert!(check_cidr("192.0.2.7/32").is_ok());
+        assert!(check_cidr("192.0.2.7/24").is_err());
+    }
+}

@@ -1,0 +1,26 @@
+//! Deploys the vault-secrets-replicator stack into an AWS account with direct SDK calls.
+//!
+//! The core is pure: [`config`] validation, [`spec`] (names, tags, documents), each resource's
+//! `diff`, [`change`] rendering and the [`cost`] estimate. The AWS adapters live in
+//! [`resources`]; [`stack`] runs them in dependency order; [`cli`] is the command line.
+
+#[path = "../../replicator/src/contract.rs"]
+pub mod contract;
+#[path = "../../replicator/src/sdk.rs"]
+pub mod sdk;
+#[path = "../../replicator/src/secret.rs"]
+pub mod secret;
+#[path = "../../replicator/src/tls.rs"]
+pub mod tls;
+
+pub mod change;
+pub mod cli;
+pub mod clients;
+pub mod config;
+pub mod cost;
+pub mod lambda_zip;
+pub mod policy;
+pub mod resources;
+pub mod schedule;
+pub mod spec;
+pub mod stack;

@@ -1,0 +1,139 @@
+//! Policy documents from the templates in `policies/`: `{{name}}` placeholders are filled, an
+//! unknown or leftover placeholder is an error; IAM's own `${aws:...}` passes through. Also
+//! compares documents as JSON (AWS returns them URL-encoded and re-formatted). Pure.
+
+use serde_json::Value;
+
+pub const REPLICATOR_TRUST: &str = include_str!("../../policies/replicator-trust.json");
+pub const REPLICATOR_POLICY: &str = include_str!("../../policies/replicator-policy.json");
+pub const REPLICATOR_SNS: &str = include_str!("../../policies/replicator-sns-statements.json");
+pub const REPLICATOR_VPC: &str = include_str!("../../policies/replicator-vpc-statements.json");
+pub const KMS_KEY_POLICY: &str = include_str!("../../policies/kms-key-policy.json");
+pub const CONNECTION_SECRET_POLICY: &str =
+    include_str!("../../policies/connection-secret-policy.json");
+pub const VAULT_INSTANCE_TRUST: &str = include_str!("../../policies/vault-instance-trust.json");
+pub const VAULT_INSTANCE_POLICY: &str = include_str!("../../policies/vault-instance-policy.json");
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TemplateError {
+    #[error("template placeholder {{{{{0}}}}} has no value")]
+    Unknown(String),
+    #[error("template placeholder {{{{{0}}}}} is not closed")]
+    Unclosed(String),
+    #[error("the rendered document is not valid JSON: {0}")]
+    NotJson(String),
+}
+
+/// Fills `{{name}}` placeholders. Every placeholder must have a value.
+pub fn render(template: &str, vars: &[(&str, &str)]) -> Result<String, TemplateError> {
+    let mut out = String::with_capacity(template.len() + 256);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| TemplateError::Unclosed(after.chars().take(20).collect()))?;
+        let name = after[..end].trim();
+        let value = vars
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| TemplateError::Unknown(name.to_owned()))?;
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Renders a JSON template and checks the result parses.
+pub fn render_json(template: &str, vars: &[(&str, &str)]) -> Result<Value, TemplateError> {
+    let text = render(template, vars)?;
+    serde_json::from_str(&text).map_err(|e| TemplateError::NotJson(e.to_string()))
+}
+
+/// A policy document as AWS returns it (URL-encoded for IAM) parsed to JSON.
+pub fn parse_returned(doc: &str) -> Option<Value> {
+    serde_json::from_str(doc).ok().or_else(|| {
+        let decoded = percent_encoding::percent_decode_str(doc)
+            .decode_utf8()
+            .ok()?;
+        serde_json::from_str(&decoded).ok()
+    })
+}
+
+/// Compares two documents ignoring formatting, and the single-item-list vs string form IAM
+/// normalises to.
+pub fn same_document(a: &Value, b: &Value) -> bool {
+    canonical(a) == canonical(b)
+}
+
+/// One text per meaning: keys sorted, one-item lists as their item, no spaces. Field diffs of
+/// documents compare these.
+pub fn canonical(v: &Value) -> String {
+    fn write(v: &Value, out: &mut String) {
+        match v {
+            Value::Array(items) if items.len() == 1 => write(&items[0], out),
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&map[k], out);
+                }
+                out.push('}');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_and_refuses_unknown_placeholders() {
+        assert_eq!(
+            render("a {{x}} ${aws:username} {{ y }}", &[("x", "1"), ("y", "2")]).unwrap(),
+            "a 1 ${aws:username} 2"
+        );
+        assert_eq!(
+            render("{{x}} {{z}}", &[("x", "1")]),
+            Err(TemplateError::Unknown("z".into()))
+        );
+        assert!(matches!(
+            render("{{x", &[("x", "1")]),
+            Err(TemplateError::Unclosed(_))
+        ));
+    }
+
+    #[test]
+    fn returned_documents_compare_by_meaning() {
+        let ours =
+            serde_json::json!({"Statement": [{"Action": ["s3:GetObject"], "Resource": "*"}]});
+        let encoded = "%7B%22Statement%22%3A%5B%7B%22Resource%22%3A%22%2A%22%2C%22Action%22%3A%22s3%3AGetObject%22%7D%5D%7D";
+        assert!(same_document(&ours, &parse_returned(encoded).unwrap()));
+        let other = serde_json::json!({"Statement": [{"Action": "s3:PutObject", "Resource": "*"}]});
+        assert!(!same_document(&ours, &other));
+    }
+}

@@ -1,0 +1,325 @@
+//! The replicator Lambda: runtime provided.al2023, the `bootstrap` zip, its role, memory,
+//! timeout, environment (KMS-encrypted) and, with Vault on EC2, the Vault VPC. Code is uploaded
+//! only when the zip's SHA-256 differs from the deployed one.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_lambda::client::Waiters;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, Runtime, VpcConfig};
+
+use super::{Ctx, DeployError, found, gone_ok, missing};
+use crate::change::{Action, Change, Fields, UNKNOWN};
+use crate::clients::Clients;
+use crate::lambda_zip::LambdaZip;
+use crate::spec::Spec;
+
+pub const KIND: &str = "lambda function";
+const RUNTIME: &str = "provided.al2023";
+const HANDLER: &str = "bootstrap";
+
+/// What the function depends on.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs<'a> {
+    pub key_arn: Option<&'a str>,
+    /// (subnet ids, security group ids) when the function runs in the Vault VPC.
+    pub vpc: Option<(Vec<String>, Vec<String>)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionState {
+    pub arn: String,
+    pub runtime: String,
+    pub handler: String,
+    pub role: String,
+    pub memory: i32,
+    pub timeout: i32,
+    pub environment: BTreeMap<String, String>,
+    pub kms_key_arn: Option<String>,
+    pub code_sha256: String,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub ours: bool,
+}
+
+fn join(v: &[String]) -> String {
+    let mut v = v.to_vec();
+    v.sort();
+    v.join(",")
+}
+
+fn env_text(env: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(env).unwrap_or_default()
+}
+
+fn wanted(spec: &Spec, zip: Option<&LambdaZip>, inputs: &Inputs<'_>) -> Fields {
+    let (subnets, sgs) = inputs.vpc.clone().unwrap_or_default();
+    let unknown_vpc = spec.deploys_vault() && inputs.vpc.is_none();
+    vec![
+        ("runtime", RUNTIME.into()),
+        ("handler", HANDLER.into()),
+        ("role", spec.role_arn()),
+        ("memory_mb", spec.cfg.lambda_memory_mb.to_string()),
+        ("timeout_s", spec.cfg.lambda_timeout_seconds.to_string()),
+        (
+            "environment",
+            inputs
+                .key_arn
+                .map(|k| env_text(&spec.lambda_environment(k)))
+                .unwrap_or_else(|| UNKNOWN.into()),
+        ),
+        ("kms_key_arn", inputs.key_arn.unwrap_or(UNKNOWN).to_owned()),
+        (
+            "code_sha256",
+            zip.map(|z| z.sha256.clone())
+                .unwrap_or_else(|| UNKNOWN.into()),
+        ),
+        (
+            "subnets",
+            if unknown_vpc {
+                UNKNOWN.into()
+            } else {
+                join(&subnets)
+            },
+        ),
+        (
+            "security_groups",
+            if unknown_vpc {
+                UNKNOWN.into()
+            } else {
+                join(&sgs)
+            },
+        ),
+    ]
+}
+
+impl FunctionState {
+    fn fields(&self, want_key: Option<&str>) -> Fields {
+        vec![
+            ("runtime", self.runtime.clone()),
+            ("handler", self.handler.clone()),
+            ("role", self.role.clone()),
+            ("memory_mb", self.memory.to_string()),
+            ("timeout_s", self.timeout.to_string()),
+            ("environment", env_text(&self.environment)),
+            // Write-only where the API does not echo it (moto): only a different key is drift.
+            (
+                "kms_key_arn",
+                self.kms_key_arn
+                    .clone()
+                    .or_else(|| want_key.map(str::to_owned))
+                    .unwrap_or_default(),
+            ),
+            ("code_sha256", self.code_sha256.clone()),
+            ("subnets", join(&self.subnets)),
+            ("security_groups", join(&self.security_groups)),
+        ]
+    }
+}
+
+pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<FunctionState>, DeployError> {
+    let name = spec.function_name();
+    let Some(out) = found(
+        c.lambda
+            .get_function()
+            .function_name(&name)
+            .send()
+            .await
+            .ctx("GetFunction", &name),
+    )?
+    else {
+        return Ok(None);
+    };
+    let conf = out
+        .configuration()
+        .ok_or_else(|| missing("GetFunction", "Configuration"))?;
+    let vpc = conf.vpc_config();
+    Ok(Some(FunctionState {
+        arn: conf
+            .function_arn()
+            .ok_or_else(|| missing("GetFunction", "FunctionArn"))?
+            .to_owned(),
+        runtime: conf
+            .runtime()
+            .map(|r| r.as_str().to_owned())
+            .unwrap_or_default(),
+        handler: conf.handler().unwrap_or_default().to_owned(),
+        role: conf.role().unwrap_or_default().to_owned(),
+        memory: conf.memory_size().unwrap_or_default(),
+        timeout: conf.timeout().unwrap_or_default(),
+        environment: conf
+            .environment()
+            .and_then(|e| e.variables())
+            .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        kms_key_arn: conf
+            .kms_key_arn()
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned),
+        code_sha256: conf.code_sha256().unwrap_or_default().to_owned(),
+        subnets: vpc.map(|v| v.subnet_ids().to_vec()).unwrap_or_default(),
+        security_groups: vpc
+            .map(|v| v.security_group_ids().to_vec())
+            .unwrap_or_default(),
+        ours: out.tags().is_some_and(|t| {
+            t.get(crate::spec::STACK_TAG).map(String::as_str) == Some(spec.stack())
+        }),
+    }))
+}
+
+pub fn diff(
+    spec: &Spec,
+    seen: Option<&FunctionState>,
+    zip: Option<&LambdaZip>,
+    inputs: &Inputs<'_>,
+) -> Change {
+    let want = wanted(spec, zip, inputs);
+    Change::diff(
+        KIND,
+        spec.function_name(),
+        &want,
+        seen.map(|s| s.fields(inputs.key_arn)).as_ref(),
+    )
+}
+
+fn vpc_config(inputs: &Inputs<'_>) -> VpcConfig {
+    let (subnets, sgs) = inputs.vpc.clone().unwrap_or_default();
+    VpcConfig::builder()
+        .set_subnet_ids(Some(subnets))
+        .set_security_group_ids(Some(sgs))
+        .build()
+}
+
+async fn wait_updated(c: &Clients, name: &str) -> Result<(), DeployError> {
+    c.lambda
+        .wait_until_function_updated_v2()
+        .function_name(name)
+        .wait(std::time::Duration::from_secs(300))
+        .await
+        .map_err(|e| DeployError::NotReady {
+            what: format!("lambda function {name}"),
+            detail: e.to_string(),
+        })?;
+    Ok(())
+}
+
+pub async fn apply(
+    c: &Clients,
+    spec: &Spec,
+    change: &Change,
+    zip: &LambdaZip,
+    inputs: &Inputs<'_>,
+) -> Result<FunctionState, DeployError> {
+    let name = spec.function_name();
+    let key_arn = inputs
+        .key_arn
+        .ok_or_else(|| missing("apply", "KMS key ARN"))?;
+    let env = Environment::builder()
+        .set_variables(Some(spec.lambda_environment(key_arn).into_iter().collect()))
+        .build();
+    if change.action == Action::Create {
+        // A role made seconds ago may not be assumable yet: retry on that error only.
+        super::retry_on(c.backoff, &["InvalidParameterValueException"], || async {
+            c.lambda
+                .create_function()
+                .function_name(&name)
+                .description("vault-secrets-replicator: Vault KV v2 → Secrets Manager")
+                .runtime(Runtime::from(RUNTIME))
+                .handler(HANDLER)
+                .architectures(Architecture::X8664)
+                .role(spec.role_arn())
+                .code(
+                    FunctionCode::builder()
+                        .zip_file(Blob::new(zip.bytes.clone()))
+                        .build(),
+                )
+                .memory_size(spec.cfg.lambda_memory_mb)
+                .timeout(spec.cfg.lambda_timeout_seconds)
+                .environment(env.clone())
+                .kms_key_arn(key_arn)
+                .set_vpc_config(inputs.vpc.as_ref().map(|_| vpc_config(inputs)))
+                .set_tags(Some(spec.tags().into_iter().collect()))
+                .send()
+                .await
+                .map(|_| ())
+                .ctx("CreateFunction", &name)
+        })
+        .await?;
+        c.lambda
+            .wait_until_function_active_v2()
+            .function_name(&name)
+            .wait(std::time::Duration::from_secs(300))
+            .await
+            .map_err(|e| DeployError::NotReady {
+                what: format!("lambda function {name}"),
+                detail: e.to_string(),
+            })?;
+    } else {
+        let config_fields = [
+            "runtime",
+            "handler",
+            "role",
+            "memory_mb",
+            "timeout_s",
+            "environment",
+            "kms_key_arn",
+            "subnets",
+            "security_groups",
+        ];
+        if config_fields.iter().any(|f| change.touches(f)) {
+            super::retry_on(c.backoff, &["InvalidParameterValueException"], || async {
+                c.lambda
+                    .update_function_configuration()
+                    .function_name(&name)
+                    .runtime(Runtime::from(RUNTIME))
+                    .handler(HANDLER)
+                    .role(spec.role_arn())
+                    .memory_size(spec.cfg.lambda_memory_mb)
+                    .timeout(spec.cfg.lambda_timeout_seconds)
+                    .environment(env.clone())
+                    .kms_key_arn(key_arn)
+                    .vpc_config(vpc_config(inputs))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .ctx("UpdateFunctionConfiguration", &name)
+            })
+            .await?;
+            wait_updated(c, &name).await?;
+        }
+        if change.touches("code_sha256") {
+            c.lambda
+                .update_function_code()
+                .function_name(&name)
+                .zip_file(Blob::new(zip.bytes.clone()))
+                .send()
+                .await
+                .ctx("UpdateFunctionCode", &name)?;
+            wait_updated(c, &name).await?;
+        }
+    }
+    observe(c, spec)
+        .await?
+        .ok_or_else(|| missing("GetFunction", "the function just made"))
+}
+
+pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
+    let name = spec.function_name();
+    match observe(c, spec).await? {
+        None => Ok(Change::new(KIND, name, Action::Absent)),
+        Some(f) if !f.ours => Ok(Change::new(KIND, name, Action::Absent)
+            .with_note("exists without this stack's tag; left alone")),
+        Some(_) => {
+            gone_ok(
+                c.lambda
+                    .delete_function()
+                    .function_name(&name)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .ctx("DeleteFunction", &name),
+            )?;
+            Ok(Change::new(KIND, name, Action::Delete))
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! IAM roles with one inline policy: the replicator's (trusting Lambda) and the Vault
+//! instance's (trusting EC2, with its instance profile). Found by name; documents compared by
+//! meaning.
+
+use aws_sdk_iam::types::Tag;
+use serde_json::Value;
+
+use super::{Ctx, DeployError, found, gone_ok, missing};
+use crate::change::{Action, Change, Fields, UNKNOWN};
+use crate::clients::Clients;
+use crate::policy::{canonical, parse_returned};
+use crate::spec::Spec;
+
+pub const KIND: &str = "iam role";
+pub const PROFILE_KIND: &str = "instance profile";
+
+/// What one role should be.
+#[derive(Clone, Debug)]
+pub struct RoleSpec {
+    pub name: String,
+    pub description: &'static str,
+    pub trust: Value,
+    pub policy_name: &'static str,
+    /// `None` while it depends on something not made yet.
+    pub policy: Option<Value>,
+    /// Also an instance profile of the same name holding the role.
+    pub instance_profile: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleState {
+    pub arn: String,
+    pub trust: String,
+    pub policy: Option<String>,
+    pub ours: bool,
+    /// The instance profile exists and holds the role.
+    pub profile: Option<bool>,
+}
+
+impl RoleSpec {
+    fn fields(&self) -> Fields {
+        let mut f = vec![
+            ("trust_policy", canonical(&self.trust)),
+            (
+                "inline_policy",
+                self.policy
+                    .as_ref()
+                    .map(canonical)
+                    .unwrap_or_else(|| UNKNOWN.into()),
+            ),
+        ];
+        if self.instance_profile {
+            f.push(("instance_profile", "holds the role".into()));
+        }
+        f
+    }
+}
+
+impl RoleState {
+    fn fields(&self) -> Fields {
+        vec![
+            ("trust_policy", self.trust.clone()),
+            (
+                "inline_policy",
+                self.policy.clone().unwrap_or_else(|| "(none)".into()),
+            ),
+            (
+                "instance_profile",
+                match self.profile {
+                    Some(true) => "holds the role",
+                    Some(false) => "without the role",
+                    None => "(none)",
+                }
+                .into(),
+            ),
+        ]
+    }
+}
+
+pub async fn observe(
+    c: &Clients,
+    spec: &Spec,
+    role: &RoleSpec,
+) -> Result<Option<RoleState>, DeployError> {
+    let Some(out) = found(
+        c.iam
+            .get_role()
+            .role_name(&role.name)
+            .send()
+            .await
+            .ctx("GetRole", &role.name),
+    )?
+    else {
+        return Ok(None);
+    };
+    let r = out.role().ok_or_else(|| missing("GetRole", "Role"))?;
+    let trust = r
+        .assume_role_policy_document()
+        .and_then(parse_returned)
+        .map(|v| canonical(&v))
+        .unwrap_or_default();
+    let ours = super::has_stack_tag(r.tags().iter().map(|t| (t.key(), t.value())), spec.stack());
+    let policy = found(
+        c.iam
+            .get_role_policy()
+            .role_name(&role.name)
+            .policy_name(role.policy_name)
+            .send()
+            .await
+            .ctx("GetRolePolicy", &role.name),
+    )?
+    .and_then(|p| parse_returned(p.policy_document()))
+    .map(|v| canonical(&v));
+    let profile = if role.instance_profile {
+        found(
+            c.iam
+                .get_instance_profile()
+                .instance_profile_name(&role.name)
+                .send()
+                .await
+                .ctx("GetInstanceProfile", &role.name),
+        )?
+        .map(|p| {
+            p.instance_profile()
+                .is_some_and(|ip| ip.roles().iter().any(|r| r.role_name() == role.name))
+        })
+    } else {
+        None
+    };
+    Ok(Some(RoleState {
+        arn: r.arn().to_owned(),
+        trust,
+        policy,
+        ours,
+        profile,
+    }))
+}
+
+pub fn diff(role: &RoleSpec, seen: Option<&RoleState>) -> Change {
+    let mut c = Change::diff(
+        KIND,
+        &role.name,
+        &role.fields(),
+        seen.map(RoleState::fields).as_ref(),
+    );
+    if let Some(s) = seen
+        && !s.ours
+    {
+        c = c.with_note(
+            "exists without this stack's tag: it is updated but never deleted by destroy",
+        );
+    }
+    c
+}
+
+pub async fn apply(
+    c: &Clients,
+    spec: &Spec,
+    role: &RoleSpec,
+    change: &Change,
+) -> Result<RoleState, DeployError> {
+    let trust = canonical(&role.trust);
+    if change.action == Action::Create {
+        let tags: Vec<Tag> = spec
+            .tags()
+            .into_iter()
+            .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
+            .collect();
+        c.iam
+            .create_role()
+            .role_name(&role.name)
+            .description(role.description)
+            .assume_role_policy_document(&trust)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .ctx("CreateRole", &role.name)?;
+    } else if change.touches("trust_policy") {
+        c.iam
+            .update_assume_role_policy()
+            .role_name(&role.name)
+            .policy_document(&trust)
+            .send()
+            .await
+            .ctx("UpdateAssumeRolePolicy", &role.name)?;
+    }
+    if let Some(policy) = &role.policy
+        && change.touches("inline_policy")
+    {
+        c.iam
+            .put_role_policy()
+            .role_name(&role.name)
+            .policy_name(role.policy_name)
+            .policy_document(canonical(policy))
+            .send()
+            .await
+            .ctx("PutRolePolicy", &role.name)?;
+    }
+    if role.instance_profile && change.touches("instance_profile") {
+        let exists = found(
+            c.iam
+                .get_instance_profile()
+                .instance_profile_name(&role.name)
+                .send()
+                .await
+                .ctx("GetInstanceProfile", &role.name),
+        )?;
+        if exists.is_none() {
+            let tags: Vec<Tag> = spec
+                .tags()
+                .into_iter()
+                .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
+                .collect();
+            c.iam
+                .create_instance_profile()
+                .instance_profile_name(&role.name)
+                .set_tags(Some(tags))
+                .send()
+                .await
+                .ctx("CreateInstanceProfile", &role.name)?;
+        }
+        c.iam
+            .add_role_to_instance_profile()
+            .instance_profile_name(&role.name)
+            .role_name(&role.name)
+            .send()
+            .await
+            .ctx("AddRoleToInstanceProfile", &role.name)?;
+    }
+    observe(c, spec, role)
+        .await?
+        .ok_or_else(|| missing("GetRole", "the role just made"))
+}
+
+/// Deletes the role (inline and attached policies, instance profile first) if the stack tagged it.
+pub async fn destroy(c: &Clients, spec: &Spec, role: &RoleSpec) -> Result<Change, DeployError> {
+    let Some(state) = observe(c, spec, role).await? else {
+        return Ok(Change::new(KIND, &role.name, Action::Absent));
+    };
+    if !state.ours {
+        return Ok(Change::new(KIND, &role.name, Action::Absent)
+            .with_note("exists without this stack's tag; left alone"));
+    }
+    if role.instance_profile && state.profile.is_some() {
+        if state.profile == Some(true) {
+            gone_ok(
+                c.iam
+                    .remove_role_from_instance_profile()
+                    .instance_profile_name(&role.name)
+                    .role_name(&role.name)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .ctx("RemoveRoleFromInstanceProfile", &role.name),
+            )?;
+        }
+        gone_ok(
+            c.iam
+                .delete_instance_profile()
+                .instance_profile_name(&role.name)
+                .send()
+                .await
+                .map(|_| ())
+                .ctx("DeleteInstanceProfile", &role.name),
+        )?;
+    }
+    let inline = c
+        .iam
+        .list_role_policies()
+        .role_name(&role.name)
+        .send()
+        .await
+        .ctx("ListRolePolicies", &role.name)?;
+    for name in inline.policy_names() {
+        gone_ok(
+            c.iam
+                .delete_role_policy()
+                .role_name(&role.name)
+                .policy_name(name)
+                .send()
+                .await
+                .map(|_| ())
+                .ctx("DeleteRolePolicy", &role.name),
+        )?;
+    }
+    let attached = c
+        .iam
+        .list_attached_role_policies()
+        .role_name(&role.name)
+        .send()
+        .await
+        .ctx("ListAttachedRolePolicies", &role.name)?;
+    for p in attached.attached_policies() {
+        if let Some(arn) = p.policy_arn() {
+            gone_ok(
+                c.iam
+                    .detach_role_policy()
+                    .role_name(&role.name)
+                    .policy_arn(arn)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .ctx("DetachRolePolicy", &role.name),
+            )?;
+        }
+    }
+    gone_ok(
+        c.iam
+            .delete_role()
+            .role_name(&role.name)
+            .send()
+            .await
+            .map(|_| ())
+            .ctx("DeleteRole", &role.name),
+    )?;
+    Ok(Change::new(KIND, &role.name, Action::Delete))
+}
+
+/// The replicator's role.
+pub fn replicator_role(spec: &Spec, key_arn: Option<&str>) -> Result<RoleSpec, DeployError> {
+    Ok(RoleSpec {
+        name: spec.role_name(),
+        description: "vault-secrets-replicator Lambda: writes <prefix>/* secrets only",
+        trust: spec.replicator_trust()?,
+        policy_name: "replicator",
+        policy: key_arn.map(|k| spec.replicator_policy(k)).transpose()?,
+        instance_profile: false,
+    })
+}
+
+/// The Vault instance's role and instance profile.
+pub fn vault_role(spec: &Spec, key_arn: Option<&str>) -> Result<RoleSpec, DeployError> {
+    Ok(RoleSpec {
+        name: spec.vault_name(),
+        description: "Vault server on EC2: reads its TLS key only",
+        trust: spec.vault_instance_trust()?,
+        policy_name: "vault-server",
+        policy: key_arn.map(|k| spec.vault_instance_policy(k)).transpose()?,
+        instance_profile: true,
+    })
+}

@@ -1,0 +1,278 @@
+//! The KMS key that encrypts the replicated secrets, the connection secret, the topic and the
+//! Lambda environment: found by its alias (or, after an interrupted `up`, by the stack tag).
+
+use aws_sdk_kms::types::{KeyState as AwsKeyState, KeyUsageType, Tag};
+
+use super::{Ctx, DeployError, found, has_stack_tag, missing};
+use crate::change::{Change, Fields};
+use crate::clients::Clients;
+use crate::policy::{canonical, parse_returned};
+use crate::spec::Spec;
+
+pub const KIND: &str = "kms key";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyState {
+    pub key_id: String,
+    pub arn: String,
+    pub description: String,
+    pub rotation: bool,
+    pub policy: String,
+    pub state: String,
+    pub aliased: bool,
+}
+
+impl KeyState {
+    fn fields(&self) -> Fields {
+        vec![
+            ("alias", if self.aliased { "yes" } else { "no" }.into()),
+            ("description", self.description.clone()),
+            (
+                "rotation",
+                if self.rotation { "enabled" } else { "disabled" }.into(),
+            ),
+            ("state", self.state.clone()),
+            ("policy", self.policy.clone()),
+        ]
+    }
+}
+
+fn wanted(spec: &Spec) -> Result<Fields, DeployError> {
+    Ok(vec![
+        ("alias", "yes".into()),
+        ("description", spec.key_description().into()),
+        ("rotation", "enabled".into()),
+        ("state", "Enabled".into()),
+        ("policy", canonical(&spec.key_policy()?)),
+    ])
+}
+
+async fn read(c: &Clients, key_id: &str, aliased: bool) -> Result<Option<KeyState>, DeployError> {
+    let Some(out) = found(
+        c.kms
+            .describe_key()
+            .key_id(key_id)
+            .send()
+            .await
+            .ctx("DescribeKey", key_id),
+    )?
+    else {
+        return Ok(None);
+    };
+    let meta = out
+        .key_metadata()
+        .ok_or_else(|| missing("DescribeKey", "KeyMetadata"))?;
+    let id = meta.key_id().to_owned();
+    let state = meta
+        .key_state()
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default();
+    let pending = meta.key_state() == Some(&AwsKeyState::PendingDeletion);
+    let rotation = if pending {
+        false
+    } else {
+        c.kms
+            .get_key_rotation_status()
+            .key_id(&id)
+            .send()
+            .await
+            .ctx("GetKeyRotationStatus", &id)?
+            .key_rotation_enabled()
+    };
+    let policy = c
+        .kms
+        .get_key_policy()
+        .key_id(&id)
+        .policy_name("default")
+        .send()
+        .await
+        .ctx("GetKeyPolicy", &id)?;
+    let policy = policy
+        .policy()
+        .and_then(parse_returned)
+        .map(|v| canonical(&v))
+        .unwrap_or_default();
+    Ok(Some(KeyState {
+        arn: meta
+            .arn()
+            .ok_or_else(|| missing("DescribeKey", "Arn"))?
+            .to_owned(),
+        key_id: id,
+        description: meta.description().unwrap_or_default().to_owned(),
+        rotation,
+        policy,
+        state,
+        aliased,
+    }))
+}
+
+/// Finds the key by alias, else a key tagged with the stack (an `up` stopped before the alias).
+pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<KeyState>, DeployError> {
+    if let Some(k) = read(c, &spec.key_alias(), true).await? {
+        return Ok(Some(k));
+    }
+    let mut pages = c.kms.list_keys().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.ctx("ListKeys", "")?;
+        for key in page.keys() {
+            let Some(id) = key.key_id() else { continue };
+            let tags = c.kms.list_resource_tags().key_id(id).send().await;
+            let Ok(tags) = tags else { continue };
+            let ours = has_stack_tag(
+                tags.tags().iter().map(|t| (t.tag_key(), t.tag_value())),
+                spec.stack(),
+            );
+            if ours
+                && let Some(k) = read(c, id, false).await?
+                && k.state != AwsKeyState::PendingDeletion.as_str()
+            {
+                return Ok(Some(k));
+            }
+        }
+    }
+    Ok(None)
+}
+
+pub fn diff(spec: &Spec, seen: Option<&KeyState>) -> Result<Change, DeployError> {
+    let want = wanted(spec)?;
+    let seen_fields = seen.map(KeyState::fields);
+    let mut change = Change::diff(KIND, spec.key_alias(), &want, seen_fields.as_ref());
+    if seen.is_none() {
+        change.fields.push(crate::change::FieldDiff {
+            field: "arn".into(),
+            from: None,
+            to: Some(crate::change::UNKNOWN.into()),
+        });
+    }
+    Ok(change)
+}
+
+pub async fn apply(
+    c: &Clients,
+    spec: &Spec,
+    seen: Option<KeyState>,
+    change: &Change,
+) -> Result<KeyState, DeployError> {
+    let policy = canonical(&spec.key_policy()?);
+    let key_id = match &seen {
+        Some(k) => k.key_id.clone(),
+        None => {
+            let tags: Result<Vec<Tag>, _> = spec
+                .tags()
+                .into_iter()
+                .map(|(k, v)| Tag::builder().tag_key(k).tag_value(v).build())
+                .collect();
+            let out = c
+                .kms
+                .create_key()
+                .description(spec.key_description())
+                .key_usage(KeyUsageType::EncryptDecrypt)
+                .policy(&policy)
+                .set_tags(Some(tags.map_err(|_| missing("CreateKey", "tag"))?))
+                .send()
+                .await
+                .ctx("CreateKey", &spec.key_alias())?;
+            out.key_metadata()
+                .ok_or_else(|| missing("CreateKey", "KeyMetadata"))?
+                .key_id()
+                .to_owned()
+        }
+    };
+    if let Some(k) = &seen {
+        if k.state == AwsKeyState::PendingDeletion.as_str() {
+            c.kms
+                .cancel_key_deletion()
+                .key_id(&key_id)
+                .send()
+                .await
+                .ctx("CancelKeyDeletion", &key_id)?;
+        }
+        if change.touches("state") {
+            c.kms
+                .enable_key()
+                .key_id(&key_id)
+                .send()
+                .await
+                .ctx("EnableKey", &key_id)?;
+        }
+        if change.touches("policy") {
+            c.kms
+                .put_key_policy()
+                .key_id(&key_id)
+                .policy_name("default")
+                .policy(&policy)
+                .send()
+                .await
+                .ctx("PutKeyPolicy", &key_id)?;
+        }
+        if change.touches("description") {
+            c.kms
+                .update_key_description()
+                .key_id(&key_id)
+                .description(spec.key_description())
+                .send()
+                .await
+                .ctx("UpdateKeyDescription", &key_id)?;
+        }
+    }
+    if change.touches("rotation") {
+        c.kms
+            .enable_key_rotation()
+            .key_id(&key_id)
+            .send()
+            .await
+            .ctx("EnableKeyRotation", &key_id)?;
+    }
+    if change.touches("alias") {
+        c.kms
+            .create_alias()
+            .alias_name(spec.key_alias())
+            .target_key_id(&key_id)
+            .send()
+            .await
+            .ctx("CreateAlias", &spec.key_alias())?;
+    }
+    read(c, &key_id, true)
+        .await?
+        .ok_or_else(|| missing("DescribeKey", "the key just made"))
+}
+
+/// Schedules the key's deletion (it stays recoverable for the window) and removes the alias.
+pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
+    let Some(k) = observe(c, spec).await? else {
+        return Ok(Change::new(
+            KIND,
+            spec.key_alias(),
+            crate::change::Action::Absent,
+        ));
+    };
+    if k.state == AwsKeyState::PendingDeletion.as_str() {
+        return Ok(
+            Change::new(KIND, spec.key_alias(), crate::change::Action::Absent)
+                .with_note("already scheduled for deletion"),
+        );
+    }
+    let days = spec.cfg.kms_deletion_window_days;
+    c.kms
+        .schedule_key_deletion()
+        .key_id(&k.key_id)
+        .pending_window_in_days(days)
+        .send()
+        .await
+        .ctx("ScheduleKeyDeletion", &k.key_id)?;
+    if k.aliased {
+        super::gone_ok(
+            c.kms
+                .delete_alias()
+                .alias_name(spec.key_alias())
+                .send()
+                .await
+                .map(|_| ())
+                .ctx("DeleteAlias", &spec.key_alias()),
+        )?;
+    }
+    Ok(Change::new(KIND, spec.key_alias(), crate::change::Action::Delete).with_note(format!(
+        "key {} scheduled for deletion in {days} days; cancel with `aws kms cancel-key-deletion --key-id {}` (secrets encrypted with it become unreadable after that)",
+        k.key_id, k.key_id
+    )))
+}

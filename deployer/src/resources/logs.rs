@@ -1,0 +1,112 @@
+//! The replicator's log group, with retention, created before the function so its retention
+//! applies from the first run.
+
+use super::{Ctx, DeployError, gone_ok};
+use crate::change::{Action, Change, Fields};
+use crate::clients::Clients;
+use crate::spec::Spec;
+
+pub const KIND: &str = "log group";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogGroupState {
+    pub retention_days: Option<i32>,
+}
+
+fn fields(retention: Option<i32>) -> Fields {
+    vec![(
+        "retention_days",
+        retention
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "never expire".into()),
+    )]
+}
+
+pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<LogGroupState>, DeployError> {
+    let name = spec.log_group();
+    let out = c
+        .logs
+        .describe_log_groups()
+        .log_group_name_prefix(&name)
+        .send()
+        .await
+        .ctx("DescribeLogGroups", &name)?;
+    Ok(out
+        .log_groups()
+        .iter()
+        .find(|g| g.log_group_name() == Some(name.as_str()))
+        .map(|g| LogGroupState {
+            retention_days: g.retention_in_days(),
+        }))
+}
+
+pub fn diff(spec: &Spec, seen: Option<&LogGroupState>) -> Change {
+    let want = fields(Some(spec.cfg.log_retention_days));
+    Change::diff(
+        KIND,
+        spec.log_group(),
+        &want,
+        seen.map(|s| fields(s.retention_days)).as_ref(),
+    )
+}
+
+pub async fn apply(
+    c: &Clients,
+    spec: &Spec,
+    change: &Change,
+) -> Result<LogGroupState, DeployError> {
+    let name = spec.log_group();
+    if change.action == Action::Create {
+        c.logs
+            .create_log_group()
+            .log_group_name(&name)
+            .set_tags(Some(spec.tags().into_iter().collect()))
+            .send()
+            .await
+            .ctx("CreateLogGroup", &name)?;
+    }
+    if change.touches("retention_days") {
+        c.logs
+            .put_retention_policy()
+            .log_group_name(&name)
+            .retention_in_days(spec.cfg.log_retention_days)
+            .send()
+            .await
+            .ctx("PutRetentionPolicy", &name)?;
+    }
+    Ok(LogGroupState {
+        retention_days: Some(spec.cfg.log_retention_days),
+    })
+}
+
+pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
+    let name = spec.log_group();
+    if observe(c, spec).await?.is_none() {
+        return Ok(Change::new(KIND, name, Action::Absent));
+    }
+    let arn = spec.log_group_arn();
+    let tags = c
+        .logs
+        .list_tags_for_resource()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .ctx("ListTagsForResource", &arn)?;
+    let ours = tags
+        .tags()
+        .is_some_and(|t| t.get(crate::spec::STACK_TAG).map(String::as_str) == Some(spec.stack()));
+    if !ours {
+        return Ok(Change::new(KIND, name, Action::Absent)
+            .with_note("exists without this stack's tag; left alone"));
+    }
+    gone_ok(
+        c.logs
+            .delete_log_group()
+            .log_group_name(&name)
+            .send()
+            .await
+            .map(|_| ())
+            .ctx("DeleteLogGroup", &name),
+    )?;
+    Ok(Change::new(KIND, name, Action::Delete))
+}

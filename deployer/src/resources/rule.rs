@@ -1,0 +1,228 @@
+//! The EventBridge schedule that invokes the replicator: the rule, its one target, and the
+//! Lambda permission that lets EventBridge invoke the function.
+
+use aws_sdk_eventbridge::types::{RuleState, Tag, Target};
+
+use super::{Ctx, DeployError, found, gone_ok};
+use crate::change::{Action, Change, Fields};
+use crate::clients::Clients;
+use crate::spec::Spec;
+
+pub const KIND: &str = "schedule rule";
+const TARGET_ID: &str = "replicator";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleStatus {
+    pub schedule: String,
+    pub state: String,
+    pub target: String,
+    pub permission: bool,
+    pub ours: bool,
+}
+
+fn wanted(spec: &Spec) -> Fields {
+    vec![
+        ("schedule", spec.cfg.schedule.clone()),
+        ("state", "ENABLED".into()),
+        ("target", spec.function_arn()),
+        ("invoke_permission", "granted".into()),
+    ]
+}
+
+impl RuleStatus {
+    fn fields(&self) -> Fields {
+        vec![
+            ("schedule", self.schedule.clone()),
+            ("state", self.state.clone()),
+            ("target", self.target.clone()),
+            (
+                "invoke_permission",
+                if self.permission {
+                    "granted"
+                } else {
+                    "missing"
+                }
+                .into(),
+            ),
+        ]
+    }
+}
+
+async fn has_permission(c: &Clients, spec: &Spec) -> Result<bool, DeployError> {
+    let name = spec.function_name();
+    let Some(policy) = found(
+        c.lambda
+            .get_policy()
+            .function_name(&name)
+            .send()
+            .await
+            .ctx("GetPolicy", &name),
+    )?
+    else {
+        return Ok(false);
+    };
+    let doc: serde_json::Value = policy
+        .policy()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or_default();
+    let rule_arn = spec.rule_arn();
+    Ok(doc["Statement"].as_array().is_some_and(|st| {
+        st.iter().any(|s| {
+            s["Sid"] == spec.permission_id().as_str()
+                && serde_json::to_string(&s["Condition"]).is_ok_and(|c| c.contains(&rule_arn))
+        })
+    }))
+}
+
+pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<RuleStatus>, DeployError> {
+    let name = spec.rule_name();
+    let Some(rule) = found(
+        c.events
+            .describe_rule()
+            .name(&name)
+            .send()
+            .await
+            .ctx("DescribeRule", &name),
+    )?
+    else {
+        return Ok(None);
+    };
+    let targets = c
+        .events
+        .list_targets_by_rule()
+        .rule(&name)
+        .send()
+        .await
+        .ctx("ListTargetsByRule", &name)?;
+    let target = targets
+        .targets()
+        .iter()
+        .map(|t| t.arn().to_owned())
+        .collect::<Vec<_>>()
+        .join(",");
+    let arn = rule.arn().unwrap_or_default().to_owned();
+    let tags = c
+        .events
+        .list_tags_for_resource()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .ctx("ListTagsForResource", &name)?;
+    Ok(Some(RuleStatus {
+        schedule: rule.schedule_expression().unwrap_or_default().to_owned(),
+        state: rule
+            .state()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default(),
+        target,
+        permission: has_permission(c, spec).await?,
+        ours: super::has_stack_tag(
+            tags.tags().iter().map(|t| (t.key(), t.value())),
+            spec.stack(),
+        ),
+    }))
+}
+
+pub fn diff(spec: &Spec, seen: Option<&RuleStatus>) -> Change {
+    Change::diff(
+        KIND,
+        spec.rule_name(),
+        &wanted(spec),
+        seen.map(RuleStatus::fields).as_ref(),
+    )
+}
+
+pub async fn apply(c: &Clients, spec: &Spec, change: &Change) -> Result<RuleStatus, DeployError> {
+    let name = spec.rule_name();
+    if change.touches("schedule") || change.touches("state") {
+        let tags: Vec<Tag> = spec
+            .tags()
+            .into_iter()
+            .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
+            .collect();
+        c.events
+            .put_rule()
+            .name(&name)
+            .description("Runs the vault-secrets-replicator")
+            .schedule_expression(&spec.cfg.schedule)
+            .state(RuleState::Enabled)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .ctx("PutRule", &name)?;
+    }
+    if change.touches("target") {
+        let target = Target::builder()
+            .id(TARGET_ID)
+            .arn(spec.function_arn())
+            .build()
+            .map_err(|_| super::missing("PutTargets", "target"))?;
+        c.events
+            .put_targets()
+            .rule(&name)
+            .targets(target)
+            .send()
+            .await
+            .ctx("PutTargets", &name)?;
+    }
+    if change.touches("invoke_permission") {
+        let fname = spec.function_name();
+        // A stale statement with our id (another rule ARN) is replaced.
+        gone_ok(
+            c.lambda
+                .remove_permission()
+                .function_name(&fname)
+                .statement_id(spec.permission_id())
+                .send()
+                .await
+                .map(|_| ())
+                .ctx("RemovePermission", &fname),
+        )?;
+        c.lambda
+            .add_permission()
+            .function_name(&fname)
+            .statement_id(spec.permission_id())
+            .action("lambda:InvokeFunction")
+            .principal("events.amazonaws.com")
+            .source_arn(spec.rule_arn())
+            .send()
+            .await
+            .ctx("AddPermission", &fname)?;
+    }
+    observe(c, spec)
+        .await?
+        .ok_or_else(|| super::missing("DescribeRule", "the rule just made"))
+}
+
+pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
+    let name = spec.rule_name();
+    let Some(rule) = observe(c, spec).await? else {
+        return Ok(Change::new(KIND, name, Action::Absent));
+    };
+    if !rule.ours {
+        return Ok(Change::new(KIND, name, Action::Absent)
+            .with_note("exists without this stack's tag; left alone"));
+    }
+    if !rule.target.is_empty() {
+        gone_ok(
+            c.events
+                .remove_targets()
+                .rule(&name)
+                .ids(TARGET_ID)
+                .send()
+                .await
+                .map(|_| ())
+                .ctx("RemoveTargets", &name),
+        )?;
+    }
+    gone_ok(
+        c.events
+            .delete_rule()
+            .name(&name)
+            .send()
+            .await
+            .map(|_| ())
+            .ctx("DeleteRule", &name),
+    )?;
+    Ok(Change::new(KIND, name, Action::Delete))
+}

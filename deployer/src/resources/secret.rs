@@ -1,0 +1,193 @@
+//! The connection secret: where the replicator finds Vault (`vaultAddress`, credentials written
+//! later by `vault-init`). KMS-encrypted, readable only by the replicator's role, named outside
+//! the replicator's write scope. `up` creates it with the address and never overwrites a value.
+
+use aws_sdk_secretsmanager::types::Tag;
+
+use super::{Ctx, DeployError, found, missing};
+use crate::change::{Action, Change, Fields, UNKNOWN};
+use crate::clients::Clients;
+use crate::contract::ConnectionSecret;
+use crate::policy::{canonical, parse_returned};
+use crate::spec::Spec;
+
+pub const KIND: &str = "connection secret";
+
+/// Days a destroyed connection secret stays recoverable.
+pub const RECOVERY_DAYS: i64 = 7;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretState {
+    pub arn: String,
+    pub kms_key: String,
+    pub policy: String,
+    pub pending_deletion: bool,
+    pub ours: bool,
+}
+
+fn fields(kms_key: &str, policy: &str, state: &str) -> Fields {
+    vec![
+        ("kms_key_id", kms_key.to_owned()),
+        ("resource_policy", policy.to_owned()),
+        ("state", state.to_owned()),
+    ]
+}
+
+pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<SecretState>, DeployError> {
+    let name = spec.connection_secret();
+    let Some(d) = found(
+        c.sm.describe_secret()
+            .secret_id(&name)
+            .send()
+            .await
+            .ctx("DescribeSecret", &name),
+    )?
+    else {
+        return Ok(None);
+    };
+    let arn = d
+        .arn()
+        .ok_or_else(|| missing("DescribeSecret", "ARN"))?
+        .to_owned();
+    let policy =
+        c.sm.get_resource_policy()
+            .secret_id(&arn)
+            .send()
+            .await
+            .ctx("GetResourcePolicy", &name)?;
+    Ok(Some(SecretState {
+        kms_key: d.kms_key_id().unwrap_or_default().to_owned(),
+        policy: policy
+            .resource_policy()
+            .and_then(parse_returned)
+            .map(|v| canonical(&v))
+            .unwrap_or_default(),
+        pending_deletion: d.deleted_date().is_some(),
+        ours: super::has_stack_tag(
+            d.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))),
+            spec.stack(),
+        ),
+        arn,
+    }))
+}
+
+pub fn diff(
+    spec: &Spec,
+    seen: Option<&SecretState>,
+    key_arn: Option<&str>,
+) -> Result<Change, DeployError> {
+    let want = fields(
+        key_arn.unwrap_or(UNKNOWN),
+        &canonical(&spec.connection_secret_policy()?),
+        "active",
+    );
+    let seen_fields = seen.map(|s| {
+        fields(
+            &s.kms_key,
+            &s.policy,
+            if s.pending_deletion {
+                "scheduled for deletion"
+            } else {
+                "active"
+            },
+        )
+    });
+    let mut change = Change::diff(KIND, spec.connection_secret(), &want, seen_fields.as_ref());
+    change.note = Some(if seen.is_some() {
+        "its value (Vault address and credentials) is written by `deployer vault-init` and never overwritten by up".into()
+    } else {
+        "created holding the Vault address only; `deployer vault-init` adds the credentials".into()
+    });
+    Ok(change)
+}
+
+pub async fn apply(
+    c: &Clients,
+    spec: &Spec,
+    seen: Option<&SecretState>,
+    change: &Change,
+    key_arn: &str,
+    vault_address: &str,
+) -> Result<SecretState, DeployError> {
+    let name = spec.connection_secret();
+    let policy = canonical(&spec.connection_secret_policy()?);
+    if let Some(s) = seen {
+        if s.pending_deletion {
+            c.sm.restore_secret()
+                .secret_id(&s.arn)
+                .send()
+                .await
+                .ctx("RestoreSecret", &name)?;
+        }
+        if change.touches("kms_key_id") {
+            c.sm.update_secret()
+                .secret_id(&s.arn)
+                .kms_key_id(key_arn)
+                .send()
+                .await
+                .ctx("UpdateSecret", &name)?;
+        }
+    } else {
+        let value = ConnectionSecret {
+            vault_address: vault_address.to_owned(),
+            ..ConnectionSecret::default()
+        };
+        let value =
+            serde_json::to_string(&value).map_err(|_| missing("serialise", "connection secret"))?;
+        let tags: Vec<Tag> = spec
+            .tags()
+            .into_iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        c.sm
+            .create_secret()
+            .name(&name)
+            .description("How the vault-secrets-replicator reaches Vault; credentials written by deployer vault-init")
+            .kms_key_id(key_arn)
+            .secret_string(value)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .ctx("CreateSecret", &name)?;
+    }
+    if change.touches("resource_policy") {
+        // The role must exist for AWS to accept a policy naming it: retry while IAM propagates.
+        super::retry_on(c.backoff, &["MalformedPolicyDocumentException"], || async {
+            c.sm.put_resource_policy()
+                .secret_id(&name)
+                .resource_policy(&policy)
+                .block_public_policy(true)
+                .send()
+                .await
+                .map(|_| ())
+                .ctx("PutResourcePolicy", &name)
+        })
+        .await?;
+    }
+    observe(c, spec)
+        .await?
+        .ok_or_else(|| missing("DescribeSecret", "the secret just made"))
+}
+
+pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
+    let name = spec.connection_secret();
+    match observe(c, spec).await? {
+        None => Ok(Change::new(KIND, name, Action::Absent)),
+        Some(s) if s.pending_deletion => {
+            Ok(Change::new(KIND, name, Action::Absent).with_note("already scheduled for deletion"))
+        }
+        Some(s) if !s.ours => Ok(Change::new(KIND, name, Action::Absent)
+            .with_note("exists without this stack's tag; left alone")),
+        Some(s) => {
+            c.sm.delete_secret()
+                .secret_id(&s.arn)
+                .recovery_window_in_days(RECOVERY_DAYS)
+                .send()
+                .await
+                .ctx("DeleteSecret", &name)?;
+            Ok(Change::new(KIND, name, Action::Delete).with_note(format!(
+                "scheduled for deletion in {RECOVERY_DAYS} days (restore with `aws secretsmanager restore-secret`); the next up restores it"
+            )))
+        }
+    }
+}

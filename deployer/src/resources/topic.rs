@@ -1,0 +1,174 @@
+//! The SNS topic for failure notices (KMS-encrypted) and its email subscription; only when
+//! `notification_email` is set. Found by its deterministic ARN.
+
+use aws_sdk_sns::types::Tag;
+
+use super::{Ctx, DeployError, found, gone_ok};
+use crate::change::{Action, Change, Fields, UNKNOWN};
+use crate::clients::Clients;
+use crate::spec::Spec;
+
+pub const KIND: &str = "sns topic";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicState {
+    pub arn: String,
+    pub kms_key: String,
+    /// Email endpoints subscribed (confirmed or pending).
+    pub emails: Vec<String>,
+    pub ours: bool,
+}
+
+fn fields(kms_key: &str, email: &str) -> Fields {
+    vec![
+        ("kms_master_key_id", kms_key.to_owned()),
+        ("email_subscription", email.to_owned()),
+    ]
+}
+
+pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<TopicState>, DeployError> {
+    let arn = spec.topic_arn();
+    let Some(attrs) = found(
+        c.sns
+            .get_topic_attributes()
+            .topic_arn(&arn)
+            .send()
+            .await
+            .ctx("GetTopicAttributes", &arn),
+    )?
+    else {
+        return Ok(None);
+    };
+    let kms_key = attrs
+        .attributes()
+        .and_then(|a| a.get("KmsMasterKeyId"))
+        .cloned()
+        .unwrap_or_default();
+    let mut emails = Vec::new();
+    let mut pages = c
+        .sns
+        .list_subscriptions_by_topic()
+        .topic_arn(&arn)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for s in page.ctx("ListSubscriptionsByTopic", &arn)?.subscriptions() {
+            if s.protocol() == Some("email")
+                && let Some(e) = s.endpoint()
+            {
+                emails.push(e.to_owned());
+            }
+        }
+    }
+    let tags = c
+        .sns
+        .list_tags_for_resource()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .ctx("ListTagsForResource", &arn)?;
+    let ours = super::has_stack_tag(
+        tags.tags().iter().map(|t| (t.key(), t.value())),
+        spec.stack(),
+    );
+    Ok(Some(TopicState {
+        arn,
+        kms_key,
+        emails,
+        ours,
+    }))
+}
+
+pub fn diff(spec: &Spec, seen: Option<&TopicState>, key_arn: Option<&str>) -> Change {
+    let name = spec.topic_name();
+    let Some(email) = &spec.cfg.notification_email else {
+        return match seen {
+            Some(t) if t.ours => {
+                Change::new(KIND, name, Action::Delete).with_note("notification_email is empty")
+            }
+            _ => Change::new(KIND, name, Action::Absent),
+        };
+    };
+    let want = fields(key_arn.unwrap_or(UNKNOWN), email);
+    let seen_fields = seen.map(|t| {
+        let sub = if t.emails.iter().any(|e| e == email) {
+            email.clone()
+        } else {
+            t.emails.join(",")
+        };
+        fields(&t.kms_key, &sub)
+    });
+    Change::diff(KIND, name, &want, seen_fields.as_ref())
+}
+
+pub async fn apply(
+    c: &Clients,
+    spec: &Spec,
+    change: &Change,
+    key_arn: &str,
+) -> Result<Option<TopicState>, DeployError> {
+    if change.action == Action::Delete {
+        destroy(c, spec).await?;
+        return Ok(None);
+    }
+    let Some(email) = &spec.cfg.notification_email else {
+        return Ok(None);
+    };
+    let arn = spec.topic_arn();
+    if change.action == Action::Create {
+        let tags: Vec<Tag> = spec
+            .tags()
+            .into_iter()
+            .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
+            .collect();
+        c.sns
+            .create_topic()
+            .name(spec.topic_name())
+            .attributes("KmsMasterKeyId", key_arn)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .ctx("CreateTopic", &spec.topic_name())?;
+    } else if change.touches("kms_master_key_id") {
+        c.sns
+            .set_topic_attributes()
+            .topic_arn(&arn)
+            .attribute_name("KmsMasterKeyId")
+            .attribute_value(key_arn)
+            .send()
+            .await
+            .ctx("SetTopicAttributes", &arn)?;
+    }
+    if change.touches("email_subscription") {
+        c.sns
+            .subscribe()
+            .topic_arn(&arn)
+            .protocol("email")
+            .endpoint(email)
+            .send()
+            .await
+            .ctx("Subscribe", &arn)?;
+    }
+    observe(c, spec).await
+}
+
+pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
+    let name = spec.topic_name();
+    match observe(c, spec).await? {
+        Some(t) if t.ours => {
+            gone_ok(
+                c.sns
+                    .delete_topic()
+                    .topic_arn(&t.arn)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .ctx("DeleteTopic", &t.arn),
+            )?;
+            Ok(Change::new(KIND, name, Action::Delete))
+        }
+        Some(_) => Ok(Change::new(KIND, name, Action::Absent)
+            .with_note("exists without this stack's tag; left alone")),
+        None => Ok(Change::new(KIND, name, Action::Absent)),
+    }
+}

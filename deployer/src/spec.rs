@@ -1,0 +1,414 @@
+//! The desired stack, derived purely from the validated configuration and the account's
+//! identity: every resource's deterministic name, the stack tag, the policy documents and the
+//! Lambda environment. No I/O.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::config::{Config, VaultMode};
+use crate::contract::{connection_secret_name, env};
+use crate::policy::{self, TemplateError};
+
+/// Tag key that marks every resource of a stack; its value is the stack name.
+pub const STACK_TAG: &str = "vault-secrets-replicator:stack";
+
+/// Who and where: read once from STS and the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub account: String,
+    /// `aws`, `aws-cn` or `aws-us-gov`, from the caller's ARN.
+    pub partition: String,
+    pub region: String,
+}
+
+impl Identity {
+    /// The partition of an ARN such as `arn:aws-cn:iam::123:user/x`.
+    pub fn partition_of(arn: &str) -> Option<String> {
+        arn.split(':')
+            .nth(1)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+    }
+
+    /// The DNS suffix of the partition's service endpoints.
+    pub fn dns_suffix(&self) -> &'static str {
+        if self.partition == "aws-cn" {
+            "amazonaws.com.cn"
+        } else {
+            "amazonaws.com"
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub cfg: Config,
+    pub id: Identity,
+}
+
+impl Spec {
+    pub fn new(cfg: Config, id: Identity) -> Self {
+        Self { cfg, id }
+    }
+
+    pub fn stack(&self) -> &str {
+        &self.cfg.stack_name
+    }
+
+    pub fn tags(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(STACK_TAG.to_owned(), self.stack().to_owned())])
+    }
+
+    /// Tags plus a `Name` (shown by the EC2 console).
+    pub fn named_tags(&self, name: &str) -> BTreeMap<String, String> {
+        let mut t = self.tags();
+        t.insert("Name".into(), name.to_owned());
+        t
+    }
+
+    pub fn arn(&self, service: &str, region: bool, resource: &str) -> String {
+        let region = if region { self.id.region.as_str() } else { "" };
+        format!(
+            "arn:{}:{service}:{region}:{}:{resource}",
+            self.id.partition, self.id.account
+        )
+    }
+
+    // Names.
+    pub fn key_alias(&self) -> String {
+        let safe: String = self
+            .cfg
+            .prefix
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "/_-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        format!("alias/{safe}-encryption-key")
+    }
+    pub fn key_description(&self) -> &'static str {
+        "KMS Key used for AWS Secret Manager encryption"
+    }
+    pub fn topic_name(&self) -> String {
+        format!("{}-replicator-failures", self.stack())
+    }
+    pub fn topic_arn(&self) -> String {
+        self.arn("sns", true, &self.topic_name())
+    }
+    pub fn role_name(&self) -> String {
+        format!("{}-replicator", self.stack())
+    }
+    pub fn role_arn(&self) -> String {
+        self.arn("iam", false, &format!("role/{}", self.role_name()))
+    }
+    pub fn function_name(&self) -> String {
+        format!("{}-replicator", self.stack())
+    }
+    pub fn function_arn(&self) -> String {
+        self.arn(
+            "lambda",
+            true,
+            &format!("function:{}", self.function_name()),
+        )
+    }
+    pub fn log_group(&self) -> String {
+        format!("/aws/lambda/{}", self.function_name())
+    }
+    pub fn log_group_arn(&self) -> String {
+        self.arn("logs", true, &format!("log-group:{}", self.log_group()))
+    }
+    pub fn rule_name(&self) -> String {
+        format!("{}-replicator-schedule", self.stack())
+    }
+    pub fn rule_arn(&self) -> String {
+        self.arn("events", true, &format!("rule/{}", self.rule_name()))
+    }
+    pub fn permission_id(&self) -> String {
+        format!("{}-schedule-invokes", self.stack())
+    }
+    pub fn connection_secret(&self) -> String {
+        connection_secret_name(&self.cfg.prefix)
+    }
+    /// Matches the connection secret's ARN (AWS appends `-` and 6 random characters).
+    pub fn connection_secret_arn_pattern(&self) -> String {
+        self.arn(
+            "secretsmanager",
+            true,
+            &format!("secret:{}-??????", self.connection_secret()),
+        )
+    }
+    pub fn deploys_vault(&self) -> bool {
+        matches!(self.cfg.vault, VaultMode::Ec2 { .. })
+    }
+    pub fn vault_name(&self) -> String {
+        format!("{}-vault", self.stack())
+    }
+    pub fn tls_secret_name(&self) -> String {
+        format!("{}-vault/tls", self.stack())
+    }
+
+    /// Write actions of the replicator on `<prefix>/*` (DeleteSecret only under `delete`).
+    pub fn secret_write_actions(&self) -> Vec<&'static str> {
+        let mut a = vec![
+            "secretsmanager:CreateSecret",
+            "secretsmanager:PutSecretValue",
+            "secretsmanager:TagResource",
+            "secretsmanager:DescribeSecret",
+            "secretsmanager:UpdateSecretVersionStage",
+            "secretsmanager:RestoreSecret",
+        ];
+        if self.cfg.replicator.deletion_policy == "delete" {
+            a.push("secretsmanager:DeleteSecret");
+        }
+        a
+    }
+
+    fn common_vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("partition", self.id.partition.clone()),
+            ("region", self.id.region.clone()),
+            ("account", self.id.account.clone()),
+            ("prefix", self.cfg.prefix.clone()),
+        ]
+    }
+
+    fn render(
+        &self,
+        template: &str,
+        extra: Vec<(&'static str, String)>,
+    ) -> Result<Value, TemplateError> {
+        let mut vars = self.common_vars();
+        vars.extend(extra);
+        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        policy::render_json(template, &refs)
+    }
+
+    pub fn replicator_trust(&self) -> Result<Value, TemplateError> {
+        self.render(policy::REPLICATOR_TRUST, vec![])
+    }
+
+    /// The replicator's inline policy; needs the key's ARN.
+    pub fn replicator_policy(&self, key_arn: &str) -> Result<Value, TemplateError> {
+        let actions = serde_json::to_string(&self.secret_write_actions())
+            .map_err(|e| TemplateError::NotJson(e.to_string()))?;
+        let sns = match &self.cfg.notification_email {
+            Some(_) => policy::render(policy::REPLICATOR_SNS, &[("topic_arn", &self.topic_arn())])?,
+            None => String::new(),
+        };
+        let vpc = if self.deploys_vault() {
+            policy::render(
+                policy::REPLICATOR_VPC,
+                &[
+                    ("partition", &self.id.partition),
+                    ("region", &self.id.region),
+                    ("account", &self.id.account),
+                ],
+            )?
+        } else {
+            String::new()
+        };
+        self.render(
+            policy::REPLICATOR_POLICY,
+            vec![
+                ("secret_write_actions", actions),
+                (
+                    "connection_secret_arn",
+                    self.connection_secret_arn_pattern(),
+                ),
+                ("key_arn", key_arn.to_owned()),
+                ("log_group_arn", self.log_group_arn()),
+                ("sns_statements", sns),
+                ("vpc_statements", vpc),
+            ],
+        )
+    }
+
+    pub fn key_policy(&self) -> Result<Value, TemplateError> {
+        self.render(policy::KMS_KEY_POLICY, vec![])
+    }
+
+    pub fn connection_secret_policy(&self) -> Result<Value, TemplateError> {
+        self.render(
+            policy::CONNECTION_SECRET_POLICY,
+            vec![
+                ("role_arn", self.role_arn()),
+                ("secret_arn", self.connection_secret_arn_pattern()),
+            ],
+        )
+    }
+
+    pub fn vault_instance_trust(&self) -> Result<Value, TemplateError> {
+        self.render(policy::VAULT_INSTANCE_TRUST, vec![])
+    }
+
+    pub fn vault_instance_policy(&self, key_arn: &str) -> Result<Value, TemplateError> {
+        self.render(
+            policy::VAULT_INSTANCE_POLICY,
+            vec![
+                ("tls_secret_name", self.tls_secret_name()),
+                ("key_arn", key_arn.to_owned()),
+            ],
+        )
+    }
+
+    /// The Lambda's environment: the replicator reads exactly these (see `contract::env`).
+    pub fn lambda_environment(&self, key_arn: &str) -> BTreeMap<String, String> {
+        let r = &self.cfg.replicator;
+        let mut e = BTreeMap::from([
+            (env::PREFIX.to_owned(), self.cfg.prefix.clone()),
+            (env::CONNECTION_SECRET.to_owned(), self.connection_secret()),
+            (env::KMS_KEY_ID.to_owned(), key_arn.to_owned()),
+            (env::DELETION_POLICY.to_owned(), r.deletion_policy.clone()),
+            (
+                env::RECOVERY_WINDOW_DAYS.to_owned(),
+                r.recovery_window_days.to_string(),
+            ),
+            (
+                env::MAX_DELETE_SHARE.to_owned(),
+                r.max_delete_share.to_string(),
+            ),
+            (env::CONCURRENCY.to_owned(), r.concurrency.to_string()),
+        ]);
+        if self.cfg.notification_email.is_some() {
+            e.insert(env::SNS_TOPIC_ARN.to_owned(), self.topic_arn());
+        }
+        e
+    }
+
+    /// The Vault address written into a new connection secret.
+    pub fn vault_address(&self, vault_ip: Option<&str>) -> Option<String> {
+        match &self.cfg.vault {
+            VaultMode::External { address } => Some(address.clone()),
+            VaultMode::Ec2 { .. } => vault_ip.map(|ip| format!("https://{ip}:8200")),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::FileConfig;
+
+    pub fn spec(toml: &str) -> Spec {
+        let cfg = FileConfig::parse(toml, "t").unwrap().validate().unwrap();
+        Spec::new(
+            cfg,
+            Identity {
+                account: "123456789012".into(),
+                partition: "aws-cn".into(),
+                region: "cn-north-1".into(),
+            },
+        )
+    }
+
+    const EXTERNAL: &str = "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://vault.example.com:8200\"\n";
+
+    fn statement<'a>(doc: &'a Value, sid: &str) -> &'a Value {
+        doc["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == sid)
+            .unwrap_or_else(|| panic!("no statement {sid}"))
+    }
+
+    #[test]
+    fn replicator_policy_is_partition_aware_and_scoped() {
+        let s = spec(EXTERNAL);
+        let p = s
+            .replicator_policy("arn:aws-cn:kms:cn-north-1:123456789012:key/k")
+            .unwrap();
+        let write = statement(&p, "WriteReplicatedSecrets");
+        assert_eq!(write["Effect"], "Allow");
+        assert_eq!(
+            write["Resource"],
+            "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:hybrid-aws-secrets/*"
+        );
+        let actions = write["Action"].as_array().unwrap();
+        assert!(
+            !actions.iter().any(|a| a == "secretsmanager:DeleteSecret"),
+            "keep policy: no delete"
+        );
+        let deny = statement(&p, "DenyWritesOutsideThePrefix");
+        assert_eq!(deny["Effect"], "Deny");
+        assert_eq!(deny["NotResource"], write["Resource"]);
+        assert_eq!(deny["Action"], write["Action"]);
+        // The connection secret is outside the write scope.
+        let conn = statement(&p, "ReadTheConnectionSecret");
+        assert_eq!(
+            conn["Resource"],
+            "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:hybrid-aws-secrets-connection/vault-??????"
+        );
+        assert!(
+            !conn["Resource"]
+                .as_str()
+                .unwrap()
+                .starts_with(write["Resource"].as_str().unwrap().trim_end_matches('*'))
+        );
+        assert_eq!(statement(&p, "ListSecretsCannotBeScoped")["Resource"], "*");
+        assert_eq!(
+            statement(&p, "DenyEveryOtherKey")["NotResource"],
+            "arn:aws-cn:kms:cn-north-1:123456789012:key/k"
+        );
+        assert!(
+            p["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["Sid"] != "PublishFailureNotices")
+        );
+        assert!(
+            p["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["Sid"] != "LambdaNetworkInterfacesInTheVaultVpc")
+        );
+    }
+
+    #[test]
+    fn email_and_delete_policy_widen_only_what_they_need() {
+        let s = spec(&format!(
+            "{EXTERNAL}notification_email = \"ops@example.com\"\ndeletion_policy = \"delete\"\n"
+        ));
+        let p = s.replicator_policy("k").unwrap();
+        assert_eq!(
+            statement(&p, "PublishFailureNotices")["Resource"],
+            "arn:aws-cn:sns:cn-north-1:123456789012:s-replicator-failures"
+        );
+        assert_eq!(
+            statement(&p, "DenyEveryOtherTopic")["NotResource"],
+            statement(&p, "PublishFailureNotices")["Resource"]
+        );
+        let actions = statement(&p, "WriteReplicatedSecrets")["Action"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(actions.iter().any(|a| a == "secretsmanager:DeleteSecret"));
+        assert_eq!(s.lambda_environment("k")[env::SNS_TOPIC_ARN], s.topic_arn());
+    }
+
+    #[test]
+    fn names_are_deterministic() {
+        let s = spec(EXTERNAL);
+        assert_eq!(s.key_alias(), "alias/hybrid-aws-secrets-encryption-key");
+        assert_eq!(
+            s.role_arn(),
+            "arn:aws-cn:iam::123456789012:role/s-replicator"
+        );
+        assert_eq!(s.connection_secret(), "hybrid-aws-secrets-connection/vault");
+        assert_eq!(
+            s.vault_address(None).as_deref(),
+            Some("https://vault.example.com:8200")
+        );
+        assert_eq!(
+            Identity::partition_of("arn:aws-us-gov:iam::1:user/x").as_deref(),
+            Some("aws-us-gov")
+        );
+    }
+}

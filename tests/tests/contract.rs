@@ -1,0 +1,132 @@
+//! The deployer and the replicator agree: the Lambda the deployer configures (its environment,
+//! its connection secret, its KMS key) makes the real `bootstrap` replicate, through the Lambda
+//! Runtime API, against real OpenBao and moto servers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use e2e::aws_side::AwsSide;
+use e2e::deploy::{fake_zip, run};
+use e2e::runtime_api::{Answer, RuntimeApi};
+use e2e::{Bao, Moto};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployed_lambda_configuration_drives_the_replicator() {
+    let (bao, moto) = tokio::join!(Bao::start(), Moto::start());
+    bao.enable_kv2("hybrid-aws-secrets").await;
+    bao.put(
+        "hybrid-aws-secrets",
+        "first-secret-for-replication",
+        json!({"k": "1"}),
+    )
+    .await;
+    bao.put("hybrid-aws-secrets", "apps/second", json!({"k": "2"}))
+        .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("deployer.toml");
+    std::fs::write(
+        &config,
+        format!("stack_name = \"c\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"{}\"\nnotification_email = \"ops@example.com\"\n", bao.addr),
+    )
+    .unwrap();
+    let zip = fake_zip(dir.path(), b"\x7fELF");
+    let (config, zip) = (config.display().to_string(), zip.display().to_string());
+    let up = run(
+        &moto,
+        &[
+            "--config",
+            &config,
+            "--lambda-zip",
+            &zip,
+            "--output",
+            "json",
+            "up",
+        ],
+    )
+    .await;
+    assert!(up.error.is_none(), "{:?}", up.error);
+    let outputs = up.json()["outputs"].clone();
+
+    // What vault-init does: add the credentials to the connection secret.
+    let aws = moto.sdk_config().await;
+    let side = AwsSide::new(&aws);
+    let secret_arn = outputs["connection_secret_arn"].as_str().unwrap();
+    let current: serde_json::Value = serde_json::from_str(
+        side.sm
+            .get_secret_value()
+            .secret_id(secret_arn)
+            .send()
+            .await
+            .unwrap()
+            .secret_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        current,
+        json!({"vaultAddress": bao.addr}),
+        "up writes the address only"
+    );
+    side.sm
+        .put_secret_value()
+        .secret_id(secret_arn)
+        .secret_string(json!({"vaultAddress": bao.addr, "vaultToken": e2e::ROOT_TOKEN}).to_string())
+        .send()
+        .await
+        .unwrap();
+
+    // The function's environment, exactly as deployed.
+    let conf = aws_sdk_lambda::Client::new(&aws)
+        .get_function_configuration()
+        .function_name(outputs["function_name"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let vars = conf.environment().unwrap().variables().unwrap().clone();
+    assert_eq!(
+        vars["REPLICATOR_KMS_KEY_ID"],
+        outputs["key_arn"].as_str().unwrap()
+    );
+
+    let mut api = RuntimeApi::start().await;
+    let _child = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+        .env_clear()
+        .envs(moto.env())
+        .envs(vars)
+        .env("AWS_LAMBDA_RUNTIME_API", &api.addr)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "c-replicator")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "s")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/c-replicator")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let answer = api.invoke("r1", "{}", Duration::from_secs(60)).await;
+    let Answer::Response(body) = answer else {
+        panic!("{answer:?}")
+    };
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["created"], 2, "{body}");
+    let secrets = side.secrets("hybrid-aws-secrets").await;
+    assert_eq!(
+        secrets.keys().collect::<Vec<_>>(),
+        [
+            "hybrid-aws-secrets/apps/second",
+            "hybrid-aws-secrets/first-secret-for-replication"
+        ]
+    );
+    // Created with the stack's key.
+    let d = side
+        .sm
+        .describe_secret()
+        .secret_id("hybrid-aws-secrets/apps/second")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(d.kms_key_id(), outputs["key_arn"].as_str());
+}

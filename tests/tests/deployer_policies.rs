@@ -1,0 +1,119 @@
+//! Every rendered policy document, for every configuration shape, passes `parliament` (PyPI:
+//! `pip install parliament`) with no finding. Policies are tested as documents: moto does not
+//! enforce resource-level denies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+
+use deployer::config::FileConfig;
+use deployer::spec::{Identity, Spec};
+
+fn spec(extra: &str, partition: &str) -> Spec {
+    let cfg = FileConfig::parse(&format!("stack_name = \"s\"\n{extra}"), "test")
+        .unwrap()
+        .validate()
+        .unwrap();
+    Spec::new(
+        cfg,
+        Identity {
+            account: "123456789012".into(),
+            partition: partition.into(),
+            region: "eu-west-1".into(),
+        },
+    )
+}
+
+/// Findings inherent to a document's kind, which parliament reads as an identity policy:
+/// a trust policy has no Resource by definition, and a KMS key policy's Resource must be `*`
+/// ("this key"; the key's ARN does not exist when its policy is written).
+fn inherent(name: &str, finding: &serde_json::Value) -> bool {
+    let issue = finding["issue"].as_str().unwrap_or("");
+    (name.ends_with("trust policy")
+        && issue == "MALFORMED"
+        && finding["detail"] == "Statement contains neither Resource nor NotResource")
+        || (name.ends_with("kms key policy") && issue == "RESOURCE_STAR")
+}
+
+fn parliament(name: &str, doc: &serde_json::Value) -> Vec<String> {
+    let out = Command::new("parliament")
+        .args(["--json", "--string", &doc.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run parliament ({e}); install it with: pip install parliament")
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let raw: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    // Exit 1 means findings were printed; anything else without output is a failure to run.
+    assert!(
+        out.status.success() || !raw.is_empty(),
+        "parliament failed on {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    raw.into_iter()
+        .filter(|l| !serde_json::from_str::<serde_json::Value>(l).is_ok_and(|f| inherent(name, &f)))
+        .map(|l| format!("{name}: {l}"))
+        .collect()
+}
+
+#[test]
+fn every_rendered_policy_passes_parliament() {
+    let shapes = [
+        (
+            "external, keep, no email",
+            "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"",
+            "aws",
+        ),
+        (
+            "external, delete, email",
+            "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\ndeletion_policy = \"delete\"\nnotification_email = \"ops@example.com\"",
+            "aws",
+        ),
+        (
+            "ec2, email",
+            "vault_inbound_cidr = \"203.0.113.0/24\"\nnotification_email = \"ops@example.com\"",
+            "aws",
+        ),
+        (
+            "ec2, china partition",
+            "vault_inbound_cidr = \"203.0.113.0/24\"",
+            "aws-cn",
+        ),
+    ];
+    let key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let mut findings = Vec::new();
+    let mut checked = 0;
+    for (shape, extra, partition) in shapes {
+        let s = spec(extra, partition);
+        let docs = [
+            (
+                "replicator inline policy",
+                s.replicator_policy(key).unwrap(),
+            ),
+            ("replicator trust policy", s.replicator_trust().unwrap()),
+            (
+                "vault instance policy",
+                s.vault_instance_policy(key).unwrap(),
+            ),
+            (
+                "vault instance trust policy",
+                s.vault_instance_trust().unwrap(),
+            ),
+            ("kms key policy", s.key_policy().unwrap()),
+            (
+                "connection secret policy",
+                s.connection_secret_policy().unwrap(),
+            ),
+        ];
+        for (name, doc) in docs {
+            findings.extend(parliament(&format!("{shape} / {name}"), &doc));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 24);
+    assert!(
+        findings.is_empty(),
+        "parliament findings:\n{}",
+        findings.join("\n")
+    );
+}

@@ -1,0 +1,388 @@
+//! `deployer plan | up | status | destroy` against a moto server the test starts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use e2e::Moto;
+use e2e::deploy::{fake_zip, run};
+
+struct Fixture {
+    moto: Moto,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new(config: &str) -> Self {
+        let moto = Moto::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("deployer.toml"), config).unwrap();
+        fake_zip(dir.path(), b"\x7fELF v1");
+        Self { moto, dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    async fn deployer(&self, args: &[&str]) -> e2e::deploy::Outcome {
+        let config = self.path("deployer.toml");
+        let zip = self.path("replicator.zip");
+        let mut all = vec![
+            "--config",
+            &config,
+            "--lambda-zip",
+            &zip,
+            "--output",
+            "json",
+        ];
+        all.extend_from_slice(args);
+        let out = run(&self.moto, &all).await;
+        assert!(
+            out.error.is_none(),
+            "deployer {args:?} failed: {:?}",
+            out.error
+        );
+        out
+    }
+}
+
+const EXTERNAL: &str = r#"
+stack_name = "demo"
+deploy_vault_on_ec2 = false
+external_vault_address = "https://vault.example.com:8200"
+notification_email = "ops@example.com"
+schedule = "cron(0/15 * * * ? *)"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
+    let f = Fixture::new(EXTERNAL).await;
+    let plan = f.deployer(&["plan"]).await;
+    assert_eq!(plan.code, 2, "changes pending");
+    assert!(
+        plan.mutating.is_empty(),
+        "plan changes nothing: {:?}",
+        plan.mutating
+    );
+    let p = plan.json();
+    assert!(
+        p["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["action"] == "create"),
+        "{p}"
+    );
+    assert!(p["cost"]["total_usd_per_month"].as_f64().unwrap() < 2.0);
+
+    let up = f.deployer(&["up"]).await;
+    assert_eq!(up.code, 0);
+    let o = up.json()["outputs"].clone();
+    assert_eq!(o["vault_url"], "https://vault.example.com:8200");
+    assert_eq!(o["function_name"], "demo-replicator");
+    assert!(
+        o["connection_secret_arn"]
+            .as_str()
+            .unwrap()
+            .contains(":secret:hybrid-aws-secrets-connection/vault-")
+    );
+    assert!(
+        o["topic_arn"]
+            .as_str()
+            .unwrap()
+            .ends_with(":demo-replicator-failures")
+    );
+
+    let again = f.deployer(&["up"]).await;
+    assert_eq!(again.code, 0);
+    assert!(
+        again.mutating.is_empty(),
+        "second up sent {:?}",
+        again.mutating
+    );
+    assert_eq!(again.json()["applied"], serde_json::json!([]));
+
+    let plan = f.deployer(&["plan"]).await;
+    assert_eq!(plan.code, 0, "{}", plan.stdout);
+    let status = f.deployer(&["status"]).await;
+    assert_eq!(status.code, 0, "{}", status.stdout);
+    assert_eq!(status.json()["clean"], true);
+
+    let gone = f.deployer(&["destroy", "--yes"]).await;
+    assert_eq!(gone.code, 0);
+    let deleted: Vec<String> = gone.json()["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "delete")
+        .map(|c| c["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            "schedule rule",
+            "lambda function",
+            "connection secret",
+            "log group",
+            "iam role",
+            "sns topic",
+            "kms key"
+        ]
+    );
+    let status = f.deployer(&["status"]).await;
+    assert_eq!(status.code, 2);
+    for r in status.json()["resources"].as_array().unwrap() {
+        // The connection secret stays recoverable for 7 days: present, scheduled for deletion.
+        if r["kind"] == "connection secret" {
+            assert_eq!(
+                (&r["status"], &r["fields"][0]["from"]),
+                (&"drifted".into(), &"scheduled for deletion".into())
+            );
+        } else {
+            assert_eq!(r["status"], "missing", "{r}");
+        }
+    }
+    let twice = f.deployer(&["destroy", "--yes"]).await;
+    assert_eq!(twice.code, 0);
+    assert!(
+        twice.mutating.is_empty(),
+        "nothing left to delete: {:?}",
+        twice.mutating
+    );
+
+    // Up again after destroy: the scheduled secret is restored, a new key made.
+    let back = f.deployer(&["up"]).await;
+    assert_eq!(back.code, 0);
+    assert_eq!(f.deployer(&["status"]).await.code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_made_by_hand_is_reported_then_repaired() {
+    let f = Fixture::new(EXTERNAL).await;
+    f.deployer(&["up"]).await;
+    let aws = f.moto.sdk_config().await;
+    let events = aws_sdk_eventbridge::Client::new(&aws);
+    events
+        .put_rule()
+        .name("demo-replicator-schedule")
+        .schedule_expression("rate(1 day)")
+        .send()
+        .await
+        .unwrap();
+    let lambda = aws_sdk_lambda::Client::new(&aws);
+    lambda
+        .update_function_configuration()
+        .function_name("demo-replicator")
+        .memory_size(512)
+        .send()
+        .await
+        .unwrap();
+    let iam = aws_sdk_iam::Client::new(&aws);
+    iam.put_role_policy()
+        .role_name("demo-replicator")
+        .policy_name("replicator")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#)
+        .send()
+        .await
+        .unwrap();
+
+    let status = f.deployer(&["status"]).await;
+    assert_eq!(status.code, 2);
+    let drifted: Vec<(String, Vec<String>)> = status.json()["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "drifted")
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap().to_owned(),
+                r["fields"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["field"].as_str().unwrap().to_owned())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        drifted,
+        [
+            ("iam role".to_owned(), vec!["inline_policy".to_owned()]),
+            ("lambda function".to_owned(), vec!["memory_mb".to_owned()]),
+            ("schedule rule".to_owned(), vec!["schedule".to_owned()]),
+        ]
+    );
+    let repair = f.deployer(&["up"]).await;
+    let ops: Vec<&str> = repair.mutating.iter().map(|(op, _)| op.as_str()).collect();
+    assert_eq!(
+        ops,
+        ["PutRolePolicy", "PutRule", "UpdateFunctionConfiguration"]
+    );
+    assert_eq!(f.deployer(&["status"]).await.code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_on_then_off_adds_then_removes_the_topic() {
+    let f = Fixture::new(&EXTERNAL.replace("notification_email = \"ops@example.com\"", "")).await;
+    let up = f.deployer(&["up"]).await;
+    assert!(up.json()["outputs"]["topic_arn"].is_null());
+    assert!(!up.mutating.iter().any(|(op, _)| op == "CreateTopic"));
+    let env = |out: &serde_json::Value| out.clone();
+    let _ = env;
+
+    let on = f
+        .deployer(&["up", "--set", "notification_email=ops@example.com"])
+        .await;
+    let ops: Vec<&str> = on.mutating.iter().map(|(op, _)| op.as_str()).collect();
+    assert!(
+        ops.contains(&"CreateTopic") && ops.contains(&"Subscribe"),
+        "{ops:?}"
+    );
+    assert!(
+        ops.contains(&"PutRolePolicy"),
+        "the role gains sns:Publish: {ops:?}"
+    );
+    assert!(
+        ops.contains(&"UpdateFunctionConfiguration"),
+        "the function learns the topic: {ops:?}"
+    );
+    let aws = f.moto.sdk_config().await;
+    let conf = aws_sdk_lambda::Client::new(&aws)
+        .get_function_configuration()
+        .function_name("demo-replicator")
+        .send()
+        .await
+        .unwrap();
+    let vars = conf.environment().unwrap().variables().unwrap();
+    assert!(vars["REPLICATOR_SNS_TOPIC_ARN"].ends_with(":demo-replicator-failures"));
+
+    let off = f.deployer(&["up"]).await;
+    let ops: Vec<&str> = off.mutating.iter().map(|(op, _)| op.as_str()).collect();
+    assert!(ops.contains(&"DeleteTopic"), "{ops:?}");
+    assert_eq!(f.deployer(&["status"]).await.code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_invalid_value_is_rejected_before_any_aws_call() {
+    let f = Fixture::new(EXTERNAL).await;
+    let config = f.path("deployer.toml");
+    let zip = f.path("replicator.zip");
+    for (set, key) in [
+        ("schedule=cron(0 * * * * *)", "schedule"),
+        ("schedule=rate(1 hours)", "schedule"),
+        ("notification_email=not-an-email", "notification_email"),
+        ("secrets_prefix=has space", "secrets_prefix"),
+        ("stack_name=-x", "stack_name"),
+        ("deploy_vault_on_ec2=true", "external_vault_address"),
+        ("lambda_timeout_seconds=901", "lambda_timeout_seconds"),
+        ("no_such_key=1", "unknown field"),
+    ] {
+        let out = run(
+            &f.moto,
+            &[
+                "--config",
+                &config,
+                "--lambda-zip",
+                &zip,
+                "up",
+                "--set",
+                set,
+            ],
+        )
+        .await;
+        assert_eq!(out.code, 1, "{set}");
+        let err = out.error.unwrap();
+        assert!(err.contains(key), "{set}: {err}");
+        assert_eq!(out.requests, 0, "{set}: an invalid config sends no request");
+    }
+    // A bad zip too.
+    std::fs::write(f.path("bad.zip"), b"not a zip").unwrap();
+    let bad = f.path("bad.zip");
+    let out = run(&f.moto, &["--config", &config, "--lambda-zip", &bad, "up"]).await;
+    assert!(out.error.unwrap().contains("not a zip archive"));
+    assert_eq!(out.requests, 0);
+    // Nothing was created.
+    let aws = f.moto.sdk_config().await;
+    let roles = aws_sdk_iam::Client::new(&aws)
+        .list_roles()
+        .send()
+        .await
+        .unwrap();
+    assert!(roles.roles().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_up_killed_midway_converges_on_rerun_without_duplicates() {
+    let f = Fixture::new(EXTERNAL).await;
+    let config = f.path("deployer.toml");
+    let zip = f.path("replicator.zip");
+    // Kill `up` at each point in turn: after the 1st, 2nd, ... resource it starts to change.
+    for kill_after in 1..=7 {
+        let aws = f.moto.sdk_config().await;
+        let clients = deployer::clients::Clients::new(&aws, deployer::clients::Backoff::NONE);
+        let cli = <deployer::cli::Cli as clap::Parser>::try_parse_from([
+            "deployer",
+            "--config",
+            &config,
+            "--lambda-zip",
+            &zip,
+            "up",
+        ])
+        .unwrap();
+        let cfg = deployer::cli::load_config(&cli.global).unwrap();
+        let zipf = deployer::cli::load_zip(&cli.command, &cli.global).unwrap();
+        let id = deployer::cli::identity(&clients, Some(e2e::REGION.into()))
+            .await
+            .unwrap();
+        let spec = deployer::spec::Spec::new(cfg, id);
+        let stack = deployer::stack::Stack {
+            clients: &clients,
+            spec: &spec,
+            zip: zipf.as_ref(),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut tx = Some(tx);
+        let mut seen = 0;
+        let mut progress = |_: &deployer::change::Change| {
+            seen += 1;
+            if seen == kill_after
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(());
+            }
+        };
+        tokio::select! {
+            _ = stack.up(&mut progress) => {}
+            _ = rx => {}
+        }
+        // Tear down half of it sometimes, so reruns start from many shapes.
+        if kill_after % 3 == 0 {
+            f.deployer(&["destroy", "--yes"]).await;
+        }
+    }
+    let up = f.deployer(&["up"]).await;
+    assert_eq!(up.code, 0);
+    assert_eq!(f.deployer(&["status"]).await.code, 0);
+    assert!(f.deployer(&["up"]).await.mutating.is_empty());
+    // Exactly one live key carries the stack tag.
+    let aws = f.moto.sdk_config().await;
+    let kms = aws_sdk_kms::Client::new(&aws);
+    let mut live_tagged = 0;
+    for k in kms.list_keys().send().await.unwrap().keys() {
+        let id = k.key_id().unwrap();
+        let d = kms.describe_key().key_id(id).send().await.unwrap();
+        if d.key_metadata().unwrap().key_state()
+            == Some(&aws_sdk_kms::types::KeyState::PendingDeletion)
+        {
+            continue;
+        }
+        let tags = kms.list_resource_tags().key_id(id).send().await.unwrap();
+        if tags
+            .tags()
+            .iter()
+            .any(|t| t.tag_key() == deployer::spec::STACK_TAG)
+        {
+            live_tagged += 1;
+        }
+    }
+    assert_eq!(live_tagged, 1);
+}
