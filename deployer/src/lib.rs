@@ -24,3 +24,4 @@ pub mod resources;
 pub mod schedule;
 pub mod spec;
 pub mod stack;
+pub mod tls_cert;

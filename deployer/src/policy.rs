@@ -9,8 +9,9 @@ pub const REPLICATOR_POLICY: &str = include_str!("../../policies/replicator-poli
 pub const REPLICATOR_SNS: &str = include_str!("../../policies/replicator-sns-statements.json");
 pub const REPLICATOR_VPC: &str = include_str!("../../policies/replicator-vpc-statements.json");
 pub const KMS_KEY_POLICY: &str = include_str!("../../policies/kms-key-policy.json");
-pub const CONNECTION_SECRET_POLICY: &str =
-    include_str!("../../policies/connection-secret-policy.json");
+/// Resource policy of a secret only one role may read (the connection secret, the TLS secret).
+pub const SECRET_READ_BY_ONE_ROLE: &str =
+    include_str!("../../policies/secret-read-by-one-role.json");
 pub const VAULT_INSTANCE_TRUST: &str = include_str!("../../policies/vault-instance-trust.json");
 pub const VAULT_INSTANCE_POLICY: &str = include_str!("../../policies/vault-instance-policy.json");
 

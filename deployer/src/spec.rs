@@ -234,7 +234,7 @@ impl Spec {
 
     pub fn connection_secret_policy(&self) -> Result<Value, TemplateError> {
         self.render(
-            policy::CONNECTION_SECRET_POLICY,
+            policy::SECRET_READ_BY_ONE_ROLE,
             vec![
                 ("role_arn", self.role_arn()),
                 ("secret_arn", self.connection_secret_arn_pattern()),

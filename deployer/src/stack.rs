@@ -7,7 +7,8 @@ use serde::Serialize;
 use crate::change::{Action, Change};
 use crate::clients::Clients;
 use crate::lambda_zip::LambdaZip;
-use crate::resources::{DeployError, function, iam, key, logs, rule, secret, topic};
+use crate::resources::network::{self, VAULT_PRIVATE_IP};
+use crate::resources::{DeployError, function, iam, key, logs, rule, secret, topic, vault};
 use crate::spec::Spec;
 
 /// What a deployed stack offers its user.
@@ -64,7 +65,7 @@ impl Stack<'_> {
         let (c, spec) = (self.clients, self.spec);
         let mut changes = Vec::new();
         let mut out = Outputs::default();
-        let mut go = |ch: &Change| {
+        let go = |progress: &mut (dyn FnMut(&Change) + Send), ch: &Change| {
             let act = apply && ch.changes_anything();
             if act {
                 progress(ch);
@@ -75,7 +76,7 @@ impl Stack<'_> {
         // KMS key: everything else is encrypted with it.
         let seen = key::observe(c, spec).await?;
         let ch = key::diff(spec, seen.as_ref())?;
-        let key_state = if go(&ch) {
+        let key_state = if go(progress, &ch) {
             Some(key::apply(c, spec, seen, &ch).await?)
         } else {
             seen
@@ -86,18 +87,30 @@ impl Stack<'_> {
         // Failure topic.
         let seen = topic::observe(c, spec).await?;
         let ch = topic::diff(spec, seen.as_ref(), key_arn.as_deref());
-        let topic_state = match (&key_arn, go(&ch)) {
+        let topic_state = match (&key_arn, go(progress, &ch)) {
             (Some(k), true) => topic::apply(c, spec, &ch, k).await?,
             _ => seen.filter(|_| spec.cfg.notification_email.is_some()),
         };
         out.topic_arn = topic_state.map(|t| t.arn);
         changes.push(ch);
 
+        // The Vault network (none in external mode; an old one is removed).
+        let (mut net, net_changes) = network::observe(c, spec).await?;
+        if apply && net_changes.iter().any(Change::changes_anything) && spec.deploys_vault() {
+            for ch in net_changes.iter().filter(|c| c.changes_anything()) {
+                progress(ch);
+            }
+            net = network::apply(c, spec, net, &net_changes).await?;
+        }
+        let removes_network =
+            !spec.deploys_vault() && net_changes.iter().any(Change::changes_anything);
+        changes.extend(net_changes);
+
         // The replicator's role.
         let role = iam::replicator_role(spec, key_arn.as_deref())?;
         let seen = iam::observe(c, spec, &role).await?;
         let ch = iam::diff(&role, seen.as_ref());
-        if go(&ch) {
+        if go(progress, &ch) {
             iam::apply(c, spec, &role, &ch).await?;
         }
         changes.push(ch);
@@ -105,22 +118,88 @@ impl Stack<'_> {
         // Log group.
         let seen = logs::observe(c, spec).await?;
         let ch = logs::diff(spec, seen.as_ref());
-        if go(&ch) {
+        if go(progress, &ch) {
             logs::apply(c, spec, &ch).await?;
         }
         changes.push(ch);
 
-        let vault_ip: Option<String> = None;
-        out.vault_url = spec.vault_address(vault_ip.as_deref());
+        // The Vault server: its role, address, TLS secret and instance.
+        let vrole = iam::vault_role(spec, key_arn.as_deref())?;
+        let seen = iam::observe(c, spec, &vrole).await?;
+        let ch = if spec.deploys_vault() {
+            iam::diff(&vrole, seen.as_ref())
+        } else if seen.as_ref().is_some_and(|r| r.ours) {
+            Change::new(iam::KIND, &vrole.name, Action::Delete)
+        } else {
+            Change::new(iam::KIND, &vrole.name, Action::Absent)
+        };
+        if spec.deploys_vault() && go(progress, &ch) {
+            iam::apply(c, spec, &vrole, &ch).await?;
+        }
+        changes.push(ch);
+
+        let mut address = vault::observe_address(c, spec).await?;
+        let instance_seen = vault::observe_instance(c, spec).await?;
+        let tls_seen = vault::observe_tls(c, spec).await?;
+        let tls_ch = vault::diff_tls(spec, tls_seen.as_ref())?;
+        let mut new_ca = None;
+        if spec.deploys_vault() && apply && address.is_none() {
+            address = Some(vault::allocate(c, spec).await?);
+        }
+        let public_ip = address.as_ref().map(|a| a.public_ip.clone());
+        if spec.deploys_vault()
+            && let (Some(k), Some(ip), true) = (&key_arn, &public_ip, go(progress, &tls_ch))
+        {
+            new_ca = vault::apply_tls(c, spec, tls_seen.as_ref(), &tls_ch, k, ip).await?;
+        }
+        changes.push(tls_ch);
+        let inst_ch =
+            vault::diff_instance(spec, instance_seen.as_ref(), &net, public_ip.as_deref())?;
+        let mut instance = instance_seen;
+        if spec.deploys_vault()
+            && let (Some(ip), true) = (&public_ip, go(progress, &inst_ch))
+        {
+            instance =
+                Some(vault::apply_instance(c, spec, instance.as_ref(), &inst_ch, &net, ip).await?);
+        }
+        changes.push(inst_ch);
+        let addr_ch = vault::diff_address(
+            spec,
+            address.as_ref(),
+            instance.as_ref().map(|i| i.id.as_str()),
+        );
+        if spec.deploys_vault()
+            && let (Some(a), Some(i), true) = (&address, &instance, go(progress, &addr_ch))
+        {
+            vault::associate(c, a, &i.id).await?;
+        }
+        changes.push(addr_ch);
+
+        if spec.deploys_vault() {
+            out.vault_url = public_ip.as_ref().map(|ip| format!("https://{ip}:8200"));
+        } else {
+            out.vault_url = spec.vault_address(None);
+        }
         out.vault_ui_url = out.vault_url.as_ref().map(|u| format!("{u}/ui/"));
+        // The replicator reaches the stack's Vault by its private address, inside the VPC.
+        let replicator_vault_url = if spec.deploys_vault() {
+            Some(format!("https://{VAULT_PRIVATE_IP}:8200"))
+        } else {
+            out.vault_url.clone()
+        };
 
         // Connection secret.
         let seen = secret::observe(c, spec).await?;
         let ch = secret::diff(spec, seen.as_ref(), key_arn.as_deref())?;
-        let secret_state = match (&key_arn, go(&ch)) {
+        let secret_state = match (&key_arn, go(progress, &ch)) {
             (Some(k), true) => {
-                let address = out.vault_url.clone().unwrap_or_default();
-                Some(secret::apply(c, spec, seen.as_ref(), &ch, k, &address).await?)
+                let address = replicator_vault_url.clone().unwrap_or_default();
+                let ca = match new_ca.take() {
+                    Some(ca) => Some(ca),
+                    None if spec.deploys_vault() => vault::read_ca(c, spec).await?,
+                    None => None,
+                };
+                Some(secret::apply(c, spec, seen.as_ref(), &ch, k, &address, ca).await?)
             }
             _ => seen,
         };
@@ -128,13 +207,19 @@ impl Stack<'_> {
         changes.push(ch);
 
         // The function.
+        let vpc = match (&net.subnet, &net.sg_replicator) {
+            (Some(subnet), Some(sg)) if spec.deploys_vault() => {
+                Some((vec![subnet.clone()], vec![sg.clone()]))
+            }
+            _ => None,
+        };
         let inputs = function::Inputs {
             key_arn: key_arn.as_deref(),
-            vpc: None,
+            vpc,
         };
         let seen = function::observe(c, spec).await?;
         let ch = function::diff(spec, seen.as_ref(), self.zip, &inputs);
-        let fn_state = match (self.zip, go(&ch)) {
+        let fn_state = match (self.zip, go(progress, &ch)) {
             (Some(zip), true) => Some(function::apply(c, spec, &ch, zip, &inputs).await?),
             (None, true) => {
                 return Err(DeployError::NotReady {
@@ -153,11 +238,27 @@ impl Stack<'_> {
         // Schedule.
         let seen = rule::observe(c, spec).await?;
         let ch = rule::diff(spec, seen.as_ref());
-        if go(&ch) {
+        if go(progress, &ch) {
             rule::apply(c, spec, &ch).await?;
         }
         out.schedule = Some(spec.cfg.schedule.clone());
         changes.push(ch);
+
+        // Switched from Vault on EC2 to an external Vault: remove what served the old one,
+        // after the function has left the VPC.
+        if apply && !spec.deploys_vault() {
+            for ch in vault::destroy(c, spec).await? {
+                progress(&ch);
+            }
+            if seen_vault_role_ours(c, spec).await? {
+                iam::destroy(c, spec, &iam::vault_role(spec, None)?).await?;
+            }
+            if removes_network {
+                for ch in network::destroy(c, spec).await? {
+                    progress(&ch);
+                }
+            }
+        }
 
         out.key_arn = key_arn;
         Ok(Converged {
@@ -179,10 +280,22 @@ impl Stack<'_> {
         record(rule::destroy(c, spec).await?);
         record(function::destroy(c, spec).await?);
         record(secret::destroy(c, spec).await?);
+        for ch in vault::destroy(c, spec).await? {
+            record(ch);
+        }
+        record(iam::destroy(c, spec, &iam::vault_role(spec, None)?).await?);
         record(logs::destroy(c, spec).await?);
         record(iam::destroy(c, spec, &iam::replicator_role(spec, None)?).await?);
+        for ch in network::destroy(c, spec).await? {
+            record(ch);
+        }
         record(topic::destroy(c, spec).await?);
         record(key::destroy(c, spec).await?);
         Ok(done)
     }
+}
+
+async fn seen_vault_role_ours(c: &Clients, spec: &Spec) -> Result<bool, DeployError> {
+    let role = iam::vault_role(spec, None)?;
+    Ok(iam::observe(c, spec, &role).await?.is_some_and(|r| r.ours))
 }

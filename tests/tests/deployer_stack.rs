@@ -386,3 +386,230 @@ async fn an_up_killed_midway_converges_on_rerun_without_duplicates() {
     }
     assert_eq!(live_tagged, 1);
 }
+
+const ON_EC2: &str = r#"
+stack_name = "onec2"
+vault_inbound_cidr = "198.51.100.0/24"
+notification_email = "ops@example.com"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_on_ec2_is_private_by_default_and_converges() {
+    let f = Fixture::new(ON_EC2).await;
+    let plan = f.deployer(&["plan"]).await;
+    assert_eq!(plan.code, 2);
+    let p = plan.json();
+    let kinds: Vec<&str> = p["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    for k in [
+        "vpc",
+        "internet gateway",
+        "subnet",
+        "route table",
+        "security group",
+        "vpc endpoint",
+        "ec2 instance",
+        "elastic ip",
+        "tls secret",
+    ] {
+        assert!(kinds.contains(&k), "{k} missing from the plan: {kinds:?}");
+    }
+    assert!(!kinds.contains(&"nat gateway"));
+    let total = p["cost"]["total_usd_per_month"].as_f64().unwrap();
+    assert!(
+        total < 35.0,
+        "under the sample's ~$45 (its NAT gateway alone is ~$33): {total}"
+    );
+
+    let up = f.deployer(&["up"]).await;
+    let o = up.json()["outputs"].clone();
+    let url = o["vault_url"].as_str().unwrap();
+    assert!(
+        url.starts_with("https://") && url.ends_with(":8200"),
+        "{url}"
+    );
+
+    let aws = f.moto.sdk_config().await;
+    let side = e2e::aws_side::AwsSide::new(&aws);
+    let conn: serde_json::Value = serde_json::from_str(
+        side.sm
+            .get_secret_value()
+            .secret_id("hybrid-aws-secrets-connection/vault")
+            .send()
+            .await
+            .unwrap()
+            .secret_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        conn["vaultAddress"], "https://10.42.0.10:8200",
+        "the replicator uses the private address"
+    );
+    assert!(
+        conn["vaultCaCert"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    assert!(conn.get("vaultToken").is_none());
+
+    let ec2 = aws_sdk_ec2::Client::new(&aws);
+    let reservations = ec2.describe_instances().send().await.unwrap();
+    let instance = reservations.reservations()[0].instances()[0].clone();
+    assert_eq!(
+        instance.metadata_options().unwrap().http_tokens(),
+        Some(&aws_sdk_ec2::types::HttpTokensState::Required)
+    );
+    assert_eq!(instance.private_ip_address(), Some("10.42.0.10"));
+    let ud = ec2
+        .describe_instance_attribute()
+        .instance_id(instance.instance_id().unwrap())
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    use base64::Engine as _;
+    let script = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(ud.user_data().unwrap().value().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(script.starts_with("#!/usr/bin/env bash") && script.contains("set -euo pipefail"));
+    assert!(
+        !script.contains("PRIVATE KEY") && !script.contains("{{"),
+        "no secret and no placeholder in user data"
+    );
+    let volumes = ec2.describe_volumes().send().await.unwrap();
+    assert!(
+        volumes
+            .volumes()
+            .iter()
+            .all(|v| v.encrypted() == Some(true))
+    );
+
+    let groups = ec2
+        .describe_security_groups()
+        .group_names("onec2-vault")
+        .send()
+        .await;
+    let groups = match groups {
+        Ok(g) => g,
+        Err(_) => ec2
+            .describe_security_groups()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("group-name")
+                    .values("onec2-vault")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap(),
+    };
+    let vault_sg = groups.security_groups()[0].clone();
+    let cidrs: Vec<&str> = vault_sg
+        .ip_permissions()
+        .iter()
+        .flat_map(|p| p.ip_ranges())
+        .filter_map(|r| r.cidr_ip())
+        .collect();
+    assert_eq!(
+        cidrs,
+        ["198.51.100.0/24"],
+        "port 8200 is not open to the world"
+    );
+
+    let conf = aws_sdk_lambda::Client::new(&aws)
+        .get_function_configuration()
+        .function_name("onec2-replicator")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        conf.vpc_config().unwrap().subnet_ids().len(),
+        1,
+        "the function runs in the Vault VPC"
+    );
+
+    let again = f.deployer(&["up"]).await;
+    assert!(
+        again.mutating.is_empty(),
+        "second up sent {:?}",
+        again.mutating
+    );
+
+    // Opened to the world by hand: drift, then repaired.
+    ec2.authorize_security_group_ingress()
+        .group_id(vault_sg.group_id().unwrap())
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(8200)
+                .to_port(8200)
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = f.deployer(&["status"]).await;
+    assert_eq!(status.code, 2);
+    let drifted: Vec<String> = status.json()["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "drifted")
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["kind"].as_str().unwrap(),
+                r["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(drifted, ["security group onec2-vault"]);
+    f.deployer(&["up"]).await;
+    assert_eq!(f.deployer(&["status"]).await.code, 0);
+
+    let gone = f.deployer(&["destroy", "--yes"]).await;
+    assert_eq!(gone.code, 0);
+    let left = ec2.describe_instances().send().await.unwrap();
+    assert!(
+        left.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .all(|i| i.state().and_then(|s| s.name())
+                == Some(&aws_sdk_ec2::types::InstanceStateName::Terminated))
+    );
+    let vpcs = ec2
+        .describe_vpcs()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:Name")
+                .values("onec2-vault")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(vpcs.vpcs().is_empty());
+    assert!(
+        ec2.describe_addresses()
+            .send()
+            .await
+            .unwrap()
+            .addresses()
+            .is_empty()
+    );
+    assert!(f.deployer(&["destroy", "--yes"]).await.mutating.is_empty());
+}

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use super::{CliError, EXIT_CHANGES, EXIT_OK, emit};
-use crate::change::render_plan;
+use crate::change::{Action, render_plan};
 use crate::cost;
 use crate::stack::Stack;
 
@@ -14,7 +14,7 @@ pub async fn run(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i
     let value = serde_json::json!({
         "stack": stack.spec.stack(),
         "changes_pending": pending,
-        "changes": plan.changes,
+        "changes": plan.changes.iter().filter(|c| c.action != Action::Absent).collect::<Vec<_>>(),
         "cost": estimate,
         "warnings": stack.spec.cfg.warnings,
     });

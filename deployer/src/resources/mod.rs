@@ -5,9 +5,11 @@ pub mod function;
 pub mod iam;
 pub mod key;
 pub mod logs;
+pub mod network;
 pub mod rule;
 pub mod secret;
 pub mod topic;
+pub mod vault;
 
 use std::future::Future;
 

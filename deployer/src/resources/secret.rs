@@ -108,6 +108,7 @@ pub async fn apply(
     change: &Change,
     key_arn: &str,
     vault_address: &str,
+    vault_ca_cert: Option<String>,
 ) -> Result<SecretState, DeployError> {
     let name = spec.connection_secret();
     let policy = canonical(&spec.connection_secret_policy()?);
@@ -130,6 +131,7 @@ pub async fn apply(
     } else {
         let value = ConnectionSecret {
             vault_address: vault_address.to_owned(),
+            vault_ca_cert,
             ..ConnectionSecret::default()
         };
         let value =

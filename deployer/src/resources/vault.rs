@@ -1,0 +1,714 @@
+//! The Vault server on EC2: its Elastic IP (a stable address, allocated first so the certificate
+//! can name it), the TLS secret (CA, certificate and key; readable only by the instance's role),
+//! and the instance itself (Amazon Linux 2023 from its SSM parameter, IMDSv2 required, encrypted
+//! root volume, fixed private address, user data from `userdata/`).
+
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, DomainType, EbsBlockDevice, Filter, HttpTokensState,
+    IamInstanceProfileSpecification, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceNetworkInterfaceSpecification, InstanceType, ResourceType, Tag, TagSpecification,
+    VolumeType,
+};
+use aws_sdk_secretsmanager::types::Tag as SmTag;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use super::network::{Network, VAULT_PRIVATE_IP};
+use super::{Ctx, DeployError, found, gone_ok, missing};
+use crate::change::{Action, Change, Fields, UNKNOWN};
+use crate::clients::Clients;
+use crate::config::VaultMode;
+use crate::policy::{self, canonical, parse_returned};
+use crate::spec::{STACK_TAG, Spec};
+
+pub const AMI_PARAMETER: &str =
+    "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
+pub const USER_DATA: &str = include_str!("../../../userdata/vault-server.sh");
+/// EC2's limit on user data.
+pub const USER_DATA_LIMIT: usize = 16 * 1024;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Address {
+    pub allocation_id: String,
+    pub public_ip: String,
+    pub instance_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    pub id: String,
+    pub state: String,
+    pub instance_type: String,
+    pub http_tokens: String,
+    pub profile: String,
+    pub security_groups: String,
+    pub root_encrypted: String,
+    pub user_data_sha: String,
+}
+
+fn filters(spec: &Spec) -> Vec<Filter> {
+    vec![
+        Filter::builder()
+            .name(format!("tag:{STACK_TAG}"))
+            .values(spec.stack())
+            .build(),
+        Filter::builder()
+            .name("tag:Name")
+            .values(spec.vault_name())
+            .build(),
+    ]
+}
+
+fn ec2_tags(spec: &Spec, kind: ResourceType) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(
+            spec.named_tags(&spec.vault_name())
+                .into_iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+pub fn version(spec: &Spec) -> (&str, &str) {
+    match &spec.cfg.vault {
+        VaultMode::Ec2 {
+            instance_type,
+            version,
+            ..
+        } => (instance_type.as_str(), version.as_str()),
+        VaultMode::External { .. } => ("", ""),
+    }
+}
+
+/// The boot script for this stack.
+pub fn user_data(spec: &Spec, public_ip: &str) -> Result<String, DeployError> {
+    let (_, version) = version(spec);
+    let script = policy::render(
+        USER_DATA,
+        &[
+            ("vault_version", version),
+            ("region", &spec.id.region),
+            ("tls_secret_id", &spec.tls_secret_name()),
+            ("public_ip", public_ip),
+            ("private_ip", VAULT_PRIVATE_IP),
+        ],
+    )?;
+    if script.len() > USER_DATA_LIMIT {
+        return Err(missing("user data", "room: the boot script is over 16 KB"));
+    }
+    Ok(script)
+}
+
+fn sha(text: &str) -> String {
+    let d = Sha256::digest(text.as_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+// --- Elastic IP -----------------------------------------------------------------------------
+
+pub async fn observe_address(c: &Clients, spec: &Spec) -> Result<Option<Address>, DeployError> {
+    let out = c
+        .ec2
+        .describe_addresses()
+        .set_filters(Some(filters(spec)))
+        .send()
+        .await
+        .ctx("DescribeAddresses", &spec.vault_name())?;
+    Ok(out.addresses().first().map(|a| Address {
+        allocation_id: a.allocation_id().unwrap_or_default().to_owned(),
+        public_ip: a.public_ip().unwrap_or_default().to_owned(),
+        instance_id: a.instance_id().map(str::to_owned),
+    }))
+}
+
+pub fn diff_address(spec: &Spec, seen: Option<&Address>, instance: Option<&str>) -> Change {
+    let name = spec.vault_name();
+    if !spec.deploys_vault() {
+        return match seen {
+            Some(_) => Change::new("elastic ip", name, Action::Delete),
+            None => Change::new("elastic ip", name, Action::Absent),
+        };
+    }
+    let want = vec![("associated_with", instance.unwrap_or(UNKNOWN).to_owned())];
+    let seen_f = seen.map(|a| {
+        vec![(
+            "associated_with",
+            a.instance_id.clone().unwrap_or_else(|| "(none)".into()),
+        )]
+    });
+    let mut ch = Change::diff("elastic ip", name, &want, seen_f.as_ref());
+    if let Some(a) = seen {
+        ch.note = Some(format!("public address {}", a.public_ip));
+    }
+    ch
+}
+
+pub async fn allocate(c: &Clients, spec: &Spec) -> Result<Address, DeployError> {
+    let out = c
+        .ec2
+        .allocate_address()
+        .domain(DomainType::Vpc)
+        .tag_specifications(ec2_tags(spec, ResourceType::ElasticIp))
+        .send()
+        .await
+        .ctx("AllocateAddress", &spec.vault_name())?;
+    Ok(Address {
+        allocation_id: out
+            .allocation_id()
+            .ok_or_else(|| missing("AllocateAddress", "AllocationId"))?
+            .to_owned(),
+        public_ip: out
+            .public_ip()
+            .ok_or_else(|| missing("AllocateAddress", "PublicIp"))?
+            .to_owned(),
+        instance_id: None,
+    })
+}
+
+pub async fn associate(c: &Clients, address: &Address, instance: &str) -> Result<(), DeployError> {
+    c.ec2
+        .associate_address()
+        .allocation_id(&address.allocation_id)
+        .instance_id(instance)
+        .allow_reassociation(true)
+        .send()
+        .await
+        .ctx("AssociateAddress", &address.public_ip)?;
+    Ok(())
+}
+
+// --- TLS secret -----------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSecret {
+    pub arn: String,
+    pub policy: String,
+    pub pending_deletion: bool,
+}
+
+pub async fn observe_tls(c: &Clients, spec: &Spec) -> Result<Option<TlsSecret>, DeployError> {
+    let name = spec.tls_secret_name();
+    let Some(d) = found(
+        c.sm.describe_secret()
+            .secret_id(&name)
+            .send()
+            .await
+            .ctx("DescribeSecret", &name),
+    )?
+    else {
+        return Ok(None);
+    };
+    let arn = d
+        .arn()
+        .ok_or_else(|| missing("DescribeSecret", "ARN"))?
+        .to_owned();
+    let p =
+        c.sm.get_resource_policy()
+            .secret_id(&arn)
+            .send()
+            .await
+            .ctx("GetResourcePolicy", &name)?;
+    Ok(Some(TlsSecret {
+        policy: p
+            .resource_policy()
+            .and_then(parse_returned)
+            .map(|v| canonical(&v))
+            .unwrap_or_default(),
+        pending_deletion: d.deleted_date().is_some(),
+        arn,
+    }))
+}
+
+fn tls_policy(spec: &Spec) -> Result<String, DeployError> {
+    let role_arn = spec.arn("iam", false, &format!("role/{}", spec.vault_name()));
+    let secret_arn = spec.arn(
+        "secretsmanager",
+        true,
+        &format!("secret:{}-??????", spec.tls_secret_name()),
+    );
+    let doc = policy::render_json(
+        policy::SECRET_READ_BY_ONE_ROLE,
+        &[("role_arn", &role_arn), ("secret_arn", &secret_arn)],
+    )?;
+    Ok(canonical(&doc))
+}
+
+pub fn diff_tls(spec: &Spec, seen: Option<&TlsSecret>) -> Result<Change, DeployError> {
+    let name = spec.tls_secret_name();
+    if !spec.deploys_vault() {
+        return Ok(match seen {
+            Some(s) if !s.pending_deletion => Change::new("tls secret", name, Action::Delete),
+            _ => Change::new("tls secret", name, Action::Absent),
+        });
+    }
+    let want = vec![
+        ("resource_policy", tls_policy(spec)?),
+        ("state", "active".to_owned()),
+    ];
+    let seen_f = seen.map(|s| {
+        vec![
+            ("resource_policy", s.policy.clone()),
+            (
+                "state",
+                if s.pending_deletion {
+                    "scheduled for deletion"
+                } else {
+                    "active"
+                }
+                .to_owned(),
+            ),
+        ]
+    });
+    let mut ch = Change::diff("tls secret", name, &want, seen_f.as_ref());
+    if seen.is_none() {
+        ch.note = Some("a new CA and certificate for the Vault addresses; the key never leaves Secrets Manager and the instance".into());
+    }
+    Ok(ch)
+}
+
+/// Creates the TLS secret (new CA + certificate) or repairs its policy. Returns the CA's PEM when
+/// it made one.
+pub async fn apply_tls(
+    c: &Clients,
+    spec: &Spec,
+    seen: Option<&TlsSecret>,
+    change: &Change,
+    key_arn: &str,
+    public_ip: &str,
+) -> Result<Option<String>, DeployError> {
+    let name = spec.tls_secret_name();
+    let mut ca = None;
+    match seen {
+        Some(s) if s.pending_deletion => {
+            c.sm.restore_secret()
+                .secret_id(&s.arn)
+                .send()
+                .await
+                .ctx("RestoreSecret", &name)?;
+        }
+        Some(_) => {}
+        None => {
+            let ips = [public_ip, VAULT_PRIVATE_IP, "127.0.0.1"]
+                .iter()
+                .filter_map(|ip| ip.parse().ok())
+                .collect::<Vec<_>>();
+            let material =
+                crate::tls_cert::issue(spec.stack(), &ips).map_err(|e| DeployError::NotReady {
+                    what: "tls certificate".into(),
+                    detail: e.to_string(),
+                })?;
+            let value = serde_json::to_string(&material)
+                .map_err(|_| missing("serialise", "TLS material"))?;
+            let tags: Vec<SmTag> = spec
+                .tags()
+                .into_iter()
+                .map(|(k, v)| SmTag::builder().key(k).value(v).build())
+                .collect();
+            c.sm
+                .create_secret()
+                .name(&name)
+                .description("TLS certificate and key of the stack's Vault server; read by its instance role only")
+                .kms_key_id(key_arn)
+                .secret_string(value)
+                .set_tags(Some(tags))
+                .send()
+                .await
+                .ctx("CreateSecret", &name)?;
+            ca = Some(material.ca_certificate.clone());
+        }
+    }
+    if change.touches("resource_policy") {
+        let policy = tls_policy(spec)?;
+        super::retry_on(c.backoff, &["MalformedPolicyDocumentException"], || async {
+            c.sm.put_resource_policy()
+                .secret_id(&name)
+                .resource_policy(&policy)
+                .block_public_policy(true)
+                .send()
+                .await
+                .map(|_| ())
+                .ctx("PutResourcePolicy", &name)
+        })
+        .await?;
+    }
+    Ok(ca)
+}
+
+/// Reads the CA certificate from the TLS secret (to give it to the connection secret).
+pub async fn read_ca(c: &Clients, spec: &Spec) -> Result<Option<String>, DeployError> {
+    let name = spec.tls_secret_name();
+    let Some(v) = found(
+        c.sm.get_secret_value()
+            .secret_id(&name)
+            .send()
+            .await
+            .ctx("GetSecretValue", &name),
+    )?
+    else {
+        return Ok(None);
+    };
+    let m: Option<crate::tls_cert::TlsMaterial> =
+        v.secret_string().and_then(|s| serde_json::from_str(s).ok());
+    Ok(m.map(|m| m.ca_certificate))
+}
+
+// --- Instance -------------------------------------------------------------------------------
+
+pub async fn observe_instance(c: &Clients, spec: &Spec) -> Result<Option<Instance>, DeployError> {
+    let out = c
+        .ec2
+        .describe_instances()
+        .set_filters(Some(filters(spec)))
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .values("stopping")
+                .values("stopped")
+                .build(),
+        )
+        .send()
+        .await
+        .ctx("DescribeInstances", &spec.vault_name())?;
+    let Some(i) = out.reservations().iter().flat_map(|r| r.instances()).next() else {
+        return Ok(None);
+    };
+    let id = i
+        .instance_id()
+        .ok_or_else(|| missing("DescribeInstances", "InstanceId"))?
+        .to_owned();
+    // The primary interface's groups are the instance's (moto leaves `SecurityGroups` empty when
+    // they were given on the interface).
+    let primary = i
+        .network_interfaces()
+        .iter()
+        .find(|n| n.attachment().and_then(|a| a.device_index()) == Some(0))
+        .map(|n| n.groups())
+        .unwrap_or_default();
+    let groups = if primary.is_empty() {
+        i.security_groups()
+    } else {
+        primary
+    };
+    let mut sgs: Vec<String> = groups
+        .iter()
+        .filter_map(|g| g.group_id())
+        .map(str::to_owned)
+        .collect();
+    sgs.sort();
+    let user_data = c
+        .ec2
+        .describe_instance_attribute()
+        .instance_id(&id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .ctx("DescribeInstanceAttribute", &id)?;
+    let script = user_data
+        .user_data()
+        .and_then(|u| u.value())
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    Ok(Some(Instance {
+        state: i
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default(),
+        instance_type: i
+            .instance_type()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default(),
+        http_tokens: i
+            .metadata_options()
+            .and_then(|m| m.http_tokens())
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default(),
+        profile: i
+            .iam_instance_profile()
+            .and_then(|p| p.arn())
+            .and_then(|a| a.rsplit('/').next())
+            .unwrap_or_default()
+            .to_owned(),
+        security_groups: sgs.join(","),
+        root_encrypted: "yes".into(),
+        user_data_sha: sha(&script),
+        id,
+    }))
+}
+
+pub fn diff_instance(
+    spec: &Spec,
+    seen: Option<&Instance>,
+    net: &Network,
+    public_ip: Option<&str>,
+) -> Result<Change, DeployError> {
+    let name = spec.vault_name();
+    if !spec.deploys_vault() {
+        return Ok(match seen {
+            Some(_) => Change::new("ec2 instance", name, Action::Delete),
+            None => Change::new("ec2 instance", name, Action::Absent),
+        });
+    }
+    let (instance_type, _) = version(spec);
+    let user_data = match public_ip {
+        Some(ip) => sha(&user_data(spec, ip)?),
+        None => UNKNOWN.into(),
+    };
+    let want: Fields = vec![
+        ("instance_type", instance_type.to_owned()),
+        ("http_tokens", "required".into()),
+        ("iam_instance_profile", spec.vault_name()),
+        (
+            "security_groups",
+            net.sg_vault.clone().unwrap_or_else(|| UNKNOWN.into()),
+        ),
+        ("state", "running".into()),
+        ("user_data", user_data),
+    ];
+    let seen_f = seen.map(|i| {
+        vec![
+            ("instance_type", i.instance_type.clone()),
+            ("http_tokens", i.http_tokens.clone()),
+            ("iam_instance_profile", i.profile.clone()),
+            ("security_groups", i.security_groups.clone()),
+            ("state", i.state.clone()),
+            ("user_data", i.user_data_sha.clone()),
+        ]
+    });
+    let mut ch = Change::diff("ec2 instance", name, &want, seen_f.as_ref());
+    if ch.touches("user_data") && seen.is_some() {
+        ch.note = Some("the boot script changed (vault_version?): it runs on first boot only, so up keeps this instance and its data; upgrade Vault on it, or destroy and up to replace it".into());
+    }
+    Ok(ch)
+}
+
+/// Launches the instance, or repairs what can be repaired in place.
+pub async fn apply_instance(
+    c: &Clients,
+    spec: &Spec,
+    seen: Option<&Instance>,
+    change: &Change,
+    net: &Network,
+    public_ip: &str,
+) -> Result<Instance, DeployError> {
+    let name = spec.vault_name();
+    let (instance_type, _) = version(spec);
+    let sg = net
+        .sg_vault
+        .clone()
+        .ok_or_else(|| missing("network", "vault group"))?;
+    let subnet = net
+        .subnet
+        .clone()
+        .ok_or_else(|| missing("network", "subnet"))?;
+    let id = match seen {
+        None => {
+            let ami = c
+                .ssm
+                .get_parameter()
+                .name(AMI_PARAMETER)
+                .send()
+                .await
+                .ctx("GetParameter", AMI_PARAMETER)?;
+            let ami = ami
+                .parameter()
+                .and_then(|p| p.value())
+                .ok_or_else(|| missing("GetParameter", "AMI id"))?
+                .to_owned();
+            let script = user_data(spec, public_ip)?;
+            // Same stack, subnet and address ⇒ same token: a rerun after a kill finds the
+            // instance already launched instead of launching a second one.
+            let token = sha(&format!(
+                "{}/{}/{}/{}",
+                spec.stack(),
+                subnet,
+                public_ip,
+                ami
+            ));
+            let out = super::retry_on(c.backoff, &["InvalidParameterValue"], || async {
+                c.ec2
+                    .run_instances()
+                    .image_id(&ami)
+                    .instance_type(InstanceType::from(instance_type))
+                    .min_count(1)
+                    .max_count(1)
+                    .client_token(&token)
+                    .iam_instance_profile(
+                        IamInstanceProfileSpecification::builder()
+                            .name(spec.vault_name())
+                            .build(),
+                    )
+                    .network_interfaces(
+                        InstanceNetworkInterfaceSpecification::builder()
+                            .device_index(0)
+                            .subnet_id(&subnet)
+                            .groups(&sg)
+                            .private_ip_address(VAULT_PRIVATE_IP)
+                            .associate_public_ip_address(true)
+                            .build(),
+                    )
+                    .metadata_options(
+                        InstanceMetadataOptionsRequest::builder()
+                            .http_tokens(HttpTokensState::Required)
+                            .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                            .build(),
+                    )
+                    .block_device_mappings(
+                        BlockDeviceMapping::builder()
+                            .device_name("/dev/xvda")
+                            .ebs(
+                                EbsBlockDevice::builder()
+                                    .encrypted(true)
+                                    .volume_size(8)
+                                    .volume_type(VolumeType::Gp3)
+                                    .delete_on_termination(true)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .user_data(base64::engine::general_purpose::STANDARD.encode(&script))
+                    .tag_specifications(ec2_tags(spec, ResourceType::Instance))
+                    .tag_specifications(ec2_tags(spec, ResourceType::Volume))
+                    .send()
+                    .await
+                    .ctx("RunInstances", &name)
+            })
+            .await?;
+            let id = out
+                .instances()
+                .first()
+                .and_then(|i| i.instance_id())
+                .ok_or_else(|| missing("RunInstances", "InstanceId"))?
+                .to_owned();
+            use aws_sdk_ec2::client::Waiters;
+            c.ec2
+                .wait_until_instance_running()
+                .instance_ids(&id)
+                .wait(std::time::Duration::from_secs(600))
+                .await
+                .map_err(|e| DeployError::NotReady {
+                    what: format!("instance {id}"),
+                    detail: e.to_string(),
+                })?;
+            id
+        }
+        Some(i) => {
+            let id = i.id.clone();
+            if change.touches("http_tokens") {
+                c.ec2
+                    .modify_instance_metadata_options()
+                    .instance_id(&id)
+                    .http_tokens(HttpTokensState::Required)
+                    .send()
+                    .await
+                    .ctx("ModifyInstanceMetadataOptions", &id)?;
+            }
+            if change.touches("security_groups") {
+                c.ec2
+                    .modify_instance_attribute()
+                    .instance_id(&id)
+                    .groups(&sg)
+                    .send()
+                    .await
+                    .ctx("ModifyInstanceAttribute", &id)?;
+            }
+            if change.touches("state") && i.state == "stopped" {
+                c.ec2
+                    .start_instances()
+                    .instance_ids(&id)
+                    .send()
+                    .await
+                    .ctx("StartInstances", &id)?;
+            }
+            if change.touches("instance_type") {
+                // Changing the type needs a stopped instance; Vault comes back sealed.
+                return Err(DeployError::NotReady {
+                    what: format!("instance {id}"),
+                    detail: format!(
+                        "its type is {} but {instance_type} is configured: stop it, change the type (aws ec2 modify-instance-attribute), start it and unseal Vault",
+                        i.instance_type
+                    ),
+                });
+            }
+            id
+        }
+    };
+    observe_instance(c, spec)
+        .await?
+        .filter(|i| i.id == id)
+        .ok_or_else(|| missing("DescribeInstances", "the instance just launched"))
+}
+
+/// Terminates the instance, releases the address, deletes the TLS secret.
+pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployError> {
+    let name = spec.vault_name();
+    let mut done = Vec::new();
+    if let Some(i) = observe_instance(c, spec).await? {
+        c.ec2
+            .terminate_instances()
+            .instance_ids(&i.id)
+            .send()
+            .await
+            .ctx("TerminateInstances", &i.id)?;
+        use aws_sdk_ec2::client::Waiters;
+        c.ec2
+            .wait_until_instance_terminated()
+            .instance_ids(&i.id)
+            .wait(std::time::Duration::from_secs(600))
+            .await
+            .map_err(|e| DeployError::NotReady {
+                what: format!("instance {}", i.id),
+                detail: e.to_string(),
+            })?;
+        done.push(
+            Change::new("ec2 instance", &name, Action::Delete)
+                .with_note("its root volume and Vault's data are deleted with it"),
+        );
+    }
+    if let Some(a) = observe_address(c, spec).await? {
+        if a.instance_id.is_some() {
+            gone_ok(
+                c.ec2
+                    .disassociate_address()
+                    .public_ip(&a.public_ip)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .ctx("DisassociateAddress", &a.public_ip),
+            )?;
+        }
+        gone_ok(
+            c.ec2
+                .release_address()
+                .allocation_id(&a.allocation_id)
+                .send()
+                .await
+                .map(|_| ())
+                .ctx("ReleaseAddress", &a.public_ip),
+        )?;
+        done.push(
+            Change::new("elastic ip", &name, Action::Delete)
+                .with_note(format!("{} released", a.public_ip)),
+        );
+    }
+    if let Some(s) = observe_tls(c, spec).await?
+        && !s.pending_deletion
+    {
+        c.sm.delete_secret()
+            .secret_id(&s.arn)
+            .force_delete_without_recovery(true)
+            .send()
+            .await
+            .ctx("DeleteSecret", &spec.tls_secret_name())?;
+        done.push(
+            Change::new("tls secret", spec.tls_secret_name(), Action::Delete)
+                .with_note("deleted at once: it only served the terminated instance"),
+        );
+    }
+    Ok(done)
+}
