@@ -139,6 +139,7 @@ impl Stack<'_> {
         changes.push(ch);
 
         let mut address = vault::observe_address(c, spec).await?;
+        let address_existed = address.is_some();
         let instance_seen = vault::observe_instance(c, spec).await?;
         let tls_seen = vault::observe_tls(c, spec).await?;
         let tls_ch = vault::diff_tls(spec, tls_seen.as_ref())?;
@@ -163,11 +164,14 @@ impl Stack<'_> {
                 Some(vault::apply_instance(c, spec, instance.as_ref(), &inst_ch, &net, ip).await?);
         }
         changes.push(inst_ch);
-        let addr_ch = vault::diff_address(
+        let mut addr_ch = vault::diff_address(
             spec,
             address.as_ref(),
             instance.as_ref().map(|i| i.id.as_str()),
         );
+        if !address_existed && addr_ch.action == Action::Update {
+            addr_ch.action = Action::Create;
+        }
         if spec.deploys_vault()
             && let (Some(a), Some(i), true) = (&address, &instance, go(progress, &addr_ch))
         {

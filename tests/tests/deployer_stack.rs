@@ -226,8 +226,6 @@ async fn email_on_then_off_adds_then_removes_the_topic() {
     let up = f.deployer(&["up"]).await;
     assert!(up.json()["outputs"]["topic_arn"].is_null());
     assert!(!up.mutating.iter().any(|(op, _)| op == "CreateTopic"));
-    let env = |out: &serde_json::Value| out.clone();
-    let _ = env;
 
     let on = f
         .deployer(&["up", "--set", "notification_email=ops@example.com"])
@@ -312,11 +310,20 @@ async fn each_invalid_value_is_rejected_before_any_aws_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_up_killed_midway_converges_on_rerun_without_duplicates() {
-    let f = Fixture::new(EXTERNAL).await;
+    killed_up_converges(EXTERNAL, 1..=7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_up_of_vault_on_ec2_killed_midway_converges_too() {
+    killed_up_converges(ON_EC2, (1..=20).step_by(2)).await;
+}
+
+async fn killed_up_converges(config_text: &str, kill_points: impl Iterator<Item = usize>) {
+    let f = Fixture::new(config_text).await;
     let config = f.path("deployer.toml");
     let zip = f.path("replicator.zip");
     // Kill `up` at each point in turn: after the 1st, 2nd, ... resource it starts to change.
-    for kill_after in 1..=7 {
+    for kill_after in kill_points {
         let aws = f.moto.sdk_config().await;
         let clients = deployer::clients::Clients::new(&aws, deployer::clients::Backoff::NONE);
         let cli = <deployer::cli::Cli as clap::Parser>::try_parse_from([
@@ -354,7 +361,7 @@ async fn an_up_killed_midway_converges_on_rerun_without_duplicates() {
             _ = stack.up(&mut progress) => {}
             _ = rx => {}
         }
-        // Tear down half of it sometimes, so reruns start from many shapes.
+        // Tear down part of it sometimes, so reruns start from many shapes.
         if kill_after % 3 == 0 {
             f.deployer(&["destroy", "--yes"]).await;
         }
@@ -385,6 +392,50 @@ async fn an_up_killed_midway_converges_on_rerun_without_duplicates() {
         }
     }
     assert_eq!(live_tagged, 1);
+    // One instance and one address, whatever the kills.
+    let ec2 = aws_sdk_ec2::Client::new(&aws);
+    let running = ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let n = running
+        .reservations()
+        .iter()
+        .map(|r| r.instances().len())
+        .sum::<usize>();
+    assert_eq!(n, usize::from(config_text.contains("vault_inbound_cidr")));
+    assert!(
+        ec2.describe_addresses()
+            .send()
+            .await
+            .unwrap()
+            .addresses()
+            .len()
+            <= 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_code_is_uploaded_only_when_the_zip_changes() {
+    let f = Fixture::new(EXTERNAL).await;
+    f.deployer(&["up"]).await;
+    // Same bytes written again: nothing to do.
+    fake_zip(f.dir.path(), b"\x7fELF v1");
+    assert!(f.deployer(&["up"]).await.mutating.is_empty());
+    fake_zip(f.dir.path(), b"\x7fELF v2");
+    let plan = f.deployer(&["plan"]).await;
+    assert_eq!(plan.code, 2);
+    let up = f.deployer(&["up"]).await;
+    let ops: Vec<&str> = up.mutating.iter().map(|(op, _)| op.as_str()).collect();
+    assert_eq!(ops, ["UpdateFunctionCode"]);
 }
 
 const ON_EC2: &str = r#"
