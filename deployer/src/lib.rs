@@ -25,3 +25,5 @@ pub mod schedule;
 pub mod spec;
 pub mod stack;
 pub mod tls_cert;
+pub mod vault_admin;
+pub mod vault_init;

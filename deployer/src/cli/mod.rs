@@ -9,6 +9,7 @@ pub mod destroy;
 pub mod plan;
 pub mod status;
 pub mod up;
+pub mod vault_init;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -99,6 +100,11 @@ pub enum Command {
     ///
     /// Example: deployer destroy --yes
     Destroy(destroy::DestroyArgs),
+    /// Initialises, unseals and configures the stack's Vault for the replicator, and writes the
+    /// replicator's credentials into the connection secret. Safe to re-run.
+    ///
+    /// Example: deployer vault-init --keys-to secret --sample-secrets
+    VaultInit(vault_init::VaultInitArgs),
 }
 
 /// Why a command failed before or while talking to AWS.
@@ -140,7 +146,7 @@ pub fn load_zip(cmd: &Command, g: &Global) -> Result<Option<LambdaZip>, CliError
     match cmd {
         Command::Plan | Command::Up => Ok(Some(LambdaZip::load(&g.lambda_zip)?)),
         Command::Status => Ok(LambdaZip::load(&g.lambda_zip).ok()),
-        Command::Destroy(_) => Ok(None),
+        Command::Destroy(_) | Command::VaultInit(_) => Ok(None),
     }
 }
 
@@ -187,6 +193,7 @@ pub async fn execute(
         Command::Up => up::run(&stack, json, out).await,
         Command::Status => status::run(&stack, json, out).await,
         Command::Destroy(args) => destroy::run(&stack, args, json, out).await,
+        Command::VaultInit(args) => vault_init::run(&stack, args, json, out).await,
     }
 }
 

@@ -316,6 +316,7 @@ pub async fn apply_tls(
                 .send()
                 .await
                 .ctx("CreateSecret", &name)?;
+            write_ca(c, spec, &material.ca_certificate).await?;
             ca = Some(material.ca_certificate.clone());
         }
     }
@@ -336,22 +337,59 @@ pub async fn apply_tls(
     Ok(ca)
 }
 
-/// Reads the CA certificate from the TLS secret (to give it to the connection secret).
+/// SSM parameter holding the CA certificate: public, so the operator and `vault-init` read it
+/// while the TLS secret (with the key) stays readable by the instance role only.
+pub fn ca_parameter(spec: &Spec) -> String {
+    format!("/{}/vault/ca-certificate", spec.stack())
+}
+
+/// The CA certificate of the stack's Vault, from its SSM parameter.
 pub async fn read_ca(c: &Clients, spec: &Spec) -> Result<Option<String>, DeployError> {
-    let name = spec.tls_secret_name();
-    let Some(v) = found(
-        c.sm.get_secret_value()
-            .secret_id(&name)
+    let name = ca_parameter(spec);
+    let p = found(
+        c.ssm
+            .get_parameter()
+            .name(&name)
             .send()
             .await
-            .ctx("GetSecretValue", &name),
-    )?
-    else {
-        return Ok(None);
-    };
-    let m: Option<crate::tls_cert::TlsMaterial> =
-        v.secret_string().and_then(|s| serde_json::from_str(s).ok());
-    Ok(m.map(|m| m.ca_certificate))
+            .ctx("GetParameter", &name),
+    )?;
+    Ok(p.and_then(|p| p.parameter().and_then(|p| p.value()).map(str::to_owned)))
+}
+
+async fn write_ca(c: &Clients, spec: &Spec, pem: &str) -> Result<(), DeployError> {
+    let name = ca_parameter(spec);
+    let tags: Vec<aws_sdk_ssm::types::Tag> = spec
+        .tags()
+        .into_iter()
+        .filter_map(|(k, v)| {
+            aws_sdk_ssm::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .ok()
+        })
+        .collect();
+    gone_ok(
+        c.ssm
+            .delete_parameter()
+            .name(&name)
+            .send()
+            .await
+            .map(|_| ())
+            .ctx("DeleteParameter", &name),
+    )?;
+    c.ssm
+        .put_parameter()
+        .name(&name)
+        .description("CA certificate of the stack's Vault server (public)")
+        .value(pem)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .ctx("PutParameter", &name)?;
+    Ok(())
 }
 
 // --- Instance -------------------------------------------------------------------------------

@@ -1,0 +1,503 @@
+//! The few Vault / OpenBao admin calls `vault-init` makes: init status, init, unseal, mounts,
+//! policies, AppRole, audit, KV writes, token revocation. HTTPS with the stack's CA (verification
+//! is never turned off). Network I/O; never logs a token, key or secret id.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::secret::SecretString;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultAdminError {
+    #[error("cannot reach Vault at {address} ({op}): {source}")]
+    Unreachable {
+        address: String,
+        op: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("Vault answered {status} to {op}: {message}")]
+    Status {
+        op: &'static str,
+        status: u16,
+        message: String,
+    },
+    #[error("unexpected answer from Vault to {op}: {detail}")]
+    Decode { op: &'static str, detail: String },
+    #[error("Vault TLS settings: {0}")]
+    Tls(String),
+}
+
+/// The unseal keys and root token of a fresh `init`. Shown or stored once, never logged.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct InitKeys {
+    pub keys_base64: Vec<SecretString>,
+    pub root_token: SecretString,
+}
+
+impl std::fmt::Debug for InitKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "InitKeys({} keys, root token: <redacted>)",
+            self.keys_base64.len()
+        )
+    }
+}
+
+#[derive(Debug)]
+pub struct VaultAdmin {
+    http: reqwest::Client,
+    pub address: String,
+    token: Option<SecretString>,
+}
+
+impl VaultAdmin {
+    pub fn new(address: &str, ca_pem: Option<&str>) -> Result<Self, VaultAdminError> {
+        crate::tls::install_crypto_provider();
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60));
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+                VaultAdminError::Tls(format!("the CA certificate is not valid PEM: {e}"))
+            })?;
+            b = b.tls_certs_only(certs);
+        }
+        Ok(Self {
+            http: b.build().map_err(|e| VaultAdminError::Tls(e.to_string()))?,
+            address: address.trim_end_matches('/').to_owned(),
+            token: None,
+        })
+    }
+
+    pub fn set_token(&mut self, token: SecretString) {
+        self.token = Some(token);
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// One call; `Ok(None)` for 404 / 204.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        op: &'static str,
+    ) -> Result<Option<Value>, VaultAdminError> {
+        let mut req = self
+            .http
+            .request(method, format!("{}/v1/{path}", self.address))
+            .header("X-Vault-Request", "true");
+        if let Some(t) = &self.token {
+            req = req.header("X-Vault-Token", t.expose());
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| VaultAdminError::Unreachable {
+                address: self.address.clone(),
+                op,
+                source,
+            })?;
+        let status = resp.status();
+        if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            let errors = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| {
+                    v["errors"].as_array().map(|a| {
+                        a.iter()
+                            .filter_map(|e| e.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    })
+                })
+                .unwrap_or_default();
+            return Err(VaultAdminError::Status {
+                op,
+                status: status.as_u16(),
+                message: errors,
+            });
+        }
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| VaultAdminError::Decode {
+                op,
+                detail: e.to_string(),
+            })
+    }
+
+    pub async fn initialized(&self) -> Result<bool, VaultAdminError> {
+        let v = self
+            .call(Method::GET, "sys/init", None, "read init status")
+            .await?
+            .unwrap_or_default();
+        Ok(v["initialized"].as_bool().unwrap_or(false))
+    }
+
+    pub async fn init(&self, shares: u8, threshold: u8) -> Result<InitKeys, VaultAdminError> {
+        let v = self
+            .call(
+                Method::PUT,
+                "sys/init",
+                Some(json!({"secret_shares": shares, "secret_threshold": threshold})),
+                "init",
+            )
+            .await?
+            .unwrap_or_default();
+        serde_json::from_value(v).map_err(|e| VaultAdminError::Decode {
+            op: "init",
+            detail: e.to_string(),
+        })
+    }
+
+    /// (sealed, threshold, progress)
+    pub async fn seal_status(&self) -> Result<(bool, u64), VaultAdminError> {
+        let v = self
+            .call(Method::GET, "sys/seal-status", None, "read seal status")
+            .await?
+            .unwrap_or_default();
+        Ok((
+            v["sealed"].as_bool().unwrap_or(true),
+            v["t"].as_u64().unwrap_or(0),
+        ))
+    }
+
+    /// Submits one key; returns whether Vault is still sealed.
+    pub async fn unseal(&self, key: &SecretString) -> Result<bool, VaultAdminError> {
+        let v = self
+            .call(
+                Method::PUT,
+                "sys/unseal",
+                Some(json!({"key": key.expose()})),
+                "unseal",
+            )
+            .await?
+            .unwrap_or_default();
+        Ok(v["sealed"].as_bool().unwrap_or(true))
+    }
+
+    async fn has(
+        &self,
+        list_path: &str,
+        entry: &str,
+        op: &'static str,
+    ) -> Result<bool, VaultAdminError> {
+        let v = self
+            .call(Method::GET, list_path, None, op)
+            .await?
+            .unwrap_or_default();
+        let data = if v["data"].is_object() {
+            &v["data"]
+        } else {
+            &v
+        };
+        Ok(data.get(entry).is_some())
+    }
+
+    /// Enables KV v2 at `mount` unless something is mounted there; returns whether it did.
+    pub async fn ensure_kv2(&self, mount: &str) -> Result<bool, VaultAdminError> {
+        if self
+            .has("sys/mounts", &format!("{mount}/"), "list mounts")
+            .await?
+        {
+            return Ok(false);
+        }
+        self.call(
+            Method::POST,
+            &format!("sys/mounts/{mount}"),
+            Some(json!({"type": "kv", "options": {"version": "2"}})),
+            "enable KV v2",
+        )
+        .await?;
+        Ok(true)
+    }
+
+    pub async fn ensure_approle(&self) -> Result<bool, VaultAdminError> {
+        if self
+            .has("sys/auth", "approle/", "list auth methods")
+            .await?
+        {
+            return Ok(false);
+        }
+        self.call(
+            Method::POST,
+            "sys/auth/approle",
+            Some(json!({"type": "approle"})),
+            "enable AppRole",
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Writes a policy; returns whether it changed.
+    pub async fn ensure_policy(&self, name: &str, rules: &str) -> Result<bool, VaultAdminError> {
+        let path = format!("sys/policies/acl/{name}");
+        let current = self.call(Method::GET, &path, None, "read policy").await?;
+        if current.as_ref().and_then(|v| v["data"]["policy"].as_str()) == Some(rules) {
+            return Ok(false);
+        }
+        self.call(
+            Method::PUT,
+            &path,
+            Some(json!({"policy": rules})),
+            "write policy",
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Writes the AppRole role; returns whether it changed.
+    pub async fn ensure_role(&self, role: &str, settings: Value) -> Result<bool, VaultAdminError> {
+        let path = format!("auth/approle/role/{role}");
+        let current = self
+            .call(Method::GET, &path, None, "read AppRole role")
+            .await?;
+        if let Some(cur) = current {
+            let same = settings
+                .as_object()
+                .is_some_and(|want| want.iter().all(|(k, v)| same_setting(&cur["data"][k], v)));
+            if same {
+                return Ok(false);
+            }
+        }
+        self.call(Method::POST, &path, Some(settings), "write AppRole role")
+            .await?;
+        Ok(true)
+    }
+
+    pub async fn role_id(&self, role: &str) -> Result<String, VaultAdminError> {
+        let v = self
+            .call(
+                Method::GET,
+                &format!("auth/approle/role/{role}/role-id"),
+                None,
+                "read role id",
+            )
+            .await?
+            .unwrap_or_default();
+        v["data"]["role_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or(VaultAdminError::Decode {
+                op: "read role id",
+                detail: "no role_id".into(),
+            })
+    }
+
+    /// A new secret id and its accessor (the accessor is not secret).
+    pub async fn new_secret_id_with_accessor(
+        &self,
+        role: &str,
+    ) -> Result<(SecretString, String), VaultAdminError> {
+        let v = self
+            .call(
+                Method::POST,
+                &format!("auth/approle/role/{role}/secret-id"),
+                None,
+                "create secret id",
+            )
+            .await?
+            .unwrap_or_default();
+        let bad = || VaultAdminError::Decode {
+            op: "create secret id",
+            detail: "no secret_id".into(),
+        };
+        let id = v["data"]["secret_id"]
+            .as_str()
+            .map(SecretString::from)
+            .ok_or_else(bad)?;
+        let accessor = v["data"]["secret_id_accessor"]
+            .as_str()
+            .ok_or_else(bad)?
+            .to_owned();
+        Ok((id, accessor))
+    }
+
+    pub async fn secret_id_accessor_exists(
+        &self,
+        role: &str,
+        accessor: &str,
+    ) -> Result<bool, VaultAdminError> {
+        match self
+            .call(
+                Method::POST,
+                &format!("auth/approle/role/{role}/secret-id-accessor/lookup"),
+                Some(json!({"secret_id_accessor": accessor})),
+                "look up secret id accessor",
+            )
+            .await
+        {
+            Ok(v) => Ok(v.is_some_and(|v| v["data"].is_object())),
+            Err(VaultAdminError::Status {
+                status: 400 | 404 | 500,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn token_accessor_exists(&self, accessor: &str) -> Result<bool, VaultAdminError> {
+        match self
+            .call(
+                Method::POST,
+                "auth/token/lookup-accessor",
+                Some(json!({"accessor": accessor})),
+                "look up token accessor",
+            )
+            .await
+        {
+            Ok(v) => Ok(v.is_some()),
+            Err(VaultAdminError::Status {
+                status: 400 | 403 | 404,
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A periodic token with only `policy`, for the token mode, and its accessor.
+    pub async fn scoped_token_with_accessor(
+        &self,
+        policy: &str,
+        period: &str,
+    ) -> Result<(SecretString, String), VaultAdminError> {
+        let v = self
+            .call(
+                Method::POST,
+                "auth/token/create-orphan",
+                Some(json!({"policies": [policy], "period": period, "no_default_policy": true, "display_name": "replicator"})),
+                "create token",
+            )
+            .await?
+            .unwrap_or_default();
+        let bad = || VaultAdminError::Decode {
+            op: "create token",
+            detail: "no client_token".into(),
+        };
+        let token = v["auth"]["client_token"]
+            .as_str()
+            .map(SecretString::from)
+            .ok_or_else(bad)?;
+        let accessor = v["auth"]["accessor"].as_str().ok_or_else(bad)?.to_owned();
+        Ok((token, accessor))
+    }
+
+    /// Turns the file audit device on. `Ok(false)` when it was already on.
+    pub async fn ensure_audit(&self, file_path: &str) -> Result<bool, VaultAdminError> {
+        if self.has("sys/audit", "file/", "list audit devices").await? {
+            return Ok(false);
+        }
+        self.call(
+            Method::PUT,
+            "sys/audit/file",
+            Some(json!({"type": "file", "options": {"file_path": file_path}})),
+            "enable audit",
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Writes a KV v2 secret unless it exists; returns whether it wrote.
+    pub async fn kv_put_once(
+        &self,
+        mount: &str,
+        path: &str,
+        data: Value,
+    ) -> Result<bool, VaultAdminError> {
+        if self
+            .call(
+                Method::GET,
+                &format!("{mount}/metadata/{path}"),
+                None,
+                "read metadata",
+            )
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        self.call(
+            Method::POST,
+            &format!("{mount}/data/{path}"),
+            Some(json!({"data": data})),
+            "write sample secret",
+        )
+        .await?;
+        Ok(true)
+    }
+
+    pub async fn revoke_self(&self) -> Result<(), VaultAdminError> {
+        self.call(
+            Method::POST,
+            "auth/token/revoke-self",
+            None,
+            "revoke the root token",
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Vault echoes durations as seconds and lists as arrays.
+fn same_setting(have: &Value, want: &Value) -> bool {
+    match (have, want) {
+        (Value::Number(n), Value::String(s)) => {
+            parse_duration(s).is_some_and(|d| n.as_u64() == Some(d))
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            let mut a: Vec<String> = a.iter().map(|v| v.to_string()).collect();
+            let mut b: Vec<String> = b.iter().map(|v| v.to_string()).collect();
+            a.sort();
+            b.sort();
+            a == b
+        }
+        _ => have == want,
+    }
+}
+
+/// Seconds in `15m`, `1h`, `30s`, `0`.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_compare_as_vault_echoes_them() {
+        assert!(same_setting(&json!(900), &json!("15m")));
+        assert!(!same_setting(&json!(900), &json!("1h")));
+        assert!(same_setting(&json!(["b", "a"]), &json!(["a", "b"])));
+        assert_eq!(parse_duration("2h"), Some(7200));
+        assert_eq!(parse_duration("x"), None);
+        let k = InitKeys {
+            keys_base64: vec!["k1".into()],
+            root_token: "s.root".into(),
+        };
+        assert!(!format!("{k:?}").contains("s.root"));
+    }
+}

@@ -1,0 +1,482 @@
+//! `deployer vault-init`: takes a fresh Vault from uninitialised and sealed to serving the
+//! replicator — init, unseal, KV v2 at the prefix, the read-only policy, AppRole (or a scoped
+//! token) written straight into the connection secret, audit log, optional sample secrets, root
+//! token revoked. Safe to re-run: what exists is detected and kept. Network I/O (Vault, AWS).
+
+use std::io::Write;
+
+use aws_sdk_secretsmanager::types::Tag;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::clients::Clients;
+use crate::contract::ConnectionSecret;
+use crate::resources::{Ctx, found};
+use crate::secret::SecretString;
+use crate::spec::Spec;
+use crate::vault_admin::{InitKeys, VaultAdmin, VaultAdminError};
+
+/// Tag on the connection secret naming the delivered credential (an accessor, not a secret).
+pub const ACCESSOR_TAG: &str = "vault-secrets-replicator:credential";
+pub const ROLE: &str = "replicator";
+pub const DECOY_MOUNT: &str = "super-secret-engine";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeysTo {
+    /// Print the unseal keys and root token once, on stdout.
+    Print,
+    /// Store them in Secrets Manager, readable only by the principal running vault-init.
+    Secret,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// AppRole: role id + secret id; short tokens, renewed by logging in again.
+    Approle,
+    /// One periodic token limited to the replicator policy.
+    Token,
+}
+
+#[derive(Debug)]
+pub struct Options {
+    pub address: String,
+    pub ca_pem: Option<String>,
+    pub key_shares: u8,
+    pub key_threshold: u8,
+    pub keys_to: KeysTo,
+    pub unseal_keys: Vec<SecretString>,
+    pub token: Option<SecretString>,
+    pub auth: AuthMode,
+    pub token_ttl: String,
+    pub sample_secrets: bool,
+    pub keep_root_token: bool,
+    pub audit_file: String,
+    /// Print the keys as one JSON object instead of text.
+    pub json: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub initialized_now: bool,
+    pub unsealed_now: bool,
+    /// What was done; an empty list on a re-run of a ready Vault.
+    pub changed: Vec<String>,
+    pub kept: Vec<String>,
+    pub warnings: Vec<String>,
+    pub keys_stored_in: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Vault(#[from] VaultAdminError),
+    #[error(transparent)]
+    Aws(#[from] crate::sdk::AwsError),
+    #[error("{0}")]
+    Needs(String),
+    #[error("writing the output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The replicator's Vault policy: read values, read and list metadata, bulk-list (OpenBao).
+pub fn replicator_policy(mount: &str) -> String {
+    format!(
+        "path \"{mount}/data/*\" {{\n  capabilities = [\"read\"]\n}}\npath \"{mount}/metadata/*\" {{\n  capabilities = [\"read\", \"list\"]\n}}\npath \"{mount}/detailed-metadata/*\" {{\n  capabilities = [\"list\"]\n}}\n"
+    )
+}
+
+fn keys_secret_name(spec: &Spec) -> String {
+    format!("{}-vault/init-keys", spec.stack())
+}
+
+/// The principal's ARN as `aws:PrincipalArn` sees it (an assumed role → its role ARN).
+fn principal_arn(caller_arn: &str) -> String {
+    // arn:aws:sts::123:assumed-role/Role/session → arn:aws:iam::123:role/Role
+    if let Some(rest) = caller_arn.split(":assumed-role/").nth(1)
+        && let Some(role) = rest.split('/').next()
+    {
+        let head = caller_arn.split(":sts:").next().unwrap_or("arn:aws");
+        let account = caller_arn.split(':').nth(4).unwrap_or("");
+        return format!("{head}:iam::{account}:role/{role}");
+    }
+    caller_arn.to_owned()
+}
+
+async fn store_keys(
+    c: &Clients,
+    spec: &Spec,
+    keys: &InitKeys,
+    key_arn: Option<&str>,
+) -> Result<String, InitError> {
+    let me = c
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .ctx("GetCallerIdentity", "")?;
+    let principal = principal_arn(me.arn().unwrap_or_default());
+    let name = keys_secret_name(spec);
+    let value = serde_json::to_string(keys).map_err(|e| InitError::Needs(e.to_string()))?;
+    let tags: Vec<Tag> = spec
+        .tags()
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    c.sm
+        .create_secret()
+        .name(&name)
+        .description("Vault unseal keys and root token, readable only by the principal that initialised Vault")
+        .set_kms_key_id(key_arn.map(str::to_owned))
+        .secret_string(value)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .ctx("CreateSecret", &name)?;
+    let secret_arn = spec.arn("secretsmanager", true, &format!("secret:{name}-??????"));
+    let policy = crate::policy::render(
+        crate::policy::SECRET_READ_BY_ONE_ROLE,
+        &[("role_arn", &principal), ("secret_arn", &secret_arn)],
+    )
+    .map_err(|e| InitError::Needs(e.to_string()))?;
+    c.sm.put_resource_policy()
+        .secret_id(&name)
+        .resource_policy(policy)
+        .block_public_policy(true)
+        .send()
+        .await
+        .ctx("PutResourcePolicy", &name)?;
+    Ok(name)
+}
+
+async fn stored_keys(c: &Clients, spec: &Spec) -> Result<Option<InitKeys>, InitError> {
+    let name = keys_secret_name(spec);
+    let v = found(
+        c.sm.get_secret_value()
+            .secret_id(&name)
+            .send()
+            .await
+            .ctx("GetSecretValue", &name),
+    )?;
+    Ok(v.and_then(|v| v.secret_string().and_then(|s| serde_json::from_str(s).ok())))
+}
+
+/// Runs vault-init. Unseal keys and the root token are written to `out` only with
+/// `KeysTo::Print`, once, right after `init`.
+pub async fn run(
+    c: &Clients,
+    spec: &Spec,
+    opts: Options,
+    out: &mut dyn Write,
+) -> Result<Report, InitError> {
+    let mut report = Report::default();
+    let mut admin = VaultAdmin::new(&opts.address, opts.ca_pem.as_deref())?;
+    let mount = spec.cfg.prefix.clone();
+    let key_arn = crate::resources::key::observe(c, spec)
+        .await
+        .ok()
+        .flatten()
+        .map(|k| k.arn);
+
+    // 1. Initialise.
+    let mut fresh: Option<InitKeys> = None;
+    if !admin.initialized().await? {
+        let keys = admin.init(opts.key_shares, opts.key_threshold).await?;
+        report.initialized_now = true;
+        report.changed.push(format!(
+            "initialised Vault ({} key shares, threshold {})",
+            opts.key_shares, opts.key_threshold
+        ));
+        match opts.keys_to {
+            // Written at once, before anything else can fail: they exist nowhere else.
+            KeysTo::Print if opts.json => {
+                let keys_json = json!({
+                    "unseal_keys": keys.keys_base64.iter().map(|k| k.expose()).collect::<Vec<_>>(),
+                    "root_token": keys.root_token.expose(),
+                });
+                writeln!(out, "{keys_json}")?;
+            }
+            KeysTo::Print => {
+                writeln!(
+                    out,
+                    "Unseal keys and root token (shown once; store them safely, they are not saved anywhere):"
+                )?;
+                for (i, k) in keys.keys_base64.iter().enumerate() {
+                    writeln!(out, "  unseal key {}: {}", i + 1, k.expose())?;
+                }
+                writeln!(out, "  root token: {}", keys.root_token.expose())?;
+                if opts.keep_root_token {
+                    writeln!(out, "  (the root token stays valid: --keep-root-token)")?;
+                } else {
+                    writeln!(out, "  (the root token is revoked at the end of this run)")?;
+                }
+            }
+            KeysTo::Secret => {
+                let name = store_keys(c, spec, &keys, key_arn.as_deref()).await?;
+                report.changed.push(format!(
+                    "stored the unseal keys and root token in secret {name}"
+                ));
+                report.keys_stored_in = Some(name);
+            }
+        }
+        fresh = Some(keys);
+    } else {
+        report.kept.push("Vault was already initialised".into());
+    }
+
+    // 2. Unseal.
+    let (sealed, threshold) = admin.seal_status().await?;
+    if sealed {
+        let mut keys: Vec<SecretString> = fresh
+            .as_ref()
+            .map(|k| k.keys_base64.clone())
+            .unwrap_or_default();
+        keys.extend(opts.unseal_keys.iter().cloned());
+        if keys.is_empty()
+            && let Some(stored) = stored_keys(c, spec).await?
+        {
+            keys = stored.keys_base64;
+        }
+        let mut still = true;
+        for k in &keys {
+            still = admin.unseal(k).await?;
+            if !still {
+                break;
+            }
+        }
+        if still {
+            return Err(InitError::Needs(format!(
+                "Vault is sealed: pass {threshold} unseal keys with --unseal-key (or VAULT_UNSEAL_KEYS)"
+            )));
+        }
+        report.unsealed_now = true;
+        report.changed.push("unsealed Vault".into());
+    }
+
+    // 3. An admin token: the fresh root token, or the one given.
+    let root_is_fresh = fresh.is_some();
+    match (
+        fresh.as_ref().map(|k| k.root_token.clone()),
+        opts.token.clone(),
+    ) {
+        (Some(t), _) | (None, Some(t)) => admin.set_token(t),
+        (None, None) => {}
+    }
+    let conn_name = spec.connection_secret();
+    let described = found(
+        c.sm.describe_secret()
+            .secret_id(&conn_name)
+            .send()
+            .await
+            .ctx("DescribeSecret", &conn_name),
+    )?
+    .ok_or_else(|| {
+        InitError::Needs(format!(
+            "the connection secret {conn_name} does not exist: run `deployer up` first"
+        ))
+    })?;
+    let accessor = described
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(ACCESSOR_TAG))
+        .and_then(|t| t.value())
+        .map(str::to_owned);
+    if !admin.has_token() {
+        if accessor.is_some() {
+            report.kept.push(format!("the connection secret already holds credentials ({ACCESSOR_TAG} tag); pass --token to verify or replace them"));
+            return Ok(report);
+        }
+        return Err(InitError::Needs(
+            "Vault is initialised but the connection secret has no credentials: pass an admin token with --token (or VAULT_TOKEN)".into(),
+        ));
+    }
+
+    // 4. Secrets engine, policy, audit.
+    if admin.ensure_kv2(&mount).await? {
+        report.changed.push(format!("enabled KV v2 at {mount}/"));
+    }
+    if admin
+        .ensure_policy(ROLE, &replicator_policy(&mount))
+        .await?
+    {
+        report
+            .changed
+            .push(format!("wrote the read-only policy {ROLE}"));
+    }
+    match admin.ensure_audit(&opts.audit_file).await {
+        Ok(true) => report
+            .changed
+            .push(format!("enabled the file audit log {}", opts.audit_file)),
+        Ok(false) => {}
+        // OpenBao accepts audit devices from its configuration file only.
+        Err(VaultAdminError::Status {
+            status: 400,
+            message,
+            ..
+        }) => {
+            report
+                .warnings
+                .push(format!("audit log not enabled through the API: {message}"));
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    // 5. The replicator's credentials, straight into the connection secret.
+    let still_valid = match (&accessor, opts.auth) {
+        (Some(a), AuthMode::Approle) => secret_id_accessor_exists(&admin, a).await?,
+        (Some(a), AuthMode::Token) => token_accessor_exists(&admin, a).await?,
+        (None, _) => false,
+    };
+    if still_valid {
+        report
+            .kept
+            .push("the connection secret's credentials are valid".into());
+    } else {
+        let address = match &spec.cfg.vault {
+            crate::config::VaultMode::Ec2 { .. } => format!(
+                "https://{}:8200",
+                crate::resources::network::VAULT_PRIVATE_IP
+            ),
+            crate::config::VaultMode::External { address } => address.clone(),
+        };
+        let mut conn = ConnectionSecret {
+            vault_address: address,
+            vault_ca_cert: opts.ca_pem.clone(),
+            vault_kv_mount: Some(mount.clone()),
+            ..ConnectionSecret::default()
+        };
+        let new_accessor = match opts.auth {
+            AuthMode::Approle => {
+                if admin.ensure_approle().await? {
+                    report.changed.push("enabled AppRole auth".into());
+                }
+                let settings = json!({
+                    "token_policies": [ROLE],
+                    "token_ttl": opts.token_ttl,
+                    "token_max_ttl": opts.token_ttl,
+                    "token_no_default_policy": true,
+                    "secret_id_num_uses": 0,
+                });
+                if admin.ensure_role(ROLE, settings).await? {
+                    report.changed.push(format!(
+                        "wrote AppRole role {ROLE} (token TTL {})",
+                        opts.token_ttl
+                    ));
+                }
+                let role_id = admin.role_id(ROLE).await?;
+                let (secret_id, accessor) = admin.new_secret_id_with_accessor(ROLE).await?;
+                conn.vault_role_id = Some(role_id);
+                conn.vault_secret_id = Some(secret_id);
+                conn.vault_approle_mount = Some("approle".into());
+                accessor
+            }
+            AuthMode::Token => {
+                let (token, accessor) = admin.scoped_token_with_accessor(ROLE, "768h").await?;
+                conn.vault_token = Some(token);
+                accessor
+            }
+        };
+        let value = serde_json::to_string(&conn).map_err(|e| InitError::Needs(e.to_string()))?;
+        c.sm.put_secret_value()
+            .secret_id(&conn_name)
+            .secret_string(value)
+            .send()
+            .await
+            .ctx("PutSecretValue", &conn_name)?;
+        c.sm.tag_resource()
+            .secret_id(&conn_name)
+            .tags(
+                Tag::builder()
+                    .key(ACCESSOR_TAG)
+                    .value(&new_accessor)
+                    .build(),
+            )
+            .send()
+            .await
+            .ctx("TagResource", &conn_name)?;
+        report.changed.push(format!(
+            "wrote the replicator's {} credentials into {conn_name}",
+            match opts.auth {
+                AuthMode::Approle => "AppRole",
+                AuthMode::Token => "token",
+            }
+        ));
+    }
+
+    // 6. Sample secrets, as the sample had them, and a decoy mount that is not replicated.
+    if opts.sample_secrets {
+        for (path, data) in [
+            (
+                "first-secret-for-replication",
+                json!({"username": "first", "password": "change-me-1"}),
+            ),
+            (
+                "second-secret-for-replication",
+                json!({"username": "second", "password": "change-me-2"}),
+            ),
+        ] {
+            if admin.kv_put_once(&mount, path, data).await? {
+                report
+                    .changed
+                    .push(format!("wrote sample secret {mount}/{path}"));
+            }
+        }
+        if admin.ensure_kv2(DECOY_MOUNT).await? {
+            report.changed.push(format!(
+                "enabled decoy mount {DECOY_MOUNT}/ (not replicated)"
+            ));
+        }
+        if admin
+            .kv_put_once(
+                DECOY_MOUNT,
+                "do-not-replicate",
+                json!({"value": "stays in Vault"}),
+            )
+            .await?
+        {
+            report
+                .changed
+                .push(format!("wrote decoy secret {DECOY_MOUNT}/do-not-replicate"));
+        }
+    }
+
+    // 7. No standing root token.
+    if root_is_fresh && !opts.keep_root_token {
+        admin.revoke_self().await?;
+        report.changed.push("revoked the root token".into());
+    }
+    Ok(report)
+}
+
+async fn secret_id_accessor_exists(admin: &VaultAdmin, accessor: &str) -> Result<bool, InitError> {
+    Ok(admin.secret_id_accessor_exists(ROLE, accessor).await?)
+}
+
+async fn token_accessor_exists(admin: &VaultAdmin, accessor: &str) -> Result<bool, InitError> {
+    Ok(admin.token_accessor_exists(accessor).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assumed_roles_become_role_arns() {
+        assert_eq!(
+            principal_arn("arn:aws:sts::123456789012:assumed-role/Admin/alice"),
+            "arn:aws:iam::123456789012:role/Admin"
+        );
+        assert_eq!(
+            principal_arn("arn:aws:iam::123456789012:user/bob"),
+            "arn:aws:iam::123456789012:user/bob"
+        );
+    }
+
+    #[test]
+    fn the_policy_reads_only_under_the_mount() {
+        let p = replicator_policy("team");
+        assert!(p.contains("path \"team/data/*\""));
+        assert!(!p.contains("create") && !p.contains("update") && !p.contains("delete"));
+    }
+}

@@ -1,0 +1,329 @@
+//! `deployer vault-init` against a real, non-dev OpenBao server (file storage, TLS with a
+//! certificate made in the test) and moto; then the replicator through TLS with AppRole.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use e2e::aws_side::AwsSide;
+use e2e::deploy::{fake_zip, run};
+use e2e::{BaoTls, Moto};
+use replicator::config::{DeletionPolicy, OnModified, SyncArgs};
+
+struct World {
+    bao: BaoTls,
+    moto: Moto,
+    dir: tempfile::TempDir,
+    side: AwsSide,
+    aws: aws_types::SdkConfig,
+}
+
+async fn world() -> World {
+    let (bao, moto) = tokio::join!(BaoTls::start(), Moto::start());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("deployer.toml"),
+        format!(
+            "stack_name = \"vi\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"{}\"\nnotification_email = \"ops@example.com\"\n",
+            bao.addr
+        ),
+    )
+    .unwrap();
+    fake_zip(dir.path(), b"\x7fELF");
+    let aws = moto.sdk_config().await;
+    let side = AwsSide::new(&aws);
+    let w = World {
+        bao,
+        moto,
+        dir,
+        side,
+        aws,
+    };
+    let up = w.deployer(&["up"]).await;
+    assert!(up.error.is_none(), "{:?}", up.error);
+    w
+}
+
+impl World {
+    async fn deployer(&self, args: &[&str]) -> e2e::deploy::Outcome {
+        let config = self.dir.path().join("deployer.toml").display().to_string();
+        let zip = self.dir.path().join("replicator.zip").display().to_string();
+        let mut all = vec![
+            "--config",
+            config.as_str(),
+            "--lambda-zip",
+            zip.as_str(),
+            "--output",
+            "json",
+        ];
+        all.extend_from_slice(args);
+        run(&self.moto, &all).await
+    }
+
+    async fn vault_init(&self, extra: &[&str]) -> e2e::deploy::Outcome {
+        let ca = self.bao.ca_file.display().to_string();
+        let mut args = vec!["vault-init", "--ca-cert", ca.as_str()];
+        args.extend_from_slice(extra);
+        self.deployer(&args).await
+    }
+
+    fn sync_args(&self) -> SyncArgs {
+        SyncArgs {
+            prefix: "hybrid-aws-secrets".into(),
+            mount: None,
+            path: String::new(),
+            kms_key_id: None,
+            sns_topic_arn: None,
+            deletion_policy: DeletionPolicy::Keep,
+            recovery_window_days: 7,
+            max_delete_share: 0.25,
+            on_modified: OnModified::Report,
+            adopt: vec![],
+            connection_secret: Some("hybrid-aws-secrets-connection/vault".into()),
+            vault_addr: None,
+            vault_token: None,
+            vault_cacert: None,
+            vault_role_id: None,
+            vault_secret_id: None,
+            vault_approle_mount: "approle".into(),
+            concurrency: 4,
+            writes_per_second: 50,
+            dry_run: false,
+        }
+    }
+
+    async fn connection(&self) -> serde_json::Value {
+        let v = self
+            .side
+            .sm
+            .get_secret_value()
+            .secret_id("hybrid-aws-secrets-connection/vault")
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_str(v.secret_string().unwrap()).unwrap()
+    }
+}
+
+/// Every file under `dir` as text (lossy).
+fn all_text(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(b) = std::fs::read(&p) {
+                out.push_str(&String::from_utf8_lossy(&b));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_sealed_and_uninitialised_to_a_tls_approle_sync() {
+    let w = world().await;
+    let first = w.vault_init(&["--sample-secrets"]).await;
+    assert!(first.error.is_none(), "{:?}", first.error);
+    // Text of the keys first (print mode), then the report.
+    let mut lines = first.stdout.splitn(2, '\n');
+    let keys: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    let report: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(keys["unseal_keys"].as_array().unwrap().len(), 5);
+    let root = keys["root_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (
+            report["initialized_now"].as_bool(),
+            report["unsealed_now"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+    let changed = report["changed"].to_string();
+    for step in [
+        "enabled KV v2 at hybrid-aws-secrets/",
+        "wrote the read-only policy",
+        "AppRole",
+        "revoked the root token",
+        "decoy",
+    ] {
+        assert!(changed.contains(step), "{step} missing from {changed}");
+    }
+
+    // The root token no longer works.
+    let http = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(w.bao.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let lookup = http
+        .get(format!("{}/v1/auth/token/lookup-self", w.bao.addr))
+        .header("X-Vault-Token", &root)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lookup.status().as_u16(), 403);
+
+    // Credentials went straight into the connection secret.
+    let conn = w.connection().await;
+    assert_eq!(conn["vaultAddress"], w.bao.addr.as_str());
+    assert!(conn["vaultRoleId"].is_string() && conn["vaultSecretId"].is_string());
+    assert_eq!(conn["vaultCaCert"], w.bao.ca_pem.as_str());
+    assert!(conn.get("vaultToken").is_none());
+
+    // A second run changes nothing.
+    let again = w.vault_init(&[]).await;
+    assert!(again.error.is_none(), "{:?}", again.error);
+    assert_eq!(again.json()["changed"], serde_json::json!([]));
+    assert!(again.mutating.is_empty(), "{:?}", again.mutating);
+    assert_eq!(w.connection().await, conn);
+
+    // The replicator, through TLS with AppRole: the sample secrets, not the decoy mount.
+    let r = replicator::run::run(&w.sync_args(), &w.aws).await;
+    assert!(!r.failed(), "{}", r.to_text());
+    assert_eq!(r.created, 2);
+    let names: Vec<String> = w
+        .side
+        .secrets("hybrid-aws-secrets")
+        .await
+        .into_keys()
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "hybrid-aws-secrets/first-secret-for-replication",
+            "hybrid-aws-secrets/second-secret-for-replication"
+        ]
+    );
+    assert!(w.side.secrets("super-secret-engine").await.is_empty());
+
+    // No plaintext key or token in any file the test can see.
+    let files = all_text(w.bao.dir.path()) + &all_text(w.dir.path());
+    for k in keys["unseal_keys"].as_array().unwrap() {
+        assert!(
+            !files.contains(k.as_str().unwrap()),
+            "an unseal key is in a file"
+        );
+    }
+    assert!(!files.contains(&root), "the root token is in a file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_in_secrets_manager_a_wrong_ca_and_a_revoked_secret_id() {
+    let w = world().await;
+    let first = w
+        .vault_init(&[
+            "--keys-to",
+            "secret",
+            "--keep-root-token",
+            "--sample-secrets",
+        ])
+        .await;
+    assert!(first.error.is_none(), "{:?}", first.error);
+    let report = first.json();
+    assert_eq!(report["keys_stored_in"], "vi-vault/init-keys");
+    let stored: serde_json::Value = serde_json::from_str(
+        w.side
+            .sm
+            .get_secret_value()
+            .secret_id("vi-vault/init-keys")
+            .send()
+            .await
+            .unwrap()
+            .secret_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let root = stored["root_token"].as_str().unwrap().to_owned();
+    assert!(
+        !first.stdout.contains(&root),
+        "secret mode prints no key or token"
+    );
+    let policy = w
+        .side
+        .sm
+        .get_resource_policy()
+        .secret_id("vi-vault/init-keys")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        policy
+            .resource_policy()
+            .unwrap()
+            .contains("StringNotEquals"),
+        "only the operator may read the keys"
+    );
+
+    // A wrong CA: a clear error, and nothing written.
+    let other = deployer::tls_cert::issue("other", &["127.0.0.1".parse().unwrap()]).unwrap();
+    let wrong = w.dir.path().join("wrong-ca.pem");
+    std::fs::write(&wrong, &other.ca_certificate).unwrap();
+    let mut args = w.sync_args();
+    args.connection_secret = None;
+    args.vault_addr = Some(w.bao.addr.clone());
+    args.vault_token = Some(root.clone());
+    args.vault_cacert = Some(wrong.clone());
+    let r = replicator::run::run(&args, &w.aws).await;
+    assert_eq!(r.failures[0].kind, "vault_unreachable");
+    assert!(
+        r.failures[0].message.contains(&w.bao.addr),
+        "{}",
+        r.failures[0].message
+    );
+    assert_eq!(r.created, 0);
+    assert!(w.side.secrets("hybrid-aws-secrets").await.is_empty());
+    let wrong_s = wrong.display().to_string();
+    let bad_init = w.deployer(&["vault-init", "--ca-cert", &wrong_s]).await;
+    assert!(bad_init.error.unwrap().contains("cannot reach Vault"));
+    assert!(bad_init.mutating.is_empty());
+
+    // A revoked secret id: the run fails with a login error and one notice.
+    let http = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(w.bao.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let accessor = w
+        .side
+        .sm
+        .describe_secret()
+        .secret_id("hybrid-aws-secrets-connection/vault")
+        .send()
+        .await
+        .unwrap()
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(deployer::vault_init::ACCESSOR_TAG))
+        .and_then(|t| t.value())
+        .unwrap()
+        .to_owned();
+    let destroyed = http
+        .post(format!(
+            "{}/v1/auth/approle/role/replicator/secret-id-accessor/destroy",
+            w.bao.addr
+        ))
+        .header("X-Vault-Token", &root)
+        .json(&serde_json::json!({"secret_id_accessor": accessor}))
+        .send()
+        .await
+        .unwrap();
+    assert!(destroyed.status().is_success());
+    let (topic, queue) = w.side.topic_with_queue("vi-notices").await;
+    let mut args = w.sync_args();
+    args.sns_topic_arn = Some(topic);
+    let r = replicator::run::run(&args, &w.aws).await;
+    assert_eq!(r.failures[0].kind, "vault_login_failed", "{}", r.to_text());
+    let notices = w.side.notices(&queue).await;
+    assert_eq!(notices.len(), 1);
+    assert!(notices[0].contains("vault_login_failed"));
+
+    // vault-init with an admin token notices the dead credential and delivers a new one.
+    let repaired = w.vault_init(&["--token", &root]).await;
+    assert!(repaired.error.is_none(), "{:?}", repaired.error);
+    assert!(
+        repaired.json()["changed"]
+            .to_string()
+            .contains("credentials")
+    );
+    args.sns_topic_arn = None;
+    let r = replicator::run::run(&args, &w.aws).await;
+    assert!(!r.failed(), "{}", r.to_text());
+    assert_eq!(r.created, 2);
+}
