@@ -51,6 +51,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli) -> Result<i32, cli::CliError> {
+    if let Some(done) = cli::run_local(cli, &mut std::io::stdout().lock()) {
+        return done;
+    }
     // Everything local is checked before the first AWS call.
     let cfg = cli::load_config(&cli.global)?;
     let zip = cli::load_zip(&cli.command, &cli.global)?;

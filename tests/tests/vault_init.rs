@@ -326,4 +326,28 @@ async fn keys_in_secrets_manager_a_wrong_ca_and_a_revoked_secret_id() {
     let r = replicator::run::run(&args, &w.aws).await;
     assert!(!r.failed(), "{}", r.to_text());
     assert_eq!(r.created, 2);
+
+    // Sealed (a restart): unsealed from the stored keys; nothing else changes.
+    let sealed = http
+        .put(format!("{}/v1/sys/seal", w.bao.addr))
+        .header("X-Vault-Token", &root)
+        .send()
+        .await
+        .unwrap();
+    assert!(sealed.status().is_success());
+    let unseal = w.vault_init(&[]).await;
+    assert!(unseal.error.is_none(), "{:?}", unseal.error);
+    assert_eq!(
+        unseal.json()["changed"],
+        serde_json::json!(["unsealed Vault"])
+    );
+
+    // The scoped-token mode, asked for: a periodic token replaces the AppRole credentials.
+    let token_mode = w.vault_init(&["--token", &root, "--auth", "token"]).await;
+    assert!(token_mode.error.is_none(), "{:?}", token_mode.error);
+    let conn = w.connection().await;
+    assert!(conn["vaultToken"].is_string() && conn.get("vaultRoleId").is_none());
+    let r = replicator::run::run(&args, &w.aws).await;
+    assert!(!r.failed(), "{}", r.to_text());
+    assert_eq!(r.unchanged, 2);
 }

@@ -53,6 +53,13 @@ pub async fn run(
         ),
         "anything without this stack's tag".to_owned(),
     ];
+    let mut kept = kept;
+    if !stack.spec.deploys_vault() {
+        kept.push(format!(
+            "the external Vault, and {}-vault/init-keys if vault-init stored its unseal keys there",
+            stack.spec.stack()
+        ));
+    }
     let value = serde_json::json!({"stack": stack.spec.stack(), "changes": done, "kept": kept});
     let mut text = String::new();
     for c in &done {

@@ -105,6 +105,13 @@ pub enum Command {
     ///
     /// Example: deployer vault-init --keys-to secret --sample-secrets
     VaultInit(vault_init::VaultInitArgs),
+    /// Prints a shell completion script.
+    ///
+    /// Example: deployer completions bash > /etc/bash_completion.d/deployer
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Why a command failed before or while talking to AWS.
@@ -124,6 +131,16 @@ pub enum CliError {
     Refused(String),
     #[error("writing the output: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Commands that need no configuration and no AWS: `Some(exit code)` when `cli` is one.
+pub fn run_local(cli: &Cli, out: &mut dyn Write) -> Option<Result<i32, CliError>> {
+    let Command::Completions { shell } = &cli.command else {
+        return None;
+    };
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(*shell, &mut cmd, "deployer", out);
+    Some(Ok(EXIT_OK))
 }
 
 /// Reads the file, applies flags, validates: all before any AWS call.
@@ -146,7 +163,7 @@ pub fn load_zip(cmd: &Command, g: &Global) -> Result<Option<LambdaZip>, CliError
     match cmd {
         Command::Plan | Command::Up => Ok(Some(LambdaZip::load(&g.lambda_zip)?)),
         Command::Status => Ok(LambdaZip::load(&g.lambda_zip).ok()),
-        Command::Destroy(_) | Command::VaultInit(_) => Ok(None),
+        Command::Destroy(_) | Command::VaultInit(_) | Command::Completions { .. } => Ok(None),
     }
 }
 
@@ -194,6 +211,7 @@ pub async fn execute(
         Command::Status => status::run(&stack, json, out).await,
         Command::Destroy(args) => destroy::run(&stack, args, json, out).await,
         Command::VaultInit(args) => vault_init::run(&stack, args, json, out).await,
+        Command::Completions { .. } => run_local(cli, out).unwrap_or(Ok(EXIT_OK)),
     }
 }
 
