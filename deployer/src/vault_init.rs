@@ -140,13 +140,9 @@ async fn store_keys(
         &[("role_arn", &principal), ("secret_arn", &secret_arn)],
     )
     .map_err(|e| InitError::Needs(e.to_string()))?;
-    c.sm.put_resource_policy()
-        .secret_id(&name)
-        .resource_policy(policy)
-        .block_public_policy(true)
-        .send()
+    crate::resources::secret::put_policy(c, &name, &policy)
         .await
-        .ctx("PutResourcePolicy", &name)?;
+        .map_err(|e| InitError::Needs(e.to_string()))?;
     Ok(name)
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use e2e::runtime_api::{Answer, RuntimeApi};
 use e2e::{Bao, Moto};
 use futures::stream::{self, StreamExt};
-use replicator::config::{DeletionPolicy, OnModified, SyncArgs};
+use replicator::config::SyncArgs;
 use replicator::report::Report;
 use serde_json::json;
 
@@ -22,28 +22,12 @@ fn path_of(i: usize) -> String {
 }
 
 fn sync_args(bao: &Bao, token: &str, prefix: &str) -> SyncArgs {
-    SyncArgs {
-        prefix: prefix.into(),
-        mount: Some("bench".into()),
-        path: String::new(),
-        kms_key_id: None,
-        sns_topic_arn: None,
-        deletion_policy: DeletionPolicy::Keep,
-        recovery_window_days: 7,
-        max_delete_share: 0.25,
-        on_modified: OnModified::Report,
-        adopt: vec![],
-        connection_secret: None,
-        vault_addr: Some(bao.addr.clone()),
-        vault_token: Some(token.into()),
-        vault_cacert: None,
-        vault_role_id: None,
-        vault_secret_id: None,
-        vault_approle_mount: "approle".into(),
-        concurrency: 16,
-        writes_per_second: 50,
-        dry_run: false,
-    }
+    let mut a = e2e::sync_args(prefix);
+    a.mount = Some("bench".into());
+    a.vault_addr = Some(bao.addr.clone());
+    a.vault_token = Some(token.into());
+    a.concurrency = 16;
+    a
 }
 
 fn print(label: &str, wall: Duration, r: &Report) {
@@ -155,12 +139,7 @@ async fn lambda(bao: &Bao, moto: &Moto, n: usize) {
     let child = tokio::process::Command::new(&bin)
         .env_clear()
         .envs(moto.env())
-        .env("AWS_LAMBDA_RUNTIME_API", &api.addr)
-        .env("AWS_LAMBDA_FUNCTION_NAME", "replicator")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+        .envs(e2e::runtime_api::lambda_env(&api.addr, "replicator"))
         .env("REPLICATOR_PREFIX", "lambda")
         .env("REPLICATOR_MOUNT", "bench")
         .env("REPLICATOR_WRITES_PER_SECOND", "50")

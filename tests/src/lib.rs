@@ -79,6 +79,33 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+/// Sync arguments built field by field, so no variable of the test's environment leaks in; no
+/// Vault connection set. Callers set what their case needs.
+pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
+    replicator::config::SyncArgs {
+        prefix: prefix.to_owned(),
+        mount: None,
+        path: String::new(),
+        kms_key_id: None,
+        sns_topic_arn: None,
+        deletion_policy: replicator::config::DeletionPolicy::Keep,
+        recovery_window_days: 7,
+        max_delete_share: 0.25,
+        on_modified: replicator::config::OnModified::Report,
+        adopt: vec![],
+        connection_secret: None,
+        vault_addr: None,
+        vault_token: None,
+        vault_cacert: None,
+        vault_role_id: None,
+        vault_secret_id: None,
+        vault_approle_mount: "approle".to_owned(),
+        concurrency: 8,
+        writes_per_second: 50,
+        dry_run: false,
+    }
+}
+
 /// A dev-mode OpenBao server with KV v2 at `secret/` and root token `root`.
 #[derive(Debug)]
 pub struct Bao {

@@ -7,6 +7,21 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, mpsc};
 
+/// The environment Lambda gives a `provided.al2023` runtime, pointing at `api_addr`.
+pub fn lambda_env(api_addr: &str, function: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_LAMBDA_RUNTIME_API", api_addr),
+        ("AWS_LAMBDA_FUNCTION_NAME", function),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", "stream"),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/replicator"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
 /// What the runtime posted back for an invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {

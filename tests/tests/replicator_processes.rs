@@ -221,12 +221,7 @@ async fn the_lambda_bootstrap_answers_through_the_runtime_api() {
     let mut child = tokio::process::Command::new(e2e::bin_path("bootstrap"))
         .env_clear()
         .envs(env.moto.env())
-        .env("AWS_LAMBDA_RUNTIME_API", &api.addr)
-        .env("AWS_LAMBDA_FUNCTION_NAME", "replicator")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "stream")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/replicator")
+        .envs(e2e::runtime_api::lambda_env(&api.addr, "replicator"))
         .env(
             vars::CONNECTION_SECRET,
             "hybrid-aws-secrets-connection/vault",

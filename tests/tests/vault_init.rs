@@ -5,7 +5,7 @@
 use e2e::aws_side::AwsSide;
 use e2e::deploy::{fake_zip, run};
 use e2e::{BaoTls, Moto};
-use replicator::config::{DeletionPolicy, OnModified, SyncArgs};
+use replicator::config::SyncArgs;
 
 struct World {
     bao: BaoTls,
@@ -65,28 +65,9 @@ impl World {
     }
 
     fn sync_args(&self) -> SyncArgs {
-        SyncArgs {
-            prefix: "hybrid-aws-secrets".into(),
-            mount: None,
-            path: String::new(),
-            kms_key_id: None,
-            sns_topic_arn: None,
-            deletion_policy: DeletionPolicy::Keep,
-            recovery_window_days: 7,
-            max_delete_share: 0.25,
-            on_modified: OnModified::Report,
-            adopt: vec![],
-            connection_secret: Some("hybrid-aws-secrets-connection/vault".into()),
-            vault_addr: None,
-            vault_token: None,
-            vault_cacert: None,
-            vault_role_id: None,
-            vault_secret_id: None,
-            vault_approle_mount: "approle".into(),
-            concurrency: 4,
-            writes_per_second: 50,
-            dry_run: false,
-        }
+        let mut a = e2e::sync_args("hybrid-aws-secrets");
+        a.connection_secret = Some("hybrid-aws-secrets-connection/vault".into());
+        a
     }
 
     async fn connection(&self) -> serde_json::Value {

@@ -33,14 +33,18 @@ fn fields(kms_key: &str, policy: &str, state: &str) -> Fields {
     ]
 }
 
-pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<SecretState>, DeployError> {
-    let name = spec.connection_secret();
+/// Looks a secret up by name: its ARN, key, resource policy (canonical) and tags.
+pub async fn describe(
+    c: &Clients,
+    spec: &Spec,
+    name: &str,
+) -> Result<Option<SecretState>, DeployError> {
     let Some(d) = found(
         c.sm.describe_secret()
-            .secret_id(&name)
+            .secret_id(name)
             .send()
             .await
-            .ctx("DescribeSecret", &name),
+            .ctx("DescribeSecret", name),
     )?
     else {
         return Ok(None);
@@ -54,7 +58,7 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<SecretState>, De
             .secret_id(&arn)
             .send()
             .await
-            .ctx("GetResourcePolicy", &name)?;
+            .ctx("GetResourcePolicy", name)?;
     Ok(Some(SecretState {
         kms_key: d.kms_key_id().unwrap_or_default().to_owned(),
         policy: policy
@@ -69,6 +73,27 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<SecretState>, De
         ),
         arn,
     }))
+}
+
+/// Sets a secret's resource policy (public policies refused). Retries while IAM propagates a
+/// role the policy names.
+pub async fn put_policy(c: &Clients, name: &str, policy: &str) -> Result<(), DeployError> {
+    super::retry_on(c.backoff, &["MalformedPolicyDocumentException"], || async {
+        c.sm.put_resource_policy()
+            .secret_id(name)
+            .resource_policy(policy)
+            .block_public_policy(true)
+            .send()
+            .await
+            .map(|_| ())
+            .ctx("PutResourcePolicy", name)
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<SecretState>, DeployError> {
+    describe(c, spec, &spec.connection_secret()).await
 }
 
 pub fn diff(
@@ -153,18 +178,7 @@ pub async fn apply(
             .ctx("CreateSecret", &name)?;
     }
     if change.touches("resource_policy") {
-        // The role must exist for AWS to accept a policy naming it: retry while IAM propagates.
-        super::retry_on(c.backoff, &["MalformedPolicyDocumentException"], || async {
-            c.sm.put_resource_policy()
-                .secret_id(&name)
-                .resource_policy(&policy)
-                .block_public_policy(true)
-                .send()
-                .await
-                .map(|_| ())
-                .ctx("PutResourcePolicy", &name)
-        })
-        .await?;
+        put_policy(c, &name, &policy).await?;
     }
     observe(c, spec)
         .await?

@@ -18,7 +18,7 @@ use super::{Ctx, DeployError, found, gone_ok, missing};
 use crate::change::{Action, Change, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::config::VaultMode;
-use crate::policy::{self, canonical, parse_returned};
+use crate::policy::{self, canonical};
 use crate::spec::{STACK_TAG, Spec};
 
 pub const AMI_PARAMETER: &str =
@@ -181,44 +181,11 @@ pub async fn associate(c: &Clients, address: &Address, instance: &str) -> Result
 
 // --- TLS secret -----------------------------------------------------------------------------
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsSecret {
-    pub arn: String,
-    pub policy: String,
-    pub pending_deletion: bool,
-}
+/// The TLS secret, as the connection secret's look-up sees it.
+pub type TlsSecret = super::secret::SecretState;
 
 pub async fn observe_tls(c: &Clients, spec: &Spec) -> Result<Option<TlsSecret>, DeployError> {
-    let name = spec.tls_secret_name();
-    let Some(d) = found(
-        c.sm.describe_secret()
-            .secret_id(&name)
-            .send()
-            .await
-            .ctx("DescribeSecret", &name),
-    )?
-    else {
-        return Ok(None);
-    };
-    let arn = d
-        .arn()
-        .ok_or_else(|| missing("DescribeSecret", "ARN"))?
-        .to_owned();
-    let p =
-        c.sm.get_resource_policy()
-            .secret_id(&arn)
-            .send()
-            .await
-            .ctx("GetResourcePolicy", &name)?;
-    Ok(Some(TlsSecret {
-        policy: p
-            .resource_policy()
-            .and_then(parse_returned)
-            .map(|v| canonical(&v))
-            .unwrap_or_default(),
-        pending_deletion: d.deleted_date().is_some(),
-        arn,
-    }))
+    super::secret::describe(c, spec, &spec.tls_secret_name()).await
 }
 
 fn tls_policy(spec: &Spec) -> Result<String, DeployError> {
@@ -321,18 +288,7 @@ pub async fn apply_tls(
         }
     }
     if change.touches("resource_policy") {
-        let policy = tls_policy(spec)?;
-        super::retry_on(c.backoff, &["MalformedPolicyDocumentException"], || async {
-            c.sm.put_resource_policy()
-                .secret_id(&name)
-                .resource_policy(&policy)
-                .block_public_policy(true)
-                .send()
-                .await
-                .map(|_| ())
-                .ctx("PutResourcePolicy", &name)
-        })
-        .await?;
+        super::secret::put_policy(c, &name, &tls_policy(spec)?).await?;
     }
     Ok(ca)
 }

@@ -3,7 +3,7 @@
 
 use e2e::aws_side::AwsSide;
 use e2e::{Bao, Moto};
-use replicator::config::{DeletionPolicy, OnModified, SyncArgs};
+use replicator::config::SyncArgs;
 use replicator::report::Report;
 
 #[derive(Debug)]
@@ -26,30 +26,12 @@ pub async fn env() -> Env {
     }
 }
 
-/// Sync arguments built field by field, so no variable of the test's environment leaks in.
+/// Sync arguments for the dev server with its root token.
 pub fn args(env: &Env, prefix: &str) -> SyncArgs {
-    SyncArgs {
-        prefix: prefix.to_owned(),
-        mount: None,
-        path: String::new(),
-        kms_key_id: None,
-        sns_topic_arn: None,
-        deletion_policy: DeletionPolicy::Keep,
-        recovery_window_days: 7,
-        max_delete_share: 0.25,
-        on_modified: OnModified::Report,
-        adopt: vec![],
-        connection_secret: None,
-        vault_addr: Some(env.bao.addr.clone()),
-        vault_token: Some(e2e::ROOT_TOKEN.to_owned()),
-        vault_cacert: None,
-        vault_role_id: None,
-        vault_secret_id: None,
-        vault_approle_mount: "approle".to_owned(),
-        concurrency: 8,
-        writes_per_second: 50,
-        dry_run: false,
-    }
+    let mut a = e2e::sync_args(prefix);
+    a.vault_addr = Some(env.bao.addr.clone());
+    a.vault_token = Some(e2e::ROOT_TOKEN.to_owned());
+    a
 }
 
 pub async fn sync(env: &Env, args: &SyncArgs) -> Report {
