@@ -193,6 +193,7 @@ pub async fn execute(
     sm: &SecretsManager,
     settings: &Settings,
     report: &mut Report,
+    progress: &crate::progress::Progress,
 ) {
     let mut work = Vec::new();
     for step in steps {
@@ -255,7 +256,13 @@ pub async fn execute(
     let mut outcomes = stream::iter(work.iter())
         .map(|step| async move { (step.name(), ctx.perform(step).await) })
         .buffer_unordered(settings.concurrency);
+    progress
+        .planned
+        .store(work.len() as u64, std::sync::atomic::Ordering::Relaxed);
     while let Some((name, outcome)) = outcomes.next().await {
+        progress
+            .done
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match outcome {
             Outcome::Created => report.created += 1,
             Outcome::Updated => report.updated += 1,

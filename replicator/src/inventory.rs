@@ -87,6 +87,7 @@ pub async fn walk(
     base: &str,
     concurrency: usize,
     now: DateTime,
+    progress: &crate::progress::Progress,
 ) -> Result<Inventory, VaultError> {
     let root = if base.is_empty() {
         String::new()
@@ -128,6 +129,7 @@ pub async fn walk(
         let Some(done) = running.next().await else {
             break;
         };
+        let before = entries.len();
         match done? {
             Done::Listed(folder, mut listing) => {
                 for key in listing.keys {
@@ -158,6 +160,7 @@ pub async fn walk(
                 },
             }),
         }
+        progress.add_found((entries.len() - before) as u64);
     }
     entries.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
     Ok(Inventory {

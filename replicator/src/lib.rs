@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod lambda;
 pub mod logging;
 pub mod plan;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod sdk;

@@ -10,6 +10,7 @@ use aws_types::SdkConfig;
 use crate::aws::{AwsCounters, Notifier, SecretsManager};
 use crate::config::{ConnectionSource, DirectAuth, Settings, SyncArgs};
 use crate::contract::ConnectionSecret;
+use crate::progress::Progress;
 use crate::report::{Problem, Report};
 use crate::vault::{VaultAuth, VaultClient};
 
@@ -148,6 +149,7 @@ async fn plan_and_execute(
     args: &SyncArgs,
     sm: &SecretsManager,
     report: &mut Report,
+    progress: &Progress,
 ) -> Result<(), SyncError> {
     let mut settings = args.settings()?;
     let vault = vault_client(args, &mut settings, sm).await?;
@@ -160,7 +162,8 @@ async fn plan_and_execute(
                 &settings.mount,
                 &settings.path,
                 settings.concurrency,
-                now
+                now,
+                progress
             ),
             sm.list(&settings.prefix)
         );
@@ -182,7 +185,7 @@ async fn plan_and_execute(
         if settings.dry_run {
             report.plan = Some(plan.steps.clone());
         }
-        crate::execute::execute(plan.steps, &vault, sm, &settings, report).await;
+        crate::execute::execute(plan.steps, &vault, sm, &settings, report, progress).await;
         Ok::<_, SyncError>(())
     }
     .await;
@@ -199,12 +202,17 @@ async fn plan_and_execute(
 /// Runs one sync and, when anything failed, publishes one notice. Never panics on bad input:
 /// every problem ends up in the report.
 pub async fn run(args: &SyncArgs, aws: &SdkConfig) -> Report {
+    run_with_progress(args, aws, &Progress::default()).await
+}
+
+/// [`run`], counting into `progress` as it goes (the CLI draws it on a terminal).
+pub async fn run_with_progress(args: &SyncArgs, aws: &SdkConfig, progress: &Progress) -> Report {
     let started = Instant::now();
     let counters = Arc::new(AwsCounters::default());
     let writes = args.writes_per_second.clamp(1, 50);
     let sm = SecretsManager::new(aws, writes, counters.clone());
     let mut report = Report::default();
-    if let Err(e) = plan_and_execute(args, &sm, &mut report).await {
+    if let Err(e) = plan_and_execute(args, &sm, &mut report, progress).await {
         tracing::error!(kind = e.kind(), "sync failed: {e}");
         report
             .failures

@@ -22,7 +22,9 @@ async fn nested_first_sync_then_noop_then_one_bump() {
         .await;
 
     let a = args(&env, "team");
-    let first = sync(&env, &a).await;
+    let progress = replicator::progress::Progress::default();
+    let first = replicator::run::run_with_progress(&a, &env.aws, &progress).await;
+    assert_eq!(progress.line(), "4 secrets in Vault; writing to AWS: 4/4");
     assert_eq!(
         (first.created, first.failures.len()),
         (4, 0),

@@ -706,3 +706,25 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tests::spec;
+
+    #[test]
+    fn the_boot_script_is_complete_small_and_secret_free() {
+        let s = spec("vault_inbound_cidr = \"10.0.0.0/8\"\nvault_version = \"1.18.3\"");
+        let script = user_data(&s, "203.0.113.9").unwrap();
+        assert!(script.len() < USER_DATA_LIMIT, "{} bytes", script.len());
+        assert!(!script.contains("{{"), "no placeholder left");
+        assert!(script.contains("set -euo pipefail"));
+        assert!(script.contains("VAULT_VERSION=\"1.18.3\""));
+        assert!(
+            script.contains("s-vault/tls"),
+            "the TLS secret is fetched at boot"
+        );
+        assert!(script.contains("Restart=on-failure"));
+        assert!(!script.contains("PRIVATE KEY") && !script.contains("root_token"));
+    }
+}

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use replicator::config::{OutputFormat, SyncArgs};
+use replicator::progress::Progress;
 
 /// Replicates Vault / OpenBao KV v2 secrets into AWS Secrets Manager.
 #[derive(Debug, Parser)]
@@ -39,6 +40,29 @@ enum Command {
     },
 }
 
+/// Runs the sync; on a terminal, a live progress line on stderr (none otherwise).
+async fn run_showing_progress(
+    args: &SyncArgs,
+    aws: &aws_types::SdkConfig,
+) -> replicator::report::Report {
+    use std::io::IsTerminal;
+    let progress = Progress::default();
+    if !std::io::stderr().is_terminal() {
+        return replicator::run::run_with_progress(args, aws, &progress).await;
+    }
+    let run = replicator::run::run_with_progress(args, aws, &progress);
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(150));
+    let report = loop {
+        tokio::select! {
+            report = &mut run => break report,
+            _ = tick.tick() => eprint!("\r\x1b[2K{}", progress.line()),
+        }
+    };
+    eprint!("\r\x1b[2K");
+    report
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -46,7 +70,7 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Sync { args, output } => {
             let aws = replicator::aws::load_sdk_config().await;
-            let report = replicator::run::run(&args, &aws).await;
+            let report = run_showing_progress(&args, &aws).await;
             let text = match output {
                 OutputFormat::Json => report.to_json() + "\n",
                 OutputFormat::Text => report.to_text(),
