@@ -303,10 +303,18 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<(Network, Vec<Change>),
         }
         VaultMode::External { .. } => String::new(),
     };
-    let end_rules = if net.sg_replicator.is_some() {
-        format!("tcp/443 from {repl_ref}")
-    } else {
-        UNKNOWN.into()
+    // The replicator calls AWS through the endpoints, and so does the Vault instance at boot
+    // (private DNS sends it there too) to fetch its TLS key.
+    let end_rules = match (&net.sg_replicator, &net.sg_vault) {
+        (Some(repl), Some(vault)) => {
+            let mut r = [
+                format!("tcp/443 from {repl}"),
+                format!("tcp/443 from {vault}"),
+            ];
+            r.sort();
+            r.join("; ")
+        }
+        _ => UNKNOWN.into(),
     };
     for (gname, g, want_rules) in [
         (&sg_vault, vault_g, vault_rules),
@@ -675,11 +683,16 @@ pub async fn apply(
             };
             p.build()
         } else {
+            let vault = net
+                .sg_vault
+                .clone()
+                .ok_or_else(|| missing("network", "vault group"))?;
             IpPermission::builder()
                 .ip_protocol("tcp")
                 .from_port(443)
                 .to_port(443)
                 .user_id_group_pairs(from_repl)
+                .user_id_group_pairs(UserIdGroupPair::builder().group_id(vault).build())
                 .build()
         };
         c.ec2
