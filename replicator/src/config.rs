@@ -106,6 +106,18 @@ pub struct SyncArgs {
     #[arg(long, env = env::VAULT_APPROLE_MOUNT, default_value = "approle")]
     pub vault_approle_mount: String,
 
+    /// Vault role of the AWS IAM auth method: log in with this process's AWS identity.
+    #[arg(long, env = env::VAULT_AWS_ROLE)]
+    pub vault_aws_role: Option<String>,
+
+    /// AWS auth mount.
+    #[arg(long, env = env::VAULT_AWS_AUTH_MOUNT, default_value = "aws")]
+    pub vault_aws_auth_mount: String,
+
+    /// `X-Vault-AWS-IAM-Server-ID` header value, if the AWS auth method requires one.
+    #[arg(long, env = env::VAULT_AWS_SERVER_ID)]
+    pub vault_aws_server_id: Option<String>,
+
     /// Requests in flight at once, to Vault and to AWS.
     #[arg(long, env = env::CONCURRENCY, default_value_t = 16)]
     pub concurrency: usize,
@@ -169,6 +181,11 @@ pub enum DirectAuth {
         mount: String,
         role_id: String,
         secret_id: SecretString,
+    },
+    AwsIam {
+        mount: String,
+        role: String,
+        server_id: Option<String>,
     },
 }
 
@@ -302,13 +319,25 @@ impl SyncArgs {
                     "AppRole needs both the role id and the secret id",
                 ));
             }
+            (None, None, _)
+                if self
+                    .vault_aws_role
+                    .as_deref()
+                    .is_some_and(|r| !r.is_empty()) =>
+            {
+                DirectAuth::AwsIam {
+                    mount: self.vault_aws_auth_mount.clone(),
+                    role: self.vault_aws_role.clone().unwrap_or_default(),
+                    server_id: self.vault_aws_server_id.clone().filter(|s| !s.is_empty()),
+                }
+            }
             (None, None, Some(token)) if !token.is_empty() => {
                 DirectAuth::Token(SecretString::from(token.as_str()))
             }
             _ => {
                 return Err(invalid(
                     "--vault-token / VAULT_TOKEN",
-                    "no Vault credentials: give a token, or --vault-role-id and --vault-secret-id",
+                    "no Vault credentials: give a token, --vault-role-id and --vault-secret-id, or --vault-aws-role",
                 ));
             }
         };
@@ -381,6 +410,13 @@ mod tests {
             parse(&["--vault-addr", "http://v", "--vault-token", "t"]).connection(),
             Ok(ConnectionSource::Direct {
                 auth: DirectAuth::Token(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&["--vault-addr", "http://v", "--vault-aws-role", "r"]).connection(),
+            Ok(ConnectionSource::Direct {
+                auth: DirectAuth::AwsIam { .. },
                 ..
             })
         ));

@@ -28,6 +28,9 @@ pub mod env {
     pub const VAULT_ROLE_ID: &str = "VAULT_ROLE_ID";
     pub const VAULT_SECRET_ID: &str = "VAULT_SECRET_ID";
     pub const VAULT_APPROLE_MOUNT: &str = "VAULT_APPROLE_MOUNT";
+    pub const VAULT_AWS_ROLE: &str = "VAULT_AWS_ROLE";
+    pub const VAULT_AWS_AUTH_MOUNT: &str = "VAULT_AWS_AUTH_MOUNT";
+    pub const VAULT_AWS_SERVER_ID: &str = "VAULT_AWS_SERVER_ID";
 }
 
 /// Tag keys written on every replicated secret.
@@ -73,6 +76,15 @@ pub struct ConnectionSecret {
     /// AppRole auth mount (default `approle`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault_approle_mount: Option<String>,
+    /// Vault role of the AWS IAM auth method (instead of AppRole or a token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_aws_role: Option<String>,
+    /// AWS auth mount (default `aws`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_aws_auth_mount: Option<String>,
+    /// `X-Vault-AWS-IAM-Server-ID` value, when the auth method requires one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_aws_server_id: Option<String>,
     /// KV v2 mount to replicate (overrides the configured mount).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault_kv_mount: Option<String>,
@@ -96,6 +108,9 @@ impl std::fmt::Debug for ConnectionSecret {
                 &self.vault_secret_id.as_ref().map(|_| "<redacted>"),
             )
             .field("vault_approle_mount", &self.vault_approle_mount)
+            .field("vault_aws_role", &self.vault_aws_role)
+            .field("vault_aws_auth_mount", &self.vault_aws_auth_mount)
+            .field("vault_aws_server_id", &self.vault_aws_server_id)
             .field("vault_kv_mount", &self.vault_kv_mount)
             .finish()
     }

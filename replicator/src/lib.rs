@@ -5,6 +5,7 @@
 //! (`replicator sync`) and the Lambda (`bootstrap`, [`lambda`]) share that one path.
 
 pub mod aws;
+pub mod aws_auth;
 pub mod config;
 pub mod contract;
 pub mod execute;

@@ -39,10 +39,32 @@ impl SyncError {
 }
 
 /// Builds the Vault client from the connection source.
+/// The AWS IAM auth of Vault, signing with this process's credentials.
+fn aws_iam_auth(
+    aws: &SdkConfig,
+    mount: String,
+    role: String,
+    server_id: Option<String>,
+) -> Result<VaultAuth, SyncError> {
+    let credentials = aws.credentials_provider().ok_or_else(|| {
+        SyncError::Vault(crate::vault::VaultError::Login {
+            mount: mount.clone(),
+            detail: "no AWS credentials to sign the IAM login".into(),
+        })
+    })?;
+    Ok(VaultAuth::AwsIam {
+        mount,
+        role,
+        server_id,
+        credentials,
+    })
+}
+
 async fn vault_client(
     args: &SyncArgs,
     settings: &mut Settings,
     sm: &SecretsManager,
+    aws: &SdkConfig,
 ) -> Result<VaultClient, SyncError> {
     match args.connection()? {
         ConnectionSource::Secret(name) => {
@@ -77,6 +99,21 @@ async fn vault_client(
                     role_id: role_id.clone(),
                     secret_id: secret_id.clone(),
                 },
+                (_, _, _)
+                    if conn
+                        .vault_aws_role
+                        .as_deref()
+                        .is_some_and(|r| !r.is_empty()) =>
+                {
+                    aws_iam_auth(
+                        aws,
+                        conn.vault_aws_auth_mount
+                            .clone()
+                            .unwrap_or_else(|| "aws".into()),
+                        conn.vault_aws_role.clone().unwrap_or_default(),
+                        conn.vault_aws_server_id.clone(),
+                    )?
+                }
                 (_, _, Some(token)) if !token.is_empty() => VaultAuth::Token(token.clone()),
                 _ => {
                     return Err(SyncError::Connection {
@@ -116,6 +153,11 @@ async fn vault_client(
                     role_id,
                     secret_id,
                 },
+                DirectAuth::AwsIam {
+                    mount,
+                    role,
+                    server_id,
+                } => aws_iam_auth(aws, mount, role, server_id)?,
             };
             Ok(VaultClient::new(
                 &address,
@@ -148,11 +190,12 @@ impl ClassifyMessage for serde_json::Error {
 async fn plan_and_execute(
     args: &SyncArgs,
     sm: &SecretsManager,
+    aws: &SdkConfig,
     report: &mut Report,
     progress: &Progress,
 ) -> Result<(), SyncError> {
     let mut settings = args.settings()?;
-    let vault = vault_client(args, &mut settings, sm).await?;
+    let vault = vault_client(args, &mut settings, sm, aws).await?;
     let counters = vault.counters.clone();
     let result = async {
         let now = DateTime::from(std::time::SystemTime::now());
@@ -212,7 +255,7 @@ pub async fn run_with_progress(args: &SyncArgs, aws: &SdkConfig, progress: &Prog
     let writes = args.writes_per_second.clamp(1, 50);
     let sm = SecretsManager::new(aws, writes, counters.clone());
     let mut report = Report::default();
-    if let Err(e) = plan_and_execute(args, &sm, &mut report, progress).await {
+    if let Err(e) = plan_and_execute(args, &sm, aws, &mut report, progress).await {
         tracing::error!(kind = e.kind(), "sync failed: {e}");
         report
             .failures

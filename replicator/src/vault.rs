@@ -57,7 +57,7 @@ pub enum VaultError {
     },
     #[error("unexpected answer from Vault to {op}: {detail}")]
     Decode { op: String, detail: String },
-    #[error("Vault login with AppRole at auth/{mount} failed: {detail}")]
+    #[error("Vault login at auth/{mount} failed: {detail}")]
     Login { mount: String, detail: String },
     #[error("invalid Vault TLS settings: {0}")]
     Tls(String),
@@ -87,6 +87,13 @@ pub enum VaultAuth {
         mount: String,
         role_id: String,
         secret_id: SecretString,
+    },
+    /// AWS IAM auth: a signed `sts:GetCallerIdentity` proves the process's IAM role.
+    AwsIam {
+        mount: String,
+        role: String,
+        server_id: Option<String>,
+        credentials: aws_credential_types::provider::SharedCredentialsProvider,
     },
 }
 
@@ -244,41 +251,73 @@ impl VaultClient {
 
     /// A valid token: the fixed one, or a cached AppRole login renewed before it expires.
     async fn token(&self) -> Result<SecretString, VaultError> {
-        let (mount, role_id, secret_id) = match &self.auth {
-            VaultAuth::Token(t) => return Ok(t.clone()),
-            VaultAuth::AppRole {
-                mount,
-                role_id,
-                secret_id,
-            } => (mount, role_id, secret_id),
-        };
+        if let VaultAuth::Token(t) = &self.auth {
+            return Ok(t.clone());
+        }
         let mut cached = self.token.lock().await;
         if let Some(c) = cached.as_ref()
             && c.refresh_at.is_none_or(|at| Instant::now() < at)
         {
             return Ok(c.token.clone());
         }
-        let fresh = self.login_approle(mount, role_id, secret_id).await?;
+        let fresh = match &self.auth {
+            VaultAuth::Token(t) => return Ok(t.clone()),
+            VaultAuth::AppRole {
+                mount,
+                role_id,
+                secret_id,
+            } => {
+                let body =
+                    serde_json::json!({ "role_id": role_id, "secret_id": secret_id.expose() });
+                self.login(mount, &body).await?
+            }
+            VaultAuth::AwsIam {
+                mount,
+                role,
+                server_id,
+                credentials,
+            } => {
+                use aws_credential_types::provider::ProvideCredentials;
+                let creds =
+                    credentials
+                        .provide_credentials()
+                        .await
+                        .map_err(|e| VaultError::Login {
+                            mount: mount.clone(),
+                            detail: format!("no AWS credentials to sign the IAM login: {e}"),
+                        })?;
+                let body = crate::aws_auth::login_body(
+                    &creds,
+                    role,
+                    server_id.as_deref(),
+                    std::time::SystemTime::now(),
+                )
+                .map_err(|detail| VaultError::Login {
+                    mount: mount.clone(),
+                    detail,
+                })?;
+                self.login(mount, &body).await?
+            }
+        };
         let token = fresh.token.clone();
         *cached = Some(fresh);
         Ok(token)
     }
 
-    async fn login_approle(
+    /// `POST auth/<mount>/login` with `body`; the token and when to renew it.
+    async fn login(
         &self,
         mount: &str,
-        role_id: &str,
-        secret_id: &SecretString,
+        body: &serde_json::Value,
     ) -> Result<CachedToken, VaultError> {
         self.counters.logins.fetch_add(1, Ordering::Relaxed);
         let op = format!("login at auth/{mount}");
         let url = format!("{}/v1/auth/{}/login", self.address, encode_path(mount));
-        let body = serde_json::json!({ "role_id": role_id, "secret_id": secret_id.expose() });
         let started = Instant::now();
         let resp = self
             .http
             .post(&url)
-            .json(&body)
+            .json(body)
             .send()
             .await
             .map_err(|source| self.unreachable(&op, source))?;
@@ -303,7 +342,7 @@ impl VaultClient {
         tracing::debug!(
             mount,
             ttl_s = login.auth.lease_duration,
-            "logged in to Vault with AppRole"
+            "logged in to Vault"
         );
         Ok(CachedToken {
             token: login.auth.client_token,
