@@ -177,6 +177,36 @@ impl VaultAdmin {
         ))
     }
 
+    /// Waits until Vault answers as the active node (raft elects itself a leader some moments
+    /// after an unseal): polls `sys/health` every 200 ms, for `timeout` at most.
+    pub async fn wait_active(&self, timeout: Duration) -> Result<(), VaultAdminError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let resp = self
+                .http
+                .get(format!("{}/v1/sys/health", self.address))
+                .send()
+                .await
+                .map_err(|source| VaultAdminError::Unreachable {
+                    address: self.address.clone(),
+                    op: "read health",
+                    source,
+                })?;
+            let status = resp.status().as_u16();
+            if status == 200 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(VaultAdminError::Status {
+                    op: "wait for the active node",
+                    status,
+                    message: "Vault did not become active in time (standby, sealed or still electing a leader)".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Submits one key; returns whether Vault is still sealed.
     pub async fn unseal(&self, key: &SecretString) -> Result<bool, VaultAdminError> {
         let v = self

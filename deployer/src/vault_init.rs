@@ -249,6 +249,9 @@ pub async fn run(
         report.unsealed_now = true;
         report.changed.push("unsealed Vault".into());
     }
+    admin
+        .wait_active(std::time::Duration::from_secs(60))
+        .await?;
 
     // 3. An admin token: the fresh root token, or the one given.
     let root_is_fresh = fresh.is_some();

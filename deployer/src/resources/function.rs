@@ -8,7 +8,7 @@ use aws_sdk_lambda::client::Waiters;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, Runtime, VpcConfig};
 
-use super::{Ctx, DeployError, found, gone_ok, missing};
+use super::{Ctx, DeployError, delete, found, missing};
 use crate::change::{Action, Change, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::lambda_zip::LambdaZip;
@@ -310,15 +310,12 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
         Some(f) if !f.ours => Ok(Change::new(KIND, name, Action::Absent)
             .with_note("exists without this stack's tag; left alone")),
         Some(_) => {
-            gone_ok(
-                c.lambda
-                    .delete_function()
-                    .function_name(&name)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .ctx("DeleteFunction", &name),
-            )?;
+            delete(
+                "DeleteFunction",
+                &name,
+                c.lambda.delete_function().function_name(&name).send(),
+            )
+            .await?;
             Ok(Change::new(KIND, name, Action::Delete))
         }
     }

@@ -5,7 +5,7 @@
 use aws_sdk_iam::types::Tag;
 use serde_json::Value;
 
-use super::{Ctx, DeployError, found, gone_ok, missing};
+use super::{Ctx, DeployError, delete, found, missing};
 use crate::change::{Action, Change, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::policy::{canonical, parse_returned};
@@ -243,26 +243,26 @@ pub async fn destroy(c: &Clients, spec: &Spec, role: &RoleSpec) -> Result<Change
     }
     if role.instance_profile && state.profile.is_some() {
         if state.profile == Some(true) {
-            gone_ok(
+            delete(
+                "RemoveRoleFromInstanceProfile",
+                &role.name,
                 c.iam
                     .remove_role_from_instance_profile()
                     .instance_profile_name(&role.name)
                     .role_name(&role.name)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .ctx("RemoveRoleFromInstanceProfile", &role.name),
-            )?;
+                    .send(),
+            )
+            .await?;
         }
-        gone_ok(
+        delete(
+            "DeleteInstanceProfile",
+            &role.name,
             c.iam
                 .delete_instance_profile()
                 .instance_profile_name(&role.name)
-                .send()
-                .await
-                .map(|_| ())
-                .ctx("DeleteInstanceProfile", &role.name),
-        )?;
+                .send(),
+        )
+        .await?;
     }
     let inline = c
         .iam
@@ -272,16 +272,16 @@ pub async fn destroy(c: &Clients, spec: &Spec, role: &RoleSpec) -> Result<Change
         .await
         .ctx("ListRolePolicies", &role.name)?;
     for name in inline.policy_names() {
-        gone_ok(
+        delete(
+            "DeleteRolePolicy",
+            &role.name,
             c.iam
                 .delete_role_policy()
                 .role_name(&role.name)
                 .policy_name(name)
-                .send()
-                .await
-                .map(|_| ())
-                .ctx("DeleteRolePolicy", &role.name),
-        )?;
+                .send(),
+        )
+        .await?;
     }
     let attached = c
         .iam
@@ -292,27 +292,24 @@ pub async fn destroy(c: &Clients, spec: &Spec, role: &RoleSpec) -> Result<Change
         .ctx("ListAttachedRolePolicies", &role.name)?;
     for p in attached.attached_policies() {
         if let Some(arn) = p.policy_arn() {
-            gone_ok(
+            delete(
+                "DetachRolePolicy",
+                &role.name,
                 c.iam
                     .detach_role_policy()
                     .role_name(&role.name)
                     .policy_arn(arn)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .ctx("DetachRolePolicy", &role.name),
-            )?;
+                    .send(),
+            )
+            .await?;
         }
     }
-    gone_ok(
-        c.iam
-            .delete_role()
-            .role_name(&role.name)
-            .send()
-            .await
-            .map(|_| ())
-            .ctx("DeleteRole", &role.name),
-    )?;
+    delete(
+        "DeleteRole",
+        &role.name,
+        c.iam.delete_role().role_name(&role.name).send(),
+    )
+    .await?;
     Ok(Change::new(KIND, &role.name, Action::Delete))
 }
 

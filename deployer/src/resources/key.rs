@@ -261,15 +261,12 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
         .await
         .ctx("ScheduleKeyDeletion", &k.key_id)?;
     if k.aliased {
-        super::gone_ok(
-            c.kms
-                .delete_alias()
-                .alias_name(spec.key_alias())
-                .send()
-                .await
-                .map(|_| ())
-                .ctx("DeleteAlias", &spec.key_alias()),
-        )?;
+        super::delete(
+            "DeleteAlias",
+            &spec.key_alias(),
+            c.kms.delete_alias().alias_name(spec.key_alias()).send(),
+        )
+        .await?;
     }
     Ok(Change::new(KIND, spec.key_alias(), crate::change::Action::Delete).with_note(format!(
         "key {} scheduled for deletion in {days} days; cancel with `aws kms cancel-key-deletion --key-id {}` (secrets encrypted with it become unreadable after that)",

@@ -1,7 +1,7 @@
 //! The replicator's log group, with retention, created before the function so its retention
 //! applies from the first run.
 
-use super::{Ctx, DeployError, gone_ok};
+use super::{Ctx, DeployError, delete};
 use crate::change::{Action, Change, Fields};
 use crate::clients::Clients;
 use crate::spec::Spec;
@@ -99,14 +99,11 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
         return Ok(Change::new(KIND, name, Action::Absent)
             .with_note("exists without this stack's tag; left alone"));
     }
-    gone_ok(
-        c.logs
-            .delete_log_group()
-            .log_group_name(&name)
-            .send()
-            .await
-            .map(|_| ())
-            .ctx("DeleteLogGroup", &name),
-    )?;
+    delete(
+        "DeleteLogGroup",
+        &name,
+        c.logs.delete_log_group().log_group_name(&name).send(),
+    )
+    .await?;
     Ok(Change::new(KIND, name, Action::Delete))
 }

@@ -64,6 +64,19 @@ pub fn found<T>(r: Result<T, AwsError>) -> Result<Option<T>, AwsError> {
     }
 }
 
+/// Sends a delete request; a not-found answer means it is already done.
+pub async fn delete<T, E, R>(
+    op: &'static str,
+    resource: &str,
+    request: impl Future<Output = Result<T, SdkError<E, R>>>,
+) -> Result<(), AwsError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    gone_ok(request.await.map(|_| ()).ctx(op, resource))
+}
+
 /// Ignores a not-found error (deleting something already gone).
 pub fn gone_ok(r: Result<(), AwsError>) -> Result<(), AwsError> {
     found(r).map(|_| ())

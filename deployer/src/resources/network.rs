@@ -8,7 +8,7 @@ use aws_sdk_ec2::types::{
     TagSpecification, UserIdGroupPair, VpcAttributeName, VpcEndpointType,
 };
 
-use super::{Ctx, DeployError, gone_ok, missing};
+use super::{Ctx, DeployError, delete, gone_ok, missing};
 use crate::change::{Action, Change, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::config::VaultMode;
@@ -828,26 +828,20 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
             .ctx("DescribeRouteTables", rtb)?;
         for a in tables.route_tables().iter().flat_map(|t| t.associations()) {
             if let (Some(id), false) = (a.route_table_association_id(), a.main().unwrap_or(false)) {
-                gone_ok(
-                    c.ec2
-                        .disassociate_route_table()
-                        .association_id(id)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .ctx("DisassociateRouteTable", rtb),
-                )?;
+                delete(
+                    "DisassociateRouteTable",
+                    rtb,
+                    c.ec2.disassociate_route_table().association_id(id).send(),
+                )
+                .await?;
             }
         }
-        gone_ok(
-            c.ec2
-                .delete_route_table()
-                .route_table_id(rtb)
-                .send()
-                .await
-                .map(|_| ())
-                .ctx("DeleteRouteTable", rtb),
-        )?;
+        delete(
+            "DeleteRouteTable",
+            rtb,
+            c.ec2.delete_route_table().route_table_id(rtb).send(),
+        )
+        .await?;
         done.push(Change::new("route table", &name, Action::Delete));
     }
     if let Some(subnet) = &net.subnet {
@@ -867,38 +861,30 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
     }
     if let Some(igw) = &net.igw {
         if let Some(vpc) = &net.vpc {
-            gone_ok(
+            delete(
+                "DetachInternetGateway",
+                igw,
                 c.ec2
                     .detach_internet_gateway()
                     .internet_gateway_id(igw)
                     .vpc_id(vpc)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .ctx("DetachInternetGateway", igw),
-            )?;
+                    .send(),
+            )
+            .await?;
         }
-        gone_ok(
+        delete(
+            "DeleteInternetGateway",
+            igw,
             c.ec2
                 .delete_internet_gateway()
                 .internet_gateway_id(igw)
-                .send()
-                .await
-                .map(|_| ())
-                .ctx("DeleteInternetGateway", igw),
-        )?;
+                .send(),
+        )
+        .await?;
         done.push(Change::new("internet gateway", &name, Action::Delete));
     }
     if let Some(vpc) = &net.vpc {
-        gone_ok(
-            c.ec2
-                .delete_vpc()
-                .vpc_id(vpc)
-                .send()
-                .await
-                .map(|_| ())
-                .ctx("DeleteVpc", vpc),
-        )?;
+        delete("DeleteVpc", vpc, c.ec2.delete_vpc().vpc_id(vpc).send()).await?;
         done.push(Change::new("vpc", &name, Action::Delete));
     }
     Ok(done)

@@ -3,7 +3,7 @@
 
 use aws_sdk_eventbridge::types::{RuleState, Tag, Target};
 
-use super::{Ctx, DeployError, found, gone_ok};
+use super::{Ctx, DeployError, delete, found};
 use crate::change::{Action, Change, Fields};
 use crate::clients::Clients;
 use crate::spec::Spec;
@@ -168,16 +168,16 @@ pub async fn apply(c: &Clients, spec: &Spec, change: &Change) -> Result<RuleStat
     if change.touches("invoke_permission") {
         let fname = spec.function_name();
         // A stale statement with our id (another rule ARN) is replaced.
-        gone_ok(
+        delete(
+            "RemovePermission",
+            &fname,
             c.lambda
                 .remove_permission()
                 .function_name(&fname)
                 .statement_id(spec.permission_id())
-                .send()
-                .await
-                .map(|_| ())
-                .ctx("RemovePermission", &fname),
-        )?;
+                .send(),
+        )
+        .await?;
         c.lambda
             .add_permission()
             .function_name(&fname)
@@ -204,25 +204,18 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
             .with_note("exists without this stack's tag; left alone"));
     }
     if !rule.target.is_empty() {
-        gone_ok(
-            c.events
-                .remove_targets()
-                .rule(&name)
-                .ids(TARGET_ID)
-                .send()
-                .await
-                .map(|_| ())
-                .ctx("RemoveTargets", &name),
-        )?;
+        delete(
+            "RemoveTargets",
+            &name,
+            c.events.remove_targets().rule(&name).ids(TARGET_ID).send(),
+        )
+        .await?;
     }
-    gone_ok(
-        c.events
-            .delete_rule()
-            .name(&name)
-            .send()
-            .await
-            .map(|_| ())
-            .ctx("DeleteRule", &name),
-    )?;
+    delete(
+        "DeleteRule",
+        &name,
+        c.events.delete_rule().name(&name).send(),
+    )
+    .await?;
     Ok(Change::new(KIND, name, Action::Delete))
 }

@@ -3,7 +3,7 @@
 
 use aws_sdk_sns::types::Tag;
 
-use super::{Ctx, DeployError, found, gone_ok};
+use super::{Ctx, DeployError, delete, found};
 use crate::change::{Action, Change, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::spec::Spec;
@@ -156,15 +156,12 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
     let name = spec.topic_name();
     match observe(c, spec).await? {
         Some(t) if t.ours => {
-            gone_ok(
-                c.sns
-                    .delete_topic()
-                    .topic_arn(&t.arn)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .ctx("DeleteTopic", &t.arn),
-            )?;
+            delete(
+                "DeleteTopic",
+                &t.arn,
+                c.sns.delete_topic().topic_arn(&t.arn).send(),
+            )
+            .await?;
             Ok(Change::new(KIND, name, Action::Delete))
         }
         Some(_) => Ok(Change::new(KIND, name, Action::Absent)

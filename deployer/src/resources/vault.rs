@@ -14,7 +14,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use super::network::{Network, VAULT_PRIVATE_IP};
-use super::{Ctx, DeployError, found, gone_ok, missing};
+use super::{Ctx, DeployError, delete, found, missing};
 use crate::change::{Action, Change, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::config::VaultMode;
@@ -326,15 +326,12 @@ async fn write_ca(c: &Clients, spec: &Spec, pem: &str) -> Result<(), DeployError
                 .ok()
         })
         .collect();
-    gone_ok(
-        c.ssm
-            .delete_parameter()
-            .name(&name)
-            .send()
-            .await
-            .map(|_| ())
-            .ctx("DeleteParameter", &name),
-    )?;
+    delete(
+        "DeleteParameter",
+        &name,
+        c.ssm.delete_parameter().name(&name).send(),
+    )
+    .await?;
     c.ssm
         .put_parameter()
         .name(&name)
@@ -666,25 +663,22 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
     }
     if let Some(a) = observe_address(c, spec).await? {
         if a.instance_id.is_some() {
-            gone_ok(
-                c.ec2
-                    .disassociate_address()
-                    .public_ip(&a.public_ip)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .ctx("DisassociateAddress", &a.public_ip),
-            )?;
+            delete(
+                "DisassociateAddress",
+                &a.public_ip,
+                c.ec2.disassociate_address().public_ip(&a.public_ip).send(),
+            )
+            .await?;
         }
-        gone_ok(
+        delete(
+            "ReleaseAddress",
+            &a.public_ip,
             c.ec2
                 .release_address()
                 .allocation_id(&a.allocation_id)
-                .send()
-                .await
-                .map(|_| ())
-                .ctx("ReleaseAddress", &a.public_ip),
-        )?;
+                .send(),
+        )
+        .await?;
         done.push(
             Change::new("elastic ip", &name, Action::Delete)
                 .with_note(format!("{} released", a.public_ip)),
