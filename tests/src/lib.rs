@@ -216,6 +216,26 @@ impl Bao {
             Some(json!({"type": "kv", "options": {"version": "2"}})),
         )
         .await;
+        // A new KV v2 mount upgrades itself for a moment and answers 400 meanwhile.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let resp = self
+                .http
+                .get(format!("{}/v1/{mount}/config", self.addr))
+                .header("X-Vault-Token", ROOT_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            if resp.status().is_success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "KV v2 mount {mount} not ready: {}",
+                resp.status()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The file audit log: every request is a JSON line in it.
