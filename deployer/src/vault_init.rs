@@ -119,21 +119,16 @@ async fn store_keys(
     let principal = principal_arn(me.arn().unwrap_or_default());
     let name = keys_secret_name(spec);
     let value = serde_json::to_string(keys).map_err(|e| InitError::Needs(e.to_string()))?;
-    let tags: Vec<Tag> = spec
-        .tags()
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect();
-    c.sm
-        .create_secret()
-        .name(&name)
-        .description("Vault unseal keys and root token, readable only by the principal that initialised Vault")
-        .set_kms_key_id(key_arn.map(str::to_owned))
-        .secret_string(value)
-        .set_tags(Some(tags))
-        .send()
-        .await
-        .ctx("CreateSecret", &name)?;
+    crate::resources::secret::create(
+        c,
+        spec,
+        &name,
+        "Vault unseal keys and root token, readable only by the principal that initialised Vault",
+        key_arn,
+        &value,
+    )
+    .await
+    .map_err(|e| InitError::Needs(e.to_string()))?;
     let secret_arn = spec.arn("secretsmanager", true, &format!("secret:{name}-??????"));
     let policy = crate::policy::render(
         crate::policy::SECRET_READ_BY_ONE_ROLE,

@@ -75,6 +75,33 @@ pub async fn describe(
     }))
 }
 
+/// Creates a secret tagged with the stack, encrypted with `key_arn` (the account's default key
+/// when `None`), holding `value`.
+pub async fn create(
+    c: &Clients,
+    spec: &Spec,
+    name: &str,
+    description: &str,
+    key_arn: Option<&str>,
+    value: &str,
+) -> Result<(), DeployError> {
+    let tags: Vec<Tag> = spec
+        .tags()
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    c.sm.create_secret()
+        .name(name)
+        .description(description)
+        .set_kms_key_id(key_arn.map(str::to_owned))
+        .secret_string(value)
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .ctx("CreateSecret", name)?;
+    Ok(())
+}
+
 /// Sets a secret's resource policy (public policies refused). Retries while IAM propagates a
 /// role the policy names.
 pub async fn put_policy(c: &Clients, name: &str, policy: &str) -> Result<(), DeployError> {
@@ -161,21 +188,15 @@ pub async fn apply(
         };
         let value =
             serde_json::to_string(&value).map_err(|_| missing("serialise", "connection secret"))?;
-        let tags: Vec<Tag> = spec
-            .tags()
-            .into_iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build())
-            .collect();
-        c.sm
-            .create_secret()
-            .name(&name)
-            .description("How the vault-secrets-replicator reaches Vault; credentials written by deployer vault-init")
-            .kms_key_id(key_arn)
-            .secret_string(value)
-            .set_tags(Some(tags))
-            .send()
-            .await
-            .ctx("CreateSecret", &name)?;
+        create(
+            c,
+            spec,
+            &name,
+            "How the vault-secrets-replicator reaches Vault; credentials written by deployer vault-init",
+            Some(key_arn),
+            &value,
+        )
+        .await?;
     }
     if change.touches("resource_policy") {
         put_policy(c, &name, &policy).await?;

@@ -9,7 +9,6 @@ use aws_sdk_ec2::types::{
     InstanceNetworkInterfaceSpecification, InstanceType, ResourceType, Tag, TagSpecification,
     VolumeType,
 };
-use aws_sdk_secretsmanager::types::Tag as SmTag;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
@@ -268,21 +267,15 @@ pub async fn apply_tls(
                 })?;
             let value = serde_json::to_string(&material)
                 .map_err(|_| missing("serialise", "TLS material"))?;
-            let tags: Vec<SmTag> = spec
-                .tags()
-                .into_iter()
-                .map(|(k, v)| SmTag::builder().key(k).value(v).build())
-                .collect();
-            c.sm
-                .create_secret()
-                .name(&name)
-                .description("TLS certificate and key of the stack's Vault server; read by its instance role only")
-                .kms_key_id(key_arn)
-                .secret_string(value)
-                .set_tags(Some(tags))
-                .send()
-                .await
-                .ctx("CreateSecret", &name)?;
+            super::secret::create(
+                c,
+                spec,
+                &name,
+                "TLS certificate and key of the stack's Vault server; read by its instance role only",
+                Some(key_arn),
+                &value,
+            )
+            .await?;
             write_ca(c, spec, &material.ca_certificate).await?;
             ca = Some(material.ca_certificate.clone());
         }
