@@ -221,40 +221,94 @@ impl VaultAdmin {
         Ok(v["sealed"].as_bool().unwrap_or(true))
     }
 
+    /// The entry `entry` of a `sys/...` listing (newer servers nest it under `data`); `Null`
+    /// when absent.
+    async fn listed(
+        &self,
+        list_path: &str,
+        entry: &str,
+        op: &'static str,
+    ) -> Result<Value, VaultAdminError> {
+        let mut v = self
+            .call(Method::GET, list_path, None, op)
+            .await?
+            .unwrap_or_default();
+        let data = if v["data"].is_object() {
+            v["data"].take()
+        } else {
+            v
+        };
+        Ok(data.get(entry).cloned().unwrap_or_default())
+    }
+
     async fn has(
         &self,
         list_path: &str,
         entry: &str,
         op: &'static str,
     ) -> Result<bool, VaultAdminError> {
-        let v = self
-            .call(Method::GET, list_path, None, op)
-            .await?
-            .unwrap_or_default();
-        let data = if v["data"].is_object() {
-            &v["data"]
-        } else {
-            &v
-        };
-        Ok(data.get(entry).is_some())
+        Ok(!self.listed(list_path, entry, op).await?.is_null())
     }
 
     /// Enables KV v2 at `mount` unless something is mounted there; returns whether it did.
+    /// Refuses a mount of another kind there (the replicator reads KV v2 only). Either way it
+    /// returns once the mount serves requests: a new KV v2 mount upgrades itself first.
     pub async fn ensure_kv2(&self, mount: &str) -> Result<bool, VaultAdminError> {
-        if self
-            .has("sys/mounts", &format!("{mount}/"), "list mounts")
-            .await?
-        {
-            return Ok(false);
+        let existing = self
+            .listed("sys/mounts", &format!("{mount}/"), "list mounts")
+            .await?;
+        let created = if existing.is_object() {
+            let kind = existing["type"].as_str().unwrap_or("?");
+            let version = existing["options"]["version"].as_str().unwrap_or("1");
+            if kind != "kv" || version != "2" {
+                return Err(VaultAdminError::Status {
+                    op: "enable KV v2",
+                    status: 400,
+                    message: format!(
+                        "{mount}/ is already mounted as {kind} (version {version}); the replicator reads KV v2 only: upgrade it (vault kv enable-versioning {mount}/) or choose another secrets_prefix"
+                    ),
+                });
+            }
+            false
+        } else {
+            self.call(
+                Method::POST,
+                &format!("sys/mounts/{mount}"),
+                Some(json!({"type": "kv", "options": {"version": "2"}})),
+                "enable KV v2",
+            )
+            .await?;
+            true
+        };
+        self.wait_kv_ready(mount, Duration::from_secs(60)).await?;
+        Ok(created)
+    }
+
+    /// Polls `<mount>/config` until it answers: a KV v2 mount answers 400 ("Upgrading from
+    /// non-versioned to versioned data") while it upgrades, for a moment after it is enabled.
+    async fn wait_kv_ready(&self, mount: &str, timeout: Duration) -> Result<(), VaultAdminError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self
+                .call(
+                    Method::GET,
+                    &format!("{mount}/config"),
+                    None,
+                    "wait for the KV v2 mount",
+                )
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(VaultAdminError::Status { status: 400, .. })
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
         }
-        self.call(
-            Method::POST,
-            &format!("sys/mounts/{mount}"),
-            Some(json!({"type": "kv", "options": {"version": "2"}})),
-            "enable KV v2",
-        )
-        .await?;
-        Ok(true)
     }
 
     pub async fn ensure_approle(&self) -> Result<bool, VaultAdminError> {

@@ -331,4 +331,32 @@ async fn keys_in_secrets_manager_a_wrong_ca_and_a_revoked_secret_id() {
     let r = replicator::run::run(&args, &w.aws).await;
     assert!(!r.failed(), "{}", r.to_text());
     assert_eq!(r.unchanged, 2);
+
+    // A KV v1 mount at the prefix (the replicator reads KV v2 only): a clear refusal.
+    for (method, body) in [
+        (reqwest::Method::DELETE, None),
+        (
+            reqwest::Method::POST,
+            Some(serde_json::json!({"type": "kv", "options": {"version": "1"}})),
+        ),
+    ] {
+        let mut req = http
+            .request(
+                method,
+                format!("{}/v1/sys/mounts/hybrid-aws-secrets", w.bao.addr),
+            )
+            .header("X-Vault-Token", &root);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        assert!(req.send().await.unwrap().status().is_success());
+    }
+    let v1 = w.vault_init(&["--token", &root]).await;
+    let err = v1.error.unwrap();
+    assert!(
+        err.contains("hybrid-aws-secrets/ is already mounted as kv (version 1)")
+            && err.contains("enable-versioning"),
+        "{err}"
+    );
+    assert!(v1.mutating.is_empty(), "{:?}", v1.mutating);
 }
