@@ -21,6 +21,8 @@ pub struct VaultCounters {
     pub detailed_lists: AtomicU64,
     pub metadata_reads: AtomicU64,
     pub value_reads: AtomicU64,
+    /// Requests sent again after a transient answer (see [`VaultError::is_transient`]).
+    pub retries: AtomicU64,
 }
 
 impl VaultCounters {
@@ -34,6 +36,7 @@ impl VaultCounters {
             ),
             ("read_metadata", self.metadata_reads.load(Ordering::Relaxed)),
             ("read_value", self.value_reads.load(Ordering::Relaxed)),
+            ("retry", self.retries.load(Ordering::Relaxed)),
         ])
     }
 }
@@ -75,7 +78,31 @@ impl VaultError {
             Self::Tls(_) => "vault_tls",
         }
     }
+
+    /// An answer worth one more try: rate limited, a server error, a sealed or standby node
+    /// (503), or a KV v2 mount that is still upgrading its storage (400 with that message, for
+    /// a moment after the mount is enabled or upgraded from KV v1).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Status { status, errors, .. } => match status {
+                429 | 500 | 502 | 503 | 504 => true,
+                400 => errors.iter().any(|e| e.contains(UPGRADING)),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
+
+/// What a KV v2 mount answers while it upgrades its storage.
+const UPGRADING: &str = "Upgrading from non-versioned to versioned data";
+
+/// Pauses before each retry of a transient answer: four tries over about 2 s in all.
+const RETRY_PAUSES: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(400),
+    Duration::from_millis(1600),
+];
 
 /// How the client authenticates.
 #[derive(Clone, Debug)]
@@ -358,8 +385,42 @@ impl VaultClient {
         }
     }
 
-    /// Sends one request; `Ok(None)` for a 404 whose body has no errors (a missing path).
+    /// Runs `attempt` again after a transient answer (see [`VaultError::is_transient`]),
+    /// pausing per [`RETRY_PAUSES`]; the last answer is returned as is.
+    async fn retrying<T, F, Fut>(&self, attempt: F) -> Result<T, VaultError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, VaultError>>,
+    {
+        let mut pauses = RETRY_PAUSES.iter();
+        loop {
+            match attempt().await {
+                Err(e) if e.is_transient() => {
+                    let Some(pause) = pauses.next() else {
+                        return Err(e);
+                    };
+                    tracing::debug!(error = %e, "transient Vault answer; trying again");
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(*pause).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends one request, again after a transient answer; `Ok(None)` for a 404 whose body has
+    /// no errors (a missing path).
     async fn call(
+        &self,
+        method: Method,
+        api_path: &str,
+        op: &str,
+    ) -> Result<Option<reqwest::Response>, VaultError> {
+        self.retrying(|| self.call_once(method.clone(), api_path, op))
+            .await
+    }
+
+    async fn call_once(
         &self,
         method: Method,
         api_path: &str,
@@ -497,6 +558,11 @@ impl VaultClient {
             encode_path(mount),
             encode_path(path)
         );
+        self.retrying(|| self.read_version_once(&api, &op)).await
+    }
+
+    async fn read_version_once(&self, api: &str, op: &str) -> Result<VersionRead, VaultError> {
+        let op = op.to_owned();
         let token = self.token().await?;
         let resp = self
             .http

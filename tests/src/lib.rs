@@ -6,6 +6,7 @@
 pub mod aws_side;
 pub mod deploy;
 pub mod runtime_api;
+pub mod stand_in;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,134 @@
+//! What the replicator's Vault client does where OpenBao cannot show it, against a loopback
+//! stand-in for Vault's HTTP API: the AWS IAM login as Vault receives it (OpenBao has no AWS
+//! auth method), and transient answers (a KV v2 mount still upgrading, a standby node) tried
+//! again while other errors are not.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use base64::Engine as _;
+use e2e::stand_in::fake_vault;
+use replicator::vault::{VaultAuth, VaultClient};
+
+#[tokio::test]
+async fn the_client_logs_in_with_a_signed_get_caller_identity() {
+    let (addr, server) = fake_vault(vec![
+        (
+            200,
+            r#"{"auth":{"client_token":"s.from-aws-login","lease_duration":900}}"#,
+        ),
+        (200, r#"{"data":{"keys":["a"]}}"#),
+    ])
+    .await;
+    let creds = aws_credential_types::Credentials::new(
+        "AKIDTEST",
+        "not-a-real-secret-key",
+        None,
+        None,
+        "test",
+    );
+    let client = VaultClient::new(
+        &addr,
+        VaultAuth::AwsIam {
+            mount: "aws".into(),
+            role: "replicator".into(),
+            server_id: Some("vault.example.com".into()),
+            credentials: aws_credential_types::provider::SharedCredentialsProvider::new(creds),
+        },
+        None,
+        2,
+    )
+    .unwrap();
+    let listing = client.list("kv", "").await.unwrap();
+    assert_eq!(listing.keys, ["a"]);
+    let seen = server.await.unwrap();
+
+    let (line, body) = (&seen[0].line, &seen[0].body);
+    assert_eq!(line, "POST /v1/auth/aws/login HTTP/1.1");
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["role"], "replicator");
+    let decode = |v: &serde_json::Value| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        decode(&body["iam_request_body"]),
+        "Action=GetCallerIdentity&Version=2011-06-15"
+    );
+    let headers: serde_json::Value =
+        serde_json::from_str(&decode(&body["iam_request_headers"])).unwrap();
+    assert!(
+        headers["Authorization"][0]
+            .as_str()
+            .unwrap()
+            .contains("Credential=AKIDTEST/")
+    );
+    assert_eq!(headers["X-Vault-Aws-Iam-Server-Id"][0], "vault.example.com");
+    assert!(
+        !seen[0].body.contains("not-a-real-secret-key"),
+        "the secret key never leaves the process"
+    );
+
+    let (line, headers) = (&seen[1].line, &seen[1].headers);
+    assert_eq!(line, "LIST /v1/kv/metadata/ HTTP/1.1");
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("x-vault-token: s.from-aws-login")
+    );
+}
+
+const UPGRADING: &str = r#"{"errors":["Upgrading from non-versioned to versioned data. This backend will be unavailable for a brief period and will resume service shortly."]}"#;
+
+fn token_client(addr: &str) -> VaultClient {
+    VaultClient::new(
+        addr,
+        VaultAuth::Token(replicator::secret::SecretString::new("s.test".into())),
+        None,
+        2,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_upgrading_mount_and_a_standby_node_are_tried_again() {
+    let (addr, server) = fake_vault(vec![
+        (400, UPGRADING),
+        (503, r#"{"errors":["Vault is sealed"]}"#),
+        (200, r#"{"data":{"keys":["a","b/"]}}"#),
+    ])
+    .await;
+    let client = token_client(&addr);
+    let listing = client.list("kv", "").await.unwrap();
+    assert_eq!(listing.keys, ["a", "b/"]);
+    assert_eq!(server.await.unwrap().len(), 3);
+    assert_eq!(client.counters.snapshot()["retry"], 2);
+}
+
+#[tokio::test]
+async fn a_value_read_is_tried_again_and_gives_up_after_four_tries() {
+    let (addr, server) = fake_vault(vec![(400, UPGRADING); 4]).await;
+    let client = token_client(&addr);
+    let err = client.read_version("kv", "a", 3).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("Upgrading"), "{err}");
+    let seen = server.await.unwrap();
+    assert_eq!(seen.len(), 4);
+    assert!(
+        seen.iter()
+            .all(|s| s.line == "GET /v1/kv/data/a?version=3 HTTP/1.1")
+    );
+}
+
+#[tokio::test]
+async fn other_errors_fail_at_once() {
+    let (addr, server) = fake_vault(vec![(400, r#"{"errors":["invalid path"]}"#)]).await;
+    let client = token_client(&addr);
+    let err = client.read_metadata("kv", "a").await.unwrap_err();
+    assert!(!err.is_transient());
+    assert_eq!(err.kind(), "vault_error");
+    assert_eq!(server.await.unwrap().len(), 1);
+    assert_eq!(client.counters.snapshot()["retry"], 0);
+}
