@@ -14,19 +14,24 @@ use crate::sdk::{AwsCounters, CountRequests};
 pub struct Backoff {
     pub first: Duration,
     pub max_attempts: u32,
+    /// How long `destroy` waits for Lambda to release its network interfaces in the VPC.
+    pub release_wait: Duration,
 }
 
 impl Backoff {
-    /// About 2 minutes in all, doubling from 1 s, capped at 20 s a wait.
+    /// About 2 minutes in all, doubling from 1 s, capped at 20 s a wait; 45 minutes for Lambda's
+    /// network interfaces (what AWS allows itself to release them after a function is deleted).
     pub const DEFAULT: Self = Self {
         first: Duration::from_secs(1),
         max_attempts: 10,
+        release_wait: Duration::from_secs(45 * 60),
     };
 
     /// No waiting (tests).
     pub const NONE: Self = Self {
         first: Duration::ZERO,
         max_attempts: 10,
+        release_wait: Duration::ZERO,
     };
 
     pub fn delay(&self, attempt: u32) -> Duration {

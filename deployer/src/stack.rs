@@ -289,6 +289,10 @@ impl Stack<'_> {
         }
         record(iam::destroy(c, spec, &iam::vault_role(spec, None)?).await?);
         record(logs::destroy(c, spec).await?);
+        // Lambda needs the replicator role to release the function's network interfaces.
+        if let Some(ch) = network::release_lambda_interfaces(c, spec).await? {
+            record(ch);
+        }
         record(iam::destroy(c, spec, &iam::replicator_role(spec, None)?).await?);
         for ch in network::destroy(c, spec).await? {
             record(ch);

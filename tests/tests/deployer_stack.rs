@@ -632,8 +632,88 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
     f.deployer(&["up"]).await;
     assert_eq!(f.deployer(&["status"]).await.code, 0);
 
+    // A network interface Lambda released but has not deleted yet (it would block the security
+    // group and the subnet), and one somebody else put in the group: only Lambda's goes.
+    let named = |n: &'static str| {
+        aws_sdk_ec2::types::Filter::builder()
+            .name("tag:Name")
+            .values(n)
+            .build()
+    };
+    let repl_sg = ec2
+        .describe_security_groups()
+        .filters(named("onec2-replicator"))
+        .send()
+        .await
+        .unwrap()
+        .security_groups()[0]
+        .group_id()
+        .unwrap()
+        .to_owned();
+    let subnet = ec2
+        .describe_subnets()
+        .filters(named("onec2-vault"))
+        .send()
+        .await
+        .unwrap()
+        .subnets()[0]
+        .subnet_id()
+        .unwrap()
+        .to_owned();
+    let mut enis = Vec::new();
+    for description in [
+        "AWS Lambda VPC ENI-onec2-replicator-0f1e2d3c",
+        "someone else's interface",
+    ] {
+        let eni = ec2
+            .create_network_interface()
+            .subnet_id(&subnet)
+            .groups(&repl_sg)
+            .description(description)
+            .send()
+            .await
+            .unwrap();
+        enis.push(
+            eni.network_interface()
+                .unwrap()
+                .network_interface_id()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+
     let gone = f.deployer(&["destroy", "--yes"]).await;
     assert_eq!(gone.code, 0);
+    assert!(
+        gone.json()["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["kind"] == "network interfaces" && c["action"] == "delete"),
+        "{}",
+        gone.stdout
+    );
+    let left: Vec<String> = ec2
+        .describe_network_interfaces()
+        .network_interface_ids(&enis[1])
+        .send()
+        .await
+        .unwrap()
+        .network_interfaces()
+        .iter()
+        .filter_map(|e| e.network_interface_id().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        left,
+        [enis[1].clone()],
+        "only Lambda's interface is deleted"
+    );
+    let lambdas = ec2
+        .describe_network_interfaces()
+        .network_interface_ids(&enis[0])
+        .send()
+        .await;
+    assert!(lambdas.is_err(), "Lambda's released interface is deleted");
     let left = ec2.describe_instances().send().await.unwrap();
     assert!(
         left.reservations()

@@ -4,8 +4,8 @@
 //! to `vault_inbound_cidr`. Every piece found by its `Name` and stack tags.
 
 use aws_sdk_ec2::types::{
-    AttributeBooleanValue, Filter, IpPermission, IpRange, Ipv6Range, ResourceType, Tag,
-    TagSpecification, UserIdGroupPair, VpcAttributeName, VpcEndpointType,
+    AttributeBooleanValue, Filter, IpPermission, IpRange, Ipv6Range, NetworkInterfaceStatus,
+    ResourceType, Tag, TagSpecification, UserIdGroupPair, VpcAttributeName, VpcEndpointType,
 };
 
 use super::{Ctx, DeployError, delete, gone_ok, missing};
@@ -771,6 +771,93 @@ async fn delete_endpoints(c: &Clients, vpc: &str, service: &str) -> Result<(), D
             .ctx("DeleteVpcEndpoints", service)?;
     }
     Ok(())
+}
+
+/// How Lambda describes the network interfaces it makes for a function in a VPC.
+const LAMBDA_ENI: &str = "AWS Lambda VPC ENI";
+
+/// After the function is deleted, Lambda releases its network interfaces in the replicator's
+/// security group, which can take many minutes and needs the replicator role's EC2 permissions
+/// (so this runs before the role is deleted). Until they are gone neither the security group nor
+/// the subnet can be deleted. Deletes the released ("available") ones itself and waits for the
+/// rest, up to `release_wait`. Never touches an interface Lambda did not make.
+pub async fn release_lambda_interfaces(
+    c: &Clients,
+    spec: &Spec,
+) -> Result<Option<Change>, DeployError> {
+    let [_, sg_repl, _] = sg_names(spec);
+    let groups = c
+        .ec2
+        .describe_security_groups()
+        .set_filters(Some(filters(spec, &sg_repl)))
+        .send()
+        .await
+        .ctx("DescribeSecurityGroups", &sg_repl)?;
+    let Some(group) = groups.security_groups().first().and_then(|g| g.group_id()) else {
+        return Ok(None);
+    };
+    let deadline = tokio::time::Instant::now() + c.backoff.release_wait;
+    let (mut released, mut attempt) = (0, 0);
+    loop {
+        let mut in_use = Vec::new();
+        let mut pages = c
+            .ec2
+            .describe_network_interfaces()
+            .filters(Filter::builder().name("group-id").values(group).build())
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(eni) = pages.next().await {
+            let eni = eni.ctx("DescribeNetworkInterfaces", &sg_repl)?;
+            let (Some(id), true) = (
+                eni.network_interface_id(),
+                eni.description().unwrap_or("").starts_with(LAMBDA_ENI),
+            ) else {
+                continue;
+            };
+            if eni.status() == Some(&NetworkInterfaceStatus::Available) {
+                delete(
+                    "DeleteNetworkInterface",
+                    id,
+                    c.ec2
+                        .delete_network_interface()
+                        .network_interface_id(id)
+                        .send(),
+                )
+                .await?;
+                released += 1;
+            } else {
+                in_use.push(id.to_owned());
+            }
+        }
+        if in_use.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(DeployError::NotReady {
+                what: format!("Lambda's network interfaces in {sg_repl}"),
+                detail: format!(
+                    "{} still in use ({}) {} min after the function was deleted; run destroy again later",
+                    in_use.len(),
+                    in_use.join(", "),
+                    c.backoff.release_wait.as_secs() / 60
+                ),
+            });
+        }
+        if attempt % 6 == 0 {
+            tracing::info!(
+                "waiting for Lambda to release {} network interface(s) in {sg_repl}; this can take up to {} minutes",
+                in_use.len(),
+                c.backoff.release_wait.as_secs() / 60
+            );
+        }
+        tokio::time::sleep(c.backoff.delay(attempt)).await;
+        attempt += 1;
+    }
+    Ok((released > 0).then(|| {
+        Change::new("network interfaces", &sg_repl, Action::Delete)
+            .with_note(format!("{released} released by Lambda, deleted"))
+    }))
 }
 
 /// Deletes the network, innermost first. Only pieces with the stack's tags are found at all.
