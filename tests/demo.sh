@@ -149,6 +149,6 @@ for page in sm.get_paginator("list_secrets").paginate(Filters=[{"Key": "name", "
         print(f'{s["Name"]:<58} version={tags.get("version")} managed-by={tags.get("managed-by")}')
 PY
 
-step "deployer destroy"
-deployer destroy --yes
+step "deployer destroy (and, asked, the replicated secrets: scheduled for deletion)"
+deployer destroy --yes --delete-replicated-secrets
 step "Done: servers stopped, temporary files removed"

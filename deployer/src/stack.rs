@@ -8,7 +8,9 @@ use crate::change::{Action, Change};
 use crate::clients::Clients;
 use crate::lambda_zip::LambdaZip;
 use crate::resources::network::{self, VAULT_PRIVATE_IP};
-use crate::resources::{DeployError, function, iam, key, logs, rule, secret, topic, vault};
+use crate::resources::{
+    DeployError, function, iam, key, logs, replicas, rule, secret, topic, vault,
+};
 use crate::spec::Spec;
 
 /// What a deployed stack offers its user.
@@ -271,8 +273,14 @@ impl Stack<'_> {
         })
     }
 
-    /// Deletes, in reverse order, what carries this stack's tag. Twice in a row is fine.
-    pub async fn destroy(&self, progress: Progress<'_>) -> Result<Vec<Change>, DeployError> {
+    /// Deletes, in reverse order, what carries this stack's tag, and with `delete_replicas` the
+    /// replicated secrets the replicator manages (once the schedule and the function are gone,
+    /// so no run writes them again). Twice in a row is fine.
+    pub async fn destroy(
+        &self,
+        delete_replicas: bool,
+        progress: Progress<'_>,
+    ) -> Result<Vec<Change>, DeployError> {
         let (c, spec) = (self.clients, self.spec);
         let mut done = Vec::new();
         let mut record = |ch: Change| {
@@ -283,6 +291,9 @@ impl Stack<'_> {
         };
         record(rule::destroy(c, spec).await?);
         record(function::destroy(c, spec).await?);
+        if delete_replicas {
+            record(replicas::schedule_deletion(c, spec).await?);
+        }
         record(secret::destroy(c, spec).await?);
         for ch in vault::destroy(c, spec).await? {
             record(ch);

@@ -155,6 +155,82 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
+    let f = Fixture::new(EXTERNAL).await;
+    f.deployer(&["up"]).await;
+    let aws = f.moto.sdk_config().await;
+    let sm = aws_sdk_secretsmanager::Client::new(&aws);
+    for (name, managed) in [
+        ("hybrid-aws-secrets/a", true),
+        ("hybrid-aws-secrets/team/b", true),
+        ("hybrid-aws-secrets/hand-made", false),
+        ("elsewhere/c", true),
+    ] {
+        let mut req = sm.create_secret().name(name).secret_string("{}");
+        if managed {
+            req = req.tags(
+                aws_sdk_secretsmanager::types::Tag::builder()
+                    .key("managed-by")
+                    .value("vault-secrets-replicator")
+                    .build(),
+            );
+        }
+        req.send().await.unwrap();
+    }
+    let scheduled = || async {
+        let mut out = Vec::new();
+        for name in [
+            "hybrid-aws-secrets/a",
+            "hybrid-aws-secrets/team/b",
+            "hybrid-aws-secrets/hand-made",
+            "elsewhere/c",
+        ] {
+            let d = sm.describe_secret().secret_id(name).send().await.unwrap();
+            if d.deleted_date().is_some() {
+                out.push(name);
+            }
+        }
+        out
+    };
+
+    let plain = f.deployer(&["destroy", "--yes"]).await;
+    assert!(scheduled().await.is_empty());
+    assert!(
+        plain.json()["kept"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("replicated secrets hybrid-aws-secrets/*")
+    );
+
+    f.deployer(&["up"]).await;
+    let asked = f
+        .deployer(&["destroy", "--yes", "--delete-replicated-secrets"])
+        .await;
+    assert_eq!(
+        scheduled().await,
+        ["hybrid-aws-secrets/a", "hybrid-aws-secrets/team/b"]
+    );
+    let replicas = asked.json()["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "replicated secrets")
+        .unwrap()
+        .clone();
+    assert_eq!(replicas["action"], "delete");
+    let note = replicas["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("2 managed by the replicator scheduled for deletion in 30 days")
+            && note.ends_with("1 without the managed-by=vault-secrets-replicator tag kept"),
+        "{note}"
+    );
+    let again = f
+        .deployer(&["destroy", "--yes", "--delete-replicated-secrets"])
+        .await;
+    assert!(again.mutating.is_empty(), "{:?}", again.mutating);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_made_by_hand_is_reported_then_repaired() {
     let f = Fixture::new(EXTERNAL).await;
     f.deployer(&["up"]).await;

@@ -14,16 +14,24 @@ pub struct DestroyArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
     pub yes: bool,
+    /// Also schedule for deletion the replicated secrets `<prefix>/*` that the replicator manages
+    /// (tag managed-by=vault-secrets-replicator), with `recovery_window_days`; other secrets
+    /// under the prefix are kept.
+    #[arg(long)]
+    pub delete_replicated_secrets: bool,
 }
 
-fn confirm(stack: &str) -> Result<(), CliError> {
+fn confirm(stack: &str, replicas: Option<&str>) -> Result<(), CliError> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(CliError::Refused(
             "destroy needs --yes when not run from a terminal".into(),
         ));
     }
-    eprint!("Destroy stack {stack:?}? Type its name to confirm: ");
+    let also = replicas
+        .map(|p| format!(" and the replicated secrets {p}/*"))
+        .unwrap_or_default();
+    eprint!("Destroy stack {stack:?}{also}? Type its name to confirm: ");
     let mut line = String::new();
     stdin.lock().read_line(&mut line)?;
     if line.trim() == stack {
@@ -41,19 +49,24 @@ pub async fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<i32, CliError> {
+    let prefix = &stack.spec.cfg.prefix;
     if !args.yes {
-        confirm(stack.spec.stack())?;
+        confirm(
+            stack.spec.stack(),
+            args.delete_replicated_secrets.then_some(prefix.as_str()),
+        )?;
     }
     let mut progress = |c: &Change| tracing::info!("deleted {} {}", c.kind, c.name);
-    let done = stack.destroy(&mut progress).await?;
-    let kept = vec![
-        format!(
-            "replicated secrets {}/* (delete them yourself if you no longer want them)",
-            stack.spec.cfg.prefix
-        ),
-        "anything without this stack's tag".to_owned(),
-    ];
-    let mut kept = kept;
+    let done = stack
+        .destroy(args.delete_replicated_secrets, &mut progress)
+        .await?;
+    let mut kept = Vec::new();
+    if !args.delete_replicated_secrets {
+        kept.push(format!(
+            "replicated secrets {prefix}/* (--delete-replicated-secrets schedules them for deletion)"
+        ));
+    }
+    kept.push("anything without this stack's tag".to_owned());
     if !stack.spec.deploys_vault() {
         kept.push(format!(
             "the external Vault, and {}-vault/init-keys if vault-init stored its unseal keys there",

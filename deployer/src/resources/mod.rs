@@ -6,6 +6,7 @@ pub mod iam;
 pub mod key;
 pub mod logs;
 pub mod network;
+pub mod replicas;
 pub mod rule;
 pub mod secret;
 pub mod topic;

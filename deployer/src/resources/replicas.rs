@@ -1,0 +1,89 @@
+//! The replicated secrets `<prefix>/*`: the replicator's output, the user's data, not a piece of
+//! the stack. `destroy` keeps them unless asked; asked, it schedules for deletion (with the
+//! configured recovery window) those the replicator manages, and leaves every other secret under
+//! the prefix alone.
+
+use futures::{StreamExt, TryStreamExt};
+
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+
+use super::{Ctx, DeployError};
+use crate::change::{Action, Change};
+use crate::clients::Clients;
+use crate::contract::tags::{MANAGED_BY, MANAGED_BY_VALUE};
+use crate::spec::Spec;
+
+const KIND: &str = "replicated secrets";
+
+/// DeleteSecret calls in flight at once: far under Secrets Manager's write quota.
+const CONCURRENT_DELETES: usize = 4;
+
+/// Schedules for deletion every secret under `<prefix>/` that carries the replicator's
+/// `managed-by` tag; counts, and keeps, those without it.
+pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
+    let prefix = format!("{}/", spec.cfg.prefix);
+    let name = format!("{prefix}*");
+    // Without IncludePlannedDeletion the listing leaves out what is already scheduled.
+    let mut pages =
+        c.sm.list_secrets()
+            .filters(
+                Filter::builder()
+                    .key(FilterNameStringType::Name)
+                    .values(&prefix)
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+    let (mut ours, mut foreign) = (Vec::<(String, String)>::new(), 0usize);
+    while let Some(page) = pages.next().await {
+        let page = page.ctx("ListSecrets", &name)?;
+        for s in page.secret_list() {
+            let (Some(arn), Some(n)) = (s.arn(), s.name()) else {
+                continue;
+            };
+            if !n.starts_with(&prefix) {
+                continue;
+            }
+            let managed = s
+                .tags()
+                .iter()
+                .any(|t| t.key() == Some(MANAGED_BY) && t.value() == Some(MANAGED_BY_VALUE));
+            if managed {
+                ours.push((arn.to_owned(), n.to_owned()));
+            } else {
+                foreign += 1;
+            }
+        }
+    }
+    let days = spec.cfg.replicator.recovery_window_days;
+    let deleted = ours.len();
+    futures::stream::iter(ours)
+        .map(|(arn, n)| async move {
+            super::delete(
+                "DeleteSecret",
+                &n,
+                c.sm.delete_secret()
+                    .secret_id(arn)
+                    .recovery_window_in_days(days)
+                    .send(),
+            )
+            .await
+        })
+        .buffer_unordered(CONCURRENT_DELETES)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let mut note = format!(
+        "{deleted} managed by the replicator scheduled for deletion in {days} days (restore with `aws secretsmanager restore-secret`)"
+    );
+    if foreign > 0 {
+        note.push_str(&format!(
+            "; {foreign} without the {MANAGED_BY}={MANAGED_BY_VALUE} tag kept"
+        ));
+    }
+    let action = if deleted > 0 {
+        Action::Delete
+    } else {
+        Action::Absent
+    };
+    Ok(Change::new(KIND, name, action).with_note(note))
+}
