@@ -3,8 +3,6 @@
 //! configured recovery window) those the replicator manages, and leaves every other secret under
 //! the prefix alone.
 
-use futures::{StreamExt, TryStreamExt};
-
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 
 use super::{Ctx, DeployError};
@@ -15,8 +13,9 @@ use crate::spec::Spec;
 
 const KIND: &str = "replicated secrets";
 
-/// DeleteSecret calls in flight at once: far under Secrets Manager's write quota.
-const CONCURRENT_DELETES: usize = 4;
+/// One DeleteSecret every 50 ms: 20/s, well under the 50/s that Secrets Manager's write APIs
+/// share per region (the replicator of another stack may be writing at the same time).
+const DELETE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Schedules for deletion every secret under `<prefix>/` that carries the replicator's
 /// `managed-by` tag; counts, and keeps, those without it.
@@ -57,21 +56,19 @@ pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Change, Deplo
     }
     let days = spec.cfg.replicator.recovery_window_days;
     let deleted = ours.len();
-    futures::stream::iter(ours)
-        .map(|(arn, n)| async move {
-            super::delete(
-                "DeleteSecret",
-                &n,
-                c.sm.delete_secret()
-                    .secret_id(arn)
-                    .recovery_window_in_days(days)
-                    .send(),
-            )
-            .await
-        })
-        .buffer_unordered(CONCURRENT_DELETES)
-        .try_collect::<Vec<()>>()
+    let mut pace = tokio::time::interval(DELETE_EVERY);
+    for (arn, n) in ours {
+        pace.tick().await;
+        super::delete(
+            "DeleteSecret",
+            &n,
+            c.sm.delete_secret()
+                .secret_id(arn)
+                .recovery_window_in_days(days)
+                .send(),
+        )
         .await?;
+    }
     let mut note = format!(
         "{deleted} managed by the replicator scheduled for deletion in {days} days (restore with `aws secretsmanager restore-secret`)"
     );
