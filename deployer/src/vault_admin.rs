@@ -7,6 +7,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::contract::KV_UPGRADING;
 use crate::secret::SecretString;
 
 #[derive(Debug, thiserror::Error)]
@@ -284,8 +285,8 @@ impl VaultAdmin {
         Ok(created)
     }
 
-    /// Polls `<mount>/config` until it answers: a KV v2 mount answers 400 ("Upgrading from
-    /// non-versioned to versioned data") while it upgrades, for a moment after it is enabled.
+    /// Polls `<mount>/config` until it answers: a KV v2 mount answers 400 with
+    /// [`KV_UPGRADING`] while it upgrades, for a moment after it is enabled.
     async fn wait_kv_ready(&self, mount: &str, timeout: Duration) -> Result<(), VaultAdminError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(50);
@@ -300,9 +301,11 @@ impl VaultAdmin {
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(VaultAdminError::Status { status: 400, .. })
-                    if tokio::time::Instant::now() < deadline =>
-                {
+                Err(VaultAdminError::Status {
+                    status: 400,
+                    message,
+                    ..
+                }) if message.contains(KV_UPGRADING) && tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }

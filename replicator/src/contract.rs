@@ -49,6 +49,10 @@ pub mod tags {
     pub const VAULT_PATH: &str = "vault-path";
 }
 
+/// What Vault answers (HTTP 400) while a KV v2 mount upgrades its storage, for a moment after it
+/// is enabled: "try again shortly", for `vault-init` and the replicator alike.
+pub const KV_UPGRADING: &str = "Upgrading from non-versioned to versioned data";
+
 /// Default prefix of replicated names, and default KV v2 mount (as in the sample).
 pub const DEFAULT_PREFIX: &str = "hybrid-aws-secrets";
 

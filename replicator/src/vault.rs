@@ -11,6 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use crate::contract::KV_UPGRADING;
 use crate::secret::SecretString;
 
 /// Counts requests by kind, for the run report and the benchmark.
@@ -86,16 +87,13 @@ impl VaultError {
         match self {
             Self::Status { status, errors, .. } => match status {
                 429 | 500 | 502 | 503 | 504 => true,
-                400 => errors.iter().any(|e| e.contains(UPGRADING)),
+                400 => errors.iter().any(|e| e.contains(KV_UPGRADING)),
                 _ => false,
             },
             _ => false,
         }
     }
 }
-
-/// What a KV v2 mount answers while it upgrades its storage.
-const UPGRADING: &str = "Upgrading from non-versioned to versioned data";
 
 /// Pauses before each retry of a transient answer: four tries over about 2 s in all.
 const RETRY_PAUSES: [Duration; 3] = [

@@ -800,12 +800,7 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
     );
     let vpcs = ec2
         .describe_vpcs()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:Name")
-                .values("onec2-vault")
-                .build(),
-        )
+        .filters(named("onec2-vault"))
         .send()
         .await
         .unwrap();
