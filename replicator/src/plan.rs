@@ -438,7 +438,10 @@ fn apply_breaker(plan: &mut Plan, owned: usize, live: usize, max_share: f64) {
     if deletes == 0 {
         return;
     }
-    let allowed = (owned as f64 * max_share).floor() as usize;
+    // In whole parts per million: `owned * share` in floating point can land just under a whole
+    // number (100 × 0.29 = 28.999…), which would refuse a deletion exactly at the share.
+    let share_ppm = (max_share.clamp(0.0, 1.0) * 1e6).round() as usize;
+    let allowed = owned.saturating_mul(share_ppm) / 1_000_000;
     let reason = if live == 0 {
         format!(
             "Vault shows no live secret under the path but {deletes} replicated secrets would be deleted; refusing (an empty or wrong listing must not wipe AWS)"
@@ -538,6 +541,26 @@ mod tests {
         assert_ne!(a, version_token("kv2", "a", 1, T));
     }
 
+    /// Pinned literals (computed outside this code: SHA-256 over the NUL-terminated parts, UUID
+    /// v8 bits set). Every replica's current version id is one of these: a change here would turn
+    /// every replica into `modified_outside` on the next run.
+    #[test]
+    fn tokens_are_pinned() {
+        assert_eq!(
+            version_token("kv", "a", 1, T),
+            "45b812c1-fe2e-8c77-845a-8f1e44a38315"
+        );
+        assert_eq!(
+            version_token(
+                "hybrid-aws-secrets",
+                "apps/web/db",
+                3,
+                "2026-11-28T12:34:56.789012345Z"
+            ),
+            "6ba2b322-6a68-864e-aff3-f37864175449"
+        );
+    }
+
     #[test]
     fn new_changed_and_unchanged_secrets() {
         let vault = [live("a", 1), live("b/c", 2), live("d", 5)];
@@ -611,6 +634,48 @@ mod tests {
             kinds(&p).iter().filter(|k| k.starts_with("keep")).count(),
             4
         );
+    }
+
+    /// Deletes `n` of `owned` replicas (Vault keeps the rest live) at `share`: refused?
+    fn breaker_refuses(owned: usize, n: usize, share: f64) -> bool {
+        let mut s = settings();
+        s.deletion_policy = DeletionPolicy::Delete;
+        s.max_delete_share = share;
+        let names: Vec<String> = (0..owned).map(|i| format!("s{i:03}")).collect();
+        let aws: Vec<_> = names.iter().map(|n| ours(n, 1)).collect();
+        let vault: Vec<_> = names[n..].iter().map(|n| live(n, 1)).collect();
+        let p = plan(&vault, &aws, &s);
+        let deletes = p
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Delete { .. }))
+            .count();
+        assert_eq!(deletes, if p.breaker.is_some() { 0 } else { n });
+        p.breaker.is_some()
+    }
+
+    #[test]
+    fn breaker_boundaries_exactly_at_the_share_and_share_zero() {
+        for (owned, n, share, refused) in [
+            (4, 1, 0.25, false),    // exactly at the share
+            (4, 2, 0.25, true),     // one over
+            (10, 3, 0.3, false),    // 10 × 0.3 is 3.0000000000000004 in floating point
+            (100, 29, 0.29, false), // 100 × 0.29 is 28.999999999999996
+            (100, 30, 0.29, true),
+            (200, 58, 0.29, false),
+            (50, 29, 0.58, false),
+            (4, 1, 0.0, true), // share 0: no deletion at all
+            (1000, 1, 0.0, true),
+            (4, 3, 1.0, false), // share 1: anything while Vault shows something live
+            (3, 1, 0.5, false), // floor(1.5) = 1
+            (3, 2, 0.5, true),
+        ] {
+            assert_eq!(
+                breaker_refuses(owned, n, share),
+                refused,
+                "{n} of {owned} at share {share}"
+            );
+        }
     }
 
     #[test]

@@ -147,23 +147,34 @@ impl AwsSide {
         (topic_arn, queue_url)
     }
 
-    /// The SNS messages that reached the queue.
-    pub async fn notices(&self, queue_url: &str) -> Vec<String> {
-        let out = self
-            .sqs
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .unwrap();
-        out.messages()
-            .iter()
-            .filter_map(|m| m.body())
-            .map(|b| {
+    /// The SNS messages that reached the queue: waits (long polls, up to 30 s) until `expected`
+    /// have arrived, then one more second for any extra, which the caller's count then shows.
+    pub async fn notices(&self, queue_url: &str, expected: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut out = Vec::new();
+        let mut settled = false;
+        while !settled {
+            settled = out.len() >= expected || std::time::Instant::now() > deadline;
+            let got = self
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .unwrap();
+            if !got.messages().is_empty() {
+                settled = false;
+            }
+            out.extend(got.messages().iter().filter_map(|m| m.body()).map(|b| {
                 let envelope: serde_json::Value = serde_json::from_str(b).unwrap();
                 envelope["Message"].as_str().unwrap_or(b).to_owned()
-            })
-            .collect()
+            }));
+            if std::time::Instant::now() > deadline + std::time::Duration::from_secs(5) {
+                break;
+            }
+        }
+        out
     }
 }

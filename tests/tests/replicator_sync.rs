@@ -180,6 +180,18 @@ async fn the_breaker_refuses_mass_deletion_and_an_empty_vault_never_wipes_aws() 
             .all(|s| !s.pending_deletion)
     );
 
+    // Share 0: not even one deletion.
+    a.max_delete_share = 0.0;
+    let r = sync(&env, &a).await;
+    assert_eq!(
+        failure_kinds(&r),
+        [(String::new(), "deletion_breaker".to_owned())]
+    );
+    // Exactly at the share (3 of 4 at 0.75): allowed.
+    a.max_delete_share = 0.75;
+    let r = sync(&env, &a).await;
+    assert_eq!((r.deleted, r.failures.len()), (3, 0), "{}", r.to_text());
+
     // Every secret gone from Vault: refused whatever the share.
     bao.api("DELETE", "kv/metadata/a", None).await;
     a.max_delete_share = 1.0;
@@ -189,13 +201,7 @@ async fn the_breaker_refuses_mass_deletion_and_an_empty_vault_never_wipes_aws() 
         [(String::new(), "deletion_breaker".to_owned())]
     );
     assert!(r.failures[0].message.contains("no live secret"));
-    assert!(
-        env.side
-            .secrets("kv")
-            .await
-            .values()
-            .all(|s| !s.pending_deletion)
-    );
+    assert!(!env.side.secrets("kv").await["kv/a"].pending_deletion);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,7 +278,11 @@ async fn an_out_of_band_change_is_a_conflict_unless_overwrite_is_set() {
         (r.conflicts[0].name.as_str(), r.conflicts[0].kind.as_str()),
         ("kv/a", "modified_outside")
     );
-    assert_eq!(r.values_read, 0, "detected without reading values");
+    assert_eq!(
+        e2e::audited_value_reads(&env.bao.audit_log()).len(),
+        2,
+        "detected without reading values (the 2 reads are the first sync's)"
+    );
     assert_eq!(env.side.value("kv/a").await, json!({"v": "by hand"}));
 
     a.on_modified = OnModified::Overwrite;
@@ -318,14 +328,26 @@ async fn bad_secrets_fail_alone_and_the_notice_carries_no_value() {
     assert_eq!(env.side.value("kv/good").await["v"], planted);
     assert_eq!(env.side.secrets("kv").await.len(), 1);
 
-    let notices = env.side.notices(&queue).await;
+    let notices = env.side.notices(&queue, 1).await;
     assert_eq!(notices.len(), 1, "one notice per run");
-    assert!(notices[0].starts_with(&format!(
-        "Account: {}, Region: {}.",
+    // The whole format: the sample's opening, the counts, then every failure as JSON.
+    let head = format!(
+        "Account: {}, Region: {}. vault-secrets-replicator run failed (1 created, 0 updated, 0 deleted before the failures). Failed to create/update the following secrets: ",
         e2e::ACCOUNT,
         e2e::REGION
-    )));
-    assert!(notices[0].contains("kv/big") && notices[0].contains("value_too_large"));
+    );
+    let listed: serde_json::Value = serde_json::from_str(
+        notices[0]
+            .strip_prefix(&head)
+            .unwrap_or_else(|| panic!("{}", notices[0])),
+    )
+    .unwrap();
+    let expected: Vec<serde_json::Value> = r
+        .failures
+        .iter()
+        .map(|p| json!({"secretName": p.name, "kind": p.kind, "error": p.message}))
+        .collect();
+    assert_eq!(listed, serde_json::Value::Array(expected));
     assert!(!notices[0].contains(planted));
     assert!(!r.to_json().contains(planted));
 }
@@ -354,7 +376,7 @@ async fn vault_down_and_a_revoked_token_fail_the_run_with_a_notice() {
         .api("POST", "auth/token/revoke", Some(json!({ "token": token })))
         .await;
     a.vault_addr = Some(env.bao.addr.clone());
-    a.vault_token = Some(token);
+    a.vault_token = Some(token.clone());
     let r = sync(&env, &a).await;
     assert_eq!(
         failure_kinds(&r),
@@ -362,7 +384,7 @@ async fn vault_down_and_a_revoked_token_fail_the_run_with_a_notice() {
     );
     assert!(env.side.secrets("kv").await.is_empty());
 
-    let notices = env.side.notices(&queue).await;
+    let notices = env.side.notices(&queue, 2).await;
     assert_eq!(notices.len(), 2);
     assert!(notices.iter().any(|n| n.contains("vault_unreachable")));
     assert!(
@@ -371,18 +393,53 @@ async fn vault_down_and_a_revoked_token_fail_the_run_with_a_notice() {
             .any(|n| n.contains("vault_permission_denied"))
     );
     assert!(
-        notices.iter().all(|n| !n.contains("s.")),
+        notices.iter().all(|n| !n.contains(&token)),
         "no token in a notice"
+    );
+
+    // TLS settings that cannot work: their own failure kind, before any request.
+    let bad_ca = env.bao.dir.path().join("not-a-ca.pem");
+    std::fs::write(&bad_ca, "not a certificate").unwrap();
+    a.vault_cacert = Some(bad_ca);
+    let r = sync(&env, &a).await;
+    assert_eq!(failure_kinds(&r), [(String::new(), "vault_tls".to_owned())]);
+    a.vault_cacert = Some(env.bao.dir.path().join("missing.pem"));
+    let r = sync(&env, &a).await;
+    assert_eq!(failure_kinds(&r), [(String::new(), "vault_tls".to_owned())]);
+    assert!(
+        r.failures[0].message.contains("missing.pem"),
+        "{}",
+        r.to_text()
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_empty_or_missing_mount_is_not_an_error() {
+async fn an_empty_mount_or_a_missing_path_is_not_an_error_and_a_missing_mount_is() {
     let env = env().await;
     env.bao.enable_kv2("empty").await;
     let r = sync(&env, &args(&env, "empty")).await;
     assert!(!r.failed(), "{}", r.to_text());
     assert_eq!((r.created, r.unchanged), (0, 0));
+
+    // A path nobody wrote under (Vault answers 404 with no error): nothing to replicate.
+    env.bao.put("empty", "elsewhere/a", json!({"k": 1})).await;
+    let mut a = args(&env, "empty");
+    a.path = "not/written/yet".into();
+    let r = sync(&env, &a).await;
+    assert!(!r.failed(), "{}", r.to_text());
+    assert_eq!((r.created, r.unchanged), (0, 0));
+    assert!(env.side.secrets("empty").await.is_empty());
+
+    // No mount at all: a failure that names it, never an "empty Vault".
+    let r = sync(&env, &args(&env, "no-such-mount")).await;
+    assert!(r.failed(), "{}", r.to_text());
+    assert_eq!(r.failures.len(), 1, "{}", r.to_text());
+    assert_eq!(r.failures[0].name, "");
+    assert!(
+        r.failures[0].message.contains("no-such-mount"),
+        "{}",
+        r.to_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,15 +464,23 @@ async fn without_bulk_listing_metadata_is_read_per_secret() {
     assert!(!r.bulk_metadata);
     assert_eq!(r.vault_requests["read_metadata"], 3);
     assert_eq!(r.vault_requests["list"], 3, "one LIST per folder");
+    assert_eq!(e2e::audited_value_reads(&bao.audit_log()).len(), 3);
     let r = sync(&env, &a).await;
-    assert_eq!((r.unchanged, r.values_read), (3, 0));
+    assert_eq!(r.unchanged, 3);
+    assert_eq!(
+        e2e::audited_value_reads(&bao.audit_log()).len(),
+        3,
+        "the no-op run read no value"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sub_path_of_another_mount_and_a_dry_run() {
     let env = env().await;
     let bao = &env.bao;
-    bao.put("secret", "apps/web/db", json!({"k": 1})).await;
+    let planted = "PLANTED-dry-run-5e1f";
+    bao.put("secret", "apps/web/db", json!({"k": planted}))
+        .await;
     bao.put("secret", "apps/web/cache/redis", json!({"k": 2}))
         .await;
     bao.put("secret", "apps/other", json!({"k": 3})).await;
@@ -430,7 +495,14 @@ async fn a_sub_path_of_another_mount_and_a_dry_run() {
         env.side.secrets("web").await.is_empty(),
         "a dry run writes nothing"
     );
-    assert_eq!(dry.values_read, 0);
+    assert!(
+        e2e::audited_value_reads(&bao.audit_log()).is_empty(),
+        "a dry run reads no value"
+    );
+    for shown in [dry.to_json(), dry.to_text()] {
+        assert!(shown.contains("web/db"), "the plan names the secret");
+        assert!(!shown.contains(planted), "the plan shows no value");
+    }
 
     a.dry_run = false;
     let r = sync(&env, &a).await;
@@ -442,4 +514,49 @@ async fn a_sub_path_of_another_mount_and_a_dry_run() {
     );
     assert_eq!(seen["web/db"].tags["vault-mount"], "secret");
     assert_eq!(seen["web/db"].tags["vault-path"], "apps/web");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listing_page_is_read_past_one_hundred_replicas() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("many").await;
+    // moto, like AWS, answers ListSecrets 100 secrets a page at most.
+    let n: u64 = 130;
+    for i in 0..n {
+        bao.put("many", &format!("f{}/s{i:03}", i % 3), json!({"i": i}))
+            .await;
+    }
+    let a = args(&env, "many");
+    let first = sync(&env, &a).await;
+    assert_eq!(
+        (first.created, first.failures.len()),
+        (n, 0),
+        "{}",
+        first.to_text()
+    );
+    assert_eq!(env.side.secrets("many").await.len() as u64, n);
+
+    // Every replica on every page is seen: nothing created twice, nothing updated.
+    let second = sync(&env, &a).await;
+    assert_eq!(
+        (second.unchanged, second.created, second.updated),
+        (n, 0, 0),
+        "{}",
+        second.to_text()
+    );
+    assert!(
+        second.aws_requests["ListSecrets"] >= 2,
+        "{:?}",
+        second.aws_requests
+    );
+    assert_eq!(
+        e2e::audited_value_reads(&bao.audit_log()).len() as u64,
+        n,
+        "the second run read no value"
+    );
+    for i in [0, 99, 100, n - 1] {
+        let name = format!("many/f{}/s{i:03}", i % 3);
+        assert_eq!(env.side.version_count(&name).await, 1, "{name}");
+    }
 }

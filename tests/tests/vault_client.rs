@@ -39,7 +39,7 @@ async fn the_client_logs_in_with_a_signed_get_caller_identity() {
     .unwrap();
     let listing = client.list("kv", "").await.unwrap();
     assert_eq!(listing.keys, ["a"]);
-    let seen = server.await.unwrap();
+    let seen = server.finish().await;
 
     let (line, body) = (&seen[0].line, &seen[0].body);
     assert_eq!(line, "POST /v1/auth/aws/login HTTP/1.1");
@@ -103,7 +103,7 @@ async fn an_upgrading_mount_and_a_standby_node_are_tried_again() {
     let client = token_client(&addr);
     let listing = client.list("kv", "").await.unwrap();
     assert_eq!(listing.keys, ["a", "b/"]);
-    assert_eq!(server.await.unwrap().len(), 3);
+    assert_eq!(server.finish().await.len(), 3);
     assert_eq!(client.counters.snapshot()["retry"], 2);
 }
 
@@ -114,7 +114,7 @@ async fn a_value_read_is_tried_again_and_gives_up_after_four_tries() {
     let err = client.read_version("kv", "a", 3).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert!(err.to_string().contains("Upgrading"), "{err}");
-    let seen = server.await.unwrap();
+    let seen = server.finish().await;
     assert_eq!(seen.len(), 4);
     assert!(
         seen.iter()
@@ -129,6 +129,6 @@ async fn other_errors_fail_at_once() {
     let err = client.read_metadata("kv", "a").await.unwrap_err();
     assert!(!err.is_transient());
     assert_eq!(err.kind(), "vault_error");
-    assert_eq!(server.await.unwrap().len(), 1);
+    assert_eq!(server.finish().await.len(), 1);
     assert_eq!(client.counters.snapshot()["retry"], 0);
 }

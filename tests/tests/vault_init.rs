@@ -291,7 +291,7 @@ async fn keys_in_secrets_manager_a_wrong_ca_and_a_revoked_secret_id() {
     args.sns_topic_arn = Some(topic);
     let r = replicator::run::run(&args, &w.aws).await;
     assert_eq!(r.failures[0].kind, "vault_login_failed", "{}", r.to_text());
-    let notices = w.side.notices(&queue).await;
+    let notices = w.side.notices(&queue, 1).await;
     assert_eq!(notices.len(), 1);
     assert!(notices[0].contains("vault_login_failed"));
 
