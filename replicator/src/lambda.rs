@@ -19,12 +19,36 @@ impl LambdaArgs {
     /// Reads the environment; the error names the variable to fix.
     pub fn from_env() -> Result<Self, String> {
         Self::try_parse_from(std::iter::empty::<String>()).map_err(|e| {
-            format!(
-                "invalid Lambda environment: {}",
-                e.render().to_string().trim()
-            )
+            let rendered = e.render().to_string();
+            let what = rendered
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let what = what.trim_start_matches("error: ");
+            match variable_of(&e) {
+                Some(var) => format!("invalid Lambda environment: {var}: {what}"),
+                None => format!("invalid Lambda environment: {what}"),
+            }
         })
     }
+}
+
+/// The environment variable behind the flag a parse error names (`--deletion-policy <…>` →
+/// `REPLICATOR_DELETION_POLICY`): the Lambda has no command line, only variables.
+fn variable_of(e: &clap::Error) -> Option<String> {
+    use clap::CommandFactory as _;
+    use clap::error::{ContextKind, ContextValue};
+    let ContextValue::String(flag) = e.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    let long = flag.split_whitespace().next()?.strip_prefix("--")?;
+    LambdaArgs::command()
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))?
+        .get_env()
+        .map(|v| v.to_string_lossy().into_owned())
 }
 
 /// Handles one invocation.

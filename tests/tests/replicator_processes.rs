@@ -133,7 +133,8 @@ async fn approle_from_the_connection_secret_logs_in_again_before_expiry() {
     for i in 0..3 {
         bao.put("kv", &format!("s{i}"), json!({"i": i})).await;
     }
-    let (role_id, secret_id) = approle(bao, "6s").await;
+    // A token life long enough for a sync on a loaded machine: one login per run.
+    let (role_id, secret_id) = approle(bao, "10m").await;
     let conn = ConnectionSecret {
         vault_address: bao.addr.clone(),
         vault_role_id: Some(role_id),
@@ -155,28 +156,56 @@ async fn approle_from_the_connection_secret_logs_in_again_before_expiry() {
     assert_eq!((r.created, r.failures.len()), (3, 0), "{}", r.to_text());
     assert_eq!(r.vault_requests["login"], 1);
 
-    // One client across a token's life: it logs in again instead of failing.
+    // One client across a token's life: it logs in again at two thirds of the TTL (here 1 s of
+    // 6 s), before the token expires, so no request meets a 403. A role of its own, so the
+    // sync's long TTL above stays as it is.
+    bao.api(
+        "POST",
+        "auth/approle/role/short",
+        Some(json!({"token_policies": ["replicator"], "token_ttl": "6s", "token_max_ttl": "6s"})),
+    )
+    .await;
+    let short_role = bao
+        .api("GET", "auth/approle/role/short/role-id", None)
+        .await;
+    let short_secret = bao
+        .api("POST", "auth/approle/role/short/secret-id", None)
+        .await;
     let vault = replicator::vault::VaultClient::new(
         &bao.addr,
         replicator::vault::VaultAuth::AppRole {
             mount: "approle".into(),
-            role_id: conn.vault_role_id.clone().unwrap(),
-            secret_id: secret_id.as_str().into(),
+            role_id: short_role["data"]["role_id"].as_str().unwrap().to_owned(),
+            secret_id: short_secret["data"]["secret_id"].as_str().unwrap().into(),
         },
         None,
         4,
     )
     .unwrap();
-    vault.list("kv", "").await.unwrap();
-    tokio::time::sleep(Duration::from_secs(7)).await; // past the 6 s token TTL
-    vault.list("kv", "").await.unwrap();
-    assert_eq!(
+    let logins = || {
         vault
             .counters
             .logins
-            .load(std::sync::atomic::Ordering::Relaxed),
-        2
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let first_login = std::time::Instant::now();
+    vault.list("kv", "").await.unwrap();
+    assert_eq!(logins(), 1);
+    // Past the renewal point (1 s), well before the expiry (6 s).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    vault.list("kv", "").await.unwrap();
+    assert_eq!(logins(), 2, "logged in again before the token expired");
+    assert!(
+        first_login.elapsed() < Duration::from_secs(6),
+        "the second login came before the first token's expiry"
     );
+    // Vault saw no request refused for an expired token.
+    let audit = std::fs::read_to_string(bao.audit_log()).unwrap();
+    let denied: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("permission denied"))
+        .collect();
+    assert!(denied.is_empty(), "a request met a 403: {denied:?}");
 
     // A revoked secret id: the run fails with a login error and a notice.
     let (topic, queue) = env.side.topic_with_queue("failures").await;
@@ -210,8 +239,14 @@ async fn the_lambda_bootstrap_answers_through_the_runtime_api() {
     .await;
     bao.put("hybrid-aws-secrets", "nested/second", json!({"k": "2"}))
         .await;
+    let token = bao
+        .token_with_policy(
+            "lambda",
+            "path \"hybrid-aws-secrets/*\" { capabilities = [\"read\", \"list\"] }",
+        )
+        .await;
     // The sample's connection secret shape: two keys.
-    let conn = json!({"vaultAddress": bao.addr, "vaultToken": e2e::ROOT_TOKEN}).to_string();
+    let conn = json!({"vaultAddress": bao.addr, "vaultToken": token}).to_string();
     env.side
         .create("hybrid-aws-secrets-connection/vault", &conn, &[])
         .await;
@@ -242,6 +277,10 @@ async fn the_lambda_bootstrap_answers_through_the_runtime_api() {
     };
     let report: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(report["created"], 2, "{body}");
+    assert!(
+        !body.contains(PLANTED) && !body.contains(&token),
+        "the response carries no value or token"
+    );
     assert_eq!(
         env.side
             .value("hybrid-aws-secrets/first-secret-for-replication")
@@ -265,6 +304,7 @@ async fn the_lambda_bootstrap_answers_through_the_runtime_api() {
         panic!("expected an error, got {answer:?}")
     };
     assert!(err.contains("hybrid-aws-secrets-connection/vault"), "{err}");
+    assert!(!err.contains(PLANTED) && !err.contains(&token));
     let notices = env.side.notices(&queue, 1).await;
     assert_eq!(notices.len(), 1);
     assert!(notices[0].contains("GetSecretValue"));
@@ -277,5 +317,130 @@ async fn the_lambda_bootstrap_answers_through_the_runtime_api() {
         !logs.contains(PLANTED),
         "a value leaked into the Lambda logs"
     );
+    assert!(
+        !logs.contains(&token),
+        "the token leaked into the Lambda logs"
+    );
     assert!(!logs.contains('\u{1b}'), "no colour codes in Lambda logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_lambda_environment_fails_each_invocation_without_an_init_error() {
+    let moto = e2e::Moto::start().await;
+    let mut api = RuntimeApi::start().await;
+    let mut child = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+        .env_clear()
+        .envs(moto.env())
+        .envs(e2e::runtime_api::lambda_env(&api.addr, "replicator"))
+        .env(vars::CONNECTION_SECRET, "x-connection/vault")
+        .env("REPLICATOR_DELETION_POLICY", "purge")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Not a crash loop and not an init error (which Lambda would retry at every cold start):
+    // the runtime keeps serving, and every invocation fails with the variable to fix, so
+    // Lambda's error metric and on-failure handling see each one.
+    for id in ["req-1", "req-2"] {
+        let answer = api.invoke(id, "{}", Duration::from_secs(60)).await;
+        let Answer::Error(err) = answer else {
+            panic!("expected an invocation error, got {answer:?}")
+        };
+        assert!(
+            err.contains("invalid Lambda environment") && err.contains("purge"),
+            "{err}"
+        );
+        assert!(err.contains("REPLICATOR_DELETION_POLICY"), "{err}");
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the runtime still runs"
+    );
+    child.start_kill().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_auth_from_the_connection_secret_approle_then_aws_iam_then_token() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "a", json!({"k": 1})).await;
+    let (role_id, secret_id) = approle(bao, "10m").await;
+    let token = bao
+        .token_with_policy(
+            "reader",
+            "path \"kv/*\" { capabilities = [\"read\", \"list\"] }",
+        )
+        .await;
+    let name = "kv-connection/vault";
+    env.side.create(name, "{}", &[]).await;
+    let sm = env.side.sm.clone();
+    let set_connection = |conn: Value| {
+        let sm = sm.clone();
+        async move {
+            sm.put_secret_value()
+                .secret_id(name)
+                .secret_string(conn.to_string())
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let mut a = args(&env, "kv");
+    a.vault_addr = None;
+    a.vault_token = None;
+    a.connection_secret = Some(name.into());
+
+    // Everything at once: AppRole wins (the token would be refused, the AWS role unknown).
+    set_connection(json!({
+        "vaultAddress": bao.addr, "vaultRoleId": role_id, "vaultSecretId": secret_id,
+        "vaultToken": "s.refused-if-used", "vaultAwsRole": "unused"
+    }))
+    .await;
+    let r = sync(&env, &a).await;
+    assert!(!r.failed(), "{}", r.to_text());
+    assert_eq!(r.vault_requests["login"], 1);
+    let audit = std::fs::read_to_string(bao.audit_log()).unwrap();
+    let logins: Vec<Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == "request" && v["request"]["path"] == "auth/approle/login")
+        .collect();
+    assert_eq!(logins.len(), 1, "one AppRole login");
+
+    // No AppRole: the AWS IAM login (with its mount) comes before the token. OpenBao has no
+    // AWS auth method, so a stand-in of Vault's API answers, refusing the login.
+    let (stand_in, server) = e2e::stand_in::fake_vault(vec![(
+        400,
+        r#"{"errors":["entry for role replicator not found"]}"#,
+    )])
+    .await;
+    set_connection(json!({
+        "vaultAddress": stand_in, "vaultAwsRole": "replicator", "vaultAwsAuthMount": "aws-eu",
+        "vaultToken": token
+    }))
+    .await;
+    let r = sync(&env, &a).await;
+    assert_eq!(
+        failure_kinds(&r),
+        [(String::new(), "vault_login_failed".to_owned())]
+    );
+    let seen = server.finish().await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].line, "POST /v1/auth/aws-eu/login HTTP/1.1");
+    let body: Value = serde_json::from_str(&seen[0].body).unwrap();
+    assert_eq!(body["role"], "replicator");
+    assert!(!seen[0].headers.contains(&token) && !seen[0].body.contains(&token));
+
+    // The token alone: used as it is, no login.
+    set_connection(json!({"vaultAddress": bao.addr, "vaultToken": token})).await;
+    let r = sync(&env, &a).await;
+    assert!(!r.failed(), "{}", r.to_text());
+    assert!(
+        !r.vault_requests.contains_key("login"),
+        "{:?}",
+        r.vault_requests
+    );
+    assert_eq!(r.unchanged, 1);
 }
