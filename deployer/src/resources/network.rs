@@ -25,6 +25,8 @@ pub const VAULT_PORT: i32 = 8200;
 pub struct Network {
     pub vpc: Option<String>,
     pub igw: Option<String>,
+    /// The VPCs the internet gateway is attached to (none after a create that was cut short).
+    pub igw_attached: Vec<String>,
     pub subnet: Option<String>,
     pub route_table: Option<String>,
     pub sg_vault: Option<String>,
@@ -142,6 +144,14 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<(Network, Vec<Change>),
         .ctx("DescribeInternetGateways", &name)?;
     let igw = igws.internet_gateways().first();
     net.igw = igw.and_then(|g| g.internet_gateway_id()).map(str::to_owned);
+    net.igw_attached = igw
+        .map(|g| {
+            g.attachments()
+                .iter()
+                .filter_map(|a| a.vpc_id().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
     let attached = igw
         .map(|g| {
             g.attachments()
@@ -947,7 +957,8 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
         done.push(Change::new("subnet", &name, Action::Delete));
     }
     if let Some(igw) = &net.igw {
-        if let Some(vpc) = &net.vpc {
+        // Only where it is attached: an `up` cut short between create and attach leaves it free.
+        for vpc in &net.igw_attached {
             delete(
                 "DetachInternetGateway",
                 igw,
