@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use aws_types::SdkConfig;
 
 use crate::sdk::{AwsCounters, CountRequests};
@@ -63,29 +64,41 @@ pub struct Clients {
 }
 
 macro_rules! client {
-    ($krate:ident, $config:expr, $counters:expr) => {
-        $krate::Client::from_conf(
-            $krate::config::Builder::from($config)
-                .interceptor(CountRequests($counters.clone()))
-                .build(),
-        )
-    };
+    ($krate:ident, $config:expr, $counters:expr, $extra:expr) => {{
+        let mut builder =
+            $krate::config::Builder::from($config).interceptor(CountRequests($counters.clone()));
+        if let Some(extra) = $extra {
+            builder.push_interceptor(extra.clone());
+        }
+        $krate::Client::from_conf(builder.build())
+    }};
 }
 
 impl Clients {
     pub fn new(config: &SdkConfig, backoff: Backoff) -> Self {
+        Self::with_interceptor(config, backoff, None)
+    }
+
+    /// [`Clients::new`] with one more interceptor on every client (the tests' fault injector:
+    /// it fails the N-th mutating request as a killed process would leave it).
+    pub fn with_interceptor(
+        config: &SdkConfig,
+        backoff: Backoff,
+        extra: Option<SharedInterceptor>,
+    ) -> Self {
         let requests = Arc::new(AwsCounters::default());
+        let extra = extra.as_ref();
         Self {
-            ec2: client!(aws_sdk_ec2, config, requests),
-            iam: client!(aws_sdk_iam, config, requests),
-            kms: client!(aws_sdk_kms, config, requests),
-            events: client!(aws_sdk_eventbridge, config, requests),
-            lambda: client!(aws_sdk_lambda, config, requests),
-            sns: client!(aws_sdk_sns, config, requests),
-            sm: client!(aws_sdk_secretsmanager, config, requests),
-            ssm: client!(aws_sdk_ssm, config, requests),
-            logs: client!(aws_sdk_cloudwatchlogs, config, requests),
-            sts: client!(aws_sdk_sts, config, requests),
+            ec2: client!(aws_sdk_ec2, config, requests, extra),
+            iam: client!(aws_sdk_iam, config, requests, extra),
+            kms: client!(aws_sdk_kms, config, requests, extra),
+            events: client!(aws_sdk_eventbridge, config, requests, extra),
+            lambda: client!(aws_sdk_lambda, config, requests, extra),
+            sns: client!(aws_sdk_sns, config, requests, extra),
+            sm: client!(aws_sdk_secretsmanager, config, requests, extra),
+            ssm: client!(aws_sdk_ssm, config, requests, extra),
+            logs: client!(aws_sdk_cloudwatchlogs, config, requests, extra),
+            sts: client!(aws_sdk_sts, config, requests, extra),
             requests,
             backoff,
         }

@@ -76,3 +76,90 @@ pub async fn run(moto: &Moto, args: &[&str]) -> Outcome {
         requests: clients.requests.snapshot().values().sum(),
     }
 }
+
+/// Fails the deployer as a process killed at its N-th mutating request would leave AWS: odd N
+/// after AWS answered (the change is made, the deployer never learns of it), even N before the
+/// request is sent; every request after it fails too, as nothing more would be sent.
+#[derive(Debug)]
+pub struct KillAtMutating {
+    pub n: u64,
+    mutating: std::sync::atomic::AtomicU64,
+    /// Set once the N-th mutating request was reached.
+    pub fired: std::sync::atomic::AtomicBool,
+    /// The mutating operations sent, in order (the last one is where it was killed).
+    pub sent: std::sync::Mutex<Vec<String>>,
+}
+
+impl KillAtMutating {
+    pub fn new(n: u64) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            n,
+            mutating: Default::default(),
+            fired: Default::default(),
+            sent: Default::default(),
+        })
+    }
+
+    fn operation(cfg: &aws_smithy_types::config_bag::ConfigBag) -> String {
+        cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map(|m| m.name().to_owned())
+            .unwrap_or_default()
+    }
+
+    fn killed(&self) -> aws_smithy_runtime_api::box_error::BoxError {
+        format!("killed at mutating request {}", self.n).into()
+    }
+}
+
+/// Shares one injector with every client.
+#[derive(Debug, Clone)]
+pub struct Injector(pub std::sync::Arc<KillAtMutating>);
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for Injector {
+    fn name(&self) -> &'static str {
+        "KillAtMutating"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        use std::sync::atomic::Ordering;
+        let k = &self.0;
+        if k.fired.load(Ordering::SeqCst) {
+            return Err(k.killed());
+        }
+        let op = KillAtMutating::operation(cfg);
+        if deployer::clients::is_read_only(&op) {
+            return Ok(());
+        }
+        let nth = k.mutating.fetch_add(1, Ordering::SeqCst) + 1;
+        k.sent.lock().unwrap().push(op);
+        if nth == k.n && k.n % 2 == 0 {
+            k.fired.store(true, Ordering::SeqCst);
+            return Err(k.killed());
+        }
+        Ok(())
+    }
+
+    fn read_after_transmit(
+        &self,
+        _: &aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        use std::sync::atomic::Ordering;
+        let k = &self.0;
+        if k.n % 2 == 1
+            && !k.fired.load(Ordering::SeqCst)
+            && !deployer::clients::is_read_only(&KillAtMutating::operation(cfg))
+            && k.mutating.load(Ordering::SeqCst) == k.n
+        {
+            k.fired.store(true, Ordering::SeqCst);
+            return Err(k.killed());
+        }
+        Ok(())
+    }
+}
