@@ -487,7 +487,9 @@ mod tests {
 
     /// Every key of `deployer.toml`, as the parser itself lists them in its unknown-key error.
     fn every_key() -> Vec<String> {
-        let err = FileConfig::parse("no_such_key = 1", "t").unwrap_err().to_string();
+        let err = FileConfig::parse("no_such_key = 1", "t")
+            .unwrap_err()
+            .to_string();
         let expected = err.split("expected one of").nth(1).unwrap();
         expected
             .split('`')
@@ -501,7 +503,11 @@ mod tests {
     fn each_bad_value_of_every_key_is_refused_with_its_key_and_reason() {
         // (config text, key named, words of the reason)
         let table: &[(&str, &str, &str)] = &[
-            ("stack_name = \"9lives\"", "stack_name", "starting with a letter"),
+            (
+                "stack_name = \"9lives\"",
+                "stack_name",
+                "starting with a letter",
+            ),
             ("stack_name = \"\"", "stack_name", "1-32 letters"),
             (
                 "stack_name = \"abcdefghijabcdefghijabcdefghijabc\"",
@@ -509,21 +515,57 @@ mod tests {
                 "1-32 letters",
             ),
             ("region = \"EU West\"", "region", "not a region name"),
-            ("secrets_prefix = \"a b\"", "secrets_prefix", "letters, digits and"),
-            ("secrets_prefix = \"/abs\"", "secrets_prefix", "not starting or ending with /"),
-            ("notification_email = \"ops@\"", "notification_email", "not an email address"),
+            (
+                "secrets_prefix = \"a b\"",
+                "secrets_prefix",
+                "letters, digits and",
+            ),
+            (
+                "secrets_prefix = \"/abs\"",
+                "secrets_prefix",
+                "not starting or ending with /",
+            ),
+            (
+                "notification_email = \"ops@\"",
+                "notification_email",
+                "not an email address",
+            ),
             (
                 "notification_email = \"ops example.com\"",
                 "notification_email",
                 "not an email address",
             ),
-            ("schedule = \"cron(0 * * * * *)\"", "schedule", "day-of-month"),
+            (
+                "schedule = \"cron(0 * * * * *)\"",
+                "schedule",
+                "day-of-month",
+            ),
             ("schedule = \"rate(1 minutes)\"", "schedule", "rate"),
-            ("vault_inbound_cidr = \"10.0.0.1/8\"", "vault_inbound_cidr", "host bits"),
-            ("vault_inbound_cidr = \"10.0.0.0/33\"", "vault_inbound_cidr", "over /32"),
-            ("vault_inbound_cidr = \"nowhere\"", "vault_inbound_cidr", "not a CIDR block"),
-            ("deploy_vault_on_ec2 = false", "external_vault_address", "is required"),
-            ("deploy_vault_on_ec2 = \"no\"", "deploy_vault_on_ec2", "invalid type"),
+            (
+                "vault_inbound_cidr = \"10.0.0.1/8\"",
+                "vault_inbound_cidr",
+                "host bits",
+            ),
+            (
+                "vault_inbound_cidr = \"10.0.0.0/33\"",
+                "vault_inbound_cidr",
+                "over /32",
+            ),
+            (
+                "vault_inbound_cidr = \"nowhere\"",
+                "vault_inbound_cidr",
+                "not a CIDR block",
+            ),
+            (
+                "deploy_vault_on_ec2 = false",
+                "external_vault_address",
+                "is required",
+            ),
+            (
+                "deploy_vault_on_ec2 = \"no\"",
+                "deploy_vault_on_ec2",
+                "invalid type",
+            ),
             (
                 "deploy_vault_on_ec2 = false\nexternal_vault_address = \"vault:8200\"",
                 "external_vault_address",
@@ -534,24 +576,60 @@ mod tests {
                 "external_vault_address",
                 "deploy_vault_on_ec2 = true",
             ),
-            ("deletion_policy = \"purge\"", "deletion_policy", "keep or delete"),
-            ("recovery_window_days = 3", "recovery_window_days", "outside 7 to 30"),
-            ("max_delete_share = 1.5", "max_delete_share", "outside 0 to 1"),
+            (
+                "deletion_policy = \"purge\"",
+                "deletion_policy",
+                "keep or delete",
+            ),
+            (
+                "recovery_window_days = 3",
+                "recovery_window_days",
+                "outside 7 to 30",
+            ),
+            (
+                "max_delete_share = 1.5",
+                "max_delete_share",
+                "outside 0 to 1",
+            ),
             ("concurrency = 0", "concurrency", "outside 1 to 256"),
-            ("lambda_memory_mb = 64", "lambda_memory_mb", "outside 128 to 10240"),
-            ("lambda_timeout_seconds = 901", "lambda_timeout_seconds", "outside 1 to 900"),
-            ("log_retention_days = 2", "log_retention_days", "CloudWatch's values"),
-            ("kms_deletion_window_days = 31", "kms_deletion_window_days", "outside 7 to 30"),
-            ("vault_instance_type = \"large\"", "vault_instance_type", "not an instance type"),
-            ("vault_version = \"latest\"", "vault_version", "not a version"),
+            (
+                "lambda_memory_mb = 64",
+                "lambda_memory_mb",
+                "outside 128 to 10240",
+            ),
+            (
+                "lambda_timeout_seconds = 901",
+                "lambda_timeout_seconds",
+                "outside 1 to 900",
+            ),
+            (
+                "log_retention_days = 2",
+                "log_retention_days",
+                "CloudWatch's values",
+            ),
+            (
+                "kms_deletion_window_days = 31",
+                "kms_deletion_window_days",
+                "outside 7 to 30",
+            ),
+            (
+                "vault_instance_type = \"large\"",
+                "vault_instance_type",
+                "not an instance type",
+            ),
+            (
+                "vault_version = \"latest\"",
+                "vault_version",
+                "not a version",
+            ),
         ];
         for (text, key, reason) in table {
-            let text = if text.contains("vault_inbound_cidr") || text.contains("deploy_vault_on_ec2")
-            {
-                (*text).to_owned()
-            } else {
-                format!("{EC2}{text}")
-            };
+            let text =
+                if text.contains("vault_inbound_cidr") || text.contains("deploy_vault_on_ec2") {
+                    (*text).to_owned()
+                } else {
+                    format!("{EC2}{text}")
+                };
             let err = match FileConfig::parse(&text, "t") {
                 Ok(f) => f.validate().unwrap_err().to_string(),
                 Err(e) => e.to_string(),
@@ -561,8 +639,10 @@ mod tests {
         // A key added later needs a row here.
         for key in every_key() {
             assert!(
-                table.iter().any(|(text, _, _)| text.starts_with(&format!("{key} ="))
-                    || text.contains(&format!("\n{key} ="))),
+                table
+                    .iter()
+                    .any(|(text, _, _)| text.starts_with(&format!("{key} ="))
+                        || text.contains(&format!("\n{key} ="))),
                 "no validation row for {key}"
             );
         }

@@ -1,6 +1,7 @@
 //! `deployer plan | up | status | destroy` against a moto server the test starts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use aws_sdk_ec2::error::ProvideErrorMetadata as _;
 use e2e::Moto;
 use e2e::deploy::{fake_zip, run};
 
@@ -259,6 +260,61 @@ async fn drift_made_by_hand_is_reported_then_repaired() {
         .send()
         .await
         .unwrap();
+    iam.update_assume_role_policy()
+        .role_name("demo-replicator")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    lambda
+        .update_function_configuration()
+        .function_name("demo-replicator")
+        .environment(
+            aws_sdk_lambda::types::Environment::builder()
+                .variables("REPLICATOR_DELETION_POLICY", "delete")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule("demo-replicator-schedule")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("replicator")
+                .arn("arn:aws:lambda:us-east-1:123456789012:function:someone-else")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let kms = aws_sdk_kms::Client::new(&aws);
+    let key_id = kms
+        .describe_key()
+        .key_id("alias/hybrid-aws-secrets-encryption-key")
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned();
+    kms.put_key_policy()
+        .key_id(&key_id)
+        .policy_name("default")
+        .policy(r#"{"Version":"2012-10-17","Statement":[{"Sid":"Open","Effect":"Allow","Principal":{"AWS":"*"},"Action":"kms:*","Resource":"*"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    aws_sdk_cloudwatchlogs::Client::new(&aws)
+        .put_retention_policy()
+        .log_group_name("/aws/lambda/demo-replicator")
+        .retention_in_days(1)
+        .send()
+        .await
+        .unwrap();
 
     let status = f.deployer(&["status"]).await;
     assert_eq!(status.code, 2);
@@ -279,19 +335,30 @@ async fn drift_made_by_hand_is_reported_then_repaired() {
             )
         })
         .collect();
-    assert_eq!(
-        drifted,
-        [
-            ("iam role".to_owned(), vec!["inline_policy".to_owned()]),
-            ("lambda function".to_owned(), vec!["memory_mb".to_owned()]),
-            ("schedule rule".to_owned(), vec!["schedule".to_owned()]),
-        ]
-    );
+    let expected: Vec<(String, Vec<String>)> = [
+        ("kms key", &["policy"][..]),
+        ("iam role", &["trust_policy", "inline_policy"]),
+        ("log group", &["retention_days"]),
+        ("lambda function", &["memory_mb", "environment"]),
+        ("schedule rule", &["schedule", "target"]),
+    ]
+    .iter()
+    .map(|(k, f)| ((*k).to_owned(), f.iter().map(|f| (*f).to_owned()).collect()))
+    .collect();
+    assert_eq!(drifted, expected);
     let repair = f.deployer(&["up"]).await;
     let ops: Vec<&str> = repair.mutating.iter().map(|(op, _)| op.as_str()).collect();
     assert_eq!(
         ops,
-        ["PutRolePolicy", "PutRule", "UpdateFunctionConfiguration"]
+        [
+            "PutKeyPolicy",
+            "PutRetentionPolicy",
+            "PutRolePolicy",
+            "PutRule",
+            "PutTargets",
+            "UpdateAssumeRolePolicy",
+            "UpdateFunctionConfiguration"
+        ]
     );
     assert_eq!(f.deployer(&["status"]).await.code, 0);
 }
@@ -918,15 +985,53 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
 
     let gone = f.deployer(&["destroy", "--yes"]).await;
     assert_eq!(gone.code, 0);
-    assert!(
-        gone.json()["changes"]
-            .as_array()
-            .unwrap()
+    // Reverse dependency order: what runs or points at a thing goes before it.
+    let order: Vec<String> = gone.json()["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] == "delete")
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["kind"].as_str().unwrap(),
+                c["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    // The first and last deletion whose "kind name" starts with `what`.
+    let first = |what: &str| {
+        order
             .iter()
-            .any(|c| c["kind"] == "network interfaces" && c["action"] == "delete"),
-        "{}",
-        gone.stdout
-    );
+            .position(|k| k.starts_with(what))
+            .unwrap_or_else(|| panic!("{what} not deleted: {order:?}"))
+    };
+    let last = |what: &str| {
+        order
+            .iter()
+            .rposition(|k| k.starts_with(what))
+            .unwrap_or_else(|| panic!("{what} not deleted: {order:?}"))
+    };
+    for (before, after) in [
+        ("schedule rule", "lambda function"),
+        ("lambda function", "network interfaces"),
+        ("network interfaces", "security group"),
+        ("network interfaces", "iam role onec2-replicator"),
+        ("ec2 instance", "elastic ip"),
+        ("ec2 instance", "security group"),
+        ("vpc endpoint", "subnet"),
+        ("security group", "vpc onec2-vault"),
+        ("subnet", "vpc onec2-vault"),
+        ("internet gateway", "vpc onec2-vault"),
+        ("lambda function", "connection secret"),
+        ("connection secret", "kms key"),
+        ("tls secret", "kms key"),
+    ] {
+        assert!(
+            last(before) < first(after),
+            "{before} after {after}: {order:?}"
+        );
+    }
     let left: Vec<String> = ec2
         .describe_network_interfaces()
         .network_interface_ids(&enis[1])
@@ -947,7 +1052,14 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
         .network_interface_ids(&enis[0])
         .send()
         .await;
-    assert!(lambdas.is_err(), "Lambda's released interface is deleted");
+    let code = lambdas
+        .err()
+        .and_then(|e| e.into_service_error().meta().code().map(str::to_owned));
+    assert_eq!(
+        code.as_deref(),
+        Some("InvalidNetworkInterfaceID.NotFound"),
+        "Lambda's released interface is deleted"
+    );
     let left = ec2.describe_instances().send().await.unwrap();
     assert!(
         left.reservations()
@@ -972,4 +1084,143 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
             .is_empty()
     );
     assert!(f.deployer(&["destroy", "--yes"]).await.mutating.is_empty());
+}
+
+/// Runs the `deployer` executable against moto with `input` typed at a terminal (`script`
+/// gives it one), or with no terminal at all when `input` is `None`: (exit code, output).
+fn deployer_at_terminal(f: &Fixture, args: &[&str], input: Option<&str>) -> (i32, String) {
+    let bin = e2e::bin_path("deployer");
+    let mut argv = vec![
+        bin.display().to_string(),
+        "--config".into(),
+        f.path("deployer.toml"),
+        "--lambda-zip".into(),
+        f.path("replicator.zip"),
+    ];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    let mut cmd = match input {
+        Some(_) => {
+            let mut c = std::process::Command::new("script");
+            c.args(["-q", "-e", "-c", &argv.join(" "), "/dev/null"]);
+            c
+        }
+        None => {
+            let mut c = std::process::Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
+    let mut child = cmd
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(f.moto.env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) and the deployer binary");
+    if let Some(text) = input {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destroy_without_yes_asks_for_the_stack_name_at_a_terminal_and_refuses_without_one() {
+    let f = Fixture::new(EXTERNAL).await;
+    f.deployer(&["up"]).await;
+    let intact = || async { f.deployer(&["status"]).await.code == 0 };
+
+    let (code, out) = deployer_at_terminal(&f, &["destroy"], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("destroy needs --yes when not run from a terminal"),
+        "{out}"
+    );
+    assert!(intact().await, "nothing deleted without a terminal");
+
+    let (code, out) = deployer_at_terminal(&f, &["destroy"], Some("not-demo\n"));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("Type its name to confirm"), "{out}");
+    assert!(out.contains("not confirmed; nothing was deleted"), "{out}");
+    assert!(intact().await, "nothing deleted on a wrong name");
+
+    let (code, out) = deployer_at_terminal(&f, &["destroy"], Some("demo\n"));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("deleted lambda function demo-replicator"),
+        "{out}"
+    );
+    assert_eq!(f.deployer(&["status"]).await.code, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_after_credentials_were_written_never_overwrites_the_connection_secret() {
+    let f = Fixture::new(EXTERNAL).await;
+    f.deployer(&["up"]).await;
+    let aws = f.moto.sdk_config().await;
+    let sm = aws_sdk_secretsmanager::Client::new(&aws);
+    let planted = "PLANTED-secret-id-9d2c";
+    let with_credentials = serde_json::json!({
+        "vaultAddress": "https://vault.example.com:8200",
+        "vaultRoleId": "role-1",
+        "vaultSecretId": planted,
+    })
+    .to_string();
+    sm.put_secret_value()
+        .secret_id("hybrid-aws-secrets-connection/vault")
+        .secret_string(&with_credentials)
+        .send()
+        .await
+        .unwrap();
+    let value = || async {
+        sm.get_secret_value()
+            .secret_id("hybrid-aws-secrets-connection/vault")
+            .version_stage("AWSCURRENT")
+            .send()
+            .await
+            .unwrap()
+            .secret_string()
+            .unwrap()
+            .to_owned()
+    };
+
+    // Nothing else changed: no write at all.
+    let again = f.deployer(&["up"]).await;
+    assert!(again.mutating.is_empty(), "{:?}", again.mutating);
+    // Other settings change: the rest converges, the secret's value stays.
+    let changed = f
+        .deployer(&[
+            "up",
+            "--set",
+            "schedule=rate(1 hour)",
+            "--set",
+            "lambda_memory_mb=256",
+        ])
+        .await;
+    let ops: Vec<&str> = changed.mutating.iter().map(|(op, _)| op.as_str()).collect();
+    assert!(
+        !ops.contains(&"PutSecretValue") && !ops.contains(&"UpdateSecret"),
+        "{ops:?}"
+    );
+    assert_eq!(value().await, with_credentials);
+
+    // Nothing the deployer prints shows a value from it.
+    for args in [&["plan"][..], &["status"], &["up"]] {
+        let out = f.deployer(args).await;
+        assert!(!out.stdout.contains(planted), "{args:?} showed a value");
+    }
+    assert_eq!(value().await, with_credentials);
 }
