@@ -136,11 +136,7 @@ impl Spec {
     }
     /// Matches the connection secret's ARN (AWS appends `-` and 6 random characters).
     pub fn connection_secret_arn_pattern(&self) -> String {
-        self.arn(
-            "secretsmanager",
-            true,
-            &format!("secret:{}-??????", self.connection_secret()),
-        )
+        self.secret_arn_pattern(&self.connection_secret())
     }
     pub fn deploys_vault(&self) -> bool {
         matches!(self.cfg.vault, VaultMode::Ec2 { .. })
@@ -150,6 +146,14 @@ impl Spec {
     }
     pub fn tls_secret_name(&self) -> String {
         format!("{}-vault/tls", self.stack())
+    }
+    /// Where `vault-init --keys-to secret` stores the unseal keys and root token.
+    pub fn init_keys_secret_name(&self) -> String {
+        format!("{}-vault/init-keys", self.stack())
+    }
+    /// Matches the ARN of the secret `name` (AWS appends `-` and 6 random characters).
+    fn secret_arn_pattern(&self, name: &str) -> String {
+        self.arn("secretsmanager", true, &format!("secret:{name}-??????"))
     }
 
     /// Write actions of the replicator on `<prefix>/*` (DeleteSecret only under `delete`).
@@ -238,6 +242,38 @@ impl Spec {
             vec![
                 ("role_arn", self.role_arn()),
                 ("secret_arn", self.connection_secret_arn_pattern()),
+            ],
+        )
+    }
+
+    /// The TLS secret's resource policy: only the Vault instance's role reads it.
+    pub fn tls_secret_policy(&self) -> Result<Value, TemplateError> {
+        self.render(
+            policy::SECRET_READ_BY_ONE_ROLE,
+            vec![
+                (
+                    "role_arn",
+                    self.arn("iam", false, &format!("role/{}", self.vault_name())),
+                ),
+                (
+                    "secret_arn",
+                    self.secret_arn_pattern(&self.tls_secret_name()),
+                ),
+            ],
+        )
+    }
+
+    /// The init-keys secret's resource policy: only `principal_arn` (who ran `vault-init`)
+    /// reads it.
+    pub fn init_keys_policy(&self, principal_arn: &str) -> Result<Value, TemplateError> {
+        self.render(
+            policy::SECRET_READ_BY_ONE_ROLE,
+            vec![
+                ("role_arn", principal_arn.to_owned()),
+                (
+                    "secret_arn",
+                    self.secret_arn_pattern(&self.init_keys_secret_name()),
+                ),
             ],
         )
     }

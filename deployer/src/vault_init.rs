@@ -87,10 +87,6 @@ pub fn replicator_policy(mount: &str) -> String {
     )
 }
 
-fn keys_secret_name(spec: &Spec) -> String {
-    format!("{}-vault/init-keys", spec.stack())
-}
-
 /// The principal's ARN as `aws:PrincipalArn` sees it (an assumed role → its role ARN).
 fn principal_arn(caller_arn: &str) -> String {
     // arn:aws:sts::123:assumed-role/Role/session → arn:aws:iam::123:role/Role
@@ -117,7 +113,7 @@ async fn store_keys(
         .await
         .ctx("GetCallerIdentity", "")?;
     let principal = principal_arn(me.arn().unwrap_or_default());
-    let name = keys_secret_name(spec);
+    let name = spec.init_keys_secret_name();
     let value = serde_json::to_string(keys).map_err(|e| InitError::Needs(e.to_string()))?;
     crate::resources::secret::create(
         c,
@@ -129,12 +125,10 @@ async fn store_keys(
     )
     .await
     .map_err(|e| InitError::Needs(e.to_string()))?;
-    let secret_arn = spec.arn("secretsmanager", true, &format!("secret:{name}-??????"));
-    let policy = crate::policy::render(
-        crate::policy::SECRET_READ_BY_ONE_ROLE,
-        &[("role_arn", &principal), ("secret_arn", &secret_arn)],
-    )
-    .map_err(|e| InitError::Needs(e.to_string()))?;
+    let policy = spec
+        .init_keys_policy(&principal)
+        .map_err(|e| InitError::Needs(e.to_string()))?
+        .to_string();
     crate::resources::secret::put_policy(c, &name, &policy)
         .await
         .map_err(|e| InitError::Needs(e.to_string()))?;
@@ -142,7 +136,7 @@ async fn store_keys(
 }
 
 async fn stored_keys(c: &Clients, spec: &Spec) -> Result<Option<InitKeys>, InitError> {
-    let name = keys_secret_name(spec);
+    let name = spec.init_keys_secret_name();
     let v = found(
         c.sm.get_secret_value()
             .secret_id(&name)

@@ -104,13 +104,21 @@ fn every_rendered_policy_passes_parliament() {
                 "connection secret policy",
                 s.connection_secret_policy().unwrap(),
             ),
+            ("tls secret policy", s.tls_secret_policy().unwrap()),
+            (
+                "init-keys secret policy",
+                s.init_keys_policy(&format!(
+                    "arn:{partition}:iam::123456789012:role/aws-reserved/sso.amazonaws.com/AdminAccess"
+                ))
+                .unwrap(),
+            ),
         ];
         for (name, doc) in docs {
             findings.extend(parliament(&format!("{shape} / {name}"), &doc));
             checked += 1;
         }
     }
-    assert_eq!(checked, 24);
+    assert_eq!(checked, 32);
     assert!(
         findings.is_empty(),
         "parliament findings:\n{}",

@@ -217,21 +217,40 @@ async fn keys_in_secrets_manager_a_wrong_ca_and_a_revoked_secret_id() {
         !first.stdout.contains(&root),
         "secret mode prints no key or token"
     );
-    let policy = w
+    let policy: serde_json::Value = serde_json::from_str(
+        w.side
+            .sm
+            .get_resource_policy()
+            .secret_id("vi-vault/init-keys")
+            .send()
+            .await
+            .unwrap()
+            .resource_policy()
+            .unwrap(),
+    )
+    .unwrap();
+    // Who may read the keys, decided from the document as AWS would for this shape (moto
+    // enforces no resource policy): the principal that ran vault-init, and nobody else.
+    let me = aws_sdk_sts_arn(&w.aws).await;
+    let secret_arn = w
         .side
         .sm
-        .get_resource_policy()
+        .describe_secret()
         .secret_id("vi-vault/init-keys")
         .send()
         .await
-        .unwrap();
-    assert!(
-        policy
-            .resource_policy()
-            .unwrap()
-            .contains("StringNotEquals"),
-        "only the operator may read the keys"
-    );
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_owned();
+    assert!(may_read(&policy, &me, &secret_arn), "{policy}");
+    for other in [
+        "arn:aws:iam::123456789012:role/vi-replicator",
+        "arn:aws:iam::123456789012:root",
+        "arn:aws:iam::123456789012:user/someone-else",
+    ] {
+        assert!(!may_read(&policy, other, &secret_arn), "{other}: {policy}");
+    }
 
     // A wrong CA: a clear error, and nothing written.
     let other = deployer::tls_cert::issue("other", &["127.0.0.1".parse().unwrap()]).unwrap();
@@ -359,4 +378,133 @@ async fn keys_in_secrets_manager_a_wrong_ca_and_a_revoked_secret_id() {
         "{err}"
     );
     assert!(v1.mutating.is_empty(), "{:?}", v1.mutating);
+}
+
+/// The caller's ARN as STS reports it.
+async fn aws_sdk_sts_arn(aws: &aws_types::SdkConfig) -> String {
+    aws_sdk_sts::Client::new(aws)
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_owned()
+}
+
+/// Whether `principal` may call GetSecretValue on `secret_arn` under this resource policy, for
+/// the statement shapes the deployer writes: an explicit Deny (with `StringNotEquals` on
+/// `aws:PrincipalArn`) wins, then an Allow naming the principal; nothing else allows.
+fn may_read(policy: &serde_json::Value, principal: &str, secret_arn: &str) -> bool {
+    let glob = |pattern: &str, value: &str| {
+        let (head, tail) = pattern.split_once("??????").unwrap_or((pattern, ""));
+        if pattern.contains("??????") {
+            value.len() == head.len() + 6 + tail.len()
+                && value.starts_with(head)
+                && value.ends_with(tail)
+        } else {
+            pattern == "*" || pattern == value
+        }
+    };
+    let applies = |st: &serde_json::Value| {
+        let action = st["Action"].as_str().unwrap();
+        let resource = st["Resource"].as_str().unwrap();
+        let who = st["Principal"]["AWS"].as_str().unwrap();
+        (action == "secretsmanager:GetSecretValue" || action == "secretsmanager:*")
+            && glob(resource, secret_arn)
+            && (who == "*" || who == principal)
+    };
+    let condition_holds = |st: &serde_json::Value| match st.get("Condition") {
+        None => true,
+        Some(c) => {
+            let conds = c.as_object().unwrap();
+            assert_eq!(conds.len(), 1, "an operator this check does not know: {c}");
+            let not_equals = &c["StringNotEquals"]["aws:PrincipalArn"];
+            assert!(
+                not_equals.is_string(),
+                "an operator this check does not know: {c}"
+            );
+            not_equals.as_str() != Some(principal)
+        }
+    };
+    let statements = policy["Statement"].as_array().unwrap();
+    let denied = statements
+        .iter()
+        .any(|st| st["Effect"] == "Deny" && applies(st) && condition_holds(st));
+    let allowed = statements
+        .iter()
+        .any(|st| st["Effect"] == "Allow" && applies(st) && condition_holds(st));
+    !denied && allowed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealed_vault_is_unsealed_from_unseal_keys_given_on_the_command_line() {
+    let w = world().await;
+    let first = w.vault_init(&["--keep-root-token"]).await;
+    assert!(first.error.is_none(), "{:?}", first.error);
+    let keys: serde_json::Value =
+        serde_json::from_str(first.stdout.lines().next().unwrap()).unwrap();
+    let unseal: Vec<String> = keys["unseal_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    let root = keys["root_token"].as_str().unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(w.bao.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let sealed = http
+        .put(format!("{}/v1/sys/seal", w.bao.addr))
+        .header("X-Vault-Token", root)
+        .send()
+        .await
+        .unwrap();
+    assert!(sealed.status().is_success());
+
+    // No key (print mode stores none): a clear error, nothing written.
+    let none = w.vault_init(&[]).await;
+    let err = none.error.unwrap();
+    assert!(
+        err.contains("Vault is sealed: pass 3 unseal keys with --unseal-key"),
+        "{err}"
+    );
+    assert!(none.mutating.is_empty(), "{:?}", none.mutating);
+    // Fewer than the threshold: still sealed, said so.
+    let two = w
+        .vault_init(&["--unseal-key", &unseal[0], "--unseal-key", &unseal[1]])
+        .await;
+    assert!(two.error.unwrap().contains("Vault is sealed"));
+    // Enough: unsealed, and nothing else changes; no key is printed again.
+    let three = w
+        .vault_init(&[
+            "--unseal-key",
+            &unseal[2],
+            "--unseal-key",
+            &unseal[3],
+            "--unseal-key",
+            &unseal[4],
+        ])
+        .await;
+    assert!(three.error.is_none(), "{:?}", three.error);
+    assert_eq!(
+        three.json()["changed"],
+        serde_json::json!(["unsealed Vault"])
+    );
+    for k in &unseal {
+        assert!(
+            !three.stdout.contains(k.as_str()),
+            "an unseal key was printed"
+        );
+    }
+    let status: serde_json::Value = http
+        .get(format!("{}/v1/sys/seal-status", w.bao.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["sealed"], false);
 }

@@ -188,17 +188,7 @@ pub async fn observe_tls(c: &Clients, spec: &Spec) -> Result<Option<TlsSecret>, 
 }
 
 fn tls_policy(spec: &Spec) -> Result<String, DeployError> {
-    let role_arn = spec.arn("iam", false, &format!("role/{}", spec.vault_name()));
-    let secret_arn = spec.arn(
-        "secretsmanager",
-        true,
-        &format!("secret:{}-??????", spec.tls_secret_name()),
-    );
-    let doc = policy::render_json(
-        policy::SECRET_READ_BY_ONE_ROLE,
-        &[("role_arn", &role_arn), ("secret_arn", &secret_arn)],
-    )?;
-    Ok(canonical(&doc))
+    Ok(canonical(&spec.tls_secret_policy()?))
 }
 
 pub fn diff_tls(spec: &Spec, seen: Option<&TlsSecret>) -> Result<Change, DeployError> {
