@@ -1226,7 +1226,11 @@ async fn up_after_credentials_were_written_never_overwrites_the_connection_secre
         text_args.extend_from_slice(args);
         let text = run(&f.moto, &text_args).await;
         assert!(text.error.is_none(), "{:?}", text.error);
-        assert!(!text.stdout.is_empty() && !text.stdout.contains(planted), "{args:?}: {}", text.stdout);
+        assert!(
+            !text.stdout.is_empty() && !text.stdout.contains(planted),
+            "{args:?}: {}",
+            text.stdout
+        );
     }
     assert_eq!(value().await, with_credentials);
 }
