@@ -137,7 +137,7 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for Injector {
         }
         let nth = k.mutating.fetch_add(1, Ordering::SeqCst) + 1;
         k.sent.lock().unwrap().push(op);
-        if nth == k.n && k.n % 2 == 0 {
+        if nth == k.n && k.n.is_multiple_of(2) {
             k.fired.store(true, Ordering::SeqCst);
             return Err(k.killed());
         }
@@ -152,7 +152,7 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for Injector {
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
         use std::sync::atomic::Ordering;
         let k = &self.0;
-        if k.n % 2 == 1
+        if !k.n.is_multiple_of(2)
             && !k.fired.load(Ordering::SeqCst)
             && !deployer::clients::is_read_only(&KillAtMutating::operation(cfg))
             && k.mutating.load(Ordering::SeqCst) == k.n

@@ -1,7 +1,6 @@
 //! `deployer plan | up | status | destroy` against a moto server the test starts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use aws_sdk_ec2::error::ProvideErrorMetadata as _;
 use e2e::Moto;
 use e2e::deploy::{fake_zip, run};
 
