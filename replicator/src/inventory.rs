@@ -21,10 +21,17 @@ pub struct VaultEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryState {
     /// The latest version is readable.
-    Live { version: u64, created_time: String },
+    Live {
+        version: u64,
+        created_time: String,
+        /// (version, created_time) of the earlier versions Vault still lists, newest first, at
+        /// most [`EARLIER_VERSIONS`]: the version ids this tool may have written for them.
+        earlier: Vec<(u64, String)>,
+    },
     /// The latest version is soft-deleted or destroyed (or there is no version).
     Deleted,
-    /// Its metadata could not be read; it is neither written nor deleted this run.
+    /// Its metadata could not be read, or (a `rel_path` ending with `/`) the folder could not
+    /// be listed; it, or everything under it, is neither written nor deleted this run.
     Unreadable { kind: &'static str, message: String },
 }
 
@@ -54,11 +61,41 @@ pub fn entry_state(meta: &SecretMetadata, now: DateTime) -> EntryState {
             _ => return EntryState::Deleted,
         }
     }
+    let mut earlier: Vec<(u64, String)> = meta
+        .versions
+        .iter()
+        .filter_map(|(n, v)| Some((n.parse::<u64>().ok()?, v)))
+        .filter(|(n, _)| *n < version)
+        .map(|(n, v)| (n, v.created_time.clone()))
+        .collect();
+    earlier.sort_by_key(|e| std::cmp::Reverse(e.0));
+    earlier.truncate(EARLIER_VERSIONS);
     EntryState::Live {
         version,
         created_time: latest.created_time.clone(),
+        earlier,
     }
 }
+
+/// The most secrets one walk holds (a hostile or broken server could list without end).
+pub const MAX_ENTRIES: usize = 2_000_000;
+/// The deepest folder nesting one walk follows.
+pub const MAX_DEPTH: usize = 64;
+
+/// A listed key must be one path segment (a folder ends with `/`): never empty, `.` or `..`,
+/// never with a `/` inside, so a listing cannot point the walk, or a name, elsewhere.
+pub fn check_key(key: &str) -> Result<(), String> {
+    let segment = key.strip_suffix('/').unwrap_or(key);
+    if segment.is_empty() || segment == "." || segment == ".." || segment.contains('/') {
+        return Err(format!(
+            "returned the key {key:?}, which is not one path segment"
+        ));
+    }
+    Ok(())
+}
+
+/// How many earlier versions an entry remembers (Vault keeps 10 by default).
+pub const EARLIER_VERSIONS: usize = 16;
 
 /// Full path inside the mount of a path relative to `base`.
 pub fn full_path(base: &str, rel: &str) -> String {
@@ -67,6 +104,25 @@ pub fn full_path(base: &str, rel: &str) -> String {
     } else {
         format!("{base}/{rel}")
     }
+}
+
+/// An empty listing is only "nothing to replicate" on a KV v2 mount: a KV v1 mount, or another
+/// engine, answers a KV v2 listing with "not found" too, and must fail the run instead.
+async fn check_kv2(vault: &VaultClient, mount: &str) -> Result<(), VaultError> {
+    // Where the mount cannot be asked about, the listing's own answer stands.
+    let Ok(Some((kind, version))) = vault.mount_kind(mount).await else {
+        return Ok(());
+    };
+    let problem = match (kind.as_str(), version.as_deref()) {
+        ("kv", Some("2")) | ("generic", Some("2")) => return Ok(()),
+        ("kv" | "generic", _) => format!(
+            "{mount}/ is a KV version 1 mount; the replicator reads KV v2 only: upgrade it with `vault kv enable-versioning {mount}/` (or `bao kv enable-versioning`), or replicate another mount"
+        ),
+        (other, _) => format!(
+            "{mount}/ is a {other} secrets engine, not KV v2: set the mount (REPLICATOR_MOUNT / --mount) to a KV v2 mount"
+        ),
+    };
+    Err(VaultError::NotKv2(problem))
 }
 
 enum Task {
@@ -80,8 +136,36 @@ enum Done {
 }
 
 /// Walks everything under `base` (no leading/trailing `/`) in `mount`. A listing that fails
-/// fails the walk: an incomplete inventory must never look like deletions.
+/// fails the walk: an incomplete inventory must never look like deletions. Nothing found, or a
+/// listing the mount does not know, is checked against the mount's engine: only a KV v2 mount
+/// may be empty.
 pub async fn walk(
+    vault: &VaultClient,
+    mount: &str,
+    base: &str,
+    concurrency: usize,
+    now: DateTime,
+    progress: &crate::progress::Progress,
+) -> Result<Inventory, VaultError> {
+    match walk_tree(vault, mount, base, concurrency, now, progress).await {
+        Ok(inventory) if inventory.entries.is_empty() => {
+            check_kv2(vault, mount).await?;
+            Ok(inventory)
+        }
+        Err(
+            e @ (VaultError::Status {
+                status: 404 | 405, ..
+            }
+            | VaultError::Decode { .. }),
+        ) => {
+            check_kv2(vault, mount).await?;
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+async fn walk_tree(
     vault: &VaultClient,
     mount: &str,
     base: &str,
@@ -107,17 +191,23 @@ pub async fn walk(
             running.push(async move {
                 match task {
                     Task::List(folder) => {
-                        if bulk.load(Ordering::Relaxed) {
-                            if let Some(listing) = vault.list_detailed(mount, &folder).await? {
-                                return Ok(Done::Listed(folder, listing));
+                        let listed = async {
+                            if bulk.load(Ordering::Relaxed) {
+                                if let Some(listing) = vault.list_detailed(mount, &folder).await? {
+                                    return Ok(listing);
+                                }
+                                tracing::debug!(
+                                    "no bulk metadata listing; reading metadata per secret"
+                                );
+                                bulk.store(false, Ordering::Relaxed);
                             }
-                            tracing::debug!(
-                                "no bulk metadata listing; reading metadata per secret"
-                            );
-                            bulk.store(false, Ordering::Relaxed);
+                            vault.list(mount, &folder).await
                         }
-                        let listing = vault.list(mount, &folder).await?;
-                        Ok::<_, VaultError>(Done::Listed(folder, listing))
+                        .await;
+                        match listed {
+                            Ok(listing) => Ok(Done::Listed(folder, listing)),
+                            Err(e) => Err((folder, e)),
+                        }
                     }
                     Task::Meta(path) => {
                         let meta = vault.read_metadata(mount, &path).await;
@@ -130,11 +220,56 @@ pub async fn walk(
             break;
         };
         let before = entries.len();
-        match done? {
+        let done = match done {
+            Ok(done) => done,
+            // Nothing is known without the top listing.
+            Err((folder, e)) if folder == root => return Err(e),
+            // A folder that cannot be listed (a policy that denies it, say) is a failure of its
+            // own; the rest is replicated, and nothing under it counts as deleted.
+            Err((folder, e)) => {
+                tracing::warn!(folder = %folder, error = %e, "cannot list a folder");
+                entries.push(VaultEntry {
+                    rel_path: rel(&folder),
+                    state: EntryState::Unreadable {
+                        kind: e.kind(),
+                        message: format!("cannot list the folder {mount}/{folder}: {e}"),
+                    },
+                });
+                continue;
+            }
+        };
+        match done {
             Done::Listed(folder, mut listing) => {
+                if entries.len() + listing.keys.len() > MAX_ENTRIES {
+                    return Err(VaultError::Decode {
+                        op: format!("LIST {mount}/metadata/{folder}"),
+                        detail: format!(
+                            "more than {MAX_ENTRIES} secrets under the path: refusing to hold more (split the sync with --path)"
+                        ),
+                    });
+                }
                 for key in listing.keys {
                     let full = format!("{folder}{key}");
+                    if let Err(problem) = check_key(&key) {
+                        // Never followed, written or deleted: a failure of its own.
+                        entries.push(VaultEntry {
+                            rel_path: rel(&full),
+                            state: EntryState::Unreadable {
+                                kind: "vault_bad_response",
+                                message: format!("the listing of {mount}/{folder} {problem}"),
+                            },
+                        });
+                        continue;
+                    }
                     if key.ends_with('/') {
+                        if full.matches('/').count() > MAX_DEPTH {
+                            return Err(VaultError::Decode {
+                                op: format!("LIST {mount}/metadata/{folder}"),
+                                detail: format!(
+                                    "folders nested deeper than {MAX_DEPTH} levels: refusing to go on"
+                                ),
+                            });
+                        }
                         pending.push(Task::List(full));
                     } else if let Some(meta) = listing.metadata.remove(&key) {
                         entries.push(VaultEntry {
@@ -190,11 +325,51 @@ mod tests {
     }
 
     #[test]
+    fn listed_keys_must_be_one_segment() {
+        for ok in ["a", "a/", "db-1", "..a", "a.b/", ".hidden"] {
+            assert!(check_key(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/", ".", "./", "..", "../", "a/b", "a/b/", "/a"] {
+            assert!(
+                check_key(bad).unwrap_err().contains("not one path segment"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn earlier_versions_are_remembered_newest_first_and_capped() {
+        let now = DateTime::from_str("2026-11-28T12:00:00Z", Format::DateTime).unwrap();
+        let mut m = meta(20, "", false);
+        for n in 1..20 {
+            m.versions.insert(
+                n.to_string(),
+                VersionMetadata {
+                    created_time: format!("t{n}"),
+                    deletion_time: String::new(),
+                    destroyed: n == 19,
+                },
+            );
+        }
+        let EntryState::Live { earlier, .. } = entry_state(&m, now) else {
+            panic!("live")
+        };
+        assert_eq!(earlier.len(), EARLIER_VERSIONS);
+        assert_eq!(
+            earlier[0],
+            (19, "t19".to_owned()),
+            "a destroyed one still counts"
+        );
+        assert_eq!(earlier[EARLIER_VERSIONS - 1].0, 4);
+    }
+
+    #[test]
     fn latest_version_decides_the_state() {
         let now = DateTime::from_str("2026-11-28T12:00:00Z", Format::DateTime).unwrap();
         let live = EntryState::Live {
             version: 3,
             created_time: "2026-11-01T10:00:00.5Z".into(),
+            earlier: vec![],
         };
         let cases = [
             (meta(3, "", false), live.clone()),

@@ -88,7 +88,6 @@ pub enum ConflictKind {
 pub enum InvalidKind {
     InvalidName,
     NameTooLong,
-    ArnSuffixName,
     NameCollision,
 }
 
@@ -164,6 +163,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Set when the breaker refused this run's deletions.
     pub breaker: Option<String>,
+    /// (name, message) of what is done but worth a look (names like ARN suffixes).
+    pub warnings: Vec<(String, String)>,
 }
 
 /// Checks a name against AWS's rules; the reason when it breaks one.
@@ -183,20 +184,24 @@ pub fn check_name(name: &str) -> Result<(), (InvalidKind, String)> {
             ),
         ));
     }
+    Ok(())
+}
+
+/// Whether a name ends in `-` and 6 letters or digits, as AWS's ARN suffix does (`db-backup`,
+/// `redis-master`). AWS only advises against such names: a partial ARN can resolve to the wrong
+/// secret. This tool addresses secrets by full ARN once it knows them, so they are replicated,
+/// with a warning.
+pub fn looks_like_arn_suffix(name: &str) -> bool {
     let bytes = name.as_bytes();
-    if bytes.len() >= 7
+    bytes.len() >= 7
         && bytes[bytes.len() - 7] == b'-'
         && bytes[bytes.len() - 6..]
             .iter()
             .all(u8::is_ascii_alphanumeric)
-    {
-        return Err((
-            InvalidKind::ArnSuffixName,
-            "ends with '-' and 6 characters, which Secrets Manager confuses with an ARN suffix; rename it in Vault".into(),
-        ));
-    }
-    Ok(())
 }
+
+/// The warning for [`looks_like_arn_suffix`] names.
+pub const ARN_SUFFIX_WARNING: &str = "ends with '-' and 6 characters like an ARN suffix: replicated, but anyone reading it by a partial ARN may get another secret; read it by name or full ARN";
 
 enum Ownership {
     Ours,
@@ -208,21 +213,22 @@ enum Ownership {
 
 fn ownership(secret: &AwsSecret, settings: &Settings) -> Ownership {
     let tag = |k: &str| secret.tags.get(k).map(String::as_str);
+    let (mount, path) = (tag(tags::VAULT_MOUNT), tag(tags::VAULT_PATH));
+    let ours_tagged = tag(tags::MANAGED_BY) == Some(tags::MANAGED_BY_VALUE);
+    if ours_tagged && mount == Some(settings.mount.as_str()) && path == Some(settings.path_tag()) {
+        return Ownership::Ours;
+    }
+    // Listed for adoption: taken over whoever tagged it (another tool, another sync).
+    if settings.adopt.iter().any(|a| a == &secret.name) {
+        return Ownership::Adoptable;
+    }
     match tag(tags::MANAGED_BY) {
-        Some(tags::MANAGED_BY_VALUE) => {
-            let (mount, path) = (tag(tags::VAULT_MOUNT), tag(tags::VAULT_PATH));
-            if mount == Some(settings.mount.as_str()) && path == Some(settings.path_tag()) {
-                Ownership::Ours
-            } else {
-                Ownership::OtherSource(format!(
-                    "replicated from mount {:?} path {:?}",
-                    mount.unwrap_or(""),
-                    path.unwrap_or("")
-                ))
-            }
-        }
+        Some(tags::MANAGED_BY_VALUE) => Ownership::OtherSource(format!(
+            "replicated from mount {:?} path {:?}; list it in REPLICATOR_ADOPT to take it over",
+            mount.unwrap_or(""),
+            path.unwrap_or("")
+        )),
         Some(_) => Ownership::Foreign,
-        None if settings.adopt.iter().any(|a| a == &secret.name) => Ownership::Adoptable,
         None if tag(tags::VERSION).is_some() => Ownership::Adoptable,
         None => Ownership::Foreign,
     }
@@ -247,6 +253,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
     }
 
     let mut steps = Vec::with_capacity(entries.len() + 8);
+    let mut warnings = Vec::new();
     let mut seen: HashSet<String> = HashSet::with_capacity(entries.len());
     let mut live_count = 0usize;
 
@@ -266,11 +273,12 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
             continue;
         }
 
-        let (version, created_time) = match &entry.state {
+        let (version, created_time, earlier) = match &entry.state {
             EntryState::Live {
                 version,
                 created_time,
-            } => (*version, created_time.clone()),
+                earlier,
+            } => (*version, created_time.clone(), earlier),
             EntryState::Unreadable { kind, message } => {
                 steps.push(Step::VaultFailed {
                     name,
@@ -294,6 +302,10 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
                 message,
             });
             continue;
+        }
+
+        if looks_like_arn_suffix(&name) {
+            warnings.push((name.clone(), ARN_SUFFIX_WARNING.to_owned()));
         }
 
         let token = version_token(&settings.mount, &vault_path, version, &created_time);
@@ -340,7 +352,14 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
             Ownership::Ours => {
                 let current = secret.current_version_id.as_deref();
                 let recorded = recorded_token(secret, &settings.mount, &vault_path);
-                let ours_current = current.is_some() && current == recorded.as_deref();
+                // This tool's own write: the version its tags record, or, when a tag write was
+                // lost after the value went in, any earlier Vault version's id.
+                let ours_current = current.is_some_and(|id| {
+                    recorded.as_deref() == Some(id)
+                        || earlier.iter().any(|(n, created)| {
+                            version_token(&settings.mount, &vault_path, *n, created) == id
+                        })
+                });
                 // The tags name exactly this Vault version (the token covers version and time).
                 let up_to_date = recorded.as_deref() == Some(target.token.as_str());
                 if current == Some(target.token.as_str()) && !up_to_date {
@@ -382,6 +401,13 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
         }
     }
 
+    // Folders Vault would not list: what is under them is unknown, never gone.
+    let blind: Vec<String> = entries
+        .iter()
+        .filter(|e| e.rel_path.ends_with('/') && matches!(e.state, EntryState::Unreadable { .. }))
+        .map(|e| name_of(&e.rel_path))
+        .collect();
+
     // Owned secrets with no Vault path at all (metadata deleted, or never there).
     let mut owned_count = 0usize;
     for secret in aws {
@@ -390,6 +416,13 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
             owned_count += 1;
         }
         if ours && !seen.contains(&secret.name) {
+            if let Some(folder) = blind.iter().find(|f| secret.name.starts_with(f.as_str())) {
+                steps.push(Step::Keep {
+                    name: secret.name.clone(),
+                    why: format!("its Vault folder {folder} could not be listed this run"),
+                });
+                continue;
+            }
             steps.push(gone_from_vault(secret.name.clone(), Some(secret), settings));
         }
     }
@@ -397,6 +430,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
     let mut plan = Plan {
         steps,
         breaker: None,
+        warnings,
     };
     apply_breaker(
         &mut plan,
@@ -427,8 +461,13 @@ fn gone_from_vault(name: String, existing: Option<&AwsSecret>, settings: &Settin
     }
 }
 
+/// Deletions the breaker always allows (with a share above 0), so that a small mount can lose a
+/// secret: deleting 1 of 2 is half, but no mass deletion.
+pub const BREAKER_FLOOR: usize = 3;
+
 /// Refuses every deletion of the run when it would delete more than `max_share` of the owned
-/// secrets, or anything at all while Vault shows no live secret.
+/// secrets and more than [`BREAKER_FLOOR`] (a share of 0 refuses any), or anything at all while
+/// Vault shows no live secret.
 fn apply_breaker(plan: &mut Plan, owned: usize, live: usize, max_share: f64) {
     let deletes = plan
         .steps
@@ -441,14 +480,19 @@ fn apply_breaker(plan: &mut Plan, owned: usize, live: usize, max_share: f64) {
     // In whole parts per million: `owned * share` in floating point can land just under a whole
     // number (100 × 0.29 = 28.999…), which would refuse a deletion exactly at the share.
     let share_ppm = (max_share.clamp(0.0, 1.0) * 1e6).round() as usize;
-    let allowed = owned.saturating_mul(share_ppm) / 1_000_000;
+    let by_share = owned.saturating_mul(share_ppm) / 1_000_000;
+    let allowed = if share_ppm == 0 {
+        0
+    } else {
+        by_share.max(BREAKER_FLOOR)
+    };
     let reason = if live == 0 {
         format!(
             "Vault shows no live secret under the path but {deletes} replicated secrets would be deleted; refusing (an empty or wrong listing must not wipe AWS)"
         )
     } else if deletes > allowed {
         format!(
-            "{deletes} of {owned} replicated secrets would be deleted, over the breaker's share {max_share} ({allowed}); raise REPLICATOR_MAX_DELETE_SHARE to allow it"
+            "{deletes} of {owned} replicated secrets would be deleted, over the breaker's share {max_share} ({allowed} allowed); raise REPLICATOR_MAX_DELETE_SHARE to allow it"
         )
     } else {
         return;
@@ -495,6 +539,7 @@ mod tests {
             state: EntryState::Live {
                 version,
                 created_time: T.into(),
+                earlier: (1..version).rev().map(|n| (n, T.to_owned())).collect(),
             },
         }
     }
@@ -621,10 +666,11 @@ mod tests {
     fn breaker_refuses_large_or_total_deletions() {
         let mut s = settings();
         s.deletion_policy = DeletionPolicy::Delete;
-        let aws = [ours("a", 1), ours("b", 1), ours("c", 1), ours("d", 1)];
-        // 3 of 4 > 50 %
-        let p = plan(&[live("a", 1)], &aws, &s);
-        assert!(p.breaker.as_deref().unwrap().contains("3 of 4"));
+        let names: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+        let aws: Vec<_> = names.iter().map(|n| ours(n, 1)).collect();
+        // 7 of 8 > 50 %, and over the floor
+        let p = plan(&[live("s0", 1)], &aws, &s);
+        assert!(p.breaker.as_deref().unwrap().contains("7 of 8"));
         assert!(p.steps.iter().all(|s| !matches!(s, Step::Delete { .. })));
         // An empty Vault never deletes, whatever the share.
         s.max_delete_share = 1.0;
@@ -632,7 +678,7 @@ mod tests {
         assert!(p.breaker.as_deref().unwrap().contains("no live secret"));
         assert_eq!(
             kinds(&p).iter().filter(|k| k.starts_with("keep")).count(),
-            4
+            8
         );
     }
 
@@ -655,20 +701,21 @@ mod tests {
     }
 
     #[test]
-    fn breaker_boundaries_exactly_at_the_share_and_share_zero() {
+    fn breaker_boundaries_at_the_share_the_floor_and_share_zero() {
         for (owned, n, share, refused) in [
-            (4, 1, 0.25, false),    // exactly at the share
-            (4, 2, 0.25, true),     // one over
-            (10, 3, 0.3, false),    // 10 × 0.3 is 3.0000000000000004 in floating point
+            (40, 10, 0.25, false),  // exactly at the share
+            (40, 11, 0.25, true),   // one over
+            (100, 30, 0.3, false),  // 100 × 0.3 is 30.000000000000004 in floating point
             (100, 29, 0.29, false), // 100 × 0.29 is 28.999999999999996
             (100, 30, 0.29, true),
             (200, 58, 0.29, false),
             (50, 29, 0.58, false),
-            (4, 1, 0.0, true), // share 0: no deletion at all
+            (2, 1, 0.25, false), // 1 of 2 at the default share: under the floor of 3
+            (10, 3, 0.25, false),
+            (10, 4, 0.25, true), // over the share and the floor
+            (4, 1, 0.0, true),   // share 0: no deletion at all
             (1000, 1, 0.0, true),
             (4, 3, 1.0, false), // share 1: anything while Vault shows something live
-            (3, 1, 0.5, false), // floor(1.5) = 1
-            (3, 2, 0.5, true),
         ] {
             assert_eq!(
                 breaker_refuses(owned, n, share),
@@ -718,6 +765,24 @@ mod tests {
                 ..
             }
         ));
+        // The adopt list wins over another tool's or another sync's managed-by tag; a secret
+        // already ours is not adopted again.
+        let mut tool = ours("t", 1);
+        tool.tags.insert("managed-by".into(), "terraform".into());
+        let mut elsewhere = ours("e", 1);
+        elsewhere.tags.insert("vault-mount".into(), "other".into());
+        let mut s = settings();
+        s.adopt = vec!["p/t".into(), "p/e".into(), "p/mine".into()];
+        let vault = [live("e", 1), live("mine", 1), live("t", 1)];
+        let p = plan(&vault, &[tool, elsewhere, ours("mine", 1)], &s);
+        assert_eq!(kinds(&p), ["update p/e", "unchanged p/mine", "update p/t"]);
+        assert!(p.steps.iter().all(|st| !matches!(
+            st,
+            Step::Update {
+                reason: UpdateReason::NewVersion | UpdateReason::Overwrite,
+                ..
+            }
+        )));
         // A foreign orphan is never touched.
         let mut stray = ours("x", 1);
         stray.tags.clear();
@@ -765,6 +830,35 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_tag_write_then_a_newer_vault_version_is_an_update_not_a_conflict() {
+        // Version 2's value went in, its tag write was lost (tags still say 1); Vault is at 3.
+        let mut half = ours("a", 1);
+        half.current_version_id = Some(version_token("kv", "a", 2, T));
+        let p = plan(&[live("a", 3)], &[half.clone()], &settings());
+        assert!(
+            matches!(
+                &p.steps[0],
+                Step::Update {
+                    reason: UpdateReason::NewVersion,
+                    ..
+                }
+            ),
+            "{:?}",
+            p.steps[0]
+        );
+        // A version id none of Vault's versions gives is still someone else's.
+        half.current_version_id = Some(version_token("kv", "a", 7, T));
+        let p = plan(&[live("a", 3)], &[half], &settings());
+        assert!(matches!(
+            &p.steps[0],
+            Step::Conflict {
+                kind: ConflictKind::ModifiedOutside,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn scheduled_deletions_are_restored_when_ours_and_reported_otherwise() {
         let mut mine = ours("a", 1);
         mine.pending_deletion = true;
@@ -805,13 +899,18 @@ mod tests {
             invalid,
             [
                 InvalidKind::InvalidName,
-                InvalidKind::ArnSuffixName,
                 InvalidKind::NameTooLong,
                 InvalidKind::NameCollision,
                 InvalidKind::NameCollision
             ]
         );
         assert_eq!(kinds(&p)[0], "create p/ok");
+        // A name like an ARN suffix is replicated, with a warning.
+        assert!(kinds(&p).contains(&"create p/ends-abcdef".to_owned()));
+        assert_eq!(
+            p.warnings,
+            [("p/ends-abcdef".to_owned(), ARN_SUFFIX_WARNING.to_owned())]
+        );
     }
 
     #[test]
@@ -831,6 +930,34 @@ mod tests {
         ];
         let p = plan(&vault, &[ours("a", 1), ours("b", 1)], &s);
         assert_eq!(kinds(&p), ["unchanged p/a", "vault_failed p/b"]);
+    }
+
+    #[test]
+    fn a_folder_vault_would_not_list_keeps_its_replicas() {
+        let mut s = settings();
+        s.deletion_policy = DeletionPolicy::Delete;
+        s.max_delete_share = 1.0;
+        let vault = [
+            live("a", 1),
+            VaultEntry {
+                rel_path: "private/".into(),
+                state: EntryState::Unreadable {
+                    kind: "vault_permission_denied",
+                    message: "cannot list the folder".into(),
+                },
+            },
+        ];
+        let aws = [ours("a", 1), ours("private/x", 1), ours("gone", 1)];
+        let p = plan(&vault, &aws, &s);
+        assert_eq!(
+            kinds(&p),
+            [
+                "unchanged p/a",
+                "vault_failed p/private/",
+                "keep p/private/x",
+                "delete p/gone"
+            ]
+        );
     }
 
     #[test]

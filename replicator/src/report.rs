@@ -40,6 +40,9 @@ pub struct Report {
     pub skipped: u64,
     pub conflicts: Vec<Problem>,
     pub failures: Vec<Problem>,
+    /// Done, but worth a look (a name like an ARN suffix); never fails the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Problem>,
     /// Replicated secrets whose Vault source is gone, kept by policy or by the breaker.
     pub orphans: Vec<String>,
     /// With `--dry-run`: every decision.
@@ -125,6 +128,9 @@ impl Report {
         for name in &self.orphans {
             let _ = writeln!(out, "orphan {name}: its Vault secret is gone; kept");
         }
+        for p in &self.warnings {
+            let _ = writeln!(out, "warning {} [{}]: {}", p.name, p.kind, p.message);
+        }
         for p in &self.failures {
             let name = if p.name.is_empty() { "run" } else { &p.name };
             let _ = writeln!(out, "FAILED {name} [{}]: {}", p.kind, p.message);
@@ -132,28 +138,59 @@ impl Report {
         out
     }
 
-    /// The SNS notice: account, region, what failed and why. Names and error texts only.
+    /// The SNS notice: account, region, what failed and why. Names and error texts only, and
+    /// always far under SNS's 256 KB: the first [`NOTICE_LISTED`] failures, each error text cut
+    /// at [`NOTICE_MESSAGE_CHARS`], then how many more there are, by kind.
     pub fn notice(&self, account: &str, region: &str) -> String {
-        let failed: Vec<_> = self
+        let cut = |text: &str| -> String {
+            if text.chars().count() <= NOTICE_MESSAGE_CHARS {
+                text.to_owned()
+            } else {
+                let kept: String = text.chars().take(NOTICE_MESSAGE_CHARS).collect();
+                format!("{kept}…")
+            }
+        };
+        let listed: Vec<_> = self
             .failures
             .iter()
+            .take(NOTICE_LISTED)
             .map(|p| {
                 serde_json::json!({
-                    "secretName": p.name,
+                    "secretName": cut(&p.name),
                     "kind": p.kind,
-                    "error": p.message,
+                    "error": cut(&p.message),
                 })
             })
             .collect();
-        format!(
+        let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in &self.failures {
+            *by_kind.entry(p.kind.as_str()).or_default() += 1;
+        }
+        let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let mut text = format!(
             "Account: {account}, Region: {region}. vault-secrets-replicator run failed ({} created, {} updated, {} deleted before the failures). Failed to create/update the following secrets: {}",
             self.created,
             self.updated,
             self.deleted,
-            serde_json::Value::Array(failed)
-        )
+            serde_json::Value::Array(listed)
+        );
+        if self.failures.len() > NOTICE_LISTED {
+            let _ = write!(
+                text,
+                " … and {} more not listed; {} failures in all: {}. The run's report (Lambda's log, or `--output json`) lists every one.",
+                self.failures.len() - NOTICE_LISTED,
+                self.failures.len(),
+                kinds.join(", ")
+            );
+        }
+        text
     }
 }
+
+/// How many failures the SNS notice lists by name.
+pub const NOTICE_LISTED: usize = 50;
+/// How long an error text (or name) in the notice may be, in characters.
+pub const NOTICE_MESSAGE_CHARS: usize = 300;
 
 #[cfg(test)]
 mod tests {
@@ -169,6 +206,31 @@ mod tests {
         assert!(n.contains("\"secretName\":\"p/a\""));
         assert!(n.contains("vault_unreachable"));
         assert!(r.failed());
+    }
+
+    #[test]
+    fn the_notice_stays_under_the_sns_limit_whatever_fails() {
+        const SNS_MAX_BYTES: usize = 256 * 1024;
+        let mut r = Report::default();
+        for i in 0..10_000 {
+            // Long, multi-byte, with characters JSON escapes to six bytes.
+            let name = format!("p/{i}/{}", "é\u{1}".repeat(1000));
+            let kind = if i % 2 == 0 {
+                "invalid_name"
+            } else {
+                "value_too_large"
+            };
+            r.failures
+                .push(Problem::new(name, kind, "ü\u{2}".repeat(5000)));
+        }
+        let n = r.notice("123456789012", "eu-west-1");
+        assert!(n.len() < SNS_MAX_BYTES, "{} bytes", n.len());
+        assert!(n.starts_with(
+            "Account: 123456789012, Region: eu-west-1. vault-secrets-replicator run failed"
+        ));
+        assert!(n.ends_with("… and 9950 more not listed; 10000 failures in all: 5000 invalid_name, 5000 value_too_large. The run's report (Lambda's log, or `--output json`) lists every one."), "{}", &n[n.len() - 300..]);
+        let listed = n.matches("\"secretName\"").count();
+        assert_eq!(listed, NOTICE_LISTED);
     }
 
     #[test]

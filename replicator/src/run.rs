@@ -224,6 +224,11 @@ async fn plan_and_execute(
                 .failures
                 .push(Problem::new("", "deletion_breaker", reason.clone()));
         }
+        report.warnings.extend(
+            plan.warnings.iter().map(|(name, message)| {
+                Problem::new(name.clone(), "arn_suffix_name", message.clone())
+            }),
+        );
         report.dry_run = settings.dry_run;
         if settings.dry_run {
             report.plan = Some(plan.steps.clone());
@@ -261,7 +266,9 @@ pub async fn run_with_progress(args: &SyncArgs, aws: &SdkConfig, progress: &Prog
             .failures
             .push(Problem::new("", e.kind(), e.to_string()));
     }
+    // A dry run changes nothing and tells nobody: its report is the whole answer.
     if report.failed()
+        && !args.dry_run
         && let Some(topic) = args.sns_topic_arn.as_deref().filter(|t| !t.is_empty())
     {
         let account = topic.split(':').nth(4).unwrap_or("unknown");

@@ -65,6 +65,8 @@ pub enum VaultError {
     Login { mount: String, detail: String },
     #[error("invalid Vault TLS settings: {0}")]
     Tls(String),
+    #[error("{0}")]
+    NotKv2(String),
 }
 
 impl VaultError {
@@ -77,6 +79,7 @@ impl VaultError {
             Self::Decode { .. } => "vault_bad_response",
             Self::Login { .. } => "vault_login_failed",
             Self::Tls(_) => "vault_tls",
+            Self::NotKv2(_) => "vault_mount_not_kv2",
         }
     }
 
@@ -180,6 +183,25 @@ struct ErrorBody {
     errors: Vec<String>,
 }
 
+/// An error answer that is Vault's own: the `errors` key is there (possibly empty).
+#[derive(Deserialize)]
+struct VaultErrors {
+    errors: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct MountData {
+    r#type: String,
+    #[serde(default)]
+    options: Option<MountOptions>,
+}
+
+#[derive(Deserialize)]
+struct MountOptions {
+    #[serde(default)]
+    version: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct Envelope<T> {
     data: T,
@@ -208,6 +230,40 @@ struct LoginAuth {
     client_token: SecretString,
     #[serde(default)]
     lease_duration: u64,
+}
+
+/// The largest answer read from Vault (a bulk listing of a large folder is a few MB): a
+/// hostile or broken server cannot make the replicator hold more.
+pub const MAX_BODY: u64 = 64 * 1024 * 1024;
+/// The largest error answer read.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+/// Reads a body of at most `cap` bytes, refusing a larger one before or while reading it.
+async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > cap) {
+        return Err(format!("the answer is over {cap} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() as u64 + chunk.len() as u64 > cap {
+            return Err(format!("the answer is over {cap} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads and parses a JSON answer of at most [`MAX_BODY`] bytes.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    op: &str,
+) -> Result<T, VaultError> {
+    let decode = |detail: String| VaultError::Decode {
+        op: op.to_owned(),
+        detail,
+    };
+    let body = read_capped(resp, MAX_BODY).await.map_err(decode)?;
+    serde_json::from_slice(&body).map_err(|e| decode(e.to_string()))
 }
 
 /// Percent-encodes a KV path for a URL, keeping `/` between segments.
@@ -240,6 +296,8 @@ impl VaultClient {
     ) -> Result<Self, VaultError> {
         crate::tls::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
+            // A redirect would carry the token to wherever it points: never follow one.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(concurrency.max(1))
@@ -348,9 +406,10 @@ impl VaultClient {
             .map_err(|source| self.unreachable(&op, source))?;
         let status = resp.status();
         if !status.is_success() {
-            let errors = resp
-                .json::<ErrorBody>()
+            let errors = read_capped(resp, MAX_ERROR_BODY)
                 .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok())
                 .map(|b| b.errors)
                 .unwrap_or_default();
             return Err(VaultError::Login {
@@ -358,7 +417,7 @@ impl VaultClient {
                 detail: format!("HTTP {}: {}", status.as_u16(), errors.join("; ")),
             });
         }
-        let login: LoginResponse = resp.json().await.map_err(|e| VaultError::Login {
+        let login: LoginResponse = read_json(resp, &op).await.map_err(|e| VaultError::Login {
             mount: mount.to_owned(),
             detail: format!("unreadable answer: {e}"),
         })?;
@@ -438,20 +497,49 @@ impl VaultClient {
         if status.is_success() {
             return Ok(Some(resp));
         }
-        let errors = resp
-            .json::<ErrorBody>()
-            .await
-            .map(|b| b.errors)
-            .unwrap_or_default();
-        match status {
-            StatusCode::NOT_FOUND if errors.is_empty() => Ok(None),
-            StatusCode::FORBIDDEN => Err(VaultError::PermissionDenied { op: op.to_owned() }),
-            _ => Err(VaultError::Status {
+        let body = read_capped(resp, MAX_ERROR_BODY).await.unwrap_or_default();
+        // Vault always answers an error with `{"errors": [...]}`.
+        let vault_errors = serde_json::from_slice::<VaultErrors>(&body)
+            .ok()
+            .map(|b| b.errors);
+        match (status, vault_errors) {
+            // A missing path: Vault's 404 with no error text.
+            (StatusCode::NOT_FOUND, Some(errors)) if errors.is_empty() => Ok(None),
+            // A 404 from something that is not Vault must not look like an empty folder.
+            (StatusCode::NOT_FOUND, None) => Err(VaultError::Decode {
+                op: op.to_owned(),
+                detail: format!(
+                    "HTTP 404 with a body that is not Vault's; is {} a Vault server (without a path after the port)?",
+                    self.address
+                ),
+            }),
+            (StatusCode::FORBIDDEN, _) => Err(VaultError::PermissionDenied { op: op.to_owned() }),
+            (_, errors) => Err(VaultError::Status {
                 op: op.to_owned(),
                 status: status.as_u16(),
-                errors,
+                errors: errors.unwrap_or_default(),
             }),
         }
+    }
+
+    /// The secrets engine at `mount`, as `sys/internal/ui/mounts/<mount>` tells any token that
+    /// may use it: (type, KV version). `None` when the token may not ask.
+    pub async fn mount_kind(
+        &self,
+        mount: &str,
+    ) -> Result<Option<(String, Option<String>)>, VaultError> {
+        let op = format!("read sys/internal/ui/mounts/{mount}");
+        let api = format!("sys/internal/ui/mounts/{}", encode_path(mount));
+        let resp = match self.call(Method::GET, &api, &op).await {
+            Ok(Some(resp)) => resp,
+            Ok(None) | Err(VaultError::PermissionDenied { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let body: Envelope<MountData> = read_json(resp, &op).await?;
+        Ok(Some((
+            body.data.r#type,
+            body.data.options.and_then(|o| o.version),
+        )))
     }
 
     fn list_method() -> Method {
@@ -467,10 +555,7 @@ impl VaultClient {
         let Some(resp) = self.call(Self::list_method(), &path, &op).await? else {
             return Ok(Listing::default());
         };
-        let body: Envelope<ListData> = resp.json().await.map_err(|e| VaultError::Decode {
-            op,
-            detail: e.to_string(),
-        })?;
+        let body: Envelope<ListData> = read_json(resp, &op).await?;
         Ok(Listing {
             keys: body.data.keys,
             metadata: BTreeMap::new(),
@@ -501,10 +586,7 @@ impl VaultClient {
             }
             Err(e) => return Err(e),
         };
-        let body: Envelope<ListData> = resp.json().await.map_err(|e| VaultError::Decode {
-            op: op.clone(),
-            detail: e.to_string(),
-        })?;
+        let body: Envelope<ListData> = read_json(resp, &op).await?;
         let mut metadata = BTreeMap::new();
         for (key, info) in body.data.key_info {
             if key.ends_with('/') {
@@ -535,10 +617,7 @@ impl VaultClient {
         let Some(resp) = self.call(Method::GET, &api, &op).await? else {
             return Ok(None);
         };
-        let body: Envelope<SecretMetadata> = resp.json().await.map_err(|e| VaultError::Decode {
-            op,
-            detail: e.to_string(),
-        })?;
+        let body: Envelope<SecretMetadata> = read_json(resp, &op).await?;
         Ok(Some(body.data))
     }
 
@@ -579,9 +658,10 @@ impl VaultClient {
             return Err(VaultError::PermissionDenied { op });
         }
         if !status.is_success() {
-            let errors = resp
-                .json::<ErrorBody>()
+            let errors = read_capped(resp, MAX_ERROR_BODY)
                 .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok())
                 .map(|b| b.errors)
                 .unwrap_or_default();
             return Err(VaultError::Status {
@@ -590,10 +670,7 @@ impl VaultClient {
                 errors,
             });
         }
-        let body: Envelope<DataRead> = resp.json().await.map_err(|e| VaultError::Decode {
-            op: op.clone(),
-            detail: e.to_string(),
-        })?;
+        let body: Envelope<DataRead> = read_json(resp, &op).await?;
         match body.data.data {
             None => Ok(VersionRead::Gone),
             Some(map) => {

@@ -43,9 +43,28 @@ impl StandIn {
     }
 }
 
+/// An HTTP response with a JSON body.
+pub fn json_response(status: u16, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 /// Starts the stand-in; it answers `answers` (status, JSON body) in order, then [`UNEXPECTED`].
 /// Returns its `http://127.0.0.1:port` address.
 pub async fn fake_vault(answers: Vec<(u16, &'static str)>) -> (String, StandIn) {
+    fake_http(
+        answers
+            .into_iter()
+            .map(|(status, body)| json_response(status, body))
+            .collect(),
+    )
+    .await
+}
+
+/// [`fake_vault`] with whole HTTP responses (status line, headers, body) as written.
+pub async fn fake_http(answers: Vec<String>) -> (String, StandIn) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let (stop_tx, mut stop) = oneshot::channel::<()>();
@@ -59,9 +78,10 @@ pub async fn fake_vault(answers: Vec<(u16, &'static str)>) -> (String, StandIn) 
                 a = tokio::time::timeout(Duration::from_secs(30), listener.accept()) => a,
             };
             let Ok(Ok((stream, _))) = accepted else { break };
-            let (status, answer) = answers.next().unwrap_or(UNEXPECTED);
-            match tokio::time::timeout(Duration::from_secs(10), serve(stream, status, answer)).await
-            {
+            let answer = answers
+                .next()
+                .unwrap_or_else(|| json_response(UNEXPECTED.0, UNEXPECTED.1));
+            match tokio::time::timeout(Duration::from_secs(10), serve(stream, &answer)).await {
                 Ok(Some(request)) => seen.push(request),
                 _ => break,
             }
@@ -78,7 +98,7 @@ pub async fn fake_vault(answers: Vec<(u16, &'static str)>) -> (String, StandIn) 
 }
 
 /// Reads one request and writes the answer; `None` when the request could not be read.
-async fn serve(stream: TcpStream, status: u16, answer: &str) -> Option<Seen> {
+async fn serve(stream: TcpStream, answer: &str) -> Option<Seen> {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut line = String::new();
@@ -100,11 +120,7 @@ async fn serve(stream: TcpStream, status: u16, answer: &str) -> Option<Seen> {
     }
     let mut body = vec![0; len];
     r.read_exact(&mut body).await.ok()?;
-    let resp = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{answer}",
-        answer.len()
-    );
-    w.write_all(resp.as_bytes()).await.ok()?;
+    w.write_all(answer.as_bytes()).await.ok()?;
     Some(Seen {
         line: line.trim().to_owned(),
         headers,

@@ -1088,6 +1088,16 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
 /// Runs the `deployer` executable against moto with `input` typed at a terminal (`script`
 /// gives it one), or with no terminal at all when `input` is `None`: (exit code, output).
 fn deployer_at_terminal(f: &Fixture, args: &[&str], input: Option<&str>) -> (i32, String) {
+    deployer_binary(f, args, input, &[])
+}
+
+/// [`deployer_at_terminal`] with more environment variables.
+fn deployer_binary(
+    f: &Fixture,
+    args: &[&str],
+    input: Option<&str>,
+    envs: &[(&str, &str)],
+) -> (i32, String) {
     let bin = e2e::bin_path("deployer");
     let mut argv = vec![
         bin.display().to_string(),
@@ -1113,6 +1123,7 @@ fn deployer_at_terminal(f: &Fixture, args: &[&str], input: Option<&str>) -> (i32
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(f.moto.env())
+        .envs(envs.iter().copied())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -1232,4 +1243,71 @@ async fn up_after_credentials_were_written_never_overwrites_the_connection_secre
         );
     }
     assert_eq!(value().await, with_credentials);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_logs_of_the_deployer_carry_no_key_or_credential() {
+    let f = Fixture::new(ON_EC2).await;
+    let loud = [
+        ("RUST_LOG", "trace"),
+        ("LOG_SIGNABLE_SERIALIZATION", "true"),
+    ];
+    let (code, out) = deployer_binary(&f, &["up"], None, &loud);
+    assert_eq!(code, 0, "{}", &out[out.len().saturating_sub(2000)..]);
+    assert!(
+        out.len() > 10_000 && out.contains("TRACE"),
+        "trace logs were on"
+    );
+    // The TLS key the deployer made and stored: no line of it in the output.
+    let aws = f.moto.sdk_config().await;
+    let sm = aws_sdk_secretsmanager::Client::new(&aws);
+    let tls = sm
+        .get_secret_value()
+        .secret_id("onec2-vault/tls")
+        .send()
+        .await
+        .unwrap()
+        .secret_string()
+        .unwrap()
+        .to_owned();
+    let tls: serde_json::Value = serde_json::from_str(&tls).unwrap();
+    let key_lines: Vec<String> = tls
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|v| v.as_str())
+        .filter(|v| v.contains("PRIVATE KEY"))
+        .flat_map(|k| {
+            k.lines()
+                .filter(|l| !l.starts_with("-----"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(!key_lines.is_empty(), "the TLS secret holds a private key");
+    for line in &key_lines {
+        assert!(
+            !out.contains(line.as_str()),
+            "a line of the TLS key is in the trace output"
+        );
+    }
+    // Credentials written into the connection secret: a second `up` and `status` at trace.
+    let planted = "PLANTED-secret-id-trace-41d7";
+    sm.put_secret_value()
+        .secret_id("hybrid-aws-secrets-connection/vault")
+        .secret_string(
+            serde_json::json!({"vaultAddress": "https://10.42.0.10:8200", "vaultRoleId": "r", "vaultSecretId": planted})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for args in [&["up"][..], &["status"]] {
+        let (code, out) = deployer_binary(&f, args, None, &loud);
+        assert_eq!(code, 0, "{args:?}");
+        assert!(
+            !out.contains(planted),
+            "{args:?}: a credential in the trace output"
+        );
+    }
 }

@@ -444,3 +444,83 @@ async fn vault_auth_from_the_connection_secret_approle_then_aws_iam_then_token()
     );
     assert_eq!(r.unchanged, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_logs_of_the_cli_and_the_lambda_carry_no_value_or_token() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "a", json!({"password": PLANTED})).await;
+    let token = bao
+        .token_with_policy(
+            "all",
+            "path \"kv/*\" { capabilities = [\"read\", \"list\"] }",
+        )
+        .await;
+    // The most the SDK and the HTTP stack will say: every target at trace, and the SDK's
+    // signable request bodies too.
+    let loud = [
+        ("RUST_LOG".to_owned(), "trace".to_owned()),
+        ("LOG_SIGNABLE_SERIALIZATION".to_owned(), "true".to_owned()),
+    ];
+    let mut envs = env.moto.env();
+    envs.extend(loud.clone());
+    envs.push(("VAULT_ADDR".into(), bao.addr.clone()));
+    envs.push(("VAULT_TOKEN".into(), token.clone()));
+    let (code, stdout, stderr) = replicator(&envs, &["sync", "--prefix", "kv"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stderr.len() > 10_000 && stderr.contains("TRACE"),
+        "trace logs were on"
+    );
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains(PLANTED), "a value in the CLI's trace output");
+        assert!(
+            !text.contains(&token),
+            "the token in the CLI's trace output"
+        );
+    }
+
+    // The Lambda, at trace, through the runtime API: a changed value is read and written.
+    bao.put("kv", "a", json!({"password": format!("{PLANTED}-2")}))
+        .await;
+    let conn = json!({"vaultAddress": bao.addr, "vaultToken": token}).to_string();
+    env.side.create("kv-connection/vault", &conn, &[]).await;
+    let mut api = RuntimeApi::start().await;
+    // To a file: trace output would fill a pipe nobody reads while the Lambda runs.
+    let log_path = env.bao.dir.path().join("lambda-trace.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+        .env_clear()
+        .envs(env.moto.env())
+        .envs(loud)
+        .envs(e2e::runtime_api::lambda_env(&api.addr, "replicator"))
+        .env(vars::CONNECTION_SECRET, "kv-connection/vault")
+        .env(vars::PREFIX, "kv")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let answer = api.invoke("req-1", "{}", Duration::from_secs(60)).await;
+    let Answer::Response(body) = answer else {
+        panic!("{answer:?}")
+    };
+    assert!(
+        body.contains("\"updated\": 1") || body.contains("\"updated\":1"),
+        "{body}"
+    );
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let logs = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap()).into_owned();
+    assert!(logs.contains("TRACE"), "trace logs were on");
+    assert!(
+        !logs.contains(PLANTED),
+        "a value in the Lambda's trace logs"
+    );
+    assert!(
+        !logs.contains(&token),
+        "the token in the Lambda's trace logs"
+    );
+    assert!(!body.contains(PLANTED));
+}

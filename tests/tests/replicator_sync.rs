@@ -154,46 +154,61 @@ async fn the_breaker_refuses_mass_deletion_and_an_empty_vault_never_wipes_aws() 
     let env = env().await;
     let bao = &env.bao;
     bao.enable_kv2("kv").await;
-    for k in ["a", "b", "c", "d"] {
+    let names: Vec<String> = (0..12).map(|i| format!("s{i:02}")).collect();
+    for k in &names {
         bao.put("kv", k, json!({"k": k})).await;
     }
     let mut a = args(&env, "kv");
     a.deletion_policy = DeletionPolicy::Delete;
     a.max_delete_share = 0.5;
-    assert_eq!(sync(&env, &a).await.created, 4);
-    for k in ["b", "c", "d"] {
-        bao.api("DELETE", &format!("kv/metadata/{k}"), None).await;
-    }
-    let r = sync(&env, &a).await;
-    assert!(r.failed());
-    assert_eq!(
-        failure_kinds(&r),
-        [(String::new(), "deletion_breaker".to_owned())]
-    );
-    assert!(r.failures[0].message.contains("3 of 4"));
-    assert_eq!(r.deleted, 0);
-    assert!(
+    assert_eq!(sync(&env, &a).await.created, 12);
+    let none_pending = || async {
         env.side
             .secrets("kv")
             .await
             .values()
             .all(|s| !s.pending_deletion)
-    );
+    };
 
-    // Share 0: not even one deletion.
+    // 1 of 12 at share 0: refused (0 means no deletion at all).
+    bao.api("DELETE", "kv/metadata/s00", None).await;
     a.max_delete_share = 0.0;
     let r = sync(&env, &a).await;
     assert_eq!(
         failure_kinds(&r),
         [(String::new(), "deletion_breaker".to_owned())]
     );
-    // Exactly at the share (3 of 4 at 0.75): allowed.
+    assert!(none_pending().await);
+
+    // 9 of 12 at 0.5: over the share and over the floor of 3, refused.
+    for k in &names[1..9] {
+        bao.api("DELETE", &format!("kv/metadata/{k}"), None).await;
+    }
+    a.max_delete_share = 0.5;
+    let r = sync(&env, &a).await;
+    assert!(r.failed());
+    assert_eq!(
+        failure_kinds(&r),
+        [(String::new(), "deletion_breaker".to_owned())]
+    );
+    assert!(r.failures[0].message.contains("9 of 12"), "{}", r.to_text());
+    assert_eq!(r.deleted, 0);
+    assert!(none_pending().await);
+
+    // Exactly at the share (9 of 12 at 0.75): allowed.
     a.max_delete_share = 0.75;
     let r = sync(&env, &a).await;
-    assert_eq!((r.deleted, r.failures.len()), (3, 0), "{}", r.to_text());
+    assert_eq!((r.deleted, r.failures.len()), (9, 0), "{}", r.to_text());
+
+    // 1 of the 3 left, at the default share: under the floor, allowed.
+    bao.api("DELETE", "kv/metadata/s09", None).await;
+    a.max_delete_share = 0.25;
+    let r = sync(&env, &a).await;
+    assert_eq!((r.deleted, r.failures.len()), (1, 0), "{}", r.to_text());
 
     // Every secret gone from Vault: refused whatever the share.
-    bao.api("DELETE", "kv/metadata/a", None).await;
+    bao.api("DELETE", "kv/metadata/s10", None).await;
+    bao.api("DELETE", "kv/metadata/s11", None).await;
     a.max_delete_share = 1.0;
     let r = sync(&env, &a).await;
     assert_eq!(
@@ -201,7 +216,7 @@ async fn the_breaker_refuses_mass_deletion_and_an_empty_vault_never_wipes_aws() 
         [(String::new(), "deletion_breaker".to_owned())]
     );
     assert!(r.failures[0].message.contains("no live secret"));
-    assert!(!env.side.secrets("kv").await["kv/a"].pending_deletion);
+    assert!(!env.side.secrets("kv").await["kv/s10"].pending_deletion);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,8 +327,13 @@ async fn bad_secrets_fail_alone_and_the_notice_carries_no_value() {
     let mut a = args(&env, "kv");
     a.sns_topic_arn = Some(topic);
 
+    // A dry run sees the same failures and tells nobody.
+    a.dry_run = true;
+    assert!(sync(&env, &a).await.failed());
+    a.dry_run = false;
+
     let r = sync(&env, &a).await;
-    assert_eq!(r.created, 1);
+    assert_eq!(r.created, 2, "{}", r.to_text());
     assert!(r.failed());
     let mut kinds = failure_kinds(&r);
     kinds.sort();
@@ -322,17 +342,25 @@ async fn bad_secrets_fail_alone_and_the_notice_carries_no_value() {
         [
             ("kv/bad name".to_owned(), "invalid_name".to_owned()),
             ("kv/big".to_owned(), "value_too_large".to_owned()),
-            ("kv/looks-abcdef".to_owned(), "arn_suffix_name".to_owned()),
         ]
     );
+    // A name like an ARN suffix (db-backup, redis-master) is replicated, with a warning.
+    assert_eq!(
+        r.warnings
+            .iter()
+            .map(|w| (w.name.as_str(), w.kind.as_str()))
+            .collect::<Vec<_>>(),
+        [("kv/looks-abcdef", "arn_suffix_name")]
+    );
+    assert_eq!(env.side.value("kv/looks-abcdef").await["v"], planted);
     assert_eq!(env.side.value("kv/good").await["v"], planted);
-    assert_eq!(env.side.secrets("kv").await.len(), 1);
+    assert_eq!(env.side.secrets("kv").await.len(), 2);
 
     let notices = env.side.notices(&queue, 1).await;
     assert_eq!(notices.len(), 1, "one notice per run");
     // The whole format: the sample's opening, the counts, then every failure as JSON.
     let head = format!(
-        "Account: {}, Region: {}. vault-secrets-replicator run failed (1 created, 0 updated, 0 deleted before the failures). Failed to create/update the following secrets: ",
+        "Account: {}, Region: {}. vault-secrets-replicator run failed (2 created, 0 updated, 0 deleted before the failures). Failed to create/update the following secrets: ",
         e2e::ACCOUNT,
         e2e::REGION
     );
@@ -349,6 +377,15 @@ async fn bad_secrets_fail_alone_and_the_notice_carries_no_value() {
         .collect();
     assert_eq!(listed, serde_json::Value::Array(expected));
     assert!(!notices[0].contains(planted));
+
+    // The next run: the ARN-suffix name is found again by its full ARN, unchanged.
+    let again = sync(&env, &a).await;
+    assert_eq!(
+        (again.unchanged, again.created),
+        (2, 0),
+        "{}",
+        again.to_text()
+    );
     assert!(!r.to_json().contains(planted));
 }
 
@@ -429,6 +466,37 @@ async fn an_empty_mount_or_a_missing_path_is_not_an_error_and_a_missing_mount_is
     assert!(!r.failed(), "{}", r.to_text());
     assert_eq!((r.created, r.unchanged), (0, 0));
     assert!(env.side.secrets("empty").await.is_empty());
+
+    // A KV v1 mount answers a KV v2 listing with "not found": a failure that says how to
+    // upgrade, never an "empty Vault".
+    env.bao
+        .api(
+            "POST",
+            "sys/mounts/old",
+            Some(json!({"type": "kv", "options": {"version": "1"}})),
+        )
+        .await;
+    env.bao.api("POST", "old/x", Some(json!({"k": "v"}))).await;
+    let r = sync(&env, &args(&env, "old")).await;
+    assert_eq!(
+        failure_kinds(&r),
+        [(String::new(), "vault_mount_not_kv2".to_owned())]
+    );
+    assert!(
+        r.failures[0].message.contains("KV version 1")
+            && r.failures[0].message.contains("enable-versioning old/"),
+        "{}",
+        r.to_text()
+    );
+    // Another engine at the mount: named too.
+    env.bao
+        .api("POST", "sys/mounts/tr", Some(json!({"type": "transit"})))
+        .await;
+    let r = sync(&env, &args(&env, "tr")).await;
+    assert_eq!(
+        failure_kinds(&r),
+        [(String::new(), "vault_mount_not_kv2".to_owned())]
+    );
 
     // No mount at all: a failure that names it, never an "empty Vault".
     let r = sync(&env, &args(&env, "no-such-mount")).await;
@@ -559,4 +627,137 @@ async fn every_listing_page_is_read_past_one_hundred_replicas() {
         let name = format!("many/f{}/s{i:03}", i % 3);
         assert_eq!(env.side.version_count(&name).await, 1, "{name}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_tag_write_does_not_freeze_the_replica() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "a", json!({"v": 1})).await;
+    let a = args(&env, "kv");
+    assert_eq!(sync(&env, &a).await.created, 1);
+
+    // Version 2 reaches AWS as the replicator writes it (its deterministic version id), but the
+    // TagResource that follows is lost: the tags still say version 1.
+    bao.put("kv", "a", json!({"v": 2})).await;
+    let meta = bao.api("GET", "kv/metadata/a", None).await;
+    let created = meta["data"]["versions"]["2"]["created_time"]
+        .as_str()
+        .unwrap();
+    env.side
+        .sm
+        .put_secret_value()
+        .secret_id("kv/a")
+        .secret_string(json!({"v": 2}).to_string())
+        .client_request_token(replicator::plan::version_token("kv", "a", 2, created))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(env.side.secrets("kv").await["kv/a"].tags["version"], "1");
+
+    // Vault moves on: the replica follows instead of turning into a silent conflict.
+    bao.put("kv", "a", json!({"v": 3})).await;
+    let r = sync(&env, &a).await;
+    assert_eq!(
+        (r.updated, r.conflicts.len(), r.failures.len()),
+        (1, 0, 0),
+        "{}",
+        r.to_text()
+    );
+    assert_eq!(env.side.value("kv/a").await, json!({"v": 3}));
+    assert_eq!(env.side.secrets("kv").await["kv/a"].tags["version"], "3");
+    assert_eq!(
+        env.side.version_count("kv/a").await,
+        3,
+        "one AWS version per Vault version"
+    );
+    assert_eq!(sync(&env, &a).await.unchanged, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_failure_still_sends_one_notice_under_the_sns_limit() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    // 800 secrets whose names AWS refuses, each failure a few hundred bytes: listed in full,
+    // the notice would pass SNS's 256 KB and be refused, and nobody would hear of the run.
+    let padding = "p".repeat(240);
+    for i in 0..800 {
+        bao.put("kv", &format!("bad name {i:04} {padding}"), json!({"k": i}))
+            .await;
+    }
+    bao.put("kv", "good", json!({"k": "fine"})).await;
+    let (topic, queue) = env.side.topic_with_queue("failures").await;
+    let mut a = args(&env, "kv");
+    a.sns_topic_arn = Some(topic);
+    let r = sync(&env, &a).await;
+    assert_eq!((r.created, r.failures.len()), (1, 800));
+    assert!(
+        r.failures.iter().all(|p| p.kind == "invalid_name"),
+        "the notice itself was sent: {:?}",
+        r.failures.iter().find(|p| p.kind != "invalid_name")
+    );
+    let notices = env.side.notices(&queue, 1).await;
+    assert_eq!(notices.len(), 1);
+    let n = &notices[0];
+    assert!(n.len() < 256 * 1024);
+    assert_eq!(n.matches("\"secretName\"").count(), 50);
+    assert!(
+        n.contains("and 750 more not listed; 800 failures in all: 800 invalid_name"),
+        "{}",
+        &n[n.len().saturating_sub(400)..]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_vault_will_not_list_fails_alone_and_is_never_taken_as_deleted() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    for k in ["a", "private/x", "pub/y", "pub/z"] {
+        bao.put("kv", k, json!({"k": k})).await;
+    }
+    let mut a = args(&env, "kv");
+    a.deletion_policy = DeletionPolicy::Delete;
+    a.max_delete_share = 1.0;
+    assert_eq!(sync(&env, &a).await.created, 4);
+
+    // A policy that keeps the replicator out of one folder; a secret deleted elsewhere.
+    let token = bao
+        .token_with_policy(
+            "no-private",
+            "path \"kv/data/*\" { capabilities = [\"read\"] }\npath \"kv/metadata/*\" { capabilities = [\"read\", \"list\"] }\npath \"kv/detailed-metadata/*\" { capabilities = [\"list\"] }\npath \"kv/metadata/private/*\" { capabilities = [\"deny\"] }\npath \"kv/detailed-metadata/private/*\" { capabilities = [\"deny\"] }",
+        )
+        .await;
+    bao.api("DELETE", "kv/metadata/pub/y", None).await;
+    bao.put("kv", "pub/z", json!({"k": "z2"})).await;
+    a.vault_token = Some(token);
+    let r = sync(&env, &a).await;
+    assert_eq!(
+        failure_kinds(&r),
+        [(
+            "kv/private/".to_owned(),
+            "vault_permission_denied".to_owned()
+        )]
+    );
+    assert!(
+        r.failures[0].message.contains("kv/private/"),
+        "{}",
+        r.to_text()
+    );
+    // The rest is replicated: the update, the deletion.
+    assert_eq!(
+        (r.updated, r.deleted, r.unchanged),
+        (1, 1, 1),
+        "{}",
+        r.to_text()
+    );
+    assert_eq!(env.side.value("kv/pub/z").await, json!({"k": "z2"}));
+    let seen = env.side.secrets("kv").await;
+    assert!(seen["kv/pub/y"].pending_deletion);
+    assert!(
+        !seen["kv/private/x"].pending_deletion,
+        "an unlisted folder is never taken as deleted"
+    );
 }

@@ -132,3 +132,114 @@ async fn other_errors_fail_at_once() {
     assert_eq!(server.finish().await.len(), 1);
     assert_eq!(client.counters.snapshot()["retry"], 0);
 }
+
+#[tokio::test]
+async fn a_404_that_is_not_vaults_is_an_error_not_an_empty_folder() {
+    // A web server (or Vault behind a wrong path) answers 404 with its own page.
+    let (addr, server) = fake_vault(vec![(404, "<html><body>Not Found</body></html>")]).await;
+    let client = token_client(&addr);
+    let err = client.list("kv", "").await.unwrap_err();
+    assert_eq!(err.kind(), "vault_bad_response", "{err}");
+    assert!(err.to_string().contains("not Vault's"), "{err}");
+    assert_eq!(server.finish().await.len(), 1);
+
+    // Vault's own 404 for a missing path: an empty folder.
+    let (addr, server) = fake_vault(vec![(404, r#"{"errors":[]}"#)]).await;
+    let listing = token_client(&addr).list("kv", "nothing/").await.unwrap();
+    assert!(listing.keys.is_empty());
+    assert_eq!(server.finish().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_redirect_is_never_followed_so_the_token_stays_home() {
+    let (elsewhere, other) = fake_vault(vec![(200, r#"{"data":{"keys":["stolen"]}}"#)]).await;
+    let (addr, server) = e2e::stand_in::fake_http(vec![format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nLocation: {elsewhere}/v1/kv/metadata/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )])
+    .await;
+    let err = token_client(&addr).list("kv", "").await.unwrap_err();
+    assert_eq!(err.kind(), "vault_error", "{err}");
+    assert!(err.to_string().contains("307"), "{err}");
+    assert_eq!(server.finish().await.len(), 1);
+    assert!(other.finish().await.is_empty(), "the redirect was followed");
+}
+
+#[tokio::test]
+async fn an_answer_over_the_size_cap_is_refused_unread() {
+    let (addr, server) = e2e::stand_in::fake_http(vec![format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{\"data\":",
+        replicator::vault::MAX_BODY + 1
+    )])
+    .await;
+    let err = token_client(&addr).list("kv", "").await.unwrap_err();
+    assert_eq!(err.kind(), "vault_bad_response", "{err}");
+    assert!(err.to_string().contains("bytes"), "{err}");
+    assert_eq!(server.finish().await.len(), 1);
+}
+
+fn walk_of(
+    addr: &str,
+) -> impl Future<Output = Result<replicator::inventory::Inventory, replicator::vault::VaultError>> {
+    let client = token_client(addr);
+    async move {
+        let now = aws_smithy_types::DateTime::from_secs(1_795_867_200);
+        replicator::inventory::walk(
+            &client,
+            "kv",
+            "",
+            1,
+            now,
+            &replicator::progress::Progress::default(),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn listed_dot_segments_are_failures_never_followed_and_nesting_is_bounded() {
+    // One bulk listing with a good secret, `..` as a secret and as a folder, `./` and `a/b`.
+    let meta = r#"{"current_version":1,"versions":{"1":{"created_time":"2026-11-01T10:00:00Z","deletion_time":"","destroyed":false}}}"#;
+    let listing: &'static str = Box::leak(
+        format!(
+            r#"{{"data":{{"keys":["ok","..","../","./","a/b"],"key_info":{{"ok":{meta},"..":{meta},"a/b":{meta}}}}}}}"#
+        )
+        .into_boxed_str(),
+    );
+    let (addr, server) = fake_vault(vec![(200, listing)]).await;
+    let inventory = walk_of(&addr).await.unwrap();
+    let states: Vec<(String, &str)> = inventory
+        .entries
+        .iter()
+        .map(|e| {
+            let kind = match &e.state {
+                replicator::inventory::EntryState::Live { .. } => "live",
+                replicator::inventory::EntryState::Unreadable { kind, .. } => kind,
+                replicator::inventory::EntryState::Deleted => "deleted",
+            };
+            (e.rel_path.clone(), kind)
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("..".to_owned(), "vault_bad_response"),
+            ("../".to_owned(), "vault_bad_response"),
+            ("./".to_owned(), "vault_bad_response"),
+            ("a/b".to_owned(), "vault_bad_response"),
+            ("ok".to_owned(), "live"),
+        ]
+    );
+    assert_eq!(server.finish().await.len(), 1, "no folder was followed");
+
+    // A server that lists a folder inside every folder: the walk stops at the depth bound.
+    let deeper = r#"{"data":{"keys":["d/"],"key_info":{}}}"#;
+    let (addr, server) =
+        fake_vault(vec![(200, deeper); replicator::inventory::MAX_DEPTH + 5]).await;
+    let err = walk_of(&addr).await.unwrap_err();
+    assert!(err.to_string().contains("deeper than"), "{err}");
+    // The root and one LIST per level, then one look at the mount (which cannot tell).
+    assert_eq!(
+        server.finish().await.len(),
+        replicator::inventory::MAX_DEPTH + 2
+    );
+}
