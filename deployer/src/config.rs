@@ -29,6 +29,7 @@ pub struct FileConfig {
     pub concurrency: Option<i64>,
     pub lambda_memory_mb: Option<i64>,
     pub lambda_timeout_seconds: Option<i64>,
+    pub lambda_reserved_concurrency: Option<i64>,
     pub log_retention_days: Option<i64>,
     pub kms_deletion_window_days: Option<i64>,
     pub vault_instance_type: Option<String>,
@@ -87,6 +88,9 @@ pub struct Config {
     pub replicator: ReplicatorSettings,
     pub lambda_memory_mb: i32,
     pub lambda_timeout_seconds: i32,
+    /// 1: one run at a time (a schedule firing during a long run waits); 0: not reserved (an
+    /// account at Lambda's default limit of 10 cannot reserve any).
+    pub lambda_reserved_concurrency: i32,
     pub log_retention_days: i32,
     pub kms_deletion_window_days: i32,
     /// Things worth saying that are not errors (an open CIDR, for one).
@@ -164,6 +168,7 @@ impl FileConfig {
             concurrency,
             lambda_memory_mb,
             lambda_timeout_seconds,
+            lambda_reserved_concurrency,
             log_retention_days,
             kms_deletion_window_days,
             vault_instance_type,
@@ -340,6 +345,15 @@ impl FileConfig {
                 format!("{lambda_timeout_seconds} is outside 1 to 900"),
             ));
         }
+        let lambda_reserved_concurrency = self.lambda_reserved_concurrency.unwrap_or(1);
+        if !(0..=1).contains(&lambda_reserved_concurrency) {
+            return Err(invalid(
+                "lambda_reserved_concurrency",
+                format!(
+                    "{lambda_reserved_concurrency} must be 1 (one run at a time) or 0 (not reserved)"
+                ),
+            ));
+        }
         let log_retention_days = self.log_retention_days.unwrap_or(30);
         if !RETENTION_DAYS.contains(&log_retention_days) {
             return Err(invalid(
@@ -383,6 +397,7 @@ impl FileConfig {
             // Ranges checked above.
             lambda_memory_mb: lambda_memory_mb as i32,
             lambda_timeout_seconds: lambda_timeout_seconds as i32,
+            lambda_reserved_concurrency: lambda_reserved_concurrency as i32,
             log_retention_days: log_retention_days as i32,
             kms_deletion_window_days: kms_deletion_window_days as i32,
             warnings,
@@ -606,6 +621,11 @@ mod tests {
                 "log_retention_days = 2",
                 "log_retention_days",
                 "CloudWatch's values",
+            ),
+            (
+                "lambda_reserved_concurrency = 2",
+                "lambda_reserved_concurrency",
+                "must be 1 (one run at a time) or 0",
             ),
             (
                 "kms_deletion_window_days = 31",

@@ -80,16 +80,11 @@ pub fn estimate(spec: &Spec) -> Estimate {
             item: "public IPv4 address (Elastic IP)".into(),
             usd_per_month: 0.005 * HOURS,
         });
-        let endpoints = if spec.cfg.notification_email.is_some() {
-            2.0
-        } else {
-            1.0
-        };
+        // Secrets Manager's only: notices leave through the on-failure destination.
         lines.push(CostLine {
-            item: format!(
-                "{endpoints} VPC interface endpoint(s) in one AZ (instead of a NAT gateway, ~$33)"
-            ),
-            usd_per_month: endpoints * 0.01 * HOURS,
+            item: "1 VPC interface endpoint (Secrets Manager) in one AZ (instead of a NAT gateway, ~$33)"
+                .into(),
+            usd_per_month: 0.01 * HOURS,
         });
         lines.push(CostLine {
             item: "TLS key secret".into(),

@@ -295,7 +295,10 @@ impl Spec {
     /// The Lambda's environment: the replicator reads exactly these (see `contract::env`).
     pub fn lambda_environment(&self, key_arn: &str) -> BTreeMap<String, String> {
         let r = &self.cfg.replicator;
-        let mut e = BTreeMap::from([
+        // No SNS topic here: a failed invocation (a failed sync, a crash, a timeout, a bad
+        // setting) reaches the topic through the function's on-failure destination, from
+        // outside the VPC, so the function needs no SNS endpoint of its own.
+        BTreeMap::from([
             (env::PREFIX.to_owned(), self.cfg.prefix.clone()),
             (env::CONNECTION_SECRET.to_owned(), self.connection_secret()),
             (env::KMS_KEY_ID.to_owned(), key_arn.to_owned()),
@@ -309,11 +312,7 @@ impl Spec {
                 r.max_delete_share.to_string(),
             ),
             (env::CONCURRENCY.to_owned(), r.concurrency.to_string()),
-        ]);
-        if self.cfg.notification_email.is_some() {
-            e.insert(env::SNS_TOPIC_ARN.to_owned(), self.topic_arn());
-        }
-        e
+        ])
     }
 
     /// The Vault address written into a new connection secret.
@@ -426,7 +425,7 @@ pub(crate) mod tests {
             .unwrap()
             .clone();
         assert!(actions.iter().any(|a| a == "secretsmanager:DeleteSecret"));
-        assert_eq!(s.lambda_environment("k")[env::SNS_TOPIC_ARN], s.topic_arn());
+        assert!(!s.lambda_environment("k").contains_key(env::SNS_TOPIC_ARN));
     }
 
     #[test]

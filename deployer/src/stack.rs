@@ -222,6 +222,7 @@ impl Stack<'_> {
         let inputs = function::Inputs {
             key_arn: key_arn.as_deref(),
             vpc,
+            topic_arn: out.topic_arn.as_deref(),
         };
         let seen = function::observe(c, spec).await?;
         let ch = function::diff(spec, seen.as_ref(), self.zip, &inputs);

@@ -72,24 +72,14 @@ pub async fn handle(
         "sync finished"
     );
     if report.failed() {
-        let first: Vec<String> = report
-            .failures
-            .iter()
-            .take(5)
-            .map(|p| {
-                format!(
-                    "{} [{}]: {}",
-                    if p.name.is_empty() { "run" } else { &p.name },
-                    p.kind,
-                    p.message
-                )
-            })
-            .collect();
-        return Err(Error::from(format!(
-            "sync failed with {} failure(s): {}",
-            report.failures.len(),
-            first.join("; ")
-        )));
+        // The error is what the on-failure destination carries to the failure topic: the same
+        // capped notice a shell run publishes, names and error texts only.
+        let arn = event.context.invoked_function_arn.as_str();
+        let (region, account) = (
+            arn.split(':').nth(3).unwrap_or("unknown"),
+            arn.split(':').nth(4).unwrap_or("unknown"),
+        );
+        return Err(Error::from(report.notice(account, region)));
     }
     Ok(serde_json::to_value(&report)?)
 }

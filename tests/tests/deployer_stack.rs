@@ -91,6 +91,12 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
             .ends_with(":demo-replicator-failures")
     );
 
+    // One run at a time, no retry of a failed scheduled run, failures to the topic.
+    let (concurrency, retries, on_failure) = invoke_settings(&f, "demo-replicator").await;
+    assert_eq!(concurrency, Some(1));
+    assert_eq!(retries, Some(0));
+    assert_eq!(on_failure.as_deref(), o["topic_arn"].as_str());
+
     let again = f.deployer(&["up"]).await;
     assert_eq!(again.code, 0);
     assert!(
@@ -307,6 +313,27 @@ async fn drift_made_by_hand_is_reported_then_repaired() {
         .send()
         .await
         .unwrap();
+    lambda
+        .put_function_concurrency()
+        .function_name("demo-replicator")
+        .reserved_concurrent_executions(5)
+        .send()
+        .await
+        .unwrap();
+    // Replaced by hand (deleted first: moto keeps the first configuration it was given).
+    lambda
+        .delete_function_event_invoke_config()
+        .function_name("demo-replicator")
+        .send()
+        .await
+        .unwrap();
+    lambda
+        .put_function_event_invoke_config()
+        .function_name("demo-replicator")
+        .maximum_retry_attempts(2)
+        .send()
+        .await
+        .unwrap();
     aws_sdk_cloudwatchlogs::Client::new(&aws)
         .put_retention_policy()
         .log_group_name("/aws/lambda/demo-replicator")
@@ -338,7 +365,16 @@ async fn drift_made_by_hand_is_reported_then_repaired() {
         ("kms key", &["policy"][..]),
         ("iam role", &["trust_policy", "inline_policy"]),
         ("log group", &["retention_days"]),
-        ("lambda function", &["memory_mb", "environment"]),
+        (
+            "lambda function",
+            &[
+                "memory_mb",
+                "environment",
+                "reserved_concurrency",
+                "max_retry_attempts",
+                "on_failure",
+            ],
+        ),
         ("schedule rule", &["schedule", "target"]),
     ]
     .iter()
@@ -350,6 +386,9 @@ async fn drift_made_by_hand_is_reported_then_repaired() {
     assert_eq!(
         ops,
         [
+            "DeleteFunctionEventInvokeConfig",
+            "PutFunctionConcurrency",
+            "PutFunctionEventInvokeConfig",
             "PutKeyPolicy",
             "PutRetentionPolicy",
             "PutRolePolicy",
@@ -382,22 +421,27 @@ async fn email_on_then_off_adds_then_removes_the_topic() {
         "the role gains sns:Publish: {ops:?}"
     );
     assert!(
-        ops.contains(&"UpdateFunctionConfiguration"),
-        "the function learns the topic: {ops:?}"
+        ops.contains(&"PutFunctionEventInvokeConfig"),
+        "failures go to the new topic: {ops:?}"
     );
-    let aws = f.moto.sdk_config().await;
-    let conf = aws_sdk_lambda::Client::new(&aws)
-        .get_function_configuration()
-        .function_name("demo-replicator")
-        .send()
-        .await
-        .unwrap();
-    let vars = conf.environment().unwrap().variables().unwrap();
-    assert!(vars["REPLICATOR_SNS_TOPIC_ARN"].ends_with(":demo-replicator-failures"));
+    let (_, retries, on_failure) = invoke_settings(&f, "demo-replicator").await;
+    assert_eq!(retries, Some(0));
+    assert!(
+        on_failure
+            .as_deref()
+            .is_some_and(|d| d.ends_with(":demo-replicator-failures")),
+        "{on_failure:?}"
+    );
 
     let off = f.deployer(&["up"]).await;
     let ops: Vec<&str> = off.mutating.iter().map(|(op, _)| op.as_str()).collect();
     assert!(ops.contains(&"DeleteTopic"), "{ops:?}");
+    let (_, retries, on_failure) = invoke_settings(&f, "demo-replicator").await;
+    assert_eq!(
+        (retries, on_failure),
+        (Some(0), None),
+        "no destination left"
+    );
     assert_eq!(f.deployer(&["status"]).await.code, 0);
 }
 
@@ -887,6 +931,17 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
         1,
         "the function runs in the Vault VPC"
     );
+    // One endpoint, Secrets Manager's: failure notices leave through Lambda's destination.
+    let services: Vec<String> = ec2
+        .describe_vpc_endpoints()
+        .send()
+        .await
+        .unwrap()
+        .vpc_endpoints()
+        .iter()
+        .filter_map(|e| e.service_name().map(str::to_owned))
+        .collect();
+    assert_eq!(services, ["com.amazonaws.us-east-1.secretsmanager"]);
 
     let again = f.deployer(&["up"]).await;
     assert!(
@@ -1310,4 +1365,34 @@ async fn trace_logs_of_the_deployer_carry_no_key_or_credential() {
             "{args:?}: a credential in the trace output"
         );
     }
+}
+
+/// The function's (reserved concurrency, maximum retry attempts, on-failure destination).
+async fn invoke_settings(f: &Fixture, name: &str) -> (Option<i32>, Option<i32>, Option<String>) {
+    let aws = f.moto.sdk_config().await;
+    let lambda = aws_sdk_lambda::Client::new(&aws);
+    let concurrency = lambda
+        .get_function()
+        .function_name(name)
+        .send()
+        .await
+        .unwrap()
+        .concurrency()
+        .and_then(|c| c.reserved_concurrent_executions());
+    let invoke = lambda
+        .get_function_event_invoke_config()
+        .function_name(name)
+        .send()
+        .await
+        .unwrap();
+    (
+        concurrency,
+        invoke.maximum_retry_attempts(),
+        invoke
+            .destination_config()
+            .and_then(|d| d.on_failure())
+            .and_then(|o| o.destination())
+            .filter(|d| !d.is_empty())
+            .map(str::to_owned),
+    )
 }

@@ -304,6 +304,13 @@ async fn the_lambda_bootstrap_answers_through_the_runtime_api() {
         panic!("expected an error, got {answer:?}")
     };
     assert!(err.contains("hybrid-aws-secrets-connection/vault"), "{err}");
+    // What the on-failure destination carries to the topic: the run's notice.
+    assert!(
+        err.contains(
+            "Account: 123456789012, Region: us-east-1. vault-secrets-replicator run failed"
+        ),
+        "{err}"
+    );
     assert!(!err.contains(PLANTED) && !err.contains(&token));
     let notices = env.side.notices(&queue, 1).await;
     assert_eq!(notices.len(), 1);

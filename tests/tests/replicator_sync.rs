@@ -761,3 +761,50 @@ async fn a_folder_vault_will_not_list_fails_alone_and_is_never_taken_as_deleted(
         "an unlisted folder is never taken as deleted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_runs_converge_with_one_aws_version_per_vault_version() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    for i in 0..40 {
+        bao.put("kv", &format!("s{i:02}"), json!({"v": 1})).await;
+    }
+    let a = args(&env, "kv");
+    // Two runs at once (a schedule firing during a long run, or two operators): both plan the
+    // same creates; the deterministic version ids make the loser's writes no-ops.
+    let (r1, r2) = tokio::join!(sync(&env, &a), sync(&env, &a));
+    assert!(
+        r1.created + r2.created + r1.updated + r2.updated >= 40,
+        "{}{}",
+        r1.to_text(),
+        r2.to_text()
+    );
+    for i in 0..40 {
+        bao.put("kv", &format!("s{i:02}"), json!({"v": 2})).await;
+    }
+    let (u1, u2) = tokio::join!(sync(&env, &a), sync(&env, &a));
+    for r in [&r1, &r2, &u1, &u2] {
+        assert!(
+            r.conflicts.is_empty(),
+            "no lasting conflict: {}",
+            r.to_text()
+        );
+    }
+    let settled = sync(&env, &a).await;
+    assert_eq!(
+        (
+            settled.unchanged,
+            settled.failures.len(),
+            settled.conflicts.len()
+        ),
+        (40, 0, 0),
+        "{}",
+        settled.to_text()
+    );
+    for i in 0..40 {
+        let name = format!("kv/s{i:02}");
+        assert_eq!(env.side.version_count(&name).await, 2, "{name}");
+        assert_eq!(env.side.value(&name).await, json!({"v": 2}));
+    }
+}

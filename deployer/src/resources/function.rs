@@ -1,12 +1,15 @@
 //! The replicator Lambda: runtime provided.al2023, the `bootstrap` zip, its role, memory,
-//! timeout, environment (KMS-encrypted) and, with Vault on EC2, the Vault VPC. Code is uploaded
-//! only when the zip's SHA-256 differs from the deployed one.
+//! timeout, environment (KMS-encrypted) and, with Vault on EC2, the Vault VPC; one run at a time
+//! (reserved concurrency 1), no retry of a failed scheduled run, and the failure topic as its
+//! on-failure destination. Code is uploaded only when the zip's SHA-256 differs.
 
 use std::collections::BTreeMap;
 
 use aws_sdk_lambda::client::Waiters;
 use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, Runtime, VpcConfig};
+use aws_sdk_lambda::types::{
+    Architecture, DestinationConfig, Environment, FunctionCode, OnFailure, Runtime, VpcConfig,
+};
 
 use super::{Ctx, DeployError, delete, found, missing};
 use crate::change::{Action, Change, Fields, UNKNOWN};
@@ -24,7 +27,17 @@ pub struct Inputs<'a> {
     pub key_arn: Option<&'a str>,
     /// (subnet ids, security group ids) when the function runs in the Vault VPC.
     pub vpc: Option<(Vec<String>, Vec<String>)>,
+    /// The failure topic, when there is one: the on-failure destination.
+    pub topic_arn: Option<&'a str>,
 }
+
+/// Retries Lambda makes of a failed asynchronous (scheduled) run: none. The next schedule is the
+/// retry, and a retry would only overlap the run after it.
+const MAX_RETRY_ATTEMPTS: i32 = 0;
+const NOT_RESERVED: &str = "not reserved";
+const NO_DESTINATION: &str = "none";
+/// What Lambda does without an event-invoke configuration.
+const DEFAULT_RETRIES: &str = "2 (Lambda's default)";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FunctionState {
@@ -39,6 +52,9 @@ pub struct FunctionState {
     pub code_sha256: String,
     pub subnets: Vec<String>,
     pub security_groups: Vec<String>,
+    pub reserved_concurrency: Option<i32>,
+    /// The event-invoke configuration: (maximum retry attempts, on-failure destination).
+    pub invoke_config: Option<(Option<i32>, Option<String>)>,
     pub ours: bool,
 }
 
@@ -90,6 +106,22 @@ fn wanted(spec: &Spec, zip: Option<&LambdaZip>, inputs: &Inputs<'_>) -> Fields {
                 join(&sgs)
             },
         ),
+        (
+            "reserved_concurrency",
+            match spec.cfg.lambda_reserved_concurrency {
+                0 => NOT_RESERVED.into(),
+                n => n.to_string(),
+            },
+        ),
+        ("max_retry_attempts", MAX_RETRY_ATTEMPTS.to_string()),
+        (
+            "on_failure",
+            match (&spec.cfg.notification_email, inputs.topic_arn) {
+                (None, _) => NO_DESTINATION.into(),
+                (Some(_), Some(topic)) => topic.to_owned(),
+                (Some(_), None) => UNKNOWN.into(),
+            },
+        ),
     ]
 }
 
@@ -113,6 +145,25 @@ impl FunctionState {
             ("code_sha256", self.code_sha256.clone()),
             ("subnets", join(&self.subnets)),
             ("security_groups", join(&self.security_groups)),
+            (
+                "reserved_concurrency",
+                self.reserved_concurrency
+                    .map_or_else(|| NOT_RESERVED.into(), |n| n.to_string()),
+            ),
+            (
+                "max_retry_attempts",
+                match &self.invoke_config {
+                    Some((Some(n), _)) => n.to_string(),
+                    _ => DEFAULT_RETRIES.into(),
+                },
+            ),
+            (
+                "on_failure",
+                self.invoke_config
+                    .as_ref()
+                    .and_then(|(_, d)| d.clone())
+                    .unwrap_or_else(|| NO_DESTINATION.into()),
+            ),
         ]
     }
 }
@@ -134,7 +185,29 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<FunctionState>, 
         .configuration()
         .ok_or_else(|| missing("GetFunction", "Configuration"))?;
     let vpc = conf.vpc_config();
+    let invoke = found(
+        c.lambda
+            .get_function_event_invoke_config()
+            .function_name(&name)
+            .send()
+            .await
+            .ctx("GetFunctionEventInvokeConfig", &name),
+    )?;
+    let invoke_config = invoke.map(|i| {
+        (
+            i.maximum_retry_attempts(),
+            i.destination_config()
+                .and_then(|d| d.on_failure())
+                .and_then(|f| f.destination())
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned),
+        )
+    });
     Ok(Some(FunctionState {
+        reserved_concurrency: out
+            .concurrency()
+            .and_then(|c| c.reserved_concurrent_executions()),
+        invoke_config,
         arn: conf
             .function_arn()
             .ok_or_else(|| missing("GetFunction", "FunctionArn"))?
@@ -297,6 +370,63 @@ pub async fn apply(
                 .ctx("UpdateFunctionCode", &name)?;
             wait_updated(c, &name).await?;
         }
+    }
+    if change.touches("reserved_concurrency") {
+        match spec.cfg.lambda_reserved_concurrency {
+            0 => c
+                .lambda
+                .delete_function_concurrency()
+                .function_name(&name)
+                .send()
+                .await
+                .map(|_| ())
+                .ctx("DeleteFunctionConcurrency", &name)?,
+            n => c
+                .lambda
+                .put_function_concurrency()
+                .function_name(&name)
+                .reserved_concurrent_executions(n)
+                .send()
+                .await
+                .map(|_| ())
+                .ctx("PutFunctionConcurrency", &name)?,
+        }
+    }
+    if change.touches("max_retry_attempts") || change.touches("on_failure") {
+        let destination = inputs
+            .topic_arn
+            .filter(|_| spec.cfg.notification_email.is_some());
+        // Put replaces the configuration on AWS; moto keeps the first one it was given, so the
+        // old one goes first (for a moment Lambda's defaults apply, which only matters to a run
+        // that fails in that moment).
+        if change.action != Action::Create {
+            delete(
+                "DeleteFunctionEventInvokeConfig",
+                &name,
+                c.lambda
+                    .delete_function_event_invoke_config()
+                    .function_name(&name)
+                    .send(),
+            )
+            .await?;
+        }
+        // A role policy granting sns:Publish on the topic may not have propagated yet.
+        super::retry_on(c.backoff, &["InvalidParameterValueException"], || async {
+            c.lambda
+                .put_function_event_invoke_config()
+                .function_name(&name)
+                .maximum_retry_attempts(MAX_RETRY_ATTEMPTS)
+                .set_destination_config(destination.map(|topic| {
+                    DestinationConfig::builder()
+                        .on_failure(OnFailure::builder().destination(topic).build())
+                        .build()
+                }))
+                .send()
+                .await
+                .map(|_| ())
+                .ctx("PutFunctionEventInvokeConfig", &name)
+        })
+        .await?;
     }
     observe(c, spec)
         .await?

@@ -65,7 +65,9 @@ pub fn sg_names(spec: &Spec) -> [String; 3] {
     ]
 }
 
-/// Endpoint services the Lambda needs (Secrets Manager always, SNS with an email).
+/// Endpoint services the Lambda needs: Secrets Manager only. Failure notices leave through the
+/// function's on-failure destination, which Lambda delivers from outside the VPC (an SNS
+/// endpoint made by an earlier version is removed).
 pub fn endpoint_services(spec: &Spec) -> Vec<String> {
     let region = &spec.id.region;
     let prefix = if spec.id.partition == "aws-cn" {
@@ -73,11 +75,7 @@ pub fn endpoint_services(spec: &Spec) -> Vec<String> {
     } else {
         "com.amazonaws"
     };
-    let mut s = vec![format!("{prefix}.{region}.secretsmanager")];
-    if spec.cfg.notification_email.is_some() {
-        s.push(format!("{prefix}.{region}.sns"));
-    }
-    s
+    vec![format!("{prefix}.{region}.secretsmanager")]
 }
 
 /// Reads everything the stack has in the network.
