@@ -53,8 +53,31 @@ pub struct AwsSecret {
     pub tags: BTreeMap<String, String>,
     /// Version id carrying the `AWSCURRENT` stage.
     pub current_version_id: Option<String>,
+    /// Every version id that still carries a stage (`AWSCURRENT`, `AWSPREVIOUS`, …): one the
+    /// replicator wrote can be made current again without writing its value.
+    pub version_ids: Vec<String>,
     /// Scheduled for deletion.
     pub pending_deletion: bool,
+}
+
+/// (the version carrying `AWSCURRENT`, every version id with a stage) of a version→stages map.
+fn staged_versions(
+    map: Option<&std::collections::HashMap<String, Vec<String>>>,
+) -> (Option<String>, Vec<String>) {
+    let Some(map) = map else {
+        return (None, Vec::new());
+    };
+    let current = map
+        .iter()
+        .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+        .map(|(id, _)| id.clone());
+    let mut ids: Vec<String> = map
+        .iter()
+        .filter(|(_, stages)| !stages.is_empty())
+        .map(|(id, _)| id.clone())
+        .collect();
+    ids.sort();
+    (current, ids)
 }
 
 /// Secrets Manager, with request counting and write pacing.
@@ -118,16 +141,14 @@ impl SecretsManager {
                     .iter()
                     .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
                     .collect();
-                let current_version_id = entry.secret_versions_to_stages().and_then(|m| {
-                    m.iter()
-                        .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
-                        .map(|(id, _)| id.clone())
-                });
+                let (current_version_id, version_ids) =
+                    staged_versions(entry.secret_versions_to_stages());
                 out.push(AwsSecret {
                     name: name.to_owned(),
                     arn: arn.to_owned(),
                     tags,
                     current_version_id,
+                    version_ids,
                     pending_deletion: entry.deleted_date().is_some(),
                 });
             }
@@ -144,12 +165,9 @@ impl SecretsManager {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("DescribeSecret", name, e))?;
-        let current_version_id = out.version_ids_to_stages().and_then(|m| {
-            m.iter()
-                .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
-                .map(|(id, _)| id.clone())
-        });
+        let (current_version_id, version_ids) = staged_versions(out.version_ids_to_stages());
         Ok(AwsSecret {
+            version_ids,
             name: out.name().unwrap_or(name).to_owned(),
             arn: out.arn().unwrap_or_default().to_owned(),
             tags: out

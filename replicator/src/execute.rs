@@ -93,12 +93,16 @@ impl Ctx<'_> {
                     && found.tags.get(tags::VAULT_MOUNT) == Some(&self.settings.mount)
                     && found.tags.get(tags::VAULT_PATH).map(String::as_str)
                         == Some(self.settings.path_tag());
-                if !ours || found.pending_deletion {
+                if !ours {
                     return Ok(Outcome::Conflict(Problem::new(
                         &target.name,
                         "foreign",
                         "appeared in AWS since the listing and is not owned by this tool",
                     )));
+                }
+                // Its own secret, scheduled for deletion since the listing: brought back.
+                if found.pending_deletion {
+                    self.sm.restore(&found.arn).await.map_err(aws_problem)?;
                 }
                 self.write(
                     &found.arn,
@@ -147,17 +151,39 @@ impl Ctx<'_> {
         arn: &str,
         restore: bool,
         current_version_id: Option<&str>,
+        written: bool,
     ) -> Result<Outcome, Problem> {
-        let Some(value) = self.value(target).await? else {
-            return Ok(Outcome::Skipped);
+        let aws_problem =
+            |e: crate::aws::AwsError| Problem::new(&target.name, e.kind.as_str(), e.to_string());
+        // Read before anything changes: a version deleted in Vault meanwhile is skipped whole.
+        let value = if written {
+            None
+        } else {
+            match self.value(target).await? {
+                Some(v) => Some(v),
+                None => return Ok(Outcome::Skipped),
+            }
         };
         if restore {
-            self.sm
-                .restore(arn)
-                .await
-                .map_err(|e| Problem::new(&target.name, e.kind.as_str(), e.to_string()))?;
+            self.sm.restore(arn).await.map_err(aws_problem)?;
         }
-        self.write(arn, &value, target, current_version_id).await?;
+        match value {
+            Some(value) => self.write(arn, &value, target, current_version_id).await?,
+            // The value of this version is in AWS already: a stage move (when another version
+            // is current) and the tags, without reading or writing it again.
+            None => {
+                if current_version_id != Some(target.token.as_str()) {
+                    self.sm
+                        .make_current(arn, &target.token, current_version_id)
+                        .await
+                        .map_err(aws_problem)?;
+                }
+                self.sm
+                    .tag(arn, &target_tags(self.settings, target))
+                    .await
+                    .map_err(aws_problem)?;
+            }
+        }
         Ok(Outcome::Updated)
     }
 
@@ -169,10 +195,17 @@ impl Ctx<'_> {
                 arn,
                 restore,
                 current_version_id,
+                written,
                 ..
             } => {
-                self.update(target, arn, *restore, current_version_id.as_deref())
-                    .await
+                self.update(
+                    target,
+                    arn,
+                    *restore,
+                    current_version_id.as_deref(),
+                    *written,
+                )
+                .await
             }
             Step::Delete { name, arn } => self
                 .sm

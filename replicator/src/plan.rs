@@ -107,6 +107,10 @@ pub enum Step {
         /// The version id that carries `AWSCURRENT` now.
         #[serde(skip)]
         current_version_id: Option<String>,
+        /// The target's version is in AWS already (with a stage): it is made current and
+        /// tagged, and its value is neither read nor written again.
+        #[serde(skip)]
+        written: bool,
     },
     Unchanged {
         name: String,
@@ -322,6 +326,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
         };
         let restore = secret.pending_deletion;
         let arn = secret.arn.clone();
+        let written = secret.version_ids.contains(&target.token);
         match ownership(secret, settings) {
             Ownership::Foreign if restore => steps.push(Step::Conflict {
                 name,
@@ -348,6 +353,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
                 reason: UpdateReason::Adopt,
                 restore,
                 current_version_id: secret.current_version_id.clone(),
+                written,
             }),
             Ownership::Ours => {
                 let current = secret.current_version_id.as_deref();
@@ -370,6 +376,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
                         reason: UpdateReason::FinishTags,
                         restore,
                         current_version_id: secret.current_version_id.clone(),
+                        written,
                     });
                 } else if !ours_current {
                     match settings.on_modified {
@@ -384,6 +391,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
                             reason: UpdateReason::Overwrite,
                             restore,
                             current_version_id: secret.current_version_id.clone(),
+                            written,
                         }),
                     }
                 } else if up_to_date && !restore {
@@ -395,6 +403,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
                         reason: UpdateReason::NewVersion,
                         restore,
                         current_version_id: secret.current_version_id.clone(),
+                        written,
                     });
                 }
             }
@@ -561,6 +570,7 @@ mod tests {
             arn: format!("arn:aws:secretsmanager:r:1:secret:p/{rel}-abcdef"),
             tags,
             current_version_id: Some(version_token("kv", rel, version, T)),
+            version_ids: vec![version_token("kv", rel, version, T)],
             pending_deletion: false,
         }
     }
@@ -819,14 +829,40 @@ mod tests {
     fn a_write_whose_tags_were_lost_is_finished_not_flagged() {
         let mut half = ours("a", 1);
         half.current_version_id = Some(version_token("kv", "a", 2, T));
+        half.version_ids.push(version_token("kv", "a", 2, T));
         let p = plan(&[live("a", 2)], &[half], &settings());
         assert!(matches!(
             &p.steps[0],
             Step::Update {
                 reason: UpdateReason::FinishTags,
+                written: true,
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn only_a_version_not_in_aws_is_written_again() {
+        // Vault's version 1 was overwritten by hand in AWS but is still staged there.
+        let mut touched = ours("a", 1);
+        touched.current_version_id = Some("someone-else-wrote-this-0000000000".into());
+        touched
+            .version_ids
+            .push("someone-else-wrote-this-0000000000".into());
+        let mut s = settings();
+        s.on_modified = OnModified::Overwrite;
+        let p = plan(&[live("a", 1)], std::slice::from_ref(&touched), &s);
+        assert!(matches!(
+            &p.steps[0],
+            Step::Update {
+                reason: UpdateReason::Overwrite,
+                written: true,
+                ..
+            }
+        ));
+        // Vault moved on meanwhile: version 2 has never been written.
+        let p = plan(&[live("a", 2)], &[touched], &s);
+        assert!(matches!(&p.steps[0], Step::Update { written: false, .. }));
     }
 
     #[test]

@@ -138,6 +138,20 @@ async fn deletions_follow_the_policy_and_a_recreated_secret_comes_back() {
     let again = sync(&env, &a).await;
     assert_eq!((again.deleted, again.skipped, again.unchanged), (0, 3, 2));
 
+    // Undeleted in Vault (the same version back): restored in place, no value read.
+    bao.api("DELETE", "kv/data/e", None).await;
+    assert_eq!(sync(&env, &a).await.deleted, 1);
+    assert!(env.side.secrets("kv").await["kv/e"].pending_deletion);
+    let reads = e2e::audited_value_reads(&bao.audit_log()).len();
+    bao.api("POST", "kv/undelete/e", Some(json!({"versions": [1]})))
+        .await;
+    let undeleted = sync(&env, &a).await;
+    assert_eq!(undeleted.updated, 1, "{}", undeleted.to_text());
+    assert!(!env.side.secrets("kv").await["kv/e"].pending_deletion);
+    assert_eq!(e2e::audited_value_reads(&bao.audit_log()).len(), reads);
+    assert_eq!(env.side.version_count("kv/e").await, 1);
+    assert_eq!(env.side.value("kv/e").await, json!({"k": "e"}));
+
     // Written again in Vault: restored and updated in place.
     bao.put("kv", "b", json!({"k": "b again"})).await;
     let back = sync(&env, &a).await;
@@ -304,6 +318,15 @@ async fn an_out_of_band_change_is_a_conflict_unless_overwrite_is_set() {
     let r = sync(&env, &a).await;
     assert_eq!((r.updated, r.unchanged, r.conflicts.len()), (1, 1, 0));
     assert_eq!(env.side.value("kv/a").await, json!({"v": "vault"}));
+    // Vault's version was still in AWS (now AWSPREVIOUS): made current again by a stage move,
+    // its value neither read from Vault nor written again.
+    assert_eq!(e2e::audited_value_reads(&env.bao.audit_log()).len(), 2);
+    assert_eq!(env.side.version_count("kv/a").await, 2);
+    assert!(
+        !r.aws_requests.contains_key("PutSecretValue"),
+        "{:?}",
+        r.aws_requests
+    );
     a.on_modified = OnModified::Report;
     assert_eq!(sync(&env, &a).await.unchanged, 2);
 }
@@ -807,4 +830,61 @@ async fn overlapping_runs_converge_with_one_aws_version_per_vault_version() {
         assert_eq!(env.side.version_count(&name).await, 2, "{name}");
         assert_eq!(env.side.value(&name).await, json!({"v": 2}));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_meets_its_own_deleted_secret_brings_it_back() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "a", json!({"k": 1})).await;
+    bao.put("kv", "keep", json!({"k": 1})).await;
+    let mut a = args(&env, "kv");
+    a.deletion_policy = DeletionPolicy::Delete;
+    a.max_delete_share = 1.0;
+    assert_eq!(sync(&env, &a).await.created, 2);
+    bao.api("DELETE", "kv/metadata/a", None).await;
+    assert_eq!(sync(&env, &a).await.deleted, 1);
+    bao.put("kv", "a", json!({"k": 2})).await;
+
+    // A listing that has not caught up (ListSecrets lags): `kv/a` is missing from it, so the
+    // plan creates it and the create finds the tool's own secret, scheduled for deletion.
+    let settings = a.settings().unwrap();
+    let vault = replicator::vault::VaultClient::new(
+        &bao.addr,
+        replicator::vault::VaultAuth::Token(e2e::ROOT_TOKEN.into()),
+        None,
+        4,
+    )
+    .unwrap();
+    let sm = replicator::aws::SecretsManager::new(&env.aws, 50, Default::default());
+    let progress = replicator::progress::Progress::default();
+    let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
+    let inventory = replicator::inventory::walk(&vault, "kv", "", 4, now, &progress)
+        .await
+        .unwrap();
+    let listed: Vec<_> = sm
+        .list("kv")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.name != "kv/a")
+        .collect();
+    let plan = replicator::plan::plan(&inventory.entries, &listed, &settings);
+    let mut report = replicator::report::Report::default();
+    replicator::execute::execute(plan.steps, &vault, &sm, &settings, &mut report, &progress).await;
+    assert_eq!(
+        (
+            report.updated,
+            report.conflicts.len(),
+            report.failures.len()
+        ),
+        (1, 0, 0),
+        "{}",
+        report.to_text()
+    );
+    let seen = env.side.secrets("kv").await;
+    assert!(!seen["kv/a"].pending_deletion, "brought back");
+    assert_eq!(seen["kv/a"].tags["version"], "1");
+    assert_eq!(env.side.value("kv/a").await, json!({"k": 2}));
 }
