@@ -5,6 +5,7 @@
 
 pub mod aws_side;
 pub mod deploy;
+pub mod fault_proxy;
 pub mod runtime_api;
 pub mod stand_in;
 
@@ -621,8 +622,13 @@ impl Moto {
 
     /// SDK configuration pointing at this server with dummy credentials.
     pub async fn sdk_config(&self) -> SdkConfig {
+        self.sdk_config_at(&self.url).await
+    }
+
+    /// [`Moto::sdk_config`] through another address (a fault proxy in front of this server).
+    pub async fn sdk_config_at(&self, url: &str) -> SdkConfig {
         replicator::aws::config_loader()
-            .endpoint_url(&self.url)
+            .endpoint_url(url)
             .region(Region::new(REGION))
             .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
                 "testing", "testing", None, None, "moto",
