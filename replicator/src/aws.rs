@@ -341,7 +341,7 @@ impl Notifier {
 }
 
 /// The ownership tags for a secret replicated from `mount`/`path_tag`.
-pub fn owner_tags(mount: &str, path_tag: &str) -> BTreeMap<String, String> {
+pub fn owner_tags(mount: &str, path_tag: &str, prefix: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (
             tags::MANAGED_BY.to_owned(),
@@ -349,5 +349,6 @@ pub fn owner_tags(mount: &str, path_tag: &str) -> BTreeMap<String, String> {
         ),
         (tags::VAULT_MOUNT.to_owned(), mount.to_owned()),
         (tags::VAULT_PATH.to_owned(), path_tag.to_owned()),
+        (tags::PREFIX.to_owned(), prefix.to_owned()),
     ])
 }

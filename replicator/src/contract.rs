@@ -47,6 +47,9 @@ pub mod tags {
     pub const VAULT_MOUNT: &str = "vault-mount";
     /// The path inside the mount that the sync replicates (`/` for the whole mount).
     pub const VAULT_PATH: &str = "vault-path";
+    /// The name prefix of the sync that wrote it: two syncs of one mount with nested prefixes
+    /// (`app` and `app/mirror`) each touch only their own replicas.
+    pub const PREFIX: &str = "replica-prefix";
 }
 
 /// What Vault answers (HTTP 400) while a KV v2 mount upgrades its storage, for a moment after it

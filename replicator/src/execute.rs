@@ -28,7 +28,7 @@ enum Outcome {
 
 /// The tags a replicated secret carries after a write of `target`.
 pub fn target_tags(settings: &Settings, target: &Target) -> BTreeMap<String, String> {
-    let mut t = owner_tags(&settings.mount, settings.path_tag());
+    let mut t = owner_tags(&settings.mount, settings.path_tag(), &settings.prefix);
     t.insert(tags::VERSION.to_owned(), target.version.to_string());
     t.insert(
         tags::VERSION_CREATED.to_owned(),
@@ -92,7 +92,11 @@ impl Ctx<'_> {
                     == Some(tags::MANAGED_BY_VALUE)
                     && found.tags.get(tags::VAULT_MOUNT) == Some(&self.settings.mount)
                     && found.tags.get(tags::VAULT_PATH).map(String::as_str)
-                        == Some(self.settings.path_tag());
+                        == Some(self.settings.path_tag())
+                    && found
+                        .tags
+                        .get(tags::PREFIX)
+                        .is_none_or(|p| p == &self.settings.prefix);
                 if !ours {
                     return Ok(Outcome::Conflict(Problem::new(
                         &target.name,

@@ -208,7 +208,12 @@ pub fn looks_like_arn_suffix(name: &str) -> bool {
 pub const ARN_SUFFIX_WARNING: &str = "ends with '-' and 6 characters like an ARN suffix: replicated, but anyone reading it by a partial ARN may get another secret; read it by name or full ARN";
 
 enum Ownership {
-    Ours,
+    /// Written by this sync (same mount, path and prefix). `tagged_prefix` is false for a
+    /// replica written before the `replica-prefix` tag existed: it gets the tag on this run, and
+    /// is never deleted as an orphan until then (it may be a nested sync's).
+    Ours {
+        tagged_prefix: bool,
+    },
     /// The sample's secret (tag `version`, no owner) or one listed for adoption.
     Adoptable,
     OtherSource(String),
@@ -219,8 +224,22 @@ fn ownership(secret: &AwsSecret, settings: &Settings) -> Ownership {
     let tag = |k: &str| secret.tags.get(k).map(String::as_str);
     let (mount, path) = (tag(tags::VAULT_MOUNT), tag(tags::VAULT_PATH));
     let ours_tagged = tag(tags::MANAGED_BY) == Some(tags::MANAGED_BY_VALUE);
+    let prefix = tag(tags::PREFIX);
     if ours_tagged && mount == Some(settings.mount.as_str()) && path == Some(settings.path_tag()) {
-        return Ownership::Ours;
+        match prefix {
+            Some(p) if p == settings.prefix => {
+                return Ownership::Ours {
+                    tagged_prefix: true,
+                };
+            }
+            None => {
+                return Ownership::Ours {
+                    tagged_prefix: false,
+                };
+            }
+            // A sync of the same source under another (nested) prefix.
+            Some(_) => {}
+        }
     }
     // Listed for adoption: taken over whoever tagged it (another tool, another sync).
     if settings.adopt.iter().any(|a| a == &secret.name) {
@@ -228,9 +247,10 @@ fn ownership(secret: &AwsSecret, settings: &Settings) -> Ownership {
     }
     match tag(tags::MANAGED_BY) {
         Some(tags::MANAGED_BY_VALUE) => Ownership::OtherSource(format!(
-            "replicated from mount {:?} path {:?}; list it in REPLICATOR_ADOPT to take it over",
+            "replicated from mount {:?} path {:?} by the sync with prefix {:?}; list it in REPLICATOR_ADOPT to take it over",
             mount.unwrap_or(""),
-            path.unwrap_or("")
+            path.unwrap_or(""),
+            prefix.unwrap_or("")
         )),
         Some(_) => Ownership::Foreign,
         None if tag(tags::VERSION).is_some() => Ownership::Adoptable,
@@ -355,7 +375,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
                 current_version_id: secret.current_version_id.clone(),
                 written,
             }),
-            Ownership::Ours => {
+            Ownership::Ours { tagged_prefix } => {
                 let current = secret.current_version_id.as_deref();
                 let recorded = recorded_token(secret, &settings.mount, &vault_path);
                 // This tool's own write: the version its tags record, or, when a tag write was
@@ -394,8 +414,18 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
                             written,
                         }),
                     }
-                } else if up_to_date && !restore {
+                } else if up_to_date && !restore && tagged_prefix {
                     steps.push(Step::Unchanged { name });
+                } else if up_to_date && !restore {
+                    // Up to date but written before the prefix tag: the tags only.
+                    steps.push(Step::Update {
+                        target,
+                        arn,
+                        reason: UpdateReason::FinishTags,
+                        restore,
+                        current_version_id: secret.current_version_id.clone(),
+                        written,
+                    });
                 } else {
                     steps.push(Step::Update {
                         target,
@@ -420,18 +450,29 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
     // Owned secrets with no Vault path at all (metadata deleted, or never there).
     let mut owned_count = 0usize;
     for secret in aws {
-        let ours = matches!(ownership(secret, settings), Ownership::Ours);
-        if ours && !secret.pending_deletion {
+        let Ownership::Ours { tagged_prefix } = ownership(secret, settings) else {
+            continue;
+        };
+        if !secret.pending_deletion {
             owned_count += 1;
         }
-        if ours && !seen.contains(&secret.name) {
-            if let Some(folder) = blind.iter().find(|f| secret.name.starts_with(f.as_str())) {
-                steps.push(Step::Keep {
-                    name: secret.name.clone(),
-                    why: format!("its Vault folder {folder} could not be listed this run"),
-                });
-                continue;
-            }
+        if seen.contains(&secret.name) {
+            continue;
+        }
+        if let Some(folder) = blind.iter().find(|f| secret.name.starts_with(f.as_str())) {
+            steps.push(Step::Keep {
+                name: secret.name.clone(),
+                why: format!("its Vault folder {folder} could not be listed this run"),
+            });
+        } else if !tagged_prefix && !secret.pending_deletion {
+            steps.push(Step::Keep {
+                name: secret.name.clone(),
+                why: format!(
+                    "written before the {} tag, so it may be a nested sync's; kept (delete it by hand if it is this one's)",
+                    tags::PREFIX
+                ),
+            });
+        } else {
             steps.push(gone_from_vault(secret.name.clone(), Some(secret), settings));
         }
     }
@@ -455,7 +496,7 @@ fn gone_from_vault(name: String, existing: Option<&AwsSecret>, settings: &Settin
     let Some(secret) = existing else {
         return Step::Skip { name };
     };
-    if secret.pending_deletion || !matches!(ownership(secret, settings), Ownership::Ours) {
+    if secret.pending_deletion || !matches!(ownership(secret, settings), Ownership::Ours { .. }) {
         return Step::Skip { name };
     }
     match settings.deletion_policy {
@@ -562,7 +603,7 @@ mod tests {
 
     /// An AWS secret the replicator wrote from `kv` version `version` of `rel`.
     fn ours(rel: &str, version: u64) -> AwsSecret {
-        let mut tags = crate::aws::owner_tags("kv", "/");
+        let mut tags = crate::aws::owner_tags("kv", "/", "p");
         tags.insert("version".into(), version.to_string());
         tags.insert("vault-version-created".into(), T.into());
         AwsSecret {
@@ -966,6 +1007,54 @@ mod tests {
         ];
         let p = plan(&vault, &[ours("a", 1), ours("b", 1)], &s);
         assert_eq!(kinds(&p), ["unchanged p/a", "vault_failed p/b"]);
+    }
+
+    #[test]
+    fn a_nested_prefix_is_another_syncs_and_untagged_replicas_get_the_tag() {
+        let mut s = settings();
+        s.deletion_policy = DeletionPolicy::Delete;
+        s.max_delete_share = 1.0;
+        // `p/mirror/x` belongs to the sync with prefix `p/mirror` of the same mount.
+        let mut nested = ours("mirror/x", 1);
+        nested
+            .tags
+            .insert("replica-prefix".into(), "p/mirror".into());
+        // Written before the prefix tag: one up to date, one whose Vault source is gone.
+        let mut legacy = ours("old", 1);
+        legacy.tags.remove("replica-prefix");
+        let mut legacy_orphan = ours("gone", 1);
+        legacy_orphan.tags.remove("replica-prefix");
+        let p = plan(
+            &[live("a", 1), live("old", 1)],
+            &[ours("a", 1), nested, legacy, legacy_orphan],
+            &s,
+        );
+        assert_eq!(
+            kinds(&p),
+            ["unchanged p/a", "update p/old", "keep p/gone"],
+            "the nested sync's replica is not touched"
+        );
+        assert!(matches!(
+            &p.steps[1],
+            Step::Update {
+                reason: UpdateReason::FinishTags,
+                written: true,
+                ..
+            }
+        ));
+        // A Vault path that maps onto the nested sync's replica is a conflict, not a write.
+        let mut nested = ours("mirror/x", 1);
+        nested
+            .tags
+            .insert("replica-prefix".into(), "p/mirror".into());
+        let p = plan(&[live("mirror/x", 1)], &[nested], &s);
+        assert!(matches!(
+            &p.steps[0],
+            Step::Conflict {
+                kind: ConflictKind::OtherSource,
+                ..
+            }
+        ));
     }
 
     #[test]

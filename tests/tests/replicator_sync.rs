@@ -888,3 +888,61 @@ async fn a_create_that_meets_its_own_deleted_secret_brings_it_back() {
     assert_eq!(seen["kv/a"].tags["version"], "1");
     assert_eq!(env.side.value("kv/a").await, json!({"k": 2}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_prefixes_of_one_mount_each_keep_to_their_own() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "x", json!({"k": 1})).await;
+    bao.put("kv", "y", json!({"k": 1})).await;
+    let mut outer = args(&env, "app");
+    outer.mount = Some("kv".into());
+    outer.deletion_policy = DeletionPolicy::Delete;
+    outer.max_delete_share = 1.0;
+    let mut inner = outer.clone();
+    inner.prefix = "app/mirror".into();
+    assert_eq!(sync(&env, &outer).await.created, 2);
+    assert_eq!(sync(&env, &inner).await.created, 2);
+    // The outer sync lists `app/…`, the inner one's replicas included: not its own, so neither
+    // orphans nor deletions nor conflicts.
+    for (who, a) in [("outer", &outer), ("inner", &inner), ("outer", &outer)] {
+        let r = sync(&env, a).await;
+        assert_eq!(
+            (
+                r.unchanged,
+                r.deleted,
+                r.orphans.len(),
+                r.conflicts.len(),
+                r.failures.len()
+            ),
+            (2, 0, 0, 0, 0),
+            "{who}: {}",
+            r.to_text()
+        );
+    }
+    let seen = env.side.secrets("app").await;
+    assert_eq!(seen.len(), 4);
+    assert!(seen.values().all(|s| !s.pending_deletion));
+    assert_eq!(seen["app/mirror/x"].tags["replica-prefix"], "app/mirror");
+    assert_eq!(seen["app/x"].tags["replica-prefix"], "app");
+
+    // A replica written before the prefix tag existed gets it, without a value read.
+    env.side
+        .sm
+        .untag_resource()
+        .secret_id("app/y")
+        .tag_keys("replica-prefix")
+        .send()
+        .await
+        .unwrap();
+    let reads = e2e::audited_value_reads(&bao.audit_log()).len();
+    let r = sync(&env, &outer).await;
+    assert_eq!((r.updated, r.unchanged), (1, 1), "{}", r.to_text());
+    assert_eq!(e2e::audited_value_reads(&bao.audit_log()).len(), reads);
+    assert_eq!(
+        env.side.secrets("app").await["app/y"].tags["replica-prefix"],
+        "app"
+    );
+    assert_eq!(env.side.version_count("app/y").await, 1);
+}
