@@ -129,6 +129,11 @@ pub struct SyncArgs {
     /// Print the plan; change nothing.
     #[arg(long, env = env::DRY_RUN)]
     pub dry_run: bool,
+
+    /// Start no write after this many seconds: the run ends `partial` (a success) and the next
+    /// one goes on. The Lambda sets it from its invocation's deadline.
+    #[arg(long, env = env::MAX_DURATION, value_name = "SECONDS")]
+    pub max_duration: Option<u64>,
 }
 
 /// Validated settings of the planner and executor.
@@ -148,6 +153,8 @@ pub struct Settings {
     pub concurrency: usize,
     pub writes_per_second: u32,
     pub dry_run: bool,
+    /// No write starts after this moment (from `--max-duration`, counted from the settings).
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Settings {
@@ -289,6 +296,9 @@ impl SyncArgs {
             concurrency: self.concurrency,
             writes_per_second: self.writes_per_second,
             dry_run: self.dry_run,
+            deadline: self
+                .max_duration
+                .map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s)),
         })
     }
 

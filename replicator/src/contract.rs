@@ -22,6 +22,7 @@ pub mod env {
     pub const CONCURRENCY: &str = "REPLICATOR_CONCURRENCY";
     pub const WRITES_PER_SECOND: &str = "REPLICATOR_WRITES_PER_SECOND";
     pub const DRY_RUN: &str = "REPLICATOR_DRY_RUN";
+    pub const MAX_DURATION: &str = "REPLICATOR_MAX_DURATION";
     pub const VAULT_ADDR: &str = "VAULT_ADDR";
     pub const VAULT_TOKEN: &str = "VAULT_TOKEN";
     pub const VAULT_CACERT: &str = "VAULT_CACERT";

@@ -24,6 +24,8 @@ enum Outcome {
     Skipped,
     Conflict(Problem),
     Failed(Problem),
+    /// Not started: the run's deadline had come. The next run does it.
+    Deferred,
 }
 
 /// The tags a replicated secret carries after a write of `target`.
@@ -291,7 +293,16 @@ pub async fn execute(
     };
     let ctx = &ctx;
     let mut outcomes = stream::iter(work.iter())
-        .map(|step| async move { (step.name(), ctx.perform(step).await) })
+        .map(|step| async move {
+            // Past the deadline no write starts; the ones under way finish.
+            if settings
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+            {
+                return (step.name(), Outcome::Deferred);
+            }
+            (step.name(), ctx.perform(step).await)
+        })
         .buffer_unordered(settings.concurrency);
     progress
         .planned
@@ -306,6 +317,10 @@ pub async fn execute(
             Outcome::Deleted => report.deleted += 1,
             Outcome::Skipped => report.skipped += 1,
             Outcome::Conflict(p) => report.conflicts.push(p),
+            Outcome::Deferred => {
+                report.partial = true;
+                report.remaining += 1;
+            }
             Outcome::Failed(p) => {
                 tracing::warn!(secret = name, kind = %p.kind, "{}", p.message);
                 report.failures.push(p);

@@ -59,7 +59,16 @@ pub async fn handle(
 ) -> Result<serde_json::Value, Error> {
     let args = args.as_ref().map_err(|e| Error::from(e.clone()))?;
     tracing::info!(request_id = %event.context.request_id, "sync started");
-    let report = crate::run::run(&args.sync, aws).await;
+    // Start no write the invocation could not finish: stop a margin before its deadline, and
+    // leave the rest to the next run (a first sync of 100,000 secrets takes longer than
+    // Lambda's 15 minutes at 50 writes a second).
+    let mut sync = args.sync.clone();
+    let budget = time_budget(event.context.deadline, std::time::SystemTime::now());
+    sync.max_duration = Some(match sync.max_duration {
+        Some(s) => s.min(budget),
+        None => budget,
+    });
+    let report = crate::run::run(&sync, aws).await;
     tracing::info!(
         created = report.created,
         updated = report.updated,
@@ -82,4 +91,34 @@ pub async fn handle(
         return Err(Error::from(report.notice(account, region)));
     }
     Ok(serde_json::to_value(&report)?)
+}
+
+/// Seconds a run may start writes for, given the invocation's deadline (milliseconds since the
+/// epoch): what is left, less a margin of a fifth of it, at most 10 s, for the writes under way
+/// and the answer.
+pub fn time_budget(deadline_ms: u64, now: std::time::SystemTime) -> u64 {
+    let now_ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let left = deadline_ms.saturating_sub(now_ms);
+    let margin = (left / 5).min(10_000);
+    (left - margin) / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn the_budget_keeps_a_margin_before_the_deadline() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        let at = |s: u64| 1_000_000 + s * 1000;
+        assert_eq!(time_budget(at(900), now), 890, "15 minutes: 10 s margin");
+        assert_eq!(time_budget(at(120), now), 110);
+        assert_eq!(time_budget(at(20), now), 16, "a fifth of what is left");
+        assert_eq!(time_budget(at(0), now), 0);
+        assert_eq!(time_budget(999_000, now), 0, "past the deadline");
+    }
 }

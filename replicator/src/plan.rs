@@ -578,6 +578,7 @@ mod tests {
             concurrency: 4,
             writes_per_second: 20,
             dry_run: false,
+            deadline: None,
         }
     }
 

@@ -33,6 +33,10 @@ impl Problem {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
     pub dry_run: bool,
+    /// The deadline came before every write was started: `remaining` are left for the next run.
+    /// A success, not a failure.
+    pub partial: bool,
+    pub remaining: u64,
     pub created: u64,
     pub updated: u64,
     pub unchanged: u64,
@@ -122,6 +126,13 @@ impl Report {
             self.conflicts.len(),
             self.failures.len()
         );
+        if self.partial {
+            let _ = writeln!(
+                out,
+                "partial: the deadline came with {} write(s) not started; the next run goes on",
+                self.remaining
+            );
+        }
         for p in &self.conflicts {
             let _ = writeln!(out, "conflict {} [{}]: {}", p.name, p.kind, p.message);
         }

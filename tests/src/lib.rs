@@ -301,6 +301,7 @@ pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
         concurrency: 8,
         writes_per_second: 50,
         dry_run: false,
+        max_duration: None,
     }
 }
 

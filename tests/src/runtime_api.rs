@@ -33,12 +33,12 @@ pub enum Answer {
 #[derive(Debug)]
 pub struct RuntimeApi {
     pub addr: String,
-    events: mpsc::UnboundedSender<(String, String)>,
+    events: mpsc::UnboundedSender<(String, String, u128)>,
     answers: mpsc::UnboundedReceiver<(String, Answer)>,
 }
 
 struct Shared {
-    events: Mutex<mpsc::UnboundedReceiver<(String, String)>>,
+    events: Mutex<mpsc::UnboundedReceiver<(String, String, u128)>>,
     answers: mpsc::UnboundedSender<(String, Answer)>,
 }
 
@@ -64,15 +64,37 @@ impl RuntimeApi {
         }
     }
 
-    /// Queues one invocation and waits (up to `timeout`) for the runtime's answer.
+    /// Queues one invocation (its deadline two minutes on) and waits (up to `timeout`) for
+    /// the runtime's answer.
     pub async fn invoke(
         &mut self,
         request_id: &str,
         event: &str,
         timeout: std::time::Duration,
     ) -> Answer {
+        self.invoke_with_deadline(
+            request_id,
+            event,
+            std::time::Duration::from_secs(120),
+            timeout,
+        )
+        .await
+    }
+
+    /// [`RuntimeApi::invoke`] with the invocation's deadline `deadline_in` from now.
+    pub async fn invoke_with_deadline(
+        &mut self,
+        request_id: &str,
+        event: &str,
+        deadline_in: std::time::Duration,
+        timeout: std::time::Duration,
+    ) -> Answer {
+        let deadline = (std::time::SystemTime::now() + deadline_in)
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
         self.events
-            .send((request_id.to_owned(), event.to_owned()))
+            .send((request_id.to_owned(), event.to_owned(), deadline))
             .unwrap();
         let (id, answer) = tokio::time::timeout(timeout, self.answers.recv())
             .await
@@ -121,12 +143,9 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         let body = String::from_utf8_lossy(&body).into_owned();
         let response = if method == "GET" && path.ends_with("/runtime/invocation/next") {
             let next = shared.events.lock().await.recv().await;
-            let Some((id, event)) = next else { return };
-            let deadline = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis()
-                + 120_000;
+            let Some((id, event, deadline)) = next else {
+                return;
+            };
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: {id}\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:replicator\r\nLambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000\r\nContent-Length: {}\r\n\r\n{event}",
                 event.len()

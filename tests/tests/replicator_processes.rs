@@ -531,3 +531,54 @@ async fn trace_logs_of_the_cli_and_the_lambda_carry_no_value_or_token() {
     );
     assert!(!body.contains(PLANTED));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lambda_stops_starting_writes_before_its_deadline_and_the_next_invocation_goes_on() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    for i in 0..40 {
+        bao.put("kv", &format!("s{i:02}"), json!({"i": i})).await;
+    }
+    let conn = json!({"vaultAddress": bao.addr, "vaultToken": e2e::ROOT_TOKEN}).to_string();
+    env.side.create("kv-connection/vault", &conn, &[]).await;
+    let mut api = RuntimeApi::start().await;
+    let _child = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+        .env_clear()
+        .envs(env.moto.env())
+        .envs(e2e::runtime_api::lambda_env(&api.addr, "replicator"))
+        .env(vars::CONNECTION_SECRET, "kv-connection/vault")
+        .env(vars::PREFIX, "kv")
+        .env(vars::WRITES_PER_SECOND, "5")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // 6 s left: writes stop a fifth before, so about 20 of the 40 go in.
+    let answer = api
+        .invoke_with_deadline("r1", "{}", Duration::from_secs(6), Duration::from_secs(60))
+        .await;
+    let Answer::Response(body) = answer else {
+        panic!("a partial run is a success: {answer:?}")
+    };
+    let first: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(first["partial"], true, "{body}");
+    let (created, remaining) = (
+        first["created"].as_u64().unwrap(),
+        first["remaining"].as_u64().unwrap(),
+    );
+    assert!(
+        created > 0 && remaining > 0 && created + remaining == 40,
+        "{body}"
+    );
+
+    let answer = api.invoke("r2", "{}", Duration::from_secs(60)).await;
+    let Answer::Response(body) = answer else {
+        panic!("{answer:?}")
+    };
+    let second: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(second["partial"], false, "{body}");
+    assert_eq!(second["created"].as_u64(), Some(remaining), "{body}");
+    assert_eq!(env.side.secrets("kv").await.len(), 40);
+}

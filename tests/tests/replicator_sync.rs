@@ -946,3 +946,36 @@ async fn nested_prefixes_of_one_mount_each_keep_to_their_own() {
     );
     assert_eq!(env.side.version_count("app/y").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_meets_its_deadline_ends_partial_and_the_next_goes_on() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    for i in 0..60 {
+        bao.put("kv", &format!("s{i:02}"), json!({"i": i})).await;
+    }
+    let (topic, queue) = env.side.topic_with_queue("failures").await;
+    let mut a = args(&env, "kv");
+    a.sns_topic_arn = Some(topic);
+    a.writes_per_second = 10;
+    a.max_duration = Some(2);
+    let r = sync(&env, &a).await;
+    assert!(r.partial, "{}", r.to_text());
+    assert!(r.remaining > 0 && r.created > 0, "{}", r.to_text());
+    assert_eq!(r.created + r.remaining, 60);
+    assert!(!r.failed(), "partial is a success: {}", r.to_text());
+    assert!(r.to_text().contains("partial"));
+    assert_eq!(env.side.secrets("kv").await.len() as u64, r.created);
+
+    a.max_duration = None;
+    a.writes_per_second = 50;
+    let rest = sync(&env, &a).await;
+    assert!(!rest.partial && !rest.failed(), "{}", rest.to_text());
+    assert_eq!((rest.created, rest.unchanged), (r.remaining, r.created));
+    assert_eq!(env.side.secrets("kv").await.len(), 60);
+    assert!(
+        env.side.notices(&queue, 0).await.is_empty(),
+        "no notice for a partial run"
+    );
+}
