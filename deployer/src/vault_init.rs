@@ -59,6 +59,8 @@ pub struct Options {
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// The Vault this run configured (said first, so a wrong target is plain to see).
+    pub vault_address: String,
     pub initialized_now: bool,
     pub unsealed_now: bool,
     /// What was done; an empty list on a re-run of a ready Vault.
@@ -155,7 +157,10 @@ pub async fn run(
     opts: Options,
     out: &mut dyn Write,
 ) -> Result<Report, InitError> {
-    let mut report = Report::default();
+    let mut report = Report {
+        vault_address: opts.address.clone(),
+        ..Report::default()
+    };
     let mut admin = VaultAdmin::new(&opts.address, opts.ca_pem.as_deref())?;
     let mount = spec.cfg.prefix.clone();
     let key_arn = crate::resources::key::observe(c, spec)

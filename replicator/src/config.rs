@@ -88,7 +88,7 @@ pub struct SyncArgs {
 
     /// Vault token, when no connection secret is given.
     #[arg(long, env = env::VAULT_TOKEN, hide_env_values = true)]
-    pub vault_token: Option<String>,
+    pub vault_token: Option<SecretString>,
 
     /// PEM file of the authority that signed Vault's certificate.
     #[arg(long, env = env::VAULT_CACERT)]
@@ -100,7 +100,7 @@ pub struct SyncArgs {
 
     /// AppRole secret id.
     #[arg(long, env = env::VAULT_SECRET_ID, hide_env_values = true)]
-    pub vault_secret_id: Option<String>,
+    pub vault_secret_id: Option<SecretString>,
 
     /// AppRole auth mount.
     #[arg(long, env = env::VAULT_APPROLE_MOUNT, default_value = "approle")]
@@ -321,7 +321,7 @@ impl SyncArgs {
             (Some(role_id), Some(secret_id), _) => DirectAuth::AppRole {
                 mount: self.vault_approle_mount.clone(),
                 role_id: role_id.clone(),
-                secret_id: SecretString::from(secret_id.as_str()),
+                secret_id: secret_id.clone(),
             },
             (Some(_), None, _) | (None, Some(_), _) => {
                 return Err(invalid(
@@ -341,9 +341,7 @@ impl SyncArgs {
                     server_id: self.vault_aws_server_id.clone().filter(|s| !s.is_empty()),
                 }
             }
-            (None, None, Some(token)) if !token.is_empty() => {
-                DirectAuth::Token(SecretString::from(token.as_str()))
-            }
+            (None, None, Some(token)) if !token.is_empty() => DirectAuth::Token(token.clone()),
             _ => {
                 return Err(invalid(
                     "--vault-token / VAULT_TOKEN",
@@ -377,6 +375,24 @@ mod tests {
             Ok(cli) => cli.sync,
             Err(e) => panic!("parse failed: {e}"),
         }
+    }
+
+    #[test]
+    fn tokens_and_secret_ids_never_show_in_debug_output() {
+        let a = parse(&[
+            "--vault-token",
+            "s.PLANTED-token-5d1",
+            "--vault-role-id",
+            "role",
+            "--vault-secret-id",
+            "PLANTED-secret-id-77e",
+        ]);
+        let shown = format!("{a:?}");
+        assert!(!shown.contains("PLANTED"), "{shown}");
+        assert!(
+            shown.contains("vault_token: Some(SecretString(<redacted>))"),
+            "{shown}"
+        );
     }
 
     #[test]

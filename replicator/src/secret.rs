@@ -39,6 +39,16 @@ impl From<&str> for SecretString {
     }
 }
 
+/// So command-line arguments (a token, a secret id, an unseal key) are parsed straight into a
+/// `SecretString` and never sit in a `String` that `Debug` would print.
+impl std::str::FromStr for SecretString {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
 impl Drop for SecretString {
     fn drop(&mut self) {
         self.0.zeroize();

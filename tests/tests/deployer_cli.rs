@@ -76,3 +76,22 @@ fn help_completions_and_exit_codes() {
         "{err}"
     );
 }
+
+#[test]
+fn vault_init_arguments_never_show_a_token_or_unseal_key_in_debug_output() {
+    use clap::Parser as _;
+    let cli = deployer::cli::Cli::try_parse_from([
+        "deployer",
+        "vault-init",
+        "--token",
+        "s.PLANTED-admin-9c1",
+        "--unseal-key",
+        "PLANTED-unseal-1",
+        "--unseal-key",
+        "PLANTED-unseal-2",
+    ])
+    .unwrap();
+    let shown = format!("{cli:?}");
+    assert!(!shown.contains("PLANTED"), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+}

@@ -436,7 +436,7 @@ async fn vault_down_and_a_revoked_token_fail_the_run_with_a_notice() {
         .api("POST", "auth/token/revoke", Some(json!({ "token": token })))
         .await;
     a.vault_addr = Some(env.bao.addr.clone());
-    a.vault_token = Some(token.clone());
+    a.vault_token = Some(token.as_str().into());
     let r = sync(&env, &a).await;
     assert_eq!(
         failure_kinds(&r),
@@ -549,7 +549,7 @@ async fn without_bulk_listing_metadata_is_read_per_secret() {
         )
         .await;
     let mut a = args(&env, "kv");
-    a.vault_token = Some(token);
+    a.vault_token = Some(token.into());
     let r = sync(&env, &a).await;
     assert_eq!(r.created, 3, "{}", r.to_text());
     assert!(!r.bulk_metadata);
@@ -755,7 +755,7 @@ async fn a_folder_vault_will_not_list_fails_alone_and_is_never_taken_as_deleted(
         .await;
     bao.api("DELETE", "kv/metadata/pub/y", None).await;
     bao.put("kv", "pub/z", json!({"k": "z2"})).await;
-    a.vault_token = Some(token);
+    a.vault_token = Some(token.into());
     let r = sync(&env, &a).await;
     assert_eq!(
         failure_kinds(&r),

@@ -259,7 +259,7 @@ async fn keys_in_secrets_manager_a_wrong_ca_and_a_revoked_secret_id() {
     let mut args = w.sync_args();
     args.connection_secret = None;
     args.vault_addr = Some(w.bao.addr.clone());
-    args.vault_token = Some(root.clone());
+    args.vault_token = Some(root.as_str().into());
     args.vault_cacert = Some(wrong.clone());
     let r = replicator::run::run(&args, &w.aws).await;
     assert_eq!(r.failures[0].kind, "vault_unreachable");
@@ -507,4 +507,44 @@ async fn a_sealed_vault_is_unsealed_from_unseal_keys_given_on_the_command_line()
         .await
         .unwrap();
     assert_eq!(status["sealed"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_init_targets_the_stacks_vault_not_an_exported_vault_addr() {
+    let w = world().await;
+    // The operator's everyday Vault, exported in the shell: nothing listens there.
+    let everyday = format!("http://127.0.0.1:{}", e2e::free_port());
+    let config = w.dir.path().join("deployer.toml").display().to_string();
+    let zip = w.dir.path().join("replicator.zip").display().to_string();
+    let ca = w.bao.ca_file.display().to_string();
+    let out = std::process::Command::new(e2e::bin_path("deployer"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(w.moto.env())
+        .env("VAULT_ADDR", &everyday)
+        .args([
+            "--config",
+            &config,
+            "--lambda-zip",
+            &zip,
+            "vault-init",
+            "--ca-cert",
+            &ca,
+            "--keys-to",
+            "secret",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It says which Vault it configured: the stack's.
+    assert!(
+        stdout.starts_with(&format!("Vault   {}\n", w.bao.addr)),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&everyday));
 }

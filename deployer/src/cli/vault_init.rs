@@ -14,7 +14,8 @@ use crate::vault_init::{self, AuthMode, KeysTo, Options};
 #[derive(Debug, Args)]
 pub struct VaultInitArgs {
     /// Vault address [default: the stack's Vault: its Elastic IP, or external_vault_address].
-    #[arg(long, env = "VAULT_ADDR")]
+    /// Only from the command line: an exported VAULT_ADDR (your everyday Vault) is not used.
+    #[arg(long)]
     pub vault_addr: Option<String>,
 
     /// PEM file of the CA that signed Vault's certificate [default: the stack's CA].
@@ -40,12 +41,12 @@ pub struct VaultInitArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub unseal_keys: Vec<String>,
+    pub unseal_keys: Vec<SecretString>,
 
     /// Admin token for a re-run that must change something (the root token of the first run is
     /// revoked).
     #[arg(long, env = "VAULT_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    pub token: Option<SecretString>,
 
     /// The replicator's credentials: AppRole (default) or a scoped periodic token.
     #[arg(long, value_enum, default_value = "approle")]
@@ -118,13 +119,9 @@ pub async fn run(
             .unseal_keys
             .iter()
             .filter(|k| !k.is_empty())
-            .map(|k| SecretString::from(k.as_str()))
+            .cloned()
             .collect(),
-        token: args
-            .token
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .map(SecretString::from),
+        token: args.token.clone().filter(|t| !t.is_empty()),
         auth: args.auth,
         token_ttl: args.token_ttl.clone(),
         sample_secrets: args.sample_secrets,
@@ -135,7 +132,7 @@ pub async fn run(
     let report = vault_init::run(c, spec, opts, out)
         .await
         .map_err(|e| CliError::Refused(e.to_string()))?;
-    let mut text = String::new();
+    let mut text = format!("Vault   {}\n", report.vault_address);
     for line in &report.changed {
         text.push_str(&format!("done    {line}\n"));
     }

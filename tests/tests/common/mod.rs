@@ -30,7 +30,7 @@ pub async fn env() -> Env {
 pub fn args(env: &Env, prefix: &str) -> SyncArgs {
     let mut a = e2e::sync_args(prefix);
     a.vault_addr = Some(env.bao.addr.clone());
-    a.vault_token = Some(e2e::ROOT_TOKEN.to_owned());
+    a.vault_token = Some(e2e::ROOT_TOKEN.into());
     a
 }
 
