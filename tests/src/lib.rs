@@ -3,6 +3,7 @@
 //! network I/O, loopback only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod access;
 pub mod aws_side;
 pub mod deploy;
 pub mod fault_proxy;

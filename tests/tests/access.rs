@@ -1,0 +1,331 @@
+//! Who may do what, decided the way IAM decides (explicit deny wins; NotAction/NotResource,
+//! wildcards, conditions) from the documents the deployer renders: the replicator role's
+//! policy, the connection secret's resource policy, the KMS key policy. moto enforces none of
+//! them, so each access claim of the README is a row here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+use deployer::config::FileConfig;
+use deployer::spec::{Identity, Spec};
+use e2e::access::{Decision, Decision::*, Request, decide};
+use serde_json::{Value, json};
+
+const ACCOUNT: &str = "123456789012";
+const KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const OTHER_KEY: &str =
+    "arn:aws:kms:eu-west-1:123456789012:key/9999abcd-12ab-34cd-56ef-1234567890ab";
+const SOMEONE: &str = "arn:aws:iam::123456789012:role/someone-else";
+
+fn spec(extra: &str) -> Spec {
+    let cfg = FileConfig::parse(&format!("stack_name = \"s\"\n{extra}"), "test")
+        .unwrap()
+        .validate()
+        .unwrap();
+    Spec::new(
+        cfg,
+        Identity {
+            account: ACCOUNT.into(),
+            partition: "aws".into(),
+            region: "eu-west-1".into(),
+        },
+    )
+}
+
+fn secret(name: &str) -> String {
+    format!("arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:{name}-AbCdEf")
+}
+
+/// A row: (who, action, resource, extra condition keys) → the expected decision.
+struct Row {
+    who: &'static str,
+    action: &'static str,
+    resource: String,
+    context: Vec<(&'static str, Value)>,
+    want: Decision,
+}
+
+fn row(
+    who: &'static str,
+    action: &'static str,
+    resource: impl Into<String>,
+    want: Decision,
+) -> Row {
+    Row {
+        who,
+        action,
+        resource: resource.into(),
+        context: vec![],
+        want,
+    }
+}
+
+impl Row {
+    fn with(mut self, key: &'static str, value: Value) -> Self {
+        self.context.push((key, value));
+        self
+    }
+}
+
+/// An identity policy that allows everything: for a principal who is not the replicator, only
+/// the resource policy can then refuse.
+fn allow_all() -> Value {
+    json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+}
+
+/// Decides every row for `spec`: the replicator (its role's inline policy) or someone else
+/// (allowed everything by their own policy), against the resource policy of the resource's
+/// kind (the connection secret's, the key's).
+fn check(spec: &Spec, rows: &[Row]) {
+    let role = spec.replicator_policy(KEY).unwrap();
+    let connection = spec.connection_secret_policy().unwrap();
+    let key_policy = spec.key_policy().unwrap();
+    let connection_arn = secret(&spec.connection_secret());
+    let requests: Vec<Request> = rows
+        .iter()
+        .map(|r| {
+            let (principal, identity) = match r.who {
+                "replicator" => (spec.role_arn(), role.clone()),
+                _ => (SOMEONE.to_owned(), allow_all()),
+            };
+            let resource_policy = if r.resource == connection_arn {
+                Some(connection.clone())
+            } else if r.resource == KEY {
+                Some(key_policy.clone())
+            } else {
+                None
+            };
+            let mut context: BTreeMap<String, Value> = r
+                .context
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
+            context
+                .entry("aws:PrincipalArn".into())
+                .or_insert_with(|| json!(principal));
+            context
+                .entry("aws:PrincipalAccount".into())
+                .or_insert_with(|| json!(ACCOUNT));
+            Request {
+                principal,
+                action: r.action.to_owned(),
+                resource: r.resource.clone(),
+                account: ACCOUNT.to_owned(),
+                context,
+                identity_policies: vec![identity],
+                resource_policy,
+            }
+        })
+        .collect();
+    let got = decide(&requests);
+    let wrong: Vec<String> = rows
+        .iter()
+        .zip(&got)
+        .filter(|(r, d)| r.want != **d)
+        .map(|(r, d)| {
+            format!(
+                "{} {} on {} {:?}: expected {:?}, got {d:?}",
+                r.who, r.action, r.resource, r.context, r.want
+            )
+        })
+        .collect();
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
+const EXTERNAL_KEEP: &str = "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\nnotification_email = \"ops@example.com\"";
+
+#[test]
+fn the_replicator_writes_only_under_its_prefix_and_reads_only_its_connection() {
+    let s = spec(EXTERNAL_KEEP);
+    let conn = secret(&s.connection_secret());
+    let topic = s.topic_arn();
+    check(
+        &s,
+        &[
+            row(
+                "replicator",
+                "secretsmanager:CreateSecret",
+                secret("hybrid-aws-secrets/app/db"),
+                Allowed,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:PutSecretValue",
+                secret("hybrid-aws-secrets/app/db"),
+                Allowed,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:TagResource",
+                secret("hybrid-aws-secrets/app/db"),
+                Allowed,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:UpdateSecretVersionStage",
+                secret("hybrid-aws-secrets/a"),
+                Allowed,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:RestoreSecret",
+                secret("hybrid-aws-secrets/a"),
+                Allowed,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:DescribeSecret",
+                secret("hybrid-aws-secrets/a"),
+                Allowed,
+            ),
+            row("replicator", "secretsmanager:ListSecrets", "*", Allowed),
+            // Outside the prefix, its own connection secret included: explicitly denied.
+            row(
+                "replicator",
+                "secretsmanager:PutSecretValue",
+                secret("other/app/db"),
+                ExplicitlyDenied,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:PutSecretValue",
+                conn.clone(),
+                ExplicitlyDenied,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:CreateSecret",
+                secret("hybrid-aws-secrets-other/x"),
+                ExplicitlyDenied,
+            ),
+            // The keep policy: no deletion at all.
+            row(
+                "replicator",
+                "secretsmanager:DeleteSecret",
+                secret("hybrid-aws-secrets/a"),
+                ImplicitlyDenied,
+            ),
+            // Values: only the connection secret, never a replica's.
+            row(
+                "replicator",
+                "secretsmanager:GetSecretValue",
+                conn.clone(),
+                Allowed,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:GetSecretValue",
+                secret("hybrid-aws-secrets/a"),
+                ExplicitlyDenied,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:GetSecretValue",
+                secret("prod/db"),
+                ExplicitlyDenied,
+            ),
+            // The connection secret's own policy: nobody else reads it, whatever their policy.
+            row(
+                "someone",
+                "secretsmanager:GetSecretValue",
+                conn,
+                ExplicitlyDenied,
+            ),
+            row(
+                "someone",
+                "secretsmanager:GetSecretValue",
+                secret("hybrid-aws-secrets/a"),
+                Allowed,
+            ),
+            // The stack's key, and no other.
+            row("replicator", "kms:Decrypt", KEY, Allowed),
+            row("replicator", "kms:GenerateDataKey", KEY, Allowed),
+            row("replicator", "kms:Decrypt", OTHER_KEY, ExplicitlyDenied),
+            row(
+                "replicator",
+                "kms:ScheduleKeyDeletion",
+                KEY,
+                ImplicitlyDenied,
+            ),
+            // Its topic, and no other.
+            row("replicator", "sns:Publish", topic, Allowed),
+            row(
+                "replicator",
+                "sns:Publish",
+                "arn:aws:sns:eu-west-1:123456789012:other",
+                ExplicitlyDenied,
+            ),
+            // Nothing else.
+            row(
+                "replicator",
+                "iam:PassRole",
+                "arn:aws:iam::123456789012:role/admin",
+                ImplicitlyDenied,
+            ),
+            row(
+                "replicator",
+                "ec2:CreateNetworkInterface",
+                "arn:aws:ec2:eu-west-1:123456789012:network-interface/*",
+                ImplicitlyDenied,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn deletion_is_granted_only_under_the_delete_policy() {
+    let s = spec(&format!("{EXTERNAL_KEEP}\ndeletion_policy = \"delete\""));
+    check(
+        &s,
+        &[
+            row(
+                "replicator",
+                "secretsmanager:DeleteSecret",
+                secret("hybrid-aws-secrets/a"),
+                Allowed,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:DeleteSecret",
+                secret("prod/db"),
+                ExplicitlyDenied,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:DeleteSecret",
+                secret(&s.connection_secret()),
+                ExplicitlyDenied,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn vault_on_ec2_adds_only_the_lambda_network_interfaces() {
+    let s = spec("vault_inbound_cidr = \"203.0.113.0/24\"");
+    check(
+        &s,
+        &[
+            row(
+                "replicator",
+                "ec2:CreateNetworkInterface",
+                "arn:aws:ec2:eu-west-1:123456789012:network-interface/*",
+                Allowed,
+            ),
+            row("replicator", "ec2:DescribeNetworkInterfaces", "*", Allowed),
+            row(
+                "replicator",
+                "ec2:RunInstances",
+                "arn:aws:ec2:eu-west-1:123456789012:instance/*",
+                ImplicitlyDenied,
+            ),
+            // No email: no topic at all.
+            row(
+                "replicator",
+                "sns:Publish",
+                "arn:aws:sns:eu-west-1:123456789012:s-replicator-failures",
+                ImplicitlyDenied,
+            ),
+        ],
+    );
+}
