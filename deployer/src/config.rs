@@ -216,6 +216,15 @@ impl FileConfig {
                 ),
             ));
         }
+        // The replicator may write everything under `<prefix>/`: never the stack's own secrets.
+        if prefix == format!("{stack_name}-vault") || prefix.ends_with("-connection") {
+            return Err(invalid(
+                "secrets_prefix",
+                format!(
+                    "{prefix:?} would put the stack's own secrets ({stack_name}-vault/…, or a …-connection/vault) under the replicator's write scope: choose another prefix"
+                ),
+            ));
+        }
         let notification_email = match self.notification_email.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(e) => {
@@ -534,6 +543,16 @@ mod tests {
                 "secrets_prefix = \"a b\"",
                 "secrets_prefix",
                 "letters, digits and",
+            ),
+            (
+                "secrets_prefix = \"hybrid-secrets-vault\"",
+                "secrets_prefix",
+                "the stack's own secrets",
+            ),
+            (
+                "secrets_prefix = \"team-connection\"",
+                "secrets_prefix",
+                "the stack's own secrets",
             ),
             (
                 "secrets_prefix = \"/abs\"",

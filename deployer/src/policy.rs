@@ -7,6 +7,8 @@ use serde_json::Value;
 pub const REPLICATOR_TRUST: &str = include_str!("../../policies/replicator-trust.json");
 pub const REPLICATOR_POLICY: &str = include_str!("../../policies/replicator-policy.json");
 pub const REPLICATOR_SNS: &str = include_str!("../../policies/replicator-sns-statements.json");
+pub const REPLICATOR_DELETE: &str =
+    include_str!("../../policies/replicator-delete-statements.json");
 pub const REPLICATOR_VPC: &str = include_str!("../../policies/replicator-vpc-statements.json");
 pub const KMS_KEY_POLICY: &str = include_str!("../../policies/kms-key-policy.json");
 /// Resource policy of a secret only one role may read (the connection secret, the TLS secret).

@@ -13,6 +13,27 @@ use crate::policy::{self, TemplateError};
 /// Tag key that marks every resource of a stack; its value is the stack name.
 pub const STACK_TAG: &str = "vault-secrets-replicator:stack";
 
+/// Every Secrets Manager action that changes a secret: all denied to the replicator outside
+/// `<prefix>/*` (its connection secret and the stack's other secrets included), whatever else
+/// might allow them.
+pub const EVERY_SECRET_WRITE: &[&str] = &[
+    "secretsmanager:CreateSecret",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:UpdateSecret",
+    "secretsmanager:UpdateSecretVersionStage",
+    "secretsmanager:DeleteSecret",
+    "secretsmanager:RestoreSecret",
+    "secretsmanager:RotateSecret",
+    "secretsmanager:CancelRotateSecret",
+    "secretsmanager:TagResource",
+    "secretsmanager:UntagResource",
+    "secretsmanager:PutResourcePolicy",
+    "secretsmanager:DeleteResourcePolicy",
+    "secretsmanager:ReplicateSecretToRegions",
+    "secretsmanager:RemoveRegionsFromReplication",
+    "secretsmanager:StopReplicationToReplica",
+];
+
 /// Who and where: read once from STS and the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -156,20 +177,17 @@ impl Spec {
         self.arn("secretsmanager", true, &format!("secret:{name}-??????"))
     }
 
-    /// Write actions of the replicator on `<prefix>/*` (DeleteSecret only under `delete`).
+    /// What the replicator may do on `<prefix>/*` (DeleteSecret, under `delete`, is a statement
+    /// of its own: only on secrets tagged as its own).
     pub fn secret_write_actions(&self) -> Vec<&'static str> {
-        let mut a = vec![
+        vec![
             "secretsmanager:CreateSecret",
             "secretsmanager:PutSecretValue",
             "secretsmanager:TagResource",
             "secretsmanager:DescribeSecret",
             "secretsmanager:UpdateSecretVersionStage",
             "secretsmanager:RestoreSecret",
-        ];
-        if self.cfg.replicator.deletion_policy == "delete" {
-            a.push("secretsmanager:DeleteSecret");
-        }
-        a
+        ]
     }
 
     fn common_vars(&self) -> Vec<(&'static str, String)> {
@@ -200,6 +218,21 @@ impl Spec {
     pub fn replicator_policy(&self, key_arn: &str) -> Result<Value, TemplateError> {
         let actions = serde_json::to_string(&self.secret_write_actions())
             .map_err(|e| TemplateError::NotJson(e.to_string()))?;
+        let every_write = serde_json::to_string(EVERY_SECRET_WRITE)
+            .map_err(|e| TemplateError::NotJson(e.to_string()))?;
+        let delete = if self.cfg.replicator.deletion_policy == "delete" {
+            policy::render(
+                policy::REPLICATOR_DELETE,
+                &[
+                    ("partition", &self.id.partition),
+                    ("region", &self.id.region),
+                    ("account", &self.id.account),
+                    ("prefix", &self.cfg.prefix),
+                ],
+            )?
+        } else {
+            String::new()
+        };
         let sns = match &self.cfg.notification_email {
             Some(_) => policy::render(policy::REPLICATOR_SNS, &[("topic_arn", &self.topic_arn())])?,
             None => String::new(),
@@ -220,6 +253,8 @@ impl Spec {
             policy::REPLICATOR_POLICY,
             vec![
                 ("secret_write_actions", actions),
+                ("every_secret_write", every_write),
+                ("delete_statements", delete),
                 (
                     "connection_secret_arn",
                     self.connection_secret_arn_pattern(),
@@ -369,10 +404,13 @@ pub(crate) mod tests {
             !actions.iter().any(|a| a == "secretsmanager:DeleteSecret"),
             "keep policy: no delete"
         );
-        let deny = statement(&p, "DenyWritesOutsideThePrefix");
+        let deny = statement(&p, "DenyEveryWriteOutsideThePrefix");
         assert_eq!(deny["Effect"], "Deny");
         assert_eq!(deny["NotResource"], write["Resource"]);
-        assert_eq!(deny["Action"], write["Action"]);
+        assert_eq!(
+            deny["Action"].as_array().unwrap().len(),
+            EVERY_SECRET_WRITE.len()
+        );
         // The connection secret is outside the write scope.
         let conn = statement(&p, "ReadTheConnectionSecret");
         assert_eq!(
@@ -420,11 +458,12 @@ pub(crate) mod tests {
             statement(&p, "DenyEveryOtherTopic")["NotResource"],
             statement(&p, "PublishFailureNotices")["Resource"]
         );
-        let actions = statement(&p, "WriteReplicatedSecrets")["Action"]
-            .as_array()
-            .unwrap()
-            .clone();
-        assert!(actions.iter().any(|a| a == "secretsmanager:DeleteSecret"));
+        let delete = statement(&p, "DeleteOnlyItsOwnReplicas");
+        assert_eq!(delete["Action"], "secretsmanager:DeleteSecret");
+        assert_eq!(
+            delete["Condition"]["StringEquals"]["aws:ResourceTag/managed-by"],
+            "vault-secrets-replicator"
+        );
         assert!(!s.lambda_environment("k").contains_key(env::SNS_TOPIC_ARN));
     }
 

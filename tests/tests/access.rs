@@ -272,32 +272,140 @@ fn the_replicator_writes_only_under_its_prefix_and_reads_only_its_connection() {
     );
 }
 
+const OURS: &str = "vault-secrets-replicator";
+
 #[test]
-fn deletion_is_granted_only_under_the_delete_policy() {
+fn deletion_is_granted_only_under_the_delete_policy_and_only_on_its_own_replicas() {
     let s = spec(&format!("{EXTERNAL_KEEP}\ndeletion_policy = \"delete\""));
+    let tagged =
+        |r: Row, owner: &str| r.with("aws:ResourceTag/managed-by", json!(owner));
     check(
         &s,
         &[
-            row(
-                "replicator",
-                "secretsmanager:DeleteSecret",
-                secret("hybrid-aws-secrets/a"),
-                Allowed,
+            tagged(
+                row(
+                    "replicator",
+                    "secretsmanager:DeleteSecret",
+                    secret("hybrid-aws-secrets/a"),
+                    Allowed,
+                ),
+                OURS,
+            ),
+            // Under the prefix but not the replicator's: another tool's, or nobody's.
+            tagged(
+                row(
+                    "replicator",
+                    "secretsmanager:DeleteSecret",
+                    secret("hybrid-aws-secrets/b"),
+                    ImplicitlyDenied,
+                ),
+                "terraform",
             ),
             row(
                 "replicator",
                 "secretsmanager:DeleteSecret",
-                secret("prod/db"),
-                ExplicitlyDenied,
+                secret("hybrid-aws-secrets/c"),
+                ImplicitlyDenied,
             ),
-            row(
-                "replicator",
-                "secretsmanager:DeleteSecret",
-                secret(&s.connection_secret()),
-                ExplicitlyDenied,
+            tagged(
+                row(
+                    "replicator",
+                    "secretsmanager:DeleteSecret",
+                    secret("prod/db"),
+                    ExplicitlyDenied,
+                ),
+                OURS,
+            ),
+            tagged(
+                row(
+                    "replicator",
+                    "secretsmanager:DeleteSecret",
+                    secret(&s.connection_secret()),
+                    ExplicitlyDenied,
+                ),
+                OURS,
             ),
         ],
     );
+}
+
+#[test]
+fn every_secrets_manager_write_is_denied_outside_the_prefix_and_the_owner_tag_is_guarded() {
+    let s = spec(EXTERNAL_KEEP);
+    let conn = secret(&s.connection_secret());
+    let init_keys = secret("s-vault/init-keys");
+    let mut rows = Vec::new();
+    for action in deployer::spec::EVERY_SECRET_WRITE {
+        for target in [
+            conn.clone(),
+            init_keys.clone(),
+            secret("s-vault/tls"),
+            secret("prod/db"),
+        ] {
+            rows.push(row("replicator", action, target, ExplicitlyDenied));
+        }
+    }
+    rows.extend([
+        // Writes it never needs, under the prefix too.
+        row(
+            "replicator",
+            "secretsmanager:UpdateSecret",
+            secret("hybrid-aws-secrets/a"),
+            ImplicitlyDenied,
+        ),
+        row(
+            "replicator",
+            "secretsmanager:PutResourcePolicy",
+            secret("hybrid-aws-secrets/a"),
+            ImplicitlyDenied,
+        ),
+        row(
+            "replicator",
+            "secretsmanager:RotateSecret",
+            secret("hybrid-aws-secrets/a"),
+            ImplicitlyDenied,
+        ),
+        // The owner tag: set to its own value (creating, adopting), never removed, never another.
+        row(
+            "replicator",
+            "secretsmanager:TagResource",
+            secret("hybrid-aws-secrets/a"),
+            Allowed,
+        )
+        .with("aws:TagKeys", json!(["managed-by", "version"]))
+        .with("aws:RequestTag/managed-by", json!(OURS)),
+        row(
+            "replicator",
+            "secretsmanager:TagResource",
+            secret("hybrid-aws-secrets/a"),
+            Allowed,
+        )
+        .with("aws:TagKeys", json!(["version"])),
+        row(
+            "replicator",
+            "secretsmanager:TagResource",
+            secret("hybrid-aws-secrets/a"),
+            ExplicitlyDenied,
+        )
+        .with("aws:TagKeys", json!(["managed-by"]))
+        .with("aws:RequestTag/managed-by", json!("terraform")),
+        row(
+            "replicator",
+            "secretsmanager:CreateSecret",
+            secret("hybrid-aws-secrets/a"),
+            ExplicitlyDenied,
+        )
+        .with("aws:TagKeys", json!(["managed-by"]))
+        .with("aws:RequestTag/managed-by", json!("someone")),
+        row(
+            "replicator",
+            "secretsmanager:UntagResource",
+            secret("hybrid-aws-secrets/a"),
+            ExplicitlyDenied,
+        )
+        .with("aws:TagKeys", json!(["managed-by"])),
+    ]);
+    check(&s, &rows);
 }
 
 #[test]
