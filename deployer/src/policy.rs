@@ -12,6 +12,8 @@ pub const REPLICATOR_DELETE: &str =
 pub const REPLICATOR_VPC: &str = include_str!("../../policies/replicator-vpc-statements.json");
 pub const KMS_KEY_POLICY: &str = include_str!("../../policies/kms-key-policy.json");
 /// Resource policy of a secret only one role may read (the connection secret, the TLS secret).
+pub const CONNECTION_SECRET_POLICY: &str =
+    include_str!("../../policies/connection-secret-policy.json");
 pub const SECRET_READ_BY_ONE_ROLE: &str =
     include_str!("../../policies/secret-read-by-one-role.json");
 pub const VAULT_INSTANCE_TRUST: &str = include_str!("../../policies/vault-instance-trust.json");

@@ -271,11 +271,14 @@ impl Spec {
         self.render(policy::KMS_KEY_POLICY, vec![])
     }
 
+    /// Only the replicator role, and only from inside the replicator function (credentials
+    /// of the role taken elsewhere do not read it), may read the connection secret.
     pub fn connection_secret_policy(&self) -> Result<Value, TemplateError> {
         self.render(
-            policy::SECRET_READ_BY_ONE_ROLE,
+            policy::CONNECTION_SECRET_POLICY,
             vec![
                 ("role_arn", self.role_arn()),
+                ("function_arn", self.function_arn()),
                 ("secret_arn", self.connection_secret_arn_pattern()),
             ],
         )

@@ -85,7 +85,7 @@ fn check(spec: &Spec, rows: &[Row]) {
         .iter()
         .map(|r| {
             let (principal, identity) = match r.who {
-                "replicator" => (spec.role_arn(), role.clone()),
+                "replicator" | "replicator-elsewhere" => (spec.role_arn(), role.clone()),
                 _ => (SOMEONE.to_owned(), allow_all()),
             };
             let resource_policy = if r.resource == connection_arn {
@@ -106,6 +106,13 @@ fn check(spec: &Spec, rows: &[Row]) {
             context
                 .entry("aws:PrincipalAccount".into())
                 .or_insert_with(|| json!(ACCOUNT));
+            // The role's credentials inside its function carry the function's ARN; the same
+            // credentials used anywhere else ("replicator-elsewhere") do not.
+            if r.who == "replicator" {
+                context
+                    .entry("lambda:SourceFunctionArn".into())
+                    .or_insert_with(|| json!(spec.function_arn()));
+            }
             Request {
                 principal,
                 action: r.action.to_owned(),
@@ -224,6 +231,24 @@ fn the_replicator_writes_only_under_its_prefix_and_reads_only_its_connection() {
                 secret("prod/db"),
                 ExplicitlyDenied,
             ),
+            // The role's credentials taken out of the function, or used by another function,
+            // do not read the connection.
+            row(
+                "replicator-elsewhere",
+                "secretsmanager:GetSecretValue",
+                conn.clone(),
+                ExplicitlyDenied,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:GetSecretValue",
+                conn.clone(),
+                ExplicitlyDenied,
+            )
+            .with(
+                "lambda:SourceFunctionArn",
+                json!("arn:aws:lambda:eu-west-1:123456789012:function:another"),
+            ),
             // The connection secret's own policy: nobody else reads it, whatever their policy.
             row(
                 "someone",
@@ -277,8 +302,7 @@ const OURS: &str = "vault-secrets-replicator";
 #[test]
 fn deletion_is_granted_only_under_the_delete_policy_and_only_on_its_own_replicas() {
     let s = spec(&format!("{EXTERNAL_KEEP}\ndeletion_policy = \"delete\""));
-    let tagged =
-        |r: Row, owner: &str| r.with("aws:ResourceTag/managed-by", json!(owner));
+    let tagged = |r: Row, owner: &str| r.with("aws:ResourceTag/managed-by", json!(owner));
     check(
         &s,
         &[
