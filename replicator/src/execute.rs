@@ -138,8 +138,23 @@ impl Ctx<'_> {
             .put(arn, value, &target.token)
             .await
             .map_err(aws_problem)?;
+        // Not current: this very version was written before and someone moved AWSCURRENT off it.
+        self.settle(arn, target, is_current, current_version_id)
+            .await
+    }
+
+    /// With the target's version in AWS: makes it current (a stage move) unless it is, then
+    /// records it in the tags.
+    async fn settle(
+        &self,
+        arn: &str,
+        target: &Target,
+        is_current: bool,
+        current_version_id: Option<&str>,
+    ) -> Result<(), Problem> {
+        let aws_problem =
+            |e: crate::aws::AwsError| Problem::new(&target.name, e.kind.as_str(), e.to_string());
         if !is_current {
-            // This very version was written before and someone moved AWSCURRENT off it.
             self.sm
                 .make_current(arn, &target.token, current_version_id)
                 .await
@@ -178,16 +193,9 @@ impl Ctx<'_> {
             // The value of this version is in AWS already: a stage move (when another version
             // is current) and the tags, without reading or writing it again.
             None => {
-                if current_version_id != Some(target.token.as_str()) {
-                    self.sm
-                        .make_current(arn, &target.token, current_version_id)
-                        .await
-                        .map_err(aws_problem)?;
-                }
-                self.sm
-                    .tag(arn, &target_tags(self.settings, target))
-                    .await
-                    .map_err(aws_problem)?;
+                let is_current = current_version_id == Some(target.token.as_str());
+                self.settle(arn, target, is_current, current_version_id)
+                    .await?;
             }
         }
         Ok(Outcome::Updated)

@@ -10,6 +10,23 @@ use deployer::clients::{Backoff, Clients};
 
 use crate::Moto;
 
+/// The deployer's spec for stack `s` in eu-west-1 of account 123456789012 in `partition`, with
+/// `extra` configuration lines; no AWS call (the policy and access tests render from it).
+pub fn spec(extra: &str, partition: &str) -> deployer::spec::Spec {
+    let cfg = deployer::config::FileConfig::parse(&format!("stack_name = \"s\"\n{extra}"), "test")
+        .unwrap()
+        .validate()
+        .unwrap();
+    deployer::spec::Spec::new(
+        cfg,
+        deployer::spec::Identity {
+            account: "123456789012".into(),
+            partition: partition.into(),
+            region: "eu-west-1".into(),
+        },
+    )
+}
+
 /// A valid Lambda zip (a stand-in `bootstrap`, executable) in `dir`.
 pub fn fake_zip(dir: &Path, content: &[u8]) -> PathBuf {
     let path = dir.join("replicator.zip");

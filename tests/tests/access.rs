@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use deployer::config::FileConfig;
-use deployer::spec::{Identity, Spec};
+use deployer::spec::Spec;
 use e2e::access::{Decision, Decision::*, Request, decide};
 use serde_json::{Value, json};
 
@@ -18,18 +17,7 @@ const OTHER_KEY: &str =
 const SOMEONE: &str = "arn:aws:iam::123456789012:role/someone-else";
 
 fn spec(extra: &str) -> Spec {
-    let cfg = FileConfig::parse(&format!("stack_name = \"s\"\n{extra}"), "test")
-        .unwrap()
-        .validate()
-        .unwrap();
-    Spec::new(
-        cfg,
-        Identity {
-            account: ACCOUNT.into(),
-            partition: "aws".into(),
-            region: "eu-west-1".into(),
-        },
-    )
+    e2e::deploy::spec(extra, "aws")
 }
 
 fn secret(name: &str) -> String {

@@ -5,23 +5,7 @@
 
 use std::process::{Command, Stdio};
 
-use deployer::config::FileConfig;
-use deployer::spec::{Identity, Spec};
-
-fn spec(extra: &str, partition: &str) -> Spec {
-    let cfg = FileConfig::parse(&format!("stack_name = \"s\"\n{extra}"), "test")
-        .unwrap()
-        .validate()
-        .unwrap();
-    Spec::new(
-        cfg,
-        Identity {
-            account: "123456789012".into(),
-            partition: partition.into(),
-            region: "eu-west-1".into(),
-        },
-    )
-}
+use e2e::deploy::spec;
 
 /// Findings inherent to a document's kind, which parliament reads as an identity policy:
 /// a trust policy has no Resource by definition, and a KMS key policy's Resource must be `*`
