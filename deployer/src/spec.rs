@@ -168,6 +168,11 @@ impl Spec {
     pub fn tls_secret_name(&self) -> String {
         format!("{}-vault/tls", self.stack())
     }
+    /// The Vault policy, AppRole role and token role of this stack's replicator: per stack, so
+    /// two stacks on one Vault never overwrite each other's (each reads only its own mount).
+    pub fn vault_role_name(&self) -> String {
+        format!("{}-replicator", self.stack())
+    }
     /// Where `vault-init --keys-to secret` stores the unseal keys and root token.
     pub fn init_keys_secret_name(&self) -> String {
         format!("{}-vault/init-keys", self.stack())

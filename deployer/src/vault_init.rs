@@ -18,7 +18,6 @@ use crate::vault_admin::{InitKeys, VaultAdmin, VaultAdminError};
 
 /// Tag on the connection secret naming the delivered credential (an accessor, not a secret).
 pub const ACCESSOR_TAG: &str = "vault-secrets-replicator:credential";
-pub const ROLE: &str = "replicator";
 pub const DECOY_MOUNT: &str = "super-secret-engine";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -163,6 +162,8 @@ pub async fn run(
     };
     let mut admin = VaultAdmin::new(&opts.address, opts.ca_pem.as_deref())?;
     let mount = spec.cfg.prefix.clone();
+    // The Vault policy and AppRole role of this stack: two stacks on one Vault keep theirs.
+    let role = spec.vault_role_name();
     let key_arn = crate::resources::key::observe(c, spec)
         .await
         .ok()
@@ -290,12 +291,12 @@ pub async fn run(
         report.changed.push(format!("enabled KV v2 at {mount}/"));
     }
     if admin
-        .ensure_policy(ROLE, &replicator_policy(&mount))
+        .ensure_policy(&role, &replicator_policy(&mount))
         .await?
     {
         report
             .changed
-            .push(format!("wrote the read-only policy {ROLE}"));
+            .push(format!("wrote the read-only policy {role}"));
     }
     match admin.ensure_audit(&opts.audit_file).await {
         Ok(true) => report
@@ -317,7 +318,7 @@ pub async fn run(
 
     // 5. The replicator's credentials, straight into the connection secret.
     let still_valid = match (&accessor, opts.auth) {
-        (Some(a), AuthMode::Approle) => secret_id_accessor_exists(&admin, a).await?,
+        (Some(a), AuthMode::Approle) => secret_id_accessor_exists(&admin, &role, a).await?,
         (Some(a), AuthMode::Token) => token_accessor_exists(&admin, a).await?,
         (None, _) => false,
     };
@@ -345,27 +346,27 @@ pub async fn run(
                     report.changed.push("enabled AppRole auth".into());
                 }
                 let settings = json!({
-                    "token_policies": [ROLE],
+                    "token_policies": [role],
                     "token_ttl": opts.token_ttl,
                     "token_max_ttl": opts.token_ttl,
                     "token_no_default_policy": true,
                     "secret_id_num_uses": 0,
                 });
-                if admin.ensure_role(ROLE, settings).await? {
+                if admin.ensure_role(&role, settings).await? {
                     report.changed.push(format!(
-                        "wrote AppRole role {ROLE} (token TTL {})",
+                        "wrote AppRole role {role} (token TTL {})",
                         opts.token_ttl
                     ));
                 }
-                let role_id = admin.role_id(ROLE).await?;
-                let (secret_id, accessor) = admin.new_secret_id_with_accessor(ROLE).await?;
+                let role_id = admin.role_id(&role).await?;
+                let (secret_id, accessor) = admin.new_secret_id_with_accessor(&role).await?;
                 conn.vault_role_id = Some(role_id);
                 conn.vault_secret_id = Some(secret_id);
                 conn.vault_approle_mount = Some("approle".into());
                 accessor
             }
             AuthMode::Token => {
-                let (token, accessor) = admin.scoped_token_with_accessor(ROLE, "768h").await?;
+                let (token, accessor) = admin.scoped_token_with_accessor(&role, "768h").await?;
                 conn.vault_token = Some(token);
                 accessor
             }
@@ -442,8 +443,12 @@ pub async fn run(
     Ok(report)
 }
 
-async fn secret_id_accessor_exists(admin: &VaultAdmin, accessor: &str) -> Result<bool, InitError> {
-    Ok(admin.secret_id_accessor_exists(ROLE, accessor).await?)
+async fn secret_id_accessor_exists(
+    admin: &VaultAdmin,
+    role: &str,
+    accessor: &str,
+) -> Result<bool, InitError> {
+    Ok(admin.secret_id_accessor_exists(role, accessor).await?)
 }
 
 async fn token_accessor_exists(admin: &VaultAdmin, accessor: &str) -> Result<bool, InitError> {

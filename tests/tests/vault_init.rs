@@ -296,7 +296,7 @@ async fn keys_in_secrets_manager_a_wrong_ca_and_a_revoked_secret_id() {
         .to_owned();
     let destroyed = http
         .post(format!(
-            "{}/v1/auth/approle/role/replicator/secret-id-accessor/destroy",
+            "{}/v1/auth/approle/role/vi-replicator/secret-id-accessor/destroy",
             w.bao.addr
         ))
         .header("X-Vault-Token", &root)
@@ -547,4 +547,78 @@ async fn vault_init_targets_the_stacks_vault_not_an_exported_vault_addr() {
         "{stdout}"
     );
     assert!(!stdout.contains(&everyday));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stacks_on_one_vault_keep_their_own_policy_role_and_mount() {
+    let w = world().await;
+    let first = w
+        .vault_init(&["--keep-root-token", "--sample-secrets"])
+        .await;
+    assert!(first.error.is_none(), "{:?}", first.error);
+    let keys: serde_json::Value =
+        serde_json::from_str(first.stdout.lines().next().unwrap()).unwrap();
+    let root = keys["root_token"].as_str().unwrap().to_owned();
+
+    // A second stack, another prefix (and so mount), on the same Vault.
+    let other = w.dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "stack_name = \"vj\"\nsecrets_prefix = \"team-b\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"{}\"\n",
+            w.bao.addr
+        ),
+    )
+    .unwrap();
+    let (other_s, zip) = (
+        other.display().to_string(),
+        w.dir.path().join("replicator.zip").display().to_string(),
+    );
+    let ca = w.bao.ca_file.display().to_string();
+    let up = run(&w.moto, &["--config", &other_s, "--lambda-zip", &zip, "up"]).await;
+    assert!(up.error.is_none(), "{:?}", up.error);
+    let second = run(
+        &w.moto,
+        &[
+            "--config",
+            &other_s,
+            "--lambda-zip",
+            &zip,
+            "--output",
+            "json",
+            "vault-init",
+            "--ca-cert",
+            &ca,
+            "--token",
+            &root,
+        ],
+    )
+    .await;
+    assert!(second.error.is_none(), "{:?}", second.error);
+    let changed = second.json()["changed"].to_string();
+    assert!(
+        changed.contains("vj-replicator") && changed.contains("team-b/"),
+        "{changed}"
+    );
+
+    // The first stack still replicates with its own credentials: its policy was not replaced.
+    let r = replicator::run::run(&w.sync_args(), &w.aws).await;
+    assert!(!r.failed(), "{}", r.to_text());
+    assert_eq!(r.created, 2);
+
+    // The second stack's credentials read only its own mount.
+    let mut b = e2e::sync_args("team-b");
+    b.connection_secret = Some("team-b-connection/vault".into());
+    let r = replicator::run::run(&b, &w.aws).await;
+    assert!(!r.failed(), "{}", r.to_text());
+    b.mount = Some("hybrid-aws-secrets".into());
+    b.prefix = "stolen".into();
+    let r = replicator::run::run(&b, &w.aws).await;
+    assert_eq!(
+        r.failures.first().map(|p| p.kind.as_str()),
+        Some("vault_permission_denied"),
+        "{}",
+        r.to_text()
+    );
+    assert!(w.side.secrets("stolen").await.is_empty());
 }
