@@ -149,12 +149,55 @@ async fn stored_keys(c: &Clients, spec: &Spec) -> Result<Option<InitKeys>, InitE
 }
 
 /// Runs vault-init. Unseal keys and the root token are written to `out` only with
-/// `KeysTo::Print`, once, right after `init`.
+/// `KeysTo::Print`, once, right after `init`. The root token of a fresh init is revoked however
+/// the run ends (unless `--keep-root-token`): a failure halfway never leaves it standing.
 pub async fn run(
     c: &Clients,
     spec: &Spec,
     opts: Options,
     out: &mut dyn Write,
+) -> Result<Report, InitError> {
+    let (address, ca_pem, keep) = (
+        opts.address.clone(),
+        opts.ca_pem.clone(),
+        opts.keep_root_token,
+    );
+    let mut fresh_root = None;
+    let result = run_steps(c, spec, opts, out, &mut fresh_root).await;
+    let Some(root) = fresh_root.filter(|_| !keep) else {
+        return result;
+    };
+    let mut admin = VaultAdmin::new(&address, ca_pem.as_deref())?;
+    admin.set_token(root);
+    match (result, admin.revoke_self().await) {
+        (Ok(mut report), Ok(())) => {
+            report.changed.push("revoked the root token".into());
+            Ok(report)
+        }
+        (Ok(_), Err(e)) => Err(e.into()),
+        (Err(e), Ok(())) => {
+            tracing::warn!(
+                "vault-init failed after initialising Vault; its new root token was revoked"
+            );
+            Err(e)
+        }
+        (Err(e), Err(revoke)) => {
+            tracing::error!(
+                "vault-init failed after initialising Vault, and its new root token could not be revoked ({revoke}): revoke it by hand"
+            );
+            Err(e)
+        }
+    }
+}
+
+/// Every step of [`run`]; `fresh_root` gets the root token of a fresh init the moment Vault
+/// hands it out, before anything else can fail.
+async fn run_steps(
+    c: &Clients,
+    spec: &Spec,
+    opts: Options,
+    out: &mut dyn Write,
+    fresh_root: &mut Option<SecretString>,
 ) -> Result<Report, InitError> {
     let mut report = Report {
         vault_address: opts.address.clone(),
@@ -174,6 +217,7 @@ pub async fn run(
     let mut fresh: Option<InitKeys> = None;
     if !admin.initialized().await? {
         let keys = admin.init(opts.key_shares, opts.key_threshold).await?;
+        *fresh_root = Some(keys.root_token.clone());
         report.initialized_now = true;
         report.changed.push(format!(
             "initialised Vault ({} key shares, threshold {})",
@@ -249,7 +293,6 @@ pub async fn run(
         .await?;
 
     // 3. An admin token: the fresh root token, or the one given.
-    let root_is_fresh = fresh.is_some();
     match (
         fresh.as_ref().map(|k| k.root_token.clone()),
         opts.token.clone(),
@@ -435,11 +478,7 @@ pub async fn run(
         }
     }
 
-    // 7. No standing root token.
-    if root_is_fresh && !opts.keep_root_token {
-        admin.revoke_self().await?;
-        report.changed.push("revoked the root token".into());
-    }
+    // 7. No standing root token: `run` revokes a fresh one, whichever way this ends.
     Ok(report)
 }
 

@@ -622,3 +622,39 @@ async fn two_stacks_on_one_vault_keep_their_own_policy_role_and_mount() {
     );
     assert!(w.side.secrets("stolen").await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_that_fails_after_init_still_revokes_the_new_root_token() {
+    let w = world().await;
+    // No connection secret to write into: vault-init fails after initialising Vault.
+    w.side
+        .sm
+        .delete_secret()
+        .secret_id("hybrid-aws-secrets-connection/vault")
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    let failed = w.vault_init(&[]).await;
+    let err = failed.error.unwrap();
+    assert!(err.contains("does not exist"), "{err}");
+    // The keys were printed before anything could fail; the root token no longer works.
+    let keys: serde_json::Value =
+        serde_json::from_str(failed.stdout.lines().next().unwrap()).unwrap();
+    let root = keys["root_token"].as_str().unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(w.bao.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let lookup = http
+        .get(format!("{}/v1/auth/token/lookup-self", w.bao.addr))
+        .header("X-Vault-Token", root)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        lookup.status().as_u16(),
+        403,
+        "the root token outlived the failure"
+    );
+}
