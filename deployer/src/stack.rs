@@ -102,7 +102,8 @@ impl Stack<'_> {
             for ch in net_changes.iter().filter(|c| c.changes_anything()) {
                 progress(ch);
             }
-            net = network::apply(c, spec, net, &net_changes).await?;
+            // Boxed, as the other large steps: the whole `up` would not fit a thread's stack.
+            net = Box::pin(network::apply(c, spec, net, &net_changes)).await?;
         }
         let removes_network =
             !spec.deploys_vault() && net_changes.iter().any(Change::changes_anything);
@@ -153,7 +154,7 @@ impl Stack<'_> {
         if spec.deploys_vault()
             && let (Some(k), Some(ip), true) = (&key_arn, &public_ip, go(progress, &tls_ch))
         {
-            new_ca = vault::apply_tls(c, spec, tls_seen.as_ref(), &tls_ch, k, ip).await?;
+            new_ca = Box::pin(vault::apply_tls(c, spec, tls_seen.as_ref(), &tls_ch, k, ip)).await?;
         }
         changes.push(tls_ch);
         let inst_ch =
@@ -162,8 +163,17 @@ impl Stack<'_> {
         if spec.deploys_vault()
             && let (Some(ip), true) = (&public_ip, go(progress, &inst_ch))
         {
-            instance =
-                Some(vault::apply_instance(c, spec, instance.as_ref(), &inst_ch, &net, ip).await?);
+            instance = Some(
+                Box::pin(vault::apply_instance(
+                    c,
+                    spec,
+                    instance.as_ref(),
+                    &inst_ch,
+                    &net,
+                    ip,
+                ))
+                .await?,
+            );
         }
         changes.push(inst_ch);
         let mut addr_ch = vault::diff_address(
@@ -227,7 +237,7 @@ impl Stack<'_> {
         let seen = function::observe(c, spec).await?;
         let ch = function::diff(spec, seen.as_ref(), self.zip, &inputs);
         let fn_state = match (self.zip, go(progress, &ch)) {
-            (Some(zip), true) => Some(function::apply(c, spec, &ch, zip, &inputs).await?),
+            (Some(zip), true) => Some(Box::pin(function::apply(c, spec, &ch, zip, &inputs)).await?),
             (None, true) => {
                 return Err(DeployError::NotReady {
                     what: "lambda function".into(),

@@ -88,44 +88,69 @@ pub fn replicator_policy(mount: &str) -> String {
     )
 }
 
-/// The principal's ARN as `aws:PrincipalArn` sees it (an assumed role → its role ARN).
-fn principal_arn(caller_arn: &str) -> String {
-    // arn:aws:sts::123:assumed-role/Role/session → arn:aws:iam::123:role/Role
-    if let Some(rest) = caller_arn.split(":assumed-role/").nth(1)
-        && let Some(role) = rest.split('/').next()
-    {
-        let head = caller_arn.split(":sts:").next().unwrap_or("arn:aws");
-        let account = caller_arn.split(':').nth(4).unwrap_or("");
-        return format!("{head}:iam::{account}:role/{role}");
-    }
-    caller_arn.to_owned()
+/// The role name of an assumed-role caller ARN (`arn:…:sts::123:assumed-role/Role/session`),
+/// `None` for any other principal.
+fn assumed_role_name(caller_arn: &str) -> Option<&str> {
+    caller_arn.split(":assumed-role/").nth(1)?.split('/').next()
 }
 
-async fn store_keys(
-    c: &Clients,
-    spec: &Spec,
-    keys: &InitKeys,
-    key_arn: Option<&str>,
-) -> Result<String, InitError> {
+/// The caller as `aws:PrincipalArn` sees it: a user's ARN, or an assumed role's real role ARN,
+/// path included (an SSO role lives under `/aws-reserved/sso.amazonaws.com/…`, which the
+/// session ARN leaves out), read from IAM.
+async fn operator_principal(c: &Clients) -> Result<String, InitError> {
     let me = c
         .sts
         .get_caller_identity()
         .send()
         .await
         .ctx("GetCallerIdentity", "")?;
-    let principal = principal_arn(me.arn().unwrap_or_default());
+    let arn = me
+        .arn()
+        .ok_or_else(|| InitError::Needs("GetCallerIdentity answered no ARN".into()))?;
+    let Some(role) = assumed_role_name(arn) else {
+        return Ok(arn.to_owned());
+    };
+    let out = c
+        .iam
+        .get_role()
+        .role_name(role)
+        .send()
+        .await
+        .ctx("GetRole", role)?;
+    out.role()
+        .map(|r| r.arn().to_owned())
+        .ok_or_else(|| InitError::Needs(format!("GetRole {role} answered no role")))
+}
+
+/// Before Vault hands out its keys: the secret that will hold them, empty, with the policy that
+/// lets only the caller read it already in place. Reused when an earlier attempt made it.
+async fn prepare_keys_secret(
+    c: &Clients,
+    spec: &Spec,
+    key_arn: Option<&str>,
+) -> Result<String, InitError> {
+    let principal = operator_principal(c).await?;
     let name = spec.init_keys_secret_name();
-    let value = serde_json::to_string(keys).map_err(|e| InitError::Needs(e.to_string()))?;
-    crate::resources::secret::create(
-        c,
-        spec,
-        &name,
-        "Vault unseal keys and root token, readable only by the principal that initialised Vault",
-        key_arn,
-        &value,
-    )
-    .await
-    .map_err(|e| InitError::Needs(e.to_string()))?;
+    let exists = found(
+        c.sm.describe_secret()
+            .secret_id(&name)
+            .send()
+            .await
+            .ctx("DescribeSecret", &name),
+    )?
+    .is_some();
+    if !exists {
+        crate::resources::secret::create(
+            c,
+            spec,
+            &name,
+            "Vault unseal keys and root token, readable only by the principal that initialised Vault",
+            key_arn,
+            None,
+        )
+        .await
+        .map_err(|e| InitError::Needs(e.to_string()))?;
+    }
     let policy = spec
         .init_keys_policy(&principal)
         .map_err(|e| InitError::Needs(e.to_string()))?
@@ -134,6 +159,18 @@ async fn store_keys(
         .await
         .map_err(|e| InitError::Needs(e.to_string()))?;
     Ok(name)
+}
+
+/// Writes the keys into the prepared secret.
+async fn store_keys(c: &Clients, name: &str, keys: &InitKeys) -> Result<(), InitError> {
+    let value = serde_json::to_string(keys).map_err(|e| InitError::Needs(e.to_string()))?;
+    c.sm.put_secret_value()
+        .secret_id(name)
+        .secret_string(value)
+        .send()
+        .await
+        .ctx("PutSecretValue", name)?;
+    Ok(())
 }
 
 async fn stored_keys(c: &Clients, spec: &Spec) -> Result<Option<InitKeys>, InitError> {
@@ -216,6 +253,11 @@ async fn run_steps(
     // 1. Initialise.
     let mut fresh: Option<InitKeys> = None;
     if !admin.initialized().await? {
+        // The secret for the keys, with its policy, exists before the keys do.
+        let keys_secret = match opts.keys_to {
+            KeysTo::Secret => Some(prepare_keys_secret(c, spec, key_arn.as_deref()).await?),
+            KeysTo::Print => None,
+        };
         let keys = admin.init(opts.key_shares, opts.key_threshold).await?;
         *fresh_root = Some(keys.root_token.clone());
         report.initialized_now = true;
@@ -248,7 +290,19 @@ async fn run_steps(
                 }
             }
             KeysTo::Secret => {
-                let name = store_keys(c, spec, &keys, key_arn.as_deref()).await?;
+                let name = keys_secret.unwrap_or_else(|| spec.init_keys_secret_name());
+                if let Err(e) = store_keys(c, &name, &keys).await {
+                    // They exist nowhere else: shown once rather than lost.
+                    writeln!(
+                        out,
+                        "Storing the unseal keys in {name} failed; they are shown once here instead (store them safely):"
+                    )?;
+                    for (i, k) in keys.keys_base64.iter().enumerate() {
+                        writeln!(out, "  unseal key {}: {}", i + 1, k.expose())?;
+                    }
+                    writeln!(out, "  root token: {}", keys.root_token.expose())?;
+                    return Err(e);
+                }
                 report.changed.push(format!(
                     "stored the unseal keys and root token in secret {name}"
                 ));
@@ -499,14 +553,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn assumed_roles_become_role_arns() {
+    fn assumed_roles_are_recognised_by_their_session_arn() {
         assert_eq!(
-            principal_arn("arn:aws:sts::123456789012:assumed-role/Admin/alice"),
-            "arn:aws:iam::123456789012:role/Admin"
+            assumed_role_name(
+                "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Admin_0f1e/alice"
+            ),
+            Some("AWSReservedSSO_Admin_0f1e")
         );
         assert_eq!(
-            principal_arn("arn:aws:iam::123456789012:user/bob"),
-            "arn:aws:iam::123456789012:user/bob"
+            assumed_role_name("arn:aws:iam::123456789012:user/bob"),
+            None
         );
     }
 

@@ -61,11 +61,15 @@ impl Outcome {
 
 /// `deployer ARGS` against moto; `--config` and `--lambda-zip` are the caller's business.
 pub async fn run(moto: &Moto, args: &[&str]) -> Outcome {
+    run_as(&moto.sdk_config().await, args).await
+}
+
+/// [`run`] with this SDK configuration (another principal's credentials, say).
+pub async fn run_as(aws: &aws_types::SdkConfig, args: &[&str]) -> Outcome {
     let mut argv = vec!["deployer"];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).unwrap();
-    let aws = moto.sdk_config().await;
-    let clients = Clients::new(&aws, Backoff::NONE);
+    let clients = Clients::new(aws, Backoff::NONE);
     let mut out = Vec::new();
     let result = async {
         let cfg = cli::load_config(&cli.global)?;

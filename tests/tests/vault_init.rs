@@ -658,3 +658,104 @@ async fn a_first_run_that_fails_after_init_still_revokes_the_new_root_token() {
         "the root token outlived the failure"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_stored_by_an_sso_role_are_readable_by_that_role_and_its_real_arn() {
+    let w = world().await;
+    // An SSO permission set's role: it always has an IAM path, which the session ARN omits.
+    let iam = aws_sdk_iam::Client::new(&w.aws);
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}]});
+    let role = iam
+        .create_role()
+        .role_name("AWSReservedSSO_Admin_0f1e2d3c")
+        .path("/aws-reserved/sso.amazonaws.com/")
+        .assume_role_policy_document(trust.to_string())
+        .send()
+        .await
+        .unwrap();
+    let role_arn = role.role().unwrap().arn().to_owned();
+    assert!(role_arn.contains(":role/aws-reserved/sso.amazonaws.com/"));
+    let session = aws_sdk_sts::Client::new(&w.aws)
+        .assume_role()
+        .role_arn(&role_arn)
+        .role_session_name("alice")
+        .send()
+        .await
+        .unwrap();
+    let creds = session.credentials().unwrap();
+    let as_sso = replicator::aws::config_loader()
+        .endpoint_url(&w.moto.url)
+        .region(aws_config::Region::new(e2e::REGION))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            creds.access_key_id(),
+            creds.secret_access_key(),
+            Some(creds.session_token().to_owned()),
+            None,
+            "sso",
+        ))
+        .load()
+        .await;
+    let config = w.dir.path().join("deployer.toml").display().to_string();
+    let zip = w.dir.path().join("replicator.zip").display().to_string();
+    let ca = w.bao.ca_file.display().to_string();
+    let out = e2e::deploy::run_as(
+        &as_sso,
+        &[
+            "--config",
+            &config,
+            "--lambda-zip",
+            &zip,
+            "--output",
+            "json",
+            "vault-init",
+            "--ca-cert",
+            &ca,
+            "--keys-to",
+            "secret",
+        ],
+    )
+    .await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let policy: serde_json::Value = serde_json::from_str(
+        w.side
+            .sm
+            .get_resource_policy()
+            .secret_id("vi-vault/init-keys")
+            .send()
+            .await
+            .unwrap()
+            .resource_policy()
+            .unwrap(),
+    )
+    .unwrap();
+    let secret_arn = w
+        .side
+        .sm
+        .describe_secret()
+        .secret_id("vi-vault/init-keys")
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_owned();
+    // aws:PrincipalArn of the role's sessions is the role ARN with its path.
+    assert!(may_read(&policy, &role_arn, &secret_arn), "{policy}");
+    assert!(
+        !may_read(
+            &policy,
+            "arn:aws:iam::123456789012:role/AWSReservedSSO_Admin_0f1e2d3c",
+            &secret_arn
+        ),
+        "{policy}"
+    );
+    assert!(!may_read(
+        &policy,
+        &aws_sdk_sts_arn(&w.aws).await,
+        &secret_arn
+    ));
+    // The keys went in after the policy: the secret was created empty.
+    let ops: Vec<&str> = out.mutating.iter().map(|(op, _)| op.as_str()).collect();
+    assert!(ops.contains(&"PutSecretValue"), "{ops:?}");
+}

@@ -76,14 +76,14 @@ pub async fn describe(
 }
 
 /// Creates a secret tagged with the stack, encrypted with `key_arn` (the account's default key
-/// when `None`), holding `value`.
+/// when `None`), holding `value`, or empty (no version) to be given its policy first.
 pub async fn create(
     c: &Clients,
     spec: &Spec,
     name: &str,
     description: &str,
     key_arn: Option<&str>,
-    value: &str,
+    value: Option<&str>,
 ) -> Result<(), DeployError> {
     let tags: Vec<Tag> = spec
         .tags()
@@ -94,7 +94,7 @@ pub async fn create(
         .name(name)
         .description(description)
         .set_kms_key_id(key_arn.map(str::to_owned))
-        .secret_string(value)
+        .set_secret_string(value.map(str::to_owned))
         .set_tags(Some(tags))
         .send()
         .await
@@ -194,7 +194,8 @@ pub async fn apply(
             &name,
             "How the vault-secrets-replicator reaches Vault; credentials written by deployer vault-init",
             Some(key_arn),
-            &value,
+            // No credential yet (vault-init writes them once the policy is in place).
+            Some(&value),
         )
         .await?;
     }

@@ -236,6 +236,7 @@ pub async fn apply_tls(
 ) -> Result<Option<String>, DeployError> {
     let name = spec.tls_secret_name();
     let mut ca = None;
+    let mut policy_set = false;
     match seen {
         Some(s) if s.pending_deletion => {
             c.sm.restore_secret()
@@ -257,20 +258,29 @@ pub async fn apply_tls(
                 })?;
             let value = serde_json::to_string(&material)
                 .map_err(|_| missing("serialise", "TLS material"))?;
+            // Empty, then its policy, then the key: never a key without the policy.
             super::secret::create(
                 c,
                 spec,
                 &name,
                 "TLS certificate and key of the stack's Vault server; read by its instance role only",
                 Some(key_arn),
-                &value,
+                None,
             )
             .await?;
+            super::secret::put_policy(c, &name, &tls_policy(spec)?).await?;
+            c.sm.put_secret_value()
+                .secret_id(&name)
+                .secret_string(value)
+                .send()
+                .await
+                .ctx("PutSecretValue", &name)?;
+            policy_set = true;
             write_ca(c, spec, &material.ca_certificate).await?;
             ca = Some(material.ca_certificate.clone());
         }
     }
-    if change.touches("resource_policy") {
+    if change.touches("resource_policy") && !policy_set {
         super::secret::put_policy(c, &name, &tls_policy(spec)?).await?;
     }
     Ok(ca)
