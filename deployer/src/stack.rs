@@ -320,7 +320,19 @@ impl Stack<'_> {
             record(ch);
         }
         record(topic::destroy(c, spec).await?);
-        record(key::destroy(c, spec).await?);
+        // Replicas left in AWS are encrypted with the key: deleting it would make them
+        // unreadable once its window ends. It goes only with them.
+        let replicas = replicas::count_live(c, spec).await?;
+        if replicas > 0 {
+            record(
+                Change::new(key::KIND, spec.key_alias(), Action::Unchanged).with_note(format!(
+                    "kept: {replicas} replicated secret(s) under {}/ are encrypted with it and would become unreadable without it; `destroy --delete-replicated-secrets` schedules both for deletion",
+                    spec.cfg.prefix
+                )),
+            );
+        } else {
+            record(key::destroy(c, spec).await?);
+        }
         Ok(done)
     }
 }

@@ -199,8 +199,38 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
         out
     };
 
+    let key_pending = || async {
+        let kms = aws_sdk_kms::Client::new(&aws);
+        kms.describe_key()
+            .key_id("alias/hybrid-aws-secrets-encryption-key")
+            .send()
+            .await
+            .map(|k| {
+                k.key_metadata().unwrap().key_state()
+                    == Some(&aws_sdk_kms::types::KeyState::PendingDeletion)
+            })
+            // The alias goes with a scheduled key.
+            .unwrap_or(true)
+    };
     let plain = f.deployer(&["destroy", "--yes"]).await;
     assert!(scheduled().await.is_empty());
+    // The replicas stay, so does the key they are encrypted with.
+    assert!(!key_pending().await, "the key went while replicas need it");
+    let key = plain.json()["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "kms key")
+        .unwrap()
+        .clone();
+    assert_eq!(key["action"], "unchanged", "{key}");
+    assert!(
+        key["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("kept: 2 replicated secret(s)"),
+        "{key}"
+    );
     assert!(
         plain.json()["kept"][0]
             .as_str()
@@ -216,6 +246,7 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
         scheduled().await,
         ["hybrid-aws-secrets/a", "hybrid-aws-secrets/team/b"]
     );
+    assert!(key_pending().await, "with the replicas, the key goes too");
     let replicas = asked.json()["changes"]
         .as_array()
         .unwrap()

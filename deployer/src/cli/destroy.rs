@@ -76,10 +76,10 @@ pub async fn run(
     let value = serde_json::json!({"stack": stack.spec.stack(), "changes": done, "kept": kept});
     let mut text = String::new();
     for c in &done {
-        let verb = if c.action == Action::Delete {
-            "deleted"
-        } else {
-            "absent "
+        let verb = match c.action {
+            Action::Delete => "deleted",
+            Action::Unchanged => "kept   ",
+            _ => "absent ",
         };
         text.push_str(&format!("{verb} {} {}\n", c.kind, c.name));
         if let Some(n) = &c.note {

@@ -17,6 +17,38 @@ const KIND: &str = "replicated secrets";
 /// share per region (the replicator of another stack may be writing at the same time).
 const DELETE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// How many live (not scheduled for deletion) secrets under `<prefix>/` carry the replicator's
+/// `managed-by` tag: they are encrypted with the stack's key, so `destroy` keeps the key while
+/// any is left.
+pub async fn count_live(c: &Clients, spec: &Spec) -> Result<usize, DeployError> {
+    let prefix = format!("{}/", spec.cfg.prefix);
+    let mut pages =
+        c.sm.list_secrets()
+            .filters(
+                Filter::builder()
+                    .key(FilterNameStringType::Name)
+                    .values(&prefix)
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+    let mut n = 0;
+    while let Some(page) = pages.next().await {
+        let page = page.ctx("ListSecrets", &format!("{prefix}*"))?;
+        n += page
+            .secret_list()
+            .iter()
+            .filter(|s| s.name().is_some_and(|n| n.starts_with(&prefix)))
+            .filter(|s| {
+                s.tags()
+                    .iter()
+                    .any(|t| t.key() == Some(MANAGED_BY) && t.value() == Some(MANAGED_BY_VALUE))
+            })
+            .count();
+    }
+    Ok(n)
+}
+
 /// Schedules for deletion every secret under `<prefix>/` that carries the replicator's
 /// `managed-by` tag; counts, and keeps, those without it.
 pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
