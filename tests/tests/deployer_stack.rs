@@ -1427,3 +1427,113 @@ async fn invoke_settings(f: &Fixture, name: &str) -> (Option<i32>, Option<i32>, 
             .map(str::to_owned),
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_instance_keeps_imds_to_one_hop_and_its_root_volume_is_checked_not_assumed() {
+    let f = Fixture::new(ON_EC2).await;
+    f.deployer(&["up"]).await;
+    let aws = f.moto.sdk_config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&aws);
+    let instance = || async {
+        ec2.describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("instance-state-name")
+                    .values("running")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .reservations()[0]
+            .instances()[0]
+            .clone()
+    };
+    let i = instance().await;
+    let id = i.instance_id().unwrap().to_owned();
+    assert_eq!(
+        i.metadata_options().unwrap().http_put_response_hop_limit(),
+        Some(1),
+        "a container on the instance cannot reach its credentials"
+    );
+
+    // Widened by hand: drift, then repaired.
+    ec2.modify_instance_metadata_options()
+        .instance_id(&id)
+        .http_put_response_hop_limit(3)
+        .send()
+        .await
+        .unwrap();
+    let status = f.deployer(&["status"]).await;
+    assert_eq!(status.code, 2);
+    assert!(
+        status.stdout.contains("imds_hop_limit"),
+        "{}",
+        status.stdout
+    );
+    let repair = f.deployer(&["up"]).await;
+    let ops: Vec<&str> = repair.mutating.iter().map(|(op, _)| op.as_str()).collect();
+    assert_eq!(ops, ["ModifyInstanceMetadataOptions"]);
+    assert_eq!(f.deployer(&["status"]).await.code, 0);
+
+    // The instance replaced by hand with one whose root volume is not encrypted (moto cannot
+    // detach a root volume): status reads it from EC2, and up says what to do.
+    ec2.terminate_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .unwrap();
+    let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+    ec2.run_instances()
+        .image_id(i.image_id().unwrap())
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(i.subnet_id().unwrap())
+        .block_device_mappings(
+            aws_sdk_ec2::types::BlockDeviceMapping::builder()
+                .device_name("/dev/xvda")
+                .ebs(
+                    aws_sdk_ec2::types::EbsBlockDevice::builder()
+                        .encrypted(false)
+                        .volume_size(8)
+                        .build(),
+                )
+                .build(),
+        )
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                .tags(tag(deployer::spec::STACK_TAG, "onec2"))
+                .tags(tag("Name", "onec2-vault"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = f.deployer(&["status"]).await;
+    assert_eq!(status.code, 2);
+    let fields: Vec<serde_json::Value> = status.json()["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "ec2 instance")
+        .flat_map(|r| r["fields"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert!(
+        fields
+            .iter()
+            .any(|f| f["field"] == "root_encrypted" && f["from"] == "no"),
+        "{fields:?}"
+    );
+    let config = f.path("deployer.toml");
+    let zip = f.path("replicator.zip");
+    let refused = run(&f.moto, &["--config", &config, "--lambda-zip", &zip, "up"]).await;
+    assert!(
+        refused
+            .error
+            .unwrap()
+            .contains("root volume is not encrypted"),
+        "up says what to do"
+    );
+}

@@ -39,6 +39,8 @@ pub struct Instance {
     pub state: String,
     pub instance_type: String,
     pub http_tokens: String,
+    /// IMDS hops a response may take: 1 keeps the instance's credentials from a container on it.
+    pub imds_hop_limit: String,
     pub profile: String,
     pub security_groups: String,
     pub root_encrypted: String,
@@ -383,6 +385,31 @@ pub async fn observe_instance(c: &Clients, spec: &Spec) -> Result<Option<Instanc
         .map(str::to_owned)
         .collect();
     sgs.sort();
+    // The root volume's encryption as EC2 reports it, not as it was asked for.
+    let root_device = i.root_device_name().unwrap_or("/dev/xvda");
+    let root_volume = i
+        .block_device_mappings()
+        .iter()
+        .find(|m| m.device_name() == Some(root_device))
+        .and_then(|m| m.ebs())
+        .and_then(|e| e.volume_id())
+        .map(str::to_owned);
+    let root_encrypted = match &root_volume {
+        Some(v) => {
+            let out = c
+                .ec2
+                .describe_volumes()
+                .volume_ids(v)
+                .send()
+                .await
+                .ctx("DescribeVolumes", v)?;
+            match out.volumes().first().and_then(|v| v.encrypted()) {
+                Some(true) => "yes",
+                _ => "no",
+            }
+        }
+        None => "no root volume",
+    };
     let user_data = c
         .ec2
         .describe_instance_attribute()
@@ -412,6 +439,11 @@ pub async fn observe_instance(c: &Clients, spec: &Spec) -> Result<Option<Instanc
             .and_then(|m| m.http_tokens())
             .map(|t| t.as_str().to_owned())
             .unwrap_or_default(),
+        imds_hop_limit: i
+            .metadata_options()
+            .and_then(|m| m.http_put_response_hop_limit())
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
         profile: i
             .iam_instance_profile()
             .and_then(|p| p.arn())
@@ -419,7 +451,7 @@ pub async fn observe_instance(c: &Clients, spec: &Spec) -> Result<Option<Instanc
             .unwrap_or_default()
             .to_owned(),
         security_groups: sgs.join(","),
-        root_encrypted: "yes".into(),
+        root_encrypted: root_encrypted.into(),
         user_data_sha: sha(&script),
         id,
     }))
@@ -446,6 +478,8 @@ pub fn diff_instance(
     let want: Fields = vec![
         ("instance_type", instance_type.to_owned()),
         ("http_tokens", "required".into()),
+        ("imds_hop_limit", "1".into()),
+        ("root_encrypted", "yes".into()),
         ("iam_instance_profile", spec.vault_name()),
         (
             "security_groups",
@@ -458,6 +492,8 @@ pub fn diff_instance(
         vec![
             ("instance_type", i.instance_type.clone()),
             ("http_tokens", i.http_tokens.clone()),
+            ("imds_hop_limit", i.imds_hop_limit.clone()),
+            ("root_encrypted", i.root_encrypted.clone()),
             ("iam_instance_profile", i.profile.clone()),
             ("security_groups", i.security_groups.clone()),
             ("state", i.state.clone()),
@@ -539,6 +575,7 @@ pub async fn apply_instance(
                     .metadata_options(
                         InstanceMetadataOptionsRequest::builder()
                             .http_tokens(HttpTokensState::Required)
+                            .http_put_response_hop_limit(1)
                             .http_endpoint(InstanceMetadataEndpointState::Enabled)
                             .build(),
                     )
@@ -583,11 +620,18 @@ pub async fn apply_instance(
         }
         Some(i) => {
             let id = i.id.clone();
-            if change.touches("http_tokens") {
+            if change.touches("root_encrypted") {
+                return Err(DeployError::NotReady {
+                    what: format!("instance {id}"),
+                    detail: "its root volume is not encrypted, and a volume cannot be encrypted in place: snapshot it, copy the snapshot encrypted, and swap the volume while the instance is stopped (or destroy and up, which loses Vault's data)".into(),
+                });
+            }
+            if change.touches("http_tokens") || change.touches("imds_hop_limit") {
                 c.ec2
                     .modify_instance_metadata_options()
                     .instance_id(&id)
                     .http_tokens(HttpTokensState::Required)
+                    .http_put_response_hop_limit(1)
                     .send()
                     .await
                     .ctx("ModifyInstanceMetadataOptions", &id)?;
