@@ -161,6 +161,15 @@ async fn prepare_keys_secret(
     Ok(name)
 }
 
+/// The keys as text, once, under `heading`: the only place they are ever shown.
+fn print_keys(out: &mut dyn Write, heading: &str, keys: &InitKeys) -> std::io::Result<()> {
+    writeln!(out, "{heading}")?;
+    for (i, k) in keys.keys_base64.iter().enumerate() {
+        writeln!(out, "  unseal key {}: {}", i + 1, k.expose())?;
+    }
+    writeln!(out, "  root token: {}", keys.root_token.expose())
+}
+
 /// Writes the keys into the prepared secret.
 async fn store_keys(c: &Clients, name: &str, keys: &InitKeys) -> Result<(), InitError> {
     let value = serde_json::to_string(keys).map_err(|e| InitError::Needs(e.to_string()))?;
@@ -275,14 +284,11 @@ async fn run_steps(
                 writeln!(out, "{keys_json}")?;
             }
             KeysTo::Print => {
-                writeln!(
+                print_keys(
                     out,
-                    "Unseal keys and root token (shown once; store them safely, they are not saved anywhere):"
+                    "Unseal keys and root token (shown once; store them safely, they are not saved anywhere):",
+                    &keys,
                 )?;
-                for (i, k) in keys.keys_base64.iter().enumerate() {
-                    writeln!(out, "  unseal key {}: {}", i + 1, k.expose())?;
-                }
-                writeln!(out, "  root token: {}", keys.root_token.expose())?;
                 if opts.keep_root_token {
                     writeln!(out, "  (the root token stays valid: --keep-root-token)")?;
                 } else {
@@ -293,14 +299,13 @@ async fn run_steps(
                 let name = keys_secret.unwrap_or_else(|| spec.init_keys_secret_name());
                 if let Err(e) = store_keys(c, &name, &keys).await {
                     // They exist nowhere else: shown once rather than lost.
-                    writeln!(
+                    print_keys(
                         out,
-                        "Storing the unseal keys in {name} failed; they are shown once here instead (store them safely):"
+                        &format!(
+                            "Storing the unseal keys in {name} failed; they are shown once here instead (store them safely):"
+                        ),
+                        &keys,
                     )?;
-                    for (i, k) in keys.keys_base64.iter().enumerate() {
-                        writeln!(out, "  unseal key {}: {}", i + 1, k.expose())?;
-                    }
-                    writeln!(out, "  root token: {}", keys.root_token.expose())?;
                     return Err(e);
                 }
                 report.changed.push(format!(

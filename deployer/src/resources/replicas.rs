@@ -17,44 +17,14 @@ const KIND: &str = "replicated secrets";
 /// share per region (the replicator of another stack may be writing at the same time).
 const DELETE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// How many live (not scheduled for deletion) secrets under `<prefix>/` carry the replicator's
-/// `managed-by` tag: they are encrypted with the stack's key, so `destroy` keeps the key while
-/// any is left.
-pub async fn count_live(c: &Clients, spec: &Spec) -> Result<usize, DeployError> {
-    let prefix = format!("{}/", spec.cfg.prefix);
-    let mut pages =
-        c.sm.list_secrets()
-            .filters(
-                Filter::builder()
-                    .key(FilterNameStringType::Name)
-                    .values(&prefix)
-                    .build(),
-            )
-            .into_paginator()
-            .send();
-    let mut n = 0;
-    while let Some(page) = pages.next().await {
-        let page = page.ctx("ListSecrets", &format!("{prefix}*"))?;
-        n += page
-            .secret_list()
-            .iter()
-            .filter(|s| s.name().is_some_and(|n| n.starts_with(&prefix)))
-            .filter(|s| {
-                s.tags()
-                    .iter()
-                    .any(|t| t.key() == Some(MANAGED_BY) && t.value() == Some(MANAGED_BY_VALUE))
-            })
-            .count();
-    }
-    Ok(n)
-}
-
-/// Schedules for deletion every secret under `<prefix>/` that carries the replicator's
-/// `managed-by` tag; counts, and keeps, those without it.
-pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
+/// The secrets under `<prefix>/`: (ARN, name) of those carrying the replicator's `managed-by`
+/// tag, and how many others. Scheduled deletions are left out (the listing's default).
+async fn list_under_prefix(
+    c: &Clients,
+    spec: &Spec,
+) -> Result<(Vec<(String, String)>, usize), DeployError> {
     let prefix = format!("{}/", spec.cfg.prefix);
     let name = format!("{prefix}*");
-    // Without IncludePlannedDeletion the listing leaves out what is already scheduled.
     let mut pages =
         c.sm.list_secrets()
             .filters(
@@ -65,7 +35,7 @@ pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Change, Deplo
             )
             .into_paginator()
             .send();
-    let (mut ours, mut foreign) = (Vec::<(String, String)>::new(), 0usize);
+    let (mut ours, mut foreign) = (Vec::new(), 0usize);
     while let Some(page) = pages.next().await {
         let page = page.ctx("ListSecrets", &name)?;
         for s in page.secret_list() {
@@ -86,6 +56,20 @@ pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Change, Deplo
             }
         }
     }
+    Ok((ours, foreign))
+}
+
+/// How many live secrets under `<prefix>/` the replicator manages: they are encrypted with the
+/// stack's key, so `destroy` keeps the key while any is left.
+pub async fn count_live(c: &Clients, spec: &Spec) -> Result<usize, DeployError> {
+    Ok(list_under_prefix(c, spec).await?.0.len())
+}
+
+/// Schedules for deletion every secret under `<prefix>/` that carries the replicator's
+/// `managed-by` tag; counts, and keeps, those without it.
+pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
+    let name = format!("{}/*", spec.cfg.prefix);
+    let (ours, foreign) = list_under_prefix(c, spec).await?;
     let days = spec.cfg.replicator.recovery_window_days;
     let deleted = ours.len();
     let mut pace = tokio::time::interval(DELETE_EVERY);
