@@ -84,9 +84,13 @@ pub enum InitError {
 /// The replicator's Vault policy: read values, read and list metadata, bulk-list (OpenBao).
 pub fn replicator_policy(mount: &str) -> String {
     format!(
-        "path \"{mount}/data/*\" {{\n  capabilities = [\"read\"]\n}}\npath \"{mount}/metadata/*\" {{\n  capabilities = [\"read\", \"list\"]\n}}\npath \"{mount}/detailed-metadata/*\" {{\n  capabilities = [\"list\"]\n}}\n"
+        "path \"{mount}/data/*\" {{\n  capabilities = [\"read\"]\n}}\npath \"{mount}/metadata/*\" {{\n  capabilities = [\"read\", \"list\"]\n}}\npath \"{mount}/detailed-metadata/*\" {{\n  capabilities = [\"list\"]\n}}\n{RENEW_SELF}"
     )
 }
+
+/// A periodic token (`--auth token`) lives only as long as it is renewed: the replicator looks
+/// its token up and renews it on every run (the token has no default policy to allow that).
+const RENEW_SELF: &str = "path \"auth/token/lookup-self\" {\n  capabilities = [\"read\"]\n}\npath \"auth/token/renew-self\" {\n  capabilities = [\"update\"]\n}\n";
 
 /// The role name of an assumed-role caller ARN (`arn:…:sts::123:assumed-role/Role/session`),
 /// `None` for any other principal.
@@ -575,6 +579,10 @@ mod tests {
     fn the_policy_reads_only_under_the_mount() {
         let p = replicator_policy("team");
         assert!(p.contains("path \"team/data/*\""));
-        assert!(!p.contains("create") && !p.contains("update") && !p.contains("delete"));
+        // Reads only, but for renewing its own token.
+        let data = p.replace(RENEW_SELF, "");
+        assert!(!data.contains("create") && !data.contains("update") && !data.contains("delete"));
+        assert!(p.contains("path \"auth/token/renew-self\" {\n  capabilities = [\"update\"]\n}"));
+        assert!(!p.contains("sudo") && !p.contains("auth/token/create"));
     }
 }

@@ -197,6 +197,14 @@ async fn plan_and_execute(
     let mut settings = args.settings()?;
     let vault = vault_client(args, &mut settings, sm, aws).await?;
     let counters = vault.counters.clone();
+    // Not fatal (the run can still read), but a token that is never renewed dies: said.
+    if let Err(e) = vault.renew_periodic_token().await {
+        report.warnings.push(Problem::new(
+            "",
+            "vault_token_not_renewed",
+            format!("the periodic Vault token could not be renewed, and dies at the end of its period: {e}"),
+        ));
+    }
     let result = async {
         let now = DateTime::from(std::time::SystemTime::now());
         let (inventory, aws) = tokio::join!(

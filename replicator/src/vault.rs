@@ -203,6 +203,14 @@ struct MountOptions {
 }
 
 #[derive(Deserialize)]
+struct TokenLookup {
+    #[serde(default)]
+    period: u64,
+    #[serde(default)]
+    renewable: bool,
+}
+
+#[derive(Deserialize)]
 struct Envelope<T> {
     data: T,
 }
@@ -545,6 +553,26 @@ impl VaultClient {
     fn list_method() -> Method {
         // "LIST" is a valid token; from_bytes cannot fail on it.
         Method::from_bytes(b"LIST").unwrap_or(Method::GET)
+    }
+
+    /// With a fixed token that is periodic (a scoped token from `vault-init --auth token`):
+    /// renews it, so it lives a period from every run instead of dying a period after it was
+    /// made. `Ok(false)` for any other token (no period, not renewable) or login.
+    pub async fn renew_periodic_token(&self) -> Result<bool, VaultError> {
+        if !matches!(self.auth, VaultAuth::Token(_)) {
+            return Ok(false);
+        }
+        let op = "look up the token";
+        let Some(resp) = self.call(Method::GET, "auth/token/lookup-self", op).await? else {
+            return Ok(false);
+        };
+        let body: Envelope<TokenLookup> = read_json(resp, op).await?;
+        if body.data.period == 0 || !body.data.renewable {
+            return Ok(false);
+        }
+        self.call(Method::POST, "auth/token/renew-self", "renew the token")
+            .await?;
+        Ok(true)
     }
 
     /// `LIST <mount>/metadata/<folder>`: the folder's children; empty when the folder is missing.

@@ -350,6 +350,29 @@ async fn keys_in_secrets_manager_a_wrong_ca_and_a_revoked_secret_id() {
     let r = replicator::run::run(&args, &w.aws).await;
     assert!(!r.failed(), "{}", r.to_text());
     assert_eq!(r.unchanged, 2);
+    // The periodic token was renewed by the run (it would die a period after vault-init).
+    assert!(r.warnings.is_empty(), "{}", r.to_text());
+    let lookup: serde_json::Value = http
+        .get(format!("{}/v1/auth/token/lookup-self", w.bao.addr))
+        .header("X-Vault-Token", conn["vaultToken"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        lookup["data"]["period"].as_u64().unwrap() > 0,
+        "{}",
+        lookup["data"]["period"]
+    );
+    assert!(
+        lookup["data"]["last_renewal_time"]
+            .as_i64()
+            .is_some_and(|t| t > 0),
+        "renewed: {}",
+        lookup["data"]["last_renewal_time"]
+    );
 
     // A KV v1 mount at the prefix (the replicator reads KV v2 only): a clear refusal.
     for (method, body) in [
