@@ -70,6 +70,23 @@ impl World {
         a
     }
 
+    /// The init-keys secret's resource policy and its ARN.
+    async fn init_keys_policy(&self) -> (serde_json::Value, String) {
+        let sm = &self.side.sm;
+        let name = "vi-vault/init-keys";
+        let policy = sm
+            .get_resource_policy()
+            .secret_id(name)
+            .send()
+            .await
+            .unwrap();
+        let arn = sm.describe_secret().secret_id(name).send().await.unwrap();
+        (
+            serde_json::from_str(policy.resource_policy().unwrap()).unwrap(),
+            arn.arn().unwrap().to_owned(),
+        )
+    }
+
     async fn connection(&self) -> serde_json::Value {
         let v = self
             .side
@@ -217,32 +234,10 @@ async fn keys_in_secrets_manager_a_wrong_ca_and_a_revoked_secret_id() {
         !first.stdout.contains(&root),
         "secret mode prints no key or token"
     );
-    let policy: serde_json::Value = serde_json::from_str(
-        w.side
-            .sm
-            .get_resource_policy()
-            .secret_id("vi-vault/init-keys")
-            .send()
-            .await
-            .unwrap()
-            .resource_policy()
-            .unwrap(),
-    )
-    .unwrap();
+    let (policy, secret_arn) = w.init_keys_policy().await;
     // Who may read the keys, decided from the document as AWS would for this shape (moto
     // enforces no resource policy): the principal that ran vault-init, and nobody else.
     let me = aws_sdk_sts_arn(&w.aws).await;
-    let secret_arn = w
-        .side
-        .sm
-        .describe_secret()
-        .secret_id("vi-vault/init-keys")
-        .send()
-        .await
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_owned();
     assert!(may_read(&policy, &me, &secret_arn), "{policy}");
     for other in [
         "arn:aws:iam::123456789012:role/vi-replicator",
@@ -740,29 +735,7 @@ async fn keys_stored_by_an_sso_role_are_readable_by_that_role_and_its_real_arn()
     )
     .await;
     assert!(out.error.is_none(), "{:?}", out.error);
-    let policy: serde_json::Value = serde_json::from_str(
-        w.side
-            .sm
-            .get_resource_policy()
-            .secret_id("vi-vault/init-keys")
-            .send()
-            .await
-            .unwrap()
-            .resource_policy()
-            .unwrap(),
-    )
-    .unwrap();
-    let secret_arn = w
-        .side
-        .sm
-        .describe_secret()
-        .secret_id("vi-vault/init-keys")
-        .send()
-        .await
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_owned();
+    let (policy, secret_arn) = w.init_keys_policy().await;
     // aws:PrincipalArn of the role's sessions is the role ARN with its path.
     assert!(may_read(&policy, &role_arn, &secret_arn), "{policy}");
     assert!(
