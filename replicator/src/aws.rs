@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
 use aws_types::SdkConfig;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::time::Instant;
 
 use crate::contract::tags;
+use crate::listing::Partition;
 pub use crate::sdk::{
     AwsCounters, AwsError, AwsErrorKind, CountRequests, config_loader, load_sdk_config,
 };
@@ -110,12 +112,69 @@ impl SecretsManager {
         }
     }
 
-    /// Every secret whose name starts with `<prefix>/`, planned deletions included.
+    /// Every secret whose name starts with `<prefix>/`, planned deletions included, in one page
+    /// chain.
     pub async fn list(&self, prefix: &str) -> Result<Vec<AwsSecret>, AwsError> {
-        let name_prefix = format!("{prefix}/");
+        let (found, _) = self.list_matching(&[format!("{prefix}/")], None).await?;
+        Ok(found)
+    }
+
+    /// The first page of [`Self::list`]: every secret when one page holds them all, `None` when
+    /// there are more.
+    pub async fn list_one_page(&self, prefix: &str) -> Result<Option<Vec<AwsSecret>>, AwsError> {
+        let (found, more) = self.list_matching(&[format!("{prefix}/")], Some(1)).await?;
+        Ok((!more).then_some(found))
+    }
+
+    /// [`Self::list`] through `partition`'s ranges and lookups, `concurrency` at a time: the
+    /// same secrets, each once, in name order.
+    pub async fn list_partitioned(
+        &self,
+        partition: &Partition,
+        concurrency: usize,
+    ) -> Result<Vec<AwsSecret>, AwsError> {
+        enum Part<'a> {
+            Range(&'a [String]),
+            Exact(&'a str),
+        }
+        let parts = partition
+            .ranges
+            .iter()
+            .map(|r| Part::Range(r))
+            .chain(partition.exact.iter().map(|e| Part::Exact(e)));
+        let chunks: Vec<Vec<AwsSecret>> = stream::iter(parts)
+            .map(|part| async move {
+                match part {
+                    Part::Range(prefixes) => Ok(self.list_matching(prefixes, None).await?.0),
+                    Part::Exact(name) => match self.describe(name).await {
+                        // A lookup by name can also resolve a partial ARN: keep only the name.
+                        Ok(found) if found.name == name => Ok(vec![found]),
+                        Ok(_) => Ok(Vec::new()),
+                        Err(e) if e.kind == AwsErrorKind::NotFound => Ok(Vec::new()),
+                        Err(e) => Err(e),
+                    },
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .try_collect()
+            .await?;
+        let mut all: Vec<AwsSecret> = chunks.into_iter().flatten().collect();
+        all.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        all.dedup_by(|a, b| a.name == b.name);
+        Ok(all)
+    }
+
+    /// One `ListSecrets` page chain with a `name` filter of `prefixes` (at most 10), planned
+    /// deletions included, stopping after `max_pages`; whether pages were left.
+    async fn list_matching(
+        &self,
+        prefixes: &[String],
+        max_pages: Option<usize>,
+    ) -> Result<(Vec<AwsSecret>, bool), AwsError> {
+        let what = prefixes.join(" ");
         let filter = Filter::builder()
             .key(FilterNameStringType::Name)
-            .values(&name_prefix)
+            .set_values(Some(prefixes.to_vec()))
             .build();
         let mut pages = self
             .client
@@ -126,14 +185,19 @@ impl SecretsManager {
             .into_paginator()
             .send();
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| AwsError::from_sdk("ListSecrets", &name_prefix, e))?;
+        let mut read = 0;
+        while max_pages.is_none_or(|max| read < max) {
+            let Some(page) = pages.next().await else {
+                return Ok((out, false));
+            };
+            read += 1;
+            let page = page.map_err(|e| AwsError::from_sdk("ListSecrets", &what, e))?;
             for entry in page.secret_list() {
                 let (Some(name), Some(arn)) = (entry.name(), entry.arn()) else {
                     continue;
                 };
-                // The filter is a prefix match; keep exactly our names.
-                if !name.starts_with(&name_prefix) {
+                // The filter is a prefix match; keep exactly the names asked for.
+                if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
                     continue;
                 }
                 let tags = entry
@@ -152,8 +216,11 @@ impl SecretsManager {
                     pending_deletion: entry.deleted_date().is_some(),
                 });
             }
+            if page.next_token().is_none() {
+                return Ok((out, false));
+            }
         }
-        Ok(out)
+        Ok((out, true))
     }
 
     /// Looks one secret up by name (after a create found it already there).

@@ -11,6 +11,7 @@ pub mod contract;
 pub mod execute;
 pub mod inventory;
 pub mod lambda;
+pub mod listing;
 pub mod logging;
 pub mod plan;
 pub mod progress;

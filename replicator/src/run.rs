@@ -216,9 +216,29 @@ async fn plan_and_execute(
                 now,
                 progress
             ),
-            sm.list(&settings.prefix)
+            sm.list_one_page(&settings.prefix)
         );
-        let (inventory, aws) = (inventory?, aws?);
+        let inventory = inventory?;
+        // More than a page: list again in ranges the Vault names suggest, concurrently, instead
+        // of one chain of pages each waiting for the last.
+        let aws = match aws? {
+            Some(all) => all,
+            None => {
+                let root = format!("{}/", settings.prefix);
+                let names: Vec<String> = inventory
+                    .entries
+                    .iter()
+                    .map(|e| format!("{root}{}", e.rel_path))
+                    .collect();
+                let partition = crate::listing::partition(
+                    &root,
+                    names.iter().map(String::as_str),
+                    crate::listing::NAMES_PER_RANGE,
+                );
+                sm.list_partitioned(&partition, settings.concurrency)
+                    .await?
+            }
+        };
         tracing::info!(
             vault_secrets = inventory.entries.len(),
             aws_secrets = aws.len(),

@@ -86,6 +86,7 @@ async fn main() {
     let a = sync_args(&bao, e2e::ROOT_TOKEN, "bulk");
     timed("first sync", &a, &aws).await;
     timed("no-op sync", &a, &aws).await;
+    listing(&aws, "bulk", n).await;
     stream::iter((0..n).step_by(10))
         .map(|i| {
             let bao = &bao;
@@ -111,6 +112,38 @@ async fn main() {
     timed("no-op sync", &b, &aws).await;
 
     lambda(&bao, &moto, n).await;
+}
+
+/// The AWS listing alone: one page chain against the ranges the Vault names suggest.
+async fn listing(aws: &aws_types::SdkConfig, prefix: &str, n: usize) {
+    let sm = replicator::aws::SecretsManager::new(aws, 50, Default::default());
+    let t = Instant::now();
+    let chain = sm.list(prefix).await.unwrap();
+    let chain_wall = t.elapsed();
+    let root = format!("{prefix}/");
+    let names: Vec<String> = (0..n).map(|i| format!("{root}{}", path_of(i))).collect();
+    let t = Instant::now();
+    let partition = replicator::listing::partition(
+        &root,
+        names.iter().map(String::as_str),
+        replicator::listing::NAMES_PER_RANGE,
+    );
+    let ranged = sm.list_partitioned(&partition, 16).await.unwrap();
+    let ranged_wall = t.elapsed();
+    assert_eq!(chain.len(), ranged.len());
+    println!(
+        "{:<34} {:>8.3} s  one page chain of {} secrets",
+        "AWS listing alone",
+        chain_wall.as_secs_f64(),
+        chain.len()
+    );
+    println!(
+        "{:<34} {:>8.3} s  {} ranges and {} lookups, 16 at a time",
+        "",
+        ranged_wall.as_secs_f64(),
+        partition.ranges.len(),
+        partition.exact.len()
+    );
 }
 
 /// Zip size and peak memory of the shipped `bootstrap`, when it was built.

@@ -979,3 +979,74 @@ async fn a_run_that_meets_its_deadline_ends_partial_and_the_next_goes_on() {
         "no notice for a partial run"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ranged_listing_finds_exactly_what_one_page_chain_finds() {
+    let env = env().await;
+    let sm = replicator::aws::SecretsManager::new(&env.aws, 50, Default::default());
+    // What Vault says exists steers the split: deep shared prefixes, so prefixes are split
+    // several times over.
+    let expected: Vec<String> = (0..40)
+        .map(|i| format!("ranged/team{}/svc{}/s{i}", i % 2, i % 4))
+        .collect();
+    // What AWS holds: most of those, plus names only AWS has — a name equal to a split prefix,
+    // names beside the shared ones, every odd character, one scheduled for deletion — and names
+    // outside the prefix that a careless prefix match would take.
+    let mut held: Vec<String> = expected.iter().skip(3).cloned().collect();
+    held.extend(
+        [
+            "ranged/team",
+            "ranged/team0",
+            "ranged/team0/",
+            "ranged/tea",
+            "ranged/Team0/x",
+            "ranged/team0+x",
+            "ranged/team1/svc1/s1-stale",
+            "ranged/=@._-",
+            "ranged/z",
+            "ranged/",
+        ]
+        .map(String::from),
+    );
+    let pending = "ranged/team1/gone";
+    held.push(pending.to_owned());
+    let outside = ["ranged2/team0/a", "rangedteam", "other/ranged/team0"];
+    futures::future::join_all(
+        held.iter()
+            .map(String::as_str)
+            .chain(outside)
+            .map(|name| env.side.create(name, "{}", &[])),
+    )
+    .await;
+    aws_sdk_secretsmanager::Client::new(&env.aws)
+        .delete_secret()
+        .secret_id(pending)
+        .send()
+        .await
+        .unwrap();
+
+    let chain = sm.list("ranged").await.unwrap();
+    let partition =
+        replicator::listing::partition("ranged/", expected.iter().map(String::as_str), 3);
+    assert!(
+        partition.ranges.len() > 5 && partition.exact.len() > 3,
+        "{partition:?}"
+    );
+    let ranged = sm.list_partitioned(&partition, 4).await.unwrap();
+
+    let mut want = held.clone();
+    want.sort();
+    let names: Vec<&str> = ranged.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names, want,
+        "each held name once, nothing outside the prefix"
+    );
+    let mut chain_sorted = chain.clone();
+    chain_sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(ranged, chain_sorted, "the same secrets, tags and versions");
+    assert!(
+        ranged
+            .iter()
+            .any(|s| s.name == pending && s.pending_deletion)
+    );
+}
