@@ -201,6 +201,7 @@ impl Spec {
             ("region", self.id.region.clone()),
             ("account", self.id.account.clone()),
             ("prefix", self.cfg.prefix.clone()),
+            ("dns_suffix", self.id.dns_suffix().to_owned()),
         ]
     }
 
@@ -273,7 +274,7 @@ impl Spec {
     }
 
     pub fn key_policy(&self) -> Result<Value, TemplateError> {
-        self.render(policy::KMS_KEY_POLICY, vec![])
+        self.render(policy::KMS_KEY_POLICY, vec![("role_arn", self.role_arn())])
     }
 
     /// Only the replicator role, and only from inside the replicator function (credentials

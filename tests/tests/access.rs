@@ -15,6 +15,9 @@ const KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56e
 const OTHER_KEY: &str =
     "arn:aws:kms:eu-west-1:123456789012:key/9999abcd-12ab-34cd-56ef-1234567890ab";
 const SOMEONE: &str = "arn:aws:iam::123456789012:role/someone-else";
+const VIA_SM: &str = "secretsmanager.eu-west-1.amazonaws.com";
+const VIA_SNS: &str = "sns.eu-west-1.amazonaws.com";
+const VIA_LAMBDA: &str = "lambda.eu-west-1.amazonaws.com";
 
 fn spec(extra: &str) -> Spec {
     e2e::deploy::spec(extra, "aws")
@@ -72,9 +75,11 @@ fn check(spec: &Spec, rows: &[Row]) {
     let requests: Vec<Request> = rows
         .iter()
         .map(|r| {
-            let (principal, identity) = match r.who {
-                "replicator" | "replicator-elsewhere" => (spec.role_arn(), role.clone()),
-                _ => (SOMEONE.to_owned(), allow_all()),
+            let (principal, identities) = match r.who {
+                "replicator" | "replicator-elsewhere" => (spec.role_arn(), vec![role.clone()]),
+                // A service acting as itself (not on a caller's behalf): no identity policy.
+                "sns-service" => ("sns.amazonaws.com".to_owned(), vec![]),
+                _ => (SOMEONE.to_owned(), vec![allow_all()]),
             };
             let resource_policy = if r.resource == connection_arn {
                 Some(connection.clone())
@@ -94,6 +99,11 @@ fn check(spec: &Spec, rows: &[Row]) {
             context
                 .entry("aws:PrincipalAccount".into())
                 .or_insert_with(|| json!(ACCOUNT));
+            if r.action.starts_with("kms:") {
+                context
+                    .entry("kms:CallerAccount".into())
+                    .or_insert_with(|| json!(ACCOUNT));
+            }
             // The role's credentials inside its function carry the function's ARN; the same
             // credentials used anywhere else ("replicator-elsewhere") do not.
             if r.who == "replicator" {
@@ -107,7 +117,7 @@ fn check(spec: &Spec, rows: &[Row]) {
                 resource: r.resource.clone(),
                 account: ACCOUNT.to_owned(),
                 context,
-                identity_policies: vec![identity],
+                identity_policies: identities,
                 resource_policy,
             }
         })
@@ -174,6 +184,16 @@ fn the_replicator_writes_only_under_its_prefix_and_reads_only_its_connection() {
                 Allowed,
             ),
             row("replicator", "secretsmanager:ListSecrets", "*", Allowed),
+            // The ranged listing looks names up that may not exist: IAM then sees the name
+            // without AWS's random suffix.
+            row(
+                "replicator",
+                "secretsmanager:DescribeSecret",
+                format!(
+                    "arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:hybrid-aws-secrets/team"
+                ),
+                Allowed,
+            ),
             // Outside the prefix, its own connection secret included: explicitly denied.
             row(
                 "replicator",
@@ -251,9 +271,11 @@ fn the_replicator_writes_only_under_its_prefix_and_reads_only_its_connection() {
                 Allowed,
             ),
             // The stack's key, and no other.
-            row("replicator", "kms:Decrypt", KEY, Allowed),
-            row("replicator", "kms:GenerateDataKey", KEY, Allowed),
-            row("replicator", "kms:Decrypt", OTHER_KEY, ExplicitlyDenied),
+            row("replicator", "kms:Decrypt", KEY, Allowed).with("kms:ViaService", json!(VIA_SM)),
+            row("replicator", "kms:GenerateDataKey", KEY, Allowed)
+                .with("kms:ViaService", json!(VIA_SNS)),
+            row("replicator", "kms:Decrypt", OTHER_KEY, ExplicitlyDenied)
+                .with("kms:ViaService", json!(VIA_SM)),
             row(
                 "replicator",
                 "kms:ScheduleKeyDeletion",
@@ -448,4 +470,80 @@ fn vault_on_ec2_adds_only_the_lambda_network_interfaces() {
             ),
         ],
     );
+}
+
+#[test]
+fn the_key_is_administered_by_the_account_and_used_only_through_its_services() {
+    let via = |r: Row, service: &str| r.with("kms:ViaService", json!(service));
+    for extra in [EXTERNAL_KEEP, "vault_inbound_cidr = \"203.0.113.0/24\""] {
+        let s = spec(extra);
+        check(
+            &s,
+            &[
+                // The replicator: through Secrets Manager and SNS, never directly.
+                via(row("replicator", "kms:Decrypt", KEY, Allowed), VIA_SM),
+                via(
+                    row("replicator", "kms:GenerateDataKey", KEY, Allowed),
+                    VIA_SM,
+                ),
+                via(
+                    row("replicator", "kms:GenerateDataKey", KEY, Allowed),
+                    VIA_SNS,
+                ),
+                row("replicator", "kms:Decrypt", KEY, ExplicitlyDenied),
+                row("replicator", "kms:GenerateDataKey", KEY, ExplicitlyDenied),
+                via(
+                    row("replicator", "kms:Decrypt", KEY, ExplicitlyDenied),
+                    "s3.eu-west-1.amazonaws.com",
+                ),
+                via(
+                    row("replicator", "kms:CreateGrant", KEY, ImplicitlyDenied),
+                    VIA_SM,
+                ),
+                // An administrator (allowed everything by IAM) administers the key...
+                row("someone", "kms:ScheduleKeyDeletion", KEY, Allowed),
+                row("someone", "kms:PutKeyPolicy", KEY, Allowed),
+                row("someone", "kms:DescribeKey", KEY, Allowed),
+                row("someone", "kms:EnableKeyRotation", KEY, Allowed),
+                // ...but uses it only where a service's own permissions decide: reading a
+                // replica through Secrets Manager (its GetSecretValue permission), and Lambda
+                // encrypting the function's environment while `up` sets it.
+                row("someone", "kms:Decrypt", KEY, ImplicitlyDenied),
+                row("someone", "kms:Encrypt", KEY, ImplicitlyDenied),
+                row("someone", "kms:ReEncryptFrom", KEY, ImplicitlyDenied),
+                row("someone", "kms:CreateGrant", KEY, ImplicitlyDenied),
+                via(row("someone", "kms:Decrypt", KEY, Allowed), VIA_SM),
+                via(row("someone", "kms:Encrypt", KEY, Allowed), VIA_LAMBDA),
+                via(row("someone", "kms:CreateGrant", KEY, Allowed), VIA_LAMBDA),
+                // Publishing to the encrypted topic is the replicator's alone.
+                via(
+                    row("someone", "kms:GenerateDataKey", KEY, ImplicitlyDenied),
+                    VIA_SNS,
+                ),
+                // Another account, even through Secrets Manager: no.
+                via(row("someone", "kms:Decrypt", KEY, ImplicitlyDenied), VIA_SM)
+                    .with("kms:CallerAccount", json!("999999999999")),
+                // SNS acting as itself has no grant.
+                row("sns-service", "kms:GenerateDataKey", KEY, ImplicitlyDenied)
+                    .with("aws:SourceAccount", json!(ACCOUNT)),
+                row("sns-service", "kms:Decrypt", KEY, ImplicitlyDenied)
+                    .with("aws:SourceAccount", json!(ACCOUNT)),
+            ],
+        );
+    }
+}
+
+#[test]
+fn the_china_partition_names_its_services_with_its_own_domain() {
+    let s = e2e::deploy::spec(EXTERNAL_KEEP, "aws-cn");
+    let key = s.key_policy().unwrap().to_string();
+    let role = s.replicator_policy(KEY).unwrap().to_string();
+    for doc in [&key, &role] {
+        assert!(
+            doc.contains("secretsmanager.eu-west-1.amazonaws.com.cn"),
+            "{doc}"
+        );
+        assert!(!doc.contains("amazonaws.com\""), "{doc}");
+    }
+    assert!(key.contains("arn:aws-cn:iam::123456789012:root"), "{key}");
 }
