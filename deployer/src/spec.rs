@@ -220,8 +220,13 @@ impl Spec {
         self.render(policy::REPLICATOR_TRUST, vec![])
     }
 
-    /// The replicator's inline policy; needs the key's ARN.
-    pub fn replicator_policy(&self, key_arn: &str) -> Result<Value, TemplateError> {
+    /// The replicator's inline policy; needs the key's ARN and, with Vault on EC2, the VPC's id
+    /// (its network interfaces go only there; unknown before the VPC exists).
+    pub fn replicator_policy(
+        &self,
+        key_arn: &str,
+        vpc_id: Option<&str>,
+    ) -> Result<Value, TemplateError> {
         let actions = serde_json::to_string(&self.secret_write_actions())
             .map_err(|e| TemplateError::NotJson(e.to_string()))?;
         let every_write = serde_json::to_string(EVERY_SECRET_WRITE)
@@ -250,6 +255,7 @@ impl Spec {
                     ("partition", &self.id.partition),
                     ("region", &self.id.region),
                     ("account", &self.id.account),
+                    ("vpc_id", vpc_id.unwrap_or(crate::change::UNKNOWN)),
                 ],
             )?
         } else {
@@ -400,7 +406,7 @@ pub(crate) mod tests {
     fn replicator_policy_is_partition_aware_and_scoped() {
         let s = spec(EXTERNAL);
         let p = s
-            .replicator_policy("arn:aws-cn:kms:cn-north-1:123456789012:key/k")
+            .replicator_policy("arn:aws-cn:kms:cn-north-1:123456789012:key/k", None)
             .unwrap();
         let write = statement(&p, "WriteReplicatedSecrets");
         assert_eq!(write["Effect"], "Allow");
@@ -458,7 +464,7 @@ pub(crate) mod tests {
         let s = spec(&format!(
             "{EXTERNAL}notification_email = \"ops@example.com\"\ndeletion_policy = \"delete\"\n"
         ));
-        let p = s.replicator_policy("k").unwrap();
+        let p = s.replicator_policy("k", None).unwrap();
         assert_eq!(
             statement(&p, "PublishFailureNotices")["Resource"],
             "arn:aws-cn:sns:cn-north-1:123456789012:s-replicator-failures"

@@ -110,7 +110,7 @@ impl Stack<'_> {
         changes.extend(net_changes);
 
         // The replicator's role.
-        let role = iam::replicator_role(spec, key_arn.as_deref())?;
+        let role = iam::replicator_role(spec, key_arn.as_deref(), net.vpc.as_deref())?;
         let seen = iam::observe(c, spec, &role).await?;
         let ch = iam::diff(&role, seen.as_ref());
         if go(progress, &ch) {
@@ -315,7 +315,7 @@ impl Stack<'_> {
         if let Some(ch) = network::release_lambda_interfaces(c, spec).await? {
             record(ch);
         }
-        record(iam::destroy(c, spec, &iam::replicator_role(spec, None)?).await?);
+        record(iam::destroy(c, spec, &iam::replicator_role(spec, None, None)?).await?);
         for ch in network::destroy(c, spec).await? {
             record(ch);
         }

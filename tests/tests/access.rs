@@ -15,9 +15,14 @@ const KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56e
 const OTHER_KEY: &str =
     "arn:aws:kms:eu-west-1:123456789012:key/9999abcd-12ab-34cd-56ef-1234567890ab";
 const SOMEONE: &str = "arn:aws:iam::123456789012:role/someone-else";
+const VPC: &str = "vpc-0123456789abcdef0";
 const VIA_SM: &str = "secretsmanager.eu-west-1.amazonaws.com";
 const VIA_SNS: &str = "sns.eu-west-1.amazonaws.com";
 const VIA_LAMBDA: &str = "lambda.eu-west-1.amazonaws.com";
+
+fn vpc_arn(id: &str) -> String {
+    format!("arn:aws:ec2:eu-west-1:{ACCOUNT}:vpc/{id}")
+}
 
 fn spec(extra: &str) -> Spec {
     e2e::deploy::spec(extra, "aws")
@@ -68,7 +73,7 @@ fn allow_all() -> Value {
 /// (allowed everything by their own policy), against the resource policy of the resource's
 /// kind (the connection secret's, the key's).
 fn check(spec: &Spec, rows: &[Row]) {
-    let role = spec.replicator_policy(KEY).unwrap();
+    let role = spec.replicator_policy(KEY, Some(VPC)).unwrap();
     let connection = spec.connection_secret_policy().unwrap();
     let key_policy = spec.key_policy().unwrap();
     let connection_arn = secret(&spec.connection_secret());
@@ -448,12 +453,42 @@ fn vault_on_ec2_adds_only_the_lambda_network_interfaces() {
     check(
         &s,
         &[
+            // Its network interfaces, only in the stack's VPC.
             row(
                 "replicator",
                 "ec2:CreateNetworkInterface",
                 "arn:aws:ec2:eu-west-1:123456789012:network-interface/*",
                 Allowed,
-            ),
+            )
+            .with("ec2:Vpc", json!(vpc_arn(VPC))),
+            row(
+                "replicator",
+                "ec2:CreateNetworkInterface",
+                "arn:aws:ec2:eu-west-1:123456789012:subnet/subnet-1",
+                Allowed,
+            )
+            .with("ec2:Vpc", json!(vpc_arn(VPC))),
+            row(
+                "replicator",
+                "ec2:DeleteNetworkInterface",
+                "arn:aws:ec2:eu-west-1:123456789012:network-interface/eni-1",
+                Allowed,
+            )
+            .with("ec2:Vpc", json!(vpc_arn(VPC))),
+            row(
+                "replicator",
+                "ec2:CreateNetworkInterface",
+                "arn:aws:ec2:eu-west-1:123456789012:network-interface/*",
+                ImplicitlyDenied,
+            )
+            .with("ec2:Vpc", json!(vpc_arn("vpc-0ther"))),
+            row(
+                "replicator",
+                "ec2:DeleteNetworkInterface",
+                "arn:aws:ec2:eu-west-1:123456789012:network-interface/eni-2",
+                ImplicitlyDenied,
+            )
+            .with("ec2:Vpc", json!(vpc_arn("vpc-0ther"))),
             row("replicator", "ec2:DescribeNetworkInterfaces", "*", Allowed),
             row(
                 "replicator",
@@ -537,7 +572,7 @@ fn the_key_is_administered_by_the_account_and_used_only_through_its_services() {
 fn the_china_partition_names_its_services_with_its_own_domain() {
     let s = e2e::deploy::spec(EXTERNAL_KEEP, "aws-cn");
     let key = s.key_policy().unwrap().to_string();
-    let role = s.replicator_policy(KEY).unwrap().to_string();
+    let role = s.replicator_policy(KEY, Some(VPC)).unwrap().to_string();
     for doc in [&key, &role] {
         assert!(
             doc.contains("secretsmanager.eu-west-1.amazonaws.com.cn"),

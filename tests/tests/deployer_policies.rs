@@ -79,7 +79,7 @@ fn every_rendered_policy_passes_parliament() {
         let docs = [
             (
                 "replicator inline policy",
-                s.replicator_policy(key).unwrap(),
+                s.replicator_policy(key, Some("vpc-0123456789abcdef0")).unwrap(),
             ),
             ("replicator trust policy", s.replicator_trust().unwrap()),
             (

@@ -314,13 +314,19 @@ pub async fn destroy(c: &Clients, spec: &Spec, role: &RoleSpec) -> Result<Change
 }
 
 /// The replicator's role.
-pub fn replicator_role(spec: &Spec, key_arn: Option<&str>) -> Result<RoleSpec, DeployError> {
+pub fn replicator_role(
+    spec: &Spec,
+    key_arn: Option<&str>,
+    vpc_id: Option<&str>,
+) -> Result<RoleSpec, DeployError> {
     Ok(RoleSpec {
         name: spec.role_name(),
         description: "vault-secrets-replicator Lambda: writes <prefix>/* secrets only",
         trust: spec.replicator_trust()?,
         policy_name: "replicator",
-        policy: key_arn.map(|k| spec.replicator_policy(k)).transpose()?,
+        policy: key_arn
+            .map(|k| spec.replicator_policy(k, vpc_id))
+            .transpose()?,
         instance_profile: false,
     })
 }
