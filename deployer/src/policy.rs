@@ -18,6 +18,9 @@ pub const SECRET_READ_BY_ONE_ROLE: &str =
     include_str!("../../policies/secret-read-by-one-role.json");
 pub const VAULT_INSTANCE_TRUST: &str = include_str!("../../policies/vault-instance-trust.json");
 pub const VAULT_INSTANCE_POLICY: &str = include_str!("../../policies/vault-instance-policy.json");
+/// Policy of the VPC's Secrets Manager endpoint: only the stack's secrets pass through it.
+pub const SECRETSMANAGER_ENDPOINT_POLICY: &str =
+    include_str!("../../policies/secretsmanager-endpoint-policy.json");
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TemplateError {

@@ -296,6 +296,33 @@ impl Spec {
         )
     }
 
+    /// The Secrets Manager VPC endpoint's policy: calls from this account on the replicas, the
+    /// connection secret and the TLS secret (and the unscoped listing); any other secret, or
+    /// another account's credentials, not through this endpoint.
+    pub fn secretsmanager_endpoint_policy(&self) -> Result<Value, TemplateError> {
+        let mut actions = self.secret_write_actions();
+        actions.extend([
+            "secretsmanager:DeleteSecret",
+            "secretsmanager:GetSecretValue",
+        ]);
+        let actions =
+            serde_json::to_string(&actions).map_err(|e| TemplateError::NotJson(e.to_string()))?;
+        self.render(
+            policy::SECRETSMANAGER_ENDPOINT_POLICY,
+            vec![
+                ("actions", actions),
+                (
+                    "connection_secret_arn",
+                    self.connection_secret_arn_pattern(),
+                ),
+                (
+                    "tls_secret_arn",
+                    self.secret_arn_pattern(&self.tls_secret_name()),
+                ),
+            ],
+        )
+    }
+
     /// The TLS secret's resource policy: only the Vault instance's role reads it.
     pub fn tls_secret_policy(&self) -> Result<Value, TemplateError> {
         self.render(

@@ -31,6 +31,8 @@ pub struct Request {
     pub context: BTreeMap<String, Value>,
     pub identity_policies: Vec<Value>,
     pub resource_policy: Option<Value>,
+    /// The policy of the VPC endpoint the request goes through, if any.
+    pub vpc_endpoint_policy: Option<Value>,
 }
 
 impl Request {
@@ -51,6 +53,9 @@ impl Request {
         });
         if let Some(p) = &self.resource_policy {
             sim["resourcePolicy"] = p.clone();
+        }
+        if let Some(p) = &self.vpc_endpoint_policy {
+            sim["vpcEndpointPolicies"] = json!([{"name": "endpoint", "policy": p}]);
         }
         sim
     }

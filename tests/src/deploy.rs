@@ -71,7 +71,9 @@ pub async fn run_as(aws: &aws_types::SdkConfig, args: &[&str]) -> Outcome {
     let cli = Cli::try_parse_from(argv).unwrap();
     let clients = Clients::new(aws, Backoff::NONE);
     let mut out = Vec::new();
-    let result = async {
+    // Boxed: the whole command's future (the EC2 `up` above all) would not fit a test
+    // thread's stack.
+    let result = Box::pin(async {
         let cfg = cli::load_config(&cli.global)?;
         let zip = cli::load_zip(&cli.command, &cli.global)?;
         cli::execute(
@@ -83,7 +85,7 @@ pub async fn run_as(aws: &aws_types::SdkConfig, args: &[&str]) -> Outcome {
             &mut out,
         )
         .await
-    }
+    })
     .await;
     let (code, error) = match result {
         Ok(code) => (code, None),

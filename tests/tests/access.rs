@@ -73,6 +73,11 @@ fn allow_all() -> Value {
 /// (allowed everything by their own policy), against the resource policy of the resource's
 /// kind (the connection secret's, the key's).
 fn check(spec: &Spec, rows: &[Row]) {
+    check_through(spec, rows, None);
+}
+
+/// [`check`], each request made through a VPC endpoint with this policy.
+fn check_through(spec: &Spec, rows: &[Row], endpoint_policy: Option<&Value>) {
     let role = spec.replicator_policy(KEY, Some(VPC)).unwrap();
     let connection = spec.connection_secret_policy().unwrap();
     let key_policy = spec.key_policy().unwrap();
@@ -124,6 +129,7 @@ fn check(spec: &Spec, rows: &[Row]) {
                 context,
                 identity_policies: identities,
                 resource_policy,
+                vpc_endpoint_policy: endpoint_policy.cloned(),
             }
         })
         .collect();
@@ -581,4 +587,70 @@ fn the_china_partition_names_its_services_with_its_own_domain() {
         assert!(!doc.contains("amazonaws.com\""), "{doc}");
     }
     assert!(key.contains("arn:aws-cn:iam::123456789012:root"), "{key}");
+}
+
+#[test]
+fn only_the_stacks_secrets_pass_through_its_secrets_manager_endpoint() {
+    let s = spec("vault_inbound_cidr = \"203.0.113.0/24\"");
+    let endpoint = s.secretsmanager_endpoint_policy().unwrap();
+    let conn = secret(&s.connection_secret());
+    let tls = secret(&s.tls_secret_name());
+    check_through(
+        &s,
+        &[
+            // What the replicator does through it.
+            row(
+                "replicator",
+                "secretsmanager:GetSecretValue",
+                conn.clone(),
+                Allowed,
+            ),
+            row("replicator", "secretsmanager:ListSecrets", "*", Allowed),
+            row(
+                "replicator",
+                "secretsmanager:CreateSecret",
+                format!(
+                    "arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:hybrid-aws-secrets/app/db"
+                ),
+                Allowed,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:PutSecretValue",
+                secret("hybrid-aws-secrets/app/db"),
+                Allowed,
+            ),
+            // The Vault instance fetching its TLS key at boot (here: anyone IAM allows).
+            row("someone", "secretsmanager:GetSecretValue", tls, Allowed),
+            // Any other secret of the account, even for a principal IAM allows everything.
+            row(
+                "someone",
+                "secretsmanager:GetSecretValue",
+                secret("prod/db"),
+                ImplicitlyDenied,
+            ),
+            row(
+                "someone",
+                "secretsmanager:PutSecretValue",
+                secret("prod/db"),
+                ImplicitlyDenied,
+            ),
+            // Another account's credentials, even on the stack's names.
+            row(
+                "someone",
+                "secretsmanager:GetSecretValue",
+                secret("hybrid-aws-secrets/app/db"),
+                ImplicitlyDenied,
+            )
+            .with("aws:PrincipalAccount", json!("999999999999")),
+            row(
+                "someone",
+                "secretsmanager:ListSecrets",
+                "*",
+                ImplicitlyDenied,
+            )
+            .with("aws:PrincipalAccount", json!("999999999999")),
+        ],
+        Some(&endpoint),
+    );
 }

@@ -97,6 +97,10 @@ fn every_rendered_policy_passes_parliament() {
             ),
             ("tls secret policy", s.tls_secret_policy().unwrap()),
             (
+                "secrets manager endpoint policy",
+                s.secretsmanager_endpoint_policy().unwrap(),
+            ),
+            (
                 "init-keys secret policy",
                 s.init_keys_policy(&format!(
                     "arn:{partition}:iam::123456789012:role/aws-reserved/sso.amazonaws.com/AdminAccess"
@@ -109,7 +113,7 @@ fn every_rendered_policy_passes_parliament() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 32);
+    assert_eq!(checked, 36);
     assert!(
         findings.is_empty(),
         "parliament findings:\n{}",

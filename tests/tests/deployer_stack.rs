@@ -963,16 +963,22 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
         "the function runs in the Vault VPC"
     );
     // One endpoint, Secrets Manager's: failure notices leave through Lambda's destination.
-    let services: Vec<String> = ec2
-        .describe_vpc_endpoints()
-        .send()
-        .await
-        .unwrap()
+    // Its policy lets only the stack's secrets through.
+    let endpoints = ec2.describe_vpc_endpoints().send().await.unwrap();
+    let services: Vec<&str> = endpoints
         .vpc_endpoints()
         .iter()
-        .filter_map(|e| e.service_name().map(str::to_owned))
+        .filter_map(|e| e.service_name())
         .collect();
     assert_eq!(services, ["com.amazonaws.us-east-1.secretsmanager"]);
+    let endpoint = endpoints.vpc_endpoints()[0].clone();
+    let policy: serde_json::Value =
+        serde_json::from_str(endpoint.policy_document().unwrap()).unwrap();
+    assert_eq!(
+        policy["Statement"][0]["Resource"][0],
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:hybrid-aws-secrets/*",
+        "{policy}"
+    );
 
     let again = f.deployer(&["up"]).await;
     assert!(
@@ -1017,6 +1023,13 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
     assert_eq!(drifted, ["security group onec2-vault"]);
     f.deployer(&["up"]).await;
     assert_eq!(f.deployer(&["status"]).await.code, 0);
+
+    // Boxed, as the deployer's own large steps: the test's future would not fit its stack.
+    Box::pin(endpoint_policy_drift_is_repaired_in_place(
+        &f, &ec2, &endpoint,
+    ))
+    .await;
+    Box::pin(egress_is_only_what_each_group_needs(&f, &ec2)).await;
 
     // A network interface Lambda released but has not deleted yet (it would block the security
     // group and the subnet), and one somebody else put in the group: only Lambda's goes.
@@ -1536,4 +1549,142 @@ async fn the_vault_instance_keeps_imds_to_one_hop_and_its_root_volume_is_checked
             .contains("root volume is not encrypted"),
         "up says what to do"
     );
+}
+
+/// The Secrets Manager endpoint opened to every secret by hand: drift, repaired in place.
+async fn endpoint_policy_drift_is_repaired_in_place(
+    f: &Fixture,
+    ec2: &aws_sdk_ec2::Client,
+    endpoint: &aws_sdk_ec2::types::VpcEndpoint,
+) {
+    ec2.modify_vpc_endpoint()
+        .vpc_endpoint_id(endpoint.vpc_endpoint_id().unwrap())
+        .policy_document(
+            serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = f.deployer(&["status"]).await;
+    assert_eq!(status.code, 2, "{}", status.stdout);
+    assert!(
+        status
+            .stdout
+            .contains("com.amazonaws.us-east-1.secretsmanager"),
+        "{}",
+        status.stdout
+    );
+    let repair = f.deployer(&["up"]).await;
+    assert_eq!(
+        repair.mutating,
+        [("ModifyVpcEndpoint".to_owned(), 1)],
+        "repaired in place, nothing recreated"
+    );
+    let after = ec2.describe_vpc_endpoints().send().await.unwrap();
+    assert_eq!(
+        after.vpc_endpoints()[0].vpc_endpoint_id(),
+        endpoint.vpc_endpoint_id()
+    );
+    assert_eq!(f.deployer(&["status"]).await.code, 0);
+}
+
+/// Each security group's egress: the Vault instance HTTPS out, the replicator to Vault and the
+/// endpoints only, the endpoints nothing; opened by hand, it is drift and is repaired.
+async fn egress_is_only_what_each_group_needs(f: &Fixture, ec2: &aws_sdk_ec2::Client) {
+    let groups = ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:Name")
+                .values("onec2-vault")
+                .values("onec2-replicator")
+                .values("onec2-endpoints")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let by_name = |n: &str| {
+        groups
+            .security_groups()
+            .iter()
+            .find(|g| g.group_name() == Some(n))
+            .unwrap()
+            .clone()
+    };
+    let (vault, repl, end) = (
+        by_name("onec2-vault"),
+        by_name("onec2-replicator"),
+        by_name("onec2-endpoints"),
+    );
+    let egress = |g: &aws_sdk_ec2::types::SecurityGroup| {
+        let mut out: Vec<String> = g
+            .ip_permissions_egress()
+            .iter()
+            .flat_map(|p| {
+                let port = format!(
+                    "{}/{}",
+                    p.ip_protocol().unwrap(),
+                    p.from_port().unwrap_or(0)
+                );
+                let cidrs = p
+                    .ip_ranges()
+                    .iter()
+                    .filter_map(|r| r.cidr_ip())
+                    .map(str::to_owned);
+                let groups = p
+                    .user_id_group_pairs()
+                    .iter()
+                    .filter_map(|g| g.group_id())
+                    .map(str::to_owned);
+                cidrs
+                    .chain(groups)
+                    .map(move |to| format!("{port} {to}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(egress(&vault), ["tcp/443 0.0.0.0/0"]);
+    let mut want = vec![
+        format!("tcp/8200 {}", vault.group_id().unwrap()),
+        format!("tcp/443 {}", end.group_id().unwrap()),
+    ];
+    want.sort();
+    assert_eq!(egress(&repl), want);
+    assert!(egress(&end).is_empty(), "{:?}", egress(&end));
+
+    ec2.authorize_security_group_egress()
+        .group_id(repl.group_id().unwrap())
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("-1")
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = f.deployer(&["status"]).await;
+    assert_eq!(status.code, 2, "{}", status.stdout);
+    assert!(
+        status.stdout.contains("onec2-replicator"),
+        "{}",
+        status.stdout
+    );
+    f.deployer(&["up"]).await;
+    assert_eq!(f.deployer(&["status"]).await.code, 0);
+    let after = ec2
+        .describe_security_groups()
+        .group_ids(repl.group_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(egress(&after.security_groups()[0]), want);
 }

@@ -12,6 +12,7 @@ use super::{Ctx, DeployError, delete, gone_ok, missing};
 use crate::change::{Action, Change, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::config::VaultMode;
+use crate::policy::{canonical, parse_returned};
 use crate::spec::{STACK_TAG, Spec};
 
 pub const VPC_CIDR: &str = "10.42.0.0/16";
@@ -252,9 +253,9 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<(Network, Vec<Change>),
                 .any(|t| t.key() == Some("Name") && t.value() == Some(n))
         })
     };
-    let rules = |g: &aws_sdk_ec2::types::SecurityGroup| -> String {
+    let rules = |perms: &[IpPermission], dir: &str| -> String {
         let mut r = Vec::new();
-        for p in g.ip_permissions() {
+        for p in perms {
             let port = format!(
                 "{}/{}",
                 p.ip_protocol().unwrap_or("?"),
@@ -264,19 +265,19 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<(Network, Vec<Change>),
                 p.ip_ranges()
                     .iter()
                     .filter_map(|x| x.cidr_ip())
-                    .map(|c| format!("{port} from {c}")),
+                    .map(|c| format!("{port} {dir} {c}")),
             );
             r.extend(
                 p.ipv6_ranges()
                     .iter()
                     .filter_map(|x| x.cidr_ipv6())
-                    .map(|c| format!("{port} from {c}")),
+                    .map(|c| format!("{port} {dir} {c}")),
             );
             r.extend(
                 p.user_id_group_pairs()
                     .iter()
                     .filter_map(|x| x.group_id())
-                    .map(|c| format!("{port} from {c}")),
+                    .map(|c| format!("{port} {dir} {c}")),
             );
         }
         r.sort();
@@ -324,17 +325,41 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<(Network, Vec<Change>),
         }
         _ => UNKNOWN.into(),
     };
-    for (gname, g, want_rules) in [
-        (&sg_vault, vault_g, vault_rules),
-        (&sg_repl, repl_g, "(none)".to_owned()),
-        (&sg_end, end_g, end_rules),
+    // Egress: each group reaches only what it must. The Vault instance fetches packages and
+    // calls AWS over HTTPS; the replicator reaches Vault and the endpoints; the endpoints
+    // start nothing.
+    let repl_egress = match (&net.sg_vault, &net.sg_endpoints) {
+        (Some(vault), Some(end)) => {
+            let mut r = [
+                format!("tcp/{VAULT_PORT} to {vault}"),
+                format!("tcp/443 to {end}"),
+            ];
+            r.sort();
+            r.join("; ")
+        }
+        _ => UNKNOWN.into(),
+    };
+    for (gname, g, want_rules, want_egress) in [
+        (
+            &sg_vault,
+            vault_g,
+            vault_rules,
+            "tcp/443 to 0.0.0.0/0".to_owned(),
+        ),
+        (&sg_repl, repl_g, "(none)".to_owned(), repl_egress),
+        (&sg_end, end_g, end_rules, "(none)".to_owned()),
     ] {
-        let seen = g.map(|g| vec![("ingress", rules(g))]);
+        let seen = g.map(|g| {
+            vec![
+                ("ingress", rules(g.ip_permissions(), "from")),
+                ("egress", rules(g.ip_permissions_egress(), "to")),
+            ]
+        });
         changes.push(piece(
             "security group",
             gname,
             want_vault,
-            &vec![("ingress", want_rules)],
+            &vec![("ingress", want_rules), ("egress", want_egress)],
             seen.as_ref(),
         ));
     }
@@ -380,6 +405,13 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<(Network, Vec<Change>),
                                     .collect::<Vec<_>>()
                                     .join(","),
                             ),
+                            (
+                                "policy",
+                                e.policy_document()
+                                    .and_then(parse_returned)
+                                    .map(|v| canonical(&v))
+                                    .unwrap_or_default(),
+                            ),
                         ]
                     })
             }
@@ -391,6 +423,7 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<(Network, Vec<Change>),
                 "security_groups",
                 net.sg_endpoints.clone().unwrap_or_else(|| UNKNOWN.into()),
             ),
+            ("policy", canonical(&spec.secretsmanager_endpoint_policy()?)),
         ];
         changes.push(piece(
             "vpc endpoint",
@@ -712,6 +745,102 @@ pub async fn apply(
             .ctx("AuthorizeSecurityGroupIngress", gname)?;
     }
 
+    // Egress once all three groups exist (the replicator's names the other two).
+    for (gname, slot) in [(&sg_vault, 0), (&sg_repl, 1), (&sg_end, 2)] {
+        if wants("security group", gname).is_some_and(|ch| ch.touches("egress")) {
+            Box::pin(set_egress(c, &net, gname, slot)).await?;
+        }
+    }
+
+    // Boxed: the endpoint calls' futures would make this one too large for a thread's stack.
+    Box::pin(apply_endpoints(c, spec, &net, changes, &vpc, &subnet)).await?;
+    Ok(net)
+}
+
+/// Replaces a group's egress rules with the ones it needs (slot 0: the Vault instance, 1: the
+/// replicator, 2: the endpoints).
+async fn set_egress(
+    c: &Clients,
+    net: &Network,
+    gname: &str,
+    slot: usize,
+) -> Result<(), DeployError> {
+    let group =
+        |g: &Option<String>, what: &'static str| g.clone().ok_or_else(|| missing("network", what));
+    let id = group(
+        [&net.sg_vault, &net.sg_replicator, &net.sg_endpoints][slot],
+        "security group",
+    )?;
+    let tcp_to_group = |port: i32, to: String| {
+        IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(port)
+            .to_port(port)
+            .user_id_group_pairs(UserIdGroupPair::builder().group_id(to).build())
+            .build()
+    };
+    let wanted = match slot {
+        0 => vec![
+            IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(443)
+                .to_port(443)
+                .ip_ranges(
+                    IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .description("packages and AWS APIs, HTTPS")
+                        .build(),
+                )
+                .build(),
+        ],
+        1 => vec![
+            tcp_to_group(VAULT_PORT, group(&net.sg_vault, "vault group")?),
+            tcp_to_group(443, group(&net.sg_endpoints, "endpoint group")?),
+        ],
+        _ => Vec::new(),
+    };
+    let groups = c
+        .ec2
+        .describe_security_groups()
+        .group_ids(&id)
+        .send()
+        .await
+        .ctx("DescribeSecurityGroups", gname)?;
+    let existing: Vec<IpPermission> = groups
+        .security_groups()
+        .first()
+        .map(|g| g.ip_permissions_egress().to_vec())
+        .unwrap_or_default();
+    if !existing.is_empty() {
+        c.ec2
+            .revoke_security_group_egress()
+            .group_id(&id)
+            .set_ip_permissions(Some(existing))
+            .send()
+            .await
+            .ctx("RevokeSecurityGroupEgress", gname)?;
+    }
+    if !wanted.is_empty() {
+        c.ec2
+            .authorize_security_group_egress()
+            .group_id(&id)
+            .set_ip_permissions(Some(wanted))
+            .send()
+            .await
+            .ctx("AuthorizeSecurityGroupEgress", gname)?;
+    }
+    Ok(())
+}
+
+/// Creates, repairs or removes the VPC endpoints the changes name.
+async fn apply_endpoints(
+    c: &Clients,
+    spec: &Spec,
+    net: &Network,
+    changes: &[Change],
+    vpc: &str,
+    subnet: &str,
+) -> Result<(), DeployError> {
     let sg_end_id = net
         .sg_endpoints
         .clone()
@@ -720,23 +849,41 @@ pub async fn apply(
         let Some(ch) = field(changes, "vpc endpoint", &service) else {
             continue;
         };
+        let policy = canonical(&spec.secretsmanager_endpoint_policy()?);
+        // Only the policy drifted: set it again in place.
+        let policy_only = ch.fields.iter().all(|f| f.field == "policy");
         match ch.action {
+            Action::Update if policy_only => {
+                let id = endpoint_ids(c, vpc, &service)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| missing("DescribeVpcEndpoints", "VpcEndpointId"))?;
+                c.ec2
+                    .modify_vpc_endpoint()
+                    .vpc_endpoint_id(&id)
+                    .policy_document(&policy)
+                    .send()
+                    .await
+                    .ctx("ModifyVpcEndpoint", &service)?;
+            }
             Action::Create => {
                 c.ec2
                     .create_vpc_endpoint()
-                    .vpc_id(&vpc)
+                    .vpc_id(vpc)
                     .service_name(&service)
                     .vpc_endpoint_type(VpcEndpointType::Interface)
-                    .subnet_ids(&subnet)
+                    .subnet_ids(subnet)
                     .security_group_ids(&sg_end_id)
                     .private_dns_enabled(true)
+                    .policy_document(&policy)
                     .tag_specifications(tag_spec(spec, ResourceType::VpcEndpoint, &service))
                     .send()
                     .await
                     .ctx("CreateVpcEndpoint", &service)?;
             }
             Action::Update | Action::Delete => {
-                delete_endpoints(c, &vpc, &service).await?;
+                delete_endpoints(c, vpc, &service).await?;
                 if ch.action == Action::Update {
                     return Err(DeployError::NotReady {
                         what: format!("vpc endpoint {service}"),
@@ -747,10 +894,11 @@ pub async fn apply(
             _ => {}
         }
     }
-    Ok(net)
+    Ok(())
 }
 
-async fn delete_endpoints(c: &Clients, vpc: &str, service: &str) -> Result<(), DeployError> {
+/// The ids of the VPC's live endpoints of `service` (not those being deleted).
+async fn endpoint_ids(c: &Clients, vpc: &str, service: &str) -> Result<Vec<String>, DeployError> {
     let eps = c
         .ec2
         .describe_vpc_endpoints()
@@ -764,12 +912,17 @@ async fn delete_endpoints(c: &Clients, vpc: &str, service: &str) -> Result<(), D
         .send()
         .await
         .ctx("DescribeVpcEndpoints", service)?;
-    let ids: Vec<String> = eps
+    Ok(eps
         .vpc_endpoints()
         .iter()
+        .filter(|e| !matches!(e.state().map(|s| s.as_str()), Some("deleted" | "deleting")))
         .filter_map(|e| e.vpc_endpoint_id())
         .map(str::to_owned)
-        .collect();
+        .collect())
+}
+
+async fn delete_endpoints(c: &Clients, vpc: &str, service: &str) -> Result<(), DeployError> {
+    let ids = endpoint_ids(c, vpc, service).await?;
     if !ids.is_empty() {
         c.ec2
             .delete_vpc_endpoints()
