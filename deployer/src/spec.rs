@@ -97,6 +97,10 @@ impl Spec {
     }
 
     // Names.
+    /// The SSM parameter holding the stack's Vault CA certificate.
+    pub fn ca_parameter(&self) -> String {
+        format!("/{}/vault/ca-certificate", self.stack())
+    }
     pub fn key_alias(&self) -> String {
         let safe: String = self
             .cfg
@@ -280,7 +284,16 @@ impl Spec {
     }
 
     pub fn key_policy(&self) -> Result<Value, TemplateError> {
-        self.render(policy::KMS_KEY_POLICY, vec![("role_arn", self.role_arn())])
+        self.render(
+            policy::KMS_KEY_POLICY,
+            vec![
+                ("role_arn", self.role_arn()),
+                (
+                    "ca_parameter_arn",
+                    self.arn("ssm", true, &format!("parameter{}", self.ca_parameter())),
+                ),
+            ],
+        )
     }
 
     /// Only the replicator role, and only from inside the replicator function (credentials

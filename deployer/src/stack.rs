@@ -212,7 +212,7 @@ impl Stack<'_> {
                 let address = replicator_vault_url.clone().unwrap_or_default();
                 let ca = match new_ca.take() {
                     Some(ca) => Some(ca),
-                    None if spec.deploys_vault() => vault::read_ca(c, spec).await?,
+                    None if spec.deploys_vault() => vault::read_ca(c, spec, k).await?,
                     None => None,
                 };
                 Some(secret::apply(c, spec, seen.as_ref(), &ch, k, &address, ca).await?)

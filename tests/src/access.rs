@@ -35,8 +35,45 @@ pub struct Request {
     pub vpc_endpoint_policy: Option<Value>,
 }
 
+/// The evaluator matches variable condition keys only in the `prefix/name` form
+/// (`aws:ResourceTag/owner`), not in KMS's `kms:EncryptionContext:name` form, which it ignores
+/// (so a condition on it never holds). Both sides of the comparison, the policies and the
+/// request, get the same renaming to a `/` key the evaluator knows: the condition keeps its
+/// operator and values, so its meaning.
+const ENCRYPTION_CONTEXT: &str = "kms:encryptioncontext:";
+const ENCRYPTION_CONTEXT_STAND_IN: &str = "aws:PrincipalTag/kms-encryption-context.";
+
+fn stand_in_key(key: &str) -> String {
+    match key.get(..ENCRYPTION_CONTEXT.len()) {
+        Some(head) if head.eq_ignore_ascii_case(ENCRYPTION_CONTEXT) => {
+            format!(
+                "{ENCRYPTION_CONTEXT_STAND_IN}{}",
+                &key[ENCRYPTION_CONTEXT.len()..]
+            )
+        }
+        _ => key.to_owned(),
+    }
+}
+
+fn with_stand_in_keys(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (stand_in_key(k), with_stand_in_keys(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(with_stand_in_keys).collect()),
+        other => other.clone(),
+    }
+}
+
 impl Request {
     fn simulation(&self) -> Value {
+        let sim = self.simulation_as_written();
+        with_stand_in_keys(&sim)
+    }
+
+    fn simulation_as_written(&self) -> Value {
         let mut sim = json!({
             "identityPolicies": self
                 .identity_policies

@@ -19,6 +19,8 @@ const VPC: &str = "vpc-0123456789abcdef0";
 const VIA_SM: &str = "secretsmanager.eu-west-1.amazonaws.com";
 const VIA_SNS: &str = "sns.eu-west-1.amazonaws.com";
 const VIA_LAMBDA: &str = "lambda.eu-west-1.amazonaws.com";
+const VIA_SSM: &str = "ssm.eu-west-1.amazonaws.com";
+const CA_PARAMETER: &str = "arn:aws:ssm:eu-west-1:123456789012:parameter/s/vault/ca-certificate";
 
 fn vpc_arn(id: &str) -> String {
     format!("arn:aws:ec2:eu-west-1:{ACCOUNT}:vpc/{id}")
@@ -89,6 +91,11 @@ fn check_through(spec: &Spec, rows: &[Row], endpoint_policy: Option<&Value>) {
                 "replicator" | "replicator-elsewhere" => (spec.role_arn(), vec![role.clone()]),
                 // A service acting as itself (not on a caller's behalf): no identity policy.
                 "sns-service" => ("sns.amazonaws.com".to_owned(), vec![]),
+                // A principal allowed every SSM action, and nothing in KMS.
+                "ssm-writer" => (
+                    SOMEONE.to_owned(),
+                    vec![json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ssm:*", "Resource": "*"}]})],
+                ),
                 _ => (SOMEONE.to_owned(), vec![allow_all()]),
             };
             let resource_policy = if r.resource == connection_arn {
@@ -564,6 +571,31 @@ fn the_key_is_administered_by_the_account_and_used_only_through_its_services() {
                 // Another account, even through Secrets Manager: no.
                 via(row("someone", "kms:Decrypt", KEY, ImplicitlyDenied), VIA_SM)
                     .with("kms:CallerAccount", json!("999999999999")),
+                // The Vault CA parameter (a SecureString under the key): written and read by
+                // those IAM lets use the key, through SSM, for that one parameter; not by a
+                // principal that may only write SSM parameters.
+                via(row("someone", "kms:Encrypt", KEY, Allowed), VIA_SSM)
+                    .with("kms:EncryptionContext:PARAMETER_ARN", json!(CA_PARAMETER)),
+                via(row("someone", "kms:Decrypt", KEY, Allowed), VIA_SSM)
+                    .with("kms:EncryptionContext:PARAMETER_ARN", json!(CA_PARAMETER)),
+                via(
+                    row("ssm-writer", "kms:Encrypt", KEY, ImplicitlyDenied),
+                    VIA_SSM,
+                )
+                .with("kms:EncryptionContext:PARAMETER_ARN", json!(CA_PARAMETER)),
+                via(
+                    row("someone", "kms:Encrypt", KEY, ImplicitlyDenied),
+                    VIA_SSM,
+                )
+                .with(
+                    "kms:EncryptionContext:PARAMETER_ARN",
+                    json!("arn:aws:ssm:eu-west-1:123456789012:parameter/other"),
+                ),
+                via(
+                    row("replicator", "kms:Encrypt", KEY, ExplicitlyDenied),
+                    VIA_SSM,
+                )
+                .with("kms:EncryptionContext:PARAMETER_ARN", json!(CA_PARAMETER)),
                 // SNS acting as itself has no grant.
                 row("sns-service", "kms:GenerateDataKey", KEY, ImplicitlyDenied)
                     .with("aws:SourceAccount", json!(ACCOUNT)),

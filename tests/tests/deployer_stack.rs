@@ -23,6 +23,17 @@ impl Fixture {
     }
 
     async fn deployer(&self, args: &[&str]) -> e2e::deploy::Outcome {
+        let out = self.deployer_may_fail(args).await;
+        assert!(
+            out.error.is_none(),
+            "deployer {args:?} failed: {:?}",
+            out.error
+        );
+        out
+    }
+
+    /// [`Self::deployer`], returning a failure instead of panicking on it.
+    async fn deployer_may_fail(&self, args: &[&str]) -> e2e::deploy::Outcome {
         let config = self.path("deployer.toml");
         let zip = self.path("replicator.zip");
         let mut all = vec![
@@ -34,13 +45,7 @@ impl Fixture {
             "json",
         ];
         all.extend_from_slice(args);
-        let out = run(&self.moto, &all).await;
-        assert!(
-            out.error.is_none(),
-            "deployer {args:?} failed: {:?}",
-            out.error
-        );
-        out
+        run(&self.moto, &all).await
     }
 }
 
@@ -1687,4 +1692,126 @@ async fn egress_is_only_what_each_group_needs(f: &Fixture, ec2: &aws_sdk_ec2::Cl
         .await
         .unwrap();
     assert_eq!(egress(&after.security_groups()[0]), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_ca_is_kept_encrypted_under_the_stack_key_and_a_swapped_one_is_refused() {
+    let f = Fixture::new(ON_EC2).await;
+    let up = f.deployer(&["up"]).await;
+    assert!(up.error.is_none(), "{:?}", up.error);
+    let key_arn = up.json()["outputs"]["key_arn"].as_str().unwrap().to_owned();
+    let aws = f.moto.sdk_config().await;
+    let ssm = aws_sdk_ssm::Client::new(&aws);
+    let name = "/onec2/vault/ca-certificate";
+    let meta = |ssm: aws_sdk_ssm::Client| async move {
+        let out = ssm
+            .describe_parameters()
+            .parameter_filters(
+                aws_sdk_ssm::types::ParameterStringFilter::builder()
+                    .key("Name")
+                    .values(name)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let m = out.parameters()[0].clone();
+        (m.r#type().cloned(), m.key_id().map(str::to_owned))
+    };
+    assert_eq!(
+        meta(ssm.clone()).await,
+        (
+            Some(aws_sdk_ssm::types::ParameterType::SecureString),
+            Some(key_arn.clone())
+        )
+    );
+    let ca = ssm
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .unwrap()
+        .parameter()
+        .unwrap()
+        .value()
+        .unwrap()
+        .to_owned();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+
+    // Someone with ssm:PutParameter (and no use of the key) swaps in their own CA.
+    let planted = "-----BEGIN CERTIFICATE-----\nplanted\n-----END CERTIFICATE-----\n";
+    ssm.put_parameter()
+        .name(name)
+        .value(planted)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    // vault-init refuses it before talking to any Vault (nothing listens at this address).
+    let closed = format!("https://127.0.0.1:{}", e2e::free_port());
+    let init = f
+        .deployer_may_fail(&["vault-init", "--vault-addr", &closed])
+        .await;
+    let err = init.error.clone().unwrap_or_default();
+    assert!(
+        err.contains("not trusted") && err.contains(name),
+        "{err}\n{}",
+        init.stdout
+    );
+    // So does an `up` that has to write the CA into a new connection secret.
+    let sm = aws_sdk_secretsmanager::Client::new(&aws);
+    sm.delete_secret()
+        .secret_id("hybrid-aws-secrets-connection/vault")
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    let refused = f.deployer_may_fail(&["up"]).await;
+    let err = refused.error.clone().unwrap_or_default();
+    assert!(err.contains("not trusted"), "{err}");
+    assert!(
+        sm.describe_secret()
+            .secret_id("hybrid-aws-secrets-connection/vault")
+            .send()
+            .await
+            .is_err(),
+        "no connection secret pinned to the planted CA"
+    );
+
+    // A parameter as an earlier version wrote it (a String, never overwritten) is converted once.
+    ssm.delete_parameter().name(name).send().await.unwrap();
+    ssm.put_parameter()
+        .name(name)
+        .value(&ca)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .send()
+        .await
+        .unwrap();
+    let up = f.deployer(&["up"]).await;
+    assert!(up.error.is_none(), "{:?}", up.error);
+    assert_eq!(
+        meta(ssm.clone()).await,
+        (
+            Some(aws_sdk_ssm::types::ParameterType::SecureString),
+            Some(key_arn)
+        )
+    );
+    let conn: serde_json::Value = serde_json::from_str(
+        sm.get_secret_value()
+            .secret_id("hybrid-aws-secrets-connection/vault")
+            .send()
+            .await
+            .unwrap()
+            .secret_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(conn["vaultCaCert"], ca.as_str());
+
+    // destroy removes it with the TLS secret.
+    f.deployer(&["destroy", "--yes"]).await;
+    assert!(ssm.get_parameter().name(name).send().await.is_err());
 }

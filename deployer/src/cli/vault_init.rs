@@ -106,7 +106,16 @@ pub async fn run(
         Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
             CliError::Refused(format!("cannot read --ca-cert {}: {e}", path.display()))
         })?),
-        None if spec.deploys_vault() => vault::read_ca(c, spec).await?,
+        None if spec.deploys_vault() => {
+            let key = crate::resources::key::observe(c, spec)
+                .await?
+                .ok_or_else(|| {
+                    CliError::Refused(
+                        "the stack has no KMS key yet: run `deployer up` first".into(),
+                    )
+                })?;
+            vault::read_ca(c, spec, &key.arn).await?
+        }
         None => None,
     };
     let opts = Options {

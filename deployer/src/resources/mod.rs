@@ -35,6 +35,9 @@ pub enum DeployError {
     },
     #[error("{what} did not become ready: {detail}")]
     NotReady { what: String, detail: String },
+    /// Something found in the account cannot be trusted; the message says what to do.
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 pub fn missing(op: &'static str, field: &'static str) -> DeployError {

@@ -278,7 +278,7 @@ pub async fn apply_tls(
                 .await
                 .ctx("PutSecretValue", &name)?;
             policy_set = true;
-            write_ca(c, spec, &material.ca_certificate).await?;
+            write_ca(c, spec, &material.ca_certificate, key_arn).await?;
             ca = Some(material.ca_certificate.clone());
         }
     }
@@ -288,27 +288,94 @@ pub async fn apply_tls(
     Ok(ca)
 }
 
-/// SSM parameter holding the CA certificate: public, so the operator and `vault-init` read it
-/// while the TLS secret (with the key) stays readable by the instance role only.
+/// SSM parameter holding the CA certificate, so the operator and `vault-init` can trust the
+/// stack's Vault while the TLS secret (with the key) stays readable by the instance role only.
+/// It is a `SecureString` under the stack's key, and read back only as one: writing such a
+/// value takes `kms:Encrypt` on that key through SSM, for this one parameter (the key policy),
+/// which `ssm:PutParameter` alone does not give. A swapped parameter is refused, never trusted.
 pub fn ca_parameter(spec: &Spec) -> String {
-    format!("/{}/vault/ca-certificate", spec.stack())
+    spec.ca_parameter()
 }
 
-/// The CA certificate of the stack's Vault, from its SSM parameter.
-pub async fn read_ca(c: &Clients, spec: &Spec) -> Result<Option<String>, DeployError> {
+/// The CA certificate of the stack's Vault, from its SSM parameter, after checking that only
+/// someone allowed to encrypt with the stack's key (`key_arn`) can have written it. A plain
+/// `String` parameter that was never overwritten (version 1: as earlier versions of this tool
+/// wrote it) is converted once; any other is refused with what to do.
+pub async fn read_ca(
+    c: &Clients,
+    spec: &Spec,
+    key_arn: &str,
+) -> Result<Option<String>, DeployError> {
     let name = ca_parameter(spec);
     let p = found(
         c.ssm
             .get_parameter()
             .name(&name)
+            .with_decryption(true)
             .send()
             .await
             .ctx("GetParameter", &name),
     )?;
-    Ok(p.and_then(|p| p.parameter().and_then(|p| p.value()).map(str::to_owned)))
+    let Some(p) = p.and_then(|p| p.parameter) else {
+        return Ok(None);
+    };
+    let value = p
+        .value()
+        .ok_or_else(|| missing("GetParameter", "Value"))?
+        .to_owned();
+    let refused = |why: String| {
+        DeployError::Untrusted(format!(
+            "the Vault CA certificate in the SSM parameter {name} is not trusted: {why}. Someone \
+         with ssm:PutParameter may have replaced it. Check the certificate against your Vault \
+         server, then write it back as a SecureString under the stack's key (aws ssm \
+         put-parameter --name {name} --type SecureString --key-id {key_arn} --overwrite \
+         --value file://ca.pem), or pass vault-init --ca-cert FILE"
+        ))
+    };
+    match p.r#type() {
+        Some(aws_sdk_ssm::types::ParameterType::SecureString) => {
+            let meta = c
+                .ssm
+                .describe_parameters()
+                .parameter_filters(
+                    aws_sdk_ssm::types::ParameterStringFilter::builder()
+                        .key("Name")
+                        .values(&name)
+                        .build()
+                        .map_err(|_| missing("DescribeParameters", "filter"))?,
+                )
+                .send()
+                .await
+                .ctx("DescribeParameters", &name)?;
+            let key_id = meta
+                .parameters()
+                .first()
+                .and_then(|m| m.key_id())
+                .unwrap_or_default();
+            let ours = key_id == key_arn
+                || key_id == spec.key_alias()
+                || key_arn.ends_with(&format!("/{key_id}"));
+            if ours {
+                Ok(Some(value))
+            } else {
+                Err(refused(format!(
+                    "it is encrypted with {key_id:?}, not the stack's key"
+                )))
+            }
+        }
+        _ if p.version() == 1 => {
+            // Written so by an earlier version and never changed since: convert it.
+            write_ca(c, spec, &value, key_arn).await?;
+            Ok(Some(value))
+        }
+        _ => Err(refused(format!(
+            "it is a plain String at version {} (this tool writes a SecureString, once)",
+            p.version()
+        ))),
+    }
 }
 
-async fn write_ca(c: &Clients, spec: &Spec, pem: &str) -> Result<(), DeployError> {
+async fn write_ca(c: &Clients, spec: &Spec, pem: &str, key_arn: &str) -> Result<(), DeployError> {
     let name = ca_parameter(spec);
     let tags: Vec<aws_sdk_ssm::types::Tag> = spec
         .tags()
@@ -330,14 +397,38 @@ async fn write_ca(c: &Clients, spec: &Spec, pem: &str) -> Result<(), DeployError
     c.ssm
         .put_parameter()
         .name(&name)
-        .description("CA certificate of the stack's Vault server (public)")
+        .description("CA certificate of the stack's Vault server (public; encrypted so that only the key's users can replace it)")
         .value(pem)
-        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .key_id(key_arn)
         .set_tags(Some(tags))
         .send()
         .await
         .ctx("PutParameter", &name)?;
     Ok(())
+}
+
+/// Deletes the CA parameter (with the TLS secret it belongs to).
+async fn delete_ca(c: &Clients, spec: &Spec) -> Result<bool, DeployError> {
+    let name = ca_parameter(spec);
+    let existed = found(
+        c.ssm
+            .get_parameter()
+            .name(&name)
+            .send()
+            .await
+            .ctx("GetParameter", &name),
+    )?
+    .is_some();
+    if existed {
+        delete(
+            "DeleteParameter",
+            &name,
+            c.ssm.delete_parameter().name(&name).send(),
+        )
+        .await?;
+    }
+    Ok(existed)
 }
 
 // --- Instance -------------------------------------------------------------------------------
@@ -734,6 +825,13 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
             Change::new("tls secret", spec.tls_secret_name(), Action::Delete)
                 .with_note("deleted at once: it only served the terminated instance"),
         );
+    }
+    if delete_ca(c, spec).await? {
+        done.push(Change::new(
+            "ssm parameter",
+            ca_parameter(spec),
+            Action::Delete,
+        ));
     }
     Ok(done)
 }
