@@ -147,7 +147,23 @@ pub async fn walk(
     now: DateTime,
     progress: &crate::progress::Progress,
 ) -> Result<Inventory, VaultError> {
-    match walk_tree(vault, mount, base, concurrency, now, progress).await {
+    walk_telling_names(vault, mount, base, concurrency, now, progress, None).await
+}
+
+/// [`walk`], sending every path found (relative to `base`) to `names` as soon as the folders
+/// are all listed: before the per-secret metadata reads of a Vault without the bulk listing,
+/// so the AWS listing that the names guide need not wait for them. Folders are listed before
+/// any metadata is read.
+pub async fn walk_telling_names(
+    vault: &VaultClient,
+    mount: &str,
+    base: &str,
+    concurrency: usize,
+    now: DateTime,
+    progress: &crate::progress::Progress,
+    names: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
+) -> Result<Inventory, VaultError> {
+    match walk_tree(vault, mount, base, concurrency, now, progress, names).await {
         Ok(inventory) if inventory.entries.is_empty() => {
             check_kv2(vault, mount).await?;
             Ok(inventory)
@@ -172,6 +188,7 @@ async fn walk_tree(
     concurrency: usize,
     now: DateTime,
     progress: &crate::progress::Progress,
+    mut names: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
 ) -> Result<Inventory, VaultError> {
     let root = if base.is_empty() {
         String::new()
@@ -180,14 +197,27 @@ async fn walk_tree(
     };
     let bulk = AtomicBool::new(true);
     let bulk = &bulk;
-    let mut pending = vec![Task::List(root.clone())];
+    // Folders first: once none is left to list, every name is known.
+    let mut pending_lists = vec![root.clone()];
+    let mut pending_metas: Vec<String> = Vec::new();
+    let mut lists_running = 0usize;
+    let mut found: Vec<String> = Vec::new();
     let mut running = FuturesUnordered::new();
     let mut entries = Vec::new();
     let rel = |full: &str| full.strip_prefix(&root).unwrap_or(full).to_owned();
 
     loop {
         while running.len() < concurrency.max(1) {
-            let Some(task) = pending.pop() else { break };
+            let task = match pending_lists.pop() {
+                Some(folder) => {
+                    lists_running += 1;
+                    Task::List(folder)
+                }
+                None => match pending_metas.pop() {
+                    Some(path) => Task::Meta(path),
+                    None => break,
+                },
+            };
             running.push(async move {
                 match task {
                     Task::List(folder) => {
@@ -219,6 +249,9 @@ async fn walk_tree(
         let Some(done) = running.next().await else {
             break;
         };
+        if matches!(done, Ok(Done::Listed(..)) | Err(_)) {
+            lists_running -= 1;
+        }
         let before = entries.len();
         let done = match done {
             Ok(done) => done,
@@ -270,14 +303,19 @@ async fn walk_tree(
                                 ),
                             });
                         }
-                        pending.push(Task::List(full));
-                    } else if let Some(meta) = listing.metadata.remove(&key) {
+                        pending_lists.push(full);
+                        continue;
+                    }
+                    if names.is_some() {
+                        found.push(rel(&full));
+                    }
+                    if let Some(meta) = listing.metadata.remove(&key) {
                         entries.push(VaultEntry {
                             rel_path: rel(&full),
                             state: entry_state(&meta, now),
                         });
                     } else {
-                        pending.push(Task::Meta(full));
+                        pending_metas.push(full);
                     }
                 }
             }
@@ -296,6 +334,19 @@ async fn walk_tree(
             }),
         }
         progress.add_found((entries.len() - before) as u64);
+        if pending_lists.is_empty()
+            && lists_running == 0
+            && let Some(tx) = names.take()
+        {
+            // Unreadable folders count too: their prefix guides the split like any name.
+            found.extend(
+                entries
+                    .iter()
+                    .filter(|e| matches!(e.state, EntryState::Unreadable { .. }))
+                    .map(|e| e.rel_path.clone()),
+            );
+            let _ = tx.send(std::mem::take(&mut found));
+        }
     }
     entries.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
     Ok(Inventory {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use aws_smithy_types::DateTime;
 use aws_types::SdkConfig;
 
-use crate::aws::{AwsCounters, Notifier, SecretsManager};
+use crate::aws::{AwsCounters, AwsSecret, Notifier, SecretsManager};
 use crate::config::{ConnectionSource, DirectAuth, Settings, SyncArgs};
 use crate::contract::ConnectionSecret;
 use crate::progress::Progress;
@@ -187,6 +187,33 @@ impl ClassifyMessage for serde_json::Error {
     }
 }
 
+/// Every secret under the prefix in AWS: one `ListSecrets` page, sent while Vault is walked;
+/// when there are more, the ranged listing that the Vault names guide (`names`, sent once the
+/// Vault folders are listed), instead of one chain of pages each waiting for the last.
+async fn list_aws(
+    sm: &SecretsManager,
+    settings: &Settings,
+    names: tokio::sync::oneshot::Receiver<Vec<String>>,
+) -> Result<Vec<AwsSecret>, SyncError> {
+    if let Some(all) = sm.list_one_page(&settings.prefix).await? {
+        return Ok(all);
+    }
+    // No names: the walk failed, and the run fails with its error.
+    let Ok(names) = names.await else {
+        return Ok(Vec::new());
+    };
+    let root = format!("{}/", settings.prefix);
+    let names: Vec<String> = names.iter().map(|n| format!("{root}{n}")).collect();
+    let partition = crate::listing::partition(
+        &root,
+        names.iter().map(String::as_str),
+        crate::listing::NAMES_PER_RANGE,
+    );
+    Ok(sm
+        .list_partitioned(&partition, settings.concurrency)
+        .await?)
+}
+
 async fn plan_and_execute(
     args: &SyncArgs,
     sm: &SecretsManager,
@@ -207,38 +234,20 @@ async fn plan_and_execute(
     }
     let result = async {
         let now = DateTime::from(std::time::SystemTime::now());
+        let (names_tx, names_rx) = tokio::sync::oneshot::channel();
         let (inventory, aws) = tokio::join!(
-            crate::inventory::walk(
+            crate::inventory::walk_telling_names(
                 &vault,
                 &settings.mount,
                 &settings.path,
                 settings.concurrency,
                 now,
-                progress
+                progress,
+                Some(names_tx),
             ),
-            sm.list_one_page(&settings.prefix)
+            list_aws(sm, &settings, names_rx)
         );
-        let inventory = inventory?;
-        // More than a page: list again in ranges the Vault names suggest, concurrently, instead
-        // of one chain of pages each waiting for the last.
-        let aws = match aws? {
-            Some(all) => all,
-            None => {
-                let root = format!("{}/", settings.prefix);
-                let names: Vec<String> = inventory
-                    .entries
-                    .iter()
-                    .map(|e| format!("{root}{}", e.rel_path))
-                    .collect();
-                let partition = crate::listing::partition(
-                    &root,
-                    names.iter().map(String::as_str),
-                    crate::listing::NAMES_PER_RANGE,
-                );
-                sm.list_partitioned(&partition, settings.concurrency)
-                    .await?
-            }
-        };
+        let (inventory, aws) = (inventory?, aws?);
         tracing::info!(
             vault_secrets = inventory.entries.len(),
             aws_secrets = aws.len(),

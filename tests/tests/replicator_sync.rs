@@ -1050,3 +1050,58 @@ async fn the_ranged_listing_finds_exactly_what_one_page_chain_finds() {
             .any(|s| s.name == pending && s.pending_deletion)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_bulk_listing_the_names_are_known_before_the_metadata_reads_end() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    let n = 120;
+    for i in 0..n {
+        bao.put("kv", &format!("f{}/s{i}", i % 4), json!({"i": i}))
+            .await;
+    }
+    let token = bao
+        .token_with_policy(
+            "replicator",
+            "path \"kv/data/*\" { capabilities = [\"read\"] }\npath \"kv/metadata/*\" { capabilities = [\"read\", \"list\"] }",
+        )
+        .await;
+    let vault = replicator::vault::VaultClient::new(
+        &bao.addr,
+        replicator::vault::VaultAuth::Token(token.into()),
+        None,
+        4,
+    )
+    .unwrap();
+    let progress = replicator::progress::Progress::default();
+    let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let counters = vault.counters.clone();
+    let watch = async move {
+        let names = rx.await.unwrap();
+        let reads_then = counters
+            .snapshot()
+            .get("read_metadata")
+            .copied()
+            .unwrap_or(0);
+        (names, reads_then)
+    };
+    let (inventory, (mut names, reads_then)) = tokio::join!(
+        replicator::inventory::walk_telling_names(&vault, "kv", "", 4, now, &progress, Some(tx)),
+        watch
+    );
+    let inventory = inventory.unwrap();
+    assert!(!inventory.bulk_metadata);
+    names.sort();
+    let paths: Vec<String> = inventory
+        .entries
+        .iter()
+        .map(|e| e.rel_path.clone())
+        .collect();
+    assert_eq!(names, paths, "every name, once the folders are listed");
+    assert!(
+        reads_then < n,
+        "the names came while metadata reads were still to do ({reads_then} of {n} done)"
+    );
+}
