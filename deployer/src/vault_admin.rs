@@ -438,6 +438,25 @@ impl VaultAdmin {
         }
     }
 
+    /// Destroys the secret id behind `accessor`; `false` when it was already gone.
+    pub async fn destroy_secret_id_accessor(
+        &self,
+        role: &str,
+        accessor: &str,
+    ) -> Result<bool, VaultAdminError> {
+        if !self.secret_id_accessor_exists(role, accessor).await? {
+            return Ok(false);
+        }
+        self.call(
+            Method::POST,
+            &format!("auth/approle/role/{role}/secret-id-accessor/destroy"),
+            Some(json!({"secret_id_accessor": accessor})),
+            "destroy secret id",
+        )
+        .await?;
+        Ok(true)
+    }
+
     pub async fn token_accessor_exists(&self, accessor: &str) -> Result<bool, VaultAdminError> {
         match self
             .call(

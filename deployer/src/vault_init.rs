@@ -52,6 +52,10 @@ pub struct Options {
     pub sample_secrets: bool,
     pub keep_root_token: bool,
     pub audit_file: String,
+    /// AppRole secret id lifetime (`0`: no expiry).
+    pub secret_id_ttl: String,
+    /// Replace the delivered secret id even if it still works, and destroy the old one.
+    pub rotate_secret_id: bool,
     /// Print the keys as one JSON object instead of text.
     pub json: bool,
 }
@@ -79,6 +83,25 @@ pub enum InitError {
     Needs(String),
     #[error("writing the output: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The replicator's AppRole role: its policy alone, short tokens, a secret id of `secret_id_ttl`
+/// usable any number of times; with the stack's own Vault, login and token use only from the
+/// replicator's subnet (`bound_cidr`), so a copied secret id is useless elsewhere.
+pub fn approle_settings(role: &str, opts: &Options, bound_cidr: Option<&str>) -> serde_json::Value {
+    let mut settings = json!({
+        "token_policies": [role],
+        "token_ttl": opts.token_ttl,
+        "token_max_ttl": opts.token_ttl,
+        "token_no_default_policy": true,
+        "secret_id_num_uses": 0,
+        "secret_id_ttl": opts.secret_id_ttl,
+    });
+    if let Some(cidr) = bound_cidr {
+        settings["secret_id_bound_cidrs"] = json!([cidr]);
+        settings["token_bound_cidrs"] = json!([cidr]);
+    }
+    settings
 }
 
 /// The replicator's Vault policy: read values, read and list metadata, bulk-list (OpenBao).
@@ -422,8 +445,32 @@ async fn run_steps(
         Err(e) => return Err(e.into()),
     }
 
-    // 5. The replicator's credentials, straight into the connection secret.
+    // 5. The replicator's credentials, straight into the connection secret. The AppRole role is
+    // kept as wanted on every run (a bound subnet or a TTL changed later applies too).
+    if opts.auth == AuthMode::Approle {
+        if admin.ensure_approle().await? {
+            report.changed.push("enabled AppRole auth".into());
+        }
+        let bound = match &spec.cfg.vault {
+            crate::config::VaultMode::Ec2 { .. } => Some(crate::resources::network::SUBNET_CIDR),
+            crate::config::VaultMode::External { .. } => None,
+        };
+        if admin
+            .ensure_role(&role, approle_settings(&role, &opts, bound))
+            .await?
+        {
+            report.changed.push(format!(
+                "wrote AppRole role {role} (token TTL {}, secret id TTL {}{})",
+                opts.token_ttl,
+                opts.secret_id_ttl,
+                bound
+                    .map(|c| format!(", login and tokens only from {c}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
     let still_valid = match (&accessor, opts.auth) {
+        _ if opts.rotate_secret_id => false,
         (Some(a), AuthMode::Approle) => secret_id_accessor_exists(&admin, &role, a).await?,
         (Some(a), AuthMode::Token) => token_accessor_exists(&admin, a).await?,
         (None, _) => false,
@@ -448,22 +495,6 @@ async fn run_steps(
         };
         let new_accessor = match opts.auth {
             AuthMode::Approle => {
-                if admin.ensure_approle().await? {
-                    report.changed.push("enabled AppRole auth".into());
-                }
-                let settings = json!({
-                    "token_policies": [role],
-                    "token_ttl": opts.token_ttl,
-                    "token_max_ttl": opts.token_ttl,
-                    "token_no_default_policy": true,
-                    "secret_id_num_uses": 0,
-                });
-                if admin.ensure_role(&role, settings).await? {
-                    report.changed.push(format!(
-                        "wrote AppRole role {role} (token TTL {})",
-                        opts.token_ttl
-                    ));
-                }
                 let role_id = admin.role_id(&role).await?;
                 let (secret_id, accessor) = admin.new_secret_id_with_accessor(&role).await?;
                 conn.vault_role_id = Some(role_id);
@@ -502,6 +533,15 @@ async fn run_steps(
                 AuthMode::Token => "token",
             }
         ));
+        // Rotation: the old secret id goes only once the new one is in place.
+        if opts.rotate_secret_id
+            && let Some(old) = accessor.as_deref().filter(|a| *a != new_accessor)
+            && admin.destroy_secret_id_accessor(&role, old).await?
+        {
+            report
+                .changed
+                .push("destroyed the previous secret id".into());
+        }
     }
 
     // 6. Sample secrets, as the sample had them, and a decoy mount that is not replicated.

@@ -16,14 +16,20 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(None).await
+}
+
+/// A stack set up by `deployer up`: with an external Vault (the OpenBao here), or with `config`.
+async fn world_with(config: Option<&str>) -> World {
     let (bao, moto) = tokio::join!(BaoTls::start(), Moto::start());
     let dir = tempfile::tempdir().unwrap();
+    let external = format!(
+        "stack_name = \"vi\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"{}\"\nnotification_email = \"ops@example.com\"\n",
+        bao.addr
+    );
     std::fs::write(
         dir.path().join("deployer.toml"),
-        format!(
-            "stack_name = \"vi\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"{}\"\nnotification_email = \"ops@example.com\"\n",
-            bao.addr
-        ),
+        config.unwrap_or(&external),
     )
     .unwrap();
     fake_zip(dir.path(), b"\x7fELF");
@@ -754,4 +760,162 @@ async fn keys_stored_by_an_sso_role_are_readable_by_that_role_and_its_real_arn()
     // The keys went in after the policy: the secret was created empty.
     let ops: Vec<&str> = out.mutating.iter().map(|(op, _)| op.as_str()).collect();
     assert!(ops.contains(&"PutSecretValue"), "{ops:?}");
+}
+
+fn tls_client(w: &World) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(w.bao.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// The replicator's AppRole role as Vault holds it.
+async fn read_role(w: &World, token: &str) -> serde_json::Value {
+    tls_client(w)
+        .get(format!("{}/v1/auth/approle/role/vi-replicator", w.bao.addr))
+        .header("X-Vault-Token", token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// An AppRole login with these credentials, from here (127.0.0.1): the HTTP status.
+async fn approle_login(w: &World, role_id: &str, secret_id: &str) -> u16 {
+    tls_client(w)
+        .post(format!("{}/v1/auth/approle/login", w.bao.addr))
+        .json(&serde_json::json!({"role_id": role_id, "secret_id": secret_id}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_id_with_a_lifetime_is_rotated_and_the_old_one_destroyed() {
+    let w = world().await;
+    let first = w
+        .vault_init(&[
+            "--keys-to",
+            "secret",
+            "--keep-root-token",
+            "--sample-secrets",
+            "--secret-id-ttl",
+            "2160h",
+        ])
+        .await;
+    assert!(first.error.is_none(), "{:?}", first.error);
+    let stored: serde_json::Value = serde_json::from_str(
+        w.side
+            .sm
+            .get_secret_value()
+            .secret_id("vi-vault/init-keys")
+            .send()
+            .await
+            .unwrap()
+            .secret_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let root = stored["root_token"].as_str().unwrap().to_owned();
+    let role = read_role(&w, &root).await;
+    assert_eq!(role["data"]["secret_id_ttl"], 2160 * 3600, "{role}");
+    assert_eq!(
+        role["data"]["secret_id_bound_cidrs"],
+        serde_json::Value::Null,
+        "an external Vault: no subnet to bind to"
+    );
+    let old = w.connection().await;
+    let (role_id, old_secret) = (
+        old["vaultRoleId"].as_str().unwrap().to_owned(),
+        old["vaultSecretId"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(approle_login(&w, &role_id, &old_secret).await, 200);
+
+    // Rotation: a new secret id in the connection secret, the old one destroyed.
+    let rotated = w
+        .vault_init(&["--token", &root, "--rotate-secret-id"])
+        .await;
+    assert!(rotated.error.is_none(), "{:?}", rotated.error);
+    let changed = rotated.json()["changed"].to_string();
+    assert!(
+        changed.contains("destroyed the previous secret id"),
+        "{changed}"
+    );
+    assert!(!rotated.stdout.contains(&old_secret));
+    let new = w.connection().await;
+    let new_secret = new["vaultSecretId"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, old_secret);
+    assert_eq!(approle_login(&w, &role_id, &new_secret).await, 200);
+    assert_ne!(approle_login(&w, &role_id, &old_secret).await, 200);
+    let r = replicator::run::run(&w.sync_args(), &w.aws).await;
+    assert!(!r.failed(), "{}", r.to_text());
+    assert_eq!(r.created, 2);
+
+    // A run without the flag keeps the working credential.
+    let again = w.vault_init(&["--token", &root]).await;
+    assert!(again.error.is_none(), "{:?}", again.error);
+    assert_eq!(w.connection().await["vaultSecretId"], new_secret.as_str());
+
+    // Token mode has no secret id to rotate: said before anything is done.
+    let refused = w
+        .vault_init(&["--token", &root, "--auth", "token", "--rotate-secret-id"])
+        .await;
+    assert!(refused.error.unwrap().contains("--auth approle"));
+    assert!(refused.mutating.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_stacks_own_vault_the_secret_id_works_only_from_the_replicators_subnet() {
+    let config = "stack_name = \"vi\"\nvault_inbound_cidr = \"198.51.100.0/24\"\nnotification_email = \"ops@example.com\"\n";
+    let w = world_with(Some(config)).await;
+    // The stack's Vault is this OpenBao (its EC2 address is moto's, unreachable from here).
+    let addr = w.bao.addr.clone();
+    let out = w
+        .vault_init(&[
+            "--vault-addr",
+            &addr,
+            "--keys-to",
+            "secret",
+            "--keep-root-token",
+        ])
+        .await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let stored: serde_json::Value = serde_json::from_str(
+        w.side
+            .sm
+            .get_secret_value()
+            .secret_id("vi-vault/init-keys")
+            .send()
+            .await
+            .unwrap()
+            .secret_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let root = stored["root_token"].as_str().unwrap().to_owned();
+    let role = read_role(&w, &root).await;
+    assert_eq!(
+        role["data"]["secret_id_bound_cidrs"],
+        serde_json::json!(["10.42.0.0/24"])
+    );
+    assert_eq!(
+        role["data"]["token_bound_cidrs"],
+        serde_json::json!(["10.42.0.0/24"])
+    );
+    // The delivered credential, taken out of the connection secret: refused from here.
+    let conn = w.connection().await;
+    let status = approle_login(
+        &w,
+        conn["vaultRoleId"].as_str().unwrap(),
+        conn["vaultSecretId"].as_str().unwrap(),
+    )
+    .await;
+    assert!(
+        (400..500).contains(&status),
+        "a login from outside the subnet is refused: {status}"
+    );
 }

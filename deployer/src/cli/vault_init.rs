@@ -67,6 +67,15 @@ pub struct VaultInitArgs {
     /// Vault's audit log file on the server.
     #[arg(long, default_value = "/var/log/vault/audit.log")]
     pub audit_file: String,
+
+    /// Lifetime of the AppRole secret id written into the connection secret (`0`: no expiry).
+    /// Rotate before it ends with `--rotate-secret-id`.
+    #[arg(long, default_value = "0")]
+    pub secret_id_ttl: String,
+
+    /// Deliver a new AppRole secret id into the connection secret, then destroy the old one.
+    #[arg(long)]
+    pub rotate_secret_id: bool,
 }
 
 pub async fn run(
@@ -81,6 +90,17 @@ pub async fn run(
             "--key-threshold {} must be 1 to --key-shares ({})",
             args.key_threshold, args.key_shares
         )));
+    }
+    if crate::vault_admin::parse_duration(&args.secret_id_ttl).is_none() {
+        return Err(CliError::Refused(format!(
+            "--secret-id-ttl {:?} is not a duration such as 2160h (or 0: no expiry)",
+            args.secret_id_ttl
+        )));
+    }
+    if args.rotate_secret_id && args.auth != AuthMode::Approle {
+        return Err(CliError::Refused(
+            "--rotate-secret-id rotates an AppRole secret id: it needs --auth approle".into(),
+        ));
     }
     if crate::vault_admin::parse_duration(&args.token_ttl).is_none_or(|s| s == 0) {
         return Err(CliError::Refused(format!(
@@ -136,6 +156,8 @@ pub async fn run(
         sample_secrets: args.sample_secrets,
         keep_root_token: args.keep_root_token,
         audit_file: args.audit_file.clone(),
+        secret_id_ttl: args.secret_id_ttl.clone(),
+        rotate_secret_id: args.rotate_secret_id,
         json,
     };
     let report = vault_init::run(c, spec, opts, out)
