@@ -115,7 +115,7 @@ TOML
 deployer() { "$bin/deployer" --config "$work/deployer.toml" --lambda-zip "$zip" "$@"; }
 
 step "deployer plan"
-deployer plan || [ $? -eq 2 ]
+deployer plan
 
 step "deployer up"
 deployer up

@@ -60,7 +60,10 @@ schedule = "cron(0/15 * * * ? *)"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
     let f = Fixture::new(EXTERNAL).await;
-    let plan = f.deployer(&["plan"]).await;
+    // Terraform's convention: a plan that worked exits 0, changes or not, unless asked.
+    assert_eq!(f.deployer(&["plan"]).await.code, 0);
+    assert_eq!(f.deployer(&["status"]).await.code, 0);
+    let plan = f.deployer(&["plan", "--detailed-exitcode"]).await;
     assert_eq!(plan.code, 2, "changes pending");
     assert!(
         plan.mutating.is_empty(),
@@ -111,9 +114,9 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
     );
     assert_eq!(again.json()["applied"], serde_json::json!([]));
 
-    let plan = f.deployer(&["plan"]).await;
+    let plan = f.deployer(&["plan", "--detailed-exitcode"]).await;
     assert_eq!(plan.code, 0, "{}", plan.stdout);
-    let status = f.deployer(&["status"]).await;
+    let status = f.deployer(&["status", "--detailed-exitcode"]).await;
     assert_eq!(status.code, 0, "{}", status.stdout);
     assert_eq!(status.json()["clean"], true);
 
@@ -138,7 +141,7 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
             "kms key"
         ]
     );
-    let status = f.deployer(&["status"]).await;
+    let status = f.deployer(&["status", "--detailed-exitcode"]).await;
     assert_eq!(status.code, 2);
     for r in status.json()["resources"].as_array().unwrap() {
         // The connection secret stays recoverable for 7 days: present, scheduled for deletion.
@@ -162,7 +165,7 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
     // Up again after destroy: the scheduled secret is restored, a new key made.
     let back = f.deployer(&["up"]).await;
     assert_eq!(back.code, 0);
-    assert_eq!(f.deployer(&["status"]).await.code, 0);
+    assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,7 +381,7 @@ async fn drift_made_by_hand_is_reported_then_repaired() {
         .await
         .unwrap();
 
-    let status = f.deployer(&["status"]).await;
+    let status = f.deployer(&["status", "--detailed-exitcode"]).await;
     assert_eq!(status.code, 2);
     let drifted: Vec<(String, Vec<String>)> = status.json()["resources"]
         .as_array()
@@ -434,7 +437,7 @@ async fn drift_made_by_hand_is_reported_then_repaired() {
             "UpdateFunctionConfiguration"
         ]
     );
-    assert_eq!(f.deployer(&["status"]).await.code, 0);
+    assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,7 +481,7 @@ async fn email_on_then_off_adds_then_removes_the_topic() {
         (Some(0), None),
         "no destination left"
     );
-    assert_eq!(f.deployer(&["status"]).await.code, 0);
+    assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -611,7 +614,7 @@ async fn killed_up_converges(config_text: &str) {
     let up = f.deployer(&["up"]).await;
     assert_eq!(up.code, 0);
     assert!(up.mutating.is_empty(), "{:?}", up.mutating);
-    assert_eq!(f.deployer(&["status"]).await.code, 0);
+    assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
 
     // Exactly one live key carries the stack tag.
     let kms = aws_sdk_kms::Client::new(&aws);
@@ -811,7 +814,7 @@ async fn new_code_is_uploaded_only_when_the_zip_changes() {
     fake_zip(f.dir.path(), b"\x7fELF v1");
     assert!(f.deployer(&["up"]).await.mutating.is_empty());
     fake_zip(f.dir.path(), b"\x7fELF v2");
-    let plan = f.deployer(&["plan"]).await;
+    let plan = f.deployer(&["plan", "--detailed-exitcode"]).await;
     assert_eq!(plan.code, 2);
     let up = f.deployer(&["up"]).await;
     let ops: Vec<&str> = up.mutating.iter().map(|(op, _)| op.as_str()).collect();
@@ -827,7 +830,7 @@ notification_email = "ops@example.com"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_on_ec2_is_private_by_default_and_converges() {
     let f = Fixture::new(ON_EC2).await;
-    let plan = f.deployer(&["plan"]).await;
+    let plan = f.deployer(&["plan", "--detailed-exitcode"]).await;
     assert_eq!(plan.code, 2);
     let p = plan.json();
     let kinds: Vec<&str> = p["changes"]
@@ -1010,7 +1013,7 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
         .send()
         .await
         .unwrap();
-    let status = f.deployer(&["status"]).await;
+    let status = f.deployer(&["status", "--detailed-exitcode"]).await;
     assert_eq!(status.code, 2);
     let drifted: Vec<String> = status.json()["resources"]
         .as_array()
@@ -1027,7 +1030,7 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
         .collect();
     assert_eq!(drifted, ["security group onec2-vault"]);
     f.deployer(&["up"]).await;
-    assert_eq!(f.deployer(&["status"]).await.code, 0);
+    assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
 
     // Boxed, as the deployer's own large steps: the test's future would not fit its stack.
     Box::pin(endpoint_policy_drift_is_repaired_in_place(
@@ -1255,7 +1258,7 @@ fn deployer_binary(
 async fn destroy_without_yes_asks_for_the_stack_name_at_a_terminal_and_refuses_without_one() {
     let f = Fixture::new(EXTERNAL).await;
     f.deployer(&["up"]).await;
-    let intact = || async { f.deployer(&["status"]).await.code == 0 };
+    let intact = || async { f.deployer(&["status", "--detailed-exitcode"]).await.code == 0 };
 
     let (code, out) = deployer_at_terminal(&f, &["destroy"], None);
     assert_eq!(code, 1, "{out}");
@@ -1277,7 +1280,7 @@ async fn destroy_without_yes_asks_for_the_stack_name_at_a_terminal_and_refuses_w
         out.contains("deleted lambda function demo-replicator"),
         "{out}"
     );
-    assert_eq!(f.deployer(&["status"]).await.code, 2);
+    assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1482,7 +1485,7 @@ async fn the_vault_instance_keeps_imds_to_one_hop_and_its_root_volume_is_checked
         .send()
         .await
         .unwrap();
-    let status = f.deployer(&["status"]).await;
+    let status = f.deployer(&["status", "--detailed-exitcode"]).await;
     assert_eq!(status.code, 2);
     assert!(
         status.stdout.contains("imds_hop_limit"),
@@ -1492,7 +1495,7 @@ async fn the_vault_instance_keeps_imds_to_one_hop_and_its_root_volume_is_checked
     let repair = f.deployer(&["up"]).await;
     let ops: Vec<&str> = repair.mutating.iter().map(|(op, _)| op.as_str()).collect();
     assert_eq!(ops, ["ModifyInstanceMetadataOptions"]);
-    assert_eq!(f.deployer(&["status"]).await.code, 0);
+    assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
 
     // The instance replaced by hand with one whose root volume is not encrypted (moto cannot
     // detach a root volume): status reads it from EC2, and up says what to do.
@@ -1529,7 +1532,7 @@ async fn the_vault_instance_keeps_imds_to_one_hop_and_its_root_volume_is_checked
         .send()
         .await
         .unwrap();
-    let status = f.deployer(&["status"]).await;
+    let status = f.deployer(&["status", "--detailed-exitcode"]).await;
     assert_eq!(status.code, 2);
     let fields: Vec<serde_json::Value> = status.json()["resources"]
         .as_array()
@@ -1571,7 +1574,7 @@ async fn endpoint_policy_drift_is_repaired_in_place(
         .send()
         .await
         .unwrap();
-    let status = f.deployer(&["status"]).await;
+    let status = f.deployer(&["status", "--detailed-exitcode"]).await;
     assert_eq!(status.code, 2, "{}", status.stdout);
     assert!(
         status
@@ -1591,7 +1594,7 @@ async fn endpoint_policy_drift_is_repaired_in_place(
         after.vpc_endpoints()[0].vpc_endpoint_id(),
         endpoint.vpc_endpoint_id()
     );
-    assert_eq!(f.deployer(&["status"]).await.code, 0);
+    assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
 }
 
 /// Each security group's egress: the Vault instance HTTPS out, the replicator to Vault and the
@@ -1676,7 +1679,7 @@ async fn egress_is_only_what_each_group_needs(f: &Fixture, ec2: &aws_sdk_ec2::Cl
         .send()
         .await
         .unwrap();
-    let status = f.deployer(&["status"]).await;
+    let status = f.deployer(&["status", "--detailed-exitcode"]).await;
     assert_eq!(status.code, 2, "{}", status.stdout);
     assert!(
         status.stdout.contains("onec2-replicator"),
@@ -1684,7 +1687,7 @@ async fn egress_is_only_what_each_group_needs(f: &Fixture, ec2: &aws_sdk_ec2::Cl
         status.stdout
     );
     f.deployer(&["up"]).await;
-    assert_eq!(f.deployer(&["status"]).await.code, 0);
+    assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
     let after = ec2
         .describe_security_groups()
         .group_ids(repl.group_id().unwrap())

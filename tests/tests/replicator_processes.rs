@@ -582,3 +582,14 @@ async fn the_lambda_stops_starting_writes_before_its_deadline_and_the_next_invoc
     assert_eq!(second["created"].as_u64(), Some(remaining), "{body}");
     assert_eq!(env.side.secrets("kv").await.len(), 40);
 }
+
+#[test]
+fn a_bad_command_line_exits_64_as_the_deployer_does_and_help_exits_0() {
+    assert_eq!(replicator(&[], &["frobnicate"]).0, 64);
+    let (code, _, err) = replicator(&[], &["sync", "--concurrency", "many"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--concurrency"), "{err}");
+    let (code, out, _) = replicator(&[], &["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("sync"), "{out}");
+}

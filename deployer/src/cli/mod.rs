@@ -83,19 +83,19 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Shows what `up` would do, resource by resource, and the monthly cost. Exit 2 if anything
-    /// would change.
+    /// Shows what `up` would do, resource by resource, and the monthly cost. Exit 0 when it
+    /// worked; with --detailed-exitcode, 2 when anything would change.
     ///
-    /// Example: deployer plan --config deployer.toml
-    Plan,
+    /// Example: deployer plan --config deployer.toml --detailed-exitcode
+    Plan(ExitCodeArgs),
     /// Creates or updates the stack until it matches the configuration. A second run changes
     /// nothing.
     ///
     /// Example: deployer up --set notification_email=ops@example.com
     Up,
-    /// Shows each resource as present, missing or drifted, and the outputs. Exit 2 if anything
-    /// is missing or drifted.
-    Status,
+    /// Shows each resource as present, missing or drifted, and the outputs. Exit 0 when it
+    /// worked; with --detailed-exitcode, 2 when anything is missing or drifted.
+    Status(ExitCodeArgs),
     /// Deletes the stack's resources (only those carrying its tag), in reverse order.
     ///
     /// Example: deployer destroy --yes
@@ -112,6 +112,25 @@ pub enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+}
+
+/// Terraform's convention: exit 0 when the command worked, whatever it found, unless asked.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct ExitCodeArgs {
+    /// Exit 2 (instead of 0) when there are changes: 0 none, 1 error, 2 changes.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+impl ExitCodeArgs {
+    /// The exit code of a command that worked and found `changes`.
+    pub fn code(self, changes: bool) -> i32 {
+        if changes && self.detailed_exitcode {
+            EXIT_CHANGES
+        } else {
+            EXIT_OK
+        }
+    }
 }
 
 /// Why a command failed before or while talking to AWS.
@@ -161,8 +180,8 @@ pub fn load_config(g: &Global) -> Result<Config, ConfigError> {
 /// The zip, checked before any AWS call, for the commands that upload or compare it.
 pub fn load_zip(cmd: &Command, g: &Global) -> Result<Option<LambdaZip>, CliError> {
     match cmd {
-        Command::Plan | Command::Up => Ok(Some(LambdaZip::load(&g.lambda_zip)?)),
-        Command::Status => Ok(LambdaZip::load(&g.lambda_zip).ok()),
+        Command::Plan(_) | Command::Up => Ok(Some(LambdaZip::load(&g.lambda_zip)?)),
+        Command::Status(_) => Ok(LambdaZip::load(&g.lambda_zip).ok()),
         Command::Destroy(_) | Command::VaultInit(_) | Command::Completions { .. } => Ok(None),
     }
 }
@@ -206,9 +225,9 @@ pub async fn execute(
     };
     let json = cli.global.output == Output::Json;
     match &cli.command {
-        Command::Plan => plan::run(&stack, json, out).await,
+        Command::Plan(codes) => plan::run(&stack, *codes, json, out).await,
         Command::Up => up::run(&stack, json, out).await,
-        Command::Status => status::run(&stack, json, out).await,
+        Command::Status(codes) => status::run(&stack, *codes, json, out).await,
         Command::Destroy(args) => destroy::run(&stack, args, json, out).await,
         Command::VaultInit(args) => vault_init::run(&stack, args, json, out).await,
         Command::Completions { .. } => run_local(cli, out).unwrap_or(Ok(EXIT_OK)),

@@ -2,12 +2,17 @@
 
 use std::io::Write;
 
-use super::{CliError, EXIT_CHANGES, EXIT_OK, emit};
+use super::{CliError, ExitCodeArgs, emit};
 use crate::change::{Action, render_plan};
 use crate::cost;
 use crate::stack::Stack;
 
-pub async fn run(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i32, CliError> {
+pub async fn run(
+    stack: &Stack<'_>,
+    codes: ExitCodeArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CliError> {
     let plan = stack.plan().await?;
     let estimate = cost::estimate(stack.spec);
     let pending = plan.changes_anything();
@@ -22,5 +27,5 @@ pub async fn run(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i
     text.push('\n');
     text.push_str(&cost::render(&estimate));
     emit(out, json, &value, &text)?;
-    Ok(if pending { EXIT_CHANGES } else { EXIT_OK })
+    Ok(codes.code(pending))
 }

@@ -2,11 +2,16 @@
 
 use std::io::Write;
 
-use super::{CliError, EXIT_CHANGES, EXIT_OK, emit, outputs_text};
+use super::{CliError, ExitCodeArgs, emit, outputs_text};
 use crate::change::{Action, render_status};
 use crate::stack::Stack;
 
-pub async fn run(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i32, CliError> {
+pub async fn run(
+    stack: &Stack<'_>,
+    codes: ExitCodeArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CliError> {
     let seen = stack.plan().await?;
     let resources: Vec<serde_json::Value> = seen
         .changes
@@ -35,5 +40,5 @@ pub async fn run(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i
         text.push_str("Run `deployer up` to repair what is missing or drifted.\n");
     }
     emit(out, json, &value, &text)?;
-    Ok(if clean { EXIT_OK } else { EXIT_CHANGES })
+    Ok(codes.code(!clean))
 }

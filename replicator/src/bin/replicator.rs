@@ -1,7 +1,7 @@
 //! `replicator sync`: the Lambda's sync, run from a shell.
 //!
 //! Exit codes: 0 = the run succeeded (conflicts are reported, not failed); 1 = the run failed
-//! (a secret or the whole run); 2 = bad command line.
+//! (a secret or the whole run); 64 = bad command line (as `deployer`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -9,6 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use replicator::config::{OutputFormat, SyncArgs};
 use replicator::progress::Progress;
+
+/// Exit code of a bad command line (sysexits' EX_USAGE), the same in both programs.
+const EXIT_USAGE: u8 = 64;
 
 /// Replicates Vault / OpenBao KV v2 secrets into AWS Secrets Manager.
 #[derive(Debug, Parser)]
@@ -65,7 +68,14 @@ async fn run_showing_progress(
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version are answers, not errors.
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
     replicator::logging::init(cli.verbose, false);
     match cli.command {
         Command::Sync { args, output } => {
