@@ -6,6 +6,11 @@ use clap::Parser;
 use deployer::cli::{self, Cli, EXIT_ERROR, EXIT_USAGE};
 use deployer::clients::{Backoff, Clients};
 
+/// <https://no-color.org>: `NO_COLOR` set and not empty turns colour off.
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
 fn init_logs(verbose: u8) {
     use std::io::IsTerminal;
     let default = match verbose {
@@ -18,7 +23,7 @@ fn init_logs(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(std::io::stderr().is_terminal() && !no_color())
         .with_target(false)
         .without_time()
         .try_init();
@@ -43,7 +48,8 @@ async fn main() -> ExitCode {
                 msg.push_str(&format!("\n  caused by: {s}"));
                 source = s.source();
             }
-            tracing::error!("{msg}");
+            // Printed, not logged: seen whatever RUST_LOG says.
+            eprintln!("{msg}");
             EXIT_ERROR
         }
     };

@@ -13,7 +13,9 @@ pub fn init(verbose: u8, force_plain: bool) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let ansi = !force_plain && std::io::stderr().is_terminal();
+    // <https://no-color.org>: `NO_COLOR` set and not empty turns colour off.
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let ansi = !force_plain && !no_color && std::io::stderr().is_terminal();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1818,3 +1818,34 @@ async fn the_vault_ca_is_kept_encrypted_under_the_stack_key_and_a_swapped_one_is
     f.deployer(&["destroy", "--yes"]).await;
     assert!(ssm.get_parameter().name(name).send().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_terminal_no_color_is_honoured_and_the_error_shows_whatever_rust_log_says() {
+    // A setting worth a warning (logged, coloured at a terminal).
+    let f =
+        Fixture::new(&EXTERNAL.replace("https://vault.example.com", "http://vault.example.com"))
+            .await;
+    let (code, coloured) = deployer_binary(&f, &["status"], Some(""), &[]);
+    assert_eq!(code, 0, "{coloured}");
+    assert!(coloured.contains("plain http"), "{coloured}");
+    assert!(
+        coloured.contains('\x1b'),
+        "coloured at a terminal: {coloured:?}"
+    );
+    let (code, plain) = deployer_binary(&f, &["status"], Some(""), &[("NO_COLOR", "1")]);
+    assert_eq!(code, 0);
+    assert!(plain.contains("plain http"), "{plain}");
+    assert!(
+        !plain.contains('\x1b'),
+        "no escape sequence with NO_COLOR: {plain:?}"
+    );
+
+    // A failure with logs off: the error is printed all the same.
+    std::fs::remove_file(f.path("replicator.zip")).unwrap();
+    let (code, quiet) = deployer_binary(&f, &["up"], Some(""), &[("RUST_LOG", "off")]);
+    assert_eq!(code, 1);
+    assert!(
+        quiet.contains("error:") && quiet.contains("replicator.zip"),
+        "{quiet}"
+    );
+}
