@@ -118,6 +118,11 @@ pub struct SyncArgs {
     #[arg(long, env = env::VAULT_AWS_SERVER_ID)]
     pub vault_aws_server_id: Option<String>,
 
+    /// Vault Enterprise / OpenBao namespace of the mount and the login, sent as
+    /// `X-Vault-Namespace` (the connection secret's `vaultNamespace` when it has one).
+    #[arg(long, env = env::VAULT_NAMESPACE)]
+    pub vault_namespace: Option<String>,
+
     /// Requests in flight at once, to Vault and to AWS.
     #[arg(long, env = env::CONCURRENCY, default_value_t = 16)]
     pub concurrency: usize,

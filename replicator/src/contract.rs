@@ -32,6 +32,7 @@ pub mod env {
     pub const VAULT_AWS_ROLE: &str = "VAULT_AWS_ROLE";
     pub const VAULT_AWS_AUTH_MOUNT: &str = "VAULT_AWS_AUTH_MOUNT";
     pub const VAULT_AWS_SERVER_ID: &str = "VAULT_AWS_SERVER_ID";
+    pub const VAULT_NAMESPACE: &str = "VAULT_NAMESPACE";
 }
 
 /// Tag keys written on every replicated secret.
@@ -96,6 +97,9 @@ pub struct ConnectionSecret {
     /// KV v2 mount to replicate (overrides the configured mount).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault_kv_mount: Option<String>,
+    /// Vault Enterprise / OpenBao namespace of the mount and the login (`X-Vault-Namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_namespace: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectionSecret {
@@ -120,6 +124,7 @@ impl std::fmt::Debug for ConnectionSecret {
             .field("vault_aws_auth_mount", &self.vault_aws_auth_mount)
             .field("vault_aws_server_id", &self.vault_aws_server_id)
             .field("vault_kv_mount", &self.vault_kv_mount)
+            .field("vault_namespace", &self.vault_namespace)
             .finish()
     }
 }

@@ -124,12 +124,17 @@ async fn vault_client(
                     });
                 }
             };
+            let namespace = conn
+                .vault_namespace
+                .as_deref()
+                .or(args.vault_namespace.as_deref());
             Ok(VaultClient::new(
                 &conn.vault_address,
                 auth,
                 conn.vault_ca_cert.as_deref(),
                 settings.concurrency,
-            )?)
+            )?
+            .in_namespace(namespace))
         }
         ConnectionSource::Direct {
             address,
@@ -159,12 +164,10 @@ async fn vault_client(
                     server_id,
                 } => aws_iam_auth(aws, mount, role, server_id)?,
             };
-            Ok(VaultClient::new(
-                &address,
-                auth,
-                pem.as_deref(),
-                settings.concurrency,
-            )?)
+            Ok(
+                VaultClient::new(&address, auth, pem.as_deref(), settings.concurrency)?
+                    .in_namespace(args.vault_namespace.as_deref()),
+            )
         }
     }
 }

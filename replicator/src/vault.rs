@@ -173,6 +173,8 @@ pub struct VaultClient {
     http: reqwest::Client,
     address: String,
     auth: VaultAuth,
+    /// Vault Enterprise / OpenBao namespace, sent as `X-Vault-Namespace` on every request.
+    namespace: Option<String>,
     token: Mutex<Option<CachedToken>>,
     pub counters: Arc<VaultCounters>,
 }
@@ -331,9 +333,29 @@ impl VaultClient {
             http,
             address: address.trim_end_matches('/').to_owned(),
             auth,
+            namespace: None,
             token: Mutex::new(None),
             counters: Arc::new(VaultCounters::default()),
         })
+    }
+
+    /// Sends every request, login included, in `namespace` (`X-Vault-Namespace`); none or an
+    /// empty one: the root namespace.
+    pub fn in_namespace(mut self, namespace: Option<&str>) -> Self {
+        self.namespace = namespace
+            .map(|n| n.trim_matches('/'))
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
+        self
+    }
+
+    /// A request to `url`, in the client's namespace.
+    fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, url);
+        match &self.namespace {
+            Some(ns) => req.header("X-Vault-Namespace", ns),
+            None => req,
+        }
     }
 
     pub fn address(&self) -> &str {
@@ -406,8 +428,7 @@ impl VaultClient {
         let url = format!("{}/v1/auth/{}/login", self.address, encode_path(mount));
         let started = Instant::now();
         let resp = self
-            .http
-            .post(&url)
+            .request(Method::POST, &url)
             .json(body)
             .send()
             .await
@@ -494,7 +515,6 @@ impl VaultClient {
         let token = self.token().await?;
         let url = format!("{}/v1/{}", self.address, api_path);
         let resp = self
-            .http
             .request(method, &url)
             .header("X-Vault-Token", token.expose())
             .header("X-Vault-Request", "true")
@@ -670,8 +690,7 @@ impl VaultClient {
         let op = op.to_owned();
         let token = self.token().await?;
         let resp = self
-            .http
-            .get(format!("{}/v1/{}", self.address, api))
+            .request(Method::GET, &format!("{}/v1/{}", self.address, api))
             .header("X-Vault-Token", token.expose())
             .header("X-Vault-Request", "true")
             .send()

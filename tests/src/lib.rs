@@ -299,6 +299,7 @@ pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
         vault_aws_role: None,
         vault_aws_auth_mount: "aws".to_owned(),
         vault_aws_server_id: None,
+        vault_namespace: None,
         concurrency: 8,
         writes_per_second: 50,
         dry_run: false,

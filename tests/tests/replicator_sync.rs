@@ -1105,3 +1105,80 @@ async fn without_bulk_listing_the_names_are_known_before_the_metadata_reads_end(
         "the names came while metadata reads were still to do ({reads_then} of {n} done)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_is_sent_with_every_request_and_replicates_that_namespace_only() {
+    let env = env().await;
+    let bao = &env.bao;
+    let http = reqwest::Client::new();
+    let call = |ns: Option<&'static str>,
+                method: reqwest::Method,
+                path: &'static str,
+                body: serde_json::Value| {
+        let mut req = http
+            .request(method, format!("{}/v1/{path}", bao.addr))
+            .header("X-Vault-Token", e2e::ROOT_TOKEN)
+            .json(&body);
+        if let Some(ns) = ns {
+            req = req.header("X-Vault-Namespace", ns);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        }
+    };
+    call(
+        None,
+        reqwest::Method::POST,
+        "sys/namespaces/team",
+        json!({}),
+    )
+    .await;
+    // The same mount name in the root namespace and in `team`, each with its own secret.
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "root-only", json!({"v": 1})).await;
+    call(
+        Some("team"),
+        reqwest::Method::POST,
+        "sys/mounts/kv",
+        json!({"type": "kv", "options": {"version": "2"}}),
+    )
+    .await;
+    // A new KV v2 mount answers 400 for a moment while it upgrades.
+    let mut written = false;
+    for _ in 0..100 {
+        let resp = http
+            .post(format!("{}/v1/kv/data/team-only", bao.addr))
+            .header("X-Vault-Token", e2e::ROOT_TOKEN)
+            .header("X-Vault-Namespace", "team")
+            .json(&json!({"data": {"v": 2}}))
+            .send()
+            .await
+            .unwrap();
+        if resp.status().is_success() {
+            written = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(written, "the namespace's mount never took the write");
+
+    let mut a = args(&env, "ns");
+    a.mount = Some("kv".into());
+    a.vault_namespace = Some("team".into());
+    let r = sync(&env, &a).await;
+    assert_eq!((r.created, r.failures.len()), (1, 0), "{}", r.to_text());
+    let seen = env.side.secrets("ns").await;
+    assert_eq!(seen.keys().collect::<Vec<_>>(), ["ns/team-only"]);
+    assert_eq!(env.side.value("ns/team-only").await, json!({"v": 2}));
+    // Without it: the root namespace's mount.
+    a.vault_namespace = None;
+    let mut b = a.clone();
+    b.prefix = "root".into();
+    let r = sync(&env, &b).await;
+    assert_eq!(r.created, 1, "{}", r.to_text());
+    assert_eq!(
+        env.side.secrets("root").await.keys().collect::<Vec<_>>(),
+        ["root/root-only"]
+    );
+}
