@@ -33,15 +33,25 @@ impl std::fmt::Debug for TlsMaterial {
 #[error("making Vault's TLS certificate: {0}")]
 pub struct CertError(String);
 
-/// Issues a CA and a server certificate valid for `ips` (and `localhost`), for ~5 years.
+/// How long the CA and the server certificate are valid, from the day they are made.
+const VALIDITY: time::Duration = time::Duration::days(5 * 365);
+
+/// (not before, not after) of a certificate made at `now`: a day back, for clocks a little
+/// behind, and [`VALIDITY`] ahead.
+fn validity(now: time::OffsetDateTime) -> (time::OffsetDateTime, time::OffsetDateTime) {
+    (now - time::Duration::days(1), now + VALIDITY)
+}
+
+/// Issues a CA and a server certificate valid for `ips` (and `localhost`), for 5 years from now.
 pub fn issue(stack: &str, ips: &[IpAddr]) -> Result<TlsMaterial, CertError> {
+    let (not_before, not_after) = validity(time::OffsetDateTime::now_utc());
     let e = |x: rcgen::Error| CertError(x.to_string());
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.distinguished_name
         .push(DnType::CommonName, format!("{stack} Vault CA"));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca.not_after = rcgen::date_time_ymd(2031, 1, 1);
+    (ca.not_before, ca.not_after) = (not_before, not_after);
     let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().map_err(e)?).map_err(e)?;
 
     let mut server = CertificateParams::new(vec!["localhost".to_owned()]).map_err(e)?;
@@ -56,7 +66,7 @@ pub fn issue(stack: &str, ips: &[IpAddr]) -> Result<TlsMaterial, CertError> {
         KeyUsagePurpose::KeyEncipherment,
     ];
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    server.not_after = rcgen::date_time_ymd(2031, 1, 1);
+    (server.not_before, server.not_after) = (not_before, not_after);
     let key = KeyPair::generate().map_err(e)?;
     let cert = server.signed_by(&key, &ca).map_err(e)?;
     Ok(TlsMaterial {
@@ -81,5 +91,14 @@ mod tests {
         assert!(m.certificate.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(m.private_key.expose().contains("PRIVATE KEY"));
         assert!(!format!("{m:?}").contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn validity_is_counted_from_the_day_the_certificate_is_made() {
+        let made = time::OffsetDateTime::from_unix_timestamp(1_900_000_000).unwrap(); // 2030
+        let (from, to) = validity(made);
+        assert!(from < made && made - from <= time::Duration::days(1));
+        assert_eq!(to - made, time::Duration::days(5 * 365));
+        assert!(to.year() >= 2034, "not a fixed date in the past: {to}");
     }
 }
