@@ -47,12 +47,75 @@ impl RateLimiter {
     }
 }
 
+/// A listed secret's tags, held compactly: a run holds one set per replica (100,000 of them at
+/// scale), and most keys and many values (owner, mount, path, prefix) are the same on every
+/// replica, so each distinct string is stored once per listing page ([`Interner`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tags(Vec<(Arc<str>, Arc<str>)>);
+
+impl Tags {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
+    }
+
+    /// Sets `key` (replacing its value).
+    pub fn insert(&mut self, key: &str, value: &str) {
+        match self.0.iter_mut().find(|(k, _)| &**k == key) {
+            Some((_, v)) => *v = value.into(),
+            None => self.0.push((key.into(), value.into())),
+        }
+    }
+
+    pub fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| &**k != key);
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl<const N: usize> From<[(&str, &str); N]> for Tags {
+    fn from(pairs: [(&str, &str); N]) -> Self {
+        let mut t = Tags::default();
+        for (k, v) in pairs {
+            t.insert(k, v);
+        }
+        t
+    }
+}
+
+/// Shares equal strings: one allocation for a value repeated on many secrets.
+#[derive(Default)]
+struct Interner(std::collections::HashSet<Arc<str>>);
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(known) = self.0.get(s) {
+            return known.clone();
+        }
+        let new: Arc<str> = s.into();
+        self.0.insert(new.clone());
+        new
+    }
+
+    fn tags(&mut self, tags: &[Tag]) -> Tags {
+        let mut out = Vec::with_capacity(tags.len());
+        for t in tags {
+            if let Some(k) = t.key() {
+                out.push((self.get(k), self.get(t.value().unwrap_or(""))));
+            }
+        }
+        Tags(out)
+    }
+}
+
 /// One secret as `ListSecrets` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AwsSecret {
     pub name: String,
     pub arn: String,
-    pub tags: BTreeMap<String, String>,
+    pub tags: Tags,
     /// Version id carrying the `AWSCURRENT` stage.
     pub current_version_id: Option<String>,
     /// Every version id that still carries a stage (`AWSCURRENT`, `AWSPREVIOUS`, …): one the
@@ -186,6 +249,7 @@ impl SecretsManager {
             .send();
         let mut out = Vec::new();
         let mut read = 0;
+        let mut interner = Interner::default();
         while max_pages.is_none_or(|max| read < max) {
             let Some(page) = pages.next().await else {
                 return Ok((out, false));
@@ -200,11 +264,7 @@ impl SecretsManager {
                 if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
                     continue;
                 }
-                let tags = entry
-                    .tags()
-                    .iter()
-                    .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
-                    .collect();
+                let tags = interner.tags(entry.tags());
                 let (current_version_id, version_ids) =
                     staged_versions(entry.secret_versions_to_stages());
                 out.push(AwsSecret {
@@ -237,11 +297,7 @@ impl SecretsManager {
             version_ids,
             name: out.name().unwrap_or(name).to_owned(),
             arn: out.arn().unwrap_or_default().to_owned(),
-            tags: out
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
-                .collect(),
+            tags: Interner::default().tags(out.tags()),
             current_version_id,
             pending_deletion: out.deleted_date().is_some(),
         })

@@ -90,15 +90,13 @@ impl Ctx<'_> {
             // The listing lags behind (it is eventually consistent): look at what is there.
             Err(e) if e.kind == AwsErrorKind::AlreadyExists => {
                 let found = self.sm.describe(&target.name).await.map_err(aws_problem)?;
-                let ours = found.tags.get(tags::MANAGED_BY).map(String::as_str)
-                    == Some(tags::MANAGED_BY_VALUE)
-                    && found.tags.get(tags::VAULT_MOUNT) == Some(&self.settings.mount)
-                    && found.tags.get(tags::VAULT_PATH).map(String::as_str)
-                        == Some(self.settings.path_tag())
+                let ours = found.tags.get(tags::MANAGED_BY) == Some(tags::MANAGED_BY_VALUE)
+                    && found.tags.get(tags::VAULT_MOUNT) == Some(self.settings.mount.as_str())
+                    && found.tags.get(tags::VAULT_PATH) == Some(self.settings.path_tag())
                     && found
                         .tags
                         .get(tags::PREFIX)
-                        .is_none_or(|p| p == &self.settings.prefix);
+                        .is_none_or(|p| p == self.settings.prefix);
                 if !ours {
                     return Ok(Outcome::Conflict(Problem::new(
                         &target.name,

@@ -206,12 +206,14 @@ async fn list_aws(
         return Ok(Vec::new());
     };
     let root = format!("{}/", settings.prefix);
-    let names: Vec<String> = names.iter().map(|n| format!("{root}{n}")).collect();
+    // One copy of the names at a time, gone before the listing starts.
+    let names: Vec<String> = names.into_iter().map(|n| format!("{root}{n}")).collect();
     let partition = crate::listing::partition(
         &root,
         names.iter().map(String::as_str),
         crate::listing::NAMES_PER_RANGE,
     );
+    drop(names);
     Ok(sm
         .list_partitioned(&partition, settings.concurrency)
         .await?)
