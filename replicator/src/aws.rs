@@ -118,14 +118,24 @@ pub struct AwsSecret {
     pub tags: Tags,
     /// Version id carrying the `AWSCURRENT` stage.
     pub current_version_id: Option<String>,
-    /// Every version id that still carries a stage (`AWSCURRENT`, `AWSPREVIOUS`, …): one the
-    /// replicator wrote can be made current again without writing its value.
-    pub version_ids: Vec<String>,
+    /// The other version ids that still carry a stage (`AWSPREVIOUS`, …): one the replicator
+    /// wrote can be made current again without writing its value. Usually none, so nothing is
+    /// held for it.
+    pub other_version_ids: Vec<String>,
     /// Scheduled for deletion.
     pub pending_deletion: bool,
 }
 
-/// (the version carrying `AWSCURRENT`, every version id with a stage) of a version→stages map.
+impl AwsSecret {
+    /// Whether version `id` is in AWS with a stage (current or not).
+    pub fn has_version(&self, id: &str) -> bool {
+        self.current_version_id.as_deref() == Some(id)
+            || self.other_version_ids.iter().any(|v| v == id)
+    }
+}
+
+/// (the version carrying `AWSCURRENT`, every other version id with a stage) of a version→stages
+/// map.
 fn staged_versions(
     map: Option<&std::collections::HashMap<String, Vec<String>>>,
 ) -> (Option<String>, Vec<String>) {
@@ -138,7 +148,7 @@ fn staged_versions(
         .map(|(id, _)| id.clone());
     let mut ids: Vec<String> = map
         .iter()
-        .filter(|(_, stages)| !stages.is_empty())
+        .filter(|(id, stages)| !stages.is_empty() && Some(*id) != current.as_ref())
         .map(|(id, _)| id.clone())
         .collect();
     ids.sort();
@@ -265,14 +275,14 @@ impl SecretsManager {
                     continue;
                 }
                 let tags = interner.tags(entry.tags());
-                let (current_version_id, version_ids) =
+                let (current_version_id, other_version_ids) =
                     staged_versions(entry.secret_versions_to_stages());
                 out.push(AwsSecret {
                     name: name.to_owned(),
                     arn: arn.to_owned(),
                     tags,
                     current_version_id,
-                    version_ids,
+                    other_version_ids,
                     pending_deletion: entry.deleted_date().is_some(),
                 });
             }
@@ -292,9 +302,9 @@ impl SecretsManager {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("DescribeSecret", name, e))?;
-        let (current_version_id, version_ids) = staged_versions(out.version_ids_to_stages());
+        let (current_version_id, other_version_ids) = staged_versions(out.version_ids_to_stages());
         Ok(AwsSecret {
-            version_ids,
+            other_version_ids,
             name: out.name().unwrap_or(name).to_owned(),
             arn: out.arn().unwrap_or_default().to_owned(),
             tags: Interner::default().tags(out.tags()),
