@@ -44,19 +44,215 @@ async fn seed_one(bao: &Bao, sm: &aws_sdk_secretsmanager::Client, i: usize) {
     let created = out["data"]["created_time"].as_str().unwrap().to_owned();
     let token = replicator::plan::version_token(MOUNT, &path, version, &created);
     let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
-    sm.create_secret()
-        .name(format!("{PREFIX}/{path}"))
-        .secret_string(json!({"user": format!("u{i}"), "password": format!("p{i}")}).to_string())
-        .client_request_token(token)
-        .tags(tag(tags::MANAGED_BY, tags::MANAGED_BY_VALUE))
-        .tags(tag(tags::VERSION, &version.to_string()))
-        .tags(tag(tags::VERSION_CREATED, &created))
-        .tags(tag(tags::VAULT_MOUNT, MOUNT))
-        .tags(tag(tags::VAULT_PATH, "/"))
-        .tags(tag(tags::PREFIX, PREFIX))
-        .send()
-        .await
-        .unwrap();
+    // moto answers 500 now and then under this load: try again (the request token makes a
+    // retry of a create that went through a no-op).
+    for attempt in 1.. {
+        let sent = sm
+            .create_secret()
+            .name(format!("{PREFIX}/{path}"))
+            .secret_string(
+                json!({"user": format!("u{i}"), "password": format!("p{i}")}).to_string(),
+            )
+            .client_request_token(&token)
+            .tags(tag(tags::MANAGED_BY, tags::MANAGED_BY_VALUE))
+            .tags(tag(tags::VERSION, &version.to_string()))
+            .tags(tag(tags::VERSION_CREATED, &created))
+            .tags(tag(tags::VAULT_MOUNT, MOUNT))
+            .tags(tag(tags::VAULT_PATH, "/"))
+            .tags(tag(tags::PREFIX, PREFIX))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => return,
+            // The try before went through after all.
+            Err(e)
+                if attempt > 1
+                    && e.as_service_error()
+                        .is_some_and(|e| e.is_resource_exists_exception()) =>
+            {
+                return;
+            }
+            Err(e) if attempt < 10 => {
+                eprintln!("create {path}: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => panic!("create {path}: {e:?}"),
+        }
+    }
+}
+
+/// A loopback stand-in for the two Secrets Manager calls a no-op run makes, `ListSecrets`
+/// (name filters, pages of 100, next tokens) and `DescribeSecret` (not found), answering from
+/// replicas held in memory. moto scans every secret on each call, so seeding 100,000 into it
+/// takes most of an hour; this takes seconds. Only the replicator's memory is measured with it,
+/// never its correctness.
+mod fast_aws {
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    pub struct Replica {
+        pub name: String,
+        pub token: String,
+        pub tags: Vec<(String, String)>,
+    }
+
+    fn entry(r: &Replica) -> Value {
+        json!({
+            "ARN": format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{}-AbCdEf", r.name),
+            "Name": r.name,
+            "Tags": r.tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>(),
+            "SecretVersionsToStages": {&r.token: ["AWSCURRENT"]},
+        })
+    }
+
+    fn answer(replicas: &[Replica], target: &str, body: &Value) -> (u16, String) {
+        if target.ends_with("DescribeSecret") {
+            let err = json!({"__type": "ResourceNotFoundException", "message": "not found"});
+            return (400, err.to_string());
+        }
+        let prefixes: Vec<&str> = body["Filters"][0]["Values"]
+            .as_array()
+            .map(|v| v.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let from: usize = body["NextToken"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        // Replicas are sorted by name: each prefix is one run; tokens index the joined runs.
+        let mut matching: Vec<&Replica> = Vec::new();
+        for p in prefixes {
+            let start = replicas.partition_point(|r| r.name.as_str() < p);
+            matching.extend(
+                replicas[start..]
+                    .iter()
+                    .take_while(|r| r.name.starts_with(p)),
+            );
+        }
+        let page: Vec<Value> = matching
+            .iter()
+            .skip(from)
+            .take(100)
+            .map(|r| entry(r))
+            .collect();
+        let mut out = json!({"SecretList": page});
+        if from + 100 < matching.len() {
+            out["NextToken"] = json!((from + 100).to_string());
+        }
+        (200, out.to_string())
+    }
+
+    /// Serves `replicas` (sorted by name) on 127.0.0.1; returns its URL.
+    pub async fn serve(replicas: Vec<Replica>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let replicas = Arc::new(replicas);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let replicas = replicas.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut read = BufReader::new(read);
+                    loop {
+                        let (mut target, mut len) = (String::new(), 0usize);
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let l = line.trim_end();
+                            if l.is_empty() {
+                                break;
+                            }
+                            let lower = l.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                len = v.trim().parse().unwrap_or(0);
+                            } else if lower.starts_with("x-amz-target:") {
+                                target = l.to_owned();
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        if read.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let (status, text) = answer(&replicas, &target, &body);
+                        let head = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n",
+                            text.len()
+                        );
+                        if write.write_all(head.as_bytes()).await.is_err()
+                            || write.write_all(text.as_bytes()).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+}
+
+/// `SCALE_BENCH_AWS=stand-in`: the replicas are served by [`fast_aws`] instead of moto.
+async fn with_fast_aws(n: usize, bin: &std::path::Path) {
+    let bao = Bao::start().await;
+    bao.enable_kv2(MOUNT).await;
+    let t = Instant::now();
+    let written: Vec<fast_aws::Replica> = stream::iter(0..n)
+        .map(|i| {
+            let bao = &bao;
+            async move {
+                let path = path_of(i);
+                let out = bao
+                    .api(
+                        "POST",
+                        &format!("{MOUNT}/data/{path}"),
+                        Some(
+                            json!({"data": {"user": format!("u{i}"), "password": format!("p{i}")}}),
+                        ),
+                    )
+                    .await;
+                let version = out["data"]["version"].as_u64().unwrap();
+                let created = out["data"]["created_time"].as_str().unwrap().to_owned();
+                fast_aws::Replica {
+                    name: format!("{PREFIX}/{path}"),
+                    token: replicator::plan::version_token(MOUNT, &path, version, &created),
+                    tags: vec![
+                        (tags::MANAGED_BY.into(), tags::MANAGED_BY_VALUE.into()),
+                        (tags::VERSION.into(), version.to_string()),
+                        (tags::VERSION_CREATED.into(), created),
+                        (tags::VAULT_MOUNT.into(), MOUNT.into()),
+                        (tags::VAULT_PATH.into(), "/".into()),
+                        (tags::PREFIX.into(), PREFIX.into()),
+                    ],
+                }
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let mut replicas = written;
+    replicas.sort_by(|a, b| a.name.cmp(&b.name));
+    println!(
+        "seeded {n} secrets into OpenBao in {:.0} s; their replicas served by the listing stand-in",
+        t.elapsed().as_secs_f64()
+    );
+    let url = fast_aws::serve(replicas).await;
+    let env = vec![
+        ("AWS_ENDPOINT_URL".to_owned(), url),
+        ("AWS_ACCESS_KEY_ID".to_owned(), "testing".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), "testing".to_owned()),
+        ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED".to_owned(), "true".to_owned()),
+    ];
+    no_op(n, bin, env, &bao.addr).await;
 }
 
 #[tokio::main]
@@ -77,6 +273,10 @@ async fn main() {
         );
         return;
     }
+    if std::env::var("SCALE_BENCH_AWS").as_deref() == Ok("stand-in") {
+        with_fast_aws(n, &bin).await;
+        return;
+    }
     let (bao, moto) = tokio::join!(Bao::start(), Moto::start());
     let aws = moto.sdk_config().await;
     let sm = aws_sdk_secretsmanager::Client::new(&aws);
@@ -93,14 +293,19 @@ async fn main() {
         t.elapsed().as_secs_f64()
     );
 
+    no_op(n, &bin, moto.env(), &bao.addr).await;
+}
+
+/// One no-op run of the shipped `bootstrap` through the Lambda Runtime API: its figures.
+async fn no_op(n: usize, bin: &std::path::Path, aws_env: Vec<(String, String)>, vault: &str) {
     let mut api = RuntimeApi::start().await;
-    let child = tokio::process::Command::new(&bin)
+    let child = tokio::process::Command::new(bin)
         .env_clear()
-        .envs(moto.env())
+        .envs(aws_env)
         .envs(e2e::runtime_api::lambda_env(&api.addr, "replicator"))
         .env("REPLICATOR_PREFIX", PREFIX)
         .env("REPLICATOR_MOUNT", MOUNT)
-        .env("VAULT_ADDR", &bao.addr)
+        .env("VAULT_ADDR", vault)
         .env("VAULT_TOKEN", e2e::ROOT_TOKEN)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
