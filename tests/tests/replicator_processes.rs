@@ -90,10 +90,10 @@ async fn the_cli_never_shows_a_value_or_token_and_exits_by_outcome() {
     );
     assert_eq!(code, 1);
     assert!(stdout.contains("--recovery-window-days"), "{stdout}");
-    // A bad command line: exit 2.
+    // A bad command line: exit 64, as the deployer.
     assert_eq!(
         replicator(&envs, &["sync", "--deletion-policy", "purge"]).0,
-        2
+        64
     );
 }
 
