@@ -679,18 +679,7 @@ pub async fn apply(
             .clone()
             .ok_or_else(|| missing("network", "replicator group"))?;
         // Replace the rules wholesale: revoke what is there, authorise what is wanted.
-        let groups = c
-            .ec2
-            .describe_security_groups()
-            .group_ids(&id)
-            .send()
-            .await
-            .ctx("DescribeSecurityGroups", gname)?;
-        let existing: Vec<IpPermission> = groups
-            .security_groups()
-            .first()
-            .map(|g| g.ip_permissions().to_vec())
-            .unwrap_or_default();
+        let existing = current_rules(c, &id, gname).await?.0;
         if !existing.is_empty() {
             c.ec2
                 .revoke_security_group_ingress()
@@ -757,6 +746,31 @@ pub async fn apply(
     Ok(net)
 }
 
+/// A security group's (ingress, egress) rules as they are now.
+async fn current_rules(
+    c: &Clients,
+    id: &str,
+    gname: &str,
+) -> Result<(Vec<IpPermission>, Vec<IpPermission>), DeployError> {
+    let groups = c
+        .ec2
+        .describe_security_groups()
+        .group_ids(id)
+        .send()
+        .await
+        .ctx("DescribeSecurityGroups", gname)?;
+    Ok(groups
+        .security_groups()
+        .first()
+        .map(|g| {
+            (
+                g.ip_permissions().to_vec(),
+                g.ip_permissions_egress().to_vec(),
+            )
+        })
+        .unwrap_or_default())
+}
+
 /// Replaces a group's egress rules with the ones it needs (slot 0: the Vault instance, 1: the
 /// replicator, 2: the endpoints).
 async fn set_egress(
@@ -799,18 +813,7 @@ async fn set_egress(
         ],
         _ => Vec::new(),
     };
-    let groups = c
-        .ec2
-        .describe_security_groups()
-        .group_ids(&id)
-        .send()
-        .await
-        .ctx("DescribeSecurityGroups", gname)?;
-    let existing: Vec<IpPermission> = groups
-        .security_groups()
-        .first()
-        .map(|g| g.ip_permissions_egress().to_vec())
-        .unwrap_or_default();
+    let existing = current_rules(c, &id, gname).await?.1;
     if !existing.is_empty() {
         c.ec2
             .revoke_security_group_egress()
