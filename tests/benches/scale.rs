@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::types::Tag;
-use e2e::runtime_api::{Answer, RuntimeApi};
+use e2e::runtime_api::Answer;
 use e2e::{Bao, Moto};
 use futures::stream::{self, StreamExt};
 use replicator::contract::tags;
@@ -245,14 +245,7 @@ async fn with_fast_aws(n: usize, bin: &std::path::Path) {
         t.elapsed().as_secs_f64()
     );
     let url = fast_aws::serve(replicas).await;
-    let env = vec![
-        ("AWS_ENDPOINT_URL".to_owned(), url),
-        ("AWS_ACCESS_KEY_ID".to_owned(), "testing".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY".to_owned(), "testing".to_owned()),
-        ("AWS_REGION".to_owned(), "us-east-1".to_owned()),
-        ("AWS_EC2_METADATA_DISABLED".to_owned(), "true".to_owned()),
-    ];
-    no_op(n, bin, env, &bao.addr).await;
+    no_op(n, bin, e2e::aws_env_at(&url), &bao.addr).await;
 }
 
 #[tokio::main]
@@ -261,18 +254,10 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let target = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.ancestors().nth(3).map(|d| d.to_path_buf()))
-        .unwrap();
-    let bin = target.join("x86_64-unknown-linux-musl/lambda/bootstrap");
-    if !bin.exists() {
-        println!(
-            "the Lambda bootstrap is not built ({}): run replicator/package-lambda.sh first",
-            bin.display()
-        );
+    let Some(bin) = e2e::runtime_api::built_bootstrap() else {
+        println!("the Lambda bootstrap is not built: run replicator/package-lambda.sh first");
         return;
-    }
+    };
     if std::env::var("SCALE_BENCH_AWS").as_deref() == Ok("stand-in") {
         with_fast_aws(n, &bin).await;
         return;
@@ -298,30 +283,18 @@ async fn main() {
 
 /// One no-op run of the shipped `bootstrap` through the Lambda Runtime API: its figures.
 async fn no_op(n: usize, bin: &std::path::Path, aws_env: Vec<(String, String)>, vault: &str) {
-    let mut api = RuntimeApi::start().await;
-    let child = tokio::process::Command::new(bin)
-        .env_clear()
-        .envs(aws_env)
-        .envs(e2e::runtime_api::lambda_env(&api.addr, "replicator"))
-        .env("REPLICATOR_PREFIX", PREFIX)
-        .env("REPLICATOR_MOUNT", MOUNT)
-        .env("VAULT_ADDR", vault)
-        .env("VAULT_TOKEN", e2e::ROOT_TOKEN)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let t = Instant::now();
-    let answer = api.invoke("scale-1", "{}", Duration::from_secs(900)).await;
-    let wall = t.elapsed();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let peak = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .map(|l| l.trim_start_matches("VmHWM:").trim().to_owned())
-        .unwrap_or_else(|| "?".into());
+    let mut env = aws_env;
+    env.extend(
+        [
+            ("REPLICATOR_PREFIX", PREFIX),
+            ("REPLICATOR_MOUNT", MOUNT),
+            ("VAULT_ADDR", vault),
+            ("VAULT_TOKEN", e2e::ROOT_TOKEN),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let (answer, wall, peak) =
+        e2e::runtime_api::invoke_once(bin, env, Duration::from_secs(900)).await;
     let Answer::Response(body) = answer else {
         panic!("the no-op run failed: {answer:?}");
     };
@@ -340,5 +313,4 @@ async fn no_op(n: usize, bin: &std::path::Path, aws_env: Vec<(String, String)>, 
         Some(n as u64),
         "the seeded replicas should all be unchanged: {body:.2000}"
     );
-    drop(child);
 }

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::runtime_api::{Answer, RuntimeApi};
+use e2e::runtime_api::Answer;
 use e2e::{Bao, Moto};
 use futures::stream::{self, StreamExt};
 use replicator::config::SyncArgs;
@@ -148,56 +148,38 @@ async fn listing(aws: &aws_types::SdkConfig, prefix: &str, n: usize) {
 
 /// Zip size and peak memory of the shipped `bootstrap`, when it was built.
 async fn lambda(bao: &Bao, moto: &Moto, n: usize) {
-    let target = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.ancestors().nth(3).map(|d| d.to_path_buf()))
-        .unwrap();
-    let bin = target.join("x86_64-unknown-linux-musl/lambda/bootstrap");
+    println!("\n== Lambda artifact ==");
+    let Some(bin) = e2e::runtime_api::built_bootstrap() else {
+        println!("not built: run replicator/package-lambda.sh first");
+        return;
+    };
     let zip =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/lambda/replicator.zip");
-    println!("\n== Lambda artifact ==");
-    if !bin.exists() {
-        println!(
-            "not built ({}): run replicator/package-lambda.sh first",
-            bin.display()
-        );
-        return;
-    }
-    for z in [zip, target.join("lambda/replicator.zip")] {
+    let cached = bin
+        .ancestors()
+        .nth(3)
+        .map(|t| t.join("lambda/replicator.zip"));
+    for z in [Some(zip), cached].into_iter().flatten() {
         if let Ok(meta) = std::fs::metadata(&z) {
             println!("zip {}: {:.2} MB", z.display(), meta.len() as f64 / 1e6);
         }
     }
-    let mut api = RuntimeApi::start().await;
-    let child = tokio::process::Command::new(&bin)
-        .env_clear()
-        .envs(moto.env())
-        .envs(e2e::runtime_api::lambda_env(&api.addr, "replicator"))
-        .env("REPLICATOR_PREFIX", "lambda")
-        .env("REPLICATOR_MOUNT", "bench")
-        .env("REPLICATOR_WRITES_PER_SECOND", "50")
-        .env("VAULT_ADDR", &bao.addr)
-        .env("VAULT_TOKEN", e2e::ROOT_TOKEN)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
-    let t = Instant::now();
-    let answer = api.invoke("bench-1", "{}", Duration::from_secs(600)).await;
-    let wall = t.elapsed();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let peak = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .unwrap_or("VmHWM: ?")
-        .to_owned();
+    let mut env = moto.env();
+    env.extend(
+        [
+            ("REPLICATOR_PREFIX", "lambda"),
+            ("REPLICATOR_MOUNT", "bench"),
+            ("REPLICATOR_WRITES_PER_SECOND", "50"),
+            ("VAULT_ADDR", bao.addr.as_str()),
+            ("VAULT_TOKEN", e2e::ROOT_TOKEN),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let (answer, wall, peak) =
+        e2e::runtime_api::invoke_once(&bin, env, Duration::from_secs(600)).await;
     let ok = matches!(answer, Answer::Response(_));
     println!(
-        "bootstrap first sync of {n}: {:.3} s, ok={ok}, peak memory {}",
+        "bootstrap first sync of {n}: {:.3} s, ok={ok}, peak memory {peak}",
         wall.as_secs_f64(),
-        peak.trim_start_matches("VmHWM:").trim()
     );
-    drop(child);
 }

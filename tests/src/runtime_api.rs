@@ -175,3 +175,45 @@ async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         }
     }
 }
+
+/// The shipped `bootstrap` (profile `lambda`, musl), when `replicator/package-lambda.sh` built it
+/// into the target directory this executable runs from.
+pub fn built_bootstrap() -> Option<std::path::PathBuf> {
+    let target = std::env::current_exe()
+        .ok()?
+        .ancestors()
+        .nth(3)?
+        .to_path_buf();
+    Some(target.join("x86_64-unknown-linux-musl/lambda/bootstrap")).filter(|b| b.exists())
+}
+
+/// One invocation of the `bootstrap` at `bin` with `env` (beside a 128 MB function's Lambda
+/// environment): its answer, the wall time, and its peak resident memory (VmHWM, as
+/// `/proc` prints it).
+pub async fn invoke_once(
+    bin: &std::path::Path,
+    env: Vec<(String, String)>,
+    timeout: std::time::Duration,
+) -> (Answer, std::time::Duration, String) {
+    let mut api = RuntimeApi::start().await;
+    let child = tokio::process::Command::new(bin)
+        .env_clear()
+        .envs(env)
+        .envs(lambda_env(&api.addr, "replicator"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the bootstrap");
+    let pid = child.id().expect("a running bootstrap");
+    let started = std::time::Instant::now();
+    let answer = api.invoke("bench-1", "{}", timeout).await;
+    let wall = started.elapsed();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .map_or_else(|| "?".to_owned(), |v| v.trim().to_owned());
+    drop(child);
+    (answer, wall, peak)
+}

@@ -93,6 +93,23 @@ impl World {
         )
     }
 
+    /// The root token vault-init stored in the init-keys secret (`--keys-to secret`).
+    async fn stored_root_token(&self) -> String {
+        let stored: serde_json::Value = serde_json::from_str(
+            self.side
+                .sm
+                .get_secret_value()
+                .secret_id("vi-vault/init-keys")
+                .send()
+                .await
+                .unwrap()
+                .secret_string()
+                .unwrap(),
+        )
+        .unwrap();
+        stored["root_token"].as_str().unwrap().to_owned()
+    }
+
     async fn connection(&self) -> serde_json::Value {
         let v = self
             .side
@@ -223,19 +240,7 @@ async fn keys_in_secrets_manager_a_wrong_ca_and_a_revoked_secret_id() {
     assert!(first.error.is_none(), "{:?}", first.error);
     let report = first.json();
     assert_eq!(report["keys_stored_in"], "vi-vault/init-keys");
-    let stored: serde_json::Value = serde_json::from_str(
-        w.side
-            .sm
-            .get_secret_value()
-            .secret_id("vi-vault/init-keys")
-            .send()
-            .await
-            .unwrap()
-            .secret_string()
-            .unwrap(),
-    )
-    .unwrap();
-    let root = stored["root_token"].as_str().unwrap().to_owned();
+    let root = w.stored_root_token().await;
     assert!(
         !first.stdout.contains(&root),
         "secret mode prints no key or token"
@@ -808,19 +813,7 @@ async fn a_secret_id_with_a_lifetime_is_rotated_and_the_old_one_destroyed() {
         ])
         .await;
     assert!(first.error.is_none(), "{:?}", first.error);
-    let stored: serde_json::Value = serde_json::from_str(
-        w.side
-            .sm
-            .get_secret_value()
-            .secret_id("vi-vault/init-keys")
-            .send()
-            .await
-            .unwrap()
-            .secret_string()
-            .unwrap(),
-    )
-    .unwrap();
-    let root = stored["root_token"].as_str().unwrap().to_owned();
+    let root = w.stored_root_token().await;
     let role = read_role(&w, &root).await;
     assert_eq!(role["data"]["secret_id_ttl"], 2160 * 3600, "{role}");
     assert_eq!(
@@ -884,19 +877,7 @@ async fn with_the_stacks_own_vault_the_secret_id_works_only_from_the_replicators
         ])
         .await;
     assert!(out.error.is_none(), "{:?}", out.error);
-    let stored: serde_json::Value = serde_json::from_str(
-        w.side
-            .sm
-            .get_secret_value()
-            .secret_id("vi-vault/init-keys")
-            .send()
-            .await
-            .unwrap()
-            .secret_string()
-            .unwrap(),
-    )
-    .unwrap();
-    let root = stored["root_token"].as_str().unwrap().to_owned();
+    let root = w.stored_root_token().await;
     let role = read_role(&w, &root).await;
     assert_eq!(
         role["data"]["secret_id_bound_cidrs"],
