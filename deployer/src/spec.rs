@@ -13,6 +13,30 @@ use crate::policy::{self, TemplateError};
 /// Tag key that marks every resource of a stack; its value is the stack name.
 pub const STACK_TAG: &str = "vault-secrets-replicator:stack";
 
+/// The stack's security groups, one per role in the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Group {
+    /// The Vault instance.
+    Vault,
+    /// The replicator Lambda's network interfaces.
+    Replicator,
+    /// The VPC interface endpoints.
+    Endpoints,
+}
+
+impl Group {
+    pub const ALL: [Group; 3] = [Group::Vault, Group::Replicator, Group::Endpoints];
+
+    /// The group's description in EC2.
+    pub fn about(self) -> &'static str {
+        match self {
+            Group::Vault => "Vault API: the replicator and vault_inbound_cidr only",
+            Group::Replicator => "vault-secrets-replicator Lambda",
+            Group::Endpoints => "VPC endpoints: HTTPS from the replicator",
+        }
+    }
+}
+
 /// Every Secrets Manager action that changes a secret: all denied to the replicator outside
 /// `<prefix>/*` (its connection secret and the stack's other secrets included), whatever else
 /// might allow them.
@@ -165,6 +189,15 @@ impl Spec {
     }
     pub fn deploys_vault(&self) -> bool {
         matches!(self.cfg.vault, VaultMode::Ec2 { .. })
+    }
+    /// The `Name` tag (and group name) of one of the stack's security groups.
+    pub fn security_group_name(&self, group: Group) -> String {
+        let role = match group {
+            Group::Vault => "vault",
+            Group::Replicator => "replicator",
+            Group::Endpoints => "endpoints",
+        };
+        format!("{}-{role}", self.stack())
     }
     pub fn vault_name(&self) -> String {
         format!("{}-vault", self.stack())

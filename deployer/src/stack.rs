@@ -11,7 +11,7 @@ use crate::resources::network::{self, VAULT_PRIVATE_IP};
 use crate::resources::{
     DeployError, function, iam, key, logs, replicas, rule, secret, topic, vault,
 };
-use crate::spec::Spec;
+use crate::spec::{Group, Spec};
 
 /// What a deployed stack offers its user.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -97,7 +97,9 @@ impl Stack<'_> {
         changes.push(ch);
 
         // The Vault network (none in external mode; an old one is removed).
-        let (mut net, net_changes) = network::observe(c, spec).await?;
+        let net_seen = network::observe(c, spec).await?;
+        let net_changes = network::diff(spec, &net_seen)?;
+        let mut net = net_seen.ids();
         if apply && net_changes.iter().any(Change::changes_anything) && spec.deploys_vault() {
             for ch in net_changes.iter().filter(|c| c.changes_anything()) {
                 progress(ch);
@@ -141,15 +143,20 @@ impl Stack<'_> {
         }
         changes.push(ch);
 
-        let mut address = vault::observe_address(c, spec).await?;
-        let address_existed = address.is_some();
+        let address_seen = vault::observe_address(c, spec).await?;
         let instance_seen = vault::observe_instance(c, spec).await?;
         let tls_seen = vault::observe_tls(c, spec).await?;
-        let tls_ch = vault::diff_tls(spec, tls_seen.as_ref())?;
+        let ca_seen = vault::observe_ca(c, spec).await?;
+        let tls_complete = instance_seen.is_some()
+            || (ca_seen.is_some() && tls_seen.as_ref().is_some_and(|t| t.has_value));
+        let tls_ch = vault::diff_tls(spec, tls_seen.as_ref(), tls_complete)?;
+        let ca_ch = vault::diff_ca(spec, ca_seen.as_ref(), tls_complete, key_arn.as_deref());
         let mut new_ca = None;
-        if spec.deploys_vault() && apply && address.is_none() {
-            address = Some(vault::allocate(c, spec).await?);
-        }
+        // The certificate names the public address, so it is allocated first.
+        let address = match &address_seen {
+            None if spec.deploys_vault() && apply => Some(vault::allocate(c, spec).await?),
+            seen => seen.clone(),
+        };
         let public_ip = address.as_ref().map(|a| a.public_ip.clone());
         if spec.deploys_vault()
             && let (Some(k), Some(ip), true) = (&key_arn, &public_ip, go(progress, &tls_ch))
@@ -157,6 +164,14 @@ impl Stack<'_> {
             new_ca = Box::pin(vault::apply_tls(c, spec, tls_seen.as_ref(), &tls_ch, k, ip)).await?;
         }
         changes.push(tls_ch);
+        // Written with a new TLS secret; converted from an earlier version's plain String, or
+        // refused as untrusted, by reading it back.
+        if spec.deploys_vault()
+            && let (Some(k), None, true) = (&key_arn, &new_ca, go(progress, &ca_ch))
+        {
+            new_ca = vault::read_ca(c, spec, k).await?;
+        }
+        changes.push(ca_ch);
         let inst_ch =
             vault::diff_instance(spec, instance_seen.as_ref(), &net, public_ip.as_deref())?;
         let mut instance = instance_seen;
@@ -176,14 +191,11 @@ impl Stack<'_> {
             );
         }
         changes.push(inst_ch);
-        let mut addr_ch = vault::diff_address(
+        let addr_ch = vault::diff_address(
             spec,
-            address.as_ref(),
+            address_seen.as_ref(),
             instance.as_ref().map(|i| i.id.as_str()),
         );
-        if !address_existed && addr_ch.action == Action::Update {
-            addr_ch.action = Action::Create;
-        }
         if spec.deploys_vault()
             && let (Some(a), Some(i), true) = (&address, &instance, go(progress, &addr_ch))
         {
@@ -223,9 +235,9 @@ impl Stack<'_> {
         changes.push(ch);
 
         // The function.
-        let vpc = match (&net.subnet, &net.sg_replicator) {
+        let vpc = match (&net.subnet, net.group(Group::Replicator)) {
             (Some(subnet), Some(sg)) if spec.deploys_vault() => {
-                Some((vec![subnet.clone()], vec![sg.clone()]))
+                Some((vec![subnet.clone()], vec![sg.to_owned()]))
             }
             _ => None,
         };

@@ -616,6 +616,36 @@ async fn killed_up_converges(config_text: &str) {
     assert!(up.mutating.is_empty(), "{:?}", up.mutating);
     assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
 
+    // The TLS pair is whole, however its creation was cut: the secret holds the certificate,
+    // and the CA parameter and the connection secret carry the CA that signed it.
+    if config_text == ON_EC2 {
+        let ssm = aws_sdk_ssm::Client::new(&aws);
+        let ca = ssm
+            .get_parameter()
+            .name("/onec2/vault/ca-certificate")
+            .with_decryption(true)
+            .send()
+            .await
+            .unwrap()
+            .parameter
+            .unwrap()
+            .value
+            .unwrap();
+        let sm = aws_sdk_secretsmanager::Client::new(&aws);
+        let read = |id: &'static str| {
+            let sm = sm.clone();
+            async move {
+                let v = sm.get_secret_value().secret_id(id).send().await.unwrap();
+                serde_json::from_str::<serde_json::Value>(v.secret_string().unwrap()).unwrap()
+            }
+        };
+        let tls = read("onec2-vault/tls").await;
+        assert_eq!(tls["ca_certificate"], ca.as_str());
+        assert!(tls["certificate"].as_str().is_some());
+        let conn = read("hybrid-aws-secrets-connection/vault").await;
+        assert_eq!(conn["vaultCaCert"], ca.as_str());
+    }
+
     // Exactly one live key carries the stack tag.
     let kms = aws_sdk_kms::Client::new(&aws);
     let mut live_tagged = 0;

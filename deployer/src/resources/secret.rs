@@ -23,6 +23,8 @@ pub struct SecretState {
     pub policy: String,
     pub pending_deletion: bool,
     pub ours: bool,
+    /// It holds a value (a create cut short leaves a secret without one).
+    pub has_value: bool,
 }
 
 fn fields(kms_key: &str, policy: &str, state: &str) -> Fields {
@@ -67,6 +69,7 @@ pub async fn describe(
             .map(|v| canonical(&v))
             .unwrap_or_default(),
         pending_deletion: d.deleted_date().is_some(),
+        has_value: d.version_ids_to_stages().is_some_and(|v| !v.is_empty()),
         ours: super::has_stack_tag(
             d.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))),
             spec.stack(),

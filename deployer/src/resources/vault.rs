@@ -18,7 +18,7 @@ use crate::change::{Action, Change, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::config::VaultMode;
 use crate::policy::{self, canonical};
-use crate::spec::{STACK_TAG, Spec};
+use crate::spec::{Group, STACK_TAG, Spec};
 
 pub const AMI_PARAMETER: &str =
     "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
@@ -124,6 +124,7 @@ pub async fn observe_address(c: &Clients, spec: &Spec) -> Result<Option<Address>
     }))
 }
 
+/// `seen` is the address as observed before this run allocated one.
 pub fn diff_address(spec: &Spec, seen: Option<&Address>, instance: Option<&str>) -> Change {
     let name = spec.vault_name();
     if !spec.deploys_vault() {
@@ -193,7 +194,13 @@ fn tls_policy(spec: &Spec) -> Result<String, DeployError> {
     Ok(canonical(&spec.tls_secret_policy()?))
 }
 
-pub fn diff_tls(spec: &Spec, seen: Option<&TlsSecret>) -> Result<Change, DeployError> {
+/// `complete`: the secret holds its certificate and key and the CA parameter is there, or an
+/// instance already serves them. A pair whose creation was cut short is issued again.
+pub fn diff_tls(
+    spec: &Spec,
+    seen: Option<&TlsSecret>,
+    complete: bool,
+) -> Result<Change, DeployError> {
     let name = spec.tls_secret_name();
     if !spec.deploys_vault() {
         return Ok(match seen {
@@ -201,12 +208,18 @@ pub fn diff_tls(spec: &Spec, seen: Option<&TlsSecret>) -> Result<Change, DeployE
             _ => Change::new("tls secret", name, Action::Absent),
         });
     }
+    const ISSUED: &str = "certificate, key and CA parameter";
     let want = vec![
+        ("material", ISSUED.to_owned()),
         ("resource_policy", tls_policy(spec)?),
         ("state", "active".to_owned()),
     ];
     let seen_f = seen.map(|s| {
         vec![
+            (
+                "material",
+                if complete { ISSUED } else { "cut short" }.to_owned(),
+            ),
             ("resource_policy", s.policy.clone()),
             (
                 "state",
@@ -220,7 +233,7 @@ pub fn diff_tls(spec: &Spec, seen: Option<&TlsSecret>) -> Result<Change, DeployE
         ]
     });
     let mut ch = Change::diff("tls secret", name, &want, seen_f.as_ref());
-    if seen.is_none() {
+    if seen.is_none() || !complete {
         ch.note = Some("a new CA and certificate for the Vault addresses; the key never leaves Secrets Manager and the instance".into());
     }
     Ok(ch)
@@ -239,28 +252,29 @@ pub async fn apply_tls(
     let name = spec.tls_secret_name();
     let mut ca = None;
     let mut policy_set = false;
-    match seen {
-        Some(s) if s.pending_deletion => {
-            c.sm.restore_secret()
-                .secret_id(&s.arn)
-                .send()
-                .await
-                .ctx("RestoreSecret", &name)?;
-        }
-        Some(_) => {}
-        None => {
-            let ips = [public_ip, VAULT_PRIVATE_IP, "127.0.0.1"]
-                .iter()
-                .filter_map(|ip| ip.parse().ok())
-                .collect::<Vec<_>>();
-            let material =
-                crate::tls_cert::issue(spec.stack(), &ips).map_err(|e| DeployError::NotReady {
-                    what: "tls certificate".into(),
-                    detail: e.to_string(),
-                })?;
-            let value = serde_json::to_string(&material)
-                .map_err(|_| missing("serialise", "TLS material"))?;
-            // Empty, then its policy, then the key: never a key without the policy.
+    if let Some(s) = seen.filter(|s| s.pending_deletion) {
+        c.sm.restore_secret()
+            .secret_id(&s.arn)
+            .send()
+            .await
+            .ctx("RestoreSecret", &name)?;
+    }
+    if seen.is_none() || change.touches("material") {
+        let ips = [public_ip, VAULT_PRIVATE_IP, "127.0.0.1"]
+            .iter()
+            .filter_map(|ip| ip.parse().ok())
+            .collect::<Vec<_>>();
+        let material =
+            crate::tls_cert::issue(spec.stack(), &ips).map_err(|e| DeployError::NotReady {
+                what: "tls certificate".into(),
+                detail: e.to_string(),
+            })?;
+        let value =
+            serde_json::to_string(&material).map_err(|_| missing("serialise", "TLS material"))?;
+        // The CA first: a run cut short after it issues the pair again (see `diff_tls`).
+        write_ca(c, spec, &material.ca_certificate, key_arn, false).await?;
+        // Empty, then its policy, then the key: never a key without the policy.
+        if seen.is_none() {
             super::secret::create(
                 c,
                 spec,
@@ -270,17 +284,18 @@ pub async fn apply_tls(
                 None,
             )
             .await?;
-            super::secret::put_policy(c, &name, &tls_policy(spec)?).await?;
-            c.sm.put_secret_value()
-                .secret_id(&name)
-                .secret_string(value)
-                .send()
-                .await
-                .ctx("PutSecretValue", &name)?;
-            policy_set = true;
-            write_ca(c, spec, &material.ca_certificate, key_arn).await?;
-            ca = Some(material.ca_certificate.clone());
         }
+        if seen.is_none() || change.touches("resource_policy") {
+            super::secret::put_policy(c, &name, &tls_policy(spec)?).await?;
+        }
+        policy_set = true;
+        c.sm.put_secret_value()
+            .secret_id(&name)
+            .secret_string(value)
+            .send()
+            .await
+            .ctx("PutSecretValue", &name)?;
+        ca = Some(material.ca_certificate.clone());
     }
     if change.touches("resource_policy") && !policy_set {
         super::secret::put_policy(c, &name, &tls_policy(spec)?).await?;
@@ -295,6 +310,101 @@ pub async fn apply_tls(
 /// which `ssm:PutParameter` alone does not give. A swapped parameter is refused, never trusted.
 pub fn ca_parameter(spec: &Spec) -> String {
     spec.ca_parameter()
+}
+
+pub const CA_KIND: &str = "ssm parameter";
+
+/// The CA parameter as read, without its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaParameter {
+    /// `SecureString`, or `String` as earlier versions wrote it.
+    pub r#type: String,
+    /// The KMS key of a `SecureString`.
+    pub key_id: Option<String>,
+    pub version: i64,
+}
+
+pub async fn observe_ca(c: &Clients, spec: &Spec) -> Result<Option<CaParameter>, DeployError> {
+    let name = ca_parameter(spec);
+    let meta = c
+        .ssm
+        .describe_parameters()
+        .parameter_filters(
+            aws_sdk_ssm::types::ParameterStringFilter::builder()
+                .key("Name")
+                .values(&name)
+                .build()
+                .map_err(|_| missing("DescribeParameters", "filter"))?,
+        )
+        .send()
+        .await
+        .ctx("DescribeParameters", &name)?;
+    Ok(meta
+        .parameters()
+        .iter()
+        .find(|p| p.name() == Some(name.as_str()))
+        .map(|p| CaParameter {
+            r#type: p
+                .r#type()
+                .map(|t| t.as_str().to_owned())
+                .unwrap_or_default(),
+            key_id: p.key_id().map(str::to_owned),
+            version: p.version(),
+        }))
+}
+
+/// Whether `key_id` (as SSM reports it: ARN, alias or id) names the stack's key `key_arn`.
+fn is_stack_key(spec: &Spec, key_id: &str, key_arn: &str) -> bool {
+    key_id == key_arn || key_id == spec.key_alias() || key_arn.ends_with(&format!("/{key_id}"))
+}
+
+/// The CA parameter: a `SecureString` under the stack's key, written with the TLS secret. Pure.
+/// `tls_exists`: the TLS secret is there already, so a missing parameter cannot be issued again
+/// (its CA signed the certificate Vault serves).
+pub fn diff_ca(
+    spec: &Spec,
+    seen: Option<&CaParameter>,
+    tls_exists: bool,
+    key_arn: Option<&str>,
+) -> Change {
+    let name = ca_parameter(spec);
+    if !spec.deploys_vault() {
+        return Change::new(
+            CA_KIND,
+            name,
+            if seen.is_some() {
+                Action::Delete
+            } else {
+                Action::Absent
+            },
+        );
+    }
+    let want = vec![
+        ("type", "SecureString".to_owned()),
+        ("kms_key", key_arn.unwrap_or(UNKNOWN).to_owned()),
+    ];
+    let have = seen.map(|p| {
+        let key = match (&p.key_id, key_arn) {
+            (Some(k), Some(arn)) if is_stack_key(spec, k, arn) => arn.to_owned(),
+            (Some(k), _) => k.clone(),
+            (None, _) => "(none)".into(),
+        };
+        vec![("type", p.r#type.clone()), ("kms_key", key)]
+    });
+    let ch = Change::diff(CA_KIND, name, &want, have.as_ref());
+    match seen {
+        None if tls_exists => ch.with_note(
+            "missing: its CA signed the certificate Vault serves, so it cannot be issued again here; put the CA back (vault-init --ca-cert FILE prints how), or delete the TLS secret so that up issues a new pair",
+        ),
+        None => ch.with_note("the CA of the new TLS certificate"),
+        Some(p) if p.r#type == "String" && p.version == 1 => {
+            ch.with_note("written as a plain String by an earlier version: converted in place")
+        }
+        Some(_) if ch.changes_anything() => ch.with_note(
+            "not as this tool writes it: up refuses to trust it and says how to put it back",
+        ),
+        Some(_) => ch,
+    }
 }
 
 /// The CA certificate of the stack's Vault, from its SSM parameter, after checking that only
@@ -352,10 +462,7 @@ pub async fn read_ca(
                 .first()
                 .and_then(|m| m.key_id())
                 .unwrap_or_default();
-            let ours = key_id == key_arn
-                || key_id == spec.key_alias()
-                || key_arn.ends_with(&format!("/{key_id}"));
-            if ours {
+            if is_stack_key(spec, key_id, key_arn) {
                 Ok(Some(value))
             } else {
                 Err(refused(format!(
@@ -365,7 +472,7 @@ pub async fn read_ca(
         }
         _ if p.version() == 1 => {
             // Written so by an earlier version and never changed since: convert it.
-            write_ca(c, spec, &value, key_arn).await?;
+            write_ca(c, spec, &value, key_arn, true).await?;
             Ok(Some(value))
         }
         _ => Err(refused(format!(
@@ -375,7 +482,15 @@ pub async fn read_ca(
     }
 }
 
-async fn write_ca(c: &Clients, spec: &Spec, pem: &str, key_arn: &str) -> Result<(), DeployError> {
+/// Writes the CA parameter; `retype` deletes it first (a `String` cannot become a `SecureString`
+/// by overwriting, and tags go only on a new parameter).
+async fn write_ca(
+    c: &Clients,
+    spec: &Spec,
+    pem: &str,
+    key_arn: &str,
+    retype: bool,
+) -> Result<(), DeployError> {
     let name = ca_parameter(spec);
     let tags: Vec<aws_sdk_ssm::types::Tag> = spec
         .tags()
@@ -388,20 +503,33 @@ async fn write_ca(c: &Clients, spec: &Spec, pem: &str, key_arn: &str) -> Result<
                 .ok()
         })
         .collect();
-    delete(
-        "DeleteParameter",
-        &name,
-        c.ssm.delete_parameter().name(&name).send(),
-    )
-    .await?;
+    if retype {
+        delete(
+            "DeleteParameter",
+            &name,
+            c.ssm.delete_parameter().name(&name).send(),
+        )
+        .await?;
+    }
+    let existing = !retype
+        && found(
+            c.ssm
+                .get_parameter()
+                .name(&name)
+                .send()
+                .await
+                .ctx("GetParameter", &name),
+        )?
+        .is_some();
     c.ssm
         .put_parameter()
+        .overwrite(existing)
         .name(&name)
         .description("CA certificate of the stack's Vault server (public; encrypted so that only the key's users can replace it)")
         .value(pem)
         .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
         .key_id(key_arn)
-        .set_tags(Some(tags))
+        .set_tags((!existing).then_some(tags))
         .send()
         .await
         .ctx("PutParameter", &name)?;
@@ -574,7 +702,7 @@ pub fn diff_instance(
         ("iam_instance_profile", spec.vault_name()),
         (
             "security_groups",
-            net.sg_vault.clone().unwrap_or_else(|| UNKNOWN.into()),
+            net.group(Group::Vault).unwrap_or(UNKNOWN).to_owned(),
         ),
         ("state", "running".into()),
         ("user_data", user_data),
@@ -610,8 +738,8 @@ pub async fn apply_instance(
     let name = spec.vault_name();
     let (instance_type, _) = version(spec);
     let sg = net
-        .sg_vault
-        .clone()
+        .group(Group::Vault)
+        .map(str::to_owned)
         .ok_or_else(|| missing("network", "vault group"))?;
     let subnet = net
         .subnet
@@ -840,6 +968,69 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
 mod tests {
     use super::*;
     use crate::spec::tests::spec;
+
+    #[test]
+    fn the_ca_parameter_is_a_secure_string_under_the_stack_key() {
+        let s = spec("vault_inbound_cidr = \"10.0.0.0/8\"");
+        let key = "arn:aws-cn:kms:cn-north-1:123456789012:key/k-1";
+        let param = |t: &str, key_id: Option<&str>, version| CaParameter {
+            r#type: t.into(),
+            key_id: key_id.map(str::to_owned),
+            version,
+        };
+        let cases = [
+            (None, false, Action::Create, "the CA of the new TLS"),
+            (None, true, Action::Create, "cannot be issued again"),
+            (
+                Some(param("SecureString", Some(key), 1)),
+                true,
+                Action::Unchanged,
+                "",
+            ),
+            (
+                Some(param("SecureString", Some(&s.key_alias()), 3)),
+                true,
+                Action::Unchanged,
+                "",
+            ),
+            (
+                Some(param("String", None, 1)),
+                true,
+                Action::Update,
+                "converted in place",
+            ),
+            (
+                Some(param("String", None, 2)),
+                true,
+                Action::Update,
+                "refuses to trust it",
+            ),
+            (
+                Some(param("SecureString", Some("alias/aws/ssm"), 1)),
+                true,
+                Action::Update,
+                "refuses to trust it",
+            ),
+        ];
+        for (seen, tls, action, note) in cases {
+            let ch = diff_ca(&s, seen.as_ref(), tls, Some(key));
+            assert_eq!(ch.action, action, "{seen:?}");
+            assert!(
+                ch.note.as_deref().unwrap_or("").contains(note),
+                "{seen:?}: {:?}",
+                ch.note
+            );
+        }
+        let external = spec(
+            "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"",
+        );
+        let left = param("SecureString", Some(key), 1);
+        assert_eq!(
+            diff_ca(&external, Some(&left), false, Some(key)).action,
+            Action::Delete
+        );
+        assert_eq!(diff_ca(&external, None, false, None).action, Action::Absent);
+    }
 
     #[test]
     fn the_boot_script_is_complete_small_and_secret_free() {
