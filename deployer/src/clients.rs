@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use aws_types::SdkConfig;
 
-use crate::sdk::{AwsCounters, CountRequests};
+use contract::sdk::{AwsCounters, CountRequests};
 
 /// Delays between bounded retries of a specific error (IAM propagation, eventual consistency).
 #[derive(Clone, Copy, Debug)]

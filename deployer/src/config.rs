@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::contract::DEFAULT_PREFIX;
+use contract::{DEFAULT_PREFIX, DeletionPolicy, ranges};
 
 /// Default EventBridge schedule (the sample's).
 pub const DEFAULT_SCHEDULE: &str = "cron(0,30 * * * ? *)";
@@ -70,7 +70,7 @@ pub enum VaultMode {
 /// The replicator's settings the deployer passes on as Lambda environment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicatorSettings {
-    pub deletion_policy: String,
+    pub deletion_policy: DeletionPolicy,
     pub recovery_window_days: i64,
     pub max_delete_share: f64,
     pub concurrency: i64,
@@ -201,21 +201,7 @@ impl FileConfig {
             .secrets_prefix
             .clone()
             .unwrap_or_else(|| DEFAULT_PREFIX.into());
-        if prefix.is_empty()
-            || prefix.len() > 128
-            || prefix.starts_with('/')
-            || prefix.ends_with('/')
-            || !prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_+=.@-/".contains(c))
-        {
-            return Err(invalid(
-                "secrets_prefix",
-                format!(
-                    "{prefix:?} must be 1-128 of letters, digits and _+=.@-/, not starting or ending with /"
-                ),
-            ));
-        }
+        contract::check_prefix(&prefix).map_err(|e| invalid("secrets_prefix", e))?;
         // The replicator may write everything under `<prefix>/`: never the stack's own secrets.
         if prefix == format!("{stack_name}-vault") || prefix.ends_with("-connection") {
             return Err(invalid(
@@ -309,32 +295,26 @@ impl FileConfig {
             }
         };
 
-        let deletion_policy = self
-            .deletion_policy
-            .clone()
-            .unwrap_or_else(|| "keep".into());
-        if deletion_policy != "keep" && deletion_policy != "delete" {
-            return Err(invalid(
-                "deletion_policy",
-                format!("{deletion_policy:?} must be keep or delete"),
-            ));
-        }
+        let deletion_policy: DeletionPolicy = match &self.deletion_policy {
+            None => DeletionPolicy::default(),
+            Some(p) => p.parse().map_err(|e| invalid("deletion_policy", e))?,
+        };
         let recovery_window_days = self.recovery_window_days.unwrap_or(30);
-        if !(7..=30).contains(&recovery_window_days) {
+        if !ranges::RECOVERY_WINDOW_DAYS.contains(&recovery_window_days) {
             return Err(invalid(
                 "recovery_window_days",
                 format!("{recovery_window_days} is outside 7 to 30"),
             ));
         }
         let max_delete_share = self.max_delete_share.unwrap_or(0.25);
-        if !(0.0..=1.0).contains(&max_delete_share) {
+        if !ranges::MAX_DELETE_SHARE.contains(&max_delete_share) {
             return Err(invalid(
                 "max_delete_share",
                 format!("{max_delete_share} is outside 0 to 1"),
             ));
         }
         let concurrency = self.concurrency.unwrap_or(16);
-        if !(1..=256).contains(&concurrency) {
+        if !usize::try_from(concurrency).is_ok_and(|c| ranges::CONCURRENCY.contains(&c)) {
             return Err(invalid(
                 "concurrency",
                 format!("{concurrency} is outside 1 to 256"),
@@ -557,7 +537,7 @@ mod tests {
             (
                 "secrets_prefix = \"/abs\"",
                 "secrets_prefix",
-                "not starting or ending with /",
+                "must not start or end with /",
             ),
             (
                 "notification_email = \"ops@\"",

@@ -4,15 +4,6 @@
 //! `diff`, [`change`] rendering and the [`cost`] estimate. The AWS adapters live in
 //! [`resources`]; [`stack`] runs them in dependency order; [`cli`] is the command line.
 
-#[path = "../../replicator/src/contract.rs"]
-pub mod contract;
-#[path = "../../replicator/src/sdk.rs"]
-pub mod sdk;
-#[path = "../../replicator/src/secret.rs"]
-pub mod secret;
-#[path = "../../replicator/src/tls.rs"]
-pub mod tls;
-
 pub mod change;
 pub mod cli;
 pub mod clients;

@@ -63,7 +63,7 @@ async fn run(cli: &Cli) -> Result<i32, cli::CliError> {
     // Everything local is checked before the first AWS call.
     let cfg = cli::load_config(&cli.global)?;
     let zip = cli::load_zip(&cli.command, &cli.global)?;
-    let mut loader = deployer::sdk::config_loader();
+    let mut loader = contract::sdk::config_loader();
     if let Some(region) = cfg.region.clone() {
         loader = loader.region(aws_config::Region::new(region));
     }

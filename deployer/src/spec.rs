@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::config::{Config, VaultMode};
-use crate::contract::{connection_secret_name, env};
 use crate::policy::{self, TemplateError};
+use contract::{connection_secret_name, env};
 
 /// Tag key that marks every resource of a stack; its value is the stack name.
 pub const STACK_TAG: &str = "vault-secrets-replicator:stack";
@@ -187,6 +187,11 @@ impl Spec {
     pub fn connection_secret_arn_pattern(&self) -> String {
         self.secret_arn_pattern(&self.connection_secret())
     }
+    /// The KV v2 mount the replicator reads, which `vault-init` enables: named as the prefix, as
+    /// in the sample.
+    pub fn kv_mount(&self) -> &str {
+        &self.cfg.prefix
+    }
     pub fn deploys_vault(&self) -> bool {
         matches!(self.cfg.vault, VaultMode::Ec2 { .. })
     }
@@ -268,7 +273,7 @@ impl Spec {
             .map_err(|e| TemplateError::NotJson(e.to_string()))?;
         let every_write = serde_json::to_string(EVERY_SECRET_WRITE)
             .map_err(|e| TemplateError::NotJson(e.to_string()))?;
-        let delete = if self.cfg.replicator.deletion_policy == "delete" {
+        let delete = if self.cfg.replicator.deletion_policy == contract::DeletionPolicy::Delete {
             policy::render(
                 policy::REPLICATOR_DELETE,
                 &[
@@ -425,7 +430,11 @@ impl Spec {
             (env::PREFIX.to_owned(), self.cfg.prefix.clone()),
             (env::CONNECTION_SECRET.to_owned(), self.connection_secret()),
             (env::KMS_KEY_ID.to_owned(), key_arn.to_owned()),
-            (env::DELETION_POLICY.to_owned(), r.deletion_policy.clone()),
+            (env::MOUNT.to_owned(), self.kv_mount().to_owned()),
+            (
+                env::DELETION_POLICY.to_owned(),
+                r.deletion_policy.as_str().to_owned(),
+            ),
             (
                 env::RECOVERY_WINDOW_DAYS.to_owned(),
                 r.recovery_window_days.to_string(),

@@ -10,7 +10,7 @@ use rcgen::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::secret::SecretString;
+use contract::secret::SecretString;
 
 /// What the TLS secret holds (JSON).
 #[derive(Clone, Serialize, Deserialize)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::contract::KV_UPGRADING;
-use crate::secret::SecretString;
+use contract::KV_UPGRADING;
+use contract::secret::SecretString;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultAdminError {
@@ -57,7 +57,7 @@ pub struct VaultAdmin {
 
 impl VaultAdmin {
     pub fn new(address: &str, ca_pem: Option<&str>) -> Result<Self, VaultAdminError> {
-        crate::tls::install_crypto_provider();
+        contract::tls::install_crypto_provider();
         let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60));

@@ -10,11 +10,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::clients::Clients;
-use crate::contract::ConnectionSecret;
 use crate::resources::{Ctx, found};
-use crate::secret::SecretString;
 use crate::spec::Spec;
 use crate::vault_admin::{InitKeys, VaultAdmin, VaultAdminError};
+use contract::ConnectionSecret;
+use contract::secret::SecretString;
 
 /// Tag on the connection secret naming the delivered credential (an accessor, not a secret).
 pub const ACCESSOR_TAG: &str = "vault-secrets-replicator:credential";
@@ -78,7 +78,7 @@ pub enum InitError {
     #[error(transparent)]
     Vault(#[from] VaultAdminError),
     #[error(transparent)]
-    Aws(#[from] crate::sdk::AwsError),
+    Aws(#[from] contract::sdk::AwsError),
     #[error("{0}")]
     Needs(String),
     #[error("writing the output: {0}")]
@@ -277,7 +277,7 @@ async fn run_steps(
         ..Report::default()
     };
     let mut admin = VaultAdmin::new(&opts.address, opts.ca_pem.as_deref())?;
-    let mount = spec.cfg.prefix.clone();
+    let mount = spec.kv_mount().to_owned();
     // The Vault policy and AppRole role of this stack: two stacks on one Vault keep theirs.
     let role = spec.vault_role_name();
     let key_arn = crate::resources::key::observe(c, spec)
@@ -490,7 +490,6 @@ async fn run_steps(
         let mut conn = ConnectionSecret {
             vault_address: address,
             vault_ca_cert: opts.ca_pem.clone(),
-            vault_kv_mount: Some(mount.clone()),
             ..ConnectionSecret::default()
         };
         let new_accessor = match opts.auth {

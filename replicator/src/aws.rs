@@ -12,12 +12,12 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::time::Instant;
 
-use crate::contract::tags;
 use crate::listing::Partition;
-pub use crate::sdk::{
+pub use contract::sdk::{
     AwsCounters, AwsError, AwsErrorKind, CountRequests, config_loader, load_sdk_config,
 };
-use crate::secret::SecretString;
+use contract::secret::SecretString;
+use contract::tags;
 
 /// Paces write calls: at most `per_second`, spread evenly.
 #[derive(Debug)]

@@ -14,6 +14,80 @@ use serde_json::{Value, json};
 /// Vault's default STS endpoint and its signing region.
 pub const STS_URL: &str = "https://sts.amazonaws.com/";
 pub const STS_REGION: &str = "us-east-1";
+
+/// The STS endpoint the login request is signed for; Vault's AWS auth method must be configured
+/// with the same one (`sts_endpoint`, `sts_region`). Other partitions (China, GovCloud) and
+/// regional endpoints need their own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StsEndpoint {
+    /// `https://HOST/`.
+    pub url: String,
+    pub host: String,
+    pub region: String,
+}
+
+impl Default for StsEndpoint {
+    fn default() -> Self {
+        Self {
+            url: STS_URL.into(),
+            host: "sts.amazonaws.com".into(),
+            region: STS_REGION.into(),
+        }
+    }
+}
+
+impl StsEndpoint {
+    /// From an endpoint URL and a region, either optional: the global endpoint by default; a
+    /// region alone means its regional endpoint; a regional URL alone says its region.
+    pub fn new(url: Option<&str>, region: Option<&str>) -> Result<Self, String> {
+        let (url, region) = (
+            url.filter(|u| !u.is_empty()),
+            region.filter(|r| !r.is_empty()),
+        );
+        if let Some(r) = region
+            && !r
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!("{r:?} is not a region name (like eu-west-1)"));
+        }
+        let Some(url) = url else {
+            return Ok(match region {
+                None => Self::default(),
+                Some(r) => {
+                    let suffix = if r.starts_with("cn-") { ".cn" } else { "" };
+                    let host = format!("sts.{r}.amazonaws.com{suffix}");
+                    Self {
+                        url: format!("https://{host}/"),
+                        host,
+                        region: r.to_owned(),
+                    }
+                }
+            });
+        };
+        let host = url
+            .strip_prefix("https://")
+            .map(|h| h.trim_end_matches('/'))
+            .filter(|h| !h.is_empty() && !h.contains(['/', '?', '#', '@', ' ']))
+            .ok_or_else(|| format!("{url:?} is not an endpoint URL (https://HOST/)"))?;
+        let from_host = match host.split('.').collect::<Vec<_>>().as_slice() {
+            ["sts", "amazonaws", "com"] => Some(STS_REGION),
+            ["sts", r, "amazonaws", "com"] | ["sts", r, "amazonaws", "com", "cn"] => Some(*r),
+            _ => None,
+        };
+        let region = region.or(from_host).ok_or_else(|| {
+            format!(
+                "the signing region of {url:?} cannot be told from its name: give the region too"
+            )
+        })?;
+        Ok(Self {
+            url: format!("https://{host}/"),
+            host: host.to_owned(),
+            region: region.to_owned(),
+        })
+    }
+}
+
 pub const STS_BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
 const CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
 
@@ -24,19 +98,18 @@ pub fn login_body(
     credentials: &Credentials,
     role: &str,
     server_id: Option<&str>,
+    sts: &StsEndpoint,
     time: SystemTime,
 ) -> Result<Value, String> {
-    let mut headers: Vec<(&str, &str)> = vec![
-        ("host", "sts.amazonaws.com"),
-        ("content-type", CONTENT_TYPE),
-    ];
+    let mut headers: Vec<(&str, &str)> =
+        vec![("host", sts.host.as_str()), ("content-type", CONTENT_TYPE)];
     if let Some(id) = server_id {
         headers.push(("x-vault-aws-iam-server-id", id));
     }
     let identity: Identity = credentials.clone().into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
-        .region(STS_REGION)
+        .region(sts.region.as_str())
         .name("sts")
         .time(time)
         .settings(SigningSettings::default())
@@ -45,7 +118,7 @@ pub fn login_body(
         .into();
     let request = SignableRequest::new(
         "POST",
-        STS_URL,
+        &sts.url,
         headers.iter().copied(),
         SignableBody::Bytes(STS_BODY.as_bytes()),
     )
@@ -61,7 +134,7 @@ pub fn login_body(
     Ok(json!({
         "role": role,
         "iam_http_request_method": "POST",
-        "iam_request_url": b64(STS_URL.as_bytes()),
+        "iam_request_url": b64(sts.url.as_bytes()),
         "iam_request_body": b64(STS_BODY.as_bytes()),
         "iam_request_headers": b64(Value::Object(all).to_string().as_bytes()),
     }))
@@ -105,7 +178,14 @@ mod tests {
             "test",
         );
         let t = UNIX_EPOCH + Duration::from_secs(1_795_867_200); // 2026-11-28T12:00:00Z
-        let body = login_body(&creds, "replicator", Some("vault.example.com"), t).unwrap();
+        let body = login_body(
+            &creds,
+            "replicator",
+            Some("vault.example.com"),
+            &StsEndpoint::default(),
+            t,
+        )
+        .unwrap();
         assert_eq!(body["role"], "replicator");
         assert_eq!(body["iam_http_request_method"], "POST");
         assert_eq!(
@@ -141,9 +221,68 @@ mod tests {
         // Deterministic for the same inputs; never carries the secret key.
         assert_eq!(
             body,
-            login_body(&creds, "replicator", Some("vault.example.com"), t).unwrap()
+            login_body(
+                &creds,
+                "replicator",
+                Some("vault.example.com"),
+                &StsEndpoint::default(),
+                t
+            )
+            .unwrap()
         );
         assert!(!body.to_string().contains("wJalrXUtnFEMI"));
         assert!(!decode(&body["iam_request_headers"]).contains("wJalrXUtnFEMI"));
+    }
+
+    #[test]
+    fn other_partitions_sign_for_their_own_sts() {
+        let cn = StsEndpoint::new(None, Some("cn-north-1")).unwrap();
+        assert_eq!(cn.url, "https://sts.cn-north-1.amazonaws.com.cn/");
+        assert_eq!(cn.region, "cn-north-1");
+        let gov = StsEndpoint::new(Some("https://sts.us-gov-west-1.amazonaws.com"), None).unwrap();
+        assert_eq!(
+            (gov.host.as_str(), gov.region.as_str()),
+            ("sts.us-gov-west-1.amazonaws.com", "us-gov-west-1")
+        );
+        let private = StsEndpoint::new(
+            Some("https://vpce-1.sts.example.internal/"),
+            Some("eu-west-1"),
+        )
+        .unwrap();
+        assert_eq!(private.region, "eu-west-1");
+        assert_eq!(
+            StsEndpoint::new(None, None).unwrap(),
+            StsEndpoint::default()
+        );
+        for (url, region, why) in [
+            (
+                Some("http://sts.amazonaws.com/"),
+                None,
+                "not an endpoint URL",
+            ),
+            (
+                Some("https://sts.example.internal/"),
+                None,
+                "give the region",
+            ),
+            (None, Some("EU West"), "not a region name"),
+        ] {
+            let e = StsEndpoint::new(url, region).unwrap_err();
+            assert!(e.contains(why), "{url:?} {region:?}: {e}");
+        }
+        let creds = Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+        let body = login_body(&creds, "r", None, &cn, UNIX_EPOCH).unwrap();
+        let headers: Value = serde_json::from_str(&decode(&body["iam_request_headers"])).unwrap();
+        assert_eq!(headers["Host"], json!(["sts.cn-north-1.amazonaws.com.cn"]));
+        assert!(
+            headers["Authorization"][0]
+                .as_str()
+                .unwrap()
+                .contains("/cn-north-1/sts/aws4_request")
+        );
+        assert_eq!(
+            decode(&body["iam_request_url"]),
+            "https://sts.cn-north-1.amazonaws.com.cn/"
+        );
     }
 }

@@ -1,22 +1,17 @@
 //! The sync's settings: flags and environment variables (one definition serves the CLI and the
-//! Lambda), and their validation into [`Settings`]. No I/O.
+//! Lambda), resolved once ([`SyncArgs::resolve`]) into [`Settings`] and the [`ConnectionSource`].
+//! No I/O.
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use crate::contract::{DEFAULT_PREFIX, env};
-use crate::secret::SecretString;
+use crate::aws_auth::StsEndpoint;
+use crate::vault::VaultLogin;
+use contract::secret::SecretString;
+use contract::{ConnectionSecret, DEFAULT_PREFIX, env, ranges};
 
-/// What to do with AWS secrets whose Vault source is gone.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeletionPolicy {
-    /// Leave them and report them as orphans.
-    Keep,
-    /// Schedule them for deletion with the recovery window.
-    Delete,
-}
+pub use contract::DeletionPolicy;
 
 /// What to do with a secret that someone changed in AWS after the replicator wrote it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -118,6 +113,17 @@ pub struct SyncArgs {
     #[arg(long, env = env::VAULT_AWS_SERVER_ID)]
     pub vault_aws_server_id: Option<String>,
 
+    /// STS endpoint the AWS IAM login is signed for, as Vault's AWS auth method is configured
+    /// (`sts_endpoint`) [default: https://sts.amazonaws.com/, or the region's own endpoint
+    /// when --vault-aws-sts-region is given].
+    #[arg(long, env = env::VAULT_AWS_STS_ENDPOINT)]
+    pub vault_aws_sts_endpoint: Option<String>,
+
+    /// Signing region of that endpoint (`sts_region`) [default: us-east-1 for the global
+    /// endpoint, the endpoint's own region for a regional one].
+    #[arg(long, env = env::VAULT_AWS_STS_REGION)]
+    pub vault_aws_sts_region: Option<String>,
+
     /// Vault Enterprise / OpenBao namespace of the mount and the login, sent as
     /// `X-Vault-Namespace` (the connection secret's `vaultNamespace` when it has one).
     #[arg(long, env = env::VAULT_NAMESPACE)]
@@ -158,11 +164,22 @@ pub struct Settings {
     pub concurrency: usize,
     pub writes_per_second: u32,
     pub dry_run: bool,
-    /// No write starts after this moment (from `--max-duration`, counted from the settings).
+    /// How long a run may start writes for (`--max-duration`).
+    pub max_duration: Option<std::time::Duration>,
+    /// No write starts after this moment: `max_duration` counted from the start of the run.
     pub deadline: Option<std::time::Instant>,
 }
 
 impl Settings {
+    /// This sync's identity, as its replicas' tags carry it.
+    pub fn source(&self) -> contract::SyncSource<'_> {
+        contract::SyncSource {
+            prefix: &self.prefix,
+            mount: &self.mount,
+            path_tag: self.path_tag(),
+        }
+    }
+
     /// The `vault-path` tag value: the sub-path, or `/` for the whole mount.
     pub fn path_tag(&self) -> &str {
         if self.path.is_empty() {
@@ -173,32 +190,107 @@ impl Settings {
     }
 }
 
+/// The settings and the connection, as one run (or a process's many) uses them.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub settings: Settings,
+    pub connection: ConnectionSource,
+}
+
 /// Where the Vault connection comes from.
 #[derive(Clone, Debug)]
 pub enum ConnectionSource {
-    /// Read from this Secrets Manager secret.
-    Secret(String),
-    /// Given directly.
-    Direct {
-        address: String,
-        auth: DirectAuth,
-        ca_cert: Option<PathBuf>,
+    /// Read from this Secrets Manager secret at every run (its credentials may be rotated);
+    /// `defaults` fill what it leaves out.
+    Secret {
+        name: String,
+        defaults: ConnectionDefaults,
     },
+    /// Given by flags.
+    Direct(VaultConnection),
 }
 
-#[derive(Clone, Debug)]
-pub enum DirectAuth {
-    Token(SecretString),
-    AppRole {
-        mount: String,
-        role_id: String,
-        secret_id: SecretString,
-    },
-    AwsIam {
-        mount: String,
-        role: String,
-        server_id: Option<String>,
-    },
+/// What flags give a connection read from a secret that does not say it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionDefaults {
+    pub namespace: Option<String>,
+    pub sts: StsEndpoint,
+}
+
+/// Where Vault is and how to log in: the one shape for flags and the connection secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultConnection {
+    pub address: String,
+    pub login: VaultLogin,
+    pub ca: Option<CaCert>,
+    /// `X-Vault-Namespace` of the mount and the login; none for the root namespace.
+    pub namespace: Option<String>,
+}
+
+/// The authority that signed Vault's certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaCert {
+    Pem(String),
+    File(PathBuf),
+}
+
+impl VaultConnection {
+    /// The connection a connection secret describes; the error names what to fix in it (never
+    /// a value).
+    pub fn from_secret(
+        conn: &ConnectionSecret,
+        defaults: &ConnectionDefaults,
+    ) -> Result<Self, String> {
+        if conn.vault_address.is_empty() {
+            return Err("vaultAddress is empty".into());
+        }
+        let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let login = match (
+            &conn.vault_role_id,
+            &conn.vault_secret_id,
+            given(&conn.vault_aws_role),
+            &conn.vault_token,
+        ) {
+            (Some(role_id), Some(secret_id), _, _) => VaultLogin::AppRole {
+                mount: given(&conn.vault_approle_mount).unwrap_or_else(|| "approle".into()),
+                role_id: role_id.clone(),
+                secret_id: secret_id.clone(),
+            },
+            (_, _, Some(role), _) => VaultLogin::AwsIam {
+                mount: given(&conn.vault_aws_auth_mount).unwrap_or_else(|| "aws".into()),
+                role,
+                server_id: given(&conn.vault_aws_server_id),
+                sts: match (
+                    given(&conn.vault_aws_sts_endpoint),
+                    given(&conn.vault_aws_sts_region),
+                ) {
+                    (None, None) => defaults.sts.clone(),
+                    (url, region) => StsEndpoint::new(url.as_deref(), region.as_deref())
+                        .map_err(|e| format!("vaultAwsStsEndpoint / vaultAwsStsRegion: {e}"))?,
+                },
+            },
+            (_, _, None, Some(token)) if !token.is_empty() => VaultLogin::Token(token.clone()),
+            _ => {
+                return Err(
+                    "holds no credentials: set vaultToken, vaultRoleId and vaultSecretId, or vaultAwsRole"
+                        .into(),
+                );
+            }
+        };
+        Ok(Self {
+            address: conn.vault_address.clone(),
+            login,
+            ca: given(&conn.vault_ca_cert).map(CaCert::Pem),
+            namespace: normalise_namespace(conn.vault_namespace.as_deref())
+                .or_else(|| defaults.namespace.clone()),
+        })
+    }
+}
+
+fn normalise_namespace(ns: Option<&str>) -> Option<String> {
+    ns.map(|n| n.trim_matches('/'))
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,24 +306,20 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Characters AWS accepts in a secret name.
-pub fn is_aws_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "/_+=.@-".contains(c)
-}
+pub use contract::is_aws_name_char;
 
 impl SyncArgs {
-    /// Checks every value and says which flag (and variable) to fix.
-    pub fn settings(&self) -> Result<Settings, ConfigError> {
+    /// Checks every value once, and says which flag (and variable) to fix.
+    pub fn resolve(&self) -> Result<Resolved, ConfigError> {
+        Ok(Resolved {
+            settings: self.settings()?,
+            connection: self.connection()?,
+        })
+    }
+
+    fn settings(&self) -> Result<Settings, ConfigError> {
         let prefix = self.prefix.trim_matches('/').to_owned();
-        if prefix.is_empty() {
-            return Err(invalid("--prefix / REPLICATOR_PREFIX", "must not be empty"));
-        }
-        if let Some(c) = prefix.chars().find(|c| !is_aws_name_char(*c)) {
-            return Err(invalid(
-                "--prefix / REPLICATOR_PREFIX",
-                format!("{c:?} is not allowed in a secret name (use letters, digits and /_+=.@-)"),
-            ));
-        }
+        contract::check_prefix(&prefix).map_err(|e| invalid("--prefix / REPLICATOR_PREFIX", e))?;
         let mount = self
             .mount
             .as_deref()
@@ -247,25 +335,25 @@ impl SyncArgs {
                 "must not contain . or .. segments",
             ));
         }
-        if !(7..=30).contains(&self.recovery_window_days) {
+        if !ranges::RECOVERY_WINDOW_DAYS.contains(&self.recovery_window_days) {
             return Err(invalid(
                 "--recovery-window-days / REPLICATOR_RECOVERY_WINDOW_DAYS",
                 format!("{} is outside 7 to 30 days", self.recovery_window_days),
             ));
         }
-        if !(0.0..=1.0).contains(&self.max_delete_share) {
+        if !ranges::MAX_DELETE_SHARE.contains(&self.max_delete_share) {
             return Err(invalid(
                 "--max-delete-share / REPLICATOR_MAX_DELETE_SHARE",
                 format!("{} is outside 0 to 1", self.max_delete_share),
             ));
         }
-        if !(1..=256).contains(&self.concurrency) {
+        if !ranges::CONCURRENCY.contains(&self.concurrency) {
             return Err(invalid(
                 "--concurrency / REPLICATOR_CONCURRENCY",
                 format!("{} is outside 1 to 256", self.concurrency),
             ));
         }
-        if !(1..=50).contains(&self.writes_per_second) {
+        if !ranges::WRITES_PER_SECOND.contains(&self.writes_per_second) {
             return Err(invalid(
                 "--writes-per-second / REPLICATOR_WRITES_PER_SECOND",
                 format!(
@@ -301,16 +389,30 @@ impl SyncArgs {
             concurrency: self.concurrency,
             writes_per_second: self.writes_per_second,
             dry_run: self.dry_run,
-            deadline: self
-                .max_duration
-                .map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s)),
+            max_duration: self.max_duration.map(std::time::Duration::from_secs),
+            deadline: None,
         })
     }
 
+    fn sts(&self) -> Result<StsEndpoint, ConfigError> {
+        StsEndpoint::new(
+            self.vault_aws_sts_endpoint.as_deref(),
+            self.vault_aws_sts_region.as_deref(),
+        )
+        .map_err(|e| invalid("--vault-aws-sts-endpoint / VAULT_AWS_STS_ENDPOINT", e))
+    }
+
     /// Where to find Vault: the connection secret wins; otherwise address + token or AppRole.
-    pub fn connection(&self) -> Result<ConnectionSource, ConfigError> {
+    fn connection(&self) -> Result<ConnectionSource, ConfigError> {
+        let namespace = normalise_namespace(self.vault_namespace.as_deref());
         if let Some(name) = self.connection_secret.as_ref().filter(|n| !n.is_empty()) {
-            return Ok(ConnectionSource::Secret(name.clone()));
+            return Ok(ConnectionSource::Secret {
+                name: name.clone(),
+                defaults: ConnectionDefaults {
+                    namespace,
+                    sts: self.sts()?,
+                },
+            });
         }
         let address = self.vault_addr.clone().filter(|a| !a.is_empty()).ok_or_else(|| {
             invalid(
@@ -318,12 +420,12 @@ impl SyncArgs {
                 "no Vault address: give --connection-secret, or --vault-addr with a token or AppRole",
             )
         })?;
-        let auth = match (
+        let login = match (
             &self.vault_role_id,
             &self.vault_secret_id,
             &self.vault_token,
         ) {
-            (Some(role_id), Some(secret_id), _) => DirectAuth::AppRole {
+            (Some(role_id), Some(secret_id), _) => VaultLogin::AppRole {
                 mount: self.vault_approle_mount.clone(),
                 role_id: role_id.clone(),
                 secret_id: secret_id.clone(),
@@ -340,13 +442,14 @@ impl SyncArgs {
                     .as_deref()
                     .is_some_and(|r| !r.is_empty()) =>
             {
-                DirectAuth::AwsIam {
+                VaultLogin::AwsIam {
                     mount: self.vault_aws_auth_mount.clone(),
                     role: self.vault_aws_role.clone().unwrap_or_default(),
                     server_id: self.vault_aws_server_id.clone().filter(|s| !s.is_empty()),
+                    sts: self.sts()?,
                 }
             }
-            (None, None, Some(token)) if !token.is_empty() => DirectAuth::Token(token.clone()),
+            (None, None, Some(token)) if !token.is_empty() => VaultLogin::Token(token.clone()),
             _ => {
                 return Err(invalid(
                     "--vault-token / VAULT_TOKEN",
@@ -354,11 +457,12 @@ impl SyncArgs {
                 ));
             }
         };
-        Ok(ConnectionSource::Direct {
+        Ok(ConnectionSource::Direct(VaultConnection {
             address,
-            auth,
-            ca_cert: self.vault_cacert.clone(),
-        })
+            login,
+            ca: self.vault_cacert.clone().map(CaCert::File),
+            namespace,
+        }))
     }
 }
 
@@ -439,21 +543,91 @@ mod tests {
         );
         assert!(matches!(
             parse(&["--vault-addr", "http://v", "--vault-token", "t"]).connection(),
-            Ok(ConnectionSource::Direct {
-                auth: DirectAuth::Token(_),
+            Ok(ConnectionSource::Direct(VaultConnection {
+                login: VaultLogin::Token(_),
                 ..
-            })
+            }))
         ));
         assert!(matches!(
             parse(&["--vault-addr", "http://v", "--vault-aws-role", "r"]).connection(),
-            Ok(ConnectionSource::Direct {
-                auth: DirectAuth::AwsIam { .. },
+            Ok(ConnectionSource::Direct(VaultConnection {
+                login: VaultLogin::AwsIam { .. },
                 ..
-            })
+            }))
         ));
         assert!(matches!(
             parse(&["--connection-secret", "c"]).connection(),
-            Ok(ConnectionSource::Secret(_))
+            Ok(ConnectionSource::Secret { .. })
         ));
+        let e = parse(&[
+            "--vault-addr",
+            "http://v",
+            "--vault-aws-role",
+            "r",
+            "--vault-aws-sts-endpoint",
+            "https://sts.example.internal/",
+        ])
+        .connection()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("VAULT_AWS_STS_ENDPOINT") && e.contains("give the region"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_connection_secret_gives_one_connection_with_the_flags_as_defaults() {
+        let defaults = ConnectionDefaults {
+            namespace: Some("team".into()),
+            sts: StsEndpoint::new(None, Some("cn-north-1")).unwrap(),
+        };
+        let secret = |json: &str| serde_json::from_str::<ConnectionSecret>(json).unwrap();
+        let c = VaultConnection::from_secret(
+            &secret(r#"{"vaultAddress":"https://v","vaultAwsRole":"r","vaultCaCert":"PEM"}"#),
+            &defaults,
+        )
+        .unwrap();
+        assert_eq!(c.namespace.as_deref(), Some("team"));
+        assert_eq!(c.ca, Some(CaCert::Pem("PEM".into())));
+        let VaultLogin::AwsIam { mount, sts, .. } = &c.login else {
+            panic!("{c:?}")
+        };
+        assert_eq!((mount.as_str(), sts), ("aws", &defaults.sts));
+        let own = VaultConnection::from_secret(
+            &secret(
+                r#"{"vaultAddress":"https://v","vaultAwsRole":"r","vaultNamespace":"/other/","vaultAwsStsRegion":"eu-west-1"}"#,
+            ),
+            &defaults,
+        )
+        .unwrap();
+        assert_eq!(own.namespace.as_deref(), Some("other"));
+        let VaultLogin::AwsIam { sts, .. } = &own.login else {
+            panic!("{own:?}")
+        };
+        assert_eq!(sts.url, "https://sts.eu-west-1.amazonaws.com/");
+        let approle = VaultConnection::from_secret(
+            &secret(r#"{"vaultAddress":"https://v","vaultRoleId":"id","vaultSecretId":"sid","vaultToken":"t"}"#),
+            &defaults,
+        )
+        .unwrap();
+        assert!(
+            matches!(approle.login, VaultLogin::AppRole { ref mount, .. } if mount == "approle")
+        );
+        for (json, why) in [
+            (r#"{"vaultAddress":""}"#, "vaultAddress is empty"),
+            (r#"{"vaultAddress":"https://v"}"#, "holds no credentials"),
+            (
+                r#"{"vaultAddress":"https://v","vaultToken":""}"#,
+                "holds no credentials",
+            ),
+            (
+                r#"{"vaultAddress":"https://v","vaultAwsRole":"r","vaultAwsStsEndpoint":"http://x"}"#,
+                "vaultAwsStsEndpoint",
+            ),
+        ] {
+            let e = VaultConnection::from_secret(&secret(json), &defaults).unwrap_err();
+            assert!(e.contains(why), "{json}: {e}");
+        }
     }
 }

@@ -8,10 +8,10 @@ use futures::stream::{self, StreamExt};
 
 use crate::aws::{AwsErrorKind, SecretsManager, owner_tags};
 use crate::config::Settings;
-use crate::contract::tags;
 use crate::plan::{Step, Target};
 use crate::report::{Problem, Report};
 use crate::vault::{VaultClient, VersionRead};
+use contract::tags;
 
 /// AWS limit on a secret value.
 pub const MAX_VALUE_BYTES: usize = 65_536;
@@ -47,7 +47,10 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Reads the value of exactly the planned version and checks its size.
-    async fn value(&self, target: &Target) -> Result<Option<crate::secret::SecretString>, Problem> {
+    async fn value(
+        &self,
+        target: &Target,
+    ) -> Result<Option<contract::secret::SecretString>, Problem> {
         let read = self
             .vault
             .read_version(&self.settings.mount, &target.vault_path, target.version)
@@ -90,13 +93,11 @@ impl Ctx<'_> {
             // The listing lags behind (it is eventually consistent): look at what is there.
             Err(e) if e.kind == AwsErrorKind::AlreadyExists => {
                 let found = self.sm.describe(&target.name).await.map_err(aws_problem)?;
-                let ours = found.tags.get(tags::MANAGED_BY) == Some(tags::MANAGED_BY_VALUE)
-                    && found.tags.get(tags::VAULT_MOUNT) == Some(self.settings.mount.as_str())
-                    && found.tags.get(tags::VAULT_PATH) == Some(self.settings.path_tag())
-                    && found
-                        .tags
-                        .get(tags::PREFIX)
-                        .is_none_or(|p| p == self.settings.prefix);
+                let ours = self
+                    .settings
+                    .source()
+                    .wrote(|k| found.tags.get(k))
+                    .is_some();
                 if !ours {
                     return Ok(Outcome::Conflict(Problem::new(
                         &target.name,
@@ -125,7 +126,7 @@ impl Ctx<'_> {
     async fn write(
         &self,
         arn: &str,
-        value: &crate::secret::SecretString,
+        value: &contract::secret::SecretString,
         target: &Target,
         current_version_id: Option<&str>,
     ) -> Result<(), Problem> {

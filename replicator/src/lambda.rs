@@ -3,6 +3,8 @@
 
 use aws_types::SdkConfig;
 use clap::Parser;
+
+use crate::run::Replicator;
 use lambda_runtime::{Error, LambdaEvent};
 
 use crate::config::SyncArgs;
@@ -51,24 +53,30 @@ fn variable_of(e: &clap::Error) -> Option<String> {
         .map(|v| v.to_string_lossy().into_owned())
 }
 
+/// The process's replicator, from the environment: built once, reused by every invocation. A
+/// bad environment is kept as its error, which every invocation reports.
+pub fn from_env(aws: &SdkConfig) -> Result<Replicator, String> {
+    let args = LambdaArgs::from_env()?;
+    Replicator::new(&args.sync, aws).map_err(|e| format!("invalid Lambda environment: {e}"))
+}
+
 /// Handles one invocation.
 pub async fn handle(
     event: LambdaEvent<serde_json::Value>,
-    args: &Result<LambdaArgs, String>,
-    aws: &SdkConfig,
+    replicator: &Result<Replicator, String>,
 ) -> Result<serde_json::Value, Error> {
-    let args = args.as_ref().map_err(|e| Error::from(e.clone()))?;
+    let replicator = replicator.as_ref().map_err(|e| Error::from(e.clone()))?;
     tracing::info!(request_id = %event.context.request_id, "sync started");
     // Start no write the invocation could not finish: stop a margin before its deadline, and
     // leave the rest to the next run (a first sync of 100,000 secrets takes longer than
     // Lambda's 15 minutes at 50 writes a second).
-    let mut sync = args.sync.clone();
     let budget = time_budget(event.context.deadline, std::time::SystemTime::now());
-    sync.max_duration = Some(match sync.max_duration {
-        Some(s) => s.min(budget),
-        None => budget,
-    });
-    let report = crate::run::run(&sync, aws).await;
+    let report = replicator
+        .run(
+            Some(std::time::Duration::from_secs(budget)),
+            &crate::progress::Progress::default(),
+        )
+        .await;
     tracing::info!(
         created = report.created,
         updated = report.updated,

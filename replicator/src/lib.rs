@@ -7,7 +7,6 @@
 pub mod aws;
 pub mod aws_auth;
 pub mod config;
-pub mod contract;
 pub mod execute;
 pub mod inventory;
 pub mod lambda;
@@ -17,7 +16,4 @@ pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod run;
-pub mod sdk;
-pub mod secret;
-pub mod tls;
 pub mod vault;

@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 
 use crate::aws::AwsSecret;
 use crate::config::{DeletionPolicy, OnModified, Settings, is_aws_name_char};
-use crate::contract::tags;
 use crate::inventory::{EntryState, VaultEntry, full_path};
+use contract::tags;
 
 /// AWS limit on a secret name.
 pub const MAX_NAME_LEN: usize = 512;
@@ -222,24 +222,13 @@ enum Ownership {
 
 fn ownership(secret: &AwsSecret, settings: &Settings) -> Ownership {
     let tag = |k: &str| secret.tags.get(k);
-    let (mount, path) = (tag(tags::VAULT_MOUNT), tag(tags::VAULT_PATH));
-    let ours_tagged = tag(tags::MANAGED_BY) == Some(tags::MANAGED_BY_VALUE);
-    let prefix = tag(tags::PREFIX);
-    if ours_tagged && mount == Some(settings.mount.as_str()) && path == Some(settings.path_tag()) {
-        match prefix {
-            Some(p) if p == settings.prefix => {
-                return Ownership::Ours {
-                    tagged_prefix: true,
-                };
-            }
-            None => {
-                return Ownership::Ours {
-                    tagged_prefix: false,
-                };
-            }
-            // A sync of the same source under another (nested) prefix.
-            Some(_) => {}
-        }
+    let (mount, path, prefix) = (
+        tag(tags::VAULT_MOUNT),
+        tag(tags::VAULT_PATH),
+        tag(tags::PREFIX),
+    );
+    if let Some(tagged_prefix) = settings.source().wrote(tag) {
+        return Ownership::Ours { tagged_prefix };
     }
     // Listed for adoption: taken over whoever tagged it (another tool, another sync).
     if settings.adopt.iter().any(|a| a == &secret.name) {
@@ -586,6 +575,7 @@ mod tests {
             concurrency: 4,
             writes_per_second: 20,
             dry_run: false,
+            max_duration: None,
             deadline: None,
         }
     }

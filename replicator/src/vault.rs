@@ -11,8 +11,8 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use crate::contract::KV_UPGRADING;
-use crate::secret::SecretString;
+use contract::KV_UPGRADING;
+use contract::secret::SecretString;
 
 /// Counts requests by kind, for the run report and the benchmark.
 #[derive(Debug, Default)]
@@ -27,6 +27,20 @@ pub struct VaultCounters {
 }
 
 impl VaultCounters {
+    /// The counts since the last `take`, and zero again: one process runs many syncs (a warm
+    /// Lambda), each reporting its own.
+    pub fn take(&self) -> BTreeMap<&'static str, u64> {
+        let t = |c: &AtomicU64| c.swap(0, Ordering::Relaxed);
+        BTreeMap::from([
+            ("login", t(&self.logins)),
+            ("list", t(&self.lists)),
+            ("list_detailed_metadata", t(&self.detailed_lists)),
+            ("read_metadata", t(&self.metadata_reads)),
+            ("read_value", t(&self.value_reads)),
+            ("retry", t(&self.retries)),
+        ])
+    }
+
     pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
         BTreeMap::from([
             ("login", self.logins.load(Ordering::Relaxed)),
@@ -105,9 +119,9 @@ const RETRY_PAUSES: [Duration; 3] = [
     Duration::from_millis(1600),
 ];
 
-/// How the client authenticates.
-#[derive(Clone, Debug)]
-pub enum VaultAuth {
+/// How the client logs in: the one shape for flags, the connection secret and the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VaultLogin {
     /// A fixed token (the sample's mode).
     Token(SecretString),
     /// AppRole: logs in, and logs in again when the token nears expiry.
@@ -116,12 +130,13 @@ pub enum VaultAuth {
         role_id: String,
         secret_id: SecretString,
     },
-    /// AWS IAM auth: a signed `sts:GetCallerIdentity` proves the process's IAM role.
+    /// AWS IAM auth: a signed `sts:GetCallerIdentity` proves the process's IAM role (with the
+    /// credentials given by [`VaultClient::with_aws_credentials`]).
     AwsIam {
         mount: String,
         role: String,
         server_id: Option<String>,
-        credentials: aws_credential_types::provider::SharedCredentialsProvider,
+        sts: crate::aws_auth::StsEndpoint,
     },
 }
 
@@ -172,7 +187,9 @@ pub enum VersionRead {
 pub struct VaultClient {
     http: reqwest::Client,
     address: String,
-    auth: VaultAuth,
+    auth: VaultLogin,
+    /// Signs the AWS IAM login.
+    aws_credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
     /// Vault Enterprise / OpenBao namespace, sent as `X-Vault-Namespace` on every request.
     namespace: Option<String>,
     token: Mutex<Option<CachedToken>>,
@@ -300,11 +317,11 @@ impl VaultClient {
     /// certificate verification is never turned off.
     pub fn new(
         address: &str,
-        auth: VaultAuth,
+        auth: VaultLogin,
         ca_pem: Option<&str>,
         concurrency: usize,
     ) -> Result<Self, VaultError> {
-        crate::tls::install_crypto_provider();
+        contract::tls::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             // A redirect would carry the token to wherever it points: never follow one.
             .redirect(reqwest::redirect::Policy::none())
@@ -333,10 +350,20 @@ impl VaultClient {
             http,
             address: address.trim_end_matches('/').to_owned(),
             auth,
+            aws_credentials: None,
             namespace: None,
             token: Mutex::new(None),
             counters: Arc::new(VaultCounters::default()),
         })
+    }
+
+    /// The AWS credentials that sign an AWS IAM login.
+    pub fn with_aws_credentials(
+        mut self,
+        credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    ) -> Self {
+        self.aws_credentials = credentials;
+        self
     }
 
     /// Sends every request, login included, in `namespace` (`X-Vault-Namespace`); none or an
@@ -364,7 +391,7 @@ impl VaultClient {
 
     /// A valid token: the fixed one, or a cached AppRole login renewed before it expires.
     async fn token(&self) -> Result<SecretString, VaultError> {
-        if let VaultAuth::Token(t) = &self.auth {
+        if let VaultLogin::Token(t) = &self.auth {
             return Ok(t.clone());
         }
         let mut cached = self.token.lock().await;
@@ -374,8 +401,8 @@ impl VaultClient {
             return Ok(c.token.clone());
         }
         let fresh = match &self.auth {
-            VaultAuth::Token(t) => return Ok(t.clone()),
-            VaultAuth::AppRole {
+            VaultLogin::Token(t) => return Ok(t.clone()),
+            VaultLogin::AppRole {
                 mount,
                 role_id,
                 secret_id,
@@ -384,25 +411,29 @@ impl VaultClient {
                     serde_json::json!({ "role_id": role_id, "secret_id": secret_id.expose() });
                 self.login(mount, &body).await?
             }
-            VaultAuth::AwsIam {
+            VaultLogin::AwsIam {
                 mount,
                 role,
                 server_id,
-                credentials,
+                sts,
             } => {
                 use aws_credential_types::provider::ProvideCredentials;
-                let creds =
-                    credentials
-                        .provide_credentials()
-                        .await
-                        .map_err(|e| VaultError::Login {
-                            mount: mount.clone(),
-                            detail: format!("no AWS credentials to sign the IAM login: {e}"),
-                        })?;
+                let no_credentials = |detail: String| VaultError::Login {
+                    mount: mount.clone(),
+                    detail: format!("no AWS credentials to sign the IAM login: {detail}"),
+                };
+                let creds = self
+                    .aws_credentials
+                    .as_ref()
+                    .ok_or_else(|| no_credentials("none configured".into()))?
+                    .provide_credentials()
+                    .await
+                    .map_err(|e| no_credentials(e.to_string()))?;
                 let body = crate::aws_auth::login_body(
                     &creds,
                     role,
                     server_id.as_deref(),
+                    sts,
                     std::time::SystemTime::now(),
                 )
                 .map_err(|detail| VaultError::Login {
@@ -579,7 +610,7 @@ impl VaultClient {
     /// renews it, so it lives a period from every run instead of dying a period after it was
     /// made. `Ok(false)` for any other token (no period, not renewable) or login.
     pub async fn renew_periodic_token(&self) -> Result<bool, VaultError> {
-        if !matches!(self.auth, VaultAuth::Token(_)) {
+        if !matches!(self.auth, VaultLogin::Token(_)) {
             return Ok(false);
         }
         let op = "look up the token";

@@ -12,10 +12,10 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::types::Tag;
+use contract::tags;
 use e2e::runtime_api::Answer;
 use e2e::{Bao, Moto};
 use futures::stream::{self, StreamExt};
-use replicator::contract::tags;
 use serde_json::json;
 
 const MOUNT: &str = "scale";

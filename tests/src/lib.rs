@@ -199,7 +199,7 @@ impl ServerSlot {
 
 /// An HTTP client for the harness (reqwest needs the process-wide rustls provider first).
 pub fn http_client() -> reqwest::Client {
-    replicator::tls::install_crypto_provider();
+    contract::tls::install_crypto_provider();
     reqwest::Client::new()
 }
 
@@ -299,6 +299,8 @@ pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
         vault_aws_role: None,
         vault_aws_auth_mount: "aws".to_owned(),
         vault_aws_server_id: None,
+        vault_aws_sts_endpoint: None,
+        vault_aws_sts_region: None,
         vault_namespace: None,
         concurrency: 8,
         writes_per_second: 50,
@@ -524,7 +526,7 @@ impl BaoTls {
         )
         .await;
         let addr = format!("https://127.0.0.1:{port}");
-        replicator::tls::install_crypto_provider();
+        contract::tls::install_crypto_provider();
         let certs = reqwest::Certificate::from_pem_bundle(tls.ca_certificate.as_bytes()).unwrap();
         let http = reqwest::Client::builder()
             .tls_certs_only(certs)

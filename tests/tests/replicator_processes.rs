@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{args, env, failure_kinds, sync};
+use contract::{ConnectionSecret, env as vars};
 use e2e::runtime_api::{Answer, RuntimeApi};
-use replicator::contract::{ConnectionSecret, env as vars};
 use serde_json::{Value, json};
 
 const PLANTED: &str = "PLANTED-c0ffee-42";
@@ -173,7 +173,7 @@ async fn approle_from_the_connection_secret_logs_in_again_before_expiry() {
         .await;
     let vault = replicator::vault::VaultClient::new(
         &bao.addr,
-        replicator::vault::VaultAuth::AppRole {
+        replicator::vault::VaultLogin::AppRole {
             mount: "approle".into(),
             role_id: short_role["data"]["role_id"].as_str().unwrap().to_owned(),
             secret_id: short_secret["data"]["secret_id"].as_str().unwrap().into(),

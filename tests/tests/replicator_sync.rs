@@ -849,10 +849,10 @@ async fn a_create_that_meets_its_own_deleted_secret_brings_it_back() {
 
     // A listing that has not caught up (ListSecrets lags): `kv/a` is missing from it, so the
     // plan creates it and the create finds the tool's own secret, scheduled for deletion.
-    let settings = a.settings().unwrap();
+    let settings = a.resolve().unwrap().settings;
     let vault = replicator::vault::VaultClient::new(
         &bao.addr,
-        replicator::vault::VaultAuth::Token(e2e::ROOT_TOKEN.into()),
+        replicator::vault::VaultLogin::Token(e2e::ROOT_TOKEN.into()),
         None,
         4,
     )
@@ -1069,7 +1069,7 @@ async fn without_bulk_listing_the_names_are_known_before_the_metadata_reads_end(
         .await;
     let vault = replicator::vault::VaultClient::new(
         &bao.addr,
-        replicator::vault::VaultAuth::Token(token.into()),
+        replicator::vault::VaultLogin::Token(token.into()),
         None,
         4,
     )

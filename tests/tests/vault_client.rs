@@ -6,7 +6,7 @@
 
 use base64::Engine as _;
 use e2e::stand_in::fake_vault;
-use replicator::vault::{VaultAuth, VaultClient};
+use replicator::vault::{VaultClient, VaultLogin};
 
 #[tokio::test]
 async fn the_client_logs_in_with_a_signed_get_caller_identity() {
@@ -27,16 +27,19 @@ async fn the_client_logs_in_with_a_signed_get_caller_identity() {
     );
     let client = VaultClient::new(
         &addr,
-        VaultAuth::AwsIam {
+        VaultLogin::AwsIam {
             mount: "aws".into(),
             role: "replicator".into(),
             server_id: Some("vault.example.com".into()),
-            credentials: aws_credential_types::provider::SharedCredentialsProvider::new(creds),
+            sts: replicator::aws_auth::StsEndpoint::default(),
         },
         None,
         2,
     )
-    .unwrap();
+    .unwrap()
+    .with_aws_credentials(Some(
+        aws_credential_types::provider::SharedCredentialsProvider::new(creds),
+    ));
     let listing = client.list("kv", "").await.unwrap();
     assert_eq!(listing.keys, ["a"]);
     let seen = server.finish().await;
@@ -85,7 +88,7 @@ const UPGRADING: &str = r#"{"errors":["Upgrading from non-versioned to versioned
 fn token_client(addr: &str) -> VaultClient {
     VaultClient::new(
         addr,
-        VaultAuth::Token(replicator::secret::SecretString::new("s.test".into())),
+        VaultLogin::Token(contract::secret::SecretString::new("s.test".into())),
         None,
         2,
     )

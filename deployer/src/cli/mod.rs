@@ -143,7 +143,7 @@ pub enum CliError {
     #[error("no AWS region: pass --region, set `region` in the config file, or set AWS_REGION")]
     NoRegion,
     #[error("reading the account identity: {0}")]
-    Identity(crate::sdk::AwsError),
+    Identity(contract::sdk::AwsError),
     #[error(transparent)]
     Deploy(#[from] crate::resources::DeployError),
     #[error("{0}")]

@@ -7,9 +7,9 @@ use clap::Args;
 
 use super::{CliError, EXIT_OK, emit};
 use crate::resources::vault;
-use crate::secret::SecretString;
 use crate::stack::Stack;
 use crate::vault_init::{self, AuthMode, KeysTo, Options};
+use contract::secret::SecretString;
 
 #[derive(Debug, Args)]
 pub struct VaultInitArgs {

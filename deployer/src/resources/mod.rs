@@ -19,7 +19,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::clients::Backoff;
 use crate::policy::TemplateError;
-use crate::sdk::{AwsError, AwsErrorKind};
+use contract::sdk::{AwsError, AwsErrorKind};
 
 /// Why a deployer step failed.
 #[derive(Debug, thiserror::Error)]

@@ -8,8 +8,8 @@ use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use super::{Ctx, DeployError};
 use crate::change::{Action, Change};
 use crate::clients::Clients;
-use crate::contract::tags::{MANAGED_BY, MANAGED_BY_VALUE};
 use crate::spec::Spec;
+use contract::tags::{MANAGED_BY, MANAGED_BY_VALUE};
 
 const KIND: &str = "replicated secrets";
 
@@ -45,10 +45,12 @@ async fn list_under_prefix(
             if !n.starts_with(&prefix) {
                 continue;
             }
-            let managed = s
-                .tags()
-                .iter()
-                .any(|t| t.key() == Some(MANAGED_BY) && t.value() == Some(MANAGED_BY_VALUE));
+            let managed = contract::is_replica(|k| {
+                s.tags()
+                    .iter()
+                    .find(|t| t.key() == Some(k))
+                    .and_then(|t| t.value())
+            });
             if managed {
                 ours.push((arn.to_owned(), n.to_owned()));
             } else {

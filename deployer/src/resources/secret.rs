@@ -7,9 +7,9 @@ use aws_sdk_secretsmanager::types::Tag;
 use super::{Ctx, DeployError, found, missing};
 use crate::change::{Action, Change, Fields, UNKNOWN};
 use crate::clients::Clients;
-use crate::contract::ConnectionSecret;
 use crate::policy::{canonical, parse_returned};
 use crate::spec::Spec;
+use contract::ConnectionSecret;
 
 pub const KIND: &str = "connection secret";
 

@@ -151,6 +151,14 @@ impl AwsCounters {
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
         self.0.lock().map(|m| m.clone()).unwrap_or_default()
     }
+
+    /// The counts since the last `take`, and zero again (one report per run of a process).
+    pub fn take(&self) -> BTreeMap<String, u64> {
+        self.0
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug)]

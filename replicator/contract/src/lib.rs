@@ -1,0 +1,327 @@
+//! What the replicator and the deployer must agree on: environment variable names, tag keys,
+//! the connection secret's JSON shape, the setting ranges, what makes a secret a replica, and
+//! which prefixes are valid. No I/O. Both programs depend on this crate, so each is written once.
+//!
+//! With the `aws` feature it also holds the AWS SDK plumbing both programs share ([`sdk`],
+//! [`tls`]).
+
+use std::ops::RangeInclusive;
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "aws")]
+pub mod sdk;
+pub mod secret;
+#[cfg(feature = "aws")]
+pub mod tls;
+
+use crate::secret::SecretString;
+
+/// Environment variables the Lambda reads (the CLI flags of `replicator sync` read the same ones).
+pub mod env {
+    pub const PREFIX: &str = "REPLICATOR_PREFIX";
+    pub const MOUNT: &str = "REPLICATOR_MOUNT";
+    pub const PATH: &str = "REPLICATOR_PATH";
+    pub const KMS_KEY_ID: &str = "REPLICATOR_KMS_KEY_ID";
+    pub const SNS_TOPIC_ARN: &str = "REPLICATOR_SNS_TOPIC_ARN";
+    pub const DELETION_POLICY: &str = "REPLICATOR_DELETION_POLICY";
+    pub const RECOVERY_WINDOW_DAYS: &str = "REPLICATOR_RECOVERY_WINDOW_DAYS";
+    pub const MAX_DELETE_SHARE: &str = "REPLICATOR_MAX_DELETE_SHARE";
+    pub const ON_MODIFIED: &str = "REPLICATOR_ON_MODIFIED";
+    pub const ADOPT: &str = "REPLICATOR_ADOPT";
+    pub const CONNECTION_SECRET: &str = "REPLICATOR_CONNECTION_SECRET";
+    pub const CONCURRENCY: &str = "REPLICATOR_CONCURRENCY";
+    pub const WRITES_PER_SECOND: &str = "REPLICATOR_WRITES_PER_SECOND";
+    pub const DRY_RUN: &str = "REPLICATOR_DRY_RUN";
+    pub const MAX_DURATION: &str = "REPLICATOR_MAX_DURATION";
+    pub const VAULT_ADDR: &str = "VAULT_ADDR";
+    pub const VAULT_TOKEN: &str = "VAULT_TOKEN";
+    pub const VAULT_CACERT: &str = "VAULT_CACERT";
+    pub const VAULT_ROLE_ID: &str = "VAULT_ROLE_ID";
+    pub const VAULT_SECRET_ID: &str = "VAULT_SECRET_ID";
+    pub const VAULT_APPROLE_MOUNT: &str = "VAULT_APPROLE_MOUNT";
+    pub const VAULT_AWS_ROLE: &str = "VAULT_AWS_ROLE";
+    pub const VAULT_AWS_AUTH_MOUNT: &str = "VAULT_AWS_AUTH_MOUNT";
+    pub const VAULT_AWS_SERVER_ID: &str = "VAULT_AWS_SERVER_ID";
+    pub const VAULT_AWS_STS_ENDPOINT: &str = "VAULT_AWS_STS_ENDPOINT";
+    pub const VAULT_AWS_STS_REGION: &str = "VAULT_AWS_STS_REGION";
+    pub const VAULT_NAMESPACE: &str = "VAULT_NAMESPACE";
+}
+
+/// Tag keys written on every replicated secret.
+pub mod tags {
+    /// The Vault `current_version` the AWS value was copied from (the sample's tag, kept).
+    pub const VERSION: &str = "version";
+    /// The `created_time` of that Vault version: with the path and version it makes the
+    /// deterministic version id, so out-of-band writes are detected without reading values.
+    pub const VERSION_CREATED: &str = "vault-version-created";
+    /// Which tool owns the secret.
+    pub const MANAGED_BY: &str = "managed-by";
+    pub const MANAGED_BY_VALUE: &str = "vault-secrets-replicator";
+    /// The Vault KV v2 mount the secret comes from.
+    pub const VAULT_MOUNT: &str = "vault-mount";
+    /// The path inside the mount that the sync replicates (`/` for the whole mount).
+    pub const VAULT_PATH: &str = "vault-path";
+    /// The name prefix of the sync that wrote it: two syncs of one mount with nested prefixes
+    /// (`app` and `app/mirror`) each touch only their own replicas.
+    pub const PREFIX: &str = "replica-prefix";
+}
+
+/// Whether the tags (looked up by `tag`) mark a secret this tool replicated, from any sync.
+pub fn is_replica<'a>(tag: impl Fn(&str) -> Option<&'a str>) -> bool {
+    tag(tags::MANAGED_BY) == Some(tags::MANAGED_BY_VALUE)
+}
+
+/// One sync's identity as its replicas' tags carry it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncSource<'a> {
+    pub prefix: &'a str,
+    pub mount: &'a str,
+    /// The `vault-path` tag value: the sub-path, or `/` for the whole mount.
+    pub path_tag: &'a str,
+}
+
+impl SyncSource<'_> {
+    /// `Some(tagged_prefix)` when the tags say this sync wrote the secret: the owner tag, its
+    /// mount and path, and its prefix, or no prefix tag at all (replicas written before that tag
+    /// existed; `tagged_prefix` is then false). `None` for anything else, including a sync of the
+    /// same source under another (nested) prefix.
+    pub fn wrote<'a>(&self, tag: impl Fn(&str) -> Option<&'a str>) -> Option<bool> {
+        let same_source = is_replica(&tag)
+            && tag(tags::VAULT_MOUNT) == Some(self.mount)
+            && tag(tags::VAULT_PATH) == Some(self.path_tag);
+        match tag(tags::PREFIX) {
+            _ if !same_source => None,
+            Some(p) if p == self.prefix => Some(true),
+            Some(_) => None,
+            None => Some(false),
+        }
+    }
+}
+
+/// Characters AWS accepts in a secret name.
+pub fn is_aws_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "/_+=.@-".contains(c)
+}
+
+/// The longest name prefix: room is left for the Vault path in AWS's 512 characters.
+pub const MAX_PREFIX_LEN: usize = 128;
+
+/// Checks a name prefix (already without surrounding `/`); the error says what is wrong.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if prefix.len() > MAX_PREFIX_LEN {
+        return Err(format!(
+            "is {} characters; at most {MAX_PREFIX_LEN}",
+            prefix.len()
+        ));
+    }
+    if let Some(c) = prefix.chars().find(|c| !is_aws_name_char(*c)) {
+        return Err(format!(
+            "{c:?} is not allowed in a secret name (use letters, digits and /_+=.@-)"
+        ));
+    }
+    if prefix.starts_with('/') || prefix.ends_with('/') || prefix.contains("//") {
+        return Err(format!(
+            "{prefix:?} must not start or end with / or hold an empty segment"
+        ));
+    }
+    Ok(())
+}
+
+/// What to do with AWS secrets whose Vault source is gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum DeletionPolicy {
+    /// Leave them and report them as orphans.
+    #[default]
+    Keep,
+    /// Schedule them for deletion with the recovery window.
+    Delete,
+}
+
+impl DeletionPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Keep => "keep",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+impl std::str::FromStr for DeletionPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "keep" => Ok(Self::Keep),
+            "delete" => Ok(Self::Delete),
+            _ => Err(format!("{s:?} must be keep or delete")),
+        }
+    }
+}
+
+/// The valid ranges of the settings both programs take.
+pub mod ranges {
+    use super::RangeInclusive;
+
+    /// Days a deleted secret can be restored (AWS's own limits).
+    pub const RECOVERY_WINDOW_DAYS: RangeInclusive<i64> = 7..=30;
+    /// The deletion breaker: the share of the replicas one run may delete.
+    pub const MAX_DELETE_SHARE: RangeInclusive<f64> = 0.0..=1.0;
+    /// Requests in flight at once.
+    pub const CONCURRENCY: RangeInclusive<usize> = 1..=256;
+    /// Secrets Manager write calls per second (AWS allows 50 for the region).
+    pub const WRITES_PER_SECOND: RangeInclusive<u32> = 1..=50;
+}
+
+/// What Vault answers (HTTP 400) while a KV v2 mount upgrades its storage, for a moment after it
+/// is enabled: "try again shortly", for `vault-init` and the replicator alike.
+pub const KV_UPGRADING: &str = "Upgrading from non-versioned to versioned data";
+
+/// Default prefix of replicated names, and default KV v2 mount (as in the sample).
+pub const DEFAULT_PREFIX: &str = "hybrid-aws-secrets";
+
+/// Name of the connection secret for a prefix. It sits *outside* `<prefix>/`, so the replicator's
+/// write scope (`<prefix>/*`) never covers its own credentials.
+pub fn connection_secret_name(prefix: &str) -> String {
+    format!("{prefix}-connection/vault")
+}
+
+/// The connection secret: how the replicator reaches and logs in to Vault. The sample's two keys
+/// (`vaultAddress`, `vaultToken`) keep their names; the rest is optional.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionSecret {
+    pub vault_address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_token: Option<SecretString>,
+    /// PEM certificate(s) of the authority that signed Vault's TLS certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_ca_cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_role_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_secret_id: Option<SecretString>,
+    /// AppRole auth mount (default `approle`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_approle_mount: Option<String>,
+    /// Vault role of the AWS IAM auth method (instead of AppRole or a token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_aws_role: Option<String>,
+    /// AWS auth mount (default `aws`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_aws_auth_mount: Option<String>,
+    /// `X-Vault-AWS-IAM-Server-ID` value, when the auth method requires one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_aws_server_id: Option<String>,
+    /// STS endpoint and signing region of the AWS IAM login, as Vault's AWS auth method is
+    /// configured (other partitions; default the global endpoint, us-east-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_aws_sts_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_aws_sts_region: Option<String>,
+    /// Vault Enterprise / OpenBao namespace of the mount and the login (`X-Vault-Namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_namespace: Option<String>,
+}
+
+impl std::fmt::Debug for ConnectionSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionSecret")
+            .field("vault_address", &self.vault_address)
+            .field(
+                "vault_token",
+                &self.vault_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "vault_ca_cert",
+                &self.vault_ca_cert.as_ref().map(|_| "<pem>"),
+            )
+            .field("vault_role_id", &self.vault_role_id)
+            .field(
+                "vault_secret_id",
+                &self.vault_secret_id.as_ref().map(|_| "<redacted>"),
+            )
+            .field("vault_approle_mount", &self.vault_approle_mount)
+            .field("vault_aws_role", &self.vault_aws_role)
+            .field("vault_aws_auth_mount", &self.vault_aws_auth_mount)
+            .field("vault_aws_server_id", &self.vault_aws_server_id)
+            .field("vault_aws_sts_endpoint", &self.vault_aws_sts_endpoint)
+            .field("vault_aws_sts_region", &self.vault_aws_sts_region)
+            .field("vault_namespace", &self.vault_namespace)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        for ok in ["hybrid-aws-secrets", "team/app", "a.b@c+d=e_f"] {
+            assert_eq!(check_prefix(ok), Ok(()), "{ok}");
+        }
+        let long = "a".repeat(MAX_PREFIX_LEN + 1);
+        for (bad, why) in [
+            ("", "empty"),
+            ("a b", "' ' is not allowed"),
+            ("/abs", "must not start"),
+            ("team/", "must not start or end"),
+            ("a//b", "empty segment"),
+            (long.as_str(), "at most 128"),
+        ] {
+            let e = check_prefix(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_sync_owns_only_its_own_replicas() {
+        let source = SyncSource {
+            prefix: "app",
+            mount: "kv",
+            path_tag: "/",
+        };
+        let mine = [
+            (tags::MANAGED_BY, tags::MANAGED_BY_VALUE),
+            (tags::VAULT_MOUNT, "kv"),
+            (tags::VAULT_PATH, "/"),
+            (tags::PREFIX, "app"),
+        ];
+        let with = |tags: &[(&'static str, &'static str)]| {
+            let tags = tags.to_vec();
+            move |k: &str| tags.iter().find(|(t, _)| *t == k).map(|(_, v)| *v)
+        };
+        assert_eq!(source.wrote(with(&mine)), Some(true));
+        assert_eq!(
+            source.wrote(with(&mine[..3])),
+            Some(false),
+            "before the prefix tag"
+        );
+        let nested = [&mine[..3], &[(tags::PREFIX, "app/mirror")]].concat();
+        assert_eq!(source.wrote(with(&nested)), None);
+        let other_mount = [&mine[..1], &[(tags::VAULT_MOUNT, "kv2")], &mine[2..]].concat();
+        assert_eq!(source.wrote(with(&other_mount)), None);
+        assert_eq!(source.wrote(with(&mine[1..])), None, "no owner tag");
+        assert!(is_replica(with(&other_mount)));
+        assert!(!is_replica(with(&[(tags::MANAGED_BY, "terraform")])));
+    }
+
+    #[test]
+    fn deletion_policy_round_trips() {
+        for p in [DeletionPolicy::Keep, DeletionPolicy::Delete] {
+            assert_eq!(p.as_str().parse::<DeletionPolicy>(), Ok(p));
+        }
+        assert!(
+            "purge"
+                .parse::<DeletionPolicy>()
+                .unwrap_err()
+                .contains("keep or delete")
+        );
+    }
+}
