@@ -331,6 +331,85 @@ async fn the_lambda_bootstrap_answers_through_the_runtime_api() {
     assert!(!logs.contains('\u{1b}'), "no colour codes in Lambda logs");
 }
 
+/// A warm Lambda keeps its clients: the second invocation logs in to Vault no more, and each
+/// report counts its own requests; a secret id rotated in the connection secret (the old one
+/// destroyed) is picked up by the next invocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_lambda_reuses_its_vault_login_and_follows_a_rotated_secret_id() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "a", json!({"k": "1"})).await;
+    let (role_id, secret_id) = approle(bao, "10m").await;
+    let conn = |secret_id: &str| {
+        serde_json::to_string(&ConnectionSecret {
+            vault_address: bao.addr.clone(),
+            vault_role_id: Some(role_id.clone()),
+            vault_secret_id: Some(secret_id.into()),
+            ..ConnectionSecret::default()
+        })
+        .unwrap()
+    };
+    env.side
+        .create("kv-connection/vault", &conn(&secret_id), &[])
+        .await;
+    let mut api = RuntimeApi::start().await;
+    let mut child = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+        .env_clear()
+        .envs(env.moto.env())
+        .envs(e2e::runtime_api::lambda_env(&api.addr, "replicator"))
+        .env(vars::PREFIX, "kv")
+        .env(vars::CONNECTION_SECRET, "kv-connection/vault")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut invoke = async |id: &str| -> Value {
+        match api.invoke(id, "{}", Duration::from_secs(60)).await {
+            Answer::Response(body) => serde_json::from_str(&body).unwrap(),
+            other => panic!("{id}: {other:?}"),
+        }
+    };
+    let first = invoke("req-1").await;
+    assert_eq!(first["created"], 1, "{first}");
+    assert_eq!(first["vault_requests"]["login"], 1, "{first}");
+    let second = invoke("req-2").await;
+    assert_eq!(second["unchanged"], 1, "{second}");
+    assert!(
+        second["vault_requests"].get("login").is_none(),
+        "the warm invocation logged in again: {second}"
+    );
+    // Per run, not summed over the process's life.
+    assert_eq!(second["aws_requests"]["GetSecretValue"], 1, "{second}");
+
+    // Rotation as `vault-init --rotate-secret-id` does it: the new secret id first, then the
+    // old one destroyed, and the token the old one gave revoked with it.
+    let fresh = bao
+        .api("POST", "auth/approle/role/replicator/secret-id", None)
+        .await;
+    let fresh = fresh["data"]["secret_id"].as_str().unwrap().to_owned();
+    env.side
+        .sm
+        .put_secret_value()
+        .secret_id("kv-connection/vault")
+        .secret_string(conn(&fresh))
+        .send()
+        .await
+        .unwrap();
+    bao.api(
+        "POST",
+        "auth/approle/role/replicator/secret-id/destroy",
+        Some(json!({ "secret_id": secret_id })),
+    )
+    .await;
+    bao.put("kv", "b", json!({"k": "2"})).await;
+    let third = invoke("req-3").await;
+    assert_eq!(third["created"], 1, "{third}");
+    assert_eq!(third["vault_requests"]["login"], 1, "{third}");
+    child.start_kill().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_lambda_environment_fails_each_invocation_without_an_init_error() {
     let moto = e2e::Moto::start().await;
