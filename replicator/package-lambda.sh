@@ -15,7 +15,7 @@ if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-
   exit 1
 fi
 CC_x86_64_unknown_linux_musl=musl-gcc \
-  cargo build -p replicator --bin bootstrap --profile lambda --target x86_64-unknown-linux-musl --locked
+  cargo build -p replicator --bin bootstrap --no-default-features --profile lambda --target x86_64-unknown-linux-musl --locked
 bin="$target_dir/x86_64-unknown-linux-musl/lambda/bootstrap"
 mkdir -p "$(dirname "$out")"
 rm -f "$out"

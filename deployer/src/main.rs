@@ -42,14 +42,8 @@ async fn main() -> ExitCode {
     let code = match run(&cli).await {
         Ok(code) => code,
         Err(e) => {
-            let mut msg = format!("error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(&format!("\n  caused by: {s}"));
-                source = s.source();
-            }
             // Printed, not logged: seen whatever RUST_LOG says.
-            eprintln!("{msg}");
+            eprintln!("error: {}", cli::error_chain(&e));
             EXIT_ERROR
         }
     };

@@ -269,10 +269,10 @@ impl Spec {
         key_arn: &str,
         vpc_id: Option<&str>,
     ) -> Result<Value, TemplateError> {
-        let actions = serde_json::to_string(&self.secret_write_actions())
-            .map_err(|e| TemplateError::NotJson(e.to_string()))?;
-        let every_write = serde_json::to_string(EVERY_SECRET_WRITE)
-            .map_err(|e| TemplateError::NotJson(e.to_string()))?;
+        let actions =
+            serde_json::to_string(&self.secret_write_actions()).map_err(TemplateError::NotJson)?;
+        let every_write =
+            serde_json::to_string(EVERY_SECRET_WRITE).map_err(TemplateError::NotJson)?;
         let delete = if self.cfg.replicator.deletion_policy == contract::DeletionPolicy::Delete {
             policy::render(
                 policy::REPLICATOR_DELETE,
@@ -356,8 +356,7 @@ impl Spec {
             "secretsmanager:DeleteSecret",
             "secretsmanager:GetSecretValue",
         ]);
-        let actions =
-            serde_json::to_string(&actions).map_err(|e| TemplateError::NotJson(e.to_string()))?;
+        let actions = serde_json::to_string(&actions).map_err(TemplateError::NotJson)?;
         self.render(
             policy::SECRETSMANAGER_ENDPOINT_POLICY,
             vec![
@@ -445,6 +444,18 @@ impl Spec {
             ),
             (env::CONCURRENCY.to_owned(), r.concurrency.to_string()),
         ])
+    }
+
+    /// The Vault address the replicator uses: the stack's own Vault by its private address,
+    /// inside the VPC; an external one as configured.
+    pub fn replicator_vault_address(&self) -> String {
+        match &self.cfg.vault {
+            VaultMode::External { address } => address.clone(),
+            VaultMode::Ec2 { .. } => format!(
+                "https://{}:8200",
+                crate::resources::network::VAULT_PRIVATE_IP
+            ),
+        }
     }
 
     /// The Vault address written into a new connection secret.

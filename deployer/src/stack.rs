@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::change::{Action, Change};
 use crate::clients::Clients;
 use crate::lambda_zip::LambdaZip;
-use crate::resources::network::{self, VAULT_PRIVATE_IP};
+use crate::resources::network;
 use crate::resources::{
     DeployError, function, iam, key, logs, replicas, rule, secret, topic, vault,
 };
@@ -209,19 +209,13 @@ impl Stack<'_> {
             out.vault_url = spec.vault_address(None);
         }
         out.vault_ui_url = out.vault_url.as_ref().map(|u| format!("{u}/ui/"));
-        // The replicator reaches the stack's Vault by its private address, inside the VPC.
-        let replicator_vault_url = if spec.deploys_vault() {
-            Some(format!("https://{VAULT_PRIVATE_IP}:8200"))
-        } else {
-            out.vault_url.clone()
-        };
 
         // Connection secret.
         let seen = secret::observe(c, spec).await?;
         let ch = secret::diff(spec, seen.as_ref(), key_arn.as_deref())?;
         let secret_state = match (&key_arn, go(progress, &ch)) {
             (Some(k), true) => {
-                let address = replicator_vault_url.clone().unwrap_or_default();
+                let address = spec.replicator_vault_address();
                 let ca = match new_ca.take() {
                     Some(ca) => Some(ca),
                     None if spec.deploys_vault() => vault::read_ca(c, spec, k).await?,

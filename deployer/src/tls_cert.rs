@@ -30,8 +30,8 @@ impl std::fmt::Debug for TlsMaterial {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("making Vault's TLS certificate: {0}")]
-pub struct CertError(String);
+#[error("making Vault's TLS certificate")]
+pub struct CertError(#[from] rcgen::Error);
 
 /// How long the CA and the server certificate are valid, from the day they are made.
 const VALIDITY: time::Duration = time::Duration::days(5 * 365);
@@ -45,7 +45,7 @@ fn validity(now: time::OffsetDateTime) -> (time::OffsetDateTime, time::OffsetDat
 /// Issues a CA and a server certificate valid for `ips` (and `localhost`), for 5 years from now.
 pub fn issue(stack: &str, ips: &[IpAddr]) -> Result<TlsMaterial, CertError> {
     let (not_before, not_after) = validity(time::OffsetDateTime::now_utc());
-    let e = |x: rcgen::Error| CertError(x.to_string());
+    let e = CertError::from;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.distinguished_name

@@ -53,7 +53,20 @@ pub struct VaultAdmin {
     http: reqwest::Client,
     pub address: String,
     token: Option<SecretString>,
+    /// `X-Vault-Namespace` of every call but the server-wide ones ([`ROOT_ONLY`]).
+    namespace: Option<String>,
 }
+
+/// Calls that concern the whole server, sent to the root namespace whatever the client's:
+/// init, seal state, unseal, health, audit devices, the root token's revocation.
+const ROOT_ONLY: &[&str] = &[
+    "sys/init",
+    "sys/seal-status",
+    "sys/unseal",
+    "sys/health",
+    "sys/audit",
+    "auth/token/revoke-self",
+];
 
 impl VaultAdmin {
     pub fn new(address: &str, ca_pem: Option<&str>) -> Result<Self, VaultAdminError> {
@@ -71,7 +84,57 @@ impl VaultAdmin {
             http: b.build().map_err(|e| VaultAdminError::Tls(e.to_string()))?,
             address: address.trim_end_matches('/').to_owned(),
             token: None,
+            namespace: None,
         })
+    }
+
+    /// Sends every call but the server-wide ones in `namespace` (none or empty: the root).
+    pub fn in_namespace(mut self, namespace: Option<&str>) -> Self {
+        self.namespace = namespace
+            .map(|n| n.trim_matches('/'))
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
+        self
+    }
+
+    /// Creates the client's namespace, level by level, where missing. Whether it did.
+    pub async fn ensure_namespace(&self, path: &str) -> Result<bool, VaultAdminError> {
+        let mut parent: Option<String> = None;
+        let mut made = false;
+        for level in path.trim_matches('/').split('/') {
+            let at = |p: &Option<String>| Self {
+                http: self.http.clone(),
+                address: self.address.clone(),
+                token: self.token.clone(),
+                namespace: p.clone(),
+            };
+            let client = at(&parent);
+            let exists = client
+                .call(
+                    Method::GET,
+                    &format!("sys/namespaces/{level}"),
+                    None,
+                    "read namespace",
+                )
+                .await?
+                .is_some();
+            if !exists {
+                client
+                    .call(
+                        Method::POST,
+                        &format!("sys/namespaces/{level}"),
+                        Some(json!({})),
+                        "create namespace",
+                    )
+                    .await?;
+                made = true;
+            }
+            parent = Some(match parent {
+                Some(p) => format!("{p}/{level}"),
+                None => level.to_owned(),
+            });
+        }
+        Ok(made)
     }
 
     pub fn set_token(&mut self, token: SecretString) {
@@ -96,6 +159,11 @@ impl VaultAdmin {
             .header("X-Vault-Request", "true");
         if let Some(t) = &self.token {
             req = req.header("X-Vault-Token", t.expose());
+        }
+        if let Some(ns) = &self.namespace
+            && !ROOT_ONLY.iter().any(|p| path.starts_with(p))
+        {
+            req = req.header("X-Vault-Namespace", ns);
         }
         if let Some(b) = body {
             req = req.json(&b);

@@ -56,14 +56,17 @@ pub struct Options {
     pub secret_id_ttl: String,
     /// Replace the delivered secret id even if it still works, and destroy the old one.
     pub rotate_secret_id: bool,
-    /// Print the keys as one JSON object instead of text.
-    pub json: bool,
+    /// Vault Enterprise / OpenBao namespace of the mount, policy and AppRole (`X-Vault-Namespace`);
+    /// init, unseal and audit stay in the root namespace.
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     /// The Vault this run configured (said first, so a wrong target is plain to see).
     pub vault_address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     pub initialized_now: bool,
     pub unsealed_now: bool,
     /// What was done; an empty list on a re-run of a ready Vault.
@@ -79,9 +82,13 @@ pub enum InitError {
     Vault(#[from] VaultAdminError),
     #[error(transparent)]
     Aws(#[from] contract::sdk::AwsError),
+    #[error(transparent)]
+    Deploy(#[from] crate::resources::DeployError),
     #[error("{0}")]
     Needs(String),
-    #[error("writing the output: {0}")]
+    #[error("serialising the connection secret")]
+    Serialise(#[from] serde_json::Error),
+    #[error("writing the output")]
     Io(#[from] std::io::Error),
 }
 
@@ -175,16 +182,13 @@ async fn prepare_keys_secret(
             key_arn,
             None,
         )
-        .await
-        .map_err(|e| InitError::Needs(e.to_string()))?;
+        .await?;
     }
     let policy = spec
         .init_keys_policy(&principal)
-        .map_err(|e| InitError::Needs(e.to_string()))?
+        .map_err(crate::resources::DeployError::from)?
         .to_string();
-    crate::resources::secret::put_policy(c, &name, &policy)
-        .await
-        .map_err(|e| InitError::Needs(e.to_string()))?;
+    crate::resources::secret::put_policy(c, &name, &policy).await?;
     Ok(name)
 }
 
@@ -199,7 +203,7 @@ fn print_keys(out: &mut dyn Write, heading: &str, keys: &InitKeys) -> std::io::R
 
 /// Writes the keys into the prepared secret.
 async fn store_keys(c: &Clients, name: &str, keys: &InitKeys) -> Result<(), InitError> {
-    let value = serde_json::to_string(keys).map_err(|e| InitError::Needs(e.to_string()))?;
+    let value = serde_json::to_string(keys)?;
     c.sm.put_secret_value()
         .secret_id(name)
         .secret_string(value)
@@ -221,6 +225,84 @@ async fn stored_keys(c: &Clients, spec: &Spec) -> Result<Option<InitKeys>, InitE
     Ok(v.and_then(|v| v.secret_string().and_then(|s| serde_json::from_str(s).ok())))
 }
 
+/// Where vault-init writes. The unseal keys and root token of a fresh init are written the moment
+/// Vault hands them out (they exist nowhere else). With `json`, stdout is one JSON document: the
+/// keys open it, and [`Output::finish`] (or [`Output::fail`]) adds the report (or the error).
+pub struct Output<'a> {
+    out: &'a mut dyn Write,
+    json: bool,
+    /// A document is open (the keys are in it).
+    open: bool,
+}
+
+impl std::fmt::Debug for Output<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Output")
+            .field("json", &self.json)
+            .field("open", &self.open)
+            .finish()
+    }
+}
+
+impl<'a> Output<'a> {
+    pub fn new(out: &'a mut dyn Write, json: bool) -> Self {
+        Self {
+            out,
+            json,
+            open: false,
+        }
+    }
+
+    pub fn text(&mut self) -> &mut dyn Write {
+        self.out
+    }
+
+    /// The keys as the document's first fields, flushed at once.
+    fn keys_json(&mut self, keys: &InitKeys) -> std::io::Result<()> {
+        let keys = json!({
+            "unseal_keys": keys.keys_base64.iter().map(|k| k.expose()).collect::<Vec<_>>(),
+            "root_token": keys.root_token.expose(),
+        });
+        let text = keys.to_string();
+        write!(self.out, "{}", text.trim_end_matches('}'))?;
+        self.open = true;
+        self.out.flush()
+    }
+
+    /// Writes `fields` as the rest of the document (or as the whole of it).
+    fn close(&mut self, fields: serde_json::Map<String, serde_json::Value>) -> std::io::Result<()> {
+        let body = serde_json::Value::Object(fields).to_string();
+        if self.open {
+            let rest = body.trim_start_matches('{');
+            let sep = if rest == "}" { "" } else { "," };
+            writeln!(self.out, "{sep}{rest}")?;
+            self.open = false;
+        } else {
+            writeln!(self.out, "{body}")?;
+        }
+        self.out.flush()
+    }
+
+    /// Ends the JSON document with the report's fields.
+    pub fn finish(&mut self, report: &Report) -> std::io::Result<()> {
+        match serde_json::to_value(report) {
+            Ok(serde_json::Value::Object(fields)) => self.close(fields),
+            _ => self.close(serde_json::Map::new()),
+        }
+    }
+
+    /// Ends an open JSON document with the error, so stdout stays one document whose keys are
+    /// not lost. Nothing to do when none is open.
+    pub fn fail(&mut self, error: &str) -> std::io::Result<()> {
+        if !self.open {
+            return Ok(());
+        }
+        let mut fields = serde_json::Map::new();
+        fields.insert("error".into(), json!(error));
+        self.close(fields)
+    }
+}
+
 /// Runs vault-init. Unseal keys and the root token are written to `out` only with
 /// `KeysTo::Print`, once, right after `init`. The root token of a fresh init is revoked however
 /// the run ends (unless `--keep-root-token`): a failure halfway never leaves it standing.
@@ -228,7 +310,7 @@ pub async fn run(
     c: &Clients,
     spec: &Spec,
     opts: Options,
-    out: &mut dyn Write,
+    out: &mut Output<'_>,
 ) -> Result<Report, InitError> {
     let (address, ca_pem, keep) = (
         opts.address.clone(),
@@ -236,7 +318,7 @@ pub async fn run(
         opts.keep_root_token,
     );
     let mut fresh_root = None;
-    let result = run_steps(c, spec, opts, out, &mut fresh_root).await;
+    let result = Box::pin(run_steps(c, spec, opts, out, &mut fresh_root)).await;
     let Some(root) = fresh_root.filter(|_| !keep) else {
         return result;
     };
@@ -263,54 +345,95 @@ pub async fn run(
     }
 }
 
-/// Every step of [`run`]; `fresh_root` gets the root token of a fresh init the moment Vault
-/// hands it out, before anything else can fail.
+/// One run's state, handed from step to step.
+struct Steps<'a, 'o> {
+    c: &'a Clients,
+    spec: &'a Spec,
+    opts: Options,
+    out: &'a mut Output<'o>,
+    admin: VaultAdmin,
+    report: Report,
+    /// The KV v2 mount, the Vault policy and the AppRole role of this stack: two stacks on one
+    /// Vault keep theirs.
+    mount: String,
+    role: String,
+}
+
+/// Every step of [`run`], in order; `fresh_root` gets the root token of a fresh init the moment
+/// Vault hands it out, before anything else can fail.
 async fn run_steps(
     c: &Clients,
     spec: &Spec,
     opts: Options,
-    out: &mut dyn Write,
+    out: &mut Output<'_>,
     fresh_root: &mut Option<SecretString>,
 ) -> Result<Report, InitError> {
-    let mut report = Report {
-        vault_address: opts.address.clone(),
-        ..Report::default()
+    let admin = VaultAdmin::new(&opts.address, opts.ca_pem.as_deref())?
+        .in_namespace(opts.namespace.as_deref());
+    let mut s = Steps {
+        c,
+        spec,
+        report: Report {
+            vault_address: opts.address.clone(),
+            namespace: opts.namespace.clone(),
+            ..Report::default()
+        },
+        opts,
+        out,
+        admin,
+        mount: spec.kv_mount().to_owned(),
+        role: spec.vault_role_name(),
     };
-    let mut admin = VaultAdmin::new(&opts.address, opts.ca_pem.as_deref())?;
-    let mount = spec.kv_mount().to_owned();
-    // The Vault policy and AppRole role of this stack: two stacks on one Vault keep theirs.
-    let role = spec.vault_role_name();
-    let key_arn = crate::resources::key::observe(c, spec)
-        .await
-        .ok()
-        .flatten()
-        .map(|k| k.arn);
+    let fresh = s.initialise().await?;
+    if let Some(keys) = &fresh {
+        *fresh_root = Some(keys.root_token.clone());
+    }
+    s.unseal(fresh.as_ref()).await?;
+    let token = fresh.as_ref().map(|k| k.root_token.clone());
+    let Some(accessor) = s.take_admin_token(token).await? else {
+        return Ok(s.report);
+    };
+    s.namespace().await?;
+    s.engine_policy_and_audit().await?;
+    s.credentials(accessor).await?;
+    if s.opts.sample_secrets {
+        s.sample_secrets().await?;
+    }
+    // No standing root token: `run` revokes a fresh one, whichever way this ends.
+    Ok(s.report)
+}
 
-    // 1. Initialise.
-    let mut fresh: Option<InitKeys> = None;
-    if !admin.initialized().await? {
+impl Steps<'_, '_> {
+    /// Step 1: Initialise, and hand the keys out at once: printed, or stored in their secret.
+    async fn initialise(&mut self) -> Result<Option<InitKeys>, InitError> {
+        if self.admin.initialized().await? {
+            self.report
+                .kept
+                .push("Vault was already initialised".into());
+            return Ok(None);
+        }
+        let (c, spec, opts) = (self.c, self.spec, &self.opts);
+        let key_arn = crate::resources::key::observe(c, spec)
+            .await
+            .ok()
+            .flatten()
+            .map(|k| k.arn);
         // The secret for the keys, with its policy, exists before the keys do.
         let keys_secret = match opts.keys_to {
             KeysTo::Secret => Some(prepare_keys_secret(c, spec, key_arn.as_deref()).await?),
             KeysTo::Print => None,
         };
-        let keys = admin.init(opts.key_shares, opts.key_threshold).await?;
-        *fresh_root = Some(keys.root_token.clone());
-        report.initialized_now = true;
-        report.changed.push(format!(
+        let keys = self.admin.init(opts.key_shares, opts.key_threshold).await?;
+        self.report.initialized_now = true;
+        self.report.changed.push(format!(
             "initialised Vault ({} key shares, threshold {})",
             opts.key_shares, opts.key_threshold
         ));
         match opts.keys_to {
             // Written at once, before anything else can fail: they exist nowhere else.
-            KeysTo::Print if opts.json => {
-                let keys_json = json!({
-                    "unseal_keys": keys.keys_base64.iter().map(|k| k.expose()).collect::<Vec<_>>(),
-                    "root_token": keys.root_token.expose(),
-                });
-                writeln!(out, "{keys_json}")?;
-            }
+            KeysTo::Print if self.out.json => self.out.keys_json(&keys)?,
             KeysTo::Print => {
+                let out = self.out.text();
                 print_keys(
                     out,
                     "Unseal keys and root token (shown once; store them safely, they are not saved anywhere):",
@@ -326,170 +449,201 @@ async fn run_steps(
                 let name = keys_secret.unwrap_or_else(|| spec.init_keys_secret_name());
                 if let Err(e) = store_keys(c, &name, &keys).await {
                     // They exist nowhere else: shown once rather than lost.
-                    print_keys(
-                        out,
-                        &format!(
-                            "Storing the unseal keys in {name} failed; they are shown once here instead (store them safely):"
-                        ),
-                        &keys,
-                    )?;
+                    if self.out.json {
+                        self.out.keys_json(&keys)?;
+                    } else {
+                        print_keys(
+                            self.out.text(),
+                            &format!(
+                                "Storing the unseal keys in {name} failed; they are shown once here instead (store them safely):"
+                            ),
+                            &keys,
+                        )?;
+                    }
                     return Err(e);
                 }
-                report.changed.push(format!(
+                self.report.changed.push(format!(
                     "stored the unseal keys and root token in secret {name}"
                 ));
-                report.keys_stored_in = Some(name);
+                self.report.keys_stored_in = Some(name);
             }
         }
-        fresh = Some(keys);
-    } else {
-        report.kept.push("Vault was already initialised".into());
+        Ok(Some(keys))
     }
 
-    // 2. Unseal.
-    let (sealed, threshold) = admin.seal_status().await?;
-    if sealed {
-        let mut keys: Vec<SecretString> = fresh
-            .as_ref()
-            .map(|k| k.keys_base64.clone())
-            .unwrap_or_default();
-        keys.extend(opts.unseal_keys.iter().cloned());
-        if keys.is_empty()
-            && let Some(stored) = stored_keys(c, spec).await?
-        {
-            keys = stored.keys_base64;
-        }
-        let mut still = true;
-        for k in &keys {
-            still = admin.unseal(k).await?;
-            if !still {
-                break;
+    /// Step 2: unseal with the fresh keys, the ones given, or the stored ones; then wait until
+    /// Vault is active.
+    async fn unseal(&mut self, fresh: Option<&InitKeys>) -> Result<(), InitError> {
+        let (sealed, threshold) = self.admin.seal_status().await?;
+        if sealed {
+            let mut keys: Vec<SecretString> =
+                fresh.map(|k| k.keys_base64.clone()).unwrap_or_default();
+            keys.extend(self.opts.unseal_keys.iter().cloned());
+            if keys.is_empty()
+                && let Some(stored) = stored_keys(self.c, self.spec).await?
+            {
+                keys = stored.keys_base64;
             }
+            let mut still = true;
+            for k in &keys {
+                still = self.admin.unseal(k).await?;
+                if !still {
+                    break;
+                }
+            }
+            if still {
+                return Err(InitError::Needs(format!(
+                    "Vault is sealed: pass {threshold} unseal keys with --unseal-key (or VAULT_UNSEAL_KEYS)"
+                )));
+            }
+            self.report.unsealed_now = true;
+            self.report.changed.push("unsealed Vault".into());
         }
-        if still {
-            return Err(InitError::Needs(format!(
-                "Vault is sealed: pass {threshold} unseal keys with --unseal-key (or VAULT_UNSEAL_KEYS)"
-            )));
-        }
-        report.unsealed_now = true;
-        report.changed.push("unsealed Vault".into());
+        self.admin
+            .wait_active(std::time::Duration::from_secs(60))
+            .await?;
+        Ok(())
     }
-    admin
-        .wait_active(std::time::Duration::from_secs(60))
-        .await?;
 
-    // 3. An admin token: the fresh root token, or the one given.
-    match (
-        fresh.as_ref().map(|k| k.root_token.clone()),
-        opts.token.clone(),
-    ) {
-        (Some(t), _) | (None, Some(t)) => admin.set_token(t),
-        (None, None) => {}
-    }
-    let conn_name = spec.connection_secret();
-    let described = found(
-        c.sm.describe_secret()
-            .secret_id(&conn_name)
-            .send()
-            .await
-            .ctx("DescribeSecret", &conn_name),
-    )?
-    .ok_or_else(|| {
-        InitError::Needs(format!(
-            "the connection secret {conn_name} does not exist: run `deployer up` first"
-        ))
-    })?;
-    let accessor = described
-        .tags()
-        .iter()
-        .find(|t| t.key() == Some(ACCESSOR_TAG))
-        .and_then(|t| t.value())
-        .map(str::to_owned);
-    if !admin.has_token() {
+    /// Step 3: an admin token (the fresh root token, or the one given) and the connection secret's
+    /// credential accessor. `None`: nothing more can be done without a token, and nothing needs
+    /// to be (the connection secret holds credentials).
+    async fn take_admin_token(
+        &mut self,
+        fresh_root: Option<SecretString>,
+    ) -> Result<Option<Option<String>>, InitError> {
+        if let Some(t) = fresh_root.or_else(|| self.opts.token.clone()) {
+            self.admin.set_token(t);
+        }
+        let conn_name = self.spec.connection_secret();
+        let described = found(
+            self.c
+                .sm
+                .describe_secret()
+                .secret_id(&conn_name)
+                .send()
+                .await
+                .ctx("DescribeSecret", &conn_name),
+        )?
+        .ok_or_else(|| {
+            InitError::Needs(format!(
+                "the connection secret {conn_name} does not exist: run `deployer up` first"
+            ))
+        })?;
+        let accessor = described
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(ACCESSOR_TAG))
+            .and_then(|t| t.value())
+            .map(str::to_owned);
+        if self.admin.has_token() {
+            return Ok(Some(accessor));
+        }
         if accessor.is_some() {
-            report.kept.push(format!("the connection secret already holds credentials ({ACCESSOR_TAG} tag); pass --token to verify or replace them"));
-            return Ok(report);
+            self.report.kept.push(format!("the connection secret already holds credentials ({ACCESSOR_TAG} tag); pass --token to verify or replace them"));
+            return Ok(None);
         }
-        return Err(InitError::Needs(
+        Err(InitError::Needs(
             "Vault is initialised but the connection secret has no credentials: pass an admin token with --token (or VAULT_TOKEN)".into(),
-        ));
+        ))
     }
 
-    // 4. Secrets engine, policy, audit.
-    if admin.ensure_kv2(&mount).await? {
-        report.changed.push(format!("enabled KV v2 at {mount}/"));
-    }
-    if admin
-        .ensure_policy(&role, &replicator_policy(&mount))
-        .await?
-    {
-        report
-            .changed
-            .push(format!("wrote the read-only policy {role}"));
-    }
-    match admin.ensure_audit(&opts.audit_file).await {
-        Ok(true) => report
-            .changed
-            .push(format!("enabled the file audit log {}", opts.audit_file)),
-        Ok(false) => {}
-        // OpenBao accepts audit devices from its configuration file only.
-        Err(VaultAdminError::Status {
-            status: 400,
-            message,
-            ..
-        }) => {
-            report
-                .warnings
-                .push(format!("audit log not enabled through the API: {message}"));
+    /// Step 4a: The namespace the mount, policy and role live in, made when missing.
+    async fn namespace(&mut self) -> Result<(), InitError> {
+        if let Some(ns) = self.opts.namespace.clone()
+            && self.admin.ensure_namespace(&ns).await?
+        {
+            self.report.changed.push(format!("created namespace {ns}/"));
         }
-        Err(e) => return Err(e.into()),
+        Ok(())
     }
 
-    // 5. The replicator's credentials, straight into the connection secret. The AppRole role is
-    // kept as wanted on every run (a bound subnet or a TTL changed later applies too).
-    if opts.auth == AuthMode::Approle {
-        if admin.ensure_approle().await? {
-            report.changed.push("enabled AppRole auth".into());
+    /// Step 4b: The secrets engine, the read-only policy, the audit log.
+    async fn engine_policy_and_audit(&mut self) -> Result<(), InitError> {
+        let (mount, role) = (&self.mount, &self.role);
+        if self.admin.ensure_kv2(mount).await? {
+            self.report
+                .changed
+                .push(format!("enabled KV v2 at {mount}/"));
         }
-        let bound = match &spec.cfg.vault {
-            crate::config::VaultMode::Ec2 { .. } => Some(crate::resources::network::SUBNET_CIDR),
-            crate::config::VaultMode::External { .. } => None,
-        };
-        if admin
-            .ensure_role(&role, approle_settings(&role, &opts, bound))
+        if self
+            .admin
+            .ensure_policy(role, &replicator_policy(mount))
             .await?
         {
-            report.changed.push(format!(
-                "wrote AppRole role {role} (token TTL {}, secret id TTL {}{})",
-                opts.token_ttl,
-                opts.secret_id_ttl,
-                bound
-                    .map(|c| format!(", login and tokens only from {c}"))
-                    .unwrap_or_default()
-            ));
+            self.report
+                .changed
+                .push(format!("wrote the read-only policy {role}"));
         }
+        match self.admin.ensure_audit(&self.opts.audit_file).await {
+            Ok(true) => self.report.changed.push(format!(
+                "enabled the file audit log {}",
+                self.opts.audit_file
+            )),
+            Ok(false) => {}
+            // OpenBao accepts audit devices from its configuration file only.
+            Err(VaultAdminError::Status {
+                status: 400,
+                message,
+                ..
+            }) => {
+                self.report
+                    .warnings
+                    .push(format!("audit log not enabled through the API: {message}"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
     }
-    let still_valid = match (&accessor, opts.auth) {
-        _ if opts.rotate_secret_id => false,
-        (Some(a), AuthMode::Approle) => secret_id_accessor_exists(&admin, &role, a).await?,
-        (Some(a), AuthMode::Token) => token_accessor_exists(&admin, a).await?,
-        (None, _) => false,
-    };
-    if still_valid {
-        report
-            .kept
-            .push("the connection secret's credentials are valid".into());
-    } else {
-        let address = match &spec.cfg.vault {
-            crate::config::VaultMode::Ec2 { .. } => format!(
-                "https://{}:8200",
-                crate::resources::network::VAULT_PRIVATE_IP
-            ),
-            crate::config::VaultMode::External { address } => address.clone(),
+
+    /// Step 5: the replicator's credentials, straight into the connection secret. The AppRole
+    /// role is kept as wanted on every run (a bound subnet or a TTL changed later applies too).
+    async fn credentials(&mut self, accessor: Option<String>) -> Result<(), InitError> {
+        let (c, spec, role) = (self.c, self.spec, self.role.clone());
+        let opts = &self.opts;
+        let admin = &self.admin;
+        let report = &mut self.report;
+        if opts.auth == AuthMode::Approle {
+            if admin.ensure_approle().await? {
+                report.changed.push("enabled AppRole auth".into());
+            }
+            let bound = match &spec.cfg.vault {
+                crate::config::VaultMode::Ec2 { .. } => {
+                    Some(crate::resources::network::SUBNET_CIDR)
+                }
+                crate::config::VaultMode::External { .. } => None,
+            };
+            if admin
+                .ensure_role(&role, approle_settings(&role, opts, bound))
+                .await?
+            {
+                report.changed.push(format!(
+                    "wrote AppRole role {role} (token TTL {}, secret id TTL {}{})",
+                    opts.token_ttl,
+                    opts.secret_id_ttl,
+                    bound
+                        .map(|c| format!(", login and tokens only from {c}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        let still_valid = match (&accessor, opts.auth) {
+            _ if opts.rotate_secret_id => false,
+            (Some(a), AuthMode::Approle) => admin.secret_id_accessor_exists(&role, a).await?,
+            (Some(a), AuthMode::Token) => admin.token_accessor_exists(a).await?,
+            (None, _) => false,
         };
+        if still_valid {
+            report
+                .kept
+                .push("the connection secret's credentials are valid".into());
+            return Ok(());
+        }
+        let conn_name = spec.connection_secret();
         let mut conn = ConnectionSecret {
-            vault_address: address,
+            vault_address: spec.replicator_vault_address(),
             vault_ca_cert: opts.ca_pem.clone(),
+            vault_namespace: opts.namespace.clone(),
             ..ConnectionSecret::default()
         };
         let new_accessor = match opts.auth {
@@ -507,7 +661,7 @@ async fn run_steps(
                 accessor
             }
         };
-        let value = serde_json::to_string(&conn).map_err(|e| InitError::Needs(e.to_string()))?;
+        let value = serde_json::to_string(&conn)?;
         c.sm.put_secret_value()
             .secret_id(&conn_name)
             .secret_string(value)
@@ -541,10 +695,12 @@ async fn run_steps(
                 .changed
                 .push("destroyed the previous secret id".into());
         }
+        Ok(())
     }
 
-    // 6. Sample secrets, as the sample had them, and a decoy mount that is not replicated.
-    if opts.sample_secrets {
+    /// Step 6: The sample's two secrets, and a decoy mount that is not replicated.
+    async fn sample_secrets(&mut self) -> Result<(), InitError> {
+        let mount = &self.mount;
         for (path, data) in [
             (
                 "first-secret-for-replication",
@@ -555,18 +711,19 @@ async fn run_steps(
                 json!({"username": "second", "password": "change-me-2"}),
             ),
         ] {
-            if admin.kv_put_once(&mount, path, data).await? {
-                report
+            if self.admin.kv_put_once(mount, path, data).await? {
+                self.report
                     .changed
                     .push(format!("wrote sample secret {mount}/{path}"));
             }
         }
-        if admin.ensure_kv2(DECOY_MOUNT).await? {
-            report.changed.push(format!(
+        if self.admin.ensure_kv2(DECOY_MOUNT).await? {
+            self.report.changed.push(format!(
                 "enabled decoy mount {DECOY_MOUNT}/ (not replicated)"
             ));
         }
-        if admin
+        if self
+            .admin
             .kv_put_once(
                 DECOY_MOUNT,
                 "do-not-replicate",
@@ -574,26 +731,12 @@ async fn run_steps(
             )
             .await?
         {
-            report
+            self.report
                 .changed
                 .push(format!("wrote decoy secret {DECOY_MOUNT}/do-not-replicate"));
         }
+        Ok(())
     }
-
-    // 7. No standing root token: `run` revokes a fresh one, whichever way this ends.
-    Ok(report)
-}
-
-async fn secret_id_accessor_exists(
-    admin: &VaultAdmin,
-    role: &str,
-    accessor: &str,
-) -> Result<bool, InitError> {
-    Ok(admin.secret_id_accessor_exists(role, accessor).await?)
-}
-
-async fn token_accessor_exists(admin: &VaultAdmin, accessor: &str) -> Result<bool, InitError> {
-    Ok(admin.token_accessor_exists(accessor).await?)
 }
 
 #[cfg(test)]

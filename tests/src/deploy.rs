@@ -89,7 +89,7 @@ pub async fn run_as(aws: &aws_types::SdkConfig, args: &[&str]) -> Outcome {
     .await;
     let (code, error) = match result {
         Ok(code) => (code, None),
-        Err(e) => (cli::EXIT_ERROR, Some(e.to_string())),
+        Err(e) => (cli::EXIT_ERROR, Some(cli::error_chain(&e))),
     };
     Outcome {
         code,

@@ -31,6 +31,18 @@ fn replicator(envs: &[(String, String)], argv: &[&str]) -> (i32, String, String)
     )
 }
 
+#[test]
+fn completions_cover_every_subcommand_and_flag_for_each_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let (code, out, err) = replicator(&[], &["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        for word in ["sync", "connection-secret", "vault-aws-sts-region"] {
+            assert!(out.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    assert_eq!(replicator(&[], &["completions", "tcsh"]).0, 64);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_never_shows_a_value_or_token_and_exits_by_outcome() {
     let env = env().await;

@@ -145,10 +145,14 @@ async fn from_sealed_and_uninitialised_to_a_tls_approle_sync() {
     let w = world().await;
     let first = w.vault_init(&["--sample-secrets"]).await;
     assert!(first.error.is_none(), "{:?}", first.error);
-    // Text of the keys first (print mode), then the report.
-    let mut lines = first.stdout.splitn(2, '\n');
-    let keys: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
-    let report: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    // One JSON document: the keys first (print mode), then the report's fields.
+    let report = first.json();
+    let keys = &report;
+    assert!(
+        first.stdout.starts_with("{\"root_token\"") || first.stdout.starts_with("{\"unseal_keys\""),
+        "the keys open the document: {}",
+        &first.stdout[..20]
+    );
     assert_eq!(keys["unseal_keys"].as_array().unwrap().len(), 5);
     let root = keys["root_token"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -471,8 +475,7 @@ async fn a_sealed_vault_is_unsealed_from_unseal_keys_given_on_the_command_line()
     let w = world().await;
     let first = w.vault_init(&["--keep-root-token"]).await;
     assert!(first.error.is_none(), "{:?}", first.error);
-    let keys: serde_json::Value =
-        serde_json::from_str(first.stdout.lines().next().unwrap()).unwrap();
+    let keys = first.json();
     let unseal: Vec<String> = keys["unseal_keys"]
         .as_array()
         .unwrap()
@@ -585,8 +588,7 @@ async fn two_stacks_on_one_vault_keep_their_own_policy_role_and_mount() {
         .vault_init(&["--keep-root-token", "--sample-secrets"])
         .await;
     assert!(first.error.is_none(), "{:?}", first.error);
-    let keys: serde_json::Value =
-        serde_json::from_str(first.stdout.lines().next().unwrap()).unwrap();
+    let keys = first.json();
     let root = keys["root_token"].as_str().unwrap().to_owned();
 
     // A second stack, another prefix (and so mount), on the same Vault.
@@ -899,4 +901,102 @@ async fn with_the_stacks_own_vault_the_secret_id_works_only_from_the_replicators
         (400..500).contains(&status),
         "a login from outside the subnet is refused: {status}"
     );
+}
+
+/// With `--output json` stdout is one JSON document, also when a step after `init` fails: the
+/// keys (shown nowhere else) and the error, never half a document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_after_init_still_prints_one_json_document_with_the_keys() {
+    let w = world().await;
+    // No connection secret: the run fails at the step after init and unseal.
+    w.side
+        .sm
+        .delete_secret()
+        .secret_id("hybrid-aws-secrets-connection/vault")
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    let failed = w.vault_init(&[]).await;
+    let error = failed.error.clone().expect("the run fails");
+    assert!(
+        error.contains("does not exist: run `deployer up` first"),
+        "{error}"
+    );
+    let doc = failed.json();
+    assert_eq!(doc["unseal_keys"].as_array().unwrap().len(), 5);
+    assert!(doc["root_token"].is_string());
+    assert!(
+        doc["error"].as_str().unwrap().contains("does not exist"),
+        "{doc}"
+    );
+    assert_eq!(failed.stdout.trim().lines().count(), 1, "{}", failed.stdout);
+}
+
+/// `--vault-namespace`: the mount, policy and AppRole go into that namespace (made when
+/// missing), init and audit stay in the root namespace, and the connection secret names it, so
+/// the replicator reads there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_holds_the_mount_policy_and_approle_and_the_replicator_follows() {
+    let w = world().await;
+    let first = w
+        .vault_init(&["--keep-root-token", "--vault-namespace", "team/"])
+        .await;
+    assert!(first.error.is_none(), "{:?}", first.error);
+    let report = first.json();
+    let root = report["root_token"].as_str().unwrap().to_owned();
+    assert_eq!(report["namespace"], "team");
+    assert!(
+        report["changed"]
+            .to_string()
+            .contains("created namespace team/"),
+        "{report}"
+    );
+    let conn = w.connection().await;
+    assert_eq!(conn["vaultNamespace"], "team");
+
+    // The mount is in the namespace, not the root.
+    let http = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(w.bao.ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let mounts = |ns: Option<&'static str>| {
+        let (http, root, addr) = (http.clone(), root.clone(), w.bao.addr.clone());
+        async move {
+            let mut req = http
+                .get(format!("{addr}/v1/sys/mounts"))
+                .header("X-Vault-Token", root);
+            if let Some(ns) = ns {
+                req = req.header("X-Vault-Namespace", ns);
+            }
+            req.send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(mounts(Some("team")).await["hybrid-aws-secrets/"].is_object());
+    assert!(mounts(None).await.get("hybrid-aws-secrets/").is_none());
+
+    // A secret written in the namespace replicates; the connection secret sends the sync there.
+    http.post(format!("{}/v1/hybrid-aws-secrets/data/in-team", w.bao.addr))
+        .header("X-Vault-Token", &root)
+        .header("X-Vault-Namespace", "team")
+        .json(&serde_json::json!({"data": {"k": "v"}}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let r = replicator::run::run(&w.sync_args(), &w.aws).await;
+    assert_eq!((r.created, r.failures.len()), (1, 0), "{}", r.to_text());
+
+    // A second run in the namespace changes nothing.
+    let again = w
+        .vault_init(&["--vault-namespace", "team", "--token", &root])
+        .await;
+    assert!(again.error.is_none(), "{:?}", again.error);
+    assert_eq!(again.json()["changed"], serde_json::json!([]));
 }

@@ -148,8 +148,26 @@ pub enum CliError {
     Deploy(#[from] crate::resources::DeployError),
     #[error("{0}")]
     Refused(String),
-    #[error("writing the output: {0}")]
+    #[error("vault-init")]
+    VaultInit(#[source] crate::vault_init::InitError),
+    #[error("writing the output")]
     Io(#[from] std::io::Error),
+}
+
+/// An error and its causes, as one line: each cause after a `: ` unless the message before
+/// already says it (a transparent or `{0}` message).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Commands that need no configuration and no AWS: `Some(exit code)` when `cli` is one.

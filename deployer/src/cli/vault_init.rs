@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CliError, EXIT_OK, emit};
+use super::{CliError, EXIT_OK, error_chain};
 use crate::resources::vault;
 use crate::stack::Stack;
 use crate::vault_init::{self, AuthMode, KeysTo, Options};
@@ -76,6 +76,12 @@ pub struct VaultInitArgs {
     /// Deliver a new AppRole secret id into the connection secret, then destroy the old one.
     #[arg(long)]
     pub rotate_secret_id: bool,
+
+    /// Vault Enterprise / OpenBao namespace (made when missing) of the mount, the policy and the
+    /// AppRole, sent as `X-Vault-Namespace` and written into the connection secret; init, unseal
+    /// and the audit log stay in the root namespace.
+    #[arg(long, env = "VAULT_NAMESPACE")]
+    pub vault_namespace: Option<String>,
 }
 
 pub async fn run(
@@ -158,11 +164,26 @@ pub async fn run(
         audit_file: args.audit_file.clone(),
         secret_id_ttl: args.secret_id_ttl.clone(),
         rotate_secret_id: args.rotate_secret_id,
-        json,
+        namespace: args
+            .vault_namespace
+            .as_deref()
+            .map(|n| n.trim_matches('/'))
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned),
     };
-    let report = vault_init::run(c, spec, opts, out)
-        .await
-        .map_err(|e| CliError::Refused(e.to_string()))?;
+    let mut output = vault_init::Output::new(out, json);
+    let report = match vault_init::run(c, spec, opts, &mut output).await {
+        Ok(report) => report,
+        Err(e) => {
+            // An open document (the keys are in it) ends with the error: one JSON document.
+            output.fail(&error_chain(&e))?;
+            return Err(CliError::VaultInit(e));
+        }
+    };
+    if json {
+        output.finish(&report)?;
+        return Ok(EXIT_OK);
+    }
     let mut text = format!("Vault   {}\n", report.vault_address);
     for line in &report.changed {
         text.push_str(&format!("done    {line}\n"));
@@ -176,11 +197,6 @@ pub async fn run(
     if report.changed.is_empty() {
         text.push_str("Nothing to do: Vault is initialised, unsealed and the replicator's credentials are in place.\n");
     }
-    emit(
-        out,
-        json,
-        &serde_json::to_value(&report).unwrap_or_default(),
-        &text,
-    )?;
+    output.text().write_all(text.as_bytes())?;
     Ok(EXIT_OK)
 }

@@ -168,7 +168,7 @@ pub async fn apply(
                 .description(spec.key_description())
                 .key_usage(KeyUsageType::EncryptDecrypt)
                 .policy(&policy)
-                .set_tags(Some(tags.map_err(|_| missing("CreateKey", "tag"))?))
+                .set_tags(Some(tags?))
                 .send()
                 .await
                 .ctx("CreateKey", &spec.key_alias())?;

@@ -26,8 +26,20 @@ use contract::sdk::{AwsError, AwsErrorKind};
 pub enum DeployError {
     #[error(transparent)]
     Aws(#[from] AwsError),
-    #[error("policy template: {0}")]
+    #[error("policy template")]
     Template(#[from] TemplateError),
+    #[error("{what} is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
+    #[error("building a request")]
+    Build(#[from] aws_smithy_types::error::operation::BuildError),
+    #[error("serialising JSON")]
+    Serialise(#[from] serde_json::Error),
+    #[error("issuing the Vault TLS certificate")]
+    Cert(#[from] crate::tls_cert::CertError),
     #[error("{op} returned no {field}")]
     Missing {
         op: &'static str,

@@ -155,8 +155,7 @@ pub async fn apply(c: &Clients, spec: &Spec, change: &Change) -> Result<RuleStat
         let target = Target::builder()
             .id(TARGET_ID)
             .arn(spec.function_arn())
-            .build()
-            .map_err(|_| super::missing("PutTargets", "target"))?;
+            .build()?;
         c.events
             .put_targets()
             .rule(&name)

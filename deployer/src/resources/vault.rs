@@ -97,7 +97,11 @@ pub fn user_data(spec: &Spec, public_ip: &str) -> Result<String, DeployError> {
         ],
     )?;
     if script.len() > USER_DATA_LIMIT {
-        return Err(missing("user data", "room: the boot script is over 16 KB"));
+        return Err(DeployError::TooLarge {
+            what: "the Vault boot script (EC2 user data)",
+            size: script.len(),
+            limit: USER_DATA_LIMIT,
+        });
     }
     Ok(script)
 }
@@ -264,13 +268,8 @@ pub async fn apply_tls(
             .iter()
             .filter_map(|ip| ip.parse().ok())
             .collect::<Vec<_>>();
-        let material =
-            crate::tls_cert::issue(spec.stack(), &ips).map_err(|e| DeployError::NotReady {
-                what: "tls certificate".into(),
-                detail: e.to_string(),
-            })?;
-        let value =
-            serde_json::to_string(&material).map_err(|_| missing("serialise", "TLS material"))?;
+        let material = crate::tls_cert::issue(spec.stack(), &ips)?;
+        let value = serde_json::to_string(&material)?;
         // The CA first: a run cut short after it issues the pair again (see `diff_tls`).
         write_ca(c, spec, &material.ca_certificate, key_arn, false).await?;
         // Empty, then its policy, then the key: never a key without the policy.
@@ -333,8 +332,7 @@ pub async fn observe_ca(c: &Clients, spec: &Spec) -> Result<Option<CaParameter>,
             aws_sdk_ssm::types::ParameterStringFilter::builder()
                 .key("Name")
                 .values(&name)
-                .build()
-                .map_err(|_| missing("DescribeParameters", "filter"))?,
+                .build()?,
         )
         .send()
         .await
@@ -451,8 +449,7 @@ pub async fn read_ca(
                     aws_sdk_ssm::types::ParameterStringFilter::builder()
                         .key("Name")
                         .values(&name)
-                        .build()
-                        .map_err(|_| missing("DescribeParameters", "filter"))?,
+                        .build()?,
                 )
                 .send()
                 .await

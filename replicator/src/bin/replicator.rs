@@ -26,6 +26,8 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Runs one sync, as the Lambda does, and prints the report.
     ///
@@ -40,6 +42,14 @@ enum Command {
         /// Report format on stdout.
         #[arg(long, value_enum, default_value = "text")]
         output: OutputFormat,
+    },
+
+    /// Prints a shell completion script.
+    ///
+    /// Example: replicator completions bash > /etc/bash_completion.d/replicator
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -78,6 +88,12 @@ async fn main() -> ExitCode {
     };
     replicator::logging::init(cli.verbose, false);
     match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut cmd, "replicator", &mut out);
+            ExitCode::SUCCESS
+        }
         Command::Sync { args, output } => {
             let aws = replicator::aws::load_sdk_config().await;
             let report = run_showing_progress(&args, &aws).await;
