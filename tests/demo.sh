@@ -117,8 +117,8 @@ deployer() { "$bin/deployer" --config "$work/deployer.toml" --lambda-zip "$zip" 
 step "deployer plan"
 deployer plan
 
-step "deployer up"
-deployer up
+step "deployer up (--yes: the plan above shows the IAM and network access it creates)"
+deployer up --yes
 
 step "deployer vault-init (keys stored in Secrets Manager for the operator only; sample secrets)"
 deployer vault-init --ca-cert "$work/ca.pem" --keys-to secret --keep-root-token --sample-secrets

@@ -40,6 +40,22 @@ pub struct Change {
     pub note: Option<String>,
 }
 
+/// Fields that say who may reach or do what: policies, trust, security group rules, the invoke
+/// permission, the role or groups a resource runs with.
+pub const ACCESS_FIELDS: &[&str] = &[
+    "trust_policy",
+    "inline_policy",
+    "policy",
+    "resource_policy",
+    "ingress",
+    "egress",
+    "invoke_permission",
+    "security_groups",
+    "role",
+    "instance_profile",
+    "iam_instance_profile",
+];
+
 /// A resource's fields as (name, value); policies and maps rendered as compact JSON.
 pub type Fields = Vec<(&'static str, String)>;
 
@@ -52,6 +68,16 @@ impl Change {
             fields: Vec::new(),
             note: None,
         }
+    }
+
+    /// Whether applying it changes who may reach or do what: a resource made or updated with an
+    /// access field among its changes ([`ACCESS_FIELDS`]). Deletions only take access away.
+    pub fn changes_access(&self) -> bool {
+        matches!(self.action, Action::Create | Action::Update)
+            && self
+                .fields
+                .iter()
+                .any(|f| ACCESS_FIELDS.contains(&f.field.as_str()))
     }
 
     pub fn with_note(mut self, note: impl Into<String>) -> Self {

@@ -38,8 +38,18 @@ impl Converged {
     }
 }
 
-/// Called with each change as it is about to be applied.
-pub type Progress<'a> = &'a mut (dyn FnMut(&Change) + Send);
+/// Where a change stands when the progress callback hears of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// About to be applied; it may take minutes (an instance, a function, network interfaces).
+    Starting,
+    /// Applied (`destroy`: deleted).
+    Done,
+}
+
+/// Called as changes are applied: `up` tells each one as it starts, `destroy` each step as it
+/// starts and each deletion once done.
+pub type Progress<'a> = &'a mut (dyn FnMut(Phase, &Change) + Send);
 
 #[derive(Debug)]
 pub struct Stack<'a> {
@@ -51,7 +61,7 @@ pub struct Stack<'a> {
 impl Stack<'_> {
     /// Observe and diff every resource; nothing is changed.
     pub async fn plan(&self) -> Result<Converged, DeployError> {
-        self.converge(false, &mut |_| {}).await
+        self.converge(false, &mut |_, _| {}).await
     }
 
     /// Converge: create or update what differs, in dependency order.
@@ -67,10 +77,10 @@ impl Stack<'_> {
         let (c, spec) = (self.clients, self.spec);
         let mut changes = Vec::new();
         let mut out = Outputs::default();
-        let go = |progress: &mut (dyn FnMut(&Change) + Send), ch: &Change| {
+        let go = |progress: &mut (dyn FnMut(Phase, &Change) + Send), ch: &Change| {
             let act = apply && ch.changes_anything();
             if act {
-                progress(ch);
+                progress(Phase::Starting, ch);
             }
             act
         };
@@ -102,7 +112,7 @@ impl Stack<'_> {
         let mut net = net_seen.ids();
         if apply && net_changes.iter().any(Change::changes_anything) && spec.deploys_vault() {
             for ch in net_changes.iter().filter(|c| c.changes_anything()) {
-                progress(ch);
+                progress(Phase::Starting, ch);
             }
             // Boxed, as the other large steps: the whole `up` would not fit a thread's stack.
             net = Box::pin(network::apply(c, spec, net, &net_changes)).await?;
@@ -271,14 +281,14 @@ impl Stack<'_> {
         // after the function has left the VPC.
         if apply && !spec.deploys_vault() {
             for ch in vault::destroy(c, spec).await? {
-                progress(&ch);
+                progress(Phase::Done, &ch);
             }
             if seen_vault_role_ours(c, spec).await? {
                 iam::destroy(c, spec, &iam::vault_role(spec, None)?).await?;
             }
             if removes_network {
                 for ch in network::destroy(c, spec).await? {
-                    progress(&ch);
+                    progress(Phase::Done, &ch);
                 }
             }
         }
@@ -300,32 +310,52 @@ impl Stack<'_> {
     ) -> Result<Vec<Change>, DeployError> {
         let (c, spec) = (self.clients, self.spec);
         let mut done = Vec::new();
-        let mut record = |ch: Change| {
+        let mut record = |ch: Change, progress: &mut (dyn FnMut(Phase, &Change) + Send)| {
             if ch.action == Action::Delete {
-                progress(&ch);
+                progress(Phase::Done, &ch);
             }
             done.push(ch);
         };
-        record(rule::destroy(c, spec).await?);
-        record(function::destroy(c, spec).await?);
+        // Said before each step: some wait for minutes.
+        let starting = |progress: &mut (dyn FnMut(Phase, &Change) + Send),
+                        kind: &'static str,
+                        name: String| {
+            progress(Phase::Starting, &Change::new(kind, name, Action::Delete));
+        };
+        starting(progress, rule::KIND, spec.rule_name());
+        record(rule::destroy(c, spec).await?, progress);
+        starting(progress, function::KIND, spec.function_name());
+        record(function::destroy(c, spec).await?, progress);
         if delete_replicas {
-            record(replicas::schedule_deletion(c, spec).await?);
+            record(replicas::schedule_deletion(c, spec).await?, progress);
         }
-        record(secret::destroy(c, spec).await?);
+        record(secret::destroy(c, spec).await?, progress);
+        starting(progress, vault::INSTANCE_KIND, spec.vault_name());
         for ch in vault::destroy(c, spec).await? {
-            record(ch);
+            record(ch, progress);
         }
-        record(iam::destroy(c, spec, &iam::vault_role(spec, None)?).await?);
-        record(logs::destroy(c, spec).await?);
+        record(
+            iam::destroy(c, spec, &iam::vault_role(spec, None)?).await?,
+            progress,
+        );
+        record(logs::destroy(c, spec).await?, progress);
         // Lambda needs the replicator role to release the function's network interfaces.
+        starting(
+            progress,
+            network::INTERFACES_KIND,
+            spec.security_group_name(Group::Replicator),
+        );
         if let Some(ch) = network::release_lambda_interfaces(c, spec).await? {
-            record(ch);
+            record(ch, progress);
         }
-        record(iam::destroy(c, spec, &iam::replicator_role(spec, None, None)?).await?);
+        record(
+            iam::destroy(c, spec, &iam::replicator_role(spec, None, None)?).await?,
+            progress,
+        );
         for ch in network::destroy(c, spec).await? {
-            record(ch);
+            record(ch, progress);
         }
-        record(topic::destroy(c, spec).await?);
+        record(topic::destroy(c, spec).await?, progress);
         // Replicas left in AWS are encrypted with the key: deleting it would make them
         // unreadable once its window ends. It goes only with them.
         let replicas = replicas::count_live(c, spec).await?;
@@ -335,9 +365,10 @@ impl Stack<'_> {
                     "kept: {replicas} replicated secret(s) under {}/ are encrypted with it and would become unreadable without it; `destroy --delete-replicated-secrets` schedules both for deletion",
                     spec.cfg.prefix
                 )),
+                progress,
             );
         } else {
-            record(key::destroy(c, spec).await?);
+            record(key::destroy(c, spec).await?, progress);
         }
         Ok(done)
     }

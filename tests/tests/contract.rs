@@ -43,6 +43,7 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
             "--output",
             "json",
             "up",
+            "--yes",
         ],
     )
     .await;

@@ -81,7 +81,7 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
     );
     assert!(p["cost"]["total_usd_per_month"].as_f64().unwrap() < 2.0);
 
-    let up = f.deployer(&["up"]).await;
+    let up = f.deployer(&["up", "--yes"]).await;
     assert_eq!(up.code, 0);
     let o = up.json()["outputs"].clone();
     assert_eq!(o["vault_url"], "https://vault.example.com:8200");
@@ -105,7 +105,7 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
     assert_eq!(retries, Some(0));
     assert_eq!(on_failure.as_deref(), o["topic_arn"].as_str());
 
-    let again = f.deployer(&["up"]).await;
+    let again = f.deployer(&["up", "--yes"]).await;
     assert_eq!(again.code, 0);
     assert!(
         again.mutating.is_empty(),
@@ -163,7 +163,7 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
     );
 
     // Up again after destroy: the scheduled secret is restored, a new key made.
-    let back = f.deployer(&["up"]).await;
+    let back = f.deployer(&["up", "--yes"]).await;
     assert_eq!(back.code, 0);
     assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
 }
@@ -171,7 +171,7 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
     let f = Fixture::new(EXTERNAL).await;
-    f.deployer(&["up"]).await;
+    f.deployer(&["up", "--yes"]).await;
     let aws = f.moto.sdk_config().await;
     let sm = aws_sdk_secretsmanager::Client::new(&aws);
     for (name, managed) in [
@@ -246,7 +246,7 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
             .starts_with("replicated secrets hybrid-aws-secrets/*")
     );
 
-    f.deployer(&["up"]).await;
+    f.deployer(&["up", "--yes"]).await;
     let asked = f
         .deployer(&["destroy", "--yes", "--delete-replicated-secrets"])
         .await;
@@ -278,7 +278,7 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_made_by_hand_is_reported_then_repaired() {
     let f = Fixture::new(EXTERNAL).await;
-    f.deployer(&["up"]).await;
+    f.deployer(&["up", "--yes"]).await;
     let aws = f.moto.sdk_config().await;
     let events = aws_sdk_eventbridge::Client::new(&aws);
     events
@@ -420,7 +420,7 @@ async fn drift_made_by_hand_is_reported_then_repaired() {
     .map(|(k, f)| ((*k).to_owned(), f.iter().map(|f| (*f).to_owned()).collect()))
     .collect();
     assert_eq!(drifted, expected);
-    let repair = f.deployer(&["up"]).await;
+    let repair = f.deployer(&["up", "--yes"]).await;
     let ops: Vec<&str> = repair.mutating.iter().map(|(op, _)| op.as_str()).collect();
     assert_eq!(
         ops,
@@ -443,12 +443,12 @@ async fn drift_made_by_hand_is_reported_then_repaired() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_on_then_off_adds_then_removes_the_topic() {
     let f = Fixture::new(&EXTERNAL.replace("notification_email = \"ops@example.com\"", "")).await;
-    let up = f.deployer(&["up"]).await;
+    let up = f.deployer(&["up", "--yes"]).await;
     assert!(up.json()["outputs"]["topic_arn"].is_null());
     assert!(!up.mutating.iter().any(|(op, _)| op == "CreateTopic"));
 
     let on = f
-        .deployer(&["up", "--set", "notification_email=ops@example.com"])
+        .deployer(&["up", "--yes", "--set", "notification_email=ops@example.com"])
         .await;
     let ops: Vec<&str> = on.mutating.iter().map(|(op, _)| op.as_str()).collect();
     assert!(
@@ -472,7 +472,7 @@ async fn email_on_then_off_adds_then_removes_the_topic() {
         "{on_failure:?}"
     );
 
-    let off = f.deployer(&["up"]).await;
+    let off = f.deployer(&["up", "--yes"]).await;
     let ops: Vec<&str> = off.mutating.iter().map(|(op, _)| op.as_str()).collect();
     assert!(ops.contains(&"DeleteTopic"), "{ops:?}");
     let (_, retries, on_failure) = invoke_settings(&f, "demo-replicator").await;
@@ -507,6 +507,7 @@ async fn each_invalid_value_is_rejected_before_any_aws_call() {
                 "--lambda-zip",
                 &zip,
                 "up",
+                "--yes",
                 "--set",
                 set,
             ],
@@ -520,7 +521,11 @@ async fn each_invalid_value_is_rejected_before_any_aws_call() {
     // A bad zip too.
     std::fs::write(f.path("bad.zip"), b"not a zip").unwrap();
     let bad = f.path("bad.zip");
-    let out = run(&f.moto, &["--config", &config, "--lambda-zip", &bad, "up"]).await;
+    let out = run(
+        &f.moto,
+        &["--config", &config, "--lambda-zip", &bad, "up", "--yes"],
+    )
+    .await;
     assert!(out.error.unwrap().contains("not a zip archive"));
     assert_eq!(out.requests, 0);
     // Nothing was created.
@@ -594,7 +599,7 @@ async fn killed_up_converges(config_text: &str) {
             spec: &spec,
             zip: zipf.as_ref(),
         };
-        let result = stack.up(&mut |_: &deployer::change::Change| {}).await;
+        let result = stack.up(&mut |_, _: &deployer::change::Change| {}).await;
         if !kill.fired.load(std::sync::atomic::Ordering::SeqCst) {
             assert!(
                 result.is_ok(),
@@ -611,7 +616,7 @@ async fn killed_up_converges(config_text: &str) {
         }
     }
     assert!(kills > 10, "only {kills} kill points reached");
-    let up = f.deployer(&["up"]).await;
+    let up = f.deployer(&["up", "--yes"]).await;
     assert_eq!(up.code, 0);
     assert!(up.mutating.is_empty(), "{:?}", up.mutating);
     assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
@@ -839,14 +844,14 @@ async fn live_ec2_resources(ec2: &aws_sdk_ec2::Client) -> Vec<(String, String, S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_code_is_uploaded_only_when_the_zip_changes() {
     let f = Fixture::new(EXTERNAL).await;
-    f.deployer(&["up"]).await;
+    f.deployer(&["up", "--yes"]).await;
     // Same bytes written again: nothing to do.
     fake_zip(f.dir.path(), b"\x7fELF v1");
-    assert!(f.deployer(&["up"]).await.mutating.is_empty());
+    assert!(f.deployer(&["up", "--yes"]).await.mutating.is_empty());
     fake_zip(f.dir.path(), b"\x7fELF v2");
     let plan = f.deployer(&["plan", "--detailed-exitcode"]).await;
     assert_eq!(plan.code, 2);
-    let up = f.deployer(&["up"]).await;
+    let up = f.deployer(&["up", "--yes"]).await;
     let ops: Vec<&str> = up.mutating.iter().map(|(op, _)| op.as_str()).collect();
     assert_eq!(ops, ["UpdateFunctionCode"]);
 }
@@ -889,7 +894,7 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
         "under the sample's ~$45 (its NAT gateway alone is ~$33): {total}"
     );
 
-    let up = f.deployer(&["up"]).await;
+    let up = f.deployer(&["up", "--yes"]).await;
     let o = up.json()["outputs"].clone();
     let url = o["vault_url"].as_str().unwrap();
     assert!(
@@ -1018,7 +1023,7 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
         "{policy}"
     );
 
-    let again = f.deployer(&["up"]).await;
+    let again = f.deployer(&["up", "--yes"]).await;
     assert!(
         again.mutating.is_empty(),
         "second up sent {:?}",
@@ -1059,7 +1064,7 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
         })
         .collect();
     assert_eq!(drifted, ["security group onec2-vault"]);
-    f.deployer(&["up"]).await;
+    f.deployer(&["up", "--yes"]).await;
     assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
 
     // Boxed, as the deployer's own large steps: the test's future would not fit its stack.
@@ -1287,7 +1292,7 @@ fn deployer_binary(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroy_without_yes_asks_for_the_stack_name_at_a_terminal_and_refuses_without_one() {
     let f = Fixture::new(EXTERNAL).await;
-    f.deployer(&["up"]).await;
+    f.deployer(&["up", "--yes"]).await;
     let intact = || async { f.deployer(&["status", "--detailed-exitcode"]).await.code == 0 };
 
     let (code, out) = deployer_at_terminal(&f, &["destroy"], None);
@@ -1313,10 +1318,49 @@ async fn destroy_without_yes_asks_for_the_stack_name_at_a_terminal_and_refuses_w
     assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 2);
 }
 
+/// `up` lists the changes of access it would make and asks first; without a terminal it
+/// refuses unless `--yes`. Changes that leave access alone need no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_asks_before_changing_access_and_refuses_without_a_terminal_unless_yes() {
+    let f = Fixture::new(EXTERNAL).await;
+    let untouched = || async { f.deployer(&["status", "--detailed-exitcode"]).await.code == 2 };
+
+    let (code, out) = deployer_at_terminal(&f, &["up"], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("up would change access"), "{out}");
+    assert!(
+        out.contains("creating iam role demo-replicator (trust_policy, inline_policy)"),
+        "{out}"
+    );
+    assert!(out.contains("deployer up --yes"), "{out}");
+    assert!(untouched().await, "nothing made without a terminal");
+
+    let (code, out) = deployer_at_terminal(&f, &["up"], Some("no\n"));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("Apply them? Type yes"), "{out}");
+    assert!(out.contains("not confirmed; nothing was changed"), "{out}");
+    assert!(untouched().await, "nothing made when not confirmed");
+
+    let (code, out) = deployer_at_terminal(&f, &["up"], Some("yes\n"));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
+
+    // No access changes: nothing to ask, even without a terminal.
+    let (code, out) = deployer_at_terminal(&f, &["up", "--set", "lambda_memory_mb=256"], None);
+    assert_eq!(code, 0, "{out}");
+    // The role's policy grows (deletion): asked again.
+    let (code, out) = deployer_at_terminal(&f, &["up", "--set", "deletion_policy=delete"], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("updating iam role demo-replicator (inline_policy)"),
+        "{out}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_after_credentials_were_written_never_overwrites_the_connection_secret() {
     let f = Fixture::new(EXTERNAL).await;
-    f.deployer(&["up"]).await;
+    f.deployer(&["up", "--yes"]).await;
     let aws = f.moto.sdk_config().await;
     let sm = aws_sdk_secretsmanager::Client::new(&aws);
     let planted = "PLANTED-secret-id-9d2c";
@@ -1345,12 +1389,13 @@ async fn up_after_credentials_were_written_never_overwrites_the_connection_secre
     };
 
     // Nothing else changed: no write at all.
-    let again = f.deployer(&["up"]).await;
+    let again = f.deployer(&["up", "--yes"]).await;
     assert!(again.mutating.is_empty(), "{:?}", again.mutating);
     // Other settings change: the rest converges, the secret's value stays.
     let changed = f
         .deployer(&[
             "up",
+            "--yes",
             "--set",
             "schedule=rate(1 hour)",
             "--set",
@@ -1365,7 +1410,7 @@ async fn up_after_credentials_were_written_never_overwrites_the_connection_secre
     assert_eq!(value().await, with_credentials);
 
     // Nothing the deployer prints shows a value from it, as JSON or as text.
-    for args in [&["plan"][..], &["status"], &["up"]] {
+    for args in [&["plan"][..], &["status"], &["up", "--yes"]] {
         let out = f.deployer(args).await;
         assert!(!out.stdout.contains(planted), "{args:?} showed a value");
         let (config, zip) = (f.path("deployer.toml"), f.path("replicator.zip"));
@@ -1389,7 +1434,7 @@ async fn trace_logs_of_the_deployer_carry_no_key_or_credential() {
         ("RUST_LOG", "trace"),
         ("LOG_SIGNABLE_SERIALIZATION", "true"),
     ];
-    let (code, out) = deployer_binary(&f, &["up"], None, &loud);
+    let (code, out) = deployer_binary(&f, &["up", "--yes"], None, &loud);
     assert_eq!(code, 0, "{}", &out[out.len().saturating_sub(2000)..]);
     assert!(
         out.len() > 10_000 && out.contains("TRACE"),
@@ -1439,7 +1484,7 @@ async fn trace_logs_of_the_deployer_carry_no_key_or_credential() {
         .send()
         .await
         .unwrap();
-    for args in [&["up"][..], &["status"]] {
+    for args in [&["up", "--yes"][..], &["status"]] {
         let (code, out) = deployer_binary(&f, args, None, &loud);
         assert_eq!(code, 0, "{args:?}");
         assert!(
@@ -1482,7 +1527,7 @@ async fn invoke_settings(f: &Fixture, name: &str) -> (Option<i32>, Option<i32>, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vault_instance_keeps_imds_to_one_hop_and_its_root_volume_is_checked_not_assumed() {
     let f = Fixture::new(ON_EC2).await;
-    f.deployer(&["up"]).await;
+    f.deployer(&["up", "--yes"]).await;
     let aws = f.moto.sdk_config().await;
     let ec2 = aws_sdk_ec2::Client::new(&aws);
     let instance = || async {
@@ -1522,7 +1567,7 @@ async fn the_vault_instance_keeps_imds_to_one_hop_and_its_root_volume_is_checked
         "{}",
         status.stdout
     );
-    let repair = f.deployer(&["up"]).await;
+    let repair = f.deployer(&["up", "--yes"]).await;
     let ops: Vec<&str> = repair.mutating.iter().map(|(op, _)| op.as_str()).collect();
     assert_eq!(ops, ["ModifyInstanceMetadataOptions"]);
     assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
@@ -1579,7 +1624,11 @@ async fn the_vault_instance_keeps_imds_to_one_hop_and_its_root_volume_is_checked
     );
     let config = f.path("deployer.toml");
     let zip = f.path("replicator.zip");
-    let refused = run(&f.moto, &["--config", &config, "--lambda-zip", &zip, "up"]).await;
+    let refused = run(
+        &f.moto,
+        &["--config", &config, "--lambda-zip", &zip, "up", "--yes"],
+    )
+    .await;
     assert!(
         refused
             .error
@@ -1613,7 +1662,7 @@ async fn endpoint_policy_drift_is_repaired_in_place(
         "{}",
         status.stdout
     );
-    let repair = f.deployer(&["up"]).await;
+    let repair = f.deployer(&["up", "--yes"]).await;
     assert_eq!(
         repair.mutating,
         [("ModifyVpcEndpoint".to_owned(), 1)],
@@ -1716,7 +1765,7 @@ async fn egress_is_only_what_each_group_needs(f: &Fixture, ec2: &aws_sdk_ec2::Cl
         "{}",
         status.stdout
     );
-    f.deployer(&["up"]).await;
+    f.deployer(&["up", "--yes"]).await;
     assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
     let after = ec2
         .describe_security_groups()
@@ -1730,7 +1779,7 @@ async fn egress_is_only_what_each_group_needs(f: &Fixture, ec2: &aws_sdk_ec2::Cl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vault_ca_is_kept_encrypted_under_the_stack_key_and_a_swapped_one_is_refused() {
     let f = Fixture::new(ON_EC2).await;
-    let up = f.deployer(&["up"]).await;
+    let up = f.deployer(&["up", "--yes"]).await;
     assert!(up.error.is_none(), "{:?}", up.error);
     let key_arn = up.json()["outputs"]["key_arn"].as_str().unwrap().to_owned();
     let aws = f.moto.sdk_config().await;
@@ -1802,7 +1851,7 @@ async fn the_vault_ca_is_kept_encrypted_under_the_stack_key_and_a_swapped_one_is
         .send()
         .await
         .unwrap();
-    let refused = f.deployer_may_fail(&["up"]).await;
+    let refused = f.deployer_may_fail(&["up", "--yes"]).await;
     let err = refused.error.clone().unwrap_or_default();
     assert!(err.contains("not trusted"), "{err}");
     assert!(
@@ -1823,7 +1872,7 @@ async fn the_vault_ca_is_kept_encrypted_under_the_stack_key_and_a_swapped_one_is
         .send()
         .await
         .unwrap();
-    let up = f.deployer(&["up"]).await;
+    let up = f.deployer(&["up", "--yes"]).await;
     assert!(up.error.is_none(), "{:?}", up.error);
     assert_eq!(
         meta(ssm.clone()).await,
@@ -1872,7 +1921,7 @@ async fn at_a_terminal_no_color_is_honoured_and_the_error_shows_whatever_rust_lo
 
     // A failure with logs off: the error is printed all the same.
     std::fs::remove_file(f.path("replicator.zip")).unwrap();
-    let (code, quiet) = deployer_binary(&f, &["up"], Some(""), &[("RUST_LOG", "off")]);
+    let (code, quiet) = deployer_binary(&f, &["up", "--yes"], Some(""), &[("RUST_LOG", "off")]);
     assert_eq!(code, 1);
     assert!(
         quiet.contains("error:") && quiet.contains("replicator.zip"),

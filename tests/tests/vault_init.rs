@@ -42,7 +42,7 @@ async fn world_with(config: Option<&str>) -> World {
         side,
         aws,
     };
-    let up = w.deployer(&["up"]).await;
+    let up = w.deployer(&["up", "--yes"]).await;
     assert!(up.error.is_none(), "{:?}", up.error);
     w
 }
@@ -606,7 +606,11 @@ async fn two_stacks_on_one_vault_keep_their_own_policy_role_and_mount() {
         w.dir.path().join("replicator.zip").display().to_string(),
     );
     let ca = w.bao.ca_file.display().to_string();
-    let up = run(&w.moto, &["--config", &other_s, "--lambda-zip", &zip, "up"]).await;
+    let up = run(
+        &w.moto,
+        &["--config", &other_s, "--lambda-zip", &zip, "up", "--yes"],
+    )
+    .await;
     assert!(up.error.is_none(), "{:?}", up.error);
     let second = run(
         &w.moto,

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::{CliError, EXIT_OK, emit};
 use crate::change::{Action, Change};
-use crate::stack::Stack;
+use crate::stack::{Phase, Stack};
 
 #[derive(Debug, Args)]
 pub struct DestroyArgs {
@@ -56,10 +56,18 @@ pub async fn run(
             args.delete_replicated_secrets.then_some(prefix.as_str()),
         )?;
     }
-    let mut progress = |c: &Change| tracing::info!("deleted {} {}", c.kind, c.name);
+    let ticker = super::Ticker::on_stderr();
+    let mut progress = |phase: Phase, c: &Change| match phase {
+        Phase::Starting => ticker.set(format!("deleting {} {}", c.kind, c.name)),
+        Phase::Done => {
+            ticker.clear();
+            tracing::info!("deleted {} {}", c.kind, c.name);
+        }
+    };
     let done = stack
         .destroy(args.delete_replicated_secrets, &mut progress)
         .await?;
+    drop(ticker);
     let mut kept = Vec::new();
     if !args.delete_replicated_secrets {
         kept.push(format!(
@@ -69,8 +77,8 @@ pub async fn run(
     kept.push("anything without this stack's tag".to_owned());
     if !stack.spec.deploys_vault() {
         kept.push(format!(
-            "the external Vault, and {}-vault/init-keys if vault-init stored its unseal keys there",
-            stack.spec.stack()
+            "the external Vault, and {} if vault-init stored its unseal keys there",
+            stack.spec.init_keys_secret_name()
         ));
     }
     let value = serde_json::json!({"stack": stack.spec.stack(), "changes": done, "kept": kept});

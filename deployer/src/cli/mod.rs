@@ -89,10 +89,11 @@ pub enum Command {
     /// Example: deployer plan --config deployer.toml --detailed-exitcode
     Plan(ExitCodeArgs),
     /// Creates or updates the stack until it matches the configuration. A second run changes
-    /// nothing.
+    /// nothing. Changes of access (policies, trust, security groups) are listed and confirmed
+    /// first, unless --yes.
     ///
     /// Example: deployer up --set notification_email=ops@example.com
-    Up,
+    Up(up::UpArgs),
     /// Shows each resource as present, missing or drifted, and the outputs. Exit 0 when it
     /// worked; with --detailed-exitcode, 2 when anything is missing or drifted.
     Status(ExitCodeArgs),
@@ -154,6 +155,97 @@ pub enum CliError {
     Io(#[from] std::io::Error),
 }
 
+/// One status line on stderr, redrawn while a long step runs: what, and for how long. Only on a
+/// terminal (the caller decides); log lines go above it.
+pub struct Ticker {
+    state: std::sync::Arc<std::sync::Mutex<TickerState>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+struct TickerState {
+    label: Option<(String, std::time::Instant)>,
+    out: Box<dyn Write + Send>,
+}
+
+impl std::fmt::Debug for Ticker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticker").finish_non_exhaustive()
+    }
+}
+
+impl Ticker {
+    /// Draws to stderr when it is a terminal; otherwise does nothing.
+    pub fn on_stderr() -> Self {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            Self::new(
+                Box::new(std::io::stderr()),
+                std::time::Duration::from_millis(500),
+            )
+        } else {
+            Self {
+                state: std::sync::Arc::new(std::sync::Mutex::new(TickerState {
+                    label: None,
+                    out: Box::new(std::io::sink()),
+                })),
+                task: None,
+            }
+        }
+    }
+
+    /// Redraws on `out` every `every`.
+    pub fn new(out: Box<dyn Write + Send>, every: std::time::Duration) -> Self {
+        let state = std::sync::Arc::new(std::sync::Mutex::new(TickerState { label: None, out }));
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Ok(mut s) = shared.lock()
+                    && let Some((label, since)) = s.label.clone()
+                {
+                    let secs = since.elapsed().as_secs();
+                    let _ = write!(s.out, "\r\x1b[2K{label} … {secs} s");
+                    let _ = s.out.flush();
+                }
+            }
+        });
+        Self {
+            state,
+            task: Some(task),
+        }
+    }
+
+    /// The step now running.
+    pub fn set(&self, label: String) {
+        self.clear();
+        if let Ok(mut s) = self.state.lock()
+            && self.task.is_some()
+        {
+            s.label = Some((label, std::time::Instant::now()));
+        }
+    }
+
+    /// Removes the line (before a log line or the result is printed).
+    pub fn clear(&self) {
+        if let Ok(mut s) = self.state.lock()
+            && s.label.take().is_some()
+        {
+            let _ = write!(s.out, "\r\x1b[2K");
+            let _ = s.out.flush();
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.clear();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
 /// An error and its causes, as one line: each cause after a `: ` unless the message before
 /// already says it (a transparent or `{0}` message).
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
@@ -198,7 +290,7 @@ pub fn load_config(g: &Global) -> Result<Config, ConfigError> {
 /// The zip, checked before any AWS call, for the commands that upload or compare it.
 pub fn load_zip(cmd: &Command, g: &Global) -> Result<Option<LambdaZip>, CliError> {
     match cmd {
-        Command::Plan(_) | Command::Up => Ok(Some(LambdaZip::load(&g.lambda_zip)?)),
+        Command::Plan(_) | Command::Up(_) => Ok(Some(LambdaZip::load(&g.lambda_zip)?)),
         Command::Status(_) => Ok(LambdaZip::load(&g.lambda_zip).ok()),
         Command::Destroy(_) | Command::VaultInit(_) | Command::Completions { .. } => Ok(None),
     }
@@ -244,7 +336,7 @@ pub async fn execute(
     let json = cli.global.output == Output::Json;
     match &cli.command {
         Command::Plan(codes) => plan::run(&stack, *codes, json, out).await,
-        Command::Up => up::run(&stack, json, out).await,
+        Command::Up(args) => up::run(&stack, args, json, out).await,
         Command::Status(codes) => status::run(&stack, *codes, json, out).await,
         Command::Destroy(args) => destroy::run(&stack, args, json, out).await,
         Command::VaultInit(args) => vault_init::run(&stack, args, json, out).await,
@@ -288,4 +380,49 @@ pub fn outputs_text(o: &crate::stack::Outputs) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod ticker_tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_ticker_redraws_the_running_step_then_clears_it() {
+        let out = Shared::default();
+        let ticker = Ticker::new(Box::new(out.clone()), Duration::from_millis(10));
+        ticker.set("creating ec2 instance s-vault".into());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let drawn = out.text();
+        assert!(
+            drawn.contains("\r\x1b[2Kcreating ec2 instance s-vault … 0 s"),
+            "{drawn:?}"
+        );
+        assert!(drawn.matches("creating").count() > 1, "redrawn: {drawn:?}");
+        ticker.clear();
+        let cleared = out.text();
+        assert!(cleared.ends_with("\r\x1b[2K"), "{cleared:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(out.text(), cleared, "nothing drawn once cleared");
+    }
 }

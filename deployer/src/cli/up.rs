@@ -1,10 +1,13 @@
-//! `deployer up`: converge in dependency order, progress on stderr, outputs on stdout.
+//! `deployer up`: converge in dependency order, progress on stderr, outputs on stdout. A change
+//! of access (policies, trust, security groups) is shown and confirmed first, unless `--yes`.
 
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
+
+use clap::Args;
 
 use super::{CliError, EXIT_OK, emit, outputs_text};
 use crate::change::{Action, Change};
-use crate::stack::Stack;
+use crate::stack::{Phase, Stack};
 
 fn describe(c: &Change) -> String {
     let verb = match c.action {
@@ -16,9 +19,72 @@ fn describe(c: &Change) -> String {
     format!("{verb} {} {}", c.kind, c.name)
 }
 
-pub async fn run(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i32, CliError> {
-    let mut progress = |c: &Change| tracing::info!("{}", describe(c));
+#[derive(Debug, Default, Args)]
+pub struct UpArgs {
+    /// Apply changes of access (IAM policies and trust, resource policies, security groups)
+    /// without asking. Needed when not run from a terminal.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// The access changes as lines: what, and which of its access fields.
+fn access_lines(changes: &[&Change]) -> String {
+    changes
+        .iter()
+        .map(|c| {
+            let fields: Vec<&str> = c
+                .fields
+                .iter()
+                .map(|f| f.field.as_str())
+                .filter(|f| crate::change::ACCESS_FIELDS.contains(f))
+                .collect();
+            format!("  {} ({})\n", describe(c), fields.join(", "))
+        })
+        .collect()
+}
+
+/// Asks before changes of access; refuses without a terminal.
+fn confirm(changes: &[&Change]) -> Result<(), CliError> {
+    let list = access_lines(changes);
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(CliError::Refused(format!(
+            "up would change access:\n{list}review them with `deployer plan`, then run `deployer up --yes` (needed when not run from a terminal)"
+        )));
+    }
+    eprint!("These changes alter who may reach or do what:\n{list}Apply them? Type yes: ");
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    if line.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(CliError::Refused(
+            "not confirmed; nothing was changed".into(),
+        ))
+    }
+}
+
+pub async fn run(
+    stack: &Stack<'_>,
+    args: &UpArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CliError> {
+    if !args.yes {
+        let plan = stack.plan().await?;
+        let access: Vec<&Change> = plan.changes.iter().filter(|c| c.changes_access()).collect();
+        if !access.is_empty() {
+            confirm(&access)?;
+        }
+    }
+    let ticker = super::Ticker::on_stderr();
+    let mut progress = |_: Phase, c: &Change| {
+        ticker.clear();
+        tracing::info!("{}", describe(c));
+        ticker.set(describe(c));
+    };
     let done = stack.up(&mut progress).await?;
+    drop(ticker);
     let applied: Vec<&Change> = done
         .changes
         .iter()

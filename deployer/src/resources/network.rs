@@ -32,6 +32,7 @@ const SUBNET: &str = "subnet";
 const ROUTE_TABLE: &str = "route table";
 const GROUP: &str = "security group";
 const ENDPOINT: &str = "vpc endpoint";
+pub const INTERFACES_KIND: &str = "network interfaces";
 
 /// Ids of the network pieces that exist.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -1066,7 +1067,7 @@ pub async fn release_lambda_interfaces(
         attempt += 1;
     }
     Ok((released > 0).then(|| {
-        Change::new("network interfaces", &sg_repl, Action::Delete)
+        Change::new(INTERFACES_KIND, &sg_repl, Action::Delete)
             .with_note(format!("{released} released by Lambda, deleted"))
     }))
 }

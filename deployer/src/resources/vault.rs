@@ -22,6 +22,9 @@ use crate::spec::{Group, STACK_TAG, Spec};
 
 pub const AMI_PARAMETER: &str =
     "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
+pub const INSTANCE_KIND: &str = "ec2 instance";
+pub const ADDRESS_KIND: &str = "elastic ip";
+pub const TLS_KIND: &str = "tls secret";
 pub const USER_DATA: &str = include_str!("../../../userdata/vault-server.sh");
 /// EC2's limit on user data.
 pub const USER_DATA_LIMIT: usize = 16 * 1024;
@@ -133,8 +136,8 @@ pub fn diff_address(spec: &Spec, seen: Option<&Address>, instance: Option<&str>)
     let name = spec.vault_name();
     if !spec.deploys_vault() {
         return match seen {
-            Some(_) => Change::new("elastic ip", name, Action::Delete),
-            None => Change::new("elastic ip", name, Action::Absent),
+            Some(_) => Change::new(ADDRESS_KIND, name, Action::Delete),
+            None => Change::new(ADDRESS_KIND, name, Action::Absent),
         };
     }
     let want = vec![("associated_with", instance.unwrap_or(UNKNOWN).to_owned())];
@@ -144,7 +147,7 @@ pub fn diff_address(spec: &Spec, seen: Option<&Address>, instance: Option<&str>)
             a.instance_id.clone().unwrap_or_else(|| "(none)".into()),
         )]
     });
-    let mut ch = Change::diff("elastic ip", name, &want, seen_f.as_ref());
+    let mut ch = Change::diff(ADDRESS_KIND, name, &want, seen_f.as_ref());
     if let Some(a) = seen {
         ch.note = Some(format!("public address {}", a.public_ip));
     }
@@ -208,8 +211,8 @@ pub fn diff_tls(
     let name = spec.tls_secret_name();
     if !spec.deploys_vault() {
         return Ok(match seen {
-            Some(s) if !s.pending_deletion => Change::new("tls secret", name, Action::Delete),
-            _ => Change::new("tls secret", name, Action::Absent),
+            Some(s) if !s.pending_deletion => Change::new(TLS_KIND, name, Action::Delete),
+            _ => Change::new(TLS_KIND, name, Action::Absent),
         });
     }
     const ISSUED: &str = "certificate, key and CA parameter";
@@ -236,7 +239,7 @@ pub fn diff_tls(
             ),
         ]
     });
-    let mut ch = Change::diff("tls secret", name, &want, seen_f.as_ref());
+    let mut ch = Change::diff(TLS_KIND, name, &want, seen_f.as_ref());
     if seen.is_none() || !complete {
         ch.note = Some("a new CA and certificate for the Vault addresses; the key never leaves Secrets Manager and the instance".into());
     }
@@ -682,8 +685,8 @@ pub fn diff_instance(
     let name = spec.vault_name();
     if !spec.deploys_vault() {
         return Ok(match seen {
-            Some(_) => Change::new("ec2 instance", name, Action::Delete),
-            None => Change::new("ec2 instance", name, Action::Absent),
+            Some(_) => Change::new(INSTANCE_KIND, name, Action::Delete),
+            None => Change::new(INSTANCE_KIND, name, Action::Absent),
         });
     }
     let (instance_type, _) = version(spec);
@@ -716,7 +719,7 @@ pub fn diff_instance(
             ("user_data", i.user_data_sha.clone()),
         ]
     });
-    let mut ch = Change::diff("ec2 instance", name, &want, seen_f.as_ref());
+    let mut ch = Change::diff(INSTANCE_KIND, name, &want, seen_f.as_ref());
     if ch.touches("user_data") && seen.is_some() {
         ch.note = Some("the boot script changed (vault_version?): it runs on first boot only, so up keeps this instance and its data; upgrade Vault on it, or destroy and up to replace it".into());
     }
@@ -910,7 +913,7 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
                 detail: e.to_string(),
             })?;
         done.push(
-            Change::new("ec2 instance", &name, Action::Delete)
+            Change::new(INSTANCE_KIND, &name, Action::Delete)
                 .with_note("its root volume and Vault's data are deleted with it"),
         );
     }
@@ -933,7 +936,7 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
         )
         .await?;
         done.push(
-            Change::new("elastic ip", &name, Action::Delete)
+            Change::new(ADDRESS_KIND, &name, Action::Delete)
                 .with_note(format!("{} released", a.public_ip)),
         );
     }
@@ -947,7 +950,7 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
             .await
             .ctx("DeleteSecret", &spec.tls_secret_name())?;
         done.push(
-            Change::new("tls secret", spec.tls_secret_name(), Action::Delete)
+            Change::new(TLS_KIND, spec.tls_secret_name(), Action::Delete)
                 .with_note("deleted at once: it only served the terminated instance"),
         );
     }
