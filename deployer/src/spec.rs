@@ -13,6 +13,13 @@ use contract::{connection_secret_name, env};
 /// Tag key that marks every resource of a stack; its value is the stack name.
 pub const STACK_TAG: &str = "vault-secrets-replicator:stack";
 
+/// The stack's network: fixed, so the names and rules that mention it are known before it exists.
+pub const VPC_CIDR: &str = "10.42.0.0/16";
+pub const SUBNET_CIDR: &str = "10.42.0.0/24";
+/// Vault's fixed private address: its certificate names it before the instance exists.
+pub const VAULT_PRIVATE_IP: &str = "10.42.0.10";
+pub const VAULT_PORT: i32 = 8200;
+
 /// The stack's security groups, one per role in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Group {
@@ -451,10 +458,7 @@ impl Spec {
     pub fn replicator_vault_address(&self) -> String {
         match &self.cfg.vault {
             VaultMode::External { address } => address.clone(),
-            VaultMode::Ec2 { .. } => format!(
-                "https://{}:8200",
-                crate::resources::network::VAULT_PRIVATE_IP
-            ),
+            VaultMode::Ec2 { .. } => format!("https://{}:8200", VAULT_PRIVATE_IP),
         }
     }
 

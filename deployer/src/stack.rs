@@ -1,6 +1,6 @@
-//! Runs the resources in dependency order: `plan` (observe + diff), `up` (observe + diff +
-//! apply, passing ARNs forward), `status` (the plan read as present / missing / drifted) and
-//! `destroy` (the same order backwards). No local state: everything is read live.
+//! Runs the resources in one ordered list ([`Resource::ORDER`]): `plan` (observe + diff), `up`
+//! (observe + diff + apply, passing ARNs forward), `status` (the plan read as present / missing
+//! / drifted) and `destroy` (the same list backwards). No local state: everything is read live.
 
 use serde::Serialize;
 
@@ -51,11 +51,60 @@ pub enum Phase {
 /// starts and each deletion once done.
 pub type Progress<'a> = &'a mut (dyn FnMut(Phase, &Change) + Send);
 
+/// The stack's resources in the order `up` converges them (each may use what the ones before
+/// made); `destroy` takes them backwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// The KMS key: everything else is encrypted with it.
+    Key,
+    /// The failure topic (only with `notification_email`).
+    Topic,
+    /// The Vault network (none for an external Vault: an old one is removed).
+    Network,
+    /// The replicator's role: its network statement names the VPC.
+    ReplicatorRole,
+    LogGroup,
+    /// The Vault server on EC2: its role, TLS secret and CA parameter, instance, Elastic IP.
+    VaultServer,
+    ConnectionSecret,
+    Function,
+    Schedule,
+}
+
+impl Resource {
+    pub const ORDER: [Resource; 9] = [
+        Resource::Key,
+        Resource::Topic,
+        Resource::Network,
+        Resource::ReplicatorRole,
+        Resource::LogGroup,
+        Resource::VaultServer,
+        Resource::ConnectionSecret,
+        Resource::Function,
+        Resource::Schedule,
+    ];
+}
+
 #[derive(Debug)]
 pub struct Stack<'a> {
     pub clients: &'a Clients,
     pub spec: &'a Spec,
     pub zip: Option<&'a LambdaZip>,
+}
+
+/// One `plan` or `up`: what the resources converged so far hand to the next ones.
+struct Converging<'s, 'p> {
+    stack: &'s Stack<'s>,
+    apply: bool,
+    progress: Progress<'p>,
+    changes: Vec<Change>,
+    out: Outputs,
+    key_arn: Option<String>,
+    net: network::Network,
+    /// An external Vault now, and the EC2 one's network is still there.
+    removes_network: bool,
+    /// The CA of a TLS pair made (or read back) in this run.
+    new_ca: Option<String>,
 }
 
 impl Stack<'_> {
@@ -74,229 +123,26 @@ impl Stack<'_> {
         apply: bool,
         progress: Progress<'_>,
     ) -> Result<Converged, DeployError> {
-        let (c, spec) = (self.clients, self.spec);
-        let mut changes = Vec::new();
-        let mut out = Outputs::default();
-        let go = |progress: &mut (dyn FnMut(Phase, &Change) + Send), ch: &Change| {
-            let act = apply && ch.changes_anything();
-            if act {
-                progress(Phase::Starting, ch);
-            }
-            act
+        let mut run = Converging {
+            stack: self,
+            apply,
+            progress,
+            changes: Vec::new(),
+            out: Outputs::default(),
+            key_arn: None,
+            net: network::Network::default(),
+            removes_network: false,
+            new_ca: None,
         };
-
-        // KMS key: everything else is encrypted with it.
-        let seen = key::observe(c, spec).await?;
-        let ch = key::diff(spec, seen.as_ref())?;
-        let key_state = if go(progress, &ch) {
-            Some(key::apply(c, spec, seen, &ch).await?)
-        } else {
-            seen
-        };
-        let key_arn = key_state.map(|k| k.arn);
-        changes.push(ch);
-
-        // Failure topic.
-        let seen = topic::observe(c, spec).await?;
-        let ch = topic::diff(spec, seen.as_ref(), key_arn.as_deref());
-        let topic_state = match (&key_arn, go(progress, &ch)) {
-            (Some(k), true) => topic::apply(c, spec, &ch, k).await?,
-            _ => seen.filter(|_| spec.cfg.notification_email.is_some()),
-        };
-        out.topic_arn = topic_state.map(|t| t.arn);
-        changes.push(ch);
-
-        // The Vault network (none in external mode; an old one is removed).
-        let net_seen = network::observe(c, spec).await?;
-        let net_changes = network::diff(spec, &net_seen)?;
-        let mut net = net_seen.ids();
-        if apply && net_changes.iter().any(Change::changes_anything) && spec.deploys_vault() {
-            for ch in net_changes.iter().filter(|c| c.changes_anything()) {
-                progress(Phase::Starting, ch);
-            }
-            // Boxed, as the other large steps: the whole `up` would not fit a thread's stack.
-            net = Box::pin(network::apply(c, spec, net, &net_changes)).await?;
+        for resource in Resource::ORDER {
+            // Boxed: the larger steps' futures would not fit a thread's stack together.
+            Box::pin(run.converge(resource)).await?;
         }
-        let removes_network =
-            !spec.deploys_vault() && net_changes.iter().any(Change::changes_anything);
-        changes.extend(net_changes);
-
-        // The replicator's role.
-        let role = iam::replicator_role(spec, key_arn.as_deref(), net.vpc.as_deref())?;
-        let seen = iam::observe(c, spec, &role).await?;
-        let ch = iam::diff(&role, seen.as_ref());
-        if go(progress, &ch) {
-            iam::apply(c, spec, &role, &ch).await?;
-        }
-        changes.push(ch);
-
-        // Log group.
-        let seen = logs::observe(c, spec).await?;
-        let ch = logs::diff(spec, seen.as_ref());
-        if go(progress, &ch) {
-            logs::apply(c, spec, &ch).await?;
-        }
-        changes.push(ch);
-
-        // The Vault server: its role, address, TLS secret and instance.
-        let vrole = iam::vault_role(spec, key_arn.as_deref())?;
-        let seen = iam::observe(c, spec, &vrole).await?;
-        let ch = if spec.deploys_vault() {
-            iam::diff(&vrole, seen.as_ref())
-        } else if seen.as_ref().is_some_and(|r| r.ours) {
-            Change::new(iam::KIND, &vrole.name, Action::Delete)
-        } else {
-            Change::new(iam::KIND, &vrole.name, Action::Absent)
-        };
-        if spec.deploys_vault() && go(progress, &ch) {
-            iam::apply(c, spec, &vrole, &ch).await?;
-        }
-        changes.push(ch);
-
-        let address_seen = vault::observe_address(c, spec).await?;
-        let instance_seen = vault::observe_instance(c, spec).await?;
-        let tls_seen = vault::observe_tls(c, spec).await?;
-        let ca_seen = vault::observe_ca(c, spec).await?;
-        let tls_complete = instance_seen.is_some()
-            || (ca_seen.is_some() && tls_seen.as_ref().is_some_and(|t| t.has_value));
-        let tls_ch = vault::diff_tls(spec, tls_seen.as_ref(), tls_complete)?;
-        let ca_ch = vault::diff_ca(spec, ca_seen.as_ref(), tls_complete, key_arn.as_deref());
-        let mut new_ca = None;
-        // The certificate names the public address, so it is allocated first.
-        let address = match &address_seen {
-            None if spec.deploys_vault() && apply => Some(vault::allocate(c, spec).await?),
-            seen => seen.clone(),
-        };
-        let public_ip = address.as_ref().map(|a| a.public_ip.clone());
-        if spec.deploys_vault()
-            && let (Some(k), Some(ip), true) = (&key_arn, &public_ip, go(progress, &tls_ch))
-        {
-            new_ca = Box::pin(vault::apply_tls(c, spec, tls_seen.as_ref(), &tls_ch, k, ip)).await?;
-        }
-        changes.push(tls_ch);
-        // Written with a new TLS secret; converted from an earlier version's plain String, or
-        // refused as untrusted, by reading it back.
-        if spec.deploys_vault()
-            && let (Some(k), None, true) = (&key_arn, &new_ca, go(progress, &ca_ch))
-        {
-            new_ca = vault::read_ca(c, spec, k).await?;
-        }
-        changes.push(ca_ch);
-        let inst_ch =
-            vault::diff_instance(spec, instance_seen.as_ref(), &net, public_ip.as_deref())?;
-        let mut instance = instance_seen;
-        if spec.deploys_vault()
-            && let (Some(ip), true) = (&public_ip, go(progress, &inst_ch))
-        {
-            instance = Some(
-                Box::pin(vault::apply_instance(
-                    c,
-                    spec,
-                    instance.as_ref(),
-                    &inst_ch,
-                    &net,
-                    ip,
-                ))
-                .await?,
-            );
-        }
-        changes.push(inst_ch);
-        let addr_ch = vault::diff_address(
-            spec,
-            address_seen.as_ref(),
-            instance.as_ref().map(|i| i.id.as_str()),
-        );
-        if spec.deploys_vault()
-            && let (Some(a), Some(i), true) = (&address, &instance, go(progress, &addr_ch))
-        {
-            vault::associate(c, a, &i.id).await?;
-        }
-        changes.push(addr_ch);
-
-        if spec.deploys_vault() {
-            out.vault_url = public_ip.as_ref().map(|ip| format!("https://{ip}:8200"));
-        } else {
-            out.vault_url = spec.vault_address(None);
-        }
-        out.vault_ui_url = out.vault_url.as_ref().map(|u| format!("{u}/ui/"));
-
-        // Connection secret.
-        let seen = secret::observe(c, spec).await?;
-        let ch = secret::diff(spec, seen.as_ref(), key_arn.as_deref())?;
-        let secret_state = match (&key_arn, go(progress, &ch)) {
-            (Some(k), true) => {
-                let address = spec.replicator_vault_address();
-                let ca = match new_ca.take() {
-                    Some(ca) => Some(ca),
-                    None if spec.deploys_vault() => vault::read_ca(c, spec, k).await?,
-                    None => None,
-                };
-                Some(secret::apply(c, spec, seen.as_ref(), &ch, k, &address, ca).await?)
-            }
-            _ => seen,
-        };
-        out.connection_secret_arn = secret_state.map(|s| s.arn);
-        changes.push(ch);
-
-        // The function.
-        let vpc = match (&net.subnet, net.group(Group::Replicator)) {
-            (Some(subnet), Some(sg)) if spec.deploys_vault() => {
-                Some((vec![subnet.clone()], vec![sg.to_owned()]))
-            }
-            _ => None,
-        };
-        let inputs = function::Inputs {
-            key_arn: key_arn.as_deref(),
-            vpc,
-            topic_arn: out.topic_arn.as_deref(),
-        };
-        let seen = function::observe(c, spec).await?;
-        let ch = function::diff(spec, seen.as_ref(), self.zip, &inputs);
-        let fn_state = match (self.zip, go(progress, &ch)) {
-            (Some(zip), true) => Some(Box::pin(function::apply(c, spec, &ch, zip, &inputs)).await?),
-            (None, true) => {
-                return Err(DeployError::NotReady {
-                    what: "lambda function".into(),
-                    detail: "no Lambda zip given".into(),
-                });
-            }
-            _ => seen,
-        };
-        if let Some(f) = fn_state {
-            out.function_name = Some(spec.function_name());
-            out.function_arn = Some(f.arn);
-        }
-        changes.push(ch);
-
-        // Schedule.
-        let seen = rule::observe(c, spec).await?;
-        let ch = rule::diff(spec, seen.as_ref());
-        if go(progress, &ch) {
-            rule::apply(c, spec, &ch).await?;
-        }
-        out.schedule = Some(spec.cfg.schedule.clone());
-        changes.push(ch);
-
-        // Switched from Vault on EC2 to an external Vault: remove what served the old one,
-        // after the function has left the VPC.
-        if apply && !spec.deploys_vault() {
-            for ch in vault::destroy(c, spec).await? {
-                progress(Phase::Done, &ch);
-            }
-            if seen_vault_role_ours(c, spec).await? {
-                iam::destroy(c, spec, &iam::vault_role(spec, None)?).await?;
-            }
-            if removes_network {
-                for ch in network::destroy(c, spec).await? {
-                    progress(Phase::Done, &ch);
-                }
-            }
-        }
-
-        out.key_arn = key_arn;
+        Box::pin(run.leave_the_ec2_vault()).await?;
+        run.out.key_arn = run.key_arn;
         Ok(Converged {
-            changes,
-            outputs: out,
+            changes: run.changes,
+            outputs: run.out,
         })
     }
 
@@ -308,69 +154,344 @@ impl Stack<'_> {
         delete_replicas: bool,
         progress: Progress<'_>,
     ) -> Result<Vec<Change>, DeployError> {
-        let (c, spec) = (self.clients, self.spec);
         let mut done = Vec::new();
-        let mut record = |ch: Change, progress: &mut (dyn FnMut(Phase, &Change) + Send)| {
-            if ch.action == Action::Delete {
-                progress(Phase::Done, &ch);
+        for resource in Resource::ORDER.into_iter().rev() {
+            Box::pin(self.destroy_one(resource, progress, &mut done)).await?;
+            if resource == Resource::Function && delete_replicas {
+                let ch = replicas::schedule_deletion(self.clients, self.spec).await?;
+                record(ch, progress, &mut done);
             }
-            done.push(ch);
-        };
-        // Said before each step: some wait for minutes.
-        let starting = |progress: &mut (dyn FnMut(Phase, &Change) + Send),
-                        kind: &'static str,
-                        name: String| {
-            progress(Phase::Starting, &Change::new(kind, name, Action::Delete));
-        };
-        starting(progress, rule::KIND, spec.rule_name());
-        record(rule::destroy(c, spec).await?, progress);
-        starting(progress, function::KIND, spec.function_name());
-        record(function::destroy(c, spec).await?, progress);
-        if delete_replicas {
-            record(replicas::schedule_deletion(c, spec).await?, progress);
-        }
-        record(secret::destroy(c, spec).await?, progress);
-        starting(progress, vault::INSTANCE_KIND, spec.vault_name());
-        for ch in vault::destroy(c, spec).await? {
-            record(ch, progress);
-        }
-        record(
-            iam::destroy(c, spec, &iam::vault_role(spec, None)?).await?,
-            progress,
-        );
-        record(logs::destroy(c, spec).await?, progress);
-        // Lambda needs the replicator role to release the function's network interfaces.
-        starting(
-            progress,
-            network::INTERFACES_KIND,
-            spec.security_group_name(Group::Replicator),
-        );
-        if let Some(ch) = network::release_lambda_interfaces(c, spec).await? {
-            record(ch, progress);
-        }
-        record(
-            iam::destroy(c, spec, &iam::replicator_role(spec, None, None)?).await?,
-            progress,
-        );
-        for ch in network::destroy(c, spec).await? {
-            record(ch, progress);
-        }
-        record(topic::destroy(c, spec).await?, progress);
-        // Replicas left in AWS are encrypted with the key: deleting it would make them
-        // unreadable once its window ends. It goes only with them.
-        let replicas = replicas::count_live(c, spec).await?;
-        if replicas > 0 {
-            record(
-                Change::new(key::KIND, spec.key_alias(), Action::Unchanged).with_note(format!(
-                    "kept: {replicas} replicated secret(s) under {}/ are encrypted with it and would become unreadable without it; `destroy --delete-replicated-secrets` schedules both for deletion",
-                    spec.cfg.prefix
-                )),
-                progress,
-            );
-        } else {
-            record(key::destroy(c, spec).await?, progress);
         }
         Ok(done)
+    }
+
+    async fn destroy_one(
+        &self,
+        resource: Resource,
+        progress: Progress<'_>,
+        done: &mut Vec<Change>,
+    ) -> Result<(), DeployError> {
+        let (c, spec) = (self.clients, self.spec);
+        // Said before each step: some wait for minutes.
+        let mut starting = |kind: &'static str, name: String| {
+            progress(Phase::Starting, &Change::new(kind, name, Action::Delete));
+        };
+        let changes = match resource {
+            Resource::Schedule => {
+                starting(rule::KIND, spec.rule_name());
+                vec![rule::destroy(c, spec).await?]
+            }
+            Resource::Function => {
+                starting(function::KIND, spec.function_name());
+                vec![function::destroy(c, spec).await?]
+            }
+            Resource::ConnectionSecret => vec![secret::destroy(c, spec).await?],
+            Resource::VaultServer => {
+                starting(vault::INSTANCE_KIND, spec.vault_name());
+                let mut all = vault::destroy(c, spec).await?;
+                all.push(iam::destroy(c, spec, &iam::vault_role(spec, None)?).await?);
+                all
+            }
+            Resource::LogGroup => vec![logs::destroy(c, spec).await?],
+            Resource::ReplicatorRole => {
+                // Lambda needs the replicator role to release the function's network
+                // interfaces, and the network cannot go before they do.
+                starting(
+                    network::INTERFACES_KIND,
+                    spec.security_group_name(Group::Replicator),
+                );
+                let mut all: Vec<Change> =
+                    network::release_lambda_interfaces(c, spec).await?.into_iter().collect();
+                all.push(iam::destroy(c, spec, &iam::replicator_role(spec, None, None)?).await?);
+                all
+            }
+            Resource::Network => network::destroy(c, spec).await?,
+            Resource::Topic => vec![topic::destroy(c, spec).await?],
+            // Replicas left in AWS are encrypted with the key: deleting it would make them
+            // unreadable once its window ends. It goes only with them.
+            Resource::Key => match replicas::count_live(c, spec).await? {
+                0 => vec![key::destroy(c, spec).await?],
+                n => vec![Change::new(key::KIND, spec.key_alias(), Action::Unchanged).with_note(
+                    format!(
+                        "kept: {n} replicated secret(s) under {}/ are encrypted with it and would become unreadable without it; `destroy --delete-replicated-secrets` schedules both for deletion",
+                        spec.cfg.prefix
+                    ),
+                )],
+            },
+        };
+        for ch in changes {
+            record(ch, progress, done);
+        }
+        Ok(())
+    }
+}
+
+/// Keeps a deletion's change, telling `progress` of what was deleted.
+fn record(ch: Change, progress: Progress<'_>, done: &mut Vec<Change>) {
+    if ch.action == Action::Delete {
+        progress(Phase::Done, &ch);
+    }
+    done.push(ch);
+}
+
+impl Converging<'_, '_> {
+    /// Whether to apply `ch`; tells `progress` when it will.
+    fn go(&mut self, ch: &Change) -> bool {
+        let act = self.apply && ch.changes_anything();
+        if act {
+            (self.progress)(Phase::Starting, ch);
+        }
+        act
+    }
+
+    async fn converge(&mut self, resource: Resource) -> Result<(), DeployError> {
+        match resource {
+            Resource::Key => self.key().await,
+            Resource::Topic => self.topic().await,
+            Resource::Network => self.network().await,
+            Resource::ReplicatorRole => self.replicator_role().await,
+            Resource::LogGroup => self.log_group().await,
+            Resource::VaultServer => self.vault_server().await,
+            Resource::ConnectionSecret => self.connection_secret().await,
+            Resource::Function => self.function().await,
+            Resource::Schedule => self.schedule().await,
+        }
+    }
+
+    async fn key(&mut self) -> Result<(), DeployError> {
+        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let seen = key::observe(c, spec).await?;
+        let ch = key::diff(spec, seen.as_ref())?;
+        let state = if self.go(&ch) {
+            Some(key::apply(c, spec, seen, &ch).await?)
+        } else {
+            seen
+        };
+        self.key_arn = state.map(|k| k.arn);
+        self.changes.push(ch);
+        Ok(())
+    }
+
+    async fn topic(&mut self) -> Result<(), DeployError> {
+        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let seen = topic::observe(c, spec).await?;
+        let ch = topic::diff(spec, seen.as_ref(), self.key_arn.as_deref());
+        let state = match (self.key_arn.clone(), self.go(&ch)) {
+            (Some(k), true) => topic::apply(c, spec, &ch, &k).await?,
+            _ => seen.filter(|_| spec.cfg.notification_email.is_some()),
+        };
+        self.out.topic_arn = state.map(|t| t.arn);
+        self.changes.push(ch);
+        Ok(())
+    }
+
+    async fn network(&mut self) -> Result<(), DeployError> {
+        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let seen = network::observe(c, spec).await?;
+        let changes = network::diff(spec, &seen)?;
+        self.net = seen.ids();
+        let moving = changes.iter().any(Change::changes_anything);
+        if self.apply && moving && spec.deploys_vault() {
+            for ch in changes.iter().filter(|c| c.changes_anything()) {
+                (self.progress)(Phase::Starting, ch);
+            }
+            let net = std::mem::take(&mut self.net);
+            self.net = network::apply(c, spec, net, &changes).await?;
+        }
+        self.removes_network = !spec.deploys_vault() && moving;
+        self.changes.extend(changes);
+        Ok(())
+    }
+
+    async fn replicator_role(&mut self) -> Result<(), DeployError> {
+        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let role = iam::replicator_role(spec, self.key_arn.as_deref(), self.net.vpc.as_deref())?;
+        let seen = iam::observe(c, spec, &role).await?;
+        let ch = iam::diff(&role, seen.as_ref());
+        if self.go(&ch) {
+            iam::apply(c, spec, &role, &ch).await?;
+        }
+        self.changes.push(ch);
+        Ok(())
+    }
+
+    async fn log_group(&mut self) -> Result<(), DeployError> {
+        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let seen = logs::observe(c, spec).await?;
+        let ch = logs::diff(spec, seen.as_ref());
+        if self.go(&ch) {
+            logs::apply(c, spec, &ch).await?;
+        }
+        self.changes.push(ch);
+        Ok(())
+    }
+
+    /// The Vault server's role, TLS secret and CA parameter, instance and Elastic IP; the
+    /// Vault URL for an external Vault.
+    async fn vault_server(&mut self) -> Result<(), DeployError> {
+        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let ours = spec.deploys_vault();
+        let key_arn = self.key_arn.clone();
+        let vrole = iam::vault_role(spec, key_arn.as_deref())?;
+        let seen = iam::observe(c, spec, &vrole).await?;
+        let ch = match seen.as_ref() {
+            _ if ours => iam::diff(&vrole, seen.as_ref()),
+            Some(r) if r.ours => Change::new(iam::KIND, &vrole.name, Action::Delete),
+            _ => Change::new(iam::KIND, &vrole.name, Action::Absent),
+        };
+        if ours && self.go(&ch) {
+            iam::apply(c, spec, &vrole, &ch).await?;
+        }
+        self.changes.push(ch);
+
+        let address_seen = vault::observe_address(c, spec).await?;
+        let instance_seen = vault::observe_instance(c, spec).await?;
+        let tls_seen = vault::observe_tls(c, spec).await?;
+        let ca_seen = vault::observe_ca(c, spec).await?;
+        let tls_complete = instance_seen.is_some()
+            || (ca_seen.is_some() && tls_seen.as_ref().is_some_and(|t| t.has_value));
+        let tls_ch = vault::diff_tls(spec, tls_seen.as_ref(), tls_complete)?;
+        let ca_ch = vault::diff_ca(spec, ca_seen.as_ref(), tls_complete, key_arn.as_deref());
+        // The certificate names the public address, so it is allocated first.
+        let address = match &address_seen {
+            None if ours && self.apply => Some(vault::allocate(c, spec).await?),
+            seen => seen.clone(),
+        };
+        let public_ip = address.as_ref().map(|a| a.public_ip.clone());
+        if ours && let (Some(k), Some(ip), true) = (&key_arn, &public_ip, self.go(&tls_ch)) {
+            self.new_ca = vault::apply_tls(c, spec, tls_seen.as_ref(), &tls_ch, k, ip).await?;
+        }
+        self.changes.push(tls_ch);
+        // Written with a new TLS secret; converted from an earlier version's plain String, or
+        // refused as untrusted, by reading it back.
+        if ours
+            && self.new_ca.is_none()
+            && let (Some(k), true) = (&key_arn, self.go(&ca_ch))
+        {
+            self.new_ca = vault::read_ca(c, spec, k).await?;
+        }
+        self.changes.push(ca_ch);
+
+        let inst_ch = vault::diff_instance(
+            spec,
+            instance_seen.as_ref(),
+            &self.net,
+            public_ip.as_deref(),
+        )?;
+        let mut instance = instance_seen;
+        if ours && let (Some(ip), true) = (&public_ip, self.go(&inst_ch)) {
+            let made =
+                vault::apply_instance(c, spec, instance.as_ref(), &inst_ch, &self.net, ip).await?;
+            instance = Some(made);
+        }
+        self.changes.push(inst_ch);
+
+        let addr_ch = vault::diff_address(
+            spec,
+            address_seen.as_ref(),
+            instance.as_ref().map(|i| i.id.as_str()),
+        );
+        if ours && let (Some(a), Some(i), true) = (&address, &instance, self.go(&addr_ch)) {
+            vault::associate(c, a, &i.id).await?;
+        }
+        self.changes.push(addr_ch);
+
+        self.out.vault_url = if ours {
+            public_ip.as_ref().map(|ip| format!("https://{ip}:8200"))
+        } else {
+            spec.vault_address(None)
+        };
+        self.out.vault_ui_url = self.out.vault_url.as_ref().map(|u| format!("{u}/ui/"));
+        Ok(())
+    }
+
+    async fn connection_secret(&mut self) -> Result<(), DeployError> {
+        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let seen = secret::observe(c, spec).await?;
+        let ch = secret::diff(spec, seen.as_ref(), self.key_arn.as_deref())?;
+        let state = match (self.key_arn.clone(), self.go(&ch)) {
+            (Some(k), true) => {
+                let address = spec.replicator_vault_address();
+                let ca = match self.new_ca.take() {
+                    Some(ca) => Some(ca),
+                    None if spec.deploys_vault() => vault::read_ca(c, spec, &k).await?,
+                    None => None,
+                };
+                Some(secret::apply(c, spec, seen.as_ref(), &ch, &k, &address, ca).await?)
+            }
+            _ => seen,
+        };
+        self.out.connection_secret_arn = state.map(|s| s.arn);
+        self.changes.push(ch);
+        Ok(())
+    }
+
+    async fn function(&mut self) -> Result<(), DeployError> {
+        let (c, spec, zip) = (self.stack.clients, self.stack.spec, self.stack.zip);
+        let vpc = match (&self.net.subnet, self.net.group(Group::Replicator)) {
+            (Some(subnet), Some(sg)) if spec.deploys_vault() => {
+                Some((vec![subnet.clone()], vec![sg.to_owned()]))
+            }
+            _ => None,
+        };
+        let key_arn = self.key_arn.clone();
+        let topic_arn = self.out.topic_arn.clone();
+        let inputs = function::Inputs {
+            key_arn: key_arn.as_deref(),
+            vpc,
+            topic_arn: topic_arn.as_deref(),
+        };
+        let seen = function::observe(c, spec).await?;
+        let ch = function::diff(spec, seen.as_ref(), zip, &inputs);
+        let state = match (zip, self.go(&ch)) {
+            (Some(zip), true) => Some(function::apply(c, spec, &ch, zip, &inputs).await?),
+            (None, true) => {
+                return Err(DeployError::NotReady {
+                    what: "lambda function".into(),
+                    detail: "no Lambda zip given".into(),
+                });
+            }
+            _ => seen,
+        };
+        if let Some(f) = state {
+            self.out.function_name = Some(spec.function_name());
+            self.out.function_arn = Some(f.arn);
+        }
+        self.changes.push(ch);
+        Ok(())
+    }
+
+    async fn schedule(&mut self) -> Result<(), DeployError> {
+        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let seen = rule::observe(c, spec).await?;
+        let ch = rule::diff(spec, seen.as_ref());
+        if self.go(&ch) {
+            rule::apply(c, spec, &ch).await?;
+        }
+        self.out.schedule = Some(spec.cfg.schedule.clone());
+        self.changes.push(ch);
+        Ok(())
+    }
+
+    /// Switched from Vault on EC2 to an external Vault: what served the old one goes, once the
+    /// function has left the VPC.
+    async fn leave_the_ec2_vault(&mut self) -> Result<(), DeployError> {
+        let (c, spec) = (self.stack.clients, self.stack.spec);
+        if !self.apply || spec.deploys_vault() {
+            return Ok(());
+        }
+        for ch in vault::destroy(c, spec).await? {
+            (self.progress)(Phase::Done, &ch);
+        }
+        if seen_vault_role_ours(c, spec).await? {
+            iam::destroy(c, spec, &iam::vault_role(spec, None)?).await?;
+        }
+        if self.removes_network {
+            for ch in network::destroy(c, spec).await? {
+                (self.progress)(Phase::Done, &ch);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -608,9 +608,7 @@ impl Steps<'_, '_> {
                 report.changed.push("enabled AppRole auth".into());
             }
             let bound = match &spec.cfg.vault {
-                crate::config::VaultMode::Ec2 { .. } => {
-                    Some(crate::resources::network::SUBNET_CIDR)
-                }
+                crate::config::VaultMode::Ec2 { .. } => Some(crate::spec::SUBNET_CIDR),
                 crate::config::VaultMode::External { .. } => None,
             };
             if admin

@@ -18,13 +18,7 @@ use crate::change::{Action, Change, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::config::VaultMode;
 use crate::policy::{canonical, parse_returned};
-use crate::spec::{Group, STACK_TAG, Spec};
-
-pub const VPC_CIDR: &str = "10.42.0.0/16";
-pub const SUBNET_CIDR: &str = "10.42.0.0/24";
-/// Vault's fixed private address: its certificate names it before the instance exists.
-pub const VAULT_PRIVATE_IP: &str = "10.42.0.10";
-pub const VAULT_PORT: i32 = 8200;
+use crate::spec::{Group, STACK_TAG, SUBNET_CIDR, Spec, VAULT_PORT, VPC_CIDR};
 
 const VPC: &str = "vpc";
 const IGW: &str = "internet gateway";

@@ -12,13 +12,13 @@ use aws_sdk_ec2::types::{
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use super::network::{Network, VAULT_PRIVATE_IP};
+use super::network::Network;
 use super::{Ctx, DeployError, delete, found, missing};
 use crate::change::{Action, Change, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::config::VaultMode;
 use crate::policy::{self, canonical};
-use crate::spec::{Group, STACK_TAG, Spec};
+use crate::spec::{Group, STACK_TAG, Spec, VAULT_PRIVATE_IP};
 
 pub const AMI_PARAMETER: &str =
     "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
