@@ -9,7 +9,7 @@ use crate::clients::Clients;
 use crate::lambda_zip::LambdaZip;
 use crate::resources::network;
 use crate::resources::{
-    DeployError, function, iam, key, logs, replicas, rule, secret, topic, vault,
+    DeployError, function, iam, key, logs, replicas, rule, secret, topic, vault_server,
 };
 use crate::spec::{Group, Spec};
 
@@ -187,8 +187,8 @@ impl Stack<'_> {
             }
             Resource::ConnectionSecret => vec![secret::destroy(c, spec).await?],
             Resource::VaultServer => {
-                starting(vault::INSTANCE_KIND, spec.vault_name());
-                let mut all = vault::destroy(c, spec).await?;
+                starting(vault_server::INSTANCE_KIND, spec.vault_name());
+                let mut all = vault_server::destroy(c, spec).await?;
                 all.push(iam::destroy(c, spec, &iam::vault_role(spec, None)?).await?);
                 all
             }
@@ -344,22 +344,23 @@ impl Converging<'_, '_> {
         }
         self.changes.push(ch);
 
-        let address_seen = vault::observe_address(c, spec).await?;
-        let instance_seen = vault::observe_instance(c, spec).await?;
-        let tls_seen = vault::observe_tls(c, spec).await?;
-        let ca_seen = vault::observe_ca(c, spec).await?;
+        let address_seen = vault_server::observe_address(c, spec).await?;
+        let instance_seen = vault_server::observe_instance(c, spec).await?;
+        let tls_seen = vault_server::observe_tls(c, spec).await?;
+        let ca_seen = vault_server::observe_ca(c, spec).await?;
         let tls_complete = instance_seen.is_some()
             || (ca_seen.is_some() && tls_seen.as_ref().is_some_and(|t| t.has_value));
-        let tls_ch = vault::diff_tls(spec, tls_seen.as_ref(), tls_complete)?;
-        let ca_ch = vault::diff_ca(spec, ca_seen.as_ref(), tls_complete, key_arn.as_deref());
+        let tls_ch = vault_server::diff_tls(spec, tls_seen.as_ref(), tls_complete)?;
+        let ca_ch = vault_server::diff_ca(spec, ca_seen.as_ref(), tls_complete, key_arn.as_deref());
         // The certificate names the public address, so it is allocated first.
         let address = match &address_seen {
-            None if ours && self.apply => Some(vault::allocate(c, spec).await?),
+            None if ours && self.apply => Some(vault_server::allocate(c, spec).await?),
             seen => seen.clone(),
         };
         let public_ip = address.as_ref().map(|a| a.public_ip.clone());
         if ours && let (Some(k), Some(ip), true) = (&key_arn, &public_ip, self.go(&tls_ch)) {
-            self.new_ca = vault::apply_tls(c, spec, tls_seen.as_ref(), &tls_ch, k, ip).await?;
+            self.new_ca =
+                vault_server::apply_tls(c, spec, tls_seen.as_ref(), &tls_ch, k, ip).await?;
         }
         self.changes.push(tls_ch);
         // Written with a new TLS secret; converted from an earlier version's plain String, or
@@ -368,11 +369,11 @@ impl Converging<'_, '_> {
             && self.new_ca.is_none()
             && let (Some(k), true) = (&key_arn, self.go(&ca_ch))
         {
-            self.new_ca = vault::read_ca(c, spec, k).await?;
+            self.new_ca = vault_server::read_ca(c, spec, k).await?;
         }
         self.changes.push(ca_ch);
 
-        let inst_ch = vault::diff_instance(
+        let inst_ch = vault_server::diff_instance(
             spec,
             instance_seen.as_ref(),
             &self.net,
@@ -381,18 +382,19 @@ impl Converging<'_, '_> {
         let mut instance = instance_seen;
         if ours && let (Some(ip), true) = (&public_ip, self.go(&inst_ch)) {
             let made =
-                vault::apply_instance(c, spec, instance.as_ref(), &inst_ch, &self.net, ip).await?;
+                vault_server::apply_instance(c, spec, instance.as_ref(), &inst_ch, &self.net, ip)
+                    .await?;
             instance = Some(made);
         }
         self.changes.push(inst_ch);
 
-        let addr_ch = vault::diff_address(
+        let addr_ch = vault_server::diff_address(
             spec,
             address_seen.as_ref(),
             instance.as_ref().map(|i| i.id.as_str()),
         );
         if ours && let (Some(a), Some(i), true) = (&address, &instance, self.go(&addr_ch)) {
-            vault::associate(c, a, &i.id).await?;
+            vault_server::associate(c, a, &i.id).await?;
         }
         self.changes.push(addr_ch);
 
@@ -414,7 +416,7 @@ impl Converging<'_, '_> {
                 let address = spec.replicator_vault_address();
                 let ca = match self.new_ca.take() {
                     Some(ca) => Some(ca),
-                    None if spec.deploys_vault() => vault::read_ca(c, spec, &k).await?,
+                    None if spec.deploys_vault() => vault_server::read_ca(c, spec, &k).await?,
                     None => None,
                 };
                 Some(secret::apply(c, spec, seen.as_ref(), &ch, &k, &address, ca).await?)
@@ -480,7 +482,7 @@ impl Converging<'_, '_> {
         if !self.apply || spec.deploys_vault() {
             return Ok(());
         }
-        for ch in vault::destroy(c, spec).await? {
+        for ch in vault_server::destroy(c, spec).await? {
             (self.progress)(Phase::Done, &ch);
         }
         if seen_vault_role_ours(c, spec).await? {

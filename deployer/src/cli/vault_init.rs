@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{CliError, EXIT_OK, error_chain};
-use crate::resources::vault;
+use crate::resources::vault_server;
 use crate::stack::Stack;
 use crate::vault_init::{self, AuthMode, KeysTo, Options};
 use contract::secret::SecretString;
@@ -119,11 +119,13 @@ pub async fn run(
         None => match &spec.cfg.vault {
             crate::config::VaultMode::External { address } => address.clone(),
             crate::config::VaultMode::Ec2 { .. } => {
-                let a = vault::observe_address(c, spec).await?.ok_or_else(|| {
-                    CliError::Refused(
-                        "the stack has no Vault address yet: run `deployer up` first".into(),
-                    )
-                })?;
+                let a = vault_server::observe_address(c, spec)
+                    .await?
+                    .ok_or_else(|| {
+                        CliError::Refused(
+                            "the stack has no Vault address yet: run `deployer up` first".into(),
+                        )
+                    })?;
                 format!("https://{}:8200", a.public_ip)
             }
         },
@@ -140,7 +142,7 @@ pub async fn run(
                         "the stack has no KMS key yet: run `deployer up` first".into(),
                     )
                 })?;
-            vault::read_ca(c, spec, &key.arn).await?
+            vault_server::read_ca(c, spec, &key.arn).await?
         }
         None => None,
     };

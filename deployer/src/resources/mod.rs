@@ -10,7 +10,7 @@ pub mod replicas;
 pub mod rule;
 pub mod secret;
 pub mod topic;
-pub mod vault;
+pub mod vault_server;
 
 use std::future::Future;
 

@@ -1,0 +1,89 @@
+//! The Elastic IP: a stable public address, allocated before the certificate that names it.
+
+use aws_sdk_ec2::types::{DomainType, ResourceType};
+
+use crate::change::{Action, Change, UNKNOWN};
+use crate::clients::Clients;
+use crate::resources::{Ctx, DeployError, missing};
+use crate::spec::Spec;
+
+use super::{ADDRESS_KIND, ec2_tags, filters};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Address {
+    pub allocation_id: String,
+    pub public_ip: String,
+    pub instance_id: Option<String>,
+}
+
+pub async fn observe_address(c: &Clients, spec: &Spec) -> Result<Option<Address>, DeployError> {
+    let out = c
+        .ec2
+        .describe_addresses()
+        .set_filters(Some(filters(spec)))
+        .send()
+        .await
+        .ctx("DescribeAddresses", &spec.vault_name())?;
+    Ok(out.addresses().first().map(|a| Address {
+        allocation_id: a.allocation_id().unwrap_or_default().to_owned(),
+        public_ip: a.public_ip().unwrap_or_default().to_owned(),
+        instance_id: a.instance_id().map(str::to_owned),
+    }))
+}
+
+/// `seen` is the address as observed before this run allocated one.
+pub fn diff_address(spec: &Spec, seen: Option<&Address>, instance: Option<&str>) -> Change {
+    let name = spec.vault_name();
+    if !spec.deploys_vault() {
+        return match seen {
+            Some(_) => Change::new(ADDRESS_KIND, name, Action::Delete),
+            None => Change::new(ADDRESS_KIND, name, Action::Absent),
+        };
+    }
+    let want = vec![("associated_with", instance.unwrap_or(UNKNOWN).to_owned())];
+    let seen_f = seen.map(|a| {
+        vec![(
+            "associated_with",
+            a.instance_id.clone().unwrap_or_else(|| "(none)".into()),
+        )]
+    });
+    let mut ch = Change::diff(ADDRESS_KIND, name, &want, seen_f.as_ref());
+    if let Some(a) = seen {
+        ch.note = Some(format!("public address {}", a.public_ip));
+    }
+    ch
+}
+
+pub async fn allocate(c: &Clients, spec: &Spec) -> Result<Address, DeployError> {
+    let out = c
+        .ec2
+        .allocate_address()
+        .domain(DomainType::Vpc)
+        .tag_specifications(ec2_tags(spec, ResourceType::ElasticIp))
+        .send()
+        .await
+        .ctx("AllocateAddress", &spec.vault_name())?;
+    Ok(Address {
+        allocation_id: out
+            .allocation_id()
+            .ok_or_else(|| missing("AllocateAddress", "AllocationId"))?
+            .to_owned(),
+        public_ip: out
+            .public_ip()
+            .ok_or_else(|| missing("AllocateAddress", "PublicIp"))?
+            .to_owned(),
+        instance_id: None,
+    })
+}
+
+pub async fn associate(c: &Clients, address: &Address, instance: &str) -> Result<(), DeployError> {
+    c.ec2
+        .associate_address()
+        .allocation_id(&address.allocation_id)
+        .instance_id(instance)
+        .allow_reassociation(true)
+        .send()
+        .await
+        .ctx("AssociateAddress", &address.public_ip)?;
+    Ok(())
+}

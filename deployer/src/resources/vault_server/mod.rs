@@ -1,0 +1,193 @@
+//! The Vault server on EC2: its Elastic IP (a stable address, allocated first so the certificate
+//! can name it; [`address`]), the TLS secret (CA, certificate and key; readable only by the
+//! instance's role) and the CA parameter ([`tls`]), and the instance itself (Amazon Linux 2023
+//! from its SSM parameter, IMDSv2 required, encrypted root volume, fixed private address, user
+//! data from `userdata/`; [`instance`]).
+
+pub mod address;
+pub mod instance;
+pub mod tls;
+
+pub use address::{Address, allocate, associate, diff_address, observe_address};
+pub use instance::{Instance, apply_instance, diff_instance, observe_instance};
+pub use tls::{
+    CA_KIND, CaParameter, TlsSecret, apply_tls, diff_ca, diff_tls, observe_ca, observe_tls, read_ca,
+};
+
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use sha2::{Digest, Sha256};
+
+use crate::change::{Action, Change};
+use crate::clients::Clients;
+use crate::config::VaultMode;
+use crate::policy::{self};
+use crate::resources::{Ctx, DeployError, delete};
+use crate::spec::{STACK_TAG, Spec, VAULT_PRIVATE_IP};
+
+pub const AMI_PARAMETER: &str =
+    "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
+pub const INSTANCE_KIND: &str = "ec2 instance";
+pub const ADDRESS_KIND: &str = "elastic ip";
+pub const TLS_KIND: &str = "tls secret";
+pub const USER_DATA: &str = include_str!("../../../../userdata/vault-server.sh");
+/// EC2's limit on user data.
+pub const USER_DATA_LIMIT: usize = 16 * 1024;
+
+pub(super) fn filters(spec: &Spec) -> Vec<Filter> {
+    vec![
+        Filter::builder()
+            .name(format!("tag:{STACK_TAG}"))
+            .values(spec.stack())
+            .build(),
+        Filter::builder()
+            .name("tag:Name")
+            .values(spec.vault_name())
+            .build(),
+    ]
+}
+
+pub(super) fn ec2_tags(spec: &Spec, kind: ResourceType) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(
+            spec.named_tags(&spec.vault_name())
+                .into_iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+pub fn version(spec: &Spec) -> (&str, &str) {
+    match &spec.cfg.vault {
+        VaultMode::Ec2 {
+            instance_type,
+            version,
+            ..
+        } => (instance_type.as_str(), version.as_str()),
+        VaultMode::External { .. } => ("", ""),
+    }
+}
+
+/// The boot script for this stack.
+pub fn user_data(spec: &Spec, public_ip: &str) -> Result<String, DeployError> {
+    let (_, version) = version(spec);
+    let script = policy::render(
+        USER_DATA,
+        &[
+            ("vault_version", version),
+            ("region", &spec.id.region),
+            ("tls_secret_id", &spec.tls_secret_name()),
+            ("public_ip", public_ip),
+            ("private_ip", VAULT_PRIVATE_IP),
+        ],
+    )?;
+    if script.len() > USER_DATA_LIMIT {
+        return Err(DeployError::TooLarge {
+            what: "the Vault boot script (EC2 user data)",
+            size: script.len(),
+            limit: USER_DATA_LIMIT,
+        });
+    }
+    Ok(script)
+}
+
+pub(super) fn sha(text: &str) -> String {
+    let d = Sha256::digest(text.as_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Terminates the instance, releases the address, deletes the TLS secret.
+pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployError> {
+    let name = spec.vault_name();
+    let mut done = Vec::new();
+    if let Some(i) = observe_instance(c, spec).await? {
+        c.ec2
+            .terminate_instances()
+            .instance_ids(&i.id)
+            .send()
+            .await
+            .ctx("TerminateInstances", &i.id)?;
+        use aws_sdk_ec2::client::Waiters;
+        c.ec2
+            .wait_until_instance_terminated()
+            .instance_ids(&i.id)
+            .wait(std::time::Duration::from_secs(600))
+            .await
+            .map_err(|e| DeployError::NotReady {
+                what: format!("instance {}", i.id),
+                detail: e.to_string(),
+            })?;
+        done.push(
+            Change::new(INSTANCE_KIND, &name, Action::Delete)
+                .with_note("its root volume and Vault's data are deleted with it"),
+        );
+    }
+    if let Some(a) = observe_address(c, spec).await? {
+        if a.instance_id.is_some() {
+            delete(
+                "DisassociateAddress",
+                &a.public_ip,
+                c.ec2.disassociate_address().public_ip(&a.public_ip).send(),
+            )
+            .await?;
+        }
+        delete(
+            "ReleaseAddress",
+            &a.public_ip,
+            c.ec2
+                .release_address()
+                .allocation_id(&a.allocation_id)
+                .send(),
+        )
+        .await?;
+        done.push(
+            Change::new(ADDRESS_KIND, &name, Action::Delete)
+                .with_note(format!("{} released", a.public_ip)),
+        );
+    }
+    if let Some(s) = observe_tls(c, spec).await?
+        && !s.pending_deletion
+    {
+        c.sm.delete_secret()
+            .secret_id(&s.arn)
+            .force_delete_without_recovery(true)
+            .send()
+            .await
+            .ctx("DeleteSecret", &spec.tls_secret_name())?;
+        done.push(
+            Change::new(TLS_KIND, spec.tls_secret_name(), Action::Delete)
+                .with_note("deleted at once: it only served the terminated instance"),
+        );
+    }
+    if tls::delete_ca(c, spec).await? {
+        done.push(Change::new(
+            "ssm parameter",
+            spec.ca_parameter(),
+            Action::Delete,
+        ));
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tests::spec;
+
+    #[test]
+    fn the_boot_script_is_complete_small_and_secret_free() {
+        let s = spec("vault_inbound_cidr = \"10.0.0.0/8\"\nvault_version = \"1.18.3\"");
+        let script = user_data(&s, "203.0.113.9").unwrap();
+        assert!(script.len() < USER_DATA_LIMIT, "{} bytes", script.len());
+        assert!(!script.contains("{{"), "no placeholder left");
+        assert!(script.contains("set -euo pipefail"));
+        assert!(script.contains("VAULT_VERSION=\"1.18.3\""));
+        assert!(
+            script.contains("s-vault/tls"),
+            "the TLS secret is fetched at boot"
+        );
+        assert!(script.contains("Restart=on-failure"));
+        assert!(!script.contains("PRIVATE KEY") && !script.contains("root_token"));
+    }
+}

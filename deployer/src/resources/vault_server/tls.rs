@@ -1,0 +1,444 @@
+//! The TLS secret (CA, certificate and key, readable only by the instance's role) and the SSM
+//! parameter with its CA, which the operator, `vault-init` and the connection secret trust.
+
+use crate::change::{Action, Change, UNKNOWN};
+use crate::clients::Clients;
+use crate::policy::canonical;
+use crate::resources::{Ctx, DeployError, delete, found, missing};
+use crate::spec::{Spec, VAULT_PRIVATE_IP};
+
+use super::TLS_KIND;
+
+/// The TLS secret, as the connection secret's look-up sees it.
+pub type TlsSecret = crate::resources::secret::SecretState;
+
+pub async fn observe_tls(c: &Clients, spec: &Spec) -> Result<Option<TlsSecret>, DeployError> {
+    crate::resources::secret::describe(c, spec, &spec.tls_secret_name()).await
+}
+
+fn tls_policy(spec: &Spec) -> Result<String, DeployError> {
+    Ok(canonical(&spec.tls_secret_policy()?))
+}
+
+/// `complete`: the secret holds its certificate and key and the CA parameter is there, or an
+/// instance already serves them. A pair whose creation was cut short is issued again.
+pub fn diff_tls(
+    spec: &Spec,
+    seen: Option<&TlsSecret>,
+    complete: bool,
+) -> Result<Change, DeployError> {
+    let name = spec.tls_secret_name();
+    if !spec.deploys_vault() {
+        return Ok(match seen {
+            Some(s) if !s.pending_deletion => Change::new(TLS_KIND, name, Action::Delete),
+            _ => Change::new(TLS_KIND, name, Action::Absent),
+        });
+    }
+    const ISSUED: &str = "certificate, key and CA parameter";
+    let want = vec![
+        ("material", ISSUED.to_owned()),
+        ("resource_policy", tls_policy(spec)?),
+        ("state", "active".to_owned()),
+    ];
+    let seen_f = seen.map(|s| {
+        vec![
+            (
+                "material",
+                if complete { ISSUED } else { "cut short" }.to_owned(),
+            ),
+            ("resource_policy", s.policy.clone()),
+            (
+                "state",
+                if s.pending_deletion {
+                    "scheduled for deletion"
+                } else {
+                    "active"
+                }
+                .to_owned(),
+            ),
+        ]
+    });
+    let mut ch = Change::diff(TLS_KIND, name, &want, seen_f.as_ref());
+    if seen.is_none() || !complete {
+        ch.note = Some("a new CA and certificate for the Vault addresses; the key never leaves Secrets Manager and the instance".into());
+    }
+    Ok(ch)
+}
+
+/// Creates the TLS secret (new CA + certificate) or repairs its policy. Returns the CA's PEM when
+/// it made one.
+pub async fn apply_tls(
+    c: &Clients,
+    spec: &Spec,
+    seen: Option<&TlsSecret>,
+    change: &Change,
+    key_arn: &str,
+    public_ip: &str,
+) -> Result<Option<String>, DeployError> {
+    let name = spec.tls_secret_name();
+    let mut ca = None;
+    let mut policy_set = false;
+    if let Some(s) = seen.filter(|s| s.pending_deletion) {
+        c.sm.restore_secret()
+            .secret_id(&s.arn)
+            .send()
+            .await
+            .ctx("RestoreSecret", &name)?;
+    }
+    if seen.is_none() || change.touches("material") {
+        let ips = [public_ip, VAULT_PRIVATE_IP, "127.0.0.1"]
+            .iter()
+            .filter_map(|ip| ip.parse().ok())
+            .collect::<Vec<_>>();
+        let material = crate::tls_cert::issue(spec.stack(), &ips)?;
+        let value = serde_json::to_string(&material)?;
+        // The CA first: a run cut short after it issues the pair again (see `diff_tls`).
+        write_ca(c, spec, &material.ca_certificate, key_arn, false).await?;
+        // Empty, then its policy, then the key: never a key without the policy.
+        if seen.is_none() {
+            crate::resources::secret::create(
+                c,
+                spec,
+                &name,
+                "TLS certificate and key of the stack's Vault server; read by its instance role only",
+                Some(key_arn),
+                None,
+            )
+            .await?;
+        }
+        if seen.is_none() || change.touches("resource_policy") {
+            crate::resources::secret::put_policy(c, &name, &tls_policy(spec)?).await?;
+        }
+        policy_set = true;
+        c.sm.put_secret_value()
+            .secret_id(&name)
+            .secret_string(value)
+            .send()
+            .await
+            .ctx("PutSecretValue", &name)?;
+        ca = Some(material.ca_certificate.clone());
+    }
+    if change.touches("resource_policy") && !policy_set {
+        crate::resources::secret::put_policy(c, &name, &tls_policy(spec)?).await?;
+    }
+    Ok(ca)
+}
+
+/// SSM parameter holding the CA certificate, so the operator and `vault-init` can trust the
+/// stack's Vault while the TLS secret (with the key) stays readable by the instance role only.
+/// It is a `SecureString` under the stack's key, and read back only as one: writing such a
+/// value takes `kms:Encrypt` on that key through SSM, for this one parameter (the key policy),
+/// which `ssm:PutParameter` alone does not give. A swapped parameter is refused, never trusted.
+pub const CA_KIND: &str = "ssm parameter";
+
+/// The CA parameter as read, without its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaParameter {
+    /// `SecureString`, or `String` as earlier versions wrote it.
+    pub r#type: String,
+    /// The KMS key of a `SecureString`.
+    pub key_id: Option<String>,
+    pub version: i64,
+}
+
+pub async fn observe_ca(c: &Clients, spec: &Spec) -> Result<Option<CaParameter>, DeployError> {
+    let name = spec.ca_parameter();
+    let meta = c
+        .ssm
+        .describe_parameters()
+        .parameter_filters(
+            aws_sdk_ssm::types::ParameterStringFilter::builder()
+                .key("Name")
+                .values(&name)
+                .build()?,
+        )
+        .send()
+        .await
+        .ctx("DescribeParameters", &name)?;
+    Ok(meta
+        .parameters()
+        .iter()
+        .find(|p| p.name() == Some(name.as_str()))
+        .map(|p| CaParameter {
+            r#type: p
+                .r#type()
+                .map(|t| t.as_str().to_owned())
+                .unwrap_or_default(),
+            key_id: p.key_id().map(str::to_owned),
+            version: p.version(),
+        }))
+}
+
+/// Whether `key_id` (as SSM reports it: ARN, alias or id) names the stack's key `key_arn`.
+fn is_stack_key(spec: &Spec, key_id: &str, key_arn: &str) -> bool {
+    key_id == key_arn || key_id == spec.key_alias() || key_arn.ends_with(&format!("/{key_id}"))
+}
+
+/// The CA parameter: a `SecureString` under the stack's key, written with the TLS secret. Pure.
+/// `tls_exists`: the TLS secret is there already, so a missing parameter cannot be issued again
+/// (its CA signed the certificate Vault serves).
+pub fn diff_ca(
+    spec: &Spec,
+    seen: Option<&CaParameter>,
+    tls_exists: bool,
+    key_arn: Option<&str>,
+) -> Change {
+    let name = spec.ca_parameter();
+    if !spec.deploys_vault() {
+        return Change::new(
+            CA_KIND,
+            name,
+            if seen.is_some() {
+                Action::Delete
+            } else {
+                Action::Absent
+            },
+        );
+    }
+    let want = vec![
+        ("type", "SecureString".to_owned()),
+        ("kms_key", key_arn.unwrap_or(UNKNOWN).to_owned()),
+    ];
+    let have = seen.map(|p| {
+        let key = match (&p.key_id, key_arn) {
+            (Some(k), Some(arn)) if is_stack_key(spec, k, arn) => arn.to_owned(),
+            (Some(k), _) => k.clone(),
+            (None, _) => "(none)".into(),
+        };
+        vec![("type", p.r#type.clone()), ("kms_key", key)]
+    });
+    let ch = Change::diff(CA_KIND, name, &want, have.as_ref());
+    match seen {
+        None if tls_exists => ch.with_note(
+            "missing: its CA signed the certificate Vault serves, so it cannot be issued again here; put the CA back (vault-init --ca-cert FILE prints how), or delete the TLS secret so that up issues a new pair",
+        ),
+        None => ch.with_note("the CA of the new TLS certificate"),
+        Some(p) if p.r#type == "String" && p.version == 1 => {
+            ch.with_note("written as a plain String by an earlier version: converted in place")
+        }
+        Some(_) if ch.changes_anything() => ch.with_note(
+            "not as this tool writes it: up refuses to trust it and says how to put it back",
+        ),
+        Some(_) => ch,
+    }
+}
+
+/// The CA certificate of the stack's Vault, from its SSM parameter, after checking that only
+/// someone allowed to encrypt with the stack's key (`key_arn`) can have written it. A plain
+/// `String` parameter that was never overwritten (version 1: as earlier versions of this tool
+/// wrote it) is converted once; any other is refused with what to do.
+pub async fn read_ca(
+    c: &Clients,
+    spec: &Spec,
+    key_arn: &str,
+) -> Result<Option<String>, DeployError> {
+    let name = spec.ca_parameter();
+    let p = found(
+        c.ssm
+            .get_parameter()
+            .name(&name)
+            .with_decryption(true)
+            .send()
+            .await
+            .ctx("GetParameter", &name),
+    )?;
+    let Some(p) = p.and_then(|p| p.parameter) else {
+        return Ok(None);
+    };
+    let value = p
+        .value()
+        .ok_or_else(|| missing("GetParameter", "Value"))?
+        .to_owned();
+    let refused = |why: String| {
+        DeployError::Untrusted(format!(
+            "the Vault CA certificate in the SSM parameter {name} is not trusted: {why}. Someone \
+         with ssm:PutParameter may have replaced it. Check the certificate against your Vault \
+         server, then write it back as a SecureString under the stack's key (aws ssm \
+         put-parameter --name {name} --type SecureString --key-id {key_arn} --overwrite \
+         --value file://ca.pem), or pass vault-init --ca-cert FILE"
+        ))
+    };
+    match p.r#type() {
+        Some(aws_sdk_ssm::types::ParameterType::SecureString) => {
+            let meta = c
+                .ssm
+                .describe_parameters()
+                .parameter_filters(
+                    aws_sdk_ssm::types::ParameterStringFilter::builder()
+                        .key("Name")
+                        .values(&name)
+                        .build()?,
+                )
+                .send()
+                .await
+                .ctx("DescribeParameters", &name)?;
+            let key_id = meta
+                .parameters()
+                .first()
+                .and_then(|m| m.key_id())
+                .unwrap_or_default();
+            if is_stack_key(spec, key_id, key_arn) {
+                Ok(Some(value))
+            } else {
+                Err(refused(format!(
+                    "it is encrypted with {key_id:?}, not the stack's key"
+                )))
+            }
+        }
+        _ if p.version() == 1 => {
+            // Written so by an earlier version and never changed since: convert it.
+            write_ca(c, spec, &value, key_arn, true).await?;
+            Ok(Some(value))
+        }
+        _ => Err(refused(format!(
+            "it is a plain String at version {} (this tool writes a SecureString, once)",
+            p.version()
+        ))),
+    }
+}
+
+/// Writes the CA parameter; `retype` deletes it first (a `String` cannot become a `SecureString`
+/// by overwriting, and tags go only on a new parameter).
+async fn write_ca(
+    c: &Clients,
+    spec: &Spec,
+    pem: &str,
+    key_arn: &str,
+    retype: bool,
+) -> Result<(), DeployError> {
+    let name = spec.ca_parameter();
+    let tags: Vec<aws_sdk_ssm::types::Tag> = spec
+        .tags()
+        .into_iter()
+        .filter_map(|(k, v)| {
+            aws_sdk_ssm::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .ok()
+        })
+        .collect();
+    if retype {
+        delete(
+            "DeleteParameter",
+            &name,
+            c.ssm.delete_parameter().name(&name).send(),
+        )
+        .await?;
+    }
+    let existing = !retype
+        && found(
+            c.ssm
+                .get_parameter()
+                .name(&name)
+                .send()
+                .await
+                .ctx("GetParameter", &name),
+        )?
+        .is_some();
+    c.ssm
+        .put_parameter()
+        .overwrite(existing)
+        .name(&name)
+        .description("CA certificate of the stack's Vault server (public; encrypted so that only the key's users can replace it)")
+        .value(pem)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .key_id(key_arn)
+        .set_tags((!existing).then_some(tags))
+        .send()
+        .await
+        .ctx("PutParameter", &name)?;
+    Ok(())
+}
+
+/// Deletes the CA parameter (with the TLS secret it belongs to).
+pub(super) async fn delete_ca(c: &Clients, spec: &Spec) -> Result<bool, DeployError> {
+    let name = spec.ca_parameter();
+    let existed = found(
+        c.ssm
+            .get_parameter()
+            .name(&name)
+            .send()
+            .await
+            .ctx("GetParameter", &name),
+    )?
+    .is_some();
+    if existed {
+        delete(
+            "DeleteParameter",
+            &name,
+            c.ssm.delete_parameter().name(&name).send(),
+        )
+        .await?;
+    }
+    Ok(existed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tests::spec;
+
+    #[test]
+    fn the_ca_parameter_is_a_secure_string_under_the_stack_key() {
+        let s = spec("vault_inbound_cidr = \"10.0.0.0/8\"");
+        let key = "arn:aws-cn:kms:cn-north-1:123456789012:key/k-1";
+        let param = |t: &str, key_id: Option<&str>, version| CaParameter {
+            r#type: t.into(),
+            key_id: key_id.map(str::to_owned),
+            version,
+        };
+        let cases = [
+            (None, false, Action::Create, "the CA of the new TLS"),
+            (None, true, Action::Create, "cannot be issued again"),
+            (
+                Some(param("SecureString", Some(key), 1)),
+                true,
+                Action::Unchanged,
+                "",
+            ),
+            (
+                Some(param("SecureString", Some(&s.key_alias()), 3)),
+                true,
+                Action::Unchanged,
+                "",
+            ),
+            (
+                Some(param("String", None, 1)),
+                true,
+                Action::Update,
+                "converted in place",
+            ),
+            (
+                Some(param("String", None, 2)),
+                true,
+                Action::Update,
+                "refuses to trust it",
+            ),
+            (
+                Some(param("SecureString", Some("alias/aws/ssm"), 1)),
+                true,
+                Action::Update,
+                "refuses to trust it",
+            ),
+        ];
+        for (seen, tls, action, note) in cases {
+            let ch = diff_ca(&s, seen.as_ref(), tls, Some(key));
+            assert_eq!(ch.action, action, "{seen:?}");
+            assert!(
+                ch.note.as_deref().unwrap_or("").contains(note),
+                "{seen:?}: {:?}",
+                ch.note
+            );
+        }
+        let external = spec(
+            "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"",
+        );
+        let left = param("SecureString", Some(key), 1);
+        assert_eq!(
+            diff_ca(&external, Some(&left), false, Some(key)).action,
+            Action::Delete
+        );
+        assert_eq!(diff_ca(&external, None, false, None).action, Action::Absent);
+    }
+}
