@@ -90,10 +90,7 @@ impl VaultAdmin {
 
     /// Sends every call but the server-wide ones in `namespace` (none or empty: the root).
     pub fn in_namespace(mut self, namespace: Option<&str>) -> Self {
-        self.namespace = namespace
-            .map(|n| n.trim_matches('/'))
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned);
+        self.namespace = contract::namespace(namespace);
         self
     }
 

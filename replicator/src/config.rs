@@ -281,16 +281,10 @@ impl VaultConnection {
             address: conn.vault_address.clone(),
             login,
             ca: given(&conn.vault_ca_cert).map(CaCert::Pem),
-            namespace: normalise_namespace(conn.vault_namespace.as_deref())
+            namespace: contract::namespace(conn.vault_namespace.as_deref())
                 .or_else(|| defaults.namespace.clone()),
         })
     }
-}
-
-fn normalise_namespace(ns: Option<&str>) -> Option<String> {
-    ns.map(|n| n.trim_matches('/'))
-        .filter(|n| !n.is_empty())
-        .map(str::to_owned)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -404,7 +398,7 @@ impl SyncArgs {
 
     /// Where to find Vault: the connection secret wins; otherwise address + token or AppRole.
     fn connection(&self) -> Result<ConnectionSource, ConfigError> {
-        let namespace = normalise_namespace(self.vault_namespace.as_deref());
+        let namespace = contract::namespace(self.vault_namespace.as_deref());
         if let Some(name) = self.connection_secret.as_ref().filter(|n| !n.is_empty()) {
             return Ok(ConnectionSource::Secret {
                 name: name.clone(),

@@ -265,6 +265,16 @@ pub const MAX_BODY: u64 = 64 * 1024 * 1024;
 /// The largest error answer read.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 
+/// Vault's `{"errors": [...]}` of a failed answer (none when the body is not that, or too big).
+async fn error_messages(resp: reqwest::Response) -> Vec<String> {
+    read_capped(resp, MAX_ERROR_BODY)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok())
+        .map(|b| b.errors)
+        .unwrap_or_default()
+}
+
 /// Reads a body of at most `cap` bytes, refusing a larger one before or while reading it.
 async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>, String> {
     if resp.content_length().is_some_and(|n| n > cap) {
@@ -369,10 +379,7 @@ impl VaultClient {
     /// Sends every request, login included, in `namespace` (`X-Vault-Namespace`); none or an
     /// empty one: the root namespace.
     pub fn in_namespace(mut self, namespace: Option<&str>) -> Self {
-        self.namespace = namespace
-            .map(|n| n.trim_matches('/'))
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned);
+        self.namespace = contract::namespace(namespace);
         self
     }
 
@@ -466,12 +473,7 @@ impl VaultClient {
             .map_err(|source| self.unreachable(&op, source))?;
         let status = resp.status();
         if !status.is_success() {
-            let errors = read_capped(resp, MAX_ERROR_BODY)
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok())
-                .map(|b| b.errors)
-                .unwrap_or_default();
+            let errors = error_messages(resp).await;
             return Err(VaultError::Login {
                 mount: mount.to_owned(),
                 detail: format!("HTTP {}: {}", status.as_u16(), errors.join("; ")),
@@ -736,12 +738,7 @@ impl VaultClient {
             return Err(VaultError::PermissionDenied { op });
         }
         if !status.is_success() {
-            let errors = read_capped(resp, MAX_ERROR_BODY)
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok())
-                .map(|b| b.errors)
-                .unwrap_or_default();
+            let errors = error_messages(resp).await;
             return Err(VaultError::Status {
                 op,
                 status: status.as_u16(),

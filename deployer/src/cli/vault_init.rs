@@ -166,12 +166,7 @@ pub async fn run(
         audit_file: args.audit_file.clone(),
         secret_id_ttl: args.secret_id_ttl.clone(),
         rotate_secret_id: args.rotate_secret_id,
-        namespace: args
-            .vault_namespace
-            .as_deref()
-            .map(|n| n.trim_matches('/'))
-            .filter(|n| !n.is_empty())
-            .map(str::to_owned),
+        namespace: contract::namespace(args.vault_namespace.as_deref()),
     };
     let mut output = vault_init::Output::new(out, json);
     let report = match vault_init::run(c, spec, opts, &mut output).await {

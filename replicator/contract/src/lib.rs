@@ -99,6 +99,15 @@ impl SyncSource<'_> {
     }
 }
 
+/// A Vault Enterprise / OpenBao namespace as `X-Vault-Namespace` carries it: without surrounding
+/// `/`; none (the root namespace) when empty.
+pub fn namespace(given: Option<&str>) -> Option<String> {
+    given
+        .map(|n| n.trim_matches('/'))
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+}
+
 /// Characters AWS accepts in a secret name.
 pub fn is_aws_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "/_+=.@-".contains(c)

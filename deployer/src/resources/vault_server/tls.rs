@@ -260,24 +260,9 @@ pub async fn read_ca(
     };
     match p.r#type() {
         Some(aws_sdk_ssm::types::ParameterType::SecureString) => {
-            let meta = c
-                .ssm
-                .describe_parameters()
-                .parameter_filters(
-                    aws_sdk_ssm::types::ParameterStringFilter::builder()
-                        .key("Name")
-                        .values(&name)
-                        .build()?,
-                )
-                .send()
-                .await
-                .ctx("DescribeParameters", &name)?;
-            let key_id = meta
-                .parameters()
-                .first()
-                .and_then(|m| m.key_id())
-                .unwrap_or_default();
-            if is_stack_key(spec, key_id, key_arn) {
+            let meta = observe_ca(c, spec).await?;
+            let key_id = meta.and_then(|m| m.key_id).unwrap_or_default();
+            if is_stack_key(spec, &key_id, key_arn) {
                 Ok(Some(value))
             } else {
                 Err(refused(format!(
@@ -326,16 +311,7 @@ async fn write_ca(
         )
         .await?;
     }
-    let existing = !retype
-        && found(
-            c.ssm
-                .get_parameter()
-                .name(&name)
-                .send()
-                .await
-                .ctx("GetParameter", &name),
-        )?
-        .is_some();
+    let existing = !retype && ca_exists(c, &name).await?;
     c.ssm
         .put_parameter()
         .overwrite(existing)
@@ -351,18 +327,15 @@ async fn write_ca(
     Ok(())
 }
 
+async fn ca_exists(c: &Clients, name: &str) -> Result<bool, DeployError> {
+    let p = c.ssm.get_parameter().name(name).send().await;
+    Ok(found(p.ctx("GetParameter", name))?.is_some())
+}
+
 /// Deletes the CA parameter (with the TLS secret it belongs to).
 pub(super) async fn delete_ca(c: &Clients, spec: &Spec) -> Result<bool, DeployError> {
     let name = spec.ca_parameter();
-    let existed = found(
-        c.ssm
-            .get_parameter()
-            .name(&name)
-            .send()
-            .await
-            .ctx("GetParameter", &name),
-    )?
-    .is_some();
+    let existed = ca_exists(c, &name).await?;
     if existed {
         delete(
             "DeleteParameter",
