@@ -249,6 +249,12 @@ fn short(v: &str) -> String {
     }
 }
 
+/// The names of the fields a change touches, for tests of each resource's diff.
+#[cfg(test)]
+pub fn touched(change: &Change) -> Vec<&str> {
+    change.fields.iter().map(|f| f.field.as_str()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -450,3 +450,79 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::touched;
+    use crate::spec::tests::spec;
+
+    #[test]
+    fn the_function_diffs_each_setting_and_its_code_by_hash() {
+        let s = spec(
+            "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\nnotification_email = \"ops@example.com\"\n",
+        );
+        let key = "arn:aws-cn:kms:cn-north-1:123456789012:key/k-1";
+        let topic = s.topic_arn();
+        let zip = LambdaZip {
+            path: "replicator.zip".into(),
+            bytes: Vec::new(),
+            sha256: "c2hhMjU2".into(),
+        };
+        let inputs = Inputs {
+            key_arn: Some(key),
+            vpc: None,
+            topic_arn: Some(&topic),
+        };
+        let made = FunctionState {
+            arn: s.function_arn(),
+            runtime: RUNTIME.into(),
+            handler: HANDLER.into(),
+            role: s.role_arn(),
+            memory: s.cfg.lambda_memory_mb,
+            timeout: s.cfg.lambda_timeout_seconds,
+            environment: s.lambda_environment(key),
+            kms_key_arn: Some(key.into()),
+            code_sha256: zip.sha256.clone(),
+            subnets: vec![],
+            security_groups: vec![],
+            reserved_concurrency: Some(s.cfg.lambda_reserved_concurrency).filter(|n| *n != 0),
+            invoke_config: Some((Some(MAX_RETRY_ATTEMPTS), Some(topic.clone()))),
+            ours: true,
+        };
+        assert_eq!(diff(&s, None, Some(&zip), &inputs).action, Action::Create);
+        let ch = diff(&s, Some(&made), Some(&zip), &inputs);
+        assert_eq!(ch.action, Action::Unchanged, "{ch:?}");
+        type Drift = fn(&mut FunctionState);
+        let cases: [(Drift, &str); 7] = [
+            (|f| f.memory = 1024, "memory_mb"),
+            (
+                |f| f.role = "arn:aws-cn:iam::123456789012:role/other".into(),
+                "role",
+            ),
+            (
+                |f| {
+                    f.environment.remove(contract::env::PREFIX);
+                },
+                "environment",
+            ),
+            (|f| f.code_sha256 = "b2xk".into(), "code_sha256"),
+            (|f| f.reserved_concurrency = Some(5), "reserved_concurrency"),
+            (|f| f.invoke_config = None, "max_retry_attempts"),
+            (
+                |f| f.security_groups = vec!["sg-x".into()],
+                "security_groups",
+            ),
+        ];
+        for (drift, field) in cases {
+            let mut f = made.clone();
+            drift(&mut f);
+            let ch = diff(&s, Some(&f), Some(&zip), &inputs);
+            assert!(touched(&ch).contains(&field), "{field}: {ch:?}");
+            assert_eq!(ch.action, Action::Update);
+        }
+        // Without the zip (status), the code is known after apply, never drift.
+        let ch = diff(&s, Some(&made), None, &inputs);
+        assert_eq!(ch.action, Action::Unchanged, "{ch:?}");
+    }
+}

@@ -342,3 +342,53 @@ pub fn vault_role(spec: &Spec, key_arn: Option<&str>) -> Result<RoleSpec, Deploy
         instance_profile: true,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::touched;
+    use crate::spec::tests::spec;
+
+    #[test]
+    fn a_role_diffs_trust_policy_and_profile_and_says_when_it_is_not_ours() {
+        let s = spec("stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\n");
+        let key = "arn:aws-cn:kms:cn-north-1:123456789012:key/k-1";
+        let role = vault_role(&s, Some(key)).unwrap();
+        let made = RoleState {
+            arn: format!("arn:aws-cn:iam::123456789012:role/{}", role.name),
+            trust: canonical(&role.trust),
+            policy: role.policy.as_ref().map(canonical),
+            ours: true,
+            profile: Some(true),
+        };
+        assert_eq!(diff(&role, None).action, Action::Create);
+        assert_eq!(diff(&role, Some(&made)).action, Action::Unchanged);
+        type Drift = fn(&mut RoleState);
+        let cases: [(Drift, &str); 3] = [
+            (|r| r.trust = "{}".into(), "trust_policy"),
+            (|r| r.policy = None, "inline_policy"),
+            (|r| r.profile = Some(false), "instance_profile"),
+        ];
+        for (drift, field) in cases {
+            let mut r = made.clone();
+            drift(&mut r);
+            let ch = diff(&role, Some(&r));
+            assert_eq!((ch.action, touched(&ch)), (Action::Update, vec![field]));
+            assert!(ch.changes_access(), "{field} is access");
+        }
+        let foreign = RoleState {
+            ours: false,
+            ..made.clone()
+        };
+        assert!(
+            diff(&role, Some(&foreign))
+                .note
+                .unwrap()
+                .contains("never deleted")
+        );
+        // Before the key exists the policy is known after apply: no false drift.
+        let early = vault_role(&s, None).unwrap();
+        let ch = diff(&early, Some(&made));
+        assert!(!touched(&ch).contains(&"inline_policy"), "{ch:?}");
+    }
+}

@@ -273,3 +273,46 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
         k.key_id, k.key_id
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{Action, touched};
+    use crate::spec::tests::spec;
+
+    #[test]
+    fn the_key_up_leaves_is_unchanged_and_each_drift_is_its_own_field() {
+        let s = spec(
+            "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\nnotification_email = \"ops@example.com\"\n",
+        );
+        let made = KeyState {
+            key_id: "k-1".into(),
+            arn: "arn:aws-cn:kms:cn-north-1:123456789012:key/k-1".into(),
+            description: s.key_description().into(),
+            rotation: true,
+            policy: canonical(&s.key_policy().unwrap()),
+            state: "Enabled".into(),
+            aliased: true,
+        };
+        let ch = diff(&s, None).unwrap();
+        assert_eq!(ch.action, Action::Create);
+        assert!(
+            touched(&ch).contains(&"arn"),
+            "its ARN is known after apply"
+        );
+        assert_eq!(diff(&s, Some(&made)).unwrap().action, Action::Unchanged);
+        type Drift = fn(&mut KeyState);
+        let cases: [(Drift, &str); 4] = [
+            (|k| k.rotation = false, "rotation"),
+            (|k| k.policy = "{}".into(), "policy"),
+            (|k| k.aliased = false, "alias"),
+            (|k| k.state = "PendingDeletion".into(), "state"),
+        ];
+        for (drift, field) in cases {
+            let mut k = made.clone();
+            drift(&mut k);
+            let ch = diff(&s, Some(&k)).unwrap();
+            assert_eq!((ch.action, touched(&ch)), (Action::Update, vec![field]));
+        }
+    }
+}

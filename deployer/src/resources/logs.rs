@@ -107,3 +107,32 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
     .await?;
     Ok(Change::new(KIND, name, Action::Delete))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::touched;
+    use crate::spec::tests::spec;
+
+    #[test]
+    fn retention_is_the_one_field_and_never_expire_is_drift() {
+        let s = spec(
+            "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\nnotification_email = \"ops@example.com\"\n",
+        );
+        let days = s.cfg.log_retention_days;
+        assert_eq!(diff(&s, None).action, Action::Create);
+        let kept = LogGroupState {
+            retention_days: Some(days),
+        };
+        assert_eq!(diff(&s, Some(&kept)).action, Action::Unchanged);
+        let forever = LogGroupState {
+            retention_days: None,
+        };
+        let ch = diff(&s, Some(&forever));
+        assert_eq!(
+            (ch.action, touched(&ch)),
+            (Action::Update, vec!["retention_days"])
+        );
+        assert_eq!(ch.fields[0].from.as_deref(), Some("never expire"));
+    }
+}

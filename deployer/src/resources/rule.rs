@@ -218,3 +218,39 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
     .await?;
     Ok(Change::new(KIND, name, Action::Delete))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::touched;
+    use crate::spec::tests::spec;
+
+    #[test]
+    fn the_schedule_its_target_and_the_invoke_permission_are_each_diffed() {
+        let s = spec(
+            "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\nnotification_email = \"ops@example.com\"\n",
+        );
+        let made = RuleStatus {
+            schedule: s.cfg.schedule.clone(),
+            state: "ENABLED".into(),
+            target: s.function_arn(),
+            permission: true,
+            ours: true,
+        };
+        assert_eq!(diff(&s, None).action, Action::Create);
+        assert_eq!(diff(&s, Some(&made)).action, Action::Unchanged);
+        type Drift = fn(&mut RuleStatus);
+        let cases: [(Drift, &str); 4] = [
+            (|r| r.schedule = "rate(1 day)".into(), "schedule"),
+            (|r| r.state = "DISABLED".into(), "state"),
+            (|r| r.target = String::new(), "target"),
+            (|r| r.permission = false, "invoke_permission"),
+        ];
+        for (drift, field) in cases {
+            let mut r = made.clone();
+            drift(&mut r);
+            let ch = diff(&s, Some(&r));
+            assert_eq!((ch.action, touched(&ch)), (Action::Update, vec![field]));
+        }
+    }
+}

@@ -232,3 +232,44 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::touched;
+    use crate::spec::tests::spec;
+
+    #[test]
+    fn the_connection_secret_diffs_key_policy_and_state_never_its_value() {
+        let s = spec(
+            "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\nnotification_email = \"ops@example.com\"\n",
+        );
+        let key = "arn:aws-cn:kms:cn-north-1:123456789012:key/k-1";
+        let made = SecretState {
+            arn: "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:x-AbCdEf".into(),
+            kms_key: key.into(),
+            policy: canonical(&s.connection_secret_policy().unwrap()),
+            pending_deletion: false,
+            ours: true,
+            has_value: true,
+        };
+        let ch = diff(&s, None, Some(key)).unwrap();
+        assert_eq!(ch.action, Action::Create);
+        assert!(ch.note.unwrap().contains("Vault address only"));
+        let ch = diff(&s, Some(&made), Some(key)).unwrap();
+        assert_eq!(ch.action, Action::Unchanged);
+        assert!(ch.note.unwrap().contains("never overwritten"));
+        type Drift = fn(&mut SecretState);
+        let cases: [(Drift, &str); 3] = [
+            (|x| x.kms_key = "aws/secretsmanager".into(), "kms_key_id"),
+            (|x| x.policy = "{}".into(), "resource_policy"),
+            (|x| x.pending_deletion = true, "state"),
+        ];
+        for (drift, field) in cases {
+            let mut x = made.clone();
+            drift(&mut x);
+            let ch = diff(&s, Some(&x), Some(key)).unwrap();
+            assert_eq!((ch.action, touched(&ch)), (Action::Update, vec![field]));
+        }
+    }
+}

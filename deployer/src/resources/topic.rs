@@ -169,3 +169,53 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
         None => Ok(Change::new(KIND, name, Action::Absent)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::touched;
+    use crate::spec::tests::spec;
+
+    #[test]
+    fn the_topic_follows_notification_email() {
+        let s = spec(
+            "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\nnotification_email = \"ops@example.com\"\n",
+        );
+        let key = "arn:aws-cn:kms:cn-north-1:123456789012:key/k-1";
+        let made = TopicState {
+            arn: s.topic_arn(),
+            kms_key: key.into(),
+            emails: vec!["ops@example.com".into(), "other@example.com".into()],
+            ours: true,
+        };
+        assert_eq!(diff(&s, None, Some(key)).action, Action::Create);
+        assert_eq!(diff(&s, Some(&made), Some(key)).action, Action::Unchanged);
+        let unsubscribed = TopicState {
+            emails: vec![],
+            ..made.clone()
+        };
+        let ch = diff(&s, Some(&unsubscribed), Some(key));
+        assert_eq!(touched(&ch), ["email_subscription"]);
+        let other_key = TopicState {
+            kms_key: "alias/aws/sns".into(),
+            ..made.clone()
+        };
+        assert_eq!(
+            touched(&diff(&s, Some(&other_key), Some(key))),
+            ["kms_master_key_id"]
+        );
+        // No email: the stack's topic goes, another's stays alone.
+        let quiet = spec(
+            "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\n",
+        );
+        assert_eq!(diff(&quiet, Some(&made), Some(key)).action, Action::Delete);
+        let theirs = TopicState {
+            ours: false,
+            ..made
+        };
+        assert_eq!(
+            diff(&quiet, Some(&theirs), Some(key)).action,
+            Action::Absent
+        );
+    }
+}

@@ -87,3 +87,45 @@ pub async fn associate(c: &Clients, address: &Address, instance: &str) -> Result
         .ctx("AssociateAddress", &address.public_ip)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tests::spec;
+
+    #[test]
+    fn the_address_is_made_then_associated_with_the_instance() {
+        let s = spec("stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\n");
+        let free = Address {
+            allocation_id: "eipalloc-1".into(),
+            public_ip: "203.0.113.9".into(),
+            instance_id: None,
+        };
+        let bound = Address {
+            instance_id: Some("i-1".into()),
+            ..free.clone()
+        };
+        assert_eq!(diff_address(&s, None, None).action, Action::Create);
+        assert_eq!(diff_address(&s, None, Some("i-1")).action, Action::Create);
+        let ch = diff_address(&s, Some(&free), Some("i-1"));
+        assert_eq!(ch.action, Action::Update);
+        assert_eq!(ch.note.as_deref(), Some("public address 203.0.113.9"));
+        assert_eq!(
+            diff_address(&s, Some(&bound), Some("i-1")).action,
+            Action::Unchanged
+        );
+        // Moved to another instance by hand: moved back.
+        assert_eq!(
+            diff_address(&s, Some(&bound), Some("i-2")).action,
+            Action::Update
+        );
+        let external = spec(
+            "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"",
+        );
+        assert_eq!(
+            diff_address(&external, Some(&free), None).action,
+            Action::Delete
+        );
+        assert_eq!(diff_address(&external, None, None).action, Action::Absent);
+    }
+}

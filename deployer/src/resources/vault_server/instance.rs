@@ -359,3 +359,87 @@ pub async fn apply_instance(
         .filter(|i| i.id == id)
         .ok_or_else(|| missing("DescribeInstances", "the instance just launched"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tests::spec;
+
+    const EC2: &str = "stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\n";
+
+    fn net() -> Network {
+        Network {
+            groups: [(Group::Vault, "sg-v".to_owned())].into(),
+            ..Network::default()
+        }
+    }
+
+    /// The instance as `up` leaves it.
+    fn running(s: &Spec) -> Instance {
+        Instance {
+            id: "i-1".into(),
+            state: "running".into(),
+            instance_type: version(s).0.to_owned(),
+            http_tokens: "required".into(),
+            imds_hop_limit: "1".into(),
+            profile: s.vault_name(),
+            security_groups: "sg-v".into(),
+            root_encrypted: "yes".into(),
+            user_data_sha: sha(&user_data(s, "203.0.113.9").unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_instance_up_leaves_is_unchanged_and_each_drift_is_its_own_field() {
+        let s = spec(EC2);
+        let ip = Some("203.0.113.9");
+        let ch = diff_instance(&s, Some(&running(&s)), &net(), ip).unwrap();
+        assert_eq!(ch.action, Action::Unchanged, "{ch:?}");
+        type Drift = fn(&mut Instance);
+        let cases: [(Drift, &str); 5] = [
+            (|i| i.http_tokens = "optional".into(), "http_tokens"),
+            (|i| i.imds_hop_limit = "2".into(), "imds_hop_limit"),
+            (|i| i.root_encrypted = "no".into(), "root_encrypted"),
+            (|i| i.security_groups = "sg-open".into(), "security_groups"),
+            (|i| i.state = "stopped".into(), "state"),
+        ];
+        for (drift, field) in cases {
+            let mut i = running(&s);
+            drift(&mut i);
+            let ch = diff_instance(&s, Some(&i), &net(), ip).unwrap();
+            assert_eq!(ch.action, Action::Update, "{field}");
+            let fields: Vec<&str> = ch.fields.iter().map(|f| f.field.as_str()).collect();
+            assert_eq!(fields, [field]);
+        }
+        // Another Vault version: a new boot script, said to run on first boot only.
+        let newer = spec(&format!("{EC2}vault_version = \"1.99.0\"\n"));
+        let ch = diff_instance(&newer, Some(&running(&s)), &net(), ip).unwrap();
+        assert!(ch.touches("user_data"));
+        assert!(ch.note.unwrap().contains("first boot only"));
+    }
+
+    #[test]
+    fn before_the_address_and_groups_exist_their_values_are_known_after_apply() {
+        let s = spec(EC2);
+        let ch = diff_instance(&s, None, &Network::default(), None).unwrap();
+        assert_eq!(ch.action, Action::Create);
+        for field in ["user_data", "security_groups"] {
+            let f = ch.fields.iter().find(|f| f.field == field).unwrap();
+            assert_eq!(f.to.as_deref(), Some(UNKNOWN), "{field}");
+        }
+        let external = spec(
+            "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"",
+        );
+        let left = running(&s);
+        assert_eq!(
+            diff_instance(&external, Some(&left), &net(), None)
+                .unwrap()
+                .action,
+            Action::Delete
+        );
+        assert_eq!(
+            diff_instance(&external, None, &net(), None).unwrap().action,
+            Action::Absent
+        );
+    }
+}

@@ -353,6 +353,40 @@ mod tests {
     use crate::spec::tests::spec;
 
     #[test]
+    fn a_tls_secret_cut_short_is_issued_again_and_a_policy_drift_repaired() {
+        let s = spec("vault_inbound_cidr = \"10.0.0.0/8\"");
+        let policy = tls_policy(&s).unwrap();
+        let secret = |policy: &str, pending| TlsSecret {
+            arn: "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:s-vault/tls-AbCdEf"
+                .into(),
+            kms_key: "k".into(),
+            policy: policy.into(),
+            pending_deletion: pending,
+            ours: true,
+            has_value: true,
+        };
+        let touched =
+            |ch: &Change| -> Vec<String> { ch.fields.iter().map(|f| f.field.clone()).collect() };
+        let ch = diff_tls(&s, None, false).unwrap();
+        assert_eq!(ch.action, Action::Create);
+        assert!(ch.note.unwrap().contains("a new CA and certificate"));
+        let whole = secret(&policy, false);
+        assert_eq!(
+            diff_tls(&s, Some(&whole), true).unwrap().action,
+            Action::Unchanged
+        );
+        let ch = diff_tls(&s, Some(&whole), false).unwrap();
+        assert_eq!(
+            (ch.action, touched(&ch)),
+            (Action::Update, vec!["material".into()])
+        );
+        let ch = diff_tls(&s, Some(&secret("{}", false)), true).unwrap();
+        assert_eq!(touched(&ch), ["resource_policy"]);
+        let ch = diff_tls(&s, Some(&secret(&policy, true)), true).unwrap();
+        assert_eq!(touched(&ch), ["state"]);
+    }
+
+    #[test]
     fn the_ca_parameter_is_a_secure_string_under_the_stack_key() {
         let s = spec("vault_inbound_cidr = \"10.0.0.0/8\"");
         let key = "arn:aws-cn:kms:cn-north-1:123456789012:key/k-1";
