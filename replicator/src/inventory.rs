@@ -97,6 +97,53 @@ pub fn check_key(key: &str) -> Result<(), String> {
 /// How many earlier versions an entry remembers (Vault keeps 10 by default).
 pub const EARLIER_VERSIONS: usize = 16;
 
+/// A path named from outside (an audit log, a Lambda payload) must be segments that
+/// [`check_key`] accepts, at most [`MAX_DEPTH`] deep.
+pub fn check_path(rel: &str) -> Result<(), String> {
+    let segments: Vec<&str> = rel.split('/').collect();
+    if segments.len() > MAX_DEPTH {
+        return Err(format!("{rel:?} is deeper than {MAX_DEPTH} folders"));
+    }
+    segments.iter().try_for_each(|s| check_key(s))
+}
+
+/// The entries of the named paths (relative to the synced sub-path), each from its own metadata
+/// read: one that does not exist is left out (its AWS counterpart is then an orphan), one that
+/// cannot be read is `Unreadable`.
+pub async fn read_paths(
+    vault: &VaultClient,
+    settings: &crate::config::Settings,
+    rels: &[String],
+    now: DateTime,
+) -> Inventory {
+    let read = async |rel: &String| {
+        let meta = vault
+            .read_metadata(&settings.mount, &full_path(&settings.path, rel))
+            .await;
+        let state = match meta {
+            Ok(Some(meta)) => entry_state(&meta, now),
+            Ok(None) => return None,
+            Err(e) => EntryState::Unreadable {
+                kind: e.kind(),
+                message: e.to_string(),
+            },
+        };
+        Some(VaultEntry {
+            rel_path: rel.clone(),
+            state,
+        })
+    };
+    let entries: Vec<Option<VaultEntry>> = futures::stream::iter(rels)
+        .map(read)
+        .buffer_unordered(settings.concurrency)
+        .collect()
+        .await;
+    Inventory {
+        entries: entries.into_iter().flatten().collect(),
+        bulk_metadata: false,
+    }
+}
+
 /// Full path inside the mount of a path relative to `base`.
 pub fn full_path(base: &str, rel: &str) -> String {
     if base.is_empty() {

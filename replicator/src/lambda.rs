@@ -1,5 +1,6 @@
-//! The Lambda entry: each invocation (an EventBridge schedule event, or anything) runs one sync
-//! and returns the report, or an error when the run failed so Lambda's error metrics see it.
+//! The Lambda entry: each invocation runs one sync and returns the report, or an error when the
+//! run failed so Lambda's error metrics see it. An event `{"paths": [...]}` (from the change
+//! watcher) syncs only those Vault paths; any other (the schedule's) syncs everything.
 
 use aws_types::SdkConfig;
 use clap::Parser;
@@ -70,13 +71,15 @@ pub async fn handle(
     // Start no write the invocation could not finish: stop a margin before its deadline, and
     // leave the rest to the next run (a first sync of 100,000 secrets takes longer than
     // Lambda's 15 minutes at 50 writes a second).
-    let budget = time_budget(event.context.deadline, std::time::SystemTime::now());
-    let report = replicator
-        .run(
-            Some(std::time::Duration::from_secs(budget)),
-            &crate::progress::Progress::default(),
-        )
-        .await;
+    let budget = Some(std::time::Duration::from_secs(time_budget(
+        event.context.deadline,
+        std::time::SystemTime::now(),
+    )));
+    let progress = crate::progress::Progress::default();
+    let report = match paths_of(&event.payload).map_err(Error::from)? {
+        Some(paths) => replicator.run_paths(&paths, budget, &progress).await,
+        None => replicator.run(budget, &progress).await,
+    };
     tracing::info!(
         created = report.created,
         updated = report.updated,
@@ -101,6 +104,30 @@ pub async fn handle(
     Ok(serde_json::to_value(&report)?)
 }
 
+/// The most paths one invocation takes (a watcher's batch is far smaller).
+pub const MAX_PATHS: usize = 10_000;
+
+/// The paths an invocation names (`{"paths": ["app/db", ...]}`: Vault paths inside the mount,
+/// never values), or `None` for a full sync (the schedule's event, or anything else).
+pub fn paths_of(event: &serde_json::Value) -> Result<Option<Vec<String>>, String> {
+    let Some(paths) = event.get("paths") else {
+        return Ok(None);
+    };
+    let bad = || "invalid event: \"paths\" must be an array of Vault paths (strings)".to_owned();
+    let paths = paths.as_array().ok_or_else(bad)?;
+    if paths.len() > MAX_PATHS {
+        return Err(format!(
+            "invalid event: {} paths, over {MAX_PATHS}",
+            paths.len()
+        ));
+    }
+    paths
+        .iter()
+        .map(|p| p.as_str().map(str::to_owned).ok_or_else(bad))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
 /// Seconds a run may start writes for, given the invocation's deadline (milliseconds since the
 /// epoch): what is left, less a margin of a fifth of it, at most 10 s, for the writes under way
 /// and the answer.
@@ -118,6 +145,22 @@ pub fn time_budget(deadline_ms: u64, now: std::time::SystemTime) -> u64 {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn an_event_with_paths_asks_for_those_and_any_other_for_everything() {
+        use serde_json::json;
+        let scheduled = json!({"source": "aws.events", "detail-type": "Scheduled Event"});
+        assert_eq!(paths_of(&scheduled), Ok(None));
+        assert_eq!(
+            paths_of(&json!({"paths": ["app/db", "b"]})),
+            Ok(Some(vec!["app/db".to_owned(), "b".to_owned()]))
+        );
+        for bad in [json!({"paths": "app/db"}), json!({"paths": [1]})] {
+            assert!(paths_of(&bad).unwrap_err().contains("array of Vault paths"));
+        }
+        let many = json!({"paths": vec!["p"; MAX_PATHS + 1]});
+        assert!(paths_of(&many).unwrap_err().contains("over"));
+    }
 
     #[test]
     fn the_budget_keeps_a_margin_before_the_deadline() {

@@ -254,8 +254,28 @@ fn recorded_token(secret: &AwsSecret, mount: &str, vault_path: &str) -> Option<S
     Some(version_token(mount, vault_path, version, created))
 }
 
-/// Decides every step of one run.
+/// What a run looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every secret under the path, in Vault and in AWS.
+    Everything,
+    /// Only the paths named (a change-driven run): each one's Vault metadata, read explicitly,
+    /// and its AWS counterpart by name.
+    Paths,
+}
+
+/// Decides every step of one run over everything under the path.
 pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> Plan {
+    plan_scoped(entries, aws, settings, Scope::Everything)
+}
+
+/// Decides every step of one run over `scope`.
+pub fn plan_scoped(
+    entries: &[VaultEntry],
+    aws: &[AwsSecret],
+    settings: &Settings,
+    scope: Scope,
+) -> Plan {
     let by_name: HashMap<&str, &AwsSecret> = aws.iter().map(|s| (s.name.as_str(), s)).collect();
     let name_of = |rel: &str| format!("{}/{rel}", settings.prefix);
 
@@ -484,6 +504,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], settings: &Settings) -> P
         owned_count,
         live_count,
         settings.max_delete_share,
+        scope,
     );
     plan
 }
@@ -513,9 +534,11 @@ fn gone_from_vault(name: String, existing: Option<&AwsSecret>, settings: &Settin
 pub const BREAKER_FLOOR: usize = 3;
 
 /// Refuses every deletion of the run when it would delete more than `max_share` of the owned
-/// secrets and more than [`BREAKER_FLOOR`] (a share of 0 refuses any), or anything at all while
-/// Vault shows no live secret.
-fn apply_breaker(plan: &mut Plan, owned: usize, live: usize, max_share: f64) {
+/// secrets and more than [`BREAKER_FLOOR`] (a share of 0 refuses any), or, over everything,
+/// anything at all while Vault shows no live secret. A run of named paths read each one's
+/// metadata explicitly (no listing that could come back empty by mistake), and knows only the
+/// secrets it names: at most [`BREAKER_FLOOR`] deletions pass; more wait for the full sync.
+fn apply_breaker(plan: &mut Plan, owned: usize, live: usize, max_share: f64, scope: Scope) {
     let deletes = plan
         .steps
         .iter()
@@ -533,7 +556,7 @@ fn apply_breaker(plan: &mut Plan, owned: usize, live: usize, max_share: f64) {
     } else {
         by_share.max(BREAKER_FLOOR)
     };
-    let reason = if live == 0 {
+    let reason = if live == 0 && scope == Scope::Everything {
         format!(
             "Vault shows no live secret under the path but {deletes} replicated secrets would be deleted; refusing (an empty or wrong listing must not wipe AWS)"
         )

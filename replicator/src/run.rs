@@ -104,6 +104,57 @@ impl ClassifyMessage for serde_json::Error {
     }
 }
 
+/// The named paths relative to the replicated path, once each; a path outside it is a warning
+/// of the report, and skipped.
+fn relative_paths(paths: &[String], settings: &Settings, report: &mut Report) -> Vec<String> {
+    let mut rels: Vec<String> = Vec::with_capacity(paths.len());
+    for path in paths {
+        let path = path.trim_matches('/');
+        let rel = if settings.path.is_empty() {
+            Some(path)
+        } else {
+            path.strip_prefix(settings.path.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+        };
+        match rel.filter(|r| !r.is_empty()) {
+            Some(rel) if crate::inventory::check_path(rel).is_ok() => rels.push(rel.to_owned()),
+            _ => report.warnings.push(Problem::new(
+                "",
+                "path_outside_scope",
+                format!(
+                    "{path:?} is not a secret under {}/{}: skipped",
+                    settings.mount, settings.path
+                ),
+            )),
+        }
+    }
+    rels.sort();
+    rels.dedup();
+    rels
+}
+
+/// The AWS secrets named `<prefix>/<rel>`, looked up one by one (DescribeSecret), those that
+/// exist.
+async fn describe_names(
+    sm: &SecretsManager,
+    settings: &Settings,
+    rels: &[String],
+) -> Result<Vec<AwsSecret>, SyncError> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    let found: Vec<Option<AwsSecret>> = stream::iter(rels)
+        .map(|rel| async move {
+            match sm.describe(&format!("{}/{rel}", settings.prefix)).await {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if e.kind == contract::sdk::AwsErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .buffer_unordered(settings.concurrency)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
+}
+
 /// Every secret under the prefix in AWS: one `ListSecrets` page, sent while Vault is walked;
 /// when there are more, the ranged listing that the Vault names guide (`names`, sent once the
 /// Vault folders are listed), instead of one chain of pages each waiting for the last.
@@ -185,6 +236,27 @@ impl Replicator {
     /// when anything failed publishes one notice. Never panics on bad input: every problem ends
     /// up in the report.
     pub async fn run(&self, max_duration: Option<Duration>, progress: &Progress) -> Report {
+        self.run_scoped(None, max_duration, progress).await
+    }
+
+    /// A change-driven run: only `paths` (inside the mount, as Vault's audit log names them),
+    /// each read by its metadata and its AWS counterpart looked up by name, no listing; the
+    /// same planner and writes. Paths outside the replicated path are reported and skipped.
+    pub async fn run_paths(
+        &self,
+        paths: &[String],
+        max_duration: Option<Duration>,
+        progress: &Progress,
+    ) -> Report {
+        self.run_scoped(Some(paths), max_duration, progress).await
+    }
+
+    async fn run_scoped(
+        &self,
+        paths: Option<&[String]>,
+        max_duration: Option<Duration>,
+        progress: &Progress,
+    ) -> Report {
         let started = Instant::now();
         let mut settings = self.resolved.settings.clone();
         let limit = match (settings.max_duration, max_duration) {
@@ -196,7 +268,7 @@ impl Replicator {
         self.counters.take();
         let mut report = Report::default();
         if let Err(e) = self
-            .plan_and_execute(&settings, &mut report, progress)
+            .plan_and_execute(&settings, paths, &mut report, progress)
             .await
         {
             tracing::error!(kind = e.kind(), "sync failed: {e}");
@@ -233,6 +305,7 @@ impl Replicator {
     async fn plan_and_execute(
         &self,
         settings: &Settings,
+        paths: Option<&[String]>,
         report: &mut Report,
         progress: &Progress,
     ) -> Result<(), SyncError> {
@@ -251,20 +324,32 @@ impl Replicator {
         }
         let result = async {
             let now = DateTime::from(std::time::SystemTime::now());
-            let (names_tx, names_rx) = tokio::sync::oneshot::channel();
-            let (inventory, aws) = tokio::join!(
-                crate::inventory::walk_telling_names(
-                    &vault,
-                    &settings.mount,
-                    &settings.path,
-                    settings.concurrency,
-                    now,
-                    progress,
-                    Some(names_tx),
-                ),
-                list_aws(sm, settings, names_rx)
-            );
-            let (inventory, aws) = (inventory?, aws?);
+            let (inventory, aws, scope) = match paths {
+                None => {
+                    let (names_tx, names_rx) = tokio::sync::oneshot::channel();
+                    let (inventory, aws) = tokio::join!(
+                        crate::inventory::walk_telling_names(
+                            &vault,
+                            &settings.mount,
+                            &settings.path,
+                            settings.concurrency,
+                            now,
+                            progress,
+                            Some(names_tx),
+                        ),
+                        list_aws(sm, settings, names_rx)
+                    );
+                    (inventory?, aws?, crate::plan::Scope::Everything)
+                }
+                Some(paths) => {
+                    let rels = relative_paths(paths, settings, report);
+                    let (inventory, aws) = tokio::join!(
+                        crate::inventory::read_paths(&vault, settings, &rels, now),
+                        describe_names(sm, settings, &rels)
+                    );
+                    (inventory, aws?, crate::plan::Scope::Paths)
+                }
+            };
             tracing::info!(
                 vault_secrets = inventory.entries.len(),
                 aws_secrets = aws.len(),
@@ -272,7 +357,7 @@ impl Replicator {
                 "inventories read"
             );
             report.bulk_metadata = inventory.bulk_metadata;
-            let plan = crate::plan::plan(&inventory.entries, &aws, settings);
+            let plan = crate::plan::plan_scoped(&inventory.entries, &aws, settings, scope);
             if let Some(reason) = &plan.breaker {
                 report
                     .failures

@@ -419,6 +419,31 @@ async fn a_warm_lambda_reuses_its_vault_login_and_follows_a_rotated_secret_id() 
     let third = invoke("req-3").await;
     assert_eq!(third["created"], 1, "{third}");
     assert_eq!(third["vault_requests"]["login"], 1, "{third}");
+
+    // A payload of paths (what a change watcher sends): those secrets only, no listing.
+    bao.put("kv", "c", json!({"k": "3"})).await;
+    bao.put("kv", "d", json!({"k": "4"})).await;
+    let targeted = match api
+        .invoke("req-4", r#"{"paths": ["c"]}"#, Duration::from_secs(60))
+        .await
+    {
+        Answer::Response(body) => serde_json::from_str::<Value>(&body).unwrap(),
+        other => panic!("req-4: {other:?}"),
+    };
+    assert_eq!(targeted["created"], 1, "{targeted}");
+    assert!(
+        targeted["aws_requests"].get("ListSecrets").is_none(),
+        "{targeted}"
+    );
+    let replicated = env.side.secrets("kv").await;
+    assert!(replicated.contains_key("kv/c") && !replicated.contains_key("kv/d"));
+    let Answer::Error(err) = api
+        .invoke("req-5", r#"{"paths": "c"}"#, Duration::from_secs(60))
+        .await
+    else {
+        panic!("a bad payload must fail the invocation")
+    };
+    assert!(err.contains("array of Vault paths"), "{err}");
     child.start_kill().unwrap();
 }
 
@@ -683,4 +708,120 @@ fn a_bad_command_line_exits_64_as_the_deployer_does_and_help_exits_0() {
     let (code, out, _) = replicator(&[], &["--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("sync"), "{out}");
+}
+
+/// A running `replicator watch --output json`, its reports read line by line.
+struct Watcher {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Watcher {
+    fn start(env: &common::Env, state: &std::path::Path) -> Self {
+        let mut child = tokio::process::Command::new(e2e::bin_path("replicator"))
+            .env_clear()
+            .envs(env.moto.env())
+            .env("VAULT_ADDR", &env.bao.addr)
+            .env("VAULT_TOKEN", e2e::ROOT_TOKEN)
+            .args(["watch", "--prefix", "kv", "--deletion-policy", "delete"])
+            .arg("--audit-log")
+            .arg(env.bao.audit_log())
+            .arg("--state-file")
+            .arg(state)
+            .args(["--output", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        use tokio::io::AsyncBufReadExt;
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        Self { child, lines }
+    }
+
+    /// The next report of `scope` (`full` or `paths`), within a minute.
+    async fn next(&mut self, scope: &str) -> Value {
+        let wait = async {
+            while let Some(line) = self.lines.next_line().await.unwrap() {
+                let report: Value = serde_json::from_str(&line).unwrap();
+                if report["scope"] == scope {
+                    return report;
+                }
+            }
+            panic!("the watcher ended");
+        };
+        tokio::time::timeout(Duration::from_secs(60), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {scope} report within a minute"))
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success());
+    }
+}
+
+/// `replicator watch` replicates each change that Vault's audit log records, by name and
+/// without listing anything; a full sync comes first; SIGTERM exits 0 after the batch; a watcher
+/// killed with -9 while writes go on misses nothing once restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_the_audit_log_and_misses_nothing_across_restarts() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "before", json!({"k": "0"})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("watch.offset");
+    let mut w = Watcher::start(&env, &state);
+    assert_eq!(w.next("full").await["created"], 1);
+
+    bao.put("kv", "app/db", json!({"k": "1"})).await;
+    let batch = w.next("paths").await;
+    assert_eq!(batch["paths"], json!(["app/db"]), "{batch}");
+    assert_eq!(batch["created"], 1, "{batch}");
+    assert!(
+        batch["aws_requests"].get("ListSecrets").is_none(),
+        "no listing: {batch}"
+    );
+    assert!(batch["vault_requests"].get("list").is_none(), "{batch}");
+    assert_eq!(env.side.value("kv/app/db").await["k"], "1");
+
+    bao.put("kv", "app/db", json!({"k": "2"})).await;
+    let batch = w.next("paths").await;
+    assert_eq!(batch["updated"], 1, "{batch}");
+    assert_eq!(env.side.value("kv/app/db").await["k"], "2");
+
+    bao.api("DELETE", "kv/metadata/app/db", None).await;
+    let batch = w.next("paths").await;
+    assert_eq!(batch["deleted"], 1, "{batch}");
+    assert!(env.side.secrets("kv").await["kv/app/db"].pending_deletion);
+
+    // SIGTERM: the batch under way ends, then the process, with 0.
+    w.signal("-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), w.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    // Killed with -9 amid writes, restarted: every change arrives.
+    let mut w = Watcher::start(&env, &state);
+    w.next("full").await;
+    for i in 0..10 {
+        bao.put("kv", &format!("burst/{i}"), json!({"i": i})).await;
+        if i == 4 {
+            w.signal("-KILL");
+            let _ = w.child.wait().await;
+        }
+    }
+    let mut w = Watcher::start(&env, &state);
+    w.next("full").await;
+    let names = env.side.secrets("kv/burst").await;
+    assert_eq!(names.len(), 10, "{:?}", names.keys());
+    for i in 0..10 {
+        assert_eq!(env.side.value(&format!("kv/burst/{i}")).await["i"], i);
+    }
+    w.signal("-TERM");
+    let _ = w.child.wait().await;
 }

@@ -44,6 +44,40 @@ enum Command {
         output: OutputFormat,
     },
 
+    /// Follows Vault's file audit log and replicates each change a moment after it happens:
+    /// the secrets its successful writes name, by their metadata and their AWS names (no
+    /// listing). A full sync runs at start and every --reconcile-interval; SIGTERM finishes
+    /// the batch under way and exits 0.
+    ///
+    /// Example:
+    ///   replicator watch --audit-log /var/log/vault/audit.log --connection-secret team-connection/vault --prefix team
+    #[command(verbatim_doc_comment)]
+    Watch {
+        #[command(flatten)]
+        args: SyncArgs,
+
+        /// Vault's file audit log (the `file_path` of its file audit device).
+        #[arg(long, env = "REPLICATOR_AUDIT_LOG")]
+        audit_log: std::path::PathBuf,
+
+        /// Where the position in the log is kept across restarts [default:
+        /// $STATE_DIRECTORY/watch.offset under systemd, else ./replicator-watch.offset].
+        #[arg(long, env = "REPLICATOR_STATE_FILE")]
+        state_file: Option<std::path::PathBuf>,
+
+        /// How often the full sync runs, the backstop for anything missed.
+        #[arg(long, env = "REPLICATOR_RECONCILE_INTERVAL", default_value = "10m", value_parser = replicator::watch::parse_duration)]
+        reconcile_interval: std::time::Duration,
+
+        /// Quiet time that ends a batch of changes.
+        #[arg(long, default_value = "200ms", value_parser = replicator::watch::parse_duration)]
+        debounce: std::time::Duration,
+
+        /// One report per batch on stdout.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
+
     /// Prints a shell completion script.
     ///
     /// Example: replicator completions bash > /etc/bash_completion.d/replicator
@@ -88,6 +122,71 @@ async fn main() -> ExitCode {
     };
     replicator::logging::init(cli.verbose, false);
     match cli.command {
+        Command::Watch {
+            args,
+            audit_log,
+            state_file,
+            reconcile_interval,
+            debounce,
+            output,
+        } => {
+            let aws = replicator::aws::load_sdk_config().await;
+            let replicator = match replicator::run::Replicator::new(&args, &aws) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let settings = replicator::watch::WatchSettings {
+                audit_log,
+                state_file: state_file.unwrap_or_else(|| {
+                    std::env::var_os("STATE_DIRECTORY")
+                        .map(|d| std::path::PathBuf::from(d).join("watch.offset"))
+                        .unwrap_or_else(|| "replicator-watch.offset".into())
+                }),
+                reconcile_interval,
+                debounce,
+                longest_wait: std::time::Duration::from_secs(1),
+                poll: std::time::Duration::from_millis(50),
+            };
+            let mount = replicator.settings().mount.clone();
+            let namespace = args.vault_namespace.clone();
+            let emit = |ran: replicator::watch::Ran| {
+                let (paths, report) = match &ran {
+                    replicator::watch::Ran::Full(r) => (None, r),
+                    replicator::watch::Ran::Paths(p, r) => (Some(p), r),
+                };
+                let text = match output {
+                    OutputFormat::Json => {
+                        let mut v = serde_json::to_value(report).unwrap_or_default();
+                        v["scope"] =
+                            serde_json::json!(if paths.is_some() { "paths" } else { "full" });
+                        if let Some(p) = paths {
+                            v["paths"] = serde_json::json!(p);
+                        }
+                        format!("{v}\n")
+                    }
+                    OutputFormat::Text => match paths {
+                        Some(p) => {
+                            format!("changed in Vault: {}\n{}", p.join(", "), report.to_text())
+                        }
+                        None => format!("full sync\n{}", report.to_text()),
+                    },
+                };
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+            };
+            match replicator::watch::run(&replicator, &mount, namespace.as_deref(), &settings, emit)
+                .await
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = std::io::stdout().lock();
