@@ -15,6 +15,65 @@ pub fn validate(expr: &str) -> Result<(), String> {
     ))
 }
 
+/// About how many times a month (30.4 days) a valid expression fires; `None` for cron forms
+/// this estimate does not count (`L`, `W`, `#`).
+pub fn runs_per_month(expr: &str) -> Option<f64> {
+    let expr = expr.trim();
+    if let Some(body) = expr.strip_prefix("rate(").and_then(|r| r.strip_suffix(')')) {
+        let mut parts = body.split_whitespace();
+        let n: f64 = parts.next()?.parse().ok()?;
+        let per_month = match parts.next()?.trim_end_matches('s') {
+            "minute" => 30.4 * 24.0 * 60.0,
+            "hour" => 30.4 * 24.0,
+            "day" => 30.4,
+            _ => return None,
+        };
+        return Some(per_month / n);
+    }
+    let body = expr.strip_prefix("cron(")?.strip_suffix(')')?;
+    let f: Vec<&str> = body.split_whitespace().collect();
+    let [min, hour, dom, month, dow, _year] = f.as_slice() else {
+        return None;
+    };
+    let any = |s: &str| s == "*" || s == "?";
+    let days = match (any(dom), any(dow)) {
+        (true, true) => 30.4,
+        (false, _) => count(dom, 1, 31)? as f64 * 30.4 / 31.0,
+        (true, false) => count(dow, 1, 7)? as f64 * 30.4 / 7.0,
+    };
+    let months = count(month, 1, 12)? as f64 / 12.0;
+    Some(count(min, 0, 59)? as f64 * count(hour, 0, 23)? as f64 * days * months)
+}
+
+/// How many values of `min..=max` a cron field matches (numbers, ranges, steps, lists); `None`
+/// for names and the special forms.
+fn count(field: &str, min: u32, max: u32) -> Option<usize> {
+    let mut hit = vec![false; (max + 1) as usize];
+    for item in field.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => (r, s.parse::<u32>().ok().filter(|s| *s > 0)?),
+            None => (item, 1),
+        };
+        let (from, to) = match range {
+            "*" | "?" => (min, max),
+            r => match r.split_once('-') {
+                Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+                None if step > 1 => (r.parse().ok()?, max),
+                None => {
+                    let v: u32 = r.parse().ok()?;
+                    (v, v)
+                }
+            },
+        };
+        let mut v = from;
+        while v <= to.min(max) {
+            hit[v as usize] = true;
+            v += step;
+        }
+    }
+    Some(hit.iter().filter(|h| **h).count())
+}
+
 fn validate_rate(body: &str) -> Result<(), String> {
     let parts: Vec<&str> = body.split_whitespace().collect();
     let [value, unit] = parts.as_slice() else {
@@ -239,6 +298,25 @@ fn validate_cron(body: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn runs_per_month_of_rates_and_crons() {
+        let near = |expr: &str, want: f64| {
+            let got = super::runs_per_month(expr).unwrap();
+            assert!((got - want).abs() < 0.5, "{expr}: {got} not {want}");
+        };
+        near("rate(30 minutes)", 1459.2);
+        near("rate(1 minute)", 43776.0);
+        near("rate(2 hours)", 364.8);
+        near("rate(1 day)", 30.4);
+        near("cron(0,30 * * * ? *)", 1459.2);
+        near("cron(*/15 * * * ? *)", 2918.4);
+        near("cron(0 9 ? * 2-6 *)", 5.0 * 30.4 / 7.0);
+        near("cron(0 9-17 * * ? *)", 273.6);
+        near("cron(0 0 1 * ? *)", 30.4 / 31.0);
+        assert_eq!(super::runs_per_month("cron(0 0 L * ? *)"), None);
+    }
+
     use super::validate;
 
     #[test]

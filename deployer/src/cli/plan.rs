@@ -14,7 +14,9 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Result<i32, CliError> {
     let plan = stack.plan().await?;
-    let estimate = cost::estimate(stack.spec);
+    // The schedule's cost scales with the replicas: those there now, or 1,000 for a new stack.
+    let replicas = crate::resources::replicas::count_live(stack.clients, stack.spec).await?;
+    let estimate = cost::estimate(stack.spec, if replicas == 0 { 1_000 } else { replicas });
     let pending = plan.changes_anything();
     let value = serde_json::json!({
         "stack": stack.spec.stack(),
