@@ -1,0 +1,219 @@
+//! Lag benchmark of change-driven replication: `replicator watch` (the shipped binary, as it
+//! runs beside Vault) follows a fresh OpenBao's file audit log and replicates into a fresh moto.
+//! Writes come at 4 a second, then in bursts of 100; for each write it prints the lag from
+//! Vault's HTTP 200 to the report of the batch that put it in AWS (`AWSCURRENT` holds the value
+//! once that batch's write returned): p50, p99, max, and how many never arrived. Then the
+//! watcher's memory (peak and current RSS) and its CPU while idle.
+//!
+//! Run: `cargo bench -p e2e --bench lag` (`LAG_BENCH_SECONDS`, default 30: the steady phase;
+//! `LAG_BENCH_BACKGROUND`, default 1,000: secrets already there). Prints figures; asserts only
+//! that nothing was missed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use e2e::{Bao, Moto};
+use futures::stream::{self, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Waits until every path of `written` has arrived, or `limit` passed.
+async fn settle(arrivals: &Arrivals, written: &[(String, Instant)], limit: Duration) {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        let all = {
+            let seen = arrivals.lock().unwrap();
+            written.iter().all(|(p, _)| seen.contains_key(p))
+        };
+        if all {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// p50, p99, max of the lags, and how many never arrived.
+fn figures(label: &str, arrivals: &Arrivals, written: &[(String, Instant)]) -> usize {
+    let seen = arrivals.lock().unwrap();
+    let mut lags: Vec<Duration> = written
+        .iter()
+        .filter_map(|(p, at)| seen.get(p).map(|t| t.saturating_duration_since(*at)))
+        .collect();
+    let missed = written.len() - lags.len();
+    lags.sort();
+    let pick = |q: f64| {
+        lags.get(((lags.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "{label:<32} writes {:>4}  lag p50 {:>6.0} ms  p99 {:>6.0} ms  max {:>6.0} ms  missed {missed}",
+        written.len(),
+        pick(0.50).as_secs_f64() * 1000.0,
+        pick(0.99).as_secs_f64() * 1000.0,
+        lags.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+    );
+    missed
+}
+
+/// (peak RSS, current RSS) in KiB, and user + system CPU ticks, of a process.
+fn proc_figures(pid: u32) -> (u64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 14th and 15th.
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    (kib("VmHWM:"), kib("VmRSS:"), ticks)
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds = env_usize("LAG_BENCH_SECONDS", 30);
+    let background = env_usize("LAG_BENCH_BACKGROUND", 1_000);
+    let (bao, moto) = tokio::join!(Bao::start(), Moto::start());
+    bao.enable_kv2("kv").await;
+    stream::iter(0..background)
+        .map(|i| {
+            let bao = &bao;
+            async move {
+                bao.put("kv", &format!("bg/{}/s{i}", i % 10), json!({"i": i}))
+                    .await;
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(e2e::bin_path("replicator"))
+        .env_clear()
+        .envs(moto.env())
+        .env("VAULT_ADDR", &bao.addr)
+        .env("VAULT_TOKEN", e2e::ROOT_TOKEN)
+        .args(["watch", "--prefix", "kv", "--output", "json"])
+        .args(["--writes-per-second", "50"])
+        .arg("--audit-log")
+        .arg(bao.audit_log())
+        .arg("--state-file")
+        .arg(dir.path().join("offset"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let arrivals: Arrivals = Arc::default();
+    let (full_tx, mut full_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let seen = arrivals.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let now = Instant::now();
+            let Ok(report) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if report["scope"] == "full" {
+                let _ = full_tx.send(report);
+                continue;
+            }
+            let mut seen = seen.lock().unwrap();
+            for p in report["paths"].as_array().into_iter().flatten() {
+                if let Some(p) = p.as_str() {
+                    seen.entry(p.to_owned()).or_insert(now);
+                }
+            }
+        }
+    });
+    let started = Instant::now();
+    let first = full_rx.recv().await.expect("the start-up full sync");
+    println!(
+        "start-up full sync of {background} secrets: {:.1} s (created {})",
+        started.elapsed().as_secs_f64(),
+        first["created"]
+    );
+
+    // Steady: 4 writes a second, each to a secret of its own (a new version of one each time
+    // would merge arrivals).
+    let mut steady = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    for i in 0..seconds * 4 {
+        tick.tick().await;
+        let path = format!("steady/s{i}");
+        bao.put("kv", &path, json!({"v": i})).await;
+        steady.push((path, Instant::now()));
+    }
+    settle(&arrivals, &steady, Duration::from_secs(30)).await;
+    let mut missed = figures("steady, 4 writes a second", &arrivals, &steady);
+
+    // Bursts: 100 writes at once, three times.
+    let mut bursts = Vec::new();
+    for b in 0..3 {
+        let written: Vec<(String, Instant)> = stream::iter(0..100)
+            .map(|i| {
+                let bao = &bao;
+                async move {
+                    let path = format!("burst{b}/s{i}");
+                    bao.put("kv", &path, json!({"v": i})).await;
+                    (path, Instant::now())
+                }
+            })
+            .buffer_unordered(100)
+            .collect()
+            .await;
+        settle(&arrivals, &written, Duration::from_secs(60)).await;
+        bursts.extend(written);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    missed += figures("bursts of 100", &arrivals, &bursts);
+
+    // Every written value is the current one in AWS.
+    let side = e2e::aws_side::AwsSide::new(&moto.sdk_config().await);
+    let mut wrong = 0;
+    for (path, _) in steady.iter().chain(&bursts) {
+        let v = side.value(&format!("kv/{path}")).await;
+        wrong += usize::from(v.get("v").is_none());
+    }
+    println!(
+        "values checked in AWS: {} wrong or missing: {wrong}",
+        steady.len() + bursts.len()
+    );
+
+    let (peak, _, busy) = proc_figures(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, rss, before) = proc_figures(pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (_, _, after) = proc_figures(pid);
+    println!(
+        "watcher: peak RSS {:.1} MiB, RSS {:.1} MiB, idle CPU {:.2} % of one core (10 s; {busy} ticks in all)",
+        peak as f64 / 1024.0,
+        rss as f64 / 1024.0,
+        (after - before) as f64 / 10.0,
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait().await;
+    assert_eq!(missed + wrong, 0, "changes were missed");
+}
