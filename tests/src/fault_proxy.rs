@@ -183,7 +183,7 @@ impl State {
 }
 
 /// Reads one request (head and body) from the client; `None` at the end of the connection.
-async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+pub(crate) async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
     let mut head = Vec::new();
     let mut content_length = 0usize;
     let mut chunked = false;

@@ -7,6 +7,7 @@ pub mod access;
 pub mod aws_side;
 pub mod deploy;
 pub mod fault_proxy;
+pub mod lambda_invoke;
 pub mod runtime_api;
 pub mod stand_in;
 

@@ -125,4 +125,48 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
         .await
         .unwrap();
     assert_eq!(d.kms_key_id(), outputs["key_arn"].as_str());
+
+    // `deployer sync-now` invokes the same function synchronously and prints its report; moto
+    // runs no function, so a stand-in of Lambda's Invoke hands the call to this bootstrap.
+    let stand_in = e2e::lambda_invoke::InvokeStandIn::start(&moto.url, api).await;
+    let through = moto.sdk_config_at(&stand_in.url).await;
+    let base = ["--config", &config, "--lambda-zip", &zip];
+    let now = e2e::deploy::run_as(
+        &through,
+        &[&base[..], &["--output", "json", "sync-now"]].concat(),
+    )
+    .await;
+    assert_eq!(now.code, 0, "{:?} {}", now.error, now.stdout);
+    assert_eq!(now.json()["unchanged"], 2, "{}", now.stdout);
+    assert_eq!(
+        stand_in.invoked.lock().await.clone(),
+        [("c-replicator".to_owned(), "{}".to_owned())]
+    );
+    let text = e2e::deploy::run_as(&through, &[&base[..], &["sync-now"]].concat()).await;
+    assert!(
+        text.stdout
+            .contains("c-replicator: created 0, updated 0, unchanged 2"),
+        "{}",
+        text.stdout
+    );
+    // A failed sync: exit 1 and the run's notice, no value.
+    side.sm
+        .delete_secret()
+        .secret_id(secret_arn)
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    let failed = e2e::deploy::run_as(&through, &[&base[..], &["sync-now"]].concat()).await;
+    assert_eq!(failed.code, 1, "{}", failed.stdout);
+    assert!(
+        failed.stdout.contains("the sync failed"),
+        "{}",
+        failed.stdout
+    );
+    assert!(
+        failed.stdout.contains("GetSecretValue"),
+        "{}",
+        failed.stdout
+    );
 }

@@ -8,6 +8,7 @@
 pub mod destroy;
 pub mod plan;
 pub mod status;
+pub mod sync_now;
 pub mod up;
 pub mod vault_init;
 
@@ -106,6 +107,11 @@ pub enum Command {
     ///
     /// Example: deployer vault-init --keys-to secret --sample-secrets
     VaultInit(vault_init::VaultInitArgs),
+    /// Runs the replicator now, as the schedule would: invokes the function synchronously and
+    /// prints its report. Exit 0 when the sync succeeded, 1 when it failed.
+    ///
+    /// Example: deployer sync-now --output json
+    SyncNow,
     /// Prints a shell completion script.
     ///
     /// Example: deployer completions bash > /etc/bash_completion.d/deployer
@@ -292,7 +298,10 @@ pub fn load_zip(cmd: &Command, g: &Global) -> Result<Option<LambdaZip>, CliError
     match cmd {
         Command::Plan(_) | Command::Up(_) => Ok(Some(LambdaZip::load(&g.lambda_zip)?)),
         Command::Status(_) => Ok(LambdaZip::load(&g.lambda_zip).ok()),
-        Command::Destroy(_) | Command::VaultInit(_) | Command::Completions { .. } => Ok(None),
+        Command::Destroy(_)
+        | Command::VaultInit(_)
+        | Command::SyncNow
+        | Command::Completions { .. } => Ok(None),
     }
 }
 
@@ -338,6 +347,7 @@ pub async fn execute(
         Command::Plan(codes) => plan::run(&stack, *codes, json, out).await,
         Command::Up(args) => up::run(&stack, args, json, out).await,
         Command::Status(codes) => status::run(&stack, *codes, json, out).await,
+        Command::SyncNow => sync_now::run(&stack, json, out).await,
         Command::Destroy(args) => destroy::run(&stack, args, json, out).await,
         Command::VaultInit(args) => vault_init::run(&stack, args, json, out).await,
         Command::Completions { .. } => run_local(cli, out).unwrap_or(Ok(EXIT_OK)),

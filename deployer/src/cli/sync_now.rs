@@ -1,0 +1,61 @@
+//! `deployer sync-now`: runs the replicator at once, as the schedule would: invokes the function
+//! synchronously and prints its report (names, counts and errors; never a value).
+
+use std::io::Write;
+
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::InvocationType;
+
+use super::{CliError, EXIT_ERROR, EXIT_OK, emit};
+use crate::resources::Ctx;
+use crate::stack::Stack;
+
+pub async fn run(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i32, CliError> {
+    let (c, spec) = (stack.clients, stack.spec);
+    let name = spec.function_name();
+    let answer = c
+        .lambda
+        .invoke()
+        .function_name(&name)
+        .invocation_type(InvocationType::RequestResponse)
+        .payload(Blob::new("{}"))
+        .send()
+        .await
+        .ctx("Invoke", &name)
+        .map_err(crate::resources::DeployError::from)?;
+    let payload = answer.payload().map(|b| b.as_ref()).unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    if let Some(kind) = answer.function_error() {
+        // The run's notice (names and error texts only), as the failure topic gets it.
+        let message = body["errorMessage"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8_lossy(payload).into_owned());
+        let value = serde_json::json!({"function": name, "failed": kind, "error": message});
+        emit(
+            out,
+            json,
+            &value,
+            &format!("{name}: the sync failed ({kind}):\n{message}\n"),
+        )?;
+        return Ok(EXIT_ERROR);
+    }
+    let count = |k: &str| body[k].as_u64().unwrap_or(0);
+    let failures = body["failures"].as_array().map_or(0, Vec::len);
+    let text = format!(
+        "{name}: created {}, updated {}, unchanged {}, deleted {}, skipped {}, conflicts {}, failures {failures}{}\n",
+        count("created"),
+        count("updated"),
+        count("unchanged"),
+        count("deleted"),
+        count("skipped"),
+        body["conflicts"].as_array().map_or(0, Vec::len),
+        if body["partial"] == true {
+            " (partial: the next run goes on)"
+        } else {
+            ""
+        }
+    );
+    emit(out, json, &body, &text)?;
+    Ok(EXIT_OK)
+}
