@@ -271,18 +271,158 @@ pub struct WatchSettings {
     pub poll: Duration,
 }
 
-/// What one batch, or one full sync, did.
+/// What one batch, or one full sync, did: the report (the Lambda's answer in invoke mode).
 #[derive(Debug)]
 pub enum Ran {
-    Full(crate::report::Report),
-    Paths(Vec<String>, crate::report::Report),
+    Full(serde_json::Value),
+    Paths(Vec<String>, serde_json::Value),
+}
+
+impl Ran {
+    /// Whether the run failed (its report has failures, or the function failed).
+    pub fn failed(&self) -> bool {
+        let report = match self {
+            Ran::Full(r) | Ran::Paths(_, r) => r,
+        };
+        report["function_error"].is_string()
+            || report["failures"].as_array().is_some_and(|f| !f.is_empty())
+    }
+}
+
+/// Where the changes go.
+#[derive(Debug)]
+pub enum Delivery {
+    /// Synced by this process.
+    InProcess(Box<crate::run::Replicator>),
+    /// Sent to the replicator function (`{"paths": [...]}`, or `{}` for a full sync), which
+    /// syncs them: the watcher itself holds no Vault or Secrets Manager access.
+    Invoke {
+        lambda: aws_sdk_lambda::Client,
+        function: String,
+    },
+}
+
+impl Delivery {
+    async fn full(&self, progress: &crate::progress::Progress) -> serde_json::Value {
+        match self {
+            Delivery::InProcess(r) => to_value(&r.run(None, progress).await),
+            Delivery::Invoke { .. } => self.invoke(serde_json::json!({})).await,
+        }
+    }
+
+    async fn paths(
+        &self,
+        paths: &[String],
+        progress: &crate::progress::Progress,
+    ) -> serde_json::Value {
+        match self {
+            Delivery::InProcess(r) => to_value(&r.run_paths(paths, None, progress).await),
+            Delivery::Invoke { .. } => self.invoke(serde_json::json!({ "paths": paths })).await,
+        }
+    }
+
+    /// Invokes the function and waits for its report; a failed invocation or run is a report
+    /// with `function_error` (and the run's notice as `error`).
+    async fn invoke(&self, event: serde_json::Value) -> serde_json::Value {
+        let Delivery::Invoke { lambda, function } = self else {
+            return serde_json::Value::Null;
+        };
+        let sent = lambda
+            .invoke()
+            .function_name(function)
+            .invocation_type(aws_sdk_lambda::types::InvocationType::RequestResponse)
+            .payload(aws_sdk_lambda::primitives::Blob::new(event.to_string()))
+            .send()
+            .await;
+        match sent {
+            Ok(out) => {
+                let body: serde_json::Value = out
+                    .payload()
+                    .and_then(|p| serde_json::from_slice(p.as_ref()).ok())
+                    .unwrap_or_default();
+                match out.function_error() {
+                    Some(kind) => serde_json::json!({
+                        "function_error": kind,
+                        "error": body["errorMessage"],
+                    }),
+                    None => body,
+                }
+            }
+            Err(e) => serde_json::json!({
+                "function_error": "Invoke",
+                "error": contract::sdk::AwsError::from_sdk("Invoke", function, e).to_string(),
+            }),
+        }
+    }
+}
+
+fn to_value(report: &crate::report::Report) -> serde_json::Value {
+    serde_json::to_value(report).unwrap_or_default()
+}
+
+/// `watch`'s own flags (the sync's come beside them).
+#[derive(Clone, Debug, clap::Args)]
+pub struct WatchArgs {
+    /// Vault's file audit log (the `file_path` of its file audit device).
+    #[arg(long, env = "REPLICATOR_AUDIT_LOG")]
+    pub audit_log: PathBuf,
+
+    /// Where the position in the log is kept across restarts [default:
+    /// $STATE_DIRECTORY/watch.offset under systemd, else ./replicator-watch.offset].
+    #[arg(long, env = "REPLICATOR_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+
+    /// How often the full sync runs, the backstop for anything missed.
+    #[arg(long, env = "REPLICATOR_RECONCILE_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
+
+    /// Quiet time that ends a batch of changes.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub debounce: Duration,
+
+    /// Send each batch to this replicator function (`{"paths": [...]}`) instead of syncing
+    /// here: the watcher then needs only `lambda:InvokeFunction` on it.
+    #[arg(long, env = "REPLICATOR_INVOKE_FUNCTION")]
+    pub invoke_function: Option<String>,
+}
+
+impl WatchArgs {
+    pub fn settings(&self) -> WatchSettings {
+        WatchSettings {
+            audit_log: self.audit_log.clone(),
+            state_file: self.state_file.clone().unwrap_or_else(|| {
+                std::env::var_os("STATE_DIRECTORY")
+                    .map(|d| PathBuf::from(d).join("watch.offset"))
+                    .unwrap_or_else(|| "replicator-watch.offset".into())
+            }),
+            reconcile_interval: self.reconcile_interval,
+            debounce: self.debounce,
+            longest_wait: Duration::from_secs(1),
+            poll: Duration::from_millis(50),
+        }
+    }
+
+    /// Where the changes go: the function named, or this process with `sync`'s settings.
+    pub fn delivery(
+        &self,
+        sync: &crate::config::SyncArgs,
+        aws: &aws_types::SdkConfig,
+    ) -> Result<Delivery, crate::config::ConfigError> {
+        Ok(match &self.invoke_function {
+            Some(function) => Delivery::Invoke {
+                lambda: aws_sdk_lambda::Client::new(aws),
+                function: function.clone(),
+            },
+            None => Delivery::InProcess(Box::new(crate::run::Replicator::new(sync, aws)?)),
+        })
+    }
 }
 
 /// Follows the log until SIGTERM or SIGINT: a full sync first and every reconcile interval, a
 /// targeted sync of each batch. The batch under way finishes, and the changes seen but not
 /// synced yet are synced, before it returns.
 pub async fn run(
-    replicator: &crate::run::Replicator,
+    delivery: &Delivery,
     mount: &str,
     namespace: Option<&str>,
     settings: &WatchSettings,
@@ -294,7 +434,7 @@ pub async fn run(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut tail = Tail::open(&settings.audit_log, Offset::load(&settings.state_file));
-    emit(Ran::Full(replicator.run(None, &progress).await));
+    emit(Ran::Full(delivery.full(&progress).await));
     let mut batch = Batch::default();
     let mut poll = tokio::time::interval(settings.poll);
     let mut reconcile = tokio::time::interval_at(
@@ -316,7 +456,7 @@ pub async fn run(
                 }
                 if batch.due(now, settings.debounce, settings.longest_wait) {
                     let paths = batch.take();
-                    let report = replicator.run_paths(&paths, None, &progress).await;
+                    let report = delivery.paths(&paths, &progress).await;
                     emit(Ran::Paths(paths, report));
                 }
                 // Only what is synced counts as read: a restart reads the rest again.
@@ -327,7 +467,7 @@ pub async fn run(
                     }
                 }
             }
-            _ = reconcile.tick() => emit(Ran::Full(replicator.run(None, &progress).await)),
+            _ = reconcile.tick() => emit(Ran::Full(delivery.full(&progress).await)),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -344,10 +484,74 @@ pub async fn run(
     }
     if !batch.is_empty() {
         let paths = batch.take();
-        let report = replicator.run_paths(&paths, None, &progress).await;
+        let report = delivery.paths(&paths, &progress).await;
         emit(Ran::Paths(paths, report));
     }
     tail.position().save(&settings.state_file)
+}
+
+/// `watch` as a command, for both binaries (`replicator watch`, and `bootstrap watch` beside
+/// Vault on the stack's instance): one line per run on stdout, JSON or text. Exit 0 when
+/// stopped by a signal, 1 when it could not start.
+pub async fn main(sync: &crate::config::SyncArgs, args: &WatchArgs, json: bool) -> u8 {
+    use std::io::Write;
+    let aws = crate::aws::load_sdk_config().await;
+    let delivery = match args.delivery(sync, &aws) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let mount = sync
+        .mount
+        .clone()
+        .unwrap_or_else(|| sync.prefix.clone())
+        .trim_matches('/')
+        .to_owned();
+    let emit = |ran: Ran| {
+        let failed = ran.failed();
+        let (paths, mut report) = match ran {
+            Ran::Full(r) => (None, r),
+            Ran::Paths(p, r) => (Some(p), r),
+        };
+        let line = if json {
+            report["scope"] = serde_json::json!(if paths.is_some() { "paths" } else { "full" });
+            if let Some(p) = &paths {
+                report["paths"] = serde_json::json!(p);
+            }
+            format!("{report}\n")
+        } else {
+            let count = |k: &str| report[k].as_u64().unwrap_or(0);
+            format!(
+                "{}: created {}, updated {}, unchanged {}, deleted {}{}\n",
+                paths.map_or_else(|| "full sync".to_owned(), |p| p.join(", ")),
+                count("created"),
+                count("updated"),
+                count("unchanged"),
+                count("deleted"),
+                if failed { " — FAILED" } else { "" }
+            )
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+    };
+    let namespace = sync.vault_namespace.clone();
+    match run(
+        &delivery,
+        &mount,
+        namespace.as_deref(),
+        &args.settings(),
+        emit,
+    )
+    .await
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
 }
 
 #[cfg(test)]

@@ -825,3 +825,74 @@ async fn watch_follows_the_audit_log_and_misses_nothing_across_restarts() {
     w.signal("-TERM");
     let _ = w.child.wait().await;
 }
+
+/// The stack's mode: `bootstrap watch --invoke-function` (the Lambda's own binary, beside Vault)
+/// holds no Vault or Secrets Manager access and sends each batch to the function as
+/// `{"paths": [...]}`; the function syncs those. moto runs no function: a stand-in of Lambda's
+/// Invoke hands the call to a real `bootstrap` through the Runtime API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_beside_vault_sends_each_batch_to_the_function() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    let api = RuntimeApi::start().await;
+    let _function = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+        .env_clear()
+        .envs(env.moto.env())
+        .envs(e2e::runtime_api::lambda_env(&api.addr, "kv-replicator"))
+        .env(vars::PREFIX, "kv")
+        .env("VAULT_ADDR", &bao.addr)
+        .env("VAULT_TOKEN", e2e::ROOT_TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lambda = e2e::lambda_invoke::InvokeStandIn::start(&env.moto.url, api).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut watcher = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+        .env_clear()
+        .envs(e2e::aws_env_at(&lambda.url))
+        .args(["watch", "--prefix", "kv", "--json"])
+        .args(["--invoke-function", "kv-replicator"])
+        .arg("--audit-log")
+        .arg(bao.audit_log())
+        .arg("--state-file")
+        .arg(dir.path().join("offset"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let mut next = async || -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("a report within a minute")
+            .unwrap()
+            .expect("the watcher ended");
+        serde_json::from_str(&line).unwrap()
+    };
+    let full = next().await;
+    assert_eq!(full["scope"], "full", "{full}");
+    bao.put("kv", "app/db", json!({"k": "1"})).await;
+    let batch = next().await;
+    assert_eq!(
+        (&batch["scope"], &batch["paths"], &batch["created"]),
+        (&json!("paths"), &json!(["app/db"]), &json!(1)),
+        "{batch}"
+    );
+    assert_eq!(env.side.value("kv/app/db").await["k"], "1");
+    assert_eq!(
+        lambda.invoked.lock().await.clone(),
+        [
+            ("kv-replicator".to_owned(), "{}".to_owned()),
+            (
+                "kv-replicator".to_owned(),
+                r#"{"paths":["app/db"]}"#.to_owned()
+            ),
+        ]
+    );
+    let _ = watcher.start_kill();
+}

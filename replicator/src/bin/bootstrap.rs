@@ -1,10 +1,38 @@
-//! The Lambda binary (runtime provided.al2023): one sync per invocation.
+//! The Lambda binary (runtime provided.al2023): one sync per invocation. Run as `bootstrap watch
+//! …` (beside the stack's Vault, from its systemd unit) it is the change watcher instead, the
+//! same as `replicator watch`.
 
 use lambda_runtime::{Error, service_fn};
 use replicator::lambda::{from_env, handle};
 
+/// `bootstrap watch`: the watcher's flags and the sync's.
+#[derive(Debug, clap::Parser)]
+#[command(name = "bootstrap watch")]
+struct Watch {
+    #[command(flatten)]
+    sync: replicator::config::SyncArgs,
+    #[command(flatten)]
+    watch: replicator::watch::WatchArgs,
+    /// One JSON report per batch on stdout (else a line of text).
+    #[arg(long)]
+    json: bool,
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    if std::env::args().nth(1).as_deref() == Some("watch") {
+        use clap::Parser as _;
+        replicator::logging::init(0, false);
+        let cli = match Watch::try_parse_from(std::env::args().skip(1)) {
+            Ok(cli) => cli,
+            Err(e) => {
+                let _ = e.print();
+                std::process::exit(if e.use_stderr() { 64 } else { 0 });
+            }
+        };
+        let code = replicator::watch::main(&cli.sync, &cli.watch, cli.json).await;
+        std::process::exit(i32::from(code));
+    }
     replicator::logging::init(0, true);
     let aws = replicator::aws::load_sdk_config().await;
     // Resolved once, clients included; a bad environment is reported by every invocation, not

@@ -56,22 +56,8 @@ enum Command {
         #[command(flatten)]
         args: SyncArgs,
 
-        /// Vault's file audit log (the `file_path` of its file audit device).
-        #[arg(long, env = "REPLICATOR_AUDIT_LOG")]
-        audit_log: std::path::PathBuf,
-
-        /// Where the position in the log is kept across restarts [default:
-        /// $STATE_DIRECTORY/watch.offset under systemd, else ./replicator-watch.offset].
-        #[arg(long, env = "REPLICATOR_STATE_FILE")]
-        state_file: Option<std::path::PathBuf>,
-
-        /// How often the full sync runs, the backstop for anything missed.
-        #[arg(long, env = "REPLICATOR_RECONCILE_INTERVAL", default_value = "10m", value_parser = replicator::watch::parse_duration)]
-        reconcile_interval: std::time::Duration,
-
-        /// Quiet time that ends a batch of changes.
-        #[arg(long, default_value = "200ms", value_parser = replicator::watch::parse_duration)]
-        debounce: std::time::Duration,
+        #[command(flatten)]
+        watch: replicator::watch::WatchArgs,
 
         /// One report per batch on stdout.
         #[arg(long, value_enum, default_value = "text")]
@@ -124,69 +110,11 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Watch {
             args,
-            audit_log,
-            state_file,
-            reconcile_interval,
-            debounce,
+            watch,
             output,
-        } => {
-            let aws = replicator::aws::load_sdk_config().await;
-            let replicator = match replicator::run::Replicator::new(&args, &aws) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            let settings = replicator::watch::WatchSettings {
-                audit_log,
-                state_file: state_file.unwrap_or_else(|| {
-                    std::env::var_os("STATE_DIRECTORY")
-                        .map(|d| std::path::PathBuf::from(d).join("watch.offset"))
-                        .unwrap_or_else(|| "replicator-watch.offset".into())
-                }),
-                reconcile_interval,
-                debounce,
-                longest_wait: std::time::Duration::from_secs(1),
-                poll: std::time::Duration::from_millis(50),
-            };
-            let mount = replicator.settings().mount.clone();
-            let namespace = args.vault_namespace.clone();
-            let emit = |ran: replicator::watch::Ran| {
-                let (paths, report) = match &ran {
-                    replicator::watch::Ran::Full(r) => (None, r),
-                    replicator::watch::Ran::Paths(p, r) => (Some(p), r),
-                };
-                let text = match output {
-                    OutputFormat::Json => {
-                        let mut v = serde_json::to_value(report).unwrap_or_default();
-                        v["scope"] =
-                            serde_json::json!(if paths.is_some() { "paths" } else { "full" });
-                        if let Some(p) = paths {
-                            v["paths"] = serde_json::json!(p);
-                        }
-                        format!("{v}\n")
-                    }
-                    OutputFormat::Text => match paths {
-                        Some(p) => {
-                            format!("changed in Vault: {}\n{}", p.join(", "), report.to_text())
-                        }
-                        None => format!("full sync\n{}", report.to_text()),
-                    },
-                };
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-            };
-            match replicator::watch::run(&replicator, &mount, namespace.as_deref(), &settings, emit)
-                .await
-            {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
+        } => ExitCode::from(
+            replicator::watch::main(&args, &watch, output == OutputFormat::Json).await,
+        ),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = std::io::stdout().lock();
