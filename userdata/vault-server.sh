@@ -2,6 +2,7 @@
 # Boot script of the Vault server on Amazon Linux 2023, rendered by `deployer up`.
 # It holds no secret: the TLS key is read from Secrets Manager with the instance's role.
 # Placeholders: {{vault_version}} {{region}} {{tls_secret_id}} {{public_ip}} {{private_ip}}
+#               {{function_name}} {{prefix}}
 set -euo pipefail
 exec > >(tee -a /var/log/vault-bootstrap.log) 2>&1
 
@@ -10,6 +11,8 @@ readonly REGION="{{region}}"
 readonly TLS_SECRET_ID="{{tls_secret_id}}"
 readonly PUBLIC_IP="{{public_ip}}"
 readonly PRIVATE_IP="{{private_ip}}"
+readonly FUNCTION_NAME="{{function_name}}"
+readonly PREFIX="{{prefix}}"
 
 # 1. Vault, pinned, from HashiCorp's signed package repository (creates the vault user and unit).
 dnf install -y -q dnf-plugins-core
@@ -69,3 +72,45 @@ UNIT
 systemctl daemon-reload
 systemctl enable --now vault
 echo "vault ${VAULT_VERSION} started on https://${PUBLIC_IP}:8200 (sealed until deployer vault-init)"
+
+# 5. The change watcher: the replicator function's own binary, run as `bootstrap watch`. It
+#    follows the audit log that vault-init turns on and sends the paths that change (never a
+#    value) to the function, which syncs them within seconds; the schedule stays the backstop.
+#    Its binary comes from the function's code, which does not exist before `up` ends: the unit
+#    tries again every 30 s until it does. Its role may invoke and read that one function only.
+cat > /usr/local/bin/vault-replicator-fetch <<'FETCH'
+#!/usr/bin/env bash
+set -euo pipefail
+url=$(aws lambda get-function --region "$1" --function-name "$2" --query Code.Location --output text)
+tmp=$(mktemp -d)
+trap 'rm -rf "${tmp}"' EXIT
+curl -fsSL "${url}" -o "${tmp}/code.zip"
+python3 -m zipfile -e "${tmp}/code.zip" "${tmp}"
+install -m 0755 "${tmp}/bootstrap" /usr/local/bin/vault-replicator-watch
+FETCH
+chmod 0755 /usr/local/bin/vault-replicator-fetch
+cat > /etc/systemd/system/vault-replicator-watch.service <<UNIT
+[Unit]
+Description=Vault change watcher: sends the changed paths to ${FUNCTION_NAME}
+After=vault.service network-online.target
+Wants=network-online.target
+
+[Service]
+User=vault
+Group=vault
+Environment=AWS_REGION=${REGION}
+StateDirectory=vault-replicator-watch
+ExecStartPre=+/usr/local/bin/vault-replicator-fetch ${REGION} ${FUNCTION_NAME}
+ExecStart=/usr/local/bin/vault-replicator-watch watch --prefix ${PREFIX} --invoke-function ${FUNCTION_NAME} --audit-log /var/log/vault/audit.log
+Restart=always
+RestartSec=30
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+systemctl daemon-reload
+systemctl enable --now vault-replicator-watch

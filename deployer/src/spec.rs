@@ -422,6 +422,7 @@ impl Spec {
             vec![
                 ("tls_secret_name", self.tls_secret_name()),
                 ("key_arn", key_arn.to_owned()),
+                ("function_arn", self.function_arn()),
             ],
         )
     }

@@ -686,3 +686,70 @@ fn only_the_stacks_secrets_pass_through_its_secrets_manager_endpoint() {
         Some(&endpoint),
     );
 }
+
+/// The Vault instance's role (its change watcher sends paths to the function): it may invoke
+/// and read that one function, and change nothing of it; no other function, no secret but its
+/// TLS key.
+#[test]
+fn the_vault_instance_may_invoke_and_read_only_the_replicator_function() {
+    let s = spec("vault_inbound_cidr = \"203.0.113.0/24\"\n");
+    let policy = s.vault_instance_policy(KEY).unwrap();
+    let instance = format!("arn:aws:iam::{ACCOUNT}:role/{}", s.vault_name());
+    let other_function = format!("arn:aws:lambda:eu-west-1:{ACCOUNT}:function:someone-elses");
+    let rows = [
+        ("lambda:InvokeFunction", s.function_arn(), Allowed),
+        ("lambda:GetFunction", s.function_arn(), Allowed),
+        (
+            "lambda:InvokeFunction",
+            other_function.clone(),
+            ImplicitlyDenied,
+        ),
+        ("lambda:GetFunction", other_function, ImplicitlyDenied),
+        (
+            "lambda:UpdateFunctionCode",
+            s.function_arn(),
+            ImplicitlyDenied,
+        ),
+        (
+            "lambda:UpdateFunctionConfiguration",
+            s.function_arn(),
+            ImplicitlyDenied,
+        ),
+        ("lambda:AddPermission", s.function_arn(), ImplicitlyDenied),
+        (
+            "secretsmanager:GetSecretValue",
+            secret(&s.tls_secret_name()),
+            Allowed,
+        ),
+        (
+            "secretsmanager:GetSecretValue",
+            secret(&s.connection_secret()),
+            ImplicitlyDenied,
+        ),
+        (
+            "secretsmanager:GetSecretValue",
+            secret("hybrid-aws-secrets/app"),
+            ImplicitlyDenied,
+        ),
+    ];
+    let requests: Vec<Request> = rows
+        .iter()
+        .map(|(action, resource, _)| Request {
+            principal: instance.clone(),
+            action: (*action).to_owned(),
+            resource: resource.clone(),
+            account: ACCOUNT.to_owned(),
+            context: BTreeMap::from([
+                ("aws:PrincipalArn".to_owned(), json!(instance)),
+                ("aws:PrincipalAccount".to_owned(), json!(ACCOUNT)),
+            ]),
+            identity_policies: vec![policy.clone()],
+            resource_policy: None,
+            vpc_endpoint_policy: None,
+        })
+        .collect();
+    let got = decide(&requests);
+    for ((action, resource, want), got) in rows.iter().zip(got) {
+        assert_eq!(got, *want, "{action} on {resource}");
+    }
+}

@@ -80,6 +80,8 @@ pub fn user_data(spec: &Spec, public_ip: &str) -> Result<String, DeployError> {
             ("tls_secret_id", &spec.tls_secret_name()),
             ("public_ip", public_ip),
             ("private_ip", VAULT_PRIVATE_IP),
+            ("function_name", &spec.function_name()),
+            ("prefix", &spec.cfg.prefix),
         ],
     )?;
     if script.len() > USER_DATA_LIMIT {
@@ -188,6 +190,14 @@ mod tests {
             "the TLS secret is fetched at boot"
         );
         assert!(script.contains("Restart=on-failure"));
+        // The change watcher: the function's own binary, sending paths to that function only.
+        assert!(script.contains(&format!("readonly FUNCTION_NAME=\"{}\"", s.function_name())));
+        assert!(script.contains("readonly PREFIX=\"hybrid-aws-secrets\""));
+        assert!(script.contains(
+            "watch --prefix ${PREFIX} --invoke-function ${FUNCTION_NAME} --audit-log /var/log/vault/audit.log"
+        ));
+        assert!(script.contains("aws lambda get-function"));
+        assert!(script.contains("systemctl enable --now vault-replicator-watch"));
         assert!(!script.contains("PRIVATE KEY") && !script.contains("root_token"));
     }
 }
