@@ -19,14 +19,17 @@ const KV2_CHANGES: &[&str] = &["data", "metadata", "delete", "undelete", "destro
 #[derive(Clone, Debug)]
 pub struct AuditFilter {
     mount: String,
+    /// The replicated sub-path (empty: the whole mount).
+    path: String,
     /// Namespace path as Vault logs it (`team/`); `None` for the root namespace.
     namespace: Option<String>,
 }
 
 impl AuditFilter {
-    pub fn new(mount: &str, namespace: Option<&str>) -> Self {
+    pub fn new(mount: &str, path: &str, namespace: Option<&str>) -> Self {
         Self {
             mount: mount.trim_matches('/').to_owned(),
+            path: path.trim_matches('/').to_owned(),
             namespace: contract::namespace(namespace).map(|n| format!("{n}/")),
         }
     }
@@ -57,7 +60,11 @@ impl AuditFilter {
         let rest = request.path.strip_prefix(&self.mount)?.strip_prefix('/')?;
         let (endpoint, path) = rest.split_once('/')?;
         let path = path.trim_matches('/');
-        (KV2_CHANGES.contains(&endpoint) && !path.is_empty()).then(|| path.to_owned())
+        let inside = self.path.is_empty()
+            || path
+                .strip_prefix(self.path.as_str())
+                .is_some_and(|r| r.starts_with('/'));
+        (KV2_CHANGES.contains(&endpoint) && !path.is_empty() && inside).then(|| path.to_owned())
     }
 }
 
@@ -423,14 +430,12 @@ impl WatchArgs {
 /// synced yet are synced, before it returns.
 pub async fn run(
     delivery: &Delivery,
-    mount: &str,
-    namespace: Option<&str>,
+    filter: &AuditFilter,
     settings: &WatchSettings,
     mut emit: impl FnMut(Ran),
 ) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let progress = crate::progress::Progress::default();
-    let filter = AuditFilter::new(mount, namespace);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut tail = Tail::open(&settings.audit_log, Offset::load(&settings.state_file));
@@ -536,16 +541,8 @@ pub async fn main(sync: &crate::config::SyncArgs, args: &WatchArgs, json: bool) 
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
     };
-    let namespace = sync.vault_namespace.clone();
-    match run(
-        &delivery,
-        &mount,
-        namespace.as_deref(),
-        &args.settings(),
-        emit,
-    )
-    .await
-    {
+    let filter = AuditFilter::new(&mount, &sync.path, sync.vault_namespace.as_deref());
+    match run(&delivery, &filter, &args.settings(), emit).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");
@@ -571,7 +568,7 @@ mod tests {
 
     #[test]
     fn only_successful_changes_of_the_mounts_kv2_secrets_are_picked() {
-        let f = AuditFilter::new("kv/", None);
+        let f = AuditFilter::new("kv/", "", None);
         let changed = |kind, op, path, error| f.changed_path(&line(kind, op, path, error, None));
         for (op, path, want) in [
             ("create", "kv/data/app/db", "app/db"),
@@ -608,13 +605,20 @@ mod tests {
             );
         }
         assert_eq!(f.changed_path("not json"), None);
+        // With a sub-path, only what is under it.
+        let apps = AuditFilter::new("kv", "/apps/", None);
+        let at = |path| apps.changed_path(&line("response", "create", path, "", None));
+        assert_eq!(at("kv/data/apps/web").as_deref(), Some("apps/web"));
+        assert_eq!(at("kv/data/appsx/web"), None);
+        assert_eq!(at("kv/data/other/web"), None);
+        assert_eq!(at("kv/data/apps"), None);
         assert_eq!(f.changed_path("{}"), None);
     }
 
     #[test]
     fn a_namespace_is_matched_as_vault_logs_it() {
-        let team = AuditFilter::new("kv", Some("/team/"));
-        let root = AuditFilter::new("kv", None);
+        let team = AuditFilter::new("kv", "", Some("/team/"));
+        let root = AuditFilter::new("kv", "", None);
         let in_team = line("response", "create", "kv/data/a", "", Some("team/"));
         let in_root = line("response", "create", "kv/data/a", "", None);
         assert_eq!(team.changed_path(&in_team).as_deref(), Some("a"));
