@@ -20,6 +20,11 @@ pub const SUBNET_CIDR: &str = "10.42.0.0/24";
 pub const VAULT_PRIVATE_IP: &str = "10.42.0.10";
 pub const VAULT_PORT: i32 = 8200;
 
+/// The URL of the stack's own Vault at `host` (its public or its private address).
+pub fn vault_url(host: &str) -> String {
+    format!("https://{host}:{VAULT_PORT}")
+}
+
 /// The stack's security groups, one per role in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Group {
@@ -459,7 +464,7 @@ impl Spec {
     pub fn replicator_vault_address(&self) -> String {
         match &self.cfg.vault {
             VaultMode::External { address } => address.clone(),
-            VaultMode::Ec2 { .. } => format!("https://{}:8200", VAULT_PRIVATE_IP),
+            VaultMode::Ec2 { .. } => vault_url(VAULT_PRIVATE_IP),
         }
     }
 
@@ -467,7 +472,7 @@ impl Spec {
     pub fn vault_address(&self, vault_ip: Option<&str>) -> Option<String> {
         match &self.cfg.vault {
             VaultMode::External { address } => Some(address.clone()),
-            VaultMode::Ec2 { .. } => vault_ip.map(|ip| format!("https://{ip}:8200")),
+            VaultMode::Ec2 { .. } => vault_ip.map(vault_url),
         }
     }
 }

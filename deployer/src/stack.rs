@@ -399,7 +399,7 @@ impl Converging<'_, '_> {
         self.changes.push(addr_ch);
 
         self.out.vault_url = if ours {
-            public_ip.as_ref().map(|ip| format!("https://{ip}:8200"))
+            public_ip.as_deref().map(crate::spec::vault_url)
         } else {
             spec.vault_address(None)
         };

@@ -126,7 +126,7 @@ pub async fn run(
                             "the stack has no Vault address yet: run `deployer up` first".into(),
                         )
                     })?;
-                format!("https://{}:8200", a.public_ip)
+                crate::spec::vault_url(&a.public_ip)
             }
         },
     };
