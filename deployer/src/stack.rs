@@ -103,6 +103,8 @@ struct Converging<'s, 'p> {
     net: network::Network,
     /// An external Vault now, and the EC2 one's network is still there.
     removes_network: bool,
+    /// An external Vault now, and the EC2 one's role (this stack's) is still there.
+    removes_vault_role: bool,
     /// The CA of a TLS pair made (or read back) in this run.
     new_ca: Option<String>,
 }
@@ -132,6 +134,7 @@ impl Stack<'_> {
             key_arn: None,
             net: network::Network::default(),
             removes_network: false,
+            removes_vault_role: false,
             new_ca: None,
         };
         for resource in Resource::ORDER {
@@ -342,6 +345,7 @@ impl Converging<'_, '_> {
         if ours && self.go(&ch) {
             iam::apply(c, spec, &vrole, &ch).await?;
         }
+        self.removes_vault_role = !ours && ch.action == Action::Delete;
         self.changes.push(ch);
 
         let address_seen = vault_server::observe_address(c, spec).await?;
@@ -485,7 +489,7 @@ impl Converging<'_, '_> {
         for ch in vault_server::destroy(c, spec).await? {
             (self.progress)(Phase::Done, &ch);
         }
-        if seen_vault_role_ours(c, spec).await? {
+        if self.removes_vault_role {
             iam::destroy(c, spec, &iam::vault_role(spec, None)?).await?;
         }
         if self.removes_network {
@@ -495,9 +499,4 @@ impl Converging<'_, '_> {
         }
         Ok(())
     }
-}
-
-async fn seen_vault_role_ours(c: &Clients, spec: &Spec) -> Result<bool, DeployError> {
-    let role = iam::vault_role(spec, None)?;
-    Ok(iam::observe(c, spec, &role).await?.is_some_and(|r| r.ours))
 }

@@ -311,7 +311,8 @@ impl SyncArgs {
         })
     }
 
-    fn settings(&self) -> Result<Settings, ConfigError> {
+    /// The settings alone, for a process that syncs elsewhere (`watch --invoke-function`).
+    pub(crate) fn settings(&self) -> Result<Settings, ConfigError> {
         let prefix = self.prefix.trim_matches('/').to_owned();
         contract::check_prefix(&prefix).map_err(|e| invalid("--prefix / REPLICATOR_PREFIX", e))?;
         let mount = self

@@ -313,7 +313,9 @@ impl Delivery {
     async fn full(&self, progress: &crate::progress::Progress) -> serde_json::Value {
         match self {
             Delivery::InProcess(r) => to_value(&r.run(None, progress).await),
-            Delivery::Invoke { .. } => self.invoke(serde_json::json!({})).await,
+            Delivery::Invoke { lambda, function } => {
+                invoke(lambda, function, serde_json::json!({})).await
+            }
         }
     }
 
@@ -324,42 +326,45 @@ impl Delivery {
     ) -> serde_json::Value {
         match self {
             Delivery::InProcess(r) => to_value(&r.run_paths(paths, None, progress).await),
-            Delivery::Invoke { .. } => self.invoke(serde_json::json!({ "paths": paths })).await,
+            Delivery::Invoke { lambda, function } => {
+                invoke(lambda, function, serde_json::json!({ "paths": paths })).await
+            }
         }
     }
+}
 
-    /// Invokes the function and waits for its report; a failed invocation or run is a report
-    /// with `function_error` (and the run's notice as `error`).
-    async fn invoke(&self, event: serde_json::Value) -> serde_json::Value {
-        let Delivery::Invoke { lambda, function } = self else {
-            return serde_json::Value::Null;
-        };
-        let sent = lambda
-            .invoke()
-            .function_name(function)
-            .invocation_type(aws_sdk_lambda::types::InvocationType::RequestResponse)
-            .payload(aws_sdk_lambda::primitives::Blob::new(event.to_string()))
-            .send()
-            .await;
-        match sent {
-            Ok(out) => {
-                let body: serde_json::Value = out
-                    .payload()
-                    .and_then(|p| serde_json::from_slice(p.as_ref()).ok())
-                    .unwrap_or_default();
-                match out.function_error() {
-                    Some(kind) => serde_json::json!({
-                        "function_error": kind,
-                        "error": body["errorMessage"],
-                    }),
-                    None => body,
-                }
+/// Invokes the function and waits for its report; a failed invocation or run is a report
+/// with `function_error` (and the run's notice as `error`).
+async fn invoke(
+    lambda: &aws_sdk_lambda::Client,
+    function: &str,
+    event: serde_json::Value,
+) -> serde_json::Value {
+    let sent = lambda
+        .invoke()
+        .function_name(function)
+        .invocation_type(aws_sdk_lambda::types::InvocationType::RequestResponse)
+        .payload(aws_sdk_lambda::primitives::Blob::new(event.to_string()))
+        .send()
+        .await;
+    match sent {
+        Ok(out) => {
+            let body: serde_json::Value = out
+                .payload()
+                .and_then(|p| serde_json::from_slice(p.as_ref()).ok())
+                .unwrap_or_default();
+            match out.function_error() {
+                Some(kind) => serde_json::json!({
+                    "function_error": kind,
+                    "error": body["errorMessage"],
+                }),
+                None => body,
             }
-            Err(e) => serde_json::json!({
-                "function_error": "Invoke",
-                "error": contract::sdk::AwsError::from_sdk("Invoke", function, e).to_string(),
-            }),
         }
+        Err(e) => serde_json::json!({
+            "function_error": "Invoke",
+            "error": contract::sdk::AwsError::from_sdk("Invoke", function, e).to_string(),
+        }),
     }
 }
 
@@ -391,6 +396,10 @@ pub struct WatchArgs {
     /// here: the watcher then needs only `lambda:InvokeFunction` on it.
     #[arg(long, env = "REPLICATOR_INVOKE_FUNCTION")]
     pub invoke_function: Option<String>,
+
+    /// One report per batch on stdout.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: crate::config::OutputFormat,
 }
 
 impl WatchArgs {
@@ -498,8 +507,17 @@ pub async fn run(
 /// `watch` as a command, for both binaries (`replicator watch`, and `bootstrap watch` beside
 /// Vault on the stack's instance): one line per run on stdout, JSON or text. Exit 0 when
 /// stopped by a signal, 1 when it could not start.
-pub async fn main(sync: &crate::config::SyncArgs, args: &WatchArgs, json: bool) -> u8 {
+pub async fn main(sync: &crate::config::SyncArgs, args: &WatchArgs) -> u8 {
+    let json = args.output == crate::config::OutputFormat::Json;
     use std::io::Write;
+    // The mount and path as a sync resolves them (checked even when the function syncs).
+    let settings = match sync.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
     let aws = crate::aws::load_sdk_config().await;
     let delivery = match args.delivery(sync, &aws) {
         Ok(d) => d,
@@ -508,12 +526,6 @@ pub async fn main(sync: &crate::config::SyncArgs, args: &WatchArgs, json: bool) 
             return 1;
         }
     };
-    let mount = sync
-        .mount
-        .clone()
-        .unwrap_or_else(|| sync.prefix.clone())
-        .trim_matches('/')
-        .to_owned();
     let emit = |ran: Ran| {
         let failed = ran.failed();
         let (paths, mut report) = match ran {
@@ -541,7 +553,11 @@ pub async fn main(sync: &crate::config::SyncArgs, args: &WatchArgs, json: bool) 
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
     };
-    let filter = AuditFilter::new(&mount, &sync.path, sync.vault_namespace.as_deref());
+    let filter = AuditFilter::new(
+        &settings.mount,
+        &settings.path,
+        sync.vault_namespace.as_deref(),
+    );
     match run(&delivery, &filter, &args.settings(), emit).await {
         Ok(()) => 0,
         Err(e) => {

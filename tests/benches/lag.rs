@@ -107,20 +107,8 @@ async fn main() {
         .collect::<Vec<_>>()
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(e2e::bin_path("replicator"))
-        .env_clear()
-        .envs(moto.env())
-        .env("VAULT_ADDR", &bao.addr)
-        .env("VAULT_TOKEN", e2e::ROOT_TOKEN)
-        .args(["watch", "--prefix", "kv", "--output", "json"])
-        .args(["--writes-per-second", "50"])
-        .arg("--audit-log")
-        .arg(bao.audit_log())
-        .arg("--state-file")
-        .arg(dir.path().join("offset"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
+    let state = dir.path().join("offset");
+    let mut child = e2e::watch_command(&bao, moto.env(), &state, &["--writes-per-second", "50"])
         .spawn()
         .unwrap();
     let pid = child.id().unwrap();

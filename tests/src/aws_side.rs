@@ -80,6 +80,17 @@ impl AwsSide {
         serde_json::from_str(out.secret_string().unwrap()).unwrap()
     }
 
+    /// Deletes a secret at once, without a recovery window.
+    pub async fn delete_now(&self, name: &str) {
+        self.sm
+            .delete_secret()
+            .secret_id(name)
+            .force_delete_without_recovery(true)
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// How many versions a secret has.
     pub async fn version_count(&self, name: &str) -> usize {
         self.sm

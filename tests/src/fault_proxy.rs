@@ -233,6 +233,19 @@ pub(crate) async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Ve
     Some(head)
 }
 
+/// Sends one request (which asks to close the connection after it) to `upstream`
+/// (`host:port`) and reads its answer; `None` when it cannot be sent or takes over a minute.
+pub(crate) async fn exchange(upstream: &str, request: &[u8]) -> Option<Vec<u8>> {
+    let mut upstream = TcpStream::connect(upstream).await.ok()?;
+    upstream.write_all(request).await.ok()?;
+    let mut answer = Vec::new();
+    // What came before a read error is forwarded as it is (a cut answer stays cut).
+    let _ = tokio::time::timeout(Duration::from_secs(60), upstream.read_to_end(&mut answer))
+        .await
+        .ok()?;
+    Some(answer)
+}
+
 /// Makes the coming close a reset rather than an orderly end: linger 0. (Deprecated in tokio
 /// because a lingering close blocks the thread on drop; a zero linger does not wait.)
 #[allow(deprecated)]
@@ -265,19 +278,9 @@ async fn serve(client: TcpStream, state: Arc<State>) {
         Some(Fault::Latency) => tokio::time::sleep(Duration::from_millis(200)).await,
         _ => {}
     }
-    let Ok(mut upstream) = TcpStream::connect(&state.upstream).await else {
+    let Some(answer) = exchange(&state.upstream, &request).await else {
         return;
     };
-    if upstream.write_all(&request).await.is_err() {
-        return;
-    }
-    let mut answer = Vec::new();
-    if tokio::time::timeout(Duration::from_secs(60), upstream.read_to_end(&mut answer))
-        .await
-        .is_err()
-    {
-        return;
-    }
     if fault == Some(Fault::CutMidBody) {
         let body_start = answer
             .windows(4)

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
@@ -122,14 +122,9 @@ async fn serve(client: TcpStream, shared: Arc<Shared>) {
         let _ = client.shutdown().await;
         return;
     }
-    let Ok(mut upstream) = TcpStream::connect(&shared.upstream).await else {
+    let Some(answer) = crate::fault_proxy::exchange(&shared.upstream, &request).await else {
         return;
     };
-    if upstream.write_all(&request).await.is_err() {
-        return;
-    }
-    let mut answer = Vec::new();
-    let _ = upstream.read_to_end(&mut answer).await;
     let _ = client.write_all(&answer).await;
     let _ = client.shutdown().await;
 }

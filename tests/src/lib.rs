@@ -310,6 +310,32 @@ pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
     }
 }
 
+/// `replicator watch --prefix kv --output json` (with `extra` flags) following `bao`'s audit
+/// log with its root token, every AWS call to `aws_env`'s endpoint, its offset in `state`; its
+/// reports on a piped stdout. The caller spawns it.
+pub fn watch_command(
+    bao: &Bao,
+    aws_env: Vec<(String, String)>,
+    state: &Path,
+    extra: &[&str],
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(bin_path("replicator"));
+    cmd.env_clear()
+        .envs(aws_env)
+        .env("VAULT_ADDR", &bao.addr)
+        .env("VAULT_TOKEN", ROOT_TOKEN)
+        .args(["watch", "--prefix", "kv", "--output", "json"])
+        .args(extra)
+        .arg("--audit-log")
+        .arg(bao.audit_log())
+        .arg("--state-file")
+        .arg(state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
 /// A dev-mode OpenBao server with KV v2 at `secret/` and root token `root`.
 #[derive(Debug)]
 pub struct Bao {

@@ -54,17 +54,7 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
     let aws = moto.sdk_config().await;
     let side = AwsSide::new(&aws);
     let secret_arn = outputs["connection_secret_arn"].as_str().unwrap();
-    let current: serde_json::Value = serde_json::from_str(
-        side.sm
-            .get_secret_value()
-            .secret_id(secret_arn)
-            .send()
-            .await
-            .unwrap()
-            .secret_string()
-            .unwrap(),
-    )
-    .unwrap();
+    let current = side.value(secret_arn).await;
     assert_eq!(
         current,
         json!({"vaultAddress": bao.addr}),
@@ -150,13 +140,7 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
         text.stdout
     );
     // A failed sync: exit 1 and the run's notice, no value.
-    side.sm
-        .delete_secret()
-        .secret_id(secret_arn)
-        .force_delete_without_recovery(true)
-        .send()
-        .await
-        .unwrap();
+    side.delete_now(secret_arn).await;
     let failed = e2e::deploy::run_as(&through, &[&base[..], &["sync-now"]].concat()).await;
     assert_eq!(failed.code, 1, "{}", failed.stdout);
     assert!(

@@ -636,18 +636,11 @@ async fn killed_up_converges(config_text: &str) {
             .unwrap()
             .value
             .unwrap();
-        let sm = aws_sdk_secretsmanager::Client::new(&aws);
-        let read = |id: &'static str| {
-            let sm = sm.clone();
-            async move {
-                let v = sm.get_secret_value().secret_id(id).send().await.unwrap();
-                serde_json::from_str::<serde_json::Value>(v.secret_string().unwrap()).unwrap()
-            }
-        };
-        let tls = read("onec2-vault/tls").await;
+        let side = e2e::aws_side::AwsSide::new(&aws);
+        let tls = side.value("onec2-vault/tls").await;
         assert_eq!(tls["ca_certificate"], ca.as_str());
         assert!(tls["certificate"].as_str().is_some());
-        let conn = read("hybrid-aws-secrets-connection/vault").await;
+        let conn = side.value("hybrid-aws-secrets-connection/vault").await;
         assert_eq!(conn["vaultCaCert"], ca.as_str());
     }
 
@@ -904,17 +897,7 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
 
     let aws = f.moto.sdk_config().await;
     let side = e2e::aws_side::AwsSide::new(&aws);
-    let conn: serde_json::Value = serde_json::from_str(
-        side.sm
-            .get_secret_value()
-            .secret_id("hybrid-aws-secrets-connection/vault")
-            .send()
-            .await
-            .unwrap()
-            .secret_string()
-            .unwrap(),
-    )
-    .unwrap();
+    let conn = side.value("hybrid-aws-secrets-connection/vault").await;
     assert_eq!(
         conn["vaultAddress"], "https://10.42.0.10:8200",
         "the replicator uses the private address"
@@ -1881,16 +1864,9 @@ async fn the_vault_ca_is_kept_encrypted_under_the_stack_key_and_a_swapped_one_is
             Some(key_arn)
         )
     );
-    let conn: serde_json::Value = serde_json::from_str(
-        sm.get_secret_value()
-            .secret_id("hybrid-aws-secrets-connection/vault")
-            .send()
-            .await
-            .unwrap()
-            .secret_string()
-            .unwrap(),
-    )
-    .unwrap();
+    let conn = e2e::aws_side::AwsSide::new(&aws)
+        .value("hybrid-aws-secrets-connection/vault")
+        .await;
     assert_eq!(conn["vaultCaCert"], ca.as_str());
 
     // destroy removes it with the TLS secret.

@@ -302,13 +302,8 @@ async fn the_lambda_bootstrap_answers_through_the_runtime_api() {
 
     // Connection secret gone: the invocation errors, so Lambda's error metric counts it.
     env.side
-        .sm
-        .delete_secret()
-        .secret_id("hybrid-aws-secrets-connection/vault")
-        .force_delete_without_recovery(true)
-        .send()
-        .await
-        .unwrap();
+        .delete_now("hybrid-aws-secrets-connection/vault")
+        .await;
     let answer = api
         .invoke("req-2", &scheduled, Duration::from_secs(60))
         .await;
@@ -718,22 +713,14 @@ struct Watcher {
 
 impl Watcher {
     fn start(env: &common::Env, state: &std::path::Path) -> Self {
-        let mut child = tokio::process::Command::new(e2e::bin_path("replicator"))
-            .env_clear()
-            .envs(env.moto.env())
-            .env("VAULT_ADDR", &env.bao.addr)
-            .env("VAULT_TOKEN", e2e::ROOT_TOKEN)
-            .args(["watch", "--prefix", "kv", "--deletion-policy", "delete"])
-            .arg("--audit-log")
-            .arg(env.bao.audit_log())
-            .arg("--state-file")
-            .arg(state)
-            .args(["--output", "json"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let mut child = e2e::watch_command(
+            &env.bao,
+            env.moto.env(),
+            state,
+            &["--deletion-policy", "delete"],
+        )
+        .spawn()
+        .unwrap();
         use tokio::io::AsyncBufReadExt;
         let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
         Self { child, lines }
@@ -853,7 +840,7 @@ async fn the_watcher_beside_vault_sends_each_batch_to_the_function() {
     let mut watcher = tokio::process::Command::new(e2e::bin_path("bootstrap"))
         .env_clear()
         .envs(e2e::aws_env_at(&lambda.url))
-        .args(["watch", "--prefix", "kv", "--json"])
+        .args(["watch", "--prefix", "kv", "--output", "json"])
         .args(["--invoke-function", "kv-replicator"])
         .arg("--audit-log")
         .arg(bao.audit_log())

@@ -95,31 +95,12 @@ impl World {
 
     /// The root token vault-init stored in the init-keys secret (`--keys-to secret`).
     async fn stored_root_token(&self) -> String {
-        let stored: serde_json::Value = serde_json::from_str(
-            self.side
-                .sm
-                .get_secret_value()
-                .secret_id("vi-vault/init-keys")
-                .send()
-                .await
-                .unwrap()
-                .secret_string()
-                .unwrap(),
-        )
-        .unwrap();
+        let stored = self.side.value("vi-vault/init-keys").await;
         stored["root_token"].as_str().unwrap().to_owned()
     }
 
     async fn connection(&self) -> serde_json::Value {
-        let v = self
-            .side
-            .sm
-            .get_secret_value()
-            .secret_id("hybrid-aws-secrets-connection/vault")
-            .send()
-            .await
-            .unwrap();
-        serde_json::from_str(v.secret_string().unwrap()).unwrap()
+        self.side.value("hybrid-aws-secrets-connection/vault").await
     }
 }
 
@@ -663,13 +644,8 @@ async fn a_first_run_that_fails_after_init_still_revokes_the_new_root_token() {
     let w = world().await;
     // No connection secret to write into: vault-init fails after initialising Vault.
     w.side
-        .sm
-        .delete_secret()
-        .secret_id("hybrid-aws-secrets-connection/vault")
-        .force_delete_without_recovery(true)
-        .send()
-        .await
-        .unwrap();
+        .delete_now("hybrid-aws-secrets-connection/vault")
+        .await;
     let failed = w.vault_init(&[]).await;
     let err = failed.error.unwrap();
     assert!(err.contains("does not exist"), "{err}");
@@ -914,13 +890,8 @@ async fn a_failure_after_init_still_prints_one_json_document_with_the_keys() {
     let w = world().await;
     // No connection secret: the run fails at the step after init and unseal.
     w.side
-        .sm
-        .delete_secret()
-        .secret_id("hybrid-aws-secrets-connection/vault")
-        .force_delete_without_recovery(true)
-        .send()
-        .await
-        .unwrap();
+        .delete_now("hybrid-aws-secrets-connection/vault")
+        .await;
     let failed = w.vault_init(&[]).await;
     let error = failed.error.clone().expect("the run fails");
     assert!(

@@ -13,9 +13,6 @@ struct Watch {
     sync: replicator::config::SyncArgs,
     #[command(flatten)]
     watch: replicator::watch::WatchArgs,
-    /// One JSON report per batch on stdout (else a line of text).
-    #[arg(long)]
-    json: bool,
 }
 
 #[tokio::main]
@@ -30,7 +27,7 @@ async fn main() -> Result<(), Error> {
                 std::process::exit(if e.use_stderr() { 64 } else { 0 });
             }
         };
-        let code = replicator::watch::main(&cli.sync, &cli.watch, cli.json).await;
+        let code = replicator::watch::main(&cli.sync, &cli.watch).await;
         std::process::exit(i32::from(code));
     }
     replicator::logging::init(0, true);

@@ -58,10 +58,6 @@ enum Command {
 
         #[command(flatten)]
         watch: replicator::watch::WatchArgs,
-
-        /// One report per batch on stdout.
-        #[arg(long, value_enum, default_value = "text")]
-        output: OutputFormat,
     },
 
     /// Prints a shell completion script.
@@ -108,13 +104,9 @@ async fn main() -> ExitCode {
     };
     replicator::logging::init(cli.verbose, false);
     match cli.command {
-        Command::Watch {
-            args,
-            watch,
-            output,
-        } => ExitCode::from(
-            replicator::watch::main(&args, &watch, output == OutputFormat::Json).await,
-        ),
+        Command::Watch { args, watch } => {
+            ExitCode::from(replicator::watch::main(&args, &watch).await)
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = std::io::stdout().lock();
