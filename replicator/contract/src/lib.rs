@@ -9,6 +9,7 @@ use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
 
+pub mod naming;
 #[cfg(feature = "aws")]
 pub mod sdk;
 pub mod secret;
@@ -46,6 +47,10 @@ pub mod env {
     pub const VAULT_AWS_STS_ENDPOINT: &str = "VAULT_AWS_STS_ENDPOINT";
     pub const VAULT_AWS_STS_REGION: &str = "VAULT_AWS_STS_REGION";
     pub const VAULT_NAMESPACE: &str = "VAULT_NAMESPACE";
+    pub const REPLICA_REGIONS: &str = "REPLICATOR_REPLICA_REGIONS";
+    pub const NAME_TEMPLATE: &str = "REPLICATOR_NAME_TEMPLATE";
+    pub const GRANULARITY: &str = "REPLICATOR_GRANULARITY";
+    pub const TAGS: &str = "REPLICATOR_TAGS";
 }
 
 /// Tag keys written on every replicated secret.
@@ -65,6 +70,143 @@ pub mod tags {
     /// The name prefix of the sync that wrote it: two syncs of one mount with nested prefixes
     /// (`app` and `app/mirror`) each touch only their own replicas.
     pub const PREFIX: &str = "replica-prefix";
+    /// The Vault secret (path inside the synced sub-path) a replica comes from, where its name
+    /// does not say it: under a name template, or one replica per key.
+    pub const SOURCE: &str = "vault-secret";
+    /// The key of that secret a replica holds (`secret-key` granularity).
+    pub const KEY: &str = "vault-key";
+    /// Which of the replica's other tags this tool set (from `--tag` and `tag:` custom
+    /// metadata), as a digest of each key: the ones no longer wanted are removed, tags others
+    /// added are kept.
+    pub const USER_TAGS: &str = "vault-tags";
+    /// The regions (and a digest of their KMS key) this tool replicated the secret to.
+    pub const REPLICA_REGIONS: &str = "replica-regions";
+    /// How many keys the Vault version had (`secret-key` granularity): with every key replica
+    /// at the version, the set is complete without reading the value.
+    pub const KEY_COUNT: &str = "vault-key-count";
+
+    /// Every tag key this tool writes for itself: none may be set by `--tag` or custom metadata.
+    pub const OWN: &[&str] = &[
+        VERSION,
+        VERSION_CREATED,
+        MANAGED_BY,
+        VAULT_MOUNT,
+        VAULT_PATH,
+        PREFIX,
+        SOURCE,
+        KEY,
+        USER_TAGS,
+        REPLICA_REGIONS,
+        KEY_COUNT,
+    ];
+
+    /// AWS's limits on a secret's tags.
+    pub const MAX_TAGS: usize = 50;
+    pub const MAX_KEY_LEN: usize = 128;
+    pub const MAX_VALUE_LEN: usize = 256;
+
+    /// Checks one tag a user asked for against AWS's rules and this tool's own keys; the error
+    /// says what is wrong (never quoting more than the key).
+    pub fn check(key: &str, value: &str) -> Result<(), String> {
+        let allowed = |c: char| c.is_alphanumeric() || c == ' ' || "+-=._:/@".contains(c);
+        if key.is_empty() {
+            return Err("a tag key must not be empty".into());
+        }
+        if key.chars().count() > MAX_KEY_LEN {
+            return Err(format!("tag key {key:?} is over {MAX_KEY_LEN} characters"));
+        }
+        if value.chars().count() > MAX_VALUE_LEN {
+            return Err(format!(
+                "the value of tag {key:?} is over {MAX_VALUE_LEN} characters"
+            ));
+        }
+        if key.to_ascii_lowercase().starts_with("aws:") {
+            return Err(format!(
+                "tag key {key:?}: the aws: prefix is reserved by AWS"
+            ));
+        }
+        if OWN.contains(&key) {
+            return Err(format!(
+                "tag key {key:?} is one this tool writes for itself; choose another"
+            ));
+        }
+        if let Some(c) = key.chars().find(|c| !allowed(*c)) {
+            return Err(format!(
+                "tag key {key:?}: {c:?} is not allowed (letters, digits, spaces and +-=._:/@)"
+            ));
+        }
+        if value.chars().any(|c| !allowed(c)) {
+            return Err(format!(
+                "the value of tag {key:?} holds a character AWS does not allow (letters, digits, spaces and +-=._:/@)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A region a replica is also kept in by Secrets Manager's own replication, with the KMS key
+/// that encrypts it there (default: that region's `aws/secretsmanager`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ReplicaRegion {
+    pub region: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+}
+
+impl std::str::FromStr for ReplicaRegion {
+    type Err = String;
+
+    /// `REGION` or `REGION=KMS_KEY`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (region, key) = match s.split_once('=') {
+            Some((r, k)) => (r.trim(), Some(k.trim())),
+            None => (s.trim(), None),
+        };
+        check_region(region)?;
+        if key.is_some_and(str::is_empty) {
+            return Err(format!("{s:?}: the KMS key after = is empty"));
+        }
+        Ok(Self {
+            region: region.to_owned(),
+            kms_key_id: key.map(str::to_owned),
+        })
+    }
+}
+
+/// Checks an AWS region name (`eu-west-1`, `us-gov-west-1`, `cn-north-1`).
+pub fn check_region(region: &str) -> Result<(), String> {
+    let parts: Vec<&str> = region.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok_and(|n| n > 0);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{region:?} is not an AWS region name (like eu-west-1)"
+        ))
+    }
+}
+
+/// Checks a list of replica regions: each once, none the replicator's own region.
+pub fn check_replica_regions(regions: &[ReplicaRegion], own: Option<&str>) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for r in regions {
+        if !seen.insert(r.region.as_str()) {
+            return Err(format!("{} is listed twice", r.region));
+        }
+        if own == Some(r.region.as_str()) {
+            return Err(format!(
+                "{} is the replicator's own region: a secret is not replicated to where it is",
+                r.region
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether the tags (looked up by `tag`) mark a secret this tool replicated, from any sync.
@@ -319,6 +461,48 @@ mod tests {
         assert_eq!(source.wrote(with(&mine[1..])), None, "no owner tag");
         assert!(is_replica(with(&other_mount)));
         assert!(!is_replica(with(&[(tags::MANAGED_BY, "terraform")])));
+    }
+
+    #[test]
+    fn tags_and_regions_are_checked_before_anything_is_written() {
+        assert_eq!(tags::check("team", "payments"), Ok(()));
+        assert_eq!(tags::check("cost center", "a/b:c@d=e+f-g.h_i"), Ok(()));
+        let long_key = "k".repeat(129);
+        let long_value = "v".repeat(257);
+        for ((k, v), why) in [
+            (("", "x"), "empty"),
+            ((long_key.as_str(), "x"), "over 128"),
+            (("k", long_value.as_str()), "over 256"),
+            (("AWS:owner", "x"), "reserved"),
+            (("managed-by", "x"), "writes for itself"),
+            (("a,b", "x"), "',' is not allowed"),
+            (("k", "x;y"), "does not allow"),
+        ] {
+            let e = tags::check(k, v).unwrap_err();
+            assert!(e.contains(why), "{k:?}={v:?}: {e}");
+            assert!(!e.contains("x;y"), "no value quoted: {e}");
+        }
+        let r: ReplicaRegion = "eu-west-1=arn:aws:kms:eu-west-1:1:key/k".parse().unwrap();
+        assert_eq!(r.region, "eu-west-1");
+        assert_eq!(
+            r.kms_key_id.as_deref(),
+            Some("arn:aws:kms:eu-west-1:1:key/k")
+        );
+        assert!("us-gov-west-1".parse::<ReplicaRegion>().is_ok());
+        for bad in ["eu-west", "EU-west-1", "euwest1", "eu-west-1=", "eu-west-0"] {
+            assert!(bad.parse::<ReplicaRegion>().is_err(), "{bad}");
+        }
+        let two = vec![r.clone(), r.clone()];
+        assert!(
+            check_replica_regions(&two, None)
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            check_replica_regions(std::slice::from_ref(&r), Some("eu-west-1"))
+                .unwrap_err()
+                .contains("own region")
+        );
     }
 
     #[test]
