@@ -6,18 +6,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, Tag};
+use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, ReplicaRegionType, Tag};
 use aws_types::SdkConfig;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::time::Instant;
 
-use crate::listing::Partition;
+use crate::listing::{MAX_FILTER_VALUES, Partition};
 pub use contract::sdk::{
     AwsCounters, AwsError, AwsErrorKind, CountRequests, config_loader, load_sdk_config,
 };
 use contract::secret::SecretString;
-use contract::tags;
+use contract::{ReplicaRegion, tags};
 
 /// Paces write calls: at most `per_second`, spread evenly.
 #[derive(Debug)]
@@ -73,6 +73,10 @@ impl Tags {
     pub fn clear(&mut self) {
         self.0.clear();
     }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| &**k)
+    }
 }
 
 impl<const N: usize> From<[(&str, &str); N]> for Tags {
@@ -124,6 +128,8 @@ pub struct AwsSecret {
     pub other_version_ids: Vec<String>,
     /// Scheduled for deletion.
     pub pending_deletion: bool,
+    /// Shared between replicas with the same text (most have the default).
+    pub description: Option<Arc<str>>,
 }
 
 impl AwsSecret {
@@ -166,6 +172,27 @@ pub struct SecretsManager {
     tag_limiter: Arc<RateLimiter>,
 }
 
+/// What a new secret is created with besides its name and value.
+#[derive(Clone, Copy, Debug)]
+pub struct NewSecret<'a> {
+    pub kms_key_id: Option<&'a str>,
+    pub description: &'a str,
+    pub tags: &'a BTreeMap<String, String>,
+    pub regions: &'a [ReplicaRegion],
+}
+
+fn replica_types(regions: &[ReplicaRegion]) -> Vec<ReplicaRegionType> {
+    regions
+        .iter()
+        .map(|r| {
+            ReplicaRegionType::builder()
+                .region(&r.region)
+                .set_kms_key_id(r.kms_key_id.clone())
+                .build()
+        })
+        .collect()
+}
+
 fn tag_list(map: &BTreeMap<String, String>) -> Vec<Tag> {
     map.iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
@@ -188,14 +215,18 @@ impl SecretsManager {
     /// Every secret whose name starts with `<prefix>/`, planned deletions included, in one page
     /// chain.
     pub async fn list(&self, prefix: &str) -> Result<Vec<AwsSecret>, AwsError> {
-        let (found, _) = self.list_matching(&[format!("{prefix}/")], None).await?;
+        let (found, _) = self
+            .list_matching(&[format!("{prefix}/")], &[], None)
+            .await?;
         Ok(found)
     }
 
     /// The first page of [`Self::list`]: every secret when one page holds them all, `None` when
     /// there are more.
     pub async fn list_one_page(&self, prefix: &str) -> Result<Option<Vec<AwsSecret>>, AwsError> {
-        let (found, more) = self.list_matching(&[format!("{prefix}/")], Some(1)).await?;
+        let (found, more) = self
+            .list_matching(&[format!("{prefix}/")], &[], Some(1))
+            .await?;
         Ok((!more).then_some(found))
     }
 
@@ -218,7 +249,7 @@ impl SecretsManager {
         let chunks: Vec<Vec<AwsSecret>> = stream::iter(parts)
             .map(|part| async move {
                 match part {
-                    Part::Range(prefixes) => Ok(self.list_matching(prefixes, None).await?.0),
+                    Part::Range(prefixes) => Ok(self.list_matching(prefixes, &[], None).await?.0),
                     Part::Exact(name) => match self.describe(name).await {
                         // A lookup by name can also resolve a partial ARN: keep only the name.
                         Ok(found) if found.name == name => Ok(vec![found]),
@@ -237,11 +268,63 @@ impl SecretsManager {
         Ok(all)
     }
 
-    /// One `ListSecrets` page chain with a `name` filter of `prefixes` (at most 10), planned
-    /// deletions included, stopping after `max_pages`; whether pages were left.
+    /// The secrets under `<prefix>/` whose `vault-secret` tag is one of `sources`: the
+    /// replicas of those Vault secrets whatever their names (`secret-key` granularity). Ten
+    /// sources per listing (the filter's limit), `concurrency` listings at a time.
+    pub async fn list_by_source(
+        &self,
+        prefix: &str,
+        sources: &[String],
+        concurrency: usize,
+    ) -> Result<Vec<AwsSecret>, AwsError> {
+        let root = [format!("{prefix}/")];
+        // A filter value holds only a name's characters (and a leading `!` negates): sources
+        // outside that are found by listing the whole prefix.
+        if sources
+            .iter()
+            .any(|s| !s.chars().all(contract::is_aws_name_char))
+        {
+            let all = self.list(prefix).await?;
+            return Ok(all
+                .into_iter()
+                .filter(|s| {
+                    s.tags
+                        .get(tags::SOURCE)
+                        .is_some_and(|v| sources.iter().any(|c| c == v))
+                })
+                .collect());
+        }
+        let chunks: Vec<Vec<AwsSecret>> = stream::iter(sources.chunks(MAX_FILTER_VALUES))
+            .map(|chunk| {
+                let root = &root;
+                async move {
+                    // The tag-value filter is a prefix match on any tag: keep exact sources.
+                    let (found, _) = self.list_matching(root, chunk, None).await?;
+                    Ok::<_, AwsError>(
+                        found
+                            .into_iter()
+                            .filter(|s| {
+                                s.tags
+                                    .get(tags::SOURCE)
+                                    .is_some_and(|v| chunk.iter().any(|c| c == v))
+                            })
+                            .collect(),
+                    )
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .try_collect()
+            .await?;
+        Ok(chunks.into_iter().flatten().collect())
+    }
+
+    /// One `ListSecrets` page chain with a `name` filter of `prefixes` (at most 10), and a
+    /// `tag-value` filter of `tag_values` when given, planned deletions included, stopping
+    /// after `max_pages`; whether pages were left.
     async fn list_matching(
         &self,
         prefixes: &[String],
+        tag_values: &[String],
         max_pages: Option<usize>,
     ) -> Result<(Vec<AwsSecret>, bool), AwsError> {
         let what = prefixes.join(" ");
@@ -249,10 +332,19 @@ impl SecretsManager {
             .key(FilterNameStringType::Name)
             .set_values(Some(prefixes.to_vec()))
             .build();
+        let mut filters = vec![filter];
+        if !tag_values.is_empty() {
+            filters.push(
+                Filter::builder()
+                    .key(FilterNameStringType::TagValue)
+                    .set_values(Some(tag_values.to_vec()))
+                    .build(),
+            );
+        }
         let mut pages = self
             .client
             .list_secrets()
-            .filters(filter)
+            .set_filters(Some(filters))
             .include_planned_deletion(true)
             .max_results(100)
             .into_paginator()
@@ -284,6 +376,7 @@ impl SecretsManager {
                     current_version_id,
                     other_version_ids,
                     pending_deletion: entry.deleted_date().is_some(),
+                    description: entry.description().map(|d| interner.get(d)),
                 });
             }
             if page.next_token().is_none() {
@@ -310,7 +403,89 @@ impl SecretsManager {
             tags: Interner::default().tags(out.tags()),
             current_version_id,
             pending_deletion: out.deleted_date().is_some(),
+            description: out.description().map(Into::into),
         })
+    }
+
+    /// The regions `DescribeSecret` shows the secret replicated to, and its `replica-regions`
+    /// tag.
+    pub async fn replication(
+        &self,
+        secret_id: &str,
+    ) -> Result<(Vec<String>, Option<String>), AwsError> {
+        let out = self
+            .client
+            .describe_secret()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeSecret", secret_id, e))?;
+        let regions = out
+            .replication_status()
+            .iter()
+            .filter_map(|r| r.region().map(str::to_owned))
+            .collect();
+        let tag = out
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(tags::REPLICA_REGIONS))
+            .and_then(|t| t.value().map(str::to_owned));
+        Ok((regions, tag))
+    }
+
+    /// Adds replica regions (`ReplicateSecretToRegions`).
+    pub async fn replicate(
+        &self,
+        secret_id: &str,
+        regions: &[ReplicaRegion],
+    ) -> Result<(), AwsError> {
+        self.limiter.acquire().await;
+        self.client
+            .replicate_secret_to_regions()
+            .secret_id(secret_id)
+            .set_add_replica_regions(Some(replica_types(regions)))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ReplicateSecretToRegions", secret_id, e))?;
+        Ok(())
+    }
+
+    /// Removes replica regions (`RemoveRegionsFromReplication`): the replicas there are deleted.
+    pub async fn unreplicate(&self, secret_id: &str, regions: &[String]) -> Result<(), AwsError> {
+        self.limiter.acquire().await;
+        self.client
+            .remove_regions_from_replication()
+            .secret_id(secret_id)
+            .set_remove_replica_regions(Some(regions.to_vec()))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("RemoveRegionsFromReplication", secret_id, e))?;
+        Ok(())
+    }
+
+    /// Sets the description alone (`UpdateSecret` without a value: no new version).
+    pub async fn describe_as(&self, secret_id: &str, description: &str) -> Result<(), AwsError> {
+        self.limiter.acquire().await;
+        self.client
+            .update_secret()
+            .secret_id(secret_id)
+            .description(description)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("UpdateSecret", secret_id, e))?;
+        Ok(())
+    }
+
+    pub async fn untag(&self, secret_id: &str, keys: &[String]) -> Result<(), AwsError> {
+        self.tag_limiter.acquire().await;
+        self.client
+            .untag_resource()
+            .secret_id(secret_id)
+            .set_tag_keys(Some(keys.to_vec()))
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("UntagResource", secret_id, e))?;
+        Ok(())
     }
 
     pub async fn create(
@@ -318,8 +493,7 @@ impl SecretsManager {
         name: &str,
         value: &SecretString,
         request_token: &str,
-        kms_key_id: Option<&str>,
-        tags: &BTreeMap<String, String>,
+        shape: NewSecret<'_>,
     ) -> Result<(), AwsError> {
         self.limiter.acquire().await;
         self.client
@@ -327,9 +501,12 @@ impl SecretsManager {
             .name(name)
             .secret_string(value.expose())
             .client_request_token(request_token)
-            .set_kms_key_id(kms_key_id.map(str::to_owned))
-            .description("Replicated from Vault by vault-secrets-replicator; edit it in Vault")
-            .set_tags(Some(tag_list(tags)))
+            .set_kms_key_id(shape.kms_key_id.map(str::to_owned))
+            .description(shape.description)
+            .set_tags(Some(tag_list(shape.tags)))
+            .set_add_replica_regions(
+                (!shape.regions.is_empty()).then(|| replica_types(shape.regions)),
+            )
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("CreateSecret", name, e))?;

@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::aws_auth::StsEndpoint;
+pub use crate::shape::{Granularity, NameTemplate};
 use crate::vault::VaultLogin;
 use contract::secret::SecretString;
-use contract::{ConnectionSecret, DEFAULT_PREFIX, env, ranges};
+use contract::{ConnectionSecret, DEFAULT_PREFIX, ReplicaRegion, env, ranges};
 
 pub use contract::DeletionPolicy;
 
@@ -145,6 +146,27 @@ pub struct SyncArgs {
     /// one goes on. The Lambda sets it from its invocation's deadline.
     #[arg(long, env = env::MAX_DURATION, value_name = "SECONDS")]
     pub max_duration: Option<u64>,
+
+    /// Also keep every replica in REGION, encrypted there with KMS_KEY [default: that region's
+    /// aws/secretsmanager]. Repeatable; the variable takes a comma-separated list. A region
+    /// added later is added to existing replicas, one removed is removed from them.
+    #[arg(long = "replica-region", env = env::REPLICA_REGIONS, value_delimiter = ',', value_name = "REGION[=KMS_KEY]")]
+    pub replica_regions: Vec<String>,
+
+    /// The name of each replica after `<prefix>/`, from {path}, {mount} and {key} [default:
+    /// {path}, or {path}/{key} with --granularity secret-key].
+    #[arg(long, env = env::NAME_TEMPLATE)]
+    pub name_template: Option<String>,
+
+    /// One AWS secret per Vault secret (its keys as one JSON object), or one per key of it (its
+    /// value the raw string).
+    #[arg(long, env = env::GRANULARITY, value_enum, default_value = "secret-path")]
+    pub granularity: Granularity,
+
+    /// A tag on every replica. Repeatable; the variable takes a comma-separated list. A Vault
+    /// secret's custom metadata `tag:KEY` overrides it for that secret.
+    #[arg(long = "tag", env = env::TAGS, value_delimiter = ',', value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
 }
 
 /// Validated settings of the planner and executor.
@@ -168,6 +190,12 @@ pub struct Settings {
     pub max_duration: Option<std::time::Duration>,
     /// No write starts after this moment: `max_duration` counted from the start of the run.
     pub deadline: Option<std::time::Instant>,
+    /// Sorted by region.
+    pub replica_regions: Vec<ReplicaRegion>,
+    pub name_template: NameTemplate,
+    pub granularity: Granularity,
+    /// `--tag`s, in key order.
+    pub tags: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -178,6 +206,17 @@ impl Settings {
             mount: &self.mount,
             path_tag: self.path_tag(),
         }
+    }
+
+    /// The AWS name of the replica of `rel` (a path relative to the sub-path), or of one of its
+    /// keys.
+    pub fn replica_name(&self, rel: &str, key: Option<&str>) -> String {
+        format!(
+            "{}/{}",
+            self.prefix,
+            self.name_template
+                .render(rel, &self.mount, key.unwrap_or(""))
+        )
     }
 
     /// The `vault-path` tag value: the sub-path, or `/` for the whole mount.
@@ -365,7 +404,42 @@ impl SyncArgs {
                 format!("{arn:?} is not a topic ARN (arn:PARTITION:sns:REGION:ACCOUNT:NAME)"),
             ));
         }
+        let mut replica_regions = self
+            .replica_regions
+            .iter()
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| r.parse::<ReplicaRegion>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("--replica-region / REPLICATOR_REPLICA_REGIONS", e))?;
+        replica_regions.sort();
+        contract::check_replica_regions(&replica_regions, None)
+            .map_err(|e| invalid("--replica-region / REPLICATOR_REPLICA_REGIONS", e))?;
+        let name_template = match self.name_template.as_deref().filter(|t| !t.is_empty()) {
+            Some(text) => NameTemplate::parse(text, self.granularity)
+                .map_err(|e| invalid("--name-template / REPLICATOR_NAME_TEMPLATE", e))?,
+            None => NameTemplate::default_for(self.granularity),
+        };
+        let mut tags = std::collections::BTreeMap::new();
+        for pair in self.tags.iter().filter(|t| !t.trim().is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                invalid(
+                    "--tag / REPLICATOR_TAGS",
+                    format!("{pair:?} is not KEY=VALUE"),
+                )
+            })?;
+            contract::tags::check(k, v).map_err(|e| invalid("--tag / REPLICATOR_TAGS", e))?;
+            if tags.insert(k.to_owned(), v.to_owned()).is_some() {
+                return Err(invalid(
+                    "--tag / REPLICATOR_TAGS",
+                    format!("tag {k:?} is given twice"),
+                ));
+            }
+        }
         Ok(Settings {
+            replica_regions,
+            name_template,
+            granularity: self.granularity,
+            tags: tags.into_iter().collect(),
             prefix,
             mount,
             path,
@@ -520,6 +594,19 @@ mod tests {
             (&["--writes-per-second", "80"], "--writes-per-second"),
             (&["--sns-topic-arn", "topic"], "--sns-topic-arn"),
             (&["--path", "a/../b"], "--path"),
+            (&["--replica-region", "mars-1"], "--replica-region"),
+            (
+                &["--replica-region", "eu-west-1,eu-west-1=k"],
+                "--replica-region",
+            ),
+            (&["--name-template", "{path"], "--name-template"),
+            (
+                &["--granularity", "secret-key", "--name-template", "{path}"],
+                "--name-template",
+            ),
+            (&["--tag", "team"], "--tag"),
+            (&["--tag", "aws:x=1"], "--tag"),
+            (&["--tag", "a=1", "--tag", "a=2"], "--tag"),
         ];
         for (args, flag) in cases {
             let err = parse(args).settings().unwrap_err().to_string();

@@ -2,15 +2,15 @@
 //! what the plan deletes. Bounded concurrency; one secret's failure never stops the others.
 //! Network I/O through the Vault and AWS adapters.
 
-use std::collections::BTreeMap;
-
 use futures::stream::{self, StreamExt};
 
-use crate::aws::{AwsErrorKind, SecretsManager, owner_tags};
+use crate::aws::{AwsError, AwsErrorKind, NewSecret, SecretsManager};
 use crate::config::Settings;
-use crate::plan::{Step, Target};
+use crate::plan::{ExpandSource, InvalidKind, Step, Target, decide, gone_from_vault};
 use crate::report::{Problem, Report};
+use crate::shape::MetaChanges;
 use crate::vault::{VaultClient, VersionRead};
+use contract::secret::SecretString;
 use contract::tags;
 
 /// AWS limit on a secret value.
@@ -19,24 +19,16 @@ pub const MAX_VALUE_BYTES: usize = 65_536;
 enum Outcome {
     Created,
     Updated,
+    Unchanged,
     Deleted,
     /// The planned Vault version vanished before it was read; the next run sees the deletion.
     Skipped,
+    /// Kept although its source is gone (deletion policy `keep`).
+    Kept,
     Conflict(Problem),
     Failed(Problem),
     /// Not started: the run's deadline had come. The next run does it.
     Deferred,
-}
-
-/// The tags a replicated secret carries after a write of `target`.
-pub fn target_tags(settings: &Settings, target: &Target) -> BTreeMap<String, String> {
-    let mut t = owner_tags(&settings.mount, settings.path_tag(), &settings.prefix);
-    t.insert(tags::VERSION.to_owned(), target.version.to_string());
-    t.insert(
-        tags::VERSION_CREATED.to_owned(),
-        target.created_time.clone(),
-    );
-    t
 }
 
 struct Ctx<'a> {
@@ -45,12 +37,19 @@ struct Ctx<'a> {
     settings: &'a Settings,
 }
 
+fn too_large(name: &str, version: u64, len: usize) -> Problem {
+    Problem::new(
+        name,
+        "value_too_large",
+        format!(
+            "version {version} is {len} bytes, over the Secrets Manager limit of {MAX_VALUE_BYTES}"
+        ),
+    )
+}
+
 impl Ctx<'_> {
     /// Reads the value of exactly the planned version and checks its size.
-    async fn value(
-        &self,
-        target: &Target,
-    ) -> Result<Option<contract::secret::SecretString>, Problem> {
+    async fn value(&self, target: &Target) -> Result<Option<SecretString>, Problem> {
         let read = self
             .vault
             .read_version(&self.settings.mount, &target.vault_path, target.version)
@@ -58,35 +57,40 @@ impl Ctx<'_> {
             .map_err(|e| Problem::new(&target.name, e.kind(), e.to_string()))?;
         match read {
             VersionRead::Gone => Ok(None),
-            VersionRead::Value(v) if v.len() > MAX_VALUE_BYTES => Err(Problem::new(
-                &target.name,
-                "value_too_large",
-                format!(
-                    "version {} is {} bytes as JSON, over the Secrets Manager limit of {MAX_VALUE_BYTES}",
-                    target.version,
-                    v.len()
-                ),
-            )),
+            VersionRead::Value(v) if v.len() > MAX_VALUE_BYTES => {
+                Err(too_large(&target.name, target.version, v.len()))
+            }
             VersionRead::Value(v) => Ok(Some(v)),
         }
     }
 
-    async fn create(&self, target: &Target) -> Result<Outcome, Problem> {
-        let Some(value) = self.value(target).await? else {
-            return Ok(Outcome::Skipped);
+    /// Creates the replica with `value` (read here when not given).
+    async fn create(
+        &self,
+        target: &Target,
+        known: Option<&SecretString>,
+    ) -> Result<Outcome, Problem> {
+        let read;
+        let value = match known {
+            Some(v) => v,
+            None => match self.value(target).await? {
+                Some(v) => {
+                    read = v;
+                    &read
+                }
+                None => return Ok(Outcome::Skipped),
+            },
         };
-        let tags = target_tags(self.settings, target);
-        let aws_problem =
-            |e: crate::aws::AwsError| Problem::new(&target.name, e.kind.as_str(), e.to_string());
+        let aws_problem = |e: AwsError| Problem::new(&target.name, e.kind.as_str(), e.to_string());
+        let shape = NewSecret {
+            kms_key_id: self.settings.kms_key_id.as_deref(),
+            description: &target.description,
+            tags: &target.tags,
+            regions: &self.settings.replica_regions,
+        };
         match self
             .sm
-            .create(
-                &target.name,
-                &value,
-                &target.token,
-                self.settings.kms_key_id.as_deref(),
-                &tags,
-            )
+            .create(&target.name, value, &target.token, shape)
             .await
         {
             Ok(()) => Ok(Outcome::Created),
@@ -105,15 +109,43 @@ impl Ctx<'_> {
                         "appeared in AWS since the listing and is not owned by this tool",
                     )));
                 }
+                // Another Vault secret (or key) of this sync renders to the same name.
+                let source = |tags: &crate::aws::Tags| {
+                    (
+                        tags.get(tags::SOURCE).map(str::to_owned),
+                        tags.get(tags::KEY).map(str::to_owned),
+                    )
+                };
+                let wanted = (
+                    target.tags.get(tags::SOURCE).cloned(),
+                    target.tags.get(tags::KEY).cloned(),
+                );
+                if source(&found.tags) != wanted {
+                    return Ok(Outcome::Failed(Problem::new(
+                        &target.name,
+                        "name_collision",
+                        format!(
+                            "Vault path {}: another Vault secret of this sync is replicated under this name",
+                            target.vault_path
+                        ),
+                    )));
+                }
                 // Its own secret, scheduled for deletion since the listing: brought back.
                 if found.pending_deletion {
                     self.sm.restore(&found.arn).await.map_err(aws_problem)?;
                 }
+                let changes = crate::shape::meta_changes(
+                    &found,
+                    &target.tags,
+                    &target.description,
+                    &self.settings.replica_regions,
+                );
                 self.write(
                     &found.arn,
-                    &value,
+                    value,
                     target,
                     found.current_version_id.as_deref(),
+                    &changes,
                 )
                 .await?;
                 Ok(Outcome::Updated)
@@ -122,49 +154,77 @@ impl Ctx<'_> {
         }
     }
 
-    /// Puts the value as the target's version, makes it current, then records it in the tags.
+    /// Puts the value as the target's version, makes it current, then the rest.
     async fn write(
         &self,
         arn: &str,
-        value: &contract::secret::SecretString,
+        value: &SecretString,
         target: &Target,
         current_version_id: Option<&str>,
+        changes: &MetaChanges,
     ) -> Result<(), Problem> {
-        let aws_problem =
-            |e: crate::aws::AwsError| Problem::new(&target.name, e.kind.as_str(), e.to_string());
         let is_current = self
             .sm
             .put(arn, value, &target.token)
             .await
-            .map_err(aws_problem)?;
+            .map_err(|e| Problem::new(&target.name, e.kind.as_str(), e.to_string()))?;
         // Not current: this very version was written before and someone moved AWSCURRENT off it.
-        self.settle(arn, target, is_current, current_version_id)
+        self.settle(arn, target, is_current, current_version_id, changes)
             .await
     }
 
-    /// With the target's version in AWS: makes it current (a stage move) unless it is, then
-    /// records it in the tags.
+    /// With the target's version in AWS: makes it current (a stage move) unless it is, moves the
+    /// replica regions, sets the description, removes the tags no longer wanted, and last
+    /// writes the tags, which record all of it.
     async fn settle(
         &self,
         arn: &str,
         target: &Target,
         is_current: bool,
         current_version_id: Option<&str>,
+        changes: &MetaChanges,
     ) -> Result<(), Problem> {
-        let aws_problem =
-            |e: crate::aws::AwsError| Problem::new(&target.name, e.kind.as_str(), e.to_string());
+        let aws_problem = |e: AwsError| Problem::new(&target.name, e.kind.as_str(), e.to_string());
         if !is_current {
             self.sm
                 .make_current(arn, &target.token, current_version_id)
                 .await
                 .map_err(aws_problem)?;
         }
-        self.sm
-            .tag(arn, &target_tags(self.settings, target))
-            .await
-            .map_err(aws_problem)
+        if let Some(desired) = &changes.regions {
+            // As AWS holds them now (the listing may be older): the regions, and the tag that
+            // says which of them this tool added.
+            let (actual, recorded) = self.sm.replication(arn).await.map_err(aws_problem)?;
+            let (remove, add) = crate::shape::region_moves(recorded.as_deref(), &actual, desired);
+            if !remove.is_empty() {
+                self.sm
+                    .unreplicate(arn, &remove)
+                    .await
+                    .map_err(aws_problem)?;
+            }
+            if !add.is_empty() {
+                self.sm.replicate(arn, &add).await.map_err(aws_problem)?;
+            }
+        }
+        if let Some(description) = &changes.description {
+            self.sm
+                .describe_as(arn, description)
+                .await
+                .map_err(aws_problem)?;
+        }
+        if !changes.untag.is_empty() {
+            self.sm
+                .untag(arn, &changes.untag)
+                .await
+                .map_err(aws_problem)?;
+        }
+        if changes.tag || changes.regions.is_some() {
+            self.sm.tag(arn, &target.tags).await.map_err(aws_problem)?;
+        }
+        Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn update(
         &self,
         target: &Target,
@@ -172,43 +232,80 @@ impl Ctx<'_> {
         restore: bool,
         current_version_id: Option<&str>,
         written: bool,
+        changes: &MetaChanges,
+        known: Option<&SecretString>,
     ) -> Result<Outcome, Problem> {
-        let aws_problem =
-            |e: crate::aws::AwsError| Problem::new(&target.name, e.kind.as_str(), e.to_string());
+        let aws_problem = |e: AwsError| Problem::new(&target.name, e.kind.as_str(), e.to_string());
         // Read before anything changes: a version deleted in Vault meanwhile is skipped whole.
-        let value = if written {
-            None
-        } else {
-            match self.value(target).await? {
-                Some(v) => Some(v),
+        let read;
+        let value = match (written, known) {
+            (true, _) => None,
+            (false, Some(v)) => Some(v),
+            (false, None) => match self.value(target).await? {
+                Some(v) => {
+                    read = v;
+                    Some(&read)
+                }
                 None => return Ok(Outcome::Skipped),
-            }
+            },
         };
         if restore {
             self.sm.restore(arn).await.map_err(aws_problem)?;
         }
         match value {
-            Some(value) => self.write(arn, &value, target, current_version_id).await?,
+            Some(value) => {
+                self.write(arn, value, target, current_version_id, changes)
+                    .await?;
+            }
             // The value of this version is in AWS already: a stage move (when another version
-            // is current) and the tags, without reading or writing it again.
+            // is current), the tags and the rest, without reading or writing it again.
             None => {
                 let is_current = current_version_id == Some(target.token.as_str());
-                self.settle(arn, target, is_current, current_version_id)
+                self.settle(arn, target, is_current, current_version_id, changes)
                     .await?;
             }
         }
         Ok(Outcome::Updated)
     }
 
-    async fn perform(&self, step: &Step) -> Outcome {
+    /// Deletes a replica, removing its replica regions first (AWS refuses to delete a secret
+    /// that still has them): the ones its tags record, or, for one replicated by someone else,
+    /// the ones AWS names when it refuses.
+    async fn delete(&self, name: &str, arn: &str, replicated: bool) -> Result<Outcome, Problem> {
+        let aws_problem = |e: AwsError| Problem::new(name, e.kind.as_str(), e.to_string());
+        let unreplicate = async || {
+            let (regions, _) = self.sm.replication(arn).await?;
+            if !regions.is_empty() {
+                self.sm.unreplicate(arn, &regions).await?;
+            }
+            Ok::<_, AwsError>(())
+        };
+        if replicated {
+            unreplicate().await.map_err(aws_problem)?;
+        }
+        let window = self.settings.recovery_window_days;
+        match self.sm.delete(arn, window).await {
+            Ok(()) => {}
+            Err(e) if e.kind == AwsErrorKind::InvalidRequest && e.message.contains("replica") => {
+                unreplicate().await.map_err(aws_problem)?;
+                self.sm.delete(arn, window).await.map_err(aws_problem)?;
+            }
+            Err(e) => return Err(aws_problem(e)),
+        }
+        Ok(Outcome::Deleted)
+    }
+
+    /// Performs one step; `known` is the value when the caller read it already.
+    async fn perform_one(&self, step: &Step, known: Option<&SecretString>) -> Outcome {
         let result = match step {
-            Step::Create { target } => self.create(target).await,
+            Step::Create { target } => self.create(target, known).await,
             Step::Update {
                 target,
                 arn,
                 restore,
                 current_version_id,
                 written,
+                changes,
                 ..
             } => {
                 self.update(
@@ -217,19 +314,112 @@ impl Ctx<'_> {
                     *restore,
                     current_version_id.as_deref(),
                     *written,
+                    changes,
+                    known,
                 )
                 .await
             }
-            Step::Delete { name, arn } => self
-                .sm
-                .delete(arn, self.settings.recovery_window_days)
-                .await
-                .map(|()| Outcome::Deleted)
-                .map_err(|e| Problem::new(name, e.kind.as_str(), e.to_string())),
-            _ => return Outcome::Skipped,
+            Step::Delete {
+                name,
+                arn,
+                replicated,
+            } => self.delete(name, arn, *replicated).await,
+            Step::Unchanged { .. } => Ok(Outcome::Unchanged),
+            Step::Keep { .. } => Ok(Outcome::Kept),
+            Step::Invalid {
+                name,
+                kind,
+                message,
+                vault_path,
+            } => Ok(Outcome::Failed(invalid_problem(
+                name, *kind, vault_path, message,
+            ))),
+            Step::Conflict {
+                name,
+                kind,
+                message,
+            } => Ok(Outcome::Conflict(Problem::new(
+                name,
+                kind_str(kind),
+                message,
+            ))),
+            _ => Ok(Outcome::Skipped),
         };
         result.unwrap_or_else(Outcome::Failed)
     }
+
+    /// Performs a step: one outcome, or one per key of an expanded secret.
+    async fn perform(&self, step: &Step) -> Vec<(String, Outcome)> {
+        match step {
+            Step::Expand { name, source } => self.expand(name, source).await,
+            step => vec![(step.name().to_owned(), self.perform_one(step, None).await)],
+        }
+    }
+
+    /// Reads the secret's value, and replicates each of its keys: each key's step is decided as
+    /// in the plan, and the replicas of keys no longer there follow the deletion policy.
+    async fn expand(&self, name: &str, src: &ExpandSource) -> Vec<(String, Outcome)> {
+        let settings = self.settings;
+        let source = &src.source;
+        let read = self
+            .vault
+            .read_version(&settings.mount, &source.vault_path, source.version)
+            .await;
+        let value = match read {
+            Ok(VersionRead::Value(v)) => v,
+            Ok(VersionRead::Gone) => return vec![(name.to_owned(), Outcome::Skipped)],
+            Err(e) => {
+                let p = Problem::new(name, e.kind(), e.to_string());
+                return vec![(name.to_owned(), Outcome::Failed(p))];
+            }
+        };
+        let keys = match crate::vault::split_keys(&value) {
+            Ok(keys) => keys,
+            Err(e) => {
+                let p = Problem::new(name, "vault_invalid_response", e);
+                return vec![(name.to_owned(), Outcome::Failed(p))];
+            }
+        };
+        drop(value);
+        let mut outcomes = Vec::with_capacity(keys.len() + src.existing.len());
+        let mut wanted = std::collections::HashSet::with_capacity(keys.len());
+        let mut warnings = Vec::new();
+        for (key, value) in &keys {
+            let target = source.target(settings, Some((key.clone(), keys.len())));
+            wanted.insert(target.name.clone());
+            let name = target.name.clone();
+            let outcome = if let Err(step) = crate::plan::check_target(&target, &mut warnings) {
+                self.perform_one(&step, None).await
+            } else if value.len() > MAX_VALUE_BYTES {
+                Outcome::Failed(too_large(&name, source.version, value.len()))
+            } else {
+                let existing = src.existing.iter().find(|s| s.name == target.name);
+                let step = decide(target, existing, &src.earlier, settings);
+                self.perform_one(&step, Some(value)).await
+            };
+            outcomes.push((name, outcome));
+        }
+        for gone in src.existing.iter().filter(|s| !wanted.contains(&s.name)) {
+            let step = gone_from_vault(gone.name.clone(), Some(gone), settings);
+            outcomes.push((gone.name.clone(), self.perform_one(&step, None).await));
+        }
+        outcomes
+    }
+}
+
+fn kind_str<T: serde::Serialize>(kind: &T) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn invalid_problem(name: &str, kind: InvalidKind, vault_path: &str, message: &str) -> Problem {
+    Problem::new(
+        name,
+        kind_str(&kind),
+        format!("Vault path {vault_path}: {message}"),
+    )
 }
 
 /// Counts the decisions that need no request, and performs the rest.
@@ -254,40 +444,33 @@ pub async fn execute(
                 name,
                 kind,
                 message,
-            } => report.conflicts.push(Problem::new(
-                name,
-                serde_json::to_value(kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                message,
-            )),
+            } => report
+                .conflicts
+                .push(Problem::new(name, kind_str(&kind), message)),
             Step::Invalid {
                 name,
                 kind,
                 message,
                 vault_path,
-            } => report.failures.push(Problem::new(
-                name,
-                serde_json::to_value(kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-                format!("Vault path {vault_path}: {message}"),
-            )),
+            } => report
+                .failures
+                .push(invalid_problem(&name, kind, &vault_path, &message)),
             Step::VaultFailed {
                 name,
                 kind,
                 message,
             } => report.failures.push(Problem::new(name, kind, message)),
-            Step::Create { .. } | Step::Update { .. } | Step::Delete { .. } => work.push(step),
+            Step::Create { .. }
+            | Step::Update { .. }
+            | Step::Delete { .. }
+            | Step::Expand { .. } => work.push(step),
         }
     }
     if settings.dry_run {
         for step in &work {
             match step {
                 Step::Create { .. } => report.created += 1,
-                Step::Update { .. } => report.updated += 1,
+                Step::Update { .. } | Step::Expand { .. } => report.updated += 1,
                 _ => report.deleted += 1,
             }
         }
@@ -306,31 +489,38 @@ pub async fn execute(
                 .deadline
                 .is_some_and(|d| std::time::Instant::now() >= d)
             {
-                return (step.name(), Outcome::Deferred);
+                return vec![(step.name().to_owned(), Outcome::Deferred)];
             }
-            (step.name(), ctx.perform(step).await)
+            ctx.perform(step).await
         })
         .buffer_unordered(settings.concurrency);
     progress
         .planned
         .store(work.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    while let Some((name, outcome)) = outcomes.next().await {
+    while let Some(done) = outcomes.next().await {
         progress
             .done
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match outcome {
-            Outcome::Created => report.created += 1,
-            Outcome::Updated => report.updated += 1,
-            Outcome::Deleted => report.deleted += 1,
-            Outcome::Skipped => report.skipped += 1,
-            Outcome::Conflict(p) => report.conflicts.push(p),
-            Outcome::Deferred => {
-                report.partial = true;
-                report.remaining += 1;
-            }
-            Outcome::Failed(p) => {
-                tracing::warn!(secret = name, kind = %p.kind, "{}", p.message);
-                report.failures.push(p);
+        for (name, outcome) in done {
+            match outcome {
+                Outcome::Created => report.created += 1,
+                Outcome::Updated => report.updated += 1,
+                Outcome::Unchanged => report.unchanged += 1,
+                Outcome::Deleted => report.deleted += 1,
+                Outcome::Skipped => report.skipped += 1,
+                Outcome::Kept => {
+                    report.skipped += 1;
+                    report.orphans.push(name);
+                }
+                Outcome::Conflict(p) => report.conflicts.push(p),
+                Outcome::Deferred => {
+                    report.partial = true;
+                    report.remaining += 1;
+                }
+                Outcome::Failed(p) => {
+                    tracing::warn!(secret = %name, kind = %p.kind, "{}", p.message);
+                    report.failures.push(p);
+                }
             }
         }
     }

@@ -27,6 +27,8 @@ pub enum EntryState {
         /// (version, created_time) of the earlier versions Vault still lists, newest first, at
         /// most [`EARLIER_VERSIONS`]: the version ids this tool may have written for them.
         earlier: Vec<(u64, String)>,
+        /// Its custom metadata's `description` and `tag:` entries (see [`crate::shape`]).
+        custom: Vec<(String, String)>,
     },
     /// The latest version is soft-deleted or destroyed (or there is no version).
     Deleted,
@@ -74,6 +76,7 @@ pub fn entry_state(meta: &SecretMetadata, now: DateTime) -> EntryState {
         version,
         created_time: latest.created_time.clone(),
         earlier,
+        custom: crate::shape::shaping_metadata(meta.custom_metadata.as_ref()),
     }
 }
 
@@ -419,6 +422,7 @@ mod tests {
                     destroyed,
                 },
             )]),
+            custom_metadata: None,
         }
     }
 
@@ -468,6 +472,7 @@ mod tests {
             version: 3,
             created_time: "2026-11-01T10:00:00.5Z".into(),
             earlier: vec![],
+            custom: vec![],
         };
         let cases = [
             (meta(3, "", false), live.clone()),
@@ -482,6 +487,7 @@ mod tests {
                 SecretMetadata {
                     current_version: 2,
                     versions: BTreeMap::new(),
+                    custom_metadata: None,
                 },
                 EntryState::Deleted,
             ),

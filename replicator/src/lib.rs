@@ -16,5 +16,6 @@ pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod shape;
 pub mod vault;
 pub mod watch;

@@ -1,14 +1,15 @@
 //! The pure decision of a sync: from the Vault inventory and the AWS listing, what to create,
 //! update, keep, delete or refuse. No I/O, no clock, no values: unit-tested table by table.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::aws::AwsSecret;
-use crate::config::{DeletionPolicy, OnModified, Settings, is_aws_name_char};
+use crate::aws::{AwsSecret, owner_tags};
+use crate::config::{DeletionPolicy, Granularity, OnModified, Settings, is_aws_name_char};
 use crate::inventory::{EntryState, VaultEntry, full_path};
+use crate::shape::MetaChanges;
 use contract::tags;
 
 /// AWS limit on a secret name.
@@ -18,14 +19,28 @@ pub const MAX_NAME_LEN: usize = 512;
 /// (mount, path, version, creation time) always gives the same id, so a retried write never makes
 /// a second AWS version, and the id the tool last wrote can be recomputed from the tags.
 pub fn version_token(mount: &str, vault_path: &str, version: u64, created_time: &str) -> String {
+    key_token(mount, vault_path, None, version, created_time)
+}
+
+/// [`version_token`] of the replica of one key of the secret (`secret-key` granularity): the key
+/// is one more part of the digest.
+pub fn key_token(
+    mount: &str,
+    vault_path: &str,
+    key: Option<&str>,
+    version: u64,
+    created_time: &str,
+) -> String {
     let mut h = Sha256::new();
-    for part in [
+    let version = version.to_string();
+    let parts = [
         "vault-secrets-replicator/v1",
         mount,
         vault_path,
-        &version.to_string(),
+        &version,
         created_time,
-    ] {
+    ];
+    for part in parts.into_iter().chain(key) {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
@@ -55,6 +70,14 @@ pub struct Target {
     pub created_time: String,
     /// The deterministic version id of this write.
     pub token: String,
+    /// With one replica per key: the key this one holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Every tag the replica should carry, this tool's and the user's.
+    #[serde(skip)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub description: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -68,6 +91,8 @@ pub enum UpdateReason {
     Overwrite,
     /// A previous run wrote the value but not the tags.
     FinishTags,
+    /// Only tags, the description or the replica regions differ: no value is read.
+    Metadata,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -89,6 +114,8 @@ pub enum InvalidKind {
     InvalidName,
     NameTooLong,
     NameCollision,
+    /// A tag from custom metadata breaks AWS's rules, or there would be more than 50.
+    InvalidTag,
 }
 
 /// One decision.
@@ -111,6 +138,15 @@ pub enum Step {
         /// tagged, and its value is neither read nor written again.
         #[serde(skip)]
         written: bool,
+        /// Tags, description and regions to set besides the value.
+        #[serde(skip_serializing_if = "no_changes")]
+        changes: Box<MetaChanges>,
+    },
+    /// A secret replicated one key per AWS secret whose replicas are not all current: its
+    /// value is read, and each key's replica decided then.
+    Expand {
+        name: String,
+        source: Box<ExpandSource>,
     },
     Unchanged {
         name: String,
@@ -118,6 +154,9 @@ pub enum Step {
     Delete {
         name: String,
         arn: String,
+        /// Its tags record replica regions: they are removed first (AWS refuses otherwise).
+        #[serde(skip)]
+        replicated: bool,
     },
     /// An owned secret whose Vault source is gone, kept by the `keep` policy or the breaker.
     Keep {
@@ -152,6 +191,7 @@ impl Step {
         match self {
             Self::Create { target } | Self::Update { target, .. } => &target.name,
             Self::Unchanged { name }
+            | Self::Expand { name, .. }
             | Self::Delete { name, .. }
             | Self::Keep { name, .. }
             | Self::Skip { name }
@@ -169,6 +209,10 @@ pub struct Plan {
     pub breaker: Option<String>,
     /// (name, message) of what is done but worth a look (names like ARN suffixes).
     pub warnings: Vec<(String, String)>,
+}
+
+fn no_changes(changes: &impl std::ops::Deref<Target = MetaChanges>) -> bool {
+    changes.is_empty()
 }
 
 /// Checks a name against AWS's rules; the reason when it breaks one.
@@ -248,10 +292,17 @@ fn ownership(secret: &AwsSecret, settings: &Settings) -> Ownership {
 }
 
 /// The version id the replicator wrote last, computed from the secret's tags.
-fn recorded_token(secret: &AwsSecret, mount: &str, vault_path: &str) -> Option<String> {
+fn recorded_token(secret: &AwsSecret, settings: &Settings) -> Option<String> {
     let version = secret.tags.get(tags::VERSION)?.parse().ok()?;
     let created = secret.tags.get(tags::VERSION_CREATED)?;
-    Some(version_token(mount, vault_path, version, created))
+    let vault_path = full_path(&settings.path, source_of(secret, settings));
+    Some(key_token(
+        &settings.mount,
+        &vault_path,
+        secret.tags.get(tags::KEY),
+        version,
+        created,
+    ))
 }
 
 /// What a run looked at.
@@ -277,28 +328,61 @@ pub fn plan_scoped(
     scope: Scope,
 ) -> Plan {
     let by_name: HashMap<&str, &AwsSecret> = aws.iter().map(|s| (s.name.as_str(), s)).collect();
-    let name_of = |rel: &str| format!("{}/{rel}", settings.prefix);
+    let per_key = settings.granularity == Granularity::SecretKey;
+    // With one replica per key, a secret's replicas are found by their source, not their name.
+    let mut by_source: HashMap<String, Vec<&AwsSecret>> = HashMap::new();
+    if per_key {
+        for secret in aws {
+            if matches!(ownership(secret, settings), Ownership::Ours { .. }) {
+                by_source
+                    .entry(source_of(secret, settings).to_owned())
+                    .or_default()
+                    .push(secret);
+            }
+        }
+    }
 
-    // Names more than one Vault path maps to.
-    // Keyed by the Vault path, borrowed: a name is `<prefix>/<path>`, so equal paths are equal
-    // names, and no second copy of 100,000 names is made.
+    // One name per entry (a secret's display name with one replica per key), and the names
+    // more than one Vault path maps to.
+    let names: Vec<String> = entries
+        .iter()
+        .map(|e| match per_key {
+            true => format!("{}/{}", settings.prefix, e.rel_path),
+            false => settings.replica_name(&e.rel_path, None),
+        })
+        .collect();
     let mut claims: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
-    for e in entries {
-        *claims.entry(e.rel_path.as_str()).or_default() += 1;
+    if !per_key {
+        for name in &names {
+            *claims.entry(name.as_str()).or_default() += 1;
+        }
     }
 
     let mut steps = Vec::with_capacity(entries.len() + 8);
     let mut warnings = Vec::new();
-    let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
+    // Each Vault path seen, and whether it could not be read.
+    let mut seen: HashMap<&str, bool> = HashMap::with_capacity(entries.len());
+    // AWS names the entries decided.
+    let mut decided: HashSet<&str> = HashSet::with_capacity(entries.len());
     let mut live_count = 0usize;
 
-    for entry in entries {
-        let name = name_of(&entry.rel_path);
+    for (entry, name) in entries.iter().zip(&names) {
+        let name = name.clone();
         let vault_path = full_path(&settings.path, &entry.rel_path);
-        seen.insert(entry.rel_path.as_str());
+        seen.insert(
+            entry.rel_path.as_str(),
+            matches!(entry.state, EntryState::Unreadable { .. }),
+        );
+        let group: &[&AwsSecret] = by_source
+            .get(entry.rel_path.as_str())
+            .map_or(&[], Vec::as_slice);
+        decided.extend(group.iter().map(|s| s.name.as_str()));
         let existing = by_name.get(name.as_str()).copied();
+        if !per_key && existing.is_some() {
+            decided.insert(existing.map_or("", |s| s.name.as_str()));
+        }
 
-        if claims.get(entry.rel_path.as_str()).copied().unwrap_or(0) > 1 {
+        if claims.get(name.as_str()).copied().unwrap_or(0) > 1 {
             steps.push(Step::Invalid {
                 message: format!("several Vault paths map to {name}"),
                 name,
@@ -308,18 +392,27 @@ pub fn plan_scoped(
             continue;
         }
 
-        let (version, created_time, earlier) = match &entry.state {
+        let (version, created_time, earlier, custom) = match &entry.state {
             EntryState::Live {
                 version,
                 created_time,
                 earlier,
-            } => (*version, created_time.clone(), earlier),
+                custom,
+            } => (*version, created_time.clone(), earlier, custom),
             EntryState::Unreadable { kind, message } => {
                 steps.push(Step::VaultFailed {
                     name,
                     kind: (*kind).to_owned(),
                     message: message.clone(),
                 });
+                continue;
+            }
+            EntryState::Deleted if per_key && !group.is_empty() => {
+                steps.extend(
+                    group
+                        .iter()
+                        .map(|s| gone_from_vault(s.name.clone(), Some(s), settings)),
+                );
                 continue;
             }
             EntryState::Deleted => {
@@ -329,138 +422,83 @@ pub fn plan_scoped(
         };
         live_count += 1;
 
-        if let Err((kind, message)) = check_name(&name) {
-            steps.push(Step::Invalid {
-                name,
-                vault_path,
-                kind,
-                message,
-            });
-            continue;
-        }
-
-        if looks_like_arn_suffix(&name) {
-            warnings.push((name.clone(), ARN_SUFFIX_WARNING.to_owned()));
-        }
-
-        let token = version_token(&settings.mount, &vault_path, version, &created_time);
-        // Boxed: most steps of a large run are `Unchanged`, and a step is as large as its
-        // largest kind.
-        let target = Box::new(Target {
-            name: name.clone(),
-            vault_path: vault_path.clone(),
+        let (user_tags, description) = match crate::shape::user_shape(&settings.tags, custom) {
+            Ok(shape) => shape,
+            Err(message) => {
+                steps.push(Step::Invalid {
+                    name,
+                    vault_path,
+                    kind: InvalidKind::InvalidTag,
+                    message,
+                });
+                continue;
+            }
+        };
+        let source = Source {
+            rel_path: entry.rel_path.clone(),
+            vault_path,
             version,
             created_time,
-            token,
-        });
-        let Some(secret) = existing else {
-            steps.push(Step::Create { target });
-            continue;
+            user_tags,
+            description,
         };
-        let restore = secret.pending_deletion;
-        let arn = secret.arn.clone();
-        let written = secret.has_version(&target.token);
-        match ownership(secret, settings) {
-            Ownership::Foreign if restore => steps.push(Step::Conflict {
-                name,
-                kind: ConflictKind::ScheduledForDeletion,
-                message: "a secret this tool does not own is scheduled for deletion under this name; restore and tag it, or delete it for good".into(),
-            }),
-            Ownership::Foreign => steps.push(Step::Conflict {
-                name,
-                kind: ConflictKind::Foreign,
-                message: format!(
-                    "exists without the {}={} tag; list it in REPLICATOR_ADOPT to take it over",
-                    tags::MANAGED_BY,
-                    tags::MANAGED_BY_VALUE
-                ),
-            }),
-            Ownership::OtherSource(from) => steps.push(Step::Conflict {
-                name,
-                kind: ConflictKind::OtherSource,
-                message: from,
-            }),
-            Ownership::Adoptable => steps.push(Step::Update {
-                target,
-                arn,
-                reason: UpdateReason::Adopt,
-                restore,
-                current_version_id: secret.current_version_id.clone(),
-                written,
-            }),
-            Ownership::Ours { tagged_prefix } => {
-                let current = secret.current_version_id.as_deref();
-                let recorded = recorded_token(secret, &settings.mount, &vault_path);
-                // This tool's own write: the version its tags record, or, when a tag write was
-                // lost after the value went in, any earlier Vault version's id.
-                let ours_current = current.is_some_and(|id| {
-                    recorded.as_deref() == Some(id)
-                        || earlier.iter().any(|(n, created)| {
-                            version_token(&settings.mount, &vault_path, *n, created) == id
-                        })
+
+        if per_key {
+            // Complete and current: every replica at this version, as many as the version
+            // had keys, each under the name the template gives it now. Anything else is worked
+            // out from the value.
+            // Replicas of keys removed earlier, scheduled for deletion, do not count.
+            let live: Vec<&AwsSecret> = group
+                .iter()
+                .copied()
+                .filter(|s| !s.pending_deletion)
+                .collect();
+            let n = live.len();
+            let count = n.to_string();
+            let complete = !live.is_empty()
+                && live.iter().all(|s| {
+                    let key = s.tags.get(tags::KEY).unwrap_or("");
+                    s.tags.get(tags::KEY_COUNT) == Some(count.as_str())
+                        && s.name == settings.replica_name(&source.rel_path, Some(key))
+                        && recorded_token(s, settings).as_deref()
+                            == Some(source.token(settings, Some(key)).as_str())
                 });
-                // The tags name exactly this Vault version (the token covers version and time).
-                let up_to_date = recorded.as_deref() == Some(target.token.as_str());
-                if current == Some(target.token.as_str()) && !up_to_date {
-                    // The value of this very version is in; only the tags are missing.
-                    steps.push(Step::Update {
-                        target,
-                        arn,
-                        reason: UpdateReason::FinishTags,
-                        restore,
-                        current_version_id: secret.current_version_id.clone(),
-                        written,
-                    });
-                } else if !ours_current {
-                    match settings.on_modified {
-                        OnModified::Report => steps.push(Step::Conflict {
-                            name,
-                            kind: ConflictKind::ModifiedOutside,
-                            message: "its current version was not written by the replicator; set REPLICATOR_ON_MODIFIED=overwrite to restore Vault's value".into(),
-                        }),
-                        OnModified::Overwrite => steps.push(Step::Update {
-                            target,
-                            arn,
-                            reason: UpdateReason::Overwrite,
-                            restore,
-                            current_version_id: secret.current_version_id.clone(),
-                            written,
-                        }),
-                    }
-                } else if up_to_date && !restore && tagged_prefix {
-                    steps.push(Step::Unchanged { name });
-                } else if up_to_date && !restore {
-                    // Up to date but written before the prefix tag: the tags only.
-                    steps.push(Step::Update {
-                        target,
-                        arn,
-                        reason: UpdateReason::FinishTags,
-                        restore,
-                        current_version_id: secret.current_version_id.clone(),
-                        written,
-                    });
-                } else {
-                    steps.push(Step::Update {
-                        target,
-                        arn,
-                        reason: UpdateReason::NewVersion,
-                        restore,
-                        current_version_id: secret.current_version_id.clone(),
-                        written,
-                    });
+            if complete {
+                for secret in live {
+                    let key = secret.tags.get(tags::KEY).unwrap_or("").to_owned();
+                    let target = source.target(settings, Some((key, n)));
+                    steps.push(decide(target, Some(secret), earlier, settings));
                 }
+            } else {
+                steps.push(Step::Expand {
+                    name,
+                    source: Box::new(ExpandSource {
+                        source,
+                        earlier: earlier.clone(),
+                        existing: group.iter().map(|s| (*s).clone()).collect(),
+                    }),
+                });
             }
+            continue;
         }
+
+        let target = source.target(settings, None);
+        if let Err(step) = check_target(&target, &mut warnings) {
+            steps.push(step);
+            continue;
+        }
+        steps.push(decide(target, existing, earlier, settings));
     }
 
     // Folders Vault would not list: what is under them is unknown, never gone.
     let blind: Vec<String> = entries
         .iter()
         .filter(|e| e.rel_path.ends_with('/') && matches!(e.state, EntryState::Unreadable { .. }))
-        .map(|e| name_of(&e.rel_path))
+        .map(|e| e.rel_path.clone())
         .collect();
 
-    // Owned secrets with no Vault path at all (metadata deleted, or never there).
+    // Owned secrets no entry decided: their Vault path is gone (metadata deleted, or never
+    // there), or the name template no longer gives their name.
     let mut owned_count = 0usize;
     for secret in aws {
         let Ownership::Ours { tagged_prefix } = ownership(secret, settings) else {
@@ -469,17 +507,27 @@ pub fn plan_scoped(
         if !secret.pending_deletion {
             owned_count += 1;
         }
-        let rel = secret
-            .name
-            .strip_prefix(settings.prefix.as_str())
-            .and_then(|r| r.strip_prefix('/'));
-        if rel.is_some_and(|r| seen.contains(r)) {
+        if decided.contains(secret.name.as_str()) {
             continue;
         }
-        if let Some(folder) = blind.iter().find(|f| secret.name.starts_with(f.as_str())) {
+        let source = source_of(secret, settings);
+        match seen.get(source) {
+            // Its Vault secret could not be read: nothing is known.
+            Some(true) => continue,
+            // Its Vault secret is there under another name now.
+            Some(false) => {
+                steps.push(gone_from_vault(secret.name.clone(), Some(secret), settings));
+                continue;
+            }
+            None => {}
+        }
+        if let Some(folder) = blind.iter().find(|f| source.starts_with(f.as_str())) {
             steps.push(Step::Keep {
                 name: secret.name.clone(),
-                why: format!("its Vault folder {folder} could not be listed this run"),
+                why: format!(
+                    "its Vault folder {}/{folder} could not be listed this run",
+                    settings.mount
+                ),
             });
         } else if !tagged_prefix && !secret.pending_deletion {
             steps.push(Step::Keep {
@@ -509,8 +557,225 @@ pub fn plan_scoped(
     plan
 }
 
+/// The Vault path (relative to the synced sub-path) an owned replica comes from: its
+/// `vault-secret` tag, or, for a replica named by the plain `{path}` template, its name.
+pub fn source_of<'a>(secret: &'a AwsSecret, settings: &Settings) -> &'a str {
+    secret.tags.get(tags::SOURCE).unwrap_or_else(|| {
+        secret
+            .name
+            .strip_prefix(settings.prefix.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or(&secret.name)
+    })
+}
+
+/// A name AWS would refuse is an `Invalid` step; one like an ARN suffix is a warning.
+pub fn check_target(target: &Target, warnings: &mut Vec<(String, String)>) -> Result<(), Step> {
+    if let Err((kind, message)) = check_name(&target.name) {
+        return Err(Step::Invalid {
+            name: target.name.clone(),
+            vault_path: target.vault_path.clone(),
+            kind,
+            message,
+        });
+    }
+    if looks_like_arn_suffix(&target.name) {
+        warnings.push((target.name.clone(), ARN_SUFFIX_WARNING.to_owned()));
+    }
+    if target.tags.len() > tags::MAX_TAGS {
+        return Err(Step::Invalid {
+            name: target.name.clone(),
+            vault_path: target.vault_path.clone(),
+            kind: InvalidKind::InvalidTag,
+            message: format!(
+                "{} tags with this tool's own, over AWS's limit of {}",
+                target.tags.len(),
+                tags::MAX_TAGS
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// One Vault secret at its current version, and the shape its replicas should have.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Source {
+    /// Path relative to the synced sub-path.
+    pub rel_path: String,
+    /// Path inside the mount.
+    pub vault_path: String,
+    pub version: u64,
+    pub created_time: String,
+    #[serde(skip)]
+    pub user_tags: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub description: String,
+}
+
+impl Source {
+    /// The version id of this version in the replica of `key` (or of the whole secret).
+    pub fn token(&self, settings: &Settings, key: Option<&str>) -> String {
+        key_token(
+            &settings.mount,
+            &self.vault_path,
+            key,
+            self.version,
+            &self.created_time,
+        )
+    }
+
+    /// The replica of the whole secret, or of `(key, how many keys the version has)`.
+    pub fn target(&self, settings: &Settings, key: Option<(String, usize)>) -> Box<Target> {
+        let key_name = key.as_ref().map(|(k, _)| k.as_str());
+        let mut tags = owner_tags(&settings.mount, settings.path_tag(), &settings.prefix);
+        tags.insert(tags::VERSION.to_owned(), self.version.to_string());
+        tags.insert(tags::VERSION_CREATED.to_owned(), self.created_time.clone());
+        if !settings.name_template.is_plain_path() {
+            tags.insert(tags::SOURCE.to_owned(), self.rel_path.clone());
+        }
+        if let Some((key, count)) = &key {
+            tags.insert(tags::KEY.to_owned(), key.clone());
+            tags.insert(tags::KEY_COUNT.to_owned(), count.to_string());
+        }
+        if !self.user_tags.is_empty() {
+            tags.insert(
+                tags::USER_TAGS.to_owned(),
+                crate::shape::digests_of(self.user_tags.keys()),
+            );
+            tags.extend(self.user_tags.clone());
+        }
+        if !settings.replica_regions.is_empty() {
+            tags.insert(
+                tags::REPLICA_REGIONS.to_owned(),
+                crate::shape::regions_tag(&settings.replica_regions),
+            );
+        }
+        // Boxed: most steps of a large run are `Unchanged`, and a step is as large as its
+        // largest kind.
+        Box::new(Target {
+            name: settings.replica_name(&self.rel_path, key_name),
+            vault_path: self.vault_path.clone(),
+            version: self.version,
+            created_time: self.created_time.clone(),
+            token: self.token(settings, key_name),
+            key: key.map(|(k, _)| k),
+            tags,
+            description: self.description.clone(),
+        })
+    }
+}
+
+/// A secret replicated one key per AWS secret whose replicas are not all at its version: its
+/// value says which keys there are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExpandSource {
+    #[serde(flatten)]
+    pub source: Source,
+    #[serde(skip)]
+    pub earlier: Vec<(u64, String)>,
+    /// Its replicas in AWS now.
+    #[serde(skip)]
+    pub existing: Vec<AwsSecret>,
+}
+
+/// The step for one replica, from what AWS shows under its name.
+pub fn decide(
+    target: Box<Target>,
+    existing: Option<&AwsSecret>,
+    earlier: &[(u64, String)],
+    settings: &Settings,
+) -> Step {
+    let name = target.name.clone();
+    let Some(secret) = existing else {
+        return Step::Create { target };
+    };
+    let restore = secret.pending_deletion;
+    let arn = secret.arn.clone();
+    let written = secret.has_version(&target.token);
+    let changes = |secret: &AwsSecret| {
+        Box::new(crate::shape::meta_changes(
+            secret,
+            &target.tags,
+            &target.description,
+            &settings.replica_regions,
+        ))
+    };
+    let update = |reason| Step::Update {
+        changes: changes(secret),
+        target: target.clone(),
+        arn: arn.clone(),
+        reason,
+        restore,
+        current_version_id: secret.current_version_id.clone(),
+        written,
+    };
+    match ownership(secret, settings) {
+        Ownership::Foreign if restore => Step::Conflict {
+            name,
+            kind: ConflictKind::ScheduledForDeletion,
+            message: "a secret this tool does not own is scheduled for deletion under this name; restore and tag it, or delete it for good".into(),
+        },
+        Ownership::Foreign => Step::Conflict {
+            name,
+            kind: ConflictKind::Foreign,
+            message: format!(
+                "exists without the {}={} tag; list it in REPLICATOR_ADOPT to take it over",
+                tags::MANAGED_BY,
+                tags::MANAGED_BY_VALUE
+            ),
+        },
+        Ownership::OtherSource(from) => Step::Conflict {
+            name,
+            kind: ConflictKind::OtherSource,
+            message: from,
+        },
+        Ownership::Adoptable => update(UpdateReason::Adopt),
+        Ownership::Ours { tagged_prefix } => {
+            let current = secret.current_version_id.as_deref();
+            let recorded = recorded_token(secret, settings);
+            let key = target.key.as_deref();
+            // This tool's own write: the version its tags record, or, when a tag write was
+            // lost after the value went in, any earlier Vault version's id.
+            let ours_current = current.is_some_and(|id| {
+                recorded.as_deref() == Some(id)
+                    || earlier.iter().any(|(n, created)| {
+                        key_token(&settings.mount, &target.vault_path, key, *n, created) == id
+                    })
+            });
+            // The tags name exactly this Vault version (the token covers version and time).
+            let up_to_date = recorded.as_deref() == Some(target.token.as_str());
+            if current == Some(target.token.as_str()) && !up_to_date {
+                // The value of this very version is in; only the tags are missing.
+                update(UpdateReason::FinishTags)
+            } else if !ours_current {
+                match settings.on_modified {
+                    OnModified::Report => Step::Conflict {
+                        name,
+                        kind: ConflictKind::ModifiedOutside,
+                        message: "its current version was not written by the replicator; set REPLICATOR_ON_MODIFIED=overwrite to restore Vault's value".into(),
+                    },
+                    OnModified::Overwrite => update(UpdateReason::Overwrite),
+                }
+            } else if up_to_date && !restore {
+                if changes(secret).is_empty() {
+                    Step::Unchanged { name }
+                } else if !tagged_prefix {
+                    // Up to date but written before the prefix tag: the tags only.
+                    update(UpdateReason::FinishTags)
+                } else {
+                    // Tags, description or regions changed in Vault's metadata or the
+                    // configuration: applied without reading the value.
+                    update(UpdateReason::Metadata)
+                }
+            } else {
+                update(UpdateReason::NewVersion)
+            }
+        }
+    }
+}
+
 /// The step for a secret whose Vault source is deleted or missing.
-fn gone_from_vault(name: String, existing: Option<&AwsSecret>, settings: &Settings) -> Step {
+pub fn gone_from_vault(name: String, existing: Option<&AwsSecret>, settings: &Settings) -> Step {
     let Some(secret) = existing else {
         return Step::Skip { name };
     };
@@ -525,6 +790,7 @@ fn gone_from_vault(name: String, existing: Option<&AwsSecret>, settings: &Settin
         DeletionPolicy::Delete => Step::Delete {
             name,
             arn: secret.arn.clone(),
+            replicated: secret.tags.get(tags::REPLICA_REGIONS).is_some(),
         },
     }
 }
@@ -600,6 +866,10 @@ mod tests {
             dry_run: false,
             max_duration: None,
             deadline: None,
+            replica_regions: vec![],
+            name_template: crate::shape::NameTemplate::default_for(Granularity::SecretPath),
+            granularity: Granularity::SecretPath,
+            tags: vec![],
         }
     }
 
@@ -612,6 +882,7 @@ mod tests {
                 version,
                 created_time: T.into(),
                 earlier: (1..version).rev().map(|n| (n, T.to_owned())).collect(),
+                custom: vec![],
             },
         }
     }
@@ -638,6 +909,7 @@ mod tests {
             current_version_id: Some(version_token("kv", rel, version, T)),
             other_version_ids: Vec::new(),
             pending_deletion: false,
+            description: Some(crate::shape::DEFAULT_DESCRIPTION.into()),
         }
     }
 
@@ -1125,5 +1397,109 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn with_custom(mut entry: VaultEntry, custom: &[(&str, &str)]) -> VaultEntry {
+        if let EntryState::Live { custom: c, .. } = &mut entry.state {
+            *c = custom
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+        }
+        entry
+    }
+
+    #[test]
+    fn a_metadata_change_is_applied_without_a_value_and_a_bad_tag_fails_alone() {
+        let vault = [
+            with_custom(live("a", 1), &[("tag:team", "core"), ("description", "A")]),
+            with_custom(live("b", 1), &[("tag:aws:x", "1")]),
+            live("c", 1),
+        ];
+        let aws = [ours("a", 1), ours("b", 1), ours("c", 1)];
+        let p = plan(&vault, &aws, &settings());
+        assert_eq!(kinds(&p), ["update p/a", "invalid p/b", "unchanged p/c"]);
+        let Step::Update {
+            reason: UpdateReason::Metadata,
+            written: true,
+            changes,
+            target,
+            ..
+        } = &p.steps[0]
+        else {
+            panic!("{p:?}")
+        };
+        assert!(changes.tag);
+        assert_eq!(changes.description.as_deref(), Some("A"));
+        assert_eq!(target.tags["team"], "core");
+        assert!(matches!(
+            &p.steps[1],
+            Step::Invalid {
+                kind: InvalidKind::InvalidTag,
+                ..
+            }
+        ));
+        // Global tags too, and the regions: every replica is brought to them.
+        let mut s = settings();
+        s.tags = vec![("env".into(), "prod".into())];
+        s.replica_regions = vec!["eu-west-1".parse().unwrap()];
+        let p = plan(&[live("c", 1)], &[ours("c", 1)], &s);
+        let Step::Update { changes, .. } = &p.steps[0] else {
+            panic!("{p:?}")
+        };
+        assert_eq!(changes.regions.as_deref(), Some(&s.replica_regions[..]));
+    }
+
+    #[test]
+    fn a_template_names_replicas_collisions_fail_both_and_old_names_are_orphans() {
+        let mut s = settings();
+        s.deletion_policy = DeletionPolicy::Delete;
+        s.name_template =
+            crate::shape::NameTemplate::parse("{mount}-{path}", Granularity::SecretPath).unwrap();
+        let p = plan(&[live("a", 1), live("b", 1)], &[ours("a", 1)], &s);
+        assert_eq!(kinds(&p), ["create p/kv-a", "create p/kv-b", "delete p/a"]);
+        let Step::Create { target } = &p.steps[0] else {
+            panic!()
+        };
+        assert_eq!(target.tags[tags::SOURCE], "a");
+        s.name_template =
+            crate::shape::NameTemplate::parse("same", Granularity::SecretPath).unwrap();
+        let p = plan(&[live("a", 1), live("b", 1)], &[], &s);
+        assert_eq!(kinds(&p), ["invalid p/same", "invalid p/same"]);
+    }
+
+    #[test]
+    fn one_replica_per_key_is_current_without_a_value_read_only_when_complete() {
+        let mut s = settings();
+        s.granularity = Granularity::SecretKey;
+        s.name_template = crate::shape::NameTemplate::default_for(Granularity::SecretKey);
+        let key_replica = |key: &str, count: usize| {
+            let mut r = ours(&format!("a/{key}"), 1);
+            r.tags.insert(tags::SOURCE, "a");
+            r.tags.insert(tags::KEY, key);
+            r.tags.insert(tags::KEY_COUNT, &count.to_string());
+            r.current_version_id = Some(key_token("kv", "a", Some(key), 1, T));
+            r
+        };
+        let both = [key_replica("user", 2), key_replica("pass", 2)];
+        let p = plan(&[live("a", 1)], &both, &s);
+        assert_eq!(kinds(&p), ["unchanged p/a/user", "unchanged p/a/pass"]);
+        // One replica is missing (a create that failed): the value says which.
+        let p = plan(&[live("a", 1)], &both[..1], &s);
+        assert_eq!(kinds(&p), ["expand p/a"]);
+        // A new version.
+        let p = plan(&[live("a", 2)], &both, &s);
+        assert_eq!(kinds(&p), ["expand p/a"]);
+        let Step::Expand { source, .. } = &p.steps[0] else {
+            panic!()
+        };
+        assert_eq!(source.existing.len(), 2);
+        // Deleted in Vault: each key's replica follows the deletion policy.
+        s.deletion_policy = DeletionPolicy::Delete;
+        let p = plan(&[deleted("a"), live("z", 1)], &both, &s);
+        assert_eq!(
+            kinds(&p),
+            ["delete p/a/user", "delete p/a/pass", "expand p/z"]
+        );
     }
 }

@@ -103,6 +103,13 @@ impl Report {
                             if *restore { ", restore first" } else { "" }
                         ),
                     ),
+                    Step::Expand { source, .. } => (
+                        '~',
+                        format!(
+                            "read version {} and replicate each key",
+                            source.source.version
+                        ),
+                    ),
                     Step::Delete { .. } => ('-', "delete".to_owned()),
                     Step::Unchanged { .. } => (' ', "unchanged".to_owned()),
                     Step::Keep { why, .. } => ('!', format!("keep: {why}")),

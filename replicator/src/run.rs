@@ -133,17 +133,23 @@ fn relative_paths(paths: &[String], settings: &Settings, report: &mut Report) ->
     rels
 }
 
-/// The AWS secrets named `<prefix>/<rel>`, looked up one by one (DescribeSecret), those that
-/// exist.
+/// The AWS replicas of the named paths: each looked up by the name the template gives it
+/// (DescribeSecret), those that exist; with one replica per key, whose names only the value
+/// says, listed by their `vault-secret` tag.
 async fn describe_names(
     sm: &SecretsManager,
     settings: &Settings,
     rels: &[String],
 ) -> Result<Vec<AwsSecret>, SyncError> {
     use futures::stream::{self, StreamExt, TryStreamExt};
+    if settings.granularity == crate::config::Granularity::SecretKey {
+        return Ok(sm
+            .list_by_source(&settings.prefix, rels, settings.concurrency)
+            .await?);
+    }
     let found: Vec<Option<AwsSecret>> = stream::iter(rels)
         .map(|rel| async move {
-            match sm.describe(&format!("{}/{rel}", settings.prefix)).await {
+            match sm.describe(&settings.replica_name(rel, None)).await {
                 Ok(s) => Ok(Some(s)),
                 Err(e) if e.kind == contract::sdk::AwsErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e),
@@ -171,8 +177,13 @@ async fn list_aws(
         return Ok(Vec::new());
     };
     let root = format!("{}/", settings.prefix);
-    // One copy of the names at a time, gone before the listing starts.
-    let names: Vec<String> = names.into_iter().map(|n| format!("{root}{n}")).collect();
+    // One copy of the names at a time, gone before the listing starts. With one replica per
+    // key the names are unknown until the values are read; the secrets' names still guide
+    // the split (a guide only: the listing is complete whatever it is).
+    let names: Vec<String> = names
+        .into_iter()
+        .map(|n| settings.replica_name(&n, None))
+        .collect();
     let partition = crate::listing::partition(
         &root,
         names.iter().map(String::as_str),
@@ -200,6 +211,14 @@ pub struct Replicator {
 impl Replicator {
     pub fn new(args: &SyncArgs, aws: &SdkConfig) -> Result<Self, ConfigError> {
         let resolved = args.resolve()?;
+        contract::check_replica_regions(
+            &resolved.settings.replica_regions,
+            aws.region().map(|r| r.as_ref()),
+        )
+        .map_err(|problem| ConfigError::Invalid {
+            key: "--replica-region / REPLICATOR_REPLICA_REGIONS",
+            problem,
+        })?;
         let counters = Arc::new(AwsCounters::default());
         let sm = SecretsManager::new(aws, resolved.settings.writes_per_second, counters.clone());
         Ok(Self {

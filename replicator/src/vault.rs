@@ -153,6 +153,9 @@ pub struct SecretMetadata {
     pub current_version: u64,
     #[serde(default)]
     pub versions: BTreeMap<String, VersionMetadata>,
+    /// Free-form metadata (`null` when none): `description` and `tag:NAME` shape the replica.
+    #[serde(default)]
+    pub custom_metadata: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -181,6 +184,23 @@ pub enum VersionRead {
     Value(SecretString),
     /// The version was deleted or destroyed since it was listed.
     Gone,
+}
+
+/// The keys of a secret's value (the JSON object [`VersionRead::Value`] holds), each as its own
+/// value: a string as it is, anything else as JSON. Sorted by key.
+pub fn split_keys(value: &SecretString) -> Result<BTreeMap<String, SecretString>, String> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(value.expose())
+        .map_err(|_| "the version's data is not a JSON object".to_owned())?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, SecretString::new(text))
+        })
+        .collect())
 }
 
 #[derive(Debug)]
@@ -762,6 +782,18 @@ impl VaultClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_split_into_raw_strings_and_json() {
+        let v = SecretString::new(r#"{"user":"app","port":5432,"tls":{"on":true}}"#.to_owned());
+        let keys = split_keys(&v).unwrap();
+        let shown: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.expose())).collect();
+        assert_eq!(
+            shown,
+            [("port", "5432"), ("tls", r#"{"on":true}"#), ("user", "app")]
+        );
+        assert!(split_keys(&SecretString::new("[1]".to_owned())).is_err());
+    }
 
     #[test]
     fn paths_are_percent_encoded_per_segment() {

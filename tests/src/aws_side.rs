@@ -12,6 +12,7 @@ pub struct Seen {
     pub arn: String,
     pub tags: BTreeMap<String, String>,
     pub pending_deletion: bool,
+    pub description: Option<String>,
 }
 
 #[derive(Debug)]
@@ -59,11 +60,44 @@ impl AwsSide {
                             .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
                             .collect(),
                         pending_deletion: s.deleted_date().is_some(),
+                        description: s.description().map(str::to_owned),
                     },
                 );
             }
         }
         out
+    }
+
+    /// The regions `name` is replicated to, as `DescribeSecret` shows them.
+    pub async fn replica_regions(&self, name: &str) -> Vec<String> {
+        let out = self
+            .sm
+            .describe_secret()
+            .secret_id(name)
+            .send()
+            .await
+            .unwrap();
+        let mut regions: Vec<String> = out
+            .replication_status()
+            .iter()
+            .filter_map(|r| r.region().map(str::to_owned))
+            .collect();
+        regions.sort();
+        regions
+    }
+
+    /// The `AWSCURRENT` value as text (a secret-key replica holds a raw string).
+    pub async fn text(&self, name: &str) -> String {
+        self.sm
+            .get_secret_value()
+            .secret_id(name)
+            .version_stage("AWSCURRENT")
+            .send()
+            .await
+            .unwrap()
+            .secret_string()
+            .unwrap()
+            .to_owned()
     }
 
     /// The `AWSCURRENT` value. The stage is named: moto answers an unstaged read with the version

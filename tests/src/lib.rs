@@ -307,6 +307,10 @@ pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
         writes_per_second: 50,
         dry_run: false,
         max_duration: None,
+        replica_regions: vec![],
+        name_template: None,
+        granularity: replicator::config::Granularity::SecretPath,
+        tags: vec![],
     }
 }
 
@@ -439,6 +443,16 @@ impl Bao {
             )
             .await;
         out["data"]["version"].as_u64().unwrap()
+    }
+
+    /// Sets a KV v2 secret's custom metadata (which makes no new version).
+    pub async fn set_custom_metadata(&self, mount: &str, path: &str, custom: Value) {
+        self.api(
+            "POST",
+            &format!("{mount}/metadata/{path}"),
+            Some(json!({ "custom_metadata": custom })),
+        )
+        .await;
     }
 
     pub async fn enable_kv2(&self, mount: &str) {

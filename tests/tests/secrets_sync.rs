@@ -1,0 +1,449 @@
+//! What Vault Enterprise's Secrets Sync offers, on OpenBao + moto: tags and descriptions from
+//! custom metadata, replica regions, name templates, one AWS secret per key.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{args, env, failure_kinds, sync};
+use replicator::config::{DeletionPolicy, Granularity};
+use replicator::progress::Progress;
+use replicator::report::Report;
+use serde_json::json;
+
+fn calls(r: &Report) -> Vec<&str> {
+    r.aws_requests.keys().map(String::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_and_description_follow_custom_metadata_without_reading_a_value() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    let audit = bao.audit_log();
+    bao.put("kv", "app/db", json!({"password": "pw-1"})).await;
+    bao.set_custom_metadata(
+        "kv",
+        "app/db",
+        json!({"tag:team": "core", "description": "Database of app", "owner": "not a tag"}),
+    )
+    .await;
+    bao.put("kv", "web", json!({"k": "v"})).await;
+    let mut a = args(&env, "kv");
+    a.tags = vec!["env=prod".into(), "team=platform".into()];
+
+    let first = sync(&env, &a).await;
+    assert_eq!(
+        (first.created, first.failures.len()),
+        (2, 0),
+        "{}",
+        first.to_text()
+    );
+    let seen = env.side.secrets("kv").await;
+    let db = &seen["kv/app/db"];
+    assert_eq!(db.tags["team"], "core", "custom metadata overrides --tag");
+    assert_eq!(db.tags["env"], "prod");
+    assert!(!db.tags.contains_key("owner"));
+    assert_eq!(db.description.as_deref(), Some("Database of app"));
+    let web = &seen["kv/web"];
+    assert_eq!(web.tags["team"], "platform");
+    assert_eq!(
+        web.description.as_deref(),
+        Some(replicator::shape::DEFAULT_DESCRIPTION)
+    );
+    let reads = e2e::audited_value_reads(&audit).len();
+
+    // Someone else tags the replica; then Vault's metadata changes, which makes no version.
+    env.side
+        .sm
+        .tag_resource()
+        .secret_id("kv/app/db")
+        .tags(
+            aws_sdk_secretsmanager::types::Tag::builder()
+                .key("added-by")
+                .value("ops")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    bao.set_custom_metadata(
+        "kv",
+        "app/db",
+        json!({"tag:tier": "1", "description": "Database of app, v2"}),
+    )
+    .await;
+    let second = sync(&env, &a).await;
+    assert_eq!(
+        (second.updated, second.unchanged, second.failures.len()),
+        (1, 1, 0),
+        "{}",
+        second.to_text()
+    );
+    assert_eq!(second.values_read, 0);
+    assert_eq!(
+        e2e::audited_value_reads(&audit).len(),
+        reads,
+        "no value read"
+    );
+    assert_eq!(
+        calls(&second),
+        ["ListSecrets", "TagResource", "UpdateSecret"]
+    );
+    let db = &env.side.secrets("kv").await["kv/app/db"];
+    assert_eq!(db.tags["team"], "platform", "back to --tag's value");
+    assert_eq!(db.tags["tier"], "1");
+    assert_eq!(db.tags["added-by"], "ops", "a tag someone else added stays");
+    assert_eq!(db.description.as_deref(), Some("Database of app, v2"));
+    assert_eq!(env.side.version_count("kv/app/db").await, 1);
+
+    // Nothing changed: nothing is sent.
+    let third = sync(&env, &a).await;
+    assert_eq!((third.unchanged, third.updated), (2, 0));
+    assert_eq!(calls(&third), ["ListSecrets"]);
+
+    // A tag dropped from the configuration is removed from every replica; one secret's bad tag
+    // fails that secret alone.
+    a.tags = vec!["team=platform".into()];
+    bao.set_custom_metadata("kv", "web", json!({"tag:aws:owner": "me"}))
+        .await;
+    let fourth = sync(&env, &a).await;
+    assert_eq!(
+        failure_kinds(&fourth),
+        [("kv/web".to_owned(), "invalid_tag".to_owned())]
+    );
+    assert!(
+        fourth.failures[0].message.contains("reserved"),
+        "{fourth:?}"
+    );
+    assert_eq!(fourth.updated, 1);
+    assert_eq!(fourth.aws_requests["UntagResource"], 1);
+    let seen = env.side.secrets("kv").await;
+    assert!(!seen["kv/app/db"].tags.contains_key("env"));
+    assert_eq!(seen["kv/app/db"].tags["added-by"], "ops");
+    assert_eq!(
+        seen["kv/web"].tags["env"], "prod",
+        "untouched while invalid"
+    );
+
+    // More tags than AWS allows on a secret.
+    let many: serde_json::Map<String, serde_json::Value> =
+        (0..45).map(|i| (format!("tag:t{i}"), json!("x"))).collect();
+    bao.set_custom_metadata("kv", "web", serde_json::Value::Object(many))
+        .await;
+    let fifth = sync(&env, &a).await;
+    assert_eq!(
+        failure_kinds(&fifth),
+        [("kv/web".to_owned(), "invalid_tag".to_owned())]
+    );
+    assert!(
+        fifth.failures[0].message.contains("limit of 50"),
+        "{fifth:?}"
+    );
+
+    // A bad --tag is a configuration error: nothing is touched.
+    a.tags = vec!["managed-by=me".into()];
+    let bad = sync(&env, &a).await;
+    assert_eq!(
+        failure_kinds(&bad),
+        [(String::new(), "config_invalid".to_owned())]
+    );
+    assert!(bad.failures[0].message.contains("--tag"), "{bad:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_regions_are_added_and_removed_and_cleared_before_a_deletion() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "db", json!({"password": "pw"})).await;
+    let mut a = args(&env, "kv");
+    a.replica_regions = vec!["eu-west-1".into()];
+
+    let first = sync(&env, &a).await;
+    assert_eq!(
+        (first.created, first.failures.len()),
+        (1, 0),
+        "{}",
+        first.to_text()
+    );
+    assert_eq!(env.side.replica_regions("kv/db").await, ["eu-west-1"]);
+    assert!(
+        !calls(&first).contains(&"ReplicateSecretToRegions"),
+        "created with them"
+    );
+    let second = sync(&env, &a).await;
+    assert_eq!(second.unchanged, 1);
+    assert_eq!(calls(&second), ["ListSecrets"], "no replication call");
+
+    // A region added later, with its own key; a dry run says so and sends nothing.
+    a.replica_regions = vec!["eu-west-1".into(), "us-west-2=alias/replicas".into()];
+    a.dry_run = true;
+    let dry = sync(&env, &a).await;
+    assert_eq!(dry.updated, 1);
+    assert_eq!(calls(&dry), ["ListSecrets"]);
+    let shown = serde_json::to_value(dry.plan.as_ref().unwrap()).unwrap();
+    assert_eq!(shown[0]["reason"], "metadata", "{shown}");
+    assert_eq!(shown[0]["changes"]["regions"][1]["region"], "us-west-2");
+    a.dry_run = false;
+    let third = sync(&env, &a).await;
+    assert_eq!(
+        (third.updated, third.values_read),
+        (1, 0),
+        "{}",
+        third.to_text()
+    );
+    assert_eq!(third.aws_requests["ReplicateSecretToRegions"], 1);
+    assert_eq!(
+        env.side.replica_regions("kv/db").await,
+        ["eu-west-1", "us-west-2"]
+    );
+    assert_eq!(calls(&sync(&env, &a).await), ["ListSecrets"]);
+
+    // One removed.
+    a.replica_regions = vec!["us-west-2=alias/replicas".into()];
+    let fourth = sync(&env, &a).await;
+    assert_eq!(fourth.aws_requests["RemoveRegionsFromReplication"], 1);
+    assert!(!calls(&fourth).contains(&"ReplicateSecretToRegions"));
+    assert_eq!(env.side.replica_regions("kv/db").await, ["us-west-2"]);
+
+    // AWS refuses to delete a secret that has replicas; the replicator removes them first.
+    let refused = env
+        .side
+        .sm
+        .delete_secret()
+        .secret_id("kv/db")
+        .recovery_window_in_days(7)
+        .send()
+        .await;
+    assert!(refused.is_err(), "moto refuses, as AWS does");
+    bao.api("DELETE", "kv/metadata/db", None).await;
+    // (Another secret, so that Vault is not empty: the breaker refuses to empty AWS.)
+    bao.put("kv", "other", json!({"k": "v"})).await;
+    a.deletion_policy = DeletionPolicy::Delete;
+    let fifth = sync(&env, &a).await;
+    assert_eq!(
+        (fifth.deleted, fifth.failures.len()),
+        (1, 0),
+        "{}",
+        fifth.to_text()
+    );
+    assert!(env.side.secrets("kv").await["kv/db"].pending_deletion);
+
+    // A replica someone else replicated (no tag of this tool records it): AWS's refusal says
+    // so, and the regions go before the deletion.
+    a.replica_regions = vec![];
+    bao.put("kv", "third", json!({"k": "v"})).await;
+    assert_eq!(sync(&env, &a).await.failures.len(), 0);
+    env.side
+        .sm
+        .replicate_secret_to_regions()
+        .secret_id("kv/other")
+        .add_replica_regions(
+            aws_sdk_secretsmanager::types::ReplicaRegionType::builder()
+                .region("ap-south-1")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    bao.api("DELETE", "kv/metadata/other", None).await;
+    let sixth = sync(&env, &a).await;
+    assert_eq!(
+        (sixth.deleted, sixth.failures.len()),
+        (1, 0),
+        "{}",
+        sixth.to_text()
+    );
+    assert_eq!(sixth.aws_requests["RemoveRegionsFromReplication"], 1);
+    assert_eq!(sixth.aws_requests["DeleteSecret"], 2, "refused, then done");
+
+    // The replicator's own region is not a replica region: nothing runs.
+    a.replica_regions = vec![e2e::REGION.into()];
+    let own = sync(&env, &a).await;
+    assert_eq!(
+        failure_kinds(&own),
+        [(String::new(), "config_invalid".to_owned())]
+    );
+    assert!(own.failures[0].message.contains("own region"), "{own:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_template_renames_replicas_and_a_collision_fails_both() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("team").await;
+    let audit = bao.audit_log();
+    bao.put("team", "app/db", json!({"p": "1"})).await;
+    bao.put("team", "web", json!({"p": "2"})).await;
+    // Nothing yet under the template's names: the plain replicas are this tool's from before.
+    let mut a = args(&env, "out");
+    a.mount = Some("team".into());
+    a.deletion_policy = DeletionPolicy::Delete;
+    a.max_delete_share = 1.0;
+    assert_eq!(sync(&env, &a).await.created, 2);
+
+    a.name_template = Some("{mount}/{path}-copy".into());
+    let renamed = sync(&env, &a).await;
+    assert_eq!(
+        (renamed.created, renamed.deleted, renamed.failures.len()),
+        (2, 2, 0),
+        "{}",
+        renamed.to_text()
+    );
+    let seen = env.side.secrets("out").await;
+    let live: Vec<&str> = seen
+        .values()
+        .filter(|s| !s.pending_deletion)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(live, ["out/team/app/db-copy", "out/team/web-copy"]);
+    assert_eq!(seen["out/team/app/db-copy"].tags["vault-secret"], "app/db");
+    assert_eq!(env.side.value("out/team/web-copy").await, json!({"p": "2"}));
+    let reads = e2e::audited_value_reads(&audit).len();
+    let again = sync(&env, &a).await;
+    assert_eq!((again.unchanged, again.values_read), (2, 0));
+    assert_eq!(e2e::audited_value_reads(&audit).len(), reads);
+
+    // A change-driven run finds the replica by its rendered name.
+    bao.put("team", "app/db", json!({"p": "3"})).await;
+    let replicator = replicator::run::Replicator::new(&a, &env.aws).unwrap();
+    let r = replicator
+        .run_paths(&["app/db".into()], None, &Progress::default())
+        .await;
+    assert_eq!((r.updated, r.failures.len()), (1, 0), "{}", r.to_text());
+    assert_eq!(
+        env.side.value("out/team/app/db-copy").await,
+        json!({"p": "3"})
+    );
+
+    // Two Vault secrets rendering one name: both fail, neither is written.
+    a.name_template = Some("shared".into());
+    a.deletion_policy = DeletionPolicy::Keep;
+    let clash = sync(&env, &a).await;
+    let mut kinds = failure_kinds(&clash);
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("out/shared".to_owned(), "name_collision".to_owned()),
+            ("out/shared".to_owned(), "name_collision".to_owned())
+        ]
+    );
+    assert!(!env.side.secrets("out").await.contains_key("out/shared"));
+
+    // A rendered name AWS would refuse fails that secret alone.
+    a.name_template = Some("{path}".into());
+    bao.put("team", "bad name", json!({"p": "4"})).await;
+    let bad = sync(&env, &a).await;
+    assert_eq!(
+        failure_kinds(&bad),
+        [("out/bad name".to_owned(), "invalid_name".to_owned())]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_secret_per_key_holds_the_raw_value_and_follows_each_key() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    let audit = bao.audit_log();
+    bao.put(
+        "kv",
+        "app/db",
+        json!({"user": "app", "password": "pw-1", "port": 5432, "bad key": "x"}),
+    )
+    .await;
+    bao.put("kv", "web", json!({"token": "t-1"})).await;
+    let mut a = args(&env, "kv");
+    a.granularity = Granularity::SecretKey;
+    a.deletion_policy = DeletionPolicy::Delete;
+
+    let first = sync(&env, &a).await;
+    assert_eq!(first.created, 4, "{}", first.to_text());
+    assert_eq!(
+        failure_kinds(&first),
+        [("kv/app/db/bad key".to_owned(), "invalid_name".to_owned())],
+        "a bad key fails alone"
+    );
+    assert_eq!(env.side.text("kv/app/db/user").await, "app");
+    assert_eq!(env.side.text("kv/app/db/port").await, "5432");
+    assert_eq!(env.side.text("kv/web/token").await, "t-1");
+    let seen = env.side.secrets("kv").await;
+    assert_eq!(seen["kv/app/db/password"].tags["vault-key"], "password");
+    assert_eq!(seen["kv/app/db/password"].tags["vault-secret"], "app/db");
+
+    // The bad key gone, nothing changes without a value read.
+    bao.put(
+        "kv",
+        "app/db",
+        json!({"user": "app", "password": "pw-1", "port": 5432}),
+    )
+    .await;
+    assert_eq!(sync(&env, &a).await.created, 0);
+    let reads = e2e::audited_value_reads(&audit).len();
+    let quiet = sync(&env, &a).await;
+    assert_eq!(
+        (quiet.unchanged, quiet.values_read),
+        (4, 0),
+        "{}",
+        quiet.to_text()
+    );
+    assert_eq!(e2e::audited_value_reads(&audit).len(), reads);
+
+    // A key removed in Vault follows the deletion policy; a changed one is written.
+    bao.put("kv", "app/db", json!({"user": "app", "password": "pw-2"}))
+        .await;
+    let next = sync(&env, &a).await;
+    assert_eq!(
+        (
+            next.updated,
+            next.deleted,
+            next.unchanged,
+            next.failures.len()
+        ),
+        (2, 1, 1, 0),
+        "{}",
+        next.to_text()
+    );
+    assert_eq!(env.side.text("kv/app/db/password").await, "pw-2");
+    let seen = env.side.secrets("kv").await;
+    assert!(seen["kv/app/db/port"].pending_deletion);
+
+    // Tags from custom metadata reach every key's replica, without a value read.
+    bao.set_custom_metadata("kv", "app/db", json!({"tag:team": "core"}))
+        .await;
+    let reads = e2e::audited_value_reads(&audit).len();
+    let tagged = sync(&env, &a).await;
+    assert_eq!(
+        (tagged.updated, tagged.values_read),
+        (2, 0),
+        "{}",
+        tagged.to_text()
+    );
+    assert_eq!(e2e::audited_value_reads(&audit).len(), reads);
+    let seen = env.side.secrets("kv").await;
+    assert_eq!(seen["kv/app/db/user"].tags["team"], "core");
+    assert_eq!(seen["kv/app/db/password"].tags["team"], "core");
+
+    // A change-driven run finds a secret's key replicas by their tag.
+    bao.put("kv", "web", json!({"token": "t-2", "extra": "e"}))
+        .await;
+    let replicator = replicator::run::Replicator::new(&a, &env.aws).unwrap();
+    let r = replicator
+        .run_paths(&["web".into()], None, &Progress::default())
+        .await;
+    assert_eq!(
+        (r.created, r.updated, r.failures.len()),
+        (1, 1, 0),
+        "{}",
+        r.to_text()
+    );
+    assert!(!r.aws_requests.contains_key("DescribeSecret"));
+    assert_eq!(env.side.text("kv/web/token").await, "t-2");
+    assert_eq!(env.side.text("kv/web/extra").await, "e");
+
+    // The whole secret deleted: every key's replica follows the policy.
+    bao.api("DELETE", "kv/metadata/web", None).await;
+    let gone = sync(&env, &a).await;
+    assert_eq!(gone.deleted, 2, "{}", gone.to_text());
+}
