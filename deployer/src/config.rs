@@ -6,7 +6,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use contract::{DEFAULT_PREFIX, DeletionPolicy, ranges};
+use contract::naming::{Granularity, NameTemplate};
+use contract::{DEFAULT_PREFIX, DeletionPolicy, ReplicaRegion, ranges};
 
 /// Default EventBridge schedule (the sample's).
 pub const DEFAULT_SCHEDULE: &str = "cron(0,30 * * * ? *)";
@@ -34,6 +35,10 @@ pub struct FileConfig {
     pub kms_deletion_window_days: Option<i64>,
     pub vault_instance_type: Option<String>,
     pub vault_version: Option<String>,
+    pub replica_regions: Option<Vec<String>>,
+    pub name_template: Option<String>,
+    pub granularity: Option<String>,
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -74,6 +79,13 @@ pub struct ReplicatorSettings {
     pub recovery_window_days: i64,
     pub max_delete_share: f64,
     pub concurrency: i64,
+    /// Sorted by region; a KMS key is a key ARN in its region, so the role can be granted
+    /// exactly that key.
+    pub replica_regions: Vec<ReplicaRegion>,
+    /// Set only when not the granularity's default.
+    pub name_template: Option<NameTemplate>,
+    pub granularity: Granularity,
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// A validated configuration.
@@ -172,7 +184,11 @@ impl FileConfig {
             log_retention_days,
             kms_deletion_window_days,
             vault_instance_type,
-            vault_version
+            vault_version,
+            replica_regions,
+            name_template,
+            granularity,
+            tags
         );
     }
 
@@ -370,6 +386,21 @@ impl FileConfig {
                 format!("{region:?} is not a region name such as eu-west-1"),
             ));
         }
+        let replica_regions = self.replica_regions()?;
+        let granularity: Granularity = match &self.granularity {
+            None => Granularity::default(),
+            Some(g) => g.parse().map_err(|e| invalid("granularity", e))?,
+        };
+        let name_template = match self.name_template.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(t) => {
+                Some(NameTemplate::parse(t, granularity).map_err(|e| invalid("name_template", e))?)
+            }
+        };
+        let tags = self.tags.clone().unwrap_or_default();
+        for (k, v) in &tags {
+            contract::tags::check(k, v).map_err(|e| invalid("tags", e))?;
+        }
         Ok(Config {
             stack_name,
             region: self.region.clone(),
@@ -382,6 +413,10 @@ impl FileConfig {
                 recovery_window_days,
                 max_delete_share,
                 concurrency,
+                replica_regions,
+                name_template,
+                granularity,
+                tags,
             },
             // Ranges checked above.
             lambda_memory_mb: lambda_memory_mb as i32,
@@ -391,6 +426,48 @@ impl FileConfig {
             kms_deletion_window_days: kms_deletion_window_days as i32,
             warnings,
         })
+    }
+}
+
+impl FileConfig {
+    /// `replica_regions`: each `REGION` or `REGION=KMS_KEY_ARN`, once, none the stack's region.
+    fn replica_regions(&self) -> Result<Vec<ReplicaRegion>, ConfigError> {
+        let key = "replica_regions";
+        let mut regions = Vec::new();
+        for given in self.replica_regions.iter().flatten() {
+            let r: ReplicaRegion = given.parse().map_err(|e| invalid(key, e))?;
+            if let Some(k) = &r.kms_key_id {
+                let parts: Vec<&str> = k.split(':').collect();
+                let is_key_arn = parts.len() == 6
+                    && parts[0] == "arn"
+                    && parts[2] == "kms"
+                    && parts[4].len() == 12
+                    && parts[4].bytes().all(|b| b.is_ascii_digit())
+                    && parts[5]
+                        .strip_prefix("key/")
+                        .is_some_and(|id| !id.is_empty());
+                if !is_key_arn {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "{given:?}: give the KMS key as its key ARN (arn:aws:kms:{}:ACCOUNT:key/ID), so the role can be granted that key alone",
+                            r.region
+                        ),
+                    ));
+                }
+                if parts[3] != r.region {
+                    return Err(invalid(
+                        key,
+                        format!("{given:?}: the key is in {}, not in {}", parts[3], r.region),
+                    ));
+                }
+            }
+            regions.push(r);
+        }
+        regions.sort();
+        contract::check_replica_regions(&regions, self.region.as_deref())
+            .map_err(|e| invalid(key, e))?;
+        Ok(regions)
     }
 }
 
@@ -641,6 +718,43 @@ mod tests {
                 "vault_version",
                 "not a version",
             ),
+            (
+                "replica_regions = [\"mars-1\"]",
+                "replica_regions",
+                "not an AWS region name",
+            ),
+            (
+                "replica_regions = [\"us-west-2=alias/mine\"]",
+                "replica_regions",
+                "as its key ARN",
+            ),
+            (
+                "replica_regions = [\"us-west-2=arn:aws:kms:eu-west-1:123456789012:key/k\"]",
+                "replica_regions",
+                "the key is in eu-west-1, not in us-west-2",
+            ),
+            (
+                "region = \"eu-west-1\"\nreplica_regions = [\"eu-west-1\"]",
+                "replica_regions",
+                "own region",
+            ),
+            (
+                "replica_regions = [\"us-west-2\", \"us-west-2\"]",
+                "replica_regions",
+                "twice",
+            ),
+            ("name_template = \"{path\"", "name_template", "not closed"),
+            (
+                "granularity = \"per-key\"",
+                "granularity",
+                "secret-path or secret-key",
+            ),
+            (
+                "granularity = \"secret-key\"\nname_template = \"{path}\"",
+                "name_template",
+                "add {key}",
+            ),
+            ("tags = { \"aws:x\" = \"1\" }", "tags", "reserved"),
         ];
         for (text, key, reason) in table {
             let text =

@@ -10,6 +10,12 @@ pub const REPLICATOR_SNS: &str = include_str!("../../policies/replicator-sns-sta
 pub const REPLICATOR_DELETE: &str =
     include_str!("../../policies/replicator-delete-statements.json");
 pub const REPLICATOR_VPC: &str = include_str!("../../policies/replicator-vpc-statements.json");
+pub const REPLICATOR_REPLICATION: &str =
+    include_str!("../../policies/replicator-replication-statements.json");
+pub const REPLICATOR_REPLICA_KEYS: &str =
+    include_str!("../../policies/replicator-replica-key-statements.json");
+pub const REPLICATOR_DEFAULT_KEYS: &str =
+    include_str!("../../policies/replicator-default-key-statements.json");
 pub const KMS_KEY_POLICY: &str = include_str!("../../policies/kms-key-policy.json");
 /// Resource policy of a secret only one role may read (the connection secret, the TLS secret).
 pub const CONNECTION_SECRET_POLICY: &str =

@@ -132,6 +132,14 @@ impl Spec {
         )
     }
 
+    /// The ARN of `resource` in another region of the account.
+    pub fn arn_in(&self, region: &str, service: &str, resource: &str) -> String {
+        format!(
+            "arn:{}:{service}:{region}:{}:{resource}",
+            self.id.partition, self.id.account
+        )
+    }
+
     // Names.
     /// The SSM parameter holding the stack's Vault CA certificate.
     pub fn ca_parameter(&self) -> String {
@@ -246,7 +254,115 @@ impl Spec {
             "secretsmanager:DescribeSecret",
             "secretsmanager:UpdateSecretVersionStage",
             "secretsmanager:RestoreSecret",
+            // Tags this tool set that are no longer wanted (never the owner tag: a deny).
+            "secretsmanager:UntagResource",
+            // A replica region no longer configured, and every one before a deletion.
+            "secretsmanager:RemoveRegionsFromReplication",
         ]
+    }
+
+    /// The replica regions' statements: replication to exactly those regions, their keys.
+    fn replication_statements(&self) -> Result<String, TemplateError> {
+        let regions = &self.cfg.replicator.replica_regions;
+        if regions.is_empty() {
+            return Ok(String::new());
+        }
+        let json = |v: &Vec<String>| serde_json::to_string(v).map_err(TemplateError::NotJson);
+        let keys: Vec<String> = regions
+            .iter()
+            .filter_map(|r| r.kms_key_id.clone())
+            .collect();
+        let mut key_statements = String::new();
+        if !keys.is_empty() {
+            // The replica is encrypted by Secrets Manager on the replicator's behalf, in the
+            // replica's region; the request starts in the stack's.
+            let mut services: Vec<String> = regions
+                .iter()
+                .filter(|r| r.kms_key_id.is_some())
+                .map(|r| format!("secretsmanager.{}.{}", r.region, self.id.dns_suffix()))
+                .collect();
+            services.push(format!(
+                "secretsmanager.{}.{}",
+                self.id.region,
+                self.id.dns_suffix()
+            ));
+            key_statements.push_str(&policy::render(
+                policy::REPLICATOR_REPLICA_KEYS,
+                &[
+                    ("replica_keys", &json(&keys)?),
+                    ("replica_services", &json(&services)?),
+                ],
+            )?);
+        }
+        let defaults = self.default_key_regions();
+        if !defaults.is_empty() {
+            key_statements.push_str(&policy::render(
+                policy::REPLICATOR_DEFAULT_KEYS,
+                &[("default_key_regions", &json(&defaults)?)],
+            )?);
+        }
+        let names: Vec<String> = regions.iter().map(|r| r.region.clone()).collect();
+        policy::render(
+            policy::REPLICATOR_REPLICATION,
+            &[
+                ("partition", &self.id.partition),
+                ("region", &self.id.region),
+                ("account", &self.id.account),
+                ("prefix", &self.cfg.prefix),
+                ("regions", &json(&names)?),
+                ("replica_key_statements", &key_statements),
+            ],
+        )
+    }
+
+    /// Every key in each replica region that uses its `aws/secretsmanager` key (no key given).
+    fn default_key_regions(&self) -> Vec<String> {
+        self.cfg
+            .replicator
+            .replica_regions
+            .iter()
+            .filter(|r| r.kms_key_id.is_none())
+            .map(|r| self.arn_in(&r.region, "kms", "key/*"))
+            .collect()
+    }
+
+    /// The keys the role may use at all: the stack's, the replica regions' own keys, and every
+    /// key of a replica region that uses its default key (a deny of its own keeps those to
+    /// `aws/secretsmanager`).
+    fn usable_keys(&self, key_arn: &str) -> Result<String, TemplateError> {
+        let mut keys = vec![key_arn.to_owned()];
+        keys.extend(
+            self.cfg
+                .replicator
+                .replica_regions
+                .iter()
+                .filter_map(|r| r.kms_key_id.clone()),
+        );
+        keys.extend(self.default_key_regions());
+        let text = if keys.len() == 1 {
+            serde_json::to_string(&keys[0])
+        } else {
+            serde_json::to_string(&keys)
+        };
+        text.map_err(TemplateError::NotJson)
+    }
+
+    /// CreateSecret and ReplicateSecretToRegions may name only the configured regions (none
+    /// without them).
+    fn replica_region_condition(&self) -> Result<String, TemplateError> {
+        let regions: Vec<&str> = self
+            .cfg
+            .replicator
+            .replica_regions
+            .iter()
+            .map(|r| r.region.as_str())
+            .collect();
+        let condition = if regions.is_empty() {
+            serde_json::json!({"Null": {"secretsmanager:AddReplicaRegions": "false"}})
+        } else {
+            serde_json::json!({"ForAnyValue:StringNotEquals": {"secretsmanager:AddReplicaRegions": regions}})
+        };
+        serde_json::to_string(&condition).map_err(TemplateError::NotJson)
     }
 
     fn common_vars(&self) -> Vec<(&'static str, String)> {
@@ -326,6 +442,9 @@ impl Spec {
                     self.connection_secret_arn_pattern(),
                 ),
                 ("key_arn", key_arn.to_owned()),
+                ("usable_keys", self.usable_keys(key_arn)?),
+                ("replica_region_condition", self.replica_region_condition()?),
+                ("replication_statements", self.replication_statements()?),
                 ("log_group_arn", self.log_group_arn()),
                 ("sns_statements", sns),
                 ("vpc_statements", vpc),
@@ -367,6 +486,8 @@ impl Spec {
         actions.extend([
             "secretsmanager:DeleteSecret",
             "secretsmanager:GetSecretValue",
+            "secretsmanager:UpdateSecret",
+            "secretsmanager:ReplicateSecretToRegions",
         ]);
         let actions = serde_json::to_string(&actions).map_err(TemplateError::NotJson)?;
         self.render(
@@ -438,7 +559,7 @@ impl Spec {
         // No SNS topic here: a failed invocation (a failed sync, a crash, a timeout, a bad
         // setting) reaches the topic through the function's on-failure destination, from
         // outside the VPC, so the function needs no SNS endpoint of its own.
-        BTreeMap::from([
+        let mut vars = BTreeMap::from([
             (env::PREFIX.to_owned(), self.cfg.prefix.clone()),
             (env::CONNECTION_SECRET.to_owned(), self.connection_secret()),
             (env::KMS_KEY_ID.to_owned(), key_arn.to_owned()),
@@ -456,7 +577,33 @@ impl Spec {
                 r.max_delete_share.to_string(),
             ),
             (env::CONCURRENCY.to_owned(), r.concurrency.to_string()),
-        ])
+        ]);
+        // Set only when used, so a stack that uses none of them keeps its function as it was.
+        if !r.replica_regions.is_empty() {
+            let list: Vec<String> = r
+                .replica_regions
+                .iter()
+                .map(|x| match &x.kms_key_id {
+                    Some(k) => format!("{}={k}", x.region),
+                    None => x.region.clone(),
+                })
+                .collect();
+            vars.insert(env::REPLICA_REGIONS.to_owned(), list.join(","));
+        }
+        if r.granularity != contract::naming::Granularity::default() {
+            vars.insert(
+                env::GRANULARITY.to_owned(),
+                r.granularity.as_str().to_owned(),
+            );
+        }
+        if let Some(t) = &r.name_template {
+            vars.insert(env::NAME_TEMPLATE.to_owned(), t.as_str().to_owned());
+        }
+        if !r.tags.is_empty() {
+            let list: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            vars.insert(env::TAGS.to_owned(), list.join(","));
+        }
+        vars
     }
 
     /// The Vault address the replicator uses: the stack's own Vault by its private address,
@@ -583,6 +730,57 @@ pub(crate) mod tests {
             "vault-secrets-replicator"
         );
         assert!(!s.lambda_environment("k").contains_key(env::SNS_TOPIC_ARN));
+    }
+
+    #[test]
+    fn secrets_sync_settings_reach_the_function_only_when_set() {
+        let plain = spec(EXTERNAL).lambda_environment("k");
+        for var in [
+            env::REPLICA_REGIONS,
+            env::GRANULARITY,
+            env::NAME_TEMPLATE,
+            env::TAGS,
+        ] {
+            assert!(!plain.contains_key(var), "{var} set by default");
+        }
+        let s = spec(&format!(
+            "{EXTERNAL}replica_regions = [\"cn-northwest-1=arn:aws-cn:kms:cn-northwest-1:123456789012:key/r\"]\ngranularity = \"secret-key\"\nname_template = \"{{mount}}/{{path}}/{{key}}\"\ntags = {{ team = \"core\", env = \"prod\" }}\n"
+        ));
+        let e = s.lambda_environment("k");
+        assert_eq!(
+            e[env::REPLICA_REGIONS],
+            "cn-northwest-1=arn:aws-cn:kms:cn-northwest-1:123456789012:key/r"
+        );
+        assert_eq!(e[env::GRANULARITY], "secret-key");
+        assert_eq!(e[env::NAME_TEMPLATE], "{mount}/{path}/{key}");
+        assert_eq!(e[env::TAGS], "env=prod,team=core");
+        let p = s
+            .replicator_policy("arn:aws-cn:kms:cn-north-1:123456789012:key/k", None)
+            .unwrap();
+        assert_eq!(
+            statement(&p, "DenyEveryOtherKey")["NotResource"],
+            serde_json::json!([
+                "arn:aws-cn:kms:cn-north-1:123456789012:key/k",
+                "arn:aws-cn:kms:cn-northwest-1:123456789012:key/r"
+            ])
+        );
+        assert_eq!(
+            statement(&p, "UseTheReplicaKeysThroughSecretsManager")["Condition"]["StringEquals"]["kms:ViaService"],
+            serde_json::json!([
+                "secretsmanager.cn-northwest-1.amazonaws.com.cn",
+                "secretsmanager.cn-north-1.amazonaws.com.cn"
+            ])
+        );
+        // Without replica regions: one key, as before, and no replication statement.
+        let p = spec(EXTERNAL).replicator_policy("k", None).unwrap();
+        assert_eq!(statement(&p, "DenyEveryOtherKey")["NotResource"], "k");
+        assert!(
+            p["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["Sid"] != "ReplicateToTheConfiguredRegions")
+        );
     }
 
     #[test]

@@ -102,6 +102,14 @@ fn check_through(spec: &Spec, rows: &[Row], endpoint_policy: Option<&Value>) {
                 Some(connection.clone())
             } else if r.resource == KEY {
                 Some(key_policy.clone())
+            } else if r.resource.starts_with("arn:aws:kms:") {
+                // Any other key: the default key policy, which leaves access to IAM.
+                Some(json!({"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow",
+                    "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")},
+                    "Action": "kms:*",
+                    "Resource": "*"
+                }]}))
             } else {
                 None
             };
@@ -398,13 +406,50 @@ fn every_secrets_manager_write_is_denied_outside_the_prefix_and_the_owner_tag_is
         }
     }
     rows.extend([
-        // Writes it never needs, under the prefix too.
+        // The description from Vault's metadata, never another KMS key.
+        row(
+            "replicator",
+            "secretsmanager:UpdateSecret",
+            secret("hybrid-aws-secrets/a"),
+            Allowed,
+        ),
         row(
             "replicator",
             "secretsmanager:UpdateSecret",
             secret("hybrid-aws-secrets/a"),
             ImplicitlyDenied,
+        )
+        .with("secretsmanager:KmsKeyId", json!(OTHER_KEY)),
+        // Its own tags no longer wanted; replica regions removed.
+        row(
+            "replicator",
+            "secretsmanager:UntagResource",
+            secret("hybrid-aws-secrets/a"),
+            Allowed,
+        )
+        .with("aws:TagKeys", json!(["team", "vault-tags"])),
+        row(
+            "replicator",
+            "secretsmanager:RemoveRegionsFromReplication",
+            secret("hybrid-aws-secrets/a"),
+            Allowed,
         ),
+        // Without replica regions configured, no replication at all.
+        row(
+            "replicator",
+            "secretsmanager:ReplicateSecretToRegions",
+            secret("hybrid-aws-secrets/a"),
+            ExplicitlyDenied,
+        )
+        .with("secretsmanager:AddReplicaRegions", json!(["us-west-2"])),
+        row(
+            "replicator",
+            "secretsmanager:CreateSecret",
+            secret("hybrid-aws-secrets/a"),
+            ExplicitlyDenied,
+        )
+        .with("secretsmanager:AddReplicaRegions", json!(["us-west-2"])),
+        // Writes it never needs, under the prefix too.
         row(
             "replicator",
             "secretsmanager:PutResourcePolicy",
@@ -458,6 +503,107 @@ fn every_secrets_manager_write_is_denied_outside_the_prefix_and_the_owner_tag_is
         .with("aws:TagKeys", json!(["managed-by"])),
     ]);
     check(&s, &rows);
+}
+
+#[test]
+fn replication_goes_only_to_the_configured_regions_with_their_keys() {
+    const REPLICA_KEY: &str = "arn:aws:kms:us-west-2:123456789012:key/r1";
+    let s = spec(&format!(
+        "{EXTERNAL_KEEP}\nreplica_regions = [\"us-west-2={REPLICA_KEY}\", \"ap-south-1\"]"
+    ));
+    let replicate = |regions: Value, target: &str, want| {
+        row(
+            "replicator",
+            "secretsmanager:ReplicateSecretToRegions",
+            secret(target),
+            want,
+        )
+        .with("secretsmanager:AddReplicaRegions", regions)
+    };
+    let create = |regions: Value, want| {
+        row(
+            "replicator",
+            "secretsmanager:CreateSecret",
+            secret("hybrid-aws-secrets/a"),
+            want,
+        )
+        .with("secretsmanager:AddReplicaRegions", regions)
+    };
+    let key = |resource: &str, via: &str, aliases: Value, want| {
+        row("replicator", "kms:GenerateDataKey", resource, want)
+            .with("kms:ViaService", json!(via))
+            .with("kms:ResourceAliases", aliases)
+    };
+    check(
+        &s,
+        &[
+            replicate(json!(["us-west-2"]), "hybrid-aws-secrets/a", Allowed),
+            replicate(
+                json!(["us-west-2", "ap-south-1"]),
+                "hybrid-aws-secrets/a",
+                Allowed,
+            ),
+            replicate(
+                json!(["sa-east-1"]),
+                "hybrid-aws-secrets/a",
+                ExplicitlyDenied,
+            ),
+            replicate(
+                json!(["us-west-2", "sa-east-1"]),
+                "hybrid-aws-secrets/a",
+                ExplicitlyDenied,
+            ),
+            replicate(json!(["us-west-2"]), "prod/db", ExplicitlyDenied),
+            create(json!(["ap-south-1"]), Allowed),
+            create(json!(["sa-east-1"]), ExplicitlyDenied),
+            // The replica region's own key, through Secrets Manager only.
+            key(
+                REPLICA_KEY,
+                "secretsmanager.us-west-2.amazonaws.com",
+                json!([]),
+                Allowed,
+            ),
+            key(
+                REPLICA_KEY,
+                "s3.us-west-2.amazonaws.com",
+                json!([]),
+                ImplicitlyDenied,
+            ),
+            key(
+                "arn:aws:kms:us-west-2:123456789012:key/other",
+                "secretsmanager.us-west-2.amazonaws.com",
+                json!([]),
+                ExplicitlyDenied,
+            ),
+            // A region without a key given: its aws/secretsmanager key is not denied (the
+            // role needs no grant of its own: that key's policy allows the account through
+            // Secrets Manager); any other key there is.
+            key(
+                "arn:aws:kms:ap-south-1:123456789012:key/default",
+                "secretsmanager.ap-south-1.amazonaws.com",
+                json!(["alias/aws/secretsmanager"]),
+                ImplicitlyDenied,
+            ),
+            key(
+                "arn:aws:kms:ap-south-1:123456789012:key/mine",
+                "secretsmanager.ap-south-1.amazonaws.com",
+                json!(["alias/mine"]),
+                ExplicitlyDenied,
+            ),
+            key(
+                "arn:aws:kms:sa-east-1:123456789012:key/default",
+                "secretsmanager.sa-east-1.amazonaws.com",
+                json!(["alias/aws/secretsmanager"]),
+                ExplicitlyDenied,
+            ),
+            // The stack's own key is as before.
+            via_sm(row("replicator", "kms:Decrypt", KEY, Allowed)),
+        ],
+    );
+}
+
+fn via_sm(r: Row) -> Row {
+    r.with("kms:ViaService", json!(VIA_SM))
 }
 
 #[test]

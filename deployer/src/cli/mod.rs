@@ -336,6 +336,13 @@ pub async fn execute(
         tracing::warn!("{w}");
     }
     let id = identity(clients, region).await?;
+    // The region may come from the environment, so only now is it known.
+    contract::check_replica_regions(&cfg.replicator.replica_regions, Some(&id.region)).map_err(
+        |problem| ConfigError::Invalid {
+            key: "replica_regions".into(),
+            problem,
+        },
+    )?;
     let spec = Spec::new(cfg, id);
     let stack = crate::stack::Stack {
         clients,
