@@ -94,6 +94,16 @@ pub fn estimate(spec: &Spec, secrets: usize) -> Estimate {
         item: "CloudWatch Logs (~10 MB/month)".into(),
         usd_per_month: 0.01,
     }]);
+    let regions = spec.cfg.replicator.replica_regions.len();
+    if regions > 0 {
+        // Each replica region holds a copy of every replica, priced as a secret of its own.
+        lines.push(CostLine {
+            item: format!(
+                "replica regions: {regions} × {secrets} secrets × $0.40 (replica secrets are priced as secrets)"
+            ),
+            usd_per_month: (regions * secrets) as f64 * 0.40,
+        });
+    }
     if spec.cfg.notification_email.is_some() {
         lines.push(CostLine {
             item: "SNS topic + email".into(),
@@ -167,6 +177,22 @@ mod tests {
         );
         assert!(ext.total_usd_per_month < 2.0);
         assert!(super::render(&ext).contains("total"));
+    }
+
+    #[test]
+    fn each_replica_region_prices_a_copy_of_every_replica() {
+        let ext = "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\n";
+        let plain = super::estimate(&spec(ext), 100).total_usd_per_month;
+        let two = super::estimate(
+            &spec(&format!(
+                "{ext}replica_regions = [\"cn-northwest-1\", \"ap-east-1\"]\n"
+            )),
+            100,
+        );
+        assert!(
+            (two.total_usd_per_month - plain - 80.0).abs() < 0.01,
+            "{two:?}"
+        );
     }
 
     #[test]

@@ -1904,3 +1904,71 @@ async fn at_a_terminal_no_color_is_honoured_and_the_error_shows_whatever_rust_lo
         "{quiet}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_sync_settings_reach_the_function_and_the_role_and_converge() {
+    let config = format!(
+        "{EXTERNAL}replica_regions = [\"eu-west-1\", \"us-west-2=arn:aws:kms:us-west-2:123456789012:key/r1\"]\n\
+         granularity = \"secret-key\"\nname_template = \"{{mount}}/{{path}}/{{key}}\"\n\
+         tags = {{ team = \"core\" }}\n"
+    );
+    let f = Fixture::new(&config).await;
+    assert_eq!(f.deployer(&["up", "--yes"]).await.code, 0);
+    let aws = f.moto.sdk_config().await;
+    let env = aws_sdk_lambda::Client::new(&aws)
+        .get_function_configuration()
+        .function_name("demo-replicator")
+        .send()
+        .await
+        .unwrap()
+        .environment()
+        .unwrap()
+        .variables()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        env["REPLICATOR_REPLICA_REGIONS"],
+        "eu-west-1,us-west-2=arn:aws:kms:us-west-2:123456789012:key/r1"
+    );
+    assert_eq!(env["REPLICATOR_GRANULARITY"], "secret-key");
+    assert_eq!(env["REPLICATOR_NAME_TEMPLATE"], "{mount}/{path}/{key}");
+    assert_eq!(env["REPLICATOR_TAGS"], "team=core");
+    let policy = aws_sdk_iam::Client::new(&aws)
+        .get_role_policy()
+        .role_name("demo-replicator")
+        .policy_name("replicator")
+        .send()
+        .await
+        .unwrap();
+    let doc = deployer::policy::parse_returned(policy.policy_document()).unwrap();
+    let replicate = doc["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "ReplicateToTheConfiguredRegions")
+        .expect("the replication statement");
+    assert_eq!(
+        replicate["Condition"]["ForAllValues:StringEquals"]["secretsmanager:AddReplicaRegions"],
+        serde_json::json!(["eu-west-1", "us-west-2"])
+    );
+    let again = f.deployer(&["up", "--yes"]).await;
+    assert!(
+        again.mutating.is_empty(),
+        "second up sent {:?}",
+        again.mutating
+    );
+
+    // The stack's own region (here from the environment) is refused before anything is sent.
+    std::fs::write(
+        f.path("deployer.toml"),
+        format!("{EXTERNAL}replica_regions = [\"{}\"]\n", e2e::REGION),
+    )
+    .unwrap();
+    let own = f.deployer_may_fail(&["up", "--yes"]).await;
+    let error = own.error.unwrap_or_default();
+    assert!(
+        error.contains("replica_regions") && error.contains("own region"),
+        "{error}"
+    );
+    assert!(own.mutating.is_empty(), "{:?}", own.mutating);
+}
