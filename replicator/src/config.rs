@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::aws_auth::StsEndpoint;
-pub use crate::shape::{Granularity, NameTemplate};
 use crate::vault::VaultLogin;
+pub use contract::naming::{Granularity, NameTemplate};
 use contract::secret::SecretString;
 use contract::{ConnectionSecret, DEFAULT_PREFIX, ReplicaRegion, env, ranges};
 

@@ -10,7 +10,7 @@
 //! matches exactly one range or is one of the looked-up names, whatever AWS holds: the split is
 //! only ever guided by Vault, never trusted to be complete.
 
-use crate::config::is_aws_name_char;
+use contract::is_aws_name_char;
 
 /// Every character AWS accepts in a secret name, in byte order.
 pub const NAME_CHARS: &[u8] =

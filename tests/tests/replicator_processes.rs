@@ -779,6 +779,21 @@ async fn watch_follows_the_audit_log_and_misses_nothing_across_restarts() {
     assert_eq!(batch["updated"], 1, "{batch}");
     assert_eq!(env.side.value("kv/app/db").await["k"], "2");
 
+    // A change of custom metadata makes no version: the audit log shows it all the same, and
+    // the tag reaches the replica with no value read.
+    bao.set_custom_metadata("kv", "app/db", json!({"tag:team": "core"}))
+        .await;
+    let batch = w.next("paths").await;
+    assert_eq!(
+        (&batch["updated"], &batch["values_read"]),
+        (&json!(1), &json!(0)),
+        "{batch}"
+    );
+    assert_eq!(
+        env.side.secrets("kv").await["kv/app/db"].tags["team"],
+        "core"
+    );
+
     bao.api("DELETE", "kv/metadata/app/db", None).await;
     let batch = w.next("paths").await;
     assert_eq!(batch["deleted"], 1, "{batch}");
