@@ -154,3 +154,93 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
         failed.stdout
     );
 }
+
+/// The Secrets Sync settings as the deployer writes them into the function's environment
+/// (a template with braces, lists with `=` and `:`) are what the real `bootstrap` reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployed_secrets_sync_settings_drive_the_replicator() {
+    let (bao, moto) = tokio::join!(Bao::start(), Moto::start());
+    bao.enable_kv2("hybrid-aws-secrets").await;
+    bao.put(
+        "hybrid-aws-secrets",
+        "apps/db",
+        json!({"user": "app", "port": 5432}),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("deployer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "stack_name = \"c\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"{}\"\n\
+             replica_regions = [\"us-west-2\"]\ngranularity = \"secret-key\"\n\
+             name_template = \"{{mount}}/{{path}}/{{key}}\"\ntags = {{ team = \"core\" }}\n",
+            bao.addr
+        ),
+    )
+    .unwrap();
+    let zip = fake_zip(dir.path(), b"\x7fELF");
+    let (config, zip) = (config.display().to_string(), zip.display().to_string());
+    let up = run(
+        &moto,
+        &[
+            "--config",
+            &config,
+            "--lambda-zip",
+            &zip,
+            "--output",
+            "json",
+            "up",
+            "--yes",
+        ],
+    )
+    .await;
+    assert!(up.error.is_none(), "{:?}", up.error);
+    let outputs = up.json()["outputs"].clone();
+    let aws = moto.sdk_config().await;
+    let side = AwsSide::new(&aws);
+    side.sm
+        .put_secret_value()
+        .secret_id(outputs["connection_secret_arn"].as_str().unwrap())
+        .secret_string(json!({"vaultAddress": bao.addr, "vaultToken": e2e::ROOT_TOKEN}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let vars = aws_sdk_lambda::Client::new(&aws)
+        .get_function_configuration()
+        .function_name(outputs["function_name"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .environment()
+        .unwrap()
+        .variables()
+        .unwrap()
+        .clone();
+    let mut api = RuntimeApi::start().await;
+    let _child = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+        .env_clear()
+        .envs(moto.env())
+        .envs(vars)
+        .envs(e2e::runtime_api::lambda_env(&api.addr, "replicator"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let answer = api.invoke("r1", "{}", Duration::from_secs(60)).await;
+    let Answer::Response(body) = answer else {
+        panic!("{answer:?}")
+    };
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["created"], 2, "{body}");
+    let secrets = side.secrets("hybrid-aws-secrets").await;
+    let port = "hybrid-aws-secrets/hybrid-aws-secrets/apps/db/port";
+    assert_eq!(
+        secrets.keys().collect::<Vec<_>>(),
+        [port, "hybrid-aws-secrets/hybrid-aws-secrets/apps/db/user"]
+    );
+    assert_eq!(secrets[port].tags["team"], "core");
+    assert_eq!(side.text(port).await, "5432");
+    assert_eq!(side.replica_regions(port).await, ["us-west-2"]);
+}
