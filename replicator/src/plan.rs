@@ -378,8 +378,12 @@ pub fn plan_scoped(
             .map_or(&[], Vec::as_slice);
         decided.extend(group.iter().map(|s| s.name.as_str()));
         let existing = by_name.get(name.as_str()).copied();
-        if !per_key && existing.is_some() {
-            decided.insert(existing.map_or("", |s| s.name.as_str()));
+        // Decided here, unless it is the replica of another Vault secret (its name taken under
+        // a template): that one is still an orphan or a stale name of its own.
+        if let Some(secret) =
+            existing.filter(|s| !per_key && source_of(s, settings) == entry.rel_path)
+        {
+            decided.insert(secret.name.as_str());
         }
 
         if claims.get(name.as_str()).copied().unwrap_or(0) > 1 {
@@ -416,7 +420,9 @@ pub fn plan_scoped(
                 continue;
             }
             EntryState::Deleted => {
-                steps.push(gone_from_vault(name, existing, settings));
+                // Only its own replica: the name may hold another secret's under a template.
+                let own = existing.filter(|s| source_of(s, settings) == entry.rel_path);
+                steps.push(gone_from_vault(name, own, settings));
                 continue;
             }
         };
@@ -730,6 +736,20 @@ pub fn decide(
             message: from,
         },
         Ownership::Adoptable => update(UpdateReason::Adopt),
+        Ownership::Ours { .. }
+            if full_path(&settings.path, source_of(secret, settings)) != target.vault_path =>
+        {
+            // Under a name template, the replica of another Vault secret may hold the name.
+            Step::Invalid {
+                message: format!(
+                    "the replica of Vault path {} already has this name",
+                    full_path(&settings.path, source_of(secret, settings))
+                ),
+                name,
+                vault_path: target.vault_path.clone(),
+                kind: InvalidKind::NameCollision,
+            }
+        }
         Ownership::Ours { tagged_prefix } => {
             let current = secret.current_version_id.as_deref();
             let recorded = recorded_token(secret, settings);
@@ -1466,6 +1486,22 @@ mod tests {
             crate::shape::NameTemplate::parse("same", Granularity::SecretPath).unwrap();
         let p = plan(&[live("a", 1), live("b", 1)], &[], &s);
         assert_eq!(kinds(&p), ["invalid p/same", "invalid p/same"]);
+        // A replica of another Vault secret already under the rendered name is never taken.
+        s.name_template =
+            crate::shape::NameTemplate::parse("x-{path}", Granularity::SecretPath).unwrap();
+        let p = plan(&[live("a", 1), live("x-a", 1)], &[ours("x-a", 1)], &s);
+        assert_eq!(
+            kinds(&p),
+            ["invalid p/x-a", "create p/x-x-a", "delete p/x-a"],
+            "the stale name follows the deletion policy"
+        );
+        let Step::Invalid { message, .. } = &p.steps[0] else {
+            panic!()
+        };
+        assert!(message.contains("Vault path x-a"), "{message}");
+        // Deleted in Vault: only its own replica goes, never another's under the same name.
+        let p = plan(&[deleted("a"), live("x-a", 1)], &[ours("x-a", 1)], &s);
+        assert_eq!(kinds(&p), ["skip p/x-a", "create p/x-x-a", "delete p/x-a"]);
     }
 
     #[test]
