@@ -29,6 +29,8 @@ enum Outcome {
     Failed(Problem),
     /// Not started: the run's deadline had come. The next run does it.
     Deferred,
+    /// Worth a look, done all the same (a key's name like an ARN suffix); counts nothing.
+    Warning(Problem),
 }
 
 struct Ctx<'a> {
@@ -403,6 +405,10 @@ impl Ctx<'_> {
             let step = gone_from_vault(gone.name.clone(), Some(gone), settings);
             outcomes.push((gone.name.clone(), self.perform_one(&step, None).await));
         }
+        outcomes.extend(warnings.into_iter().map(|(name, message)| {
+            let warning = Problem::new(&name, "arn_suffix_name", message);
+            (name, Outcome::Warning(warning))
+        }));
         outcomes
     }
 }
@@ -513,6 +519,7 @@ pub async fn execute(
                     report.orphans.push(name);
                 }
                 Outcome::Conflict(p) => report.conflicts.push(p),
+                Outcome::Warning(p) => report.warnings.push(p),
                 Outcome::Deferred => {
                     report.partial = true;
                     report.remaining += 1;

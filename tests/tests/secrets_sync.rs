@@ -426,17 +426,26 @@ async fn one_secret_per_key_holds_the_raw_value_and_follows_each_key() {
     assert_eq!(seen["kv/app/db/password"].tags["team"], "core");
 
     // A change-driven run finds a secret's key replicas by their tag.
-    bao.put("kv", "web", json!({"token": "t-2", "extra": "e"}))
-        .await;
+    bao.put(
+        "kv",
+        "web",
+        json!({"token": "t-2", "extra": "e", "cache-master": "c"}),
+    )
+    .await;
     let replicator = replicator::run::Replicator::new(&a, &env.aws).unwrap();
     let r = replicator
         .run_paths(&["web".into()], None, &Progress::default())
         .await;
     assert_eq!(
         (r.created, r.updated, r.failures.len()),
-        (1, 1, 0),
+        (2, 1, 0),
         "{}",
         r.to_text()
+    );
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert_eq!(
+        (r.warnings[0].name.as_str(), r.warnings[0].kind.as_str()),
+        ("kv/web/cache-master", "arn_suffix_name")
     );
     assert!(!r.aws_requests.contains_key("DescribeSecret"));
     assert_eq!(env.side.text("kv/web/token").await, "t-2");
@@ -445,5 +454,5 @@ async fn one_secret_per_key_holds_the_raw_value_and_follows_each_key() {
     // The whole secret deleted: every key's replica follows the policy.
     bao.api("DELETE", "kv/metadata/web", None).await;
     let gone = sync(&env, &a).await;
-    assert_eq!(gone.deleted, 2, "{}", gone.to_text());
+    assert_eq!(gone.deleted, 3, "{}", gone.to_text());
 }
