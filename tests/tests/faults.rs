@@ -58,9 +58,11 @@ fn assert_no_value(r: &Report, n: usize) {
     }
 }
 
+/// Secrets of a fault scenario.
+const N: usize = 40;
+
 /// Three faulty runs with changes between them, then clean runs.
 async fn scenario(vault_per_mille: u32, aws_per_mille: u32) {
-    const N: usize = 40;
     let seed = std::env::var("E2E_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -108,17 +110,31 @@ async fn scenario(vault_per_mille: u32, aws_per_mille: u32) {
             expected.live.remove(&format!("kv/{gone}"));
             expected.deleted.push(format!("kv/{gone}"));
         }
-        let r = replicator::run::run(&a, &faulty_aws).await;
-        assert_no_value(&r, N);
-        if !r.failed() {
-            assert_converged(
-                &env,
-                "kv",
-                &expected,
-                &format!("a faulty run that succeeded (round {round}, {context})"),
-            )
-            .await;
+        faulty_run(
+            &env,
+            &a,
+            &faulty_aws,
+            &expected,
+            &format!("round {round}, {context}"),
+        )
+        .await;
+    }
+    // Faults are drawn per request: Vault faults that end each run early can leave the AWS side
+    // too few requests to draw one at 10 %. Faulty runs go on (each checked the same way) until
+    // both sides have had faults, so the claim below is never met by luck alone.
+    let untouched = |p: &FaultProxy, per_mille: u32| per_mille > 0 && p.injected_total() == 0;
+    for extra in 0..20 {
+        if !untouched(&vault_proxy, vault_per_mille) && !untouched(&aws_proxy, aws_per_mille) {
+            break;
         }
+        faulty_run(
+            &env,
+            &a,
+            &faulty_aws,
+            &expected,
+            &format!("extra round {extra}, {context}"),
+        )
+        .await;
     }
     if vault_per_mille > 0 {
         assert!(
@@ -148,6 +164,28 @@ async fn scenario(vault_per_mille: u32, aws_per_mille: u32) {
     // deterministic id, so a retried or repeated write made no second one.
     for name in expected.live.keys() {
         assert_versions_are_vault_versions(&env, name, &context).await;
+    }
+}
+
+/// One run through the faulty proxies: no value in its report, and when it exits 0, nothing
+/// left undone.
+async fn faulty_run(
+    env: &Env,
+    a: &replicator::config::SyncArgs,
+    aws: &aws_types::SdkConfig,
+    expected: &Expected,
+    context: &str,
+) {
+    let r = replicator::run::run(a, aws).await;
+    assert_no_value(&r, N);
+    if !r.failed() {
+        assert_converged(
+            env,
+            "kv",
+            expected,
+            &format!("a faulty run that succeeded ({context})"),
+        )
+        .await;
     }
 }
 
