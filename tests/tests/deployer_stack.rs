@@ -181,6 +181,14 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
         ("elsewhere/c", true),
     ] {
         let mut req = sm.create_secret().name(name).secret_string("{}");
+        if name == "hybrid-aws-secrets/team/b" {
+            // Replica regions: AWS refuses to delete it until they are removed.
+            req = req.add_replica_regions(
+                aws_sdk_secretsmanager::types::ReplicaRegionType::builder()
+                    .region("us-west-2")
+                    .build(),
+            );
+        }
         if managed {
             req = req.tags(
                 aws_sdk_secretsmanager::types::Tag::builder()

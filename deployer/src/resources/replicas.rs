@@ -61,6 +61,31 @@ async fn list_under_prefix(
     Ok((ours, foreign))
 }
 
+/// Removes every replica region of the secret `arn` (`name` for messages).
+async fn remove_replica_regions(c: &Clients, arn: &str, name: &str) -> Result<(), DeployError> {
+    let seen = c
+        .sm
+        .describe_secret()
+        .secret_id(arn)
+        .send()
+        .await
+        .ctx("DescribeSecret", name)?;
+    let regions: Vec<String> = seen
+        .replication_status()
+        .iter()
+        .filter_map(|r| r.region().map(str::to_owned))
+        .collect();
+    if !regions.is_empty() {
+        c.sm.remove_regions_from_replication()
+            .secret_id(arn)
+            .set_remove_replica_regions(Some(regions))
+            .send()
+            .await
+            .ctx("RemoveRegionsFromReplication", name)?;
+    }
+    Ok(())
+}
+
 /// How many live secrets under `<prefix>/` the replicator manages: they are encrypted with the
 /// stack's key, so `destroy` keeps the key while any is left.
 pub async fn count_live(c: &Clients, spec: &Spec) -> Result<usize, DeployError> {
@@ -77,15 +102,25 @@ pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Change, Deplo
     let mut pace = tokio::time::interval(DELETE_EVERY);
     for (arn, n) in ours {
         pace.tick().await;
-        super::delete(
-            "DeleteSecret",
-            &n,
-            c.sm.delete_secret()
-                .secret_id(arn)
-                .recovery_window_in_days(days)
-                .send(),
-        )
-        .await?;
+        let delete = || {
+            super::delete(
+                "DeleteSecret",
+                &n,
+                c.sm.delete_secret()
+                    .secret_id(&arn)
+                    .recovery_window_in_days(days)
+                    .send(),
+            )
+        };
+        match delete().await {
+            // AWS refuses to delete a secret that still has replica regions (the replicator's
+            // `replica_regions`, or someone else's): they go first.
+            Err(e) if e.message.contains("replica") => {
+                remove_replica_regions(c, &arn, &n).await?;
+                delete().await?;
+            }
+            other => other?,
+        }
     }
     let mut note = format!(
         "{deleted} managed by the replicator scheduled for deletion in {days} days (restore with `aws secretsmanager restore-secret`)"
