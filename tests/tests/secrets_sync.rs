@@ -231,9 +231,16 @@ async fn replica_regions_are_added_and_removed_and_cleared_before_a_deletion() {
 
     // A replica someone else replicated (no tag of this tool records it): AWS's refusal says
     // so, and the regions go before the deletion.
+    // (First, no replica regions at all: this tool's go, with their tag.)
     a.replica_regions = vec![];
     bao.put("kv", "third", json!({"k": "v"})).await;
     assert_eq!(sync(&env, &a).await.failures.len(), 0);
+    assert!(env.side.replica_regions("kv/other").await.is_empty());
+    assert!(
+        !env.side.secrets("kv").await["kv/other"]
+            .tags
+            .contains_key("replica-regions")
+    );
     env.side
         .sm
         .replicate_secret_to_regions()

@@ -63,13 +63,12 @@ async fn list_under_prefix(
 
 /// Removes every replica region of the secret `arn` (`name` for messages).
 async fn remove_replica_regions(c: &Clients, arn: &str, name: &str) -> Result<(), DeployError> {
-    let seen = c
-        .sm
-        .describe_secret()
-        .secret_id(arn)
-        .send()
-        .await
-        .ctx("DescribeSecret", name)?;
+    let seen =
+        c.sm.describe_secret()
+            .secret_id(arn)
+            .send()
+            .await
+            .ctx("DescribeSecret", name)?;
     let regions: Vec<String> = seen
         .replication_status()
         .iter()
