@@ -2,6 +2,8 @@
 //! what the plan deletes. Bounded concurrency; one secret's failure never stops the others.
 //! Network I/O through the Vault and AWS adapters.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use futures::stream::{self, StreamExt};
 
 use crate::aws::{AwsError, AwsErrorKind, NewSecret, SecretsManager};
@@ -37,6 +39,10 @@ struct Ctx<'a> {
     vault: &'a VaultClient,
     sm: &'a SecretsManager,
     settings: &'a Settings,
+    /// Deletions the breaker still allows (replicas of keys removed in Vault).
+    delete_budget: AtomicUsize,
+    /// Deletions of such replicas the breaker refused.
+    refused: AtomicUsize,
 }
 
 fn too_large(name: &str, version: u64, len: usize) -> Problem {
@@ -401,9 +407,37 @@ impl Ctx<'_> {
             };
             outcomes.push((name, outcome));
         }
-        for gone in src.existing.iter().filter(|s| !wanted.contains(&s.name)) {
-            let step = gone_from_vault(gone.name.clone(), Some(gone), settings);
-            outcomes.push((gone.name.clone(), self.perform_one(&step, None).await));
+        let mut gone: Vec<Step> = src
+            .existing
+            .iter()
+            .filter(|s| !wanted.contains(&s.name))
+            .map(|s| gone_from_vault(s.name.clone(), Some(s), settings))
+            .collect();
+        // The breaker's share holds for these too: this secret's deletions all pass, or none.
+        let deletes = gone
+            .iter()
+            .filter(|s| matches!(s, Step::Delete { .. }))
+            .count();
+        if deletes > 0
+            && self
+                .delete_budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                    b.checked_sub(deletes)
+                })
+                .is_err()
+        {
+            self.refused.fetch_add(deletes, Ordering::SeqCst);
+            for step in &mut gone {
+                if let Step::Delete { name, .. } = step {
+                    *step = Step::Keep {
+                        name: std::mem::take(name),
+                        why: crate::plan::BREAKER_KEEP.into(),
+                    };
+                }
+            }
+        }
+        for step in &gone {
+            outcomes.push((step.name().to_owned(), self.perform_one(step, None).await));
         }
         outcomes.extend(warnings.into_iter().map(|(name, message)| {
             let warning = Problem::new(&name, "arn_suffix_name", message);
@@ -429,8 +463,10 @@ fn invalid_problem(name: &str, kind: InvalidKind, vault_path: &str, message: &st
 }
 
 /// Counts the decisions that need no request, and performs the rest.
+#[allow(clippy::too_many_arguments)]
 pub async fn execute(
     steps: Vec<Step>,
+    delete_budget: usize,
     vault: &VaultClient,
     sm: &SecretsManager,
     settings: &Settings,
@@ -486,6 +522,8 @@ pub async fn execute(
         vault,
         sm,
         settings,
+        delete_budget: AtomicUsize::new(delete_budget),
+        refused: AtomicUsize::new(0),
     };
     let ctx = &ctx;
     let mut outcomes = stream::iter(work.iter())
@@ -530,5 +568,17 @@ pub async fn execute(
                 }
             }
         }
+    }
+    drop(outcomes);
+    let refused = ctx.refused.load(Ordering::SeqCst);
+    if refused > 0 {
+        report.failures.push(Problem::new(
+            "",
+            "deletion_breaker",
+            format!(
+                "{refused} replicas of keys removed in Vault would be deleted, over the breaker's share {} with this run's other deletions; kept: raise REPLICATOR_MAX_DELETE_SHARE to allow it",
+                settings.max_delete_share
+            ),
+        ));
     }
 }

@@ -209,6 +209,9 @@ pub struct Plan {
     pub breaker: Option<String>,
     /// (name, message) of what is done but worth a look (names like ARN suffixes).
     pub warnings: Vec<(String, String)>,
+    /// Deletions the breaker still allows after the planned ones: for the replicas of keys
+    /// removed in Vault, known only once an expanded secret's value is read.
+    pub delete_budget: usize,
 }
 
 fn no_changes(changes: &impl std::ops::Deref<Target = MetaChanges>) -> bool {
@@ -552,6 +555,7 @@ pub fn plan_scoped(
         steps,
         breaker: None,
         warnings,
+        delete_budget: 0,
     };
     apply_breaker(
         &mut plan,
@@ -830,18 +834,11 @@ fn apply_breaker(plan: &mut Plan, owned: usize, live: usize, max_share: f64, sco
         .iter()
         .filter(|s| matches!(s, Step::Delete { .. }))
         .count();
+    let allowed = breaker_allows(owned, max_share);
+    plan.delete_budget = allowed.saturating_sub(deletes);
     if deletes == 0 {
         return;
     }
-    // In whole parts per million: `owned * share` in floating point can land just under a whole
-    // number (100 × 0.29 = 28.999…), which would refuse a deletion exactly at the share.
-    let share_ppm = (max_share.clamp(0.0, 1.0) * 1e6).round() as usize;
-    let by_share = owned.saturating_mul(share_ppm) / 1_000_000;
-    let allowed = if share_ppm == 0 {
-        0
-    } else {
-        by_share.max(BREAKER_FLOOR)
-    };
     let reason = if live == 0 && scope == Scope::Everything {
         format!(
             "Vault shows no live secret under the path but {deletes} replicated secrets would be deleted; refusing (an empty or wrong listing must not wipe AWS)"
@@ -857,11 +854,29 @@ fn apply_breaker(plan: &mut Plan, owned: usize, live: usize, max_share: f64, sco
         if let Step::Delete { name, .. } = step {
             *step = Step::Keep {
                 name: std::mem::take(name),
-                why: "deletion refused by the breaker".into(),
+                why: BREAKER_KEEP.into(),
             };
         }
     }
     plan.breaker = Some(reason);
+    plan.delete_budget = 0;
+}
+
+/// Why a deletion the breaker refused is kept.
+pub const BREAKER_KEEP: &str = "deletion refused by the breaker";
+
+/// How many deletions the breaker allows in one run over `owned` replicas: `max_share` of them,
+/// at least [`BREAKER_FLOOR`] (none with a share of 0).
+pub fn breaker_allows(owned: usize, max_share: f64) -> usize {
+    // In whole parts per million: `owned * share` in floating point can land just under a whole
+    // number (100 × 0.29 = 28.999…), which would refuse a deletion exactly at the share.
+    let share_ppm = (max_share.clamp(0.0, 1.0) * 1e6).round() as usize;
+    let by_share = owned.saturating_mul(share_ppm) / 1_000_000;
+    if share_ppm == 0 {
+        0
+    } else {
+        by_share.max(BREAKER_FLOOR)
+    }
 }
 
 #[cfg(test)]
@@ -1427,6 +1442,23 @@ mod tests {
                 .collect();
         }
         entry
+    }
+
+    #[test]
+    fn the_breaker_leaves_a_budget_for_deletions_found_while_writing() {
+        let mut s = settings();
+        s.deletion_policy = DeletionPolicy::Delete;
+        s.max_delete_share = 0.25;
+        let aws: Vec<AwsSecret> = (0..20).map(|i| ours(&format!("s{i}"), 1)).collect();
+        let mut vault: Vec<VaultEntry> = (0..20).map(|i| live(&format!("s{i}"), 1)).collect();
+        // 20 owned: 5 may go; one planned leaves 4.
+        vault[0] = deleted("s0");
+        assert_eq!(plan(&vault, &aws, &s).delete_budget, 4);
+        // Refused: nothing more may go.
+        s.max_delete_share = 0.0;
+        assert_eq!(plan(&vault, &aws, &s).delete_budget, 0);
+        assert_eq!(breaker_allows(2, 0.25), BREAKER_FLOOR);
+        assert_eq!(breaker_allows(100, 0.29), 29);
     }
 
     #[test]

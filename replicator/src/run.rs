@@ -391,7 +391,9 @@ impl Replicator {
             if settings.dry_run {
                 report.plan = Some(plan.steps.clone());
             }
-            crate::execute::execute(plan.steps, &vault, sm, settings, report, progress).await;
+            let budget = plan.delete_budget;
+            crate::execute::execute(plan.steps, budget, &vault, sm, settings, report, progress)
+                .await;
             Ok::<_, SyncError>(())
         }
         .await;

@@ -872,7 +872,17 @@ async fn a_create_that_meets_its_own_deleted_secret_brings_it_back() {
         .collect();
     let plan = replicator::plan::plan(&inventory.entries, &listed, &settings);
     let mut report = replicator::report::Report::default();
-    replicator::execute::execute(plan.steps, &vault, &sm, &settings, &mut report, &progress).await;
+    let budget = plan.delete_budget;
+    replicator::execute::execute(
+        plan.steps,
+        budget,
+        &vault,
+        &sm,
+        &settings,
+        &mut report,
+        &progress,
+    )
+    .await;
     assert_eq!(
         (
             report.updated,

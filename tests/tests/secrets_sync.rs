@@ -463,3 +463,44 @@ async fn one_secret_per_key_holds_the_raw_value_and_follows_each_key() {
     let gone = sync(&env, &a).await;
     assert_eq!(gone.deleted, 3, "{}", gone.to_text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_removed_in_vault_are_deleted_behind_the_breaker() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    let eight: serde_json::Map<String, serde_json::Value> =
+        (0..8).map(|i| (format!("k{i}"), json!("v"))).collect();
+    bao.put("kv", "big", serde_json::Value::Object(eight)).await;
+    bao.put("kv", "other", json!({"k": "v"})).await;
+    let mut a = args(&env, "kv");
+    a.granularity = Granularity::SecretKey;
+    a.deletion_policy = DeletionPolicy::Delete;
+    assert_eq!(sync(&env, &a).await.created, 9);
+
+    // Seven of nine replicas would go: over a share of 0.25 (3 allowed), so none does.
+    bao.put("kv", "big", json!({"k0": "w"})).await;
+    let refused = sync(&env, &a).await;
+    assert_eq!(
+        failure_kinds(&refused),
+        [(String::new(), "deletion_breaker".to_owned())],
+        "{}",
+        refused.to_text()
+    );
+    assert_eq!((refused.updated, refused.deleted), (1, 0));
+    assert_eq!(refused.orphans.len(), 7, "{:?}", refused.orphans);
+    let seen = env.side.secrets("kv").await;
+    assert!(seen.values().all(|s| !s.pending_deletion));
+    assert_eq!(env.side.text("kv/big/k0").await, "w");
+
+    // Allowed: they go.
+    a.max_delete_share = 1.0;
+    bao.put("kv", "big", json!({"k0": "x"})).await;
+    let allowed = sync(&env, &a).await;
+    assert_eq!(
+        (allowed.deleted, allowed.failures.len()),
+        (7, 0),
+        "{}",
+        allowed.to_text()
+    );
+}
