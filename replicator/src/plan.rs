@@ -453,41 +453,7 @@ pub fn plan_scoped(
         };
 
         if per_key {
-            // Complete and current: every replica at this version, as many as the version
-            // had keys, each under the name the template gives it now. Anything else is worked
-            // out from the value.
-            // Replicas of keys removed earlier, scheduled for deletion, do not count.
-            let live: Vec<&AwsSecret> = group
-                .iter()
-                .copied()
-                .filter(|s| !s.pending_deletion)
-                .collect();
-            let n = live.len();
-            let count = n.to_string();
-            let complete = !live.is_empty()
-                && live.iter().all(|s| {
-                    let key = s.tags.get(tags::KEY).unwrap_or("");
-                    s.tags.get(tags::KEY_COUNT) == Some(count.as_str())
-                        && s.name == settings.replica_name(&source.rel_path, Some(key))
-                        && recorded_token(s, settings).as_deref()
-                            == Some(source.token(settings, Some(key)).as_str())
-                });
-            if complete {
-                for secret in live {
-                    let key = secret.tags.get(tags::KEY).unwrap_or("").to_owned();
-                    let target = source.target(settings, Some((key, n)));
-                    steps.push(decide(target, Some(secret), earlier, settings));
-                }
-            } else {
-                steps.push(Step::Expand {
-                    name,
-                    source: Box::new(ExpandSource {
-                        source,
-                        earlier: earlier.clone(),
-                        existing: group.iter().map(|s| (*s).clone()).collect(),
-                    }),
-                });
-            }
+            steps.extend(key_steps(name, source, group, earlier, settings));
             continue;
         }
 
@@ -565,6 +531,56 @@ pub fn plan_scoped(
         scope,
     );
     plan
+}
+
+/// The steps of a live secret replicated one key per AWS secret, from its replicas in AWS
+/// (`group`): each replica's own step while all are complete and current, every replica at this
+/// version, as many as the version had keys, each under the name the template gives it now;
+/// otherwise one `Expand`, whose value says which keys there are.
+fn key_steps(
+    name: String,
+    source: Source,
+    group: &[&AwsSecret],
+    earlier: &[(u64, String)],
+    settings: &Settings,
+) -> Vec<Step> {
+    // Replicas of keys removed earlier, scheduled for deletion, do not count.
+    let live: Vec<&AwsSecret> = group
+        .iter()
+        .copied()
+        .filter(|s| !s.pending_deletion)
+        .collect();
+    let n = live.len();
+    let count = n.to_string();
+    let complete = !live.is_empty()
+        && live.iter().all(|s| {
+            let key = s.tags.get(tags::KEY).unwrap_or("");
+            s.tags.get(tags::KEY_COUNT) == Some(count.as_str())
+                && s.name == settings.replica_name(&source.rel_path, Some(key))
+                && recorded_token(s, settings).as_deref()
+                    == Some(source.token(settings, Some(key)).as_str())
+        });
+    if !complete {
+        return vec![Step::Expand {
+            name,
+            source: Box::new(ExpandSource {
+                source,
+                earlier: earlier.to_vec(),
+                existing: group.iter().map(|s| (*s).clone()).collect(),
+            }),
+        }];
+    }
+    live.into_iter()
+        .map(|secret| {
+            let key = secret.tags.get(tags::KEY).unwrap_or("").to_owned();
+            decide(
+                source.target(settings, Some((key, n))),
+                Some(secret),
+                earlier,
+                settings,
+            )
+        })
+        .collect()
 }
 
 /// The Vault path (relative to the synced sub-path) an owned replica comes from: its
