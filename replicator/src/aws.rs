@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType, ReplicaRegionType, Tag};
+use aws_sdk_secretsmanager::types::{
+    Filter, FilterNameStringType, ReplicaRegionType, ReplicationStatusType, StatusType, Tag,
+};
 use aws_types::SdkConfig;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::sync::Mutex as AsyncMutex;
@@ -170,6 +172,37 @@ pub struct SecretsManager {
     limiter: Arc<RateLimiter>,
     /// Paces TagResource, whose quota is separate.
     tag_limiter: Arc<RateLimiter>,
+}
+
+/// One replica region of a secret as AWS reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionStatus {
+    pub region: String,
+    /// AWS's message when replicating there failed (a secret of that name is there already,
+    /// the key cannot be used, …).
+    pub failed: Option<String>,
+}
+
+fn region_statuses(list: &[ReplicationStatusType]) -> Vec<RegionStatus> {
+    list.iter()
+        .filter_map(|r| {
+            let failed = r.status() == Some(&StatusType::Failed);
+            Some(RegionStatus {
+                region: r.region()?.to_owned(),
+                failed: failed.then(|| r.status_message().unwrap_or("failed").to_owned()),
+            })
+        })
+        .collect()
+}
+
+/// The failed regions of `statuses` among `wanted`, as one message; `None` when all went well.
+pub fn failed_regions(statuses: &[RegionStatus], wanted: &[ReplicaRegion]) -> Option<String> {
+    let failed: Vec<String> = statuses
+        .iter()
+        .filter(|s| wanted.iter().any(|w| w.region == s.region))
+        .filter_map(|s| Some(format!("{}: {}", s.region, s.failed.as_deref()?)))
+        .collect();
+    (!failed.is_empty()).then(|| failed.join("; "))
 }
 
 /// What a new secret is created with besides its name and value.
@@ -412,7 +445,7 @@ impl SecretsManager {
     pub async fn replication(
         &self,
         secret_id: &str,
-    ) -> Result<(Vec<String>, Option<String>), AwsError> {
+    ) -> Result<(Vec<RegionStatus>, Option<String>), AwsError> {
         let out = self
             .client
             .describe_secret()
@@ -420,11 +453,7 @@ impl SecretsManager {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("DescribeSecret", secret_id, e))?;
-        let regions = out
-            .replication_status()
-            .iter()
-            .filter_map(|r| r.region().map(str::to_owned))
-            .collect();
+        let regions = region_statuses(out.replication_status());
         let tag = out
             .tags()
             .iter()
@@ -433,21 +462,22 @@ impl SecretsManager {
         Ok((regions, tag))
     }
 
-    /// Adds replica regions (`ReplicateSecretToRegions`).
+    /// Adds replica regions (`ReplicateSecretToRegions`); every replica region's status.
     pub async fn replicate(
         &self,
         secret_id: &str,
         regions: &[ReplicaRegion],
-    ) -> Result<(), AwsError> {
+    ) -> Result<Vec<RegionStatus>, AwsError> {
         self.limiter.acquire().await;
-        self.client
+        let out = self
+            .client
             .replicate_secret_to_regions()
             .secret_id(secret_id)
             .set_add_replica_regions(Some(replica_types(regions)))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("ReplicateSecretToRegions", secret_id, e))?;
-        Ok(())
+        Ok(region_statuses(out.replication_status()))
     }
 
     /// Removes replica regions (`RemoveRegionsFromReplication`): the replicas there are deleted.
@@ -488,15 +518,18 @@ impl SecretsManager {
         Ok(())
     }
 
+    /// Creates the secret; the replica regions' status, when it has some (a region can fail,
+    /// the secret still created).
     pub async fn create(
         &self,
         name: &str,
         value: &SecretString,
         request_token: &str,
         shape: NewSecret<'_>,
-    ) -> Result<(), AwsError> {
+    ) -> Result<Vec<RegionStatus>, AwsError> {
         self.limiter.acquire().await;
-        self.client
+        let out = self
+            .client
             .create_secret()
             .name(name)
             .secret_string(value.expose())
@@ -510,7 +543,7 @@ impl SecretsManager {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("CreateSecret", name, e))?;
-        Ok(())
+        Ok(region_statuses(out.replication_status()))
     }
 
     /// Writes a version with the given id. Returns whether that version now carries

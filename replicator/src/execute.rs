@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::stream::{self, StreamExt};
 
-use crate::aws::{AwsError, AwsErrorKind, NewSecret, SecretsManager};
+use crate::aws::{AwsError, AwsErrorKind, NewSecret, SecretsManager, failed_regions};
 use crate::config::Settings;
 use crate::plan::{ExpandSource, InvalidKind, Step, Target, decide, gone_from_vault};
 use crate::report::{Problem, Report};
@@ -101,7 +101,21 @@ impl Ctx<'_> {
             .create(&target.name, value, &target.token, shape)
             .await
         {
-            Ok(()) => Ok(Outcome::Created),
+            Ok(statuses) => {
+                let Some(failed) = failed_regions(&statuses, &self.settings.replica_regions) else {
+                    return Ok(Outcome::Created);
+                };
+                // Not recorded as replicated, so the next run removes the failed regions and
+                // adds them again.
+                if let Err(e) = self
+                    .sm
+                    .untag(&target.name, &[tags::REPLICA_REGIONS.to_owned()])
+                    .await
+                {
+                    tracing::warn!(secret = %target.name, "cannot untag the failed regions: {e}");
+                }
+                Err(replication_failed(&target.name, "created", &failed))
+            }
             // The listing lags behind (it is eventually consistent): look at what is there.
             Err(e) if e.kind == AwsErrorKind::AlreadyExists => {
                 let found = self.sm.describe(&target.name).await.map_err(aws_problem)?;
@@ -202,8 +216,21 @@ impl Ctx<'_> {
         if let Some(desired) = &changes.regions {
             // As AWS holds them now (the listing may be older): the regions, and the tag that
             // says which of them this tool added.
-            let (actual, recorded) = self.sm.replication(arn).await.map_err(aws_problem)?;
-            let (remove, add) = crate::shape::region_moves(recorded.as_deref(), &actual, desired);
+            let (statuses, recorded) = self.sm.replication(arn).await.map_err(aws_problem)?;
+            let healthy: Vec<String> = statuses
+                .iter()
+                .filter(|s| s.failed.is_none())
+                .map(|s| s.region.clone())
+                .collect();
+            let (mut remove, add) =
+                crate::shape::region_moves(recorded.as_deref(), &healthy, desired);
+            // A wanted region whose replication failed is removed and added again.
+            remove.extend(
+                statuses
+                    .iter()
+                    .filter(|s| s.failed.is_some() && desired.iter().any(|d| d.region == s.region))
+                    .map(|s| s.region.clone()),
+            );
             if !remove.is_empty() {
                 self.sm
                     .unreplicate(arn, &remove)
@@ -211,7 +238,11 @@ impl Ctx<'_> {
                     .map_err(aws_problem)?;
             }
             if !add.is_empty() {
-                self.sm.replicate(arn, &add).await.map_err(aws_problem)?;
+                let statuses = self.sm.replicate(arn, &add).await.map_err(aws_problem)?;
+                // Not recorded in the tags: the next run tries again.
+                if let Some(failed) = failed_regions(&statuses, &add) {
+                    return Err(replication_failed(&target.name, "written", &failed));
+                }
             }
         }
         if let Some(description) = &changes.description {
@@ -282,7 +313,8 @@ impl Ctx<'_> {
     async fn delete(&self, name: &str, arn: &str, replicated: bool) -> Result<Outcome, Problem> {
         let aws_problem = |e: AwsError| Problem::new(name, e.kind.as_str(), e.to_string());
         let unreplicate = async || {
-            let (regions, _) = self.sm.replication(arn).await?;
+            let (statuses, _) = self.sm.replication(arn).await?;
+            let regions: Vec<String> = statuses.into_iter().map(|s| s.region).collect();
             if !regions.is_empty() {
                 self.sm.unreplicate(arn, &regions).await?;
             }
@@ -445,6 +477,16 @@ impl Ctx<'_> {
         }));
         outcomes
     }
+}
+
+/// A replica region AWS could not replicate to: a failure of that secret, which is `done`
+/// otherwise.
+fn replication_failed(name: &str, done: &str, failed: &str) -> Problem {
+    Problem::new(
+        name,
+        "replication_failed",
+        format!("{done}, but not replicated to {failed}; the next run tries again"),
+    )
 }
 
 fn kind_str<T: serde::Serialize>(kind: &T) -> String {

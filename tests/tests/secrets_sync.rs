@@ -264,6 +264,45 @@ async fn replica_regions_are_added_and_removed_and_cleared_before_a_deletion() {
     assert_eq!(sixth.aws_requests["RemoveRegionsFromReplication"], 1);
     assert_eq!(sixth.aws_requests["DeleteSecret"], 2, "refused, then done");
 
+    // A region AWS cannot replicate to (a secret of that name is there already): a failure of
+    // that secret, which is created all the same; once the way is clear the next run
+    // replicates it.
+    let west = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&env.aws)
+            .region(aws_types::region::Region::new("us-west-2"))
+            .build(),
+    );
+    west.create_secret()
+        .name("kv/squatted")
+        .secret_string("{}")
+        .send()
+        .await
+        .unwrap();
+    a.replica_regions = vec!["us-west-2".into()];
+    bao.put("kv", "squatted", json!({"k": "v"})).await;
+    let blocked = sync(&env, &a).await;
+    assert_eq!(
+        failure_kinds(&blocked),
+        [("kv/squatted".to_owned(), "replication_failed".to_owned())],
+        "{}",
+        blocked.to_text()
+    );
+    assert!(
+        blocked.failures[0].message.contains("us-west-2"),
+        "{blocked:?}"
+    );
+    assert!(env.side.secrets("kv").await.contains_key("kv/squatted"));
+    west.delete_secret()
+        .secret_id("kv/squatted")
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    let cleared = sync(&env, &a).await;
+    assert_eq!(cleared.failures.len(), 0, "{}", cleared.to_text());
+    assert_eq!(env.side.replica_regions("kv/squatted").await, ["us-west-2"]);
+    assert_eq!(calls(&sync(&env, &a).await), ["ListSecrets"]);
+
     // The replicator's own region is not a replica region: nothing runs.
     a.replica_regions = vec![e2e::REGION.into()];
     let own = sync(&env, &a).await;
