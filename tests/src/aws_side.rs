@@ -86,7 +86,9 @@ impl AwsSide {
         regions
     }
 
-    /// The `AWSCURRENT` value as text (a secret-key replica holds a raw string).
+    /// The `AWSCURRENT` value as text (a secret-key replica holds a raw string). The stage is
+    /// named: moto answers an unstaged read with the version it created last, even after
+    /// `UpdateSecretVersionStage` moved `AWSCURRENT` elsewhere.
     pub async fn text(&self, name: &str) -> String {
         self.sm
             .get_secret_value()
@@ -100,18 +102,9 @@ impl AwsSide {
             .to_owned()
     }
 
-    /// The `AWSCURRENT` value. The stage is named: moto answers an unstaged read with the version
-    /// it created last, even after `UpdateSecretVersionStage` moved `AWSCURRENT` elsewhere.
+    /// The `AWSCURRENT` value, as JSON.
     pub async fn value(&self, name: &str) -> serde_json::Value {
-        let out = self
-            .sm
-            .get_secret_value()
-            .secret_id(name)
-            .version_stage("AWSCURRENT")
-            .send()
-            .await
-            .unwrap();
-        serde_json::from_str(out.secret_string().unwrap()).unwrap()
+        serde_json::from_str(&self.text(name).await).unwrap()
     }
 
     /// Deletes a secret at once, without a recovery window.

@@ -60,6 +60,24 @@ impl Outcome {
 }
 
 /// `deployer ARGS` against moto; `--config` and `--lambda-zip` are the caller's business.
+/// The environment of the function `name`, as deployed.
+pub async fn function_environment(
+    aws: &aws_types::SdkConfig,
+    name: &str,
+) -> std::collections::HashMap<String, String> {
+    aws_sdk_lambda::Client::new(aws)
+        .get_function_configuration()
+        .function_name(name)
+        .send()
+        .await
+        .unwrap()
+        .environment()
+        .unwrap()
+        .variables()
+        .unwrap()
+        .clone()
+}
+
 pub async fn run(moto: &Moto, args: &[&str]) -> Outcome {
     run_as(&moto.sdk_config().await, args).await
 }

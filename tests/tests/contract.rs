@@ -11,6 +11,107 @@ use e2e::runtime_api::{Answer, RuntimeApi};
 use e2e::{Bao, Moto};
 use serde_json::json;
 
+/// A stack deployed by `deployer up` with `extra` configuration against an external Vault
+/// (`bao`), its function run by the real `bootstrap` with exactly the environment deployed.
+struct Deployed {
+    _dir: tempfile::TempDir,
+    config: String,
+    zip: String,
+    outputs: serde_json::Value,
+    side: AwsSide,
+    /// The function's environment as deployed.
+    vars: std::collections::HashMap<String, String>,
+    api: RuntimeApi,
+    _function: tokio::process::Child,
+}
+
+impl Deployed {
+    async fn up(bao: &Bao, moto: &Moto, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("deployer.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "stack_name = \"c\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"{}\"\n{extra}",
+                bao.addr
+            ),
+        )
+        .unwrap();
+        let zip = fake_zip(dir.path(), b"\x7fELF");
+        let (config, zip) = (config.display().to_string(), zip.display().to_string());
+        let up = run(
+            moto,
+            &[
+                "--config",
+                &config,
+                "--lambda-zip",
+                &zip,
+                "--output",
+                "json",
+                "up",
+                "--yes",
+            ],
+        )
+        .await;
+        assert!(up.error.is_none(), "{:?}", up.error);
+        let outputs = up.json()["outputs"].clone();
+
+        // What vault-init does: add the credentials to the connection secret.
+        let aws = moto.sdk_config().await;
+        let side = AwsSide::new(&aws);
+        let secret_arn = outputs["connection_secret_arn"].as_str().unwrap();
+        assert_eq!(
+            side.value(secret_arn).await,
+            json!({"vaultAddress": bao.addr}),
+            "up writes the address only"
+        );
+        side.sm
+            .put_secret_value()
+            .secret_id(secret_arn)
+            .secret_string(
+                json!({"vaultAddress": bao.addr, "vaultToken": e2e::ROOT_TOKEN}).to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+
+        // The function's environment, exactly as deployed.
+        let vars =
+            e2e::deploy::function_environment(&aws, outputs["function_name"].as_str().unwrap())
+                .await;
+        let api = RuntimeApi::start().await;
+        let function = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+            .env_clear()
+            .envs(moto.env())
+            .envs(vars.clone())
+            .envs(e2e::runtime_api::lambda_env(&api.addr, "replicator"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self {
+            _dir: dir,
+            config,
+            zip,
+            outputs,
+            side,
+            vars,
+            api,
+            _function: function,
+        }
+    }
+
+    /// One invocation with an empty event: the report the function answered.
+    async fn invoke(&mut self) -> (serde_json::Value, String) {
+        let answer = self.api.invoke("r1", "{}", Duration::from_secs(60)).await;
+        let Answer::Response(body) = answer else {
+            panic!("{answer:?}")
+        };
+        (serde_json::from_str(&body).unwrap(), body)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deployed_lambda_configuration_drives_the_replicator() {
     let (bao, moto) = tokio::join!(Bao::start(), Moto::start());
@@ -24,80 +125,16 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
     bao.put("hybrid-aws-secrets", "apps/second", json!({"k": "2"}))
         .await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("deployer.toml");
-    std::fs::write(
-        &config,
-        format!("stack_name = \"c\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"{}\"\nnotification_email = \"ops@example.com\"\n", bao.addr),
-    )
-    .unwrap();
-    let zip = fake_zip(dir.path(), b"\x7fELF");
-    let (config, zip) = (config.display().to_string(), zip.display().to_string());
-    let up = run(
-        &moto,
-        &[
-            "--config",
-            &config,
-            "--lambda-zip",
-            &zip,
-            "--output",
-            "json",
-            "up",
-            "--yes",
-        ],
-    )
-    .await;
-    assert!(up.error.is_none(), "{:?}", up.error);
-    let outputs = up.json()["outputs"].clone();
-
-    // What vault-init does: add the credentials to the connection secret.
-    let aws = moto.sdk_config().await;
-    let side = AwsSide::new(&aws);
-    let secret_arn = outputs["connection_secret_arn"].as_str().unwrap();
-    let current = side.value(secret_arn).await;
+    let mut d = Deployed::up(&bao, &moto, "notification_email = \"ops@example.com\"\n").await;
     assert_eq!(
-        current,
-        json!({"vaultAddress": bao.addr}),
-        "up writes the address only"
+        d.vars["REPLICATOR_KMS_KEY_ID"],
+        d.outputs["key_arn"].as_str().unwrap()
     );
-    side.sm
-        .put_secret_value()
-        .secret_id(secret_arn)
-        .secret_string(json!({"vaultAddress": bao.addr, "vaultToken": e2e::ROOT_TOKEN}).to_string())
-        .send()
-        .await
-        .unwrap();
-
-    // The function's environment, exactly as deployed.
-    let conf = aws_sdk_lambda::Client::new(&aws)
-        .get_function_configuration()
-        .function_name(outputs["function_name"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let vars = conf.environment().unwrap().variables().unwrap().clone();
-    assert_eq!(
-        vars["REPLICATOR_KMS_KEY_ID"],
-        outputs["key_arn"].as_str().unwrap()
-    );
-
-    let mut api = RuntimeApi::start().await;
-    let _child = tokio::process::Command::new(e2e::bin_path("bootstrap"))
-        .env_clear()
-        .envs(moto.env())
-        .envs(vars)
-        .envs(e2e::runtime_api::lambda_env(&api.addr, "replicator"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let answer = api.invoke("r1", "{}", Duration::from_secs(60)).await;
-    let Answer::Response(body) = answer else {
-        panic!("{answer:?}")
-    };
-    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (report, body) = d.invoke().await;
     assert_eq!(report["created"], 2, "{body}");
+    let side = &d.side;
+    let outputs = &d.outputs;
+    let secret_arn = outputs["connection_secret_arn"].as_str().unwrap();
     let secrets = side.secrets("hybrid-aws-secrets").await;
     assert_eq!(
         secrets.keys().collect::<Vec<_>>(),
@@ -107,20 +144,20 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
         ]
     );
     // Created with the stack's key.
-    let d = side
+    let described = side
         .sm
         .describe_secret()
         .secret_id("hybrid-aws-secrets/apps/second")
         .send()
         .await
         .unwrap();
-    assert_eq!(d.kms_key_id(), outputs["key_arn"].as_str());
+    assert_eq!(described.kms_key_id(), outputs["key_arn"].as_str());
 
     // `deployer sync-now` invokes the same function synchronously and prints its report; moto
     // runs no function, so a stand-in of Lambda's Invoke hands the call to this bootstrap.
-    let stand_in = e2e::lambda_invoke::InvokeStandIn::start(&moto.url, api).await;
+    let stand_in = e2e::lambda_invoke::InvokeStandIn::start(&moto.url, d.api).await;
     let through = moto.sdk_config_at(&stand_in.url).await;
-    let base = ["--config", &config, "--lambda-zip", &zip];
+    let base = ["--config", &d.config, "--lambda-zip", &d.zip];
     let now = e2e::deploy::run_as(
         &through,
         &[&base[..], &["--output", "json", "sync-now"]].concat(),
@@ -167,73 +204,16 @@ async fn the_deployed_secrets_sync_settings_drive_the_replicator() {
         json!({"user": "app", "port": 5432}),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("deployer.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "stack_name = \"c\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"{}\"\n\
-             replica_regions = [\"us-west-2\"]\ngranularity = \"secret-key\"\n\
-             name_template = \"{{mount}}/{{path}}/{{key}}\"\ntags = {{ team = \"core\" }}\n",
-            bao.addr
-        ),
-    )
-    .unwrap();
-    let zip = fake_zip(dir.path(), b"\x7fELF");
-    let (config, zip) = (config.display().to_string(), zip.display().to_string());
-    let up = run(
+    let mut d = Deployed::up(
+        &bao,
         &moto,
-        &[
-            "--config",
-            &config,
-            "--lambda-zip",
-            &zip,
-            "--output",
-            "json",
-            "up",
-            "--yes",
-        ],
+        "replica_regions = [\"us-west-2\"]\ngranularity = \"secret-key\"\n\
+         name_template = \"{mount}/{path}/{key}\"\ntags = { team = \"core\" }\n",
     )
     .await;
-    assert!(up.error.is_none(), "{:?}", up.error);
-    let outputs = up.json()["outputs"].clone();
-    let aws = moto.sdk_config().await;
-    let side = AwsSide::new(&aws);
-    side.sm
-        .put_secret_value()
-        .secret_id(outputs["connection_secret_arn"].as_str().unwrap())
-        .secret_string(json!({"vaultAddress": bao.addr, "vaultToken": e2e::ROOT_TOKEN}).to_string())
-        .send()
-        .await
-        .unwrap();
-    let vars = aws_sdk_lambda::Client::new(&aws)
-        .get_function_configuration()
-        .function_name(outputs["function_name"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .environment()
-        .unwrap()
-        .variables()
-        .unwrap()
-        .clone();
-    let mut api = RuntimeApi::start().await;
-    let _child = tokio::process::Command::new(e2e::bin_path("bootstrap"))
-        .env_clear()
-        .envs(moto.env())
-        .envs(vars)
-        .envs(e2e::runtime_api::lambda_env(&api.addr, "replicator"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let answer = api.invoke("r1", "{}", Duration::from_secs(60)).await;
-    let Answer::Response(body) = answer else {
-        panic!("{answer:?}")
-    };
-    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (report, body) = d.invoke().await;
     assert_eq!(report["created"], 2, "{body}");
+    let side = &d.side;
     let secrets = side.secrets("hybrid-aws-secrets").await;
     let port = "hybrid-aws-secrets/hybrid-aws-secrets/apps/db/port";
     assert_eq!(

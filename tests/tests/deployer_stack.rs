@@ -1367,17 +1367,8 @@ async fn up_after_credentials_were_written_never_overwrites_the_connection_secre
         .send()
         .await
         .unwrap();
-    let value = || async {
-        sm.get_secret_value()
-            .secret_id("hybrid-aws-secrets-connection/vault")
-            .version_stage("AWSCURRENT")
-            .send()
-            .await
-            .unwrap()
-            .secret_string()
-            .unwrap()
-            .to_owned()
-    };
+    let side = e2e::aws_side::AwsSide::new(&aws);
+    let value = || side.text("hybrid-aws-secrets-connection/vault");
 
     // Nothing else changed: no write at all.
     let again = f.deployer(&["up", "--yes"]).await;
@@ -1923,17 +1914,7 @@ async fn secrets_sync_settings_reach_the_function_and_the_role_and_converge() {
     let f = Fixture::new(&config).await;
     assert_eq!(f.deployer(&["up", "--yes"]).await.code, 0);
     let aws = f.moto.sdk_config().await;
-    let env = aws_sdk_lambda::Client::new(&aws)
-        .get_function_configuration()
-        .function_name("demo-replicator")
-        .send()
-        .await
-        .unwrap()
-        .environment()
-        .unwrap()
-        .variables()
-        .unwrap()
-        .clone();
+    let env = e2e::deploy::function_environment(&aws, "demo-replicator").await;
     assert_eq!(
         env["REPLICATOR_REPLICA_REGIONS"],
         "eu-west-1,us-west-2=arn:aws:kms:us-west-2:123456789012:key/r1"
