@@ -217,20 +217,7 @@ impl Ctx<'_> {
             // As AWS holds them now (the listing may be older): the regions, and the tag that
             // says which of them this tool added.
             let (statuses, recorded) = self.sm.replication(arn).await.map_err(aws_problem)?;
-            let healthy: Vec<String> = statuses
-                .iter()
-                .filter(|s| s.failed.is_none())
-                .map(|s| s.region.clone())
-                .collect();
-            let (mut remove, add) =
-                crate::shape::region_moves(recorded.as_deref(), &healthy, desired);
-            // A wanted region whose replication failed is removed and added again.
-            remove.extend(
-                statuses
-                    .iter()
-                    .filter(|s| s.failed.is_some() && desired.iter().any(|d| d.region == s.region))
-                    .map(|s| s.region.clone()),
-            );
+            let (remove, add) = crate::shape::region_moves(recorded.as_deref(), &statuses, desired);
             if !remove.is_empty() {
                 self.sm
                     .unreplicate(arn, &remove)

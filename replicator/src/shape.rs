@@ -9,7 +9,7 @@ use base64::Engine as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::aws::AwsSecret;
+use crate::aws::{AwsSecret, RegionStatus};
 pub use contract::naming::{Granularity, NameTemplate};
 use contract::{ReplicaRegion, tags};
 
@@ -113,10 +113,11 @@ pub fn recorded_regions(tag: &str) -> Vec<(String, Option<String>)> {
 
 /// What the replica's regions should become, given what the tags recorded and what
 /// `DescribeSecret` shows now: (regions to remove, regions to add). A region whose key changed
-/// is removed and added again; a region someone else added is left alone.
+/// is removed and added again, and so is a wanted region whose replication failed; a region
+/// someone else added is left alone.
 pub fn region_moves(
     recorded_tag: Option<&str>,
-    actual: &[String],
+    actual: &[RegionStatus],
     desired: &[ReplicaRegion],
 ) -> (Vec<String>, Vec<ReplicaRegion>) {
     let recorded = recorded_tag.map(recorded_regions).unwrap_or_default();
@@ -124,19 +125,22 @@ pub fn region_moves(
     let remove: Vec<String> = actual
         .iter()
         .filter(|a| {
-            let ours = recorded.iter().find(|(r, _)| r == *a);
-            let wanted = desired.iter().find(|d| &d.region == *a);
+            let ours = recorded.iter().find(|(r, _)| *r == a.region);
+            let wanted = desired.iter().find(|d| d.region == a.region);
+            if a.failed.is_some() {
+                return wanted.is_some();
+            }
             match (ours, wanted) {
                 (Some(_), None) => true,
                 (Some((_, was)), Some(d)) => *was != digest(d),
                 (None, _) => false,
             }
         })
-        .cloned()
+        .map(|a| a.region.clone())
         .collect();
     let add: Vec<ReplicaRegion> = desired
         .iter()
-        .filter(|d| !actual.contains(&d.region) || remove.contains(&d.region))
+        .filter(|d| !actual.iter().any(|a| a.region == d.region) || remove.contains(&d.region))
         .cloned()
         .collect();
     (remove, add)
@@ -296,10 +300,14 @@ mod tests {
             meta_changes(&s, &none, DEFAULT_DESCRIPTION, &want).regions,
             None
         );
+        let status = |region: &str, failed: bool| RegionStatus {
+            region: region.to_owned(),
+            failed: failed.then(|| "already exists".to_owned()),
+        };
         let actual = [
-            "eu-west-1".to_owned(),
-            "us-west-2".to_owned(),
-            "ap-south-1".to_owned(),
+            status("eu-west-1", false),
+            status("us-west-2", false),
+            status("ap-south-1", false),
         ];
         // us-west-2's key changed, eu-west-1 is dropped, sa-east-1 is new; ap-south-1 is not ours.
         let next = [r("us-west-2=key-c"), r("sa-east-1")];
@@ -309,6 +317,13 @@ mod tests {
         assert_eq!(
             region_moves(Some(&tag), &actual[..2], &want),
             (vec![], vec![])
+        );
+        // A wanted region whose replication failed goes and comes back; an unwanted failed one,
+        // someone else's, is left.
+        let broken = [status("eu-west-1", true), status("sa-east-1", true)];
+        assert_eq!(
+            region_moves(None, &broken, &want[..1]),
+            (vec!["eu-west-1".to_owned()], want[..1].to_vec())
         );
     }
 }
