@@ -8,7 +8,7 @@ use futures::stream::{self, StreamExt};
 
 use crate::aws::{AwsError, AwsErrorKind, NewSecret, SecretsManager, failed_regions};
 use crate::config::Settings;
-use crate::plan::{ExpandSource, InvalidKind, Step, Target, decide, gone_from_vault};
+use crate::plan::{ExpandSource, Step, Target, decide, gone_from_vault};
 use crate::report::{Problem, Report};
 use crate::shape::MetaChanges;
 use crate::vault::{VaultClient, VersionRead};
@@ -72,24 +72,30 @@ impl Ctx<'_> {
         }
     }
 
-    /// Creates the replica with `value` (read here when not given).
+    /// The value to write: `known` (read by the caller already), or the planned version read
+    /// now; `None` when that version vanished.
+    async fn value_or(
+        &self,
+        target: &Target,
+        known: Option<SecretString>,
+    ) -> Result<Option<SecretString>, Problem> {
+        match known {
+            Some(v) => Ok(Some(v)),
+            None => self.value(target).await,
+        }
+    }
+
+    /// Creates the replica with `known`, or the value read now.
     async fn create(
         &self,
         target: &Target,
-        known: Option<&SecretString>,
+        known: Option<SecretString>,
     ) -> Result<Outcome, Problem> {
-        let read;
-        let value = match known {
-            Some(v) => v,
-            None => match self.value(target).await? {
-                Some(v) => {
-                    read = v;
-                    &read
-                }
-                None => return Ok(Outcome::Skipped),
-            },
+        let Some(value) = self.value_or(target, known).await? else {
+            return Ok(Outcome::Skipped);
         };
-        let aws_problem = |e: AwsError| Problem::new(&target.name, e.kind.as_str(), e.to_string());
+        let value = &value;
+        let aws_problem = failure_of(&target.name);
         let shape = NewSecret {
             kms_key_id: self.settings.kms_key_id.as_deref(),
             description: &target.description,
@@ -132,17 +138,8 @@ impl Ctx<'_> {
                     )));
                 }
                 // Another Vault secret (or key) of this sync renders to the same name.
-                let source = |tags: &crate::aws::Tags| {
-                    (
-                        tags.get(tags::SOURCE).map(str::to_owned),
-                        tags.get(tags::KEY).map(str::to_owned),
-                    )
-                };
-                let wanted = (
-                    target.tags.get(tags::SOURCE).cloned(),
-                    target.tags.get(tags::KEY).cloned(),
-                );
-                if source(&found.tags) != wanted {
+                let same = |k| found.tags.get(k) == target.tags.get(k).map(String::as_str);
+                if !(same(tags::SOURCE) && same(tags::KEY)) {
                     return Ok(Outcome::Failed(Problem::new(
                         &target.name,
                         "name_collision",
@@ -189,7 +186,7 @@ impl Ctx<'_> {
             .sm
             .put(arn, value, &target.token)
             .await
-            .map_err(|e| Problem::new(&target.name, e.kind.as_str(), e.to_string()))?;
+            .map_err(failure_of(&target.name))?;
         // Not current: this very version was written before and someone moved AWSCURRENT off it.
         self.settle(arn, target, is_current, current_version_id, changes)
             .await
@@ -206,7 +203,7 @@ impl Ctx<'_> {
         current_version_id: Option<&str>,
         changes: &MetaChanges,
     ) -> Result<(), Problem> {
-        let aws_problem = |e: AwsError| Problem::new(&target.name, e.kind.as_str(), e.to_string());
+        let aws_problem = failure_of(&target.name);
         if !is_current {
             self.sm
                 .make_current(arn, &target.token, current_version_id)
@@ -259,28 +256,24 @@ impl Ctx<'_> {
         current_version_id: Option<&str>,
         written: bool,
         changes: &MetaChanges,
-        known: Option<&SecretString>,
+        known: Option<SecretString>,
     ) -> Result<Outcome, Problem> {
-        let aws_problem = |e: AwsError| Problem::new(&target.name, e.kind.as_str(), e.to_string());
+        let aws_problem = failure_of(&target.name);
         // Read before anything changes: a version deleted in Vault meanwhile is skipped whole.
-        let read;
-        let value = match (written, known) {
-            (true, _) => None,
-            (false, Some(v)) => Some(v),
-            (false, None) => match self.value(target).await? {
-                Some(v) => {
-                    read = v;
-                    Some(&read)
-                }
+        let value = if written {
+            None
+        } else {
+            match self.value_or(target, known).await? {
+                Some(v) => Some(v),
                 None => return Ok(Outcome::Skipped),
-            },
+            }
         };
         if restore {
             self.sm.restore(arn).await.map_err(aws_problem)?;
         }
         match value {
             Some(value) => {
-                self.write(arn, value, target, current_version_id, changes)
+                self.write(arn, &value, target, current_version_id, changes)
                     .await?;
             }
             // The value of this version is in AWS already: a stage move (when another version
@@ -298,7 +291,7 @@ impl Ctx<'_> {
     /// that still has them): the ones its tags record, or, for one replicated by someone else,
     /// the ones AWS names when it refuses.
     async fn delete(&self, name: &str, arn: &str, replicated: bool) -> Result<Outcome, Problem> {
-        let aws_problem = |e: AwsError| Problem::new(name, e.kind.as_str(), e.to_string());
+        let aws_problem = failure_of(name);
         let unreplicate = async || {
             let (statuses, _) = self.sm.replication(arn).await?;
             let regions: Vec<String> = statuses.into_iter().map(|s| s.region).collect();
@@ -323,7 +316,7 @@ impl Ctx<'_> {
     }
 
     /// Performs one step; `known` is the value when the caller read it already.
-    async fn perform_one(&self, step: &Step, known: Option<&SecretString>) -> Outcome {
+    async fn perform_one(&self, step: &Step, known: Option<SecretString>) -> Outcome {
         let result = match step {
             Step::Create { target } => self.create(target, known).await,
             Step::Update {
@@ -351,26 +344,8 @@ impl Ctx<'_> {
                 arn,
                 replicated,
             } => self.delete(name, arn, *replicated).await,
-            Step::Unchanged { .. } => Ok(Outcome::Unchanged),
-            Step::Keep { .. } => Ok(Outcome::Kept),
-            Step::Invalid {
-                name,
-                kind,
-                message,
-                vault_path,
-            } => Ok(Outcome::Failed(invalid_problem(
-                name, *kind, vault_path, message,
-            ))),
-            Step::Conflict {
-                name,
-                kind,
-                message,
-            } => Ok(Outcome::Conflict(Problem::new(
-                name,
-                kind_str(kind),
-                message,
-            ))),
-            _ => Ok(Outcome::Skipped),
+            // Decided without a request (an expanded secret's keys); an `Expand` is `perform`'s.
+            step => Ok(without_request(step).unwrap_or(Outcome::Skipped)),
         };
         result.unwrap_or_else(Outcome::Failed)
     }
@@ -411,8 +386,9 @@ impl Ctx<'_> {
         let mut outcomes = Vec::with_capacity(keys.len() + src.existing.len());
         let mut wanted = std::collections::HashSet::with_capacity(keys.len());
         let mut warnings = Vec::new();
-        for (key, value) in &keys {
-            let target = source.target(settings, Some((key.clone(), keys.len())));
+        let count = keys.len();
+        for (key, value) in keys {
+            let target = source.target(settings, Some((key, count)));
             wanted.insert(target.name.clone());
             let name = target.name.clone();
             let outcome = if let Err(step) = crate::plan::check_target(&target, &mut warnings) {
@@ -446,14 +422,7 @@ impl Ctx<'_> {
                 .is_err()
         {
             self.refused.fetch_add(deletes, Ordering::SeqCst);
-            for step in &mut gone {
-                if let Step::Delete { name, .. } = step {
-                    *step = Step::Keep {
-                        name: std::mem::take(name),
-                        why: crate::plan::BREAKER_KEEP.into(),
-                    };
-                }
-            }
+            crate::plan::refuse_deletions(&mut gone);
         }
         for step in &gone {
             outcomes.push((step.name().to_owned(), self.perform_one(step, None).await));
@@ -464,6 +433,11 @@ impl Ctx<'_> {
         }));
         outcomes
     }
+}
+
+/// Makes an AWS error the failure of the secret `name`.
+fn failure_of(name: &str) -> impl Fn(AwsError) -> Problem + Copy + '_ {
+    move |e| Problem::new(name, e.kind.as_str(), e.to_string())
 }
 
 /// A replica region AWS could not replicate to: a failure of that secret, which is `done`
@@ -483,12 +457,58 @@ fn kind_str<T: serde::Serialize>(kind: &T) -> String {
         .unwrap_or_default()
 }
 
-fn invalid_problem(name: &str, kind: InvalidKind, vault_path: &str, message: &str) -> Problem {
-    Problem::new(
-        name,
-        kind_str(&kind),
-        format!("Vault path {vault_path}: {message}"),
-    )
+/// The outcome of a step that needs no request; `None` for one that does.
+fn without_request(step: &Step) -> Option<Outcome> {
+    Some(match step {
+        Step::Unchanged { .. } => Outcome::Unchanged,
+        Step::Skip { .. } => Outcome::Skipped,
+        Step::Keep { .. } => Outcome::Kept,
+        Step::Conflict {
+            name,
+            kind,
+            message,
+        } => Outcome::Conflict(Problem::new(name, kind_str(kind), message)),
+        Step::Invalid {
+            name,
+            kind,
+            message,
+            vault_path,
+        } => Outcome::Failed(Problem::new(
+            name,
+            kind_str(kind),
+            format!("Vault path {vault_path}: {message}"),
+        )),
+        Step::VaultFailed {
+            name,
+            kind,
+            message,
+        } => Outcome::Failed(Problem::new(name, kind, message)),
+        Step::Create { .. } | Step::Update { .. } | Step::Delete { .. } | Step::Expand { .. } => {
+            return None;
+        }
+    })
+}
+
+/// Counts one outcome into the report (`name` for the orphans list).
+fn record(report: &mut Report, name: &str, outcome: Outcome) {
+    match outcome {
+        Outcome::Created => report.created += 1,
+        Outcome::Updated => report.updated += 1,
+        Outcome::Unchanged => report.unchanged += 1,
+        Outcome::Deleted => report.deleted += 1,
+        Outcome::Skipped => report.skipped += 1,
+        Outcome::Kept => {
+            report.skipped += 1;
+            report.orphans.push(name.to_owned());
+        }
+        Outcome::Conflict(p) => report.conflicts.push(p),
+        Outcome::Warning(p) => report.warnings.push(p),
+        Outcome::Deferred => {
+            report.partial = true;
+            report.remaining += 1;
+        }
+        Outcome::Failed(p) => report.failures.push(p),
+    }
 }
 
 /// Counts the decisions that need no request, and performs the rest.
@@ -504,37 +524,9 @@ pub async fn execute(
 ) {
     let mut work = Vec::new();
     for step in steps {
-        match step {
-            Step::Unchanged { .. } => report.unchanged += 1,
-            Step::Skip { .. } => report.skipped += 1,
-            Step::Keep { name, .. } => {
-                report.skipped += 1;
-                report.orphans.push(name);
-            }
-            Step::Conflict {
-                name,
-                kind,
-                message,
-            } => report
-                .conflicts
-                .push(Problem::new(name, kind_str(&kind), message)),
-            Step::Invalid {
-                name,
-                kind,
-                message,
-                vault_path,
-            } => report
-                .failures
-                .push(invalid_problem(&name, kind, &vault_path, &message)),
-            Step::VaultFailed {
-                name,
-                kind,
-                message,
-            } => report.failures.push(Problem::new(name, kind, message)),
-            Step::Create { .. }
-            | Step::Update { .. }
-            | Step::Delete { .. }
-            | Step::Expand { .. } => work.push(step),
+        match without_request(&step) {
+            Some(outcome) => record(report, step.name(), outcome),
+            None => work.push(step),
         }
     }
     if settings.dry_run {
@@ -575,27 +567,10 @@ pub async fn execute(
             .done
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for (name, outcome) in done {
-            match outcome {
-                Outcome::Created => report.created += 1,
-                Outcome::Updated => report.updated += 1,
-                Outcome::Unchanged => report.unchanged += 1,
-                Outcome::Deleted => report.deleted += 1,
-                Outcome::Skipped => report.skipped += 1,
-                Outcome::Kept => {
-                    report.skipped += 1;
-                    report.orphans.push(name);
-                }
-                Outcome::Conflict(p) => report.conflicts.push(p),
-                Outcome::Warning(p) => report.warnings.push(p),
-                Outcome::Deferred => {
-                    report.partial = true;
-                    report.remaining += 1;
-                }
-                Outcome::Failed(p) => {
-                    tracing::warn!(secret = %name, kind = %p.kind, "{}", p.message);
-                    report.failures.push(p);
-                }
+            if let Outcome::Failed(p) = &outcome {
+                tracing::warn!(secret = %name, kind = %p.kind, "{}", p.message);
             }
+            record(report, &name, outcome);
         }
     }
     drop(outcomes);

@@ -866,20 +866,22 @@ fn apply_breaker(plan: &mut Plan, owned: usize, live: usize, max_share: f64, sco
     } else {
         return;
     };
-    for step in &mut plan.steps {
-        if let Step::Delete { name, .. } = step {
-            *step = Step::Keep {
-                name: std::mem::take(name),
-                why: BREAKER_KEEP.into(),
-            };
-        }
-    }
+    refuse_deletions(&mut plan.steps);
     plan.breaker = Some(reason);
     plan.delete_budget = 0;
 }
 
-/// Why a deletion the breaker refused is kept.
-pub const BREAKER_KEEP: &str = "deletion refused by the breaker";
+/// Turns every deletion of `steps` into a `Keep`: the breaker refused them.
+pub fn refuse_deletions(steps: &mut [Step]) {
+    for step in steps {
+        if let Step::Delete { name, .. } = step {
+            *step = Step::Keep {
+                name: std::mem::take(name),
+                why: "deletion refused by the breaker".into(),
+            };
+        }
+    }
+}
 
 /// How many deletions the breaker allows in one run over `owned` replicas: `max_share` of them,
 /// at least [`BREAKER_FLOOR`] (none with a share of 0).
