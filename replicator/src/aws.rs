@@ -311,38 +311,31 @@ impl SecretsManager {
         concurrency: usize,
     ) -> Result<Vec<AwsSecret>, AwsError> {
         let root = [format!("{prefix}/")];
-        // A filter value holds only a name's characters (and a leading `!` negates): sources
-        // outside that are found by listing the whole prefix.
-        if sources
-            .iter()
-            .any(|s| !s.chars().all(contract::is_aws_name_char))
-        {
-            let all = self.list(prefix).await?;
-            return Ok(all
+        // Exactly those sources: the tag-value filter is a prefix match on any tag.
+        let of = |found: Vec<AwsSecret>, sources: &[String]| -> Vec<AwsSecret> {
+            found
                 .into_iter()
                 .filter(|s| {
                     s.tags
                         .get(tags::SOURCE)
                         .is_some_and(|v| sources.iter().any(|c| c == v))
                 })
-                .collect());
+                .collect()
+        };
+        // A filter value holds only a name's characters (and a leading `!` negates): sources
+        // outside that are found by listing the whole prefix.
+        if sources
+            .iter()
+            .any(|s| !s.chars().all(contract::is_aws_name_char))
+        {
+            return Ok(of(self.list(prefix).await?, sources));
         }
         let chunks: Vec<Vec<AwsSecret>> = stream::iter(sources.chunks(MAX_FILTER_VALUES))
             .map(|chunk| {
-                let root = &root;
+                let (root, of) = (&root, &of);
                 async move {
-                    // The tag-value filter is a prefix match on any tag: keep exact sources.
                     let (found, _) = self.list_matching(root, chunk, None).await?;
-                    Ok::<_, AwsError>(
-                        found
-                            .into_iter()
-                            .filter(|s| {
-                                s.tags
-                                    .get(tags::SOURCE)
-                                    .is_some_and(|v| chunk.iter().any(|c| c == v))
-                            })
-                            .collect(),
-                    )
+                    Ok::<_, AwsError>(of(found, chunk))
                 }
             })
             .buffer_unordered(concurrency.max(1))

@@ -381,11 +381,10 @@ pub fn plan_scoped(
             .map_or(&[], Vec::as_slice);
         decided.extend(group.iter().map(|s| s.name.as_str()));
         let existing = by_name.get(name.as_str()).copied();
-        // Decided here, unless it is the replica of another Vault secret (its name taken under
-        // a template): that one is still an orphan or a stale name of its own.
-        if let Some(secret) =
-            existing.filter(|s| !per_key && source_of(s, settings) == entry.rel_path)
-        {
+        // The replica under the name, when it is this secret's: under a template the name may
+        // hold another Vault secret's, which stays an orphan or a stale name of its own.
+        let own = existing.filter(|s| source_of(s, settings) == entry.rel_path);
+        if let Some(secret) = own.filter(|_| !per_key) {
             decided.insert(secret.name.as_str());
         }
 
@@ -423,8 +422,6 @@ pub fn plan_scoped(
                 continue;
             }
             EntryState::Deleted => {
-                // Only its own replica: the name may hold another secret's under a template.
-                let own = existing.filter(|s| source_of(s, settings) == entry.rel_path);
                 steps.push(gone_from_vault(name, own, settings));
                 continue;
             }
@@ -756,21 +753,17 @@ pub fn decide(
             message: from,
         },
         Ownership::Adoptable => update(UpdateReason::Adopt),
-        Ownership::Ours { .. }
-            if full_path(&settings.path, source_of(secret, settings)) != target.vault_path =>
-        {
-            // Under a name template, the replica of another Vault secret may hold the name.
-            Step::Invalid {
-                message: format!(
-                    "the replica of Vault path {} already has this name",
-                    full_path(&settings.path, source_of(secret, settings))
-                ),
-                name,
-                vault_path: target.vault_path.clone(),
-                kind: InvalidKind::NameCollision,
-            }
-        }
         Ownership::Ours { tagged_prefix } => {
+            // Under a name template, the replica of another Vault secret may hold the name.
+            let from = full_path(&settings.path, source_of(secret, settings));
+            if from != target.vault_path {
+                return Step::Invalid {
+                    message: format!("the replica of Vault path {from} already has this name"),
+                    name,
+                    vault_path: target.vault_path.clone(),
+                    kind: InvalidKind::NameCollision,
+                };
+            }
             let current = secret.current_version_id.as_deref();
             let recorded = recorded_token(secret, settings);
             let key = target.key.as_deref();
