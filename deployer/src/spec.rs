@@ -268,18 +268,14 @@ impl Spec {
             return Ok(String::new());
         }
         let json = |v: &Vec<String>| serde_json::to_string(v).map_err(TemplateError::NotJson);
-        let keys: Vec<String> = regions
-            .iter()
-            .filter_map(|r| r.kms_key_id.clone())
-            .collect();
+        let (keys, keyed_regions): (Vec<String>, Vec<&str>) = self.replica_keys().unzip();
         let mut key_statements = String::new();
         if !keys.is_empty() {
             // The replica is encrypted by Secrets Manager on the replicator's behalf, in the
             // replica's region; the request starts in the stack's.
-            let mut services: Vec<String> = regions
+            let mut services: Vec<String> = keyed_regions
                 .iter()
-                .filter(|r| r.kms_key_id.is_some())
-                .map(|r| format!("secretsmanager.{}.{}", r.region, self.id.dns_suffix()))
+                .map(|r| format!("secretsmanager.{r}.{}", self.id.dns_suffix()))
                 .collect();
             services.push(format!(
                 "secretsmanager.{}.{}",
@@ -315,6 +311,15 @@ impl Spec {
         )
     }
 
+    /// (key ARN, region) of each replica region given a key of its own.
+    fn replica_keys(&self) -> impl Iterator<Item = (String, &str)> {
+        self.cfg
+            .replicator
+            .replica_regions
+            .iter()
+            .filter_map(|r| Some((r.kms_key_id.clone()?, r.region.as_str())))
+    }
+
     /// Every key in each replica region that uses its `aws/secretsmanager` key (no key given).
     fn default_key_regions(&self) -> Vec<String> {
         self.cfg
@@ -331,13 +336,7 @@ impl Spec {
     /// `aws/secretsmanager`).
     fn usable_keys(&self, key_arn: &str) -> Result<String, TemplateError> {
         let mut keys = vec![key_arn.to_owned()];
-        keys.extend(
-            self.cfg
-                .replicator
-                .replica_regions
-                .iter()
-                .filter_map(|r| r.kms_key_id.clone()),
-        );
+        keys.extend(self.replica_keys().map(|(key, _)| key));
         keys.extend(self.default_key_regions());
         let text = if keys.len() == 1 {
             serde_json::to_string(&keys[0])
