@@ -177,8 +177,8 @@ const OPTIONAL_OWN: &[&str] = &[
     tags::REPLICA_REGIONS,
 ];
 
-/// Compares `secret` with its desired tags (this tool's and the user's, as one map),
-/// description and regions.
+/// Compares `secret` with its desired tags (this tool's and the user's, as one map: its
+/// `replica-regions` says which regions `regions` are), description and regions.
 pub fn meta_changes(
     secret: &AwsSecret,
     desired_tags: &BTreeMap<String, String>,
@@ -196,9 +196,9 @@ pub fn meta_changes(
         .filter(|k| OPTIONAL_OWN.contains(k) || (!tags::OWN.contains(k) && recorded(marker, k)))
         .map(str::to_owned)
         .collect();
-    let wanted_regions = (!regions.is_empty()).then(|| regions_tag(regions));
-    let regions = (secret.tags.get(tags::REPLICA_REGIONS) != wanted_regions.as_deref())
-        .then(|| regions.to_vec());
+    let wanted_regions = desired_tags.get(tags::REPLICA_REGIONS).map(String::as_str);
+    let regions =
+        (secret.tags.get(tags::REPLICA_REGIONS) != wanted_regions).then(|| regions.to_vec());
     MetaChanges {
         tag,
         untag,
@@ -295,10 +295,15 @@ mod tests {
         let tag = regions_tag(&want);
         assert_eq!(tag, format!("eu-west-1 us-west-2={}", key_digest("key-b")));
         let s = secret(&[(tags::REPLICA_REGIONS, &tag)], Some(DEFAULT_DESCRIPTION));
-        let none = BTreeMap::new();
+        let desired = BTreeMap::from([(tags::REPLICA_REGIONS.to_owned(), tag.clone())]);
         assert_eq!(
-            meta_changes(&s, &none, DEFAULT_DESCRIPTION, &want).regions,
+            meta_changes(&s, &desired, DEFAULT_DESCRIPTION, &want).regions,
             None
+        );
+        let unreplicated = secret(&[], Some(DEFAULT_DESCRIPTION));
+        assert_eq!(
+            meta_changes(&unreplicated, &desired, DEFAULT_DESCRIPTION, &want).regions,
+            Some(want.to_vec())
         );
         let status = |region: &str, failed: bool| RegionStatus {
             region: region.to_owned(),
