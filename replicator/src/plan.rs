@@ -708,61 +708,71 @@ pub fn decide(
     earlier: &[(u64, String)],
     settings: &Settings,
 ) -> Step {
-    let name = target.name.clone();
     let Some(secret) = existing else {
         return Step::Create { target };
     };
+    let changes = Box::new(crate::shape::meta_changes(
+        secret,
+        &target.tags,
+        &target.description,
+        &settings.replica_regions,
+    ));
+    match update_reason(&target, secret, &changes, earlier, settings) {
+        Ok(reason) => Step::Update {
+            written: secret.has_version(&target.token),
+            changes,
+            target,
+            arn: secret.arn.clone(),
+            reason,
+            restore: secret.pending_deletion,
+            current_version_id: secret.current_version_id.clone(),
+        },
+        Err(step) => step,
+    }
+}
+
+/// Why the replica `secret` is updated to `target`, or the step it gets instead (a conflict,
+/// a collision, nothing to do).
+fn update_reason(
+    target: &Target,
+    secret: &AwsSecret,
+    changes: &MetaChanges,
+    earlier: &[(u64, String)],
+    settings: &Settings,
+) -> Result<UpdateReason, Step> {
+    let name = || target.name.clone();
     let restore = secret.pending_deletion;
-    let arn = secret.arn.clone();
-    let written = secret.has_version(&target.token);
-    let changes = |secret: &AwsSecret| {
-        Box::new(crate::shape::meta_changes(
-            secret,
-            &target.tags,
-            &target.description,
-            &settings.replica_regions,
-        ))
-    };
-    let update = |reason| Step::Update {
-        changes: changes(secret),
-        target: target.clone(),
-        arn: arn.clone(),
-        reason,
-        restore,
-        current_version_id: secret.current_version_id.clone(),
-        written,
-    };
     match ownership(secret, settings) {
-        Ownership::Foreign if restore => Step::Conflict {
-            name,
+        Ownership::Foreign if restore => Err(Step::Conflict {
+            name: name(),
             kind: ConflictKind::ScheduledForDeletion,
             message: "a secret this tool does not own is scheduled for deletion under this name; restore and tag it, or delete it for good".into(),
-        },
-        Ownership::Foreign => Step::Conflict {
-            name,
+        }),
+        Ownership::Foreign => Err(Step::Conflict {
+            name: name(),
             kind: ConflictKind::Foreign,
             message: format!(
                 "exists without the {}={} tag; list it in REPLICATOR_ADOPT to take it over",
                 tags::MANAGED_BY,
                 tags::MANAGED_BY_VALUE
             ),
-        },
-        Ownership::OtherSource(from) => Step::Conflict {
-            name,
+        }),
+        Ownership::OtherSource(from) => Err(Step::Conflict {
+            name: name(),
             kind: ConflictKind::OtherSource,
             message: from,
-        },
-        Ownership::Adoptable => update(UpdateReason::Adopt),
+        }),
+        Ownership::Adoptable => Ok(UpdateReason::Adopt),
         Ownership::Ours { tagged_prefix } => {
             // Under a name template, the replica of another Vault secret may hold the name.
             let from = full_path(&settings.path, source_of(secret, settings));
             if from != target.vault_path {
-                return Step::Invalid {
+                return Err(Step::Invalid {
                     message: format!("the replica of Vault path {from} already has this name"),
-                    name,
+                    name: name(),
                     vault_path: target.vault_path.clone(),
                     kind: InvalidKind::NameCollision,
-                };
+                });
             }
             let current = secret.current_version_id.as_deref();
             let recorded = recorded_token(secret, settings);
@@ -779,29 +789,29 @@ pub fn decide(
             let up_to_date = recorded.as_deref() == Some(target.token.as_str());
             if current == Some(target.token.as_str()) && !up_to_date {
                 // The value of this very version is in; only the tags are missing.
-                update(UpdateReason::FinishTags)
+                Ok(UpdateReason::FinishTags)
             } else if !ours_current {
                 match settings.on_modified {
-                    OnModified::Report => Step::Conflict {
-                        name,
+                    OnModified::Report => Err(Step::Conflict {
+                        name: name(),
                         kind: ConflictKind::ModifiedOutside,
                         message: "its current version was not written by the replicator; set REPLICATOR_ON_MODIFIED=overwrite to restore Vault's value".into(),
-                    },
-                    OnModified::Overwrite => update(UpdateReason::Overwrite),
+                    }),
+                    OnModified::Overwrite => Ok(UpdateReason::Overwrite),
                 }
             } else if up_to_date && !restore {
-                if changes(secret).is_empty() {
-                    Step::Unchanged { name }
+                if changes.is_empty() {
+                    Err(Step::Unchanged { name: name() })
                 } else if !tagged_prefix {
                     // Up to date but written before the prefix tag: the tags only.
-                    update(UpdateReason::FinishTags)
+                    Ok(UpdateReason::FinishTags)
                 } else {
                     // Tags, description or regions changed in Vault's metadata or the
                     // configuration: applied without reading the value.
-                    update(UpdateReason::Metadata)
+                    Ok(UpdateReason::Metadata)
                 }
             } else {
-                update(UpdateReason::NewVersion)
+                Ok(UpdateReason::NewVersion)
             }
         }
     }
