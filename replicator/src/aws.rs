@@ -1,6 +1,7 @@
-//! Thin Secrets Manager and SNS adapters: list, create, put, tag, delete, restore, read the
-//! connection secret, publish a notice. Network I/O; errors classified by modelled error code;
-//! secret values only ever sent, never logged.
+//! Thin Secrets Manager and SNS adapters: list, create, put, move a stage, tag, delete, restore,
+//! read the connection secret, publish a notice. Network I/O; errors classified by modelled
+//! error code; secret values only ever sent, never logged. Fills the data floor's
+//! [`AwsSecret`]; decides nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio::time::Instant;
 
 use crate::listing::{MAX_FILTER_VALUES, Partition};
+pub use crate::model::{AwsSecret, RegionStatus, Tags};
 pub use contract::sdk::{
     AwsCounters, AwsError, AwsErrorKind, CountRequests, config_loader, load_sdk_config,
 };
@@ -49,48 +51,6 @@ impl RateLimiter {
     }
 }
 
-/// A listed secret's tags, held compactly: a run holds one set per replica (100,000 of them at
-/// scale), and most keys and many values (owner, mount, path, prefix) are the same on every
-/// replica, so each distinct string is stored once per listing page ([`Interner`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Tags(Vec<(Arc<str>, Arc<str>)>);
-
-impl Tags {
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
-    }
-
-    /// Sets `key` (replacing its value).
-    pub fn insert(&mut self, key: &str, value: &str) {
-        match self.0.iter_mut().find(|(k, _)| &**k == key) {
-            Some((_, v)) => *v = value.into(),
-            None => self.0.push((key.into(), value.into())),
-        }
-    }
-
-    pub fn remove(&mut self, key: &str) {
-        self.0.retain(|(k, _)| &**k != key);
-    }
-
-    pub fn clear(&mut self) {
-        self.0.clear();
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(k, _)| &**k)
-    }
-}
-
-impl<const N: usize> From<[(&str, &str); N]> for Tags {
-    fn from(pairs: [(&str, &str); N]) -> Self {
-        let mut t = Tags::default();
-        for (k, v) in pairs {
-            t.insert(k, v);
-        }
-        t
-    }
-}
-
 /// Shares equal strings: one allocation for a value repeated on many secrets.
 #[derive(Default)]
 struct Interner(std::collections::HashSet<Arc<str>>);
@@ -112,33 +72,7 @@ impl Interner {
                 out.push((self.get(k), self.get(t.value().unwrap_or(""))));
             }
         }
-        Tags(out)
-    }
-}
-
-/// One secret as `ListSecrets` shows it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AwsSecret {
-    pub name: String,
-    pub arn: String,
-    pub tags: Tags,
-    /// Version id carrying the `AWSCURRENT` stage.
-    pub current_version_id: Option<String>,
-    /// The other version ids that still carry a stage (`AWSPREVIOUS`, …): one the replicator
-    /// wrote can be made current again without writing its value. Usually none, so nothing is
-    /// held for it.
-    pub other_version_ids: Vec<String>,
-    /// Scheduled for deletion.
-    pub pending_deletion: bool,
-    /// Shared between replicas with the same text (most have the default).
-    pub description: Option<Arc<str>>,
-}
-
-impl AwsSecret {
-    /// Whether version `id` is in AWS with a stage (current or not).
-    pub fn has_version(&self, id: &str) -> bool {
-        self.current_version_id.as_deref() == Some(id)
-            || self.other_version_ids.iter().any(|v| v == id)
+        Tags::from_shared(out)
     }
 }
 
@@ -172,15 +106,6 @@ pub struct SecretsManager {
     limiter: Arc<RateLimiter>,
     /// Paces TagResource, whose quota is separate.
     tag_limiter: Arc<RateLimiter>,
-}
-
-/// One replica region of a secret as AWS reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RegionStatus {
-    pub region: String,
-    /// AWS's message when replicating there failed (a secret of that name is there already,
-    /// the key cannot be used, …).
-    pub failed: Option<String>,
 }
 
 fn region_statuses(list: &[ReplicationStatusType]) -> Vec<RegionStatus> {
@@ -283,13 +208,7 @@ impl SecretsManager {
             .map(|part| async move {
                 match part {
                     Part::Range(prefixes) => Ok(self.list_matching(prefixes, &[], None).await?.0),
-                    Part::Exact(name) => match self.describe(name).await {
-                        // A lookup by name can also resolve a partial ARN: keep only the name.
-                        Ok(found) if found.name == name => Ok(vec![found]),
-                        Ok(_) => Ok(Vec::new()),
-                        Err(e) if e.kind == AwsErrorKind::NotFound => Ok(Vec::new()),
-                        Err(e) => Err(e),
-                    },
+                    Part::Exact(name) => Ok(self.describe_name(name).await?.into_iter().collect()),
                 }
             })
             .buffer_unordered(concurrency.max(1))
@@ -412,7 +331,9 @@ impl SecretsManager {
         Ok((out, true))
     }
 
-    /// Looks one secret up by name (after a create found it already there).
+    /// Looks one secret up by name or ARN. AWS also resolves a name that ends like an ARN
+    /// suffix to another secret: callers that look up a name keep the answer only when its name
+    /// is exactly the one asked for ([`Self::describe_name`]).
     pub async fn describe(&self, name: &str) -> Result<AwsSecret, AwsError> {
         let out = self
             .client
@@ -433,9 +354,20 @@ impl SecretsManager {
         })
     }
 
+    /// The secret named exactly `name`, if there is one (never another that AWS resolves the
+    /// name to, as a partial ARN).
+    pub async fn describe_name(&self, name: &str) -> Result<Option<AwsSecret>, AwsError> {
+        match self.describe(name).await {
+            Ok(found) if found.name == name => Ok(Some(found)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind == AwsErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The regions `DescribeSecret` shows the secret replicated to, and its `replica-regions`
     /// tag.
-    pub async fn replication(
+    pub async fn describe_replication(
         &self,
         secret_id: &str,
     ) -> Result<(Vec<RegionStatus>, Option<String>), AwsError> {
@@ -539,28 +471,31 @@ impl SecretsManager {
         Ok(region_statuses(out.replication_status()))
     }
 
-    /// Writes a version with the given id. Returns whether that version now carries
-    /// `AWSCURRENT`: a put of an id that already exists with the same value changes nothing.
-    pub async fn put(
+    /// Writes a version with the given id, staged [`PENDING_STAGE`] only: `AWSCURRENT` stays
+    /// where it is until [`Self::make_current`] moves it. A put of an id that already exists
+    /// with the same value changes nothing.
+    pub async fn put_pending(
         &self,
         secret_id: &str,
         value: &SecretString,
         request_token: &str,
-    ) -> Result<bool, AwsError> {
+    ) -> Result<(), AwsError> {
         self.limiter.acquire().await;
-        let out = self
-            .client
+        self.client
             .put_secret_value()
             .secret_id(secret_id)
             .secret_string(value.expose())
             .client_request_token(request_token)
+            .version_stages(PENDING_STAGE)
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("PutSecretValue", secret_id, e))?;
-        Ok(out.version_stages().iter().any(|s| s == "AWSCURRENT"))
+        Ok(())
     }
 
-    /// Moves `AWSCURRENT` to an existing version (the one Vault's value was written as).
+    /// Moves `AWSCURRENT` to an existing version from `from_version_id`, the one that carries it
+    /// now: AWS refuses the move when another version carries it by then, so a write planned
+    /// from an older state never replaces a newer one.
     pub async fn make_current(
         &self,
         secret_id: &str,
@@ -676,15 +611,5 @@ impl Notifier {
     }
 }
 
-/// The ownership tags for a secret replicated from `mount`/`path_tag`.
-pub fn owner_tags(mount: &str, path_tag: &str, prefix: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            tags::MANAGED_BY.to_owned(),
-            tags::MANAGED_BY_VALUE.to_owned(),
-        ),
-        (tags::VAULT_MOUNT.to_owned(), mount.to_owned()),
-        (tags::VAULT_PATH.to_owned(), path_tag.to_owned()),
-        (tags::PREFIX.to_owned(), prefix.to_owned()),
-    ])
-}
+/// The staging label of a version written but not yet made current.
+pub const PENDING_STAGE: &str = "VAULT-REPLICATOR-PENDING";

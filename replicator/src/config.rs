@@ -7,22 +7,13 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::aws_auth::StsEndpoint;
+pub use crate::model::Rule;
 use crate::vault::VaultLogin;
 pub use contract::naming::{Granularity, NameTemplate};
 use contract::secret::SecretString;
-use contract::{ConnectionSecret, DEFAULT_PREFIX, ReplicaRegion, env, ranges};
+use contract::{ConnectionSecret, DEFAULT_PREFIX, ReplicaRegion, defaults, env, ranges};
 
-pub use contract::DeletionPolicy;
-
-/// What to do with a secret that someone changed in AWS after the replicator wrote it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnModified {
-    /// Leave it and report a conflict.
-    Report,
-    /// Write Vault's value over it.
-    Overwrite,
-}
+pub use contract::{DeletionPolicy, LatestDeleted, OnModified};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -62,8 +53,9 @@ pub struct SyncArgs {
     #[arg(long, env = env::RECOVERY_WINDOW_DAYS, default_value_t = 30)]
     pub recovery_window_days: i64,
 
-    /// Breaker: the largest share (0 to 1) of the replicated secrets one run may delete.
-    #[arg(long, env = env::MAX_DELETE_SHARE, default_value_t = 0.25)]
+    /// Breaker: the largest share (0 to 1) of the replicated secrets one run may delete (and
+    /// change-driven runs together between two full syncs).
+    #[arg(long, env = env::MAX_DELETE_SHARE, default_value_t = defaults::MAX_DELETE_SHARE)]
     pub max_delete_share: f64,
 
     /// What to do with a secret changed in AWS by someone else.
@@ -73,6 +65,21 @@ pub struct SyncArgs {
     /// Existing secret names (without owner tag) that this tool may take over. Comma-separated.
     #[arg(long, env = env::ADOPT, value_delimiter = ',')]
     pub adopt: Vec<String>,
+
+    /// Take over the AWS sample's replicas (a `version` tag, no owner tag) under the prefix,
+    /// overwriting them with Vault's values. Needed once, when moving from the sample.
+    #[arg(long, env = env::ADOPT_SAMPLE)]
+    pub adopt_sample: bool,
+
+    /// When a Vault secret's latest version is soft-deleted or destroyed while older ones are
+    /// live: replicate the newest live one (fallback), or treat the secret as deleted.
+    #[arg(long, env = env::LATEST_DELETED, value_enum, default_value = "fallback")]
+    pub latest_deleted: LatestDeleted,
+
+    /// Under --granularity secret-key, the most keys one Vault secret may have (each is a
+    /// billable AWS secret): a secret with more fails alone and nothing of it is created.
+    #[arg(long, env = env::MAX_KEYS_PER_SECRET, default_value_t = defaults::MAX_KEYS_PER_SECRET)]
+    pub max_keys_per_secret: usize,
 
     /// Secrets Manager secret holding the Vault connection (JSON with `vaultAddress`, ...).
     #[arg(long, env = env::CONNECTION_SECRET)]
@@ -169,20 +176,13 @@ pub struct SyncArgs {
     pub tags: Vec<String>,
 }
 
-/// Validated settings of the planner and executor.
+/// Validated settings of a run: the rule the planner follows, and how the executor acts.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub prefix: String,
-    pub mount: String,
-    /// Normalised sub-path: no leading or trailing `/`; empty for the whole mount.
-    pub path: String,
+    pub rule: Rule,
     pub kms_key_id: Option<String>,
     pub sns_topic_arn: Option<String>,
-    pub deletion_policy: DeletionPolicy,
     pub recovery_window_days: i64,
-    pub max_delete_share: f64,
-    pub on_modified: OnModified,
-    pub adopt: Vec<String>,
     pub concurrency: usize,
     pub writes_per_second: u32,
     pub dry_run: bool,
@@ -190,43 +190,6 @@ pub struct Settings {
     pub max_duration: Option<std::time::Duration>,
     /// No write starts after this moment: `max_duration` counted from the start of the run.
     pub deadline: Option<std::time::Instant>,
-    /// Sorted by region.
-    pub replica_regions: Vec<ReplicaRegion>,
-    pub name_template: NameTemplate,
-    pub granularity: Granularity,
-    /// `--tag`s, in key order.
-    pub tags: Vec<(String, String)>,
-}
-
-impl Settings {
-    /// This sync's identity, as its replicas' tags carry it.
-    pub fn source(&self) -> contract::SyncSource<'_> {
-        contract::SyncSource {
-            prefix: &self.prefix,
-            mount: &self.mount,
-            path_tag: self.path_tag(),
-        }
-    }
-
-    /// The AWS name of the replica of `rel` (a path relative to the sub-path), or of one of its
-    /// keys.
-    pub fn replica_name(&self, rel: &str, key: Option<&str>) -> String {
-        format!(
-            "{}/{}",
-            self.prefix,
-            self.name_template
-                .render(rel, &self.mount, key.unwrap_or(""))
-        )
-    }
-
-    /// The `vault-path` tag value: the sub-path, or `/` for the whole mount.
-    pub fn path_tag(&self) -> &str {
-        if self.path.is_empty() {
-            "/"
-        } else {
-            &self.path
-        }
-    }
 }
 
 /// The settings and the connection, as one run (or a process's many) uses them.
@@ -435,26 +398,42 @@ impl SyncArgs {
                 ));
             }
         }
+        if !ranges::MAX_KEYS_PER_SECRET.contains(&self.max_keys_per_secret) {
+            return Err(invalid(
+                "--max-keys-per-secret / REPLICATOR_MAX_KEYS_PER_SECRET",
+                format!(
+                    "{} is outside {} to {}",
+                    self.max_keys_per_secret,
+                    ranges::MAX_KEYS_PER_SECRET.start(),
+                    ranges::MAX_KEYS_PER_SECRET.end()
+                ),
+            ));
+        }
         Ok(Settings {
-            replica_regions,
-            name_template,
-            granularity: self.granularity,
-            tags: tags.into_iter().collect(),
-            prefix,
-            mount,
-            path,
+            rule: Rule {
+                replica_regions,
+                name_template,
+                granularity: self.granularity,
+                tags: tags.into_iter().collect(),
+                prefix,
+                mount,
+                path,
+                deletion_policy: self.deletion_policy,
+                max_delete_share: self.max_delete_share,
+                on_modified: self.on_modified,
+                adopt: self
+                    .adopt
+                    .iter()
+                    .filter(|a| !a.is_empty())
+                    .cloned()
+                    .collect(),
+                adopt_sample: self.adopt_sample,
+                latest_deleted: self.latest_deleted,
+                max_keys_per_secret: self.max_keys_per_secret,
+            },
             kms_key_id: self.kms_key_id.clone().filter(|k| !k.is_empty()),
             sns_topic_arn: self.sns_topic_arn.clone().filter(|k| !k.is_empty()),
-            deletion_policy: self.deletion_policy,
             recovery_window_days: self.recovery_window_days,
-            max_delete_share: self.max_delete_share,
-            on_modified: self.on_modified,
-            adopt: self
-                .adopt
-                .iter()
-                .filter(|a| !a.is_empty())
-                .cloned()
-                .collect(),
             concurrency: self.concurrency,
             writes_per_second: self.writes_per_second,
             dry_run: self.dry_run,
@@ -577,7 +556,8 @@ mod tests {
     fn mount_defaults_to_prefix_and_path_is_normalised() {
         let s = parse(&["--prefix", "team/", "--path", "/apps/web/"])
             .settings()
-            .unwrap();
+            .unwrap()
+            .rule;
         assert_eq!(s.prefix, "team");
         assert_eq!(s.mount, "team");
         assert_eq!(s.path, "apps/web");
@@ -607,6 +587,7 @@ mod tests {
             (&["--tag", "team"], "--tag"),
             (&["--tag", "aws:x=1"], "--tag"),
             (&["--tag", "a=1", "--tag", "a=2"], "--tag"),
+            (&["--max-keys-per-secret", "0"], "--max-keys-per-secret"),
         ];
         for (args, flag) in cases {
             let err = parse(args).settings().unwrap_err().to_string();

@@ -1,6 +1,7 @@
 //! The Vault side of a sync: walks the KV v2 tree under the configured path with bounded
-//! concurrency, reading metadata only (in bulk where the server offers it). Network I/O through
-//! [`VaultClient`]; the classification of one secret's state is pure.
+//! concurrency, reading metadata only (in bulk where the server offers it), into the data
+//! floor's [`VaultEntry`]. Network I/O through [`VaultClient`]; the classification of one
+//! secret's state is pure.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -8,34 +9,9 @@ use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use crate::vault::{SecretMetadata, VaultClient, VaultError};
-
-/// One secret found in Vault.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VaultEntry {
-    /// Path relative to the synced sub-path; the AWS name is `<prefix>/<rel_path>`.
-    pub rel_path: String,
-    pub state: EntryState,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EntryState {
-    /// The latest version is readable.
-    Live {
-        version: u64,
-        created_time: String,
-        /// (version, created_time) of the earlier versions Vault still lists, newest first, at
-        /// most [`EARLIER_VERSIONS`]: the version ids this tool may have written for them.
-        earlier: Vec<(u64, String)>,
-        /// Its custom metadata's `description` and `tag:` entries (see [`crate::shape`]).
-        custom: Vec<(String, String)>,
-    },
-    /// The latest version is soft-deleted or destroyed (or there is no version).
-    Deleted,
-    /// Its metadata could not be read, or (a `rel_path` ending with `/`) the folder could not
-    /// be listed; it, or everything under it, is neither written nor deleted this run.
-    Unreadable { kind: &'static str, message: String },
-}
+pub use crate::model::{EARLIER_VERSIONS, EntryState, VaultEntry, full_path};
+use crate::model::{LatestDeleted, shaping_metadata};
+use crate::vault::{SecretMetadata, VaultClient, VaultError, VersionMetadata};
 
 /// Result of a walk.
 #[derive(Debug, Default)]
@@ -45,38 +21,66 @@ pub struct Inventory {
     pub bulk_metadata: bool,
 }
 
-/// Classifies a secret from its metadata. `now` decides whether a `deletion_time` has passed
-/// (`delete_version_after` sets it in the future).
-pub fn entry_state(meta: &SecretMetadata, now: DateTime) -> EntryState {
-    let version = meta.current_version;
-    let Some(latest) = meta.versions.get(&version.to_string()) else {
-        return EntryState::Deleted;
+/// Classifies a secret from its metadata: the version to replicate (the latest; or, when the
+/// latest is soft-deleted or destroyed and `latest_deleted` falls back, the newest live one), or
+/// deleted. `now` decides whether a `deletion_time` has passed (`delete_version_after` sets it
+/// in the future).
+pub fn entry_state(
+    meta: &SecretMetadata,
+    now: DateTime,
+    latest_deleted: LatestDeleted,
+) -> EntryState {
+    let latest = meta.current_version;
+    let live = |v: &VersionMetadata| {
+        !v.destroyed
+            && (v.deletion_time.is_empty()
+                // A deletion time in the past, or one we cannot read: deleted, which never
+                // writes, and only deletes under the `delete` policy and the breaker.
+                || DateTime::from_str(&v.deletion_time, Format::DateTime).is_ok_and(|at| at > now))
     };
-    if version == 0 || latest.destroyed {
-        return EntryState::Deleted;
-    }
-    if !latest.deletion_time.is_empty() {
-        match DateTime::from_str(&latest.deletion_time, Format::DateTime) {
-            Ok(at) if at > now => {}
-            // A deletion time in the past, or one we cannot read: treat as deleted, which
-            // never writes, and only deletes under the `delete` policy and the breaker.
-            _ => return EntryState::Deleted,
-        }
-    }
-    let mut earlier: Vec<(u64, String)> = meta
+    let mut versions: Vec<(u64, &VersionMetadata)> = meta
         .versions
         .iter()
         .filter_map(|(n, v)| Some((n.parse::<u64>().ok()?, v)))
-        .filter(|(n, _)| *n < version)
-        .map(|(n, v)| (n, v.created_time.clone()))
+        .filter(|(n, _)| *n <= latest)
         .collect();
-    earlier.sort_by_key(|e| std::cmp::Reverse(e.0));
-    earlier.truncate(EARLIER_VERSIONS);
+    versions.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    let chosen = match versions.first() {
+        _ if latest == 0 => None,
+        Some((n, v)) if *n == latest && live(v) => Some(0),
+        Some((n, _)) if *n == latest && latest_deleted == LatestDeleted::Fallback => {
+            versions.iter().position(|(_, v)| live(v))
+        }
+        _ => None,
+    };
+    let Some(at) = chosen else {
+        return EntryState::Deleted;
+    };
+    let (version, meta_of) = versions[at];
     EntryState::Live {
         version,
-        created_time: latest.created_time.clone(),
-        earlier,
-        custom: crate::shape::shaping_metadata(meta.custom_metadata.as_ref()),
+        created_time: meta_of.created_time.clone(),
+        latest,
+        earlier: versions[at + 1..]
+            .iter()
+            .take(EARLIER_VERSIONS)
+            .map(|(n, v)| (*n, v.created_time.clone()))
+            .collect(),
+        custom: shaping_metadata(meta.custom_metadata.as_ref()),
+    }
+}
+
+/// How the entries of one run are classified: the moment a `deletion_time` is judged against,
+/// and the rule's choice for a deleted latest version.
+#[derive(Clone, Copy, Debug)]
+pub struct Classify {
+    pub now: DateTime,
+    pub latest_deleted: LatestDeleted,
+}
+
+impl Classify {
+    pub fn state(&self, meta: &SecretMetadata) -> EntryState {
+        entry_state(meta, self.now, self.latest_deleted)
     }
 }
 
@@ -97,9 +101,6 @@ pub fn check_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// How many earlier versions an entry remembers (Vault keeps 10 by default).
-pub const EARLIER_VERSIONS: usize = 16;
-
 /// A path named from outside (an audit log, a Lambda payload) must be segments that
 /// [`check_key`] accepts, at most [`MAX_DEPTH`] deep.
 pub fn check_path(rel: &str) -> Result<(), String> {
@@ -117,14 +118,15 @@ pub async fn read_paths(
     vault: &VaultClient,
     settings: &crate::config::Settings,
     rels: &[String],
-    now: DateTime,
+    classify: Classify,
 ) -> Inventory {
+    let rule = &settings.rule;
     let read = async |rel: &String| {
         let meta = vault
-            .read_metadata(&settings.mount, &full_path(&settings.path, rel))
+            .read_metadata(&rule.mount, &rule.vault_path(rel))
             .await;
         let state = match meta {
-            Ok(Some(meta)) => entry_state(&meta, now),
+            Ok(Some(meta)) => classify.state(&meta),
             Ok(None) => return None,
             Err(e) => EntryState::Unreadable {
                 kind: e.kind(),
@@ -144,15 +146,6 @@ pub async fn read_paths(
     Inventory {
         entries: entries.into_iter().flatten().collect(),
         bulk_metadata: false,
-    }
-}
-
-/// Full path inside the mount of a path relative to `base`.
-pub fn full_path(base: &str, rel: &str) -> String {
-    if base.is_empty() {
-        rel.to_owned()
-    } else {
-        format!("{base}/{rel}")
     }
 }
 
@@ -194,10 +187,10 @@ pub async fn walk(
     mount: &str,
     base: &str,
     concurrency: usize,
-    now: DateTime,
+    classify: Classify,
     progress: &crate::progress::Progress,
 ) -> Result<Inventory, VaultError> {
-    walk_telling_names(vault, mount, base, concurrency, now, progress, None).await
+    walk_telling_names(vault, mount, base, concurrency, classify, progress, None).await
 }
 
 /// [`walk`], sending every path found (relative to `base`) to `names` as soon as the folders
@@ -209,11 +202,11 @@ pub async fn walk_telling_names(
     mount: &str,
     base: &str,
     concurrency: usize,
-    now: DateTime,
+    classify: Classify,
     progress: &crate::progress::Progress,
     names: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
 ) -> Result<Inventory, VaultError> {
-    match walk_tree(vault, mount, base, concurrency, now, progress, names).await {
+    match walk_tree(vault, mount, base, concurrency, classify, progress, names).await {
         Ok(inventory) if inventory.entries.is_empty() => {
             check_kv2(vault, mount).await?;
             Ok(inventory)
@@ -236,7 +229,7 @@ async fn walk_tree(
     mount: &str,
     base: &str,
     concurrency: usize,
-    now: DateTime,
+    classify: Classify,
     progress: &crate::progress::Progress,
     mut names: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
 ) -> Result<Inventory, VaultError> {
@@ -362,7 +355,7 @@ async fn walk_tree(
                     if let Some(meta) = listing.metadata.remove(&key) {
                         entries.push(VaultEntry {
                             rel_path: rel(&full),
-                            state: entry_state(&meta, now),
+                            state: classify.state(&meta),
                         });
                     } else {
                         pending_metas.push(full);
@@ -371,7 +364,7 @@ async fn walk_tree(
             }
             Done::Meta(path, Ok(Some(meta))) => entries.push(VaultEntry {
                 rel_path: rel(&path),
-                state: entry_state(&meta, now),
+                state: classify.state(&meta),
             }),
             // Removed between the listing and the read.
             Done::Meta(_, Ok(None)) => {}
@@ -453,7 +446,7 @@ mod tests {
                 },
             );
         }
-        let EntryState::Live { earlier, .. } = entry_state(&m, now) else {
+        let EntryState::Live { earlier, .. } = entry_state(&m, now, LatestDeleted::Fallback) else {
             panic!("live")
         };
         assert_eq!(earlier.len(), EARLIER_VERSIONS);
@@ -465,23 +458,29 @@ mod tests {
         assert_eq!(earlier[EARLIER_VERSIONS - 1].0, 4);
     }
 
+    fn live(version: u64, latest: u64, created: &str, earlier: &[(u64, &str)]) -> EntryState {
+        EntryState::Live {
+            version,
+            created_time: created.into(),
+            latest,
+            earlier: earlier.iter().map(|(n, t)| (*n, (*t).to_owned())).collect(),
+            custom: vec![],
+        }
+    }
+
     #[test]
     fn latest_version_decides_the_state() {
         let now = DateTime::from_str("2026-11-28T12:00:00Z", Format::DateTime).unwrap();
-        let live = EntryState::Live {
-            version: 3,
-            created_time: "2026-11-01T10:00:00.5Z".into(),
-            earlier: vec![],
-            custom: vec![],
-        };
+        let t = "2026-11-01T10:00:00.5Z";
         let cases = [
-            (meta(3, "", false), live.clone()),
+            (meta(3, "", false), live(3, 3, t, &[])),
             (
                 meta(3, "2026-11-20T00:00:00.123456789Z", false),
                 EntryState::Deleted,
             ),
-            (meta(3, "2027-01-01T00:00:00Z", false), live),
+            (meta(3, "2027-01-01T00:00:00Z", false), live(3, 3, t, &[])),
             (meta(3, "", true), EntryState::Deleted),
+            (meta(3, "yesterday", false), EntryState::Deleted),
             (meta(0, "", false), EntryState::Deleted),
             (
                 SecretMetadata {
@@ -493,13 +492,47 @@ mod tests {
             ),
         ];
         for (m, want) in cases {
-            assert_eq!(entry_state(&m, now), want, "{m:?}");
+            for policy in [LatestDeleted::Fallback, LatestDeleted::Delete] {
+                assert_eq!(entry_state(&m, now, policy), want, "{m:?} {policy:?}");
+            }
         }
     }
 
     #[test]
-    fn full_paths_join_the_base() {
-        assert_eq!(full_path("", "a/b"), "a/b");
-        assert_eq!(full_path("apps", "a/b"), "apps/a/b");
+    fn a_deleted_latest_falls_back_to_the_newest_live_version_unless_the_rule_deletes() {
+        let now = DateTime::from_str("2026-11-28T12:00:00Z", Format::DateTime).unwrap();
+        let version = |t: &str, deleted: &str, destroyed: bool| VersionMetadata {
+            created_time: t.into(),
+            deletion_time: deleted.into(),
+            destroyed,
+        };
+        let m = SecretMetadata {
+            current_version: 4,
+            versions: BTreeMap::from([
+                ("1".into(), version("t1", "", false)),
+                ("2".into(), version("t2", "", false)),
+                ("3".into(), version("t3", "", true)),
+                ("4".into(), version("t4", "2026-11-27T00:00:00Z", false)),
+            ]),
+            custom_metadata: None,
+        };
+        assert_eq!(
+            entry_state(&m, now, LatestDeleted::Fallback),
+            live(2, 4, "t2", &[(1, "t1")]),
+            "3 is destroyed, 4 soft-deleted: 2 is the newest live"
+        );
+        assert_eq!(
+            entry_state(&m, now, LatestDeleted::Delete),
+            EntryState::Deleted
+        );
+        // Every version gone: deleted either way.
+        let mut all_gone = m.clone();
+        for v in all_gone.versions.values_mut() {
+            v.destroyed = true;
+        }
+        assert_eq!(
+            entry_state(&all_gone, now, LatestDeleted::Fallback),
+            EntryState::Deleted
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! The Lambda entry: each invocation runs one sync and returns the report, or an error when the
 //! run failed so Lambda's error metrics see it. An event `{"paths": [...]}` (from the change
-//! watcher) syncs only those Vault paths; any other (the schedule's) syncs everything.
+//! watcher) syncs only those Vault paths; any other (the schedule's) syncs everything;
+//! `"accept_vault_rollback": true` (from `deployer sync-now --accept-vault-rollback`) lets that
+//! one run replicate a Vault that is behind AWS.
 
 use aws_types::SdkConfig;
 use clap::Parser;
@@ -76,10 +78,12 @@ pub async fn handle(
         std::time::SystemTime::now(),
     )));
     let progress = crate::progress::Progress::default();
-    let report = match paths_of(&event.payload).map_err(Error::from)? {
-        Some(paths) => replicator.run_paths(&paths, budget, &progress).await,
-        None => replicator.run(budget, &progress).await,
+    let request = crate::run::Request {
+        paths: paths_of(&event.payload).map_err(Error::from)?,
+        accept_vault_rollback: event.payload["accept_vault_rollback"] == true,
+        max_duration: budget,
     };
+    let report = replicator.run_request(&request, &progress).await;
     tracing::info!(
         created = report.created,
         updated = report.updated,

@@ -1,8 +1,9 @@
 //! Replicates Vault / OpenBao KV v2 secrets into AWS Secrets Manager.
 //!
 //! One run: [`run::run`] reads the configuration, walks Vault ([`inventory`]), lists AWS
-//! ([`aws`]), decides purely ([`plan`]), acts ([`execute`]) and reports ([`report`]). The CLI
-//! (`replicator sync`) and the Lambda (`bootstrap`, [`lambda`]) share that one path.
+//! ([`aws`]), decides purely ([`plan`], over the data floor [`model`]), acts ([`execute`]) and
+//! reports ([`report`]). The CLI (`replicator sync`) and the Lambda (`bootstrap`, [`lambda`])
+//! share that one path.
 
 pub mod aws;
 pub mod aws_auth;
@@ -12,10 +13,10 @@ pub mod inventory;
 pub mod lambda;
 pub mod listing;
 pub mod logging;
+pub mod model;
 pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod run;
-pub mod shape;
 pub mod vault;
 pub mod watch;

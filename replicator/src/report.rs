@@ -110,7 +110,15 @@ impl Report {
                             source.source.version
                         ),
                     ),
-                    Step::Delete { .. } => ('-', "delete".to_owned()),
+                    Step::Delete { guard, .. } => (
+                        '-',
+                        match guard {
+                            crate::plan::Guard::After(after) if !after.is_empty() => {
+                                "delete, once the replica that replaces it is written".to_owned()
+                            }
+                            _ => "delete".to_owned(),
+                        },
+                    ),
                     Step::Unchanged { .. } => (' ', "unchanged".to_owned()),
                     Step::Keep { why, .. } => ('!', format!("keep: {why}")),
                     Step::Skip { .. } => (' ', "skip: deleted in Vault".to_owned()),

@@ -1,16 +1,26 @@
-//! One sync run from configuration to report: resolve the Vault connection, walk Vault, list
-//! AWS, plan, execute, notify. Shared by the CLI and the Lambda. Network I/O.
+//! One sync run from configuration to report: resolve the Vault connection; observe (walk
+//! Vault, list AWS, and look at the replication of the replicas that need it); plan; execute;
+//! plan each expanded secret's keys once its value is read, and execute them; plan again, once,
+//! what another writer took meanwhile; notify. Shared by the CLI and the Lambda. Network I/O;
+//! every decision is the planner's.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_smithy_types::DateTime;
 use aws_types::SdkConfig;
+use futures::stream::{self, StreamExt};
 
 use crate::aws::{AwsCounters, AwsSecret, Notifier, SecretsManager};
 use crate::config::{
-    CaCert, ConfigError, ConnectionSource, Resolved, Settings, SyncArgs, VaultConnection,
+    CaCert, ConfigError, ConnectionSource, Resolved, Rule, Settings, SyncArgs, VaultConnection,
 };
+use crate::execute::{Executor, KeyValues, Outcome, record, record_dry};
+use crate::model::RegionStatus;
+use crate::plan::breaker::{Allowance, breaker_allows};
+use crate::plan::{Plan, Scope, Step};
 use crate::progress::Progress;
 use crate::report::{Problem, Report};
 use crate::vault::VaultClient;
@@ -106,14 +116,14 @@ impl ClassifyMessage for serde_json::Error {
 
 /// The named paths relative to the replicated path, once each; a path outside it is a warning
 /// of the report, and skipped.
-fn relative_paths(paths: &[String], settings: &Settings, report: &mut Report) -> Vec<String> {
+fn relative_paths(paths: &[String], rule: &Rule, report: &mut Report) -> Vec<String> {
     let mut rels: Vec<String> = Vec::with_capacity(paths.len());
     for path in paths {
         let path = path.trim_matches('/');
-        let rel = if settings.path.is_empty() {
+        let rel = if rule.path.is_empty() {
             Some(path)
         } else {
-            path.strip_prefix(settings.path.as_str())
+            path.strip_prefix(rule.path.as_str())
                 .and_then(|r| r.strip_prefix('/'))
         };
         match rel.filter(|r| !r.is_empty()) {
@@ -123,7 +133,7 @@ fn relative_paths(paths: &[String], settings: &Settings, report: &mut Report) ->
                 "path_outside_scope",
                 format!(
                     "{path:?} is not a secret under {}/{}: skipped",
-                    settings.mount, settings.path
+                    rule.mount, rule.path
                 ),
             )),
         }
@@ -133,32 +143,61 @@ fn relative_paths(paths: &[String], settings: &Settings, report: &mut Report) ->
     rels
 }
 
-/// The AWS replicas of the named paths: each looked up by the name the template gives it
-/// (DescribeSecret), those that exist; with one replica per key, whose names only the value
-/// says, listed by their `vault-secret` tag.
+/// The AWS replicas of the named paths: each looked up by the name the template gives it, and
+/// by its plain `<prefix>/<path>` name when that differs (a replica from before the template),
+/// exactly (never a secret AWS resolves the name to as a partial ARN); with one replica per key,
+/// whose names only the value says, listed by their `vault-secret` tag.
 async fn describe_names(
     sm: &SecretsManager,
     settings: &Settings,
     rels: &[String],
 ) -> Result<Vec<AwsSecret>, SyncError> {
-    use futures::stream::{self, StreamExt, TryStreamExt};
-    if settings.granularity == crate::config::Granularity::SecretKey {
-        return Ok(sm
-            .list_by_source(&settings.prefix, rels, settings.concurrency)
-            .await?);
+    let rule = &settings.rule;
+    if rule.granularity == crate::config::Granularity::SecretKey {
+        let mut found = sm
+            .list_by_source(&rule.prefix, rels, settings.concurrency)
+            .await?;
+        // A whole-secret replica from before the granularity changed.
+        let names: Vec<String> = rels
+            .iter()
+            .map(|r| format!("{}/{r}", rule.prefix))
+            .collect();
+        found.extend(describe_each(sm, &names, settings.concurrency).await?);
+        return Ok(dedup(found));
     }
-    let found: Vec<Option<AwsSecret>> = stream::iter(rels)
-        .map(|rel| async move {
-            match sm.describe(&settings.replica_name(rel, None)).await {
-                Ok(s) => Ok(Some(s)),
-                Err(e) if e.kind == contract::sdk::AwsErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            }
-        })
-        .buffer_unordered(settings.concurrency)
+    let mut names: Vec<String> = Vec::with_capacity(rels.len());
+    for rel in rels {
+        let rendered = rule.replica_name(rel, None);
+        let plain = format!("{}/{rel}", rule.prefix);
+        if plain != rendered {
+            names.push(plain);
+        }
+        names.push(rendered);
+    }
+    Ok(dedup(
+        describe_each(sm, &names, settings.concurrency).await?,
+    ))
+}
+
+/// Each of `names` that exists, looked up exactly, `concurrency` at a time.
+async fn describe_each(
+    sm: &SecretsManager,
+    names: &[String],
+    concurrency: usize,
+) -> Result<Vec<AwsSecret>, SyncError> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    let found: Vec<Option<AwsSecret>> = stream::iter(names)
+        .map(|name| sm.describe_name(name))
+        .buffer_unordered(concurrency.max(1))
         .try_collect()
         .await?;
     Ok(found.into_iter().flatten().collect())
+}
+
+fn dedup(mut found: Vec<AwsSecret>) -> Vec<AwsSecret> {
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found.dedup_by(|a, b| a.name == b.name);
+    found
 }
 
 /// Every secret under the prefix in AWS: one `ListSecrets` page, sent while Vault is walked;
@@ -169,20 +208,21 @@ async fn list_aws(
     settings: &Settings,
     names: tokio::sync::oneshot::Receiver<Vec<String>>,
 ) -> Result<Vec<AwsSecret>, SyncError> {
-    if let Some(all) = sm.list_one_page(&settings.prefix).await? {
+    let rule = &settings.rule;
+    if let Some(all) = sm.list_one_page(&rule.prefix).await? {
         return Ok(all);
     }
     // No names: the walk failed, and the run fails with its error.
     let Ok(names) = names.await else {
         return Ok(Vec::new());
     };
-    let root = format!("{}/", settings.prefix);
+    let root = format!("{}/", rule.prefix);
     // One copy of the names at a time, gone before the listing starts. With one replica per
     // key the names are unknown until the values are read; the secrets' names still guide
     // the split (a guide only: the listing is complete whatever it is).
     let names: Vec<String> = names
         .into_iter()
-        .map(|n| settings.replica_name(&n, None))
+        .map(|n| rule.replica_name(&n, None))
         .collect();
     let partition = crate::listing::partition(
         &root,
@@ -193,6 +233,41 @@ async fn list_aws(
     Ok(sm
         .list_partitioned(&partition, settings.concurrency)
         .await?)
+}
+
+/// What one run is asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    /// Only these Vault paths (inside the mount, as the audit log names them): a change-driven
+    /// run. `None`: everything.
+    pub paths: Option<Vec<String>>,
+    /// Replicate Vault's versions even where AWS holds later ones (a restored Vault), this run.
+    pub accept_vault_rollback: bool,
+    /// Start no write after this long (at most the configured `--max-duration`).
+    pub max_duration: Option<Duration>,
+}
+
+/// What change-driven runs may still delete: the last full sync's count of the replicas and
+/// whether its breaker tripped, and what they deleted since. Kept by the process: one that has
+/// not run a full sync yet lets change-driven runs delete nothing.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// (replicas counted, breaker tripped) of the last full sync.
+    last_full: Option<(usize, bool)>,
+    /// Deleted by change-driven runs since.
+    spent: usize,
+}
+
+impl Ledger {
+    fn allowance(&self, share: f64) -> Allowance {
+        match self.last_full {
+            None => Allowance::NoFullSync,
+            Some((_, true)) => Allowance::Tripped,
+            Some((owned, false)) => {
+                Allowance::Left(breaker_allows(owned, share).saturating_sub(self.spent))
+            }
+        }
+    }
 }
 
 /// One process's replicator: the configuration resolved once, and the clients built once and
@@ -206,13 +281,14 @@ pub struct Replicator {
     counters: Arc<AwsCounters>,
     sm: SecretsManager,
     vault: tokio::sync::Mutex<Option<(VaultConnection, Arc<VaultClient>)>>,
+    ledger: std::sync::Mutex<Ledger>,
 }
 
 impl Replicator {
     pub fn new(args: &SyncArgs, aws: &SdkConfig) -> Result<Self, ConfigError> {
         let resolved = args.resolve()?;
         contract::check_replica_regions(
-            &resolved.settings.replica_regions,
+            &resolved.settings.rule.replica_regions,
             aws.region().map(|r| r.as_ref()),
         )
         .map_err(|problem| ConfigError::Invalid {
@@ -227,6 +303,7 @@ impl Replicator {
             counters,
             sm,
             vault: tokio::sync::Mutex::new(None),
+            ledger: std::sync::Mutex::new(Ledger::default()),
         })
     }
 
@@ -251,11 +328,21 @@ impl Replicator {
         Ok(client)
     }
 
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Runs one sync, starting no write after `max_duration` (at most the configured one), and
     /// when anything failed publishes one notice. Never panics on bad input: every problem ends
     /// up in the report.
     pub async fn run(&self, max_duration: Option<Duration>, progress: &Progress) -> Report {
-        self.run_scoped(None, max_duration, progress).await
+        let request = Request {
+            max_duration,
+            ..Request::default()
+        };
+        self.run_request(&request, progress).await
     }
 
     /// A change-driven run: only `paths` (inside the mount, as Vault's audit log names them),
@@ -267,18 +354,19 @@ impl Replicator {
         max_duration: Option<Duration>,
         progress: &Progress,
     ) -> Report {
-        self.run_scoped(Some(paths), max_duration, progress).await
+        let request = Request {
+            paths: Some(paths.to_vec()),
+            max_duration,
+            ..Request::default()
+        };
+        self.run_request(&request, progress).await
     }
 
-    async fn run_scoped(
-        &self,
-        paths: Option<&[String]>,
-        max_duration: Option<Duration>,
-        progress: &Progress,
-    ) -> Report {
+    /// Runs what `request` asks for.
+    pub async fn run_request(&self, request: &Request, progress: &Progress) -> Report {
         let started = Instant::now();
         let mut settings = self.resolved.settings.clone();
-        let limit = match (settings.max_duration, max_duration) {
+        let limit = match (settings.max_duration, request.max_duration) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -287,7 +375,7 @@ impl Replicator {
         self.counters.take();
         let mut report = Report::default();
         if let Err(e) = self
-            .plan_and_execute(&settings, paths, &mut report, progress)
+            .plan_and_execute(&settings, request, &mut report, progress)
             .await
         {
             tracing::error!(kind = e.kind(), "sync failed: {e}");
@@ -324,7 +412,7 @@ impl Replicator {
     async fn plan_and_execute(
         &self,
         settings: &Settings,
-        paths: Option<&[String]>,
+        request: &Request,
         report: &mut Report,
         progress: &Progress,
     ) -> Result<(), SyncError> {
@@ -341,62 +429,28 @@ impl Replicator {
                 format!("the periodic Vault token could not be renewed, and dies at the end of its period: {e}"),
             ));
         }
+        let rels = request
+            .paths
+            .as_ref()
+            .map(|paths| relative_paths(paths, &settings.rule, report));
+        let round = Round {
+            replicator: self,
+            settings,
+            vault: &vault,
+            accept_vault_rollback: request.accept_vault_rollback,
+            progress,
+        };
         let result = async {
-            let now = DateTime::from(std::time::SystemTime::now());
-            let (inventory, aws, scope) = match paths {
-                None => {
-                    let (names_tx, names_rx) = tokio::sync::oneshot::channel();
-                    let (inventory, aws) = tokio::join!(
-                        crate::inventory::walk_telling_names(
-                            &vault,
-                            &settings.mount,
-                            &settings.path,
-                            settings.concurrency,
-                            now,
-                            progress,
-                            Some(names_tx),
-                        ),
-                        list_aws(sm, settings, names_rx)
-                    );
-                    (inventory?, aws?, crate::plan::Scope::Everything)
-                }
-                Some(paths) => {
-                    let rels = relative_paths(paths, settings, report);
-                    let (inventory, aws) = tokio::join!(
-                        crate::inventory::read_paths(&vault, settings, &rels, now),
-                        describe_names(sm, settings, &rels)
-                    );
-                    (inventory, aws?, crate::plan::Scope::Paths)
-                }
-            };
-            tracing::info!(
-                vault_secrets = inventory.entries.len(),
-                aws_secrets = aws.len(),
-                bulk = inventory.bulk_metadata,
-                "inventories read"
-            );
-            report.bulk_metadata = inventory.bulk_metadata;
-            let plan = crate::plan::plan_scoped(&inventory.entries, &aws, settings, scope);
-            if let Some(reason) = &plan.breaker {
-                report
-                    .failures
-                    .push(Problem::new("", "deletion_breaker", reason.clone()));
+            let raced = round.run(rels.as_deref(), false, report).await?;
+            if !raced.is_empty() {
+                // Names another writer took since the listing: planned again from what is
+                // there now, once.
+                round.run(Some(&raced), true, report).await?;
             }
-            report
-                .warnings
-                .extend(plan.warnings.iter().map(|(name, message)| {
-                    Problem::new(name.clone(), "arn_suffix_name", message.clone())
-                }));
-            report.dry_run = settings.dry_run;
-            if settings.dry_run {
-                report.plan = Some(plan.steps.clone());
-            }
-            let budget = plan.delete_budget;
-            crate::execute::execute(plan.steps, budget, &vault, sm, settings, report, progress)
-                .await;
             Ok::<_, SyncError>(())
         }
         .await;
+        report.dry_run = settings.dry_run;
         let snap = counters.take();
         report.values_read = snap.get("read_value").copied().unwrap_or(0);
         report.vault_requests = snap
@@ -408,15 +462,380 @@ impl Replicator {
     }
 }
 
-/// Runs one sync with `args` and reports it (a bad configuration is the report's failure).
-pub async fn run(args: &SyncArgs, aws: &SdkConfig) -> Report {
-    run_with_progress(args, aws, &Progress::default()).await
+/// One observe–plan–execute pass of a run.
+struct Round<'a> {
+    replicator: &'a Replicator,
+    settings: &'a Settings,
+    vault: &'a VaultClient,
+    accept_vault_rollback: bool,
+    progress: &'a Progress,
 }
 
-/// [`run`], counting into `progress` as it goes (the CLI draws it on a terminal).
-pub async fn run_with_progress(args: &SyncArgs, aws: &SdkConfig, progress: &Progress) -> Report {
+impl Round<'_> {
+    /// Observes, plans and performs `rels` (or everything), recording into `report`; the
+    /// paths whose creates found their name taken meanwhile (none in the `last` round, where
+    /// they are failures).
+    async fn run(
+        &self,
+        rels: Option<&[String]>,
+        last: bool,
+        report: &mut Report,
+    ) -> Result<Vec<String>, SyncError> {
+        let (settings, sm, vault) = (self.settings, &self.replicator.sm, self.vault);
+        let rule = &settings.rule;
+        let now = DateTime::from(std::time::SystemTime::now());
+        let classify = crate::inventory::Classify {
+            now,
+            latest_deleted: rule.latest_deleted,
+        };
+        let (inventory, aws) = match rels {
+            None => {
+                let (names_tx, names_rx) = tokio::sync::oneshot::channel();
+                let (inventory, aws) = tokio::join!(
+                    crate::inventory::walk_telling_names(
+                        vault,
+                        &rule.mount,
+                        &rule.path,
+                        settings.concurrency,
+                        classify,
+                        self.progress,
+                        Some(names_tx),
+                    ),
+                    list_aws(sm, settings, names_rx)
+                );
+                (inventory?, aws?)
+            }
+            Some(rels) => {
+                let (inventory, aws) = tokio::join!(
+                    crate::inventory::read_paths(vault, settings, rels, classify),
+                    describe_names(sm, settings, rels)
+                );
+                (inventory, aws?)
+            }
+        };
+        tracing::info!(
+            vault_secrets = inventory.entries.len(),
+            aws_secrets = aws.len(),
+            bulk = inventory.bulk_metadata,
+            "inventories read"
+        );
+        report.bulk_metadata |= inventory.bulk_metadata;
+        let regions = if settings.dry_run {
+            BTreeMap::new()
+        } else {
+            let hour = rels.is_none().then(|| {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                secs / 3600 % crate::plan::REGION_AUDIT_SLOTS
+            });
+            observe_regions(
+                sm,
+                &crate::plan::regions_to_observe(&aws, rule, hour),
+                settings.concurrency,
+            )
+            .await
+        };
+        let allowance = self.replicator.ledger().allowance(rule.max_delete_share);
+        let run = crate::plan::Run {
+            scope: rels.map_or(Scope::Everything, Scope::Paths),
+            accept_vault_rollback: self.accept_vault_rollback,
+            allowance,
+            regions: &regions,
+            list_unchanged: settings.dry_run,
+        };
+        let plan = crate::plan::plan(&inventory.entries, &aws, rule, &run);
+        drop(inventory);
+        if rels.is_none() && !settings.dry_run {
+            *self.replicator.ledger() = Ledger {
+                last_full: Some((plan.owned, plan.breaker.is_some())),
+                spent: 0,
+            };
+        }
+        say(report, &plan);
+        if settings.dry_run {
+            for step in &plan.steps {
+                record_dry(report, step);
+            }
+            report.unchanged += plan.unchanged;
+            let mut shown = plan.steps;
+            shown.extend(
+                plan.unchanged_names
+                    .into_iter()
+                    .map(|name| Step::Unchanged { name }),
+            );
+            report.plan.get_or_insert_with(Vec::new).extend(shown);
+            return Ok(Vec::new());
+        }
+        report.unchanged += plan.unchanged;
+        let executor = Executor {
+            vault,
+            sm,
+            settings,
+        };
+        self.progress
+            .planned
+            .fetch_add(plan.steps.len() as u64, Ordering::Relaxed);
+        let budget = AtomicUsize::new(plan.delete_budget);
+        let index: HashMap<&str, &AwsSecret> =
+            if plan.steps.iter().any(|s| matches!(s, Step::Expand { .. })) && rels.is_none() {
+                aws.iter().map(|s| (s.name.as_str(), s)).collect()
+            } else {
+                HashMap::new()
+            };
+        let lookup = match rels {
+            None => Lookup::Listing(&index),
+            Some(_) => Lookup::Describe,
+        };
+        let expansions = stream::iter(plan.steps.iter().filter_map(|s| match s {
+            Step::Expand { name, source } => Some((name, source)),
+            _ => None,
+        }))
+        .map(|(name, source)| {
+            let (executor, run, budget) = (&executor, &run, &budget);
+            async move {
+                self.expand(executor, name, source, lookup, run, budget)
+                    .await
+            }
+        })
+        .buffer_unordered(settings.concurrency.max(1))
+        .collect::<Vec<_>>();
+        let (outcomes, expanded) =
+            tokio::join!(executor.run(&plan.steps, None, self.progress), expansions);
+        let mut raced = Vec::new();
+        let mut deleted = 0usize;
+        let mut take = |report: &mut Report, step: &Step, outcome: Outcome| {
+            if matches!(outcome, Outcome::Deleted) {
+                deleted += 1;
+            }
+            if matches!(outcome, Outcome::Raced) && !last {
+                raced.push(raced_path(step, rule));
+                return;
+            }
+            record(report, step.name(), outcome);
+        };
+        for (step, outcome) in plan.steps.iter().zip(outcomes) {
+            if let Some(outcome) = outcome {
+                take(report, step, outcome);
+            }
+        }
+        for expansion in expanded {
+            report.unchanged += expansion.plan.unchanged;
+            say(report, &expansion.plan);
+            for (step, outcome) in expansion.plan.steps.iter().zip(expansion.outcomes) {
+                if let Some(outcome) = outcome {
+                    take(report, step, outcome);
+                }
+            }
+        }
+        if rels.is_some() {
+            self.replicator.ledger().spent += deleted;
+        }
+        raced.sort();
+        raced.dedup();
+        Ok(raced)
+    }
+}
+
+/// Where an expanded secret's key names are looked up in AWS.
+#[derive(Clone, Copy)]
+enum Lookup<'a> {
+    /// The full sync's listing holds every name.
+    Listing(&'a HashMap<&'a str, &'a AwsSecret>),
+    /// A change-driven run describes each name.
+    Describe,
+}
+
+/// An expanded secret's own plan, and the outcome of each of its steps.
+struct Expansion {
+    plan: Plan,
+    outcomes: Vec<Option<Outcome>>,
+}
+
+impl Expansion {
+    fn one(step: Step, outcome: Outcome) -> Self {
+        Self {
+            plan: Plan {
+                steps: vec![step],
+                ..Plan::default()
+            },
+            outcomes: vec![Some(outcome)],
+        }
+    }
+}
+
+impl Round<'_> {
+    /// An expanded secret: its value read, its keys planned by the planner from what AWS holds
+    /// under their names, its deletions counted against what the breaker still allows (all of
+    /// them, or none), and performed with the values read.
+    async fn expand(
+        &self,
+        executor: &Executor<'_>,
+        name: &str,
+        source: &crate::plan::ExpandSource,
+        lookup: Lookup<'_>,
+        run: &crate::plan::Run<'_>,
+        budget: &AtomicUsize,
+    ) -> Expansion {
+        let rule = &self.settings.rule;
+        let src = &source.source;
+        let failed = |p: Problem| {
+            Expansion::one(
+                Step::VaultFailed {
+                    name: name.to_owned(),
+                    kind: p.kind.clone(),
+                    message: p.message.clone(),
+                },
+                Outcome::Failed(p),
+            )
+        };
+        let values: KeyValues = match executor.read_keys(name, &src.vault_path, src.version).await {
+            Ok(Some(values)) => values,
+            Ok(None) => {
+                return Expansion::one(
+                    Step::Skip {
+                        name: name.to_owned(),
+                    },
+                    Outcome::Skipped,
+                );
+            }
+            Err(p) => return failed(p),
+        };
+        let keys: Vec<(String, usize)> = values.iter().map(|(k, v)| (k.clone(), v.len())).collect();
+        let names: Vec<String> = keys
+            .iter()
+            .map(|(k, _)| rule.replica_name(&src.rel_path, Some(k)))
+            .filter(|n| !source.group.iter().any(|s| &s.name == n))
+            .collect();
+        let found: Vec<AwsSecret> = match lookup {
+            Lookup::Listing(index) => names
+                .iter()
+                .filter_map(|n| index.get(n.as_str()).map(|s| (*s).clone()))
+                .collect(),
+            Lookup::Describe if keys.len() > rule.max_keys_per_secret => Vec::new(),
+            Lookup::Describe => {
+                match describe_each(&self.replicator.sm, &names, self.settings.concurrency).await {
+                    Ok(found) => found,
+                    Err(e) => return failed(Problem::new(name, e.kind(), e.to_string())),
+                }
+            }
+        };
+        let mut plan = crate::plan::keys::expand(name, source, &keys, &found, rule, run);
+        let deletes = plan
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Delete { .. }))
+            .count();
+        if deletes > 0
+            && budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                    b.checked_sub(deletes)
+                })
+                .is_err()
+        {
+            let why = format!(
+                "{deletes} replicas of {name} (keys removed in Vault, or names no longer used) would be deleted, over what the breaker allows with this run's other deletions (share {})",
+                rule.max_delete_share
+            );
+            match run.scope {
+                Scope::Everything => {
+                    crate::plan::breaker::refuse(
+                        &mut plan.steps,
+                        "deletion refused by the breaker",
+                    );
+                    plan.breaker = Some(format!(
+                        "{why}; kept: raise REPLICATOR_MAX_DELETE_SHARE to allow it"
+                    ));
+                }
+                Scope::Paths(_) => {
+                    crate::plan::breaker::refuse(
+                        &mut plan.steps,
+                        "deletion deferred to the next full sync (change-driven budget)",
+                    );
+                    plan.deferred = Some(format!("{why}; they wait for the next full sync"));
+                }
+            }
+        }
+        let outcomes = executor
+            .run(&plan.steps, Some(&values), self.progress)
+            .await;
+        Expansion { plan, outcomes }
+    }
+}
+
+/// What a plan says beyond its steps: the breaker's refusal (a failure), deletions waiting for
+/// the next full sync, names worth a look.
+fn say(report: &mut Report, plan: &Plan) {
+    if let Some(reason) = &plan.breaker {
+        report
+            .failures
+            .push(Problem::new("", "deletion_breaker", reason.clone()));
+    }
+    if let Some(reason) = &plan.deferred {
+        report
+            .warnings
+            .push(Problem::new("", "deletion_deferred", reason.clone()));
+    }
+    report.warnings.extend(
+        plan.warnings
+            .iter()
+            .map(|(name, message)| Problem::new(name.clone(), "arn_suffix_name", message.clone())),
+    );
+}
+
+/// The Vault path (relative to the rule's sub-path) of a step that raced.
+fn raced_path(step: &Step, rule: &Rule) -> String {
+    let vault_path = match step {
+        Step::Create { target } | Step::Update { target, .. } => target.vault_path.as_str(),
+        other => other.name(),
+    };
+    match rule.path.as_str() {
+        "" => vault_path.to_owned(),
+        base => vault_path
+            .strip_prefix(base)
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or(vault_path)
+            .to_owned(),
+    }
+}
+
+/// The replication AWS reports for each of `names` (one `DescribeSecret` each). One that
+/// cannot be described is left out: the planner then takes its regions as its tag records them.
+async fn observe_regions(
+    sm: &SecretsManager,
+    names: &[&str],
+    concurrency: usize,
+) -> BTreeMap<String, Vec<RegionStatus>> {
+    stream::iter(names)
+        .map(|name| async move {
+            match sm.describe_replication(name).await {
+                Ok((statuses, _)) => Some(((*name).to_owned(), statuses)),
+                Err(e) => {
+                    tracing::warn!(secret = %name, "cannot look at its replica regions: {e}");
+                    None
+                }
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .filter_map(std::future::ready)
+        .collect()
+        .await
+}
+
+/// Runs one sync with `args` and reports it (a bad configuration is the report's failure).
+pub async fn run(args: &SyncArgs, aws: &SdkConfig) -> Report {
+    run_with_progress(args, aws, &Request::default(), &Progress::default()).await
+}
+
+/// [`run`] of `request`, counting into `progress` as it goes (the CLI draws it on a terminal).
+pub async fn run_with_progress(
+    args: &SyncArgs,
+    aws: &SdkConfig,
+    request: &Request,
+    progress: &Progress,
+) -> Report {
     match Replicator::new(args, aws) {
-        Ok(replicator) => replicator.run(None, progress).await,
+        Ok(replicator) => replicator.run_request(request, progress).await,
         Err(e) => {
             let e = SyncError::from(e);
             tracing::error!(kind = e.kind(), "sync failed: {e}");

@@ -554,8 +554,8 @@ pub async fn main(sync: &crate::config::SyncArgs, args: &WatchArgs) -> u8 {
         let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
     };
     let filter = AuditFilter::new(
-        &settings.mount,
-        &settings.path,
+        &settings.rule.mount,
+        &settings.rule.path,
         sync.vault_namespace.as_deref(),
     );
     match run(&delivery, &filter, &args.settings(), emit).await {

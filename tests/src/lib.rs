@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod access;
+pub mod aws_proxy;
 pub mod aws_side;
 pub mod deploy;
 pub mod fault_proxy;
@@ -290,6 +291,9 @@ pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
         max_delete_share: 0.25,
         on_modified: replicator::config::OnModified::Report,
         adopt: vec![],
+        adopt_sample: false,
+        latest_deleted: replicator::config::LatestDeleted::Fallback,
+        max_keys_per_secret: 100,
         connection_secret: None,
         vault_addr: None,
         vault_token: None,

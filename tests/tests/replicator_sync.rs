@@ -23,7 +23,8 @@ async fn nested_first_sync_then_noop_then_one_bump() {
 
     let a = args(&env, "team");
     let progress = replicator::progress::Progress::default();
-    let first = replicator::run::run_with_progress(&a, &env.aws, &progress).await;
+    let first =
+        replicator::run::run_with_progress(&a, &env.aws, &Default::default(), &progress).await;
     assert_eq!(progress.line(), "4 secrets in Vault; writing to AWS: 4/4");
     assert_eq!(
         (first.created, first.failures.len()),
@@ -848,50 +849,36 @@ async fn a_create_that_meets_its_own_deleted_secret_brings_it_back() {
     bao.put("kv", "a", json!({"k": 2})).await;
 
     // A listing that has not caught up (ListSecrets lags): `kv/a` is missing from it, so the
-    // plan creates it and the create finds the tool's own secret, scheduled for deletion.
-    let settings = a.resolve().unwrap().settings;
-    let vault = replicator::vault::VaultClient::new(
-        &bao.addr,
-        replicator::vault::VaultLogin::Token(e2e::ROOT_TOKEN.into()),
-        None,
-        4,
-    )
-    .unwrap();
-    let sm = replicator::aws::SecretsManager::new(&env.aws, 50, Default::default());
-    let progress = replicator::progress::Progress::default();
-    let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
-    let inventory = replicator::inventory::walk(&vault, "kv", "", 4, now, &progress)
-        .await
-        .unwrap();
-    let listed: Vec<_> = sm
-        .list("kv")
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|s| s.name != "kv/a")
-        .collect();
-    let plan = replicator::plan::plan(&inventory.entries, &listed, &settings);
-    let mut report = replicator::report::Report::default();
-    let budget = plan.delete_budget;
-    replicator::execute::execute(
-        plan.steps,
-        budget,
-        &vault,
-        &sm,
-        &settings,
-        &mut report,
-        &progress,
-    )
-    .await;
+    // plan creates it; the create finds the tool's own secret, scheduled for deletion, and the
+    // run plans that name again from what is there: restored, with the new version.
+    let proxy = e2e::aws_proxy::AwsProxy::start(&env.moto.url).await;
+    proxy.set(vec![e2e::aws_proxy::Rewrite::HideFromListing(
+        "kv/a".into(),
+    )]);
+    let lagging = env.moto.sdk_config_at(&proxy.url).await;
+    let report = replicator::run::run(&a, &lagging).await;
     assert_eq!(
         (
+            report.created,
             report.updated,
             report.conflicts.len(),
             report.failures.len()
         ),
-        (1, 0, 0),
+        (0, 1, 0, 0),
         "{}",
         report.to_text()
+    );
+    let writes: Vec<String> = proxy.writes().into_iter().map(|(op, _)| op).collect();
+    assert_eq!(
+        writes,
+        [
+            "CreateSecret",
+            "RestoreSecret",
+            "PutSecretValue",
+            "UpdateSecretVersionStage",
+            "TagResource"
+        ],
+        "refused, then planned again from what is there"
     );
     let seen = env.side.secrets("kv").await;
     assert!(!seen["kv/a"].pending_deletion, "brought back");
@@ -1098,7 +1085,15 @@ async fn without_bulk_listing_the_names_are_known_before_the_metadata_reads_end(
         (names, reads_then)
     };
     let (inventory, (mut names, reads_then)) = tokio::join!(
-        replicator::inventory::walk_telling_names(&vault, "kv", "", 4, now, &progress, Some(tx)),
+        replicator::inventory::walk_telling_names(
+            &vault,
+            "kv",
+            "",
+            4,
+            classify(now),
+            &progress,
+            Some(tx)
+        ),
         watch
     );
     let inventory = inventory.unwrap();
@@ -1191,4 +1186,11 @@ async fn a_namespace_is_sent_with_every_request_and_replicates_that_namespace_on
         env.side.secrets("root").await.keys().collect::<Vec<_>>(),
         ["root/root-only"]
     );
+}
+
+fn classify(now: aws_smithy_types::DateTime) -> replicator::inventory::Classify {
+    replicator::inventory::Classify {
+        now,
+        latest_deleted: replicator::config::LatestDeleted::Fallback,
+    }
 }

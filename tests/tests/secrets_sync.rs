@@ -48,7 +48,7 @@ async fn tags_and_description_follow_custom_metadata_without_reading_a_value() {
     assert_eq!(web.tags["team"], "platform");
     assert_eq!(
         web.description.as_deref(),
-        Some(replicator::shape::DEFAULT_DESCRIPTION)
+        Some(replicator::plan::shape::DEFAULT_DESCRIPTION)
     );
     let reads = e2e::audited_value_reads(&audit).len();
 

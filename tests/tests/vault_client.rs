@@ -191,7 +191,10 @@ fn walk_of(
             "kv",
             "",
             1,
-            now,
+            replicator::inventory::Classify {
+                now,
+                latest_deleted: replicator::config::LatestDeleted::Fallback,
+            },
             &replicator::progress::Progress::default(),
         )
         .await

@@ -51,6 +51,9 @@ pub mod env {
     pub const NAME_TEMPLATE: &str = "REPLICATOR_NAME_TEMPLATE";
     pub const GRANULARITY: &str = "REPLICATOR_GRANULARITY";
     pub const TAGS: &str = "REPLICATOR_TAGS";
+    pub const ADOPT_SAMPLE: &str = "REPLICATOR_ADOPT_SAMPLE";
+    pub const LATEST_DELETED: &str = "REPLICATOR_LATEST_DELETED";
+    pub const MAX_KEYS_PER_SECRET: &str = "REPLICATOR_MAX_KEYS_PER_SECRET";
 }
 
 /// Tag keys written on every replicated secret.
@@ -315,6 +318,60 @@ impl std::str::FromStr for DeletionPolicy {
     }
 }
 
+/// What to do with a secret that someone changed in AWS after the replicator wrote it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum OnModified {
+    /// Leave it and report a conflict.
+    #[default]
+    Report,
+    /// Write Vault's value over it.
+    Overwrite,
+}
+
+/// What a replica becomes when its Vault secret's latest version is soft-deleted or destroyed
+/// while older versions are live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum LatestDeleted {
+    /// The newest live version is replicated (as Vault's own Secrets Sync does since 1.21.2).
+    #[default]
+    Fallback,
+    /// The secret counts as deleted: its replica follows the deletion policy.
+    Delete,
+}
+
+impl LatestDeleted {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fallback => "fallback",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+impl std::str::FromStr for LatestDeleted {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fallback" => Ok(Self::Fallback),
+            "delete" => Ok(Self::Delete),
+            _ => Err(format!("{s:?} must be fallback or delete")),
+        }
+    }
+}
+
+/// The defaults of the settings both programs take, written once.
+pub mod defaults {
+    /// The deletion breaker's share.
+    pub const MAX_DELETE_SHARE: f64 = 0.25;
+    /// Keys one Vault secret may have under `secret-key` granularity (each a billable secret).
+    pub const MAX_KEYS_PER_SECRET: usize = 100;
+}
+
 /// The valid ranges of the settings both programs take.
 pub mod ranges {
     use super::RangeInclusive;
@@ -327,6 +384,8 @@ pub mod ranges {
     pub const CONCURRENCY: RangeInclusive<usize> = 1..=256;
     /// Secrets Manager write calls per second (AWS allows 50 for the region).
     pub const WRITES_PER_SECOND: RangeInclusive<u32> = 1..=50;
+    /// Keys one Vault secret may have under `secret-key` granularity.
+    pub const MAX_KEYS_PER_SECRET: RangeInclusive<usize> = 1..=10_000;
 }
 
 /// What Vault answers (HTTP 400) while a KV v2 mount upgrades its storage, for a moment after it

@@ -42,6 +42,11 @@ enum Command {
         /// Report format on stdout.
         #[arg(long, value_enum, default_value = "text")]
         output: OutputFormat,
+
+        /// For this run only: where Vault's latest version is older than the one AWS holds (a
+        /// Vault restored from a snapshot, or failed over), replicate Vault's version anyway.
+        #[arg(long)]
+        accept_vault_rollback: bool,
     },
 
     /// Follows Vault's file audit log and replicates each change a moment after it happens:
@@ -73,13 +78,14 @@ enum Command {
 async fn run_showing_progress(
     args: &SyncArgs,
     aws: &aws_types::SdkConfig,
+    request: &replicator::run::Request,
 ) -> replicator::report::Report {
     use std::io::IsTerminal;
     let progress = Progress::default();
     if !std::io::stderr().is_terminal() {
-        return replicator::run::run_with_progress(args, aws, &progress).await;
+        return replicator::run::run_with_progress(args, aws, request, &progress).await;
     }
-    let run = replicator::run::run_with_progress(args, aws, &progress);
+    let run = replicator::run::run_with_progress(args, aws, request, &progress);
     tokio::pin!(run);
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(150));
     let report = loop {
@@ -113,9 +119,17 @@ async fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "replicator", &mut out);
             ExitCode::SUCCESS
         }
-        Command::Sync { args, output } => {
+        Command::Sync {
+            args,
+            output,
+            accept_vault_rollback,
+        } => {
             let aws = replicator::aws::load_sdk_config().await;
-            let report = run_showing_progress(&args, &aws).await;
+            let request = replicator::run::Request {
+                accept_vault_rollback,
+                ..Default::default()
+            };
+            let report = run_showing_progress(&args, &aws, &request).await;
             let text = match output {
                 OutputFormat::Json => report.to_json() + "\n",
                 OutputFormat::Text => report.to_text(),

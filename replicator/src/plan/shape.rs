@@ -1,0 +1,549 @@
+//! What a replica should look like besides its value: its name (template and granularity), its
+//! tags (`--tag` and `tag:` custom metadata), its description and its replica regions; and what
+//! differs from what AWS shows, so that a change of any of them is applied without reading the
+//! value. Pure: no I/O.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::token::key_token;
+use crate::model::{AwsSecret, RegionStatus, ReplicaRegion, Rule};
+use contract::{is_aws_name_char, tags};
+
+/// The description of a replica whose Vault secret sets none.
+pub const DEFAULT_DESCRIPTION: &str =
+    "Replicated from Vault by vault-secrets-replicator; edit it in Vault";
+
+/// AWS's limit on a description.
+pub const MAX_DESCRIPTION_LEN: usize = 2048;
+/// AWS limit on a secret name.
+pub const MAX_NAME_LEN: usize = 512;
+/// AWS limit on a secret value.
+pub const MAX_VALUE_BYTES: usize = 65_536;
+
+/// The tags and description a secret's replicas should carry beyond this tool's own tags:
+/// `global` (from `--tag`), overridden per key by the secret's `tag:` entries. The error is an
+/// `invalid_tag` failure of that secret alone.
+pub fn user_shape(
+    global: &[(String, String)],
+    custom: &[(String, String)],
+) -> Result<(BTreeMap<String, String>, String), String> {
+    let mut tags: BTreeMap<String, String> = global.iter().cloned().collect();
+    let mut description = DEFAULT_DESCRIPTION.to_owned();
+    for (k, v) in custom {
+        if k == crate::model::DESCRIPTION_KEY {
+            if v.chars().count() > MAX_DESCRIPTION_LEN {
+                return Err(format!(
+                    "custom_metadata description is over {MAX_DESCRIPTION_LEN} characters"
+                ));
+            }
+            // An empty description is none: AWS would not keep it.
+            if !v.is_empty() {
+                description.clone_from(v);
+            }
+        } else if let Some(name) = k.strip_prefix(crate::model::TAG_PREFIX) {
+            tags::check(name, v).map_err(|e| format!("custom_metadata {k:?}: {e}"))?;
+            tags.insert(name.to_owned(), v.clone());
+        }
+    }
+    Ok((tags, description))
+}
+
+/// A short digest of a tag key (4 characters of base64, 24 bits): the `vault-tags` tag holds one
+/// per tag this tool set, 50 of them in 200 characters, under AWS's 256.
+pub fn key_digest(key: &str) -> String {
+    let d = Sha256::digest(key.as_bytes());
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(&d[..3])
+}
+
+/// The `vault-tags` value for `keys`, sorted.
+pub fn digests_of<'a>(keys: impl Iterator<Item = &'a String>) -> String {
+    let mut all: Vec<String> = keys.map(|k| key_digest(k)).collect();
+    all.sort();
+    all.concat()
+}
+
+/// Whether the `vault-tags` value `marker` records `key`.
+fn recorded(marker: &str, key: &str) -> bool {
+    let d = key_digest(key);
+    marker
+        .as_bytes()
+        .chunks(4)
+        .any(|chunk| chunk == d.as_bytes())
+}
+
+/// The `replica-regions` value: each region, with `=` and a digest of its KMS key when one is
+/// set, sorted, space-separated (characters a tag value allows).
+pub fn regions_tag(regions: &[ReplicaRegion]) -> String {
+    let mut parts: Vec<String> = regions
+        .iter()
+        .map(|r| match &r.kms_key_id {
+            Some(k) => format!("{}={}", r.region, key_digest(k)),
+            None => r.region.clone(),
+        })
+        .collect();
+    parts.sort();
+    parts.join(" ")
+}
+
+/// (region, KMS digest) of a `replica-regions` value.
+pub fn recorded_regions(tag: &str) -> Vec<(String, Option<String>)> {
+    tag.split(' ')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((r, d)) => (r.to_owned(), Some(d.to_owned())),
+            None => (p.to_owned(), None),
+        })
+        .collect()
+}
+
+/// What the replica's regions should become, given what the tags recorded and what AWS shows:
+/// (regions to remove, regions to add). A region whose key changed is removed and added again,
+/// and so is a wanted region whose replication failed; a recorded region AWS no longer shows
+/// (removed, or promoted to a secret of its own, by someone else) is added again; a region
+/// someone else added is left alone.
+pub fn region_moves(
+    recorded_tag: Option<&str>,
+    actual: &[RegionStatus],
+    desired: &[ReplicaRegion],
+) -> (Vec<String>, Vec<ReplicaRegion>) {
+    let recorded = recorded_tag.map(recorded_regions).unwrap_or_default();
+    let digest = |r: &ReplicaRegion| r.kms_key_id.as_deref().map(key_digest);
+    let remove: Vec<String> = actual
+        .iter()
+        .filter(|a| {
+            let ours = recorded.iter().find(|(r, _)| *r == a.region);
+            let wanted = desired.iter().find(|d| d.region == a.region);
+            if a.failed.is_some() {
+                return wanted.is_some();
+            }
+            match (ours, wanted) {
+                (Some(_), None) => true,
+                (Some((_, was)), Some(d)) => *was != digest(d),
+                (None, _) => false,
+            }
+        })
+        .map(|a| a.region.clone())
+        .collect();
+    let add: Vec<ReplicaRegion> = desired
+        .iter()
+        .filter(|d| !actual.iter().any(|a| a.region == d.region) || remove.contains(&d.region))
+        .cloned()
+        .collect();
+    (remove, add)
+}
+
+/// The replica regions to remove and to add.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RegionMoves {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<ReplicaRegion>,
+    /// The `replica-regions` tag as it is: written back instead of the new one when a move
+    /// fails, so the next run tries again.
+    #[serde(skip)]
+    pub recorded: Option<String>,
+}
+
+/// What differs between a replica in AWS and its desired tags, description and regions:
+/// applied after any value write, the tags last (they record the rest).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MetaChanges {
+    /// A desired tag is missing or has another value: the whole set is written.
+    pub tag: bool,
+    /// Tags this tool set that are no longer wanted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub untag: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Regions to move, when AWS's differ from the wanted ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regions: Option<RegionMoves>,
+}
+
+impl MetaChanges {
+    pub fn is_empty(&self) -> bool {
+        !self.tag && self.untag.is_empty() && self.description.is_none() && self.regions.is_none()
+    }
+}
+
+/// The tag keys this tool writes only in some configurations: removed when no longer written.
+const OPTIONAL_OWN: &[&str] = &[
+    tags::SOURCE,
+    tags::KEY,
+    tags::KEY_COUNT,
+    tags::USER_TAGS,
+    tags::REPLICA_REGIONS,
+];
+
+/// What the replica `secret` lacks to look like `target`. `observed` is its replication as AWS
+/// reports it, when it was looked at; otherwise the regions its tag records are taken as there.
+/// A replica being restored has none (they went before its deletion).
+pub fn meta_changes(
+    secret: &AwsSecret,
+    target: &Target,
+    desired_regions: &[ReplicaRegion],
+    observed: Option<&[RegionStatus]>,
+    restore: bool,
+) -> MetaChanges {
+    let desired_tags = &target.tags;
+    let marker = secret.tags.get(tags::USER_TAGS).unwrap_or("");
+    let untag = secret
+        .tags
+        .keys()
+        .filter(|k| !desired_tags.contains_key(*k))
+        .filter(|k| OPTIONAL_OWN.contains(k) || (!tags::OWN.contains(k) && recorded(marker, k)))
+        .map(str::to_owned)
+        .collect();
+    let recorded_tag = secret.tags.get(tags::REPLICA_REGIONS).filter(|_| !restore);
+    let as_recorded: Vec<RegionStatus>;
+    let actual = match observed {
+        _ if restore => &[][..],
+        Some(statuses) => statuses,
+        None => {
+            as_recorded = recorded_tag
+                .map(recorded_regions)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(region, _)| RegionStatus {
+                    region,
+                    failed: None,
+                })
+                .collect();
+            &as_recorded
+        }
+    };
+    let (remove, add) = region_moves(recorded_tag, actual, desired_regions);
+    let regions = (!remove.is_empty() || !add.is_empty()).then(|| RegionMoves {
+        remove,
+        add,
+        recorded: secret.tags.get(tags::REPLICA_REGIONS).map(str::to_owned),
+    });
+    // A restored replica lost its regions: its tag is written again once they are back.
+    let tag = desired_tags
+        .iter()
+        .any(|(k, v)| secret.tags.get(k) != Some(v.as_str()))
+        || regions.is_some();
+    MetaChanges {
+        tag,
+        untag,
+        description: (secret.description.as_deref() != Some(target.description.as_str()))
+            .then(|| target.description.clone()),
+        regions,
+    }
+}
+
+/// What to write for one Vault secret (or one key of it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub name: String,
+    /// Path inside the mount.
+    pub vault_path: String,
+    pub version: u64,
+    pub created_time: String,
+    /// The deterministic version id of this write.
+    pub token: String,
+    /// With one replica per key: the key this one holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Every tag the replica should carry, this tool's and the user's.
+    #[serde(skip)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub description: String,
+}
+
+/// One Vault secret at the version to replicate, and the shape its replicas should have.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Source {
+    /// Path relative to the synced sub-path.
+    pub rel_path: String,
+    /// Path inside the mount.
+    pub vault_path: String,
+    pub version: u64,
+    pub created_time: String,
+    #[serde(skip)]
+    pub user_tags: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub description: String,
+}
+
+impl Source {
+    /// The version id of this version in the replica of `key` (or of the whole secret).
+    pub fn token(&self, rule: &Rule, key: Option<&str>) -> String {
+        key_token(
+            &rule.mount,
+            &self.vault_path,
+            key,
+            self.version,
+            &self.created_time,
+        )
+    }
+
+    /// The replica of the whole secret, or of `(key, how many keys the version has)`.
+    pub fn target(&self, rule: &Rule, key: Option<(&str, usize)>) -> Box<Target> {
+        let key_name = key.map(|(k, _)| k);
+        let mut tags = owner_tags(rule);
+        tags.insert(tags::VERSION.to_owned(), self.version.to_string());
+        tags.insert(tags::VERSION_CREATED.to_owned(), self.created_time.clone());
+        if !rule.name_template.is_plain_path() {
+            tags.insert(tags::SOURCE.to_owned(), self.rel_path.clone());
+        }
+        if let Some((key, count)) = key {
+            tags.insert(tags::KEY.to_owned(), key.to_owned());
+            tags.insert(tags::KEY_COUNT.to_owned(), count.to_string());
+        }
+        if !self.user_tags.is_empty() {
+            tags.insert(
+                tags::USER_TAGS.to_owned(),
+                digests_of(self.user_tags.keys()),
+            );
+            tags.extend(self.user_tags.clone());
+        }
+        if !rule.replica_regions.is_empty() {
+            tags.insert(
+                tags::REPLICA_REGIONS.to_owned(),
+                regions_tag(&rule.replica_regions),
+            );
+        }
+        // Boxed: a step is as large as its largest kind.
+        Box::new(Target {
+            name: rule.replica_name(&self.rel_path, key_name),
+            vault_path: self.vault_path.clone(),
+            version: self.version,
+            created_time: self.created_time.clone(),
+            token: self.token(rule, key_name),
+            key: key_name.map(str::to_owned),
+            tags,
+            description: self.description.clone(),
+        })
+    }
+}
+
+/// The ownership tags of the rule's replicas.
+pub fn owner_tags(rule: &Rule) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            tags::MANAGED_BY.to_owned(),
+            tags::MANAGED_BY_VALUE.to_owned(),
+        ),
+        (tags::VAULT_MOUNT.to_owned(), rule.mount.clone()),
+        (tags::VAULT_PATH.to_owned(), rule.path_tag().to_owned()),
+        (tags::PREFIX.to_owned(), rule.prefix.clone()),
+    ])
+}
+
+/// Why a name breaks one of AWS's rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameProblem {
+    InvalidName,
+    NameTooLong,
+}
+
+/// Checks a name against AWS's rules; the reason when it breaks one.
+pub fn check_name(name: &str) -> Result<(), (NameProblem, String)> {
+    if let Some(c) = name.chars().find(|c| !is_aws_name_char(*c)) {
+        return Err((
+            NameProblem::InvalidName,
+            format!("{c:?} is not allowed in a Secrets Manager name (letters, digits, /_+=.@-)"),
+        ));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err((
+            NameProblem::NameTooLong,
+            format!(
+                "{} characters, over the limit of {MAX_NAME_LEN}",
+                name.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a name ends in `-` and 6 letters or digits, as AWS's ARN suffix does (`db-backup`,
+/// `redis-master`). AWS only advises against such names: a partial ARN can resolve to the wrong
+/// secret. This tool addresses secrets by full ARN once it knows them, so they are replicated,
+/// with a warning.
+pub fn looks_like_arn_suffix(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    bytes.len() >= 7
+        && bytes[bytes.len() - 7] == b'-'
+        && bytes[bytes.len() - 6..]
+            .iter()
+            .all(u8::is_ascii_alphanumeric)
+}
+
+/// The warning for [`looks_like_arn_suffix`] names.
+pub const ARN_SUFFIX_WARNING: &str = "ends with '-' and 6 characters like an ARN suffix: replicated, but anyone reading it by a partial ARN may get another secret; read it by name or full ARN";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_metadata_tags_override_global_ones_and_bad_ones_fail() {
+        let global = vec![("team".to_owned(), "core".to_owned())];
+        let custom = vec![
+            ("description".to_owned(), "DB of app".to_owned()),
+            ("owner".to_owned(), "not a tag".to_owned()),
+            ("tag:team".to_owned(), "payments".to_owned()),
+            ("tag:env".to_owned(), "prod".to_owned()),
+        ];
+        let custom = crate::model::shaping_metadata(Some(&custom.into_iter().collect()));
+        assert_eq!(
+            custom.len(),
+            3,
+            "owner is neither a tag nor the description"
+        );
+        let (tags, description) = user_shape(&global, &custom).unwrap();
+        assert_eq!(description, "DB of app");
+        assert_eq!(
+            tags.into_iter().collect::<Vec<_>>(),
+            [
+                ("env".to_owned(), "prod".to_owned()),
+                ("team".to_owned(), "payments".to_owned())
+            ]
+        );
+        assert_eq!(user_shape(&global, &[]).unwrap().1, DEFAULT_DESCRIPTION);
+        let bad = vec![("tag:aws:x".to_owned(), "v".to_owned())];
+        assert!(user_shape(&[], &bad).unwrap_err().contains("reserved"));
+    }
+
+    fn secret(tags: &[(&str, &str)], description: Option<&str>) -> AwsSecret {
+        let mut s = AwsSecret::default();
+        for (k, v) in tags {
+            s.tags.insert(k, v);
+        }
+        s.description = description.map(Into::into);
+        s
+    }
+
+    fn target(tags: &BTreeMap<String, String>) -> Target {
+        Target {
+            name: "p/a".into(),
+            vault_path: "a".into(),
+            version: 1,
+            created_time: String::new(),
+            token: String::new(),
+            key: None,
+            tags: tags.clone(),
+            description: DEFAULT_DESCRIPTION.into(),
+        }
+    }
+
+    #[test]
+    fn only_tags_this_tool_set_are_removed() {
+        let marker = digests_of(["team".to_owned(), "env".to_owned()].iter());
+        assert_eq!(marker.len(), 8);
+        let s = secret(
+            &[
+                ("managed-by", "vault-secrets-replicator"),
+                ("team", "core"),
+                ("env", "prod"),
+                ("added-by-someone", "x"),
+                (tags::USER_TAGS, &marker),
+            ],
+            Some(DEFAULT_DESCRIPTION),
+        );
+        let desired: BTreeMap<String, String> = [
+            ("managed-by", "vault-secrets-replicator"),
+            ("team", "core"),
+            (tags::USER_TAGS, &digests_of(["team".to_owned()].iter())),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let c = meta_changes(&s, &target(&desired), &[], None, false);
+        assert!(c.tag, "the marker changed");
+        assert_eq!(c.untag, ["env"]);
+        assert_eq!((c.description, c.regions), (None, None));
+        let same = secret(
+            &desired
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
+            Some(DEFAULT_DESCRIPTION),
+        );
+        assert!(meta_changes(&same, &target(&desired), &[], None, false).is_empty());
+        let mut t = target(&desired);
+        t.description = "new".into();
+        let c = meta_changes(&same, &t, &[], None, false);
+        assert_eq!(c.description.as_deref(), Some("new"));
+    }
+
+    fn status(region: &str, failed: bool) -> RegionStatus {
+        RegionStatus {
+            region: region.to_owned(),
+            failed: failed.then(|| "already exists".to_owned()),
+        }
+    }
+
+    #[test]
+    fn regions_move_only_where_the_configuration_or_aws_differ() {
+        let r = |s: &str| s.parse::<ReplicaRegion>().unwrap();
+        let want = [r("eu-west-1"), r("us-west-2=key-b")];
+        let tag = regions_tag(&want);
+        assert_eq!(tag, format!("eu-west-1 us-west-2={}", key_digest("key-b")));
+        let s = secret(&[(tags::REPLICA_REGIONS, &tag)], Some(DEFAULT_DESCRIPTION));
+        let desired = BTreeMap::from([(tags::REPLICA_REGIONS.to_owned(), tag.clone())]);
+        let t = target(&desired);
+        assert_eq!(meta_changes(&s, &t, &want, None, false).regions, None);
+        // Looked at: both there.
+        let there = [status("eu-west-1", false), status("us-west-2", false)];
+        assert!(meta_changes(&s, &t, &want, Some(&there), false).is_empty());
+        // Someone removed one, or promoted its replica: added again.
+        let c = meta_changes(&s, &t, &want, Some(&there[..1]), false);
+        let moves = c.regions.unwrap();
+        assert_eq!((moves.remove.len(), &moves.add[..]), (0, &want[1..]));
+        assert_eq!(moves.recorded.as_deref(), Some(tag.as_str()));
+        assert!(c.tag, "the tag is written again once they are back");
+        // Restored after a deletion (which removed them): all of them again.
+        let c = meta_changes(&s, &t, &want, Some(&there), true);
+        assert_eq!(c.regions.unwrap().add, want);
+        let unreplicated = secret(&[], Some(DEFAULT_DESCRIPTION));
+        assert_eq!(
+            meta_changes(&unreplicated, &t, &want, None, false)
+                .regions
+                .map(|m| m.add),
+            Some(want.to_vec())
+        );
+        let actual = [
+            status("eu-west-1", false),
+            status("us-west-2", false),
+            status("ap-south-1", false),
+        ];
+        // us-west-2's key changed, eu-west-1 is dropped, sa-east-1 is new; ap-south-1 is not ours.
+        let next = [r("us-west-2=key-c"), r("sa-east-1")];
+        let (remove, add) = region_moves(Some(&tag), &actual, &next);
+        assert_eq!(remove, ["eu-west-1", "us-west-2"]);
+        assert_eq!(add, next);
+        assert_eq!(
+            region_moves(Some(&tag), &actual[..2], &want),
+            (vec![], vec![])
+        );
+        // A wanted region whose replication failed goes and comes back; an unwanted failed one,
+        // someone else's, is left.
+        let broken = [status("eu-west-1", true), status("sa-east-1", true)];
+        assert_eq!(
+            region_moves(None, &broken, &want[..1]),
+            (vec!["eu-west-1".to_owned()], want[..1].to_vec())
+        );
+    }
+
+    #[test]
+    fn names_aws_refuses_and_names_like_an_arn_suffix() {
+        assert!(check_name("p/a_b+c=d.e@f-g").is_ok());
+        assert_eq!(check_name("p/a b").unwrap_err().0, NameProblem::InvalidName);
+        assert_eq!(
+            check_name(&"x".repeat(513)).unwrap_err().0,
+            NameProblem::NameTooLong
+        );
+        assert!(looks_like_arn_suffix("p/db-abc123"));
+        assert!(!looks_like_arn_suffix("p/db-abc12"));
+        assert!(!looks_like_arn_suffix("p/db_abc123"));
+    }
+}
