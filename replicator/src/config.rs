@@ -160,6 +160,12 @@ pub struct SyncArgs {
     #[arg(long = "replica-region", env = env::REPLICA_REGIONS, value_delimiter = ',', value_name = "REGION[=KMS_KEY]")]
     pub replica_regions: Vec<String>,
 
+    /// Every replica's replica regions are looked at (one `DescribeSecret`, no value read) by
+    /// the full syncs of one hour in each cycle of this many hours: regions someone removed, or
+    /// a replica promoted to a secret of its own, are found and repaired within a cycle.
+    #[arg(long, env = env::REGION_AUDIT_HOURS, default_value_t = defaults::REGION_AUDIT_HOURS, value_name = "HOURS")]
+    pub region_audit_hours: u64,
+
     /// The name of each replica after `<prefix>/`, from {path}, {mount} and {key} [default:
     /// {path}, or {path}/{key} with --granularity secret-key].
     #[arg(long, env = env::NAME_TEMPLATE)]
@@ -190,6 +196,8 @@ pub struct Settings {
     pub max_duration: Option<std::time::Duration>,
     /// No write starts after this moment: `max_duration` counted from the start of the run.
     pub deadline: Option<std::time::Instant>,
+    /// The cycle over which every replica's regions are looked at once.
+    pub region_audit_hours: u64,
 }
 
 /// The settings and the connection, as one run (or a process's many) uses them.
@@ -409,7 +417,19 @@ impl SyncArgs {
                 ),
             ));
         }
+        if !ranges::REGION_AUDIT_HOURS.contains(&self.region_audit_hours) {
+            return Err(invalid(
+                "--region-audit-hours / REPLICATOR_REGION_AUDIT_HOURS",
+                format!(
+                    "{} is outside {} to {} hours",
+                    self.region_audit_hours,
+                    ranges::REGION_AUDIT_HOURS.start(),
+                    ranges::REGION_AUDIT_HOURS.end()
+                ),
+            ));
+        }
         Ok(Settings {
+            region_audit_hours: self.region_audit_hours,
             rule: Rule {
                 replica_regions,
                 name_template,
@@ -588,6 +608,7 @@ mod tests {
             (&["--tag", "aws:x=1"], "--tag"),
             (&["--tag", "a=1", "--tag", "a=2"], "--tag"),
             (&["--max-keys-per-secret", "0"], "--max-keys-per-secret"),
+            (&["--region-audit-hours", "0"], "--region-audit-hours"),
         ];
         for (args, flag) in cases {
             let err = parse(args).settings().unwrap_err().to_string();

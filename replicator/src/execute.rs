@@ -279,8 +279,8 @@ impl Executor<'_> {
 
     /// With the target's version current: moves the replica regions, sets the description,
     /// removes the tags no longer wanted, and last writes the tags, which record all of it. A
-    /// region that fails keeps the tag's old record (the next run tries again) and blocks
-    /// nothing else.
+    /// region move that fails is not recorded (its tag is left out, so the next run looks and
+    /// tries again) and blocks nothing else.
     async fn settle(
         &self,
         arn: &str,
@@ -298,24 +298,23 @@ impl Executor<'_> {
                 .await
                 .map_err(aws_problem)?;
         }
-        let keep_record = regions.is_err();
-        let untag: Vec<String> = changes
-            .untag
-            .iter()
-            .filter(|k| !(keep_record && *k == tags::REPLICA_REGIONS))
-            .cloned()
-            .collect();
+        let mut untag = changes.untag.clone();
+        let mut tags = target.tags.clone();
+        if regions.is_err() {
+            tags.remove(tags::REPLICA_REGIONS);
+            if changes
+                .regions
+                .as_ref()
+                .is_some_and(|m| m.recorded.is_some())
+                && !untag.iter().any(|k| k == tags::REPLICA_REGIONS)
+            {
+                untag.push(tags::REPLICA_REGIONS.to_owned());
+            }
+        }
         if !untag.is_empty() {
             self.sm.untag(arn, &untag).await.map_err(aws_problem)?;
         }
         if changes.tag {
-            let mut tags = target.tags.clone();
-            if let (true, Some(moves)) = (keep_record, &changes.regions) {
-                match &moves.recorded {
-                    Some(old) => tags.insert(tags::REPLICA_REGIONS.to_owned(), old.clone()),
-                    None => tags.remove(tags::REPLICA_REGIONS),
-                };
-            }
             self.sm.tag(arn, &tags).await.map_err(aws_problem)?;
         }
         regions

@@ -146,7 +146,8 @@ fn relative_paths(paths: &[String], rule: &Rule, report: &mut Report) -> Vec<Str
 /// The AWS replicas of the named paths: each looked up by the name the template gives it, and
 /// by its plain `<prefix>/<path>` name when that differs (a replica from before the template),
 /// exactly (never a secret AWS resolves the name to as a partial ARN); with one replica per key,
-/// whose names only the value says, listed by their `vault-secret` tag.
+/// whose names only the value says, listed by their `vault-secret` tag. (A whole-secret replica
+/// left from before `secret-key` is the full sync's to find.)
 async fn describe_names(
     sm: &SecretsManager,
     settings: &Settings,
@@ -154,16 +155,9 @@ async fn describe_names(
 ) -> Result<Vec<AwsSecret>, SyncError> {
     let rule = &settings.rule;
     if rule.granularity == crate::config::Granularity::SecretKey {
-        let mut found = sm
+        return Ok(sm
             .list_by_source(&rule.prefix, rels, settings.concurrency)
-            .await?;
-        // A whole-secret replica from before the granularity changed.
-        let names: Vec<String> = rels
-            .iter()
-            .map(|r| format!("{}/{r}", rule.prefix))
-            .collect();
-        found.extend(describe_each(sm, &names, settings.concurrency).await?);
-        return Ok(dedup(found));
+            .await?);
     }
     let mut names: Vec<String> = Vec::with_capacity(rels.len());
     for rel in rels {
@@ -523,15 +517,19 @@ impl Round<'_> {
         let regions = if settings.dry_run {
             BTreeMap::new()
         } else {
-            let hour = rels.is_none().then(|| {
+            let audit = rels.is_none().then(|| {
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                secs / 3600 % crate::plan::REGION_AUDIT_SLOTS
+                let hours = settings.region_audit_hours;
+                crate::plan::RegionAudit {
+                    hour: secs / 3600 % hours,
+                    hours,
+                }
             });
             observe_regions(
                 sm,
-                &crate::plan::regions_to_observe(&aws, rule, hour),
+                &crate::plan::regions_to_observe(&aws, rule, audit),
                 settings.concurrency,
             )
             .await
@@ -628,9 +626,9 @@ impl Round<'_> {
                 }
             }
         }
-        if rels.is_some() {
-            self.replicator.ledger().spent += deleted;
-        }
+        // What change-driven runs may still delete until the next full sync: the breaker's share
+        // less what the full sync and they deleted since.
+        self.replicator.ledger().spent += deleted;
         raced.sort();
         raced.dedup();
         Ok(raced)

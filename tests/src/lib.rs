@@ -294,6 +294,7 @@ pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
         adopt_sample: false,
         latest_deleted: replicator::config::LatestDeleted::Fallback,
         max_keys_per_secret: 100,
+        region_audit_hours: 24,
         connection_secret: None,
         vault_addr: None,
         vault_token: None,
@@ -608,6 +609,110 @@ impl BaoTls {
             dir,
             _slot: slot,
         }
+    }
+}
+
+impl BaoTls {
+    /// An HTTP client that trusts this server's CA.
+    pub fn client(&self) -> reqwest::Client {
+        contract::tls::install_crypto_provider();
+        let certs = reqwest::Certificate::from_pem_bundle(self.ca_pem.as_bytes()).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only(certs)
+            .build()
+            .unwrap()
+    }
+
+    /// Initialises the server with one key share, unseals it and waits until it is active;
+    /// its root token. (The deployer's `vault-init` does this for real: see the vault_init
+    /// tests.)
+    pub async fn init_and_unseal(&self) -> String {
+        let http = self.client();
+        let init: Value = http
+            .put(format!("{}/v1/sys/init", self.addr))
+            .json(&json!({"secret_shares": 1, "secret_threshold": 1}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key = init["keys_base64"][0].as_str().unwrap().to_owned();
+        let root = init["root_token"].as_str().unwrap().to_owned();
+        self.unseal(&key).await;
+        root
+    }
+
+    /// Unseals with `key` and waits until the node serves requests as the active one.
+    pub async fn unseal(&self, key: &str) {
+        let http = self.client();
+        http.put(format!("{}/v1/sys/unseal", self.addr))
+            .json(&json!({ "key": key }))
+            .send()
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let health = http
+                .get(format!("{}/v1/sys/health", self.addr))
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            if health.as_ref().is_ok_and(|s| *s == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "OpenBao not active after unseal: {health:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Calls the HTTP API with `token`; the JSON body (or Null), any status.
+    pub async fn api(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .client()
+            .request(method, format!("{}/v1/{path}", self.addr))
+            .header("X-Vault-Token", token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(
+            status.is_success() || status.as_u16() == 404,
+            "{path}: {status} {text}"
+        );
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// A raft snapshot of the whole server, as `bao operator raft snapshot save` takes it.
+    pub async fn snapshot(&self, token: &str) -> Vec<u8> {
+        let resp = self
+            .client()
+            .get(format!("{}/v1/sys/storage/raft/snapshot", self.addr))
+            .header("X-Vault-Token", token)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "snapshot: {}", resp.status());
+        resp.bytes().await.unwrap().to_vec()
+    }
+
+    /// Puts the server back to `snapshot` (`bao operator raft snapshot restore -force`).
+    pub async fn restore(&self, token: &str, snapshot: Vec<u8>) {
+        let resp = self
+            .client()
+            .post(format!("{}/v1/sys/storage/raft/snapshot-force", self.addr))
+            .header("X-Vault-Token", token)
+            .body(snapshot)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "restore: {}", resp.status());
     }
 }
 

@@ -258,8 +258,30 @@ async fn foreign_sample_and_adopted_secrets() {
     a.adopt = vec!["kv/listed".into()];
     a.deletion_policy = DeletionPolicy::Delete;
     a.max_delete_share = 1.0;
+    // The sample's replica is never taken over implicitly: a conflict of its own, untouched.
     let r = sync(&env, &a).await;
-    assert_eq!((r.created, r.updated), (1, 2), "{}", r.to_text());
+    assert_eq!((r.created, r.updated), (1, 1), "{}", r.to_text());
+    let kinds: Vec<(&str, &str)> = r
+        .conflicts
+        .iter()
+        .map(|c| (c.name.as_str(), c.kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("kv/foreign", "foreign"), ("kv/legacy", "sample_replica")]
+    );
+    assert!(r.conflicts[1].message.contains("--adopt-sample"));
+    assert_eq!(env.side.value("kv/legacy").await, json!({"from": "sample"}));
+    assert!(
+        !env.side.secrets("kv").await["kv/legacy"]
+            .tags
+            .contains_key("managed-by")
+    );
+    // On the operator's word, once.
+    a.adopt_sample = true;
+    let r = sync(&env, &a).await;
+    assert_eq!((r.unchanged, r.updated), (2, 1), "{}", r.to_text());
+    a.adopt_sample = false;
     assert_eq!(r.conflicts.len(), 1);
     assert_eq!(
         (r.conflicts[0].name.as_str(), r.conflicts[0].kind.as_str()),

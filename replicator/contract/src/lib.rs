@@ -54,6 +54,7 @@ pub mod env {
     pub const ADOPT_SAMPLE: &str = "REPLICATOR_ADOPT_SAMPLE";
     pub const LATEST_DELETED: &str = "REPLICATOR_LATEST_DELETED";
     pub const MAX_KEYS_PER_SECRET: &str = "REPLICATOR_MAX_KEYS_PER_SECRET";
+    pub const REGION_AUDIT_HOURS: &str = "REPLICATOR_REGION_AUDIT_HOURS";
 }
 
 /// Tag keys written on every replicated secret.
@@ -370,6 +371,8 @@ pub mod defaults {
     pub const MAX_DELETE_SHARE: f64 = 0.25;
     /// Keys one Vault secret may have under `secret-key` granularity (each a billable secret).
     pub const MAX_KEYS_PER_SECRET: usize = 100;
+    /// The cycle over which every replica's replica regions are looked at once.
+    pub const REGION_AUDIT_HOURS: u64 = 24;
 }
 
 /// The valid ranges of the settings both programs take.
@@ -386,6 +389,8 @@ pub mod ranges {
     pub const WRITES_PER_SECOND: RangeInclusive<u32> = 1..=50;
     /// Keys one Vault secret may have under `secret-key` granularity.
     pub const MAX_KEYS_PER_SECRET: RangeInclusive<usize> = 1..=10_000;
+    /// The region audit's cycle, 1 hour (every full sync looks at every replica) to a week.
+    pub const REGION_AUDIT_HOURS: RangeInclusive<u64> = 1..=168;
 }
 
 /// What Vault answers (HTTP 400) while a KV v2 mount upgrades its storage, for a moment after it

@@ -304,17 +304,23 @@ impl<'a> Run<'a> {
     }
 }
 
-/// The hours of a day over which every replicated secret's regions are looked at once.
-pub const REGION_AUDIT_SLOTS: u64 = 24;
+/// When the replica regions of the rule's replicas are looked at: each replica in one hour of
+/// every cycle of `hours` hours, the hour a digest of its name gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionAudit {
+    /// The hour of the cycle now (0 to `hours - 1`).
+    pub hour: u64,
+    pub hours: u64,
+}
 
 /// The replicas whose replication AWS is asked about before planning: the rule's replicas whose
 /// recorded regions are not the wanted ones (their moves depend on what is there), and, with
-/// replica regions configured, those whose audit hour `hour` (0 to 23) is: so regions removed or
-/// promoted by someone else are found within a day. Names, in listing order.
+/// replica regions configured, those whose hour of the `audit` cycle this is: so regions
+/// removed or promoted by someone else are found within one cycle. Names, in listing order.
 pub fn regions_to_observe<'a>(
     aws: &'a [AwsSecret],
     rule: &Rule,
-    hour: Option<u64>,
+    audit: Option<RegionAudit>,
 ) -> Vec<&'a str> {
     let wanted =
         (!rule.replica_regions.is_empty()).then(|| shape::regions_tag(&rule.replica_regions));
@@ -323,17 +329,18 @@ pub fn regions_to_observe<'a>(
         .filter(|s| {
             let recorded = s.tags.get(tags::REPLICA_REGIONS);
             recorded != wanted.as_deref()
-                || (wanted.is_some() && hour.is_some_and(|h| audit_slot(&s.name) == h))
+                || (wanted.is_some()
+                    && audit.is_some_and(|a| audit_slot(&s.name, a.hours) == a.hour))
         })
         .map(|s| s.name.as_str())
         .collect()
 }
 
-/// The hour of the day a replica's regions are looked at: a digest of its name.
-fn audit_slot(name: &str) -> u64 {
+/// The hour of a cycle of `hours` a replica's regions are looked at: a digest of its name.
+fn audit_slot(name: &str, hours: u64) -> u64 {
     use sha2::Digest;
     let d = sha2::Sha256::digest(name.as_bytes());
-    u64::from(d[0]) % REGION_AUDIT_SLOTS
+    u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]])) % hours.max(1)
 }
 
 fn name_problem(p: shape::NameProblem) -> InvalidKind {

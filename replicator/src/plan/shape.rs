@@ -143,8 +143,8 @@ pub struct RegionMoves {
     pub remove: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub add: Vec<ReplicaRegion>,
-    /// The `replica-regions` tag as it is: written back instead of the new one when a move
-    /// fails, so the next run tries again.
+    /// The `replica-regions` tag as it is (removed when a move fails: the next run looks and
+    /// tries again).
     #[serde(skip)]
     pub recorded: Option<String>,
 }
