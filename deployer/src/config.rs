@@ -39,6 +39,10 @@ pub struct FileConfig {
     pub name_template: Option<String>,
     pub granularity: Option<String>,
     pub tags: Option<std::collections::BTreeMap<String, String>>,
+    pub adopt_sample: Option<bool>,
+    pub latest_deleted: Option<String>,
+    pub max_keys_per_secret: Option<i64>,
+    pub region_audit_hours: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -86,6 +90,11 @@ pub struct ReplicatorSettings {
     pub name_template: Option<NameTemplate>,
     pub granularity: Granularity,
     pub tags: std::collections::BTreeMap<String, String>,
+    /// Take over the AWS sample's replicas (once, when moving from it).
+    pub adopt_sample: bool,
+    pub latest_deleted: contract::LatestDeleted,
+    pub max_keys_per_secret: usize,
+    pub region_audit_hours: u64,
 }
 
 /// A validated configuration.
@@ -188,7 +197,11 @@ impl FileConfig {
             replica_regions,
             name_template,
             granularity,
-            tags
+            tags,
+            adopt_sample,
+            latest_deleted,
+            max_keys_per_secret,
+            region_audit_hours
         );
     }
 
@@ -322,7 +335,9 @@ impl FileConfig {
                 format!("{recovery_window_days} is outside 7 to 30"),
             ));
         }
-        let max_delete_share = self.max_delete_share.unwrap_or(0.25);
+        let max_delete_share = self
+            .max_delete_share
+            .unwrap_or(contract::defaults::MAX_DELETE_SHARE);
         if !ranges::MAX_DELETE_SHARE.contains(&max_delete_share) {
             return Err(invalid(
                 "max_delete_share",
@@ -401,6 +416,42 @@ impl FileConfig {
         for (k, v) in &tags {
             contract::tags::check(k, v).map_err(|e| invalid("tags", e))?;
         }
+        let latest_deleted: contract::LatestDeleted = match &self.latest_deleted {
+            None => contract::LatestDeleted::default(),
+            Some(p) => p.parse().map_err(|e| invalid("latest_deleted", e))?,
+        };
+        let max_keys_per_secret = self
+            .max_keys_per_secret
+            .unwrap_or(contract::defaults::MAX_KEYS_PER_SECRET as i64);
+        let max_keys_per_secret = usize::try_from(max_keys_per_secret)
+            .ok()
+            .filter(|n| ranges::MAX_KEYS_PER_SECRET.contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    "max_keys_per_secret",
+                    format!(
+                        "{max_keys_per_secret} is outside {} to {}",
+                        ranges::MAX_KEYS_PER_SECRET.start(),
+                        ranges::MAX_KEYS_PER_SECRET.end()
+                    ),
+                )
+            })?;
+        let region_audit_hours = self
+            .region_audit_hours
+            .unwrap_or(contract::defaults::REGION_AUDIT_HOURS as i64);
+        let region_audit_hours = u64::try_from(region_audit_hours)
+            .ok()
+            .filter(|n| ranges::REGION_AUDIT_HOURS.contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    "region_audit_hours",
+                    format!(
+                        "{region_audit_hours} is outside {} to {} hours",
+                        ranges::REGION_AUDIT_HOURS.start(),
+                        ranges::REGION_AUDIT_HOURS.end()
+                    ),
+                )
+            })?;
         Ok(Config {
             stack_name,
             region: self.region.clone(),
@@ -417,6 +468,10 @@ impl FileConfig {
                 name_template,
                 granularity,
                 tags,
+                adopt_sample: self.adopt_sample.unwrap_or(false),
+                latest_deleted,
+                max_keys_per_secret,
+                region_audit_hours,
             },
             // Ranges checked above.
             lambda_memory_mb: lambda_memory_mb as i32,
@@ -755,6 +810,22 @@ mod tests {
                 "add {key}",
             ),
             ("tags = { \"aws:x\" = \"1\" }", "tags", "reserved"),
+            (
+                "latest_deleted = \"purge\"",
+                "latest_deleted",
+                "fallback or delete",
+            ),
+            (
+                "max_keys_per_secret = 0",
+                "max_keys_per_secret",
+                "outside 1",
+            ),
+            (
+                "region_audit_hours = 200",
+                "region_audit_hours",
+                "outside 1",
+            ),
+            ("adopt_sample = \"yes\"", "adopt_sample", "expected a boolean"),
         ];
         for (text, key, reason) in table {
             let text =

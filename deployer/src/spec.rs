@@ -602,6 +602,27 @@ impl Spec {
             let list: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
             vars.insert(env::TAGS.to_owned(), list.join(","));
         }
+        if r.adopt_sample {
+            vars.insert(env::ADOPT_SAMPLE.to_owned(), "true".to_owned());
+        }
+        if r.latest_deleted != contract::LatestDeleted::default() {
+            vars.insert(
+                env::LATEST_DELETED.to_owned(),
+                r.latest_deleted.as_str().to_owned(),
+            );
+        }
+        if r.max_keys_per_secret != contract::defaults::MAX_KEYS_PER_SECRET {
+            vars.insert(
+                env::MAX_KEYS_PER_SECRET.to_owned(),
+                r.max_keys_per_secret.to_string(),
+            );
+        }
+        if r.region_audit_hours != contract::defaults::REGION_AUDIT_HOURS {
+            vars.insert(
+                env::REGION_AUDIT_HOURS.to_owned(),
+                r.region_audit_hours.to_string(),
+            );
+        }
         vars
     }
 
@@ -739,6 +760,10 @@ pub(crate) mod tests {
             env::GRANULARITY,
             env::NAME_TEMPLATE,
             env::TAGS,
+            env::ADOPT_SAMPLE,
+            env::LATEST_DELETED,
+            env::MAX_KEYS_PER_SECRET,
+            env::REGION_AUDIT_HOURS,
         ] {
             assert!(!plain.contains_key(var), "{var} set by default");
         }

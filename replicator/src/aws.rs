@@ -16,6 +16,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio::time::Instant;
 
 use crate::listing::{MAX_FILTER_VALUES, Partition};
+use crate::model::Interner;
 pub use crate::model::{AwsSecret, RegionStatus, Tags};
 pub use contract::sdk::{
     AwsCounters, AwsError, AwsErrorKind, CountRequests, config_loader, load_sdk_config,
@@ -51,50 +52,38 @@ impl RateLimiter {
     }
 }
 
-/// Shares equal strings: one allocation for a value repeated on many secrets.
-#[derive(Default)]
-struct Interner(std::collections::HashSet<Arc<str>>);
-
-impl Interner {
-    fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(known) = self.0.get(s) {
-            return known.clone();
-        }
-        let new: Arc<str> = s.into();
-        self.0.insert(new.clone());
-        new
-    }
-
-    fn tags(&mut self, tags: &[Tag]) -> Tags {
-        let mut out = Vec::with_capacity(tags.len());
-        for t in tags {
-            if let Some(k) = t.key() {
-                out.push((self.get(k), self.get(t.value().unwrap_or(""))));
-            }
-        }
-        Tags::from_shared(out)
-    }
-}
-
-/// (the version carrying `AWSCURRENT`, every other version id with a stage) of a version→stages
-/// map.
-fn staged_versions(
-    map: Option<&std::collections::HashMap<String, Vec<String>>>,
-) -> (Option<String>, Vec<String>) {
-    let Some(map) = map else {
-        return (None, Vec::new());
-    };
-    let current = map
-        .iter()
-        .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
-        .map(|(id, _)| id.clone());
-    let mut ids: Vec<String> = map
-        .iter()
-        .filter(|(id, stages)| !stages.is_empty() && Some(*id) != current.as_ref())
-        .map(|(id, _)| id.clone())
+/// One secret's listing entry as the data floor holds it, its shared strings interned.
+fn listed(
+    name: &str,
+    arn: &str,
+    tags: &[Tag],
+    versions: Option<&std::collections::HashMap<String, Vec<String>>>,
+    pending_deletion: bool,
+    description: Option<&str>,
+    interner: &mut Interner,
+) -> AwsSecret {
+    let mut secret = AwsSecret::new(name, arn, interner);
+    secret.tags = Tags::build(
+        tags.iter()
+            .filter_map(|t| Some((t.key()?, t.value().unwrap_or("")))),
+        interner,
+    );
+    let current = versions.and_then(|map| {
+        map.iter()
+            .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+            .map(|(id, _)| id.as_str())
+    });
+    let mut staged: Vec<&str> = versions
+        .into_iter()
+        .flatten()
+        .filter(|(id, stages)| !stages.is_empty() && Some(id.as_str()) != current)
+        .map(|(id, _)| id.as_str())
         .collect();
-    ids.sort();
-    (current, ids)
+    staged.sort_unstable();
+    secret.set_versions(current, staged);
+    secret.pending_deletion = pending_deletion;
+    secret.description = description.map(|d| interner.get(d));
+    secret
 }
 
 /// Secrets Manager, with request counting and write pacing.
@@ -189,11 +178,15 @@ impl SecretsManager {
     }
 
     /// [`Self::list`] through `partition`'s ranges and lookups, `concurrency` at a time: the
-    /// same secrets, each once, in name order.
+    /// same secrets, in name order, gathered into one list as each range comes in (room for
+    /// `expected` made at once, so a large listing is not copied as it grows). A name that
+    /// two ranges both returned is an error: the ranges are disjoint by construction, so an
+    /// overlap is a bug to report, never to hide.
     pub async fn list_partitioned(
         &self,
         partition: &Partition,
         concurrency: usize,
+        expected: usize,
     ) -> Result<Vec<AwsSecret>, AwsError> {
         enum Part<'a> {
             Range(&'a [String]),
@@ -204,19 +197,29 @@ impl SecretsManager {
             .iter()
             .map(|r| Part::Range(r))
             .chain(partition.exact.iter().map(|e| Part::Exact(e)));
-        let chunks: Vec<Vec<AwsSecret>> = stream::iter(parts)
+        let mut chunks = stream::iter(parts)
             .map(|part| async move {
                 match part {
                     Part::Range(prefixes) => Ok(self.list_matching(prefixes, &[], None).await?.0),
                     Part::Exact(name) => Ok(self.describe_name(name).await?.into_iter().collect()),
                 }
             })
-            .buffer_unordered(concurrency.max(1))
-            .try_collect()
-            .await?;
-        let mut all: Vec<AwsSecret> = chunks.into_iter().flatten().collect();
+            .buffer_unordered(concurrency.max(1));
+        let mut all: Vec<AwsSecret> = Vec::with_capacity(expected + expected / 8);
+        while let Some(chunk) = chunks.next().await {
+            all.extend(chunk?);
+        }
+        all.shrink_to_fit();
         all.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        all.dedup_by(|a, b| a.name == b.name);
+        if let Some(twice) = all.windows(2).find(|w| w[0].name == w[1].name) {
+            return Err(AwsError {
+                op: "ListSecrets",
+                resource: twice[0].name.to_string(),
+                kind: AwsErrorKind::Other,
+                code: String::new(),
+                message: "the ranged listing returned this secret from two ranges: a bug of the listing's split; please report it".into(),
+            });
+        }
         Ok(all)
     }
 
@@ -311,18 +314,15 @@ impl SecretsManager {
                 if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
                     continue;
                 }
-                let tags = interner.tags(entry.tags());
-                let (current_version_id, other_version_ids) =
-                    staged_versions(entry.secret_versions_to_stages());
-                out.push(AwsSecret {
-                    name: name.to_owned(),
-                    arn: arn.to_owned(),
-                    tags,
-                    current_version_id,
-                    other_version_ids,
-                    pending_deletion: entry.deleted_date().is_some(),
-                    description: entry.description().map(|d| interner.get(d)),
-                });
+                out.push(listed(
+                    name,
+                    arn,
+                    entry.tags(),
+                    entry.secret_versions_to_stages(),
+                    entry.deleted_date().is_some(),
+                    entry.description(),
+                    &mut interner,
+                ));
             }
             if page.next_token().is_none() {
                 return Ok((out, false));
@@ -342,23 +342,22 @@ impl SecretsManager {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("DescribeSecret", name, e))?;
-        let (current_version_id, other_version_ids) = staged_versions(out.version_ids_to_stages());
-        Ok(AwsSecret {
-            other_version_ids,
-            name: out.name().unwrap_or(name).to_owned(),
-            arn: out.arn().unwrap_or_default().to_owned(),
-            tags: Interner::default().tags(out.tags()),
-            current_version_id,
-            pending_deletion: out.deleted_date().is_some(),
-            description: out.description().map(Into::into),
-        })
+        Ok(listed(
+            out.name().unwrap_or(name),
+            out.arn().unwrap_or_default(),
+            out.tags(),
+            out.version_ids_to_stages(),
+            out.deleted_date().is_some(),
+            out.description(),
+            &mut Interner::default(),
+        ))
     }
 
     /// The secret named exactly `name`, if there is one (never another that AWS resolves the
     /// name to, as a partial ARN).
     pub async fn describe_name(&self, name: &str) -> Result<Option<AwsSecret>, AwsError> {
         match self.describe(name).await {
-            Ok(found) if found.name == name => Ok(Some(found)),
+            Ok(found) if &*found.name == name => Ok(Some(found)),
             Ok(_) => Ok(None),
             Err(e) if e.kind == AwsErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),

@@ -225,7 +225,7 @@ impl Executor<'_> {
             .describe(arn)
             .await
             .map_err(failure_of(&target.name))?;
-        match now.current_version_id.as_deref() {
+        match now.current_version_id().as_deref() {
             Some(id) if id == target.token => Ok(None),
             Some(id) if Some(id) != expect_current => Ok(Some(Outcome::Superseded(Problem::new(
                 &target.name,

@@ -10,7 +10,7 @@ use aws_smithy_types::date_time::Format;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 pub use crate::model::{EARLIER_VERSIONS, EntryState, VaultEntry, full_path};
-use crate::model::{LatestDeleted, shaping_metadata};
+use crate::model::{LatestDeleted, Stamp, shaping_metadata};
 use crate::vault::{SecretMetadata, VaultClient, VaultError, VersionMetadata};
 
 /// Result of a walk.
@@ -59,12 +59,12 @@ pub fn entry_state(
     let (version, meta_of) = versions[at];
     EntryState::Live {
         version,
-        created_time: meta_of.created_time.clone(),
+        created_time: Stamp::new(&meta_of.created_time),
         latest,
         earlier: versions[at + 1..]
             .iter()
             .take(EARLIER_VERSIONS)
-            .map(|(n, v)| (*n, v.created_time.clone()))
+            .map(|(n, v)| (*n, Stamp::new(&v.created_time)))
             .collect(),
         custom: shaping_metadata(meta.custom_metadata.as_ref()),
     }
@@ -134,7 +134,7 @@ pub async fn read_paths(
             },
         };
         Some(VaultEntry {
-            rel_path: rel.clone(),
+            rel_path: rel.as_str().into(),
             state,
         })
     };
@@ -305,7 +305,7 @@ async fn walk_tree(
             Err((folder, e)) => {
                 tracing::warn!(folder = %folder, error = %e, "cannot list a folder");
                 entries.push(VaultEntry {
-                    rel_path: rel(&folder),
+                    rel_path: rel(&folder).into(),
                     state: EntryState::Unreadable {
                         kind: e.kind(),
                         message: format!("cannot list the folder {mount}/{folder}: {e}"),
@@ -329,7 +329,7 @@ async fn walk_tree(
                     if let Err(problem) = check_key(&key) {
                         // Never followed, written or deleted: a failure of its own.
                         entries.push(VaultEntry {
-                            rel_path: rel(&full),
+                            rel_path: rel(&full).into(),
                             state: EntryState::Unreadable {
                                 kind: "vault_bad_response",
                                 message: format!("the listing of {mount}/{folder} {problem}"),
@@ -354,7 +354,7 @@ async fn walk_tree(
                     }
                     if let Some(meta) = listing.metadata.remove(&key) {
                         entries.push(VaultEntry {
-                            rel_path: rel(&full),
+                            rel_path: rel(&full).into(),
                             state: classify.state(&meta),
                         });
                     } else {
@@ -363,13 +363,13 @@ async fn walk_tree(
                 }
             }
             Done::Meta(path, Ok(Some(meta))) => entries.push(VaultEntry {
-                rel_path: rel(&path),
+                rel_path: rel(&path).into(),
                 state: classify.state(&meta),
             }),
             // Removed between the listing and the read.
             Done::Meta(_, Ok(None)) => {}
             Done::Meta(path, Err(e)) => entries.push(VaultEntry {
-                rel_path: rel(&path),
+                rel_path: rel(&path).into(),
                 state: EntryState::Unreadable {
                     kind: e.kind(),
                     message: e.to_string(),
@@ -386,12 +386,14 @@ async fn walk_tree(
                 entries
                     .iter()
                     .filter(|e| matches!(e.state, EntryState::Unreadable { .. }))
-                    .map(|e| e.rel_path.clone()),
+                    .map(|e| e.rel_path.to_string()),
             );
             let _ = tx.send(std::mem::take(&mut found));
         }
     }
     entries.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+    // Large: give back the room the growth left (a remap, not a copy).
+    entries.shrink_to_fit();
     Ok(Inventory {
         entries,
         bulk_metadata: bulk.load(Ordering::Relaxed),
@@ -452,7 +454,7 @@ mod tests {
         assert_eq!(earlier.len(), EARLIER_VERSIONS);
         assert_eq!(
             earlier[0],
-            (19, "t19".to_owned()),
+            (19, Stamp::new("t19")),
             "a destroyed one still counts"
         );
         assert_eq!(earlier[EARLIER_VERSIONS - 1].0, 4);
@@ -463,8 +465,8 @@ mod tests {
             version,
             created_time: created.into(),
             latest,
-            earlier: earlier.iter().map(|(n, t)| (*n, (*t).to_owned())).collect(),
-            custom: vec![],
+            earlier: earlier.iter().map(|(n, t)| (*n, Stamp::new(t))).collect(),
+            custom: Box::new([]),
         }
     }
 

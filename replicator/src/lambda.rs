@@ -78,11 +78,7 @@ pub async fn handle(
         std::time::SystemTime::now(),
     )));
     let progress = crate::progress::Progress::default();
-    let request = crate::run::Request {
-        paths: paths_of(&event.payload).map_err(Error::from)?,
-        accept_vault_rollback: event.payload["accept_vault_rollback"] == true,
-        max_duration: budget,
-    };
+    let request = request_of(&event.payload, budget).map_err(Error::from)?;
     let report = replicator.run_request(&request, &progress).await;
     tracing::info!(
         created = report.created,
@@ -106,6 +102,26 @@ pub async fn handle(
         return Err(Error::from(report.notice(account, region)));
     }
     Ok(serde_json::to_value(&report)?)
+}
+
+/// What an invocation asks for: the paths it names (or everything), and whether it accepts a
+/// Vault that is behind AWS (`"accept_vault_rollback": true`, a boolean).
+pub fn request_of(
+    event: &serde_json::Value,
+    max_duration: Option<std::time::Duration>,
+) -> Result<crate::run::Request, String> {
+    let accept_vault_rollback = match event.get("accept_vault_rollback") {
+        None => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err("invalid event: \"accept_vault_rollback\" must be true or false".into());
+        }
+    };
+    Ok(crate::run::Request {
+        paths: paths_of(event)?,
+        accept_vault_rollback,
+        max_duration,
+    })
 }
 
 /// The most paths one invocation takes (a watcher's batch is far smaller).
@@ -164,6 +180,21 @@ mod tests {
         }
         let many = json!({"paths": vec!["p"; MAX_PATHS + 1]});
         assert!(paths_of(&many).unwrap_err().contains("over"));
+    }
+
+    #[test]
+    fn accepting_a_vault_rollback_is_the_events_explicit_word() {
+        use serde_json::json;
+        let accept = |e| request_of(&e, None).map(|r| r.accept_vault_rollback);
+        assert_eq!(accept(json!({})), Ok(false));
+        assert_eq!(accept(json!({"accept_vault_rollback": true})), Ok(true));
+        assert_eq!(accept(json!({"accept_vault_rollback": false})), Ok(false));
+        assert!(accept(json!({"accept_vault_rollback": "yes"})).is_err());
+        let both = request_of(
+            &json!({"paths": ["a"], "accept_vault_rollback": true}),
+            None,
+        );
+        assert_eq!(both.unwrap().paths, Some(vec!["a".to_owned()]));
     }
 
     #[test]

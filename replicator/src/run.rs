@@ -203,7 +203,8 @@ async fn list_aws(
     names: tokio::sync::oneshot::Receiver<Vec<String>>,
 ) -> Result<Vec<AwsSecret>, SyncError> {
     let rule = &settings.rule;
-    if let Some(all) = sm.list_one_page(&rule.prefix).await? {
+    if let Some(mut all) = sm.list_one_page(&rule.prefix).await? {
+        all.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         return Ok(all);
     }
     // No names: the walk failed, and the run fails with its error.
@@ -223,9 +224,10 @@ async fn list_aws(
         names.iter().map(String::as_str),
         crate::listing::NAMES_PER_RANGE,
     );
+    let expected = names.len();
     drop(names);
     Ok(sm
-        .list_partitioned(&partition, settings.concurrency)
+        .list_partitioned(&partition, settings.concurrency, expected)
         .await?)
 }
 
@@ -577,7 +579,7 @@ impl Round<'_> {
         let budget = AtomicUsize::new(plan.delete_budget);
         let index: HashMap<&str, &AwsSecret> =
             if plan.steps.iter().any(|s| matches!(s, Step::Expand { .. })) && rels.is_none() {
-                aws.iter().map(|s| (s.name.as_str(), s)).collect()
+                aws.iter().map(|s| (&*s.name, s)).collect()
             } else {
                 HashMap::new()
             };
@@ -703,7 +705,7 @@ impl Round<'_> {
         let names: Vec<String> = keys
             .iter()
             .map(|(k, _)| rule.replica_name(&src.rel_path, Some(k)))
-            .filter(|n| !source.group.iter().any(|s| &s.name == n))
+            .filter(|n| !source.group.iter().any(|s| *s.name == **n))
             .collect();
         let found: Vec<AwsSecret> = match lookup {
             Lookup::Listing(index) => names

@@ -128,7 +128,7 @@ async fn listing(aws: &aws_types::SdkConfig, prefix: &str, n: usize) {
         names.iter().map(String::as_str),
         replicator::listing::NAMES_PER_RANGE,
     );
-    let ranged = sm.list_partitioned(&partition, 16).await.unwrap();
+    let ranged = sm.list_partitioned(&partition, 16, 0).await.unwrap();
     let ranged_wall = t.elapsed();
     assert_eq!(chain.len(), ranged.len());
     println!(

@@ -176,6 +176,20 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
         "{}",
         text.stdout
     );
+    // Accepting a Vault rollback is one run's word, carried in its event.
+    let accepted = e2e::deploy::run_as(
+        &through,
+        &[&base[..], &["sync-now", "--accept-vault-rollback"]].concat(),
+    )
+    .await;
+    assert_eq!(accepted.code, 0, "{:?} {}", accepted.error, accepted.stdout);
+    assert_eq!(
+        stand_in.invoked.lock().await.last().cloned(),
+        Some((
+            "c-replicator".to_owned(),
+            r#"{"accept_vault_rollback":true}"#.to_owned()
+        ))
+    );
     // A failed sync: exit 1 and the run's notice, no value.
     side.delete_now(secret_arn).await;
     let failed = e2e::deploy::run_as(&through, &[&base[..], &["sync-now"]].concat()).await;
@@ -208,9 +222,20 @@ async fn the_deployed_secrets_sync_settings_drive_the_replicator() {
         &bao,
         &moto,
         "replica_regions = [\"us-west-2\"]\ngranularity = \"secret-key\"\n\
-         name_template = \"{mount}/{path}/{key}\"\ntags = { team = \"core\" }\n",
+         name_template = \"{mount}/{path}/{key}\"\ntags = { team = \"core\" }\n\
+         max_keys_per_secret = 2\nlatest_deleted = \"delete\"\nadopt_sample = true\n\
+         region_audit_hours = 1\n",
     )
     .await;
+    for (var, value) in [
+        ("REPLICATOR_MAX_KEYS_PER_SECRET", "2"),
+        ("REPLICATOR_LATEST_DELETED", "delete"),
+        ("REPLICATOR_ADOPT_SAMPLE", "true"),
+        ("REPLICATOR_REGION_AUDIT_HOURS", "1"),
+    ] {
+        assert_eq!(d.vars[var], value, "{var}");
+    }
+    // The function reads them all (a value it refused would fail every invocation).
     let (report, body) = d.invoke().await;
     assert_eq!(report["created"], 2, "{body}");
     let side = &d.side;

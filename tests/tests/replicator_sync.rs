@@ -1051,11 +1051,11 @@ async fn the_ranged_listing_finds_exactly_what_one_page_chain_finds() {
         partition.ranges.len() > 5 && partition.exact.len() > 3,
         "{partition:?}"
     );
-    let ranged = sm.list_partitioned(&partition, 4).await.unwrap();
+    let ranged = sm.list_partitioned(&partition, 4, 0).await.unwrap();
 
     let mut want = held.clone();
     want.sort();
-    let names: Vec<&str> = ranged.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> = ranged.iter().map(|s| &*s.name).collect();
     assert_eq!(
         names, want,
         "each held name once, nothing outside the prefix"
@@ -1066,7 +1066,7 @@ async fn the_ranged_listing_finds_exactly_what_one_page_chain_finds() {
     assert!(
         ranged
             .iter()
-            .any(|s| s.name == pending && s.pending_deletion)
+            .any(|s| *s.name == *pending && s.pending_deletion)
     );
 }
 
@@ -1124,7 +1124,7 @@ async fn without_bulk_listing_the_names_are_known_before_the_metadata_reads_end(
     let paths: Vec<String> = inventory
         .entries
         .iter()
-        .map(|e| e.rel_path.clone())
+        .map(|e| e.rel_path.to_string())
         .collect();
     assert_eq!(names, paths, "every name, once the folders are listed");
     assert!(

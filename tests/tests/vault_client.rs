@@ -222,7 +222,7 @@ async fn listed_dot_segments_are_failures_never_followed_and_nesting_is_bounded(
                 replicator::inventory::EntryState::Unreadable { kind, .. } => kind,
                 replicator::inventory::EntryState::Deleted => "deleted",
             };
-            (e.rel_path.clone(), kind)
+            (e.rel_path.to_string(), kind)
         })
         .collect();
     assert_eq!(

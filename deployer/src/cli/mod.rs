@@ -111,7 +111,7 @@ pub enum Command {
     /// prints its report. Exit 0 when the sync succeeded, 1 when it failed.
     ///
     /// Example: deployer sync-now --output json
-    SyncNow,
+    SyncNow(sync_now::SyncNowArgs),
     /// Prints a shell completion script.
     ///
     /// Example: deployer completions bash > /etc/bash_completion.d/deployer
@@ -300,7 +300,7 @@ pub fn load_zip(cmd: &Command, g: &Global) -> Result<Option<LambdaZip>, CliError
         Command::Status(_) => Ok(LambdaZip::load(&g.lambda_zip).ok()),
         Command::Destroy(_)
         | Command::VaultInit(_)
-        | Command::SyncNow
+        | Command::SyncNow(_)
         | Command::Completions { .. } => Ok(None),
     }
 }
@@ -354,7 +354,7 @@ pub async fn execute(
         Command::Plan(codes) => plan::run(&stack, *codes, json, out).await,
         Command::Up(args) => up::run(&stack, args, json, out).await,
         Command::Status(codes) => status::run(&stack, *codes, json, out).await,
-        Command::SyncNow => sync_now::run(&stack, json, out).await,
+        Command::SyncNow(args) => sync_now::run(&stack, args, json, out).await,
         Command::Destroy(args) => destroy::run(&stack, args, json, out).await,
         Command::VaultInit(args) => vault_init::run(&stack, args, json, out).await,
         Command::Completions { .. } => run_local(cli, out).unwrap_or(Ok(EXIT_OK)),

@@ -10,15 +10,34 @@ use super::{CliError, EXIT_ERROR, EXIT_OK, emit};
 use crate::resources::Ctx;
 use crate::stack::Stack;
 
-pub async fn run(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i32, CliError> {
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct SyncNowArgs {
+    /// For this run only: where Vault's latest version is older than the one AWS holds (a
+    /// Vault restored from a snapshot, or failed over: the run reports `vault_behind`),
+    /// replicate Vault's version anyway.
+    #[arg(long)]
+    pub accept_vault_rollback: bool,
+}
+
+pub async fn run(
+    stack: &Stack<'_>,
+    args: &SyncNowArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CliError> {
     let (c, spec) = (stack.clients, stack.spec);
     let name = spec.function_name();
+    let event = if args.accept_vault_rollback {
+        serde_json::json!({ "accept_vault_rollback": true })
+    } else {
+        serde_json::json!({})
+    };
     let answer = c
         .lambda
         .invoke()
         .function_name(&name)
         .invocation_type(InvocationType::RequestResponse)
-        .payload(Blob::new("{}"))
+        .payload(Blob::new(event.to_string()))
         .send()
         .await
         .ctx("Invoke", &name)

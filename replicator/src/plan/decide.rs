@@ -9,7 +9,7 @@ use super::ownership::{Ownership, SAMPLE_MESSAGE, ownership};
 use super::shape::{Target, meta_changes};
 use super::token::{key_token, recorded_token, recorded_version};
 use super::{ConflictKind, Guard, InvalidKind, Run, Step, UpdateReason, Write};
-use crate::model::{AwsSecret, DeletionPolicy, OnModified, Rule};
+use crate::model::{AwsSecret, DeletionPolicy, OnModified, Rule, Stamp};
 use contract::tags;
 
 /// What the planner knows of the Vault secret behind a target besides the target's version.
@@ -18,7 +18,7 @@ pub struct VaultSide<'a> {
     /// Vault's own `current_version` (above the target's when the latest is deleted).
     pub latest: u64,
     /// (version, created_time) of earlier versions, newest first.
-    pub earlier: &'a [(u64, String)],
+    pub earlier: &'a [(u64, Stamp)],
 }
 
 /// A secret AWS holds under a target's name (whoever's), and the Vault path (relative to the
@@ -43,7 +43,7 @@ pub fn decide(
         return Step::Create { target };
     };
     let restore = secret.pending_deletion;
-    let observed = run.regions.get(secret.name.as_str()).map(Vec::as_slice);
+    let observed = run.regions.get(&*secret.name).map(Vec::as_slice);
     let changes = meta_changes(secret, &target, &rule.replica_regions, observed, restore);
     match update_reason(
         &target,
@@ -55,8 +55,7 @@ pub fn decide(
         run,
     ) {
         Ok(reason) => {
-            let current = secret.current_version_id.as_deref();
-            let write = if current == Some(target.token.as_str()) {
+            let write = if secret.is_current(&target.token) {
                 Write::None
             } else if secret.has_version(&target.token) {
                 Write::Stage
@@ -66,10 +65,10 @@ pub fn decide(
             Step::Update {
                 write,
                 changes: Box::new(changes),
-                arn: secret.arn.clone(),
+                arn: secret.arn(),
                 reason,
                 restore,
-                expect_current: secret.current_version_id.clone(),
+                expect_current: secret.current_version_id(),
                 target,
             }
         }
@@ -133,20 +132,23 @@ fn update_reason(
             kind: InvalidKind::NameCollision,
         });
     }
-    let current = secret.current_version_id.as_deref();
     let recorded = recorded_token(secret, rule, rel);
     let key = target.key.as_deref();
     // This tool's own write: the version its tags record, or, when a tag write was lost after
     // the value went in, any earlier Vault version's id.
-    let ours_current = current.is_some_and(|id| {
-        recorded.as_deref() == Some(id)
-            || vault.earlier.iter().any(|(n, created)| {
-                key_token(&rule.mount, &target.vault_path, key, *n, created) == id
-            })
-    });
+    let ours_current = recorded.as_deref().is_some_and(|r| secret.is_current(r))
+        || vault.earlier.iter().any(|(n, created)| {
+            secret.is_current(&key_token(
+                &rule.mount,
+                &target.vault_path,
+                key,
+                *n,
+                &created.text(),
+            ))
+        });
     // The tags name exactly this Vault version (the token covers version and time).
     let up_to_date = recorded.as_deref() == Some(target.token.as_str());
-    if current == Some(target.token.as_str()) && !up_to_date {
+    if secret.is_current(&target.token) && !up_to_date {
         // The value of this very version is in; only the tags are missing.
         return Ok(UpdateReason::FinishTags);
     }
@@ -233,7 +235,7 @@ pub fn gone_from_vault(
         },
         DeletionPolicy::Delete => Step::Delete {
             name,
-            arn: secret.arn.clone(),
+            arn: secret.arn(),
             guard,
         },
     }

@@ -12,7 +12,7 @@ use super::shape::{
 };
 use super::token::recorded_token;
 use super::{Guard, InvalidKind, Plan, Run, Step, keep_for, name_problem};
-use crate::model::{AwsSecret, Rule};
+use crate::model::{AwsSecret, Rule, Stamp};
 use contract::tags;
 
 /// A secret replicated one key per AWS secret whose replicas are not all at its version: its
@@ -25,7 +25,7 @@ pub struct ExpandSource {
     #[serde(skip)]
     pub latest: u64,
     #[serde(skip)]
-    pub earlier: Vec<(u64, String)>,
+    pub earlier: Vec<(u64, Stamp)>,
     /// The rule's replicas of this secret now: its keys', and a whole-secret one from before
     /// the granularity changed.
     #[serde(skip)]
@@ -70,7 +70,7 @@ pub fn before_read(
         && current.iter().all(|s| {
             let key = s.tags.get(tags::KEY).unwrap_or("");
             s.tags.get(tags::KEY_COUNT) == Some(count.as_str())
-                && s.name == rule.replica_name(&source.rel_path, Some(key))
+                && *s.name == *rule.replica_name(&source.rel_path, Some(key))
         });
     if !complete {
         plan.push(Step::Expand {
@@ -118,7 +118,7 @@ pub fn before_read(
             )
         };
         plan.push(gone_from_vault(
-            stale.name.clone(),
+            stale.name.to_string(),
             Some(stale),
             rule,
             guard,
@@ -157,7 +157,7 @@ pub fn expand(
     let by_name: HashMap<&str, &AwsSecret> = found
         .iter()
         .chain(&src.group)
-        .map(|s| (s.name.as_str(), s))
+        .map(|s| (&*s.name, s))
         .collect();
     let n = keys.len();
     // Each key's step index (`None` when it needs no write), and whether it can succeed.
@@ -201,13 +201,13 @@ pub fn expand(
     for stale in src
         .group
         .iter()
-        .filter(|s| !s.pending_deletion && !wanted.contains(&s.name))
+        .filter(|s| !s.pending_deletion && !wanted.iter().any(|w| **w == *s.name))
     {
         let step = match stale.tags.get(tags::KEY) {
             Some(key) => match successors.get(key) {
                 Some(succ) => keep_for(stale, succ.clone().map(Vec::from_iter), rule),
                 None => gone_from_vault(
-                    stale.name.clone(),
+                    stale.name.to_string(),
                     Some(stale),
                     rule,
                     Guard::KeyRemoved,

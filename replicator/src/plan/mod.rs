@@ -332,7 +332,7 @@ pub fn regions_to_observe<'a>(
                 || (wanted.is_some()
                     && audit.is_some_and(|a| audit_slot(&s.name, a.hours) == a.hour))
         })
-        .map(|s| s.name.as_str())
+        .map(|s| &*s.name)
         .collect()
 }
 
@@ -355,14 +355,14 @@ fn name_problem(p: shape::NameProblem) -> InvalidKind {
 fn keep_for(stale: &AwsSecret, successors: Result<Vec<usize>, String>, rule: &Rule) -> Step {
     match successors {
         Ok(after) => gone_from_vault(
-            stale.name.clone(),
+            stale.name.to_string(),
             Some(stale),
             rule,
             Guard::After(after),
             "a replica under a name no longer used",
         ),
         Err(why) => Step::Keep {
-            name: stale.name.clone(),
+            name: stale.name.to_string(),
             why: format!(
                 "a replica under a name no longer used, kept until the one that replaces it is written ({why})"
             ),
@@ -371,12 +371,15 @@ fn keep_for(stale: &AwsSecret, successors: Result<Vec<usize>, String>, rule: &Ru
     }
 }
 
-/// Which Vault secret each of the rule's replicas comes from, and which entry each rendered name
-/// belongs to.
+/// Where each AWS secret is by name, which Vault secret each of the rule's replicas comes from,
+/// and which entry each rendered name belongs to. Held compactly: a run over 500,000 replicas
+/// holds one index.
 struct Index<'a> {
-    by_name: HashMap<&'a str, usize>,
-    /// The source (relative path) of each AWS secret that is the rule's; `None` otherwise.
-    sources: Vec<Option<&'a str>>,
+    aws: &'a [AwsSecret],
+    entries: &'a [VaultEntry],
+    rule: &'a Rule,
+    /// The secrets' positions in name order, when they do not come sorted by name.
+    order: Option<Vec<u32>>,
     /// The rule's replicas that are not at their source's own name (stale names, key replicas,
     /// whole replicas under `secret-key`), by source.
     by_source: HashMap<&'a str, Vec<usize>>,
@@ -386,7 +389,7 @@ struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
-    fn new(entries: &'a [VaultEntry], aws: &'a [AwsSecret], rule: &Rule) -> Self {
+    fn new(entries: &'a [VaultEntry], aws: &'a [AwsSecret], rule: &'a Rule) -> Self {
         let per_key = rule.granularity == Granularity::SecretKey;
         let plain = rule.name_template.is_plain_path();
         let mut rendered: HashMap<String, Option<usize>> = HashMap::new();
@@ -399,36 +402,53 @@ impl<'a> Index<'a> {
                     .or_insert(Some(i));
             }
         }
-        let by_name = aws
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.as_str(), i))
-            .collect();
-        let mut sources = Vec::with_capacity(aws.len());
+        let order = (!aws.is_sorted_by(|a, b| a.name <= b.name)).then(|| {
+            let mut order: Vec<u32> = (0..aws.len() as u32).collect();
+            order.sort_unstable_by(|a, b| aws[*a as usize].name.cmp(&aws[*b as usize].name));
+            order
+        });
         let mut by_source: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, secret) in aws.iter().enumerate() {
             if !ownership::is_ours(secret, rule) {
-                sources.push(None);
                 continue;
             }
             let source = identify(secret, rule, &rendered, entries);
-            sources.push(Some(source));
             // (Under the plain template a replica without a source tag is at its own name: its
             // source is its name. No name is rendered for it.)
             let own_name = !per_key
                 && secret.tags.get(tags::KEY).is_none()
                 && ((plain && secret.tags.get(tags::SOURCE).is_none())
-                    || secret.name == rule.replica_name(source, None));
+                    || *secret.name == *rule.replica_name(source, None));
             if !own_name {
                 by_source.entry(source).or_default().push(i);
             }
         }
         Self {
-            by_name,
-            sources,
+            aws,
+            entries,
+            rule,
+            order,
             by_source,
             rendered,
         }
+    }
+
+    /// The position of the secret named `name`.
+    fn at(&self, name: &str) -> Option<usize> {
+        match &self.order {
+            None => self.aws.binary_search_by(|s| (*s.name).cmp(name)).ok(),
+            Some(order) => order
+                .binary_search_by(|i| (*self.aws[*i as usize].name).cmp(name))
+                .ok()
+                .map(|at| order[at] as usize),
+        }
+    }
+
+    /// The source of the secret at `i` when it is the rule's replica.
+    fn source(&self, i: usize) -> Option<&'a str> {
+        let secret = &self.aws[i];
+        ownership::is_ours(secret, self.rule)
+            .then(|| identify(secret, self.rule, &self.rendered, self.entries))
     }
 }
 
@@ -442,9 +462,9 @@ fn identify<'a>(
     entries: &'a [VaultEntry],
 ) -> &'a str {
     if secret.tags.get(tags::SOURCE).is_none()
-        && let Some(Some(i)) = rendered.get(secret.name.as_str())
+        && let Some(Some(i)) = rendered.get(&*secret.name)
     {
-        let rel = entries[*i].rel_path.as_str();
+        let rel = &*entries[*i].rel_path;
         let written =
             token::recorded_token(secret, rule, rel).is_some_and(|t| secret.has_version(&t));
         if written {
@@ -467,7 +487,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
     let none: &[usize] = &[];
 
     for entry in entries {
-        let rel = entry.rel_path.as_str();
+        let rel = &*entry.rel_path;
         let vault_path = rule.vault_path(rel);
         // A display name with one replica per key (their names need the value).
         let name = match per_key {
@@ -478,17 +498,16 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
         for &i in stale {
             handled[i] = true;
         }
-        let at_name = index
-            .by_name
-            .get(name.as_str())
-            .copied()
-            .filter(|_| !per_key);
-        if let Some(i) = at_name {
-            handled[i] = handled[i] || index.sources[i] == Some(rel);
+        let at_name = index.at(&name).filter(|_| !per_key);
+        let at_source = at_name.map(|i| (i, index.source(i)));
+        if let Some((i, Some(source))) = at_source
+            && source == rel
+        {
+            handled[i] = true;
         }
-        let own = at_name
-            .filter(|i| index.sources[*i] == Some(rel))
-            .map(|i| &aws[i]);
+        let own = at_source
+            .filter(|(_, source)| *source == Some(rel))
+            .map(|(i, _)| &aws[i]);
 
         // A step that writes nothing: the stale replicas stay, saying why.
         let refuse = |plan: &mut Plan, step: Step| {
@@ -530,7 +549,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
             EntryState::Deleted => {
                 let gone = |secret: &AwsSecret| {
                     gone_from_vault(
-                        secret.name.clone(),
+                        secret.name.to_string(),
                         Some(secret),
                         rule,
                         Guard::SourceGone {
@@ -568,7 +587,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
             rel_path: rel.to_owned(),
             vault_path,
             version,
-            created_time: created_time.clone(),
+            created_time: created_time.text().into_owned(),
             user_tags,
             description,
         };
@@ -589,7 +608,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
                 }
                 let existing = at_name.map(|i| Existing {
                     secret: &aws[i],
-                    source: index.sources[i].unwrap_or(""),
+                    source: at_source.and_then(|(_, s)| s).unwrap_or(""),
                 });
                 decide(target, rel, existing, vault, rule, run)
             }
@@ -602,10 +621,10 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
     let blind: Vec<&str> = entries
         .iter()
         .filter(|e| e.rel_path.ends_with('/') && matches!(e.state, EntryState::Unreadable { .. }))
-        .map(|e| e.rel_path.as_str())
+        .map(|e| &*e.rel_path)
         .collect();
     for (i, secret) in aws.iter().enumerate() {
-        let Some(source) = index.sources[i] else {
+        let Some(source) = index.source(i) else {
             continue;
         };
         if !secret.pending_deletion {
@@ -627,7 +646,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
         );
         let step = if let Some(folder) = blind.iter().find(|f| source.starts_with(**f)) {
             Step::Keep {
-                name: secret.name.clone(),
+                name: secret.name.to_string(),
                 why: format!(
                     "its Vault folder {}/{folder} could not be listed this run",
                     rule.mount
@@ -636,7 +655,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
             }
         } else if !tagged_prefix && !secret.pending_deletion {
             Step::Keep {
-                name: secret.name.clone(),
+                name: secret.name.to_string(),
                 why: format!(
                     "written before the {} tag, so it may be a nested sync's; kept (delete it by hand if it is this one's)",
                     tags::PREFIX
@@ -645,7 +664,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
             }
         } else {
             gone_from_vault(
-                secret.name.clone(),
+                secret.name.to_string(),
                 Some(secret),
                 rule,
                 Guard::SourceGone {

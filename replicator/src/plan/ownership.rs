@@ -28,7 +28,7 @@ pub fn ownership(secret: &AwsSecret, rule: &Rule) -> Ownership {
         return Ownership::Ours { tagged_prefix };
     }
     // Listed for adoption: taken over whoever tagged it (another tool, another sync).
-    if rule.adopt.iter().any(|a| a == &secret.name) {
+    if rule.adopt.iter().any(|a| **a == *secret.name) {
         return Ownership::Adoptable;
     }
     match tag(tags::MANAGED_BY) {
@@ -76,10 +76,7 @@ mod tests {
     use super::*;
 
     fn secret(name: &str, tags: &[(&str, &str)]) -> AwsSecret {
-        let mut s = AwsSecret {
-            name: name.into(),
-            ..AwsSecret::default()
-        };
+        let mut s = AwsSecret::named(name, "");
         for (k, v) in tags {
             s.tags.insert(k, v);
         }

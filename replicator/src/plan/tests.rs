@@ -21,8 +21,8 @@ fn live(rel: &str, version: u64) -> VaultEntry {
             version,
             created_time: T.into(),
             latest: version,
-            earlier: (1..version).rev().map(|n| (n, T.to_owned())).collect(),
-            custom: vec![],
+            earlier: (1..version).rev().map(|n| (n, T.into())).collect(),
+            custom: Box::new([]),
         },
     }
 }
@@ -42,15 +42,14 @@ fn ours(rel: &str, version: u64) -> AwsSecret {
     }
     tags.insert("version", &version.to_string());
     tags.insert("vault-version-created", T);
-    AwsSecret {
-        name: format!("p/{rel}"),
-        arn: format!("arn:aws:secretsmanager:r:1:secret:p/{rel}-abcdef"),
-        tags,
-        current_version_id: Some(version_token("kv", rel, version, T)),
-        other_version_ids: Vec::new(),
-        pending_deletion: false,
-        description: Some(shape::DEFAULT_DESCRIPTION.into()),
-    }
+    let mut s = AwsSecret::named(
+        &format!("p/{rel}"),
+        &format!("arn:aws:secretsmanager:r:1:secret:p/{rel}-abcdef"),
+    );
+    s.tags = tags;
+    s.set_versions(Some(&version_token("kv", rel, version, T)), []);
+    s.description = Some(shape::DEFAULT_DESCRIPTION.into());
+    s
 }
 
 /// Every step's kind and name, then the unchanged replicas'.
@@ -211,7 +210,7 @@ fn ownership_decides_conflicts_and_adoption() {
     foreign.tags.clear();
     let mut sample = ours("s", 1);
     sample.tags = Tags::from([("version", "1")]);
-    sample.current_version_id = Some("random-id-from-the-sample-0000000000".into());
+    sample.set_versions(Some("random-id-from-the-sample-0000000000"), []);
     let mut other = ours("o", 1);
     other.tags.insert("vault-mount", "elsewhere");
     let mut listed = ours("l", 1);
@@ -289,7 +288,7 @@ fn ownership_decides_conflicts_and_adoption() {
 #[test]
 fn out_of_band_writes_are_conflicts_unless_overwritten() {
     let mut touched = ours("a", 2);
-    touched.current_version_id = Some("someone-else-wrote-this-0000000000".into());
+    touched.set_versions(Some("someone-else-wrote-this-0000000000"), []);
     let p = plan(&[live("a", 2)], std::slice::from_ref(&touched), &settings());
     assert!(matches!(
         &p.steps[0],
@@ -313,8 +312,8 @@ fn out_of_band_writes_are_conflicts_unless_overwritten() {
 #[test]
 fn a_write_whose_tags_were_lost_is_finished_not_flagged() {
     let mut half = ours("a", 1);
-    half.current_version_id = Some(version_token("kv", "a", 2, T));
-    half.other_version_ids.push(version_token("kv", "a", 1, T));
+    half.set_versions(Some(&version_token("kv", "a", 2, T)), []);
+    half.add_staged(&version_token("kv", "a", 1, T));
     let p = plan(&[live("a", 2)], &[half], &settings());
     assert!(matches!(
         &p.steps[0],
@@ -330,10 +329,8 @@ fn a_write_whose_tags_were_lost_is_finished_not_flagged() {
 fn only_a_version_not_in_aws_is_written_again() {
     // Vault's version 1 was overwritten by hand in AWS but is still staged there.
     let mut touched = ours("a", 1);
-    touched.current_version_id = Some("someone-else-wrote-this-0000000000".into());
-    touched
-        .other_version_ids
-        .push(version_token("kv", "a", 1, T));
+    touched.set_versions(Some("someone-else-wrote-this-0000000000"), []);
+    touched.add_staged(&version_token("kv", "a", 1, T));
     let mut s = settings();
     s.on_modified = OnModified::Overwrite;
     let p = plan(&[live("a", 1)], std::slice::from_ref(&touched), &s);
@@ -360,7 +357,7 @@ fn only_a_version_not_in_aws_is_written_again() {
 fn a_lost_tag_write_then_a_newer_vault_version_is_an_update_not_a_conflict() {
     // Version 2's value went in, its tag write was lost (tags still say 1); Vault is at 3.
     let mut half = ours("a", 1);
-    half.current_version_id = Some(version_token("kv", "a", 2, T));
+    half.set_versions(Some(&version_token("kv", "a", 2, T)), []);
     let p = plan(&[live("a", 3)], &[half.clone()], &settings());
     assert!(
         matches!(
@@ -374,7 +371,7 @@ fn a_lost_tag_write_then_a_newer_vault_version_is_an_update_not_a_conflict() {
         p.steps[0]
     );
     // A version id none of Vault's versions gives is still someone else's.
-    half.current_version_id = Some(version_token("kv", "a", 7, T));
+    half.set_versions(Some(&version_token("kv", "a", 7, T)), []);
     let p = plan(&[live("a", 3)], &[half], &settings());
     assert!(matches!(
         &p.steps[0],
@@ -661,7 +658,7 @@ fn one_replica_per_key_is_current_without_a_value_read_only_when_complete() {
         r.tags.insert(tags::SOURCE, "a");
         r.tags.insert(tags::KEY, key);
         r.tags.insert(tags::KEY_COUNT, &count.to_string());
-        r.current_version_id = Some(key_token("kv", "a", Some(key), 1, T));
+        r.set_versions(Some(&key_token("kv", "a", Some(key), 1, T)), []);
         r
     };
     let both = [key_replica("user", 2), key_replica("pass", 2)];
@@ -717,7 +714,7 @@ fn a_stale_name_goes_only_after_its_successor_and_stays_when_it_cannot_be_writte
     template(&mut s, "new/{path}");
     let mut done = ours("new/a", 1);
     done.tags.insert(tags::SOURCE, "a");
-    done.current_version_id = Some(version_token("kv", "a", 1, T));
+    done.set_versions(Some(&version_token("kv", "a", 1, T)), []);
     let p = plan(&[live("a", 1)], &[ours("a", 1), done], &s);
     assert_eq!(kinds(&p), ["delete p/a", "unchanged p/new/a"]);
     assert!(matches!(&p.steps[0], Step::Delete { guard: Guard::After(a), .. } if a.is_empty()));
@@ -731,7 +728,7 @@ fn a_replica_that_lost_its_source_tag_at_its_own_name_is_its_own_and_gets_the_ta
     template(&mut s, "x-{path}");
     // `a`'s replica at `p/x-a`, its vault-secret tag removed by hand.
     let mut untagged = ours("x-a", 1);
-    untagged.current_version_id = Some(version_token("kv", "a", 1, T));
+    untagged.set_versions(Some(&version_token("kv", "a", 1, T)), []);
     let p = plan(&[live("a", 1)], std::slice::from_ref(&untagged), &s);
     assert_eq!(kinds(&p), ["update p/x-a"]);
     let Step::Update {
@@ -782,8 +779,8 @@ fn live_at(rel: &str, version: u64, created: &str, latest: u64) -> VaultEntry {
             version,
             created_time: created.into(),
             latest,
-            earlier: vec![],
-            custom: vec![],
+            earlier: Box::new([]),
+            custom: Box::new([]),
         },
     }
 }
@@ -796,8 +793,10 @@ const T4: &str = "2026-11-04T10:00:00Z";
 fn at_v3(rel: &str) -> AwsSecret {
     let mut r = ours(rel, 3);
     r.tags.insert("vault-version-created", T3);
-    r.current_version_id = Some(version_token("kv", rel, 3, T3));
-    r.other_version_ids = vec![version_token("kv", rel, 2, T2)];
+    r.set_versions(
+        Some(&version_token("kv", rel, 3, T3)),
+        [version_token("kv", rel, 2, T2).as_str()],
+    );
     r
 }
 
@@ -886,7 +885,7 @@ fn key_replica(rel: &str, key: &str, version: u64, count: usize) -> AwsSecret {
     r.tags.insert(tags::SOURCE, rel);
     r.tags.insert(tags::KEY, key);
     r.tags.insert(tags::KEY_COUNT, &count.to_string());
-    r.current_version_id = Some(key_token("kv", rel, Some(key), version, T));
+    r.set_versions(Some(&key_token("kv", rel, Some(key), version, T)), []);
     r
 }
 
