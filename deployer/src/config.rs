@@ -825,7 +825,11 @@ mod tests {
                 "region_audit_hours",
                 "outside 1",
             ),
-            ("adopt_sample = \"yes\"", "adopt_sample", "expected a boolean"),
+            (
+                "adopt_sample = \"yes\"",
+                "adopt_sample",
+                "expected a boolean",
+            ),
         ];
         for (text, key, reason) in table {
             let text =

@@ -1,6 +1,7 @@
 //! The Lambda entry: each invocation runs one sync and returns the report, or an error when the
 //! run failed so Lambda's error metrics see it. An event `{"paths": [...]}` (from the change
-//! watcher) syncs only those Vault paths; any other (the schedule's) syncs everything;
+//! watcher) syncs only those Vault paths; `{"scope": true}` answers where the sync reads in
+//! Vault (mount, path, namespace) and syncs nothing; any other (the schedule's) syncs everything;
 //! `"accept_vault_rollback": true` (from `deployer sync-now --accept-vault-rollback`) lets that
 //! one run replicate a Vault that is behind AWS.
 
@@ -69,6 +70,15 @@ pub async fn handle(
     replicator: &Result<Replicator, String>,
 ) -> Result<serde_json::Value, Error> {
     let replicator = replicator.as_ref().map_err(|e| Error::from(e.clone()))?;
+    // A change watcher asks where to look (`{"scope": true}`): the function's own mount, path
+    // and namespace, so the two can never disagree.
+    if event.payload.get("scope") == Some(&serde_json::Value::Bool(true)) {
+        let scope = replicator
+            .scope()
+            .await
+            .map_err(|e| Error::from(e.to_string()))?;
+        return Ok(serde_json::to_value(scope)?);
+    }
     tracing::info!(request_id = %event.context.request_id, "sync started");
     // Start no write the invocation could not finish: stop a margin before its deadline, and
     // leave the rest to the next run (a first sync of 100,000 secrets takes longer than

@@ -213,6 +213,43 @@ impl Report {
     }
 }
 
+/// The subject of a failure notice.
+pub const NOTICE_SUBJECT: &str = "vault-secrets-replicator: sync failed";
+
+/// How long the same failure is not notified again: a batch the watcher tries again with
+/// backoff, or a run after run that fails the same way, sends one notice, not one a minute.
+pub const NOTICE_QUIET: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Remembers the last notice sent, by what failed (names and kinds, not counts).
+#[derive(Debug, Default)]
+pub struct NoticeGate {
+    last: std::sync::Mutex<Option<(String, std::time::Instant)>>,
+}
+
+impl NoticeGate {
+    /// Whether `notice` is to be sent now: not the same failure as one sent within
+    /// [`NOTICE_QUIET`]. Records it when it is.
+    pub fn admits(&self, notice: &str, now: std::time::Instant) -> bool {
+        // What failed, without the counts before it (they change from run to run).
+        let key = notice
+            .find("Failed to create/update")
+            .map_or(notice, |at| &notice[at..])
+            .to_owned();
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((seen, at)) = last.as_ref()
+            && *seen == key
+            && now.duration_since(*at) < NOTICE_QUIET
+        {
+            return false;
+        }
+        *last = Some((key, now));
+        true
+    }
+}
+
 /// How many failures the SNS notice lists by name.
 pub const NOTICE_LISTED: usize = 50;
 /// How long an error text (or name) in the notice may be, in characters.
@@ -257,6 +294,21 @@ mod tests {
         assert!(n.ends_with("… and 9950 more not listed; 10000 failures in all: 5000 invalid_name, 5000 value_too_large. The run's report (Lambda's log, or `--output json`) lists every one."), "{}", &n[n.len() - 300..]);
         let listed = n.matches("\"secretName\"").count();
         assert_eq!(listed, NOTICE_LISTED);
+    }
+
+    #[test]
+    fn the_same_failure_is_notified_once_a_quarter_hour() {
+        let gate = NoticeGate::default();
+        let t0 = std::time::Instant::now();
+        let notice = |created: u64, kind: &str| {
+            let mut r = Report::fatal(kind, "down");
+            r.created = created;
+            r.notice("1", "r")
+        };
+        assert!(gate.admits(&notice(0, "vault_unreachable"), t0));
+        assert!(!gate.admits(&notice(3, "vault_unreachable"), t0 + NOTICE_QUIET / 2));
+        assert!(gate.admits(&notice(0, "aws_throttled"), t0 + NOTICE_QUIET / 2));
+        assert!(gate.admits(&notice(0, "vault_unreachable"), t0 + NOTICE_QUIET));
     }
 
     #[test]

@@ -231,6 +231,16 @@ async fn list_aws(
         .await?)
 }
 
+/// Where a sync reads in Vault: what a change watcher must follow to see its changes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VaultScope {
+    pub mount: String,
+    /// The replicated sub-path (empty: the whole mount).
+    pub path: String,
+    /// The namespace (none: the root).
+    pub namespace: Option<String>,
+}
+
 /// What one run is asked to do.
 #[derive(Clone, Debug, Default)]
 pub struct Request {
@@ -278,6 +288,7 @@ pub struct Replicator {
     sm: SecretsManager,
     vault: tokio::sync::Mutex<Option<(VaultConnection, Arc<VaultClient>)>>,
     ledger: std::sync::Mutex<Ledger>,
+    notices: crate::report::NoticeGate,
 }
 
 impl Replicator {
@@ -300,6 +311,7 @@ impl Replicator {
             sm,
             vault: tokio::sync::Mutex::new(None),
             ledger: std::sync::Mutex::new(Ledger::default()),
+            notices: crate::report::NoticeGate::default(),
         })
     }
 
@@ -322,6 +334,18 @@ impl Replicator {
         )?);
         *cached = Some((conn, client.clone()));
         Ok(client)
+    }
+
+    /// Where this replicator reads in Vault: its mount and sub-path, and the namespace of the
+    /// connection as it is now (the connection secret's `vaultNamespace` when it names one).
+    pub async fn scope(&self) -> Result<VaultScope, SyncError> {
+        let conn = connection(&self.resolved.connection, &self.sm).await?;
+        let rule = &self.resolved.settings.rule;
+        Ok(VaultScope {
+            mount: rule.mount.clone(),
+            path: rule.path.clone(),
+            namespace: conn.namespace,
+        })
     }
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
@@ -387,9 +411,11 @@ impl Replicator {
             let account = topic.split(':').nth(4).unwrap_or("unknown");
             let region = self.aws.region().map(|r| r.as_ref()).unwrap_or("unknown");
             let notifier = Notifier::new(&self.aws, self.counters.clone());
-            let subject = "vault-secrets-replicator: sync failed";
-            if let Err(e) = notifier
-                .publish(topic, subject, &report.notice(account, region))
+            let notice = report.notice(account, region);
+            if !self.notices.admits(&notice, Instant::now()) {
+                tracing::info!("the same failure was notified less than 15 minutes ago");
+            } else if let Err(e) = notifier
+                .publish(topic, crate::report::NOTICE_SUBJECT, &notice)
                 .await
             {
                 tracing::error!("cannot publish the failure notice: {e}");

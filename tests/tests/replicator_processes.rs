@@ -886,9 +886,11 @@ async fn the_watcher_beside_vault_sends_each_batch_to_the_function() {
         "{batch}"
     );
     assert_eq!(env.side.value("kv/app/db").await["k"], "1");
+    // Where to look comes from the function itself; then the full sync, then the batch.
     assert_eq!(
         lambda.invoked.lock().await.clone(),
         [
+            ("kv-replicator".to_owned(), r#"{"scope":true}"#.to_owned()),
             ("kv-replicator".to_owned(), "{}".to_owned()),
             (
                 "kv-replicator".to_owned(),
@@ -897,4 +899,421 @@ async fn the_watcher_beside_vault_sends_each_batch_to_the_function() {
         ]
     );
     let _ = watcher.start_kill();
+}
+
+/// A watcher started with `extra` flags (its stderr kept, for what it says), and its reports.
+struct Watching {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Watching {
+    fn start(
+        env: &common::Env,
+        state: &std::path::Path,
+        extra: &[&str],
+        stderr: Option<&std::path::Path>,
+    ) -> Self {
+        let mut cmd = e2e::watch_command(&env.bao, env.moto.env(), state, extra);
+        if let Some(path) = stderr {
+            cmd.stderr(std::fs::File::create(path).unwrap());
+        }
+        let mut child = cmd.spawn().unwrap();
+        use tokio::io::AsyncBufReadExt;
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        Self { child, lines }
+    }
+
+    /// The next report that `want` accepts, within `limit`.
+    async fn until(&mut self, limit: Duration, want: impl Fn(&Value) -> bool) -> Value {
+        let wait = async {
+            while let Some(line) = self.lines.next_line().await.unwrap() {
+                let report: Value = serde_json::from_str(&line).unwrap();
+                if want(&report) {
+                    return report;
+                }
+            }
+            panic!("the watcher ended");
+        };
+        tokio::time::timeout(limit, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no such report within {limit:?}"))
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+}
+
+/// `count` audit lines of about 1 KiB that change nothing the watcher follows.
+fn noise(count: usize, mount: &str) -> String {
+    let pad = "x".repeat(900);
+    let line = format!(
+        "{{\"type\":\"response\",\"request\":{{\"operation\":\"read\",\"path\":\"{mount}/metadata/{pad}\"}}}}\n"
+    );
+    line.repeat(count)
+}
+
+fn append(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// A backlog in the log (a watcher down while Vault went on) is read in bounded chunks off the
+/// watcher's loop: a change after it arrives, and a signal is seen while the backlog is read.
+/// (It was read whole and line by line with a copy of the rest each time: at tens of thousands
+/// of lines the watcher never caught up, and saw no signal meanwhile.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_neither_stalls_the_watcher_nor_hides_a_signal() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("watch.offset");
+    let quiet = ["--reconcile-interval", "off"];
+    let mut w = Watching::start(&env, &state, &quiet, None);
+    w.until(Duration::from_secs(60), |r| r["scope"] == "full")
+        .await;
+    w.signal("-TERM");
+    w.child.wait().await.unwrap();
+    // 60 MiB written while it was down, half of it naming the mount.
+    append(&bao.audit_log(), &noise(30_000, "kv"));
+    append(&bao.audit_log(), &noise(30_000, "other"));
+    let mut w = Watching::start(&env, &state, &quiet, None);
+    w.until(Duration::from_secs(60), |r| r["scope"] == "full")
+        .await;
+    bao.put("kv", "after", json!({"k": 1})).await;
+    let batch = w
+        .until(Duration::from_secs(60), |r| r["scope"] == "paths")
+        .await;
+    assert_eq!(
+        (&batch["paths"], &batch["created"]),
+        (&json!(["after"]), &json!(1)),
+        "{batch}"
+    );
+    // A larger backlog, and a signal at once: seen while it is read.
+    append(&bao.audit_log(), &noise(150_000, "other"));
+    w.signal("-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(15), w.child.wait())
+        .await
+        .expect("the signal was seen while the backlog was read")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A batch whose sync fails (Vault denies the value read) is kept and tried again with
+/// backoff; once the policy is fixed, the change reaches AWS with no full sync. (A failed batch
+/// was dropped: the change waited for the next full sync.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_is_tried_again_until_it_is_in_aws() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    let rules = |data: &str| {
+        format!(
+            "path \"kv/metadata/*\" {{ capabilities = [\"read\", \"list\"] }}\npath \"kv/data/*\" {{ capabilities = [{data}] }}\n"
+        )
+    };
+    let token = bao.token_with_policy("limited", &rules("\"deny\"")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = e2e::watch_command(
+        bao,
+        env.moto.env(),
+        &dir.path().join("o"),
+        &["--reconcile-interval", "off"],
+    );
+    cmd.env("VAULT_TOKEN", &token);
+    let mut child = cmd.spawn().unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut w = Watching {
+        lines: tokio::io::BufReader::new(child.stdout.take().unwrap()).lines(),
+        child,
+    };
+    w.until(Duration::from_secs(60), |r| r["scope"] == "full")
+        .await;
+    bao.put("kv", "db", json!({"k": 1})).await;
+    let failed = w
+        .until(Duration::from_secs(60), |r| r["scope"] == "paths")
+        .await;
+    assert_eq!(
+        failed["failures"][0]["kind"], "vault_permission_denied",
+        "{failed}"
+    );
+    // The policy fixed: a later try of the same batch gets it through.
+    bao.api(
+        "PUT",
+        "sys/policies/acl/limited",
+        Some(json!({ "policy": rules("\"read\"") })),
+    )
+    .await;
+    let delivered = w
+        .until(Duration::from_secs(60), |r| {
+            r["scope"] == "paths" && r["created"] == 1
+        })
+        .await;
+    assert_eq!(delivered["paths"], json!(["db"]), "{delivered}");
+    assert_eq!(env.side.value("kv/db").await, json!({"k": 1}));
+    w.signal("-TERM");
+    w.child.wait().await.unwrap();
+}
+
+/// A run the watcher starts in the function is a synchronous invocation, which Lambda's
+/// on-failure destination never sees: the watcher sends its notice to the topic; the same
+/// failure again (a batch tried again) is not sent twice within a quarter hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_of_the_function_is_notified_by_the_watcher() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    let (topic, queue) = env.side.topic_with_queue("failures").await;
+    let api = RuntimeApi::start().await;
+    // A function whose Vault token is wrong: every sync fails.
+    let _function = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+        .env_clear()
+        .envs(env.moto.env())
+        .envs(e2e::runtime_api::lambda_env(&api.addr, "kv-replicator"))
+        .env(vars::PREFIX, "kv")
+        .env("VAULT_ADDR", &bao.addr)
+        .env("VAULT_TOKEN", "not-a-token")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lambda = e2e::lambda_invoke::InvokeStandIn::start(&env.moto.url, api).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut watcher = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+        .env_clear()
+        .envs(e2e::aws_env_at(&lambda.url))
+        .args([
+            "watch",
+            "--output",
+            "json",
+            "--invoke-function",
+            "kv-replicator",
+        ])
+        .args(["--sns-topic-arn", &topic])
+        .arg("--audit-log")
+        .arg(bao.audit_log())
+        .arg("--state-file")
+        .arg(dir.path().join("offset"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut w = Watching {
+        lines: tokio::io::BufReader::new(watcher.stdout.take().unwrap()).lines(),
+        child: watcher,
+    };
+    let full = w
+        .until(Duration::from_secs(60), |r| r["scope"] == "full")
+        .await;
+    assert_eq!(full["function_error"], "Unhandled", "{full}");
+    bao.put("kv", "db", json!({"k": 1})).await;
+    // The batch fails, and is tried again (after 1 s, then 2 s): the same failure each time.
+    for _ in 0..3 {
+        w.until(Duration::from_secs(60), |r| r["scope"] == "paths")
+            .await;
+    }
+    let notices = env.side.notices(&queue, 2).await;
+    assert_eq!(
+        notices.len(),
+        2,
+        "the full sync's and the batch's: {notices:#?}"
+    );
+    assert!(
+        notices
+            .iter()
+            .all(|n| n.contains("vault-secrets-replicator run failed")),
+        "{notices:#?}"
+    );
+    assert!(!notices.iter().any(|n| n.contains("not-a-token")));
+    w.signal("-TERM");
+    w.child.wait().await.unwrap();
+}
+
+/// The watcher follows the namespace the sync uses: the connection secret's `vaultNamespace`,
+/// with no flag of its own. (It followed the root namespace, so a change in the namespace
+/// waited for the next full sync.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_follows_the_connection_secrets_namespace() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.api("POST", "sys/namespaces/team", Some(json!({})))
+        .await;
+    bao.api_in(
+        "team",
+        "POST",
+        "sys/mounts/kv",
+        Some(json!({"type": "kv", "options": {"version": "2"}})),
+    )
+    .await;
+    let connection =
+        json!({"vaultAddress": bao.addr, "vaultToken": e2e::ROOT_TOKEN, "vaultNamespace": "team"});
+    env.side
+        .create("ns-connection/vault", &connection.to_string(), &[])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(e2e::bin_path("replicator"));
+    cmd.env_clear()
+        .envs(env.moto.env())
+        .args([
+            "watch", "--prefix", "ns", "--mount", "kv", "--output", "json",
+        ])
+        .args([
+            "--connection-secret",
+            "ns-connection/vault",
+            "--reconcile-interval",
+            "off",
+        ])
+        .arg("--audit-log")
+        .arg(bao.audit_log())
+        .arg("--state-file")
+        .arg(dir.path().join("o"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut w = Watching {
+        lines: tokio::io::BufReader::new(child.stdout.take().unwrap()).lines(),
+        child,
+    };
+    w.until(Duration::from_secs(60), |r| r["scope"] == "full")
+        .await;
+    bao.api_in(
+        "team",
+        "POST",
+        "kv/data/app",
+        Some(json!({"data": {"k": 1}})),
+    )
+    .await;
+    let batch = w
+        .until(Duration::from_secs(30), |r| r["scope"] == "paths")
+        .await;
+    assert_eq!(
+        (&batch["paths"], &batch["created"]),
+        (&json!(["app"]), &json!(1)),
+        "{batch}"
+    );
+    w.signal("-TERM");
+    w.child.wait().await.unwrap();
+}
+
+/// An audit device with `format = "jsonx"` (or a prefix) makes every line unreadable: the
+/// watcher says so (it used to drop them without a word).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_in_a_format_the_watcher_cannot_read_is_said() {
+    let env = env().await;
+    env.bao.enable_kv2("kv").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("jsonx.log");
+    std::fs::write(&log, "").unwrap();
+    let stderr = dir.path().join("stderr");
+    let mut child = tokio::process::Command::new(e2e::bin_path("replicator"))
+        .env_clear()
+        .envs(env.moto.env())
+        .env("VAULT_ADDR", &env.bao.addr)
+        .env("VAULT_TOKEN", e2e::ROOT_TOKEN)
+        .args(["watch", "--prefix", "kv", "--output", "json"])
+        .args(["--reconcile-interval", "off"])
+        .arg("--audit-log")
+        .arg(&log)
+        .arg("--state-file")
+        .arg(dir.path().join("o"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut w = Watching {
+        lines: tokio::io::BufReader::new(child.stdout.take().unwrap()).lines(),
+        child,
+    };
+    w.until(Duration::from_secs(60), |r| r["scope"] == "full")
+        .await;
+    let jsonx = "<AuditResponse><type>response</type><request><operation>create</operation><path>kv/data/a</path></request></AuditResponse>\n";
+    append(&log, &jsonx.repeat(150));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let said = std::fs::read_to_string(&stderr).unwrap_or_default();
+        if said.contains("format = \"json\"") || said.contains("format = \\\"json\\\"") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing said: {said}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    w.signal("-TERM");
+    w.child.wait().await.unwrap();
+}
+
+/// Rotation as logrotate does it (rename the file, create an empty one in its place, then
+/// SIGHUP, which makes OpenBao reopen its log): what Vault writes to the renamed file between the
+/// new file's creation and its reopening is read too. (The watcher moved to the new file as soon
+/// as it appeared, and those lines were lost.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_log_is_read_to_its_end() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("o");
+    let mut w = Watching::start(&env, &state, &["--reconcile-interval", "off"], None);
+    w.until(Duration::from_secs(60), |r| r["scope"] == "full")
+        .await;
+    let log = bao.audit_log();
+    std::fs::rename(&log, log.with_extension("log.1")).unwrap();
+    std::fs::write(&log, "").unwrap();
+    // The watcher looks every 50 ms: it has seen the new file by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bao.put("kv", "before-reopen", json!({"k": 1})).await;
+    let pid = bao.pid().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Reopened: the next request goes to the new file.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&log).unwrap().len() == 0 {
+        bao.api("GET", "sys/health", None).await;
+        bao.api("GET", "kv/config", None).await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "OpenBao did not reopen its log"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bao.put("kv", "after-reopen", json!({"k": 2})).await;
+    let mut seen: Vec<String> = Vec::new();
+    while seen.len() < 2 {
+        let batch = w
+            .until(Duration::from_secs(30), |r| r["scope"] == "paths")
+            .await;
+        seen.extend(
+            batch["paths"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().to_owned()),
+        );
+    }
+    seen.sort();
+    assert_eq!(seen, ["after-reopen", "before-reopen"]);
+    assert_eq!(env.side.value("kv/before-reopen").await, json!({"k": 1}));
+    w.signal("-TERM");
+    w.child.wait().await.unwrap();
 }

@@ -1,0 +1,520 @@
+//! `replicator watch`: change-driven replication on any Vault. It follows Vault's file audit log
+//! (paths in plain text, values hashed), picks the successful requests that change a KV v2
+//! secret where the sync reads ([`filter`]), and after a short debounce syncs exactly those
+//! secrets. The log is read off the async runtime in bounded chunks ([`tail`]), so a backlog
+//! never stalls the loop or its signals. A change is kept until its sync succeeded, across
+//! restarts too ([`pending`]): a failed batch is tried again with backoff. A full sync at start
+//! (and, without the function's schedule, every reconcile interval) catches anything missed.
+//! Changes go to this process's replicator or to the function ([`delivery`]).
+
+pub mod delivery;
+pub mod filter;
+pub mod pending;
+pub mod tail;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub use delivery::{Delivered, Delivery};
+pub use filter::{AuditFilter, Health, Line};
+pub use pending::{Due, Pending, Saved};
+pub use tail::{Offset, Tail};
+
+/// `250ms`, `30s`, `10m`, `1h`: a whole number and its unit.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit: use ms, s, m or h (e.g. 10m)"))?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 10m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    };
+    if d.is_zero() {
+        return Err(format!("{text:?} must be more than zero"));
+    }
+    Ok(d)
+}
+
+/// How often the watcher runs a full sync besides the one at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reconcile {
+    Off,
+    Every(Duration),
+}
+
+/// `off`, or a duration (`30m`).
+pub fn parse_reconcile(text: &str) -> Result<Reconcile, String> {
+    match text.trim() {
+        "off" | "0" => Ok(Reconcile::Off),
+        other => parse_duration(other).map(Reconcile::Every),
+    }
+}
+
+/// The reconcile interval of a watcher that syncs in-process when none is given: as the
+/// stack's schedule would.
+pub const DEFAULT_RECONCILE: Duration = Duration::from_secs(30 * 60);
+
+/// How long a batch under way at SIGTERM or SIGINT may still take; then its changes are saved
+/// for the next start.
+pub const STOP_GRACE: Duration = Duration::from_millis(1500);
+
+/// How often the watcher says so when the lines it reads can never match.
+pub const HEALTH_SPELL: Duration = Duration::from_secs(60);
+/// Lines enough to say so before the spell ends.
+pub const HEALTH_EARLY_LINES: u64 = 100;
+
+/// How the watcher runs.
+#[derive(Clone, Debug)]
+pub struct WatchSettings {
+    pub audit_log: PathBuf,
+    pub state_file: PathBuf,
+    /// `None`: only the full sync at start.
+    pub reconcile: Option<Duration>,
+    /// Quiet time that ends a batch.
+    pub debounce: Duration,
+    /// The longest a change waits while others keep coming.
+    pub longest_wait: Duration,
+    pub poll: Duration,
+}
+
+/// What one batch, or one full sync, did: the report (the Lambda's answer in invoke mode).
+#[derive(Debug)]
+pub enum Ran {
+    Full(serde_json::Value),
+    Paths(Vec<String>, serde_json::Value),
+}
+
+impl Ran {
+    /// Whether the run failed (its report has failures, or the function failed).
+    pub fn failed(&self) -> bool {
+        let report = match self {
+            Ran::Full(r) | Ran::Paths(_, r) => r,
+        };
+        report["function_error"].is_string()
+            || report["failures"].as_array().is_some_and(|f| !f.is_empty())
+    }
+}
+
+/// `watch`'s own flags (the sync's come beside them).
+#[derive(Clone, Debug, clap::Args)]
+pub struct WatchArgs {
+    /// Vault's file audit log (the `file_path` of its file audit device, format json, no
+    /// prefix).
+    #[arg(long, env = "REPLICATOR_AUDIT_LOG")]
+    pub audit_log: PathBuf,
+
+    /// Where the position in the log, and the changes not yet synced, are kept across restarts
+    /// [default: $STATE_DIRECTORY/watch.offset under systemd, else ./replicator-watch.offset].
+    #[arg(long, env = "REPLICATOR_STATE_FILE")]
+    pub state_file: Option<PathBuf>,
+
+    /// How often a full sync runs besides the one at start, the backstop for anything missed,
+    /// or `off` [default: off with --invoke-function (the function's schedule does it), else
+    /// 30m].
+    #[arg(long, env = "REPLICATOR_RECONCILE_INTERVAL", value_parser = parse_reconcile)]
+    pub reconcile_interval: Option<Reconcile>,
+
+    /// Quiet time that ends a batch of changes.
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub debounce: Duration,
+
+    /// Send each batch to this replicator function (`{"paths": [...]}`) instead of syncing
+    /// here: the watcher then needs only `lambda:InvokeFunction` on it (and `sns:Publish` on
+    /// --sns-topic-arn, for the notice of a run that failed). Where to look in Vault (mount,
+    /// path, namespace) is the function's own.
+    #[arg(long, env = "REPLICATOR_INVOKE_FUNCTION")]
+    pub invoke_function: Option<String>,
+
+    /// One report per batch on stdout.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: crate::config::OutputFormat,
+}
+
+impl WatchArgs {
+    pub fn settings(&self) -> WatchSettings {
+        let reconcile = match self.reconcile_interval {
+            Some(Reconcile::Off) => None,
+            Some(Reconcile::Every(d)) => Some(d),
+            None if self.invoke_function.is_some() => None,
+            None => Some(DEFAULT_RECONCILE),
+        };
+        WatchSettings {
+            audit_log: self.audit_log.clone(),
+            state_file: self.state_file.clone().unwrap_or_else(|| {
+                std::env::var_os("STATE_DIRECTORY")
+                    .map(|d| PathBuf::from(d).join("watch.offset"))
+                    .unwrap_or_else(|| "replicator-watch.offset".into())
+            }),
+            reconcile,
+            debounce: self.debounce,
+            longest_wait: Duration::from_secs(1),
+            poll: Duration::from_millis(50),
+        }
+    }
+
+    /// Where the changes go: the function named, or this process with `sync`'s settings.
+    pub fn delivery(
+        &self,
+        sync: &crate::config::SyncArgs,
+        aws: &aws_types::SdkConfig,
+    ) -> Result<Delivery, crate::config::ConfigError> {
+        Ok(match &self.invoke_function {
+            Some(function) => Delivery::Invoke {
+                lambda: aws_sdk_lambda::Client::new(aws),
+                function: function.clone(),
+                notices: sync
+                    .sns_topic_arn
+                    .clone()
+                    .filter(|t| !t.is_empty())
+                    .map(|topic| (crate::aws::Notifier::new(aws, Arc::default()), topic)),
+                gate: crate::report::NoticeGate::default(),
+            },
+            None => Delivery::InProcess(Box::new(crate::run::Replicator::new(sync, aws)?)),
+        })
+    }
+}
+
+/// What the tail thread read: the changes named, where it is now, and what the lines were.
+#[derive(Debug, Default)]
+struct Chunk {
+    paths: Vec<String>,
+    at: Offset,
+    health: Health,
+}
+
+/// Reads the log on a thread of its own, chunk by chunk, and sends what each chunk said; waits
+/// `poll` when there is nothing new. The channel is bounded: a watcher busy delivering holds
+/// the thread, and the memory, where they are. Stops when `stop` is set or nobody listens.
+fn spawn_tail(
+    mut tail: Tail,
+    filter: AuditFilter,
+    poll: Duration,
+    tx: tokio::sync::mpsc::Sender<Chunk>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut at = tail.position();
+        while !stop.load(Ordering::Relaxed) {
+            let mut chunk = Chunk::default();
+            let read = tail.read(&mut |line| {
+                let what = filter.classify(line);
+                chunk.health.count(&what);
+                if let Line::Change(path) = what {
+                    chunk.paths.push(path);
+                }
+            });
+            chunk.at = tail.position();
+            let idle = match read {
+                Ok(n) => n == 0,
+                Err(e) => {
+                    // What was read before the error is sent all the same; the position stays
+                    // after the last line handed out.
+                    tracing::warn!("reading the audit log: {e}");
+                    true
+                }
+            };
+            if (chunk.at != at || !chunk.paths.is_empty() || chunk.health.lines > 0)
+                && tx.blocking_send(chunk).is_err()
+            {
+                return;
+            }
+            at = tail.position();
+            if idle {
+                std::thread::sleep(poll);
+            }
+        }
+    })
+}
+
+/// The signals that stop the watcher.
+struct Stop {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Stop {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+
+    /// Runs `work` unless a signal comes first; then gives it [`STOP_GRACE`] more. `(its
+    /// output if it finished, whether a signal came)`.
+    async fn around<F: std::future::Future>(&mut self, work: F) -> (Option<F::Output>, bool) {
+        tokio::pin!(work);
+        tokio::select! {
+            out = &mut work => (Some(out), false),
+            () = self.recv() => (tokio::time::timeout(STOP_GRACE, &mut work).await.ok(), true),
+        }
+    }
+}
+
+/// Follows the log until SIGTERM or SIGINT. First it learns where the sync reads in Vault (the
+/// function's scope, or the connection's namespace); then a full sync, and a targeted sync of
+/// each batch of changes. A change stays pending, saved with the position in the log, until a
+/// sync of it succeeded; a failed one is tried again with backoff. At a signal the batch under
+/// way has [`STOP_GRACE`] to finish; what is pending then is saved for the next start.
+pub async fn run(
+    delivery: &Delivery,
+    settings: &WatchSettings,
+    mut emit: impl FnMut(Ran),
+) -> std::io::Result<()> {
+    let progress = crate::progress::Progress::default();
+    let mut stop = Stop::new()?;
+    let mut attempt = 0;
+    let scope = loop {
+        let (found, stopped) = stop.around(delivery.scope()).await;
+        match found {
+            Some(Ok(scope)) => break scope,
+            _ if stopped => return Ok(()),
+            Some(Err(e)) => {
+                attempt += 1;
+                tracing::warn!("cannot learn where the sync reads in Vault (tried again): {e}");
+                let (_, stopped) = stop
+                    .around(tokio::time::sleep(pending::backoff(attempt)))
+                    .await;
+                if stopped {
+                    return Ok(());
+                }
+            }
+            None => return Ok(()),
+        }
+    };
+    let filter = AuditFilter::new(&scope.mount, &scope.path, scope.namespace.as_deref());
+    tracing::info!(
+        mount = %scope.mount,
+        path = %scope.path,
+        namespace = scope.namespace.as_deref().unwrap_or(""),
+        "following the audit log"
+    );
+    let saved = Saved::load(&settings.state_file);
+    let mut pending = saved
+        .as_ref()
+        .map(|s| Pending::restored(s, Instant::now()))
+        .unwrap_or_default();
+    let tail = Tail::open(&settings.audit_log, saved.as_ref().map(|s| s.at));
+    let mut at = tail.position();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let halt = Arc::new(AtomicBool::new(false));
+    let reader = spawn_tail(tail, filter.clone(), settings.poll, tx, halt.clone());
+    let save = |pending: &Pending, at: Offset| {
+        if let Err(e) = pending.to_save(at).save(&settings.state_file) {
+            tracing::warn!("saving {}: {e}", settings.state_file.display());
+        }
+    };
+
+    let (first, mut stopped) = stop.around(delivery.full(&progress)).await;
+    if let Some(first) = first {
+        emit(Ran::Full(first.report));
+    }
+    let mut reconcile = settings.reconcile.map(|every| {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // A sync that outlasts the interval is followed by one interval, not a burst.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    });
+    let mut health = Health::default();
+    let mut spell = Instant::now();
+    let mut warned = false;
+    while !stopped {
+        let next = pending.next_check(settings.debounce, settings.longest_wait);
+        let wake = next.map_or_else(
+            || tokio::time::Instant::now() + Duration::from_secs(3600),
+            tokio::time::Instant::from_std,
+        );
+        tokio::select! {
+            chunk = rx.recv() => {
+                let Some(chunk) = chunk else { break };
+                let now = Instant::now();
+                for path in chunk.paths {
+                    pending.add(path, now);
+                }
+                at = chunk.at;
+                health.add(&chunk.health);
+                let spell_over = spell.elapsed() >= HEALTH_SPELL;
+                if !warned
+                    && (spell_over || health.lines >= HEALTH_EARLY_LINES)
+                    && let Some(warning) = health.warning(&filter)
+                {
+                    tracing::warn!("{warning}");
+                    warned = true;
+                }
+                if spell_over {
+                    health = Health::default();
+                    spell = Instant::now();
+                    warned = false;
+                }
+                save(&pending, at);
+            }
+            () = tokio::time::sleep_until(wake), if next.is_some() => {
+                let Some(due) = pending.take_due(Instant::now(), settings.debounce, settings.longest_wait) else {
+                    continue;
+                };
+                save(&pending, at);
+                let (delivered, signalled) = match &due {
+                    Due::Full => stop.around(delivery.full(&progress)).await,
+                    Due::Paths(paths) => stop.around(delivery.paths(paths, &progress)).await,
+                };
+                stopped = signalled;
+                // Cut short by a signal: its changes stay pending in the state file.
+                if let Some(d) = delivered {
+                    if d.ok {
+                        pending.delivered();
+                    } else {
+                        let given_up = pending.failed(Instant::now());
+                        if !given_up.is_empty() {
+                            tracing::warn!(
+                                paths = given_up.len(),
+                                "changes whose sync failed for {} minutes are left to the next full sync",
+                                pending::GIVE_UP_AFTER.as_secs() / 60
+                            );
+                        }
+                    }
+                    emit(match due {
+                        Due::Full => Ran::Full(d.report),
+                        Due::Paths(paths) => Ran::Paths(paths, d.report),
+                    });
+                }
+                save(&pending, at);
+            }
+            () = async {
+                match reconcile.as_mut() {
+                    Some(tick) => {
+                        tick.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            } => {
+                let (full, signalled) = stop.around(delivery.full(&progress)).await;
+                stopped = signalled;
+                if let Some(full) = full {
+                    emit(Ran::Full(full.report));
+                }
+            }
+            () = stop.recv() => stopped = true,
+        }
+    }
+    halt.store(true, Ordering::Relaxed);
+    // What the reader still had: its changes are kept with its position.
+    while let Ok(chunk) = rx.try_recv() {
+        for path in chunk.paths {
+            pending.add(path, Instant::now());
+        }
+        at = chunk.at;
+    }
+    drop(rx);
+    let _ = reader.join();
+    pending.to_save(at).save(&settings.state_file)
+}
+
+/// `watch` as a command, for both binaries (`replicator watch`, and `bootstrap watch` beside
+/// Vault on the stack's instance): one line per run on stdout, JSON or text. Exit 0 when
+/// stopped by a signal, 1 when it could not start.
+pub async fn main(sync: &crate::config::SyncArgs, args: &WatchArgs) -> u8 {
+    let json = args.output == crate::config::OutputFormat::Json;
+    use std::io::Write;
+    let aws = crate::aws::load_sdk_config().await;
+    let delivery = match args.delivery(sync, &aws) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let emit = |ran: Ran| {
+        let failed = ran.failed();
+        let (paths, mut report) = match ran {
+            Ran::Full(r) => (None, r),
+            Ran::Paths(p, r) => (Some(p), r),
+        };
+        let line = if json {
+            report["scope"] = serde_json::json!(if paths.is_some() { "paths" } else { "full" });
+            if let Some(p) = &paths {
+                report["paths"] = serde_json::json!(p);
+            }
+            format!("{report}\n")
+        } else {
+            let count = |k: &str| report[k].as_u64().unwrap_or(0);
+            format!(
+                "{}: created {}, updated {}, unchanged {}, deleted {}{}\n",
+                paths.map_or_else(|| "full sync".to_owned(), |p| p.join(", ")),
+                count("created"),
+                count("updated"),
+                count("unchanged"),
+                count("deleted"),
+                if failed { " — FAILED" } else { "" }
+            )
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+    };
+    match run(&delivery, &args.settings(), emit).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["10", "m", "10 d", "0s", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_reconcile("off"), Ok(Reconcile::Off));
+        assert_eq!(
+            parse_reconcile("45m"),
+            Ok(Reconcile::Every(Duration::from_secs(2700)))
+        );
+    }
+
+    #[test]
+    fn the_reconcile_never_doubles_the_functions_schedule() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            watch: WatchArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["w", "--audit-log", "/a"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).unwrap().watch.settings()
+        };
+        assert_eq!(parse(&[]).reconcile, Some(DEFAULT_RECONCILE));
+        assert_eq!(parse(&["--invoke-function", "f"]).reconcile, None);
+        assert_eq!(
+            parse(&["--invoke-function", "f", "--reconcile-interval", "2h"]).reconcile,
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(parse(&["--reconcile-interval", "off"]).reconcile, None);
+    }
+}
