@@ -59,6 +59,7 @@ fn listed(
     tags: &[Tag],
     versions: Option<&std::collections::HashMap<String, Vec<String>>>,
     pending_deletion: bool,
+    managed_elsewhere: bool,
     description: Option<&str>,
     interner: &mut Interner,
 ) -> AwsSecret {
@@ -82,6 +83,7 @@ fn listed(
     staged.sort_unstable();
     secret.set_versions(current, staged);
     secret.pending_deletion = pending_deletion;
+    secret.managed_elsewhere = managed_elsewhere;
     secret.description = description.map(|d| interner.get(d));
     secret
 }
@@ -163,7 +165,7 @@ impl SecretsManager {
     /// chain.
     pub async fn list(&self, prefix: &str) -> Result<Vec<AwsSecret>, AwsError> {
         let (found, _) = self
-            .list_matching(&[format!("{prefix}/")], &[], None)
+            .list_matching(&[format!("{prefix}/")], &[], None, &|_| true)
             .await?;
         Ok(found)
     }
@@ -172,7 +174,7 @@ impl SecretsManager {
     /// there are more.
     pub async fn list_one_page(&self, prefix: &str) -> Result<Option<Vec<AwsSecret>>, AwsError> {
         let (found, more) = self
-            .list_matching(&[format!("{prefix}/")], &[], Some(1))
+            .list_matching(&[format!("{prefix}/")], &[], Some(1), &|_| true)
             .await?;
         Ok((!more).then_some(found))
     }
@@ -200,7 +202,9 @@ impl SecretsManager {
         let mut chunks = stream::iter(parts)
             .map(|part| async move {
                 match part {
-                    Part::Range(prefixes) => Ok(self.list_matching(prefixes, &[], None).await?.0),
+                    Part::Range(prefixes) => {
+                        Ok(self.list_matching(prefixes, &[], None, &|_| true).await?.0)
+                    }
                     Part::Exact(name) => Ok(self.describe_name(name).await?.into_iter().collect()),
                 }
             })
@@ -233,47 +237,49 @@ impl SecretsManager {
         concurrency: usize,
     ) -> Result<Vec<AwsSecret>, AwsError> {
         let root = [format!("{prefix}/")];
-        // Exactly those sources: the tag-value filter is a prefix match on any tag.
-        let of = |found: Vec<AwsSecret>, sources: &[String]| -> Vec<AwsSecret> {
-            found
-                .into_iter()
-                .filter(|s| {
-                    s.tags
-                        .get(tags::SOURCE)
-                        .is_some_and(|v| sources.iter().any(|c| c == v))
-                })
-                .collect()
+        // Exactly those sources: the tag-value filter is a prefix match on any tag (`1` matches
+        // every `version` of 1…). Each page is kept to them as it comes.
+        let of = |sources: &[String]| {
+            let sources: Vec<String> = sources.to_vec();
+            move |s: &AwsSecret| {
+                s.tags
+                    .get(tags::SOURCE)
+                    .is_some_and(|v| sources.iter().any(|c| c == v))
+            }
         };
         // A filter value holds only a name's characters (and a leading `!` negates): sources
-        // outside that are found by listing the whole prefix.
-        if sources
-            .iter()
-            .any(|s| !s.chars().all(contract::is_aws_name_char))
+        // outside that are found by listing the whole prefix; and so are more than a few
+        // ranges' worth (one listing beats a page chain per ten sources that each match much).
+        if sources.len() > MAX_FILTER_VALUES * concurrency.max(1)
+            || sources
+                .iter()
+                .any(|s| !s.chars().all(contract::is_aws_name_char))
         {
-            return Ok(of(self.list(prefix).await?, sources));
+            return Ok(self.list_matching(&root, &[], None, &of(sources)).await?.0);
         }
-        let chunks: Vec<Vec<AwsSecret>> = stream::iter(sources.chunks(MAX_FILTER_VALUES))
-            .map(|chunk| {
-                let (root, of) = (&root, &of);
-                async move {
-                    let (found, _) = self.list_matching(root, chunk, None).await?;
-                    Ok::<_, AwsError>(of(found, chunk))
-                }
-            })
-            .buffer_unordered(concurrency.max(1))
-            .try_collect()
-            .await?;
+        let chunks: Vec<Vec<AwsSecret>> =
+            stream::iter(sources.chunks(MAX_FILTER_VALUES))
+                .map(|chunk| {
+                    let (root, keep) = (&root, of(chunk));
+                    async move {
+                        Ok::<_, AwsError>(self.list_matching(root, chunk, None, &keep).await?.0)
+                    }
+                })
+                .buffer_unordered(concurrency.max(1))
+                .try_collect()
+                .await?;
         Ok(chunks.into_iter().flatten().collect())
     }
 
     /// One `ListSecrets` page chain with a `name` filter of `prefixes` (at most 10), and a
     /// `tag-value` filter of `tag_values` when given, planned deletions included, stopping
-    /// after `max_pages`; whether pages were left.
+    /// after `max_pages`, keeping the secrets `keep` accepts; whether pages were left.
     async fn list_matching(
         &self,
         prefixes: &[String],
         tag_values: &[String],
         max_pages: Option<usize>,
+        keep: &dyn Fn(&AwsSecret) -> bool,
     ) -> Result<(Vec<AwsSecret>, bool), AwsError> {
         let what = prefixes.join(" ");
         let filter = Filter::builder()
@@ -314,15 +320,19 @@ impl SecretsManager {
                 if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
                     continue;
                 }
-                out.push(listed(
+                let secret = listed(
                     name,
                     arn,
                     entry.tags(),
                     entry.secret_versions_to_stages(),
                     entry.deleted_date().is_some(),
+                    entry.rotation_enabled() == Some(true) || entry.owning_service().is_some(),
                     entry.description(),
                     &mut interner,
-                ));
+                );
+                if keep(&secret) {
+                    out.push(secret);
+                }
             }
             if page.next_token().is_none() {
                 return Ok((out, false));
@@ -335,22 +345,32 @@ impl SecretsManager {
     /// suffix to another secret: callers that look up a name keep the answer only when its name
     /// is exactly the one asked for ([`Self::describe_name`]).
     pub async fn describe(&self, name: &str) -> Result<AwsSecret, AwsError> {
+        Ok(self.describe_with_regions(name).await?.0)
+    }
+
+    /// [`Self::describe`], and the regions AWS shows the secret replicated to: one call.
+    pub async fn describe_with_regions(
+        &self,
+        secret_id: &str,
+    ) -> Result<(AwsSecret, Vec<RegionStatus>), AwsError> {
         let out = self
             .client
             .describe_secret()
-            .secret_id(name)
+            .secret_id(secret_id)
             .send()
             .await
-            .map_err(|e| AwsError::from_sdk("DescribeSecret", name, e))?;
-        Ok(listed(
-            out.name().unwrap_or(name),
+            .map_err(|e| AwsError::from_sdk("DescribeSecret", secret_id, e))?;
+        let secret = listed(
+            out.name().unwrap_or(secret_id),
             out.arn().unwrap_or_default(),
             out.tags(),
             out.version_ids_to_stages(),
             out.deleted_date().is_some(),
+            out.rotation_enabled() == Some(true) || out.owning_service().is_some(),
             out.description(),
             &mut Interner::default(),
-        ))
+        );
+        Ok((secret, region_statuses(out.replication_status())))
     }
 
     /// The secret named exactly `name`, if there is one (never another that AWS resolves the
@@ -362,28 +382,6 @@ impl SecretsManager {
             Err(e) if e.kind == AwsErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
-    }
-
-    /// The regions `DescribeSecret` shows the secret replicated to, and its `replica-regions`
-    /// tag.
-    pub async fn describe_replication(
-        &self,
-        secret_id: &str,
-    ) -> Result<(Vec<RegionStatus>, Option<String>), AwsError> {
-        let out = self
-            .client
-            .describe_secret()
-            .secret_id(secret_id)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("DescribeSecret", secret_id, e))?;
-        let regions = region_statuses(out.replication_status());
-        let tag = out
-            .tags()
-            .iter()
-            .find(|t| t.key() == Some(tags::REPLICA_REGIONS))
-            .and_then(|t| t.value().map(str::to_owned));
-        Ok((regions, tag))
     }
 
     /// Adds replica regions (`ReplicateSecretToRegions`); every replica region's status.

@@ -12,6 +12,7 @@ use futures::stream::{self, StreamExt};
 
 use crate::aws::{AwsErrorKind, NewSecret, SecretsManager, failed_regions};
 use crate::config::Settings;
+use crate::model::EntryState;
 use crate::plan::{Guard, MetaChanges, RegionMoves, Step, Target, Write};
 use crate::report::{Problem, Report};
 use crate::vault::{VaultClient, VersionRead};
@@ -103,7 +104,24 @@ fn replication_failed(name: &str, done: &str, failed: &str) -> Problem {
     )
 }
 
+/// The most a value read takes: a whole secret's replica holds at most 64 KiB, so an answer
+/// four times that is nothing to write; one replica per key, at most the cap of keys of
+/// 64 KiB each, and never more than [`MAX_KEYS_READ`].
+const WHOLE_READ: u64 = 4 * crate::plan::shape::MAX_VALUE_BYTES as u64;
+/// The most one read of a secret replicated per key takes.
+pub const MAX_KEYS_READ: u64 = 8 * 1024 * 1024;
+
 impl Executor<'_> {
+    fn read_cap(&self) -> u64 {
+        let rule = &self.settings.rule;
+        match rule.granularity {
+            crate::model::Granularity::SecretPath => WHOLE_READ,
+            crate::model::Granularity::SecretKey => (rule.max_keys_per_secret as u64 + 1)
+                .saturating_mul(crate::plan::shape::MAX_VALUE_BYTES as u64)
+                .clamp(WHOLE_READ, MAX_KEYS_READ),
+        }
+    }
+
     /// Reads exactly the planned version's value; `None` when it vanished since the plan.
     async fn read(
         &self,
@@ -113,7 +131,12 @@ impl Executor<'_> {
     ) -> Result<Option<SecretString>, Problem> {
         let read = self
             .vault
-            .read_version(&self.settings.rule.mount, vault_path, version)
+            .read_version(
+                &self.settings.rule.mount,
+                vault_path,
+                version,
+                self.read_cap(),
+            )
             .await
             .map_err(|e| Problem::new(name, e.kind(), e.to_string()))?;
         Ok(match read {
@@ -129,10 +152,23 @@ impl Executor<'_> {
         target: &Target,
         known: Option<&KeyValues>,
     ) -> Result<Option<SecretString>, Problem> {
-        if let (Some(values), Some(key)) = (known, &target.key)
-            && let Some(v) = values.get(key)
-        {
-            return Ok(Some(v.clone()));
+        if let Some(key) = &target.key {
+            // A key's value: from its secret's read (never the whole secret's JSON).
+            let read;
+            let values = match known {
+                Some(values) => values,
+                None => match self
+                    .read_keys(&target.name, &target.vault_path, target.version)
+                    .await?
+                {
+                    Some(values) => {
+                        read = values;
+                        &read
+                    }
+                    None => return Ok(None),
+                },
+            };
+            return Ok(values.get(key).cloned());
         }
         let value = self
             .read(&target.name, &target.vault_path, target.version)
@@ -346,38 +382,81 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Deletes a replica: its Vault secret read again first when it was gone; then its replica
+    /// Deletes a replica: its Vault secret read again first when it was gone (kept when it is
+    /// back), or, for a key the read version lacked, kept when Vault moved past that version;
+    /// then, when it is still the tool's and still at the version the plan saw, its replica
     /// regions removed (AWS refuses to delete a secret that still has them) and their record
     /// with them, so a restored secret is replicated again.
-    async fn delete(&self, name: &str, arn: &str, guard: &Guard) -> Result<Outcome, Problem> {
+    async fn delete(
+        &self,
+        name: &str,
+        arn: &str,
+        guard: &Guard,
+        expect_current: Option<&str>,
+    ) -> Result<Outcome, Problem> {
         let aws_problem = failure_of(name);
-        if let Guard::SourceGone { vault_path } = guard {
+        let rule = &self.settings.rule;
+        let recheck = match guard {
+            Guard::SourceGone { vault_path } => Some((vault_path, None)),
+            Guard::KeyRemoved {
+                vault_path,
+                version,
+            } => Some((vault_path, Some(*version))),
+            Guard::After(_) => None,
+        };
+        if let Some((vault_path, read_version)) = recheck {
             let meta = self
                 .vault
-                .read_metadata(&self.settings.rule.mount, vault_path)
+                .read_metadata(&rule.mount, vault_path)
                 .await
                 .map_err(|e| Problem::new(name, e.kind(), e.to_string()))?;
             let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
-            if let Some(meta) = meta
-                && let crate::model::EntryState::Live { .. } =
-                    crate::inventory::entry_state(&meta, now, self.settings.rule.latest_deleted)
-            {
+            let live = meta.as_ref().map(|m| {
+                (
+                    m.current_version,
+                    crate::inventory::entry_state(m, now, rule.latest_deleted),
+                )
+            });
+            let back = match (live, read_version) {
+                // Vault's answer cannot be judged: kept.
+                (Some((_, EntryState::Unreadable { .. })), _) => true,
+                // Gone when planned: kept when it is there again.
+                (Some((_, EntryState::Live { .. })), None) => true,
+                // A key the read version lacked: kept when Vault moved past that version.
+                (Some((latest, _)), Some(read)) => latest != read,
+                (None, Some(_)) | (_, None) => false,
+            };
+            if back {
                 return Ok(back_in_vault(name, vault_path));
             }
         }
-        let seen = self
+        let (seen, statuses) = self
             .sm
-            .describe_replication(arn)
+            .describe_with_regions(arn)
             .await
             .map_err(aws_problem)?;
-        let regions: Vec<String> = seen.0.into_iter().map(|s| s.region).collect();
+        if rule.source().wrote(|k| seen.tags.get(k)).is_none() {
+            return Err(Problem::new(
+                name,
+                "not_owned",
+                "no longer carries this sync's ownership tags: not deleted",
+            ));
+        }
+        if seen.current_version_id().as_deref() != expect_current {
+            return Ok(Outcome::Superseded(Problem::new(
+                name,
+                "superseded",
+                "written since this run planned its deletion: not deleted; the next run decides again",
+            )));
+        }
+        let regions: Vec<String> = statuses.into_iter().map(|s| s.region).collect();
         if !regions.is_empty() {
             self.sm
                 .unreplicate(arn, &regions)
                 .await
                 .map_err(aws_problem)?;
         }
-        if seen.1.is_some() {
+        if seen.tags.get(tags::REPLICA_REGIONS).is_some() {
             self.sm
                 .untag(arn, &[tags::REPLICA_REGIONS.to_owned()])
                 .await
@@ -414,7 +493,15 @@ impl Executor<'_> {
                 )
                 .await
             }
-            Step::Delete { name, arn, guard } => self.delete(name, arn, guard).await,
+            Step::Delete {
+                name,
+                arn,
+                guard,
+                expect_current,
+            } => {
+                self.delete(name, arn, guard, expect_current.as_deref())
+                    .await
+            }
             step => Ok(without_request(step).unwrap_or(Outcome::Skipped)),
         };
         result.unwrap_or_else(Outcome::Failed)
@@ -446,17 +533,17 @@ impl Executor<'_> {
                     } = step
                         && let Some(blocked) = after
                             .iter()
-                            .filter_map(|a| settled.get(*a).and_then(Option::as_ref))
-                            .find(|o| !o.lets_dependents_go())
+                            .map(|a| settled.get(*a).and_then(Option::as_ref))
+                            .find(|o| !o.is_some_and(Outcome::lets_dependents_go))
                     {
                         let outcome = match blocked {
-                            Outcome::Deferred => Outcome::Deferred,
+                            Some(Outcome::Deferred) => Outcome::Deferred,
                             other => Outcome::Kept(Some(Problem::new(
                                 step.name(),
                                 "stale_name_kept",
                                 format!(
                                     "a replica under a name no longer used, kept until the one that replaces it is written ({})",
-                                    other.word()
+                                    other.map_or("not done", Outcome::word)
                                 ),
                             ))),
                         };

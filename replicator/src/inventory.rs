@@ -31,13 +31,6 @@ pub fn entry_state(
     latest_deleted: LatestDeleted,
 ) -> EntryState {
     let latest = meta.current_version;
-    let live = |v: &VersionMetadata| {
-        !v.destroyed
-            && (v.deletion_time.is_empty()
-                // A deletion time in the past, or one we cannot read: deleted, which never
-                // writes, and only deletes under the `delete` policy and the breaker.
-                || DateTime::from_str(&v.deletion_time, Format::DateTime).is_ok_and(|at| at > now))
-    };
     let mut versions: Vec<(u64, &VersionMetadata)> = meta
         .versions
         .iter()
@@ -45,12 +38,47 @@ pub fn entry_state(
         .filter(|(n, _)| *n <= latest)
         .collect();
     versions.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+    // Whether each version is live (`None`: a deletion time that cannot be read, which neither
+    // writes nor deletes).
+    let live = |v: &VersionMetadata| -> Option<bool> {
+        if v.destroyed {
+            return Some(false);
+        }
+        if v.deletion_time.is_empty() {
+            return Some(true);
+        }
+        DateTime::from_str(&v.deletion_time, Format::DateTime)
+            .ok()
+            .map(|at| at > now)
+    };
+    let unreadable = |v: &VersionMetadata| EntryState::Unreadable {
+        kind: "vault_bad_response",
+        message: format!(
+            "the deletion_time {:?} of a version is not a time: neither written nor deleted",
+            v.deletion_time
+        ),
+    };
     let chosen = match versions.first() {
         _ if latest == 0 => None,
-        Some((n, v)) if *n == latest && live(v) => Some(0),
-        Some((n, _)) if *n == latest && latest_deleted == LatestDeleted::Fallback => {
-            versions.iter().position(|(_, v)| live(v))
-        }
+        Some((n, v)) if *n == latest => match (live(v), latest_deleted) {
+            (None, _) => return unreadable(v),
+            (Some(true), _) => Some(0),
+            (Some(false), LatestDeleted::Fallback) => {
+                let mut found = None;
+                for (at, (_, older)) in versions.iter().enumerate().skip(1) {
+                    match live(older) {
+                        None => return unreadable(older),
+                        Some(true) => {
+                            found = Some(at);
+                            break;
+                        }
+                        Some(false) => {}
+                    }
+                }
+                found
+            }
+            (Some(false), LatestDeleted::Delete) => None,
+        },
         _ => None,
     };
     let Some(at) = chosen else {
@@ -482,7 +510,13 @@ mod tests {
             ),
             (meta(3, "2027-01-01T00:00:00Z", false), live(3, 3, t, &[])),
             (meta(3, "", true), EntryState::Deleted),
-            (meta(3, "yesterday", false), EntryState::Deleted),
+            (
+                meta(3, "yesterday", false),
+                EntryState::Unreadable {
+                    kind: "vault_bad_response",
+                    message: "the deletion_time \"yesterday\" of a version is not a time: neither written nor deleted".into(),
+                },
+            ),
             (meta(0, "", false), EntryState::Deleted),
             (
                 SecretMetadata {

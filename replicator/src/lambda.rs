@@ -127,8 +127,14 @@ pub fn request_of(
             return Err("invalid event: \"accept_vault_rollback\" must be true or false".into());
         }
     };
+    let paths = paths_of(event)?;
+    if accept_vault_rollback && paths.is_some() {
+        return Err(
+            "invalid event: \"accept_vault_rollback\" is a full sync's word, never a change-driven run's (no \"paths\")".into(),
+        );
+    }
     Ok(crate::run::Request {
-        paths: paths_of(event)?,
+        paths,
         accept_vault_rollback,
         max_duration,
     })
@@ -200,11 +206,12 @@ mod tests {
         assert_eq!(accept(json!({"accept_vault_rollback": true})), Ok(true));
         assert_eq!(accept(json!({"accept_vault_rollback": false})), Ok(false));
         assert!(accept(json!({"accept_vault_rollback": "yes"})).is_err());
+        // A change-driven run never rolls back.
         let both = request_of(
             &json!({"paths": ["a"], "accept_vault_rollback": true}),
             None,
         );
-        assert_eq!(both.unwrap().paths, Some(vec!["a".to_owned()]));
+        assert!(both.unwrap_err().contains("full sync"));
     }
 
     #[test]

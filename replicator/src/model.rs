@@ -234,6 +234,8 @@ pub struct AwsSecret {
     staged: Box<[VersionId]>,
     /// Scheduled for deletion.
     pub pending_deletion: bool,
+    /// Secrets Manager rotates it, or a service owns it: never taken over.
+    pub managed_elsewhere: bool,
     /// Shared between replicas with the same text (most have the default).
     pub description: Option<Arc<str>>,
 }

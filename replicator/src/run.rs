@@ -63,7 +63,7 @@ async fn connection(
                 serde_json::from_str(raw.expose()).map_err(|e| SyncError::Connection {
                     name: name.clone(),
                     // serde's message names the field, never the value of a string.
-                    message: format!("not the expected JSON ({{\"vaultAddress\", \"vaultToken\" or \"vaultRoleId\"+\"vaultSecretId\", ...}}): {}", e.classify_message()),
+                    message: format!("not the expected JSON ({{\"vaultAddress\", \"vaultToken\" or \"vaultRoleId\"+\"vaultSecretId\", ...}}): {}", crate::vault::json_problem(&e)),
                 })?;
             VaultConnection::from_secret(&conn, defaults).map_err(|message| SyncError::Connection {
                 name: name.clone(),
@@ -94,24 +94,6 @@ fn vault_client(
     )?
     .with_aws_credentials(aws.credentials_provider())
     .in_namespace(conn.namespace.as_deref()))
-}
-
-trait ClassifyMessage {
-    fn classify_message(&self) -> String;
-}
-
-impl ClassifyMessage for serde_json::Error {
-    /// serde_json's message can quote input text for some errors: keep only the category and
-    /// position, which never carry a value.
-    fn classify_message(&self) -> String {
-        let what = match self.classify() {
-            serde_json::error::Category::Io => "read error",
-            serde_json::error::Category::Syntax => "invalid JSON",
-            serde_json::error::Category::Data => "a field is missing or has the wrong type",
-            serde_json::error::Category::Eof => "truncated JSON",
-        };
-        format!("{what} at line {} column {}", self.line(), self.column())
-    }
 }
 
 /// The named paths relative to the replicated path, once each; a path outside it is a warning
@@ -559,6 +541,7 @@ impl Round<'_> {
                 sm,
                 &crate::plan::regions_to_observe(&aws, rule, audit),
                 settings.concurrency,
+                report,
             )
             .await
         };
@@ -572,11 +555,21 @@ impl Round<'_> {
         };
         let plan = crate::plan::plan(&inventory.entries, &aws, rule, &run);
         drop(inventory);
-        if rels.is_none() && !settings.dry_run {
-            *self.replicator.ledger() = Ledger {
-                last_full: Some((plan.owned, plan.breaker.is_some())),
-                spent: 0,
-            };
+        // The allowance change-driven runs share: a full sync sets it anew; a change-driven run
+        // reserves what it plans to spend at once (so two runs in one process cannot both
+        // spend it), and settles for what it did spend below.
+        let reserved = crate::plan::breaker::weighed(&plan.steps);
+        if !settings.dry_run {
+            let mut ledger = self.replicator.ledger();
+            match rels {
+                None => {
+                    *ledger = Ledger {
+                        last_full: Some((plan.owned, plan.breaker.is_some())),
+                        spent: 0,
+                    }
+                }
+                Some(_) => ledger.spent += reserved,
+            }
         }
         say(report, &plan);
         if settings.dry_run {
@@ -629,10 +622,21 @@ impl Round<'_> {
         let (outcomes, expanded) =
             tokio::join!(executor.run(&plan.steps, None, self.progress), expansions);
         let mut raced = Vec::new();
-        let mut deleted = 0usize;
+        // What the breaker weighs and was done: deletions, and moves back to an older version.
+        let mut spent = 0usize;
         let mut take = |report: &mut Report, step: &Step, outcome: Outcome| {
-            if matches!(outcome, Outcome::Deleted) {
-                deleted += 1;
+            let moved_back = matches!(
+                (step, &outcome),
+                (
+                    Step::Update {
+                        reason: crate::plan::UpdateReason::LatestDeleted,
+                        ..
+                    },
+                    Outcome::Updated
+                )
+            );
+            if matches!(outcome, Outcome::Deleted) || moved_back {
+                spent += 1;
             }
             if matches!(outcome, Outcome::Raced) && !last {
                 raced.push(raced_path(step, rule));
@@ -645,8 +649,10 @@ impl Round<'_> {
                 take(report, step, outcome);
             }
         }
+        let mut tripped = false;
         for expansion in expanded {
             report.unchanged += expansion.plan.unchanged;
+            tripped |= expansion.plan.breaker.is_some();
             say(report, &expansion.plan);
             for (step, outcome) in expansion.plan.steps.iter().zip(expansion.outcomes) {
                 if let Some(outcome) = outcome {
@@ -655,8 +661,16 @@ impl Round<'_> {
             }
         }
         // What change-driven runs may still delete until the next full sync: the breaker's share
-        // less what the full sync and they deleted since.
-        self.replicator.ledger().spent += deleted;
+        // less what the full sync and they spent since. A breaker that tripped on an expanded
+        // secret's keys stands tripped like the plan's own.
+        {
+            let mut ledger = self.replicator.ledger();
+            let reserved = if rels.is_some() { reserved } else { 0 };
+            ledger.spent = (ledger.spent + spent).saturating_sub(reserved);
+            if let (true, None, Some((_, standing))) = (tripped, rels, ledger.last_full.as_mut()) {
+                *standing = true;
+            }
+        }
         raced.sort();
         raced.dedup();
         Ok(raced)
@@ -747,11 +761,7 @@ impl Round<'_> {
             }
         };
         let mut plan = crate::plan::keys::expand(name, source, &keys, &found, rule, run);
-        let deletes = plan
-            .steps
-            .iter()
-            .filter(|s| matches!(s, Step::Delete { .. }))
-            .count();
+        let deletes = crate::plan::breaker::weighed(&plan.steps);
         if deletes > 0
             && budget
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
@@ -805,7 +815,7 @@ fn say(report: &mut Report, plan: &Plan) {
     report.warnings.extend(
         plan.warnings
             .iter()
-            .map(|(name, message)| Problem::new(name.clone(), "arn_suffix_name", message.clone())),
+            .map(|(name, kind, message)| Problem::new(name.clone(), *kind, message.clone())),
     );
 }
 
@@ -825,27 +835,39 @@ fn raced_path(step: &Step, rule: &Rule) -> String {
     }
 }
 
-/// The replication AWS reports for each of `names` (one `DescribeSecret` each). One that
-/// cannot be described is left out: the planner then takes its regions as its tag records them.
+/// The replication AWS reports for each of `secrets` (one `DescribeSecret` each, by ARN), by
+/// name. One that cannot be described is left out, and said: the planner then takes its regions
+/// as its tag records them.
 async fn observe_regions(
     sm: &SecretsManager,
-    names: &[&str],
+    secrets: &[&AwsSecret],
     concurrency: usize,
+    report: &mut Report,
 ) -> BTreeMap<String, Vec<RegionStatus>> {
-    stream::iter(names)
-        .map(|name| async move {
-            match sm.describe_replication(name).await {
-                Ok((statuses, _)) => Some(((*name).to_owned(), statuses)),
-                Err(e) => {
-                    tracing::warn!(secret = %name, "cannot look at its replica regions: {e}");
-                    None
-                }
+    let seen: Vec<Result<(String, Vec<RegionStatus>), Problem>> = stream::iter(secrets)
+        .map(|secret| async move {
+            match sm.describe_with_regions(&secret.arn()).await {
+                Ok((_, statuses)) => Ok((secret.name.to_string(), statuses)),
+                Err(e) => Err(Problem::new(
+                    &*secret.name,
+                    "regions_not_seen",
+                    format!("its replica regions could not be looked at this run: {e}"),
+                )),
             }
         })
         .buffer_unordered(concurrency.max(1))
-        .filter_map(std::future::ready)
         .collect()
-        .await
+        .await;
+    let mut regions = BTreeMap::new();
+    for one in seen {
+        match one {
+            Ok((name, statuses)) => {
+                regions.insert(name, statuses);
+            }
+            Err(problem) => report.warnings.push(problem),
+        }
+    }
+    regions
 }
 
 /// Runs one sync with `args` and reports it (a bad configuration is the report's failure).

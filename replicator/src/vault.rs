@@ -310,17 +310,38 @@ async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>, S
     Ok(body)
 }
 
+/// What is wrong with some JSON, never quoting it: serde's own message can quote a string of the
+/// input (a value, a token), so only the category and the position are said.
+pub fn json_problem(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "invalid JSON",
+        serde_json::error::Category::Data => "a field is missing or has the wrong type",
+        serde_json::error::Category::Eof => "truncated JSON",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
 /// Reads and parses a JSON answer of at most [`MAX_BODY`] bytes.
 async fn read_json<T: serde::de::DeserializeOwned>(
     resp: reqwest::Response,
     op: &str,
 ) -> Result<T, VaultError> {
+    read_json_capped(resp, op, MAX_BODY).await
+}
+
+/// Reads and parses a JSON answer of at most `cap` bytes.
+async fn read_json_capped<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    op: &str,
+    cap: u64,
+) -> Result<T, VaultError> {
     let decode = |detail: String| VaultError::Decode {
         op: op.to_owned(),
         detail,
     };
-    let body = read_capped(resp, MAX_BODY).await.map_err(decode)?;
-    serde_json::from_slice(&body).map_err(|e| decode(e.to_string()))
+    let body = read_capped(resp, cap).await.map_err(decode)?;
+    serde_json::from_slice(&body).map_err(|e| decode(json_problem(&e)))
 }
 
 /// Percent-encodes a KV path for a URL, keeping `/` between segments.
@@ -696,7 +717,7 @@ impl VaultClient {
             let meta: SecretMetadata =
                 serde_json::from_value(info).map_err(|e| VaultError::Decode {
                     op: op.clone(),
-                    detail: format!("metadata of {key}: {e}"),
+                    detail: format!("metadata of {key}: {}", json_problem(&e)),
                 })?;
             metadata.insert(key, meta);
         }
@@ -723,11 +744,14 @@ impl VaultClient {
     }
 
     /// `GET <mount>/data/<path>?version=N`: exactly version N, never a newer one.
+    /// An answer over `cap` bytes is refused unread (no replica can hold more than a small
+    /// multiple of what AWS accepts).
     pub async fn read_version(
         &self,
         mount: &str,
         path: &str,
         version: u64,
+        cap: u64,
     ) -> Result<VersionRead, VaultError> {
         self.counters.value_reads.fetch_add(1, Ordering::Relaxed);
         let op = format!("read {mount}/data/{path} version {version}");
@@ -736,10 +760,16 @@ impl VaultClient {
             encode_path(mount),
             encode_path(path)
         );
-        self.retrying(|| self.read_version_once(&api, &op)).await
+        self.retrying(|| self.read_version_once(&api, &op, cap))
+            .await
     }
 
-    async fn read_version_once(&self, api: &str, op: &str) -> Result<VersionRead, VaultError> {
+    async fn read_version_once(
+        &self,
+        api: &str,
+        op: &str,
+        cap: u64,
+    ) -> Result<VersionRead, VaultError> {
         let op = op.to_owned();
         let token = self.token().await?;
         let resp = self
@@ -765,13 +795,13 @@ impl VaultClient {
                 errors,
             });
         }
-        let body: Envelope<DataRead> = read_json(resp, &op).await?;
+        let body: Envelope<DataRead> = read_json_capped(resp, &op, cap).await?;
         match body.data.data {
             None => Ok(VersionRead::Gone),
             Some(map) => {
                 let json = serde_json::to_string(&map).map_err(|e| VaultError::Decode {
                     op,
-                    detail: e.to_string(),
+                    detail: json_problem(&e),
                 })?;
                 Ok(VersionRead::Value(SecretString::new(json)))
             }

@@ -591,3 +591,94 @@ async fn a_soft_deleted_latest_version_falls_back_to_the_newest_live_one_unless_
     assert_eq!(r.deleted, 1, "{}", r.to_text());
     assert!(env.side.secrets("kv").await["kv/db"].pending_deletion);
 }
+
+/// A run that read a version without a key, and planned its replica's deletion, never deletes
+/// it once Vault has moved on (the key came back and another run wrote it meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_deletion_planned_from_an_older_version_is_not_performed() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "a", json!({"k1": "1", "k2": "2"})).await;
+    bao.put("kv", "other", json!({"k": "v"})).await;
+    let mut a = args(&env, "kv");
+    a.granularity = Granularity::SecretKey;
+    a.deletion_policy = DeletionPolicy::Delete;
+    a.max_delete_share = 1.0;
+    assert_eq!(sync(&env, &a).await.created, 3);
+
+    // Run A: version 2 has no k2; it reads the value and plans k2's deletion.
+    bao.put("kv", "a", json!({"k1": "1"})).await;
+    let settings = a.resolve().unwrap().settings;
+    let vault = replicator::vault::VaultClient::new(
+        &bao.addr,
+        replicator::vault::VaultLogin::Token(e2e::ROOT_TOKEN.into()),
+        None,
+        4,
+    )
+    .unwrap();
+    let sm = replicator::aws::SecretsManager::new(&env.aws, 50, Default::default());
+    let classify = replicator::inventory::Classify {
+        now: aws_smithy_types::DateTime::from(std::time::SystemTime::now()),
+        latest_deleted: LatestDeleted::Fallback,
+    };
+    let progress = Progress::default();
+    let inventory = replicator::inventory::walk(&vault, "kv", "", 4, classify, &progress)
+        .await
+        .unwrap();
+    let listed = sm.list("kv").await.unwrap();
+    let regions = Default::default();
+    let run = replicator::plan::Run::full(&regions);
+    let plan = replicator::plan::plan(&inventory.entries, &listed, &settings.rule, &run);
+    let Some(replicator::plan::Step::Expand { name, source }) = plan
+        .steps
+        .iter()
+        .find(|s| matches!(s, replicator::plan::Step::Expand { .. }))
+    else {
+        panic!("{:?}", plan.steps)
+    };
+    let executor = replicator::execute::Executor {
+        vault: &vault,
+        sm: &sm,
+        settings: &settings,
+    };
+    let values = executor
+        .read_keys(name, &source.source.vault_path, source.source.version)
+        .await
+        .unwrap()
+        .unwrap();
+    let keys: Vec<(String, usize)> = values.iter().map(|(k, v)| (k.clone(), v.len())).collect();
+    let found: Vec<_> = listed
+        .iter()
+        .filter(|s| s.name.starts_with("kv/a/"))
+        .cloned()
+        .collect();
+    let sub = replicator::plan::keys::expand(name, source, &keys, &found, &settings.rule, &run);
+    assert!(
+        sub.steps
+            .iter()
+            .any(|s| matches!(s, replicator::plan::Step::Delete { name, .. } if name == "kv/a/k2")),
+        "{:?}",
+        sub.steps
+    );
+
+    // Meanwhile k2 comes back (version 3) and run B writes it.
+    bao.put("kv", "a", json!({"k1": "1", "k2": "3"})).await;
+    let b = sync(&env, &a).await;
+    assert_eq!(b.failures.len(), 0, "{}", b.to_text());
+    assert_eq!(env.side.text("kv/a/k2").await, "3");
+
+    // Run A goes on: the deletion it planned is not performed.
+    let outcomes = executor.run(&sub.steps, Some(&values), &progress).await;
+    let mut report = Report::default();
+    for (step, outcome) in sub.steps.iter().zip(outcomes) {
+        replicator::execute::record(&mut report, step.name(), outcome.unwrap());
+    }
+    assert_eq!(report.deleted, 0, "{}", report.to_text());
+    assert!(
+        warning_kinds(&report).contains(&("kv/a/k2".to_owned(), "superseded".to_owned())),
+        "{}",
+        report.to_text()
+    );
+    assert!(!env.side.secrets("kv").await["kv/a/k2"].pending_deletion);
+}

@@ -114,7 +114,10 @@ async fn an_upgrading_mount_and_a_standby_node_are_tried_again() {
 async fn a_value_read_is_tried_again_and_gives_up_after_four_tries() {
     let (addr, server) = fake_vault(vec![(400, UPGRADING); 4]).await;
     let client = token_client(&addr);
-    let err = client.read_version("kv", "a", 3).await.unwrap_err();
+    let err = client
+        .read_version("kv", "a", 3, 1 << 20)
+        .await
+        .unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert!(err.to_string().contains("Upgrading"), "{err}");
     let seen = server.finish().await;

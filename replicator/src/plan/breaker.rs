@@ -1,10 +1,11 @@
-//! The deletion breaker: how many replicas a run may delete. A full sync may delete a share of
-//! the rule's replicas (at least [`BREAKER_FLOOR`]), nothing while Vault shows no live secret.
+//! The deletion breaker: how many replicas a run may delete (or move back to an older version
+//! because their latest is deleted in Vault). A full sync may delete a share of the rule's
+//! replicas (at least [`BREAKER_FLOOR`]), nothing while Vault shows no live secret.
 //! Change-driven runs share one allowance between two full syncs: the same share of the
 //! replicas the last full sync counted, less what they deleted since; none before a full sync
 //! has counted, or while its breaker stands tripped. Pure.
 
-use super::{Plan, Step};
+use super::{Plan, Step, UpdateReason};
 
 /// Deletions the breaker always allows (with a share above 0), so that a small mount can lose a
 /// secret: deleting 1 of 2 is half, but no mass deletion.
@@ -28,7 +29,7 @@ pub fn breaker_allows(owned: usize, max_share: f64) -> usize {
 /// `max_share` of the `owned` replicas (and more than the floor), or any while Vault shows no
 /// live secret; `plan.delete_budget` is what is left for deletions found once values are read.
 pub fn full_sync(plan: &mut Plan, owned: usize, live: usize, max_share: f64) {
-    let deletes = count_deletes(&plan.steps);
+    let deletes = weighed(&plan.steps);
     let allowed = breaker_allows(owned, max_share);
     plan.delete_budget = allowed.saturating_sub(deletes);
     if deletes == 0 {
@@ -65,7 +66,7 @@ pub enum Allowance {
 /// left, all together, or wait for the next full sync (which decides them under its own
 /// breaker). Waiting is said in `plan.deferred`, never a failure.
 pub fn change_driven(plan: &mut Plan, allowance: &Allowance) {
-    let deletes = count_deletes(&plan.steps);
+    let deletes = weighed(&plan.steps);
     let left = match allowance {
         Allowance::Left(n) => *n,
         Allowance::NoFullSync | Allowance::Tripped => 0,
@@ -91,23 +92,44 @@ pub fn change_driven(plan: &mut Plan, allowance: &Allowance) {
     plan.delete_budget = 0;
 }
 
-fn count_deletes(steps: &[Step]) -> usize {
-    steps
-        .iter()
-        .filter(|s| matches!(s, Step::Delete { .. }))
-        .count()
+/// What the breaker weighs: deletions, and replicas moved back to an older Vault version
+/// because their latest is deleted (soft-deleting many secrets in Vault would otherwise roll
+/// their replicas back in one run).
+fn weighs(step: &Step) -> bool {
+    matches!(
+        step,
+        Step::Delete { .. }
+            | Step::Update {
+                reason: UpdateReason::LatestDeleted,
+                ..
+            }
+    )
 }
 
-/// Turns every deletion of `steps` into a `Keep` saying `why`.
+/// How many of `steps` the breaker weighs.
+pub fn weighed(steps: &[Step]) -> usize {
+    steps.iter().filter(|s| weighs(s)).count()
+}
+
+/// Turns every deletion of `steps` into a `Keep` saying `why`, and every move back to an older
+/// version too: the replica stays as it is.
 pub fn refuse(steps: &mut [Step], why: &str) {
     for step in steps {
-        if let Step::Delete { name, .. } = step {
-            *step = Step::Keep {
-                name: std::mem::take(name),
-                why: why.to_owned(),
-                warn: false,
-            };
+        if !weighs(step) {
+            continue;
         }
+        let moved_back = matches!(step, Step::Update { .. });
+        *step = Step::Keep {
+            name: step.name().to_owned(),
+            why: if moved_back {
+                format!(
+                    "{why} (its latest version is deleted in Vault; an older one would replace it)"
+                )
+            } else {
+                why.to_owned()
+            },
+            warn: moved_back,
+        };
     }
 }
 
@@ -122,7 +144,8 @@ mod tests {
                 .map(|i| Step::Delete {
                     name: format!("p/{i}"),
                     arn: String::new(),
-                    guard: Guard::KeyRemoved,
+                    guard: Guard::After(Vec::new()),
+                    expect_current: None,
                 })
                 .collect(),
             ..Plan::default()

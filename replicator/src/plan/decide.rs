@@ -152,27 +152,7 @@ fn update_reason(
         // The value of this very version is in; only the tags are missing.
         return Ok(UpdateReason::FinishTags);
     }
-    if !ours_current {
-        return match rule.on_modified {
-            OnModified::Report => conflict(
-                ConflictKind::ModifiedOutside,
-                "its current version was not written by the replicator; set REPLICATOR_ON_MODIFIED=overwrite to restore Vault's value".into(),
-            ),
-            OnModified::Overwrite => Ok(UpdateReason::Overwrite),
-        };
-    }
-    if up_to_date && !restore {
-        return if no_changes {
-            Err(Step::Unchanged { name: name() })
-        } else if !tagged_prefix {
-            // Up to date but written before the prefix tag: the tags only.
-            Ok(UpdateReason::FinishTags)
-        } else {
-            // Tags, description or regions changed in Vault's metadata, the configuration or
-            // AWS: applied without reading the value.
-            Ok(UpdateReason::Metadata)
-        };
-    }
+    // A Vault behind what AWS holds is refused before anything else may write over it.
     if let Some((held, _)) = vault_behind(secret, target, vault) {
         if run.accept_vault_rollback {
             return Ok(UpdateReason::Rollback);
@@ -184,6 +164,30 @@ fn update_reason(
                 vault.latest, target.version
             ),
         );
+    }
+    if !ours_current {
+        return match rule.on_modified {
+            OnModified::Report => conflict(
+                ConflictKind::ModifiedOutside,
+                "its current version was not written by the replicator; set REPLICATOR_ON_MODIFIED=overwrite to restore Vault's value".into(),
+            ),
+            OnModified::Overwrite => Ok(UpdateReason::Overwrite),
+        };
+    }
+    // The tags name this version and it is current: only the tags, description or regions may
+    // differ. (Tags that name it while an earlier version of the tool's is current: made
+    // current again, below.)
+    if up_to_date && !restore && secret.is_current(&target.token) {
+        return if no_changes {
+            Err(Step::Unchanged { name: name() })
+        } else if !tagged_prefix {
+            // Up to date but written before the prefix tag: the tags only.
+            Ok(UpdateReason::FinishTags)
+        } else {
+            // Tags, description or regions changed in Vault's metadata, the configuration or
+            // AWS: applied without reading the value.
+            Ok(UpdateReason::Metadata)
+        };
     }
     if target.version < vault.latest {
         return Ok(UpdateReason::LatestDeleted);
@@ -237,6 +241,7 @@ pub fn gone_from_vault(
             name,
             arn: secret.arn(),
             guard,
+            expect_current: secret.current_version_id(),
         },
     }
 }

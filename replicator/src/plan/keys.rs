@@ -7,11 +7,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::decide::{Existing, VaultSide, decide, gone_from_vault};
+use super::ownership::{proven, source_tag};
 use super::shape::{
     ARN_SUFFIX_WARNING, MAX_VALUE_BYTES, Source, check_name, looks_like_arn_suffix,
 };
 use super::token::recorded_token;
-use super::{Guard, InvalidKind, Plan, Run, Step, keep_for, name_problem};
+use super::{Guard, InvalidKind, Plan, Run, Step, Write, keep_for, name_problem};
 use crate::model::{AwsSecret, Rule, Stamp};
 use contract::tags;
 
@@ -72,7 +73,41 @@ pub fn before_read(
             s.tags.get(tags::KEY_COUNT) == Some(count.as_str())
                 && *s.name == *rule.replica_name(&source.rel_path, Some(key))
         });
-    if !complete {
+    // Each current replica's step; a value to write (someone wrote over one) is a key's value,
+    // which only the secret's read gives: the secret is expanded instead.
+    let steps: Vec<Step> = if complete {
+        current
+            .iter()
+            .map(|secret| {
+                let key = secret.tags.get(tags::KEY).unwrap_or("");
+                let existing = Existing {
+                    secret,
+                    source: &source.rel_path,
+                };
+                decide(
+                    source.target(rule, Some((key, n))),
+                    &source.rel_path,
+                    Some(existing),
+                    vault,
+                    rule,
+                    run,
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let needs_value = |s: &Step| {
+        matches!(
+            s,
+            Step::Create { .. }
+                | Step::Update {
+                    write: Write::Value,
+                    ..
+                }
+        )
+    };
+    if !complete || steps.iter().any(needs_value) {
         plan.push(Step::Expand {
             name: display,
             source: Box::new(ExpandSource {
@@ -84,46 +119,39 @@ pub fn before_read(
         });
         return;
     }
-    for secret in &current {
-        let key = secret.tags.get(tags::KEY).unwrap_or("");
-        let existing = Existing {
-            secret,
-            source: &source.rel_path,
+    let mut successors: Result<Vec<usize>, String> = Ok(Vec::new());
+    for step in steps {
+        let written = plan.push_successor(step);
+        successors = match (successors, written) {
+            (Ok(mut all), Ok(at)) => {
+                all.extend(at);
+                Ok(all)
+            }
+            (Err(why), _) | (_, Err(why)) => Err(why),
         };
-        plan.push(decide(
-            source.target(rule, Some((key, n))),
-            &source.rel_path,
-            Some(existing),
-            vault,
-            rule,
-            run,
-        ));
     }
-    // The rest: keys the version no longer has, or replicas from before (another name, the
-    // whole secret). Their successors are at the version already.
+    // The rest: keys the version no longer has (nothing to wait for), or replicas from before
+    // (another name, the whole secret), which wait for every key's replica.
     for stale in group.iter().filter(|s| !current.contains(s)) {
         let removed = stale
             .tags
             .get(tags::KEY)
             .is_some_and(|k| !current.iter().any(|c| c.tags.get(tags::KEY) == Some(k)));
-        let (guard, why) = if removed {
-            (
-                Guard::KeyRemoved,
+        let step = if removed {
+            gone_from_vault(
+                stale.name.to_string(),
+                Some(stale),
+                rule,
+                Guard::KeyRemoved {
+                    vault_path: source.vault_path.clone(),
+                    version: source.version,
+                },
                 "its key is no longer in the Vault secret",
             )
         } else {
-            (
-                Guard::After(Vec::new()),
-                "a replica under a name no longer used",
-            )
+            keep_for(stale, successors.clone(), rule)
         };
-        plan.push(gone_from_vault(
-            stale.name.to_string(),
-            Some(stale),
-            rule,
-            guard,
-            why,
-        ));
+        plan.push(step);
     }
 }
 
@@ -185,12 +213,23 @@ pub fn expand(
             }
         } else {
             if looks_like_arn_suffix(&target.name) {
-                plan.warnings
-                    .push((target.name.clone(), ARN_SUFFIX_WARNING.to_owned()));
+                plan.warnings.push((
+                    target.name.clone(),
+                    super::shape::ARN_SUFFIX_KIND,
+                    ARN_SUFFIX_WARNING.to_owned(),
+                ));
             }
+            // A replica of this key that lost its source tag (removed by hand) is still its
+            // own when its version id says so.
             let existing = by_name.get(target.name.as_str()).map(|s| Existing {
                 secret: s,
-                source: s.tags.get(tags::SOURCE).unwrap_or(""),
+                source: source_tag(s).unwrap_or_else(|| {
+                    if super::ownership::is_ours(s, rule) && proven(s, rule, &source.rel_path) {
+                        &source.rel_path
+                    } else {
+                        ""
+                    }
+                }),
             });
             decide(target, &source.rel_path, existing, src.vault(), rule, run)
         };
@@ -210,9 +249,17 @@ pub fn expand(
                     stale.name.to_string(),
                     Some(stale),
                     rule,
-                    Guard::KeyRemoved,
+                    Guard::KeyRemoved {
+                        vault_path: source.vault_path.clone(),
+                        version: source.version,
+                    },
                     "its key is no longer in the Vault secret",
                 ),
+            },
+            None if keys.is_empty() => Step::Keep {
+                name: stale.name.to_string(),
+                why: "the Vault secret has no keys, so no replica replaces this one: kept".into(),
+                warn: true,
             },
             None => {
                 let all: Result<Vec<usize>, String> = successors
@@ -228,5 +275,6 @@ pub fn expand(
         };
         plan.push(step);
     }
+    plan.note_fallbacks();
     plan
 }

@@ -102,8 +102,9 @@ pub enum Guard {
     /// A stale name: deleted only once these steps of the plan (its successors, the replicas
     /// that take over from it) succeeded. None: they are at the version already.
     After(Vec<usize>),
-    /// A key the version that was read does not have.
-    KeyRemoved,
+    /// A key the version that was read does not have: deleted only while that version is still
+    /// the secret's latest.
+    KeyRemoved { vault_path: String, version: u64 },
 }
 
 /// One decision.
@@ -141,6 +142,10 @@ pub enum Step {
         name: String,
         arn: String,
         guard: Guard,
+        /// The version id that carried `AWSCURRENT` when planned: a replica written since
+        /// (another run brought it up to date) is not deleted.
+        #[serde(skip)]
+        expect_current: Option<String>,
     },
     /// An owned secret that goes no further this run: its source is gone and the policy, the
     /// breaker or a successor not yet written keeps it.
@@ -230,8 +235,8 @@ pub struct Plan {
     pub breaker: Option<String>,
     /// Set when change-driven deletions wait for the next full sync (not a failure).
     pub deferred: Option<String>,
-    /// (name, message) of what is done but worth a look (names like ARN suffixes).
-    pub warnings: Vec<(String, String)>,
+    /// What is done but worth a look: (name, kind, message).
+    pub warnings: Vec<(String, &'static str, String)>,
     /// Deletions the breaker still allows after the planned ones: for the replicas of keys
     /// removed in Vault, known only once an expanded secret's value is read.
     pub delete_budget: usize,
@@ -240,6 +245,31 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Says, for each replica moved back to an older Vault version (its latest is deleted, or
+    /// a rollback was accepted), that it was.
+    fn note_fallbacks(&mut self) {
+        for step in &self.steps {
+            if let Step::Update { target, reason, .. } = step {
+                let (kind, why) = match reason {
+                    UpdateReason::LatestDeleted => (
+                        "latest_deleted_fallback",
+                        "its latest version is deleted in Vault",
+                    ),
+                    UpdateReason::Rollback => (
+                        "vault_rollback_accepted",
+                        "Vault is behind AWS and this run accepted it",
+                    ),
+                    _ => continue,
+                };
+                self.warnings.push((
+                    target.name.clone(),
+                    kind,
+                    format!("{why}: Vault version {} replicated", target.version),
+                ));
+            }
+        }
+    }
+
     /// Adds a step, counting an `Unchanged` one instead of holding it.
     pub fn push(&mut self, step: Step) {
         match step {
@@ -316,12 +346,12 @@ pub struct RegionAudit {
 /// The replicas whose replication AWS is asked about before planning: the rule's replicas whose
 /// recorded regions are not the wanted ones (their moves depend on what is there), and, with
 /// replica regions configured, those whose hour of the `audit` cycle this is: so regions
-/// removed or promoted by someone else are found within one cycle. Names, in listing order.
+/// removed or promoted by someone else are found within one cycle. In listing order.
 pub fn regions_to_observe<'a>(
     aws: &'a [AwsSecret],
     rule: &Rule,
     audit: Option<RegionAudit>,
-) -> Vec<&'a str> {
+) -> Vec<&'a AwsSecret> {
     let wanted =
         (!rule.replica_regions.is_empty()).then(|| shape::regions_tag(&rule.replica_regions));
     aws.iter()
@@ -332,7 +362,6 @@ pub fn regions_to_observe<'a>(
                 || (wanted.is_some()
                     && audit.is_some_and(|a| audit_slot(&s.name, a.hours) == a.hour))
         })
-        .map(|s| &*s.name)
         .collect()
 }
 
@@ -416,8 +445,9 @@ impl<'a> Index<'a> {
             // (Under the plain template a replica without a source tag is at its own name: its
             // source is its name. No name is rendered for it.)
             let own_name = !per_key
-                && secret.tags.get(tags::KEY).is_none()
-                && ((plain && secret.tags.get(tags::SOURCE).is_none())
+                && ((plain
+                    && ownership::source_tag(secret).is_none()
+                    && secret.tags.get(tags::KEY).is_none())
                     || *secret.name == *rule.replica_name(source, None));
             if !own_name {
                 by_source.entry(source).or_default().push(i);
@@ -453,25 +483,36 @@ impl<'a> Index<'a> {
 }
 
 /// The Vault secret an owned replica comes from: its `vault-secret` tag; or, one without the tag
-/// at an entry's rendered name whose version id is that entry's (the tag was removed by hand),
-/// that entry; or else its name after the prefix (the plain template's replicas).
+/// (removed by hand) at an entry's rendered name whose version id is that entry's, that entry;
+/// or else its name after the prefix (the plain template's replicas). (An untagged key replica
+/// is found by its secret's expansion, at its key's name, and proven there.)
 fn identify<'a>(
     secret: &'a AwsSecret,
     rule: &Rule,
     rendered: &HashMap<String, Option<usize>>,
     entries: &'a [VaultEntry],
 ) -> &'a str {
-    if secret.tags.get(tags::SOURCE).is_none()
-        && let Some(Some(i)) = rendered.get(&*secret.name)
-    {
+    if let Some(source) = ownership::source_tag(secret) {
+        return source;
+    }
+    if let Some(Some(i)) = rendered.get(&*secret.name) {
         let rel = &*entries[*i].rel_path;
-        let written =
-            token::recorded_token(secret, rule, rel).is_some_and(|t| secret.has_version(&t));
-        if written {
+        if ownership::proven(secret, rule, rel) {
             return rel;
         }
     }
     source_of(secret, rule)
+}
+
+/// Whether a replica without a `vault-secret` tag cannot be told whose it is: under a template
+/// other than `{path}` (or with one replica per key) its name alone does not say it, unless its
+/// version id proves it.
+fn unprovable(secret: &AwsSecret, rule: &Rule, source: &str) -> bool {
+    let named_by_template =
+        !rule.name_template.is_plain_path() || rule.granularity == Granularity::SecretKey;
+    named_by_template
+        && ownership::source_tag(secret).is_none()
+        && !ownership::proven(secret, rule, source)
 }
 
 /// Decides every step of one run over `run.scope`.
@@ -603,8 +644,11 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
             Err(step) => step,
             Ok(()) => {
                 if shape::looks_like_arn_suffix(&target.name) {
-                    plan.warnings
-                        .push((target.name.clone(), shape::ARN_SUFFIX_WARNING.to_owned()));
+                    plan.warnings.push((
+                        target.name.clone(),
+                        shape::ARN_SUFFIX_KIND,
+                        shape::ARN_SUFFIX_WARNING.to_owned(),
+                    ));
                 }
                 let existing = at_name.map(|i| Existing {
                     secret: &aws[i],
@@ -644,7 +688,13 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
                 tagged_prefix: true
             }
         );
-        let step = if let Some(folder) = blind.iter().find(|f| source.starts_with(**f)) {
+        let step = if !secret.pending_deletion && unprovable(secret, rule, source) {
+            Step::Keep {
+                name: secret.name.to_string(),
+                why: "its vault-secret tag is missing and its version id does not say which Vault secret it replicates: kept (tag it, or delete it by hand)".into(),
+                warn: true,
+            }
+        } else if let Some(folder) = blind.iter().find(|f| source.starts_with(**f)) {
             Step::Keep {
                 name: secret.name.to_string(),
                 why: format!(
@@ -683,6 +733,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
         }
         Scope::Paths(_) => breaker::change_driven(&mut plan, &run.allowance),
     }
+    plan.note_fallbacks();
     plan
 }
 

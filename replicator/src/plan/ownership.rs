@@ -27,6 +27,10 @@ pub fn ownership(secret: &AwsSecret, rule: &Rule) -> Ownership {
     if let Some(tagged_prefix) = rule.source().wrote(tag) {
         return Ownership::Ours { tagged_prefix };
     }
+    // Rotated by Secrets Manager, or a service's own: whoever's it is, never taken over.
+    if secret.managed_elsewhere {
+        return Ownership::Foreign;
+    }
     // Listed for adoption: taken over whoever tagged it (another tool, another sync).
     if rule.adopt.iter().any(|a| **a == *secret.name) {
         return Ownership::Adoptable;
@@ -55,10 +59,19 @@ pub fn is_ours(secret: &AwsSecret, rule: &Rule) -> bool {
 /// template's names, which carry no such tag). A replica that lost the tag by hand is found by
 /// the planner at its entry's name ([`super::plan`]).
 pub fn source_of<'a>(secret: &'a AwsSecret, rule: &Rule) -> &'a str {
-    secret
-        .tags
-        .get(tags::SOURCE)
-        .unwrap_or_else(|| name_source(&secret.name, rule))
+    source_tag(secret).unwrap_or_else(|| name_source(&secret.name, rule))
+}
+
+/// A replica's `vault-secret` tag, when it has one that names something (an empty value is
+/// none).
+pub fn source_tag(secret: &AwsSecret) -> Option<&str> {
+    secret.tags.get(tags::SOURCE).filter(|v| !v.is_empty())
+}
+
+/// Whether `secret`'s version ids prove it the replica of `rel`: the id its tags record for
+/// that Vault secret (and its key) is among its versions.
+pub fn proven(secret: &AwsSecret, rule: &Rule, rel: &str) -> bool {
+    super::token::recorded_token(secret, rule, rel).is_some_and(|t| secret.has_version(&t))
 }
 
 /// A name's part after `<prefix>/`.
@@ -95,6 +108,13 @@ mod tests {
         assert_eq!(ownership(&tool, &rule), Ownership::Foreign);
         rule.adopt = vec!["p/b".into()];
         assert_eq!(ownership(&tool, &rule), Ownership::Adoptable);
+        // One that Secrets Manager rotates, or a service owns, is never taken over.
+        let mut rotated = tool.clone();
+        rotated.managed_elsewhere = true;
+        assert_eq!(ownership(&rotated, &rule), Ownership::Foreign);
+        let mut sample_rotated = sample.clone();
+        sample_rotated.managed_elsewhere = true;
+        assert_eq!(ownership(&sample_rotated, &rule), Ownership::Foreign);
     }
 
     #[test]

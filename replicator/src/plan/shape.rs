@@ -377,6 +377,9 @@ pub fn looks_like_arn_suffix(name: &str) -> bool {
             .all(u8::is_ascii_alphanumeric)
 }
 
+/// The report kind of that warning.
+pub const ARN_SUFFIX_KIND: &str = "arn_suffix_name";
+
 /// The warning for [`looks_like_arn_suffix`] names.
 pub const ARN_SUFFIX_WARNING: &str = "ends with '-' and 6 characters like an ARN suffix: replicated, but anyone reading it by a partial ARN may get another secret; read it by name or full ARN";
 

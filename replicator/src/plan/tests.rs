@@ -426,7 +426,11 @@ fn bad_names_and_collisions_fail_alone() {
     assert!(kinds(&p).contains(&"create p/ends-abcdef".to_owned()));
     assert_eq!(
         p.warnings,
-        [("p/ends-abcdef".to_owned(), ARN_SUFFIX_WARNING.to_owned())]
+        [(
+            "p/ends-abcdef".to_owned(),
+            shape::ARN_SUFFIX_KIND,
+            ARN_SUFFIX_WARNING.to_owned()
+        )]
     );
 }
 
@@ -999,4 +1003,136 @@ fn a_whole_replica_goes_only_after_every_key_replica_is_written() {
     let p = plan(&[live("a", 1)], &[key_replica("a", "k1", 1, 1)], &s);
     assert_eq!(kinds(&p), ["create p/a", "delete p/a/k1"]);
     assert!(matches!(&p.steps[1], Step::Delete { guard: Guard::After(a), .. } if a == &[0]));
+}
+
+#[test]
+fn a_key_replica_kept_under_the_whole_secrets_name_is_updated_never_deleted() {
+    // secret-key ({path}/{key}, key `main`) to secret-path with the template {path}/main: the
+    // replica keeps its name and is the secret's own, not a stale one.
+    let mut s = settings();
+    s.deletion_policy = DeletionPolicy::Delete;
+    s.max_delete_share = 1.0;
+    template(&mut s, "{path}/main");
+    let p = plan(&[live("a", 1)], &[key_replica("a", "main", 1, 1)], &s);
+    assert_eq!(kinds(&p), ["update p/a/main"]);
+}
+
+#[test]
+fn an_untagged_key_replica_is_kept_and_repaired_by_its_secrets_expansion() {
+    let mut s = per_key();
+    s.deletion_policy = DeletionPolicy::Delete;
+    s.max_delete_share = 1.0;
+    let mut untagged = key_replica("a", "pass", 1, 1);
+    untagged.tags.remove(tags::SOURCE);
+    // The full sync: its name says nothing for sure, so it is kept with a word, never deleted.
+    let p = plan(&[live("a", 1)], std::slice::from_ref(&untagged), &s);
+    assert_eq!(kinds(&p), ["expand p/a", "keep p/a/pass"]);
+    assert!(matches!(&p.steps[1], Step::Keep { warn: true, .. }));
+    // Once the value is read, its version id proves it the key's own: its tag comes back.
+    let src = expand_source("a", 1, vec![]);
+    let p = expanded(&src, &["pass"], &[untagged], &s);
+    let Step::Update {
+        reason, changes, ..
+    } = &p.steps[0]
+    else {
+        panic!("{p:?}")
+    };
+    assert!(changes.tag, "{reason:?}");
+}
+
+#[test]
+fn a_whole_replica_waits_for_the_key_replicas_before_read_too() {
+    let mut s = per_key();
+    s.deletion_policy = DeletionPolicy::Delete;
+    s.max_delete_share = 1.0;
+    s.tags = vec![("team".into(), "core".into())];
+    // Complete at the version, but the key replica's tags change (a metadata update), and the
+    // whole secret's replica from before the granularity changed waits for it.
+    let p = plan(
+        &[live("a", 1)],
+        &[key_replica("a", "k", 1, 1), ours("a", 1)],
+        &s,
+    );
+    assert_eq!(kinds(&p), ["update p/a/k", "delete p/a"]);
+    assert!(matches!(&p.steps[1], Step::Delete { guard: Guard::After(a), .. } if a == &[0]));
+    // A key replica someone wrote over (overwrite): its value needs the read, so the secret is
+    // expanded instead of writing anything from here.
+    s.on_modified = OnModified::Overwrite;
+    let mut touched = key_replica("a", "k", 1, 1);
+    touched.set_versions(Some("someone-else-wrote-this-0000000000"), []);
+    let p = plan(&[live("a", 1)], &[touched, ours("a", 1)], &s);
+    assert_eq!(kinds(&p), ["expand p/a"]);
+}
+
+#[test]
+fn tags_that_name_the_version_while_an_earlier_one_is_current_move_the_stage_back() {
+    let mut r = ours("a", 2);
+    r.set_versions(
+        Some(&version_token("kv", "a", 1, T)),
+        [version_token("kv", "a", 2, T).as_str()],
+    );
+    let p = plan(&[live("a", 2)], &[r], &settings());
+    assert!(
+        matches!(
+            &p.steps[0],
+            Step::Update {
+                write: Write::Stage,
+                ..
+            }
+        ),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn a_vault_behind_aws_is_refused_even_under_overwrite() {
+    let mut s = settings();
+    s.on_modified = OnModified::Overwrite;
+    // The tags say 3, a lost tag write left AWS at someone's id, Vault restored to 2.
+    let mut r = at_v3("a");
+    r.set_versions(Some("someone-else-wrote-this-0000000000"), []);
+    let p = plan(&[live_at("a", 2, T2, 2)], &[r], &s);
+    assert!(matches!(
+        &p.steps[0],
+        Step::Conflict {
+            kind: ConflictKind::VaultBehind,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn falling_back_to_older_versions_is_weighed_by_the_breaker_and_said() {
+    let mut s = settings();
+    s.max_delete_share = 0.25;
+    // Eight replicas at version 3 whose latest Vault deleted (softly): all would go back to 2.
+    let names: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+    let aws: Vec<AwsSecret> = names.iter().map(|n| at_v3(n)).collect();
+    let vault: Vec<VaultEntry> = names.iter().map(|n| live_at(n, 2, T2, 3)).collect();
+    let p = plan(&vault, &aws, &s);
+    assert!(p.breaker.is_some(), "{p:?}");
+    assert!(
+        p.steps
+            .iter()
+            .all(|st| matches!(st, Step::Keep { warn: true, .. }))
+    );
+    // Within the share: done, each one said.
+    let p = plan(&vault[..1], &aws[..1], &s);
+    assert!(matches!(
+        &p.steps[0],
+        Step::Update {
+            reason: UpdateReason::LatestDeleted,
+            ..
+        }
+    ));
+    assert_eq!(p.warnings[0].1, "latest_deleted_fallback");
+}
+
+#[test]
+fn a_secret_with_no_keys_keeps_its_whole_replica() {
+    let mut s = per_key();
+    s.deletion_policy = DeletionPolicy::Delete;
+    let src = expand_source("a", 1, vec![ours("a", 1)]);
+    let p = expanded(&src, &[], &[], &s);
+    assert_eq!(kinds(&p), ["keep p/a"]);
 }
