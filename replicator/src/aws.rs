@@ -52,40 +52,47 @@ impl RateLimiter {
     }
 }
 
-/// One secret's listing entry as the data floor holds it, its shared strings interned.
-fn listed(
-    name: &str,
-    arn: &str,
-    tags: &[Tag],
-    versions: Option<&std::collections::HashMap<String, Vec<String>>>,
+/// One secret as `ListSecrets` or `DescribeSecret` answers it.
+struct Answered<'a> {
+    name: &'a str,
+    arn: &'a str,
+    tags: &'a [Tag],
+    versions: Option<&'a std::collections::HashMap<String, Vec<String>>>,
     pending_deletion: bool,
+    /// Rotated by Secrets Manager, or owned by a service.
     managed_elsewhere: bool,
-    description: Option<&str>,
-    interner: &mut Interner,
-) -> AwsSecret {
-    let mut secret = AwsSecret::new(name, arn, interner);
-    secret.tags = Tags::build(
-        tags.iter()
-            .filter_map(|t| Some((t.key()?, t.value().unwrap_or("")))),
-        interner,
-    );
-    let current = versions.and_then(|map| {
-        map.iter()
-            .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+    description: Option<&'a str>,
+}
+
+impl Answered<'_> {
+    /// The secret as the data floor holds it, its shared strings interned.
+    fn held(&self, interner: &mut Interner) -> AwsSecret {
+        let mut secret = AwsSecret::new(self.name, self.arn, interner);
+        secret.tags = Tags::build(
+            self.tags
+                .iter()
+                .filter_map(|t| Some((t.key()?, t.value().unwrap_or("")))),
+            interner,
+        );
+        let current = self.versions.and_then(|map| {
+            map.iter()
+                .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+                .map(|(id, _)| id.as_str())
+        });
+        let mut staged: Vec<&str> = self
+            .versions
+            .into_iter()
+            .flatten()
+            .filter(|(id, stages)| !stages.is_empty() && Some(id.as_str()) != current)
             .map(|(id, _)| id.as_str())
-    });
-    let mut staged: Vec<&str> = versions
-        .into_iter()
-        .flatten()
-        .filter(|(id, stages)| !stages.is_empty() && Some(id.as_str()) != current)
-        .map(|(id, _)| id.as_str())
-        .collect();
-    staged.sort_unstable();
-    secret.set_versions(current, staged);
-    secret.pending_deletion = pending_deletion;
-    secret.managed_elsewhere = managed_elsewhere;
-    secret.description = description.map(|d| interner.get(d));
-    secret
+            .collect();
+        staged.sort_unstable();
+        secret.set_versions(current, staged);
+        secret.pending_deletion = self.pending_deletion;
+        secret.managed_elsewhere = self.managed_elsewhere;
+        secret.description = self.description.map(|d| interner.get(d));
+        secret
+    }
 }
 
 /// Secrets Manager, with request counting and write pacing.
@@ -320,16 +327,17 @@ impl SecretsManager {
                 if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
                     continue;
                 }
-                let secret = listed(
+                let secret = Answered {
                     name,
                     arn,
-                    entry.tags(),
-                    entry.secret_versions_to_stages(),
-                    entry.deleted_date().is_some(),
-                    entry.rotation_enabled() == Some(true) || entry.owning_service().is_some(),
-                    entry.description(),
-                    &mut interner,
-                );
+                    tags: entry.tags(),
+                    versions: entry.secret_versions_to_stages(),
+                    pending_deletion: entry.deleted_date().is_some(),
+                    managed_elsewhere: entry.rotation_enabled() == Some(true)
+                        || entry.owning_service().is_some(),
+                    description: entry.description(),
+                }
+                .held(&mut interner);
                 if keep(&secret) {
                     out.push(secret);
                 }
@@ -360,16 +368,17 @@ impl SecretsManager {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("DescribeSecret", secret_id, e))?;
-        let secret = listed(
-            out.name().unwrap_or(secret_id),
-            out.arn().unwrap_or_default(),
-            out.tags(),
-            out.version_ids_to_stages(),
-            out.deleted_date().is_some(),
-            out.rotation_enabled() == Some(true) || out.owning_service().is_some(),
-            out.description(),
-            &mut Interner::default(),
-        );
+        let secret = Answered {
+            name: out.name().unwrap_or(secret_id),
+            arn: out.arn().unwrap_or_default(),
+            tags: out.tags(),
+            versions: out.version_ids_to_stages(),
+            pending_deletion: out.deleted_date().is_some(),
+            managed_elsewhere: out.rotation_enabled() == Some(true)
+                || out.owning_service().is_some(),
+            description: out.description(),
+        }
+        .held(&mut Interner::default());
         Ok((secret, region_statuses(out.replication_status())))
     }
 
