@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Boot script of the Vault server on Amazon Linux 2023, rendered by `deployer up`.
 # It holds no secret: the TLS key is read from Secrets Manager with the instance's role.
-# Placeholders: {{vault_version}} {{region}} {{tls_secret_id}} {{public_ip}} {{private_ip}}
-#               {{function_name}} {{prefix}}
+# Placeholders: {{vault_version}} {{region}} {{tls_secret_id}} {{public_ip}} {{private_ip}}, and
+# the files beside this one in userdata/: {{fetch_script}} {{watch_unit}} {{audit_logrotate}}
+# {{rotate_service}} {{rotate_timer}}
 set -euo pipefail
 exec > >(tee -a /var/log/vault-bootstrap.log) 2>&1
 
@@ -11,16 +12,18 @@ readonly REGION="{{region}}"
 readonly TLS_SECRET_ID="{{tls_secret_id}}"
 readonly PUBLIC_IP="{{public_ip}}"
 readonly PRIVATE_IP="{{private_ip}}"
-readonly FUNCTION_NAME="{{function_name}}"
-readonly PREFIX="{{prefix}}"
 
 # 1. Vault, pinned, from HashiCorp's signed package repository (creates the vault user and unit).
 dnf install -y -q dnf-plugins-core
 dnf config-manager --add-repo https://rpm.releases.hashicorp.com/AmazonLinux/hashicorp.repo
 dnf install -y -q "vault-${VAULT_VERSION}"
 
-# 2. TLS material from Secrets Manager, readable only by this instance's role.
-install -d -o vault -g vault -m 0750 /opt/vault/tls /opt/vault/data /var/log/vault
+# 2. TLS material from Secrets Manager, readable only by this instance's role. The audit log's
+#    directory hands its group, vault-audit, to every file in it: the change watcher's only
+#    access to anything of Vault's.
+groupadd --system --force vault-audit
+install -d -o vault -g vault -m 0750 /opt/vault/tls /opt/vault/data
+install -d -o vault -g vault-audit -m 2750 /var/log/vault
 umask 077
 aws secretsmanager get-secret-value --region "${REGION}" --secret-id "${TLS_SECRET_ID}" \
   --query SecretString --output text > /opt/vault/tls/material.json
@@ -62,7 +65,7 @@ chmod 0640 /etc/vault.d/vault.hcl
 
 # 4. A service that restarts on failure and survives reboots. It starts sealed;
 #    `deployer vault-init` initialises and unseals it, and turns the audit log on
-#    (file /var/log/vault/audit.log, enabled through the API once a token exists).
+#    (file /var/log/vault/audit.log, mode 0640, enabled through the API once a token exists).
 install -d /etc/systemd/system/vault.service.d
 cat > /etc/systemd/system/vault.service.d/restart.conf <<UNIT
 [Service]
@@ -73,44 +76,32 @@ systemctl daemon-reload
 systemctl enable --now vault
 echo "vault ${VAULT_VERSION} started on https://${PUBLIC_IP}:8200 (sealed until deployer vault-init)"
 
-# 5. The change watcher: the replicator function's own binary, run as `bootstrap watch`. It
-#    follows the audit log that vault-init turns on and sends the paths that change (never a
-#    value) to the function, which syncs them within seconds; the schedule stays the backstop.
-#    Its binary comes from the function's code, which does not exist before `up` ends: the unit
-#    tries again every 30 s until it does. Its role may invoke and read that one function only.
-cat > /usr/local/bin/vault-replicator-fetch <<'FETCH'
-#!/usr/bin/env bash
-set -euo pipefail
-url=$(aws lambda get-function --region "$1" --function-name "$2" --query Code.Location --output text)
-tmp=$(mktemp -d)
-trap 'rm -rf "${tmp}"' EXIT
-curl -fsSL "${url}" -o "${tmp}/code.zip"
-python3 -m zipfile -e "${tmp}/code.zip" "${tmp}"
-install -m 0755 "${tmp}/bootstrap" /usr/local/bin/vault-replicator-watch
+# 5. The audit log, rotated by size before it can fill the disk (Vault refuses every request
+#    when it cannot write its only audit device): checked every 5 minutes, Vault reopens the
+#    file on reload (SIGHUP).
+dnf install -y -q logrotate
+install -d /var/lib/logrotate /usr/local/etc
+cat > /usr/local/etc/vault-audit.logrotate <<'LOGROTATE'
+{{audit_logrotate}}
+LOGROTATE
+cat > /etc/systemd/system/vault-audit-rotate.service <<'SERVICE'
+{{rotate_service}}
+SERVICE
+cat > /etc/systemd/system/vault-audit-rotate.timer <<'TIMER'
+{{rotate_timer}}
+TIMER
+chmod 0644 /usr/local/etc/vault-audit.logrotate
+
+# 6. The change watcher (see its unit): the replicator's binary, fetched from the watcher's
+#    function by vault-replicator-fetch and run only if its digest is the one `deployer up`
+#    wrote; as its own user, which reads the audit log and nothing else of Vault's.
+install -d -m 0755 /usr/local/libexec
+cat > /usr/local/libexec/vault-replicator-fetch <<'FETCH'
+{{fetch_script}}
 FETCH
-chmod 0755 /usr/local/bin/vault-replicator-fetch
-cat > /etc/systemd/system/vault-replicator-watch.service <<UNIT
-[Unit]
-Description=Vault change watcher: sends the changed paths to ${FUNCTION_NAME}
-After=vault.service network-online.target
-Wants=network-online.target
-
-[Service]
-User=vault
-Group=vault
-Environment=AWS_REGION=${REGION}
-StateDirectory=vault-replicator-watch
-ExecStartPre=+/usr/local/bin/vault-replicator-fetch ${REGION} ${FUNCTION_NAME}
-ExecStart=/usr/local/bin/vault-replicator-watch watch --prefix ${PREFIX} --invoke-function ${FUNCTION_NAME} --audit-log /var/log/vault/audit.log
-Restart=always
-RestartSec=30
-NoNewPrivileges=yes
-ProtectSystem=strict
-ProtectHome=yes
-PrivateTmp=yes
-
-[Install]
-WantedBy=multi-user.target
+chmod 0755 /usr/local/libexec/vault-replicator-fetch
+cat > /etc/systemd/system/vault-replicator-watch.service <<'UNIT'
+{{watch_unit}}
 UNIT
 systemctl daemon-reload
-systemctl enable --now vault-replicator-watch
+systemctl enable --now vault-audit-rotate.timer vault-replicator-watch

@@ -47,6 +47,15 @@ impl LambdaZip {
         Self::from_bytes(path, bytes).map_err(bad)
     }
 
+    /// The SHA-256 in hex, as `sha256sum` prints it: the digest the Vault host checks the
+    /// watcher's code against.
+    pub fn sha256_hex(&self) -> String {
+        Sha256::digest(&self.bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self, String> {
         if bytes.len() > 50 * 1024 * 1024 {
             return Err(format!(
@@ -99,6 +108,15 @@ mod tests {
         let p = Path::new("x.zip");
         let ok = LambdaZip::from_bytes(p, zip_with("bootstrap", 0o755)).unwrap();
         assert_eq!(ok.sha256.len(), 44);
+        let hex = ok.sha256_hex();
+        assert_eq!(hex.len(), 64);
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&ok.sha256)
+            .unwrap();
+        assert_eq!(
+            hex,
+            raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
         assert!(
             LambdaZip::from_bytes(p, zip_with("main", 0o755))
                 .unwrap_err()

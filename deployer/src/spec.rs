@@ -49,6 +49,22 @@ impl Group {
     }
 }
 
+/// What one of the stack's two functions (one code, one role) is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Duty {
+    /// The schedule's and `deployer sync-now`'s: reserved concurrency as configured, the
+    /// failure topic as its on-failure destination.
+    Sync,
+    /// The change watcher's on the stack's Vault host, whose role may invoke it with any
+    /// event: its own reserved slot (a flood of invocations never takes the schedule's), and
+    /// it refuses an operator's word (`accept_vault_rollback`). With Vault on EC2 only.
+    Watch,
+}
+
+impl Duty {
+    pub const ALL: [Duty; 2] = [Duty::Sync, Duty::Watch];
+}
+
 /// Every Secrets Manager action that changes a secret: all denied to the replicator outside
 /// `<prefix>/*` (its connection secret and the stack's other secrets included), whatever else
 /// might allow them.
@@ -186,10 +202,56 @@ impl Spec {
         )
     }
     pub fn log_group(&self) -> String {
-        format!("/aws/lambda/{}", self.function_name())
+        self.log_group_of(Duty::Sync)
     }
     pub fn log_group_arn(&self) -> String {
-        self.arn("logs", true, &format!("log-group:{}", self.log_group()))
+        self.log_group_arn_of(Duty::Sync)
+    }
+    /// The function that serves `duty`.
+    pub fn function_name_of(&self, duty: Duty) -> String {
+        match duty {
+            Duty::Sync => self.function_name(),
+            Duty::Watch => format!("{}-replicator-watch", self.stack()),
+        }
+    }
+    pub fn function_arn_of(&self, duty: Duty) -> String {
+        self.arn(
+            "lambda",
+            true,
+            &format!("function:{}", self.function_name_of(duty)),
+        )
+    }
+    pub fn log_group_of(&self, duty: Duty) -> String {
+        format!("/aws/lambda/{}", self.function_name_of(duty))
+    }
+    pub fn log_group_arn_of(&self, duty: Duty) -> String {
+        self.arn(
+            "logs",
+            true,
+            &format!("log-group:{}", self.log_group_of(duty)),
+        )
+    }
+    /// Whether the stack has a function for `duty` (the watcher's only beside its own Vault).
+    pub fn serves(&self, duty: Duty) -> bool {
+        duty == Duty::Sync || self.deploys_vault()
+    }
+    /// The functions the stack has.
+    pub fn duties(&self) -> Vec<Duty> {
+        Duty::ALL.into_iter().filter(|d| self.serves(*d)).collect()
+    }
+    /// The SSM parameter holding the SHA-256 (hex) of the code `up` uploaded: the Vault host
+    /// runs the watcher's binary only from a zip with this digest. A `SecureString` under the
+    /// stack's key, so only the key's users (never the instance role, never a holder of
+    /// `lambda:UpdateFunctionCode` alone) can write it.
+    pub fn watcher_digest_parameter(&self) -> String {
+        format!("/{}/vault/watcher-code-sha256", self.stack())
+    }
+    pub fn watcher_digest_parameter_arn(&self) -> String {
+        self.arn(
+            "ssm",
+            true,
+            &format!("parameter{}", self.watcher_digest_parameter()),
+        )
     }
     pub fn rule_name(&self) -> String {
         format!("{}-replicator-schedule", self.stack())
@@ -226,6 +288,10 @@ impl Spec {
     }
     pub fn vault_name(&self) -> String {
         format!("{}-vault", self.stack())
+    }
+    /// The Vault instance's IAM role (named as the instance).
+    pub fn vault_instance_role_arn(&self) -> String {
+        self.arn("iam", false, &format!("role/{}", self.vault_name()))
     }
     pub fn tls_secret_name(&self) -> String {
         format!("{}-vault/tls", self.stack())
@@ -374,6 +440,25 @@ impl Spec {
         ]
     }
 
+    /// Publishing to the failure topic and no other, when there is one: the replicator's (a
+    /// shell run's notice) and the Vault host's (the watcher's notice of a failed run).
+    fn sns_statements(&self) -> Result<String, TemplateError> {
+        Ok(match &self.cfg.notification_email {
+            Some(_) => policy::render(policy::REPLICATOR_SNS, &[("topic_arn", &self.topic_arn())])?,
+            None => String::new(),
+        })
+    }
+
+    /// `items` rendered by `f` as a JSON list, for a template.
+    fn json_list<T>(
+        &self,
+        items: Vec<T>,
+        f: impl Fn(T) -> String,
+    ) -> Result<String, TemplateError> {
+        let list: Vec<String> = items.into_iter().map(f).collect();
+        serde_json::to_string(&list).map_err(TemplateError::NotJson)
+    }
+
     fn render(
         &self,
         template: &str,
@@ -413,10 +498,6 @@ impl Spec {
         } else {
             String::new()
         };
-        let sns = match &self.cfg.notification_email {
-            Some(_) => policy::render(policy::REPLICATOR_SNS, &[("topic_arn", &self.topic_arn())])?,
-            None => String::new(),
-        };
         let vpc = if self.deploys_vault() {
             policy::render(
                 policy::REPLICATOR_VPC,
@@ -444,34 +525,53 @@ impl Spec {
                 ("usable_keys", self.usable_keys(key_arn)?),
                 ("replica_region_condition", self.replica_region_condition()?),
                 ("replication_statements", self.replication_statements()?),
-                ("log_group_arn", self.log_group_arn()),
-                ("sns_statements", sns),
+                (
+                    "log_stream_arns",
+                    self.json_list(self.duties(), |d| format!("{}:*", self.log_group_arn_of(d)))?,
+                ),
+                ("sns_statements", self.sns_statements()?),
                 ("vpc_statements", vpc),
             ],
         )
     }
 
     pub fn key_policy(&self) -> Result<Value, TemplateError> {
+        // Who publishes to the encrypted topic: the replicator and, beside the stack's own
+        // Vault, the change watcher (the notice of a failed run it started).
+        let mut publishers = vec![self.role_arn()];
+        if self.deploys_vault() {
+            publishers.push(self.vault_instance_role_arn());
+        }
         self.render(
             policy::KMS_KEY_POLICY,
             vec![
-                ("role_arn", self.role_arn()),
                 (
-                    "ca_parameter_arn",
-                    self.arn("ssm", true, &format!("parameter{}", self.ca_parameter())),
+                    "publisher_arns",
+                    serde_json::to_string(&publishers).map_err(TemplateError::NotJson)?,
+                ),
+                (
+                    "parameter_arns",
+                    serde_json::to_string(&[
+                        self.arn("ssm", true, &format!("parameter{}", self.ca_parameter())),
+                        self.watcher_digest_parameter_arn(),
+                    ])
+                    .map_err(TemplateError::NotJson)?,
                 ),
             ],
         )
     }
 
-    /// Only the replicator role, and only from inside the replicator function (credentials
-    /// of the role taken elsewhere do not read it), may read the connection secret.
+    /// Only the replicator role, and only from inside the stack's functions (credentials of
+    /// the role taken elsewhere do not read it), may read the connection secret.
     pub fn connection_secret_policy(&self) -> Result<Value, TemplateError> {
         self.render(
             policy::CONNECTION_SECRET_POLICY,
             vec![
                 ("role_arn", self.role_arn()),
-                ("function_arn", self.function_arn()),
+                (
+                    "function_arns",
+                    self.json_list(self.duties(), |d| self.function_arn_of(d))?,
+                ),
                 ("secret_arn", self.connection_secret_arn_pattern()),
             ],
         )
@@ -510,10 +610,7 @@ impl Spec {
         self.render(
             policy::SECRET_READ_BY_ONE_ROLE,
             vec![
-                (
-                    "role_arn",
-                    self.arn("iam", false, &format!("role/{}", self.vault_name())),
-                ),
+                ("role_arn", self.vault_instance_role_arn()),
                 (
                     "secret_arn",
                     self.secret_arn_pattern(&self.tls_secret_name()),
@@ -547,9 +644,20 @@ impl Spec {
             vec![
                 ("tls_secret_name", self.tls_secret_name()),
                 ("key_arn", key_arn.to_owned()),
-                ("function_arn", self.function_arn()),
+                ("watch_function_arn", self.function_arn_of(Duty::Watch)),
+                ("digest_parameter_arn", self.watcher_digest_parameter_arn()),
+                ("sns_statements", self.sns_statements()?),
             ],
         )
+    }
+
+    /// The environment of the function serving `duty`: the watcher's says so.
+    pub fn lambda_environment_of(&self, duty: Duty, key_arn: &str) -> BTreeMap<String, String> {
+        let mut vars = self.lambda_environment(key_arn);
+        if duty == Duty::Watch {
+            vars.insert(env::SERVES_WATCHER.to_owned(), "true".to_owned());
+        }
+        vars
     }
 
     /// The Lambda's environment: the replicator reads exactly these (see `contract::env`).

@@ -11,7 +11,7 @@ use crate::resources::network;
 use crate::resources::{
     DeployError, function, iam, key, logs, replicas, rule, secret, topic, vault_server,
 };
-use crate::spec::{Group, Spec};
+use crate::spec::{Duty, Group, Spec};
 
 /// What a deployed stack offers its user.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -20,6 +20,8 @@ pub struct Outputs {
     pub vault_ui_url: Option<String>,
     pub function_name: Option<String>,
     pub function_arn: Option<String>,
+    /// The function the change watcher on the stack's Vault invokes.
+    pub watch_function_name: Option<String>,
     pub connection_secret_arn: Option<String>,
     pub topic_arn: Option<String>,
     pub key_arn: Option<String>,
@@ -63,16 +65,20 @@ pub enum Resource {
     Network,
     /// The replicator's role: its network statement names the VPC.
     ReplicatorRole,
+    /// The functions' log groups.
     LogGroup,
     /// The Vault server on EC2: its role, TLS secret and CA parameter, instance, Elastic IP.
     VaultServer,
     ConnectionSecret,
+    /// The sync function and, with Vault on EC2, the change watcher's.
     Function,
+    /// The digest of the code uploaded, which the Vault host checks the watcher's against.
+    WatcherDigest,
     Schedule,
 }
 
 impl Resource {
-    pub const ORDER: [Resource; 9] = [
+    pub const ORDER: [Resource; 10] = [
         Resource::Key,
         Resource::Topic,
         Resource::Network,
@@ -81,6 +87,7 @@ impl Resource {
         Resource::VaultServer,
         Resource::ConnectionSecret,
         Resource::Function,
+        Resource::WatcherDigest,
         Resource::Schedule,
     ];
 }
@@ -184,9 +191,14 @@ impl Stack<'_> {
                 starting(rule::KIND, spec.rule_name());
                 vec![rule::destroy(c, spec).await?]
             }
+            Resource::WatcherDigest => vec![vault_server::destroy_digest(c, spec).await?],
             Resource::Function => {
-                starting(function::KIND, spec.function_name());
-                vec![function::destroy(c, spec).await?]
+                let mut all = Vec::new();
+                for duty in Duty::ALL {
+                    starting(function::KIND, spec.function_name_of(duty));
+                    all.push(function::destroy(c, spec, duty).await?);
+                }
+                all
             }
             Resource::ConnectionSecret => vec![secret::destroy(c, spec).await?],
             Resource::VaultServer => {
@@ -195,7 +207,13 @@ impl Stack<'_> {
                 all.push(iam::destroy(c, spec, &iam::vault_role(spec, None)?).await?);
                 all
             }
-            Resource::LogGroup => vec![logs::destroy(c, spec).await?],
+            Resource::LogGroup => {
+                let mut all = Vec::new();
+                for duty in Duty::ALL {
+                    all.push(logs::destroy(c, spec, duty).await?);
+                }
+                all
+            }
             Resource::ReplicatorRole => {
                 // Lambda needs the replicator role to release the function's network
                 // interfaces, and the network cannot go before they do.
@@ -256,7 +274,8 @@ impl Converging<'_, '_> {
             Resource::LogGroup => self.log_group().await,
             Resource::VaultServer => self.vault_server().await,
             Resource::ConnectionSecret => self.connection_secret().await,
-            Resource::Function => self.function().await,
+            Resource::Function => self.functions().await,
+            Resource::WatcherDigest => self.watcher_digest().await,
             Resource::Schedule => self.schedule().await,
         }
     }
@@ -320,12 +339,14 @@ impl Converging<'_, '_> {
 
     async fn log_group(&mut self) -> Result<(), DeployError> {
         let (c, spec) = (self.stack.clients, self.stack.spec);
-        let seen = logs::observe(c, spec).await?;
-        let ch = logs::diff(spec, seen.as_ref());
-        if self.go(&ch) {
-            logs::apply(c, spec, &ch).await?;
+        for duty in Duty::ALL {
+            let seen = logs::observe(c, spec, duty).await?;
+            let ch = logs::diff(spec, duty, seen.as_ref());
+            if self.go(&ch) {
+                logs::apply(c, spec, duty, &ch).await?;
+            }
+            self.changes.push(ch);
         }
-        self.changes.push(ch);
         Ok(())
     }
 
@@ -432,7 +453,14 @@ impl Converging<'_, '_> {
         Ok(())
     }
 
-    async fn function(&mut self) -> Result<(), DeployError> {
+    async fn functions(&mut self) -> Result<(), DeployError> {
+        for duty in Duty::ALL {
+            Box::pin(self.function(duty)).await?;
+        }
+        Ok(())
+    }
+
+    async fn function(&mut self, duty: Duty) -> Result<(), DeployError> {
         let (c, spec, zip) = (self.stack.clients, self.stack.spec, self.stack.zip);
         let vpc = match (&self.net.subnet, self.net.group(Group::Replicator)) {
             (Some(subnet), Some(sg)) if spec.deploys_vault() => {
@@ -447,21 +475,46 @@ impl Converging<'_, '_> {
             vpc,
             topic_arn: topic_arn.as_deref(),
         };
-        let seen = function::observe(c, spec).await?;
-        let ch = function::diff(spec, seen.as_ref(), zip, &inputs);
+        let seen = function::observe(c, spec, duty).await?;
+        let ch = function::diff(spec, duty, seen.as_ref(), zip, &inputs);
         let state = match (zip, self.go(&ch)) {
-            (Some(zip), true) => Some(function::apply(c, spec, &ch, zip, &inputs).await?),
+            (Some(zip), true) => function::apply(c, spec, duty, &ch, zip, &inputs).await?,
             (None, true) => {
                 return Err(DeployError::NotReady {
                     what: "lambda function".into(),
                     detail: "no Lambda zip given".into(),
                 });
             }
-            _ => seen,
+            _ => seen.filter(|_| spec.serves(duty)),
         };
         if let Some(f) = state {
-            self.out.function_name = Some(spec.function_name());
-            self.out.function_arn = Some(f.arn);
+            match duty {
+                Duty::Sync => {
+                    self.out.function_name = Some(spec.function_name());
+                    self.out.function_arn = Some(f.arn);
+                }
+                Duty::Watch => self.out.watch_function_name = Some(spec.function_name_of(duty)),
+            }
+        }
+        self.changes.push(ch);
+        Ok(())
+    }
+
+    /// The digest of the code just uploaded, once the functions hold it.
+    async fn watcher_digest(&mut self) -> Result<(), DeployError> {
+        let (c, spec, zip) = (self.stack.clients, self.stack.spec, self.stack.zip);
+        let seen = vault_server::observe_digest(c, spec).await?;
+        let code = zip.map(LambdaZip::sha256_hex);
+        let ch = vault_server::diff_digest(
+            spec,
+            seen.as_ref(),
+            code.as_deref(),
+            self.key_arn.as_deref(),
+        );
+        if let (Some(code), Some(key), true) = (&code, self.key_arn.clone(), self.go(&ch)) {
+            vault_server::apply_digest(c, spec, seen.as_ref(), &ch, code, &key).await?;
+        } else if ch.action == Action::Delete && self.go(&ch) {
+            vault_server::destroy_digest(c, spec).await?;
         }
         self.changes.push(ch);
         Ok(())

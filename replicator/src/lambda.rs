@@ -19,6 +19,10 @@ use crate::config::SyncArgs;
 pub struct LambdaArgs {
     #[command(flatten)]
     pub sync: SyncArgs,
+    /// This function serves the change watcher (which may invoke it with any event): it refuses
+    /// `accept_vault_rollback`, an operator's word given through the sync function only.
+    #[arg(long, env = contract::env::SERVES_WATCHER, default_value_t = false, action = clap::ArgAction::Set)]
+    pub serves_watcher: bool,
 }
 
 impl LambdaArgs {
@@ -57,19 +61,33 @@ fn variable_of(e: &clap::Error) -> Option<String> {
         .map(|v| v.to_string_lossy().into_owned())
 }
 
+/// The function as this process serves it.
+#[derive(Debug)]
+pub struct Function {
+    pub replicator: Replicator,
+    /// See [`LambdaArgs::serves_watcher`].
+    pub serves_watcher: bool,
+}
+
 /// The process's replicator, from the environment: built once, reused by every invocation. A
 /// bad environment is kept as its error, which every invocation reports.
-pub fn from_env(aws: &SdkConfig) -> Result<Replicator, String> {
+pub fn from_env(aws: &SdkConfig) -> Result<Function, String> {
     let args = LambdaArgs::from_env()?;
-    Replicator::new(&args.sync, aws).map_err(|e| format!("invalid Lambda environment: {e}"))
+    let replicator =
+        Replicator::new(&args.sync, aws).map_err(|e| format!("invalid Lambda environment: {e}"))?;
+    Ok(Function {
+        replicator,
+        serves_watcher: args.serves_watcher,
+    })
 }
 
 /// Handles one invocation.
 pub async fn handle(
     event: LambdaEvent<serde_json::Value>,
-    replicator: &Result<Replicator, String>,
+    function: &Result<Function, String>,
 ) -> Result<serde_json::Value, Error> {
-    let replicator = replicator.as_ref().map_err(|e| Error::from(e.clone()))?;
+    let function = function.as_ref().map_err(|e| Error::from(e.clone()))?;
+    let replicator = &function.replicator;
     // A change watcher asks where to look (`{"scope": true}`): the function's own mount, path
     // and namespace, so the two can never disagree.
     if event.payload.get("scope") == Some(&serde_json::Value::Bool(true)) {
@@ -89,6 +107,11 @@ pub async fn handle(
     )));
     let progress = crate::progress::Progress::default();
     let request = request_of(&event.payload, budget).map_err(Error::from)?;
+    if request.accept_vault_rollback && function.serves_watcher {
+        return Err(Error::from(
+            "refused: this function serves the change watcher; accept a Vault rollback through the sync function (deployer sync-now --accept-vault-rollback)",
+        ));
+    }
     let report = replicator.run_request(&request, &progress).await;
     tracing::info!(
         created = report.created,

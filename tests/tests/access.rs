@@ -662,7 +662,43 @@ fn vault_on_ec2_adds_only_the_lambda_network_interfaces() {
                 "arn:aws:sns:eu-west-1:123456789012:s-replicator-failures",
                 ImplicitlyDenied,
             ),
+            // The change watcher's function (the same role) reads the connection too, and
+            // writes its own logs.
+            row(
+                "replicator",
+                "secretsmanager:GetSecretValue",
+                secret(&s.connection_secret()),
+                Allowed,
+            )
+            .with(
+                "lambda:SourceFunctionArn",
+                json!(s.function_arn_of(deployer::spec::Duty::Watch)),
+            ),
+            row(
+                "replicator",
+                "logs:PutLogEvents",
+                format!(
+                    "{}:log-stream:x",
+                    s.log_group_arn_of(deployer::spec::Duty::Watch)
+                ),
+                Allowed,
+            ),
         ],
+    );
+    // Without the stack's Vault there is no watcher's function: its name reads nothing.
+    let external = spec(EXTERNAL_KEEP);
+    check(
+        &external,
+        &[row(
+            "replicator",
+            "secretsmanager:GetSecretValue",
+            secret(&external.connection_secret()),
+            ExplicitlyDenied,
+        )
+        .with(
+            "lambda:SourceFunctionArn",
+            json!(external.function_arn_of(deployer::spec::Duty::Watch)),
+        )],
     );
 }
 
@@ -729,6 +765,20 @@ fn the_key_is_administered_by_the_account_and_used_only_through_its_services() {
                     VIA_SSM,
                 )
                 .with("kms:EncryptionContext:PARAMETER_ARN", json!(CA_PARAMETER)),
+                // The digest of the watcher's code, kept the same way: whoever may only write
+                // SSM parameters (or update the function's code) cannot write it.
+                via(row("someone", "kms:Encrypt", KEY, Allowed), VIA_SSM).with(
+                    "kms:EncryptionContext:PARAMETER_ARN",
+                    json!(s.watcher_digest_parameter_arn()),
+                ),
+                via(
+                    row("ssm-writer", "kms:Encrypt", KEY, ImplicitlyDenied),
+                    VIA_SSM,
+                )
+                .with(
+                    "kms:EncryptionContext:PARAMETER_ARN",
+                    json!(s.watcher_digest_parameter_arn()),
+                ),
                 via(
                     row("someone", "kms:Encrypt", KEY, ImplicitlyDenied),
                     VIA_SSM,
@@ -833,69 +883,252 @@ fn only_the_stacks_secrets_pass_through_its_secrets_manager_endpoint() {
     );
 }
 
-/// The Vault instance's role (its change watcher sends paths to the function): it may invoke
-/// and read that one function, and change nothing of it; no other function, no secret but its
-/// TLS key.
+/// The Vault instance's role, as IAM decides with the key policy: its change watcher sends paths
+/// to the watcher's function (never the sync function, whose one reserved slot the schedule
+/// keeps), reads that function's code and the digest `up` wrote (which it cannot write), sends
+/// a failed run's notice to the stack's topic; its one key is the stack's, and nothing else.
 #[test]
-fn the_vault_instance_may_invoke_and_read_only_the_replicator_function() {
-    let s = spec("vault_inbound_cidr = \"203.0.113.0/24\"\n");
-    let policy = s.vault_instance_policy(KEY).unwrap();
-    let instance = format!("arn:aws:iam::{ACCOUNT}:role/{}", s.vault_name());
+fn the_vault_instance_invokes_only_the_watchers_function_and_reads_only_its_digest() {
+    let s =
+        spec("vault_inbound_cidr = \"203.0.113.0/24\"\nnotification_email = \"ops@example.com\"\n");
+    let quiet = spec("vault_inbound_cidr = \"203.0.113.0/24\"\n");
+    let instance = s.vault_instance_role_arn();
+    let watch = s.function_arn_of(deployer::spec::Duty::Watch);
+    let sync = s.function_arn();
+    let digest = s.watcher_digest_parameter_arn();
     let other_function = format!("arn:aws:lambda:eu-west-1:{ACCOUNT}:function:someone-elses");
-    let rows = [
-        ("lambda:InvokeFunction", s.function_arn(), Allowed),
-        ("lambda:GetFunction", s.function_arn(), Allowed),
+    // A key someone made to slip in a digest of their own: its policy lets anyone decrypt.
+    let open_key = json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:*", "Resource": "*"
+    }]});
+    let via = |service: &str, context: Option<&str>| {
+        let mut c = vec![("kms:ViaService", json!(service))];
+        if let Some(arn) = context {
+            c.push(("kms:EncryptionContext:PARAMETER_ARN", json!(arn)));
+        }
+        c
+    };
+    type Case<'a> = (
+        &'a Spec,
+        &'static str,
+        String,
+        Vec<(&'static str, Value)>,
+        Decision,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        (&s, "lambda:InvokeFunction", watch.clone(), vec![], Allowed),
+        (&s, "lambda:GetFunction", watch.clone(), vec![], Allowed),
+        // The sync function is not the instance's: a flood of invocations never takes the
+        // schedule's slot, and its configuration is not read.
         (
+            &s,
+            "lambda:InvokeFunction",
+            sync.clone(),
+            vec![],
+            ImplicitlyDenied,
+        ),
+        (
+            &s,
+            "lambda:GetFunction",
+            sync.clone(),
+            vec![],
+            ImplicitlyDenied,
+        ),
+        (
+            &s,
+            "lambda:GetFunctionConfiguration",
+            sync.clone(),
+            vec![],
+            ImplicitlyDenied,
+        ),
+        (
+            &s,
             "lambda:InvokeFunction",
             other_function.clone(),
+            vec![],
             ImplicitlyDenied,
         ),
-        ("lambda:GetFunction", other_function, ImplicitlyDenied),
         (
+            &s,
+            "lambda:GetFunction",
+            other_function,
+            vec![],
+            ImplicitlyDenied,
+        ),
+        // Nothing of the watcher's function changes: not its code, not its reserved slot.
+        (
+            &s,
             "lambda:UpdateFunctionCode",
-            s.function_arn(),
+            watch.clone(),
+            vec![],
             ImplicitlyDenied,
         ),
         (
+            &s,
             "lambda:UpdateFunctionConfiguration",
-            s.function_arn(),
+            watch.clone(),
+            vec![],
             ImplicitlyDenied,
         ),
-        ("lambda:AddPermission", s.function_arn(), ImplicitlyDenied),
         (
-            "secretsmanager:GetSecretValue",
-            secret(&s.tls_secret_name()),
+            &s,
+            "lambda:DeleteFunctionConcurrency",
+            watch.clone(),
+            vec![],
+            ImplicitlyDenied,
+        ),
+        (&s, "lambda:AddPermission", watch, vec![], ImplicitlyDenied),
+        // The digest: read and decrypted, never written; no other parameter.
+        (&s, "ssm:GetParameter", digest.clone(), vec![], Allowed),
+        (
+            &s,
+            "ssm:PutParameter",
+            digest.clone(),
+            vec![],
+            ImplicitlyDenied,
+        ),
+        (
+            &s,
+            "ssm:GetParameter",
+            CA_PARAMETER.to_owned(),
+            vec![],
+            ImplicitlyDenied,
+        ),
+        (
+            &s,
+            "kms:Decrypt",
+            KEY.to_owned(),
+            via(VIA_SSM, Some(&digest)),
             Allowed,
         ),
         (
-            "secretsmanager:GetSecretValue",
-            secret(&s.connection_secret()),
+            &s,
+            "kms:Encrypt",
+            KEY.to_owned(),
+            via(VIA_SSM, Some(&digest)),
             ImplicitlyDenied,
         ),
         (
+            &s,
+            "kms:GenerateDataKey",
+            KEY.to_owned(),
+            via(VIA_SSM, Some(&digest)),
+            ImplicitlyDenied,
+        ),
+        (
+            &s,
+            "kms:Decrypt",
+            KEY.to_owned(),
+            via(VIA_SSM, Some(CA_PARAMETER)),
+            ImplicitlyDenied,
+        ),
+        (
+            &s,
+            "kms:Decrypt",
+            OTHER_KEY.to_owned(),
+            via(VIA_SSM, Some(&digest)),
+            ExplicitlyDenied,
+        ),
+        // Its TLS key, through Secrets Manager; no other secret.
+        (
+            &s,
+            "kms:Decrypt",
+            KEY.to_owned(),
+            via(VIA_SM, None),
+            Allowed,
+        ),
+        (
+            &s,
+            "secretsmanager:GetSecretValue",
+            secret(&s.tls_secret_name()),
+            vec![],
+            Allowed,
+        ),
+        (
+            &s,
+            "secretsmanager:GetSecretValue",
+            secret(&s.connection_secret()),
+            vec![],
+            ImplicitlyDenied,
+        ),
+        (
+            &s,
             "secretsmanager:GetSecretValue",
             secret("hybrid-aws-secrets/app"),
+            vec![],
+            ImplicitlyDenied,
+        ),
+        (
+            &s,
+            "secretsmanager:PutSecretValue",
+            secret("hybrid-aws-secrets/app"),
+            vec![],
+            ImplicitlyDenied,
+        ),
+        // A failed run's notice: to the stack's encrypted topic only, and none without one.
+        (&s, "sns:Publish", s.topic_arn(), vec![], Allowed),
+        (
+            &s,
+            "kms:GenerateDataKey",
+            KEY.to_owned(),
+            via(VIA_SNS, None),
+            Allowed,
+        ),
+        (
+            &s,
+            "sns:Publish",
+            format!("arn:aws:sns:eu-west-1:{ACCOUNT}:other"),
+            vec![],
+            ExplicitlyDenied,
+        ),
+        (
+            &quiet,
+            "sns:Publish",
+            quiet.topic_arn(),
+            vec![],
             ImplicitlyDenied,
         ),
     ];
-    let requests: Vec<Request> = rows
+    let requests: Vec<Request> = cases
         .iter()
-        .map(|(action, resource, _)| Request {
-            principal: instance.clone(),
-            action: (*action).to_owned(),
-            resource: resource.clone(),
-            account: ACCOUNT.to_owned(),
-            context: BTreeMap::from([
+        .map(|(spec, action, resource, extra, _)| {
+            let mut context = BTreeMap::from([
                 ("aws:PrincipalArn".to_owned(), json!(instance)),
                 ("aws:PrincipalAccount".to_owned(), json!(ACCOUNT)),
-            ]),
-            identity_policies: vec![policy.clone()],
-            resource_policy: None,
-            vpc_endpoint_policy: None,
+            ]);
+            if action.starts_with("kms:") {
+                context.insert("kms:CallerAccount".to_owned(), json!(ACCOUNT));
+            }
+            for (k, v) in extra {
+                context.insert((*k).to_owned(), v.clone());
+            }
+            Request {
+                principal: instance.clone(),
+                action: (*action).to_owned(),
+                resource: resource.clone(),
+                account: ACCOUNT.to_owned(),
+                context,
+                identity_policies: vec![spec.vault_instance_policy(KEY).unwrap()],
+                resource_policy: match resource.as_str() {
+                    KEY => Some(spec.key_policy().unwrap()),
+                    OTHER_KEY => Some(open_key.clone()),
+                    _ => None,
+                },
+                vpc_endpoint_policy: None,
+            }
         })
         .collect();
     let got = decide(&requests);
-    for ((action, resource, want), got) in rows.iter().zip(got) {
-        assert_eq!(got, *want, "{action} on {resource}");
-    }
+    let wrong: Vec<String> = cases
+        .iter()
+        .zip(got)
+        .filter(|(c, got)| c.4 != *got)
+        .map(|(c, got)| {
+            format!(
+                "{} on {} {:?}: expected {:?}, got {got:?}",
+                c.1, c.2, c.3, c.4
+            )
+        })
+        .collect();
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
 }

@@ -1961,3 +1961,317 @@ async fn secrets_sync_settings_reach_the_function_and_the_role_and_converge() {
     );
     assert!(own.mutating.is_empty(), "{:?}", own.mutating);
 }
+
+/// The text between `<<'END'` and the line `END` in a boot script: a file it installs.
+fn embedded(script: &str, end: &str) -> String {
+    let start = format!("<<'{end}'\n");
+    let from = script
+        .find(&start)
+        .unwrap_or_else(|| panic!("no {end} file"))
+        + start.len();
+    let len = script[from..].find(&format!("\n{end}\n")).unwrap();
+    format!("{}\n", &script[from..from + len])
+}
+
+/// The boot script `up` gave the stack's Vault instance.
+async fn boot_script(f: &Fixture) -> String {
+    use base64::Engine as _;
+    let ec2 = aws_sdk_ec2::Client::new(&f.moto.sdk_config().await);
+    let reservations = ec2.describe_instances().send().await.unwrap();
+    let id = reservations.reservations()[0].instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_owned();
+    let ud = ec2
+        .describe_instance_attribute()
+        .instance_id(id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(ud.user_data().unwrap().value().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Stand-ins for the two commands `vault-replicator-fetch` calls that reach AWS: `aws`
+/// (answered from moto with boto3, which moto's server brings) and `curl` (serves the zip named
+/// by `SERVED_ZIP`, as Lambda serves a function's code); each call is logged to `CALLS`.
+fn host_commands(dir: &std::path::Path) {
+    let aws = r#"#!/usr/bin/env python3
+import os, sys, boto3
+args = sys.argv[1:]
+def opt(name):
+    return args[args.index(name) + 1]
+with open(os.environ["CALLS"], "a") as f:
+    f.write("aws " + " ".join(args[:2]) + "\n")
+if args[:2] == ["ssm", "get-parameter"]:
+    assert opt("--query") == "[Parameter.Type, Parameter.Value]" and opt("--output") == "text"
+    p = boto3.client("ssm", region_name=opt("--region")).get_parameter(
+        Name=opt("--name"), WithDecryption="--with-decryption" in args)["Parameter"]
+    print(p["Type"] + "\t" + p["Value"])
+elif args[:2] == ["lambda", "get-function"]:
+    assert opt("--query") == "Code.Location" and opt("--output") == "text"
+    c = boto3.client("lambda", region_name=opt("--region")).get_function(
+        FunctionName=opt("--function-name"))
+    print(c["Code"]["Location"])
+else:
+    sys.exit("stand-in aws: unexpected " + " ".join(args))
+"#;
+    let curl = r#"#!/usr/bin/env bash
+set -euo pipefail
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in --output) out=$2; shift ;; esac
+  shift
+done
+echo curl >> "$CALLS"
+cp "$SERVED_ZIP" "$out"
+"#;
+    use std::os::unix::fs::PermissionsExt as _;
+    for (name, text) in [("aws", aws), ("curl", curl)] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// What one run of the fetch script did: its exit code and stderr, the calls it made, and the
+/// binary it left to run.
+struct Fetched {
+    code: i32,
+    stderr: String,
+    calls: Vec<String>,
+    bootstrap: Option<Vec<u8>>,
+}
+
+fn fetch(
+    f: &Fixture,
+    script: &std::path::Path,
+    state: &std::path::Path,
+    served: &std::path::Path,
+) -> Fetched {
+    let bin = f.dir.path().join("host-bin");
+    let calls = f.dir.path().join("calls");
+    let _ = std::fs::remove_file(&calls);
+    std::fs::create_dir_all(state).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .args([
+            "us-east-1",
+            "onec2-replicator-watch",
+            "/onec2/vault/watcher-code-sha256",
+        ])
+        .env_clear()
+        .envs(f.moto.env())
+        .env("PATH", path)
+        .env("STATE_DIRECTORY", state)
+        .env("CALLS", &calls)
+        .env("SERVED_ZIP", served)
+        .output()
+        .unwrap();
+    Fetched {
+        code: out.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        calls: std::fs::read_to_string(&calls)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+        bootstrap: std::fs::read(state.join("bootstrap")).ok(),
+    }
+}
+
+/// The change watcher on the stack's Vault host (issue: the code run there was whatever the
+/// function held). `up` makes the watcher's own function (its own reserved slot, no on-failure
+/// destination, refusing an operator's word) and writes the digest of the code it uploaded; the
+/// boot script's fetch step, run as installed with stand-in `aws`/`curl`, runs that code only:
+/// not a zip someone put in the function, not under a digest someone wrote as a plain String.
+/// Its units pass `systemd-analyze verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_host_runs_only_the_watchers_code_that_up_uploaded() {
+    let f = Fixture::new(ON_EC2).await;
+    f.deployer(&["up", "--yes"]).await;
+    let aws = f.moto.sdk_config().await;
+    let lambda = aws_sdk_lambda::Client::new(&aws);
+    let ssm = aws_sdk_ssm::Client::new(&aws);
+
+    // Two functions, one code: the schedule keeps its slot and its on-failure destination.
+    let (reserved, retries, destination) = invoke_settings(&f, "onec2-replicator").await;
+    assert_eq!((reserved, retries), (Some(1), Some(0)));
+    assert!(destination.unwrap().ends_with(":onec2-replicator-failures"));
+    let (reserved, retries, destination) = invoke_settings(&f, "onec2-replicator-watch").await;
+    assert_eq!(
+        (reserved, retries, destination),
+        (Some(1), Some(0), None),
+        "the watcher's function has a slot of its own and the watcher sends the notices"
+    );
+    let conf = lambda
+        .get_function_configuration()
+        .function_name("onec2-replicator-watch")
+        .send()
+        .await
+        .unwrap();
+    let vars = conf.environment().unwrap().variables().unwrap();
+    assert_eq!(
+        vars.get(contract::env::SERVES_WATCHER).map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(conf.vpc_config().unwrap().subnet_ids().len(), 1);
+
+    // The digest: the zip's SHA-256, a SecureString under the stack's key.
+    let zip = std::fs::read(f.path("replicator.zip")).unwrap();
+    let sha: String = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&zip)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let p = ssm
+        .get_parameter()
+        .name("/onec2/vault/watcher-code-sha256")
+        .with_decryption(true)
+        .send()
+        .await
+        .unwrap()
+        .parameter
+        .unwrap();
+    assert_eq!(p.value(), Some(sha.as_str()));
+    assert_eq!(
+        p.r#type(),
+        Some(&aws_sdk_ssm::types::ParameterType::SecureString)
+    );
+
+    // The fetch step, as the boot script installs it.
+    let script_text = boot_script(&f).await;
+    let script = f.dir.path().join("vault-replicator-fetch");
+    std::fs::write(&script, embedded(&script_text, "FETCH")).unwrap();
+    std::fs::create_dir_all(f.dir.path().join("host-bin")).unwrap();
+    host_commands(&f.dir.path().join("host-bin"));
+    let genuine = std::path::PathBuf::from(f.path("replicator.zip"));
+    let host = f.dir.path().join("host");
+    let run = fetch(&f, &script, &host, &genuine);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.bootstrap.as_deref(), Some(&b"\x7fELF v1"[..]));
+    assert!(run.calls.contains(&"curl".to_owned()), "{:?}", run.calls);
+    // A restart keeps the checked code: nothing is downloaded again.
+    let run = fetch(&f, &script, &host, &genuine);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.calls, ["aws ssm get-parameter"]);
+
+    // Someone who may update the function's code puts theirs in: a new host refuses it, the
+    // running one keeps the code up uploaded.
+    let tampered_dir = tempfile::tempdir().unwrap();
+    let tampered = fake_zip(tampered_dir.path(), b"#!/bin/sh\necho pwned\n");
+    lambda
+        .update_function_code()
+        .function_name("onec2-replicator-watch")
+        .zip_file(aws_sdk_lambda::primitives::Blob::new(
+            std::fs::read(&tampered).unwrap(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let fresh = f.dir.path().join("fresh-host");
+    let run = fetch(&f, &script, &fresh, &tampered);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("refused") && run.stderr.contains("is not what deployer up uploaded"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.bootstrap, None, "nothing to run is left");
+    assert!(!fresh.join("code.zip").exists() && !fresh.join("code.zip.new").exists());
+    let run = fetch(&f, &script, &host, &tampered);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.bootstrap.as_deref(), Some(&b"\x7fELF v1"[..]));
+
+    // Someone who may write SSM parameters (not the key) writes the tampered zip's digest as
+    // a plain String: refused, on a new host and on the running one.
+    let tampered_sha: String = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(std::fs::read(&tampered).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    ssm.delete_parameter()
+        .name("/onec2/vault/watcher-code-sha256")
+        .send()
+        .await
+        .unwrap();
+    ssm.put_parameter()
+        .name("/onec2/vault/watcher-code-sha256")
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .value(&tampered_sha)
+        .send()
+        .await
+        .unwrap();
+    for host in [&fresh, &host] {
+        let run = fetch(&f, &script, host, &tampered);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(run.stderr.contains("not a SecureString"), "{}", run.stderr);
+    }
+    assert_eq!(
+        std::fs::read(fresh.join("bootstrap")).ok(),
+        None,
+        "a refused start leaves nothing to run"
+    );
+
+    // `status` sees both; `up` puts the code and the digest back.
+    let status = f.deployer(&["status", "--detailed-exitcode"]).await;
+    assert_eq!(status.code, 2);
+    f.deployer(&["up", "--yes"]).await;
+    let run = fetch(&f, &script, &fresh, &genuine);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.bootstrap.as_deref(), Some(&b"\x7fELF v1"[..]));
+
+    // The units as installed, with their two programs where the test has them.
+    let units = f.dir.path().join("units");
+    std::fs::create_dir_all(&units).unwrap();
+    let bootstrap = fresh.join("bootstrap");
+    for (name, end) in [
+        ("vault-replicator-watch.service", "UNIT"),
+        ("vault-audit-rotate.service", "SERVICE"),
+        ("vault-audit-rotate.timer", "TIMER"),
+    ] {
+        let text = embedded(&script_text, end)
+            .replace(
+                "/usr/local/libexec/vault-replicator-fetch",
+                &script.display().to_string(),
+            )
+            .replace(
+                "%S/vault-replicator-watch/bootstrap",
+                &bootstrap.display().to_string(),
+            );
+        std::fs::write(units.join(name), text).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .args(
+            [
+                "vault-replicator-watch.service",
+                "vault-audit-rotate.service",
+                "vault-audit-rotate.timer",
+            ]
+            .map(|n| units.join(n)),
+        )
+        .output()
+        .expect("systemd-analyze (tests/run.sh installs systemd)");
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {said}"
+    );
+}

@@ -386,6 +386,7 @@ pub fn outputs_text(o: &crate::stack::Outputs) -> String {
         ("vault_url", &o.vault_url),
         ("vault_ui_url", &o.vault_ui_url),
         ("function_name", &o.function_name),
+        ("watch_function_name", &o.watch_function_name),
         ("connection_secret_arn", &o.connection_secret_arn),
         ("topic_arn", &o.topic_arn),
         ("key_arn", &o.key_arn),

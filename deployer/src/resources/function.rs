@@ -1,7 +1,10 @@
-//! The replicator Lambda: runtime provided.al2023, the `bootstrap` zip, its role, memory,
-//! timeout, environment (KMS-encrypted) and, with Vault on EC2, the Vault VPC; one run at a time
-//! (reserved concurrency 1), no retry of a failed scheduled run, and the failure topic as its
-//! on-failure destination. Code is uploaded only when the zip's SHA-256 differs.
+//! The replicator Lambdas: runtime provided.al2023, the `bootstrap` zip, its role, memory,
+//! timeout, environment (KMS-encrypted) and, with Vault on EC2, the Vault VPC; no retry of a
+//! failed asynchronous run. The sync function ([`Duty::Sync`]): one run at a time (reserved
+//! concurrency 1) and the failure topic as its on-failure destination. Beside the stack's own
+//! Vault, the watcher's function ([`Duty::Watch`]): the same code and role, its own reserved
+//! slot, so the Vault host (which may invoke it) never takes the schedule's. Code is uploaded
+//! only when the zip's SHA-256 differs.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +18,7 @@ use super::{Ctx, DeployError, delete, found, missing};
 use crate::change::{Action, Change, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::lambda_zip::LambdaZip;
-use crate::spec::Spec;
+use crate::spec::{Duty, Spec};
 
 pub const KIND: &str = "lambda function";
 const RUNTIME: &str = "provided.al2023";
@@ -68,7 +71,32 @@ fn env_text(env: &BTreeMap<String, String>) -> String {
     serde_json::to_string(env).unwrap_or_default()
 }
 
-fn wanted(spec: &Spec, zip: Option<&LambdaZip>, inputs: &Inputs<'_>) -> Fields {
+/// The reserved concurrency of the function serving `duty` (0: not reserved): the watcher
+/// sends one batch at a time, so its function needs one slot, reserved unless the stack
+/// reserves none.
+fn reserved(spec: &Spec, duty: Duty) -> i32 {
+    match (duty, spec.cfg.lambda_reserved_concurrency) {
+        (Duty::Sync, n) | (Duty::Watch, n @ 0) => n,
+        (Duty::Watch, _) => 1,
+    }
+}
+
+/// The on-failure destination of `duty`'s asynchronous runs: the sync function's scheduled
+/// runs; the watcher's function is invoked synchronously only, and the watcher notifies.
+fn destination<'a>(spec: &Spec, duty: Duty, topic: Option<&'a str>) -> Option<&'a str> {
+    topic.filter(|_| duty == Duty::Sync && spec.cfg.notification_email.is_some())
+}
+
+fn description(duty: Duty) -> &'static str {
+    match duty {
+        Duty::Sync => "vault-secrets-replicator: Vault KV v2 → Secrets Manager",
+        Duty::Watch => {
+            "vault-secrets-replicator: the changes the Vault host's watcher sends, synced at once"
+        }
+    }
+}
+
+fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>) -> Fields {
     let (subnets, sgs) = inputs.vpc.clone().unwrap_or_default();
     let unknown_vpc = spec.deploys_vault() && inputs.vpc.is_none();
     vec![
@@ -81,7 +109,7 @@ fn wanted(spec: &Spec, zip: Option<&LambdaZip>, inputs: &Inputs<'_>) -> Fields {
             "environment",
             inputs
                 .key_arn
-                .map(|k| env_text(&spec.lambda_environment(k)))
+                .map(|k| env_text(&spec.lambda_environment_of(duty, k)))
                 .unwrap_or_else(|| UNKNOWN.into()),
         ),
         ("kms_key_arn", inputs.key_arn.unwrap_or(UNKNOWN).to_owned()),
@@ -108,7 +136,7 @@ fn wanted(spec: &Spec, zip: Option<&LambdaZip>, inputs: &Inputs<'_>) -> Fields {
         ),
         (
             "reserved_concurrency",
-            match spec.cfg.lambda_reserved_concurrency {
+            match reserved(spec, duty) {
                 0 => NOT_RESERVED.into(),
                 n => n.to_string(),
             },
@@ -116,10 +144,12 @@ fn wanted(spec: &Spec, zip: Option<&LambdaZip>, inputs: &Inputs<'_>) -> Fields {
         ("max_retry_attempts", MAX_RETRY_ATTEMPTS.to_string()),
         (
             "on_failure",
-            match (&spec.cfg.notification_email, inputs.topic_arn) {
+            match (destination(spec, duty, inputs.topic_arn), inputs.topic_arn) {
+                (Some(topic), _) => topic.to_owned(),
+                (None, None) if duty == Duty::Sync && spec.cfg.notification_email.is_some() => {
+                    UNKNOWN.into()
+                }
                 (None, _) => NO_DESTINATION.into(),
-                (Some(_), Some(topic)) => topic.to_owned(),
-                (Some(_), None) => UNKNOWN.into(),
             },
         ),
     ]
@@ -168,8 +198,12 @@ impl FunctionState {
     }
 }
 
-pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<FunctionState>, DeployError> {
-    let name = spec.function_name();
+pub async fn observe(
+    c: &Clients,
+    spec: &Spec,
+    duty: Duty,
+) -> Result<Option<FunctionState>, DeployError> {
+    let name = spec.function_name_of(duty);
     let Some(out) = found(
         c.lambda
             .get_function()
@@ -242,14 +276,23 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<FunctionState>, 
 
 pub fn diff(
     spec: &Spec,
+    duty: Duty,
     seen: Option<&FunctionState>,
     zip: Option<&LambdaZip>,
     inputs: &Inputs<'_>,
 ) -> Change {
-    let want = wanted(spec, zip, inputs);
+    let name = spec.function_name_of(duty);
+    if !spec.serves(duty) {
+        return match seen {
+            Some(f) if f.ours => Change::new(KIND, name, Action::Delete)
+                .with_note("the change watcher's function: there is no stack Vault to watch"),
+            _ => Change::new(KIND, name, Action::Absent),
+        };
+    }
+    let want = wanted(spec, duty, zip, inputs);
     Change::diff(
         KIND,
-        spec.function_name(),
+        name,
         &want,
         seen.map(|s| s.fields(inputs.key_arn)).as_ref(),
     )
@@ -276,19 +319,29 @@ async fn wait_updated(c: &Clients, name: &str) -> Result<(), DeployError> {
     Ok(())
 }
 
+/// Creates or updates the function serving `duty`; `None` when the change deleted it.
 pub async fn apply(
     c: &Clients,
     spec: &Spec,
+    duty: Duty,
     change: &Change,
     zip: &LambdaZip,
     inputs: &Inputs<'_>,
-) -> Result<FunctionState, DeployError> {
-    let name = spec.function_name();
+) -> Result<Option<FunctionState>, DeployError> {
+    let name = spec.function_name_of(duty);
+    if change.action == Action::Delete {
+        destroy(c, spec, duty).await?;
+        return Ok(None);
+    }
     let key_arn = inputs
         .key_arn
         .ok_or_else(|| missing("apply", "KMS key ARN"))?;
     let env = Environment::builder()
-        .set_variables(Some(spec.lambda_environment(key_arn).into_iter().collect()))
+        .set_variables(Some(
+            spec.lambda_environment_of(duty, key_arn)
+                .into_iter()
+                .collect(),
+        ))
         .build();
     if change.action == Action::Create {
         // A role made seconds ago may not be assumable yet: retry on that error only.
@@ -296,7 +349,7 @@ pub async fn apply(
             c.lambda
                 .create_function()
                 .function_name(&name)
-                .description("vault-secrets-replicator: Vault KV v2 → Secrets Manager")
+                .description(description(duty))
                 .runtime(Runtime::from(RUNTIME))
                 .handler(HANDLER)
                 .architectures(Architecture::X8664)
@@ -372,7 +425,7 @@ pub async fn apply(
         }
     }
     if change.touches("reserved_concurrency") {
-        match spec.cfg.lambda_reserved_concurrency {
+        match reserved(spec, duty) {
             0 => c
                 .lambda
                 .delete_function_concurrency()
@@ -393,9 +446,7 @@ pub async fn apply(
         }
     }
     if change.touches("max_retry_attempts") || change.touches("on_failure") {
-        let destination = inputs
-            .topic_arn
-            .filter(|_| spec.cfg.notification_email.is_some());
+        let destination = destination(spec, duty, inputs.topic_arn);
         // Put replaces the configuration on AWS; moto keeps the first one it was given, so the
         // old one goes first (for a moment Lambda's defaults apply, which only matters to a run
         // that fails in that moment).
@@ -428,14 +479,15 @@ pub async fn apply(
         })
         .await?;
     }
-    observe(c, spec)
+    observe(c, spec, duty)
         .await?
+        .map(Some)
         .ok_or_else(|| missing("GetFunction", "the function just made"))
 }
 
-pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
-    let name = spec.function_name();
-    match observe(c, spec).await? {
+pub async fn destroy(c: &Clients, spec: &Spec, duty: Duty) -> Result<Change, DeployError> {
+    let name = spec.function_name_of(duty);
+    match observe(c, spec, duty).await? {
         None => Ok(Change::new(KIND, name, Action::Absent)),
         Some(f) if !f.ours => Ok(Change::new(KIND, name, Action::Absent)
             .with_note("exists without this stack's tag; left alone")),
@@ -490,8 +542,11 @@ mod tests {
             invoke_config: Some((Some(MAX_RETRY_ATTEMPTS), Some(topic.clone()))),
             ours: true,
         };
-        assert_eq!(diff(&s, None, Some(&zip), &inputs).action, Action::Create);
-        let ch = diff(&s, Some(&made), Some(&zip), &inputs);
+        assert_eq!(
+            diff(&s, Duty::Sync, None, Some(&zip), &inputs).action,
+            Action::Create
+        );
+        let ch = diff(&s, Duty::Sync, Some(&made), Some(&zip), &inputs);
         assert_eq!(ch.action, Action::Unchanged, "{ch:?}");
         type Drift = fn(&mut FunctionState);
         let cases: [(Drift, &str); 7] = [
@@ -517,12 +572,19 @@ mod tests {
         for (drift, field) in cases {
             let mut f = made.clone();
             drift(&mut f);
-            let ch = diff(&s, Some(&f), Some(&zip), &inputs);
+            let ch = diff(&s, Duty::Sync, Some(&f), Some(&zip), &inputs);
             assert!(touched(&ch).contains(&field), "{field}: {ch:?}");
             assert_eq!(ch.action, Action::Update);
         }
         // Without the zip (status), the code is known after apply, never drift.
-        let ch = diff(&s, Some(&made), None, &inputs);
+        let ch = diff(&s, Duty::Sync, Some(&made), None, &inputs);
         assert_eq!(ch.action, Action::Unchanged, "{ch:?}");
+        // An external Vault: no watcher, so no function of its own (an old one goes).
+        assert_eq!(
+            diff(&s, Duty::Watch, None, Some(&zip), &inputs).action,
+            Action::Absent
+        );
+        let ch = diff(&s, Duty::Watch, Some(&made), Some(&zip), &inputs);
+        assert_eq!(ch.action, Action::Delete, "{ch:?}");
     }
 }

@@ -335,7 +335,7 @@ pub fn replicator_role(
 pub fn vault_role(spec: &Spec, key_arn: Option<&str>) -> Result<RoleSpec, DeployError> {
     Ok(RoleSpec {
         name: spec.vault_name(),
-        description: "Vault server on EC2: reads its TLS key only",
+        description: "Vault server on EC2: its TLS key; the watcher's code digest, function and notices",
         trust: spec.vault_instance_trust()?,
         policy_name: "vault-server",
         policy: key_arn.map(|k| spec.vault_instance_policy(k)).transpose()?,

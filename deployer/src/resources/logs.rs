@@ -1,10 +1,10 @@
-//! The replicator's log group, with retention, created before the function so its retention
-//! applies from the first run.
+//! The log group of each of the stack's functions, with retention, created before the function
+//! so its retention applies from the first run.
 
 use super::{Ctx, DeployError, delete};
 use crate::change::{Action, Change, Fields};
 use crate::clients::Clients;
-use crate::spec::Spec;
+use crate::spec::{Duty, Spec};
 
 pub const KIND: &str = "log group";
 
@@ -22,8 +22,12 @@ fn fields(retention: Option<i32>) -> Fields {
     )]
 }
 
-pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<LogGroupState>, DeployError> {
-    let name = spec.log_group();
+pub async fn observe(
+    c: &Clients,
+    spec: &Spec,
+    duty: Duty,
+) -> Result<Option<LogGroupState>, DeployError> {
+    let name = spec.log_group_of(duty);
     let out = c
         .logs
         .describe_log_groups()
@@ -40,11 +44,16 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<LogGroupState>, 
         }))
 }
 
-pub fn diff(spec: &Spec, seen: Option<&LogGroupState>) -> Change {
+/// A function the stack no longer has keeps its logs until `destroy` (they are its history).
+pub fn diff(spec: &Spec, duty: Duty, seen: Option<&LogGroupState>) -> Change {
+    let name = spec.log_group_of(duty);
+    if !spec.serves(duty) {
+        return Change::new(KIND, name, Action::Absent);
+    }
     let want = fields(Some(spec.cfg.log_retention_days));
     Change::diff(
         KIND,
-        spec.log_group(),
+        name,
         &want,
         seen.map(|s| fields(s.retention_days)).as_ref(),
     )
@@ -53,9 +62,10 @@ pub fn diff(spec: &Spec, seen: Option<&LogGroupState>) -> Change {
 pub async fn apply(
     c: &Clients,
     spec: &Spec,
+    duty: Duty,
     change: &Change,
 ) -> Result<LogGroupState, DeployError> {
-    let name = spec.log_group();
+    let name = spec.log_group_of(duty);
     if change.action == Action::Create {
         c.logs
             .create_log_group()
@@ -79,12 +89,12 @@ pub async fn apply(
     })
 }
 
-pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
-    let name = spec.log_group();
-    if observe(c, spec).await?.is_none() {
+pub async fn destroy(c: &Clients, spec: &Spec, duty: Duty) -> Result<Change, DeployError> {
+    let name = spec.log_group_of(duty);
+    if observe(c, spec, duty).await?.is_none() {
         return Ok(Change::new(KIND, name, Action::Absent));
     }
-    let arn = spec.log_group_arn();
+    let arn = spec.log_group_arn_of(duty);
     let tags = c
         .logs
         .list_tags_for_resource()
@@ -120,15 +130,20 @@ mod tests {
             "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\nnotification_email = \"ops@example.com\"\n",
         );
         let days = s.cfg.log_retention_days;
-        assert_eq!(diff(&s, None).action, Action::Create);
+        assert_eq!(diff(&s, Duty::Sync, None).action, Action::Create);
+        assert_eq!(
+            diff(&s, Duty::Watch, None).action,
+            Action::Absent,
+            "no stack Vault"
+        );
         let kept = LogGroupState {
             retention_days: Some(days),
         };
-        assert_eq!(diff(&s, Some(&kept)).action, Action::Unchanged);
+        assert_eq!(diff(&s, Duty::Sync, Some(&kept)).action, Action::Unchanged);
         let forever = LogGroupState {
             retention_days: None,
         };
-        let ch = diff(&s, Some(&forever));
+        let ch = diff(&s, Duty::Sync, Some(&forever));
         assert_eq!(
             (ch.action, touched(&ch)),
             (Action::Update, vec!["retention_days"])

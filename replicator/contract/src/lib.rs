@@ -18,6 +18,10 @@ pub mod tls;
 
 use crate::secret::SecretString;
 
+/// The subject of a failed run's notice on the failure topic, whoever sends it: the function's
+/// on-failure destination, the change watcher, a shell run, or `deployer sync-now`.
+pub const NOTICE_SUBJECT: &str = "vault-secrets-replicator: sync failed";
+
 /// Environment variables the Lambda reads (the CLI flags of `replicator sync` read the same ones).
 pub mod env {
     pub const PREFIX: &str = "REPLICATOR_PREFIX";
@@ -55,6 +59,9 @@ pub mod env {
     pub const LATEST_DELETED: &str = "REPLICATOR_LATEST_DELETED";
     pub const MAX_KEYS_PER_SECRET: &str = "REPLICATOR_MAX_KEYS_PER_SECRET";
     pub const REGION_AUDIT_HOURS: &str = "REPLICATOR_REGION_AUDIT_HOURS";
+    /// Set (`true`) on the function the stack's change watcher invokes: it syncs what the
+    /// watcher sends and refuses what only an operator may ask (`accept_vault_rollback`).
+    pub const SERVES_WATCHER: &str = "REPLICATOR_SERVES_WATCHER";
 }
 
 /// Tag keys written on every replicated secret.

@@ -2,17 +2,20 @@
 //! can name it; [`address`]), the TLS secret (CA, certificate and key; readable only by the
 //! instance's role) and the CA parameter ([`tls`]), and the instance itself (Amazon Linux 2023
 //! from its SSM parameter, IMDSv2 required, encrypted root volume, fixed private address, user
-//! data from `userdata/`; [`instance`]).
+//! data from `userdata/`; [`instance`]), and the digest of the change watcher's code it runs
+//! ([`watcher`]).
 
 pub mod address;
 pub mod instance;
 pub mod tls;
+pub mod watcher;
 
 pub use address::{Address, allocate, associate, diff_address, observe_address};
 pub use instance::{Instance, apply_instance, diff_instance, observe_instance};
 pub use tls::{
     CA_KIND, CaParameter, TlsSecret, apply_tls, diff_ca, diff_tls, observe_ca, observe_tls, read_ca,
 };
+pub use watcher::{DIGEST_KIND, apply_digest, destroy_digest, diff_digest, observe_digest};
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use sha2::{Digest, Sha256};
@@ -22,7 +25,7 @@ use crate::clients::Clients;
 use crate::config::VaultMode;
 use crate::policy::{self};
 use crate::resources::{Ctx, DeployError, delete};
-use crate::spec::{STACK_TAG, Spec, VAULT_PRIVATE_IP};
+use crate::spec::{Duty, STACK_TAG, Spec, VAULT_PRIVATE_IP};
 
 pub const AMI_PARAMETER: &str =
     "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
@@ -30,6 +33,12 @@ pub const INSTANCE_KIND: &str = "ec2 instance";
 pub const ADDRESS_KIND: &str = "elastic ip";
 pub const TLS_KIND: &str = "tls secret";
 pub const USER_DATA: &str = include_str!("../../../../userdata/vault-server.sh");
+/// The files the boot script puts on the host, each beside it in `userdata/`.
+pub const FETCH_SCRIPT: &str = include_str!("../../../../userdata/vault-replicator-fetch.sh");
+pub const WATCH_UNIT: &str = include_str!("../../../../userdata/vault-replicator-watch.service");
+pub const AUDIT_LOGROTATE: &str = include_str!("../../../../userdata/vault-audit.logrotate");
+pub const ROTATE_SERVICE: &str = include_str!("../../../../userdata/vault-audit-rotate.service");
+pub const ROTATE_TIMER: &str = include_str!("../../../../userdata/vault-audit-rotate.timer");
 /// EC2's limit on user data.
 pub const USER_DATA_LIMIT: usize = 16 * 1024;
 
@@ -69,9 +78,30 @@ pub fn version(spec: &Spec) -> (&str, &str) {
     }
 }
 
+/// The change watcher's systemd unit for this stack: it invokes the watcher's function, checks
+/// its code against the digest parameter, and sends a failed run's notice to the failure topic
+/// when there is one.
+pub fn watch_unit(spec: &Spec) -> Result<String, DeployError> {
+    let notices = match &spec.cfg.notification_email {
+        Some(_) => format!(" --sns-topic-arn {}", spec.topic_arn()),
+        None => String::new(),
+    };
+    Ok(policy::render(
+        WATCH_UNIT,
+        &[
+            ("region", &spec.id.region),
+            ("watch_function", &spec.function_name_of(Duty::Watch)),
+            ("digest_parameter", &spec.watcher_digest_parameter()),
+            ("prefix", &spec.cfg.prefix),
+            ("notice_flags", &notices),
+        ],
+    )?)
+}
+
 /// The boot script for this stack.
 pub fn user_data(spec: &Spec, public_ip: &str) -> Result<String, DeployError> {
     let (_, version) = version(spec);
+    let unit = watch_unit(spec)?;
     let script = policy::render(
         USER_DATA,
         &[
@@ -80,8 +110,11 @@ pub fn user_data(spec: &Spec, public_ip: &str) -> Result<String, DeployError> {
             ("tls_secret_id", &spec.tls_secret_name()),
             ("public_ip", public_ip),
             ("private_ip", VAULT_PRIVATE_IP),
-            ("function_name", &spec.function_name()),
-            ("prefix", &spec.cfg.prefix),
+            ("fetch_script", FETCH_SCRIPT.trim_end()),
+            ("watch_unit", unit.trim_end()),
+            ("audit_logrotate", AUDIT_LOGROTATE.trim_end()),
+            ("rotate_service", ROTATE_SERVICE.trim_end()),
+            ("rotate_timer", ROTATE_TIMER.trim_end()),
         ],
     )?;
     if script.len() > USER_DATA_LIMIT {
@@ -190,14 +223,48 @@ mod tests {
             "the TLS secret is fetched at boot"
         );
         assert!(script.contains("Restart=on-failure"));
-        // The change watcher: the function's own binary, sending paths to that function only.
-        assert!(script.contains(&format!("readonly FUNCTION_NAME=\"{}\"", s.function_name())));
-        assert!(script.contains("readonly PREFIX=\"hybrid-aws-secrets\""));
-        assert!(script.contains(
-            "watch --prefix ${PREFIX} --invoke-function ${FUNCTION_NAME} --audit-log /var/log/vault/audit.log"
-        ));
-        assert!(script.contains("aws lambda get-function"));
-        assert!(script.contains("systemctl enable --now vault-replicator-watch"));
+        // The change watcher: the function's own binary, sending paths to the watcher's
+        // function only, checked against the digest up wrote, with the files beside it.
+        let unit = watch_unit(&s).unwrap();
+        assert!(script.contains(unit.trim_end()), "the unit, as rendered");
+        assert!(unit.contains(&format!(
+            "watch --prefix hybrid-aws-secrets --invoke-function {} --audit-log /var/log/vault/audit.log\n",
+            s.function_name_of(Duty::Watch)
+        )), "{unit}");
+        assert!(unit.contains(&format!(
+            "vault-replicator-fetch {} {} {}\n",
+            s.id.region,
+            s.function_name_of(Duty::Watch),
+            s.watcher_digest_parameter()
+        )));
+        assert!(
+            unit.contains("DynamicUser=yes") && unit.contains("SupplementaryGroups=vault-audit")
+        );
+        assert!(script.contains(FETCH_SCRIPT.trim_end()));
+        assert!(script.contains(AUDIT_LOGROTATE.trim_end()));
+        assert!(script.contains("install -d -o vault -g vault-audit -m 2750 /var/log/vault"));
+        assert!(
+            script
+                .contains("systemctl enable --now vault-audit-rotate.timer vault-replicator-watch")
+        );
+        // Each embedded file ends before its heredoc's delimiter.
+        for (file, end) in [
+            (FETCH_SCRIPT, "FETCH"),
+            (WATCH_UNIT, "UNIT"),
+            (AUDIT_LOGROTATE, "LOGROTATE"),
+            (ROTATE_SERVICE, "SERVICE"),
+            (ROTATE_TIMER, "TIMER"),
+        ] {
+            assert!(!file.lines().any(|l| l == end), "{end}");
+        }
+        // With a failure topic, the watcher sends a failed run's notice there.
+        let notified =
+            spec("vault_inbound_cidr = \"10.0.0.0/8\"\nnotification_email = \"ops@example.com\"");
+        assert!(
+            watch_unit(&notified)
+                .unwrap()
+                .contains(&format!(" --sns-topic-arn {}\n", notified.topic_arn()))
+        );
         assert!(!script.contains("PRIVATE KEY") && !script.contains("root_token"));
     }
 }

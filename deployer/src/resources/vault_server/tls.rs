@@ -142,23 +142,30 @@ pub struct CaParameter {
 }
 
 pub async fn observe_ca(c: &Clients, spec: &Spec) -> Result<Option<CaParameter>, DeployError> {
-    let name = spec.ca_parameter();
+    describe_parameter(c, &spec.ca_parameter()).await
+}
+
+/// A parameter's type, key and version, without its value.
+pub(super) async fn describe_parameter(
+    c: &Clients,
+    name: &str,
+) -> Result<Option<CaParameter>, DeployError> {
     let meta = c
         .ssm
         .describe_parameters()
         .parameter_filters(
             aws_sdk_ssm::types::ParameterStringFilter::builder()
                 .key("Name")
-                .values(&name)
+                .values(name)
                 .build()?,
         )
         .send()
         .await
-        .ctx("DescribeParameters", &name)?;
+        .ctx("DescribeParameters", name)?;
     Ok(meta
         .parameters()
         .iter()
-        .find(|p| p.name() == Some(name.as_str()))
+        .find(|p| p.name() == Some(name))
         .map(|p| CaParameter {
             r#type: p
                 .r#type()
@@ -170,7 +177,7 @@ pub async fn observe_ca(c: &Clients, spec: &Spec) -> Result<Option<CaParameter>,
 }
 
 /// Whether `key_id` (as SSM reports it: ARN, alias or id) names the stack's key `key_arn`.
-fn is_stack_key(spec: &Spec, key_id: &str, key_arn: &str) -> bool {
+pub(super) fn is_stack_key(spec: &Spec, key_id: &str, key_arn: &str) -> bool {
     key_id == key_arn || key_id == spec.key_alias() || key_arn.ends_with(&format!("/{key_id}"))
 }
 
@@ -292,6 +299,38 @@ async fn write_ca(
     retype: bool,
 ) -> Result<(), DeployError> {
     let name = spec.ca_parameter();
+    if retype {
+        delete(
+            "DeleteParameter",
+            &name,
+            c.ssm.delete_parameter().name(&name).send(),
+        )
+        .await?;
+    }
+    let existing = !retype && parameter_exists(c, &name).await?;
+    put_secure(
+        c,
+        spec,
+        &name,
+        "CA certificate of the stack's Vault server (public; encrypted so that only the key's users can replace it)",
+        pem,
+        key_arn,
+        existing,
+    )
+    .await
+}
+
+/// Writes `value` as a `SecureString` under the stack's key (`overwrite`: it exists; tags go
+/// only on a new parameter).
+pub(super) async fn put_secure(
+    c: &Clients,
+    spec: &Spec,
+    name: &str,
+    description: &str,
+    value: &str,
+    key_arn: &str,
+    overwrite: bool,
+) -> Result<(), DeployError> {
     let tags: Vec<aws_sdk_ssm::types::Tag> = spec
         .tags()
         .into_iter()
@@ -303,44 +342,39 @@ async fn write_ca(
                 .ok()
         })
         .collect();
-    if retype {
-        delete(
-            "DeleteParameter",
-            &name,
-            c.ssm.delete_parameter().name(&name).send(),
-        )
-        .await?;
-    }
-    let existing = !retype && ca_exists(c, &name).await?;
     c.ssm
         .put_parameter()
-        .overwrite(existing)
-        .name(&name)
-        .description("CA certificate of the stack's Vault server (public; encrypted so that only the key's users can replace it)")
-        .value(pem)
+        .overwrite(overwrite)
+        .name(name)
+        .description(description)
+        .value(value)
         .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
         .key_id(key_arn)
-        .set_tags((!existing).then_some(tags))
+        .set_tags((!overwrite).then_some(tags))
         .send()
         .await
-        .ctx("PutParameter", &name)?;
+        .ctx("PutParameter", name)?;
     Ok(())
 }
 
-async fn ca_exists(c: &Clients, name: &str) -> Result<bool, DeployError> {
+pub(super) async fn parameter_exists(c: &Clients, name: &str) -> Result<bool, DeployError> {
     let p = c.ssm.get_parameter().name(name).send().await;
     Ok(found(p.ctx("GetParameter", name))?.is_some())
 }
 
 /// Deletes the CA parameter (with the TLS secret it belongs to).
 pub(super) async fn delete_ca(c: &Clients, spec: &Spec) -> Result<bool, DeployError> {
-    let name = spec.ca_parameter();
-    let existed = ca_exists(c, &name).await?;
+    delete_parameter(c, &spec.ca_parameter()).await
+}
+
+/// Deletes a parameter; whether it existed.
+pub(super) async fn delete_parameter(c: &Clients, name: &str) -> Result<bool, DeployError> {
+    let existed = parameter_exists(c, name).await?;
     if existed {
         delete(
             "DeleteParameter",
-            &name,
-            c.ssm.delete_parameter().name(&name).send(),
+            name,
+            c.ssm.delete_parameter().name(name).send(),
         )
         .await?;
     }
