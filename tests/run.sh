@@ -22,6 +22,15 @@ if [ ! -f tests/iam/node_modules/.package-lock.json ] \
   cp tests/iam/package-lock.json tests/iam/node_modules/.installed-lock.json
 fi
 
+# The Vault host's files are checked with the tools the host runs them with: logrotate (the
+# audit log's rotation, against a real OpenBao) and systemd-analyze (its units).
+apt_missing=()
+command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || apt_missing+=(logrotate)
+command -v systemd-analyze >/dev/null || apt_missing+=(systemd)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  (as_root apt-get update -qq && as_root apt-get install -y -qq "${apt_missing[@]}") >/dev/null
+fi
+
 # The tests build every argument themselves; keep the caller's Vault/AWS settings out of them.
 unset VAULT_ADDR VAULT_TOKEN VAULT_CACERT VAULT_ROLE_ID VAULT_SECRET_ID AWS_PROFILE AWS_ENDPOINT_URL
 for v in $(env | sed -n 's/^\(REPLICATOR_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done

@@ -31,6 +31,18 @@ pub enum VaultAdminError {
     Tls(String),
 }
 
+/// The file mode of the audit log: its group (vault-audit on the stack's host) reads it.
+pub const AUDIT_MODE: &str = "0640";
+
+/// What [`VaultAdmin::ensure_audit`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audit {
+    Enabled,
+    On,
+    /// On, writing its file with this mode: the change watcher cannot read it.
+    OtherMode(String),
+}
+
 /// The unseal keys and root token of a fresh `init`. Shown or stored once, never logged.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct InitKeys {
@@ -568,19 +580,30 @@ impl VaultAdmin {
         Ok((token, accessor))
     }
 
-    /// Turns the file audit device on. `Ok(false)` when it was already on.
-    pub async fn ensure_audit(&self, file_path: &str) -> Result<bool, VaultAdminError> {
-        if self.has("sys/audit", "file/", "list audit devices").await? {
-            return Ok(false);
+    /// Turns the file audit device on, its file readable by its group ([`AUDIT_MODE`]: the
+    /// change watcher on the stack's Vault host reads it as a member of that group).
+    /// `Ok(Audit::On)` when it was already so; a device at `file/` with another file mode is
+    /// left as it is (turning audit off and on again is the operator's decision) and said.
+    pub async fn ensure_audit(&self, file_path: &str) -> Result<Audit, VaultAdminError> {
+        let existing = self
+            .listed("sys/audit", "file/", "list audit devices")
+            .await?;
+        if existing.is_object() {
+            let mode = existing["options"]["mode"].as_str().unwrap_or("0600");
+            return Ok(if mode == AUDIT_MODE {
+                Audit::On
+            } else {
+                Audit::OtherMode(mode.to_owned())
+            });
         }
         self.call(
             Method::PUT,
             "sys/audit/file",
-            Some(json!({"type": "file", "options": {"file_path": file_path}})),
+            Some(json!({"type": "file", "options": {"file_path": file_path, "mode": AUDIT_MODE}})),
             "enable audit",
         )
         .await?;
-        Ok(true)
+        Ok(Audit::Enabled)
     }
 
     /// Writes a KV v2 secret unless it exists; returns whether it wrote.

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::clients::Clients;
 use crate::resources::{Ctx, found};
 use crate::spec::Spec;
-use crate::vault_admin::{InitKeys, VaultAdmin, VaultAdminError};
+use crate::vault_admin::{AUDIT_MODE, Audit, InitKeys, VaultAdmin, VaultAdminError};
 use contract::ConnectionSecret;
 use contract::secret::SecretString;
 
@@ -576,11 +576,15 @@ impl Steps<'_, '_> {
                 .push(format!("wrote the read-only policy {role}"));
         }
         match self.admin.ensure_audit(&self.opts.audit_file).await {
-            Ok(true) => self.report.changed.push(format!(
-                "enabled the file audit log {}",
+            Ok(Audit::Enabled) => self.report.changed.push(format!(
+                "enabled the file audit log {} (mode {AUDIT_MODE})",
                 self.opts.audit_file
             )),
-            Ok(false) => {}
+            Ok(Audit::On) => {}
+            Ok(Audit::OtherMode(mode)) => self.report.warnings.push(format!(
+                "the file audit device writes its log with mode {mode}: the change watcher (group vault-audit) cannot read it; enable it again with mode {AUDIT_MODE} (vault audit disable file/ && vault audit enable file file_path={} mode={AUDIT_MODE}) when a moment without audit is acceptable",
+                self.opts.audit_file
+            )),
             // OpenBao accepts audit devices from its configuration file only.
             Err(VaultAdminError::Status {
                 status: 400,

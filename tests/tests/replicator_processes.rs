@@ -479,6 +479,48 @@ async fn a_bad_lambda_environment_fails_each_invocation_without_an_init_error() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_function_serving_the_watcher_refuses_to_accept_a_vault_rollback() {
+    let moto = e2e::Moto::start().await;
+    for serves_watcher in ["true", "false"] {
+        let mut api = RuntimeApi::start().await;
+        let mut child = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+            .env_clear()
+            .envs(moto.env())
+            .envs(e2e::runtime_api::lambda_env(
+                &api.addr,
+                "kv-replicator-watch",
+            ))
+            .env(vars::CONNECTION_SECRET, "x-connection/vault")
+            .env(vars::PREFIX, "kv")
+            .env(vars::SERVES_WATCHER, serves_watcher)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let answer = api
+            .invoke(
+                "req-1",
+                r#"{"accept_vault_rollback": true}"#,
+                Duration::from_secs(60),
+            )
+            .await;
+        let Answer::Error(err) = answer else {
+            panic!("expected an invocation error, got {answer:?}")
+        };
+        // The instance role may invoke the watcher's function with any event: an operator's
+        // word is not one of them. The sync function takes it (and fails here only because
+        // the connection secret does not exist).
+        assert_eq!(
+            err.contains("refused: this function serves the change watcher"),
+            serves_watcher == "true",
+            "{serves_watcher}: {err}"
+        );
+        child.start_kill().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_auth_from_the_connection_secret_approle_then_aws_iam_then_token() {
     let env = env().await;
     let bao = &env.bao;
@@ -1314,6 +1356,111 @@ async fn a_rotated_log_is_read_to_its_end() {
     seen.sort();
     assert_eq!(seen, ["after-reopen", "before-reopen"]);
     assert_eq!(env.side.value("kv/before-reopen").await, json!({"k": 1}));
+    w.signal("-TERM");
+    w.child.wait().await.unwrap();
+}
+
+/// The stack host's rotation of Vault's audit log, as shipped (`userdata/vault-audit.logrotate`,
+/// only its path, size, owner and reload command put to this machine's), run by the real
+/// logrotate against a real OpenBao while the watcher follows: each rotation renames the log,
+/// creates the next one and has Vault reopen it (SIGHUP, a second later here: Vault writes to the
+/// renamed file until then). Changes made before, during and after rotations all reach AWS
+/// with no reconcile, and the old files stay bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_rotation_of_the_audit_log_misses_no_change() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("o");
+    let mut w = Watching::start(&env, &state, &["--reconcile-interval", "off"], None);
+    w.until(Duration::from_secs(60), |r| r["scope"] == "full")
+        .await;
+    let log = bao.audit_log();
+    let id = |flag: &str| {
+        let out = Command::new("id").arg(flag).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let shipped = include_str!("../../userdata/vault-audit.logrotate");
+    let mut config = shipped.to_owned();
+    for (from, to) in [
+        ("/var/log/vault/audit.log", log.display().to_string()),
+        ("size 100M", "size 1k".to_owned()),
+        (
+            "create 0640 vault vault-audit",
+            format!("create 0640 {} {}", id("-un"), id("-gn")),
+        ),
+        (
+            "systemctl reload vault.service",
+            format!("sleep 1; kill -HUP {}", bao.pid()),
+        ),
+    ] {
+        assert!(config.contains(from), "the shipped config says {from:?}");
+        config = config.replace(from, &to);
+    }
+    let conf = dir.path().join("vault-audit.logrotate");
+    std::fs::write(&conf, config).unwrap();
+    let mut expected = Vec::new();
+    for round in 0..7 {
+        let mut put = async |step: &str| {
+            let path = format!("r{round}-{step}");
+            bao.put("kv", &path, json!({ "round": round })).await;
+            expected.push(path);
+        };
+        put("before").await;
+        let rotating = tokio::process::Command::new("logrotate")
+            .arg("--state")
+            .arg(dir.path().join("logrotate.status"))
+            .arg(&conf)
+            .output();
+        let (out, ()) = tokio::join!(rotating, async {
+            // Renamed, not reopened yet: this line goes to the old file.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            put("during").await;
+        });
+        let out = out.expect("logrotate (tests/run.sh installs it)");
+        assert!(
+            out.status.success(),
+            "logrotate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        put("after").await;
+    }
+    let mut seen: Vec<String> = Vec::new();
+    while seen.len() < expected.len() {
+        let batch = w
+            .until(Duration::from_secs(30), |r| r["scope"] == "paths")
+            .await;
+        seen.extend(
+            batch["paths"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap().to_owned()),
+        );
+    }
+    seen.sort();
+    seen.dedup();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert_eq!(env.side.value("kv/r6-after").await, json!({"round": 6}));
+    // Bounded: the live log, one uncompressed old one, the rest compressed, five at most.
+    let mut old: Vec<String> = std::fs::read_dir(log.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("audit.log."))
+        .collect();
+    old.sort();
+    assert_eq!(
+        old,
+        [
+            "audit.log.1",
+            "audit.log.2.gz",
+            "audit.log.3.gz",
+            "audit.log.4.gz",
+            "audit.log.5.gz"
+        ]
+    );
     w.signal("-TERM");
     w.child.wait().await.unwrap();
 }

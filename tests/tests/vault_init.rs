@@ -65,7 +65,14 @@ impl World {
 
     async fn vault_init(&self, extra: &[&str]) -> e2e::deploy::Outcome {
         let ca = self.bao.ca_file.display().to_string();
-        let mut args = vec!["vault-init", "--ca-cert", ca.as_str()];
+        let audit = self.bao.dir.path().join("audit.log").display().to_string();
+        let mut args = vec![
+            "vault-init",
+            "--ca-cert",
+            ca.as_str(),
+            "--audit-file",
+            audit.as_str(),
+        ];
         args.extend_from_slice(extra);
         self.deployer(&args).await
     }
@@ -150,8 +157,17 @@ async fn from_sealed_and_uninitialised_to_a_tls_approle_sync() {
         "AppRole",
         "revoked the root token",
         "decoy",
+        "enabled the file audit log",
     ] {
         assert!(changed.contains(step), "{step} missing from {changed}");
+    }
+    // The audit log is readable by its group: the change watcher on the stack's host reads it
+    // as a member of vault-audit, and nothing else of Vault's.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let audit = w.bao.dir.path().join("audit.log");
+        let mode = std::fs::metadata(&audit).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "{}", audit.display());
     }
 
     // The root token no longer works.
@@ -530,6 +546,7 @@ async fn vault_init_targets_the_stacks_vault_not_an_exported_vault_addr() {
     let config = w.dir.path().join("deployer.toml").display().to_string();
     let zip = w.dir.path().join("replicator.zip").display().to_string();
     let ca = w.bao.ca_file.display().to_string();
+    let audit = w.bao.dir.path().join("audit.log").display().to_string();
     let out = std::process::Command::new(e2e::bin_path("deployer"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -541,6 +558,8 @@ async fn vault_init_targets_the_stacks_vault_not_an_exported_vault_addr() {
             "--lambda-zip",
             &zip,
             "vault-init",
+            "--audit-file",
+            &audit,
             "--ca-cert",
             &ca,
             "--keys-to",
@@ -587,6 +606,7 @@ async fn two_stacks_on_one_vault_keep_their_own_policy_role_and_mount() {
         w.dir.path().join("replicator.zip").display().to_string(),
     );
     let ca = w.bao.ca_file.display().to_string();
+    let audit = w.bao.dir.path().join("audit.log").display().to_string();
     let up = run(
         &w.moto,
         &["--config", &other_s, "--lambda-zip", &zip, "up", "--yes"],
@@ -603,6 +623,8 @@ async fn two_stacks_on_one_vault_keep_their_own_policy_role_and_mount() {
             "--output",
             "json",
             "vault-init",
+            "--audit-file",
+            &audit,
             "--ca-cert",
             &ca,
             "--token",
@@ -710,6 +732,7 @@ async fn keys_stored_by_an_sso_role_are_readable_by_that_role_and_its_real_arn()
     let config = w.dir.path().join("deployer.toml").display().to_string();
     let zip = w.dir.path().join("replicator.zip").display().to_string();
     let ca = w.bao.ca_file.display().to_string();
+    let audit = w.bao.dir.path().join("audit.log").display().to_string();
     let out = e2e::deploy::run_as(
         &as_sso,
         &[
@@ -720,6 +743,8 @@ async fn keys_stored_by_an_sso_role_are_readable_by_that_role_and_its_real_arn()
             "--output",
             "json",
             "vault-init",
+            "--audit-file",
+            &audit,
             "--ca-cert",
             &ca,
             "--keys-to",
