@@ -185,6 +185,10 @@ impl Spec {
     pub fn topic_arn(&self) -> String {
         self.arn("sns", true, &self.topic_name())
     }
+    /// Whether failed runs are notified: the failure topic exists only with an address.
+    pub fn notifies(&self) -> bool {
+        self.cfg.notification_email.is_some()
+    }
     pub fn role_name(&self) -> String {
         format!("{}-replicator", self.stack())
     }

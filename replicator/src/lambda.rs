@@ -3,7 +3,9 @@
 //! watcher) syncs only those Vault paths; `{"scope": true}` answers where the sync reads in
 //! Vault (mount, path, namespace) and syncs nothing; any other (the schedule's) syncs everything;
 //! `"accept_vault_rollback": true` (from `deployer sync-now --accept-vault-rollback`) lets that
-//! one run replicate a Vault that is behind AWS.
+//! one run replicate a Vault that is behind AWS; `"notice_topic": "<SNS topic ARN>"` (from
+//! `deployer sync-now`, a synchronous invocation the on-failure destination never sees) has a
+//! failed run publish its notice there itself.
 
 use aws_types::SdkConfig;
 use clap::Parser;
@@ -107,6 +109,7 @@ pub async fn handle(
     )));
     let progress = crate::progress::Progress::default();
     let request = request_of(&event.payload, budget).map_err(Error::from)?;
+    let notice_topic = notice_topic_of(&event.payload).map_err(Error::from)?;
     if request.accept_vault_rollback && function.serves_watcher {
         return Err(Error::from(
             "refused: this function serves the change watcher; accept a Vault rollback through the sync function (deployer sync-now --accept-vault-rollback)",
@@ -132,7 +135,13 @@ pub async fn handle(
             arn.split(':').nth(3).unwrap_or("unknown"),
             arn.split(':').nth(4).unwrap_or("unknown"),
         );
-        return Err(Error::from(report.notice(account, region)));
+        let notice = report.notice(account, region);
+        if let Some(topic) = notice_topic
+            && let Err(e) = replicator.publish_notice(topic, &notice).await
+        {
+            tracing::error!("cannot publish the failure notice: {e}");
+        }
+        return Err(Error::from(notice));
     }
     Ok(serde_json::to_value(&report)?)
 }
@@ -161,6 +170,18 @@ pub fn request_of(
         accept_vault_rollback,
         max_duration,
     })
+}
+
+/// Where a synchronous caller asks a failed run's notice to go (`"notice_topic"`, an SNS topic
+/// ARN); the role may publish to the stack's topic only, whatever the event names.
+pub fn notice_topic_of(event: &serde_json::Value) -> Result<Option<&str>, String> {
+    match event.get("notice_topic") {
+        None => Ok(None),
+        Some(serde_json::Value::String(t)) if t.starts_with("arn:") && t.contains(":sns:") => {
+            Ok(Some(t))
+        }
+        Some(_) => Err("invalid event: \"notice_topic\" must be an SNS topic ARN".into()),
+    }
 }
 
 /// The most paths one invocation takes (a watcher's batch is far smaller).
@@ -204,6 +225,24 @@ pub fn time_budget(deadline_ms: u64, now: std::time::SystemTime) -> u64 {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn a_notice_topic_is_an_sns_topic_arn_or_nothing() {
+        use serde_json::json;
+        let arn = "arn:aws:sns:us-east-1:123456789012:s-replicator-failures";
+        assert_eq!(notice_topic_of(&json!({})), Ok(None));
+        assert_eq!(
+            notice_topic_of(&json!({"notice_topic": arn})),
+            Ok(Some(arn))
+        );
+        for bad in [
+            json!(true),
+            json!("s-replicator-failures"),
+            json!("arn:aws:s3:::b"),
+        ] {
+            assert!(notice_topic_of(&json!({"notice_topic": bad})).is_err());
+        }
+    }
 
     #[test]
     fn an_event_with_paths_asks_for_those_and_any_other_for_everything() {

@@ -318,6 +318,18 @@ impl Replicator {
         Ok(client)
     }
 
+    /// Publishes a failed run's notice to `topic` (with this replicator's credentials: the
+    /// function's role may publish to the stack's topic only).
+    pub async fn publish_notice(
+        &self,
+        topic: &str,
+        notice: &str,
+    ) -> Result<(), contract::sdk::AwsError> {
+        Notifier::new(&self.aws, self.counters.clone())
+            .publish(topic, contract::NOTICE_SUBJECT, notice)
+            .await
+    }
+
     /// Where this replicator reads in Vault: its mount and sub-path, and the namespace of the
     /// connection as it is now (the connection secret's `vaultNamespace` when it names one).
     pub async fn scope(&self) -> Result<VaultScope, SyncError> {
@@ -397,7 +409,7 @@ impl Replicator {
             if !self.notices.admits(&notice, Instant::now()) {
                 tracing::info!("the same failure was notified less than 15 minutes ago");
             } else if let Err(e) = notifier
-                .publish(topic, crate::report::NOTICE_SUBJECT, &notice)
+                .publish(topic, contract::NOTICE_SUBJECT, &notice)
                 .await
             {
                 tracing::error!("cannot publish the failure notice: {e}");

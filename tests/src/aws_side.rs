@@ -152,6 +152,12 @@ impl AwsSide {
     pub async fn topic_with_queue(&self, name: &str) -> (String, String) {
         let topic = self.sns.create_topic().name(name).send().await.unwrap();
         let topic_arn = topic.topic_arn().unwrap().to_owned();
+        let queue_url = self.queue_on(&topic_arn, name).await;
+        (topic_arn, queue_url)
+    }
+
+    /// A new SQS queue `name` subscribed to an existing topic: the queue URL.
+    pub async fn queue_on(&self, topic_arn: &str, name: &str) -> String {
         let queue = self
             .sqs
             .create_queue()
@@ -176,13 +182,13 @@ impl AwsSide {
             .clone();
         self.sns
             .subscribe()
-            .topic_arn(&topic_arn)
+            .topic_arn(topic_arn)
             .protocol("sqs")
             .endpoint(queue_arn)
             .send()
             .await
             .unwrap();
-        (topic_arn, queue_url)
+        queue_url
     }
 
     /// The SNS messages that reached the queue: waits (long polls, up to 30 s) until `expected`

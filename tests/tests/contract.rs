@@ -158,6 +158,9 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
     let stand_in = e2e::lambda_invoke::InvokeStandIn::start(&moto.url, d.api).await;
     let through = moto.sdk_config_at(&stand_in.url).await;
     let base = ["--config", &d.config, "--lambda-zip", &d.zip];
+    // Whoever reads the failure topic.
+    let topic = outputs["topic_arn"].as_str().unwrap();
+    let inbox = side.queue_on(topic, "c-inbox").await;
     let now = e2e::deploy::run_as(
         &through,
         &[&base[..], &["--output", "json", "sync-now"]].concat(),
@@ -165,9 +168,11 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
     .await;
     assert_eq!(now.code, 0, "{:?} {}", now.error, now.stdout);
     assert_eq!(now.json()["unchanged"], 2, "{}", now.stdout);
+    // With a notification address, a failed run is to publish its notice itself.
+    let asks_notice = format!(r#"{{"notice_topic":"{topic}"}}"#);
     assert_eq!(
         stand_in.invoked.lock().await.clone(),
-        [("c-replicator".to_owned(), "{}".to_owned())]
+        [("c-replicator".to_owned(), asks_notice)]
     );
     let text = e2e::deploy::run_as(&through, &[&base[..], &["sync-now"]].concat()).await;
     assert!(
@@ -187,7 +192,7 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
         stand_in.invoked.lock().await.last().cloned(),
         Some((
             "c-replicator".to_owned(),
-            r#"{"accept_vault_rollback":true}"#.to_owned()
+            format!(r#"{{"accept_vault_rollback":true,"notice_topic":"{topic}"}}"#)
         ))
     );
     // A failed sync: exit 1 and the run's notice, no value.
@@ -204,6 +209,11 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
         "{}",
         failed.stdout
     );
+    // A synchronous invocation never reaches the on-failure destination: the failed run that
+    // `sync-now` started sent its notice itself, once; the runs that succeeded sent none.
+    let notices = side.notices(&inbox, 1).await;
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains("GetSecretValue"), "{notices:?}");
 }
 
 /// The Secrets Sync settings as the deployer writes them into the function's environment

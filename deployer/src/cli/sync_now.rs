@@ -1,5 +1,8 @@
 //! `deployer sync-now`: runs the replicator at once, as the schedule would: invokes the function
-//! synchronously and prints its report (names, counts and errors; never a value).
+//! synchronously and prints its report (names, counts and errors; never a value). With a
+//! notification address, a failed run sends its notice to the failure topic itself (the
+//! on-failure destination sees asynchronous invocations only): one notice, as for a scheduled
+//! run.
 
 use std::io::Write;
 
@@ -27,11 +30,16 @@ pub async fn run(
 ) -> Result<i32, CliError> {
     let (c, spec) = (stack.clients, stack.spec);
     let name = spec.function_name();
-    let event = if args.accept_vault_rollback {
-        serde_json::json!({ "accept_vault_rollback": true })
-    } else {
-        serde_json::json!({})
-    };
+    let mut event = serde_json::json!({});
+    if args.accept_vault_rollback {
+        event["accept_vault_rollback"] = true.into();
+    }
+    // A synchronous invocation never reaches the on-failure destination: a failed run
+    // publishes its notice itself, with the function's role (the only publisher the topic's
+    // key admits besides the Vault host's).
+    if spec.notifies() {
+        event["notice_topic"] = spec.topic_arn().into();
+    }
     let answer = c
         .lambda
         .invoke()
