@@ -213,41 +213,53 @@ impl Report {
     }
 }
 
-/// The subject of a failure notice.
-pub const NOTICE_SUBJECT: &str = "vault-secrets-replicator: sync failed";
-
 /// How long the same failure is not notified again: a batch the watcher tries again with
 /// backoff, or a run after run that fails the same way, sends one notice, not one a minute.
 pub const NOTICE_QUIET: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
-/// Remembers the last notice sent, by what failed (names and kinds, not counts).
+/// Remembers the notices sent within [`NOTICE_QUIET`], by what failed (names and kinds, not
+/// counts, request ids or times).
 #[derive(Debug, Default)]
 pub struct NoticeGate {
-    last: std::sync::Mutex<Option<(String, std::time::Instant)>>,
+    sent: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl NoticeGate {
     /// Whether `notice` is to be sent now: not the same failure as one sent within
     /// [`NOTICE_QUIET`]. Records it when it is.
     pub fn admits(&self, notice: &str, now: std::time::Instant) -> bool {
-        // What failed, without the counts before it (they change from run to run).
-        let key = notice
-            .find("Failed to create/update")
-            .map_or(notice, |at| &notice[at..])
-            .to_owned();
-        let mut last = self
-            .last
+        let key = failure_key(notice);
+        let mut sent = self
+            .sent
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((seen, at)) = last.as_ref()
-            && *seen == key
-            && now.duration_since(*at) < NOTICE_QUIET
-        {
+        sent.retain(|_, at| now.duration_since(*at) < NOTICE_QUIET);
+        if sent.contains_key(&key) {
             return false;
         }
-        *last = Some((key, now));
+        sent.insert(key, now);
         true
     }
+}
+
+/// What failed, as a notice says it: without the counts before the list (they change from run
+/// to run), and with each request id and time (a function's timeout or crash names its
+/// request) made one mark, so that the same failure is the same key. Names stay as they are.
+fn failure_key(notice: &str) -> String {
+    let what = notice
+        .find("Failed to create/update")
+        .map_or(notice, |at| &notice[at..]);
+    let volatile = |word: &str| {
+        word.len() >= 8
+            && word.bytes().any(|b| b.is_ascii_digit())
+            && word
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b"-:.TZ".contains(&b))
+    };
+    what.split(' ')
+        .map(|word| if volatile(word) { "#" } else { word })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// How many failures the SNS notice lists by name.
@@ -294,6 +306,42 @@ mod tests {
         assert!(n.ends_with("… and 9950 more not listed; 10000 failures in all: 5000 invalid_name, 5000 value_too_large. The run's report (Lambda's log, or `--output json`) lists every one."), "{}", &n[n.len() - 300..]);
         let listed = n.matches("\"secretName\"").count();
         assert_eq!(listed, NOTICE_LISTED);
+    }
+
+    #[test]
+    fn a_crash_notified_again_with_another_request_id_is_the_same_failure() {
+        let gate = NoticeGate::default();
+        let t0 = std::time::Instant::now();
+        let crash = |id: &str, at: &str| format!("{at} {id} Task timed out after 900.02 seconds");
+        assert!(gate.admits(
+            &crash(
+                "1f0c6a52-33b1-4c8e-9a1e-1d2c3b4a5f60",
+                "2026-12-05T08:00:01.123Z"
+            ),
+            t0
+        ));
+        assert!(!gate.admits(
+            &crash(
+                "7d2e9b10-0a4f-4f55-8c3e-aa00bb11cc22",
+                "2026-12-05T08:01:02.456Z"
+            ),
+            t0 + std::time::Duration::from_secs(60)
+        ));
+        // Two failures in turn are each sent once, not every time the other one was.
+        assert!(gate.admits("vault_unreachable: sealed", t0));
+        assert!(!gate.admits(
+            &crash(
+                "aa00bb11-0a4f-4f55-8c3e-1d2c3b4a5f60",
+                "2026-12-05T08:02:00.000Z"
+            ),
+            t0 + std::time::Duration::from_secs(120)
+        ));
+        assert!(!gate.admits(
+            "vault_unreachable: sealed",
+            t0 + std::time::Duration::from_secs(180)
+        ));
+        // Another failure is another notice.
+        assert!(gate.admits("vault_login_failed: invalid secret id", t0));
     }
 
     #[test]

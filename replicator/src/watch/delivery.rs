@@ -23,7 +23,8 @@ impl Delivered {
     fn of(report: serde_json::Value) -> Self {
         let failed = report["function_error"].is_string()
             || report["failures"].as_array().is_some_and(|f| !f.is_empty());
-        let ok = !failed && report["partial"] != true;
+        // An answer that is no report (none, or not JSON) says nothing was done.
+        let ok = report.is_object() && !failed && report["partial"] != true;
         Self { report, ok }
     }
 }
@@ -114,6 +115,17 @@ impl Delivery {
                     None => body,
                 }
             }
+            // The function busy (its reserved slot taken by another run): no run failed, the
+            // batch is only tried again.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_too_many_requests_exception()) =>
+            {
+                serde_json::json!({
+                    "function_error": "Throttled",
+                    "error": format!("the function {function} is busy with another run"),
+                })
+            }
             Err(e) => serde_json::json!({
                 "function_error": "Invoke",
                 "error": contract::sdk::AwsError::from_sdk("Invoke", function, e).to_string(),
@@ -121,7 +133,9 @@ impl Delivery {
         };
         // The run's notice, as the function made it; a function that could not be reached
         // ran nothing, and the watcher says so instead.
-        if let (Some((sns, topic)), Some(kind)) = (notices, report["function_error"].as_str()) {
+        if let (Some((sns, topic)), Some(kind)) = (notices, report["function_error"].as_str())
+            && kind != "Throttled"
+        {
             let notice = match report["error"].as_str() {
                 Some(text) if kind != "Invoke" => text.to_owned(),
                 other => format!(
@@ -130,9 +144,7 @@ impl Delivery {
                 ),
             };
             if gate.admits(&notice, Instant::now())
-                && let Err(e) = sns
-                    .publish(topic, crate::report::NOTICE_SUBJECT, &notice)
-                    .await
+                && let Err(e) = sns.publish(topic, contract::NOTICE_SUBJECT, &notice).await
             {
                 tracing::error!("cannot publish the failure notice: {e}");
             }

@@ -204,6 +204,7 @@ fn spawn_tail(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut at = tail.position();
+        let mut warned: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
             let mut chunk = Chunk::default();
             let read = tail.read(&mut |line| {
@@ -218,8 +219,11 @@ fn spawn_tail(
                 Ok(n) => n == 0,
                 Err(e) => {
                     // What was read before the error is sent all the same; the position stays
-                    // after the last line handed out.
-                    tracing::warn!("reading the audit log: {e}");
+                    // after the last line handed out. Said once a minute, not at every look.
+                    if warned.is_none_or(|w| w.elapsed() >= HEALTH_SPELL) {
+                        tracing::warn!("reading the audit log: {e}");
+                        warned = Some(Instant::now());
+                    }
                     true
                 }
             };
@@ -234,6 +238,16 @@ fn spawn_tail(
             }
         }
     })
+}
+
+/// After a full sync run besides the batches: one that failed is owed (tried again with
+/// backoff, saved across restarts); one that succeeded pays any owed.
+fn settle_full(pending: &mut Pending, ok: bool) {
+    if ok {
+        pending.full_done();
+    } else {
+        pending.full_failed(Instant::now());
+    }
 }
 
 /// The signals that stop the watcher.
@@ -325,6 +339,7 @@ pub async fn run(
 
     let (first, mut stopped) = stop.around(delivery.full(&progress)).await;
     if let Some(first) = first {
+        settle_full(&mut pending, first.ok);
         emit(Ran::Full(first.report));
     }
     let mut reconcile = settings.reconcile.map(|every| {
@@ -408,6 +423,8 @@ pub async fn run(
                 let (full, signalled) = stop.around(delivery.full(&progress)).await;
                 stopped = signalled;
                 if let Some(full) = full {
+                    settle_full(&mut pending, full.ok);
+                    save(&pending, at);
                     emit(Ran::Full(full.report));
                 }
             }

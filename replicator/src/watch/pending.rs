@@ -38,16 +38,47 @@ pub struct Saved {
 }
 
 impl Saved {
-    /// The state saved in `state`, if there is a readable one.
+    /// The state saved in `state`, if there is one; a file that cannot be read says so (the
+    /// watcher then starts at the end of the log, and its start-up full sync covers the gap).
     pub fn load(state: &Path) -> Option<Self> {
-        serde_json::from_slice(&std::fs::read(state).ok()?).ok()
+        let bytes = match std::fs::read(state) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot read {}: {e}; starting at the end of the log",
+                    state.display()
+                );
+                return None;
+            }
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(saved) => Some(saved),
+            Err(e) => {
+                tracing::warn!(
+                    "{} is not a state this watcher wrote ({e}); starting at the end of the log",
+                    state.display()
+                );
+                None
+            }
+        }
     }
 
-    /// Saves it whole or not at all (a new file renamed over the old one).
+    /// Saves it whole or not at all, and durably: a new file, flushed to disk, renamed over the
+    /// old one, and the directory flushed (a crash leaves the old state or the new one).
     pub fn save(&self, state: &Path) -> std::io::Result<()> {
-        let tmp = state.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(self).unwrap_or_default())?;
-        std::fs::rename(tmp, state)
+        use std::io::Write;
+        let mut name = state.as_os_str().to_owned();
+        name.push(".new");
+        let tmp = std::path::PathBuf::from(name);
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec(self).unwrap_or_default())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, state)?;
+        if let Some(dir) = state.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 }
 
@@ -76,14 +107,21 @@ pub struct Pending {
     retry: BTreeMap<String, Retry>,
     /// The batch under way: each path's tries so far and when it was first tried.
     sending: BTreeMap<String, (u32, Instant)>,
-    full_sync_owed: bool,
+    /// A full sync owed (too many changes at once, or one that failed): when it is due.
+    full: Option<Retry>,
+    /// The full sync under way: its tries so far and when it was first tried.
+    full_sending: Option<(u32, Instant)>,
 }
 
 impl Pending {
     /// The pending changes a previous run saved: due at once.
     pub fn restored(saved: &Saved, now: Instant) -> Self {
         let mut p = Self {
-            full_sync_owed: saved.full_sync_owed,
+            full: saved.full_sync_owed.then_some(Retry {
+                attempts: 0,
+                due: now,
+                since: now,
+            }),
             ..Self::default()
         };
         for path in &saved.pending {
@@ -93,25 +131,44 @@ impl Pending {
     }
 
     pub fn add(&mut self, path: String, now: Instant) {
-        if self.full_sync_owed {
-            return;
-        }
         self.retry.remove(&path);
         self.fresh.insert(path);
         self.first.get_or_insert(now);
         self.last = Some(now);
         if self.len() > MAX_PENDING {
-            self.owe_full_sync();
+            self.owe_full_sync(now);
         }
     }
 
-    fn owe_full_sync(&mut self) {
+    /// A full sync covers every change seen: the paths one by one are dropped.
+    fn owe_full_sync(&mut self, now: Instant) {
         self.fresh.clear();
         self.retry.clear();
         self.sending.clear();
         self.first = None;
         self.last = None;
-        self.full_sync_owed = true;
+        self.full.get_or_insert(Retry {
+            attempts: 0,
+            due: now,
+            since: now,
+        });
+    }
+
+    /// A full sync that ran besides the batches (at start, or the reconcile) failed: it is
+    /// owed, tried again with backoff, as a failed batch is.
+    pub fn full_failed(&mut self, now: Instant) {
+        if self.full.is_none() && self.full_sending.is_none() {
+            self.full = Some(Retry {
+                attempts: 1,
+                due: now + backoff(1),
+                since: now,
+            });
+        }
+    }
+
+    /// A full sync that ran besides the batches succeeded: one owed is paid.
+    pub fn full_done(&mut self) {
+        self.full = None;
     }
 
     pub fn len(&self) -> usize {
@@ -119,32 +176,31 @@ impl Pending {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0 && !self.full_sync_owed
+        self.len() == 0 && self.full.is_none()
     }
 
-    /// When something may be due next (now, when a full sync is owed).
+    /// When something may be due next.
     pub fn next_check(&self, quiet: Duration, longest: Duration) -> Option<Instant> {
-        if self.full_sync_owed {
-            return Some(Instant::now());
-        }
+        let full = self.full.as_ref().map(|f| f.due);
         let fresh = match (self.first, self.last) {
             (Some(first), Some(last)) => Some((last + quiet).min(first + longest)),
             _ => None,
         };
         let retry = self.retry.values().map(|r| r.due).min();
-        [fresh, retry].into_iter().flatten().min()
+        [full, fresh, retry].into_iter().flatten().min()
     }
 
     /// What is due now: the fresh batch when nothing new came for `quiet` or its first has
     /// waited `longest` (with the retries due by then), or the retries due; taken out until
     /// [`Self::failed`] puts them back.
     pub fn take_due(&mut self, now: Instant, quiet: Duration, longest: Duration) -> Option<Due> {
-        if self.full_sync_owed {
-            self.full_sync_owed = false;
-            self.fresh.clear();
-            self.retry.clear();
-            self.first = None;
-            self.last = None;
+        // A full sync owed goes first when due; the changes seen one by one go on being sent
+        // besides it (one owed after too many at once has dropped them: it covers them).
+        if let Some(full) = &self.full
+            && full.due <= now
+        {
+            self.full_sending = Some((full.attempts, full.since));
+            self.full = None;
             return Some(Due::Full);
         }
         let fresh_due = match (self.first, self.last) {
@@ -174,6 +230,8 @@ impl Pending {
             return None;
         }
         if sending.len() > MAX_BATCH {
+            // The paths are dropped: the full sync, kept owed until it succeeded, covers them.
+            self.full_sending = Some((0, now));
             return Some(Due::Full);
         }
         let paths = sending.keys().cloned().collect();
@@ -184,6 +242,7 @@ impl Pending {
     /// The batch under way was delivered.
     pub fn delivered(&mut self) {
         self.sending.clear();
+        self.full_sending = None;
     }
 
     /// Puts back the batch under way, which failed: each path due after its backoff; those that
@@ -191,6 +250,18 @@ impl Pending {
     /// returned.
     pub fn failed(&mut self, now: Instant) -> Vec<String> {
         let mut given_up = Vec::new();
+        if let Some((tried, since)) = self.full_sending.take() {
+            if now.duration_since(since) >= GIVE_UP_AFTER {
+                given_up.push("(a full sync)".to_owned());
+            } else {
+                let attempts = tried + 1;
+                self.full = Some(Retry {
+                    attempts,
+                    due: now + backoff(attempts),
+                    since,
+                });
+            }
+        }
         for (path, (tried, since)) in std::mem::take(&mut self.sending) {
             if self.fresh.contains(&path) {
                 // Changed again meanwhile: the fresh batch sends it.
@@ -221,7 +292,7 @@ impl Pending {
         Saved {
             at,
             pending: pending.into_iter().collect(),
-            full_sync_owed: self.full_sync_owed,
+            full_sync_owed: self.full.is_some() || self.full_sending.is_some(),
         }
     }
 }
@@ -329,5 +400,59 @@ mod tests {
         assert_eq!(Saved::load(&state), None, "a torn file is not trusted");
         let restored = Pending::restored(&saved, t0);
         assert_eq!(restored.len(), 2);
+    }
+
+    #[test]
+    fn a_full_sync_that_failed_stays_owed_and_is_tried_again_with_backoff() {
+        let t0 = Instant::now();
+        // A batch too large for one run: a full sync, saved as owed until it succeeded.
+        let mut p = Pending::default();
+        for i in 0..=MAX_BATCH {
+            p.add(format!("s{i}"), t0);
+        }
+        assert_eq!(p.take_due(t0 + MS(300), MS(200), MS(1000)), Some(Due::Full));
+        assert!(
+            p.to_save(Offset::default()).full_sync_owed,
+            "owed while under way"
+        );
+        assert!(p.failed(t0 + MS(400)).is_empty());
+        assert!(
+            p.to_save(Offset::default()).full_sync_owed,
+            "owed after it failed"
+        );
+        assert_eq!(p.next_check(MS(200), MS(1000)), Some(t0 + MS(1400)));
+        assert_eq!(p.take_due(t0 + MS(900), MS(200), MS(1000)), None, "backoff");
+        assert_eq!(
+            p.take_due(t0 + MS(1400), MS(200), MS(1000)),
+            Some(Due::Full)
+        );
+        p.delivered();
+        assert!(p.is_empty());
+        assert!(!p.to_save(Offset::default()).full_sync_owed);
+        // A start-up or reconcile full sync that failed: owed, after a backoff; one that
+        // succeeded pays what is owed.
+        p.full_failed(t0);
+        assert_eq!(p.take_due(t0, MS(200), MS(1000)), None);
+        // Changes seen meanwhile are not held up by it.
+        p.add("x".into(), t0);
+        assert_eq!(
+            p.take_due(t0 + MS(300), MS(200), MS(1000)),
+            Some(Due::Paths(vec!["x".into()]))
+        );
+        p.delivered();
+        assert_eq!(
+            p.take_due(t0 + backoff(1), MS(200), MS(1000)),
+            Some(Due::Full)
+        );
+        assert!(p.failed(t0 + backoff(1)).is_empty());
+        p.full_done();
+        assert!(p.is_empty());
+        // Failing for half an hour: left to the schedule, and said.
+        p.full_failed(t0);
+        let Some(Due::Full) = p.take_due(t0 + GIVE_UP_AFTER, MS(200), MS(1000)) else {
+            panic!()
+        };
+        assert_eq!(p.failed(t0 + GIVE_UP_AFTER), ["(a full sync)"]);
+        assert!(p.is_empty());
     }
 }

@@ -104,35 +104,70 @@ struct Draining {
 pub struct Tail {
     path: PathBuf,
     current: Option<Reader>,
-    old: Option<Draining>,
+    /// Rotated files not read to their end yet, oldest first.
+    old: std::collections::VecDeque<Draining>,
+}
+
+/// Where the file last rotated away lies (logrotate's first old file, kept uncompressed one
+/// rotation long with `delaycompress`).
+fn rotated(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// The file at `path`, when it is there and not the file `except`: (file, inode, length).
+fn open_other(path: &Path, except: &[u64]) -> Option<(File, u64, u64)> {
+    let file = File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    let here = inode(&meta);
+    (!except.contains(&here)).then_some((file, here, meta.len()))
 }
 
 impl Tail {
-    /// Starts at `from` when it is the same file and not past its end; otherwise at the end of
-    /// the file (what came before is the start-up full sync's business). A missing file is
-    /// waited for.
+    /// Starts at `from` when it is the same file and not past its end. When `from` is in the
+    /// file rotated away since (`<path>.1`), reads that one on from there, then the current
+    /// file from its start. Otherwise starts at the end of the file (what came before is the
+    /// start-up full sync's business). A missing file is waited for.
     pub fn open(path: &Path, from: Option<Offset>) -> Self {
         let mut tail = Self {
             path: path.to_owned(),
             current: None,
-            old: None,
+            old: std::collections::VecDeque::new(),
         };
         if let Ok(file) = File::open(path)
             && let Ok(meta) = file.metadata()
         {
             let here = inode(&meta);
-            let offset = match from {
-                Some(o) if o.inode == here && o.offset <= meta.len() => o.offset,
-                _ => meta.len(),
-            };
+            let mut offset = meta.len();
+            if let Some(o) = from {
+                if o.inode == here && o.offset <= meta.len() {
+                    offset = o.offset;
+                } else if let Some((old, there, len)) = open_other(&rotated(path), &[here])
+                    && there == o.inode
+                    && o.offset <= len
+                {
+                    tail.old.push_back(Draining {
+                        reader: Reader::new(old, there, o.offset),
+                        quiet_since: None,
+                    });
+                    offset = 0;
+                }
+            }
             tail.current = Some(Reader::new(file, here, offset));
         }
         tail
     }
 
-    /// Where the next line of the current file starts.
+    /// Where the next line starts that has not been handed out: in the oldest rotated file not
+    /// read to its end, else in the current file. (Saved there, a restart reads on from it and
+    /// reads the current file again from its start: a change may come twice, never not.)
     pub fn position(&self) -> Offset {
-        self.current.as_ref().map(|r| r.at).unwrap_or_default()
+        self.old
+            .front()
+            .map(|d| d.reader.at)
+            .or_else(|| self.current.as_ref().map(|r| r.at))
+            .unwrap_or_default()
     }
 
     /// Reads at most one chunk, handing each complete line to `line`: from a rotated file
@@ -140,7 +175,10 @@ impl Tail {
     /// bytes read; 0 when nothing new was there. An error leaves the position after the last
     /// line handed out: nothing is skipped.
     pub fn read(&mut self, line: &mut dyn FnMut(&[u8])) -> std::io::Result<usize> {
-        if let Some(old) = &mut self.old {
+        // Rotated files in order: each read to its end before the next one; a file let go once
+        // it was quiet for DRAIN_QUIET (Vault writes to it until it reopens its log).
+        let mut i = 0;
+        while let Some(old) = self.old.get_mut(i) {
             let n = old.reader.read(line)?;
             if n > 0 {
                 old.quiet_since = None;
@@ -148,7 +186,9 @@ impl Tail {
             }
             let since = *old.quiet_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= DRAIN_QUIET {
-                self.old = None;
+                self.old.remove(i);
+            } else {
+                i += 1;
             }
         }
         match std::fs::metadata(&self.path) {
@@ -158,13 +198,23 @@ impl Tail {
                     .as_ref()
                     .is_none_or(|r| inode(&meta) != r.at.inode) =>
             {
-                // Rotated (or created): the new file from its start, the old one read on.
+                // Rotated (or created): the new file from its start, the old one read on. Rotated
+                // twice since the last look (the watcher held up): the file between them, now
+                // `<path>.1`, is read whole in between.
                 let file = File::open(&self.path)?;
-                if let Some(previous) = self.current.replace(Reader::new(file, inode(&meta), 0)) {
-                    self.old = Some(Draining {
+                let here = inode(&meta);
+                if let Some(previous) = self.current.replace(Reader::new(file, here, 0)) {
+                    let between = open_other(&rotated(&self.path), &[here, previous.at.inode]);
+                    self.old.push_back(Draining {
                         reader: previous,
                         quiet_since: None,
                     });
+                    if let Some((file, there, _)) = between {
+                        self.old.push_back(Draining {
+                            reader: Reader::new(file, there, 0),
+                            quiet_since: None,
+                        });
+                    }
                     // The rest of the old file first.
                     return self.read(line);
                 }
@@ -254,6 +304,45 @@ mod tests {
         };
         let mut other = Tail::open(&log, Some(stale));
         assert!(other.read_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_restart_amid_a_rotation_reads_the_rotated_file_on_then_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.log");
+        append(&log, "a\n");
+        let mut tail = Tail::open(&log, None);
+        append(&log, "b\n");
+        let mut first = Vec::new();
+        tail.read(&mut |l: &[u8]| first.push(String::from_utf8_lossy(l).into_owned()))
+            .unwrap();
+        assert_eq!(first, ["b"]);
+        let saved = tail.position();
+        // Stopped here; meanwhile the old file got more, was rotated, and the new one began.
+        append(&log, "c\n");
+        std::fs::rename(&log, dir.path().join("audit.log.1")).unwrap();
+        append(&log, "d\n");
+        let mut resumed = Tail::open(&log, Some(saved));
+        assert_eq!(resumed.read_all().unwrap(), ["c", "d"]);
+        // Still draining the rotated file: the saved position is there, so a restart now
+        // reads the new file again (a change twice, never not).
+        let mut again = Tail::open(&log, Some(resumed.position()));
+        assert_eq!(again.read_all().unwrap(), ["d"]);
+    }
+
+    #[test]
+    fn two_rotations_between_two_looks_lose_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.log");
+        append(&log, "");
+        let mut tail = Tail::open(&log, None);
+        append(&log, "first\n");
+        // Rotated twice while the reader was held up: first -> .2, middle -> .1, a new file.
+        std::fs::rename(&log, dir.path().join("audit.log.2")).unwrap();
+        append(&log, "middle\n");
+        std::fs::rename(&log, dir.path().join("audit.log.1")).unwrap();
+        append(&log, "newest\n");
+        assert_eq!(tail.read_all().unwrap(), ["first", "middle", "newest"]);
     }
 
     #[test]
