@@ -52,7 +52,7 @@ if ! echo "${want}  ${DIR}/code.zip" | sha256sum --check --status 2>/dev/null; t
 fi
 
 # 3. Its one file, `bootstrap`, from the checked zip, put in place at once.
-python3 - "${DIR}/code.zip" "${DIR}/bootstrap.new" <<'PY'
+python3 -I - "${DIR}/code.zip" "${DIR}/bootstrap.new" <<'PY'
 import os, sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2], "wb") as out:
     out.write(z.read("bootstrap"))

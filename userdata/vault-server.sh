@@ -18,12 +18,15 @@ dnf install -y -q dnf-plugins-core
 dnf config-manager --add-repo https://rpm.releases.hashicorp.com/AmazonLinux/hashicorp.repo
 dnf install -y -q "vault-${VAULT_VERSION}"
 
-# 2. TLS material from Secrets Manager, readable only by this instance's role. The audit log's
-#    directory hands its group, vault-audit, to every file in it: the change watcher's only
-#    access to anything of Vault's.
+# 2. TLS material from Secrets Manager, readable only by this instance's role. The audit log is
+#    readable by the group vault-audit: the change watcher's only access to anything of
+#    Vault's. Its directory is root's (logrotate, run as root, works in no directory another
+#    user can write); Vault appends to the file made here, and to the one logrotate makes.
 groupadd --system --force vault-audit
+usermod -a -G vault-audit vault
 install -d -o vault -g vault -m 0750 /opt/vault/tls /opt/vault/data
-install -d -o vault -g vault-audit -m 2750 /var/log/vault
+install -d -o root -g vault-audit -m 0750 /var/log/vault
+install -o vault -g vault-audit -m 0640 /dev/null /var/log/vault/audit.log
 umask 077
 aws secretsmanager get-secret-value --region "${REGION}" --secret-id "${TLS_SECRET_ID}" \
   --query SecretString --output text > /opt/vault/tls/material.json

@@ -98,10 +98,22 @@ pub fn watch_unit(spec: &Spec) -> Result<String, DeployError> {
     )?)
 }
 
+/// A file embedded in the boot script, without its comment lines (its copy in `userdata/`
+/// keeps them): EC2 takes 16 KiB of user data. A shebang stays.
+fn embedded(text: &str) -> String {
+    text.lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            !l.starts_with('#') || l.starts_with("#!")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The boot script for this stack.
 pub fn user_data(spec: &Spec, public_ip: &str) -> Result<String, DeployError> {
     let (_, version) = version(spec);
-    let unit = watch_unit(spec)?;
+    let unit = embedded(&watch_unit(spec)?);
     let script = policy::render(
         USER_DATA,
         &[
@@ -110,11 +122,11 @@ pub fn user_data(spec: &Spec, public_ip: &str) -> Result<String, DeployError> {
             ("tls_secret_id", &spec.tls_secret_name()),
             ("public_ip", public_ip),
             ("private_ip", VAULT_PRIVATE_IP),
-            ("fetch_script", FETCH_SCRIPT.trim_end()),
-            ("watch_unit", unit.trim_end()),
-            ("audit_logrotate", AUDIT_LOGROTATE.trim_end()),
-            ("rotate_service", ROTATE_SERVICE.trim_end()),
-            ("rotate_timer", ROTATE_TIMER.trim_end()),
+            ("fetch_script", &embedded(FETCH_SCRIPT)),
+            ("watch_unit", &unit),
+            ("audit_logrotate", &embedded(AUDIT_LOGROTATE)),
+            ("rotate_service", &embedded(ROTATE_SERVICE)),
+            ("rotate_timer", &embedded(ROTATE_TIMER)),
         ],
     )?;
     if script.len() > USER_DATA_LIMIT {
@@ -226,7 +238,7 @@ mod tests {
         // The change watcher: the function's own binary, sending paths to the watcher's
         // function only, checked against the digest up wrote, with the files beside it.
         let unit = watch_unit(&s).unwrap();
-        assert!(script.contains(unit.trim_end()), "the unit, as rendered");
+        assert!(script.contains(&embedded(&unit)), "the unit, as rendered");
         assert!(unit.contains(&format!(
             "watch --prefix hybrid-aws-secrets --invoke-function {} --audit-log /var/log/vault/audit.log\n",
             s.function_name_of(Duty::Watch)
@@ -240,9 +252,13 @@ mod tests {
         assert!(
             unit.contains("DynamicUser=yes") && unit.contains("SupplementaryGroups=vault-audit")
         );
-        assert!(script.contains(FETCH_SCRIPT.trim_end()));
-        assert!(script.contains(AUDIT_LOGROTATE.trim_end()));
-        assert!(script.contains("install -d -o vault -g vault-audit -m 2750 /var/log/vault"));
+        for file in [FETCH_SCRIPT, AUDIT_LOGROTATE, ROTATE_SERVICE, ROTATE_TIMER] {
+            assert!(script.contains(&embedded(file)));
+        }
+        assert!(script.contains("install -d -o root -g vault-audit -m 0750 /var/log/vault"));
+        assert!(script.contains(
+            "install -o vault -g vault-audit -m 0640 /dev/null /var/log/vault/audit.log"
+        ));
         assert!(
             script
                 .contains("systemctl enable --now vault-audit-rotate.timer vault-replicator-watch")
