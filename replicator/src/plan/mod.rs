@@ -366,7 +366,7 @@ pub fn regions_to_observe<'a>(
 }
 
 /// The hour of a cycle of `hours` a replica's regions are looked at: a digest of its name.
-fn audit_slot(name: &str, hours: u64) -> u64 {
+pub fn audit_slot(name: &str, hours: u64) -> u64 {
     use sha2::Digest;
     let d = sha2::Sha256::digest(name.as_bytes());
     u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]])) % hours.max(1)
