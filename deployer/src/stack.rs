@@ -375,7 +375,10 @@ impl Converging<'_, '_> {
         let ca_seen = vault_server::observe_ca(c, spec).await?;
         let tls_complete = instance_seen.is_some()
             || (ca_seen.is_some() && tls_seen.as_ref().is_some_and(|t| t.has_value));
-        let tls_ch = vault_server::diff_tls(spec, tls_seen.as_ref(), tls_complete)?;
+        // Once the instance is there, its role reads the key in its first hour only.
+        let read_until = instance_seen.as_ref().and_then(|i| i.tls_read_until());
+        let tls_ch =
+            vault_server::diff_tls(spec, tls_seen.as_ref(), tls_complete, read_until.as_deref())?;
         let ca_ch = vault_server::diff_ca(spec, ca_seen.as_ref(), tls_complete, key_arn.as_deref());
         // The certificate names the public address, so it is allocated first.
         let address = match &address_seen {
@@ -384,8 +387,16 @@ impl Converging<'_, '_> {
         };
         let public_ip = address.as_ref().map(|a| a.public_ip.clone());
         if ours && let (Some(k), Some(ip), true) = (&key_arn, &public_ip, self.go(&tls_ch)) {
-            self.new_ca =
-                vault_server::apply_tls(c, spec, tls_seen.as_ref(), &tls_ch, k, ip).await?;
+            self.new_ca = vault_server::apply_tls(
+                c,
+                spec,
+                tls_seen.as_ref(),
+                &tls_ch,
+                k,
+                ip,
+                read_until.as_deref(),
+            )
+            .await?;
         }
         self.changes.push(tls_ch);
         // Written with a new TLS secret; converted from an earlier version's plain String, or
@@ -409,6 +420,13 @@ impl Converging<'_, '_> {
             let made =
                 vault_server::apply_instance(c, spec, instance.as_ref(), &inst_ch, &self.net, ip)
                     .await?;
+            // A new instance: its first hour is the only time its role reads the TLS key.
+            if let Some(until) = made
+                .tls_read_until()
+                .filter(|u| Some(u) != read_until.as_ref())
+            {
+                vault_server::limit_tls_read(c, spec, &until).await?;
+            }
             instance = Some(made);
         }
         self.changes.push(inst_ch);

@@ -1037,12 +1037,21 @@ fn the_vault_instance_invokes_only_the_watchers_function_and_reads_only_its_dige
             via(VIA_SM, None),
             Allowed,
         ),
+        // Its TLS key in the instance's first hour (its boot script reads it once), and not
+        // after: the change watcher, or anything else on the instance, cannot read it later.
         (
             &s,
             "secretsmanager:GetSecretValue",
             secret(&s.tls_secret_name()),
-            vec![],
+            vec![("aws:CurrentTime", json!("2026-12-05T08:20:00Z"))],
             Allowed,
+        ),
+        (
+            &s,
+            "secretsmanager:GetSecretValue",
+            secret(&s.tls_secret_name()),
+            vec![("aws:CurrentTime", json!("2026-12-05T09:00:01Z"))],
+            ExplicitlyDenied,
         ),
         (
             &s,
@@ -1112,6 +1121,10 @@ fn the_vault_instance_invokes_only_the_watchers_function_and_reads_only_its_dige
                 resource_policy: match resource.as_str() {
                     KEY => Some(spec.key_policy().unwrap()),
                     OTHER_KEY => Some(open_key.clone()),
+                    r if *r == secret(&spec.tls_secret_name()) => Some(
+                        spec.tls_secret_policy(Some("2026-12-05T09:00:00Z"))
+                            .unwrap(),
+                    ),
                     _ => None,
                 },
                 vpc_endpoint_policy: None,

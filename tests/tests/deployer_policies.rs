@@ -95,7 +95,7 @@ fn every_rendered_policy_passes_parliament() {
                 "connection secret policy",
                 s.connection_secret_policy().unwrap(),
             ),
-            ("tls secret policy", s.tls_secret_policy().unwrap()),
+            ("tls secret policy", s.tls_secret_policy(Some("2026-12-05T09:00:00Z")).unwrap()),
             (
                 "secrets manager endpoint policy",
                 s.secretsmanager_endpoint_policy().unwrap(),

@@ -650,6 +650,58 @@ async fn killed_up_converges(config_text: &str) {
         assert!(tls["certificate"].as_str().is_some());
         let conn = side.value("hybrid-aws-secrets-connection/vault").await;
         assert_eq!(conn["vaultCaCert"], ca.as_str());
+        // The instance's role reads the key in the instance's first hour only (its boot script
+        // reads it once; the watcher on it, later, cannot).
+        let ec2 = aws_sdk_ec2::Client::new(&aws);
+        let made = ec2
+            .describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("instance-state-name")
+                    .values("running")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let instance = made
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .next()
+            .unwrap();
+        let root = instance
+            .block_device_mappings()
+            .iter()
+            .find(|m| m.device_name() == instance.root_device_name())
+            .and_then(|m| m.ebs())
+            .and_then(|e| e.attach_time())
+            .or(instance.launch_time())
+            .unwrap();
+        let until = aws_sdk_ec2::primitives::DateTime::from_secs(root.secs() + 3600)
+            .fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
+            .unwrap();
+        let policy: serde_json::Value = serde_json::from_str(
+            side.sm
+                .get_resource_policy()
+                .secret_id("onec2-vault/tls")
+                .send()
+                .await
+                .unwrap()
+                .resource_policy()
+                .unwrap(),
+        )
+        .unwrap();
+        let window = policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|st| st["Sid"] == "ReadOnlyWhileTheInstanceBoots")
+            .unwrap_or_else(|| panic!("{policy}"));
+        assert_eq!(
+            window["Condition"]["DateGreaterThan"]["aws:CurrentTime"],
+            until.as_str()
+        );
     }
 
     // Exactly one live key carries the stack tag.

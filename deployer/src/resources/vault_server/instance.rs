@@ -28,6 +28,20 @@ pub struct Instance {
     pub security_groups: String,
     pub root_encrypted: String,
     pub user_data_sha: String,
+    /// When it was made (its root volume's attach time, which a stop and start keep; else its
+    /// launch time), seconds since the epoch: not compared, it dates the TLS key's read.
+    pub made_at: Option<i64>,
+}
+
+impl Instance {
+    /// Until when its role may read the TLS key: the first hour of its life, time enough for
+    /// its boot script, which reads the key once.
+    pub fn tls_read_until(&self) -> Option<String> {
+        let until = aws_sdk_ec2::primitives::DateTime::from_secs(self.made_at? + 3600);
+        until
+            .fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
+            .ok()
+    }
 }
 
 pub async fn observe_instance(c: &Clients, spec: &Spec) -> Result<Option<Instance>, DeployError> {
@@ -75,13 +89,16 @@ pub async fn observe_instance(c: &Clients, spec: &Spec) -> Result<Option<Instanc
     sgs.sort();
     // The root volume's encryption as EC2 reports it, not as it was asked for.
     let root_device = i.root_device_name().unwrap_or("/dev/xvda");
-    let root_volume = i
+    let root_ebs = i
         .block_device_mappings()
         .iter()
         .find(|m| m.device_name() == Some(root_device))
-        .and_then(|m| m.ebs())
-        .and_then(|e| e.volume_id())
-        .map(str::to_owned);
+        .and_then(|m| m.ebs());
+    let root_volume = root_ebs.and_then(|e| e.volume_id()).map(str::to_owned);
+    let made_at = root_ebs
+        .and_then(|e| e.attach_time())
+        .or(i.launch_time())
+        .map(|t| t.secs());
     let root_encrypted = match &root_volume {
         Some(v) => {
             let out = c
@@ -141,6 +158,7 @@ pub async fn observe_instance(c: &Clients, spec: &Spec) -> Result<Option<Instanc
         security_groups: sgs.join(","),
         root_encrypted: root_encrypted.into(),
         user_data_sha: sha(&script),
+        made_at,
         id,
     }))
 }
@@ -386,6 +404,7 @@ mod tests {
             security_groups: "sg-v".into(),
             root_encrypted: "yes".into(),
             user_data_sha: sha(&user_data(s, "203.0.113.9").unwrap()),
+            made_at: Some(1_764_921_600),
         }
     }
 
@@ -395,6 +414,11 @@ mod tests {
         let ip = Some("203.0.113.9");
         let ch = diff_instance(&s, Some(&running(&s)), &net(), ip).unwrap();
         assert_eq!(ch.action, Action::Unchanged, "{ch:?}");
+        // Its first hour, in the form a policy's date condition takes.
+        assert_eq!(
+            running(&s).tls_read_until().as_deref(),
+            Some("2025-12-05T09:00:00Z")
+        );
         type Drift = fn(&mut Instance);
         let cases: [(Drift, &str); 5] = [
             (|i| i.http_tokens = "optional".into(), "http_tokens"),

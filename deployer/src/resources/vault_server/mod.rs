@@ -13,7 +13,8 @@ pub mod watcher;
 pub use address::{Address, allocate, associate, diff_address, observe_address};
 pub use instance::{Instance, apply_instance, diff_instance, observe_instance};
 pub use tls::{
-    CA_KIND, CaParameter, TlsSecret, apply_tls, diff_ca, diff_tls, observe_ca, observe_tls, read_ca,
+    CA_KIND, CaParameter, TlsSecret, apply_tls, diff_ca, diff_tls, limit_tls_read, observe_ca,
+    observe_tls, read_ca,
 };
 pub use watcher::{DIGEST_KIND, apply_digest, destroy_digest, diff_digest, observe_digest};
 

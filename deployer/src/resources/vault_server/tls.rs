@@ -16,16 +16,25 @@ pub async fn observe_tls(c: &Clients, spec: &Spec) -> Result<Option<TlsSecret>, 
     crate::resources::secret::describe(c, spec, &spec.tls_secret_name()).await
 }
 
-fn tls_policy(spec: &Spec) -> Result<String, DeployError> {
-    Ok(canonical(&spec.tls_secret_policy()?))
+fn tls_policy(spec: &Spec, read_until: Option<&str>) -> Result<String, DeployError> {
+    Ok(canonical(&spec.tls_secret_policy(read_until)?))
+}
+
+/// The instance made since the policy was last written (a new one, or the first): its key is
+/// readable for its first hour only.
+pub async fn limit_tls_read(c: &Clients, spec: &Spec, read_until: &str) -> Result<(), DeployError> {
+    let name = spec.tls_secret_name();
+    crate::resources::secret::put_policy(c, &name, &tls_policy(spec, Some(read_until))?).await
 }
 
 /// `complete`: the secret holds its certificate and key and the CA parameter is there, or an
 /// instance already serves them. A pair whose creation was cut short is issued again.
+/// `read_until`: the end of the instance's first hour, when there is one.
 pub fn diff_tls(
     spec: &Spec,
     seen: Option<&TlsSecret>,
     complete: bool,
+    read_until: Option<&str>,
 ) -> Result<Change, DeployError> {
     let name = spec.tls_secret_name();
     if !spec.deploys_vault() {
@@ -37,7 +46,7 @@ pub fn diff_tls(
     const ISSUED: &str = "certificate, key and CA parameter";
     let want = vec![
         ("material", ISSUED.to_owned()),
-        ("resource_policy", tls_policy(spec)?),
+        ("resource_policy", tls_policy(spec, read_until)?),
         ("state", "active".to_owned()),
     ];
     let seen_f = seen.map(|s| {
@@ -74,6 +83,7 @@ pub async fn apply_tls(
     change: &Change,
     key_arn: &str,
     public_ip: &str,
+    read_until: Option<&str>,
 ) -> Result<Option<String>, DeployError> {
     let name = spec.tls_secret_name();
     let mut ca = None;
@@ -107,7 +117,7 @@ pub async fn apply_tls(
             .await?;
         }
         if seen.is_none() || change.touches("resource_policy") {
-            crate::resources::secret::put_policy(c, &name, &tls_policy(spec)?).await?;
+            crate::resources::secret::put_policy(c, &name, &tls_policy(spec, read_until)?).await?;
         }
         policy_set = true;
         c.sm.put_secret_value()
@@ -119,7 +129,7 @@ pub async fn apply_tls(
         ca = Some(material.ca_certificate.clone());
     }
     if change.touches("resource_policy") && !policy_set {
-        crate::resources::secret::put_policy(c, &name, &tls_policy(spec)?).await?;
+        crate::resources::secret::put_policy(c, &name, &tls_policy(spec, read_until)?).await?;
     }
     Ok(ca)
 }
@@ -389,7 +399,7 @@ mod tests {
     #[test]
     fn a_tls_secret_cut_short_is_issued_again_and_a_policy_drift_repaired() {
         let s = spec("vault_inbound_cidr = \"10.0.0.0/8\"");
-        let policy = tls_policy(&s).unwrap();
+        let policy = tls_policy(&s, None).unwrap();
         let secret = |policy: &str, pending| TlsSecret {
             arn: "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:s-vault/tls-AbCdEf"
                 .into(),
@@ -401,23 +411,31 @@ mod tests {
         };
         let touched =
             |ch: &Change| -> Vec<String> { ch.fields.iter().map(|f| f.field.clone()).collect() };
-        let ch = diff_tls(&s, None, false).unwrap();
+        let ch = diff_tls(&s, None, false, None).unwrap();
         assert_eq!(ch.action, Action::Create);
         assert!(ch.note.unwrap().contains("a new CA and certificate"));
         let whole = secret(&policy, false);
         assert_eq!(
-            diff_tls(&s, Some(&whole), true).unwrap().action,
+            diff_tls(&s, Some(&whole), true, None).unwrap().action,
             Action::Unchanged
         );
-        let ch = diff_tls(&s, Some(&whole), false).unwrap();
+        let ch = diff_tls(&s, Some(&whole), false, None).unwrap();
         assert_eq!(
             (ch.action, touched(&ch)),
             (Action::Update, vec!["material".into()])
         );
-        let ch = diff_tls(&s, Some(&secret("{}", false)), true).unwrap();
+        let ch = diff_tls(&s, Some(&secret("{}", false)), true, None).unwrap();
         assert_eq!(touched(&ch), ["resource_policy"]);
-        let ch = diff_tls(&s, Some(&secret(&policy, true)), true).unwrap();
+        let ch = diff_tls(&s, Some(&secret(&policy, true)), true, None).unwrap();
         assert_eq!(touched(&ch), ["state"]);
+        // Once the instance is there: its first hour only, and a policy without that is drift.
+        let until = "2026-12-05T09:00:00Z";
+        let bounded = tls_policy(&s, Some(until)).unwrap();
+        assert!(bounded.contains(until) && bounded.contains("DateGreaterThan"));
+        let ch = diff_tls(&s, Some(&whole), true, Some(until)).unwrap();
+        assert_eq!(touched(&ch), ["resource_policy"]);
+        let ch = diff_tls(&s, Some(&secret(&bounded, false)), true, Some(until)).unwrap();
+        assert_eq!(ch.action, Action::Unchanged);
     }
 
     #[test]
