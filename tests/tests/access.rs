@@ -357,7 +357,7 @@ fn deletion_is_granted_only_under_the_delete_policy_and_only_on_its_own_replicas
                     "replicator",
                     "secretsmanager:DeleteSecret",
                     secret("hybrid-aws-secrets/b"),
-                    ImplicitlyDenied,
+                    ExplicitlyDenied,
                 ),
                 "terraform",
             ),
@@ -501,7 +501,38 @@ fn every_secrets_manager_write_is_denied_outside_the_prefix_and_the_owner_tag_is
             ExplicitlyDenied,
         )
         .with("aws:TagKeys", json!(["managed-by"])),
+        // Adopting an unowned secret: its owner tag set to this tool's.
+        row(
+            "replicator",
+            "secretsmanager:TagResource",
+            secret("hybrid-aws-secrets/unowned"),
+            Allowed,
+        )
+        .with("aws:TagKeys", json!(["managed-by"]))
+        .with("aws:RequestTag/managed-by", json!(OURS)),
+        // Its own replicas, written on.
+        row(
+            "replicator",
+            "secretsmanager:PutSecretValue",
+            secret("hybrid-aws-secrets/a"),
+            Allowed,
+        )
+        .with("aws:ResourceTag/managed-by", json!(OURS)),
     ]);
+    // A secret under the prefix that another tool owns: no write at all, so no chain of them
+    // (tag it as this tool's, then delete it; remove its replica regions; move its stages;
+    // restore it after its owner deleted it).
+    for action in deployer::spec::EVERY_SECRET_WRITE {
+        rows.push(
+            row(
+                "replicator",
+                action,
+                secret("hybrid-aws-secrets/terraforms"),
+                ExplicitlyDenied,
+            )
+            .with("aws:ResourceTag/managed-by", json!("terraform")),
+        );
+    }
     check(&s, &rows);
 }
 

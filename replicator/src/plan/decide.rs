@@ -104,14 +104,19 @@ fn update_reason(
             );
         }
         Ownership::Foreign => {
-            return conflict(
-                ConflictKind::Foreign,
-                format!(
+            let message = match secret.tags.get(tags::MANAGED_BY) {
+                Some(owner) => format!(
+                    "owned by another tool ({}={owner}): never written, even when listed in REPLICATOR_ADOPT; remove its {} tag first if this tool is to take it over",
+                    tags::MANAGED_BY,
+                    tags::MANAGED_BY
+                ),
+                None => format!(
                     "exists without the {}={} tag; list it in REPLICATOR_ADOPT to take it over",
                     tags::MANAGED_BY,
                     tags::MANAGED_BY_VALUE
                 ),
-            );
+            };
+            return conflict(ConflictKind::Foreign, message);
         }
         Ownership::Sample => {
             return conflict(ConflictKind::SampleReplica, SAMPLE_MESSAGE.into());

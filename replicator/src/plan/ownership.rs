@@ -31,8 +31,13 @@ pub fn ownership(secret: &AwsSecret, rule: &Rule) -> Ownership {
     if secret.managed_elsewhere {
         return Ownership::Foreign;
     }
-    // Listed for adoption: taken over whoever tagged it (another tool, another sync).
-    if rule.adopt.iter().any(|a| **a == *secret.name) {
+    // Listed for adoption: taken over when nobody owns it, or another sync of this tool does.
+    // Another tool's (its own `managed-by`) is never written: the role's policy denies every
+    // write on it (`NeverWriteWhatAnotherToolOwns`), so no chain of writes can take it over.
+    let owner = tag(tags::MANAGED_BY);
+    if owner.is_none_or(|o| o == tags::MANAGED_BY_VALUE)
+        && rule.adopt.iter().any(|a| **a == *secret.name)
+    {
         return Ownership::Adoptable;
     }
     match tag(tags::MANAGED_BY) {
@@ -106,8 +111,12 @@ mod tests {
         // Another tool's secret with a version tag is never the sample's.
         let tool = secret("p/b", &[("version", "3"), ("managed-by", "terraform")]);
         assert_eq!(ownership(&tool, &rule), Ownership::Foreign);
-        rule.adopt = vec!["p/b".into()];
-        assert_eq!(ownership(&tool, &rule), Ownership::Adoptable);
+        // Listed for adoption: nobody's, or another sync's, is taken over; another tool's never.
+        rule.adopt = vec!["p/b".into(), "p/a".into(), "p/c".into()];
+        assert_eq!(ownership(&tool, &rule), Ownership::Foreign);
+        assert_eq!(ownership(&sample, &rule), Ownership::Adoptable);
+        let other_sync = secret("p/c", &[("managed-by", "vault-secrets-replicator")]);
+        assert_eq!(ownership(&other_sync, &rule), Ownership::Adoptable);
         // One that Secrets Manager rotates, or a service owns, is never taken over.
         let mut rotated = tool.clone();
         rotated.managed_elsewhere = true;

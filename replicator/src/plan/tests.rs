@@ -259,8 +259,8 @@ fn ownership_decides_conflicts_and_adoption() {
             ..
         }
     ));
-    // The adopt list wins over another tool's or another sync's managed-by tag; a secret
-    // already ours is not adopted again.
+    // The adopt list wins over another sync's managed-by tag, never over another tool's (the
+    // role may write nothing another tool owns); a secret already ours is not adopted again.
     let mut tool = ours("t", 1);
     tool.tags.insert("managed-by", "terraform");
     let mut elsewhere = ours("e", 1);
@@ -269,7 +269,15 @@ fn ownership_decides_conflicts_and_adoption() {
     s.adopt = vec!["p/t".into(), "p/e".into(), "p/mine".into()];
     let vault = [live("e", 1), live("mine", 1), live("t", 1)];
     let p = plan(&vault, &[tool, elsewhere, ours("mine", 1)], &s);
-    assert_eq!(kinds(&p), ["update p/e", "update p/t", "unchanged p/mine"]);
+    assert_eq!(
+        kinds(&p),
+        ["update p/e", "conflict p/t", "unchanged p/mine"]
+    );
+    assert!(matches!(
+        &p.steps[1],
+        Step::Conflict { kind: ConflictKind::Foreign, message, .. }
+            if message.contains("managed-by=terraform") && message.contains("never written")
+    ));
     assert!(p.steps.iter().all(|st| !matches!(
         st,
         Step::Update {
