@@ -231,12 +231,15 @@ impl FileConfig {
             .clone()
             .unwrap_or_else(|| DEFAULT_PREFIX.into());
         contract::check_prefix(&prefix).map_err(|e| invalid("secrets_prefix", e))?;
-        // The replicator may write everything under `<prefix>/`: never the stack's own secrets.
-        if prefix == format!("{stack_name}-vault") || prefix.ends_with("-connection") {
+        // The replicator may write everything under `<prefix>/`: never a secret of a stack, this
+        // one's or another's (`<stack>-vault/tls`, `<stack>-vault/init-keys`,
+        // `<prefix>-connection/vault`: every name family this tool creates).
+        let stack_family = !prefix.contains('/') && prefix.ends_with("-vault");
+        if stack_family || prefix.ends_with("-connection") {
             return Err(invalid(
                 "secrets_prefix",
                 format!(
-                    "{prefix:?} would put the stack's own secrets ({stack_name}-vault/…, or a …-connection/vault) under the replicator's write scope: choose another prefix"
+                    "{prefix:?} would put a stack's own secrets (this stack's or another's: <stack>-vault/tls and init-keys, <prefix>-connection/vault) under the replicator's write scope: choose a prefix that does not end in -vault or -connection"
                 ),
             ));
         }
@@ -659,12 +662,23 @@ mod tests {
             (
                 "secrets_prefix = \"hybrid-secrets-vault\"",
                 "secrets_prefix",
-                "the stack's own secrets",
+                "a stack's own secrets",
             ),
             (
                 "secrets_prefix = \"team-connection\"",
                 "secrets_prefix",
-                "the stack's own secrets",
+                "a stack's own secrets",
+            ),
+            // Another stack's TLS key and unseal keys.
+            (
+                "secrets_prefix = \"payments-vault\"",
+                "secrets_prefix",
+                "another's",
+            ),
+            (
+                "secrets_prefix = \"teams/payments-connection\"",
+                "secrets_prefix",
+                "-vault or -connection",
             ),
             (
                 "secrets_prefix = \"/abs\"",
@@ -856,6 +870,9 @@ mod tests {
         }
         let unknown = cfg("secret_prefix = \"x\"").unwrap_err().to_string();
         assert!(unknown.contains("unknown field"), "{unknown}");
+        // A prefix below a path is no stack's name family.
+        cfg("secrets_prefix = \"teams/payments-vault\"\nvault_inbound_cidr = \"10.0.0.0/8\"")
+            .unwrap();
     }
 
     #[test]
