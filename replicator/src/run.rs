@@ -385,13 +385,35 @@ impl Replicator {
             (a, b) => a.or(b),
         };
         settings.deadline = limit.map(|d| started + d);
-        // Counts of this run only.
-        self.counters.take();
+        // Counts of this run only, whatever else runs beside it in this process.
+        let aws_counts = Arc::new(AwsCounters::default());
+        let vault_counts = Arc::new(crate::vault::VaultCounters::default());
+        let run = self.counted_run(&settings, request, progress, vault_counts);
+        let mut report = contract::sdk::counting(aws_counts.clone(), run).await;
+        report.aws_requests = aws_counts.take();
+        report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        report
+    }
+
+    /// One run, within its own counters (see [`Self::run_request`]).
+    async fn counted_run(
+        &self,
+        settings: &Settings,
+        request: &Request,
+        progress: &Progress,
+        vault_counts: Arc<crate::vault::VaultCounters>,
+    ) -> Report {
         let mut report = Report::default();
-        if let Err(e) = self
-            .plan_and_execute(&settings, request, &mut report, progress)
-            .await
-        {
+        let work = self.plan_and_execute(settings, request, &mut report, progress);
+        let result = crate::vault::counting(vault_counts.clone(), work).await;
+        let snap = vault_counts.take();
+        report.values_read = snap.get("read_value").copied().unwrap_or(0);
+        report.vault_requests = snap
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.to_owned(), n))
+            .collect();
+        if let Err(e) = result {
             tracing::error!(kind = e.kind(), "sync failed: {e}");
             report
                 .failures
@@ -420,8 +442,6 @@ impl Replicator {
                 ));
             }
         }
-        report.aws_requests = self.counters.take();
-        report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         report
     }
 
@@ -435,8 +455,6 @@ impl Replicator {
         let sm = &self.sm;
         let conn = connection(&self.resolved.connection, sm).await?;
         let vault = self.vault(conn).await?;
-        let counters = vault.counters.clone();
-        counters.take();
         // Not fatal (the run can still read), but a token that is never renewed dies: said.
         if let Err(e) = vault.renew_periodic_token().await {
             report.warnings.push(Problem::new(
@@ -467,13 +485,6 @@ impl Replicator {
         }
         .await;
         report.dry_run = settings.dry_run;
-        let snap = counters.take();
-        report.values_read = snap.get("read_value").copied().unwrap_or(0);
-        report.vault_requests = snap
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| (k.to_owned(), n))
-            .collect();
         result
     }
 }

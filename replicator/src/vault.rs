@@ -26,7 +26,24 @@ pub struct VaultCounters {
     pub retries: AtomicU64,
 }
 
+tokio::task_local! {
+    /// The counters of the run being polled, when it asked for its own ([`counting`]).
+    static RUN_COUNTS: Arc<VaultCounters>;
+}
+
+/// Runs `f` with its own Vault request counters besides the client's: two runs under way at
+/// once in one process each count only their own requests and value reads.
+pub async fn counting<F: std::future::Future>(counters: Arc<VaultCounters>, f: F) -> F::Output {
+    RUN_COUNTS.scope(counters, f).await
+}
+
 impl VaultCounters {
+    /// One more of `which`, here and in the run's own counters.
+    fn add(&self, which: fn(&VaultCounters) -> &AtomicU64) {
+        which(self).fetch_add(1, Ordering::Relaxed);
+        let _ = RUN_COUNTS.try_with(|run| which(run).fetch_add(1, Ordering::Relaxed));
+    }
+
     /// The counts since the last `take`, and zero again: one process runs many syncs (a warm
     /// Lambda), each reporting its own.
     pub fn take(&self) -> BTreeMap<&'static str, u64> {
@@ -502,7 +519,7 @@ impl VaultClient {
         mount: &str,
         body: &serde_json::Value,
     ) -> Result<CachedToken, VaultError> {
-        self.counters.logins.fetch_add(1, Ordering::Relaxed);
+        self.counters.add(|c| &c.logins);
         let op = format!("login at auth/{mount}");
         let url = format!("{}/v1/auth/{}/login", self.address, encode_path(mount));
         let started = Instant::now();
@@ -560,7 +577,7 @@ impl VaultClient {
                         return Err(e);
                     };
                     tracing::debug!(error = %e, "transient Vault answer; trying again");
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    self.counters.add(|c| &c.retries);
                     tokio::time::sleep(*pause).await;
                 }
                 other => return other,
@@ -671,7 +688,7 @@ impl VaultClient {
 
     /// `LIST <mount>/metadata/<folder>`: the folder's children; empty when the folder is missing.
     pub async fn list(&self, mount: &str, folder: &str) -> Result<Listing, VaultError> {
-        self.counters.lists.fetch_add(1, Ordering::Relaxed);
+        self.counters.add(|c| &c.lists);
         let op = format!("LIST {mount}/metadata/{folder}");
         let path = format!("{}/metadata/{}", encode_path(mount), encode_path(folder));
         let Some(resp) = self.call(Self::list_method(), &path, &op).await? else {
@@ -692,7 +709,7 @@ impl VaultClient {
         mount: &str,
         folder: &str,
     ) -> Result<Option<Listing>, VaultError> {
-        self.counters.detailed_lists.fetch_add(1, Ordering::Relaxed);
+        self.counters.add(|c| &c.detailed_lists);
         let op = format!("LIST {mount}/detailed-metadata/{folder}");
         let path = format!(
             "{}/detailed-metadata/{}",
@@ -733,7 +750,7 @@ impl VaultClient {
         mount: &str,
         path: &str,
     ) -> Result<Option<SecretMetadata>, VaultError> {
-        self.counters.metadata_reads.fetch_add(1, Ordering::Relaxed);
+        self.counters.add(|c| &c.metadata_reads);
         let op = format!("read {mount}/metadata/{path}");
         let api = format!("{}/metadata/{}", encode_path(mount), encode_path(path));
         let Some(resp) = self.call(Method::GET, &api, &op).await? else {
@@ -753,7 +770,7 @@ impl VaultClient {
         version: u64,
         cap: u64,
     ) -> Result<VersionRead, VaultError> {
-        self.counters.value_reads.fetch_add(1, Ordering::Relaxed);
+        self.counters.add(|c| &c.value_reads);
         let op = format!("read {mount}/data/{path} version {version}");
         let api = format!(
             "{}/data/{}?version={version}",

@@ -1,16 +1,21 @@
 //! Lag benchmark of change-driven replication: `replicator watch` (the shipped binary, as it
 //! runs beside Vault) follows a fresh OpenBao's file audit log and replicates into a fresh moto.
-//! Writes come at 4 a second, then in bursts of 100; for each write it prints the lag from
-//! Vault's HTTP 200 to the report of the batch that put it in AWS (`AWSCURRENT` holds the value
-//! once that batch's write returned): p50, p99, max, and how many never arrived. Then the
-//! watcher's memory (peak and current RSS) and its CPU while idle.
+//! Writes come at 4 a second, then in bursts of 100, then at 4 a second while a restarted
+//! watcher's full sync of every secret runs; for each write it prints the lag from Vault's HTTP
+//! 200 to the report of the batch that put it in AWS (`AWSCURRENT` holds the value once that
+//! batch's write returned): p50, p99, max, and how many never arrived. Then the watcher's memory
+//! (peak and current RSS) and its CPU while idle. Last, a backlog: 150,000 lines of 1 KB appended
+//! to the audit log at once, then one real change: how long until its report, the peak RSS, and
+//! how long a SIGTERM sent amid such a backlog takes to end the process.
 //!
 //! Run: `cargo bench -p e2e --bench lag` (`LAG_BENCH_SECONDS`, default 30: the steady phase;
-//! `LAG_BENCH_BACKGROUND`, default 1,000: secrets already there). Prints figures; asserts only
+//! `LAG_BENCH_BACKGROUND`, default 1,000: secrets already there, 10,000 for the figure
+//! during a full sync; `LAG_BENCH_BACKLOG`, default 150,000 lines). Prints figures; asserts only
 //! that nothing was missed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,10 +94,100 @@ fn proc_figures(pid: u32) -> (u64, u64, u64) {
     (kib("VmHWM:"), kib("VmRSS:"), ticks)
 }
 
+/// A running `replicator watch` and what its reports said: when each path arrived, and the
+/// full syncs' reports.
+struct Watcher {
+    child: tokio::process::Child,
+    pid: u32,
+    full: tokio::sync::mpsc::UnboundedReceiver<Value>,
+}
+
+impl Watcher {
+    fn start(bao: &Bao, moto: &Moto, state: &std::path::Path, arrivals: &Arrivals) -> Self {
+        let mut child = e2e::watch_command(bao, moto.env(), state, &["--writes-per-second", "50"])
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        let (full_tx, full) = tokio::sync::mpsc::unbounded_channel();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let seen = arrivals.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let now = Instant::now();
+                let Ok(report) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if report["scope"] == "full" {
+                    let _ = full_tx.send(report);
+                    continue;
+                }
+                let mut seen = seen.lock().unwrap();
+                for p in report["paths"].as_array().into_iter().flatten() {
+                    if let Some(p) = p.as_str() {
+                        seen.entry(p.to_owned()).or_insert(now);
+                    }
+                }
+            }
+        });
+        Self { child, pid, full }
+    }
+
+    /// SIGTERM, and how long the process took to end.
+    async fn stop(mut self) -> Duration {
+        let asked = Instant::now();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        let _ = self.child.wait().await;
+        asked.elapsed()
+    }
+}
+
+/// Writes one secret every 250 ms until `until` resolves (at least `least` of them).
+async fn steady_until(
+    bao: &Bao,
+    tag: &str,
+    least: usize,
+    until: impl std::future::Future<Output = ()>,
+) -> Vec<(String, Instant)> {
+    tokio::pin!(until);
+    let mut done = false;
+    let mut written = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    for i in 0.. {
+        tokio::select! {
+            () = &mut until, if !done => done = true,
+            _ = tick.tick() => {
+                if done && i >= least {
+                    break;
+                }
+                let path = format!("{tag}/s{i}");
+                bao.put("kv", &path, json!({"v": i})).await;
+                written.push((path, Instant::now()));
+            }
+        }
+    }
+    written
+}
+
+/// Appends `lines` audit lines of about 1 KB each to the log, each in one write (OpenBao appends
+/// to the same file): JSON entries of another mount, which the watcher must read and drop.
+fn append_backlog(log: &std::path::Path, lines: usize) {
+    let mut file = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+    let pad = "x".repeat(900);
+    for i in 0..lines {
+        let line = format!(
+            "{{\"type\":\"response\",\"request\":{{\"operation\":\"update\",\"path\":\"noise/data/n{i}\",\"namespace\":{{\"id\":\"root\"}}}},\"response\":{{\"data\":{{\"pad\":\"{pad}\"}}}}}}\n"
+        );
+        file.write_all(line.as_bytes()).unwrap();
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let seconds = env_usize("LAG_BENCH_SECONDS", 30);
     let background = env_usize("LAG_BENCH_BACKGROUND", 1_000);
+    let backlog = env_usize("LAG_BENCH_BACKLOG", 150_000);
     let (bao, moto) = tokio::join!(Bao::start(), Moto::start());
     bao.enable_kv2("kv").await;
     stream::iter(0..background)
@@ -108,34 +203,10 @@ async fn main() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("offset");
-    let mut child = e2e::watch_command(&bao, moto.env(), &state, &["--writes-per-second", "50"])
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap();
     let arrivals: Arrivals = Arc::default();
-    let (full_tx, mut full_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let seen = arrivals.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let now = Instant::now();
-            let Ok(report) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if report["scope"] == "full" {
-                let _ = full_tx.send(report);
-                continue;
-            }
-            let mut seen = seen.lock().unwrap();
-            for p in report["paths"].as_array().into_iter().flatten() {
-                if let Some(p) = p.as_str() {
-                    seen.entry(p.to_owned()).or_insert(now);
-                }
-            }
-        }
-    });
+    let mut watcher = Watcher::start(&bao, &moto, &state, &arrivals);
     let started = Instant::now();
-    let first = full_rx.recv().await.expect("the start-up full sync");
+    let first = watcher.full.recv().await.expect("the start-up full sync");
     println!(
         "start-up full sync of {background} secrets: {:.1} s (created {})",
         started.elapsed().as_secs_f64(),
@@ -176,32 +247,75 @@ async fn main() {
     }
     missed += figures("bursts of 100", &arrivals, &bursts);
 
-    // Every written value is the current one in AWS.
-    let side = e2e::aws_side::AwsSide::new(&moto.sdk_config().await);
-    let mut wrong = 0;
-    for (path, _) in steady.iter().chain(&bursts) {
-        let v = side.value(&format!("kv/{path}")).await;
-        wrong += usize::from(v.get("v").is_none());
-    }
-    println!(
-        "values checked in AWS: {} wrong or missing: {wrong}",
-        steady.len() + bursts.len()
-    );
-
-    let (peak, _, busy) = proc_figures(pid);
+    let (peak, _, busy) = proc_figures(watcher.pid);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (_, rss, before) = proc_figures(pid);
+    let (_, rss, before) = proc_figures(watcher.pid);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let (_, _, after) = proc_figures(pid);
+    let (_, _, after) = proc_figures(watcher.pid);
     println!(
         "watcher: peak RSS {:.1} MiB, RSS {:.1} MiB, idle CPU {:.2} % of one core (10 s; {busy} ticks in all)",
         peak as f64 / 1024.0,
         rss as f64 / 1024.0,
         (after - before) as f64 / 10.0,
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = child.wait().await;
+
+    // While a full sync runs: a restarted watcher's start-up full sync over every secret, which
+    // runs beside its batches.
+    watcher.stop().await;
+    let mut watcher = Watcher::start(&bao, &moto, &state, &arrivals);
+    let full_started = Instant::now();
+    let full = &mut watcher.full;
+    let during = steady_until(&bao, "during", 8, async {
+        full.recv().await;
+    })
+    .await;
+    println!(
+        "full sync of {} secrets: {:.1} s",
+        background + steady.len() + bursts.len(),
+        full_started.elapsed().as_secs_f64()
+    );
+    settle(&arrivals, &during, Duration::from_secs(60)).await;
+    missed += figures("during a full sync", &arrivals, &during);
+
+    // Every written value is the current one in AWS.
+    let side = e2e::aws_side::AwsSide::new(&moto.sdk_config().await);
+    let mut wrong = 0;
+    for (path, _) in steady.iter().chain(&bursts).chain(&during) {
+        let v = side.value(&format!("kv/{path}")).await;
+        wrong += usize::from(v.get("v").is_none());
+    }
+    println!(
+        "values checked in AWS: {} wrong or missing: {wrong}",
+        steady.len() + bursts.len() + during.len()
+    );
+
+    // A backlog: lines of another mount appended at once, then one real change.
+    let log = bao.audit_log();
+    let appending = Instant::now();
+    append_backlog(&log, backlog);
+    let appended = appending.elapsed();
+    bao.put("kv", "backlog/after", json!({"v": 1})).await;
+    let changed = Instant::now();
+    let after = vec![("backlog/after".to_owned(), changed)];
+    settle(&arrivals, &after, Duration::from_secs(120)).await;
+    let arrived = arrivals.lock().unwrap().get("backlog/after").copied();
+    missed += usize::from(arrived.is_none());
+    let (peak, _, _) = proc_figures(watcher.pid);
+    println!(
+        "backlog of {backlog} lines of 1 KB (appended in {:.1} s): the change after it reported {:.2} s after its write; peak RSS {:.1} MiB",
+        appended.as_secs_f64(),
+        arrived.map_or(f64::NAN, |t| t
+            .saturating_duration_since(changed)
+            .as_secs_f64()),
+        peak as f64 / 1024.0,
+    );
+    // SIGTERM amid a backlog (the watcher reads 150 MB in well under a second: at once).
+    append_backlog(&log, backlog);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let took = watcher.stop().await;
+    println!(
+        "SIGTERM amid a backlog of {backlog} lines: exited in {:.2} s",
+        took.as_secs_f64()
+    );
     assert_eq!(missed + wrong, 0, "changes were missed");
 }

@@ -161,6 +161,27 @@ impl AwsCounters {
     }
 }
 
+impl AwsCounters {
+    fn add(&self, operation: &str) {
+        if let Ok(mut map) = self.0.lock() {
+            *map.entry(operation.to_owned()).or_default() += 1;
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The counters of the run being polled, when it asked for its own ([`counting`]).
+    static RUN_REQUESTS: Arc<AwsCounters>;
+}
+
+/// Runs `f` with its own request counters besides the client's: two runs under way at once in
+/// one process (a full sync beside a batch of changes) each count only their own requests.
+pub async fn counting<F: std::future::Future>(counters: Arc<AwsCounters>, f: F) -> F::Output {
+    RUN_REQUESTS.scope(counters, f).await
+}
+
+/// Counts each request in the client's counters, and in the run's ([`counting`]) when it has
+/// its own.
 #[derive(Debug)]
 pub struct CountRequests(pub Arc<AwsCounters>);
 
@@ -175,10 +196,9 @@ impl Intercept for CountRequests {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if let Some(meta) = cfg.load::<Metadata>()
-            && let Ok(mut map) = self.0.0.lock()
-        {
-            *map.entry(meta.name().to_owned()).or_default() += 1;
+        if let Some(meta) = cfg.load::<Metadata>() {
+            self.0.add(meta.name());
+            let _ = RUN_REQUESTS.try_with(|run| run.add(meta.name()));
         }
         Ok(())
     }

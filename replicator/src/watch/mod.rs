@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 pub use delivery::{Delivered, Delivery};
 pub use filter::{AuditFilter, Health, Line};
-pub use pending::{Due, Pending, Saved};
+pub use pending::{Due, Pending, Saved, Sent};
 pub use tail::{Offset, Tail};
 
 /// `250ms`, `30s`, `10m`, `1h`: a whole number and its unit.
@@ -240,6 +240,41 @@ fn spawn_tail(
     })
 }
 
+/// A delivery under way, polled beside the rest of the loop.
+type Under<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Delivered> + 'a>>;
+
+/// Why a full sync runs: owed by the pending changes (too many at once, or one that failed),
+/// or the one at start and the reconcile interval's.
+#[derive(Clone, Copy, Debug)]
+enum FullFor {
+    Pending,
+    Reconcile,
+}
+
+/// The result of what is under way in `slot`, once it is there; never, while there is none.
+async fn under<T>(slot: &mut Option<(T, Under<'_>)>) -> Delivered {
+    match slot {
+        Some((_, run)) => run.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// After a batch, or a full sync the pending changes owed, was delivered or failed.
+fn settle(pending: &mut Pending, sent: Sent, ok: bool) {
+    if ok {
+        pending.delivered(sent);
+        return;
+    }
+    let given_up = pending.failed(sent, Instant::now());
+    if !given_up.is_empty() {
+        tracing::warn!(
+            paths = given_up.len(),
+            "changes whose sync failed for {} minutes are left to the next full sync",
+            pending::GIVE_UP_AFTER.as_secs() / 60
+        );
+    }
+}
+
 /// After a full sync run besides the batches: one that failed is owed (tried again with
 /// backoff, saved across restarts); one that succeeded pays any owed.
 fn settle_full(pending: &mut Pending, ok: bool) {
@@ -284,10 +319,12 @@ impl Stop {
 }
 
 /// Follows the log until SIGTERM or SIGINT. First it learns where the sync reads in Vault (the
-/// function's scope, or the connection's namespace); then a full sync, and a targeted sync of
-/// each batch of changes. A change stays pending, saved with the position in the log, until a
-/// sync of it succeeded; a failed one is tried again with backoff. At a signal the batch under
-/// way has [`STOP_GRACE`] to finish; what is pending then is saved for the next start.
+/// function's scope, or the connection's namespace); then a targeted sync of each batch of
+/// changes, one batch at a time, with a full sync beside them at start, at each reconcile and
+/// when one is owed (a full sync of many secrets takes seconds: the changes do not wait for it;
+/// each run counts its own requests). A change stays pending, saved with the position in the
+/// log, until a sync of it succeeded; a failed one is tried again with backoff. At a signal what
+/// is under way has [`STOP_GRACE`] to finish; what is pending then is saved for the next start.
 pub async fn run(
     delivery: &Delivery,
     settings: &WatchSettings,
@@ -337,11 +374,6 @@ pub async fn run(
         }
     };
 
-    let (first, mut stopped) = stop.around(delivery.full(&progress)).await;
-    if let Some(first) = first {
-        settle_full(&mut pending, first.ok);
-        emit(Ran::Full(first.report));
-    }
     let mut reconcile = settings.reconcile.map(|every| {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         // A sync that outlasts the interval is followed by one interval, not a burst.
@@ -351,8 +383,19 @@ pub async fn run(
     let mut health = Health::default();
     let mut spell = Instant::now();
     let mut warned = false;
+    // What is under way: one batch of paths, and one full sync beside it (a full sync of many
+    // secrets takes seconds; the changes meanwhile do not wait for it).
+    let mut batch: Option<(Vec<String>, Under<'_>)> = None;
+    // The full sync at start, beside the first batches.
+    let mut full: Option<(FullFor, Under<'_>)> =
+        Some((FullFor::Reconcile, Box::pin(delivery.full(&progress))));
+    let mut stopped = false;
     while !stopped {
-        let next = pending.next_check(settings.debounce, settings.longest_wait);
+        let next = if batch.is_none() {
+            pending.next_check(settings.debounce, settings.longest_wait, full.is_some())
+        } else {
+            None
+        };
         let wake = next.map_or_else(
             || tokio::time::Instant::now() + Duration::from_secs(3600),
             tokio::time::Instant::from_std,
@@ -382,35 +425,43 @@ pub async fn run(
                 save(&pending, at);
             }
             () = tokio::time::sleep_until(wake), if next.is_some() => {
-                let Some(due) = pending.take_due(Instant::now(), settings.debounce, settings.longest_wait) else {
-                    continue;
-                };
+                let due = pending.take_due(
+                    Instant::now(),
+                    settings.debounce,
+                    settings.longest_wait,
+                    full.is_some(),
+                );
+                // Saved as pending while under way: a stop or a crash now loses none of them.
                 save(&pending, at);
-                let (delivered, signalled) = match &due {
-                    Due::Full => stop.around(delivery.full(&progress)).await,
-                    Due::Paths(paths) => stop.around(delivery.paths(paths, &progress)).await,
-                };
-                stopped = signalled;
-                // Cut short by a signal: its changes stay pending in the state file.
-                if let Some(d) = delivered {
-                    if d.ok {
-                        pending.delivered();
-                    } else {
-                        let given_up = pending.failed(Instant::now());
-                        if !given_up.is_empty() {
-                            tracing::warn!(
-                                paths = given_up.len(),
-                                "changes whose sync failed for {} minutes are left to the next full sync",
-                                pending::GIVE_UP_AFTER.as_secs() / 60
-                            );
-                        }
+                match due {
+                    Some(Due::Paths(paths)) => {
+                        let sent = paths.clone();
+                        let progress = &progress;
+                        batch = Some((
+                            paths,
+                            Box::pin(async move { delivery.paths(&sent, progress).await }),
+                        ));
                     }
-                    emit(match due {
-                        Due::Full => Ran::Full(d.report),
-                        Due::Paths(paths) => Ran::Paths(paths, d.report),
-                    });
+                    Some(Due::Full) => full = Some((FullFor::Pending, Box::pin(delivery.full(&progress)))),
+                    None => {}
                 }
-                save(&pending, at);
+            }
+            d = under(&mut batch) => {
+                if let Some((paths, _)) = batch.take() {
+                    settle(&mut pending, Sent::Paths, d.ok);
+                    save(&pending, at);
+                    emit(Ran::Paths(paths, d.report));
+                }
+            }
+            d = under(&mut full) => {
+                if let Some((reason, _)) = full.take() {
+                    match reason {
+                        FullFor::Pending => settle(&mut pending, Sent::Full, d.ok),
+                        FullFor::Reconcile => settle_full(&mut pending, d.ok),
+                    }
+                    save(&pending, at);
+                    emit(Ran::Full(d.report));
+                }
             }
             () = async {
                 match reconcile.as_mut() {
@@ -419,16 +470,33 @@ pub async fn run(
                     }
                     None => std::future::pending().await,
                 }
-            } => {
-                let (full, signalled) = stop.around(delivery.full(&progress)).await;
-                stopped = signalled;
-                if let Some(full) = full {
-                    settle_full(&mut pending, full.ok);
-                    save(&pending, at);
-                    emit(Ran::Full(full.report));
-                }
+            }, if full.is_none() => {
+                full = Some((FullFor::Reconcile, Box::pin(delivery.full(&progress))));
             }
             () = stop.recv() => stopped = true,
+        }
+    }
+    // What is under way has [`STOP_GRACE`] to finish; what does not stays pending.
+    let grace = tokio::time::sleep(STOP_GRACE);
+    tokio::pin!(grace);
+    while batch.is_some() || full.is_some() {
+        tokio::select! {
+            d = under(&mut batch) => {
+                if let Some((paths, _)) = batch.take() {
+                    settle(&mut pending, Sent::Paths, d.ok);
+                    emit(Ran::Paths(paths, d.report));
+                }
+            }
+            d = under(&mut full) => {
+                if let Some((reason, _)) = full.take() {
+                    match reason {
+                        FullFor::Pending => settle(&mut pending, Sent::Full, d.ok),
+                        FullFor::Reconcile => settle_full(&mut pending, d.ok),
+                    }
+                    emit(Ran::Full(d.report));
+                }
+            }
+            () = &mut grace => break,
         }
     }
     halt.store(true, Ordering::Relaxed);

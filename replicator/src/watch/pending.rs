@@ -89,6 +89,14 @@ struct Retry {
     since: Instant,
 }
 
+/// Which of the two deliveries that may be under way at once a result is for: a batch of
+/// paths, or a full sync (which runs beside the batches).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    Paths,
+    Full,
+}
+
 /// What to deliver next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Due {
@@ -179,9 +187,18 @@ impl Pending {
         self.len() == 0 && self.full.is_none()
     }
 
-    /// When something may be due next.
-    pub fn next_check(&self, quiet: Duration, longest: Duration) -> Option<Instant> {
-        let full = self.full.as_ref().map(|f| f.due);
+    /// When something may be due next. `full_busy`: a full sync is under way (none other is
+    /// started, and a batch too large for one run waits for it).
+    pub fn next_check(
+        &self,
+        quiet: Duration,
+        longest: Duration,
+        full_busy: bool,
+    ) -> Option<Instant> {
+        if full_busy && self.len() > MAX_BATCH {
+            return None;
+        }
+        let full = self.full.as_ref().filter(|_| !full_busy).map(|f| f.due);
         let fresh = match (self.first, self.last) {
             (Some(first), Some(last)) => Some((last + quiet).min(first + longest)),
             _ => None,
@@ -193,11 +210,21 @@ impl Pending {
     /// What is due now: the fresh batch when nothing new came for `quiet` or its first has
     /// waited `longest` (with the retries due by then), or the retries due; taken out until
     /// [`Self::failed`] puts them back.
-    pub fn take_due(&mut self, now: Instant, quiet: Duration, longest: Duration) -> Option<Due> {
+    pub fn take_due(
+        &mut self,
+        now: Instant,
+        quiet: Duration,
+        longest: Duration,
+        full_busy: bool,
+    ) -> Option<Due> {
+        if full_busy && self.len() > MAX_BATCH {
+            return None;
+        }
         // A full sync owed goes first when due; the changes seen one by one go on being sent
         // besides it (one owed after too many at once has dropped them: it covers them).
         if let Some(full) = &self.full
             && full.due <= now
+            && !full_busy
         {
             self.full_sending = Some((full.attempts, full.since));
             self.full = None;
@@ -239,18 +266,23 @@ impl Pending {
         Some(Due::Paths(paths))
     }
 
-    /// The batch under way was delivered.
-    pub fn delivered(&mut self) {
-        self.sending.clear();
-        self.full_sending = None;
+    /// The batch, or the full sync, under way was delivered.
+    pub fn delivered(&mut self, sent: Sent) {
+        match sent {
+            Sent::Paths => self.sending.clear(),
+            Sent::Full => self.full_sending = None,
+        }
     }
 
     /// Puts back the batch under way, which failed: each path due after its backoff; those that
     /// have failed for [`GIVE_UP_AFTER`] are given up (the next full sync covers them) and
     /// returned.
-    pub fn failed(&mut self, now: Instant) -> Vec<String> {
+    pub fn failed(&mut self, sent: Sent, now: Instant) -> Vec<String> {
         let mut given_up = Vec::new();
-        if let Some((tried, since)) = self.full_sending.take() {
+        if sent == Sent::Full {
+            let Some((tried, since)) = self.full_sending.take() else {
+                return given_up;
+            };
             if now.duration_since(since) >= GIVE_UP_AFTER {
                 given_up.push("(a full sync)".to_owned());
             } else {
@@ -261,6 +293,7 @@ impl Pending {
                     since,
                 });
             }
+            return given_up;
         }
         for (path, (tried, since)) in std::mem::take(&mut self.sending) {
             if self.fresh.contains(&path) {
@@ -307,21 +340,21 @@ mod tests {
     fn a_batch_is_due_after_a_quiet_spell_or_its_longest_wait() {
         let t0 = Instant::now();
         let mut p = Pending::default();
-        assert_eq!(p.take_due(t0, MS(200), MS(1000)), None);
+        assert_eq!(p.take_due(t0, MS(200), MS(1000), false), None);
         p.add("a".into(), t0);
-        assert_eq!(p.take_due(t0 + MS(100), MS(200), MS(1000)), None);
-        assert_eq!(p.next_check(MS(200), MS(1000)), Some(t0 + MS(200)));
+        assert_eq!(p.take_due(t0 + MS(100), MS(200), MS(1000), false), None);
+        assert_eq!(p.next_check(MS(200), MS(1000), false), Some(t0 + MS(200)));
         // Changes that keep coming: due at the longest wait all the same.
         for i in 1..=10 {
             p.add(format!("p{i}"), t0 + MS(i * 100));
         }
         p.add("a".into(), t0 + MS(1000));
-        let Some(Due::Paths(batch)) = p.take_due(t0 + MS(1000), MS(200), MS(1000)) else {
+        let Some(Due::Paths(batch)) = p.take_due(t0 + MS(1000), MS(200), MS(1000), false) else {
             panic!()
         };
         assert_eq!(batch.len(), 11, "each path once");
         assert!(!p.is_empty(), "kept while it is sent");
-        p.delivered();
+        p.delivered(Sent::Paths);
         assert!(p.is_empty());
     }
 
@@ -330,7 +363,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pending::default();
         p.add("a".into(), t0);
-        let Some(Due::Paths(batch)) = p.take_due(t0 + MS(300), MS(200), MS(1000)) else {
+        let Some(Due::Paths(batch)) = p.take_due(t0 + MS(300), MS(200), MS(1000), false) else {
             panic!()
         };
         assert_eq!(batch, ["a"]);
@@ -339,26 +372,26 @@ mod tests {
             ["a"],
             "kept while sent"
         );
-        assert!(p.failed(t0 + MS(400)).is_empty());
+        assert!(p.failed(Sent::Paths, t0 + MS(400)).is_empty());
         assert_eq!(p.len(), 1, "kept");
         assert_eq!(
-            p.take_due(t0 + MS(900), MS(200), MS(1000)),
+            p.take_due(t0 + MS(900), MS(200), MS(1000), false),
             None,
             "not before its backoff"
         );
-        let Some(Due::Paths(again)) = p.take_due(t0 + MS(1400), MS(200), MS(1000)) else {
+        let Some(Due::Paths(again)) = p.take_due(t0 + MS(1400), MS(200), MS(1000), false) else {
             panic!()
         };
         assert_eq!(again, ["a"]);
         // Delivered: gone.
-        p.delivered();
+        p.delivered(Sent::Paths);
         assert!(p.is_empty());
         // Failing for half an hour: given up.
         p.add("b".into(), t0);
-        let Some(Due::Paths(_)) = p.take_due(t0 + MS(300), MS(200), MS(1000)) else {
+        let Some(Due::Paths(_)) = p.take_due(t0 + MS(300), MS(200), MS(1000), false) else {
             panic!()
         };
-        assert_eq!(p.failed(t0 + MS(300) + GIVE_UP_AFTER), ["b"]);
+        assert_eq!(p.failed(Sent::Paths, t0 + MS(300) + GIVE_UP_AFTER), ["b"]);
         assert!(p.is_empty());
         assert_eq!(backoff(1), Duration::from_secs(1));
         assert_eq!(backoff(3), Duration::from_secs(4));
@@ -375,11 +408,11 @@ mod tests {
         assert!(!p.is_empty(), "a full sync is owed");
         assert_eq!(p.len(), 0, "no path kept one by one");
         assert!(p.to_save(Offset::default()).full_sync_owed);
-        assert_eq!(p.take_due(t0, MS(200), MS(1000)), Some(Due::Full));
+        assert_eq!(p.take_due(t0, MS(200), MS(1000), false), Some(Due::Full));
         // What is saved: the fresh, the retried and the batch under way, with the position.
         let mut p = Pending::default();
         p.add("sending".into(), t0);
-        let Some(Due::Paths(_)) = p.take_due(t0 + MS(300), MS(200), MS(1000)) else {
+        let Some(Due::Paths(_)) = p.take_due(t0 + MS(300), MS(200), MS(1000), false) else {
             panic!()
         };
         p.add("fresh".into(), t0 + MS(300));
@@ -410,49 +443,67 @@ mod tests {
         for i in 0..=MAX_BATCH {
             p.add(format!("s{i}"), t0);
         }
-        assert_eq!(p.take_due(t0 + MS(300), MS(200), MS(1000)), Some(Due::Full));
+        assert_eq!(
+            p.take_due(t0 + MS(300), MS(200), MS(1000), false),
+            Some(Due::Full)
+        );
         assert!(
             p.to_save(Offset::default()).full_sync_owed,
             "owed while under way"
         );
-        assert!(p.failed(t0 + MS(400)).is_empty());
+        assert!(p.failed(Sent::Full, t0 + MS(400)).is_empty());
         assert!(
             p.to_save(Offset::default()).full_sync_owed,
             "owed after it failed"
         );
-        assert_eq!(p.next_check(MS(200), MS(1000)), Some(t0 + MS(1400)));
-        assert_eq!(p.take_due(t0 + MS(900), MS(200), MS(1000)), None, "backoff");
+        assert_eq!(p.next_check(MS(200), MS(1000), false), Some(t0 + MS(1400)));
         assert_eq!(
-            p.take_due(t0 + MS(1400), MS(200), MS(1000)),
+            p.take_due(t0 + MS(900), MS(200), MS(1000), false),
+            None,
+            "backoff"
+        );
+        assert_eq!(
+            p.take_due(t0 + MS(1400), MS(200), MS(1000), false),
             Some(Due::Full)
         );
-        p.delivered();
+        p.delivered(Sent::Full);
         assert!(p.is_empty());
         assert!(!p.to_save(Offset::default()).full_sync_owed);
         // A start-up or reconcile full sync that failed: owed, after a backoff; one that
         // succeeded pays what is owed.
         p.full_failed(t0);
-        assert_eq!(p.take_due(t0, MS(200), MS(1000)), None);
+        assert_eq!(p.take_due(t0, MS(200), MS(1000), false), None);
         // Changes seen meanwhile are not held up by it.
         p.add("x".into(), t0);
         assert_eq!(
-            p.take_due(t0 + MS(300), MS(200), MS(1000)),
+            p.take_due(t0 + MS(300), MS(200), MS(1000), false),
             Some(Due::Paths(vec!["x".into()]))
         );
-        p.delivered();
+        p.delivered(Sent::Paths);
         assert_eq!(
-            p.take_due(t0 + backoff(1), MS(200), MS(1000)),
+            p.take_due(t0 + backoff(1), MS(200), MS(1000), false),
             Some(Due::Full)
         );
-        assert!(p.failed(t0 + backoff(1)).is_empty());
+        assert!(p.failed(Sent::Full, t0 + backoff(1)).is_empty());
         p.full_done();
         assert!(p.is_empty());
         // Failing for half an hour: left to the schedule, and said.
         p.full_failed(t0);
-        let Some(Due::Full) = p.take_due(t0 + GIVE_UP_AFTER, MS(200), MS(1000)) else {
+        let Some(Due::Full) = p.take_due(t0 + GIVE_UP_AFTER, MS(200), MS(1000), false) else {
             panic!()
         };
-        assert_eq!(p.failed(t0 + GIVE_UP_AFTER), ["(a full sync)"]);
+        assert_eq!(p.failed(Sent::Full, t0 + GIVE_UP_AFTER), ["(a full sync)"]);
         assert!(p.is_empty());
+        // While a full sync runs beside the batches, no other starts, and a batch too large for
+        // one run waits for it.
+        p.full_failed(t0);
+        let later = t0 + backoff(1) + MS(300);
+        assert_eq!(p.take_due(later, MS(200), MS(1000), true), None);
+        for i in 0..=MAX_BATCH {
+            p.add(format!("s{i}"), t0 + backoff(1));
+        }
+        assert_eq!(p.next_check(MS(200), MS(1000), true), None);
+        assert_eq!(p.take_due(later, MS(200), MS(1000), true), None);
+        assert_eq!(p.take_due(later, MS(200), MS(1000), false), Some(Due::Full));
     }
 }
