@@ -174,12 +174,29 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
     f.deployer(&["up", "--yes"]).await;
     let aws = f.moto.sdk_config().await;
     let sm = aws_sdk_secretsmanager::Client::new(&aws);
-    for (name, managed) in [
-        ("hybrid-aws-secrets/a", true),
-        ("hybrid-aws-secrets/team/b", true),
-        ("hybrid-aws-secrets/hand-made", false),
-        ("elsewhere/c", true),
-    ] {
+    // Whose each secret is, by its tags: this stack's sync (its mount, the whole mount, its
+    // prefix), another sync's, an earlier version's replica without the prefix tag, nobody's.
+    let ours = [
+        ("managed-by", "vault-secrets-replicator"),
+        ("vault-mount", "hybrid-aws-secrets"),
+        ("vault-path", "/"),
+        ("replica-prefix", "hybrid-aws-secrets"),
+    ];
+    let mut nested = ours;
+    nested[3].1 = "hybrid-aws-secrets/mirror";
+    let mut other_mount = ours;
+    other_mount[1].1 = "payments";
+    let old: &[(&str, &str)] = &ours[..3];
+    let secrets: [(&str, &[(&str, &str)]); 7] = [
+        ("hybrid-aws-secrets/a", &ours),
+        ("hybrid-aws-secrets/team/b", &ours),
+        ("hybrid-aws-secrets/hand-made", &[]),
+        ("hybrid-aws-secrets/mirror/d", &nested),
+        ("hybrid-aws-secrets/e", &other_mount),
+        ("hybrid-aws-secrets/old/f", old),
+        ("elsewhere/c", &ours),
+    ];
+    for (name, tags) in secrets {
         let mut req = sm.create_secret().name(name).secret_string("{}");
         if name == "hybrid-aws-secrets/team/b" {
             // Replica regions: AWS refuses to delete it until they are removed.
@@ -189,11 +206,11 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
                     .build(),
             );
         }
-        if managed {
+        for (k, v) in tags {
             req = req.tags(
                 aws_sdk_secretsmanager::types::Tag::builder()
-                    .key("managed-by")
-                    .value("vault-secrets-replicator")
+                    .key(*k)
+                    .value(*v)
                     .build(),
             );
         }
@@ -201,12 +218,7 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
     }
     let scheduled = || async {
         let mut out = Vec::new();
-        for name in [
-            "hybrid-aws-secrets/a",
-            "hybrid-aws-secrets/team/b",
-            "hybrid-aws-secrets/hand-made",
-            "elsewhere/c",
-        ] {
+        for (name, _) in secrets {
             let d = sm.describe_secret().secret_id(name).send().await.unwrap();
             if d.deleted_date().is_some() {
                 out.push(name);
@@ -244,7 +256,7 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
         key["note"]
             .as_str()
             .unwrap()
-            .starts_with("kept: 2 replicated secret(s)"),
+            .starts_with("kept: 3 replicated secret(s)"),
         "{key}"
     );
     assert!(
@@ -258,11 +270,13 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
     let asked = f
         .deployer(&["destroy", "--yes", "--delete-replicated-secrets"])
         .await;
+    // Exactly this stack's replicas: not another sync's, not another mount's, not one that
+    // cannot say whose it is (nor, while it is there, the key it may be encrypted with).
     assert_eq!(
         scheduled().await,
         ["hybrid-aws-secrets/a", "hybrid-aws-secrets/team/b"]
     );
-    assert!(key_pending().await, "with the replicas, the key goes too");
+    assert!(!key_pending().await, "an unproven replica keeps the key");
     let replicas = asked.json()["changes"]
         .as_array()
         .unwrap()
@@ -274,6 +288,8 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
     let note = replicas["note"].as_str().unwrap();
     assert!(
         note.starts_with("2 managed by the replicator scheduled for deletion in 30 days")
+            && note.contains("; 2 of another sync (another stack, mount or prefix) kept")
+            && note.contains("; 1 without the replica-prefix tag")
             && note.ends_with("1 without the managed-by=vault-secrets-replicator tag kept"),
         "{note}"
     );
@@ -281,6 +297,16 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
         .deployer(&["destroy", "--yes", "--delete-replicated-secrets"])
         .await;
     assert!(again.mutating.is_empty(), "{:?}", again.mutating);
+    // Once that one is gone, with the replicas the key goes too.
+    sm.delete_secret()
+        .secret_id("hybrid-aws-secrets/old/f")
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    f.deployer(&["destroy", "--yes", "--delete-replicated-secrets"])
+        .await;
+    assert!(key_pending().await, "with the replicas, the key goes too");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 //! The replicated secrets `<prefix>/*`: the replicator's output, the user's data, not a piece of
 //! the stack. `destroy` keeps them unless asked; asked, it schedules for deletion (with the
-//! configured recovery window) those the replicator manages, and leaves every other secret under
-//! the prefix alone.
+//! configured recovery window) exactly this stack's replicas (the owner tag, and this stack's
+//! mount, path and prefix), and leaves every other secret under the prefix alone: another
+//! tool's, another stack's or another sync's under a nested prefix, and a replica too old to
+//! say whose it is.
 
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 
@@ -17,12 +19,31 @@ const KIND: &str = "replicated secrets";
 /// share per region (the replicator of another stack may be writing at the same time).
 const DELETE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// The secrets under `<prefix>/`: (ARN, name) of those carrying the replicator's `managed-by`
-/// tag, and how many others. Scheduled deletions are left out (the listing's default).
-async fn list_under_prefix(
-    c: &Clients,
-    spec: &Spec,
-) -> Result<(Vec<(String, String)>, usize), DeployError> {
+/// The secrets under `<prefix>/`, scheduled deletions left out (the listing's default).
+#[derive(Debug, Default)]
+struct UnderPrefix {
+    /// (ARN, name) of this stack's replicas.
+    ours: Vec<(String, String)>,
+    /// This tool's replicas of the same mount written before the `replica-prefix` tag existed:
+    /// this stack's, or a nested sync's; kept (the replicator tags them on its next run).
+    unproven: usize,
+    /// Another sync's replicas (another stack, mount or prefix).
+    other_syncs: usize,
+    /// Secrets this tool did not write.
+    foreign: usize,
+}
+
+/// This stack's sync as its replicas' tags name it: the stack's mount (named as the prefix),
+/// the whole mount, the prefix.
+fn this_sync(spec: &Spec) -> contract::SyncSource<'_> {
+    contract::SyncSource {
+        prefix: &spec.cfg.prefix,
+        mount: spec.kv_mount(),
+        path_tag: "/",
+    }
+}
+
+async fn list_under_prefix(c: &Clients, spec: &Spec) -> Result<UnderPrefix, DeployError> {
     let prefix = format!("{}/", spec.cfg.prefix);
     let name = format!("{prefix}*");
     let mut pages =
@@ -35,7 +56,8 @@ async fn list_under_prefix(
             )
             .into_paginator()
             .send();
-    let (mut ours, mut foreign) = (Vec::new(), 0usize);
+    let mut found = UnderPrefix::default();
+    let sync = this_sync(spec);
     while let Some(page) = pages.next().await {
         let page = page.ctx("ListSecrets", &name)?;
         for s in page.secret_list() {
@@ -45,20 +67,21 @@ async fn list_under_prefix(
             if !n.starts_with(&prefix) {
                 continue;
             }
-            let managed = contract::is_replica(|k| {
+            let tag = |k: &str| {
                 s.tags()
                     .iter()
                     .find(|t| t.key() == Some(k))
                     .and_then(|t| t.value())
-            });
-            if managed {
-                ours.push((arn.to_owned(), n.to_owned()));
-            } else {
-                foreign += 1;
+            };
+            match sync.wrote(tag) {
+                Some(true) => found.ours.push((arn.to_owned(), n.to_owned())),
+                Some(false) => found.unproven += 1,
+                None if contract::is_replica(tag) => found.other_syncs += 1,
+                None => found.foreign += 1,
             }
         }
     }
-    Ok((ours, foreign))
+    Ok(found)
 }
 
 /// Removes every replica region of the secret `arn` (`name` for messages).
@@ -85,17 +108,23 @@ async fn remove_replica_regions(c: &Clients, arn: &str, name: &str) -> Result<()
     Ok(())
 }
 
-/// How many live secrets under `<prefix>/` the replicator manages: they are encrypted with the
-/// stack's key, so `destroy` keeps the key while any is left.
+/// How many live secrets under `<prefix>/` may be this stack's replicas: they are encrypted with
+/// the stack's key, so `destroy` keeps the key while any is left.
 pub async fn count_live(c: &Clients, spec: &Spec) -> Result<usize, DeployError> {
-    Ok(list_under_prefix(c, spec).await?.0.len())
+    let found = list_under_prefix(c, spec).await?;
+    Ok(found.ours.len() + found.unproven)
 }
 
-/// Schedules for deletion every secret under `<prefix>/` that carries the replicator's
-/// `managed-by` tag; counts, and keeps, those without it.
+/// Schedules for deletion exactly this stack's replicas under `<prefix>/`; counts, and keeps,
+/// every other secret there.
 pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
     let name = format!("{}/*", spec.cfg.prefix);
-    let (ours, foreign) = list_under_prefix(c, spec).await?;
+    let UnderPrefix {
+        ours,
+        unproven,
+        other_syncs,
+        foreign,
+    } = list_under_prefix(c, spec).await?;
     let days = spec.cfg.replicator.recovery_window_days;
     let deleted = ours.len();
     let mut pace = tokio::time::interval(DELETE_EVERY);
@@ -124,6 +153,17 @@ pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Change, Deplo
     let mut note = format!(
         "{deleted} managed by the replicator scheduled for deletion in {days} days (restore with `aws secretsmanager restore-secret`)"
     );
+    if other_syncs > 0 {
+        note.push_str(&format!(
+            "; {other_syncs} of another sync (another stack, mount or prefix) kept"
+        ));
+    }
+    if unproven > 0 {
+        note.push_str(&format!(
+            "; {unproven} without the {} tag (written by an earlier version: a run of the replicator tags them) kept",
+            contract::tags::PREFIX
+        ));
+    }
     if foreign > 0 {
         note.push_str(&format!(
             "; {foreign} without the {MANAGED_BY}={MANAGED_BY_VALUE} tag kept"
