@@ -82,18 +82,18 @@ const ROOT_ONLY: &[&str] = &[
 
 impl VaultAdmin {
     pub fn new(address: &str, ca_pem: Option<&str>) -> Result<Self, VaultAdminError> {
-        contract::tls::install_crypto_provider();
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(60));
-        if let Some(pem) = ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
-                VaultAdminError::Tls(format!("the CA certificate is not valid PEM: {e}"))
-            })?;
-            b = b.tls_certs_only(certs);
-        }
+        // The client both programs use: no redirect is followed with the root token.
+        let http = contract::vault_http::client(
+            ca_pem,
+            contract::vault_http::Timeouts {
+                connect: Duration::from_secs(10),
+                request: Duration::from_secs(60),
+            },
+            1,
+        )
+        .map_err(VaultAdminError::Tls)?;
         Ok(Self {
-            http: b.build().map_err(|e| VaultAdminError::Tls(e.to_string()))?,
+            http,
             address: address.trim_end_matches('/').to_owned(),
             token: None,
             namespace: None,
@@ -186,10 +186,18 @@ impl VaultAdmin {
                 source,
             })?;
         let status = resp.status();
+        if let Some(detail) = contract::vault_http::redirect_problem(&resp) {
+            return Err(VaultAdminError::Decode { op, detail });
+        }
         if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let text = resp.text().await.unwrap_or_default();
+        // A body cut short, or over the cap, is an error: never an empty answer (which would
+        // read as "not initialised").
+        let body = contract::vault_http::read_capped(resp, contract::vault_http::MAX_BODY)
+            .await
+            .map_err(|detail| VaultAdminError::Decode { op, detail })?;
+        let text = String::from_utf8_lossy(&body);
         if !status.is_success() {
             let errors = serde_json::from_str::<Value>(&text)
                 .ok()
@@ -211,11 +219,12 @@ impl VaultAdmin {
         if text.trim().is_empty() {
             return Ok(None);
         }
+        // Never serde's own message: it can quote the input (a key, a token).
         serde_json::from_str(&text)
             .map(Some)
             .map_err(|e| VaultAdminError::Decode {
                 op,
-                detail: e.to_string(),
+                detail: contract::vault_http::json_problem(&e),
             })
     }
 
@@ -680,6 +689,52 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-answer HTTP server on loopback: its URL, and what it received once it answered.
+    async fn answering(answer: String) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let served = tokio::spawn(async move {
+            let accepted = tokio::time::timeout(Duration::from_secs(2), listener.accept()).await;
+            let Ok(Ok((mut conn, _))) = accepted else {
+                return String::new();
+            };
+            let mut buf = vec![0; 8192];
+            let n = conn.read(&mut buf).await.unwrap_or(0);
+            let _ = conn.write_all(answer.as_bytes()).await;
+            let _ = conn.shutdown().await;
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        (url, served)
+    }
+
+    /// Issue: `vault-init --token` followed a redirect to another host with the root token.
+    #[tokio::test]
+    async fn the_root_token_never_follows_a_redirect_and_a_cut_answer_is_an_error() {
+        let (elsewhere, seen) =
+            answering("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".into()).await;
+        let (vault, _) = answering(format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}/v1/sys/init\r\ncontent-length: 0\r\n\r\n"
+        ))
+        .await;
+        let mut admin = VaultAdmin::new(&vault, None).unwrap();
+        admin.set_token(SecretString::from("root-token-0000".to_owned()));
+        let err = admin.initialized().await.unwrap_err().to_string();
+        assert!(err.contains("never followed"), "{err}");
+        assert_eq!(seen.await.unwrap(), "", "nothing reached the other host");
+        // An answer cut short reads as an error, not as "not initialised".
+        let (vault, _) =
+            answering("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"initialized\": tr".into())
+                .await;
+        let err = VaultAdmin::new(&vault, None)
+            .unwrap()
+            .initialized()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cut short"), "{err}");
+    }
 
     #[test]
     fn settings_compare_as_vault_echoes_them() {

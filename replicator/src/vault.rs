@@ -233,12 +233,6 @@ pub struct VaultClient {
     pub counters: Arc<VaultCounters>,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    errors: Vec<String>,
-}
-
 /// An error answer that is Vault's own: the `errors` key is there (possibly empty).
 #[derive(Deserialize)]
 struct VaultErrors {
@@ -296,48 +290,8 @@ struct LoginAuth {
     lease_duration: u64,
 }
 
-/// The largest answer read from Vault (a bulk listing of a large folder is a few MB): a
-/// hostile or broken server cannot make the replicator hold more.
-pub const MAX_BODY: u64 = 64 * 1024 * 1024;
-/// The largest error answer read.
-const MAX_ERROR_BODY: u64 = 64 * 1024;
-
-/// Vault's `{"errors": [...]}` of a failed answer (none when the body is not that, or too big).
-async fn error_messages(resp: reqwest::Response) -> Vec<String> {
-    read_capped(resp, MAX_ERROR_BODY)
-        .await
-        .ok()
-        .and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok())
-        .map(|b| b.errors)
-        .unwrap_or_default()
-}
-
-/// Reads a body of at most `cap` bytes, refusing a larger one before or while reading it.
-async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>, String> {
-    if resp.content_length().is_some_and(|n| n > cap) {
-        return Err(format!("the answer is over {cap} bytes"));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
-        if body.len() as u64 + chunk.len() as u64 > cap {
-            return Err(format!("the answer is over {cap} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// What is wrong with some JSON, never quoting it: serde's own message can quote a string of the
-/// input (a value, a token), so only the category and the position are said.
-pub fn json_problem(e: &serde_json::Error) -> String {
-    let what = match e.classify() {
-        serde_json::error::Category::Io => "read error",
-        serde_json::error::Category::Syntax => "invalid JSON",
-        serde_json::error::Category::Data => "a field is missing or has the wrong type",
-        serde_json::error::Category::Eof => "truncated JSON",
-    };
-    format!("{what} at line {} column {}", e.line(), e.column())
-}
+pub use contract::vault_http::{MAX_BODY, json_problem};
+use contract::vault_http::{MAX_ERROR_BODY, error_messages, read_capped};
 
 /// Reads and parses a JSON answer of at most [`MAX_BODY`] bytes.
 async fn read_json<T: serde::de::DeserializeOwned>(
@@ -389,31 +343,15 @@ impl VaultClient {
         ca_pem: Option<&str>,
         concurrency: usize,
     ) -> Result<Self, VaultError> {
-        contract::tls::install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            // A redirect would carry the token to wherever it points: never follow one.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(concurrency.max(1))
-            .user_agent(concat!(
-                "vault-secrets-replicator/",
-                env!("CARGO_PKG_VERSION")
-            ));
-        if let Some(pem) = ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
-                VaultError::Tls(format!("the CA certificate is not valid PEM: {e}"))
-            })?;
-            if certs.is_empty() {
-                return Err(VaultError::Tls(
-                    "the CA certificate PEM holds no certificate".into(),
-                ));
-            }
-            builder = builder.tls_certs_only(certs);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| VaultError::Tls(format!("cannot build the HTTP client: {e}")))?;
+        let http = contract::vault_http::client(
+            ca_pem,
+            contract::vault_http::Timeouts {
+                connect: Duration::from_secs(5),
+                request: Duration::from_secs(30),
+            },
+            concurrency,
+        )
+        .map_err(VaultError::Tls)?;
         Ok(Self {
             http,
             address: address.trim_end_matches('/').to_owned(),
@@ -530,6 +468,12 @@ impl VaultClient {
             .await
             .map_err(|source| self.unreachable(&op, source))?;
         let status = resp.status();
+        if let Some(detail) = contract::vault_http::redirect_problem(&resp) {
+            return Err(VaultError::Decode {
+                op: op.to_owned(),
+                detail,
+            });
+        }
         if !status.is_success() {
             let errors = error_messages(resp).await;
             return Err(VaultError::Login {
@@ -615,6 +559,12 @@ impl VaultClient {
         let status = resp.status();
         if status.is_success() {
             return Ok(Some(resp));
+        }
+        if let Some(detail) = contract::vault_http::redirect_problem(&resp) {
+            return Err(VaultError::Decode {
+                op: op.to_owned(),
+                detail,
+            });
         }
         let body = read_capped(resp, MAX_ERROR_BODY).await.unwrap_or_default();
         // Vault always answers an error with `{"errors": [...]}`.

@@ -15,6 +15,8 @@ pub mod sdk;
 pub mod secret;
 #[cfg(feature = "aws")]
 pub mod tls;
+#[cfg(feature = "vault-http")]
+pub mod vault_http;
 
 use crate::secret::SecretString;
 
