@@ -1176,3 +1176,60 @@ fn the_vault_instance_invokes_only_the_watchers_function_and_reads_only_its_dige
         .collect();
     assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
 }
+
+/// The one-reader policy of the stack's key secrets: the Vault TLS key is read by the instance
+/// role alone (in the instance's first hour), the unseal keys by whoever ran `vault-init`;
+/// everyone else is denied explicitly, even with every permission of their own: an
+/// administrator of the account, the replicator's role, another account. (Implicitly denied
+/// would mean an administrator's own Allow reads them.)
+#[test]
+fn the_keys_secrets_are_read_by_their_one_reader_and_denied_to_everyone_else() {
+    let s = spec("vault_inbound_cidr = \"203.0.113.0/24\"");
+    let instance = s.vault_instance_role_arn();
+    let operator = format!("arn:aws:iam::{ACCOUNT}:role/platform-admin");
+    let tls = secret(&s.tls_secret_name());
+    let keys = secret(&s.init_keys_secret_name());
+    let tls_policy = s.tls_secret_policy(Some("2026-12-05T09:00:00Z")).unwrap();
+    let keys_policy = s.init_keys_policy(&operator).unwrap();
+    let others = [
+        format!("arn:aws:iam::{ACCOUNT}:root"),
+        format!("arn:aws:iam::{ACCOUNT}:role/AWSReservedSSO_AdministratorAccess_0f1e2d3c"),
+        format!("arn:aws:iam::{ACCOUNT}:role/s-replicator"),
+        "arn:aws:iam::210987654321:root".to_owned(),
+    ];
+    let ask = |who: &str, resource: &str, policy: &Value, admin: bool| Request {
+        principal: who.to_owned(),
+        action: "secretsmanager:GetSecretValue".into(),
+        resource: resource.to_owned(),
+        account: ACCOUNT.to_owned(),
+        context: BTreeMap::from([
+            ("aws:PrincipalArn".to_owned(), json!(who)),
+            (
+                "aws:PrincipalAccount".to_owned(),
+                json!(who.split(':').nth(4).unwrap()),
+            ),
+            ("aws:CurrentTime".to_owned(), json!("2026-12-05T08:30:00Z")),
+        ]),
+        identity_policies: if admin { vec![allow_all()] } else { vec![] },
+        resource_policy: Some(policy.clone()),
+        vpc_endpoint_policy: None,
+    };
+    let mut requests = vec![
+        ask(&instance, &tls, &tls_policy, false),
+        ask(&operator, &keys, &keys_policy, false),
+    ];
+    let mut want = vec![Allowed, Allowed];
+    for other in &others {
+        requests.push(ask(other, &tls, &tls_policy, true));
+        requests.push(ask(other, &keys, &keys_policy, true));
+        want.extend([ExplicitlyDenied, ExplicitlyDenied]);
+    }
+    // Each reader, the other's secret: denied too.
+    requests.push(ask(&operator, &tls, &tls_policy, true));
+    requests.push(ask(&instance, &keys, &keys_policy, true));
+    want.extend([ExplicitlyDenied, ExplicitlyDenied]);
+    let got = decide(&requests);
+    for ((r, got), want) in requests.iter().zip(&got).zip(&want) {
+        assert_eq!(got, want, "{} reading {}", r.principal, r.resource);
+    }
+}

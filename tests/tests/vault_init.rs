@@ -250,14 +250,18 @@ async fn keys_in_secrets_manager_a_wrong_ca_and_a_revoked_secret_id() {
     // Who may read the keys, decided from the document as AWS would for this shape (moto
     // enforces no resource policy): the principal that ran vault-init, and nobody else.
     let me = aws_sdk_sts_arn(&w.aws).await;
-    assert!(may_read(&policy, &me, &secret_arn), "{policy}");
-    for other in [
-        "arn:aws:iam::123456789012:role/vi-replicator",
-        "arn:aws:iam::123456789012:root",
-        "arn:aws:iam::123456789012:user/someone-else",
-    ] {
-        assert!(!may_read(&policy, other, &secret_arn), "{other}: {policy}");
-    }
+    only_reader_reads(
+        &policy,
+        &me,
+        &secret_arn,
+        &[
+            "arn:aws:iam::123456789012:role/vi-replicator",
+            "arn:aws:iam::123456789012:root",
+            "arn:aws:iam::123456789012:user/someone-else",
+            "arn:aws:iam::123456789012:role/AWSReservedSSO_AdministratorAccess_0f1e2d3c",
+            "arn:aws:iam::210987654321:root",
+        ],
+    );
 
     // A wrong CA: a clear error, and nothing written.
     let other = deployer::tls_cert::issue("other", &["127.0.0.1".parse().unwrap()]).unwrap();
@@ -422,49 +426,55 @@ async fn aws_sdk_sts_arn(aws: &aws_types::SdkConfig) -> String {
         .to_owned()
 }
 
-/// Whether `principal` may call GetSecretValue on `secret_arn` under this resource policy, for
-/// the statement shapes the deployer writes: an explicit Deny (with `StringNotEquals` on
-/// `aws:PrincipalArn`) wins, then an Allow naming the principal; nothing else allows.
-fn may_read(policy: &serde_json::Value, principal: &str, secret_arn: &str) -> bool {
-    let glob = |pattern: &str, value: &str| {
-        let (head, tail) = pattern.split_once("??????").unwrap_or((pattern, ""));
-        if pattern.contains("??????") {
-            value.len() == head.len() + 6 + tail.len()
-                && value.starts_with(head)
-                && value.ends_with(tail)
-        } else {
-            pattern == "*" || pattern == value
-        }
-    };
-    let applies = |st: &serde_json::Value| {
-        let action = st["Action"].as_str().unwrap();
-        let resource = st["Resource"].as_str().unwrap();
-        let who = st["Principal"]["AWS"].as_str().unwrap();
-        (action == "secretsmanager:GetSecretValue" || action == "secretsmanager:*")
-            && glob(resource, secret_arn)
-            && (who == "*" || who == principal)
-    };
-    let condition_holds = |st: &serde_json::Value| match st.get("Condition") {
-        None => true,
-        Some(c) => {
-            let conds = c.as_object().unwrap();
-            assert_eq!(conds.len(), 1, "an operator this check does not know: {c}");
-            let not_equals = &c["StringNotEquals"]["aws:PrincipalArn"];
-            assert!(
-                not_equals.is_string(),
-                "an operator this check does not know: {c}"
-            );
-            not_equals.as_str() != Some(principal)
-        }
-    };
-    let statements = policy["Statement"].as_array().unwrap();
-    let denied = statements
-        .iter()
-        .any(|st| st["Effect"] == "Deny" && applies(st) && condition_holds(st));
-    let allowed = statements
-        .iter()
-        .any(|st| st["Effect"] == "Allow" && applies(st) && condition_holds(st));
-    !denied && allowed
+/// Who reads the secret, decided by the IAM evaluator from its resource policy as AWS would
+/// (moto enforces none): `principal`, whose own identity policy allows everything when
+/// `admin` (an administrator of the account, or any role given AdministratorAccess), nothing
+/// otherwise. An explicit deny is told apart from an implicit one.
+fn reads(
+    policy: &serde_json::Value,
+    principal: &str,
+    secret_arn: &str,
+    admin: bool,
+) -> e2e::access::Decision {
+    let account = principal.split(':').nth(4).unwrap_or_default().to_owned();
+    let everything = serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "*", "Resource": "*"}
+    ]});
+    e2e::access::decide(&[e2e::access::Request {
+        principal: principal.to_owned(),
+        action: "secretsmanager:GetSecretValue".into(),
+        resource: secret_arn.to_owned(),
+        account: secret_arn.split(':').nth(4).unwrap_or_default().to_owned(),
+        context: std::collections::BTreeMap::from([
+            ("aws:PrincipalArn".to_owned(), serde_json::json!(principal)),
+            (
+                "aws:PrincipalAccount".to_owned(),
+                serde_json::json!(account),
+            ),
+        ]),
+        identity_policies: if admin { vec![everything] } else { vec![] },
+        resource_policy: Some(policy.clone()),
+        vpc_endpoint_policy: None,
+    }])[0]
+}
+
+/// Only `reader` reads: by the policy's own grant, with no identity policy; every other
+/// principal is denied explicitly, even one allowed everything (an administrator of the
+/// account, the replicator's role, another account's).
+fn only_reader_reads(policy: &serde_json::Value, reader: &str, secret_arn: &str, others: &[&str]) {
+    use e2e::access::Decision::{Allowed, ExplicitlyDenied};
+    assert_eq!(
+        reads(policy, reader, secret_arn, false),
+        Allowed,
+        "{policy}"
+    );
+    for other in others {
+        assert_eq!(
+            reads(policy, other, secret_arn, true),
+            ExplicitlyDenied,
+            "{other}: {policy}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -755,20 +765,16 @@ async fn keys_stored_by_an_sso_role_are_readable_by_that_role_and_its_real_arn()
     assert!(out.error.is_none(), "{:?}", out.error);
     let (policy, secret_arn) = w.init_keys_policy().await;
     // aws:PrincipalArn of the role's sessions is the role ARN with its path.
-    assert!(may_read(&policy, &role_arn, &secret_arn), "{policy}");
-    assert!(
-        !may_read(
-            &policy,
-            "arn:aws:iam::123456789012:role/AWSReservedSSO_Admin_0f1e2d3c",
-            &secret_arn
-        ),
-        "{policy}"
-    );
-    assert!(!may_read(
+    let me = aws_sdk_sts_arn(&w.aws).await;
+    only_reader_reads(
         &policy,
-        &aws_sdk_sts_arn(&w.aws).await,
-        &secret_arn
-    ));
+        &role_arn,
+        &secret_arn,
+        &[
+            "arn:aws:iam::123456789012:role/AWSReservedSSO_Admin_0f1e2d3c",
+            me.as_str(),
+        ],
+    );
     // The keys went in after the policy: the secret was created empty.
     let ops: Vec<&str> = out.mutating.iter().map(|(op, _)| op.as_str()).collect();
     assert!(ops.contains(&"PutSecretValue"), "{ops:?}");
