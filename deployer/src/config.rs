@@ -418,6 +418,16 @@ impl FileConfig {
         let tags = self.tags.clone().unwrap_or_default();
         for (k, v) in &tags {
             contract::tags::check(k, v).map_err(|e| invalid("tags", e))?;
+            // The function reads its tags as KEY=VALUE pairs (REPLICATOR_TAGS): a key with `=`
+            // would be read as a shorter key with a longer value.
+            if k.contains('=') {
+                return Err(invalid(
+                    "tags",
+                    format!(
+                        "{k:?}: a tag key with '=' cannot be passed to the replicator (REPLICATOR_TAGS is KEY=VALUE,...): rename the key"
+                    ),
+                ));
+            }
         }
         let latest_deleted: contract::LatestDeleted = match &self.latest_deleted {
             None => contract::LatestDeleted::default(),
@@ -824,6 +834,7 @@ mod tests {
                 "add {key}",
             ),
             ("tags = { \"aws:x\" = \"1\" }", "tags", "reserved"),
+            ("tags = { \"a=b\" = \"c\" }", "tags", "a tag key with '='"),
             (
                 "latest_deleted = \"purge\"",
                 "latest_deleted",
