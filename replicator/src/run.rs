@@ -244,6 +244,9 @@ struct Ledger {
     last_full: Option<(usize, bool)>,
     /// Deleted by change-driven runs since.
     spent: usize,
+    /// Which full sync set it: a change-driven run's reservation made before another full sync
+    /// reset the ledger is gone with it, and is not taken back again.
+    generation: u64,
 }
 
 impl Ledger {
@@ -582,6 +585,7 @@ impl Round<'_> {
         // reserves what it plans to spend at once (so two runs in one process cannot both
         // spend it), and settles for what it did spend below.
         let reserved = crate::plan::breaker::weighed(&plan.steps);
+        let mut generation = 0;
         if !settings.dry_run {
             let mut ledger = self.replicator.ledger();
             match rels {
@@ -589,10 +593,12 @@ impl Round<'_> {
                     *ledger = Ledger {
                         last_full: Some((plan.owned, plan.breaker.is_some())),
                         spent: 0,
+                        generation: ledger.generation + 1,
                     }
                 }
                 Some(_) => ledger.spent += reserved,
             }
+            generation = ledger.generation;
         }
         say(report, &plan);
         if settings.dry_run {
@@ -688,7 +694,13 @@ impl Round<'_> {
         // secret's keys stands tripped like the plan's own.
         {
             let mut ledger = self.replicator.ledger();
-            let reserved = if rels.is_some() { reserved } else { 0 };
+            // A full sync that ran meanwhile (beside this batch) reset the ledger, and this
+            // run's reservation with it: what it spent is added whole.
+            let reserved = if rels.is_some() && ledger.generation == generation {
+                reserved
+            } else {
+                0
+            };
             ledger.spent = (ledger.spent + spent).saturating_sub(reserved);
             if let (true, None, Some((_, standing))) = (tripped, rels, ledger.last_full.as_mut()) {
                 *standing = true;

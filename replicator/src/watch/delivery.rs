@@ -46,6 +46,12 @@ pub enum Delivery {
 }
 
 impl Delivery {
+    /// Whether a full sync may run beside a batch: in this process, yes; a function takes one
+    /// run at a time (reserved concurrency 1), so a second invocation would only be refused.
+    pub fn runs_beside(&self) -> bool {
+        matches!(self, Delivery::InProcess(_))
+    }
+
     /// A full sync.
     pub async fn full(&self, progress: &Progress) -> Delivered {
         match self {

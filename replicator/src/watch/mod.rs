@@ -244,11 +244,12 @@ fn spawn_tail(
 type Under<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Delivered> + 'a>>;
 
 /// Why a full sync runs: owed by the pending changes (too many at once, or one that failed),
-/// or the one at start and the reconcile interval's.
+/// or the one at start or the reconcile interval's (started then).
 #[derive(Clone, Copy, Debug)]
 enum FullFor {
     Pending,
-    Reconcile,
+    Start(Instant),
+    Reconcile(Instant),
 }
 
 /// The result of what is under way in `slot`, once it is there; never, while there is none.
@@ -275,11 +276,12 @@ fn settle(pending: &mut Pending, sent: Sent, ok: bool) {
     }
 }
 
-/// After a full sync run besides the batches: one that failed is owed (tried again with
-/// backoff, saved across restarts); one that succeeded pays any owed.
-fn settle_full(pending: &mut Pending, ok: bool) {
+/// After a full sync run besides the batches, started at `started`: one that failed is owed
+/// (tried again with backoff, saved across restarts); one that succeeded pays any owed since
+/// before it started.
+fn settle_full(pending: &mut Pending, ok: bool, started: Instant) {
     if ok {
-        pending.full_done();
+        pending.full_done(started);
     } else {
         pending.full_failed(Instant::now());
     }
@@ -386,13 +388,21 @@ pub async fn run(
     // What is under way: one batch of paths, and one full sync beside it (a full sync of many
     // secrets takes seconds; the changes meanwhile do not wait for it).
     let mut batch: Option<(Vec<String>, Under<'_>)> = None;
-    // The full sync at start, beside the first batches.
-    let mut full: Option<(FullFor, Under<'_>)> =
-        Some((FullFor::Reconcile, Box::pin(delivery.full(&progress))));
+    // The full sync at start: batches wait for it (it sets the deletion allowance they share).
+    let mut full: Option<(FullFor, Under<'_>)> = Some((
+        FullFor::Start(Instant::now()),
+        Box::pin(delivery.full(&progress)),
+    ));
+    let beside = delivery.runs_beside();
     let mut stopped = false;
     while !stopped {
-        let next = if batch.is_none() {
-            pending.next_check(settings.debounce, settings.longest_wait, full.is_some())
+        // What may start: a batch while no full sync runs, or beside one after the start-up
+        // one in this process; a full sync while no batch runs, or beside one in this process.
+        let started_up = !matches!(full, Some((FullFor::Start(_), _)));
+        let may_batch = batch.is_none() && (full.is_none() || (beside && started_up));
+        let may_full = full.is_none() && (batch.is_none() || beside);
+        let next = if may_batch {
+            pending.next_check(settings.debounce, settings.longest_wait, !may_full)
         } else {
             None
         };
@@ -429,7 +439,7 @@ pub async fn run(
                     Instant::now(),
                     settings.debounce,
                     settings.longest_wait,
-                    full.is_some(),
+                    !may_full,
                 );
                 // Saved as pending while under way: a stop or a crash now loses none of them.
                 save(&pending, at);
@@ -457,10 +467,16 @@ pub async fn run(
                 if let Some((reason, _)) = full.take() {
                     match reason {
                         FullFor::Pending => settle(&mut pending, Sent::Full, d.ok),
-                        FullFor::Reconcile => settle_full(&mut pending, d.ok),
+                        FullFor::Start(started) | FullFor::Reconcile(started) => {
+                            settle_full(&mut pending, d.ok, started);
+                        }
                     }
                     save(&pending, at);
                     emit(Ran::Full(d.report));
+                    // The next reconcile one interval after this one ended, not at once.
+                    if let Some(tick) = reconcile.as_mut() {
+                        tick.reset();
+                    }
                 }
             }
             () = async {
@@ -470,8 +486,8 @@ pub async fn run(
                     }
                     None => std::future::pending().await,
                 }
-            }, if full.is_none() => {
-                full = Some((FullFor::Reconcile, Box::pin(delivery.full(&progress))));
+            }, if may_full => {
+                full = Some((FullFor::Reconcile(Instant::now()), Box::pin(delivery.full(&progress))));
             }
             () = stop.recv() => stopped = true,
         }
@@ -491,7 +507,9 @@ pub async fn run(
                 if let Some((reason, _)) = full.take() {
                     match reason {
                         FullFor::Pending => settle(&mut pending, Sent::Full, d.ok),
-                        FullFor::Reconcile => settle_full(&mut pending, d.ok),
+                        FullFor::Start(started) | FullFor::Reconcile(started) => {
+                            settle_full(&mut pending, d.ok, started);
+                        }
                     }
                     emit(Ran::Full(d.report));
                 }

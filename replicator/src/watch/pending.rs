@@ -174,9 +174,13 @@ impl Pending {
         }
     }
 
-    /// A full sync that ran besides the batches succeeded: one owed is paid.
-    pub fn full_done(&mut self) {
-        self.full = None;
+    /// A full sync that ran besides the batches, started at `started`, succeeded: one owed
+    /// since before it started is paid (one owed since, for changes it may not have seen, is
+    /// not).
+    pub fn full_done(&mut self, started: Instant) {
+        if self.full.as_ref().is_some_and(|f| f.since <= started) {
+            self.full = None;
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -485,7 +489,10 @@ mod tests {
             Some(Due::Full)
         );
         assert!(p.failed(Sent::Full, t0 + backoff(1)).is_empty());
-        p.full_done();
+        // A full sync that started before the debt was raised does not pay it.
+        p.full_done(t0 - MS(1));
+        assert!(!p.is_empty());
+        p.full_done(t0 + backoff(1));
         assert!(p.is_empty());
         // Failing for half an hour: left to the schedule, and said.
         p.full_failed(t0);
