@@ -532,6 +532,20 @@ fn every_secrets_manager_write_is_denied_outside_the_prefix_and_the_owner_tag_is
             )
             .with("aws:ResourceTag/managed-by", json!("terraform")),
         );
+        // Another stack's connection secret, whose name this stack's prefix covers (its
+        // prefix is below this one's: `hybrid-aws-secrets/payments`): the deployer's own tag.
+        rows.push(
+            row(
+                "replicator",
+                action,
+                secret("hybrid-aws-secrets/payments-connection/vault"),
+                ExplicitlyDenied,
+            )
+            .with(
+                "aws:ResourceTag/managed-by",
+                json!(deployer::resources::secret::OWNER_VALUE),
+            ),
+        );
     }
     check(&s, &rows);
 }

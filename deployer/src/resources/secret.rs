@@ -16,6 +16,11 @@ pub const KIND: &str = "connection secret";
 /// Days a destroyed connection secret stays recoverable.
 pub const RECOVERY_DAYS: i64 = 7;
 
+/// The owner tag (`managed-by`) of the secrets the deployer makes (the connection, the TLS key,
+/// the unseal keys): not the replicator's own value, so its role may write none of them, even
+/// where another stack's prefix covers their names (`NeverWriteWhatAnotherToolOwns`).
+pub const OWNER_VALUE: &str = "vault-secrets-replicator-deployer";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretState {
     pub arn: String,
@@ -23,16 +28,40 @@ pub struct SecretState {
     pub policy: String,
     pub pending_deletion: bool,
     pub ours: bool,
+    /// Its `managed-by` tag, if any.
+    pub owner: Option<String>,
     /// It holds a value (a create cut short leaves a secret without one).
     pub has_value: bool,
 }
 
-fn fields(kms_key: &str, policy: &str, state: &str) -> Fields {
+fn fields(kms_key: &str, policy: &str, owner: &str, state: &str) -> Fields {
     vec![
         ("kms_key_id", kms_key.to_owned()),
         ("resource_policy", policy.to_owned()),
+        ("owner_tag", owner.to_owned()),
         ("state", state.to_owned()),
     ]
+}
+
+/// A secret's owner tag as a diff shows it.
+pub fn owner_field(owner: Option<&str>) -> String {
+    owner.unwrap_or("(none)").to_owned()
+}
+
+/// Sets the owner tag of a secret the deployer made (one an earlier version made lacks it).
+pub async fn tag_owner(c: &Clients, name: &str) -> Result<(), DeployError> {
+    c.sm.tag_resource()
+        .secret_id(name)
+        .tags(
+            Tag::builder()
+                .key(contract::tags::MANAGED_BY)
+                .value(OWNER_VALUE)
+                .build(),
+        )
+        .send()
+        .await
+        .ctx("TagResource", name)?;
+    Ok(())
 }
 
 /// Looks a secret up by name: its ARN, key, resource policy (canonical) and tags.
@@ -74,6 +103,12 @@ pub async fn describe(
             d.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))),
             spec.stack(),
         ),
+        owner: d
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(contract::tags::MANAGED_BY))
+            .and_then(|t| t.value())
+            .map(str::to_owned),
         arn,
     }))
 }
@@ -88,11 +123,17 @@ pub async fn create(
     key_arn: Option<&str>,
     value: Option<&str>,
 ) -> Result<(), DeployError> {
-    let tags: Vec<Tag> = spec
+    let mut tags: Vec<Tag> = spec
         .tags()
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
+    tags.push(
+        Tag::builder()
+            .key(contract::tags::MANAGED_BY)
+            .value(OWNER_VALUE)
+            .build(),
+    );
     c.sm.create_secret()
         .name(name)
         .description(description)
@@ -134,12 +175,14 @@ pub fn diff(
     let want = fields(
         key_arn.unwrap_or(UNKNOWN),
         &canonical(&spec.connection_secret_policy()?),
+        OWNER_VALUE,
         "active",
     );
     let seen_fields = seen.map(|s| {
         fields(
             &s.kms_key,
             &s.policy,
+            &owner_field(s.owner.as_deref()),
             if s.pending_deletion {
                 "scheduled for deletion"
             } else {
@@ -205,6 +248,9 @@ pub async fn apply(
     if change.touches("resource_policy") {
         put_policy(c, &name, &policy).await?;
     }
+    if seen.is_some() && change.touches("owner_tag") {
+        tag_owner(c, &name).await?;
+    }
     observe(c, spec)
         .await?
         .ok_or_else(|| missing("DescribeSecret", "the secret just made"))
@@ -251,6 +297,7 @@ mod tests {
             policy: canonical(&s.connection_secret_policy().unwrap()),
             pending_deletion: false,
             ours: true,
+            owner: Some(OWNER_VALUE.into()),
             has_value: true,
         };
         let ch = diff(&s, None, Some(key)).unwrap();
@@ -260,9 +307,11 @@ mod tests {
         assert_eq!(ch.action, Action::Unchanged);
         assert!(ch.note.unwrap().contains("never overwritten"));
         type Drift = fn(&mut SecretState);
-        let cases: [(Drift, &str); 3] = [
+        let cases: [(Drift, &str); 4] = [
             (|x| x.kms_key = "aws/secretsmanager".into(), "kms_key_id"),
             (|x| x.policy = "{}".into(), "resource_policy"),
+            // Made by an earlier version: its owner tag is set.
+            (|x| x.owner = None, "owner_tag"),
             (|x| x.pending_deletion = true, "state"),
         ];
         for (drift, field) in cases {

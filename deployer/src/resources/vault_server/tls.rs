@@ -47,6 +47,10 @@ pub fn diff_tls(
     let want = vec![
         ("material", ISSUED.to_owned()),
         ("resource_policy", tls_policy(spec, read_until)?),
+        (
+            "owner_tag",
+            crate::resources::secret::OWNER_VALUE.to_owned(),
+        ),
         ("state", "active".to_owned()),
     ];
     let seen_f = seen.map(|s| {
@@ -56,6 +60,10 @@ pub fn diff_tls(
                 if complete { ISSUED } else { "cut short" }.to_owned(),
             ),
             ("resource_policy", s.policy.clone()),
+            (
+                "owner_tag",
+                crate::resources::secret::owner_field(s.owner.as_deref()),
+            ),
             (
                 "state",
                 if s.pending_deletion {
@@ -130,6 +138,9 @@ pub async fn apply_tls(
     }
     if change.touches("resource_policy") && !policy_set {
         crate::resources::secret::put_policy(c, &name, &tls_policy(spec, read_until)?).await?;
+    }
+    if seen.is_some() && change.touches("owner_tag") {
+        crate::resources::secret::tag_owner(c, &name).await?;
     }
     Ok(ca)
 }
@@ -407,6 +418,7 @@ mod tests {
             policy: policy.into(),
             pending_deletion: pending,
             ours: true,
+            owner: Some(crate::resources::secret::OWNER_VALUE.into()),
             has_value: true,
         };
         let touched =
