@@ -40,9 +40,12 @@ pub struct Change {
     pub note: Option<String>,
 }
 
-/// Fields that say who may reach or do what: policies, trust, security group rules, the invoke
-/// permission, the role or groups a resource runs with.
-pub const ACCESS_FIELDS: &[&str] = &[
+/// Fields whose change `up` shows and asks about first: who may reach or do what (policies,
+/// trust, security group rules, the invoke permission, the role or groups a resource runs
+/// with), and what else an operator must see before it happens: the code the functions (and
+/// the Vault host's watcher) run, their settings (the deletion policy and the breaker's share
+/// among them), who is notified, and the Vault host's route to the internet.
+pub const CONFIRM_FIELDS: &[&str] = &[
     "trust_policy",
     "inline_policy",
     "policy",
@@ -54,6 +57,10 @@ pub const ACCESS_FIELDS: &[&str] = &[
     "role",
     "instance_profile",
     "iam_instance_profile",
+    "code_sha256",
+    "environment",
+    "email_subscription",
+    "default_route",
 ];
 
 /// A resource's fields as (name, value); policies and maps rendered as compact JSON.
@@ -71,13 +78,14 @@ impl Change {
     }
 
     /// Whether applying it changes who may reach or do what: a resource made or updated with an
-    /// access field among its changes ([`ACCESS_FIELDS`]). Deletions only take access away.
-    pub fn changes_access(&self) -> bool {
+    /// field `up` asks about among its changes ([`CONFIRM_FIELDS`]). Deletions only take
+    /// access away.
+    pub fn needs_confirmation(&self) -> bool {
         matches!(self.action, Action::Create | Action::Update)
             && self
                 .fields
                 .iter()
-                .any(|f| ACCESS_FIELDS.contains(&f.field.as_str()))
+                .any(|f| CONFIRM_FIELDS.contains(&f.field.as_str()))
     }
 
     pub fn with_note(mut self, note: impl Into<String>) -> Self {

@@ -1,5 +1,6 @@
 //! `deployer up`: converge in dependency order, progress on stderr, outputs on stdout. A change
-//! of access (policies, trust, security groups) is shown and confirmed first, unless `--yes`.
+//! of access (policies, trust, security groups), of the code that runs and its settings, of who
+//! is notified or of the internet route is shown and confirmed first, unless `--yes`.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -21,8 +22,9 @@ fn describe(c: &Change) -> String {
 
 #[derive(Debug, Default, Args)]
 pub struct UpArgs {
-    /// Apply changes of access (IAM policies and trust, resource policies, security groups)
-    /// without asking. Needed when not run from a terminal.
+    /// Apply changes of access (IAM policies and trust, resource policies, security groups),
+    /// of the functions' code and settings, of the notification address and of the Vault
+    /// host's internet route without asking. Needed when not run from a terminal.
     #[arg(long)]
     pub yes: bool,
 }
@@ -36,7 +38,7 @@ fn access_lines(changes: &[&Change]) -> String {
                 .fields
                 .iter()
                 .map(|f| f.field.as_str())
-                .filter(|f| crate::change::ACCESS_FIELDS.contains(f))
+                .filter(|f| crate::change::CONFIRM_FIELDS.contains(f))
                 .collect();
             format!("  {} ({})\n", describe(c), fields.join(", "))
         })
@@ -49,10 +51,12 @@ fn confirm(changes: &[&Change]) -> Result<(), CliError> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(CliError::Refused(format!(
-            "up would change access:\n{list}review them with `deployer plan`, then run `deployer up --yes` (needed when not run from a terminal)"
+            "up would change access, or what runs and how:\n{list}review them with `deployer plan`, then run `deployer up --yes` (needed when not run from a terminal)"
         )));
     }
-    eprint!("These changes alter who may reach or do what:\n{list}Apply them? Type yes: ");
+    eprint!(
+        "These changes alter who may reach or do what, the code that runs, its settings, who is notified, or the route to the internet:\n{list}Apply them? Type yes: "
+    );
     let mut line = String::new();
     stdin.lock().read_line(&mut line)?;
     if line.trim() == "yes" {
@@ -72,7 +76,11 @@ pub async fn run(
 ) -> Result<i32, CliError> {
     if !args.yes {
         let plan = stack.plan().await?;
-        let access: Vec<&Change> = plan.changes.iter().filter(|c| c.changes_access()).collect();
+        let access: Vec<&Change> = plan
+            .changes
+            .iter()
+            .filter(|c| c.needs_confirmation())
+            .collect();
         if !access.is_empty() {
             confirm(&access)?;
         }

@@ -374,7 +374,7 @@ mod tests {
             drift(&mut r);
             let ch = diff(&role, Some(&r));
             assert_eq!((ch.action, touched(&ch)), (Action::Update, vec![field]));
-            assert!(ch.changes_access(), "{field} is access");
+            assert!(ch.needs_confirmation(), "{field} is access");
         }
         let foreign = RoleState {
             ours: false,
