@@ -138,9 +138,11 @@ pub mod tags {
                 "tag key {key:?}: the aws: prefix is reserved by AWS"
             ));
         }
-        if OWN.contains(&key) {
+        // In any case: IAM may match a tag key in a condition (`aws:ResourceTag/managed-by`)
+        // without regard to case, so `Managed-By` must not stand beside the owner tag.
+        if OWN.iter().any(|own| own.eq_ignore_ascii_case(key)) {
             return Err(format!(
-                "tag key {key:?} is one this tool writes for itself; choose another"
+                "tag key {key:?} is one this tool writes for itself (in any case); choose another"
             ));
         }
         if let Some(c) = key.chars().find(|c| !allowed(*c)) {
@@ -548,6 +550,7 @@ mod tests {
             (("k", long_value.as_str()), "over 256"),
             (("AWS:owner", "x"), "reserved"),
             (("managed-by", "x"), "writes for itself"),
+            (("Managed-By", "x"), "in any case"),
             (("a,b", "x"), "',' is not allowed"),
             (("k", "x;y"), "does not allow"),
         ] {
