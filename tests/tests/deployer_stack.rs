@@ -728,6 +728,23 @@ async fn killed_up_converges(config_text: &str) {
             window["Condition"]["DateGreaterThan"]["aws:CurrentTime"],
             until.as_str()
         );
+        // The deployer's secrets carry its own owner tag: the replicator's role may write none
+        // of them, even under another stack's prefix.
+        for name in ["onec2-vault/tls", "hybrid-aws-secrets-connection/vault"] {
+            let d = side
+                .sm
+                .describe_secret()
+                .secret_id(name)
+                .send()
+                .await
+                .unwrap();
+            let owner = d
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some("managed-by"))
+                .and_then(|t| t.value());
+            assert_eq!(owner, Some("vault-secrets-replicator-deployer"), "{name}");
+        }
     }
 
     // Exactly one live key carries the stack tag.
@@ -1424,6 +1441,26 @@ async fn up_asks_before_changing_access_and_refuses_without_a_terminal_unless_ye
         out.contains("updating iam role demo-replicator (inline_policy)"),
         "{out}"
     );
+    // Not access, but what an operator must see first: the deletion policy and the breaker's
+    // share (the function's settings), the notification address, new code.
+    assert!(
+        out.contains("updating lambda function demo-replicator (environment)"),
+        "{out}"
+    );
+    let (code, out) = deployer_at_terminal(&f, &["up", "--set", "max_delete_share=0.5"], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("(environment)"), "{out}");
+    let (code, out) = deployer_at_terminal(
+        &f,
+        &["up", "--set", "notification_email=oncall@example.com"],
+        None,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("email_subscription"), "{out}");
+    fake_zip(f.dir.path(), b"\x7fELF other code");
+    let (code, out) = deployer_at_terminal(&f, &["up"], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("(code_sha256)"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
