@@ -539,6 +539,50 @@ impl FileConfig {
     }
 }
 
+impl Config {
+    /// What only the caller's identity decides: no replica region is the stack's own, and each
+    /// replica region's key is in the stack's account and partition. A key in another account
+    /// could be usable in AWS when that account's key policy grants the replicator's role, but
+    /// the stack refuses it: that policy is out of this deployer's reach (`plan` cannot show it,
+    /// `up` cannot set it, nothing here can test it), and its owner could at any time leave the
+    /// replicas in that region unreadable.
+    pub fn check_identity(
+        &self,
+        account: &str,
+        partition: &str,
+        region: &str,
+    ) -> Result<(), ConfigError> {
+        let key = "replica_regions";
+        let regions = &self.replicator.replica_regions;
+        contract::check_replica_regions(regions, Some(region)).map_err(|e| invalid(key, e))?;
+        for r in regions {
+            let Some(arn) = &r.kms_key_id else { continue };
+            let parts: Vec<&str> = arn.split(':').collect();
+            if parts.get(1) != Some(&partition) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{}: the key {arn} is not in partition {partition}, where the stack is; a key is usable only in its own partition",
+                        r.region
+                    ),
+                ));
+            }
+            if parts.get(4) != Some(&account) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{}: the key {arn} is in another account, not in {account} where the stack is. \
+                         Its key policy would decide whether the replicas there stay readable, and this deployer can neither show, set nor test it: \
+                         create the key in account {account}",
+                        r.region
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A CIDR block with no host bits set.
 pub fn check_cidr(cidr: &str) -> Result<(), String> {
     let (addr, len) = cidr

@@ -2075,6 +2075,29 @@ async fn secrets_sync_settings_reach_the_function_and_the_role_and_converge() {
         "{error}"
     );
     assert!(own.mutating.is_empty(), "{:?}", own.mutating);
+
+    // A replica key in another account (its key policy is out of the stack's reach) or in
+    // another partition is refused the same way.
+    for (key, says) in [
+        (
+            "arn:aws:kms:us-west-2:210987654321:key/r1",
+            "another account",
+        ),
+        ("arn:aws-cn:kms:us-west-2:123456789012:key/r1", "partition"),
+    ] {
+        std::fs::write(
+            f.path("deployer.toml"),
+            format!("{EXTERNAL}replica_regions = [\"us-west-2={key}\"]\n"),
+        )
+        .unwrap();
+        let refused = f.deployer_may_fail(&["plan"]).await;
+        let error = refused.error.unwrap_or_default();
+        assert!(
+            error.contains("replica_regions") && error.contains(says),
+            "{key}: {error}"
+        );
+        assert!(refused.mutating.is_empty(), "{:?}", refused.mutating);
+    }
 }
 
 /// The text between `<<'END'` and the line `END` in a boot script: a file it installs.

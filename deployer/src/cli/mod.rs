@@ -336,13 +336,9 @@ pub async fn execute(
         tracing::warn!("{w}");
     }
     let id = identity(clients, region).await?;
-    // The region may come from the environment, so only now is it known.
-    contract::check_replica_regions(&cfg.replicator.replica_regions, Some(&id.region)).map_err(
-        |problem| ConfigError::Invalid {
-            key: "replica_regions".into(),
-            problem,
-        },
-    )?;
+    // The region may come from the environment, the account from the credentials: only now
+    // are they known.
+    cfg.check_identity(&id.account, &id.partition, &id.region)?;
     let spec = Spec::new(cfg, id);
     let stack = crate::stack::Stack {
         clients,
