@@ -44,7 +44,32 @@ impl LambdaZip {
             message,
         };
         let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it ({e})")))?;
-        Self::from_bytes(path, bytes).map_err(bad)
+        // The absolute path, links resolved: what `plan` and `up` say they upload.
+        let path = std::fs::canonicalize(path)
+            .map_err(|e| bad(format!("cannot resolve its absolute path ({e})")))?;
+        Self::from_bytes(&path, bytes).map_err(bad)
+    }
+
+    /// What is uploaded, as `plan` and `up` print it: the absolute path, the size and the
+    /// SHA-256 in hex (`sha256sum`) and in base64 (Lambda's `CodeSha256`).
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "path": self.path.display().to_string(),
+            "bytes": self.bytes.len(),
+            "sha256": self.sha256_hex(),
+            "code_sha256": self.sha256,
+        })
+    }
+
+    /// [`Self::summary`] as one line of text.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "Function code: {} ({} bytes), SHA-256 {} (Lambda's CodeSha256 {})\n",
+            self.path.display(),
+            self.bytes.len(),
+            self.sha256_hex(),
+            self.sha256
+        )
     }
 
     /// The SHA-256 in hex, as `sha256sum` prints it: the digest the Vault host checks the

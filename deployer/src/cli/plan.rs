@@ -5,6 +5,7 @@ use std::io::Write;
 use super::{CliError, ExitCodeArgs, emit};
 use crate::change::{Action, render_plan};
 use crate::cost;
+use crate::lambda_zip::LambdaZip;
 use crate::stack::Stack;
 
 pub async fn run(
@@ -24,9 +25,11 @@ pub async fn run(
         "changes": plan.changes.iter().filter(|c| c.action != Action::Absent).collect::<Vec<_>>(),
         "cost": estimate,
         "warnings": stack.spec.cfg.warnings,
+        "code": stack.zip.map(LambdaZip::summary),
     });
     let mut text = render_plan(&plan.changes);
     text.push('\n');
+    text.extend(stack.zip.map(LambdaZip::summary_line));
     text.push_str(&cost::render(&estimate));
     emit(out, json, &value, &text)?;
     Ok(codes.code(pending))

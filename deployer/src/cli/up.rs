@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::{CliError, EXIT_OK, emit, outputs_text};
 use crate::change::{Action, Change};
+use crate::lambda_zip::LambdaZip;
 use crate::stack::{Phase, Stack};
 
 fn describe(c: &Change) -> String {
@@ -46,8 +47,9 @@ fn access_lines(changes: &[&Change]) -> String {
 }
 
 /// Asks before changes of access; refuses without a terminal.
-fn confirm(changes: &[&Change]) -> Result<(), CliError> {
-    let list = access_lines(changes);
+fn confirm(changes: &[&Change], zip: Option<&LambdaZip>) -> Result<(), CliError> {
+    let mut list = access_lines(changes);
+    list.extend(zip.map(LambdaZip::summary_line));
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(CliError::Refused(format!(
@@ -82,7 +84,7 @@ pub async fn run(
             .filter(|c| c.needs_confirmation())
             .collect();
         if !access.is_empty() {
-            confirm(&access)?;
+            confirm(&access, stack.zip)?;
         }
     }
     let ticker = super::Ticker::on_stderr();
@@ -102,6 +104,7 @@ pub async fn run(
         "stack": stack.spec.stack(),
         "applied": applied,
         "outputs": done.outputs,
+        "code": stack.zip.map(LambdaZip::summary),
     });
     let mut text = if applied.is_empty() {
         "No changes: the stack matches the configuration.\n".to_owned()
@@ -111,6 +114,7 @@ pub async fn run(
             .map(|c| format!("{}\n", describe(c).replacen("ing ", "ed ", 1)))
             .collect::<String>()
     };
+    text.extend(stack.zip.map(LambdaZip::summary_line));
     text.push_str(&outputs_text(&done.outputs));
     emit(out, json, &value, &text)?;
     Ok(EXIT_OK)
