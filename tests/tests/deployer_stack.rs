@@ -3,6 +3,7 @@
 
 use e2e::Moto;
 use e2e::deploy::{fake_zip, run};
+use sha2::Digest as _;
 
 struct Fixture {
     moto: Moto,
@@ -950,6 +951,44 @@ async fn new_code_is_uploaded_only_when_the_zip_changes() {
     let up = f.deployer(&["up", "--yes"]).await;
     let ops: Vec<&str> = up.mutating.iter().map(|(op, _)| op.as_str()).collect();
     assert_eq!(ops, ["UpdateFunctionCode"]);
+
+    // Plan and up say which file they upload (absolute, links resolved) and its SHA-256, as
+    // `sha256sum` prints it and as Lambda reports it.
+    let zip = f.dir.path().canonicalize().unwrap().join("replicator.zip");
+    let digest = sha2::Sha256::digest(std::fs::read(&zip).unwrap());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let deployed = aws_sdk_lambda::Client::new(&f.moto.sdk_config().await)
+        .get_function_configuration()
+        .function_name("demo-replicator")
+        .send()
+        .await
+        .unwrap();
+    let roundabout = f.path("sub/../replicator.zip");
+    std::fs::create_dir_all(f.path("sub")).unwrap();
+    let config = f.path("deployer.toml");
+    let global = ["--config", &config, "--lambda-zip", &roundabout];
+    for command in [&["plan"][..], &["up", "--yes"]] {
+        let args = [&global[..], &["--output", "json"], command].concat();
+        let out = run(&f.moto, &args).await.json();
+        assert_eq!(
+            out["code"]["path"],
+            zip.display().to_string(),
+            "{command:?}"
+        );
+        assert_eq!(out["code"]["sha256"], hex, "{command:?}");
+        assert_eq!(
+            out["code"]["code_sha256"],
+            deployed.code_sha256().unwrap(),
+            "{command:?}"
+        );
+    }
+    let text = run(&f.moto, &[&global[..], &["plan"]].concat())
+        .await
+        .stdout;
+    assert!(
+        text.contains(&format!("{}", zip.display())) && text.contains(&hex),
+        "{text}"
+    );
 }
 
 const ON_EC2: &str = r#"

@@ -1,0 +1,168 @@
+//! What the stack and its tests trust from outside, and how: the Vault host's package key by
+//! its fingerprint, the PyPI tools by their files' hashes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+
+/// The boot script trusts HashiCorp's package key by its published fingerprint, before the
+/// repository is added, and points the repository at that file: a key file with another key,
+/// or with a second key beside the right one, is refused.
+#[test]
+fn the_boot_script_trusts_hashicorps_package_key_only_by_its_fingerprint() {
+    let script = deployer::resources::vault_server::USER_DATA;
+    assert!(script.contains(
+        "readonly HASHICORP_KEY_FINGERPRINT=\"798AEC654E5C15428C8E42EEAA16FCBCA621E701\""
+    ));
+    let at = |s: &str| script.find(s).unwrap_or_else(|| panic!("no {s:?}"));
+    let order = [
+        "\ntrust_key /run/hashicorp.gpg",
+        "\nrpm --import \"${HASHICORP_KEY}\"",
+        "\ndnf config-manager --add-repo",
+        "s|^gpgkey=.*|gpgkey=file://${HASHICORP_KEY}|",
+        "\ndnf install -y -q \"vault-",
+    ];
+    assert!(order.windows(2).all(|w| at(w[0]) < at(w[1])), "{order:?}");
+    let from = at("\ntrust_key() {");
+    let function = &script[from..from + script[from..].find("\n}\n").unwrap() + 3];
+
+    // Two keys of a throwaway keyring stand in for HashiCorp's and an impostor's.
+    let dir = tempfile::tempdir().unwrap();
+    let gpg = |args: &[&str]| {
+        let out = std::process::Command::new("gpg")
+            .arg("--homedir")
+            .arg(dir.path().join("ring"))
+            .args(["--batch", "--passphrase", ""])
+            .args(args)
+            .output()
+            .expect("gpg");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    std::fs::create_dir_all(dir.path().join("ring")).unwrap();
+    let mut fingerprints = Vec::new();
+    for who in ["hashicorp", "impostor"] {
+        gpg(&[
+            "--quick-gen-key",
+            &format!("{who} <{who}@example.com>"),
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        let listing = gpg(&["--with-colons", "--list-keys", who]);
+        let fpr = listing
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .unwrap()
+            .trim_matches(':')
+            .to_owned();
+        let file = dir.path().join(format!("{who}.asc"));
+        std::fs::write(&file, gpg(&["--armor", "--export", who])).unwrap();
+        fingerprints.push(fpr);
+    }
+    let both = dir.path().join("both.asc");
+    std::fs::write(
+        &both,
+        gpg(&["--armor", "--export", "hashicorp", "impostor"]),
+    )
+    .unwrap();
+    let trust = |file: &str| {
+        let dest = dir.path().join("trusted").join(file);
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -euo pipefail\n{function}\ntrust_key \"$1\" \"$2\" \"$3\""
+            ))
+            .arg("trust")
+            .arg(dir.path().join(file))
+            .arg(&dest)
+            .arg(&fingerprints[0])
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            dest.exists(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, installed, err) = trust("hashicorp.asc");
+    assert!(ok && installed, "{err}");
+    for refused in ["impostor.asc", "both.asc"] {
+        let (ok, installed, err) = trust(refused);
+        assert!(!ok && !installed, "{refused}: {err}");
+        assert!(err.contains("refused"), "{err}");
+    }
+}
+
+/// Every PyPI distribution the tests install is locked to one version and to its files'
+/// SHA-256, dependencies included, and the installer installs nothing else.
+#[test]
+fn the_test_tools_from_pypi_install_only_with_pinned_hashes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |name: &str| std::fs::read_to_string(root.join(name)).unwrap();
+    let mut locked: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in read("requirements.txt").lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            current = None;
+            continue;
+        }
+        if let Some(hash) = line.strip_prefix("--hash=sha256:") {
+            let hash = hash.trim_end_matches(" \\");
+            assert!(
+                hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{line}"
+            );
+            let name = current.as_ref().unwrap_or_else(|| panic!("stray {line}"));
+            locked.get_mut(name).unwrap().1 += 1;
+            continue;
+        }
+        assert!(!line.starts_with('-'), "an option in the lock: {line}");
+        let (name, version) = line
+            .trim_end_matches(" \\")
+            .split_once("==")
+            .unwrap_or_else(|| panic!("not pinned to one version: {line}"));
+        assert!(
+            !name.contains('['),
+            "extras are resolved into the lock: {line}"
+        );
+        locked.insert(name.to_owned(), (version.to_owned(), 0));
+        current = Some(name.to_owned());
+    }
+    assert!(locked.len() > 10, "{locked:?}");
+    for (name, (_, hashes)) in &locked {
+        assert!(*hashes > 0, "{name} has no hash");
+    }
+    for line in read("requirements.in")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+    {
+        let (name, version) = line.split_once("==").unwrap();
+        let name = name.split('[').next().unwrap();
+        assert_eq!(locked[name].0, version, "{name}");
+    }
+    let installer = read("python-tools.sh");
+    assert!(
+        installer.contains(
+            "pip_args=(install --quiet --disable-pip-version-check --require-hashes -r \"$python_tools_lock\")"
+        ),
+        "{installer}"
+    );
+    let installs: Vec<&str> = installer
+        .lines()
+        .filter(|l| {
+            !l.trim_start().starts_with('#') && l.contains("pip") && !l.contains("pip_args")
+        })
+        .filter(|l| l.contains("install"))
+        .filter(|l| !l.contains("apt-get"))
+        .collect();
+    assert!(
+        installs.is_empty(),
+        "pip installs without the lock: {installs:?}"
+    );
+}
