@@ -39,6 +39,7 @@ pub struct FileConfig {
     pub name_template: Option<String>,
     pub granularity: Option<String>,
     pub tags: Option<std::collections::BTreeMap<String, String>>,
+    pub metadata_tag_keys: Option<Vec<String>>,
     pub adopt_sample: Option<bool>,
     pub latest_deleted: Option<String>,
     pub max_keys_per_secret: Option<i64>,
@@ -90,6 +91,8 @@ pub struct ReplicatorSettings {
     pub name_template: Option<NameTemplate>,
     pub granularity: Granularity,
     pub tags: std::collections::BTreeMap<String, String>,
+    /// The tag keys Vault custom metadata may set (`tag:KEY`); none by default.
+    pub metadata_tag_keys: std::collections::BTreeSet<String>,
     /// Take over the AWS sample's replicas (once, when moving from it).
     pub adopt_sample: bool,
     pub latest_deleted: contract::LatestDeleted,
@@ -198,6 +201,7 @@ impl FileConfig {
             name_template,
             granularity,
             tags,
+            metadata_tag_keys,
             adopt_sample,
             latest_deleted,
             max_keys_per_secret,
@@ -429,6 +433,13 @@ impl FileConfig {
                 ));
             }
         }
+        let operator: Vec<(String, String)> =
+            tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let metadata_tag_keys = contract::tags::metadata_keys(
+            self.metadata_tag_keys.iter().flatten().map(String::as_str),
+            &operator,
+        )
+        .map_err(|e| invalid("metadata_tag_keys", e))?;
         let latest_deleted: contract::LatestDeleted = match &self.latest_deleted {
             None => contract::LatestDeleted::default(),
             Some(p) => p.parse().map_err(|e| invalid("latest_deleted", e))?,
@@ -481,6 +492,7 @@ impl FileConfig {
                 name_template,
                 granularity,
                 tags,
+                metadata_tag_keys,
                 adopt_sample: self.adopt_sample.unwrap_or(false),
                 latest_deleted,
                 max_keys_per_secret,
@@ -879,6 +891,21 @@ mod tests {
             ),
             ("tags = { \"aws:x\" = \"1\" }", "tags", "reserved"),
             ("tags = { \"a=b\" = \"c\" }", "tags", "a tag key with '='"),
+            (
+                "tags = { team = \"core\" }\nmetadata_tag_keys = [\"team\"]",
+                "metadata_tag_keys",
+                "the operator's value always wins",
+            ),
+            (
+                "metadata_tag_keys = [\"managed-by\"]",
+                "metadata_tag_keys",
+                "this tool writes for itself",
+            ),
+            (
+                "metadata_tag_keys = [\"a\", \"a\"]",
+                "metadata_tag_keys",
+                "listed twice",
+            ),
             (
                 "latest_deleted = \"purge\"",
                 "latest_deleted",

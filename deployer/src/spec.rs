@@ -726,6 +726,10 @@ impl Spec {
             let list: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
             vars.insert(env::TAGS.to_owned(), list.join(","));
         }
+        if !r.metadata_tag_keys.is_empty() {
+            let list: Vec<&str> = r.metadata_tag_keys.iter().map(String::as_str).collect();
+            vars.insert(env::METADATA_TAG_KEYS.to_owned(), list.join(","));
+        }
         if r.adopt_sample {
             vars.insert(env::ADOPT_SAMPLE.to_owned(), "true".to_owned());
         }
@@ -884,6 +888,7 @@ pub(crate) mod tests {
             env::GRANULARITY,
             env::NAME_TEMPLATE,
             env::TAGS,
+            env::METADATA_TAG_KEYS,
             env::ADOPT_SAMPLE,
             env::LATEST_DELETED,
             env::MAX_KEYS_PER_SECRET,
@@ -892,7 +897,7 @@ pub(crate) mod tests {
             assert!(!plain.contains_key(var), "{var} set by default");
         }
         let s = spec(&format!(
-            "{EXTERNAL}replica_regions = [\"cn-northwest-1=arn:aws-cn:kms:cn-northwest-1:123456789012:key/r\"]\ngranularity = \"secret-key\"\nname_template = \"{{mount}}/{{path}}/{{key}}\"\ntags = {{ team = \"core\", env = \"prod\" }}\n"
+            "{EXTERNAL}replica_regions = [\"cn-northwest-1=arn:aws-cn:kms:cn-northwest-1:123456789012:key/r\"]\ngranularity = \"secret-key\"\nname_template = \"{{mount}}/{{path}}/{{key}}\"\ntags = {{ team = \"core\", env = \"prod\" }}\nmetadata_tag_keys = [\"tier\", \"cost-center\"]\n"
         ));
         let e = s.lambda_environment("k");
         assert_eq!(
@@ -902,6 +907,7 @@ pub(crate) mod tests {
         assert_eq!(e[env::GRANULARITY], "secret-key");
         assert_eq!(e[env::NAME_TEMPLATE], "{mount}/{path}/{key}");
         assert_eq!(e[env::TAGS], "env=prod,team=core");
+        assert_eq!(e[env::METADATA_TAG_KEYS], "cost-center,tier");
         let p = s
             .replicator_policy("arn:aws-cn:kms:cn-north-1:123456789012:key/k", None)
             .unwrap();

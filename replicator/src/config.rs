@@ -176,10 +176,22 @@ pub struct SyncArgs {
     #[arg(long, env = env::GRANULARITY, value_enum, default_value = "secret-path")]
     pub granularity: Granularity,
 
-    /// A tag on every replica. Repeatable; the variable takes a comma-separated list. A Vault
-    /// secret's custom metadata `tag:KEY` overrides it for that secret.
+    /// A tag on every replica. Repeatable; the variable takes a comma-separated list. Always
+    /// wins over a Vault secret's custom metadata.
     #[arg(long = "tag", env = env::TAGS, value_delimiter = ',', value_name = "KEY=VALUE")]
     pub tags: Vec<String>,
+
+    /// A tag key a Vault secret's custom metadata `tag:KEY` may set on its replicas.
+    /// Repeatable; the variable takes a comma-separated list. None by default: AWS tags can
+    /// grant access (ABAC), and writing Vault metadata is a capability apart from reading the
+    /// value.
+    #[arg(
+        long = "metadata-tag-key",
+        env = env::METADATA_TAG_KEYS,
+        value_delimiter = ',',
+        value_name = "KEY"
+    )]
+    pub metadata_tag_keys: Vec<String>,
 }
 
 /// Validated settings of a run: the rule the planner follows, and how the executor acts.
@@ -406,6 +418,15 @@ impl SyncArgs {
                 ));
             }
         }
+        let tags: Vec<(String, String)> = tags.into_iter().collect();
+        let metadata_tag_keys = contract::tags::metadata_keys(
+            self.metadata_tag_keys
+                .iter()
+                .map(|k| k.trim())
+                .filter(|k| !k.is_empty()),
+            &tags,
+        )
+        .map_err(|e| invalid("--metadata-tag-key / REPLICATOR_METADATA_TAG_KEYS", e))?;
         if !ranges::MAX_KEYS_PER_SECRET.contains(&self.max_keys_per_secret) {
             return Err(invalid(
                 "--max-keys-per-secret / REPLICATOR_MAX_KEYS_PER_SECRET",
@@ -434,7 +455,8 @@ impl SyncArgs {
                 replica_regions,
                 name_template,
                 granularity: self.granularity,
-                tags: tags.into_iter().collect(),
+                tags,
+                metadata_tag_keys,
                 prefix,
                 mount,
                 path,

@@ -471,6 +471,8 @@ pub struct Rule {
     pub granularity: Granularity,
     /// `--tag`s, in key order.
     pub tags: Vec<(String, String)>,
+    /// The tag keys Vault custom metadata (`tag:KEY`) may set; none by default.
+    pub metadata_tag_keys: std::collections::BTreeSet<String>,
 }
 
 impl Rule {
@@ -491,6 +493,7 @@ impl Rule {
             name_template: NameTemplate::default_for(Granularity::SecretPath),
             granularity: Granularity::SecretPath,
             tags: Vec::new(),
+            metadata_tag_keys: std::collections::BTreeSet::new(),
         }
     }
 

@@ -316,6 +316,7 @@ pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
         name_template: None,
         granularity: replicator::config::Granularity::SecretPath,
         tags: vec![],
+        metadata_tag_keys: vec![],
     }
 }
 

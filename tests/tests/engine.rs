@@ -179,6 +179,7 @@ async fn replica_regions_survive_a_delete_and_restore_and_drift_is_repaired_with
     a.deletion_policy = DeletionPolicy::Delete;
     a.latest_deleted = LatestDeleted::Delete;
     a.max_delete_share = 1.0;
+    a.metadata_tag_keys = vec!["team".into()];
     assert_eq!(sync(&env, &a).await.created, 2);
 
     // Deleted in Vault (its latest version), then undeleted: restored, with its regions.

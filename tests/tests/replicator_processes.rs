@@ -759,7 +759,7 @@ impl Watcher {
             &env.bao,
             env.moto.env(),
             state,
-            &["--deletion-policy", "delete"],
+            &["--deletion-policy", "delete", "--metadata-tag-key", "team"],
         )
         .spawn()
         .unwrap();

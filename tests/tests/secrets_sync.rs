@@ -34,6 +34,10 @@ fn idle_calls(names: &[&str]) -> Vec<&'static str> {
     }
 }
 
+/// A tag key whose 24-bit digest (as `vault-tags` records keys) equals that of `added-by`:
+/// found by brute force in a minute.
+const COLLIDES_WITH_ADDED_BY: &str = "k77671169";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_and_description_follow_custom_metadata_without_reading_a_value() {
     let env = env().await;
@@ -41,15 +45,18 @@ async fn tags_and_description_follow_custom_metadata_without_reading_a_value() {
     bao.enable_kv2("kv").await;
     let audit = bao.audit_log();
     bao.put("kv", "app/db", json!({"password": "pw-1"})).await;
+    // A metadata writer tries the operator's key and a key nobody allowed.
     bao.set_custom_metadata(
         "kv",
         "app/db",
-        json!({"tag:team": "core", "description": "Database of app", "owner": "not a tag"}),
+        json!({"tag:team": "core", "tag:cost": "free", "description": "Database of app", "owner": "not a tag"}),
     )
     .await;
     bao.put("kv", "web", json!({"k": "v"})).await;
     let mut a = args(&env, "kv");
     a.tags = vec!["env=prod".into(), "team=platform".into()];
+    a.metadata_tag_keys = vec!["tier".into(), COLLIDES_WITH_ADDED_BY.into()];
+    a.metadata_tag_keys.extend((0..45).map(|i| format!("t{i}")));
 
     let first = sync(&env, &a).await;
     assert_eq!(
@@ -60,10 +67,26 @@ async fn tags_and_description_follow_custom_metadata_without_reading_a_value() {
     );
     let seen = env.side.secrets("kv").await;
     let db = &seen["kv/app/db"];
-    assert_eq!(db.tags["team"], "core", "custom metadata overrides --tag");
+    assert_eq!(
+        db.tags["team"], "platform",
+        "the operator's tag always wins"
+    );
     assert_eq!(db.tags["env"], "prod");
+    assert!(!db.tags.contains_key("cost"), "not a key metadata may set");
     assert!(!db.tags.contains_key("owner"));
     assert_eq!(db.description.as_deref(), Some("Database of app"));
+    let ignored: Vec<&str> = first
+        .warnings
+        .iter()
+        .filter(|w| w.kind == "metadata_tag_ignored")
+        .map(|w| w.message.as_str())
+        .collect();
+    assert!(
+        ignored.len() == 1
+            && ignored[0].contains("\"cost\" in 1 secret(s)")
+            && ignored[0].contains("\"team\" in 1 secret(s)"),
+        "{ignored:?}"
+    );
     let web = &seen["kv/web"];
     assert_eq!(web.tags["team"], "platform");
     assert_eq!(
@@ -110,7 +133,7 @@ async fn tags_and_description_follow_custom_metadata_without_reading_a_value() {
         ["ListSecrets", "TagResource", "UpdateSecret"]
     );
     let db = &env.side.secrets("kv").await["kv/app/db"];
-    assert_eq!(db.tags["team"], "platform", "back to --tag's value");
+    assert_eq!(db.tags["team"], "platform");
     assert_eq!(db.tags["tier"], "1");
     assert_eq!(db.tags["added-by"], "ops", "a tag someone else added stays");
     assert_eq!(db.description.as_deref(), Some("Database of app, v2"));
@@ -121,10 +144,49 @@ async fn tags_and_description_follow_custom_metadata_without_reading_a_value() {
     assert_eq!((third.unchanged, third.updated), (2, 0));
     assert_eq!(calls(&third), ["ListSecrets"]);
 
-    // A tag dropped from the configuration is removed from every replica; one secret's bad tag
-    // fails that secret alone.
+    // A metadata writer sets, then removes, a key whose digest is that of someone else's tag:
+    // the removal takes its own tag, never the other (the record holds the operator's keys).
+    bao.set_custom_metadata(
+        "kv",
+        "app/db",
+        json!({"tag:tier": "1", "tag:k77671169": "x", "description": "Database of app, v2"}),
+    )
+    .await;
+    sync(&env, &a).await;
+    assert_eq!(
+        env.side.secrets("kv").await["kv/app/db"].tags[COLLIDES_WITH_ADDED_BY],
+        "x"
+    );
+    bao.set_custom_metadata(
+        "kv",
+        "app/db",
+        json!({"tag:tier": "1", "description": "Database of app, v2"}),
+    )
+    .await;
+    let removed = sync(&env, &a).await;
+    assert_eq!(
+        removed.aws_requests["UntagResource"],
+        1,
+        "{}",
+        removed.to_text()
+    );
+    let db = &env.side.secrets("kv").await["kv/app/db"];
+    assert!(!db.tags.contains_key(COLLIDES_WITH_ADDED_BY));
+    assert_eq!(
+        db.tags["added-by"], "ops",
+        "a crafted key steers no removal"
+    );
+
+    // A tag dropped from the configuration, or from a secret's metadata, is removed from its
+    // replicas; one secret's bad tag fails that secret alone.
     a.tags = vec!["team=platform".into()];
-    bao.set_custom_metadata("kv", "web", json!({"tag:aws:owner": "me"}))
+    bao.set_custom_metadata(
+        "kv",
+        "app/db",
+        json!({"description": "Database of app, v2"}),
+    )
+    .await;
+    bao.set_custom_metadata("kv", "web", json!({"tag:tier": "1!"}))
         .await;
     let fourth = sync(&env, &a).await;
     assert_eq!(
@@ -132,13 +194,14 @@ async fn tags_and_description_follow_custom_metadata_without_reading_a_value() {
         [("kv/web".to_owned(), "invalid_tag".to_owned())]
     );
     assert!(
-        fourth.failures[0].message.contains("reserved"),
+        fourth.failures[0].message.contains("does not allow"),
         "{fourth:?}"
     );
     assert_eq!(fourth.updated, 1);
     assert_eq!(fourth.aws_requests["UntagResource"], 1);
     let seen = env.side.secrets("kv").await;
     assert!(!seen["kv/app/db"].tags.contains_key("env"));
+    assert!(!seen["kv/app/db"].tags.contains_key("tier"));
     assert_eq!(seen["kv/app/db"].tags["added-by"], "ops");
     assert_eq!(
         seen["kv/web"].tags["env"], "prod",
@@ -160,14 +223,25 @@ async fn tags_and_description_follow_custom_metadata_without_reading_a_value() {
         "{fifth:?}"
     );
 
-    // A bad --tag is a configuration error: nothing is touched.
-    a.tags = vec!["managed-by=me".into()];
-    let bad = sync(&env, &a).await;
-    assert_eq!(
-        failure_kinds(&bad),
-        [(String::new(), "config_invalid".to_owned())]
-    );
-    assert!(bad.failures[0].message.contains("--tag"), "{bad:?}");
+    // A bad --tag, or a metadata key that is also an operator tag, is a configuration error:
+    // nothing is touched.
+    for (tags, metadata, says) in [
+        (vec!["managed-by=me".to_owned()], vec![], "--tag"),
+        (
+            vec!["team=platform".to_owned()],
+            vec!["team".to_owned()],
+            "--metadata-tag-key",
+        ),
+    ] {
+        a.tags = tags;
+        a.metadata_tag_keys = metadata;
+        let bad = sync(&env, &a).await;
+        assert_eq!(
+            failure_kinds(&bad),
+            [(String::new(), "config_invalid".to_owned())]
+        );
+        assert!(bad.failures[0].message.contains(says), "{bad:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,6 +510,7 @@ async fn one_secret_per_key_holds_the_raw_value_and_follows_each_key() {
     let mut a = args(&env, "kv");
     a.granularity = Granularity::SecretKey;
     a.deletion_policy = DeletionPolicy::Delete;
+    a.metadata_tag_keys = vec!["team".into()];
 
     let first = sync(&env, &a).await;
     assert_eq!(first.created, 4, "{}", first.to_text());

@@ -57,6 +57,7 @@ pub mod env {
     pub const NAME_TEMPLATE: &str = "REPLICATOR_NAME_TEMPLATE";
     pub const GRANULARITY: &str = "REPLICATOR_GRANULARITY";
     pub const TAGS: &str = "REPLICATOR_TAGS";
+    pub const METADATA_TAG_KEYS: &str = "REPLICATOR_METADATA_TAG_KEYS";
     pub const ADOPT_SAMPLE: &str = "REPLICATOR_ADOPT_SAMPLE";
     pub const LATEST_DELETED: &str = "REPLICATOR_LATEST_DELETED";
     pub const MAX_KEYS_PER_SECRET: &str = "REPLICATOR_MAX_KEYS_PER_SECRET";
@@ -88,10 +89,14 @@ pub mod tags {
     pub const SOURCE: &str = "vault-secret";
     /// The key of that secret a replica holds (`secret-key` granularity).
     pub const KEY: &str = "vault-key";
-    /// Which of the replica's other tags this tool set (from `--tag` and `tag:` custom
-    /// metadata), as a digest of each key: the ones no longer wanted are removed, tags others
-    /// added are kept.
+    /// Which of the replica's other tags the operator set (`--tag`), as [`OPERATOR_MARK`] and
+    /// a digest of each key: the ones no longer wanted are removed, tags others added are
+    /// kept. Only the operator's keys are recorded, so no metadata writer can plant a digest
+    /// that names someone else's tag. (A value without the mark, written by earlier versions,
+    /// recorded the `tag:` keys of custom metadata too: it is honoured once, then rewritten.)
     pub const USER_TAGS: &str = "vault-tags";
+    /// The start of a `vault-tags` value that records the operator's keys alone.
+    pub const OPERATOR_MARK: &str = "o:";
     /// The regions (and a digest of their KMS key) this tool replicated the secret to.
     pub const REPLICA_REGIONS: &str = "replica-regions";
     /// How many keys the Vault version had (`secret-key` granularity): with every key replica
@@ -112,6 +117,27 @@ pub mod tags {
         REPLICA_REGIONS,
         KEY_COUNT,
     ];
+
+    /// The tag keys Vault custom metadata (`tag:KEY`) may set, checked: each a valid tag key,
+    /// once, and none the operator sets (`--tag`): the operator's tags always win.
+    pub fn metadata_keys<'a>(
+        keys: impl IntoIterator<Item = &'a str>,
+        operator: &[(String, String)],
+    ) -> Result<std::collections::BTreeSet<String>, String> {
+        let mut set = std::collections::BTreeSet::new();
+        for key in keys {
+            check(key, "")?;
+            if operator.iter().any(|(k, _)| k == key) {
+                return Err(format!(
+                    "{key:?} is also an operator tag: the operator's value always wins, so Vault metadata may not set it"
+                ));
+            }
+            if !set.insert(key.to_owned()) {
+                return Err(format!("{key:?} is listed twice"));
+            }
+        }
+        Ok(set)
+    }
 
     /// AWS's limits on a secret's tags.
     pub const MAX_TAGS: usize = 50;

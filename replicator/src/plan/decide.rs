@@ -44,7 +44,14 @@ pub fn decide(
     };
     let restore = secret.pending_deletion;
     let observed = run.regions.get(&*secret.name).map(Vec::as_slice);
-    let changes = meta_changes(secret, &target, &rule.replica_regions, observed, restore);
+    let changes = meta_changes(
+        secret,
+        &target,
+        &rule.replica_regions,
+        &rule.metadata_tag_keys,
+        observed,
+        restore,
+    );
     match update_reason(
         &target,
         secret,

@@ -526,6 +526,8 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
     let mut handled = vec![false; aws.len()];
     let mut live = 0usize;
     let none: &[usize] = &[];
+    // `tag:` keys of custom metadata that may not set tags, and on how many secrets.
+    let mut ignored_tags: BTreeMap<String, usize> = BTreeMap::new();
 
     for entry in entries {
         let rel = &*entry.rel_path;
@@ -611,7 +613,11 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
             }
         };
         live += 1;
-        let (user_tags, description) = match shape::user_shape(&rule.tags, custom) {
+        let shape::UserShape {
+            tags: user_tags,
+            description,
+            ignored,
+        } = match shape::user_shape(&rule.tags, &rule.metadata_tag_keys, custom) {
             Ok(shape) => shape,
             Err(message) => {
                 let step = Step::Invalid {
@@ -624,6 +630,9 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
                 continue;
             }
         };
+        for key in ignored {
+            *ignored_tags.entry(key).or_default() += 1;
+        }
         let source = Source {
             rel_path: rel.to_owned(),
             vault_path,
@@ -658,6 +667,24 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
             }
         };
         refuse(&mut plan, step);
+    }
+    if !ignored_tags.is_empty() {
+        let mut list: Vec<String> = ignored_tags
+            .iter()
+            .take(10)
+            .map(|(key, n)| format!("{key:?} in {n} secret(s)"))
+            .collect();
+        if ignored_tags.len() > 10 {
+            list.push(format!("{} more keys", ignored_tags.len() - 10));
+        }
+        plan.warnings.push((
+            String::new(),
+            shape::METADATA_TAG_IGNORED,
+            format!(
+                "custom metadata sets tags it may not, ignored: {}; Vault metadata may set only the keys named in metadata_tag_keys / --metadata-tag-key, and never one the operator sets",
+                list.join(", ")
+            ),
+        ));
     }
 
     // Owned secrets whose Vault secret no entry named: gone (metadata deleted, or never there).

@@ -24,15 +24,18 @@ pub const MAX_NAME_LEN: usize = 512;
 /// AWS limit on a secret value.
 pub const MAX_VALUE_BYTES: usize = 65_536;
 
-/// The tags and description a secret's replicas should carry beyond this tool's own tags:
-/// `global` (from `--tag`), overridden per key by the secret's `tag:` entries. The error is an
-/// `invalid_tag` failure of that secret alone.
+/// The tags and description a secret's replicas should carry beyond this tool's own tags, and
+/// the `tag:` keys of its custom metadata that were ignored: `global` (from `--tag`), and the
+/// secret's `tag:` entries of the keys in `allowed` that are not `global`'s (the operator's
+/// tags always win). The error is an `invalid_tag` failure of that secret alone.
 pub fn user_shape(
     global: &[(String, String)],
+    allowed: &std::collections::BTreeSet<String>,
     custom: &[(String, String)],
-) -> Result<(BTreeMap<String, String>, String), String> {
+) -> Result<UserShape, String> {
     let mut tags: BTreeMap<String, String> = global.iter().cloned().collect();
     let mut description = DEFAULT_DESCRIPTION.to_owned();
+    let mut ignored = Vec::new();
     for (k, v) in custom {
         if k == crate::model::DESCRIPTION_KEY {
             if v.chars().count() > MAX_DESCRIPTION_LEN {
@@ -45,12 +48,32 @@ pub fn user_shape(
                 description.clone_from(v);
             }
         } else if let Some(name) = k.strip_prefix(crate::model::TAG_PREFIX) {
+            if !allowed.contains(name) || global.iter().any(|(g, _)| g == name) {
+                ignored.push(name.to_owned());
+                continue;
+            }
             tags::check(name, v).map_err(|e| format!("custom_metadata {k:?}: {e}"))?;
             tags.insert(name.to_owned(), v.clone());
         }
     }
-    Ok((tags, description))
+    Ok(UserShape {
+        tags,
+        description,
+        ignored,
+    })
 }
+
+/// What a secret's custom metadata makes of its replicas' tags and description.
+#[derive(Debug, PartialEq, Eq)]
+pub struct UserShape {
+    pub tags: BTreeMap<String, String>,
+    pub description: String,
+    /// `tag:` keys metadata may not set (not allowed, or the operator's).
+    pub ignored: Vec<String>,
+}
+
+/// The warning kind of `tag:` entries metadata may not set.
+pub const METADATA_TAG_IGNORED: &str = "metadata_tag_ignored";
 
 /// A short digest of a tag key (4 characters of base64, 24 bits): the `vault-tags` tag holds one
 /// per tag this tool set, 50 of them in 200 characters, under AWS's 256.
@@ -66,10 +89,23 @@ pub fn digests_of<'a>(keys: impl Iterator<Item = &'a String>) -> String {
     all.concat()
 }
 
-/// Whether the `vault-tags` value `marker` records `key`.
+/// The `vault-tags` value recording the operator's tag keys; none without them.
+pub fn operator_marker(global: &[(String, String)]) -> Option<String> {
+    (!global.is_empty()).then(|| {
+        format!(
+            "{}{}",
+            tags::OPERATOR_MARK,
+            digests_of(global.iter().map(|(k, _)| k))
+        )
+    })
+}
+
+/// Whether the `vault-tags` value `marker` records `key` (either form: the operator's keys
+/// after [`tags::OPERATOR_MARK`], or every key this tool set, as earlier versions wrote it).
 fn recorded(marker: &str, key: &str) -> bool {
     let d = key_digest(key);
-    marker
+    let digests = marker.strip_prefix(tags::OPERATOR_MARK).unwrap_or(marker);
+    digests
         .as_bytes()
         .chunks(4)
         .any(|chunk| chunk == d.as_bytes())
@@ -183,10 +219,15 @@ const OPTIONAL_OWN: &[&str] = &[
 /// What the replica `secret` lacks to look like `target`. `observed` is its replication as AWS
 /// reports it, when it was looked at; otherwise the regions its tag records are taken as there.
 /// A replica being restored has none (they went before its deletion).
+///
+/// A tag not wanted is removed when this tool writes it only sometimes, when `vault-tags`
+/// records it as the operator's, or when its key is one Vault metadata governs
+/// (`metadata_keys`): a tag others set is kept, whatever key a metadata writer chooses.
 pub fn meta_changes(
     secret: &AwsSecret,
     target: &Target,
     desired_regions: &[ReplicaRegion],
+    metadata_keys: &std::collections::BTreeSet<String>,
     observed: Option<&[RegionStatus]>,
     restore: bool,
 ) -> MetaChanges {
@@ -196,7 +237,10 @@ pub fn meta_changes(
         .tags
         .keys()
         .filter(|k| !desired_tags.contains_key(*k))
-        .filter(|k| OPTIONAL_OWN.contains(k) || (!tags::OWN.contains(k) && recorded(marker, k)))
+        .filter(|k| {
+            OPTIONAL_OWN.contains(k)
+                || (!tags::OWN.contains(k) && (recorded(marker, k) || metadata_keys.contains(*k)))
+        })
         .map(str::to_owned)
         .collect();
     let recorded_tag = secret.tags.get(tags::REPLICA_REGIONS).filter(|_| !restore);
@@ -297,13 +341,10 @@ impl Source {
             tags.insert(tags::KEY.to_owned(), key.to_owned());
             tags.insert(tags::KEY_COUNT.to_owned(), count.to_string());
         }
-        if !self.user_tags.is_empty() {
-            tags.insert(
-                tags::USER_TAGS.to_owned(),
-                digests_of(self.user_tags.keys()),
-            );
-            tags.extend(self.user_tags.clone());
+        if let Some(marker) = operator_marker(&rule.tags) {
+            tags.insert(tags::USER_TAGS.to_owned(), marker);
         }
+        tags.extend(self.user_tags.clone());
         if !rule.replica_regions.is_empty() {
             tags.insert(
                 tags::REPLICA_REGIONS.to_owned(),
@@ -388,32 +429,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn custom_metadata_tags_override_global_ones_and_bad_ones_fail() {
+    fn metadata_sets_only_the_allowed_keys_and_never_the_operators() {
         let global = vec![("team".to_owned(), "core".to_owned())];
+        let allowed: std::collections::BTreeSet<String> =
+            ["team", "env", "aws:x"].map(String::from).into();
         let custom = vec![
             ("description".to_owned(), "DB of app".to_owned()),
             ("owner".to_owned(), "not a tag".to_owned()),
             ("tag:team".to_owned(), "payments".to_owned()),
             ("tag:env".to_owned(), "prod".to_owned()),
+            ("tag:cost".to_owned(), "free".to_owned()),
         ];
         let custom = crate::model::shaping_metadata(Some(&custom.into_iter().collect()));
         assert_eq!(
             custom.len(),
-            3,
+            4,
             "owner is neither a tag nor the description"
         );
-        let (tags, description) = user_shape(&global, &custom).unwrap();
-        assert_eq!(description, "DB of app");
+        let shape = user_shape(&global, &allowed, &custom).unwrap();
+        assert_eq!(shape.description, "DB of app");
         assert_eq!(
-            tags.into_iter().collect::<Vec<_>>(),
+            shape.tags.into_iter().collect::<Vec<_>>(),
             [
                 ("env".to_owned(), "prod".to_owned()),
-                ("team".to_owned(), "payments".to_owned())
-            ]
+                ("team".to_owned(), "core".to_owned())
+            ],
+            "the operator's value wins even where metadata may set the key"
         );
-        assert_eq!(user_shape(&global, &[]).unwrap().1, DEFAULT_DESCRIPTION);
+        assert_eq!(shape.ignored, ["cost", "team"]);
+        let none = std::collections::BTreeSet::new();
+        let plain = user_shape(&global, &none, &custom).unwrap();
+        assert_eq!(plain.tags.len(), 1, "by default metadata sets no tag");
+        assert_eq!(plain.ignored, ["cost", "env", "team"]);
+        assert_eq!(
+            user_shape(&global, &none, &[]).unwrap().description,
+            DEFAULT_DESCRIPTION
+        );
         let bad = vec![("tag:aws:x".to_owned(), "v".to_owned())];
-        assert!(user_shape(&[], &bad).unwrap_err().contains("reserved"));
+        assert!(
+            user_shape(&[], &allowed, &bad)
+                .unwrap_err()
+                .contains("reserved")
+        );
+        assert!(
+            user_shape(&[], &none, &bad).unwrap().ignored == ["aws:x"],
+            "a key metadata may not set fails nothing"
+        );
     }
 
     fn secret(tags: &[(&str, &str)], description: Option<&str>) -> AwsSecret {
@@ -440,13 +501,24 @@ mod tests {
 
     #[test]
     fn only_tags_this_tool_set_are_removed() {
-        let marker = digests_of(["team".to_owned(), "env".to_owned()].iter());
-        assert_eq!(marker.len(), 8);
+        let none = std::collections::BTreeSet::new();
+        let operator = |keys: &[&str]| {
+            operator_marker(
+                &keys
+                    .iter()
+                    .map(|k| ((*k).to_owned(), String::new()))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap()
+        };
+        let marker = operator(&["team", "env"]);
+        assert_eq!(marker.len(), 10);
         let s = secret(
             &[
                 ("managed-by", "vault-secrets-replicator"),
                 ("team", "core"),
                 ("env", "prod"),
+                ("tier", "1"),
                 ("added-by-someone", "x"),
                 (tags::USER_TAGS, &marker),
             ],
@@ -455,15 +527,25 @@ mod tests {
         let desired: BTreeMap<String, String> = [
             ("managed-by", "vault-secrets-replicator"),
             ("team", "core"),
-            (tags::USER_TAGS, &digests_of(["team".to_owned()].iter())),
+            (tags::USER_TAGS, &operator(&["team"])),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let c = meta_changes(&s, &target(&desired), &[], None, false);
+        let c = meta_changes(&s, &target(&desired), &[], &none, None, false);
         assert!(c.tag, "the marker changed");
-        assert_eq!(c.untag, ["env"]);
+        assert_eq!(c.untag, ["env"], "an operator's key, recorded");
         assert_eq!((c.description, c.regions), (None, None));
+        // A key Vault metadata governs goes when no metadata sets it.
+        let governed = ["tier".to_owned()].into();
+        let c = meta_changes(&s, &target(&desired), &[], &governed, None, false);
+        assert_eq!(c.untag, ["env", "tier"]);
+        // A marker an earlier version wrote (every key, no mark) is honoured.
+        let legacy = digests_of(["team".to_owned(), "tier".to_owned()].iter());
+        let mut old = s.clone();
+        old.tags.insert(tags::USER_TAGS, &legacy);
+        let c = meta_changes(&old, &target(&desired), &[], &none, None, false);
+        assert_eq!(c.untag, ["tier"]);
         let same = secret(
             &desired
                 .iter()
@@ -471,10 +553,10 @@ mod tests {
                 .collect::<Vec<_>>(),
             Some(DEFAULT_DESCRIPTION),
         );
-        assert!(meta_changes(&same, &target(&desired), &[], None, false).is_empty());
+        assert!(meta_changes(&same, &target(&desired), &[], &none, None, false).is_empty());
         let mut t = target(&desired);
         t.description = "new".into();
-        let c = meta_changes(&same, &t, &[], None, false);
+        let c = meta_changes(&same, &t, &[], &none, None, false);
         assert_eq!(c.description.as_deref(), Some("new"));
     }
 
@@ -487,6 +569,7 @@ mod tests {
 
     #[test]
     fn regions_move_only_where_the_configuration_or_aws_differ() {
+        let none = std::collections::BTreeSet::new();
         let r = |s: &str| s.parse::<ReplicaRegion>().unwrap();
         let want = [r("eu-west-1"), r("us-west-2=key-b")];
         let tag = regions_tag(&want);
@@ -494,22 +577,25 @@ mod tests {
         let s = secret(&[(tags::REPLICA_REGIONS, &tag)], Some(DEFAULT_DESCRIPTION));
         let desired = BTreeMap::from([(tags::REPLICA_REGIONS.to_owned(), tag.clone())]);
         let t = target(&desired);
-        assert_eq!(meta_changes(&s, &t, &want, None, false).regions, None);
+        assert_eq!(
+            meta_changes(&s, &t, &want, &none, None, false).regions,
+            None
+        );
         // Looked at: both there.
         let there = [status("eu-west-1", false), status("us-west-2", false)];
-        assert!(meta_changes(&s, &t, &want, Some(&there), false).is_empty());
+        assert!(meta_changes(&s, &t, &want, &none, Some(&there), false).is_empty());
         // Someone removed one, or promoted its replica: added again.
-        let c = meta_changes(&s, &t, &want, Some(&there[..1]), false);
+        let c = meta_changes(&s, &t, &want, &none, Some(&there[..1]), false);
         let moves = c.regions.unwrap();
         assert_eq!((moves.remove.len(), &moves.add[..]), (0, &want[1..]));
         assert_eq!(moves.recorded.as_deref(), Some(tag.as_str()));
         assert!(c.tag, "the tag is written again once they are back");
         // Restored after a deletion (which removed them): all of them again.
-        let c = meta_changes(&s, &t, &want, Some(&there), true);
+        let c = meta_changes(&s, &t, &want, &none, Some(&there), true);
         assert_eq!(c.regions.unwrap().add, want);
         let unreplicated = secret(&[], Some(DEFAULT_DESCRIPTION));
         assert_eq!(
-            meta_changes(&unreplicated, &t, &want, None, false)
+            meta_changes(&unreplicated, &t, &want, &none, None, false)
                 .regions
                 .map(|m| m.add),
             Some(want.to_vec())

@@ -589,7 +589,9 @@ fn a_metadata_change_is_applied_without_a_value_and_a_bad_tag_fails_alone() {
         live("c", 1),
     ];
     let aws = [ours("a", 1), ours("b", 1), ours("c", 1)];
-    let p = plan(&vault, &aws, &settings());
+    let mut s = settings();
+    s.metadata_tag_keys = ["team", "aws:x"].map(String::from).into();
+    let p = plan(&vault, &aws, &s);
     assert_eq!(kinds(&p), ["update p/a", "invalid p/b", "unchanged p/c"]);
     let Step::Update {
         reason: UpdateReason::Metadata,
@@ -705,6 +707,7 @@ fn a_stale_name_goes_only_after_its_successor_and_stays_when_it_cannot_be_writte
     s.deletion_policy = DeletionPolicy::Delete;
     s.max_delete_share = 1.0;
     template(&mut s, "new/{path}");
+    s.metadata_tag_keys = ["aws:x".to_owned()].into();
     // Written: the old name waits for the create.
     let p = plan(&[live("a", 1)], &[ours("a", 1)], &s);
     assert_eq!(kinds(&p), ["create p/new/a", "delete p/a"]);
