@@ -49,6 +49,8 @@ pub struct Outcome {
     pub error: Option<String>,
     /// Mutating requests sent, by operation.
     pub mutating: Vec<(String, u64)>,
+    /// The mutating operations sent, in the order they were sent (retries included).
+    pub sent: Vec<String>,
     pub requests: u64,
 }
 
@@ -87,7 +89,12 @@ pub async fn run_as(aws: &aws_types::SdkConfig, args: &[&str]) -> Outcome {
     let mut argv = vec!["deployer"];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).unwrap();
-    let clients = Clients::new(aws, Backoff::NONE);
+    let record = RecordMutating::default();
+    let clients = Clients::with_interceptor(
+        aws,
+        Backoff::NONE,
+        Some(aws_smithy_runtime_api::client::interceptors::SharedInterceptor::new(record.clone())),
+    );
     let mut out = Vec::new();
     // Boxed: the whole command's future (the EC2 `up` above all) would not fit a test
     // thread's stack.
@@ -114,7 +121,31 @@ pub async fn run_as(aws: &aws_types::SdkConfig, args: &[&str]) -> Outcome {
         stdout: String::from_utf8_lossy(&out).into_owned(),
         error,
         mutating: clients.mutating_requests(),
+        sent: record.0.lock().unwrap().clone(),
         requests: clients.requests.snapshot().values().sum(),
+    }
+}
+
+/// Records the mutating operations every client sends, in order.
+#[derive(Debug, Clone, Default)]
+pub struct RecordMutating(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for RecordMutating {
+    fn name(&self) -> &'static str {
+        "RecordMutating"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let op = KillAtMutating::operation(cfg);
+        if !deployer::clients::is_read_only(&op) {
+            self.0.lock().unwrap().push(op);
+        }
+        Ok(())
     }
 }
 

@@ -228,18 +228,41 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
         out
     };
 
+    // The key by its id, not its alias: deleting the alias while the key stays live must not
+    // read as "pending deletion", and any error fails the test.
+    let kms = aws_sdk_kms::Client::new(&aws);
+    let key_id = kms
+        .describe_key()
+        .key_id("alias/hybrid-aws-secrets-encryption-key")
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_owned();
     let key_pending = || async {
-        let kms = aws_sdk_kms::Client::new(&aws);
-        kms.describe_key()
-            .key_id("alias/hybrid-aws-secrets-encryption-key")
+        let state = kms
+            .describe_key()
+            .key_id(&key_id)
             .send()
             .await
-            .map(|k| {
-                k.key_metadata().unwrap().key_state()
-                    == Some(&aws_sdk_kms::types::KeyState::PendingDeletion)
-            })
-            // The alias goes with a scheduled key.
-            .unwrap_or(true)
+            .expect("a key pending deletion is still described")
+            .key_metadata()
+            .unwrap()
+            .key_state()
+            .cloned();
+        assert!(
+            matches!(
+                state,
+                Some(
+                    aws_sdk_kms::types::KeyState::Enabled
+                        | aws_sdk_kms::types::KeyState::PendingDeletion
+                )
+            ),
+            "{state:?}"
+        );
+        state == Some(aws_sdk_kms::types::KeyState::PendingDeletion)
     };
     let plain = f.deployer(&["destroy", "--yes"]).await;
     assert!(scheduled().await.is_empty());

@@ -775,9 +775,29 @@ async fn keys_stored_by_an_sso_role_are_readable_by_that_role_and_its_real_arn()
             me.as_str(),
         ],
     );
-    // The keys went in after the policy: the secret was created empty.
-    let ops: Vec<&str> = out.mutating.iter().map(|(op, _)| op.as_str()).collect();
-    assert!(ops.contains(&"PutSecretValue"), "{ops:?}");
+    // The keys went in after the policy: the secret was created empty (one version: the keys),
+    // then given its policy, then the keys.
+    let first = |op: &str| {
+        out.sent
+            .iter()
+            .position(|o| o == op)
+            .unwrap_or_else(|| panic!("no {op} in {:?}", out.sent))
+    };
+    assert!(
+        first("CreateSecret") < first("PutResourcePolicy")
+            && first("PutResourcePolicy") < first("PutSecretValue"),
+        "{:?}",
+        out.sent
+    );
+    let versions = w
+        .side
+        .sm
+        .list_secret_version_ids()
+        .secret_id("vi-vault/init-keys")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(versions.versions().len(), 1, "{versions:?}");
 }
 
 fn tls_client(w: &World) -> reqwest::Client {
