@@ -50,10 +50,17 @@ ensure_python_tools() {
   [ ${#stale[@]} -eq 0 ] && return 0
   echo "installing ${stale[*]} from PyPI, every file checked against $python_tools_lock" >&2
   local pip_args=(install --quiet --disable-pip-version-check --require-hashes -r "$python_tools_lock")
-  if python3 -m pip "${pip_args[@]}" 2>/dev/null; then
+  local why
+  why=$(mktemp)
+  if python3 -m pip "${pip_args[@]}" 2>"$why"; then
+    rm -f "$why"
     hash -r
     return 0
   fi
+  # Said, not hidden: a hash that does not match the lock shows here too.
+  echo "the machine's Python could not take the lock (using a virtualenv instead):" >&2
+  tail -n 3 "$why" >&2
+  rm -f "$why"
   if [ ! -x "$tools_venv/bin/python" ]; then
     if ! python3 -m venv "$tools_venv" 2>/dev/null; then
       (as_root apt-get update -qq && as_root apt-get install -y -qq python3-venv python3-pip) >/dev/null

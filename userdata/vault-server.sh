@@ -15,25 +15,38 @@ readonly PRIVATE_IP="{{private_ip}}"
 
 # 1. Vault, pinned, from HashiCorp's signed package repository (creates the vault user and unit).
 #    The repository's signing key is trusted by the fingerprint HashiCorp publishes
-#    (https://www.hashicorp.com/trust/security), never on first use: dnf checks every package
-#    against that key file alone.
+#    (https://www.hashicorp.com/trust/security), never on first use: rpm's database and the
+#    repository's gpgkey hold that key alone, re-exported from what gpg checked.
 readonly HASHICORP_KEY_FINGERPRINT="798AEC654E5C15428C8E42EEAA16FCBCA621E701"
 readonly HASHICORP_KEY=/etc/pki/rpm-gpg/RPM-GPG-KEY-hashicorp
 
-# trust_key FILE DEST FINGERPRINT: installs the key file at DEST only when it holds exactly one
-# primary key, with that fingerprint (a second key beside it is refused too).
+# trust_key FILE DEST FINGERPRINT: writes to DEST the key with that fingerprint, only when FILE
+# holds exactly one primary key and it is that one (a second key beside it is refused too). What
+# is written is the key as gpg imported it, exported again: public packets only, subkeys only
+# with valid bindings, nothing else the file may carry.
 trust_key() {
   local file=$1 dest=$2 want=$3 home got
   home=$(mktemp -d)
   got=$(GNUPGHOME="${home}" gpg --batch --with-colons --show-keys "${file}" 2>/dev/null \
     | awk -F: '$1 == "pub" { primary = 1; next } $1 == "fpr" && primary { print $10; primary = 0 }' \
     | paste -sd, -) || true
-  rm -rf "${home}"
   if [[ "${got}" != "${want}" ]]; then
+    rm -rf "${home}"
     echo "refused: the package signing key ${file} holds ${got:-no key}, not exactly ${want}" >&2
     return 1
   fi
-  install -D -m 0644 "${file}" "${dest}"
+  mkdir -p "$(dirname "${dest}")"
+  if ! GNUPGHOME="${home}" gpg --batch --quiet --import "${file}" 2>/dev/null \
+    || ! GNUPGHOME="${home}" gpg --batch --armor --export --export-options export-minimal \
+      "${want}" >"${dest}.new" \
+    || [[ ! -s "${dest}.new" ]]; then
+    rm -rf "${home}" "${dest}.new"
+    echo "refused: the package signing key ${want} could not be imported from ${file}" >&2
+    return 1
+  fi
+  rm -rf "${home}"
+  chmod 0644 "${dest}.new"
+  mv "${dest}.new" "${dest}"
 }
 
 dnf install -y -q dnf-plugins-core

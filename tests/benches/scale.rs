@@ -42,6 +42,7 @@ fn as_written(path: &str, version: u64, created: &str) -> Box<replicator::plan::
         created_time: created.to_owned(),
         user_tags: Default::default(),
         description: replicator::plan::shape::DEFAULT_DESCRIPTION.to_owned(),
+        metadata_ignored: vec![],
     };
     source.target(&rule, None)
 }

@@ -177,6 +177,46 @@ async fn tags_and_description_follow_custom_metadata_without_reading_a_value() {
         "a crafted key steers no removal"
     );
 
+    // A replica as an earlier version left it: `vault-tags` recorded metadata's keys too (no
+    // `o:`), among them one a metadata writer crafted, and `cost`, which metadata set then and
+    // still names. The first run after the upgrade removes `cost` and rewrites the record;
+    // the crafted digest removes nothing.
+    let legacy = replicator::plan::shape::digests_of(
+        ["env", "team", "cost", COLLIDES_WITH_ADDED_BY]
+            .map(str::to_owned)
+            .iter(),
+    );
+    let tag = |k: &str, v: &str| {
+        aws_sdk_secretsmanager::types::Tag::builder()
+            .key(k)
+            .value(v)
+            .build()
+    };
+    env.side
+        .sm
+        .tag_resource()
+        .secret_id("kv/app/db")
+        .tags(tag("vault-tags", &legacy))
+        .tags(tag("cost", "free"))
+        .send()
+        .await
+        .unwrap();
+    bao.set_custom_metadata(
+        "kv",
+        "app/db",
+        json!({"tag:tier": "1", "tag:cost": "free", "description": "Database of app, v2"}),
+    )
+    .await;
+    let upgraded = sync(&env, &a).await;
+    assert_eq!(upgraded.values_read, 0, "{}", upgraded.to_text());
+    let db = &env.side.secrets("kv").await["kv/app/db"];
+    assert!(!db.tags.contains_key("cost"), "{:?}", db.tags);
+    assert_eq!(
+        db.tags["added-by"], "ops",
+        "a planted digest removes nothing"
+    );
+    assert!(db.tags["vault-tags"].starts_with("o:"), "{:?}", db.tags);
+
     // A tag dropped from the configuration, or from a secret's metadata, is removed from its
     // replicas; one secret's bad tag fails that secret alone.
     a.tags = vec!["team=platform".into()];

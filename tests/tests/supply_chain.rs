@@ -69,6 +69,20 @@ fn the_boot_script_trusts_hashicorps_package_key_only_by_its_fingerprint() {
         gpg(&["--armor", "--export", "hashicorp", "impostor"]),
     )
     .unwrap();
+    // A secret key beside the public one: `--show-keys` lists it as `sec`, not `pub`.
+    let with_secret = dir.path().join("with-secret.asc");
+    std::fs::write(
+        &with_secret,
+        gpg(&["--armor", "--export", "hashicorp"])
+            + &gpg(&[
+                "--pinentry-mode",
+                "loopback",
+                "--armor",
+                "--export-secret-keys",
+                "impostor",
+            ]),
+    )
+    .unwrap();
     let trust = |file: &str| {
         let dest = dir.path().join("trusted").join(file);
         let out = std::process::Command::new("bash")
@@ -89,8 +103,25 @@ fn the_boot_script_trusts_hashicorps_package_key_only_by_its_fingerprint() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (ok, installed, err) = trust("hashicorp.asc");
-    assert!(ok && installed, "{err}");
+    // What is installed holds the one key, whatever else the file carried.
+    let keys_in = |file: &std::path::Path| -> Vec<String> {
+        gpg(&["--with-colons", "--show-keys", file.to_str().unwrap()])
+            .lines()
+            .filter_map(|l| l.strip_prefix("fpr:"))
+            .map(|f| f.trim_matches(':').to_owned())
+            .collect()
+    };
+    for accepted in ["hashicorp.asc", "with-secret.asc"] {
+        let (ok, installed, err) = trust(accepted);
+        assert!(ok && installed, "{accepted}: {err}");
+        let dest = dir.path().join("trusted").join(accepted);
+        assert_eq!(keys_in(&dest), [fingerprints[0].clone()], "{accepted}");
+        let text = std::fs::read_to_string(&dest).unwrap();
+        assert!(
+            text.contains("BEGIN PGP PUBLIC KEY BLOCK") && !text.contains("PRIVATE"),
+            "{accepted}"
+        );
+    }
     for refused in ["impostor.asc", "both.asc"] {
         let (ok, installed, err) = trust(refused);
         assert!(!ok && !installed, "{refused}: {err}");

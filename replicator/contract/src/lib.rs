@@ -118,23 +118,30 @@ pub mod tags {
         KEY_COUNT,
     ];
 
-    /// The tag keys Vault custom metadata (`tag:KEY`) may set, checked: each a valid tag key,
-    /// once, and none the operator sets (`--tag`): the operator's tags always win.
+    /// The tag keys Vault custom metadata (`tag:KEY`) may set, checked: each a valid tag key
+    /// without spaces around it, once, and none the operator sets (`--tag`): the operator's
+    /// tags always win. Compared in any case, as IAM may match tag keys in conditions: with
+    /// `Team` the operator's, metadata setting `team` beside it would confuse who decides.
     pub fn metadata_keys<'a>(
         keys: impl IntoIterator<Item = &'a str>,
         operator: &[(String, String)],
     ) -> Result<std::collections::BTreeSet<String>, String> {
         let mut set = std::collections::BTreeSet::new();
+        let mut folded = std::collections::BTreeSet::new();
         for key in keys {
+            if key.trim() != key {
+                return Err(format!("{key:?}: remove the spaces around the key"));
+            }
             check(key, "")?;
-            if operator.iter().any(|(k, _)| k == key) {
+            if let Some((k, _)) = operator.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
                 return Err(format!(
-                    "{key:?} is also an operator tag: the operator's value always wins, so Vault metadata may not set it"
+                    "{key:?} is also an operator tag ({k:?}): the operator's value always wins, so Vault metadata may not set it"
                 ));
             }
-            if !set.insert(key.to_owned()) {
-                return Err(format!("{key:?} is listed twice"));
+            if !folded.insert(key.to_ascii_lowercase()) {
+                return Err(format!("{key:?} is listed twice (in any case)"));
             }
+            set.insert(key.to_owned());
         }
         Ok(set)
     }
@@ -605,6 +612,24 @@ mod tests {
                 .unwrap_err()
                 .contains("own region")
         );
+    }
+
+    #[test]
+    fn metadata_may_set_only_listed_keys_apart_from_the_operators_in_any_case() {
+        let operator = vec![("Team".to_owned(), "core".to_owned())];
+        let ok = tags::metadata_keys(["tier", "cost center"], &operator).unwrap();
+        assert_eq!(ok.into_iter().collect::<Vec<_>>(), ["cost center", "tier"]);
+        for (keys, why) in [
+            (&["team"][..], "also an operator tag (\"Team\")"),
+            (&["tier", "Tier"][..], "listed twice (in any case)"),
+            (&["tier "][..], "remove the spaces"),
+            (&[" tier"][..], "remove the spaces"),
+            (&[""][..], "empty"),
+            (&["vault-tags"][..], "writes for itself"),
+        ] {
+            let e = tags::metadata_keys(keys.iter().copied(), &operator).unwrap_err();
+            assert!(e.contains(why), "{keys:?}: {e}");
+        }
     }
 
     #[test]

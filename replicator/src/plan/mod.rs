@@ -630,8 +630,8 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
                 continue;
             }
         };
-        for key in ignored {
-            *ignored_tags.entry(key).or_default() += 1;
+        for key in &ignored {
+            *ignored_tags.entry(key.clone()).or_default() += 1;
         }
         let source = Source {
             rel_path: rel.to_owned(),
@@ -640,6 +640,7 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
             created_time: created_time.text().into_owned(),
             user_tags,
             description,
+            metadata_ignored: ignored,
         };
         let vault = VaultSide { latest, earlier };
         if per_key {

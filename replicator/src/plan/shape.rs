@@ -48,7 +48,7 @@ pub fn user_shape(
                 description.clone_from(v);
             }
         } else if let Some(name) = k.strip_prefix(crate::model::TAG_PREFIX) {
-            if !allowed.contains(name) || global.iter().any(|(g, _)| g == name) {
+            if !allowed.contains(name) || global.iter().any(|(g, _)| g.eq_ignore_ascii_case(name)) {
                 ignored.push(name.to_owned());
                 continue;
             }
@@ -222,7 +222,11 @@ const OPTIONAL_OWN: &[&str] = &[
 ///
 /// A tag not wanted is removed when this tool writes it only sometimes, when `vault-tags`
 /// records it as the operator's, or when its key is one Vault metadata governs
-/// (`metadata_keys`): a tag others set is kept, whatever key a metadata writer chooses.
+/// (`metadata_keys`): a tag others set is kept, whatever key a metadata writer chooses. A
+/// `vault-tags` of an earlier version (no [`tags::OPERATOR_MARK`]) also recorded metadata's
+/// keys, and a metadata writer could have planted a key whose digest names someone else's
+/// tag: under it, a recorded key goes only when the secret's metadata still names it (a tag
+/// metadata set then, and may not set now).
 pub fn meta_changes(
     secret: &AwsSecret,
     target: &Target,
@@ -233,13 +237,17 @@ pub fn meta_changes(
 ) -> MetaChanges {
     let desired_tags = &target.tags;
     let marker = secret.tags.get(tags::USER_TAGS).unwrap_or("");
+    let legacy = !marker.starts_with(tags::OPERATOR_MARK);
+    let ours = |k: &str| {
+        recorded(marker, k) && (!legacy || target.metadata_ignored.iter().any(|i| i == k))
+    };
     let untag = secret
         .tags
         .keys()
         .filter(|k| !desired_tags.contains_key(*k))
         .filter(|k| {
             OPTIONAL_OWN.contains(k)
-                || (!tags::OWN.contains(k) && (recorded(marker, k) || metadata_keys.contains(*k)))
+                || (!tags::OWN.contains(k) && (ours(k) || metadata_keys.contains(*k)))
         })
         .map(str::to_owned)
         .collect();
@@ -299,6 +307,10 @@ pub struct Target {
     pub tags: BTreeMap<String, String>,
     #[serde(skip)]
     pub description: String,
+    /// The `tag:` keys the secret's custom metadata names but may not set
+    /// ([`UserShape::ignored`]).
+    #[serde(skip)]
+    pub metadata_ignored: Vec<String>,
 }
 
 /// One Vault secret at the version to replicate, and the shape its replicas should have.
@@ -314,6 +326,9 @@ pub struct Source {
     pub user_tags: BTreeMap<String, String>,
     #[serde(skip)]
     pub description: String,
+    /// [`UserShape::ignored`].
+    #[serde(skip)]
+    pub metadata_ignored: Vec<String>,
 }
 
 impl Source {
@@ -361,6 +376,7 @@ impl Source {
             key: key_name.map(str::to_owned),
             tags,
             description: self.description.clone(),
+            metadata_ignored: self.metadata_ignored.clone(),
         })
     }
 }
@@ -496,6 +512,7 @@ mod tests {
             key: None,
             tags: tags.clone(),
             description: DEFAULT_DESCRIPTION.into(),
+            metadata_ignored: Vec::new(),
         }
     }
 
@@ -540,12 +557,25 @@ mod tests {
         let governed = ["tier".to_owned()].into();
         let c = meta_changes(&s, &target(&desired), &[], &governed, None, false);
         assert_eq!(c.untag, ["env", "tier"]);
-        // A marker an earlier version wrote (every key, no mark) is honoured.
+        // A marker an earlier version wrote (every key, no mark) is honoured for the keys the
+        // secret's metadata still names (it set them then, may not now), and rewritten.
         let legacy = digests_of(["team".to_owned(), "tier".to_owned()].iter());
         let mut old = s.clone();
         old.tags.insert(tags::USER_TAGS, &legacy);
-        let c = meta_changes(&old, &target(&desired), &[], &none, None, false);
+        let mut named = target(&desired);
+        named.metadata_ignored = vec!["tier".into()];
+        let c = meta_changes(&old, &named, &[], &none, None, false);
         assert_eq!(c.untag, ["tier"]);
+        assert!(c.tag, "the marker is rewritten in the operator's form");
+        // A recorded digest alone removes nothing: it may have been planted by a metadata
+        // writer to name someone else's tag.
+        let c = meta_changes(&old, &target(&desired), &[], &none, None, false);
+        assert!(c.untag.is_empty(), "{:?}", c.untag);
+        // Without operator tags now, the legacy marker itself goes.
+        let mut bare = desired.clone();
+        bare.remove(tags::USER_TAGS);
+        let c = meta_changes(&old, &target(&bare), &[], &none, None, false);
+        assert_eq!(c.untag, ["vault-tags"]);
         let same = secret(
             &desired
                 .iter()

@@ -932,6 +932,7 @@ fn expand_source(rel: &str, version: u64, group: Vec<AwsSecret>) -> ExpandSource
             created_time: T.into(),
             user_tags: BTreeMap::new(),
             description: shape::DEFAULT_DESCRIPTION.into(),
+            metadata_ignored: vec![],
         },
         latest: version,
         earlier: vec![],
