@@ -43,8 +43,9 @@ pub struct Change {
 /// Fields whose change `up` shows and asks about first: who may reach or do what (policies,
 /// trust, security group rules, the invoke permission, the role or groups a resource runs
 /// with), and what else an operator must see before it happens: the code the functions (and
-/// the Vault host's watcher) run, their settings (the deletion policy and the breaker's share
-/// among them), who is notified, and the Vault host's route to the internet.
+/// the Vault host's watcher) run and whose signature it needs, their settings (the deletion
+/// policy and the breaker's share among them), who is notified, and the Vault host's route to
+/// the internet.
 pub const CONFIRM_FIELDS: &[&str] = &[
     "trust_policy",
     "inline_policy",
@@ -58,6 +59,9 @@ pub const CONFIRM_FIELDS: &[&str] = &[
     "instance_profile",
     "iam_instance_profile",
     "code_sha256",
+    "code_signing_config",
+    "allowed_publishers",
+    "untrusted_artifact_on_deployment",
     "environment",
     "email_subscription",
     "default_route",

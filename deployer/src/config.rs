@@ -35,6 +35,7 @@ pub struct FileConfig {
     pub kms_deletion_window_days: Option<i64>,
     pub vault_instance_type: Option<String>,
     pub vault_version: Option<String>,
+    pub code_signing_profile: Option<String>,
     pub replica_regions: Option<Vec<String>>,
     pub name_template: Option<String>,
     pub granularity: Option<String>,
@@ -117,6 +118,9 @@ pub struct Config {
     pub lambda_reserved_concurrency: i32,
     pub log_retention_days: i32,
     pub kms_deletion_window_days: i32,
+    /// The AWS Signer profile version whose signature the functions' code must carry (a code
+    /// signing config that enforces it); none: any code the deployer uploads runs.
+    pub code_signing_profile: Option<String>,
     /// Things worth saying that are not errors (an open CIDR, for one).
     pub warnings: Vec<String>,
 }
@@ -504,6 +508,13 @@ impl FileConfig {
             lambda_reserved_concurrency: lambda_reserved_concurrency as i32,
             log_retention_days: log_retention_days as i32,
             kms_deletion_window_days: kms_deletion_window_days as i32,
+            code_signing_profile: match self.code_signing_profile.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(arn) => {
+                    check_signing_profile(arn).map_err(|p| invalid("code_signing_profile", p))?;
+                    Some(arn.to_owned())
+                }
+            },
             warnings,
         })
     }
@@ -564,6 +575,16 @@ impl Config {
         partition: &str,
         region: &str,
     ) -> Result<(), ConfigError> {
+        if let Some(arn) = &self.code_signing_profile
+            && arn.split(':').nth(1) != Some(partition)
+        {
+            return Err(invalid(
+                "code_signing_profile",
+                format!(
+                    "{arn} is not in partition {partition}, where the stack is: Lambda accepts signatures only from a profile in its own partition"
+                ),
+            ));
+        }
         let key = "replica_regions";
         let regions = &self.replicator.replica_regions;
         contract::check_replica_regions(regions, Some(region)).map_err(|e| invalid(key, e))?;
@@ -592,6 +613,40 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// An AWS Signer profile version ARN, as Lambda's code signing config takes it:
+/// `arn:PARTITION:signer:REGION:ACCOUNT:/signing-profiles/NAME/VERSION`.
+pub fn check_signing_profile(arn: &str) -> Result<(), String> {
+    let example = "arn:aws:signer:REGION:ACCOUNT:/signing-profiles/NAME/VERSION (the profile version ARN `aws signer get-signing-profile --profile-name NAME --query profileVersionArn` prints)";
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [head, partition, service, region, account, resource] = parts[..] else {
+        return Err(format!(
+            "{arn:?} is not a signing profile version ARN: give {example}"
+        ));
+    };
+    let path: Vec<&str> = resource.split('/').collect();
+    let ok = head == "arn"
+        && ["aws", "aws-cn", "aws-us-gov"].contains(&partition)
+        && service == "signer"
+        && !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && matches!(path[..], ["", "signing-profiles", name, version]
+            if (2..=64).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && (1..=64).contains(&version.len())
+                && version.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{arn:?} is not a signing profile version ARN: give {example}"
+        ))
     }
 }
 
@@ -849,6 +904,17 @@ mod tests {
                 "not an instance type",
             ),
             (
+                // A profile without its version: Lambda allows profile versions only.
+                "code_signing_profile = \"arn:aws:signer:eu-west-1:123456789012:/signing-profiles/replicator\"",
+                "code_signing_profile",
+                "not a signing profile version ARN",
+            ),
+            (
+                "code_signing_profile = \"arn:aws:kms:eu-west-1:123456789012:/signing-profiles/replicator/a1B2c3D4e5\"",
+                "code_signing_profile",
+                "aws signer get-signing-profile",
+            ),
+            (
                 "vault_version = \"latest\"",
                 "vault_version",
                 "not a version",
@@ -997,5 +1063,39 @@ mod tests {
         assert!(check_cidr("192.0.2.7/32").is_ok());
         let err = check_cidr("192.0.2.7/24").unwrap_err();
         assert!(err.contains("host bits"), "{err}");
+    }
+
+    #[test]
+    fn a_signing_profile_is_a_version_arn_in_the_stacks_partition() {
+        let arn = "arn:aws:signer:eu-west-1:210987654321:/signing-profiles/replicator_1/a1B2c3D4e5";
+        let cfg = FileConfig::parse(
+            &format!("vault_inbound_cidr = \"192.0.2.0/24\"\ncode_signing_profile = \"{arn}\""),
+            "t",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(cfg.code_signing_profile.as_deref(), Some(arn));
+        // Another account signs for this one (a central signing account): fine.
+        assert!(
+            cfg.check_identity("123456789012", "aws", "eu-west-1")
+                .is_ok()
+        );
+        let err = cfg
+            .check_identity("123456789012", "aws-cn", "cn-north-1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("code_signing_profile:") && err.contains("partition aws-cn"),
+            "{err}"
+        );
+        let none = FileConfig::parse(
+            "vault_inbound_cidr = \"192.0.2.0/24\"\ncode_signing_profile = \"\"",
+            "t",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(none.code_signing_profile, None);
     }
 }

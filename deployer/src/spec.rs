@@ -195,6 +195,26 @@ impl Spec {
     pub fn role_arn(&self) -> String {
         self.arn("iam", false, &format!("role/{}", self.role_name()))
     }
+    /// The code signing config's name in `plan` (Lambda names it only by an ARN it assigns).
+    pub fn code_signing_name(&self) -> String {
+        format!("{}-replicator-code-signing", self.stack())
+    }
+    /// The code signing config's description, by which (with the stack tag) it is found.
+    pub fn code_signing_description(&self) -> String {
+        format!(
+            "{}: the replicator's functions run only code signed by the configured AWS Signer profile",
+            self.stack()
+        )
+    }
+    /// What `plan` and `up` say about code signing, as one line.
+    pub fn code_signing_line(&self) -> String {
+        match &self.cfg.code_signing_profile {
+            Some(p) => format!(
+                "Code signing: enforced; the functions run only code signed by {p} (Lambda refuses an unsigned or otherwise signed zip)\n"
+            ),
+            None => "Code signing: off; the functions run any code uploaded to them (set code_signing_profile to require an AWS Signer signature)\n".to_owned(),
+        }
+    }
     pub fn function_name(&self) -> String {
         format!("{}-replicator", self.stack())
     }

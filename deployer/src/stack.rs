@@ -9,7 +9,7 @@ use crate::clients::Clients;
 use crate::lambda_zip::LambdaZip;
 use crate::resources::network;
 use crate::resources::{
-    DeployError, function, iam, key, logs, replicas, rule, secret, topic, vault_server,
+    DeployError, function, iam, key, logs, replicas, rule, secret, signing, topic, vault_server,
 };
 use crate::spec::{Duty, Group, Spec};
 
@@ -70,6 +70,9 @@ pub enum Resource {
     /// The Vault server on EC2: its role, TLS secret and CA parameter, instance, Elastic IP.
     VaultServer,
     ConnectionSecret,
+    /// The code signing config the functions' code is checked against (with
+    /// `code_signing_profile`).
+    CodeSigning,
     /// The sync function and, with Vault on EC2, the change watcher's.
     Function,
     /// The digest of the code uploaded, which the Vault host checks the watcher's against.
@@ -78,7 +81,7 @@ pub enum Resource {
 }
 
 impl Resource {
-    pub const ORDER: [Resource; 10] = [
+    pub const ORDER: [Resource; 11] = [
         Resource::Key,
         Resource::Topic,
         Resource::Network,
@@ -86,6 +89,7 @@ impl Resource {
         Resource::LogGroup,
         Resource::VaultServer,
         Resource::ConnectionSecret,
+        Resource::CodeSigning,
         Resource::Function,
         Resource::WatcherDigest,
         Resource::Schedule,
@@ -114,6 +118,11 @@ struct Converging<'s, 'p> {
     removes_vault_role: bool,
     /// The CA of a TLS pair made (or read back) in this run.
     new_ca: Option<String>,
+    /// The code signing config the functions use.
+    code_signing: Option<String>,
+    /// No `code_signing_profile` now, and the stack's config is still there: removed once the
+    /// functions have left it.
+    removes_code_signing: Option<signing::SigningState>,
 }
 
 impl Stack<'_> {
@@ -143,12 +152,15 @@ impl Stack<'_> {
             removes_network: false,
             removes_vault_role: false,
             new_ca: None,
+            code_signing: None,
+            removes_code_signing: None,
         };
         for resource in Resource::ORDER {
             // Boxed: the larger steps' futures would not fit a thread's stack together.
             Box::pin(run.converge(resource)).await?;
         }
         Box::pin(run.leave_the_ec2_vault()).await?;
+        run.leave_code_signing().await?;
         run.out.key_arn = run.key_arn;
         Ok(Converged {
             changes: run.changes,
@@ -165,7 +177,14 @@ impl Stack<'_> {
         progress: Progress<'_>,
     ) -> Result<Vec<Change>, DeployError> {
         let mut done = Vec::new();
+        // Found while the functions that use it (and tell it) are still there.
+        let signing = signing::observe(self.clients, self.spec).await?;
         for resource in Resource::ORDER.into_iter().rev() {
+            if resource == Resource::CodeSigning {
+                let ch = signing::destroy(self.clients, self.spec, signing.as_ref()).await?;
+                record(ch, progress, &mut done);
+                continue;
+            }
             Box::pin(self.destroy_one(resource, progress, &mut done)).await?;
             if resource == Resource::Function && delete_replicas {
                 let ch = replicas::schedule_deletion(self.clients, self.spec).await?;
@@ -201,6 +220,8 @@ impl Stack<'_> {
                 all
             }
             Resource::ConnectionSecret => vec![secret::destroy(c, spec).await?],
+            // Destroyed by `destroy` itself, with what it found before the functions went.
+            Resource::CodeSigning => vec![],
             Resource::VaultServer => {
                 starting(vault_server::INSTANCE_KIND, spec.vault_name());
                 let mut all = vault_server::destroy(c, spec).await?;
@@ -274,6 +295,7 @@ impl Converging<'_, '_> {
             Resource::LogGroup => self.log_group().await,
             Resource::VaultServer => self.vault_server().await,
             Resource::ConnectionSecret => self.connection_secret().await,
+            Resource::CodeSigning => self.code_signing().await,
             Resource::Function => self.functions().await,
             Resource::WatcherDigest => self.watcher_digest().await,
             Resource::Schedule => self.schedule().await,
@@ -471,6 +493,34 @@ impl Converging<'_, '_> {
         Ok(())
     }
 
+    async fn code_signing(&mut self) -> Result<(), DeployError> {
+        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let seen = signing::observe(c, spec).await?;
+        let ch = signing::diff(spec, seen.as_ref());
+        if spec.cfg.code_signing_profile.is_none() {
+            self.removes_code_signing = seen.filter(|_| ch.action == Action::Delete);
+            self.changes.push(ch);
+            return Ok(());
+        }
+        self.code_signing = if self.go(&ch) {
+            Some(signing::apply(c, spec, seen.as_ref(), &ch).await?)
+        } else {
+            seen.map(|s| s.arn)
+        };
+        self.changes.push(ch);
+        Ok(())
+    }
+
+    /// No profile any more: the config goes once the functions have left it.
+    async fn leave_code_signing(&mut self) -> Result<(), DeployError> {
+        let Some(seen) = self.removes_code_signing.take().filter(|_| self.apply) else {
+            return Ok(());
+        };
+        let ch = signing::destroy(self.stack.clients, self.stack.spec, Some(&seen)).await?;
+        (self.progress)(Phase::Done, &ch);
+        Ok(())
+    }
+
     async fn functions(&mut self) -> Result<(), DeployError> {
         for duty in Duty::ALL {
             Box::pin(self.function(duty)).await?;
@@ -488,10 +538,12 @@ impl Converging<'_, '_> {
         };
         let key_arn = self.key_arn.clone();
         let topic_arn = self.out.topic_arn.clone();
+        let code_signing = self.code_signing.clone();
         let inputs = function::Inputs {
             key_arn: key_arn.as_deref(),
             vpc,
             topic_arn: topic_arn.as_deref(),
+            code_signing: code_signing.as_deref(),
         };
         let seen = function::observe(c, spec, duty).await?;
         let ch = function::diff(spec, duty, seen.as_ref(), zip, &inputs);

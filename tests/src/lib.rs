@@ -9,6 +9,7 @@ pub mod aws_side;
 pub mod deploy;
 pub mod fault_proxy;
 pub mod lambda_invoke;
+pub mod lambda_signing;
 pub mod runtime_api;
 pub mod stand_in;
 

@@ -8,6 +8,9 @@ use sha2::Digest as _;
 struct Fixture {
     moto: Moto,
     dir: tempfile::TempDir,
+    /// Lambda's code signing, which moto lacks, when the test needs it: the deployer's
+    /// requests go through it.
+    signing: Option<e2e::lambda_signing::SigningStandIn>,
 }
 
 impl Fixture {
@@ -16,7 +19,11 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("deployer.toml"), config).unwrap();
         fake_zip(dir.path(), b"\x7fELF v1");
-        Self { moto, dir }
+        Self {
+            moto,
+            dir,
+            signing: None,
+        }
     }
 
     fn path(&self, name: &str) -> String {
@@ -46,7 +53,13 @@ impl Fixture {
             "json",
         ];
         all.extend_from_slice(args);
-        run(&self.moto, &all).await
+        match &self.signing {
+            Some(stand_in) => {
+                let aws = self.moto.sdk_config_at(&stand_in.url).await;
+                e2e::deploy::run_as(&aws, &all).await
+            }
+            None => run(&self.moto, &all).await,
+        }
     }
 }
 
@@ -2159,6 +2172,9 @@ async fn secrets_sync_settings_reach_the_function_and_the_role_and_converge() {
             "{key}: {error}"
         );
         assert!(refused.mutating.is_empty(), "{:?}", refused.mutating);
+        // A stack deployed before the check can still be looked at (and destroyed).
+        let status = f.deployer_may_fail(&["status"]).await;
+        assert!(status.error.is_none(), "{key}: {:?}", status.error);
     }
 }
 
@@ -2474,4 +2490,116 @@ async fn the_vault_host_runs_only_the_watchers_code_that_up_uploaded() {
         verify.status.success() && said.trim().is_empty(),
         "systemd-analyze verify: {said}"
     );
+}
+
+/// With `code_signing_profile`, the functions run only code that profile signed: a code
+/// signing config that enforces it, made before the functions and attached at their creation,
+/// so an unsigned zip is refused by Lambda (here by a stand-in for Lambda's code signing,
+/// which moto lacks) and never replaces the running code; `plan` says so; removing the profile
+/// is asked about and detaches, then deletes, the config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_signing_lets_the_functions_run_only_signed_code() {
+    const PROFILE: &str =
+        "arn:aws:signer:us-east-1:123456789012:/signing-profiles/replicator/a1B2c3D4e5";
+    let signed_config = format!("{EXTERNAL}code_signing_profile = \"{PROFILE}\"\n");
+    let mut f = Fixture::new(&signed_config).await;
+    let stand_in = e2e::lambda_signing::SigningStandIn::start(&f.moto.url).await;
+    f.signing = Some(stand_in.clone());
+    let zip = || std::fs::read(f.path("replicator.zip")).unwrap();
+    let lambda = aws_sdk_lambda::Client::new(&f.moto.sdk_config().await);
+    let code_of = || async {
+        lambda
+            .get_function_configuration()
+            .function_name("demo-replicator")
+            .send()
+            .await
+            .map(|c| c.code_sha256().unwrap_or_default().to_owned())
+    };
+
+    let plan = f.deployer(&["plan"]).await.json();
+    assert_eq!(plan["code_signing_profile"], PROFILE);
+    let config = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "code signing config")
+        .expect("the code signing config in the plan")
+        .clone();
+    assert_eq!(config["action"], "create", "{config}");
+    assert_eq!(config["fields"][0]["to"], PROFILE, "{config}");
+    assert_eq!(config["fields"][1]["to"], "Enforce", "{config}");
+
+    // An unsigned zip: Lambda refuses it, the deployer says what to do, no function is made.
+    let unsigned = f.deployer_may_fail(&["up", "--yes"]).await;
+    let error = unsigned.error.unwrap_or_default();
+    assert!(
+        error.contains("Lambda refused the function code")
+            && error.contains(PROFILE)
+            && error.contains("aws signer start-signing-job"),
+        "{error}"
+    );
+    assert_eq!(stand_in.refused(), ["demo-replicator"]);
+    assert!(code_of().await.is_err(), "no function with unsigned code");
+
+    // Signed by the profile: made under the config, which allows that profile alone.
+    stand_in.sign(PROFILE, &zip());
+    f.deployer(&["up", "--yes"]).await;
+    let configs = stand_in.configs();
+    assert_eq!(configs.len(), 1, "{configs:?}");
+    let made = &configs[0];
+    assert_eq!(
+        (made.profiles.as_slice(), made.policy.as_str()),
+        (&[PROFILE.to_owned()][..], "Enforce")
+    );
+    assert_eq!(
+        made.tags
+            .get("vault-secrets-replicator:stack")
+            .map(String::as_str),
+        Some("demo")
+    );
+    assert_eq!(
+        stand_in.functions(),
+        [("demo-replicator".to_owned(), made.arn.clone())].into()
+    );
+    let running = code_of().await.unwrap();
+    assert!(
+        f.deployer(&["up", "--yes"]).await.mutating.is_empty(),
+        "a second up changes nothing"
+    );
+
+    // New code that nobody signed never replaces the running code.
+    fake_zip(f.dir.path(), b"\x7fELF v2");
+    let refused = f.deployer_may_fail(&["up", "--yes"]).await;
+    assert!(
+        refused
+            .error
+            .unwrap_or_default()
+            .contains("Lambda refused the function code")
+    );
+    assert_eq!(code_of().await.unwrap(), running);
+    stand_in.sign(PROFILE, &zip());
+    f.deployer(&["up", "--yes"]).await;
+    assert_ne!(code_of().await.unwrap(), running);
+
+    // Without the profile: asked about (it lets any code run), then detached and deleted.
+    std::fs::write(f.path("deployer.toml"), EXTERNAL).unwrap();
+    let asked = f.deployer_may_fail(&["up"]).await;
+    let error = asked.error.unwrap_or_default();
+    assert!(error.contains("code_signing_config"), "{error}");
+    assert!(asked.mutating.is_empty(), "{:?}", asked.mutating);
+    f.deployer(&["up", "--yes"]).await;
+    assert!(
+        stand_in.functions().is_empty(),
+        "{:?}",
+        stand_in.functions()
+    );
+    assert!(stand_in.configs().is_empty(), "{:?}", stand_in.configs());
+    assert!(f.deployer(&["up", "--yes"]).await.mutating.is_empty());
+
+    // Back on, then destroy: the config goes after the function.
+    std::fs::write(f.path("deployer.toml"), &signed_config).unwrap();
+    f.deployer(&["up", "--yes"]).await;
+    assert_eq!(stand_in.configs().len(), 1);
+    f.deployer(&["destroy", "--yes"]).await;
+    assert!(stand_in.configs().is_empty(), "{:?}", stand_in.configs());
 }

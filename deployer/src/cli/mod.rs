@@ -337,8 +337,11 @@ pub async fn execute(
     }
     let id = identity(clients, region).await?;
     // The region may come from the environment, the account from the credentials: only now
-    // are they known.
-    cfg.check_identity(&id.account, &id.partition, &id.region)?;
+    // are they known. Checked where the configuration would be deployed; `status`, `destroy`
+    // and the rest still reach a stack an earlier version deployed with what is refused now.
+    if matches!(cli.command, Command::Plan(_) | Command::Up(_)) {
+        cfg.check_identity(&id.account, &id.partition, &id.region)?;
+    }
     let spec = Spec::new(cfg, id);
     let stack = crate::stack::Stack {
         clients,

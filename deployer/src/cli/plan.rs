@@ -26,10 +26,12 @@ pub async fn run(
         "cost": estimate,
         "warnings": stack.spec.cfg.warnings,
         "code": stack.zip.map(LambdaZip::summary),
+        "code_signing_profile": stack.spec.cfg.code_signing_profile,
     });
     let mut text = render_plan(&plan.changes);
     text.push('\n');
     text.extend(stack.zip.map(LambdaZip::summary_line));
+    text.push_str(&stack.spec.code_signing_line());
     text.push_str(&cost::render(&estimate));
     emit(out, json, &value, &text)?;
     Ok(codes.code(pending))

@@ -47,9 +47,14 @@ fn access_lines(changes: &[&Change]) -> String {
 }
 
 /// Asks before changes of access; refuses without a terminal.
-fn confirm(changes: &[&Change], zip: Option<&LambdaZip>) -> Result<(), CliError> {
+fn confirm(
+    changes: &[&Change],
+    zip: Option<&LambdaZip>,
+    spec: &crate::spec::Spec,
+) -> Result<(), CliError> {
     let mut list = access_lines(changes);
     list.extend(zip.map(LambdaZip::summary_line));
+    list.push_str(&spec.code_signing_line());
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(CliError::Refused(format!(
@@ -84,7 +89,7 @@ pub async fn run(
             .filter(|c| c.needs_confirmation())
             .collect();
         if !access.is_empty() {
-            confirm(&access, stack.zip)?;
+            confirm(&access, stack.zip, stack.spec)?;
         }
     }
     let ticker = super::Ticker::on_stderr();
@@ -105,6 +110,7 @@ pub async fn run(
         "applied": applied,
         "outputs": done.outputs,
         "code": stack.zip.map(LambdaZip::summary),
+        "code_signing_profile": stack.spec.cfg.code_signing_profile,
     });
     let mut text = if applied.is_empty() {
         "No changes: the stack matches the configuration.\n".to_owned()
@@ -115,6 +121,7 @@ pub async fn run(
             .collect::<String>()
     };
     text.extend(stack.zip.map(LambdaZip::summary_line));
+    text.push_str(&stack.spec.code_signing_line());
     text.push_str(&outputs_text(&done.outputs));
     emit(out, json, &value, &text)?;
     Ok(EXIT_OK)

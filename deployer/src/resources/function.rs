@@ -32,6 +32,8 @@ pub struct Inputs<'a> {
     pub vpc: Option<(Vec<String>, Vec<String>)>,
     /// The failure topic, when there is one: the on-failure destination.
     pub topic_arn: Option<&'a str>,
+    /// The code signing config, when there is one.
+    pub code_signing: Option<&'a str>,
 }
 
 /// Retries Lambda makes of a failed asynchronous (scheduled) run: none. The next schedule is the
@@ -41,6 +43,8 @@ const NOT_RESERVED: &str = "not reserved";
 const NO_DESTINATION: &str = "none";
 /// What Lambda does without an event-invoke configuration.
 const DEFAULT_RETRIES: &str = "2 (Lambda's default)";
+/// No code signing config: any code uploaded runs.
+const UNSIGNED: &str = "none";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FunctionState {
@@ -58,6 +62,8 @@ pub struct FunctionState {
     pub reserved_concurrency: Option<i32>,
     /// The event-invoke configuration: (maximum retry attempts, on-failure destination).
     pub invoke_config: Option<(Option<i32>, Option<String>)>,
+    /// The code signing config the function's code is checked against.
+    pub code_signing: Option<String>,
     pub ours: bool,
 }
 
@@ -119,6 +125,14 @@ fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>)
                 .unwrap_or_else(|| UNKNOWN.into()),
         ),
         (
+            "code_signing_config",
+            match (&spec.cfg.code_signing_profile, inputs.code_signing) {
+                (None, _) => UNSIGNED.into(),
+                (Some(_), Some(arn)) => arn.to_owned(),
+                (Some(_), None) => UNKNOWN.into(),
+            },
+        ),
+        (
             "subnets",
             if unknown_vpc {
                 UNKNOWN.into()
@@ -173,6 +187,10 @@ impl FunctionState {
                     .unwrap_or_default(),
             ),
             ("code_sha256", self.code_sha256.clone()),
+            (
+                "code_signing_config",
+                self.code_signing.clone().unwrap_or_else(|| UNSIGNED.into()),
+            ),
             ("subnets", join(&self.subnets)),
             ("security_groups", join(&self.security_groups)),
             (
@@ -227,6 +245,15 @@ pub async fn observe(
             .await
             .ctx("GetFunctionEventInvokeConfig", &name),
     )?;
+    let code_signing = c
+        .lambda
+        .get_function_code_signing_config()
+        .function_name(&name)
+        .send()
+        .await
+        .ctx("GetFunctionCodeSigningConfig", &name)?
+        .code_signing_config_arn()
+        .to_owned();
     let invoke_config = invoke.map(|i| {
         (
             i.maximum_retry_attempts(),
@@ -242,6 +269,7 @@ pub async fn observe(
             .concurrency()
             .and_then(|c| c.reserved_concurrent_executions()),
         invoke_config,
+        code_signing: Some(code_signing).filter(|a| !a.is_empty()),
         arn: conf
             .function_arn()
             .ok_or_else(|| missing("GetFunction", "FunctionArn"))?
@@ -364,13 +392,15 @@ pub async fn apply(
                 .environment(env.clone())
                 .kms_key_arn(key_arn)
                 .set_vpc_config(inputs.vpc.as_ref().map(|_| vpc_config(inputs)))
+                .set_code_signing_config_arn(inputs.code_signing.map(str::to_owned))
                 .set_tags(Some(spec.tags().into_iter().collect()))
                 .send()
                 .await
                 .map(|_| ())
                 .ctx("CreateFunction", &name)
         })
-        .await?;
+        .await
+        .map_err(|e| unsigned(spec, e))?;
         c.lambda
             .wait_until_function_active_v2()
             .function_name(&name)
@@ -381,6 +411,31 @@ pub async fn apply(
                 detail: e.to_string(),
             })?;
     } else {
+        // Before any new code: it is checked against the config it will run under.
+        if change.touches("code_signing_config") {
+            match inputs.code_signing {
+                Some(arn) => {
+                    c.lambda
+                        .put_function_code_signing_config()
+                        .function_name(&name)
+                        .code_signing_config_arn(arn)
+                        .send()
+                        .await
+                        .ctx("PutFunctionCodeSigningConfig", &name)?;
+                }
+                None => {
+                    delete(
+                        "DeleteFunctionCodeSigningConfig",
+                        &name,
+                        c.lambda
+                            .delete_function_code_signing_config()
+                            .function_name(&name)
+                            .send(),
+                    )
+                    .await?
+                }
+            }
+        }
         let config_fields = [
             "runtime",
             "handler",
@@ -420,7 +475,8 @@ pub async fn apply(
                 .zip_file(Blob::new(zip.bytes.clone()))
                 .send()
                 .await
-                .ctx("UpdateFunctionCode", &name)?;
+                .ctx("UpdateFunctionCode", &name)
+                .map_err(|e| unsigned(spec, e))?;
             wait_updated(c, &name).await?;
         }
     }
@@ -485,6 +541,22 @@ pub async fn apply(
         .ok_or_else(|| missing("GetFunction", "the function just made"))
 }
 
+/// Lambda's refusal of code its code signing config does not allow, as what to do about it.
+fn unsigned(spec: &Spec, e: contract::sdk::AwsError) -> DeployError {
+    let refused = [
+        "CodeVerificationFailedException",
+        "InvalidCodeSignatureException",
+    ];
+    match &spec.cfg.code_signing_profile {
+        Some(profile) if refused.contains(&e.code.as_str()) => DeployError::Untrusted(format!(
+            "Lambda refused the function code ({}: {}): with code_signing_profile it runs only a zip signed by {profile}. \
+             Sign the zip with that profile (`aws signer start-signing-job --profile-name NAME --source ...`, the object it writes is the signed zip) and give the signed zip with --lambda-zip; the function was not given this code",
+            e.code, e.message
+        )),
+        _ => e.into(),
+    }
+}
+
 pub async fn destroy(c: &Clients, spec: &Spec, duty: Duty) -> Result<Change, DeployError> {
     let name = spec.function_name_of(duty);
     match observe(c, spec, duty).await? {
@@ -525,6 +597,7 @@ mod tests {
             key_arn: Some(key),
             vpc: None,
             topic_arn: Some(&topic),
+            code_signing: None,
         };
         let made = FunctionState {
             arn: s.function_arn(),
@@ -540,6 +613,7 @@ mod tests {
             security_groups: vec![],
             reserved_concurrency: Some(s.cfg.lambda_reserved_concurrency).filter(|n| *n != 0),
             invoke_config: Some((Some(MAX_RETRY_ATTEMPTS), Some(topic.clone()))),
+            code_signing: None,
             ours: true,
         };
         assert_eq!(

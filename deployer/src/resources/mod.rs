@@ -9,6 +9,7 @@ pub mod network;
 pub mod replicas;
 pub mod rule;
 pub mod secret;
+pub mod signing;
 pub mod topic;
 pub mod vault_server;
 

@@ -1,0 +1,272 @@
+//! The code signing config of the stack's functions (only with `code_signing_profile`): Lambda
+//! deploys only code signed by that AWS Signer profile version, and refuses anything else
+//! (`Enforce`), so whoever may update the functions' code (or the zip the deployer is given)
+//! cannot make them, or the Vault host's watcher that runs the same code, run other code.
+//! Found by its description and this stack's tag (without a profile configured, through the
+//! functions that use it: a stack that never had one sends no code signing request beyond
+//! those lookups); deleted once no function uses it.
+
+use aws_sdk_lambda::types::{AllowedPublishers, CodeSigningPolicies, CodeSigningPolicy};
+
+use super::{Ctx, DeployError, delete, found, has_stack_tag};
+use crate::change::{Action, Change, Fields};
+use crate::clients::Clients;
+use crate::spec::{Duty, Spec};
+
+pub const KIND: &str = "code signing config";
+/// What Lambda does with code that is not signed by an allowed profile: refuses to deploy it.
+const ENFORCE: &str = "Enforce";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningState {
+    pub arn: String,
+    pub publishers: Vec<String>,
+    pub untrusted: String,
+}
+
+fn fields(publishers: &[String], untrusted: &str) -> Fields {
+    let mut p = publishers.to_vec();
+    p.sort();
+    vec![
+        ("allowed_publishers", p.join(",")),
+        ("untrusted_artifact_on_deployment", untrusted.to_owned()),
+    ]
+}
+
+/// Whether the config `arn` carries this stack's tag.
+async fn ours(c: &Clients, spec: &Spec, arn: &str) -> Result<bool, DeployError> {
+    let tags = found(
+        c.lambda
+            .list_tags()
+            .resource(arn)
+            .send()
+            .await
+            .ctx("ListTags", arn),
+    )?;
+    Ok(tags.is_some_and(|t| {
+        t.tags().is_some_and(|t| {
+            has_stack_tag(
+                t.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                spec.stack(),
+            )
+        })
+    }))
+}
+
+/// This stack's code signing config: the one with its description and its tag; without a
+/// profile configured, the one of this stack's that its functions still use (to remove it).
+pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<SigningState>, DeployError> {
+    if spec.cfg.code_signing_profile.is_none() {
+        for duty in Duty::ALL {
+            let name = spec.function_name_of(duty);
+            let used = found(
+                c.lambda
+                    .get_function_code_signing_config()
+                    .function_name(&name)
+                    .send()
+                    .await
+                    .ctx("GetFunctionCodeSigningConfig", &name),
+            )?;
+            let Some(arn) = used
+                .map(|u| u.code_signing_config_arn().to_owned())
+                .filter(|a| !a.is_empty())
+            else {
+                continue;
+            };
+            if ours(c, spec, &arn).await? {
+                return Ok(Some(SigningState {
+                    arn,
+                    publishers: Vec::new(),
+                    untrusted: String::new(),
+                }));
+            }
+        }
+        return Ok(None);
+    }
+    let description = spec.code_signing_description();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = c
+            .lambda
+            .list_code_signing_configs()
+            .set_marker(marker.take())
+            .send()
+            .await
+            .ctx("ListCodeSigningConfigs", &description)?;
+        for csc in page.code_signing_configs() {
+            if csc.description() != Some(description.as_str()) {
+                continue;
+            }
+            let arn = csc.code_signing_config_arn();
+            if !ours(c, spec, arn).await? {
+                continue;
+            }
+            return Ok(Some(SigningState {
+                arn: arn.to_owned(),
+                publishers: csc
+                    .allowed_publishers()
+                    .map(|p| p.signing_profile_version_arns().to_vec())
+                    .unwrap_or_default(),
+                untrusted: csc
+                    .code_signing_policies()
+                    .and_then(|p| p.untrusted_artifact_on_deployment())
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_default(),
+            }));
+        }
+        match page.next_marker() {
+            Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Without a profile, an existing config goes (once the functions no longer use it).
+pub fn diff(spec: &Spec, seen: Option<&SigningState>) -> Change {
+    let name = spec.code_signing_name();
+    let Some(profile) = &spec.cfg.code_signing_profile else {
+        return match seen {
+            Some(_) => Change::new(KIND, name, Action::Delete)
+                .with_note("no code_signing_profile: the functions run any code uploaded to them"),
+            None => Change::new(KIND, name, Action::Absent),
+        };
+    };
+    let want = fields(std::slice::from_ref(profile), ENFORCE);
+    Change::diff(
+        KIND,
+        name,
+        &want,
+        seen.map(|s| fields(&s.publishers, &s.untrusted)).as_ref(),
+    )
+}
+
+/// Creates or updates the config; its ARN.
+pub async fn apply(
+    c: &Clients,
+    spec: &Spec,
+    seen: Option<&SigningState>,
+    change: &Change,
+) -> Result<String, DeployError> {
+    let profile = spec
+        .cfg
+        .code_signing_profile
+        .as_deref()
+        .ok_or_else(|| super::missing("apply", "code_signing_profile"))?;
+    let publishers = AllowedPublishers::builder()
+        .signing_profile_version_arns(profile)
+        .build()?;
+    let policies = CodeSigningPolicies::builder()
+        .untrusted_artifact_on_deployment(CodeSigningPolicy::from(ENFORCE))
+        .build();
+    let name = spec.code_signing_name();
+    match seen {
+        Some(s) if change.action == Action::Update => {
+            c.lambda
+                .update_code_signing_config()
+                .code_signing_config_arn(&s.arn)
+                .description(spec.code_signing_description())
+                .allowed_publishers(publishers)
+                .code_signing_policies(policies)
+                .send()
+                .await
+                .ctx("UpdateCodeSigningConfig", &name)?;
+            Ok(s.arn.clone())
+        }
+        Some(s) => Ok(s.arn.clone()),
+        None => {
+            let out = c
+                .lambda
+                .create_code_signing_config()
+                .description(spec.code_signing_description())
+                .allowed_publishers(publishers)
+                .code_signing_policies(policies)
+                .set_tags(Some(spec.tags().into_iter().collect()))
+                .send()
+                .await
+                .ctx("CreateCodeSigningConfig", &name)?;
+            Ok(out
+                .code_signing_config()
+                .map(|c| c.code_signing_config_arn().to_owned())
+                .ok_or_else(|| super::missing("CreateCodeSigningConfig", "CodeSigningConfig"))?)
+        }
+    }
+}
+
+/// Deletes this stack's config `seen` (observed while the functions using it were there);
+/// Lambda refuses while a function still uses it, so it goes after the functions.
+pub async fn destroy(
+    c: &Clients,
+    spec: &Spec,
+    seen: Option<&SigningState>,
+) -> Result<Change, DeployError> {
+    let name = spec.code_signing_name();
+    let Some(s) = seen else {
+        return Ok(Change::new(KIND, name, Action::Absent));
+    };
+    delete(
+        "DeleteCodeSigningConfig",
+        &name,
+        c.lambda
+            .delete_code_signing_config()
+            .code_signing_config_arn(&s.arn)
+            .send(),
+    )
+    .await?;
+    Ok(Change::new(KIND, name, Action::Delete))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::touched;
+    use crate::spec::tests::spec;
+
+    const PROFILE: &str =
+        "arn:aws:signer:eu-west-1:123456789012:/signing-profiles/replicator/a1B2c3D4e5";
+
+    #[test]
+    fn the_config_allows_exactly_the_profile_and_enforces_it() {
+        let base = "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\n";
+        let plain = spec(base);
+        assert_eq!(diff(&plain, None).action, Action::Absent);
+        let s = spec(&format!("{base}code_signing_profile = \"{PROFILE}\"\n"));
+        let ch = diff(&s, None);
+        assert_eq!(ch.action, Action::Create);
+        let want: Vec<(&str, Option<&str>)> = ch
+            .fields
+            .iter()
+            .map(|f| (f.field.as_str(), f.to.as_deref()))
+            .collect();
+        assert_eq!(
+            want,
+            [
+                ("allowed_publishers", Some(PROFILE)),
+                ("untrusted_artifact_on_deployment", Some("Enforce")),
+            ]
+        );
+        let made = SigningState {
+            arn: "arn:aws:lambda:eu-west-1:123456789012:code-signing-config:csc-1".into(),
+            publishers: vec![PROFILE.into()],
+            untrusted: ENFORCE.into(),
+        };
+        assert_eq!(diff(&s, Some(&made)).action, Action::Unchanged);
+        // Warn-only, or another publisher beside ours, is drift.
+        let warn = SigningState {
+            untrusted: "Warn".into(),
+            ..made.clone()
+        };
+        assert_eq!(
+            touched(&diff(&s, Some(&warn))),
+            ["untrusted_artifact_on_deployment"]
+        );
+        let wider = SigningState {
+            publishers: vec![PROFILE.into(), PROFILE.replace("replicator", "other")],
+            ..made.clone()
+        };
+        let ch = diff(&s, Some(&wider));
+        assert_eq!(touched(&ch), ["allowed_publishers"]);
+        assert!(ch.needs_confirmation(), "who may publish code is access");
+        // The profile removed from the configuration: the config goes.
+        assert_eq!(diff(&plain, Some(&made)).action, Action::Delete);
+    }
+}
