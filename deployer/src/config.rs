@@ -20,6 +20,7 @@ pub struct FileConfig {
     pub region: Option<String>,
     pub secrets_prefix: Option<String>,
     pub vault_inbound_cidr: Option<String>,
+    pub vault_client_cidrs: Option<Vec<String>>,
     pub notification_email: Option<String>,
     pub deploy_vault_on_ec2: Option<bool>,
     pub external_vault_address: Option<String>,
@@ -75,7 +76,12 @@ pub enum VaultMode {
         inbound_cidr: String,
     },
     /// An existing Vault at this address.
-    External { address: String },
+    External {
+        address: String,
+        /// The addresses Vault sees the replicator's requests come from, when the operator
+        /// knows them: the AppRole's secret id and tokens work only from there.
+        client_cidrs: Vec<String>,
+    },
 }
 
 /// The replicator's settings the deployer passes on as Lambda environment.
@@ -277,6 +283,16 @@ impl FileConfig {
                     "is set while deploy_vault_on_ec2 = true: set deploy_vault_on_ec2 = false to use an external Vault",
                 ));
             }
+            if self
+                .vault_client_cidrs
+                .as_ref()
+                .is_some_and(|c| !c.is_empty())
+            {
+                return Err(invalid(
+                    "vault_client_cidrs",
+                    "is for an external Vault: the stack's own Vault binds the replicator's AppRole to its subnet already",
+                ));
+            }
             let cidr = self
                 .vault_inbound_cidr
                 .as_deref()
@@ -330,8 +346,22 @@ impl FileConfig {
             if external.starts_with("http://") {
                 warnings.push("external_vault_address uses plain http: the Vault token crosses the network unencrypted".into());
             }
+            let mut client_cidrs = Vec::new();
+            for cidr in self.vault_client_cidrs.iter().flatten() {
+                check_cidr(cidr).map_err(|p| invalid("vault_client_cidrs", p))?;
+                if cidr == "0.0.0.0/0" || cidr == "::/0" {
+                    return Err(invalid(
+                        "vault_client_cidrs",
+                        format!(
+                            "{cidr} binds to nothing: give the replicator's egress addresses, or leave the key out"
+                        ),
+                    ));
+                }
+                client_cidrs.push(cidr.clone());
+            }
             VaultMode::External {
                 address: external.trim_end_matches('/').to_owned(),
+                client_cidrs,
             }
         };
 
@@ -904,6 +934,21 @@ mod tests {
                 "not an instance type",
             ),
             (
+                "vault_client_cidrs = [\"10.0.0.0/8\"]",
+                "vault_client_cidrs",
+                "is for an external Vault",
+            ),
+            (
+                "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\nvault_client_cidrs = [\"10.0.0.1/8\"]",
+                "vault_client_cidrs",
+                "host bits",
+            ),
+            (
+                "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\nvault_client_cidrs = [\"0.0.0.0/0\"]",
+                "vault_client_cidrs",
+                "binds to nothing",
+            ),
+            (
                 // A profile without its version: Lambda allows profile versions only.
                 "code_signing_profile = \"arn:aws:signer:eu-west-1:123456789012:/signing-profiles/replicator\"",
                 "code_signing_profile",
@@ -1043,7 +1088,8 @@ mod tests {
         assert_eq!(
             c.vault,
             VaultMode::External {
-                address: "https://v:8200".into()
+                address: "https://v:8200".into(),
+                client_cidrs: vec![],
             }
         );
     }

@@ -778,7 +778,7 @@ impl Spec {
     /// inside the VPC; an external one as configured.
     pub fn replicator_vault_address(&self) -> String {
         match &self.cfg.vault {
-            VaultMode::External { address } => address.clone(),
+            VaultMode::External { address, .. } => address.clone(),
             VaultMode::Ec2 { .. } => vault_url(VAULT_PRIVATE_IP),
         }
     }
@@ -786,7 +786,7 @@ impl Spec {
     /// The Vault address written into a new connection secret.
     pub fn vault_address(&self, vault_ip: Option<&str>) -> Option<String> {
         match &self.cfg.vault {
-            VaultMode::External { address } => Some(address.clone()),
+            VaultMode::External { address, .. } => Some(address.clone()),
             VaultMode::Ec2 { .. } => vault_ip.map(vault_url),
         }
     }

@@ -524,6 +524,25 @@ impl VaultAdmin {
         }
     }
 
+    /// The accessors of every secret id `role` has (none: an empty list).
+    pub async fn secret_id_accessors(&self, role: &str) -> Result<Vec<String>, VaultAdminError> {
+        let v = self
+            .call(
+                Method::GET,
+                &format!("auth/approle/role/{role}/secret-id?list=true"),
+                None,
+                "list secret id accessors",
+            )
+            .await?
+            .unwrap_or_default();
+        Ok(v["data"]["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k.as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// Destroys the secret id behind `accessor`; `false` when it was already gone.
     pub async fn destroy_secret_id_accessor(
         &self,
@@ -662,6 +681,8 @@ fn same_setting(have: &Value, want: &Value) -> bool {
         (Value::Number(n), Value::String(s)) => {
             parse_duration(s).is_some_and(|d| n.as_u64() == Some(d))
         }
+        // An unset list reads back as null (or not at all).
+        (Value::Null, Value::Array(b)) => b.is_empty(),
         (Value::Array(a), Value::Array(b)) => {
             let mut a: Vec<String> = a.iter().map(|v| v.to_string()).collect();
             let mut b: Vec<String> = b.iter().map(|v| v.to_string()).collect();

@@ -93,9 +93,10 @@ pub enum InitError {
 }
 
 /// The replicator's AppRole role: its policy alone, short tokens, a secret id of `secret_id_ttl`
-/// usable any number of times; with the stack's own Vault, login and token use only from the
-/// replicator's subnet (`bound_cidr`), so a copied secret id is useless elsewhere.
-pub fn approle_settings(role: &str, opts: &Options, bound_cidr: Option<&str>) -> serde_json::Value {
+/// usable any number of times; login and token use only from `bound_cidrs` when given (the
+/// replicator's subnet with the stack's own Vault, `vault_client_cidrs` with an external one),
+/// so a copied secret id is useless elsewhere.
+pub fn approle_settings(role: &str, opts: &Options, bound_cidrs: &[String]) -> serde_json::Value {
     let mut settings = json!({
         "token_policies": [role],
         "token_ttl": opts.token_ttl,
@@ -104,10 +105,9 @@ pub fn approle_settings(role: &str, opts: &Options, bound_cidr: Option<&str>) ->
         "secret_id_num_uses": 0,
         "secret_id_ttl": opts.secret_id_ttl,
     });
-    if let Some(cidr) = bound_cidr {
-        settings["secret_id_bound_cidrs"] = json!([cidr]);
-        settings["token_bound_cidrs"] = json!([cidr]);
-    }
+    // Written either way, so bindings dropped from the configuration are dropped in Vault.
+    settings["secret_id_bound_cidrs"] = json!(bound_cidrs);
+    settings["token_bound_cidrs"] = json!(bound_cidrs);
     settings
 }
 
@@ -611,21 +611,23 @@ impl Steps<'_, '_> {
             if admin.ensure_approle().await? {
                 report.changed.push("enabled AppRole auth".into());
             }
-            let bound = match &spec.cfg.vault {
-                crate::config::VaultMode::Ec2 { .. } => Some(crate::spec::SUBNET_CIDR),
-                crate::config::VaultMode::External { .. } => None,
+            let bound: Vec<String> = match &spec.cfg.vault {
+                crate::config::VaultMode::Ec2 { .. } => vec![crate::spec::SUBNET_CIDR.to_owned()],
+                crate::config::VaultMode::External { client_cidrs, .. } => client_cidrs.clone(),
             };
             if admin
-                .ensure_role(&role, approle_settings(&role, opts, bound))
+                .ensure_role(&role, approle_settings(&role, opts, &bound))
                 .await?
             {
                 report.changed.push(format!(
                     "wrote AppRole role {role} (token TTL {}, secret id TTL {}{})",
                     opts.token_ttl,
                     opts.secret_id_ttl,
-                    bound
-                        .map(|c| format!(", login and tokens only from {c}"))
-                        .unwrap_or_default()
+                    if bound.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", login and tokens only from {}", bound.join(", "))
+                    }
                 ));
             }
         }
@@ -688,14 +690,24 @@ impl Steps<'_, '_> {
                 AuthMode::Token => "token",
             }
         ));
-        // Rotation: the old secret id goes only once the new one is in place.
-        if opts.rotate_secret_id
-            && let Some(old) = accessor.as_deref().filter(|a| *a != new_accessor)
-            && admin.destroy_secret_id_accessor(&role, old).await?
-        {
-            report
-                .changed
-                .push("destroyed the previous secret id".into());
+        // Whenever a new secret id is written (a rotation, or a credential that was missing or
+        // no longer valid), every other one of the role goes, once the new one is in place:
+        // the connection secret's accessor tag may be missing or stale, and the role is this
+        // stack's replicator's alone, so none other is in use.
+        if opts.auth == AuthMode::Approle {
+            let mut destroyed = 0;
+            for old in admin.secret_id_accessors(&role).await? {
+                if old != new_accessor && admin.destroy_secret_id_accessor(&role, &old).await? {
+                    destroyed += 1;
+                }
+            }
+            if destroyed > 0 {
+                report.changed.push(if destroyed == 1 {
+                    "destroyed the previous secret id".to_owned()
+                } else {
+                    format!("destroyed the {destroyed} previous secret ids")
+                });
+            }
         }
         Ok(())
     }

@@ -849,10 +849,10 @@ async fn a_secret_id_with_a_lifetime_is_rotated_and_the_old_one_destroyed() {
     let root = w.stored_root_token().await;
     let role = read_role(&w, &root).await;
     assert_eq!(role["data"]["secret_id_ttl"], 2160 * 3600, "{role}");
-    assert_eq!(
-        role["data"]["secret_id_bound_cidrs"],
-        serde_json::Value::Null,
-        "an external Vault: no subnet to bind to"
+    let unbound = &role["data"]["secret_id_bound_cidrs"];
+    assert!(
+        unbound.is_null() || unbound == &serde_json::json!([]),
+        "an external Vault without vault_client_cidrs: no binding ({role})"
     );
     let old = w.connection().await;
     let (role_id, old_secret) = (
@@ -861,7 +861,16 @@ async fn a_secret_id_with_a_lifetime_is_rotated_and_the_old_one_destroyed() {
     );
     assert_eq!(approle_login(&w, &role_id, &old_secret).await, 200);
 
-    // Rotation: a new secret id in the connection secret, the old one destroyed.
+    // Rotation: a new secret id in the connection secret, the old one destroyed, even when
+    // the connection secret no longer says which it is (its accessor tag removed).
+    w.side
+        .sm
+        .untag_resource()
+        .secret_id("hybrid-aws-secrets-connection/vault")
+        .tag_keys(deployer::vault_init::ACCESSOR_TAG)
+        .send()
+        .await
+        .unwrap();
     let rotated = w
         .vault_init(&["--token", &root, "--rotate-secret-id"])
         .await;
@@ -885,6 +894,31 @@ async fn a_secret_id_with_a_lifetime_is_rotated_and_the_old_one_destroyed() {
     let again = w.vault_init(&["--token", &root]).await;
     assert!(again.error.is_none(), "{:?}", again.error);
     assert_eq!(w.connection().await["vaultSecretId"], new_secret.as_str());
+
+    // The operator knows the replicator's egress addresses: the secret id and its tokens work
+    // only from there (elsewhere, here, refused; then here too once it is listed).
+    let config = w.dir.path().join("deployer.toml");
+    let external = std::fs::read_to_string(&config).unwrap();
+    for (cidrs, works) in [("198.51.100.0/24", false), ("127.0.0.0/8", true)] {
+        std::fs::write(
+            &config,
+            format!("{external}vault_client_cidrs = [\"{cidrs}\"]\n"),
+        )
+        .unwrap();
+        let bound = w.vault_init(&["--token", &root]).await;
+        assert!(bound.error.is_none(), "{:?}", bound.error);
+        let role = read_role(&w, &root).await;
+        assert_eq!(
+            (
+                &role["data"]["secret_id_bound_cidrs"],
+                &role["data"]["token_bound_cidrs"]
+            ),
+            (&serde_json::json!([cidrs]), &serde_json::json!([cidrs]))
+        );
+        let status = approle_login(&w, &role_id, &new_secret).await;
+        assert_eq!(status == 200, works, "{cidrs}: {status}");
+    }
+    std::fs::write(&config, &external).unwrap();
 
     // Token mode has no secret id to rotate: said before anything is done.
     let refused = w

@@ -117,7 +117,7 @@ pub async fn run(
     let address = match &args.vault_addr {
         Some(a) => a.clone(),
         None => match &spec.cfg.vault {
-            crate::config::VaultMode::External { address } => address.clone(),
+            crate::config::VaultMode::External { address, .. } => address.clone(),
             crate::config::VaultMode::Ec2 { .. } => {
                 let a = vault_server::observe_address(c, spec)
                     .await?
