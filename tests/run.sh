@@ -42,6 +42,14 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# The benchmarks at a small N, so one a change breaks fails here: each asserts what it measures
+# (a no-op is a no-op, nothing missed), never a timing. (The scale bench runs the Lambda's
+# `bootstrap` when replicator/package-lambda.sh built it, as the demo does.) Not with a filter.
+if [ $# -eq 0 ]; then
+  echo "== benchmarks at a small N"
+  SYNC_BENCH_N=100 SCALE_BENCH_N=300 LAG_BENCH_SECONDS=3 LAG_BENCH_BACKGROUND=100 \
+    LAG_BENCH_BACKLOG=5000 cargo test -p e2e --benches --locked || status=$?
+fi
 # One closing line over every test binary (cargo prints one per binary, the last often empty).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -5,7 +5,9 @@
 //! artifact was built (`replicator/package-lambda.sh`), its zip size and the `bootstrap`'s peak
 //! memory for a first sync of the N secrets through the Lambda Runtime API.
 //!
-//! Run: `cargo bench -p e2e --bench sync`. Prints figures; asserts no timing.
+//! Run: `cargo bench -p e2e --bench sync`. Prints figures; asserts no timing, only what each
+//! run must do (all created, a no-op reads and writes nothing, exactly the changed ones
+//! updated), so CI runs it at a small N (`tests/run.sh`) and a broken benchmark fails there.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -51,6 +53,27 @@ async fn timed(label: &str, args: &SyncArgs, aws: &aws_types::SdkConfig) -> Repo
     r
 }
 
+/// What a run must have done: (created, updated, unchanged, values read), no failure, and
+/// without a change no write at all.
+fn expect(label: &str, r: &Report, want: (usize, usize, usize, usize)) {
+    let got = (r.created, r.updated, r.unchanged, r.values_read);
+    assert_eq!(
+        got,
+        (want.0 as u64, want.1 as u64, want.2 as u64, want.3 as u64),
+        "{label}: {}",
+        r.to_text()
+    );
+    assert!(r.failures.is_empty(), "{label}: {}", r.to_text());
+    if want.0 + want.1 == 0 {
+        let writes: Vec<&String> = r
+            .aws_requests
+            .keys()
+            .filter(|op| !(op.starts_with("List") || op.starts_with("Describe")))
+            .collect();
+        assert!(writes.is_empty(), "{label}: a no-op wrote {writes:?}");
+    }
+}
+
 async fn seed(bao: &Bao, n: usize, round: u32) {
     stream::iter(0..n)
         .map(|i| async move {
@@ -84,8 +107,12 @@ async fn main() {
 
     println!("== OpenBao, bulk detailed-metadata listing ==");
     let a = sync_args(&bao, e2e::ROOT_TOKEN, "bulk");
-    timed("first sync", &a, &aws).await;
-    timed("no-op sync", &a, &aws).await;
+    expect(
+        "first sync",
+        &timed("first sync", &a, &aws).await,
+        (n, 0, 0, n),
+    );
+    expect("no-op", &timed("no-op sync", &a, &aws).await, (0, 0, n, 0));
     listing(&aws, "bulk", n).await;
     stream::iter((0..n).step_by(10))
         .map(|i| {
@@ -98,7 +125,12 @@ async fn main() {
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;
-    timed("10 % changed", &a, &aws).await;
+    let changed = n.div_ceil(10);
+    expect(
+        "10 % changed",
+        &timed("10 % changed", &a, &aws).await,
+        (0, changed, n - changed, changed),
+    );
 
     println!("\n== per-secret metadata reads (HashiCorp Vault's API) ==");
     let token = bao
@@ -108,8 +140,16 @@ async fn main() {
         )
         .await;
     let b = sync_args(&bao, &token, "fallback");
-    timed("first sync", &b, &aws).await;
-    timed("no-op sync", &b, &aws).await;
+    expect(
+        "fallback first",
+        &timed("first sync", &b, &aws).await,
+        (n, 0, 0, n),
+    );
+    expect(
+        "fallback no-op",
+        &timed("no-op sync", &b, &aws).await,
+        (0, 0, n, 0),
+    );
 
     lambda(&bao, &moto, n).await;
 }
@@ -182,4 +222,9 @@ async fn lambda(bao: &Bao, moto: &Moto, n: usize) {
         "bootstrap first sync of {n}: {:.3} s, ok={ok}, peak memory {peak}",
         wall.as_secs_f64(),
     );
+    let Answer::Response(body) = answer else {
+        panic!("the bootstrap's first sync failed: {answer:?}");
+    };
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["created"].as_u64(), Some(n as u64), "{body:.2000}");
 }
