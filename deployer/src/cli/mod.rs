@@ -429,7 +429,11 @@ mod ticker_tests {
         let out = Shared::default();
         let ticker = Ticker::new(Box::new(out.clone()), Duration::from_millis(10));
         ticker.set("creating ec2 instance s-vault".into());
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        // Until it has drawn twice (bounded), however slowly this machine runs it.
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while out.text().matches("creating").count() < 2 && std::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let drawn = out.text();
         assert!(
             drawn.contains("\r\x1b[2Kcreating ec2 instance s-vault … 0 s"),
