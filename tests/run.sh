@@ -28,12 +28,16 @@ apt_missing=()
 command -v gpg >/dev/null || apt_missing+=(gnupg)
 command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || apt_missing+=(logrotate)
 command -v systemd-analyze >/dev/null || apt_missing+=(systemd)
+# The tests signal processes with kill(1) and run the deployer at a terminal with script(1).
+[ -x /bin/kill ] || [ -x /usr/bin/kill ] || apt_missing+=(procps)
+command -v script >/dev/null || apt_missing+=(bsdutils)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   (as_root apt-get update -qq && as_root apt-get install -y -qq "${apt_missing[@]}") >/dev/null
 fi
 
 # The tests build every argument themselves; keep the caller's Vault/AWS settings out of them.
-unset VAULT_ADDR VAULT_TOKEN VAULT_CACERT VAULT_ROLE_ID VAULT_SECRET_ID AWS_PROFILE AWS_ENDPOINT_URL
+unset VAULT_ADDR VAULT_TOKEN VAULT_CACERT VAULT_ROLE_ID VAULT_SECRET_ID VAULT_NAMESPACE \
+  VAULT_UNSEAL_KEYS AWS_PROFILE AWS_ENDPOINT_URL
 for v in $(env | sed -n 's/^\(REPLICATOR_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
 
 # The end-to-end tests run the real `replicator`, `bootstrap` and `deployer` executables.

@@ -31,6 +31,11 @@ pub fn free_port() -> u16 {
         .expect("no free port on 127.0.0.1")
 }
 
+/// `127.0.0.1:9`, where nothing listens: the discard port, a privileged one that no test
+/// server is ever given ([`free_port`] hands out ephemeral ports), so a connection there is
+/// refused whatever else runs. A free port would not do: another test's server may take it.
+pub const CLOSED_ADDRESS: &str = "127.0.0.1:9";
+
 fn spawn(program: &str, args: &[&str], install: &str, log: &Path) -> Child {
     let out = std::fs::File::create(log).expect("create server log");
     let err = out.try_clone().expect("clone log handle");

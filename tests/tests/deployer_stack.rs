@@ -2005,7 +2005,7 @@ async fn the_vault_ca_is_kept_encrypted_under_the_stack_key_and_a_swapped_one_is
         .await
         .unwrap();
     // vault-init refuses it before talking to any Vault (nothing listens at this address).
-    let closed = format!("https://127.0.0.1:{}", e2e::free_port());
+    let closed = format!("https://{}", e2e::CLOSED_ADDRESS);
     let init = f
         .deployer_may_fail(&["vault-init", "--vault-addr", &closed])
         .await;

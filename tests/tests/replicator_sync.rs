@@ -441,7 +441,7 @@ async fn vault_down_and_a_revoked_token_fail_the_run_with_a_notice() {
     let (topic, queue) = env.side.topic_with_queue("failures").await;
     let mut a = args(&env, "kv");
     a.sns_topic_arn = Some(topic);
-    a.vault_addr = Some(format!("http://127.0.0.1:{}", e2e::free_port()));
+    a.vault_addr = Some(format!("http://{}", e2e::CLOSED_ADDRESS));
     let r = sync(&env, &a).await;
     assert_eq!(
         failure_kinds(&r),

@@ -552,7 +552,7 @@ async fn a_sealed_vault_is_unsealed_from_unseal_keys_given_on_the_command_line()
 async fn vault_init_targets_the_stacks_vault_not_an_exported_vault_addr() {
     let w = world().await;
     // The operator's everyday Vault, exported in the shell: nothing listens there.
-    let everyday = format!("http://127.0.0.1:{}", e2e::free_port());
+    let everyday = format!("http://{}", e2e::CLOSED_ADDRESS);
     let config = w.dir.path().join("deployer.toml").display().to_string();
     let zip = w.dir.path().join("replicator.zip").display().to_string();
     let ca = w.bao.ca_file.display().to_string();
