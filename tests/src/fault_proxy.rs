@@ -1,9 +1,11 @@
 //! A fault-injecting HTTP/1.1 proxy for the tests: it sits between the replicator and a real
 //! server (OpenBao or moto) on 127.0.0.1 and, for a share of the requests, resets the
 //! connection, answers 5xx or a throttling error in the server's own dialect, adds latency, or
-//! cuts the answer in the middle of its body. The rest it forwards untouched. Faults come from
-//! a seeded generator, so a failing run can be replayed with the seed it prints. Loopback
-//! network I/O only.
+//! cuts the answer in the middle of its body. The rest it forwards untouched. Whether a request
+//! meets a fault, and which, is a function of the seed, the request itself (its request line and
+//! body, never the headers that carry a time or an attempt number) and how many times that same
+//! request came before: a failing run replays with the seed it prints, whatever order the
+//! requests of a concurrent run arrive in. Loopback network I/O only.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -50,7 +52,9 @@ struct State {
     dialect: Dialect,
     /// Faults per 1,000 requests.
     per_mille: AtomicU32,
-    rng: AtomicU64,
+    seed: u64,
+    /// How many times each request (by its digest) came so far.
+    seen: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
     /// Requests seen, and faults injected by kind (indexed as `ALL`).
     requests: AtomicU64,
     injected: [AtomicU64; 5],
@@ -79,7 +83,8 @@ impl FaultProxy {
                 .to_owned(),
             dialect,
             per_mille: AtomicU32::new(per_mille),
-            rng: AtomicU64::new(seed | 1),
+            seed,
+            seen: Default::default(),
             requests: AtomicU64::new(0),
             injected: Default::default(),
             stopped: AtomicBool::new(false),
@@ -124,31 +129,53 @@ impl Drop for FaultProxy {
     }
 }
 
-impl State {
-    /// xorshift64*: the next draw of the seeded sequence.
-    fn next(&self) -> u64 {
-        let mut x = self.rng.load(Ordering::Relaxed);
-        loop {
-            let mut y = x;
-            y ^= y >> 12;
-            y ^= y << 25;
-            y ^= y >> 27;
-            match self
-                .rng
-                .compare_exchange(x, y, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => return y.wrapping_mul(0x2545_F491_4F6C_DD1D),
-                Err(now) => x = now,
-            }
-        }
-    }
+/// splitmix64: a well-mixed 64-bit value of `x`.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
 
-    fn draw(&self) -> Option<Fault> {
+/// FNV-1a over the request line and the body: what identifies a request across runs (the
+/// headers carry the time, a signature, an attempt number).
+fn request_digest(request: &[u8]) -> u64 {
+    let head_end = request
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(request.len(), |p| p + 4);
+    let line_end = request
+        .iter()
+        .position(|b| *b == b'\r')
+        .unwrap_or(head_end)
+        .min(head_end);
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    for b in request[..line_end].iter().chain(&request[head_end..]) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01B3);
+    }
+    h
+}
+
+impl State {
+    /// The fault of `request`, the n-th time it comes: a function of the seed, the request and n.
+    fn draw(&self, request: &[u8]) -> Option<Fault> {
         let per_mille = u64::from(self.per_mille.load(Ordering::Relaxed));
-        if per_mille == 0 || self.next() % 1000 >= per_mille {
+        if per_mille == 0 {
             return None;
         }
-        let fault = ALL[(self.next() % ALL.len() as u64) as usize];
+        let digest = request_digest(request);
+        let n = {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let n = seen.entry(digest).or_default();
+            *n += 1;
+            *n
+        };
+        let x = mix(self.seed ^ mix(digest ^ mix(n)));
+        if x % 1000 >= per_mille {
+            return None;
+        }
+        let fault = ALL[(mix(x) % ALL.len() as u64) as usize];
         let i = ALL.iter().position(|f| *f == fault).unwrap_or(0);
         self.injected[i].fetch_add(1, Ordering::Relaxed);
         Some(fault)
@@ -264,7 +291,7 @@ async fn serve(client: TcpStream, state: Arc<State>) {
     };
     state.requests.fetch_add(1, Ordering::Relaxed);
     let mut client = reader.into_inner();
-    let fault = state.draw();
+    let fault = state.draw(&request);
     match fault {
         Some(Fault::Reset) => {
             reset(&client);
@@ -293,4 +320,56 @@ async fn serve(client: TcpStream, state: Arc<State>) {
     }
     let _ = client.write_all(&answer).await;
     let _ = client.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(seed: u64, per_mille: u32) -> State {
+        State {
+            upstream: String::new(),
+            dialect: Dialect::Aws,
+            per_mille: AtomicU32::new(per_mille),
+            seed,
+            seen: Default::default(),
+            requests: AtomicU64::new(0),
+            injected: Default::default(),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// The same seed gives each request the same fault in whatever order the requests come,
+    /// a retry of one its own draw; headers (a time, an attempt number) change nothing.
+    #[test]
+    fn a_seed_replays_each_requests_fault_whatever_the_order() {
+        let requests: Vec<Vec<u8>> = (0..200)
+            .map(|i| {
+                format!(
+                    "POST / HTTP/1.1\r\nX-Amz-Date: {i}\r\n\r\n{{\"SecretId\":\"s{}\"}}",
+                    i % 150
+                )
+                .into_bytes()
+            })
+            .collect();
+        let draws = |order: &mut dyn Iterator<Item = usize>| {
+            let s = state(42, 300);
+            let mut out: Vec<(usize, Option<Fault>)> =
+                order.map(|i| (i, s.draw(&requests[i]))).collect();
+            out.sort_by_key(|(i, _)| *i);
+            out
+        };
+        let forward = draws(&mut (0..200));
+        // Reversed, except that the repeats of one request keep their order (a retry comes
+        // after the attempt it retries).
+        let mut reversed: Vec<usize> = (0..150).rev().collect();
+        reversed.extend(150..200);
+        assert_eq!(forward, draws(&mut reversed.into_iter()));
+        let faulty = forward.iter().filter(|(_, f)| f.is_some()).count();
+        assert!((30..90).contains(&faulty), "{faulty} of 200 at 30 %");
+        // Another seed, other faults.
+        let s = state(43, 300);
+        let other: Vec<Option<Fault>> = requests.iter().map(|r| s.draw(r)).collect();
+        assert_ne!(forward.iter().map(|(_, f)| *f).collect::<Vec<_>>(), other);
+    }
 }
