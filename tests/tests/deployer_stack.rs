@@ -134,6 +134,23 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
     assert_eq!(status.code, 0, "{}", status.stdout);
     assert_eq!(status.json()["clean"], true);
 
+    // No reserved concurrency (an account at Lambda's default limit reserves none): the slot
+    // goes, and stays gone.
+    let unreserved = f
+        .deployer(&["--set", "lambda_reserved_concurrency=0", "up", "--yes"])
+        .await;
+    let ops: Vec<&str> = unreserved
+        .mutating
+        .iter()
+        .map(|(op, _)| op.as_str())
+        .collect();
+    assert_eq!(ops, ["DeleteFunctionConcurrency"]);
+    assert_eq!(invoke_settings(&f, "demo-replicator").await.0, None);
+    let again = f
+        .deployer(&["--set", "lambda_reserved_concurrency=0", "up", "--yes"])
+        .await;
+    assert!(again.mutating.is_empty(), "{:?}", again.mutating);
+
     let gone = f.deployer(&["destroy", "--yes"]).await;
     assert_eq!(gone.code, 0);
     let deleted: Vec<String> = gone.json()["changes"]
@@ -2602,4 +2619,70 @@ async fn code_signing_lets_the_functions_run_only_signed_code() {
     assert_eq!(stand_in.configs().len(), 1);
     f.deployer(&["destroy", "--yes"]).await;
     assert!(stand_in.configs().is_empty(), "{:?}", stand_in.configs());
+}
+
+/// The executable as an operator runs it: credentials, region and endpoint from a named
+/// profile (`--profile`), `--stack-name` over the file's; and without any region, a clear
+/// error before any call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executable_takes_a_named_profile_and_says_when_no_region_is_set() {
+    let f = Fixture::new(EXTERNAL).await;
+    let aws_dir = f.dir.path().join("aws");
+    std::fs::create_dir_all(&aws_dir).unwrap();
+    std::fs::write(
+        aws_dir.join("config"),
+        format!(
+            "[profile lab]\nregion = {}\nendpoint_url = {}\n",
+            e2e::REGION,
+            f.moto.url
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        aws_dir.join("credentials"),
+        "[lab]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let run = async |args: &[&str]| {
+        let out = tokio::process::Command::new(e2e::bin_path("deployer"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", f.dir.path())
+            .env("AWS_CONFIG_FILE", aws_dir.join("config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", aws_dir.join("credentials"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .current_dir(f.dir.path())
+            .args(["--lambda-zip", "replicator.zip", "--output", "json"])
+            .args(args)
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(std::time::Duration::from_secs(120), out)
+            .await
+            .expect("the deployer answered within 2 minutes")
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["--profile", "lab", "--stack-name", "other", "plan"]).await;
+    assert_eq!(code, 0, "{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["stack"], "other");
+    assert!(
+        plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "other-replicator"),
+        "{out}"
+    );
+    // No profile, no region anywhere: said, with what to set.
+    let (code, _, err) = run(&["plan"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no AWS region") && err.contains("--region"),
+        "{err}"
+    );
 }

@@ -111,8 +111,17 @@ async fn the_cli_never_shows_a_value_or_token_and_exits_by_outcome() {
 
 /// Enables AppRole with a role that may read `kv`, returning (role id, secret id).
 async fn approle(bao: &e2e::Bao, token_ttl: &str) -> (String, String) {
-    bao.api("POST", "sys/auth/approle", Some(json!({"type": "approle"})))
-        .await;
+    approle_at(bao, "approle", token_ttl).await
+}
+
+/// [`approle`] with AppRole enabled at `mount`.
+async fn approle_at(bao: &e2e::Bao, mount: &str, token_ttl: &str) -> (String, String) {
+    bao.api(
+        "POST",
+        &format!("sys/auth/{mount}"),
+        Some(json!({"type": "approle"})),
+    )
+    .await;
     bao.api(
         "PUT",
         "sys/policies/acl/replicator",
@@ -121,20 +130,66 @@ async fn approle(bao: &e2e::Bao, token_ttl: &str) -> (String, String) {
     .await;
     bao.api(
         "POST",
-        "auth/approle/role/replicator",
+        &format!("auth/{mount}/role/replicator"),
         Some(json!({"token_policies": ["replicator"], "token_ttl": token_ttl, "token_max_ttl": token_ttl})),
     )
     .await;
     let role = bao
-        .api("GET", "auth/approle/role/replicator/role-id", None)
+        .api(
+            "GET",
+            &format!("auth/{mount}/role/replicator/role-id"),
+            None,
+        )
         .await;
     let secret = bao
-        .api("POST", "auth/approle/role/replicator/secret-id", None)
+        .api(
+            "POST",
+            &format!("auth/{mount}/role/replicator/secret-id"),
+            None,
+        )
         .await;
     (
         role["data"]["role_id"].as_str().unwrap().to_owned(),
         secret["data"]["secret_id"].as_str().unwrap().to_owned(),
     )
+}
+
+/// AppRole enabled at a mount of its own: the connection secret's `vaultApproleMount` says
+/// where to log in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approle_at_another_mount_is_logged_in_where_the_connection_says() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "s", json!({"i": 1})).await;
+    let (role_id, secret_id) = approle_at(bao, "robots", "10m").await;
+    let conn = ConnectionSecret {
+        vault_address: bao.addr.clone(),
+        vault_role_id: Some(role_id),
+        vault_secret_id: Some(secret_id.as_str().into()),
+        vault_approle_mount: Some("robots".into()),
+        ..ConnectionSecret::default()
+    };
+    env.side
+        .create(
+            "kv-connection/vault",
+            &serde_json::to_string(&conn).unwrap(),
+            &[],
+        )
+        .await;
+    let mut a = args(&env, "kv");
+    a.vault_addr = None;
+    a.vault_token = None;
+    a.connection_secret = Some("kv-connection/vault".into());
+    let r = sync(&env, &a).await;
+    assert_eq!((r.created, r.failures.len()), (1, 0), "{}", r.to_text());
+    assert_eq!(r.vault_requests["login"], 1);
+    let audit = std::fs::read_to_string(bao.audit_log()).unwrap();
+    assert!(
+        audit.contains("\"path\":\"auth/robots/login\""),
+        "logged in at robots/"
+    );
+    assert!(!audit.contains("\"path\":\"auth/approle/login\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -915,8 +970,13 @@ async fn watch_follows_the_audit_log_and_misses_nothing_across_restarts() {
     for i in 0..10 {
         assert_eq!(env.side.value(&format!("kv/burst/{i}")).await["i"], i);
     }
-    w.signal("-TERM");
-    let _ = w.child.wait().await;
+    // SIGINT (Ctrl-C at a terminal) ends it as SIGTERM does: 0.
+    w.signal("-INT");
+    let status = tokio::time::timeout(Duration::from_secs(30), w.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
 }
 
 /// The stack's mode: `bootstrap watch --invoke-function` (the Lambda's own binary, beside Vault)

@@ -111,6 +111,27 @@ async fn an_upgrading_mount_and_a_standby_node_are_tried_again() {
 }
 
 #[tokio::test]
+async fn rate_limits_and_server_errors_are_tried_again() {
+    for status in [429, 500, 502, 504] {
+        let (addr, server) = fake_vault(vec![
+            (status, r#"{"errors":["busy"]}"#),
+            (200, r#"{"data":{"keys":["a"]}}"#),
+        ])
+        .await;
+        let client = token_client(&addr);
+        let listing = client.list("kv", "").await.unwrap();
+        assert_eq!(listing.keys, ["a"], "{status}");
+        assert_eq!(server.finish().await.len(), 2, "{status}");
+        assert_eq!(client.counters.snapshot()["retry"], 1, "{status}");
+    }
+    // A client error is not: 403 fails at once.
+    let (addr, server) = fake_vault(vec![(403, r#"{"errors":["permission denied"]}"#)]).await;
+    let client = token_client(&addr);
+    assert!(client.list("kv", "").await.is_err());
+    assert_eq!(server.finish().await.len(), 1);
+}
+
+#[tokio::test]
 async fn a_value_read_is_tried_again_and_gives_up_after_four_tries() {
     let (addr, server) = fake_vault(vec![(400, UPGRADING); 4]).await;
     let client = token_client(&addr);

@@ -843,12 +843,38 @@ async fn a_secret_id_with_a_lifetime_is_rotated_and_the_old_one_destroyed() {
             "--sample-secrets",
             "--secret-id-ttl",
             "2160h",
+            "--key-shares",
+            "3",
+            "--key-threshold",
+            "2",
+            "--token-ttl",
+            "5m",
         ])
         .await;
     assert!(first.error.is_none(), "{:?}", first.error);
     let root = w.stored_root_token().await;
+    // Three key shares, two needed: as Vault says, and as stored.
+    let seal: serde_json::Value = tls_client(&w)
+        .get(format!("{}/v1/sys/seal-status", w.bao.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&seal["n"], &seal["t"]),
+        (&serde_json::json!(3), &serde_json::json!(2))
+    );
+    let stored = w.side.value("vi-vault/init-keys").await;
+    assert_eq!(stored["keys_base64"].as_array().map(Vec::len), Some(3));
     let role = read_role(&w, &root).await;
     assert_eq!(role["data"]["secret_id_ttl"], 2160 * 3600, "{role}");
+    assert_eq!(
+        (&role["data"]["token_ttl"], &role["data"]["token_max_ttl"]),
+        (&serde_json::json!(300), &serde_json::json!(300)),
+        "{role}"
+    );
     let unbound = &role["data"]["secret_id_bound_cidrs"];
     assert!(
         unbound.is_null() || unbound == &serde_json::json!([]),
