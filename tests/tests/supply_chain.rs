@@ -197,3 +197,75 @@ fn the_test_tools_from_pypi_install_only_with_pinned_hashes() {
         "pip installs without the lock: {installs:?}"
     );
 }
+
+/// The boot script's TLS step, run here on the material the deployer makes: each file gets its
+/// part (the certificate followed by its CA, the CA, the key), the key alone is unreadable to
+/// the group, and the material file, which holds the key, is gone.
+#[test]
+fn the_boot_scripts_tls_step_writes_what_the_deployer_stored() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let script = deployer::resources::vault_server::USER_DATA;
+    let step = {
+        let from = script.find("\numask 077\n").expect("the TLS step") + 1;
+        let end = "chmod 0600 /opt/vault/tls/vault.key\n";
+        let to = script[from..].find(end).expect("its end") + from + end.len();
+        // All of it but the change of owner (there is no vault user here).
+        script[from..to]
+            .lines()
+            .filter(|l| !l.starts_with("chown vault:vault"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let material =
+        deployer::tls_cert::issue("s", &["127.0.0.1".parse().unwrap()]).expect("material");
+    let stored = serde_json::to_string(&material).unwrap();
+    // The stand-in `aws` prints the secret's value as `--query SecretString --output text`.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(dir.path().join("stored.json"), &stored).unwrap();
+    std::fs::write(
+        bin.join("aws"),
+        format!(
+            "#!/usr/bin/env bash\nset -eu\n[ \"$1 $2\" = \"secretsmanager get-secret-value\" ]\ncat {}\n",
+            dir.path().join("stored.json").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("aws"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let body = step.replace("/opt/vault/tls", &tls.display().to_string());
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -euo pipefail\nREGION=eu-west-1\nTLS_SECRET_ID=s-vault/tls\n{body}\n"
+        ))
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |f: &str| std::fs::read_to_string(tls.join(f)).unwrap();
+    assert_eq!(
+        read("vault.crt"),
+        format!("{}{}", material.certificate, material.ca_certificate)
+    );
+    assert_eq!(read("ca.crt"), material.ca_certificate);
+    assert_eq!(read("vault.key"), material.private_key.expose());
+    assert!(
+        !tls.join("material.json").exists(),
+        "the key's copy is gone"
+    );
+    let mode = std::fs::metadata(tls.join("vault.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
