@@ -60,6 +60,7 @@ pub const CONFIRM_FIELDS: &[&str] = &[
     "iam_instance_profile",
     "code_sha256",
     "code_signing_config",
+    "code_signed_by",
     "allowed_publishers",
     "untrusted_artifact_on_deployment",
     "environment",

@@ -160,7 +160,6 @@ impl Stack<'_> {
             Box::pin(run.converge(resource)).await?;
         }
         Box::pin(run.leave_the_ec2_vault()).await?;
-        run.leave_code_signing().await?;
         run.out.key_arn = run.key_arn;
         Ok(Converged {
             changes: run.changes,
@@ -296,7 +295,11 @@ impl Converging<'_, '_> {
             Resource::VaultServer => self.vault_server().await,
             Resource::ConnectionSecret => self.connection_secret().await,
             Resource::CodeSigning => self.code_signing().await,
-            Resource::Function => self.functions().await,
+            // A config the functions have just left goes at once, not at the end of the run.
+            Resource::Function => {
+                self.functions().await?;
+                self.leave_code_signing().await
+            }
             Resource::WatcherDigest => self.watcher_digest().await,
             Resource::Schedule => self.schedule().await,
         }

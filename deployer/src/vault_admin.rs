@@ -472,16 +472,18 @@ impl VaultAdmin {
             })
     }
 
-    /// A new secret id and its accessor (the accessor is not secret).
+    /// A new secret id and its accessor (the accessor is not secret), carrying `metadata`
+    /// (who made it, for whom: not secret).
     pub async fn new_secret_id_with_accessor(
         &self,
         role: &str,
+        metadata: &std::collections::BTreeMap<String, String>,
     ) -> Result<(SecretString, String), VaultAdminError> {
         let v = self
             .call(
                 Method::POST,
                 &format!("auth/approle/role/{role}/secret-id"),
-                None,
+                Some(json!({"metadata": serde_json::to_string(metadata).unwrap_or_default()})),
                 "create secret id",
             )
             .await?
@@ -522,6 +524,40 @@ impl VaultAdmin {
             }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// The metadata of the secret id behind `accessor`; `None` when it is gone.
+    pub async fn secret_id_metadata(
+        &self,
+        role: &str,
+        accessor: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, VaultAdminError> {
+        let found = match self
+            .call(
+                Method::POST,
+                &format!("auth/approle/role/{role}/secret-id-accessor/lookup"),
+                Some(json!({"secret_id_accessor": accessor})),
+                "look up secret id accessor",
+            )
+            .await
+        {
+            Ok(v) => v,
+            Err(VaultAdminError::Status {
+                status: 400 | 404 | 500,
+                ..
+            }) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(found.filter(|v| v["data"].is_object()).map(|v| {
+            v["data"]["metadata"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }))
     }
 
     /// The accessors of every secret id `role` has (none: an empty list).
@@ -684,8 +720,22 @@ fn same_setting(have: &Value, want: &Value) -> bool {
         // An unset list reads back as null (or not at all).
         (Value::Null, Value::Array(b)) => b.is_empty(),
         (Value::Array(a), Value::Array(b)) => {
-            let mut a: Vec<String> = a.iter().map(|v| v.to_string()).collect();
-            let mut b: Vec<String> = b.iter().map(|v| v.to_string()).collect();
+            // Vault prints a one-address CIDR as the bare address (`203.0.113.7/32` reads
+            // back as `203.0.113.7`).
+            let one = |v: &Value| match v.as_str() {
+                Some(s) => s
+                    .strip_suffix("/32")
+                    .filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
+                    .or_else(|| {
+                        s.strip_suffix("/128")
+                            .filter(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
+                    })
+                    .unwrap_or(s)
+                    .to_owned(),
+                None => v.to_string(),
+            };
+            let mut a: Vec<String> = a.iter().map(one).collect();
+            let mut b: Vec<String> = b.iter().map(one).collect();
             a.sort();
             b.sort();
             a == b
@@ -762,6 +812,19 @@ mod tests {
         assert!(same_setting(&json!(900), &json!("15m")));
         assert!(!same_setting(&json!(900), &json!("1h")));
         assert!(same_setting(&json!(["b", "a"]), &json!(["a", "b"])));
+        assert!(same_setting(&json!(null), &json!([])));
+        assert!(same_setting(
+            &json!(["203.0.113.7", "10.0.0.0/8"]),
+            &json!(["10.0.0.0/8", "203.0.113.7/32"])
+        ));
+        assert!(same_setting(
+            &json!(["2001:db8::1"]),
+            &json!(["2001:db8::1/128"])
+        ));
+        assert!(!same_setting(
+            &json!(["203.0.113.7"]),
+            &json!(["203.0.113.0/24"])
+        ));
         assert_eq!(parse_duration("2h"), Some(7200));
         assert_eq!(parse_duration("x"), None);
         let k = InitKeys {

@@ -111,6 +111,44 @@ pub fn approle_settings(role: &str, opts: &Options, bound_cidrs: &[String]) -> s
     settings
 }
 
+/// Who a secret id written by `vault-init` is for, as its metadata (not secret).
+fn secret_id_owner(spec: &Spec) -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([
+        ("replicator-stack".to_owned(), spec.stack().to_owned()),
+        ("account".to_owned(), spec.id.account.clone()),
+        ("region".to_owned(), spec.id.region.clone()),
+    ])
+}
+
+/// Destroys the secret ids of `role` that the new one (`new`) replaces: the one the accessor
+/// tag named (`tagged`), this stack's, and with `rotating` those without an owner. How many.
+async fn replaced_secret_ids(
+    admin: &VaultAdmin,
+    role: &str,
+    spec: &Spec,
+    new: &str,
+    tagged: Option<&str>,
+    rotating: bool,
+) -> Result<usize, VaultAdminError> {
+    let owner = secret_id_owner(spec);
+    let mut destroyed = 0;
+    for old in admin.secret_id_accessors(role).await? {
+        if old == new {
+            continue;
+        }
+        let replaced = Some(old.as_str()) == tagged
+            || match admin.secret_id_metadata(role, &old).await? {
+                None => false,
+                Some(meta) if meta.is_empty() => rotating,
+                Some(meta) => meta == owner,
+            };
+        if replaced && admin.destroy_secret_id_accessor(role, &old).await? {
+            destroyed += 1;
+        }
+    }
+    Ok(destroyed)
+}
+
 /// The replicator's Vault policy: read values, read and list metadata, bulk-list (OpenBao).
 pub fn replicator_policy(mount: &str) -> String {
     format!(
@@ -653,7 +691,9 @@ impl Steps<'_, '_> {
         let new_accessor = match opts.auth {
             AuthMode::Approle => {
                 let role_id = admin.role_id(&role).await?;
-                let (secret_id, accessor) = admin.new_secret_id_with_accessor(&role).await?;
+                let (secret_id, accessor) = admin
+                    .new_secret_id_with_accessor(&role, &secret_id_owner(spec))
+                    .await?;
                 conn.vault_role_id = Some(role_id);
                 conn.vault_secret_id = Some(secret_id);
                 conn.vault_approle_mount = Some("approle".into());
@@ -666,12 +706,20 @@ impl Steps<'_, '_> {
             }
         };
         let value = serde_json::to_string(&conn)?;
-        c.sm.put_secret_value()
-            .secret_id(&conn_name)
-            .secret_string(value)
-            .send()
-            .await
-            .ctx("PutSecretValue", &conn_name)?;
+        let put =
+            c.sm.put_secret_value()
+                .secret_id(&conn_name)
+                .secret_string(value)
+                .send()
+                .await
+                .ctx("PutSecretValue", &conn_name);
+        if let Err(e) = put {
+            // Never stored anywhere: the new secret id goes, so it cannot outlive this run.
+            if opts.auth == AuthMode::Approle {
+                let _ = admin.destroy_secret_id_accessor(&role, &new_accessor).await;
+            }
+            return Err(e.into());
+        }
         c.sm.tag_resource()
             .secret_id(&conn_name)
             .tags(
@@ -691,22 +739,21 @@ impl Steps<'_, '_> {
             }
         ));
         // Whenever a new secret id is written (a rotation, or a credential that was missing or
-        // no longer valid), every other one of the role goes, once the new one is in place:
-        // the connection secret's accessor tag may be missing or stale, and the role is this
-        // stack's replicator's alone, so none other is in use.
+        // no longer valid), the ones it replaces go, once it is in place: the one the accessor
+        // tag named, every one made for this stack (its metadata: stack, account, region),
+        // and with --rotate-secret-id every one without an owner (made by an earlier version or
+        // by hand), since the tag may be missing or stale. Another stack's of the same name in
+        // another account or region, sharing this Vault, is never touched.
         if opts.auth == AuthMode::Approle {
-            let mut destroyed = 0;
-            for old in admin.secret_id_accessors(&role).await? {
-                if old != new_accessor && admin.destroy_secret_id_accessor(&role, &old).await? {
-                    destroyed += 1;
-                }
-            }
-            if destroyed > 0 {
-                report.changed.push(if destroyed == 1 {
-                    "destroyed the previous secret id".to_owned()
-                } else {
-                    format!("destroyed the {destroyed} previous secret ids")
-                });
+            match replaced_secret_ids(admin, &role, spec, &new_accessor, accessor.as_deref(), opts.rotate_secret_id).await {
+                Ok(0) => {}
+                Ok(1) => report.changed.push("destroyed the previous secret id".into()),
+                Ok(n) => report
+                    .changed
+                    .push(format!("destroyed the {n} previous secret ids")),
+                Err(e) => report.warnings.push(format!(
+                    "the new secret id is in place, but the earlier ones could not be listed or destroyed ({e}): they stay valid until their TTL; destroy them with `vault list auth/approle/role/{role}/secret-id` and `vault write auth/approle/role/{role}/secret-id-accessor/destroy`"
+                )),
             }
         }
         Ok(())

@@ -28,6 +28,9 @@ struct State {
     functions: BTreeMap<String, String>,
     /// (profile version ARN, SHA-256 of a zip it signed).
     signed: BTreeSet<(String, String)>,
+    /// The profile that signed the code each function runs, as Lambda reports it
+    /// (`SigningProfileVersionArn`), for the functions whose code went through the stand-in.
+    signer: BTreeMap<String, Option<String>>,
     next: u32,
     /// Zips refused, by function.
     refused: Vec<String>,
@@ -176,21 +179,22 @@ fn error(status: u16, code: &str, message: &str) -> Vec<u8> {
     a
 }
 
-/// Whether the code `zip` may be deployed under the config `arn` (none: anything may).
-fn verified(state: &State, arn: Option<&String>, zip: &[u8]) -> bool {
+/// Whether the code `zip` may be deployed under the config `arn` (none: anything may), and
+/// the allowed profile that signed it (none without a config: Lambda checks nothing then).
+fn verified(state: &State, arn: Option<&String>, zip: &[u8]) -> (bool, Option<String>) {
     let Some((config, _)) = arn.and_then(|a| state.configs.get(a)) else {
-        return true;
+        return (true, None);
     };
-    if config["CodeSigningPolicies"]["UntrustedArtifactOnDeployment"] != "Enforce" {
-        return true;
-    }
     let digest = hex(zip);
-    config["AllowedPublishers"]["SigningProfileVersionArns"]
+    let signer = config["AllowedPublishers"]["SigningProfileVersionArns"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .any(|p| state.signed.contains(&(p.to_owned(), digest.clone())))
+        .find(|p| state.signed.contains(&((*p).to_owned(), digest.clone())))
+        .map(str::to_owned);
+    let enforced = config["CodeSigningPolicies"]["UntrustedArtifactOnDeployment"] == "Enforce";
+    (!enforced || signer.is_some(), signer)
 }
 
 fn zip_of(body: &Value) -> Vec<u8> {
@@ -313,10 +317,12 @@ fn handle(state: &mut State, method: &str, path: &str, body: &Value) -> Option<V
                     "no such config",
                 ));
             }
-            if !verified(state, arn.as_ref(), &zip_of(body)) {
+            let (ok, signer) = verified(state, arn.as_ref(), &zip_of(body));
+            if !ok {
                 state.refused.push(name);
                 return Some(error(400, "CodeVerificationFailedException", refused));
             }
+            state.signer.insert(name.clone(), signer);
             state.functions.insert(name, arn.unwrap_or_default());
             None
         }
@@ -326,18 +332,67 @@ fn handle(state: &mut State, method: &str, path: &str, body: &Value) -> Option<V
                 .get(*name)
                 .cloned()
                 .filter(|a| !a.is_empty());
-            if !verified(state, arn.as_ref(), &zip_of(body)) {
+            let (ok, signer) = verified(state, arn.as_ref(), &zip_of(body));
+            if !ok {
                 state.refused.push((*name).to_owned());
                 return Some(error(400, "CodeVerificationFailedException", refused));
             }
+            state.signer.insert((*name).to_owned(), signer);
             None
         }
         ("DELETE", ["2015-03-31", "functions", name]) => {
             state.functions.remove(*name);
+            state.signer.remove(*name);
             None
         }
         _ => None,
     }
+}
+
+/// moto's `GetFunction` and `GetFunctionConfiguration` answers, with the
+/// `SigningProfileVersionArn` Lambda reports for code a profile signed.
+fn with_signer(state: &Mutex<State>, method: &str, path: &str, answer: Vec<u8>) -> Vec<u8> {
+    let segments: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
+    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let (name, nested) = match (method, &seg[..]) {
+        ("GET", ["2015-03-31", "functions", name]) => (*name, true),
+        ("GET", ["2015-03-31", "functions", name, "configuration"]) => (*name, false),
+        _ => return answer,
+    };
+    let Some(Some(signer)) = state.lock().unwrap().signer.get(name).cloned() else {
+        return answer;
+    };
+    let at = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(answer.len(), |p| p + 4);
+    let head = String::from_utf8_lossy(&answer[..at]).into_owned();
+    if !head.starts_with("HTTP/1.1 200") {
+        return answer;
+    }
+    let Ok(mut body) = serde_json::from_slice::<Value>(&answer[at..]) else {
+        return answer;
+    };
+    let conf = if nested {
+        &mut body["Configuration"]
+    } else {
+        &mut body
+    };
+    conf["SigningProfileVersionArn"] = Value::String(signer);
+    let body = body.to_string();
+    let mut out = String::new();
+    for line in head.split("\r\n").filter(|l| !l.is_empty()) {
+        if !line.to_ascii_lowercase().starts_with("content-length:") {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    out.into_bytes()
 }
 
 async fn serve(client: TcpStream, state: Arc<Mutex<State>>) {
@@ -363,7 +418,7 @@ async fn serve(client: TcpStream, state: Arc<Mutex<State>>) {
     let out = match own {
         Some(a) => a,
         None => match exchange(&upstream, &request).await {
-            Some(a) => a,
+            Some(a) => with_signer(&state, method, path, a),
             None => return,
         },
     };

@@ -2613,10 +2613,45 @@ async fn code_signing_lets_the_functions_run_only_signed_code() {
     assert!(stand_in.configs().is_empty(), "{:?}", stand_in.configs());
     assert!(f.deployer(&["up", "--yes"]).await.mutating.is_empty());
 
-    // Back on, then destroy: the config goes after the function.
-    std::fs::write(f.path("deployer.toml"), &signed_config).unwrap();
+    // Unsigned code deployed while no profile is set runs; turning signing back on does not
+    // leave it running under a config that was never asked about it: `up` uploads the code
+    // again, which Lambda refuses, and says so, until the zip is signed.
+    fake_zip(f.dir.path(), b"\x7fELF v3");
     f.deployer(&["up", "--yes"]).await;
+    let unsigned_code = code_of().await.unwrap();
+    std::fs::write(f.path("deployer.toml"), &signed_config).unwrap();
+    let plan = f.deployer(&["plan"]).await.json();
+    let function = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "lambda function")
+        .unwrap()
+        .clone();
+    assert!(
+        function["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["field"] == "code_signed_by"
+                && d["from"] == "unsigned"
+                && d["to"] == PROFILE),
+        "{function}"
+    );
+    let refused = f.deployer_may_fail(&["up", "--yes"]).await;
+    assert!(
+        refused
+            .error
+            .unwrap_or_default()
+            .contains("Lambda refused the function code")
+    );
+    assert_eq!(code_of().await.unwrap(), unsigned_code);
+    stand_in.sign(PROFILE, &zip());
+    f.deployer(&["up", "--yes"]).await;
+    assert!(f.deployer(&["up", "--yes"]).await.mutating.is_empty());
     assert_eq!(stand_in.configs().len(), 1);
+
+    // Destroy: the config goes after the function.
     f.deployer(&["destroy", "--yes"]).await;
     assert!(stand_in.configs().is_empty(), "{:?}", stand_in.configs());
 }

@@ -897,14 +897,51 @@ async fn a_secret_id_with_a_lifetime_is_rotated_and_the_old_one_destroyed() {
         .send()
         .await
         .unwrap();
+    // Beside it: one made by hand (no owner), and one of a stack of the same name in another
+    // account sharing this Vault (its owner says so).
+    let make = |metadata: Option<serde_json::Value>| {
+        let w = &w;
+        let root = &root;
+        async move {
+            let body = match metadata {
+                Some(m) => serde_json::json!({"metadata": m.to_string()}),
+                None => serde_json::json!({}),
+            };
+            let made: serde_json::Value = tls_client(w)
+                .post(format!(
+                    "{}/v1/auth/approle/role/vi-replicator/secret-id",
+                    w.bao.addr
+                ))
+                .header("X-Vault-Token", root.as_str())
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            made["data"]["secret_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let by_hand = make(None).await;
+    let other_stack = make(Some(serde_json::json!({
+        "replicator-stack": "vi", "account": "210987654321", "region": "us-east-1"
+    })))
+    .await;
     let rotated = w
         .vault_init(&["--token", &root, "--rotate-secret-id"])
         .await;
     assert!(rotated.error.is_none(), "{:?}", rotated.error);
     let changed = rotated.json()["changed"].to_string();
     assert!(
-        changed.contains("destroyed the previous secret id"),
+        changed.contains("destroyed the 2 previous secret ids"),
         "{changed}"
+    );
+    assert_ne!(approle_login(&w, &role_id, &by_hand).await, 200);
+    assert_eq!(
+        approle_login(&w, &role_id, &other_stack).await,
+        200,
+        "another stack's secret id is never touched"
     );
     assert!(!rotated.stdout.contains(&old_secret));
     let new = w.connection().await;
@@ -925,7 +962,7 @@ async fn a_secret_id_with_a_lifetime_is_rotated_and_the_old_one_destroyed() {
     // only from there (elsewhere, here, refused; then here too once it is listed).
     let config = w.dir.path().join("deployer.toml");
     let external = std::fs::read_to_string(&config).unwrap();
-    for (cidrs, works) in [("198.51.100.0/24", false), ("127.0.0.0/8", true)] {
+    for (cidrs, works) in [("198.51.100.0/24", false), ("127.0.0.1/32", true)] {
         std::fs::write(
             &config,
             format!("{external}vault_client_cidrs = [\"{cidrs}\"]\n"),
@@ -933,18 +970,42 @@ async fn a_secret_id_with_a_lifetime_is_rotated_and_the_old_one_destroyed() {
         .unwrap();
         let bound = w.vault_init(&["--token", &root]).await;
         assert!(bound.error.is_none(), "{:?}", bound.error);
-        let role = read_role(&w, &root).await;
-        assert_eq!(
-            (
-                &role["data"]["secret_id_bound_cidrs"],
-                &role["data"]["token_bound_cidrs"]
-            ),
-            (&serde_json::json!([cidrs]), &serde_json::json!([cidrs]))
+        assert!(
+            bound.json()["changed"]
+                .to_string()
+                .contains("wrote AppRole role"),
+            "{}",
+            bound.stdout
         );
+        let role = read_role(&w, &root).await;
+        let listed = |v: &serde_json::Value| {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().trim_end_matches("/32").to_owned())
+                .collect::<Vec<_>>()
+        };
+        let want = [cidrs.trim_end_matches("/32").to_owned()];
+        assert_eq!(listed(&role["data"]["secret_id_bound_cidrs"]), want);
+        assert_eq!(listed(&role["data"]["token_bound_cidrs"]), want);
         let status = approle_login(&w, &role_id, &new_secret).await;
         assert_eq!(status == 200, works, "{cidrs}: {status}");
+        // The same configuration again: nothing to write (Vault reads a /32 back bare).
+        let again = w.vault_init(&["--token", &root]).await;
+        assert_eq!(
+            again.json()["changed"],
+            serde_json::json!([]),
+            "{}",
+            again.stdout
+        );
     }
+    // The binding dropped from the configuration is dropped in Vault.
     std::fs::write(&config, &external).unwrap();
+    let unbound = w.vault_init(&["--token", &root]).await;
+    assert!(unbound.error.is_none(), "{:?}", unbound.error);
+    let role = read_role(&w, &root).await;
+    let bound = &role["data"]["secret_id_bound_cidrs"];
+    assert!(bound.is_null() || bound == &serde_json::json!([]), "{role}");
 
     // Token mode has no secret id to rotate: said before anything is done.
     let refused = w

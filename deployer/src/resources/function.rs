@@ -45,6 +45,8 @@ const NO_DESTINATION: &str = "none";
 const DEFAULT_RETRIES: &str = "2 (Lambda's default)";
 /// No code signing config: any code uploaded runs.
 const UNSIGNED: &str = "none";
+/// Code that no signing profile signed.
+const NOT_SIGNED: &str = "unsigned";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FunctionState {
@@ -64,6 +66,8 @@ pub struct FunctionState {
     pub invoke_config: Option<(Option<i32>, Option<String>)>,
     /// The code signing config the function's code is checked against.
     pub code_signing: Option<String>,
+    /// The signing profile version that signed the code it runs (none: unsigned).
+    pub signed_by: Option<String>,
     pub ours: bool,
 }
 
@@ -105,7 +109,7 @@ fn description(duty: Duty) -> &'static str {
 fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>) -> Fields {
     let (subnets, sgs) = inputs.vpc.clone().unwrap_or_default();
     let unknown_vpc = spec.deploys_vault() && inputs.vpc.is_none();
-    vec![
+    let mut fields = vec![
         ("runtime", RUNTIME.into()),
         ("handler", HANDLER.into()),
         ("role", spec.role_arn()),
@@ -166,12 +170,19 @@ fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>)
                 (None, _) => NO_DESTINATION.into(),
             },
         ),
-    ]
+    ];
+    // With a profile, the code running must be signed by it: attaching the config checks only
+    // code uploaded after it, so code that was running before is uploaded again (and refused
+    // by Lambda unless signed).
+    if let Some(profile) = &spec.cfg.code_signing_profile {
+        fields.push(("code_signed_by", profile.clone()));
+    }
+    fields
 }
 
 impl FunctionState {
-    fn fields(&self, want_key: Option<&str>) -> Fields {
-        vec![
+    fn fields(&self, want_key: Option<&str>, signing: bool) -> Fields {
+        let mut fields = vec![
             ("runtime", self.runtime.clone()),
             ("handler", self.handler.clone()),
             ("role", self.role.clone()),
@@ -212,7 +223,14 @@ impl FunctionState {
                     .and_then(|(_, d)| d.clone())
                     .unwrap_or_else(|| NO_DESTINATION.into()),
             ),
-        ]
+        ];
+        if signing {
+            fields.push((
+                "code_signed_by",
+                self.signed_by.clone().unwrap_or_else(|| NOT_SIGNED.into()),
+            ));
+        }
+        fields
     }
 }
 
@@ -270,6 +288,10 @@ pub async fn observe(
             .and_then(|c| c.reserved_concurrent_executions()),
         invoke_config,
         code_signing: Some(code_signing).filter(|a| !a.is_empty()),
+        signed_by: conf
+            .signing_profile_version_arn()
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned),
         arn: conf
             .function_arn()
             .ok_or_else(|| missing("GetFunction", "FunctionArn"))?
@@ -322,7 +344,8 @@ pub fn diff(
         KIND,
         name,
         &want,
-        seen.map(|s| s.fields(inputs.key_arn)).as_ref(),
+        seen.map(|s| s.fields(inputs.key_arn, spec.cfg.code_signing_profile.is_some()))
+            .as_ref(),
     )
 }
 
@@ -468,7 +491,7 @@ pub async fn apply(
             .await?;
             wait_updated(c, &name).await?;
         }
-        if change.touches("code_sha256") {
+        if change.touches("code_sha256") || change.touches("code_signed_by") {
             c.lambda
                 .update_function_code()
                 .function_name(&name)
@@ -614,6 +637,7 @@ mod tests {
             reserved_concurrency: Some(s.cfg.lambda_reserved_concurrency).filter(|n| *n != 0),
             invoke_config: Some((Some(MAX_RETRY_ATTEMPTS), Some(topic.clone()))),
             code_signing: None,
+            signed_by: None,
             ours: true,
         };
         assert_eq!(

@@ -203,15 +203,25 @@ pub async fn destroy(
     let Some(s) = seen else {
         return Ok(Change::new(KIND, name, Action::Absent));
     };
-    delete(
-        "DeleteCodeSigningConfig",
-        &name,
-        c.lambda
-            .delete_code_signing_config()
-            .code_signing_config_arn(&s.arn)
-            .send(),
-    )
-    .await?;
+    let mut arn = s.arn.clone();
+    // Every one of this stack's: a create the SDK retried may have made two.
+    for _ in 0..10 {
+        delete(
+            "DeleteCodeSigningConfig",
+            &name,
+            c.lambda
+                .delete_code_signing_config()
+                .code_signing_config_arn(&arn)
+                .send(),
+        )
+        .await?;
+        match observe(c, spec).await? {
+            Some(next) if spec.cfg.code_signing_profile.is_some() && next.arn != arn => {
+                arn = next.arn;
+            }
+            _ => break,
+        }
+    }
     Ok(Change::new(KIND, name, Action::Delete))
 }
 
