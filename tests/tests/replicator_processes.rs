@@ -1573,3 +1573,68 @@ async fn the_shipped_rotation_of_the_audit_log_misses_no_change() {
     w.signal("-TERM");
     w.child.wait().await.unwrap();
 }
+
+/// Under systemd, with no `--state-file`, the state is `$STATE_DIRECTORY/watch.offset`; a
+/// change still waiting out `--debounce` at SIGTERM is saved with it and named by the next
+/// start's own batch (with `--reconcile-interval off`: no full sync but the one at start),
+/// never lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_keeps_a_pending_change_and_the_state_goes_where_systemd_says() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "before", json!({"k": 0})).await;
+    let state_dir = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut child = tokio::process::Command::new(e2e::bin_path("replicator"))
+            .env_clear()
+            .envs(env.moto.env())
+            .env("VAULT_ADDR", &bao.addr)
+            .env("VAULT_TOKEN", e2e::ROOT_TOKEN)
+            .env("STATE_DIRECTORY", state_dir.path())
+            .current_dir(cwd.path())
+            .args(["watch", "--prefix", "kv", "--output", "json"])
+            .args(["--debounce", "800ms", "--reconcile-interval", "off"])
+            .arg("--audit-log")
+            .arg(bao.audit_log())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        use tokio::io::AsyncBufReadExt;
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        Watcher { child, lines }
+    };
+    let mut w = start();
+    w.next("full").await;
+    bao.put("kv", "late", json!({"k": 1})).await;
+    // Within the debounce: the change is waiting.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    w.signal("-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), w.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let state = state_dir.path().join("watch.offset");
+    assert!(state.exists(), "the state went to $STATE_DIRECTORY");
+    assert!(
+        !cwd.path().join("replicator-watch.offset").exists(),
+        "not to the working directory"
+    );
+    // Not under way yet, so not sent in the stop's grace: saved with the position (on a
+    // machine slow enough that the batch was already under way, it went before the exit).
+    if env.side.secrets("kv").await.contains_key("kv/late") {
+        return;
+    }
+    // Named by the next start's own batch, read from the state it saved.
+    let mut w = start();
+    w.next("full").await;
+    let batch = w.next("paths").await;
+    assert!(batch["paths"].to_string().contains("late"), "{batch}");
+    assert!(env.side.secrets("kv").await.contains_key("kv/late"));
+    w.signal("-TERM");
+    let _ = w.child.wait().await;
+}

@@ -125,6 +125,7 @@ async fn deletions_follow_the_policy_and_a_recreated_secret_comes_back() {
     );
 
     a.deletion_policy = DeletionPolicy::Delete;
+    a.recovery_window_days = 9;
     let del = sync(&env, &a).await;
     assert_eq!((del.deleted, del.unchanged), (3, 2), "{}", del.to_text());
     let seen = env.side.secrets("kv").await;
@@ -134,6 +135,22 @@ async fn deletions_follow_the_policy_and_a_recreated_secret_comes_back() {
         .map(|s| s.name.as_str())
         .collect();
     assert_eq!(pending, ["kv/b", "kv/c", "kv/d"]);
+    // The recovery window reached the deletion: moto dates a scheduled deletion at its end.
+    let described = env
+        .side
+        .sm
+        .describe_secret()
+        .secret_id("kv/b")
+        .send()
+        .await
+        .unwrap();
+    let ends = described.deleted_date().unwrap().secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let days = (ends - now) as f64 / 86_400.0;
+    assert!((8.9..9.1).contains(&days), "{days} days");
 
     // Already scheduled: nothing more to do.
     let again = sync(&env, &a).await;
