@@ -1,4 +1,5 @@
-//! A loopback stand-in for Lambda's code signing, which moto does not have: a proxy in front of
+//! A loopback stand-in for Lambda's code signing, which moto does not have (and for the errors
+//! of a role not yet propagated, which moto never gives): a proxy in front of
 //! moto that serves code signing configs (create, list, update, delete, their tags) and a
 //! function's config (put, get, delete) from memory, and forwards everything else. Like Lambda
 //! with `UntrustedArtifactOnDeployment = Enforce`, it refuses `CreateFunction` and
@@ -34,6 +35,9 @@ struct State {
     next: u32,
     /// Zips refused, by function.
     refused: Vec<String>,
+    /// `CreateFunction`s still to answer with this error (code, message), as Lambda does while
+    /// a new role has not propagated.
+    refuse_create: Vec<(String, String)>,
 }
 
 /// A code signing config as the stand-in holds it.
@@ -119,6 +123,15 @@ impl SigningStandIn {
         let mut all = self.state.lock().unwrap().functions.clone();
         all.retain(|_, arn| !arn.is_empty());
         all
+    }
+
+    /// Answers the next `CreateFunction` with the error `code` and `message`, once per call.
+    pub fn refuse_next_create_function(&self, code: &str, message: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .refuse_create
+            .push((code.to_owned(), message.to_owned()));
     }
 
     /// The functions whose code was refused, in order.
@@ -306,6 +319,10 @@ fn handle(state: &mut State, method: &str, path: &str, body: &Value) -> Option<V
             Some(answer(204, None))
         }
         ("POST", ["2015-03-31", "functions"]) => {
+            if !state.refuse_create.is_empty() {
+                let (code, message) = state.refuse_create.remove(0);
+                return Some(error(400, &code, &message));
+            }
             let name = body["FunctionName"].as_str().unwrap_or("").to_owned();
             let arn = body["CodeSigningConfigArn"].as_str().map(str::to_owned);
             if let Some(a) = &arn

@@ -2721,3 +2721,23 @@ async fn the_executable_takes_a_named_profile_and_says_when_no_region_is_set() {
         "{err}"
     );
 }
+
+/// A role made seconds ago is not assumable at once: Lambda answers `CreateFunction` with
+/// `InvalidParameterValueException` until it is, and `up` tries again (moto never does this: a
+/// stand-in in front of it answers so twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_waits_out_a_role_that_has_not_propagated() {
+    let mut f = Fixture::new(EXTERNAL).await;
+    let stand_in = e2e::lambda_signing::SigningStandIn::start(&f.moto.url).await;
+    f.signing = Some(stand_in.clone());
+    for _ in 0..2 {
+        stand_in.refuse_next_create_function(
+            "InvalidParameterValueException",
+            "The role defined for the function cannot be assumed by Lambda.",
+        );
+    }
+    let up = f.deployer(&["up", "--yes"]).await;
+    let creates = up.sent.iter().filter(|op| *op == "CreateFunction").count();
+    assert_eq!(creates, 3, "{:?}", up.sent);
+    assert!(f.deployer(&["up", "--yes"]).await.mutating.is_empty());
+}

@@ -266,6 +266,33 @@ async fn listed_dot_segments_are_failures_never_followed_and_nesting_is_bounded(
     );
     assert_eq!(server.finish().await.len(), 1, "no folder was followed");
 
+    // A listing of more entries than a run holds: refused, with what to do, before any is kept.
+    let many: &'static str = {
+        let mut keys = String::with_capacity(12 * replicator::inventory::MAX_ENTRIES);
+        for i in 0..=replicator::inventory::MAX_ENTRIES {
+            if i > 0 {
+                keys.push(',');
+            }
+            keys.push_str(&format!("\"s{i}\""));
+        }
+        Box::leak(format!(r#"{{"data":{{"keys":[{keys}],"key_info":{{}}}}}}"#).into_boxed_str())
+    };
+    let (addr, server) = fake_vault(vec![(200, many)]).await;
+    let err = walk_of(&addr).await.unwrap_err();
+    assert!(
+        err.to_string().contains("split the sync with --path"),
+        "{err}"
+    );
+    // Nothing of what it listed was read.
+    assert!(
+        server
+            .finish()
+            .await
+            .iter()
+            .all(|r| !r.line.contains("/data/")),
+        "a value was read"
+    );
+
     // A server that lists a folder inside every folder: the walk stops at the depth bound.
     let deeper = r#"{"data":{"keys":["d/"],"key_info":{}}}"#;
     let (addr, server) =
