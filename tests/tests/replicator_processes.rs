@@ -1638,3 +1638,61 @@ async fn sigterm_keeps_a_pending_change_and_the_state_goes_where_systemd_says() 
     w.signal("-TERM");
     let _ = w.child.wait().await;
 }
+
+/// From a shell: a secret another hand made under the prefix is a conflict, reported and left
+/// alone, until `REPLICATOR_ADOPT` names it, then it is taken over; `--max-duration 0` starts no write and
+/// ends partial (exit 0), the next run finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopt_and_max_duration_work_from_a_shell() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "app/db", json!({"k": "vault"})).await;
+    env.side
+        .create("kv/app/db", r#"{"k":"by hand"}"#, &[])
+        .await;
+    let mut envs = env.moto.env();
+    envs.push(("VAULT_ADDR".into(), bao.addr.clone()));
+    envs.push(("VAULT_TOKEN".into(), e2e::ROOT_TOKEN.into()));
+    let json = |out: &str| -> Value { serde_json::from_str(out).unwrap() };
+
+    let (code, out, err) = replicator(&envs, &["sync", "--prefix", "kv", "--output", "json"]);
+    assert_eq!(code, 0, "a conflict is reported, and left alone: {err}");
+    assert_eq!(json(&out)["conflicts"][0]["kind"], "foreign", "{out}");
+    assert_eq!(env.side.value("kv/app/db").await["k"], "by hand");
+
+    let mut adopting = envs.clone();
+    adopting.push(("REPLICATOR_ADOPT".into(), "kv/other,kv/app/db".into()));
+    let (code, out, err) = replicator(&adopting, &["sync", "--prefix", "kv", "--output", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(json(&out)["updated"], 1, "{out}");
+    assert_eq!(env.side.value("kv/app/db").await["k"], "vault");
+
+    // No time to start a write: partial, a success; the next run writes it.
+    bao.put("kv", "new", json!({"k": 1})).await;
+    let (code, out, err) = replicator(
+        &envs,
+        &[
+            "sync",
+            "--prefix",
+            "kv",
+            "--output",
+            "json",
+            "--max-duration",
+            "0",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let partial = json(&out);
+    assert_eq!(
+        (
+            &partial["partial"],
+            &partial["created"],
+            &partial["remaining"]
+        ),
+        (&json!(true), &json!(0), &json!(1)),
+        "{out}"
+    );
+    let (code, out, _) = replicator(&envs, &["sync", "--prefix", "kv", "--output", "json"]);
+    assert_eq!((code, &json(&out)["created"]), (0, &json!(1)), "{out}");
+}
