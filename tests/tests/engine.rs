@@ -683,3 +683,43 @@ async fn a_key_deletion_planned_from_an_older_version_is_not_performed() {
     );
     assert!(!env.side.secrets("kv").await["kv/a/k2"].pending_deletion);
 }
+
+/// A change-driven run names paths as Vault's audit log does, inside the mount: those outside
+/// the synced sub-path (or not a secret path at all) are said and skipped, never written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_outside_the_synced_path_are_said_and_skipped() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "team/db", json!({"k": 1})).await;
+    bao.put("kv", "other/db", json!({"k": 2})).await;
+    let mut a = args(&env, "kv");
+    a.path = "team".into();
+    let replicator = replicator::run::Replicator::new(&a, &env.aws).unwrap();
+    let r = replicator
+        .run_paths(
+            &[
+                "team/db".into(),
+                "other/db".into(),
+                "teamx/db".into(),
+                "team/../other/db".into(),
+            ],
+            None,
+            &Progress::default(),
+        )
+        .await;
+    assert_eq!((r.created, r.failures.len()), (1, 0), "{}", r.to_text());
+    let outside: Vec<&str> = r
+        .warnings
+        .iter()
+        .filter(|w| w.kind == "path_outside_scope")
+        .map(|w| w.message.as_str())
+        .collect();
+    assert_eq!(outside.len(), 3, "{outside:?}");
+    let seen = env.side.secrets("kv").await;
+    assert_eq!(
+        seen.keys().collect::<Vec<_>>(),
+        ["kv/db"],
+        "only team/db, as db"
+    );
+}
