@@ -598,6 +598,18 @@ impl VaultAdmin {
         Ok(true)
     }
 
+    /// Revokes the token behind `accessor`.
+    pub async fn revoke_token_accessor(&self, accessor: &str) -> Result<(), VaultAdminError> {
+        self.call(
+            Method::POST,
+            "auth/token/revoke-accessor",
+            Some(json!({"accessor": accessor})),
+            "revoke token",
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn token_accessor_exists(&self, accessor: &str) -> Result<bool, VaultAdminError> {
         match self
             .call(
@@ -720,18 +732,19 @@ fn same_setting(have: &Value, want: &Value) -> bool {
         // An unset list reads back as null (or not at all).
         (Value::Null, Value::Array(b)) => b.is_empty(),
         (Value::Array(a), Value::Array(b)) => {
-            // Vault prints a one-address CIDR as the bare address (`203.0.113.7/32` reads
-            // back as `203.0.113.7`).
+            // CIDRs compared by value: Vault prints a one-address CIDR as the bare address
+            // (`203.0.113.7/32` reads back as `203.0.113.7`) and IPv6 in canonical form.
             let one = |v: &Value| match v.as_str() {
-                Some(s) => s
-                    .strip_suffix("/32")
-                    .filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
-                    .or_else(|| {
-                        s.strip_suffix("/128")
-                            .filter(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok())
-                    })
-                    .unwrap_or(s)
-                    .to_owned(),
+                Some(s) => {
+                    let (ip, len) = s.split_once('/').unwrap_or((s, ""));
+                    match ip.parse::<std::net::IpAddr>() {
+                        Ok(ip) => {
+                            let full = if ip.is_ipv4() { "32" } else { "128" };
+                            format!("{ip}/{}", if len.is_empty() { full } else { len })
+                        }
+                        Err(_) => s.to_owned(),
+                    }
+                }
                 None => v.to_string(),
             };
             let mut a: Vec<String> = a.iter().map(one).collect();
@@ -820,6 +833,10 @@ mod tests {
         assert!(same_setting(
             &json!(["2001:db8::1"]),
             &json!(["2001:db8::1/128"])
+        ));
+        assert!(same_setting(
+            &json!(["2001:db8::/48"]),
+            &json!(["2001:DB8:0::/48"])
         ));
         assert!(!same_setting(
             &json!(["203.0.113.7"]),

@@ -136,12 +136,13 @@ async fn replaced_secret_ids(
         if old == new {
             continue;
         }
-        let replaced = Some(old.as_str()) == tagged
-            || match admin.secret_id_metadata(role, &old).await? {
-                None => false,
-                Some(meta) if meta.is_empty() => rotating,
-                Some(meta) => meta == owner,
-            };
+        // The tagged one only when it is not another stack's: the tag is on a secret others
+        // may be able to tag.
+        let replaced = match admin.secret_id_metadata(role, &old).await? {
+            None => false,
+            Some(meta) if meta.is_empty() => rotating || Some(old.as_str()) == tagged,
+            Some(meta) => meta == owner,
+        };
         if replaced && admin.destroy_secret_id_accessor(role, &old).await? {
             destroyed += 1;
         }
@@ -714,23 +715,36 @@ impl Steps<'_, '_> {
                 .await
                 .ctx("PutSecretValue", &conn_name);
         if let Err(e) = put {
-            // Never stored anywhere: the new secret id goes, so it cannot outlive this run.
-            if opts.auth == AuthMode::Approle {
-                let _ = admin.destroy_secret_id_accessor(&role, &new_accessor).await;
-            }
+            // Never stored anywhere: the new credential goes, so it cannot outlive this run.
+            let _ = match opts.auth {
+                AuthMode::Approle => admin
+                    .destroy_secret_id_accessor(&role, &new_accessor)
+                    .await
+                    .map(|_| ()),
+                AuthMode::Token => admin.revoke_token_accessor(&new_accessor).await,
+            };
             return Err(e.into());
         }
-        c.sm.tag_resource()
-            .secret_id(&conn_name)
-            .tags(
-                Tag::builder()
-                    .key(ACCESSOR_TAG)
-                    .value(&new_accessor)
-                    .build(),
-            )
-            .send()
-            .await
-            .ctx("TagResource", &conn_name)?;
+        // A tag that could not be written must not keep the old credential alive: the ones
+        // replaced still go below, and the next run, finding the tag's credential gone, writes
+        // the tag again.
+        let tagged =
+            c.sm.tag_resource()
+                .secret_id(&conn_name)
+                .tags(
+                    Tag::builder()
+                        .key(ACCESSOR_TAG)
+                        .value(&new_accessor)
+                        .build(),
+                )
+                .send()
+                .await
+                .ctx("TagResource", &conn_name);
+        if let Err(e) = tagged {
+            report.warnings.push(format!(
+                "the new credentials are in {conn_name}, but its {ACCESSOR_TAG} tag could not be written ({e}): the next run writes new ones"
+            ));
+        }
         report.changed.push(format!(
             "wrote the replicator's {} credentials into {conn_name}",
             match opts.auth {

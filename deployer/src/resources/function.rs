@@ -181,7 +181,7 @@ fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>)
 }
 
 impl FunctionState {
-    fn fields(&self, want_key: Option<&str>, signing: bool) -> Fields {
+    fn fields(&self, want_key: Option<&str>, signing: Option<&str>) -> Fields {
         let mut fields = vec![
             ("runtime", self.runtime.clone()),
             ("handler", self.handler.clone()),
@@ -224,14 +224,30 @@ impl FunctionState {
                     .unwrap_or_else(|| NO_DESTINATION.into()),
             ),
         ];
-        if signing {
+        if let Some(profile) = signing {
             fields.push((
                 "code_signed_by",
-                self.signed_by.clone().unwrap_or_else(|| NOT_SIGNED.into()),
+                match &self.signed_by {
+                    Some(seen) if same_signer(seen, profile) => profile.to_owned(),
+                    Some(seen) => seen.clone(),
+                    None => NOT_SIGNED.into(),
+                },
             ));
         }
         fields
     }
+}
+
+/// Whether Lambda's `SigningProfileVersionArn` names the configured profile version: in any
+/// case, and with the version left out (Lambda records a signer only after checking it against
+/// the config's allowed publishers, so the profile alone is proof enough), so a form that
+/// differs from the configured one never uploads the code again on every `up`.
+fn same_signer(seen: &str, profile: &str) -> bool {
+    let (seen, profile) = (seen.to_ascii_lowercase(), profile.to_ascii_lowercase());
+    seen == profile
+        || profile
+            .rsplit_once('/')
+            .is_some_and(|(without_version, _)| seen == without_version)
 }
 
 pub async fn observe(
@@ -344,7 +360,7 @@ pub fn diff(
         KIND,
         name,
         &want,
-        seen.map(|s| s.fields(inputs.key_arn, spec.cfg.code_signing_profile.is_some()))
+        seen.map(|s| s.fields(inputs.key_arn, spec.cfg.code_signing_profile.as_deref()))
             .as_ref(),
     )
 }
@@ -603,6 +619,25 @@ mod tests {
     use super::*;
     use crate::change::touched;
     use crate::spec::tests::spec;
+
+    #[test]
+    fn the_signer_lambda_reports_matches_the_profile_in_any_form_it_may_take() {
+        let profile = "arn:aws:signer:eu-west-1:123456789012:/signing-profiles/Rep_1/a1B2c3D4e5";
+        assert!(same_signer(profile, profile));
+        assert!(same_signer(&profile.to_ascii_lowercase(), profile));
+        assert!(same_signer(
+            "arn:aws:signer:eu-west-1:123456789012:/signing-profiles/Rep_1",
+            profile
+        ));
+        assert!(!same_signer(
+            "arn:aws:signer:eu-west-1:123456789012:/signing-profiles/Other/a1B2c3D4e5",
+            profile
+        ));
+        assert!(!same_signer(
+            "arn:aws:signer:eu-west-1:123456789012:/signing-profiles/Rep_1/zzzzzzzzzz",
+            profile
+        ));
+    }
 
     #[test]
     fn the_function_diffs_each_setting_and_its_code_by_hash() {
