@@ -52,8 +52,9 @@ pub struct Options {
     pub sample_secrets: bool,
     pub keep_root_token: bool,
     pub audit_file: String,
-    /// AppRole secret id lifetime (`0`: no expiry).
-    pub secret_id_ttl: String,
+    /// AppRole secret id lifetime (`0`: no expiry); `None`: the role keeps the one it has (a
+    /// new role: no expiry).
+    pub secret_id_ttl: Option<String>,
     /// Replace the delivered secret id even if it still works, and destroy the old one.
     pub rotate_secret_id: bool,
     /// Vault Enterprise / OpenBao namespace of the mount, policy and AppRole (`X-Vault-Namespace`);
@@ -103,8 +104,11 @@ pub fn approle_settings(role: &str, opts: &Options, bound_cidrs: &[String]) -> s
         "token_max_ttl": opts.token_ttl,
         "token_no_default_policy": true,
         "secret_id_num_uses": 0,
-        "secret_id_ttl": opts.secret_id_ttl,
     });
+    // Only when given: a run without --secret-id-ttl leaves the lifetime set earlier as it is.
+    if let Some(ttl) = &opts.secret_id_ttl {
+        settings["secret_id_ttl"] = json!(ttl);
+    }
     // Written either way, so bindings dropped from the configuration are dropped in Vault.
     settings["secret_id_bound_cidrs"] = json!(bound_cidrs);
     settings["token_bound_cidrs"] = json!(bound_cidrs);
@@ -661,7 +665,7 @@ impl Steps<'_, '_> {
                 report.changed.push(format!(
                     "wrote AppRole role {role} (token TTL {}, secret id TTL {}{})",
                     opts.token_ttl,
-                    opts.secret_id_ttl,
+                    opts.secret_id_ttl.as_deref().unwrap_or("as it was"),
                     if bound.is_empty() {
                         String::new()
                     } else {

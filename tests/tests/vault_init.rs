@@ -938,6 +938,11 @@ async fn a_secret_id_with_a_lifetime_is_rotated_and_the_old_one_destroyed() {
         "{changed}"
     );
     assert_ne!(approle_login(&w, &role_id, &by_hand).await, 200);
+    // A run without --secret-id-ttl keeps the lifetime set earlier.
+    assert_eq!(
+        read_role(&w, &root).await["data"]["secret_id_ttl"],
+        2160 * 3600
+    );
     assert_eq!(
         approle_login(&w, &role_id, &other_stack).await,
         200,

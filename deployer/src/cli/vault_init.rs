@@ -68,10 +68,11 @@ pub struct VaultInitArgs {
     #[arg(long, default_value = "/var/log/vault/audit.log")]
     pub audit_file: String,
 
-    /// Lifetime of the AppRole secret id written into the connection secret (`0`: no expiry).
-    /// Rotate before it ends with `--rotate-secret-id`.
-    #[arg(long, default_value = "0")]
-    pub secret_id_ttl: String,
+    /// Lifetime of the AppRole secret id written into the connection secret (`0`: no expiry)
+    /// [default: the role's own; a new role: no expiry]. Rotate before it ends with
+    /// `--rotate-secret-id`.
+    #[arg(long)]
+    pub secret_id_ttl: Option<String>,
 
     /// Deliver a new AppRole secret id into the connection secret, then destroy the old one.
     #[arg(long)]
@@ -97,10 +98,11 @@ pub async fn run(
             args.key_threshold, args.key_shares
         )));
     }
-    if crate::vault_admin::parse_duration(&args.secret_id_ttl).is_none() {
+    if let Some(ttl) = &args.secret_id_ttl
+        && crate::vault_admin::parse_duration(ttl).is_none()
+    {
         return Err(CliError::Refused(format!(
-            "--secret-id-ttl {:?} is not a duration such as 2160h (or 0: no expiry)",
-            args.secret_id_ttl
+            "--secret-id-ttl {ttl:?} is not a duration such as 2160h (or 0: no expiry)"
         )));
     }
     if args.rotate_secret_id && args.auth != AuthMode::Approle {
