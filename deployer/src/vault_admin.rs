@@ -508,22 +508,7 @@ impl VaultAdmin {
         role: &str,
         accessor: &str,
     ) -> Result<bool, VaultAdminError> {
-        match self
-            .call(
-                Method::POST,
-                &format!("auth/approle/role/{role}/secret-id-accessor/lookup"),
-                Some(json!({"secret_id_accessor": accessor})),
-                "look up secret id accessor",
-            )
-            .await
-        {
-            Ok(v) => Ok(v.is_some_and(|v| v["data"].is_object())),
-            Err(VaultAdminError::Status {
-                status: 400 | 404 | 500,
-                ..
-            }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(self.secret_id_metadata(role, accessor).await?.is_some())
     }
 
     /// The metadata of the secret id behind `accessor`; `None` when it is gone.
