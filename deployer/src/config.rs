@@ -9,6 +9,12 @@ use serde::Deserialize;
 use contract::naming::{Granularity, NameTemplate};
 use contract::{DEFAULT_PREFIX, DeletionPolicy, ReplicaRegion, ranges};
 
+/// Default days between automatic rotations of the replicator's secret id: a new id every ten
+/// days, each living three periods, so two failed rotations in a row still leave time to act.
+pub const SECRET_ID_ROTATION_DAYS: i64 = 10;
+/// The longest rotation period (a secret id living three periods stays under Vault's limits).
+pub const MAX_ROTATION_DAYS: i64 = 120;
+
 /// Default EventBridge schedule (the sample's).
 pub const DEFAULT_SCHEDULE: &str = "cron(0,30 * * * ? *)";
 
@@ -32,6 +38,7 @@ pub struct FileConfig {
     pub lambda_memory_mb: Option<i64>,
     pub lambda_timeout_seconds: Option<i64>,
     pub lambda_reserved_concurrency: Option<i64>,
+    pub secret_id_rotation_days: Option<i64>,
     pub log_retention_days: Option<i64>,
     pub kms_deletion_window_days: Option<i64>,
     pub vault_instance_type: Option<String>,
@@ -122,6 +129,9 @@ pub struct Config {
     /// 1: one run at a time (a schedule firing during a long run waits); 0: not reserved (an
     /// account at Lambda's default limit of 10 cannot reserve any).
     pub lambda_reserved_concurrency: i32,
+    /// Days between rotations of the replicator's AppRole secret id by Secrets Manager (the
+    /// rotation function); 0: no rotation function, the secret id is rotated by hand.
+    pub secret_id_rotation_days: i32,
     pub log_retention_days: i32,
     pub kms_deletion_window_days: i32,
     /// The AWS Signer profile version whose signature the functions' code must carry (a code
@@ -203,6 +213,7 @@ impl FileConfig {
             lambda_memory_mb,
             lambda_timeout_seconds,
             lambda_reserved_concurrency,
+            secret_id_rotation_days,
             log_retention_days,
             kms_deletion_window_days,
             vault_instance_type,
@@ -415,6 +426,17 @@ impl FileConfig {
                 ),
             ));
         }
+        let secret_id_rotation_days = self
+            .secret_id_rotation_days
+            .unwrap_or(SECRET_ID_ROTATION_DAYS);
+        if !(0..=MAX_ROTATION_DAYS).contains(&secret_id_rotation_days) {
+            return Err(invalid(
+                "secret_id_rotation_days",
+                format!(
+                    "{secret_id_rotation_days} is outside 0 (no automatic rotation) to {MAX_ROTATION_DAYS}"
+                ),
+            ));
+        }
         let log_retention_days = self.log_retention_days.unwrap_or(30);
         if !RETENTION_DAYS.contains(&log_retention_days) {
             return Err(invalid(
@@ -536,6 +558,7 @@ impl FileConfig {
             lambda_memory_mb: lambda_memory_mb as i32,
             lambda_timeout_seconds: lambda_timeout_seconds as i32,
             lambda_reserved_concurrency: lambda_reserved_concurrency as i32,
+            secret_id_rotation_days: secret_id_rotation_days as i32,
             log_retention_days: log_retention_days as i32,
             kms_deletion_window_days: kms_deletion_window_days as i32,
             code_signing_profile: match self.code_signing_profile.as_deref().map(str::trim) {
@@ -922,6 +945,11 @@ mod tests {
                 "lambda_reserved_concurrency = 2",
                 "lambda_reserved_concurrency",
                 "must be 1 (one run at a time) or 0",
+            ),
+            (
+                "secret_id_rotation_days = 121",
+                "secret_id_rotation_days",
+                "outside 0 (no automatic rotation) to 120",
             ),
             (
                 "kms_deletion_window_days = 31",

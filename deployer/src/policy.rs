@@ -6,6 +6,7 @@ use serde_json::Value;
 
 pub const REPLICATOR_TRUST: &str = include_str!("../../policies/replicator-trust.json");
 pub const REPLICATOR_POLICY: &str = include_str!("../../policies/replicator-policy.json");
+pub const ROTATION_POLICY: &str = include_str!("../../policies/rotation-policy.json");
 pub const REPLICATOR_SNS: &str = include_str!("../../policies/replicator-sns-statements.json");
 pub const REPLICATOR_DELETE: &str =
     include_str!("../../policies/replicator-delete-statements.json");

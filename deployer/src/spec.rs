@@ -59,10 +59,19 @@ pub enum Duty {
     /// event: its own reserved slot (a flood of invocations never takes the schedule's), and
     /// it refuses an operator's word (`accept_vault_rollback`). With Vault on EC2 only.
     Watch,
+    /// Secrets Manager's rotation of the connection secret's AppRole secret id: the same code
+    /// with a role of its own (the connection secret and the rotator's credential, nothing
+    /// else) and no sync settings. With `secret_id_rotation_days` above 0 only.
+    Rotate,
 }
 
 impl Duty {
-    pub const ALL: [Duty; 2] = [Duty::Sync, Duty::Watch];
+    pub const ALL: [Duty; 3] = [Duty::Sync, Duty::Watch, Duty::Rotate];
+
+    /// Whether the function runs as the replicator's role (the rotation function has its own).
+    pub fn replicates(self) -> bool {
+        self != Duty::Rotate
+    }
 }
 
 /// Every Secrets Manager action that changes a secret: all denied to the replicator outside
@@ -195,6 +204,32 @@ impl Spec {
     pub fn role_arn(&self) -> String {
         self.arn("iam", false, &format!("role/{}", self.role_name()))
     }
+    /// The rotation function's role.
+    pub fn rotation_role_name(&self) -> String {
+        format!("{}-replicator-rotation", self.stack())
+    }
+    pub fn rotation_role_arn(&self) -> String {
+        self.arn("iam", false, &format!("role/{}", self.rotation_role_name()))
+    }
+    /// The role the function serving `duty` runs as.
+    pub fn role_arn_of(&self, duty: Duty) -> String {
+        if duty.replicates() {
+            self.role_arn()
+        } else {
+            self.rotation_role_arn()
+        }
+    }
+    /// The secret holding the rotator's Vault credential (see [`contract::RotatorSecret`]).
+    pub fn rotator_secret(&self) -> String {
+        contract::rotator_secret_name(&self.cfg.prefix)
+    }
+    pub fn rotator_secret_arn_pattern(&self) -> String {
+        self.secret_arn_pattern(&self.rotator_secret())
+    }
+    /// Whether Secrets Manager rotates the connection secret's AppRole secret id.
+    pub fn rotates_secret_id(&self) -> bool {
+        self.cfg.secret_id_rotation_days > 0
+    }
     /// The code signing config's name in `plan` (Lambda names it only by an ARN it assigns).
     pub fn code_signing_name(&self) -> String {
         format!("{}-replicator-code-signing", self.stack())
@@ -236,6 +271,7 @@ impl Spec {
         match duty {
             Duty::Sync => self.function_name(),
             Duty::Watch => format!("{}-replicator-watch", self.stack()),
+            Duty::Rotate => format!("{}-replicator-rotate", self.stack()),
         }
     }
     pub fn function_arn_of(&self, duty: Duty) -> String {
@@ -255,9 +291,14 @@ impl Spec {
             &format!("log-group:{}", self.log_group_of(duty)),
         )
     }
-    /// Whether the stack has a function for `duty` (the watcher's only beside its own Vault).
+    /// Whether the stack has a function for `duty` (the watcher's only beside its own Vault,
+    /// the rotation function only with automatic rotation).
     pub fn serves(&self, duty: Duty) -> bool {
-        duty == Duty::Sync || self.deploys_vault()
+        match duty {
+            Duty::Sync => true,
+            Duty::Watch => self.deploys_vault(),
+            Duty::Rotate => self.rotates_secret_id(),
+        }
     }
     /// The functions the stack has.
     pub fn duties(&self) -> Vec<Duty> {
@@ -522,19 +563,7 @@ impl Spec {
         } else {
             String::new()
         };
-        let vpc = if self.deploys_vault() {
-            policy::render(
-                policy::REPLICATOR_VPC,
-                &[
-                    ("partition", &self.id.partition),
-                    ("region", &self.id.region),
-                    ("account", &self.id.account),
-                    ("vpc_id", vpc_id.unwrap_or(crate::change::UNKNOWN)),
-                ],
-            )?
-        } else {
-            String::new()
-        };
+        let vpc = self.vpc_statements(vpc_id)?;
         self.render(
             policy::REPLICATOR_POLICY,
             vec![
@@ -551,10 +580,32 @@ impl Spec {
                 ("replication_statements", self.replication_statements()?),
                 (
                     "log_stream_arns",
-                    self.json_list(self.duties(), |d| format!("{}:*", self.log_group_arn_of(d)))?,
+                    self.json_list(
+                        self.duties()
+                            .into_iter()
+                            .filter(|d| d.replicates())
+                            .collect(),
+                        |d| format!("{}:*", self.log_group_arn_of(d)),
+                    )?,
                 ),
                 ("sns_statements", self.sns_statements()?),
                 ("vpc_statements", vpc),
+            ],
+        )
+    }
+
+    /// The network interfaces of a function in the Vault VPC (with Vault on EC2).
+    fn vpc_statements(&self, vpc_id: Option<&str>) -> Result<String, TemplateError> {
+        if !self.deploys_vault() {
+            return Ok(String::new());
+        }
+        policy::render(
+            policy::REPLICATOR_VPC,
+            &[
+                ("partition", &self.id.partition),
+                ("region", &self.id.region),
+                ("account", &self.id.account),
+                ("vpc_id", vpc_id.unwrap_or(crate::change::UNKNOWN)),
             ],
         )
     }
@@ -585,18 +636,47 @@ impl Spec {
         )
     }
 
-    /// Only the replicator role, and only from inside the stack's functions (credentials of
-    /// the role taken elsewhere do not read it), may read the connection secret.
+    /// Only the replicator role (and the rotation function's), and only from inside the stack's
+    /// functions (credentials of the role taken elsewhere do not read it), may read the
+    /// connection secret.
     pub fn connection_secret_policy(&self) -> Result<Value, TemplateError> {
+        let mut readers = vec![self.role_arn()];
+        if self.rotates_secret_id() {
+            readers.push(self.rotation_role_arn());
+        }
         self.render(
             policy::CONNECTION_SECRET_POLICY,
             vec![
-                ("role_arn", self.role_arn()),
+                (
+                    "role_arns",
+                    serde_json::to_string(&readers).map_err(TemplateError::NotJson)?,
+                ),
                 (
                     "function_arns",
                     self.json_list(self.duties(), |d| self.function_arn_of(d))?,
                 ),
                 ("secret_arn", self.connection_secret_arn_pattern()),
+            ],
+        )
+    }
+
+    /// The rotator secret's resource policy: only the rotation function's role, and only from
+    /// inside the rotation function, reads it.
+    pub fn rotator_secret_policy(&self) -> Result<Value, TemplateError> {
+        self.render(
+            policy::CONNECTION_SECRET_POLICY,
+            vec![
+                (
+                    "role_arns",
+                    serde_json::to_string(&[self.rotation_role_arn()])
+                        .map_err(TemplateError::NotJson)?,
+                ),
+                (
+                    "function_arns",
+                    serde_json::to_string(&[self.function_arn_of(Duty::Rotate)])
+                        .map_err(TemplateError::NotJson)?,
+                ),
+                ("secret_arn", self.rotator_secret_arn_pattern()),
             ],
         )
     }
@@ -625,6 +705,47 @@ impl Spec {
                     "tls_secret_arn",
                     self.secret_arn_pattern(&self.tls_secret_name()),
                 ),
+                ("rotator_secret_arn", self.rotator_secret_arn_pattern()),
+            ],
+        )
+    }
+
+    /// The rotation function's role: read, write a version of and restage the connection
+    /// secret, tag it with the new accessor only, read the rotator's credential; every other
+    /// secret write and read, and any other key use, denied.
+    pub fn rotation_policy(
+        &self,
+        key_arn: &str,
+        vpc_id: Option<&str>,
+    ) -> Result<Value, TemplateError> {
+        let allowed = [
+            "secretsmanager:PutSecretValue",
+            "secretsmanager:UpdateSecretVersionStage",
+            "secretsmanager:TagResource",
+        ];
+        let others: Vec<&str> = EVERY_SECRET_WRITE
+            .iter()
+            .copied()
+            .filter(|a| !allowed.contains(a))
+            .collect();
+        let json = |v: &[&str]| serde_json::to_string(v).map_err(TemplateError::NotJson);
+        self.render(
+            policy::ROTATION_POLICY,
+            vec![
+                (
+                    "connection_secret_arn",
+                    self.connection_secret_arn_pattern(),
+                ),
+                ("rotator_secret_arn", self.rotator_secret_arn_pattern()),
+                ("accessor_tag", contract::ACCESSOR_TAG.to_owned()),
+                ("every_secret_write", json(EVERY_SECRET_WRITE)?),
+                ("other_writes", json(&others)?),
+                ("key_arn", key_arn.to_owned()),
+                (
+                    "log_stream_arn",
+                    format!("{}:*", self.log_group_arn_of(Duty::Rotate)),
+                ),
+                ("vpc_statements", self.vpc_statements(vpc_id)?),
             ],
         )
     }
@@ -687,8 +808,15 @@ impl Spec {
         )
     }
 
-    /// The environment of the function serving `duty`: the watcher's says so.
+    /// The environment of the function serving `duty`: the watcher's says so; the rotation
+    /// function's names the two secrets it uses, nothing of a sync.
     pub fn lambda_environment_of(&self, duty: Duty, key_arn: &str) -> BTreeMap<String, String> {
+        if duty == Duty::Rotate {
+            return BTreeMap::from([
+                (env::CONNECTION_SECRET.to_owned(), self.connection_secret()),
+                (env::ROTATOR_SECRET.to_owned(), self.rotator_secret()),
+            ]);
+        }
         let mut vars = self.lambda_environment(key_arn);
         if duty == Duty::Watch {
             vars.insert(env::SERVES_WATCHER.to_owned(), "true".to_owned());

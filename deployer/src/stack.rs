@@ -9,7 +9,8 @@ use crate::clients::Clients;
 use crate::lambda_zip::LambdaZip;
 use crate::resources::network;
 use crate::resources::{
-    DeployError, function, iam, key, logs, replicas, rule, secret, signing, topic, vault_server,
+    DeployError, function, iam, key, logs, replicas, rotation, rule, secret, signing, topic,
+    vault_server,
 };
 use crate::spec::{Duty, Group, Spec};
 
@@ -22,6 +23,8 @@ pub struct Outputs {
     pub function_arn: Option<String>,
     /// The function the change watcher on the stack's Vault invokes.
     pub watch_function_name: Option<String>,
+    /// The function Secrets Manager rotates the connection secret's secret id with.
+    pub rotation_function_name: Option<String>,
     pub connection_secret_arn: Option<String>,
     pub topic_arn: Option<String>,
     pub key_arn: Option<String>,
@@ -75,13 +78,16 @@ pub enum Resource {
     CodeSigning,
     /// The sync function and, with Vault on EC2, the change watcher's.
     Function,
+    /// Secrets Manager's rotation of the connection secret's secret id by the rotation
+    /// function.
+    Rotation,
     /// The digest of the code uploaded, which the Vault host checks the watcher's against.
     WatcherDigest,
     Schedule,
 }
 
 impl Resource {
-    pub const ORDER: [Resource; 11] = [
+    pub const ORDER: [Resource; 12] = [
         Resource::Key,
         Resource::Topic,
         Resource::Network,
@@ -91,6 +97,7 @@ impl Resource {
         Resource::ConnectionSecret,
         Resource::CodeSigning,
         Resource::Function,
+        Resource::Rotation,
         Resource::WatcherDigest,
         Resource::Schedule,
     ];
@@ -123,6 +130,9 @@ struct Converging<'s, 'p> {
     /// No `code_signing_profile` now, and the stack's config is still there: removed once the
     /// functions have left it.
     removes_code_signing: Option<signing::SigningState>,
+    /// No automatic rotation now, and the rotation function's role is still there: removed
+    /// once the function has gone.
+    removes_rotation_role: bool,
 }
 
 impl Stack<'_> {
@@ -154,6 +164,7 @@ impl Stack<'_> {
             new_ca: None,
             code_signing: None,
             removes_code_signing: None,
+            removes_rotation_role: false,
         };
         for resource in Resource::ORDER {
             // Boxed: the larger steps' futures would not fit a thread's stack together.
@@ -210,6 +221,7 @@ impl Stack<'_> {
                 vec![rule::destroy(c, spec).await?]
             }
             Resource::WatcherDigest => vec![vault_server::destroy_digest(c, spec).await?],
+            Resource::Rotation => vec![rotation::destroy(c, spec).await?],
             Resource::Function => {
                 let mut all = Vec::new();
                 for duty in Duty::ALL {
@@ -218,7 +230,10 @@ impl Stack<'_> {
                 }
                 all
             }
-            Resource::ConnectionSecret => vec![secret::destroy(c, spec).await?],
+            Resource::ConnectionSecret => vec![
+                secret::destroy(c, spec).await?,
+                secret::destroy_rotator(c, spec).await?,
+            ],
             // Destroyed by `destroy` itself, with what it found before the functions went.
             Resource::CodeSigning => vec![],
             Resource::VaultServer => {
@@ -244,6 +259,7 @@ impl Stack<'_> {
                 let mut all: Vec<Change> =
                     network::release_lambda_interfaces(c, spec).await?.into_iter().collect();
                 all.push(iam::destroy(c, spec, &iam::replicator_role(spec, None, None)?).await?);
+                all.push(iam::destroy(c, spec, &iam::rotation_role(spec, None, None)?).await?);
                 all
             }
             Resource::Network => network::destroy(c, spec).await?,
@@ -298,8 +314,10 @@ impl Converging<'_, '_> {
             // A config the functions have just left goes at once, not at the end of the run.
             Resource::Function => {
                 self.functions().await?;
-                self.leave_code_signing().await
+                self.leave_code_signing().await?;
+                self.leave_rotation_role().await
             }
+            Resource::Rotation => self.rotation().await,
             Resource::WatcherDigest => self.watcher_digest().await,
             Resource::Schedule => self.schedule().await,
         }
@@ -357,6 +375,44 @@ impl Converging<'_, '_> {
         let ch = iam::diff(&role, seen.as_ref());
         if self.go(&ch) {
             iam::apply(c, spec, &role, &ch).await?;
+        }
+        self.changes.push(ch);
+        // The rotation function's role: made with automatic rotation; otherwise one of this
+        // stack's goes once its function has.
+        let role = iam::rotation_role(spec, self.key_arn.as_deref(), self.net.vpc.as_deref())?;
+        let seen = iam::observe(c, spec, &role).await?;
+        let ch = match seen.as_ref() {
+            _ if spec.rotates_secret_id() => iam::diff(&role, seen.as_ref()),
+            Some(r) if r.ours => Change::new(iam::KIND, &role.name, Action::Delete),
+            _ => Change::new(iam::KIND, &role.name, Action::Absent),
+        };
+        if spec.rotates_secret_id() && self.go(&ch) {
+            iam::apply(c, spec, &role, &ch).await?;
+        }
+        self.removes_rotation_role = !spec.rotates_secret_id() && ch.action == Action::Delete;
+        self.changes.push(ch);
+        Ok(())
+    }
+
+    /// No automatic rotation any more: the rotation role goes once its function has.
+    async fn leave_rotation_role(&mut self) -> Result<(), DeployError> {
+        if !(self.apply && self.removes_rotation_role) {
+            return Ok(());
+        }
+        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let ch = iam::destroy(c, spec, &iam::rotation_role(spec, None, None)?).await?;
+        (self.progress)(Phase::Done, &ch);
+        Ok(())
+    }
+
+    async fn rotation(&mut self) -> Result<(), DeployError> {
+        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let seen = rotation::observe(c, spec).await?;
+        let ch = rotation::diff(spec, seen.as_ref());
+        if let Some(s) = &seen
+            && self.go(&ch)
+        {
+            rotation::apply(c, spec, s, &ch).await?;
         }
         self.changes.push(ch);
         Ok(())
@@ -567,6 +623,9 @@ impl Converging<'_, '_> {
                     self.out.function_arn = Some(f.arn);
                 }
                 Duty::Watch => self.out.watch_function_name = Some(spec.function_name_of(duty)),
+                Duty::Rotate => {
+                    self.out.rotation_function_name = Some(spec.function_name_of(duty));
+                }
             }
         }
         self.changes.push(ch);

@@ -453,6 +453,20 @@ impl VaultAdmin {
         Ok(true)
     }
 
+    /// The secret id lifetime (seconds, 0: never expires) of the AppRole role; `None` when the
+    /// role does not exist yet.
+    pub async fn role_secret_id_ttl(&self, role: &str) -> Result<Option<u64>, VaultAdminError> {
+        let current = self
+            .call(
+                Method::GET,
+                &format!("auth/approle/role/{role}"),
+                None,
+                "read AppRole role",
+            )
+            .await?;
+        Ok(current.map(|v| v["data"]["secret_id_ttl"].as_u64().unwrap_or(0)))
+    }
+
     pub async fn role_id(&self, role: &str) -> Result<String, VaultAdminError> {
         let v = self
             .call(

@@ -16,8 +16,7 @@ use crate::vault_admin::{AUDIT_MODE, Audit, InitKeys, VaultAdmin, VaultAdminErro
 use contract::ConnectionSecret;
 use contract::secret::SecretString;
 
-/// Tag on the connection secret naming the delivered credential (an accessor, not a secret).
-pub const ACCESSOR_TAG: &str = "vault-secrets-replicator:credential";
+pub use contract::ACCESSOR_TAG;
 pub const DECOY_MOUNT: &str = "super-secret-engine";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -97,7 +96,12 @@ pub enum InitError {
 /// usable any number of times; login and token use only from `bound_cidrs` when given (the
 /// replicator's subnet with the stack's own Vault, `vault_client_cidrs` with an external one),
 /// so a copied secret id is useless elsewhere.
-pub fn approle_settings(role: &str, opts: &Options, bound_cidrs: &[String]) -> serde_json::Value {
+pub fn approle_settings(
+    role: &str,
+    opts: &Options,
+    bound_cidrs: &[String],
+    default_ttl: Option<&str>,
+) -> serde_json::Value {
     let mut settings = json!({
         "token_policies": [role],
         "token_ttl": opts.token_ttl,
@@ -105,8 +109,9 @@ pub fn approle_settings(role: &str, opts: &Options, bound_cidrs: &[String]) -> s
         "token_no_default_policy": true,
         "secret_id_num_uses": 0,
     });
-    // Only when given: a run without --secret-id-ttl leaves the lifetime set earlier as it is.
-    if let Some(ttl) = &opts.secret_id_ttl {
+    // Only when given (or for a new role, the default): a run without --secret-id-ttl leaves
+    // the lifetime set earlier as it is.
+    if let Some(ttl) = opts.secret_id_ttl.as_deref().or(default_ttl) {
         settings["secret_id_ttl"] = json!(ttl);
     }
     // Written either way, so bindings dropped from the configuration are dropped in Vault.
@@ -152,6 +157,42 @@ async fn replaced_secret_ids(
         }
     }
     Ok(destroyed)
+}
+
+/// A new secret id's lifetime with automatic rotation every `days`: three periods, so two failed
+/// rotations in a row still leave a period to act on the failure notice.
+pub fn default_secret_id_ttl(days: i32) -> String {
+    format!("{}h", 3 * 24 * days)
+}
+
+/// Refuses a secret id lifetime that automatic rotation could not keep ahead of: at least two
+/// rotation periods (`0`, no expiry, is the operator's explicit word).
+pub fn check_secret_id_ttl(ttl: &str, days: i32) -> Result<(), String> {
+    let secs = crate::vault_admin::parse_duration(ttl)
+        .ok_or_else(|| format!("--secret-id-ttl {ttl:?} is not a duration such as 720h or 30d"))?;
+    let needed = 2 * 86_400 * u64::try_from(days).unwrap_or(0);
+    if secs != 0 && secs < needed {
+        return Err(format!(
+            "--secret-id-ttl {ttl} is shorter than two rotation periods (secret_id_rotation_days = {days}): the secret id could expire before a rotation replaces it; give at least {}h, or rotate more often",
+            needed / 3600
+        ));
+    }
+    Ok(())
+}
+
+/// The rotator's Vault policy: mint, look up and destroy secret ids of the replicator's role
+/// `role` at the `approle` mount, and renew its own token; nothing else (no secret, no other
+/// role, not the role's settings or role id).
+pub fn rotator_policy(role: &str) -> String {
+    let base = format!("auth/approle/role/{role}");
+    format!(
+        "path \"{base}/secret-id\" {{\n  capabilities = [\"update\"]\n}}\npath \"{base}/secret-id/lookup\" {{\n  capabilities = [\"update\"]\n}}\npath \"{base}/secret-id/destroy\" {{\n  capabilities = [\"update\"]\n}}\npath \"{base}/secret-id-accessor/destroy\" {{\n  capabilities = [\"update\"]\n}}\n{RENEW_SELF}"
+    )
+}
+
+/// The rotator's Vault policy name, beside the replicator's.
+pub fn rotator_policy_name(role: &str) -> String {
+    format!("{role}-rotator")
 }
 
 /// The replicator's Vault policy: read values, read and list metadata, bulk-list (OpenBao).
@@ -439,6 +480,7 @@ async fn run_steps(
     s.namespace().await?;
     s.engine_policy_and_audit().await?;
     s.credentials(accessor).await?;
+    s.rotator().await?;
     if s.opts.sample_secrets {
         s.sample_secrets().await?;
     }
@@ -658,14 +700,37 @@ impl Steps<'_, '_> {
                 crate::config::VaultMode::Ec2 { .. } => vec![crate::spec::SUBNET_CIDR.to_owned()],
                 crate::config::VaultMode::External { client_cidrs, .. } => client_cidrs.clone(),
             };
+            let days = spec.cfg.secret_id_rotation_days;
+            if days > 0
+                && let Some(ttl) = &opts.secret_id_ttl
+            {
+                check_secret_id_ttl(ttl, days).map_err(InitError::Needs)?;
+            }
+            // A new role's secret ids live three rotation periods unless told otherwise; an
+            // existing role keeps its lifetime, said when it never expires.
+            let lifetime = admin.role_secret_id_ttl(&role).await?;
+            let default_ttl = (days > 0 && lifetime.is_none()).then(|| default_secret_id_ttl(days));
+            if opts.secret_id_ttl.is_none() && lifetime == Some(0) {
+                report.warnings.push(format!(
+                    "the AppRole role {role}'s secret ids never expire: pass --secret-id-ttl {} to give them a lifetime{}",
+                    default_secret_id_ttl(days.max(1)),
+                    if days > 0 { " that automatic rotation keeps ahead of" } else { "" }
+                ));
+            }
             if admin
-                .ensure_role(&role, approle_settings(&role, opts, &bound))
+                .ensure_role(
+                    &role,
+                    approle_settings(&role, opts, &bound, default_ttl.as_deref()),
+                )
                 .await?
             {
                 report.changed.push(format!(
                     "wrote AppRole role {role} (token TTL {}, secret id TTL {}{})",
                     opts.token_ttl,
-                    opts.secret_id_ttl.as_deref().unwrap_or("as it was"),
+                    opts.secret_id_ttl
+                        .as_deref()
+                        .or(default_ttl.as_deref())
+                        .unwrap_or("as it was"),
                     if bound.is_empty() {
                         String::new()
                     } else {
@@ -774,6 +839,148 @@ impl Steps<'_, '_> {
                 )),
             }
         }
+        Ok(())
+    }
+
+    /// Step 5b: with automatic rotation (AppRole): the rotator's Vault policy and its periodic
+    /// token in the rotator secret (which only the rotation function's role reads, from inside
+    /// that function), then the rotation turned on. A stored token still valid is kept
+    /// (`--rotate-secret-id` replaces it too); a replaced one is revoked.
+    async fn rotator(&mut self) -> Result<(), InitError> {
+        let (c, spec) = (self.c, self.spec);
+        let days = spec.cfg.secret_id_rotation_days;
+        if self.opts.auth != AuthMode::Approle || days <= 0 {
+            return Ok(());
+        }
+        let role = self.role.clone();
+        let policy = rotator_policy_name(&role);
+        if self
+            .admin
+            .ensure_policy(&policy, &rotator_policy(&role))
+            .await?
+        {
+            self.report.changed.push(format!(
+                "wrote the rotator's policy {policy} (secret ids of {role} only)"
+            ));
+        }
+        let name = spec.rotator_secret();
+        let seen = crate::resources::secret::describe(c, spec, &name).await?;
+        let stored = seen
+            .as_ref()
+            .filter(|s| !s.pending_deletion && s.has_value)
+            .and_then(|s| s.accessor.clone());
+        let valid = match &stored {
+            Some(a) if !self.opts.rotate_secret_id => self.admin.token_accessor_exists(a).await?,
+            _ => false,
+        };
+        if valid {
+            self.report
+                .kept
+                .push(format!("the rotator's token in {name} is valid"));
+        } else {
+            self.store_rotator(&name, seen.as_ref(), &policy, days)
+                .await?;
+            if let Some(old) = stored {
+                // Replaced: the old one goes (already gone is fine).
+                let _ = self.admin.revoke_token_accessor(&old).await;
+            }
+        }
+        let ch = crate::resources::rotation::converge(c, spec).await?;
+        match ch.action {
+            crate::change::Action::Update | crate::change::Action::Create => {
+                self.report.changed.push(format!(
+                    "turned on Secrets Manager's rotation of {}: a new secret id every {days} days by {}",
+                    spec.connection_secret(),
+                    spec.function_name_of(crate::spec::Duty::Rotate)
+                ));
+            }
+            crate::change::Action::Absent => self.report.warnings.push(format!(
+                "the rotation of {} is not on: {}",
+                spec.connection_secret(),
+                ch.note.unwrap_or_else(|| "run `deployer up` first".into())
+            )),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A new periodic rotator token, written into the rotator secret (made when missing, with
+    /// its resource policy first); revoked again when it cannot be stored.
+    async fn store_rotator(
+        &mut self,
+        name: &str,
+        seen: Option<&crate::resources::secret::SecretState>,
+        policy: &str,
+        days: i32,
+    ) -> Result<(), InitError> {
+        let (c, spec) = (self.c, self.spec);
+        if seen.is_some_and(|s| s.pending_deletion) {
+            c.sm.restore_secret()
+                .secret_id(name)
+                .send()
+                .await
+                .ctx("RestoreSecret", name)?;
+        }
+        if seen.is_none() {
+            let key_arn = crate::resources::key::observe(c, spec)
+                .await?
+                .map(|k| k.arn);
+            crate::resources::secret::create(
+                c,
+                spec,
+                name,
+                "vault-secrets-replicator: the Vault token that mints the replicator's AppRole secret ids, read only by the rotation function",
+                key_arn.as_deref(),
+                None,
+            )
+            .await?;
+        }
+        let doc = spec
+            .rotator_secret_policy()
+            .map_err(crate::resources::DeployError::from)?
+            .to_string();
+        crate::resources::secret::put_policy(c, name, &doc).await?;
+        // Renewed by every rotation: it lives as long as rotations keep coming.
+        let (token, accessor) = self
+            .admin
+            .scoped_token_with_accessor(policy, &default_secret_id_ttl(days))
+            .await?;
+        let value = contract::RotatorSecret {
+            vault_token: token,
+            vault_approle_role: self.role.clone(),
+            secret_id_metadata: secret_id_owner(spec),
+        };
+        let put = match serde_json::to_string(&value) {
+            Ok(text) => {
+                c.sm.put_secret_value()
+                    .secret_id(name)
+                    .secret_string(text)
+                    .send()
+                    .await
+                    .ctx("PutSecretValue", name)
+                    .map_err(InitError::from)
+            }
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = put {
+            let _ = self.admin.revoke_token_accessor(&accessor).await;
+            return Err(e);
+        }
+        let tagged =
+            c.sm.tag_resource()
+                .secret_id(name)
+                .tags(Tag::builder().key(ACCESSOR_TAG).value(&accessor).build())
+                .send()
+                .await
+                .ctx("TagResource", name);
+        if let Err(e) = tagged {
+            self.report.warnings.push(format!(
+                "the rotator's token is in {name}, but its {ACCESSOR_TAG} tag could not be written ({e}): the next run writes a new one"
+            ));
+        }
+        self.report
+            .changed
+            .push(format!("wrote the rotator's token into {name}"));
         Ok(())
     }
 

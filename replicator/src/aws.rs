@@ -486,13 +486,25 @@ impl SecretsManager {
         value: &SecretString,
         request_token: &str,
     ) -> Result<(), AwsError> {
+        self.put_staged(secret_id, value, request_token, PENDING_STAGE)
+            .await
+    }
+
+    /// Writes a version with the given id, staged `stage` only.
+    pub async fn put_staged(
+        &self,
+        secret_id: &str,
+        value: &SecretString,
+        request_token: &str,
+        stage: &str,
+    ) -> Result<(), AwsError> {
         self.limiter.acquire().await;
         self.client
             .put_secret_value()
             .secret_id(secret_id)
             .secret_string(value.expose())
             .client_request_token(request_token)
-            .version_stages(PENDING_STAGE)
+            .version_stages(stage)
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("PutSecretValue", secret_id, e))?;
@@ -560,12 +572,43 @@ impl SecretsManager {
         Ok(())
     }
 
+    /// A secret's name, whether rotation is on, and each version's stages (no value).
+    pub async fn versions(&self, secret_id: &str) -> Result<SecretVersions, AwsError> {
+        let out = self
+            .client
+            .describe_secret()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DescribeSecret", secret_id, e))?;
+        Ok(SecretVersions {
+            name: out.name().unwrap_or_default().to_owned(),
+            rotation_enabled: out.rotation_enabled() == Some(true),
+            stages: out
+                .version_ids_to_stages()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        })
+    }
+
     /// Reads a string secret (the connection secret).
     pub async fn read_string(&self, secret_id: &str) -> Result<SecretString, AwsError> {
+        self.read_version(secret_id, None, None).await
+    }
+
+    /// Reads one version of a string secret: by id and/or stage (`AWSCURRENT` when neither).
+    pub async fn read_version(
+        &self,
+        secret_id: &str,
+        version_id: Option<&str>,
+        stage: Option<&str>,
+    ) -> Result<SecretString, AwsError> {
         let out = self
             .client
             .get_secret_value()
             .secret_id(secret_id)
+            .set_version_id(version_id.map(str::to_owned))
+            .set_version_stage(stage.map(str::to_owned))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("GetSecretValue", secret_id, e))?;
@@ -580,6 +623,25 @@ impl SecretsManager {
                     .into(),
             }),
         }
+    }
+}
+
+/// What [`SecretsManager::versions`] tells of a secret.
+#[derive(Clone, Debug, Default)]
+pub struct SecretVersions {
+    pub name: String,
+    pub rotation_enabled: bool,
+    /// Version id → its staging labels.
+    pub stages: BTreeMap<String, Vec<String>>,
+}
+
+impl SecretVersions {
+    /// The version carrying `stage`, if one does.
+    pub fn staged(&self, stage: &str) -> Option<&str> {
+        self.stages
+            .iter()
+            .find(|(_, stages)| stages.iter().any(|s| s == stage))
+            .map(|(id, _)| id.as_str())
     }
 }
 

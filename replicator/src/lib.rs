@@ -17,6 +17,7 @@ pub mod model;
 pub mod plan;
 pub mod progress;
 pub mod report;
+pub mod rotate;
 pub mod run;
 pub mod vault;
 pub mod watch;

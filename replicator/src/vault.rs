@@ -537,7 +537,7 @@ impl VaultClient {
         api_path: &str,
         op: &str,
     ) -> Result<Option<reqwest::Response>, VaultError> {
-        self.retrying(|| self.call_once(method.clone(), api_path, op))
+        self.retrying(|| self.call_once(method.clone(), api_path, op, None))
             .await
     }
 
@@ -546,13 +546,18 @@ impl VaultClient {
         method: Method,
         api_path: &str,
         op: &str,
+        body: Option<&serde_json::Value>,
     ) -> Result<Option<reqwest::Response>, VaultError> {
         let token = self.token().await?;
         let url = format!("{}/v1/{}", self.address, api_path);
-        let resp = self
+        let mut req = self
             .request(method, &url)
             .header("X-Vault-Token", token.expose())
-            .header("X-Vault-Request", "true")
+            .header("X-Vault-Request", "true");
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req
             .send()
             .await
             .map_err(|source| self.unreachable(op, source))?;
@@ -589,6 +594,38 @@ impl VaultClient {
                 errors: errors.unwrap_or_default(),
             }),
         }
+    }
+
+    /// Logs in (or checks the fixed token is accepted): what a rotation's test step asks of a
+    /// new credential.
+    pub async fn log_in(&self) -> Result<(), VaultError> {
+        self.token().await.map(|_| ())
+    }
+
+    /// `POST <api_path>` with a JSON body, sent once (a retry of a request that mints something
+    /// could mint it twice); the answer's `data`, `None` for an answer without a body. A missing
+    /// path is an error here.
+    pub async fn write<T: serde::de::DeserializeOwned>(
+        &self,
+        api_path: &str,
+        body: &serde_json::Value,
+        op: &str,
+    ) -> Result<Option<T>, VaultError> {
+        let Some(resp) = self
+            .call_once(Method::POST, api_path, op, Some(body))
+            .await?
+        else {
+            return Err(VaultError::Status {
+                op: op.to_owned(),
+                status: 404,
+                errors: vec!["no such path".into()],
+            });
+        };
+        if resp.status() == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let envelope: Envelope<T> = read_json(resp, op).await?;
+        Ok(Some(envelope.data))
     }
 
     /// The secrets engine at `mount`, as `sys/internal/ui/mounts/<mount>` tells any token that

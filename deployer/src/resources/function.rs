@@ -88,6 +88,8 @@ fn reserved(spec: &Spec, duty: Duty) -> i32 {
     match (duty, spec.cfg.lambda_reserved_concurrency) {
         (Duty::Sync, n) | (Duty::Watch, n @ 0) => n,
         (Duty::Watch, _) => 1,
+        // Secrets Manager rotates one secret at a time; nothing to reserve.
+        (Duty::Rotate, _) => 0,
     }
 }
 
@@ -103,6 +105,9 @@ fn description(duty: Duty) -> &'static str {
         Duty::Watch => {
             "vault-secrets-replicator: the changes the Vault host's watcher sends, synced at once"
         }
+        Duty::Rotate => {
+            "vault-secrets-replicator: Secrets Manager's rotation of the connection secret's AppRole secret id"
+        }
     }
 }
 
@@ -112,7 +117,7 @@ fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>)
     let mut fields = vec![
         ("runtime", RUNTIME.into()),
         ("handler", HANDLER.into()),
-        ("role", spec.role_arn()),
+        ("role", spec.role_arn_of(duty)),
         ("memory_mb", spec.cfg.lambda_memory_mb.to_string()),
         ("timeout_s", spec.cfg.lambda_timeout_seconds.to_string()),
         (
@@ -420,7 +425,7 @@ pub async fn apply(
                 .runtime(Runtime::from(RUNTIME))
                 .handler(HANDLER)
                 .architectures(Architecture::X8664)
-                .role(spec.role_arn())
+                .role(spec.role_arn_of(duty))
                 .code(
                     FunctionCode::builder()
                         .zip_file(Blob::new(zip.bytes.clone()))
@@ -493,7 +498,7 @@ pub async fn apply(
                     .function_name(&name)
                     .runtime(Runtime::from(RUNTIME))
                     .handler(HANDLER)
-                    .role(spec.role_arn())
+                    .role(spec.role_arn_of(duty))
                     .memory_size(spec.cfg.lambda_memory_mb)
                     .timeout(spec.cfg.lambda_timeout_seconds)
                     .environment(env.clone())

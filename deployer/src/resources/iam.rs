@@ -331,6 +331,24 @@ pub fn replicator_role(
     })
 }
 
+/// The rotation function's role: the connection secret and the rotator's credential only.
+pub fn rotation_role(
+    spec: &Spec,
+    key_arn: Option<&str>,
+    vpc_id: Option<&str>,
+) -> Result<RoleSpec, DeployError> {
+    Ok(RoleSpec {
+        name: spec.rotation_role_name(),
+        description: "vault-secrets-replicator rotation: the connection secret's AppRole secret id only",
+        trust: spec.replicator_trust()?,
+        policy_name: "rotation",
+        policy: key_arn
+            .map(|k| spec.rotation_policy(k, vpc_id))
+            .transpose()?,
+        instance_profile: false,
+    })
+}
+
 /// The Vault instance's role and instance profile.
 pub fn vault_role(spec: &Spec, key_arn: Option<&str>) -> Result<RoleSpec, DeployError> {
     Ok(RoleSpec {

@@ -7,6 +7,7 @@ pub mod key;
 pub mod logs;
 pub mod network;
 pub mod replicas;
+pub mod rotation;
 pub mod rule;
 pub mod secret;
 pub mod signing;

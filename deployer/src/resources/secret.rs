@@ -32,6 +32,8 @@ pub struct SecretState {
     pub owner: Option<String>,
     /// It holds a value (a create cut short leaves a secret without one).
     pub has_value: bool,
+    /// The credential it holds, by its accessor ([`contract::ACCESSOR_TAG`]), if tagged.
+    pub accessor: Option<String>,
 }
 
 fn fields(kms_key: &str, policy: &str, owner: &str, state: &str) -> Fields {
@@ -107,6 +109,12 @@ pub async fn describe(
             .tags()
             .iter()
             .find(|t| t.key() == Some(contract::tags::MANAGED_BY))
+            .and_then(|t| t.value())
+            .map(str::to_owned),
+        accessor: d
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(contract::ACCESSOR_TAG))
             .and_then(|t| t.value())
             .map(str::to_owned),
         arn,
@@ -257,13 +265,28 @@ pub async fn apply(
 }
 
 pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
-    let name = spec.connection_secret();
-    match observe(c, spec).await? {
-        None => Ok(Change::new(KIND, name, Action::Absent)),
+    destroy_named(c, spec, KIND, &spec.connection_secret()).await
+}
+
+/// The rotator secret (made by `vault-init`), scheduled for deletion with the connection secret.
+pub async fn destroy_rotator(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
+    destroy_named(c, spec, ROTATOR_KIND, &spec.rotator_secret()).await
+}
+
+pub const ROTATOR_KIND: &str = "rotator secret";
+
+async fn destroy_named(
+    c: &Clients,
+    spec: &Spec,
+    kind: &'static str,
+    name: &str,
+) -> Result<Change, DeployError> {
+    match describe(c, spec, name).await? {
+        None => Ok(Change::new(kind, name, Action::Absent)),
         Some(s) if s.pending_deletion => {
-            Ok(Change::new(KIND, name, Action::Absent).with_note("already scheduled for deletion"))
+            Ok(Change::new(kind, name, Action::Absent).with_note("already scheduled for deletion"))
         }
-        Some(s) if !s.ours => Ok(Change::new(KIND, name, Action::Absent)
+        Some(s) if !s.ours => Ok(Change::new(kind, name, Action::Absent)
             .with_note("exists without this stack's tag; left alone")),
         Some(s) => {
             c.sm.delete_secret()
@@ -271,9 +294,10 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
                 .recovery_window_in_days(RECOVERY_DAYS)
                 .send()
                 .await
-                .ctx("DeleteSecret", &name)?;
-            Ok(Change::new(KIND, name, Action::Delete).with_note(format!(
-                "scheduled for deletion in {RECOVERY_DAYS} days (restore with `aws secretsmanager restore-secret`); the next up restores it"
+                .ctx("DeleteSecret", name)?;
+            Ok(Change::new(kind, name, Action::Delete).with_note(format!(
+                "scheduled for deletion in {RECOVERY_DAYS} days (restore with `aws secretsmanager restore-secret`); the next {} restores it",
+                if kind == KIND { "up" } else { "vault-init" }
             )))
         }
     }
@@ -299,6 +323,7 @@ mod tests {
             ours: true,
             owner: Some(OWNER_VALUE.into()),
             has_value: true,
+            accessor: None,
         };
         let ch = diff(&s, None, Some(key)).unwrap();
         assert_eq!(ch.action, Action::Create);

@@ -65,6 +65,9 @@ pub mod env {
     /// Set (`true`) on the function the stack's change watcher invokes: it syncs what the
     /// watcher sends and refuses what only an operator may ask (`accept_vault_rollback`).
     pub const SERVES_WATCHER: &str = "REPLICATOR_SERVES_WATCHER";
+    /// Set on the rotation function only (the name of its [`RotatorSecret`](crate::RotatorSecret)):
+    /// it rotates the connection secret named by [`CONNECTION_SECRET`] and does nothing else.
+    pub const ROTATOR_SECRET: &str = "REPLICATOR_ROTATOR_SECRET";
 }
 
 /// Tag keys written on every replicated secret.
@@ -448,6 +451,43 @@ pub const DEFAULT_PREFIX: &str = "hybrid-aws-secrets";
 /// write scope (`<prefix>/*`) never covers its own credentials.
 pub fn connection_secret_name(prefix: &str) -> String {
     format!("{prefix}-connection/vault")
+}
+
+/// Name of the rotator secret for a prefix: the Vault credential that may mint the replicator's
+/// AppRole secret ids, read by the rotation function only. Beside the connection secret, outside
+/// `<prefix>/`.
+pub fn rotator_secret_name(prefix: &str) -> String {
+    format!("{prefix}-connection/rotator")
+}
+
+/// Tag on the connection secret naming the delivered AppRole secret id by its accessor (an
+/// accessor is not a secret): written by `deployer vault-init` and by each rotation.
+pub const ACCESSOR_TAG: &str = "vault-secrets-replicator:credential";
+
+/// The rotator secret: a periodic Vault token whose only policy mints and destroys secret ids of
+/// one AppRole role (and renews itself), the role's name, and the metadata each new secret id
+/// carries. Written by `deployer vault-init`; read by the rotation function only.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RotatorSecret {
+    pub vault_token: SecretString,
+    /// The AppRole role whose secret ids are rotated (its mount and role id are the connection
+    /// secret's).
+    pub vault_approle_role: String,
+    /// Who a minted secret id is for (`replicator-stack`, `account`, `region`), as `vault-init`
+    /// writes it: an id of this stack is recognisable in Vault.
+    #[serde(default)]
+    pub secret_id_metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for RotatorSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatorSecret")
+            .field("vault_token", &"<redacted>")
+            .field("vault_approle_role", &self.vault_approle_role)
+            .field("secret_id_metadata", &self.secret_id_metadata)
+            .finish()
+    }
 }
 
 /// The connection secret: how the replicator reaches and logs in to Vault. The sample's two keys

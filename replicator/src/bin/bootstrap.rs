@@ -1,6 +1,7 @@
 //! The Lambda binary (runtime provided.al2023): one sync per invocation. Run as `bootstrap watch
 //! …` (beside the stack's Vault, from its systemd unit) it is the change watcher instead, the
-//! same as `replicator watch`.
+//! same as `replicator watch`. With `REPLICATOR_ROTATOR_SECRET` set it is the rotation function
+//! of the connection secret instead ([`replicator::rotate`]).
 
 use lambda_runtime::{Error, service_fn};
 use replicator::lambda::{from_env, handle};
@@ -32,6 +33,15 @@ async fn main() -> Result<(), Error> {
     }
     replicator::logging::init(0, true);
     let aws = replicator::aws::load_sdk_config().await;
+    if replicator::rotate::is_rotation_function() {
+        // The rotation function: Secrets Manager's steps for the connection secret, nothing else.
+        let rotation = replicator::rotate::from_env(&aws);
+        let rotation = &rotation;
+        return lambda_runtime::run(service_fn(move |event| {
+            replicator::rotate::handle(event, rotation)
+        }))
+        .await;
+    }
     // Resolved once, clients included; a bad environment is reported by every invocation, not
     // by a crash loop.
     let replicator = from_env(&aws);

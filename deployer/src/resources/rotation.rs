@@ -1,0 +1,308 @@
+//! Secrets Manager's rotation of the connection secret (with `secret_id_rotation_days` above
+//! 0): the rotation function, every N days, and the permission that lets Secrets Manager invoke
+//! it for that one secret. On once `vault-init` has stored the rotator's credential (before,
+//! there is nothing to rotate with): `vault-init` turns it on, `up` keeps it as configured and
+//! turns it off with `secret_id_rotation_days = 0`; the secret itself is the connection
+//! secret's module's.
+
+use aws_sdk_secretsmanager::types::RotationRulesType;
+
+use super::{Ctx, DeployError, delete, found, retry_on};
+use crate::change::{Action, Change, Fields};
+use crate::clients::Clients;
+use crate::spec::{Duty, Spec};
+
+pub const KIND: &str = "secret rotation";
+
+/// What AWS holds of the connection secret's rotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationState {
+    /// The connection secret's ARN.
+    pub secret_arn: String,
+    pub enabled: bool,
+    pub function: String,
+    pub days: i64,
+    /// The rotator's credential is stored (`vault-init` has run with AppRole).
+    pub rotator_stored: bool,
+    /// Secrets Manager may invoke the rotation function for this secret.
+    pub permission: bool,
+}
+
+fn statement_id(spec: &Spec) -> String {
+    format!("{}-secretsmanager-rotates", spec.stack())
+}
+
+fn days_text(days: i64) -> String {
+    format!("every {days} days")
+}
+
+impl RotationState {
+    fn fields(&self) -> Fields {
+        if !self.enabled {
+            return vec![("rotation", "off".into())];
+        }
+        vec![
+            ("rotation", "on".into()),
+            ("rotation_function", self.function.clone()),
+            ("rotate", days_text(self.days)),
+            (
+                "invoke_permission",
+                if self.permission {
+                    "granted"
+                } else {
+                    "missing"
+                }
+                .into(),
+            ),
+        ]
+    }
+}
+
+fn wanted(spec: &Spec) -> Fields {
+    vec![
+        ("rotation", "on".into()),
+        ("rotation_function", spec.function_arn_of(Duty::Rotate)),
+        (
+            "rotate",
+            days_text(i64::from(spec.cfg.secret_id_rotation_days)),
+        ),
+        ("invoke_permission", "granted".into()),
+    ]
+}
+
+async fn has_permission(c: &Clients, spec: &Spec, secret_arn: &str) -> Result<bool, DeployError> {
+    let name = spec.function_name_of(Duty::Rotate);
+    let Some(policy) = found(
+        c.lambda
+            .get_policy()
+            .function_name(&name)
+            .send()
+            .await
+            .ctx("GetPolicy", &name),
+    )?
+    else {
+        return Ok(false);
+    };
+    let doc: serde_json::Value = policy
+        .policy()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or_default();
+    Ok(doc["Statement"].as_array().is_some_and(|st| {
+        st.iter().any(|s| {
+            s["Sid"] == statement_id(spec).as_str()
+                && serde_json::to_string(&s["Condition"]).is_ok_and(|c| c.contains(secret_arn))
+        })
+    }))
+}
+
+/// The rotation as AWS holds it; `None` without a connection secret.
+pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<RotationState>, DeployError> {
+    let name = spec.connection_secret();
+    let Some(d) = found(
+        c.sm.describe_secret()
+            .secret_id(&name)
+            .send()
+            .await
+            .ctx("DescribeSecret", &name),
+    )?
+    else {
+        return Ok(None);
+    };
+    let secret_arn = d.arn().unwrap_or_default().to_owned();
+    let rotator = spec.rotator_secret();
+    let rotator_stored = found(
+        c.sm.describe_secret()
+            .secret_id(&rotator)
+            .send()
+            .await
+            .ctx("DescribeSecret", &rotator),
+    )?
+    .is_some_and(|r| r.deleted_date().is_none());
+    let permission = spec.rotates_secret_id() && has_permission(c, spec, &secret_arn).await?;
+    Ok(Some(RotationState {
+        enabled: d.rotation_enabled() == Some(true),
+        function: d.rotation_lambda_arn().unwrap_or_default().to_owned(),
+        days: d
+            .rotation_rules()
+            .and_then(|r| r.automatically_after_days())
+            .unwrap_or_default(),
+        secret_arn,
+        rotator_stored,
+        permission,
+    }))
+}
+
+pub fn diff(spec: &Spec, seen: Option<&RotationState>) -> Change {
+    let name = spec.connection_secret();
+    match seen {
+        Some(s) if spec.rotates_secret_id() && s.rotator_stored => {
+            Change::diff(KIND, name, &wanted(spec), Some(&s.fields()))
+        }
+        Some(s) if s.enabled => Change::diff(
+            KIND,
+            name,
+            &vec![("rotation", "off".into())],
+            Some(&s.fields()),
+        ),
+        _ if spec.rotates_secret_id() => {
+            Change::new(KIND, name, Action::Absent).with_note(format!(
+                "turned on by `deployer vault-init` (AppRole), {}",
+                days_text(i64::from(spec.cfg.secret_id_rotation_days))
+            ))
+        }
+        _ => Change::new(KIND, name, Action::Absent),
+    }
+}
+
+/// Turns the rotation on (the permission first: Secrets Manager tests the function when told
+/// of it) or off, as `change` says.
+pub async fn apply(
+    c: &Clients,
+    spec: &Spec,
+    seen: &RotationState,
+    change: &Change,
+) -> Result<(), DeployError> {
+    let name = spec.connection_secret();
+    if !spec.rotates_secret_id() {
+        if seen.enabled {
+            c.sm.cancel_rotate_secret()
+                .secret_id(&name)
+                .send()
+                .await
+                .ctx("CancelRotateSecret", &name)?;
+        }
+        return Ok(());
+    }
+    let function = spec.function_name_of(Duty::Rotate);
+    if change.touches("invoke_permission") {
+        delete(
+            "RemovePermission",
+            &function,
+            c.lambda
+                .remove_permission()
+                .function_name(&function)
+                .statement_id(statement_id(spec))
+                .send(),
+        )
+        .await?;
+        c.lambda
+            .add_permission()
+            .function_name(&function)
+            .statement_id(statement_id(spec))
+            .action("lambda:InvokeFunction")
+            .principal("secretsmanager.amazonaws.com")
+            .source_arn(&seen.secret_arn)
+            .source_account(&spec.id.account)
+            .send()
+            .await
+            .ctx("AddPermission", &function)?;
+    }
+    if change.touches("rotation") || change.touches("rotation_function") || change.touches("rotate")
+    {
+        let rules = RotationRulesType::builder()
+            .automatically_after_days(i64::from(spec.cfg.secret_id_rotation_days))
+            .build();
+        let arn = spec.function_arn_of(Duty::Rotate);
+        // A permission granted a moment ago may not be seen yet.
+        retry_on(c.backoff, &["AccessDeniedException"], || async {
+            c.sm.rotate_secret()
+                .secret_id(&name)
+                .rotation_lambda_arn(&arn)
+                .rotation_rules(rules.clone())
+                // The first new id comes on the schedule; Secrets Manager tests the function
+                // now.
+                .rotate_immediately(false)
+                .send()
+                .await
+                .ctx("RotateSecret", &name)
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Observes, diffs and applies in one go (`vault-init`, once the rotator's credential is
+/// stored); the change made.
+pub async fn converge(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
+    let seen = observe(c, spec).await?;
+    let ch = diff(spec, seen.as_ref());
+    if let Some(s) = &seen
+        && ch.changes_anything()
+    {
+        apply(c, spec, s, &ch).await?;
+    }
+    Ok(ch)
+}
+
+/// Turns the rotation off before the function goes (`destroy`).
+pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
+    let name = spec.connection_secret();
+    match observe(c, spec).await? {
+        Some(s) if s.enabled => {
+            c.sm.cancel_rotate_secret()
+                .secret_id(&name)
+                .send()
+                .await
+                .ctx("CancelRotateSecret", &name)?;
+            Ok(Change::new(KIND, name, Action::Delete))
+        }
+        _ => Ok(Change::new(KIND, name, Action::Absent)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::tests::spec;
+
+    fn state(s: &Spec, enabled: bool, stored: bool) -> RotationState {
+        RotationState {
+            secret_arn: "arn:aws:secretsmanager:us-east-1:123456789012:secret:x-AbCdEf".into(),
+            enabled,
+            function: if enabled {
+                s.function_arn_of(Duty::Rotate)
+            } else {
+                String::new()
+            },
+            days: if enabled { 10 } else { 0 },
+            rotator_stored: stored,
+            permission: enabled,
+        }
+    }
+
+    #[test]
+    fn rotation_is_on_once_the_rotator_is_stored_and_off_when_configured_so() {
+        let s = spec("stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\n");
+        assert_eq!(s.cfg.secret_id_rotation_days, 10);
+        // Before vault-init: nothing to rotate with.
+        let ch = diff(&s, Some(&state(&s, false, false)));
+        assert_eq!(ch.action, Action::Absent);
+        assert!(ch.note.unwrap().contains("vault-init"));
+        // After: on, every 10 days, with the permission.
+        let ch = diff(&s, Some(&state(&s, false, true)));
+        assert_eq!(ch.action, Action::Update);
+        assert!(ch.touches("rotation") && ch.touches("invoke_permission"));
+        // Converged.
+        assert_eq!(
+            diff(&s, Some(&state(&s, true, true))).action,
+            Action::Unchanged
+        );
+        // Another period, a lost permission.
+        let mut other = state(&s, true, true);
+        other.days = 30;
+        other.permission = false;
+        let ch = diff(&s, Some(&other));
+        assert!(ch.touches("rotate") && ch.touches("invoke_permission"));
+        // Turned off in the configuration: off in AWS.
+        let off = spec(
+            "stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\nsecret_id_rotation_days = 0\n",
+        );
+        let ch = diff(&off, Some(&state(&s, true, true)));
+        assert_eq!(ch.action, Action::Update);
+        assert!(ch.touches("rotation"));
+        assert_eq!(
+            diff(&off, Some(&state(&s, false, true))).action,
+            Action::Absent
+        );
+    }
+}
