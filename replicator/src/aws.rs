@@ -533,6 +533,25 @@ impl SecretsManager {
         Ok(())
     }
 
+    /// Takes the label `stage` off the version `version_id`.
+    pub async fn unstage(
+        &self,
+        secret_id: &str,
+        stage: &str,
+        version_id: &str,
+    ) -> Result<(), AwsError> {
+        self.limiter.acquire().await;
+        self.client
+            .update_secret_version_stage()
+            .secret_id(secret_id)
+            .version_stage(stage)
+            .remove_from_version_id(version_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("UpdateSecretVersionStage", secret_id, e))?;
+        Ok(())
+    }
+
     pub async fn tag(
         &self,
         secret_id: &str,
@@ -591,9 +610,11 @@ impl SecretsManager {
         })
     }
 
-    /// Reads a string secret (the connection secret).
+    /// Reads a string secret's `AWSCURRENT` version (the connection secret), named explicitly:
+    /// a stand-in that tracks a default version apart from the label (moto, after a rotation
+    /// moved the label) answers the same as AWS.
     pub async fn read_string(&self, secret_id: &str) -> Result<SecretString, AwsError> {
-        self.read_version(secret_id, None, None).await
+        self.read_version(secret_id, None, Some("AWSCURRENT")).await
     }
 
     /// Reads one version of a string secret: by id and/or stage (`AWSCURRENT` when neither).

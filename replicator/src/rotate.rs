@@ -320,6 +320,11 @@ impl Rotation {
                 .await?;
             report.done.push(format!("{CURRENT} moved to {token}"));
         }
+        // The rotation is over: no version stays pending.
+        let pending = versions.stages.get(token);
+        if pending.is_some_and(|st| st.iter().any(|s| s == PENDING)) {
+            self.sm.unstage(secret_id, PENDING, token).await?;
+        }
         let now = parse_connection(
             &self.sm.read_version(secret_id, Some(token), None).await?,
             "the new connection",

@@ -164,9 +164,13 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
         deleted,
         [
             "schedule rule",
+            // The sync function and the rotation function, their log groups and roles.
+            "lambda function",
             "lambda function",
             "connection secret",
             "log group",
+            "log group",
+            "iam role",
             "iam role",
             "sns topic",
             "kms key"
@@ -2576,7 +2580,11 @@ async fn code_signing_lets_the_functions_run_only_signed_code() {
     );
     assert_eq!(
         stand_in.functions(),
-        [("demo-replicator".to_owned(), made.arn.clone())].into()
+        [
+            ("demo-replicator".to_owned(), made.arn.clone()),
+            ("demo-replicator-rotate".to_owned(), made.arn.clone())
+        ]
+        .into()
     );
     let running = code_of().await.unwrap();
     assert!(
@@ -2738,6 +2746,7 @@ async fn up_waits_out_a_role_that_has_not_propagated() {
     }
     let up = f.deployer(&["up", "--yes"]).await;
     let creates = up.sent.iter().filter(|op| *op == "CreateFunction").count();
-    assert_eq!(creates, 3, "{:?}", up.sent);
+    // The sync function's twice refused, then made; the rotation function's at once.
+    assert_eq!(creates, 4, "{:?}", up.sent);
     assert!(f.deployer(&["up", "--yes"]).await.mutating.is_empty());
 }

@@ -436,7 +436,28 @@ fn reads(
     secret_arn: &str,
     admin: bool,
 ) -> e2e::access::Decision {
+    reads_from(policy, principal, secret_arn, admin, None)
+}
+
+/// As [`reads`], from inside the Lambda function `function` when one is given.
+fn reads_from(
+    policy: &serde_json::Value,
+    principal: &str,
+    secret_arn: &str,
+    admin: bool,
+    function: Option<&str>,
+) -> e2e::access::Decision {
     let account = principal.split(':').nth(4).unwrap_or_default().to_owned();
+    let mut context = std::collections::BTreeMap::from([
+        ("aws:PrincipalArn".to_owned(), serde_json::json!(principal)),
+        (
+            "aws:PrincipalAccount".to_owned(),
+            serde_json::json!(account),
+        ),
+    ]);
+    if let Some(f) = function {
+        context.insert("lambda:SourceFunctionArn".to_owned(), serde_json::json!(f));
+    }
     let everything = serde_json::json!({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "*", "Resource": "*"}
     ]});
@@ -445,13 +466,7 @@ fn reads(
         action: "secretsmanager:GetSecretValue".into(),
         resource: secret_arn.to_owned(),
         account: secret_arn.split(':').nth(4).unwrap_or_default().to_owned(),
-        context: std::collections::BTreeMap::from([
-            ("aws:PrincipalArn".to_owned(), serde_json::json!(principal)),
-            (
-                "aws:PrincipalAccount".to_owned(),
-                serde_json::json!(account),
-            ),
-        ]),
+        context,
         identity_policies: if admin { vec![everything] } else { vec![] },
         resource_policy: Some(policy.clone()),
         vpc_endpoint_policy: None,
@@ -1151,4 +1166,316 @@ async fn a_namespace_holds_the_mount_policy_and_approle_and_the_replicator_follo
         .await;
     assert!(again.error.is_none(), "{:?}", again.error);
     assert_eq!(again.json()["changed"], serde_json::json!([]));
+}
+
+/// The rotation function as Lambda runs it (the real `bootstrap`, through the Runtime API, with
+/// the environment `up` gave the deployed function), and one invocation of it.
+struct RotationFunction {
+    api: e2e::runtime_api::RuntimeApi,
+    child: tokio::process::Child,
+}
+
+impl RotationFunction {
+    async fn start(w: &World) -> Self {
+        let env = e2e::deploy::function_environment(&w.aws, "vi-replicator-rotate").await;
+        let api = e2e::runtime_api::RuntimeApi::start().await;
+        let child = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+            .env_clear()
+            .envs(w.moto.env())
+            .envs(e2e::runtime_api::lambda_env(
+                &api.addr,
+                "vi-replicator-rotate",
+            ))
+            .envs(env)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self { api, child }
+    }
+
+    /// One step as Secrets Manager asks it: `Ok(answer)` or `Err(error)`.
+    async fn step(&mut self, step: &str, secret: &str, token: &str) -> Result<String, String> {
+        let event = serde_json::json!({
+            "Step": step, "SecretId": secret, "ClientRequestToken": token
+        });
+        self.event(&event.to_string()).await
+    }
+
+    async fn event(&mut self, event: &str) -> Result<String, String> {
+        use e2e::runtime_api::Answer;
+        let id = format!("req-{}", uuid_like());
+        match self
+            .api
+            .invoke(&id, event, std::time::Duration::from_secs(60))
+            .await
+        {
+            Answer::Response(body) => Ok(body),
+            Answer::Error(e) => Err(e),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn logs(mut self) -> String {
+        self.child.start_kill().unwrap();
+        let out = self.child.wait_with_output().await.unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:08x}-0000-4000-8000-{:012x}", n, nanos % (1 << 48))
+}
+
+/// The stages of each version of the connection secret.
+async fn stages(w: &World) -> std::collections::HashMap<String, Vec<String>> {
+    w.side
+        .sm
+        .describe_secret()
+        .secret_id("hybrid-aws-secrets-connection/vault")
+        .send()
+        .await
+        .unwrap()
+        .version_ids_to_stages()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_manager_rotates_the_secret_id_through_the_rotation_function() {
+    const CONN: &str = "hybrid-aws-secrets-connection/vault";
+    const ROTATOR: &str = "hybrid-aws-secrets-connection/rotator";
+    let w = world().await;
+    let first = w
+        .vault_init(&[
+            "--keys-to",
+            "secret",
+            "--keep-root-token",
+            "--sample-secrets",
+        ])
+        .await;
+    assert!(first.error.is_none(), "{:?}", first.error);
+    let changed = first.json()["changed"].to_string();
+    assert!(
+        changed.contains("wrote the rotator's token into hybrid-aws-secrets-connection/rotator")
+            && changed.contains("a new secret id every 10 days by vi-replicator-rotate"),
+        "{changed}"
+    );
+    let root = w.stored_root_token().await;
+    // By default a secret id lives three rotation periods.
+    assert_eq!(
+        read_role(&w, &root).await["data"]["secret_id_ttl"],
+        720 * 3600
+    );
+    // Secrets Manager rotates the connection secret with the rotation function, every 10 days.
+    let described = w
+        .side
+        .sm
+        .describe_secret()
+        .secret_id(CONN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(described.rotation_enabled(), Some(true));
+    assert!(
+        described
+            .rotation_lambda_arn()
+            .unwrap()
+            .ends_with(":function:vi-replicator-rotate")
+    );
+    assert_eq!(
+        described
+            .rotation_rules()
+            .and_then(|r| r.automatically_after_days()),
+        Some(10)
+    );
+    // The rotator's token is read only by the rotation role, from inside its function.
+    let policy = w
+        .side
+        .sm
+        .get_resource_policy()
+        .secret_id(ROTATOR)
+        .send()
+        .await
+        .unwrap();
+    let policy: serde_json::Value =
+        serde_json::from_str(policy.resource_policy().unwrap()).unwrap();
+    let rotator_arn = w
+        .side
+        .sm
+        .describe_secret()
+        .secret_id(ROTATOR)
+        .send()
+        .await
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_owned();
+    let role = |name: &str| format!("arn:aws:iam::123456789012:role/{name}");
+    let rotate_fn = "arn:aws:lambda:us-east-1:123456789012:function:vi-replicator-rotate";
+    let sync_fn = "arn:aws:lambda:us-east-1:123456789012:function:vi-replicator";
+    {
+        use e2e::access::Decision::{Allowed, ExplicitlyDenied};
+        let rotation = role("vi-replicator-rotation");
+        let read = |who: &str, admin, from| reads_from(&policy, who, &rotator_arn, admin, from);
+        assert_eq!(read(&rotation, false, Some(rotate_fn)), Allowed, "{policy}");
+        // Its credentials used elsewhere, or from the sync function: denied.
+        assert_eq!(read(&rotation, true, None), ExplicitlyDenied);
+        assert_eq!(read(&rotation, true, Some(sync_fn)), ExplicitlyDenied);
+        for other in [role("vi-replicator"), role("Admin")] {
+            assert_eq!(
+                read(&other, true, Some(rotate_fn)),
+                ExplicitlyDenied,
+                "{other}"
+            );
+        }
+    }
+    // The rotator's token mints secret ids of the replicator's role, and nothing else.
+    let rotator_token = w.side.value(ROTATOR).await["vaultToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let as_rotator = |method: reqwest::Method, path: &str| {
+        tls_client(&w)
+            .request(method, format!("{}/v1/{path}", w.bao.addr))
+            .header("X-Vault-Token", rotator_token.as_str())
+            .send()
+    };
+    for (method, path) in [
+        (
+            reqwest::Method::GET,
+            "hybrid-aws-secrets/data/first-secret-for-replication",
+        ),
+        (
+            reqwest::Method::GET,
+            "auth/approle/role/vi-replicator/role-id",
+        ),
+        (reqwest::Method::POST, "auth/approle/role/vi-replicator"),
+        (reqwest::Method::POST, "auth/token/create"),
+        (reqwest::Method::GET, "sys/policies/acl/vi-replicator"),
+    ] {
+        let status = as_rotator(method.clone(), path).await.unwrap().status();
+        assert_eq!(status.as_u16(), 403, "{method} {path}");
+    }
+
+    let old = w.connection().await;
+    let (role_id, old_secret) = (
+        old["vaultRoleId"].as_str().unwrap().to_owned(),
+        old["vaultSecretId"].as_str().unwrap().to_owned(),
+    );
+    let mut f = RotationFunction::start(&w).await;
+    // Anything but a rotation step of its one secret is refused.
+    let refused = f.event(r#"{"paths": ["a"]}"#).await.unwrap_err();
+    assert!(refused.contains("rotation events only"), "{refused}");
+    let token = uuid_like();
+    let other = f
+        .step("createSecret", "vi-vault/init-keys", &token)
+        .await
+        .unwrap_err();
+    assert!(
+        other.contains("rotates hybrid-aws-secrets-connection/vault only"),
+        "{other}"
+    );
+
+    // The four steps, as Secrets Manager takes them (each once more, as a retry would).
+    for step in [
+        "createSecret",
+        "createSecret",
+        "setSecret",
+        "testSecret",
+        "finishSecret",
+    ] {
+        let done = f.step(step, CONN, &token).await;
+        assert!(done.is_ok(), "{step}: {done:?}");
+    }
+    let now = w.connection().await;
+    let new_secret = now["vaultSecretId"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, old_secret);
+    assert_eq!(now["vaultRoleId"], role_id.as_str());
+    assert_eq!(now["vaultAddress"], old["vaultAddress"]);
+    assert_eq!(now["vaultCaCert"], old["vaultCaCert"]);
+    let staged = stages(&w).await;
+    assert_eq!(staged[&token], vec!["AWSCURRENT".to_owned()], "{staged:?}");
+    // The old id is gone, the new one logs in, the replicator syncs with it.
+    assert_ne!(approle_login(&w, &role_id, &old_secret).await, 200);
+    assert_eq!(approle_login(&w, &role_id, &new_secret).await, 200);
+    let r = replicator::run::run(&w.sync_args(), &w.aws).await;
+    assert!(!r.failed(), "{}", r.to_text());
+    assert_eq!(r.created, 2);
+    // The accessor tag names the new id.
+    let lookup: serde_json::Value = tls_client(&w)
+        .post(format!(
+            "{}/v1/auth/approle/role/vi-replicator/secret-id/lookup",
+            w.bao.addr
+        ))
+        .header("X-Vault-Token", root.as_str())
+        .json(&serde_json::json!({"secret_id": new_secret}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tags = w
+        .side
+        .sm
+        .describe_secret()
+        .secret_id(CONN)
+        .send()
+        .await
+        .unwrap();
+    let tagged = tags
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(deployer::vault_init::ACCESSOR_TAG))
+        .and_then(|t| t.value())
+        .unwrap()
+        .to_owned();
+    assert_eq!(lookup["data"]["secret_id_accessor"], tagged.as_str());
+    // The new id carries this stack's metadata, as vault-init's do.
+    assert_eq!(
+        lookup["data"]["metadata"]["replicator-stack"], "vi",
+        "{lookup}"
+    );
+    // A finish taken again changes nothing.
+    f.step("finishSecret", CONN, &token).await.unwrap();
+    assert_eq!(approle_login(&w, &role_id, &new_secret).await, 200);
+
+    // A second rotation: the id of the first goes in its turn.
+    let second = uuid_like();
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        f.step(step, CONN, &second).await.unwrap();
+    }
+    let newest = w.connection().await["vaultSecretId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(approle_login(&w, &role_id, &new_secret).await, 200);
+    assert_eq!(approle_login(&w, &role_id, &newest).await, 200);
+
+    // Nothing secret in what the function logged or answered.
+    let logs = f.logs().await;
+    for secret in [&old_secret, &new_secret, &newest, &rotator_token] {
+        assert!(!logs.contains(secret.as_str()), "a credential in the logs");
+    }
+    assert!(logs.contains("rotation step"), "{logs}");
+
+    // vault-init again: the rotator's token and the rotation are kept.
+    let again = w.vault_init(&["--token", &root]).await;
+    assert!(again.error.is_none(), "{:?}", again.error);
+    assert_eq!(
+        again.json()["changed"],
+        serde_json::json!([]),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(w.connection().await["vaultSecretId"], newest.as_str());
 }
