@@ -81,6 +81,9 @@ fn check(spec: &Spec, rows: &[Row]) {
 /// [`check`], each request made through a VPC endpoint with this policy.
 fn check_through(spec: &Spec, rows: &[Row], endpoint_policy: Option<&Value>) {
     let role = spec.replicator_policy(KEY, Some(VPC)).unwrap();
+    let rotation = spec.rotation_policy(KEY, Some(VPC)).unwrap();
+    let rotator = spec.rotator_secret_policy().unwrap();
+    let rotator_arn = secret(&spec.rotator_secret());
     let connection = spec.connection_secret_policy().unwrap();
     let key_policy = spec.key_policy().unwrap();
     let connection_arn = secret(&spec.connection_secret());
@@ -89,6 +92,9 @@ fn check_through(spec: &Spec, rows: &[Row], endpoint_policy: Option<&Value>) {
         .map(|r| {
             let (principal, identities) = match r.who {
                 "replicator" | "replicator-elsewhere" => (spec.role_arn(), vec![role.clone()]),
+                "rotation" | "rotation-elsewhere" => {
+                    (spec.rotation_role_arn(), vec![rotation.clone()])
+                }
                 // A service acting as itself (not on a caller's behalf): no identity policy.
                 "sns-service" => ("sns.amazonaws.com".to_owned(), vec![]),
                 // A principal allowed every SSM action, and nothing in KMS.
@@ -100,6 +106,8 @@ fn check_through(spec: &Spec, rows: &[Row], endpoint_policy: Option<&Value>) {
             };
             let resource_policy = if r.resource == connection_arn {
                 Some(connection.clone())
+            } else if r.resource == rotator_arn {
+                Some(rotator.clone())
             } else if r.resource == KEY {
                 Some(key_policy.clone())
             } else if r.resource.starts_with("arn:aws:kms:") {
@@ -135,6 +143,11 @@ fn check_through(spec: &Spec, rows: &[Row], endpoint_policy: Option<&Value>) {
                 context
                     .entry("lambda:SourceFunctionArn".into())
                     .or_insert_with(|| json!(spec.function_arn()));
+            }
+            if r.who == "rotation" {
+                context.entry("lambda:SourceFunctionArn".into()).or_insert_with(|| {
+                    json!(spec.function_arn_of(deployer::spec::Duty::Rotate))
+                });
             }
             Request {
                 principal,
@@ -334,6 +347,241 @@ fn the_replicator_writes_only_under_its_prefix_and_reads_only_its_connection() {
 }
 
 const OURS: &str = "vault-secrets-replicator";
+
+/// The rotation function's role rotates the connection secret (a new version, its stages, the
+/// accessor tag) with the rotator's credential, and nothing else: no other secret, no other
+/// write on that one, no other tag, no key use but through Secrets Manager; the replicator's
+/// role still writes neither secret and never reads the rotator's; both secrets are read only
+/// from inside their functions.
+#[test]
+fn the_rotation_role_rotates_its_one_secret_and_nothing_else() {
+    let s = spec("vault_inbound_cidr = \"203.0.113.0/24\"\n");
+    let conn = secret(&s.connection_secret());
+    let rotator = secret(&s.rotator_secret());
+    let replica = secret("hybrid-aws-secrets/app/db");
+    let tls = secret("s-vault/tls");
+    let keys = secret("s-vault/init-keys");
+    let tag = |k: &str| ("aws:TagKeys", json!([k]));
+    let accessor = contract::ACCESSOR_TAG;
+    let mut rows = vec![];
+    for action in [
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:UpdateSecretVersionStage",
+    ] {
+        rows.push(row("rotation", action, conn.clone(), Allowed));
+        // Never on a replica or the stack's other secrets.
+        for other in [&replica, &tls, &keys] {
+            let want = if action == "secretsmanager:DescribeSecret" {
+                ImplicitlyDenied
+            } else {
+                ExplicitlyDenied
+            };
+            rows.push(row("rotation", action, other.clone(), want));
+        }
+    }
+    rows.extend([
+        row(
+            "rotation",
+            "secretsmanager:TagResource",
+            conn.clone(),
+            Allowed,
+        )
+        .with(tag(accessor).0, tag(accessor).1),
+        // Another tag (the owner tag, a tag ABAC decides by) on it: denied.
+        row(
+            "rotation",
+            "secretsmanager:TagResource",
+            conn.clone(),
+            ExplicitlyDenied,
+        )
+        .with("aws:TagKeys", json!(["managed-by"])),
+        row(
+            "rotation",
+            "secretsmanager:TagResource",
+            conn.clone(),
+            ExplicitlyDenied,
+        )
+        .with("aws:TagKeys", json!([accessor, "team"])),
+        row(
+            "rotation",
+            "secretsmanager:UntagResource",
+            conn.clone(),
+            ExplicitlyDenied,
+        ),
+        // No other write on the connection secret.
+        row(
+            "rotation",
+            "secretsmanager:DeleteSecret",
+            conn.clone(),
+            ExplicitlyDenied,
+        ),
+        row(
+            "rotation",
+            "secretsmanager:PutResourcePolicy",
+            conn.clone(),
+            ExplicitlyDenied,
+        ),
+        row(
+            "rotation",
+            "secretsmanager:UpdateSecret",
+            conn.clone(),
+            ExplicitlyDenied,
+        ),
+        row(
+            "rotation",
+            "secretsmanager:RotateSecret",
+            conn.clone(),
+            ExplicitlyDenied,
+        ),
+        row(
+            "rotation",
+            "secretsmanager:CancelRotateSecret",
+            conn.clone(),
+            ExplicitlyDenied,
+        ),
+        row(
+            "rotation",
+            "secretsmanager:ReplicateSecretToRegions",
+            conn.clone(),
+            ExplicitlyDenied,
+        ),
+        // The rotator's credential: read by this role only, inside its function only.
+        row(
+            "rotation",
+            "secretsmanager:GetSecretValue",
+            rotator.clone(),
+            Allowed,
+        ),
+        row(
+            "rotation",
+            "secretsmanager:PutSecretValue",
+            rotator.clone(),
+            ExplicitlyDenied,
+        ),
+        row(
+            "rotation-elsewhere",
+            "secretsmanager:GetSecretValue",
+            rotator.clone(),
+            ExplicitlyDenied,
+        ),
+        row(
+            "rotation-elsewhere",
+            "secretsmanager:GetSecretValue",
+            conn.clone(),
+            ExplicitlyDenied,
+        ),
+        row(
+            "replicator",
+            "secretsmanager:GetSecretValue",
+            rotator.clone(),
+            ExplicitlyDenied,
+        ),
+        row(
+            "someone",
+            "secretsmanager:GetSecretValue",
+            rotator.clone(),
+            ExplicitlyDenied,
+        ),
+        // The replicator still reads the connection and writes neither secret.
+        row(
+            "replicator",
+            "secretsmanager:GetSecretValue",
+            conn.clone(),
+            Allowed,
+        ),
+        row(
+            "replicator",
+            "secretsmanager:PutSecretValue",
+            conn.clone(),
+            ExplicitlyDenied,
+        ),
+        row(
+            "replicator",
+            "secretsmanager:UpdateSecretVersionStage",
+            conn.clone(),
+            ExplicitlyDenied,
+        ),
+        row(
+            "replicator",
+            "secretsmanager:PutSecretValue",
+            rotator.clone(),
+            ExplicitlyDenied,
+        ),
+        // Nothing listed, nothing else read.
+        row(
+            "rotation",
+            "secretsmanager:ListSecrets",
+            "*",
+            ImplicitlyDenied,
+        ),
+        row(
+            "rotation",
+            "secretsmanager:GetSecretValue",
+            replica.clone(),
+            ExplicitlyDenied,
+        ),
+        // The stack key through Secrets Manager only; no other key.
+        row("rotation", "kms:Decrypt", KEY, Allowed).with("kms:ViaService", json!(VIA_SM)),
+        row("rotation", "kms:GenerateDataKey", KEY, Allowed).with("kms:ViaService", json!(VIA_SM)),
+        row("rotation", "kms:Decrypt", KEY, ExplicitlyDenied),
+        row("rotation", "kms:Decrypt", KEY, ExplicitlyDenied)
+            .with("kms:ViaService", json!(VIA_SNS)),
+        row("rotation", "kms:Decrypt", OTHER_KEY, ImplicitlyDenied)
+            .with("kms:ViaService", json!(VIA_SM)),
+        // Its own logs and the VPC's interfaces; not the replicator's logs, no invocation.
+        row(
+            "rotation",
+            "logs:PutLogEvents",
+            format!(
+                "{}:log-stream:x",
+                s.log_group_arn_of(deployer::spec::Duty::Rotate)
+            ),
+            Allowed,
+        ),
+        row(
+            "rotation",
+            "logs:PutLogEvents",
+            format!("{}:log-stream:x", s.log_group_arn()),
+            ImplicitlyDenied,
+        ),
+        row(
+            "replicator",
+            "logs:PutLogEvents",
+            format!(
+                "{}:log-stream:x",
+                s.log_group_arn_of(deployer::spec::Duty::Rotate)
+            ),
+            ImplicitlyDenied,
+        ),
+        row(
+            "rotation",
+            "lambda:InvokeFunction",
+            s.function_arn(),
+            ImplicitlyDenied,
+        ),
+        row(
+            "rotation",
+            "ec2:CreateNetworkInterface",
+            format!("arn:aws:ec2:eu-west-1:{ACCOUNT}:network-interface/*"),
+            Allowed,
+        )
+        .with("ec2:Vpc", json!(vpc_arn(VPC))),
+    ]);
+    check(&s, &rows);
+    // With automatic rotation off there is no rotation role to read the connection.
+    let off = spec("vault_inbound_cidr = \"203.0.113.0/24\"\nsecret_id_rotation_days = 0\n");
+    check(
+        &off,
+        &[row(
+            "rotation",
+            "secretsmanager:GetSecretValue",
+            secret(&off.connection_secret()),
+            ExplicitlyDenied,
+        )],
+    );
+}
 
 #[test]
 fn deletion_is_granted_only_under_the_delete_policy_and_only_on_its_own_replicas() {
