@@ -1177,11 +1177,16 @@ struct RotationFunction {
 
 impl RotationFunction {
     async fn start(w: &World) -> Self {
+        Self::start_at(w, &w.moto.url).await
+    }
+
+    /// With AWS at `aws_url` (a proxy in front of moto).
+    async fn start_at(w: &World, aws_url: &str) -> Self {
         let env = e2e::deploy::function_environment(&w.aws, "vi-replicator-rotate").await;
         let api = e2e::runtime_api::RuntimeApi::start().await;
         let child = tokio::process::Command::new(e2e::bin_path("bootstrap"))
             .env_clear()
-            .envs(w.moto.env())
+            .envs(e2e::aws_env_at(aws_url))
             .envs(e2e::runtime_api::lambda_env(
                 &api.addr,
                 "vi-replicator-rotate",
@@ -1478,4 +1483,161 @@ async fn secrets_manager_rotates_the_secret_id_through_the_rotation_function() {
         again.stdout
     );
     assert_eq!(w.connection().await["vaultSecretId"], newest.as_str());
+}
+
+/// The secret ids of the replicator's role in Vault, by accessor.
+async fn secret_id_accessors(w: &World, root: &str) -> Vec<String> {
+    let listed: serde_json::Value = tls_client(w)
+        .request(
+            reqwest::Method::from_bytes(b"LIST").unwrap(),
+            format!(
+                "{}/v1/auth/approle/role/vi-replicator/secret-id",
+                w.bao.addr
+            ),
+        )
+        .header("X-Vault-Token", root)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = listed["data"]["keys"]
+        .as_array()
+        .map(|k| k.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_rotation_keeps_the_current_id_and_up_turns_rotation_off_and_on() {
+    use e2e::aws_proxy::{AwsProxy, Rewrite};
+    const CONN: &str = "hybrid-aws-secrets-connection/vault";
+    let w = world().await;
+    let first = w
+        .vault_init(&["--keys-to", "secret", "--keep-root-token"])
+        .await;
+    assert!(first.error.is_none(), "{:?}", first.error);
+    let root = w.stored_root_token().await;
+    let old = w.connection().await;
+    let (role_id, old_secret) = (
+        old["vaultRoleId"].as_str().unwrap().to_owned(),
+        old["vaultSecretId"].as_str().unwrap().to_owned(),
+    );
+    let ids = secret_id_accessors(&w, &root).await;
+    assert_eq!(ids.len(), 1);
+
+    // The new version cannot be written: the id minted for it is destroyed at once.
+    let proxy = AwsProxy::start(&w.moto.url).await;
+    proxy.set(vec![Rewrite::Fail {
+        op: "PutSecretValue".into(),
+        name: CONN.into(),
+        code: "InternalServiceError".into(),
+    }]);
+    let mut f = RotationFunction::start_at(&w, &proxy.url).await;
+    let token = uuid_like();
+    let failed = f.step("createSecret", CONN, &token).await.unwrap_err();
+    assert!(failed.contains("PutSecretValue"), "{failed}");
+    assert_eq!(
+        secret_id_accessors(&w, &root).await,
+        ids,
+        "no id left behind"
+    );
+    assert!(!stages(&w).await.contains_key(&token));
+    proxy.set(vec![]);
+
+    // Vault refuses the rotator (its token revoked): nothing minted, nothing written.
+    let rotator = w
+        .side
+        .sm
+        .describe_secret()
+        .secret_id("hybrid-aws-secrets-connection/rotator")
+        .send()
+        .await
+        .unwrap();
+    let accessor = rotator
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(deployer::vault_init::ACCESSOR_TAG))
+        .and_then(|t| t.value())
+        .unwrap()
+        .to_owned();
+    let revoked = tls_client(&w)
+        .post(format!("{}/v1/auth/token/revoke-accessor", w.bao.addr))
+        .header("X-Vault-Token", root.as_str())
+        .json(&serde_json::json!({"accessor": accessor}))
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success());
+    let refused = f.step("createSecret", CONN, &token).await.unwrap_err();
+    assert!(refused.contains("Vault"), "{refused}");
+    assert!(!stages(&w).await.contains_key(&token));
+    assert_eq!(w.connection().await["vaultSecretId"], old_secret.as_str());
+    assert_eq!(approle_login(&w, &role_id, &old_secret).await, 200);
+    drop(f);
+    // vault-init finds the rotator's token gone and writes a new one.
+    let again = w.vault_init(&["--token", &root]).await;
+    assert!(
+        again.json()["changed"]
+            .to_string()
+            .contains("wrote the rotator's token"),
+        "{}",
+        again.stdout
+    );
+
+    // Rotation off in the configuration: up turns it off, then the function and role go.
+    let describe = || async {
+        w.side
+            .sm
+            .describe_secret()
+            .secret_id(CONN)
+            .send()
+            .await
+            .unwrap()
+    };
+    let off = w
+        .deployer(&["--set", "secret_id_rotation_days=0", "up", "--yes"])
+        .await;
+    assert!(off.error.is_none(), "{:?}", off.error);
+    assert_ne!(describe().await.rotation_enabled(), Some(true));
+    let functions = aws_sdk_lambda::Client::new(&w.aws);
+    assert!(
+        functions
+            .get_function()
+            .function_name("vi-replicator-rotate")
+            .send()
+            .await
+            .is_err()
+    );
+    let roles = aws_sdk_iam::Client::new(&w.aws);
+    assert!(
+        roles
+            .get_role()
+            .role_name("vi-replicator-rotation")
+            .send()
+            .await
+            .is_err()
+    );
+    let still = w
+        .deployer(&["--set", "secret_id_rotation_days=0", "up", "--yes"])
+        .await;
+    assert!(still.mutating.is_empty(), "{:?}", still.mutating);
+    // And on again, every 20 days: the function, its role and the rotation are back.
+    let on = w
+        .deployer(&["--set", "secret_id_rotation_days=20", "up", "--yes"])
+        .await;
+    assert!(on.error.is_none(), "{:?}", on.error);
+    let d = describe().await;
+    assert_eq!(d.rotation_enabled(), Some(true));
+    assert_eq!(
+        d.rotation_rules()
+            .and_then(|r| r.automatically_after_days()),
+        Some(20)
+    );
+    let converged = w
+        .deployer(&["--set", "secret_id_rotation_days=20", "up", "--yes"])
+        .await;
+    assert!(converged.mutating.is_empty(), "{:?}", converged.mutating);
 }
