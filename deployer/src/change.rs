@@ -42,10 +42,10 @@ pub struct Change {
 
 /// Fields whose change `up` shows and asks about first: who may reach or do what (policies,
 /// trust, security group rules, the invoke permission, the role or groups a resource runs
-/// with), and what else an operator must see before it happens: the code the functions (and
-/// the Vault host's watcher) run and whose signature it needs, their settings (the deletion
-/// policy and the breaker's share among them), who is notified, and the Vault host's route to
-/// the internet.
+/// with, the function that rotates the connection secret), and what else an operator must see
+/// before it happens: the code the functions (and the Vault host's watcher) run and whose
+/// signature it needs, their settings (the deletion policy and the breaker's share among them),
+/// who is notified, and the Vault host's route to the internet.
 pub const CONFIRM_FIELDS: &[&str] = &[
     "trust_policy",
     "inline_policy",
@@ -54,6 +54,7 @@ pub const CONFIRM_FIELDS: &[&str] = &[
     "ingress",
     "egress",
     "invoke_permission",
+    "rotation_function",
     "security_groups",
     "role",
     "instance_profile",

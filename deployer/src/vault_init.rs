@@ -195,6 +195,36 @@ pub fn rotator_policy_name(role: &str) -> String {
     format!("{role}-rotator")
 }
 
+/// Takes the `AWSPENDING` label off a version of `name` that is not `AWSCURRENT` (a rotation
+/// that started before, or failed): whether there was one.
+async fn abandon_pending_rotation(c: &Clients, name: &str) -> Result<bool, InitError> {
+    let d =
+        c.sm.describe_secret()
+            .secret_id(name)
+            .send()
+            .await
+            .ctx("DescribeSecret", name)?;
+    let stale: Vec<String> = d
+        .version_ids_to_stages()
+        .into_iter()
+        .flatten()
+        .filter(|(_, st)| {
+            st.iter().any(|s| s == "AWSPENDING") && !st.iter().any(|s| s == "AWSCURRENT")
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in &stale {
+        c.sm.update_secret_version_stage()
+            .secret_id(name)
+            .version_stage("AWSPENDING")
+            .remove_from_version_id(id)
+            .send()
+            .await
+            .ctx("UpdateSecretVersionStage", name)?;
+    }
+    Ok(!stale.is_empty())
+}
+
 /// The replicator's Vault policy: read values, read and list metadata, bulk-list (OpenBao).
 pub fn replicator_policy(mount: &str) -> String {
     format!(
@@ -793,6 +823,17 @@ impl Steps<'_, '_> {
                 AuthMode::Token => admin.revoke_token_accessor(&new_accessor).await,
             };
             return Err(e.into());
+        }
+        // A rotation under way started from the credential just replaced: it is abandoned (its
+        // pending id goes with the others below), so Secrets Manager starts the next afresh.
+        match abandon_pending_rotation(c, &conn_name).await {
+            Ok(true) => report
+                .changed
+                .push("abandoned the rotation under way (its AWSPENDING version)".into()),
+            Ok(false) => {}
+            Err(e) => report.warnings.push(format!(
+                "a rotation under way could not be abandoned ({e}): remove the AWSPENDING label from {conn_name} by hand if rotations keep failing"
+            )),
         }
         // A tag that could not be written must not keep the old credential alive: the ones
         // replaced still go below, and the next run, finding the tag's credential gone, writes

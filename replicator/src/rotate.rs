@@ -315,6 +315,9 @@ impl Rotation {
     ) -> Result<(), RotateError> {
         let was = versions.staged(CURRENT).map(str::to_owned);
         if was.as_deref() != Some(token) {
+            // Never make current an id that no longer logs in (one `vault-init` replaced while
+            // this rotation was under way): the working one stays.
+            self.test(secret_id, token, report).await?;
             self.sm
                 .make_current(secret_id, token, was.as_deref())
                 .await?;

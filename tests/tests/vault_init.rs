@@ -1587,6 +1587,67 @@ async fn a_failed_rotation_keeps_the_current_id_and_up_turns_rotation_off_and_on
         again.stdout
     );
 
+    // A pending id destroyed behind the rotation's back is never made current.
+    let mut f = RotationFunction::start(&w).await;
+    let third = uuid_like();
+    f.step("createSecret", CONN, &third).await.unwrap();
+    let pending = w
+        .side
+        .sm
+        .get_secret_value()
+        .secret_id(CONN)
+        .version_id(&third)
+        .send()
+        .await
+        .unwrap();
+    let pending: serde_json::Value =
+        serde_json::from_str(pending.secret_string().unwrap()).unwrap();
+    let destroyed = tls_client(&w)
+        .post(format!(
+            "{}/v1/auth/approle/role/vi-replicator/secret-id/destroy",
+            w.bao.addr
+        ))
+        .header("X-Vault-Token", root.as_str())
+        .json(&serde_json::json!({"secret_id": pending["vaultSecretId"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(destroyed.status().is_success());
+    let refused = f.step("finishSecret", CONN, &third).await.unwrap_err();
+    assert!(refused.contains("login"), "{refused}");
+    assert_eq!(w.connection().await["vaultSecretId"], old_secret.as_str());
+    assert_eq!(approle_login(&w, &role_id, &old_secret).await, 200);
+
+    // vault-init replacing the id while a rotation is under way abandons that rotation: its
+    // pending id is destroyed with the old one, and its finish refused.
+    let fourth = uuid_like();
+    f.step("createSecret", CONN, &fourth).await.unwrap();
+    let replaced = w
+        .vault_init(&["--token", &root, "--rotate-secret-id"])
+        .await;
+    assert!(replaced.error.is_none(), "{:?}", replaced.error);
+    assert!(
+        replaced.json()["changed"]
+            .to_string()
+            .contains("abandoned the rotation under way"),
+        "{}",
+        replaced.stdout
+    );
+    let by_hand = w.connection().await["vaultSecretId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let refused = f.step("finishSecret", CONN, &fourth).await.unwrap_err();
+    assert!(refused.contains("not set as AWSPENDING"), "{refused}");
+    assert_eq!(w.connection().await["vaultSecretId"], by_hand.as_str());
+    assert_eq!(approle_login(&w, &role_id, &by_hand).await, 200);
+    assert_eq!(
+        secret_id_accessors(&w, &root).await.len(),
+        1,
+        "one id lives"
+    );
+    drop(f);
+
     // Rotation off in the configuration: up turns it off, then the function and role go.
     let describe = || async {
         w.side
