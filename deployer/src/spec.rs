@@ -644,7 +644,8 @@ impl Spec {
         if self.rotates_secret_id() {
             readers.push(self.rotation_role_arn());
         }
-        self.render(
+        let secret_arn = self.connection_secret_arn_pattern();
+        let mut doc = self.render(
             policy::CONNECTION_SECRET_POLICY,
             vec![
                 (
@@ -655,9 +656,31 @@ impl Spec {
                     "function_arns",
                     self.json_list(self.duties(), |d| self.function_arn_of(d))?,
                 ),
-                ("secret_arn", self.connection_secret_arn_pattern()),
+                ("secret_arn", secret_arn.clone()),
             ],
-        )
+        )?;
+        // The rotation role writes the secret only from inside the rotation function: its
+        // credentials taken elsewhere cannot point the replicator at another Vault.
+        if self.rotates_secret_id()
+            && let Some(statements) = doc["Statement"].as_array_mut()
+        {
+            statements.push(serde_json::json!({
+                "Sid": "TheRotationRoleWritesOnlyFromTheRotationFunction",
+                "Effect": "Deny",
+                "Principal": {"AWS": "*"},
+                "Action": [
+                    "secretsmanager:PutSecretValue",
+                    "secretsmanager:UpdateSecretVersionStage",
+                    "secretsmanager:TagResource",
+                ],
+                "Resource": secret_arn,
+                "Condition": {
+                    "ArnEquals": {"aws:PrincipalArn": self.rotation_role_arn()},
+                    "ArnNotEquals": {"lambda:SourceFunctionArn": self.function_arn_of(Duty::Rotate)},
+                },
+            }));
+        }
+        Ok(doc)
     }
 
     /// The rotator secret's resource policy: only the rotation function's role, and only from

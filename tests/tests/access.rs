@@ -472,6 +472,34 @@ fn the_rotation_role_rotates_its_one_secret_and_nothing_else() {
             conn.clone(),
             ExplicitlyDenied,
         ),
+        // Its credentials taken out of the function cannot write the connection either (a
+        // version naming another Vault, AWSCURRENT moved back, a tag).
+        row(
+            "rotation-elsewhere",
+            "secretsmanager:PutSecretValue",
+            conn.clone(),
+            ExplicitlyDenied,
+        ),
+        row(
+            "rotation-elsewhere",
+            "secretsmanager:UpdateSecretVersionStage",
+            conn.clone(),
+            ExplicitlyDenied,
+        ),
+        row(
+            "rotation-elsewhere",
+            "secretsmanager:TagResource",
+            conn.clone(),
+            ExplicitlyDenied,
+        )
+        .with("aws:TagKeys", json!([accessor])),
+        // The operator (vault-init) still writes it.
+        row(
+            "someone",
+            "secretsmanager:PutSecretValue",
+            conn.clone(),
+            Allowed,
+        ),
         row(
             "replicator",
             "secretsmanager:GetSecretValue",
