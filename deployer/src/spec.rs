@@ -617,6 +617,9 @@ impl Spec {
         if self.deploys_vault() {
             publishers.push(self.vault_instance_role_arn());
         }
+        if self.rotates_secret_id() {
+            publishers.push(self.rotation_role_arn());
+        }
         self.render(
             policy::KMS_KEY_POLICY,
             vec![
@@ -769,8 +772,26 @@ impl Spec {
                     format!("{}:*", self.log_group_arn_of(Duty::Rotate)),
                 ),
                 ("vpc_statements", self.vpc_statements(vpc_id)?),
+                ("sns_statements", self.sns_statements()?),
+                ("key_services", self.rotation_key_services(false)?),
+                // Lambda decrypts the function's environment with its grant.
+                ("key_services_and_lambda", self.rotation_key_services(true)?),
             ],
         )
+    }
+
+    /// The services the rotation role uses the stack key through: Secrets Manager, and SNS
+    /// for its failure notices (the topic is encrypted with the key).
+    fn rotation_key_services(&self, lambda: bool) -> Result<String, TemplateError> {
+        let service = |name: &str| format!("{name}.{}.{}", self.id.region, self.id.dns_suffix());
+        let mut services = vec![service("secretsmanager")];
+        if self.notifies() {
+            services.push(service("sns"));
+        }
+        if lambda {
+            services.push(service("lambda"));
+        }
+        serde_json::to_string(&services).map_err(TemplateError::NotJson)
     }
 
     /// The TLS secret's resource policy: only the Vault instance's role reads it, and once the
@@ -835,10 +856,15 @@ impl Spec {
     /// function's names the two secrets it uses, nothing of a sync.
     pub fn lambda_environment_of(&self, duty: Duty, key_arn: &str) -> BTreeMap<String, String> {
         if duty == Duty::Rotate {
-            return BTreeMap::from([
+            let mut vars = BTreeMap::from([
                 (env::CONNECTION_SECRET.to_owned(), self.connection_secret()),
                 (env::ROTATOR_SECRET.to_owned(), self.rotator_secret()),
             ]);
+            // Secrets Manager tells nobody of a failed rotation: the function does.
+            if self.notifies() {
+                vars.insert(env::SNS_TOPIC_ARN.to_owned(), self.topic_arn());
+            }
+            return vars;
         }
         let mut vars = self.lambda_environment(key_arn);
         if duty == Duty::Watch {

@@ -606,6 +606,10 @@ impl Converging<'_, '_> {
         };
         let seen = function::observe(c, spec, duty).await?;
         let ch = function::diff(spec, duty, seen.as_ref(), zip, &inputs);
+        // Rotation turned off: Secrets Manager stops using the function before it goes.
+        if duty == Duty::Rotate && !spec.serves(duty) && self.go(&ch) {
+            rotation::destroy(c, spec).await?;
+        }
         let state = match (zip, self.go(&ch)) {
             (Some(zip), true) => function::apply(c, spec, duty, &ch, zip, &inputs).await?,
             (None, true) => {

@@ -185,9 +185,46 @@ pub fn check_secret_id_ttl(ttl: &str, days: i32) -> Result<(), String> {
 /// role, not the role's settings or role id).
 pub fn rotator_policy(role: &str) -> String {
     let base = format!("auth/approle/role/{role}");
-    format!(
-        "path \"{base}/secret-id\" {{\n  capabilities = [\"update\"]\n}}\npath \"{base}/secret-id/lookup\" {{\n  capabilities = [\"update\"]\n}}\npath \"{base}/secret-id/destroy\" {{\n  capabilities = [\"update\"]\n}}\npath \"{base}/secret-id-accessor/destroy\" {{\n  capabilities = [\"update\"]\n}}\n{RENEW_SELF}"
-    )
+    let path = |p: &str, param: &str| {
+        format!(
+            "path \"{base}/{p}\" {{\n  capabilities = [\"update\"]\n  allowed_parameters = {{\n    \"{param}\" = []\n  }}\n}}\n"
+        )
+    };
+    // Each path takes only the one parameter the rotation sends: a new id carries no lifetime,
+    // use count or CIDR list of the caller's choosing.
+    [
+        path("secret-id", "metadata"),
+        path("secret-id/lookup", "secret_id"),
+        path("secret-id/destroy", "secret_id"),
+        path("secret-id-accessor/destroy", "secret_id_accessor"),
+    ]
+    .concat()
+        + RENEW_SELF
+}
+
+/// Tag on the rotator secret: a digest of what its token was made for (the Vault, CA,
+/// namespace, AppRole role and rotation period), not secret; a token made for anything else is
+/// replaced.
+pub const ROTATOR_FOR_TAG: &str = "vault-secrets-replicator:rotator-for";
+
+/// The digest [`ROTATOR_FOR_TAG`] holds.
+fn rotator_made_for(r: &contract::RotatorSecret, days: i32) -> String {
+    use sha2::{Digest, Sha256};
+    let text = serde_json::json!([
+        r.vault_address,
+        r.vault_ca_cert.as_deref().map(str::trim),
+        r.vault_namespace,
+        r.vault_approle_mount,
+        r.vault_approle_role,
+        r.vault_role_id,
+        days,
+    ])
+    .to_string();
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The rotator's Vault policy name, beside the replicator's.
@@ -739,7 +776,12 @@ impl Steps<'_, '_> {
             // A new role's secret ids live three rotation periods unless told otherwise; an
             // existing role keeps its lifetime, said when it never expires.
             let lifetime = admin.role_secret_id_ttl(&role).await?;
-            let default_ttl = (days > 0 && lifetime.is_none()).then(|| default_secret_id_ttl(days));
+            // A lifetime shorter than two rotation periods (the period raised since) is raised
+            // to three, or an id could expire before a rotation replaces it.
+            let short = |t: u64| t > 0 && t < 2 * 86_400 * u64::try_from(days).unwrap_or(0);
+            let default_ttl =
+                (days > 0 && opts.secret_id_ttl.is_none() && lifetime.is_none_or(short))
+                    .then(|| default_secret_id_ttl(days));
             if opts.secret_id_ttl.is_none() && lifetime == Some(0) {
                 report.warnings.push(format!(
                     "the AppRole role {role}'s secret ids never expire: pass --secret-id-ttl {} to give them a lifetime{}",
@@ -890,8 +932,10 @@ impl Steps<'_, '_> {
     async fn rotator(&mut self) -> Result<(), InitError> {
         let (c, spec) = (self.c, self.spec);
         let days = spec.cfg.secret_id_rotation_days;
+        let name = spec.rotator_secret();
+        let seen = crate::resources::secret::describe(c, spec, &name).await?;
         if self.opts.auth != AuthMode::Approle || days <= 0 {
-            return Ok(());
+            return self.retire_rotator(&name, seen.as_ref()).await;
         }
         let role = self.role.clone();
         let policy = rotator_policy_name(&role);
@@ -904,26 +948,47 @@ impl Steps<'_, '_> {
                 "wrote the rotator's policy {policy} (secret ids of {role} only)"
             ));
         }
-        let name = spec.rotator_secret();
-        let seen = crate::resources::secret::describe(c, spec, &name).await?;
-        let stored = seen
-            .as_ref()
-            .filter(|s| !s.pending_deletion && s.has_value)
-            .and_then(|s| s.accessor.clone());
-        let valid = match &stored {
-            Some(a) if !self.opts.rotate_secret_id => self.admin.token_accessor_exists(a).await?,
+        let role_id = self.admin.role_id(&role).await?;
+        let rotator = contract::RotatorSecret {
+            vault_token: SecretString::from(""),
+            vault_address: spec.replicator_vault_address(),
+            vault_ca_cert: self.opts.ca_pem.clone(),
+            vault_namespace: self.opts.namespace.clone(),
+            vault_approle_mount: "approle".into(),
+            vault_approle_role: role,
+            vault_role_id: role_id,
+            secret_id_metadata: secret_id_owner(spec),
+        };
+        let made_for = rotator_made_for(&rotator, days);
+        let live = seen.as_ref().filter(|s| !s.pending_deletion);
+        // Any token it names is this stack's rotator, stored or not, current or not.
+        let stored = seen.as_ref().and_then(|s| s.accessor()).map(str::to_owned);
+        let valid = match (&stored, live) {
+            (Some(a), Some(s))
+                if s.has_value
+                    && !self.opts.rotate_secret_id
+                    && s.tags.get(ROTATOR_FOR_TAG) == Some(&made_for) =>
+            {
+                self.admin.token_accessor_exists(a).await?
+            }
             _ => false,
         };
         if valid {
             self.report
                 .kept
                 .push(format!("the rotator's token in {name} is valid"));
+            self.keep_rotator_policy(&name, live).await?;
         } else {
-            self.store_rotator(&name, seen.as_ref(), &policy, days)
+            self.store_rotator(&name, seen.as_ref(), rotator, &made_for, days)
                 .await?;
             if let Some(old) = stored {
-                // Replaced: the old one goes (already gone is fine).
-                let _ = self.admin.revoke_token_accessor(&old).await;
+                // Replaced: the old one goes.
+                match self.admin.revoke_token_accessor(&old).await {
+                    Ok(()) => {}
+                    Err(e) => self.report.warnings.push(format!(
+                        "the replaced rotator token (accessor {old}) could not be revoked ({e}): revoke it with `vault token revoke -accessor {old}`"
+                    )),
+                }
             }
         }
         let ch = crate::resources::rotation::converge(c, spec).await?;
@@ -945,13 +1010,83 @@ impl Steps<'_, '_> {
         Ok(())
     }
 
-    /// A new periodic rotator token, written into the rotator secret (made when missing, with
-    /// its resource policy first); revoked again when it cannot be stored.
+    /// No automatic rotation (turned off, or `--auth token`): the rotation stops, the rotator's
+    /// token is revoked and its secret scheduled for deletion, so nothing that could mint a
+    /// secret id is left.
+    async fn retire_rotator(
+        &mut self,
+        name: &str,
+        seen: Option<&crate::resources::secret::SecretState>,
+    ) -> Result<(), InitError> {
+        let c = self.c;
+        let Some(s) = seen.filter(|s| s.ours) else {
+            return Ok(());
+        };
+        let conn = self.spec.connection_secret();
+        let d =
+            c.sm.describe_secret()
+                .secret_id(&conn)
+                .send()
+                .await
+                .ctx("DescribeSecret", &conn)?;
+        if d.rotation_enabled() == Some(true) {
+            c.sm.cancel_rotate_secret()
+                .secret_id(&conn)
+                .send()
+                .await
+                .ctx("CancelRotateSecret", &conn)?;
+            self.report
+                .changed
+                .push(format!("turned off the rotation of {conn}"));
+        }
+        if let Some(a) = s.accessor() {
+            match self.admin.revoke_token_accessor(a).await {
+                Ok(()) => self
+                    .report
+                    .changed
+                    .push("revoked the rotator's token".into()),
+                Err(e) => self.report.warnings.push(format!(
+                    "the rotator's token (accessor {a}) could not be revoked ({e}): revoke it with `vault token revoke -accessor {a}`"
+                )),
+            }
+        }
+        if !s.pending_deletion {
+            crate::resources::secret::destroy_rotator(c, self.spec).await?;
+            self.report
+                .changed
+                .push(format!("scheduled {name} for deletion"));
+        }
+        Ok(())
+    }
+
+    /// The rotator secret's resource policy, put back when it drifted.
+    async fn keep_rotator_policy(
+        &mut self,
+        name: &str,
+        seen: Option<&crate::resources::secret::SecretState>,
+    ) -> Result<(), InitError> {
+        let doc = self
+            .spec
+            .rotator_secret_policy()
+            .map_err(crate::resources::DeployError::from)?;
+        if seen.is_some_and(|s| s.policy == crate::policy::canonical(&doc)) {
+            return Ok(());
+        }
+        crate::resources::secret::put_policy(self.c, name, &doc.to_string()).await?;
+        self.report
+            .changed
+            .push(format!("put back the resource policy of {name}"));
+        Ok(())
+    }
+
+    /// A new periodic rotator token, written into the rotator secret (made when missing, under
+    /// the stack key, with its resource policy first); revoked again when it cannot be stored.
     async fn store_rotator(
         &mut self,
         name: &str,
         seen: Option<&crate::resources::secret::SecretState>,
-        policy: &str,
+        mut rotator: contract::RotatorSecret,
+        made_for: &str,
         days: i32,
     ) -> Result<(), InitError> {
         let (c, spec) = (self.c, self.spec);
@@ -965,13 +1100,19 @@ impl Steps<'_, '_> {
         if seen.is_none() {
             let key_arn = crate::resources::key::observe(c, spec)
                 .await?
-                .map(|k| k.arn);
+                .map(|k| k.arn)
+                .ok_or_else(|| {
+                    InitError::Needs(format!(
+                        "the stack's KMS key {} is missing: run `deployer up` first",
+                        spec.key_alias()
+                    ))
+                })?;
             crate::resources::secret::create(
                 c,
                 spec,
                 name,
                 "vault-secrets-replicator: the Vault token that mints the replicator's AppRole secret ids, read only by the rotation function",
-                key_arn.as_deref(),
+                Some(&key_arn),
                 None,
             )
             .await?;
@@ -984,14 +1125,13 @@ impl Steps<'_, '_> {
         // Renewed by every rotation: it lives as long as rotations keep coming.
         let (token, accessor) = self
             .admin
-            .scoped_token_with_accessor(policy, &default_secret_id_ttl(days))
+            .scoped_token_with_accessor(
+                &rotator_policy_name(&self.role),
+                &default_secret_id_ttl(days),
+            )
             .await?;
-        let value = contract::RotatorSecret {
-            vault_token: token,
-            vault_approle_role: self.role.clone(),
-            secret_id_metadata: secret_id_owner(spec),
-        };
-        let put = match serde_json::to_string(&value) {
+        rotator.vault_token = token;
+        let put = match serde_json::to_string(&rotator) {
             Ok(text) => {
                 c.sm.put_secret_value()
                     .secret_id(name)
@@ -1011,12 +1151,13 @@ impl Steps<'_, '_> {
             c.sm.tag_resource()
                 .secret_id(name)
                 .tags(Tag::builder().key(ACCESSOR_TAG).value(&accessor).build())
+                .tags(Tag::builder().key(ROTATOR_FOR_TAG).value(made_for).build())
                 .send()
                 .await
                 .ctx("TagResource", name);
         if let Err(e) = tagged {
             self.report.warnings.push(format!(
-                "the rotator's token is in {name}, but its {ACCESSOR_TAG} tag could not be written ({e}): the next run writes a new one"
+                "the rotator's token is in {name}, but its tags could not be written ({e}): the next run writes a new one"
             ));
         }
         self.report

@@ -624,6 +624,16 @@ impl SecretsManager {
         version_id: Option<&str>,
         stage: Option<&str>,
     ) -> Result<SecretString, AwsError> {
+        Ok(self.read_dated(secret_id, version_id, stage).await?.0)
+    }
+
+    /// [`Self::read_version`], with the version's creation time (seconds since the epoch).
+    pub async fn read_dated(
+        &self,
+        secret_id: &str,
+        version_id: Option<&str>,
+        stage: Option<&str>,
+    ) -> Result<(SecretString, Option<f64>), AwsError> {
         let out = self
             .client
             .get_secret_value()
@@ -634,7 +644,10 @@ impl SecretsManager {
             .await
             .map_err(|e| AwsError::from_sdk("GetSecretValue", secret_id, e))?;
         match out.secret_string() {
-            Some(s) => Ok(SecretString::from(s)),
+            Some(s) => Ok((
+                SecretString::from(s),
+                out.created_date().map(|d| d.as_secs_f64()),
+            )),
             None => Err(AwsError {
                 op: "GetSecretValue",
                 resource: secret_id.to_owned(),

@@ -21,8 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::aws::{SecretVersions, SecretsManager};
-use crate::config::{ConnectionDefaults, VaultConnection};
-use crate::vault::{VaultClient, VaultError, encode_path};
+use crate::vault::{VaultClient, VaultError, VaultLogin, encode_path};
 use contract::sdk::{AwsError, AwsErrorKind};
 use contract::secret::SecretString;
 use contract::{ACCESSOR_TAG, ConnectionSecret, RotatorSecret};
@@ -86,7 +85,12 @@ pub struct Rotation {
     pub sm: SecretsManager,
     pub connection_secret: String,
     pub rotator_secret: String,
+    /// Where a failed step is told (the stack's failure topic), if anywhere.
+    pub notices: Option<(crate::aws::Notifier, String)>,
 }
+
+/// Subject of the notice of a failed rotation step.
+pub const NOTICE_SUBJECT: &str = "vault-secrets-replicator: secret id rotation failed";
 
 #[derive(Deserialize)]
 struct MintedId {
@@ -176,7 +180,10 @@ impl Rotation {
         };
         match event.step {
             Step::Create if current => report.done.push("already current".into()),
-            Step::Create => self.create(&event.secret_id, token, &mut report).await?,
+            Step::Create => {
+                self.create(&event.secret_id, token, &versions, &mut report)
+                    .await?
+            }
             Step::Set => report
                 .done
                 .push("nothing to set: Vault holds the new id".into()),
@@ -190,47 +197,50 @@ impl Rotation {
         Ok(report)
     }
 
-    /// The rotator's credential and a Vault client logged in with it, for `conn`'s Vault.
-    async fn rotator(
-        &self,
-        conn: &ConnectionSecret,
-    ) -> Result<(RotatorSecret, VaultClient), RotateError> {
+    /// The rotator's credential, and a Vault client with its token at the rotator's Vault.
+    async fn rotator(&self) -> Result<Rotator, RotateError> {
         let raw = self.sm.read_string(&self.rotator_secret).await?;
-        let rotator: RotatorSecret = serde_json::from_str(raw.expose()).map_err(|e| {
+        let secret: RotatorSecret = serde_json::from_str(raw.expose()).map_err(|e| {
             RotateError::Refused(format!(
-                "{} is not the expected JSON ({{\"vaultToken\", \"vaultApproleRole\"}}): {}; run deployer vault-init again",
+                "{} is not the expected JSON: {}; run deployer vault-init again",
                 self.rotator_secret,
                 crate::vault::json_problem(&e)
             ))
         })?;
-        let mut as_rotator = conn.clone();
-        as_rotator.vault_role_id = None;
-        as_rotator.vault_secret_id = None;
-        as_rotator.vault_aws_role = None;
-        as_rotator.vault_token = Some(rotator.vault_token.clone());
-        let client = self.client(&as_rotator)?;
-        Ok((rotator, client))
-    }
-
-    fn client(&self, conn: &ConnectionSecret) -> Result<VaultClient, RotateError> {
-        let conn = VaultConnection::from_secret(conn, &ConnectionDefaults::default())
-            .map_err(|m| RotateError::Refused(format!("the connection secret: {m}")))?;
-        Ok(VaultClient::new(
-            &conn.address,
-            conn.login.clone(),
-            match &conn.ca {
-                Some(crate::config::CaCert::Pem(pem)) => Some(pem.as_str()),
-                _ => None,
-            },
+        let vault = VaultClient::new(
+            &secret.vault_address,
+            VaultLogin::Token(secret.vault_token.clone()),
+            secret.vault_ca_cert.as_deref(),
             1,
         )?
-        .in_namespace(conn.namespace.as_deref()))
+        .in_namespace(secret.vault_namespace.as_deref());
+        let role_path = format!(
+            "auth/{}/role/{}",
+            encode_path(&secret.vault_approle_mount),
+            encode_path(&secret.vault_approle_role)
+        );
+        Ok(Rotator {
+            secret,
+            vault,
+            role_path,
+        })
+    }
+
+    /// Takes AWSPENDING off `version` (unless it is current): a rotation given up.
+    async fn abandon(&self, secret_id: &str, version: &str, report: &mut StepReport) {
+        match self.sm.unstage(secret_id, PENDING, version).await {
+            Ok(()) => report
+                .done
+                .push(format!("abandoned the rotation of version {version}")),
+            Err(e) => tracing::warn!("cannot take {PENDING} off version {version}: {e}"),
+        }
     }
 
     async fn create(
         &self,
         secret_id: &str,
         token: &str,
+        versions: &SecretVersions,
         report: &mut StepReport,
     ) -> Result<(), RotateError> {
         match self
@@ -249,39 +259,61 @@ impl Rotation {
         }
         let current = self.sm.read_version(secret_id, None, Some(CURRENT)).await?;
         let mut conn = parse_connection(&current, "the current connection")?;
-        let (mount, _) = approle_of(&conn)?;
-        let (rotator, vault) = self.rotator(&conn).await?;
-        // The rotator's token lives a period from each rotation.
-        if let Err(e) = vault.renew_periodic_token().await {
-            tracing::warn!("cannot renew the rotator's token: {e}");
+        let r = self.rotator().await?;
+        r.check(&conn, "the current connection")?;
+        // An earlier rotation left pending and never finished: its id goes.
+        if let Some(stale) = versions
+            .staged(PENDING)
+            .filter(|v| *v != token && versions.staged(CURRENT) != Some(v))
+        {
+            if let Ok(raw) = self.sm.read_version(secret_id, Some(stale), None).await
+                && let Ok(old) = parse_connection(&raw, "the stale pending connection")
+                && let Some(id) = same_role_old_id(&old, &conn)
+            {
+                r.destroy(id, "destroy the id of an unfinished rotation")
+                    .await?;
+                report
+                    .done
+                    .push("destroyed the id of an unfinished rotation".into());
+            }
+            self.abandon(secret_id, stale, report).await;
         }
-        let role_path = format!(
-            "auth/{}/role/{}",
-            encode_path(&mount),
-            encode_path(&rotator.vault_approle_role)
-        );
-        let metadata = serde_json::to_string(&rotator.secret_id_metadata)
+        // The rotator's token lives a period from each rotation.
+        r.vault.renew_periodic_token().await?;
+        let metadata = serde_json::to_string(&r.secret.secret_id_metadata)
             .map_err(|e| RotateError::Refused(format!("secret id metadata: {e}")))?;
-        let minted: MintedId = vault
+        let minted: MintedId = r
+            .vault
             .write(
-                &format!("{role_path}/secret-id"),
+                &format!("{}/secret-id", r.role_path),
                 &json!({ "metadata": metadata }),
                 "mint a secret id",
             )
             .await?
             .ok_or_else(|| RotateError::Refused("Vault minted no secret id".into()))?;
-        conn.vault_secret_id = Some(minted.secret_id);
-        let written = match render(&conn) {
-            Ok(value) => self.sm.put_staged(secret_id, &value, token, PENDING).await,
+        conn.vault_secret_id = Some(minted.secret_id.clone());
+        let value = match render(&conn) {
+            Ok(value) => value,
             Err(e) => {
-                destroy_accessor(&vault, &role_path, &minted.secret_id_accessor).await;
+                r.destroy_accessor(&minted.secret_id_accessor).await;
                 return Err(e);
             }
         };
-        if let Err(e) = written {
-            // Never leave a live id nobody holds.
-            destroy_accessor(&vault, &role_path, &minted.secret_id_accessor).await;
-            return Err(e.into());
+        if let Err(e) = self.sm.put_staged(secret_id, &value, token, PENDING).await {
+            // A write whose answer was lost may have landed: the id stays only if it did.
+            let landed = self
+                .sm
+                .read_version(secret_id, Some(token), Some(PENDING))
+                .await
+                .ok()
+                .and_then(|raw| parse_connection(&raw, "the pending connection").ok())
+                .and_then(|p| p.vault_secret_id)
+                .is_some_and(|id| id.expose() == minted.secret_id.expose());
+            if !landed {
+                // Never leave a live id nobody holds.
+                r.destroy_accessor(&minted.secret_id_accessor).await;
+                return Err(e.into());
+            }
         }
         report.done.push(format!(
             "minted secret id {} into {PENDING}",
@@ -290,6 +322,9 @@ impl Rotation {
         Ok(())
     }
 
+    /// Logs in with the pending version, and checks that the rotator's token still works (so
+    /// Secrets Manager's test of a configuration catches one that expired). A pending id that
+    /// Vault no longer has is given up, so the next rotation starts afresh.
     async fn test(
         &self,
         secret_id: &str,
@@ -298,12 +333,35 @@ impl Rotation {
     ) -> Result<(), RotateError> {
         let pending = self.sm.read_version(secret_id, Some(token), None).await?;
         let conn = parse_connection(&pending, "the pending connection")?;
-        approle_of(&conn)?;
-        self.client(&conn)?.log_in().await?;
+        let r = self.rotator().await?;
+        r.check(&conn, "the pending connection")?;
+        r.vault.renew_periodic_token().await.map_err(|e| {
+            RotateError::Refused(format!(
+                "the rotator's token no longer works ({e}): run deployer vault-init --token … to write a new one"
+            ))
+        })?;
+        if let Err(e) = r.login_client(&conn)?.log_in().await {
+            let id = conn.vault_secret_id.as_ref();
+            if let Some(id) = id
+                && !r.exists(id).await?
+                && !self.is_current(secret_id, token).await?
+            {
+                self.abandon(secret_id, token, report).await;
+                return Err(RotateError::Refused(format!(
+                    "the pending secret id is gone from Vault ({e}); this rotation is given up and the next starts afresh"
+                )));
+            }
+            return Err(e.into());
+        }
         report
             .done
             .push("logged in with the pending secret id".into());
         Ok(())
+    }
+
+    async fn is_current(&self, secret_id: &str, token: &str) -> Result<bool, RotateError> {
+        let v = self.sm.versions(secret_id).await?;
+        Ok(v.staged(CURRENT) == Some(token))
     }
 
     async fn finish(
@@ -314,52 +372,45 @@ impl Rotation {
         report: &mut StepReport,
     ) -> Result<(), RotateError> {
         let was = versions.staged(CURRENT).map(str::to_owned);
+        let r = self.rotator().await?;
         if was.as_deref() != Some(token) {
-            // Never make current an id that no longer logs in (one `vault-init` replaced while
-            // this rotation was under way): the working one stays.
+            // A credential written after this rotation began (`vault-init`) is newer: it stays,
+            // and this rotation's id goes.
+            let (_, now_created) = self.sm.read_dated(secret_id, None, Some(CURRENT)).await?;
+            let (raw, pending_created) = self.sm.read_dated(secret_id, Some(token), None).await?;
+            let pending = parse_connection(&raw, "the pending connection")?;
+            if let (Some(now), Some(then)) = (now_created, pending_created)
+                && now > then
+            {
+                if let Some(id) = &pending.vault_secret_id {
+                    r.destroy(id, "destroy the id of a rotation overtaken")
+                        .await?;
+                }
+                self.abandon(secret_id, token, report).await;
+                return Err(RotateError::Refused(
+                    "a newer credential was written while this rotation was under way: it stays, and this rotation is given up".into(),
+                ));
+            }
+            // Never make current an id that no longer logs in.
             self.test(secret_id, token, report).await?;
             self.sm
                 .make_current(secret_id, token, was.as_deref())
                 .await?;
             report.done.push(format!("{CURRENT} moved to {token}"));
         }
-        // The rotation is over: no version stays pending.
-        let pending = versions.stages.get(token);
-        if pending.is_some_and(|st| st.iter().any(|s| s == PENDING)) {
-            self.sm.unstage(secret_id, PENDING, token).await?;
-        }
         let now = parse_connection(
             &self.sm.read_version(secret_id, Some(token), None).await?,
             "the new connection",
         )?;
-        let (mount, _) = approle_of(&now)?;
-        let (rotator, vault) = self.rotator(&now).await?;
-        let role_path = format!(
-            "auth/{}/role/{}",
-            encode_path(&mount),
-            encode_path(&rotator.vault_approle_role)
-        );
-        // The id replaced: the version AWS staged AWSPREVIOUS when AWSCURRENT moved (again on a
-        // retried finish, so an interrupted one still destroys it).
-        let previous = match self.sm.read_version(secret_id, None, Some(PREVIOUS)).await {
-            Ok(raw) => parse_connection(&raw, "the previous connection").ok(),
-            Err(e) if e.kind == AwsErrorKind::NotFound => None,
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(old) = previous.as_ref().and_then(|p| same_role_old_id(p, &now)) {
-            vault
-                .write::<serde_json::Value>(
-                    &format!("{role_path}/secret-id/destroy"),
-                    &json!({ "secret_id": old.expose() }),
-                    "destroy the replaced secret id",
-                )
-                .await?;
-            report.done.push("destroyed the replaced secret id".into());
-        }
+        r.check(&now, "the new connection")?;
+        // The tag names the new id first, then the id replaced goes: the version AWS staged
+        // AWSPREVIOUS when AWSCURRENT moved (again on a retried finish, so an interrupted one
+        // still destroys it); last, no version stays pending.
         if let Some(new) = &now.vault_secret_id {
-            let looked: Option<IdLookup> = vault
+            let looked: Option<IdLookup> = r
+                .vault
                 .write(
-                    &format!("{role_path}/secret-id/lookup"),
+                    &format!("{}/secret-id/lookup", r.role_path),
                     &json!({ "secret_id": new.expose() }),
                     "look up the new secret id",
                 )
@@ -378,7 +429,118 @@ impl Rotation {
                 }
             }
         }
+        let previous = match self.sm.read_version(secret_id, None, Some(PREVIOUS)).await {
+            Ok(raw) => parse_connection(&raw, "the previous connection").ok(),
+            Err(e) if e.kind == AwsErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(old) = previous.as_ref().and_then(|p| same_role_old_id(p, &now)) {
+            r.destroy(old, "destroy the replaced secret id").await?;
+            report.done.push("destroyed the replaced secret id".into());
+        }
+        let pending = versions.stages.get(token);
+        if pending.is_some_and(|st| st.iter().any(|s| s == PENDING)) {
+            self.sm.unstage(secret_id, PENDING, token).await?;
+        }
         Ok(())
+    }
+}
+
+/// The rotator's credential at work: its secret, a client with its token, its role's path.
+struct Rotator {
+    secret: RotatorSecret,
+    vault: VaultClient,
+    role_path: String,
+}
+
+impl Rotator {
+    /// A connection version must name the Vault, namespace, CA and AppRole role the rotator was
+    /// made for: a version naming another (written by someone who could) never receives the
+    /// rotator's token or a new id, and is never made current.
+    fn check(&self, conn: &ConnectionSecret, what: &str) -> Result<(), RotateError> {
+        approle_of(conn)?;
+        let s = &self.secret;
+        let given = |v: &Option<String>| v.clone().filter(|x| !x.is_empty());
+        let mount = given(&conn.vault_approle_mount).unwrap_or_else(|| "approle".into());
+        let same = conn.vault_address.trim_end_matches('/')
+            == s.vault_address.trim_end_matches('/')
+            && given(&conn.vault_ca_cert).map(|c| c.trim().to_owned())
+                == given(&s.vault_ca_cert).map(|c| c.trim().to_owned())
+            && contract::namespace(conn.vault_namespace.as_deref())
+                == contract::namespace(s.vault_namespace.as_deref())
+            && conn.vault_role_id.as_deref() == Some(s.vault_role_id.as_str())
+            && mount == s.vault_approle_mount;
+        if same {
+            Ok(())
+        } else {
+            Err(RotateError::Refused(format!(
+                "{what} names another Vault, CA, namespace or AppRole role than the rotator was made for: refused; run deployer vault-init --token … to make them agree"
+            )))
+        }
+    }
+
+    /// A client that logs in with `conn`'s AppRole credentials at the rotator's Vault.
+    fn login_client(&self, conn: &ConnectionSecret) -> Result<VaultClient, RotateError> {
+        let id = conn
+            .vault_secret_id
+            .clone()
+            .ok_or_else(|| RotateError::Refused("no secret id".into()))?;
+        Ok(VaultClient::new(
+            &self.secret.vault_address,
+            VaultLogin::AppRole {
+                mount: self.secret.vault_approle_mount.clone(),
+                role_id: self.secret.vault_role_id.clone(),
+                secret_id: id,
+            },
+            self.secret.vault_ca_cert.as_deref(),
+            1,
+        )?
+        .in_namespace(self.secret.vault_namespace.as_deref()))
+    }
+
+    async fn destroy(&self, id: &SecretString, op: &str) -> Result<(), RotateError> {
+        self.vault
+            .write::<serde_json::Value>(
+                &format!("{}/secret-id/destroy", self.role_path),
+                &json!({ "secret_id": id.expose() }),
+                op,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Whether Vault still has the secret id.
+    async fn exists(&self, id: &SecretString) -> Result<bool, RotateError> {
+        let looked = self
+            .vault
+            .write::<IdLookup>(
+                &format!("{}/secret-id/lookup", self.role_path),
+                &json!({ "secret_id": id.expose() }),
+                "look up the pending secret id",
+            )
+            .await;
+        match looked {
+            Ok(found) => Ok(found.is_some_and(|l| !l.secret_id_accessor.is_empty())),
+            Err(VaultError::Status { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn destroy_accessor(&self, accessor: &str) {
+        let done = self
+            .vault
+            .write::<serde_json::Value>(
+                &format!("{}/secret-id-accessor/destroy", self.role_path),
+                &json!({ "secret_id_accessor": accessor }),
+                "destroy the new secret id",
+            )
+            .await;
+        if let Err(e) = done {
+            tracing::error!(
+                accessor,
+                "the new secret id could not be destroyed; destroy it by its accessor: {e}"
+            );
+        }
     }
 }
 
@@ -396,22 +558,6 @@ fn same_role_old_id<'a>(
     (same_role && differs).then_some(old)
 }
 
-async fn destroy_accessor(vault: &VaultClient, role_path: &str, accessor: &str) {
-    let done = vault
-        .write::<serde_json::Value>(
-            &format!("{role_path}/secret-id-accessor/destroy"),
-            &json!({ "secret_id_accessor": accessor }),
-            "destroy the new secret id",
-        )
-        .await;
-    if let Err(e) = done {
-        tracing::error!(
-            accessor,
-            "the new secret id could not be destroyed; destroy it by its accessor: {e}"
-        );
-    }
-}
-
 /// What the function is given: the connection secret it rotates, its own credential.
 pub fn from_env(aws: &aws_types::SdkConfig) -> Result<Rotation, String> {
     let var = |name: &str| {
@@ -420,10 +566,14 @@ pub fn from_env(aws: &aws_types::SdkConfig) -> Result<Rotation, String> {
             .filter(|v| !v.is_empty())
             .ok_or_else(|| format!("invalid Lambda environment: {name} is not set"))
     };
+    let notices = var(contract::env::SNS_TOPIC_ARN)
+        .ok()
+        .map(|topic| (crate::aws::Notifier::new(aws, Default::default()), topic));
     Ok(Rotation {
         sm: SecretsManager::new(aws, 10, Default::default()),
         connection_secret: var(contract::env::CONNECTION_SECRET)?,
         rotator_secret: var(contract::env::ROTATOR_SECRET)?,
+        notices,
     })
 }
 
@@ -440,6 +590,16 @@ pub async fn handle(
         Ok(report) => Ok(serde_json::to_value(report)?),
         Err(e) => {
             tracing::error!(step = ?event.step, "rotation step failed: {e}");
+            // Names and error texts only (Vault's and AWS's, which carry no value).
+            let notice = format!(
+                "The {:?} step of the rotation of {} failed: {e}. The secret id in use stays valid until its lifetime ends; rotation is tried again on schedule, and `deployer vault-init --token … --rotate-secret-id` replaces it by hand.",
+                event.step, rotation.connection_secret
+            );
+            if let Some((sns, topic)) = &rotation.notices
+                && let Err(p) = sns.publish(topic, NOTICE_SUBJECT, &notice).await
+            {
+                tracing::error!("cannot publish the rotation failure notice: {p}");
+            }
             Err(lambda_runtime::Error::from(e.to_string()))
         }
     }

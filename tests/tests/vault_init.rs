@@ -1528,6 +1528,14 @@ async fn a_failed_rotation_keeps_the_current_id_and_up_turns_rotation_off_and_on
     let ids = secret_id_accessors(&w, &root).await;
     assert_eq!(ids.len(), 1);
 
+    // Each failed step is told on the stack's failure topic (Secrets Manager tells nobody).
+    let queue = w
+        .side
+        .queue_on(
+            "arn:aws:sns:us-east-1:123456789012:vi-replicator-failures",
+            "rotation-notices",
+        )
+        .await;
     // The new version cannot be written: the id minted for it is destroyed at once.
     let proxy = AwsProxy::start(&w.moto.url).await;
     proxy.set(vec![Rewrite::Fail {
@@ -1577,6 +1585,16 @@ async fn a_failed_rotation_keeps_the_current_id_and_up_turns_rotation_off_and_on
     assert_eq!(w.connection().await["vaultSecretId"], old_secret.as_str());
     assert_eq!(approle_login(&w, &role_id, &old_secret).await, 200);
     drop(f);
+    let notices = w.side.notices(&queue, 2).await;
+    assert_eq!(notices.len(), 2, "{notices:?}");
+    assert!(
+        notices.iter().all(|n| n.contains(
+            "The Create step of the rotation of hybrid-aws-secrets-connection/vault failed"
+        )),
+        "{notices:?}"
+    );
+    assert!(notices[0].contains("PutSecretValue"), "{}", notices[0]);
+    assert!(!notices.concat().contains(&old_secret));
     // vault-init finds the rotator's token gone and writes a new one.
     let again = w.vault_init(&["--token", &root]).await;
     assert!(

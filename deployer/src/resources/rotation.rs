@@ -87,10 +87,17 @@ async fn has_permission(c: &Clients, spec: &Spec, secret_arn: &str) -> Result<bo
         .policy()
         .and_then(|p| serde_json::from_str(p).ok())
         .unwrap_or_default();
+    // Ours, as made: Secrets Manager, invoking, for this secret of this account only.
     Ok(doc["Statement"].as_array().is_some_and(|st| {
         st.iter().any(|s| {
+            let condition = serde_json::to_string(&s["Condition"]).unwrap_or_default();
             s["Sid"] == statement_id(spec).as_str()
-                && serde_json::to_string(&s["Condition"]).is_ok_and(|c| c.contains(secret_arn))
+                && s["Effect"] == "Allow"
+                && s["Action"] == "lambda:InvokeFunction"
+                && serde_json::to_string(&s["Principal"])
+                    .is_ok_and(|p| p.contains("\"secretsmanager.amazonaws.com\""))
+                && condition.contains(&format!("\"{secret_arn}\""))
+                && condition.contains(&format!("\"{}\"", spec.id.account))
         })
     }))
 }

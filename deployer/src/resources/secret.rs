@@ -32,8 +32,16 @@ pub struct SecretState {
     pub owner: Option<String>,
     /// It holds a value (a create cut short leaves a secret without one).
     pub has_value: bool,
-    /// The credential it holds, by its accessor ([`contract::ACCESSOR_TAG`]), if tagged.
-    pub accessor: Option<String>,
+    /// Its tags (the credential it holds by its accessor, [`contract::ACCESSOR_TAG`], among
+    /// them).
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+impl SecretState {
+    /// The accessor of the credential it holds, if tagged.
+    pub fn accessor(&self) -> Option<&str> {
+        self.tags.get(contract::ACCESSOR_TAG).map(String::as_str)
+    }
 }
 
 fn fields(kms_key: &str, policy: &str, owner: &str, state: &str) -> Fields {
@@ -111,12 +119,11 @@ pub async fn describe(
             .find(|t| t.key() == Some(contract::tags::MANAGED_BY))
             .and_then(|t| t.value())
             .map(str::to_owned),
-        accessor: d
+        tags: d
             .tags()
             .iter()
-            .find(|t| t.key() == Some(contract::ACCESSOR_TAG))
-            .and_then(|t| t.value())
-            .map(str::to_owned),
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+            .collect(),
         arn,
     }))
 }
@@ -323,7 +330,7 @@ mod tests {
             ours: true,
             owner: Some(OWNER_VALUE.into()),
             has_value: true,
-            accessor: None,
+            tags: Default::default(),
         };
         let ch = diff(&s, None, Some(key)).unwrap();
         assert_eq!(ch.action, Action::Create);

@@ -471,9 +471,17 @@ pub const ACCESSOR_TAG: &str = "vault-secrets-replicator:credential";
 #[serde(rename_all = "camelCase")]
 pub struct RotatorSecret {
     pub vault_token: SecretString,
-    /// The AppRole role whose secret ids are rotated (its mount and role id are the connection
-    /// secret's).
+    /// The Vault the rotator was made for (and its CA and namespace): the rotation sends its
+    /// token there only, and refuses a connection version that names another.
+    pub vault_address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_ca_cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_namespace: Option<String>,
+    /// The AppRole role whose secret ids are rotated: its mount, name and role id.
+    pub vault_approle_mount: String,
     pub vault_approle_role: String,
+    pub vault_role_id: String,
     /// Who a minted secret id is for (`replicator-stack`, `account`, `region`), as `vault-init`
     /// writes it: an id of this stack is recognisable in Vault.
     #[serde(default)]
@@ -484,7 +492,11 @@ impl std::fmt::Debug for RotatorSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RotatorSecret")
             .field("vault_token", &"<redacted>")
+            .field("vault_address", &self.vault_address)
+            .field("vault_namespace", &self.vault_namespace)
+            .field("vault_approle_mount", &self.vault_approle_mount)
             .field("vault_approle_role", &self.vault_approle_role)
+            .field("vault_role_id", &self.vault_role_id)
             .field("secret_id_metadata", &self.secret_id_metadata)
             .finish()
     }

@@ -420,7 +420,7 @@ mod tests {
             ours: true,
             owner: Some(crate::resources::secret::OWNER_VALUE.into()),
             has_value: true,
-            accessor: None,
+            tags: Default::default(),
         };
         let touched =
             |ch: &Change| -> Vec<String> { ch.fields.iter().map(|f| f.field.clone()).collect() };
