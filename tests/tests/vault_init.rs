@@ -1371,6 +1371,25 @@ async fn secrets_manager_rotates_the_secret_id_through_the_rotation_function() {
         assert_eq!(status.as_u16(), 403, "{method} {path}");
     }
 
+    // A new id's lifetime, use count or CIDRs are not the rotator's to choose.
+    for body in [
+        serde_json::json!({"ttl": "87600h"}),
+        serde_json::json!({"num_uses": 0, "metadata": "{}"}),
+        serde_json::json!({"cidr_list": "0.0.0.0/0"}),
+    ] {
+        let status = tls_client(&w)
+            .post(format!(
+                "{}/v1/auth/approle/role/vi-replicator/secret-id",
+                w.bao.addr
+            ))
+            .header("X-Vault-Token", rotator_token.as_str())
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 403, "{body}");
+    }
     let old = w.connection().await;
     let (role_id, old_secret) = (
         old["vaultRoleId"].as_str().unwrap().to_owned(),
@@ -1636,6 +1655,71 @@ async fn a_failed_rotation_keeps_the_current_id_and_up_turns_rotation_off_and_on
     assert_eq!(w.connection().await["vaultSecretId"], old_secret.as_str());
     assert_eq!(approle_login(&w, &role_id, &old_secret).await, 200);
 
+    // A version naming another Vault (written by whoever could) never receives the rotator's
+    // token or a login, and is never made current.
+    let elsewhere = uuid_like();
+    let mut forged = w.connection().await;
+    forged["vaultAddress"] = serde_json::json!("https://127.0.0.1:9");
+    w.side
+        .sm
+        .put_secret_value()
+        .secret_id(CONN)
+        .client_request_token(&elsewhere)
+        .secret_string(forged.to_string())
+        .version_stages("AWSPENDING")
+        .send()
+        .await
+        .unwrap();
+    for step in ["testSecret", "finishSecret"] {
+        let refused = f.step(step, CONN, &elsewhere).await.unwrap_err();
+        assert!(refused.contains("names another Vault"), "{step}: {refused}");
+    }
+    assert_eq!(w.connection().await["vaultSecretId"], old_secret.as_str());
+
+    // A rotation left pending: the next one destroys its id.
+    let left = uuid_like();
+    f.step("createSecret", CONN, &left).await.unwrap();
+    let left_id = pending_id(&w, &left).await;
+    assert_eq!(approle_login(&w, &role_id, &left_id).await, 200);
+    let next = uuid_like();
+    f.step("createSecret", CONN, &next).await.unwrap();
+    assert_ne!(approle_login(&w, &role_id, &left_id).await, 200);
+    assert!(!stages(&w).await[&left].contains(&"AWSPENDING".to_owned()));
+
+    // A credential written after this rotation began (as vault-init does, before it could
+    // abandon the rotation) is newer: finish leaves it current and destroys the pending id.
+    let next_id = pending_id(&w, &next).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let minted = tls_client(&w)
+        .post(format!(
+            "{}/v1/auth/approle/role/vi-replicator/secret-id",
+            w.bao.addr
+        ))
+        .header("X-Vault-Token", root.as_str())
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let newer_id = minted["data"]["secret_id"].as_str().unwrap().to_owned();
+    let mut newer = w.connection().await;
+    newer["vaultSecretId"] = serde_json::json!(newer_id);
+    w.side
+        .sm
+        .put_secret_value()
+        .secret_id(CONN)
+        .secret_string(newer.to_string())
+        .send()
+        .await
+        .unwrap();
+    let overtaken = f.step("finishSecret", CONN, &next).await.unwrap_err();
+    assert!(overtaken.contains("newer credential"), "{overtaken}");
+    assert_eq!(w.connection().await["vaultSecretId"], newer_id.as_str());
+    assert_eq!(approle_login(&w, &role_id, &newer_id).await, 200);
+    assert_ne!(approle_login(&w, &role_id, &next_id).await, 200);
+
     // vault-init replacing the id while a rotation is under way abandons that rotation: its
     // pending id is destroyed with the old one, and its finish refused.
     let fourth = uuid_like();
@@ -1703,11 +1787,72 @@ async fn a_failed_rotation_keeps_the_current_id_and_up_turns_rotation_off_and_on
         .deployer(&["--set", "secret_id_rotation_days=0", "up", "--yes"])
         .await;
     assert!(still.mutating.is_empty(), "{:?}", still.mutating);
+    // vault-init with rotation off leaves nothing that could mint an id: the rotator's token
+    // is revoked and its secret scheduled for deletion.
+    let rotator_accessor = w
+        .side
+        .sm
+        .describe_secret()
+        .secret_id("hybrid-aws-secrets-connection/rotator")
+        .send()
+        .await
+        .unwrap()
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(deployer::vault_init::ACCESSOR_TAG))
+        .and_then(|t| t.value())
+        .unwrap()
+        .to_owned();
+    let retired = w
+        .deployer(&[
+            "--set",
+            "secret_id_rotation_days=0",
+            "vault-init",
+            "--ca-cert",
+            &w.bao.ca_file.display().to_string(),
+            "--token",
+            &root,
+        ])
+        .await;
+    assert!(retired.error.is_none(), "{:?}", retired.error);
+    let changed = retired.json()["changed"].to_string();
+    assert!(changed.contains("revoked the rotator's token"), "{changed}");
+    let looked = tls_client(&w)
+        .post(format!("{}/v1/auth/token/lookup-accessor", w.bao.addr))
+        .header("X-Vault-Token", root.as_str())
+        .json(&serde_json::json!({"accessor": rotator_accessor}))
+        .send()
+        .await
+        .unwrap();
+    assert!(!looked.status().is_success(), "the rotator's token is gone");
+    let gone = w
+        .side
+        .sm
+        .describe_secret()
+        .secret_id("hybrid-aws-secrets-connection/rotator")
+        .send()
+        .await
+        .unwrap();
+    assert!(gone.deleted_date().is_some());
     // And on again, every 20 days: the function, its role and the rotation are back.
     let on = w
         .deployer(&["--set", "secret_id_rotation_days=20", "up", "--yes"])
         .await;
     assert!(on.error.is_none(), "{:?}", on.error);
+    // The rotator is gone: vault-init stores a new one and turns the rotation on.
+    assert_ne!(describe().await.rotation_enabled(), Some(true));
+    let restored = w
+        .deployer(&[
+            "--set",
+            "secret_id_rotation_days=20",
+            "vault-init",
+            "--ca-cert",
+            &w.bao.ca_file.display().to_string(),
+            "--token",
+            &root,
+        ])
+        .await;
+    assert!(restored.error.is_none(), "{:?}", restored.error);
     let d = describe().await;
     assert_eq!(d.rotation_enabled(), Some(true));
     assert_eq!(
@@ -1719,4 +1864,19 @@ async fn a_failed_rotation_keeps_the_current_id_and_up_turns_rotation_off_and_on
         .deployer(&["--set", "secret_id_rotation_days=20", "up", "--yes"])
         .await;
     assert!(converged.mutating.is_empty(), "{:?}", converged.mutating);
+}
+
+/// The secret id a version of the connection secret holds.
+async fn pending_id(w: &World, version: &str) -> String {
+    let v = w
+        .side
+        .sm
+        .get_secret_value()
+        .secret_id("hybrid-aws-secrets-connection/vault")
+        .version_id(version)
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(v.secret_string().unwrap()).unwrap();
+    v["vaultSecretId"].as_str().unwrap().to_owned()
 }
