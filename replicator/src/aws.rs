@@ -614,7 +614,10 @@ impl SecretsManager {
     /// a stand-in that tracks a default version apart from the label (moto, after a rotation
     /// moved the label) answers the same as AWS.
     pub async fn read_string(&self, secret_id: &str) -> Result<SecretString, AwsError> {
-        self.read_version(secret_id, None, Some("AWSCURRENT")).await
+        Ok(self
+            .read_dated(secret_id, None, Some("AWSCURRENT"))
+            .await?
+            .0)
     }
 
     /// Reads one version of a string secret: by id and/or stage (`AWSCURRENT` when neither).
