@@ -89,6 +89,16 @@ pub fn estimate(spec: &Spec, secrets: usize) -> Estimate {
             usd_per_month: 0.40,
         },
     ];
+    if spec.rotates_secret_id() {
+        // Rotation itself is free; a few invocations a month cost nothing worth a line.
+        lines.push(CostLine {
+            item: format!(
+                "rotator secret (secret id rotated every {} days)",
+                spec.cfg.secret_id_rotation_days
+            ),
+            usd_per_month: 0.40,
+        });
+    }
     lines.extend(schedule_lines(spec, secrets));
     lines.extend([CostLine {
         item: "CloudWatch Logs (~10 MB/month)".into(),
@@ -177,6 +187,15 @@ mod tests {
         );
         assert!(ext.total_usd_per_month < 2.0);
         assert!(super::render(&ext).contains("total"));
+    }
+
+    #[test]
+    fn the_rotator_secret_is_priced_only_with_rotation() {
+        let ext = "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\n";
+        let on = super::estimate(&spec(ext), 100).total_usd_per_month;
+        let off = super::estimate(&spec(&format!("{ext}secret_id_rotation_days = 0\n")), 100)
+            .total_usd_per_month;
+        assert!((on - off - 0.40).abs() < 1e-9, "{on} {off}");
     }
 
     #[test]

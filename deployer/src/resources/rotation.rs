@@ -143,7 +143,16 @@ pub fn diff(spec: &Spec, seen: Option<&RotationState>) -> Change {
     let name = spec.connection_secret();
     match seen {
         Some(s) if spec.rotates_secret_id() && s.rotator_stored => {
-            Change::diff(KIND, name, &wanted(spec), Some(&s.fields()))
+            let ch = Change::diff(KIND, name, &wanted(spec), Some(&s.fields()));
+            let days = i64::from(spec.cfg.secret_id_rotation_days);
+            if s.enabled && days > s.days {
+                // The id in use was made to live three of the old periods.
+                ch.with_note(
+                    "a longer period: run `deployer vault-init --token … --rotate-secret-id` after this, so the secret id in use and the rotator's token live three of the new periods",
+                )
+            } else {
+                ch
+            }
         }
         Some(s) if s.enabled => Change::diff(
             KIND,
@@ -300,6 +309,10 @@ mod tests {
         other.permission = false;
         let ch = diff(&s, Some(&other));
         assert!(ch.touches("rotate") && ch.touches("invoke_permission"));
+        assert!(ch.note.is_none(), "a shorter period needs nothing more");
+        other.days = 5;
+        let ch = diff(&s, Some(&other));
+        assert!(ch.note.unwrap().contains("--rotate-secret-id"));
         // Turned off in the configuration: off in AWS.
         let off = spec(
             "stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\nsecret_id_rotation_days = 0\n",
