@@ -226,6 +226,12 @@ impl Spec {
     pub fn rotator_secret_arn_pattern(&self) -> String {
         self.secret_arn_pattern(&self.rotator_secret())
     }
+    /// Whether the rotation function publishes a failed step's notice itself: with an email,
+    /// and outside the Vault VPC (which has no way to SNS; there the failure shows in the
+    /// function's logs and Lambda's error metrics).
+    pub fn rotation_notifies(&self) -> bool {
+        self.notifies() && !self.deploys_vault()
+    }
     /// Whether Secrets Manager rotates the connection secret's AppRole secret id.
     pub fn rotates_secret_id(&self) -> bool {
         self.cfg.secret_id_rotation_days > 0
@@ -617,7 +623,7 @@ impl Spec {
         if self.deploys_vault() {
             publishers.push(self.vault_instance_role_arn());
         }
-        if self.rotates_secret_id() {
+        if self.rotates_secret_id() && self.rotation_notifies() {
             publishers.push(self.rotation_role_arn());
         }
         self.render(
@@ -772,7 +778,14 @@ impl Spec {
                     format!("{}:*", self.log_group_arn_of(Duty::Rotate)),
                 ),
                 ("vpc_statements", self.vpc_statements(vpc_id)?),
-                ("sns_statements", self.sns_statements()?),
+                (
+                    "sns_statements",
+                    if self.rotation_notifies() {
+                        self.sns_statements()?
+                    } else {
+                        String::new()
+                    },
+                ),
                 ("key_services", self.rotation_key_services(false)?),
                 // Lambda decrypts the function's environment with its grant.
                 ("key_services_and_lambda", self.rotation_key_services(true)?),
@@ -785,7 +798,7 @@ impl Spec {
     fn rotation_key_services(&self, lambda: bool) -> Result<String, TemplateError> {
         let service = |name: &str| format!("{name}.{}.{}", self.id.region, self.id.dns_suffix());
         let mut services = vec![service("secretsmanager")];
-        if self.notifies() {
+        if self.rotation_notifies() {
             services.push(service("sns"));
         }
         if lambda {
@@ -860,8 +873,9 @@ impl Spec {
                 (env::CONNECTION_SECRET.to_owned(), self.connection_secret()),
                 (env::ROTATOR_SECRET.to_owned(), self.rotator_secret()),
             ]);
-            // Secrets Manager tells nobody of a failed rotation: the function does.
-            if self.notifies() {
+            // Secrets Manager tells nobody of a failed rotation: the function does, where it
+            // can reach SNS.
+            if self.rotation_notifies() {
                 vars.insert(env::SNS_TOPIC_ARN.to_owned(), self.topic_arn());
             }
             return vars;

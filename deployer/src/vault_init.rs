@@ -209,18 +209,41 @@ pub const ROTATOR_FOR_TAG: &str = "vault-secrets-replicator:rotator-for";
 
 /// The digest [`ROTATOR_FOR_TAG`] holds.
 fn rotator_made_for(r: &contract::RotatorSecret, days: i32) -> String {
+    let connection = connection_made_for(
+        &r.vault_address,
+        r.vault_ca_cert.as_deref(),
+        r.vault_namespace.as_deref(),
+        &r.vault_approle_mount,
+        &r.vault_role_id,
+    );
+    digest(&serde_json::json!([connection, r.vault_approle_role, days]))
+}
+
+/// Tag on the connection secret: a digest of the Vault, CA, namespace and AppRole role its
+/// credentials are for (not secret). A connection made for anything else gets new credentials,
+/// so it always agrees with the rotator's.
+pub const CONNECTION_FOR_TAG: &str = "vault-secrets-replicator:connection-for";
+
+/// The digest [`CONNECTION_FOR_TAG`] holds.
+fn connection_made_for(
+    address: &str,
+    ca: Option<&str>,
+    namespace: Option<&str>,
+    mount: &str,
+    role_id: &str,
+) -> String {
+    digest(&serde_json::json!([
+        address.trim_end_matches('/'),
+        ca.map(str::trim).filter(|c| !c.is_empty()),
+        contract::namespace(namespace),
+        mount,
+        role_id,
+    ]))
+}
+
+fn digest(v: &serde_json::Value) -> String {
     use sha2::{Digest, Sha256};
-    let text = serde_json::json!([
-        r.vault_address,
-        r.vault_ca_cert.as_deref().map(str::trim),
-        r.vault_namespace,
-        r.vault_approle_mount,
-        r.vault_approle_role,
-        r.vault_role_id,
-        days,
-    ])
-    .to_string();
-    Sha256::digest(text.as_bytes())
+    Sha256::digest(v.to_string().as_bytes())
         .iter()
         .take(16)
         .map(|b| format!("{b:02x}"))
@@ -230,36 +253,6 @@ fn rotator_made_for(r: &contract::RotatorSecret, days: i32) -> String {
 /// The rotator's Vault policy name, beside the replicator's.
 pub fn rotator_policy_name(role: &str) -> String {
     format!("{role}-rotator")
-}
-
-/// Takes the `AWSPENDING` label off a version of `name` that is not `AWSCURRENT` (a rotation
-/// that started before, or failed): whether there was one.
-async fn abandon_pending_rotation(c: &Clients, name: &str) -> Result<bool, InitError> {
-    let d =
-        c.sm.describe_secret()
-            .secret_id(name)
-            .send()
-            .await
-            .ctx("DescribeSecret", name)?;
-    let stale: Vec<String> = d
-        .version_ids_to_stages()
-        .into_iter()
-        .flatten()
-        .filter(|(_, st)| {
-            st.iter().any(|s| s == "AWSPENDING") && !st.iter().any(|s| s == "AWSCURRENT")
-        })
-        .map(|(id, _)| id.clone())
-        .collect();
-    for id in &stale {
-        c.sm.update_secret_version_stage()
-            .secret_id(name)
-            .version_stage("AWSPENDING")
-            .remove_from_version_id(id)
-            .send()
-            .await
-            .ctx("UpdateSecretVersionStage", name)?;
-    }
-    Ok(!stale.is_empty())
 }
 
 /// The replicator's Vault policy: read values, read and list metadata, bulk-list (OpenBao).
@@ -811,8 +804,25 @@ impl Steps<'_, '_> {
                 ));
             }
         }
+        let conn_name = spec.connection_secret();
+        // What the AppRole credentials are for, as a tag says: made for another Vault, CA,
+        // namespace or role id, they are replaced.
+        let made_for = match opts.auth {
+            AuthMode::Approle => Some(connection_made_for(
+                &spec.replicator_vault_address(),
+                opts.ca_pem.as_deref(),
+                opts.namespace.as_deref(),
+                "approle",
+                &admin.role_id(&role).await?,
+            )),
+            AuthMode::Token => None,
+        };
+        let tagged_for = crate::resources::secret::describe(c, spec, &conn_name)
+            .await?
+            .and_then(|s| s.tags.get(CONNECTION_FOR_TAG).cloned());
         let still_valid = match (&accessor, opts.auth) {
             _ if opts.rotate_secret_id => false,
+            (Some(_), AuthMode::Approle) if tagged_for != made_for => false,
             (Some(a), AuthMode::Approle) => admin.secret_id_accessor_exists(&role, a).await?,
             (Some(a), AuthMode::Token) => admin.token_accessor_exists(a).await?,
             (None, _) => false,
@@ -823,7 +833,6 @@ impl Steps<'_, '_> {
                 .push("the connection secret's credentials are valid".into());
             return Ok(());
         }
-        let conn_name = spec.connection_secret();
         let mut conn = ConnectionSecret {
             vault_address: spec.replicator_vault_address(),
             vault_ca_cert: opts.ca_pem.clone(),
@@ -868,7 +877,7 @@ impl Steps<'_, '_> {
         }
         // A rotation under way started from the credential just replaced: it is abandoned (its
         // pending id goes with the others below), so Secrets Manager starts the next afresh.
-        match abandon_pending_rotation(c, &conn_name).await {
+        match crate::resources::rotation::abandon_pending(c, &conn_name).await {
             Ok(true) => report
                 .changed
                 .push("abandoned the rotation under way (its AWSPENDING version)".into()),
@@ -880,15 +889,19 @@ impl Steps<'_, '_> {
         // A tag that could not be written must not keep the old credential alive: the ones
         // replaced still go below, and the next run, finding the tag's credential gone, writes
         // the tag again.
+        let mut tags = vec![
+            Tag::builder()
+                .key(ACCESSOR_TAG)
+                .value(&new_accessor)
+                .build(),
+        ];
+        if let Some(f) = &made_for {
+            tags.push(Tag::builder().key(CONNECTION_FOR_TAG).value(f).build());
+        }
         let tagged =
             c.sm.tag_resource()
                 .secret_id(&conn_name)
-                .tags(
-                    Tag::builder()
-                        .key(ACCESSOR_TAG)
-                        .value(&new_accessor)
-                        .build(),
-                )
+                .set_tags(Some(tags))
                 .send()
                 .await
                 .ctx("TagResource", &conn_name);
@@ -937,6 +950,11 @@ impl Steps<'_, '_> {
         if self.opts.auth != AuthMode::Approle || days <= 0 {
             return self.retire_rotator(&name, seen.as_ref()).await;
         }
+        if seen.as_ref().is_some_and(|s| !s.ours) {
+            return Err(InitError::Needs(format!(
+                "{name} exists without this stack's tag: another stack's with the same prefix? Its token is not this stack's to replace; give this stack another secrets_prefix"
+            )));
+        }
         let role = self.role.clone();
         let policy = rotator_policy_name(&role);
         if self
@@ -982,13 +1000,7 @@ impl Steps<'_, '_> {
             self.store_rotator(&name, seen.as_ref(), rotator, &made_for, days)
                 .await?;
             if let Some(old) = stored {
-                // Replaced: the old one goes.
-                match self.admin.revoke_token_accessor(&old).await {
-                    Ok(()) => {}
-                    Err(e) => self.report.warnings.push(format!(
-                        "the replaced rotator token (accessor {old}) could not be revoked ({e}): revoke it with `vault token revoke -accessor {old}`"
-                    )),
-                }
+                self.revoke_rotator_token(&old).await?;
             }
         }
         let ch = crate::resources::rotation::converge(c, spec).await?;
@@ -1023,38 +1035,38 @@ impl Steps<'_, '_> {
             return Ok(());
         };
         let conn = self.spec.connection_secret();
-        let d =
-            c.sm.describe_secret()
-                .secret_id(&conn)
-                .send()
-                .await
-                .ctx("DescribeSecret", &conn)?;
-        if d.rotation_enabled() == Some(true) {
-            c.sm.cancel_rotate_secret()
-                .secret_id(&conn)
-                .send()
-                .await
-                .ctx("CancelRotateSecret", &conn)?;
+        let stopped = crate::resources::rotation::destroy(c, self.spec).await?;
+        if stopped.action == crate::change::Action::Delete {
             self.report
                 .changed
                 .push(format!("turned off the rotation of {conn}"));
         }
         if let Some(a) = s.accessor() {
-            match self.admin.revoke_token_accessor(a).await {
-                Ok(()) => self
-                    .report
-                    .changed
-                    .push("revoked the rotator's token".into()),
-                Err(e) => self.report.warnings.push(format!(
-                    "the rotator's token (accessor {a}) could not be revoked ({e}): revoke it with `vault token revoke -accessor {a}`"
-                )),
-            }
+            self.revoke_rotator_token(a).await?;
         }
         if !s.pending_deletion {
             crate::resources::secret::destroy_rotator(c, self.spec).await?;
             self.report
                 .changed
                 .push(format!("scheduled {name} for deletion"));
+        }
+        Ok(())
+    }
+
+    /// Revokes a rotator token by its accessor, when Vault still has it; one that cannot be
+    /// revoked is said, with the command to do it by hand.
+    async fn revoke_rotator_token(&mut self, accessor: &str) -> Result<(), InitError> {
+        if !self.admin.token_accessor_exists(accessor).await? {
+            return Ok(());
+        }
+        match self.admin.revoke_token_accessor(accessor).await {
+            Ok(()) => self
+                .report
+                .changed
+                .push("revoked the rotator's token".into()),
+            Err(e) => self.report.warnings.push(format!(
+                "the rotator's token (accessor {accessor}) could not be revoked ({e}): revoke it with `vault token revoke -accessor {accessor}`"
+            )),
         }
         Ok(())
     }
@@ -1131,8 +1143,20 @@ impl Steps<'_, '_> {
             )
             .await?;
         rotator.vault_token = token;
-        let put = match serde_json::to_string(&rotator) {
-            Ok(text) => {
+        // Named first, so a token is never stored without the tag that lets a later run
+        // revoke it.
+        let tagged =
+            c.sm.tag_resource()
+                .secret_id(name)
+                .tags(Tag::builder().key(ACCESSOR_TAG).value(&accessor).build())
+                .tags(Tag::builder().key(ROTATOR_FOR_TAG).value(made_for).build())
+                .send()
+                .await
+                .ctx("TagResource", name)
+                .map_err(InitError::from);
+        let put = match (tagged, serde_json::to_string(&rotator)) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Ok(text)) => {
                 c.sm.put_secret_value()
                     .secret_id(name)
                     .secret_string(text)
@@ -1141,24 +1165,11 @@ impl Steps<'_, '_> {
                     .ctx("PutSecretValue", name)
                     .map_err(InitError::from)
             }
-            Err(e) => Err(e.into()),
+            (Ok(_), Err(e)) => Err(e.into()),
         };
         if let Err(e) = put {
             let _ = self.admin.revoke_token_accessor(&accessor).await;
             return Err(e);
-        }
-        let tagged =
-            c.sm.tag_resource()
-                .secret_id(name)
-                .tags(Tag::builder().key(ACCESSOR_TAG).value(&accessor).build())
-                .tags(Tag::builder().key(ROTATOR_FOR_TAG).value(made_for).build())
-                .send()
-                .await
-                .ctx("TagResource", name);
-        if let Err(e) = tagged {
-            self.report.warnings.push(format!(
-                "the rotator's token is in {name}, but its tags could not be written ({e}): the next run writes a new one"
-            ));
         }
         self.report
             .changed

@@ -376,13 +376,15 @@ impl Rotation {
         if was.as_deref() != Some(token) {
             // A credential written after this rotation began (`vault-init`) is newer: it stays,
             // and this rotation's id goes.
-            let (_, now_created) = self.sm.read_dated(secret_id, None, Some(CURRENT)).await?;
+            let (now_raw, now_created) = self.sm.read_dated(secret_id, None, Some(CURRENT)).await?;
             let (raw, pending_created) = self.sm.read_dated(secret_id, Some(token), None).await?;
             let pending = parse_connection(&raw, "the pending connection")?;
             if let (Some(now), Some(then)) = (now_created, pending_created)
                 && now > then
             {
-                if let Some(id) = &pending.vault_secret_id {
+                // Never the id the newer credential holds.
+                let current = parse_connection(&now_raw, "the current connection")?;
+                if let Some(id) = same_role_old_id(&pending, &current) {
                     r.destroy(id, "destroy the id of a rotation overtaken")
                         .await?;
                 }
@@ -474,7 +476,7 @@ impl Rotator {
             Ok(())
         } else {
             Err(RotateError::Refused(format!(
-                "{what} names another Vault, CA, namespace or AppRole role than the rotator was made for: refused; run deployer vault-init --token … to make them agree"
+                "{what} names another Vault, CA, namespace or AppRole role than the rotator was made for: refused; run deployer vault-init --token … (it rewrites whichever of the two is out of date)"
             )))
         }
     }

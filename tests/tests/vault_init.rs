@@ -1502,6 +1502,25 @@ async fn secrets_manager_rotates_the_secret_id_through_the_rotation_function() {
         again.stdout
     );
     assert_eq!(w.connection().await["vaultSecretId"], newest.as_str());
+    // A connection that does not say what it was made for (an earlier version's) gets new
+    // credentials, so that it agrees with the rotator's.
+    w.side
+        .sm
+        .untag_resource()
+        .secret_id(CONN)
+        .tag_keys(deployer::vault_init::CONNECTION_FOR_TAG)
+        .send()
+        .await
+        .unwrap();
+    let renewed = w.vault_init(&["--token", &root]).await;
+    assert!(
+        renewed.json()["changed"]
+            .to_string()
+            .contains("wrote the replicator's AppRole credentials"),
+        "{}",
+        renewed.stdout
+    );
+    assert_ne!(approle_login(&w, &role_id, &newest).await, 200);
 }
 
 /// The secret ids of the replicator's role in Vault, by accessor.
@@ -1750,6 +1769,12 @@ async fn a_failed_rotation_keeps_the_current_id_and_up_turns_rotation_off_and_on
     );
     drop(f);
 
+    // A rotation under way when rotation is turned off is given up with it (or it would block
+    // the next rotation).
+    let mut f = RotationFunction::start(&w).await;
+    let under_way = uuid_like();
+    f.step("createSecret", CONN, &under_way).await.unwrap();
+    drop(f);
     // Rotation off in the configuration: up turns it off, then the function and role go.
     let describe = || async {
         w.side
@@ -1765,6 +1790,11 @@ async fn a_failed_rotation_keeps_the_current_id_and_up_turns_rotation_off_and_on
         .await;
     assert!(off.error.is_none(), "{:?}", off.error);
     assert_ne!(describe().await.rotation_enabled(), Some(true));
+    assert!(
+        !stages(&w).await[&under_way].contains(&"AWSPENDING".to_owned()),
+        "{:?}",
+        stages(&w).await
+    );
     let functions = aws_sdk_lambda::Client::new(&w.aws);
     assert!(
         functions

@@ -170,6 +170,49 @@ pub fn diff(spec: &Spec, seen: Option<&RotationState>) -> Change {
     }
 }
 
+/// Takes `AWSPENDING` off every version of `name` that is not `AWSCURRENT` (a rotation under
+/// way or failed, given up): whether there was one. Its id stays valid in Vault until its
+/// lifetime ends, unless a `vault-init` that replaces the credential destroys it.
+pub async fn abandon_pending(c: &Clients, name: &str) -> Result<bool, DeployError> {
+    let d =
+        c.sm.describe_secret()
+            .secret_id(name)
+            .send()
+            .await
+            .ctx("DescribeSecret", name)?;
+    let stale: Vec<String> = d
+        .version_ids_to_stages()
+        .into_iter()
+        .flatten()
+        .filter(|(_, st)| {
+            st.iter().any(|s| s == "AWSPENDING") && !st.iter().any(|s| s == "AWSCURRENT")
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in &stale {
+        c.sm.update_secret_version_stage()
+            .secret_id(name)
+            .version_stage("AWSPENDING")
+            .remove_from_version_id(id)
+            .send()
+            .await
+            .ctx("UpdateSecretVersionStage", name)?;
+    }
+    Ok(!stale.is_empty())
+}
+
+/// Stops the rotation: cancelled, and a rotation under way given up (or it would block the
+/// next one).
+async fn cancel(c: &Clients, name: &str) -> Result<(), DeployError> {
+    c.sm.cancel_rotate_secret()
+        .secret_id(name)
+        .send()
+        .await
+        .ctx("CancelRotateSecret", name)?;
+    abandon_pending(c, name).await?;
+    Ok(())
+}
+
 /// Turns the rotation on (the permission first: Secrets Manager tests the function when told
 /// of it) or off, as `change` says.
 pub async fn apply(
@@ -181,11 +224,7 @@ pub async fn apply(
     let name = spec.connection_secret();
     if !spec.rotates_secret_id() {
         if seen.enabled {
-            c.sm.cancel_rotate_secret()
-                .secret_id(&name)
-                .send()
-                .await
-                .ctx("CancelRotateSecret", &name)?;
+            cancel(c, &name).await?;
         }
         return Ok(());
     }
@@ -255,11 +294,7 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
     let name = spec.connection_secret();
     match observe(c, spec).await? {
         Some(s) if s.enabled => {
-            c.sm.cancel_rotate_secret()
-                .secret_id(&name)
-                .send()
-                .await
-                .ctx("CancelRotateSecret", &name)?;
+            cancel(c, &name).await?;
             Ok(Change::new(KIND, name, Action::Delete))
         }
         _ => Ok(Change::new(KIND, name, Action::Absent)),
