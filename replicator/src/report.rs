@@ -65,6 +65,11 @@ impl Report {
         !self.failures.is_empty()
     }
 
+    /// The secrets written (a dry run: that would be): created, updated or deleted.
+    pub fn writes(&self) -> u64 {
+        self.created + self.updated + self.deleted
+    }
+
     /// A report for a run that stopped before planning.
     pub fn fatal(kind: &str, message: impl Into<String>) -> Self {
         Self {

@@ -95,6 +95,29 @@ async fn the_cli_never_shows_a_value_or_token_and_exits_by_outcome() {
         "debug logs were on: {stderr}"
     );
 
+    // For CI: --dry-run --detailed-exitcode says whether AWS is behind Vault (2) or not (0),
+    // writing nothing; a real run with it says whether it wrote.
+    let detailed = |extra: &[&str]| {
+        let mut args = vec!["sync", "--prefix", "kv", "--detailed-exitcode"];
+        args.extend_from_slice(extra);
+        replicator(&envs, &args)
+    };
+    let (code, out, err) = detailed(&["--dry-run"]);
+    assert_eq!(code, 0, "in sync: {out}{err}");
+    bao.put("kv", "app/new", json!({"k": "v"})).await;
+    let (code, out, err) = detailed(&["--dry-run"]);
+    assert_eq!(code, 2, "behind: {out}{err}");
+    assert!(out.contains("1 would be created"), "{out}");
+    assert_eq!(detailed(&["--dry-run"]).0, 2, "a dry run wrote nothing");
+    assert_eq!(detailed(&[]).0, 2, "a run that wrote");
+    assert_eq!(detailed(&[]).0, 0, "then nothing to write");
+    bao.put("kv", "app/newer", json!({"k": "v"})).await;
+    assert_eq!(
+        replicator(&envs, &["sync", "--prefix", "kv"]).0,
+        0,
+        "without the flag, a run that succeeds exits 0 whatever it wrote"
+    );
+
     // A bad flag value: exit 1 with the flag named; nothing written.
     let (code, stdout, _) = replicator(
         &envs,

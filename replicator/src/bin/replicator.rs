@@ -1,7 +1,9 @@
 //! `replicator sync`: the Lambda's sync, run from a shell.
 //!
 //! Exit codes: 0 = the run succeeded (conflicts are reported, not failed); 1 = the run failed
-//! (a secret or the whole run); 64 = bad command line (as `deployer`).
+//! (a secret or the whole run); 64 = bad command line (as `deployer`). With
+//! `--detailed-exitcode` (Terraform's convention, as `deployer plan`): 0 = nothing to write,
+//! 2 = writes (planned with `--dry-run`, done without), 1 = failed.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -47,6 +49,12 @@ enum Command {
         /// Vault restored from a snapshot, or failed over), replicate Vault's version anyway.
         #[arg(long)]
         accept_vault_rollback: bool,
+
+        /// Exit 0 when there is nothing to write, 2 when there is (with --dry-run: planned;
+        /// without: done), 1 when the run failed: for CI, `--dry-run --detailed-exitcode`
+        /// tells whether AWS is behind Vault.
+        #[arg(long)]
+        detailed_exitcode: bool,
     },
 
     /// Follows Vault's file audit log and replicates each change a moment after it happens:
@@ -72,6 +80,17 @@ enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+}
+
+/// The exit code of a sync run (see the module's documentation).
+fn exit_code(report: &replicator::report::Report, detailed: bool) -> u8 {
+    if report.failed() {
+        1
+    } else if detailed && report.writes() > 0 {
+        2
+    } else {
+        0
+    }
 }
 
 /// Runs the sync; on a terminal, a live progress line on stderr (none otherwise).
@@ -123,6 +142,7 @@ async fn main() -> ExitCode {
             args,
             output,
             accept_vault_rollback,
+            detailed_exitcode,
         } => {
             let aws = replicator::aws::load_sdk_config().await;
             let request = replicator::run::Request {
@@ -142,11 +162,7 @@ async fn main() -> ExitCode {
             {
                 return ExitCode::from(1);
             }
-            if report.failed() {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            }
+            ExitCode::from(exit_code(&report, detailed_exitcode))
         }
     }
 }
