@@ -894,6 +894,7 @@ impl Spec {
         // setting) reaches the topic through the function's on-failure destination, from
         // outside the VPC, so the function needs no SNS endpoint of its own.
         let mut vars = BTreeMap::from([
+            (env::STACK.to_owned(), self.stack().to_owned()),
             (env::PREFIX.to_owned(), self.cfg.prefix.clone()),
             (env::CONNECTION_SECRET.to_owned(), self.connection_secret()),
             (env::KMS_KEY_ID.to_owned(), key_arn.to_owned()),

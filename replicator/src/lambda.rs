@@ -5,7 +5,8 @@
 //! `"accept_vault_rollback": true` (from `deployer sync-now --accept-vault-rollback`) lets that
 //! one run replicate a Vault that is behind AWS; `"notice_topic": "<SNS topic ARN>"` (from
 //! `deployer sync-now`, a synchronous invocation the on-failure destination never sees) has a
-//! failed run publish its notice there itself.
+//! failed run publish its notice there itself. Each run prints its metrics on stdout as one
+//! CloudWatch Embedded Metric Format document ([`crate::metrics`]).
 
 use aws_types::SdkConfig;
 use clap::Parser;
@@ -25,6 +26,10 @@ pub struct LambdaArgs {
     /// `accept_vault_rollback`, an operator's word given through the sync function only.
     #[arg(long, env = contract::env::SERVES_WATCHER, default_value_t = false, action = clap::ArgAction::Set)]
     pub serves_watcher: bool,
+    /// The stack the function belongs to: its metrics' `Stack` dimension [default: the
+    /// function's name].
+    #[arg(long, env = contract::env::STACK)]
+    pub stack: Option<String>,
 }
 
 impl LambdaArgs {
@@ -69,6 +74,8 @@ pub struct Function {
     pub replicator: Replicator,
     /// See [`LambdaArgs::serves_watcher`].
     pub serves_watcher: bool,
+    /// The `Stack` dimension of the run's metrics.
+    pub stack: String,
 }
 
 /// The process's replicator, from the environment: built once, reused by every invocation. A
@@ -80,6 +87,11 @@ pub fn from_env(aws: &SdkConfig) -> Result<Function, String> {
     Ok(Function {
         replicator,
         serves_watcher: args.serves_watcher,
+        stack: args
+            .stack
+            .filter(|s| !s.is_empty())
+            .or_else(|| std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -116,6 +128,17 @@ pub async fn handle(
         ));
     }
     let report = replicator.run_request(&request, &progress).await;
+    // The run's metrics, as an EMF document on stdout (the function's log): the same counts
+    // as the report. One rule per function until there are many.
+    let kind = crate::metrics::kind(&report, request.paths.is_some());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    println!(
+        "{}",
+        crate::metrics::document(&report, &function.stack, crate::metrics::RULE, kind, now_ms)
+    );
     tracing::info!(
         created = report.created,
         updated = report.updated,

@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod lambda;
 pub mod listing;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod progress;

@@ -57,6 +57,12 @@ pub struct Report {
     pub vault_requests: BTreeMap<String, u64>,
     pub aws_requests: BTreeMap<String, u64>,
     pub duration_ms: u64,
+    /// Seconds from each written Vault version to its write being recorded (for the metrics):
+    /// the first [`crate::metrics::MAX_VALUES`], and how many there were.
+    #[serde(skip)]
+    pub lags: Vec<f64>,
+    #[serde(skip)]
+    pub lags_measured: u64,
 }
 
 impl Report {

@@ -671,6 +671,14 @@ impl Round<'_> {
                 raced.push(raced_path(step, rule));
                 return;
             }
+            if matches!(outcome, Outcome::Created | Outcome::Updated)
+                && let Some(lag) = crate::metrics::lag_of(step, std::time::SystemTime::now())
+            {
+                report.lags_measured += 1;
+                if report.lags.len() < crate::metrics::MAX_VALUES {
+                    report.lags.push(lag);
+                }
+            }
             record(report, step.name(), outcome);
         };
         for (step, outcome) in plan.steps.iter().zip(outcomes) {

@@ -130,6 +130,12 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
         d.vars["REPLICATOR_KMS_KEY_ID"],
         d.outputs["key_arn"].as_str().unwrap()
     );
+    // The stack names the function's metrics (their `Stack` dimension).
+    let stack = d.outputs["function_name"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("-replicator");
+    assert_eq!(d.vars[contract::env::STACK], stack);
     let (report, body) = d.invoke().await;
     assert_eq!(report["created"], 2, "{body}");
     let side = &d.side;

@@ -427,6 +427,41 @@ async fn the_lambda_bootstrap_answers_through_the_runtime_api() {
     let out = child.wait_with_output().await.unwrap();
     let logs = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
     assert!(logs.contains("sync finished"), "{logs}");
+    // Each run's metrics: one CloudWatch EMF document on stdout, its counts the report's.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let emf: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    assert_eq!(emf.len(), 2, "{stdout}");
+    let metrics = &emf[0]["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(metrics["Namespace"], "VaultSecretsReplicator");
+    assert_eq!(metrics["Dimensions"], json!([["Stack", "Rule"]]));
+    for (metric, field) in [
+        ("Created", "created"),
+        ("Updated", "updated"),
+        ("Deleted", "deleted"),
+        ("Unchanged", "unchanged"),
+        ("ValuesRead", "values_read"),
+        ("DurationMs", "duration_ms"),
+    ] {
+        assert_eq!(emf[0][metric], report[field], "{metric}");
+    }
+    assert_eq!(emf[0]["Failed"], 0);
+    assert_eq!(emf[0]["Kind"], "full");
+    assert_eq!(
+        emf[0]["Stack"], "replicator",
+        "the function's name without REPLICATOR_STACK"
+    );
+    // Two writes, each a fresh Vault version: a lag apiece, in seconds.
+    let lags = emf[0]["LagSeconds"].as_array().unwrap();
+    assert_eq!(lags.len(), 2, "{}", emf[0]);
+    assert!(
+        lags.iter()
+            .all(|l| (0.0..60.0).contains(&l.as_f64().unwrap()))
+    );
+    assert_eq!(emf[1]["Failed"], 1, "{}", emf[1]);
     assert!(
         !logs.contains(PLANTED),
         "a value leaked into the Lambda logs"

@@ -68,6 +68,8 @@ pub mod env {
     /// Set on the rotation function only (the name of its [`RotatorSecret`](crate::RotatorSecret)):
     /// it rotates the connection secret named by [`CONNECTION_SECRET`] and does nothing else.
     pub const ROTATOR_SECRET: &str = "REPLICATOR_ROTATOR_SECRET";
+    /// The stack a deployed function belongs to: the `Stack` dimension of its metrics.
+    pub const STACK: &str = "REPLICATOR_STACK";
 }
 
 /// Tag keys written on every replicated secret.

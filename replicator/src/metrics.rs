@@ -1,0 +1,150 @@
+//! CloudWatch Embedded Metric Format: one JSON document per Lambda run, printed on stdout (the
+//! function's log), which CloudWatch turns into metrics with no `PutMetricData` call and no
+//! endpoint. Its counts are the run's report's. Pure.
+
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+
+use crate::plan::Step;
+use crate::report::Report;
+
+/// The metrics' namespace.
+pub const NAMESPACE: &str = "VaultSecretsReplicator";
+/// The `Rule` dimension of the one sync a function runs today.
+pub const RULE: &str = "default";
+/// The most values one EMF metric carries.
+pub const MAX_VALUES: usize = 100;
+
+/// What a run was: every secret, the paths a change named, or cut short by its deadline.
+pub fn kind(report: &Report, change_driven: bool) -> &'static str {
+    match (report.partial, change_driven) {
+        (true, _) => "partial",
+        (false, true) => "change-driven",
+        (false, false) => "full",
+    }
+}
+
+/// Seconds from the Vault version a write copied (its `created_time`) to `now`, for a step
+/// that wrote a value; `None` for any other, or a time Vault wrote in another form.
+pub fn lag_of(step: &Step, now: SystemTime) -> Option<f64> {
+    let target = match step {
+        Step::Create { target } | Step::Update { target, .. } => target,
+        _ => return None,
+    };
+    let crate::model::Stamp::Instant { secs, nanos } =
+        crate::model::Stamp::new(&target.created_time)
+    else {
+        return None;
+    };
+    let now = now.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    let then = secs as f64 + f64::from(nanos) / 1e9;
+    Some((now.as_secs_f64() - then).max(0.0))
+}
+
+/// The EMF document of one run: `stack` and `rule` as dimensions, the report's counts, its
+/// duration, the values read, and each write's lag (the first [`MAX_VALUES`]); the kind of run
+/// as a property. Names and numbers only.
+pub fn document(report: &Report, stack: &str, rule: &str, kind: &str, now_ms: u64) -> Value {
+    let count = |name: &str| json!({"Name": name, "Unit": "Count"});
+    let mut metrics = vec![
+        count("Created"),
+        count("Updated"),
+        count("Deleted"),
+        count("Unchanged"),
+        count("Failed"),
+        count("ValuesRead"),
+        json!({"Name": "DurationMs", "Unit": "Milliseconds"}),
+    ];
+    let mut doc = json!({
+        "_aws": {
+            "Timestamp": now_ms,
+            "CloudWatchMetrics": [],
+        },
+        "Stack": stack,
+        "Rule": rule,
+        "Kind": kind,
+        "Created": report.created,
+        "Updated": report.updated,
+        "Deleted": report.deleted,
+        "Unchanged": report.unchanged,
+        "Failed": report.failures.len(),
+        "ValuesRead": report.values_read,
+        "DurationMs": report.duration_ms,
+    });
+    if !report.lags.is_empty() {
+        metrics.push(json!({"Name": "LagSeconds", "Unit": "Seconds"}));
+        let shown: Vec<f64> = report
+            .lags
+            .iter()
+            .take(MAX_VALUES)
+            .map(|l| (l * 1000.0).round() / 1000.0)
+            .collect();
+        doc["LagSeconds"] = json!(shown);
+        doc["LagsMeasured"] = json!(report.lags_measured.max(shown.len() as u64));
+    }
+    doc["_aws"]["CloudWatchMetrics"] = json!([{
+        "Namespace": NAMESPACE,
+        "Dimensions": [["Stack", "Rule"]],
+        "Metrics": metrics,
+    }]);
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Problem;
+
+    #[test]
+    fn the_document_carries_the_reports_counts_under_the_namespace() {
+        let report = Report {
+            created: 2,
+            updated: 1,
+            unchanged: 7,
+            deleted: 1,
+            values_read: 3,
+            duration_ms: 1234,
+            failures: vec![Problem::new("a", "vault_error", "x")],
+            lags: vec![0.5; MAX_VALUES + 5],
+            lags_measured: 300,
+            ..Report::default()
+        };
+        let d = document(&report, "s", "default", "full", 42);
+        let m = &d["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(m["Namespace"], NAMESPACE);
+        assert_eq!(m["Dimensions"], json!([["Stack", "Rule"]]));
+        let names: Vec<&str> = m["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["Name"].as_str().unwrap())
+            .collect();
+        for n in names.iter().filter(|n| **n != "LagSeconds") {
+            assert!(d[*n].is_number(), "{n}");
+        }
+        assert!(names.contains(&"LagSeconds"));
+        assert_eq!(
+            (&d["Created"], &d["Failed"], &d["DurationMs"]),
+            (&json!(2), &json!(1), &json!(1234))
+        );
+        assert_eq!(d["LagSeconds"].as_array().unwrap().len(), MAX_VALUES);
+        assert_eq!(d["LagsMeasured"], 300);
+        assert_eq!(
+            (&d["Stack"], &d["Rule"], &d["Kind"]),
+            (&json!("s"), &json!("default"), &json!("full"))
+        );
+        // No lag measured: no lag metric (an empty array is not a value).
+        let quiet = document(&Report::default(), "s", "default", "full", 42);
+        assert!(quiet.get("LagSeconds").is_none());
+    }
+
+    #[test]
+    fn a_run_is_full_change_driven_or_partial() {
+        let mut r = Report::default();
+        assert_eq!(kind(&r, false), "full");
+        assert_eq!(kind(&r, true), "change-driven");
+        r.partial = true;
+        assert_eq!(kind(&r, false), "partial");
+    }
+}
