@@ -127,6 +127,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_owner_tag_is_never_written_literally_in_a_template() {
+        // Both programs name it from the contract crate; a template that spelled it would not
+        // follow a rename.
+        for t in [
+            REPLICATOR_TRUST,
+            REPLICATOR_POLICY,
+            REPLICATOR_SNS,
+            REPLICATOR_DELETE,
+            REPLICATOR_VPC,
+            REPLICATOR_REPLICATION,
+            REPLICATOR_REPLICA_KEYS,
+            REPLICATOR_DEFAULT_KEYS,
+            ROTATION_POLICY,
+            KMS_KEY_POLICY,
+            CONNECTION_SECRET_POLICY,
+            SECRET_READ_BY_ONE_ROLE,
+            VAULT_INSTANCE_TRUST,
+            VAULT_INSTANCE_POLICY,
+            SECRETSMANAGER_ENDPOINT_POLICY,
+        ] {
+            assert!(!t.contains(contract::tags::MANAGED_BY), "{t}");
+            assert!(
+                !t.contains(&format!("\"{}\"", contract::tags::MANAGED_BY_VALUE)),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
     fn fills_and_refuses_unknown_placeholders() {
         assert_eq!(
             render("a {{x}} ${aws:username} {{ y }}", &[("x", "1"), ("y", "2")]).unwrap(),

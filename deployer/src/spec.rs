@@ -508,6 +508,9 @@ impl Spec {
             ("account", self.id.account.clone()),
             ("prefix", self.cfg.prefix.clone()),
             ("dns_suffix", self.id.dns_suffix().to_owned()),
+            // The owner tag, named once for both programs.
+            ("owner_tag", contract::tags::MANAGED_BY.to_owned()),
+            ("owner", contract::tags::MANAGED_BY_VALUE.to_owned()),
         ]
     }
 
@@ -564,6 +567,8 @@ impl Spec {
                     ("region", &self.id.region),
                     ("account", &self.id.account),
                     ("prefix", &self.cfg.prefix),
+                    ("owner_tag", contract::tags::MANAGED_BY),
+                    ("owner", contract::tags::MANAGED_BY_VALUE),
                 ],
             )?
         } else {
