@@ -1233,11 +1233,17 @@ async fn a_failed_batch_is_tried_again_until_it_is_in_aws() {
     };
     let token = bao.token_with_policy("limited", &rules("\"deny\"")).await;
     let dir = tempfile::tempdir().unwrap();
+    let metrics_addr = format!("127.0.0.1:{}", e2e::free_port());
     let mut cmd = e2e::watch_command(
         bao,
         env.moto.env(),
         &dir.path().join("o"),
-        &["--reconcile-interval", "off"],
+        &[
+            "--reconcile-interval",
+            "off",
+            "--metrics-addr",
+            &metrics_addr,
+        ],
     );
     cmd.env("VAULT_TOKEN", &token);
     let mut child = cmd.spawn().unwrap();
@@ -1270,6 +1276,43 @@ async fn a_failed_batch_is_tried_again_until_it_is_in_aws() {
         .await;
     assert_eq!(delivered["paths"], json!(["db"]), "{delivered}");
     assert_eq!(env.side.value("kv/db").await, json!({"k": 1}));
+    // What the watcher did, scraped as Prometheus would.
+    let scraped = e2e::http_client()
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    let text = scraped.text().await.unwrap();
+    let value = |sample: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {sample} in:\n{text}"))
+    };
+    let m = |name: &str| format!("vault_secrets_replicator_{name}");
+    assert_eq!(value(&m("changes_seen_total")), 1.0);
+    assert!(value(&m("audit_lines_total")) >= 1.0);
+    assert_eq!(value(&m("full_syncs_total{outcome=\"ok\"}")), 1.0);
+    assert!(value(&m("batches_total{outcome=\"failed\"}")) >= 1.0);
+    assert_eq!(value(&m("batches_total{outcome=\"ok\"}")), 1.0);
+    assert_eq!(value(&m("pending_changes")), 0.0);
+    assert_eq!(value(&m("batch_lag_seconds_count")), 1.0);
+    assert!(value(&m("batch_lag_seconds_sum")) > 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        now - value(&m("tail_last_read_timestamp_seconds")) < 10.0,
+        "the tail is alive"
+    );
+    assert!(!text.contains("db"), "no path in the metrics");
+    let other = e2e::http_client()
+        .get(format!("http://{metrics_addr}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
     w.signal("-TERM");
     w.child.wait().await.unwrap();
 }

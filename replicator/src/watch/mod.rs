@@ -9,6 +9,7 @@
 
 pub mod delivery;
 pub mod filter;
+pub mod metrics;
 pub mod pending;
 pub mod tail;
 
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 pub use delivery::{Delivered, Delivery};
 pub use filter::{AuditFilter, Health, Line};
+pub use metrics::WatchMetrics;
 pub use pending::{Due, Pending, Saved, Sent};
 pub use tail::{Offset, Tail};
 
@@ -85,6 +87,8 @@ pub struct WatchSettings {
     /// The longest a change waits while others keep coming.
     pub longest_wait: Duration,
     pub poll: Duration,
+    /// The counters `--metrics-addr` serves (kept whether served or not).
+    pub metrics: Arc<WatchMetrics>,
 }
 
 /// What one batch, or one full sync, did: the report (the Lambda's answer in invoke mode).
@@ -138,6 +142,11 @@ pub struct WatchArgs {
     /// One report per batch on stdout.
     #[arg(long, value_enum, default_value = "text")]
     pub output: crate::config::OutputFormat,
+
+    /// Serve the watcher's metrics in Prometheus' text format at http://HOST:PORT/metrics
+    /// (e.g. 127.0.0.1:9464: only what can reach the address can scrape it).
+    #[arg(long, env = "REPLICATOR_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl WatchArgs {
@@ -159,6 +168,7 @@ impl WatchArgs {
             debounce: self.debounce,
             longest_wait: Duration::from_secs(1),
             poll: Duration::from_millis(50),
+            metrics: Arc::default(),
         }
     }
 
@@ -201,11 +211,13 @@ fn spawn_tail(
     poll: Duration,
     tx: tokio::sync::mpsc::Sender<Chunk>,
     stop: Arc<AtomicBool>,
+    metrics: Arc<WatchMetrics>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut at = tail.position();
         let mut warned: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
+            metrics.looked();
             let mut chunk = Chunk::default();
             let read = tail.read(&mut |line| {
                 let what = filter.classify(line);
@@ -239,6 +251,9 @@ fn spawn_tail(
         }
     })
 }
+
+/// A batch's paths, and when its oldest change was read or first tried.
+type Batch = (Vec<String>, Option<Instant>);
 
 /// A delivery under way, polled beside the rest of the loop.
 type Under<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Delivered> + 'a>>;
@@ -369,7 +384,15 @@ pub async fn run(
     let mut at = tail.position();
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
     let halt = Arc::new(AtomicBool::new(false));
-    let reader = spawn_tail(tail, filter.clone(), settings.poll, tx, halt.clone());
+    let metrics = settings.metrics.clone();
+    let reader = spawn_tail(
+        tail,
+        filter.clone(),
+        settings.poll,
+        tx,
+        halt.clone(),
+        metrics.clone(),
+    );
     let save = |pending: &Pending, at: Offset| {
         if let Err(e) = pending.to_save(at).save(&settings.state_file) {
             tracing::warn!("saving {}: {e}", settings.state_file.display());
@@ -387,7 +410,8 @@ pub async fn run(
     let mut warned = false;
     // What is under way: one batch of paths, and one full sync beside it (a full sync of many
     // secrets takes seconds; the changes meanwhile do not wait for it).
-    let mut batch: Option<(Vec<String>, Under<'_>)> = None;
+    // With the time its oldest change was read, for the lag.
+    let mut batch: Option<(Batch, Under<'_>)> = None;
     // The full sync at start: batches wait for it (it sets the deletion allowance they share).
     let mut full: Option<(FullFor, Under<'_>)> = Some((
         FullFor::Start(Instant::now()),
@@ -414,6 +438,8 @@ pub async fn run(
             chunk = rx.recv() => {
                 let Some(chunk) = chunk else { break };
                 let now = Instant::now();
+                metrics.count(|m| &m.lines, chunk.health.lines);
+                metrics.count(|m| &m.changes, chunk.paths.len() as u64);
                 for path in chunk.paths {
                     pending.add(path, now);
                 }
@@ -433,8 +459,10 @@ pub async fn run(
                     warned = false;
                 }
                 save(&pending, at);
+                metrics.pending.store(pending.len() as u64, Ordering::Relaxed);
             }
             () = tokio::time::sleep_until(wake), if next.is_some() => {
+                let since = pending.fresh_since();
                 let due = pending.take_due(
                     Instant::now(),
                     settings.debounce,
@@ -445,10 +473,12 @@ pub async fn run(
                 save(&pending, at);
                 match due {
                     Some(Due::Paths(paths)) => {
+                        // Its oldest change: seen fresh, or first tried in an earlier batch.
+                        let since = since.into_iter().chain(pending.sending_since()).min();
                         let sent = paths.clone();
                         let progress = &progress;
                         batch = Some((
-                            paths,
+                            (paths, since),
                             Box::pin(async move { delivery.paths(&sent, progress).await }),
                         ));
                     }
@@ -457,9 +487,18 @@ pub async fn run(
                 }
             }
             d = under(&mut batch) => {
-                if let Some((paths, _)) = batch.take() {
+                if let Some(((paths, since), _)) = batch.take() {
                     settle(&mut pending, Sent::Paths, d.ok);
                     save(&pending, at);
+                    if d.ok {
+                        metrics.count(|m| &m.batches_ok, 1);
+                        if let Some(since) = since {
+                            metrics.observe_lag(since.elapsed());
+                        }
+                    } else {
+                        metrics.count(|m| &m.batches_failed, 1);
+                    }
+                    metrics.pending.store(pending.len() as u64, Ordering::Relaxed);
                     emit(Ran::Paths(paths, d.report));
                 }
             }
@@ -472,6 +511,8 @@ pub async fn run(
                         }
                     }
                     save(&pending, at);
+                    metrics.count(|m| if d.ok { &m.full_ok } else { &m.full_failed }, 1);
+                    metrics.pending.store(pending.len() as u64, Ordering::Relaxed);
                     emit(Ran::Full(d.report));
                     // The next reconcile one interval after this one ended, not at once.
                     if let Some(tick) = reconcile.as_mut() {
@@ -498,7 +539,7 @@ pub async fn run(
     while batch.is_some() || full.is_some() {
         tokio::select! {
             d = under(&mut batch) => {
-                if let Some((paths, _)) = batch.take() {
+                if let Some(((paths, _), _)) = batch.take() {
                     settle(&mut pending, Sent::Paths, d.ok);
                     emit(Ran::Paths(paths, d.report));
                 }
@@ -571,7 +612,20 @@ pub async fn main(sync: &crate::config::SyncArgs, args: &WatchArgs) -> u8 {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(line.as_bytes()).and_then(|()| out.flush());
     };
-    match run(&delivery, &args.settings(), emit).await {
+    let settings = args.settings();
+    if let Some(addr) = args.metrics_addr {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(%addr, "serving metrics at /metrics");
+                tokio::spawn(metrics::serve(listener, settings.metrics.clone()));
+            }
+            Err(e) => {
+                eprintln!("error: --metrics-addr {addr}: {e}");
+                return 1;
+            }
+        }
+    }
+    match run(&delivery, &settings, emit).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e}");

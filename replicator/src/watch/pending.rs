@@ -183,6 +183,16 @@ impl Pending {
         }
     }
 
+    /// When the first change of the fresh batch was seen, if there is one.
+    pub fn fresh_since(&self) -> Option<Instant> {
+        self.first
+    }
+
+    /// When the batch under way was first tried (its oldest path), if one is.
+    pub fn sending_since(&self) -> Option<Instant> {
+        self.sending.values().map(|(_, since)| *since).min()
+    }
+
     pub fn len(&self) -> usize {
         self.fresh.len() + self.retry.len() + self.sending.len()
     }
