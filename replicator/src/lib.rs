@@ -20,5 +20,6 @@ pub mod progress;
 pub mod report;
 pub mod rotate;
 pub mod run;
+pub mod status;
 pub mod vault;
 pub mod watch;

@@ -1797,3 +1797,79 @@ async fn adopt_and_max_duration_work_from_a_shell() {
     let (code, out, _) = replicator(&envs, &["sync", "--prefix", "kv", "--output", "json"]);
     assert_eq!((code, &json(&out)["created"]), (0, &json!(1)), "{out}");
 }
+
+/// `replicator status`: every secret's state from metadata and tags only (no value read,
+/// nothing written), text or JSON, exit 0 settled, 2 something to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_where_each_secret_stands_without_reading_a_value() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "a", json!({"k": PLANTED})).await;
+    bao.put("kv", "b", json!({"k": "1"})).await;
+    let mut envs = env.moto.env();
+    envs.push(("VAULT_ADDR".into(), bao.addr.clone()));
+    envs.push(("VAULT_TOKEN".into(), e2e::ROOT_TOKEN.into()));
+    let status = |json: bool| {
+        let mut argv = vec!["status", "--prefix", "kv"];
+        if json {
+            argv.extend(["--output", "json"]);
+        }
+        replicator(&envs, &argv)
+    };
+    let reads_before = e2e::audited_value_reads(&bao.audit_log()).len();
+    let (code, out, err) = status(false);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("missing           kv/a\n"), "{out}");
+    assert!(out.ends_with("2 secrets: 2 missing\n"), "{out}");
+    assert!(
+        env.side
+            .sm
+            .list_secrets()
+            .send()
+            .await
+            .unwrap()
+            .secret_list()
+            .is_empty(),
+        "nothing written"
+    );
+
+    assert_eq!(replicator(&envs, &["sync", "--prefix", "kv"]).0, 0);
+    let (code, out, _) = status(false);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("2 secrets: 2 in_sync\n"), "{out}");
+
+    // Vault ahead, a secret gone from Vault (kept by the default policy), a tag changed by
+    // hand in AWS.
+    bao.put("kv", "a", json!({"k": "2"})).await;
+    bao.api("DELETE", "kv/metadata/b", None).await;
+    bao.put("kv", "c", json!({"k": "3"})).await;
+    let (code, out, err) = status(true);
+    assert_eq!(code, 2, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let state = |name: &str| {
+        v["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["state"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(state("kv/a"), "behind", "{v}");
+    assert_eq!(state("kv/b"), "orphaned", "{v}");
+    assert_eq!(state("kv/c"), "missing", "{v}");
+    assert_eq!(v["summary"]["behind"], 1, "{v}");
+    // Metadata and tags only: not one value read by status, nothing printed of one.
+    let reads: Vec<String> = e2e::audited_value_reads(&bao.audit_log())
+        .into_iter()
+        .skip(reads_before)
+        .collect();
+    assert_eq!(reads.len(), 2, "only the sync read values: {reads:?}");
+    assert!(!out.contains(PLANTED));
+    assert_eq!(
+        env.side.value("kv/a").await["k"],
+        PLANTED,
+        "status wrote nothing"
+    );
+}

@@ -57,6 +57,23 @@ enum Command {
         detailed_exitcode: bool,
     },
 
+    /// Where every secret of the sync stands: in sync, behind (Vault newer), drifted, missing,
+    /// pending deletion, modified outside, conflict and why, orphaned, deleted, error. From a
+    /// dry run: Vault's metadata and AWS's tags only, no value read, nothing written. Exit 0
+    /// all settled, 2 something to do, 1 an error.
+    ///
+    /// Example:
+    ///   replicator status --connection-secret team-connection/vault --prefix team --output json
+    #[command(verbatim_doc_comment)]
+    Status {
+        #[command(flatten)]
+        args: SyncArgs,
+
+        /// Format on stdout.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
+
     /// Follows Vault's file audit log and replicates each change a moment after it happens:
     /// the secrets its successful writes name, by their metadata and their AWS names (no
     /// listing). A full sync runs at start and every --reconcile-interval; SIGTERM finishes
@@ -131,6 +148,40 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Watch { args, watch } => {
             ExitCode::from(replicator::watch::main(&args, &watch).await)
+        }
+        Command::Status { mut args, output } => {
+            args.dry_run = true;
+            let aws = replicator::aws::load_sdk_config().await;
+            let request = replicator::run::Request::default();
+            let report = run_showing_progress(&args, &aws, &request).await;
+            let entries = replicator::status::entries(&report);
+            let mut text = match output {
+                OutputFormat::Json => {
+                    serde_json::json!({
+                        "secrets": entries,
+                        "summary": replicator::status::summary(&entries),
+                        "failures": report.failures,
+                    })
+                    .to_string()
+                        + "\n"
+                }
+                OutputFormat::Text => replicator::status::to_text(&entries),
+            };
+            if output == OutputFormat::Text {
+                for p in &report.failures {
+                    let name = if p.name.is_empty() { "run" } else { &p.name };
+                    text.push_str(&format!("FAILED {name} [{}]: {}\n", p.kind, p.message));
+                }
+            }
+            let mut out = std::io::stdout().lock();
+            if out
+                .write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .is_err()
+            {
+                return ExitCode::from(1);
+            }
+            ExitCode::from(replicator::status::exit_code(&report, &entries))
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
