@@ -1,7 +1,8 @@
 //! The Lambda entry: each invocation runs one sync and returns the report, or an error when the
 //! run failed so Lambda's error metrics see it. An event `{"paths": [...]}` (from the change
 //! watcher) syncs only those Vault paths; `{"scope": true}` answers where the sync reads in
-//! Vault (mount, path, namespace) and syncs nothing; any other (the schedule's) syncs everything;
+//! Vault (mount, path, namespace) and syncs nothing; `{"status": true}` answers where each secret
+//! stands ([`crate::status`]) from a dry run; any other (the schedule's) syncs everything;
 //! `"accept_vault_rollback": true` (from `deployer sync-now --accept-vault-rollback`) lets that
 //! one run replicate a Vault that is behind AWS; `"notice_topic": "<SNS topic ARN>"` (from
 //! `deployer sync-now`, a synchronous invocation the on-failure destination never sees) has a
@@ -111,6 +112,18 @@ pub async fn handle(
             .map_err(|e| Error::from(e.to_string()))?;
         return Ok(serde_json::to_value(scope)?);
     }
+    // `deployer status --secrets` asks where each secret stands: a dry run, nothing written,
+    // no value read, no metrics (its counts would be plans).
+    if event.payload.get("status") == Some(&serde_json::Value::Bool(true)) {
+        let request = crate::run::Request {
+            dry_run: true,
+            ..Default::default()
+        };
+        let report = replicator
+            .run_request(&request, &crate::progress::Progress::default())
+            .await;
+        return Ok(crate::status::answer(&report));
+    }
     tracing::info!(request_id = %event.context.request_id, "sync started");
     // Start no write the invocation could not finish: stop a margin before its deadline, and
     // leave the rest to the next run (a first sync of 100,000 secrets takes longer than
@@ -192,6 +205,7 @@ pub fn request_of(
         paths,
         accept_vault_rollback,
         max_duration,
+        dry_run: false,
     })
 }
 

@@ -233,6 +233,8 @@ pub struct Request {
     pub accept_vault_rollback: bool,
     /// Start no write after this long (at most the configured `--max-duration`).
     pub max_duration: Option<Duration>,
+    /// Plan only, whatever the settings say (a status request).
+    pub dry_run: bool,
 }
 
 /// What change-driven runs may still delete: the last full sync's count of the replicas and
@@ -383,6 +385,7 @@ impl Replicator {
     pub async fn run_request(&self, request: &Request, progress: &Progress) -> Report {
         let started = Instant::now();
         let mut settings = self.resolved.settings.clone();
+        settings.dry_run |= request.dry_run;
         let limit = match (settings.max_duration, request.max_duration) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

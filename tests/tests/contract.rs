@@ -201,6 +201,38 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
             format!(r#"{{"accept_vault_rollback":true,"notice_topic":"{topic}"}}"#)
         ))
     );
+    // Where each secret stands, as the function sees it from a dry run.
+    let status = e2e::deploy::run_as(
+        &through,
+        &[&base[..], &["--output", "json", "status", "--secrets"]].concat(),
+    )
+    .await;
+    assert_eq!(status.code, 0, "{:?} {}", status.error, status.stdout);
+    assert_eq!(status.json()["summary"]["in_sync"], 2, "{}", status.stdout);
+    assert_eq!(
+        stand_in.invoked.lock().await.last().cloned(),
+        Some(("c-replicator".to_owned(), r#"{"status":true}"#.to_owned()))
+    );
+    side.delete_now("hybrid-aws-secrets/apps/second").await;
+    let behind =
+        e2e::deploy::run_as(&through, &[&base[..], &["status", "--secrets"]].concat()).await;
+    assert_eq!(behind.code, 2, "{}", behind.stdout);
+    assert!(
+        behind
+            .stdout
+            .contains("missing           hybrid-aws-secrets/apps/second\n"),
+        "{}",
+        behind.stdout
+    );
+    // Nothing written by asking.
+    assert!(
+        side.sm
+            .describe_secret()
+            .secret_id("hybrid-aws-secrets/apps/second")
+            .send()
+            .await
+            .is_err()
+    );
     // A failed sync: exit 1 and the run's notice, no value.
     side.delete_now(secret_arn).await;
     let failed = e2e::deploy::run_as(&through, &[&base[..], &["sync-now"]].concat()).await;

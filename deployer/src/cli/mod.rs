@@ -96,8 +96,12 @@ pub enum Command {
     /// Example: deployer up --set notification_email=ops@example.com
     Up(up::UpArgs),
     /// Shows each resource as present, missing or drifted, and the outputs. Exit 0 when it
-    /// worked; with --detailed-exitcode, 2 when anything is missing or drifted.
-    Status(ExitCodeArgs),
+    /// worked; with --detailed-exitcode, 2 when anything is missing or drifted. With
+    /// --secrets, where each replicated secret stands instead (exit 0 all settled, 2 something
+    /// to do, 1 an error).
+    ///
+    /// Example: deployer status --secrets --output json
+    Status(status::StatusArgs),
     /// Deletes the stack's resources (only those carrying its tag), in reverse order.
     ///
     /// Example: deployer destroy --yes
@@ -352,7 +356,7 @@ pub async fn execute(
     match &cli.command {
         Command::Plan(codes) => plan::run(&stack, *codes, json, out).await,
         Command::Up(args) => up::run(&stack, args, json, out).await,
-        Command::Status(codes) => status::run(&stack, *codes, json, out).await,
+        Command::Status(args) => status::run(&stack, *args, json, out).await,
         Command::SyncNow(args) => sync_now::run(&stack, args, json, out).await,
         Command::Destroy(args) => destroy::run(&stack, args, json, out).await,
         Command::VaultInit(args) => vault_init::run(&stack, args, json, out).await,

@@ -6,12 +6,28 @@ use super::{CliError, ExitCodeArgs, emit, outputs_text};
 use crate::change::{Action, render_status};
 use crate::stack::Stack;
 
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub codes: ExitCodeArgs,
+
+    /// Where each replicated secret stands (in sync, behind, missing, conflict, orphaned, …),
+    /// as the sync function sees it from a dry run: Vault's metadata and AWS's tags only, no
+    /// value read, nothing written.
+    #[arg(long)]
+    pub secrets: bool,
+}
+
 pub async fn run(
     stack: &Stack<'_>,
-    codes: ExitCodeArgs,
+    args: StatusArgs,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<i32, CliError> {
+    if args.secrets {
+        return secrets(stack, json, out).await;
+    }
+    let codes = args.codes;
     let seen = stack.plan().await?;
     let resources: Vec<serde_json::Value> = seen
         .changes
@@ -41,4 +57,62 @@ pub async fn run(
     }
     emit(out, json, &value, &text)?;
     Ok(codes.code(!clean))
+}
+
+/// `status --secrets`: asks the sync function (`{"status": true}`, a synchronous dry run) and
+/// prints each secret's state.
+async fn secrets(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i32, CliError> {
+    use aws_sdk_lambda::primitives::Blob;
+    use aws_sdk_lambda::types::InvocationType;
+    use contract::status::{Entry, exit_code, to_text};
+
+    use crate::resources::Ctx;
+
+    let (c, spec) = (stack.clients, stack.spec);
+    let name = spec.function_name();
+    let answer = c
+        .lambda
+        .invoke()
+        .function_name(&name)
+        .invocation_type(InvocationType::RequestResponse)
+        .payload(Blob::new(r#"{"status":true}"#))
+        .send()
+        .await
+        .ctx("Invoke", &name)
+        .map_err(crate::resources::DeployError::from)?;
+    let payload = answer.payload().map(|b| b.as_ref()).unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    let parsed = serde_json::from_value::<Vec<Entry>>(body["secrets"].clone());
+    let entries = match (answer.function_error(), parsed) {
+        (None, Ok(entries)) => entries,
+        _ => {
+            let message = body["errorMessage"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(payload).into_owned());
+            let value = serde_json::json!({"function": name, "error": message});
+            emit(
+                out,
+                json,
+                &value,
+                &format!("{name}: cannot tell where the secrets stand: {message}\n"),
+            )?;
+            return Ok(super::EXIT_ERROR);
+        }
+    };
+    let failures = body["failures"].as_array().cloned().unwrap_or_default();
+    let mut text = to_text(&entries);
+    for f in &failures {
+        let who = f["name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("run");
+        text.push_str(&format!(
+            "FAILED {who} [{}]: {}\n",
+            f["kind"].as_str().unwrap_or_default(),
+            f["message"].as_str().unwrap_or_default()
+        ));
+    }
+    emit(out, json, &body, &text)?;
+    Ok(i32::from(exit_code(!failures.is_empty(), &entries)))
 }

@@ -13,6 +13,7 @@ pub mod naming;
 #[cfg(feature = "aws")]
 pub mod sdk;
 pub mod secret;
+pub mod status;
 #[cfg(feature = "aws")]
 pub mod tls;
 #[cfg(feature = "vault-http")]

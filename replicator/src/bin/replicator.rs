@@ -156,15 +156,7 @@ async fn main() -> ExitCode {
             let report = run_showing_progress(&args, &aws, &request).await;
             let entries = replicator::status::entries(&report);
             let mut text = match output {
-                OutputFormat::Json => {
-                    serde_json::json!({
-                        "secrets": entries,
-                        "summary": replicator::status::summary(&entries),
-                        "failures": report.failures,
-                    })
-                    .to_string()
-                        + "\n"
-                }
+                OutputFormat::Json => replicator::status::answer(&report).to_string() + "\n",
                 OutputFormat::Text => replicator::status::to_text(&entries),
             };
             if output == OutputFormat::Text {
@@ -181,7 +173,7 @@ async fn main() -> ExitCode {
             {
                 return ExitCode::from(1);
             }
-            ExitCode::from(replicator::status::exit_code(&report, &entries))
+            ExitCode::from(replicator::status::exit_code(report.failed(), &entries))
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
