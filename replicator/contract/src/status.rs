@@ -34,6 +34,25 @@ pub enum State {
     Error,
 }
 
+impl State {
+    /// Its name, as JSON spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::InSync => "in_sync",
+            State::Behind => "behind",
+            State::Drifted => "drifted",
+            State::Missing => "missing",
+            State::PendingDeletion => "pending_deletion",
+            State::ModifiedOutside => "modified_outside",
+            State::Adoptable => "adoptable",
+            State::Conflict => "conflict",
+            State::Orphaned => "orphaned",
+            State::Deleted => "deleted",
+            State::Error => "error",
+        }
+    }
+}
+
 /// One secret's state, and why where it matters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -70,10 +89,7 @@ pub fn to_text(entries: &[Entry]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     for e in entries {
-        let state = serde_json::to_value(e.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let state = e.state.name();
         let _ = write!(out, "{state:<17} {}", e.name);
         if !e.detail.is_empty() {
             let _ = write!(out, "  ({})", e.detail);
@@ -83,10 +99,7 @@ pub fn to_text(entries: &[Entry]) -> String {
     let counts: Vec<String> = summary(entries)
         .iter()
         .map(|(s, n)| {
-            let name = serde_json::to_value(s)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let name = s.name();
             format!("{n} {name}")
         })
         .collect();
@@ -121,13 +134,20 @@ mod tests {
             assert_eq!(exit_code(false, &[e("a", busy, "")]), 2, "{busy:?}");
         }
         assert_eq!(
-            exit_code(
-                &report,
-                &[e("a", State::Orphaned, "deleted by the next run")]
-            ),
+            exit_code(false, &[e("a", State::Orphaned, "deleted by the next run")]),
             2
         );
         assert_eq!(exit_code(false, &[e("a", State::Error, "x")]), 1);
+        assert_eq!(exit_code(true, &calm), 1, "a failed run");
+        // The names are JSON's.
+        for s in [
+            State::InSync,
+            State::PendingDeletion,
+            State::ModifiedOutside,
+        ] {
+            let json = serde_json::to_value(s).unwrap();
+            assert_eq!(json.as_str(), Some(s.name()));
+        }
         let text = to_text(&calm);
         assert!(text.contains("in_sync           a\n"), "{text}");
         assert!(
