@@ -115,6 +115,11 @@ pub async fn handle(
     // `deployer status --secrets` asks where each secret stands: a dry run, nothing written,
     // no value read, no metrics (its counts would be plans).
     if event.payload.get("status") == Some(&serde_json::Value::Bool(true)) {
+        if function.serves_watcher {
+            return Err(Error::from(
+                "refused: this function serves the change watcher; ask the sync function (deployer status --secrets)",
+            ));
+        }
         let request = crate::run::Request {
             dry_run: true,
             ..Default::default()
@@ -143,15 +148,18 @@ pub async fn handle(
     let report = replicator.run_request(&request, &progress).await;
     // The run's metrics, as an EMF document on stdout (the function's log): the same counts
     // as the report. One rule per function until there are many.
-    let kind = crate::metrics::kind(&report, request.paths.is_some());
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    println!(
-        "{}",
-        crate::metrics::document(&report, &function.stack, crate::metrics::RULE, kind, now_ms)
-    );
+    // A dry run's counts are plans: no metrics.
+    if !report.dry_run {
+        let kind = crate::metrics::kind(&report, request.paths.is_some());
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        println!(
+            "{}",
+            crate::metrics::document(&report, &function.stack, crate::metrics::RULE, kind, now_ms)
+        );
+    }
     tracing::info!(
         created = report.created,
         updated = report.updated,

@@ -26,10 +26,20 @@ pub fn kind(report: &Report, change_driven: bool) -> &'static str {
 }
 
 /// Seconds from the Vault version a write copied (its `created_time`) to `now`, for a step
-/// that wrote a value; `None` for any other, or a time Vault wrote in another form.
+/// that replicated a new Vault version (a secret created, or updated to Vault's newer
+/// version); `None` for any other (tags only, an adoption, an overwrite, a rollback, a
+/// restore: their version is not new), or a time Vault wrote in another form.
 pub fn lag_of(step: &Step, now: SystemTime) -> Option<f64> {
+    use crate::plan::{UpdateReason, Write};
     let target = match step {
-        Step::Create { target } | Step::Update { target, .. } => target,
+        Step::Create { target }
+        | Step::Update {
+            target,
+            reason: UpdateReason::NewVersion,
+            write: Write::Value | Write::Stage,
+            restore: false,
+            ..
+        } => target,
         _ => return None,
     };
     let crate::model::Stamp::Instant { secs, nanos } =
@@ -137,6 +147,49 @@ mod tests {
         // No lag measured: no lag metric (an empty array is not a value).
         let quiet = document(&Report::default(), "s", "default", "full", 42);
         assert!(quiet.get("LagSeconds").is_none());
+    }
+
+    #[test]
+    fn lag_is_measured_only_for_a_new_vault_version_replicated() {
+        use crate::plan::{Target, UpdateReason, Write};
+        let target = Target {
+            name: "p/a".into(),
+            vault_path: "a".into(),
+            version: 2,
+            created_time: "2026-12-05T10:00:00Z".into(),
+            token: "t".into(),
+            key: None,
+            tags: Default::default(),
+            description: String::new(),
+            metadata_ignored: vec![],
+        };
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_796_464_830);
+        let update = |reason, write, restore| Step::Update {
+            target: Box::new(target.clone()),
+            arn: "arn".into(),
+            reason,
+            restore,
+            write,
+            expect_current: None,
+            changes: Box::default(),
+        };
+        let create = Step::Create {
+            target: Box::new(target.clone()),
+        };
+        assert_eq!(lag_of(&create, now), Some(30.0));
+        assert_eq!(
+            lag_of(&update(UpdateReason::NewVersion, Write::Value, false), now),
+            Some(30.0)
+        );
+        for not_new in [
+            update(UpdateReason::Metadata, Write::None, false),
+            update(UpdateReason::NewVersion, Write::None, false),
+            update(UpdateReason::Overwrite, Write::Value, false),
+            update(UpdateReason::Adopt, Write::Value, false),
+            update(UpdateReason::NewVersion, Write::Value, true),
+        ] {
+            assert_eq!(lag_of(&not_new, now), None, "{not_new:?}");
+        }
     }
 
     #[test]

@@ -51,12 +51,68 @@ pub fn entries(report: &Report) -> Vec<Entry> {
     all
 }
 
-/// What a status request answers: every secret's state, their counts, and the run's failures.
+/// The most secrets a status answer lists one by one: Lambda answers a synchronous call with at
+/// most 6 MB, and an entry takes about 70 bytes. Past it, the settled ones (in sync, deleted)
+/// are only counted.
+pub const MAX_LISTED: usize = 50_000;
+
+/// What a status request answers: every secret's state (past [`MAX_LISTED`], the unsettled
+/// ones, and how many settled ones were left out), their counts, and the run's failures.
 pub fn answer(report: &Report) -> serde_json::Value {
-    let entries = entries(report);
-    serde_json::json!({
+    let mut entries = entries(report);
+    let summary = summary(&entries);
+    let mut left_out = 0;
+    if entries.len() > MAX_LISTED {
+        let before = entries.len();
+        entries.retain(|e| !matches!(e.state, State::InSync | State::Deleted));
+        left_out = before - entries.len();
+    }
+    let mut v = serde_json::json!({
         "secrets": entries,
-        "summary": summary(&entries),
+        "summary": summary,
         "failures": report.failures,
-    })
+    });
+    if left_out > 0 {
+        v["settled_left_out"] = left_out.into();
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_answer_lists_only_what_is_not_settled() {
+        let name = |i: usize| format!("p/{i}");
+        let mut plan: Vec<Step> = (0..MAX_LISTED + 10)
+            .map(|i| Step::Unchanged { name: name(i) })
+            .collect();
+        plan.push(Step::Skip {
+            name: "p/gone".into(),
+        });
+        plan.push(Step::Conflict {
+            name: "p/x".into(),
+            kind: crate::plan::ConflictKind::Foreign,
+            message: "not ours".into(),
+        });
+        let report = Report {
+            plan: Some(plan),
+            ..Report::default()
+        };
+        let v = answer(&report);
+        assert_eq!(
+            v["secrets"].as_array().unwrap().len(),
+            1,
+            "the conflict alone"
+        );
+        assert_eq!(v["settled_left_out"], MAX_LISTED + 11);
+        assert_eq!(v["summary"]["in_sync"], MAX_LISTED + 10);
+        let small = Report {
+            plan: Some(vec![Step::Unchanged { name: name(0) }]),
+            ..Report::default()
+        };
+        assert_eq!(answer(&small)["secrets"].as_array().unwrap().len(), 1);
+        assert!(answer(&small).get("settled_left_out").is_none());
+    }
 }

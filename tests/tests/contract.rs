@@ -224,6 +224,31 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
         "{}",
         behind.stdout
     );
+    // A function from before status requests (no REPLICATOR_STACK) is not asked: it would
+    // take the event for the schedule's and sync.
+    let lambda = aws_sdk_lambda::Client::new(&moto.sdk_config().await);
+    let mut older = d.vars.clone();
+    older.remove(contract::env::STACK);
+    lambda
+        .update_function_configuration()
+        .function_name("c-replicator")
+        .environment(
+            aws_sdk_lambda::types::Environment::builder()
+                .set_variables(Some(older.into_iter().collect()))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let asked = stand_in.invoked.lock().await.len();
+    let old = e2e::deploy::run_as(&through, &[&base[..], &["status", "--secrets"]].concat()).await;
+    assert_eq!(old.code, 1, "{}", old.stdout);
+    assert!(
+        old.stdout.contains("run `deployer up` first"),
+        "{}",
+        old.stdout
+    );
+    assert_eq!(stand_in.invoked.lock().await.len(), asked, "not invoked");
     // Nothing written by asking.
     assert!(
         side.sm

@@ -651,6 +651,23 @@ async fn the_function_serving_the_watcher_refuses_to_accept_a_vault_rollback() {
             serves_watcher == "true",
             "{serves_watcher}: {err}"
         );
+        // Nor a status request, which only the deployer makes, of the sync function.
+        let status = api
+            .invoke("req-2", r#"{"status": true}"#, Duration::from_secs(60))
+            .await;
+        if serves_watcher == "true" {
+            let Answer::Error(err) = status else {
+                panic!("expected a refusal, got {status:?}")
+            };
+            assert!(err.contains("deployer status --secrets"), "{err}");
+        } else {
+            let Answer::Response(body) = status else {
+                panic!("expected an answer, got {status:?}")
+            };
+            // The connection secret does not exist: the answer says so, as a failure.
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["failures"][0]["kind"], "aws_not_found", "{body}");
+        }
         child.start_kill().unwrap();
     }
 }

@@ -70,6 +70,29 @@ async fn secrets(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i
 
     let (c, spec) = (stack.clients, stack.spec);
     let name = spec.function_name();
+    // A function from before status requests would take the event for the schedule's and
+    // sync: it is asked only once `up` has given it code that answers (its environment names
+    // the stack from the same release on).
+    let conf = c
+        .lambda
+        .get_function_configuration()
+        .function_name(&name)
+        .send()
+        .await
+        .ctx("GetFunctionConfiguration", &name)
+        .map_err(crate::resources::DeployError::from)?;
+    let answers = conf
+        .environment()
+        .and_then(|e| e.variables())
+        .is_some_and(|v| v.contains_key(contract::env::STACK));
+    if !answers {
+        let message = format!(
+            "{name} predates status requests (it would run a sync instead): run `deployer up` first"
+        );
+        let value = serde_json::json!({"function": name, "error": message});
+        emit(out, json, &value, &format!("{message}\n"))?;
+        return Ok(super::EXIT_ERROR);
+    }
     let answer = c
         .lambda
         .invoke()

@@ -3,7 +3,8 @@
 //! Exit codes: 0 = the run succeeded (conflicts are reported, not failed); 1 = the run failed
 //! (a secret or the whole run); 64 = bad command line (as `deployer`). With
 //! `--detailed-exitcode` (Terraform's convention, as `deployer plan`): 0 = nothing to write,
-//! 2 = writes (planned with `--dry-run`, done without), 1 = failed.
+//! 2 = writes (planned with `--dry-run`, done without, or left for the next run by the
+//! deadline), 1 = failed.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -103,7 +104,7 @@ enum Command {
 fn exit_code(report: &replicator::report::Report, detailed: bool) -> u8 {
     if report.failed() {
         1
-    } else if detailed && report.writes() > 0 {
+    } else if detailed && (report.writes() > 0 || report.partial) {
         2
     } else {
         0

@@ -1,6 +1,6 @@
 //! `replicator watch --metrics-addr`: the watcher's counters in Prometheus' text format at
-//! `/metrics`, served on a socket of its own (loopback by default: the operator chooses what may
-//! scrape it). Names and numbers only. Loopback or LAN network I/O.
+//! `/metrics`, served on the address the operator gives (which decides what may scrape it).
+//! Names and numbers only. Loopback or LAN network I/O.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +25,10 @@ pub struct WatchMetrics {
     pub full_failed: AtomicU64,
     /// Changes seen and not yet delivered.
     pub pending: AtomicU64,
-    /// When the reader last looked at the log (Unix seconds): the tail's liveness.
+    /// When the reader last read the log without an error (Unix seconds): the tail's liveness.
     pub last_look: AtomicU64,
+    /// Reads of the log that failed (a missing file, no permission).
+    pub read_errors: AtomicU64,
     /// Per bucket of [`LAG_BUCKETS`], then `+Inf`: batches delivered within it.
     lag_buckets: [AtomicU64; LAG_BUCKETS.len() + 1],
     /// The lags' sum, in microseconds.
@@ -112,8 +114,14 @@ impl WatchMetrics {
         metric(
             "tail_last_read_timestamp_seconds",
             "gauge",
-            "When the watcher last read the audit log (Unix time): its liveness.",
+            "When the watcher last read the audit log without an error (Unix time): its liveness.",
             &[(String::new(), get(&self.last_look))],
+        );
+        metric(
+            "audit_read_errors_total",
+            "counter",
+            "Reads of the audit log that failed.",
+            &[(String::new(), get(&self.read_errors))],
         );
         let _ = writeln!(
             out,
@@ -149,27 +157,48 @@ impl WatchMetrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until the runtime stops; anything else is a 404. One
-/// small request at a time per connection; a slow or silent client is dropped after 5 s.
+/// Connections served at once; more wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// Serves `GET /metrics` on `listener` until the runtime stops; anything else is a 404. At most
+/// [`MAX_CONNECTIONS`] at once, each given 5 s for its whole exchange; an accept that fails
+/// (no file handle left) is said and tried again a moment later, never the end of the
+/// endpoint.
 pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<WatchMetrics>) {
-    while let Ok((mut conn, _)) = listener.accept().await {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut conn = match listener.accept().await {
+            Ok((conn, _)) => conn,
+            Err(e) => {
+                tracing::warn!("metrics endpoint: accepting a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let read = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await;
-            let Ok(Ok(n)) = read else { return };
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let line = request.lines().next().unwrap_or_default();
-            let (status, body) = match line.split_whitespace().take(2).collect::<Vec<_>>()[..] {
-                ["GET", "/metrics"] => ("200 OK", metrics.render()),
-                _ => ("404 Not Found", "not found: GET /metrics\n".to_owned()),
+            let _slot = slot;
+            let exchange = async {
+                let mut buf = [0u8; 1024];
+                let n = conn.read(&mut buf).await?;
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let line = request.lines().next().unwrap_or_default();
+                let words: Vec<&str> = line.split_whitespace().take(2).collect();
+                let (status, body) = match words[..] {
+                    ["GET", "/metrics"] => ("200 OK", metrics.render()),
+                    _ => ("404 Not Found", "not found: GET /metrics\n".to_owned()),
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                conn.write_all(answer.as_bytes()).await?;
+                conn.shutdown().await
             };
-            let answer = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(answer.as_bytes()).await;
-            let _ = conn.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), exchange).await;
         });
     }
 }

@@ -217,7 +217,6 @@ fn spawn_tail(
         let mut at = tail.position();
         let mut warned: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
-            metrics.looked();
             let mut chunk = Chunk::default();
             let read = tail.read(&mut |line| {
                 let what = filter.classify(line);
@@ -228,8 +227,12 @@ fn spawn_tail(
             });
             chunk.at = tail.position();
             let idle = match read {
-                Ok(n) => n == 0,
+                Ok(n) => {
+                    metrics.looked();
+                    n == 0
+                }
                 Err(e) => {
+                    metrics.count(|m| &m.read_errors, 1);
                     // What was read before the error is sent all the same; the position stays
                     // after the last line handed out. Said once a minute, not at every look.
                     if warned.is_none_or(|w| w.elapsed() >= HEALTH_SPELL) {
