@@ -127,11 +127,18 @@ impl Identity {
 pub struct Spec {
     pub cfg: Config,
     pub id: Identity,
+    /// Paused by `deployer pause` (the schedule disabled): the schedule stays off and the
+    /// functions refuse to sync until `deployer resume`, whatever `up` converges.
+    pub paused: bool,
 }
 
 impl Spec {
     pub fn new(cfg: Config, id: Identity) -> Self {
-        Self { cfg, id }
+        Self {
+            cfg,
+            id,
+            paused: false,
+        }
     }
 
     pub fn stack(&self) -> &str {
@@ -886,6 +893,9 @@ impl Spec {
             return vars;
         }
         let mut vars = self.lambda_environment(key_arn);
+        if self.paused {
+            vars.insert(env::PAUSED.to_owned(), "true".to_owned());
+        }
         if duty == Duty::Watch {
             vars.insert(env::SERVES_WATCHER.to_owned(), "true".to_owned());
         }

@@ -31,6 +31,9 @@ pub struct LambdaArgs {
     /// function's name].
     #[arg(long, env = contract::env::STACK)]
     pub stack: Option<String>,
+    /// Paused by `deployer pause`: every sync is refused until `deployer resume`.
+    #[arg(long, env = contract::env::PAUSED, default_value_t = false, action = clap::ArgAction::Set)]
+    pub paused: bool,
 }
 
 impl LambdaArgs {
@@ -77,6 +80,8 @@ pub struct Function {
     pub serves_watcher: bool,
     /// The `Stack` dimension of the run's metrics.
     pub stack: String,
+    /// See [`LambdaArgs::paused`].
+    pub paused: bool,
 }
 
 /// The process's replicator, from the environment: built once, reused by every invocation. A
@@ -88,6 +93,7 @@ pub fn from_env(aws: &SdkConfig) -> Result<Function, String> {
     Ok(Function {
         replicator,
         serves_watcher: args.serves_watcher,
+        paused: args.paused,
         stack: args
             .stack
             .filter(|s| !s.is_empty())
@@ -128,6 +134,11 @@ pub async fn handle(
             .run_request(&request, &crate::progress::Progress::default())
             .await;
         return Ok(crate::status::answer(&report));
+    }
+    if function.paused {
+        return Err(Error::from(
+            "paused by `deployer pause`: nothing is synced until `deployer resume` (which runs a full sync)",
+        ));
     }
     tracing::info!(request_id = %event.context.request_id, "sync started");
     // Start no write the invocation could not finish: stop a margin before its deadline, and

@@ -224,6 +224,61 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
         "{}",
         behind.stdout
     );
+    // Paused: the schedule off, the function marked to sync nothing; `up` keeps it so, and
+    // `status` says so; resumed: both back, and a full sync at once (it brings back the
+    // replica deleted above).
+    let run = async |args: &[&str]| {
+        let all: Vec<&str> = [&base[..], args].concat();
+        e2e::deploy::run_as(&through, &all).await
+    };
+    let events = aws_sdk_eventbridge::Client::new(&moto.sdk_config().await);
+    let rule_state = || async {
+        events
+            .describe_rule()
+            .name("c-replicator-schedule")
+            .send()
+            .await
+            .unwrap()
+            .state()
+            .map(|s| s.as_str().to_owned())
+            .unwrap()
+    };
+    let env_now = || async {
+        e2e::deploy::function_environment(&moto.sdk_config().await, "c-replicator").await
+    };
+    let paused = run(&["pause"]).await;
+    assert_eq!(paused.code, 0, "{:?} {}", paused.error, paused.stdout);
+    assert_eq!(rule_state().await, "DISABLED");
+    assert_eq!(env_now().await[contract::env::PAUSED], "true");
+    let kept = run(&["up", "--yes"]).await;
+    assert!(
+        kept.mutating.is_empty(),
+        "a paused stack stays paused: {:?}",
+        kept.mutating
+    );
+    let shown = run(&["--output", "json", "status"]).await;
+    assert_eq!(shown.json()["paused"], true, "{}", shown.stdout);
+    let asked = stand_in.invoked.lock().await.len();
+    let resumed = run(&["resume"]).await;
+    assert_eq!(resumed.code, 0, "{:?} {}", resumed.error, resumed.stdout);
+    assert_eq!(rule_state().await, "ENABLED");
+    assert!(!env_now().await.contains_key(contract::env::PAUSED));
+    assert_eq!(
+        stand_in.invoked.lock().await.len(),
+        asked + 1,
+        "one full sync"
+    );
+    assert!(
+        side.sm
+            .describe_secret()
+            .secret_id("hybrid-aws-secrets/apps/second")
+            .send()
+            .await
+            .is_ok(),
+        "what changed while paused is replicated on resume"
+    );
+    assert!(run(&["up", "--yes"]).await.mutating.is_empty());
+    side.delete_now("hybrid-aws-secrets/apps/second").await;
     // A function from before status requests (no REPLICATOR_STACK) is not asked: it would
     // take the event for the schedule's and sync.
     let lambda = aws_sdk_lambda::Client::new(&moto.sdk_config().await);

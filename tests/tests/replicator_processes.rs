@@ -672,6 +672,40 @@ async fn the_function_serving_the_watcher_refuses_to_accept_a_vault_rollback() {
     }
 }
 
+/// Paused by `deployer pause`, the function syncs nothing, whatever the event, and says why;
+/// where the sync reads, and where each secret stands, it still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_function_refuses_every_sync() {
+    let moto = e2e::Moto::start().await;
+    let mut api = RuntimeApi::start().await;
+    let mut child = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+        .env_clear()
+        .envs(moto.env())
+        .envs(e2e::runtime_api::lambda_env(&api.addr, "kv-replicator"))
+        .env(vars::CONNECTION_SECRET, "x-connection/vault")
+        .env(vars::PREFIX, "kv")
+        .env(vars::PAUSED, "true")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for (i, event) in [r#"{}"#, r#"{"paths": ["a"]}"#].into_iter().enumerate() {
+        let answer = api
+            .invoke(&format!("req-{i}"), event, Duration::from_secs(60))
+            .await;
+        let Answer::Error(err) = answer else {
+            panic!("{event}: expected a refusal, got {answer:?}")
+        };
+        assert!(err.contains("paused by `deployer pause`"), "{err}");
+    }
+    let status = api
+        .invoke("req-s", r#"{"status": true}"#, Duration::from_secs(60))
+        .await;
+    assert!(matches!(status, Answer::Response(_)), "{status:?}");
+    child.start_kill().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_auth_from_the_connection_secret_approle_then_aws_iam_then_token() {
     let env = env().await;

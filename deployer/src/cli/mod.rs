@@ -6,6 +6,7 @@
 //! 64 bad command line.
 
 pub mod destroy;
+pub mod pause;
 pub mod plan;
 pub mod status;
 pub mod sync_now;
@@ -116,6 +117,16 @@ pub enum Command {
     ///
     /// Example: deployer sync-now --output json
     SyncNow(sync_now::SyncNowArgs),
+    /// Stops replication without removing anything: the schedule is disabled and the
+    /// functions sync nothing (the change watcher's batches wait) until `deployer resume`.
+    ///
+    /// Example: deployer pause
+    Pause,
+    /// Undoes `deployer pause` and runs a full sync at once, so nothing changed meanwhile is
+    /// lost. Exit 0 when the sync succeeded, 1 when it failed.
+    ///
+    /// Example: deployer resume
+    Resume,
     /// Prints a shell completion script.
     ///
     /// Example: deployer completions bash > /etc/bash_completion.d/deployer
@@ -305,6 +316,8 @@ pub fn load_zip(cmd: &Command, g: &Global) -> Result<Option<LambdaZip>, CliError
         Command::Destroy(_)
         | Command::VaultInit(_)
         | Command::SyncNow(_)
+        | Command::Pause
+        | Command::Resume
         | Command::Completions { .. } => Ok(None),
     }
 }
@@ -346,7 +359,14 @@ pub async fn execute(
     if matches!(cli.command, Command::Plan(_) | Command::Up(_)) {
         cfg.check_identity(&id.account, &id.partition, &id.region)?;
     }
-    let spec = Spec::new(cfg, id);
+    let mut spec = Spec::new(cfg, id);
+    // A paused stack stays paused through `plan`, `up` and `status`.
+    if matches!(
+        cli.command,
+        Command::Plan(_) | Command::Up(_) | Command::Status(_)
+    ) {
+        spec.paused = crate::resources::rule::paused(clients, &spec).await?;
+    }
     let stack = crate::stack::Stack {
         clients,
         spec: &spec,
@@ -360,6 +380,8 @@ pub async fn execute(
         Command::SyncNow(args) => sync_now::run(&stack, args, json, out).await,
         Command::Destroy(args) => destroy::run(&stack, args, json, out).await,
         Command::VaultInit(args) => vault_init::run(&stack, args, json, out).await,
+        Command::Pause => pause::pause(&stack, json, out).await,
+        Command::Resume => pause::resume(&stack, json, out).await,
         Command::Completions { .. } => run_local(cli, out).unwrap_or(Ok(EXIT_OK)),
     }
 }

@@ -46,11 +46,17 @@ pub async fn run(
     let clean = !seen.changes_anything();
     let value = serde_json::json!({
         "stack": stack.spec.stack(),
+        "paused": stack.spec.paused,
         "clean": clean,
         "resources": resources,
         "outputs": seen.outputs,
     });
     let mut text = render_status(&seen.changes);
+    if stack.spec.paused {
+        text.push_str(
+            "Paused (deployer pause): the schedule is off and the functions sync nothing until `deployer resume`.\n",
+        );
+    }
     text.push_str(&outputs_text(&seen.outputs));
     if !clean {
         text.push_str("Run `deployer up` to repair what is missing or drifted.\n");

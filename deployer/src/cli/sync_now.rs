@@ -13,7 +13,7 @@ use super::{CliError, EXIT_ERROR, EXIT_OK, emit};
 use crate::resources::Ctx;
 use crate::stack::Stack;
 
-#[derive(Debug, Clone, Copy, clap::Args)]
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct SyncNowArgs {
     /// For this run only: where Vault's latest version is older than the one AWS holds (a
     /// Vault restored from a snapshot, or failed over: the run reports `vault_behind`),

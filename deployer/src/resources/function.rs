@@ -378,7 +378,8 @@ fn vpc_config(inputs: &Inputs<'_>) -> VpcConfig {
         .build()
 }
 
-async fn wait_updated(c: &Clients, name: &str) -> Result<(), DeployError> {
+/// Waits until the function has taken its last update.
+pub async fn wait_updated(c: &Clients, name: &str) -> Result<(), DeployError> {
     c.lambda
         .wait_until_function_updated_v2()
         .function_name(name)

@@ -20,10 +20,26 @@ pub struct RuleStatus {
     pub ours: bool,
 }
 
+/// Enabled, unless the stack is paused.
+fn state_of(spec: &Spec) -> RuleState {
+    if spec.paused {
+        RuleState::Disabled
+    } else {
+        RuleState::Enabled
+    }
+}
+
+/// Whether the stack is paused: its schedule, this stack's, is disabled.
+pub async fn paused(c: &Clients, spec: &Spec) -> Result<bool, DeployError> {
+    Ok(observe(c, spec)
+        .await?
+        .is_some_and(|r| r.ours && r.state == RuleState::Disabled.as_str()))
+}
+
 fn wanted(spec: &Spec) -> Fields {
     vec![
         ("schedule", spec.cfg.schedule.clone()),
-        ("state", "ENABLED".into()),
+        ("state", state_of(spec).as_str().into()),
         ("target", spec.function_arn()),
         ("invoke_permission", "granted".into()),
     ]
@@ -145,7 +161,7 @@ pub async fn apply(c: &Clients, spec: &Spec, change: &Change) -> Result<RuleStat
             .name(&name)
             .description("Runs the vault-secrets-replicator")
             .schedule_expression(&spec.cfg.schedule)
-            .state(RuleState::Enabled)
+            .state(state_of(spec))
             .set_tags(Some(tags))
             .send()
             .await

@@ -71,6 +71,8 @@ pub mod env {
     pub const ROTATOR_SECRET: &str = "REPLICATOR_ROTATOR_SECRET";
     /// The stack a deployed function belongs to: the `Stack` dimension of its metrics.
     pub const STACK: &str = "REPLICATOR_STACK";
+    /// Set (`true`) by `deployer pause`: the function syncs nothing until `deployer resume`.
+    pub const PAUSED: &str = "REPLICATOR_PAUSED";
 }
 
 /// Tag keys written on every replicated secret.

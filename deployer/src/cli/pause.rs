@@ -1,0 +1,127 @@
+//! `deployer pause` and `deployer resume`: stop replication without tearing anything down, and
+//! start it again without losing what changed meanwhile. Paused, the schedule is disabled and
+//! the sync and watch functions carry `REPLICATOR_PAUSED=true`, so they refuse every sync (the
+//! change watcher's batches wait, and are covered by the full sync `resume` runs); `up` keeps a
+//! paused stack paused, and `status` says so.
+
+use std::io::Write;
+
+use super::{CliError, EXIT_ERROR, EXIT_OK, emit};
+use crate::resources::{Ctx, DeployError};
+use crate::spec::Duty;
+use crate::stack::Stack;
+
+/// Sets (`true`) or removes the pause mark in the environment of each function that syncs,
+/// leaving every other setting as it is; waits until each has its new configuration.
+async fn mark(stack: &Stack<'_>, paused: bool) -> Result<Vec<String>, DeployError> {
+    let (c, spec) = (stack.clients, stack.spec);
+    let mut changed = Vec::new();
+    for duty in [Duty::Sync, Duty::Watch] {
+        let name = spec.function_name_of(duty);
+        let Some(conf) = crate::resources::found(
+            c.lambda
+                .get_function_configuration()
+                .function_name(&name)
+                .send()
+                .await
+                .ctx("GetFunctionConfiguration", &name),
+        )?
+        else {
+            continue;
+        };
+        let mut vars = conf
+            .environment()
+            .and_then(|e| e.variables())
+            .cloned()
+            .unwrap_or_default();
+        let has = vars.get(contract::env::PAUSED).map(String::as_str) == Some("true");
+        if has == paused {
+            continue;
+        }
+        if paused {
+            vars.insert(contract::env::PAUSED.to_owned(), "true".to_owned());
+        } else {
+            vars.remove(contract::env::PAUSED);
+        }
+        c.lambda
+            .update_function_configuration()
+            .function_name(&name)
+            .environment(
+                aws_sdk_lambda::types::Environment::builder()
+                    .set_variables(Some(vars))
+                    .build(),
+            )
+            .send()
+            .await
+            .ctx("UpdateFunctionConfiguration", &name)?;
+        crate::resources::function::wait_updated(c, &name).await?;
+        changed.push(name);
+    }
+    Ok(changed)
+}
+
+/// `deployer pause`.
+pub async fn pause(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i32, CliError> {
+    let (c, spec) = (stack.clients, stack.spec);
+    let rule = spec.rule_name();
+    if crate::resources::rule::observe(c, spec)
+        .await?
+        .is_none_or(|r| !r.ours)
+    {
+        let message =
+            format!("{rule} is not this stack's schedule, or is missing: run `deployer up` first");
+        emit(
+            out,
+            json,
+            &serde_json::json!({"error": message}),
+            &format!("{message}\n"),
+        )?;
+        return Ok(EXIT_ERROR);
+    }
+    // The functions refuse first, then the schedule stops: no run starts in between.
+    let marked = mark(stack, true).await?;
+    c.events
+        .disable_rule()
+        .name(&rule)
+        .send()
+        .await
+        .ctx("DisableRule", &rule)
+        .map_err(DeployError::from)?;
+    let value = serde_json::json!({"paused": true, "functions": marked, "schedule": rule});
+    emit(
+        out,
+        json,
+        &value,
+        &format!(
+            "paused: {rule} is disabled and the functions sync nothing; the change watcher's batches wait. `deployer resume` starts again with a full sync.\n"
+        ),
+    )?;
+    Ok(EXIT_OK)
+}
+
+/// `deployer resume`: the functions sync again, the schedule runs again, and a full sync now
+/// replicates what changed meanwhile; its exit code is the sync's.
+pub async fn resume(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i32, CliError> {
+    let (c, spec) = (stack.clients, stack.spec);
+    let rule = spec.rule_name();
+    let marked = mark(stack, false).await?;
+    c.events
+        .enable_rule()
+        .name(&rule)
+        .send()
+        .await
+        .ctx("EnableRule", &rule)
+        .map_err(DeployError::from)?;
+    if !json {
+        writeln!(
+            out,
+            "resumed: {rule} is enabled{}; a full sync now:",
+            if marked.is_empty() {
+                String::new()
+            } else {
+                format!(" and {} sync again", marked.join(", "))
+            }
+        )?;
+    }
+    super::sync_now::run(stack, &super::sync_now::SyncNowArgs::default(), json, out).await
+}
