@@ -278,6 +278,17 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
         "what changed while paused is replicated on resume"
     );
     assert!(run(&["up", "--yes"]).await.mutating.is_empty());
+    // A schedule disabled by hand (not by `pause`: no tag) is drift, which `up` repairs.
+    events
+        .disable_rule()
+        .name("c-replicator-schedule")
+        .send()
+        .await
+        .unwrap();
+    let repaired = run(&["up", "--yes"]).await;
+    assert_eq!(repaired.code, 0, "{:?}", repaired.error);
+    assert_eq!(rule_state().await, "ENABLED");
+    assert!(!env_now().await.contains_key(contract::env::PAUSED));
     side.delete_now("hybrid-aws-secrets/apps/second").await;
     // A function from before status requests (no REPLICATOR_STACK) is not asked: it would
     // take the event for the schedule's and sync.

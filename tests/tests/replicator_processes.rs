@@ -703,6 +703,16 @@ async fn a_paused_function_refuses_every_sync() {
         .invoke("req-s", r#"{"status": true}"#, Duration::from_secs(60))
         .await;
     assert!(matches!(status, Answer::Response(_)), "{status:?}");
+    // Where the sync reads is still asked for (here it cannot tell: no connection secret),
+    // never refused as paused.
+    let scope = api
+        .invoke("req-w", r#"{"scope": true}"#, Duration::from_secs(60))
+        .await;
+    let text = format!("{scope:?}");
+    assert!(
+        !text.contains("paused") && text.contains("x-connection/vault"),
+        "{text}"
+    );
     child.start_kill().unwrap();
 }
 

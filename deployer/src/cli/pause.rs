@@ -1,8 +1,9 @@
 //! `deployer pause` and `deployer resume`: stop replication without tearing anything down, and
 //! start it again without losing what changed meanwhile. Paused, the schedule is disabled and
-//! the sync and watch functions carry `REPLICATOR_PAUSED=true`, so they refuse every sync (the
-//! change watcher's batches wait, and are covered by the full sync `resume` runs); `up` keeps a
-//! paused stack paused, and `status` says so.
+//! tagged so, and the sync and watch functions carry `REPLICATOR_PAUSED=true`, so they refuse
+//! every sync (the change watcher's batches fail and are tried again, and the full sync
+//! `resume` runs covers them); `up` keeps a paused stack paused (a schedule disabled without
+//! the tag is drift it repairs), and `status` says so.
 
 use std::io::Write;
 
@@ -29,11 +30,17 @@ async fn mark(stack: &Stack<'_>, paused: bool) -> Result<Vec<String>, DeployErro
         else {
             continue;
         };
-        let mut vars = conf
-            .environment()
-            .and_then(|e| e.variables())
-            .cloned()
-            .unwrap_or_default();
+        let Some(mut vars) = conf.environment().and_then(|e| e.variables()).cloned() else {
+            return Err(DeployError::Untrusted(format!(
+                "{name} shows no environment (one that cannot be decrypted?): not changed; run `deployer up`"
+            )));
+        };
+        // Code from before pausing ignores the mark: such a function would go on syncing.
+        if !vars.contains_key(contract::env::STACK) {
+            return Err(DeployError::Untrusted(format!(
+                "{name} runs code from before pausing, which would go on syncing: run `deployer up` first"
+            )));
+        }
         let has = vars.get(contract::env::PAUSED).map(String::as_str) == Some("true");
         if has == paused {
             continue;
@@ -46,6 +53,7 @@ async fn mark(stack: &Stack<'_>, paused: bool) -> Result<Vec<String>, DeployErro
         c.lambda
             .update_function_configuration()
             .function_name(&name)
+            .set_kms_key_arn(conf.kms_key_arn().map(str::to_owned))
             .environment(
                 aws_sdk_lambda::types::Environment::builder()
                     .set_variables(Some(vars))
@@ -58,6 +66,36 @@ async fn mark(stack: &Stack<'_>, paused: bool) -> Result<Vec<String>, DeployErro
         changed.push(name);
     }
     Ok(changed)
+}
+
+/// Tags the schedule rule as paused, or removes the tag.
+async fn tag_paused(stack: &Stack<'_>, paused: bool) -> Result<(), DeployError> {
+    let (c, spec) = (stack.clients, stack.spec);
+    let arn = spec.rule_arn();
+    let tag = crate::resources::rule::PAUSED_TAG;
+    if paused {
+        c.events
+            .tag_resource()
+            .resource_arn(&arn)
+            .tags(
+                aws_sdk_eventbridge::types::Tag::builder()
+                    .key(tag)
+                    .value("true")
+                    .build()?,
+            )
+            .send()
+            .await
+            .ctx("TagResource", &arn)?;
+    } else {
+        c.events
+            .untag_resource()
+            .resource_arn(&arn)
+            .tag_keys(tag)
+            .send()
+            .await
+            .ctx("UntagResource", &arn)?;
+    }
+    Ok(())
 }
 
 /// `deployer pause`.
@@ -78,8 +116,9 @@ pub async fn pause(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result
         )?;
         return Ok(EXIT_ERROR);
     }
-    // The functions refuse first, then the schedule stops: no run starts in between.
-    let marked = mark(stack, true).await?;
+    // The schedule first, tagged as paused: cut short after it, `up` finishes the pause (it
+    // marks the functions of a paused stack); then the functions refuse.
+    tag_paused(stack, true).await?;
     c.events
         .disable_rule()
         .name(&rule)
@@ -87,6 +126,7 @@ pub async fn pause(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result
         .await
         .ctx("DisableRule", &rule)
         .map_err(DeployError::from)?;
+    let marked = mark(stack, true).await?;
     let value = serde_json::json!({"paused": true, "functions": marked, "schedule": rule});
     emit(
         out,
@@ -104,6 +144,22 @@ pub async fn pause(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result
 pub async fn resume(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i32, CliError> {
     let (c, spec) = (stack.clients, stack.spec);
     let rule = spec.rule_name();
+    if crate::resources::rule::observe(c, spec)
+        .await?
+        .is_none_or(|r| !r.ours)
+    {
+        let message =
+            format!("{rule} is not this stack's schedule, or is missing: run `deployer up` first");
+        emit(
+            out,
+            json,
+            &serde_json::json!({"error": message}),
+            &format!("{message}\n"),
+        )?;
+        return Ok(EXIT_ERROR);
+    }
+    // The functions first: cut short after them, the stack is still paused (`up` marks them
+    // again) until the schedule runs again.
     let marked = mark(stack, false).await?;
     c.events
         .enable_rule()
@@ -112,6 +168,7 @@ pub async fn resume(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Resul
         .await
         .ctx("EnableRule", &rule)
         .map_err(DeployError::from)?;
+    tag_paused(stack, false).await?;
     if !json {
         writeln!(
             out,

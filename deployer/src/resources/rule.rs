@@ -18,7 +18,13 @@ pub struct RuleStatus {
     pub target: String,
     pub permission: bool,
     pub ours: bool,
+    /// Tagged [`PAUSED_TAG`] by `deployer pause`.
+    pub paused: bool,
 }
+
+/// Tag on the schedule rule while the stack is paused (`deployer pause`): a rule disabled
+/// without it is drift, which `up` repairs.
+pub const PAUSED_TAG: &str = "vault-secrets-replicator:paused";
 
 /// Enabled, unless the stack is paused.
 fn state_of(spec: &Spec) -> RuleState {
@@ -29,11 +35,11 @@ fn state_of(spec: &Spec) -> RuleState {
     }
 }
 
-/// Whether the stack is paused: its schedule, this stack's, is disabled.
+/// Whether the stack is paused: its schedule, this stack's, is disabled and tagged so.
 pub async fn paused(c: &Clients, spec: &Spec) -> Result<bool, DeployError> {
     Ok(observe(c, spec)
         .await?
-        .is_some_and(|r| r.ours && r.state == RuleState::Disabled.as_str()))
+        .is_some_and(|r| r.ours && r.paused && r.state == RuleState::Disabled.as_str()))
 }
 
 fn wanted(spec: &Spec) -> Fields {
@@ -136,6 +142,7 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<RuleStatus>, Dep
             tags.tags().iter().map(|t| (t.key(), t.value())),
             spec.stack(),
         ),
+        paused: tags.tags().iter().any(|t| t.key() == PAUSED_TAG),
     }))
 }
 
@@ -252,6 +259,7 @@ mod tests {
             target: s.function_arn(),
             permission: true,
             ours: true,
+            paused: false,
         };
         assert_eq!(diff(&s, None).action, Action::Create);
         assert_eq!(diff(&s, Some(&made)).action, Action::Unchanged);
