@@ -807,16 +807,19 @@ impl Steps<'_, '_> {
         let conn_name = spec.connection_secret();
         // What the AppRole credentials are for, as a tag says: made for another Vault, CA,
         // namespace or role id, they are replaced.
-        let made_for = match opts.auth {
-            AuthMode::Approle => Some(connection_made_for(
+        let role_id = match opts.auth {
+            AuthMode::Approle => Some(admin.role_id(&role).await?),
+            AuthMode::Token => None,
+        };
+        let made_for = role_id.as_deref().map(|role_id| {
+            connection_made_for(
                 &spec.replicator_vault_address(),
                 opts.ca_pem.as_deref(),
                 opts.namespace.as_deref(),
                 "approle",
-                &admin.role_id(&role).await?,
-            )),
-            AuthMode::Token => None,
-        };
+                role_id,
+            )
+        });
         let tagged_for = crate::resources::secret::describe(c, spec, &conn_name)
             .await?
             .and_then(|s| s.tags.get(CONNECTION_FOR_TAG).cloned());
@@ -841,11 +844,10 @@ impl Steps<'_, '_> {
         };
         let new_accessor = match opts.auth {
             AuthMode::Approle => {
-                let role_id = admin.role_id(&role).await?;
                 let (secret_id, accessor) = admin
                     .new_secret_id_with_accessor(&role, &secret_id_owner(spec))
                     .await?;
-                conn.vault_role_id = Some(role_id);
+                conn.vault_role_id = role_id.clone();
                 conn.vault_secret_id = Some(secret_id);
                 conn.vault_approle_mount = Some("approle".into());
                 accessor

@@ -520,17 +520,8 @@ impl SecretsManager {
         version_id: &str,
         from_version_id: Option<&str>,
     ) -> Result<(), AwsError> {
-        self.limiter.acquire().await;
-        self.client
-            .update_secret_version_stage()
-            .secret_id(secret_id)
-            .version_stage("AWSCURRENT")
-            .move_to_version_id(version_id)
-            .set_remove_from_version_id(from_version_id.map(str::to_owned))
-            .send()
+        self.move_stage(secret_id, "AWSCURRENT", Some(version_id), from_version_id)
             .await
-            .map_err(|e| AwsError::from_sdk("UpdateSecretVersionStage", secret_id, e))?;
-        Ok(())
     }
 
     /// Takes the label `stage` off the version `version_id`.
@@ -540,12 +531,25 @@ impl SecretsManager {
         stage: &str,
         version_id: &str,
     ) -> Result<(), AwsError> {
+        self.move_stage(secret_id, stage, None, Some(version_id))
+            .await
+    }
+
+    /// `UpdateSecretVersionStage`: `stage` onto `to` and/or off `from`.
+    async fn move_stage(
+        &self,
+        secret_id: &str,
+        stage: &str,
+        to: Option<&str>,
+        from: Option<&str>,
+    ) -> Result<(), AwsError> {
         self.limiter.acquire().await;
         self.client
             .update_secret_version_stage()
             .secret_id(secret_id)
             .version_stage(stage)
-            .remove_from_version_id(version_id)
+            .set_move_to_version_id(to.map(str::to_owned))
+            .set_remove_from_version_id(from.map(str::to_owned))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("UpdateSecretVersionStage", secret_id, e))?;

@@ -1435,19 +1435,15 @@ async fn secrets_manager_rotates_the_secret_id_through_the_rotation_function() {
     assert!(!r.failed(), "{}", r.to_text());
     assert_eq!(r.created, 2);
     // The accessor tag names the new id.
-    let lookup: serde_json::Value = tls_client(&w)
-        .post(format!(
-            "{}/v1/auth/approle/role/vi-replicator/secret-id/lookup",
-            w.bao.addr
-        ))
-        .header("X-Vault-Token", root.as_str())
-        .json(&serde_json::json!({"secret_id": new_secret}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lookup = w
+        .bao
+        .api(
+            &root,
+            "POST",
+            "auth/approle/role/vi-replicator/secret-id/lookup",
+            Some(serde_json::json!({"secret_id": new_secret})),
+        )
+        .await;
     let tags = w
         .side
         .sm
@@ -1525,21 +1521,15 @@ async fn secrets_manager_rotates_the_secret_id_through_the_rotation_function() {
 
 /// The secret ids of the replicator's role in Vault, by accessor.
 async fn secret_id_accessors(w: &World, root: &str) -> Vec<String> {
-    let listed: serde_json::Value = tls_client(w)
-        .request(
-            reqwest::Method::from_bytes(b"LIST").unwrap(),
-            format!(
-                "{}/v1/auth/approle/role/vi-replicator/secret-id",
-                w.bao.addr
-            ),
+    let listed = w
+        .bao
+        .api(
+            root,
+            "LIST",
+            "auth/approle/role/vi-replicator/secret-id",
+            None,
         )
-        .header("X-Vault-Token", root)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     let mut keys: Vec<String> = listed["data"]["keys"]
         .as_array()
         .map(|k| k.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
@@ -1709,19 +1699,15 @@ async fn a_failed_rotation_keeps_the_current_id_and_up_turns_rotation_off_and_on
     // abandon the rotation) is newer: finish leaves it current and destroys the pending id.
     let next_id = pending_id(&w, &next).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let minted = tls_client(&w)
-        .post(format!(
-            "{}/v1/auth/approle/role/vi-replicator/secret-id",
-            w.bao.addr
-        ))
-        .header("X-Vault-Token", root.as_str())
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let minted = w
+        .bao
+        .api(
+            &root,
+            "POST",
+            "auth/approle/role/vi-replicator/secret-id",
+            Some(serde_json::json!({})),
+        )
+        .await;
     let newer_id = minted["data"]["secret_id"].as_str().unwrap().to_owned();
     let mut newer = w.connection().await;
     newer["vaultSecretId"] = serde_json::json!(newer_id);

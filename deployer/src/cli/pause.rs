@@ -98,22 +98,29 @@ async fn tag_paused(stack: &Stack<'_>, paused: bool) -> Result<(), DeployError> 
     Ok(())
 }
 
+/// Whether the stack's schedule is there and this stack's; said when not.
+async fn ours(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<bool, CliError> {
+    let rule = stack.spec.rule_name();
+    let found = crate::resources::rule::observe(stack.clients, stack.spec).await?;
+    if found.is_some_and(|r| r.ours) {
+        return Ok(true);
+    }
+    let message =
+        format!("{rule} is not this stack's schedule, or is missing: run `deployer up` first");
+    emit(
+        out,
+        json,
+        &serde_json::json!({"error": message}),
+        &format!("{message}\n"),
+    )?;
+    Ok(false)
+}
+
 /// `deployer pause`.
 pub async fn pause(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i32, CliError> {
     let (c, spec) = (stack.clients, stack.spec);
     let rule = spec.rule_name();
-    if crate::resources::rule::observe(c, spec)
-        .await?
-        .is_none_or(|r| !r.ours)
-    {
-        let message =
-            format!("{rule} is not this stack's schedule, or is missing: run `deployer up` first");
-        emit(
-            out,
-            json,
-            &serde_json::json!({"error": message}),
-            &format!("{message}\n"),
-        )?;
+    if !ours(stack, json, out).await? {
         return Ok(EXIT_ERROR);
     }
     // The schedule first, tagged as paused: cut short after it, `up` finishes the pause (it
@@ -133,7 +140,7 @@ pub async fn pause(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result
         json,
         &value,
         &format!(
-            "paused: {rule} is disabled and the functions sync nothing; the change watcher's batches wait. `deployer resume` starts again with a full sync.\n"
+            "paused: {rule} is disabled and the functions sync nothing; the change watcher's batches are tried again until then. `deployer resume` starts again with a full sync.\n"
         ),
     )?;
     Ok(EXIT_OK)
@@ -144,18 +151,7 @@ pub async fn pause(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result
 pub async fn resume(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i32, CliError> {
     let (c, spec) = (stack.clients, stack.spec);
     let rule = spec.rule_name();
-    if crate::resources::rule::observe(c, spec)
-        .await?
-        .is_none_or(|r| !r.ours)
-    {
-        let message =
-            format!("{rule} is not this stack's schedule, or is missing: run `deployer up` first");
-        emit(
-            out,
-            json,
-            &serde_json::json!({"error": message}),
-            &format!("{message}\n"),
-        )?;
+    if !ours(stack, json, out).await? {
         return Ok(EXIT_ERROR);
     }
     // The functions first: cut short after them, the stack is still paused (`up` marks them

@@ -68,8 +68,6 @@ pub async fn run(
 /// `status --secrets`: asks the sync function (`{"status": true}`, a synchronous dry run) and
 /// prints each secret's state.
 async fn secrets(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i32, CliError> {
-    use aws_sdk_lambda::primitives::Blob;
-    use aws_sdk_lambda::types::InvocationType;
     use contract::status::{Entry, exit_code, to_text};
 
     use crate::resources::Ctx;
@@ -99,26 +97,13 @@ async fn secrets(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i
         emit(out, json, &value, &format!("{message}\n"))?;
         return Ok(super::EXIT_ERROR);
     }
-    let answer = c
-        .lambda
-        .invoke()
-        .function_name(&name)
-        .invocation_type(InvocationType::RequestResponse)
-        .payload(Blob::new(r#"{"status":true}"#))
-        .send()
-        .await
-        .ctx("Invoke", &name)
-        .map_err(crate::resources::DeployError::from)?;
-    let payload = answer.payload().map(|b| b.as_ref()).unwrap_or_default();
-    let body: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    let answered = super::sync_now::invoke(c, &name, &serde_json::json!({"status": true})).await?;
+    let body = answered.body;
     let parsed = serde_json::from_value::<Vec<Entry>>(body["secrets"].clone());
-    let entries = match (answer.function_error(), parsed) {
+    let entries = match (answered.failed, parsed) {
         (None, Ok(entries)) => entries,
-        _ => {
-            let message = body["errorMessage"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| String::from_utf8_lossy(payload).into_owned());
+        (failed, _) => {
+            let message = failed.map_or_else(|| body.to_string(), |(_, message)| message);
             let value = serde_json::json!({"function": name, "error": message});
             emit(
                 out,

@@ -22,6 +22,44 @@ pub struct SyncNowArgs {
     pub accept_vault_rollback: bool,
 }
 
+/// What a synchronous invocation answered: its JSON body, and Lambda's function error (the
+/// run failed) with the error's message.
+#[derive(Debug)]
+pub struct Answered {
+    pub body: serde_json::Value,
+    /// `Some((kind, message))` when the function failed.
+    pub failed: Option<(String, String)>,
+}
+
+/// Invokes the function `name` synchronously with `event`.
+pub async fn invoke(
+    c: &crate::clients::Clients,
+    name: &str,
+    event: &serde_json::Value,
+) -> Result<Answered, CliError> {
+    let answer = c
+        .lambda
+        .invoke()
+        .function_name(name)
+        .invocation_type(InvocationType::RequestResponse)
+        .payload(Blob::new(event.to_string()))
+        .send()
+        .await
+        .ctx("Invoke", name)
+        .map_err(crate::resources::DeployError::from)?;
+    let payload = answer.payload().map(|b| b.as_ref()).unwrap_or_default();
+    let body: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    let failed = answer.function_error().map(|kind| {
+        // The run's notice (names and error texts only), as the failure topic gets it.
+        let message = body["errorMessage"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8_lossy(payload).into_owned());
+        (kind.to_owned(), message)
+    });
+    Ok(Answered { body, failed })
+}
+
 pub async fn run(
     stack: &Stack<'_>,
     args: &SyncNowArgs,
@@ -40,24 +78,8 @@ pub async fn run(
     if spec.notifies() {
         event["notice_topic"] = spec.topic_arn().into();
     }
-    let answer = c
-        .lambda
-        .invoke()
-        .function_name(&name)
-        .invocation_type(InvocationType::RequestResponse)
-        .payload(Blob::new(event.to_string()))
-        .send()
-        .await
-        .ctx("Invoke", &name)
-        .map_err(crate::resources::DeployError::from)?;
-    let payload = answer.payload().map(|b| b.as_ref()).unwrap_or_default();
-    let body: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-    if let Some(kind) = answer.function_error() {
-        // The run's notice (names and error texts only), as the failure topic gets it.
-        let message = body["errorMessage"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| String::from_utf8_lossy(payload).into_owned());
+    let Answered { body, failed } = invoke(c, &name, &event).await?;
+    if let Some((kind, message)) = failed {
         let value = serde_json::json!({"function": name, "failed": kind, "error": message});
         emit(
             out,

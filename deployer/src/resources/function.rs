@@ -378,6 +378,30 @@ fn vpc_config(inputs: &Inputs<'_>) -> VpcConfig {
         .build()
 }
 
+/// The statements of the function's resource policy (who may invoke it); none when it has no
+/// policy or does not exist.
+pub async fn policy_statements(
+    c: &Clients,
+    name: &str,
+) -> Result<Vec<serde_json::Value>, DeployError> {
+    let Some(policy) = super::found(
+        c.lambda
+            .get_policy()
+            .function_name(name)
+            .send()
+            .await
+            .ctx("GetPolicy", name),
+    )?
+    else {
+        return Ok(Vec::new());
+    };
+    let doc: serde_json::Value = policy
+        .policy()
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or_default();
+    Ok(doc["Statement"].as_array().cloned().unwrap_or_default())
+}
+
 /// Waits until the function has taken its last update.
 pub async fn wait_updated(c: &Clients, name: &str) -> Result<(), DeployError> {
     c.lambda

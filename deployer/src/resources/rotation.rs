@@ -71,34 +71,18 @@ fn wanted(spec: &Spec) -> Fields {
 }
 
 async fn has_permission(c: &Clients, spec: &Spec, secret_arn: &str) -> Result<bool, DeployError> {
-    let name = spec.function_name_of(Duty::Rotate);
-    let Some(policy) = found(
-        c.lambda
-            .get_policy()
-            .function_name(&name)
-            .send()
-            .await
-            .ctx("GetPolicy", &name),
-    )?
-    else {
-        return Ok(false);
-    };
-    let doc: serde_json::Value = policy
-        .policy()
-        .and_then(|p| serde_json::from_str(p).ok())
-        .unwrap_or_default();
+    let statements =
+        super::function::policy_statements(c, &spec.function_name_of(Duty::Rotate)).await?;
     // Ours, as made: Secrets Manager, invoking, for this secret of this account only.
-    Ok(doc["Statement"].as_array().is_some_and(|st| {
-        st.iter().any(|s| {
-            let condition = serde_json::to_string(&s["Condition"]).unwrap_or_default();
-            s["Sid"] == statement_id(spec).as_str()
-                && s["Effect"] == "Allow"
-                && s["Action"] == "lambda:InvokeFunction"
-                && serde_json::to_string(&s["Principal"])
-                    .is_ok_and(|p| p.contains("\"secretsmanager.amazonaws.com\""))
-                && condition.contains(&format!("\"{secret_arn}\""))
-                && condition.contains(&format!("\"{}\"", spec.id.account))
-        })
+    Ok(statements.iter().any(|s| {
+        let condition = serde_json::to_string(&s["Condition"]).unwrap_or_default();
+        s["Sid"] == statement_id(spec).as_str()
+            && s["Effect"] == "Allow"
+            && s["Action"] == "lambda:InvokeFunction"
+            && serde_json::to_string(&s["Principal"])
+                .is_ok_and(|p| p.contains("\"secretsmanager.amazonaws.com\""))
+            && condition.contains(&format!("\"{secret_arn}\""))
+            && condition.contains(&format!("\"{}\"", spec.id.account))
     }))
 }
 

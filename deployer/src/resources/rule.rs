@@ -71,28 +71,11 @@ impl RuleStatus {
 }
 
 async fn has_permission(c: &Clients, spec: &Spec) -> Result<bool, DeployError> {
-    let name = spec.function_name();
-    let Some(policy) = found(
-        c.lambda
-            .get_policy()
-            .function_name(&name)
-            .send()
-            .await
-            .ctx("GetPolicy", &name),
-    )?
-    else {
-        return Ok(false);
-    };
-    let doc: serde_json::Value = policy
-        .policy()
-        .and_then(|p| serde_json::from_str(p).ok())
-        .unwrap_or_default();
+    let statements = super::function::policy_statements(c, &spec.function_name()).await?;
     let rule_arn = spec.rule_arn();
-    Ok(doc["Statement"].as_array().is_some_and(|st| {
-        st.iter().any(|s| {
-            s["Sid"] == spec.permission_id().as_str()
-                && serde_json::to_string(&s["Condition"]).is_ok_and(|c| c.contains(&rule_arn))
-        })
+    Ok(statements.iter().any(|s| {
+        s["Sid"] == spec.permission_id().as_str()
+            && serde_json::to_string(&s["Condition"]).is_ok_and(|c| c.contains(&rule_arn))
     }))
 }
 

@@ -100,6 +100,14 @@ enum Command {
     },
 }
 
+/// Writes `text` on stdout; `false` when it could not (a closed pipe).
+fn print(text: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_ok()
+}
+
 /// The exit code of a sync run (see the module's documentation).
 fn exit_code(report: &replicator::report::Report, detailed: bool) -> u8 {
     if report.failed() {
@@ -166,12 +174,7 @@ async fn main() -> ExitCode {
                     text.push_str(&format!("FAILED {name} [{}]: {}\n", p.kind, p.message));
                 }
             }
-            let mut out = std::io::stdout().lock();
-            if out
-                .write_all(text.as_bytes())
-                .and_then(|()| out.flush())
-                .is_err()
-            {
+            if !print(&text) {
                 return ExitCode::from(1);
             }
             ExitCode::from(replicator::status::exit_code(report.failed(), &entries))
@@ -198,12 +201,7 @@ async fn main() -> ExitCode {
                 OutputFormat::Json => report.to_json() + "\n",
                 OutputFormat::Text => report.to_text(),
             };
-            let mut out = std::io::stdout().lock();
-            if out
-                .write_all(text.as_bytes())
-                .and_then(|()| out.flush())
-                .is_err()
-            {
+            if !print(&text) {
                 return ExitCode::from(1);
             }
             ExitCode::from(exit_code(&report, detailed_exitcode))
