@@ -53,6 +53,9 @@ pub struct FileConfig {
     pub latest_deleted: Option<String>,
     pub max_keys_per_secret: Option<i64>,
     pub region_audit_hours: Option<i64>,
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+    pub opt_in: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -112,6 +115,8 @@ pub struct ReplicatorSettings {
     pub latest_deleted: contract::LatestDeleted,
     pub max_keys_per_secret: usize,
     pub region_audit_hours: u64,
+    /// Which secrets under the path are replicated: include/exclude globs, opt-in.
+    pub selection: contract::select::Selection,
 }
 
 /// A validated configuration.
@@ -532,6 +537,12 @@ impl FileConfig {
                     ),
                 )
             })?;
+        let selection = contract::select::Selection::new(
+            self.include.clone().unwrap_or_default(),
+            self.exclude.clone().unwrap_or_default(),
+            self.opt_in.unwrap_or(false),
+        )
+        .map_err(|e| invalid("include / exclude", e))?;
         Ok(Config {
             stack_name,
             region: self.region.clone(),
@@ -553,6 +564,7 @@ impl FileConfig {
                 latest_deleted,
                 max_keys_per_secret,
                 region_audit_hours,
+                selection,
             },
             // Ranges checked above.
             lambda_memory_mb: lambda_memory_mb as i32,
@@ -1061,10 +1073,21 @@ mod tests {
                 "outside 1",
             ),
             (
+                "include = [\"/db/*\"]",
+                "include / exclude",
+                "include pattern \"/db/*\" starts with '/'",
+            ),
+            (
+                "exclude = [\"a,b\"]",
+                "include / exclude",
+                "exclude pattern \"a,b\" has a ','",
+            ),
+            (
                 "adopt_sample = \"yes\"",
                 "adopt_sample",
                 "expected a boolean",
             ),
+            ("opt_in = \"yes\"", "opt_in", "expected a boolean"),
         ];
         for (text, key, reason) in table {
             let text =

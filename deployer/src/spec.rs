@@ -978,6 +978,18 @@ impl Spec {
                 r.region_audit_hours.to_string(),
             );
         }
+        // Patterns hold no ',' (checked when parsed).
+        for (var, patterns) in [
+            (env::INCLUDE, r.selection.include()),
+            (env::EXCLUDE, r.selection.exclude()),
+        ] {
+            if !patterns.is_empty() {
+                vars.insert(var.to_owned(), patterns.join(","));
+            }
+        }
+        if r.selection.opt_in() {
+            vars.insert(env::OPT_IN.to_owned(), "true".to_owned());
+        }
         vars
     }
 
@@ -1120,11 +1132,14 @@ pub(crate) mod tests {
             env::LATEST_DELETED,
             env::MAX_KEYS_PER_SECRET,
             env::REGION_AUDIT_HOURS,
+            env::INCLUDE,
+            env::EXCLUDE,
+            env::OPT_IN,
         ] {
             assert!(!plain.contains_key(var), "{var} set by default");
         }
         let s = spec(&format!(
-            "{EXTERNAL}replica_regions = [\"cn-northwest-1=arn:aws-cn:kms:cn-northwest-1:123456789012:key/r\"]\ngranularity = \"secret-key\"\nname_template = \"{{mount}}/{{path}}/{{key}}\"\ntags = {{ team = \"core\", env = \"prod\" }}\nmetadata_tag_keys = [\"tier\", \"cost-center\"]\n"
+            "{EXTERNAL}replica_regions = [\"cn-northwest-1=arn:aws-cn:kms:cn-northwest-1:123456789012:key/r\"]\ngranularity = \"secret-key\"\nname_template = \"{{mount}}/{{path}}/{{key}}\"\ntags = {{ team = \"core\", env = \"prod\" }}\nmetadata_tag_keys = [\"tier\", \"cost-center\"]\ninclude = [\"db/*\", \"app?\"]\nexclude = [\"*/scratch/*\"]\nopt_in = true\n"
         ));
         let e = s.lambda_environment("k");
         assert_eq!(
@@ -1135,6 +1150,9 @@ pub(crate) mod tests {
         assert_eq!(e[env::NAME_TEMPLATE], "{mount}/{path}/{key}");
         assert_eq!(e[env::TAGS], "env=prod,team=core");
         assert_eq!(e[env::METADATA_TAG_KEYS], "cost-center,tier");
+        assert_eq!(e[env::INCLUDE], "db/*,app?");
+        assert_eq!(e[env::EXCLUDE], "*/scratch/*");
+        assert_eq!(e[env::OPT_IN], "true");
         let p = s
             .replicator_policy("arn:aws-cn:kms:cn-north-1:123456789012:key/k", None)
             .unwrap();

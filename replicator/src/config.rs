@@ -192,6 +192,22 @@ pub struct SyncArgs {
         value_name = "KEY"
     )]
     pub metadata_tag_keys: Vec<String>,
+
+    /// Replicate only the secrets whose path (under the mount and --path) matches one of these
+    /// globs: `*` matches any characters, `/` included; `?` one character but `/`. Repeatable;
+    /// the variable takes a comma-separated list [default: every path].
+    #[arg(long, env = env::INCLUDE, value_delimiter = ',', value_name = "GLOB")]
+    pub include: Vec<String>,
+
+    /// Do not replicate the secrets whose path matches one of these globs (as --include).
+    /// A replica such a secret had is handled as if Vault had deleted it (--deletion-policy).
+    #[arg(long, env = env::EXCLUDE, value_delimiter = ',', value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Replicate only secrets whose custom metadata says `sync = "true"`. Without it, every
+    /// secret is replicated but those that say `sync = "false"`.
+    #[arg(long, env = env::OPT_IN)]
+    pub opt_in: bool,
 }
 
 /// Validated settings of a run: the rule the planner follows, and how the executor acts.
@@ -449,9 +465,24 @@ impl SyncArgs {
                 ),
             ));
         }
+        let nonempty = |list: &[String]| -> Vec<String> {
+            list.iter().filter(|p| !p.is_empty()).cloned().collect()
+        };
+        let selection = contract::select::Selection::new(
+            nonempty(&self.include),
+            nonempty(&self.exclude),
+            self.opt_in,
+        )
+        .map_err(|e| {
+            invalid(
+                "--include / --exclude (REPLICATOR_INCLUDE / REPLICATOR_EXCLUDE)",
+                e,
+            )
+        })?;
         Ok(Settings {
             region_audit_hours: self.region_audit_hours,
             rule: Rule {
+                selection,
                 replica_regions,
                 name_template,
                 granularity: self.granularity,

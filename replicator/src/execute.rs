@@ -411,11 +411,13 @@ impl Executor<'_> {
                 .await
                 .map_err(|e| Problem::new(name, e.kind(), e.to_string()))?;
             let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
+            let classify = crate::inventory::Classify::of(rule, now);
             let live = meta.as_ref().map(|m| {
-                (
-                    m.current_version,
-                    crate::inventory::entry_state(m, now, rule.latest_deleted),
-                )
+                let state = match rule.rel_of(vault_path) {
+                    Some(rel) => classify.path_state(rel, m),
+                    None => classify.state(m),
+                };
+                (m.current_version, state)
             });
             let back = match (live, read_version) {
                 // Vault's answer cannot be judged: kept.

@@ -12,6 +12,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 pub use crate::model::{EARLIER_VERSIONS, EntryState, VaultEntry, full_path};
 use crate::model::{LatestDeleted, Stamp, shaping_metadata};
 use crate::vault::{SecretMetadata, VaultClient, VaultError, VersionMetadata};
+use contract::select::{Excluded, SYNC_KEY, Selection};
 
 /// Result of a walk.
 #[derive(Debug, Default)]
@@ -99,16 +100,56 @@ pub fn entry_state(
 }
 
 /// How the entries of one run are classified: the moment a `deletion_time` is judged against,
-/// and the rule's choice for a deleted latest version.
+/// the rule's choice for a deleted latest version, and which secrets the rule selects.
 #[derive(Clone, Copy, Debug)]
-pub struct Classify {
+pub struct Classify<'a> {
     pub now: DateTime,
     pub latest_deleted: LatestDeleted,
+    pub selection: &'a Selection,
 }
 
-impl Classify {
+impl<'a> Classify<'a> {
+    /// The classification of `rule`'s entries at `now`.
+    pub fn of(rule: &'a crate::model::Rule, now: DateTime) -> Self {
+        Self {
+            now,
+            latest_deleted: rule.latest_deleted,
+            selection: &rule.selection,
+        }
+    }
+
+    /// The state of a path the rule's patterns leave out, known before its metadata is read
+    /// (which is then never read); `None` for a selected path.
+    pub fn by_path(&self, rel: &str) -> Option<EntryState> {
+        (!self.selection.selects_path(rel)).then_some(EntryState::Excluded(Excluded::Path))
+    }
+
+    /// The state of a selected path from its metadata: a live secret whose `sync` custom
+    /// metadata leaves it out is excluded; one whose `sync` says neither yes nor no is neither
+    /// written nor deleted.
     pub fn state(&self, meta: &SecretMetadata) -> EntryState {
-        entry_state(meta, self.now, self.latest_deleted)
+        let state = entry_state(meta, self.now, self.latest_deleted);
+        if !matches!(state, EntryState::Live { .. }) {
+            return state;
+        }
+        let sync = meta
+            .custom_metadata
+            .as_ref()
+            .and_then(|m| m.get(SYNC_KEY))
+            .map(String::as_str);
+        match self.selection.by_metadata(sync) {
+            Ok(None) => state,
+            Ok(Some(why)) => EntryState::Excluded(why),
+            Err(message) => EntryState::Unreadable {
+                kind: "invalid_sync_metadata",
+                message,
+            },
+        }
+    }
+
+    /// [`Self::by_path`], else [`Self::state`].
+    pub fn path_state(&self, rel: &str, meta: &SecretMetadata) -> EntryState {
+        self.by_path(rel).unwrap_or_else(|| self.state(meta))
     }
 }
 
@@ -146,10 +187,16 @@ pub async fn read_paths(
     vault: &VaultClient,
     settings: &crate::config::Settings,
     rels: &[String],
-    classify: Classify,
+    classify: Classify<'_>,
 ) -> Inventory {
     let rule = &settings.rule;
     let read = async |rel: &String| {
+        if let Some(state) = classify.by_path(rel) {
+            return Some(VaultEntry {
+                rel_path: rel.as_str().into(),
+                state,
+            });
+        }
         let meta = vault
             .read_metadata(&rule.mount, &rule.vault_path(rel))
             .await;
@@ -215,7 +262,7 @@ pub async fn walk(
     mount: &str,
     base: &str,
     concurrency: usize,
-    classify: Classify,
+    classify: Classify<'_>,
     progress: &crate::progress::Progress,
 ) -> Result<Inventory, VaultError> {
     walk_telling_names(vault, mount, base, concurrency, classify, progress, None).await
@@ -230,7 +277,7 @@ pub async fn walk_telling_names(
     mount: &str,
     base: &str,
     concurrency: usize,
-    classify: Classify,
+    classify: Classify<'_>,
     progress: &crate::progress::Progress,
     names: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
 ) -> Result<Inventory, VaultError> {
@@ -257,7 +304,7 @@ async fn walk_tree(
     mount: &str,
     base: &str,
     concurrency: usize,
-    classify: Classify,
+    classify: Classify<'_>,
     progress: &crate::progress::Progress,
     mut names: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
 ) -> Result<Inventory, VaultError> {
@@ -377,12 +424,22 @@ async fn walk_tree(
                         pending_lists.push(full);
                         continue;
                     }
+                    let rel_path = rel(&full);
+                    // Named even when left out, for a replica it had.
                     if names.is_some() {
-                        found.push(rel(&full));
+                        found.push(rel_path.clone());
+                    }
+                    // Left out by the patterns: its metadata is never read.
+                    if let Some(state) = classify.by_path(&rel_path) {
+                        entries.push(VaultEntry {
+                            rel_path: rel_path.into(),
+                            state,
+                        });
+                        continue;
                     }
                     if let Some(meta) = listing.metadata.remove(&key) {
                         entries.push(VaultEntry {
-                            rel_path: rel(&full).into(),
+                            rel_path: rel_path.into(),
                             state: classify.state(&meta),
                         });
                     } else {
@@ -570,5 +627,69 @@ mod tests {
             entry_state(&all_gone, now, LatestDeleted::Fallback),
             EntryState::Deleted
         );
+    }
+
+    #[test]
+    fn the_selection_classifies_from_the_path_then_the_metadata() {
+        let now = DateTime::from_str("2026-11-28T12:00:00Z", Format::DateTime).unwrap();
+        let selection = Selection::new(vec!["db/*".into()], vec!["*/tmp/*".into()], false).unwrap();
+        let c = Classify {
+            now,
+            latest_deleted: LatestDeleted::Fallback,
+            selection: &selection,
+        };
+        let with_sync = |v: &str| {
+            let mut m = meta(1, "", false);
+            m.custom_metadata = Some(BTreeMap::from([(SYNC_KEY.to_owned(), v.to_owned())]));
+            m
+        };
+        let plain = meta(1, "", false);
+        assert_eq!(
+            c.by_path("app/x"),
+            Some(EntryState::Excluded(Excluded::Path))
+        );
+        assert_eq!(
+            c.by_path("db/tmp/x"),
+            Some(EntryState::Excluded(Excluded::Path))
+        );
+        assert_eq!(c.by_path("db/x"), None);
+        assert!(matches!(
+            c.path_state("db/x", &plain),
+            EntryState::Live { .. }
+        ));
+        assert_eq!(
+            c.path_state("app/x", &plain),
+            EntryState::Excluded(Excluded::Path)
+        );
+        assert_eq!(
+            c.state(&with_sync("false")),
+            EntryState::Excluded(Excluded::OptedOut)
+        );
+        assert!(matches!(
+            c.state(&with_sync("true")),
+            EntryState::Live { .. }
+        ));
+        assert!(matches!(
+            c.state(&with_sync("yes")),
+            EntryState::Unreadable {
+                kind: "invalid_sync_metadata",
+                ..
+            }
+        ));
+        // A deleted secret stays deleted, whatever its metadata says.
+        let mut gone = with_sync("yes");
+        gone.versions.values_mut().for_each(|v| v.destroyed = true);
+        assert_eq!(c.state(&gone), EntryState::Deleted);
+        // Opt-in: only `sync = "true"` is selected.
+        let opt_in = Selection::new(vec![], vec![], true).unwrap();
+        let c = Classify {
+            selection: &opt_in,
+            ..c
+        };
+        assert_eq!(c.state(&plain), EntryState::Excluded(Excluded::NotOptedIn));
+        assert!(matches!(
+            c.state(&with_sync("TRUE")),
+            EntryState::Live { .. }
+        ));
     }
 }

@@ -413,6 +413,9 @@ pub enum EntryState {
     /// The latest version is soft-deleted or destroyed (and the rule does not fall back, or no
     /// version is live), or there is no version.
     Deleted,
+    /// It exists but the rule does not select it: by path (include/exclude), or by its `sync`
+    /// custom metadata. A replica it had is handled as if Vault had deleted it.
+    Excluded(contract::select::Excluded),
     /// Its metadata could not be read, or (a `rel_path` ending with `/`) the folder could not
     /// be listed; it, or everything under it, is neither written nor deleted this run.
     Unreadable { kind: &'static str, message: String },
@@ -473,6 +476,8 @@ pub struct Rule {
     pub tags: Vec<(String, String)>,
     /// The tag keys Vault custom metadata (`tag:KEY`) may set; none by default.
     pub metadata_tag_keys: std::collections::BTreeSet<String>,
+    /// Which secrets under the path it replicates: include/exclude globs, opt-in or -out.
+    pub selection: contract::select::Selection,
 }
 
 impl Rule {
@@ -494,6 +499,7 @@ impl Rule {
             granularity: Granularity::SecretPath,
             tags: Vec::new(),
             metadata_tag_keys: std::collections::BTreeSet::new(),
+            selection: contract::select::Selection::default(),
         }
     }
 
@@ -529,6 +535,16 @@ impl Rule {
     /// The path inside the mount of `rel`.
     pub fn vault_path(&self, rel: &str) -> String {
         full_path(&self.path, rel)
+    }
+
+    /// The path relative to the sub-path of a path inside the mount (`None`: not under it).
+    pub fn rel_of<'a>(&self, vault_path: &'a str) -> Option<&'a str> {
+        if self.path.is_empty() {
+            return Some(vault_path);
+        }
+        vault_path
+            .strip_prefix(self.path.as_str())
+            .and_then(|r| r.strip_prefix('/'))
     }
 }
 

@@ -42,6 +42,9 @@ pub struct Report {
     pub unchanged: u64,
     pub deleted: u64,
     pub skipped: u64,
+    /// Secrets in Vault the sync does not select (include/exclude, opt-in or -out), with no
+    /// replica.
+    pub excluded: u64,
     pub conflicts: Vec<Problem>,
     pub failures: Vec<Problem>,
     /// Done, but worth a look (a name like an ARN suffix); never fails the run.
@@ -152,6 +155,13 @@ impl Report {
             self.conflicts.len(),
             self.failures.len()
         );
+        if self.excluded > 0 {
+            let _ = writeln!(
+                out,
+                "{} secret(s) in Vault not selected by the sync (include/exclude, opt-in or -out)",
+                self.excluded
+            );
+        }
         if self.partial {
             let _ = writeln!(
                 out,
@@ -163,7 +173,10 @@ impl Report {
             let _ = writeln!(out, "conflict {} [{}]: {}", p.name, p.kind, p.message);
         }
         for name in &self.orphans {
-            let _ = writeln!(out, "orphan {name}: its Vault secret is gone; kept");
+            let _ = writeln!(
+                out,
+                "orphan {name}: its Vault secret is gone or not selected; kept"
+            );
         }
         for p in &self.warnings {
             let _ = writeln!(out, "warning {} [{}]: {}", p.name, p.kind, p.message);

@@ -517,10 +517,7 @@ impl Round<'_> {
         let (settings, sm, vault) = (self.settings, &self.replicator.sm, self.vault);
         let rule = &settings.rule;
         let now = DateTime::from(std::time::SystemTime::now());
-        let classify = crate::inventory::Classify {
-            now,
-            latest_deleted: rule.latest_deleted,
-        };
+        let classify = crate::inventory::Classify::of(rule, now);
         let (inventory, aws) = match rels {
             None => {
                 let (names_tx, names_rx) = tokio::sync::oneshot::channel();
@@ -604,6 +601,7 @@ impl Round<'_> {
             generation = ledger.generation;
         }
         say(report, &plan);
+        report.excluded += plan.excluded;
         if settings.dry_run {
             for step in &plan.steps {
                 record_dry(report, step);

@@ -323,6 +323,9 @@ pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
         granularity: replicator::config::Granularity::SecretPath,
         tags: vec![],
         metadata_tag_keys: vec![],
+        include: vec![],
+        exclude: vec![],
+        opt_in: false,
     }
 }
 

@@ -357,13 +357,26 @@ async fn the_deployed_secrets_sync_settings_drive_the_replicator() {
         json!({"user": "app", "port": 5432}),
     )
     .await;
+    // Left out: by a pattern, and by its own metadata (the deployed stack opts in).
+    for path in ["apps/scratch/tmp", "apps/cache"] {
+        bao.put("hybrid-aws-secrets", path, json!({"k": "v"})).await;
+    }
+    bao.set_custom_metadata("hybrid-aws-secrets", "apps/db", json!({"sync": "true"}))
+        .await;
+    bao.set_custom_metadata(
+        "hybrid-aws-secrets",
+        "apps/scratch/tmp",
+        json!({"sync": "true"}),
+    )
+    .await;
     let mut d = Deployed::up(
         &bao,
         &moto,
         "replica_regions = [\"us-west-2\"]\ngranularity = \"secret-key\"\n\
          name_template = \"{mount}/{path}/{key}\"\ntags = { team = \"core\" }\n\
          max_keys_per_secret = 2\nlatest_deleted = \"delete\"\nadopt_sample = true\n\
-         region_audit_hours = 1\n",
+         region_audit_hours = 1\ninclude = [\"apps/*\"]\nexclude = [\"*/scratch/*\"]\n\
+         opt_in = true\n",
     )
     .await;
     for (var, value) in [
@@ -371,12 +384,16 @@ async fn the_deployed_secrets_sync_settings_drive_the_replicator() {
         ("REPLICATOR_LATEST_DELETED", "delete"),
         ("REPLICATOR_ADOPT_SAMPLE", "true"),
         ("REPLICATOR_REGION_AUDIT_HOURS", "1"),
+        ("REPLICATOR_INCLUDE", "apps/*"),
+        ("REPLICATOR_EXCLUDE", "*/scratch/*"),
+        ("REPLICATOR_OPT_IN", "true"),
     ] {
         assert_eq!(d.vars[var], value, "{var}");
     }
     // The function reads them all (a value it refused would fail every invocation).
     let (report, body) = d.invoke().await;
     assert_eq!(report["created"], 2, "{body}");
+    assert_eq!(report["excluded"], 2, "{body}");
     let side = &d.side;
     let secrets = side.secrets("hybrid-aws-secrets").await;
     let port = "hybrid-aws-secrets/hybrid-aws-secrets/apps/db/port";

@@ -284,6 +284,7 @@ async fn a_stale_writer_never_moves_aws_backwards() {
     let classify = replicator::inventory::Classify {
         now: aws_smithy_types::DateTime::from(std::time::SystemTime::now()),
         latest_deleted: LatestDeleted::Fallback,
+        selection: &Default::default(),
     };
     let inventory = replicator::inventory::walk(&vault, "kv", "", 4, classify, &progress)
         .await
@@ -622,6 +623,7 @@ async fn a_key_deletion_planned_from_an_older_version_is_not_performed() {
     let classify = replicator::inventory::Classify {
         now: aws_smithy_types::DateTime::from(std::time::SystemTime::now()),
         latest_deleted: LatestDeleted::Fallback,
+        selection: &Default::default(),
     };
     let progress = Progress::default();
     let inventory = replicator::inventory::walk(&vault, "kv", "", 4, classify, &progress)

@@ -1236,9 +1236,10 @@ async fn a_namespace_is_sent_with_every_request_and_replicates_that_namespace_on
     );
 }
 
-fn classify(now: aws_smithy_types::DateTime) -> replicator::inventory::Classify {
+fn classify(now: aws_smithy_types::DateTime) -> replicator::inventory::Classify<'static> {
     replicator::inventory::Classify {
         now,
         latest_deleted: replicator::config::LatestDeleted::Fallback,
+        selection: &contract::select::EVERY_SECRET,
     }
 }

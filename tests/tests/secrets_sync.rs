@@ -702,3 +702,190 @@ async fn keys_removed_in_vault_are_deleted_behind_the_breaker() {
         allowed.to_text()
     );
 }
+
+/// The audited metadata reads (`<mount>/metadata/<path>` reads) of the log so far.
+fn audited_metadata_reads(audit: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(audit).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "request" && v["request"]["operation"] == "read")
+        .filter_map(|v| v["request"]["path"].as_str().map(str::to_owned))
+        .filter(|p| p.split('/').nth(1) == Some("metadata"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_exclude_and_the_sync_metadata_choose_the_replicas_without_reading_values() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    let audit = bao.audit_log();
+    for path in [
+        "app/db",
+        "app/api",
+        "app/scratch/tmp",
+        "web",
+        "web2",
+        "web3",
+        "legacy/old",
+        "legacy/older",
+    ] {
+        bao.put("kv", path, json!({"v": path})).await;
+    }
+    bao.set_custom_metadata("kv", "web2", json!({"sync": "False"}))
+        .await;
+    let mut a = args(&env, "kv");
+    a.include = vec!["app/*".into(), "web?".into(), "web".into()];
+    a.exclude = vec!["*/scratch/*".into()];
+    a.deletion_policy = DeletionPolicy::Delete;
+
+    let first = sync(&env, &a).await;
+    assert_eq!(
+        (first.created, first.excluded, first.failures.len()),
+        (4, 4, 0),
+        "{}",
+        first.to_text()
+    );
+    let names: Vec<String> = env.side.secrets("kv").await.into_keys().collect();
+    assert_eq!(names, ["kv/app/api", "kv/app/db", "kv/web", "kv/web3"]);
+    assert!(
+        first
+            .to_text()
+            .contains("4 secret(s) in Vault not selected"),
+        "{}",
+        first.to_text()
+    );
+    // Neither a value nor (where the listing did not carry it) the metadata of a path the
+    // patterns leave out is read.
+    let reads = e2e::audited_value_reads(&audit);
+    for left_out in ["legacy/old", "legacy/older", "app/scratch/tmp", "web2"] {
+        assert!(
+            !reads.iter().any(|p| p.ends_with(left_out)),
+            "{left_out} read: {reads:?}"
+        );
+    }
+    let metas = audited_metadata_reads(&audit);
+    for left_out in ["legacy/old", "legacy/older", "app/scratch/tmp"] {
+        assert!(
+            !metas.iter().any(|p| p.ends_with(left_out)),
+            "{left_out}'s metadata read: {metas:?}"
+        );
+    }
+
+    // `web` opts out (metadata only, no new version): its replica goes under the delete
+    // policy, with no value read; a `sync` that says neither fails that secret alone.
+    let value_reads = e2e::audited_value_reads(&audit).len();
+    bao.set_custom_metadata("kv", "web", json!({"sync": "false"}))
+        .await;
+    bao.set_custom_metadata("kv", "app/api", json!({"sync": "maybe"}))
+        .await;
+    bao.put("kv", "app/db", json!({"v": "db-2"})).await;
+    let second = sync(&env, &a).await;
+    assert_eq!(
+        (second.updated, second.deleted, second.unchanged),
+        (1, 1, 1),
+        "{}",
+        second.to_text()
+    );
+    assert_eq!(
+        failure_kinds(&second),
+        [("kv/app/api".to_owned(), "invalid_sync_metadata".to_owned())]
+    );
+    assert!(
+        second.failures[0]
+            .message
+            .contains("\"true\" nor \"false\""),
+        "{}",
+        second.to_text()
+    );
+    assert_eq!(e2e::audited_value_reads(&audit).len(), value_reads + 1);
+    let seen = env.side.secrets("kv").await;
+    assert!(seen["kv/web"].pending_deletion, "{seen:?}");
+    assert!(
+        !seen["kv/app/api"].pending_deletion,
+        "neither written nor deleted"
+    );
+    assert_eq!(env.side.value("kv/app/db").await, json!({"v": "db-2"}));
+
+    // Under the keep policy a replica whose secret is left out stays, and the report says why.
+    bao.set_custom_metadata("kv", "app/api", json!({})).await;
+    let mut keep = a.clone();
+    keep.deletion_policy = DeletionPolicy::Keep;
+    keep.exclude.push("web3".into());
+    keep.dry_run = true;
+    let planned = sync(&env, &keep).await.to_text();
+    assert!(
+        planned.contains(
+            "kv/web3  keep: excluded by the sync's include/exclude patterns; kept by deletion policy keep"
+        ),
+        "{planned}"
+    );
+    keep.dry_run = false;
+    let third = sync(&env, &keep).await;
+    assert_eq!(
+        (third.deleted, third.failures.len()),
+        (0, 0),
+        "{}",
+        third.to_text()
+    );
+    assert_eq!(third.orphans, ["kv/web3"], "{}", third.to_text());
+
+    // Opt-in: only `sync = "true"` comes in; the others' replicas are kept by the policy.
+    bao.set_custom_metadata("kv", "web2", json!({"sync": "true"}))
+        .await;
+    let mut opt_in = keep.clone();
+    opt_in.opt_in = true;
+    let fourth = sync(&env, &opt_in).await;
+    assert_eq!(
+        (fourth.created, fourth.updated, fourth.failures.len()),
+        (1, 0, 0),
+        "{}",
+        fourth.to_text()
+    );
+    assert!(env.side.secrets("kv").await.contains_key("kv/web2"));
+    assert_eq!(
+        fourth.orphans,
+        ["kv/app/api", "kv/app/db", "kv/web3"],
+        "{}",
+        fourth.to_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_opts_a_secret_out_removes_its_replica_and_opting_back_in_keeps_it() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    for i in 0..8 {
+        bao.put("kv", &format!("s{i}"), json!({"k": i})).await;
+    }
+    let mut a = args(&env, "kv");
+    a.deletion_policy = DeletionPolicy::Delete;
+    let watcher = replicator::run::Replicator::new(&a, &env.aws).unwrap();
+    let progress = Progress::default();
+    assert_eq!(watcher.run(None, &progress).await.created, 8);
+
+    // The change a watcher sees: `s0`'s metadata now opts it out.
+    bao.set_custom_metadata("kv", "s0", json!({"sync": "false"}))
+        .await;
+    let r = watcher.run_paths(&["s0".into()], None, &progress).await;
+    assert_eq!((r.deleted, r.failures.len()), (1, 0), "{}", r.to_text());
+    assert!(env.side.secrets("kv").await["kv/s0"].pending_deletion);
+
+    // A change-driven run over a path the patterns leave out, after the configuration changed.
+    let mut narrower = a.clone();
+    narrower.exclude = vec!["s1".into()];
+    let watcher = replicator::run::Replicator::new(&narrower, &env.aws).unwrap();
+    assert_eq!(watcher.run(None, &progress).await.deleted, 1);
+    assert!(env.side.secrets("kv").await["kv/s1"].pending_deletion);
+    // Opted in again: the next run restores nothing by itself here (the replica is pending
+    // deletion), but a selected secret is written again.
+    bao.set_custom_metadata("kv", "s0", json!({})).await;
+    let r = watcher.run_paths(&["s0".into()], None, &progress).await;
+    assert_eq!(r.failures.len(), 0, "{}", r.to_text());
+    assert!(
+        !env.side.secrets("kv").await["kv/s0"].pending_deletion,
+        "{}",
+        r.to_text()
+    );
+}

@@ -223,6 +223,7 @@ fn walk_of(
             replicator::inventory::Classify {
                 now,
                 latest_deleted: replicator::config::LatestDeleted::Fallback,
+                selection: &Default::default(),
             },
             &replicator::progress::Progress::default(),
         )
@@ -250,6 +251,7 @@ async fn listed_dot_segments_are_failures_never_followed_and_nesting_is_bounded(
                 replicator::inventory::EntryState::Live { .. } => "live",
                 replicator::inventory::EntryState::Unreadable { kind, .. } => kind,
                 replicator::inventory::EntryState::Deleted => "deleted",
+                replicator::inventory::EntryState::Excluded(_) => "excluded",
             };
             (e.rel_path.to_string(), kind)
         })

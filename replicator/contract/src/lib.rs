@@ -13,6 +13,7 @@ pub mod naming;
 #[cfg(feature = "aws")]
 pub mod sdk;
 pub mod secret;
+pub mod select;
 pub mod status;
 #[cfg(feature = "aws")]
 pub mod tls;
@@ -63,6 +64,12 @@ pub mod env {
     pub const LATEST_DELETED: &str = "REPLICATOR_LATEST_DELETED";
     pub const MAX_KEYS_PER_SECRET: &str = "REPLICATOR_MAX_KEYS_PER_SECRET";
     pub const REGION_AUDIT_HOURS: &str = "REPLICATOR_REGION_AUDIT_HOURS";
+    /// Comma-separated globs: only the paths matching one are replicated ([`crate::select`]).
+    pub const INCLUDE: &str = "REPLICATOR_INCLUDE";
+    /// Comma-separated globs: the paths matching one are not replicated.
+    pub const EXCLUDE: &str = "REPLICATOR_EXCLUDE";
+    /// `true`: only secrets whose custom metadata says `sync = "true"` are replicated.
+    pub const OPT_IN: &str = "REPLICATOR_OPT_IN";
     /// Set (`true`) on the function the stack's change watcher invokes: it syncs what the
     /// watcher sends and refuses what only an operator may ask (`accept_vault_rollback`).
     pub const SERVES_WATCHER: &str = "REPLICATOR_SERVES_WATCHER";

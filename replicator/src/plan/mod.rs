@@ -97,7 +97,8 @@ pub enum Write {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Guard {
-    /// Its Vault secret was gone when planned: read again first, and kept when it is back.
+    /// Its Vault secret was gone (or not selected) when planned: read again first, and kept
+    /// when it is back (or selected again).
     SourceGone { vault_path: String },
     /// A stale name: deleted only once these steps of the plan (its successors, the replicas
     /// that take over from it) succeeded. None: they are at the version already.
@@ -231,6 +232,9 @@ pub struct Plan {
     pub unchanged_names: Vec<String>,
     #[serde(skip)]
     pub list_unchanged: bool,
+    /// Secrets in Vault that the rule does not select (include/exclude, opt-in or -out) and
+    /// that have no replica: counted, not listed.
+    pub excluded: u64,
     /// Set when the full sync's breaker refused this run's deletions (a failure).
     pub breaker: Option<String>,
     /// Set when change-driven deletions wait for the next full sync (not a failure).
@@ -589,7 +593,11 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
                 });
                 continue;
             }
-            EntryState::Deleted => {
+            EntryState::Deleted | EntryState::Excluded(_) => {
+                let why = match &entry.state {
+                    EntryState::Excluded(why) => why.reason(),
+                    _ => "deleted in Vault",
+                };
                 let gone = |secret: &AwsSecret| {
                     gone_from_vault(
                         secret.name.to_string(),
@@ -598,13 +606,14 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
                         Guard::SourceGone {
                             vault_path: vault_path.clone(),
                         },
-                        "deleted in Vault",
+                        why,
                     )
                 };
                 match own {
                     Some(secret) => plan.push(gone(secret)),
-                    None if stale.is_empty() => plan.push(Step::Skip { name }),
-                    None => {}
+                    None if !stale.is_empty() => {}
+                    None if matches!(entry.state, EntryState::Excluded(_)) => plan.excluded += 1,
+                    None => plan.push(Step::Skip { name }),
                 }
                 for &i in stale {
                     plan.push(gone(&aws[i]));

@@ -1148,3 +1148,60 @@ fn a_secret_with_no_keys_keeps_its_whole_replica() {
     let p = expanded(&src, &[], &[], &s);
     assert_eq!(kinds(&p), ["keep p/a"]);
 }
+
+fn excluded(rel: &str, why: contract::select::Excluded) -> VaultEntry {
+    VaultEntry {
+        rel_path: rel.into(),
+        state: EntryState::Excluded(why),
+    }
+}
+
+#[test]
+fn a_secret_the_rule_leaves_out_is_counted_and_its_replica_goes_as_if_deleted() {
+    use contract::select::Excluded;
+    let entries = [
+        live("a", 1),
+        excluded("b", Excluded::OptedOut),
+        excluded("c", Excluded::Path),
+        excluded("d", Excluded::NotOptedIn),
+        live("e", 1),
+        live("f", 1),
+    ];
+    let aws = [ours("a", 1), ours("b", 1), ours("e", 1), ours("f", 1)];
+    // Kept by the default policy, saying why; nothing written for `c` or `d`.
+    let p = plan(&entries, &aws, &settings());
+    assert_eq!(
+        kinds(&p),
+        [
+            "keep p/b",
+            "unchanged p/a",
+            "unchanged p/e",
+            "unchanged p/f"
+        ]
+    );
+    assert!(
+        matches!(&p.steps[0], Step::Keep { why, .. } if why.contains("opted out in Vault")),
+        "{p:?}"
+    );
+    assert_eq!(p.excluded, 2);
+    // Deleted under the delete policy, guarded like a deletion in Vault (read again first).
+    let mut s = settings();
+    s.deletion_policy = DeletionPolicy::Delete;
+    let p = plan(&entries, &aws, &s);
+    assert!(
+        matches!(&p.steps[0], Step::Delete { guard: Guard::SourceGone { vault_path }, .. } if vault_path == "b"),
+        "{p:?}"
+    );
+    // And counted by the breaker like any deletion: a share above it deletes nothing.
+    let all: Vec<VaultEntry> = ["a", "b", "e", "f"]
+        .iter()
+        .map(|r| excluded(r, Excluded::Path))
+        .collect();
+    s.max_delete_share = 0.25;
+    let p = plan(&all, &aws, &s);
+    assert!(p.breaker.is_some(), "{p:?}");
+    assert!(
+        !p.steps.iter().any(|s| matches!(s, Step::Delete { .. })),
+        "{p:?}"
+    );
+}
