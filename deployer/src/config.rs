@@ -15,6 +15,9 @@ pub const SECRET_ID_ROTATION_DAYS: i64 = 10;
 /// The longest rotation period (a secret id living three periods stays under Vault's limits).
 pub const MAX_ROTATION_DAYS: i64 = 120;
 
+/// The longest resource policy template (compact JSON) the function's environment carries.
+pub const MAX_POLICY_IN_ENV: usize = 2_048;
+
 /// Default EventBridge schedule (the sample's).
 pub const DEFAULT_SCHEDULE: &str = "cron(0,30 * * * ? *)";
 
@@ -56,6 +59,10 @@ pub struct FileConfig {
     pub include: Option<Vec<String>>,
     pub exclude: Option<Vec<String>>,
     pub opt_in: Option<bool>,
+    pub resource_policy: Option<String>,
+    /// The folder of the file read: a relative `resource_policy` path is found from there.
+    #[serde(skip)]
+    pub base_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -117,6 +124,8 @@ pub struct ReplicatorSettings {
     pub region_audit_hours: u64,
     /// Which secrets under the path are replicated: include/exclude globs, opt-in.
     pub selection: contract::select::Selection,
+    /// The resource policy put on every replica.
+    pub resource_policy: Option<contract::resource_policy::ResourcePolicy>,
 }
 
 /// A validated configuration.
@@ -167,7 +176,9 @@ impl FileConfig {
                 });
             }
         };
-        Self::parse(&text, &path.display().to_string())
+        let mut file = Self::parse(&text, &path.display().to_string())?;
+        file.base_dir = path.parent().map(Path::to_path_buf);
+        Ok(file)
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
@@ -236,6 +247,36 @@ impl FileConfig {
     }
 
     /// Checks every key; the first problem found is returned with the key's name.
+    /// The replicas' resource policy, read from its file (relative to the configuration file)
+    /// and checked; it reaches the function in its environment, which Lambda caps at 4 KB.
+    fn resource_policy(
+        &self,
+    ) -> Result<Option<contract::resource_policy::ResourcePolicy>, ConfigError> {
+        const KEY: &str = "resource_policy";
+        let Some(file) = self.resource_policy.as_deref().filter(|f| !f.is_empty()) else {
+            return Ok(None);
+        };
+        let path = match &self.base_dir {
+            Some(dir) if Path::new(file).is_relative() => dir.join(file),
+            _ => Path::new(file).to_path_buf(),
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| invalid(KEY, format!("cannot read {}: {e}", path.display())))?;
+        let policy = contract::resource_policy::ResourcePolicy::parse(&text)
+            .map_err(|e| invalid(KEY, format!("{}: the policy {e}", path.display())))?;
+        if policy.template().len() > MAX_POLICY_IN_ENV {
+            return Err(invalid(
+                KEY,
+                format!(
+                    "{}: the policy is {} characters as compact JSON; it travels in the function's environment (4 KB for every variable), so at most {MAX_POLICY_IN_ENV} are accepted",
+                    path.display(),
+                    policy.template().len()
+                ),
+            ));
+        }
+        Ok(Some(policy))
+    }
+
     pub fn validate(&self) -> Result<Config, ConfigError> {
         let mut warnings = Vec::new();
         let stack_name = self
@@ -543,6 +584,7 @@ impl FileConfig {
             self.opt_in.unwrap_or(false),
         )
         .map_err(|e| invalid("include / exclude", e))?;
+        let resource_policy = self.resource_policy()?;
         Ok(Config {
             stack_name,
             region: self.region.clone(),
@@ -565,6 +607,7 @@ impl FileConfig {
                 max_keys_per_secret,
                 region_audit_hours,
                 selection,
+                resource_policy,
             },
             // Ranges checked above.
             lambda_memory_mb: lambda_memory_mb as i32,
@@ -808,6 +851,41 @@ mod tests {
         assert!(err.starts_with("vault_inbound_cidr: is required"), "{err}");
         let open = cfg("vault_inbound_cidr = \"0.0.0.0/0\"").unwrap();
         assert!(open.warnings[0].contains("whole internet"));
+    }
+
+    #[test]
+    fn a_resource_policy_file_is_found_beside_the_configuration_and_checked() {
+        let dir = std::env::temp_dir().join(format!("deployer-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy = r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::${Account}:role/app"}, "Action": "secretsmanager:GetSecretValue", "Resource": "${ReplicaArn}"}}"#;
+        std::fs::write(dir.join("policy.json"), policy).unwrap();
+        let config = dir.join("deployer.toml");
+        std::fs::write(&config, format!("{EC2}resource_policy = \"policy.json\"\n")).unwrap();
+        let c = FileConfig::load(&config, true).unwrap().validate().unwrap();
+        let p = c.replicator.resource_policy.unwrap();
+        assert!(p.template().contains("${ReplicaArn}") && !p.template().contains('\n'));
+        // Public, or too long for the function's environment: refused, saying why.
+        std::fs::write(
+            dir.join("policy.json"),
+            policy.replace(r#"{"AWS": "arn:aws:iam::${Account}:role/app"}"#, "\"*\""),
+        )
+        .unwrap();
+        let e = FileConfig::load(&config, true)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("allows every principal"), "{e}");
+        let long = policy.replace(
+            "\"Effect\"",
+            &format!("\"Sid\": \"{}\", \"Effect\"", "a".repeat(2_100)),
+        );
+        std::fs::write(dir.join("policy.json"), long).unwrap();
+        let e = FileConfig::load(&config, true)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("4 KB"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Every key of `deployer.toml`, as the parser itself lists them in its unknown-key error.
@@ -1088,6 +1166,11 @@ mod tests {
                 "expected a boolean",
             ),
             ("opt_in = \"yes\"", "opt_in", "expected a boolean"),
+            (
+                "resource_policy = \"/no/such/policy.json\"",
+                "resource_policy",
+                "cannot read /no/such/policy.json",
+            ),
         ];
         for (text, key, reason) in table {
             let text =

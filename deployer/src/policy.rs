@@ -10,6 +10,8 @@ pub const ROTATION_POLICY: &str = include_str!("../../policies/rotation-policy.j
 pub const REPLICATOR_SNS: &str = include_str!("../../policies/replicator-sns-statements.json");
 pub const REPLICATOR_DELETE: &str =
     include_str!("../../policies/replicator-delete-statements.json");
+pub const REPLICATOR_RESOURCE_POLICY: &str =
+    include_str!("../../policies/replicator-resource-policy-statements.json");
 pub const REPLICATOR_VPC: &str = include_str!("../../policies/replicator-vpc-statements.json");
 pub const REPLICATOR_REPLICATION: &str =
     include_str!("../../policies/replicator-replication-statements.json");

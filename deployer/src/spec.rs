@@ -518,7 +518,27 @@ impl Spec {
             // The owner tag, named once for both programs.
             ("owner_tag", contract::tags::MANAGED_BY.to_owned()),
             ("owner", contract::tags::MANAGED_BY_VALUE.to_owned()),
+            ("policy_tag", contract::tags::RESOURCE_POLICY.to_owned()),
         ]
+    }
+
+    /// With a resource policy configured: putting it (never public) on the replicas this tool
+    /// owns, and reading it back for the audit.
+    fn resource_policy_statements(&self) -> Result<String, TemplateError> {
+        if self.cfg.replicator.resource_policy.is_none() {
+            return Ok(String::new());
+        }
+        policy::render(
+            policy::REPLICATOR_RESOURCE_POLICY,
+            &[
+                ("partition", &self.id.partition),
+                ("region", &self.id.region),
+                ("account", &self.id.account),
+                ("prefix", &self.cfg.prefix),
+                ("owner_tag", contract::tags::MANAGED_BY),
+                ("owner", contract::tags::MANAGED_BY_VALUE),
+            ],
+        )
     }
 
     /// Publishing to the failure topic and no other, when there is one: the replicator's (a
@@ -588,6 +608,10 @@ impl Spec {
                 ("secret_write_actions", actions),
                 ("every_secret_write", every_write),
                 ("delete_statements", delete),
+                (
+                    "resource_policy_statements",
+                    self.resource_policy_statements()?,
+                ),
                 (
                     "connection_secret_arn",
                     self.connection_secret_arn_pattern(),
@@ -989,6 +1013,12 @@ impl Spec {
         }
         if r.selection.opt_in() {
             vars.insert(env::OPT_IN.to_owned(), "true".to_owned());
+        }
+        if let Some(policy) = &r.resource_policy {
+            vars.insert(
+                env::RESOURCE_POLICY.to_owned(),
+                policy.template().to_owned(),
+            );
         }
         vars
     }

@@ -449,15 +449,54 @@ impl SecretsManager {
         Ok(())
     }
 
-    /// Creates the secret; the replica regions' status, when it has some (a region can fail,
-    /// the secret still created).
+    /// Puts a replica's resource policy, with `BlockPublicPolicy`: AWS refuses one that would
+    /// make the secret public.
+    pub async fn put_policy(&self, secret_id: &str, policy: &str) -> Result<(), AwsError> {
+        self.limiter.acquire().await;
+        self.client
+            .put_resource_policy()
+            .secret_id(secret_id)
+            .resource_policy(policy)
+            .block_public_policy(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("PutResourcePolicy", secret_id, e))?;
+        Ok(())
+    }
+
+    /// Removes a replica's resource policy.
+    pub async fn delete_policy(&self, secret_id: &str) -> Result<(), AwsError> {
+        self.limiter.acquire().await;
+        self.client
+            .delete_resource_policy()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("DeleteResourcePolicy", secret_id, e))?;
+        Ok(())
+    }
+
+    /// A replica's resource policy as AWS holds it (`None`: it has none).
+    pub async fn policy(&self, secret_id: &str) -> Result<Option<String>, AwsError> {
+        let out = self
+            .client
+            .get_resource_policy()
+            .secret_id(secret_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("GetResourcePolicy", secret_id, e))?;
+        Ok(out.resource_policy().map(str::to_owned))
+    }
+
+    /// Creates the secret; its ARN, and the replica regions' status when it has some (a region
+    /// can fail, the secret still created).
     pub async fn create(
         &self,
         name: &str,
         value: &SecretString,
         request_token: &str,
         shape: NewSecret<'_>,
-    ) -> Result<Vec<RegionStatus>, AwsError> {
+    ) -> Result<(String, Vec<RegionStatus>), AwsError> {
         self.limiter.acquire().await;
         let out = self
             .client
@@ -474,7 +513,8 @@ impl SecretsManager {
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("CreateSecret", name, e))?;
-        Ok(region_statuses(out.replication_status()))
+        let arn = out.arn().unwrap_or(name).to_owned();
+        Ok((arn, region_statuses(out.replication_status())))
     }
 
     /// Writes a version with the given id, staged [`PENDING_STAGE`] only: `AWSCURRENT` stays

@@ -10,6 +10,7 @@ use crate::aws_auth::StsEndpoint;
 pub use crate::model::Rule;
 use crate::vault::VaultLogin;
 pub use contract::naming::{Granularity, NameTemplate};
+use contract::resource_policy::ResourcePolicy;
 use contract::secret::SecretString;
 use contract::{ConnectionSecret, DEFAULT_PREFIX, ReplicaRegion, defaults, env, ranges};
 
@@ -208,6 +209,14 @@ pub struct SyncArgs {
     /// secret is replicated but those that say `sync = "false"`.
     #[arg(long, env = env::OPT_IN)]
     pub opt_in: bool,
+
+    /// A resource policy put on every replica (with BlockPublicPolicy): a JSON document, or
+    /// `@FILE` to read one, with the variables `${ReplicaArn}` and `${Account}`. Checked first:
+    /// every statement names a principal, an Allow never names everyone, and the resource is
+    /// the replica. Kept in sync without reading any value; removed from the replicas when no
+    /// longer given.
+    #[arg(long, env = env::RESOURCE_POLICY, value_name = "JSON|@FILE")]
+    pub resource_policy: Option<String>,
 }
 
 /// Validated settings of a run: the rule the planner follows, and how the executor acts.
@@ -479,10 +488,12 @@ impl SyncArgs {
                 e,
             )
         })?;
+        let resource_policy = self.resource_policy()?;
         Ok(Settings {
             region_audit_hours: self.region_audit_hours,
             rule: Rule {
                 selection,
+                resource_policy,
                 replica_regions,
                 name_template,
                 granularity: self.granularity,
@@ -513,6 +524,25 @@ impl SyncArgs {
             max_duration: self.max_duration.map(std::time::Duration::from_secs),
             deadline: None,
         })
+    }
+
+    /// The replicas' resource policy: given inline or as `@FILE`, checked.
+    fn resource_policy(&self) -> Result<Option<ResourcePolicy>, ConfigError> {
+        const KEY: &str = "--resource-policy / REPLICATOR_RESOURCE_POLICY";
+        let Some(given) = self.resource_policy.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        if given.is_empty() {
+            return Ok(None);
+        }
+        let text = match given.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| invalid(KEY, format!("cannot read {path}: {e}")))?,
+            None => given.to_owned(),
+        };
+        ResourcePolicy::parse(&text)
+            .map(Some)
+            .map_err(|e| invalid(KEY, format!("the policy {e}")))
     }
 
     fn sts(&self) -> Result<StsEndpoint, ConfigError> {

@@ -13,6 +13,7 @@ use futures::stream::{self, StreamExt};
 use crate::aws::{AwsErrorKind, NewSecret, SecretsManager, failed_regions};
 use crate::config::Settings;
 use crate::model::EntryState;
+use crate::plan::shape::PolicyWrite;
 use crate::plan::{Guard, MetaChanges, RegionMoves, Step, Target, Write};
 use crate::report::{Problem, Report};
 use crate::vault::{VaultClient, VersionRead};
@@ -211,10 +212,14 @@ impl Executor<'_> {
             return Ok(Outcome::Skipped);
         };
         let rule = &self.settings.rule;
+        // The policy's tag is written once the policy is on: a replica whose policy could not
+        // be put lacks it, and the next run puts it.
+        let mut tags = target.tags.clone();
+        let policy_tag = tags.remove(tags::RESOURCE_POLICY);
         let shape = NewSecret {
             kms_key_id: self.settings.kms_key_id.as_deref(),
             description: &target.description,
-            tags: &target.tags,
+            tags: &tags,
             regions: &rule.replica_regions,
         };
         match self
@@ -222,7 +227,18 @@ impl Executor<'_> {
             .create(&target.name, &value, &target.token, shape)
             .await
         {
-            Ok(statuses) => {
+            Ok((arn, statuses)) => {
+                if let (Some(policy), Some(tag)) = (&rule.resource_policy, policy_tag) {
+                    let recorded = BTreeMap::from([(tags::RESOURCE_POLICY.to_owned(), tag)]);
+                    self.sm
+                        .put_policy(&arn, &policy.render(&arn))
+                        .await
+                        .map_err(failure_of(&target.name))?;
+                    self.sm
+                        .tag(&arn, &recorded)
+                        .await
+                        .map_err(failure_of(&target.name))?;
+                }
                 let Some(failed) = failed_regions(&statuses, &rule.replica_regions) else {
                     return Ok(Outcome::Created);
                 };
@@ -333,6 +349,18 @@ impl Executor<'_> {
                 .describe_as(arn, description)
                 .await
                 .map_err(aws_problem)?;
+        }
+        // Before the tags, which record it.
+        match (changes.policy, &self.settings.rule.resource_policy) {
+            (Some(PolicyWrite::Put), Some(policy)) => self
+                .sm
+                .put_policy(arn, &policy.render(arn))
+                .await
+                .map_err(aws_problem)?,
+            (Some(PolicyWrite::Delete), _) => {
+                self.sm.delete_policy(arn).await.map_err(aws_problem)?;
+            }
+            _ => {}
         }
         let mut untag = changes.untag.clone();
         let mut tags = target.tags.clone();

@@ -478,6 +478,8 @@ pub struct Rule {
     pub metadata_tag_keys: std::collections::BTreeSet<String>,
     /// Which secrets under the path it replicates: include/exclude globs, opt-in or -out.
     pub selection: contract::select::Selection,
+    /// The resource policy put on every replica, when one is configured.
+    pub resource_policy: Option<contract::resource_policy::ResourcePolicy>,
 }
 
 impl Rule {
@@ -500,6 +502,7 @@ impl Rule {
             tags: Vec::new(),
             metadata_tag_keys: std::collections::BTreeSet::new(),
             selection: contract::select::Selection::default(),
+            resource_policy: None,
         }
     }
 

@@ -4,7 +4,7 @@
 //! what another writer took meanwhile; notify. Shared by the CLI and the Lambda. Network I/O;
 //! every decision is the planner's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -550,8 +550,8 @@ impl Round<'_> {
             "inventories read"
         );
         report.bulk_metadata |= inventory.bulk_metadata;
-        let regions = if settings.dry_run {
-            BTreeMap::new()
+        let (regions, drifted_policies) = if settings.dry_run {
+            (BTreeMap::new(), BTreeSet::new())
         } else {
             let audit = rels.is_none().then(|| {
                 let secs = std::time::SystemTime::now()
@@ -563,13 +563,22 @@ impl Round<'_> {
                     hours,
                 }
             });
-            observe_regions(
+            let regions = observe_regions(
                 sm,
                 &crate::plan::regions_to_observe(&aws, rule, audit),
                 settings.concurrency,
                 report,
             )
-            .await
+            .await;
+            let drifted = observe_policies(
+                sm,
+                &crate::plan::policies_to_audit(&aws, rule, audit),
+                rule,
+                settings.concurrency,
+                report,
+            )
+            .await;
+            (regions, drifted)
         };
         let allowance = self.replicator.ledger().allowance(rule.max_delete_share);
         let run = crate::plan::Run {
@@ -577,6 +586,7 @@ impl Round<'_> {
             accept_vault_rollback: self.accept_vault_rollback,
             allowance,
             regions: &regions,
+            drifted_policies: &drifted_policies,
             list_unchanged: settings.dry_run,
         };
         let plan = crate::plan::plan(&inventory.entries, &aws, rule, &run);
@@ -912,6 +922,45 @@ async fn observe_regions(
         }
     }
     regions
+}
+
+/// The audited replicas whose resource policy in AWS is not the configured one, filled in for
+/// them (compared as JSON documents: AWS may hand a policy back formatted otherwise). One that
+/// cannot be read is a warning, and is looked at again in its next slot.
+async fn observe_policies(
+    sm: &SecretsManager,
+    secrets: &[&AwsSecret],
+    rule: &Rule,
+    concurrency: usize,
+    report: &mut Report,
+) -> BTreeSet<String> {
+    let mut drifted = BTreeSet::new();
+    let Some(policy) = &rule.resource_policy else {
+        return drifted;
+    };
+    let seen: Vec<(&AwsSecret, Result<Option<String>, contract::sdk::AwsError>)> =
+        stream::iter(secrets)
+            .map(|secret| async move { (*secret, sm.policy(&secret.arn()).await) })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+    for (secret, found) in seen {
+        match found {
+            Ok(found) => {
+                let as_json = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+                let wanted = as_json(&policy.render(&secret.arn()));
+                if found.as_deref().and_then(as_json) != wanted {
+                    drifted.insert(secret.name.to_string());
+                }
+            }
+            Err(e) => report.warnings.push(Problem::new(
+                &*secret.name,
+                "policy_not_seen",
+                format!("its resource policy could not be looked at this run: {e}"),
+            )),
+        }
+    }
+    drifted
 }
 
 /// Runs one sync with `args` and reports it (a bad configuration is the report's failure).

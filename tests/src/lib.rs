@@ -326,6 +326,7 @@ pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
         include: vec![],
         exclude: vec![],
         opt_in: false,
+        resource_policy: None,
     }
 }
 

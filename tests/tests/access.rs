@@ -1523,3 +1523,109 @@ fn the_keys_secrets_are_read_by_their_one_reader_and_denied_to_everyone_else() {
         assert_eq!(got, want, "{} reading {}", r.principal, r.resource);
     }
 }
+
+#[test]
+fn the_replicas_policy_is_put_only_on_its_own_replicas_never_public_and_removed_only_where_it_put_one()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.json");
+    std::fs::write(
+        &file,
+        r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::${Account}:role/app"}, "Action": "secretsmanager:GetSecretValue", "Resource": "${ReplicaArn}"}}"#,
+    )
+    .unwrap();
+    let with = spec(&format!(
+        "{EXTERNAL_KEEP}\nresource_policy = \"{}\"",
+        file.display()
+    ));
+    let without = spec(EXTERNAL_KEEP);
+    let owned = |r: Row, owner: &str| r.with("aws:ResourceTag/managed-by", json!(owner));
+    let put = |name: &str, block: bool, want| {
+        owned(
+            row(
+                "replicator",
+                "secretsmanager:PutResourcePolicy",
+                secret(name),
+                want,
+            ),
+            OURS,
+        )
+        .with("secretsmanager:BlockPublicPolicy", json!(block.to_string()))
+    };
+    let delete = |name: &str, tagged: bool, want| {
+        let r = owned(
+            row(
+                "replicator",
+                "secretsmanager:DeleteResourcePolicy",
+                secret(name),
+                want,
+            ),
+            OURS,
+        );
+        if tagged {
+            r.with("aws:ResourceTag/resource-policy", json!("digest"))
+        } else {
+            r
+        }
+    };
+    check(
+        &with,
+        &[
+            put("hybrid-aws-secrets/a", true, Allowed),
+            // Only with BlockPublicPolicy: AWS then refuses a policy that would make it public.
+            put("hybrid-aws-secrets/a", false, ImplicitlyDenied),
+            // Never on a secret another tool owns, nor outside the prefix, nor on the stack's
+            // own secrets.
+            owned(
+                row(
+                    "replicator",
+                    "secretsmanager:PutResourcePolicy",
+                    secret("hybrid-aws-secrets/b"),
+                    ExplicitlyDenied,
+                ),
+                "terraform",
+            )
+            .with("secretsmanager:BlockPublicPolicy", json!("true")),
+            row(
+                "replicator",
+                "secretsmanager:PutResourcePolicy",
+                secret("hybrid-aws-secrets/nobodys"),
+                ImplicitlyDenied,
+            )
+            .with("secretsmanager:BlockPublicPolicy", json!("true")),
+            put("prod/db", true, ExplicitlyDenied),
+            put(&with.connection_secret(), true, ExplicitlyDenied),
+            owned(
+                row(
+                    "replicator",
+                    "secretsmanager:GetResourcePolicy",
+                    secret("hybrid-aws-secrets/a"),
+                    Allowed,
+                ),
+                OURS,
+            ),
+            delete("hybrid-aws-secrets/a", true, Allowed),
+            // A policy it never put (no tag of its own) stays.
+            delete("hybrid-aws-secrets/a", false, ImplicitlyDenied),
+            delete("prod/db", true, ExplicitlyDenied),
+        ],
+    );
+    // Without a policy configured: none is put or read; one it put can still be taken off.
+    check(
+        &without,
+        &[
+            put("hybrid-aws-secrets/a", true, ImplicitlyDenied),
+            owned(
+                row(
+                    "replicator",
+                    "secretsmanager:GetResourcePolicy",
+                    secret("hybrid-aws-secrets/a"),
+                    ImplicitlyDenied,
+                ),
+                OURS,
+            ),
+            delete("hybrid-aws-secrets/a", true, Allowed),
+            delete("hybrid-aws-secrets/a", false, ImplicitlyDenied),
+        ],
+    );
+}

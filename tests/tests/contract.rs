@@ -369,16 +369,31 @@ async fn the_deployed_secrets_sync_settings_drive_the_replicator() {
         json!({"sync": "true"}),
     )
     .await;
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policy = policy_dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::${Account}:role/app"}, "Action": "secretsmanager:GetSecretValue", "Resource": "${ReplicaArn}"}]}"#,
+    )
+    .unwrap();
     let mut d = Deployed::up(
         &bao,
         &moto,
-        "replica_regions = [\"us-west-2\"]\ngranularity = \"secret-key\"\n\
-         name_template = \"{mount}/{path}/{key}\"\ntags = { team = \"core\" }\n\
-         max_keys_per_secret = 2\nlatest_deleted = \"delete\"\nadopt_sample = true\n\
-         region_audit_hours = 1\ninclude = [\"apps/*\"]\nexclude = [\"*/scratch/*\"]\n\
-         opt_in = true\n",
+        &format!(
+            "replica_regions = [\"us-west-2\"]\ngranularity = \"secret-key\"\n\
+             name_template = \"{{mount}}/{{path}}/{{key}}\"\ntags = {{ team = \"core\" }}\n\
+             max_keys_per_secret = 2\nlatest_deleted = \"delete\"\nadopt_sample = true\n\
+             region_audit_hours = 1\ninclude = [\"apps/*\"]\nexclude = [\"*/scratch/*\"]\n\
+             opt_in = true\nresource_policy = \"{}\"\n",
+            policy.display()
+        ),
     )
     .await;
+    assert!(
+        d.vars["REPLICATOR_RESOURCE_POLICY"].contains("${ReplicaArn}"),
+        "{:?}",
+        d.vars
+    );
     for (var, value) in [
         ("REPLICATOR_MAX_KEYS_PER_SECRET", "2"),
         ("REPLICATOR_LATEST_DELETED", "delete"),
@@ -402,6 +417,15 @@ async fn the_deployed_secrets_sync_settings_drive_the_replicator() {
         [port, "hybrid-aws-secrets/hybrid-aws-secrets/apps/db/user"]
     );
     assert_eq!(secrets[port].tags["team"], "core");
+    let put = side
+        .sm
+        .get_resource_policy()
+        .secret_id(port)
+        .send()
+        .await
+        .unwrap();
+    let put: serde_json::Value = serde_json::from_str(put.resource_policy().unwrap()).unwrap();
+    assert_eq!(put["Statement"][0]["Resource"], secrets[port].arn.as_str());
     assert_eq!(side.text(port).await, "5432");
     assert_eq!(side.replica_regions(port).await, ["us-west-2"]);
 }

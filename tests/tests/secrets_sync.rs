@@ -889,3 +889,173 @@ async fn a_change_that_opts_a_secret_out_removes_its_replica_and_opting_back_in_
         r.to_text()
     );
 }
+
+/// A replica's resource policy as moto holds it.
+async fn policy_of(env: &common::Env, name: &str) -> Option<serde_json::Value> {
+    let out = env
+        .side
+        .sm
+        .get_resource_policy()
+        .secret_id(name)
+        .send()
+        .await
+        .unwrap();
+    out.resource_policy()
+        .map(|p| serde_json::from_str(p).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_policy_is_put_on_each_replica_kept_in_sync_and_never_on_a_foreign_secret() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    let audit = bao.audit_log();
+    bao.put("kv", "app/db", json!({"password": "pw"})).await;
+    bao.put("kv", "web", json!({"k": "v"})).await;
+    // Someone else's secret under the prefix, with a policy of its own.
+    let foreign = env.side.create("kv/theirs", "{}", &[("team", "x")]).await;
+    let theirs = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:role/x"},"Action":"secretsmanager:GetSecretValue","Resource":"*"}]}"#;
+    env.side
+        .sm
+        .put_resource_policy()
+        .secret_id(&foreign)
+        .resource_policy(theirs)
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.json");
+    let template = |role: &str| {
+        format!(
+            r#"{{"Version": "2012-10-17", "Statement": [{{"Sid": "App", "Effect": "Allow",
+               "Principal": {{"AWS": "arn:aws:iam::${{Account}}:role/{role}"}},
+               "Action": "secretsmanager:GetSecretValue", "Resource": "${{ReplicaArn}}"}}]}}"#
+        )
+    };
+    std::fs::write(&file, template("app")).unwrap();
+    let mut a = args(&env, "kv");
+    a.resource_policy = Some(format!("@{}", file.display()));
+    // Every replica's policy is audited in every run (one slot of a one-hour cycle).
+    a.region_audit_hours = 1;
+
+    let first = sync(&env, &a).await;
+    assert_eq!(
+        (first.created, first.failures.len()),
+        (2, 0),
+        "{}",
+        first.to_text()
+    );
+    let seen = env.side.secrets("kv").await;
+    for name in ["kv/app/db", "kv/web"] {
+        let arn = &seen[name].arn;
+        let p = policy_of(&env, name).await.unwrap();
+        assert_eq!(p["Statement"][0]["Resource"], arn.as_str(), "{name}");
+        assert_eq!(
+            p["Statement"][0]["Principal"]["AWS"],
+            format!("arn:aws:iam::{}:role/app", e2e::ACCOUNT)
+        );
+        assert!(seen[name].tags.contains_key("resource-policy"), "{name}");
+    }
+    let untouched = || async {
+        assert_eq!(
+            policy_of(&env, "kv/theirs").await.unwrap(),
+            serde_json::from_str::<serde_json::Value>(theirs).unwrap(),
+            "another's secret keeps its own policy"
+        );
+    };
+    untouched().await;
+    let reads = e2e::audited_value_reads(&audit).len();
+
+    // Nothing changed: the audit reads each policy back and writes nothing.
+    let idle = sync(&env, &a).await;
+    assert_eq!(
+        (idle.unchanged, idle.failures.len()),
+        (2, 0),
+        "{}",
+        idle.to_text()
+    );
+    assert!(
+        !calls(&idle).contains(&"PutResourcePolicy"),
+        "{:?}",
+        calls(&idle)
+    );
+    assert!(
+        calls(&idle).contains(&"GetResourcePolicy"),
+        "{:?}",
+        calls(&idle)
+    );
+
+    // Someone widens one replica's policy in AWS: the audit puts the configured one back.
+    env.side
+        .sm
+        .put_resource_policy()
+        .secret_id("kv/web")
+        .resource_policy(theirs)
+        .send()
+        .await
+        .unwrap();
+    let repaired = sync(&env, &a).await;
+    assert_eq!(
+        (repaired.updated, repaired.failures.len()),
+        (1, 0),
+        "{}",
+        repaired.to_text()
+    );
+    assert_eq!(
+        policy_of(&env, "kv/web").await.unwrap()["Statement"][0]["Principal"]["AWS"],
+        format!("arn:aws:iam::{}:role/app", e2e::ACCOUNT)
+    );
+
+    // The template changes: every replica's policy is written again, no value read.
+    std::fs::write(&file, template("app-v2")).unwrap();
+    let changed = sync(&env, &a).await;
+    assert_eq!(
+        (changed.updated, changed.failures.len()),
+        (2, 0),
+        "{}",
+        changed.to_text()
+    );
+    for name in ["kv/app/db", "kv/web"] {
+        assert_eq!(
+            policy_of(&env, name).await.unwrap()["Statement"][0]["Principal"]["AWS"],
+            format!("arn:aws:iam::{}:role/app-v2", e2e::ACCOUNT)
+        );
+    }
+    assert_eq!(
+        e2e::audited_value_reads(&audit).len(),
+        reads,
+        "no value read"
+    );
+
+    // No policy configured any more: the ones this tool put are taken off, and their tag.
+    a.resource_policy = None;
+    let removed = sync(&env, &a).await;
+    assert_eq!(
+        (removed.updated, removed.failures.len()),
+        (2, 0),
+        "{}",
+        removed.to_text()
+    );
+    let seen = env.side.secrets("kv").await;
+    for name in ["kv/app/db", "kv/web"] {
+        assert_eq!(policy_of(&env, name).await, None, "{name}");
+        assert!(!seen[name].tags.contains_key("resource-policy"), "{name}");
+    }
+    untouched().await;
+    assert_eq!(sync(&env, &a).await.writes(), 0);
+
+    // A policy that would widen access is refused before anything runs.
+    std::fs::write(
+        &file,
+        r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]}"#,
+    )
+    .unwrap();
+    a.resource_policy = Some(format!("@{}", file.display()));
+    let refused = sync(&env, &a).await;
+    assert_eq!(refused.writes(), 0);
+    assert!(
+        refused.to_text().contains("allows every principal"),
+        "{}",
+        refused.to_text()
+    );
+}

@@ -10,6 +10,8 @@ use std::ops::RangeInclusive;
 use serde::{Deserialize, Serialize};
 
 pub mod naming;
+#[cfg(feature = "resource-policy")]
+pub mod resource_policy;
 #[cfg(feature = "aws")]
 pub mod sdk;
 pub mod secret;
@@ -70,6 +72,8 @@ pub mod env {
     pub const EXCLUDE: &str = "REPLICATOR_EXCLUDE";
     /// `true`: only secrets whose custom metadata says `sync = "true"` are replicated.
     pub const OPT_IN: &str = "REPLICATOR_OPT_IN";
+    /// The replicas' resource policy template (JSON), with `${ReplicaArn}` and `${Account}`.
+    pub const RESOURCE_POLICY: &str = "REPLICATOR_RESOURCE_POLICY";
     /// Set (`true`) on the function the stack's change watcher invokes: it syncs what the
     /// watcher sends and refuses what only an operator may ask (`accept_vault_rollback`).
     pub const SERVES_WATCHER: &str = "REPLICATOR_SERVES_WATCHER";
@@ -117,6 +121,9 @@ pub mod tags {
     /// How many keys the Vault version had (`secret-key` granularity): with every key replica
     /// at the version, the set is complete without reading the value.
     pub const KEY_COUNT: &str = "vault-key-count";
+    /// A digest of the resource policy template this tool put on the replica: the policy is
+    /// written again only when the template changes (or an audit finds it changed in AWS).
+    pub const RESOURCE_POLICY: &str = "resource-policy";
 
     /// Every tag key this tool writes for itself: none may be set by `--tag` or custom metadata.
     pub const OWN: &[&str] = &[
@@ -131,6 +138,7 @@ pub mod tags {
         USER_TAGS,
         REPLICA_REGIONS,
         KEY_COUNT,
+        RESOURCE_POLICY,
     ];
 
     /// The tag keys Vault custom metadata (`tag:KEY`) may set, checked: each a valid tag key

@@ -51,6 +51,7 @@ pub fn decide(
         &rule.metadata_tag_keys,
         observed,
         restore,
+        run.drifted_policies.contains(&*secret.name),
     );
     match update_reason(
         &target,

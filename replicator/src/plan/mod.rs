@@ -11,7 +11,7 @@ pub mod ownership;
 pub mod shape;
 pub mod token;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
@@ -321,9 +321,15 @@ pub struct Run<'a> {
     /// Replica regions as AWS reports them, of the replicas the run looked at
     /// ([`regions_to_observe`]); the others' are taken as their tags record them.
     pub regions: &'a BTreeMap<String, Vec<RegionStatus>>,
+    /// The replicas whose resource policy an audit found other than the configured one
+    /// ([`policies_to_audit`]): written again.
+    pub drifted_policies: &'a BTreeSet<String>,
     /// List the unchanged replicas by name (a dry run shows them).
     pub list_unchanged: bool,
 }
+
+/// No replica's policy drifted.
+pub static NO_DRIFT: BTreeSet<String> = BTreeSet::new();
 
 impl<'a> Run<'a> {
     /// A full sync with nothing observed beyond the listing.
@@ -333,9 +339,30 @@ impl<'a> Run<'a> {
             accept_vault_rollback: false,
             allowance: breaker::Allowance::NoFullSync,
             regions,
+            drifted_policies: &NO_DRIFT,
             list_unchanged: false,
         }
     }
+}
+
+/// The replicas whose resource policy is looked at (`GetResourcePolicy`) before planning: with
+/// a policy configured, the rule's replicas whose tag says they have it and whose hour of the
+/// `audit` cycle this is, so a policy someone changed in AWS is put back within a cycle. (One
+/// whose tag says otherwise is written anyway.)
+pub fn policies_to_audit<'a>(
+    aws: &'a [AwsSecret],
+    rule: &Rule,
+    audit: Option<RegionAudit>,
+) -> Vec<&'a AwsSecret> {
+    let (Some(policy), Some(audit)) = (&rule.resource_policy, audit) else {
+        return Vec::new();
+    };
+    let wanted = shape::policy_tag(policy);
+    aws.iter()
+        .filter(|s| !s.pending_deletion && ownership::is_ours(s, rule))
+        .filter(|s| s.tags.get(tags::RESOURCE_POLICY) == Some(wanted.as_str()))
+        .filter(|s| audit_slot(&s.name, audit.hours) == audit.hour)
+        .collect()
 }
 
 /// When the replica regions of the rule's replicas are looked at: each replica in one hour of

@@ -125,6 +125,23 @@ pub fn regions_tag(regions: &[ReplicaRegion]) -> String {
     parts.join(" ")
 }
 
+/// The `resource-policy` value of a template: 16 characters of base64 of its SHA-256 (96
+/// bits), so a changed template is written again.
+pub fn policy_tag(policy: &contract::resource_policy::ResourcePolicy) -> String {
+    let d = Sha256::digest(policy.template().as_bytes());
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(&d[..12])
+}
+
+/// What a replica's resource policy needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyWrite {
+    /// The configured template, filled in for the replica (it has none, or another).
+    Put,
+    /// None: the one this tool put is no longer configured.
+    Delete,
+}
+
 /// (region, KMS digest) of a `replica-regions` value.
 pub fn recorded_regions(tag: &str) -> Vec<(String, Option<String>)> {
     tag.split(' ')
@@ -199,11 +216,18 @@ pub struct MetaChanges {
     /// Regions to move, when AWS's differ from the wanted ones.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub regions: Option<RegionMoves>,
+    /// The resource policy to write, when it differs from the configured one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyWrite>,
 }
 
 impl MetaChanges {
     pub fn is_empty(&self) -> bool {
-        !self.tag && self.untag.is_empty() && self.description.is_none() && self.regions.is_none()
+        !self.tag
+            && self.untag.is_empty()
+            && self.description.is_none()
+            && self.regions.is_none()
+            && self.policy.is_none()
     }
 }
 
@@ -214,6 +238,7 @@ const OPTIONAL_OWN: &[&str] = &[
     tags::KEY_COUNT,
     tags::USER_TAGS,
     tags::REPLICA_REGIONS,
+    tags::RESOURCE_POLICY,
 ];
 
 /// What the replica `secret` lacks to look like `target`. `observed` is its replication as AWS
@@ -234,6 +259,7 @@ pub fn meta_changes(
     metadata_keys: &std::collections::BTreeSet<String>,
     observed: Option<&[RegionStatus]>,
     restore: bool,
+    policy_drifted: bool,
 ) -> MetaChanges {
     let desired_tags = &target.tags;
     let marker = secret.tags.get(tags::USER_TAGS).unwrap_or("");
@@ -280,12 +306,22 @@ pub fn meta_changes(
         .iter()
         .any(|(k, v)| secret.tags.get(k) != Some(v.as_str()))
         || regions.is_some();
+    // The policy: by its tag, unless an audit found the one in AWS changed.
+    let wanted = desired_tags.get(tags::RESOURCE_POLICY);
+    let recorded = secret.tags.get(tags::RESOURCE_POLICY);
+    let policy = match (wanted, recorded) {
+        (Some(_), _) if policy_drifted => Some(PolicyWrite::Put),
+        (Some(w), r) if r != Some(w.as_str()) => Some(PolicyWrite::Put),
+        (None, Some(_)) => Some(PolicyWrite::Delete),
+        _ => None,
+    };
     MetaChanges {
-        tag,
+        tag: tag || policy_drifted && wanted.is_some(),
         untag,
         description: (secret.description.as_deref() != Some(target.description.as_str()))
             .then(|| target.description.clone()),
         regions,
+        policy,
     }
 }
 
@@ -365,6 +401,9 @@ impl Source {
                 tags::REPLICA_REGIONS.to_owned(),
                 regions_tag(&rule.replica_regions),
             );
+        }
+        if let Some(policy) = &rule.resource_policy {
+            tags.insert(tags::RESOURCE_POLICY.to_owned(), policy_tag(policy));
         }
         // Boxed: a step is as large as its largest kind.
         Box::new(Target {
@@ -549,13 +588,13 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let c = meta_changes(&s, &target(&desired), &[], &none, None, false);
+        let c = meta_changes(&s, &target(&desired), &[], &none, None, false, false);
         assert!(c.tag, "the marker changed");
         assert_eq!(c.untag, ["env"], "an operator's key, recorded");
         assert_eq!((c.description, c.regions), (None, None));
         // A key Vault metadata governs goes when no metadata sets it.
         let governed = ["tier".to_owned()].into();
-        let c = meta_changes(&s, &target(&desired), &[], &governed, None, false);
+        let c = meta_changes(&s, &target(&desired), &[], &governed, None, false, false);
         assert_eq!(c.untag, ["env", "tier"]);
         // A marker an earlier version wrote (every key, no mark) is honoured for the keys the
         // secret's metadata still names (it set them then, may not now), and rewritten.
@@ -564,17 +603,17 @@ mod tests {
         old.tags.insert(tags::USER_TAGS, &legacy);
         let mut named = target(&desired);
         named.metadata_ignored = vec!["tier".into()];
-        let c = meta_changes(&old, &named, &[], &none, None, false);
+        let c = meta_changes(&old, &named, &[], &none, None, false, false);
         assert_eq!(c.untag, ["tier"]);
         assert!(c.tag, "the marker is rewritten in the operator's form");
         // A recorded digest alone removes nothing: it may have been planted by a metadata
         // writer to name someone else's tag.
-        let c = meta_changes(&old, &target(&desired), &[], &none, None, false);
+        let c = meta_changes(&old, &target(&desired), &[], &none, None, false, false);
         assert!(c.untag.is_empty(), "{:?}", c.untag);
         // Without operator tags now, the legacy marker itself goes.
         let mut bare = desired.clone();
         bare.remove(tags::USER_TAGS);
-        let c = meta_changes(&old, &target(&bare), &[], &none, None, false);
+        let c = meta_changes(&old, &target(&bare), &[], &none, None, false, false);
         assert_eq!(c.untag, ["vault-tags"]);
         let same = secret(
             &desired
@@ -583,10 +622,10 @@ mod tests {
                 .collect::<Vec<_>>(),
             Some(DEFAULT_DESCRIPTION),
         );
-        assert!(meta_changes(&same, &target(&desired), &[], &none, None, false).is_empty());
+        assert!(meta_changes(&same, &target(&desired), &[], &none, None, false, false).is_empty());
         let mut t = target(&desired);
         t.description = "new".into();
-        let c = meta_changes(&same, &t, &[], &none, None, false);
+        let c = meta_changes(&same, &t, &[], &none, None, false, false);
         assert_eq!(c.description.as_deref(), Some("new"));
     }
 
@@ -608,24 +647,24 @@ mod tests {
         let desired = BTreeMap::from([(tags::REPLICA_REGIONS.to_owned(), tag.clone())]);
         let t = target(&desired);
         assert_eq!(
-            meta_changes(&s, &t, &want, &none, None, false).regions,
+            meta_changes(&s, &t, &want, &none, None, false, false).regions,
             None
         );
         // Looked at: both there.
         let there = [status("eu-west-1", false), status("us-west-2", false)];
-        assert!(meta_changes(&s, &t, &want, &none, Some(&there), false).is_empty());
+        assert!(meta_changes(&s, &t, &want, &none, Some(&there), false, false).is_empty());
         // Someone removed one, or promoted its replica: added again.
-        let c = meta_changes(&s, &t, &want, &none, Some(&there[..1]), false);
+        let c = meta_changes(&s, &t, &want, &none, Some(&there[..1]), false, false);
         let moves = c.regions.unwrap();
         assert_eq!((moves.remove.len(), &moves.add[..]), (0, &want[1..]));
         assert_eq!(moves.recorded.as_deref(), Some(tag.as_str()));
         assert!(c.tag, "the tag is written again once they are back");
         // Restored after a deletion (which removed them): all of them again.
-        let c = meta_changes(&s, &t, &want, &none, Some(&there), true);
+        let c = meta_changes(&s, &t, &want, &none, Some(&there), true, false);
         assert_eq!(c.regions.unwrap().add, want);
         let unreplicated = secret(&[], Some(DEFAULT_DESCRIPTION));
         assert_eq!(
-            meta_changes(&unreplicated, &t, &want, &none, None, false)
+            meta_changes(&unreplicated, &t, &want, &none, None, false, false)
                 .regions
                 .map(|m| m.add),
             Some(want.to_vec())

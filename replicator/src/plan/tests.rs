@@ -80,6 +80,7 @@ fn plan_with(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, scope: Scop
         accept_vault_rollback: false,
         allowance: breaker::Allowance::Left(1000),
         regions: &regions,
+        drifted_policies: &NO_DRIFT,
         list_unchanged: true,
     };
     super::plan(entries, aws, rule, &run)
@@ -1203,5 +1204,56 @@ fn a_secret_the_rule_leaves_out_is_counted_and_its_replica_goes_as_if_deleted() 
     assert!(
         !p.steps.iter().any(|s| matches!(s, Step::Delete { .. })),
         "{p:?}"
+    );
+}
+
+#[test]
+fn a_resource_policy_is_written_when_its_template_changes_or_drifted_and_removed_when_dropped() {
+    let mut s = settings();
+    s.resource_policy = Some(
+        contract::resource_policy::ResourcePolicy::parse(
+            r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::1:role/a"}, "Action": "secretsmanager:GetSecretValue", "Resource": "${ReplicaArn}"}}"#,
+        )
+        .unwrap(),
+    );
+    let tag = shape::policy_tag(s.resource_policy.as_ref().unwrap());
+    let changes_of = |p: &Plan| match &p.steps[..] {
+        [Step::Update { changes, .. }] => (**changes).clone(),
+        other => panic!("{other:?}"),
+    };
+    // A replica without the policy gets it, and the tag recording it; no value is written.
+    let p = plan(&[live("a", 1)], &[ours("a", 1)], &s);
+    let c = changes_of(&p);
+    assert_eq!(c.policy, Some(shape::PolicyWrite::Put));
+    assert!(c.tag);
+    assert!(matches!(
+        &p.steps[0],
+        Step::Update {
+            write: Write::None,
+            ..
+        }
+    ));
+    // One that has it: nothing, unless an audit found it changed in AWS.
+    let mut has = ours("a", 1);
+    has.tags.insert(tags::RESOURCE_POLICY, &tag);
+    let p = plan(&[live("a", 1)], std::slice::from_ref(&has), &s);
+    assert_eq!(kinds(&p), ["unchanged p/a"]);
+    let regions = BTreeMap::new();
+    let drifted = BTreeSet::from(["p/a".to_owned()]);
+    let run = Run {
+        drifted_policies: &drifted,
+        ..Run::full(&regions)
+    };
+    let p = super::plan(&[live("a", 1)], std::slice::from_ref(&has), &s, &run);
+    assert_eq!(changes_of(&p).policy, Some(shape::PolicyWrite::Put));
+    // No policy configured any more: the one this tool put is removed, and its tag.
+    let p = plan(&[live("a", 1)], &[has], &settings());
+    let c = changes_of(&p);
+    assert_eq!(c.policy, Some(shape::PolicyWrite::Delete));
+    assert_eq!(c.untag, [tags::RESOURCE_POLICY]);
+    // A replica it never put a policy on is left alone.
+    assert_eq!(
+        kinds(&plan(&[live("a", 1)], &[ours("a", 1)], &settings())),
+        ["unchanged p/a"]
     );
 }
