@@ -228,27 +228,22 @@ impl Executor<'_> {
             .await
         {
             Ok((arn, statuses)) => {
-                if let (Some(policy), Some(tag)) = (&rule.resource_policy, policy_tag) {
-                    let recorded = BTreeMap::from([(tags::RESOURCE_POLICY.to_owned(), tag)]);
+                let failed = failed_regions(&statuses, &rule.replica_regions);
+                if failed.is_some() {
+                    // Not recorded as replicated, so the next run removes the failed regions
+                    // and adds them again.
                     self.sm
-                        .put_policy(&arn, &policy.render(&arn))
-                        .await
-                        .map_err(failure_of(&target.name))?;
-                    self.sm
-                        .tag(&arn, &recorded)
+                        .untag(&arn, &[tags::REPLICA_REGIONS.to_owned()])
                         .await
                         .map_err(failure_of(&target.name))?;
                 }
-                let Some(failed) = failed_regions(&statuses, &rule.replica_regions) else {
-                    return Ok(Outcome::Created);
-                };
-                // Not recorded as replicated, so the next run removes the failed regions and
-                // adds them again.
-                self.sm
-                    .untag(&target.name, &[tags::REPLICA_REGIONS.to_owned()])
-                    .await
-                    .map_err(failure_of(&target.name))?;
-                Err(replication_failed(&target.name, "created", &failed))
+                if let (Some(policy), Some(tag)) = (&rule.resource_policy, policy_tag) {
+                    self.put_policy(&arn, &target.name, policy, tag).await?;
+                }
+                match failed {
+                    None => Ok(Outcome::Created),
+                    Some(failed) => Err(replication_failed(&target.name, "created", &failed)),
+                }
             }
             Err(e) if e.kind == AwsErrorKind::AlreadyExists => Ok(Outcome::Raced),
             Err(e) => Err(failure_of(&target.name)(e)),
@@ -350,20 +345,21 @@ impl Executor<'_> {
                 .await
                 .map_err(aws_problem)?;
         }
-        // Before the tags, which record it.
-        match (changes.policy, &self.settings.rule.resource_policy) {
-            (Some(PolicyWrite::Put), Some(policy)) => self
-                .sm
-                .put_policy(arn, &policy.render(arn))
-                .await
-                .map_err(aws_problem)?,
-            (Some(PolicyWrite::Delete), _) => {
-                self.sm.delete_policy(arn).await.map_err(aws_problem)?;
-            }
-            _ => {}
+        // A policy to remove goes before its tag (the role may remove only one it tagged).
+        if changes.policy == Some(PolicyWrite::Delete) {
+            self.sm.delete_policy(arn).await.map_err(aws_problem)?;
         }
         let mut untag = changes.untag.clone();
         let mut tags = target.tags.clone();
+        // A policy to put goes after the other tags (the ownership ones among them: the role
+        // may put a policy only on a secret tagged as its own), its own tag last: a policy AWS
+        // refuses holds back nothing else.
+        let put = match (changes.policy, &self.settings.rule.resource_policy) {
+            (Some(PolicyWrite::Put), Some(policy)) => {
+                tags.remove(tags::RESOURCE_POLICY).map(|tag| (policy, tag))
+            }
+            _ => None,
+        };
         if regions.is_err() {
             tags.remove(tags::REPLICA_REGIONS);
             if changes
@@ -381,7 +377,26 @@ impl Executor<'_> {
         if changes.tag {
             self.sm.tag(arn, &tags).await.map_err(aws_problem)?;
         }
+        if let Some((policy, tag)) = put {
+            self.put_policy(arn, &target.name, policy, tag).await?;
+        }
         regions
+    }
+
+    /// Puts the configured policy on the replica `arn`, then the tag that records it.
+    async fn put_policy(
+        &self,
+        arn: &str,
+        name: &str,
+        policy: &contract::resource_policy::ResourcePolicy,
+        tag: String,
+    ) -> Result<(), Problem> {
+        self.sm
+            .put_policy(arn, &policy.render(arn))
+            .await
+            .map_err(failure_of(name))?;
+        let recorded = BTreeMap::from([(tags::RESOURCE_POLICY.to_owned(), tag)]);
+        self.sm.tag(arn, &recorded).await.map_err(failure_of(name))
     }
 
     async fn move_regions(
@@ -432,14 +447,19 @@ impl Executor<'_> {
             } => Some((vault_path, Some(*version))),
             Guard::After(_) => None,
         };
-        if let Some((vault_path, read_version)) = recheck {
+        let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
+        let classify = crate::inventory::Classify::of(rule, now);
+        // A path the patterns leave out is not read, even now: it stays left out.
+        let left_out = |vault_path: &str| {
+            rule.rel_of(vault_path)
+                .is_some_and(|rel| classify.by_path(rel).is_some())
+        };
+        if let Some((vault_path, read_version)) = recheck.filter(|(p, _)| !left_out(p)) {
             let meta = self
                 .vault
                 .read_metadata(&rule.mount, vault_path)
                 .await
                 .map_err(|e| Problem::new(name, e.kind(), e.to_string()))?;
-            let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
-            let classify = crate::inventory::Classify::of(rule, now);
             let live = meta.as_ref().map(|m| {
                 let state = match rule.rel_of(vault_path) {
                     Some(rel) => classify.path_state(rel, m),

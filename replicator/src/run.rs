@@ -947,9 +947,9 @@ async fn observe_policies(
     for (secret, found) in seen {
         match found {
             Ok(found) => {
-                let as_json = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
-                let wanted = as_json(&policy.render(&secret.arn()));
-                if found.as_deref().and_then(as_json) != wanted {
+                use contract::resource_policy::canonical;
+                let wanted = canonical(&policy.render(&secret.arn()));
+                if found.as_deref().and_then(canonical) != wanted {
                     drifted.insert(secret.name.to_string());
                 }
             }

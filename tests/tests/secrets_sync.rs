@@ -703,17 +703,6 @@ async fn keys_removed_in_vault_are_deleted_behind_the_breaker() {
     );
 }
 
-/// The audited metadata reads (`<mount>/metadata/<path>` reads) of the log so far.
-fn audited_metadata_reads(audit: &std::path::Path) -> Vec<String> {
-    let text = std::fs::read_to_string(audit).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == "request" && v["request"]["operation"] == "read")
-        .filter_map(|v| v["request"]["path"].as_str().map(str::to_owned))
-        .filter(|p| p.split('/').nth(1) == Some("metadata"))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn include_exclude_and_the_sync_metadata_choose_the_replicas_without_reading_values() {
     let env = env().await;
@@ -755,8 +744,7 @@ async fn include_exclude_and_the_sync_metadata_choose_the_replicas_without_readi
         "{}",
         first.to_text()
     );
-    // Neither a value nor (where the listing did not carry it) the metadata of a path the
-    // patterns leave out is read.
+    // No value of a path left out is read.
     let reads = e2e::audited_value_reads(&audit);
     for left_out in ["legacy/old", "legacy/older", "app/scratch/tmp", "web2"] {
         assert!(
@@ -764,16 +752,10 @@ async fn include_exclude_and_the_sync_metadata_choose_the_replicas_without_readi
             "{left_out} read: {reads:?}"
         );
     }
-    let metas = audited_metadata_reads(&audit);
-    for left_out in ["legacy/old", "legacy/older", "app/scratch/tmp"] {
-        assert!(
-            !metas.iter().any(|p| p.ends_with(left_out)),
-            "{left_out}'s metadata read: {metas:?}"
-        );
-    }
 
-    // `web` opts out (metadata only, no new version): its replica goes under the delete
-    // policy, with no value read; a `sync` that says neither fails that secret alone.
+    // `web` opts out (metadata only, no new version): its replica is kept even under the
+    // delete policy (writing metadata is no right to delete), with no value read; a `sync`
+    // that says neither fails that secret alone.
     let value_reads = e2e::audited_value_reads(&audit).len();
     bao.set_custom_metadata("kv", "web", json!({"sync": "false"}))
         .await;
@@ -783,7 +765,7 @@ async fn include_exclude_and_the_sync_metadata_choose_the_replicas_without_readi
     let second = sync(&env, &a).await;
     assert_eq!(
         (second.updated, second.deleted, second.unchanged),
-        (1, 1, 1),
+        (1, 0, 1),
         "{}",
         second.to_text()
     );
@@ -800,7 +782,8 @@ async fn include_exclude_and_the_sync_metadata_choose_the_replicas_without_readi
     );
     assert_eq!(e2e::audited_value_reads(&audit).len(), value_reads + 1);
     let seen = env.side.secrets("kv").await;
-    assert!(seen["kv/web"].pending_deletion, "{seen:?}");
+    assert!(!seen["kv/web"].pending_deletion, "{seen:?}");
+    assert_eq!(second.orphans, ["kv/web"], "{}", second.to_text());
     assert!(
         !seen["kv/app/api"].pending_deletion,
         "neither written nor deleted"
@@ -828,7 +811,7 @@ async fn include_exclude_and_the_sync_metadata_choose_the_replicas_without_readi
         "{}",
         third.to_text()
     );
-    assert_eq!(third.orphans, ["kv/web3"], "{}", third.to_text());
+    assert_eq!(third.orphans, ["kv/web", "kv/web3"], "{}", third.to_text());
 
     // Opt-in: only `sync = "true"` comes in; the others' replicas are kept by the policy.
     bao.set_custom_metadata("kv", "web2", json!({"sync": "true"}))
@@ -845,14 +828,14 @@ async fn include_exclude_and_the_sync_metadata_choose_the_replicas_without_readi
     assert!(env.side.secrets("kv").await.contains_key("kv/web2"));
     assert_eq!(
         fourth.orphans,
-        ["kv/app/api", "kv/app/db", "kv/web3"],
+        ["kv/app/api", "kv/app/db", "kv/web", "kv/web3"],
         "{}",
         fourth.to_text()
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_that_opts_a_secret_out_removes_its_replica_and_opting_back_in_keeps_it() {
+async fn a_change_that_opts_a_secret_out_keeps_its_replica_and_a_left_out_path_is_restored() {
     let env = env().await;
     let bao = &env.bao;
     bao.enable_kv2("kv").await;
@@ -865,26 +848,26 @@ async fn a_change_that_opts_a_secret_out_removes_its_replica_and_opting_back_in_
     let progress = Progress::default();
     assert_eq!(watcher.run(None, &progress).await.created, 8);
 
-    // The change a watcher sees: `s0`'s metadata now opts it out.
+    // The change a watcher sees: `s0`'s metadata now opts it out. Kept, saying why.
     bao.set_custom_metadata("kv", "s0", json!({"sync": "false"}))
         .await;
     let r = watcher.run_paths(&["s0".into()], None, &progress).await;
-    assert_eq!((r.deleted, r.failures.len()), (1, 0), "{}", r.to_text());
-    assert!(env.side.secrets("kv").await["kv/s0"].pending_deletion);
+    assert_eq!((r.deleted, r.failures.len()), (0, 0), "{}", r.to_text());
+    assert_eq!(r.orphans, ["kv/s0"], "{}", r.to_text());
+    assert!(!env.side.secrets("kv").await["kv/s0"].pending_deletion);
 
-    // A change-driven run over a path the patterns leave out, after the configuration changed.
+    // A path the operator's patterns leave out: its replica goes under the delete policy.
     let mut narrower = a.clone();
     narrower.exclude = vec!["s1".into()];
-    let watcher = replicator::run::Replicator::new(&narrower, &env.aws).unwrap();
-    assert_eq!(watcher.run(None, &progress).await.deleted, 1);
+    let narrow = replicator::run::Replicator::new(&narrower, &env.aws).unwrap();
+    let r = narrow.run(None, &progress).await;
+    assert_eq!((r.deleted, r.failures.len()), (1, 0), "{}", r.to_text());
     assert!(env.side.secrets("kv").await["kv/s1"].pending_deletion);
-    // Opted in again: the next run restores nothing by itself here (the replica is pending
-    // deletion), but a selected secret is written again.
-    bao.set_custom_metadata("kv", "s0", json!({})).await;
-    let r = watcher.run_paths(&["s0".into()], None, &progress).await;
+    // Selected again: a change-driven run restores it.
+    let r = watcher.run_paths(&["s1".into()], None, &progress).await;
     assert_eq!(r.failures.len(), 0, "{}", r.to_text());
     assert!(
-        !env.side.secrets("kv").await["kv/s0"].pending_deletion,
+        !env.side.secrets("kv").await["kv/s1"].pending_deletion,
         "{}",
         r.to_text()
     );

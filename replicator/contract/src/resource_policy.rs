@@ -1,8 +1,10 @@
 //! The resource policy a sync puts on each of its replicas: a template with the variables
 //! `${ReplicaArn}` (the replica's ARN) and `${Account}` (its account), checked once when it is
 //! configured so that no replica can be given a policy that names other resources or grants
-//! everyone. AWS checks it again: the replicator puts it with `BlockPublicPolicy`, and the
-//! deployer asks Secrets Manager's own validation. No I/O.
+//! everyone. AWS checks it again: the replicator puts it with `BlockPublicPolicy`. No I/O.
+//!
+//! [`canonical`] compares a policy AWS hands back with the one put: AWS rewrites a list of one
+//! into its element, and a lone statement into a list.
 
 use serde_json::Value;
 
@@ -65,6 +67,32 @@ impl ResourcePolicy {
     }
 }
 
+/// A policy document in one form whatever AWS made of it: every list of one is its element,
+/// and `Statement` is always a list. `None` for text that is not JSON.
+pub fn canonical(text: &str) -> Option<Value> {
+    fn fold(v: Value) -> Value {
+        match v {
+            Value::Array(list) if list.len() == 1 => {
+                fold(list.into_iter().next().unwrap_or(Value::Null))
+            }
+            Value::Array(list) => Value::Array(list.into_iter().map(fold).collect()),
+            Value::Object(map) => Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| {
+                        let v = match (k.as_str(), fold(v)) {
+                            ("Statement", one @ Value::Object(_)) => Value::Array(vec![one]),
+                            (_, v) => v,
+                        };
+                        (k, v)
+                    })
+                    .collect(),
+            ),
+            v => v,
+        }
+    }
+    serde_json::from_str(text).ok().map(fold)
+}
+
 /// A statement has an effect, a principal, actions, and only the replica as its resource; an
 /// `Allow` never names everyone.
 fn check_statement(st: &Value) -> Result<(), String> {
@@ -91,6 +119,11 @@ fn check_statement(st: &Value) -> Result<(), String> {
         return Err("needs an \"Action\"".into());
     }
     let resources: Vec<&Value> = match st.get("Resource") {
+        Some(Value::Array(list)) if list.is_empty() => {
+            return Err(format!(
+                "has an empty \"Resource\": write \"{REPLICA_ARN}\""
+            ));
+        }
         Some(Value::Array(list)) => list.iter().collect(),
         Some(one) => vec![one],
         None => return Err(format!("needs \"Resource\": \"{REPLICA_ARN}\"")),
@@ -171,6 +204,16 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_in_the_form_aws_hands_back_is_the_same_policy() {
+        let put = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":["arn:aws:iam::1:role/a"]},"Action":["secretsmanager:GetSecretValue"],"Resource":"x"}]}"#;
+        let back = r#"{"Version" : "2012-10-17", "Statement" : {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::1:role/a"},"Action":"secretsmanager:GetSecretValue","Resource":"x"}}"#;
+        assert_eq!(canonical(put), canonical(back));
+        let other = back.replace("role/a", "role/b");
+        assert_ne!(canonical(put), canonical(&other));
+        assert_eq!(canonical("not json"), None);
+    }
+
+    #[test]
     fn what_could_widen_or_misdirect_a_policy_is_refused_with_the_fix() {
         let st = |body: &str| format!(r#"{{"Version": "2012-10-17", "Statement": [{body}]}}"#);
         let allow = r#""Effect": "Allow", "Action": "secretsmanager:GetSecretValue""#;
@@ -215,6 +258,12 @@ mod tests {
                     r#"{{{allow}, "Principal": {{"AWS": "arn:aws:iam::${{Acount}}:root"}}, "Resource": "*"}}"#
                 )),
                 "${Acount}",
+            ),
+            (
+                st(&format!(
+                    r#"{{{allow}, "Principal": {{"AWS": "arn:aws:iam::1:root"}}, "Resource": []}}"#
+                )),
+                "empty \"Resource\"",
             ),
             (
                 st(r#"{"Effect": "Permit", "Principal": "*", "Action": "x", "Resource": "*"}"#),

@@ -102,9 +102,10 @@ impl Selection {
             None => None,
             Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
             Some(v) if v.eq_ignore_ascii_case("false") => Some(false),
-            Some(v) => {
+            // The value is not quoted: it is anyone's text, and reports travel.
+            Some(_) => {
                 return Err(format!(
-                    "custom metadata {SYNC_KEY} = {v:?} is neither \"true\" nor \"false\": set it to one of them, or remove it; the secret is neither written nor deleted until then"
+                    "custom metadata {SYNC_KEY} is neither \"true\" nor \"false\": set it to one of them, or remove it; the secret is neither written nor deleted until then"
                 ));
             }
         };
@@ -124,6 +125,9 @@ pub fn check_pattern(p: &str) -> Result<(), String> {
     }
     if p.len() > MAX_PATTERN_LEN {
         return Err(format!("is longer than {MAX_PATTERN_LEN} characters"));
+    }
+    if p.trim() != p {
+        return Err("has spaces around it (a list is split at ',' only): remove them".into());
     }
     if p.starts_with('/') {
         return Err(
@@ -234,6 +238,7 @@ mod tests {
             ("/db/*", "starts with '/'"),
             ("a,b", "has a ','"),
             ("a\nb", "control character"),
+            (" web", "spaces around it"),
         ] {
             let e = Selection::new(vec![inc.into()], vec![], false).unwrap_err();
             assert!(
@@ -260,7 +265,7 @@ mod tests {
         );
         let e = all.by_metadata(Some("no")).unwrap_err();
         assert!(
-            e.contains("\"no\"") && e.contains("\"true\" nor \"false\""),
+            !e.contains("\"no\"") && e.contains("\"true\" nor \"false\""),
             "{e}"
         );
     }

@@ -13,6 +13,8 @@ pub mod token;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use contract::select::Excluded;
+
 use serde::Serialize;
 
 use crate::model::{AwsSecret, EntryState, Granularity, RegionStatus, Rule, VaultEntry};
@@ -625,16 +627,29 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
                     EntryState::Excluded(why) => why.reason(),
                     _ => "deleted in Vault",
                 };
-                let gone = |secret: &AwsSecret| {
-                    gone_from_vault(
-                        secret.name.to_string(),
-                        Some(secret),
-                        rule,
-                        Guard::SourceGone {
-                            vault_path: vault_path.clone(),
-                        },
-                        why,
-                    )
+                // Writing a secret's metadata is a capability apart from deleting it: a
+                // replica its own metadata leaves out is kept whatever the deletion policy.
+                let by_metadata = matches!(
+                    entry.state,
+                    EntryState::Excluded(Excluded::OptedOut | Excluded::NotOptedIn)
+                );
+                let gone = |secret: &AwsSecret| match gone_from_vault(
+                    secret.name.to_string(),
+                    Some(secret),
+                    rule,
+                    Guard::SourceGone {
+                        vault_path: vault_path.clone(),
+                    },
+                    why,
+                ) {
+                    Step::Delete { name, .. } if by_metadata => Step::Keep {
+                        name,
+                        why: format!(
+                            "{why}; kept: Vault metadata never deletes a replica (exclude its path, or delete it by hand)"
+                        ),
+                        warn: false,
+                    },
+                    step => step,
                 };
                 match own {
                     Some(secret) => plan.push(gone(secret)),

@@ -1185,19 +1185,33 @@ fn a_secret_the_rule_leaves_out_is_counted_and_its_replica_goes_as_if_deleted() 
         "{p:?}"
     );
     assert_eq!(p.excluded, 2);
-    // Deleted under the delete policy, guarded like a deletion in Vault (read again first).
+    // Under the delete policy: kept when its own metadata left it out (writing metadata is no
+    // right to delete), deleted when the patterns did, guarded like a deletion in Vault.
     let mut s = settings();
     s.deletion_policy = DeletionPolicy::Delete;
     let p = plan(&entries, &aws, &s);
+    assert!(
+        matches!(&p.steps[0], Step::Keep { why, .. } if why.contains("Vault metadata never deletes")),
+        "{p:?}"
+    );
+    let by_path = [
+        excluded("b", Excluded::Path),
+        live("a", 1),
+        live("e", 1),
+        live("f", 1),
+    ];
+    let p = plan(&by_path, &aws, &s);
     assert!(
         matches!(&p.steps[0], Step::Delete { guard: Guard::SourceGone { vault_path }, .. } if vault_path == "b"),
         "{p:?}"
     );
     // And counted by the breaker like any deletion: a share above it deletes nothing.
-    let all: Vec<VaultEntry> = ["a", "b", "e", "f"]
+    // (Live secrets beside them: a run that sees none refuses every deletion anyway.)
+    let mut all: Vec<VaultEntry> = ["a", "b", "e", "f"]
         .iter()
         .map(|r| excluded(r, Excluded::Path))
         .collect();
+    all.extend([live("g", 1), live("h", 1)]);
     s.max_delete_share = 0.25;
     let p = plan(&all, &aws, &s);
     assert!(p.breaker.is_some(), "{p:?}");
