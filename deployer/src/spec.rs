@@ -522,23 +522,15 @@ impl Spec {
         ]
     }
 
-    /// With a resource policy configured: putting it (never public) on the replicas this tool
-    /// owns, and reading it back for the audit.
-    fn resource_policy_statements(&self) -> Result<String, TemplateError> {
-        if self.cfg.replicator.resource_policy.is_none() {
+    /// A fragment of statements (`policies/*-statements.json`) filled with the common
+    /// variables when `wanted`; nothing otherwise.
+    fn statements_if(&self, wanted: bool, template: &str) -> Result<String, TemplateError> {
+        if !wanted {
             return Ok(String::new());
         }
-        policy::render(
-            policy::REPLICATOR_RESOURCE_POLICY,
-            &[
-                ("partition", &self.id.partition),
-                ("region", &self.id.region),
-                ("account", &self.id.account),
-                ("prefix", &self.cfg.prefix),
-                ("owner_tag", contract::tags::MANAGED_BY),
-                ("owner", contract::tags::MANAGED_BY_VALUE),
-            ],
-        )
+        let vars = self.common_vars();
+        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        policy::render(template, &refs)
     }
 
     /// Publishing to the failure topic and no other, when there is one: the replicator's (a
@@ -586,21 +578,16 @@ impl Spec {
             serde_json::to_string(&self.secret_write_actions()).map_err(TemplateError::NotJson)?;
         let every_write =
             serde_json::to_string(EVERY_SECRET_WRITE).map_err(TemplateError::NotJson)?;
-        let delete = if self.cfg.replicator.deletion_policy == contract::DeletionPolicy::Delete {
-            policy::render(
-                policy::REPLICATOR_DELETE,
-                &[
-                    ("partition", &self.id.partition),
-                    ("region", &self.id.region),
-                    ("account", &self.id.account),
-                    ("prefix", &self.cfg.prefix),
-                    ("owner_tag", contract::tags::MANAGED_BY),
-                    ("owner", contract::tags::MANAGED_BY_VALUE),
-                ],
-            )?
-        } else {
-            String::new()
-        };
+        let delete = self.statements_if(
+            self.cfg.replicator.deletion_policy == contract::DeletionPolicy::Delete,
+            policy::REPLICATOR_DELETE,
+        )?;
+        // With a resource policy configured: putting it (never public) on the replicas this
+        // tool owns, and reading it back for the audit.
+        let resource_policy = self.statements_if(
+            self.cfg.replicator.resource_policy.is_some(),
+            policy::REPLICATOR_RESOURCE_POLICY,
+        )?;
         let vpc = self.vpc_statements(vpc_id)?;
         self.render(
             policy::REPLICATOR_POLICY,
@@ -608,10 +595,7 @@ impl Spec {
                 ("secret_write_actions", actions),
                 ("every_secret_write", every_write),
                 ("delete_statements", delete),
-                (
-                    "resource_policy_statements",
-                    self.resource_policy_statements()?,
-                ),
+                ("resource_policy_statements", resource_policy),
                 (
                     "connection_secret_arn",
                     self.connection_secret_arn_pattern(),

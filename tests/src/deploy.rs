@@ -27,6 +27,18 @@ pub fn spec(extra: &str, partition: &str) -> deployer::spec::Spec {
     )
 }
 
+/// A replica resource policy (the `app` role of the replica's account may read it), written as
+/// `policy.json` in `dir`, for the `resource_policy` key.
+pub fn replica_policy_file(dir: &Path) -> PathBuf {
+    let path = dir.join("policy.json");
+    std::fs::write(
+        &path,
+        r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::${Account}:role/app"}, "Action": "secretsmanager:GetSecretValue", "Resource": "${ReplicaArn}"}]}"#,
+    )
+    .unwrap();
+    path
+}
+
 /// A valid Lambda zip (a stand-in `bootstrap`, executable) in `dir`.
 pub fn fake_zip(dir: &Path, content: &[u8]) -> PathBuf {
     let path = dir.join("replicator.zip");

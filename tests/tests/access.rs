@@ -1528,12 +1528,7 @@ fn the_keys_secrets_are_read_by_their_one_reader_and_denied_to_everyone_else() {
 fn the_replicas_policy_is_put_only_on_its_own_replicas_never_public_and_removed_only_where_it_put_one()
  {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("policy.json");
-    std::fs::write(
-        &file,
-        r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::${Account}:role/app"}, "Action": "secretsmanager:GetSecretValue", "Resource": "${ReplicaArn}"}}"#,
-    )
-    .unwrap();
+    let file = e2e::deploy::replica_policy_file(dir.path());
     let with = spec(&format!(
         "{EXTERNAL_KEEP}\nresource_policy = \"{}\"",
         file.display()

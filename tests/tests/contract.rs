@@ -243,6 +243,14 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
             .map(|s| s.as_str().to_owned())
             .unwrap()
     };
+    let second_there = || async {
+        side.sm
+            .describe_secret()
+            .secret_id("hybrid-aws-secrets/apps/second")
+            .send()
+            .await
+            .is_ok()
+    };
     let env_now = || async {
         e2e::deploy::function_environment(&moto.sdk_config().await, "c-replicator").await
     };
@@ -269,12 +277,7 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
         "one full sync"
     );
     assert!(
-        side.sm
-            .describe_secret()
-            .secret_id("hybrid-aws-secrets/apps/second")
-            .send()
-            .await
-            .is_ok(),
+        second_there().await,
         "what changed while paused is replicated on resume"
     );
     assert!(run(&["up", "--yes"]).await.mutating.is_empty());
@@ -316,14 +319,7 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
     );
     assert_eq!(stand_in.invoked.lock().await.len(), asked, "not invoked");
     // Nothing written by asking.
-    assert!(
-        side.sm
-            .describe_secret()
-            .secret_id("hybrid-aws-secrets/apps/second")
-            .send()
-            .await
-            .is_err()
-    );
+    assert!(!second_there().await);
     // A failed sync: exit 1 and the run's notice, no value.
     side.delete_now(secret_arn).await;
     let failed = e2e::deploy::run_as(&through, &[&base[..], &["sync-now"]].concat()).await;
@@ -370,12 +366,7 @@ async fn the_deployed_secrets_sync_settings_drive_the_replicator() {
     )
     .await;
     let policy_dir = tempfile::tempdir().unwrap();
-    let policy = policy_dir.path().join("policy.json");
-    std::fs::write(
-        &policy,
-        r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::${Account}:role/app"}, "Action": "secretsmanager:GetSecretValue", "Resource": "${ReplicaArn}"}]}"#,
-    )
-    .unwrap();
+    let policy = e2e::deploy::replica_policy_file(policy_dir.path());
     let mut d = Deployed::up(
         &bao,
         &moto,
