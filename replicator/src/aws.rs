@@ -762,3 +762,55 @@ impl Notifier {
 
 /// The staging label of a version written but not yet made current.
 pub const PENDING_STAGE: &str = "VAULT-REPLICATOR-PENDING";
+
+/// `base` acting in the account of `role`: its credentials are the role's, assumed with the
+/// role's external id through `base`'s own credentials on the first request, kept by the SDK's
+/// identity cache for their lifetime and assumed again shortly before they expire. Endpoint,
+/// region and retries stay `base`'s.
+pub fn in_account(base: &SdkConfig, role: &contract::account::AccountRole) -> SdkConfig {
+    let provider = AssumedRole {
+        role: role.clone(),
+        base: base.clone(),
+        provider: tokio::sync::OnceCell::new(),
+    };
+    base.to_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+        )
+        .build()
+}
+
+/// The session name the replicas' account sees in CloudTrail.
+const SESSION_NAME: &str = "vault-secrets-replicator";
+
+/// Credentials of a role in another account (see [`in_account`]). The STS client is built on
+/// first use, since building it is `async`.
+#[derive(Debug)]
+struct AssumedRole {
+    role: contract::account::AccountRole,
+    base: SdkConfig,
+    provider: tokio::sync::OnceCell<aws_config::sts::AssumeRoleProvider>,
+}
+
+impl aws_credential_types::provider::ProvideCredentials for AssumedRole {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(async move {
+            let provider = self
+                .provider
+                .get_or_init(|| {
+                    aws_config::sts::AssumeRoleProvider::builder(self.role.role_arn.clone())
+                        .external_id(self.role.external_id.clone())
+                        .session_name(SESSION_NAME)
+                        .configure(&self.base)
+                        .build()
+                })
+                .await;
+            provider.provide_credentials().await
+        })
+    }
+}

@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use crate::aws_auth::StsEndpoint;
 pub use crate::model::Rule;
 use crate::vault::VaultLogin;
+use contract::account::{AccountRole, AccountRoleError};
 pub use contract::naming::{Granularity, NameTemplate};
 use contract::resource_policy::ResourcePolicy;
 use contract::secret::SecretString;
@@ -217,6 +218,17 @@ pub struct SyncArgs {
     /// longer given.
     #[arg(long, env = env::RESOURCE_POLICY, value_name = "JSON|@FILE")]
     pub resource_policy: Option<String>,
+
+    /// Write the replicas into the account of this IAM role, assumed with --external-id
+    /// (credentials kept for their lifetime and renewed before they expire) [default: the
+    /// account of this process's own credentials]. Vault's connection secret and the failure
+    /// topic stay in this process's own account.
+    #[arg(long, env = env::ACCOUNT_ROLE_ARN, value_name = "ARN")]
+    pub account_role_arn: Option<String>,
+
+    /// The external id the role of --account-role-arn requires.
+    #[arg(long, env = env::EXTERNAL_ID, hide_env_values = true)]
+    pub external_id: Option<String>,
 }
 
 /// Validated settings of a run: the rule the planner follows, and how the executor acts.
@@ -235,6 +247,9 @@ pub struct Settings {
     pub deadline: Option<std::time::Instant>,
     /// The cycle over which every replica's regions are looked at once.
     pub region_audit_hours: u64,
+    /// The role the replicas are written with, in another account; none: this process's own
+    /// credentials.
+    pub account_role: Option<AccountRole>,
 }
 
 /// The settings and the connection, as one run (or a process's many) uses them.
@@ -490,6 +505,7 @@ impl SyncArgs {
         })?;
         let resource_policy = self.resource_policy()?;
         Ok(Settings {
+            account_role: self.account_role()?,
             region_audit_hours: self.region_audit_hours,
             rule: Rule {
                 selection,
@@ -543,6 +559,29 @@ impl SyncArgs {
         ResourcePolicy::parse(&text)
             .map(Some)
             .map_err(|e| invalid(KEY, format!("the policy {e}")))
+    }
+
+    /// The role in another account, when one is given: both values checked.
+    fn account_role(&self) -> Result<Option<AccountRole>, ConfigError> {
+        let Some(arn) = self.account_role_arn.as_deref().filter(|a| !a.is_empty()) else {
+            return match self.external_id.as_deref().filter(|e| !e.is_empty()) {
+                Some(_) => Err(invalid(
+                    "--external-id / REPLICATOR_EXTERNAL_ID",
+                    "is given without --account-role-arn / REPLICATOR_ACCOUNT_ROLE_ARN, the role it is for",
+                )),
+                None => Ok(None),
+            };
+        };
+        AccountRole::new(arn, self.external_id.as_deref())
+            .map(Some)
+            .map_err(|e| match e {
+                AccountRoleError::RoleArn(e) => {
+                    invalid("--account-role-arn / REPLICATOR_ACCOUNT_ROLE_ARN", e)
+                }
+                AccountRoleError::ExternalId(e) => {
+                    invalid("--external-id / REPLICATOR_EXTERNAL_ID", e)
+                }
+            })
     }
 
     fn sts(&self) -> Result<StsEndpoint, ConfigError> {
@@ -635,6 +674,41 @@ mod tests {
             Ok(cli) => cli.sync,
             Err(e) => panic!("parse failed: {e}"),
         }
+    }
+
+    #[test]
+    fn a_role_in_another_account_is_refused_without_its_external_id_or_in_a_bad_shape() {
+        let problem = |extra: &[&str]| {
+            let mut args = vec![
+                "--vault-addr",
+                "http://127.0.0.1:8200",
+                "--vault-token",
+                "t",
+            ];
+            args.extend_from_slice(extra);
+            parse(&args).resolve().err().map(|e| e.to_string())
+        };
+        let arn = "arn:aws:iam::222222222222:role/r";
+        assert_eq!(
+            problem(&["--account-role-arn", arn, "--external-id", "ext-1"]),
+            None
+        );
+        let missing = problem(&["--account-role-arn", arn]).unwrap();
+        assert!(missing.contains("REPLICATOR_EXTERNAL_ID"), "{missing}");
+        let alone = problem(&["--external-id", "ext-1"]).unwrap();
+        assert!(alone.contains("without --account-role-arn"), "{alone}");
+        let user = problem(&[
+            "--account-role-arn",
+            "arn:aws:iam::2222:user/r",
+            "--external-id",
+            "ext-1",
+        ]);
+        assert!(user.unwrap().starts_with("--account-role-arn"));
+        let bad_id = problem(&["--account-role-arn", arn, "--external-id", "not valid!"]).unwrap();
+        assert!(
+            bad_id.starts_with("--external-id") && !bad_id.contains("not valid!"),
+            "{bad_id}"
+        );
     }
 
     #[test]

@@ -272,6 +272,10 @@ pub struct Replicator {
     resolved: Resolved,
     aws: SdkConfig,
     counters: Arc<AwsCounters>,
+    /// Secrets Manager of this process's own account: the connection secret.
+    home: SecretsManager,
+    /// Secrets Manager where the replicas are: `home`, or another account's
+    /// ([`Settings::account_role`]).
     sm: SecretsManager,
     vault: tokio::sync::Mutex<Option<(VaultConnection, Arc<VaultClient>)>>,
     ledger: std::sync::Mutex<Ledger>,
@@ -290,11 +294,20 @@ impl Replicator {
             problem,
         })?;
         let counters = Arc::new(AwsCounters::default());
-        let sm = SecretsManager::new(aws, resolved.settings.writes_per_second, counters.clone());
+        let home = SecretsManager::new(aws, resolved.settings.writes_per_second, counters.clone());
+        let sm = match &resolved.settings.account_role {
+            Some(role) => SecretsManager::new(
+                &crate::aws::in_account(aws, role),
+                resolved.settings.writes_per_second,
+                counters.clone(),
+            ),
+            None => home.clone(),
+        };
         Ok(Self {
             resolved,
             aws: aws.clone(),
             counters,
+            home,
             sm,
             vault: tokio::sync::Mutex::new(None),
             ledger: std::sync::Mutex::new(Ledger::default()),
@@ -338,7 +351,7 @@ impl Replicator {
     /// Where this replicator reads in Vault: its mount and sub-path, and the namespace of the
     /// connection as it is now (the connection secret's `vaultNamespace` when it names one).
     pub async fn scope(&self) -> Result<VaultScope, SyncError> {
-        let conn = connection(&self.resolved.connection, &self.sm).await?;
+        let conn = connection(&self.resolved.connection, &self.home).await?;
         let rule = &self.resolved.settings.rule;
         Ok(VaultScope {
             mount: rule.mount.clone(),
@@ -458,8 +471,7 @@ impl Replicator {
         report: &mut Report,
         progress: &Progress,
     ) -> Result<(), SyncError> {
-        let sm = &self.sm;
-        let conn = connection(&self.resolved.connection, sm).await?;
+        let conn = connection(&self.resolved.connection, &self.home).await?;
         let vault = self.vault(conn).await?;
         // Not fatal (the run can still read), but a token that is never renewed dies: said.
         if let Err(e) = vault.renew_periodic_token().await {

@@ -97,6 +97,50 @@ fn operation(head: &str) -> Option<String> {
     })
 }
 
+/// An STS `AssumeRole` (query protocol, a form body): `("AssumeRole", "<role ARN>
+/// external-id=<id>")`, what the trust policy of the role would check.
+fn assumed_role(body: &[u8]) -> Option<(String, String)> {
+    let form = std::str::from_utf8(body).ok()?;
+    let field = |name: &str| {
+        form.split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .map(percent_decoded)
+    };
+    (field("Action")? == "AssumeRole").then(|| {
+        let id = format!(
+            "{} external-id={}",
+            field("RoleArn").unwrap_or_default(),
+            field("ExternalId").unwrap_or_default()
+        );
+        ("AssumeRole".to_owned(), id)
+    })
+}
+
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Splits raw HTTP bytes at the blank line: (head, body).
 fn split(raw: &[u8]) -> (String, Vec<u8>) {
     let at = raw
@@ -140,13 +184,18 @@ async fn serve(client: TcpStream, state: Arc<State>) {
     };
     let mut client = reader.into_inner();
     let (head, body) = split(&request);
-    let op = operation(&head).unwrap_or_default();
     let mut json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let id = json["SecretId"]
-        .as_str()
-        .or_else(|| json["Name"].as_str())
-        .unwrap_or("")
-        .to_owned();
+    let (op, id) = match operation(&head) {
+        Some(op) => {
+            let id = json["SecretId"]
+                .as_str()
+                .or_else(|| json["Name"].as_str())
+                .unwrap_or("")
+                .to_owned();
+            (op, id)
+        }
+        None => assumed_role(&body).unwrap_or_default(),
+    };
     if !op.is_empty() {
         state.calls.lock().unwrap().push((op.clone(), id.clone()));
     }

@@ -327,6 +327,8 @@ pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
         exclude: vec![],
         opt_in: false,
         resource_policy: None,
+        account_role_arn: None,
+        external_id: None,
     }
 }
 

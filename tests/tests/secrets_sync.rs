@@ -1042,3 +1042,92 @@ async fn a_resource_policy_is_put_on_each_replica_kept_in_sync_and_never_on_a_fo
         refused.to_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_into_another_account_writes_its_replicas_there_through_the_assumed_role() {
+    const TARGET: &str = "222222222222";
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "app/db", json!({"password": "pw"})).await;
+    bao.put("kv", "web", json!({"k": "v"})).await;
+    // The connection secret stays in the function's own account.
+    env.side
+        .create(
+            "kv-connection/vault",
+            &json!({"vaultAddress": bao.addr, "vaultToken": e2e::ROOT_TOKEN}).to_string(),
+            &[],
+        )
+        .await;
+    let proxy = e2e::aws_proxy::AwsProxy::start(&env.moto.url).await;
+    let through = env.moto.sdk_config_at(&proxy.url).await;
+    let role_arn = format!("arn:aws:iam::{TARGET}:role/team-replicas");
+    let mut a = args(&env, "kv");
+    a.vault_addr = None;
+    a.vault_token = None;
+    a.connection_secret = Some("kv-connection/vault".into());
+    a.account_role_arn = Some(role_arn.clone());
+    a.external_id = Some("ext-7f3a".into());
+    let replicator = replicator::run::Replicator::new(&a, &through).unwrap();
+
+    let first = replicator.run(None, &Progress::default()).await;
+    assert_eq!(
+        (first.created, first.failures.len()),
+        (2, 0),
+        "{}",
+        first.to_text()
+    );
+    let role = contract::account::AccountRole::new(&role_arn, Some("ext-7f3a")).unwrap();
+    let in_target = replicator::aws::in_account(&env.aws, &role);
+    let caller = aws_sdk_sts::Client::new(&in_target)
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        caller.account(),
+        Some(TARGET),
+        "moto acts in the role's account"
+    );
+    let target = e2e::aws_side::AwsSide::new(&in_target);
+    let there = target.secrets("kv").await;
+    assert_eq!(
+        there.keys().collect::<Vec<_>>(),
+        ["kv/app/db", "kv/web"],
+        "the replicas are in the role's account"
+    );
+    for seen in there.values() {
+        assert!(seen.arn.contains(&format!(":{TARGET}:")), "{}", seen.arn);
+    }
+    assert_eq!(target.value("kv/app/db").await, json!({"password": "pw"}));
+    assert!(
+        env.side.secrets("kv").await.is_empty(),
+        "nothing is written in the function's own account"
+    );
+
+    // A change reaches the other account; the role is assumed once, with its external id,
+    // and its credentials serve both runs.
+    bao.put("kv", "web", json!({"k": "v2"})).await;
+    let second = replicator.run(None, &Progress::default()).await;
+    assert_eq!(
+        (second.updated, second.unchanged, second.failures.len()),
+        (1, 1, 0),
+        "{}",
+        second.to_text()
+    );
+    assert_eq!(target.value("kv/web").await, json!({"k": "v2"}));
+    let assumed: Vec<String> = proxy
+        .calls()
+        .into_iter()
+        .filter(|(op, _)| op == "AssumeRole")
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(assumed, [format!("{role_arn} external-id=ext-7f3a")]);
+    // The connection secret was read at home, by the function's own credentials, each run.
+    assert!(
+        proxy
+            .calls()
+            .iter()
+            .any(|(op, id)| op == "GetSecretValue" && id == "kv-connection/vault")
+    );
+}

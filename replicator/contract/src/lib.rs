@@ -9,6 +9,7 @@ use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
 
+pub mod account;
 pub mod naming;
 #[cfg(feature = "resource-policy")]
 pub mod resource_policy;
@@ -74,6 +75,11 @@ pub mod env {
     pub const OPT_IN: &str = "REPLICATOR_OPT_IN";
     /// The replicas' resource policy template (JSON), with `${ReplicaArn}` and `${Account}`.
     pub const RESOURCE_POLICY: &str = "REPLICATOR_RESOURCE_POLICY";
+    /// A role in another account the replicas are written into (assumed with
+    /// [`EXTERNAL_ID`]); none: the function's own account.
+    pub const ACCOUNT_ROLE_ARN: &str = "REPLICATOR_ACCOUNT_ROLE_ARN";
+    /// The external id the role of [`ACCOUNT_ROLE_ARN`] requires.
+    pub const EXTERNAL_ID: &str = "REPLICATOR_EXTERNAL_ID";
     /// Set (`true`) on the function the stack's change watcher invokes: it syncs what the
     /// watcher sends and refuses what only an operator may ask (`accept_vault_rollback`).
     pub const SERVES_WATCHER: &str = "REPLICATOR_SERVES_WATCHER";
