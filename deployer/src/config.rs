@@ -60,6 +60,8 @@ pub struct FileConfig {
     pub exclude: Option<Vec<String>>,
     pub opt_in: Option<bool>,
     pub resource_policy: Option<String>,
+    pub account_role_arn: Option<String>,
+    pub external_id: Option<String>,
     /// The folder of the file read: a relative `resource_policy` path is found from there.
     #[serde(skip)]
     pub base_dir: Option<std::path::PathBuf>,
@@ -126,6 +128,8 @@ pub struct ReplicatorSettings {
     pub selection: contract::select::Selection,
     /// The resource policy put on every replica.
     pub resource_policy: Option<contract::resource_policy::ResourcePolicy>,
+    /// The role the replicas are written with in another account; none: the stack's own.
+    pub account_role: Option<contract::account::AccountRole>,
 }
 
 /// A validated configuration.
@@ -210,14 +214,13 @@ impl FileConfig {
     }
 
     fn merge(&mut self, o: Self) {
-        macro_rules! take {
-            ($($f:ident),*) => { $( if o.$f.is_some() { self.$f = o.$f; } )* };
-        }
-        take!(
+        // Taken apart whole, so that a key added to the file cannot be forgotten here.
+        let Self {
             stack_name,
             region,
             secrets_prefix,
             vault_inbound_cidr,
+            vault_client_cidrs,
             notification_email,
             deploy_vault_on_ec2,
             external_vault_address,
@@ -234,6 +237,7 @@ impl FileConfig {
             kms_deletion_window_days,
             vault_instance_type,
             vault_version,
+            code_signing_profile,
             replica_regions,
             name_template,
             granularity,
@@ -242,11 +246,80 @@ impl FileConfig {
             adopt_sample,
             latest_deleted,
             max_keys_per_secret,
-            region_audit_hours
+            region_audit_hours,
+            include,
+            exclude,
+            opt_in,
+            resource_policy,
+            account_role_arn,
+            external_id,
+            base_dir: _,
+        } = o;
+        macro_rules! take {
+            ($($f:ident),*) => { $( if $f.is_some() { self.$f = $f; } )* };
+        }
+        take!(
+            stack_name,
+            region,
+            secrets_prefix,
+            vault_inbound_cidr,
+            vault_client_cidrs,
+            notification_email,
+            deploy_vault_on_ec2,
+            external_vault_address,
+            schedule,
+            deletion_policy,
+            recovery_window_days,
+            max_delete_share,
+            concurrency,
+            lambda_memory_mb,
+            lambda_timeout_seconds,
+            lambda_reserved_concurrency,
+            secret_id_rotation_days,
+            log_retention_days,
+            kms_deletion_window_days,
+            vault_instance_type,
+            vault_version,
+            code_signing_profile,
+            replica_regions,
+            name_template,
+            granularity,
+            tags,
+            metadata_tag_keys,
+            adopt_sample,
+            latest_deleted,
+            max_keys_per_secret,
+            region_audit_hours,
+            include,
+            exclude,
+            opt_in,
+            resource_policy,
+            account_role_arn,
+            external_id
         );
     }
 
-    /// Checks every key; the first problem found is returned with the key's name.
+    /// The role in another account the replicas are written with, both keys checked as the
+    /// function checks them.
+    fn account_role(&self) -> Result<Option<contract::account::AccountRole>, ConfigError> {
+        use contract::account::{AccountRole, AccountRoleError};
+        let Some(arn) = self.account_role_arn.as_deref().filter(|a| !a.is_empty()) else {
+            return match self.external_id.as_deref().filter(|e| !e.is_empty()) {
+                Some(_) => Err(invalid(
+                    "external_id",
+                    "is given without account_role_arn, the role it is for",
+                )),
+                None => Ok(None),
+            };
+        };
+        AccountRole::new(arn, self.external_id.as_deref())
+            .map(Some)
+            .map_err(|e| match e {
+                AccountRoleError::RoleArn(e) => invalid("account_role_arn", e),
+                AccountRoleError::ExternalId(e) => invalid("external_id", e),
+            })
+    }
+
     /// The replicas' resource policy, read from its file (relative to the configuration file)
     /// and checked; it reaches the function in its environment, which Lambda caps at 4 KB.
     fn resource_policy(
@@ -585,6 +658,7 @@ impl FileConfig {
         )
         .map_err(|e| invalid("include / exclude", e))?;
         let resource_policy = self.resource_policy()?;
+        let account_role = self.account_role()?;
         Ok(Config {
             stack_name,
             region: self.region.clone(),
@@ -608,6 +682,7 @@ impl FileConfig {
                 region_audit_hours,
                 selection,
                 resource_policy,
+                account_role,
             },
             // Ranges checked above.
             lambda_memory_mb: lambda_memory_mb as i32,
@@ -1171,6 +1246,21 @@ mod tests {
                 "resource_policy",
                 "cannot read /no/such/policy.json",
             ),
+            (
+                "account_role_arn = \"arn:aws:iam::222222222222:user/u\"\nexternal_id = \"ext-1\"",
+                "account_role_arn",
+                "is not an IAM role ARN",
+            ),
+            (
+                "account_role_arn = \"arn:aws:iam::222222222222:role/r\"",
+                "external_id",
+                "is required",
+            ),
+            (
+                "external_id = \"ext-1\"",
+                "external_id",
+                "without account_role_arn",
+            ),
         ];
         for (text, key, reason) in table {
             let text =
@@ -1214,11 +1304,19 @@ mod tests {
             "lambda_memory_mb=256".into(),
             "deploy_vault_on_ec2=false".into(),
             "external_vault_address=https://v:8200".into(),
+            "include=[\"db/*\"]".into(),
+            "account_role_arn=arn:aws:iam::222222222222:role/r".into(),
+            "external_id=ext-1".into(),
         ])
         .unwrap();
         let c = f.validate().unwrap();
         assert_eq!(c.stack_name, "b");
         assert_eq!(c.lambda_memory_mb, 256);
+        assert_eq!(c.replicator.selection.include(), ["db/*"]);
+        assert_eq!(
+            c.replicator.account_role.as_ref().map(|r| r.account()),
+            Some("222222222222")
+        );
         assert_eq!(
             c.vault,
             VaultMode::External {

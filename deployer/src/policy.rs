@@ -12,6 +12,9 @@ pub const REPLICATOR_DELETE: &str =
     include_str!("../../policies/replicator-delete-statements.json");
 pub const REPLICATOR_RESOURCE_POLICY: &str =
     include_str!("../../policies/replicator-resource-policy-statements.json");
+/// With the replicas in another account: assuming that account's role, and no other.
+pub const REPLICATOR_ACCOUNT_ROLE: &str =
+    include_str!("../../policies/replicator-account-role-statements.json");
 pub const REPLICATOR_VPC: &str = include_str!("../../policies/replicator-vpc-statements.json");
 pub const REPLICATOR_REPLICATION: &str =
     include_str!("../../policies/replicator-replication-statements.json");

@@ -74,6 +74,14 @@ impl Duty {
     }
 }
 
+/// The statements of the replicator's policy that allow writing secrets in the stack's own
+/// account: left out when the replicas are in another one (its denies stay).
+const WRITES_HERE: &[&str] = &[
+    "WriteReplicatedSecrets",
+    "SetDescriptionsNeverTheKey",
+    "RemoveOnlyAPolicyItPut",
+];
+
 /// Every Secrets Manager action that changes a secret: all denied to the replicator outside
 /// `<prefix>/*` (its connection secret and the stack's other secrets included), whatever else
 /// might allow them.
@@ -578,18 +586,34 @@ impl Spec {
             serde_json::to_string(&self.secret_write_actions()).map_err(TemplateError::NotJson)?;
         let every_write =
             serde_json::to_string(EVERY_SECRET_WRITE).map_err(TemplateError::NotJson)?;
+        // With the replicas in another account, the role there writes them: this one writes
+        // no secret of its own account, and may assume that role only.
+        let account_role = self.cfg.replicator.account_role.as_ref();
+        let writes_here = account_role.is_none();
         let delete = self.statements_if(
-            self.cfg.replicator.deletion_policy == contract::DeletionPolicy::Delete,
+            writes_here && self.cfg.replicator.deletion_policy == contract::DeletionPolicy::Delete,
             policy::REPLICATOR_DELETE,
         )?;
         // With a resource policy configured: putting it (never public) on the replicas this
         // tool owns, and reading it back for the audit.
         let resource_policy = self.statements_if(
-            self.cfg.replicator.resource_policy.is_some(),
+            writes_here && self.cfg.replicator.resource_policy.is_some(),
             policy::REPLICATOR_RESOURCE_POLICY,
         )?;
+        let account_role_statements = match account_role {
+            Some(role) => policy::render(
+                policy::REPLICATOR_ACCOUNT_ROLE,
+                &[("account_role_arn", &role.role_arn)],
+            )?,
+            None => String::new(),
+        };
+        let replication = if writes_here {
+            self.replication_statements()?
+        } else {
+            String::new()
+        };
         let vpc = self.vpc_statements(vpc_id)?;
-        self.render(
+        let mut document = self.render(
             policy::REPLICATOR_POLICY,
             vec![
                 ("secret_write_actions", actions),
@@ -603,7 +627,7 @@ impl Spec {
                 ("key_arn", key_arn.to_owned()),
                 ("usable_keys", self.usable_keys(key_arn)?),
                 ("replica_region_condition", self.replica_region_condition()?),
-                ("replication_statements", self.replication_statements()?),
+                ("replication_statements", replication),
                 (
                     "log_stream_arns",
                     self.json_list(
@@ -616,8 +640,17 @@ impl Spec {
                 ),
                 ("sns_statements", self.sns_statements()?),
                 ("vpc_statements", vpc),
+                ("account_role_statements", account_role_statements),
             ],
-        )
+        )?;
+        if !writes_here && let Some(statements) = document["Statement"].as_array_mut() {
+            statements.retain(|s| {
+                !s["Sid"]
+                    .as_str()
+                    .is_some_and(|sid| WRITES_HERE.contains(&sid))
+            });
+        }
+        Ok(document)
     }
 
     /// The network interfaces of a function in the Vault VPC (with Vault on EC2).
@@ -1004,6 +1037,13 @@ impl Spec {
                 policy.template().to_owned(),
             );
         }
+        if let Some(role) = &r.account_role {
+            vars.insert(env::ACCOUNT_ROLE_ARN.to_owned(), role.role_arn.clone());
+            vars.insert(env::EXTERNAL_ID.to_owned(), role.external_id.clone());
+            // The stack's key is of no use in another account: the replicas there are
+            // encrypted with that account's aws/secretsmanager key.
+            vars.remove(env::KMS_KEY_ID);
+        }
         vars
     }
 
@@ -1131,6 +1171,51 @@ pub(crate) mod tests {
             "vault-secrets-replicator"
         );
         assert!(!s.lambda_environment("k").contains_key(env::SNS_TOPIC_ARN));
+    }
+
+    #[test]
+    fn replicas_in_another_account_take_its_role_and_no_write_at_home() {
+        let home = spec(&format!(
+            "{EXTERNAL}deletion_policy = \"delete\"\nreplica_regions = [\"cn-northwest-1\"]\n"
+        ));
+        let p = home.replicator_policy("k", None).unwrap();
+        statement(&p, "WriteReplicatedSecrets");
+        assert!(!p.to_string().contains("sts:"), "no role to assume: {p}");
+        let role = "arn:aws-cn:iam::222222222222:role/team-replicas";
+        let s = spec(&format!(
+            "{EXTERNAL}deletion_policy = \"delete\"\nreplica_regions = [\"cn-northwest-1\"]\naccount_role_arn = \"{role}\"\nexternal_id = \"ext-1\"\n"
+        ));
+        let p = s.replicator_policy("k", None).unwrap();
+        assert_eq!(
+            statement(&p, "AssumeTheReplicasAccountRole")["Resource"],
+            role
+        );
+        assert_eq!(statement(&p, "AssumeNoOtherRole")["NotResource"], role);
+        for sid in WRITES_HERE.iter().chain(&[
+            "DeleteOnlyItsOwnReplicas",
+            "ReplicateToTheConfiguredRegions",
+        ]) {
+            assert!(
+                !p["Statement"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|st| st["Sid"] == *sid),
+                "{sid} left in {p}"
+            );
+        }
+        // The denies and the connection secret stay.
+        statement(&p, "DenyEveryWriteOutsideThePrefix");
+        statement(&p, "NeverWriteWhatAnotherToolOwns");
+        statement(&p, "ReadTheConnectionSecret");
+        let e = s.lambda_environment("k");
+        assert_eq!(e[env::ACCOUNT_ROLE_ARN], role);
+        assert_eq!(e[env::EXTERNAL_ID], "ext-1");
+        assert!(
+            !e.contains_key(env::KMS_KEY_ID),
+            "the stack's key stays home"
+        );
+        assert_eq!(home.lambda_environment("k")[env::KMS_KEY_ID], "k");
     }
 
     #[test]

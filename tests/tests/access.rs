@@ -1624,3 +1624,66 @@ fn the_replicas_policy_is_put_only_on_its_own_replicas_never_public_and_removed_
         ],
     );
 }
+
+#[test]
+fn with_replicas_in_another_account_the_role_assumes_that_role_only_and_writes_nothing_at_home() {
+    const TARGET_ROLE: &str = "arn:aws:iam::222222222222:role/team-replicas";
+    let s = spec(&format!(
+        "{EXTERNAL_KEEP}\ndeletion_policy = \"delete\"\naccount_role_arn = \"{TARGET_ROLE}\"\nexternal_id = \"ext-1\""
+    ));
+    let ours = |r: Row| r.with("aws:ResourceTag/managed-by", json!(OURS));
+    check(
+        &s,
+        &[
+            row("replicator", "sts:AssumeRole", TARGET_ROLE, Allowed),
+            row(
+                "replicator",
+                "sts:AssumeRole",
+                "arn:aws:iam::222222222222:role/admin",
+                ExplicitlyDenied,
+            ),
+            row(
+                "replicator",
+                "sts:AssumeRole",
+                format!("arn:aws:iam::{ACCOUNT}:role/team-replicas"),
+                ExplicitlyDenied,
+            ),
+            // Nothing under the prefix in its own account, even what it owns.
+            ours(row(
+                "replicator",
+                "secretsmanager:PutSecretValue",
+                secret("hybrid-aws-secrets/a"),
+                ImplicitlyDenied,
+            )),
+            ours(row(
+                "replicator",
+                "secretsmanager:CreateSecret",
+                secret("hybrid-aws-secrets/a"),
+                ImplicitlyDenied,
+            )),
+            ours(row(
+                "replicator",
+                "secretsmanager:DeleteSecret",
+                secret("hybrid-aws-secrets/a"),
+                ImplicitlyDenied,
+            )),
+            // It still reads its connection, at home.
+            row(
+                "replicator",
+                "secretsmanager:GetSecretValue",
+                secret(&s.connection_secret()),
+                Allowed,
+            ),
+        ],
+    );
+    // Without the key, no role at all.
+    check(
+        &spec(EXTERNAL_KEEP),
+        &[row(
+            "replicator",
+            "sts:AssumeRole",
+            TARGET_ROLE,
+            ImplicitlyDenied,
+        )],
+    );
+}

@@ -420,3 +420,82 @@ async fn the_deployed_secrets_sync_settings_drive_the_replicator() {
     assert_eq!(side.text(port).await, "5432");
     assert_eq!(side.replica_regions(port).await, ["us-west-2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployed_stack_writes_into_another_account_through_its_role() {
+    let (bao, moto) = tokio::join!(Bao::start(), Moto::start());
+    bao.enable_kv2("hybrid-aws-secrets").await;
+    bao.put("hybrid-aws-secrets", "apps/db", json!({"user": "app"}))
+        .await;
+    let role = "arn:aws:iam::222222222222:role/team-replicas";
+    let mut d = Deployed::up(
+        &bao,
+        &moto,
+        &format!("account_role_arn = \"{role}\"\nexternal_id = \"ext-42\"\n"),
+    )
+    .await;
+    assert_eq!(d.vars["REPLICATOR_ACCOUNT_ROLE_ARN"], role);
+    assert_eq!(d.vars["REPLICATOR_EXTERNAL_ID"], "ext-42");
+    assert!(
+        !d.vars.contains_key("REPLICATOR_KMS_KEY_ID"),
+        "the stack's key is not used in another account: {:?}",
+        d.vars.keys()
+    );
+    let (report, body) = d.invoke().await;
+    assert_eq!(report["created"], 1, "{body}");
+    let target = replicator::aws::in_account(
+        &moto.sdk_config().await,
+        &contract::account::AccountRole::new(role, Some("ext-42")).unwrap(),
+    );
+    let there = e2e::aws_side::AwsSide::new(&target)
+        .secrets("hybrid-aws-secrets")
+        .await;
+    assert_eq!(
+        there.keys().collect::<Vec<_>>(),
+        ["hybrid-aws-secrets/apps/db"]
+    );
+    assert!(
+        there["hybrid-aws-secrets/apps/db"]
+            .arn
+            .contains(":222222222222:")
+    );
+    assert!(
+        d.side.secrets("hybrid-aws-secrets").await.is_empty(),
+        "no replica in the stack's own account"
+    );
+    let args = |extra: &[&'static str]| {
+        let mut a = vec!["--config", &d.config, "--lambda-zip", &d.zip];
+        a.extend_from_slice(extra);
+        a
+    };
+    let again = run(&moto, &args(&["up", "--yes"])).await;
+    assert_eq!(
+        (again.error.as_deref(), again.sent.len()),
+        (None, 0),
+        "a converged up changes nothing: {:?}",
+        again.sent
+    );
+    // The stack's credentials cannot delete the replicas in the other account: refused before
+    // anything is deleted.
+    let refused = run(
+        &moto,
+        &args(&["destroy", "--yes", "--delete-replicated-secrets"]),
+    )
+    .await;
+    let error = refused.error.unwrap_or_default();
+    assert!(error.contains("in account 222222222222"), "{error}");
+    assert_eq!(refused.sent, Vec::<String>::new());
+    let destroyed = run(&moto, &args(&["--output", "json", "destroy", "--yes"])).await;
+    assert!(destroyed.error.is_none(), "{:?}", destroyed.error);
+    assert!(
+        destroyed.json()["kept"]
+            .to_string()
+            .contains("in account 222222222222"),
+        "{}",
+        destroyed.stdout
+    );
+    let there = e2e::aws_side::AwsSide::new(&target)
+        .secrets("hybrid-aws-secrets")
+        .await;
+    assert!(!there["hybrid-aws-secrets/apps/db"].pending_deletion);
+}

@@ -66,6 +66,11 @@ fn every_rendered_policy_passes_parliament() {
             "aws",
         ),
         (
+            "external, replicas in another account",
+            "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\ndeletion_policy = \"delete\"\naccount_role_arn = \"arn:aws:iam::222222222222:role/team-replicas\"\nexternal_id = \"ext-1\"",
+            "aws",
+        ),
+        (
             "ec2, china partition",
             "vault_inbound_cidr = \"203.0.113.0/24\"",
             "aws-cn",
@@ -113,7 +118,7 @@ fn every_rendered_policy_passes_parliament() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 36);
+    assert_eq!(checked, 45);
     assert!(
         findings.is_empty(),
         "parliament findings:\n{}",
