@@ -312,6 +312,15 @@ impl FileConfig {
                 None => Ok(None),
             };
         };
+        if self.external_id.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                "external_id",
+                format!(
+                    "is required with account_role_arn (the role's trust policy checks it): add, for example, external_id = \"{}\" (made now at random), then run `deployer target up` and `deployer up`",
+                    random_external_id()
+                ),
+            ));
+        }
         AccountRole::new(arn, self.external_id.as_deref())
             .map(Some)
             .map_err(|e| match e {
@@ -701,6 +710,20 @@ impl FileConfig {
             warnings,
         })
     }
+}
+
+/// 128 random bits as 32 hex digits: an external id nobody guesses.
+fn random_external_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The operating system's generator; should it fail, the suggestion is left to the user.
+    if rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .is_err()
+    {
+        return "<32 random hex digits>".into();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl FileConfig {
@@ -1290,6 +1313,25 @@ mod tests {
         // A prefix below a path is no stack's name family.
         cfg("secrets_prefix = \"teams/payments-vault\"\nvault_inbound_cidr = \"10.0.0.0/8\"")
             .unwrap();
+    }
+
+    #[test]
+    fn a_missing_external_id_is_refused_with_a_random_one_to_copy() {
+        let err = |()| {
+            FileConfig::parse(
+                &format!("{EC2}account_role_arn = \"arn:aws:iam::222222222222:role/r\""),
+                "t",
+            )
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string()
+        };
+        let suggested = |e: String| e.split('"').nth(1).unwrap().to_owned();
+        let (a, b) = (suggested(err(())), suggested(err(())));
+        assert_eq!(a.len(), 32, "{a}");
+        assert!(contract::account::check_external_id(&a).is_ok());
+        assert_ne!(a, b, "random each time");
     }
 
     #[test]

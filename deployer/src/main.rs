@@ -67,6 +67,29 @@ async fn run(cli: &Cli) -> Result<i32, cli::CliError> {
     let aws = loader.load().await;
     let region = aws.region().map(|r| r.to_string());
     let clients = Clients::new(&aws, Backoff::DEFAULT);
+    // `deployer target`: the replicas' account, through its own profile, in the same region.
+    let target = match &cli.command {
+        cli::Command::Target(args) => match &args.target_profile {
+            Some(profile) => {
+                let mut loader = contract::sdk::config_loader().profile_name(profile);
+                if let Some(region) = region.clone() {
+                    loader = loader.region(aws_config::Region::new(region));
+                }
+                Some(Clients::new(&loader.load().await, Backoff::DEFAULT))
+            }
+            None => None,
+        },
+        _ => None,
+    };
     let mut stdout = std::io::stdout().lock();
-    cli::execute(cli, cfg, zip, &clients, region, &mut stdout).await
+    cli::execute(
+        cli,
+        cfg,
+        zip,
+        &clients,
+        target.as_ref(),
+        region,
+        &mut stdout,
+    )
+    .await
 }

@@ -7,6 +7,12 @@ use serde_json::Value;
 pub const REPLICATOR_TRUST: &str = include_str!("../../policies/replicator-trust.json");
 pub const REPLICATOR_POLICY: &str = include_str!("../../policies/replicator-policy.json");
 pub const ROTATION_POLICY: &str = include_str!("../../policies/rotation-policy.json");
+/// Writing the replicas and the denies around it: shared by the replicator's role and a role
+/// in another account.
+pub const REPLICA_WRITES: &str = include_str!("../../policies/replica-write-statements.json");
+/// The role in another account the replicas are written with (`deployer target up`).
+pub const ACCOUNT_ROLE_POLICY: &str = include_str!("../../policies/account-role-policy.json");
+pub const ACCOUNT_ROLE_TRUST: &str = include_str!("../../policies/account-role-trust.json");
 pub const REPLICATOR_SNS: &str = include_str!("../../policies/replicator-sns-statements.json");
 pub const REPLICATOR_DELETE: &str =
     include_str!("../../policies/replicator-delete-statements.json");

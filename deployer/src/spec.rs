@@ -74,6 +74,15 @@ impl Duty {
     }
 }
 
+/// The role in another account, as [`Spec::account_role`] renders it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccountRoleSpec {
+    /// As configured (`account_role_arn`).
+    pub arn: String,
+    pub trust: Value,
+    pub policy: Value,
+}
+
 /// The statements of the replicator's policy that allow writing secrets in the stack's own
 /// account: left out when the replicas are in another one (its denies stay).
 const WRITES_HERE: &[&str] = &[
@@ -582,10 +591,6 @@ impl Spec {
         key_arn: &str,
         vpc_id: Option<&str>,
     ) -> Result<Value, TemplateError> {
-        let actions =
-            serde_json::to_string(&self.secret_write_actions()).map_err(TemplateError::NotJson)?;
-        let every_write =
-            serde_json::to_string(EVERY_SECRET_WRITE).map_err(TemplateError::NotJson)?;
         // With the replicas in another account, the role there writes them: this one writes
         // no secret of its own account, and may assume that role only.
         let account_role = self.cfg.replicator.account_role.as_ref();
@@ -616,8 +621,7 @@ impl Spec {
         let mut document = self.render(
             policy::REPLICATOR_POLICY,
             vec![
-                ("secret_write_actions", actions),
-                ("every_secret_write", every_write),
+                ("replica_write_statements", self.replica_write_statements()?),
                 ("delete_statements", delete),
                 ("resource_policy_statements", resource_policy),
                 (
@@ -626,7 +630,6 @@ impl Spec {
                 ),
                 ("key_arn", key_arn.to_owned()),
                 ("usable_keys", self.usable_keys(key_arn)?),
-                ("replica_region_condition", self.replica_region_condition()?),
                 ("replication_statements", replication),
                 (
                     "log_stream_arns",
@@ -651,6 +654,72 @@ impl Spec {
             });
         }
         Ok(document)
+    }
+
+    /// Writing the replicas under the prefix, and the denies around it: the statements the
+    /// replicator's role and a role in another account (`account_role_arn`) share.
+    fn replica_write_statements(&self) -> Result<String, TemplateError> {
+        let actions =
+            serde_json::to_string(&self.secret_write_actions()).map_err(TemplateError::NotJson)?;
+        let every_write =
+            serde_json::to_string(EVERY_SECRET_WRITE).map_err(TemplateError::NotJson)?;
+        let mut vars = self.common_vars();
+        vars.extend([
+            ("secret_write_actions", actions),
+            ("every_secret_write", every_write),
+            ("replica_region_condition", self.replica_region_condition()?),
+        ]);
+        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        policy::render(policy::REPLICA_WRITES, &refs)
+    }
+
+    /// The role in another account (`account_role_arn`) the replicas are written with, as
+    /// `deployer target up` makes it there (`account`): the replicator's own statements for the
+    /// replicas, scoped to the prefix in that account; no secret value read; assumed only by
+    /// this stack's replicator role, with the external id.
+    pub fn account_role(&self, account: &str) -> Result<Option<AccountRoleSpec>, TemplateError> {
+        let Some(role) = &self.cfg.replicator.account_role else {
+            return Ok(None);
+        };
+        let there = Spec::new(
+            self.cfg.clone(),
+            Identity {
+                account: account.to_owned(),
+                ..self.id.clone()
+            },
+        );
+        let delete = there.statements_if(
+            there.cfg.replicator.deletion_policy == contract::DeletionPolicy::Delete,
+            policy::REPLICATOR_DELETE,
+        )?;
+        let resource_policy = there.statements_if(
+            there.cfg.replicator.resource_policy.is_some(),
+            policy::REPLICATOR_RESOURCE_POLICY,
+        )?;
+        let policy = there.render(
+            policy::ACCOUNT_ROLE_POLICY,
+            vec![
+                (
+                    "replica_write_statements",
+                    there.replica_write_statements()?,
+                ),
+                ("delete_statements", delete),
+                ("resource_policy_statements", resource_policy),
+                ("replication_statements", there.replication_statements()?),
+            ],
+        )?;
+        let trust = self.render(
+            policy::ACCOUNT_ROLE_TRUST,
+            vec![
+                ("replicator_role_arn", self.role_arn()),
+                ("external_id", role.external_id.clone()),
+            ],
+        )?;
+        Ok(Some(AccountRoleSpec {
+            arn: role.role_arn.clone(),
+            trust,
+            policy,
+        }))
     }
 
     /// The network interfaces of a function in the Vault VPC (with Vault on EC2).

@@ -98,15 +98,33 @@ pub async fn run(moto: &Moto, args: &[&str]) -> Outcome {
 
 /// [`run`] with this SDK configuration (another principal's credentials, say).
 pub async fn run_as(aws: &aws_types::SdkConfig, args: &[&str]) -> Outcome {
+    run_in(aws, None, args).await
+}
+
+/// [`run`] of `deployer target …`: `home` as the usual credentials, `target` as those of
+/// `--target-profile` (in the replicas' account). `sent` holds the mutating calls of both.
+pub async fn run_in_accounts(
+    home: &aws_types::SdkConfig,
+    target: &aws_types::SdkConfig,
+    args: &[&str],
+) -> Outcome {
+    run_in(home, Some(target), args).await
+}
+
+async fn run_in(
+    aws: &aws_types::SdkConfig,
+    target: Option<&aws_types::SdkConfig>,
+    args: &[&str],
+) -> Outcome {
     let mut argv = vec!["deployer"];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).unwrap();
     let record = RecordMutating::default();
-    let clients = Clients::with_interceptor(
-        aws,
-        Backoff::NONE,
-        Some(aws_smithy_runtime_api::client::interceptors::SharedInterceptor::new(record.clone())),
-    );
+    let interceptor = || {
+        Some(aws_smithy_runtime_api::client::interceptors::SharedInterceptor::new(record.clone()))
+    };
+    let clients = Clients::with_interceptor(aws, Backoff::NONE, interceptor());
+    let target = target.map(|t| Clients::with_interceptor(t, Backoff::NONE, interceptor()));
     let mut out = Vec::new();
     // Boxed: the whole command's future (the EC2 `up` above all) would not fit a test
     // thread's stack.
@@ -118,6 +136,7 @@ pub async fn run_as(aws: &aws_types::SdkConfig, args: &[&str]) -> Outcome {
             cfg,
             zip,
             &clients,
+            target.as_ref(),
             Some(crate::REGION.to_owned()),
             &mut out,
         )

@@ -1687,3 +1687,151 @@ fn with_replicas_in_another_account_the_role_assumes_that_role_only_and_writes_n
         )],
     );
 }
+
+#[test]
+fn the_role_in_the_replicas_account_admits_only_the_stacks_replicator_with_the_external_id() {
+    const TARGET: &str = "222222222222";
+    const TARGET_ROLE: &str = "arn:aws:iam::222222222222:role/team-replicas";
+    let s = spec(&format!(
+        "{EXTERNAL_KEEP}\ndeletion_policy = \"delete\"\naccount_role_arn = \"{TARGET_ROLE}\"\nexternal_id = \"ext-1\""
+    ));
+    let there = s.account_role(TARGET).unwrap().unwrap();
+    let home = s.replicator_policy(KEY, Some(VPC)).unwrap();
+    let replica =
+        |name: &str| format!("arn:aws:secretsmanager:eu-west-1:{TARGET}:secret:{name}-AbCdEf");
+    // (who, their identity policy, external id given) → may they assume the role?
+    let assume = |who: &str, identity: Value, external_id: Option<&str>| {
+        let mut context = BTreeMap::from([
+            ("aws:PrincipalArn".to_owned(), json!(who)),
+            ("aws:PrincipalAccount".to_owned(), json!(ACCOUNT)),
+        ]);
+        if let Some(id) = external_id {
+            context.insert("sts:ExternalId".into(), json!(id));
+        }
+        Request {
+            principal: who.to_owned(),
+            action: "sts:AssumeRole".into(),
+            resource: TARGET_ROLE.into(),
+            account: TARGET.into(),
+            context,
+            identity_policies: vec![identity],
+            resource_policy: Some(there.trust.clone()),
+            vpc_endpoint_policy: None,
+        }
+    };
+    // (action, secret, its owner tag) as the assumed role.
+    let write = |action: &str, resource: String, owner: Option<&str>| {
+        let mut context = BTreeMap::from([
+            ("aws:PrincipalArn".to_owned(), json!(TARGET_ROLE)),
+            ("aws:PrincipalAccount".to_owned(), json!(TARGET)),
+        ]);
+        if let Some(o) = owner {
+            context.insert("aws:ResourceTag/managed-by".into(), json!(o));
+        }
+        Request {
+            principal: TARGET_ROLE.to_owned(),
+            action: action.to_owned(),
+            resource,
+            account: TARGET.into(),
+            context,
+            identity_policies: vec![there.policy.clone()],
+            resource_policy: None,
+            vpc_endpoint_policy: None,
+        }
+    };
+    let rows: Vec<(Request, Decision, &str)> = vec![
+        (
+            assume(&s.role_arn(), home.clone(), Some("ext-1")),
+            Allowed,
+            "the stack's replicator with the external id",
+        ),
+        (
+            assume(&s.role_arn(), home.clone(), None),
+            ImplicitlyDenied,
+            "without the external id",
+        ),
+        (
+            assume(&s.role_arn(), home.clone(), Some("ext-2")),
+            ImplicitlyDenied,
+            "with another external id",
+        ),
+        (
+            assume(SOMEONE, allow_all(), Some("ext-1")),
+            ImplicitlyDenied,
+            "anyone else of the home account, even allowed everything there",
+        ),
+        (
+            assume(
+                "arn:aws:iam::222222222222:role/someone",
+                allow_all(),
+                Some("ext-1"),
+            ),
+            ImplicitlyDenied,
+            "anyone of the replicas' account",
+        ),
+        (
+            write(
+                "secretsmanager:PutSecretValue",
+                replica("hybrid-aws-secrets/a"),
+                Some(OURS),
+            ),
+            Allowed,
+            "writes its replicas under the prefix",
+        ),
+        (
+            write(
+                "secretsmanager:DeleteSecret",
+                replica("hybrid-aws-secrets/a"),
+                Some(OURS),
+            ),
+            Allowed,
+            "deletes its own replicas under the delete policy",
+        ),
+        (
+            write(
+                "secretsmanager:PutSecretValue",
+                replica("hybrid-aws-secrets/b"),
+                Some("terraform"),
+            ),
+            ExplicitlyDenied,
+            "never another tool's secret",
+        ),
+        (
+            write("secretsmanager:PutSecretValue", replica("prod/db"), None),
+            ExplicitlyDenied,
+            "nothing outside the prefix",
+        ),
+        (
+            write(
+                "secretsmanager:GetSecretValue",
+                replica("hybrid-aws-secrets/a"),
+                Some(OURS),
+            ),
+            ExplicitlyDenied,
+            "no value, not even its own replicas'",
+        ),
+        (
+            write(
+                "sts:AssumeRole",
+                "arn:aws:iam::222222222222:role/admin".into(),
+                None,
+            ),
+            ImplicitlyDenied,
+            "no role to go on from",
+        ),
+    ];
+    let requests: Vec<Request> = rows.iter().map(|(r, _, _)| r.clone()).collect();
+    let got = decide(&requests);
+    let wrong: Vec<String> = rows
+        .iter()
+        .zip(&got)
+        .filter(|((_, want, _), got)| want != *got)
+        .map(|((r, want, why), got)| {
+            format!(
+                "{why}: {} on {}: expected {want:?}, got {got:?}",
+                r.action, r.resource
+            )
+        })
+        .collect();
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}

@@ -81,7 +81,7 @@ fn every_rendered_policy_passes_parliament() {
     let mut checked = 0;
     for (shape, extra, partition) in shapes {
         let s = spec(extra, partition);
-        let docs = [
+        let mut docs = vec![
             (
                 "replicator inline policy",
                 s.replicator_policy(key, Some("vpc-0123456789abcdef0")).unwrap(),
@@ -113,12 +113,16 @@ fn every_rendered_policy_passes_parliament() {
                 .unwrap(),
             ),
         ];
+        if let Some(there) = s.account_role("222222222222").unwrap() {
+            docs.push(("account role policy", there.policy));
+            docs.push(("account role trust policy", there.trust));
+        }
         for (name, doc) in docs {
             findings.extend(parliament(&format!("{shape} / {name}"), &doc));
             checked += 1;
         }
     }
-    assert_eq!(checked, 45);
+    assert_eq!(checked, 47);
     assert!(
         findings.is_empty(),
         "parliament findings:\n{}",

@@ -2750,3 +2750,161 @@ async fn up_waits_out_a_role_that_has_not_propagated() {
     assert_eq!(creates, 4, "{:?}", up.sent);
     assert!(f.deployer(&["up", "--yes"]).await.mutating.is_empty());
 }
+
+/// `deployer target …` as an operator of the replicas' account runs it: home credentials as
+/// usual, the other account's through `--target-profile` (here, credentials moto issues in
+/// that account).
+async fn in_target(
+    f: &Fixture,
+    target: &aws_types::SdkConfig,
+    args: &[&str],
+) -> e2e::deploy::Outcome {
+    let config = f.path("deployer.toml");
+    let mut all = vec!["--config", &config, "--output", "json", "target"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--target-profile", "team-a"]);
+    e2e::deploy::run_in_accounts(&f.moto.sdk_config().await, target, &all).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_up_makes_the_role_in_the_replicas_account_once_and_repairs_it() {
+    const ROLE: &str = "arn:aws:iam::222222222222:role/demo-replicas";
+    let f = Fixture::new(&format!(
+        "{EXTERNAL}deletion_policy = \"delete\"\naccount_role_arn = \"{ROLE}\"\nexternal_id = \"ext-9b1\"\n"
+    ))
+    .await;
+    let operator = |account: &str| {
+        contract::account::AccountRole::new(
+            &format!("arn:aws:iam::{account}:role/admin"),
+            Some("any"),
+        )
+        .unwrap()
+    };
+    let home = f.moto.sdk_config().await;
+    let target = replicator::aws::in_account(&home, &operator("222222222222"));
+    f.deployer(&["up", "--yes"]).await;
+
+    let plan = in_target(&f, &target, &["plan", "--detailed-exitcode"]).await;
+    assert_eq!(
+        (plan.code, plan.error.as_deref()),
+        (2, None),
+        "{}",
+        plan.stdout
+    );
+    assert_eq!(
+        plan.json()["changes"][0]["action"],
+        "create",
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.sent.is_empty(),
+        "plan changes nothing: {:?}",
+        plan.sent
+    );
+    // Not from a terminal, a change of access needs --yes.
+    let refused = in_target(&f, &target, &["up"]).await;
+    assert!(
+        refused.error.as_deref().unwrap_or("").contains("--yes"),
+        "{:?}",
+        refused.error
+    );
+    assert!(refused.sent.is_empty(), "{:?}", refused.sent);
+
+    let up = in_target(&f, &target, &["up", "--yes"]).await;
+    assert!(up.error.is_none(), "{:?}", up.error);
+    assert_eq!(up.sent, ["CreateRole", "PutRolePolicy"]);
+    let iam = aws_sdk_iam::Client::new(&target);
+    let made = iam
+        .get_role()
+        .role_name("demo-replicas")
+        .send()
+        .await
+        .unwrap();
+    let made = made.role().unwrap();
+    assert_eq!(made.arn(), ROLE, "the role is in the replicas' account");
+    let trust =
+        deployer::policy::parse_returned(made.assume_role_policy_document().unwrap()).unwrap();
+    // The deployer writes a list of one as its element (AWS's canonical form).
+    let only = &trust["Statement"];
+    assert_eq!(
+        only["Principal"]["AWS"],
+        "arn:aws:iam::123456789012:role/demo-replicator"
+    );
+    assert_eq!(
+        only["Condition"]["StringEquals"]["sts:ExternalId"],
+        "ext-9b1"
+    );
+    let policy = iam
+        .get_role_policy()
+        .role_name("demo-replicas")
+        .policy_name("replicas")
+        .send()
+        .await
+        .unwrap();
+    let policy = deployer::policy::parse_returned(policy.policy_document())
+        .unwrap()
+        .to_string();
+    assert!(
+        policy
+            .contains("arn:aws:secretsmanager:us-east-1:222222222222:secret:hybrid-aws-secrets/*"),
+        "scoped to the prefix in that account: {policy}"
+    );
+    assert!(policy.contains("DeleteOnlyItsOwnReplicas"), "{policy}");
+    // Nothing was made in the home account.
+    assert!(
+        aws_sdk_iam::Client::new(&home)
+            .get_role()
+            .role_name("demo-replicas")
+            .send()
+            .await
+            .is_err()
+    );
+
+    let again = in_target(&f, &target, &["up", "--yes"]).await;
+    assert_eq!(
+        (again.error.as_deref(), again.sent.len()),
+        (None, 0),
+        "{:?}",
+        again.sent
+    );
+    let status = in_target(&f, &target, &["status", "--detailed-exitcode"]).await;
+    assert_eq!(status.code, 0, "{}", status.stdout);
+
+    // Someone lets anyone in the home account assume it: drift, repaired by the next up.
+    iam.update_assume_role_policy()
+        .role_name("demo-replicas")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    let drifted = in_target(&f, &target, &["status", "--detailed-exitcode"]).await;
+    assert_eq!(drifted.code, 2, "{}", drifted.stdout);
+    let repaired = in_target(&f, &target, &["up", "--yes"]).await;
+    assert_eq!(repaired.sent, ["UpdateAssumeRolePolicy"]);
+
+    // A profile of another account is refused before anything is changed.
+    let elsewhere = replicator::aws::in_account(&home, &operator("333333333333"));
+    let wrong = in_target(&f, &elsewhere, &["up", "--yes"]).await;
+    let error = wrong.error.unwrap_or_default();
+    assert!(
+        error.contains("account 333333333333") && error.contains("222222222222"),
+        "{error}"
+    );
+    assert!(wrong.sent.is_empty());
+
+    let gone = in_target(&f, &target, &["destroy", "--yes"]).await;
+    assert!(gone.error.is_none(), "{:?}", gone.error);
+    assert!(
+        gone.sent.contains(&"DeleteRole".to_owned()),
+        "{:?}",
+        gone.sent
+    );
+    assert!(
+        iam.get_role()
+            .role_name("demo-replicas")
+            .send()
+            .await
+            .is_err()
+    );
+}

@@ -10,6 +10,7 @@ pub mod pause;
 pub mod plan;
 pub mod status;
 pub mod sync_now;
+pub mod target;
 pub mod up;
 pub mod vault_init;
 
@@ -127,6 +128,11 @@ pub enum Command {
     ///
     /// Example: deployer resume
     Resume,
+    /// The replicas' account, when `account_role_arn` names a role in another one: makes,
+    /// shows or deletes that role there, with the credentials of --target-profile.
+    ///
+    /// Example: deployer target up --target-profile team-a
+    Target(target::TargetArgs),
     /// Prints a shell completion script.
     ///
     /// Example: deployer completions bash > /etc/bash_completion.d/deployer
@@ -318,6 +324,7 @@ pub fn load_zip(cmd: &Command, g: &Global) -> Result<Option<LambdaZip>, CliError
         | Command::SyncNow(_)
         | Command::Pause
         | Command::Resume
+        | Command::Target(_)
         | Command::Completions { .. } => Ok(None),
     }
 }
@@ -340,12 +347,14 @@ pub async fn identity(c: &Clients, region: Option<String>) -> Result<Identity, C
     })
 }
 
-/// Runs one command against AWS; returns the exit code.
+/// Runs one command against AWS; returns the exit code. `target` acts in the replicas'
+/// account (`deployer target`, from --target-profile).
 pub async fn execute(
     cli: &Cli,
     cfg: Config,
     zip: Option<LambdaZip>,
     clients: &Clients,
+    target: Option<&Clients>,
     region: Option<String>,
     out: &mut dyn Write,
 ) -> Result<i32, CliError> {
@@ -373,6 +382,14 @@ pub async fn execute(
         zip: zip.as_ref(),
     };
     let json = cli.global.output == Output::Json;
+    if let Command::Target(args) = &cli.command {
+        let target = target.ok_or_else(|| {
+            CliError::Refused(
+                "--target-profile is required: the profile whose credentials act in the replicas' account".into(),
+            )
+        })?;
+        return target::run(args, &spec, target, json, out).await;
+    }
     match &cli.command {
         Command::Plan(codes) => plan::run(&stack, *codes, json, out).await,
         Command::Up(args) => up::run(&stack, args, json, out).await,
@@ -382,7 +399,9 @@ pub async fn execute(
         Command::VaultInit(args) => vault_init::run(&stack, args, json, out).await,
         Command::Pause => pause::pause(&stack, json, out).await,
         Command::Resume => pause::resume(&stack, json, out).await,
-        Command::Completions { .. } => run_local(cli, out).unwrap_or(Ok(EXIT_OK)),
+        Command::Completions { .. } | Command::Target(_) => {
+            run_local(cli, out).unwrap_or(Ok(EXIT_OK))
+        }
     }
 }
 

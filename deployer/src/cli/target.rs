@@ -1,0 +1,259 @@
+//! `deployer target plan | up | status | destroy`: the replicas' side when `account_role_arn`
+//! names a role in another account. The home account comes from the usual credentials (as for
+//! `up`); the other account is reached with `--target-profile`. There it makes the role the
+//! replicator assumes: trusted by this stack's replicator role only, with the external id; its
+//! permissions the replicator's own for the replicas, scoped to the prefix in that account.
+//! Idempotent like `up`: a converged run sends no mutating request.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use clap::{Args, Subcommand};
+
+use super::{CliError, EXIT_OK, ExitCodeArgs, emit};
+use crate::change::{Action, render_plan, render_status};
+use crate::clients::Clients;
+use crate::resources::Ctx;
+use crate::resources::iam::{self, RoleSpec};
+use crate::spec::Spec;
+
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    #[command(subcommand)]
+    pub action: TargetAction,
+
+    /// The AWS profile (any the AWS CLI accepts) whose credentials act in the account of
+    /// `account_role_arn`.
+    #[arg(long, global = true, value_name = "PROFILE")]
+    pub target_profile: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TargetAction {
+    /// Shows what `target up` would do in the replicas' account. With --detailed-exitcode, 2
+    /// when anything would change.
+    ///
+    /// Example: deployer target plan --target-profile team-a
+    Plan(ExitCodeArgs),
+    /// Makes or repairs the role the replicator assumes in the replicas' account. A change of
+    /// its trust or permissions is shown and confirmed first, unless --yes.
+    ///
+    /// Example: deployer target up --target-profile team-a
+    Up(super::up::UpArgs),
+    /// Shows the role as present, missing or drifted. With --detailed-exitcode, 2 when it is
+    /// missing or drifted.
+    ///
+    /// Example: deployer target status --target-profile team-a
+    Status(ExitCodeArgs),
+    /// Deletes the role (only if it carries this stack's tag). The replicas stay.
+    ///
+    /// Example: deployer target destroy --target-profile team-a --yes
+    Destroy(DestroyArgs),
+}
+
+#[derive(Debug, Default, Args)]
+pub struct DestroyArgs {
+    /// Do not ask (needed when not run from a terminal).
+    #[arg(long)]
+    pub yes: bool,
+}
+
+const ROLE_DESCRIPTION: &str =
+    "vault-secrets-replicator replicas: assumed by one stack's replicator with its external id";
+
+/// The role to make in the replicas' account `account`, checked against the configuration.
+fn role_of(spec: &Spec, account: &str) -> Result<RoleSpec, CliError> {
+    let wanted = spec
+        .account_role(account)
+        .map_err(crate::resources::DeployError::from)?
+        .ok_or_else(|| {
+            CliError::Refused(
+                "the configuration names no account_role_arn: `deployer target` makes the role it names in another account".into(),
+            )
+        })?;
+    let role = spec
+        .cfg
+        .replicator
+        .account_role
+        .as_ref()
+        .ok_or_else(|| CliError::Refused("no account_role_arn".into()))?;
+    if role.account() != account {
+        return Err(CliError::Refused(format!(
+            "the target profile acts in account {account}, but account_role_arn is in account {}: give --target-profile a profile of that account",
+            role.account()
+        )));
+    }
+    let name = match wanted.arn.split_once(":role/") {
+        Some((_, name)) if !name.contains('/') => name.to_owned(),
+        _ => {
+            return Err(CliError::Refused(format!(
+                "account_role_arn {} has a path: `deployer target` makes roles at the root path (arn:…:role/NAME); make a role with a path yourself, with the trust and permissions `deployer target plan` shows",
+                wanted.arn
+            )));
+        }
+    };
+    Ok(RoleSpec {
+        name,
+        description: ROLE_DESCRIPTION,
+        trust: wanted.trust,
+        policy_name: "replicas",
+        policy: Some(wanted.policy),
+        instance_profile: false,
+    })
+}
+
+/// Runs one `target` action: `home` reads this stack's account (`spec` is built from it),
+/// `target` acts in the replicas' account.
+pub async fn run(
+    args: &TargetArgs,
+    spec: &Spec,
+    target: &Clients,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CliError> {
+    let me = target
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .ctx("GetCallerIdentity", "")
+        .map_err(CliError::Identity)?;
+    let account = me.account().unwrap_or_default().to_owned();
+    let role = role_of(spec, &account)?;
+    let seen = iam::observe(target, spec, &role).await?;
+    let change = iam::diff(&role, seen.as_ref());
+    let head = serde_json::json!({
+        "stack": spec.stack(),
+        "account": account,
+        "role_arn": spec.cfg.replicator.account_role.as_ref().map(|r| r.role_arn.clone()),
+    });
+    let with = |mut v: serde_json::Value, extra: serde_json::Value| {
+        if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+            v.extend(extra.clone());
+        }
+        v
+    };
+    match &args.action {
+        TargetAction::Plan(codes) => {
+            let pending = change.changes_anything();
+            let value = with(
+                head,
+                serde_json::json!({"changes_pending": pending, "changes": [change]}),
+            );
+            let text = format!(
+                "In account {account}:\n{}",
+                render_plan(std::slice::from_ref(&change))
+            );
+            emit(out, json, &value, &text)?;
+            Ok(codes.code(pending))
+        }
+        TargetAction::Status(codes) => {
+            let clean = !change.changes_anything();
+            let value = with(
+                head,
+                serde_json::json!({"clean": clean, "changes": [change]}),
+            );
+            let mut text = format!(
+                "In account {account}:\n{}",
+                render_status(std::slice::from_ref(&change))
+            );
+            if !clean {
+                text.push_str("Run `deployer target up` to repair what is missing or drifted.\n");
+            }
+            emit(out, json, &value, &text)?;
+            Ok(codes.code(!clean))
+        }
+        TargetAction::Up(up) => {
+            if !up.yes && change.needs_confirmation() {
+                confirm(&format!(
+                    "target up would change who may assume the role {} in account {account}, or what it may do ({}).",
+                    role.name,
+                    change
+                        .fields
+                        .iter()
+                        .map(|f| f.field.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))?;
+            }
+            let applied = if change.changes_anything() {
+                iam::apply(target, spec, &role, &change).await?;
+                vec![change]
+            } else {
+                vec![]
+            };
+            let arn = spec
+                .cfg
+                .replicator
+                .account_role
+                .as_ref()
+                .map(|r| r.role_arn.clone())
+                .unwrap_or_default();
+            let value = with(head, serde_json::json!({"applied": applied}));
+            let mut text = if applied.is_empty() {
+                format!("No changes in account {account}: the role matches the configuration.\n")
+            } else {
+                applied
+                    .iter()
+                    .map(|c| {
+                        let verb = if c.action == Action::Create {
+                            "created"
+                        } else {
+                            "updated"
+                        };
+                        format!("{verb} {} {} in account {account}\n", c.kind, c.name)
+                    })
+                    .collect()
+            };
+            text.push_str(&format!(
+                "The replicator of stack {} assumes {arn} with its external_id; `deployer up` gives it that right.\n",
+                spec.stack()
+            ));
+            emit(out, json, &value, &text)?;
+            Ok(EXIT_OK)
+        }
+        TargetAction::Destroy(d) => {
+            if !d.yes {
+                confirm(&format!(
+                    "target destroy deletes the role {} in account {account}; the replicator can then no longer write the replicas there (they stay).",
+                    role.name
+                ))?;
+            }
+            let done = iam::destroy(target, spec, &role).await?;
+            let verb = match done.action {
+                Action::Delete => "deleted",
+                _ => "absent ",
+            };
+            let mut text = format!("{verb} {} {} in account {account}\n", done.kind, done.name);
+            if let Some(n) = &done.note {
+                text.push_str(&format!("        {n}\n"));
+            }
+            text.push_str(&format!(
+                "kept    the replicas {}/* in account {account}\n",
+                spec.cfg.prefix
+            ));
+            let value = with(head, serde_json::json!({"changes": [done]}));
+            emit(out, json, &value, &text)?;
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+/// Asks on a terminal; refuses without one.
+fn confirm(what: &str) -> Result<(), CliError> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(CliError::Refused(format!(
+            "{what} Review it with `deployer target plan`, then add --yes (needed when not run from a terminal)"
+        )));
+    }
+    eprint!("{what} Go ahead? Type yes: ");
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    if line.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(CliError::Refused(
+            "not confirmed; nothing was changed".into(),
+        ))
+    }
+}
