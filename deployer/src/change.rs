@@ -49,6 +49,7 @@ pub struct Change {
 pub const CONFIRM_FIELDS: &[&str] = &[
     "trust_policy",
     "inline_policy",
+    "other_policies",
     "policy",
     "resource_policy",
     "ingress",

@@ -316,7 +316,7 @@ impl FileConfig {
             return Err(invalid(
                 "external_id",
                 format!(
-                    "is required with account_role_arn (the role's trust policy checks it): add, for example, external_id = \"{}\" (made now at random), then run `deployer target up` and `deployer up`",
+                    "is required with account_role_arn (the role's trust policy checks it): add, for example, external_id = \"{}\" (made now at random), then run `deployer up`, then `deployer target up` (the role there trusts this stack's replicator role, which must exist first)",
                     random_external_id()
                 ),
             ));
@@ -668,6 +668,14 @@ impl FileConfig {
         .map_err(|e| invalid("include / exclude", e))?;
         let resource_policy = self.resource_policy()?;
         let account_role = self.account_role()?;
+        if account_role.is_some() && matches!(vault, VaultMode::Ec2 { .. }) {
+            // The function runs in the Vault VPC, which reaches only Secrets Manager, through
+            // an endpoint whose policy admits the stack's own account.
+            return Err(invalid(
+                "account_role_arn",
+                "needs an external Vault (deploy_vault_on_ec2 = false): the stack's Vault network has no route to STS, and its Secrets Manager endpoint admits only the stack's own account",
+            ));
+        }
         Ok(Config {
             stack_name,
             region: self.region.clone(),
@@ -791,6 +799,24 @@ impl Config {
                 ),
             ));
         }
+        if let Some(role) = &self.replicator.account_role
+            && role.role_arn.split(':').nth(1) != Some(partition)
+        {
+            return Err(invalid(
+                "account_role_arn",
+                format!(
+                    "{} is not in partition {partition}, where the stack is: a role is assumable only within its partition",
+                    role.role_arn
+                ),
+            ));
+        }
+        // The replicas, and so their replica regions' keys, are in the role's account when
+        // there is one.
+        let account = self
+            .replicator
+            .account_role
+            .as_ref()
+            .map_or(account, |r| r.account());
         let key = "replica_regions";
         let regions = &self.replicator.replica_regions;
         contract::check_replica_regions(regions, Some(region)).map_err(|e| invalid(key, e))?;
@@ -810,7 +836,7 @@ impl Config {
                 return Err(invalid(
                     key,
                     format!(
-                        "{}: the key {arn} is in another account, not in {account} where the stack is. \
+                        "{}: the key {arn} is in another account, not in {account} where the replicas are. \
                          Its key policy would decide whether the replicas there stay readable, and this deployer can neither show, set nor test it: \
                          create the key in account {account}",
                         r.region
@@ -1284,6 +1310,11 @@ mod tests {
                 "external_id",
                 "without account_role_arn",
             ),
+            (
+                "account_role_arn = \"arn:aws:iam::222222222222:role/r\"\nexternal_id = \"ext-1\"",
+                "account_role_arn",
+                "needs an external Vault",
+            ),
         ];
         for (text, key, reason) in table {
             let text =
@@ -1383,6 +1414,44 @@ mod tests {
         assert!(check_cidr("192.0.2.7/32").is_ok());
         let err = check_cidr("192.0.2.7/24").unwrap_err();
         assert!(err.contains("host bits"), "{err}");
+    }
+
+    #[test]
+    fn with_a_role_in_another_account_the_replica_keys_are_that_accounts() {
+        const EXTERNAL: &str =
+            "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\n";
+        let cfg = |keys_in: &str, partition: &str| {
+            FileConfig::parse(
+                &format!(
+                    "{EXTERNAL}account_role_arn = \"arn:{partition}:iam::222222222222:role/r\"\nexternal_id = \"ext-1\"\nreplica_regions = [\"eu-west-2=arn:aws:kms:eu-west-2:{keys_in}:key/k\"]"
+                ),
+                "t",
+            )
+            .unwrap()
+            .validate()
+            .unwrap()
+        };
+        assert!(
+            cfg("222222222222", "aws")
+                .check_identity("123456789012", "aws", "eu-west-1")
+                .is_ok()
+        );
+        let home_key = cfg("123456789012", "aws")
+            .check_identity("123456789012", "aws", "eu-west-1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            home_key.contains("not in 222222222222 where the replicas are"),
+            "{home_key}"
+        );
+        let partition = cfg("222222222222", "aws-cn")
+            .check_identity("123456789012", "aws", "eu-west-1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            partition.starts_with("account_role_arn:") && partition.contains("partition aws"),
+            "{partition}"
+        );
     }
 
     #[test]

@@ -696,9 +696,20 @@ impl Spec {
             there.cfg.replicator.resource_policy.is_some(),
             policy::REPLICATOR_RESOURCE_POLICY,
         )?;
+        // Secrets Manager's own key there, and the replica regions' keys given: no other key.
+        let replica_keys: Vec<String> = there.replica_keys().map(|(key, _)| key).collect();
+        let key_scope = if replica_keys.is_empty() {
+            r#""Resource": "*""#.to_owned()
+        } else {
+            format!(
+                r#""NotResource": {}"#,
+                serde_json::to_string(&replica_keys).map_err(TemplateError::NotJson)?
+            )
+        };
         let policy = there.render(
             policy::ACCOUNT_ROLE_POLICY,
             vec![
+                ("key_scope", key_scope),
                 (
                     "replica_write_statements",
                     there.replica_write_statements()?,

@@ -1819,6 +1819,31 @@ fn the_role_in_the_replicas_account_admits_only_the_stacks_replicator_with_the_e
             ImplicitlyDenied,
             "no role to go on from",
         ),
+        (
+            write(
+                "kms:GenerateDataKey",
+                format!("arn:aws:kms:eu-west-1:{TARGET}:key/their-own"),
+                None,
+            ),
+            ExplicitlyDenied,
+            "no key of that account but Secrets Manager's own",
+        ),
+        (
+            {
+                let mut r = write(
+                    "kms:GenerateDataKey",
+                    format!("arn:aws:kms:eu-west-1:{TARGET}:key/default"),
+                    None,
+                );
+                r.context.insert(
+                    "kms:ResourceAliases".into(),
+                    json!(["alias/aws/secretsmanager"]),
+                );
+                r
+            },
+            ImplicitlyDenied,
+            "Secrets Manager's own key is left to its key policy",
+        ),
     ];
     let requests: Vec<Request> = rows.iter().map(|(r, _, _)| r.clone()).collect();
     let got = decide(&requests);

@@ -475,17 +475,40 @@ async fn a_deployed_stack_writes_into_another_account_through_its_role() {
         "a converged up changes nothing: {:?}",
         again.sent
     );
-    // The stack's credentials cannot delete the replicas in the other account: refused before
-    // anything is deleted.
-    let refused = run(
+    // A replica the function wrote here before account_role_arn was set: plan says it is
+    // left behind, and destroy --delete-replicated-secrets removes it here, while the
+    // replicas in the other account (out of the stack's reach) are kept and said so.
+    d.side
+        .create(
+            "hybrid-aws-secrets/apps/old",
+            "{}",
+            &[
+                ("managed-by", "vault-secrets-replicator"),
+                ("vault-mount", "hybrid-aws-secrets"),
+                ("vault-path", "/"),
+                ("replica-prefix", "hybrid-aws-secrets"),
+            ],
+        )
+        .await;
+    let plan = run(&moto, &args(&["--output", "json", "plan"])).await;
+    assert!(
+        plan.json()["warnings"].to_string().contains(
+            "1 replica(s) of this stack under hybrid-aws-secrets/ remain in this account"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let destroyed = run(
         &moto,
-        &args(&["destroy", "--yes", "--delete-replicated-secrets"]),
+        &args(&[
+            "--output",
+            "json",
+            "destroy",
+            "--yes",
+            "--delete-replicated-secrets",
+        ]),
     )
     .await;
-    let error = refused.error.unwrap_or_default();
-    assert!(error.contains("in account 222222222222"), "{error}");
-    assert_eq!(refused.sent, Vec::<String>::new());
-    let destroyed = run(&moto, &args(&["--output", "json", "destroy", "--yes"])).await;
     assert!(destroyed.error.is_none(), "{:?}", destroyed.error);
     assert!(
         destroyed.json()["kept"]
@@ -493,6 +516,9 @@ async fn a_deployed_stack_writes_into_another_account_through_its_role() {
             .contains("in account 222222222222"),
         "{}",
         destroyed.stdout
+    );
+    assert!(
+        d.side.secrets("hybrid-aws-secrets").await["hybrid-aws-secrets/apps/old"].pending_deletion
     );
     let there = e2e::aws_side::AwsSide::new(&target)
         .secrets("hybrid-aws-secrets")

@@ -2882,6 +2882,30 @@ async fn target_up_makes_the_role_in_the_replicas_account_once_and_repairs_it() 
     assert_eq!(drifted.code, 2, "{}", drifted.stdout);
     let repaired = in_target(&f, &target, &["up", "--yes"]).await;
     assert_eq!(repaired.sent, ["UpdateAssumeRolePolicy"]);
+    // A policy beside its own widens what the replicator may do there: drift, taken off.
+    iam.put_role_policy()
+        .role_name("demo-replicas")
+        .policy_name("backdoor")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    let widened = in_target(&f, &target, &["status", "--detailed-exitcode"]).await;
+    assert_eq!(widened.code, 2, "{}", widened.stdout);
+    assert!(
+        widened.stdout.contains("inline backdoor"),
+        "{}",
+        widened.stdout
+    );
+    let narrowed = in_target(&f, &target, &["up", "--yes"]).await;
+    assert_eq!(narrowed.sent, ["DeleteRolePolicy"]);
+    let policies = iam
+        .list_role_policies()
+        .role_name("demo-replicas")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(policies.policy_names(), ["replicas"]);
 
     // A profile of another account is refused before anything is changed.
     let elsewhere = replicator::aws::in_account(&home, &operator("333333333333"));
@@ -2906,5 +2930,35 @@ async fn target_up_makes_the_role_in_the_replicas_account_once_and_repairs_it() 
             .send()
             .await
             .is_err()
+    );
+
+    // A role of that name that this stack did not make is never taken over.
+    iam.create_role()
+        .role_name("demo-replicas")
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::222222222222:root"},"Action":"sts:AssumeRole"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    let plan = in_target(&f, &target, &["plan"]).await;
+    assert!(
+        plan.stdout.contains("does not take over"),
+        "{}",
+        plan.stdout
+    );
+    let refused = in_target(&f, &target, &["up", "--yes"]).await;
+    let error = refused.error.unwrap_or_default();
+    assert!(
+        error.contains("does not take over a role it did not make"),
+        "{error}"
+    );
+    assert!(refused.sent.is_empty(), "{:?}", refused.sent);
+    let kept = in_target(&f, &target, &["destroy", "--yes"]).await;
+    assert!(kept.sent.is_empty(), "{:?}", kept.sent);
+    assert!(
+        iam.get_role()
+            .role_name("demo-replicas")
+            .send()
+            .await
+            .is_ok()
     );
 }

@@ -1130,4 +1130,27 @@ async fn a_sync_into_another_account_writes_its_replicas_there_through_the_assum
             .iter()
             .any(|(op, id)| op == "GetSecretValue" && id == "kv-connection/vault")
     );
+
+    // A role that refuses (here, the wrong external id): the run fails as a denied access,
+    // not as an unreachable network, and writes nothing anywhere.
+    proxy.set(vec![e2e::aws_proxy::Rewrite::Fail {
+        op: "AssumeRole".into(),
+        name: format!("{role_arn} external-id=ext-wrong"),
+        code: "AccessDenied".into(),
+    }]);
+    a.external_id = Some("ext-wrong".into());
+    bao.put("kv", "web", json!({"k": "v3"})).await;
+    let refused = replicator::run::Replicator::new(&a, &through)
+        .unwrap()
+        .run(None, &Progress::default())
+        .await;
+    assert_eq!(
+        failure_kinds(&refused),
+        [(String::new(), "aws_access_denied".to_owned())],
+        "{}",
+        refused.to_text()
+    );
+    assert_eq!(refused.updated + refused.created + refused.deleted, 0);
+    assert_eq!(target.value("kv/web").await, json!({"k": "v2"}));
+    assert!(env.side.secrets("kv").await.is_empty());
 }

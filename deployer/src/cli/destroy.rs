@@ -50,15 +50,6 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Result<i32, CliError> {
     let prefix = &stack.spec.cfg.prefix;
-    if let Some(role) = &stack.spec.cfg.replicator.account_role
-        && args.delete_replicated_secrets
-    {
-        return Err(CliError::Refused(format!(
-            "the replicas {prefix}/* are in account {}, where this stack's credentials delete nothing; nothing was deleted. Run destroy without --delete-replicated-secrets, and delete the replicas (tagged managed-by = {}) with credentials of that account",
-            role.account(),
-            contract::tags::MANAGED_BY_VALUE
-        )));
-    }
     if !args.yes {
         confirm(
             stack.spec.stack(),
@@ -78,12 +69,15 @@ pub async fn run(
         .await?;
     drop(ticker);
     let mut kept = Vec::new();
+    // The stack's credentials reach only its own account: there, --delete-replicated-secrets
+    // removes what the function wrote before account_role_arn was set.
     if let Some(role) = &stack.spec.cfg.replicator.account_role {
         kept.push(format!(
-            "replicated secrets {prefix}/* in account {} (delete them there)",
+            "replicated secrets {prefix}/* in account {} (delete them with that account's credentials)",
             role.account()
         ));
-    } else if !args.delete_replicated_secrets {
+    }
+    if !args.delete_replicated_secrets {
         kept.push(format!(
             "replicated secrets {prefix}/* (--delete-replicated-secrets schedules them for deletion)"
         ));

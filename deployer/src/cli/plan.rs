@@ -19,17 +19,30 @@ pub async fn run(
     let replicas = crate::resources::replicas::count_live(stack.clients, stack.spec).await?;
     let estimate = cost::estimate(stack.spec, if replicas == 0 { 1_000 } else { replicas });
     let pending = plan.changes_anything();
+    let mut warnings = stack.spec.cfg.warnings.clone();
+    if let Some(role) = &stack.spec.cfg.replicator.account_role
+        && replicas > 0
+    {
+        warnings.push(format!(
+            "{replicas} replica(s) of this stack under {}/ remain in this account, from before account_role_arn: the function now writes in account {} and no longer updates them; `destroy --delete-replicated-secrets` (or you, by hand) removes them here",
+            stack.spec.cfg.prefix,
+            role.account()
+        ));
+    }
     let value = serde_json::json!({
         "stack": stack.spec.stack(),
         "changes_pending": pending,
         "changes": plan.changes.iter().filter(|c| c.action != Action::Absent).collect::<Vec<_>>(),
         "cost": estimate,
-        "warnings": stack.spec.cfg.warnings,
+        "warnings": warnings,
         "code": stack.zip.map(LambdaZip::summary),
         "code_signing_profile": stack.spec.cfg.code_signing_profile,
     });
     let mut text = render_plan(&plan.changes);
     text.push('\n');
+    for w in &warnings[stack.spec.cfg.warnings.len()..] {
+        text.push_str(&format!("warning: {w}\n"));
+    }
     text.extend(stack.zip.map(LambdaZip::summary_line));
     text.push_str(&stack.spec.code_signing_line());
     text.push_str(&cost::render(&estimate));

@@ -10,10 +10,10 @@ use std::io::{BufRead, IsTerminal, Write};
 use clap::{Args, Subcommand};
 
 use super::{CliError, EXIT_OK, ExitCodeArgs, emit};
-use crate::change::{Action, render_plan, render_status};
+use crate::change::{Action, FieldDiff, render_plan, render_status};
 use crate::clients::Clients;
-use crate::resources::Ctx;
 use crate::resources::iam::{self, RoleSpec};
+use crate::resources::{Ctx, DeployError};
 use crate::spec::Spec;
 
 #[derive(Debug, Args)]
@@ -64,7 +64,7 @@ const ROLE_DESCRIPTION: &str =
 fn role_of(spec: &Spec, account: &str) -> Result<RoleSpec, CliError> {
     let wanted = spec
         .account_role(account)
-        .map_err(crate::resources::DeployError::from)?
+        .map_err(DeployError::from)?
         .ok_or_else(|| {
             CliError::Refused(
                 "the configuration names no account_role_arn: `deployer target` makes the role it names in another account".into(),
@@ -120,7 +120,26 @@ pub async fn run(
     let account = me.account().unwrap_or_default().to_owned();
     let role = role_of(spec, &account)?;
     let seen = iam::observe(target, spec, &role).await?;
-    let change = iam::diff(&role, seen.as_ref());
+    let mut change = iam::diff(&role, seen.as_ref());
+    let foreign = seen.as_ref().is_some_and(|s| !s.ours);
+    // Policies beside its own on the role this stack made would widen what the replicator may
+    // do there: drift, removed by `target up`.
+    let others = match &seen {
+        Some(s) if s.ours => other_policies(target, &role).await?,
+        _ => OtherPolicies::default(),
+    };
+    if foreign {
+        change.note = Some(
+            "exists without this stack's tag: `target up` does not take over a role it did not make (its other policies would stay, its trust would be replaced); name another role in account_role_arn, or delete this one".to_owned(),
+        );
+    } else if !others.is_empty() {
+        change.fields.push(FieldDiff {
+            field: OTHER_POLICIES.into(),
+            from: Some(others.describe()),
+            to: Some("(none)".into()),
+        });
+        change.action = Action::Update;
+    }
     let head = serde_json::json!({
         "stack": spec.stack(),
         "account": account,
@@ -163,6 +182,16 @@ pub async fn run(
             Ok(codes.code(!clean))
         }
         TargetAction::Up(up) => {
+            if foreign {
+                return Err(CliError::Refused(format!(
+                    "the role {} in account {account} {}",
+                    role.name,
+                    change
+                        .note
+                        .unwrap_or_default()
+                        .trim_start_matches("exists ")
+                )));
+            }
             if !up.yes && change.needs_confirmation() {
                 confirm(&format!(
                     "target up would change who may assume the role {} in account {account}, or what it may do ({}).",
@@ -177,6 +206,7 @@ pub async fn run(
             }
             let applied = if change.changes_anything() {
                 iam::apply(target, spec, &role, &change).await?;
+                others.remove(target, &role.name).await?;
                 vec![change]
             } else {
                 vec![]
@@ -236,6 +266,89 @@ pub async fn run(
             Ok(EXIT_OK)
         }
     }
+}
+
+/// The field of a drift no other role has: policies on the role beside its own.
+const OTHER_POLICIES: &str = "other_policies";
+
+/// Inline policies (by name) and managed policies (by ARN) on the role besides its own.
+#[derive(Debug, Default)]
+struct OtherPolicies {
+    inline: Vec<String>,
+    attached: Vec<String>,
+}
+
+impl OtherPolicies {
+    fn is_empty(&self) -> bool {
+        self.inline.is_empty() && self.attached.is_empty()
+    }
+
+    fn describe(&self) -> String {
+        self.inline
+            .iter()
+            .map(|n| format!("inline {n}"))
+            .chain(self.attached.iter().map(|a| format!("attached {a}")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    async fn remove(&self, c: &Clients, role: &str) -> Result<(), DeployError> {
+        for name in &self.inline {
+            crate::resources::delete(
+                "DeleteRolePolicy",
+                role,
+                c.iam
+                    .delete_role_policy()
+                    .role_name(role)
+                    .policy_name(name)
+                    .send(),
+            )
+            .await?;
+        }
+        for arn in &self.attached {
+            crate::resources::delete(
+                "DetachRolePolicy",
+                role,
+                c.iam
+                    .detach_role_policy()
+                    .role_name(role)
+                    .policy_arn(arn)
+                    .send(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+async fn other_policies(c: &Clients, role: &RoleSpec) -> Result<OtherPolicies, DeployError> {
+    let inline = c
+        .iam
+        .list_role_policies()
+        .role_name(&role.name)
+        .send()
+        .await
+        .ctx("ListRolePolicies", &role.name)?;
+    let attached = c
+        .iam
+        .list_attached_role_policies()
+        .role_name(&role.name)
+        .send()
+        .await
+        .ctx("ListAttachedRolePolicies", &role.name)?;
+    Ok(OtherPolicies {
+        inline: inline
+            .policy_names()
+            .iter()
+            .filter(|n| n.as_str() != role.policy_name)
+            .cloned()
+            .collect(),
+        attached: attached
+            .attached_policies()
+            .iter()
+            .filter_map(|p| p.policy_arn().map(str::to_owned))
+            .collect(),
+    })
 }
 
 /// Asks on a terminal; refuses without one.

@@ -81,6 +81,14 @@ impl AwsError {
         R: std::fmt::Debug,
     {
         let kind = match &err {
+            // The request never left: its credentials could not be had (a role that cannot be
+            // assumed, say). Not the network's fault, and not fixed by waiting.
+            SdkError::DispatchFailure(d)
+                if d.as_connector_error()
+                    .is_some_and(|c| credentials_failed(c)) =>
+            {
+                AwsErrorKind::AccessDenied
+            }
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => AwsErrorKind::Unreachable,
             other => classify(other.code()),
         };
@@ -96,6 +104,18 @@ impl AwsError {
             message,
         }
     }
+}
+
+/// Whether `err` was caused by credentials that could not be loaded.
+fn credentials_failed(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if e.is::<aws_credential_types::provider::error::CredentialsError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// The kind of an AWS error code, across the services this project calls.
