@@ -214,49 +214,13 @@ impl FileConfig {
     }
 
     fn merge(&mut self, o: Self) {
-        // Taken apart whole, so that a key added to the file cannot be forgotten here.
-        let Self {
-            stack_name,
-            region,
-            secrets_prefix,
-            vault_inbound_cidr,
-            vault_client_cidrs,
-            notification_email,
-            deploy_vault_on_ec2,
-            external_vault_address,
-            schedule,
-            deletion_policy,
-            recovery_window_days,
-            max_delete_share,
-            concurrency,
-            lambda_memory_mb,
-            lambda_timeout_seconds,
-            lambda_reserved_concurrency,
-            secret_id_rotation_days,
-            log_retention_days,
-            kms_deletion_window_days,
-            vault_instance_type,
-            vault_version,
-            code_signing_profile,
-            replica_regions,
-            name_template,
-            granularity,
-            tags,
-            metadata_tag_keys,
-            adopt_sample,
-            latest_deleted,
-            max_keys_per_secret,
-            region_audit_hours,
-            include,
-            exclude,
-            opt_in,
-            resource_policy,
-            account_role_arn,
-            external_id,
-            base_dir: _,
-        } = o;
+        // Taken apart whole, so that a key added to the file cannot be forgotten here (an
+        // unlisted field is a compile error).
         macro_rules! take {
-            ($($f:ident),*) => { $( if $f.is_some() { self.$f = $f; } )* };
+            ($($f:ident),*) => {
+                let Self { $($f,)* base_dir: _ } = o;
+                $( if $f.is_some() { self.$f = $f; } )*
+            };
         }
         take!(
             stack_name,

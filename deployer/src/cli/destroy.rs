@@ -1,7 +1,7 @@
 //! `deployer destroy`: deletes, in reverse order, only what carries the stack's tag; asks first
 //! unless `--yes`; says what it keeps.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 
 use clap::Args;
 
@@ -22,25 +22,15 @@ pub struct DestroyArgs {
 }
 
 fn confirm(stack: &str, replicas: Option<&str>) -> Result<(), CliError> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(CliError::Refused(
-            "destroy needs --yes when not run from a terminal".into(),
-        ));
-    }
     let also = replicas
         .map(|p| format!(" and the replicated secrets {p}/*"))
         .unwrap_or_default();
-    eprint!("Destroy stack {stack:?}{also}? Type its name to confirm: ");
-    let mut line = String::new();
-    stdin.lock().read_line(&mut line)?;
-    if line.trim() == stack {
-        Ok(())
-    } else {
-        Err(CliError::Refused(
-            "not confirmed; nothing was deleted".into(),
-        ))
-    }
+    super::ask::confirm(
+        &format!("Destroy stack {stack:?}{also}? Type its name to confirm: "),
+        stack,
+        "destroy needs --yes when not run from a terminal".into(),
+        "not confirmed; nothing was deleted",
+    )
 }
 
 pub async fn run(

@@ -5,6 +5,7 @@
 //! failure, destroy not confirmed); 2 `plan`/`status`: something would change or has drifted;
 //! 64 bad command line.
 
+pub mod ask;
 pub mod destroy;
 pub mod pause;
 pub mod plan;

@@ -5,15 +5,15 @@
 //! permissions the replicator's own for the replicas, scoped to the prefix in that account.
 //! Idempotent like `up`: a converged run sends no mutating request.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 
 use clap::{Args, Subcommand};
 
 use super::{CliError, EXIT_OK, ExitCodeArgs, emit};
 use crate::change::{Action, FieldDiff, render_plan, render_status};
 use crate::clients::Clients;
+use crate::resources::DeployError;
 use crate::resources::iam::{self, RoleSpec};
-use crate::resources::{Ctx, DeployError};
 use crate::spec::Spec;
 
 #[derive(Debug, Args)]
@@ -110,14 +110,9 @@ pub async fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<i32, CliError> {
-    let me = target
-        .sts
-        .get_caller_identity()
-        .send()
-        .await
-        .ctx("GetCallerIdentity", "")
-        .map_err(CliError::Identity)?;
-    let account = me.account().unwrap_or_default().to_owned();
+    let account = super::identity(target, Some(spec.id.region.clone()))
+        .await?
+        .account;
     let role = role_of(spec, &account)?;
     let seen = iam::observe(target, spec, &role).await?;
     let mut change = iam::diff(&role, seen.as_ref());
@@ -322,51 +317,24 @@ impl OtherPolicies {
 }
 
 async fn other_policies(c: &Clients, role: &RoleSpec) -> Result<OtherPolicies, DeployError> {
-    let inline = c
-        .iam
-        .list_role_policies()
-        .role_name(&role.name)
-        .send()
-        .await
-        .ctx("ListRolePolicies", &role.name)?;
-    let attached = c
-        .iam
-        .list_attached_role_policies()
-        .role_name(&role.name)
-        .send()
-        .await
-        .ctx("ListAttachedRolePolicies", &role.name)?;
+    let (inline, attached) = iam::policies_of(c, &role.name).await?;
     Ok(OtherPolicies {
         inline: inline
-            .policy_names()
-            .iter()
-            .filter(|n| n.as_str() != role.policy_name)
-            .cloned()
+            .into_iter()
+            .filter(|n| n != role.policy_name)
             .collect(),
-        attached: attached
-            .attached_policies()
-            .iter()
-            .filter_map(|p| p.policy_arn().map(str::to_owned))
-            .collect(),
+        attached,
     })
 }
 
 /// Asks on a terminal; refuses without one.
 fn confirm(what: &str) -> Result<(), CliError> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(CliError::Refused(format!(
+    super::ask::confirm(
+        &format!("{what} Go ahead? Type yes: "),
+        "yes",
+        format!(
             "{what} Review it with `deployer target plan`, then add --yes (needed when not run from a terminal)"
-        )));
-    }
-    eprint!("{what} Go ahead? Type yes: ");
-    let mut line = String::new();
-    stdin.lock().read_line(&mut line)?;
-    if line.trim() == "yes" {
-        Ok(())
-    } else {
-        Err(CliError::Refused(
-            "not confirmed; nothing was changed".into(),
-        ))
-    }
+        ),
+        "not confirmed; nothing was changed",
+    )
 }

@@ -2,7 +2,7 @@
 //! of access (policies, trust, security groups), of the code that runs and its settings, of who
 //! is notified or of the internet route is shown and confirmed first, unless `--yes`.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 
 use clap::Args;
 
@@ -55,24 +55,16 @@ fn confirm(
     let mut list = access_lines(changes);
     list.extend(zip.map(LambdaZip::summary_line));
     list.push_str(&spec.code_signing_line());
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(CliError::Refused(format!(
+    super::ask::confirm(
+        &format!(
+            "These changes alter who may reach or do what, the code that runs, its settings, who is notified, or the route to the internet:\n{list}Apply them? Type yes: "
+        ),
+        "yes",
+        format!(
             "up would change access, or what runs and how:\n{list}review them with `deployer plan`, then run `deployer up --yes` (needed when not run from a terminal)"
-        )));
-    }
-    eprint!(
-        "These changes alter who may reach or do what, the code that runs, its settings, who is notified, or the route to the internet:\n{list}Apply them? Type yes: "
-    );
-    let mut line = String::new();
-    stdin.lock().read_line(&mut line)?;
-    if line.trim() == "yes" {
-        Ok(())
-    } else {
-        Err(CliError::Refused(
-            "not confirmed; nothing was changed".into(),
-        ))
-    }
+        ),
+        "not confirmed; nothing was changed",
+    )
 }
 
 pub async fn run(

@@ -264,14 +264,8 @@ pub async fn destroy(c: &Clients, spec: &Spec, role: &RoleSpec) -> Result<Change
         )
         .await?;
     }
-    let inline = c
-        .iam
-        .list_role_policies()
-        .role_name(&role.name)
-        .send()
-        .await
-        .ctx("ListRolePolicies", &role.name)?;
-    for name in inline.policy_names() {
+    let (inline, attached) = policies_of(c, &role.name).await?;
+    for name in &inline {
         delete(
             "DeleteRolePolicy",
             &role.name,
@@ -283,26 +277,17 @@ pub async fn destroy(c: &Clients, spec: &Spec, role: &RoleSpec) -> Result<Change
         )
         .await?;
     }
-    let attached = c
-        .iam
-        .list_attached_role_policies()
-        .role_name(&role.name)
-        .send()
-        .await
-        .ctx("ListAttachedRolePolicies", &role.name)?;
-    for p in attached.attached_policies() {
-        if let Some(arn) = p.policy_arn() {
-            delete(
-                "DetachRolePolicy",
-                &role.name,
-                c.iam
-                    .detach_role_policy()
-                    .role_name(&role.name)
-                    .policy_arn(arn)
-                    .send(),
-            )
-            .await?;
-        }
+    for arn in &attached {
+        delete(
+            "DetachRolePolicy",
+            &role.name,
+            c.iam
+                .detach_role_policy()
+                .role_name(&role.name)
+                .policy_arn(arn)
+                .send(),
+        )
+        .await?;
     }
     delete(
         "DeleteRole",
@@ -311,6 +296,35 @@ pub async fn destroy(c: &Clients, spec: &Spec, role: &RoleSpec) -> Result<Change
     )
     .await?;
     Ok(Change::new(KIND, &role.name, Action::Delete))
+}
+
+/// The names of the role's inline policies, and the ARNs of the managed policies attached to it.
+pub async fn policies_of(
+    c: &Clients,
+    role: &str,
+) -> Result<(Vec<String>, Vec<String>), DeployError> {
+    let inline = c
+        .iam
+        .list_role_policies()
+        .role_name(role)
+        .send()
+        .await
+        .ctx("ListRolePolicies", role)?;
+    let attached = c
+        .iam
+        .list_attached_role_policies()
+        .role_name(role)
+        .send()
+        .await
+        .ctx("ListAttachedRolePolicies", role)?;
+    Ok((
+        inline.policy_names().to_vec(),
+        attached
+            .attached_policies()
+            .iter()
+            .filter_map(|p| p.policy_arn().map(str::to_owned))
+            .collect(),
+    ))
 }
 
 /// The replicator's role.
