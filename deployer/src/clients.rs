@@ -40,9 +40,9 @@ impl Backoff {
     }
 }
 
-/// Operation names that only read.
+/// Operation names that only read (or only check, as `ValidateResourcePolicy`).
 pub fn is_read_only(op: &str) -> bool {
-    ["Get", "Describe", "List"]
+    ["Get", "Describe", "List", "Validate"]
         .iter()
         .any(|p| op.starts_with(p))
 }

@@ -1,7 +1,8 @@
 //! A loopback proxy in front of moto for what moto itself cannot show: a `ListSecrets` that lags
 //! behind (a name left out of its pages), a `DescribeSecret` that resolves a name to another
-//! secret (as AWS does with a partial ARN), an AWS error on one call for one secret; and a log of
-//! every Secrets Manager call in the order it arrived (operation and secret, never a value).
+//! secret (as AWS does with a partial ARN), an AWS error on one call for one secret, the answer
+//! of an operation moto lacks (`ValidateResourcePolicy`); and a log of every Secrets Manager
+//! call in the order it arrived (operation and secret, never a value), and of STS `AssumeRole`.
 //! Everything else is forwarded untouched. Loopback network I/O only.
 
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,9 @@ pub enum Rewrite {
         name: String,
         code: String,
     },
+    /// `op` (any secret) is answered with this JSON (200), as an operation moto lacks
+    /// (`ValidateResourcePolicy`) would be.
+    Answer { op: String, body: String },
 }
 
 #[derive(Debug)]
@@ -187,9 +191,11 @@ async fn serve(client: TcpStream, state: Arc<State>) {
     let mut json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let (op, id) = match operation(&head) {
         Some(op) => {
+            // A policy checked (`ValidateResourcePolicy`) is named by itself.
             let id = json["SecretId"]
                 .as_str()
                 .or_else(|| json["Name"].as_str())
+                .or_else(|| json["ResourcePolicy"].as_str())
                 .unwrap_or("")
                 .to_owned();
             (op, id)
@@ -205,6 +211,15 @@ async fn serve(client: TcpStream, state: Arc<State>) {
         match rewrite {
             Rewrite::Fail { op: o, name, code } if *o == op && *name == id => {
                 let _ = client.write_all(&error_answer(code)).await;
+                let _ = client.shutdown().await;
+                return;
+            }
+            Rewrite::Answer { op: o, body } if *o == op => {
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = client.write_all(answer.as_bytes()).await;
                 let _ = client.shutdown().await;
                 return;
             }

@@ -21,6 +21,9 @@ struct Deployed {
     side: AwsSide,
     /// The function's environment as deployed.
     vars: std::collections::HashMap<String, String>,
+    /// In front of moto for `deployer`: answers `ValidateResourcePolicy` (moto lacks it) with
+    /// a pass, and logs the calls.
+    proxy: e2e::aws_proxy::AwsProxy,
     api: RuntimeApi,
     _function: tokio::process::Child,
 }
@@ -39,8 +42,13 @@ impl Deployed {
         .unwrap();
         let zip = fake_zip(dir.path(), b"\x7fELF");
         let (config, zip) = (config.display().to_string(), zip.display().to_string());
-        let up = run(
-            moto,
+        let proxy = e2e::aws_proxy::AwsProxy::start(&moto.url).await;
+        proxy.set(vec![e2e::aws_proxy::Rewrite::Answer {
+            op: "ValidateResourcePolicy".into(),
+            body: json!({"PolicyValidationPassed": true, "ValidationErrors": []}).to_string(),
+        }]);
+        let up = e2e::deploy::run_as(
+            &moto.sdk_config_at(&proxy.url).await,
             &[
                 "--config",
                 &config,
@@ -97,6 +105,7 @@ impl Deployed {
             outputs,
             side,
             vars,
+            proxy,
             api,
             _function: function,
         }
@@ -384,6 +393,23 @@ async fn the_deployed_secrets_sync_settings_drive_the_replicator() {
         d.vars["REPLICATOR_RESOURCE_POLICY"].contains("${ReplicaArn}"),
         "{:?}",
         d.vars
+    );
+    // Secrets Manager checked the policy as it would be put on a replica.
+    let checked: Vec<String> = d
+        .proxy
+        .calls()
+        .into_iter()
+        .filter(|(op, _)| op == "ValidateResourcePolicy")
+        .map(|(_, policy)| policy)
+        .collect();
+    assert_eq!(checked.len(), 1, "{checked:?}");
+    assert!(
+        checked[0].contains(&format!(
+            "arn:aws:secretsmanager:{}:{}:secret:hybrid-aws-secrets/example-AbCdEf",
+            e2e::REGION,
+            e2e::ACCOUNT
+        )) && !checked[0].contains("${"),
+        "{checked:?}"
     );
     for (var, value) in [
         ("REPLICATOR_MAX_KEYS_PER_SECRET", "2"),

@@ -2962,3 +2962,66 @@ async fn target_up_makes_the_role_in_the_replicas_account_once_and_repairs_it() 
             .is_ok()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_managers_own_check_refuses_a_replica_policy_before_anything_is_made() {
+    use e2e::aws_proxy::{AwsProxy, Rewrite};
+    let f = Fixture::new(EXTERNAL).await;
+    let policy = e2e::deploy::replica_policy_file(f.dir.path());
+    std::fs::write(
+        f.dir.path().join("deployer.toml"),
+        format!("{EXTERNAL}resource_policy = \"{}\"\n", policy.display()),
+    )
+    .unwrap();
+    let proxy = AwsProxy::start(&f.moto.url).await;
+    let verdict = |passed: bool| {
+        Rewrite::Answer {
+        op: "ValidateResourcePolicy".into(),
+        body: serde_json::json!({
+            "PolicyValidationPassed": passed,
+            "ValidationErrors": if passed { serde_json::json!([]) } else {
+                serde_json::json!([{"CheckName": "PUBLIC_ACCESS_CHECK", "ErrorMessage": "the policy grants broad access"}])
+            },
+        })
+        .to_string(),
+    }
+    };
+    proxy.set(vec![verdict(false)]);
+    let aws = f.moto.sdk_config_at(&proxy.url).await;
+    let (config, zip) = (f.path("deployer.toml"), f.path("replicator.zip"));
+    let deployer = |command: &'static str| {
+        let (aws, config, zip) = (aws.clone(), config.clone(), zip.clone());
+        async move {
+            let mut args = vec!["--config", &config, "--lambda-zip", &zip, command];
+            if command == "up" {
+                args.push("--yes");
+            }
+            e2e::deploy::run_as(&aws, &args).await
+        }
+    };
+    for command in ["plan", "up"] {
+        let refused = deployer(command).await;
+        let error = refused.error.unwrap_or_default();
+        assert!(
+            error.starts_with("resource_policy: Secrets Manager refuses the policy")
+                && error.contains("PUBLIC_ACCESS_CHECK: the policy grants broad access"),
+            "{command}: {error}"
+        );
+        assert!(refused.sent.is_empty(), "{command}: {:?}", refused.sent);
+    }
+    let checked = proxy
+        .calls()
+        .into_iter()
+        .find(|(op, _)| op == "ValidateResourcePolicy")
+        .map(|(_, policy)| policy)
+        .unwrap();
+    assert!(
+        checked.contains(
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:hybrid-aws-secrets/example-AbCdEf"
+        ) && checked.contains("arn:aws:iam::123456789012:role/app"),
+        "the policy as it would be put on a replica: {checked}"
+    );
+    proxy.set(vec![verdict(true)]);
+    let passed = deployer("plan").await;
+    assert_eq!((passed.code, passed.error), (0, None));
+}

@@ -370,6 +370,16 @@ pub async fn execute(
         cfg.check_identity(&id.account, &id.partition, &id.region)?;
     }
     let mut spec = Spec::new(cfg, id);
+    // Secrets Manager's own check of the replicas' policy, before anything is planned.
+    if matches!(cli.command, Command::Plan(_) | Command::Up(_))
+        && let Some(problem) =
+            crate::resources::replicas::check_resource_policy(clients, &spec).await?
+    {
+        return Err(CliError::Config(ConfigError::Invalid {
+            key: "resource_policy".into(),
+            problem,
+        }));
+    }
     // A paused stack stays paused through `plan`, `up` and `status`.
     if matches!(
         cli.command,

@@ -84,6 +84,55 @@ async fn list_under_prefix(c: &Clients, spec: &Spec) -> Result<UnderPrefix, Depl
     Ok(found)
 }
 
+/// Secrets Manager's own verdict on the replicas' resource policy (`resource_policy`), as it
+/// would be put on a replica: `Some(what is wrong)` when it refuses it. Nothing is changed.
+pub async fn check_resource_policy(
+    c: &Clients,
+    spec: &Spec,
+) -> Result<Option<String>, DeployError> {
+    let Some(policy) = &spec.cfg.replicator.resource_policy else {
+        return Ok(None);
+    };
+    let account = spec
+        .cfg
+        .replicator
+        .account_role
+        .as_ref()
+        .map_or(spec.id.account.as_str(), |r| r.account());
+    let example = format!(
+        "arn:{}:secretsmanager:{}:{account}:secret:{}/example-AbCdEf",
+        spec.id.partition, spec.id.region, spec.cfg.prefix
+    );
+    let verdict =
+        c.sm.validate_resource_policy()
+            .resource_policy(policy.render(&example))
+            .send()
+            .await
+            .ctx("ValidateResourcePolicy", &example)?;
+    if verdict.policy_validation_passed() {
+        return Ok(None);
+    }
+    let problems: Vec<String> = verdict
+        .validation_errors()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.check_name().unwrap_or("check"),
+                e.error_message().unwrap_or("refused")
+            )
+        })
+        .collect();
+    Ok(Some(if problems.is_empty() {
+        "Secrets Manager refuses the policy (ValidateResourcePolicy), without saying why".into()
+    } else {
+        format!(
+            "Secrets Manager refuses the policy (ValidateResourcePolicy): {}",
+            problems.join("; ")
+        )
+    }))
+}
+
 /// Removes every replica region of the secret `arn` (`name` for messages).
 async fn remove_replica_regions(c: &Clients, arn: &str, name: &str) -> Result<(), DeployError> {
     let seen =
