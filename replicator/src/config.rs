@@ -229,6 +229,13 @@ pub struct SyncArgs {
     /// The external id the role of --account-role-arn requires.
     #[arg(long, env = env::EXTERNAL_ID, hide_env_values = true)]
     pub external_id: Option<String>,
+
+    /// The deployed stack this sync is (`deployer`'s stack name): its replicas carry it in
+    /// their `replica-stack` tag, and another stack's are never written or deleted. A shell
+    /// run of a deployed stack's sync names the same stack [default: none; such a run owns
+    /// only replicas without the tag].
+    #[arg(long, env = env::STACK, value_name = "NAME")]
+    pub stack: Option<String>,
 }
 
 /// Validated settings of a run: the rule the planner follows, and how the executor acts.
@@ -530,6 +537,7 @@ impl SyncArgs {
                 adopt_sample: self.adopt_sample,
                 latest_deleted: self.latest_deleted,
                 max_keys_per_secret: self.max_keys_per_secret,
+                stack: self.stack()?,
             },
             kms_key_id: self.kms_key_id.clone().filter(|k| !k.is_empty()),
             sns_topic_arn: self.sns_topic_arn.clone().filter(|k| !k.is_empty()),
@@ -559,6 +567,22 @@ impl SyncArgs {
         ResourcePolicy::parse(&text)
             .map(Some)
             .map_err(|e| invalid(KEY, format!("the policy {e}")))
+    }
+
+    /// The stack named, checked as a tag value.
+    fn stack(&self) -> Result<Option<String>, ConfigError> {
+        let Some(stack) = self
+            .stack
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        else {
+            return Ok(None);
+        };
+        // A tag value: the checks of any tag's, under a key of the user's.
+        contract::tags::check("stack", stack)
+            .map_err(|e| invalid("--stack / REPLICATOR_STACK", e))?;
+        Ok(Some(stack.to_owned()))
     }
 
     /// The role in another account, when one is given: both values checked.

@@ -27,10 +27,6 @@ pub struct LambdaArgs {
     /// `accept_vault_rollback`, an operator's word given through the sync function only.
     #[arg(long, env = contract::env::SERVES_WATCHER, default_value_t = false, action = clap::ArgAction::Set)]
     pub serves_watcher: bool,
-    /// The stack the function belongs to: its metrics' `Stack` dimension [default: the
-    /// function's name].
-    #[arg(long, env = contract::env::STACK)]
-    pub stack: Option<String>,
     /// Paused by `deployer pause`: every sync is refused until `deployer resume`.
     #[arg(long, env = contract::env::PAUSED, default_value_t = false, action = clap::ArgAction::Set)]
     pub paused: bool,
@@ -94,7 +90,10 @@ pub fn from_env(aws: &SdkConfig) -> Result<Function, String> {
         replicator,
         serves_watcher: args.serves_watcher,
         paused: args.paused,
+        // The stack (`--stack`) is also its metrics' `Stack` dimension [default: the
+        // function's name].
         stack: args
+            .sync
             .stack
             .filter(|s| !s.is_empty())
             .or_else(|| std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok())

@@ -480,6 +480,9 @@ pub struct Rule {
     pub selection: contract::select::Selection,
     /// The resource policy put on every replica, when one is configured.
     pub resource_policy: Option<contract::resource_policy::ResourcePolicy>,
+    /// The stack the sync belongs to, tagged on its replicas (`replica-stack`): another
+    /// stack's replicas are never its own.
+    pub stack: Option<String>,
 }
 
 impl Rule {
@@ -503,6 +506,7 @@ impl Rule {
             metadata_tag_keys: std::collections::BTreeSet::new(),
             selection: contract::select::Selection::default(),
             resource_policy: None,
+            stack: None,
         }
     }
 
@@ -512,6 +516,7 @@ impl Rule {
             prefix: &self.prefix,
             mount: &self.mount,
             path_tag: self.path_tag(),
+            stack: self.stack.as_deref(),
         }
     }
 

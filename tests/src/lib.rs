@@ -329,6 +329,7 @@ pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
         resource_policy: None,
         account_role_arn: None,
         external_id: None,
+        stack: None,
     }
 }
 

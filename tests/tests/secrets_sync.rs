@@ -1154,3 +1154,65 @@ async fn a_sync_into_another_account_writes_its_replicas_there_through_the_assum
     assert_eq!(target.value("kv/web").await, json!({"k": "v2"}));
     assert!(env.side.secrets("kv").await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stacks_on_one_prefix_never_write_or_delete_each_others_replicas() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "app/db", json!({"password": "pw"})).await;
+    bao.put("kv", "web", json!({"k": "v"})).await;
+    let stack = |name: Option<&str>| {
+        let mut a = args(&env, "kv");
+        a.stack = name.map(str::to_owned);
+        a.deletion_policy = DeletionPolicy::Delete;
+        a.max_delete_share = 1.0;
+        a
+    };
+    // Written by a run that named no stack (as before the stack tag): blue's first run claims
+    // it, having checked it is the replica of the same source.
+    let before = sync(&env, &stack(None)).await;
+    assert_eq!(before.created, 2, "{}", before.to_text());
+    let blue = sync(&env, &stack(Some("blue"))).await;
+    assert_eq!(
+        (blue.updated, blue.failures.len()),
+        (2, 0),
+        "the stack tag added: {}",
+        blue.to_text()
+    );
+    let seen = env.side.secrets("kv").await;
+    for name in ["kv/app/db", "kv/web"] {
+        assert_eq!(seen[name].tags["replica-stack"], "blue", "{name}");
+    }
+    // green reads another Vault with the same mount: web is gone there. It writes and
+    // deletes none of blue's replicas, and says why.
+    bao.put("kv", "app/db", json!({"password": "green's"}))
+        .await;
+    bao.api("DELETE", "/v1/kv/metadata/web", None).await;
+    let green = sync(&env, &stack(Some("green"))).await;
+    assert_eq!(
+        (green.created, green.updated, green.deleted),
+        (0, 0, 0),
+        "{}",
+        green.to_text()
+    );
+    assert!(
+        green
+            .conflicts
+            .iter()
+            .any(|p| p.name == "kv/app/db" && p.message.contains("of stack \"blue\"")),
+        "{}",
+        green.to_text()
+    );
+    let after = env.side.secrets("kv").await;
+    assert!(!after["kv/web"].pending_deletion, "blue's replica stays");
+    assert_eq!(env.side.value("kv/app/db").await, json!({"password": "pw"}));
+    // Nor does a run that names no stack.
+    let anonymous = sync(&env, &stack(None)).await;
+    assert_eq!(
+        (anonymous.created, anonymous.updated, anonymous.deleted),
+        (0, 0, 0),
+        "{}",
+        anonymous.to_text()
+    );
+}

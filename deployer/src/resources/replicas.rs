@@ -34,12 +34,13 @@ struct UnderPrefix {
 }
 
 /// This stack's sync as its replicas' tags name it: the stack's mount (named as the prefix),
-/// the whole mount, the prefix.
+/// the whole mount, the prefix, the stack.
 fn this_sync(spec: &Spec) -> contract::SyncSource<'_> {
     contract::SyncSource {
         prefix: &spec.cfg.prefix,
         mount: spec.kv_mount(),
         path_tag: "/",
+        stack: Some(spec.stack()),
     }
 }
 

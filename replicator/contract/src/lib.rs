@@ -109,6 +109,10 @@ pub mod tags {
     /// The name prefix of the sync that wrote it: two syncs of one mount with nested prefixes
     /// (`app` and `app/mirror`) each touch only their own replicas.
     pub const PREFIX: &str = "replica-prefix";
+    /// The stack whose sync wrote it (`REPLICATOR_STACK`): two stacks replicating one mount
+    /// into one prefix (of one account, or of a team account both write into) each touch
+    /// only their own replicas.
+    pub const STACK: &str = "replica-stack";
     /// The Vault secret (path inside the synced sub-path) a replica comes from, where its name
     /// does not say it: under a name template, or one replica per key.
     pub const SOURCE: &str = "vault-secret";
@@ -139,6 +143,7 @@ pub mod tags {
         VAULT_MOUNT,
         VAULT_PATH,
         PREFIX,
+        STACK,
         SOURCE,
         KEY,
         USER_TAGS,
@@ -298,23 +303,37 @@ pub struct SyncSource<'a> {
     pub mount: &'a str,
     /// The `vault-path` tag value: the sub-path, or `/` for the whole mount.
     pub path_tag: &'a str,
+    /// The stack the sync belongs to (its `replica-stack` tag); none for a sync run from a
+    /// shell without `--stack`.
+    pub stack: Option<&'a str>,
 }
 
 impl SyncSource<'_> {
-    /// `Some(tagged_prefix)` when the tags say this sync wrote the secret: the owner tag, its
-    /// mount and path, and its prefix, or no prefix tag at all (replicas written before that tag
-    /// existed; `tagged_prefix` is then false). `None` for anything else, including a sync of the
-    /// same source under another (nested) prefix.
+    /// `Some(tagged)` when the tags say this sync wrote the secret: the owner tag, its mount
+    /// and path, its prefix and its stack, or no prefix or stack tag (replicas written before
+    /// those tags existed; `tagged` is then false, and the next write adds them). `None` for
+    /// anything else: a sync of the same source under another (nested) prefix, or another
+    /// stack's.
     pub fn wrote<'a>(&self, tag: impl Fn(&str) -> Option<&'a str>) -> Option<bool> {
         let same_source = is_replica(&tag)
             && tag(tags::VAULT_MOUNT) == Some(self.mount)
             && tag(tags::VAULT_PATH) == Some(self.path_tag);
-        match tag(tags::PREFIX) {
-            _ if !same_source => None,
-            Some(p) if p == self.prefix => Some(true),
-            Some(_) => None,
-            None => Some(false),
+        if !same_source {
+            return None;
         }
+        let tagged_prefix = match tag(tags::PREFIX) {
+            Some(p) if p == self.prefix => true,
+            Some(_) => return None,
+            None => false,
+        };
+        let tagged_stack = match (tag(tags::STACK), self.stack) {
+            (Some(theirs), Some(ours)) if theirs == ours => true,
+            // Another stack's; or a stack's, seen by a run that names none.
+            (Some(_), _) => return None,
+            (None, None) => true,
+            (None, Some(_)) => false,
+        };
+        Some(tagged_prefix && tagged_stack)
     }
 }
 
@@ -623,6 +642,7 @@ mod tests {
             prefix: "app",
             mount: "kv",
             path_tag: "/",
+            stack: None,
         };
         let mine = [
             (tags::MANAGED_BY, tags::MANAGED_BY_VALUE),
@@ -647,6 +667,24 @@ mod tests {
         assert_eq!(source.wrote(with(&mine[1..])), None, "no owner tag");
         assert!(is_replica(with(&other_mount)));
         assert!(!is_replica(with(&[(tags::MANAGED_BY, "terraform")])));
+
+        // A stack's sync owns its stack's replicas, and those written before the stack tag
+        // (until its next write tags them); never another stack's.
+        let stacked = SyncSource {
+            stack: Some("blue"),
+            ..source
+        };
+        let blue = [&mine[..], &[(tags::STACK, "blue")]].concat();
+        let green = [&mine[..], &[(tags::STACK, "green")]].concat();
+        assert_eq!(stacked.wrote(with(&blue)), Some(true));
+        assert_eq!(
+            stacked.wrote(with(&mine)),
+            Some(false),
+            "before the stack tag"
+        );
+        assert_eq!(stacked.wrote(with(&green)), None, "another stack's");
+        // A run that names no stack owns none of a stack's.
+        assert_eq!(source.wrote(with(&blue)), None);
     }
 
     #[test]

@@ -7,9 +7,10 @@ use contract::tags;
 /// Whose a secret under the prefix is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ownership {
-    /// Written by this rule (same mount, path and prefix). `tagged_prefix` is false for a
-    /// replica written before the `replica-prefix` tag existed: it gets the tag on this run, and
-    /// is never deleted as an orphan until then (it may be a nested sync's).
+    /// Written by this rule (same mount, path, prefix and stack). `tagged_prefix` is false for
+    /// a replica written before the `replica-prefix` or `replica-stack` tag existed: it gets
+    /// them on this run, and is never deleted as an orphan until then (it may be a nested
+    /// sync's, or another stack's).
     Ours { tagged_prefix: bool },
     /// Listed for adoption, or the sample's replica while the rule takes those over.
     Adoptable,
@@ -42,10 +43,13 @@ pub fn ownership(secret: &AwsSecret, rule: &Rule) -> Ownership {
     }
     match tag(tags::MANAGED_BY) {
         Some(tags::MANAGED_BY_VALUE) => Ownership::OtherSource(format!(
-            "replicated from mount {:?} path {:?} by the sync with prefix {:?}; list it in REPLICATOR_ADOPT to take it over",
+            "replicated from mount {:?} path {:?} by the sync with prefix {:?}{}; list it in REPLICATOR_ADOPT to take it over",
             tag(tags::VAULT_MOUNT).unwrap_or(""),
             tag(tags::VAULT_PATH).unwrap_or(""),
-            tag(tags::PREFIX).unwrap_or("")
+            tag(tags::PREFIX).unwrap_or(""),
+            tag(tags::STACK)
+                .map(|s| format!(" of stack {s:?}"))
+                .unwrap_or_default()
         )),
         Some(_) => Ownership::Foreign,
         None if tag(tags::VERSION).is_some() && rule.adopt_sample => Ownership::Adoptable,

@@ -422,7 +422,7 @@ impl Source {
 
 /// The ownership tags of the rule's replicas.
 pub fn owner_tags(rule: &Rule) -> BTreeMap<String, String> {
-    BTreeMap::from([
+    let mut owner = BTreeMap::from([
         (
             tags::MANAGED_BY.to_owned(),
             tags::MANAGED_BY_VALUE.to_owned(),
@@ -430,7 +430,11 @@ pub fn owner_tags(rule: &Rule) -> BTreeMap<String, String> {
         (tags::VAULT_MOUNT.to_owned(), rule.mount.clone()),
         (tags::VAULT_PATH.to_owned(), rule.path_tag().to_owned()),
         (tags::PREFIX.to_owned(), rule.prefix.clone()),
-    ])
+    ]);
+    if let Some(stack) = &rule.stack {
+        owner.insert(tags::STACK.to_owned(), stack.clone());
+    }
+    owner
 }
 
 /// Why a name breaks one of AWS's rules.

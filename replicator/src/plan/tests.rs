@@ -507,6 +507,65 @@ fn a_nested_prefix_is_another_syncs_and_untagged_replicas_get_the_tag() {
 }
 
 #[test]
+fn another_stacks_replicas_are_never_its_own_and_untagged_ones_get_the_stack() {
+    let mut s = settings();
+    s.deletion_policy = DeletionPolicy::Delete;
+    s.max_delete_share = 1.0;
+    s.stack = Some("blue".into());
+    let stacked = |rel: &str, stack: &str| {
+        let mut r = ours(rel, 1);
+        r.tags.insert("replica-stack", stack);
+        r
+    };
+    // "green" replicates the same mount into the same prefix: its replicas, of paths this
+    // Vault has or not, are neither written nor deleted. One from before the stack tag is
+    // tagged when it is up to date, kept while its source is gone.
+    let p = plan(
+        &[live("a", 1), live("theirs", 2), live("old", 1)],
+        &[
+            stacked("a", "blue"),
+            stacked("theirs", "green"),
+            stacked("gone-theirs", "green"),
+            ours("old", 1),
+            ours("gone-untagged", 1),
+        ],
+        &s,
+    );
+    assert_eq!(
+        kinds(&p),
+        [
+            "conflict p/theirs",
+            "update p/old",
+            "keep p/gone-untagged",
+            "unchanged p/a"
+        ],
+        "{p:?}"
+    );
+    assert!(matches!(
+        &p.steps[0],
+        Step::Conflict {
+            kind: ConflictKind::OtherSource,
+            message,
+            ..
+        } if message.contains("of stack \"green\"")
+    ));
+    let Step::Update {
+        reason: UpdateReason::FinishTags,
+        target,
+        changes,
+        ..
+    } = &p.steps[1]
+    else {
+        panic!("{:?}", p.steps[1])
+    };
+    assert!(changes.tag, "the tags are written");
+    assert_eq!(
+        target.tags.get("replica-stack").map(String::as_str),
+        Some("blue")
+    );
+}
+
+#[test]
 fn a_folder_vault_would_not_list_keeps_its_replicas() {
     let mut s = settings();
     s.deletion_policy = DeletionPolicy::Delete;
