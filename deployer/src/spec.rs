@@ -536,6 +536,8 @@ impl Spec {
             ("owner_tag", contract::tags::MANAGED_BY.to_owned()),
             ("owner", contract::tags::MANAGED_BY_VALUE.to_owned()),
             ("policy_tag", contract::tags::RESOURCE_POLICY.to_owned()),
+            ("stack_tag", contract::tags::STACK.to_owned()),
+            ("stack", self.stack().to_owned()),
         ]
     }
 

@@ -1860,3 +1860,73 @@ fn the_role_in_the_replicas_account_admits_only_the_stacks_replicator_with_the_e
         .collect();
     assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
 }
+
+#[test]
+fn another_stacks_replicas_and_the_stack_tag_are_out_of_the_roles_reach() {
+    let s = spec(EXTERNAL_KEEP);
+    let a = || secret("hybrid-aws-secrets/a");
+    let tagged = |r: Row, stack: &'static str| {
+        r.with("aws:ResourceTag/managed-by", json!(OURS))
+            .with("aws:ResourceTag/replica-stack", json!(stack))
+    };
+    let naming = |r: Row, stack: &'static str| {
+        r.with("aws:ResourceTag/managed-by", json!(OURS))
+            .with("aws:TagKeys", json!(["managed-by", "replica-stack"]))
+            .with("aws:RequestTag/managed-by", json!(OURS))
+            .with("aws:RequestTag/replica-stack", json!(stack))
+    };
+    check(
+        &s,
+        &[
+            // The stack in these tests is "s".
+            tagged(
+                row("replicator", "secretsmanager:PutSecretValue", a(), Allowed),
+                "s",
+            ),
+            tagged(
+                row(
+                    "replicator",
+                    "secretsmanager:PutSecretValue",
+                    a(),
+                    ExplicitlyDenied,
+                ),
+                "green",
+            ),
+            tagged(
+                row(
+                    "replicator",
+                    "secretsmanager:UntagResource",
+                    a(),
+                    ExplicitlyDenied,
+                ),
+                "green",
+            ),
+            // A replica from before the stack tag: its own, as before.
+            row("replicator", "secretsmanager:PutSecretValue", a(), Allowed)
+                .with("aws:ResourceTag/managed-by", json!(OURS)),
+            naming(
+                row("replicator", "secretsmanager:TagResource", a(), Allowed),
+                "s",
+            ),
+            naming(
+                row(
+                    "replicator",
+                    "secretsmanager:TagResource",
+                    a(),
+                    ExplicitlyDenied,
+                ),
+                "green",
+            ),
+            tagged(
+                row(
+                    "replicator",
+                    "secretsmanager:UntagResource",
+                    a(),
+                    ExplicitlyDenied,
+                ),
+                "s",
+            )
+            .with("aws:TagKeys", json!(["replica-stack"])),
+        ],
+    );
+}

@@ -309,11 +309,11 @@ pub struct SyncSource<'a> {
 }
 
 impl SyncSource<'_> {
-    /// `Some(tagged)` when the tags say this sync wrote the secret: the owner tag, its mount
-    /// and path, its prefix and its stack, or no prefix or stack tag (replicas written before
-    /// those tags existed; `tagged` is then false, and the next write adds them). `None` for
-    /// anything else: a sync of the same source under another (nested) prefix, or another
-    /// stack's.
+    /// `Some(tagged_prefix)` when the tags say this sync wrote the secret: the owner tag, its
+    /// mount and path, and its prefix, or no prefix tag at all (replicas written before that
+    /// tag existed; `tagged_prefix` is then false); and its stack, or no stack tag (the next
+    /// write adds it). `None` for anything else: a sync of the same source under another
+    /// (nested) prefix, or another stack's (also to a run that names no stack).
     pub fn wrote<'a>(&self, tag: impl Fn(&str) -> Option<&'a str>) -> Option<bool> {
         let same_source = is_replica(&tag)
             && tag(tags::VAULT_MOUNT) == Some(self.mount)
@@ -326,14 +326,14 @@ impl SyncSource<'_> {
             Some(_) => return None,
             None => false,
         };
-        let tagged_stack = match (tag(tags::STACK), self.stack) {
-            (Some(theirs), Some(ours)) if theirs == ours => true,
-            // Another stack's; or a stack's, seen by a run that names none.
-            (Some(_), _) => return None,
-            (None, None) => true,
-            (None, Some(_)) => false,
-        };
-        Some(tagged_prefix && tagged_stack)
+        // Another stack's; or a stack's, seen by a run that names none. A replica without the
+        // tag (written before it existed) is claimed as it was before: by its source and prefix.
+        if let Some(theirs) = tag(tags::STACK)
+            && self.stack != Some(theirs)
+        {
+            return None;
+        }
+        Some(tagged_prefix)
     }
 }
 
@@ -679,7 +679,7 @@ mod tests {
         assert_eq!(stacked.wrote(with(&blue)), Some(true));
         assert_eq!(
             stacked.wrote(with(&mine)),
-            Some(false),
+            Some(true),
             "before the stack tag"
         );
         assert_eq!(stacked.wrote(with(&green)), None, "another stack's");

@@ -786,9 +786,8 @@ pub fn plan(entries: &[VaultEntry], aws: &[AwsSecret], rule: &Rule, run: &Run<'_
             Step::Keep {
                 name: secret.name.to_string(),
                 why: format!(
-                    "written before the {} or {} tag, so it may be a nested sync's or another stack's; kept (delete it by hand if it is this one's)",
-                    tags::PREFIX,
-                    tags::STACK
+                    "written before the {} tag, so it may be a nested sync's; kept (delete it by hand if it is this one's)",
+                    tags::PREFIX
                 ),
                 warn: false,
             }

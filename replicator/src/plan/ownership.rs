@@ -7,10 +7,9 @@ use contract::tags;
 /// Whose a secret under the prefix is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ownership {
-    /// Written by this rule (same mount, path, prefix and stack). `tagged_prefix` is false for
-    /// a replica written before the `replica-prefix` or `replica-stack` tag existed: it gets
-    /// them on this run, and is never deleted as an orphan until then (it may be a nested
-    /// sync's, or another stack's).
+    /// Written by this rule (same mount, path and prefix, and its stack or none). `tagged_prefix`
+    /// is false for a replica written before the `replica-prefix` tag existed: it gets the tag
+    /// on this run, and is never deleted as an orphan until then (it may be a nested sync's).
     Ours { tagged_prefix: bool },
     /// Listed for adoption, or the sample's replica while the rule takes those over.
     Adoptable,

@@ -233,6 +233,7 @@ impl MetaChanges {
 
 /// The tag keys this tool writes only in some configurations: removed when no longer written.
 const OPTIONAL_OWN: &[&str] = &[
+    tags::STACK,
     tags::SOURCE,
     tags::KEY,
     tags::KEY_COUNT,

@@ -518,8 +518,8 @@ fn another_stacks_replicas_are_never_its_own_and_untagged_ones_get_the_stack() {
         r
     };
     // "green" replicates the same mount into the same prefix: its replicas, of paths this
-    // Vault has or not, are neither written nor deleted. One from before the stack tag is
-    // tagged when it is up to date, kept while its source is gone.
+    // Vault has or not, are neither written nor deleted. One from before the stack tag is this
+    // stack's, as before: tagged when it is up to date, deleted when its source is gone.
     let p = plan(
         &[live("a", 1), live("theirs", 2), live("old", 1)],
         &[
@@ -536,7 +536,7 @@ fn another_stacks_replicas_are_never_its_own_and_untagged_ones_get_the_stack() {
         [
             "conflict p/theirs",
             "update p/old",
-            "keep p/gone-untagged",
+            "delete p/gone-untagged",
             "unchanged p/a"
         ],
         "{p:?}"
@@ -550,7 +550,7 @@ fn another_stacks_replicas_are_never_its_own_and_untagged_ones_get_the_stack() {
         } if message.contains("of stack \"green\"")
     ));
     let Step::Update {
-        reason: UpdateReason::FinishTags,
+        reason: UpdateReason::Metadata,
         target,
         changes,
         ..
