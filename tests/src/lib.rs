@@ -604,7 +604,11 @@ impl BaoTls {
                 // A fresh data folder and cluster port for each try.
                 let data = dir.path().join(format!("data-{port}"));
                 std::fs::create_dir_all(&data).unwrap();
-                let cluster = free_port();
+                // Never the API port itself, which is not bound yet: free_port may return it
+                // (bao then refuses an address "used for both API and cluster").
+                let cluster = std::iter::repeat_with(free_port)
+                    .find(|c| *c != port)
+                    .unwrap();
                 std::fs::write(
                     &config,
                     format!(

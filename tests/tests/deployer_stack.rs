@@ -231,8 +231,23 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
         ("hybrid-aws-secrets/old/f", old),
         ("elsewhere/c", &ours),
     ];
+    let stack_key = aws_sdk_kms::Client::new(&aws)
+        .describe_key()
+        .key_id("alias/hybrid-aws-secrets-encryption-key")
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_owned();
     for (name, tags) in secrets {
         let mut req = sm.create_secret().name(name).secret_string("{}");
+        if name == "hybrid-aws-secrets/mirror/d" {
+            // Another sync's, but made with this stack's key (taken over from it, say).
+            req = req.kms_key_id(&stack_key);
+        }
         if name == "hybrid-aws-secrets/team/b" {
             // Replica regions: AWS refuses to delete it until they are removed.
             req = req.add_replica_regions(
@@ -314,7 +329,7 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
         key["note"]
             .as_str()
             .unwrap()
-            .starts_with("kept: 3 replicated secret(s)"),
+            .starts_with("kept: 4 replicated secret(s)"),
         "{key}"
     );
     assert!(
@@ -358,6 +373,18 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
     // Once that one is gone, with the replicas the key goes too.
     sm.delete_secret()
         .secret_id("hybrid-aws-secrets/old/f")
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    f.deployer(&["destroy", "--yes", "--delete-replicated-secrets"])
+        .await;
+    assert!(
+        !key_pending().await,
+        "another sync's secret made with the key keeps it"
+    );
+    sm.delete_secret()
+        .secret_id("hybrid-aws-secrets/mirror/d")
         .force_delete_without_recovery(true)
         .send()
         .await

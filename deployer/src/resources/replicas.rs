@@ -31,6 +31,9 @@ struct UnderPrefix {
     other_syncs: usize,
     /// Secrets this tool did not write.
     foreign: usize,
+    /// Of the other syncs' and foreign secrets, those encrypted with the stack's key (one
+    /// adopted from this stack, say): whoever's they are, the key must outlive them.
+    others_on_the_key: usize,
 }
 
 /// This stack's sync as its replicas' tags name it: the stack's mount (named as the prefix),
@@ -44,7 +47,21 @@ fn this_sync(spec: &Spec) -> contract::SyncSource<'_> {
     }
 }
 
-async fn list_under_prefix(c: &Clients, spec: &Spec) -> Result<UnderPrefix, DeployError> {
+/// Whether a secret's `KmsKeyId` (as given when it was made: an ARN, an id or an alias) names
+/// the stack's key.
+fn names_key(given: &str, key: &super::key::KeyState, alias: &str) -> bool {
+    given == key.arn
+        || given == key.key_id
+        || given == alias
+        || given.ends_with(&format!(":{alias}"))
+}
+
+async fn list_under_prefix(
+    c: &Clients,
+    spec: &Spec,
+    key: Option<&super::key::KeyState>,
+) -> Result<UnderPrefix, DeployError> {
+    let alias = spec.key_alias();
     let prefix = format!("{}/", spec.cfg.prefix);
     let name = format!("{prefix}*");
     let mut pages =
@@ -74,11 +91,16 @@ async fn list_under_prefix(c: &Clients, spec: &Spec) -> Result<UnderPrefix, Depl
                     .find(|t| t.key() == Some(k))
                     .and_then(|t| t.value())
             };
+            let on_the_key =
+                key.is_some_and(|k| s.kms_key_id().is_some_and(|g| names_key(g, k, &alias)));
             match sync.wrote(tag) {
                 Some(true) => found.ours.push((arn.to_owned(), n.to_owned())),
                 Some(false) => found.unproven += 1,
                 None if contract::is_replica(tag) => found.other_syncs += 1,
                 None => found.foreign += 1,
+            }
+            if on_the_key && sync.wrote(tag).is_none() {
+                found.others_on_the_key += 1;
             }
         }
     }
@@ -158,11 +180,13 @@ async fn remove_replica_regions(c: &Clients, arn: &str, name: &str) -> Result<()
     Ok(())
 }
 
-/// How many live secrets under `<prefix>/` may be this stack's replicas: they are encrypted with
-/// the stack's key, so `destroy` keeps the key while any is left.
+/// How many live secrets under `<prefix>/` may be encrypted with the stack's key: this stack's
+/// replicas, and any other secret there made with the key (another stack took over one of its
+/// replicas, say), so `destroy` keeps the key while any is left.
 pub async fn count_live(c: &Clients, spec: &Spec) -> Result<usize, DeployError> {
-    let found = list_under_prefix(c, spec).await?;
-    Ok(found.ours.len() + found.unproven)
+    let key = super::key::observe(c, spec).await?;
+    let found = list_under_prefix(c, spec, key.as_ref()).await?;
+    Ok(found.ours.len() + found.unproven + found.others_on_the_key)
 }
 
 /// Schedules for deletion exactly this stack's replicas under `<prefix>/`; counts, and keeps,
@@ -174,7 +198,8 @@ pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Change, Deplo
         unproven,
         other_syncs,
         foreign,
-    } = list_under_prefix(c, spec).await?;
+        ..
+    } = list_under_prefix(c, spec, None).await?;
     let days = spec.cfg.replicator.recovery_window_days;
     let deleted = ours.len();
     let mut pace = tokio::time::interval(DELETE_EVERY);
