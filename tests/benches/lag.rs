@@ -10,8 +10,10 @@
 //!
 //! Run: `cargo bench -p e2e --bench lag` (`LAG_BENCH_SECONDS`, default 30: the steady phase;
 //! `LAG_BENCH_BACKGROUND`, default 1,000: secrets already there, 10,000 for the issue's figure
-//! during a full sync; `LAG_BENCH_BACKLOG`, default 150,000 lines). Prints figures; asserts only
-//! that nothing was missed.
+//! during a full sync; `LAG_BENCH_BACKLOG`, default 150,000 lines). Prints figures, and draws
+//! the lags of the three phases as an SVG histogram (`LAG_BENCH_SVG`, default
+//! `<target dir>/lag-histogram.svg`; the README's picture is `docs/lag-histogram.svg`); asserts
+//! only that nothing was missed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -48,8 +50,8 @@ async fn settle(arrivals: &Arrivals, written: &[(String, Instant)], limit: Durat
     }
 }
 
-/// p50, p99, max of the lags, and how many never arrived.
-fn figures(label: &str, arrivals: &Arrivals, written: &[(String, Instant)]) -> usize {
+/// p50, p99, max of the lags, and how many never arrived; the lags, in ms.
+fn figures(label: &str, arrivals: &Arrivals, written: &[(String, Instant)]) -> (usize, Vec<f64>) {
     let seen = arrivals.lock().unwrap();
     let mut lags: Vec<Duration> = written
         .iter()
@@ -69,7 +71,86 @@ fn figures(label: &str, arrivals: &Arrivals, written: &[(String, Instant)]) -> u
         pick(0.99).as_secs_f64() * 1000.0,
         lags.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
     );
-    missed
+    (
+        missed,
+        lags.iter().map(|l| l.as_secs_f64() * 1000.0).collect(),
+    )
+}
+
+/// Upper bounds (ms) of the histogram's buckets; the last one takes everything above.
+const BUCKETS_MS: &[f64] = &[100.0, 200.0, 300.0, 500.0, 1000.0, 2000.0, 3000.0, 5000.0];
+
+/// An SVG histogram of each phase's lags: one row of bars a phase, the share of its writes in
+/// each bucket, with the bucket bounds under the last row. Plain SVG, no script or font file.
+fn histogram_svg(phases: &[(&str, Vec<f64>)]) -> String {
+    const ROW: f64 = 110.0;
+    const LEFT: f64 = 190.0;
+    const BAR: f64 = 56.0;
+    const GAP: f64 = 8.0;
+    let buckets = BUCKETS_MS.len() + 1;
+    let width = LEFT + buckets as f64 * (BAR + GAP) + 20.0;
+    let height = 40.0 + phases.len() as f64 * ROW + 40.0;
+    let label = |i: usize| match i {
+        0 => format!("≤{}", BUCKETS_MS[0]),
+        i if i == BUCKETS_MS.len() => format!(">{}", BUCKETS_MS[i - 1]),
+        i => format!("≤{}", BUCKETS_MS[i]),
+    };
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="#ffffff"/>
+<text x="10" y="22" font-size="14" font-weight="bold">Replication lag, Vault write to AWS (share of writes per bucket, ms)</text>
+"##
+    );
+    for (row, (name, lags)) in phases.iter().enumerate() {
+        let base = 40.0 + (row as f64 + 1.0) * ROW - 20.0;
+        let mut counts = vec![0usize; buckets];
+        for lag in lags {
+            let i = BUCKETS_MS
+                .iter()
+                .position(|b| lag <= b)
+                .unwrap_or(BUCKETS_MS.len());
+            counts[i] += 1;
+        }
+        let total = lags.len().max(1) as f64;
+        svg.push_str(&format!(
+            "<text x=\"10\" y=\"{:.0}\">{name}</text>\n<text x=\"10\" y=\"{:.0}\" fill=\"#555555\">{} writes</text>\n",
+            base - 40.0,
+            base - 24.0,
+            lags.len()
+        ));
+        svg.push_str(&format!(
+            "<line x1=\"{LEFT}\" y1=\"{base}\" x2=\"{:.0}\" y2=\"{base}\" stroke=\"#999999\"/>\n",
+            width - 20.0
+        ));
+        for (i, n) in counts.iter().enumerate() {
+            let share = *n as f64 / total;
+            let h = share * (ROW - 40.0);
+            let x = LEFT + i as f64 * (BAR + GAP);
+            svg.push_str(&format!(
+                "<rect x=\"{x:.0}\" y=\"{:.1}\" width=\"{BAR}\" height=\"{h:.1}\" fill=\"#3b6ea8\"/>\n",
+                base - h
+            ));
+            if *n > 0 {
+                svg.push_str(&format!(
+                    "<text x=\"{:.0}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"11\">{:.0}%</text>\n",
+                    x + BAR / 2.0,
+                    base - h - 3.0,
+                    share * 100.0
+                ));
+            }
+        }
+    }
+    let axis = 40.0 + phases.len() as f64 * ROW;
+    for i in 0..buckets {
+        svg.push_str(&format!(
+            "<text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"middle\" fill=\"#555555\">{}</text>\n",
+            LEFT + i as f64 * (BAR + GAP) + BAR / 2.0,
+            axis - 2.0,
+            label(i)
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
 }
 
 /// (peak RSS, current RSS) in KiB, and user + system CPU ticks, of a process.
@@ -231,7 +312,7 @@ async fn main() {
         steady.push((path, Instant::now()));
     }
     settle(&arrivals, &steady, Duration::from_secs(30)).await;
-    let mut missed = figures("steady, 4 writes a second", &arrivals, &steady);
+    let (mut missed, steady_lags) = figures("steady, 4 writes a second", &arrivals, &steady);
 
     // Bursts: 100 writes at once, three times.
     let mut bursts = Vec::new();
@@ -252,7 +333,8 @@ async fn main() {
         bursts.extend(written);
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    missed += figures("bursts of 100", &arrivals, &bursts);
+    let (burst_missed, burst_lags) = figures("bursts of 100", &arrivals, &bursts);
+    missed += burst_missed;
 
     let (peak, _, busy) = proc_figures(watcher.pid);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -298,7 +380,23 @@ async fn main() {
         took.as_secs_f64()
     );
     settle(&arrivals, &written, Duration::from_secs(60)).await;
-    missed += figures("during a full sync", &arrivals, &during);
+    let (during_missed, during_lags) = figures("during a full sync", &arrivals, &during);
+    missed += during_missed;
+    let svg = std::env::var("LAG_BENCH_SVG").unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_owned());
+        format!("{target}/lag-histogram.svg")
+    });
+    std::fs::write(
+        &svg,
+        histogram_svg(&[
+            ("steady, 4 writes a second", steady_lags),
+            ("bursts of 100", burst_lags),
+            (&format!("during a full sync of {background}"), during_lags),
+        ]),
+    )
+    .unwrap();
+    println!("histogram of the lags: {svg}");
 
     // Every written value is the current one in AWS.
     let side = e2e::aws_side::AwsSide::new(&moto.sdk_config().await);
