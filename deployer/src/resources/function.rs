@@ -77,8 +77,17 @@ fn join(v: &[String]) -> String {
     v.join(",")
 }
 
+/// The environment as `plan` compares and shows it: the external id (`account_role_arn`'s) by
+/// a digest, so it reaches no terminal or CI log, while a changed one still shows as a change.
 fn env_text(env: &BTreeMap<String, String>) -> String {
-    serde_json::to_string(env).unwrap_or_default()
+    use sha2::{Digest, Sha256};
+    let mut shown = env.clone();
+    if let Some(id) = shown.get_mut(contract::env::EXTERNAL_ID) {
+        let digest = Sha256::digest(id.as_bytes());
+        let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        *id = format!("(sha256 {hex}…)");
+    }
+    serde_json::to_string(&shown).unwrap_or_default()
 }
 
 /// The reserved concurrency of the function serving `duty` (0: not reserved): the watcher
@@ -646,6 +655,20 @@ pub async fn destroy(c: &Clients, spec: &Spec, duty: Duty) -> Result<Change, Dep
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_external_id_is_shown_by_a_digest_that_still_tells_a_change() {
+        let env = |id: &str| {
+            super::env_text(&std::collections::BTreeMap::from([
+                (contract::env::EXTERNAL_ID.to_owned(), id.to_owned()),
+                (contract::env::PREFIX.to_owned(), "p".to_owned()),
+            ]))
+        };
+        let (a, b) = (env("ext-secretish-1"), env("ext-secretish-2"));
+        assert!(!a.contains("secretish") && !b.contains("secretish"), "{a}");
+        assert!(a.contains("(sha256 ") && a.contains("\"p\""), "{a}");
+        assert_ne!(a, b);
+    }
+
     use super::*;
     use crate::change::touched;
     use crate::spec::tests::spec;
