@@ -267,29 +267,21 @@ impl FileConfig {
     /// function checks them.
     fn account_role(&self) -> Result<Option<contract::account::AccountRole>, ConfigError> {
         use contract::account::{AccountRole, AccountRoleError};
-        let Some(arn) = self.account_role_arn.as_deref().filter(|a| !a.is_empty()) else {
-            return match self.external_id.as_deref().filter(|e| !e.is_empty()) {
-                Some(_) => Err(invalid(
-                    "external_id",
-                    "is given without account_role_arn, the role it is for",
-                )),
-                None => Ok(None),
-            };
-        };
-        if self.external_id.as_deref().is_none_or(str::is_empty) {
-            return Err(invalid(
-                "external_id",
-                format!(
-                    "is required with account_role_arn (the role's trust policy checks it): add, for example, external_id = \"{}\" (made now at random), then run `deployer up`, then `deployer target up` (the role there trusts this stack's replicator role, which must exist first)",
-                    random_external_id()
-                ),
-            ));
-        }
-        AccountRole::new(arn, self.external_id.as_deref())
-            .map(Some)
+        AccountRole::from_settings(self.account_role_arn.as_deref(), self.external_id.as_deref())
             .map_err(|e| match e {
                 AccountRoleError::RoleArn(e) => invalid("account_role_arn", e),
                 AccountRoleError::ExternalId(e) => invalid("external_id", e),
+                AccountRoleError::MissingExternalId => invalid(
+                    "external_id",
+                    format!(
+                        "is required with account_role_arn (the role's trust policy checks it): add, for example, external_id = \"{}\" (made now at random), then run `deployer up`, then `deployer target up` (the role there trusts this stack's replicator role, which must exist first)",
+                        random_external_id()
+                    ),
+                ),
+                AccountRoleError::ExternalIdWithoutRole => invalid(
+                    "external_id",
+                    "is given without account_role_arn, the role it is for",
+                ),
             })
     }
 

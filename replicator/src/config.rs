@@ -587,24 +587,20 @@ impl SyncArgs {
 
     /// The role in another account, when one is given: both values checked.
     fn account_role(&self) -> Result<Option<AccountRole>, ConfigError> {
-        let Some(arn) = self.account_role_arn.as_deref().filter(|a| !a.is_empty()) else {
-            return match self.external_id.as_deref().filter(|e| !e.is_empty()) {
-                Some(_) => Err(invalid(
-                    "--external-id / REPLICATOR_EXTERNAL_ID",
-                    "is given without --account-role-arn / REPLICATOR_ACCOUNT_ROLE_ARN, the role it is for",
-                )),
-                None => Ok(None),
-            };
-        };
-        AccountRole::new(arn, self.external_id.as_deref())
-            .map(Some)
+        const ROLE: &str = "--account-role-arn / REPLICATOR_ACCOUNT_ROLE_ARN";
+        const ID: &str = "--external-id / REPLICATOR_EXTERNAL_ID";
+        AccountRole::from_settings(self.account_role_arn.as_deref(), self.external_id.as_deref())
             .map_err(|e| match e {
-                AccountRoleError::RoleArn(e) => {
-                    invalid("--account-role-arn / REPLICATOR_ACCOUNT_ROLE_ARN", e)
-                }
-                AccountRoleError::ExternalId(e) => {
-                    invalid("--external-id / REPLICATOR_EXTERNAL_ID", e)
-                }
+                AccountRoleError::RoleArn(e) => invalid(ROLE, e),
+                AccountRoleError::ExternalId(e) => invalid(ID, e),
+                AccountRoleError::MissingExternalId => invalid(
+                    ID,
+                    "is required with a role in another account (its trust policy checks it)",
+                ),
+                AccountRoleError::ExternalIdWithoutRole => invalid(
+                    ID,
+                    "is given without --account-role-arn / REPLICATOR_ACCOUNT_ROLE_ARN, the role it is for",
+                ),
             })
     }
 

@@ -12,17 +12,29 @@ pub struct AccountRole {
 }
 
 impl AccountRole {
+    /// From the two settings as given (an empty one is not given): none when neither is; an
+    /// external id alone is an error, as is a role without one.
+    pub fn from_settings(
+        role_arn: Option<&str>,
+        external_id: Option<&str>,
+    ) -> Result<Option<Self>, AccountRoleError> {
+        fn given(v: Option<&str>) -> Option<&str> {
+            v.filter(|v| !v.is_empty())
+        }
+        match (given(role_arn), given(external_id)) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(AccountRoleError::ExternalIdWithoutRole),
+            (Some(arn), id) => Self::new(arn, id).map(Some),
+        }
+    }
+
     /// Checks both; the error says which one is wrong and why (the external id is never
     /// quoted: it is not a secret, but it is not for logs either).
     pub fn new(role_arn: &str, external_id: Option<&str>) -> Result<Self, AccountRoleError> {
         role_account(role_arn).map_err(AccountRoleError::RoleArn)?;
-        let external_id =
-            external_id
-                .filter(|id| !id.is_empty())
-                .ok_or(AccountRoleError::ExternalId(
-                    "is required with a role in another account (its trust policy checks it)"
-                        .into(),
-                ))?;
+        let external_id = external_id
+            .filter(|id| !id.is_empty())
+            .ok_or(AccountRoleError::MissingExternalId)?;
         check_external_id(external_id).map_err(AccountRoleError::ExternalId)?;
         Ok(Self {
             role_arn: role_arn.to_owned(),
@@ -36,11 +48,15 @@ impl AccountRole {
     }
 }
 
-/// Which of the two values is wrong.
+/// Which of the two values is wrong; each program names its own setting.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccountRoleError {
     RoleArn(String),
     ExternalId(String),
+    /// A role without the external id its trust policy checks.
+    MissingExternalId,
+    /// An external id without the role it is for.
+    ExternalIdWithoutRole,
 }
 
 /// The account of an IAM role ARN; the error says what is wrong with it.
@@ -124,21 +140,32 @@ mod tests {
                 "{bad}"
             );
         }
-        for bad in [
-            None,
-            Some(""),
-            Some("x"),
-            Some("has space"),
-            Some("é-accent"),
-        ] {
-            let err = AccountRole::new("arn:aws:iam::222222222222:role/r", bad).unwrap_err();
+        for missing in [None, Some("")] {
+            assert_eq!(
+                AccountRole::new("arn:aws:iam::222222222222:role/r", missing),
+                Err(AccountRoleError::MissingExternalId)
+            );
+        }
+        for bad in ["x", "has space", "é-accent"] {
+            let err = AccountRole::new("arn:aws:iam::222222222222:role/r", Some(bad)).unwrap_err();
             let AccountRoleError::ExternalId(message) = err else {
                 panic!("{bad:?}: {err:?}")
             };
-            if let Some(id) = bad.filter(|id| id.len() > 1) {
-                assert!(!message.contains(id), "the id is not quoted: {message}");
+            if bad.len() > 1 {
+                assert!(!message.contains(bad), "the id is not quoted: {message}");
             }
         }
+        assert_eq!(AccountRole::from_settings(None, Some("")), Ok(None));
+        assert_eq!(
+            AccountRole::from_settings(Some(""), Some("ext-1")),
+            Err(AccountRoleError::ExternalIdWithoutRole)
+        );
+        assert_eq!(
+            AccountRole::from_settings(Some("arn:aws:iam::222222222222:role/r"), Some("ext-1"))
+                .unwrap()
+                .map(|r| r.external_id),
+            Some("ext-1".to_owned())
+        );
         assert!(check_external_id(&"a".repeat(1224)).is_ok());
         assert!(check_external_id(&"a".repeat(1225)).is_err());
     }
