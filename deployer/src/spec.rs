@@ -74,6 +74,13 @@ impl Duty {
     }
 }
 
+/// The template variables of [`Spec::optional_replica_statements`].
+const OPTIONAL_REPLICA_STATEMENTS: [&str; 3] = [
+    "delete_statements",
+    "resource_policy_statements",
+    "replication_statements",
+];
+
 /// The role in another account, as [`Spec::account_role`] renders it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AccountRoleSpec {
@@ -597,16 +604,11 @@ impl Spec {
         // no secret of its own account, and may assume that role only.
         let account_role = self.cfg.replicator.account_role.as_ref();
         let writes_here = account_role.is_none();
-        let delete = self.statements_if(
-            writes_here && self.cfg.replicator.deletion_policy == contract::DeletionPolicy::Delete,
-            policy::REPLICATOR_DELETE,
-        )?;
-        // With a resource policy configured: putting it (never public) on the replicas this
-        // tool owns, and reading it back for the audit.
-        let resource_policy = self.statements_if(
-            writes_here && self.cfg.replicator.resource_policy.is_some(),
-            policy::REPLICATOR_RESOURCE_POLICY,
-        )?;
+        let optional = if writes_here {
+            self.optional_replica_statements()?
+        } else {
+            OPTIONAL_REPLICA_STATEMENTS.map(|name| (name, String::new()))
+        };
         let account_role_statements = match account_role {
             Some(role) => policy::render(
                 policy::REPLICATOR_ACCOUNT_ROLE,
@@ -614,40 +616,31 @@ impl Spec {
             )?,
             None => String::new(),
         };
-        let replication = if writes_here {
-            self.replication_statements()?
-        } else {
-            String::new()
-        };
         let vpc = self.vpc_statements(vpc_id)?;
-        let mut document = self.render(
-            policy::REPLICATOR_POLICY,
-            vec![
-                ("replica_write_statements", self.replica_write_statements()?),
-                ("delete_statements", delete),
-                ("resource_policy_statements", resource_policy),
-                (
-                    "connection_secret_arn",
-                    self.connection_secret_arn_pattern(),
-                ),
-                ("key_arn", key_arn.to_owned()),
-                ("usable_keys", self.usable_keys(key_arn)?),
-                ("replication_statements", replication),
-                (
-                    "log_stream_arns",
-                    self.json_list(
-                        self.duties()
-                            .into_iter()
-                            .filter(|d| d.replicates())
-                            .collect(),
-                        |d| format!("{}:*", self.log_group_arn_of(d)),
-                    )?,
-                ),
-                ("sns_statements", self.sns_statements()?),
-                ("vpc_statements", vpc),
-                ("account_role_statements", account_role_statements),
-            ],
-        )?;
+        let mut vars = vec![("replica_write_statements", self.replica_write_statements()?)];
+        vars.extend(optional);
+        vars.extend([
+            (
+                "connection_secret_arn",
+                self.connection_secret_arn_pattern(),
+            ),
+            ("key_arn", key_arn.to_owned()),
+            ("usable_keys", self.usable_keys(key_arn)?),
+            (
+                "log_stream_arns",
+                self.json_list(
+                    self.duties()
+                        .into_iter()
+                        .filter(|d| d.replicates())
+                        .collect(),
+                    |d| format!("{}:*", self.log_group_arn_of(d)),
+                )?,
+            ),
+            ("sns_statements", self.sns_statements()?),
+            ("vpc_statements", vpc),
+            ("account_role_statements", account_role_statements),
+        ]);
+        let mut document = self.render(policy::REPLICATOR_POLICY, vars)?;
         if !writes_here && let Some(statements) = document["Statement"].as_array_mut() {
             statements.retain(|s| {
                 !s["Sid"]
@@ -656,6 +649,31 @@ impl Spec {
             });
         }
         Ok(document)
+    }
+
+    /// The statements for the replicas that only some configurations need, as template
+    /// variables: deleting them (`deletion_policy = delete`), putting and auditing their
+    /// resource policy (never public, on the replicas this tool owns), replicating them to
+    /// `replica_regions`.
+    fn optional_replica_statements(&self) -> Result<[(&'static str, String); 3], TemplateError> {
+        let [delete, resource_policy, replication] = OPTIONAL_REPLICA_STATEMENTS;
+        Ok([
+            (
+                delete,
+                self.statements_if(
+                    self.cfg.replicator.deletion_policy == contract::DeletionPolicy::Delete,
+                    policy::REPLICATOR_DELETE,
+                )?,
+            ),
+            (
+                resource_policy,
+                self.statements_if(
+                    self.cfg.replicator.resource_policy.is_some(),
+                    policy::REPLICATOR_RESOURCE_POLICY,
+                )?,
+            ),
+            (replication, self.replication_statements()?),
+        ])
     }
 
     /// Writing the replicas under the prefix, and the denies around it: the statements the
@@ -690,14 +708,6 @@ impl Spec {
                 ..self.id.clone()
             },
         );
-        let delete = there.statements_if(
-            there.cfg.replicator.deletion_policy == contract::DeletionPolicy::Delete,
-            policy::REPLICATOR_DELETE,
-        )?;
-        let resource_policy = there.statements_if(
-            there.cfg.replicator.resource_policy.is_some(),
-            policy::REPLICATOR_RESOURCE_POLICY,
-        )?;
         // Secrets Manager's own key there, and the replica regions' keys given: no other key.
         let replica_keys: Vec<String> = there.replica_keys().map(|(key, _)| key).collect();
         let key_scope = if replica_keys.is_empty() {
@@ -708,19 +718,15 @@ impl Spec {
                 serde_json::to_string(&replica_keys).map_err(TemplateError::NotJson)?
             )
         };
-        let policy = there.render(
-            policy::ACCOUNT_ROLE_POLICY,
-            vec![
-                ("key_scope", key_scope),
-                (
-                    "replica_write_statements",
-                    there.replica_write_statements()?,
-                ),
-                ("delete_statements", delete),
-                ("resource_policy_statements", resource_policy),
-                ("replication_statements", there.replication_statements()?),
-            ],
-        )?;
+        let mut vars = vec![
+            ("key_scope", key_scope),
+            (
+                "replica_write_statements",
+                there.replica_write_statements()?,
+            ),
+        ];
+        vars.extend(there.optional_replica_statements()?);
+        let policy = there.render(policy::ACCOUNT_ROLE_POLICY, vars)?;
         let trust = self.render(
             policy::ACCOUNT_ROLE_TRUST,
             vec![
