@@ -96,11 +96,14 @@ async fn list_under_prefix(
             match sync.wrote(tag) {
                 Some(true) => found.ours.push((arn.to_owned(), n.to_owned())),
                 Some(false) => found.unproven += 1,
-                None if contract::is_replica(tag) => found.other_syncs += 1,
-                None => found.foreign += 1,
-            }
-            if on_the_key && sync.wrote(tag).is_none() {
-                found.others_on_the_key += 1;
+                None => {
+                    if contract::is_replica(tag) {
+                        found.other_syncs += 1;
+                    } else {
+                        found.foreign += 1;
+                    }
+                    found.others_on_the_key += usize::from(on_the_key);
+                }
             }
         }
     }
