@@ -694,17 +694,17 @@ impl Spec {
     }
 
     /// The role in another account (`account_role_arn`) the replicas are written with, as
-    /// `deployer target up` makes it there (`account`): the replicator's own statements for the
-    /// replicas, scoped to the prefix in that account; no secret value read; assumed only by
-    /// this stack's replicator role, with the external id.
-    pub fn account_role(&self, account: &str) -> Result<Option<AccountRoleSpec>, TemplateError> {
+    /// `deployer target up` makes it in that account: the replicator's own statements for the
+    /// replicas, scoped to the prefix there; no secret value read; assumed only by this stack's
+    /// replicator role, with the external id.
+    pub fn account_role(&self) -> Result<Option<AccountRoleSpec>, TemplateError> {
         let Some(role) = &self.cfg.replicator.account_role else {
             return Ok(None);
         };
         let there = Spec::new(
             self.cfg.clone(),
             Identity {
-                account: account.to_owned(),
+                account: role.account().to_owned(),
                 ..self.id.clone()
             },
         );

@@ -1695,7 +1695,7 @@ fn the_role_in_the_replicas_account_admits_only_the_stacks_replicator_with_the_e
     let s = spec(&format!(
         "{EXTERNAL_KEEP}\ndeletion_policy = \"delete\"\naccount_role_arn = \"{TARGET_ROLE}\"\nexternal_id = \"ext-1\""
     ));
-    let there = s.account_role(TARGET).unwrap().unwrap();
+    let there = s.account_role().unwrap().unwrap();
     let home = s.replicator_policy(KEY, Some(VPC)).unwrap();
     let replica =
         |name: &str| format!("arn:aws:secretsmanager:eu-west-1:{TARGET}:secret:{name}-AbCdEf");

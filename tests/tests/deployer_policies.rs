@@ -115,7 +115,7 @@ fn every_rendered_policy_passes_parliament() {
                 .unwrap(),
             ),
         ];
-        if let Some(there) = s.account_role("222222222222").unwrap() {
+        if let Some(there) = s.account_role().unwrap() {
             docs.push(("account role policy", there.policy));
             docs.push(("account role trust policy", there.trust));
         }

@@ -62,26 +62,21 @@ const ROLE_DESCRIPTION: &str =
 
 /// The role to make in the replicas' account `account`, checked against the configuration.
 fn role_of(spec: &Spec, account: &str) -> Result<RoleSpec, CliError> {
-    let wanted = spec
-        .account_role(account)
-        .map_err(DeployError::from)?
-        .ok_or_else(|| {
-            CliError::Refused(
-                "the configuration names no account_role_arn: `deployer target` makes the role it names in another account".into(),
-            )
-        })?;
-    let role = spec
-        .cfg
-        .replicator
-        .account_role
-        .as_ref()
-        .ok_or_else(|| CliError::Refused("no account_role_arn".into()))?;
+    let role = spec.cfg.replicator.account_role.as_ref().ok_or_else(|| {
+        CliError::Refused(
+            "the configuration names no account_role_arn: `deployer target` makes the role it names in another account".into(),
+        )
+    })?;
     if role.account() != account {
         return Err(CliError::Refused(format!(
             "the target profile acts in account {account}, but account_role_arn is in account {}: give --target-profile a profile of that account",
             role.account()
         )));
     }
+    let wanted = spec
+        .account_role()
+        .map_err(DeployError::from)?
+        .ok_or_else(|| CliError::Refused("no account_role_arn".into()))?;
     let name = match wanted.arn.split_once(":role/") {
         Some((_, name)) if !name.contains('/') => name.to_owned(),
         _ => {
