@@ -236,6 +236,21 @@ pub struct SyncArgs {
     /// only replicas without the tag].
     #[arg(long, env = env::STACK, value_name = "NAME")]
     pub stack: Option<String>,
+
+    /// The name of the rule these flags describe (1 to 32 of a-z, 0-9 and -): its replicas
+    /// carry it in their `replica-rule` tag, and another rule's are never written or deleted.
+    /// A shell run of a named rule (`[[sync]]` in deployer.toml) names the same rule [default:
+    /// none; the run owns only replicas without the tag].
+    #[arg(long = "rule", env = env::RULE, value_name = "NAME")]
+    pub rule_name: Option<String>,
+
+    /// Many sync rules in one process (`[[sync]]` of deployer.toml): a JSON array of rules,
+    /// or `@FILE` to read one. Each rule has a `name` and a `prefix`, and takes every other
+    /// key it leaves out from the flags (the mount: its own prefix). One Vault walk serves
+    /// every rule of a mount; each rule plans, writes, trips its breaker and reports on its
+    /// own.
+    #[arg(long, env = env::RULES, value_name = "JSON|@FILE")]
+    pub rules: Option<String>,
 }
 
 /// Validated settings of a run: the rule the planner follows, and how the executor acts.
@@ -257,12 +272,19 @@ pub struct Settings {
     /// The role the replicas are written with, in another account; none: this process's own
     /// credentials.
     pub account_role: Option<AccountRole>,
+    /// The Vault namespace of the rule's mount, when it is not the connection's.
+    pub namespace: Option<String>,
+    /// The region of the rule's replicas, when it is not this process's.
+    pub region: Option<String>,
 }
 
 /// The settings and the connection, as one run (or a process's many) uses them.
 #[derive(Clone, Debug)]
 pub struct Resolved {
+    /// The flags' settings: the one rule's, or, with a rules document, what the rules share.
     pub settings: Settings,
+    /// A rules document's rules, each with its settings; none without one.
+    pub rules: Vec<Settings>,
     pub connection: ConnectionSource,
 }
 
@@ -360,6 +382,13 @@ impl VaultConnection {
 pub enum ConfigError {
     #[error("{key}: {problem}")]
     Invalid { key: &'static str, problem: String },
+    /// A rule of the rules document: its name and the key to fix.
+    #[error("--rules / REPLICATOR_RULES: rule {name:?}: {key}: {problem}")]
+    Rule {
+        name: String,
+        key: String,
+        problem: String,
+    },
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -374,8 +403,14 @@ pub use contract::is_aws_name_char;
 impl SyncArgs {
     /// Checks every value once, and says which flag (and variable) to fix.
     pub fn resolve(&self) -> Result<Resolved, ConfigError> {
+        let settings = self.settings()?;
+        let rules = match self.rules.as_deref().map(str::trim) {
+            Some(given) if !given.is_empty() => crate::rules::settings_of(self, given)?,
+            _ => Vec::new(),
+        };
         Ok(Resolved {
-            settings: self.settings()?,
+            settings,
+            rules,
             connection: self.connection()?,
         })
     }
@@ -538,6 +573,7 @@ impl SyncArgs {
                 latest_deleted: self.latest_deleted,
                 max_keys_per_secret: self.max_keys_per_secret,
                 stack: self.stack()?,
+                name: self.rule_name()?,
             },
             kms_key_id: self.kms_key_id.clone().filter(|k| !k.is_empty()),
             sns_topic_arn: self.sns_topic_arn.clone().filter(|k| !k.is_empty()),
@@ -547,6 +583,8 @@ impl SyncArgs {
             dry_run: self.dry_run,
             max_duration: self.max_duration.map(std::time::Duration::from_secs),
             deadline: None,
+            namespace: None,
+            region: None,
         })
     }
 
@@ -583,6 +621,15 @@ impl SyncArgs {
         contract::tags::check("stack", stack)
             .map_err(|e| invalid("--stack / REPLICATOR_STACK", e))?;
         Ok(Some(stack.to_owned()))
+    }
+
+    /// The rule's name, when one is given, checked.
+    fn rule_name(&self) -> Result<Option<String>, ConfigError> {
+        let Some(name) = self.rule_name.as_deref().filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        contract::check_rule_name(name).map_err(|e| invalid("--rule / REPLICATOR_RULE", e))?;
+        Ok(Some(name.to_owned()))
     }
 
     /// The role in another account, when one is given: both values checked.
@@ -771,6 +818,7 @@ mod tests {
             (&["--writes-per-second", "80"], "--writes-per-second"),
             (&["--sns-topic-arn", "topic"], "--sns-topic-arn"),
             (&["--path", "a/../b"], "--path"),
+            (&["--rule", "Payments"], "--rule"),
             (&["--replica-region", "mars-1"], "--replica-region"),
             (
                 &["--replica-region", "eu-west-1,eu-west-1=k"],

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod rotate;
+pub mod rules;
 pub mod run;
 pub mod status;
 pub mod vault;

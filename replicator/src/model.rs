@@ -483,6 +483,9 @@ pub struct Rule {
     /// The stack the sync belongs to, tagged on its replicas (`replica-stack`): another
     /// stack's replicas are never its own.
     pub stack: Option<String>,
+    /// The rule's name (`[[sync]]`'s `name`), tagged on its replicas (`replica-rule`): another
+    /// rule's replicas are never its own. None for the one rule of top-level settings.
+    pub name: Option<String>,
 }
 
 impl Rule {
@@ -507,6 +510,7 @@ impl Rule {
             selection: contract::select::Selection::default(),
             resource_policy: None,
             stack: None,
+            name: None,
         }
     }
 
@@ -517,6 +521,7 @@ impl Rule {
             mount: &self.mount,
             path_tag: self.path_tag(),
             stack: self.stack.as_deref(),
+            rule: self.name.as_deref(),
         }
     }
 

@@ -13,6 +13,9 @@ pub struct Problem {
     pub name: String,
     pub kind: String,
     pub message: String,
+    /// The rule it is of, in a rules document's report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 impl Problem {
@@ -25,6 +28,7 @@ impl Problem {
             name: name.into(),
             kind: kind.into(),
             message: message.into(),
+            rule: None,
         }
     }
 }
@@ -32,6 +36,9 @@ impl Problem {
 /// What one run did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
+    /// The rule this report is of: each rule's own report in a rules document's run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     pub dry_run: bool,
     /// The deadline came before every write was started: `remaining` are left for the next run.
     /// A success, not a failure.
@@ -66,6 +73,10 @@ pub struct Report {
     pub lags: Vec<f64>,
     #[serde(skip)]
     pub lags_measured: u64,
+    /// With a rules document: each rule's own report (the counts and problems above are
+    /// theirs together, each problem naming its rule).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Report>,
 }
 
 impl Report {
@@ -85,6 +96,42 @@ impl Report {
             failures: vec![Problem::new("", kind, message)],
             ..Self::default()
         }
+    }
+
+    /// Adds a rule's report to this run's: its counts and problems (each naming the rule),
+    /// and the report itself to [`Self::rules`].
+    pub fn absorb(&mut self, mut rule: Report) {
+        let named = |problems: &[Problem]| -> Vec<Problem> {
+            problems
+                .iter()
+                .map(|p| Problem {
+                    rule: rule.rule.clone(),
+                    ..p.clone()
+                })
+                .collect()
+        };
+        self.conflicts.extend(named(&rule.conflicts));
+        self.failures.extend(named(&rule.failures));
+        self.warnings.extend(named(&rule.warnings));
+        self.partial |= rule.partial;
+        self.remaining += rule.remaining;
+        self.created += rule.created;
+        self.updated += rule.updated;
+        self.unchanged += rule.unchanged;
+        self.deleted += rule.deleted;
+        self.skipped += rule.skipped;
+        self.excluded += rule.excluded;
+        self.orphans.extend(rule.orphans.iter().cloned());
+        if let Some(plan) = &rule.plan {
+            self.plan
+                .get_or_insert_with(Vec::new)
+                .extend(plan.iter().cloned());
+        }
+        self.bulk_metadata |= rule.bulk_metadata;
+        self.lags_measured += rule.lags_measured;
+        let room = crate::metrics::MAX_VALUES.saturating_sub(self.lags.len());
+        self.lags.extend(rule.lags.drain(..).take(room));
+        self.rules.push(rule);
     }
 
     pub fn to_json(&self) -> String {
@@ -183,7 +230,12 @@ impl Report {
         }
         for p in &self.failures {
             let name = if p.name.is_empty() { "run" } else { &p.name };
-            let _ = writeln!(out, "FAILED {name} [{}]: {}", p.kind, p.message);
+            let rule = p
+                .rule
+                .as_deref()
+                .map(|r| format!(" (rule {r})"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "FAILED {name}{rule} [{}]: {}", p.kind, p.message);
         }
         out
     }
@@ -218,7 +270,11 @@ impl Report {
         }
         let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
         let mut text = format!(
-            "Account: {account}, Region: {region}. vault-secrets-replicator run failed ({} created, {} updated, {} deleted before the failures). Failed to create/update the following secrets: {}",
+            "Account: {account}, Region: {region}. vault-secrets-replicator run {}failed ({} created, {} updated, {} deleted before the failures). Failed to create/update the following secrets: {}",
+            self.rule
+                .as_deref()
+                .map(|r| format!("of rule {r} "))
+                .unwrap_or_default(),
             self.created,
             self.updated,
             self.deleted,

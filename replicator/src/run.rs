@@ -99,6 +99,23 @@ fn vault_client(
 /// The named paths relative to the replicated path, once each; a path outside it is a warning
 /// of the report, and skipped.
 fn relative_paths(paths: &[String], rule: &Rule, report: &mut Report) -> Vec<String> {
+    let (rels, outside) = scoped_paths(paths, rule);
+    for path in outside {
+        report.warnings.push(Problem::new(
+            "",
+            "path_outside_scope",
+            format!(
+                "{path:?} is not a secret under {}/{}: skipped",
+                rule.mount, rule.path
+            ),
+        ));
+    }
+    rels
+}
+
+/// The named paths relative to the rule's path, once each, sorted; and those outside it.
+fn scoped_paths<'a>(paths: &'a [String], rule: &Rule) -> (Vec<String>, Vec<&'a str>) {
+    let mut outside = Vec::new();
     let mut rels: Vec<String> = Vec::with_capacity(paths.len());
     for path in paths {
         let path = path.trim_matches('/');
@@ -110,19 +127,12 @@ fn relative_paths(paths: &[String], rule: &Rule, report: &mut Report) -> Vec<Str
         };
         match rel.filter(|r| !r.is_empty()) {
             Some(rel) if crate::inventory::check_path(rel).is_ok() => rels.push(rel.to_owned()),
-            _ => report.warnings.push(Problem::new(
-                "",
-                "path_outside_scope",
-                format!(
-                    "{path:?} is not a secret under {}/{}: skipped",
-                    rule.mount, rule.path
-                ),
-            )),
+            _ => outside.push(path),
         }
     }
     rels.sort();
     rels.dedup();
-    rels
+    (rels, outside)
 }
 
 /// The AWS replicas of the named paths: each looked up by the name the template gives it, and
@@ -274,43 +284,91 @@ pub struct Replicator {
     counters: Arc<AwsCounters>,
     /// Secrets Manager of this process's own account: the connection secret.
     home: SecretsManager,
-    /// Secrets Manager where the replicas are: `home`, or another account's
-    /// ([`Settings::account_role`]).
-    sm: SecretsManager,
+    /// One per rule: the flags' one, or each of a rules document's.
+    lanes: Vec<Lane>,
     vault: tokio::sync::Mutex<Option<(VaultConnection, Arc<VaultClient>)>>,
+    /// Failures of a run before any rule's (the connection, Vault unreachable).
+    notices: crate::report::NoticeGate,
+}
+
+/// One rule's part of a replicator: its settings, where its replicas are, and what its runs
+/// keep between them.
+#[derive(Debug)]
+struct Lane {
+    settings: Settings,
+    /// Secrets Manager where the replicas are: the process's own, or another account's
+    /// ([`Settings::account_role`]) or region's ([`Settings::region`]).
+    sm: SecretsManager,
     ledger: std::sync::Mutex<Ledger>,
     notices: crate::report::NoticeGate,
+}
+
+impl Lane {
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl Replicator {
     pub fn new(args: &SyncArgs, aws: &SdkConfig) -> Result<Self, ConfigError> {
         let resolved = args.resolve()?;
-        contract::check_replica_regions(
-            &resolved.settings.rule.replica_regions,
-            aws.region().map(|r| r.as_ref()),
-        )
-        .map_err(|problem| ConfigError::Invalid {
-            key: "--replica-region / REPLICATOR_REPLICA_REGIONS",
-            problem,
-        })?;
         let counters = Arc::new(AwsCounters::default());
         let home = SecretsManager::new(aws, resolved.settings.writes_per_second, counters.clone());
-        let sm = match &resolved.settings.account_role {
-            Some(role) => SecretsManager::new(
-                &crate::aws::in_account(aws, role),
-                resolved.settings.writes_per_second,
-                counters.clone(),
-            ),
-            None => home.clone(),
+        let each = if resolved.rules.is_empty() {
+            std::slice::from_ref(&resolved.settings)
+        } else {
+            &resolved.rules[..]
         };
+        let mut lanes = Vec::with_capacity(each.len());
+        for settings in each {
+            let region = settings
+                .region
+                .clone()
+                .or_else(|| aws.region().map(|r| r.as_ref().to_owned()));
+            contract::check_replica_regions(&settings.rule.replica_regions, region.as_deref())
+                .map_err(|problem| match &settings.rule.name {
+                    Some(name) if !resolved.rules.is_empty() => ConfigError::Rule {
+                        name: name.clone(),
+                        key: "replica_regions".into(),
+                        problem,
+                    },
+                    _ => ConfigError::Invalid {
+                        key: "--replica-region / REPLICATOR_REPLICA_REGIONS",
+                        problem,
+                    },
+                })?;
+            let sm = match (&settings.account_role, &settings.region) {
+                (None, None) => home.clone(),
+                (role, region) => {
+                    let mut config = aws.clone();
+                    if let Some(region) = region {
+                        config = config
+                            .into_builder()
+                            .region(aws_types::region::Region::new(region.clone()))
+                            .build();
+                    }
+                    if let Some(role) = role {
+                        config = crate::aws::in_account(&config, role);
+                    }
+                    SecretsManager::new(&config, settings.writes_per_second, counters.clone())
+                }
+            };
+            lanes.push(Lane {
+                settings: settings.clone(),
+                sm,
+                ledger: std::sync::Mutex::new(Ledger::default()),
+                notices: crate::report::NoticeGate::default(),
+            });
+        }
         Ok(Self {
             resolved,
             aws: aws.clone(),
             counters,
             home,
-            sm,
+            lanes,
             vault: tokio::sync::Mutex::new(None),
-            ledger: std::sync::Mutex::new(Ledger::default()),
             notices: crate::report::NoticeGate::default(),
         })
     }
@@ -351,6 +409,15 @@ impl Replicator {
     /// Where this replicator reads in Vault: its mount and sub-path, and the namespace of the
     /// connection as it is now (the connection secret's `vaultNamespace` when it names one).
     pub async fn scope(&self) -> Result<VaultScope, SyncError> {
+        if let [_, _, ..] = &self.lanes[..] {
+            return Err(SyncError::Config(ConfigError::Invalid {
+                key: "--rules / REPLICATOR_RULES",
+                problem: format!(
+                    "a change watcher follows one rule's scope, and this replicator syncs {} rules: watch one rule (--rule and its flags)",
+                    self.lanes.len()
+                ),
+            }));
+        }
         let conn = connection(&self.resolved.connection, &self.home).await?;
         let rule = &self.resolved.settings.rule;
         Ok(VaultScope {
@@ -358,12 +425,6 @@ impl Replicator {
             path: rule.path.clone(),
             namespace: conn.namespace,
         })
-    }
-
-    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
-        self.ledger
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs one sync, starting no write after `max_duration` (at most the configured one), and
@@ -397,17 +458,15 @@ impl Replicator {
     /// Runs what `request` asks for.
     pub async fn run_request(&self, request: &Request, progress: &Progress) -> Report {
         let started = Instant::now();
-        let mut settings = self.resolved.settings.clone();
-        settings.dry_run |= request.dry_run;
-        let limit = match (settings.max_duration, request.max_duration) {
+        let limit = match (self.resolved.settings.max_duration, request.max_duration) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        settings.deadline = limit.map(|d| started + d);
+        let deadline = limit.map(|d| started + d);
         // Counts of this run only, whatever else runs beside it in this process.
         let aws_counts = Arc::new(AwsCounters::default());
         let vault_counts = Arc::new(crate::vault::VaultCounters::default());
-        let run = self.counted_run(&settings, request, progress, vault_counts);
+        let run = self.counted_run(request, deadline, progress, vault_counts);
         let mut report = contract::sdk::counting(aws_counts.clone(), run).await;
         report.aws_requests = aws_counts.take();
         report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -417,13 +476,13 @@ impl Replicator {
     /// One run, within its own counters (see [`Self::run_request`]).
     async fn counted_run(
         &self,
-        settings: &Settings,
         request: &Request,
+        deadline: Option<Instant>,
         progress: &Progress,
         vault_counts: Arc<crate::vault::VaultCounters>,
     ) -> Report {
         let mut report = Report::default();
-        let work = self.plan_and_execute(settings, request, &mut report, progress);
+        let work = self.plan_and_execute(request, deadline, &mut report, progress);
         let result = crate::vault::counting(vault_counts.clone(), work).await;
         let snap = vault_counts.take();
         report.values_read = snap.get("read_value").copied().unwrap_or(0);
@@ -432,45 +491,61 @@ impl Replicator {
             .filter(|(_, n)| *n > 0)
             .map(|(k, n)| (k.to_owned(), n))
             .collect();
-        if let Err(e) = result {
-            tracing::error!(kind = e.kind(), "sync failed: {e}");
-            report
-                .failures
-                .push(Problem::new("", e.kind(), e.to_string()));
-        }
-        // A dry run changes nothing and tells nobody: its report is the whole answer.
-        if report.failed()
-            && !settings.dry_run
-            && let Some(topic) = settings.sns_topic_arn.as_deref()
-        {
-            let account = topic.split(':').nth(4).unwrap_or("unknown");
-            let region = self.aws.region().map(|r| r.as_ref()).unwrap_or("unknown");
-            let notifier = Notifier::new(&self.aws, self.counters.clone());
-            let notice = report.notice(account, region);
-            if !self.notices.admits(&notice, Instant::now()) {
-                tracing::info!("the same failure was notified less than 15 minutes ago");
-            } else if let Err(e) = notifier
-                .publish(topic, contract::NOTICE_SUBJECT, &notice)
-                .await
-            {
-                tracing::error!("cannot publish the failure notice: {e}");
-                report.failures.push(Problem::new(
-                    "",
-                    e.kind.as_str(),
-                    format!("failure notice not sent: {e}"),
-                ));
+        report.dry_run = self.resolved.settings.dry_run || request.dry_run;
+        let notified_by_rules = match result {
+            Ok(by_rules) => by_rules,
+            Err(e) => {
+                tracing::error!(kind = e.kind(), "sync failed: {e}");
+                report
+                    .failures
+                    .push(Problem::new("", e.kind(), e.to_string()));
+                false
             }
+        };
+        if !notified_by_rules {
+            self.notify(&self.notices, &mut report).await;
         }
         report
     }
 
+    /// When `report` failed (and was no dry run), publishes its notice to the topic, unless
+    /// `gate` saw the same one lately; a notice that cannot be sent is a failure of the report.
+    async fn notify(&self, gate: &crate::report::NoticeGate, report: &mut Report) {
+        // A dry run changes nothing and tells nobody: its report is the whole answer.
+        if !report.failed() || report.dry_run {
+            return;
+        }
+        let Some(topic) = self.resolved.settings.sns_topic_arn.as_deref() else {
+            return;
+        };
+        let account = topic.split(':').nth(4).unwrap_or("unknown");
+        let region = self.aws.region().map(|r| r.as_ref()).unwrap_or("unknown");
+        let notifier = Notifier::new(&self.aws, self.counters.clone());
+        let notice = report.notice(account, region);
+        if !gate.admits(&notice, Instant::now()) {
+            tracing::info!("the same failure was notified less than 15 minutes ago");
+        } else if let Err(e) = notifier
+            .publish(topic, contract::NOTICE_SUBJECT, &notice)
+            .await
+        {
+            tracing::error!("cannot publish the failure notice: {e}");
+            report.failures.push(Problem::new(
+                "",
+                e.kind.as_str(),
+                format!("failure notice not sent: {e}"),
+            ));
+        }
+    }
+
+    /// The run's rules, each into its own report (and notice) with a rules document; `true`
+    /// when each rule notified its own failures.
     async fn plan_and_execute(
         &self,
-        settings: &Settings,
         request: &Request,
+        deadline: Option<Instant>,
         report: &mut Report,
         progress: &Progress,
-    ) -> Result<(), SyncError> {
+    ) -> Result<bool, SyncError> {
         let conn = connection(&self.resolved.connection, &self.home).await?;
         let vault = self.vault(conn).await?;
         // Not fatal (the run can still read), but a token that is never renewed dies: said.
@@ -481,35 +556,101 @@ impl Replicator {
                 format!("the periodic Vault token could not be renewed, and dies at the end of its period: {e}"),
             ));
         }
-        let rels = request
+        if self.resolved.rules.is_empty() {
+            let lane = &self.lanes[0];
+            let rels = request
+                .paths
+                .as_ref()
+                .map(|paths| relative_paths(paths, &lane.settings.rule, report));
+            self.run_lane(lane, &vault, request, rels, deadline, report, progress)
+                .await?;
+            return Ok(false);
+        }
+        // Named paths no rule takes: said once, not once per rule.
+        let mut untaken: BTreeSet<&str> = request
             .paths
-            .as_ref()
-            .map(|paths| relative_paths(paths, &settings.rule, report));
+            .iter()
+            .flatten()
+            .map(|p| p.trim_matches('/'))
+            .collect();
+        for lane in &self.lanes {
+            let rule = &lane.settings.rule;
+            let rels = match &request.paths {
+                Some(paths) => {
+                    let (rels, outside) = scoped_paths(paths, rule);
+                    untaken.retain(|p| outside.iter().any(|o| o.trim_matches('/') == *p));
+                    if rels.is_empty() {
+                        continue;
+                    }
+                    Some(rels)
+                }
+                None => None,
+            };
+            let mut own = Report {
+                rule: rule.name.clone(),
+                dry_run: lane.settings.dry_run || request.dry_run,
+                ..Report::default()
+            };
+            let vault = match &lane.settings.namespace {
+                Some(ns) => Arc::new(vault.for_namespace(Some(ns))),
+                None => vault.clone(),
+            };
+            // One rule's failure is its own: the next rule runs.
+            if let Err(e) = self
+                .run_lane(lane, &vault, request, rels, deadline, &mut own, progress)
+                .await
+            {
+                tracing::error!(rule = ?rule.name, kind = e.kind(), "rule failed: {e}");
+                own.failures.push(Problem::new("", e.kind(), e.to_string()));
+            }
+            self.notify(&lane.notices, &mut own).await;
+            report.absorb(own);
+        }
+        for path in untaken {
+            report.warnings.push(Problem::new(
+                "",
+                "path_outside_scope",
+                format!("{path:?} is not a secret under any rule's mount and path: skipped"),
+            ));
+        }
+        Ok(true)
+    }
+
+    /// One rule's run of `rels` (or everything).
+    #[allow(clippy::too_many_arguments)]
+    async fn run_lane(
+        &self,
+        lane: &Lane,
+        vault: &VaultClient,
+        request: &Request,
+        rels: Option<Vec<String>>,
+        deadline: Option<Instant>,
+        report: &mut Report,
+        progress: &Progress,
+    ) -> Result<(), SyncError> {
+        let mut settings = lane.settings.clone();
+        settings.dry_run |= request.dry_run;
+        settings.deadline = deadline;
         let round = Round {
-            replicator: self,
-            settings,
-            vault: &vault,
+            lane,
+            settings: &settings,
+            vault,
             accept_vault_rollback: request.accept_vault_rollback,
             progress,
         };
-        let result = async {
-            let raced = round.run(rels.as_deref(), false, report).await?;
-            if !raced.is_empty() {
-                // Names another writer took since the listing: planned again from what is
-                // there now, once.
-                round.run(Some(&raced), true, report).await?;
-            }
-            Ok::<_, SyncError>(())
+        let raced = round.run(rels.as_deref(), false, report).await?;
+        if !raced.is_empty() {
+            // Names another writer took since the listing: planned again from what is
+            // there now, once.
+            round.run(Some(&raced), true, report).await?;
         }
-        .await;
-        report.dry_run = settings.dry_run;
-        result
+        Ok(())
     }
 }
 
 /// One observe–plan–execute pass of a run.
 struct Round<'a> {
-    replicator: &'a Replicator,
+    lane: &'a Lane,
     settings: &'a Settings,
     vault: &'a VaultClient,
     accept_vault_rollback: bool,
@@ -526,7 +667,7 @@ impl Round<'_> {
         last: bool,
         report: &mut Report,
     ) -> Result<Vec<String>, SyncError> {
-        let (settings, sm, vault) = (self.settings, &self.replicator.sm, self.vault);
+        let (settings, sm, vault) = (self.settings, &self.lane.sm, self.vault);
         let rule = &settings.rule;
         let now = DateTime::from(std::time::SystemTime::now());
         let classify = crate::inventory::Classify::of(rule, now);
@@ -592,7 +733,7 @@ impl Round<'_> {
             .await;
             (regions, drifted)
         };
-        let allowance = self.replicator.ledger().allowance(rule.max_delete_share);
+        let allowance = self.lane.ledger().allowance(rule.max_delete_share);
         let run = crate::plan::Run {
             scope: rels.map_or(Scope::Everything, Scope::Paths),
             accept_vault_rollback: self.accept_vault_rollback,
@@ -609,7 +750,7 @@ impl Round<'_> {
         let reserved = crate::plan::breaker::weighed(&plan.steps);
         let mut generation = 0;
         if !settings.dry_run {
-            let mut ledger = self.replicator.ledger();
+            let mut ledger = self.lane.ledger();
             match rels {
                 None => {
                     *ledger = Ledger {
@@ -724,7 +865,7 @@ impl Round<'_> {
         // less what the full sync and they spent since. A breaker that tripped on an expanded
         // secret's keys stands tripped like the plan's own.
         {
-            let mut ledger = self.replicator.ledger();
+            let mut ledger = self.lane.ledger();
             // A full sync that ran meanwhile (beside this batch) reset the ledger, and this
             // run's reservation with it: what it spent is added whole.
             let reserved = if rels.is_some() && ledger.generation == generation {
@@ -820,7 +961,7 @@ impl Round<'_> {
                 .collect(),
             Lookup::Describe if keys.len() > rule.max_keys_per_secret => Vec::new(),
             Lookup::Describe => {
-                match describe_each(&self.replicator.sm, &names, self.settings.concurrency).await {
+                match describe_each(&self.lane.sm, &names, self.settings.concurrency).await {
                     Ok(found) => found,
                     Err(e) => return failed(Problem::new(name, e.kind(), e.to_string())),
                 }

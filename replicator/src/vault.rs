@@ -229,7 +229,11 @@ pub struct VaultClient {
     aws_credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
     /// Vault Enterprise / OpenBao namespace, sent as `X-Vault-Namespace` on every request.
     namespace: Option<String>,
-    token: Mutex<Option<CachedToken>>,
+    /// The namespace the login is made in: `namespace`, but for a client made
+    /// [`for_namespace`](Self::for_namespace), which logs in where its parent does.
+    login_namespace: Option<String>,
+    /// Shared with the clients made for other namespaces: one login serves them all.
+    token: Arc<Mutex<Option<CachedToken>>>,
     pub counters: Arc<VaultCounters>,
 }
 
@@ -358,7 +362,8 @@ impl VaultClient {
             auth,
             aws_credentials: None,
             namespace: None,
-            token: Mutex::new(None),
+            login_namespace: None,
+            token: Arc::new(Mutex::new(None)),
             counters: Arc::new(VaultCounters::default()),
         })
     }
@@ -376,13 +381,32 @@ impl VaultClient {
     /// empty one: the root namespace.
     pub fn in_namespace(mut self, namespace: Option<&str>) -> Self {
         self.namespace = contract::namespace(namespace);
+        self.login_namespace.clone_from(&self.namespace);
         self
+    }
+
+    /// This client reading in `namespace` (none: the root): the same connections, login and
+    /// token (made, and renewed, in this client's namespace) and counters.
+    pub fn for_namespace(&self, namespace: Option<&str>) -> Self {
+        Self {
+            http: self.http.clone(),
+            address: self.address.clone(),
+            auth: self.auth.clone(),
+            aws_credentials: self.aws_credentials.clone(),
+            namespace: contract::namespace(namespace),
+            login_namespace: self.login_namespace.clone(),
+            token: self.token.clone(),
+            counters: self.counters.clone(),
+        }
     }
 
     /// A request to `url`, in the client's namespace.
     fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
-        let req = self.http.request(method, url);
-        match &self.namespace {
+        Self::in_ns(self.http.request(method, url), self.namespace.as_deref())
+    }
+
+    fn in_ns(req: reqwest::RequestBuilder, namespace: Option<&str>) -> reqwest::RequestBuilder {
+        match namespace {
             Some(ns) => req.header("X-Vault-Namespace", ns),
             None => req,
         }
@@ -461,12 +485,14 @@ impl VaultClient {
         let op = format!("login at auth/{mount}");
         let url = format!("{}/v1/auth/{}/login", self.address, encode_path(mount));
         let started = Instant::now();
-        let resp = self
-            .request(Method::POST, &url)
-            .json(body)
-            .send()
-            .await
-            .map_err(|source| self.unreachable(&op, source))?;
+        let resp = Self::in_ns(
+            self.http.request(Method::POST, &url),
+            self.login_namespace.as_deref(),
+        )
+        .json(body)
+        .send()
+        .await
+        .map_err(|source| self.unreachable(&op, source))?;
         let status = resp.status();
         if let Some(detail) = contract::vault_http::redirect_problem(&resp) {
             return Err(VaultError::Decode {

@@ -330,6 +330,8 @@ pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
         account_role_arn: None,
         external_id: None,
         stack: None,
+        rule_name: None,
+        rules: None,
     }
 }
 

@@ -1216,3 +1216,169 @@ async fn two_stacks_on_one_prefix_never_write_or_delete_each_others_replicas() {
         anonymous.to_text()
     );
 }
+
+/// `[[sync]]` rules in one process (the rules document): each rule its own mount, path,
+/// namespace, prefix, selection, tags and account; nested prefixes never touch each other's
+/// replicas; a change reaches every rule it falls in; one rule that fails (its role refused)
+/// leaves the others replicating; the report and its problems name the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_rules_in_one_process_each_sync_their_own_and_fail_alone() {
+    const TARGET: &str = "222222222222";
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "payments/db", json!({"password": "pw"}))
+        .await;
+    bao.put("kv", "payments/scratch/tmp", json!({"t": "1"}))
+        .await;
+    bao.put("kv", "web/home", json!({"k": "v"})).await;
+    bao.put("kv", "web/draft", json!({"k": "d"})).await;
+    bao.set_custom_metadata("kv", "web/draft", json!({"sync": "false"}))
+        .await;
+    bao.api("POST", "sys/namespaces/team", Some(json!({})))
+        .await;
+    bao.api_in(
+        "team",
+        "POST",
+        "sys/mounts/kv",
+        Some(json!({"type": "kv", "options": {"version": "2"}})),
+    )
+    .await;
+    bao.api_in(
+        "team",
+        "POST",
+        "kv/data/ledger",
+        Some(json!({"data": {"n": "1"}})),
+    )
+    .await;
+    let proxy = e2e::aws_proxy::AwsProxy::start(&env.moto.url).await;
+    let through = env.moto.sdk_config_at(&proxy.url).await;
+    let role_arn = format!("arn:aws:iam::{TARGET}:role/team-replicas");
+    let rules = |external_id: &str| {
+        json!([
+            {"name": "everything", "prefix": "all", "mount": "kv", "exclude": ["*/scratch/*"],
+             "deletion_policy": "delete", "max_delete_share": 1.0},
+            {"name": "payments", "prefix": "all/pay", "mount": "kv", "path": "payments",
+             "tags": {"team": "payments"}},
+            {"name": "team", "prefix": "team", "mount": "kv", "namespace": "team",
+             "account_role_arn": role_arn, "external_id": external_id},
+        ])
+        .to_string()
+    };
+    let mut a = args(&env, "unused");
+    a.rules = Some(rules("ext-7f3a"));
+    let replicator = replicator::run::Replicator::new(&a, &through).unwrap();
+
+    let first = replicator.run(None, &Progress::default()).await;
+    assert_eq!(
+        (first.created, first.excluded, first.failures.len()),
+        (5, 2, 0),
+        "{}",
+        first.to_text()
+    );
+    let per_rule: Vec<(Option<&str>, u64)> = first
+        .rules
+        .iter()
+        .map(|r| (r.rule.as_deref(), r.created))
+        .collect();
+    assert_eq!(
+        per_rule,
+        [
+            (Some("everything"), 2),
+            (Some("payments"), 2),
+            (Some("team"), 1)
+        ]
+    );
+    let home = env.side.secrets("all").await;
+    assert_eq!(
+        home.keys().collect::<Vec<_>>(),
+        [
+            "all/pay/db",
+            "all/pay/scratch/tmp",
+            "all/payments/db",
+            "all/web/home"
+        ]
+    );
+    assert_eq!(home["all/pay/db"].tags["replica-rule"], "payments");
+    assert_eq!(home["all/pay/db"].tags["team"], "payments");
+    assert_eq!(home["all/web/home"].tags["replica-rule"], "everything");
+    assert!(!home["all/web/home"].tags.contains_key("team"));
+    assert!(
+        env.side.secrets("team").await.is_empty(),
+        "the team rule writes in its own account only"
+    );
+    let role = contract::account::AccountRole::new(&role_arn, Some("ext-7f3a")).unwrap();
+    let target = e2e::aws_side::AwsSide::new(&replicator::aws::in_account(&env.aws, &role));
+    assert_eq!(
+        target.secrets("team").await.keys().collect::<Vec<_>>(),
+        ["team/ledger"]
+    );
+    assert_eq!(target.value("team/ledger").await, json!({"n": "1"}));
+
+    // Nothing changed: nothing written, and the rule with the outer prefix deletes none of
+    // the nested rule's replicas, though it deletes what Vault deletes.
+    let second = replicator.run(None, &Progress::default()).await;
+    assert_eq!(
+        (second.writes(), second.unchanged, second.failures.len()),
+        (0, 5, 0),
+        "{}",
+        second.to_text()
+    );
+    assert!(
+        !env.side.secrets("all").await["all/pay/db"].pending_deletion,
+        "the nested rule's replica stays"
+    );
+
+    // A change reaches each rule it falls in, and only those.
+    bao.put("kv", "payments/db", json!({"password": "pw2"}))
+        .await;
+    let changed = replicator
+        .run_paths(&["payments/db".to_owned()], None, &Progress::default())
+        .await;
+    assert_eq!(
+        (changed.updated, changed.failures.len()),
+        (2, 0),
+        "{}",
+        changed.to_text()
+    );
+    for name in ["all/payments/db", "all/pay/db"] {
+        assert_eq!(
+            env.side.value(name).await,
+            json!({"password": "pw2"}),
+            "{name}"
+        );
+    }
+
+    // The team rule's role refuses: that rule fails, named, and the others go on.
+    proxy.set(vec![e2e::aws_proxy::Rewrite::Fail {
+        op: "AssumeRole".into(),
+        name: format!("{role_arn} external-id=ext-wrong"),
+        code: "AccessDenied".into(),
+    }]);
+    a.rules = Some(rules("ext-wrong"));
+    bao.put("kv", "web/home", json!({"k": "v2"})).await;
+    let refused = replicator::run::Replicator::new(&a, &through)
+        .unwrap()
+        .run(None, &Progress::default())
+        .await;
+    assert_eq!(
+        refused
+            .failures
+            .iter()
+            .map(|p| (p.rule.as_deref(), p.kind.as_str()))
+            .collect::<Vec<_>>(),
+        [(Some("team"), "aws_access_denied")],
+        "{}",
+        refused.to_text()
+    );
+    assert_eq!(refused.updated, 1, "{}", refused.to_text());
+    assert_eq!(env.side.value("all/web/home").await, json!({"k": "v2"}));
+    assert!(
+        refused.to_text().contains("(rule team)"),
+        "{}",
+        refused.to_text()
+    );
+    let json: serde_json::Value = serde_json::from_str(&refused.to_json()).unwrap();
+    assert_eq!(json["rules"][2]["rule"], "team");
+    assert_eq!(json["failures"][0]["rule"], "team");
+}

@@ -44,6 +44,7 @@ fn this_sync(spec: &Spec) -> contract::SyncSource<'_> {
         mount: spec.kv_mount(),
         path_tag: "/",
         stack: Some(spec.stack()),
+        rule: None,
     }
 }
 

@@ -88,6 +88,11 @@ pub mod env {
     pub const ROTATOR_SECRET: &str = "REPLICATOR_ROTATOR_SECRET";
     /// The stack a deployed function belongs to: the `Stack` dimension of its metrics.
     pub const STACK: &str = "REPLICATOR_STACK";
+    /// The name of the one rule the flags describe (`[[sync]]`'s `name`): tagged on its
+    /// replicas as `replica-rule`.
+    pub const RULE: &str = "REPLICATOR_RULE";
+    /// The sync rules document (`[[sync]]`): a JSON array of rules, or `@FILE`.
+    pub const RULES: &str = "REPLICATOR_RULES";
     /// Set (`true`) by `deployer pause`: the function syncs nothing until `deployer resume`.
     pub const PAUSED: &str = "REPLICATOR_PAUSED";
 }
@@ -113,6 +118,9 @@ pub mod tags {
     /// into one prefix (of one account, or of a team account both write into) each touch
     /// only their own replicas.
     pub const STACK: &str = "replica-stack";
+    /// The named sync rule that wrote it (`[[sync]]`'s `name`): two rules of one stack each
+    /// touch only their own replicas.
+    pub const RULE: &str = "replica-rule";
     /// The Vault secret (path inside the synced sub-path) a replica comes from, where its name
     /// does not say it: under a name template, or one replica per key.
     pub const SOURCE: &str = "vault-secret";
@@ -306,6 +314,8 @@ pub struct SyncSource<'a> {
     /// The stack the sync belongs to (its `replica-stack` tag); none for a sync run from a
     /// shell without `--stack`.
     pub stack: Option<&'a str>,
+    /// The named rule (its `replica-rule` tag); none for the one rule of top-level settings.
+    pub rule: Option<&'a str>,
 }
 
 impl SyncSource<'_> {
@@ -333,6 +343,12 @@ impl SyncSource<'_> {
         {
             return None;
         }
+        // Likewise another rule's, or a rule's seen by the unnamed one.
+        if let Some(theirs) = tag(tags::RULE)
+            && self.rule != Some(theirs)
+        {
+            return None;
+        }
         Some(tagged_prefix)
     }
 }
@@ -344,6 +360,28 @@ pub fn namespace(given: Option<&str>) -> Option<String> {
         .map(|n| n.trim_matches('/'))
         .filter(|n| !n.is_empty())
         .map(str::to_owned)
+}
+
+/// The longest sync rule name.
+pub const MAX_RULE_NAME_LEN: usize = 32;
+
+/// Checks a sync rule's name: 1 to 32 of `a-z`, `0-9` and `-`, as it names the rule in tags,
+/// reports and IAM statement ids.
+pub fn check_rule_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_RULE_NAME_LEN {
+        return Err(format!(
+            "{name:?} must be 1 to {MAX_RULE_NAME_LEN} characters"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(format!(
+            "{name:?}: {c:?} is not allowed (use a-z, 0-9 and -)"
+        ));
+    }
+    Ok(())
 }
 
 /// Characters AWS accepts in a secret name.
@@ -643,6 +681,7 @@ mod tests {
             mount: "kv",
             path_tag: "/",
             stack: None,
+            rule: None,
         };
         let mine = [
             (tags::MANAGED_BY, tags::MANAGED_BY_VALUE),
@@ -685,6 +724,29 @@ mod tests {
         assert_eq!(stacked.wrote(with(&green)), None, "another stack's");
         // A run that names no stack owns none of a stack's.
         assert_eq!(source.wrote(with(&blue)), None);
+
+        // A named rule owns its own replicas and those from before it was named; never another
+        // rule's, and the unnamed rule owns no named rule's.
+        let ruled = SyncSource {
+            rule: Some("payments"),
+            ..source
+        };
+        let payments = [&mine[..], &[(tags::RULE, "payments")]].concat();
+        let billing = [&mine[..], &[(tags::RULE, "billing")]].concat();
+        assert_eq!(ruled.wrote(with(&payments)), Some(true));
+        assert_eq!(ruled.wrote(with(&mine)), Some(true), "before the rule tag");
+        assert_eq!(ruled.wrote(with(&billing)), None, "another rule's");
+        assert_eq!(source.wrote(with(&payments)), None);
+    }
+
+    #[test]
+    fn rule_names_are_short_lowercase_words() {
+        for good in ["a", "payments-prod", "team-7", &"x".repeat(32)] {
+            assert_eq!(check_rule_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", "Payments", "a_b", "a b", "a/b", &"x".repeat(33)] {
+            assert!(check_rule_name(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -42,10 +42,13 @@ pub fn ownership(secret: &AwsSecret, rule: &Rule) -> Ownership {
     }
     match tag(tags::MANAGED_BY) {
         Some(tags::MANAGED_BY_VALUE) => Ownership::OtherSource(format!(
-            "replicated from mount {:?} path {:?} by the sync with prefix {:?}{}; list it in REPLICATOR_ADOPT to take it over",
+            "replicated from mount {:?} path {:?} by the sync with prefix {:?}{}{}; list it in REPLICATOR_ADOPT to take it over",
             tag(tags::VAULT_MOUNT).unwrap_or(""),
             tag(tags::VAULT_PATH).unwrap_or(""),
             tag(tags::PREFIX).unwrap_or(""),
+            tag(tags::RULE)
+                .map(|r| format!(" (rule {r:?})"))
+                .unwrap_or_default(),
             tag(tags::STACK)
                 .map(|s| format!(" of stack {s:?}"))
                 .unwrap_or_default()

@@ -234,6 +234,7 @@ impl MetaChanges {
 /// The tag keys this tool writes only in some configurations: removed when no longer written.
 const OPTIONAL_OWN: &[&str] = &[
     tags::STACK,
+    tags::RULE,
     tags::SOURCE,
     tags::KEY,
     tags::KEY_COUNT,
@@ -434,6 +435,9 @@ pub fn owner_tags(rule: &Rule) -> BTreeMap<String, String> {
     ]);
     if let Some(stack) = &rule.stack {
         owner.insert(tags::STACK.to_owned(), stack.clone());
+    }
+    if let Some(name) = &rule.name {
+        owner.insert(tags::RULE.to_owned(), name.clone());
     }
     owner
 }

@@ -1,0 +1,335 @@
+//! The sync rules document (`[[sync]]` of deployer.toml; `--rules` / `REPLICATOR_RULES`): a
+//! JSON array of rules, each its keys over the flags', checked into one [`Settings`] per rule
+//! and across rules. No I/O but reading the document's `@FILE`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+use crate::config::{
+    ConfigError, DeletionPolicy, Granularity, LatestDeleted, OnModified, Settings, SyncArgs,
+};
+
+/// The most rules one document holds.
+pub const MAX_RULES: usize = 100;
+
+/// One rule as the document gives it: a name and a prefix, and any other key that differs
+/// from the flags' value (which the rule otherwise takes). The keys are `[[sync]]`'s.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDoc {
+    pub name: String,
+    pub prefix: String,
+    pub mount: Option<String>,
+    pub path: Option<String>,
+    pub namespace: Option<String>,
+    pub region: Option<String>,
+    pub account_role_arn: Option<String>,
+    pub external_id: Option<String>,
+    pub kms_key_id: Option<String>,
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+    pub opt_in: Option<bool>,
+    pub replica_regions: Option<Vec<String>>,
+    pub name_template: Option<String>,
+    pub granularity: Option<Granularity>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub metadata_tag_keys: Option<Vec<String>>,
+    pub deletion_policy: Option<DeletionPolicy>,
+    pub recovery_window_days: Option<i64>,
+    pub max_delete_share: Option<f64>,
+    pub on_modified: Option<OnModified>,
+    pub latest_deleted: Option<LatestDeleted>,
+    pub max_keys_per_secret: Option<usize>,
+    pub adopt: Option<Vec<String>>,
+    pub adopt_sample: Option<bool>,
+    /// A JSON document, `@FILE`, or the policy itself as an object.
+    pub resource_policy: Option<serde_json::Value>,
+}
+
+impl RuleDoc {
+    /// The flags of this rule: `base`'s, with what the rule says put over them.
+    fn over(&self, base: &SyncArgs) -> SyncArgs {
+        let mut args = base.clone();
+        args.rule_name = Some(self.name.clone());
+        args.rules = None;
+        args.prefix.clone_from(&self.prefix);
+        // The mount defaults to the prefix, as the flags': never to the flags' own mount.
+        args.mount.clone_from(&self.mount);
+        fn set<T: Clone>(to: &mut T, from: &Option<T>) {
+            if let Some(v) = from {
+                to.clone_from(v);
+            }
+        }
+        fn set_some<T: Clone>(to: &mut Option<T>, from: &Option<T>) {
+            if from.is_some() {
+                to.clone_from(from);
+            }
+        }
+        set(&mut args.path, &self.path);
+        set_some(&mut args.vault_namespace, &self.namespace);
+        set_some(&mut args.account_role_arn, &self.account_role_arn);
+        set_some(&mut args.external_id, &self.external_id);
+        set_some(&mut args.kms_key_id, &self.kms_key_id);
+        set(&mut args.include, &self.include);
+        set(&mut args.exclude, &self.exclude);
+        set(&mut args.opt_in, &self.opt_in);
+        set(&mut args.replica_regions, &self.replica_regions);
+        set_some(&mut args.name_template, &self.name_template);
+        set(&mut args.granularity, &self.granularity);
+        if let Some(tags) = &self.tags {
+            args.tags = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        }
+        set(&mut args.metadata_tag_keys, &self.metadata_tag_keys);
+        set(&mut args.deletion_policy, &self.deletion_policy);
+        set(&mut args.recovery_window_days, &self.recovery_window_days);
+        set(&mut args.max_delete_share, &self.max_delete_share);
+        set(&mut args.on_modified, &self.on_modified);
+        set(&mut args.latest_deleted, &self.latest_deleted);
+        set(&mut args.max_keys_per_secret, &self.max_keys_per_secret);
+        set(&mut args.adopt, &self.adopt);
+        set(&mut args.adopt_sample, &self.adopt_sample);
+        match &self.resource_policy {
+            Some(serde_json::Value::String(text)) => args.resource_policy = Some(text.clone()),
+            Some(document) => args.resource_policy = Some(document.to_string()),
+            None => {}
+        }
+        args
+    }
+}
+
+fn invalid(problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: "--rules / REPLICATOR_RULES",
+        problem: problem.into(),
+    }
+}
+
+/// The rules `given` (a JSON array, or `@FILE` holding one), as written.
+pub fn parse(given: &str) -> Result<Vec<RuleDoc>, ConfigError> {
+    let given = given.trim();
+    let (text, from) = match given.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|e| invalid(format!("cannot read {path}: {e}")))?,
+            format!(" ({path})"),
+        ),
+        None => (given.to_owned(), String::new()),
+    };
+    let rules: Vec<RuleDoc> = serde_json::from_str(&text).map_err(|e| {
+        // serde names a missing or unknown key without quoting the input; other messages can
+        // quote a value, so only their category and position are said.
+        let message = e.to_string();
+        let problem = if message.starts_with("missing field") || message.starts_with("unknown field") {
+            message
+        } else {
+            crate::vault::json_problem(&e)
+        };
+        invalid(format!(
+            "the document{from} is not a JSON array of rules ({{\"name\", \"prefix\", ...}}): {problem}"
+        ))
+    })?;
+    if rules.is_empty() {
+        return Err(invalid(format!("the document{from} holds no rule")));
+    }
+    if rules.len() > MAX_RULES {
+        return Err(invalid(format!(
+            "the document{from} holds {} rules; at most {MAX_RULES}",
+            rules.len()
+        )));
+    }
+    Ok(rules)
+}
+
+/// The document's key a flag's error names (`--replica-region / ...` is `replica_regions`).
+fn key_of(flag_key: &str) -> String {
+    let flag = flag_key.split(" / ").next().unwrap_or(flag_key);
+    let key = flag.trim_start_matches('-').replace('-', "_");
+    match key.as_str() {
+        "rule" => "name".to_owned(),
+        "tag" => "tags".to_owned(),
+        "replica_region" => "replica_regions".to_owned(),
+        "metadata_tag_key" => "metadata_tag_keys".to_owned(),
+        "vault_namespace" => "namespace".to_owned(),
+        "include" => "include / exclude".to_owned(),
+        _ => key,
+    }
+}
+
+/// Each rule's settings, `base`'s flags under the document `given`: every rule checked as the
+/// flags are, and the rules together (names once each; no two rules writing one prefix of one
+/// account and region). The error names the rule and its key.
+pub fn settings_of(base: &SyncArgs, given: &str) -> Result<Vec<Settings>, ConfigError> {
+    if base.rule_name.as_deref().is_some_and(|n| !n.is_empty()) {
+        return Err(invalid(
+            "names its rules itself: give --rule / REPLICATOR_RULE only without a rules document",
+        ));
+    }
+    let docs = parse(given)?;
+    let mut names = BTreeSet::new();
+    let mut destinations: BTreeMap<(Option<String>, Option<String>, String), &str> =
+        BTreeMap::new();
+    let mut all = Vec::with_capacity(docs.len());
+    for doc in &docs {
+        let rule_error = |key: String, problem: String| ConfigError::Rule {
+            name: doc.name.clone(),
+            key,
+            problem,
+        };
+        contract::check_rule_name(&doc.name).map_err(|e| invalid(format!("a rule's name: {e}")))?;
+        if !names.insert(doc.name.as_str()) {
+            return Err(invalid(format!(
+                "two rules are named {:?}: each needs a name of its own",
+                doc.name
+            )));
+        }
+        if let Some(region) = &doc.region {
+            contract::check_region(region).map_err(|e| rule_error("region".into(), e))?;
+        }
+        let mut settings = doc.over(base).settings().map_err(|e| match e {
+            ConfigError::Invalid { key, problem } => rule_error(key_of(key), problem),
+            other => other,
+        })?;
+        settings.region.clone_from(&doc.region);
+        settings.namespace = contract::namespace(doc.namespace.as_deref());
+        let destination = (
+            settings
+                .account_role
+                .as_ref()
+                .map(|r| r.account().to_owned()),
+            settings.region.clone(),
+            settings.rule.prefix.clone(),
+        );
+        if let Some(other) = destinations.insert(destination, &doc.name) {
+            return Err(rule_error(
+                "prefix".into(),
+                format!(
+                    "{:?} is rule {other:?}'s prefix in the same account and region: the two would write the same names",
+                    settings.rule.prefix
+                ),
+            ));
+        }
+        all.push(settings);
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sync: SyncArgs,
+    }
+
+    fn base() -> SyncArgs {
+        Cli::try_parse_from([
+            "replicator",
+            "--vault-addr",
+            "http://v",
+            "--vault-token",
+            "t",
+            "--tag",
+            "team=all",
+        ])
+        .unwrap()
+        .sync
+    }
+
+    #[test]
+    fn each_rule_takes_its_keys_over_the_flags() {
+        let rules = settings_of(
+            &base(),
+            r#"[
+              {"name": "payments", "prefix": "pay", "mount": "kv", "path": "payments",
+               "include": ["db/*"], "deletion_policy": "delete", "tags": {"team": "pay"},
+               "namespace": "team-a/", "region": "eu-west-1",
+               "resource_policy": {"Version": "2012-10-17", "Statement": [{"Effect": "Deny",
+                 "Principal": "*", "Action": "secretsmanager:DeleteSecret", "Resource": "${ReplicaArn}"}]}},
+              {"name": "web", "prefix": "web"}
+            ]"#,
+        )
+        .unwrap();
+        let (pay, web) = (&rules[0], &rules[1]);
+        assert_eq!(pay.rule.name.as_deref(), Some("payments"));
+        assert_eq!(
+            (pay.rule.mount.as_str(), pay.rule.path.as_str()),
+            ("kv", "payments")
+        );
+        assert_eq!(pay.rule.deletion_policy, DeletionPolicy::Delete);
+        assert_eq!(pay.rule.tags, vec![("team".into(), "pay".into())]);
+        assert!(pay.rule.resource_policy.is_some());
+        assert_eq!(pay.namespace.as_deref(), Some("team-a"));
+        assert_eq!(pay.region.as_deref(), Some("eu-west-1"));
+        // What a rule leaves out is the flags': the mount defaults to its own prefix.
+        assert_eq!(
+            (web.rule.mount.as_str(), web.rule.path.as_str()),
+            ("web", "")
+        );
+        assert_eq!(web.rule.tags, vec![("team".into(), "all".into())]);
+        assert_eq!(web.rule.deletion_policy, DeletionPolicy::Keep);
+        assert_eq!(
+            (web.namespace.as_deref(), web.region.as_deref()),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn a_bad_document_or_rule_names_what_to_fix() {
+        let problem = |doc: &str| settings_of(&base(), doc).unwrap_err().to_string();
+        for (doc, says) in [
+            ("{}", "not a JSON array"),
+            ("[]", "holds no rule"),
+            (r#"[{"name": "a"}]"#, "missing field `prefix`"),
+            (
+                r#"[{"name": "a", "prefix": "p", "prefixx": "q"}]"#,
+                "unknown field `prefixx`",
+            ),
+            (r#"[{"name": "A", "prefix": "p"}]"#, "a rule's name"),
+            (
+                r#"[{"name": "a", "prefix": "p"}, {"name": "a", "prefix": "q"}]"#,
+                "two rules are named \"a\"",
+            ),
+            (
+                r#"[{"name": "a", "prefix": "p"}, {"name": "b", "prefix": "p", "mount": "kv"}]"#,
+                "rule \"b\": prefix: \"p\" is rule \"a\"'s prefix",
+            ),
+            (
+                r#"[{"name": "a", "prefix": "p", "recovery_window_days": 3}]"#,
+                "rule \"a\": recovery_window_days: 3 is outside",
+            ),
+            (
+                r#"[{"name": "a", "prefix": "p", "tags": {"aws:x": "y"}}]"#,
+                "rule \"a\": tags:",
+            ),
+            (
+                r#"[{"name": "a", "prefix": "p", "region": "mars"}]"#,
+                "rule \"a\": region:",
+            ),
+            (
+                r#"[{"name": "a", "prefix": "p", "external_id": "abcdefgh"}]"#,
+                "rule \"a\": external_id:",
+            ),
+            (
+                "@/nonexistent/rules.json",
+                "cannot read /nonexistent/rules.json",
+            ),
+        ] {
+            let got = problem(doc);
+            assert!(got.contains(says), "{doc}: {got}");
+        }
+        // The same prefix in another account, or nested prefixes, are two destinations.
+        let arn = "arn:aws:iam::222222222222:role/r";
+        let doc = format!(
+            r#"[{{"name": "a", "prefix": "p"}}, {{"name": "b", "prefix": "p", "account_role_arn": "{arn}", "external_id": "abcdefgh"}}, {{"name": "c", "prefix": "p/q"}}]"#
+        );
+        assert_eq!(settings_of(&base(), &doc).unwrap().len(), 3);
+        // A rules document names its rules.
+        let mut named = base();
+        named.rule_name = Some("x".into());
+        assert!(settings_of(&named, r#"[{"name": "a", "prefix": "p"}]"#).is_err());
+    }
+}
