@@ -281,33 +281,336 @@ pub async fn walk_telling_names(
     progress: &crate::progress::Progress,
     names: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
 ) -> Result<Inventory, VaultError> {
-    match walk_tree(vault, mount, base, concurrency, classify, progress, names).await {
-        Ok(inventory) if inventory.entries.is_empty() => {
-            check_kv2(vault, mount).await?;
-            Ok(inventory)
+    let one = One {
+        classify,
+        entries: Vec::new(),
+        names,
+    };
+    let (one, bulk) = match walk_tree(vault, mount, base, concurrency, one, progress).await {
+        Ok(walked) => walked,
+        Err(e) => return Err(checked_kv2(vault, mount, e).await),
+    };
+    let mut entries = one.entries;
+    if entries.is_empty() {
+        check_kv2(vault, mount).await?;
+    }
+    entries.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+    // Large: give back the room the growth left (a remap, not a copy).
+    entries.shrink_to_fit();
+    Ok(Inventory {
+        entries,
+        bulk_metadata: bulk,
+    })
+}
+
+/// A walk's error, unless the mount is no KV v2 mount: that is the error then.
+async fn checked_kv2(vault: &VaultClient, mount: &str, e: VaultError) -> VaultError {
+    match e {
+        VaultError::Status {
+            status: 404 | 405, ..
         }
-        Err(
-            e @ (VaultError::Status {
-                status: 404 | 405, ..
-            }
-            | VaultError::Decode { .. }),
-        ) => {
-            check_kv2(vault, mount).await?;
-            Err(e)
-        }
+        | VaultError::Decode { .. } => match check_kv2(vault, mount).await {
+            Err(not_kv2) => not_kv2,
+            Ok(()) => e,
+        },
         other => other,
     }
 }
 
-async fn walk_tree(
+/// One rule's part of a walk that serves many ([`walk_shared`]).
+#[derive(Debug)]
+pub struct LaneWalk<'a> {
+    /// The rule's sub-path in the mount (empty: the whole mount).
+    pub path: &'a str,
+    pub classify: Classify<'a>,
+    /// Where its paths go once the folders are all listed (see [`walk_telling_names`]).
+    pub names: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
+}
+
+/// Why one rule of a shared walk has no inventory: a folder above its sub-path could not be
+/// listed, so nothing of it is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaneFailure {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// One walk of `mount` for every rule of `lanes` (rules on one mount and namespace): each
+/// folder listed once and each secret's metadata read once, whichever rules select it, and
+/// classified for each rule as its own walk would. Each rule's inventory (or why it has
+/// none); the walk's error when the top listing fails (every rule's then).
+pub async fn walk_shared(
+    vault: &VaultClient,
+    mount: &str,
+    lanes: Vec<LaneWalk<'_>>,
+    concurrency: usize,
+    progress: &crate::progress::Progress,
+) -> Result<Vec<Result<Inventory, LaneFailure>>, VaultError> {
+    let base = common_base(lanes.iter().map(|l| l.path));
+    let shared = Shared {
+        lanes: lanes
+            .into_iter()
+            .map(|l| SharedLane {
+                under: match l.path.strip_prefix(base.as_str()) {
+                    Some(rest) => format!("{}/", rest.trim_start_matches('/')),
+                    None => format!("{}/", l.path),
+                }
+                .trim_start_matches('/')
+                .to_owned(),
+                classify: l.classify,
+                names: l.names,
+                entries: Vec::new(),
+                failed: None,
+            })
+            .collect(),
+        held: 0,
+    };
+    let (shared, bulk) = match walk_tree(vault, mount, &base, concurrency, shared, progress).await {
+        Ok(walked) => walked,
+        Err(e) => return Err(checked_kv2(vault, mount, e).await),
+    };
+    if shared.held == 0 {
+        check_kv2(vault, mount).await?;
+    }
+    Ok(shared
+        .lanes
+        .into_iter()
+        .map(|lane| match lane.failed {
+            Some(failure) => Err(failure),
+            None => {
+                let mut entries = lane.entries;
+                entries.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+                entries.shrink_to_fit();
+                Ok(Inventory {
+                    entries,
+                    bulk_metadata: bulk,
+                })
+            }
+        })
+        .collect())
+}
+
+/// The longest sub-path every one of `paths` is in (whole segments; empty: the mount).
+fn common_base<'a>(mut paths: impl Iterator<Item = &'a str>) -> String {
+    let Some(first) = paths.next() else {
+        return String::new();
+    };
+    let mut common: Vec<&str> = first.split('/').filter(|s| !s.is_empty()).collect();
+    for path in paths {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let same = common
+            .iter()
+            .zip(&segments)
+            .take_while(|(a, b)| a == b)
+            .count();
+        common.truncate(same);
+    }
+    common.join("/")
+}
+
+/// What a walk does with what it finds: one rule's classification ([`One`]), or each rule's
+/// of a shared walk ([`Shared`]). Paths are relative to the walk's base; a folder's ends in `/`.
+trait Collect {
+    /// Whether the walk lists `folder`.
+    fn follows(&self, folder: &str) -> bool;
+    /// Whether the names are wanted (the walk then gathers them for [`Self::named`]).
+    fn wants_names(&self) -> bool;
+    /// A secret found at `rel`: whether its metadata is to be read.
+    fn found(&mut self, rel: &str) -> bool;
+    fn metadata(&mut self, rel: &str, meta: &SecretMetadata);
+    /// A path neither written nor deleted: a folder that cannot be listed, a listed key that is
+    /// no path segment, a metadata read that failed.
+    fn unreadable(&mut self, rel: &str, kind: &'static str, message: &str);
+    /// Every secret's path, once the folders are all listed.
+    fn named(&mut self, found: Vec<String>);
+    /// Entries held so far.
+    fn held(&self) -> usize;
+}
+
+/// One rule's walk.
+struct One<'a> {
+    classify: Classify<'a>,
+    entries: Vec<VaultEntry>,
+    names: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
+}
+
+impl Collect for One<'_> {
+    fn follows(&self, _: &str) -> bool {
+        true
+    }
+
+    fn wants_names(&self) -> bool {
+        self.names.is_some()
+    }
+
+    fn found(&mut self, rel: &str) -> bool {
+        // Left out by the patterns: its metadata is never read.
+        if let Some(state) = self.classify.by_path(rel) {
+            self.entries.push(VaultEntry {
+                rel_path: rel.into(),
+                state,
+            });
+            return false;
+        }
+        true
+    }
+
+    fn metadata(&mut self, rel: &str, meta: &SecretMetadata) {
+        self.entries.push(VaultEntry {
+            rel_path: rel.into(),
+            state: self.classify.state(meta),
+        });
+    }
+
+    fn unreadable(&mut self, rel: &str, kind: &'static str, message: &str) {
+        self.entries.push(VaultEntry {
+            rel_path: rel.into(),
+            state: EntryState::Unreadable {
+                kind,
+                message: message.to_owned(),
+            },
+        });
+    }
+
+    fn named(&mut self, mut found: Vec<String>) {
+        // Unreadable folders count too: their prefix guides the split like any name.
+        found.extend(
+            self.entries
+                .iter()
+                .filter(|e| matches!(e.state, EntryState::Unreadable { .. }))
+                .map(|e| e.rel_path.to_string()),
+        );
+        if let Some(tx) = self.names.take() {
+            let _ = tx.send(found);
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// One rule's part of a shared walk: `under` is its sub-path below the walk's base (with a
+/// trailing `/`; empty: all of it).
+struct SharedLane<'a> {
+    under: String,
+    classify: Classify<'a>,
+    names: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
+    entries: Vec<VaultEntry>,
+    failed: Option<LaneFailure>,
+}
+
+impl SharedLane<'_> {
+    /// `rel` as the rule names it, when it is under the rule's sub-path.
+    fn own<'r>(&self, rel: &'r str) -> Option<&'r str> {
+        rel.strip_prefix(self.under.as_str())
+            .filter(|r| !r.is_empty())
+    }
+}
+
+/// Every rule's part of a shared walk.
+struct Shared<'a> {
+    lanes: Vec<SharedLane<'a>>,
+    held: usize,
+}
+
+impl Collect for Shared<'_> {
+    fn follows(&self, folder: &str) -> bool {
+        // Under a rule's sub-path, or above one.
+        self.lanes
+            .iter()
+            .any(|l| folder.starts_with(l.under.as_str()) || l.under.starts_with(folder))
+    }
+
+    fn wants_names(&self) -> bool {
+        self.lanes.iter().any(|l| l.names.is_some())
+    }
+
+    fn found(&mut self, rel: &str) -> bool {
+        let mut wanted = false;
+        for lane in &mut self.lanes {
+            let Some(own) = lane.own(rel) else { continue };
+            match lane.classify.by_path(own) {
+                Some(state) => {
+                    lane.entries.push(VaultEntry {
+                        rel_path: own.into(),
+                        state,
+                    });
+                    self.held += 1;
+                }
+                None => wanted = true,
+            }
+        }
+        wanted
+    }
+
+    fn metadata(&mut self, rel: &str, meta: &SecretMetadata) {
+        for lane in &mut self.lanes {
+            let Some(own) = lane.own(rel) else { continue };
+            if lane.classify.by_path(own).is_none() {
+                lane.entries.push(VaultEntry {
+                    rel_path: own.into(),
+                    state: lane.classify.state(meta),
+                });
+                self.held += 1;
+            }
+        }
+    }
+
+    fn unreadable(&mut self, rel: &str, kind: &'static str, message: &str) {
+        for lane in &mut self.lanes {
+            if let Some(own) = lane.own(rel) {
+                lane.entries.push(VaultEntry {
+                    rel_path: own.into(),
+                    state: EntryState::Unreadable {
+                        kind,
+                        message: message.to_owned(),
+                    },
+                });
+                self.held += 1;
+            } else if lane.under.starts_with(rel) && rel.ends_with('/') {
+                // A folder at or above the rule's sub-path: nothing of the rule is known.
+                lane.failed.get_or_insert_with(|| LaneFailure {
+                    kind,
+                    message: message.to_owned(),
+                });
+            }
+        }
+    }
+
+    fn named(&mut self, found: Vec<String>) {
+        for lane in &mut self.lanes {
+            let Some(tx) = lane.names.take() else {
+                continue;
+            };
+            let mut own: Vec<String> = found
+                .iter()
+                .filter_map(|rel| lane.own(rel).map(str::to_owned))
+                .collect();
+            own.extend(
+                lane.entries
+                    .iter()
+                    .filter(|e| matches!(e.state, EntryState::Unreadable { .. }))
+                    .map(|e| e.rel_path.to_string()),
+            );
+            let _ = tx.send(own);
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.held
+    }
+}
+
+/// Walks `base` into `collect`; it and whether the bulk metadata listing served.
+async fn walk_tree<C: Collect>(
     vault: &VaultClient,
     mount: &str,
     base: &str,
     concurrency: usize,
-    classify: Classify<'_>,
+    mut collect: C,
     progress: &crate::progress::Progress,
-    mut names: Option<tokio::sync::oneshot::Sender<Vec<String>>>,
-) -> Result<Inventory, VaultError> {
+) -> Result<(C, bool), VaultError> {
     let root = if base.is_empty() {
         String::new()
     } else {
@@ -320,8 +623,8 @@ async fn walk_tree(
     let mut pending_metas: Vec<String> = Vec::new();
     let mut lists_running = 0usize;
     let mut found: Vec<String> = Vec::new();
+    let mut named = false;
     let mut running = FuturesUnordered::new();
-    let mut entries = Vec::new();
     let rel = |full: &str| full.strip_prefix(&root).unwrap_or(full).to_owned();
 
     loop {
@@ -370,7 +673,7 @@ async fn walk_tree(
         if matches!(done, Ok(Done::Listed(..)) | Err(_)) {
             lists_running -= 1;
         }
-        let before = entries.len();
+        let before = collect.held();
         let done = match done {
             Ok(done) => done,
             // Nothing is known without the top listing.
@@ -379,19 +682,17 @@ async fn walk_tree(
             // own; the rest is replicated, and nothing under it counts as deleted.
             Err((folder, e)) => {
                 tracing::warn!(folder = %folder, error = %e, "cannot list a folder");
-                entries.push(VaultEntry {
-                    rel_path: rel(&folder).into(),
-                    state: EntryState::Unreadable {
-                        kind: e.kind(),
-                        message: format!("cannot list the folder {mount}/{folder}: {e}"),
-                    },
-                });
+                collect.unreadable(
+                    &rel(&folder),
+                    e.kind(),
+                    &format!("cannot list the folder {mount}/{folder}: {e}"),
+                );
                 continue;
             }
         };
         match done {
             Done::Listed(folder, mut listing) => {
-                if entries.len() + listing.keys.len() > MAX_ENTRIES {
+                if collect.held() + listing.keys.len() > MAX_ENTRIES {
                     return Err(VaultError::Decode {
                         op: format!("LIST {mount}/metadata/{folder}"),
                         detail: format!(
@@ -403,13 +704,11 @@ async fn walk_tree(
                     let full = format!("{folder}{key}");
                     if let Err(problem) = check_key(&key) {
                         // Never followed, written or deleted: a failure of its own.
-                        entries.push(VaultEntry {
-                            rel_path: rel(&full).into(),
-                            state: EntryState::Unreadable {
-                                kind: "vault_bad_response",
-                                message: format!("the listing of {mount}/{folder} {problem}"),
-                            },
-                        });
+                        collect.unreadable(
+                            &rel(&full),
+                            "vault_bad_response",
+                            &format!("the listing of {mount}/{folder} {problem}"),
+                        );
                         continue;
                     }
                     if key.ends_with('/') {
@@ -421,68 +720,38 @@ async fn walk_tree(
                                 ),
                             });
                         }
-                        pending_lists.push(full);
+                        if collect.follows(&rel(&full)) {
+                            pending_lists.push(full);
+                        }
                         continue;
                     }
                     let rel_path = rel(&full);
                     // Named even when left out, for a replica it had.
-                    if names.is_some() {
+                    if collect.wants_names() {
                         found.push(rel_path.clone());
                     }
-                    // Left out by the patterns: its metadata is never read.
-                    if let Some(state) = classify.by_path(&rel_path) {
-                        entries.push(VaultEntry {
-                            rel_path: rel_path.into(),
-                            state,
-                        });
+                    if !collect.found(&rel_path) {
                         continue;
                     }
                     if let Some(meta) = listing.metadata.remove(&key) {
-                        entries.push(VaultEntry {
-                            rel_path: rel_path.into(),
-                            state: classify.state(&meta),
-                        });
+                        collect.metadata(&rel_path, &meta);
                     } else {
                         pending_metas.push(full);
                     }
                 }
             }
-            Done::Meta(path, Ok(Some(meta))) => entries.push(VaultEntry {
-                rel_path: rel(&path).into(),
-                state: classify.state(&meta),
-            }),
+            Done::Meta(path, Ok(Some(meta))) => collect.metadata(&rel(&path), &meta),
             // Removed between the listing and the read.
             Done::Meta(_, Ok(None)) => {}
-            Done::Meta(path, Err(e)) => entries.push(VaultEntry {
-                rel_path: rel(&path).into(),
-                state: EntryState::Unreadable {
-                    kind: e.kind(),
-                    message: e.to_string(),
-                },
-            }),
+            Done::Meta(path, Err(e)) => collect.unreadable(&rel(&path), e.kind(), &e.to_string()),
         }
-        progress.add_found((entries.len() - before) as u64);
-        if pending_lists.is_empty()
-            && lists_running == 0
-            && let Some(tx) = names.take()
-        {
-            // Unreadable folders count too: their prefix guides the split like any name.
-            found.extend(
-                entries
-                    .iter()
-                    .filter(|e| matches!(e.state, EntryState::Unreadable { .. }))
-                    .map(|e| e.rel_path.to_string()),
-            );
-            let _ = tx.send(std::mem::take(&mut found));
+        progress.add_found(collect.held().saturating_sub(before) as u64);
+        if pending_lists.is_empty() && lists_running == 0 && !named {
+            named = true;
+            collect.named(std::mem::take(&mut found));
         }
     }
-    entries.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
-    // Large: give back the room the growth left (a remap, not a copy).
-    entries.shrink_to_fit();
-    Ok(Inventory {
-        entries,
-        bulk_metadata: bulk.load(Ordering::Relaxed),
-    })
+    Ok((collect, bulk.load(Ordering::Relaxed)))
 }
 
 #[cfg(test)]
@@ -691,5 +960,81 @@ mod tests {
             c.state(&with_sync("TRUE")),
             EntryState::Live { .. }
         ));
+    }
+
+    #[test]
+    fn a_shared_walk_follows_only_the_rules_folders_and_splits_what_it_finds() {
+        assert_eq!(common_base(["a/b", "a/c"].into_iter()), "a");
+        assert_eq!(common_base(["a/b", "a/b/c"].into_iter()), "a/b");
+        assert_eq!(common_base(["pay", "payments"].into_iter()), "");
+        assert_eq!(common_base(["", "a"].into_iter()), "");
+
+        let (all, narrow) = (
+            Selection::new(vec![], vec!["*/scratch/*".into()], false).unwrap(),
+            Selection::default(),
+        );
+        let classify = |selection| Classify {
+            now: DateTime::from_secs(1_800_000_000),
+            latest_deleted: LatestDeleted::Fallback,
+            selection,
+        };
+        // Walked at the mount: one rule takes all of it, one only pay/.
+        let mut shared = Shared {
+            lanes: vec![
+                SharedLane {
+                    under: String::new(),
+                    classify: classify(&all),
+                    names: None,
+                    entries: Vec::new(),
+                    failed: None,
+                },
+                SharedLane {
+                    under: "pay/".into(),
+                    classify: classify(&narrow),
+                    names: None,
+                    entries: Vec::new(),
+                    failed: None,
+                },
+            ],
+            held: 0,
+        };
+        assert!(shared.follows("web/") && shared.follows("pay/x/"));
+        // Excluded by one rule, selected by the other: its metadata is read once, for it.
+        assert!(shared.found("pay/scratch/t"));
+        shared.metadata("pay/scratch/t", &meta(1, "", false));
+        assert!(matches!(
+            shared.lanes[0].entries[0].state,
+            EntryState::Excluded(_)
+        ));
+        assert_eq!(&*shared.lanes[1].entries[0].rel_path, "scratch/t");
+        assert!(matches!(
+            shared.lanes[1].entries[0].state,
+            EntryState::Live { .. }
+        ));
+        // A folder that cannot be listed: a blind folder of the rule it is inside, and the
+        // whole failure of the rule it is above.
+        shared.unreadable("pay/", "vault_permission_denied", "denied");
+        assert_eq!(&*shared.lanes[0].entries[1].rel_path, "pay/");
+        assert_eq!(
+            shared.lanes[1].failed.as_ref().map(|f| f.kind),
+            Some("vault_permission_denied")
+        );
+        assert_eq!(shared.held(), 3);
+
+        // Walked at pay/ for rules on pay/a and pay/b: nothing else is listed.
+        let only = Shared {
+            lanes: ["a/", "b/"]
+                .map(|under| SharedLane {
+                    under: under.into(),
+                    classify: classify(&narrow),
+                    names: None,
+                    entries: Vec::new(),
+                    failed: None,
+                })
+                .into(),
+            held: 0,
+        };
+        assert!(only.follows("a/") && only.follows("b/deep/"));
+        assert!(!only.follows("c/"));
     }
 }

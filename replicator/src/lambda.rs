@@ -109,13 +109,16 @@ pub async fn handle(
     let function = function.as_ref().map_err(|e| Error::from(e.clone()))?;
     let replicator = &function.replicator;
     // A change watcher asks where to look (`{"scope": true}`): the function's own mount, path
-    // and namespace, so the two can never disagree.
+    // and namespace, so the two can never disagree; with many rules, `{"scopes": [...]}`.
     if event.payload.get("scope") == Some(&serde_json::Value::Bool(true)) {
-        let scope = replicator
-            .scope()
+        let scopes = replicator
+            .scopes()
             .await
             .map_err(|e| Error::from(e.to_string()))?;
-        return Ok(serde_json::to_value(scope)?);
+        return Ok(match &scopes[..] {
+            [one] => serde_json::to_value(one)?,
+            _ => serde_json::json!({ "scopes": scopes }),
+        });
     }
     // `deployer status --secrets` asks where each secret stands: a dry run, nothing written,
     // no value read, no metrics (its counts would be plans).
@@ -160,7 +163,8 @@ pub async fn handle(
     // as the report. One rule per function until there are many.
     // A dry run's counts are plans: no metrics.
     if !report.dry_run {
-        let kind = crate::metrics::kind(&report, request.paths.is_some());
+        let change_driven = request.paths.is_some() || request.changes.is_some();
+        let kind = crate::metrics::kind(&report, change_driven);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -214,13 +218,18 @@ pub fn request_of(
         }
     };
     let paths = paths_of(event)?;
-    if accept_vault_rollback && paths.is_some() {
+    let changes = changes_of(event)?;
+    if paths.is_some() && changes.is_some() {
+        return Err("invalid event: \"paths\" or \"changes\", not both".into());
+    }
+    if accept_vault_rollback && (paths.is_some() || changes.is_some()) {
         return Err(
-            "invalid event: \"accept_vault_rollback\" is a full sync's word, never a change-driven run's (no \"paths\")".into(),
+            "invalid event: \"accept_vault_rollback\" is a full sync's word, never a change-driven run's (no \"paths\" or \"changes\")".into(),
         );
     }
     Ok(crate::run::Request {
         paths,
+        changes,
         accept_vault_rollback,
         max_duration,
         dry_run: false,
@@ -259,6 +268,29 @@ pub fn paths_of(event: &serde_json::Value) -> Result<Option<Vec<String>>, String
     paths
         .iter()
         .map(|p| p.as_str().map(str::to_owned).ok_or_else(bad))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// The changes an invocation names (`{"changes": [{"namespace": "team", "mount": "kv",
+/// "path": "app/db"}, ...]}`: a watcher following many rules; never values), or none.
+pub fn changes_of(event: &serde_json::Value) -> Result<Option<Vec<crate::run::Change>>, String> {
+    let Some(changes) = event.get("changes") else {
+        return Ok(None);
+    };
+    let bad = || {
+        "invalid event: \"changes\" must be an array of {\"mount\", \"path\"} objects, each with its \"namespace\" unless the root's".to_owned()
+    };
+    let changes = changes.as_array().ok_or_else(bad)?;
+    if changes.len() > MAX_PATHS {
+        return Err(format!(
+            "invalid event: {} changes, over {MAX_PATHS}",
+            changes.len()
+        ));
+    }
+    changes
+        .iter()
+        .map(|c| serde_json::from_value(c.clone()).map_err(|_| bad()))
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
@@ -313,6 +345,32 @@ mod tests {
         }
         let many = json!({"paths": vec!["p"; MAX_PATHS + 1]});
         assert!(paths_of(&many).unwrap_err().contains("over"));
+    }
+
+    #[test]
+    fn an_event_with_changes_names_each_ones_namespace_and_mount() {
+        use serde_json::json;
+        let changes = json!({"changes": [
+            {"namespace": "team", "mount": "kv", "path": "app/db"},
+            {"mount": "kv", "path": "web"},
+        ]});
+        let got = request_of(&changes, None).unwrap().changes.unwrap();
+        assert_eq!(got[0].namespace.as_deref(), Some("team"));
+        assert_eq!(
+            (got[1].namespace.as_deref(), got[1].path.as_str()),
+            (None, "web")
+        );
+        for bad in [
+            json!({"changes": "kv/web"}),
+            json!({"changes": [{"path": "web"}]}),
+            json!({"changes": [{"mount": "kv", "path": 1}]}),
+        ] {
+            assert!(changes_of(&bad).unwrap_err().contains("array of"), "{bad}");
+        }
+        let both = request_of(&json!({"changes": [], "paths": []}), None);
+        assert!(both.unwrap_err().contains("not both"));
+        let rollback = request_of(&json!({"changes": [], "accept_vault_rollback": true}), None);
+        assert!(rollback.unwrap_err().contains("full sync"));
     }
 
     #[test]

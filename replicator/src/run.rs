@@ -37,6 +37,9 @@ pub enum SyncError {
     Vault(#[from] crate::vault::VaultError),
     #[error(transparent)]
     Aws(#[from] crate::aws::AwsError),
+    /// A failure of a walk that served many rules, as each of them reports it.
+    #[error("{message}")]
+    Shared { kind: &'static str, message: String },
 }
 
 impl SyncError {
@@ -46,6 +49,7 @@ impl SyncError {
             Self::Connection { .. } => "connection_secret_invalid",
             Self::Vault(e) => e.kind(),
             Self::Aws(e) => e.kind.as_str(),
+            Self::Shared { kind, .. } => kind,
         }
     }
 }
@@ -99,40 +103,73 @@ fn vault_client(
 /// The named paths relative to the replicated path, once each; a path outside it is a warning
 /// of the report, and skipped.
 fn relative_paths(paths: &[String], rule: &Rule, report: &mut Report) -> Vec<String> {
-    let (rels, outside) = scoped_paths(paths, rule);
-    for path in outside {
-        report.warnings.push(Problem::new(
-            "",
-            "path_outside_scope",
-            format!(
-                "{path:?} is not a secret under {}/{}: skipped",
-                rule.mount, rule.path
-            ),
-        ));
-    }
-    rels
-}
-
-/// The named paths relative to the rule's path, once each, sorted; and those outside it.
-fn scoped_paths<'a>(paths: &'a [String], rule: &Rule) -> (Vec<String>, Vec<&'a str>) {
-    let mut outside = Vec::new();
     let mut rels: Vec<String> = Vec::with_capacity(paths.len());
     for path in paths {
-        let path = path.trim_matches('/');
-        let rel = if rule.path.is_empty() {
-            Some(path)
-        } else {
-            path.strip_prefix(rule.path.as_str())
-                .and_then(|r| r.strip_prefix('/'))
-        };
-        match rel.filter(|r| !r.is_empty()) {
-            Some(rel) if crate::inventory::check_path(rel).is_ok() => rels.push(rel.to_owned()),
-            _ => outside.push(path),
+        match rel_of(path, rule) {
+            Some(rel) => rels.push(rel),
+            None => report.warnings.push(Problem::new(
+                "",
+                "path_outside_scope",
+                format!(
+                    "{:?} is not a secret under {}/{}: skipped",
+                    path.trim_matches('/'),
+                    rule.mount,
+                    rule.path
+                ),
+            )),
         }
     }
     rels.sort();
     rels.dedup();
-    (rels, outside)
+    rels
+}
+
+/// `path` (inside the rule's mount) relative to the rule's sub-path, when it is a secret's
+/// path under it.
+fn rel_of(path: &str, rule: &Rule) -> Option<String> {
+    let path = path.trim_matches('/');
+    let rel = if rule.path.is_empty() {
+        Some(path)
+    } else {
+        path.strip_prefix(rule.path.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+    };
+    rel.filter(|r| !r.is_empty() && crate::inventory::check_path(r).is_ok())
+        .map(str::to_owned)
+}
+
+/// A path a request names: inside whichever rule's mount (`paths`), or inside one namespace's
+/// mount (`changes`).
+struct Named<'a> {
+    /// (namespace, mount) of a change; none: any rule's.
+    scope: Option<(Option<&'a str>, &'a str)>,
+    path: &'a str,
+}
+
+impl Named<'_> {
+    /// Whether the path is inside `mount` of `namespace`.
+    fn reaches(&self, mount: &str, namespace: Option<&str>) -> bool {
+        self.scope.is_none_or(|(ns, m)| {
+            m == mount && contract::namespace(ns) == contract::namespace(namespace)
+        })
+    }
+
+    /// The warning of a named path no sync takes.
+    fn outside(&self) -> Problem {
+        let at = match self.scope {
+            Some((ns, mount)) => format!(
+                "{mount}/{} (namespace {})",
+                self.path.trim_matches('/'),
+                ns.unwrap_or("root")
+            ),
+            None => format!("{:?}", self.path.trim_matches('/')),
+        };
+        Problem::new(
+            "",
+            "path_outside_scope",
+            format!("{at} is not a secret under any synced mount and path: skipped"),
+        )
+    }
 }
 
 /// The AWS replicas of the named paths: each looked up by the name the template gives it, and
@@ -233,12 +270,25 @@ pub struct VaultScope {
     pub namespace: Option<String>,
 }
 
+/// A changed Vault secret, as a change watcher following many rules names it: the namespace
+/// (none: the root), the mount, and the path inside the mount.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct Change {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub mount: String,
+    pub path: String,
+}
+
 /// What one run is asked to do.
 #[derive(Clone, Debug, Default)]
 pub struct Request {
     /// Only these Vault paths (inside the mount, as the audit log names them): a change-driven
     /// run. `None`: everything.
     pub paths: Option<Vec<String>>,
+    /// Only these changes (each of its namespace and mount), each to every rule it falls in:
+    /// a change-driven run of many rules. Not with `paths`.
+    pub changes: Option<Vec<Change>>,
     /// Replicate Vault's versions even where AWS holds later ones (a restored Vault), this run.
     pub accept_vault_rollback: bool,
     /// Start no write after this long (at most the configured `--max-duration`).
@@ -304,6 +354,23 @@ struct Lane {
 }
 
 impl Lane {
+    /// The rule's settings for one run of `request`.
+    fn run_settings(&self, request: &Request, deadline: Option<Instant>) -> Settings {
+        let mut settings = self.settings.clone();
+        settings.dry_run |= request.dry_run;
+        settings.deadline = deadline;
+        settings
+    }
+
+    /// An empty report of this rule's run of `request`.
+    fn report(&self, request: &Request) -> Report {
+        Report {
+            rule: self.settings.rule.name.clone(),
+            dry_run: self.settings.dry_run || request.dry_run,
+            ..Report::default()
+        }
+    }
+
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger
             .lock()
@@ -406,25 +473,24 @@ impl Replicator {
             .await
     }
 
-    /// Where this replicator reads in Vault: its mount and sub-path, and the namespace of the
-    /// connection as it is now (the connection secret's `vaultNamespace` when it names one).
-    pub async fn scope(&self) -> Result<VaultScope, SyncError> {
-        if let [_, _, ..] = &self.lanes[..] {
-            return Err(SyncError::Config(ConfigError::Invalid {
-                key: "--rules / REPLICATOR_RULES",
-                problem: format!(
-                    "a change watcher follows one rule's scope, and this replicator syncs {} rules: watch one rule (--rule and its flags)",
-                    self.lanes.len()
-                ),
-            }));
-        }
+    /// Where this replicator reads in Vault, rule by rule: each rule's mount and sub-path, and
+    /// its namespace, or the connection's as it is now (the connection secret's
+    /// `vaultNamespace` when it names one).
+    pub async fn scopes(&self) -> Result<Vec<VaultScope>, SyncError> {
         let conn = connection(&self.resolved.connection, &self.home).await?;
-        let rule = &self.resolved.settings.rule;
-        Ok(VaultScope {
-            mount: rule.mount.clone(),
-            path: rule.path.clone(),
-            namespace: conn.namespace,
-        })
+        Ok(self
+            .lanes
+            .iter()
+            .map(|lane| VaultScope {
+                mount: lane.settings.rule.mount.clone(),
+                path: lane.settings.rule.path.clone(),
+                namespace: lane
+                    .settings
+                    .namespace
+                    .clone()
+                    .or_else(|| conn.namespace.clone()),
+            })
+            .collect())
     }
 
     /// Runs one sync, starting no write after `max_duration` (at most the configured one), and
@@ -547,6 +613,7 @@ impl Replicator {
         progress: &Progress,
     ) -> Result<bool, SyncError> {
         let conn = connection(&self.resolved.connection, &self.home).await?;
+        let conn_namespace = conn.namespace.clone();
         let vault = self.vault(conn).await?;
         // Not fatal (the run can still read), but a token that is never renewed dies: said.
         if let Err(e) = vault.renew_periodic_token().await {
@@ -556,64 +623,203 @@ impl Replicator {
                 format!("the periodic Vault token could not be renewed, and dies at the end of its period: {e}"),
             ));
         }
+        // What the request names: paths inside the mount (any rule's), or changes of one
+        // namespace and mount; none: everything.
+        let named: Option<Vec<Named<'_>>> = match (&request.paths, &request.changes) {
+            (Some(paths), _) => Some(
+                paths
+                    .iter()
+                    .map(|p| Named {
+                        scope: None,
+                        path: p,
+                    })
+                    .collect(),
+            ),
+            (None, Some(changes)) => Some(
+                changes
+                    .iter()
+                    .map(|c| Named {
+                        scope: Some((c.namespace.as_deref(), &c.mount)),
+                        path: &c.path,
+                    })
+                    .collect(),
+            ),
+            (None, None) => None,
+        };
         if self.resolved.rules.is_empty() {
             let lane = &self.lanes[0];
-            let rels = request
-                .paths
-                .as_ref()
-                .map(|paths| relative_paths(paths, &lane.settings.rule, report));
-            self.run_lane(lane, &vault, request, rels, deadline, report, progress)
+            let rule = &lane.settings.rule;
+            let rels = named.map(|named| {
+                let mut mine = Vec::with_capacity(named.len());
+                for n in named {
+                    if n.reaches(&rule.mount, conn_namespace.as_deref()) {
+                        mine.push(n.path.to_owned());
+                    } else {
+                        report.warnings.push(n.outside());
+                    }
+                }
+                relative_paths(&mine, rule, report)
+            });
+            Box::pin(self.run_lane(lane, &vault, request, rels, deadline, report, progress))
                 .await?;
             return Ok(false);
         }
-        // Named paths no rule takes: said once, not once per rule.
-        let mut untaken: BTreeSet<&str> = request
-            .paths
-            .iter()
-            .flatten()
-            .map(|p| p.trim_matches('/'))
-            .collect();
+        let Some(named) = named else {
+            // Boxed, as each rule's run below: the futures of a run are large.
+            let each = Box::pin(self.run_rules_full(&vault, request, deadline, progress)).await;
+            for own in each {
+                report.absorb(own);
+            }
+            return Ok(true);
+        };
+        // Each named path goes to every rule it falls in; one no rule takes is said once.
+        let mut taken = vec![false; named.len()];
         for lane in &self.lanes {
             let rule = &lane.settings.rule;
-            let rels = match &request.paths {
-                Some(paths) => {
-                    let (rels, outside) = scoped_paths(paths, rule);
-                    untaken.retain(|p| outside.iter().any(|o| o.trim_matches('/') == *p));
-                    if rels.is_empty() {
-                        continue;
-                    }
-                    Some(rels)
+            let namespace = lane
+                .settings
+                .namespace
+                .as_deref()
+                .or(conn_namespace.as_deref());
+            let mut rels = Vec::new();
+            for (n, taken) in named.iter().zip(taken.iter_mut()) {
+                if n.reaches(&rule.mount, namespace)
+                    && let Some(rel) = rel_of(n.path, rule)
+                {
+                    *taken = true;
+                    rels.push(rel);
                 }
-                None => None,
-            };
-            let mut own = Report {
-                rule: rule.name.clone(),
-                dry_run: lane.settings.dry_run || request.dry_run,
-                ..Report::default()
-            };
+            }
+            if rels.is_empty() {
+                continue;
+            }
+            rels.sort();
+            rels.dedup();
+            let mut own = lane.report(request);
             let vault = match &lane.settings.namespace {
                 Some(ns) => Arc::new(vault.for_namespace(Some(ns))),
                 None => vault.clone(),
             };
             // One rule's failure is its own: the next rule runs.
-            if let Err(e) = self
-                .run_lane(lane, &vault, request, rels, deadline, &mut own, progress)
-                .await
-            {
+            let run = self.run_lane(
+                lane,
+                &vault,
+                request,
+                Some(rels),
+                deadline,
+                &mut own,
+                progress,
+            );
+            if let Err(e) = Box::pin(run).await {
                 tracing::error!(rule = ?rule.name, kind = e.kind(), "rule failed: {e}");
                 own.failures.push(Problem::new("", e.kind(), e.to_string()));
             }
             self.notify(&lane.notices, &mut own).await;
             report.absorb(own);
         }
-        for path in untaken {
-            report.warnings.push(Problem::new(
-                "",
-                "path_outside_scope",
-                format!("{path:?} is not a secret under any rule's mount and path: skipped"),
-            ));
+        for (n, _) in named.iter().zip(taken).filter(|(_, taken)| !taken) {
+            report.warnings.push(n.outside());
         }
         Ok(true)
+    }
+
+    /// A full run of every rule: one Vault walk per mount and namespace, however many rules
+    /// read it, beside each rule's AWS listing; then each rule's plan and writes, and its
+    /// notice. Each rule's report, in the rules' order.
+    async fn run_rules_full(
+        &self,
+        vault: &Arc<VaultClient>,
+        request: &Request,
+        deadline: Option<Instant>,
+        progress: &Progress,
+    ) -> Vec<Report> {
+        let mut groups: Vec<(&str, Option<&str>, Vec<usize>)> = Vec::new();
+        for (i, lane) in self.lanes.iter().enumerate() {
+            let (mount, ns) = (
+                lane.settings.rule.mount.as_str(),
+                lane.settings.namespace.as_deref(),
+            );
+            match groups.iter_mut().find(|(m, n, _)| *m == mount && *n == ns) {
+                Some((_, _, members)) => members.push(i),
+                None => groups.push((mount, ns, vec![i])),
+            }
+        }
+        let mut reports: Vec<Option<Report>> = self.lanes.iter().map(|_| None).collect();
+        for (mount, ns, members) in groups {
+            let vault = match ns {
+                Some(ns) => Arc::new(vault.for_namespace(Some(ns))),
+                None => vault.clone(),
+            };
+            let settings: Vec<Settings> = members
+                .iter()
+                .map(|&i| self.lanes[i].run_settings(request, deadline))
+                .collect();
+            let now = DateTime::from(std::time::SystemTime::now());
+            let mut walks = Vec::with_capacity(members.len());
+            let mut listings = Vec::with_capacity(members.len());
+            for (&i, settings) in members.iter().zip(&settings) {
+                let (names_tx, names_rx) = tokio::sync::oneshot::channel();
+                walks.push(crate::inventory::LaneWalk {
+                    path: &settings.rule.path,
+                    classify: crate::inventory::Classify::of(&settings.rule, now),
+                    names: Some(names_tx),
+                });
+                listings.push(list_aws(&self.lanes[i].sm, settings, names_rx));
+            }
+            let concurrency = self.resolved.settings.concurrency;
+            let (walked, listed) = tokio::join!(
+                crate::inventory::walk_shared(&vault, mount, walks, concurrency, progress),
+                futures::future::join_all(listings)
+            );
+            let mut walked: Vec<Result<crate::inventory::Inventory, SyncError>> = match walked {
+                Ok(each) => each
+                    .into_iter()
+                    .map(|one| {
+                        one.map_err(|f| SyncError::Shared {
+                            kind: f.kind,
+                            message: f.message,
+                        })
+                    })
+                    .collect(),
+                Err(e) => members
+                    .iter()
+                    .map(|_| {
+                        Err(SyncError::Shared {
+                            kind: e.kind(),
+                            message: e.to_string(),
+                        })
+                    })
+                    .collect(),
+            };
+            for ((k, &i), listed) in members.iter().enumerate().zip(listed) {
+                let lane = &self.lanes[i];
+                let mut own = lane.report(request);
+                let inventory = std::mem::replace(&mut walked[k], Ok(Default::default()));
+                let round = Round {
+                    lane,
+                    settings: &settings[k],
+                    vault: &vault,
+                    accept_vault_rollback: request.accept_vault_rollback,
+                    progress,
+                };
+                let result = async {
+                    let (inventory, aws) = (inventory?, listed?);
+                    let raced = round.act(inventory, aws, None, false, &mut own).await?;
+                    if !raced.is_empty() {
+                        round.run(Some(&raced), true, &mut own).await?;
+                    }
+                    Ok::<_, SyncError>(())
+                }
+                .await;
+                if let Err(e) = result {
+                    tracing::error!(rule = ?lane.settings.rule.name, kind = e.kind(), "rule failed: {e}");
+                    own.failures.push(Problem::new("", e.kind(), e.to_string()));
+                }
+                self.notify(&lane.notices, &mut own).await;
+                reports[i] = Some(own);
+            }
+        }
+        reports.into_iter().flatten().collect()
     }
 
     /// One rule's run of `rels` (or everything).
@@ -628,9 +834,7 @@ impl Replicator {
         report: &mut Report,
         progress: &Progress,
     ) -> Result<(), SyncError> {
-        let mut settings = lane.settings.clone();
-        settings.dry_run |= request.dry_run;
-        settings.deadline = deadline;
+        let settings = lane.run_settings(request, deadline);
         let round = Round {
             lane,
             settings: &settings,
@@ -696,6 +900,21 @@ impl Round<'_> {
                 (inventory, aws?)
             }
         };
+        self.act(inventory, aws, rels, last, report).await
+    }
+
+    /// Plans and performs `rels` (or everything) from what was observed of them, recording
+    /// into `report`; as [`Self::run`].
+    async fn act(
+        &self,
+        inventory: crate::inventory::Inventory,
+        aws: Vec<AwsSecret>,
+        rels: Option<&[String]>,
+        last: bool,
+        report: &mut Report,
+    ) -> Result<Vec<String>, SyncError> {
+        let (settings, sm, vault) = (self.settings, &self.lane.sm, self.vault);
+        let rule = &settings.rule;
         tracing::info!(
             vault_secrets = inventory.entries.len(),
             aws_secrets = aws.len(),

@@ -112,8 +112,10 @@ async fn main() {
         &timed("first sync", &a, &aws).await,
         (n, 0, 0, n),
     );
-    expect("no-op", &timed("no-op sync", &a, &aws).await, (0, 0, n, 0));
+    let noop = timed("no-op sync", &a, &aws).await;
+    expect("no-op", &noop, (0, 0, n, 0));
     listing(&aws, "bulk", n).await;
+    rules(&bao, &aws, n, &noop).await;
     stream::iter((0..n).step_by(10))
         .map(|i| {
             let bao = &bao;
@@ -152,6 +154,43 @@ async fn main() {
     );
 
     lambda(&bao, &moto, n).await;
+}
+
+/// Ten sync rules over the one mount (a rules document, one process), each choosing one team
+/// folder with `include`: a first sync and a no-op. The rules share one Vault walk: the no-op
+/// lists as many folders as the one rule over the whole mount did (`whole`), where ten
+/// processes would list ten times as many.
+async fn rules(bao: &Bao, aws: &aws_types::SdkConfig, n: usize, whole: &Report) {
+    println!("\n== 10 rules over the mount, one process ==");
+    let doc: Vec<serde_json::Value> = (0..10)
+        .map(|k| {
+            json!({"name": format!("team{k}"), "prefix": format!("rules/r{k}"), "mount": "bench",
+                   "include": [format!("team{k}/*")]})
+        })
+        .collect();
+    let mut a = sync_args(bao, e2e::ROOT_TOKEN, "unused");
+    a.rules = Some(serde_json::Value::Array(doc).to_string());
+    expect(
+        "10 rules, first",
+        &timed("10 rules: first sync", &a, aws).await,
+        (n, 0, 0, n),
+    );
+    let noop = timed("10 rules: no-op sync", &a, aws).await;
+    expect("10 rules, no-op", &noop, (0, 0, n, 0));
+    let lists = |r: &Report| {
+        ["list", "list_detailed_metadata"]
+            .iter()
+            .filter_map(|k| r.vault_requests.get(*k))
+            .sum::<u64>()
+    };
+    println!(
+        "{:<34}   Vault folder listings: {} for 10 rules, {} for one rule over the mount",
+        "",
+        lists(&noop),
+        lists(whole)
+    );
+    assert_eq!(lists(&noop), lists(whole), "one walk serves the 10 rules");
+    assert_eq!(noop.rules.len(), 10);
 }
 
 /// The AWS listing alone: one page chain against the ranges the Vault names suggest.

@@ -1171,6 +1171,113 @@ async fn the_watcher_beside_vault_sends_each_batch_to_the_function() {
     let _ = watcher.start_kill();
 }
 
+/// A function of many rules (a rules document): the watcher beside Vault learns every rule's
+/// scope from it, follows them all (namespaces too), and sends each change with its namespace
+/// and mount; the function syncs it into every rule it falls in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_of_many_rules_sends_each_change_to_every_rule_it_falls_in() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.api("POST", "sys/namespaces/team", Some(json!({})))
+        .await;
+    bao.api_in(
+        "team",
+        "POST",
+        "sys/mounts/kv",
+        Some(json!({"type": "kv", "options": {"version": "2"}})),
+    )
+    .await;
+    let rules = json!([
+        {"name": "app", "prefix": "app", "mount": "kv", "path": "app"},
+        {"name": "all", "prefix": "all", "mount": "kv"},
+        {"name": "team", "prefix": "team", "mount": "kv", "namespace": "team"},
+    ]);
+    let api = RuntimeApi::start().await;
+    let _function = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+        .env_clear()
+        .envs(env.moto.env())
+        .envs(e2e::runtime_api::lambda_env(&api.addr, "kv-replicator"))
+        .env(vars::RULES, rules.to_string())
+        .env("VAULT_ADDR", &bao.addr)
+        .env("VAULT_TOKEN", e2e::ROOT_TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lambda = e2e::lambda_invoke::InvokeStandIn::start(&env.moto.url, api).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut watcher = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+        .env_clear()
+        .envs(e2e::aws_env_at(&lambda.url))
+        .args(["watch", "--output", "json"])
+        .args(["--invoke-function", "kv-replicator"])
+        .arg("--audit-log")
+        .arg(bao.audit_log())
+        .arg("--state-file")
+        .arg(dir.path().join("offset"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let mut next = async || -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("a report within a minute")
+            .unwrap()
+            .expect("the watcher ended");
+        serde_json::from_str(&line).unwrap()
+    };
+    let full = next().await;
+    assert_eq!(full["scope"], "full", "{full}");
+    assert_eq!(full["rules"].as_array().map(Vec::len), Some(3), "{full}");
+
+    bao.put("kv", "app/db", json!({"k": "1"})).await;
+    let batch = next().await;
+    assert_eq!(
+        (&batch["scope"], &batch["created"]),
+        (&json!("paths"), &json!(2)),
+        "into the app rule and the whole mount's: {batch}"
+    );
+    assert_eq!(env.side.value("app/db").await["k"], "1");
+    assert_eq!(env.side.value("all/app/db").await["k"], "1");
+
+    bao.api_in(
+        "team",
+        "POST",
+        "kv/data/ledger",
+        Some(json!({"data": {"n": "1"}})),
+    )
+    .await;
+    let batch = next().await;
+    assert_eq!(batch["created"], 1, "{batch}");
+    assert_eq!(env.side.value("team/ledger").await["n"], "1");
+    assert!(!env.side.secrets("all").await.contains_key("all/ledger"));
+
+    // Where to look came from the function; each change went with its namespace and mount.
+    let invoked: Vec<String> = lambda
+        .invoked
+        .lock()
+        .await
+        .iter()
+        .map(|(_, payload)| payload.clone())
+        .collect();
+    assert_eq!(
+        invoked,
+        [
+            r#"{"scope":true}"#.to_owned(),
+            "{}".to_owned(),
+            r#"{"changes":[{"mount":"kv","path":"app/db"}]}"#.to_owned(),
+            r#"{"changes":[{"mount":"kv","namespace":"team","path":"ledger"}]}"#.to_owned(),
+        ]
+    );
+    let _ = watcher.start_kill();
+}
+
 /// A watcher started with `extra` flags (its stderr kept, for what it says), and its reports.
 struct Watching {
     child: tokio::process::Child,

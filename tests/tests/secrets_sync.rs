@@ -1328,6 +1328,16 @@ async fn many_rules_in_one_process_each_sync_their_own_and_fail_alone() {
         !env.side.secrets("all").await["all/pay/db"].pending_deletion,
         "the nested rule's replica stays"
     );
+    // One walk of kv serves both rules on it (the folders "", payments/, payments/scratch/
+    // and web/, once each), one more team's kv; and each secret's metadata is read once.
+    let walked = |kind: &str| second.vault_requests.get(kind).copied().unwrap_or(0);
+    assert_eq!(
+        walked("list") + walked("list_detailed_metadata"),
+        5,
+        "{:?}",
+        second.vault_requests
+    );
+    assert!(walked("read_metadata") <= 5, "{:?}", second.vault_requests);
 
     // A change reaches each rule it falls in, and only those.
     bao.put("kv", "payments/db", json!({"password": "pw2"}))

@@ -1,5 +1,6 @@
 //! Where the watcher's changes go: synced by this process, or sent to the replicator function
-//! (`{"paths": [...]}`, `{}` for a full sync, `{"scope": true}` to learn where the sync reads).
+//! (`{"paths": [...]}`, or `{"changes": [...]}` for many rules; `{}` for a full sync;
+//! `{"scope": true}` to learn where the sync reads).
 //! A synchronous invocation never reaches the function's on-failure destination, so the watcher
 //! sends a failed run's notice to the topic itself. Network I/O.
 
@@ -7,7 +8,7 @@ use std::time::Instant;
 
 use crate::progress::Progress;
 use crate::report::NoticeGate;
-use crate::run::{Replicator, VaultScope};
+use crate::run::{Change, Replicator, Request, VaultScope};
 
 /// What one delivery did.
 #[derive(Debug)]
@@ -70,20 +71,41 @@ impl Delivery {
         }
     }
 
-    /// Where the sync reads in Vault, as the sync itself resolves it.
-    pub async fn scope(&self) -> Result<VaultScope, String> {
+    /// A sync of `changes` (a watcher following many rules): each to every rule it falls in.
+    pub async fn changes(&self, changes: &[Change], progress: &Progress) -> Delivered {
         match self {
-            Delivery::InProcess(r) => r.scope().await.map_err(|e| e.to_string()),
+            Delivery::InProcess(r) => {
+                let request = Request {
+                    changes: Some(changes.to_vec()),
+                    ..Request::default()
+                };
+                Delivered::of(to_value(&r.run_request(&request, progress).await))
+            }
+            Delivery::Invoke { .. } => self.invoke(serde_json::json!({ "changes": changes })).await,
+        }
+    }
+
+    /// Where the sync reads in Vault, rule by rule, as the sync itself resolves it.
+    pub async fn scopes(&self) -> Result<Vec<VaultScope>, String> {
+        match self {
+            Delivery::InProcess(r) => r.scopes().await.map_err(|e| e.to_string()),
             Delivery::Invoke { .. } => {
-                let answer = self.invoke(serde_json::json!({ "scope": true })).await;
+                let mut answer = self.invoke(serde_json::json!({ "scope": true })).await;
                 if !answer.ok {
                     return Err(answer.report["error"]
                         .as_str()
                         .unwrap_or("the function failed")
                         .to_owned());
                 }
-                serde_json::from_value(answer.report)
-                    .map_err(|e| format!("the function's scope is not what the watcher reads: {e}"))
+                let not_scope = |e: serde_json::Error| {
+                    format!("the function's scope is not what the watcher reads: {e}")
+                };
+                match answer.report.get_mut("scopes") {
+                    Some(many) => serde_json::from_value(many.take()).map_err(not_scope),
+                    None => serde_json::from_value(answer.report)
+                        .map(|one| vec![one])
+                        .map_err(not_scope),
+                }
             }
         }
     }

@@ -143,6 +143,74 @@ impl AuditFilter {
     }
 }
 
+/// What a watcher follows: the scopes of the rules its sync serves. With one scope a change is
+/// named by its path inside the mount, as before there were rules; with many, by its namespace,
+/// mount and path (a [`Change`](crate::run::Change) as JSON, [`Follow::change`] reads it back),
+/// and the sync sends it to every rule it falls in.
+#[derive(Clone, Debug)]
+pub struct Follow {
+    filters: Vec<AuditFilter>,
+}
+
+impl Follow {
+    pub fn new(scopes: &[crate::run::VaultScope]) -> Self {
+        Self {
+            filters: scopes
+                .iter()
+                .map(|s| AuditFilter::new(&s.mount, &s.path, s.namespace.as_deref()))
+                .collect(),
+        }
+    }
+
+    /// Whether a change is named by its namespace and mount too.
+    pub fn qualified(&self) -> bool {
+        self.filters.len() > 1
+    }
+
+    /// What `line` is to any of the scopes: a change of one (named as [`Follow`] says), else a
+    /// change of a followed mount in another namespace, else nothing followed.
+    pub fn classify(&self, line: &[u8]) -> Line {
+        let mut elsewhere = None;
+        for filter in &self.filters {
+            match filter.classify(line) {
+                Line::Change(path) if self.qualified() => {
+                    let change = crate::run::Change {
+                        namespace: filter
+                            .namespace
+                            .as_deref()
+                            .and_then(|n| contract::namespace(Some(n))),
+                        mount: filter.mount.clone(),
+                        path,
+                    };
+                    return Line::Change(serde_json::to_string(&change).unwrap_or_default());
+                }
+                Line::Change(path) => return Line::Change(path),
+                Line::NotJson => return Line::NotJson,
+                Line::OtherNamespace(ns) => elsewhere = Some(ns),
+                Line::Other => {}
+            }
+        }
+        elsewhere.map_or(Line::Other, Line::OtherNamespace)
+    }
+
+    /// The change a qualified name stands for (none: not one, such as a path saved by a watcher
+    /// that followed one scope).
+    pub fn change(name: &str) -> Option<crate::run::Change> {
+        serde_json::from_str(name).ok()
+    }
+
+    /// The mounts followed, for a warning: `kv (namespace team)`, ….
+    fn describe(&self) -> (String, String) {
+        let mounts: Vec<&str> = self.filters.iter().map(|f| f.mount.as_str()).collect();
+        let namespaces: Vec<&str> = self
+            .filters
+            .iter()
+            .map(|f| f.namespace.as_deref().unwrap_or("root"))
+            .collect();
+        (mounts.join(", "), namespaces.join(", "))
+    }
+}
+
 /// What the lines of one spell said, to tell a log the watcher cannot read from a quiet one.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Health {
@@ -180,7 +248,7 @@ impl Health {
 
     /// What to say about a spell in which lines were read but none could ever match: every
     /// line unreadable, or changes of the mount only in another namespace.
-    pub fn warning(&self, filter: &AuditFilter) -> Option<String> {
+    pub fn warning(&self, follow: &Follow) -> Option<String> {
         if self.lines > 0 && self.not_json == self.lines {
             return Some(format!(
                 "none of the {} audit log lines read is a JSON audit entry: the file audit device must write format = \"json\" with no prefix (jsonx and prefixed lines are not read)",
@@ -191,9 +259,9 @@ impl Health {
             return Some(format!(
                 "{} changes of mount {} were in namespace {} and none in the namespace followed ({}): set the namespace the sync uses (the connection secret's vaultNamespace, or --vault-namespace)",
                 self.other_namespace,
-                filter.mount,
+                follow.describe().0,
                 self.seen_namespace.as_deref().unwrap_or("?"),
-                filter.namespace.as_deref().unwrap_or("root")
+                follow.describe().1
             ));
         }
         None
@@ -281,7 +349,7 @@ mod tests {
 
     #[test]
     fn a_log_the_watcher_cannot_read_is_said_within_the_spell() {
-        let f = AuditFilter::new("kv", "", None);
+        let f = Follow::new(&[scope("kv", "", None)]);
         let mut h = Health::default();
         for l in [
             "<AuditRequest><type>response</type></AuditRequest>".to_owned(),
@@ -306,5 +374,51 @@ mod tests {
         assert_eq!(h.warning(&f), None);
         h.count(&f.classify(line("response", "create", "kv/data/a", "", None).as_bytes()));
         assert_eq!(h.warning(&f), None);
+    }
+
+    fn scope(mount: &str, path: &str, namespace: Option<&str>) -> crate::run::VaultScope {
+        crate::run::VaultScope {
+            mount: mount.into(),
+            path: path.into(),
+            namespace: namespace.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn with_many_scopes_a_change_names_its_namespace_and_mount() {
+        let one = Follow::new(&[scope("kv", "app", None)]);
+        let db = line("response", "create", "kv/data/app/db", "", None);
+        assert_eq!(one.classify(db.as_bytes()), Line::Change("app/db".into()));
+        let many = Follow::new(&[
+            scope("kv", "app", None),
+            scope("kv", "", Some("team")),
+            scope("other", "", None),
+        ]);
+        let named = |l: String| match many.classify(l.as_bytes()) {
+            Line::Change(name) => Follow::change(&name),
+            _ => None,
+        };
+        let change = |ns: Option<&str>, mount: &str, path: &str| crate::run::Change {
+            namespace: ns.map(str::to_owned),
+            mount: mount.into(),
+            path: path.into(),
+        };
+        assert_eq!(named(db), Some(change(None, "kv", "app/db")));
+        let team = line("response", "create", "kv/data/x", "", Some("team/"));
+        assert_eq!(named(team), Some(change(Some("team"), "kv", "x")));
+        let other = line("response", "update", "other/metadata/y", "", None);
+        assert_eq!(named(other), Some(change(None, "other", "y")));
+        // Outside every scope: the root's kv outside app/, a namespace nobody follows.
+        assert_eq!(
+            named(line("response", "create", "kv/data/web", "", None)),
+            None
+        );
+        let elsewhere = line("response", "create", "other/data/y", "", Some("ops/"));
+        assert_eq!(
+            many.classify(elsewhere.as_bytes()),
+            Line::OtherNamespace("ops/".into())
+        );
+        // A path saved by a watcher of one scope is no change of many.
+        assert_eq!(Follow::change("app/db"), None);
     }
 }

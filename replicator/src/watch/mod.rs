@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub use delivery::{Delivered, Delivery};
-pub use filter::{AuditFilter, Health, Line};
+pub use filter::{AuditFilter, Follow, Health, Line};
 pub use metrics::WatchMetrics;
 pub use pending::{Due, Pending, Saved, Sent};
 pub use tail::{Offset, Tail};
@@ -207,7 +207,7 @@ struct Chunk {
 /// the thread, and the memory, where they are. Stops when `stop` is set or nobody listens.
 fn spawn_tail(
     mut tail: Tail,
-    filter: AuditFilter,
+    filter: Follow,
     poll: Duration,
     tx: tokio::sync::mpsc::Sender<Chunk>,
     stop: Arc<AtomicBool>,
@@ -353,10 +353,10 @@ pub async fn run(
     let progress = crate::progress::Progress::default();
     let mut stop = Stop::new()?;
     let mut attempt = 0;
-    let scope = loop {
-        let (found, stopped) = stop.around(delivery.scope()).await;
+    let scopes = loop {
+        let (found, stopped) = stop.around(delivery.scopes()).await;
         match found {
-            Some(Ok(scope)) => break scope,
+            Some(Ok(scopes)) => break scopes,
             _ if stopped => return Ok(()),
             Some(Err(e)) => {
                 attempt += 1;
@@ -371,13 +371,15 @@ pub async fn run(
             None => return Ok(()),
         }
     };
-    let filter = AuditFilter::new(&scope.mount, &scope.path, scope.namespace.as_deref());
-    tracing::info!(
-        mount = %scope.mount,
-        path = %scope.path,
-        namespace = scope.namespace.as_deref().unwrap_or(""),
-        "following the audit log"
-    );
+    let filter = Follow::new(&scopes);
+    for scope in &scopes {
+        tracing::info!(
+            mount = %scope.mount,
+            path = %scope.path,
+            namespace = scope.namespace.as_deref().unwrap_or(""),
+            "following the audit log"
+        );
+    }
     let saved = Saved::load(&settings.state_file);
     let mut pending = saved
         .as_ref()
@@ -480,9 +482,16 @@ pub async fn run(
                         let since = since.into_iter().chain(pending.sending_since()).min();
                         let sent = paths.clone();
                         let progress = &progress;
+                        let qualified = filter.qualified();
                         batch = Some((
                             (paths, since),
-                            Box::pin(async move { delivery.paths(&sent, progress).await }),
+                            Box::pin(async move {
+                                if qualified {
+                                    delivery.changes(&changes_of(&sent), progress).await
+                                } else {
+                                    delivery.paths(&sent, progress).await
+                                }
+                            }),
                         ));
                     }
                     Some(Due::Full) => full = Some((FullFor::Pending, Box::pin(delivery.full(&progress)))),
@@ -572,6 +581,12 @@ pub async fn run(
     drop(rx);
     let _ = reader.join();
     pending.to_save(at).save(&settings.state_file)
+}
+
+/// The changes a watcher of many scopes named; a name that is none (saved by a watcher that
+/// followed one scope) is left to the full sync, which the watcher runs at start.
+fn changes_of(names: &[String]) -> Vec<crate::run::Change> {
+    names.iter().filter_map(|n| Follow::change(n)).collect()
 }
 
 /// `watch` as a command, for both binaries (`replicator watch`, and `bootstrap watch` beside
