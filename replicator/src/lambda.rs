@@ -159,20 +159,32 @@ pub async fn handle(
         ));
     }
     let report = replicator.run_request(&request, &progress).await;
-    // The run's metrics, as an EMF document on stdout (the function's log): the same counts
-    // as the report. One rule per function until there are many.
+    // The run's metrics, as EMF documents on stdout (the function's log): the same counts as
+    // the report, one document per rule (a rules document's rules, each by its name).
     // A dry run's counts are plans: no metrics.
     if !report.dry_run {
         let change_driven = request.paths.is_some() || request.changes.is_some();
-        let kind = crate::metrics::kind(&report, change_driven);
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        println!(
-            "{}",
-            crate::metrics::document(&report, &function.stack, crate::metrics::RULE, kind, now_ms)
-        );
+        let one = replicator.settings().rule.name.as_deref();
+        let each: Vec<(&crate::report::Report, &str)> = if report.rules.is_empty() {
+            vec![(&report, one.unwrap_or(crate::metrics::RULE))]
+        } else {
+            report
+                .rules
+                .iter()
+                .map(|r| (r, r.rule.as_deref().unwrap_or(crate::metrics::RULE)))
+                .collect()
+        };
+        for (of, rule) in each {
+            let kind = crate::metrics::kind(of, change_driven);
+            println!(
+                "{}",
+                crate::metrics::document(of, &function.stack, rule, kind, now_ms)
+            );
+        }
     }
     tracing::info!(
         created = report.created,

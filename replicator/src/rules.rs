@@ -4,98 +4,56 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Deserialize;
+use crate::config::{ConfigError, Settings, SyncArgs};
+pub use contract::rules::{MAX_RULES, RuleDoc};
 
-use crate::config::{
-    ConfigError, DeletionPolicy, Granularity, LatestDeleted, OnModified, Settings, SyncArgs,
-};
-
-/// The most rules one document holds.
-pub const MAX_RULES: usize = 100;
-
-/// One rule as the document gives it: a name and a prefix, and any other key that differs
-/// from the flags' value (which the rule otherwise takes). The keys are `[[sync]]`'s.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleDoc {
-    pub name: String,
-    pub prefix: String,
-    pub mount: Option<String>,
-    pub path: Option<String>,
-    pub namespace: Option<String>,
-    pub region: Option<String>,
-    pub account_role_arn: Option<String>,
-    pub external_id: Option<String>,
-    pub kms_key_id: Option<String>,
-    pub include: Option<Vec<String>>,
-    pub exclude: Option<Vec<String>>,
-    pub opt_in: Option<bool>,
-    pub replica_regions: Option<Vec<String>>,
-    pub name_template: Option<String>,
-    pub granularity: Option<Granularity>,
-    pub tags: Option<BTreeMap<String, String>>,
-    pub metadata_tag_keys: Option<Vec<String>>,
-    pub deletion_policy: Option<DeletionPolicy>,
-    pub recovery_window_days: Option<i64>,
-    pub max_delete_share: Option<f64>,
-    pub on_modified: Option<OnModified>,
-    pub latest_deleted: Option<LatestDeleted>,
-    pub max_keys_per_secret: Option<usize>,
-    pub adopt: Option<Vec<String>>,
-    pub adopt_sample: Option<bool>,
-    /// A JSON document, `@FILE`, or the policy itself as an object.
-    pub resource_policy: Option<serde_json::Value>,
-}
-
-impl RuleDoc {
-    /// The flags of this rule: `base`'s, with what the rule says put over them.
-    fn over(&self, base: &SyncArgs) -> SyncArgs {
-        let mut args = base.clone();
-        args.rule_name = Some(self.name.clone());
-        args.rules = None;
-        args.prefix.clone_from(&self.prefix);
-        // The mount defaults to the prefix, as the flags': never to the flags' own mount.
-        args.mount.clone_from(&self.mount);
-        fn set<T: Clone>(to: &mut T, from: &Option<T>) {
-            if let Some(v) = from {
-                to.clone_from(v);
-            }
+/// The flags of `rule`: `base`'s, with what the rule says put over them.
+fn over(rule: &RuleDoc, base: &SyncArgs) -> SyncArgs {
+    let mut args = base.clone();
+    args.rule_name = Some(rule.name.clone());
+    args.rules = None;
+    args.prefix.clone_from(&rule.prefix);
+    // The mount defaults to the prefix, as the flags': never to the flags' own mount.
+    args.mount.clone_from(&rule.mount);
+    fn set<T: Clone>(to: &mut T, from: &Option<T>) {
+        if let Some(v) = from {
+            to.clone_from(v);
         }
-        fn set_some<T: Clone>(to: &mut Option<T>, from: &Option<T>) {
-            if from.is_some() {
-                to.clone_from(from);
-            }
-        }
-        set(&mut args.path, &self.path);
-        set_some(&mut args.vault_namespace, &self.namespace);
-        set_some(&mut args.account_role_arn, &self.account_role_arn);
-        set_some(&mut args.external_id, &self.external_id);
-        set_some(&mut args.kms_key_id, &self.kms_key_id);
-        set(&mut args.include, &self.include);
-        set(&mut args.exclude, &self.exclude);
-        set(&mut args.opt_in, &self.opt_in);
-        set(&mut args.replica_regions, &self.replica_regions);
-        set_some(&mut args.name_template, &self.name_template);
-        set(&mut args.granularity, &self.granularity);
-        if let Some(tags) = &self.tags {
-            args.tags = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        }
-        set(&mut args.metadata_tag_keys, &self.metadata_tag_keys);
-        set(&mut args.deletion_policy, &self.deletion_policy);
-        set(&mut args.recovery_window_days, &self.recovery_window_days);
-        set(&mut args.max_delete_share, &self.max_delete_share);
-        set(&mut args.on_modified, &self.on_modified);
-        set(&mut args.latest_deleted, &self.latest_deleted);
-        set(&mut args.max_keys_per_secret, &self.max_keys_per_secret);
-        set(&mut args.adopt, &self.adopt);
-        set(&mut args.adopt_sample, &self.adopt_sample);
-        match &self.resource_policy {
-            Some(serde_json::Value::String(text)) => args.resource_policy = Some(text.clone()),
-            Some(document) => args.resource_policy = Some(document.to_string()),
-            None => {}
-        }
-        args
     }
+    fn set_some<T: Clone>(to: &mut Option<T>, from: &Option<T>) {
+        if from.is_some() {
+            to.clone_from(from);
+        }
+    }
+    set(&mut args.path, &rule.path);
+    set_some(&mut args.vault_namespace, &rule.namespace);
+    set_some(&mut args.account_role_arn, &rule.account_role_arn);
+    set_some(&mut args.external_id, &rule.external_id);
+    set_some(&mut args.kms_key_id, &rule.kms_key_id);
+    set(&mut args.include, &rule.include);
+    set(&mut args.exclude, &rule.exclude);
+    set(&mut args.opt_in, &rule.opt_in);
+    set(&mut args.replica_regions, &rule.replica_regions);
+    set_some(&mut args.name_template, &rule.name_template);
+    set(&mut args.granularity, &rule.granularity);
+    if let Some(tags) = &rule.tags {
+        args.tags = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    }
+    set(&mut args.metadata_tag_keys, &rule.metadata_tag_keys);
+    set(&mut args.deletion_policy, &rule.deletion_policy);
+    set(&mut args.recovery_window_days, &rule.recovery_window_days);
+    set(&mut args.max_delete_share, &rule.max_delete_share);
+    set(&mut args.on_modified, &rule.on_modified);
+    set(&mut args.latest_deleted, &rule.latest_deleted);
+    set(&mut args.max_keys_per_secret, &rule.max_keys_per_secret);
+    set(&mut args.adopt, &rule.adopt);
+    set(&mut args.adopt_sample, &rule.adopt_sample);
+    match &rule.resource_policy {
+        Some(serde_json::Value::String(text)) => args.resource_policy = Some(text.clone()),
+        Some(document) => args.resource_policy = Some(document.to_string()),
+        None => {}
+    }
+    args
 }
 
 fn invalid(problem: impl Into<String>) -> ConfigError {
@@ -186,7 +144,7 @@ pub fn settings_of(base: &SyncArgs, given: &str) -> Result<Vec<Settings>, Config
         if let Some(region) = &doc.region {
             contract::check_region(region).map_err(|e| rule_error("region".into(), e))?;
         }
-        let mut settings = doc.over(base).settings().map_err(|e| match e {
+        let mut settings = over(doc, base).settings().map_err(|e| match e {
             ConfigError::Invalid { key, problem } => rule_error(key_of(key), problem),
             other => other,
         })?;
@@ -217,6 +175,7 @@ pub fn settings_of(base: &SyncArgs, given: &str) -> Result<Vec<Settings>, Config
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DeletionPolicy;
     use clap::Parser;
 
     #[derive(Parser)]

@@ -229,6 +229,7 @@ fn dedup(mut found: Vec<AwsSecret>) -> Vec<AwsSecret> {
 async fn list_aws(
     sm: &SecretsManager,
     settings: &Settings,
+    concurrency: usize,
     names: tokio::sync::oneshot::Receiver<Vec<String>>,
 ) -> Result<Vec<AwsSecret>, SyncError> {
     let rule = &settings.rule;
@@ -256,7 +257,7 @@ async fn list_aws(
     let expected = names.len();
     drop(names);
     Ok(sm
-        .list_partitioned(&partition, settings.concurrency, expected)
+        .list_partitioned(&partition, concurrency, expected)
         .await?)
 }
 
@@ -339,6 +340,45 @@ pub struct Replicator {
     vault: tokio::sync::Mutex<Option<(VaultConnection, Arc<VaultClient>)>>,
     /// Failures of a run before any rule's (the connection, Vault unreachable).
     notices: crate::report::NoticeGate,
+}
+
+/// Fills `report`'s Vault figures from `counts` (and zeroes them).
+fn vault_counts_into(counts: &crate::vault::VaultCounters, report: &mut Report) {
+    let snap = counts.take();
+    report.values_read = snap.get("read_value").copied().unwrap_or(0);
+    report.vault_requests = snap
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| (k.to_owned(), n))
+        .collect();
+}
+
+/// What one rule's part of a run asked of Vault and AWS, and how long it took: counted apart
+/// from (and as well as in) the run's own counts, for the rule's report and metrics.
+struct RuleCounts {
+    vault: Arc<crate::vault::VaultCounters>,
+    aws: Arc<AwsCounters>,
+    started: Instant,
+}
+
+impl RuleCounts {
+    /// `work`'s output, and its counts.
+    async fn around<T>(work: impl std::future::Future<Output = T>) -> (T, Self) {
+        let counts = Self {
+            vault: Arc::default(),
+            aws: Arc::default(),
+            started: Instant::now(),
+        };
+        let work = crate::vault::counting(counts.vault.clone(), work);
+        let out = contract::sdk::counting(counts.aws.clone(), work).await;
+        (out, counts)
+    }
+
+    fn into_report(self, report: &mut Report) {
+        vault_counts_into(&self.vault, report);
+        report.aws_requests = self.aws.take();
+        report.duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    }
 }
 
 /// One rule's part of a replicator: its settings, where its replicas are, and what its runs
@@ -550,13 +590,7 @@ impl Replicator {
         let mut report = Report::default();
         let work = self.plan_and_execute(request, deadline, &mut report, progress);
         let result = crate::vault::counting(vault_counts.clone(), work).await;
-        let snap = vault_counts.take();
-        report.values_read = snap.get("read_value").copied().unwrap_or(0);
-        report.vault_requests = snap
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(k, n)| (k.to_owned(), n))
-            .collect();
+        vault_counts_into(&vault_counts, &mut report);
         report.dry_run = self.resolved.settings.dry_run || request.dry_run;
         let notified_by_rules = match result {
             Ok(by_rules) => by_rules,
@@ -710,7 +744,9 @@ impl Replicator {
                 &mut own,
                 progress,
             );
-            if let Err(e) = Box::pin(run).await {
+            let (result, counts) = RuleCounts::around(Box::pin(run)).await;
+            counts.into_report(&mut own);
+            if let Err(e) = result {
                 tracing::error!(rule = ?rule.name, kind = e.kind(), "rule failed: {e}");
                 own.failures.push(Problem::new("", e.kind(), e.to_string()));
             }
@@ -764,7 +800,10 @@ impl Replicator {
                     classify: crate::inventory::Classify::of(&settings.rule, now),
                     names: Some(names_tx),
                 });
-                listings.push(list_aws(&self.lanes[i].sm, settings, names_rx));
+                // The rules' listings run at once: together, as many requests at a time as
+                // one rule's.
+                let share = (settings.concurrency / members.len()).max(1);
+                listings.push(list_aws(&self.lanes[i].sm, settings, share, names_rx));
             }
             let concurrency = self.resolved.settings.concurrency;
             let (walked, listed) = tokio::join!(
@@ -802,15 +841,17 @@ impl Replicator {
                     accept_vault_rollback: request.accept_vault_rollback,
                     progress,
                 };
-                let result = async {
+                let work = async {
                     let (inventory, aws) = (inventory?, listed?);
                     let raced = round.act(inventory, aws, None, false, &mut own).await?;
                     if !raced.is_empty() {
                         round.run(Some(&raced), true, &mut own).await?;
                     }
                     Ok::<_, SyncError>(())
-                }
-                .await;
+                };
+                let (result, counts) = RuleCounts::around(Box::pin(work)).await;
+                // The shared walk is the run's: a rule counts its own plan's requests.
+                counts.into_report(&mut own);
                 if let Err(e) = result {
                     tracing::error!(rule = ?lane.settings.rule.name, kind = e.kind(), "rule failed: {e}");
                     own.failures.push(Problem::new("", e.kind(), e.to_string()));
@@ -888,7 +929,7 @@ impl Round<'_> {
                         self.progress,
                         Some(names_tx),
                     ),
-                    list_aws(sm, settings, names_rx)
+                    list_aws(sm, settings, settings.concurrency, names_rx)
                 );
                 (inventory?, aws?)
             }

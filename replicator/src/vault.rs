@@ -27,21 +27,31 @@ pub struct VaultCounters {
 }
 
 tokio::task_local! {
-    /// The counters of the run being polled, when it asked for its own ([`counting`]).
-    static RUN_COUNTS: Arc<VaultCounters>;
+    /// The counters of the runs being polled, outermost first, when they asked for their own
+    /// ([`counting`]).
+    static RUN_COUNTS: Arc<[Arc<VaultCounters>]>;
 }
 
 /// Runs `f` with its own Vault request counters besides the client's: two runs under way at
-/// once in one process each count only their own requests and value reads.
+/// once in one process each count only their own requests and value reads. A count within
+/// another (a rule's within its run) counts in both.
 pub async fn counting<F: std::future::Future>(counters: Arc<VaultCounters>, f: F) -> F::Output {
-    RUN_COUNTS.scope(counters, f).await
+    let mut all = RUN_COUNTS
+        .try_with(|outer| outer.to_vec())
+        .unwrap_or_default();
+    all.push(counters);
+    RUN_COUNTS.scope(all.into(), f).await
 }
 
 impl VaultCounters {
     /// One more of `which`, here and in the run's own counters.
     fn add(&self, which: fn(&VaultCounters) -> &AtomicU64) {
         which(self).fetch_add(1, Ordering::Relaxed);
-        let _ = RUN_COUNTS.try_with(|run| which(run).fetch_add(1, Ordering::Relaxed));
+        let _ = RUN_COUNTS.try_with(|runs| {
+            for run in runs.iter() {
+                which(run).fetch_add(1, Ordering::Relaxed);
+            }
+        });
     }
 
     /// The counts since the last `take`, and zero again: one process runs many syncs (a warm

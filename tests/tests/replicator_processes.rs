@@ -1194,14 +1194,14 @@ async fn a_watcher_of_many_rules_sends_each_change_to_every_rule_it_falls_in() {
         {"name": "team", "prefix": "team", "mount": "kv", "namespace": "team"},
     ]);
     let api = RuntimeApi::start().await;
-    let _function = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+    let mut function = tokio::process::Command::new(e2e::bin_path("bootstrap"))
         .env_clear()
         .envs(env.moto.env())
         .envs(e2e::runtime_api::lambda_env(&api.addr, "kv-replicator"))
         .env(vars::RULES, rules.to_string())
         .env("VAULT_ADDR", &bao.addr)
         .env("VAULT_TOKEN", e2e::ROOT_TOKEN)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -1276,6 +1276,38 @@ async fn a_watcher_of_many_rules_sends_each_change_to_every_rule_it_falls_in() {
         ]
     );
     let _ = watcher.start_kill();
+
+    // Each run's metrics: one EMF document per rule it ran, by the rule's name, its counts
+    // the rule's own (the values it read among them).
+    function.start_kill().unwrap();
+    let out = function.wait_with_output().await.unwrap();
+    let emf: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    let seen: Vec<(&str, &str, u64, u64)> = emf
+        .iter()
+        .map(|d| {
+            (
+                d["Rule"].as_str().unwrap(),
+                d["Kind"].as_str().unwrap(),
+                d["Created"].as_u64().unwrap(),
+                d["ValuesRead"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("app", "full", 0, 0),
+            ("all", "full", 0, 0),
+            ("team", "full", 0, 0),
+            ("app", "change-driven", 1, 1),
+            ("all", "change-driven", 1, 1),
+            ("team", "change-driven", 1, 1),
+        ]
+    );
 }
 
 /// A watcher started with `extra` flags (its stderr kept, for what it says), and its reports.

@@ -13,6 +13,8 @@ pub mod account;
 pub mod naming;
 #[cfg(feature = "resource-policy")]
 pub mod resource_policy;
+#[cfg(feature = "rules")]
+pub mod rules;
 #[cfg(feature = "aws")]
 pub mod sdk;
 pub mod secret;

@@ -190,14 +190,20 @@ impl AwsCounters {
 }
 
 tokio::task_local! {
-    /// The counters of the run being polled, when it asked for its own ([`counting`]).
-    static RUN_REQUESTS: Arc<AwsCounters>;
+    /// The counters of the runs being polled, outermost first, when they asked for their own
+    /// ([`counting`]).
+    static RUN_REQUESTS: Arc<[Arc<AwsCounters>]>;
 }
 
 /// Runs `f` with its own request counters besides the client's: two runs under way at once in
-/// one process (a full sync beside a batch of changes) each count only their own requests.
+/// one process (a full sync beside a batch of changes) each count only their own requests. A
+/// count within another (a rule's within its run) counts in both.
 pub async fn counting<F: std::future::Future>(counters: Arc<AwsCounters>, f: F) -> F::Output {
-    RUN_REQUESTS.scope(counters, f).await
+    let mut all = RUN_REQUESTS
+        .try_with(|outer| outer.to_vec())
+        .unwrap_or_default();
+    all.push(counters);
+    RUN_REQUESTS.scope(all.into(), f).await
 }
 
 /// Counts each request in the client's counters, and in the run's ([`counting`]) when it has
@@ -218,7 +224,7 @@ impl Intercept for CountRequests {
     ) -> Result<(), BoxError> {
         if let Some(meta) = cfg.load::<Metadata>() {
             self.0.add(meta.name());
-            let _ = RUN_REQUESTS.try_with(|run| run.add(meta.name()));
+            let _ = RUN_REQUESTS.try_with(|runs| runs.iter().for_each(|run| run.add(meta.name())));
         }
         Ok(())
     }

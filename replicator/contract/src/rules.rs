@@ -1,0 +1,102 @@
+//! The sync rules document both programs read: `[[sync]]` of `deployer.toml`, and the
+//! replicator's `--rules` (`REPLICATOR_RULES`), one rule each, with the same keys, so a
+//! configuration is portable between them. The shape only; each program checks the values.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::naming::Granularity;
+use crate::{DeletionPolicy, LatestDeleted, OnModified};
+
+/// The most rules one document holds.
+pub const MAX_RULES: usize = 100;
+
+/// One rule as the document gives it: a name and a prefix, and any other key it sets (what it
+/// leaves out, the replicator takes from its flags). Written without the keys left out.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDoc {
+    pub name: String,
+    pub prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_role_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opt_in: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_regions: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_template: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granularity: Option<Granularity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_tag_keys: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_window_days: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delete_share: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_modified: Option<OnModified>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_deleted: Option<LatestDeleted>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys_per_secret: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt_sample: Option<bool>,
+    /// A JSON document, `@FILE`, or the policy itself as an object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_policy: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_is_written_with_the_keys_it_sets_and_read_back_the_same() {
+        let rule = RuleDoc {
+            name: "payments".into(),
+            prefix: "pay".into(),
+            mount: Some("kv".into()),
+            deletion_policy: Some(DeletionPolicy::Delete),
+            granularity: Some(Granularity::SecretKey),
+            tags: Some(BTreeMap::from([("team".into(), "pay".into())])),
+            ..RuleDoc::default()
+        };
+        let written = serde_json::to_string(&rule).unwrap();
+        assert_eq!(
+            written,
+            r#"{"name":"payments","prefix":"pay","mount":"kv","granularity":"secret-key","tags":{"team":"pay"},"deletion_policy":"delete"}"#
+        );
+        assert_eq!(serde_json::from_str::<RuleDoc>(&written).unwrap(), rule);
+        let unknown = serde_json::from_str::<RuleDoc>(r#"{"name":"a","prefix":"p","mont":"kv"}"#);
+        assert!(
+            unknown
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field `mont`")
+        );
+    }
+}
