@@ -1235,6 +1235,9 @@ async fn many_rules_in_one_process_each_sync_their_own_and_fail_alone() {
     bao.put("kv", "web/draft", json!({"k": "d"})).await;
     bao.set_custom_metadata("kv", "web/draft", json!({"sync": "false"}))
         .await;
+    bao.put("kv", "web/keep", json!({"k": "kept"})).await;
+    bao.set_custom_metadata("kv", "web/keep", json!({"sync": "true"}))
+        .await;
     bao.api("POST", "sys/namespaces/team", Some(json!({})))
         .await;
     bao.api_in(
@@ -1262,6 +1265,10 @@ async fn many_rules_in_one_process_each_sync_their_own_and_fail_alone() {
              "tags": {"team": "payments"}},
             {"name": "team", "prefix": "team", "mount": "kv", "namespace": "team",
              "account_role_arn": role_arn, "external_id": external_id},
+            {"name": "opted", "prefix": "opted", "mount": "kv", "path": "web", "opt_in": true,
+             "resource_policy": {"Version": "2012-10-17", "Statement": [{"Effect": "Deny",
+               "Principal": "*", "Action": "secretsmanager:DeleteSecret",
+               "Resource": "${ReplicaArn}"}]}},
         ])
         .to_string()
     };
@@ -1272,7 +1279,7 @@ async fn many_rules_in_one_process_each_sync_their_own_and_fail_alone() {
     let first = replicator.run(None, &Progress::default()).await;
     assert_eq!(
         (first.created, first.excluded, first.failures.len()),
-        (5, 2, 0),
+        (7, 4, 0),
         "{}",
         first.to_text()
     );
@@ -1284,9 +1291,10 @@ async fn many_rules_in_one_process_each_sync_their_own_and_fail_alone() {
     assert_eq!(
         per_rule,
         [
-            (Some("everything"), 2),
+            (Some("everything"), 3),
             (Some("payments"), 2),
-            (Some("team"), 1)
+            (Some("team"), 1),
+            (Some("opted"), 1)
         ]
     );
     let home = env.side.secrets("all").await;
@@ -1296,9 +1304,22 @@ async fn many_rules_in_one_process_each_sync_their_own_and_fail_alone() {
             "all/pay/db",
             "all/pay/scratch/tmp",
             "all/payments/db",
-            "all/web/home"
+            "all/web/home",
+            "all/web/keep"
         ]
     );
+    // The opt-in rule took only the secret that says `sync = "true"`, and put its policy on
+    // it (the other rule's replica of it has none).
+    let opted = env.side.secrets("opted").await;
+    assert_eq!(opted.keys().collect::<Vec<_>>(), ["opted/keep"]);
+    let policy = policy_of(&env, "opted/keep")
+        .await
+        .expect("the rule's policy");
+    assert_eq!(
+        policy["Statement"][0]["Resource"],
+        opted["opted/keep"].arn.as_str()
+    );
+    assert_eq!(policy_of(&env, "all/web/keep").await, None);
     assert_eq!(home["all/pay/db"].tags["replica-rule"], "payments");
     assert_eq!(home["all/pay/db"].tags["team"], "payments");
     assert_eq!(home["all/web/home"].tags["replica-rule"], "everything");
@@ -1320,7 +1341,7 @@ async fn many_rules_in_one_process_each_sync_their_own_and_fail_alone() {
     let second = replicator.run(None, &Progress::default()).await;
     assert_eq!(
         (second.writes(), second.unchanged, second.failures.len()),
-        (0, 5, 0),
+        (0, 7, 0),
         "{}",
         second.to_text()
     );

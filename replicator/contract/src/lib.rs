@@ -154,6 +154,7 @@ pub mod tags {
         VAULT_PATH,
         PREFIX,
         STACK,
+        RULE,
         SOURCE,
         KEY,
         USER_TAGS,
@@ -749,6 +750,9 @@ mod tests {
         for bad in ["", "Payments", "a_b", "a b", "a/b", &"x".repeat(33)] {
             assert!(check_rule_name(bad).is_err(), "{bad}");
         }
+        // The rule's tag is the tool's own: no `--tag` or Vault metadata sets it.
+        assert!(tags::check(tags::RULE, "payments").is_err());
+        assert!(tags::check("Replica-Rule", "payments").is_err());
     }
 
     #[test]
