@@ -428,10 +428,14 @@ impl SyncArgs {
             return Err(invalid("--mount / REPLICATOR_MOUNT", "must not be empty"));
         }
         let path = self.path.trim_matches('/').to_owned();
-        if path.split('/').any(|s| s == ".." || s == ".") {
+        if !path.is_empty()
+            && path
+                .split('/')
+                .any(|s| s == ".." || s == "." || s.is_empty())
+        {
             return Err(invalid(
                 "--path / REPLICATOR_PATH",
-                "must not contain . or .. segments",
+                "must not contain ., .. or empty segments",
             ));
         }
         if !ranges::RECOVERY_WINDOW_DAYS.contains(&self.recovery_window_days) {
@@ -818,6 +822,7 @@ mod tests {
             (&["--writes-per-second", "80"], "--writes-per-second"),
             (&["--sns-topic-arn", "topic"], "--sns-topic-arn"),
             (&["--path", "a/../b"], "--path"),
+            (&["--path", "a//b"], "--path"),
             (&["--rule", "Payments"], "--rule"),
             (&["--replica-region", "mars-1"], "--replica-region"),
             (

@@ -333,30 +333,34 @@ pub struct LaneWalk<'a> {
 pub struct LaneFailure {
     pub kind: &'static str,
     pub message: String,
+    /// What failed is above the rule's own path (a folder the rules share, listed for them
+    /// all): the rule's own walk, from its path, may well succeed.
+    pub above: bool,
 }
 
 /// One walk of `mount` for every rule of `lanes` (rules on one mount and namespace): each
 /// folder listed once and each secret's metadata read once, whichever rules select it, and
-/// classified for each rule as its own walk would. Each rule's inventory (or why it has
-/// none); the walk's error when the top listing fails (every rule's then).
+/// classified for each rule as its own walk would. Each rule's inventory, or why it has none
+/// (every rule's, when the walk's top listing fails: `above` for the rules below that folder,
+/// whose own walks may succeed).
 pub async fn walk_shared(
     vault: &VaultClient,
     mount: &str,
     lanes: Vec<LaneWalk<'_>>,
     concurrency: usize,
     progress: &crate::progress::Progress,
-) -> Result<Vec<Result<Inventory, LaneFailure>>, VaultError> {
+) -> Vec<Result<Inventory, LaneFailure>> {
     let base = common_base(lanes.iter().map(|l| l.path));
+    let depth = segments(&base).count();
     let shared = Shared {
         lanes: lanes
             .into_iter()
             .map(|l| SharedLane {
-                under: match l.path.strip_prefix(base.as_str()) {
-                    Some(rest) => format!("{}/", rest.trim_start_matches('/')),
-                    None => format!("{}/", l.path),
-                }
-                .trim_start_matches('/')
-                .to_owned(),
+                // Whole segments below the base, each with its `/`: the base is made of them.
+                under: segments(l.path)
+                    .skip(depth)
+                    .map(|s| format!("{s}/"))
+                    .collect(),
                 classify: l.classify,
                 names: l.names,
                 entries: Vec::new(),
@@ -365,14 +369,33 @@ pub async fn walk_shared(
             .collect(),
         held: 0,
     };
+    let under: Vec<bool> = shared.lanes.iter().map(|l| !l.under.is_empty()).collect();
+    let failed_all = |e: VaultError, above_for_some: bool| -> Vec<Result<Inventory, LaneFailure>> {
+        under
+            .iter()
+            .map(|below| {
+                Err(LaneFailure {
+                    kind: e.kind(),
+                    message: e.to_string(),
+                    above: above_for_some && *below,
+                })
+            })
+            .collect()
+    };
     let (shared, bulk) = match walk_tree(vault, mount, &base, concurrency, shared, progress).await {
         Ok(walked) => walked,
-        Err(e) => return Err(checked_kv2(vault, mount, e).await),
+        Err(e) => {
+            let e = checked_kv2(vault, mount, e).await;
+            let mount_wrong = matches!(e, VaultError::NotKv2(_));
+            return failed_all(e, !mount_wrong);
+        }
     };
-    if shared.held == 0 {
-        check_kv2(vault, mount).await?;
+    if shared.held == 0
+        && let Err(e) = check_kv2(vault, mount).await
+    {
+        return failed_all(e, false);
     }
-    Ok(shared
+    shared
         .lanes
         .into_iter()
         .map(|lane| match lane.failed {
@@ -387,7 +410,12 @@ pub async fn walk_shared(
                 })
             }
         })
-        .collect())
+        .collect()
+}
+
+/// A path's segments, empty ones left out.
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
 }
 
 /// The longest sub-path every one of `paths` is in (whole segments; empty: the mount).
@@ -395,13 +423,12 @@ fn common_base<'a>(mut paths: impl Iterator<Item = &'a str>) -> String {
     let Some(first) = paths.next() else {
         return String::new();
     };
-    let mut common: Vec<&str> = first.split('/').filter(|s| !s.is_empty()).collect();
+    let mut common: Vec<&str> = segments(first).collect();
     for path in paths {
-        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let same = common
             .iter()
-            .zip(&segments)
-            .take_while(|(a, b)| a == b)
+            .zip(segments(path))
+            .take_while(|(a, b)| **a == *b)
             .count();
         common.truncate(same);
     }
@@ -560,6 +587,10 @@ impl Collect for Shared<'_> {
     fn unreadable(&mut self, rel: &str, kind: &'static str, message: &str) {
         for lane in &mut self.lanes {
             if let Some(own) = lane.own(rel) {
+                // A secret the rule's patterns leave out holds its excluded entry already.
+                if !own.ends_with('/') && lane.classify.by_path(own).is_some() {
+                    continue;
+                }
                 lane.entries.push(VaultEntry {
                     rel_path: own.into(),
                     state: EntryState::Unreadable {
@@ -573,6 +604,7 @@ impl Collect for Shared<'_> {
                 lane.failed.get_or_insert_with(|| LaneFailure {
                     kind,
                     message: message.to_owned(),
+                    above: rel != lane.under,
                 });
             }
         }
@@ -623,6 +655,8 @@ async fn walk_tree<C: Collect>(
     let mut pending_metas: Vec<String> = Vec::new();
     let mut lists_running = 0usize;
     let mut found: Vec<String> = Vec::new();
+    // Secrets listed: held once each however many rules hold them.
+    let mut listed = 0usize;
     let mut named = false;
     let mut running = FuturesUnordered::new();
     let rel = |full: &str| full.strip_prefix(&root).unwrap_or(full).to_owned();
@@ -692,7 +726,8 @@ async fn walk_tree<C: Collect>(
         };
         match done {
             Done::Listed(folder, mut listing) => {
-                if collect.held() + listing.keys.len() > MAX_ENTRIES {
+                listed += listing.keys.len();
+                if listed > MAX_ENTRIES {
                     return Err(VaultError::Decode {
                         op: format!("LIST {mount}/metadata/{folder}"),
                         detail: format!(
@@ -1011,15 +1046,30 @@ mod tests {
             shared.lanes[1].entries[0].state,
             EntryState::Live { .. }
         ));
+        // A metadata read that failed: unreadable for the rule that selects the path, nothing
+        // more for the one whose patterns leave it out (its excluded entry stands).
+        assert!(shared.found("pay/scratch/u"));
+        shared.unreadable("pay/scratch/u", "vault_error", "HTTP 500");
+        assert_eq!(
+            shared.lanes[0].entries.len(),
+            2,
+            "{:?}",
+            shared.lanes[0].entries
+        );
+        assert!(matches!(
+            shared.lanes[1].entries[1].state,
+            EntryState::Unreadable { .. }
+        ));
         // A folder that cannot be listed: a blind folder of the rule it is inside, and the
         // whole failure of the rule it is above.
         shared.unreadable("pay/", "vault_permission_denied", "denied");
-        assert_eq!(&*shared.lanes[0].entries[1].rel_path, "pay/");
+        assert_eq!(&*shared.lanes[0].entries[2].rel_path, "pay/");
         assert_eq!(
-            shared.lanes[1].failed.as_ref().map(|f| f.kind),
-            Some("vault_permission_denied")
+            shared.lanes[1].failed.as_ref().map(|f| (f.kind, f.above)),
+            Some(("vault_permission_denied", false)),
+            "the rule's own folder"
         );
-        assert_eq!(shared.held(), 3);
+        assert_eq!(shared.held(), 5);
 
         // Walked at pay/ for rules on pay/a and pay/b: nothing else is listed.
         let only = Shared {

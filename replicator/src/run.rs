@@ -138,6 +138,9 @@ fn rel_of(path: &str, rule: &Rule) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The most paths outside every rule that a report lists one by one.
+const MAX_OUTSIDE_LISTED: usize = 100;
+
 /// A path a request names: inside whichever rule's mount (`paths`), or inside one namespace's
 /// mount (`changes`).
 struct Named<'a> {
@@ -150,15 +153,17 @@ impl Named<'_> {
     /// Whether the path is inside `mount` of `namespace`.
     fn reaches(&self, mount: &str, namespace: Option<&str>) -> bool {
         self.scope.is_none_or(|(ns, m)| {
-            m == mount && contract::namespace(ns) == contract::namespace(namespace)
+            m.trim_matches('/') == mount.trim_matches('/')
+                && contract::namespace(ns) == contract::namespace(namespace)
         })
     }
 
     /// The warning of a named path no sync takes.
     fn outside(&self) -> Problem {
+        // Quoted: an invoker's text, never taken as the report's own.
         let at = match self.scope {
             Some((ns, mount)) => format!(
-                "{mount}/{} (namespace {})",
+                "{:?} in mount {mount:?} (namespace {:?})",
                 self.path.trim_matches('/'),
                 ns.unwrap_or("root")
             ),
@@ -469,6 +474,30 @@ impl Replicator {
                 notices: crate::report::NoticeGate::default(),
             });
         }
+        // Two rules writing one prefix of one account and region would write the same names:
+        // the region a rule leaves out is this process's.
+        let mut destinations = BTreeMap::new();
+        for lane in lanes.iter().filter(|_| !resolved.rules.is_empty()) {
+            let s = &lane.settings;
+            let region = s
+                .region
+                .clone()
+                .or_else(|| aws.region().map(|r| r.as_ref().to_owned()));
+            let account = s.account_role.as_ref().map(|r| r.account().to_owned());
+            let name = s.rule.name.clone().unwrap_or_default();
+            if let Some(other) =
+                destinations.insert((account, region, s.rule.prefix.clone()), name.clone())
+            {
+                return Err(ConfigError::Rule {
+                    name,
+                    key: "prefix".into(),
+                    problem: format!(
+                        "{:?} is rule {other:?}'s prefix in the same account and region: the two would write the same names",
+                        s.rule.prefix
+                    ),
+                });
+            }
+        }
         Ok(Self {
             resolved,
             aws: aws.clone(),
@@ -572,7 +601,8 @@ impl Replicator {
         // Counts of this run only, whatever else runs beside it in this process.
         let aws_counts = Arc::new(AwsCounters::default());
         let vault_counts = Arc::new(crate::vault::VaultCounters::default());
-        let run = self.counted_run(request, deadline, progress, vault_counts);
+        // Boxed: a run's future is large, and the caller's stack need not hold it.
+        let run = Box::pin(self.counted_run(request, deadline, progress, vault_counts));
         let mut report = contract::sdk::counting(aws_counts.clone(), run).await;
         report.aws_requests = aws_counts.take();
         report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -603,14 +633,20 @@ impl Replicator {
             }
         };
         if !notified_by_rules {
-            self.notify(&self.notices, &mut report).await;
+            self.notify(&self.notices, &mut report, None).await;
         }
         report
     }
 
     /// When `report` failed (and was no dry run), publishes its notice to the topic, unless
     /// `gate` saw the same one lately; a notice that cannot be sent is a failure of the report.
-    async fn notify(&self, gate: &crate::report::NoticeGate, report: &mut Report) {
+    /// A rule's notice names the account and region of its replicas.
+    async fn notify(
+        &self,
+        gate: &crate::report::NoticeGate,
+        report: &mut Report,
+        lane: Option<&Lane>,
+    ) {
         // A dry run changes nothing and tells nobody: its report is the whole answer.
         if !report.failed() || report.dry_run {
             return;
@@ -618,8 +654,14 @@ impl Replicator {
         let Some(topic) = self.resolved.settings.sns_topic_arn.as_deref() else {
             return;
         };
-        let account = topic.split(':').nth(4).unwrap_or("unknown");
-        let region = self.aws.region().map(|r| r.as_ref()).unwrap_or("unknown");
+        let home = topic.split(':').nth(4).unwrap_or("unknown");
+        let account = lane
+            .and_then(|l| l.settings.account_role.as_ref())
+            .map_or(home, |role| role.account());
+        let region = lane
+            .and_then(|l| l.settings.region.as_deref())
+            .or_else(|| self.aws.region().map(|r| r.as_ref()))
+            .unwrap_or("unknown");
         let notifier = Notifier::new(&self.aws, self.counters.clone());
         let notice = report.notice(account, region);
         if !gate.admits(&notice, Instant::now()) {
@@ -750,11 +792,27 @@ impl Replicator {
                 tracing::error!(rule = ?rule.name, kind = e.kind(), "rule failed: {e}");
                 own.failures.push(Problem::new("", e.kind(), e.to_string()));
             }
-            self.notify(&lane.notices, &mut own).await;
+            self.notify(&lane.notices, &mut own, Some(lane)).await;
             report.absorb(own);
         }
-        for (n, _) in named.iter().zip(taken).filter(|(_, taken)| !taken) {
+        let untaken: Vec<&Named<'_>> = named
+            .iter()
+            .zip(taken)
+            .filter(|(_, taken)| !taken)
+            .map(|(n, _)| n)
+            .collect();
+        for n in untaken.iter().take(MAX_OUTSIDE_LISTED) {
             report.warnings.push(n.outside());
+        }
+        if untaken.len() > MAX_OUTSIDE_LISTED {
+            report.warnings.push(Problem::new(
+                "",
+                "path_outside_scope",
+                format!(
+                    "… and {} more paths under no synced mount and path: skipped",
+                    untaken.len() - MAX_OUTSIDE_LISTED
+                ),
+            ));
         }
         Ok(true)
     }
@@ -810,30 +868,12 @@ impl Replicator {
                 crate::inventory::walk_shared(&vault, mount, walks, concurrency, progress),
                 futures::future::join_all(listings)
             );
-            let mut walked: Vec<Result<crate::inventory::Inventory, SyncError>> = match walked {
-                Ok(each) => each
-                    .into_iter()
-                    .map(|one| {
-                        one.map_err(|f| SyncError::Shared {
-                            kind: f.kind,
-                            message: f.message,
-                        })
-                    })
-                    .collect(),
-                Err(e) => members
-                    .iter()
-                    .map(|_| {
-                        Err(SyncError::Shared {
-                            kind: e.kind(),
-                            message: e.to_string(),
-                        })
-                    })
-                    .collect(),
-            };
+            let mut walked: Vec<Option<Result<crate::inventory::Inventory, _>>> =
+                walked.into_iter().map(Some).collect();
             for ((k, &i), listed) in members.iter().enumerate().zip(listed) {
                 let lane = &self.lanes[i];
                 let mut own = lane.report(request);
-                let inventory = std::mem::replace(&mut walked[k], Ok(Default::default()));
+                let inventory = walked[k].take().unwrap_or_else(|| Ok(Default::default()));
                 let round = Round {
                     lane,
                     settings: &settings[k],
@@ -842,7 +882,27 @@ impl Replicator {
                     progress,
                 };
                 let work = async {
-                    let (inventory, aws) = (inventory?, listed?);
+                    let inventory = match inventory {
+                        Ok(inventory) => inventory,
+                        // A folder above the rule's own path failed (one the rules share): the
+                        // rule walks, and lists AWS, on its own (the listing beside the shared
+                        // walk may have had no names to go by).
+                        Err(f) if f.above => {
+                            tracing::warn!(rule = ?lane.settings.rule.name, "{}: walking the rule's own path", f.message);
+                            let raced = round.run(None, false, &mut own).await?;
+                            if !raced.is_empty() {
+                                round.run(Some(&raced), true, &mut own).await?;
+                            }
+                            return Ok(());
+                        }
+                        Err(f) => {
+                            return Err(SyncError::Shared {
+                                kind: f.kind,
+                                message: f.message,
+                            });
+                        }
+                    };
+                    let aws = listed?;
                     let raced = round.act(inventory, aws, None, false, &mut own).await?;
                     if !raced.is_empty() {
                         round.run(Some(&raced), true, &mut own).await?;
@@ -856,7 +916,7 @@ impl Replicator {
                     tracing::error!(rule = ?lane.settings.rule.name, kind = e.kind(), "rule failed: {e}");
                     own.failures.push(Problem::new("", e.kind(), e.to_string()));
                 }
-                self.notify(&lane.notices, &mut own).await;
+                self.notify(&lane.notices, &mut own, Some(lane)).await;
                 reports[i] = Some(own);
             }
         }
@@ -941,7 +1001,7 @@ impl Round<'_> {
                 (inventory, aws?)
             }
         };
-        self.act(inventory, aws, rels, last, report).await
+        Box::pin(self.act(inventory, aws, rels, last, report)).await
     }
 
     /// Plans and performs `rels` (or everything) from what was observed of them, recording

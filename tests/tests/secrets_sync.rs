@@ -1413,3 +1413,66 @@ async fn many_rules_in_one_process_each_sync_their_own_and_fail_alone() {
     assert_eq!(json["rules"][2]["rule"], "team");
     assert_eq!(json["failures"][0]["rule"], "team");
 }
+
+/// Rules under a folder the Vault policy does not let the sync list (only each rule's own
+/// path): the walk they would share fails at that folder, and each rule walks its own path
+/// instead and replicates. Two rules on one prefix of one account and region are refused
+/// before any request, the region left out being the process's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_under_a_folder_the_sync_may_not_list_each_walk_their_own_path() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    bao.put("kv", "team/app/db", json!({"k": "1"})).await;
+    bao.put("kv", "team/other/db", json!({"k": "2"})).await;
+    let token = bao
+        .token_with_policy(
+            "two-paths",
+            r#"
+path "kv/metadata/team/app/*" { capabilities = ["read", "list"] }
+path "kv/data/team/app/*" { capabilities = ["read"] }
+path "kv/metadata/team/other/*" { capabilities = ["read", "list"] }
+path "kv/data/team/other/*" { capabilities = ["read"] }
+"#,
+        )
+        .await;
+    let mut a = args(&env, "unused");
+    a.vault_token = Some(token.as_str().into());
+    a.rules = Some(
+        json!([
+            {"name": "app", "prefix": "app", "mount": "kv", "path": "team/app"},
+            {"name": "other", "prefix": "other", "mount": "kv", "path": "team/other"},
+        ])
+        .to_string(),
+    );
+    let first = sync(&env, &a).await;
+    assert_eq!(
+        (first.created, first.failures.len()),
+        (2, 0),
+        "{}",
+        first.to_text()
+    );
+    assert_eq!(env.side.value("app/db").await, json!({"k": "1"}));
+    assert_eq!(env.side.value("other/db").await, json!({"k": "2"}));
+    let again = sync(&env, &a).await;
+    assert_eq!(
+        (again.writes(), again.unchanged),
+        (0, 2),
+        "{}",
+        again.to_text()
+    );
+
+    let region = env.aws.region().unwrap().to_string();
+    a.rules = Some(
+        json!([
+            {"name": "a", "prefix": "p", "mount": "kv"},
+            {"name": "b", "prefix": "p", "mount": "kv", "path": "team", "region": region},
+        ])
+        .to_string(),
+    );
+    let refused = replicator::run::Replicator::new(&a, &env.aws).unwrap_err();
+    assert!(
+        refused.to_string().contains("rule \"b\": prefix"),
+        "{refused}"
+    );
+}

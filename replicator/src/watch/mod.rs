@@ -356,9 +356,12 @@ pub async fn run(
     let scopes = loop {
         let (found, stopped) = stop.around(delivery.scopes()).await;
         match found {
-            Some(Ok(scopes)) => break scopes,
+            Some(Ok(scopes)) if !scopes.is_empty() => break scopes,
             _ if stopped => return Ok(()),
-            Some(Err(e)) => {
+            Some(other) => {
+                let e = other
+                    .err()
+                    .unwrap_or_else(|| "the sync names no scope".into());
                 attempt += 1;
                 tracing::warn!("cannot learn where the sync reads in Vault (tried again): {e}");
                 let (_, stopped) = stop
@@ -483,13 +486,14 @@ pub async fn run(
                         let sent = paths.clone();
                         let progress = &progress;
                         let qualified = filter.qualified();
+                        let one = &scopes[0];
                         batch = Some((
                             (paths, since),
                             Box::pin(async move {
                                 if qualified {
                                     delivery.changes(&changes_of(&sent), progress).await
                                 } else {
-                                    delivery.paths(&sent, progress).await
+                                    delivery.paths(&paths_of(&sent, one), progress).await
                                 }
                             }),
                         ));
@@ -587,6 +591,26 @@ pub async fn run(
 /// followed one scope) is left to the full sync, which the watcher runs at start.
 fn changes_of(names: &[String]) -> Vec<crate::run::Change> {
     names.iter().filter_map(|n| Follow::change(n)).collect()
+}
+
+/// The paths a watcher of one scope named: a change saved by a watcher of many scopes is its
+/// path when it is of this scope's mount and namespace, and is left to the full sync the
+/// watcher runs at start when it is not.
+fn paths_of(names: &[String], scope: &crate::run::VaultScope) -> Vec<String> {
+    names
+        .iter()
+        .filter_map(|n| match Follow::change(n) {
+            None => Some(n.clone()),
+            Some(c)
+                if c.mount.trim_matches('/') == scope.mount.trim_matches('/')
+                    && contract::namespace(c.namespace.as_deref())
+                        == contract::namespace(scope.namespace.as_deref()) =>
+            {
+                Some(c.path)
+            }
+            Some(_) => None,
+        })
+        .collect()
 }
 
 /// `watch` as a command, for both binaries (`replicator watch`, and `bootstrap watch` beside
@@ -691,5 +715,21 @@ mod tests {
             Some(Duration::from_secs(7200))
         );
         assert_eq!(parse(&["--reconcile-interval", "off"]).reconcile, None);
+    }
+
+    #[test]
+    fn a_change_saved_by_a_watcher_of_many_scopes_is_its_path_to_one_of_its_scope() {
+        let scope = crate::run::VaultScope {
+            mount: "kv".into(),
+            path: String::new(),
+            namespace: Some("team".into()),
+        };
+        let names = [
+            "app/db".to_owned(),
+            r#"{"namespace":"team/","mount":"kv/","path":"web"}"#.to_owned(),
+            r#"{"mount":"kv","path":"root-only"}"#.to_owned(),
+            r#"{"namespace":"team","mount":"other","path":"x"}"#.to_owned(),
+        ];
+        assert_eq!(paths_of(&names, &scope), ["app/db", "web"]);
     }
 }
