@@ -62,7 +62,7 @@ pub struct Options {
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct Report {
+pub struct InitReport {
     /// The Vault this run configured (said first, so a wrong target is plain to see).
     pub vault_address: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -428,7 +428,7 @@ impl<'a> Output<'a> {
     }
 
     /// Ends the JSON document with the report's fields.
-    pub fn finish(&mut self, report: &Report) -> std::io::Result<()> {
+    pub fn finish(&mut self, report: &InitReport) -> std::io::Result<()> {
         match serde_json::to_value(report) {
             Ok(serde_json::Value::Object(fields)) => self.close(fields),
             _ => self.close(serde_json::Map::new()),
@@ -455,7 +455,7 @@ pub async fn run(
     spec: &Spec,
     opts: Options,
     out: &mut Output<'_>,
-) -> Result<Report, InitError> {
+) -> Result<InitReport, InitError> {
     let (address, ca_pem, keep) = (
         opts.address.clone(),
         opts.ca_pem.clone(),
@@ -496,7 +496,7 @@ struct Steps<'a, 'o> {
     opts: Options,
     out: &'a mut Output<'o>,
     admin: VaultAdmin,
-    report: Report,
+    report: InitReport,
     /// The KV v2 mount, the Vault policy and the AppRole role of this stack: two stacks on one
     /// Vault keep theirs.
     mount: String,
@@ -511,16 +511,16 @@ async fn run_steps(
     opts: Options,
     out: &mut Output<'_>,
     fresh_root: &mut Option<SecretString>,
-) -> Result<Report, InitError> {
+) -> Result<InitReport, InitError> {
     let admin = VaultAdmin::new(&opts.address, opts.ca_pem.as_deref())?
         .in_namespace(opts.namespace.as_deref());
     let mut s = Steps {
         c,
         spec,
-        report: Report {
+        report: InitReport {
             vault_address: opts.address.clone(),
             namespace: opts.namespace.clone(),
-            ..Report::default()
+            ..InitReport::default()
         },
         opts,
         out,

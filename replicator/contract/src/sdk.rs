@@ -1,6 +1,6 @@
-//! AWS SDK plumbing shared by the replicator and the deployer (the deployer includes this very
-//! file): the configuration loader with this project's HTTP client and retries, errors classified
-//! by modelled error code, and a request counter. No I/O of its own.
+//! AWS SDK plumbing shared by the replicator and the deployer (both use it from this crate, with
+//! its `aws` feature): the configuration loader with this project's HTTP client and retries,
+//! errors classified by modelled error code, and request counters. No I/O of its own.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
