@@ -283,7 +283,8 @@ pub struct Settings {
 pub struct Resolved {
     /// The flags' settings: the one rule's, or, with a rules document, what the rules share.
     pub settings: Settings,
-    /// A rules document's rules, each with its settings; none without one.
+    /// A rules document's rules, each with its settings; none without one (the document is
+    /// read over these flags by [`crate::rules::resolve`]).
     pub rules: Vec<Settings>,
     pub connection: ConnectionSource,
 }
@@ -403,14 +404,9 @@ pub use contract::is_aws_name_char;
 impl SyncArgs {
     /// Checks every value once, and says which flag (and variable) to fix.
     pub fn resolve(&self) -> Result<Resolved, ConfigError> {
-        let settings = self.settings()?;
-        let rules = match self.rules.as_deref().map(str::trim) {
-            Some(given) if !given.is_empty() => crate::rules::settings_of(self, given)?,
-            _ => Vec::new(),
-        };
         Ok(Resolved {
-            settings,
-            rules,
+            settings: self.settings()?,
+            rules: Vec::new(),
             connection: self.connection()?,
         })
     }

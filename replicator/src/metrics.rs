@@ -14,7 +14,7 @@ pub const NAMESPACE: &str = "VaultSecretsReplicator";
 /// The `Rule` dimension of the one sync a function runs today.
 pub const RULE: &str = "default";
 /// The most values one EMF metric carries.
-pub const MAX_VALUES: usize = 100;
+pub const MAX_VALUES: usize = crate::report::MAX_LAGS;
 
 /// What a run was: every secret, the paths a change named, or cut short by its deadline.
 pub fn kind(report: &Report, change_driven: bool) -> &'static str {

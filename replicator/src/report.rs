@@ -7,6 +7,9 @@ use serde::Serialize;
 
 use crate::plan::Step;
 
+/// The most lags one report holds (the metrics carry them).
+pub const MAX_LAGS: usize = 100;
+
 /// A conflict or a failure of one secret (or of the whole run, with `name` empty).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
@@ -68,7 +71,7 @@ pub struct Report {
     pub aws_requests: BTreeMap<String, u64>,
     pub duration_ms: u64,
     /// Seconds from each written Vault version to its write being recorded (for the metrics):
-    /// the first [`crate::metrics::MAX_VALUES`], and how many there were.
+    /// the first [`MAX_LAGS`], and how many there were.
     #[serde(skip)]
     pub lags: Vec<f64>,
     #[serde(skip)]
@@ -129,7 +132,7 @@ impl Report {
         }
         self.bulk_metadata |= rule.bulk_metadata;
         self.lags_measured += rule.lags_measured;
-        let room = crate::metrics::MAX_VALUES.saturating_sub(self.lags.len());
+        let room = MAX_LAGS.saturating_sub(self.lags.len());
         self.lags.extend(rule.lags.drain(..).take(room));
         self.rules.push(rule);
     }

@@ -114,6 +114,20 @@ fn key_of(flag_key: &str) -> String {
     }
 }
 
+/// The flags resolved, and the rules document they name (`--rules`) read over them.
+pub fn resolve(args: &SyncArgs) -> Result<crate::config::Resolved, ConfigError> {
+    let mut resolved = args.resolve()?;
+    if let Some(given) = args
+        .rules
+        .as_deref()
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+    {
+        resolved.rules = settings_of(args, given)?;
+    }
+    Ok(resolved)
+}
+
 /// Each rule's settings, `base`'s flags under the document `given`: every rule checked as the
 /// flags are, and the rules together (names once each; no two rules writing one prefix of one
 /// account and region). The error names the rule and its key.

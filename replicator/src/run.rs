@@ -425,7 +425,7 @@ impl Lane {
 
 impl Replicator {
     pub fn new(args: &SyncArgs, aws: &SdkConfig) -> Result<Self, ConfigError> {
-        let resolved = args.resolve()?;
+        let resolved = crate::rules::resolve(args)?;
         let counters = Arc::new(AwsCounters::default());
         let home = SecretsManager::new(aws, resolved.settings.writes_per_second, counters.clone());
         let each = if resolved.rules.is_empty() {

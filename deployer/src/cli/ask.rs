@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, IsTerminal};
 
-use super::CliError;
+use super::common::CliError;
 
 /// Prints `prompt` on stderr and goes on only when the line typed is `answer`. Without a
 /// terminal, refuses with `without_terminal`; with another answer, with `declined`.

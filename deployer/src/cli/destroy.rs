@@ -5,7 +5,7 @@ use std::io::Write;
 
 use clap::Args;
 
-use super::{CliError, EXIT_OK, emit};
+use super::common::{CliError, EXIT_OK, emit};
 use crate::change::{Action, Change};
 use crate::stack::{Phase, Stack};
 
@@ -46,7 +46,7 @@ pub async fn run(
             args.delete_replicated_secrets.then_some(prefix.as_str()),
         )?;
     }
-    let ticker = super::Ticker::on_stderr();
+    let ticker = super::common::Ticker::on_stderr();
     let mut progress = |phase: Phase, c: &Change| match phase {
         Phase::Starting => ticker.set(format!("deleting {} {}", c.kind, c.name)),
         Phase::Done => {

@@ -7,7 +7,7 @@
 
 use std::io::Write;
 
-use super::{CliError, EXIT_ERROR, EXIT_OK, emit};
+use super::common::{CliError, EXIT_ERROR, EXIT_OK, emit};
 use crate::resources::{Ctx, DeployError};
 use crate::spec::Duty;
 use crate::stack::Stack;

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use super::{CliError, ExitCodeArgs, emit};
+use super::common::{CliError, ExitCodeArgs, emit};
 use crate::change::{Action, render_plan};
 use crate::cost;
 use crate::lambda_zip::LambdaZip;

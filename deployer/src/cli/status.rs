@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use super::{CliError, ExitCodeArgs, emit, outputs_text};
+use super::common::{CliError, ExitCodeArgs, emit, outputs_text};
 use crate::change::{Action, render_status};
 use crate::stack::Stack;
 
@@ -95,7 +95,7 @@ async fn secrets(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i
         );
         let value = serde_json::json!({"function": name, "error": message});
         emit(out, json, &value, &format!("{message}\n"))?;
-        return Ok(super::EXIT_ERROR);
+        return Ok(super::common::EXIT_ERROR);
     }
     let answered = super::sync_now::invoke(c, &name, &serde_json::json!({"status": true})).await?;
     let body = answered.body;
@@ -111,7 +111,7 @@ async fn secrets(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i
                 &value,
                 &format!("{name}: cannot tell where the secrets stand: {message}\n"),
             )?;
-            return Ok(super::EXIT_ERROR);
+            return Ok(super::common::EXIT_ERROR);
         }
     };
     let failures = body["failures"].as_array().cloned().unwrap_or_default();

@@ -9,7 +9,7 @@ use std::io::Write;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 
-use super::{CliError, EXIT_ERROR, EXIT_OK, emit};
+use super::common::{CliError, EXIT_ERROR, EXIT_OK, emit};
 use crate::resources::Ctx;
 use crate::stack::Stack;
 

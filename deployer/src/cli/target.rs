@@ -9,7 +9,7 @@ use std::io::Write;
 
 use clap::{Args, Subcommand};
 
-use super::{CliError, EXIT_OK, ExitCodeArgs, emit};
+use super::common::{CliError, EXIT_OK, ExitCodeArgs, emit};
 use crate::change::{Action, FieldDiff, render_plan, render_status};
 use crate::clients::Clients;
 use crate::resources::DeployError;
@@ -105,7 +105,7 @@ pub async fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<i32, CliError> {
-    let account = super::identity(target, Some(spec.id.region.clone()))
+    let account = super::common::identity(target, Some(spec.id.region.clone()))
         .await?
         .account;
     let role = role_of(spec, &account)?;

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use clap::Args;
 
-use super::{CliError, EXIT_OK, emit, outputs_text};
+use super::common::{CliError, EXIT_OK, emit, outputs_text};
 use crate::change::{Action, Change};
 use crate::lambda_zip::LambdaZip;
 use crate::stack::{Phase, Stack};
@@ -84,7 +84,7 @@ pub async fn run(
             confirm(&access, stack.zip, stack.spec)?;
         }
     }
-    let ticker = super::Ticker::on_stderr();
+    let ticker = super::common::Ticker::on_stderr();
     let mut progress = |_: Phase, c: &Change| {
         ticker.clear();
         tracing::info!("{}", describe(c));

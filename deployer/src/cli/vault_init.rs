@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CliError, EXIT_OK, error_chain};
+use super::common::{CliError, EXIT_OK, error_chain};
 use crate::resources::vault_server;
 use crate::stack::Stack;
 use crate::vault_init::{self, AuthMode, KeysTo, Options};
