@@ -1662,6 +1662,86 @@ async fn the_watcher_follows_the_connection_secrets_namespace() {
     w.child.wait().await.unwrap();
 }
 
+/// The connection secret names another namespace while the watcher runs: after its next full
+/// sync the watcher asks the sync where it reads, and follows the audit log there, no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_follows_the_sync_where_it_reads_now() {
+    let env = env().await;
+    let bao = &env.bao;
+    for ns in ["team", "ops"] {
+        bao.api("POST", &format!("sys/namespaces/{ns}"), Some(json!({})))
+            .await;
+        bao.api_in(
+            ns,
+            "POST",
+            "sys/mounts/kv",
+            Some(json!({"type": "kv", "options": {"version": "2"}})),
+        )
+        .await;
+    }
+    let connection = |ns: &str| {
+        json!({"vaultAddress": bao.addr, "vaultToken": e2e::ROOT_TOKEN, "vaultNamespace": ns})
+            .to_string()
+    };
+    env.side
+        .create("ns-connection/vault", &connection("team"), &[])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(e2e::bin_path("replicator"));
+    cmd.env_clear()
+        .envs(env.moto.env())
+        .args([
+            "watch", "--prefix", "ns", "--mount", "kv", "--output", "json",
+        ])
+        .args([
+            "--connection-secret",
+            "ns-connection/vault",
+            "--reconcile-interval",
+            "1s",
+        ])
+        .arg("--audit-log")
+        .arg(bao.audit_log())
+        .arg("--state-file")
+        .arg(dir.path().join("o"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut w = Watching {
+        lines: tokio::io::BufReader::new(child.stdout.take().unwrap()).lines(),
+        child,
+    };
+    w.until(Duration::from_secs(60), |r| r["scope"] == "full")
+        .await;
+    // The sync reads in ops now; two full syncs later the watcher has asked it.
+    env.side
+        .sm
+        .put_secret_value()
+        .secret_id("ns-connection/vault")
+        .secret_string(connection("ops"))
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        w.until(Duration::from_secs(60), |r| r["scope"] == "full")
+            .await;
+    }
+    bao.api_in(
+        "ops",
+        "POST",
+        "kv/data/web",
+        Some(json!({"data": {"k": 1}})),
+    )
+    .await;
+    let batch = w
+        .until(Duration::from_secs(30), |r| r["scope"] == "paths")
+        .await;
+    assert_eq!(batch["paths"], json!(["web"]), "{batch}");
+    w.signal("-TERM");
+    w.child.wait().await.unwrap();
+}
+
 /// An audit device with `format = "jsonx"` (or a prefix) makes every line unreadable: the
 /// watcher says so (it used to drop them without a word).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

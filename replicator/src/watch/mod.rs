@@ -207,7 +207,7 @@ struct Chunk {
 /// the thread, and the memory, where they are. Stops when `stop` is set or nobody listens.
 fn spawn_tail(
     mut tail: Tail,
-    filter: Follow,
+    follow: Arc<std::sync::Mutex<Arc<Follow>>>,
     poll: Duration,
     tx: tokio::sync::mpsc::Sender<Chunk>,
     stop: Arc<AtomicBool>,
@@ -218,6 +218,8 @@ fn spawn_tail(
         let mut warned: Option<Instant> = None;
         while !stop.load(Ordering::Relaxed) {
             let mut chunk = Chunk::default();
+            // What to follow, as the loop last learnt it from the sync.
+            let filter = current(&follow);
             let read = tail.read(&mut |line| {
                 let what = filter.classify(line);
                 chunk.health.count(&what);
@@ -353,7 +355,7 @@ pub async fn run(
     let progress = crate::progress::Progress::default();
     let mut stop = Stop::new()?;
     let mut attempt = 0;
-    let scopes = loop {
+    let mut scopes = loop {
         let (found, stopped) = stop.around(delivery.scopes()).await;
         match found {
             Some(Ok(scopes)) if !scopes.is_empty() => break scopes,
@@ -374,7 +376,7 @@ pub async fn run(
             None => return Ok(()),
         }
     };
-    let filter = Follow::new(&scopes);
+    let follow = Arc::new(std::sync::Mutex::new(Arc::new(Follow::new(&scopes))));
     for scope in &scopes {
         tracing::info!(
             mount = %scope.mount,
@@ -395,7 +397,7 @@ pub async fn run(
     let metrics = settings.metrics.clone();
     let reader = spawn_tail(
         tail,
-        filter.clone(),
+        follow.clone(),
         settings.poll,
         tx,
         halt.clone(),
@@ -425,6 +427,12 @@ pub async fn run(
         FullFor::Start(Instant::now()),
         Box::pin(delivery.full(&progress)),
     ));
+    // The sync's scopes are asked again after each full sync and at this interval: a rule
+    // added to the function, or a namespace the connection secret now names, is followed
+    // without a restart.
+    let mut rescope_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + RESCOPE_EVERY, RESCOPE_EVERY);
+    rescope_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let beside = delivery.runs_beside();
     let mut stopped = false;
     while !stopped {
@@ -456,7 +464,7 @@ pub async fn run(
                 let spell_over = spell.elapsed() >= HEALTH_SPELL;
                 if !warned
                     && (spell_over || health.lines >= HEALTH_EARLY_LINES)
-                    && let Some(warning) = health.warning(&filter)
+                    && let Some(warning) = health.warning(&current(&follow))
                 {
                     tracing::warn!("{warning}");
                     warned = true;
@@ -485,15 +493,15 @@ pub async fn run(
                         let since = since.into_iter().chain(pending.sending_since()).min();
                         let sent = paths.clone();
                         let progress = &progress;
-                        let qualified = filter.qualified();
-                        let one = &scopes[0];
+                        let qualified = current(&follow).qualified();
+                        let one = scopes[0].clone();
                         batch = Some((
                             (paths, since),
                             Box::pin(async move {
                                 if qualified {
                                     delivery.changes(&changes_of(&sent), progress).await
                                 } else {
-                                    delivery.paths(&paths_of(&sent, one), progress).await
+                                    delivery.paths(&paths_of(&sent, &one), progress).await
                                 }
                             }),
                         ));
@@ -520,6 +528,8 @@ pub async fn run(
             }
             d = under(&mut full) => {
                 if let Some((reason, _)) = full.take() {
+                    // The scopes were learnt just before the start-up sync.
+                    let learnt = matches!(reason, FullFor::Start(_));
                     match reason {
                         FullFor::Pending => settle(&mut pending, Sent::Full, d.ok),
                         FullFor::Start(started) | FullFor::Reconcile(started) => {
@@ -534,6 +544,10 @@ pub async fn run(
                     if let Some(tick) = reconcile.as_mut() {
                         tick.reset();
                     }
+                    if d.ok && !learnt {
+                        rescope(delivery, &mut scopes, &follow, &mut pending).await;
+                        save(&pending, at);
+                    }
                 }
             }
             () = async {
@@ -545,6 +559,10 @@ pub async fn run(
                 }
             }, if may_full => {
                 full = Some((FullFor::Reconcile(Instant::now()), Box::pin(delivery.full(&progress))));
+            }
+            _ = rescope_tick.tick(), if batch.is_none() && full.is_none() => {
+                rescope(delivery, &mut scopes, &follow, &mut pending).await;
+                save(&pending, at);
             }
             () = stop.recv() => stopped = true,
         }
@@ -585,6 +603,48 @@ pub async fn run(
     drop(rx);
     let _ = reader.join();
     pending.to_save(at).save(&settings.state_file)
+}
+
+/// How often a watcher asks the sync where it reads, besides after each full sync.
+const RESCOPE_EVERY: Duration = Duration::from_secs(300);
+
+/// The loop's view of what the tail follows.
+fn current(follow: &std::sync::Mutex<Arc<Follow>>) -> Arc<Follow> {
+    follow
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+/// Asks the sync where it reads now; when that changed, follows the new scopes from the next
+/// line read, and owes a full sync (which covers what was seen under the old ones, whatever
+/// their names). A sync that does not answer in time leaves everything as it was.
+async fn rescope(
+    delivery: &Delivery,
+    scopes: &mut Vec<crate::run::VaultScope>,
+    follow: &std::sync::Mutex<Arc<Follow>>,
+    pending: &mut Pending,
+) {
+    let asked = tokio::time::timeout(Duration::from_secs(10), delivery.scopes()).await;
+    let Ok(Ok(now)) = asked else {
+        return;
+    };
+    if now.is_empty() || now == *scopes {
+        return;
+    }
+    for scope in &now {
+        tracing::info!(
+            mount = %scope.mount,
+            path = %scope.path,
+            namespace = scope.namespace.as_deref().unwrap_or(""),
+            "the sync reads elsewhere now: following the audit log there"
+        );
+    }
+    *follow
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(Follow::new(&now));
+    *scopes = now;
+    pending.owe_full(Instant::now());
 }
 
 /// The changes a watcher of many scopes named; a name that is none (saved by a watcher that

@@ -148,7 +148,12 @@ impl Pending {
         }
     }
 
-    /// A full sync covers every change seen: the paths one by one are dropped.
+    /// A full sync covers every change seen (too many at once, or the scopes followed changed):
+    /// the paths one by one are dropped.
+    pub fn owe_full(&mut self, now: Instant) {
+        self.owe_full_sync(now);
+    }
+
     fn owe_full_sync(&mut self, now: Instant) {
         self.fresh.clear();
         self.retry.clear();
