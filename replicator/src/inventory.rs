@@ -709,7 +709,7 @@ async fn walk_tree<C: Collect>(
         }
         let before = collect.held();
         let done = match done {
-            Ok(done) => done,
+            Ok(done) => Some(done),
             // Nothing is known without the top listing.
             Err((folder, e)) if folder == root => return Err(e),
             // A folder that cannot be listed (a policy that denies it, say) is a failure of its
@@ -721,11 +721,12 @@ async fn walk_tree<C: Collect>(
                     e.kind(),
                     &format!("cannot list the folder {mount}/{folder}: {e}"),
                 );
-                continue;
+                None
             }
         };
         match done {
-            Done::Listed(folder, mut listing) => {
+            None => {}
+            Some(Done::Listed(folder, mut listing)) => {
                 listed += listing.keys.len();
                 if listed > MAX_ENTRIES {
                     return Err(VaultError::Decode {
@@ -775,10 +776,12 @@ async fn walk_tree<C: Collect>(
                     }
                 }
             }
-            Done::Meta(path, Ok(Some(meta))) => collect.metadata(&rel(&path), &meta),
+            Some(Done::Meta(path, Ok(Some(meta)))) => collect.metadata(&rel(&path), &meta),
             // Removed between the listing and the read.
-            Done::Meta(_, Ok(None)) => {}
-            Done::Meta(path, Err(e)) => collect.unreadable(&rel(&path), e.kind(), &e.to_string()),
+            Some(Done::Meta(_, Ok(None))) => {}
+            Some(Done::Meta(path, Err(e))) => {
+                collect.unreadable(&rel(&path), e.kind(), &e.to_string());
+            }
         }
         progress.add_found(collect.held().saturating_sub(before) as u64);
         if pending_lists.is_empty() && lists_running == 0 && !named {

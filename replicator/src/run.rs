@@ -160,14 +160,23 @@ impl Named<'_> {
 
     /// The warning of a named path no sync takes.
     fn outside(&self) -> Problem {
-        // Quoted: an invoker's text, never taken as the report's own.
+        // Quoted and cut: an invoker's text, never taken as the report's own.
+        let cut = |text: &str| -> String {
+            let kept: String = text.chars().take(256).collect();
+            if kept.len() < text.len() {
+                format!("{kept}…")
+            } else {
+                kept
+            }
+        };
+        let path = cut(self.path.trim_matches('/'));
         let at = match self.scope {
             Some((ns, mount)) => format!(
-                "{:?} in mount {mount:?} (namespace {:?})",
-                self.path.trim_matches('/'),
-                ns.unwrap_or("root")
+                "{path:?} in mount {:?} (namespace {:?})",
+                cut(mount),
+                cut(ns.unwrap_or("root"))
             ),
-            None => format!("{:?}", self.path.trim_matches('/')),
+            None => format!("{path:?}"),
         };
         Problem::new(
             "",
@@ -242,9 +251,13 @@ async fn list_aws(
         all.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         return Ok(all);
     }
-    // No names: the walk failed, and the run fails with its error.
+    // No names: the walk failed, and the run fails with its error. Never an empty listing
+    // that a plan could take for AWS holding nothing.
     let Ok(names) = names.await else {
-        return Ok(Vec::new());
+        return Err(SyncError::Shared {
+            kind: "vault_walk_failed",
+            message: "the Vault walk ended before naming its secrets: AWS was not listed".into(),
+        });
     };
     let root = format!("{}/", rule.prefix);
     // One copy of the names at a time, gone before the listing starts. With one replica per
@@ -873,7 +886,13 @@ impl Replicator {
             for ((k, &i), listed) in members.iter().enumerate().zip(listed) {
                 let lane = &self.lanes[i];
                 let mut own = lane.report(request);
-                let inventory = walked[k].take().unwrap_or_else(|| Ok(Default::default()));
+                let inventory = walked[k].take().unwrap_or_else(|| {
+                    Err(crate::inventory::LaneFailure {
+                        kind: "vault_walk_failed",
+                        message: "the shared walk gave this rule no inventory".into(),
+                        above: false,
+                    })
+                });
                 let round = Round {
                     lane,
                     settings: &settings[k],

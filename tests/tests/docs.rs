@@ -40,11 +40,16 @@ fn cell_words(row: &str, cell: usize, keep: impl Fn(&str) -> bool) -> Vec<String
 }
 
 fn is_flag(w: &str) -> bool {
-    w.starts_with("--") && w[2..].chars().all(|c| c.is_ascii_lowercase() || c == '-')
+    w.starts_with("--")
+        && w[2..]
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 fn is_variable(w: &str) -> bool {
-    !w.is_empty() && w.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+    !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// The flags and variables documented in the tables of `lines`.
@@ -67,11 +72,17 @@ fn in_help(command: &str) -> (BTreeSet<String>, BTreeSet<String>) {
     let help = String::from_utf8(out.stdout).unwrap();
     let (mut flags, mut vars) = (BTreeSet::new(), BTreeSet::new());
     for line in help.lines().map(str::trim_start) {
-        let line = line.strip_prefix("-v, ").unwrap_or(line);
+        // `-v, --verbose`: the long name after a short one.
+        let line = match line.split_once(", --") {
+            Some((short, long)) if short.starts_with('-') && short.len() == 2 => {
+                &line[line.len() - long.len() - 2..]
+            }
+            _ => line,
+        };
         if let Some(rest) = line.strip_prefix("--") {
             let name: String = rest
                 .chars()
-                .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
                 .collect();
             flags.insert(format!("--{name}"));
         }

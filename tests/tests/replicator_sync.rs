@@ -1243,3 +1243,44 @@ fn classify(now: aws_smithy_types::DateTime) -> replicator::inventory::Classify<
         selection: &contract::select::EVERY_SECRET,
     }
 }
+
+/// The last folder the walk lists cannot be listed: the walk still names its secrets to the AWS
+/// listing of a prefix of more than one page, which is then read as it is (it used to wait for
+/// names that never came and take AWS for empty: every replica planned as a create).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_folder_vault_will_not_list_still_guides_a_full_aws_listing() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    futures::future::join_all(
+        (0..120).map(|i| async move { bao.put("kv", &format!("s{i:03}"), json!({"i": i})).await }),
+    )
+    .await;
+    bao.put("kv", "private/x", json!({"k": "x"})).await;
+    let mut a = args(&env, "kv");
+    assert_eq!(sync(&env, &a).await.created, 121);
+    let token = bao
+        .token_with_policy(
+            "no-private-last",
+            "path \"kv/data/*\" { capabilities = [\"read\"] }\npath \"kv/metadata/*\" { capabilities = [\"read\", \"list\"] }\npath \"kv/detailed-metadata/*\" { capabilities = [\"list\"] }\npath \"kv/metadata/private/*\" { capabilities = [\"deny\"] }\npath \"kv/detailed-metadata/private/*\" { capabilities = [\"deny\"] }",
+        )
+        .await;
+    a.vault_token = Some(token.into());
+    // The root's listing comes first; the one folder under it, denied, is the walk's last task.
+    let r = sync(&env, &a).await;
+    assert_eq!(
+        failure_kinds(&r),
+        [(
+            "kv/private/".to_owned(),
+            "vault_permission_denied".to_owned()
+        )],
+        "{}",
+        r.to_text()
+    );
+    assert_eq!((r.unchanged, r.created), (120, 0), "{}", r.to_text());
+    assert!(
+        !r.aws_requests.contains_key("CreateSecret"),
+        "no replica taken for missing: {:?}",
+        r.aws_requests
+    );
+}

@@ -545,7 +545,8 @@ pub async fn run(
                         tick.reset();
                     }
                     if d.ok && !learnt {
-                        rescope(delivery, &mut scopes, &follow, &mut pending).await;
+                        let asked = rescope(delivery, &mut scopes, &follow, &mut pending);
+                        stopped |= stop.around(asked).await.1;
                         save(&pending, at);
                     }
                 }
@@ -561,7 +562,9 @@ pub async fn run(
                 full = Some((FullFor::Reconcile(Instant::now()), Box::pin(delivery.full(&progress))));
             }
             _ = rescope_tick.tick(), if batch.is_none() && full.is_none() => {
-                rescope(delivery, &mut scopes, &follow, &mut pending).await;
+                // A signal meanwhile is not kept waiting for the answer.
+                let asked = rescope(delivery, &mut scopes, &follow, &mut pending);
+                stopped |= stop.around(asked).await.1;
                 save(&pending, at);
             }
             () = stop.recv() => stopped = true,
@@ -626,8 +629,16 @@ async fn rescope(
     pending: &mut Pending,
 ) {
     let asked = tokio::time::timeout(Duration::from_secs(10), delivery.scopes()).await;
-    let Ok(Ok(now)) = asked else {
-        return;
+    let now = match asked {
+        Ok(Ok(now)) => now,
+        Ok(Err(e)) => {
+            tracing::warn!("cannot ask the sync where it reads (asked again later): {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("the sync did not say where it reads within 10 s (asked again later)");
+            return;
+        }
     };
     if now.is_empty() || now == *scopes {
         return;
