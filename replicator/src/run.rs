@@ -909,10 +909,7 @@ impl Replicator {
                         Err(f) if f.above => {
                             tracing::warn!(rule = ?lane.settings.rule.name, "{}: walking the rule's own path", f.message);
                             let raced = round.run(None, false, &mut own).await?;
-                            if !raced.is_empty() {
-                                round.run(Some(&raced), true, &mut own).await?;
-                            }
-                            return Ok(());
+                            return round.again(&raced, &mut own).await;
                         }
                         Err(f) => {
                             return Err(SyncError::Shared {
@@ -923,10 +920,7 @@ impl Replicator {
                     };
                     let aws = listed?;
                     let raced = round.act(inventory, aws, None, false, &mut own).await?;
-                    if !raced.is_empty() {
-                        round.run(Some(&raced), true, &mut own).await?;
-                    }
-                    Ok::<_, SyncError>(())
+                    round.again(&raced, &mut own).await
                 };
                 let (result, counts) = RuleCounts::around(Box::pin(work)).await;
                 // The shared walk is the run's: a rule counts its own plan's requests.
@@ -963,11 +957,7 @@ impl Replicator {
             progress,
         };
         let raced = round.run(rels.as_deref(), false, report).await?;
-        if !raced.is_empty() {
-            // Names another writer took since the listing: planned again from what is
-            // there now, once.
-            round.run(Some(&raced), true, report).await?;
-        }
+        round.again(&raced, report).await?;
         Ok(())
     }
 }
@@ -982,6 +972,15 @@ struct Round<'a> {
 }
 
 impl Round<'_> {
+    /// The names another writer took since the listing (`raced`): planned again from what is
+    /// there now, once (their failures this time are the report's).
+    async fn again(&self, raced: &[String], report: &mut Report) -> Result<(), SyncError> {
+        if !raced.is_empty() {
+            self.run(Some(raced), true, report).await?;
+        }
+        Ok(())
+    }
+
     /// Observes, plans and performs `rels` (or everything), recording into `report`; the
     /// paths whose creates found their name taken meanwhile (none in the `last` round, where
     /// they are failures).

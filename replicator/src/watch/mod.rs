@@ -377,14 +377,7 @@ pub async fn run(
         }
     };
     let follow = Arc::new(std::sync::Mutex::new(Arc::new(Follow::new(&scopes))));
-    for scope in &scopes {
-        tracing::info!(
-            mount = %scope.mount,
-            path = %scope.path,
-            namespace = scope.namespace.as_deref().unwrap_or(""),
-            "following the audit log"
-        );
-    }
+    say_scopes(&scopes, "following the audit log");
     let saved = Saved::load(&settings.state_file);
     let mut pending = saved
         .as_ref()
@@ -608,6 +601,18 @@ pub async fn run(
     pending.to_save(at).save(&settings.state_file)
 }
 
+/// Logs each scope followed, with `what`.
+fn say_scopes(scopes: &[crate::run::VaultScope], what: &str) {
+    for scope in scopes {
+        tracing::info!(
+            mount = %scope.mount,
+            path = %scope.path,
+            namespace = scope.namespace.as_deref().unwrap_or(""),
+            "{what}"
+        );
+    }
+}
+
 /// How often a watcher asks the sync where it reads, besides after each full sync.
 const RESCOPE_EVERY: Duration = Duration::from_secs(300);
 
@@ -643,14 +648,10 @@ async fn rescope(
     if now.is_empty() || now == *scopes {
         return;
     }
-    for scope in &now {
-        tracing::info!(
-            mount = %scope.mount,
-            path = %scope.path,
-            namespace = scope.namespace.as_deref().unwrap_or(""),
-            "the sync reads elsewhere now: following the audit log there"
-        );
-    }
+    say_scopes(
+        &now,
+        "the sync reads elsewhere now: following the audit log there",
+    );
     *follow
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(Follow::new(&now));
