@@ -278,6 +278,13 @@ pub struct Settings {
     pub region: Option<String>,
 }
 
+impl Settings {
+    /// The region of the replicas: the rule's own, else this process's (`own`).
+    pub fn region_or<'a>(&'a self, own: Option<&'a str>) -> Option<&'a str> {
+        self.region.as_deref().or(own)
+    }
+}
+
 /// The settings and the connection, as one run (or a process's many) uses them.
 #[derive(Clone, Debug)]
 pub struct Resolved {
@@ -724,7 +731,7 @@ impl SyncArgs {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
 
@@ -734,7 +741,8 @@ mod tests {
         sync: SyncArgs,
     }
 
-    fn parse(args: &[&str]) -> SyncArgs {
+    /// The flags of `args`, as the command line gives them.
+    pub(crate) fn parse(args: &[&str]) -> SyncArgs {
         let mut all = vec!["replicator"];
         all.extend_from_slice(args);
         match Cli::try_parse_from(all) {

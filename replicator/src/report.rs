@@ -7,6 +7,16 @@ use serde::Serialize;
 
 use crate::plan::Step;
 
+/// `text`, or its first `chars` characters and `…`.
+pub fn cut(text: &str, chars: usize) -> String {
+    if text.chars().count() <= chars {
+        text.to_owned()
+    } else {
+        let kept: String = text.chars().take(chars).collect();
+        format!("{kept}…")
+    }
+}
+
 /// The most lags one report holds (the metrics carry them).
 pub const MAX_LAGS: usize = 100;
 
@@ -247,14 +257,7 @@ impl Report {
     /// always far under SNS's 256 KB: the first [`NOTICE_LISTED`] failures, each error text cut
     /// at [`NOTICE_MESSAGE_CHARS`], then how many more there are, by kind.
     pub fn notice(&self, account: &str, region: &str) -> String {
-        let cut = |text: &str| -> String {
-            if text.chars().count() <= NOTICE_MESSAGE_CHARS {
-                text.to_owned()
-            } else {
-                let kept: String = text.chars().take(NOTICE_MESSAGE_CHARS).collect();
-                format!("{kept}…")
-            }
-        };
+        let cut = |text: &str| cut(text, NOTICE_MESSAGE_CHARS);
         let listed: Vec<_> = self
             .failures
             .iter()

@@ -139,8 +139,6 @@ pub fn settings_of(base: &SyncArgs, given: &str) -> Result<Vec<Settings>, Config
     }
     let docs = parse(given)?;
     let mut names = BTreeSet::new();
-    let mut destinations: BTreeMap<(Option<String>, Option<String>, String), &str> =
-        BTreeMap::new();
     let mut all = Vec::with_capacity(docs.len());
     for doc in &docs {
         let rule_error = |key: String, problem: String| ConfigError::Rule {
@@ -164,43 +162,42 @@ pub fn settings_of(base: &SyncArgs, given: &str) -> Result<Vec<Settings>, Config
         })?;
         settings.region.clone_from(&doc.region);
         settings.namespace = contract::namespace(doc.namespace.as_deref());
-        let destination = (
-            settings
-                .account_role
-                .as_ref()
-                .map(|r| r.account().to_owned()),
-            settings.region.clone(),
-            settings.rule.prefix.clone(),
-        );
-        if let Some(other) = destinations.insert(destination, &doc.name) {
-            return Err(rule_error(
-                "prefix".into(),
-                format!(
-                    "{:?} is rule {other:?}'s prefix in the same account and region: the two would write the same names",
-                    settings.rule.prefix
-                ),
-            ));
-        }
         all.push(settings);
     }
+    check_destinations(&all, None)?;
     Ok(all)
+}
+
+/// No two rules write one prefix of one account and region (they would write the same names;
+/// nested prefixes are fine). A rule without a region writes in `own`, when it is known.
+pub fn check_destinations(rules: &[Settings], own: Option<&str>) -> Result<(), ConfigError> {
+    let mut destinations = BTreeMap::new();
+    for s in rules {
+        let account = s.account_role.as_ref().map(|r| r.account());
+        let name = s.rule.name.as_deref().unwrap_or_default();
+        if let Some(other) =
+            destinations.insert((account, s.region_or(own), s.rule.prefix.as_str()), name)
+        {
+            return Err(ConfigError::Rule {
+                name: name.to_owned(),
+                key: "prefix".into(),
+                problem: format!(
+                    "{:?} is rule {other:?}'s prefix in the same account and region: the two would write the same names",
+                    s.rule.prefix
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::DeletionPolicy;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        sync: SyncArgs,
-    }
 
     fn base() -> SyncArgs {
-        Cli::try_parse_from([
-            "replicator",
+        crate::config::tests::parse(&[
             "--vault-addr",
             "http://v",
             "--vault-token",
@@ -208,8 +205,6 @@ mod tests {
             "--tag",
             "team=all",
         ])
-        .unwrap()
-        .sync
     }
 
     #[test]

@@ -161,14 +161,7 @@ impl Named<'_> {
     /// The warning of a named path no sync takes.
     fn outside(&self) -> Problem {
         // Quoted and cut: an invoker's text, never taken as the report's own.
-        let cut = |text: &str| -> String {
-            let kept: String = text.chars().take(256).collect();
-            if kept.len() < text.len() {
-                format!("{kept}…")
-            } else {
-                kept
-            }
-        };
+        let cut = |text: &str| crate::report::cut(text, 256);
         let path = cut(self.path.trim_matches('/'));
         let at = match self.scope {
             Some((ns, mount)) => format!(
@@ -447,13 +440,11 @@ impl Replicator {
             &resolved.rules[..]
         };
         let mut lanes = Vec::with_capacity(each.len());
+        let own_region = aws.region().map(|r| r.as_ref());
         for settings in each {
-            let region = settings
-                .region
-                .clone()
-                .or_else(|| aws.region().map(|r| r.as_ref().to_owned()));
-            contract::check_replica_regions(&settings.rule.replica_regions, region.as_deref())
-                .map_err(|problem| match &settings.rule.name {
+            let region = settings.region_or(own_region);
+            contract::check_replica_regions(&settings.rule.replica_regions, region).map_err(
+                |problem| match &settings.rule.name {
                     Some(name) if !resolved.rules.is_empty() => ConfigError::Rule {
                         name: name.clone(),
                         key: "replica_regions".into(),
@@ -463,7 +454,8 @@ impl Replicator {
                         key: "--replica-region / REPLICATOR_REPLICA_REGIONS",
                         problem,
                     },
-                })?;
+                },
+            )?;
             let sm = match (&settings.account_role, &settings.region) {
                 (None, None) => home.clone(),
                 (role, region) => {
@@ -487,30 +479,9 @@ impl Replicator {
                 notices: crate::report::NoticeGate::default(),
             });
         }
-        // Two rules writing one prefix of one account and region would write the same names:
-        // the region a rule leaves out is this process's.
-        let mut destinations = BTreeMap::new();
-        for lane in lanes.iter().filter(|_| !resolved.rules.is_empty()) {
-            let s = &lane.settings;
-            let region = s
-                .region
-                .clone()
-                .or_else(|| aws.region().map(|r| r.as_ref().to_owned()));
-            let account = s.account_role.as_ref().map(|r| r.account().to_owned());
-            let name = s.rule.name.clone().unwrap_or_default();
-            if let Some(other) =
-                destinations.insert((account, region, s.rule.prefix.clone()), name.clone())
-            {
-                return Err(ConfigError::Rule {
-                    name,
-                    key: "prefix".into(),
-                    problem: format!(
-                        "{:?} is rule {other:?}'s prefix in the same account and region: the two would write the same names",
-                        s.rule.prefix
-                    ),
-                });
-            }
-        }
+        // Checked again now that this process's region is known: a rule that leaves its region
+        // out writes where one naming this region does.
+        crate::rules::check_destinations(&resolved.rules, own_region)?;
         Ok(Self {
             resolved,
             aws: aws.clone(),
@@ -671,9 +642,9 @@ impl Replicator {
         let account = lane
             .and_then(|l| l.settings.account_role.as_ref())
             .map_or(home, |role| role.account());
+        let own_region = self.aws.region().map(|r| r.as_ref());
         let region = lane
-            .and_then(|l| l.settings.region.as_deref())
-            .or_else(|| self.aws.region().map(|r| r.as_ref()))
+            .map_or(own_region, |l| l.settings.region_or(own_region))
             .unwrap_or("unknown");
         let notifier = Notifier::new(&self.aws, self.counters.clone());
         let notice = report.notice(account, region);
@@ -789,7 +760,6 @@ impl Replicator {
                 Some(ns) => Arc::new(vault.for_namespace(Some(ns))),
                 None => vault.clone(),
             };
-            // One rule's failure is its own: the next rule runs.
             let run = self.run_lane(
                 lane,
                 &vault,
@@ -800,12 +770,7 @@ impl Replicator {
                 progress,
             );
             let (result, counts) = RuleCounts::around(Box::pin(run)).await;
-            counts.into_report(&mut own);
-            if let Err(e) = result {
-                tracing::error!(rule = ?rule.name, kind = e.kind(), "rule failed: {e}");
-                own.failures.push(Problem::new("", e.kind(), e.to_string()));
-            }
-            self.notify(&lane.notices, &mut own, Some(lane)).await;
+            self.close_rule(lane, &mut own, result, counts).await;
             report.absorb(own);
         }
         let untaken: Vec<&Named<'_>> = named
@@ -922,18 +887,30 @@ impl Replicator {
                     let raced = round.act(inventory, aws, None, false, &mut own).await?;
                     round.again(&raced, &mut own).await
                 };
-                let (result, counts) = RuleCounts::around(Box::pin(work)).await;
                 // The shared walk is the run's: a rule counts its own plan's requests.
-                counts.into_report(&mut own);
-                if let Err(e) = result {
-                    tracing::error!(rule = ?lane.settings.rule.name, kind = e.kind(), "rule failed: {e}");
-                    own.failures.push(Problem::new("", e.kind(), e.to_string()));
-                }
-                self.notify(&lane.notices, &mut own, Some(lane)).await;
+                let (result, counts) = RuleCounts::around(Box::pin(work)).await;
+                self.close_rule(lane, &mut own, result, counts).await;
                 reports[i] = Some(own);
             }
         }
         reports.into_iter().flatten().collect()
+    }
+
+    /// Ends one rule's part of a run: its counts into its report, its failure (its own: the
+    /// next rule runs), and its notice.
+    async fn close_rule(
+        &self,
+        lane: &Lane,
+        own: &mut Report,
+        result: Result<(), SyncError>,
+        counts: RuleCounts,
+    ) {
+        counts.into_report(own);
+        if let Err(e) = result {
+            tracing::error!(rule = ?lane.settings.rule.name, kind = e.kind(), "rule failed: {e}");
+            own.failures.push(Problem::new("", e.kind(), e.to_string()));
+        }
+        self.notify(&lane.notices, own, Some(lane)).await;
     }
 
     /// One rule's run of `rels` (or everything).

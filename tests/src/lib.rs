@@ -512,6 +512,23 @@ impl Bao {
         .await;
     }
 
+    /// A namespace with a KV v2 mount `kv` in it.
+    pub async fn namespace_with_kv2(&self, namespace: &str) {
+        self.api(
+            "POST",
+            &format!("sys/namespaces/{namespace}"),
+            Some(json!({})),
+        )
+        .await;
+        self.api_in(
+            namespace,
+            "POST",
+            "sys/mounts/kv",
+            Some(json!({"type": "kv", "options": {"version": "2"}})),
+        )
+        .await;
+    }
+
     pub async fn enable_kv2(&self, mount: &str) {
         self.api(
             "POST",

@@ -1179,15 +1179,7 @@ async fn a_watcher_of_many_rules_sends_each_change_to_every_rule_it_falls_in() {
     let env = env().await;
     let bao = &env.bao;
     bao.enable_kv2("kv").await;
-    bao.api("POST", "sys/namespaces/team", Some(json!({})))
-        .await;
-    bao.api_in(
-        "team",
-        "POST",
-        "sys/mounts/kv",
-        Some(json!({"type": "kv", "options": {"version": "2"}})),
-    )
-    .await;
+    bao.namespace_with_kv2("team").await;
     let rules = json!([
         {"name": "app", "prefix": "app", "mount": "kv", "path": "app"},
         {"name": "all", "prefix": "all", "mount": "kv"},
@@ -1601,15 +1593,7 @@ async fn a_failed_run_of_the_function_is_notified_by_the_watcher() {
 async fn the_watcher_follows_the_connection_secrets_namespace() {
     let env = env().await;
     let bao = &env.bao;
-    bao.api("POST", "sys/namespaces/team", Some(json!({})))
-        .await;
-    bao.api_in(
-        "team",
-        "POST",
-        "sys/mounts/kv",
-        Some(json!({"type": "kv", "options": {"version": "2"}})),
-    )
-    .await;
+    bao.namespace_with_kv2("team").await;
     let connection =
         json!({"vaultAddress": bao.addr, "vaultToken": e2e::ROOT_TOKEN, "vaultNamespace": "team"});
     env.side
@@ -1669,15 +1653,7 @@ async fn the_watcher_follows_the_sync_where_it_reads_now() {
     let env = env().await;
     let bao = &env.bao;
     for ns in ["team", "ops"] {
-        bao.api("POST", &format!("sys/namespaces/{ns}"), Some(json!({})))
-            .await;
-        bao.api_in(
-            ns,
-            "POST",
-            "sys/mounts/kv",
-            Some(json!({"type": "kv", "options": {"version": "2"}})),
-        )
-        .await;
+        bao.namespace_with_kv2(ns).await;
     }
     let connection = |ns: &str| {
         json!({"vaultAddress": bao.addr, "vaultToken": e2e::ROOT_TOKEN, "vaultNamespace": ns})

@@ -773,6 +773,9 @@ async fn a_mass_failure_still_sends_one_notice_under_the_sns_limit() {
     );
 }
 
+/// A Vault policy that lets the replicator read the mount `kv` but its folder `private/`.
+const NO_PRIVATE: &str = "path \"kv/data/*\" { capabilities = [\"read\"] }\npath \"kv/metadata/*\" { capabilities = [\"read\", \"list\"] }\npath \"kv/detailed-metadata/*\" { capabilities = [\"list\"] }\npath \"kv/metadata/private/*\" { capabilities = [\"deny\"] }\npath \"kv/detailed-metadata/private/*\" { capabilities = [\"deny\"] }";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_vault_will_not_list_fails_alone_and_is_never_taken_as_deleted() {
     let env = env().await;
@@ -787,12 +790,7 @@ async fn a_folder_vault_will_not_list_fails_alone_and_is_never_taken_as_deleted(
     assert_eq!(sync(&env, &a).await.created, 4);
 
     // A policy that keeps the replicator out of one folder; a secret deleted elsewhere.
-    let token = bao
-        .token_with_policy(
-            "no-private",
-            "path \"kv/data/*\" { capabilities = [\"read\"] }\npath \"kv/metadata/*\" { capabilities = [\"read\", \"list\"] }\npath \"kv/detailed-metadata/*\" { capabilities = [\"list\"] }\npath \"kv/metadata/private/*\" { capabilities = [\"deny\"] }\npath \"kv/detailed-metadata/private/*\" { capabilities = [\"deny\"] }",
-        )
-        .await;
+    let token = bao.token_with_policy("no-private", NO_PRIVATE).await;
     bao.api("DELETE", "kv/metadata/pub/y", None).await;
     bao.put("kv", "pub/z", json!({"k": "z2"})).await;
     a.vault_token = Some(token.into());
@@ -1259,12 +1257,7 @@ async fn a_last_folder_vault_will_not_list_still_guides_a_full_aws_listing() {
     bao.put("kv", "private/x", json!({"k": "x"})).await;
     let mut a = args(&env, "kv");
     assert_eq!(sync(&env, &a).await.created, 121);
-    let token = bao
-        .token_with_policy(
-            "no-private-last",
-            "path \"kv/data/*\" { capabilities = [\"read\"] }\npath \"kv/metadata/*\" { capabilities = [\"read\", \"list\"] }\npath \"kv/detailed-metadata/*\" { capabilities = [\"list\"] }\npath \"kv/metadata/private/*\" { capabilities = [\"deny\"] }\npath \"kv/detailed-metadata/private/*\" { capabilities = [\"deny\"] }",
-        )
-        .await;
+    let token = bao.token_with_policy("no-private-last", NO_PRIVATE).await;
     a.vault_token = Some(token.into());
     // The root's listing comes first; the one folder under it, denied, is the walk's last task.
     let r = sync(&env, &a).await;

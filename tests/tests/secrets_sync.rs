@@ -1238,15 +1238,7 @@ async fn many_rules_in_one_process_each_sync_their_own_and_fail_alone() {
     bao.put("kv", "web/keep", json!({"k": "kept"})).await;
     bao.set_custom_metadata("kv", "web/keep", json!({"sync": "true"}))
         .await;
-    bao.api("POST", "sys/namespaces/team", Some(json!({})))
-        .await;
-    bao.api_in(
-        "team",
-        "POST",
-        "sys/mounts/kv",
-        Some(json!({"type": "kv", "options": {"version": "2"}})),
-    )
-    .await;
+    bao.namespace_with_kv2("team").await;
     bao.api_in(
         "team",
         "POST",
