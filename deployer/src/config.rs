@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use contract::naming::{Granularity, NameTemplate};
+use contract::rules::RuleDoc;
 use contract::{DEFAULT_PREFIX, DeletionPolicy, ReplicaRegion, ranges};
 
 /// Default days between automatic rotations of the replicator's secret id: a new id every ten
@@ -62,6 +63,9 @@ pub struct FileConfig {
     pub resource_policy: Option<String>,
     pub account_role_arn: Option<String>,
     pub external_id: Option<String>,
+    /// `[[sync]]`: the rules, each its keys over the top level's. None: the top level is the
+    /// one sync.
+    pub sync: Option<Vec<RuleDoc>>,
     /// The folder of the file read: a relative `resource_policy` path is found from there.
     #[serde(skip)]
     pub base_dir: Option<std::path::PathBuf>,
@@ -132,6 +136,23 @@ pub struct ReplicatorSettings {
     pub account_role: Option<contract::account::AccountRole>,
 }
 
+/// One `[[sync]]` rule, checked: where it reads in Vault, where it writes, its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncRule {
+    pub name: String,
+    pub prefix: String,
+    /// The KV v2 mount (the rule's prefix unless given), its sub-path, its namespace.
+    pub mount: String,
+    pub path: String,
+    pub namespace: Option<String>,
+    /// The region of its replicas; none: the stack's.
+    pub region: Option<String>,
+    pub replicator: ReplicatorSettings,
+    /// The rule as the function reads it (`REPLICATOR_RULES`): the keys it sets, its resource
+    /// policy read from its file; the rest the function takes from the top level's.
+    pub doc: RuleDoc,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -142,6 +163,9 @@ pub struct Config {
     pub vault: VaultMode,
     pub schedule: String,
     pub replicator: ReplicatorSettings,
+    /// `[[sync]]`, in the file's order; empty: the top-level keys are the one sync (prefix,
+    /// mount `prefix`, `replicator`).
+    pub rules: Vec<SyncRule>,
     pub lambda_memory_mb: i32,
     pub lambda_timeout_seconds: i32,
     /// 1: one run at a time (a schedule firing during a long run waits); 0: not reserved (an
@@ -259,7 +283,8 @@ impl FileConfig {
             opt_in,
             resource_policy,
             account_role_arn,
-            external_id
+            external_id,
+            sync
         );
     }
 
@@ -339,19 +364,7 @@ impl FileConfig {
             .secrets_prefix
             .clone()
             .unwrap_or_else(|| DEFAULT_PREFIX.into());
-        contract::check_prefix(&prefix).map_err(|e| invalid("secrets_prefix", e))?;
-        // The replicator may write everything under `<prefix>/`: never a secret of a stack, this
-        // one's or another's (`<stack>-vault/tls`, `<stack>-vault/init-keys`,
-        // `<prefix>-connection/vault`: every name family this tool creates).
-        let stack_family = !prefix.contains('/') && prefix.ends_with("-vault");
-        if stack_family || prefix.ends_with("-connection") {
-            return Err(invalid(
-                "secrets_prefix",
-                format!(
-                    "{prefix:?} would put a stack's own secrets (this stack's or another's: <stack>-vault/tls and init-keys, <prefix>-connection/vault) under the replicator's write scope: choose a prefix that does not end in -vault or -connection"
-                ),
-            ));
-        }
+        check_secrets_prefix("secrets_prefix", &prefix)?;
         let notification_email = match self.notification_email.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(e) => {
@@ -460,33 +473,6 @@ impl FileConfig {
             }
         };
 
-        let deletion_policy: DeletionPolicy = match &self.deletion_policy {
-            None => DeletionPolicy::default(),
-            Some(p) => p.parse().map_err(|e| invalid("deletion_policy", e))?,
-        };
-        let recovery_window_days = self.recovery_window_days.unwrap_or(30);
-        if !ranges::RECOVERY_WINDOW_DAYS.contains(&recovery_window_days) {
-            return Err(invalid(
-                "recovery_window_days",
-                format!("{recovery_window_days} is outside 7 to 30"),
-            ));
-        }
-        let max_delete_share = self
-            .max_delete_share
-            .unwrap_or(contract::defaults::MAX_DELETE_SHARE);
-        if !ranges::MAX_DELETE_SHARE.contains(&max_delete_share) {
-            return Err(invalid(
-                "max_delete_share",
-                format!("{max_delete_share} is outside 0 to 1"),
-            ));
-        }
-        let concurrency = self.concurrency.unwrap_or(16);
-        if !usize::try_from(concurrency).is_ok_and(|c| ranges::CONCURRENCY.contains(&c)) {
-            return Err(invalid(
-                "concurrency",
-                format!("{concurrency} is outside 1 to 256"),
-            ));
-        }
         let lambda_memory_mb = self.lambda_memory_mb.unwrap_or(128);
         if !(128..=10240).contains(&lambda_memory_mb) {
             return Err(invalid(
@@ -546,6 +532,281 @@ impl FileConfig {
             return Err(invalid(
                 "region",
                 format!("{region:?} is not a region name such as eu-west-1"),
+            ));
+        }
+        let replicator = self.replicator_settings(&vault)?;
+        let rules = self.rules(&vault)?;
+        Ok(Config {
+            stack_name,
+            region: self.region.clone(),
+            prefix,
+            notification_email,
+            vault,
+            schedule,
+            replicator,
+            rules,
+            // Ranges checked above.
+            lambda_memory_mb: lambda_memory_mb as i32,
+            lambda_timeout_seconds: lambda_timeout_seconds as i32,
+            lambda_reserved_concurrency: lambda_reserved_concurrency as i32,
+            secret_id_rotation_days: secret_id_rotation_days as i32,
+            log_retention_days: log_retention_days as i32,
+            kms_deletion_window_days: kms_deletion_window_days as i32,
+            code_signing_profile: match self.code_signing_profile.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(arn) => {
+                    check_signing_profile(arn).map_err(|p| invalid("code_signing_profile", p))?;
+                    Some(arn.to_owned())
+                }
+            },
+            warnings,
+        })
+    }
+}
+
+/// `secrets_prefix`, or a rule's `prefix`: a prefix the function may write under, never over a
+/// stack's own secrets.
+fn check_secrets_prefix(key: &str, prefix: &str) -> Result<(), ConfigError> {
+    contract::check_prefix(prefix).map_err(|e| invalid(key, e))?;
+    // The replicator may write everything under `<prefix>/`: never a secret of a stack, this
+    // one's or another's (`<stack>-vault/tls`, `<stack>-vault/init-keys`,
+    // `<prefix>-connection/vault`: every name family this tool creates).
+    let stack_family = !prefix.contains('/') && prefix.ends_with("-vault");
+    if stack_family || prefix.ends_with("-connection") {
+        return Err(invalid(
+            key,
+            format!(
+                "{prefix:?} would put a stack's own secrets (this stack's or another's: <stack>-vault/tls and init-keys, <prefix>-connection/vault) under the replicator's write scope: choose a prefix that does not end in -vault or -connection"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A Vault mount, path or namespace of a rule: segments of letters, digits, `.`, `_` and `-`
+/// (they are written into the replicator's Vault policy, so nothing that policy syntax or its
+/// globs would read otherwise). `None` when empty.
+fn vault_segments(key: &str, given: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(given) = given.map(|g| g.trim_matches('/')).filter(|g| !g.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = given.split('/').any(|s| {
+        s.is_empty()
+            || s == "."
+            || s == ".."
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    });
+    if bad {
+        return Err(invalid(
+            key,
+            format!(
+                "{given:?} must be '/'-separated segments of letters, digits, '.', '_' and '-' (no '.' or '..' segment)"
+            ),
+        ));
+    }
+    Ok(Some(given.to_owned()))
+}
+
+impl FileConfig {
+    /// `[[sync]]`, each rule checked over the top-level keys as the function reads it, and the
+    /// rules together: names once each, no two rules writing one prefix of one account and
+    /// region, at most [`contract::rules::MAX_RULES`]. The error names the rule and its key.
+    fn rules(&self, vault: &VaultMode) -> Result<Vec<SyncRule>, ConfigError> {
+        let Some(docs) = &self.sync else {
+            return Ok(Vec::new());
+        };
+        if docs.is_empty() {
+            return Err(invalid(
+                "sync",
+                "is empty: give one [[sync]] table per rule, or none for the top-level keys' one sync",
+            ));
+        }
+        if docs.len() > contract::rules::MAX_RULES {
+            return Err(invalid(
+                "sync",
+                format!(
+                    "holds {} rules; at most {}",
+                    docs.len(),
+                    contract::rules::MAX_RULES
+                ),
+            ));
+        }
+        let mut rules: Vec<SyncRule> = Vec::with_capacity(docs.len());
+        for doc in docs {
+            contract::check_rule_name(&doc.name)
+                .map_err(|e| invalid("sync: name", format!("a rule's name {e}")))?;
+            if rules.iter().any(|r| r.name == doc.name) {
+                return Err(invalid(
+                    "sync: name",
+                    format!("two rules are named {:?}: each needs its own", doc.name),
+                ));
+            }
+            let rule = self.rule(doc, vault).map_err(|e| match e {
+                ConfigError::Invalid { key, problem } => ConfigError::Invalid {
+                    key: format!("sync {:?}: {key}", doc.name),
+                    problem,
+                },
+                other => other,
+            })?;
+            let account = |r: &SyncRule| {
+                r.replicator
+                    .account_role
+                    .as_ref()
+                    .map(|a| a.account().to_owned())
+            };
+            if let Some(other) = rules.iter().find(|r| {
+                r.prefix == rule.prefix && r.region == rule.region && account(r) == account(&rule)
+            }) {
+                return Err(invalid(
+                    &format!("sync {:?}: prefix", rule.name),
+                    format!(
+                        "{:?} is rule {:?}'s prefix in the same account and region: the two would write the same names",
+                        rule.prefix, other.name
+                    ),
+                ));
+            }
+            rules.push(rule);
+        }
+        Ok(rules)
+    }
+
+    /// One rule: its keys over the top level's, checked as the top level's are.
+    fn rule(&self, doc: &RuleDoc, vault: &VaultMode) -> Result<SyncRule, ConfigError> {
+        // Keys of the function's rules that the deployer decides itself.
+        for (key, given, why) in [
+            (
+                "kms_key_id",
+                doc.kms_key_id.is_some(),
+                "the deployer chooses the key: the stack's at home, Secrets Manager's own in another account",
+            ),
+            (
+                "on_modified",
+                doc.on_modified.is_some(),
+                "not a deployer.toml key",
+            ),
+            (
+                "adopt",
+                doc.adopt.is_some(),
+                "not a deployer.toml key (adopt_sample is)",
+            ),
+        ] {
+            if given {
+                return Err(invalid(key, why));
+            }
+        }
+        let prefix = doc.prefix.trim_matches('/').to_owned();
+        check_secrets_prefix("prefix", &prefix)?;
+        let mount =
+            vault_segments("mount", doc.mount.as_deref())?.unwrap_or_else(|| prefix.clone());
+        vault_segments("mount", Some(&mount))?;
+        let path = vault_segments("path", doc.path.as_deref())?.unwrap_or_default();
+        let namespace = vault_segments("namespace", doc.namespace.as_deref())?;
+        if namespace.is_some() && matches!(vault, VaultMode::Ec2 { .. }) {
+            return Err(invalid(
+                "namespace",
+                "needs an external Vault with namespaces (Vault Enterprise, OpenBao): the stack's own Vault has none",
+            ));
+        }
+        let mut file = self.clone();
+        file.sync = None;
+        file.secrets_prefix = Some(prefix.clone());
+        if doc.region.is_some() {
+            file.region.clone_from(&doc.region);
+        }
+        fn set<T: Clone>(to: &mut Option<T>, from: &Option<T>) {
+            if from.is_some() {
+                to.clone_from(from);
+            }
+        }
+        set(&mut file.account_role_arn, &doc.account_role_arn);
+        set(&mut file.external_id, &doc.external_id);
+        set(&mut file.include, &doc.include);
+        set(&mut file.exclude, &doc.exclude);
+        set(&mut file.opt_in, &doc.opt_in);
+        set(&mut file.replica_regions, &doc.replica_regions);
+        set(&mut file.name_template, &doc.name_template);
+        set(&mut file.tags, &doc.tags);
+        set(&mut file.metadata_tag_keys, &doc.metadata_tag_keys);
+        set(&mut file.recovery_window_days, &doc.recovery_window_days);
+        set(&mut file.max_delete_share, &doc.max_delete_share);
+        set(&mut file.adopt_sample, &doc.adopt_sample);
+        if let Some(g) = doc.granularity {
+            file.granularity = Some(g.as_str().to_owned());
+        }
+        if let Some(p) = doc.deletion_policy {
+            file.deletion_policy = Some(p.as_str().to_owned());
+        }
+        if let Some(l) = doc.latest_deleted {
+            file.latest_deleted = Some(l.as_str().to_owned());
+        }
+        if let Some(n) = doc.max_keys_per_secret {
+            file.max_keys_per_secret = Some(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        match &doc.resource_policy {
+            None => {}
+            Some(serde_json::Value::String(path)) => file.resource_policy = Some(path.clone()),
+            Some(_) => {
+                return Err(invalid(
+                    "resource_policy",
+                    "give the path of the policy's JSON file (relative to deployer.toml)",
+                ));
+            }
+        }
+        let replicator = file.replicator_settings(vault)?;
+        // What the function reads: the rule as given, checked values in place, the policy
+        // itself rather than its file (the function cannot read the deployer's files).
+        let mut sent = doc.clone();
+        sent.prefix.clone_from(&prefix);
+        sent.mount = doc.mount.as_ref().map(|_| mount.clone());
+        sent.path = (!path.is_empty()).then(|| path.clone());
+        sent.namespace.clone_from(&namespace);
+        sent.resource_policy = replicator
+            .resource_policy
+            .as_ref()
+            .filter(|_| doc.resource_policy.is_some())
+            .map(|p| serde_json::Value::String(p.template().to_owned()));
+        Ok(SyncRule {
+            name: doc.name.clone(),
+            prefix,
+            mount,
+            path,
+            namespace,
+            region: doc.region.clone(),
+            replicator,
+            doc: sent,
+        })
+    }
+
+    /// The replicator's settings from the keys of one sync (the top level's, or a rule's over
+    /// them): each checked as the function checks it.
+    fn replicator_settings(&self, vault: &VaultMode) -> Result<ReplicatorSettings, ConfigError> {
+        let deletion_policy: DeletionPolicy = match &self.deletion_policy {
+            None => DeletionPolicy::default(),
+            Some(p) => p.parse().map_err(|e| invalid("deletion_policy", e))?,
+        };
+        let recovery_window_days = self.recovery_window_days.unwrap_or(30);
+        if !ranges::RECOVERY_WINDOW_DAYS.contains(&recovery_window_days) {
+            return Err(invalid(
+                "recovery_window_days",
+                format!("{recovery_window_days} is outside 7 to 30"),
+            ));
+        }
+        let max_delete_share = self
+            .max_delete_share
+            .unwrap_or(contract::defaults::MAX_DELETE_SHARE);
+        if !ranges::MAX_DELETE_SHARE.contains(&max_delete_share) {
+            return Err(invalid(
+                "max_delete_share",
+                format!("{max_delete_share} is outside 0 to 1"),
+            ));
+        }
+        let concurrency = self.concurrency.unwrap_or(16);
+        if !usize::try_from(concurrency).is_ok_and(|c| ranges::CONCURRENCY.contains(&c)) {
+            return Err(invalid(
+                "concurrency",
+                format!("{concurrency} is outside 1 to 256"),
             ));
         }
         let replica_regions = self.replica_regions()?;
@@ -632,46 +893,23 @@ impl FileConfig {
                 "needs an external Vault (deploy_vault_on_ec2 = false): the stack's Vault network has no route to STS, and its Secrets Manager endpoint admits only the stack's own account",
             ));
         }
-        Ok(Config {
-            stack_name,
-            region: self.region.clone(),
-            prefix,
-            notification_email,
-            vault,
-            schedule,
-            replicator: ReplicatorSettings {
-                deletion_policy,
-                recovery_window_days,
-                max_delete_share,
-                concurrency,
-                replica_regions,
-                name_template,
-                granularity,
-                tags,
-                metadata_tag_keys,
-                adopt_sample: self.adopt_sample.unwrap_or(false),
-                latest_deleted,
-                max_keys_per_secret,
-                region_audit_hours,
-                selection,
-                resource_policy,
-                account_role,
-            },
-            // Ranges checked above.
-            lambda_memory_mb: lambda_memory_mb as i32,
-            lambda_timeout_seconds: lambda_timeout_seconds as i32,
-            lambda_reserved_concurrency: lambda_reserved_concurrency as i32,
-            secret_id_rotation_days: secret_id_rotation_days as i32,
-            log_retention_days: log_retention_days as i32,
-            kms_deletion_window_days: kms_deletion_window_days as i32,
-            code_signing_profile: match self.code_signing_profile.as_deref().map(str::trim) {
-                None | Some("") => None,
-                Some(arn) => {
-                    check_signing_profile(arn).map_err(|p| invalid("code_signing_profile", p))?;
-                    Some(arn.to_owned())
-                }
-            },
-            warnings,
+        Ok(ReplicatorSettings {
+            deletion_policy,
+            recovery_window_days,
+            max_delete_share,
+            concurrency,
+            replica_regions,
+            name_template,
+            granularity,
+            tags,
+            metadata_tag_keys,
+            adopt_sample: self.adopt_sample.unwrap_or(false),
+            latest_deleted,
+            max_keys_per_secret,
+            region_audit_hours,
+            selection,
+            resource_policy,
+            account_role,
         })
     }
 }
@@ -755,7 +993,44 @@ impl Config {
                 ),
             ));
         }
-        if let Some(role) = &self.replicator.account_role
+        if self.rules.is_empty() {
+            return check_sync_identity(&self.replicator, account, partition, region);
+        }
+        for rule in &self.rules {
+            let rule_error = |e| match e {
+                ConfigError::Invalid { key, problem } => ConfigError::Invalid {
+                    key: format!("sync {:?}: {key}", rule.name),
+                    problem,
+                },
+                other => other,
+            };
+            let own_region = rule.region.as_deref().unwrap_or(region);
+            if rule.replicator.account_role.is_none() && own_region != region {
+                // The stack's key is in its region; so is the function, and (with Vault on
+                // EC2) the only Secrets Manager endpoint it reaches.
+                return Err(rule_error(invalid(
+                    "region",
+                    format!(
+                        "{own_region}: a rule in the stack's own account writes in the stack's region ({region}), where its key is; give the rule another account (account_role_arn), or use replica_regions"
+                    ),
+                )));
+            }
+            check_sync_identity(&rule.replicator, account, partition, own_region)
+                .map_err(rule_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// [`Config::check_identity`] for one sync's settings, its replicas written in `region`.
+fn check_sync_identity(
+    replicator: &ReplicatorSettings,
+    account: &str,
+    partition: &str,
+    region: &str,
+) -> Result<(), ConfigError> {
+    {
+        if let Some(role) = &replicator.account_role
             && role.role_arn.split(':').nth(1) != Some(partition)
         {
             return Err(invalid(
@@ -768,13 +1043,12 @@ impl Config {
         }
         // The replicas, and so their replica regions' keys, are in the role's account when
         // there is one.
-        let account = self
-            .replicator
+        let account = replicator
             .account_role
             .as_ref()
             .map_or(account, |r| r.account());
         let key = "replica_regions";
-        let regions = &self.replicator.replica_regions;
+        let regions = &replicator.replica_regions;
         contract::check_replica_regions(regions, Some(region)).map_err(|e| invalid(key, e))?;
         for r in regions {
             let Some(arn) = &r.kms_key_id else { continue };
@@ -980,6 +1254,59 @@ mod tests {
             .step_by(2)
             .map(str::to_owned)
             .collect()
+    }
+
+    #[test]
+    fn each_rule_takes_its_keys_over_the_top_levels_and_is_sent_as_given() {
+        let dir = std::env::temp_dir().join(format!("deployer-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("policy.json"),
+            r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "secretsmanager:DeleteSecret", "Resource": "${ReplicaArn}"}]}"#,
+        )
+        .unwrap();
+        const EXTERNAL: &str =
+            "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\n";
+        let text = format!(
+            "{EXTERNAL}deletion_policy = \"delete\"\ntags = {{ team = \"all\" }}\n[[sync]]\nname = \"payments\"\nprefix = \"/pay/\"\nmount = \"kv\"\npath = \"payments/\"\ntags = {{ team = \"pay\" }}\nresource_policy = \"policy.json\"\nopt_in = true\n[[sync]]\nname = \"web\"\nprefix = \"web\"\ndeletion_policy = \"keep\"\n"
+        );
+        let path = dir.join("deployer.toml");
+        std::fs::write(&path, text).unwrap();
+        let cfg = FileConfig::load(&path, true).unwrap().validate().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let [pay, web] = &cfg.rules[..] else {
+            panic!("{:?}", cfg.rules)
+        };
+        assert_eq!(
+            (pay.prefix.as_str(), pay.mount.as_str(), pay.path.as_str()),
+            ("pay", "kv", "payments")
+        );
+        assert_eq!((web.mount.as_str(), web.path.as_str()), ("web", ""));
+        // Left out: the top level's; given: the rule's.
+        assert_eq!(pay.replicator.deletion_policy, DeletionPolicy::Delete);
+        assert_eq!(web.replicator.deletion_policy, DeletionPolicy::Keep);
+        assert_eq!(pay.replicator.tags["team"], "pay");
+        assert_eq!(web.replicator.tags["team"], "all");
+        assert!(pay.replicator.selection.opt_in() && !web.replicator.selection.opt_in());
+        assert!(pay.replicator.resource_policy.is_some());
+        assert!(web.replicator.resource_policy.is_none());
+        // The function gets the policy itself, and the checked values.
+        let sent = &pay.doc;
+        assert_eq!(
+            (sent.prefix.as_str(), sent.path.as_deref()),
+            ("pay", Some("payments"))
+        );
+        let policy = sent
+            .resource_policy
+            .as_ref()
+            .and_then(|p| p.as_str())
+            .unwrap();
+        assert!(policy.contains("${ReplicaArn}"), "{policy}");
+        assert_eq!(web.doc.resource_policy, None);
+        assert_eq!(
+            web.doc.mount, None,
+            "the function defaults it as the deployer does"
+        );
     }
 
     #[test]
@@ -1270,6 +1597,62 @@ mod tests {
                 "account_role_arn = \"arn:aws:iam::222222222222:role/r\"\nexternal_id = \"ext-1\"",
                 "account_role_arn",
                 "needs an external Vault",
+            ),
+            ("sync = []", "sync", "is empty"),
+            (
+                "sync = [{ name = \"Pay\", prefix = \"p\" }]",
+                "sync: name",
+                "a rule's name",
+            ),
+            (
+                "sync = [{ name = \"a\", prefix = \"p\" }, { name = \"a\", prefix = \"q\" }]",
+                "sync: name",
+                "two rules are named \"a\"",
+            ),
+            (
+                "sync = [{ name = \"a\", prefix = \"p\" }, { name = \"b\", prefix = \"p/\", mount = \"kv\" }]",
+                "sync \"b\": prefix",
+                "is rule \"a\"'s prefix in the same account and region",
+            ),
+            (
+                "sync = [{ name = \"a\", prefix = \"team-vault\" }]",
+                "sync \"a\": prefix",
+                "a stack's own secrets",
+            ),
+            (
+                "sync = [{ name = \"a\", prefix = \"p\", mount = \"kv\\\"x\" }]",
+                "sync \"a\": mount",
+                "segments of letters",
+            ),
+            (
+                "sync = [{ name = \"a\", prefix = \"p\", path = \"x/../y\" }]",
+                "sync \"a\": path",
+                "no '.' or '..' segment",
+            ),
+            (
+                "sync = [{ name = \"a\", prefix = \"p\", namespace = \"team-a\" }]",
+                "sync \"a\": namespace",
+                "needs an external Vault",
+            ),
+            (
+                "sync = [{ name = \"a\", prefix = \"p\", kms_key_id = \"alias/x\" }]",
+                "sync \"a\": kms_key_id",
+                "the deployer chooses the key",
+            ),
+            (
+                "sync = [{ name = \"a\", prefix = \"p\", recovery_window_days = 3 }]",
+                "sync \"a\": recovery_window_days",
+                "outside 7 to 30",
+            ),
+            (
+                "sync = [{ name = \"a\", prefix = \"p\", account_role_arn = \"arn:aws:iam::222222222222:role/r\" }]",
+                "sync \"a\": external_id",
+                "is required",
+            ),
+            (
+                "sync = [{ name = \"a\", prefix = \"p\", colour = \"red\" }]",
+                "unknown field",
+                "colour",
             ),
         ];
         for (text, key, reason) in table {

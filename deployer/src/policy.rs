@@ -48,6 +48,98 @@ pub enum TemplateError {
     Unclosed(String),
     #[error("the rendered document is not valid JSON")]
     NotJson(#[from] serde_json::Error),
+    #[error("{0}")]
+    Merge(String),
+}
+
+/// Adds `other`'s statements to `into`'s (both policy documents). A statement whose Sid `into`
+/// already has is merged when the two differ only in their resources (`Resource` or
+/// `NotResource`: the union of both, one ARN as a string); an Allow that differs otherwise is
+/// kept beside it under its Sid with `suffix` added (then a number, should that be taken). Two
+/// denies of one Sid that differ otherwise have no union that keeps both: an error.
+pub fn merge_statements(
+    into: &mut Value,
+    other: &Value,
+    suffix: &str,
+) -> Result<(), TemplateError> {
+    let adding = other["Statement"].as_array().cloned().unwrap_or_default();
+    let Some(statements) = into["Statement"].as_array_mut() else {
+        return Err(TemplateError::Merge(
+            "a policy without a Statement list".into(),
+        ));
+    };
+    for statement in adding {
+        let sid = statement["Sid"].as_str().unwrap_or_default().to_owned();
+        let Some(same) = statements.iter_mut().find(|s| s["Sid"] == statement["Sid"]) else {
+            statements.push(statement);
+            continue;
+        };
+        if *same == statement {
+            continue;
+        }
+        let scope = |s: &Value| {
+            let mut s = s.clone();
+            if let Some(o) = s.as_object_mut() {
+                o.remove("Resource");
+                o.remove("NotResource");
+            }
+            s
+        };
+        let same_shape = scope(same) == scope(&statement)
+            && same.get("Resource").is_some() == statement.get("Resource").is_some();
+        if same_shape {
+            for key in ["Resource", "NotResource"] {
+                if let (Some(a), Some(b)) = (same.get(key), statement.get(key)) {
+                    let union = union_of(a, b);
+                    same[key] = union;
+                }
+            }
+            continue;
+        }
+        if statement["Effect"] != "Allow" {
+            return Err(TemplateError::Merge(format!(
+                "two syncs need the deny {sid} with different conditions"
+            )));
+        }
+        let mut named = statement;
+        let mut candidate = format!("{sid}{suffix}");
+        let mut n = 2;
+        while statements.iter().any(|s| s["Sid"] == candidate.as_str()) {
+            candidate = format!("{sid}{suffix}{n}");
+            n += 1;
+        }
+        named["Sid"] = Value::String(candidate);
+        statements.push(named);
+    }
+    Ok(())
+}
+
+/// The ARNs of two `Resource` values (a string or a list), sorted, once each; one as a string.
+fn union_of(a: &Value, b: &Value) -> Value {
+    let mut all: Vec<String> = [a, b]
+        .into_iter()
+        .flat_map(|v| match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    all.sort();
+    all.dedup();
+    if all.len() == 1 {
+        Value::String(all.remove(0))
+    } else {
+        Value::from(all)
+    }
+}
+
+/// A policy's size as IAM counts it against its quotas: the characters outside JSON strings'
+/// whitespace (compact JSON).
+pub fn compact_len(document: &Value) -> usize {
+    document.to_string().len()
 }
 
 /// Fills `{{name}}` placeholders. Every placeholder must have a value.

@@ -81,6 +81,16 @@ const OPTIONAL_REPLICA_STATEMENTS: [&str; 3] = [
     "replication_statements",
 ];
 
+/// Where a sync reads in Vault ([`Spec::vault_reads`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VaultRead {
+    /// The rule's namespace (absolute); none: the one the replicator logs in to.
+    pub namespace: Option<String>,
+    pub mount: String,
+    /// Under the mount; empty: all of it.
+    pub path: String,
+}
+
 /// The role in another account, as [`Spec::account_role`] renders it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AccountRoleSpec {
@@ -97,6 +107,9 @@ const WRITES_HERE: &[&str] = &[
     "SetDescriptionsNeverTheKey",
     "RemoveOnlyAPolicyItPut",
 ];
+
+/// The statements of the replicator's policy that let it assume the role in another account.
+const ACCOUNT_ROLE_SIDS: &[&str] = &["AssumeTheReplicasAccountRole", "AssumeNoOtherRole"];
 
 /// Every Secrets Manager action that changes a secret: all denied to the replicator outside
 /// `<prefix>/*` (its connection secret and the stack's other secrets included), whatever else
@@ -154,6 +167,9 @@ pub struct Spec {
     /// Paused by `deployer pause` (the schedule disabled): the schedule stays off and the
     /// functions refuse to sync until `deployer resume`, whatever `up` converges.
     pub paused: bool,
+    /// In the view of one `[[sync]]` rule ([`Spec::syncs`]): that rule (its replicas are
+    /// written under its prefix; the stack's own names keep `cfg.prefix`).
+    rule: Option<Box<crate::config::SyncRule>>,
 }
 
 impl Spec {
@@ -162,7 +178,73 @@ impl Spec {
             cfg,
             id,
             paused: false,
+            rule: None,
         }
+    }
+
+    /// The stack's syncs, each as a view of the stack with its settings and its prefix: the
+    /// `[[sync]]` rules, or the one sync of the top-level keys.
+    pub fn syncs(&self) -> Vec<Spec> {
+        if self.cfg.rules.is_empty() {
+            return vec![self.clone()];
+        }
+        self.cfg
+            .rules
+            .iter()
+            .map(|rule| {
+                let mut view = self.clone();
+                view.cfg.replicator = rule.replicator.clone();
+                view.cfg.rules = Vec::new();
+                view.rule = Some(Box::new(rule.clone()));
+                view
+            })
+            .collect()
+    }
+
+    /// The prefix the replicas are written under: the rule's in a rule's view, else the
+    /// stack's.
+    pub fn write_prefix(&self) -> &str {
+        self.rule.as_ref().map_or(&self.cfg.prefix, |r| &r.prefix)
+    }
+
+    /// The rule's name in a rule's view.
+    pub fn sync_name(&self) -> Option<&str> {
+        self.rule.as_ref().map(|r| r.name.as_str())
+    }
+
+    /// This sync's source and destination as its replicas' tags name them: its mount (the
+    /// one sync's is named as the prefix), its path (`/`: the whole mount), prefix, stack and
+    /// rule.
+    pub fn sync_source(&self) -> contract::SyncSource<'_> {
+        let (mount, path_tag) = match &self.rule {
+            Some(r) if !r.path.is_empty() => (r.mount.as_str(), r.path.as_str()),
+            Some(r) => (r.mount.as_str(), "/"),
+            None => (self.kv_mount(), "/"),
+        };
+        contract::SyncSource {
+            prefix: self.write_prefix(),
+            mount,
+            path_tag,
+            stack: Some(self.stack()),
+            rule: self.sync_name(),
+        }
+    }
+
+    /// A Sid suffix for the rule of this view: its name in CamelCase (`payments-prod`:
+    /// `ForPaymentsProd`).
+    fn sid_suffix(&self) -> String {
+        let name = self.sync_name().unwrap_or_default();
+        let camel: String = name
+            .split('-')
+            .map(|part| {
+                let mut chars = part.chars();
+                chars
+                    .next()
+                    .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                    .unwrap_or_default()
+            })
+            .collect();
+        format!("For{camel}")
     }
 
     pub fn stack(&self) -> &str {
@@ -376,6 +458,30 @@ impl Spec {
     pub fn kv_mount(&self) -> &str {
         &self.cfg.prefix
     }
+    /// Where the replicator reads in Vault: each rule's namespace (none: the login's), mount
+    /// and path, once each; or the one sync's mount.
+    pub fn vault_reads(&self) -> Vec<VaultRead> {
+        let mut reads: Vec<VaultRead> = if self.cfg.rules.is_empty() {
+            vec![VaultRead {
+                namespace: None,
+                mount: self.kv_mount().to_owned(),
+                path: String::new(),
+            }]
+        } else {
+            self.cfg
+                .rules
+                .iter()
+                .map(|r| VaultRead {
+                    namespace: r.namespace.clone(),
+                    mount: r.mount.clone(),
+                    path: r.path.clone(),
+                })
+                .collect()
+        };
+        reads.sort();
+        reads.dedup();
+        reads
+    }
     pub fn deploys_vault(&self) -> bool {
         matches!(self.cfg.vault, VaultMode::Ec2 { .. })
     }
@@ -472,7 +578,7 @@ impl Spec {
                 ("partition", &self.id.partition),
                 ("region", &self.id.region),
                 ("account", &self.id.account),
-                ("prefix", &self.cfg.prefix),
+                ("prefix", self.write_prefix()),
                 ("regions", &json(&names)?),
                 ("replica_key_statements", &key_statements),
             ],
@@ -537,7 +643,7 @@ impl Spec {
             ("partition", self.id.partition.clone()),
             ("region", self.id.region.clone()),
             ("account", self.id.account.clone()),
-            ("prefix", self.cfg.prefix.clone()),
+            ("prefix", self.write_prefix().to_owned()),
             ("dns_suffix", self.id.dns_suffix().to_owned()),
             // The owner tag, named once for both programs.
             ("owner_tag", contract::tags::MANAGED_BY.to_owned()),
@@ -594,8 +700,92 @@ impl Spec {
     }
 
     /// The replicator's inline policy; needs the key's ARN and, with Vault on EC2, the VPC's id
-    /// (its network interfaces go only there; unknown before the VPC exists).
+    /// (its network interfaces go only there; unknown before the VPC exists). With `[[sync]]`
+    /// rules: every rule's statements in one document (see [`Spec::merged`]), `sts:AssumeRole`
+    /// on exactly the rules' roles in other accounts.
     pub fn replicator_policy(
+        &self,
+        key_arn: &str,
+        vpc_id: Option<&str>,
+    ) -> Result<Value, TemplateError> {
+        self.merged(|view| view.sync_replicator_policy(key_arn, vpc_id))
+    }
+
+    /// `document` of each sync in one: the one sync's as it is; with rules, the rules writing
+    /// in the stack's account merged statement by statement (the same statement over several
+    /// prefixes lists them all; an allow that differs otherwise stays the rule's own, its Sid
+    /// naming the rule; the regions the replicas may be replicated to, the union of the
+    /// rules'), then, of each rule writing in another account, its role to assume. Without a
+    /// rule in the stack's account, the first rule's document is the base (it writes nothing
+    /// here).
+    fn merged(
+        &self,
+        document: impl Fn(&Spec) -> Result<Value, TemplateError>,
+    ) -> Result<Value, TemplateError> {
+        let views = self.syncs();
+        if self.cfg.rules.is_empty() {
+            return document(&views[0]);
+        }
+        let (home, away): (Vec<&Spec>, Vec<&Spec>) = views
+            .iter()
+            .partition(|v| v.cfg.replicator.account_role.is_none());
+        let base = home.first().or(away.first()).copied().ok_or_else(|| {
+            TemplateError::Merge("a configuration with rules has at least one".into())
+        })?;
+        const REGIONS_DENY: &str = "ReplicateOnlyToTheConfiguredRegions";
+        let without_regions_deny = |mut doc: Value| {
+            if let Some(statements) = doc["Statement"].as_array_mut() {
+                statements.retain(|s| s["Sid"] != REGIONS_DENY);
+            }
+            doc
+        };
+        let mut merged = document(base)?;
+        let regions_deny = merged["Statement"]
+            .as_array()
+            .and_then(|s| s.iter().position(|s| s["Sid"] == REGIONS_DENY));
+        for view in home.iter().skip(1) {
+            policy::merge_statements(
+                &mut merged,
+                &without_regions_deny(document(view)?),
+                &view.sid_suffix(),
+            )?;
+        }
+        // One deny for every rule here: replication to any rule's regions.
+        if let Some(at) = regions_deny
+            && !home.is_empty()
+        {
+            let mut all = base.clone();
+            all.cfg.replicator.replica_regions = home
+                .iter()
+                .flat_map(|v| v.cfg.replicator.replica_regions.iter().cloned())
+                .collect();
+            all.cfg.replicator.replica_regions.sort();
+            all.cfg
+                .replicator
+                .replica_regions
+                .dedup_by(|a, b| a.region == b.region);
+            let condition: Value = serde_json::from_str(&all.replica_region_condition()?)?;
+            merged["Statement"][at]["Condition"] = condition;
+        }
+        for view in &away {
+            let doc = document(view)?;
+            let assume: Vec<Value> = doc["Statement"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| ACCOUNT_ROLE_SIDS.contains(&s["Sid"].as_str().unwrap_or_default()))
+                .cloned()
+                .collect();
+            policy::merge_statements(
+                &mut merged,
+                &serde_json::json!({ "Statement": assume }),
+                &view.sid_suffix(),
+            )?;
+        }
+        Ok(merged)
+    }
+
+    fn sync_replicator_policy(
         &self,
         key_arn: &str,
         vpc_id: Option<&str>,
@@ -858,6 +1048,10 @@ impl Spec {
     /// connection secret and the TLS secret (and the unscoped listing); any other secret, or
     /// another account's credentials, not through this endpoint.
     pub fn secretsmanager_endpoint_policy(&self) -> Result<Value, TemplateError> {
+        self.merged(Spec::sync_endpoint_policy)
+    }
+
+    fn sync_endpoint_policy(&self) -> Result<Value, TemplateError> {
         let mut actions = self.secret_write_actions();
         actions.extend([
             "secretsmanager:DeleteSecret",
@@ -1132,7 +1326,60 @@ impl Spec {
             // encrypted with that account's aws/secretsmanager key.
             vars.remove(env::KMS_KEY_ID);
         }
+        if !self.cfg.rules.is_empty() {
+            // Each rule names its key: the stack's at home; none in another account (that
+            // account's aws/secretsmanager key).
+            vars.remove(env::KMS_KEY_ID);
+            let docs: Vec<contract::rules::RuleDoc> = self
+                .cfg
+                .rules
+                .iter()
+                .map(|rule| {
+                    let mut doc = rule.doc.clone();
+                    if rule.replicator.account_role.is_none() {
+                        doc.kms_key_id = Some(key_arn.to_owned());
+                    }
+                    doc
+                })
+                .collect();
+            // Plain data: serializing it cannot fail.
+            let text = serde_json::to_string(&docs).unwrap_or_default();
+            vars.insert(env::RULES.to_owned(), text);
+        }
         vars
+    }
+
+    /// Lambda's limit on a function's environment: 4 KB, names and values together.
+    pub const MAX_ENVIRONMENT: usize = 4096;
+
+    /// IAM's limit on a role's inline policies, characters outside whitespace.
+    pub const MAX_ROLE_POLICY: usize = 10_240;
+
+    /// Whether the functions' environment (the rules travel in it) and the replicator's policy
+    /// fit Lambda's and IAM's limits: checked before anything is planned, with a key ARN and a
+    /// VPC id as long as the real ones.
+    pub fn check_limits(&self) -> Result<(), String> {
+        let key_arn = self.arn("kms", true, "key/00000000-0000-0000-0000-000000000000");
+        let policy = self
+            .replicator_policy(&key_arn, Some("vpc-00000000000000000"))
+            .map_err(|e| format!("the replicator's policy: {e}"))?;
+        let size = policy::compact_len(&policy);
+        if size > Self::MAX_ROLE_POLICY {
+            return Err(format!(
+                "the replicator's policy would be {size} characters, over IAM's {} for a role: rules that differ only in their prefix share statements, so give the rules' other keys once at the top level where you can, or split the rules across two stacks",
+                Self::MAX_ROLE_POLICY
+            ));
+        }
+        let vars = self.lambda_environment_of(Duty::Watch, &key_arn);
+        let size: usize = vars.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if size > Self::MAX_ENVIRONMENT {
+            let rules = vars.get(env::RULES).map_or(0, String::len);
+            return Err(format!(
+                "the function's environment would be {size} bytes, over Lambda's {} (the [[sync]] rules take {rules}): give the keys rules share once at the top level (every rule takes them from there), or split the rules across two stacks",
+                Self::MAX_ENVIRONMENT
+            ));
+        }
+        Ok(())
     }
 
     /// The Vault address the replicator uses: the stack's own Vault by its private address,
@@ -1179,6 +1426,128 @@ pub(crate) mod tests {
             .iter()
             .find(|s| s["Sid"] == sid)
             .unwrap_or_else(|| panic!("no statement {sid}"))
+    }
+
+    /// Three rules: two in the stack's account (one deleting, one replicating to a region),
+    /// one in another account.
+    const RULES: &str = "[[sync]]\nname = \"payments\"\nprefix = \"pay\"\nmount = \"kv\"\npath = \"payments\"\ndeletion_policy = \"delete\"\n\n[[sync]]\nname = \"web-prod\"\nprefix = \"web\"\nreplica_regions = [\"cn-northwest-1\"]\ninclude = [\"db/*\"]\n\n[[sync]]\nname = \"team-b\"\nprefix = \"b\"\nmount = \"kv\"\nnamespace = \"team-b\"\naccount_role_arn = \"arn:aws-cn:iam::222222222222:role/replicas\"\nexternal_id = \"0123456789abcdef\"\n";
+
+    const KEY: &str = "arn:aws-cn:kms:cn-north-1:123456789012:key/k";
+
+    #[test]
+    fn rules_reach_the_function_in_its_environment_each_with_its_key() {
+        let s = spec(&format!("{EXTERNAL}tags = {{ team = \"all\" }}\n{RULES}"));
+        let vars = s.lambda_environment(KEY);
+        // Each rule names its key; the top level names none.
+        assert!(!vars.contains_key(env::KMS_KEY_ID));
+        let rules: Vec<contract::rules::RuleDoc> = serde_json::from_str(&vars[env::RULES]).unwrap();
+        let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["payments", "web-prod", "team-b"]);
+        assert_eq!(rules[0].kms_key_id.as_deref(), Some(KEY));
+        assert_eq!(rules[1].kms_key_id.as_deref(), Some(KEY));
+        assert_eq!(rules[2].kms_key_id, None, "another account: its own key");
+        // What a rule leaves out, the function takes from the top level's.
+        assert_eq!(rules[1].tags, None);
+        assert_eq!(vars[env::TAGS], "team=all");
+        assert_eq!(rules[1].mount, None);
+        assert_eq!(rules[2].namespace.as_deref(), Some("team-b"));
+        assert!(s.check_limits().is_ok());
+        // Without rules: no rules variable.
+        assert!(
+            !spec(EXTERNAL)
+                .lambda_environment(KEY)
+                .contains_key(env::RULES)
+        );
+    }
+
+    #[test]
+    fn the_home_role_writes_each_home_rules_prefix_and_assumes_exactly_the_rules_roles() {
+        let s = spec(&format!("{EXTERNAL}{RULES}"));
+        let p = s.replicator_policy(KEY, None).unwrap();
+        let arn = |prefix: &str| {
+            format!("arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:{prefix}/*")
+        };
+        let both = serde_json::json!([arn("pay"), arn("web")]);
+        assert_eq!(statement(&p, "WriteReplicatedSecrets")["Resource"], both);
+        assert_eq!(
+            statement(&p, "DenyEveryWriteOutsideThePrefix")["NotResource"],
+            both,
+            "the other account's prefix is not written here"
+        );
+        // Deleting: the deleting rule's prefix only.
+        assert_eq!(
+            statement(&p, "DeleteOnlyItsOwnReplicas")["Resource"],
+            arn("pay")
+        );
+        // Replicating: the replicating rule's prefix, to its region; the deny allows only
+        // the regions some rule replicates to.
+        let replicate = statement(&p, "ReplicateToTheConfiguredRegions");
+        assert_eq!(replicate["Resource"], arn("web"));
+        assert_eq!(
+            statement(&p, "ReplicateOnlyToTheConfiguredRegions")["Condition"],
+            serde_json::json!({"ForAnyValue:StringNotEquals": {"secretsmanager:AddReplicaRegions": ["cn-northwest-1"]}})
+        );
+        assert_eq!(
+            statement(&p, "AssumeTheReplicasAccountRole")["Resource"],
+            "arn:aws-cn:iam::222222222222:role/replicas"
+        );
+        assert_eq!(
+            statement(&p, "AssumeNoOtherRole")["NotResource"],
+            "arn:aws-cn:iam::222222222222:role/replicas"
+        );
+        // Sids stay unique.
+        let sids: Vec<&str> = p["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["Sid"].as_str().unwrap())
+            .collect();
+        let mut unique = sids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), sids.len(), "{sids:?}");
+        // Two rules in other accounts: both roles, no write at home.
+        let away = spec(&format!(
+            "{EXTERNAL}[[sync]]\nname = \"a\"\nprefix = \"a\"\naccount_role_arn = \"arn:aws-cn:iam::222222222222:role/a\"\nexternal_id = \"0123456789abcdef\"\n[[sync]]\nname = \"b\"\nprefix = \"b\"\naccount_role_arn = \"arn:aws-cn:iam::333333333333:role/b\"\nexternal_id = \"0123456789abcdef\"\n"
+        ));
+        let p = away.replicator_policy(KEY, None).unwrap();
+        let roles = serde_json::json!([
+            "arn:aws-cn:iam::222222222222:role/a",
+            "arn:aws-cn:iam::333333333333:role/b"
+        ]);
+        assert_eq!(
+            statement(&p, "AssumeTheReplicasAccountRole")["Resource"],
+            roles
+        );
+        assert_eq!(statement(&p, "AssumeNoOtherRole")["NotResource"], roles);
+        assert!(
+            p["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["Sid"] != "WriteReplicatedSecrets")
+        );
+    }
+
+    #[test]
+    fn rules_that_do_not_fit_lambdas_environment_or_iams_policy_are_refused() {
+        let mut text = EXTERNAL.to_owned();
+        // In other accounts: a role each in the policy, a rule each in the environment.
+        for i in 0..30 {
+            text.push_str(&format!(
+                "[[sync]]\nname = \"rule-{i}\"\nprefix = \"team-{i}\"\nmount = \"kv\"\npath = \"team-{i}\"\naccount_role_arn = \"arn:aws-cn:iam::2222222222{i:02}:role/replicas\"\nexternal_id = \"0123456789abcdef\"\n"
+            ));
+        }
+        let err = spec(&text).check_limits().unwrap_err();
+        assert!(err.contains("over Lambda's 4096"), "{err}");
+        let mut text = EXTERNAL.to_owned();
+        for i in 0..25 {
+            text.push_str(&format!(
+                "[[sync]]\nname = \"r{i}\"\nprefix = \"t{i}\"\nreplica_regions = [\"cn-northwest-1=arn:aws-cn:kms:cn-northwest-1:123456789012:key/k{i}\"]\n"
+            ));
+        }
+        let err = spec(&text).check_limits().unwrap_err();
+        assert!(err.contains("over IAM's 10240"), "{err}");
     }
 
     #[test]

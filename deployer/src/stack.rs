@@ -197,8 +197,9 @@ impl Stack<'_> {
             }
             Box::pin(self.destroy_one(resource, progress, &mut done)).await?;
             if resource == Resource::Function && delete_replicas {
-                let ch = replicas::schedule_deletion(self.clients, self.spec).await?;
-                record(ch, progress, &mut done);
+                for ch in replicas::schedule_deletion(self.clients, self.spec).await? {
+                    record(ch, progress, &mut done);
+                }
             }
         }
         Ok(done)
@@ -270,8 +271,8 @@ impl Stack<'_> {
                 0 => vec![key::destroy(c, spec).await?],
                 n => vec![Change::new(key::KIND, spec.key_alias(), Action::Unchanged).with_note(
                     format!(
-                        "kept: {n} replicated secret(s) under {}/ are encrypted with it and would become unreadable without it; `destroy --delete-replicated-secrets` schedules both for deletion",
-                        spec.cfg.prefix
+                        "kept: {n} replicated secret(s) under {} are encrypted with it and would become unreadable without it; `destroy --delete-replicated-secrets` schedules both for deletion",
+                        spec.syncs().iter().map(|v| format!("{}/", v.write_prefix())).collect::<Vec<_>>().join(", ")
                     ),
                 )],
             },

@@ -106,6 +106,16 @@ impl VaultAdmin {
         self
     }
 
+    /// The same client and token, sending its calls in `namespace` instead.
+    pub fn sibling(&self, namespace: Option<&str>) -> Self {
+        Self {
+            http: self.http.clone(),
+            address: self.address.clone(),
+            token: self.token.clone(),
+            namespace: contract::namespace(namespace),
+        }
+    }
+
     /// Creates the client's namespace, level by level, where missing. Whether it did.
     pub async fn ensure_namespace(&self, path: &str) -> Result<bool, VaultAdminError> {
         let mut parent: Option<String> = None;

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::clients::Clients;
 use crate::resources::{Ctx, found};
-use crate::spec::Spec;
+use crate::spec::{Spec, VaultRead};
 use crate::vault_admin::{AUDIT_MODE, Audit, InitKeys, VaultAdmin, VaultAdminError};
 use contract::ConnectionSecret;
 use contract::secret::SecretString;
@@ -257,9 +257,47 @@ pub fn rotator_policy_name(role: &str) -> String {
 
 /// The replicator's Vault policy: read values, read and list metadata, bulk-list (OpenBao).
 pub fn replicator_policy(mount: &str) -> String {
+    format!("{}{RENEW_SELF}", read_paths(mount, ""))
+}
+
+/// The policy's paths for reading under `path` of `mount` (empty: all of it).
+fn read_paths(mount: &str, path: &str) -> String {
+    let under = if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}/")
+    };
     format!(
-        "path \"{mount}/data/*\" {{\n  capabilities = [\"read\"]\n}}\npath \"{mount}/metadata/*\" {{\n  capabilities = [\"read\", \"list\"]\n}}\npath \"{mount}/detailed-metadata/*\" {{\n  capabilities = [\"list\"]\n}}\n{RENEW_SELF}"
+        "path \"{mount}/data/{under}*\" {{\n  capabilities = [\"read\"]\n}}\npath \"{mount}/metadata/{under}*\" {{\n  capabilities = [\"read\", \"list\"]\n}}\npath \"{mount}/detailed-metadata/{under}*\" {{\n  capabilities = [\"list\"]\n}}\n"
     )
+}
+
+/// The replicator's Vault policy for `reads`, written in the `login` namespace: each read's
+/// paths, in its namespace relative to that one (a policy grants only there and below).
+pub fn reads_policy(reads: &[VaultRead], login: Option<&str>) -> Result<String, String> {
+    let login = contract::namespace(login);
+    let mut text = String::new();
+    for read in reads {
+        let relative = match (&read.namespace, &login) {
+            (None, _) => String::new(),
+            (Some(ns), Some(l)) if ns == l => String::new(),
+            (Some(ns), Some(l)) => match ns.strip_prefix(&format!("{l}/")) {
+                Some(rest) => format!("{rest}/"),
+                None => {
+                    return Err(format!(
+                        "the namespace {ns} is not under {l}, where the replicator logs in: its policy there cannot grant it"
+                    ));
+                }
+            },
+            (Some(ns), None) => format!("{ns}/"),
+        };
+        text.push_str(&read_paths(
+            &format!("{relative}{}", read.mount),
+            &read.path,
+        ));
+    }
+    text.push_str(RENEW_SELF);
+    Ok(text)
 }
 
 /// A periodic token (`--auth token`) lives only as long as it is renewed: the replicator looks
@@ -705,17 +743,31 @@ impl Steps<'_, '_> {
 
     /// Step 4b: The secrets engine, the read-only policy, the audit log.
     async fn engine_policy_and_audit(&mut self) -> Result<(), InitError> {
-        let (mount, role) = (&self.mount, &self.role);
-        if self.admin.ensure_kv2(mount).await? {
-            self.report
-                .changed
-                .push(format!("enabled KV v2 at {mount}/"));
+        let role = &self.role;
+        let reads = self.spec.vault_reads();
+        let mut mounts: Vec<(Option<&str>, &str)> = reads
+            .iter()
+            .map(|r| (r.namespace.as_deref(), r.mount.as_str()))
+            .collect();
+        mounts.dedup();
+        for (namespace, mount) in mounts {
+            let admin = match namespace {
+                Some(ns) => self.admin.sibling(Some(ns)),
+                None => self.admin.sibling(self.opts.namespace.as_deref()),
+            };
+            if admin.ensure_kv2(mount).await? {
+                let at = namespace.map(|n| format!("{n}/")).unwrap_or_default();
+                self.report
+                    .changed
+                    .push(format!("enabled KV v2 at {at}{mount}/"));
+            }
         }
-        if self
-            .admin
-            .ensure_policy(role, &replicator_policy(mount))
-            .await?
-        {
+        let policy = if self.spec.cfg.rules.is_empty() {
+            replicator_policy(&self.mount)
+        } else {
+            reads_policy(&reads, self.opts.namespace.as_deref()).map_err(InitError::Needs)?
+        };
+        if self.admin.ensure_policy(role, &policy).await? {
             self.report
                 .changed
                 .push(format!("wrote the read-only policy {role}"));
@@ -1247,5 +1299,38 @@ mod tests {
         assert!(!data.contains("create") && !data.contains("update") && !data.contains("delete"));
         assert!(p.contains("path \"auth/token/renew-self\" {\n  capabilities = [\"update\"]\n}"));
         assert!(!p.contains("sudo") && !p.contains("auth/token/create"));
+    }
+
+    #[test]
+    fn with_rules_the_policy_reads_each_rules_path_in_its_namespace_only() {
+        let read = |namespace: Option<&str>, mount: &str, path: &str| VaultRead {
+            namespace: namespace.map(str::to_owned),
+            mount: mount.into(),
+            path: path.into(),
+        };
+        let reads = [
+            read(None, "kv", "payments"),
+            read(Some("team-a"), "kv", ""),
+            read(Some("team-a/sub"), "apps", "web"),
+        ];
+        let p = reads_policy(&reads, Some("team-a")).unwrap();
+        for path in [
+            "kv/data/payments/*",
+            "kv/metadata/payments/*",
+            "kv/detailed-metadata/payments/*",
+            "kv/data/*",
+            "sub/apps/data/web/*",
+            "sub/apps/metadata/web/*",
+        ] {
+            assert!(p.contains(&format!("path \"{path}\"")), "{path}: {p}");
+        }
+        assert_eq!(p.matches("path \"").count(), 11, "{p}");
+        assert!(p.ends_with(RENEW_SELF));
+        // From the root namespace, a namespace is a path prefix.
+        let p = reads_policy(&reads[1..2], None).unwrap();
+        assert!(p.contains("path \"team-a/kv/data/*\""), "{p}");
+        // A namespace beside the login's cannot be granted from it.
+        let err = reads_policy(&[read(Some("team-b"), "kv", "")], Some("team-a")).unwrap_err();
+        assert!(err.contains("not under team-a"), "{err}");
     }
 }

@@ -23,7 +23,7 @@ pub struct DestroyArgs {
 
 fn confirm(stack: &str, replicas: Option<&str>) -> Result<(), CliError> {
     let also = replicas
-        .map(|p| format!(" and the replicated secrets {p}/*"))
+        .map(|p| format!(" and the replicated secrets {p}"))
         .unwrap_or_default();
     super::ask::confirm(
         &format!("Destroy stack {stack:?}{also}? Type its name to confirm: "),
@@ -39,11 +39,17 @@ pub async fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<i32, CliError> {
-    let prefix = &stack.spec.cfg.prefix;
+    let prefixes: Vec<String> = stack
+        .spec
+        .syncs()
+        .iter()
+        .map(|v| format!("{}/*", v.write_prefix()))
+        .collect();
+    let prefixes = prefixes.join(", ");
     if !args.yes {
         confirm(
             stack.spec.stack(),
-            args.delete_replicated_secrets.then_some(prefix.as_str()),
+            args.delete_replicated_secrets.then_some(prefixes.as_str()),
         )?;
     }
     let ticker = super::common::Ticker::on_stderr();
@@ -61,15 +67,18 @@ pub async fn run(
     let mut kept = Vec::new();
     // The stack's credentials reach only its own account: there, --delete-replicated-secrets
     // removes what the function wrote before account_role_arn was set.
-    if let Some(role) = &stack.spec.cfg.replicator.account_role {
-        kept.push(format!(
-            "replicated secrets {prefix}/* in account {} (delete them with that account's credentials)",
-            role.account()
-        ));
+    for view in stack.spec.syncs() {
+        if let Some(role) = &view.cfg.replicator.account_role {
+            kept.push(format!(
+                "replicated secrets {}/* in account {} (delete them with that account's credentials)",
+                view.write_prefix(),
+                role.account()
+            ));
+        }
     }
     if !args.delete_replicated_secrets {
         kept.push(format!(
-            "replicated secrets {prefix}/* (--delete-replicated-secrets schedules them for deletion)"
+            "replicated secrets {prefixes} (--delete-replicated-secrets schedules them for deletion)"
         ));
     }
     kept.push("anything without this stack's tag".to_owned());

@@ -205,6 +205,14 @@ pub async fn execute(
         cfg.check_identity(&id.account, &id.partition, &id.region)?;
     }
     let mut spec = Spec::new(cfg, id);
+    if matches!(cli.command, Command::Plan(_) | Command::Up(_)) {
+        spec.check_limits().map_err(|problem| {
+            CliError::Config(ConfigError::Invalid {
+                key: "sync".into(),
+                problem,
+            })
+        })?;
+    }
     // Secrets Manager's own check of the replicas' policy, before anything is planned.
     if matches!(cli.command, Command::Plan(_) | Command::Up(_))
         && let Some(problem) =

@@ -24,28 +24,17 @@ const DELETE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 struct UnderPrefix {
     /// (ARN, name) of this stack's replicas.
     ours: Vec<(String, String)>,
-    /// This tool's replicas of the same mount written before the `replica-prefix` tag existed:
-    /// this stack's, or a nested sync's; kept (the replicator tags them on its next run).
-    unproven: usize,
+    /// ARNs of this tool's replicas of the same mount written before the `replica-prefix` tag
+    /// existed: this stack's, or a nested sync's; kept (the replicator tags them on its next
+    /// run).
+    unproven: Vec<String>,
     /// Another sync's replicas (another stack, mount or prefix).
     other_syncs: usize,
     /// Secrets this tool did not write.
     foreign: usize,
-    /// Of the other syncs' and foreign secrets, those encrypted with the stack's key (one
+    /// ARNs of the other syncs' and foreign secrets encrypted with the stack's key (one
     /// adopted from this stack, say): whoever's they are, the key must outlive them.
-    others_on_the_key: usize,
-}
-
-/// This stack's sync as its replicas' tags name it: the stack's mount (named as the prefix),
-/// the whole mount, the prefix, the stack.
-fn this_sync(spec: &Spec) -> contract::SyncSource<'_> {
-    contract::SyncSource {
-        prefix: &spec.cfg.prefix,
-        mount: spec.kv_mount(),
-        path_tag: "/",
-        stack: Some(spec.stack()),
-        rule: None,
-    }
+    others_on_the_key: Vec<String>,
 }
 
 /// Whether a secret's `KmsKeyId` (as given when it was made: an ARN, an id or an alias) names
@@ -63,7 +52,7 @@ async fn list_under_prefix(
     key: Option<&super::key::KeyState>,
 ) -> Result<UnderPrefix, DeployError> {
     let alias = spec.key_alias();
-    let prefix = format!("{}/", spec.cfg.prefix);
+    let prefix = format!("{}/", spec.write_prefix());
     let name = format!("{prefix}*");
     let mut pages =
         c.sm.list_secrets()
@@ -76,7 +65,7 @@ async fn list_under_prefix(
             .into_paginator()
             .send();
     let mut found = UnderPrefix::default();
-    let sync = this_sync(spec);
+    let sync = spec.sync_source();
     while let Some(page) = pages.next().await {
         let page = page.ctx("ListSecrets", &name)?;
         for s in page.secret_list() {
@@ -96,14 +85,16 @@ async fn list_under_prefix(
                 key.is_some_and(|k| s.kms_key_id().is_some_and(|g| names_key(g, k, &alias)));
             match sync.wrote(tag) {
                 Some(true) => found.ours.push((arn.to_owned(), n.to_owned())),
-                Some(false) => found.unproven += 1,
+                Some(false) => found.unproven.push(arn.to_owned()),
                 None => {
                     if contract::is_replica(tag) {
                         found.other_syncs += 1;
                     } else {
                         found.foreign += 1;
                     }
-                    found.others_on_the_key += usize::from(on_the_key);
+                    if on_the_key {
+                        found.others_on_the_key.push(arn.to_owned());
+                    }
                 }
             }
         }
@@ -114,6 +105,22 @@ async fn list_under_prefix(
 /// Secrets Manager's own verdict on the replicas' resource policy (`resource_policy`), as it
 /// would be put on a replica: `Some(what is wrong)` when it refuses it. Nothing is changed.
 pub async fn check_resource_policy(
+    c: &Clients,
+    spec: &Spec,
+) -> Result<Option<String>, DeployError> {
+    for view in spec.syncs() {
+        if let Some(problem) = check_sync_resource_policy(c, &view).await? {
+            return Ok(Some(match view.sync_name() {
+                Some(name) => format!("rule {name:?}: {problem}"),
+                None => problem,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// [`check_resource_policy`] for one sync.
+async fn check_sync_resource_policy(
     c: &Clients,
     spec: &Spec,
 ) -> Result<Option<String>, DeployError> {
@@ -128,7 +135,10 @@ pub async fn check_resource_policy(
     }
     let example = format!(
         "arn:{}:secretsmanager:{}:{}:secret:{}/example-AbCdEf",
-        spec.id.partition, spec.id.region, spec.id.account, spec.cfg.prefix
+        spec.id.partition,
+        spec.id.region,
+        spec.id.account,
+        spec.write_prefix()
     );
     let verdict =
         c.sm.validate_resource_policy()
@@ -184,19 +194,39 @@ async fn remove_replica_regions(c: &Clients, arn: &str, name: &str) -> Result<()
     Ok(())
 }
 
-/// How many live secrets under `<prefix>/` may be encrypted with the stack's key: this stack's
-/// replicas, and any other secret there made with the key (another stack took over one of its
-/// replicas, say), so `destroy` keeps the key while any is left.
+/// How many live secrets in this account under each sync's `<prefix>/` may be encrypted with
+/// the stack's key: this stack's replicas, and any other secret there made with the key
+/// (another stack took over one of its replicas, say), so `destroy` keeps the key while any is
+/// left. A secret under two rules' (nested) prefixes counts once.
 pub async fn count_live(c: &Clients, spec: &Spec) -> Result<usize, DeployError> {
     let key = super::key::observe(c, spec).await?;
-    let found = list_under_prefix(c, spec, key.as_ref()).await?;
-    Ok(found.ours.len() + found.unproven + found.others_on_the_key)
+    let mut live = std::collections::BTreeSet::new();
+    for view in spec.syncs() {
+        let found = list_under_prefix(c, &view, key.as_ref()).await?;
+        live.extend(found.ours.into_iter().map(|(arn, _)| arn));
+        live.extend(found.unproven);
+        live.extend(found.others_on_the_key);
+    }
+    Ok(live.len())
 }
 
-/// Schedules for deletion exactly this stack's replicas under `<prefix>/`; counts, and keeps,
+/// Schedules for deletion exactly this stack's replicas in this account, sync by sync (each
+/// rule's under its prefix): one change each.
+pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployError> {
+    let mut changes = Vec::new();
+    for view in spec.syncs() {
+        changes.push(schedule_sync_deletion(c, &view).await?);
+    }
+    Ok(changes)
+}
+
+/// Schedules for deletion exactly this sync's replicas under `<prefix>/`; counts, and keeps,
 /// every other secret there.
-pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
-    let name = format!("{}/*", spec.cfg.prefix);
+async fn schedule_sync_deletion(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
+    let name = match spec.sync_name() {
+        Some(rule) => format!("{}/* (rule {rule})", spec.write_prefix()),
+        None => format!("{}/*", spec.write_prefix()),
+    };
     let UnderPrefix {
         ours,
         unproven,
@@ -237,9 +267,10 @@ pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Change, Deplo
             "; {other_syncs} of another sync (another stack, mount or prefix) kept"
         ));
     }
-    if unproven > 0 {
+    if !unproven.is_empty() {
         note.push_str(&format!(
-            "; {unproven} without the {} tag (written by an earlier version: a run of the replicator tags them) kept",
+            "; {} without the {} tag (written by an earlier version: a run of the replicator tags them) kept",
+            unproven.len(),
             contract::tags::PREFIX
         ));
     }
