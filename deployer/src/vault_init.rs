@@ -750,6 +750,15 @@ impl Steps<'_, '_> {
             .map(|r| (r.namespace.as_deref(), r.mount.as_str()))
             .collect();
         mounts.dedup();
+        // A rule's namespace, made when missing, as the login's is.
+        let mut namespaces: Vec<&str> = mounts.iter().filter_map(|(ns, _)| *ns).collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        for ns in namespaces {
+            if self.admin.ensure_namespace(ns).await? {
+                self.report.changed.push(format!("created namespace {ns}/"));
+            }
+        }
         for (namespace, mount) in mounts {
             let admin = match namespace {
                 Some(ns) => self.admin.sibling(Some(ns)),

@@ -1689,6 +1689,112 @@ fn with_replicas_in_another_account_the_role_assumes_that_role_only_and_writes_n
 }
 
 #[test]
+fn with_rules_the_role_writes_each_home_rules_prefix_as_that_rule_says_and_assumes_only_their_roles()
+ {
+    const TEAM_ROLE: &str = "arn:aws:iam::222222222222:role/team-replicas";
+    let s = spec(&format!(
+        "{EXTERNAL_KEEP}\n[[sync]]\nname = \"payments\"\nprefix = \"pay\"\nmount = \"kv\"\npath = \"payments\"\ndeletion_policy = \"delete\"\n\
+         [[sync]]\nname = \"web\"\nprefix = \"web\"\nreplica_regions = [\"us-east-1\"]\n\
+         [[sync]]\nname = \"team\"\nprefix = \"team\"\naccount_role_arn = \"{TEAM_ROLE}\"\nexternal_id = \"ext-1\""
+    ));
+    let ours = |r: Row| r.with("aws:ResourceTag/managed-by", json!(OURS));
+    let regions = |r: Row, list: &[&str]| r.with("secretsmanager:AddReplicaRegions", json!(list));
+    check(
+        &s,
+        &[
+            // Each home rule writes under its prefix.
+            row(
+                "replicator",
+                "secretsmanager:CreateSecret",
+                secret("pay/a"),
+                Allowed,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:CreateSecret",
+                secret("web/a"),
+                Allowed,
+            ),
+            ours(row(
+                "replicator",
+                "secretsmanager:PutSecretValue",
+                secret("web/a"),
+                Allowed,
+            )),
+            // Not the top level's prefix (no sync of its own with rules), not the other
+            // account's rule's prefix here, nothing else.
+            row(
+                "replicator",
+                "secretsmanager:CreateSecret",
+                secret("hybrid-aws-secrets/a"),
+                ExplicitlyDenied,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:CreateSecret",
+                secret("team/a"),
+                ExplicitlyDenied,
+            ),
+            row(
+                "replicator",
+                "secretsmanager:CreateSecret",
+                secret("other/a"),
+                ExplicitlyDenied,
+            ),
+            // Deleting: the deleting rule's replicas only.
+            ours(row(
+                "replicator",
+                "secretsmanager:DeleteSecret",
+                secret("pay/a"),
+                Allowed,
+            )),
+            ours(row(
+                "replicator",
+                "secretsmanager:DeleteSecret",
+                secret("web/a"),
+                ImplicitlyDenied,
+            )),
+            // Replicating: the replicating rule's replicas, to its region only.
+            regions(
+                row(
+                    "replicator",
+                    "secretsmanager:ReplicateSecretToRegions",
+                    secret("web/a"),
+                    Allowed,
+                ),
+                &["us-east-1"],
+            ),
+            regions(
+                row(
+                    "replicator",
+                    "secretsmanager:ReplicateSecretToRegions",
+                    secret("pay/a"),
+                    ImplicitlyDenied,
+                ),
+                &["us-east-1"],
+            ),
+            regions(
+                row(
+                    "replicator",
+                    "secretsmanager:ReplicateSecretToRegions",
+                    secret("web/a"),
+                    ExplicitlyDenied,
+                ),
+                &["eu-central-1"],
+            ),
+            // The other account's rule: its role, and no other.
+            row("replicator", "sts:AssumeRole", TEAM_ROLE, Allowed),
+            row(
+                "replicator",
+                "sts:AssumeRole",
+                "arn:aws:iam::333333333333:role/team-replicas",
+                ExplicitlyDenied,
+            ),
+        ],
+    );
+}
+
+#[test]
 fn the_role_in_the_replicas_account_admits_only_the_stacks_replicator_with_the_external_id() {
     const TARGET: &str = "222222222222";
     const TARGET_ROLE: &str = "arn:aws:iam::222222222222:role/team-replicas";

@@ -1896,3 +1896,153 @@ async fn pending_id(w: &World, version: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(v.secret_string().unwrap()).unwrap();
     v["vaultSecretId"].as_str().unwrap().to_owned()
 }
+
+/// `[[sync]]` rules end to end: `up` sends them to the function, `vault-init` makes each rule's
+/// namespace and mount and one policy that reads each rule's path and nothing else, and the
+/// deployed function (the real `bootstrap`, with the environment `up` gave it) syncs each rule
+/// into its prefix and account. A second `vault-init` and a second `up` change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_in_deployer_toml_each_sync_what_vault_init_lets_them_read() {
+    let config = |addr: &str| {
+        format!(
+            "stack_name = \"vi\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"{addr}\"\n\
+             [[sync]]\nname = \"payments\"\nprefix = \"pay\"\nmount = \"kv\"\npath = \"payments\"\ndeletion_policy = \"delete\"\n\
+             [[sync]]\nname = \"web\"\nprefix = \"web\"\nmount = \"kv\"\npath = \"web\"\n\
+             [[sync]]\nname = \"team-b\"\nprefix = \"team\"\nmount = \"kv\"\nnamespace = \"team-b\"\n\
+             account_role_arn = \"arn:aws:iam::222222222222:role/replicas\"\nexternal_id = \"0123456789abcdef\"\n"
+        )
+    };
+    // The Vault's address is known once it runs: the configuration is written after.
+    let w = world().await;
+    std::fs::write(w.dir.path().join("deployer.toml"), config(&w.bao.addr)).unwrap();
+    let up = w.deployer(&["up", "--yes"]).await;
+    assert!(up.error.is_none(), "{:?}", up.error);
+
+    let first = w.vault_init(&["--keep-root-token"]).await;
+    assert!(first.error.is_none(), "{:?}", first.error);
+    let report = first.json();
+    let root = report["root_token"].as_str().unwrap().to_owned();
+    let changed = report["changed"].to_string();
+    for step in [
+        "created namespace team-b/",
+        "enabled KV v2 at kv/",
+        "enabled KV v2 at team-b/kv/",
+        "wrote the read-only policy",
+    ] {
+        assert!(changed.contains(step), "{step} missing from {changed}");
+    }
+    assert!(
+        !changed.contains("enabled KV v2 at hybrid-aws-secrets/"),
+        "with rules, the top level's mount is no sync's: {changed}"
+    );
+    let http = tls_client(&w);
+    let put = |ns: Option<&'static str>, path: &'static str| {
+        let (http, root, addr) = (http.clone(), root.clone(), w.bao.addr.clone());
+        async move {
+            let mut req = http
+                .post(format!("{addr}/v1/kv/data/{path}"))
+                .header("X-Vault-Token", root)
+                .json(&serde_json::json!({"data": {"k": "v"}}));
+            if let Some(ns) = ns {
+                req = req.header("X-Vault-Namespace", ns);
+            }
+            req.send().await.unwrap().error_for_status().unwrap();
+        }
+    };
+    put(None, "payments/db").await;
+    put(None, "web/app").await;
+    put(None, "other/secret").await;
+    put(Some("team-b"), "app").await;
+
+    // The replicator's own token reads each rule's path, and not what no rule syncs.
+    let conn = w.connection().await;
+    let login: serde_json::Value = http
+        .post(format!("{}/v1/auth/approle/login", w.bao.addr))
+        .json(&serde_json::json!({"role_id": conn["vaultRoleId"], "secret_id": conn["vaultSecretId"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["auth"]["client_token"].as_str().unwrap().to_owned();
+    let status = |ns: Option<&'static str>, path: &'static str| {
+        let (http, token, addr) = (http.clone(), token.clone(), w.bao.addr.clone());
+        async move {
+            let mut req = http
+                .get(format!("{addr}/v1/{path}"))
+                .header("X-Vault-Token", token);
+            if let Some(ns) = ns {
+                req = req.header("X-Vault-Namespace", ns);
+            }
+            req.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(status(None, "kv/data/payments/db").await, 200);
+    assert_eq!(status(None, "kv/data/web/app").await, 200);
+    assert_eq!(status(Some("team-b"), "kv/data/app").await, 200);
+    assert_eq!(status(None, "kv/data/other/secret").await, 403);
+    assert_eq!(status(None, "kv/metadata/other/secret").await, 403);
+
+    // The deployed function syncs each rule.
+    let env = e2e::deploy::function_environment(&w.aws, "vi-replicator").await;
+    assert!(env.contains_key("REPLICATOR_RULES"), "{:?}", env.keys());
+    let mut api = e2e::runtime_api::RuntimeApi::start().await;
+    let _function = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+        .env_clear()
+        .envs(e2e::aws_env_at(&w.moto.url))
+        .envs(e2e::runtime_api::lambda_env(&api.addr, "vi-replicator"))
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let answer = api
+        .invoke("r1", "{}", std::time::Duration::from_secs(60))
+        .await;
+    let e2e::runtime_api::Answer::Response(body) = answer else {
+        panic!("{answer:?}")
+    };
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["created"], 3, "{body}");
+    assert_eq!(report["failures"], serde_json::json!([]), "{body}");
+    let rules: Vec<&str> = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["payments", "web", "team-b"], "{body}");
+    let home: Vec<String> = [w.side.secrets("pay").await, w.side.secrets("web").await]
+        .into_iter()
+        .flat_map(|s| s.into_keys())
+        .collect();
+    assert_eq!(home, ["pay/db", "web/app"]);
+    assert!(
+        w.side.secrets("team").await.is_empty(),
+        "not in the home account"
+    );
+    let there = replicator::aws::in_account(
+        &w.aws,
+        &contract::account::AccountRole::new(
+            "arn:aws:iam::222222222222:role/replicas",
+            Some("0123456789abcdef"),
+        )
+        .unwrap(),
+    );
+    let there = AwsSide::new(&there).secrets("team").await;
+    assert_eq!(there.keys().collect::<Vec<_>>(), ["team/app"]);
+
+    // Converged: nothing to do for vault-init or up.
+    let again = w.vault_init(&["--token", &root]).await;
+    assert!(again.error.is_none(), "{:?}", again.error);
+    assert_eq!(again.json()["changed"], serde_json::json!([]));
+    let up = w.deployer(&["up", "--yes"]).await;
+    assert!(up.error.is_none(), "{:?}", up.error);
+    assert_eq!(
+        up.sent,
+        Vec::<String>::new(),
+        "a converged up sends nothing"
+    );
+}
