@@ -667,6 +667,22 @@ impl FileConfig {
                     ),
                 ));
             }
+            let role = |r: &SyncRule| r.replicator.account_role.clone();
+            if let Some(mine) = role(&rule)
+                && let Some(other) = rules.iter().find(|r| {
+                    role(r).is_some_and(|o| {
+                        o.role_arn == mine.role_arn && o.external_id != mine.external_id
+                    })
+                })
+            {
+                return Err(invalid(
+                    &format!("sync {:?}: external_id", rule.name),
+                    format!(
+                        "differs from rule {:?}'s, which names the same role: a role trusts one external id",
+                        other.name
+                    ),
+                ));
+            }
             rules.push(rule);
         }
         Ok(rules)

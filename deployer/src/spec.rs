@@ -232,7 +232,7 @@ impl Spec {
 
     /// A Sid suffix for the rule of this view: its name in CamelCase (`payments-prod`:
     /// `ForPaymentsProd`).
-    fn sid_suffix(&self) -> String {
+    pub fn sid_suffix(&self) -> String {
         let name = self.sync_name().unwrap_or_default();
         let camel: String = name
             .split('-')
@@ -729,44 +729,10 @@ impl Spec {
         let (home, away): (Vec<&Spec>, Vec<&Spec>) = views
             .iter()
             .partition(|v| v.cfg.replicator.account_role.is_none());
-        let base = home.first().or(away.first()).copied().ok_or_else(|| {
-            TemplateError::Merge("a configuration with rules has at least one".into())
-        })?;
-        const REGIONS_DENY: &str = "ReplicateOnlyToTheConfiguredRegions";
-        let without_regions_deny = |mut doc: Value| {
-            if let Some(statements) = doc["Statement"].as_array_mut() {
-                statements.retain(|s| s["Sid"] != REGIONS_DENY);
-            }
-            doc
+        let mut merged = match home.is_empty() {
+            false => Self::merge_all(&home, &document)?,
+            true => document(away[0])?,
         };
-        let mut merged = document(base)?;
-        let regions_deny = merged["Statement"]
-            .as_array()
-            .and_then(|s| s.iter().position(|s| s["Sid"] == REGIONS_DENY));
-        for view in home.iter().skip(1) {
-            policy::merge_statements(
-                &mut merged,
-                &without_regions_deny(document(view)?),
-                &view.sid_suffix(),
-            )?;
-        }
-        // One deny for every rule here: replication to any rule's regions.
-        if let Some(at) = regions_deny
-            && !home.is_empty()
-        {
-            let mut all = base.clone();
-            all.cfg.replicator.replica_regions = home
-                .iter()
-                .flat_map(|v| v.cfg.replicator.replica_regions.iter().cloned())
-                .collect();
-            all.cfg.replicator.replica_regions.sort();
-            all.cfg
-                .replicator
-                .replica_regions
-                .dedup_by(|a, b| a.region == b.region);
-            let condition: Value = serde_json::from_str(&all.replica_region_condition()?)?;
-            merged["Statement"][at]["Condition"] = condition;
-        }
         for view in &away {
             let doc = document(view)?;
             let assume: Vec<Value> = doc["Statement"]
@@ -783,6 +749,70 @@ impl Spec {
             )?;
         }
         Ok(merged)
+    }
+
+    /// `document` of each of `views` (at least one; syncs writing in one account) merged
+    /// statement by statement, with one deny of replication to any but the views' regions.
+    fn merge_all(
+        views: &[&Spec],
+        document: &impl Fn(&Spec) -> Result<Value, TemplateError>,
+    ) -> Result<Value, TemplateError> {
+        const REGIONS_DENY: &str = "ReplicateOnlyToTheConfiguredRegions";
+        let base = views
+            .first()
+            .ok_or_else(|| TemplateError::Merge("no sync to merge".into()))?;
+        let mut merged = document(base)?;
+        let regions_deny = merged["Statement"]
+            .as_array()
+            .and_then(|s| s.iter().position(|s| s["Sid"] == REGIONS_DENY));
+        for view in &views[1..] {
+            let mut doc = document(view)?;
+            if let Some(statements) = doc["Statement"].as_array_mut() {
+                statements.retain(|s| s["Sid"] != REGIONS_DENY);
+            }
+            policy::merge_statements(&mut merged, &doc, &view.sid_suffix())?;
+        }
+        if let Some(at) = regions_deny {
+            let mut all = (*base).clone();
+            all.cfg.replicator.replica_regions = views
+                .iter()
+                .flat_map(|v| v.cfg.replicator.replica_regions.iter().cloned())
+                .collect();
+            all.cfg.replicator.replica_regions.sort();
+            all.cfg
+                .replicator
+                .replica_regions
+                .dedup_by(|a, b| a.region == b.region);
+            let condition: Value = serde_json::from_str(&all.replica_region_condition()?)?;
+            merged["Statement"][at]["Condition"] = condition;
+        }
+        Ok(merged)
+    }
+
+    /// The role in another account this sync's rule names, serving every rule of `whole`
+    /// that names it: each one's statements there, merged.
+    pub fn shared_account_role(
+        &self,
+        whole: &Spec,
+    ) -> Result<Option<AccountRoleSpec>, TemplateError> {
+        let Some(mut wanted) = self.account_role()? else {
+            return Ok(None);
+        };
+        let arn = |v: &Spec| {
+            v.cfg
+                .replicator
+                .account_role
+                .as_ref()
+                .map(|r| r.role_arn.clone())
+        };
+        let views = whole.syncs();
+        let same: Vec<&Spec> = views.iter().filter(|v| arn(v) == arn(self)).collect();
+        if same.len() > 1 {
+            wanted.policy = Self::merge_all(&same, &|v: &Spec| {
+                Ok(v.account_role()?.map(|r| r.policy).unwrap_or_default())
+            })?;
+        }
+        Ok(Some(wanted))
     }
 
     fn sync_replicator_policy(
@@ -891,13 +921,13 @@ impl Spec {
         let Some(role) = &self.cfg.replicator.account_role else {
             return Ok(None);
         };
-        let there = Spec::new(
-            self.cfg.clone(),
-            Identity {
-                account: role.account().to_owned(),
-                ..self.id.clone()
-            },
-        );
+        // This sync's view (a rule's prefix and settings), in that account and the rule's
+        // region.
+        let mut there = self.clone();
+        there.id.account = role.account().to_owned();
+        if let Some(region) = self.rule.as_ref().and_then(|r| r.region.clone()) {
+            there.id.region = region;
+        }
         // Secrets Manager's own key there, and the replica regions' keys given: no other key.
         let replica_keys: Vec<String> = there.replica_keys().map(|(key, _)| key).collect();
         let key_scope = if replica_keys.is_empty() {

@@ -3052,3 +3052,101 @@ async fn secrets_managers_own_check_refuses_a_replica_policy_before_anything_is_
     let passed = deployer("plan").await;
     assert_eq!((passed.code, passed.error), (0, None));
 }
+
+/// `target --sync NAME` with `[[sync]]` rules: the rule names its account; a role two rules
+/// name serves both (each prefix there, one trust); without `--sync`, several rules in other
+/// accounts are refused, and a name no rule has is refused with the rules' names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_up_of_a_rule_makes_its_role_for_every_rule_that_names_it() {
+    const ROLE: &str = "arn:aws:iam::222222222222:role/teams-replicas";
+    let rule = |name: &str, prefix: &str, role: &str| {
+        format!(
+            "[[sync]]\nname = \"{name}\"\nprefix = \"{prefix}\"\nmount = \"kv\"\npath = \"{prefix}\"\naccount_role_arn = \"{role}\"\nexternal_id = \"ext-9b1\"\n"
+        )
+    };
+    let f = Fixture::new(&format!(
+        "{EXTERNAL}{}{}{}[[sync]]\nname = \"home\"\nprefix = \"home\"\n",
+        rule("team-a", "a", ROLE),
+        rule("team-b", "b", ROLE),
+        rule("team-c", "c", "arn:aws:iam::333333333333:role/c-replicas"),
+    ))
+    .await;
+    let home = f.moto.sdk_config().await;
+    let target = replicator::aws::in_account(
+        &home,
+        &contract::account::AccountRole::new("arn:aws:iam::222222222222:role/admin", Some("any"))
+            .unwrap(),
+    );
+    f.deployer(&["up", "--yes"]).await;
+
+    let unnamed = in_target(&f, &target, &["plan"]).await;
+    assert!(
+        unnamed.error.as_deref().unwrap_or("").contains(
+            "several rules write in other accounts (team-a, team-b, team-c): give --sync NAME"
+        ),
+        "{:?}",
+        unnamed.error
+    );
+    let unknown = in_target(&f, &target, &["plan", "--sync", "team-z"]).await;
+    assert!(
+        unknown
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no rule has that name (the rules: team-a, team-b, team-c, home)"),
+        "{:?}",
+        unknown.error
+    );
+    let at_home = in_target(&f, &target, &["plan", "--sync", "home"]).await;
+    assert!(
+        at_home
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("names no account_role_arn"),
+        "{:?}",
+        at_home.error
+    );
+    // Another rule's account is not this profile's.
+    let elsewhere = in_target(&f, &target, &["plan", "--sync", "team-c"]).await;
+    assert!(
+        elsewhere
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("account_role_arn is in account 333333333333"),
+        "{:?}",
+        elsewhere.error
+    );
+
+    let up = in_target(&f, &target, &["up", "--yes", "--sync", "team-a"]).await;
+    assert!(up.error.is_none(), "{:?}", up.error);
+    assert_eq!(up.sent, ["CreateRole", "PutRolePolicy"]);
+    let iam = aws_sdk_iam::Client::new(&target);
+    let policy = iam
+        .get_role_policy()
+        .role_name("teams-replicas")
+        .policy_name("replicas")
+        .send()
+        .await
+        .unwrap();
+    let policy = deployer::policy::parse_returned(policy.policy_document()).unwrap();
+    let write = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "WriteReplicatedSecrets")
+        .unwrap();
+    assert_eq!(
+        write["Resource"],
+        serde_json::json!([
+            "arn:aws:secretsmanager:us-east-1:222222222222:secret:a/*",
+            "arn:aws:secretsmanager:us-east-1:222222222222:secret:b/*"
+        ]),
+        "{policy}"
+    );
+    // The other rule that names the role sees it converged.
+    let again = in_target(&f, &target, &["up", "--yes", "--sync", "team-b"]).await;
+    assert!(again.error.is_none(), "{:?}", again.error);
+    assert!(again.sent.is_empty(), "{:?}", again.sent);
+}

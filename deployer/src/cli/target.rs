@@ -25,6 +25,11 @@ pub struct TargetArgs {
     /// `account_role_arn`.
     #[arg(long, global = true, value_name = "PROFILE")]
     pub target_profile: Option<String>,
+
+    /// The `[[sync]]` rule whose account this is (needed when several rules write in other
+    /// accounts). The role serves every rule that names it.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub sync: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,8 +65,58 @@ pub struct DestroyArgs {
 const ROLE_DESCRIPTION: &str =
     "vault-secrets-replicator replicas: assumed by one stack's replicator with its external id";
 
-/// The role to make in the replicas' account `account`, checked against the configuration.
-fn role_of(spec: &Spec, account: &str) -> Result<RoleSpec, CliError> {
+/// The sync `target` acts for: the one sync of the top-level keys, or the rule `--sync`
+/// names (without it, the one rule in another account).
+fn target_view(spec: &Spec, sync: Option<&str>) -> Result<Spec, CliError> {
+    if spec.cfg.rules.is_empty() {
+        return match sync {
+            Some(name) => Err(CliError::Refused(format!(
+                "--sync {name}: the configuration has no [[sync]] rules"
+            ))),
+            None => Ok(spec.clone()),
+        };
+    }
+    let views = spec.syncs();
+    let names = |away: bool| {
+        views
+            .iter()
+            .filter(|v| !away || v.cfg.replicator.account_role.is_some())
+            .filter_map(Spec::sync_name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match sync {
+        Some(name) => views
+            .iter()
+            .find(|v| v.sync_name() == Some(name))
+            .cloned()
+            .ok_or_else(|| {
+                CliError::Refused(format!(
+                    "--sync {name}: no rule has that name (the rules: {})",
+                    names(false)
+                ))
+            }),
+        None => {
+            let mut away = views
+                .iter()
+                .filter(|v| v.cfg.replicator.account_role.is_some());
+            match (away.next(), away.next()) {
+                (Some(one), None) => Ok(one.clone()),
+                (None, _) => Err(CliError::Refused(
+                    "no [[sync]] rule names an account_role_arn: `deployer target` makes the role a rule names in another account".into(),
+                )),
+                _ => Err(CliError::Refused(format!(
+                    "several rules write in other accounts ({}): give --sync NAME",
+                    names(true)
+                ))),
+            }
+        }
+    }
+}
+
+/// The role to make in the replicas' account `account`, checked against the configuration:
+/// for `spec`'s sync, and every other rule of `whole` that names the same role.
+fn role_of(whole: &Spec, spec: &Spec, account: &str) -> Result<RoleSpec, CliError> {
     let role = spec.cfg.replicator.account_role.as_ref().ok_or_else(|| {
         CliError::Refused(
             "the configuration names no account_role_arn: `deployer target` makes the role it names in another account".into(),
@@ -74,7 +129,7 @@ fn role_of(spec: &Spec, account: &str) -> Result<RoleSpec, CliError> {
         )));
     }
     let wanted = spec
-        .account_role()
+        .shared_account_role(whole)
         .map_err(DeployError::from)?
         .ok_or_else(|| CliError::Refused("no account_role_arn".into()))?;
     let name = match wanted.arn.split_once(":role/") {
@@ -108,7 +163,10 @@ pub async fn run(
     let account = super::common::identity(target, Some(spec.id.region.clone()))
         .await?
         .account;
-    let role = role_of(spec, &account)?;
+    let whole = spec;
+    let view = target_view(whole, args.sync.as_deref())?;
+    let spec = &view;
+    let role = role_of(whole, spec, &account)?;
     let seen = iam::observe(target, spec, &role).await?;
     let mut change = iam::diff(&role, seen.as_ref());
     let foreign = seen.as_ref().is_some_and(|s| !s.ours);
@@ -249,7 +307,7 @@ pub async fn run(
             }
             text.push_str(&format!(
                 "kept    the replicas {}/* in account {account}\n",
-                spec.cfg.prefix
+                spec.write_prefix()
             ));
             let value = with(head, serde_json::json!({"changes": [done]}));
             emit(out, json, &value, &text)?;
