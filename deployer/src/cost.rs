@@ -48,9 +48,11 @@ pub fn noop_seconds(secrets: usize) -> f64 {
     0.5 + secrets as f64 * 0.0005
 }
 
-/// What the schedule costs a month for `secrets` replicas: the Lambda runs, and the Secrets
-/// Manager calls each run makes (the connection secret, and ListSecrets, 100 names a page).
-pub fn schedule_lines(spec: &Spec, secrets: usize) -> Vec<CostLine> {
+/// What the schedule costs a month for `counts` replicas of each sync: the Lambda runs, and
+/// the Secrets Manager calls each run makes (the connection secret, and each sync's
+/// ListSecrets, 100 names a page).
+pub fn schedule_lines(spec: &Spec, counts: &[usize]) -> Vec<CostLine> {
+    let secrets: usize = counts.iter().sum();
     let schedule = &spec.cfg.schedule;
     let Some(runs) = crate::schedule::runs_per_month(schedule) else {
         return vec![CostLine {
@@ -61,7 +63,7 @@ pub fn schedule_lines(spec: &Spec, secrets: usize) -> Vec<CostLine> {
     let seconds = noop_seconds(secrets);
     let gb = f64::from(spec.cfg.lambda_memory_mb) / 1024.0;
     let lambda = runs * (seconds * gb * LAMBDA_GB_SECOND + LAMBDA_REQUEST);
-    let calls = 1 + secrets.div_ceil(100);
+    let calls = 1 + counts.iter().map(|s| s.div_ceil(100).max(1)).sum::<usize>();
     vec![
         CostLine {
             item: format!(
@@ -79,6 +81,12 @@ pub fn schedule_lines(spec: &Spec, secrets: usize) -> Vec<CostLine> {
 
 /// The monthly estimate, the schedule's lines for `secrets` replicas.
 pub fn estimate(spec: &Spec, secrets: usize) -> Estimate {
+    estimate_syncs(spec, &[secrets])
+}
+
+/// The monthly estimate for `counts` replicas of each of the stack's syncs (in the order of
+/// [`Spec::syncs`]): with `[[sync]]` rules, a line per rule for its replica regions.
+pub fn estimate_syncs(spec: &Spec, counts: &[usize]) -> Estimate {
     let mut lines = vec![
         CostLine {
             item: "KMS key (rotation on)".into(),
@@ -99,20 +107,31 @@ pub fn estimate(spec: &Spec, secrets: usize) -> Estimate {
             usd_per_month: 0.40,
         });
     }
-    lines.extend(schedule_lines(spec, secrets));
+    lines.extend(schedule_lines(spec, counts));
     lines.extend([CostLine {
         item: "CloudWatch Logs (~10 MB/month)".into(),
         usd_per_month: 0.01,
     }]);
-    let regions = spec.cfg.replicator.replica_regions.len();
-    if regions > 0 {
-        // Each replica region holds a copy of every replica, priced as a secret of its own.
-        lines.push(CostLine {
-            item: format!(
-                "replica regions: {regions} × {secrets} secrets × $0.40 (replica secrets are priced as secrets)"
-            ),
-            usd_per_month: (regions * secrets) as f64 * 0.40,
-        });
+    for (view, &secrets) in spec.syncs().iter().zip(counts) {
+        let regions = view.cfg.replicator.replica_regions.len();
+        let rule = view
+            .sync_name()
+            .map(|n| format!("rule {n}: "))
+            .unwrap_or_default();
+        if regions > 0 {
+            // Each replica region holds a copy of every replica, priced as a secret of its own.
+            lines.push(CostLine {
+                item: format!(
+                    "{rule}replica regions: {regions} × {secrets} secrets × $0.40 (replica secrets are priced as secrets)"
+                ),
+                usd_per_month: (regions * secrets) as f64 * 0.40,
+            });
+        } else if !rule.is_empty() {
+            lines.push(CostLine {
+                item: format!("{rule}{secrets} secrets under {}/", view.write_prefix()),
+                usd_per_month: 0.0,
+            });
+        }
     }
     if spec.cfg.notification_email.is_some() {
         lines.push(CostLine {
@@ -217,8 +236,8 @@ mod tests {
     #[test]
     fn the_schedule_line_follows_the_schedule_the_memory_and_the_secrets() {
         let ext = "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\n";
-        let cost = |extra: &str, secrets| -> f64 {
-            super::schedule_lines(&spec(&format!("{ext}{extra}")), secrets)
+        let cost = |extra: &str, secrets: usize| -> f64 {
+            super::schedule_lines(&spec(&format!("{ext}{extra}")), &[secrets])
                 .iter()
                 .map(|l| l.usd_per_month)
                 .sum()
@@ -234,7 +253,7 @@ mod tests {
         assert!(big > 20.0 && big < 30.0, "{big}");
         let lines = super::schedule_lines(
             &spec(&format!("{ext}schedule = \"rate(1 minute)\"\n")),
-            10_000,
+            &[10_000],
         );
         assert!(
             lines[0]
@@ -245,5 +264,42 @@ mod tests {
         );
         assert!(lines[1].item.contains("~101 a run"), "{}", lines[1].item);
         assert!(cost("lambda_memory_mb = 256\n", 1_000) > half_hourly);
+    }
+
+    #[test]
+    fn with_rules_each_rule_is_priced_for_its_own_replicas_and_listing() {
+        let ext = "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\n";
+        let rules = spec(&format!("{ext}{}", crate::spec::tests::RULES));
+        let e = super::estimate_syncs(&rules, &[10, 20, 30]);
+        let items: Vec<&str> = e.lines.iter().map(|l| l.item.as_str()).collect();
+        assert!(
+            items.contains(&"rule payments: 10 secrets under pay/"),
+            "{items:?}"
+        );
+        assert!(
+            items.contains(&"rule team-b: 30 secrets under b/"),
+            "{items:?}"
+        );
+        let regions = e
+            .lines
+            .iter()
+            .find(|l| {
+                l.item
+                    .starts_with("rule web-prod: replica regions: 1 × 20 secrets")
+            })
+            .unwrap_or_else(|| panic!("{items:?}"));
+        assert!((regions.usd_per_month - 8.0).abs() < 1e-9);
+        // Each rule lists its own prefix: a page each, beside the connection secret's read.
+        let calls = super::schedule_lines(&rules, &[10, 20, 30]);
+        assert!(calls[1].item.contains("~4 a run"), "{}", calls[1].item);
+        // The same 60 replicas as one sync cost the same schedule, one listing fewer pages.
+        let one = super::schedule_lines(&spec(ext), &[60]);
+        assert!(one[1].item.contains("~2 a run"), "{}", one[1].item);
+        assert!(one[0].item.contains("for 60 secrets"), "{}", one[0].item);
+        assert!(
+            calls[0].item.contains("for 60 secrets"),
+            "{}",
+            calls[0].item
+        );
     }
 }

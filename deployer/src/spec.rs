@@ -1460,7 +1460,7 @@ pub(crate) mod tests {
 
     /// Three rules: two in the stack's account (one deleting, one replicating to a region),
     /// one in another account.
-    const RULES: &str = "[[sync]]\nname = \"payments\"\nprefix = \"pay\"\nmount = \"kv\"\npath = \"payments\"\ndeletion_policy = \"delete\"\n\n[[sync]]\nname = \"web-prod\"\nprefix = \"web\"\nreplica_regions = [\"cn-northwest-1\"]\ninclude = [\"db/*\"]\n\n[[sync]]\nname = \"team-b\"\nprefix = \"b\"\nmount = \"kv\"\nnamespace = \"team-b\"\naccount_role_arn = \"arn:aws-cn:iam::222222222222:role/replicas\"\nexternal_id = \"0123456789abcdef\"\n";
+    pub const RULES: &str = "[[sync]]\nname = \"payments\"\nprefix = \"pay\"\nmount = \"kv\"\npath = \"payments\"\ndeletion_policy = \"delete\"\n\n[[sync]]\nname = \"web-prod\"\nprefix = \"web\"\nreplica_regions = [\"cn-northwest-1\"]\ninclude = [\"db/*\"]\n\n[[sync]]\nname = \"team-b\"\nprefix = \"b\"\nmount = \"kv\"\nnamespace = \"team-b\"\naccount_role_arn = \"arn:aws-cn:iam::222222222222:role/replicas\"\nexternal_id = \"0123456789abcdef\"\n";
 
     const KEY: &str = "arn:aws-cn:kms:cn-north-1:123456789012:key/k";
 

@@ -9,10 +9,7 @@ use serde_json::{Value, json};
 use crate::plan::Step;
 use crate::report::Report;
 
-/// The metrics' namespace.
-pub const NAMESPACE: &str = "VaultSecretsReplicator";
-/// The `Rule` dimension of the one sync a function runs today.
-pub const RULE: &str = "default";
+pub use contract::metrics::{DEFAULT_RULE as RULE, NAMESPACE};
 /// The most values one EMF metric carries.
 pub const MAX_VALUES: usize = crate::report::MAX_LAGS;
 

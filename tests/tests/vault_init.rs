@@ -6,6 +6,7 @@ use e2e::aws_side::AwsSide;
 use e2e::deploy::{fake_zip, run};
 use e2e::{BaoTls, Moto};
 use replicator::config::SyncArgs;
+use tokio::io::AsyncBufReadExt;
 
 struct World {
     bao: BaoTls,
@@ -1988,12 +1989,12 @@ async fn rules_in_deployer_toml_each_sync_what_vault_init_lets_them_read() {
     let env = e2e::deploy::function_environment(&w.aws, "vi-replicator").await;
     assert!(env.contains_key("REPLICATOR_RULES"), "{:?}", env.keys());
     let mut api = e2e::runtime_api::RuntimeApi::start().await;
-    let _function = tokio::process::Command::new(e2e::bin_path("bootstrap"))
+    let mut function = tokio::process::Command::new(e2e::bin_path("bootstrap"))
         .env_clear()
         .envs(e2e::aws_env_at(&w.moto.url))
         .envs(e2e::runtime_api::lambda_env(&api.addr, "vi-replicator"))
         .envs(env)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -2001,6 +2002,80 @@ async fn rules_in_deployer_toml_each_sync_what_vault_init_lets_them_read() {
     let answer = api
         .invoke("r1", "{}", std::time::Duration::from_secs(60))
         .await;
+    // The function's log: its metrics documents, one per rule, reach the log group as
+    // Lambda would send them, and `status` reads each rule's last run back.
+    let mut out = tokio::io::BufReader::new(function.stdout.take().unwrap()).lines();
+    let mut documents = Vec::new();
+    while documents.len() < 3 {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(10), out.next_line())
+            .await
+            .expect("a metrics document per rule")
+            .unwrap()
+            .expect("the function's stdout open");
+        if line.contains("CloudWatchMetrics") {
+            documents.push(line);
+        }
+    }
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&w.aws);
+    logs.create_log_stream()
+        .log_group_name("/aws/lambda/vi-replicator")
+        .log_stream_name("2026/12/06/[$LATEST]r1")
+        .send()
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut put = logs
+        .put_log_events()
+        .log_group_name("/aws/lambda/vi-replicator")
+        .log_stream_name("2026/12/06/[$LATEST]r1");
+    for line in &documents {
+        put = put.log_events(
+            aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                .timestamp(now)
+                .message(line)
+                .build()
+                .unwrap(),
+        );
+    }
+    put.send().await.unwrap();
+    let status = w.deployer(&["status"]).await;
+    assert!(status.error.is_none(), "{:?}", status.error);
+    let runs = status.json()["last_runs"].clone();
+    let counts: Vec<(String, u64, u64)> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["rule"].as_str().unwrap().to_owned(),
+                r["last_run"]["created"].as_u64().unwrap(),
+                r["last_run"]["failed"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("payments".to_owned(), 1, 0),
+            ("web".to_owned(), 1, 0),
+            ("team-b".to_owned(), 1, 0)
+        ],
+        "{runs}"
+    );
+    // `plan` prices each rule: its replicas here, or 1,000 for one in another account.
+    let plan = w.deployer(&["plan"]).await;
+    assert!(plan.error.is_none(), "{:?}", plan.error);
+    let items = plan.json()["cost"]["lines"].to_string();
+    for line in [
+        "rule payments: 1 secrets under pay/",
+        "rule web: 1 secrets under web/",
+        "rule team-b: 1000 secrets under team/",
+    ] {
+        assert!(items.contains(line), "{line} missing from {items}");
+    }
     let e2e::runtime_api::Answer::Response(body) = answer else {
         panic!("{answer:?}")
     };

@@ -16,19 +16,41 @@ pub async fn run(
 ) -> Result<i32, CliError> {
     let plan = stack.plan().await?;
     // The schedule's cost scales with the replicas: those there now, or 1,000 for a new stack.
-    let replicas = crate::resources::replicas::count_live(stack.clients, stack.spec).await?;
-    let estimate = cost::estimate(stack.spec, if replicas == 0 { 1_000 } else { replicas });
-    let pending = plan.changes_anything();
     let mut warnings = stack.spec.cfg.warnings.clone();
-    if let Some(role) = &stack.spec.cfg.replicator.account_role
-        && replicas > 0
-    {
-        warnings.push(format!(
-            "{replicas} replica(s) of this stack under {}/ remain in this account, from before account_role_arn: the function now writes in account {} and no longer updates them; `destroy --delete-replicated-secrets` (or you, by hand) removes them here",
-            stack.spec.cfg.prefix,
-            role.account()
-        ));
-    }
+    let estimate = if stack.spec.cfg.rules.is_empty() {
+        let replicas = crate::resources::replicas::count_live(stack.clients, stack.spec).await?;
+        if let Some(role) = &stack.spec.cfg.replicator.account_role
+            && replicas > 0
+        {
+            warnings.push(format!(
+                "{replicas} replica(s) of this stack under {}/ remain in this account, from before account_role_arn: the function now writes in account {} and no longer updates them; `destroy --delete-replicated-secrets` (or you, by hand) removes them here",
+                stack.spec.cfg.prefix,
+                role.account()
+            ));
+        }
+        cost::estimate(stack.spec, if replicas == 0 { 1_000 } else { replicas })
+    } else {
+        // Each rule's replicas here; a new rule, or one in another account, 1,000.
+        let views = stack.spec.syncs();
+        let here = crate::resources::replicas::count_by_sync(stack.clients, stack.spec).await?;
+        let mut counts = Vec::with_capacity(views.len());
+        for (view, n) in views.iter().zip(here) {
+            let away = view.cfg.replicator.account_role.as_ref();
+            if let Some(role) = away
+                && n > 0
+            {
+                warnings.push(format!(
+                    "rule {}: {n} replica(s) under {}/ remain in this account; the rule writes in account {} and no longer updates them; `destroy --delete-replicated-secrets` (or you, by hand) removes them here",
+                    view.sync_name().unwrap_or_default(),
+                    view.write_prefix(),
+                    role.account()
+                ));
+            }
+            counts.push(if n == 0 || away.is_some() { 1_000 } else { n });
+        }
+        cost::estimate_syncs(stack.spec, &counts)
+    };
+    let pending = plan.changes_anything();
     let value = serde_json::json!({
         "stack": stack.spec.stack(),
         "changes_pending": pending,

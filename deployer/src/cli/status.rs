@@ -44,14 +44,45 @@ pub async fn run(
         })
         .collect();
     let clean = !seen.changes_anything();
+    let last = crate::resources::logs::last_runs(stack.clients, stack.spec).await?;
+    // Each sync's last run, in the configuration's order: one line each, "none" if not logged.
+    let syncs: Vec<(String, Option<&crate::resources::logs::LastRun>)> = stack
+        .spec
+        .syncs()
+        .iter()
+        .map(|v| {
+            let rule = v.sync_name().unwrap_or_default().to_owned();
+            let run = last.get(v.sync_name().unwrap_or(contract::metrics::DEFAULT_RULE));
+            (rule, run)
+        })
+        .collect();
     let value = serde_json::json!({
         "stack": stack.spec.stack(),
         "paused": stack.spec.paused,
         "clean": clean,
         "resources": resources,
         "outputs": seen.outputs,
+        "last_runs": syncs
+            .iter()
+            .map(|(rule, run)| serde_json::json!({
+                "rule": (!rule.is_empty()).then_some(rule),
+                "last_run": run,
+            }))
+            .collect::<Vec<_>>(),
     });
     let mut text = render_status(&seen.changes);
+    let days = crate::resources::logs::LAST_RUN_WINDOW.as_secs() / 86_400;
+    for (rule, run) in &syncs {
+        let who = if rule.is_empty() {
+            "last run".to_owned()
+        } else {
+            format!("rule {rule}: last run")
+        };
+        match run {
+            Some(run) => text.push_str(&format!("{who} {}\n", run.line())),
+            None => text.push_str(&format!("{who}: none logged in {days} days\n")),
+        }
+    }
     if stack.spec.paused {
         text.push_str(
             "Paused (deployer pause): the schedule is off and the functions sync nothing until `deployer resume`.\n",

@@ -118,6 +118,116 @@ pub async fn destroy(c: &Clients, spec: &Spec, duty: Duty) -> Result<Change, Dep
     Ok(Change::new(KIND, name, Action::Delete))
 }
 
+/// How far back `status` looks for each sync's last run.
+pub const LAST_RUN_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// The last run of one sync, from the metrics document (EMF) the sync function printed for
+/// it: names and counts only.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LastRun {
+    /// The rule's name; `default` for the one sync of the top-level keys.
+    pub rule: String,
+    /// When it ran, RFC 3339 (UTC).
+    pub at: String,
+    /// `full`, `changes` or `partial`.
+    pub kind: String,
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    pub failed: u64,
+}
+
+impl LastRun {
+    /// One metrics document of the stack `stack`, or `None` for any other line.
+    fn of(message: &str, stack: &str) -> Option<Self> {
+        let doc: serde_json::Value = serde_json::from_str(message.trim()).ok()?;
+        if doc["Stack"] != stack || !doc["_aws"]["CloudWatchMetrics"].is_array() {
+            return None;
+        }
+        let ms = doc["_aws"]["Timestamp"].as_i64()?;
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+        let at = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+        let count = |k: &str| doc[k].as_u64().unwrap_or(0);
+        Some(Self {
+            rule: doc["Rule"].as_str().unwrap_or_default().to_owned(),
+            at,
+            kind: doc["Kind"].as_str().unwrap_or_default().to_owned(),
+            created: count("Created"),
+            updated: count("Updated"),
+            deleted: count("Deleted"),
+            unchanged: count("Unchanged"),
+            failed: count("Failed"),
+        })
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "{} {}: {} created, {} updated, {} deleted, {} unchanged, {} failed",
+            self.at,
+            self.kind,
+            self.created,
+            self.updated,
+            self.deleted,
+            self.unchanged,
+            self.failed
+        )
+    }
+}
+
+/// The last run of each sync within [`LAST_RUN_WINDOW`], by rule (`default`: the one sync), as the
+/// functions that sync logged them. A log group not there yet holds none.
+pub async fn last_runs(
+    c: &Clients,
+    spec: &Spec,
+) -> Result<std::collections::BTreeMap<String, LastRun>, DeployError> {
+    let mut last: std::collections::BTreeMap<String, (i64, LastRun)> = Default::default();
+    let since = std::time::SystemTime::now()
+        .checked_sub(LAST_RUN_WINDOW)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+    for duty in spec.duties().into_iter().filter(|d| d.replicates()) {
+        let group = spec.log_group_of(duty);
+        if observe(c, spec, duty).await?.is_none() {
+            continue;
+        }
+        let mut pages = c
+            .logs
+            .filter_log_events()
+            .log_group_name(&group)
+            .start_time(since)
+            .filter_pattern("CloudWatchMetrics")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.ctx("FilterLogEvents", &group)?;
+            for event in page.events() {
+                let (Some(at), Some(run)) = (
+                    event.timestamp(),
+                    event.message().and_then(|m| LastRun::of(m, spec.stack())),
+                ) else {
+                    continue;
+                };
+                match last.get(&run.rule) {
+                    Some((seen, _)) if *seen >= at => {}
+                    _ => {
+                        last.insert(run.rule.clone(), (at, run));
+                    }
+                }
+            }
+        }
+    }
+    Ok(last.into_iter().map(|(k, (_, run))| (k, run)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +259,20 @@ mod tests {
             (Action::Update, vec!["retention_days"])
         );
         assert_eq!(ch.fields[0].from.as_deref(), Some("never expire"));
+    }
+
+    #[test]
+    fn a_last_run_is_read_from_the_stacks_metrics_documents_only() {
+        let doc = r#"{"_aws":{"Timestamp":1764979200000,"CloudWatchMetrics":[{"Namespace":"VaultSecretsReplicator","Dimensions":[["Stack","Rule"]],"Metrics":[]}]},"Stack":"s","Rule":"payments","Kind":"full","Created":2,"Updated":1,"Deleted":0,"Unchanged":7,"Failed":1,"ValuesRead":3,"DurationMs":12}"#;
+        let run = super::LastRun::of(doc, "s").unwrap();
+        assert_eq!(run.rule, "payments");
+        assert_eq!(
+            run.line(),
+            "2025-12-06T00:00:00Z full: 2 created, 1 updated, 0 deleted, 7 unchanged, 1 failed"
+        );
+        // Another stack's document, a report line, a value-free log line: none is a run.
+        assert!(super::LastRun::of(doc, "other").is_none());
+        assert!(super::LastRun::of(r#"{"Stack":"s","created":1}"#, "s").is_none());
+        assert!(super::LastRun::of("sync finished CloudWatchMetrics", "s").is_none());
     }
 }

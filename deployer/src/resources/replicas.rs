@@ -210,6 +210,17 @@ pub async fn count_live(c: &Clients, spec: &Spec) -> Result<usize, DeployError> 
     Ok(live.len())
 }
 
+/// This stack's replicas in this account under each sync's prefix, in the order of
+/// [`Spec::syncs`] (a rule in another account: what it left here before).
+pub async fn count_by_sync(c: &Clients, spec: &Spec) -> Result<Vec<usize>, DeployError> {
+    let mut counts = Vec::new();
+    for view in spec.syncs() {
+        let found = list_under_prefix(c, &view, None).await?;
+        counts.push(found.ours.len() + found.unproven.len());
+    }
+    Ok(counts)
+}
+
 /// Schedules for deletion exactly this stack's replicas in this account, sync by sync (each
 /// rule's under its prefix): one change each.
 pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployError> {

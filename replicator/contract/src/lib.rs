@@ -31,6 +31,15 @@ use crate::secret::SecretString;
 /// on-failure destination, the change watcher, a shell run, or `deployer sync-now`.
 pub const NOTICE_SUBJECT: &str = "vault-secrets-replicator: sync failed";
 
+/// The metrics documents (CloudWatch EMF) the function prints for each run, which the
+/// deployer's `status` reads back.
+pub mod metrics {
+    /// The metrics' namespace.
+    pub const NAMESPACE: &str = "VaultSecretsReplicator";
+    /// The `Rule` dimension of the one sync the top-level keys describe.
+    pub const DEFAULT_RULE: &str = "default";
+}
+
 /// Environment variables the Lambda reads (the CLI flags of `replicator sync` read the same ones).
 pub mod env {
     pub const PREFIX: &str = "REPLICATOR_PREFIX";
