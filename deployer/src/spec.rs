@@ -1560,6 +1560,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn home_rules_replicating_to_different_regions_and_keys_render_one_policy() {
+        let s = spec(&format!(
+            "{EXTERNAL}[[sync]]\nname = \"a\"\nprefix = \"a\"\nreplica_regions = [\"cn-northwest-1=arn:aws-cn:kms:cn-northwest-1:123456789012:key/ka\"]\n[[sync]]\nname = \"b\"\nprefix = \"b\"\nreplica_regions = [\"ap-east-1\"]\n[[sync]]\nname = \"c\"\nprefix = \"c\"\n"
+        ));
+        let p = s.replicator_policy(KEY, None).unwrap();
+        assert_eq!(
+            statement(&p, "ReplicateOnlyToTheConfiguredRegions")["Condition"],
+            serde_json::json!({"ForAnyValue:StringNotEquals": {"secretsmanager:AddReplicaRegions": ["ap-east-1", "cn-northwest-1"]}})
+        );
+        let text = p.to_string();
+        assert!(text.contains("key/ka"), "{text}");
+    }
+
+    #[test]
     fn rules_that_do_not_fit_lambdas_environment_or_iams_policy_are_refused() {
         let mut text = EXTERNAL.to_owned();
         // In other accounts: a role each in the policy, a rule each in the environment.

@@ -140,10 +140,10 @@ fn every_flag_and_variable_of_the_replicator_is_documented_and_exists() {
     );
 }
 
-#[test]
-fn every_key_of_deployer_toml_is_documented_and_exists() {
+/// The keys named in the first cells of the tables under `heading` of docs/configuration.md.
+fn documented_keys(heading: &str) -> BTreeSet<String> {
     let config = page("docs/configuration.md");
-    let documented: BTreeSet<String> = section(&config, "## `deployer.toml`")
+    section(&config, heading)
         .iter()
         .filter(|l| l.starts_with("| `"))
         .flat_map(|row| {
@@ -153,22 +153,40 @@ fn every_key_of_deployer_toml_is_documented_and_exists() {
                         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
             })
         })
-        .collect();
-    // The parser names every key it knows when it meets one it does not.
-    let err = deployer::config::FileConfig::parse("no_such_key_here = 1", "probe")
+        .collect()
+}
+
+/// Every key the deployer's parser knows where `toml` holds one it does not: it names them all.
+fn known_keys(toml: &str) -> BTreeSet<String> {
+    let err = deployer::config::FileConfig::parse(toml, "probe")
         .unwrap_err()
         .to_string();
-    let known: BTreeSet<String> = err
-        .split("expected one of")
+    err.split("expected one of")
         .nth(1)
         .unwrap_or_else(|| panic!("{err}"))
         .split('`')
         .skip(1)
         .step_by(2)
         .map(str::to_owned)
-        .collect();
-    assert!(known.len() > 30, "{err}");
-    same("deployer.toml keys", &documented, &known);
+        .collect()
+}
+
+#[test]
+fn every_key_of_deployer_toml_is_documented_and_exists() {
+    let known = known_keys("no_such_key_here = 1");
+    assert!(known.len() > 30, "{known:?}");
+    same(
+        "deployer.toml keys",
+        &documented_keys("## `deployer.toml`"),
+        &known,
+    );
+    let rule_keys = known_keys("[[sync]]\nname = \"a\"\nprefix = \"p\"\nno_such_key_here = 1");
+    assert!(rule_keys.len() > 20, "{rule_keys:?}");
+    same(
+        "[[sync]] keys",
+        &documented_keys("## `[[sync]]` rules"),
+        &rule_keys,
+    );
 }
 
 #[test]
