@@ -75,6 +75,20 @@ macro_rules! client {
 }
 
 impl Clients {
+    /// These clients, their KMS client in `region` (the key of replicas in another region),
+    /// counting its requests with the others.
+    pub fn with_kms_in(&self, region: &str) -> Self {
+        let mut c = self.clone();
+        c.kms = aws_sdk_kms::Client::from_conf(
+            self.kms
+                .config()
+                .to_builder()
+                .region(aws_types::region::Region::new(region.to_owned()))
+                .build(),
+        );
+        c
+    }
+
     pub fn new(config: &SdkConfig, backoff: Backoff) -> Self {
         Self::with_interceptor(config, backoff, None)
     }

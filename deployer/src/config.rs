@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use contract::naming::{Granularity, NameTemplate};
-use contract::rules::RuleDoc;
+use contract::rules::{AccountKmsKey, RuleDoc};
 use contract::{DEFAULT_PREFIX, DeletionPolicy, ReplicaRegion, ranges};
 
 /// Default days between automatic rotations of the replicator's secret id: a new id every ten
@@ -63,6 +63,8 @@ pub struct FileConfig {
     pub resource_policy: Option<String>,
     pub account_role_arn: Option<String>,
     pub external_id: Option<String>,
+    /// With `account_role_arn`: the key of the replicas there.
+    pub account_kms_key: Option<AccountKmsKey>,
     /// `[[sync]]`: the rules, each its keys over the top level's. None: the top level is the
     /// one sync.
     pub sync: Option<Vec<RuleDoc>>,
@@ -134,6 +136,9 @@ pub struct ReplicatorSettings {
     pub resource_policy: Option<contract::resource_policy::ResourcePolicy>,
     /// The role the replicas are written with in another account; none: the stack's own.
     pub account_role: Option<contract::account::AccountRole>,
+    /// With `account_role`: the key of the replicas there (that account's
+    /// `aws/secretsmanager`, or one `deployer target up` makes).
+    pub account_key: AccountKmsKey,
 }
 
 /// One `[[sync]]` rule, checked: where it reads in Vault, where it writes, its settings.
@@ -284,6 +289,7 @@ impl FileConfig {
             resource_policy,
             account_role_arn,
             external_id,
+            account_kms_key,
             sync
         );
     }
@@ -534,8 +540,25 @@ impl FileConfig {
                 format!("{region:?} is not a region name such as eu-west-1"),
             ));
         }
-        let replicator = self.replicator_settings(&vault)?;
+        let replicator = if self.sync.is_some() && self.account_role_arn.is_none() {
+            // With rules, the top level's account_kms_key is the default of the rules that
+            // write in another account.
+            let mut top = self.clone();
+            top.account_kms_key = None;
+            top.replicator_settings(&vault)?
+        } else {
+            self.replicator_settings(&vault)?
+        };
         let rules = self.rules(&vault)?;
+        if self.account_kms_key.is_some()
+            && !rules.is_empty()
+            && rules.iter().all(|r| r.replicator.account_role.is_none())
+        {
+            return Err(invalid(
+                "account_kms_key",
+                "no [[sync]] rule writes in another account (account_role_arn): the replicas in the stack's account are encrypted with the stack's key",
+            ));
+        }
         Ok(Config {
             stack_name,
             region: self.region.clone(),
@@ -683,6 +706,20 @@ impl FileConfig {
                     ),
                 ));
             }
+            if let Some(mine) = role(&rule)
+                && let Some(other) = rules.iter().find(|r| {
+                    role(r).is_some_and(|o| o.role_arn == mine.role_arn)
+                        && r.replicator.account_key != rule.replicator.account_key
+                })
+            {
+                return Err(invalid(
+                    &format!("sync {:?}: account_kms_key", rule.name),
+                    format!(
+                        "differs from rule {:?}'s, which names the same role: the role is granted one choice of key",
+                        other.name
+                    ),
+                ));
+            }
             rules.push(rule);
         }
         Ok(rules)
@@ -738,6 +775,12 @@ impl FileConfig {
         }
         set(&mut file.account_role_arn, &doc.account_role_arn);
         set(&mut file.external_id, &doc.external_id);
+        if doc.account_kms_key.is_some() {
+            file.account_kms_key = doc.account_kms_key;
+        } else if file.account_role_arn.is_none() {
+            // The top level's choice is for the rules in other accounts only.
+            file.account_kms_key = None;
+        }
         set(&mut file.include, &doc.include);
         set(&mut file.exclude, &doc.exclude);
         set(&mut file.opt_in, &doc.opt_in);
@@ -778,6 +821,8 @@ impl FileConfig {
         sent.mount = doc.mount.as_ref().map(|_| mount.clone());
         sent.path = (!path.is_empty()).then(|| path.clone());
         sent.namespace.clone_from(&namespace);
+        // The function is given the key itself (see `Spec::lambda_environment`).
+        sent.account_kms_key = None;
         sent.resource_policy = replicator
             .resource_policy
             .as_ref()
@@ -901,6 +946,12 @@ impl FileConfig {
         .map_err(|e| invalid("include / exclude", e))?;
         let resource_policy = self.resource_policy()?;
         let account_role = self.account_role()?;
+        if self.account_kms_key.is_some() && account_role.is_none() {
+            return Err(invalid(
+                "account_kms_key",
+                "is given without account_role_arn: the replicas in the stack's account are encrypted with the stack's key",
+            ));
+        }
         if account_role.is_some() && matches!(vault, VaultMode::Ec2 { .. }) {
             // The function runs in the Vault VPC, which reaches only Secrets Manager, through
             // an endpoint whose policy admits the stack's own account.
@@ -926,6 +977,7 @@ impl FileConfig {
             selection,
             resource_policy,
             account_role,
+            account_key: self.account_kms_key.unwrap_or_default(),
         })
     }
 }
@@ -1669,6 +1721,31 @@ mod tests {
                 "sync = [{ name = \"a\", prefix = \"p\", colour = \"red\" }]",
                 "unknown field",
                 "colour",
+            ),
+            (
+                "account_kms_key = \"create\"",
+                "account_kms_key",
+                "without account_role_arn",
+            ),
+            (
+                "account_kms_key = \"mine\"",
+                "account_kms_key",
+                "unknown variant",
+            ),
+            (
+                "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\naccount_kms_key = \"create\"\nsync = [{ name = \"a\", prefix = \"p\" }]",
+                "account_kms_key",
+                "no [[sync]] rule writes in another account",
+            ),
+            (
+                "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\nsync = [{ name = \"a\", prefix = \"p\", account_kms_key = \"create\" }]",
+                "sync \"a\": account_kms_key",
+                "without account_role_arn",
+            ),
+            (
+                "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\nsync = [{ name = \"a\", prefix = \"p\", account_role_arn = \"arn:aws:iam::222222222222:role/r\", external_id = \"e1\", account_kms_key = \"create\" }, { name = \"b\", prefix = \"q\", account_role_arn = \"arn:aws:iam::222222222222:role/r\", external_id = \"e1\" }]",
+                "sync \"b\": account_kms_key",
+                "differs from rule \"a\"'s",
             ),
         ];
         for (text, key, reason) in table {

@@ -13,6 +13,7 @@ pub const REPLICA_WRITES: &str = include_str!("../../policies/replica-write-stat
 /// The role in another account the replicas are written with (`deployer target up`).
 pub const ACCOUNT_ROLE_POLICY: &str = include_str!("../../policies/account-role-policy.json");
 pub const ACCOUNT_ROLE_TRUST: &str = include_str!("../../policies/account-role-trust.json");
+pub const ACCOUNT_KEY_POLICY: &str = include_str!("../../policies/account-key-policy.json");
 pub const REPLICATOR_SNS: &str = include_str!("../../policies/replicator-sns-statements.json");
 pub const REPLICATOR_DELETE: &str =
     include_str!("../../policies/replicator-delete-statements.json");

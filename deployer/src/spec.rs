@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::config::{Config, VaultMode};
 use crate::policy::{self, TemplateError};
+use contract::rules::AccountKmsKey;
 use contract::{connection_secret_name, env};
 
 /// Tag key that marks every resource of a stack; its value is the stack name.
@@ -131,6 +132,22 @@ pub const EVERY_SECRET_WRITE: &[&str] = &[
     "secretsmanager:RemoveRegionsFromReplication",
     "secretsmanager:StopReplicationToReplica",
 ];
+
+/// A KMS key as the deployer wants it: the stack's own, or the one it makes in another account
+/// for the replicas there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeySpec {
+    /// Found by this alias (`alias/…`).
+    pub alias: String,
+    pub description: String,
+    pub policy: Value,
+    /// Set on creation; a key carrying all of them is this one when its alias is missing.
+    pub tags: BTreeMap<String, String>,
+    pub deletion_window_days: i32,
+}
+
+/// The tag that tells the key of the replicas in another account from the stack's own.
+pub const KEY_PURPOSE_TAG: &str = "vault-secrets-replicator:key";
 
 /// Who and where: read once from STS and the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -298,6 +315,13 @@ impl Spec {
             .collect();
         format!("alias/{safe}-encryption-key")
     }
+    /// The alias of the key `deployer target up` makes in another account, with
+    /// `account_kms_key = "create"`: one per account and region, for every rule of the stack
+    /// writing there.
+    pub fn account_key_alias(&self) -> String {
+        format!("alias/{}-replicas", self.stack())
+    }
+
     pub fn key_description(&self) -> &'static str {
         "KMS Key used for AWS Secret Manager encryption"
     }
@@ -938,8 +962,18 @@ impl Spec {
                 serde_json::to_string(&replica_keys).map_err(TemplateError::NotJson)?
             )
         };
+        // The keys it may use there: Secrets Manager's own, and the one `target up` makes.
+        let key_aliases = match self.cfg.replicator.account_key {
+            AccountKmsKey::AwsSecretsManager => r#""alias/aws/secretsmanager""#.to_owned(),
+            AccountKmsKey::Create => serde_json::to_string(&[
+                "alias/aws/secretsmanager".to_owned(),
+                self.account_key_alias(),
+            ])
+            .map_err(TemplateError::NotJson)?,
+        };
         let mut vars = vec![
             ("key_scope", key_scope),
+            ("key_aliases", key_aliases),
             (
                 "replica_write_statements",
                 there.replica_write_statements()?,
@@ -959,6 +993,50 @@ impl Spec {
             trust,
             policy,
         }))
+    }
+
+    /// The stack's own key: found by its alias, or by the stack tag after an interrupted `up`.
+    pub fn stack_key(&self) -> Result<KeySpec, TemplateError> {
+        Ok(KeySpec {
+            alias: self.key_alias(),
+            description: self.key_description().to_owned(),
+            policy: self.key_policy()?,
+            tags: self.tags(),
+            deletion_window_days: self.cfg.kms_deletion_window_days,
+        })
+    }
+
+    /// The key `deployer target up` makes in the account (and region) of this sync's
+    /// `account_role_arn`, with `account_kms_key = "create"`: administered by that account,
+    /// used through Secrets Manager by any of its principals that may read a replica (as its
+    /// `aws/secretsmanager` key is). None otherwise.
+    pub fn account_key(&self) -> Result<Option<(String, KeySpec)>, TemplateError> {
+        let Some(role) = &self.cfg.replicator.account_role else {
+            return Ok(None);
+        };
+        if self.cfg.replicator.account_key != AccountKmsKey::Create {
+            return Ok(None);
+        }
+        let mut there = self.clone();
+        there.id.account = role.account().to_owned();
+        if let Some(region) = self.rule.as_ref().and_then(|r| r.region.clone()) {
+            there.id.region = region;
+        }
+        let mut tags = self.tags();
+        tags.insert(KEY_PURPOSE_TAG.to_owned(), "replicas".to_owned());
+        Ok(Some((
+            there.id.region.clone(),
+            KeySpec {
+                alias: self.account_key_alias(),
+                description: format!(
+                    "vault-secrets-replicator: encrypts the replicas of stack {}",
+                    self.stack()
+                ),
+                policy: there.render(policy::ACCOUNT_KEY_POLICY, vec![])?,
+                tags,
+                deletion_window_days: self.cfg.kms_deletion_window_days,
+            },
+        )))
     }
 
     /// The network interfaces of a function in the Vault VPC (with Vault on EC2).
@@ -1353,12 +1431,18 @@ impl Spec {
             vars.insert(env::ACCOUNT_ROLE_ARN.to_owned(), role.role_arn.clone());
             vars.insert(env::EXTERNAL_ID.to_owned(), role.external_id.clone());
             // The stack's key is of no use in another account: the replicas there are
-            // encrypted with that account's aws/secretsmanager key.
-            vars.remove(env::KMS_KEY_ID);
+            // encrypted with that account's aws/secretsmanager key, or the key `target up`
+            // makes there, by its alias.
+            match r.account_key {
+                AccountKmsKey::AwsSecretsManager => vars.remove(env::KMS_KEY_ID),
+                AccountKmsKey::Create => {
+                    vars.insert(env::KMS_KEY_ID.to_owned(), self.account_key_alias())
+                }
+            };
         }
         if !self.cfg.rules.is_empty() {
-            // Each rule names its key: the stack's at home; none in another account (that
-            // account's aws/secretsmanager key).
+            // Each rule names its key: the stack's at home; in another account, none (that
+            // account's aws/secretsmanager key) or the one `target up` makes there.
             vars.remove(env::KMS_KEY_ID);
             let docs: Vec<contract::rules::RuleDoc> = self
                 .cfg
@@ -1366,9 +1450,12 @@ impl Spec {
                 .iter()
                 .map(|rule| {
                     let mut doc = rule.doc.clone();
-                    if rule.replicator.account_role.is_none() {
-                        doc.kms_key_id = Some(key_arn.to_owned());
-                    }
+                    doc.kms_key_id =
+                        match (&rule.replicator.account_role, rule.replicator.account_key) {
+                            (None, _) => Some(key_arn.to_owned()),
+                            (Some(_), AccountKmsKey::Create) => Some(self.account_key_alias()),
+                            (Some(_), AccountKmsKey::AwsSecretsManager) => None,
+                        };
                     doc
                 })
                 .collect();
@@ -1556,6 +1643,61 @@ pub(crate) mod tests {
                 .unwrap()
                 .iter()
                 .all(|s| s["Sid"] != "WriteReplicatedSecrets")
+        );
+    }
+
+    #[test]
+    fn a_key_made_in_the_other_account_is_named_to_the_function_and_granted_to_its_role_alone() {
+        // The top level's choice is every rule's in another account; a home rule keeps the
+        // stack's key.
+        let s = spec(&format!(
+            "{EXTERNAL}account_kms_key = \"create\"\n[[sync]]\nname = \"home\"\nprefix = \"h\"\n[[sync]]\nname = \"away\"\nprefix = \"a\"\nregion = \"cn-northwest-1\"\naccount_role_arn = \"arn:aws-cn:iam::222222222222:role/r\"\nexternal_id = \"0123456789abcdef\"\n[[sync]]\nname = \"plain\"\nprefix = \"p\"\naccount_kms_key = \"aws/secretsmanager\"\naccount_role_arn = \"arn:aws-cn:iam::333333333333:role/r\"\nexternal_id = \"0123456789abcdef\"\n"
+        ));
+        let vars = s.lambda_environment(KEY);
+        let rules: Vec<contract::rules::RuleDoc> = serde_json::from_str(&vars[env::RULES]).unwrap();
+        let keys: Vec<Option<&str>> = rules.iter().map(|r| r.kms_key_id.as_deref()).collect();
+        assert_eq!(keys, [Some(KEY), Some("alias/s-replicas"), None]);
+        assert!(
+            rules.iter().all(|r| r.account_kms_key.is_none()),
+            "the function refuses it"
+        );
+        let views = s.syncs();
+        assert_eq!(views[0].account_key().unwrap(), None);
+        assert_eq!(views[2].account_key().unwrap(), None);
+        let (region, key) = views[1].account_key().unwrap().unwrap();
+        assert_eq!(region, "cn-northwest-1");
+        assert_eq!(key.alias, "alias/s-replicas");
+        let policy = key.policy.to_string();
+        assert!(
+            policy.contains("arn:aws-cn:iam::222222222222:root")
+                && policy.contains("secretsmanager.cn-northwest-1.amazonaws.com.cn"),
+            "administered by that account, used through Secrets Manager there: {policy}"
+        );
+        let role = views[1].account_role().unwrap().unwrap().policy;
+        assert_eq!(
+            statement(&role, "NoKeyButTheDefaultOrTheReplicaKeys")["Condition"],
+            serde_json::json!({"ForAllValues:StringNotEquals": {"kms:ResourceAliases": ["alias/aws/secretsmanager", "alias/s-replicas"]}})
+        );
+        let plain = views[2].account_role().unwrap().unwrap().policy;
+        assert_eq!(
+            statement(&plain, "NoKeyButTheDefaultOrTheReplicaKeys")["Condition"],
+            serde_json::json!({"ForAllValues:StringNotEquals": {"kms:ResourceAliases": "alias/aws/secretsmanager"}})
+        );
+        // The one sync of the top-level keys: the alias in its own variable.
+        let one = spec(&format!(
+            "{EXTERNAL}account_kms_key = \"create\"\naccount_role_arn = \"arn:aws-cn:iam::222222222222:role/r\"\nexternal_id = \"0123456789abcdef\"\n"
+        ));
+        assert_eq!(
+            one.lambda_environment(KEY)[env::KMS_KEY_ID],
+            "alias/s-replicas"
+        );
+        let without = spec(&format!(
+            "{EXTERNAL}account_role_arn = \"arn:aws-cn:iam::222222222222:role/r\"\nexternal_id = \"0123456789abcdef\"\n"
+        ));
+        assert!(
+            !without
+                .lambda_environment(KEY)
+                .contains_key(env::KMS_KEY_ID)
         );
     }
 

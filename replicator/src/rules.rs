@@ -156,6 +156,12 @@ pub fn settings_of(base: &SyncArgs, given: &str) -> Result<Vec<Settings>, Config
         if let Some(region) = &doc.region {
             contract::check_region(region).map_err(|e| rule_error("region".into(), e))?;
         }
+        if doc.account_kms_key.is_some() {
+            return Err(rule_error(
+                "account_kms_key".into(),
+                "is a deployer.toml key: give the function the key itself, kms_key_id".into(),
+            ));
+        }
         let mut settings = over(doc, base).settings().map_err(|e| match e {
             ConfigError::Invalid { key, problem } => rule_error(key_of(key), problem),
             other => other,
@@ -280,6 +286,10 @@ mod tests {
             (
                 r#"[{"name": "a", "prefix": "p", "external_id": "abcdefgh"}]"#,
                 "rule \"a\": external_id:",
+            ),
+            (
+                r#"[{"name": "a", "prefix": "p", "account_kms_key": "create"}]"#,
+                "rule \"a\": account_kms_key: is a deployer.toml key",
             ),
             (
                 "@/nonexistent/rules.json",

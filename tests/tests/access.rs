@@ -1968,6 +1968,147 @@ fn the_role_in_the_replicas_account_admits_only_the_stacks_replicator_with_the_e
 }
 
 #[test]
+fn the_key_made_in_the_replicas_account_is_used_by_its_principals_through_secrets_manager_only() {
+    const TARGET: &str = "222222222222";
+    const TARGET_ROLE: &str = "arn:aws:iam::222222222222:role/team-replicas";
+    let s = spec(&format!(
+        "{EXTERNAL_KEEP}\naccount_kms_key = \"create\"\naccount_role_arn = \"{TARGET_ROLE}\"\nexternal_id = \"ext-1\""
+    ));
+    let role = s.account_role().unwrap().unwrap();
+    let (region, key) = s.account_key().unwrap().unwrap();
+    assert_eq!(region, "eu-west-1");
+    let made = format!("arn:aws:kms:eu-west-1:{TARGET}:key/made");
+    // (who, their identity policy, action, key, its aliases, through which service)
+    let use_key = |who: &str,
+                   identity: Value,
+                   action: &str,
+                   resource: &str,
+                   aliases: Value,
+                   via: Option<&str>| {
+        let mut context = BTreeMap::from([
+            ("aws:PrincipalArn".to_owned(), json!(who)),
+            ("aws:PrincipalAccount".to_owned(), json!(TARGET)),
+            ("kms:CallerAccount".to_owned(), json!(TARGET)),
+            ("kms:ResourceAliases".to_owned(), aliases),
+        ]);
+        if let Some(v) = via {
+            context.insert("kms:ViaService".into(), json!(v));
+        }
+        Request {
+            principal: who.to_owned(),
+            action: action.to_owned(),
+            resource: resource.to_owned(),
+            account: TARGET.into(),
+            context,
+            identity_policies: vec![identity],
+            resource_policy: (resource == made).then(|| key.policy.clone()),
+            vpc_endpoint_policy: None,
+        }
+    };
+    let ours = json!([key.alias]);
+    let rows: Vec<(Request, Decision, &str)> = vec![
+        (
+            use_key(
+                TARGET_ROLE,
+                role.policy.clone(),
+                "kms:GenerateDataKey",
+                &made,
+                ours.clone(),
+                Some(VIA_SM),
+            ),
+            Allowed,
+            "the replicas' role encrypts a replica with it through Secrets Manager",
+        ),
+        (
+            use_key(
+                TARGET_ROLE,
+                role.policy.clone(),
+                "kms:Decrypt",
+                &made,
+                ours.clone(),
+                None,
+            ),
+            ImplicitlyDenied,
+            "not directly",
+        ),
+        (
+            use_key(
+                TARGET_ROLE,
+                role.policy.clone(),
+                "kms:PutKeyPolicy",
+                &made,
+                ours.clone(),
+                None,
+            ),
+            ImplicitlyDenied,
+            "nor administers it",
+        ),
+        (
+            use_key(
+                TARGET_ROLE,
+                role.policy.clone(),
+                "kms:GenerateDataKey",
+                &format!("arn:aws:kms:eu-west-1:{TARGET}:key/other"),
+                json!(["alias/other"]),
+                Some(VIA_SM),
+            ),
+            ExplicitlyDenied,
+            "no other key of that account",
+        ),
+        (
+            use_key(
+                "arn:aws:iam::222222222222:role/app",
+                allow_all(),
+                "kms:Decrypt",
+                &made,
+                ours.clone(),
+                Some(VIA_SM),
+            ),
+            Allowed,
+            "a reader of a replica there decrypts it through Secrets Manager, as with aws/secretsmanager",
+        ),
+        (
+            use_key(
+                "arn:aws:iam::222222222222:role/app",
+                json!({"Version": "2012-10-17", "Statement": []}),
+                "kms:Decrypt",
+                &made,
+                ours.clone(),
+                None,
+            ),
+            ImplicitlyDenied,
+            "not outside Secrets Manager",
+        ),
+        (
+            use_key(
+                "arn:aws:iam::222222222222:role/admin",
+                allow_all(),
+                "kms:ScheduleKeyDeletion",
+                &made,
+                ours.clone(),
+                None,
+            ),
+            Allowed,
+            "the account administers it",
+        ),
+    ];
+    let requests: Vec<Request> = rows.iter().map(|(r, _, _)| r.clone()).collect();
+    let got = decide(&requests);
+    let wrong: Vec<String> = rows
+        .iter()
+        .zip(&got)
+        .filter(|((_, want, _), got)| want != *got)
+        .map(|((r, want, why), got)| {
+            format!(
+                "{why}: {} on {}: expected {want:?}, got {got:?}",
+                r.action, r.resource
+            )
+        })
+        .collect();
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
+#[test]
 fn another_stacks_replicas_and_the_stack_tag_are_out_of_the_roles_reach() {
     let s = spec(EXTERNAL_KEEP);
     let a = || secret("hybrid-aws-secrets/a");

@@ -3150,3 +3150,155 @@ async fn target_up_of_a_rule_makes_its_role_for_every_rule_that_names_it() {
     assert!(again.error.is_none(), "{:?}", again.error);
     assert!(again.sent.is_empty(), "{:?}", again.sent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_up_makes_the_replicas_key_there_when_asked_and_destroy_keeps_it() {
+    let f = Fixture::new(&format!(
+        "{EXTERNAL}account_kms_key = \"create\"\n[[sync]]\nname = \"team-a\"\nprefix = \"a\"\nmount = \"kv\"\nregion = \"eu-west-1\"\naccount_role_arn = \"arn:aws:iam::222222222222:role/a-replicas\"\nexternal_id = \"ext-9b1\"\n"
+    ))
+    .await;
+    let home = f.moto.sdk_config().await;
+    let target = replicator::aws::in_account(
+        &home,
+        &contract::account::AccountRole::new("arn:aws:iam::222222222222:role/admin", Some("any"))
+            .unwrap(),
+    );
+    f.deployer(&["up", "--yes"]).await;
+    // The function is told the key by its alias there.
+    let env = e2e::deploy::function_environment(&home, "demo-replicator").await;
+    let rules: serde_json::Value = serde_json::from_str(&env["REPLICATOR_RULES"]).unwrap();
+    assert_eq!(rules[0]["kms_key_id"], "alias/demo-replicas", "{rules}");
+
+    let plan = in_target(&f, &target, &["plan", "--detailed-exitcode"]).await;
+    assert_eq!(plan.code, 2, "{}", plan.stdout);
+    let planned: Vec<String> = plan.json()["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["action"].as_str().unwrap(),
+                c["kind"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        planned,
+        ["create kms key", "create iam role"],
+        "{}",
+        plan.stdout
+    );
+    let up = in_target(&f, &target, &["up", "--yes"]).await;
+    assert!(up.error.is_none(), "{:?}", up.error);
+    assert_eq!(
+        up.sent,
+        [
+            "CreateKey",
+            "EnableKeyRotation",
+            "CreateAlias",
+            "CreateRole",
+            "PutRolePolicy"
+        ]
+    );
+    // In the rule's region of the replicas' account, rotation on, tagged with the stack.
+    let kms = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::config::Builder::from(&target)
+            .region(aws_types::region::Region::new("eu-west-1"))
+            .build(),
+    );
+    let key = kms
+        .describe_key()
+        .key_id("alias/demo-replicas")
+        .send()
+        .await
+        .unwrap();
+    let key_id = key.key_metadata().unwrap().key_id().to_owned();
+    assert!(
+        key.key_metadata()
+            .unwrap()
+            .arn()
+            .unwrap()
+            .contains(":eu-west-1:222222222222:"),
+        "{key:?}"
+    );
+    assert!(
+        kms.get_key_rotation_status()
+            .key_id(&key_id)
+            .send()
+            .await
+            .unwrap()
+            .key_rotation_enabled()
+    );
+    // The role may use it, by its alias, and no other key but Secrets Manager's own.
+    let policy = aws_sdk_iam::Client::new(&target)
+        .get_role_policy()
+        .role_name("a-replicas")
+        .policy_name("replicas")
+        .send()
+        .await
+        .unwrap();
+    let policy = deployer::policy::parse_returned(policy.policy_document()).unwrap();
+    let deny = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "NoKeyButTheDefaultOrTheReplicaKeys")
+        .unwrap();
+    assert_eq!(
+        deny["Condition"]["ForAllValues:StringNotEquals"]["kms:ResourceAliases"],
+        serde_json::json!(["alias/aws/secretsmanager", "alias/demo-replicas"])
+    );
+
+    let again = in_target(&f, &target, &["up", "--yes"]).await;
+    assert_eq!(
+        (again.error.as_deref(), again.sent.len()),
+        (None, 0),
+        "{:?}",
+        again.sent
+    );
+    // Someone widens the key's policy: drift, repaired.
+    kms.put_key_policy()
+        .key_id(&key_id)
+        .policy_name("default")
+        .policy(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"kms:*","Resource":"*"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    let drifted = in_target(&f, &target, &["status", "--detailed-exitcode"]).await;
+    assert_eq!(drifted.code, 2, "{}", drifted.stdout);
+    let repaired = in_target(&f, &target, &["up", "--yes"]).await;
+    assert_eq!(repaired.sent, ["PutKeyPolicy"]);
+
+    // The replicas stay, and so does the key they are encrypted with.
+    let gone = in_target(&f, &target, &["destroy", "--yes"]).await;
+    assert!(gone.error.is_none(), "{:?}", gone.error);
+    assert!(
+        gone.sent.contains(&"DeleteRole".to_owned()),
+        "{:?}",
+        gone.sent
+    );
+    assert!(
+        gone.sent
+            .iter()
+            .all(|op| !op.contains("Key") && !op.contains("Alias")),
+        "{:?}",
+        gone.sent
+    );
+    let kept = &gone.json()["changes"][1];
+    assert_eq!(
+        (&kept["kind"], &kept["name"], &kept["action"]),
+        (
+            &serde_json::json!("kms key"),
+            &serde_json::json!("alias/demo-replicas"),
+            &serde_json::json!("unchanged")
+        ),
+        "{}",
+        gone.stdout
+    );
+    let state = kms.describe_key().key_id(&key_id).send().await.unwrap();
+    assert_eq!(
+        state.key_metadata().unwrap().key_state(),
+        Some(&aws_sdk_kms::types::KeyState::Enabled)
+    );
+}

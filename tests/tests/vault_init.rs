@@ -1910,7 +1910,8 @@ async fn rules_in_deployer_toml_each_sync_what_vault_init_lets_them_read() {
              [[sync]]\nname = \"payments\"\nprefix = \"pay\"\nmount = \"kv\"\npath = \"payments\"\ndeletion_policy = \"delete\"\n\
              [[sync]]\nname = \"web\"\nprefix = \"web\"\nmount = \"kv\"\npath = \"web\"\n\
              [[sync]]\nname = \"team-b\"\nprefix = \"team\"\nmount = \"kv\"\nnamespace = \"team-b\"\n\
-             account_role_arn = \"arn:aws:iam::222222222222:role/replicas\"\nexternal_id = \"0123456789abcdef\"\n"
+             account_role_arn = \"arn:aws:iam::222222222222:role/replicas\"\nexternal_id = \"0123456789abcdef\"\n\
+             account_kms_key = \"create\"\n"
         )
     };
     // The Vault's address is known once it runs: the configuration is written after.
@@ -1984,6 +1985,38 @@ async fn rules_in_deployer_toml_each_sync_what_vault_init_lets_them_read() {
     assert_eq!(status(Some("team-b"), "kv/data/app").await, 200);
     assert_eq!(status(None, "kv/data/other/secret").await, 403);
     assert_eq!(status(None, "kv/metadata/other/secret").await, 403);
+
+    // The other account's side: its role, and the key its replicas are encrypted with.
+    let config = w.dir.path().join("deployer.toml").display().to_string();
+    let team_b = replicator::aws::in_account(
+        &w.aws,
+        &contract::account::AccountRole::new("arn:aws:iam::222222222222:role/admin", Some("any"))
+            .unwrap(),
+    );
+    let target = e2e::deploy::run_in_accounts(
+        &w.aws,
+        &team_b,
+        &[
+            "--config",
+            config.as_str(),
+            "--output",
+            "json",
+            "target",
+            "up",
+            "--yes",
+            "--sync",
+            "team-b",
+            "--target-profile",
+            "team-b",
+        ],
+    )
+    .await;
+    assert!(target.error.is_none(), "{:?}", target.error);
+    assert!(
+        target.sent.contains(&"CreateKey".to_owned()),
+        "{:?}",
+        target.sent
+    );
 
     // The deployed function syncs each rule.
     let env = e2e::deploy::function_environment(&w.aws, "vi-replicator").await;
@@ -2105,6 +2138,17 @@ async fn rules_in_deployer_toml_each_sync_what_vault_init_lets_them_read() {
             Some("0123456789abcdef"),
         )
         .unwrap(),
+    );
+    let encrypted = aws_sdk_secretsmanager::Client::new(&there)
+        .describe_secret()
+        .secret_id("team/app")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        encrypted.kms_key_id(),
+        Some("alias/vi-replicas"),
+        "encrypted with the key `target up` made there"
     );
     let there = AwsSide::new(&there).secrets("team").await;
     assert_eq!(there.keys().collect::<Vec<_>>(), ["team/app"]);

@@ -14,7 +14,8 @@ use crate::change::{Action, FieldDiff, render_plan, render_status};
 use crate::clients::Clients;
 use crate::resources::DeployError;
 use crate::resources::iam::{self, RoleSpec};
-use crate::spec::Spec;
+use crate::resources::key;
+use crate::spec::{KeySpec, Spec};
 
 #[derive(Debug, Args)]
 pub struct TargetArgs {
@@ -188,11 +189,19 @@ pub async fn run(
         });
         change.action = Action::Update;
     }
+    let key = TargetKey::observe(target, spec).await?;
     let head = serde_json::json!({
         "stack": spec.stack(),
         "account": account,
         "role_arn": spec.cfg.replicator.account_role.as_ref().map(|r| r.role_arn.clone()),
+        "kms_key": key.as_ref().map(|k| k.want.alias.clone()),
     });
+    // The key first: the role may use it only by its alias.
+    let changes: Vec<crate::change::Change> = key
+        .iter()
+        .map(|k| k.change.clone())
+        .chain([change.clone()])
+        .collect();
     let with = |mut v: serde_json::Value, extra: serde_json::Value| {
         if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
             v.extend(extra.clone());
@@ -201,28 +210,22 @@ pub async fn run(
     };
     match &args.action {
         TargetAction::Plan(codes) => {
-            let pending = change.changes_anything();
+            let pending = changes.iter().any(|c| c.changes_anything());
             let value = with(
                 head,
-                serde_json::json!({"changes_pending": pending, "changes": [change]}),
+                serde_json::json!({"changes_pending": pending, "changes": changes}),
             );
-            let text = format!(
-                "In account {account}:\n{}",
-                render_plan(std::slice::from_ref(&change))
-            );
+            let text = format!("In account {account}:\n{}", render_plan(&changes));
             emit(out, json, &value, &text)?;
             Ok(codes.code(pending))
         }
         TargetAction::Status(codes) => {
-            let clean = !change.changes_anything();
+            let clean = !changes.iter().any(|c| c.changes_anything());
             let value = with(
                 head,
-                serde_json::json!({"clean": clean, "changes": [change]}),
+                serde_json::json!({"clean": clean, "changes": changes}),
             );
-            let mut text = format!(
-                "In account {account}:\n{}",
-                render_status(std::slice::from_ref(&change))
-            );
+            let mut text = format!("In account {account}:\n{}", render_status(&changes));
             if !clean {
                 text.push_str("Run `deployer target up` to repair what is missing or drifted.\n");
             }
@@ -240,25 +243,37 @@ pub async fn run(
                         .trim_start_matches("exists ")
                 )));
             }
-            if !up.yes && change.needs_confirmation() {
+            if let Some(k) = key.as_ref().filter(|k| !k.ours) {
+                return Err(CliError::Refused(format!(
+                    "the key {} in account {account} (region {}) does not carry this stack's tag: `target up` does not take over a key it did not make; delete that alias, or give account_kms_key = \"aws/secretsmanager\"",
+                    k.want.alias, k.region
+                )));
+            }
+            let asked: Vec<&crate::change::Change> =
+                changes.iter().filter(|c| c.needs_confirmation()).collect();
+            if !up.yes && !asked.is_empty() {
                 confirm(&format!(
-                    "target up would change who may assume the role {} in account {account}, or what it may do ({}).",
+                    "target up would change who may assume the role {} in account {account}, what it may do, or the replicas' key ({}).",
                     role.name,
-                    change
-                        .fields
+                    asked
                         .iter()
-                        .map(|f| f.field.as_str())
+                        .flat_map(|c| c.fields.iter().map(|f| format!("{} {}", c.kind, f.field)))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ))?;
             }
-            let applied = if change.changes_anything() {
+            let mut applied = Vec::new();
+            if let Some(k) = key
+                && k.change.changes_anything()
+            {
+                key::apply_key(&k.clients, &k.want, k.seen, &k.change).await?;
+                applied.push(k.change);
+            }
+            if change.changes_anything() {
                 iam::apply(target, spec, &role, &change).await?;
                 others.remove(target, &role.name).await?;
-                vec![change]
-            } else {
-                vec![]
-            };
+                applied.push(change);
+            }
             let arn = spec
                 .cfg
                 .replicator
@@ -309,10 +324,62 @@ pub async fn run(
                 "kept    the replicas {}/* in account {account}\n",
                 spec.write_prefix()
             ));
-            let value = with(head, serde_json::json!({"changes": [done]}));
+            let mut changes = vec![done];
+            if let Some(k) = key.as_ref().filter(|k| k.seen.is_some() && k.ours) {
+                let why = format!(
+                    "kept in account {account} (region {}): the replicas are encrypted with it; once they are gone, `aws kms schedule-key-deletion` removes it",
+                    k.region
+                );
+                text.push_str(&format!("kept    kms key {}: {why}\n", k.want.alias));
+                changes.push(
+                    crate::change::Change::new(key::KIND, k.want.alias.clone(), Action::Unchanged)
+                        .with_note(why),
+                );
+            }
+            let value = with(head, serde_json::json!({"changes": changes}));
             emit(out, json, &value, &text)?;
             Ok(EXIT_OK)
         }
+    }
+}
+
+/// The key of the replicas in the target account (`account_kms_key = "create"`), in the
+/// sync's region, as wanted and as found.
+struct TargetKey {
+    want: KeySpec,
+    region: String,
+    clients: Clients,
+    seen: Option<key::KeyState>,
+    /// Whether the key found carries this stack's tag (none found: true).
+    ours: bool,
+    change: crate::change::Change,
+}
+
+impl TargetKey {
+    async fn observe(target: &Clients, spec: &Spec) -> Result<Option<Self>, CliError> {
+        let Some((region, want)) = spec.account_key().map_err(DeployError::from)? else {
+            return Ok(None);
+        };
+        let clients = target.with_kms_in(&region);
+        let seen = key::observe_key(&clients, &want).await?;
+        let ours = match &seen {
+            Some(k) => key::carries_tags(&clients, &k.key_id, &spec.tags()).await?,
+            None => true,
+        };
+        let mut change = key::diff_key(&want, seen.as_ref());
+        if !ours {
+            change.note = Some(
+                "exists without this stack's tag: `target up` does not take over a key it did not make".into(),
+            );
+        }
+        Ok(Some(Self {
+            want,
+            region,
+            clients,
+            seen,
+            ours,
+            change,
+        }))
     }
 }
 

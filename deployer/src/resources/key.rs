@@ -3,11 +3,11 @@
 
 use aws_sdk_kms::types::{KeyState as AwsKeyState, KeyUsageType, Tag};
 
-use super::{Ctx, DeployError, found, has_stack_tag, missing};
+use super::{Ctx, DeployError, found, missing};
 use crate::change::{Change, Fields};
 use crate::clients::Clients;
 use crate::policy::{canonical, parse_returned};
-use crate::spec::Spec;
+use crate::spec::{KeySpec, Spec};
 
 pub const KIND: &str = "kms key";
 
@@ -37,14 +37,14 @@ impl KeyState {
     }
 }
 
-fn wanted(spec: &Spec) -> Result<Fields, DeployError> {
-    Ok(vec![
+fn wanted(k: &KeySpec) -> Fields {
+    vec![
         ("alias", "yes".into()),
-        ("description", spec.key_description().into()),
+        ("description", k.description.clone()),
         ("rotation", "enabled".into()),
         ("state", "Enabled".into()),
-        ("policy", canonical(&spec.key_policy()?)),
-    ])
+        ("policy", canonical(&k.policy)),
+    ]
 }
 
 async fn read(c: &Clients, key_id: &str, aliased: bool) -> Result<Option<KeyState>, DeployError> {
@@ -106,9 +106,16 @@ async fn read(c: &Clients, key_id: &str, aliased: bool) -> Result<Option<KeyStat
     }))
 }
 
-/// Finds the key by alias, else a key tagged with the stack (an `up` stopped before the alias).
+/// Finds the stack's key by alias, else a key tagged with the stack (an `up` stopped before
+/// the alias).
 pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<KeyState>, DeployError> {
-    if let Some(k) = read(c, &spec.key_alias(), true).await? {
+    observe_key(c, &spec.stack_key()?).await
+}
+
+/// Finds `want` by its alias, else a key carrying all its tags (a run stopped before the
+/// alias) that is not pending deletion.
+pub async fn observe_key(c: &Clients, want: &KeySpec) -> Result<Option<KeyState>, DeployError> {
+    if let Some(k) = read(c, &want.alias, true).await? {
         return Ok(Some(k));
     }
     let mut pages = c.kms.list_keys().into_paginator().send();
@@ -118,10 +125,11 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<KeyState>, Deplo
             let Some(id) = key.key_id() else { continue };
             let tags = c.kms.list_resource_tags().key_id(id).send().await;
             let Ok(tags) = tags else { continue };
-            let ours = has_stack_tag(
-                tags.tags().iter().map(|t| (t.tag_key(), t.tag_value())),
-                spec.stack(),
-            );
+            let ours = want.tags.iter().all(|(k, v)| {
+                tags.tags()
+                    .iter()
+                    .any(|t| t.tag_key() == k && t.tag_value() == v)
+            });
             if ours
                 && let Some(k) = read(c, id, false).await?
                 && k.state != AwsKeyState::PendingDeletion.as_str()
@@ -133,10 +141,40 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<KeyState>, Deplo
     Ok(None)
 }
 
+/// Whether the key `key_id` carries every one of `tags`.
+pub async fn carries_tags(
+    c: &Clients,
+    key_id: &str,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> Result<bool, DeployError> {
+    let mut on = Vec::new();
+    let mut pages = c
+        .kms
+        .list_resource_tags()
+        .key_id(key_id)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.ctx("ListResourceTags", key_id)?;
+        on.extend(
+            page.tags()
+                .iter()
+                .map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned())),
+        );
+    }
+    Ok(tags
+        .iter()
+        .all(|(k, v)| on.iter().any(|(ok, ov)| ok == k && ov == v)))
+}
+
 pub fn diff(spec: &Spec, seen: Option<&KeyState>) -> Result<Change, DeployError> {
-    let want = wanted(spec)?;
+    Ok(diff_key(&spec.stack_key()?, seen))
+}
+
+pub fn diff_key(k: &KeySpec, seen: Option<&KeyState>) -> Change {
+    let want = wanted(k);
     let seen_fields = seen.map(KeyState::fields);
-    let mut change = Change::diff(KIND, spec.key_alias(), &want, seen_fields.as_ref());
+    let mut change = Change::diff(KIND, k.alias.clone(), &want, seen_fields.as_ref());
     if seen.is_none() {
         change.fields.push(crate::change::FieldDiff {
             field: "arn".into(),
@@ -144,7 +182,7 @@ pub fn diff(spec: &Spec, seen: Option<&KeyState>) -> Result<Change, DeployError>
             to: Some(crate::change::UNKNOWN.into()),
         });
     }
-    Ok(change)
+    change
 }
 
 pub async fn apply(
@@ -153,25 +191,35 @@ pub async fn apply(
     seen: Option<KeyState>,
     change: &Change,
 ) -> Result<KeyState, DeployError> {
-    let policy = canonical(&spec.key_policy()?);
+    apply_key(c, &spec.stack_key()?, seen, change).await
+}
+
+/// Makes `want` (key, rotation, alias) or repairs what `change` says drifted.
+pub async fn apply_key(
+    c: &Clients,
+    want: &KeySpec,
+    seen: Option<KeyState>,
+    change: &Change,
+) -> Result<KeyState, DeployError> {
+    let policy = canonical(&want.policy);
     let key_id = match &seen {
         Some(k) => k.key_id.clone(),
         None => {
-            let tags: Result<Vec<Tag>, _> = spec
-                .tags()
-                .into_iter()
+            let tags: Result<Vec<Tag>, _> = want
+                .tags
+                .iter()
                 .map(|(k, v)| Tag::builder().tag_key(k).tag_value(v).build())
                 .collect();
             let out = c
                 .kms
                 .create_key()
-                .description(spec.key_description())
+                .description(&want.description)
                 .key_usage(KeyUsageType::EncryptDecrypt)
                 .policy(&policy)
                 .set_tags(Some(tags?))
                 .send()
                 .await
-                .ctx("CreateKey", &spec.key_alias())?;
+                .ctx("CreateKey", &want.alias)?;
             out.key_metadata()
                 .ok_or_else(|| missing("CreateKey", "KeyMetadata"))?
                 .key_id()
@@ -209,7 +257,7 @@ pub async fn apply(
             c.kms
                 .update_key_description()
                 .key_id(&key_id)
-                .description(spec.key_description())
+                .description(&want.description)
                 .send()
                 .await
                 .ctx("UpdateKeyDescription", &key_id)?;
@@ -226,11 +274,11 @@ pub async fn apply(
     if change.touches("alias") {
         c.kms
             .create_alias()
-            .alias_name(spec.key_alias())
+            .alias_name(&want.alias)
             .target_key_id(&key_id)
             .send()
             .await
-            .ctx("CreateAlias", &spec.key_alias())?;
+            .ctx("CreateAlias", &want.alias)?;
     }
     read(c, &key_id, true)
         .await?

@@ -68,6 +68,23 @@ pub struct RuleDoc {
     /// A JSON document, `@FILE`, or the policy itself as an object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_policy: Option<serde_json::Value>,
+    /// `deployer.toml` only: which key encrypts the replicas in another account. The deployer
+    /// sends the function the key itself (`kms_key_id`); the function refuses this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_kms_key: Option<AccountKmsKey>,
+}
+
+/// The key that encrypts the replicas a rule writes in another account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountKmsKey {
+    /// That account's own `aws/secretsmanager` key.
+    #[default]
+    #[serde(rename = "aws/secretsmanager")]
+    AwsSecretsManager,
+    /// A customer-managed key that `deployer target up` makes there (alias
+    /// `alias/<stack>-replicas`), rotation on.
+    #[serde(rename = "create")]
+    Create,
 }
 
 #[cfg(test)]
