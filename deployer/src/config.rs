@@ -751,6 +751,24 @@ impl FileConfig {
         }
         let prefix = doc.prefix.trim_matches('/').to_owned();
         check_secrets_prefix("prefix", &prefix)?;
+        if let Some(region) = &doc.region {
+            contract::check_region(region).map_err(|e| invalid("region", e))?;
+        }
+        // The stack's own secrets (its connection, the rotator's token) are never under a
+        // rule's prefix: the rule's write scope would cover them.
+        let stack_prefix = self
+            .secrets_prefix
+            .as_deref()
+            .unwrap_or(DEFAULT_PREFIX)
+            .trim_matches('/');
+        if format!("{stack_prefix}-connection/").starts_with(&format!("{prefix}/")) {
+            return Err(invalid(
+                "prefix",
+                format!(
+                    "{prefix:?} covers the stack's connection secret ({stack_prefix}-connection/…): give the rule a prefix outside it, or change secrets_prefix"
+                ),
+            ));
+        }
         let mount =
             vault_segments("mount", doc.mount.as_deref())?.unwrap_or_else(|| prefix.clone());
         vault_segments("mount", Some(&mount))?;
@@ -1085,6 +1103,32 @@ impl Config {
             }
             check_sync_identity(&rule.replicator, account, partition, own_region)
                 .map_err(rule_error)?;
+        }
+        // Where each rule writes, now that the stack's account and region are known (a rule
+        // naming the stack's region, or a role of the stack's account, writes where a rule
+        // naming neither does): no two rules write one prefix there, as the function checks.
+        let at = |r: &SyncRule| {
+            (
+                r.prefix.clone(),
+                r.replicator
+                    .account_role
+                    .as_ref()
+                    .map_or(account, |a| a.account())
+                    .to_owned(),
+                r.region.as_deref().unwrap_or(region).to_owned(),
+            )
+        };
+        for (i, rule) in self.rules.iter().enumerate() {
+            if let Some(other) = self.rules[..i].iter().find(|o| at(o) == at(rule)) {
+                let (prefix, account, region) = at(rule);
+                return Err(invalid(
+                    &format!("sync {:?}: prefix", rule.name),
+                    format!(
+                        "{prefix:?} is rule {:?}'s prefix in the same account ({account}) and region ({region}): the two would write the same names",
+                        other.name
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -1728,6 +1772,16 @@ mod tests {
                 "without account_role_arn",
             ),
             (
+                "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\nsync = [{ name = \"a\", prefix = \"p\", region = \"EU West\", account_role_arn = \"arn:aws:iam::222222222222:role/r\", external_id = \"e1\" }]",
+                "sync \"a\": region",
+                "region",
+            ),
+            (
+                "secrets_prefix = \"team/replicas\"\nsync = [{ name = \"a\", prefix = \"team\" }]",
+                "sync \"a\": prefix",
+                "covers the stack's connection secret",
+            ),
+            (
                 "account_kms_key = \"mine\"",
                 "account_kms_key",
                 "unknown variant",
@@ -1884,6 +1938,45 @@ mod tests {
             partition.starts_with("account_role_arn:") && partition.contains("partition aws"),
             "{partition}"
         );
+    }
+
+    #[test]
+    fn two_rules_writing_one_prefix_where_the_stack_is_are_refused_once_it_is_known() {
+        const EXTERNAL: &str =
+            "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\n";
+        let check = |rules: &str| {
+            FileConfig::parse(&format!("{EXTERNAL}{rules}"), "t")
+                .unwrap()
+                .validate()
+                .unwrap()
+                .check_identity("123456789012", "aws", "eu-west-1")
+        };
+        // The stack's region named, or left out: the same place.
+        let err = check(
+            "[[sync]]\nname = \"a\"\nprefix = \"p\"\n[[sync]]\nname = \"b\"\nprefix = \"p\"\nmount = \"kv\"\nregion = \"eu-west-1\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("sync \"b\": prefix:")
+                && err.contains("account (123456789012) and region (eu-west-1)"),
+            "{err}"
+        );
+        // A role in the stack's own account writes where the stack's rules do.
+        let err = check(
+            "[[sync]]\nname = \"a\"\nprefix = \"p\"\n[[sync]]\nname = \"b\"\nprefix = \"p\"\nmount = \"kv\"\naccount_role_arn = \"arn:aws:iam::123456789012:role/r\"\nexternal_id = \"ext-1\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("rule \"a\"'s prefix in the same account"),
+            "{err}"
+        );
+        // Another region of another account: fine.
+        check(
+            "[[sync]]\nname = \"a\"\nprefix = \"p\"\n[[sync]]\nname = \"b\"\nprefix = \"p\"\nmount = \"kv\"\nregion = \"eu-west-2\"\naccount_role_arn = \"arn:aws:iam::222222222222:role/r\"\nexternal_id = \"ext-1\"\n",
+        )
+        .unwrap();
     }
 
     #[test]

@@ -1487,7 +1487,11 @@ impl Spec {
                 Self::MAX_ROLE_POLICY
             ));
         }
-        let vars = self.lambda_environment_of(Duty::Watch, &key_arn);
+        // The largest the environment gets: the watcher's function, paused (`deployer pause`
+        // must fit too).
+        let mut paused = self.clone();
+        paused.paused = true;
+        let vars = paused.lambda_environment_of(Duty::Watch, &key_arn);
         let size: usize = vars.iter().map(|(k, v)| k.len() + v.len()).sum();
         if size > Self::MAX_ENVIRONMENT {
             let rules = vars.get(env::RULES).map_or(0, String::len);
@@ -1734,6 +1738,28 @@ pub(crate) mod tests {
         }
         let err = spec(&text).check_limits().unwrap_err();
         assert!(err.contains("over IAM's 10240"), "{err}");
+        // An environment that fits only until `deployer pause` marks it is refused too: the
+        // pause would be half applied.
+        let size = |s: &Spec| -> usize {
+            s.lambda_environment_of(Duty::Watch, KEY)
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum()
+        };
+        let tagged = |full: usize, last: usize| {
+            let mut tags: Vec<String> = (0..full)
+                .map(|i| format!("t{i} = \"{}\"", "x".repeat(250)))
+                .collect();
+            tags.push(format!("last = \"{}\"", "x".repeat(last)));
+            spec(&format!("{EXTERNAL}tags = {{ {} }}\n", tags.join(", ")))
+        };
+        let just_fits = (0..20)
+            .flat_map(|full| (1..=250).map(move |last| (full, last)))
+            .map(|(full, last)| tagged(full, last))
+            .find(|s| (Spec::MAX_ENVIRONMENT - 10..=Spec::MAX_ENVIRONMENT).contains(&size(s)))
+            .expect("an environment just under the limit");
+        let err = just_fits.check_limits().unwrap_err();
+        assert!(err.contains("over Lambda's 4096"), "{err}");
     }
 
     #[test]

@@ -267,11 +267,11 @@ impl Stack<'_> {
             Resource::Topic => vec![topic::destroy(c, spec).await?],
             // Replicas left in AWS are encrypted with the key: deleting it would make them
             // unreadable once its window ends. It goes only with them.
-            Resource::Key => match replicas::count_live(c, spec).await? {
+            Resource::Key => match replicas::count_on_the_key(c, spec).await? {
                 0 => vec![key::destroy(c, spec).await?],
                 n => vec![Change::new(key::KIND, spec.key_alias(), Action::Unchanged).with_note(
                     format!(
-                        "kept: {n} replicated secret(s) under {} are encrypted with it and would become unreadable without it; `destroy --delete-replicated-secrets` schedules both for deletion",
+                        "kept: {n} secret(s) are encrypted with it and would become unreadable without it (replicas under {}, or under a prefix no sync has now); `destroy --delete-replicated-secrets` schedules this stack's replicas under the configured prefixes and the key for deletion, the others stay yours to move or delete",
                         spec.syncs().iter().map(|v| format!("{}/", v.write_prefix())).collect::<Vec<_>>().join(", ")
                     ),
                 )],

@@ -222,7 +222,7 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
     let mut other_mount = ours;
     other_mount[1].1 = "payments";
     let old: &[(&str, &str)] = &ours[..3];
-    let secrets: [(&str, &[(&str, &str)]); 7] = [
+    let secrets: [(&str, &[(&str, &str)]); 8] = [
         ("hybrid-aws-secrets/a", &ours),
         ("hybrid-aws-secrets/team/b", &ours),
         ("hybrid-aws-secrets/hand-made", &[]),
@@ -230,6 +230,7 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
         ("hybrid-aws-secrets/e", &other_mount),
         ("hybrid-aws-secrets/old/f", old),
         ("elsewhere/c", &ours),
+        ("removed-rule/g", &ours),
     ];
     let stack_key = aws_sdk_kms::Client::new(&aws)
         .describe_key()
@@ -244,8 +245,9 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
         .to_owned();
     for (name, tags) in secrets {
         let mut req = sm.create_secret().name(name).secret_string("{}");
-        if name == "hybrid-aws-secrets/mirror/d" {
-            // Another sync's, but made with this stack's key (taken over from it, say).
+        if name == "hybrid-aws-secrets/mirror/d" || name == "removed-rule/g" {
+            // Another sync's, but made with this stack's key (taken over from it, say); a
+            // replica of a rule since removed from the configuration.
             req = req.kms_key_id(&stack_key);
         }
         if name == "hybrid-aws-secrets/team/b" {
@@ -329,7 +331,7 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
         key["note"]
             .as_str()
             .unwrap()
-            .starts_with("kept: 4 replicated secret(s)"),
+            .starts_with("kept: 5 secret(s) are encrypted with it"),
         "{key}"
     );
     assert!(
@@ -385,6 +387,18 @@ async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
     );
     sm.delete_secret()
         .secret_id("hybrid-aws-secrets/mirror/d")
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    f.deployer(&["destroy", "--yes", "--delete-replicated-secrets"])
+        .await;
+    assert!(
+        !key_pending().await,
+        "a replica under a prefix no sync has now keeps it"
+    );
+    sm.delete_secret()
+        .secret_id("removed-rule/g")
         .force_delete_without_recovery(true)
         .send()
         .await

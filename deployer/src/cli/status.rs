@@ -44,7 +44,12 @@ pub async fn run(
         })
         .collect();
     let clean = !seen.changes_anything();
-    let last = crate::resources::logs::last_runs(stack.clients, stack.spec).await?;
+    // The runs are told, not checked: a log that cannot be read (throttled, or no
+    // logs:FilterLogEvents) leaves the rest of the status standing.
+    let (last, unread) = match crate::resources::logs::last_runs(stack.clients, stack.spec).await {
+        Ok(last) => (last, None),
+        Err(e) => (Default::default(), Some(e.to_string())),
+    };
     // Each sync's last run, in the configuration's order: one line each, "none" if not logged.
     let syncs: Vec<(String, Option<&crate::resources::logs::LastRun>)> = stack
         .spec
@@ -69,6 +74,7 @@ pub async fn run(
                 "last_run": run,
             }))
             .collect::<Vec<_>>(),
+        "last_runs_unread": unread,
     });
     let mut text = render_status(&seen.changes);
     let days = crate::resources::logs::LAST_RUN_WINDOW.as_secs() / 86_400;
@@ -78,9 +84,10 @@ pub async fn run(
         } else {
             format!("rule {rule}: last run")
         };
-        match run {
-            Some(run) => text.push_str(&format!("{who} {}\n", run.line())),
-            None => text.push_str(&format!("{who}: none logged in {days} days\n")),
+        match (run, &unread) {
+            (Some(run), _) => text.push_str(&format!("{who} {}\n", run.line())),
+            (None, Some(e)) => text.push_str(&format!("{who}: not read ({e})\n")),
+            (None, None) => text.push_str(&format!("{who}: none logged in {days} days\n")),
         }
     }
     if stack.spec.paused {

@@ -305,9 +305,28 @@ pub async fn run(
             Ok(EXIT_OK)
         }
         TargetAction::Destroy(d) => {
+            // Every rule naming the role loses it, not only this one.
+            let arn = |v: &Spec| {
+                v.cfg
+                    .replicator
+                    .account_role
+                    .as_ref()
+                    .map(|r| r.role_arn.clone())
+            };
+            let sharing: Vec<String> = whole
+                .syncs()
+                .iter()
+                .filter(|v| arn(v) == arn(spec))
+                .filter_map(|v| v.sync_name().map(str::to_owned))
+                .collect();
+            let who = if sharing.len() > 1 {
+                format!("the rules {} can", sharing.join(", "))
+            } else {
+                "the replicator can".to_owned()
+            };
             if !d.yes {
                 confirm(&format!(
-                    "target destroy deletes the role {} in account {account}; the replicator can then no longer write the replicas there (they stay).",
+                    "target destroy deletes the role {} in account {account}; {who} then no longer write the replicas there (they stay).",
                     role.name
                 ))?;
             }
@@ -319,6 +338,11 @@ pub async fn run(
             let mut text = format!("{verb} {} {} in account {account}\n", done.kind, done.name);
             if let Some(n) = &done.note {
                 text.push_str(&format!("        {n}\n"));
+            }
+            if sharing.len() > 1 && done.action == Action::Delete {
+                text.push_str(&format!(
+                    "        {who} no longer write there until `deployer target up` makes it again\n"
+                ));
             }
             text.push_str(&format!(
                 "kept    the replicas {}/* in account {account}\n",

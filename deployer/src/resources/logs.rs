@@ -184,14 +184,40 @@ impl LastRun {
 }
 
 /// The last run of each sync within [`LAST_RUN_WINDOW`], by rule (`default`: the one sync), as the
-/// functions that sync logged them. A log group not there yet holds none.
+/// functions that sync logged them. A log group not there yet holds none. Read over the last
+/// hour first, then the last day, then the whole window, until every sync has one: a busy
+/// schedule's week of documents is read only when some sync has not run lately.
 pub async fn last_runs(
     c: &Clients,
     spec: &Spec,
 ) -> Result<std::collections::BTreeMap<String, LastRun>, DeployError> {
+    let wanted: Vec<String> = spec
+        .syncs()
+        .iter()
+        .map(|v| {
+            v.sync_name()
+                .unwrap_or(contract::metrics::DEFAULT_RULE)
+                .to_owned()
+        })
+        .collect();
+    let mut found = Default::default();
+    for window in [3_600, 86_400, LAST_RUN_WINDOW.as_secs()] {
+        found = last_runs_within(c, spec, std::time::Duration::from_secs(window)).await?;
+        if wanted.iter().all(|w| found.contains_key(w)) {
+            break;
+        }
+    }
+    Ok(found)
+}
+
+async fn last_runs_within(
+    c: &Clients,
+    spec: &Spec,
+    window: std::time::Duration,
+) -> Result<std::collections::BTreeMap<String, LastRun>, DeployError> {
     let mut last: std::collections::BTreeMap<String, (i64, LastRun)> = Default::default();
     let since = std::time::SystemTime::now()
-        .checked_sub(LAST_RUN_WINDOW)
+        .checked_sub(window)
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
     for duty in spec.duties().into_iter().filter(|d| d.replicates()) {

@@ -210,6 +210,38 @@ pub async fn count_live(c: &Clients, spec: &Spec) -> Result<usize, DeployError> 
     Ok(live.len())
 }
 
+/// How many live secrets in this account are encrypted with the stack's key, wherever they
+/// are: [`count_live`]'s, and every other secret whose key names it (a rule removed from the
+/// configuration, or a prefix changed, leaves replicas no sync's prefix covers). `destroy`
+/// keeps the key while any is left. One listing of the whole account.
+pub async fn count_on_the_key(c: &Clients, spec: &Spec) -> Result<usize, DeployError> {
+    let under_prefixes = count_live(c, spec).await?;
+    let Some(key) = super::key::observe(c, spec).await? else {
+        return Ok(under_prefixes);
+    };
+    let alias = spec.key_alias();
+    let prefixes: Vec<String> = spec
+        .syncs()
+        .iter()
+        .map(|v| format!("{}/", v.write_prefix()))
+        .collect();
+    let mut elsewhere = 0;
+    let mut pages = c.sm.list_secrets().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.ctx("ListSecrets", "*")?;
+        for s in page.secret_list() {
+            let (Some(name), Some(given)) = (s.name(), s.kms_key_id()) else {
+                continue;
+            };
+            // Those under a sync's prefix are counted already.
+            if names_key(given, &key, &alias) && !prefixes.iter().any(|p| name.starts_with(p)) {
+                elsewhere += 1;
+            }
+        }
+    }
+    Ok(under_prefixes + elsewhere)
+}
+
 /// This stack's replicas in this account under each sync's prefix, in the order of
 /// [`Spec::syncs`] (a rule in another account: what it left here before).
 pub async fn count_by_sync(c: &Clients, spec: &Spec) -> Result<Vec<usize>, DeployError> {
