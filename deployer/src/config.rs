@@ -720,6 +720,7 @@ impl FileConfig {
                     ),
                 ));
             }
+            check_one_role(&rule, &rules)?;
             rules.push(rule);
         }
         Ok(rules)
@@ -998,6 +999,64 @@ impl FileConfig {
             account_key: self.account_kms_key.unwrap_or_default(),
         })
     }
+}
+
+/// What one role's merged policy cannot keep apart for `rule` and the `earlier` rules written
+/// with the same role (the stack's own at home, or one role in another account): a replica
+/// region each names with another key (the region's key statements would deny one of them),
+/// and different replica regions under nested prefixes (the outer rule's deny covers the
+/// inner's names).
+fn check_one_role(rule: &SyncRule, earlier: &[SyncRule]) -> Result<(), ConfigError> {
+    let role = |r: &SyncRule| {
+        r.replicator
+            .account_role
+            .as_ref()
+            .map(|a| a.role_arn.clone())
+    };
+    let regions = |r: &SyncRule| {
+        let mut all: Vec<String> = r
+            .replicator
+            .replica_regions
+            .iter()
+            .map(|x| x.region.clone())
+            .collect();
+        all.sort();
+        all
+    };
+    let key = &format!("sync {:?}: replica_regions", rule.name);
+    for other in earlier.iter().filter(|o| role(o) == role(rule)) {
+        for mine in &rule.replicator.replica_regions {
+            if let Some(theirs) = other
+                .replicator
+                .replica_regions
+                .iter()
+                .find(|t| t.region == mine.region && t.kms_key_id != mine.kms_key_id)
+            {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{} with another key than rule {:?} gives it ({}): rules written with one role use one key per replica region",
+                        mine.region,
+                        other.name,
+                        theirs.kms_key_id.as_deref().unwrap_or("aws/secretsmanager")
+                    ),
+                ));
+            }
+        }
+        let nested = |a: &str, b: &str| a.starts_with(&format!("{b}/"));
+        if (nested(&rule.prefix, &other.prefix) || nested(&other.prefix, &rule.prefix))
+            && regions(rule) != regions(other)
+        {
+            return Err(invalid(
+                key,
+                format!(
+                    "differ from rule {:?}'s, whose prefix {:?} nests with {:?}: one role cannot replicate the outer prefix's names to fewer regions than the inner's; give both rules the same replica_regions",
+                    other.name, other.prefix, rule.prefix
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// 128 random bits as 32 hex digits: an external id nobody guesses.
@@ -1780,6 +1839,16 @@ mod tests {
                 "secrets_prefix = \"team/replicas\"\nsync = [{ name = \"a\", prefix = \"team\" }]",
                 "sync \"a\": prefix",
                 "covers the stack's connection secret",
+            ),
+            (
+                "sync = [{ name = \"a\", prefix = \"p\", replica_regions = [\"eu-west-2\"] }, { name = \"b\", prefix = \"q\", replica_regions = [\"eu-west-2=arn:aws:kms:eu-west-2:123456789012:key/kb\"] }]",
+                "sync \"b\": replica_regions",
+                "eu-west-2 with another key than rule \"a\" gives it (aws/secretsmanager)",
+            ),
+            (
+                "sync = [{ name = \"a\", prefix = \"p\" }, { name = \"b\", prefix = \"p/b\", mount = \"kv\", replica_regions = [\"eu-west-2\"] }]",
+                "sync \"b\": replica_regions",
+                "whose prefix \"p\" nests with \"p/b\"",
             ),
             (
                 "account_kms_key = \"mine\"",

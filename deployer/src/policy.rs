@@ -58,6 +58,15 @@ pub enum TemplateError {
 /// `NotResource`: the union of both, one ARN as a string); an Allow that differs otherwise is
 /// kept beside it under its Sid with `suffix` added (then a number, should that be taken). Two
 /// denies of one Sid that differ otherwise have no union that keeps both: an error.
+/// The denies whose `NotResource` is, by design, every sync's own resources together: the
+/// writes outside the prefixes, the keys but the syncs', the roles but the syncs'.
+const NOT_RESOURCE_UNIONS: &[&str] = &[
+    "DenyEveryWriteOutsideThePrefix",
+    "DenyEveryOtherKey",
+    "AssumeNoOtherRole",
+    "NoKeyButTheDefaultOrTheReplicaKeys",
+];
+
 pub fn merge_statements(
     into: &mut Value,
     other: &Value,
@@ -88,6 +97,17 @@ pub fn merge_statements(
         };
         let same_shape = scope(same) == scope(&statement)
             && same.get("Resource").is_some() == statement.get("Resource").is_some();
+        // A deny over NotResource is narrowed by a union: only those meant to leave out every
+        // sync's own resources may be merged so.
+        if same_shape
+            && statement["Effect"] == "Deny"
+            && statement.get("NotResource").is_some()
+            && !NOT_RESOURCE_UNIONS.contains(&sid.as_str())
+        {
+            return Err(TemplateError::Merge(format!(
+                "two syncs need the deny {sid} over different resources, which would narrow it"
+            )));
+        }
         if same_shape {
             for key in ["Resource", "NotResource"] {
                 if let (Some(a), Some(b)) = (same.get(key), statement.get(key)) {
@@ -229,6 +249,53 @@ pub fn canonical(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merging_unions_resources_keeps_a_differing_allow_apart_and_never_narrows_a_deny() {
+        let doc = |statements: Value| serde_json::json!({ "Statement": statements });
+        let mut into = doc(serde_json::json!([
+            {"Sid": "Write", "Effect": "Allow", "Action": "a:B", "Resource": "x/*"},
+            {"Sid": "DenyEveryWriteOutsideThePrefix", "Effect": "Deny", "Action": "a:*", "NotResource": "x/*"},
+        ]));
+        let other = doc(serde_json::json!([
+            {"Sid": "Write", "Effect": "Allow", "Action": "a:B", "Resource": "y/*"},
+            {"Sid": "Write", "Effect": "Allow", "Action": "a:C", "Resource": "y/*"},
+            {"Sid": "DenyEveryWriteOutsideThePrefix", "Effect": "Deny", "Action": "a:*", "NotResource": "y/*"},
+        ]));
+        merge_statements(&mut into, &other, "ForY").unwrap();
+        assert_eq!(
+            into["Statement"],
+            serde_json::json!([
+                {"Sid": "Write", "Effect": "Allow", "Action": "a:B", "Resource": ["x/*", "y/*"]},
+                {"Sid": "DenyEveryWriteOutsideThePrefix", "Effect": "Deny", "Action": "a:*", "NotResource": ["x/*", "y/*"]},
+                {"Sid": "WriteForY", "Effect": "Allow", "Action": "a:C", "Resource": "y/*"},
+            ])
+        );
+        // Any other deny over NotResource would be narrowed by a union; one whose condition
+        // differs has no union at all.
+        for (deny, says) in [
+            (
+                serde_json::json!({"Sid": "DenyReadingOtherSecrets", "Effect": "Deny", "Action": "a:G", "NotResource": "x"}),
+                "which would narrow it",
+            ),
+            (
+                serde_json::json!({"Sid": "Regions", "Effect": "Deny", "Action": "a:R", "Resource": "*", "Condition": {"Null": {"k": "true"}}}),
+                "with different conditions",
+            ),
+        ] {
+            let mut into = doc(serde_json::json!([deny.clone()]));
+            let mut changed = deny.clone();
+            if changed.get("NotResource").is_some() {
+                changed["NotResource"] = Value::from("y");
+            } else {
+                changed["Condition"] = serde_json::json!({"Null": {"k": "false"}});
+            }
+            let err = merge_statements(&mut into, &doc(serde_json::json!([changed])), "ForY")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{err}");
+        }
+    }
 
     #[test]
     fn the_owner_tag_is_never_written_literally_in_a_template() {

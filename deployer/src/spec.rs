@@ -789,8 +789,48 @@ impl Spec {
         let regions_deny = merged["Statement"]
             .as_array()
             .and_then(|s| s.iter().position(|s| s["Sid"] == REGIONS_DENY));
-        for view in &views[1..] {
-            let mut doc = document(view)?;
+        // Each view's own regions deny, scoped to its prefix: the one over `*` below allows
+        // every view's regions, so a view replicating to fewer keeps its own.
+        let mut own_denies = Vec::new();
+        let regions_of = |v: &Spec| -> Vec<String> {
+            let mut r: Vec<String> = v
+                .cfg
+                .replicator
+                .replica_regions
+                .iter()
+                .map(|r| r.region.clone())
+                .collect();
+            r.sort();
+            r.dedup();
+            r
+        };
+        let mut union: Vec<String> = views.iter().flat_map(|v| regions_of(v)).collect();
+        union.sort();
+        union.dedup();
+        for (i, view) in views.iter().enumerate() {
+            let mut doc = if i == 0 {
+                merged.clone()
+            } else {
+                document(view)?
+            };
+            let statements = doc["Statement"].as_array_mut();
+            let own = statements
+                .as_ref()
+                .and_then(|s| s.iter().find(|s| s["Sid"] == REGIONS_DENY).cloned());
+            let prefix = statements
+                .as_ref()
+                .and_then(|s| s.iter().find(|s| s["Sid"] == "WriteReplicatedSecrets"))
+                .map(|s| s["Resource"].clone());
+            if let (Some(mut own), Some(prefix)) = (own, prefix)
+                && regions_of(view) != union
+            {
+                own["Sid"] = Value::String(format!("{REGIONS_DENY}{}", view.sid_suffix()));
+                own["Resource"] = prefix;
+                own_denies.push(own);
+            }
+            if i == 0 {
+                continue;
+            }
             if let Some(statements) = doc["Statement"].as_array_mut() {
                 statements.retain(|s| s["Sid"] != REGIONS_DENY);
             }
@@ -809,6 +849,9 @@ impl Spec {
                 .dedup_by(|a, b| a.region == b.region);
             let condition: Value = serde_json::from_str(&all.replica_region_condition()?)?;
             merged["Statement"][at]["Condition"] = condition;
+        }
+        if let Some(statements) = merged["Statement"].as_array_mut() {
+            statements.extend(own_denies);
         }
         Ok(merged)
     }
@@ -1731,9 +1774,10 @@ pub(crate) mod tests {
         let err = spec(&text).check_limits().unwrap_err();
         assert!(err.contains("over Lambda's 4096"), "{err}");
         let mut text = EXTERNAL.to_owned();
-        for i in 0..25 {
+        // Home rules: each prefix in each of its statements.
+        for i in 0..60 {
             text.push_str(&format!(
-                "[[sync]]\nname = \"r{i}\"\nprefix = \"t{i}\"\nreplica_regions = [\"cn-northwest-1=arn:aws-cn:kms:cn-northwest-1:123456789012:key/k{i}\"]\n"
+                "[[sync]]\nname = \"r{i}\"\nprefix = \"team-{i}/replicas\"\n"
             ));
         }
         let err = spec(&text).check_limits().unwrap_err();

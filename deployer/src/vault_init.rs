@@ -750,6 +750,13 @@ impl Steps<'_, '_> {
             .map(|r| (r.namespace.as_deref(), r.mount.as_str()))
             .collect();
         mounts.dedup();
+        // The policy first: a rule it cannot grant (a namespace outside the login's) changes
+        // nothing in Vault.
+        let policy = if self.spec.cfg.rules.is_empty() {
+            replicator_policy(&self.mount)
+        } else {
+            reads_policy(&reads, self.opts.namespace.as_deref()).map_err(InitError::Needs)?
+        };
         // A rule's namespace, made when missing, as the login's is.
         let mut namespaces: Vec<&str> = mounts.iter().filter_map(|(ns, _)| *ns).collect();
         namespaces.sort_unstable();
@@ -771,11 +778,6 @@ impl Steps<'_, '_> {
                     .push(format!("enabled KV v2 at {at}{mount}/"));
             }
         }
-        let policy = if self.spec.cfg.rules.is_empty() {
-            replicator_policy(&self.mount)
-        } else {
-            reads_policy(&reads, self.opts.namespace.as_deref()).map_err(InitError::Needs)?
-        };
         if self.admin.ensure_policy(role, &policy).await? {
             self.report
                 .changed

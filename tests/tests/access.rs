@@ -1769,7 +1769,27 @@ fn with_rules_the_role_writes_each_home_rules_prefix_as_that_rule_says_and_assum
                     "replicator",
                     "secretsmanager:ReplicateSecretToRegions",
                     secret("pay/a"),
-                    ImplicitlyDenied,
+                    ExplicitlyDenied,
+                ),
+                &["us-east-1"],
+            ),
+            // Creating a replica with regions: the web rule's, never the pay rule's, though
+            // both create under one statement.
+            regions(
+                row(
+                    "replicator",
+                    "secretsmanager:CreateSecret",
+                    secret("web/a"),
+                    Allowed,
+                ),
+                &["us-east-1"],
+            ),
+            regions(
+                row(
+                    "replicator",
+                    "secretsmanager:CreateSecret",
+                    secret("pay/a"),
+                    ExplicitlyDenied,
                 ),
                 &["us-east-1"],
             ),

@@ -81,11 +81,27 @@ fn join(v: &[String]) -> String {
 /// a digest, so it reaches no terminal or CI log, while a changed one still shows as a change.
 fn env_text(env: &BTreeMap<String, String>) -> String {
     use sha2::{Digest, Sha256};
-    let mut shown = env.clone();
-    if let Some(id) = shown.get_mut(contract::env::EXTERNAL_ID) {
+    let hidden = |id: &str| {
         let digest = Sha256::digest(id.as_bytes());
         let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-        *id = format!("(sha256 {hex}…)");
+        format!("(sha256 {hex}…)")
+    };
+    let mut shown = env.clone();
+    if let Some(id) = shown.get_mut(contract::env::EXTERNAL_ID) {
+        *id = hidden(id);
+    }
+    // Each rule's external id too, in the rules document.
+    if let Some(rules) = shown.get_mut(contract::env::RULES)
+        && let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(rules)
+    {
+        for rule in doc.as_array_mut().into_iter().flatten() {
+            if let Some(id) = rule.get_mut("external_id")
+                && let Some(text) = id.as_str()
+            {
+                *id = serde_json::Value::String(hidden(text));
+            }
+        }
+        *rules = doc.to_string();
     }
     serde_json::to_string(&shown).unwrap_or_default()
 }
@@ -666,6 +682,17 @@ mod tests {
         let (a, b) = (env("ext-secretish-1"), env("ext-secretish-2"));
         assert!(!a.contains("secretish") && !b.contains("secretish"), "{a}");
         assert!(a.contains("(sha256 ") && a.contains("\"p\""), "{a}");
+        assert_ne!(a, b);
+        // Each rule's, in the rules document.
+        let rules = |id: &str| {
+            super::env_text(&std::collections::BTreeMap::from([(
+                contract::env::RULES.to_owned(),
+                format!(r#"[{{"name":"a","prefix":"p","external_id":"{id}"}}]"#),
+            )]))
+        };
+        let (a, b) = (rules("ext-secretish-1"), rules("ext-secretish-2"));
+        assert!(!a.contains("secretish") && !b.contains("secretish"), "{a}");
+        assert!(a.contains("(sha256 ") && a.contains("prefix"), "{a}");
         assert_ne!(a, b);
     }
 

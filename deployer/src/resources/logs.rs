@@ -129,7 +129,7 @@ pub struct LastRun {
     pub rule: String,
     /// When it ran, RFC 3339 (UTC).
     pub at: String,
-    /// `full`, `changes` or `partial`.
+    /// `full`, `change-driven` or `partial`.
     pub kind: String,
     pub created: u64,
     pub updated: u64,
@@ -157,10 +157,20 @@ impl LastRun {
             t.second()
         );
         let count = |k: &str| doc[k].as_u64().unwrap_or(0);
+        // Printed on a terminal: only what the function writes (a rule's name is a-z, 0-9, -;
+        // a kind one of three), never a forged line's other text.
+        let kind = doc["Kind"].as_str()?;
+        if !["full", "change-driven", "partial"].contains(&kind) {
+            return None;
+        }
+        let rule = doc["Rule"].as_str()?;
+        if rule != contract::metrics::DEFAULT_RULE && contract::check_rule_name(rule).is_err() {
+            return None;
+        }
         Some(Self {
-            rule: doc["Rule"].as_str().unwrap_or_default().to_owned(),
+            rule: rule.to_owned(),
             at,
-            kind: doc["Kind"].as_str().unwrap_or_default().to_owned(),
+            kind: kind.to_owned(),
             created: count("Created"),
             updated: count("Updated"),
             deleted: count("Deleted"),
@@ -300,5 +310,12 @@ mod tests {
         assert!(super::LastRun::of(doc, "other").is_none());
         assert!(super::LastRun::of(r#"{"Stack":"s","created":1}"#, "s").is_none());
         assert!(super::LastRun::of("sync finished CloudWatchMetrics", "s").is_none());
+        // A forged document with text the function never writes is no run.
+        for forged in [
+            doc.replace(r#""Kind":"full""#, r#""Kind":"\u001b[2Jall good""#),
+            doc.replace(r#""Rule":"payments""#, r#""Rule":"\u001b[31m""#),
+        ] {
+            assert!(super::LastRun::of(&forged, "s").is_none(), "{forged}");
+        }
     }
 }
