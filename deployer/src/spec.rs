@@ -315,6 +315,15 @@ impl Spec {
             .collect();
         format!("alias/{safe}-encryption-key")
     }
+    /// The role in another account this sync writes with (`account_role_arn`), if any.
+    pub fn account_role_arn(&self) -> Option<&str> {
+        self.cfg
+            .replicator
+            .account_role
+            .as_ref()
+            .map(|r| r.role_arn.as_str())
+    }
+
     /// The alias of the key `deployer target up` makes in another account, with
     /// `account_kms_key = "create"`: one per account and region, for every rule of the stack
     /// writing there.
@@ -865,15 +874,11 @@ impl Spec {
         let Some(mut wanted) = self.account_role()? else {
             return Ok(None);
         };
-        let arn = |v: &Spec| {
-            v.cfg
-                .replicator
-                .account_role
-                .as_ref()
-                .map(|r| r.role_arn.clone())
-        };
         let views = whole.syncs();
-        let same: Vec<&Spec> = views.iter().filter(|v| arn(v) == arn(self)).collect();
+        let same: Vec<&Spec> = views
+            .iter()
+            .filter(|v| v.account_role_arn() == self.account_role_arn())
+            .collect();
         if same.len() > 1 {
             wanted.policy = Self::merge_all(&same, &|v: &Spec| {
                 Ok(v.account_role()?.map(|r| r.policy).unwrap_or_default())

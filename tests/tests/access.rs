@@ -71,6 +71,24 @@ fn allow_all() -> Value {
     json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
 }
 
+/// Decides each request and fails naming every one decided otherwise than its row says.
+fn assert_decisions(rows: &[(Request, Decision, &str)]) {
+    let requests: Vec<Request> = rows.iter().map(|(r, _, _)| r.clone()).collect();
+    let got = decide(&requests);
+    let wrong: Vec<String> = rows
+        .iter()
+        .zip(&got)
+        .filter(|((_, want, _), got)| want != *got)
+        .map(|((r, want, why), got)| {
+            format!(
+                "{why}: {} on {}: expected {want:?}, got {got:?}",
+                r.action, r.resource
+            )
+        })
+        .collect();
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
 /// Decides every row for `spec`: the replicator (its role's inline policy) or someone else
 /// (allowed everything by their own policy), against the resource policy of the resource's
 /// kind (the connection secret's, the key's).
@@ -1971,20 +1989,7 @@ fn the_role_in_the_replicas_account_admits_only_the_stacks_replicator_with_the_e
             "Secrets Manager's own key is left to its key policy",
         ),
     ];
-    let requests: Vec<Request> = rows.iter().map(|(r, _, _)| r.clone()).collect();
-    let got = decide(&requests);
-    let wrong: Vec<String> = rows
-        .iter()
-        .zip(&got)
-        .filter(|((_, want, _), got)| want != *got)
-        .map(|((r, want, why), got)| {
-            format!(
-                "{why}: {} on {}: expected {want:?}, got {got:?}",
-                r.action, r.resource
-            )
-        })
-        .collect();
-    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+    assert_decisions(&rows);
 }
 
 #[test]
@@ -2112,20 +2117,7 @@ fn the_key_made_in_the_replicas_account_is_used_by_its_principals_through_secret
             "the account administers it",
         ),
     ];
-    let requests: Vec<Request> = rows.iter().map(|(r, _, _)| r.clone()).collect();
-    let got = decide(&requests);
-    let wrong: Vec<String> = rows
-        .iter()
-        .zip(&got)
-        .filter(|((_, want, _), got)| want != *got)
-        .map(|((r, want, why), got)| {
-            format!(
-                "{why}: {} on {}: expected {want:?}, got {got:?}",
-                r.action, r.resource
-            )
-        })
-        .collect();
-    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+    assert_decisions(&rows);
 }
 
 #[test]

@@ -3092,6 +3092,34 @@ async fn target_up_of_a_rule_makes_its_role_for_every_rule_that_names_it() {
             .unwrap(),
     );
     f.deployer(&["up", "--yes"]).await;
+    // A replica of the top-level keys' sync from before the rules: no rule's now, and said so.
+    let mut old = aws_sdk_secretsmanager::Client::new(&home)
+        .create_secret()
+        .name("hybrid-aws-secrets/left")
+        .secret_string("{}");
+    for (k, v) in [
+        ("managed-by", "vault-secrets-replicator"),
+        ("vault-mount", "hybrid-aws-secrets"),
+        ("vault-path", "/"),
+        ("replica-prefix", "hybrid-aws-secrets"),
+        ("replica-stack", "demo"),
+    ] {
+        old = old.tags(
+            aws_sdk_secretsmanager::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build(),
+        );
+    }
+    old.send().await.unwrap();
+    let plan = f.deployer(&["plan"]).await;
+    assert!(
+        plan.json()["warnings"].to_string().contains(
+            "1 replica(s) of this stack under hybrid-aws-secrets/, from the top-level keys' sync before [[sync]], are no rule's now"
+        ),
+        "{}",
+        plan.stdout
+    );
 
     let unnamed = in_target(&f, &target, &["plan"]).await;
     assert!(

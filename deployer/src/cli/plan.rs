@@ -48,6 +48,21 @@ pub async fn run(
             }
             counts.push(if n == 0 || away.is_some() { 1_000 } else { n });
         }
+        // The one sync of the top-level keys, before the rules: its replicas are no rule's
+        // now (unless a rule writes its prefix) and nothing updates or deletes them.
+        let top_prefix = &stack.spec.cfg.prefix;
+        if views.iter().all(|v| v.write_prefix() != top_prefix) {
+            let mut before = stack.spec.clone();
+            before.cfg.rules = Vec::new();
+            let left = crate::resources::replicas::count_by_sync(stack.clients, &before).await?;
+            if let Some(&n) = left.first()
+                && n > 0
+            {
+                warnings.push(format!(
+                    "{n} replica(s) of this stack under {top_prefix}/, from the top-level keys' sync before [[sync]], are no rule's now: nothing updates or deletes them (destroy keeps the stack key while they are encrypted with it); give a rule prefix = \"{top_prefix}\" to keep them synced, or delete them"
+                ));
+            }
+        }
         cost::estimate_syncs(stack.spec, &counts)
     };
     let pending = plan.changes_anything();

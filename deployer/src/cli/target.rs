@@ -306,17 +306,10 @@ pub async fn run(
         }
         TargetAction::Destroy(d) => {
             // Every rule naming the role loses it, not only this one.
-            let arn = |v: &Spec| {
-                v.cfg
-                    .replicator
-                    .account_role
-                    .as_ref()
-                    .map(|r| r.role_arn.clone())
-            };
             let sharing: Vec<String> = whole
                 .syncs()
                 .iter()
-                .filter(|v| arn(v) == arn(spec))
+                .filter(|v| v.account_role_arn() == spec.account_role_arn())
                 .filter_map(|v| v.sync_name().map(str::to_owned))
                 .collect();
             let who = if sharing.len() > 1 {
