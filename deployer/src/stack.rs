@@ -54,7 +54,7 @@ pub enum Phase {
 
 /// Called as changes are applied: `up` tells each one as it starts, `destroy` each step as it
 /// starts and each deletion once done.
-pub type Progress<'a> = &'a mut (dyn FnMut(Phase, &Change) + Send);
+pub type OnStep<'a> = &'a mut (dyn FnMut(Phase, &Change) + Send);
 
 /// The stack's resources in the order `up` converges them (each may use what the ones before
 /// made); `destroy` takes them backwards.
@@ -114,7 +114,7 @@ pub struct Stack<'a> {
 struct Converging<'s, 'p> {
     stack: &'s Stack<'s>,
     apply: bool,
-    progress: Progress<'p>,
+    progress: OnStep<'p>,
     changes: Vec<Change>,
     out: Outputs,
     key_arn: Option<String>,
@@ -142,15 +142,11 @@ impl Stack<'_> {
     }
 
     /// Converge: create or update what differs, in dependency order.
-    pub async fn up(&self, progress: Progress<'_>) -> Result<Converged, DeployError> {
+    pub async fn up(&self, progress: OnStep<'_>) -> Result<Converged, DeployError> {
         self.converge(true, progress).await
     }
 
-    async fn converge(
-        &self,
-        apply: bool,
-        progress: Progress<'_>,
-    ) -> Result<Converged, DeployError> {
+    async fn converge(&self, apply: bool, progress: OnStep<'_>) -> Result<Converged, DeployError> {
         let mut run = Converging {
             stack: self,
             apply,
@@ -184,7 +180,7 @@ impl Stack<'_> {
     pub async fn destroy(
         &self,
         delete_replicas: bool,
-        progress: Progress<'_>,
+        progress: OnStep<'_>,
     ) -> Result<Vec<Change>, DeployError> {
         let mut done = Vec::new();
         // Found while the functions that use it (and tell it) are still there.
@@ -208,7 +204,7 @@ impl Stack<'_> {
     async fn destroy_one(
         &self,
         resource: Resource,
-        progress: Progress<'_>,
+        progress: OnStep<'_>,
         done: &mut Vec<Change>,
     ) -> Result<(), DeployError> {
         let (c, spec) = (self.clients, self.spec);
@@ -285,7 +281,7 @@ impl Stack<'_> {
 }
 
 /// Keeps a deletion's change, telling `progress` of what was deleted.
-fn record(ch: Change, progress: Progress<'_>, done: &mut Vec<Change>) {
+fn record(ch: Change, progress: OnStep<'_>, done: &mut Vec<Change>) {
     if ch.action == Action::Delete {
         progress(Phase::Done, &ch);
     }
