@@ -2,13 +2,23 @@
 //! external id that role's trust policy requires. Checked here once for both programs, so the
 //! deployer refuses in `plan` what the function would refuse at its first run.
 
-/// A role in the account the replicas live in, assumed with an external id.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A role in the account the replicas live in, assumed with an external id. Its `Debug` shows
+/// the role, not the id.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AccountRole {
     /// `arn:PARTITION:iam::ACCOUNT:role/[PATH/]NAME`.
     pub role_arn: String,
     /// Sent with every `AssumeRole`; the role's trust policy requires it.
     pub external_id: String,
+}
+
+impl std::fmt::Debug for AccountRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRole")
+            .field("role_arn", &self.role_arn)
+            .field("external_id", &"(hidden)")
+            .finish()
+    }
 }
 
 impl AccountRole {
@@ -113,6 +123,17 @@ pub fn check_external_id(id: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_names_the_role_and_hides_the_external_id() {
+        let role =
+            AccountRole::new("arn:aws:iam::222222222222:role/r", Some("ext-secretish")).unwrap();
+        let shown = format!("{role:?}");
+        assert!(
+            shown.contains("role/r") && !shown.contains("secretish"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn a_role_in_another_account_needs_a_well_formed_arn_and_an_external_id() {

@@ -13,8 +13,9 @@ use crate::{DeletionPolicy, LatestDeleted, OnModified};
 pub const MAX_RULES: usize = 100;
 
 /// One rule as the document gives it: a name and a prefix, and any other key it sets (what it
-/// leaves out, the replicator takes from its flags). Written without the keys left out.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// leaves out, the replicator takes from its flags). Written without the keys left out. Its
+/// `Debug` hides the external id.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleDoc {
     pub name: String,
@@ -74,6 +75,16 @@ pub struct RuleDoc {
     pub account_kms_key: Option<AccountKmsKey>,
 }
 
+impl std::fmt::Debug for RuleDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = serde_json::to_value(self).unwrap_or_default();
+        if let Some(id) = shown.get_mut("external_id") {
+            *id = serde_json::Value::from("(hidden)");
+        }
+        write!(f, "RuleDoc {shown}")
+    }
+}
+
 /// The key that encrypts the replicas a rule writes in another account.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountKmsKey {
@@ -102,6 +113,15 @@ mod tests {
             tags: Some(BTreeMap::from([("team".into(), "pay".into())])),
             ..RuleDoc::default()
         };
+        let hidden = RuleDoc {
+            external_id: Some("ext-secretish".into()),
+            ..rule.clone()
+        };
+        let shown = format!("{hidden:?}");
+        assert!(
+            shown.contains("payments") && !shown.contains("secretish"),
+            "{shown}"
+        );
         let written = serde_json::to_string(&rule).unwrap();
         assert_eq!(
             written,
