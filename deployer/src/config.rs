@@ -158,6 +158,25 @@ pub struct SyncRule {
     pub doc: RuleDoc,
 }
 
+impl SyncRule {
+    /// Where the rule writes: its prefix, account and region; an account or region it leaves
+    /// to the stack is `here`'s (the stack's, once known), else none.
+    fn destination(&self, here: Option<(&str, &str)>) -> (&str, Option<String>, Option<String>) {
+        let account = self
+            .replicator
+            .account_role
+            .as_ref()
+            .map(|a| a.account())
+            .or(here.map(|h| h.0));
+        let region = self.region.as_deref().or(here.map(|h| h.1));
+        (
+            &self.prefix,
+            account.map(str::to_owned),
+            region.map(str::to_owned),
+        )
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -673,15 +692,10 @@ impl FileConfig {
                 },
                 other => other,
             })?;
-            let account = |r: &SyncRule| {
-                r.replicator
-                    .account_role
-                    .as_ref()
-                    .map(|a| a.account().to_owned())
-            };
-            if let Some(other) = rules.iter().find(|r| {
-                r.prefix == rule.prefix && r.region == rule.region && account(r) == account(&rule)
-            }) {
+            if let Some(other) = rules
+                .iter()
+                .find(|r| r.destination(None) == rule.destination(None))
+            {
                 return Err(invalid(
                     &format!("sync {:?}: prefix", rule.name),
                     format!(
@@ -1166,20 +1180,14 @@ impl Config {
         // Where each rule writes, now that the stack's account and region are known (a rule
         // naming the stack's region, or a role of the stack's account, writes where a rule
         // naming neither does): no two rules write one prefix there, as the function checks.
-        let at = |r: &SyncRule| {
-            (
-                r.prefix.clone(),
-                r.replicator
-                    .account_role
-                    .as_ref()
-                    .map_or(account, |a| a.account())
-                    .to_owned(),
-                r.region.as_deref().unwrap_or(region).to_owned(),
-            )
-        };
+        let here = Some((account, region));
         for (i, rule) in self.rules.iter().enumerate() {
-            if let Some(other) = self.rules[..i].iter().find(|o| at(o) == at(rule)) {
-                let (prefix, account, region) = at(rule);
+            if let Some(other) = self.rules[..i]
+                .iter()
+                .find(|o| o.destination(here) == rule.destination(here))
+            {
+                let (prefix, account, region) = rule.destination(here);
+                let (account, region) = (account.unwrap_or_default(), region.unwrap_or_default());
                 return Err(invalid(
                     &format!("sync {:?}: prefix", rule.name),
                     format!(

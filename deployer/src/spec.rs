@@ -143,7 +143,6 @@ pub struct KeySpec {
     pub policy: Value,
     /// Set on creation; a key carrying all of them is this one when its alias is missing.
     pub tags: BTreeMap<String, String>,
-    pub deletion_window_days: i32,
 }
 
 /// The tag that tells the key of the replicas in another account from the stack's own.
@@ -822,14 +821,13 @@ impl Spec {
             } else {
                 document(view)?
             };
-            let statements = doc["Statement"].as_array_mut();
-            let own = statements
-                .as_ref()
-                .and_then(|s| s.iter().find(|s| s["Sid"] == REGIONS_DENY).cloned());
-            let prefix = statements
-                .as_ref()
-                .and_then(|s| s.iter().find(|s| s["Sid"] == "WriteReplicatedSecrets"))
-                .map(|s| s["Resource"].clone());
+            let find = |sid: &str| {
+                doc["Statement"]
+                    .as_array()
+                    .and_then(|s| s.iter().find(|s| s["Sid"] == sid).cloned())
+            };
+            let own = find(REGIONS_DENY);
+            let prefix = find("WriteReplicatedSecrets").map(|s| s["Resource"].clone());
             if let (Some(mut own), Some(prefix)) = (own, prefix)
                 && regions_of(view) != union
             {
@@ -993,13 +991,7 @@ impl Spec {
         let Some(role) = &self.cfg.replicator.account_role else {
             return Ok(None);
         };
-        // This sync's view (a rule's prefix and settings), in that account and the rule's
-        // region.
-        let mut there = self.clone();
-        there.id.account = role.account().to_owned();
-        if let Some(region) = self.rule.as_ref().and_then(|r| r.region.clone()) {
-            there.id.region = region;
-        }
+        let there = self.in_account_of(role);
         // Secrets Manager's own key there, and the replica regions' keys given: no other key.
         let replica_keys: Vec<String> = there.replica_keys().map(|(key, _)| key).collect();
         let key_scope = if replica_keys.is_empty() {
@@ -1043,6 +1035,17 @@ impl Spec {
         }))
     }
 
+    /// This sync's view (a rule's prefix and settings) in the account of `role` and the rule's
+    /// region: where the replicas are written.
+    fn in_account_of(&self, role: &contract::account::AccountRole) -> Spec {
+        let mut there = self.clone();
+        there.id.account = role.account().to_owned();
+        if let Some(region) = self.rule.as_ref().and_then(|r| r.region.clone()) {
+            there.id.region = region;
+        }
+        there
+    }
+
     /// The stack's own key: found by its alias, or by the stack tag after an interrupted `up`.
     pub fn stack_key(&self) -> Result<KeySpec, TemplateError> {
         Ok(KeySpec {
@@ -1050,7 +1053,6 @@ impl Spec {
             description: self.key_description().to_owned(),
             policy: self.key_policy()?,
             tags: self.tags(),
-            deletion_window_days: self.cfg.kms_deletion_window_days,
         })
     }
 
@@ -1065,11 +1067,7 @@ impl Spec {
         if self.cfg.replicator.account_key != AccountKmsKey::Create {
             return Ok(None);
         }
-        let mut there = self.clone();
-        there.id.account = role.account().to_owned();
-        if let Some(region) = self.rule.as_ref().and_then(|r| r.region.clone()) {
-            there.id.region = region;
-        }
+        let there = self.in_account_of(role);
         let mut tags = self.tags();
         tags.insert(KEY_PURPOSE_TAG.to_owned(), "replicas".to_owned());
         Ok(Some((
@@ -1082,7 +1080,6 @@ impl Spec {
                 ),
                 policy: there.render(policy::ACCOUNT_KEY_POLICY, vec![])?,
                 tags,
-                deletion_window_days: self.cfg.kms_deletion_window_days,
             },
         )))
     }

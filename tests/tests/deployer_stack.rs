@@ -2174,20 +2174,8 @@ async fn secrets_sync_settings_reach_the_function_and_the_role_and_converge() {
     assert_eq!(env["REPLICATOR_GRANULARITY"], "secret-key");
     assert_eq!(env["REPLICATOR_NAME_TEMPLATE"], "{mount}/{path}/{key}");
     assert_eq!(env["REPLICATOR_TAGS"], "team=core");
-    let policy = aws_sdk_iam::Client::new(&aws)
-        .get_role_policy()
-        .role_name("demo-replicator")
-        .policy_name("replicator")
-        .send()
-        .await
-        .unwrap();
-    let doc = deployer::policy::parse_returned(policy.policy_document()).unwrap();
-    let replicate = doc["Statement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["Sid"] == "ReplicateToTheConfiguredRegions")
-        .expect("the replication statement");
+    let doc = role_policy(&aws, "demo-replicator", "replicator").await;
+    let replicate = statement(&doc, "ReplicateToTheConfiguredRegions");
     assert_eq!(
         replicate["Condition"]["ForAllValues:StringEquals"]["secretsmanager:AddReplicaRegions"],
         serde_json::json!(["eu-west-1", "us-west-2"])
@@ -2795,6 +2783,28 @@ async fn up_waits_out_a_role_that_has_not_propagated() {
 /// `deployer target …` as an operator of the replicas' account runs it: home credentials as
 /// usual, the other account's through `--target-profile` (here, credentials moto issues in
 /// that account).
+/// The inline policy `name` of the role `role`, as IAM holds it.
+async fn role_policy(aws: &aws_types::SdkConfig, role: &str, name: &str) -> serde_json::Value {
+    let policy = aws_sdk_iam::Client::new(aws)
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(name)
+        .send()
+        .await
+        .unwrap();
+    deployer::policy::parse_returned(policy.policy_document()).unwrap()
+}
+
+/// The statement of `policy` with the Sid `sid`.
+fn statement<'a>(policy: &'a serde_json::Value, sid: &str) -> &'a serde_json::Value {
+    policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == sid)
+        .unwrap_or_else(|| panic!("no statement {sid} in {policy}"))
+}
+
 async fn in_target(
     f: &Fixture,
     target: &aws_types::SdkConfig,
@@ -2876,15 +2886,8 @@ async fn target_up_makes_the_role_in_the_replicas_account_once_and_repairs_it() 
         only["Condition"]["StringEquals"]["sts:ExternalId"],
         "ext-9b1"
     );
-    let policy = iam
-        .get_role_policy()
-        .role_name("demo-replicas")
-        .policy_name("replicas")
-        .send()
+    let policy = role_policy(&target, "demo-replicas", "replicas")
         .await
-        .unwrap();
-    let policy = deployer::policy::parse_returned(policy.policy_document())
-        .unwrap()
         .to_string();
     assert!(
         policy
@@ -3164,21 +3167,8 @@ async fn target_up_of_a_rule_makes_its_role_for_every_rule_that_names_it() {
     let up = in_target(&f, &target, &["up", "--yes", "--sync", "team-a"]).await;
     assert!(up.error.is_none(), "{:?}", up.error);
     assert_eq!(up.sent, ["CreateRole", "PutRolePolicy"]);
-    let iam = aws_sdk_iam::Client::new(&target);
-    let policy = iam
-        .get_role_policy()
-        .role_name("teams-replicas")
-        .policy_name("replicas")
-        .send()
-        .await
-        .unwrap();
-    let policy = deployer::policy::parse_returned(policy.policy_document()).unwrap();
-    let write = policy["Statement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["Sid"] == "WriteReplicatedSecrets")
-        .unwrap();
+    let policy = role_policy(&target, "teams-replicas", "replicas").await;
+    let write = statement(&policy, "WriteReplicatedSecrets");
     assert_eq!(
         write["Resource"],
         serde_json::json!([
@@ -3273,20 +3263,8 @@ async fn target_up_makes_the_replicas_key_there_when_asked_and_destroy_keeps_it(
             .key_rotation_enabled()
     );
     // The role may use it, by its alias, and no other key but Secrets Manager's own.
-    let policy = aws_sdk_iam::Client::new(&target)
-        .get_role_policy()
-        .role_name("a-replicas")
-        .policy_name("replicas")
-        .send()
-        .await
-        .unwrap();
-    let policy = deployer::policy::parse_returned(policy.policy_document()).unwrap();
-    let deny = policy["Statement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["Sid"] == "NoKeyButTheDefaultOrTheReplicaKeys")
-        .unwrap();
+    let policy = role_policy(&target, "a-replicas", "replicas").await;
+    let deny = statement(&policy, "NoKeyButTheDefaultOrTheReplicaKeys");
     assert_eq!(
         deny["Condition"]["ForAllValues:StringNotEquals"]["kms:ResourceAliases"],
         serde_json::json!(["alias/aws/secretsmanager", "alias/demo-replicas"])

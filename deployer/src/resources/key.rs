@@ -123,14 +123,8 @@ pub async fn observe_key(c: &Clients, want: &KeySpec) -> Result<Option<KeyState>
         let page = page.ctx("ListKeys", "")?;
         for key in page.keys() {
             let Some(id) = key.key_id() else { continue };
-            let tags = c.kms.list_resource_tags().key_id(id).send().await;
-            let Ok(tags) = tags else { continue };
-            let ours = want.tags.iter().all(|(k, v)| {
-                tags.tags()
-                    .iter()
-                    .any(|t| t.tag_key() == k && t.tag_value() == v)
-            });
-            if ours
+            // A key whose tags cannot be read is no key of ours.
+            if carries_tags(c, id, &want.tags).await.unwrap_or(false)
                 && let Some(k) = read(c, id, false).await?
                 && k.state != AwsKeyState::PendingDeletion.as_str()
             {

@@ -210,9 +210,16 @@ pub async fn last_runs(
                 .to_owned()
         })
         .collect();
+    // The log groups of the functions that sync, those there already.
+    let mut groups = Vec::new();
+    for duty in spec.duties().into_iter().filter(|d| d.replicates()) {
+        if observe(c, spec, duty).await?.is_some() {
+            groups.push(spec.log_group_of(duty));
+        }
+    }
     let mut found = Default::default();
     for window in [3_600, 86_400, LAST_RUN_WINDOW.as_secs()] {
-        found = last_runs_within(c, spec, std::time::Duration::from_secs(window)).await?;
+        found = last_runs_within(c, spec, &groups, std::time::Duration::from_secs(window)).await?;
         if wanted.iter().all(|w| found.contains_key(w)) {
             break;
         }
@@ -223,6 +230,7 @@ pub async fn last_runs(
 async fn last_runs_within(
     c: &Clients,
     spec: &Spec,
+    groups: &[String],
     window: std::time::Duration,
 ) -> Result<std::collections::BTreeMap<String, LastRun>, DeployError> {
     let mut last: std::collections::BTreeMap<String, (i64, LastRun)> = Default::default();
@@ -230,21 +238,17 @@ async fn last_runs_within(
         .checked_sub(window)
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
-    for duty in spec.duties().into_iter().filter(|d| d.replicates()) {
-        let group = spec.log_group_of(duty);
-        if observe(c, spec, duty).await?.is_none() {
-            continue;
-        }
+    for group in groups {
         let mut pages = c
             .logs
             .filter_log_events()
-            .log_group_name(&group)
+            .log_group_name(group)
             .start_time(since)
             .filter_pattern("CloudWatchMetrics")
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.ctx("FilterLogEvents", &group)?;
+            let page = page.ctx("FilterLogEvents", group)?;
             for event in page.events() {
                 let (Some(at), Some(run)) = (
                     event.timestamp(),

@@ -200,9 +200,18 @@ async fn remove_replica_regions(c: &Clients, arn: &str, name: &str) -> Result<()
 /// left. A secret under two rules' (nested) prefixes counts once.
 pub async fn count_live(c: &Clients, spec: &Spec) -> Result<usize, DeployError> {
     let key = super::key::observe(c, spec).await?;
+    count_live_with(c, spec, key.as_ref()).await
+}
+
+/// [`count_live`] with the stack's key already observed.
+async fn count_live_with(
+    c: &Clients,
+    spec: &Spec,
+    key: Option<&super::key::KeyState>,
+) -> Result<usize, DeployError> {
     let mut live = std::collections::BTreeSet::new();
     for view in spec.syncs() {
-        let found = list_under_prefix(c, &view, key.as_ref()).await?;
+        let found = list_under_prefix(c, &view, key).await?;
         live.extend(found.ours.into_iter().map(|(arn, _)| arn));
         live.extend(found.unproven);
         live.extend(found.others_on_the_key);
@@ -215,8 +224,9 @@ pub async fn count_live(c: &Clients, spec: &Spec) -> Result<usize, DeployError> 
 /// configuration, or a prefix changed, leaves replicas no sync's prefix covers). `destroy`
 /// keeps the key while any is left. One listing of the whole account.
 pub async fn count_on_the_key(c: &Clients, spec: &Spec) -> Result<usize, DeployError> {
-    let under_prefixes = count_live(c, spec).await?;
-    let Some(key) = super::key::observe(c, spec).await? else {
+    let key = super::key::observe(c, spec).await?;
+    let under_prefixes = count_live_with(c, spec, key.as_ref()).await?;
+    let Some(key) = key else {
         return Ok(under_prefixes);
     };
     let alias = spec.key_alias();
