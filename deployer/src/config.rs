@@ -158,6 +158,12 @@ pub struct SyncRule {
     pub doc: RuleDoc,
 }
 
+/// The name of the role `up` makes for rule `rule` of stack `stack` when the rule writes in
+/// the stack's account.
+pub fn rule_role_name(stack: &str, rule: &str) -> String {
+    format!("{stack}-sync-{rule}")
+}
+
 impl SyncRule {
     /// Where the rule writes: its prefix, account and region; an account or region it leaves
     /// to the stack is `here`'s (the stack's, once known), else none.
@@ -569,6 +575,18 @@ impl FileConfig {
             self.replicator_settings(&vault)?
         };
         let rules = self.rules(&vault)?;
+        for rule in rules.iter().filter(|r| r.replicator.account_role.is_none()) {
+            let role = rule_role_name(&stack_name, &rule.name);
+            if role.len() > 64 {
+                return Err(invalid(
+                    &format!("sync {:?}: name", rule.name),
+                    format!(
+                        "the rule's role in the stack's account would be {role:?}, {} characters, over IAM's 64: shorten the rule's name or the stack's",
+                        role.len()
+                    ),
+                ));
+            }
+        }
         if self.account_kms_key.is_some()
             && !rules.is_empty()
             && rules.iter().all(|r| r.replicator.account_role.is_none())
@@ -1778,6 +1796,11 @@ mod tests {
                 "needs an external Vault",
             ),
             ("sync = []", "sync", "is empty"),
+            (
+                "stack_name = \"abcdefghijabcdefghijabcdefghijab\"\nsync = [{ name = \"abcdefghijabcdefghijabcdefghij-b\", prefix = \"p\" }]",
+                "sync \"abcdefghijabcdefghijabcdefghij-b\": name",
+                "70 characters, over IAM's 64",
+            ),
             (
                 "sync = [{ name = \"Pay\", prefix = \"p\" }]",
                 "sync: name",

@@ -95,7 +95,8 @@ pub struct VaultRead {
 /// The role in another account, as [`Spec::account_role`] renders it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AccountRoleSpec {
-    /// As configured (`account_role_arn`).
+    /// As configured (`account_role_arn`), or the one `up` makes for a rule in the stack's
+    /// account.
     pub arn: String,
     pub trust: Value,
     pub policy: Value,
@@ -321,6 +322,58 @@ impl Spec {
             .account_role
             .as_ref()
             .map(|r| r.role_arn.as_str())
+    }
+
+    /// The role a rule's replicas are written with: the one it names in another account, or,
+    /// for a rule in the stack's own account, the one `up` makes for it here (so that no rule's
+    /// identity may write another rule's prefix). None for the one sync of the top-level keys
+    /// in the stack's account: the replicator's own role writes it.
+    pub fn writer_role(&self) -> Option<contract::account::AccountRole> {
+        if let Some(role) = &self.cfg.replicator.account_role {
+            return Some(role.clone());
+        }
+        let name = crate::config::rule_role_name(self.stack(), self.sync_name()?);
+        Some(contract::account::AccountRole {
+            role_arn: format!("{}{}", self.rule_role_arn_prefix(), self.sync_name()?),
+            // The role's name (the function derives it as it does the ARN): not a control here,
+            // where the trust names the replicator's role in this account; it keeps the trust
+            // and the assuming code one shape for every rule.
+            external_id: name,
+        })
+    }
+
+    /// The ARN of the role `up` makes for a rule in the stack's account, but the rule's name:
+    /// the function is given it ([`env::RULE_ROLE_ARN_PREFIX`]) rather than each role.
+    pub fn rule_role_arn_prefix(&self) -> String {
+        self.arn(
+            "iam",
+            false,
+            &format!(
+                "role{}{}",
+                self.rule_role_path(),
+                crate::config::rule_role_name(self.stack(), "")
+            ),
+        )
+    }
+
+    /// The IAM path of the roles `up` makes for the rules writing in the stack's account: the
+    /// stack's roles of rules removed since are found under it.
+    pub fn rule_role_path(&self) -> String {
+        format!("/vault-secrets-replicator/{}/", self.stack())
+    }
+
+    /// The roles `up` makes for the rules writing in the stack's account, one each.
+    pub fn home_rule_roles(&self) -> Result<Vec<AccountRoleSpec>, TemplateError> {
+        let mut roles = Vec::new();
+        for view in self.syncs() {
+            if view.rule.is_some()
+                && view.cfg.replicator.account_role.is_none()
+                && let Some(role) = view.account_role()?
+            {
+                roles.push(role);
+            }
+        }
+        Ok(roles)
     }
 
     /// The alias of the key `deployer target up` makes in another account, with
@@ -758,13 +811,16 @@ impl Spec {
         if self.cfg.rules.is_empty() {
             return document(&views[0]);
         }
-        let (home, away): (Vec<&Spec>, Vec<&Spec>) = views
-            .iter()
-            .partition(|v| v.cfg.replicator.account_role.is_none());
+        let (home, away): (Vec<&Spec>, Vec<&Spec>) =
+            views.iter().partition(|v| v.writer_role().is_none());
         let mut merged = match home.is_empty() {
             false => Self::merge_all(&home, &document)?,
             true => document(away[0])?,
         };
+        if home.is_empty() {
+            // No rule writes with this role: it may write no secret at all.
+            Self::deny_every_write(&mut merged)?;
+        }
         for view in &away {
             let doc = document(view)?;
             let assume: Vec<Value> = doc["Statement"]
@@ -863,12 +919,31 @@ impl Spec {
         Ok(merged)
     }
 
+    /// `document` (the replicator's, every rule writing with a role of its own) denying every
+    /// secret write anywhere, in place of the deny outside the first rule's prefix.
+    fn deny_every_write(document: &mut Value) -> Result<(), TemplateError> {
+        let Some(statements) = document["Statement"].as_array_mut() else {
+            return Ok(());
+        };
+        statements.retain(|s| s["Sid"] != "DenyEveryWriteOutsideThePrefix");
+        statements.push(serde_json::json!({
+            "Sid": "WriteNoSecretItself",
+            "Effect": "Deny",
+            "Action": EVERY_SECRET_WRITE,
+            "Resource": "*"
+        }));
+        Ok(())
+    }
+
     /// The role in another account this sync's rule names, serving every rule of `whole`
     /// that names it: each one's statements there, merged.
     pub fn shared_account_role(
         &self,
         whole: &Spec,
     ) -> Result<Option<AccountRoleSpec>, TemplateError> {
+        if self.cfg.replicator.account_role.is_none() {
+            return Ok(None);
+        }
         let Some(mut wanted) = self.account_role()? else {
             return Ok(None);
         };
@@ -890,9 +965,9 @@ impl Spec {
         key_arn: &str,
         vpc_id: Option<&str>,
     ) -> Result<Value, TemplateError> {
-        // With the replicas in another account, the role there writes them: this one writes
-        // no secret of its own account, and may assume that role only.
-        let account_role = self.cfg.replicator.account_role.as_ref();
+        // With a role of the rule's own (in another account, or made for a rule here), that
+        // role writes the replicas: this one writes no secret, and may assume that role only.
+        let account_role = self.writer_role();
         let writes_here = account_role.is_none();
         let optional = if writes_here {
             self.optional_replica_statements()?
@@ -983,14 +1058,16 @@ impl Spec {
         policy::render(policy::REPLICA_WRITES, &refs)
     }
 
-    /// The role in another account (`account_role_arn`) the replicas are written with, as
-    /// `deployer target up` makes it in that account: the replicator's own statements for the
-    /// replicas, scoped to the prefix there; no secret value read; assumed only by this stack's
-    /// replicator role, with the external id.
+    /// The role the rule's replicas are written with ([`Spec::writer_role`]), as `deployer
+    /// target up` makes it in another account (`account_role_arn`), or `up` for a rule in the
+    /// stack's account: the replicator's own statements for the replicas, scoped to the rule's
+    /// prefix there; no secret value read; assumed only by this stack's replicator role, with
+    /// the external id.
     pub fn account_role(&self) -> Result<Option<AccountRoleSpec>, TemplateError> {
-        let Some(role) = &self.cfg.replicator.account_role else {
+        let Some(role) = self.writer_role() else {
             return Ok(None);
         };
+        let role = &role;
         let there = self.in_account_of(role);
         // Secrets Manager's own key there, and the replica regions' keys given: no other key.
         let replica_keys: Vec<String> = there.replica_keys().map(|(key, _)| key).collect();
@@ -1002,8 +1079,13 @@ impl Spec {
                 serde_json::to_string(&replica_keys).map_err(TemplateError::NotJson)?
             )
         };
-        // The keys it may use there: Secrets Manager's own, and the one `target up` makes.
+        // The keys it may use there: Secrets Manager's own, and the one `target up` makes; in
+        // the stack's account, the stack's key alone.
+        let home = self.cfg.replicator.account_role.is_none();
         let key_aliases = match self.cfg.replicator.account_key {
+            _ if home => {
+                serde_json::to_string(&[self.key_alias()]).map_err(TemplateError::NotJson)?
+            }
             AccountKmsKey::AwsSecretsManager => r#""alias/aws/secretsmanager""#.to_owned(),
             AccountKmsKey::Create => serde_json::to_string(&[
                 "alias/aws/secretsmanager".to_owned(),
@@ -1507,6 +1589,18 @@ impl Spec {
             // Plain data: serializing it cannot fail.
             let text = serde_json::to_string(&docs).unwrap_or_default();
             vars.insert(env::RULES.to_owned(), text);
+            // A rule here writes with the role `up` makes for it.
+            if self
+                .cfg
+                .rules
+                .iter()
+                .any(|r| r.replicator.account_role.is_none())
+            {
+                vars.insert(
+                    env::RULE_ROLE_ARN_PREFIX.to_owned(),
+                    self.rule_role_arn_prefix(),
+                );
+            }
         }
         vars
     }
@@ -1528,9 +1622,28 @@ impl Spec {
         let size = policy::compact_len(&policy);
         if size > Self::MAX_ROLE_POLICY {
             return Err(format!(
-                "the replicator's policy would be {size} characters, over IAM's {} for a role: rules that differ only in their prefix share statements, so give the rules' other keys once at the top level where you can, or split the rules across two stacks",
+                "the replicator's policy would be {size} characters, over IAM's {} for a role (it names each rule's role twice): split the rules across two stacks",
                 Self::MAX_ROLE_POLICY
             ));
+        }
+        // Each rule's role: its own here, or the one it shares with the rules naming it there.
+        for view in self.syncs() {
+            let role = match view.cfg.replicator.account_role {
+                None => view.account_role(),
+                Some(_) => view.shared_account_role(self),
+            }
+            .map_err(|e| format!("the policy of rule {:?}'s role: {e}", view.sync_name()))?;
+            if let Some(role) = role
+                && policy::compact_len(&role.policy) > Self::MAX_ROLE_POLICY
+            {
+                return Err(format!(
+                    "the policy of {} (rule {:?}) would be {} characters, over IAM's {}: the rules naming that role share statements, so give their other keys once at the top level where you can, or give some of them another role",
+                    role.arn,
+                    view.sync_name().unwrap_or_default(),
+                    policy::compact_len(&role.policy),
+                    Self::MAX_ROLE_POLICY
+                ));
+            }
         }
         // The largest the environment gets: the watcher's function, paused (`deployer pause`
         // must fit too).
@@ -1627,55 +1740,117 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_home_role_writes_each_home_rules_prefix_and_assumes_exactly_the_rules_roles() {
+    fn each_home_rule_writes_with_a_role_of_its_own_and_the_functions_role_writes_nothing() {
         let s = spec(&format!("{EXTERNAL}{RULES}"));
-        let p = s.replicator_policy(KEY, None).unwrap();
         let arn = |prefix: &str| {
             format!("arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:{prefix}/*")
         };
-        let both = serde_json::json!([arn("pay"), arn("web")]);
-        assert_eq!(statement(&p, "WriteReplicatedSecrets")["Resource"], both);
+        let role = |rule: &str| {
+            format!("arn:aws-cn:iam::123456789012:role/vault-secrets-replicator/s/s-sync-{rule}")
+        };
+        let sids_are_unique = |p: &Value| {
+            let sids: Vec<&str> = p["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["Sid"].as_str().unwrap())
+                .collect();
+            let mut unique = sids.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), sids.len(), "{sids:?}");
+        };
+        // The function's role: no write anywhere; exactly the rules' roles to assume.
+        let p = s.replicator_policy(KEY, None).unwrap();
+        sids_are_unique(&p);
+        for sid in WRITES_HERE {
+            assert!(
+                p["Statement"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|s| s["Sid"] != *sid),
+                "{sid}"
+            );
+        }
+        let deny = statement(&p, "WriteNoSecretItself");
         assert_eq!(
-            statement(&p, "DenyEveryWriteOutsideThePrefix")["NotResource"],
-            both,
-            "the other account's prefix is not written here"
+            (&deny["Effect"], &deny["Resource"]),
+            (&serde_json::json!("Deny"), &serde_json::json!("*"))
         );
-        // Deleting: the deleting rule's prefix only.
-        assert_eq!(
-            statement(&p, "DeleteOnlyItsOwnReplicas")["Resource"],
-            arn("pay")
-        );
-        // Replicating: the replicating rule's prefix, to its region; the deny allows only
-        // the regions some rule replicates to.
-        let replicate = statement(&p, "ReplicateToTheConfiguredRegions");
-        assert_eq!(replicate["Resource"], arn("web"));
-        assert_eq!(
-            statement(&p, "ReplicateOnlyToTheConfiguredRegions")["Condition"],
-            serde_json::json!({"ForAnyValue:StringNotEquals": {"secretsmanager:AddReplicaRegions": ["cn-northwest-1"]}})
-        );
+        assert_eq!(deny["Action"], serde_json::json!(EVERY_SECRET_WRITE));
+        let roles = serde_json::json!([
+            role("payments"),
+            role("web-prod"),
+            "arn:aws-cn:iam::222222222222:role/replicas"
+        ]);
         assert_eq!(
             statement(&p, "AssumeTheReplicasAccountRole")["Resource"],
-            "arn:aws-cn:iam::222222222222:role/replicas"
+            roles
+        );
+        assert_eq!(statement(&p, "AssumeNoOtherRole")["NotResource"], roles);
+        // Each home rule's role: its own prefix, its own deletes and regions.
+        let homes = s.home_rule_roles().unwrap();
+        let arns: Vec<&str> = homes.iter().map(|r| r.arn.as_str()).collect();
+        assert_eq!(arns, [role("payments"), role("web-prod")]);
+        let (pay, web) = (&homes[0].policy, &homes[1].policy);
+        for (p, prefix) in [(pay, "pay"), (web, "web")] {
+            sids_are_unique(p);
+            assert_eq!(
+                statement(p, "WriteReplicatedSecrets")["Resource"],
+                arn(prefix)
+            );
+            assert_eq!(
+                statement(p, "DenyEveryWriteOutsideThePrefix")["NotResource"],
+                arn(prefix)
+            );
+            // The stack's key, by its alias; no other.
+            assert_eq!(
+                statement(p, "NoKeyButTheDefaultOrTheReplicaKeys")["Condition"],
+                serde_json::json!({"ForAllValues:StringNotEquals": {"kms:ResourceAliases": ["alias/hybrid-aws-secrets-encryption-key"]}})
+            );
+        }
+        assert_eq!(
+            statement(pay, "DeleteOnlyItsOwnReplicas")["Resource"],
+            arn("pay")
+        );
+        assert!(!web.to_string().contains("DeleteOnlyItsOwnReplicas"));
+        assert_eq!(
+            statement(web, "ReplicateToTheConfiguredRegions")["Resource"],
+            arn("web")
         );
         assert_eq!(
-            statement(&p, "AssumeNoOtherRole")["NotResource"],
-            "arn:aws-cn:iam::222222222222:role/replicas"
+            statement(web, "ReplicateOnlyToTheConfiguredRegions")["Condition"],
+            serde_json::json!({"ForAnyValue:StringNotEquals": {"secretsmanager:AddReplicaRegions": ["cn-northwest-1"]}})
         );
-        // Sids stay unique.
-        let sids: Vec<&str> = p["Statement"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["Sid"].as_str().unwrap())
-            .collect();
-        let mut unique = sids.clone();
-        unique.sort();
-        unique.dedup();
-        assert_eq!(unique.len(), sids.len(), "{sids:?}");
-        // Two rules in other accounts: both roles, no write at home.
+        // Assumed by the function's role alone, with the rule's external id, which the
+        // function is given.
+        let trust = &homes[0].trust["Statement"][0];
+        assert_eq!(
+            trust["Principal"]["AWS"],
+            "arn:aws-cn:iam::123456789012:role/s-replicator"
+        );
+        assert_eq!(
+            trust["Condition"]["StringEquals"]["sts:ExternalId"],
+            "s-sync-payments"
+        );
+        let vars = s.lambda_environment(KEY);
+        assert_eq!(
+            format!("{}payments", vars[env::RULE_ROLE_ARN_PREFIX]),
+            role("payments")
+        );
+        let docs: Vec<contract::rules::RuleDoc> = serde_json::from_str(&vars[env::RULES]).unwrap();
+        assert_eq!(docs[0].account_role_arn, None, "derived by the function");
+        assert_eq!(
+            docs[0].kms_key_id.as_deref(),
+            Some(KEY),
+            "the stack's key at home"
+        );
+        // Two rules in other accounts: both roles, no role made here.
         let away = spec(&format!(
             "{EXTERNAL}[[sync]]\nname = \"a\"\nprefix = \"a\"\naccount_role_arn = \"arn:aws-cn:iam::222222222222:role/a\"\nexternal_id = \"0123456789abcdef\"\n[[sync]]\nname = \"b\"\nprefix = \"b\"\naccount_role_arn = \"arn:aws-cn:iam::333333333333:role/b\"\nexternal_id = \"0123456789abcdef\"\n"
         ));
+        assert!(away.home_rule_roles().unwrap().is_empty());
         let p = away.replicator_policy(KEY, None).unwrap();
         let roles = serde_json::json!([
             "arn:aws-cn:iam::222222222222:role/a",
@@ -1686,13 +1861,13 @@ pub(crate) mod tests {
             roles
         );
         assert_eq!(statement(&p, "AssumeNoOtherRole")["NotResource"], roles);
-        assert!(
-            p["Statement"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|s| s["Sid"] != "WriteReplicatedSecrets")
-        );
+        statement(&p, "WriteNoSecretItself");
+        // The one sync of the top-level keys: the function's role writes it, as before.
+        let one = spec(EXTERNAL);
+        assert!(one.home_rule_roles().unwrap().is_empty());
+        let p = one.replicator_policy(KEY, None).unwrap();
+        statement(&p, "WriteReplicatedSecrets");
+        assert!(!p.to_string().contains("WriteNoSecretItself"));
     }
 
     #[test]
@@ -1751,17 +1926,29 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn home_rules_replicating_to_different_regions_and_keys_render_one_policy() {
+    fn home_rules_replicating_to_different_regions_and_keys_keep_them_apart() {
         let s = spec(&format!(
             "{EXTERNAL}[[sync]]\nname = \"a\"\nprefix = \"a\"\nreplica_regions = [\"cn-northwest-1=arn:aws-cn:kms:cn-northwest-1:123456789012:key/ka\"]\n[[sync]]\nname = \"b\"\nprefix = \"b\"\nreplica_regions = [\"ap-east-1\"]\n[[sync]]\nname = \"c\"\nprefix = \"c\"\n"
         ));
-        let p = s.replicator_policy(KEY, None).unwrap();
+        let roles = s.home_rule_roles().unwrap();
+        let regions =
+            |p: &Value| statement(p, "ReplicateOnlyToTheConfiguredRegions")["Condition"].clone();
         assert_eq!(
-            statement(&p, "ReplicateOnlyToTheConfiguredRegions")["Condition"],
-            serde_json::json!({"ForAnyValue:StringNotEquals": {"secretsmanager:AddReplicaRegions": ["ap-east-1", "cn-northwest-1"]}})
+            regions(&roles[0].policy),
+            serde_json::json!({"ForAnyValue:StringNotEquals": {"secretsmanager:AddReplicaRegions": ["cn-northwest-1"]}})
         );
-        let text = p.to_string();
-        assert!(text.contains("key/ka"), "{text}");
+        assert_eq!(
+            regions(&roles[1].policy),
+            serde_json::json!({"ForAnyValue:StringNotEquals": {"secretsmanager:AddReplicaRegions": ["ap-east-1"]}})
+        );
+        assert!(roles[0].policy.to_string().contains("key/ka"));
+        assert!(!roles[1].policy.to_string().contains("key/ka"));
+        assert!(
+            !roles[2]
+                .policy
+                .to_string()
+                .contains("ReplicateToTheConfiguredRegions")
+        );
     }
 
     #[test]
@@ -1776,14 +1963,29 @@ pub(crate) mod tests {
         let err = spec(&text).check_limits().unwrap_err();
         assert!(err.contains("over Lambda's 4096"), "{err}");
         let mut text = EXTERNAL.to_owned();
-        // Home rules: each prefix in each of its statements.
+        // Home rules: each one's role, twice, in the function's policy.
         for i in 0..60 {
             text.push_str(&format!(
                 "[[sync]]\nname = \"r{i}\"\nprefix = \"team-{i}/replicas\"\n"
             ));
         }
         let err = spec(&text).check_limits().unwrap_err();
-        assert!(err.contains("over IAM's 10240"), "{err}");
+        assert!(
+            err.contains("replicator's policy") && err.contains("over IAM's 10240"),
+            "{err}"
+        );
+        // Rules sharing one role in another account: each prefix in each of its statements.
+        let mut text = EXTERNAL.to_owned();
+        for i in 0..60 {
+            text.push_str(&format!(
+                "[[sync]]\nname = \"r{i}\"\nprefix = \"team-{i}/replicas\"\naccount_role_arn = \"arn:aws-cn:iam::222222222222:role/replicas\"\nexternal_id = \"0123456789abcdef\"\n"
+            ));
+        }
+        let err = spec(&text).check_limits().unwrap_err();
+        assert!(
+            err.contains("role/replicas (rule \"r0\")") && err.contains("over IAM's 10240"),
+            "{err}"
+        );
         // An environment that fits only until `deployer pause` marks it is refused too: the
         // pause would be half applied.
         let size = |s: &Spec| -> usize {

@@ -133,6 +133,9 @@ struct Converging<'s, 'p> {
     /// No automatic rotation now, and the rotation function's role is still there: removed
     /// once the function has gone.
     removes_rotation_role: bool,
+    /// Roles of rules removed from the configuration: removed once the functions no longer
+    /// name them.
+    removes_rule_roles: Vec<iam::RoleSpec>,
 }
 
 impl Stack<'_> {
@@ -161,6 +164,7 @@ impl Stack<'_> {
             code_signing: None,
             removes_code_signing: None,
             removes_rotation_role: false,
+            removes_rule_roles: Vec::new(),
         };
         for resource in Resource::ORDER {
             // Boxed: the larger steps' futures would not fit a thread's stack together.
@@ -257,6 +261,9 @@ impl Stack<'_> {
                     network::release_lambda_interfaces(c, spec).await?.into_iter().collect();
                 all.push(iam::destroy(c, spec, &iam::replicator_role(spec, None, None)?).await?);
                 all.push(iam::destroy(c, spec, &iam::rotation_role(spec, None, None)?).await?);
+                for role in iam::leftover_rule_roles(c, spec, &[]).await? {
+                    all.push(iam::destroy(c, spec, &role).await?);
+                }
                 all
             }
             Resource::Network => network::destroy(c, spec).await?,
@@ -312,7 +319,8 @@ impl Converging<'_, '_> {
             Resource::Function => {
                 self.functions().await?;
                 self.leave_code_signing().await?;
-                self.leave_rotation_role().await
+                self.leave_rotation_role().await?;
+                self.leave_rule_roles().await
             }
             Resource::Rotation => self.rotation().await,
             Resource::WatcherDigest => self.watcher_digest().await,
@@ -388,6 +396,47 @@ impl Converging<'_, '_> {
         }
         self.removes_rotation_role = !spec.rotates_secret_id() && ch.action == Action::Delete;
         self.changes.push(ch);
+        self.rule_roles().await
+    }
+
+    /// A role for each rule writing in the stack's account, after the replicator's (their
+    /// trust names it); those of rules removed since go once the functions have left them.
+    async fn rule_roles(&mut self) -> Result<(), DeployError> {
+        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let wanted = iam::rule_roles(spec)?;
+        for role in &wanted {
+            let seen = iam::observe(c, spec, role).await?;
+            let ch = iam::diff(role, seen.as_ref());
+            if self.go(&ch) {
+                iam::apply(c, spec, role, &ch).await?;
+            }
+            self.changes.push(ch);
+        }
+        for role in iam::leftover_rule_roles(c, spec, &wanted).await? {
+            self.changes.push(
+                Change::new(iam::KIND, &role.name, Action::Delete)
+                    .with_note("the role of a rule no longer configured"),
+            );
+            self.removes_rule_roles.push(role);
+        }
+        Ok(())
+    }
+
+    /// The roles of rules removed from the configuration go, once the functions no longer
+    /// name them.
+    async fn leave_rule_roles(&mut self) -> Result<(), DeployError> {
+        if !self.apply {
+            return Ok(());
+        }
+        let (c, spec) = (self.stack.clients, self.stack.spec);
+        for role in std::mem::take(&mut self.removes_rule_roles) {
+            (self.progress)(
+                Phase::Starting,
+                &Change::new(iam::KIND, &role.name, Action::Delete),
+            );
+            let ch = iam::destroy(c, spec, &role).await?;
+            (self.progress)(Phase::Done, &ch);
+        }
         Ok(())
     }
 

@@ -251,6 +251,13 @@ pub struct SyncArgs {
     /// own.
     #[arg(long, env = env::RULES, value_name = "JSON|@FILE")]
     pub rules: Option<String>,
+
+    /// With --rules: a rule naming no account_role_arn writes with the role this ARN prefix
+    /// followed by the rule's name makes, assumed with that role's name as its external id, so
+    /// that each rule's identity writes its own prefix only (a deployed stack's function is
+    /// given the roles `deployer up` makes) [default: this process's own credentials].
+    #[arg(long, env = env::RULE_ROLE_ARN_PREFIX, value_name = "ARN")]
+    pub rule_role_arn_prefix: Option<String>,
 }
 
 /// Validated settings of a run: the rule the planner follows, and how the executor acts.

@@ -29,6 +29,17 @@ fn over(rule: &RuleDoc, base: &SyncArgs) -> SyncArgs {
     set_some(&mut args.vault_namespace, &rule.namespace);
     set_some(&mut args.account_role_arn, &rule.account_role_arn);
     set_some(&mut args.external_id, &rule.external_id);
+    args.rule_role_arn_prefix = None;
+    if let Some(prefix) = base
+        .rule_role_arn_prefix
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        && rule.account_role_arn.is_none()
+    {
+        let arn = format!("{prefix}{}", rule.name);
+        args.external_id = arn.rsplit('/').next().map(str::to_owned);
+        args.account_role_arn = Some(arn);
+    }
     set_some(&mut args.kms_key_id, &rule.kms_key_id);
     set(&mut args.include, &rule.include);
     set(&mut args.exclude, &rule.exclude);
@@ -124,6 +135,17 @@ pub fn resolve(args: &SyncArgs) -> Result<crate::config::Resolved, ConfigError> 
         .filter(|g| !g.is_empty())
     {
         resolved.rules = settings_of(args, given)?;
+    } else if args
+        .rule_role_arn_prefix
+        .as_deref()
+        .is_some_and(|p| !p.is_empty())
+    {
+        return Err(ConfigError::Invalid {
+            key: "--rule-role-arn-prefix / REPLICATOR_RULE_ROLE_ARN_PREFIX",
+            problem:
+                "names the roles of a rules document's rules: give --rules too, or leave it out"
+                    .into(),
+        });
     }
     Ok(resolved)
 }
@@ -211,6 +233,33 @@ mod tests {
             "--tag",
             "team=all",
         ])
+    }
+
+    #[test]
+    fn a_rule_naming_no_role_writes_with_the_one_the_prefix_names() {
+        let prefix = "arn:aws:iam::111111111111:role/vault-secrets-replicator/s/s-sync-";
+        let mut args = base();
+        args.rule_role_arn_prefix = Some(prefix.into());
+        let away = "arn:aws:iam::222222222222:role/replicas";
+        let rules = settings_of(
+            &args,
+            &format!(
+                r#"[{{"name": "pay", "prefix": "pay"}},
+                   {{"name": "web", "prefix": "web", "account_role_arn": "{away}", "external_id": "ext-web"}}]"#
+            ),
+        )
+        .unwrap();
+        let role = |s: &Settings| s.account_role.clone().unwrap();
+        assert_eq!(role(&rules[0]).role_arn, format!("{prefix}pay"));
+        assert_eq!(role(&rules[0]).external_id, "s-sync-pay");
+        assert_eq!(role(&rules[1]).role_arn, away);
+        assert_eq!(role(&rules[1]).external_id, "ext-web");
+        // Without it, a rule naming no role writes with the process's own credentials.
+        let plain = settings_of(&base(), r#"[{"name": "pay", "prefix": "pay"}]"#).unwrap();
+        assert!(plain[0].account_role.is_none());
+        // It names the roles of a document's rules: alone, it is a mistake.
+        let err = resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("give --rules too"), "{err}");
     }
 
     #[test]

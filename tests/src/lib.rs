@@ -332,6 +332,7 @@ pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
         stack: None,
         rule_name: None,
         rules: None,
+        rule_role_arn_prefix: None,
     }
 }
 

@@ -14,6 +14,7 @@ const ACCOUNT: &str = "123456789012";
 const KEY: &str = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 const OTHER_KEY: &str =
     "arn:aws:kms:eu-west-1:123456789012:key/9999abcd-12ab-34cd-56ef-1234567890ab";
+const STACK: &str = "s";
 const SOMEONE: &str = "arn:aws:iam::123456789012:role/someone-else";
 const VPC: &str = "vpc-0123456789abcdef0";
 const VIA_SM: &str = "secretsmanager.eu-west-1.amazonaws.com";
@@ -105,11 +106,21 @@ fn check_through(spec: &Spec, rows: &[Row], endpoint_policy: Option<&Value>) {
     let connection = spec.connection_secret_policy().unwrap();
     let key_policy = spec.key_policy().unwrap();
     let connection_arn = secret(&spec.connection_secret());
+    let rule_roles = spec.home_rule_roles().unwrap();
     let requests: Vec<Request> = rows
         .iter()
         .map(|r| {
             let (principal, identities) = match r.who {
                 "replicator" | "replicator-elsewhere" => (spec.role_arn(), vec![role.clone()]),
+                // The role `up` makes for a rule in the stack's account ("rule:NAME").
+                rule if rule.starts_with("rule:") => {
+                    let name = format!("-sync-{}", &rule["rule:".len()..]);
+                    let own = rule_roles
+                        .iter()
+                        .find(|r| r.arn.ends_with(&name))
+                        .unwrap_or_else(|| panic!("no role for {rule}"));
+                    (own.arn.clone(), vec![own.policy.clone()])
+                }
                 "rotation" | "rotation-elsewhere" => {
                     (spec.rotation_role_arn(), vec![rotation.clone()])
                 }
@@ -1707,7 +1718,7 @@ fn with_replicas_in_another_account_the_role_assumes_that_role_only_and_writes_n
 }
 
 #[test]
-fn with_rules_the_role_writes_each_home_rules_prefix_as_that_rule_says_and_assumes_only_their_roles()
+fn with_rules_each_home_rule_writes_only_its_prefix_as_it_says_and_the_functions_role_writes_nothing()
  {
     const TEAM_ROLE: &str = "arn:aws:iam::222222222222:role/team-replicas";
     let s = spec(&format!(
@@ -1715,121 +1726,230 @@ fn with_rules_the_role_writes_each_home_rules_prefix_as_that_rule_says_and_assum
          [[sync]]\nname = \"web\"\nprefix = \"web\"\nreplica_regions = [\"us-east-1\"]\n\
          [[sync]]\nname = \"team\"\nprefix = \"team\"\naccount_role_arn = \"{TEAM_ROLE}\"\nexternal_id = \"ext-1\""
     ));
+    let rule_role = |name: &str| {
+        format!("arn:aws:iam::{ACCOUNT}:role/vault-secrets-replicator/{STACK}/{STACK}-sync-{name}")
+    };
     let ours = |r: Row| r.with("aws:ResourceTag/managed-by", json!(OURS));
     let regions = |r: Row, list: &[&str]| r.with("secretsmanager:AddReplicaRegions", json!(list));
-    check(
-        &s,
-        &[
-            // Each home rule writes under its prefix.
+    let via_key = |r: Row| {
+        r.with(
+            "kms:ViaService",
+            json!("secretsmanager.eu-west-1.amazonaws.com"),
+        )
+        .with(
+            "kms:ResourceAliases",
+            json!(["alias/hybrid-aws-secrets-encryption-key"]),
+        )
+    };
+    let mut rows = vec![
+        // The function's role writes no secret: not a rule's prefix, not the top level's,
+        // nothing else; it assumes exactly the rules' roles.
+        row(
+            "replicator",
+            "sts:AssumeRole",
+            rule_role("payments"),
+            Allowed,
+        ),
+        row("replicator", "sts:AssumeRole", rule_role("web"), Allowed),
+        row("replicator", "sts:AssumeRole", TEAM_ROLE, Allowed),
+        row(
+            "replicator",
+            "sts:AssumeRole",
+            rule_role("other"),
+            ExplicitlyDenied,
+        ),
+        row(
+            "replicator",
+            "sts:AssumeRole",
+            "arn:aws:iam::333333333333:role/team-replicas",
+            ExplicitlyDenied,
+        ),
+        // A rule's role goes on to no other role.
+        row(
+            "rule:payments",
+            "sts:AssumeRole",
+            rule_role("web"),
+            ImplicitlyDenied,
+        ),
+        // The payments rule: its prefix, deleting its own replicas, no region.
+        row(
+            "rule:payments",
+            "secretsmanager:CreateSecret",
+            secret("pay/a"),
+            Allowed,
+        ),
+        ours(row(
+            "rule:payments",
+            "secretsmanager:DeleteSecret",
+            secret("pay/a"),
+            Allowed,
+        )),
+        regions(
             row(
-                "replicator",
+                "rule:payments",
                 "secretsmanager:CreateSecret",
                 secret("pay/a"),
-                Allowed,
+                ExplicitlyDenied,
             ),
+            &["us-east-1"],
+        ),
+        regions(
             row(
-                "replicator",
+                "rule:payments",
+                "secretsmanager:ReplicateSecretToRegions",
+                secret("pay/a"),
+                ExplicitlyDenied,
+            ),
+            &["us-east-1"],
+        ),
+        // The web rule: its prefix, its region only, no delete.
+        ours(row(
+            "rule:web",
+            "secretsmanager:PutSecretValue",
+            secret("web/a"),
+            Allowed,
+        )),
+        ours(row(
+            "rule:web",
+            "secretsmanager:DeleteSecret",
+            secret("web/a"),
+            ImplicitlyDenied,
+        )),
+        regions(
+            row(
+                "rule:web",
                 "secretsmanager:CreateSecret",
                 secret("web/a"),
                 Allowed,
             ),
-            ours(row(
-                "replicator",
+            &["us-east-1"],
+        ),
+        regions(
+            row(
+                "rule:web",
+                "secretsmanager:ReplicateSecretToRegions",
+                secret("web/a"),
+                Allowed,
+            ),
+            &["us-east-1"],
+        ),
+        regions(
+            row(
+                "rule:web",
+                "secretsmanager:ReplicateSecretToRegions",
+                secret("web/a"),
+                ExplicitlyDenied,
+            ),
+            &["eu-central-1"],
+        ),
+        // No rule's values, not even its own replicas'.
+        ours(row(
+            "rule:web",
+            "secretsmanager:GetSecretValue",
+            secret("web/a"),
+            ExplicitlyDenied,
+        )),
+        // The stack's key through Secrets Manager; no other key.
+        via_key(row("rule:web", "kms:GenerateDataKey", KEY, Allowed)),
+        via_key(row(
+            "rule:web",
+            "kms:GenerateDataKey",
+            "arn:aws:kms:eu-west-1:123456789012:key/other",
+            ExplicitlyDenied,
+        ))
+        .with("kms:ResourceAliases", json!(["alias/other"])),
+    ];
+    // Each of the function's role and the rules' roles: nothing outside its own prefix, in
+    // the stack's account (the team rule's prefix is written in the other account only).
+    for who in ["replicator", "rule:payments", "rule:web"] {
+        for prefix in ["pay", "web", "team", "hybrid-aws-secrets", "other"] {
+            let own = matches!(
+                (who, prefix),
+                ("rule:payments", "pay") | ("rule:web", "web")
+            );
+            for action in [
+                "secretsmanager:CreateSecret",
                 "secretsmanager:PutSecretValue",
-                secret("web/a"),
-                Allowed,
-            )),
-            // Not the top level's prefix (no sync of its own with rules), not the other
-            // account's rule's prefix here, nothing else.
-            row(
-                "replicator",
-                "secretsmanager:CreateSecret",
-                secret("hybrid-aws-secrets/a"),
-                ExplicitlyDenied,
+            ] {
+                rows.push(ours(row(
+                    who,
+                    action,
+                    secret(&format!("{prefix}/a")),
+                    if own { Allowed } else { ExplicitlyDenied },
+                )));
+            }
+        }
+    }
+    check(&s, &rows);
+}
+
+#[test]
+fn a_home_rules_role_admits_only_the_stacks_replicator_with_its_external_id() {
+    let s = spec(&format!(
+        "{EXTERNAL_KEEP}\n[[sync]]\nname = \"payments\"\nprefix = \"pay\"\n[[sync]]\nname = \"web\"\nprefix = \"web\"\n"
+    ));
+    let roles = s.home_rule_roles().unwrap();
+    let (pay, web) = (&roles[0], &roles[1]);
+    let home = s.replicator_policy(KEY, Some(VPC)).unwrap();
+    let assume =
+        |who: &str, identity: Value, role: &deployer::spec::AccountRoleSpec, id: Option<&str>| {
+            let mut context = BTreeMap::from([
+                ("aws:PrincipalArn".to_owned(), json!(who)),
+                ("aws:PrincipalAccount".to_owned(), json!(ACCOUNT)),
+            ]);
+            if let Some(id) = id {
+                context.insert("sts:ExternalId".into(), json!(id));
+            }
+            Request {
+                principal: who.to_owned(),
+                action: "sts:AssumeRole".into(),
+                resource: role.arn.clone(),
+                account: ACCOUNT.into(),
+                context,
+                identity_policies: vec![identity],
+                resource_policy: Some(role.trust.clone()),
+                vpc_endpoint_policy: None,
+            }
+        };
+    let id = |name: &str| format!("{STACK}-sync-{name}");
+    let rows: Vec<(Request, Decision, &str)> = vec![
+        (
+            assume(&s.role_arn(), home.clone(), pay, Some(&id("payments"))),
+            Allowed,
+            "the stack's replicator, with the rule's external id",
+        ),
+        (
+            assume(&s.role_arn(), home.clone(), pay, None),
+            ImplicitlyDenied,
+            "without it",
+        ),
+        (
+            assume(&s.role_arn(), home.clone(), pay, Some(&id("web"))),
+            ImplicitlyDenied,
+            "with another rule's",
+        ),
+        (
+            assume(
+                &s.rotation_role_arn(),
+                allow_all(),
+                pay,
+                Some(&id("payments")),
             ),
-            row(
-                "replicator",
-                "secretsmanager:CreateSecret",
-                secret("team/a"),
-                ExplicitlyDenied,
-            ),
-            row(
-                "replicator",
-                "secretsmanager:CreateSecret",
-                secret("other/a"),
-                ExplicitlyDenied,
-            ),
-            // Deleting: the deleting rule's replicas only.
-            ours(row(
-                "replicator",
-                "secretsmanager:DeleteSecret",
-                secret("pay/a"),
-                Allowed,
-            )),
-            ours(row(
-                "replicator",
-                "secretsmanager:DeleteSecret",
-                secret("web/a"),
-                ImplicitlyDenied,
-            )),
-            // Replicating: the replicating rule's replicas, to its region only.
-            regions(
-                row(
-                    "replicator",
-                    "secretsmanager:ReplicateSecretToRegions",
-                    secret("web/a"),
-                    Allowed,
-                ),
-                &["us-east-1"],
-            ),
-            regions(
-                row(
-                    "replicator",
-                    "secretsmanager:ReplicateSecretToRegions",
-                    secret("pay/a"),
-                    ExplicitlyDenied,
-                ),
-                &["us-east-1"],
-            ),
-            // Creating a replica with regions: the web rule's, never the pay rule's, though
-            // both create under one statement.
-            regions(
-                row(
-                    "replicator",
-                    "secretsmanager:CreateSecret",
-                    secret("web/a"),
-                    Allowed,
-                ),
-                &["us-east-1"],
-            ),
-            regions(
-                row(
-                    "replicator",
-                    "secretsmanager:CreateSecret",
-                    secret("pay/a"),
-                    ExplicitlyDenied,
-                ),
-                &["us-east-1"],
-            ),
-            regions(
-                row(
-                    "replicator",
-                    "secretsmanager:ReplicateSecretToRegions",
-                    secret("web/a"),
-                    ExplicitlyDenied,
-                ),
-                &["eu-central-1"],
-            ),
-            // The other account's rule: its role, and no other.
-            row("replicator", "sts:AssumeRole", TEAM_ROLE, Allowed),
-            row(
-                "replicator",
-                "sts:AssumeRole",
-                "arn:aws:iam::333333333333:role/team-replicas",
-                ExplicitlyDenied,
-            ),
-        ],
-    );
+            ImplicitlyDenied,
+            "the stack's rotation role, even allowed everything",
+        ),
+        (
+            assume(SOMEONE, allow_all(), pay, Some(&id("payments"))),
+            ImplicitlyDenied,
+            "anyone else of the account, even allowed everything",
+        ),
+        (
+            assume(&web.arn, web.policy.clone(), pay, Some(&id("payments"))),
+            ImplicitlyDenied,
+            "another rule's role",
+        ),
+    ];
+    assert_decisions(&rows);
 }
 
 #[test]

@@ -1987,7 +1987,7 @@ async fn rules_in_deployer_toml_each_sync_what_vault_init_lets_them_read() {
     assert_eq!(status(None, "kv/metadata/other/secret").await, 403);
 
     // The other account's side: its role, and the key its replicas are encrypted with.
-    let config = w.dir.path().join("deployer.toml").display().to_string();
+    let config_path = w.dir.path().join("deployer.toml").display().to_string();
     let team_b = replicator::aws::in_account(
         &w.aws,
         &contract::account::AccountRole::new("arn:aws:iam::222222222222:role/admin", Some("any"))
@@ -1998,7 +1998,7 @@ async fn rules_in_deployer_toml_each_sync_what_vault_init_lets_them_read() {
         &team_b,
         &[
             "--config",
-            config.as_str(),
+            config_path.as_str(),
             "--output",
             "json",
             "target",
@@ -2164,4 +2164,76 @@ async fn rules_in_deployer_toml_each_sync_what_vault_init_lets_them_read() {
         Vec::<String>::new(),
         "a converged up sends nothing"
     );
+
+    // Each rule here writes with a role of its own, under the stack's path, assumed by the
+    // function's role alone with the rule's external id.
+    let iam = aws_sdk_iam::Client::new(&w.aws);
+    let roles = || async {
+        let listed = iam
+            .list_roles()
+            .path_prefix("/vault-secrets-replicator/vi/")
+            .send()
+            .await
+            .unwrap();
+        let mut names: Vec<String> = listed
+            .roles()
+            .iter()
+            .map(|r| r.role_name().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(roles().await, ["vi-sync-payments", "vi-sync-web"]);
+    let trust = iam
+        .get_role()
+        .role_name("vi-sync-web")
+        .send()
+        .await
+        .unwrap();
+    let trust = deployer::policy::parse_returned(
+        trust.role().unwrap().assume_role_policy_document().unwrap(),
+    )
+    .unwrap();
+    // One statement (IAM may hand it back unwrapped from its list).
+    let only = match &trust["Statement"] {
+        serde_json::Value::Array(all) => all[0].clone(),
+        one => one.clone(),
+    };
+    assert_eq!(
+        only["Principal"]["AWS"], "arn:aws:iam::123456789012:role/vi-replicator",
+        "{trust}"
+    );
+    assert_eq!(
+        only["Condition"]["StringEquals"]["sts:ExternalId"],
+        "vi-sync-web"
+    );
+    // A rule removed: its role goes, once the function no longer names it.
+    let without_web = config(&w.bao.addr).replace(
+        "[[sync]]\nname = \"web\"\nprefix = \"web\"\nmount = \"kv\"\npath = \"web\"\n",
+        "",
+    );
+    std::fs::write(w.dir.path().join("deployer.toml"), without_web).unwrap();
+    let plan = w.deployer(&["plan"]).await;
+    assert!(
+        plan.stdout.contains("vi-sync-web") && plan.stdout.contains("no longer configured"),
+        "{}",
+        plan.stdout
+    );
+    let up = w.deployer(&["up", "--yes"]).await;
+    assert!(up.error.is_none(), "{:?}", up.error);
+    let (function, delete) = (
+        up.sent
+            .iter()
+            .position(|s| s == "UpdateFunctionConfiguration"),
+        up.sent.iter().position(|s| s == "DeleteRole"),
+    );
+    assert!(
+        function.is_some() && delete > function,
+        "the function leaves the role before it goes: {:?}",
+        up.sent
+    );
+    assert_eq!(roles().await, ["vi-sync-payments"]);
+    let destroy = w.deployer(&["destroy", "--yes"]).await;
+    assert!(destroy.error.is_none(), "{:?}", destroy.error);
+    assert!(roles().await.is_empty(), "destroy removes the rules' roles");
 }

@@ -149,6 +149,7 @@ fn role_of(whole: &Spec, spec: &Spec, account: &str) -> Result<RoleSpec, CliErro
         policy_name: "replicas",
         policy: Some(wanted.policy),
         instance_profile: false,
+        path: None,
     })
 }
 

@@ -25,6 +25,8 @@ pub struct RoleSpec {
     pub policy: Option<Value>,
     /// Also an instance profile of the same name holding the role.
     pub instance_profile: bool,
+    /// The IAM path it is made at; none: `/`.
+    pub path: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,6 +173,7 @@ pub async fn apply(
             .role_name(&role.name)
             .description(role.description)
             .assume_role_policy_document(&trust)
+            .set_path(role.path.clone())
             .set_tags(Some(tags))
             .send()
             .await
@@ -342,6 +345,7 @@ pub fn replicator_role(
             .map(|k| spec.replicator_policy(k, vpc_id))
             .transpose()?,
         instance_profile: false,
+        path: None,
     })
 }
 
@@ -360,7 +364,75 @@ pub fn rotation_role(
             .map(|k| spec.rotation_policy(k, vpc_id))
             .transpose()?,
         instance_profile: false,
+        path: None,
     })
+}
+
+const RULE_ROLE_DESCRIPTION: &str =
+    "vault-secrets-replicator: writes one rule's replicas; assumed by the stack's replicator only";
+
+/// The roles of the rules writing in the stack's account, one each (see
+/// [`Spec::home_rule_roles`]).
+pub fn rule_roles(spec: &Spec) -> Result<Vec<RoleSpec>, DeployError> {
+    let path = spec.rule_role_path();
+    Ok(spec
+        .home_rule_roles()?
+        .into_iter()
+        .map(|role| RoleSpec {
+            name: role.arn.rsplit('/').next().unwrap_or_default().to_owned(),
+            description: RULE_ROLE_DESCRIPTION,
+            trust: role.trust,
+            policy_name: "replicas",
+            policy: Some(role.policy),
+            instance_profile: false,
+            path: Some(path.clone()),
+        })
+        .collect())
+}
+
+/// The names of the roles under the stack's path for rules ([`Spec::rule_role_path`]) that
+/// carry its tag and none of `wanted` names: roles of rules removed since.
+pub async fn leftover_rule_roles(
+    c: &Clients,
+    spec: &Spec,
+    wanted: &[RoleSpec],
+) -> Result<Vec<RoleSpec>, DeployError> {
+    let path = spec.rule_role_path();
+    let mut pages = c
+        .iam
+        .list_roles()
+        .path_prefix(&path)
+        .into_paginator()
+        .send();
+    let mut names = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.ctx("ListRoles", &path)?;
+        names.extend(
+            page.roles()
+                .iter()
+                .filter(|r| r.path() == path)
+                .map(|r| r.role_name().to_owned()),
+        );
+    }
+    let mut leftover = Vec::new();
+    for name in names {
+        if wanted.iter().any(|w| w.name == name) {
+            continue;
+        }
+        let role = RoleSpec {
+            name,
+            description: RULE_ROLE_DESCRIPTION,
+            trust: Value::Null,
+            policy_name: "replicas",
+            policy: None,
+            instance_profile: false,
+            path: Some(path.clone()),
+        };
+        if observe(c, spec, &role).await?.is_some_and(|r| r.ours) {
+            leftover.push(role);
+        }
+    }
+    Ok(leftover)
 }
 
 /// The Vault instance's role and instance profile.
@@ -372,6 +444,7 @@ pub fn vault_role(spec: &Spec, key_arn: Option<&str>) -> Result<RoleSpec, Deploy
         policy_name: "vault-server",
         policy: key_arn.map(|k| spec.vault_instance_policy(k)).transpose()?,
         instance_profile: true,
+        path: None,
     })
 }
 

@@ -104,6 +104,10 @@ pub mod env {
     pub const RULE: &str = "REPLICATOR_RULE";
     /// The sync rules document (`[[sync]]`): a JSON array of rules, or `@FILE`.
     pub const RULES: &str = "REPLICATOR_RULES";
+    /// With [`RULES`]: a rule naming no role writes with the role this ARN prefix and the
+    /// rule's name make (the one `deployer up` makes for each rule in the stack's account),
+    /// assumed with that role's name as its external id.
+    pub const RULE_ROLE_ARN_PREFIX: &str = "REPLICATOR_RULE_ROLE_ARN_PREFIX";
     /// Set (`true`) by `deployer pause`: the function syncs nothing until `deployer resume`.
     pub const PAUSED: &str = "REPLICATOR_PAUSED";
 }
