@@ -158,10 +158,14 @@ pub struct SyncRule {
     pub doc: RuleDoc,
 }
 
+/// The IAM path under which `up` makes the roles of the rules in a stack's own account (then
+/// the stack's name).
+pub const RULE_ROLE_PATH: &str = "/vault-secrets-replicator/";
+
 /// The name of the role `up` makes for rule `rule` of stack `stack` when the rule writes in
-/// the stack's account.
+/// the stack's account: `.` is in neither name, so no two stacks' rules share one.
 pub fn rule_role_name(stack: &str, rule: &str) -> String {
-    format!("{stack}-sync-{rule}")
+    format!("{stack}.sync.{rule}")
 }
 
 impl SyncRule {
@@ -1039,6 +1043,16 @@ impl FileConfig {
 /// and different replica regions under nested prefixes (the outer rule's deny covers the
 /// inner's names).
 fn check_one_role(rule: &SyncRule, earlier: &[SyncRule]) -> Result<(), ConfigError> {
+    if let Some(arn) = rule.replicator.account_role.as_ref().map(|r| &r.role_arn)
+        && arn.contains(&format!(":role{RULE_ROLE_PATH}"))
+    {
+        return Err(invalid(
+            &format!("sync {:?}: account_role_arn", rule.name),
+            format!(
+                "{arn}: the path {RULE_ROLE_PATH} holds the roles `up` makes for the rules in a stack's own account; name a role outside it"
+            ),
+        ));
+    }
     let role = |r: &SyncRule| {
         r.replicator
             .account_role
@@ -1796,6 +1810,11 @@ mod tests {
                 "needs an external Vault",
             ),
             ("sync = []", "sync", "is empty"),
+            (
+                "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\nsync = [{ name = \"a\", prefix = \"p\", account_role_arn = \"arn:aws:iam::222222222222:role/vault-secrets-replicator/s/s.sync.b\", external_id = \"x-1\" }]",
+                "sync \"a\": account_role_arn",
+                "holds the roles `up` makes",
+            ),
             (
                 "stack_name = \"abcdefghijabcdefghijabcdefghijab\"\nsync = [{ name = \"abcdefghijabcdefghijabcdefghij-b\", prefix = \"p\" }]",
                 "sync \"abcdefghijabcdefghijabcdefghij-b\": name",

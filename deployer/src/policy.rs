@@ -13,6 +13,10 @@ pub const REPLICA_WRITES: &str = include_str!("../../policies/replica-write-stat
 /// The role in another account the replicas are written with (`deployer target up`).
 pub const ACCOUNT_ROLE_POLICY: &str = include_str!("../../policies/account-role-policy.json");
 pub const ACCOUNT_ROLE_TRUST: &str = include_str!("../../policies/account-role-trust.json");
+/// A role of one rule's (or of the rules naming one role): another rule's replicas are out of
+/// its reach, as another stack's are.
+pub const REPLICA_RULE_STATEMENTS: &str =
+    include_str!("../../policies/replica-rule-statements.json");
 pub const ACCOUNT_KEY_POLICY: &str = include_str!("../../policies/account-key-policy.json");
 pub const REPLICATOR_SNS: &str = include_str!("../../policies/replicator-sns-statements.json");
 pub const REPLICATOR_DELETE: &str =
@@ -136,7 +140,7 @@ pub fn merge_statements(
 }
 
 /// The ARNs of two `Resource` values (a string or a list), sorted, once each; one as a string.
-fn union_of(a: &Value, b: &Value) -> Value {
+pub fn union_of(a: &Value, b: &Value) -> Value {
     let mut all: Vec<String> = [a, b]
         .into_iter()
         .flat_map(|v| match v {

@@ -110,6 +110,62 @@ const WRITES_HERE: &[&str] = &[
     "RemoveOnlyAPolicyItPut",
 ];
 
+/// The replicator's policy while the functions still run with the environment they had, when
+/// `wanted` takes away what `seen` (the policy in IAM now) lets them do: `wanted`, with the
+/// writes `seen` allowed the role itself (the rules now write with roles of their own) and
+/// every role `seen` let it assume. `up` puts it before the functions move, and `wanted` once
+/// they have, so no run in between is refused. None when `wanted` takes nothing away.
+pub fn widened_for_the_move(seen: &Value, wanted: &Value) -> Option<Value> {
+    let before: Vec<Value> = match &seen["Statement"] {
+        Value::Array(all) => all.clone(),
+        Value::Object(_) => vec![seen["Statement"].clone()],
+        _ => return None,
+    };
+    let mut moving = wanted.clone();
+    let statements = moving["Statement"].as_array_mut()?;
+    let has = |all: &[Value], sid: &str| all.iter().any(|s| s["Sid"] == sid);
+    let mut widened = false;
+    let wrote_itself = before.iter().any(|s| {
+        s["Effect"] == "Allow"
+            && s["Sid"]
+                .as_str()
+                .is_some_and(|sid| WRITES_HERE.contains(&sid))
+    });
+    if wrote_itself && has(statements, "WriteNoSecretItself") {
+        statements.retain(|s| s["Sid"] != "WriteNoSecretItself");
+        for old in &before {
+            if !has(statements, old["Sid"].as_str().unwrap_or_default()) {
+                statements.push(old.clone());
+            }
+        }
+        widened = true;
+    }
+    for (sid, key) in [
+        ("AssumeTheReplicasAccountRole", "Resource"),
+        ("AssumeNoOtherRole", "NotResource"),
+    ] {
+        let Some(old) = before.iter().find(|s| s["Sid"] == sid) else {
+            continue;
+        };
+        match statements.iter_mut().find(|s| s["Sid"] == sid) {
+            Some(new) => {
+                let union = policy::union_of(&new[key], &old[key]);
+                if union != new[key] {
+                    new[key] = union;
+                    widened = true;
+                }
+            }
+            // A deny the new policy drops is not brought back; an allow is.
+            None if old["Effect"] == "Allow" => {
+                statements.push(old.clone());
+                widened = true;
+            }
+            None => {}
+        }
+    }
+    widened.then_some(moving)
+}
+
 /// The statements of the replicator's policy that let it assume the role in another account.
 const ACCOUNT_ROLE_SIDS: &[&str] = &["AssumeTheReplicasAccountRole", "AssumeNoOtherRole"];
 
@@ -327,10 +383,14 @@ impl Spec {
     /// The role a rule's replicas are written with: the one it names in another account, or,
     /// for a rule in the stack's own account, the one `up` makes for it here (so that no rule's
     /// identity may write another rule's prefix). None for the one sync of the top-level keys
-    /// in the stack's account: the replicator's own role writes it.
+    /// in the stack's account, and for the rules of a stack with its Vault on EC2 (the
+    /// function in the Vault network reaches no STS): the replicator's own role writes them.
     pub fn writer_role(&self) -> Option<contract::account::AccountRole> {
         if let Some(role) = &self.cfg.replicator.account_role {
             return Some(role.clone());
+        }
+        if self.deploys_vault() {
+            return None;
         }
         let name = crate::config::rule_role_name(self.stack(), self.sync_name()?);
         Some(contract::account::AccountRole {
@@ -359,7 +419,7 @@ impl Spec {
     /// The IAM path of the roles `up` makes for the rules writing in the stack's account: the
     /// stack's roles of rules removed since are found under it.
     pub fn rule_role_path(&self) -> String {
-        format!("/vault-secrets-replicator/{}/", self.stack())
+        format!("{}{}/", crate::config::RULE_ROLE_PATH, self.stack())
     }
 
     /// The roles `up` makes for the rules writing in the stack's account, one each.
@@ -793,7 +853,12 @@ impl Spec {
         key_arn: &str,
         vpc_id: Option<&str>,
     ) -> Result<Value, TemplateError> {
-        self.merged(|view| view.sync_replicator_policy(key_arn, vpc_id))
+        let mut document = self.merged(|view| view.sync_replicator_policy(key_arn, vpc_id))?;
+        if !self.cfg.rules.is_empty() && self.syncs().iter().all(|v| v.writer_role().is_some()) {
+            // No rule writes with this role: it may write no secret at all.
+            Self::deny_every_write(&mut document)?;
+        }
+        Ok(document)
     }
 
     /// `document` of each sync in one: the one sync's as it is; with rules, the rules writing
@@ -817,10 +882,6 @@ impl Spec {
             false => Self::merge_all(&home, &document)?,
             true => document(away[0])?,
         };
-        if home.is_empty() {
-            // No rule writes with this role: it may write no secret at all.
-            Self::deny_every_write(&mut merged)?;
-        }
         for view in &away {
             let doc = document(view)?;
             let assume: Vec<Value> = doc["Statement"]
@@ -850,6 +911,8 @@ impl Spec {
             .first()
             .ok_or_else(|| TemplateError::Merge("no sync to merge".into()))?;
         let mut merged = document(base)?;
+        // Each rule's own denies of the other rules' replicas name every rule of `views`.
+        let has_rule_denies = Self::strip_rule_denies(&mut merged);
         let regions_deny = merged["Statement"]
             .as_array()
             .and_then(|s| s.iter().position(|s| s["Sid"] == REGIONS_DENY));
@@ -875,7 +938,9 @@ impl Spec {
             let mut doc = if i == 0 {
                 merged.clone()
             } else {
-                document(view)?
+                let mut doc = document(view)?;
+                Self::strip_rule_denies(&mut doc);
+                doc
             };
             let find = |sid: &str| {
                 doc["Statement"]
@@ -916,7 +981,61 @@ impl Spec {
         if let Some(statements) = merged["Statement"].as_array_mut() {
             statements.extend(own_denies);
         }
+        if has_rule_denies {
+            let names: Vec<&str> = views.iter().filter_map(|v| v.sync_name()).collect();
+            let text = format!(
+                "{{\"Statement\": [{}]}}",
+                base.rule_statements(&names)?.trim_start_matches(',')
+            );
+            let denies: Value = serde_json::from_str(&text)?;
+            if let (Some(all), Some(denies)) = (
+                merged["Statement"].as_array_mut(),
+                denies["Statement"].as_array(),
+            ) {
+                all.extend(denies.iter().cloned());
+            }
+        }
         Ok(merged)
+    }
+
+    /// The Sids of [`Spec::rule_statements`].
+    const RULE_DENIES: [&'static str; 3] = [
+        "NeverWriteAnotherRulesReplicas",
+        "NeverNameAnotherRule",
+        "NeverRemoveTheRuleTag",
+    ];
+
+    /// Takes the rule denies out of `document`; whether it had them.
+    fn strip_rule_denies(document: &mut Value) -> bool {
+        let Some(statements) = document["Statement"].as_array_mut() else {
+            return false;
+        };
+        let before = statements.len();
+        statements.retain(|s| {
+            !s["Sid"]
+                .as_str()
+                .is_some_and(|sid| Self::RULE_DENIES.contains(&sid))
+        });
+        statements.len() != before
+    }
+
+    /// The denies that keep a role writing for the rules `names` off every other rule's
+    /// replicas (by their `replica-rule` tag), as off another stack's.
+    fn rule_statements(&self, names: &[&str]) -> Result<String, TemplateError> {
+        let mut vars = self.common_vars();
+        vars.extend([
+            (
+                "every_secret_write",
+                serde_json::to_string(EVERY_SECRET_WRITE).map_err(TemplateError::NotJson)?,
+            ),
+            ("rule_tag", contract::tags::RULE.to_owned()),
+            (
+                "rule_names",
+                serde_json::to_string(names).map_err(TemplateError::NotJson)?,
+            ),
+        ]);
+        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        policy::render(policy::REPLICA_RULE_STATEMENTS, &refs)
     }
 
     /// `document` (the replicator's, every rule writing with a role of its own) denying every
@@ -1069,8 +1188,14 @@ impl Spec {
         };
         let role = &role;
         let there = self.in_account_of(role);
+        let home = self.cfg.replicator.account_role.is_none();
         // Secrets Manager's own key there, and the replica regions' keys given: no other key.
-        let replica_keys: Vec<String> = there.replica_keys().map(|(key, _)| key).collect();
+        // At home (where the stack's key is the only one by alias), the keys of the replica
+        // regions without a key given too: their own deny keeps those to `aws/secretsmanager`.
+        let mut replica_keys: Vec<String> = there.replica_keys().map(|(key, _)| key).collect();
+        if home {
+            replica_keys.extend(there.default_key_regions());
+        }
         let key_scope = if replica_keys.is_empty() {
             r#""Resource": "*""#.to_owned()
         } else {
@@ -1081,7 +1206,6 @@ impl Spec {
         };
         // The keys it may use there: Secrets Manager's own, and the one `target up` makes; in
         // the stack's account, the stack's key alone.
-        let home = self.cfg.replicator.account_role.is_none();
         let key_aliases = match self.cfg.replicator.account_key {
             _ if home => {
                 serde_json::to_string(&[self.key_alias()]).map_err(TemplateError::NotJson)?
@@ -1093,9 +1217,14 @@ impl Spec {
             ])
             .map_err(TemplateError::NotJson)?,
         };
+        let rule_statements = match self.sync_name() {
+            Some(name) => self.rule_statements(&[name])?,
+            None => String::new(),
+        };
         let mut vars = vec![
             ("key_scope", key_scope),
             ("key_aliases", key_aliases),
+            ("rule_statements", rule_statements),
             (
                 "replica_write_statements",
                 there.replica_write_statements()?,
@@ -1591,10 +1720,9 @@ impl Spec {
             vars.insert(env::RULES.to_owned(), text);
             // A rule here writes with the role `up` makes for it.
             if self
-                .cfg
-                .rules
+                .syncs()
                 .iter()
-                .any(|r| r.replicator.account_role.is_none())
+                .any(|v| v.cfg.replicator.account_role.is_none() && v.writer_role().is_some())
             {
                 vars.insert(
                     env::RULE_ROLE_ARN_PREFIX.to_owned(),
@@ -1746,7 +1874,7 @@ pub(crate) mod tests {
             format!("arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:{prefix}/*")
         };
         let role = |rule: &str| {
-            format!("arn:aws-cn:iam::123456789012:role/vault-secrets-replicator/s/s-sync-{rule}")
+            format!("arn:aws-cn:iam::123456789012:role/vault-secrets-replicator/s/s.sync.{rule}")
         };
         let sids_are_unique = |p: &Value| {
             let sids: Vec<&str> = p["Statement"]
@@ -1832,7 +1960,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             trust["Condition"]["StringEquals"]["sts:ExternalId"],
-            "s-sync-payments"
+            "s.sync.payments"
         );
         let vars = s.lambda_environment(KEY);
         assert_eq!(
@@ -1923,6 +2051,94 @@ pub(crate) mod tests {
                 .lambda_environment(KEY)
                 .contains_key(env::KMS_KEY_ID)
         );
+    }
+
+    #[test]
+    fn with_vault_on_ec2_the_functions_role_writes_each_home_rule_itself() {
+        // The function in the Vault network reaches no STS: no role of a rule's own.
+        let s = spec(
+            "stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\n[[sync]]\nname = \"a\"\nprefix = \"a\"\n[[sync]]\nname = \"b\"\nprefix = \"b\"\n",
+        );
+        assert!(s.home_rule_roles().unwrap().is_empty());
+        assert!(
+            !s.lambda_environment(KEY)
+                .contains_key(env::RULE_ROLE_ARN_PREFIX)
+        );
+        let p = s.replicator_policy(KEY, Some("vpc-1")).unwrap();
+        assert_eq!(
+            statement(&p, "WriteReplicatedSecrets")["Resource"],
+            serde_json::json!([
+                "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:a/*",
+                "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:b/*"
+            ])
+        );
+        assert!(!p.to_string().contains("WriteNoSecretItself"));
+        assert!(!p.to_string().contains("AssumeTheReplicasAccountRole"));
+    }
+
+    #[test]
+    fn rules_sharing_a_role_elsewhere_keep_off_every_other_rules_replicas_together() {
+        let rule = |name: &str, prefix: &str| {
+            format!(
+                "[[sync]]\nname = \"{name}\"\nprefix = \"{prefix}\"\naccount_role_arn = \"arn:aws-cn:iam::222222222222:role/r\"\nexternal_id = \"0123456789abcdef\"\n"
+            )
+        };
+        let s = spec(&format!("{EXTERNAL}{}{}", rule("a", "a"), rule("b", "b")));
+        let view = &s.syncs()[0];
+        let shared = view.shared_account_role(&s).unwrap().unwrap().policy;
+        let deny = statement(&shared, "NeverWriteAnotherRulesReplicas");
+        assert_eq!(
+            deny["Condition"]["StringNotEquals"]["aws:ResourceTag/replica-rule"],
+            serde_json::json!(["a", "b"])
+        );
+        let own = view.account_role().unwrap().unwrap().policy;
+        assert_eq!(
+            statement(&own, "NeverNameAnotherRule")["Condition"]["StringNotEquals"]["aws:RequestTag/replica-rule"],
+            serde_json::json!(["a"])
+        );
+        // The one sync of the top-level keys names no rule: its role elsewhere as before.
+        let one = spec(&format!(
+            "{EXTERNAL}account_role_arn = \"arn:aws-cn:iam::222222222222:role/r\"\nexternal_id = \"0123456789abcdef\"\n"
+        ));
+        let policy = one.account_role().unwrap().unwrap().policy.to_string();
+        assert!(
+            !policy.contains("NeverWriteAnotherRulesReplicas"),
+            "{policy}"
+        );
+    }
+
+    #[test]
+    fn up_widens_the_functions_role_until_the_functions_move_then_narrows_it() {
+        let rules = spec(&format!("{EXTERNAL}{RULES}"));
+        let wanted = rules.replicator_policy(KEY, None).unwrap();
+        // Converged: nothing in between.
+        assert_eq!(widened_for_the_move(&wanted, &wanted), None);
+        // From the one sync's role writing itself: its writes stay until the functions move.
+        let before = spec(EXTERNAL).replicator_policy(KEY, None).unwrap();
+        let moving = widened_for_the_move(&before, &wanted).unwrap();
+        assert!(!moving.to_string().contains("WriteNoSecretItself"));
+        assert_eq!(
+            statement(&moving, "WriteReplicatedSecrets"),
+            statement(&before, "WriteReplicatedSecrets")
+        );
+        assert_eq!(
+            statement(&moving, "AssumeTheReplicasAccountRole"),
+            statement(&wanted, "AssumeTheReplicasAccountRole")
+        );
+        // A rule removed: its role stays assumable until the functions no longer name it.
+        let fewer = spec(&format!(
+            "{EXTERNAL}[[sync]]\nname = \"payments\"\nprefix = \"pay\"\nmount = \"kv\"\npath = \"payments\"\ndeletion_policy = \"delete\"\n"
+        ))
+        .replicator_policy(KEY, None)
+        .unwrap();
+        let moving = widened_for_the_move(&wanted, &fewer).unwrap();
+        assert_eq!(
+            statement(&moving, "AssumeTheReplicasAccountRole")["Resource"],
+            statement(&wanted, "AssumeTheReplicasAccountRole")["Resource"]
+        );
+        assert!(moving.to_string().contains("WriteNoSecretItself"));
+        // A rule added: nothing taken away.
+        assert_eq!(widened_for_the_move(&fewer, &wanted), None);
     }
 
     #[test]

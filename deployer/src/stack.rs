@@ -136,6 +136,9 @@ struct Converging<'s, 'p> {
     /// Roles of rules removed from the configuration: removed once the functions no longer
     /// name them.
     removes_rule_roles: Vec<iam::RoleSpec>,
+    /// The replicator's role as wanted, put once the functions have moved: until then its
+    /// policy also allows what the running functions use ([`crate::spec::widened_for_the_move`]).
+    narrows_replicator_role: Option<iam::RoleSpec>,
 }
 
 impl Stack<'_> {
@@ -165,6 +168,7 @@ impl Stack<'_> {
             removes_code_signing: None,
             removes_rotation_role: false,
             removes_rule_roles: Vec::new(),
+            narrows_replicator_role: None,
         };
         for resource in Resource::ORDER {
             // Boxed: the larger steps' futures would not fit a thread's stack together.
@@ -317,10 +321,11 @@ impl Converging<'_, '_> {
             Resource::CodeSigning => self.code_signing().await,
             // A config the functions have just left goes at once, not at the end of the run.
             Resource::Function => {
-                self.functions().await?;
+                Box::pin(self.functions()).await?;
                 self.leave_code_signing().await?;
-                self.leave_rotation_role().await?;
-                self.leave_rule_roles().await
+                Box::pin(self.leave_rotation_role()).await?;
+                Box::pin(self.leave_rule_roles()).await?;
+                Box::pin(self.narrow_replicator_role()).await
             }
             Resource::Rotation => self.rotation().await,
             Resource::WatcherDigest => self.watcher_digest().await,
@@ -379,7 +384,26 @@ impl Converging<'_, '_> {
         let seen = iam::observe(c, spec, &role).await?;
         let ch = iam::diff(&role, seen.as_ref());
         if self.go(&ch) {
-            iam::apply(c, spec, &role, &ch).await?;
+            // What the running functions use stays allowed until they have moved.
+            let now = seen
+                .as_ref()
+                .and_then(|s| s.policy.as_deref())
+                .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok());
+            let moving = now
+                .zip(role.policy.as_ref())
+                .and_then(|(now, wanted)| crate::spec::widened_for_the_move(&now, wanted));
+            match moving {
+                Some(widened) => {
+                    let mut first = role.clone();
+                    first.policy = Some(widened);
+                    self.narrows_replicator_role = Some(role);
+                    Box::pin(iam::apply(c, spec, &first, &ch)).await?;
+                }
+                // Boxed: each request's future is large, and a test thread's stack small.
+                None => {
+                    Box::pin(iam::apply(c, spec, &role, &ch)).await?;
+                }
+            }
         }
         self.changes.push(ch);
         // The rotation function's role: made with automatic rotation; otherwise one of this
@@ -396,7 +420,15 @@ impl Converging<'_, '_> {
         }
         self.removes_rotation_role = !spec.rotates_secret_id() && ch.action == Action::Delete;
         self.changes.push(ch);
-        self.rule_roles().await
+        Box::pin(self.rule_roles()).await
+    }
+
+    /// The replicator's policy as wanted, once the functions no longer need what it took away.
+    async fn narrow_replicator_role(&mut self) -> Result<(), DeployError> {
+        let Some(role) = self.narrows_replicator_role.take() else {
+            return Ok(());
+        };
+        iam::put_policy(self.stack.clients, &role).await
     }
 
     /// A role for each rule writing in the stack's account, after the replicator's (their
@@ -406,7 +438,22 @@ impl Converging<'_, '_> {
         let wanted = iam::rule_roles(spec)?;
         for role in &wanted {
             let seen = iam::observe(c, spec, role).await?;
-            let ch = iam::diff(role, seen.as_ref());
+            let mut ch = iam::diff(role, seen.as_ref());
+            let at = spec.arn(
+                "iam",
+                false,
+                &format!("role{}{}", role.path.as_deref().unwrap_or("/"), role.name),
+            );
+            if let Some(s) = seen.as_ref().filter(|s| !s.ours || s.arn != at) {
+                let why = format!(
+                    "{} exists without this stack's tag or at another path ({}): `up` does not take over a role it did not make; delete it, or rename the rule",
+                    role.name, s.arn
+                );
+                if self.apply {
+                    return Err(DeployError::Untrusted(why));
+                }
+                ch = ch.with_note(why);
+            }
             if self.go(&ch) {
                 iam::apply(c, spec, role, &ch).await?;
             }
@@ -657,7 +704,10 @@ impl Converging<'_, '_> {
             rotation::destroy(c, spec).await?;
         }
         let state = match (zip, self.go(&ch)) {
-            (Some(zip), true) => function::apply(c, spec, duty, &ch, zip, &inputs).await?,
+            // Boxed: a debug build's frame for it would crowd a test thread's stack.
+            (Some(zip), true) => {
+                Box::pin(function::apply(c, spec, duty, &ch, zip, &inputs)).await?
+            }
             (None, true) => {
                 return Err(DeployError::NotReady {
                     what: "lambda function".into(),

@@ -178,6 +178,23 @@ pub fn settings_of(base: &SyncArgs, given: &str) -> Result<Vec<Settings>, Config
         if let Some(region) = &doc.region {
             contract::check_region(region).map_err(|e| rule_error("region".into(), e))?;
         }
+        // The roles of the prefix are each its own rule's: never another's.
+        if let (Some(prefix), Some(arn)) = (
+            base.rule_role_arn_prefix
+                .as_deref()
+                .filter(|p| !p.is_empty()),
+            doc.account_role_arn.as_deref(),
+        ) && arn.starts_with(prefix)
+            && arn != format!("{prefix}{}", doc.name)
+        {
+            return Err(rule_error(
+                "account_role_arn".into(),
+                format!(
+                    "is another rule's role ({prefix}…): a rule writes with its own, {prefix}{}",
+                    doc.name
+                ),
+            ));
+        }
         if doc.account_kms_key.is_some() {
             return Err(rule_error(
                 "account_kms_key".into(),
@@ -237,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_rule_naming_no_role_writes_with_the_one_the_prefix_names() {
-        let prefix = "arn:aws:iam::111111111111:role/vault-secrets-replicator/s/s-sync-";
+        let prefix = "arn:aws:iam::111111111111:role/vault-secrets-replicator/s/s.sync.";
         let mut args = base();
         args.rule_role_arn_prefix = Some(prefix.into());
         let away = "arn:aws:iam::222222222222:role/replicas";
@@ -251,9 +268,19 @@ mod tests {
         .unwrap();
         let role = |s: &Settings| s.account_role.clone().unwrap();
         assert_eq!(role(&rules[0]).role_arn, format!("{prefix}pay"));
-        assert_eq!(role(&rules[0]).external_id, "s-sync-pay");
+        assert_eq!(role(&rules[0]).external_id, "s.sync.pay");
         assert_eq!(role(&rules[1]).role_arn, away);
         assert_eq!(role(&rules[1]).external_id, "ext-web");
+        // Another rule's role, named outright: refused.
+        let err = settings_of(
+            &args,
+            &format!(
+                r#"[{{"name": "web", "prefix": "web", "account_role_arn": "{prefix}pay", "external_id": "s.sync.pay"}}]"#
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is another rule's role"), "{err}");
         // Without it, a rule naming no role writes with the process's own credentials.
         let plain = settings_of(&base(), r#"[{"name": "pay", "prefix": "pay"}]"#).unwrap();
         assert!(plain[0].account_role.is_none());

@@ -114,7 +114,7 @@ fn check_through(spec: &Spec, rows: &[Row], endpoint_policy: Option<&Value>) {
                 "replicator" | "replicator-elsewhere" => (spec.role_arn(), vec![role.clone()]),
                 // The role `up` makes for a rule in the stack's account ("rule:NAME").
                 rule if rule.starts_with("rule:") => {
-                    let name = format!("-sync-{}", &rule["rule:".len()..]);
+                    let name = format!(".sync.{}", &rule["rule:".len()..]);
                     let own = rule_roles
                         .iter()
                         .find(|r| r.arn.ends_with(&name))
@@ -1727,7 +1727,7 @@ fn with_rules_each_home_rule_writes_only_its_prefix_as_it_says_and_the_functions
          [[sync]]\nname = \"team\"\nprefix = \"team\"\naccount_role_arn = \"{TEAM_ROLE}\"\nexternal_id = \"ext-1\""
     ));
     let rule_role = |name: &str| {
-        format!("arn:aws:iam::{ACCOUNT}:role/vault-secrets-replicator/{STACK}/{STACK}-sync-{name}")
+        format!("arn:aws:iam::{ACCOUNT}:role/vault-secrets-replicator/{STACK}/{STACK}.sync.{name}")
     };
     let ours = |r: Row| r.with("aws:ResourceTag/managed-by", json!(OURS));
     let regions = |r: Row, list: &[&str]| r.with("secretsmanager:AddReplicaRegions", json!(list));
@@ -1859,6 +1859,33 @@ fn with_rules_each_home_rule_writes_only_its_prefix_as_it_says_and_the_functions
         ))
         .with("kms:ResourceAliases", json!(["alias/other"])),
     ];
+    // A region without a key given: its aws/secretsmanager key is left to that key's policy
+    // (not denied); any other key there is.
+    let default_key = |resource: &'static str, aliases: Value, want| {
+        row("rule:web", "kms:GenerateDataKey", resource, want)
+            .with(
+                "kms:ViaService",
+                json!("secretsmanager.us-east-1.amazonaws.com"),
+            )
+            .with("kms:ResourceAliases", aliases)
+    };
+    rows.extend([
+        default_key(
+            "arn:aws:kms:us-east-1:123456789012:key/default",
+            json!(["alias/aws/secretsmanager"]),
+            ImplicitlyDenied,
+        ),
+        default_key(
+            "arn:aws:kms:us-east-1:123456789012:key/mine",
+            json!(["alias/mine"]),
+            ExplicitlyDenied,
+        ),
+        default_key(
+            "arn:aws:kms:ap-south-1:123456789012:key/default",
+            json!(["alias/aws/secretsmanager"]),
+            ExplicitlyDenied,
+        ),
+    ]);
     // Each of the function's role and the rules' roles: nothing outside its own prefix, in
     // the stack's account (the team rule's prefix is written in the other account only).
     for who in ["replicator", "rule:payments", "rule:web"] {
@@ -1880,6 +1907,83 @@ fn with_rules_each_home_rule_writes_only_its_prefix_as_it_says_and_the_functions
             }
         }
     }
+    check(&s, &rows);
+}
+
+/// Nested prefixes: the outer rule's role may write under the inner rule's prefix by name, but
+/// never a replica the inner rule's tag names, nor name the inner rule, nor remove the tag.
+#[test]
+fn a_rule_with_the_outer_of_two_nested_prefixes_never_writes_the_inner_rules_replicas() {
+    let s = spec(&format!(
+        "{EXTERNAL_KEEP}\n[[sync]]\nname = \"outer\"\nprefix = \"p\"\n[[sync]]\nname = \"inner\"\nprefix = \"p/in\"\n"
+    ));
+    let ours = |r: Row| r.with("aws:ResourceTag/managed-by", json!(OURS));
+    let of = |r: Row, rule: &str| ours(r).with("aws:ResourceTag/replica-rule", json!(rule));
+    let mut rows = Vec::new();
+    for action in [
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:DeleteSecret",
+        "secretsmanager:TagResource",
+        "secretsmanager:UpdateSecretVersionStage",
+    ] {
+        rows.push(of(
+            row("rule:outer", action, secret("p/in/x"), ExplicitlyDenied),
+            "inner",
+        ));
+    }
+    rows.extend([
+        of(
+            row(
+                "rule:outer",
+                "secretsmanager:PutSecretValue",
+                secret("p/in/y"),
+                Allowed,
+            ),
+            "outer",
+        ),
+        of(
+            row(
+                "rule:inner",
+                "secretsmanager:PutSecretValue",
+                secret("p/in/x"),
+                Allowed,
+            ),
+            "inner",
+        ),
+        // Its own replicas before the rule tag existed: written, and tagged with its name.
+        ours(row(
+            "rule:outer",
+            "secretsmanager:PutSecretValue",
+            secret("p/a"),
+            Allowed,
+        )),
+        row(
+            "rule:outer",
+            "secretsmanager:CreateSecret",
+            secret("p/in/z"),
+            ExplicitlyDenied,
+        )
+        .with("aws:TagKeys", json!(["replica-rule"]))
+        .with("aws:RequestTag/replica-rule", json!("inner")),
+        row(
+            "rule:outer",
+            "secretsmanager:CreateSecret",
+            secret("p/in/z"),
+            Allowed,
+        )
+        .with("aws:TagKeys", json!(["replica-rule"]))
+        .with("aws:RequestTag/replica-rule", json!("outer")),
+        of(
+            row(
+                "rule:outer",
+                "secretsmanager:UntagResource",
+                secret("p/in/y"),
+                ExplicitlyDenied,
+            ),
+            "outer",
+        )
+        .with("aws:TagKeys", json!(["replica-rule"])),
+    ]);
     check(&s, &rows);
 }
 
@@ -1911,7 +2015,7 @@ fn a_home_rules_role_admits_only_the_stacks_replicator_with_its_external_id() {
                 vpc_endpoint_policy: None,
             }
         };
-    let id = |name: &str| format!("{STACK}-sync-{name}");
+    let id = |name: &str| format!("{STACK}.sync.{name}");
     let rows: Vec<(Request, Decision, &str)> = vec![
         (
             assume(&s.role_arn(), home.clone(), pay, Some(&id("payments"))),

@@ -3322,3 +3322,83 @@ async fn target_up_makes_the_replicas_key_there_when_asked_and_destroy_keeps_it(
         Some(&aws_sdk_kms::types::KeyState::Enabled)
     );
 }
+
+/// Moving a stack's one sync to `[[sync]]` rules: the function's role keeps its writes until the
+/// function writes with the rules' roles, then loses them; a rule's role is not taken over
+/// from someone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_to_rules_narrows_the_functions_role_only_once_the_function_has_moved() {
+    let f = Fixture::new(EXTERNAL).await;
+    f.deployer(&["up", "--yes"]).await;
+    let aws = f.moto.sdk_config().await;
+    let rules = format!(
+        "{EXTERNAL}[[sync]]\nname = \"a\"\nprefix = \"a\"\n[[sync]]\nname = \"b\"\nprefix = \"b\"\n"
+    );
+    std::fs::write(f.path("deployer.toml"), &rules).unwrap();
+    let up = f.deployer(&["up", "--yes"]).await;
+    let at = |op: &str| -> Vec<usize> {
+        up.sent
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| *s == op)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let function = at("UpdateFunctionConfiguration");
+    let puts = at("PutRolePolicy");
+    assert!(
+        !function.is_empty() && puts.first() < function.first() && puts.last() > function.last(),
+        "widened before the function moves, narrowed after: {:?}",
+        up.sent
+    );
+    let policy = role_policy(&aws, "demo-replicator", "replicator").await;
+    statement(&policy, "WriteNoSecretItself");
+    assert!(
+        !policy.to_string().contains("\"WriteReplicatedSecrets\""),
+        "{policy}"
+    );
+    assert_eq!(
+        statement(&policy, "AssumeTheReplicasAccountRole")["Resource"],
+        serde_json::json!([
+            "arn:aws:iam::123456789012:role/vault-secrets-replicator/demo/demo.sync.a",
+            "arn:aws:iam::123456789012:role/vault-secrets-replicator/demo/demo.sync.b"
+        ])
+    );
+    let again = f.deployer(&["up", "--yes"]).await;
+    assert!(again.sent.is_empty(), "{:?}", again.sent);
+
+    // A role of a rule's name that this stack did not make is not taken over.
+    let iam = aws_sdk_iam::Client::new(&aws);
+    iam.create_role()
+        .role_name("demo.sync.c")
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    std::fs::write(
+        f.path("deployer.toml"),
+        format!("{rules}[[sync]]\nname = \"c\"\nprefix = \"c\"\n"),
+    )
+    .unwrap();
+    let plan = f.deployer(&["plan"]).await;
+    assert!(
+        plan.stdout
+            .contains("does not take over a role it did not make"),
+        "{}",
+        plan.stdout
+    );
+    let refused = f.deployer_may_fail(&["up", "--yes"]).await;
+    assert!(
+        refused
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("demo.sync.c exists without this stack's tag")),
+        "{:?}",
+        refused.error
+    );
+    assert!(
+        !refused.sent.iter().any(|s| s == "UpdateAssumeRolePolicy"),
+        "{:?}",
+        refused.sent
+    );
+}

@@ -2183,10 +2183,10 @@ async fn rules_in_deployer_toml_each_sync_what_vault_init_lets_them_read() {
         names.sort();
         names
     };
-    assert_eq!(roles().await, ["vi-sync-payments", "vi-sync-web"]);
+    assert_eq!(roles().await, ["vi.sync.payments", "vi.sync.web"]);
     let trust = iam
         .get_role()
-        .role_name("vi-sync-web")
+        .role_name("vi.sync.web")
         .send()
         .await
         .unwrap();
@@ -2205,7 +2205,7 @@ async fn rules_in_deployer_toml_each_sync_what_vault_init_lets_them_read() {
     );
     assert_eq!(
         only["Condition"]["StringEquals"]["sts:ExternalId"],
-        "vi-sync-web"
+        "vi.sync.web"
     );
     // A rule removed: its role goes, once the function no longer names it.
     let without_web = config(&w.bao.addr).replace(
@@ -2215,7 +2215,7 @@ async fn rules_in_deployer_toml_each_sync_what_vault_init_lets_them_read() {
     std::fs::write(w.dir.path().join("deployer.toml"), without_web).unwrap();
     let plan = w.deployer(&["plan"]).await;
     assert!(
-        plan.stdout.contains("vi-sync-web") && plan.stdout.contains("no longer configured"),
+        plan.stdout.contains("vi.sync.web") && plan.stdout.contains("no longer configured"),
         "{}",
         plan.stdout
     );
@@ -2232,7 +2232,7 @@ async fn rules_in_deployer_toml_each_sync_what_vault_init_lets_them_read() {
         "the function leaves the role before it goes: {:?}",
         up.sent
     );
-    assert_eq!(roles().await, ["vi-sync-payments"]);
+    assert_eq!(roles().await, ["vi.sync.payments"]);
     let destroy = w.deployer(&["destroy", "--yes"]).await;
     assert!(destroy.error.is_none(), "{:?}", destroy.error);
     assert!(roles().await.is_empty(), "destroy removes the rules' roles");

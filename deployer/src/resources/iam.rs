@@ -168,16 +168,26 @@ pub async fn apply(
             .into_iter()
             .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
             .collect();
-        c.iam
-            .create_role()
-            .role_name(&role.name)
-            .description(role.description)
-            .assume_role_policy_document(&trust)
-            .set_path(role.path.clone())
-            .set_tags(Some(tags))
-            .send()
-            .await
-            .ctx("CreateRole", &role.name)?;
+        // A rule's role trusts the replicator's, made moments before: IAM may refuse that
+        // principal until it knows it.
+        let codes: &[&str] = match role.path {
+            Some(_) => &["MalformedPolicyDocument"],
+            None => &[],
+        };
+        // Boxed: the request's future is large, and `up` holds many at once.
+        Box::pin(super::retry_on(c.backoff, codes, || async {
+            c.iam
+                .create_role()
+                .role_name(&role.name)
+                .description(role.description)
+                .assume_role_policy_document(&trust)
+                .set_path(role.path.clone())
+                .set_tags(Some(tags.clone()))
+                .send()
+                .await
+                .ctx("CreateRole", &role.name)
+        }))
+        .await?;
     } else if change.touches("trust_policy") {
         c.iam
             .update_assume_role_policy()
@@ -233,6 +243,22 @@ pub async fn apply(
     observe(c, spec, role)
         .await?
         .ok_or_else(|| missing("GetRole", "the role just made"))
+}
+
+/// Puts the role's inline policy as wanted (a step of `up` after [`apply`]).
+pub async fn put_policy(c: &Clients, role: &RoleSpec) -> Result<(), DeployError> {
+    let Some(policy) = &role.policy else {
+        return Ok(());
+    };
+    c.iam
+        .put_role_policy()
+        .role_name(&role.name)
+        .policy_name(role.policy_name)
+        .policy_document(canonical(policy))
+        .send()
+        .await
+        .ctx("PutRolePolicy", &role.name)?;
+    Ok(())
 }
 
 /// Deletes the role (inline and attached policies, instance profile first) if the stack tagged it.
@@ -390,8 +416,9 @@ pub fn rule_roles(spec: &Spec) -> Result<Vec<RoleSpec>, DeployError> {
         .collect())
 }
 
-/// The names of the roles under the stack's path for rules ([`Spec::rule_role_path`]) that
-/// carry its tag and none of `wanted` names: roles of rules removed since.
+/// The roles under the stack's path for rules ([`Spec::rule_role_path`]), named as this
+/// stack's rules' roles are and carrying its tag, that none of `wanted` names: roles of rules
+/// removed since.
 pub async fn leftover_rule_roles(
     c: &Clients,
     spec: &Spec,
@@ -415,8 +442,9 @@ pub async fn leftover_rule_roles(
         );
     }
     let mut leftover = Vec::new();
+    let ours = crate::config::rule_role_name(spec.stack(), "");
     for name in names {
-        if wanted.iter().any(|w| w.name == name) {
+        if !name.starts_with(&ours) || wanted.iter().any(|w| w.name == name) {
             continue;
         }
         let role = RoleSpec {
