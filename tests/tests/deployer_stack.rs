@@ -3402,3 +3402,63 @@ async fn moving_to_rules_narrows_the_functions_role_only_once_the_function_has_m
         refused.sent
     );
 }
+
+/// Rules naming one role in another account, in two regions, with `account_kms_key =
+/// "create"`: `target up` for either makes the key in each rule's region; the other rule's
+/// `target up` and `target status` see them converged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_up_makes_the_key_in_every_region_of_the_rules_sharing_the_role() {
+    const ROLE: &str = "arn:aws:iam::222222222222:role/teams-replicas";
+    let f = Fixture::new(&format!(
+        "{EXTERNAL}account_kms_key = \"create\"\n\
+         [[sync]]\nname = \"team-a\"\nprefix = \"a\"\nregion = \"eu-west-1\"\naccount_role_arn = \"{ROLE}\"\nexternal_id = \"ext-9b1\"\n\
+         [[sync]]\nname = \"team-b\"\nprefix = \"b\"\naccount_role_arn = \"{ROLE}\"\nexternal_id = \"ext-9b1\"\n"
+    ))
+    .await;
+    let home = f.moto.sdk_config().await;
+    let target = replicator::aws::in_account(
+        &home,
+        &contract::account::AccountRole::new("arn:aws:iam::222222222222:role/admin", Some("any"))
+            .unwrap(),
+    );
+    f.deployer(&["up", "--yes"]).await;
+    let plan = in_target(&f, &target, &["plan", "--sync", "team-a"]).await;
+    assert_eq!(
+        plan.json()["kms_key_regions"],
+        serde_json::json!(["eu-west-1", "us-east-1"]),
+        "{}",
+        plan.stdout
+    );
+    let up = in_target(&f, &target, &["up", "--yes", "--sync", "team-a"]).await;
+    assert!(up.error.is_none(), "{:?}", up.error);
+    assert_eq!(
+        up.sent.iter().filter(|s| *s == "CreateKey").count(),
+        2,
+        "{:?}",
+        up.sent
+    );
+    for region in ["eu-west-1", "us-east-1"] {
+        let kms = aws_sdk_kms::Client::from_conf(
+            aws_sdk_kms::config::Builder::from(&target)
+                .region(aws_types::region::Region::new(region))
+                .build(),
+        );
+        let key = kms
+            .describe_key()
+            .key_id("alias/demo-replicas")
+            .send()
+            .await
+            .unwrap();
+        let arn = key.key_metadata().unwrap().arn().unwrap().to_owned();
+        assert!(arn.contains(&format!(":{region}:222222222222:")), "{arn}");
+    }
+    let other = in_target(&f, &target, &["up", "--yes", "--sync", "team-b"]).await;
+    assert!(other.sent.is_empty(), "{:?}", other.sent);
+    let status = in_target(
+        &f,
+        &target,
+        &["status", "--sync", "team-b", "--detailed-exitcode"],
+    )
+    .await;
+    assert_eq!(status.code, 0, "{}", status.stdout);
+}

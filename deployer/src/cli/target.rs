@@ -190,15 +190,16 @@ pub async fn run(
         });
         change.action = Action::Update;
     }
-    let key = TargetKey::observe(target, spec).await?;
+    let keys = TargetKey::observe_all(target, whole, spec).await?;
     let head = serde_json::json!({
         "stack": spec.stack(),
         "account": account,
         "role_arn": spec.cfg.replicator.account_role.as_ref().map(|r| r.role_arn.clone()),
-        "kms_key": key.as_ref().map(|k| k.want.alias.clone()),
+        "kms_key": keys.first().map(|k| k.want.alias.clone()),
+        "kms_key_regions": keys.iter().map(|k| k.region.clone()).collect::<Vec<_>>(),
     });
-    // The key first: the role may use it only by its alias.
-    let changes: Vec<crate::change::Change> = key
+    // The keys first: the role may use them only by their alias.
+    let changes: Vec<crate::change::Change> = keys
         .iter()
         .map(|k| k.change.clone())
         .chain([change.clone()])
@@ -244,7 +245,7 @@ pub async fn run(
                         .trim_start_matches("exists ")
                 )));
             }
-            if let Some(k) = key.as_ref().filter(|k| !k.ours) {
+            if let Some(k) = keys.iter().find(|k| !k.ours) {
                 return Err(CliError::Refused(format!(
                     "the key {} in account {account} (region {}) does not carry this stack's tag: `target up` does not take over a key it did not make; delete that alias, or give account_kms_key = \"aws/secretsmanager\"",
                     k.want.alias, k.region
@@ -264,11 +265,11 @@ pub async fn run(
                 ))?;
             }
             let mut applied = Vec::new();
-            if let Some(k) = key
-                && k.change.changes_anything()
-            {
-                key::apply_key(&k.clients, &k.want, k.seen, &k.change).await?;
-                applied.push(k.change);
+            for k in keys {
+                if k.change.changes_anything() {
+                    key::apply_key(&k.clients, &k.want, k.seen, &k.change).await?;
+                    applied.push(k.change);
+                }
             }
             if change.changes_anything() {
                 iam::apply(target, spec, &role, &change).await?;
@@ -343,7 +344,7 @@ pub async fn run(
                 spec.write_prefix()
             ));
             let mut changes = vec![done];
-            if let Some(k) = key.as_ref().filter(|k| k.seen.is_some() && k.ours) {
+            for k in keys.iter().filter(|k| k.seen.is_some() && k.ours) {
                 let why = format!(
                     "kept in account {account} (region {}): the replicas are encrypted with it; once they are gone, `aws kms schedule-key-deletion` removes it",
                     k.region
@@ -374,6 +375,37 @@ struct TargetKey {
 }
 
 impl TargetKey {
+    /// The keys of every rule of `whole` naming `spec`'s role, one per region: a `target up`
+    /// for any of them converges the keys of all (each in its rule's region).
+    async fn observe_all(
+        target: &Clients,
+        whole: &Spec,
+        spec: &Spec,
+    ) -> Result<Vec<Self>, CliError> {
+        let mut regions = Vec::new();
+        let mut keys = Vec::new();
+        let views = whole.syncs();
+        let sharing = views
+            .iter()
+            .filter(|v| v.account_role_arn() == spec.account_role_arn());
+        for view in std::iter::once(spec).chain(sharing) {
+            let Some((region, _)) = view.account_key().map_err(DeployError::from)? else {
+                continue;
+            };
+            if regions.contains(&region) {
+                continue;
+            }
+            regions.push(region);
+            keys.extend(Self::observe(target, view).await?);
+        }
+        if keys.len() > 1 {
+            for k in &mut keys {
+                k.change.name = format!("{} ({})", k.want.alias, k.region);
+            }
+        }
+        Ok(keys)
+    }
+
     async fn observe(target: &Clients, spec: &Spec) -> Result<Option<Self>, CliError> {
         let Some((region, want)) = spec.account_key().map_err(DeployError::from)? else {
             return Ok(None);
