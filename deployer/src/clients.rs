@@ -89,6 +89,19 @@ impl Clients {
         c
     }
 
+    /// These clients, Secrets Manager's in `region`.
+    pub fn with_sm_in(&self, region: &str) -> Self {
+        let mut c = self.clone();
+        c.sm = aws_sdk_secretsmanager::Client::from_conf(
+            self.sm
+                .config()
+                .to_builder()
+                .region(aws_types::region::Region::new(region.to_owned()))
+                .build(),
+        );
+        c
+    }
+
     pub fn new(config: &SdkConfig, backoff: Backoff) -> Self {
         Self::with_interceptor(config, backoff, None)
     }

@@ -1248,7 +1248,7 @@ impl Spec {
 
     /// This sync's view (a rule's prefix and settings) in the account of `role` and the rule's
     /// region: where the replicas are written.
-    fn in_account_of(&self, role: &contract::account::AccountRole) -> Spec {
+    pub fn in_account_of(&self, role: &contract::account::AccountRole) -> Spec {
         let mut there = self.clone();
         there.id.account = role.account().to_owned();
         if let Some(region) = self.rule.as_ref().and_then(|r| r.region.clone()) {

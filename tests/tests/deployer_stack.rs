@@ -3321,6 +3321,64 @@ async fn target_up_makes_the_replicas_key_there_when_asked_and_destroy_keeps_it(
         state.key_metadata().unwrap().key_state(),
         Some(&aws_sdk_kms::types::KeyState::Enabled)
     );
+
+    // With --delete-replicated-secrets: the rule's replicas there, in its region, are
+    // scheduled for deletion with that account's credentials; anything else stays.
+    let sm = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&target)
+            .region(aws_types::region::Region::new("eu-west-1"))
+            .build(),
+    );
+    let mut replica = sm.create_secret().name("a/db").secret_string("{}");
+    for (k, v) in [
+        ("managed-by", "vault-secrets-replicator"),
+        ("vault-mount", "kv"),
+        ("vault-path", "/"),
+        ("replica-prefix", "a"),
+        ("replica-stack", "demo"),
+        ("replica-rule", "team-a"),
+    ] {
+        replica = replica.tags(
+            aws_sdk_secretsmanager::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build(),
+        );
+    }
+    replica.send().await.unwrap();
+    sm.create_secret()
+        .name("a/theirs")
+        .secret_string("{}")
+        .send()
+        .await
+        .unwrap();
+    let deleted = in_target(
+        &f,
+        &target,
+        &["destroy", "--yes", "--delete-replicated-secrets"],
+    )
+    .await;
+    assert!(deleted.error.is_none(), "{:?}", deleted.error);
+    assert_eq!(
+        deleted.sent,
+        ["DeleteSecret"],
+        "the role is gone already: {}",
+        deleted.stdout
+    );
+    let described = |name: &'static str| {
+        let sm = sm.clone();
+        async move {
+            sm.describe_secret()
+                .secret_id(name)
+                .send()
+                .await
+                .unwrap()
+                .deleted_date()
+                .is_some()
+        }
+    };
+    assert!(described("a/db").await, "the rule's replica is scheduled");
+    assert!(!described("a/theirs").await, "another's secret stays");
 }
 
 /// Moving a stack's one sync to `[[sync]]` rules: the function's role keeps its writes until the

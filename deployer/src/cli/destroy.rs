@@ -70,9 +70,10 @@ pub async fn run(
     for view in stack.spec.syncs() {
         if let Some(role) = &view.cfg.replicator.account_role {
             kept.push(format!(
-                "replicated secrets {}/* in account {} (delete them with that account's credentials)",
+                "replicated secrets {}/* in account {} (`deployer target destroy{} --delete-replicated-secrets --target-profile PROFILE` schedules them for deletion with that account's credentials)",
                 view.write_prefix(),
-                role.account()
+                role.account(),
+                view.sync_name().map(|n| format!(" --sync {n}")).unwrap_or_default()
             ));
         }
     }

@@ -61,6 +61,11 @@ pub struct DestroyArgs {
     /// Do not ask (needed when not run from a terminal).
     #[arg(long)]
     pub yes: bool,
+    /// Also schedule for deletion, once the role is gone, the replicas there of every rule
+    /// naming it (this stack's and rule's tags; `recovery_window_days`), each in its rule's
+    /// region; other secrets under the prefixes are kept.
+    #[arg(long)]
+    pub delete_replicated_secrets: bool,
 }
 
 const ROLE_DESCRIPTION: &str =
@@ -320,8 +325,13 @@ pub async fn run(
                 "the replicator can".to_owned()
             };
             if !d.yes {
+                let replicas = if d.delete_replicated_secrets {
+                    "and schedules their replicas there for deletion"
+                } else {
+                    "(the replicas stay)"
+                };
                 confirm(&format!(
-                    "target destroy deletes the role {} in account {account}; {who} then no longer write the replicas there (they stay).",
+                    "target destroy deletes the role {} in account {account}; {who} then no longer write the replicas there {replicas}.",
                     role.name
                 ))?;
             }
@@ -339,11 +349,39 @@ pub async fn run(
                     "        {who} no longer write there until `deployer target up` makes it again\n"
                 ));
             }
-            text.push_str(&format!(
-                "kept    the replicas {}/* in account {account}\n",
-                spec.write_prefix()
-            ));
             let mut changes = vec![done];
+            // Once the role is gone, no run writes them again.
+            let role_arn = spec.account_role_arn().unwrap_or_default();
+            for view in whole
+                .syncs()
+                .iter()
+                .filter(|v| v.account_role_arn() == Some(role_arn))
+            {
+                let Some(there) = view.writer_role().map(|r| view.in_account_of(&r)) else {
+                    continue;
+                };
+                if !d.delete_replicated_secrets {
+                    text.push_str(&format!(
+                        "kept    the replicas {}/* in account {account} (region {}; --delete-replicated-secrets schedules them for deletion)\n",
+                        view.write_prefix(),
+                        there.id.region
+                    ));
+                    continue;
+                }
+                let scheduled = crate::resources::replicas::schedule_sync_deletion(
+                    &target.with_sm_in(&there.id.region),
+                    &there,
+                )
+                .await?;
+                text.push_str(&format!(
+                    "deleted {} {} in account {account} (region {})\n",
+                    scheduled.kind, scheduled.name, there.id.region
+                ));
+                if let Some(n) = &scheduled.note {
+                    text.push_str(&format!("        {n}\n"));
+                }
+                changes.push(scheduled);
+            }
             for k in keys.iter().filter(|k| k.seen.is_some() && k.ours) {
                 let why = format!(
                     "kept in account {account} (region {}): the replicas are encrypted with it; once they are gone, `aws kms schedule-key-deletion` removes it",

@@ -273,9 +273,10 @@ pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Vec<Change>, 
     Ok(changes)
 }
 
-/// Schedules for deletion exactly this sync's replicas under `<prefix>/`; counts, and keeps,
-/// every other secret there.
-async fn schedule_sync_deletion(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
+/// Schedules for deletion exactly this sync's replicas under `<prefix>/`, where `c` reaches
+/// (the stack's account, or with `deployer target destroy` the replicas' account and the
+/// rule's region); counts, and keeps, every other secret there.
+pub async fn schedule_sync_deletion(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
     let name = match spec.sync_name() {
         Some(rule) => format!("{}/* (rule {rule})", spec.write_prefix()),
         None => format!("{}/*", spec.write_prefix()),
