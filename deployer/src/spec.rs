@@ -111,59 +111,59 @@ const WRITES_HERE: &[&str] = &[
 ];
 
 /// The replicator's policy while the functions still run with the environment they had, when
-/// `wanted` takes away what `seen` (the policy in IAM now) lets them do: `wanted`, with the
-/// writes `seen` allowed the role itself (the rules now write with roles of their own) and
-/// every role `seen` let it assume. `up` puts it before the functions move, and `wanted` once
-/// they have, so no run in between is refused. None when `wanted` takes nothing away.
+/// `wanted` takes away what `seen` (the policy in IAM now) lets them do (writes the role made
+/// itself, now the rules' roles'; a role to assume): `seen` as it is, with `wanted`'s new
+/// allows and the roles of both to assume, no new deny. `up` puts it before the functions
+/// move, and `wanted` once they have, so no run started in between is refused. None when
+/// `wanted` takes nothing away.
 pub fn widened_for_the_move(seen: &Value, wanted: &Value) -> Option<Value> {
-    let before: Vec<Value> = match &seen["Statement"] {
-        Value::Array(all) => all.clone(),
-        Value::Object(_) => vec![seen["Statement"].clone()],
-        _ => return None,
+    let statements = |d: &Value| -> Vec<Value> {
+        match &d["Statement"] {
+            Value::Array(all) => all.clone(),
+            one @ Value::Object(_) => vec![one.clone()],
+            _ => Vec::new(),
+        }
     };
-    let mut moving = wanted.clone();
-    let statements = moving["Statement"].as_array_mut()?;
-    let has = |all: &[Value], sid: &str| all.iter().any(|s| s["Sid"] == sid);
-    let mut widened = false;
+    let (before, after) = (statements(seen), statements(wanted));
+    let find = |all: &[Value], sid: &str| all.iter().find(|s| s["Sid"] == sid).cloned();
     let wrote_itself = before.iter().any(|s| {
         s["Effect"] == "Allow"
             && s["Sid"]
                 .as_str()
                 .is_some_and(|sid| WRITES_HERE.contains(&sid))
     });
-    if wrote_itself && has(statements, "WriteNoSecretItself") {
-        statements.retain(|s| s["Sid"] != "WriteNoSecretItself");
-        for old in &before {
-            if !has(statements, old["Sid"].as_str().unwrap_or_default()) {
-                statements.push(old.clone());
-            }
+    let moves_to_roles = wrote_itself && find(&after, "WriteNoSecretItself").is_some();
+    const ASSUME: &str = "AssumeTheReplicasAccountRole";
+    let roles_removed = match (find(&before, ASSUME), find(&after, ASSUME)) {
+        (Some(old), Some(new)) => {
+            policy::union_of(&new["Resource"], &old["Resource"]) != new["Resource"]
         }
-        widened = true;
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if !moves_to_roles && !roles_removed {
+        return None;
     }
-    for (sid, key) in [
-        ("AssumeTheReplicasAccountRole", "Resource"),
-        ("AssumeNoOtherRole", "NotResource"),
-    ] {
-        let Some(old) = before.iter().find(|s| s["Sid"] == sid) else {
-            continue;
-        };
-        match statements.iter_mut().find(|s| s["Sid"] == sid) {
-            Some(new) => {
-                let union = policy::union_of(&new[key], &old[key]);
-                if union != new[key] {
-                    new[key] = union;
-                    widened = true;
-                }
-            }
-            // A deny the new policy drops is not brought back; an allow is.
-            None if old["Effect"] == "Allow" => {
-                statements.push(old.clone());
-                widened = true;
-            }
+    let mut all = before.clone();
+    for new in &after {
+        let sid = new["Sid"].as_str().unwrap_or_default();
+        match all.iter_mut().find(|s| s["Sid"] == sid) {
+            None if new["Effect"] == "Allow" => all.push(new.clone()),
+            // A deny the running functions' policy lacks would narrow it: left for later.
             None => {}
+            Some(old) => {
+                let key = match sid {
+                    "AssumeTheReplicasAccountRole" => "Resource",
+                    "AssumeNoOtherRole" => "NotResource",
+                    _ => continue,
+                };
+                old[key] = policy::union_of(&old[key], &new[key]);
+            }
         }
     }
-    widened.then_some(moving)
+    let mut widened = seen.clone();
+    widened["Statement"] = Value::Array(all);
+    Some(widened)
 }
 
 /// The statements of the replicator's policy that let it assume the role in another account.
@@ -2139,6 +2139,32 @@ pub(crate) mod tests {
         assert!(moving.to_string().contains("WriteNoSecretItself"));
         // A rule added: nothing taken away.
         assert_eq!(widened_for_the_move(&fewer, &wanted), None);
+        // Rules that wrote with the function's role, each to its own regions and keys: the
+        // running functions keep every region and key they had (not the first rule's alone),
+        // and no deny they lacked.
+        let two = "[[sync]]\nname = \"a\"\nprefix = \"a\"\nreplica_regions = [\"cn-northwest-1=arn:aws-cn:kms:cn-northwest-1:123456789012:key/ka\"]\n[[sync]]\nname = \"b\"\nprefix = \"b\"\nreplica_regions = [\"ap-east-1\"]\n";
+        let mut merged = spec(&format!("{EXTERNAL}{two}"));
+        merged.cfg.vault = spec("stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\n")
+            .cfg
+            .vault;
+        let before = merged.replicator_policy(KEY, Some("vpc-1")).unwrap();
+        let wanted = spec(&format!("{EXTERNAL}{two}"))
+            .replicator_policy(KEY, None)
+            .unwrap();
+        let moving = widened_for_the_move(&before, &wanted).unwrap();
+        for sid in [
+            "ReplicateOnlyToTheConfiguredRegions",
+            "DenyEveryOtherKey",
+            "WriteReplicatedSecrets",
+            "DenyEveryWriteOutsideThePrefix",
+        ] {
+            assert_eq!(statement(&moving, sid), statement(&before, sid), "{sid}");
+        }
+        assert!(!moving.to_string().contains("WriteNoSecretItself"));
+        assert_eq!(
+            statement(&moving, "AssumeTheReplicasAccountRole"),
+            statement(&wanted, "AssumeTheReplicasAccountRole")
+        );
     }
 
     #[test]

@@ -391,7 +391,17 @@ impl Converging<'_, '_> {
                 .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok());
             let moving = now
                 .zip(role.policy.as_ref())
-                .and_then(|(now, wanted)| crate::spec::widened_for_the_move(&now, wanted));
+                .and_then(|(now, wanted)| crate::spec::widened_for_the_move(&now, wanted))
+                .filter(|widened| {
+                    // Too large for IAM: the functions' runs until they move may be refused.
+                    let fits = crate::policy::compact_len(widened) <= Spec::MAX_ROLE_POLICY;
+                    if !fits {
+                        tracing::warn!(
+                            "the replicator's policy is narrowed before the functions move (both policies together are over IAM's limit): runs until then may be refused"
+                        );
+                    }
+                    fits
+                });
             match moving {
                 Some(widened) => {
                     let mut first = role.clone();

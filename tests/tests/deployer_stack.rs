@@ -3379,6 +3379,31 @@ async fn target_up_makes_the_replicas_key_there_when_asked_and_destroy_keeps_it(
     };
     assert!(described("a/db").await, "the rule's replica is scheduled");
     assert!(!described("a/theirs").await, "another's secret stays");
+
+    // A role of that name the stack did not make: it may still be written through, so its
+    // replicas are not deleted.
+    aws_sdk_iam::Client::new(&target)
+        .create_role()
+        .role_name("a-replicas")
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    let refused = in_target(
+        &f,
+        &target,
+        &["destroy", "--yes", "--delete-replicated-secrets"],
+    )
+    .await;
+    assert!(
+        refused
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("does not carry this stack's tag")),
+        "{:?}",
+        refused.error
+    );
+    assert!(refused.sent.is_empty(), "{:?}", refused.sent);
 }
 
 /// Moving a stack's one sync to `[[sync]]` rules: the function's role keeps its writes until the

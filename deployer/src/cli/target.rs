@@ -312,6 +312,14 @@ pub async fn run(
             Ok(EXIT_OK)
         }
         TargetAction::Destroy(d) => {
+            // Replicas deleted while a role not made here still lets the replicator write them
+            // would be written again, or left unreadable to their readers: refused.
+            if d.delete_replicated_secrets && foreign {
+                return Err(CliError::Refused(format!(
+                    "the role {} in account {account} does not carry this stack's tag: destroy leaves it, and the replicator may still write through it, so the replicas are not deleted; delete or detach that role first",
+                    role.name
+                )));
+            }
             // Every rule naming the role loses it, not only this one.
             let sharing: Vec<String> = whole
                 .syncs()
@@ -350,7 +358,7 @@ pub async fn run(
                 ));
             }
             let mut changes = vec![done];
-            // Once the role is gone, no run writes them again.
+            // Once the role is gone (or was never there), no run writes them again.
             let role_arn = spec.account_role_arn().unwrap_or_default();
             for view in whole
                 .syncs()
