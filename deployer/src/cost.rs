@@ -164,6 +164,13 @@ pub fn estimate_syncs(spec: &Spec, counts: &[usize]) -> Estimate {
                 .into(),
             usd_per_month: 0.01 * HOURS,
         });
+        if spec.assumes_roles_here() {
+            lines.push(CostLine {
+                item: "1 VPC interface endpoint (STS: the function assumes each rule's role) in one AZ"
+                    .into(),
+                usd_per_month: 0.01 * HOURS,
+            });
+        }
         lines.push(CostLine {
             item: "TLS key secret".into(),
             usd_per_month: 0.40,

@@ -42,6 +42,9 @@ pub const SECRET_READ_BY_ONE_ROLE: &str =
 pub const VAULT_INSTANCE_TRUST: &str = include_str!("../../policies/vault-instance-trust.json");
 pub const VAULT_INSTANCE_POLICY: &str = include_str!("../../policies/vault-instance-policy.json");
 /// Policy of the VPC's Secrets Manager endpoint: only the stack's secrets pass through it.
+/// Policy of the VPC's STS endpoint (Vault on EC2 with rules in the stack's account): the
+/// replicator assuming its rules' roles, nothing else.
+pub const STS_ENDPOINT_POLICY: &str = include_str!("../../policies/sts-endpoint-policy.json");
 pub const SECRETSMANAGER_ENDPOINT_POLICY: &str =
     include_str!("../../policies/secretsmanager-endpoint-policy.json");
 

@@ -383,14 +383,11 @@ impl Spec {
     /// The role a rule's replicas are written with: the one it names in another account, or,
     /// for a rule in the stack's own account, the one `up` makes for it here (so that no rule's
     /// identity may write another rule's prefix). None for the one sync of the top-level keys
-    /// in the stack's account, and for the rules of a stack with its Vault on EC2 (the
-    /// function in the Vault network reaches no STS): the replicator's own role writes them.
+    /// in the stack's account: the replicator's own role writes it. (With Vault on EC2 the
+    /// function reaches STS through the Vault network's endpoint for it.)
     pub fn writer_role(&self) -> Option<contract::account::AccountRole> {
         if let Some(role) = &self.cfg.replicator.account_role {
             return Some(role.clone());
-        }
-        if self.deploys_vault() {
-            return None;
         }
         let name = crate::config::rule_role_name(self.stack(), self.sync_name()?);
         Some(contract::account::AccountRole {
@@ -1412,7 +1409,53 @@ impl Spec {
     /// connection secret and the TLS secret (and the unscoped listing); any other secret, or
     /// another account's credentials, not through this endpoint.
     pub fn secretsmanager_endpoint_policy(&self) -> Result<Value, TemplateError> {
-        self.merged(Spec::sync_endpoint_policy)
+        // Every sync writing in this account passes, whichever role it writes with.
+        let views = self.syncs();
+        let here: Vec<&Spec> = views
+            .iter()
+            .filter(|v| v.cfg.replicator.account_role.is_none())
+            .collect();
+        match here.is_empty() {
+            true => views[0].sync_endpoint_policy(),
+            false => Self::merge_all(&here, &Spec::sync_endpoint_policy),
+        }
+    }
+
+    /// The roles of the rules writing in the stack's account ([`Spec::home_rule_roles`]): with
+    /// Vault on EC2, the function reaches STS through an endpoint of the Vault network.
+    pub fn assumes_roles_here(&self) -> bool {
+        self.syncs()
+            .iter()
+            .any(|v| v.rule.is_some() && v.cfg.replicator.account_role.is_none())
+    }
+
+    /// The Vault network's STS endpoint's policy: only the replicator's role, assuming only its
+    /// rules' roles.
+    pub fn sts_endpoint_policy(&self) -> Result<Value, TemplateError> {
+        let arns: Vec<String> = self
+            .syncs()
+            .iter()
+            .filter(|v| v.cfg.replicator.account_role.is_none())
+            .filter_map(|v| v.writer_role().map(|r| r.role_arn))
+            .collect();
+        self.render(
+            policy::STS_ENDPOINT_POLICY,
+            vec![
+                (
+                    "rule_role_arns",
+                    serde_json::to_string(&arns).map_err(TemplateError::NotJson)?,
+                ),
+                ("replicator_role_arn", self.role_arn()),
+            ],
+        )
+    }
+
+    /// The policy of the Vault network's endpoint of `service` (its last `.` part).
+    pub fn endpoint_policy(&self, service: &str) -> Result<Value, TemplateError> {
+        match service.rsplit('.').next() {
+            Some("sts") => self.sts_endpoint_policy(),
+            _ => self.secretsmanager_endpoint_policy(),
+        }
     }
 
     fn sync_endpoint_policy(&self) -> Result<Value, TemplateError> {
@@ -2054,26 +2097,53 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn with_vault_on_ec2_the_functions_role_writes_each_home_rule_itself() {
-        // The function in the Vault network reaches no STS: no role of a rule's own.
+    fn with_vault_on_ec2_home_rules_assume_their_roles_through_an_sts_endpoint() {
         let s = spec(
             "stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\n[[sync]]\nname = \"a\"\nprefix = \"a\"\n[[sync]]\nname = \"b\"\nprefix = \"b\"\n",
         );
-        assert!(s.home_rule_roles().unwrap().is_empty());
+        let roles: Vec<String> = s
+            .home_rule_roles()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.arn)
+            .collect();
+        assert_eq!(roles.len(), 2);
         assert!(
-            !s.lambda_environment(KEY)
+            s.lambda_environment(KEY)
                 .contains_key(env::RULE_ROLE_ARN_PREFIX)
         );
         let p = s.replicator_policy(KEY, Some("vpc-1")).unwrap();
+        statement(&p, "WriteNoSecretItself");
         assert_eq!(
-            statement(&p, "WriteReplicatedSecrets")["Resource"],
-            serde_json::json!([
-                "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:a/*",
-                "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:b/*"
-            ])
+            statement(&p, "AssumeTheReplicasAccountRole")["Resource"],
+            serde_json::json!(roles)
         );
-        assert!(!p.to_string().contains("WriteNoSecretItself"));
-        assert!(!p.to_string().contains("AssumeTheReplicasAccountRole"));
+        // The Vault network's endpoints: Secrets Manager's passes both rules' prefixes, STS's
+        // only the replicator assuming exactly those roles.
+        let services = crate::resources::network::endpoint_services(&s);
+        assert_eq!(
+            services,
+            [
+                "cn.com.amazonaws.cn-north-1.secretsmanager",
+                "cn.com.amazonaws.cn-north-1.sts"
+            ]
+        );
+        let sts = s.endpoint_policy(&services[1]).unwrap();
+        let only = statement(&sts, "OnlyTheReplicatorAssumingItsRulesRoles");
+        assert_eq!(only["Resource"], serde_json::json!(roles));
+        assert_eq!(only["Action"], "sts:AssumeRole");
+        assert_eq!(
+            only["Condition"]["StringEquals"]["aws:PrincipalArn"],
+            "arn:aws-cn:iam::123456789012:role/s-replicator"
+        );
+        let sm = s.endpoint_policy(&services[0]).unwrap().to_string();
+        assert!(
+            sm.contains("secret:a/*") && sm.contains("secret:b/*"),
+            "{sm}"
+        );
+        // Without rules, the one endpoint as before.
+        let one = spec("stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\n");
+        assert_eq!(crate::resources::network::endpoint_services(&one).len(), 1);
     }
 
     #[test]
@@ -2143,11 +2213,12 @@ pub(crate) mod tests {
         // running functions keep every region and key they had (not the first rule's alone),
         // and no deny they lacked.
         let two = "[[sync]]\nname = \"a\"\nprefix = \"a\"\nreplica_regions = [\"cn-northwest-1=arn:aws-cn:kms:cn-northwest-1:123456789012:key/ka\"]\n[[sync]]\nname = \"b\"\nprefix = \"b\"\nreplica_regions = [\"ap-east-1\"]\n";
-        let mut merged = spec(&format!("{EXTERNAL}{two}"));
-        merged.cfg.vault = spec("stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\n")
-            .cfg
-            .vault;
-        let before = merged.replicator_policy(KEY, Some("vpc-1")).unwrap();
+        // (The one sync writing itself to both rules' regions, with both keys.)
+        let before = spec(&format!(
+            "{EXTERNAL}replica_regions = [\"cn-northwest-1=arn:aws-cn:kms:cn-northwest-1:123456789012:key/ka\", \"ap-east-1\"]\n"
+        ))
+        .replicator_policy(KEY, None)
+        .unwrap();
         let wanted = spec(&format!("{EXTERNAL}{two}"))
             .replicator_policy(KEY, None)
             .unwrap();

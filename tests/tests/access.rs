@@ -2413,3 +2413,72 @@ fn another_stacks_replicas_and_the_stack_tag_are_out_of_the_roles_reach() {
         ],
     );
 }
+
+/// With Vault on EC2 the function reaches STS through the Vault network's endpoint: only the
+/// replicator's role passes, and only to assume its rules' roles.
+#[test]
+fn the_sts_endpoint_passes_only_the_replicator_assuming_its_rules_roles() {
+    let s = spec(
+        "vault_inbound_cidr = \"203.0.113.0/24\"\n[[sync]]\nname = \"payments\"\nprefix = \"pay\"\n[[sync]]\nname = \"web\"\nprefix = \"web\"\n",
+    );
+    let roles = s.home_rule_roles().unwrap();
+    let endpoint = s.endpoint_policy("com.amazonaws.eu-west-1.sts").unwrap();
+    let home = s.replicator_policy(KEY, Some(VPC)).unwrap();
+    let assume =
+        |who: &str, identity: Value, role: &str, trust: Option<&Value>, id: &str| Request {
+            principal: who.to_owned(),
+            action: "sts:AssumeRole".into(),
+            resource: role.to_owned(),
+            account: ACCOUNT.into(),
+            context: BTreeMap::from([
+                ("aws:PrincipalArn".to_owned(), json!(who)),
+                ("aws:PrincipalAccount".to_owned(), json!(ACCOUNT)),
+                ("sts:ExternalId".to_owned(), json!(id)),
+            ]),
+            identity_policies: vec![identity],
+            resource_policy: trust.cloned(),
+            vpc_endpoint_policy: Some(endpoint.clone()),
+        };
+    let id = |r: &deployer::spec::AccountRoleSpec| r.arn.rsplit('/').next().unwrap().to_owned();
+    let rows: Vec<(Request, Decision, &str)> = vec![
+        (
+            assume(
+                &s.role_arn(),
+                home.clone(),
+                &roles[0].arn,
+                Some(&roles[0].trust),
+                &id(&roles[0]),
+            ),
+            Allowed,
+            "the replicator, its rule's role",
+        ),
+        (
+            assume(
+                &s.role_arn(),
+                home.clone(),
+                &roles[1].arn,
+                Some(&roles[1].trust),
+                &id(&roles[1]),
+            ),
+            Allowed,
+            "the replicator, the other rule's role",
+        ),
+        (
+            assume(
+                &s.role_arn(),
+                allow_all(),
+                "arn:aws:iam::123456789012:role/admin",
+                None,
+                "x",
+            ),
+            ImplicitlyDenied,
+            "no other role through the endpoint, whatever the identity allows",
+        ),
+        (
+            assume(SOMEONE, allow_all(), &roles[0].arn, None, &id(&roles[0])),
+            ImplicitlyDenied,
+            "no other principal through the endpoint",
+        ),
+    ];
+    assert_decisions(&rows);
+}

@@ -77,6 +77,11 @@ fn every_rendered_policy_passes_parliament() {
             "vault_inbound_cidr = \"203.0.113.0/24\"",
             "aws-cn",
         ),
+        (
+            "ec2, rules",
+            "vault_inbound_cidr = \"203.0.113.0/24\"\n[[sync]]\nname = \"a\"\nprefix = \"a\"\ndeletion_policy = \"delete\"\n[[sync]]\nname = \"b\"\nprefix = \"b\"\nreplica_regions = [\"eu-central-1\"]\n",
+            "aws",
+        ),
     ];
     let key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
     let mut findings = Vec::new();
@@ -119,12 +124,19 @@ fn every_rendered_policy_passes_parliament() {
             docs.push(("account role policy", there.policy));
             docs.push(("account role trust policy", there.trust));
         }
+        for rule in s.home_rule_roles().unwrap() {
+            docs.push(("a home rule's role policy", rule.policy));
+            docs.push(("a home rule's role trust policy", rule.trust));
+        }
+        if s.assumes_roles_here() {
+            docs.push(("sts endpoint policy", s.sts_endpoint_policy().unwrap()));
+        }
         for (name, doc) in docs {
             findings.extend(parliament(&format!("{shape} / {name}"), &doc));
             checked += 1;
         }
     }
-    assert_eq!(checked, 47);
+    assert_eq!(checked, 47 + 9 + 4 + 1);
     assert!(
         findings.is_empty(),
         "parliament findings:\n{}",

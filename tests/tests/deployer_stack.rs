@@ -3545,3 +3545,66 @@ async fn target_up_makes_the_key_in_every_region_of_the_rules_sharing_the_role()
     .await;
     assert_eq!(status.code, 0, "{}", status.stdout);
 }
+
+/// Vault on EC2 with `[[sync]]` rules in the stack's account: the function assumes each rule's
+/// role through an STS endpoint of the Vault network, whose policy passes only that; the
+/// endpoint goes when the rules do. Converged, a second `up` sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_on_ec2_with_rules_reaches_sts_through_its_own_endpoint() {
+    let rules = format!(
+        "{ON_EC2}[[sync]]\nname = \"a\"\nprefix = \"a\"\n[[sync]]\nname = \"b\"\nprefix = \"b\"\n"
+    );
+    let f = Fixture::new(&rules).await;
+    let plan = f.deployer(&["plan"]).await;
+    assert!(
+        plan.json()["cost"].to_string().contains("STS"),
+        "{}",
+        plan.stdout
+    );
+    f.deployer(&["up", "--yes"]).await;
+    let aws = f.moto.sdk_config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&aws);
+    let endpoints = || async {
+        let out = ec2.describe_vpc_endpoints().send().await.unwrap();
+        let mut live: Vec<(String, String)> = out
+            .vpc_endpoints()
+            .iter()
+            // Compared as text: moto spells the states in lower case.
+            .filter(|e| {
+                !e.state().is_some_and(|s| {
+                    ["deleted", "deleting"].contains(&s.as_str().to_ascii_lowercase().as_str())
+                })
+            })
+            .map(|e| {
+                (
+                    e.service_name().unwrap_or_default().to_owned(),
+                    e.policy_document().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        live.sort();
+        live
+    };
+    let live = endpoints().await;
+    let services: Vec<&str> = live.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        services,
+        [
+            "com.amazonaws.us-east-1.secretsmanager",
+            "com.amazonaws.us-east-1.sts"
+        ]
+    );
+    let sts = deployer::policy::parse_returned(&live[1].1).unwrap();
+    assert!(
+        sts.to_string()
+            .contains("role/vault-secrets-replicator/onec2/onec2.sync.a"),
+        "{sts}"
+    );
+    let again = f.deployer(&["up", "--yes"]).await;
+    assert!(again.sent.is_empty(), "{:?}", again.sent);
+    // Back to the one sync: the STS endpoint goes.
+    std::fs::write(f.path("deployer.toml"), ON_EC2).unwrap();
+    f.deployer(&["up", "--yes"]).await;
+    let services: Vec<String> = endpoints().await.into_iter().map(|(s, _)| s).collect();
+    assert_eq!(services, ["com.amazonaws.us-east-1.secretsmanager"]);
+}

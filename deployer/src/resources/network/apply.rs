@@ -308,7 +308,7 @@ async fn apply_endpoints(
         let Some(ch) = field(changes, ENDPOINT, &service) else {
             continue;
         };
-        let policy = canonical(&spec.secretsmanager_endpoint_policy()?);
+        let policy = canonical(&spec.endpoint_policy(&service)?);
         // Only the policy drifted: set it again in place.
         let policy_only = ch.fields.iter().all(|f| f.field == "policy");
         match ch.action {

@@ -157,20 +157,30 @@ fn service_prefix(spec: &Spec) -> &'static str {
     }
 }
 
-/// Endpoint services the Lambda needs: Secrets Manager only. Failure notices leave through the
-/// function's on-failure destination, which Lambda delivers from outside the VPC.
+/// Endpoint services the Lambda needs: Secrets Manager, and STS when `[[sync]]` rules write in
+/// the stack's account (each with a role of its own, which the function assumes). Failure
+/// notices leave through the function's on-failure destination, which Lambda delivers from
+/// outside the VPC.
 pub fn endpoint_services(spec: &Spec) -> Vec<String> {
-    vec![format!(
+    let mut all = vec![format!(
         "{}.{}.secretsmanager",
         service_prefix(spec),
         spec.id.region
-    )]
+    )];
+    if spec.assumes_roles_here() {
+        all.push(format!("{}.{}.sts", service_prefix(spec), spec.id.region));
+    }
+    all
 }
 
-/// Every endpoint service the stack has ever made: the wanted ones, and SNS (an earlier version
-/// made one; it is removed).
+/// Every endpoint service the stack may have made: the wanted ones, STS (with rules, then
+/// without), and SNS (an earlier version made one): those not wanted are removed.
 pub(super) fn endpoint_services_all(spec: &Spec) -> Vec<String> {
     let mut all = endpoint_services(spec);
+    let sts = format!("{}.{}.sts", service_prefix(spec), spec.id.region);
+    if !all.contains(&sts) {
+        all.push(sts);
+    }
     all.push(format!("{}.{}.sns", service_prefix(spec), spec.id.region));
     all
 }
@@ -409,9 +419,9 @@ pub fn diff(spec: &Spec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
         changes.push(piece(GROUP, &gname, wanted, &want, have.as_ref()));
     }
 
-    let policy = canonical(&spec.secretsmanager_endpoint_policy()?);
     let needed = endpoint_services(spec);
     for service in endpoint_services_all(spec) {
+        let policy = canonical(&spec.endpoint_policy(&service)?);
         let want = vec![
             ("private_dns", on_off(true)),
             (
@@ -560,6 +570,10 @@ mod tests {
         .map(|(n, a)| (n.to_owned(), a))
         .chain([
             (format!("vpc endpoint {sm}"), Action::Create),
+            (
+                "vpc endpoint cn.com.amazonaws.cn-north-1.sts".to_owned(),
+                Action::Absent,
+            ),
             (format!("vpc endpoint {sns}"), Action::Absent),
         ])
         .collect();
