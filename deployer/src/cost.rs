@@ -108,10 +108,21 @@ pub fn estimate_syncs(spec: &Spec, counts: &[usize]) -> Estimate {
         });
     }
     lines.extend(schedule_lines(spec, counts));
-    lines.extend([CostLine {
-        item: "CloudWatch Logs (~10 MB/month)".into(),
-        usd_per_month: 0.01,
-    }]);
+    let alarms = crate::resources::monitoring::wanted(spec).len();
+    lines.extend([
+        CostLine {
+            item: "CloudWatch Logs (~10 MB/month)".into(),
+            usd_per_month: 0.01,
+        },
+        CostLine {
+            item: format!("{alarms} CloudWatch alarms (standard resolution)"),
+            usd_per_month: alarms as f64 * 0.10,
+        },
+        CostLine {
+            item: "CloudWatch dashboard (the first 3 of an account are free)".into(),
+            usd_per_month: 3.0,
+        },
+    ]);
     for (view, &secrets) in spec.syncs().iter().zip(counts) {
         let regions = view.cfg.replicator.replica_regions.len();
         let rule = view
@@ -211,7 +222,8 @@ mod tests {
             &spec("deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\""),
             100,
         );
-        assert!(ext.total_usd_per_month < 2.0);
+        // The key, the connection, logs, two alarms, and the dashboard ($3 of it).
+        assert!(ext.total_usd_per_month < 6.0, "{ext:?}");
         assert!(super::render(&ext).contains("total"));
     }
 

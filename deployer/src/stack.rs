@@ -9,8 +9,8 @@ use crate::clients::Clients;
 use crate::lambda_zip::LambdaZip;
 use crate::resources::network;
 use crate::resources::{
-    DeployError, function, iam, key, logs, replicas, rotation, rule, secret, signing, topic,
-    vault_server,
+    DeployError, function, iam, key, logs, monitoring, replicas, rotation, rule, secret, signing,
+    topic, vault_server,
 };
 use crate::spec::{Duty, Group, Spec};
 
@@ -84,10 +84,12 @@ pub enum Resource {
     /// The digest of the code uploaded, which the Vault host checks the watcher's against.
     WatcherDigest,
     Schedule,
+    /// The alarms and the dashboard over the function's metrics.
+    Monitoring,
 }
 
 impl Resource {
-    pub const ORDER: [Resource; 12] = [
+    pub const ORDER: [Resource; 13] = [
         Resource::Key,
         Resource::Topic,
         Resource::Network,
@@ -100,6 +102,7 @@ impl Resource {
         Resource::Rotation,
         Resource::WatcherDigest,
         Resource::Schedule,
+        Resource::Monitoring,
     ];
 }
 
@@ -221,6 +224,7 @@ impl Stack<'_> {
             progress(Phase::Starting, &Change::new(kind, name, Action::Delete));
         };
         let changes = match resource {
+            Resource::Monitoring => monitoring::destroy(c, spec).await?,
             Resource::Schedule => {
                 starting(rule::KIND, spec.rule_name());
                 vec![rule::destroy(c, spec).await?]
@@ -330,6 +334,7 @@ impl Converging<'_, '_> {
             Resource::Rotation => self.rotation().await,
             Resource::WatcherDigest => self.watcher_digest().await,
             Resource::Schedule => self.schedule().await,
+            Resource::Monitoring => self.monitoring().await,
         }
     }
 
@@ -770,6 +775,28 @@ impl Converging<'_, '_> {
             rule::apply(c, spec, &ch).await?;
         }
         self.out.schedule = Some(spec.cfg.schedule.clone());
+        self.changes.push(ch);
+        Ok(())
+    }
+
+    /// The alarms (updated in place) and the dashboard (never one this stack did not make).
+    async fn monitoring(&mut self) -> Result<(), DeployError> {
+        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let wanted = monitoring::wanted(spec);
+        let seen = monitoring::observe_alarms(c, spec, &wanted).await?;
+        for (want, seen) in wanted.iter().zip(&seen) {
+            let ch = monitoring::diff_alarm(spec, want, seen.as_ref());
+            if self.go(&ch) {
+                monitoring::apply_alarm(c, spec, want).await?;
+            }
+            self.changes.push(ch);
+        }
+        let seen = monitoring::observe_dashboard(c, spec).await?;
+        let ch = monitoring::diff_dashboard(spec, seen.as_ref());
+        let foreign = seen.as_ref().is_some_and(|(_, ours)| !ours);
+        if !foreign && self.go(&ch) {
+            monitoring::apply_dashboard(c, spec).await?;
+        }
         self.changes.push(ch);
         Ok(())
     }

@@ -49,9 +49,11 @@ pub fn lag_of(step: &Step, now: SystemTime) -> Option<f64> {
     Some((now.as_secs_f64() - then).max(0.0))
 }
 
-/// The EMF document of one run: `stack` and `rule` as dimensions, the report's counts, its
-/// duration, the values read, and each write's lag (the first [`MAX_VALUES`]); the kind of run
-/// as a property. Names and numbers only.
+/// The EMF document of one run: `stack` and `rule` as dimensions (and `stack` alone, the
+/// stack's whole: the deployer's alarms and dashboard watch it), the report's counts, its
+/// duration, the values read, whether it was a full sync that succeeded (the alarm of no full
+/// sync counts these), and each write's lag (the first [`MAX_VALUES`]); the kind of run as a
+/// property. Names and numbers only.
 pub fn document(report: &Report, stack: &str, rule: &str, kind: &str, now_ms: u64) -> Value {
     let count = |name: &str| json!({"Name": name, "Unit": "Count"});
     let mut metrics = vec![
@@ -62,6 +64,7 @@ pub fn document(report: &Report, stack: &str, rule: &str, kind: &str, now_ms: u6
         count("Failed"),
         count("ValuesRead"),
         json!({"Name": "DurationMs", "Unit": "Milliseconds"}),
+        count(contract::metrics::FULL_SYNCS),
     ];
     let mut doc = json!({
         "_aws": {
@@ -78,6 +81,7 @@ pub fn document(report: &Report, stack: &str, rule: &str, kind: &str, now_ms: u6
         "Failed": report.failures.len(),
         "ValuesRead": report.values_read,
         "DurationMs": report.duration_ms,
+        contract::metrics::FULL_SYNCS: u8::from(kind == "full" && !report.failed() && !report.dry_run),
     });
     if !report.lags.is_empty() {
         metrics.push(json!({"Name": "LagSeconds", "Unit": "Seconds"}));
@@ -92,7 +96,7 @@ pub fn document(report: &Report, stack: &str, rule: &str, kind: &str, now_ms: u6
     }
     doc["_aws"]["CloudWatchMetrics"] = json!([{
         "Namespace": NAMESPACE,
-        "Dimensions": [["Stack", "Rule"]],
+        "Dimensions": [["Stack", "Rule"], ["Stack"]],
         "Metrics": metrics,
     }]);
     doc
@@ -120,7 +124,7 @@ mod tests {
         let d = document(&report, "s", "default", "full", 42);
         let m = &d["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(m["Namespace"], NAMESPACE);
-        assert_eq!(m["Dimensions"], json!([["Stack", "Rule"]]));
+        assert_eq!(m["Dimensions"], json!([["Stack", "Rule"], ["Stack"]]));
         let names: Vec<&str> = m["Metrics"]
             .as_array()
             .unwrap()
@@ -144,6 +148,11 @@ mod tests {
         // No lag measured: no lag metric (an empty array is not a value).
         let quiet = document(&Report::default(), "s", "default", "full", 42);
         assert!(quiet.get("LagSeconds").is_none());
+        // A full sync that succeeded counts; a failed one, or another kind, does not.
+        assert_eq!(d["FullSyncsSucceeded"], 0, "it failed");
+        assert_eq!(quiet["FullSyncsSucceeded"], 1);
+        let changed = document(&Report::default(), "s", "default", "change-driven", 42);
+        assert_eq!(changed["FullSyncsSucceeded"], 0);
     }
 
     #[test]

@@ -93,7 +93,9 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
             .all(|c| c["action"] == "create"),
         "{p}"
     );
-    assert!(p["cost"]["total_usd_per_month"].as_f64().unwrap() < 2.0);
+    // The key, the connection, logs and the alarms, and the dashboard's $3.
+    let total = p["cost"]["total_usd_per_month"].as_f64().unwrap();
+    assert!(total < 6.0, "{total}");
 
     let up = f.deployer(&["up", "--yes"]).await;
     assert_eq!(up.code, 0);
@@ -134,6 +136,77 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
     assert_eq!(status.code, 0, "{}", status.stdout);
     assert_eq!(status.json()["clean"], true);
 
+    // The alarms over the function's metrics, notifying the topic, and the dashboard.
+    let aws = f.moto.sdk_config().await;
+    let cw = aws_sdk_cloudwatch::Client::new(&aws);
+    let alarms = cw.describe_alarms().send().await.unwrap();
+    let mut found: Vec<(String, String, String, Vec<String>)> = alarms
+        .metric_alarms()
+        .iter()
+        .map(|a| {
+            (
+                a.alarm_name().unwrap().to_owned(),
+                a.metric_name().unwrap().to_owned(),
+                a.treat_missing_data().unwrap_or("").to_owned(),
+                a.alarm_actions().to_vec(),
+            )
+        })
+        .collect();
+    found.sort();
+    let topic = o["topic_arn"].as_str().unwrap().to_owned();
+    assert_eq!(
+        found,
+        [
+            (
+                "demo-failed-runs".to_owned(),
+                "Failed".to_owned(),
+                "notBreaching".to_owned(),
+                vec![topic.clone()]
+            ),
+            (
+                "demo-no-full-sync".to_owned(),
+                "FullSyncsSucceeded".to_owned(),
+                "breaching".to_owned(),
+                vec![topic.clone()]
+            ),
+        ]
+    );
+    let board = cw
+        .get_dashboard()
+        .dashboard_name("demo")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        board.dashboard_body().unwrap().contains("LagSeconds"),
+        "{board:?}"
+    );
+    // Someone loosens an alarm: drift, shown, then repaired by the next up.
+    cw.put_metric_alarm()
+        .alarm_name("demo-failed-runs")
+        .namespace("VaultSecretsReplicator")
+        .metric_name("Failed")
+        .dimensions(
+            aws_sdk_cloudwatch::types::Dimension::builder()
+                .name("Stack")
+                .value("demo")
+                .build(),
+        )
+        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .period(300)
+        .evaluation_periods(1)
+        .threshold(100.0)
+        .comparison_operator(
+            aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold,
+        )
+        .send()
+        .await
+        .unwrap();
+    let drifted = f.deployer(&["status", "--detailed-exitcode"]).await;
+    assert_eq!(drifted.code, 2, "{}", drifted.stdout);
+    let repaired = f.deployer(&["up", "--yes"]).await;
+    assert_eq!(repaired.sent, ["PutMetricAlarm"]);
+
     // No reserved concurrency (an account at Lambda's default limit reserves none): the slot
     // goes, and stays gone.
     let unreserved = f
@@ -163,6 +236,9 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
     assert_eq!(
         deleted,
         [
+            "cloudwatch alarm",
+            "cloudwatch alarm",
+            "cloudwatch dashboard",
             "schedule rule",
             // The sync function and the rotation function, their log groups and roles.
             "lambda function",

@@ -5,6 +5,7 @@ pub mod function;
 pub mod iam;
 pub mod key;
 pub mod logs;
+pub mod monitoring;
 pub mod network;
 pub mod replicas;
 pub mod rotation;

@@ -38,6 +38,9 @@ pub mod metrics {
     pub const NAMESPACE: &str = "VaultSecretsReplicator";
     /// The `Rule` dimension of the one sync the top-level keys describe.
     pub const DEFAULT_RULE: &str = "default";
+    /// 1 for a full run that succeeded, else 0: the deployer's alarm of no full sync within two
+    /// schedule periods sums it over the stack.
+    pub const FULL_SYNCS: &str = "FullSyncsSucceeded";
 }
 
 /// Environment variables the Lambda reads (the CLI flags of `replicator sync` read the same ones).

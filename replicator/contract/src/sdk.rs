@@ -125,6 +125,8 @@ pub fn classify(code: Option<&str>) -> AwsErrorKind {
     };
     match code {
         "ResourceNotFoundException"
+        // CloudWatch's for a dashboard.
+        | "ResourceNotFound"
         | "NotFound"
         | "NotFoundException"
         | "NoSuchEntity"

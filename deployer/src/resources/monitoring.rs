@@ -1,0 +1,489 @@
+//! The stack's CloudWatch alarms and dashboard, over the metrics its function prints in its log
+//! (namespace `VaultSecretsReplicator`, the `Stack` dimension): failed runs, and no full sync
+//! that succeeded within two schedule periods (no data counts as breaching). They notify the
+//! failure topic when there is one. Found by name; an alarm is this stack's by its tag, the
+//! dashboard by the text widget that names the stack.
+
+use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, Statistic, Tag};
+use serde_json::{Value, json};
+
+use super::{Ctx, DeployError, found};
+use crate::change::{Action, Change, Fields};
+use crate::clients::Clients;
+use crate::policy::canonical;
+use crate::spec::Spec;
+use contract::metrics::{FULL_SYNCS, NAMESPACE};
+
+pub const ALARM_KIND: &str = "cloudwatch alarm";
+pub const DASHBOARD_KIND: &str = "cloudwatch dashboard";
+
+/// CloudWatch's longest alarm period.
+const MAX_PERIOD: u32 = 86_400;
+
+/// One alarm as wanted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlarmSpec {
+    pub name: String,
+    pub description: String,
+    pub metric: &'static str,
+    pub statistic: Statistic,
+    pub period: u32,
+    pub evaluation_periods: u32,
+    pub threshold: f64,
+    pub comparison: ComparisonOperator,
+    /// `breaching` or `notBreaching`.
+    pub treat_missing_data: &'static str,
+    /// The failure topic, when there is one.
+    pub actions: Vec<String>,
+}
+
+impl AlarmSpec {
+    fn fields(&self, stack: &str) -> Fields {
+        vec![
+            (
+                "metric",
+                format!("{NAMESPACE}/{} Stack={stack}", self.metric),
+            ),
+            ("statistic", self.statistic.as_str().to_owned()),
+            (
+                "period",
+                format!("{} s x {}", self.period, self.evaluation_periods),
+            ),
+            (
+                "threshold",
+                format!("{} {}", self.comparison.as_str(), self.threshold),
+            ),
+            ("missing_data", self.treat_missing_data.to_owned()),
+            ("actions", self.actions.join(",")),
+            ("description", self.description.clone()),
+        ]
+    }
+}
+
+/// An alarm as found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlarmState {
+    pub fields: Fields,
+    pub ours: bool,
+}
+
+/// The seconds between two scheduled runs, about (a cron form the estimate does not count: a
+/// day).
+fn schedule_period(spec: &Spec) -> u32 {
+    crate::schedule::runs_per_month(&spec.cfg.schedule)
+        .filter(|n| *n > 0.0)
+        .map_or(MAX_PERIOD, |n| (30.4 * 86_400.0 / n).round() as u32)
+}
+
+/// The stack's alarms: failed runs (any failure in five minutes), and no full sync that
+/// succeeded within two schedule periods (in periods CloudWatch accepts: a multiple of a
+/// minute, at most a day each).
+pub fn wanted(spec: &Spec) -> Vec<AlarmSpec> {
+    let actions = if spec.notifies() {
+        vec![spec.topic_arn()]
+    } else {
+        Vec::new()
+    };
+    let window = schedule_period(spec).saturating_mul(2).max(60);
+    let (period, evaluation_periods) = if window <= MAX_PERIOD {
+        (window.div_ceil(60) * 60, 1)
+    } else {
+        (MAX_PERIOD, window.div_ceil(MAX_PERIOD))
+    };
+    vec![
+        AlarmSpec {
+            name: format!("{}-failed-runs", spec.stack()),
+            description: format!(
+                "vault-secrets-replicator stack {}: a run failed to replicate a secret (the run's report, in the function's log, says which and why)",
+                spec.stack()
+            ),
+            metric: "Failed",
+            statistic: Statistic::Sum,
+            period: 300,
+            evaluation_periods: 1,
+            threshold: 1.0,
+            comparison: ComparisonOperator::GreaterThanOrEqualToThreshold,
+            treat_missing_data: "notBreaching",
+            actions: actions.clone(),
+        },
+        AlarmSpec {
+            name: format!("{}-no-full-sync", spec.stack()),
+            description: format!(
+                "vault-secrets-replicator stack {}: no full sync succeeded within two schedule periods ({}); a paused stack, a failing or a missing schedule",
+                spec.stack(),
+                spec.cfg.schedule
+            ),
+            metric: FULL_SYNCS,
+            statistic: Statistic::Sum,
+            period,
+            evaluation_periods,
+            threshold: 1.0,
+            comparison: ComparisonOperator::LessThanThreshold,
+            treat_missing_data: "breaching",
+            actions,
+        },
+    ]
+}
+
+pub async fn observe_alarms(
+    c: &Clients,
+    spec: &Spec,
+    wanted: &[AlarmSpec],
+) -> Result<Vec<Option<AlarmState>>, DeployError> {
+    let names: Vec<String> = wanted.iter().map(|a| a.name.clone()).collect();
+    let out =
+        c.cw.describe_alarms()
+            .set_alarm_names(Some(names))
+            .send()
+            .await
+            .ctx("DescribeAlarms", spec.stack())?;
+    let mut states = Vec::new();
+    for want in wanted {
+        let Some(a) = out
+            .metric_alarms()
+            .iter()
+            .find(|a| a.alarm_name() == Some(want.name.as_str()))
+        else {
+            states.push(None);
+            continue;
+        };
+        let ours = match a.alarm_arn() {
+            Some(arn) => {
+                let tags =
+                    c.cw.list_tags_for_resource()
+                        .resource_arn(arn)
+                        .send()
+                        .await
+                        .ctx("ListTagsForResource", &want.name)?;
+                super::has_stack_tag(
+                    tags.tags()
+                        .iter()
+                        .map(|t| (t.key().unwrap_or(""), t.value().unwrap_or(""))),
+                    spec.stack(),
+                )
+            }
+            None => false,
+        };
+        let dimension = a
+            .dimensions()
+            .iter()
+            .map(|d| format!("{}={}", d.name().unwrap_or(""), d.value().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let fields = vec![
+            (
+                "metric",
+                format!(
+                    "{}/{} {dimension}",
+                    a.namespace().unwrap_or(""),
+                    a.metric_name().unwrap_or("")
+                ),
+            ),
+            (
+                "statistic",
+                a.statistic().map(|s| s.as_str()).unwrap_or("").to_owned(),
+            ),
+            (
+                "period",
+                format!(
+                    "{} s x {}",
+                    a.period().unwrap_or(0),
+                    a.evaluation_periods().unwrap_or(0)
+                ),
+            ),
+            (
+                "threshold",
+                format!(
+                    "{} {}",
+                    a.comparison_operator().map(|o| o.as_str()).unwrap_or(""),
+                    a.threshold().unwrap_or(f64::NAN)
+                ),
+            ),
+            (
+                "missing_data",
+                a.treat_missing_data().unwrap_or("missing").to_owned(),
+            ),
+            ("actions", a.alarm_actions().join(",")),
+            (
+                "description",
+                a.alarm_description().unwrap_or("").to_owned(),
+            ),
+        ];
+        states.push(Some(AlarmState { fields, ours }));
+    }
+    Ok(states)
+}
+
+pub fn diff_alarm(spec: &Spec, want: &AlarmSpec, seen: Option<&AlarmState>) -> Change {
+    let ch = Change::diff(
+        ALARM_KIND,
+        &want.name,
+        &want.fields(spec.stack()),
+        seen.map(|s| &s.fields),
+    );
+    match seen {
+        Some(s) if !s.ours => ch.with_note(
+            "exists without this stack's tag: it is updated but never deleted by destroy",
+        ),
+        _ => ch,
+    }
+}
+
+pub async fn apply_alarm(c: &Clients, spec: &Spec, want: &AlarmSpec) -> Result<(), DeployError> {
+    let tags: Vec<Tag> = spec
+        .tags()
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    c.cw.put_metric_alarm()
+        .alarm_name(&want.name)
+        .alarm_description(&want.description)
+        .namespace(NAMESPACE)
+        .metric_name(want.metric)
+        .dimensions(
+            Dimension::builder()
+                .name("Stack")
+                .value(spec.stack())
+                .build(),
+        )
+        .statistic(want.statistic.clone())
+        .period(want.period as i32)
+        .evaluation_periods(want.evaluation_periods as i32)
+        .threshold(want.threshold)
+        .comparison_operator(want.comparison.clone())
+        .treat_missing_data(want.treat_missing_data)
+        .set_alarm_actions(Some(want.actions.clone()))
+        .set_tags(Some(tags))
+        .send()
+        .await
+        .ctx("PutMetricAlarm", &want.name)?;
+    Ok(())
+}
+
+/// The dashboard's name: the stack's.
+pub fn dashboard_name(spec: &Spec) -> String {
+    spec.stack().to_owned()
+}
+
+/// The line of the dashboard's text widget that marks it as this stack's.
+fn marker(spec: &Spec) -> String {
+    format!(
+        "vault-secrets-replicator stack {}: made by `deployer up`",
+        spec.stack()
+    )
+}
+
+/// The dashboard: runs, their outcomes, the replication lag's percentiles, the values read and
+/// the runs' duration, over the stack's metrics; the alarms' state.
+pub fn dashboard_body(spec: &Spec) -> Value {
+    let region = &spec.id.region;
+    let stack = spec.stack();
+    let metric = |name: &str, stat: &str, label: &str| json!([NAMESPACE, name, "Stack", stack, {"stat": stat, "label": label}]);
+    let widget = |x: u32, y: u32, title: &str, metrics: Vec<Value>| {
+        json!({
+            "type": "metric", "x": x, "y": y, "width": 12, "height": 6,
+            "properties": {
+                "title": title, "region": region, "view": "timeSeries",
+                "period": 300, "metrics": metrics
+            }
+        })
+    };
+    let alarms: Vec<String> = wanted(spec)
+        .iter()
+        .map(|a| spec.arn("cloudwatch", true, &format!("alarm:{}", a.name)))
+        .collect();
+    json!({
+        "widgets": [
+            {
+                "type": "text", "x": 0, "y": 0, "width": 24, "height": 2,
+                "properties": {"markdown": format!(
+                    "## {}\nSchedule `{}`. Every number is from the runs' metrics documents (no secret value, no path).",
+                    marker(spec), spec.cfg.schedule
+                )}
+            },
+            widget(0, 2, "Runs", vec![
+                metric("DurationMs", "SampleCount", "runs"),
+                metric(FULL_SYNCS, "Sum", "full syncs that succeeded"),
+            ]),
+            widget(12, 2, "Outcomes", vec![
+                metric("Created", "Sum", "created"),
+                metric("Updated", "Sum", "updated"),
+                metric("Deleted", "Sum", "deleted"),
+                metric("Failed", "Sum", "failed"),
+            ]),
+            widget(0, 8, "Replication lag (seconds, Vault's version to AWS)", vec![
+                metric("LagSeconds", "p50", "p50"),
+                metric("LagSeconds", "p90", "p90"),
+                metric("LagSeconds", "p99", "p99"),
+            ]),
+            widget(12, 8, "Values read from Vault, and the runs' duration", vec![
+                metric("ValuesRead", "Sum", "values read"),
+                metric("DurationMs", "p90", "duration p90 (ms)"),
+            ]),
+            {
+                "type": "alarm", "x": 0, "y": 14, "width": 24, "height": 3,
+                "properties": {"title": "Alarms", "alarms": alarms}
+            }
+        ]
+    })
+}
+
+/// The dashboard as found: its body, canonical, and whether it is this stack's.
+pub async fn observe_dashboard(
+    c: &Clients,
+    spec: &Spec,
+) -> Result<Option<(String, bool)>, DeployError> {
+    let name = dashboard_name(spec);
+    let Some(out) = found(
+        c.cw.get_dashboard()
+            .dashboard_name(&name)
+            .send()
+            .await
+            .ctx("GetDashboard", &name),
+    )?
+    else {
+        return Ok(None);
+    };
+    let body = out.dashboard_body().unwrap_or_default();
+    let ours = body.contains(&marker(spec));
+    let body = serde_json::from_str::<Value>(body)
+        .map(|v| canonical(&v))
+        .unwrap_or_else(|_| body.to_owned());
+    Ok(Some((body, ours)))
+}
+
+pub fn diff_dashboard(spec: &Spec, seen: Option<&(String, bool)>) -> Change {
+    let want = vec![("body", canonical(&dashboard_body(spec)))];
+    let have = seen.map(|(body, _)| vec![("body", body.clone())]);
+    match seen {
+        Some((_, false)) => Change::new(DASHBOARD_KIND, dashboard_name(spec), Action::Unchanged)
+            .with_note(
+                "a dashboard of this name that this stack did not make: left alone, so the stack has none (delete or rename that one)",
+            ),
+        _ => Change::diff(DASHBOARD_KIND, dashboard_name(spec), &want, have.as_ref()),
+    }
+}
+
+pub async fn apply_dashboard(c: &Clients, spec: &Spec) -> Result<(), DeployError> {
+    let name = dashboard_name(spec);
+    c.cw.put_dashboard()
+        .dashboard_name(&name)
+        .dashboard_body(canonical(&dashboard_body(spec)))
+        .send()
+        .await
+        .ctx("PutDashboard", &name)?;
+    Ok(())
+}
+
+/// Deletes the alarms this stack tagged and its dashboard.
+pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployError> {
+    let wanted = wanted(spec);
+    let seen = observe_alarms(c, spec, &wanted).await?;
+    let mut changes = Vec::new();
+    let mut ours = Vec::new();
+    for (want, seen) in wanted.iter().zip(&seen) {
+        changes.push(match seen {
+            Some(s) if s.ours => {
+                ours.push(want.name.clone());
+                Change::new(ALARM_KIND, &want.name, Action::Delete)
+            }
+            Some(_) => Change::new(ALARM_KIND, &want.name, Action::Absent)
+                .with_note("exists without this stack's tag; left alone"),
+            None => Change::new(ALARM_KIND, &want.name, Action::Absent),
+        });
+    }
+    if !ours.is_empty() {
+        c.cw.delete_alarms()
+            .set_alarm_names(Some(ours))
+            .send()
+            .await
+            .ctx("DeleteAlarms", spec.stack())?;
+    }
+    let name = dashboard_name(spec);
+    changes.push(match observe_dashboard(c, spec).await? {
+        Some((_, true)) => {
+            c.cw.delete_dashboards()
+                .dashboard_names(&name)
+                .send()
+                .await
+                .ctx("DeleteDashboards", &name)?;
+            Change::new(DASHBOARD_KIND, &name, Action::Delete)
+        }
+        Some((_, false)) => Change::new(DASHBOARD_KIND, &name, Action::Absent)
+            .with_note("not this stack's; left alone"),
+        None => Change::new(DASHBOARD_KIND, &name, Action::Absent),
+    });
+    Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::touched;
+    use crate::spec::tests::spec;
+
+    const EXTERNAL: &str = "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\n";
+
+    #[test]
+    fn the_no_full_sync_alarm_waits_two_schedule_periods_and_counts_silence_as_breaching() {
+        let every_15 = wanted(&spec(&format!(
+            "{EXTERNAL}schedule = \"cron(0/15 * * * ? *)\"\n"
+        )));
+        let none = &every_15[1];
+        assert_eq!((none.period, none.evaluation_periods), (1800, 1));
+        assert_eq!(none.treat_missing_data, "breaching");
+        assert_eq!(none.metric, FULL_SYNCS);
+        assert_eq!(none.comparison, ComparisonOperator::LessThanThreshold);
+        // A daily schedule: two periods of a day, both missing to alarm.
+        let daily = wanted(&spec(&format!("{EXTERNAL}schedule = \"rate(1 day)\"\n")));
+        assert_eq!((daily[1].period, daily[1].evaluation_periods), (86_400, 2));
+        // Failed runs: any failure in five minutes; silence is fine.
+        let failed = &every_15[0];
+        assert_eq!((failed.metric, failed.period), ("Failed", 300));
+        assert_eq!(failed.treat_missing_data, "notBreaching");
+    }
+
+    #[test]
+    fn alarms_notify_the_topic_when_there_is_one_and_drift_is_each_field() {
+        let quiet = wanted(&spec(EXTERNAL));
+        assert!(quiet.iter().all(|a| a.actions.is_empty()));
+        let s = spec(&format!(
+            "{EXTERNAL}notification_email = \"ops@example.com\"\n"
+        ));
+        let loud = wanted(&s);
+        assert!(loud.iter().all(|a| a.actions == [s.topic_arn()]));
+        let want = &loud[0];
+        let made = AlarmState {
+            fields: want.fields(s.stack()),
+            ours: true,
+        };
+        assert_eq!(diff_alarm(&s, want, Some(&made)).action, Action::Unchanged);
+        assert_eq!(diff_alarm(&s, want, None).action, Action::Create);
+        let mut drifted = made.clone();
+        drifted.fields[3].1 = "GreaterThanOrEqualToThreshold 100".into();
+        let ch = diff_alarm(&s, want, Some(&drifted));
+        assert_eq!(touched(&ch), ["threshold"]);
+        assert!(!ch.needs_confirmation(), "an alarm is not access");
+    }
+
+    #[test]
+    fn the_dashboard_graphs_the_stacks_metrics_and_names_the_stack() {
+        let s = spec(EXTERNAL);
+        let body = dashboard_body(&s).to_string();
+        for part in [
+            "\"LagSeconds\"",
+            "\"p99\"",
+            "\"ValuesRead\"",
+            "\"Failed\"",
+            "\"FullSyncsSucceeded\"",
+            "vault-secrets-replicator stack s: made by `deployer up`",
+            "alarm:s-no-full-sync",
+        ] {
+            assert!(body.contains(part), "{part} missing from {body}");
+        }
+        let ch = diff_dashboard(&s, Some(&(canonical(&dashboard_body(&s)), true)));
+        assert_eq!(ch.action, Action::Unchanged);
+        let foreign = diff_dashboard(&s, Some(&("{}".into(), false)));
+        assert!(foreign.note.unwrap().contains("left alone"));
+    }
+}
