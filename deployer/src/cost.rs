@@ -80,6 +80,12 @@ pub fn schedule_lines(spec: &Spec, counts: &[usize]) -> Vec<CostLine> {
 }
 
 /// The monthly estimate, the schedule's lines for `secrets` replicas.
+/// The custom metrics the function's metrics documents make: 9 names (`LagSeconds` included)
+/// for each rule, and the stack's `Failed` and `FullSyncsSucceeded`.
+fn metrics_of(spec: &Spec) -> usize {
+    9 * spec.syncs().len() + 2
+}
+
 pub fn estimate(spec: &Spec, secrets: usize) -> Estimate {
     estimate_syncs(spec, &[secrets])
 }
@@ -121,6 +127,13 @@ pub fn estimate_syncs(spec: &Spec, counts: &[usize]) -> Estimate {
         CostLine {
             item: "CloudWatch dashboard (the first 3 of an account are free)".into(),
             usd_per_month: 3.0,
+        },
+        CostLine {
+            item: format!(
+                "{} CloudWatch metrics from the runs' metrics documents (9 for each rule, 2 for the stack's alarms; the first 10 of an account are free)",
+                metrics_of(spec)
+            ),
+            usd_per_month: metrics_of(spec) as f64 * 0.30,
         },
     ]);
     for (view, &secrets) in spec.syncs().iter().zip(counts) {
@@ -222,8 +235,9 @@ mod tests {
             &spec("deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\""),
             100,
         );
-        // The key, the connection, logs, two alarms, and the dashboard ($3 of it).
-        assert!(ext.total_usd_per_month < 6.0, "{ext:?}");
+        // The key, the connection, logs, two alarms, the dashboard ($3) and the runs' metrics
+        // ($3.30).
+        assert!(ext.total_usd_per_month < 10.0, "{ext:?}");
         assert!(super::render(&ext).contains("total"));
     }
 

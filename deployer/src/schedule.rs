@@ -48,6 +48,11 @@ pub fn runs_per_month(expr: &str) -> Option<f64> {
 /// How many values of `min..=max` a cron field matches (numbers, ranges, steps, lists); `None`
 /// for names and the special forms.
 fn count(field: &str, min: u32, max: u32) -> Option<usize> {
+    values(field, min, max).map(|v| v.len())
+}
+
+/// The values a numeric cron field takes, in order; `None` for forms this does not read.
+fn values(field: &str, min: u32, max: u32) -> Option<Vec<u32>> {
     let mut hit = vec![false; (max + 1) as usize];
     for item in field.split(',') {
         let (range, step) = match item.split_once('/') {
@@ -71,7 +76,51 @@ fn count(field: &str, min: u32, max: u32) -> Option<usize> {
             v += step;
         }
     }
-    Some(hit.iter().filter(|h| **h).count())
+    Some(
+        hit.iter()
+            .enumerate()
+            .filter(|(_, h)| **h)
+            .map(|(v, _)| v as u32)
+            .collect(),
+    )
+}
+
+/// The longest time between two runs, in seconds: a rate's period, or for a cron that runs
+/// every day of every month the longest gap of its day (the night between the last run and the
+/// first). `None` when the days are restricted or the form is not read (`L`, `W`, `#`).
+pub fn longest_gap_seconds(expr: &str) -> Option<u64> {
+    let expr = expr.trim();
+    if let Some(body) = expr.strip_prefix("rate(").and_then(|r| r.strip_suffix(')')) {
+        let mut parts = body.split_whitespace();
+        let n: u64 = parts.next()?.parse().ok()?;
+        let unit = match parts.next()?.trim_end_matches('s') {
+            "minute" => 60,
+            "hour" => 3600,
+            "day" => 86_400,
+            _ => return None,
+        };
+        return Some(n * unit);
+    }
+    let body = expr.strip_prefix("cron(")?.strip_suffix(')')?;
+    let f: Vec<&str> = body.split_whitespace().collect();
+    let [min, hour, dom, month, dow, _year] = f.as_slice() else {
+        return None;
+    };
+    let any = |s: &str| s == "*" || s == "?";
+    if !(any(dom) && any(dow) && any(month)) {
+        return None;
+    }
+    let mut times: Vec<u32> = Vec::new();
+    for h in values(hour, 0, 23)? {
+        for m in values(min, 0, 59)? {
+            times.push(h * 60 + m);
+        }
+    }
+    times.sort_unstable();
+    let (first, last) = (*times.first()?, *times.last()?);
+    let wrap = first + 24 * 60 - last;
+    let gap = times.windows(2).map(|w| w[1] - w[0]).chain([wrap]).max()?;
+    Some(u64::from(gap) * 60)
 }
 
 fn validate_rate(body: &str) -> Result<(), String> {

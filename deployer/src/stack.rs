@@ -786,7 +786,8 @@ impl Converging<'_, '_> {
         let seen = monitoring::observe_alarms(c, spec, &wanted).await?;
         for (want, seen) in wanted.iter().zip(&seen) {
             let ch = monitoring::diff_alarm(spec, want, seen.as_ref());
-            if self.go(&ch) {
+            let foreign = seen.as_ref().is_some_and(|s| !s.ours);
+            if !foreign && self.go(&ch) {
                 monitoring::apply_alarm(c, spec, want).await?;
             }
             self.changes.push(ch);

@@ -178,11 +178,14 @@ pub async fn handle(
                 .map(|r| (r, r.rule.as_deref().unwrap_or(crate::metrics::RULE)))
                 .collect()
         };
+        // Every rule's document says whether the run as a whole was a full sync that
+        // succeeded: one rule cut short or failing keeps the stack's alarm of no full sync on.
+        let full = crate::metrics::full_sync_succeeded(&report, change_driven);
         for (of, rule) in each {
             let kind = crate::metrics::kind(of, change_driven);
             println!(
                 "{}",
-                crate::metrics::document(of, &function.stack, rule, kind, now_ms)
+                crate::metrics::document(of, &function.stack, rule, kind, full, now_ms)
             );
         }
     }

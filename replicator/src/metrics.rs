@@ -22,6 +22,12 @@ pub fn kind(report: &Report, change_driven: bool) -> &'static str {
     }
 }
 
+/// Whether the whole run (every rule of it) was a full sync that succeeded: not
+/// change-driven, not cut short by its deadline, no failure, not a dry run.
+pub fn full_sync_succeeded(run: &Report, change_driven: bool) -> bool {
+    !change_driven && !run.partial && !run.failed() && !run.dry_run
+}
+
 /// Seconds from the Vault version a write copied (its `created_time`) to `now`, for a step
 /// that replicated a new Vault version (a secret created, or updated to Vault's newer
 /// version); `None` for any other (tags only, an adoption, an overwrite, a rollback, a
@@ -49,12 +55,19 @@ pub fn lag_of(step: &Step, now: SystemTime) -> Option<f64> {
     Some((now.as_secs_f64() - then).max(0.0))
 }
 
-/// The EMF document of one run: `stack` and `rule` as dimensions (and `stack` alone, the
-/// stack's whole: the deployer's alarms and dashboard watch it), the report's counts, its
-/// duration, the values read, whether it was a full sync that succeeded (the alarm of no full
-/// sync counts these), and each write's lag (the first [`MAX_VALUES`]); the kind of run as a
+/// The EMF document of one run: `stack` and `rule` as dimensions (and for `Failed` and
+/// `FullSyncsSucceeded`, `stack` alone: the deployer's alarms watch the stack's whole), the report's counts, its
+/// duration, the values read, whether the run (all its rules) was a full sync that succeeded
+/// (the alarm of no full sync counts these), and each write's lag (the first [`MAX_VALUES`]); the kind of run as a
 /// property. Names and numbers only.
-pub fn document(report: &Report, stack: &str, rule: &str, kind: &str, now_ms: u64) -> Value {
+pub fn document(
+    report: &Report,
+    stack: &str,
+    rule: &str,
+    kind: &str,
+    full_sync_succeeded: bool,
+    now_ms: u64,
+) -> Value {
     let count = |name: &str| json!({"Name": name, "Unit": "Count"});
     let mut metrics = vec![
         count("Created"),
@@ -81,7 +94,7 @@ pub fn document(report: &Report, stack: &str, rule: &str, kind: &str, now_ms: u6
         "Failed": report.failures.len(),
         "ValuesRead": report.values_read,
         "DurationMs": report.duration_ms,
-        contract::metrics::FULL_SYNCS: u8::from(kind == "full" && !report.failed() && !report.dry_run),
+        contract::metrics::FULL_SYNCS: u8::from(full_sync_succeeded),
     });
     if !report.lags.is_empty() {
         metrics.push(json!({"Name": "LagSeconds", "Unit": "Seconds"}));
@@ -94,11 +107,20 @@ pub fn document(report: &Report, stack: &str, rule: &str, kind: &str, now_ms: u6
         doc["LagSeconds"] = json!(shown);
         doc["LagsMeasured"] = json!(report.lags_measured.max(shown.len() as u64));
     }
-    doc["_aws"]["CloudWatchMetrics"] = json!([{
-        "Namespace": NAMESPACE,
-        "Dimensions": [["Stack", "Rule"], ["Stack"]],
-        "Metrics": metrics,
-    }]);
+    // Every metric by stack and rule; the two the stack's alarms watch by stack alone too
+    // (each metric of a dimension set is a custom metric CloudWatch charges for).
+    doc["_aws"]["CloudWatchMetrics"] = json!([
+        {
+            "Namespace": NAMESPACE,
+            "Dimensions": [["Stack", "Rule"]],
+            "Metrics": metrics,
+        },
+        {
+            "Namespace": NAMESPACE,
+            "Dimensions": [["Stack"]],
+            "Metrics": [count("Failed"), count(contract::metrics::FULL_SYNCS)],
+        },
+    ]);
     doc
 }
 
@@ -121,10 +143,16 @@ mod tests {
             lags_measured: 300,
             ..Report::default()
         };
-        let d = document(&report, "s", "default", "full", 42);
+        let d = document(&report, "s", "default", "full", false, 42);
         let m = &d["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(m["Namespace"], NAMESPACE);
-        assert_eq!(m["Dimensions"], json!([["Stack", "Rule"], ["Stack"]]));
+        assert_eq!(m["Dimensions"], json!([["Stack", "Rule"]]));
+        let stack = &d["_aws"]["CloudWatchMetrics"][1];
+        assert_eq!(stack["Dimensions"], json!([["Stack"]]));
+        assert_eq!(
+            stack["Metrics"],
+            json!([{"Name": "Failed", "Unit": "Count"}, {"Name": "FullSyncsSucceeded", "Unit": "Count"}])
+        );
         let names: Vec<&str> = m["Metrics"]
             .as_array()
             .unwrap()
@@ -146,13 +174,22 @@ mod tests {
             (&json!("s"), &json!("default"), &json!("full"))
         );
         // No lag measured: no lag metric (an empty array is not a value).
-        let quiet = document(&Report::default(), "s", "default", "full", 42);
+        let quiet = document(&Report::default(), "s", "default", "full", true, 42);
         assert!(quiet.get("LagSeconds").is_none());
-        // A full sync that succeeded counts; a failed one, or another kind, does not.
-        assert_eq!(d["FullSyncsSucceeded"], 0, "it failed");
+        // The run's, as the caller says it (every rule's document the same).
+        assert_eq!(d["FullSyncsSucceeded"], 0);
         assert_eq!(quiet["FullSyncsSucceeded"], 1);
-        let changed = document(&Report::default(), "s", "default", "change-driven", 42);
-        assert_eq!(changed["FullSyncsSucceeded"], 0);
+        assert!(full_sync_succeeded(&Report::default(), false));
+        let cut = Report {
+            partial: true,
+            ..Report::default()
+        };
+        assert!(!full_sync_succeeded(&cut, false), "cut short");
+        assert!(!full_sync_succeeded(&report, false), "failed");
+        assert!(
+            !full_sync_succeeded(&Report::default(), true),
+            "change-driven"
+        );
     }
 
     #[test]

@@ -263,9 +263,24 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
     let env_now = || async {
         e2e::deploy::function_environment(&moto.sdk_config().await, "c-replicator").await
     };
+    let cw = aws_sdk_cloudwatch::Client::new(&moto.sdk_config().await);
+    let alarms_act = || async {
+        cw.describe_alarms()
+            .alarm_name_prefix("c-")
+            .send()
+            .await
+            .unwrap()
+            .metric_alarms()
+            .iter()
+            .map(|a| a.actions_enabled().unwrap_or(true))
+            .collect::<Vec<bool>>()
+    };
+    assert_eq!(alarms_act().await, [true, true]);
     let paused = run(&["pause"]).await;
     assert_eq!(paused.code, 0, "{:?} {}", paused.error, paused.stdout);
     assert_eq!(rule_state().await, "DISABLED");
+    // No run is expected while paused: the alarms say nothing, and `up` keeps them so.
+    assert_eq!(alarms_act().await, [false, false]);
     assert_eq!(env_now().await[contract::env::PAUSED], "true");
     let kept = run(&["up", "--yes"]).await;
     assert!(
@@ -279,6 +294,7 @@ async fn the_deployed_lambda_configuration_drives_the_replicator() {
     let resumed = run(&["resume"]).await;
     assert_eq!(resumed.code, 0, "{:?} {}", resumed.error, resumed.stdout);
     assert_eq!(rule_state().await, "ENABLED");
+    assert_eq!(alarms_act().await, [true, true]);
     assert!(!env_now().await.contains_key(contract::env::PAUSED));
     assert_eq!(
         stand_in.invoked.lock().await.len(),

@@ -438,6 +438,14 @@ async fn the_lambda_bootstrap_answers_through_the_runtime_api() {
     let metrics = &emf[0]["_aws"]["CloudWatchMetrics"][0];
     assert_eq!(metrics["Namespace"], "VaultSecretsReplicator");
     assert_eq!(metrics["Dimensions"], json!([["Stack", "Rule"]]));
+    // The stack's alarms' two, by stack alone; this full run succeeded.
+    let stack = &emf[0]["_aws"]["CloudWatchMetrics"][1];
+    assert_eq!(stack["Dimensions"], json!([["Stack"]]));
+    assert_eq!(emf[0]["FullSyncsSucceeded"], 1, "{}", emf[0]);
+    // The stack's alarms' two, by stack alone; this full run succeeded.
+    let stack = &emf[0]["_aws"]["CloudWatchMetrics"][1];
+    assert_eq!(stack["Dimensions"], json!([["Stack"]]));
+    assert_eq!(emf[0]["FullSyncsSucceeded"], 1, "{}", emf[0]);
     for (metric, field) in [
         ("Created", "created"),
         ("Updated", "updated"),

@@ -134,6 +134,8 @@ pub async fn pause(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result
         .ctx("DisableRule", &rule)
         .map_err(DeployError::from)?;
     let marked = mark(stack, true).await?;
+    // No run is expected while paused: the alarms say nothing.
+    crate::resources::monitoring::set_paused(c, spec, true).await?;
     let value = serde_json::json!({"paused": true, "functions": marked, "schedule": rule});
     emit(
         out,
@@ -165,6 +167,7 @@ pub async fn resume(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Resul
         .ctx("EnableRule", &rule)
         .map_err(DeployError::from)?;
     tag_paused(stack, false).await?;
+    crate::resources::monitoring::set_paused(c, spec, false).await?;
     if !json {
         writeln!(
             out,

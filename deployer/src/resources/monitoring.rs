@@ -19,6 +19,11 @@ pub const DASHBOARD_KIND: &str = "cloudwatch dashboard";
 
 /// CloudWatch's longest alarm period.
 const MAX_PERIOD: u32 = 86_400;
+/// CloudWatch's longest alarm window (period × evaluation periods).
+const MAX_WINDOW: u64 = 7 * 86_400;
+/// The shortest window of the no-full-sync alarm: the metrics reach CloudWatch from the log a
+/// little late.
+const MIN_WINDOW: u64 = 900;
 
 /// One alarm as wanted.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,6 +40,8 @@ pub struct AlarmSpec {
     pub treat_missing_data: &'static str,
     /// The failure topic, when there is one.
     pub actions: Vec<String>,
+    /// Off while the stack is paused (`deployer pause`): no run is expected then.
+    pub actions_enabled: bool,
 }
 
 impl AlarmSpec {
@@ -55,6 +62,7 @@ impl AlarmSpec {
             ),
             ("missing_data", self.treat_missing_data.to_owned()),
             ("actions", self.actions.join(",")),
+            ("actions_enabled", self.actions_enabled.to_string()),
             ("description", self.description.clone()),
         ]
     }
@@ -67,12 +75,13 @@ pub struct AlarmState {
     pub ours: bool,
 }
 
-/// The seconds between two scheduled runs, about (a cron form the estimate does not count: a
-/// day).
-fn schedule_period(spec: &Spec) -> u32 {
-    crate::schedule::runs_per_month(&spec.cfg.schedule)
-        .filter(|n| *n > 0.0)
-        .map_or(MAX_PERIOD, |n| (30.4 * 86_400.0 / n).round() as u32)
+/// How long the no-full-sync alarm waits: two of the schedule's longest gaps between runs (a
+/// schedule whose gaps are not read, on some days only: CloudWatch's longest, 7 days), at
+/// least a quarter of an hour.
+fn no_full_sync_window(spec: &Spec) -> u64 {
+    crate::schedule::longest_gap_seconds(&spec.cfg.schedule)
+        .map_or(MAX_WINDOW, |gap| gap.saturating_mul(2))
+        .clamp(MIN_WINDOW, MAX_WINDOW)
 }
 
 /// The stack's alarms: failed runs (any failure in five minutes), and no full sync that
@@ -84,12 +93,13 @@ pub fn wanted(spec: &Spec) -> Vec<AlarmSpec> {
     } else {
         Vec::new()
     };
-    let window = schedule_period(spec).saturating_mul(2).max(60);
-    let (period, evaluation_periods) = if window <= MAX_PERIOD {
-        (window.div_ceil(60) * 60, 1)
+    let window = no_full_sync_window(spec);
+    let (period, evaluation_periods) = if window <= u64::from(MAX_PERIOD) {
+        (window.div_ceil(60) as u32 * 60, 1)
     } else {
-        (MAX_PERIOD, window.div_ceil(MAX_PERIOD))
+        (MAX_PERIOD, window.div_ceil(u64::from(MAX_PERIOD)) as u32)
     };
+    let actions_enabled = !spec.paused;
     vec![
         AlarmSpec {
             name: format!("{}-failed-runs", spec.stack()),
@@ -105,6 +115,7 @@ pub fn wanted(spec: &Spec) -> Vec<AlarmSpec> {
             comparison: ComparisonOperator::GreaterThanOrEqualToThreshold,
             treat_missing_data: "notBreaching",
             actions: actions.clone(),
+            actions_enabled,
         },
         AlarmSpec {
             name: format!("{}-no-full-sync", spec.stack()),
@@ -121,6 +132,7 @@ pub fn wanted(spec: &Spec) -> Vec<AlarmSpec> {
             comparison: ComparisonOperator::LessThanThreshold,
             treat_missing_data: "breaching",
             actions,
+            actions_enabled,
         },
     ]
 }
@@ -205,6 +217,10 @@ pub async fn observe_alarms(
             ),
             ("actions", a.alarm_actions().join(",")),
             (
+                "actions_enabled",
+                a.actions_enabled().unwrap_or(true).to_string(),
+            ),
+            (
                 "description",
                 a.alarm_description().unwrap_or("").to_owned(),
             ),
@@ -215,17 +231,16 @@ pub async fn observe_alarms(
 }
 
 pub fn diff_alarm(spec: &Spec, want: &AlarmSpec, seen: Option<&AlarmState>) -> Change {
-    let ch = Change::diff(
-        ALARM_KIND,
-        &want.name,
-        &want.fields(spec.stack()),
-        seen.map(|s| &s.fields),
-    );
     match seen {
-        Some(s) if !s.ours => ch.with_note(
-            "exists without this stack's tag: it is updated but never deleted by destroy",
+        Some(s) if !s.ours => Change::new(ALARM_KIND, &want.name, Action::Unchanged).with_note(
+            "an alarm of this name without this stack's tag: left alone, so the stack has none of this kind (delete or rename that one)",
         ),
-        _ => ch,
+        _ => Change::diff(
+            ALARM_KIND,
+            &want.name,
+            &want.fields(spec.stack()),
+            seen.map(|s| &s.fields),
+        ),
     }
 }
 
@@ -253,6 +268,7 @@ pub async fn apply_alarm(c: &Clients, spec: &Spec, want: &AlarmSpec) -> Result<(
         .comparison_operator(want.comparison.clone())
         .treat_missing_data(want.treat_missing_data)
         .set_alarm_actions(Some(want.actions.clone()))
+        .actions_enabled(want.actions_enabled)
         .set_tags(Some(tags))
         .send()
         .await
@@ -278,7 +294,17 @@ fn marker(spec: &Spec) -> String {
 pub fn dashboard_body(spec: &Spec) -> Value {
     let region = &spec.id.region;
     let stack = spec.stack();
+    // The stack's own series (the alarms' metrics), and one line per rule of the others.
     let metric = |name: &str, stat: &str, label: &str| json!([NAMESPACE, name, "Stack", stack, {"stat": stat, "label": label}]);
+    let per_rule = |id: &str, name: &str, stat: &str, label: &str| {
+        json!({
+            "id": id,
+            "label": label,
+            "expression": format!(
+                "SEARCH('{{{NAMESPACE},Rule,Stack}} MetricName=\"{name}\" Stack=\"{stack}\"', '{stat}', 300)"
+            )
+        })
+    };
     let widget = |x: u32, y: u32, title: &str, metrics: Vec<Value>| {
         json!({
             "type": "metric", "x": x, "y": y, "width": 12, "height": 6,
@@ -301,24 +327,25 @@ pub fn dashboard_body(spec: &Spec) -> Value {
                     marker(spec), spec.cfg.schedule
                 )}
             },
-            widget(0, 2, "Runs", vec![
-                metric("DurationMs", "SampleCount", "runs"),
-                metric(FULL_SYNCS, "Sum", "full syncs that succeeded"),
+            widget(0, 2, "Runs, and full syncs that succeeded", vec![
+                per_rule("runs", "DurationMs", "SampleCount", "runs"),
+                metric(FULL_SYNCS, "Maximum", "a full sync succeeded (1)"),
+                metric("Failed", "Sum", "failed (every rule)"),
             ]),
-            widget(12, 2, "Outcomes", vec![
-                metric("Created", "Sum", "created"),
-                metric("Updated", "Sum", "updated"),
-                metric("Deleted", "Sum", "deleted"),
-                metric("Failed", "Sum", "failed"),
+            widget(12, 2, "Outcomes by rule", vec![
+                per_rule("created", "Created", "Sum", "created"),
+                per_rule("updated", "Updated", "Sum", "updated"),
+                per_rule("deleted", "Deleted", "Sum", "deleted"),
+                per_rule("failed", "Failed", "Sum", "failed"),
             ]),
-            widget(0, 8, "Replication lag (seconds, Vault's version to AWS)", vec![
-                metric("LagSeconds", "p50", "p50"),
-                metric("LagSeconds", "p90", "p90"),
-                metric("LagSeconds", "p99", "p99"),
+            widget(0, 8, "Replication lag by rule (seconds, Vault's version to AWS)", vec![
+                per_rule("p50", "LagSeconds", "p50", "p50"),
+                per_rule("p90", "LagSeconds", "p90", "p90"),
+                per_rule("p99", "LagSeconds", "p99", "p99"),
             ]),
-            widget(12, 8, "Values read from Vault, and the runs' duration", vec![
-                metric("ValuesRead", "Sum", "values read"),
-                metric("DurationMs", "p90", "duration p90 (ms)"),
+            widget(12, 8, "Values read from Vault, and the runs' duration, by rule", vec![
+                per_rule("values", "ValuesRead", "Sum", "values read"),
+                per_rule("duration", "DurationMs", "p90", "duration p90 (ms)"),
             ]),
             {
                 "type": "alarm", "x": 0, "y": 14, "width": 24, "height": 3,
@@ -345,7 +372,12 @@ pub async fn observe_dashboard(
         return Ok(None);
     };
     let body = out.dashboard_body().unwrap_or_default();
-    let ours = body.contains(&marker(spec));
+    // This stack's: its first widget's text starts by naming it.
+    let ours = serde_json::from_str::<Value>(body).is_ok_and(|v| {
+        v["widgets"][0]["properties"]["markdown"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(&format!("## {}\n", marker(spec))))
+    });
     let body = serde_json::from_str::<Value>(body)
         .map(|v| canonical(&v))
         .unwrap_or_else(|_| body.to_owned());
@@ -372,6 +404,21 @@ pub async fn apply_dashboard(c: &Clients, spec: &Spec) -> Result<(), DeployError
         .send()
         .await
         .ctx("PutDashboard", &name)?;
+    Ok(())
+}
+
+/// Turns the actions of this stack's alarms off while it is paused (`deployer pause`), and
+/// on again (`deployer resume`): no run is expected while it is paused.
+pub async fn set_paused(c: &Clients, spec: &Spec, paused: bool) -> Result<(), DeployError> {
+    let mut view = spec.clone();
+    view.paused = paused;
+    let wanted = wanted(&view);
+    let seen = observe_alarms(c, &view, &wanted).await?;
+    for (want, seen) in wanted.iter().zip(&seen) {
+        if seen.as_ref().is_some_and(|s| s.ours) {
+            apply_alarm(c, &view, want).await?;
+        }
+    }
     Ok(())
 }
 
@@ -431,6 +478,22 @@ mod tests {
         )));
         let none = &every_15[1];
         assert_eq!((none.period, none.evaluation_periods), (1800, 1));
+        let window = |schedule: &str| {
+            let a = &wanted(&spec(&format!("{EXTERNAL}schedule = \"{schedule}\"\n")))[1];
+            (a.period, a.evaluation_periods)
+        };
+        // Office hours: the night is the longest gap (16 h), twice.
+        assert_eq!(window("cron(0 9-17 * * ? *)"), (86_400, 2));
+        // Longer than CloudWatch's 7 days, or gaps not read: 7 days.
+        assert_eq!(window("rate(4 days)"), (86_400, 7));
+        assert_eq!(window("cron(0 0 L * ? *)"), (86_400, 7));
+        assert_eq!(window("cron(0 9 ? * MON-FRI *)"), (86_400, 7));
+        // Every minute: at least a quarter of an hour, the metrics come late.
+        assert_eq!(window("rate(1 minute)"), (900, 1));
+        for schedule in ["rate(30 days)", "cron(0/5 * * * ? *)", "rate(12 hours)"] {
+            let (p, n) = window(schedule);
+            assert!(u64::from(p) * u64::from(n) <= MAX_WINDOW, "{schedule}");
+        }
         assert_eq!(none.treat_missing_data, "breaching");
         assert_eq!(none.metric, FULL_SYNCS);
         assert_eq!(none.comparison, ComparisonOperator::LessThanThreshold);
@@ -446,7 +509,14 @@ mod tests {
     #[test]
     fn alarms_notify_the_topic_when_there_is_one_and_drift_is_each_field() {
         let quiet = wanted(&spec(EXTERNAL));
-        assert!(quiet.iter().all(|a| a.actions.is_empty()));
+        assert!(
+            quiet
+                .iter()
+                .all(|a| a.actions.is_empty() && a.actions_enabled)
+        );
+        let mut paused = spec(EXTERNAL);
+        paused.paused = true;
+        assert!(wanted(&paused).iter().all(|a| !a.actions_enabled));
         let s = spec(&format!(
             "{EXTERNAL}notification_email = \"ops@example.com\"\n"
         ));
@@ -471,11 +541,11 @@ mod tests {
         let s = spec(EXTERNAL);
         let body = dashboard_body(&s).to_string();
         for part in [
-            "\"LagSeconds\"",
-            "\"p99\"",
-            "\"ValuesRead\"",
-            "\"Failed\"",
-            "\"FullSyncsSucceeded\"",
+            "MetricName=\\\"LagSeconds\\\"",
+            "'p99'",
+            "MetricName=\\\"ValuesRead\\\"",
+            "\"Failed\",\"Stack\"",
+            "\"FullSyncsSucceeded\",\"Stack\"",
             "vault-secrets-replicator stack s: made by `deployer up`",
             "alarm:s-no-full-sync",
         ] {
@@ -485,5 +555,16 @@ mod tests {
         assert_eq!(ch.action, Action::Unchanged);
         let foreign = diff_dashboard(&s, Some(&("{}".into(), false)));
         assert!(foreign.note.unwrap().contains("left alone"));
+        assert_eq!(foreign.action, Action::Unchanged);
+        // An alarm of the name someone else made: left alone too.
+        let want = &wanted(&s)[0];
+        let theirs = AlarmState {
+            fields: vec![],
+            ours: false,
+        };
+        assert_eq!(
+            diff_alarm(&s, want, Some(&theirs)).action,
+            Action::Unchanged
+        );
     }
 }
