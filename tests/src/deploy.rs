@@ -116,6 +116,30 @@ async fn run_in(
     target: Option<&aws_types::SdkConfig>,
     args: &[&str],
 ) -> Outcome {
+    // On a thread of its own with a deployer's stack (its `main` thread's 8 MB): a debug
+    // build's futures are large, and nested under a test's own they would not fit a test
+    // thread's 2 MB. The test's runtime drives the I/O; the test awaits the answer.
+    let (aws, target) = (aws.clone(), target.cloned());
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let runtime = tokio::runtime::Handle::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("deployer".into())
+        .stack_size(8 << 20)
+        .spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let outcome = runtime.block_on(run_here(&aws, target.as_ref(), &args));
+            let _ = tx.send(outcome);
+        })
+        .unwrap();
+    rx.await.expect("the deployer's thread answers")
+}
+
+async fn run_here(
+    aws: &aws_types::SdkConfig,
+    target: Option<&aws_types::SdkConfig>,
+    args: &[&str],
+) -> Outcome {
     let mut argv = vec!["deployer"];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).unwrap();
