@@ -1293,17 +1293,21 @@ impl Spec {
     }
 
     /// The network interfaces of a function in the Vault VPC (with Vault on EC2).
+    /// With Vault on EC2 the VPC must be known: a policy naming a VPC not made yet is itself
+    /// known only after apply ([`crate::resources::iam::replicator_role`] leaves it unset),
+    /// never rendered with a stand-in.
     fn vpc_statements(&self, vpc_id: Option<&str>) -> Result<String, TemplateError> {
         if !self.deploys_vault() {
             return Ok(String::new());
         }
+        let vpc_id = vpc_id.ok_or_else(|| TemplateError::Unknown("vpc_id".into()))?;
         policy::render(
             policy::REPLICATOR_VPC,
             &[
                 ("partition", &self.id.partition),
                 ("region", &self.id.region),
                 ("account", &self.id.account),
-                ("vpc_id", vpc_id.unwrap_or(crate::change::UNKNOWN)),
+                ("vpc_id", vpc_id),
             ],
         )
     }

@@ -356,6 +356,12 @@ pub async fn policies_of(
     ))
 }
 
+/// The key's ARN when the functions' policies can be rendered: the key made, and with Vault on
+/// EC2 the VPC too. Otherwise their policies are known after apply.
+fn known<'a>(spec: &Spec, key_arn: Option<&'a str>, vpc_id: Option<&str>) -> Option<&'a str> {
+    key_arn.filter(|_| !spec.deploys_vault() || vpc_id.is_some())
+}
+
 /// The replicator's role.
 pub fn replicator_role(
     spec: &Spec,
@@ -367,7 +373,7 @@ pub fn replicator_role(
         description: "vault-secrets-replicator Lambda: writes <prefix>/* secrets only",
         trust: spec.replicator_trust()?,
         policy_name: "replicator",
-        policy: key_arn
+        policy: known(spec, key_arn, vpc_id)
             .map(|k| spec.replicator_policy(k, vpc_id))
             .transpose()?,
         instance_profile: false,
@@ -386,7 +392,7 @@ pub fn rotation_role(
         description: "vault-secrets-replicator rotation: the connection secret's AppRole secret id only",
         trust: spec.replicator_trust()?,
         policy_name: "rotation",
-        policy: key_arn
+        policy: known(spec, key_arn, vpc_id)
             .map(|k| spec.rotation_policy(k, vpc_id))
             .transpose()?,
         instance_profile: false,
@@ -523,5 +529,18 @@ mod tests {
         let early = vault_role(&s, None).unwrap();
         let ch = diff(&early, Some(&made));
         assert!(!touched(&ch).contains(&"inline_policy"), "{ch:?}");
+        // Nor before the VPC of the functions exists: never rendered with a stand-in for it.
+        for role in [
+            replicator_role(&s, Some(key), None).unwrap(),
+            rotation_role(&s, Some(key), None).unwrap(),
+        ] {
+            assert!(role.policy.is_none(), "{}", role.name);
+        }
+        assert!(matches!(
+            s.replicator_policy(key, None),
+            Err(crate::policy::TemplateError::Unknown(v)) if v == "vpc_id"
+        ));
+        let made = replicator_role(&s, Some(key), Some("vpc-1")).unwrap();
+        assert!(made.policy.unwrap().to_string().contains("vpc-1"));
     }
 }
