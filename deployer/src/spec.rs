@@ -1859,7 +1859,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::config::FileConfig;
 
-    pub fn spec(toml: &str) -> Spec {
+    pub(crate) fn spec(toml: &str) -> Spec {
         let cfg = FileConfig::parse(toml, "t").unwrap().validate().unwrap();
         Spec::new(
             cfg,
@@ -1884,7 +1884,7 @@ pub(crate) mod tests {
 
     /// Three rules: two in the stack's account (one deleting, one replicating to a region),
     /// one in another account.
-    pub const RULES: &str = "[[sync]]\nname = \"payments\"\nprefix = \"pay\"\nmount = \"kv\"\npath = \"payments\"\ndeletion_policy = \"delete\"\n\n[[sync]]\nname = \"web-prod\"\nprefix = \"web\"\nreplica_regions = [\"cn-northwest-1\"]\ninclude = [\"db/*\"]\n\n[[sync]]\nname = \"team-b\"\nprefix = \"b\"\nmount = \"kv\"\nnamespace = \"team-b\"\naccount_role_arn = \"arn:aws-cn:iam::222222222222:role/replicas\"\nexternal_id = \"0123456789abcdef\"\n";
+    pub(crate) const RULES: &str = "[[sync]]\nname = \"payments\"\nprefix = \"pay\"\nmount = \"kv\"\npath = \"payments\"\ndeletion_policy = \"delete\"\n\n[[sync]]\nname = \"web-prod\"\nprefix = \"web\"\nreplica_regions = [\"cn-northwest-1\"]\ninclude = [\"db/*\"]\n\n[[sync]]\nname = \"team-b\"\nprefix = \"b\"\nmount = \"kv\"\nnamespace = \"team-b\"\naccount_role_arn = \"arn:aws-cn:iam::222222222222:role/replicas\"\nexternal_id = \"0123456789abcdef\"\n";
 
     const KEY: &str = "arn:aws-cn:kms:cn-north-1:123456789012:key/k";
 

@@ -110,7 +110,7 @@ mod fast_aws {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpListener;
 
-    pub struct Replica {
+    pub(crate) struct Replica {
         pub name: String,
         pub token: String,
         pub tags: Vec<(String, String)>,
@@ -164,7 +164,7 @@ mod fast_aws {
     }
 
     /// Serves `replicas` (sorted by name) on 127.0.0.1; returns its URL.
-    pub async fn serve(replicas: Vec<Replica>) -> String {
+    pub(crate) async fn serve(replicas: Vec<Replica>) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let replicas = Arc::new(replicas);

@@ -7,14 +7,14 @@ use replicator::config::SyncArgs;
 use replicator::report::Report;
 
 #[derive(Debug)]
-pub struct Env {
+pub(crate) struct Env {
     pub bao: Bao,
     pub moto: Moto,
     pub aws: aws_types::SdkConfig,
     pub side: AwsSide,
 }
 
-pub async fn env() -> Env {
+pub(crate) async fn env() -> Env {
     let (bao, moto) = tokio::join!(Bao::start(), Moto::start());
     let aws = moto.sdk_config().await;
     let side = AwsSide::new(&aws);
@@ -27,18 +27,18 @@ pub async fn env() -> Env {
 }
 
 /// Sync arguments for the dev server with its root token.
-pub fn args(env: &Env, prefix: &str) -> SyncArgs {
+pub(crate) fn args(env: &Env, prefix: &str) -> SyncArgs {
     let mut a = e2e::sync_args(prefix);
     a.vault_addr = Some(env.bao.addr.clone());
     a.vault_token = Some(e2e::ROOT_TOKEN.into());
     a
 }
 
-pub async fn sync(env: &Env, args: &SyncArgs) -> Report {
+pub(crate) async fn sync(env: &Env, args: &SyncArgs) -> Report {
     replicator::run::run(args, &env.aws).await
 }
 
-pub fn failure_kinds(r: &Report) -> Vec<(String, String)> {
+pub(crate) fn failure_kinds(r: &Report) -> Vec<(String, String)> {
     r.failures
         .iter()
         .map(|p| (p.name.clone(), p.kind.clone()))
