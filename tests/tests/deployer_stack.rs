@@ -2871,6 +2871,20 @@ async fn role_policy(aws: &aws_types::SdkConfig, role: &str, name: &str) -> serd
     deployer::policy::parse_returned(policy.policy_document()).unwrap()
 }
 
+/// A secret named `name` with `tags`, as a replica of this tool's (or an earlier version's).
+async fn create_tagged(sm: &aws_sdk_secretsmanager::Client, name: &str, tags: &[(&str, &str)]) {
+    let mut create = sm.create_secret().name(name).secret_string("{}");
+    for (k, v) in tags {
+        create = create.tags(
+            aws_sdk_secretsmanager::types::Tag::builder()
+                .key(*k)
+                .value(*v)
+                .build(),
+        );
+    }
+    create.send().await.unwrap();
+}
+
 /// The statement of `policy` with the Sid `sid`.
 fn statement<'a>(policy: &'a serde_json::Value, sid: &str) -> &'a serde_json::Value {
     policy["Statement"]
@@ -3172,25 +3186,18 @@ async fn target_up_of_a_rule_makes_its_role_for_every_rule_that_names_it() {
     );
     f.deployer(&["up", "--yes"]).await;
     // A replica of the top-level keys' sync from before the rules: no rule's now, and said so.
-    let mut old = aws_sdk_secretsmanager::Client::new(&home)
-        .create_secret()
-        .name("hybrid-aws-secrets/left")
-        .secret_string("{}");
-    for (k, v) in [
-        ("managed-by", "vault-secrets-replicator"),
-        ("vault-mount", "hybrid-aws-secrets"),
-        ("vault-path", "/"),
-        ("replica-prefix", "hybrid-aws-secrets"),
-        ("replica-stack", "demo"),
-    ] {
-        old = old.tags(
-            aws_sdk_secretsmanager::types::Tag::builder()
-                .key(k)
-                .value(v)
-                .build(),
-        );
-    }
-    old.send().await.unwrap();
+    create_tagged(
+        &aws_sdk_secretsmanager::Client::new(&home),
+        "hybrid-aws-secrets/left",
+        &[
+            ("managed-by", "vault-secrets-replicator"),
+            ("vault-mount", "hybrid-aws-secrets"),
+            ("vault-path", "/"),
+            ("replica-prefix", "hybrid-aws-secrets"),
+            ("replica-stack", "demo"),
+        ],
+    )
+    .await;
     let plan = f.deployer(&["plan"]).await;
     assert!(
         plan.json()["warnings"].to_string().contains(
@@ -3405,23 +3412,19 @@ async fn target_up_makes_the_replicas_key_there_when_asked_and_destroy_keeps_it(
             .region(aws_types::region::Region::new("eu-west-1"))
             .build(),
     );
-    let mut replica = sm.create_secret().name("a/db").secret_string("{}");
-    for (k, v) in [
-        ("managed-by", "vault-secrets-replicator"),
-        ("vault-mount", "kv"),
-        ("vault-path", "/"),
-        ("replica-prefix", "a"),
-        ("replica-stack", "demo"),
-        ("replica-rule", "team-a"),
-    ] {
-        replica = replica.tags(
-            aws_sdk_secretsmanager::types::Tag::builder()
-                .key(k)
-                .value(v)
-                .build(),
-        );
-    }
-    replica.send().await.unwrap();
+    create_tagged(
+        &sm,
+        "a/db",
+        &[
+            ("managed-by", "vault-secrets-replicator"),
+            ("vault-mount", "kv"),
+            ("vault-path", "/"),
+            ("replica-prefix", "a"),
+            ("replica-stack", "demo"),
+            ("replica-rule", "team-a"),
+        ],
+    )
+    .await;
     sm.create_secret()
         .name("a/theirs")
         .secret_string("{}")

@@ -197,17 +197,8 @@ pub async fn apply(
             .await
             .ctx("UpdateAssumeRolePolicy", &role.name)?;
     }
-    if let Some(policy) = &role.policy
-        && change.touches("inline_policy")
-    {
-        c.iam
-            .put_role_policy()
-            .role_name(&role.name)
-            .policy_name(role.policy_name)
-            .policy_document(canonical(policy))
-            .send()
-            .await
-            .ctx("PutRolePolicy", &role.name)?;
+    if change.touches("inline_policy") {
+        put_policy(c, role).await?;
     }
     if role.instance_profile && change.touches("instance_profile") {
         let exists = found(
@@ -245,7 +236,7 @@ pub async fn apply(
         .ok_or_else(|| missing("GetRole", "the role just made"))
 }
 
-/// Puts the role's inline policy as wanted (a step of `up` after [`apply`]).
+/// Puts the role's inline policy as wanted (none while it is known only after apply).
 pub async fn put_policy(c: &Clients, role: &RoleSpec) -> Result<(), DeployError> {
     let Some(policy) = &role.policy else {
         return Ok(());
