@@ -226,9 +226,10 @@ pub struct SyncArgs {
     #[arg(long, env = env::ACCOUNT_ROLE_ARN, value_name = "ARN")]
     pub account_role_arn: Option<String>,
 
-    /// The external id the role of --account-role-arn requires.
+    /// The external id the role of --account-role-arn requires. Not a secret, but not for
+    /// logs either: its `Debug` is redacted.
     #[arg(long, env = env::EXTERNAL_ID, hide_env_values = true)]
-    pub external_id: Option<String>,
+    pub external_id: Option<SecretString>,
 
     /// The deployed stack this sync is (`deployer`'s stack name): its replicas carry it in
     /// their `replica-stack` tag, and another stack's are never written or deleted. A shell
@@ -650,7 +651,10 @@ impl SyncArgs {
     fn account_role(&self) -> Result<Option<AccountRole>, ConfigError> {
         const ROLE: &str = "--account-role-arn / REPLICATOR_ACCOUNT_ROLE_ARN";
         const ID: &str = "--external-id / REPLICATOR_EXTERNAL_ID";
-        AccountRole::from_settings(self.account_role_arn.as_deref(), self.external_id.as_deref())
+        AccountRole::from_settings(
+            self.account_role_arn.as_deref(),
+            self.external_id.as_ref().map(SecretString::expose),
+        )
             .map_err(|e| match e {
                 AccountRoleError::RoleArn(e) => invalid(ROLE, e),
                 AccountRoleError::ExternalId(e) => invalid(ID, e),
@@ -756,6 +760,27 @@ pub(crate) mod tests {
             Ok(cli) => cli.sync,
             Err(e) => panic!("parse failed: {e}"),
         }
+    }
+
+    #[test]
+    fn the_flags_debug_output_hides_the_external_id() {
+        let args = parse(&[
+            "--vault-addr",
+            "http://127.0.0.1:8200",
+            "--vault-token",
+            "t",
+            "--account-role-arn",
+            "arn:aws:iam::222222222222:role/r",
+            "--external-id",
+            "ext-secretish",
+        ]);
+        let shown = format!("{args:?}");
+        assert!(
+            shown.contains("role/r") && !shown.contains("secretish"),
+            "{shown}"
+        );
+        let role = args.resolve().unwrap().settings.account_role.unwrap();
+        assert_eq!(role.external_id, "ext-secretish");
     }
 
     #[test]

@@ -28,7 +28,9 @@ fn over(rule: &RuleDoc, base: &SyncArgs) -> SyncArgs {
     set(&mut args.path, &rule.path);
     set_some(&mut args.vault_namespace, &rule.namespace);
     set_some(&mut args.account_role_arn, &rule.account_role_arn);
-    set_some(&mut args.external_id, &rule.external_id);
+    if let Some(id) = &rule.external_id {
+        args.external_id = Some(id.as_str().into());
+    }
     args.rule_role_arn_prefix = None;
     if let Some(prefix) = base
         .rule_role_arn_prefix
@@ -37,7 +39,7 @@ fn over(rule: &RuleDoc, base: &SyncArgs) -> SyncArgs {
         && rule.account_role_arn.is_none()
     {
         let arn = format!("{prefix}{}", rule.name);
-        args.external_id = arn.rsplit('/').next().map(str::to_owned);
+        args.external_id = arn.rsplit('/').next().map(Into::into);
         args.account_role_arn = Some(arn);
     }
     set_some(&mut args.kms_key_id, &rule.kms_key_id);
