@@ -76,9 +76,9 @@ macro_rules! client {
 }
 
 impl Clients {
-    /// These clients, their KMS client in `region` (the key of replicas in another region),
-    /// counting its requests with the others.
-    pub fn with_kms_in(&self, region: &str) -> Self {
+    /// These clients, their KMS and Secrets Manager clients in `region` (a rule's replicas and
+    /// their key in another region), counting their requests with the others.
+    pub fn in_region(&self, region: &str) -> Self {
         let mut c = self.clone();
         c.kms = aws_sdk_kms::Client::from_conf(
             self.kms
@@ -87,12 +87,6 @@ impl Clients {
                 .region(aws_types::region::Region::new(region.to_owned()))
                 .build(),
         );
-        c
-    }
-
-    /// These clients, Secrets Manager's in `region`.
-    pub fn with_sm_in(&self, region: &str) -> Self {
-        let mut c = self.clone();
         c.sm = aws_sdk_secretsmanager::Client::from_conf(
             self.sm
                 .config()

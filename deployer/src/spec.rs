@@ -1766,11 +1766,7 @@ impl Spec {
             let text = serde_json::to_string(&docs).unwrap_or_default();
             vars.insert(env::RULES.to_owned(), text);
             // A rule here writes with the role `up` makes for it.
-            if self
-                .syncs()
-                .iter()
-                .any(|v| v.cfg.replicator.account_role.is_none() && v.writer_role().is_some())
-            {
+            if self.assumes_roles_here() {
                 vars.insert(
                     env::RULE_ROLE_ARN_PREFIX.to_owned(),
                     self.rule_role_arn_prefix(),

@@ -779,23 +779,21 @@ impl Converging<'_, '_> {
         Ok(())
     }
 
-    /// The alarms (updated in place) and the dashboard (never one this stack did not make).
+    /// The alarms and the dashboard (the diff leaves one this stack did not make unchanged).
     async fn monitoring(&mut self) -> Result<(), DeployError> {
         let (c, spec) = (self.stack.clients, self.stack.spec);
         let wanted = monitoring::wanted(spec);
         let seen = monitoring::observe_alarms(c, spec, &wanted).await?;
         for (want, seen) in wanted.iter().zip(&seen) {
             let ch = monitoring::diff_alarm(spec, want, seen.as_ref());
-            let foreign = seen.as_ref().is_some_and(|s| !s.ours);
-            if !foreign && self.go(&ch) {
+            if self.go(&ch) {
                 monitoring::apply_alarm(c, spec, want).await?;
             }
             self.changes.push(ch);
         }
         let seen = monitoring::observe_dashboard(c, spec).await?;
         let ch = monitoring::diff_dashboard(spec, seen.as_ref());
-        let foreign = seen.as_ref().is_some_and(|(_, ours)| !ours);
-        if !foreign && self.go(&ch) {
+        if self.go(&ch) {
             monitoring::apply_dashboard(c, spec).await?;
         }
         self.changes.push(ch);

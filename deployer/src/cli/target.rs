@@ -377,7 +377,7 @@ pub async fn run(
                     continue;
                 }
                 let scheduled = crate::resources::replicas::schedule_sync_deletion(
-                    &target.with_sm_in(&there.id.region),
+                    &target.in_region(&there.id.region),
                     &there,
                 )
                 .await?;
@@ -456,7 +456,7 @@ impl TargetKey {
         let Some((region, want)) = spec.account_key().map_err(DeployError::from)? else {
             return Ok(None);
         };
-        let clients = target.with_kms_in(&region);
+        let clients = target.in_region(&region);
         let seen = key::observe_key(&clients, &want).await?;
         let ours = match &seen {
             Some(k) => key::carries_tags(&clients, &k.key_id, &spec.tags()).await?,
