@@ -32,6 +32,10 @@ pub struct FileConfig {
     pub vault_inbound_cidr: Option<String>,
     pub vault_client_cidrs: Option<Vec<String>>,
     pub notification_email: Option<String>,
+    /// Put one EventBridge event per replicated change on `events_bus`.
+    pub events: Option<bool>,
+    /// The bus (in the stack's account and region) of `events`: its default bus if left out.
+    pub events_bus: Option<String>,
     pub deploy_vault_on_ec2: Option<bool>,
     pub external_vault_address: Option<String>,
     pub schedule: Option<String>,
@@ -194,6 +198,9 @@ pub struct Config {
     pub region: Option<String>,
     pub prefix: String,
     pub notification_email: Option<String>,
+    /// The event bus, in the stack's account and region, each replicated change is announced
+    /// on (`events = true`); none: no events.
+    pub events_bus: Option<String>,
     pub vault: VaultMode,
     pub schedule: String,
     pub replicator: ReplicatorSettings,
@@ -287,6 +294,8 @@ impl FileConfig {
             vault_inbound_cidr,
             vault_client_cidrs,
             notification_email,
+            events,
+            events_bus,
             deploy_vault_on_ec2,
             external_vault_address,
             schedule,
@@ -321,6 +330,30 @@ impl FileConfig {
             account_kms_key,
             sync
         );
+    }
+
+    /// The bus of `events = true`: `events_bus`, a name in the stack's account and region, or
+    /// the default bus.
+    fn events_bus(&self) -> Result<Option<String>, ConfigError> {
+        let bus = self.events_bus.as_deref().map(str::trim);
+        match (self.events.unwrap_or(false), bus) {
+            (false, None) => Ok(None),
+            (false, Some(_)) => Err(invalid(
+                "events_bus",
+                "is given without events = true: add events = true to announce each replicated change on it",
+            )),
+            (true, None) => Ok(Some(contract::events::DEFAULT_BUS.to_owned())),
+            (true, Some(bus)) if bus.starts_with("arn:") => Err(invalid(
+                "events_bus",
+                format!(
+                    "{bus:?}: give the bus's name (the bus is in the stack's account and region), not its ARN"
+                ),
+            )),
+            (true, Some(bus)) => {
+                contract::events::check_bus(bus).map_err(|e| invalid("events_bus", e))?;
+                Ok(Some(bus.to_owned()))
+            }
+        }
     }
 
     /// The role in another account the replicas are written with, both keys checked as the
@@ -407,6 +440,7 @@ impl FileConfig {
                 Some(e.to_owned())
             }
         };
+        let events_bus = self.events_bus()?;
         let schedule = self
             .schedule
             .clone()
@@ -605,6 +639,7 @@ impl FileConfig {
             region: self.region.clone(),
             prefix,
             notification_email,
+            events_bus,
             vault,
             schedule,
             replicator,
@@ -1410,6 +1445,21 @@ mod tests {
         assert_eq!(c.prefix, "hybrid-aws-secrets");
         assert_eq!(c.schedule, "cron(0,30 * * * ? *)");
         assert_eq!(c.notification_email, None);
+        assert_eq!(c.events_bus, None);
+        assert_eq!(
+            cfg(&format!("{EC2}events = true"))
+                .unwrap()
+                .events_bus
+                .as_deref(),
+            Some("default")
+        );
+        assert_eq!(
+            cfg(&format!("{EC2}events = true\nevents_bus = \"team-bus\""))
+                .unwrap()
+                .events_bus
+                .as_deref(),
+            Some("team-bus")
+        );
         assert!(matches!(c.vault, VaultMode::Ec2 { .. }));
         assert!(c.warnings.is_empty());
         let err = cfg("").unwrap_err().to_string();
@@ -1571,6 +1621,21 @@ mod tests {
                 "notification_email = \"ops@\"",
                 "notification_email",
                 "not an email address",
+            ),
+            (
+                "events_bus = \"team\"",
+                "events_bus",
+                "without events = true",
+            ),
+            (
+                "events = true\nevents_bus = \"arn:aws:events:eu-west-1:111122223333:event-bus/b\"",
+                "events_bus",
+                "not its ARN",
+            ),
+            (
+                "events = true\nevents_bus = \"a b\"",
+                "events_bus",
+                "not an event bus name",
             ),
             (
                 "notification_email = \"ops example.com\"",

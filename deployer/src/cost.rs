@@ -163,6 +163,12 @@ pub fn estimate_syncs(spec: &Spec, counts: &[usize]) -> Estimate {
             usd_per_month: 0.0,
         });
     }
+    if let Some(bus) = &spec.cfg.events_bus {
+        lines.push(CostLine {
+            item: format!("change events on the bus {bus} ($1.00 per million replicated changes)"),
+            usd_per_month: 0.0,
+        });
+    }
     if let VaultMode::Ec2 { instance_type, .. } = &spec.cfg.vault {
         match instance_hourly(instance_type) {
             Some(h) => lines.push(CostLine {
@@ -192,6 +198,12 @@ pub fn estimate_syncs(spec: &Spec, counts: &[usize]) -> Estimate {
             lines.push(CostLine {
                 item: "1 VPC interface endpoint (STS: the function assumes each rule's role) in one AZ"
                     .into(),
+                usd_per_month: 0.01 * HOURS,
+            });
+        }
+        if spec.event_bus_arn().is_some() {
+            lines.push(CostLine {
+                item: "1 VPC interface endpoint (EventBridge: the change events) in one AZ".into(),
                 usd_per_month: 0.01 * HOURS,
             });
         }

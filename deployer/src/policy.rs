@@ -41,10 +41,16 @@ pub const SECRET_READ_BY_ONE_ROLE: &str =
     include_str!("../../policies/secret-read-by-one-role.json");
 pub const VAULT_INSTANCE_TRUST: &str = include_str!("../../policies/vault-instance-trust.json");
 pub const VAULT_INSTANCE_POLICY: &str = include_str!("../../policies/vault-instance-policy.json");
-/// Policy of the VPC's Secrets Manager endpoint: only the stack's secrets pass through it.
 /// Policy of the VPC's STS endpoint (Vault on EC2 with rules in the stack's account): the
 /// replicator assuming its rules' roles, nothing else.
 pub const STS_ENDPOINT_POLICY: &str = include_str!("../../policies/sts-endpoint-policy.json");
+/// With `events = true`: the change events on the stack's bus, and no other.
+pub const REPLICATOR_EVENTS: &str =
+    include_str!("../../policies/replicator-events-statements.json");
+/// Policy of the VPC's EventBridge endpoint (Vault on EC2 with `events = true`): the
+/// replicator's change events on the stack's bus, nothing else.
+pub const EVENTS_ENDPOINT_POLICY: &str = include_str!("../../policies/events-endpoint-policy.json");
+/// Policy of the VPC's Secrets Manager endpoint: only the stack's secrets pass through it.
 pub const SECRETSMANAGER_ENDPOINT_POLICY: &str =
     include_str!("../../policies/secretsmanager-endpoint-policy.json");
 

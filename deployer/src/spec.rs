@@ -449,6 +449,11 @@ impl Spec {
     pub fn topic_arn(&self) -> String {
         self.arn("sns", true, &self.topic_name())
     }
+    /// The bus replicated changes are announced on (`events = true`), when they are.
+    pub fn event_bus_arn(&self) -> Option<String> {
+        let bus = self.cfg.events_bus.as_deref()?;
+        Some(self.arn("events", true, &format!("event-bus/{bus}")))
+    }
     /// Whether failed runs are notified: the failure topic exists only with an address.
     pub fn notifies(&self) -> bool {
         self.cfg.notification_email.is_some()
@@ -816,6 +821,36 @@ impl Spec {
         })
     }
 
+    /// Putting change events on the stack's bus and no other, when `events = true`.
+    fn events_statements(&self) -> Result<String, TemplateError> {
+        Ok(match self.event_bus_arn() {
+            Some(bus) => policy::render(
+                policy::REPLICATOR_EVENTS,
+                &[
+                    ("event_bus_arn", &bus),
+                    ("event_source", contract::events::SOURCE),
+                ],
+            )?,
+            None => String::new(),
+        })
+    }
+
+    /// The Vault network's EventBridge endpoint's policy: only the replicator's role, putting
+    /// its change events on the stack's bus.
+    pub fn events_endpoint_policy(&self) -> Result<Value, TemplateError> {
+        let bus = self.event_bus_arn().ok_or_else(|| {
+            TemplateError::Unknown("event_bus_arn (the stack sends no events)".into())
+        })?;
+        self.render(
+            policy::EVENTS_ENDPOINT_POLICY,
+            vec![
+                ("event_bus_arn", bus),
+                ("event_source", contract::events::SOURCE.to_owned()),
+                ("replicator_role_arn", self.role_arn()),
+            ],
+        )
+    }
+
     /// `items` rendered by `f` as a JSON list, for a template.
     fn json_list<T>(
         &self,
@@ -1118,6 +1153,7 @@ impl Spec {
                 )?,
             ),
             ("sns_statements", self.sns_statements()?),
+            ("events_statements", self.events_statements()?),
             ("vpc_statements", vpc),
             ("account_role_statements", account_role_statements),
         ]);
@@ -1458,6 +1494,7 @@ impl Spec {
     pub fn endpoint_policy(&self, service: &str) -> Result<Value, TemplateError> {
         match service.rsplit('.').next() {
             Some("sts") => self.sts_endpoint_policy(),
+            Some("events") => self.events_endpoint_policy(),
             _ => self.secretsmanager_endpoint_policy(),
         }
     }
@@ -1606,6 +1643,10 @@ impl Spec {
                 ("key_arn", key_arn.to_owned()),
                 ("watch_function_arn", self.function_arn_of(Duty::Watch)),
                 ("digest_parameter_arn", self.watcher_digest_parameter_arn()),
+                (
+                    "host_namespace",
+                    contract::metrics::HOST_NAMESPACE.to_owned(),
+                ),
                 ("sns_statements", self.sns_statements()?),
             ],
         )
@@ -1663,6 +1704,9 @@ impl Spec {
             (env::CONCURRENCY.to_owned(), r.concurrency.to_string()),
         ]);
         // Set only when used, so a stack that uses none of them keeps its function as it was.
+        if let Some(bus) = &self.cfg.events_bus {
+            vars.insert(env::EVENTS_BUS.to_owned(), bus.clone());
+        }
         if !r.replica_regions.is_empty() {
             let list: Vec<String> = r
                 .replica_regions
@@ -1883,6 +1927,46 @@ pub(crate) mod tests {
     pub(crate) const RULES: &str = "[[sync]]\nname = \"payments\"\nprefix = \"pay\"\nmount = \"kv\"\npath = \"payments\"\ndeletion_policy = \"delete\"\n\n[[sync]]\nname = \"web-prod\"\nprefix = \"web\"\nreplica_regions = [\"cn-northwest-1\"]\ninclude = [\"db/*\"]\n\n[[sync]]\nname = \"team-b\"\nprefix = \"b\"\nmount = \"kv\"\nnamespace = \"team-b\"\naccount_role_arn = \"arn:aws-cn:iam::222222222222:role/replicas\"\nexternal_id = \"0123456789abcdef\"\n";
 
     const KEY: &str = "arn:aws-cn:kms:cn-north-1:123456789012:key/k";
+
+    #[test]
+    fn with_events_the_function_is_given_the_bus_and_may_put_on_it_alone_once_for_every_rule() {
+        for rules in ["", RULES] {
+            let s = spec(&format!(
+                "{EXTERNAL}events = true\nevents_bus = \"team\"\n{rules}"
+            ));
+            let bus = "arn:aws-cn:events:cn-north-1:123456789012:event-bus/team";
+            assert_eq!(s.event_bus_arn().as_deref(), Some(bus));
+            assert_eq!(s.lambda_environment(KEY)[env::EVENTS_BUS], "team");
+            let p = s.replicator_policy(KEY, None).unwrap();
+            let puts: Vec<&Value> = p["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|st| st["Action"] == "events:PutEvents")
+                .collect();
+            assert_eq!(puts.len(), 1, "{rules}: {p}");
+            assert_eq!(puts[0]["Resource"], bus);
+            // Each entry's source, whichever way IAM reads the key (one value or a list), and
+            // never none.
+            assert_eq!(
+                puts[0]["Condition"]["ForAllValues:StringEquals"]["events:source"],
+                serde_json::json!([contract::events::SOURCE])
+            );
+            assert_eq!(puts[0]["Condition"]["Null"]["events:source"], "false");
+            assert_eq!(statement(&p, "DenyEveryOtherBus")["NotResource"], bus);
+            assert!(s.check_limits().is_ok());
+        }
+        let off = spec(EXTERNAL);
+        assert_eq!(off.event_bus_arn(), None);
+        assert!(!off.lambda_environment(KEY).contains_key(env::EVENTS_BUS));
+        assert!(
+            !off.replicator_policy(KEY, None)
+                .unwrap()
+                .to_string()
+                .contains("events:")
+        );
+        assert!(off.events_endpoint_policy().is_err());
+    }
 
     #[test]
     fn rules_reach_the_function_in_its_environment_each_with_its_key() {

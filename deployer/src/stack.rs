@@ -782,12 +782,10 @@ impl Converging<'_, '_> {
     /// The alarms and the dashboard (the diff leaves one this stack did not make unchanged).
     async fn monitoring(&mut self) -> Result<(), DeployError> {
         let (c, spec) = (self.stack.clients, self.stack.spec);
-        let wanted = monitoring::wanted(spec);
-        let seen = monitoring::observe_alarms(c, spec, &wanted).await?;
-        for (want, seen) in wanted.iter().zip(&seen) {
-            let ch = monitoring::diff_alarm(spec, want, seen.as_ref());
+        let seen = monitoring::observe_alarms(c, spec, &monitoring::every(spec)).await?;
+        for (alarm, ch) in monitoring::diff_alarms(spec, &seen) {
             if self.go(&ch) {
-                monitoring::apply_alarm(c, spec, want).await?;
+                monitoring::apply_alarm_change(c, spec, &alarm, &ch).await?;
             }
             self.changes.push(ch);
         }

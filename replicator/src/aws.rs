@@ -1,5 +1,5 @@
-//! Thin Secrets Manager and SNS adapters: list, create, put, move a stage, tag, delete, restore,
-//! read the connection secret, publish a notice. Network I/O; errors classified by modelled
+//! Thin Secrets Manager, SNS and EventBridge adapters: list, create, put, move a stage, tag,
+//! delete, restore, read the connection secret, publish a notice, put change events. Network I/O; errors classified by modelled
 //! error code; secret values only ever sent, never logged. Fills the data floor's
 //! [`AwsSecret`]; decides nothing.
 
@@ -757,6 +757,105 @@ impl Notifier {
             .await
             .map_err(|e| AwsError::from_sdk("Publish", topic_arn, e))?;
         Ok(())
+    }
+}
+
+/// The EventBridge bus change events go to ([`crate::events`]).
+#[derive(Clone, Debug)]
+pub struct EventBus {
+    client: aws_sdk_eventbridge::Client,
+    bus: String,
+}
+
+/// The most entries one `PutEvents` takes.
+const EVENTS_PER_PUT: usize = 10;
+
+impl EventBus {
+    /// The bus `bus` (a name or an ARN) with this process's own credentials and region.
+    pub fn new(config: &SdkConfig, bus: &str, counters: Arc<AwsCounters>) -> Self {
+        let conf = aws_sdk_eventbridge::config::Builder::from(config)
+            .interceptor(CountRequests(counters))
+            .build();
+        Self {
+            client: aws_sdk_eventbridge::Client::from_conf(conf),
+            bus: bus.to_owned(),
+        }
+    }
+
+    pub fn bus(&self) -> &str {
+        &self.bus
+    }
+
+    /// Puts `events`, ten to a request and `concurrency` requests at a time (the SDK retries
+    /// throttling); returns the ones not delivered, each with why.
+    pub async fn put(
+        &self,
+        events: Vec<crate::events::ChangeEvent>,
+        concurrency: usize,
+    ) -> Vec<(crate::events::ChangeEvent, String)> {
+        use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+        let mut chunks = Vec::new();
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            chunks.push(events.by_ref().take(EVENTS_PER_PUT).collect::<Vec<_>>());
+        }
+        let undelivered = stream::iter(chunks)
+            .map(|chunk| async move {
+                let entries = chunk
+                    .iter()
+                    .map(|event| {
+                        PutEventsRequestEntry::builder()
+                            .event_bus_name(&self.bus)
+                            .source(crate::events::SOURCE)
+                            .detail_type(event.action.detail_type())
+                            .detail(serde_json::to_string(event).unwrap_or_default())
+                            .resources(&event.arn)
+                            .build()
+                    })
+                    .collect();
+                let sent = self
+                    .client
+                    .put_events()
+                    .set_entries(Some(entries))
+                    .send()
+                    .await;
+                match sent {
+                    Err(e) => {
+                        let why = AwsError::from_sdk("PutEvents", &self.bus, e).to_string();
+                        chunk.into_iter().map(|e| (e, why.clone())).collect()
+                    }
+                    Ok(out) if out.failed_entry_count() == 0 => Vec::new(),
+                    Ok(out) => {
+                        let results = out.entries();
+                        chunk
+                            .into_iter()
+                            .enumerate()
+                            .filter_map(|(i, event)| match results.get(i) {
+                                Some(r) if r.error_code().is_none() && r.event_id().is_some() => {
+                                    None
+                                }
+                                Some(r) => Some((
+                                    event,
+                                    format!(
+                                        "PutEvents {}: {}: {}",
+                                        self.bus,
+                                        r.error_code().unwrap_or("error"),
+                                        r.error_message().unwrap_or("not put")
+                                    ),
+                                )),
+                                None => Some((
+                                    event,
+                                    format!("PutEvents {}: no answer for this entry", self.bus),
+                                )),
+                            })
+                            .collect()
+                    }
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect::<Vec<Vec<_>>>()
+            .await;
+        undelivered.into_iter().flatten().collect()
     }
 }
 

@@ -89,7 +89,45 @@ impl StsEndpoint {
 }
 
 pub const STS_BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
-const CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
+/// The content type of an AWS Query protocol request.
+pub const CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
+
+/// The headers SigV4 adds (`authorization`, `x-amz-date`, and `x-amz-security-token` with
+/// temporary credentials) to a `POST` of `body` to `url` with `headers`, for `service` in
+/// `region` (the service's signing name and region). Pure: credentials and time in.
+pub fn sign_post(
+    credentials: &Credentials,
+    (service, region): (&str, &str),
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, String> {
+    let identity: Identity = credentials.clone().into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| format!("signing parameters: {e}"))?
+        .into();
+    let request = SignableRequest::new(
+        "POST",
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| format!("signable request: {e}"))?;
+    let (instructions, _) = sign(request, &params)
+        .map_err(|e| format!("signing: {e}"))?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect())
+}
 
 /// The JSON body of `POST auth/<mount>/login` for `role`. `server_id` is the value of
 /// `X-Vault-AWS-IAM-Server-ID` when the Vault auth method requires one (signed, so a request
@@ -106,28 +144,20 @@ pub fn login_body(
     if let Some(id) = server_id {
         headers.push(("x-vault-aws-iam-server-id", id));
     }
-    let identity: Identity = credentials.clone().into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(sts.region.as_str())
-        .name("sts")
-        .time(time)
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| format!("signing parameters: {e}"))?
-        .into();
-    let request = SignableRequest::new(
-        "POST",
+    let signed = sign_post(
+        credentials,
+        ("sts", &sts.region),
         &sts.url,
-        headers.iter().copied(),
-        SignableBody::Bytes(STS_BODY.as_bytes()),
-    )
-    .map_err(|e| format!("signable request: {e}"))?;
-    let (instructions, _) = sign(request, &params)
-        .map_err(|e| format!("signing: {e}"))?
-        .into_parts();
+        &headers,
+        STS_BODY.as_bytes(),
+        time,
+    )?;
     let mut all = serde_json::Map::new();
-    for (k, v) in headers.iter().copied().chain(instructions.headers()) {
+    for (k, v) in headers
+        .iter()
+        .copied()
+        .chain(signed.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    {
         all.insert(canonical_header(k), json!([v]));
     }
     let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);

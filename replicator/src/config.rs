@@ -47,6 +47,11 @@ pub struct SyncArgs {
     #[arg(long, env = env::SNS_TOPIC_ARN)]
     pub sns_topic_arn: Option<String>,
 
+    /// EventBridge bus (name or ARN) that receives one event per replica created, updated,
+    /// deleted or restored (names and versions, never a value) [default: no events].
+    #[arg(long, env = env::EVENTS_BUS)]
+    pub events_bus: Option<String>,
+
     /// What happens to AWS secrets whose Vault secret was deleted.
     #[arg(long, env = env::DELETION_POLICY, value_enum, default_value = "keep")]
     pub deletion_policy: DeletionPolicy,
@@ -267,6 +272,8 @@ pub struct Settings {
     pub rule: Rule,
     pub kms_key_id: Option<String>,
     pub sns_topic_arn: Option<String>,
+    /// The EventBridge bus each replicated change is put on; none: no events.
+    pub events_bus: Option<String>,
     pub recovery_window_days: i64,
     pub concurrency: usize,
     pub writes_per_second: u32,
@@ -484,6 +491,14 @@ impl SyncArgs {
                 format!("{arn:?} is not a topic ARN (arn:PARTITION:sns:REGION:ACCOUNT:NAME)"),
             ));
         }
+        let events_bus = match self.events_bus.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(bus) => {
+                contract::events::check_bus(bus)
+                    .map_err(|e| invalid("--events-bus / REPLICATOR_EVENTS_BUS", e))?;
+                Some(bus.to_owned())
+            }
+        };
         let mut replica_regions = self
             .replica_regions
             .iter()
@@ -592,6 +607,7 @@ impl SyncArgs {
             },
             kms_key_id: self.kms_key_id.clone().filter(|k| !k.is_empty()),
             sns_topic_arn: self.sns_topic_arn.clone().filter(|k| !k.is_empty()),
+            events_bus,
             recovery_window_days: self.recovery_window_days,
             concurrency: self.concurrency,
             writes_per_second: self.writes_per_second,

@@ -23,7 +23,10 @@ use contract::tags;
 /// What became of one step.
 #[derive(Debug)]
 pub enum Outcome {
-    Created,
+    /// With the new replica's ARN.
+    Created {
+        arn: String,
+    },
     Updated,
     Unchanged,
     Deleted,
@@ -40,6 +43,13 @@ pub enum Outcome {
     Raced,
     Conflict(Problem),
     Failed(Problem),
+    /// Failed after the replica changed for its readers (created, restored, or its value made
+    /// current), before the rest was done (regions, policy, tags): a failure of the run, and
+    /// still a change consumers hear of. The next run finishes it.
+    Incomplete {
+        arn: String,
+        problem: Problem,
+    },
     /// Not started: the run's deadline had come. The next run does it.
     Deferred,
 }
@@ -50,7 +60,7 @@ impl Outcome {
     fn lets_dependents_go(&self) -> bool {
         matches!(
             self,
-            Self::Created | Self::Updated | Self::Unchanged | Self::Superseded(_)
+            Self::Created { .. } | Self::Updated | Self::Unchanged | Self::Superseded(_)
         )
     }
 
@@ -59,7 +69,7 @@ impl Outcome {
         match self {
             Self::Skipped => "its Vault version vanished",
             Self::Raced => "its name was taken meanwhile",
-            Self::Conflict(p) | Self::Failed(p) => &p.kind,
+            Self::Conflict(p) | Self::Failed(p) | Self::Incomplete { problem: p, .. } => &p.kind,
             Self::Deferred => "not started before the deadline",
             _ => "not done",
         }
@@ -229,21 +239,27 @@ impl Executor<'_> {
         {
             Ok((arn, statuses)) => {
                 let failed = failed_regions(&statuses, &rule.replica_regions);
-                if failed.is_some() {
-                    // Not recorded as replicated, so the next run removes the failed regions
-                    // and adds them again.
-                    self.sm
-                        .untag(&arn, &[tags::REPLICA_REGIONS.to_owned()])
-                        .await
-                        .map_err(failure_of(&target.name))?;
-                }
-                if let (Some(policy), Some(tag)) = (&rule.resource_policy, policy_tag) {
-                    self.put_policy(&arn, &target.name, policy, tag).await?;
-                }
-                match failed {
-                    None => Ok(Outcome::Created),
-                    Some(failed) => Err(replication_failed(&target.name, "created", &failed)),
-                }
+                let rest = async {
+                    if failed.is_some() {
+                        // Not recorded as replicated, so the next run removes the failed
+                        // regions and adds them again.
+                        self.sm
+                            .untag(&arn, &[tags::REPLICA_REGIONS.to_owned()])
+                            .await
+                            .map_err(failure_of(&target.name))?;
+                    }
+                    if let (Some(policy), Some(tag)) = (&rule.resource_policy, policy_tag) {
+                        self.put_policy(&arn, &target.name, policy, tag).await?;
+                    }
+                    match &failed {
+                        None => Ok(()),
+                        Some(failed) => Err(replication_failed(&target.name, "created", failed)),
+                    }
+                };
+                Ok(match rest.await {
+                    Ok(()) => Outcome::Created { arn },
+                    Err(problem) => Outcome::Incomplete { arn, problem },
+                })
             }
             Err(e) if e.kind == AwsErrorKind::AlreadyExists => Ok(Outcome::Raced),
             Err(e) => Err(failure_of(&target.name)(e)),
@@ -309,19 +325,35 @@ impl Executor<'_> {
         if restore {
             self.sm.restore(arn).await.map_err(aws_problem)?;
         }
-        if let Some(value) = &value {
-            self.sm
-                .put_pending(arn, value, &target.token)
-                .await
-                .map_err(aws_problem)?;
+        // From the restore on, or once the value is current, the replica has changed for its
+        // readers: a failure after that is `Incomplete`.
+        let incomplete = |problem| Outcome::Incomplete {
+            arn: arn.to_owned(),
+            problem,
+        };
+        let stage = async {
+            if let Some(value) = &value {
+                self.sm
+                    .put_pending(arn, value, &target.token)
+                    .await
+                    .map_err(aws_problem)?;
+            }
+            match write {
+                Write::None => Ok(None),
+                Write::Value | Write::Stage => self.make_current(arn, target, expect_current).await,
+            }
+        };
+        match stage.await {
+            Ok(Some(superseded)) => return Ok(superseded),
+            Ok(None) => {}
+            Err(problem) if restore => return Ok(incomplete(problem)),
+            Err(problem) => return Err(problem),
         }
-        if write != Write::None
-            && let Some(superseded) = self.make_current(arn, target, expect_current).await?
-        {
-            return Ok(superseded);
+        match self.settle(arn, target, changes).await {
+            Ok(()) => Ok(Outcome::Updated),
+            Err(problem) if restore || write != Write::None => Ok(incomplete(problem)),
+            Err(problem) => Err(problem),
         }
-        self.settle(arn, target, changes).await?;
-        Ok(Outcome::Updated)
     }
 
     /// With the target's version current: moves the replica regions, sets the description,
@@ -676,7 +708,7 @@ pub fn without_request(step: &Step) -> Option<Outcome> {
 /// Counts one outcome into the report (`name` for the orphans list).
 pub fn record(report: &mut Report, name: &str, outcome: Outcome) {
     match outcome {
-        Outcome::Created => report.created += 1,
+        Outcome::Created { .. } => report.created += 1,
         Outcome::Updated => report.updated += 1,
         Outcome::Unchanged => report.unchanged += 1,
         Outcome::Deleted => report.deleted += 1,
@@ -700,7 +732,7 @@ pub fn record(report: &mut Report, name: &str, outcome: Outcome) {
             report.partial = true;
             report.remaining += 1;
         }
-        Outcome::Failed(p) => {
+        Outcome::Failed(p) | Outcome::Incomplete { problem: p, .. } => {
             tracing::warn!(secret = %name, kind = %p.kind, "{}", p.message);
             report.failures.push(p);
         }

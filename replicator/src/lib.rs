@@ -8,6 +8,7 @@
 pub mod aws;
 pub mod aws_auth;
 pub mod config;
+pub mod events;
 pub mod execute;
 pub mod inventory;
 pub mod lambda;

@@ -17,6 +17,10 @@ pub fn cut(text: &str, chars: usize) -> String {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// The most lags one report holds (the metrics carry them).
 pub const MAX_LAGS: usize = 100;
 
@@ -76,6 +80,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<Vec<Step>>,
     pub values_read: u64,
+    /// Change events put on the bus (`--events-bus`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub events_put: u64,
     pub bulk_metadata: bool,
     pub vault_requests: BTreeMap<String, u64>,
     pub aws_requests: BTreeMap<String, u64>,
@@ -141,6 +148,7 @@ impl Report {
                 .extend(plan.iter().cloned());
         }
         self.bulk_metadata |= rule.bulk_metadata;
+        self.events_put += rule.events_put;
         self.lags_measured += rule.lags_measured;
         let room = MAX_LAGS.saturating_sub(self.lags.len());
         self.lags.extend(rule.lags.drain(..).take(room));

@@ -351,6 +351,9 @@ pub struct Replicator {
     vault: tokio::sync::Mutex<Option<(VaultConnection, Arc<VaultClient>)>>,
     /// Failures of a run before any rule's (the connection, Vault unreachable).
     notices: crate::report::NoticeGate,
+    /// Where each replicated change is announced (`--events-bus`), with this process's own
+    /// credentials and region whatever account a rule writes in.
+    events: Option<crate::aws::EventBus>,
 }
 
 /// Fills `report`'s Vault figures from `counts` (and zeroes them).
@@ -482,7 +485,13 @@ impl Replicator {
         // Checked again now that this process's region is known: a rule that leaves its region
         // out writes where one naming this region does.
         crate::rules::check_destinations(&resolved.rules, own_region)?;
+        let events = resolved
+            .settings
+            .events_bus
+            .as_deref()
+            .map(|bus| crate::aws::EventBus::new(aws, bus, counters.clone()));
         Ok(Self {
+            events,
             resolved,
             aws: aws.clone(),
             counters,
@@ -860,6 +869,7 @@ impl Replicator {
                 });
                 let round = Round {
                     lane,
+                    events: self.events.as_ref(),
                     settings: &settings[k],
                     vault: &vault,
                     accept_vault_rollback: request.accept_vault_rollback,
@@ -928,6 +938,7 @@ impl Replicator {
         let settings = lane.run_settings(request, deadline);
         let round = Round {
             lane,
+            events: self.events.as_ref(),
             settings: &settings,
             vault,
             accept_vault_rollback: request.accept_vault_rollback,
@@ -942,6 +953,7 @@ impl Replicator {
 /// One observe–plan–execute pass of a run.
 struct Round<'a> {
     lane: &'a Lane,
+    events: Option<&'a crate::aws::EventBus>,
     settings: &'a Settings,
     vault: &'a VaultClient,
     accept_vault_rollback: bool,
@@ -1132,7 +1144,13 @@ impl Round<'_> {
         let mut raced = Vec::new();
         // What the breaker weighs and was done: deletions, and moves back to an older version.
         let mut spent = 0usize;
+        let mut changes = Vec::new();
         let mut take = |report: &mut Report, step: &Step, outcome: Outcome| {
+            if self.events.is_some()
+                && let Some(event) = crate::events::of(step, &outcome, rule)
+            {
+                changes.push(event);
+            }
             let moved_back = matches!(
                 (step, &outcome),
                 (
@@ -1140,7 +1158,7 @@ impl Round<'_> {
                         reason: crate::plan::UpdateReason::LatestDeleted,
                         ..
                     },
-                    Outcome::Updated
+                    Outcome::Updated | Outcome::Incomplete { .. }
                 )
             );
             if matches!(outcome, Outcome::Deleted) || moved_back {
@@ -1150,7 +1168,7 @@ impl Round<'_> {
                 raced.push(raced_path(step, rule));
                 return;
             }
-            if matches!(outcome, Outcome::Created | Outcome::Updated)
+            if matches!(outcome, Outcome::Created { .. } | Outcome::Updated)
                 && let Some(lag) = crate::metrics::lag_of(step, std::time::SystemTime::now())
             {
                 report.lags_measured += 1;
@@ -1175,6 +1193,9 @@ impl Round<'_> {
                     take(report, step, outcome);
                 }
             }
+        }
+        if let Some(bus) = self.events {
+            announce(bus, changes, settings.concurrency, report).await;
         }
         // What change-driven runs may still delete until the next full sync: the breaker's share
         // less what the full sync and they spent since. A breaker that tripped on an expanded
@@ -1318,6 +1339,34 @@ impl Round<'_> {
             .run(&plan.steps, Some(&values), self.progress)
             .await;
         Expansion { plan, outcomes }
+    }
+}
+
+/// Puts each change's event on `bus`; one not delivered is a failure of its secret (the write
+/// stands: consumers caching it refresh at their cache's expiry).
+async fn announce(
+    bus: &crate::aws::EventBus,
+    changes: Vec<crate::events::ChangeEvent>,
+    concurrency: usize,
+    report: &mut Report,
+) {
+    if changes.is_empty() {
+        return;
+    }
+    let count = changes.len() as u64;
+    let undelivered = bus.put(changes, concurrency).await;
+    report.events_put += count - undelivered.len() as u64;
+    for (event, why) in undelivered {
+        let action = event.action.as_str();
+        tracing::warn!(secret = %event.name, bus = %bus.bus(), "change event not delivered");
+        report.failures.push(Problem::new(
+            &event.name,
+            "event_not_delivered",
+            format!(
+                "{action} in AWS, but its change event was not put on the bus {}: {why}; consumers caching it refresh when their cache expires",
+                bus.bus()
+            ),
+        ));
     }
 }
 

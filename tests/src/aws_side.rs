@@ -1,5 +1,6 @@
 //! Looks at (and seeds) the AWS side of a test through the SDK against moto: secrets with their
-//! tags and versions, and an SQS queue subscribed to an SNS topic to read notices back.
+//! tags and versions, and an SQS queue subscribed to an SNS topic (or to an EventBridge bus) to
+//! read notices (or change events) back.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,7 @@ pub struct AwsSide {
     pub sm: aws_sdk_secretsmanager::Client,
     pub sns: aws_sdk_sns::Client,
     pub sqs: aws_sdk_sqs::Client,
+    pub events: aws_sdk_eventbridge::Client,
 }
 
 impl AwsSide {
@@ -28,6 +30,7 @@ impl AwsSide {
             sm: aws_sdk_secretsmanager::Client::new(config),
             sns: aws_sdk_sns::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
+            events: aws_sdk_eventbridge::Client::new(config),
         }
     }
 
@@ -156,8 +159,46 @@ impl AwsSide {
         (topic_arn, queue_url)
     }
 
-    /// A new SQS queue `name` subscribed to an existing topic: the queue URL.
-    pub async fn queue_on(&self, topic_arn: &str, name: &str) -> String {
+    /// A new SQS queue `name` that an EventBridge rule on `bus` (made when not the default
+    /// one) sends the replicator's change events to: the queue URL. Read them with
+    /// [`Self::notices`].
+    pub async fn bus_with_queue(&self, bus: &str, name: &str) -> String {
+        if bus != "default" {
+            self.events
+                .create_event_bus()
+                .name(bus)
+                .send()
+                .await
+                .unwrap();
+        }
+        let (queue_url, queue_arn) = self.queue(name).await;
+        self.events
+            .put_rule()
+            .name(name)
+            .event_bus_name(bus)
+            .event_pattern(serde_json::json!({"source": [contract::events::SOURCE]}).to_string())
+            .send()
+            .await
+            .unwrap();
+        self.events
+            .put_targets()
+            .rule(name)
+            .event_bus_name(bus)
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("queue")
+                    .arn(queue_arn)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        queue_url
+    }
+
+    /// A new SQS queue `name`: its URL and ARN.
+    async fn queue(&self, name: &str) -> (String, String) {
         let queue = self
             .sqs
             .create_queue()
@@ -180,6 +221,12 @@ impl AwsSide {
             .get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
             .unwrap()
             .clone();
+        (queue_url, queue_arn)
+    }
+
+    /// A new SQS queue `name` subscribed to an existing topic: the queue URL.
+    pub async fn queue_on(&self, topic_arn: &str, name: &str) -> String {
+        let (queue_url, queue_arn) = self.queue(name).await;
         self.sns
             .subscribe()
             .topic_arn(topic_arn)

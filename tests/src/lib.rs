@@ -292,6 +292,7 @@ pub fn sync_args(prefix: &str) -> replicator::config::SyncArgs {
         path: String::new(),
         kms_key_id: None,
         sns_topic_arn: None,
+        events_bus: None,
         deletion_policy: replicator::config::DeletionPolicy::Keep,
         recovery_window_days: 7,
         max_delete_share: 0.25,

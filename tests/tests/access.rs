@@ -1447,6 +1447,29 @@ fn the_vault_instance_invokes_only_the_watchers_function_and_reads_only_its_dige
             vec![],
             ImplicitlyDenied,
         ),
+        // The watcher's liveness and disk: in the host's namespace only, never the runs'
+        // (a host putting `FullSyncsSucceeded` would hide a failing sync from its alarm).
+        (
+            &s,
+            "cloudwatch:PutMetricData",
+            "*".to_owned(),
+            vec![("cloudwatch:namespace", json!("VaultSecretsReplicator/Host"))],
+            Allowed,
+        ),
+        (
+            &s,
+            "cloudwatch:PutMetricData",
+            "*".to_owned(),
+            vec![("cloudwatch:namespace", json!("VaultSecretsReplicator"))],
+            ImplicitlyDenied,
+        ),
+        (
+            &s,
+            "cloudwatch:PutMetricAlarm",
+            format!("arn:aws:cloudwatch:eu-west-1:{ACCOUNT}:alarm:s-watcher-silent"),
+            vec![],
+            ImplicitlyDenied,
+        ),
     ];
     let requests: Vec<Request> = cases
         .iter()
@@ -2481,4 +2504,91 @@ fn the_sts_endpoint_passes_only_the_replicator_assuming_its_rules_roles() {
         ),
     ];
     assert_decisions(&rows);
+}
+
+#[test]
+fn change_events_go_only_to_the_stacks_bus_with_the_replicators_source() {
+    let team = "arn:aws:events:eu-west-1:123456789012:event-bus/team";
+    let default = "arn:aws:events:eu-west-1:123456789012:event-bus/default";
+    let ours = |r: Row| r.with("events:source", json!(["vault-secrets-replicator"]));
+    let on = spec(&format!(
+        "{EXTERNAL_KEEP}\nevents = true\nevents_bus = \"team\""
+    ));
+    check(
+        &on,
+        &[
+            ours(row("replicator", "events:PutEvents", team, Allowed)),
+            row("replicator", "events:PutEvents", team, ImplicitlyDenied)
+                .with("events:source", json!(["aws.secretsmanager"])),
+            // Ours beside another's in one request, or no source said: refused.
+            row("replicator", "events:PutEvents", team, ImplicitlyDenied).with(
+                "events:source",
+                json!(["vault-secrets-replicator", "aws.secretsmanager"]),
+            ),
+            row("replicator", "events:PutEvents", team, ImplicitlyDenied),
+            ours(row(
+                "replicator",
+                "events:PutEvents",
+                default,
+                ExplicitlyDenied,
+            )),
+            ours(row(
+                "replicator",
+                "events:DescribeEventBus",
+                team,
+                ImplicitlyDenied,
+            )),
+            row(
+                "replicator",
+                "events:PutTargets",
+                "arn:aws:events:eu-west-1:123456789012:rule/team/r",
+                ExplicitlyDenied,
+            ),
+            // The rotation function announces nothing.
+            ours(row("rotation", "events:PutEvents", team, ImplicitlyDenied)),
+        ],
+    );
+    // Without `events`: no bus at all.
+    check(
+        &spec(EXTERNAL_KEEP),
+        &[ours(row(
+            "replicator",
+            "events:PutEvents",
+            default,
+            ImplicitlyDenied,
+        ))],
+    );
+    // Vault on EC2: through the Vault network's EventBridge endpoint, the replicator's events
+    // on the stack's bus alone.
+    let ec2 = spec("vault_inbound_cidr = \"203.0.113.0/24\"\nevents = true");
+    let services = deployer::resources::network::endpoint_services(&ec2);
+    assert!(
+        services.contains(&"com.amazonaws.eu-west-1.events".to_owned()),
+        "{services:?}"
+    );
+    let endpoint = ec2
+        .endpoint_policy("com.amazonaws.eu-west-1.events")
+        .unwrap();
+    check_through(
+        &ec2,
+        &[
+            ours(row("replicator", "events:PutEvents", default, Allowed)),
+            row("replicator", "events:PutEvents", default, ImplicitlyDenied)
+                .with("events:source", json!(["someone.else"])),
+            ours(row(
+                "someone",
+                "events:PutEvents",
+                default,
+                ImplicitlyDenied,
+            )),
+            ours(row("someone", "events:PutEvents", team, ImplicitlyDenied)),
+        ],
+        Some(&endpoint),
+    );
+    let without = spec("vault_inbound_cidr = \"203.0.113.0/24\"");
+    assert!(
+        !deployer::resources::network::endpoint_services(&without)
+            .iter()
+            .any(|s| s.ends_with(".events"))
+    );
 }

@@ -78,8 +78,8 @@ fn every_rendered_policy_passes_parliament() {
             "aws-cn",
         ),
         (
-            "ec2, rules",
-            "vault_inbound_cidr = \"203.0.113.0/24\"\n[[sync]]\nname = \"a\"\nprefix = \"a\"\ndeletion_policy = \"delete\"\n[[sync]]\nname = \"b\"\nprefix = \"b\"\nreplica_regions = [\"eu-central-1\"]\n",
+            "ec2, rules, events",
+            "vault_inbound_cidr = \"203.0.113.0/24\"\nevents = true\n[[sync]]\nname = \"a\"\nprefix = \"a\"\ndeletion_policy = \"delete\"\n[[sync]]\nname = \"b\"\nprefix = \"b\"\nreplica_regions = [\"eu-central-1\"]\n",
             "aws",
         ),
     ];
@@ -131,12 +131,18 @@ fn every_rendered_policy_passes_parliament() {
         if s.assumes_roles_here() {
             docs.push(("sts endpoint policy", s.sts_endpoint_policy().unwrap()));
         }
+        if s.event_bus_arn().is_some() {
+            docs.push((
+                "eventbridge endpoint policy",
+                s.events_endpoint_policy().unwrap(),
+            ));
+        }
         for (name, doc) in docs {
             findings.extend(parliament(&format!("{shape} / {name}"), &doc));
             checked += 1;
         }
     }
-    assert_eq!(checked, 47 + 9 + 4 + 1);
+    assert_eq!(checked, 47 + 9 + 4 + 1 + 1);
     assert!(
         findings.is_empty(),
         "parliament findings:\n{}",

@@ -2237,7 +2237,7 @@ async fn secrets_sync_settings_reach_the_function_and_the_role_and_converge() {
     let config = format!(
         "{EXTERNAL}replica_regions = [\"eu-west-1\", \"us-west-2=arn:aws:kms:us-west-2:123456789012:key/r1\"]\n\
          granularity = \"secret-key\"\nname_template = \"{{mount}}/{{path}}/{{key}}\"\n\
-         tags = {{ team = \"core\" }}\n"
+         tags = {{ team = \"core\" }}\nevents = true\nevents_bus = \"team-changes\"\n"
     );
     let f = Fixture::new(&config).await;
     assert_eq!(f.deployer(&["up", "--yes"]).await.code, 0);
@@ -2250,7 +2250,16 @@ async fn secrets_sync_settings_reach_the_function_and_the_role_and_converge() {
     assert_eq!(env["REPLICATOR_GRANULARITY"], "secret-key");
     assert_eq!(env["REPLICATOR_NAME_TEMPLATE"], "{mount}/{path}/{key}");
     assert_eq!(env["REPLICATOR_TAGS"], "team=core");
+    assert_eq!(env["REPLICATOR_EVENTS_BUS"], "team-changes");
     let doc = role_policy(&aws, "demo-replicator", "replicator").await;
+    let events = statement(&doc, "PutChangeEventsOnTheStacksBus");
+    assert_eq!(
+        events["Resource"],
+        format!(
+            "arn:aws:events:{}:123456789012:event-bus/team-changes",
+            e2e::REGION
+        )
+    );
     let replicate = statement(&doc, "ReplicateToTheConfiguredRegions");
     assert_eq!(
         replicate["Condition"]["ForAllValues:StringEquals"]["secretsmanager:AddReplicaRegions"],
@@ -3631,12 +3640,13 @@ async fn target_up_makes_the_key_in_every_region_of_the_rules_sharing_the_role()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_on_ec2_with_rules_reaches_sts_through_its_own_endpoint() {
     let rules = format!(
-        "{ON_EC2}[[sync]]\nname = \"a\"\nprefix = \"a\"\n[[sync]]\nname = \"b\"\nprefix = \"b\"\n"
+        "{ON_EC2}events = true\n[[sync]]\nname = \"a\"\nprefix = \"a\"\n[[sync]]\nname = \"b\"\nprefix = \"b\"\n"
     );
     let f = Fixture::new(&rules).await;
     let plan = f.deployer(&["plan"]).await;
+    let cost = plan.json()["cost"].to_string();
     assert!(
-        plan.json()["cost"].to_string().contains("STS"),
+        cost.contains("STS") && cost.contains("EventBridge"),
         "{}",
         plan.stdout
     );
@@ -3669,11 +3679,18 @@ async fn vault_on_ec2_with_rules_reaches_sts_through_its_own_endpoint() {
     assert_eq!(
         services,
         [
+            "com.amazonaws.us-east-1.events",
             "com.amazonaws.us-east-1.secretsmanager",
             "com.amazonaws.us-east-1.sts"
         ]
     );
-    let sts = deployer::policy::parse_returned(&live[1].1).unwrap();
+    let events = deployer::policy::parse_returned(&live[0].1).unwrap();
+    assert!(
+        events.to_string().contains("event-bus/default")
+            && events.to_string().contains("vault-secrets-replicator"),
+        "{events}"
+    );
+    let sts = deployer::policy::parse_returned(&live[2].1).unwrap();
     assert!(
         sts.to_string()
             .contains("role/vault-secrets-replicator/onec2/onec2.sync.a"),
@@ -3681,7 +3698,7 @@ async fn vault_on_ec2_with_rules_reaches_sts_through_its_own_endpoint() {
     );
     let again = f.deployer(&["up", "--yes"]).await;
     assert!(again.sent.is_empty(), "{:?}", again.sent);
-    // Back to the one sync: the STS endpoint goes.
+    // Back to the one sync without events: the STS and EventBridge endpoints go.
     std::fs::write(f.path("deployer.toml"), ON_EC2).unwrap();
     f.deployer(&["up", "--yes"]).await;
     let services: Vec<String> = endpoints().await.into_iter().map(|(s, _)| s).collect();

@@ -1115,12 +1115,15 @@ async fn the_watcher_beside_vault_sends_each_batch_to_the_function() {
     let env = env().await;
     let bao = &env.bao;
     bao.enable_kv2("kv").await;
+    // Consumers hear of each change the function makes (events = true).
+    let changes = env.side.bus_with_queue("default", "changes").await;
     let api = RuntimeApi::start().await;
     let _function = tokio::process::Command::new(e2e::bin_path("bootstrap"))
         .env_clear()
         .envs(env.moto.env())
         .envs(e2e::runtime_api::lambda_env(&api.addr, "kv-replicator"))
         .env(vars::PREFIX, "kv")
+        .env(vars::EVENTS_BUS, "default")
         .env("VAULT_ADDR", &bao.addr)
         .env("VAULT_TOKEN", e2e::ROOT_TOKEN)
         .stdout(std::process::Stdio::null())
@@ -1135,6 +1138,7 @@ async fn the_watcher_beside_vault_sends_each_batch_to_the_function() {
         .envs(e2e::aws_env_at(&lambda.url))
         .args(["watch", "--prefix", "kv", "--output", "json"])
         .args(["--invoke-function", "kv-replicator"])
+        .args(["--cloudwatch-stack", "kv-stack"])
         .arg("--audit-log")
         .arg(bao.audit_log())
         .arg("--state-file")
@@ -1156,6 +1160,59 @@ async fn the_watcher_beside_vault_sends_each_batch_to_the_function() {
     };
     let full = next().await;
     assert_eq!(full["scope"], "full", "{full}");
+    // Its liveness and the disk of the audit log reach CloudWatch, in the host's namespace, by
+    // the stack (as the alarms of a silent watcher and a full disk read them).
+    let cw = aws_sdk_cloudwatch::Client::new(&env.aws);
+    let host_metrics = async || {
+        let out = cw
+            .list_metrics()
+            .namespace("VaultSecretsReplicator/Host")
+            .send()
+            .await
+            .unwrap();
+        let mut names: Vec<String> = out
+            .metrics()
+            .iter()
+            .filter(|m| {
+                m.dimensions()
+                    .iter()
+                    .any(|d| (d.name(), d.value()) == (Some("Stack"), Some("kv-stack")))
+            })
+            .filter_map(|m| m.metric_name().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while host_metrics().await.len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        host_metrics().await,
+        ["AuditLogDiskUsedPercent", "WatcherAlive"]
+    );
+    let now = std::time::SystemTime::now();
+    let alive = cw
+        .get_metric_statistics()
+        .namespace("VaultSecretsReplicator/Host")
+        .metric_name("WatcherAlive")
+        .dimensions(
+            aws_sdk_cloudwatch::types::Dimension::builder()
+                .name("Stack")
+                .value("kv-stack")
+                .build(),
+        )
+        .start_time((now - Duration::from_secs(600)).into())
+        .end_time((now + Duration::from_secs(60)).into())
+        .period(60)
+        .statistics(aws_sdk_cloudwatch::types::Statistic::Maximum)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        alive.datapoints().iter().any(|d| d.maximum() == Some(1.0)),
+        "the tail is alive: {alive:?}"
+    );
     bao.put("kv", "app/db", json!({"k": "1"})).await;
     let batch = next().await;
     assert_eq!(
@@ -1164,6 +1221,22 @@ async fn the_watcher_beside_vault_sends_each_batch_to_the_function() {
         "{batch}"
     );
     assert_eq!(env.side.value("kv/app/db").await["k"], "1");
+    let events = env.side.notices(&changes, 1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(
+        (
+            &event["detail-type"],
+            &event["detail"]["name"],
+            &event["detail"]["vault_path"]
+        ),
+        (
+            &json!("Replica Created"),
+            &json!("kv/app/db"),
+            &json!("app/db")
+        ),
+        "{event}"
+    );
     // Where to look comes from the function itself; then the full sync, then the batch.
     assert_eq!(
         lambda.invoked.lock().await.clone(),

@@ -1277,3 +1277,161 @@ async fn a_last_folder_vault_will_not_list_still_guides_a_full_aws_listing() {
         r.aws_requests
     );
 }
+
+/// The change events of every write, as an EventBridge rule delivers them to an SQS queue:
+/// (detail-type, detail), in the order of the replicas' names.
+async fn events_received(
+    env: &common::Env,
+    queue: &str,
+    expected: usize,
+) -> Vec<(String, serde_json::Value)> {
+    let mut got: Vec<(String, serde_json::Value)> = env
+        .side
+        .notices(queue, expected)
+        .await
+        .iter()
+        .map(|body| {
+            let event: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(event["source"], "vault-secrets-replicator", "{event}");
+            assert_eq!(
+                event["resources"],
+                json!([event["detail"]["arn"]]),
+                "{event}"
+            );
+            (
+                event["detail-type"].as_str().unwrap().to_owned(),
+                event["detail"].clone(),
+            )
+        })
+        .collect();
+    got.sort_by(|a, b| a.1["name"].as_str().cmp(&b.1["name"].as_str()));
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_replicated_change_puts_one_event_and_none_holds_a_value() {
+    let env = env().await;
+    let bao = &env.bao;
+    bao.enable_kv2("kv").await;
+    let queue = env.side.bus_with_queue("default", "changes").await;
+    for k in ["a", "b", "c"] {
+        bao.put("kv", k, json!({"password": format!("v4lue-{k}-1")}))
+            .await;
+    }
+    let mut a = args(&env, "kv");
+    a.events_bus = Some("default".into());
+    a.deletion_policy = DeletionPolicy::Delete;
+    a.max_delete_share = 1.0;
+    a.stack = Some("s".into());
+
+    let first = sync(&env, &a).await;
+    assert_eq!(
+        (first.created, first.events_put),
+        (3, 3),
+        "{}",
+        first.to_text()
+    );
+    let arns: std::collections::BTreeMap<String, String> = env
+        .side
+        .secrets("kv")
+        .await
+        .into_values()
+        .map(|s| (s.name, s.arn))
+        .collect();
+    let created = events_received(&env, &queue, 3).await;
+    assert_eq!(created.len(), 3, "{created:?}");
+    for ((detail_type, detail), k) in created.iter().zip(["a", "b", "c"]) {
+        assert_eq!(detail_type, "Replica Created");
+        assert_eq!(
+            *detail,
+            json!({
+                "action": "created",
+                "name": format!("kv/{k}"),
+                "arn": arns[&format!("kv/{k}")],
+                "stack": "s",
+                "vault_mount": "kv",
+                "vault_path": k,
+                "vault_version": 1,
+            })
+        );
+    }
+
+    // Nothing changed: no event.
+    assert_eq!(sync(&env, &a).await.events_put, 0);
+    // A new version, a deletion; then the deleted one back (restored).
+    bao.put("kv", "a", json!({"password": "v4lue-a-2"})).await;
+    bao.api("DELETE", "kv/metadata/b", None).await;
+    let second = sync(&env, &a).await;
+    assert_eq!(
+        (second.updated, second.deleted, second.events_put),
+        (1, 1, 2),
+        "{}",
+        second.to_text()
+    );
+    bao.put("kv", "b", json!({"password": "v4lue-b-2"})).await;
+    assert_eq!(sync(&env, &a).await.events_put, 1);
+    let changed = events_received(&env, &queue, 3).await;
+    let summary: Vec<(&str, &str, &str, Option<u64>)> = changed
+        .iter()
+        .map(|(t, d)| {
+            (
+                t.as_str(),
+                d["action"].as_str().unwrap(),
+                d["name"].as_str().unwrap(),
+                d["vault_version"].as_u64(),
+            )
+        })
+        .collect();
+    let mut want = vec![
+        ("Replica Updated", "updated", "kv/a", Some(2)),
+        ("Replica Deleted", "deleted", "kv/b", None),
+        ("Replica Restored", "restored", "kv/b", Some(1)),
+    ];
+    want.sort_by(|x, y| x.2.cmp(y.2).then(x.0.cmp(y.0)));
+    let mut summary = summary;
+    summary.sort_by(|x, y| x.2.cmp(y.2).then(x.0.cmp(y.0)));
+    assert_eq!(summary, want, "{changed:?}");
+    assert!(
+        changed
+            .iter()
+            .all(|(_, d)| d["arn"] == arns[d["name"].as_str().unwrap()])
+    );
+
+    // Tags alone change no value: no event.
+    a.tags = vec!["team=core".into()];
+    let tagged = sync(&env, &a).await;
+    assert_eq!(
+        (tagged.updated, tagged.events_put),
+        (3, 0),
+        "{}",
+        tagged.to_text()
+    );
+
+    // A bus that is not there: the writes stand, each undelivered event fails its secret.
+    a.events_bus = Some("missing".into());
+    bao.put("kv", "c", json!({"password": "v4lue-c-2"})).await;
+    let lost = sync(&env, &a).await;
+    assert_eq!(
+        (lost.updated, lost.events_put),
+        (1, 0),
+        "{}",
+        lost.to_text()
+    );
+    assert_eq!(
+        failure_kinds(&lost),
+        [("kv/c".to_owned(), "event_not_delivered".to_owned())]
+    );
+    assert!(
+        lost.failures[0].message.contains("missing"),
+        "{:?}",
+        lost.failures
+    );
+    assert_eq!(
+        env.side.value("kv/c").await,
+        json!({"password": "v4lue-c-2"})
+    );
+
+    // No event, nor the report, holds a value.
+    let seen = format!("{created:?}{changed:?}{}", lost.to_json());
+    assert!(!seen.contains("v4lue"), "{seen}");
+}

@@ -1,8 +1,10 @@
 //! The stack's CloudWatch alarms and dashboard, over the metrics its function prints in its log
 //! (namespace `VaultSecretsReplicator`, the `Stack` dimension): failed runs, and no full sync
-//! that succeeded within two schedule periods (no data counts as breaching). They notify the
-//! failure topic when there is one. Found by name; an alarm is this stack's by its tag, the
-//! dashboard by the text widget that names the stack.
+//! that succeeded within two schedule periods (no data counts as breaching); with Vault on EC2,
+//! over what the change watcher beside it puts (`VaultSecretsReplicator/Host`): the watcher
+//! silent, the Vault host's disk filling. They notify the failure topic when there is one.
+//! Found by name; an alarm is this stack's by its tag, the dashboard by the text widget that
+//! names the stack.
 
 use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, Statistic, Tag};
 use serde_json::{Value, json};
@@ -10,9 +12,10 @@ use serde_json::{Value, json};
 use super::{Ctx, DeployError, found};
 use crate::change::{Action, Change, Fields};
 use crate::clients::Clients;
+use crate::config::VaultMode;
 use crate::policy::canonical;
 use crate::spec::Spec;
-use contract::metrics::{FULL_SYNCS, NAMESPACE};
+use contract::metrics::{DISK_USED, FULL_SYNCS, HOST_NAMESPACE, NAMESPACE, WATCHER_ALIVE};
 
 pub const ALARM_KIND: &str = "cloudwatch alarm";
 pub const DASHBOARD_KIND: &str = "cloudwatch dashboard";
@@ -30,6 +33,7 @@ const MIN_WINDOW: u64 = 900;
 pub struct AlarmSpec {
     pub name: String,
     pub description: String,
+    pub namespace: &'static str,
     pub metric: &'static str,
     pub statistic: Statistic,
     pub period: u32,
@@ -49,7 +53,7 @@ impl AlarmSpec {
         vec![
             (
                 "metric",
-                format!("{NAMESPACE}/{} Stack={stack}", self.metric),
+                format!("{}/{} Stack={stack}", self.namespace, self.metric),
             ),
             ("statistic", self.statistic.as_str().to_owned()),
             (
@@ -84,10 +88,24 @@ fn no_full_sync_window(spec: &Spec) -> u64 {
         .clamp(MIN_WINDOW, MAX_WINDOW)
 }
 
-/// The stack's alarms: failed runs (any failure in five minutes), and no full sync that
-/// succeeded within two schedule periods (in periods CloudWatch accepts: a multiple of a
-/// minute, at most a day each).
+/// The disk share used on the Vault host at which its alarm fires.
+pub const DISK_THRESHOLD: f64 = 80.0;
+
+/// The stack's alarms ([`every`] one it may have that its configuration wants).
 pub fn wanted(spec: &Spec) -> Vec<AlarmSpec> {
+    let ec2 = matches!(spec.cfg.vault, VaultMode::Ec2 { .. });
+    every(spec)
+        .into_iter()
+        .filter(|a| ec2 || a.namespace != HOST_NAMESPACE)
+        .collect()
+}
+
+/// Every alarm the stack may have: failed runs (any failure in five minutes), and no full sync
+/// that succeeded within two schedule periods (in periods CloudWatch accepts: a multiple of a
+/// minute, at most a day each); with Vault on EC2, the change watcher silent for a quarter of
+/// an hour and the Vault host's disk [`DISK_THRESHOLD`] full. `up` removes the ones not
+/// [`wanted`].
+pub fn every(spec: &Spec) -> Vec<AlarmSpec> {
     let actions = if spec.notifies() {
         vec![spec.topic_arn()]
     } else {
@@ -107,6 +125,7 @@ pub fn wanted(spec: &Spec) -> Vec<AlarmSpec> {
                 "vault-secrets-replicator stack {}: a run failed to replicate a secret (the run's report, in the function's log, says which and why)",
                 spec.stack()
             ),
+            namespace: NAMESPACE,
             metric: "Failed",
             statistic: Statistic::Sum,
             period: 300,
@@ -124,6 +143,7 @@ pub fn wanted(spec: &Spec) -> Vec<AlarmSpec> {
                 spec.stack(),
                 spec.cfg.schedule
             ),
+            namespace: NAMESPACE,
             metric: FULL_SYNCS,
             statistic: Statistic::Sum,
             period,
@@ -131,8 +151,43 @@ pub fn wanted(spec: &Spec) -> Vec<AlarmSpec> {
             threshold: 1.0,
             comparison: ComparisonOperator::LessThanThreshold,
             treat_missing_data: "breaching",
-            actions,
+            actions: actions.clone(),
             actions_enabled,
+        },
+        // The watcher runs whether or not the stack is paused: these stay on.
+        AlarmSpec {
+            name: format!("{}-watcher-silent", spec.stack()),
+            description: format!(
+                "vault-secrets-replicator stack {}: the change watcher beside Vault has not read the audit log for 15 minutes, or not said so (its unit vault-replicator-watch on the Vault host, or the host itself, is down; changes then wait for the schedule)",
+                spec.stack()
+            ),
+            namespace: HOST_NAMESPACE,
+            metric: WATCHER_ALIVE,
+            statistic: Statistic::Sum,
+            period: 300,
+            evaluation_periods: 3,
+            threshold: 1.0,
+            comparison: ComparisonOperator::LessThanThreshold,
+            treat_missing_data: "breaching",
+            actions: actions.clone(),
+            actions_enabled: true,
+        },
+        AlarmSpec {
+            name: format!("{}-vault-disk", spec.stack()),
+            description: format!(
+                "vault-secrets-replicator stack {}: the Vault host's disk (Vault's data and its audit log) is {DISK_THRESHOLD}% full or more: a full disk stops Vault, which refuses every request once it cannot write its audit log",
+                spec.stack()
+            ),
+            namespace: HOST_NAMESPACE,
+            metric: DISK_USED,
+            statistic: Statistic::Maximum,
+            period: 300,
+            evaluation_periods: 1,
+            threshold: DISK_THRESHOLD,
+            comparison: ComparisonOperator::GreaterThanOrEqualToThreshold,
+            treat_missing_data: "notBreaching",
+            actions,
+            actions_enabled: true,
         },
     ]
 }
@@ -244,6 +299,47 @@ pub fn diff_alarm(spec: &Spec, want: &AlarmSpec, seen: Option<&AlarmState>) -> C
     }
 }
 
+/// What `up` does about each alarm the stack may have ([`every`], as `seen`, in its order):
+/// diffs a [`wanted`] one; deletes one this stack made that is no longer wanted (Vault no longer
+/// on EC2); leaves the rest out.
+pub fn diff_alarms(spec: &Spec, seen: &[Option<AlarmState>]) -> Vec<(AlarmSpec, Change)> {
+    let wanted = wanted(spec);
+    every(spec)
+        .into_iter()
+        .zip(seen)
+        .filter_map(|(alarm, seen)| {
+            let change = if wanted.contains(&alarm) {
+                diff_alarm(spec, &alarm, seen.as_ref())
+            } else if seen.as_ref().is_some_and(|s| s.ours) {
+                Change::new(ALARM_KIND, &alarm.name, Action::Delete)
+            } else {
+                return None;
+            };
+            Some((alarm, change))
+        })
+        .collect()
+}
+
+/// Performs an alarm's change of [`diff_alarms`].
+pub async fn apply_alarm_change(
+    c: &Clients,
+    spec: &Spec,
+    alarm: &AlarmSpec,
+    change: &Change,
+) -> Result<(), DeployError> {
+    match change.action {
+        Action::Delete => {
+            c.cw.delete_alarms()
+                .alarm_names(&alarm.name)
+                .send()
+                .await
+                .ctx("DeleteAlarms", &alarm.name)?;
+            Ok(())
+        }
+        _ => apply_alarm(c, spec, alarm).await,
+    }
+}
+
 pub async fn apply_alarm(c: &Clients, spec: &Spec, want: &AlarmSpec) -> Result<(), DeployError> {
     let tags: Vec<Tag> = spec
         .tags()
@@ -253,7 +349,7 @@ pub async fn apply_alarm(c: &Clients, spec: &Spec, want: &AlarmSpec) -> Result<(
     c.cw.put_metric_alarm()
         .alarm_name(&want.name)
         .alarm_description(&want.description)
-        .namespace(NAMESPACE)
+        .namespace(want.namespace)
         .metric_name(want.metric)
         .dimensions(
             Dimension::builder()
@@ -318,41 +414,77 @@ pub fn dashboard_body(spec: &Spec) -> Value {
         .iter()
         .map(|a| spec.arn("cloudwatch", true, &format!("alarm:{}", a.name)))
         .collect();
-    json!({
-        "widgets": [
-            {
-                "type": "text", "x": 0, "y": 0, "width": 24, "height": 2,
-                "properties": {"markdown": format!(
-                    "## {}\nSchedule `{}`. Every number is from the runs' metrics documents (no secret value, no path).",
-                    marker(spec), spec.cfg.schedule
-                )}
-            },
-            widget(0, 2, "Runs, and full syncs that succeeded", vec![
+    let mut widgets = vec![
+        json!({
+            "type": "text", "x": 0, "y": 0, "width": 24, "height": 2,
+            "properties": {"markdown": format!(
+                "## {}\nSchedule `{}`. Every number is from the runs' metrics documents (no secret value, no path).",
+                marker(spec), spec.cfg.schedule
+            )}
+        }),
+        widget(
+            0,
+            2,
+            "Runs, and full syncs that succeeded",
+            vec![
                 per_rule("runs", "DurationMs", "SampleCount", "runs"),
                 metric(FULL_SYNCS, "Maximum", "a full sync succeeded (1)"),
                 metric("Failed", "Sum", "failed (every rule)"),
-            ]),
-            widget(12, 2, "Outcomes by rule", vec![
+            ],
+        ),
+        widget(
+            12,
+            2,
+            "Outcomes by rule",
+            vec![
                 per_rule("created", "Created", "Sum", "created"),
                 per_rule("updated", "Updated", "Sum", "updated"),
                 per_rule("deleted", "Deleted", "Sum", "deleted"),
                 per_rule("failed", "Failed", "Sum", "failed"),
-            ]),
-            widget(0, 8, "Replication lag by rule (seconds, Vault's version to AWS)", vec![
+            ],
+        ),
+        widget(
+            0,
+            8,
+            "Replication lag by rule (seconds, Vault's version to AWS)",
+            vec![
                 per_rule("p50", "LagSeconds", "p50", "p50"),
                 per_rule("p90", "LagSeconds", "p90", "p90"),
                 per_rule("p99", "LagSeconds", "p99", "p99"),
-            ]),
-            widget(12, 8, "Values read from Vault, and the runs' duration, by rule", vec![
+            ],
+        ),
+        widget(
+            12,
+            8,
+            "Values read from Vault, and the runs' duration, by rule",
+            vec![
                 per_rule("values", "ValuesRead", "Sum", "values read"),
                 per_rule("duration", "DurationMs", "p90", "duration p90 (ms)"),
-            ]),
-            {
-                "type": "alarm", "x": 0, "y": 14, "width": 24, "height": 3,
-                "properties": {"title": "Alarms", "alarms": alarms}
-            }
-        ]
-    })
+            ],
+        ),
+    ];
+    let mut y = 14;
+    if matches!(spec.cfg.vault, VaultMode::Ec2 { .. }) {
+        let host = |name: &str, stat: &str, label: &str| json!([HOST_NAMESPACE, name, "Stack", stack, {"stat": stat, "label": label}]);
+        widgets.push(widget(
+            0,
+            y,
+            "The change watcher beside Vault",
+            vec![host(WATCHER_ALIVE, "Sum", "minutes it read the audit log")],
+        ));
+        widgets.push(widget(
+            12,
+            y,
+            "The Vault host's disk (% used)",
+            vec![host(DISK_USED, "Maximum", "used (%)")],
+        ));
+        y += 6;
+    }
+    widgets.push(json!({
+        "type": "alarm", "x": 0, "y": y, "width": 24, "height": 3,
+        "properties": {"title": "Alarms", "alarms": alarms}
+    }));
+    json!({ "widgets": widgets })
 }
 
 /// The dashboard as found: its body, canonical, and whether it is this stack's.
@@ -424,10 +556,11 @@ pub async fn set_paused(c: &Clients, spec: &Spec, paused: bool) -> Result<(), De
 
 /// Deletes the alarms this stack tagged and its dashboard.
 pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployError> {
-    let wanted = wanted(spec);
+    let wanted = every(spec);
     let seen = observe_alarms(c, spec, &wanted).await?;
     let mut changes = Vec::new();
     let mut ours = Vec::new();
+    let kept = self::wanted(spec);
     for (want, seen) in wanted.iter().zip(&seen) {
         changes.push(match seen {
             Some(s) if s.ours => {
@@ -436,6 +569,8 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
             }
             Some(_) => Change::new(ALARM_KIND, &want.name, Action::Absent)
                 .with_note("exists without this stack's tag; left alone"),
+            // One the configuration never wanted is not worth a line.
+            None if !kept.contains(want) => continue,
             None => Change::new(ALARM_KIND, &want.name, Action::Absent),
         });
     }
@@ -534,6 +669,79 @@ mod tests {
         let ch = diff_alarm(&s, want, Some(&drifted));
         assert_eq!(touched(&ch), ["threshold"]);
         assert!(!ch.needs_confirmation(), "an alarm is not access");
+    }
+
+    #[test]
+    fn with_vault_on_ec2_the_watcher_and_the_disk_have_alarms_that_pause_leaves_on() {
+        const EC2: &str = "stack_name = \"s\"\nvault_inbound_cidr = \"203.0.113.0/24\"\n";
+        let mut on_ec2 = spec(EC2);
+        on_ec2.paused = true;
+        let alarms = wanted(&on_ec2);
+        let names: Vec<&str> = alarms.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "s-failed-runs",
+                "s-no-full-sync",
+                "s-watcher-silent",
+                "s-vault-disk"
+            ]
+        );
+        let (silent, disk) = (&alarms[2], &alarms[3]);
+        assert_eq!(
+            (silent.namespace, silent.metric, silent.treat_missing_data),
+            (HOST_NAMESPACE, WATCHER_ALIVE, "breaching")
+        );
+        assert_eq!((silent.period, silent.evaluation_periods), (300, 3));
+        assert_eq!(
+            (disk.metric, disk.threshold, disk.treat_missing_data),
+            (DISK_USED, DISK_THRESHOLD, "notBreaching")
+        );
+        // Paused: no run is expected, but the watcher still runs and the disk still fills.
+        assert!(!alarms[0].actions_enabled && !alarms[1].actions_enabled);
+        assert!(silent.actions_enabled && disk.actions_enabled);
+        let body = dashboard_body(&on_ec2).to_string();
+        assert!(body.contains("\"WatcherAlive\",\"Stack\",\"s\""), "{body}");
+        assert!(body.contains("alarm:s-vault-disk"), "{body}");
+        assert!(
+            !dashboard_body(&spec(EXTERNAL))
+                .to_string()
+                .contains("WatcherAlive")
+        );
+
+        // Moved to an external Vault: the host's alarms this stack made go; one it did not
+        // make is left alone, an absent one is not mentioned.
+        let external = spec(EXTERNAL);
+        let all = every(&external);
+        let mine = |a: &AlarmSpec| {
+            Some(AlarmState {
+                fields: a.fields("s"),
+                ours: true,
+            })
+        };
+        let seen = vec![mine(&all[0]), mine(&all[1]), mine(&all[2]), None];
+        let plan: Vec<(String, Action)> = diff_alarms(&external, &seen)
+            .into_iter()
+            .map(|(a, c)| (a.name, c.action))
+            .collect();
+        assert_eq!(
+            plan,
+            [
+                ("s-failed-runs".to_owned(), Action::Unchanged),
+                ("s-no-full-sync".to_owned(), Action::Unchanged),
+                ("s-watcher-silent".to_owned(), Action::Delete),
+            ]
+        );
+        let foreign = vec![
+            mine(&all[0]),
+            mine(&all[1]),
+            Some(AlarmState {
+                fields: vec![],
+                ours: false,
+            }),
+            None,
+        ];
+        assert_eq!(diff_alarms(&external, &foreign).len(), 2);
     }
 
     #[test]

@@ -41,6 +41,64 @@ pub mod metrics {
     /// 1 for a full run that succeeded, else 0: the deployer's alarm of no full sync within two
     /// schedule periods sums it over the stack.
     pub const FULL_SYNCS: &str = "FullSyncsSucceeded";
+    /// The namespace of what the change watcher beside the stack's Vault puts
+    /// (`watch --cloudwatch-stack`): apart from the runs', so the Vault host, which may put
+    /// metrics there, cannot put the runs' (and hide a failing sync from its alarms).
+    pub const HOST_NAMESPACE: &str = "VaultSecretsReplicator/Host";
+    /// 1 each minute the watcher read the audit log within the last minute.
+    pub const WATCHER_ALIVE: &str = "WatcherAlive";
+    /// The used share (percent) of the filesystem holding Vault's audit log (on the stack's
+    /// host, Vault's data too).
+    pub const DISK_USED: &str = "AuditLogDiskUsedPercent";
+}
+
+/// The change events the replicator puts on an EventBridge bus (`--events-bus`), one per
+/// replica created, updated, deleted or restored, which the deployer's policy allows and its
+/// docs describe. Names and numbers only, never a value.
+pub mod events {
+    /// Every event's `source`: the policy allows `events:PutEvents` with this source alone.
+    pub const SOURCE: &str = "vault-secrets-replicator";
+    /// The `detail-type` of each action, in the order created, updated, deleted, restored.
+    pub const DETAIL_TYPES: [&str; 4] = [
+        "Replica Created",
+        "Replica Updated",
+        "Replica Deleted",
+        "Replica Restored",
+    ];
+    /// The bus of a stack's `events = true` with no `events_bus`: the account's default bus.
+    pub const DEFAULT_BUS: &str = "default";
+
+    /// Checks an event bus given by name (1-256 of letters, digits, `.`, `-`, `_`, `/`) or by
+    /// ARN (`arn:PARTITION:events:REGION:ACCOUNT:event-bus/NAME`).
+    pub fn check_bus(bus: &str) -> Result<(), String> {
+        let name = match bus.strip_prefix("arn:") {
+            Some(rest) => {
+                let parts: Vec<&str> = rest.splitn(5, ':').collect();
+                match parts.as_slice() {
+                    [_, "events", region, account, resource]
+                        if !region.is_empty() && account.len() == 12 =>
+                    {
+                        resource.strip_prefix("event-bus/").ok_or_else(|| {
+                            format!("{bus:?} is not an event bus ARN (…:event-bus/NAME)")
+                        })?
+                    }
+                    _ => {
+                        return Err(format!(
+                            "{bus:?} is not an event bus ARN (arn:PARTITION:events:REGION:ACCOUNT:event-bus/NAME)"
+                        ));
+                    }
+                }
+            }
+            None => bus,
+        };
+        let valid = |c: char| c.is_ascii_alphanumeric() || "._-/".contains(c);
+        if name.is_empty() || name.len() > 256 || !name.chars().all(valid) {
+            return Err(format!(
+                "{name:?} is not an event bus name (1-256 of letters, digits, ., -, _ and /)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Environment variables the Lambda reads (the CLI flags of `replicator sync` read the same ones).
@@ -113,6 +171,9 @@ pub mod env {
     pub const RULE_ROLE_ARN_PREFIX: &str = "REPLICATOR_RULE_ROLE_ARN_PREFIX";
     /// Set (`true`) by `deployer pause`: the function syncs nothing until `deployer resume`.
     pub const PAUSED: &str = "REPLICATOR_PAUSED";
+    /// The EventBridge bus (name or ARN) each replicated change is put on ([`crate::events`]);
+    /// none: no events.
+    pub const EVENTS_BUS: &str = "REPLICATOR_EVENTS_BUS";
 }
 
 /// Tag keys written on every replicated secret.
@@ -673,6 +734,43 @@ impl std::fmt::Debug for ConnectionSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_buses_by_name_or_arn() {
+        for ok in [
+            "default",
+            "team.replicas-1/x_y",
+            "arn:aws:events:eu-west-1:111122223333:event-bus/default",
+            "arn:aws-cn:events:cn-north-1:111122223333:event-bus/team",
+        ] {
+            assert_eq!(events::check_bus(ok), Ok(()), "{ok}");
+        }
+        let long = "b".repeat(257);
+        for (bad, why) in [
+            ("", "not an event bus name"),
+            ("has space", "not an event bus name"),
+            (long.as_str(), "not an event bus name"),
+            (
+                "arn:aws:sns:eu-west-1:111122223333:t",
+                "not an event bus ARN",
+            ),
+            (
+                "arn:aws:events:eu-west-1:111122223333:rule/r",
+                "event-bus/NAME",
+            ),
+            (
+                "arn:aws:events:eu-west-1:1:event-bus/b",
+                "not an event bus ARN",
+            ),
+            (
+                "arn:aws:events:eu-west-1:111122223333:event-bus/",
+                "not an event bus name",
+            ),
+        ] {
+            let e = events::check_bus(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn prefixes() {

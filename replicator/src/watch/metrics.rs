@@ -29,6 +29,9 @@ pub struct WatchMetrics {
     pub last_look: AtomicU64,
     /// Reads of the log that failed (a missing file, no permission).
     pub read_errors: AtomicU64,
+    /// Liveness reports put into CloudWatch (`--cloudwatch-stack`), and those that failed.
+    pub heartbeats: AtomicU64,
+    pub heartbeats_failed: AtomicU64,
     /// Per bucket of [`LAG_BUCKETS`], then `+Inf`: batches delivered within it.
     lag_buckets: [AtomicU64; LAG_BUCKETS.len() + 1],
     /// The lags' sum, in microseconds.
@@ -122,6 +125,12 @@ impl WatchMetrics {
             "counter",
             "Reads of the audit log that failed.",
             &[(String::new(), get(&self.read_errors))],
+        );
+        metric(
+            "cloudwatch_heartbeats_total",
+            "counter",
+            "Liveness reports put into CloudWatch (--cloudwatch-stack), by outcome.",
+            &outcomes(&self.heartbeats, &self.heartbeats_failed),
         );
         let _ = writeln!(
             out,

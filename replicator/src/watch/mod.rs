@@ -9,6 +9,7 @@
 
 pub mod delivery;
 pub mod filter;
+pub mod heartbeat;
 pub mod metrics;
 pub mod pending;
 pub mod tail;
@@ -147,6 +148,12 @@ pub struct WatchArgs {
     /// (e.g. 127.0.0.1:9464: only what can reach the address can scrape it).
     #[arg(long, env = "REPLICATOR_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Every minute, put the watcher's liveness and the used share of the audit log's disk
+    /// into CloudWatch as metrics of this stack (namespace VaultSecretsReplicator/Host): the
+    /// stack's alarms of a silent watcher and a filling disk watch them.
+    #[arg(long, env = "REPLICATOR_CLOUDWATCH_STACK")]
+    pub cloudwatch_stack: Option<String>,
 }
 
 impl WatchArgs {
@@ -738,6 +745,14 @@ pub async fn main(sync: &crate::config::SyncArgs, args: &WatchArgs) -> u8 {
                 return 1;
             }
         }
+    }
+    if let Some(stack) = args.cloudwatch_stack.clone().filter(|s| !s.is_empty()) {
+        tokio::spawn(heartbeat::run(
+            aws.clone(),
+            stack,
+            settings.metrics.clone(),
+            settings.audit_log.clone(),
+        ));
     }
     match run(&delivery, &settings, emit).await {
         Ok(()) => 0,

@@ -308,7 +308,10 @@ async fn apply_endpoints(
         let Some(ch) = field(changes, ENDPOINT, &service) else {
             continue;
         };
-        let policy = canonical(&spec.endpoint_policy(&service)?);
+        let policy = match ch.action {
+            Action::Create | Action::Update => canonical(&spec.endpoint_policy(&service)?),
+            _ => String::new(),
+        };
         // Only the policy drifted: set it again in place.
         let policy_only = ch.fields.iter().all(|f| f.field == "policy");
         match ch.action {

@@ -157,31 +157,37 @@ fn service_prefix(spec: &Spec) -> &'static str {
     }
 }
 
-/// Endpoint services the Lambda needs: Secrets Manager, and STS when `[[sync]]` rules write in
-/// the stack's account (each with a role of its own, which the function assumes). Failure
-/// notices leave through the function's on-failure destination, which Lambda delivers from
-/// outside the VPC.
+/// The endpoint service name of `service` in the stack's region.
+fn endpoint_service(spec: &Spec, service: &str) -> String {
+    format!("{}.{}.{service}", service_prefix(spec), spec.id.region)
+}
+
+/// Endpoint services the Lambda needs: Secrets Manager, STS when `[[sync]]` rules write in
+/// the stack's account (each with a role of its own, which the function assumes), and
+/// EventBridge with `events = true` (the change events). Failure notices leave through the
+/// function's on-failure destination, which Lambda delivers from outside the VPC.
 pub fn endpoint_services(spec: &Spec) -> Vec<String> {
-    let mut all = vec![format!(
-        "{}.{}.secretsmanager",
-        service_prefix(spec),
-        spec.id.region
-    )];
+    let mut all = vec![endpoint_service(spec, "secretsmanager")];
     if spec.assumes_roles_here() {
-        all.push(format!("{}.{}.sts", service_prefix(spec), spec.id.region));
+        all.push(endpoint_service(spec, "sts"));
+    }
+    if spec.event_bus_arn().is_some() {
+        all.push(endpoint_service(spec, "events"));
     }
     all
 }
 
-/// Every endpoint service the stack may have made: the wanted ones, STS (with rules, then
-/// without), and SNS (an earlier version made one): those not wanted are removed.
+/// Every endpoint service the stack may have made: the wanted ones, STS and EventBridge (made
+/// when wanted, then no longer), and SNS (an earlier version made one): those not wanted are
+/// removed.
 pub(super) fn endpoint_services_all(spec: &Spec) -> Vec<String> {
     let mut all = endpoint_services(spec);
-    let sts = format!("{}.{}.sts", service_prefix(spec), spec.id.region);
-    if !all.contains(&sts) {
-        all.push(sts);
+    for service in ["sts", "events", "sns"] {
+        let name = endpoint_service(spec, service);
+        if !all.contains(&name) {
+            all.push(name);
+        }
     }
-    all.push(format!("{}.{}.sns", service_prefix(spec), spec.id.region));
     all
 }
 
@@ -421,7 +427,12 @@ pub fn diff(spec: &Spec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
 
     let needed = endpoint_services(spec);
     for service in endpoint_services_all(spec) {
-        let policy = canonical(&spec.endpoint_policy(&service)?);
+        let wanted = wanted && needed.contains(&service);
+        // An endpoint not wanted has no policy to want (EventBridge's names the bus).
+        let policy = match wanted {
+            true => canonical(&spec.endpoint_policy(&service)?),
+            false => String::new(),
+        };
         let want = vec![
             ("private_dns", on_off(true)),
             (
@@ -437,7 +448,6 @@ pub fn diff(spec: &Spec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
                 ("policy", e.policy.clone()),
             ]
         });
-        let wanted = wanted && needed.contains(&service);
         changes.push(piece(ENDPOINT, &service, wanted, &want, have.as_ref()));
     }
     Ok(changes)
@@ -572,6 +582,10 @@ mod tests {
             (format!("vpc endpoint {sm}"), Action::Create),
             (
                 "vpc endpoint cn.com.amazonaws.cn-north-1.sts".to_owned(),
+                Action::Absent,
+            ),
+            (
+                "vpc endpoint cn.com.amazonaws.cn-north-1.events".to_owned(),
                 Action::Absent,
             ),
             (format!("vpc endpoint {sns}"), Action::Absent),

@@ -94,6 +94,7 @@ pub fn watch_unit(spec: &Spec) -> Result<String, DeployError> {
             ("watch_function", &spec.function_name_of(Duty::Watch)),
             ("digest_parameter", &spec.watcher_digest_parameter()),
             ("prefix", &spec.cfg.prefix),
+            ("stack", spec.stack()),
             ("notice_flags", &notices),
         ],
     )?)
@@ -241,8 +242,9 @@ mod tests {
         let unit = watch_unit(&s).unwrap();
         assert!(script.contains(&embedded(&unit)), "the unit, as rendered");
         assert!(unit.contains(&format!(
-            "watch --prefix hybrid-aws-secrets --invoke-function {} --audit-log /var/log/vault/audit.log\n",
-            s.function_name_of(Duty::Watch)
+            "watch --prefix hybrid-aws-secrets --invoke-function {} --audit-log /var/log/vault/audit.log --cloudwatch-stack {}\n",
+            s.function_name_of(Duty::Watch),
+            s.stack()
         )), "{unit}");
         assert!(unit.contains(&format!(
             "vault-replicator-fetch {} {} {}\n",
