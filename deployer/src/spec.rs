@@ -1645,7 +1645,7 @@ impl Spec {
                 ("digest_parameter_arn", self.watcher_digest_parameter_arn()),
                 (
                     "host_namespace",
-                    contract::metrics::HOST_NAMESPACE.to_owned(),
+                    contract::metrics::host_namespace(self.stack()),
                 ),
                 ("sns_statements", self.sns_statements()?),
             ],

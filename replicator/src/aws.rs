@@ -786,77 +786,93 @@ impl EventBus {
         &self.bus
     }
 
-    /// Puts `events`, ten to a request and `concurrency` requests at a time (the SDK retries
-    /// throttling); returns the ones not delivered, each with why.
-    pub async fn put(
+    /// Puts the events `changes` receives while a round runs, each as soon as it comes (up to
+    /// ten to a request, the ones that came while the last request was under way), until the
+    /// round drops its sender; the SDK retries throttling. How many were put, and the ones not
+    /// delivered, each with why.
+    pub async fn stream(
+        self,
+        mut changes: tokio::sync::mpsc::UnboundedReceiver<crate::events::ChangeEvent>,
+    ) -> Announced {
+        let mut announced = Announced::default();
+        while let Some(first) = changes.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < EVENTS_PER_PUT {
+                match changes.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
+            }
+            let count = batch.len() as u64;
+            let undelivered = self.put(batch).await;
+            announced.put += count - undelivered.len() as u64;
+            announced.undelivered.extend(undelivered);
+        }
+        announced
+    }
+
+    /// Puts one request's `batch` (at most ten); the ones not delivered, each with why.
+    async fn put(
         &self,
-        events: Vec<crate::events::ChangeEvent>,
-        concurrency: usize,
+        batch: Vec<crate::events::ChangeEvent>,
     ) -> Vec<(crate::events::ChangeEvent, String)> {
         use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-        let mut chunks = Vec::new();
-        let mut events = events.into_iter().peekable();
-        while events.peek().is_some() {
-            chunks.push(events.by_ref().take(EVENTS_PER_PUT).collect::<Vec<_>>());
-        }
-        let undelivered = stream::iter(chunks)
-            .map(|chunk| async move {
-                let entries = chunk
-                    .iter()
-                    .map(|event| {
-                        PutEventsRequestEntry::builder()
-                            .event_bus_name(&self.bus)
-                            .source(crate::events::SOURCE)
-                            .detail_type(event.action.detail_type())
-                            .detail(serde_json::to_string(event).unwrap_or_default())
-                            .resources(&event.arn)
-                            .build()
-                    })
-                    .collect();
-                let sent = self
-                    .client
-                    .put_events()
-                    .set_entries(Some(entries))
-                    .send()
-                    .await;
-                match sent {
-                    Err(e) => {
-                        let why = AwsError::from_sdk("PutEvents", &self.bus, e).to_string();
-                        chunk.into_iter().map(|e| (e, why.clone())).collect()
-                    }
-                    Ok(out) if out.failed_entry_count() == 0 => Vec::new(),
-                    Ok(out) => {
-                        let results = out.entries();
-                        chunk
-                            .into_iter()
-                            .enumerate()
-                            .filter_map(|(i, event)| match results.get(i) {
-                                Some(r) if r.error_code().is_none() && r.event_id().is_some() => {
-                                    None
-                                }
-                                Some(r) => Some((
-                                    event,
-                                    format!(
-                                        "PutEvents {}: {}: {}",
-                                        self.bus,
-                                        r.error_code().unwrap_or("error"),
-                                        r.error_message().unwrap_or("not put")
-                                    ),
-                                )),
-                                None => Some((
-                                    event,
-                                    format!("PutEvents {}: no answer for this entry", self.bus),
-                                )),
-                            })
-                            .collect()
-                    }
-                }
+        let entries = batch
+            .iter()
+            .map(|event| {
+                PutEventsRequestEntry::builder()
+                    .event_bus_name(&self.bus)
+                    .source(crate::events::SOURCE)
+                    .detail_type(event.action.detail_type())
+                    .detail(serde_json::to_string(event).unwrap_or_default())
+                    .resources(&event.arn)
+                    .build()
             })
-            .buffer_unordered(concurrency.max(1))
-            .collect::<Vec<Vec<_>>>()
+            .collect();
+        let sent = self
+            .client
+            .put_events()
+            .set_entries(Some(entries))
+            .send()
             .await;
-        undelivered.into_iter().flatten().collect()
+        match sent {
+            Err(e) => {
+                let why = AwsError::from_sdk("PutEvents", &self.bus, e).to_string();
+                batch.into_iter().map(|e| (e, why.clone())).collect()
+            }
+            Ok(out) if out.failed_entry_count() == 0 => Vec::new(),
+            Ok(out) => {
+                let results = out.entries();
+                batch
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, event)| match results.get(i) {
+                        Some(r) if r.error_code().is_none() && r.event_id().is_some() => None,
+                        Some(r) => Some((
+                            event,
+                            format!(
+                                "PutEvents {}: {}: {}",
+                                self.bus,
+                                r.error_code().unwrap_or("error"),
+                                r.error_message().unwrap_or("not put")
+                            ),
+                        )),
+                        None => Some((
+                            event,
+                            format!("PutEvents {}: no answer for this entry", self.bus),
+                        )),
+                    })
+                    .collect()
+            }
+        }
     }
+}
+
+/// What a round's change events came to ([`EventBus::stream`]).
+#[derive(Debug, Default)]
+pub struct Announced {
+    pub put: u64,
+    pub undelivered: Vec<(crate::events::ChangeEvent, String)>,
 }
 
 /// The staging label of a version written but not yet made current.

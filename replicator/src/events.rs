@@ -67,8 +67,9 @@ pub struct ChangeEvent {
     /// The key the replica holds, one replica per key (`secret-key`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vault_key: Option<String>,
-    /// The Vault version now in the replica; for a deletion, the version the replica held
-    /// when a key was removed, else none.
+    /// The Vault version now in the replica (none when a restored replica still holds the
+    /// value it had); for the deletion of a key's replica, the Vault version that no longer
+    /// has the key, else none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vault_version: Option<u64>,
 }
@@ -128,6 +129,14 @@ pub fn of(step: &Step, outcome: &Outcome, rule: &Rule) -> Option<ChangeEvent> {
         _ => return None,
     };
     let target = target?;
+    // Restored, then failed before its value moved: it holds what it held before.
+    let value_current = !matches!(
+        outcome,
+        Outcome::Incomplete {
+            value_current: false,
+            ..
+        }
+    );
     Some(ChangeEvent {
         action,
         name: name.clone(),
@@ -137,7 +146,7 @@ pub fn of(step: &Step, outcome: &Outcome, rule: &Rule) -> Option<ChangeEvent> {
         vault_mount: rule.mount.clone(),
         vault_path: Some(target.vault_path.clone()),
         vault_key: target.key.clone(),
-        vault_version: Some(target.version),
+        vault_version: value_current.then_some(target.version),
     })
 }
 
@@ -188,6 +197,7 @@ mod tests {
         Outcome::Incomplete {
             arn: "arn:new".into(),
             problem: problem(),
+            value_current: true,
         }
     }
 
@@ -304,6 +314,25 @@ mod tests {
         let mut step = update(false, Write::Value);
         if let Step::Update { target, .. } = &mut step {
             target.key = Some("password".into());
+        }
+        // Restored, then failed before the value moved: no version is claimed.
+        let restored = Outcome::Incomplete {
+            arn: "arn:x".into(),
+            problem: problem(),
+            value_current: false,
+        };
+        let event = of(&update(true, Write::Value), &restored, &rule()).unwrap();
+        assert_eq!(
+            (event.action, event.vault_version),
+            (Action::Restored, None)
+        );
+        for action in [
+            Action::Created,
+            Action::Updated,
+            Action::Deleted,
+            Action::Restored,
+        ] {
+            assert_eq!(serde_json::to_value(action).unwrap(), action.as_str());
         }
         let event = of(&step, &Outcome::Updated, &rule()).unwrap();
         let detail = serde_json::to_value(&event).unwrap();

@@ -49,6 +49,8 @@ pub enum Outcome {
     Incomplete {
         arn: String,
         problem: Problem,
+        /// The planned version is current in AWS (false: restored, still at its old value).
+        value_current: bool,
     },
     /// Not started: the run's deadline had come. The next run does it.
     Deferred,
@@ -85,6 +87,8 @@ pub struct Executor<'a> {
     pub vault: &'a VaultClient,
     pub sm: &'a SecretsManager,
     pub settings: &'a Settings,
+    /// Where each step's change event goes as soon as the step is done (`--events-bus`).
+    pub events: Option<&'a tokio::sync::mpsc::UnboundedSender<crate::events::ChangeEvent>>,
 }
 
 /// The Vault secret of a guarded deletion is there again.
@@ -258,7 +262,11 @@ impl Executor<'_> {
                 };
                 Ok(match rest.await {
                     Ok(()) => Outcome::Created { arn },
-                    Err(problem) => Outcome::Incomplete { arn, problem },
+                    Err(problem) => Outcome::Incomplete {
+                        arn,
+                        problem,
+                        value_current: true,
+                    },
                 })
             }
             Err(e) if e.kind == AwsErrorKind::AlreadyExists => Ok(Outcome::Raced),
@@ -327,9 +335,10 @@ impl Executor<'_> {
         }
         // From the restore on, or once the value is current, the replica has changed for its
         // readers: a failure after that is `Incomplete`.
-        let incomplete = |problem| Outcome::Incomplete {
+        let incomplete = |problem, value_current| Outcome::Incomplete {
             arn: arn.to_owned(),
             problem,
+            value_current,
         };
         let stage = async {
             if let Some(value) = &value {
@@ -346,12 +355,13 @@ impl Executor<'_> {
         match stage.await {
             Ok(Some(superseded)) => return Ok(superseded),
             Ok(None) => {}
-            Err(problem) if restore => return Ok(incomplete(problem)),
+            Err(problem) if restore => return Ok(incomplete(problem, false)),
             Err(problem) => return Err(problem),
         }
         match self.settle(arn, target, changes).await {
             Ok(()) => Ok(Outcome::Updated),
-            Err(problem) if restore || write != Write::None => Ok(incomplete(problem)),
+            // The planned version is current: written, or already (a restore alone).
+            Err(problem) if restore || write != Write::None => Ok(incomplete(problem, true)),
             Err(problem) => Err(problem),
         }
     }
@@ -641,6 +651,13 @@ impl Executor<'_> {
                         return (i, Outcome::Deferred);
                     }
                     let outcome = self.perform(step, known).await;
+                    if let Some(events) = self.events
+                        && let Some(event) =
+                            crate::events::of(step, &outcome, &self.settings.rule)
+                    {
+                        // The round's receiver outlives its steps.
+                        let _ = events.send(event);
+                    }
                     progress
                         .done
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -1107,10 +1107,20 @@ impl Round<'_> {
             return Ok(Vec::new());
         }
         report.unchanged += plan.unchanged;
+        // Each change's event goes out as soon as its step is done, so a run cut short (or a
+        // long full sync) holds none of them back.
+        let (events_tx, announced) = match self.events {
+            Some(bus) => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                (Some(tx), Some(tokio::spawn(bus.clone().stream(rx))))
+            }
+            None => (None, None),
+        };
         let executor = Executor {
             vault,
             sm,
             settings,
+            events: events_tx.as_ref(),
         };
         self.progress
             .planned
@@ -1144,13 +1154,7 @@ impl Round<'_> {
         let mut raced = Vec::new();
         // What the breaker weighs and was done: deletions, and moves back to an older version.
         let mut spent = 0usize;
-        let mut changes = Vec::new();
         let mut take = |report: &mut Report, step: &Step, outcome: Outcome| {
-            if self.events.is_some()
-                && let Some(event) = crate::events::of(step, &outcome, rule)
-            {
-                changes.push(event);
-            }
             let moved_back = matches!(
                 (step, &outcome),
                 (
@@ -1158,7 +1162,11 @@ impl Round<'_> {
                         reason: crate::plan::UpdateReason::LatestDeleted,
                         ..
                     },
-                    Outcome::Updated | Outcome::Incomplete { .. }
+                    Outcome::Updated
+                        | Outcome::Incomplete {
+                            value_current: true,
+                            ..
+                        }
                 )
             );
             if matches!(outcome, Outcome::Deleted) || moved_back {
@@ -1168,8 +1176,15 @@ impl Round<'_> {
                 raced.push(raced_path(step, rule));
                 return;
             }
-            if matches!(outcome, Outcome::Created { .. } | Outcome::Updated)
-                && let Some(lag) = crate::metrics::lag_of(step, std::time::SystemTime::now())
+            if matches!(
+                outcome,
+                Outcome::Created { .. }
+                    | Outcome::Updated
+                    | Outcome::Incomplete {
+                        value_current: true,
+                        ..
+                    }
+            ) && let Some(lag) = crate::metrics::lag_of(step, std::time::SystemTime::now())
             {
                 report.lags_measured += 1;
                 if report.lags.len() < crate::metrics::MAX_VALUES {
@@ -1194,8 +1209,17 @@ impl Round<'_> {
                 }
             }
         }
-        if let Some(bus) = self.events {
-            announce(bus, changes, settings.concurrency, report).await;
+        // The last sender goes: the stream ends once it has put what it holds.
+        drop(events_tx);
+        if let (Some(bus), Some(announced)) = (self.events, announced) {
+            match announced.await {
+                Ok(announced) => announce(bus, announced, report),
+                Err(e) => report.failures.push(Problem::new(
+                    "",
+                    "event_not_delivered",
+                    format!("the change events' sender stopped: {e}"),
+                )),
+            }
         }
         // What change-driven runs may still delete until the next full sync: the breaker's share
         // less what the full sync and they spent since. A breaker that tripped on an expanded
@@ -1342,21 +1366,12 @@ impl Round<'_> {
     }
 }
 
-/// Puts each change's event on `bus`; one not delivered is a failure of its secret (the write
-/// stands: consumers caching it refresh at their cache's expiry).
-async fn announce(
-    bus: &crate::aws::EventBus,
-    changes: Vec<crate::events::ChangeEvent>,
-    concurrency: usize,
-    report: &mut Report,
-) {
-    if changes.is_empty() {
-        return;
-    }
-    let count = changes.len() as u64;
-    let undelivered = bus.put(changes, concurrency).await;
-    report.events_put += count - undelivered.len() as u64;
-    for (event, why) in undelivered {
+/// Records what a round's change events came to: one not delivered is a failure of its secret
+/// (the write stands: consumers caching it refresh when their cache expires; a retry of the
+/// run finds nothing to write and sends no event again).
+fn announce(bus: &crate::aws::EventBus, announced: crate::aws::Announced, report: &mut Report) {
+    report.events_put += announced.put;
+    for (event, why) in announced.undelivered {
         let action = event.action.as_str();
         tracing::warn!(secret = %event.name, bus = %bus.bus(), "change event not delivered");
         report.failures.push(Problem::new(

@@ -1447,14 +1447,28 @@ fn the_vault_instance_invokes_only_the_watchers_function_and_reads_only_its_dige
             vec![],
             ImplicitlyDenied,
         ),
-        // The watcher's liveness and disk: in the host's namespace only, never the runs'
-        // (a host putting `FullSyncsSucceeded` would hide a failing sync from its alarm).
+        // The watcher's liveness and disk: in its stack's host namespace only, never the
+        // runs' (a host putting `FullSyncsSucceeded` would hide a failing sync from its
+        // alarm) nor another stack's (it would quiet that stack's watcher alarm).
         (
             &s,
             "cloudwatch:PutMetricData",
             "*".to_owned(),
-            vec![("cloudwatch:namespace", json!("VaultSecretsReplicator/Host"))],
+            vec![(
+                "cloudwatch:namespace",
+                json!(format!("VaultSecretsReplicator/Host/{}", s.stack())),
+            )],
             Allowed,
+        ),
+        (
+            &s,
+            "cloudwatch:PutMetricData",
+            "*".to_owned(),
+            vec![(
+                "cloudwatch:namespace",
+                json!("VaultSecretsReplicator/Host/another-stack"),
+            )],
+            ImplicitlyDenied,
         ),
         (
             &s,

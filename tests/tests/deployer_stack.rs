@@ -1328,6 +1328,47 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
         "second up sent {:?}",
         again.mutating
     );
+    // Beside the runs' two alarms, the watcher's and the disk's, over the stack's own host
+    // namespace.
+    let cw = aws_sdk_cloudwatch::Client::new(&aws);
+    let host_alarms = async || {
+        let out = cw
+            .describe_alarms()
+            .alarm_names("onec2-watcher-silent")
+            .alarm_names("onec2-vault-disk")
+            .send()
+            .await
+            .unwrap();
+        let mut seen: Vec<(String, String)> = out
+            .metric_alarms()
+            .iter()
+            .map(|a| {
+                (
+                    a.alarm_name().unwrap_or_default().to_owned(),
+                    format!(
+                        "{}/{}",
+                        a.namespace().unwrap_or_default(),
+                        a.metric_name().unwrap_or_default()
+                    ),
+                )
+            })
+            .collect();
+        seen.sort();
+        seen
+    };
+    assert_eq!(
+        host_alarms().await,
+        [
+            (
+                "onec2-vault-disk".to_owned(),
+                "VaultSecretsReplicator/Host/onec2/AuditLogDiskUsedPercent".to_owned()
+            ),
+            (
+                "onec2-watcher-silent".to_owned(),
+                "VaultSecretsReplicator/Host/onec2/WatcherAlive".to_owned()
+            ),
+        ]
+    );
 
     // Opened to the world by hand: drift, then repaired.
     ec2.authorize_security_group_ingress()
@@ -1524,6 +1565,10 @@ async fn vault_on_ec2_is_private_by_default_and_converges() {
             .is_empty()
     );
     assert!(f.deployer(&["destroy", "--yes"]).await.mutating.is_empty());
+    assert!(
+        host_alarms().await.is_empty(),
+        "destroy deletes the host's alarms"
+    );
 }
 
 /// Runs the `deployer` executable against moto with `input` typed at a terminal (`script`

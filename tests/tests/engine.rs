@@ -310,6 +310,7 @@ async fn a_stale_writer_never_moves_aws_backwards() {
         vault: &vault,
         sm: &sm,
         settings: &settings,
+        events: None,
     };
     let outcomes = executor.run(&plan.steps, None, &progress).await;
     let mut report = Report::default();
@@ -644,6 +645,7 @@ async fn a_key_deletion_planned_from_an_older_version_is_not_performed() {
         vault: &vault,
         sm: &sm,
         settings: &settings,
+        events: None,
     };
     let values = executor
         .read_keys(name, &source.source.vault_path, source.source.version)

@@ -1166,7 +1166,7 @@ async fn the_watcher_beside_vault_sends_each_batch_to_the_function() {
     let host_metrics = async || {
         let out = cw
             .list_metrics()
-            .namespace("VaultSecretsReplicator/Host")
+            .namespace("VaultSecretsReplicator/Host/kv-stack")
             .send()
             .await
             .unwrap();
@@ -1194,7 +1194,7 @@ async fn the_watcher_beside_vault_sends_each_batch_to_the_function() {
     let now = std::time::SystemTime::now();
     let alive = cw
         .get_metric_statistics()
-        .namespace("VaultSecretsReplicator/Host")
+        .namespace("VaultSecretsReplicator/Host/kv-stack")
         .metric_name("WatcherAlive")
         .dimensions(
             aws_sdk_cloudwatch::types::Dimension::builder()

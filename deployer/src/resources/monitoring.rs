@@ -1,7 +1,7 @@
 //! The stack's CloudWatch alarms and dashboard, over the metrics its function prints in its log
 //! (namespace `VaultSecretsReplicator`, the `Stack` dimension): failed runs, and no full sync
 //! that succeeded within two schedule periods (no data counts as breaching); with Vault on EC2,
-//! over what the change watcher beside it puts (`VaultSecretsReplicator/Host`): the watcher
+//! over what the change watcher beside it puts (`VaultSecretsReplicator/Host/<stack>`): the watcher
 //! silent, the Vault host's disk filling. They notify the failure topic when there is one.
 //! Found by name; an alarm is this stack's by its tag, the dashboard by the text widget that
 //! names the stack.
@@ -15,7 +15,7 @@ use crate::clients::Clients;
 use crate::config::VaultMode;
 use crate::policy::canonical;
 use crate::spec::Spec;
-use contract::metrics::{DISK_USED, FULL_SYNCS, HOST_NAMESPACE, NAMESPACE, WATCHER_ALIVE};
+use contract::metrics::{DISK_USED, FULL_SYNCS, NAMESPACE, WATCHER_ALIVE, host_namespace};
 
 pub const ALARM_KIND: &str = "cloudwatch alarm";
 pub const DASHBOARD_KIND: &str = "cloudwatch dashboard";
@@ -33,7 +33,7 @@ const MIN_WINDOW: u64 = 900;
 pub struct AlarmSpec {
     pub name: String,
     pub description: String,
-    pub namespace: &'static str,
+    pub namespace: String,
     pub metric: &'static str,
     pub statistic: Statistic,
     pub period: u32,
@@ -96,7 +96,7 @@ pub fn wanted(spec: &Spec) -> Vec<AlarmSpec> {
     let ec2 = matches!(spec.cfg.vault, VaultMode::Ec2 { .. });
     every(spec)
         .into_iter()
-        .filter(|a| ec2 || a.namespace != HOST_NAMESPACE)
+        .filter(|a| ec2 || a.namespace == NAMESPACE)
         .collect()
 }
 
@@ -125,7 +125,7 @@ pub fn every(spec: &Spec) -> Vec<AlarmSpec> {
                 "vault-secrets-replicator stack {}: a run failed to replicate a secret (the run's report, in the function's log, says which and why)",
                 spec.stack()
             ),
-            namespace: NAMESPACE,
+            namespace: NAMESPACE.to_owned(),
             metric: "Failed",
             statistic: Statistic::Sum,
             period: 300,
@@ -143,7 +143,7 @@ pub fn every(spec: &Spec) -> Vec<AlarmSpec> {
                 spec.stack(),
                 spec.cfg.schedule
             ),
-            namespace: NAMESPACE,
+            namespace: NAMESPACE.to_owned(),
             metric: FULL_SYNCS,
             statistic: Statistic::Sum,
             period,
@@ -161,7 +161,7 @@ pub fn every(spec: &Spec) -> Vec<AlarmSpec> {
                 "vault-secrets-replicator stack {}: the change watcher beside Vault has not read the audit log for 15 minutes, or not said so (its unit vault-replicator-watch on the Vault host, or the host itself, is down; changes then wait for the schedule)",
                 spec.stack()
             ),
-            namespace: HOST_NAMESPACE,
+            namespace: host_namespace(spec.stack()),
             metric: WATCHER_ALIVE,
             statistic: Statistic::Sum,
             period: 300,
@@ -178,7 +178,7 @@ pub fn every(spec: &Spec) -> Vec<AlarmSpec> {
                 "vault-secrets-replicator stack {}: the Vault host's disk (Vault's data and its audit log) is {DISK_THRESHOLD}% full or more: a full disk stops Vault, which refuses every request once it cannot write its audit log",
                 spec.stack()
             ),
-            namespace: HOST_NAMESPACE,
+            namespace: host_namespace(spec.stack()),
             metric: DISK_USED,
             statistic: Statistic::Maximum,
             period: 300,
@@ -349,7 +349,7 @@ pub async fn apply_alarm(c: &Clients, spec: &Spec, want: &AlarmSpec) -> Result<(
     c.cw.put_metric_alarm()
         .alarm_name(&want.name)
         .alarm_description(&want.description)
-        .namespace(want.namespace)
+        .namespace(&want.namespace)
         .metric_name(want.metric)
         .dimensions(
             Dimension::builder()
@@ -465,7 +465,8 @@ pub fn dashboard_body(spec: &Spec) -> Value {
     ];
     let mut y = 14;
     if matches!(spec.cfg.vault, VaultMode::Ec2 { .. }) {
-        let host = |name: &str, stat: &str, label: &str| json!([HOST_NAMESPACE, name, "Stack", stack, {"stat": stat, "label": label}]);
+        let namespace = host_namespace(stack);
+        let host = |name: &str, stat: &str, label: &str| json!([namespace, name, "Stack", stack, {"stat": stat, "label": label}]);
         widgets.push(widget(
             0,
             y,
@@ -689,8 +690,12 @@ mod tests {
         );
         let (silent, disk) = (&alarms[2], &alarms[3]);
         assert_eq!(
-            (silent.namespace, silent.metric, silent.treat_missing_data),
-            (HOST_NAMESPACE, WATCHER_ALIVE, "breaching")
+            (
+                silent.namespace.as_str(),
+                silent.metric,
+                silent.treat_missing_data
+            ),
+            ("VaultSecretsReplicator/Host/s", WATCHER_ALIVE, "breaching")
         );
         assert_eq!((silent.period, silent.evaluation_periods), (300, 3));
         assert_eq!(

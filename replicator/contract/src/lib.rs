@@ -41,10 +41,28 @@ pub mod metrics {
     /// 1 for a full run that succeeded, else 0: the deployer's alarm of no full sync within two
     /// schedule periods sums it over the stack.
     pub const FULL_SYNCS: &str = "FullSyncsSucceeded";
-    /// The namespace of what the change watcher beside the stack's Vault puts
-    /// (`watch --cloudwatch-stack`): apart from the runs', so the Vault host, which may put
-    /// metrics there, cannot put the runs' (and hide a failing sync from its alarms).
+    /// The start of the namespace of what the change watcher beside a stack's Vault puts
+    /// (`watch --cloudwatch-stack`; [`host_namespace`]).
     pub const HOST_NAMESPACE: &str = "VaultSecretsReplicator/Host";
+
+    /// The namespace of what the watcher beside `stack`'s Vault puts: the stack's own, apart
+    /// from the runs', so a Vault host, whose role may put metrics there alone, can neither put
+    /// the runs' (and hide a failing sync from its alarms) nor another stack's (and quiet its
+    /// watcher's alarms).
+    pub fn host_namespace(stack: &str) -> String {
+        format!("{HOST_NAMESPACE}/{stack}")
+    }
+
+    /// Checks a stack name for [`host_namespace`]: 1-128 of letters, digits, `.`, `-`, `_`.
+    pub fn check_host_stack(stack: &str) -> Result<(), String> {
+        let valid = |c: char| c.is_ascii_alphanumeric() || ".-_".contains(c);
+        if stack.is_empty() || stack.len() > 128 || !stack.chars().all(valid) {
+            return Err(format!(
+                "{stack:?} is not a stack name (1-128 of letters, digits, ., - and _)"
+            ));
+        }
+        Ok(())
+    }
     /// 1 each minute the watcher read the audit log within the last minute.
     pub const WATCHER_ALIVE: &str = "WatcherAlive";
     /// The used share (percent) of the filesystem holding Vault's audit log (on the stack's

@@ -1,5 +1,6 @@
 //! The watcher's liveness, and its host's disk, in CloudWatch (`--cloudwatch-stack`): every
-//! minute one `PutMetricData` (namespace [`HOST_NAMESPACE`], dimension `Stack`) with
+//! minute one `PutMetricData` (namespace [`host_namespace`], the stack's own; dimension
+//! `Stack`) with
 //! [`WATCHER_ALIVE`] (1 when the audit log was read within the last minute, else 0) and
 //! [`DISK_USED`] (the used share of the audit log's filesystem), which the deployer's alarms of a
 //! silent watcher and a filling disk watch. Beside the stack's Vault the host has no log agent,
@@ -17,7 +18,7 @@ use aws_types::SdkConfig;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::WatchMetrics;
-pub use contract::metrics::{DISK_USED, HOST_NAMESPACE, WATCHER_ALIVE};
+pub use contract::metrics::{DISK_USED, WATCHER_ALIVE, host_namespace};
 
 /// How often the metrics are put.
 pub const EVERY: Duration = Duration::from_secs(60);
@@ -58,7 +59,7 @@ pub fn form(stack: &str, alive: bool, disk: Option<f64>) -> String {
     let mut pairs: Vec<(String, String)> = vec![
         ("Action".into(), "PutMetricData".into()),
         ("Version".into(), "2010-08-01".into()),
-        ("Namespace".into(), HOST_NAMESPACE.into()),
+        ("Namespace".into(), host_namespace(stack)),
     ];
     let mut metric = |n: usize, name: &str, value: f64, unit: &str| {
         let m = format!("MetricData.member.{n}");
@@ -96,6 +97,20 @@ impl Endpoint {
             .map(|r| r.as_ref().to_owned())
             .ok_or("no AWS region: set AWS_REGION")?;
         let url = match aws.endpoint_url() {
+            // Plain HTTP carries the session token in the clear: only to this host itself.
+            Some(url)
+                if url.starts_with("http://")
+                    && !["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                        .iter()
+                        .any(|local| {
+                            url.strip_prefix(local)
+                                .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+                        }) =>
+            {
+                return Err(format!(
+                    "{url:?}: plain HTTP would carry the credentials' session token in the clear; use https://"
+                ));
+            }
             Some(url) => format!("{}/", url.trim_end_matches('/')),
             None => {
                 let suffix = if region.starts_with("cn-") { ".cn" } else { "" };
@@ -241,7 +256,7 @@ mod tests {
         let body = form("s-1", true, Some(41.236));
         assert_eq!(
             body,
-            "Action=PutMetricData&Version=2010-08-01&Namespace=VaultSecretsReplicator%2FHost\
+            "Action=PutMetricData&Version=2010-08-01&Namespace=VaultSecretsReplicator%2FHost%2Fs-1\
              &MetricData.member.1.MetricName=WatcherAlive&MetricData.member.1.Value=1\
              &MetricData.member.1.Unit=Count&MetricData.member.1.Dimensions.member.1.Name=Stack\
              &MetricData.member.1.Dimensions.member.1.Value=s-1\
@@ -277,6 +292,12 @@ mod tests {
             Endpoint::of(&config("cn-north-1", None)).unwrap().host,
             "monitoring.cn-north-1.amazonaws.com.cn"
         );
+        assert!(
+            Endpoint::of(&config("us-east-1", Some("http://proxy.example:80")))
+                .unwrap_err()
+                .contains("in the clear")
+        );
+        assert!(Endpoint::of(&config("us-east-1", Some("http://127.0.0.1.example.com"))).is_err());
         let local = Endpoint::of(&config("us-east-1", Some("http://127.0.0.1:5000"))).unwrap();
         assert_eq!(
             (local.url.as_str(), local.host.as_str()),

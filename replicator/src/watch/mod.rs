@@ -48,6 +48,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A stack name for `--cloudwatch-stack`.
+fn parse_host_stack(text: &str) -> Result<String, String> {
+    contract::metrics::check_host_stack(text).map(|()| text.to_owned())
+}
+
 /// How often the watcher runs a full sync besides the one at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reconcile {
@@ -150,9 +155,9 @@ pub struct WatchArgs {
     pub metrics_addr: Option<std::net::SocketAddr>,
 
     /// Every minute, put the watcher's liveness and the used share of the audit log's disk
-    /// into CloudWatch as metrics of this stack (namespace VaultSecretsReplicator/Host): the
-    /// stack's alarms of a silent watcher and a filling disk watch them.
-    #[arg(long, env = "REPLICATOR_CLOUDWATCH_STACK")]
+    /// into CloudWatch as metrics of this stack (namespace VaultSecretsReplicator/Host/STACK):
+    /// the stack's alarms of a silent watcher and a filling disk watch them.
+    #[arg(long, env = "REPLICATOR_CLOUDWATCH_STACK", value_parser = parse_host_stack)]
     pub cloudwatch_stack: Option<String>,
 }
 
