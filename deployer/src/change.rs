@@ -22,7 +22,7 @@ pub enum Action {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FieldDiff {
-    pub field: String,
+    pub field: Field,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -40,38 +40,246 @@ pub struct Change {
     pub note: Option<String>,
 }
 
-/// Fields whose change `up` shows and asks about first: who may reach or do what (policies,
-/// trust, security group rules, the invoke permission, the role or groups a resource runs
-/// with, the function that rotates the connection secret), and what else an operator must see
-/// before it happens: the code the functions (and the Vault host's watcher) run and whose
-/// signature it needs, their settings (the deletion policy and the breaker's share among them),
-/// who is notified, and the Vault host's route to the internet.
-pub const CONFIRM_FIELDS: &[&str] = &[
-    "trust_policy",
-    "inline_policy",
-    "other_policies",
-    "policy",
-    "resource_policy",
-    "ingress",
-    "egress",
-    "invoke_permission",
-    "rotation_function",
-    "security_groups",
-    "role",
-    "instance_profile",
-    "iam_instance_profile",
-    "code_sha256",
-    "code_signing_config",
-    "code_signed_by",
-    "allowed_publishers",
-    "untrusted_artifact_on_deployment",
-    "environment",
-    "email_subscription",
-    "default_route",
-];
+/// A field of a resource that a diff compares, named as `plan` and `status` show it. Whether
+/// `up` asks before changing it is the field's own ([`Field::needs_confirmation`], matched
+/// exhaustively): a field added or renamed cannot silently stop asking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Field {
+    Actions,
+    ActionsEnabled,
+    Alias,
+    AllowedPublishers,
+    Arn,
+    AssociatedWith,
+    AttachedTo,
+    Body,
+    Cidr,
+    CodeSha256,
+    CodeSignedBy,
+    CodeSigningConfig,
+    DefaultRoute,
+    Description,
+    DnsHostnames,
+    DnsSupport,
+    Egress,
+    EmailSubscription,
+    Environment,
+    Handler,
+    HttpTokens,
+    IamInstanceProfile,
+    ImdsHopLimit,
+    Ingress,
+    InlinePolicy,
+    InstanceProfile,
+    InstanceType,
+    InvokePermission,
+    KmsKey,
+    KmsKeyArn,
+    KmsKeyId,
+    KmsMasterKeyId,
+    Material,
+    MaxRetryAttempts,
+    Memory,
+    MemoryMb,
+    Metric,
+    MissingData,
+    OnFailure,
+    OtherPolicies,
+    OwnerTag,
+    Period,
+    Policy,
+    PrivateDns,
+    ReservedConcurrency,
+    ResourcePolicy,
+    RetentionDays,
+    Role,
+    RootEncrypted,
+    Rotate,
+    Rotation,
+    RotationFunction,
+    Runtime,
+    Schedule,
+    SecurityGroups,
+    Sha256,
+    State,
+    Statistic,
+    Subnet,
+    Subnets,
+    Target,
+    Threshold,
+    TimeoutS,
+    TrustPolicy,
+    Type,
+    UntrustedArtifactOnDeployment,
+    UserData,
+}
 
-/// A resource's fields as (name, value); policies and maps rendered as compact JSON.
-pub type Fields = Vec<(&'static str, String)>;
+impl Field {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Actions => "actions",
+            Self::ActionsEnabled => "actions_enabled",
+            Self::Alias => "alias",
+            Self::AllowedPublishers => "allowed_publishers",
+            Self::Arn => "arn",
+            Self::AssociatedWith => "associated_with",
+            Self::AttachedTo => "attached_to",
+            Self::Body => "body",
+            Self::Cidr => "cidr",
+            Self::CodeSha256 => "code_sha256",
+            Self::CodeSignedBy => "code_signed_by",
+            Self::CodeSigningConfig => "code_signing_config",
+            Self::DefaultRoute => "default_route",
+            Self::Description => "description",
+            Self::DnsHostnames => "dns_hostnames",
+            Self::DnsSupport => "dns_support",
+            Self::Egress => "egress",
+            Self::EmailSubscription => "email_subscription",
+            Self::Environment => "environment",
+            Self::Handler => "handler",
+            Self::HttpTokens => "http_tokens",
+            Self::IamInstanceProfile => "iam_instance_profile",
+            Self::ImdsHopLimit => "imds_hop_limit",
+            Self::Ingress => "ingress",
+            Self::InlinePolicy => "inline_policy",
+            Self::InstanceProfile => "instance_profile",
+            Self::InstanceType => "instance_type",
+            Self::InvokePermission => "invoke_permission",
+            Self::KmsKey => "kms_key",
+            Self::KmsKeyArn => "kms_key_arn",
+            Self::KmsKeyId => "kms_key_id",
+            Self::KmsMasterKeyId => "kms_master_key_id",
+            Self::Material => "material",
+            Self::MaxRetryAttempts => "max_retry_attempts",
+            Self::Memory => "memory",
+            Self::MemoryMb => "memory_mb",
+            Self::Metric => "metric",
+            Self::MissingData => "missing_data",
+            Self::OnFailure => "on_failure",
+            Self::OtherPolicies => "other_policies",
+            Self::OwnerTag => "owner_tag",
+            Self::Period => "period",
+            Self::Policy => "policy",
+            Self::PrivateDns => "private_dns",
+            Self::ReservedConcurrency => "reserved_concurrency",
+            Self::ResourcePolicy => "resource_policy",
+            Self::RetentionDays => "retention_days",
+            Self::Role => "role",
+            Self::RootEncrypted => "root_encrypted",
+            Self::Rotate => "rotate",
+            Self::Rotation => "rotation",
+            Self::RotationFunction => "rotation_function",
+            Self::Runtime => "runtime",
+            Self::Schedule => "schedule",
+            Self::SecurityGroups => "security_groups",
+            Self::Sha256 => "sha256",
+            Self::State => "state",
+            Self::Statistic => "statistic",
+            Self::Subnet => "subnet",
+            Self::Subnets => "subnets",
+            Self::Target => "target",
+            Self::Threshold => "threshold",
+            Self::TimeoutS => "timeout_s",
+            Self::TrustPolicy => "trust_policy",
+            Self::Type => "type",
+            Self::UntrustedArtifactOnDeployment => "untrusted_artifact_on_deployment",
+            Self::UserData => "user_data",
+        }
+    }
+
+    /// Whether `up` shows a change of it and asks first: who may reach or do what (policies,
+    /// trust, security group rules, the invoke permission, the role or groups a resource runs
+    /// with, the function that rotates the connection secret), and what else an operator must
+    /// see before it happens: the code the functions (and the Vault host's watcher) run and
+    /// whose signature it needs, their settings (the deletion policy and the breaker's share
+    /// among them), who is notified, and the Vault host's route to the internet.
+    pub fn needs_confirmation(self) -> bool {
+        match self {
+            Self::AllowedPublishers
+            | Self::CodeSha256
+            | Self::CodeSignedBy
+            | Self::CodeSigningConfig
+            | Self::DefaultRoute
+            | Self::Egress
+            | Self::EmailSubscription
+            | Self::Environment
+            | Self::IamInstanceProfile
+            | Self::Ingress
+            | Self::InlinePolicy
+            | Self::InstanceProfile
+            | Self::InvokePermission
+            | Self::OtherPolicies
+            | Self::Policy
+            | Self::ResourcePolicy
+            | Self::Role
+            | Self::RotationFunction
+            | Self::SecurityGroups
+            | Self::TrustPolicy
+            | Self::UntrustedArtifactOnDeployment => true,
+            Self::Actions
+            | Self::ActionsEnabled
+            | Self::Alias
+            | Self::Arn
+            | Self::AssociatedWith
+            | Self::AttachedTo
+            | Self::Body
+            | Self::Cidr
+            | Self::Description
+            | Self::DnsHostnames
+            | Self::DnsSupport
+            | Self::Handler
+            | Self::HttpTokens
+            | Self::ImdsHopLimit
+            | Self::InstanceType
+            | Self::KmsKey
+            | Self::KmsKeyArn
+            | Self::KmsKeyId
+            | Self::KmsMasterKeyId
+            | Self::Material
+            | Self::MaxRetryAttempts
+            | Self::Memory
+            | Self::MemoryMb
+            | Self::Metric
+            | Self::MissingData
+            | Self::OnFailure
+            | Self::OwnerTag
+            | Self::Period
+            | Self::PrivateDns
+            | Self::ReservedConcurrency
+            | Self::RetentionDays
+            | Self::RootEncrypted
+            | Self::Rotate
+            | Self::Rotation
+            | Self::Runtime
+            | Self::Schedule
+            | Self::Sha256
+            | Self::State
+            | Self::Statistic
+            | Self::Subnet
+            | Self::Subnets
+            | Self::Target
+            | Self::Threshold
+            | Self::TimeoutS
+            | Self::Type
+            | Self::UserData => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Field {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// A resource's fields as (field, value); policies and maps rendered as compact JSON.
+pub type Fields = Vec<(Field, String)>;
 
 impl Change {
     pub fn new(kind: &'static str, name: impl Into<String>, action: Action) -> Self {
@@ -85,14 +293,11 @@ impl Change {
     }
 
     /// Whether applying it changes who may reach or do what: a resource made or updated with an
-    /// field `up` asks about among its changes ([`CONFIRM_FIELDS`]). Deletions only take
-    /// access away.
+    /// field `up` asks about among its changes ([`Field::needs_confirmation`]). Deletions only
+    /// take access away.
     pub fn needs_confirmation(&self) -> bool {
         matches!(self.action, Action::Create | Action::Update)
-            && self
-                .fields
-                .iter()
-                .any(|f| CONFIRM_FIELDS.contains(&f.field.as_str()))
+            && self.fields.iter().any(|f| f.field.needs_confirmation())
     }
 
     pub fn with_note(mut self, note: impl Into<String>) -> Self {
@@ -114,7 +319,7 @@ impl Change {
             c.fields = want
                 .iter()
                 .map(|(f, v)| FieldDiff {
-                    field: (*f).to_owned(),
+                    field: *f,
                     from: None,
                     to: Some(v.clone()),
                 })
@@ -130,7 +335,7 @@ impl Change {
                     .find(|(sf, _)| sf == f)
                     .map(|(_, sv)| sv.clone());
                 (old.as_deref() != Some(v.as_str())).then(|| FieldDiff {
-                    field: (*f).to_owned(),
+                    field: *f,
                     from: old,
                     to: Some(v.clone()),
                 })
@@ -158,7 +363,7 @@ impl Change {
     }
 
     /// Whether `field` is among the differences.
-    pub fn touches(&self, field: &str) -> bool {
+    pub fn touches(&self, field: Field) -> bool {
         self.action == Action::Create || self.fields.iter().any(|f| f.field == field)
     }
 }
@@ -275,16 +480,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn access_code_settings_notices_and_routes_are_asked_about_and_shown_by_name() {
+        for asks in [
+            Field::TrustPolicy,
+            Field::InlinePolicy,
+            Field::OtherPolicies,
+            Field::Policy,
+            Field::ResourcePolicy,
+            Field::Ingress,
+            Field::Egress,
+            Field::InvokePermission,
+            Field::Role,
+            Field::CodeSha256,
+            Field::Environment,
+            Field::EmailSubscription,
+            Field::DefaultRoute,
+        ] {
+            assert!(asks.needs_confirmation(), "{asks}");
+        }
+        for quiet in [
+            Field::Memory,
+            Field::Schedule,
+            Field::RetentionDays,
+            Field::Threshold,
+            Field::Description,
+        ] {
+            assert!(!quiet.needs_confirmation(), "{quiet}");
+        }
+        let mut ch = Change::new("iam role", "r", Action::Update);
+        ch.fields.push(FieldDiff {
+            field: Field::TrustPolicy,
+            from: None,
+            to: Some("{}".into()),
+        });
+        assert!(ch.needs_confirmation());
+        assert_eq!(
+            serde_json::to_value(&ch).unwrap()["fields"][0]["field"],
+            "trust_policy"
+        );
+        assert!(render_status(&[ch]).contains("drifted"));
+    }
+
+    #[test]
     fn diff_reports_only_known_differences() {
         let want: Fields = vec![
-            ("memory", "256".into()),
-            ("arn", UNKNOWN.into()),
-            ("runtime", "provided.al2023".into()),
+            (Field::Memory, "256".into()),
+            (Field::Arn, UNKNOWN.into()),
+            (Field::Runtime, "provided.al2023".into()),
         ];
         let seen: Fields = vec![
-            ("memory", "128".into()),
-            ("arn", "arn:x".into()),
-            ("runtime", "provided.al2023".into()),
+            (Field::Memory, "128".into()),
+            (Field::Arn, "arn:x".into()),
+            (Field::Runtime, "provided.al2023".into()),
         ];
         let c = Change::diff("lambda function", "f", &want, Some(&seen));
         assert_eq!(c.action, Action::Update);

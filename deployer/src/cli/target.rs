@@ -189,7 +189,7 @@ pub async fn run(
         );
     } else if !others.is_empty() {
         change.fields.push(FieldDiff {
-            field: OTHER_POLICIES.into(),
+            field: crate::change::Field::OtherPolicies,
             from: Some(others.describe()),
             to: Some("(none)".into()),
         });
@@ -478,9 +478,6 @@ impl TargetKey {
         }))
     }
 }
-
-/// The field of a drift no other role has: policies on the role beside its own.
-const OTHER_POLICIES: &str = "other_policies";
 
 /// Inline policies (by name) and managed policies (by ARN) on the role besides its own.
 #[derive(Debug, Default)]

@@ -38,8 +38,8 @@ fn access_lines(changes: &[&Change]) -> String {
             let fields: Vec<&str> = c
                 .fields
                 .iter()
+                .filter(|f| f.field.needs_confirmation())
                 .map(|f| f.field.as_str())
-                .filter(|f| crate::change::CONFIRM_FIELDS.contains(f))
                 .collect();
             format!("  {} ({})\n", describe(c), fields.join(", "))
         })

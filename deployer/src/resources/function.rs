@@ -15,7 +15,7 @@ use aws_sdk_lambda::types::{
 };
 
 use super::{Ctx, DeployError, delete, found, missing};
-use crate::change::{Action, Change, Fields, UNKNOWN};
+use crate::change::{Action, Change, Field, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::lambda_zip::LambdaZip;
 use crate::spec::{Duty, Spec};
@@ -139,27 +139,30 @@ fn description(duty: Duty) -> &'static str {
 fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>) -> Fields {
     let (subnets, sgs) = inputs.vpc.clone().unwrap_or_default();
     let unknown_vpc = spec.deploys_vault() && inputs.vpc.is_none();
-    let mut fields = vec![
-        ("runtime", RUNTIME.into()),
-        ("handler", HANDLER.into()),
-        ("role", spec.role_arn_of(duty)),
-        ("memory_mb", spec.cfg.lambda_memory_mb.to_string()),
-        ("timeout_s", spec.cfg.lambda_timeout_seconds.to_string()),
+    let mut fields: Fields = vec![
+        (Field::Runtime, RUNTIME.into()),
+        (Field::Handler, HANDLER.into()),
+        (Field::Role, spec.role_arn_of(duty)),
+        (Field::MemoryMb, spec.cfg.lambda_memory_mb.to_string()),
+        (Field::TimeoutS, spec.cfg.lambda_timeout_seconds.to_string()),
         (
-            "environment",
+            Field::Environment,
             inputs
                 .key_arn
                 .map(|k| env_text(&spec.lambda_environment_of(duty, k)))
                 .unwrap_or_else(|| UNKNOWN.into()),
         ),
-        ("kms_key_arn", inputs.key_arn.unwrap_or(UNKNOWN).to_owned()),
         (
-            "code_sha256",
+            Field::KmsKeyArn,
+            inputs.key_arn.unwrap_or(UNKNOWN).to_owned(),
+        ),
+        (
+            Field::CodeSha256,
             zip.map(|z| z.sha256.clone())
                 .unwrap_or_else(|| UNKNOWN.into()),
         ),
         (
-            "code_signing_config",
+            Field::CodeSigningConfig,
             match (&spec.cfg.code_signing_profile, inputs.code_signing) {
                 (None, _) => UNSIGNED.into(),
                 (Some(_), Some(arn)) => arn.to_owned(),
@@ -167,7 +170,7 @@ fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>)
             },
         ),
         (
-            "subnets",
+            Field::Subnets,
             if unknown_vpc {
                 UNKNOWN.into()
             } else {
@@ -175,7 +178,7 @@ fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>)
             },
         ),
         (
-            "security_groups",
+            Field::SecurityGroups,
             if unknown_vpc {
                 UNKNOWN.into()
             } else {
@@ -183,15 +186,15 @@ fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>)
             },
         ),
         (
-            "reserved_concurrency",
+            Field::ReservedConcurrency,
             match reserved(spec, duty) {
                 0 => NOT_RESERVED.into(),
                 n => n.to_string(),
             },
         ),
-        ("max_retry_attempts", MAX_RETRY_ATTEMPTS.to_string()),
+        (Field::MaxRetryAttempts, MAX_RETRY_ATTEMPTS.to_string()),
         (
-            "on_failure",
+            Field::OnFailure,
             match (destination(spec, duty, inputs.topic_arn), inputs.topic_arn) {
                 (Some(topic), _) => topic.to_owned(),
                 (None, None) if duty == Duty::Sync && spec.cfg.notification_email.is_some() => {
@@ -205,49 +208,49 @@ fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>)
     // code uploaded after it, so code that was running before is uploaded again (and refused
     // by Lambda unless signed).
     if let Some(profile) = &spec.cfg.code_signing_profile {
-        fields.push(("code_signed_by", profile.clone()));
+        fields.push((Field::CodeSignedBy, profile.clone()));
     }
     fields
 }
 
 impl FunctionState {
     fn fields(&self, want_key: Option<&str>, signing: Option<&str>) -> Fields {
-        let mut fields = vec![
-            ("runtime", self.runtime.clone()),
-            ("handler", self.handler.clone()),
-            ("role", self.role.clone()),
-            ("memory_mb", self.memory.to_string()),
-            ("timeout_s", self.timeout.to_string()),
-            ("environment", env_text(&self.environment)),
+        let mut fields: Fields = vec![
+            (Field::Runtime, self.runtime.clone()),
+            (Field::Handler, self.handler.clone()),
+            (Field::Role, self.role.clone()),
+            (Field::MemoryMb, self.memory.to_string()),
+            (Field::TimeoutS, self.timeout.to_string()),
+            (Field::Environment, env_text(&self.environment)),
             // Write-only where the API does not echo it (moto): only a different key is drift.
             (
-                "kms_key_arn",
+                Field::KmsKeyArn,
                 self.kms_key_arn
                     .clone()
                     .or_else(|| want_key.map(str::to_owned))
                     .unwrap_or_default(),
             ),
-            ("code_sha256", self.code_sha256.clone()),
+            (Field::CodeSha256, self.code_sha256.clone()),
             (
-                "code_signing_config",
+                Field::CodeSigningConfig,
                 self.code_signing.clone().unwrap_or_else(|| UNSIGNED.into()),
             ),
-            ("subnets", join(&self.subnets)),
-            ("security_groups", join(&self.security_groups)),
+            (Field::Subnets, join(&self.subnets)),
+            (Field::SecurityGroups, join(&self.security_groups)),
             (
-                "reserved_concurrency",
+                Field::ReservedConcurrency,
                 self.reserved_concurrency
                     .map_or_else(|| NOT_RESERVED.into(), |n| n.to_string()),
             ),
             (
-                "max_retry_attempts",
+                Field::MaxRetryAttempts,
                 match &self.invoke_config {
                     Some((Some(n), _)) => n.to_string(),
                     _ => DEFAULT_RETRIES.into(),
                 },
             ),
             (
-                "on_failure",
+                Field::OnFailure,
                 self.invoke_config
                     .as_ref()
                     .and_then(|(_, d)| d.clone())
@@ -256,7 +259,7 @@ impl FunctionState {
         ];
         if let Some(profile) = signing {
             fields.push((
-                "code_signed_by",
+                Field::CodeSignedBy,
                 match &self.signed_by {
                     Some(seen) if same_signer(seen, profile) => profile.to_owned(),
                     Some(seen) => seen.clone(),
@@ -506,7 +509,7 @@ pub async fn apply(
             })?;
     } else {
         // Before any new code: it is checked against the config it will run under.
-        if change.touches("code_signing_config") {
+        if change.touches(Field::CodeSigningConfig) {
             match inputs.code_signing {
                 Some(arn) => {
                     c.lambda
@@ -531,17 +534,17 @@ pub async fn apply(
             }
         }
         let config_fields = [
-            "runtime",
-            "handler",
-            "role",
-            "memory_mb",
-            "timeout_s",
-            "environment",
-            "kms_key_arn",
-            "subnets",
-            "security_groups",
+            Field::Runtime,
+            Field::Handler,
+            Field::Role,
+            Field::MemoryMb,
+            Field::TimeoutS,
+            Field::Environment,
+            Field::KmsKeyArn,
+            Field::Subnets,
+            Field::SecurityGroups,
         ];
-        if config_fields.iter().any(|f| change.touches(f)) {
+        if config_fields.iter().any(|f| change.touches(*f)) {
             super::retry_on(c.backoff, &["InvalidParameterValueException"], || async {
                 c.lambda
                     .update_function_configuration()
@@ -562,7 +565,7 @@ pub async fn apply(
             .await?;
             wait_updated(c, &name).await?;
         }
-        if change.touches("code_sha256") || change.touches("code_signed_by") {
+        if change.touches(Field::CodeSha256) || change.touches(Field::CodeSignedBy) {
             c.lambda
                 .update_function_code()
                 .function_name(&name)
@@ -574,7 +577,7 @@ pub async fn apply(
             wait_updated(c, &name).await?;
         }
     }
-    if change.touches("reserved_concurrency") {
+    if change.touches(Field::ReservedConcurrency) {
         match reserved(spec, duty) {
             0 => c
                 .lambda
@@ -595,7 +598,7 @@ pub async fn apply(
                 .ctx("PutFunctionConcurrency", &name)?,
         }
     }
-    if change.touches("max_retry_attempts") || change.touches("on_failure") {
+    if change.touches(Field::MaxRetryAttempts) || change.touches(Field::OnFailure) {
         let destination = destination(spec, duty, inputs.topic_arn);
         // Put replaces the configuration on AWS; moto keeps the first one it was given, so the
         // old one goes first (for a moment Lambda's defaults apply, which only matters to a run

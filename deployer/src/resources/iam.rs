@@ -6,7 +6,7 @@ use aws_sdk_iam::types::Tag;
 use serde_json::Value;
 
 use super::{Ctx, DeployError, delete, found, missing};
-use crate::change::{Action, Change, Fields, UNKNOWN};
+use crate::change::{Action, Change, Field, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::policy::{canonical, parse_returned};
 use crate::spec::Spec;
@@ -42,9 +42,9 @@ pub struct RoleState {
 impl RoleSpec {
     fn fields(&self) -> Fields {
         let mut f = vec![
-            ("trust_policy", canonical(&self.trust)),
+            (Field::TrustPolicy, canonical(&self.trust)),
             (
-                "inline_policy",
+                Field::InlinePolicy,
                 self.policy
                     .as_ref()
                     .map(canonical)
@@ -52,7 +52,7 @@ impl RoleSpec {
             ),
         ];
         if self.instance_profile {
-            f.push(("instance_profile", "holds the role".into()));
+            f.push((Field::InstanceProfile, "holds the role".into()));
         }
         f
     }
@@ -61,13 +61,13 @@ impl RoleSpec {
 impl RoleState {
     fn fields(&self) -> Fields {
         vec![
-            ("trust_policy", self.trust.clone()),
+            (Field::TrustPolicy, self.trust.clone()),
             (
-                "inline_policy",
+                Field::InlinePolicy,
                 self.policy.clone().unwrap_or_else(|| "(none)".into()),
             ),
             (
-                "instance_profile",
+                Field::InstanceProfile,
                 match self.profile {
                     Some(true) => "holds the role",
                     Some(false) => "without the role",
@@ -188,7 +188,7 @@ pub async fn apply(
                 .ctx("CreateRole", &role.name)
         }))
         .await?;
-    } else if change.touches("trust_policy") {
+    } else if change.touches(Field::TrustPolicy) {
         c.iam
             .update_assume_role_policy()
             .role_name(&role.name)
@@ -197,10 +197,10 @@ pub async fn apply(
             .await
             .ctx("UpdateAssumeRolePolicy", &role.name)?;
     }
-    if change.touches("inline_policy") {
+    if change.touches(Field::InlinePolicy) {
         put_policy(c, role).await?;
     }
-    if role.instance_profile && change.touches("instance_profile") {
+    if role.instance_profile && change.touches(Field::InstanceProfile) {
         let exists = found(
             c.iam
                 .get_instance_profile()

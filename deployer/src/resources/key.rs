@@ -4,7 +4,7 @@
 use aws_sdk_kms::types::{KeyState as AwsKeyState, KeyUsageType, Tag};
 
 use super::{Ctx, DeployError, found, missing};
-use crate::change::{Change, Fields};
+use crate::change::{Change, Field, Fields};
 use crate::clients::Clients;
 use crate::policy::{canonical, parse_returned};
 use crate::spec::{KeySpec, Spec};
@@ -25,25 +25,25 @@ pub struct KeyState {
 impl KeyState {
     fn fields(&self) -> Fields {
         vec![
-            ("alias", if self.aliased { "yes" } else { "no" }.into()),
-            ("description", self.description.clone()),
+            (Field::Alias, if self.aliased { "yes" } else { "no" }.into()),
+            (Field::Description, self.description.clone()),
             (
-                "rotation",
+                Field::Rotation,
                 if self.rotation { "enabled" } else { "disabled" }.into(),
             ),
-            ("state", self.state.clone()),
-            ("policy", self.policy.clone()),
+            (Field::State, self.state.clone()),
+            (Field::Policy, self.policy.clone()),
         ]
     }
 }
 
 fn wanted(k: &KeySpec) -> Fields {
     vec![
-        ("alias", "yes".into()),
-        ("description", k.description.clone()),
-        ("rotation", "enabled".into()),
-        ("state", "Enabled".into()),
-        ("policy", canonical(&k.policy)),
+        (Field::Alias, "yes".into()),
+        (Field::Description, k.description.clone()),
+        (Field::Rotation, "enabled".into()),
+        (Field::State, "Enabled".into()),
+        (Field::Policy, canonical(&k.policy)),
     ]
 }
 
@@ -171,7 +171,7 @@ pub fn diff_key(k: &KeySpec, seen: Option<&KeyState>) -> Change {
     let mut change = Change::diff(KIND, k.alias.clone(), &want, seen_fields.as_ref());
     if seen.is_none() {
         change.fields.push(crate::change::FieldDiff {
-            field: "arn".into(),
+            field: Field::Arn,
             from: None,
             to: Some(crate::change::UNKNOWN.into()),
         });
@@ -229,7 +229,7 @@ pub async fn apply_key(
                 .await
                 .ctx("CancelKeyDeletion", &key_id)?;
         }
-        if change.touches("state") {
+        if change.touches(Field::State) {
             c.kms
                 .enable_key()
                 .key_id(&key_id)
@@ -237,7 +237,7 @@ pub async fn apply_key(
                 .await
                 .ctx("EnableKey", &key_id)?;
         }
-        if change.touches("policy") {
+        if change.touches(Field::Policy) {
             c.kms
                 .put_key_policy()
                 .key_id(&key_id)
@@ -247,7 +247,7 @@ pub async fn apply_key(
                 .await
                 .ctx("PutKeyPolicy", &key_id)?;
         }
-        if change.touches("description") {
+        if change.touches(Field::Description) {
             c.kms
                 .update_key_description()
                 .key_id(&key_id)
@@ -257,7 +257,7 @@ pub async fn apply_key(
                 .ctx("UpdateKeyDescription", &key_id)?;
         }
     }
-    if change.touches("rotation") {
+    if change.touches(Field::Rotation) {
         c.kms
             .enable_key_rotation()
             .key_id(&key_id)
@@ -265,7 +265,7 @@ pub async fn apply_key(
             .await
             .ctx("EnableKeyRotation", &key_id)?;
     }
-    if change.touches("alias") {
+    if change.touches(Field::Alias) {
         c.kms
             .create_alias()
             .alias_name(&want.alias)

@@ -2,7 +2,7 @@
 //! so its retention applies from the first run.
 
 use super::{Ctx, DeployError, delete};
-use crate::change::{Action, Change, Fields};
+use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
 use crate::spec::{Duty, Spec};
 
@@ -15,7 +15,7 @@ pub struct LogGroupState {
 
 fn fields(retention: Option<i32>) -> Fields {
     vec![(
-        "retention_days",
+        Field::RetentionDays,
         retention
             .map(|d| d.to_string())
             .unwrap_or_else(|| "never expire".into()),
@@ -75,7 +75,7 @@ pub async fn apply(
             .await
             .ctx("CreateLogGroup", &name)?;
     }
-    if change.touches("retention_days") {
+    if change.touches(Field::RetentionDays) {
         c.logs
             .put_retention_policy()
             .log_group_name(&name)

@@ -10,7 +10,7 @@ use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, Statistic, Tag};
 use serde_json::{Value, json};
 
 use super::{Ctx, DeployError, found};
-use crate::change::{Action, Change, Fields};
+use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
 use crate::config::VaultMode;
 use crate::policy::canonical;
@@ -52,22 +52,22 @@ impl AlarmSpec {
     fn fields(&self, stack: &str) -> Fields {
         vec![
             (
-                "metric",
+                Field::Metric,
                 format!("{}/{} Stack={stack}", self.namespace, self.metric),
             ),
-            ("statistic", self.statistic.as_str().to_owned()),
+            (Field::Statistic, self.statistic.as_str().to_owned()),
             (
-                "period",
+                Field::Period,
                 format!("{} s x {}", self.period, self.evaluation_periods),
             ),
             (
-                "threshold",
+                Field::Threshold,
                 format!("{} {}", self.comparison.as_str(), self.threshold),
             ),
-            ("missing_data", self.treat_missing_data.to_owned()),
-            ("actions", self.actions.join(",")),
-            ("actions_enabled", self.actions_enabled.to_string()),
-            ("description", self.description.clone()),
+            (Field::MissingData, self.treat_missing_data.to_owned()),
+            (Field::Actions, self.actions.join(",")),
+            (Field::ActionsEnabled, self.actions_enabled.to_string()),
+            (Field::Description, self.description.clone()),
         ]
     }
 }
@@ -237,9 +237,9 @@ pub async fn observe_alarms(
             .map(|d| format!("{}={}", d.name().unwrap_or(""), d.value().unwrap_or("")))
             .collect::<Vec<_>>()
             .join(",");
-        let fields = vec![
+        let fields: Fields = vec![
             (
-                "metric",
+                Field::Metric,
                 format!(
                     "{}/{} {dimension}",
                     a.namespace().unwrap_or(""),
@@ -247,11 +247,11 @@ pub async fn observe_alarms(
                 ),
             ),
             (
-                "statistic",
+                Field::Statistic,
                 a.statistic().map(|s| s.as_str()).unwrap_or("").to_owned(),
             ),
             (
-                "period",
+                Field::Period,
                 format!(
                     "{} s x {}",
                     a.period().unwrap_or(0),
@@ -259,7 +259,7 @@ pub async fn observe_alarms(
                 ),
             ),
             (
-                "threshold",
+                Field::Threshold,
                 format!(
                     "{} {}",
                     a.comparison_operator().map(|o| o.as_str()).unwrap_or(""),
@@ -267,16 +267,16 @@ pub async fn observe_alarms(
                 ),
             ),
             (
-                "missing_data",
+                Field::MissingData,
                 a.treat_missing_data().unwrap_or("missing").to_owned(),
             ),
-            ("actions", a.alarm_actions().join(",")),
+            (Field::Actions, a.alarm_actions().join(",")),
             (
-                "actions_enabled",
+                Field::ActionsEnabled,
                 a.actions_enabled().unwrap_or(true).to_string(),
             ),
             (
-                "description",
+                Field::Description,
                 a.alarm_description().unwrap_or("").to_owned(),
             ),
         ];
@@ -518,8 +518,8 @@ pub async fn observe_dashboard(
 }
 
 pub fn diff_dashboard(spec: &Spec, seen: Option<&(String, bool)>) -> Change {
-    let want = vec![("body", canonical(&dashboard_body(spec)))];
-    let have = seen.map(|(body, _)| vec![("body", body.clone())]);
+    let want = vec![(Field::Body, canonical(&dashboard_body(spec)))];
+    let have = seen.map(|(body, _)| vec![(Field::Body, body.clone())]);
     match seen {
         Some((_, false)) => Change::new(DASHBOARD_KIND, dashboard_name(spec), Action::Unchanged)
             .with_note(

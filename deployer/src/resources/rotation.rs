@@ -8,7 +8,7 @@
 use aws_sdk_secretsmanager::types::RotationRulesType;
 
 use super::{Ctx, DeployError, delete, found, retry_on};
-use crate::change::{Action, Change, Fields};
+use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
 use crate::spec::{Duty, Spec};
 
@@ -39,14 +39,14 @@ fn days_text(days: i64) -> String {
 impl RotationState {
     fn fields(&self) -> Fields {
         if !self.enabled {
-            return vec![("rotation", "off".into())];
+            return vec![(Field::Rotation, "off".into())];
         }
         vec![
-            ("rotation", "on".into()),
-            ("rotation_function", self.function.clone()),
-            ("rotate", days_text(self.days)),
+            (Field::Rotation, "on".into()),
+            (Field::RotationFunction, self.function.clone()),
+            (Field::Rotate, days_text(self.days)),
             (
-                "invoke_permission",
+                Field::InvokePermission,
                 if self.permission {
                     "granted"
                 } else {
@@ -60,13 +60,13 @@ impl RotationState {
 
 fn wanted(spec: &Spec) -> Fields {
     vec![
-        ("rotation", "on".into()),
-        ("rotation_function", spec.function_arn_of(Duty::Rotate)),
+        (Field::Rotation, "on".into()),
+        (Field::RotationFunction, spec.function_arn_of(Duty::Rotate)),
         (
-            "rotate",
+            Field::Rotate,
             days_text(i64::from(spec.cfg.secret_id_rotation_days)),
         ),
-        ("invoke_permission", "granted".into()),
+        (Field::InvokePermission, "granted".into()),
     ]
 }
 
@@ -141,7 +141,7 @@ pub fn diff(spec: &Spec, seen: Option<&RotationState>) -> Change {
         Some(s) if s.enabled => Change::diff(
             KIND,
             name,
-            &vec![("rotation", "off".into())],
+            &vec![(Field::Rotation, "off".into())],
             Some(&s.fields()),
         ),
         _ if spec.rotates_secret_id() => {
@@ -213,7 +213,7 @@ pub async fn apply(
         return Ok(());
     }
     let function = spec.function_name_of(Duty::Rotate);
-    if change.touches("invoke_permission") {
+    if change.touches(Field::InvokePermission) {
         delete(
             "RemovePermission",
             &function,
@@ -236,7 +236,9 @@ pub async fn apply(
             .await
             .ctx("AddPermission", &function)?;
     }
-    if change.touches("rotation") || change.touches("rotation_function") || change.touches("rotate")
+    if change.touches(Field::Rotation)
+        || change.touches(Field::RotationFunction)
+        || change.touches(Field::Rotate)
     {
         let rules = RotationRulesType::builder()
             .automatically_after_days(i64::from(spec.cfg.secret_id_rotation_days))
@@ -316,7 +318,7 @@ mod tests {
         // After: on, every 10 days, with the permission.
         let ch = diff(&s, Some(&state(&s, false, true)));
         assert_eq!(ch.action, Action::Update);
-        assert!(ch.touches("rotation") && ch.touches("invoke_permission"));
+        assert!(ch.touches(Field::Rotation) && ch.touches(Field::InvokePermission));
         // Converged.
         assert_eq!(
             diff(&s, Some(&state(&s, true, true))).action,
@@ -327,7 +329,7 @@ mod tests {
         other.days = 30;
         other.permission = false;
         let ch = diff(&s, Some(&other));
-        assert!(ch.touches("rotate") && ch.touches("invoke_permission"));
+        assert!(ch.touches(Field::Rotate) && ch.touches(Field::InvokePermission));
         assert!(ch.note.is_none(), "a shorter period needs nothing more");
         other.days = 5;
         let ch = diff(&s, Some(&other));
@@ -338,7 +340,7 @@ mod tests {
         );
         let ch = diff(&off, Some(&state(&s, true, true)));
         assert_eq!(ch.action, Action::Update);
-        assert!(ch.touches("rotation"));
+        assert!(ch.touches(Field::Rotation));
         assert_eq!(
             diff(&off, Some(&state(&s, false, true))).action,
             Action::Absent

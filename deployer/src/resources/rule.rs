@@ -4,7 +4,7 @@
 use aws_sdk_eventbridge::types::{RuleState, Tag, Target};
 
 use super::{Ctx, DeployError, delete, found};
-use crate::change::{Action, Change, Fields};
+use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
 use crate::spec::Spec;
 
@@ -44,21 +44,21 @@ pub async fn paused(c: &Clients, spec: &Spec) -> Result<bool, DeployError> {
 
 fn wanted(spec: &Spec) -> Fields {
     vec![
-        ("schedule", spec.cfg.schedule.clone()),
-        ("state", state_of(spec).as_str().into()),
-        ("target", spec.function_arn()),
-        ("invoke_permission", "granted".into()),
+        (Field::Schedule, spec.cfg.schedule.clone()),
+        (Field::State, state_of(spec).as_str().into()),
+        (Field::Target, spec.function_arn()),
+        (Field::InvokePermission, "granted".into()),
     ]
 }
 
 impl RuleStatus {
     fn fields(&self) -> Fields {
         vec![
-            ("schedule", self.schedule.clone()),
-            ("state", self.state.clone()),
-            ("target", self.target.clone()),
+            (Field::Schedule, self.schedule.clone()),
+            (Field::State, self.state.clone()),
+            (Field::Target, self.target.clone()),
             (
-                "invoke_permission",
+                Field::InvokePermission,
                 if self.permission {
                     "granted"
                 } else {
@@ -140,7 +140,7 @@ pub fn diff(spec: &Spec, seen: Option<&RuleStatus>) -> Change {
 
 pub async fn apply(c: &Clients, spec: &Spec, change: &Change) -> Result<RuleStatus, DeployError> {
     let name = spec.rule_name();
-    if change.touches("schedule") || change.touches("state") {
+    if change.touches(Field::Schedule) || change.touches(Field::State) {
         let tags: Vec<Tag> = spec
             .tags()
             .into_iter()
@@ -157,7 +157,7 @@ pub async fn apply(c: &Clients, spec: &Spec, change: &Change) -> Result<RuleStat
             .await
             .ctx("PutRule", &name)?;
     }
-    if change.touches("target") {
+    if change.touches(Field::Target) {
         let target = Target::builder()
             .id(TARGET_ID)
             .arn(spec.function_arn())
@@ -170,7 +170,7 @@ pub async fn apply(c: &Clients, spec: &Spec, change: &Change) -> Result<RuleStat
             .await
             .ctx("PutTargets", &name)?;
     }
-    if change.touches("invoke_permission") {
+    if change.touches(Field::InvokePermission) {
         let fname = spec.function_name();
         // A stale statement with our id (another rule ARN) is replaced.
         delete(

@@ -5,7 +5,7 @@
 use aws_sdk_secretsmanager::types::Tag;
 
 use super::{Ctx, DeployError, found, missing};
-use crate::change::{Action, Change, Fields, UNKNOWN};
+use crate::change::{Action, Change, Field, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::policy::{canonical, parse_returned};
 use crate::spec::Spec;
@@ -46,10 +46,10 @@ impl SecretState {
 
 fn fields(kms_key: &str, policy: &str, owner: &str, state: &str) -> Fields {
     vec![
-        ("kms_key_id", kms_key.to_owned()),
-        ("resource_policy", policy.to_owned()),
-        ("owner_tag", owner.to_owned()),
-        ("state", state.to_owned()),
+        (Field::KmsKeyId, kms_key.to_owned()),
+        (Field::ResourcePolicy, policy.to_owned()),
+        (Field::OwnerTag, owner.to_owned()),
+        (Field::State, state.to_owned()),
     ]
 }
 
@@ -233,7 +233,7 @@ pub async fn apply(
                 .await
                 .ctx("RestoreSecret", &name)?;
         }
-        if change.touches("kms_key_id") {
+        if change.touches(Field::KmsKeyId) {
             c.sm.update_secret()
                 .secret_id(&s.arn)
                 .kms_key_id(key_arn)
@@ -260,10 +260,10 @@ pub async fn apply(
         )
         .await?;
     }
-    if change.touches("resource_policy") {
+    if change.touches(Field::ResourcePolicy) {
         put_policy(c, &name, &policy).await?;
     }
-    if seen.is_some() && change.touches("owner_tag") {
+    if seen.is_some() && change.touches(Field::OwnerTag) {
         tag_owner(c, &name).await?;
     }
     observe(c, spec)

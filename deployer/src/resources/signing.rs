@@ -9,7 +9,7 @@
 use aws_sdk_lambda::types::{AllowedPublishers, CodeSigningPolicies, CodeSigningPolicy};
 
 use super::{Ctx, DeployError, delete, found, has_stack_tag};
-use crate::change::{Action, Change, Fields};
+use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
 use crate::spec::{Duty, Spec};
 
@@ -28,8 +28,8 @@ fn fields(publishers: &[String], untrusted: &str) -> Fields {
     let mut p = publishers.to_vec();
     p.sort();
     vec![
-        ("allowed_publishers", p.join(",")),
-        ("untrusted_artifact_on_deployment", untrusted.to_owned()),
+        (Field::AllowedPublishers, p.join(",")),
+        (Field::UntrustedArtifactOnDeployment, untrusted.to_owned()),
     ]
 }
 
@@ -242,16 +242,16 @@ mod tests {
         let s = spec(&format!("{base}code_signing_profile = \"{PROFILE}\"\n"));
         let ch = diff(&s, None);
         assert_eq!(ch.action, Action::Create);
-        let want: Vec<(&str, Option<&str>)> = ch
+        let want: Vec<(Field, Option<&str>)> = ch
             .fields
             .iter()
-            .map(|f| (f.field.as_str(), f.to.as_deref()))
+            .map(|f| (f.field, f.to.as_deref()))
             .collect();
         assert_eq!(
             want,
             [
-                ("allowed_publishers", Some(PROFILE)),
-                ("untrusted_artifact_on_deployment", Some("Enforce")),
+                (Field::AllowedPublishers, Some(PROFILE)),
+                (Field::UntrustedArtifactOnDeployment, Some("Enforce")),
             ]
         );
         let made = SigningState {

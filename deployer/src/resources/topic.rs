@@ -4,7 +4,7 @@
 use aws_sdk_sns::types::Tag;
 
 use super::{Ctx, DeployError, delete, found};
-use crate::change::{Action, Change, Fields, UNKNOWN};
+use crate::change::{Action, Change, Field, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::spec::Spec;
 
@@ -21,8 +21,8 @@ pub struct TopicState {
 
 fn fields(kms_key: &str, email: &str) -> Fields {
     vec![
-        ("kms_master_key_id", kms_key.to_owned()),
-        ("email_subscription", email.to_owned()),
+        (Field::KmsMasterKeyId, kms_key.to_owned()),
+        (Field::EmailSubscription, email.to_owned()),
     ]
 }
 
@@ -129,7 +129,7 @@ pub async fn apply(
             .send()
             .await
             .ctx("CreateTopic", &spec.topic_name())?;
-    } else if change.touches("kms_master_key_id") {
+    } else if change.touches(Field::KmsMasterKeyId) {
         c.sns
             .set_topic_attributes()
             .topic_arn(&arn)
@@ -139,7 +139,7 @@ pub async fn apply(
             .await
             .ctx("SetTopicAttributes", &arn)?;
     }
-    if change.touches("email_subscription") {
+    if change.touches(Field::EmailSubscription) {
         c.sns
             .subscribe()
             .topic_arn(&arn)

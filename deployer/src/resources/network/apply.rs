@@ -7,7 +7,7 @@ use super::rules::{Direction, permissions};
 use super::{
     ENDPOINT, GROUP, IGW, Network, ROUTE_TABLE, SUBNET, VPC, endpoint_services_all, field, tag_spec,
 };
-use crate::change::{Action, Change};
+use crate::change::{Action, Change, Field};
 use crate::clients::Clients;
 use crate::config::VaultMode;
 use crate::policy::canonical;
@@ -44,7 +44,7 @@ pub async fn apply(
             .clone()
             .ok_or_else(|| missing("CreateVpc", "VpcId"))?;
         let on = AttributeBooleanValue::builder().value(true).build();
-        if ch.touches("dns_support") {
+        if ch.touches(Field::DnsSupport) {
             c.ec2
                 .modify_vpc_attribute()
                 .vpc_id(&vpc)
@@ -53,7 +53,7 @@ pub async fn apply(
                 .await
                 .ctx("ModifyVpcAttribute", &vpc)?;
         }
-        if ch.touches("dns_hostnames") {
+        if ch.touches(Field::DnsHostnames) {
             c.ec2
                 .modify_vpc_attribute()
                 .vpc_id(&vpc)
@@ -145,9 +145,9 @@ pub async fn apply(
             .route_table
             .clone()
             .ok_or_else(|| missing("CreateRouteTable", "RouteTableId"))?;
-        if ch.touches("default_route") {
+        if ch.touches(Field::DefaultRoute) {
             let had_route = ch.fields.iter().any(|f| {
-                f.field == "default_route" && f.from.as_deref().is_some_and(|v| v != "(none)")
+                f.field == Field::DefaultRoute && f.from.as_deref().is_some_and(|v| v != "(none)")
             });
             if had_route {
                 c.ec2
@@ -169,7 +169,7 @@ pub async fn apply(
                     .ctx("CreateRoute", &rtb)?;
             }
         }
-        if ch.touches("subnet") {
+        if ch.touches(Field::Subnet) {
             c.ec2
                 .associate_route_table()
                 .route_table_id(&rtb)
@@ -202,14 +202,14 @@ pub async fn apply(
                 .ok_or_else(|| missing("CreateSecurityGroup", "GroupId"))?;
             net.groups.insert(group, id.to_owned());
         }
-        if ch.touches("ingress") {
+        if ch.touches(Field::Ingress) {
             Box::pin(set_rules(c, &net, inbound_cidr, group, Direction::Ingress)).await?;
         }
     }
     // Egress once all three groups exist (the replicator's names the other two).
     for group in Group::ALL {
         let gname = spec.security_group_name(group);
-        if wants(GROUP, &gname).is_some_and(|ch| ch.touches("egress")) {
+        if wants(GROUP, &gname).is_some_and(|ch| ch.touches(Field::Egress)) {
             Box::pin(set_rules(c, &net, inbound_cidr, group, Direction::Egress)).await?;
         }
     }
@@ -313,7 +313,7 @@ async fn apply_endpoints(
             _ => String::new(),
         };
         // Only the policy drifted: set it again in place.
-        let policy_only = ch.fields.iter().all(|f| f.field == "policy");
+        let policy_only = ch.fields.iter().all(|f| f.field == Field::Policy);
         match ch.action {
             Action::Update if policy_only => {
                 let id = endpoint_ids(c, vpc, &service)

@@ -21,7 +21,7 @@ pub use apply::apply;
 pub use teardown::{destroy, release_lambda_interfaces};
 
 use super::{Ctx, DeployError};
-use crate::change::{Action, Change, Fields, UNKNOWN};
+use crate::change::{Action, Change, Field, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::policy::{canonical, parse_returned};
 use crate::spec::{Group, STACK_TAG, SUBNET_CIDR, Spec, VPC_CIDR};
@@ -373,52 +373,55 @@ pub fn diff(spec: &Spec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
     let mut changes = Vec::new();
 
     let want = vec![
-        ("cidr", VPC_CIDR.into()),
-        ("dns_hostnames", on_off(true)),
-        ("dns_support", on_off(true)),
+        (Field::Cidr, VPC_CIDR.into()),
+        (Field::DnsHostnames, on_off(true)),
+        (Field::DnsSupport, on_off(true)),
     ];
     let have = seen.vpc.as_ref().map(|v| {
         vec![
-            ("cidr", v.cidr.clone()),
-            ("dns_hostnames", on_off(v.dns_hostnames)),
-            ("dns_support", on_off(v.dns_support)),
+            (Field::Cidr, v.cidr.clone()),
+            (Field::DnsHostnames, on_off(v.dns_hostnames)),
+            (Field::DnsSupport, on_off(v.dns_support)),
         ]
     });
     changes.push(piece(VPC, &name, wanted, &want, have.as_ref()));
 
-    let want = vec![("attached_to", known(&ids.vpc))];
+    let want = vec![(Field::AttachedTo, known(&ids.vpc))];
     let have = seen
         .igw
         .as_ref()
-        .map(|g| vec![("attached_to", g.attached_to.join(","))]);
+        .map(|g| vec![(Field::AttachedTo, g.attached_to.join(","))]);
     changes.push(piece(IGW, &name, wanted, &want, have.as_ref()));
 
-    let want = vec![("cidr", SUBNET_CIDR.into())];
-    let have = seen.subnet.as_ref().map(|s| vec![("cidr", s.cidr.clone())]);
+    let want = vec![(Field::Cidr, SUBNET_CIDR.into())];
+    let have = seen
+        .subnet
+        .as_ref()
+        .map(|s| vec![(Field::Cidr, s.cidr.clone())]);
     changes.push(piece(SUBNET, &name, wanted, &want, have.as_ref()));
 
     let want = vec![
-        ("default_route", known(&ids.igw)),
-        ("subnet", known(&ids.subnet)),
+        (Field::DefaultRoute, known(&ids.igw)),
+        (Field::Subnet, known(&ids.subnet)),
     ];
     let have = seen.route_table.as_ref().map(|r| {
         vec![
             (
-                "default_route",
+                Field::DefaultRoute,
                 r.default_route.clone().unwrap_or_else(|| "(none)".into()),
             ),
-            ("subnet", r.subnets.join(",")),
+            (Field::Subnet, r.subnets.join(",")),
         ]
     });
     changes.push(piece(ROUTE_TABLE, &name, wanted, &want, have.as_ref()));
 
     for group in Group::ALL {
         let (ingress, egress) = wanted_rules(spec, group, &ids);
-        let want = vec![("ingress", ingress), ("egress", egress)];
+        let want = vec![(Field::Ingress, ingress), (Field::Egress, egress)];
         let have = seen.groups.get(&group).map(|g| {
             vec![
-                ("ingress", rules_text(&g.ingress)),
-                ("egress", rules_text(&g.egress)),
+                (Field::Ingress, rules_text(&g.ingress)),
+                (Field::Egress, rules_text(&g.egress)),
             ]
         });
         let gname = spec.security_group_name(group);
@@ -434,18 +437,18 @@ pub fn diff(spec: &Spec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
             false => String::new(),
         };
         let want = vec![
-            ("private_dns", on_off(true)),
+            (Field::PrivateDns, on_off(true)),
             (
-                "security_groups",
+                Field::SecurityGroups,
                 known(&ids.groups.get(&Group::Endpoints).cloned()),
             ),
-            ("policy", policy.clone()),
+            (Field::Policy, policy.clone()),
         ];
         let have = seen.endpoints.get(&service).map(|e| {
             vec![
-                ("private_dns", on_off(e.private_dns)),
-                ("security_groups", e.security_groups.join(",")),
-                ("policy", e.policy.clone()),
+                (Field::PrivateDns, on_off(e.private_dns)),
+                (Field::SecurityGroups, e.security_groups.join(",")),
+                (Field::Policy, e.policy.clone()),
             ]
         });
         changes.push(piece(ENDPOINT, &service, wanted, &want, have.as_ref()));
@@ -594,7 +597,11 @@ mod tests {
         assert_eq!(actions(&changes), expected);
         // Rules naming groups not made yet are shown as known after apply, not as a guess.
         let vault = one(&changes, GROUP, "s-vault");
-        let ingress = vault.fields.iter().find(|f| f.field == "ingress").unwrap();
+        let ingress = vault
+            .fields
+            .iter()
+            .find(|f| f.field == Field::Ingress)
+            .unwrap();
         assert_eq!(ingress.to.as_deref(), Some(UNKNOWN));
     }
 

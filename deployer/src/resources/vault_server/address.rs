@@ -2,7 +2,7 @@
 
 use aws_sdk_ec2::types::{DomainType, ResourceType};
 
-use crate::change::{Action, Change, UNKNOWN};
+use crate::change::{Action, Change, Field, UNKNOWN};
 use crate::clients::Clients;
 use crate::resources::{Ctx, DeployError, missing};
 use crate::spec::Spec;
@@ -40,10 +40,13 @@ pub fn diff_address(spec: &Spec, seen: Option<&Address>, instance: Option<&str>)
             None => Change::new(ADDRESS_KIND, name, Action::Absent),
         };
     }
-    let want = vec![("associated_with", instance.unwrap_or(UNKNOWN).to_owned())];
+    let want = vec![(
+        Field::AssociatedWith,
+        instance.unwrap_or(UNKNOWN).to_owned(),
+    )];
     let seen_f = seen.map(|a| {
         vec![(
-            "associated_with",
+            Field::AssociatedWith,
             a.instance_id.clone().unwrap_or_else(|| "(none)".into()),
         )]
     });

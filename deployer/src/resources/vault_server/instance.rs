@@ -8,7 +8,7 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine as _;
 
-use crate::change::{Action, Change, Fields, UNKNOWN};
+use crate::change::{Action, Change, Field, Fields, UNKNOWN};
 use crate::clients::Clients;
 use crate::resources::network::Network;
 use crate::resources::{Ctx, DeployError, missing};
@@ -182,32 +182,32 @@ pub fn diff_instance(
         None => UNKNOWN.into(),
     };
     let want: Fields = vec![
-        ("instance_type", instance_type.to_owned()),
-        ("http_tokens", "required".into()),
-        ("imds_hop_limit", "1".into()),
-        ("root_encrypted", "yes".into()),
-        ("iam_instance_profile", spec.vault_name()),
+        (Field::InstanceType, instance_type.to_owned()),
+        (Field::HttpTokens, "required".into()),
+        (Field::ImdsHopLimit, "1".into()),
+        (Field::RootEncrypted, "yes".into()),
+        (Field::IamInstanceProfile, spec.vault_name()),
         (
-            "security_groups",
+            Field::SecurityGroups,
             net.group(Group::Vault).unwrap_or(UNKNOWN).to_owned(),
         ),
-        ("state", "running".into()),
-        ("user_data", user_data),
+        (Field::State, "running".into()),
+        (Field::UserData, user_data),
     ];
     let seen_f = seen.map(|i| {
         vec![
-            ("instance_type", i.instance_type.clone()),
-            ("http_tokens", i.http_tokens.clone()),
-            ("imds_hop_limit", i.imds_hop_limit.clone()),
-            ("root_encrypted", i.root_encrypted.clone()),
-            ("iam_instance_profile", i.profile.clone()),
-            ("security_groups", i.security_groups.clone()),
-            ("state", i.state.clone()),
-            ("user_data", i.user_data_sha.clone()),
+            (Field::InstanceType, i.instance_type.clone()),
+            (Field::HttpTokens, i.http_tokens.clone()),
+            (Field::ImdsHopLimit, i.imds_hop_limit.clone()),
+            (Field::RootEncrypted, i.root_encrypted.clone()),
+            (Field::IamInstanceProfile, i.profile.clone()),
+            (Field::SecurityGroups, i.security_groups.clone()),
+            (Field::State, i.state.clone()),
+            (Field::UserData, i.user_data_sha.clone()),
         ]
     });
     let mut ch = Change::diff(INSTANCE_KIND, name, &want, seen_f.as_ref());
-    if ch.touches("user_data") && seen.is_some() {
+    if ch.touches(Field::UserData) && seen.is_some() {
         ch.note = Some("the boot script changed (vault_version?): it runs on first boot only, so up keeps this instance and its data; upgrade Vault on it, or destroy and up to replace it".into());
     }
     Ok(ch)
@@ -326,13 +326,13 @@ pub async fn apply_instance(
         }
         Some(i) => {
             let id = i.id.clone();
-            if change.touches("root_encrypted") {
+            if change.touches(Field::RootEncrypted) {
                 return Err(DeployError::NotReady {
                     what: format!("instance {id}"),
                     detail: "its root volume is not encrypted, and a volume cannot be encrypted in place: snapshot it, copy the snapshot encrypted, and swap the volume while the instance is stopped (or destroy and up, which loses Vault's data)".into(),
                 });
             }
-            if change.touches("http_tokens") || change.touches("imds_hop_limit") {
+            if change.touches(Field::HttpTokens) || change.touches(Field::ImdsHopLimit) {
                 c.ec2
                     .modify_instance_metadata_options()
                     .instance_id(&id)
@@ -342,7 +342,7 @@ pub async fn apply_instance(
                     .await
                     .ctx("ModifyInstanceMetadataOptions", &id)?;
             }
-            if change.touches("security_groups") {
+            if change.touches(Field::SecurityGroups) {
                 c.ec2
                     .modify_instance_attribute()
                     .instance_id(&id)
@@ -351,7 +351,7 @@ pub async fn apply_instance(
                     .await
                     .ctx("ModifyInstanceAttribute", &id)?;
             }
-            if change.touches("state") && i.state == "stopped" {
+            if change.touches(Field::State) && i.state == "stopped" {
                 c.ec2
                     .start_instances()
                     .instance_ids(&id)
@@ -359,7 +359,7 @@ pub async fn apply_instance(
                     .await
                     .ctx("StartInstances", &id)?;
             }
-            if change.touches("instance_type") {
+            if change.touches(Field::InstanceType) {
                 // Changing the type needs a stopped instance; Vault comes back sealed.
                 return Err(DeployError::NotReady {
                     what: format!("instance {id}"),
@@ -438,7 +438,7 @@ mod tests {
         // Another Vault version: a new boot script, said to run on first boot only.
         let newer = spec(&format!("{EC2}vault_version = \"1.99.0\"\n"));
         let ch = diff_instance(&newer, Some(&running(&s)), &net(), ip).unwrap();
-        assert!(ch.touches("user_data"));
+        assert!(ch.touches(Field::UserData));
         assert!(ch.note.unwrap().contains("first boot only"));
     }
 
@@ -447,7 +447,7 @@ mod tests {
         let s = spec(EC2);
         let ch = diff_instance(&s, None, &Network::default(), None).unwrap();
         assert_eq!(ch.action, Action::Create);
-        for field in ["user_data", "security_groups"] {
+        for field in [Field::UserData, Field::SecurityGroups] {
             let f = ch.fields.iter().find(|f| f.field == field).unwrap();
             assert_eq!(f.to.as_deref(), Some(UNKNOWN), "{field}");
         }

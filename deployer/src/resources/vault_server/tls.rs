@@ -1,7 +1,7 @@
 //! The TLS secret (CA, certificate and key, readable only by the instance's role) and the SSM
 //! parameter with its CA, which the operator, `vault-init` and the connection secret trust.
 
-use crate::change::{Action, Change, UNKNOWN};
+use crate::change::{Action, Change, Field, UNKNOWN};
 use crate::clients::Clients;
 use crate::policy::canonical;
 use crate::resources::{Ctx, DeployError, delete, found, missing};
@@ -45,27 +45,27 @@ pub fn diff_tls(
     }
     const ISSUED: &str = "certificate, key and CA parameter";
     let want = vec![
-        ("material", ISSUED.to_owned()),
-        ("resource_policy", tls_policy(spec, read_until)?),
+        (Field::Material, ISSUED.to_owned()),
+        (Field::ResourcePolicy, tls_policy(spec, read_until)?),
         (
-            "owner_tag",
+            Field::OwnerTag,
             crate::resources::secret::OWNER_VALUE.to_owned(),
         ),
-        ("state", "active".to_owned()),
+        (Field::State, "active".to_owned()),
     ];
     let seen_f = seen.map(|s| {
         vec![
             (
-                "material",
+                Field::Material,
                 if complete { ISSUED } else { "cut short" }.to_owned(),
             ),
-            ("resource_policy", s.policy.clone()),
+            (Field::ResourcePolicy, s.policy.clone()),
             (
-                "owner_tag",
+                Field::OwnerTag,
                 crate::resources::secret::owner_field(s.owner.as_deref()),
             ),
             (
-                "state",
+                Field::State,
                 if s.pending_deletion {
                     "scheduled for deletion"
                 } else {
@@ -103,7 +103,7 @@ pub async fn apply_tls(
             .await
             .ctx("RestoreSecret", &name)?;
     }
-    if seen.is_none() || change.touches("material") {
+    if seen.is_none() || change.touches(Field::Material) {
         let ips = [public_ip, VAULT_PRIVATE_IP, "127.0.0.1"]
             .iter()
             .filter_map(|ip| ip.parse().ok())
@@ -124,7 +124,7 @@ pub async fn apply_tls(
             )
             .await?;
         }
-        if seen.is_none() || change.touches("resource_policy") {
+        if seen.is_none() || change.touches(Field::ResourcePolicy) {
             crate::resources::secret::put_policy(c, &name, &tls_policy(spec, read_until)?).await?;
         }
         policy_set = true;
@@ -136,10 +136,10 @@ pub async fn apply_tls(
             .ctx("PutSecretValue", &name)?;
         ca = Some(material.ca_certificate.clone());
     }
-    if change.touches("resource_policy") && !policy_set {
+    if change.touches(Field::ResourcePolicy) && !policy_set {
         crate::resources::secret::put_policy(c, &name, &tls_policy(spec, read_until)?).await?;
     }
-    if seen.is_some() && change.touches("owner_tag") {
+    if seen.is_some() && change.touches(Field::OwnerTag) {
         crate::resources::secret::tag_owner(c, &name).await?;
     }
     Ok(ca)
@@ -224,8 +224,8 @@ pub fn diff_ca(
         );
     }
     let want = vec![
-        ("type", "SecureString".to_owned()),
-        ("kms_key", key_arn.unwrap_or(UNKNOWN).to_owned()),
+        (Field::Type, "SecureString".to_owned()),
+        (Field::KmsKey, key_arn.unwrap_or(UNKNOWN).to_owned()),
     ];
     let have = seen.map(|p| {
         let key = match (&p.key_id, key_arn) {
@@ -233,7 +233,7 @@ pub fn diff_ca(
             (Some(k), _) => k.clone(),
             (None, _) => "(none)".into(),
         };
-        vec![("type", p.r#type.clone()), ("kms_key", key)]
+        vec![(Field::Type, p.r#type.clone()), (Field::KmsKey, key)]
     });
     let ch = Change::diff(CA_KIND, name, &want, have.as_ref());
     match seen {
@@ -422,8 +422,9 @@ mod tests {
             has_value: true,
             tags: Default::default(),
         };
-        let touched =
-            |ch: &Change| -> Vec<String> { ch.fields.iter().map(|f| f.field.clone()).collect() };
+        let touched = |ch: &Change| -> Vec<String> {
+            ch.fields.iter().map(|f| f.field.to_string()).collect()
+        };
         let ch = diff_tls(&s, None, false, None).unwrap();
         assert_eq!(ch.action, Action::Create);
         assert!(ch.note.unwrap().contains("a new CA and certificate"));

@@ -4,7 +4,7 @@
 //! not choose what runs there: writing it takes `kms:Encrypt` on the stack's key through SSM,
 //! for this parameter only (the key policy), as the CA parameter.
 
-use crate::change::{Action, Change, UNKNOWN};
+use crate::change::{Action, Change, Field, UNKNOWN};
 use crate::clients::Clients;
 use crate::resources::{Ctx, DeployError, found, missing};
 use crate::spec::Spec;
@@ -73,9 +73,9 @@ pub fn diff_digest(
         );
     }
     let want = vec![
-        ("type", "SecureString".to_owned()),
-        ("kms_key", key_arn.unwrap_or(UNKNOWN).to_owned()),
-        ("sha256", code_sha256.unwrap_or(UNKNOWN).to_owned()),
+        (Field::Type, "SecureString".to_owned()),
+        (Field::KmsKey, key_arn.unwrap_or(UNKNOWN).to_owned()),
+        (Field::Sha256, code_sha256.unwrap_or(UNKNOWN).to_owned()),
     ];
     let have = seen.map(|d| {
         let key = match (&d.key_id, key_arn) {
@@ -84,15 +84,15 @@ pub fn diff_digest(
             (None, _) => "(none)".into(),
         };
         vec![
-            ("type", d.r#type.clone()),
-            ("kms_key", key),
-            ("sha256", d.sha256.clone()),
+            (Field::Type, d.r#type.clone()),
+            (Field::KmsKey, key),
+            (Field::Sha256, d.sha256.clone()),
         ]
     });
     let ch = Change::diff(DIGEST_KIND, name, &want, have.as_ref());
     if seen.is_none() {
         ch.with_note("the digest of the watcher's code: the Vault host runs no other")
-    } else if ch.touches("type") || ch.touches("kms_key") {
+    } else if ch.touches(Field::Type) || ch.touches(Field::KmsKey) {
         ch.with_note("not as this tool writes it: written again under the stack's key")
     } else {
         ch
