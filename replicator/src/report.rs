@@ -24,31 +24,7 @@ fn is_zero(n: &u64) -> bool {
 /// The most lags one report holds (the metrics carry them).
 pub const MAX_LAGS: usize = 100;
 
-/// A conflict or a failure of one secret (or of the whole run, with `name` empty).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    pub name: String,
-    pub kind: String,
-    pub message: String,
-    /// The rule it is of, in a rules document's report.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-}
-
-impl Problem {
-    pub fn new(
-        name: impl Into<String>,
-        kind: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            name: name.into(),
-            kind: kind.into(),
-            message: message.into(),
-            rule: None,
-        }
-    }
-}
+pub use contract::report::{Problem, Summary};
 
 /// What one run did.
 #[derive(Clone, Debug, Default, Serialize)]

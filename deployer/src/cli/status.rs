@@ -152,19 +152,9 @@ async fn secrets(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i
             return Ok(super::common::EXIT_ERROR);
         }
     };
-    let failures = body["failures"].as_array().cloned().unwrap_or_default();
+    let summary = contract::report::Summary::of(&body);
     let mut text = to_text(&entries);
-    for f in &failures {
-        let who = f["name"]
-            .as_str()
-            .filter(|n| !n.is_empty())
-            .unwrap_or("run");
-        text.push_str(&format!(
-            "FAILED {who} [{}]: {}\n",
-            f["kind"].as_str().unwrap_or_default(),
-            f["message"].as_str().unwrap_or_default()
-        ));
-    }
+    text.push_str(&summary.failure_lines());
     emit(out, json, &body, &text)?;
-    Ok(i32::from(exit_code(!failures.is_empty(), &entries)))
+    Ok(i32::from(exit_code(!summary.failures.is_empty(), &entries)))
 }

@@ -89,22 +89,8 @@ pub async fn run(
         )?;
         return Ok(EXIT_ERROR);
     }
-    let count = |k: &str| body[k].as_u64().unwrap_or(0);
-    let failures = body["failures"].as_array().map_or(0, Vec::len);
-    let text = format!(
-        "{name}: created {}, updated {}, unchanged {}, deleted {}, skipped {}, conflicts {}, failures {failures}{}\n",
-        count("created"),
-        count("updated"),
-        count("unchanged"),
-        count("deleted"),
-        count("skipped"),
-        body["conflicts"].as_array().map_or(0, Vec::len),
-        if body["partial"] == true {
-            " (partial: the next run goes on)"
-        } else {
-            ""
-        }
-    );
+    let summary = contract::report::Summary::of(&body);
+    let text = format!("{name}: {}\n", summary.line());
     emit(out, json, &body, &text)?;
     Ok(EXIT_OK)
 }

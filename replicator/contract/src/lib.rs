@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod account;
 pub mod naming;
+pub mod report;
 #[cfg(feature = "resource-policy")]
 pub mod resource_policy;
 #[cfg(feature = "rules")]

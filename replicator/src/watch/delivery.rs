@@ -22,8 +22,7 @@ pub struct Delivered {
 
 impl Delivered {
     fn of(report: serde_json::Value) -> Self {
-        let failed = report["function_error"].is_string()
-            || report["failures"].as_array().is_some_and(|f| !f.is_empty());
+        let failed = crate::report::Summary::of(&report).failed();
         // An answer that is no report (none, or not JSON) says nothing was done.
         let ok = report.is_object() && !failed && report["partial"] != true;
         Self { report, ok }

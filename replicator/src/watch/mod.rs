@@ -110,8 +110,7 @@ impl Ran {
         let report = match self {
             Ran::Full(r) | Ran::Paths(_, r) => r,
         };
-        report["function_error"].is_string()
-            || report["failures"].as_array().is_some_and(|f| !f.is_empty())
+        crate::report::Summary::of(report).failed()
     }
 }
 
@@ -712,7 +711,6 @@ pub async fn main(sync: &crate::config::SyncArgs, args: &WatchArgs) -> u8 {
         }
     };
     let emit = |ran: Ran| {
-        let failed = ran.failed();
         let (paths, mut report) = match ran {
             Ran::Full(r) => (None, r),
             Ran::Paths(p, r) => (Some(p), r),
@@ -724,15 +722,10 @@ pub async fn main(sync: &crate::config::SyncArgs, args: &WatchArgs) -> u8 {
             }
             format!("{report}\n")
         } else {
-            let count = |k: &str| report[k].as_u64().unwrap_or(0);
             format!(
-                "{}: created {}, updated {}, unchanged {}, deleted {}{}\n",
+                "{}: {}\n",
                 paths.map_or_else(|| "full sync".to_owned(), |p| p.join(", ")),
-                count("created"),
-                count("updated"),
-                count("unchanged"),
-                count("deleted"),
-                if failed { " — FAILED" } else { "" }
+                crate::report::Summary::of(&report).line()
             )
         };
         let mut out = std::io::stdout().lock();
