@@ -39,7 +39,7 @@ pub struct FileConfig {
     pub deploy_vault_on_ec2: Option<bool>,
     pub external_vault_address: Option<String>,
     pub schedule: Option<String>,
-    pub deletion_policy: Option<String>,
+    pub deletion_policy: Option<DeletionPolicy>,
     pub recovery_window_days: Option<i64>,
     pub max_delete_share: Option<f64>,
     pub concurrency: Option<i64>,
@@ -54,11 +54,11 @@ pub struct FileConfig {
     pub code_signing_profile: Option<String>,
     pub replica_regions: Option<Vec<String>>,
     pub name_template: Option<String>,
-    pub granularity: Option<String>,
+    pub granularity: Option<Granularity>,
     pub tags: Option<std::collections::BTreeMap<String, String>>,
     pub metadata_tag_keys: Option<Vec<String>>,
     pub adopt_sample: Option<bool>,
-    pub latest_deleted: Option<String>,
+    pub latest_deleted: Option<contract::LatestDeleted>,
     pub max_keys_per_secret: Option<i64>,
     pub region_audit_hours: Option<i64>,
     pub include: Option<Vec<String>>,
@@ -881,15 +881,9 @@ impl FileConfig {
         set(&mut file.recovery_window_days, &doc.recovery_window_days);
         set(&mut file.max_delete_share, &doc.max_delete_share);
         set(&mut file.adopt_sample, &doc.adopt_sample);
-        if let Some(g) = doc.granularity {
-            file.granularity = Some(g.as_str().to_owned());
-        }
-        if let Some(p) = doc.deletion_policy {
-            file.deletion_policy = Some(p.as_str().to_owned());
-        }
-        if let Some(l) = doc.latest_deleted {
-            file.latest_deleted = Some(l.as_str().to_owned());
-        }
+        set(&mut file.granularity, &doc.granularity);
+        set(&mut file.deletion_policy, &doc.deletion_policy);
+        set(&mut file.latest_deleted, &doc.latest_deleted);
         if let Some(n) = doc.max_keys_per_secret {
             file.max_keys_per_secret = Some(i64::try_from(n).unwrap_or(i64::MAX));
         }
@@ -933,11 +927,11 @@ impl FileConfig {
     /// The replicator's settings from the keys of one sync (the top level's, or a rule's over
     /// them): each checked as the function checks it.
     fn replicator_settings(&self, vault: &VaultMode) -> Result<ReplicatorSettings, ConfigError> {
-        let deletion_policy: DeletionPolicy = match &self.deletion_policy {
-            None => DeletionPolicy::default(),
-            Some(p) => p.parse().map_err(|e| invalid("deletion_policy", e))?,
-        };
-        let recovery_window_days = self.recovery_window_days.unwrap_or(30);
+        // Enums are parsed with the file: an invalid one is the parser's error, naming its key.
+        let deletion_policy = self.deletion_policy.unwrap_or_default();
+        let recovery_window_days = self
+            .recovery_window_days
+            .unwrap_or(contract::defaults::RECOVERY_WINDOW_DAYS);
         if !ranges::RECOVERY_WINDOW_DAYS.contains(&recovery_window_days) {
             return Err(invalid(
                 "recovery_window_days",
@@ -953,7 +947,9 @@ impl FileConfig {
                 format!("{max_delete_share} is outside 0 to 1"),
             ));
         }
-        let concurrency = self.concurrency.unwrap_or(16);
+        let concurrency = self
+            .concurrency
+            .unwrap_or(contract::defaults::CONCURRENCY as i64);
         if !usize::try_from(concurrency).is_ok_and(|c| ranges::CONCURRENCY.contains(&c)) {
             return Err(invalid(
                 "concurrency",
@@ -961,10 +957,7 @@ impl FileConfig {
             ));
         }
         let replica_regions = self.replica_regions()?;
-        let granularity: Granularity = match &self.granularity {
-            None => Granularity::default(),
-            Some(g) => g.parse().map_err(|e| invalid("granularity", e))?,
-        };
+        let granularity = self.granularity.unwrap_or_default();
         let name_template = match self.name_template.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(t) => {
@@ -992,10 +985,7 @@ impl FileConfig {
             &operator,
         )
         .map_err(|e| invalid("metadata_tag_keys", e))?;
-        let latest_deleted: contract::LatestDeleted = match &self.latest_deleted {
-            None => contract::LatestDeleted::default(),
-            Some(p) => p.parse().map_err(|e| invalid("latest_deleted", e))?,
-        };
+        let latest_deleted = self.latest_deleted.unwrap_or_default();
         let max_keys_per_secret = self
             .max_keys_per_secret
             .unwrap_or(contract::defaults::MAX_KEYS_PER_SECRET as i64);
@@ -1686,7 +1676,7 @@ mod tests {
             (
                 "deletion_policy = \"purge\"",
                 "deletion_policy",
-                "keep or delete",
+                "expected `keep` or `delete`",
             ),
             (
                 "recovery_window_days = 3",
@@ -1794,7 +1784,7 @@ mod tests {
             (
                 "granularity = \"per-key\"",
                 "granularity",
-                "secret-path or secret-key",
+                "expected `secret-path` or `secret-key`",
             ),
             (
                 "granularity = \"secret-key\"\nname_template = \"{path}\"",
@@ -1821,7 +1811,7 @@ mod tests {
             (
                 "latest_deleted = \"purge\"",
                 "latest_deleted",
-                "fallback or delete",
+                "expected `fallback` or `delete`",
             ),
             (
                 "max_keys_per_secret = 0",

@@ -57,7 +57,7 @@ pub struct SyncArgs {
     pub deletion_policy: DeletionPolicy,
 
     /// Recovery window of deletions, 7 to 30 days.
-    #[arg(long, env = env::RECOVERY_WINDOW_DAYS, default_value_t = 30)]
+    #[arg(long, env = env::RECOVERY_WINDOW_DAYS, default_value_t = defaults::RECOVERY_WINDOW_DAYS)]
     pub recovery_window_days: i64,
 
     /// Breaker: the largest share (0 to 1) of the replicated secrets one run may delete (and
@@ -145,11 +145,11 @@ pub struct SyncArgs {
     pub vault_namespace: Option<String>,
 
     /// Requests in flight at once, to Vault and to AWS.
-    #[arg(long, env = env::CONCURRENCY, default_value_t = 16)]
+    #[arg(long, env = env::CONCURRENCY, default_value_t = defaults::CONCURRENCY)]
     pub concurrency: usize,
 
     /// Ceiling on Secrets Manager write calls per second (AWS allows 50 for the region).
-    #[arg(long, env = env::WRITES_PER_SECOND, default_value_t = 20)]
+    #[arg(long, env = env::WRITES_PER_SECOND, default_value_t = defaults::WRITES_PER_SECOND)]
     pub writes_per_second: u32,
 
     /// Print the plan; change nothing.

@@ -596,6 +596,12 @@ impl std::str::FromStr for LatestDeleted {
 
 /// The defaults of the settings both programs take, written once.
 pub mod defaults {
+    /// Days a replica deleted by the `delete` policy can be restored.
+    pub const RECOVERY_WINDOW_DAYS: i64 = 30;
+    /// Requests in flight at once.
+    pub const CONCURRENCY: usize = 16;
+    /// Secrets Manager writes a second (and as many tag calls).
+    pub const WRITES_PER_SECOND: u32 = 20;
     /// The deletion breaker's share.
     pub const MAX_DELETE_SHARE: f64 = 0.25;
     /// Keys one Vault secret may have under `secret-key` granularity (each a billable secret).
