@@ -6,8 +6,8 @@
 
 use serde::Serialize;
 
-use crate::execute::Outcome;
 use crate::model::Rule;
+use crate::outcome::Outcome;
 use crate::plan::{Guard, Step, Write};
 
 pub use contract::events::SOURCE;

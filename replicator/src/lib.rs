@@ -16,6 +16,7 @@ pub mod listing;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod outcome;
 pub mod plan;
 pub mod progress;
 pub mod report;
