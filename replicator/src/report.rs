@@ -131,6 +131,22 @@ impl Report {
         self.rules.push(rule);
     }
 
+    /// The report in brief, as whoever reads it back sees it.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            created: self.created,
+            updated: self.updated,
+            unchanged: self.unchanged,
+            deleted: self.deleted,
+            skipped: self.skipped,
+            partial: self.partial,
+            dry_run: self.dry_run,
+            conflicts: self.conflicts.clone(),
+            failures: self.failures.clone(),
+            function_error: None,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
@@ -187,18 +203,7 @@ impl Report {
                 let _ = writeln!(out, "{sign} {}  {what}", step.name());
             }
         }
-        let verb = if self.dry_run { "would be " } else { "" };
-        let _ = writeln!(
-            out,
-            "{} {verb}created, {} {verb}updated, {} unchanged, {} {verb}deleted, {} skipped, {} conflicts, {} failures",
-            self.created,
-            self.updated,
-            self.unchanged,
-            self.deleted,
-            self.skipped,
-            self.conflicts.len(),
-            self.failures.len()
-        );
+        let _ = writeln!(out, "{}", self.summary().line());
         if self.excluded > 0 {
             let _ = writeln!(
                 out,
@@ -342,6 +347,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_summary_read_back_from_the_json_is_the_reports_own() {
+        let mut r = Report {
+            created: 3,
+            updated: 2,
+            unchanged: 7,
+            skipped: 1,
+            partial: true,
+            ..Report::default()
+        };
+        r.conflicts.push(Problem::new("a", "foreign", "not ours"));
+        let mut failed = Problem::new("b", "value_too_large", "big");
+        failed.rule = Some("web".into());
+        r.failures.push(failed);
+        let read = Summary::of(&serde_json::to_value(&r).unwrap());
+        assert_eq!(read, r.summary());
+        assert!(r.to_text().contains(&r.summary().line()));
+    }
+
+    #[test]
     fn notice_names_account_region_and_failures() {
         let mut r = Report::fatal("vault_unreachable", "cannot reach Vault at https://v:8200");
         r.failures
@@ -437,7 +461,7 @@ mod tests {
             ..Report::default()
         };
         let t = r.to_text();
-        assert!(t.contains("2 created"));
+        assert!(t.contains("created 2, updated 0"), "{t}");
         assert!(t.contains("conflict p/x [foreign]"));
         assert!(!r.failed());
     }

@@ -80,7 +80,7 @@ async fn the_cli_never_shows_a_value_or_token_and_exits_by_outcome() {
     bao.api("DELETE", "kv/metadata/big", None).await;
     let (code2, stdout2, stderr2) = replicator(&envs, &["sync", "--prefix", "kv", "-vv"]);
     assert_eq!(code2, 0, "{stdout2}{stderr2}");
-    assert!(stdout2.contains("0 created, 1 updated"), "{stdout2}");
+    assert!(stdout2.contains("created 0, updated 1"), "{stdout2}");
     assert_eq!(
         env.side.value("kv/app/db").await["password"],
         format!("{PLANTED}-2")
@@ -107,7 +107,7 @@ async fn the_cli_never_shows_a_value_or_token_and_exits_by_outcome() {
     bao.put("kv", "app/new", json!({"k": "v"})).await;
     let (code, out, err) = detailed(&["--dry-run"]);
     assert_eq!(code, 2, "behind: {out}{err}");
-    assert!(out.contains("1 would be created"), "{out}");
+    assert!(out.contains("to create 1"), "{out}");
     assert_eq!(detailed(&["--dry-run"]).0, 2, "a dry run wrote nothing");
     assert_eq!(detailed(&[]).0, 2, "a run that wrote");
     assert_eq!(detailed(&[]).0, 0, "then nothing to write");

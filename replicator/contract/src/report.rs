@@ -52,6 +52,9 @@ pub struct Summary {
     /// The deadline came before every write was started (a success: the next run goes on).
     #[serde(default)]
     pub partial: bool,
+    /// Planned only: the counts are what a run would do.
+    #[serde(default)]
+    pub dry_run: bool,
     #[serde(default)]
     pub conflicts: Vec<Problem>,
     #[serde(default)]
@@ -75,8 +78,12 @@ impl Summary {
 
     /// The one line every program says a run with.
     pub fn line(&self) -> String {
+        let [create, update, delete] = match self.dry_run {
+            true => ["to create", "to update", "to delete"],
+            false => ["created", "updated", "deleted"],
+        };
         let mut line = format!(
-            "created {}, updated {}, unchanged {}, deleted {}, skipped {}, conflicts {}, failures {}",
+            "{create} {}, {update} {}, unchanged {}, {delete} {}, skipped {}, conflicts {}, failures {}",
             self.created,
             self.updated,
             self.unchanged,
@@ -91,6 +98,8 @@ impl Summary {
             line.push_str(" — FAILED");
         } else if self.partial {
             line.push_str(" (partial: the next run goes on)");
+        } else if self.dry_run {
+            line.push_str(" (dry run: nothing written)");
         }
         line
     }
@@ -139,5 +148,11 @@ mod tests {
         let crashed: Summary =
             serde_json::from_value(serde_json::json!({"function_error": "Unhandled"})).unwrap();
         assert!(crashed.failed() && crashed.line().contains("FAILED (Unhandled)"));
+        let planned: Summary =
+            serde_json::from_value(serde_json::json!({"dry_run": true, "created": 2})).unwrap();
+        assert_eq!(
+            planned.line(),
+            "to create 2, to update 0, unchanged 0, to delete 0, skipped 0, conflicts 0, failures 0 (dry run: nothing written)"
+        );
     }
 }
