@@ -106,13 +106,18 @@ pub fn of(step: &Step, outcome: &Outcome, rule: &Rule) -> Option<ChangeEvent> {
             },
             Outcome::Deleted,
         ) => {
-            let (vault_path, vault_version) = match guard {
-                Guard::SourceGone { vault_path } => (Some(vault_path.clone()), None),
+            let (vault_path, vault_key, vault_version) = match guard {
+                Guard::SourceGone { vault_path } => (Some(vault_path.clone()), None, None),
                 Guard::KeyRemoved {
                     vault_path,
                     version,
-                } => (Some(vault_path.clone()), Some(*version)),
-                Guard::After(_) => (None, None),
+                    key,
+                } => (
+                    Some(vault_path.clone()),
+                    Some(key.to_string()),
+                    Some(*version),
+                ),
+                Guard::After(_) => (None, None, None),
             };
             return Some(ChangeEvent {
                 action: Action::Deleted,
@@ -122,7 +127,7 @@ pub fn of(step: &Step, outcome: &Outcome, rule: &Rule) -> Option<ChangeEvent> {
                 rule: rule.name.clone(),
                 vault_mount: rule.mount.clone(),
                 vault_path,
-                vault_key: None,
+                vault_key,
                 vault_version,
             });
         }
@@ -357,6 +362,7 @@ mod tests {
             guard: Guard::KeyRemoved {
                 vault_path: "db".into(),
                 version: 2,
+                key: "old-key".into(),
             },
             expect_current: None,
         };
@@ -369,6 +375,7 @@ mod tests {
                 "arn": "arn:k",
                 "vault_mount": "kv",
                 "vault_path": "db",
+                "vault_key": "old-key",
                 "vault_version": 2,
             })
         );

@@ -430,6 +430,7 @@ impl Executor<'_> {
             Guard::KeyRemoved {
                 vault_path,
                 version,
+                ..
             } => Some((vault_path, Some(*version))),
             Guard::After(_) => None,
         };

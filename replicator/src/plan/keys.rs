@@ -136,8 +136,8 @@ pub fn before_read(
         let removed = stale
             .tags
             .get(tags::KEY)
-            .is_some_and(|k| !current.iter().any(|c| c.tags.get(tags::KEY) == Some(k)));
-        let step = if removed {
+            .filter(|k| !current.iter().any(|c| c.tags.get(tags::KEY) == Some(*k)));
+        let step = if let Some(key) = removed {
             gone_from_vault(
                 stale.name.to_string(),
                 Some(stale),
@@ -145,6 +145,7 @@ pub fn before_read(
                 Guard::KeyRemoved {
                     vault_path: source.vault_path.clone(),
                     version: source.version,
+                    key: Box::from(key),
                 },
                 "its key is no longer in the Vault secret",
             )
@@ -252,6 +253,7 @@ pub fn expand(
                     Guard::KeyRemoved {
                         vault_path: source.vault_path.clone(),
                         version: source.version,
+                        key: Box::from(key),
                     },
                     "its key is no longer in the Vault secret",
                 ),

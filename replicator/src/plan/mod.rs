@@ -107,7 +107,12 @@ pub enum Guard {
     After(Vec<usize>),
     /// A key the version that was read does not have: deleted only while that version is still
     /// the secret's latest.
-    KeyRemoved { vault_path: String, version: u64 },
+    KeyRemoved {
+        vault_path: String,
+        version: u64,
+        /// The removed key (its replica's `vault-key` tag; boxed: a deletion stays small).
+        key: Box<str>,
+    },
 }
 
 /// One decision.
