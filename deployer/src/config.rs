@@ -36,6 +36,9 @@ pub struct FileConfig {
     pub events: Option<bool>,
     /// The bus (in the stack's account and region) of `events`: its default bus if left out.
     pub events_bus: Option<String>,
+    /// Make the stack's CloudWatch dashboard (`true` by default; $3 a month beyond an
+    /// account's first three).
+    pub dashboard: Option<bool>,
     pub deploy_vault_on_ec2: Option<bool>,
     pub external_vault_address: Option<String>,
     pub schedule: Option<String>,
@@ -201,6 +204,8 @@ pub struct Config {
     /// The event bus, in the stack's account and region, each replicated change is announced
     /// on (`events = true`); none: no events.
     pub events_bus: Option<String>,
+    /// Whether `up` makes the stack's dashboard (and keeps it); the alarms are made either way.
+    pub dashboard: bool,
     pub vault: VaultMode,
     pub schedule: String,
     pub replicator: ReplicatorSettings,
@@ -296,6 +301,7 @@ impl FileConfig {
             notification_email,
             events,
             events_bus,
+            dashboard,
             deploy_vault_on_ec2,
             external_vault_address,
             schedule,
@@ -640,6 +646,7 @@ impl FileConfig {
             prefix,
             notification_email,
             events_bus,
+            dashboard: self.dashboard.unwrap_or(true),
             vault,
             schedule,
             replicator,
@@ -1839,6 +1846,7 @@ mod tests {
                 "expected a boolean",
             ),
             ("opt_in = \"yes\"", "opt_in", "expected a boolean"),
+            ("dashboard = \"no\"", "dashboard", "expected a boolean"),
             (
                 "resource_policy = \"/no/such/policy.json\"",
                 "resource_policy",

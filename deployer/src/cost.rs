@@ -124,10 +124,16 @@ pub fn estimate_syncs(spec: &Spec, counts: &[usize]) -> Estimate {
             item: format!("{alarms} CloudWatch alarms (standard resolution)"),
             usd_per_month: alarms as f64 * 0.10,
         },
-        CostLine {
-            item: "CloudWatch dashboard (the first 3 of an account are free)".into(),
+    ]);
+    if spec.cfg.dashboard {
+        lines.push(CostLine {
+            item:
+                "CloudWatch dashboard (the first 3 of an account are free; dashboard = false: none)"
+                    .into(),
             usd_per_month: 3.0,
-        },
+        });
+    }
+    lines.extend([
         CostLine {
             item: format!(
                 "{} CloudWatch metrics from the runs' metrics documents (9 for each rule, 2 for the stack's alarms; the first 10 of an account are free)",
@@ -251,6 +257,14 @@ mod tests {
         // ($3.30).
         assert!(ext.total_usd_per_month < 10.0, "{ext:?}");
         assert!(super::render(&ext).contains("total"));
+        let without = super::estimate(
+            &spec(
+                "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\ndashboard = false",
+            ),
+            100,
+        );
+        let saved = ext.total_usd_per_month - without.total_usd_per_month;
+        assert!((saved - 3.0).abs() < 0.001, "{saved}");
     }
 
     #[test]

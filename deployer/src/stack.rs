@@ -792,7 +792,7 @@ impl Converging<'_, '_> {
         let seen = monitoring::observe_dashboard(c, spec).await?;
         let ch = monitoring::diff_dashboard(spec, seen.as_ref());
         if self.go(&ch) {
-            monitoring::apply_dashboard(c, spec).await?;
+            monitoring::apply_dashboard(c, spec, &ch).await?;
         }
         self.changes.push(ch);
         Ok(())

@@ -207,6 +207,25 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
     let repaired = f.deployer(&["up", "--yes"]).await;
     assert_eq!(repaired.sent, ["PutMetricAlarm"]);
 
+    // No dashboard wanted: the stack's goes (the alarms stay), and stays gone; then back.
+    let plain = f
+        .deployer(&["--set", "dashboard=false", "up", "--yes"])
+        .await;
+    assert_eq!(plain.sent, ["DeleteDashboards"]);
+    assert!(
+        cw.get_dashboard()
+            .dashboard_name("demo")
+            .send()
+            .await
+            .is_err(),
+        "the dashboard is gone"
+    );
+    let again = f
+        .deployer(&["--set", "dashboard=false", "up", "--yes"])
+        .await;
+    assert!(again.mutating.is_empty(), "{:?}", again.mutating);
+    assert_eq!(f.deployer(&["up", "--yes"]).await.sent, ["PutDashboard"]);
+
     // No reserved concurrency (an account at Lambda's default limit reserves none): the slot
     // goes, and stays gone.
     let unreserved = f

@@ -521,6 +521,13 @@ pub fn diff_dashboard(spec: &Spec, seen: Option<&(String, bool)>) -> Change {
     let want = vec![(Field::Body, canonical(&dashboard_body(spec)))];
     let have = seen.map(|(body, _)| vec![(Field::Body, body.clone())]);
     match seen {
+        // Not wanted (`dashboard = false`): this stack's goes, anyone else's stays.
+        Some((_, true)) if !spec.cfg.dashboard => {
+            Change::new(DASHBOARD_KIND, dashboard_name(spec), Action::Delete)
+        }
+        _ if !spec.cfg.dashboard => {
+            Change::new(DASHBOARD_KIND, dashboard_name(spec), Action::Absent)
+        }
         Some((_, false)) => Change::new(DASHBOARD_KIND, dashboard_name(spec), Action::Unchanged)
             .with_note(
                 "a dashboard of this name that this stack did not make: left alone, so the stack has none (delete or rename that one)",
@@ -529,8 +536,17 @@ pub fn diff_dashboard(spec: &Spec, seen: Option<&(String, bool)>) -> Change {
     }
 }
 
-pub async fn apply_dashboard(c: &Clients, spec: &Spec) -> Result<(), DeployError> {
+/// Performs the dashboard's change of [`diff_dashboard`]: puts it, or deletes this stack's.
+pub async fn apply_dashboard(c: &Clients, spec: &Spec, change: &Change) -> Result<(), DeployError> {
     let name = dashboard_name(spec);
+    if change.action == Action::Delete {
+        c.cw.delete_dashboards()
+            .dashboard_names(&name)
+            .send()
+            .await
+            .ctx("DeleteDashboards", &name)?;
+        return Ok(());
+    }
     c.cw.put_dashboard()
         .dashboard_name(&name)
         .dashboard_body(canonical(&dashboard_body(spec)))
@@ -766,6 +782,15 @@ mod tests {
         }
         let ch = diff_dashboard(&s, Some(&(canonical(&dashboard_body(&s)), true)));
         assert_eq!(ch.action, Action::Unchanged);
+        // `dashboard = false`: this stack's goes, anyone else's stays, none is made.
+        let off = spec(&format!("{EXTERNAL}dashboard = false\n"));
+        let ours = (canonical(&dashboard_body(&off)), true);
+        assert_eq!(diff_dashboard(&off, Some(&ours)).action, Action::Delete);
+        assert_eq!(diff_dashboard(&off, None).action, Action::Absent);
+        assert_eq!(
+            diff_dashboard(&off, Some(&("{}".into(), false))).action,
+            Action::Absent
+        );
         let foreign = diff_dashboard(&s, Some(&("{}".into(), false)));
         assert!(foreign.note.unwrap().contains("left alone"));
         assert_eq!(foreign.action, Action::Unchanged);
