@@ -55,8 +55,7 @@ impl StsEndpoint {
             return Ok(match region {
                 None => Self::default(),
                 Some(r) => {
-                    let suffix = if r.starts_with("cn-") { ".cn" } else { "" };
-                    let host = format!("sts.{r}.amazonaws.com{suffix}");
+                    let host = regional_host("sts", r);
                     Self {
                         url: format!("https://{host}/"),
                         host,
@@ -86,6 +85,12 @@ impl StsEndpoint {
             region: region.to_owned(),
         })
     }
+}
+
+/// The host of `service`'s endpoint in `region` (China's regions under `amazonaws.com.cn`).
+pub fn regional_host(service: &str, region: &str) -> String {
+    let suffix = if region.starts_with("cn-") { ".cn" } else { "" };
+    format!("{service}.{region}.amazonaws.com{suffix}")
 }
 
 pub const STS_BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";

@@ -79,9 +79,25 @@ pub struct ChangeEvent {
 /// or regions only, or an unchanged replica. A write that changed the replica and failed after
 /// (`Incomplete`) makes its event too: readers see the change.
 pub fn of(step: &Step, outcome: &Outcome, rule: &Rule) -> Option<ChangeEvent> {
-    let (action, name, arn, target) = match (step, outcome) {
+    // Restored, then failed before its value moved: it holds what it held before.
+    let value_current = !matches!(
+        outcome,
+        Outcome::Incomplete {
+            value_current: false,
+            ..
+        }
+    );
+    // The Vault source a written replica now holds.
+    let written = |target: &crate::plan::Target| {
+        (
+            Some(target.vault_path.clone()),
+            target.key.clone(),
+            value_current.then_some(target.version),
+        )
+    };
+    let (action, name, arn, (vault_path, vault_key, vault_version)) = match (step, outcome) {
         (Step::Create { target }, Outcome::Created { arn } | Outcome::Incomplete { arn, .. }) => {
-            (Action::Created, &target.name, arn, Some(&**target))
+            (Action::Created, &target.name, arn, written(target))
         }
         (
             Step::Update {
@@ -98,7 +114,7 @@ pub fn of(step: &Step, outcome: &Outcome, rule: &Rule) -> Option<ChangeEvent> {
                 (false, Write::Value | Write::Stage) => Action::Updated,
                 (false, Write::None) => return None,
             };
-            (action, &target.name, arn, Some(&**target))
+            (action, &target.name, arn, written(target))
         }
         (
             Step::Delete {
@@ -106,7 +122,7 @@ pub fn of(step: &Step, outcome: &Outcome, rule: &Rule) -> Option<ChangeEvent> {
             },
             Outcome::Deleted,
         ) => {
-            let (vault_path, vault_key, vault_version) = match guard {
+            let source = match guard {
                 Guard::SourceGone { vault_path } => (Some(vault_path.clone()), None, None),
                 Guard::KeyRemoved {
                     vault_path,
@@ -119,29 +135,10 @@ pub fn of(step: &Step, outcome: &Outcome, rule: &Rule) -> Option<ChangeEvent> {
                 ),
                 Guard::After(_) => (None, None, None),
             };
-            return Some(ChangeEvent {
-                action: Action::Deleted,
-                name: name.clone(),
-                arn: arn.clone(),
-                stack: rule.stack.clone(),
-                rule: rule.name.clone(),
-                vault_mount: rule.mount.clone(),
-                vault_path,
-                vault_key,
-                vault_version,
-            });
+            (Action::Deleted, name, arn, source)
         }
         _ => return None,
     };
-    let target = target?;
-    // Restored, then failed before its value moved: it holds what it held before.
-    let value_current = !matches!(
-        outcome,
-        Outcome::Incomplete {
-            value_current: false,
-            ..
-        }
-    );
     Some(ChangeEvent {
         action,
         name: name.clone(),
@@ -149,9 +146,9 @@ pub fn of(step: &Step, outcome: &Outcome, rule: &Rule) -> Option<ChangeEvent> {
         stack: rule.stack.clone(),
         rule: rule.name.clone(),
         vault_mount: rule.mount.clone(),
-        vault_path: Some(target.vault_path.clone()),
-        vault_key: target.key.clone(),
-        vault_version: value_current.then_some(target.version),
+        vault_path,
+        vault_key,
+        vault_version,
     })
 }
 

@@ -113,8 +113,10 @@ impl Endpoint {
             }
             Some(url) => format!("{}/", url.trim_end_matches('/')),
             None => {
-                let suffix = if region.starts_with("cn-") { ".cn" } else { "" };
-                format!("https://monitoring.{region}.amazonaws.com{suffix}/")
+                format!(
+                    "https://{}/",
+                    crate::aws_auth::regional_host("monitoring", &region)
+                )
             }
         };
         let host = url
