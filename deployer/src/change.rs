@@ -6,8 +6,65 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-/// Shown for a value AWS assigns when the resource is made.
-pub const UNKNOWN: &str = "(known after apply)";
+/// A field's value in a diff: known, or one AWS assigns only when the resource is made. An
+/// unknown value has no text (no `&str` to hand a template), so it cannot reach a rendered
+/// policy or request; `plan` shows it as "(known after apply)", and it never counts as a
+/// difference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FieldValue {
+    Known(String),
+    AfterApply,
+}
+
+impl FieldValue {
+    /// How `plan` and `status` show it (and JSON output writes it).
+    fn shown(&self) -> &str {
+        match self {
+            FieldValue::Known(v) => v,
+            FieldValue::AfterApply => "(known after apply)",
+        }
+    }
+
+    /// The value, when it is known.
+    pub fn known(&self) -> Option<&str> {
+        match self {
+            FieldValue::Known(v) => Some(v),
+            FieldValue::AfterApply => None,
+        }
+    }
+}
+
+impl From<String> for FieldValue {
+    fn from(v: String) -> Self {
+        FieldValue::Known(v)
+    }
+}
+
+impl From<&str> for FieldValue {
+    fn from(v: &str) -> Self {
+        FieldValue::Known(v.to_owned())
+    }
+}
+
+/// None: known after apply.
+impl From<Option<String>> for FieldValue {
+    fn from(v: Option<String>) -> Self {
+        v.map_or(FieldValue::AfterApply, FieldValue::Known)
+    }
+}
+
+/// None: known after apply.
+impl From<Option<&str>> for FieldValue {
+    fn from(v: Option<&str>) -> Self {
+        v.map_or(FieldValue::AfterApply, |v| FieldValue::Known(v.to_owned()))
+    }
+}
+
+impl Serialize for FieldValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.shown())
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -26,7 +83,7 @@ pub struct FieldDiff {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
+    pub to: Option<FieldValue>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -279,7 +336,7 @@ impl Serialize for Field {
 }
 
 /// A resource's fields as (field, value); policies and maps rendered as compact JSON.
-pub type Fields = Vec<(Field, String)>;
+pub type Fields = Vec<(Field, FieldValue)>;
 
 impl Change {
     pub fn new(kind: &'static str, name: impl Into<String>, action: Action) -> Self {
@@ -305,8 +362,8 @@ impl Change {
         self
     }
 
-    /// Compares the wanted fields with the seen ones. A wanted value of [`UNKNOWN`] never
-    /// counts as a difference (it cannot be known before the apply).
+    /// Compares the wanted fields with the seen ones. A wanted value known only after the apply
+    /// never counts as a difference.
     pub fn diff(
         kind: &'static str,
         name: impl Into<String>,
@@ -328,13 +385,13 @@ impl Change {
         };
         let fields: Vec<FieldDiff> = want
             .iter()
-            .filter(|(_, v)| v != UNKNOWN)
+            .filter(|(_, v)| *v != FieldValue::AfterApply)
             .filter_map(|(f, v)| {
                 let old = seen
                     .iter()
                     .find(|(sf, _)| sf == f)
-                    .map(|(_, sv)| sv.clone());
-                (old.as_deref() != Some(v.as_str())).then(|| FieldDiff {
+                    .map(|(_, sv)| sv.shown().to_owned());
+                (old.as_deref() != v.known()).then(|| FieldDiff {
                     field: *f,
                     from: old,
                     to: Some(v.clone()),
@@ -391,7 +448,7 @@ pub fn render_plan(changes: &[Change]) -> String {
         let _ = writeln!(out, "{} {} {}{what}", sign(c.action), c.kind, c.name);
         if c.action != Action::Unchanged {
             for f in &c.fields {
-                match (&f.from, &f.to) {
+                match (&f.from, f.to.as_ref().map(FieldValue::shown)) {
                     (Some(a), Some(b)) => {
                         let _ = writeln!(out, "      {}: {} -> {}", f.field, short(a), short(b));
                     }
@@ -453,7 +510,7 @@ pub fn render_status(changes: &[Change]) -> String {
                     "             {}: {} (wanted {})",
                     f.field,
                     short(f.from.as_deref().unwrap_or("(none)")),
-                    short(f.to.as_deref().unwrap_or("(none)"))
+                    short(f.to.as_ref().map_or("(none)", FieldValue::shown))
                 );
             }
         }
@@ -525,7 +582,7 @@ mod tests {
     fn diff_reports_only_known_differences() {
         let want: Fields = vec![
             (Field::Memory, "256".into()),
-            (Field::Arn, UNKNOWN.into()),
+            (Field::Arn, FieldValue::AfterApply),
             (Field::Runtime, "provided.al2023".into()),
         ];
         let seen: Fields = vec![

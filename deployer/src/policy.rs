@@ -192,10 +192,6 @@ pub fn render(template: &str, vars: &[(&str, &str)]) -> Result<String, TemplateE
             .find(|(k, _)| *k == name)
             .map(|(_, v)| *v)
             .ok_or_else(|| TemplateError::Unknown(name.to_owned()))?;
-        // A plan's stand-in for a value not known yet is never a policy's.
-        if value.contains(crate::change::UNKNOWN) {
-            return Err(TemplateError::Unknown(name.to_owned()));
-        }
         out.push_str(value);
         rest = &after[end + 2..];
     }
@@ -356,11 +352,6 @@ mod tests {
         assert!(matches!(
             render("{{x", &[("x", "1")]),
             Err(TemplateError::Unclosed(_))
-        ));
-        // A value known only after apply is not a value.
-        assert!(matches!(
-            render("{{vpc}}", &[("vpc", crate::change::UNKNOWN)]),
-            Err(TemplateError::Unknown(name)) if name == "vpc"
         ));
     }
 

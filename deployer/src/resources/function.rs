@@ -15,7 +15,7 @@ use aws_sdk_lambda::types::{
 };
 
 use super::{Ctx, DeployError, delete, found, missing};
-use crate::change::{Action, Change, Field, Fields, UNKNOWN};
+use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
 use crate::lambda_zip::LambdaZip;
 use crate::spec::{Duty, Spec};
@@ -142,63 +142,64 @@ fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>)
     let mut fields: Fields = vec![
         (Field::Runtime, RUNTIME.into()),
         (Field::Handler, HANDLER.into()),
-        (Field::Role, spec.role_arn_of(duty)),
-        (Field::MemoryMb, spec.cfg.lambda_memory_mb.to_string()),
-        (Field::TimeoutS, spec.cfg.lambda_timeout_seconds.to_string()),
+        (Field::Role, spec.role_arn_of(duty).into()),
+        (
+            Field::MemoryMb,
+            spec.cfg.lambda_memory_mb.to_string().into(),
+        ),
+        (
+            Field::TimeoutS,
+            spec.cfg.lambda_timeout_seconds.to_string().into(),
+        ),
         (
             Field::Environment,
             inputs
                 .key_arn
                 .map(|k| env_text(&spec.lambda_environment_of(duty, k)))
-                .unwrap_or_else(|| UNKNOWN.into()),
+                .into(),
         ),
-        (
-            Field::KmsKeyArn,
-            inputs.key_arn.unwrap_or(UNKNOWN).to_owned(),
-        ),
-        (
-            Field::CodeSha256,
-            zip.map(|z| z.sha256.clone())
-                .unwrap_or_else(|| UNKNOWN.into()),
-        ),
+        (Field::KmsKeyArn, inputs.key_arn.into()),
+        (Field::CodeSha256, zip.map(|z| z.sha256.clone()).into()),
         (
             Field::CodeSigningConfig,
             match (&spec.cfg.code_signing_profile, inputs.code_signing) {
                 (None, _) => UNSIGNED.into(),
-                (Some(_), Some(arn)) => arn.to_owned(),
-                (Some(_), None) => UNKNOWN.into(),
+                (Some(_), arn) => arn.into(),
             },
         ),
         (
             Field::Subnets,
             if unknown_vpc {
-                UNKNOWN.into()
+                FieldValue::AfterApply
             } else {
-                join(&subnets)
+                join(&subnets).into()
             },
         ),
         (
             Field::SecurityGroups,
             if unknown_vpc {
-                UNKNOWN.into()
+                FieldValue::AfterApply
             } else {
-                join(&sgs)
+                join(&sgs).into()
             },
         ),
         (
             Field::ReservedConcurrency,
             match reserved(spec, duty) {
                 0 => NOT_RESERVED.into(),
-                n => n.to_string(),
+                n => n.to_string().into(),
             },
         ),
-        (Field::MaxRetryAttempts, MAX_RETRY_ATTEMPTS.to_string()),
+        (
+            Field::MaxRetryAttempts,
+            MAX_RETRY_ATTEMPTS.to_string().into(),
+        ),
         (
             Field::OnFailure,
             match (destination(spec, duty, inputs.topic_arn), inputs.topic_arn) {
-                (Some(topic), _) => topic.to_owned(),
+                (Some(topic), _) => topic.into(),
                 (None, None) if duty == Duty::Sync && spec.cfg.notification_email.is_some() => {
-                    UNKNOWN.into()
+                    FieldValue::AfterApply
                 }
                 (None, _) => NO_DESTINATION.into(),
             },
@@ -208,7 +209,7 @@ fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>)
     // code uploaded after it, so code that was running before is uploaded again (and refused
     // by Lambda unless signed).
     if let Some(profile) = &spec.cfg.code_signing_profile {
-        fields.push((Field::CodeSignedBy, profile.clone()));
+        fields.push((Field::CodeSignedBy, profile.as_str().into()));
     }
     fields
 }
@@ -216,36 +217,38 @@ fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>)
 impl FunctionState {
     fn fields(&self, want_key: Option<&str>, signing: Option<&str>) -> Fields {
         let mut fields: Fields = vec![
-            (Field::Runtime, self.runtime.clone()),
-            (Field::Handler, self.handler.clone()),
-            (Field::Role, self.role.clone()),
-            (Field::MemoryMb, self.memory.to_string()),
-            (Field::TimeoutS, self.timeout.to_string()),
-            (Field::Environment, env_text(&self.environment)),
+            (Field::Runtime, self.runtime.as_str().into()),
+            (Field::Handler, self.handler.as_str().into()),
+            (Field::Role, self.role.as_str().into()),
+            (Field::MemoryMb, self.memory.to_string().into()),
+            (Field::TimeoutS, self.timeout.to_string().into()),
+            (Field::Environment, env_text(&self.environment).into()),
             // Write-only where the API does not echo it (moto): only a different key is drift.
             (
                 Field::KmsKeyArn,
                 self.kms_key_arn
                     .clone()
                     .or_else(|| want_key.map(str::to_owned))
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                    .into(),
             ),
-            (Field::CodeSha256, self.code_sha256.clone()),
+            (Field::CodeSha256, self.code_sha256.as_str().into()),
             (
                 Field::CodeSigningConfig,
-                self.code_signing.clone().unwrap_or_else(|| UNSIGNED.into()),
+                self.code_signing.as_deref().unwrap_or(UNSIGNED).into(),
             ),
-            (Field::Subnets, join(&self.subnets)),
-            (Field::SecurityGroups, join(&self.security_groups)),
+            (Field::Subnets, join(&self.subnets).into()),
+            (Field::SecurityGroups, join(&self.security_groups).into()),
             (
                 Field::ReservedConcurrency,
                 self.reserved_concurrency
-                    .map_or_else(|| NOT_RESERVED.into(), |n| n.to_string()),
+                    .map_or_else(|| NOT_RESERVED.into(), |n| n.to_string())
+                    .into(),
             ),
             (
                 Field::MaxRetryAttempts,
                 match &self.invoke_config {
-                    Some((Some(n), _)) => n.to_string(),
+                    Some((Some(n), _)) => n.to_string().into(),
                     _ => DEFAULT_RETRIES.into(),
                 },
             ),
@@ -253,16 +256,17 @@ impl FunctionState {
                 Field::OnFailure,
                 self.invoke_config
                     .as_ref()
-                    .and_then(|(_, d)| d.clone())
-                    .unwrap_or_else(|| NO_DESTINATION.into()),
+                    .and_then(|(_, d)| d.as_deref())
+                    .unwrap_or(NO_DESTINATION)
+                    .into(),
             ),
         ];
         if let Some(profile) = signing {
             fields.push((
                 Field::CodeSignedBy,
                 match &self.signed_by {
-                    Some(seen) if same_signer(seen, profile) => profile.to_owned(),
-                    Some(seen) => seen.clone(),
+                    Some(seen) if same_signer(seen, profile) => profile.into(),
+                    Some(seen) => seen.as_str().into(),
                     None => NOT_SIGNED.into(),
                 },
             ));

@@ -6,7 +6,7 @@ use aws_sdk_iam::types::Tag;
 use serde_json::Value;
 
 use super::{Ctx, DeployError, delete, found, missing};
-use crate::change::{Action, Change, Field, Fields, UNKNOWN};
+use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
 use crate::policy::{canonical, parse_returned};
 use crate::spec::Spec;
@@ -42,13 +42,10 @@ pub struct RoleState {
 impl RoleSpec {
     fn fields(&self) -> Fields {
         let mut f = vec![
-            (Field::TrustPolicy, canonical(&self.trust)),
+            (Field::TrustPolicy, canonical(&self.trust).into()),
             (
                 Field::InlinePolicy,
-                self.policy
-                    .as_ref()
-                    .map(canonical)
-                    .unwrap_or_else(|| UNKNOWN.into()),
+                self.policy.as_ref().map(canonical).into(),
             ),
         ];
         if self.instance_profile {
@@ -61,10 +58,13 @@ impl RoleSpec {
 impl RoleState {
     fn fields(&self) -> Fields {
         vec![
-            (Field::TrustPolicy, self.trust.clone()),
+            (Field::TrustPolicy, self.trust.clone().into()),
             (
                 Field::InlinePolicy,
-                self.policy.clone().unwrap_or_else(|| "(none)".into()),
+                self.policy
+                    .clone()
+                    .unwrap_or_else(|| "(none)".into())
+                    .into(),
             ),
             (
                 Field::InstanceProfile,

@@ -26,13 +26,13 @@ impl KeyState {
     fn fields(&self) -> Fields {
         vec![
             (Field::Alias, if self.aliased { "yes" } else { "no" }.into()),
-            (Field::Description, self.description.clone()),
+            (Field::Description, self.description.clone().into()),
             (
                 Field::Rotation,
                 if self.rotation { "enabled" } else { "disabled" }.into(),
             ),
-            (Field::State, self.state.clone()),
-            (Field::Policy, self.policy.clone()),
+            (Field::State, self.state.clone().into()),
+            (Field::Policy, self.policy.clone().into()),
         ]
     }
 }
@@ -40,10 +40,10 @@ impl KeyState {
 fn wanted(k: &KeySpec) -> Fields {
     vec![
         (Field::Alias, "yes".into()),
-        (Field::Description, k.description.clone()),
+        (Field::Description, k.description.clone().into()),
         (Field::Rotation, "enabled".into()),
         (Field::State, "Enabled".into()),
-        (Field::Policy, canonical(&k.policy)),
+        (Field::Policy, canonical(&k.policy).into()),
     ]
 }
 
@@ -173,7 +173,7 @@ pub fn diff_key(k: &KeySpec, seen: Option<&KeyState>) -> Change {
         change.fields.push(crate::change::FieldDiff {
             field: Field::Arn,
             from: None,
-            to: Some(crate::change::UNKNOWN.into()),
+            to: Some(crate::change::FieldValue::AfterApply),
         });
     }
     change

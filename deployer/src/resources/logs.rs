@@ -18,7 +18,8 @@ fn fields(retention: Option<i32>) -> Fields {
         Field::RetentionDays,
         retention
             .map(|d| d.to_string())
-            .unwrap_or_else(|| "never expire".into()),
+            .unwrap_or_else(|| "never expire".into())
+            .into(),
     )]
 }
 

@@ -53,21 +53,24 @@ impl AlarmSpec {
         vec![
             (
                 Field::Metric,
-                format!("{}/{} Stack={stack}", self.namespace, self.metric),
+                format!("{}/{} Stack={stack}", self.namespace, self.metric).into(),
             ),
-            (Field::Statistic, self.statistic.as_str().to_owned()),
+            (Field::Statistic, self.statistic.as_str().into()),
             (
                 Field::Period,
-                format!("{} s x {}", self.period, self.evaluation_periods),
+                format!("{} s x {}", self.period, self.evaluation_periods).into(),
             ),
             (
                 Field::Threshold,
-                format!("{} {}", self.comparison.as_str(), self.threshold),
+                format!("{} {}", self.comparison.as_str(), self.threshold).into(),
             ),
-            (Field::MissingData, self.treat_missing_data.to_owned()),
-            (Field::Actions, self.actions.join(",")),
-            (Field::ActionsEnabled, self.actions_enabled.to_string()),
-            (Field::Description, self.description.clone()),
+            (Field::MissingData, self.treat_missing_data.into()),
+            (Field::Actions, self.actions.join(",").into()),
+            (
+                Field::ActionsEnabled,
+                self.actions_enabled.to_string().into(),
+            ),
+            (Field::Description, self.description.clone().into()),
         ]
     }
 }
@@ -244,11 +247,12 @@ pub async fn observe_alarms(
                     "{}/{} {dimension}",
                     a.namespace().unwrap_or(""),
                     a.metric_name().unwrap_or("")
-                ),
+                )
+                .into(),
             ),
             (
                 Field::Statistic,
-                a.statistic().map(|s| s.as_str()).unwrap_or("").to_owned(),
+                a.statistic().map(|s| s.as_str()).unwrap_or("").into(),
             ),
             (
                 Field::Period,
@@ -256,7 +260,8 @@ pub async fn observe_alarms(
                     "{} s x {}",
                     a.period().unwrap_or(0),
                     a.evaluation_periods().unwrap_or(0)
-                ),
+                )
+                .into(),
             ),
             (
                 Field::Threshold,
@@ -264,20 +269,21 @@ pub async fn observe_alarms(
                     "{} {}",
                     a.comparison_operator().map(|o| o.as_str()).unwrap_or(""),
                     a.threshold().unwrap_or(f64::NAN)
-                ),
+                )
+                .into(),
             ),
             (
                 Field::MissingData,
-                a.treat_missing_data().unwrap_or("missing").to_owned(),
+                a.treat_missing_data().unwrap_or("missing").into(),
             ),
-            (Field::Actions, a.alarm_actions().join(",")),
+            (Field::Actions, a.alarm_actions().join(",").into()),
             (
                 Field::ActionsEnabled,
-                a.actions_enabled().unwrap_or(true).to_string(),
+                a.actions_enabled().unwrap_or(true).to_string().into(),
             ),
             (
                 Field::Description,
-                a.alarm_description().unwrap_or("").to_owned(),
+                a.alarm_description().unwrap_or("").into(),
             ),
         ];
         states.push(Some(AlarmState { fields, ours }));
@@ -518,8 +524,8 @@ pub async fn observe_dashboard(
 }
 
 pub fn diff_dashboard(spec: &Spec, seen: Option<&(String, bool)>) -> Change {
-    let want = vec![(Field::Body, canonical(&dashboard_body(spec)))];
-    let have = seen.map(|(body, _)| vec![(Field::Body, body.clone())]);
+    let want = vec![(Field::Body, canonical(&dashboard_body(spec)).into())];
+    let have = seen.map(|(body, _)| vec![(Field::Body, body.clone().into())]);
     match seen {
         // Not wanted (`dashboard = false`): this stack's goes, anyone else's stays.
         Some((_, true)) if !spec.cfg.dashboard => {

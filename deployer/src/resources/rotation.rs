@@ -43,8 +43,8 @@ impl RotationState {
         }
         vec![
             (Field::Rotation, "on".into()),
-            (Field::RotationFunction, self.function.clone()),
-            (Field::Rotate, days_text(self.days)),
+            (Field::RotationFunction, self.function.clone().into()),
+            (Field::Rotate, days_text(self.days).into()),
             (
                 Field::InvokePermission,
                 if self.permission {
@@ -61,10 +61,13 @@ impl RotationState {
 fn wanted(spec: &Spec) -> Fields {
     vec![
         (Field::Rotation, "on".into()),
-        (Field::RotationFunction, spec.function_arn_of(Duty::Rotate)),
+        (
+            Field::RotationFunction,
+            spec.function_arn_of(Duty::Rotate).into(),
+        ),
         (
             Field::Rotate,
-            days_text(i64::from(spec.cfg.secret_id_rotation_days)),
+            days_text(i64::from(spec.cfg.secret_id_rotation_days)).into(),
         ),
         (Field::InvokePermission, "granted".into()),
     ]

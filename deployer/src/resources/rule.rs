@@ -44,9 +44,9 @@ pub async fn paused(c: &Clients, spec: &Spec) -> Result<bool, DeployError> {
 
 fn wanted(spec: &Spec) -> Fields {
     vec![
-        (Field::Schedule, spec.cfg.schedule.clone()),
+        (Field::Schedule, spec.cfg.schedule.clone().into()),
         (Field::State, state_of(spec).as_str().into()),
-        (Field::Target, spec.function_arn()),
+        (Field::Target, spec.function_arn().into()),
         (Field::InvokePermission, "granted".into()),
     ]
 }
@@ -54,9 +54,9 @@ fn wanted(spec: &Spec) -> Fields {
 impl RuleStatus {
     fn fields(&self) -> Fields {
         vec![
-            (Field::Schedule, self.schedule.clone()),
-            (Field::State, self.state.clone()),
-            (Field::Target, self.target.clone()),
+            (Field::Schedule, self.schedule.clone().into()),
+            (Field::State, self.state.clone().into()),
+            (Field::Target, self.target.clone().into()),
             (
                 Field::InvokePermission,
                 if self.permission {

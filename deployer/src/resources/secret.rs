@@ -5,7 +5,7 @@
 use aws_sdk_secretsmanager::types::Tag;
 
 use super::{Ctx, DeployError, found, missing};
-use crate::change::{Action, Change, Field, Fields, UNKNOWN};
+use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
 use crate::policy::{canonical, parse_returned};
 use crate::spec::Spec;
@@ -44,12 +44,12 @@ impl SecretState {
     }
 }
 
-fn fields(kms_key: &str, policy: &str, owner: &str, state: &str) -> Fields {
+fn fields(kms_key: FieldValue, policy: &str, owner: &str, state: &str) -> Fields {
     vec![
-        (Field::KmsKeyId, kms_key.to_owned()),
-        (Field::ResourcePolicy, policy.to_owned()),
-        (Field::OwnerTag, owner.to_owned()),
-        (Field::State, state.to_owned()),
+        (Field::KmsKeyId, kms_key),
+        (Field::ResourcePolicy, policy.into()),
+        (Field::OwnerTag, owner.into()),
+        (Field::State, state.into()),
     ]
 }
 
@@ -188,14 +188,14 @@ pub fn diff(
     key_arn: Option<&str>,
 ) -> Result<Change, DeployError> {
     let want = fields(
-        key_arn.unwrap_or(UNKNOWN),
+        key_arn.into(),
         &canonical(&spec.connection_secret_policy()?),
         OWNER_VALUE,
         "active",
     );
     let seen_fields = seen.map(|s| {
         fields(
-            &s.kms_key,
+            s.kms_key.as_str().into(),
             &s.policy,
             &owner_field(s.owner.as_deref()),
             if s.pending_deletion {

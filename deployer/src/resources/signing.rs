@@ -28,8 +28,8 @@ fn fields(publishers: &[String], untrusted: &str) -> Fields {
     let mut p = publishers.to_vec();
     p.sort();
     vec![
-        (Field::AllowedPublishers, p.join(",")),
-        (Field::UntrustedArtifactOnDeployment, untrusted.to_owned()),
+        (Field::AllowedPublishers, p.join(",").into()),
+        (Field::UntrustedArtifactOnDeployment, untrusted.into()),
     ]
 }
 
@@ -245,7 +245,12 @@ mod tests {
         let want: Vec<(Field, Option<&str>)> = ch
             .fields
             .iter()
-            .map(|f| (f.field, f.to.as_deref()))
+            .map(|f| {
+                (
+                    f.field,
+                    f.to.as_ref().and_then(crate::change::FieldValue::known),
+                )
+            })
             .collect();
         assert_eq!(
             want,

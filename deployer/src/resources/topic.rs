@@ -4,7 +4,7 @@
 use aws_sdk_sns::types::Tag;
 
 use super::{Ctx, DeployError, delete, found};
-use crate::change::{Action, Change, Field, Fields, UNKNOWN};
+use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
 use crate::spec::Spec;
 
@@ -19,10 +19,10 @@ pub struct TopicState {
     pub ours: bool,
 }
 
-fn fields(kms_key: &str, email: &str) -> Fields {
+fn fields(kms_key: FieldValue, email: &str) -> Fields {
     vec![
-        (Field::KmsMasterKeyId, kms_key.to_owned()),
-        (Field::EmailSubscription, email.to_owned()),
+        (Field::KmsMasterKeyId, kms_key),
+        (Field::EmailSubscription, email.into()),
     ]
 }
 
@@ -89,14 +89,14 @@ pub fn diff(spec: &Spec, seen: Option<&TopicState>, key_arn: Option<&str>) -> Ch
             _ => Change::new(KIND, name, Action::Absent),
         };
     };
-    let want = fields(key_arn.unwrap_or(UNKNOWN), email);
+    let want = fields(key_arn.into(), email);
     let seen_fields = seen.map(|t| {
         let sub = if t.emails.iter().any(|e| e == email) {
             email.clone()
         } else {
             t.emails.join(",")
         };
-        fields(&t.kms_key, &sub)
+        fields(t.kms_key.as_str().into(), &sub)
     });
     Change::diff(KIND, name, &want, seen_fields.as_ref())
 }

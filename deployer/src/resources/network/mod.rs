@@ -21,7 +21,7 @@ pub use apply::apply;
 pub use teardown::{destroy, release_lambda_interfaces};
 
 use super::{Ctx, DeployError};
-use crate::change::{Action, Change, Field, Fields, UNKNOWN};
+use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
 use crate::policy::{canonical, parse_returned};
 use crate::spec::{Group, STACK_TAG, SUBNET_CIDR, Spec, VPC_CIDR};
@@ -369,19 +369,19 @@ pub fn diff(spec: &Spec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
     let name = spec.vault_name();
     let wanted = spec.deploys_vault();
     let ids = seen.ids();
-    let known = |id: &Option<String>| id.clone().unwrap_or_else(|| UNKNOWN.into());
+    let known = |id: &Option<String>| FieldValue::from(id.clone());
     let mut changes = Vec::new();
 
     let want = vec![
         (Field::Cidr, VPC_CIDR.into()),
-        (Field::DnsHostnames, on_off(true)),
-        (Field::DnsSupport, on_off(true)),
+        (Field::DnsHostnames, on_off(true).into()),
+        (Field::DnsSupport, on_off(true).into()),
     ];
     let have = seen.vpc.as_ref().map(|v| {
         vec![
-            (Field::Cidr, v.cidr.clone()),
-            (Field::DnsHostnames, on_off(v.dns_hostnames)),
-            (Field::DnsSupport, on_off(v.dns_support)),
+            (Field::Cidr, v.cidr.clone().into()),
+            (Field::DnsHostnames, on_off(v.dns_hostnames).into()),
+            (Field::DnsSupport, on_off(v.dns_support).into()),
         ]
     });
     changes.push(piece(VPC, &name, wanted, &want, have.as_ref()));
@@ -390,14 +390,14 @@ pub fn diff(spec: &Spec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
     let have = seen
         .igw
         .as_ref()
-        .map(|g| vec![(Field::AttachedTo, g.attached_to.join(","))]);
+        .map(|g| vec![(Field::AttachedTo, g.attached_to.join(",").into())]);
     changes.push(piece(IGW, &name, wanted, &want, have.as_ref()));
 
     let want = vec![(Field::Cidr, SUBNET_CIDR.into())];
     let have = seen
         .subnet
         .as_ref()
-        .map(|s| vec![(Field::Cidr, s.cidr.clone())]);
+        .map(|s| vec![(Field::Cidr, s.cidr.clone().into())]);
     changes.push(piece(SUBNET, &name, wanted, &want, have.as_ref()));
 
     let want = vec![
@@ -408,9 +408,12 @@ pub fn diff(spec: &Spec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
         vec![
             (
                 Field::DefaultRoute,
-                r.default_route.clone().unwrap_or_else(|| "(none)".into()),
+                r.default_route
+                    .clone()
+                    .unwrap_or_else(|| "(none)".into())
+                    .into(),
             ),
-            (Field::Subnet, r.subnets.join(",")),
+            (Field::Subnet, r.subnets.join(",").into()),
         ]
     });
     changes.push(piece(ROUTE_TABLE, &name, wanted, &want, have.as_ref()));
@@ -420,8 +423,8 @@ pub fn diff(spec: &Spec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
         let want = vec![(Field::Ingress, ingress), (Field::Egress, egress)];
         let have = seen.groups.get(&group).map(|g| {
             vec![
-                (Field::Ingress, rules_text(&g.ingress)),
-                (Field::Egress, rules_text(&g.egress)),
+                (Field::Ingress, rules_text(&g.ingress).into()),
+                (Field::Egress, rules_text(&g.egress).into()),
             ]
         });
         let gname = spec.security_group_name(group);
@@ -437,18 +440,18 @@ pub fn diff(spec: &Spec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
             false => String::new(),
         };
         let want = vec![
-            (Field::PrivateDns, on_off(true)),
+            (Field::PrivateDns, on_off(true).into()),
             (
                 Field::SecurityGroups,
                 known(&ids.groups.get(&Group::Endpoints).cloned()),
             ),
-            (Field::Policy, policy.clone()),
+            (Field::Policy, policy.clone().into()),
         ];
         let have = seen.endpoints.get(&service).map(|e| {
             vec![
-                (Field::PrivateDns, on_off(e.private_dns)),
-                (Field::SecurityGroups, e.security_groups.join(",")),
-                (Field::Policy, e.policy.clone()),
+                (Field::PrivateDns, on_off(e.private_dns).into()),
+                (Field::SecurityGroups, e.security_groups.join(",").into()),
+                (Field::Policy, e.policy.clone().into()),
             ]
         });
         changes.push(piece(ENDPOINT, &service, wanted, &want, have.as_ref()));
@@ -602,7 +605,7 @@ mod tests {
             .iter()
             .find(|f| f.field == Field::Ingress)
             .unwrap();
-        assert_eq!(ingress.to.as_deref(), Some(UNKNOWN));
+        assert_eq!(ingress.to, Some(FieldValue::AfterApply));
     }
 
     #[test]
@@ -748,8 +751,8 @@ mod tests {
             ] {
                 let perms = permissions(&net, "203.0.113.0/24", group, direction).unwrap();
                 assert_eq!(
-                    rules_text(&rule_lines(&perms, dir)),
-                    text,
+                    Some(rules_text(&rule_lines(&perms, dir)).as_str()),
+                    text.known(),
                     "{group:?} {dir}"
                 );
             }
@@ -767,7 +770,7 @@ mod tests {
         );
         assert_eq!(
             wanted_rules(&s, Group::Vault, &net).0,
-            "tcp/8200 from 2001:db8::/32; tcp/8200 from sg-r"
+            "tcp/8200 from 2001:db8::/32; tcp/8200 from sg-r".into()
         );
     }
 }

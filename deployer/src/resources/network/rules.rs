@@ -4,7 +4,7 @@
 use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, UserIdGroupPair};
 
 use super::Network;
-use crate::change::UNKNOWN;
+use crate::change::FieldValue;
 use crate::config::VaultMode;
 use crate::resources::{DeployError, missing};
 use crate::spec::{Group, Spec, VAULT_PORT};
@@ -31,11 +31,12 @@ pub(super) fn rule_lines(perms: &[IpPermission], dir: &str) -> Vec<String> {
 }
 
 /// The rules a group should have, as (ingress, egress) text in the form [`SeenGroup`] renders,
-/// given the ids known so far (a rule naming a group not made yet is [`UNKNOWN`]).
-pub(super) fn wanted_rules(spec: &Spec, group: Group, ids: &Network) -> (String, String) {
+/// given the ids known so far (a rule naming a group not made yet is
+/// known after apply).
+pub(super) fn wanted_rules(spec: &Spec, group: Group, ids: &Network) -> (FieldValue, FieldValue) {
     let sorted = |mut r: Vec<String>| {
         r.sort();
-        r.join("; ")
+        FieldValue::from(r.join("; "))
     };
     let (vault, repl, end) = (
         ids.group(Group::Vault),
@@ -51,7 +52,7 @@ pub(super) fn wanted_rules(spec: &Spec, group: Group, ids: &Network) -> (String,
                     format!("tcp/{VAULT_PORT} from {inbound_cidr}"),
                     format!("tcp/{VAULT_PORT} from {repl}"),
                 ]),
-                _ => UNKNOWN.into(),
+                _ => FieldValue::AfterApply,
             };
             (ingress, "tcp/443 to 0.0.0.0/0".into())
         }
@@ -62,7 +63,7 @@ pub(super) fn wanted_rules(spec: &Spec, group: Group, ids: &Network) -> (String,
                     format!("tcp/{VAULT_PORT} to {vault}"),
                     format!("tcp/443 to {end}"),
                 ]),
-                _ => UNKNOWN.into(),
+                _ => FieldValue::AfterApply,
             };
             ("(none)".into(), egress)
         }
@@ -74,7 +75,7 @@ pub(super) fn wanted_rules(spec: &Spec, group: Group, ids: &Network) -> (String,
                     format!("tcp/443 from {repl}"),
                     format!("tcp/443 from {vault}"),
                 ]),
-                _ => UNKNOWN.into(),
+                _ => FieldValue::AfterApply,
             };
             (ingress, "(none)".into())
         }

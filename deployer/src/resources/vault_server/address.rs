@@ -2,7 +2,7 @@
 
 use aws_sdk_ec2::types::{DomainType, ResourceType};
 
-use crate::change::{Action, Change, Field, UNKNOWN};
+use crate::change::{Action, Change, Field};
 use crate::clients::Clients;
 use crate::resources::{Ctx, DeployError, missing};
 use crate::spec::Spec;
@@ -40,14 +40,14 @@ pub fn diff_address(spec: &Spec, seen: Option<&Address>, instance: Option<&str>)
             None => Change::new(ADDRESS_KIND, name, Action::Absent),
         };
     }
-    let want = vec![(
-        Field::AssociatedWith,
-        instance.unwrap_or(UNKNOWN).to_owned(),
-    )];
+    let want = vec![(Field::AssociatedWith, instance.into())];
     let seen_f = seen.map(|a| {
         vec![(
             Field::AssociatedWith,
-            a.instance_id.clone().unwrap_or_else(|| "(none)".into()),
+            a.instance_id
+                .clone()
+                .unwrap_or_else(|| "(none)".into())
+                .into(),
         )]
     });
     let mut ch = Change::diff(ADDRESS_KIND, name, &want, seen_f.as_ref());

@@ -8,7 +8,7 @@ use aws_sdk_ec2::types::{
 };
 use base64::Engine as _;
 
-use crate::change::{Action, Change, Field, Fields, UNKNOWN};
+use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
 use crate::resources::network::Network;
 use crate::resources::{Ctx, DeployError, missing};
@@ -178,32 +178,29 @@ pub fn diff_instance(
     }
     let (instance_type, _) = version(spec);
     let user_data = match public_ip {
-        Some(ip) => sha(&user_data(spec, ip)?),
-        None => UNKNOWN.into(),
+        Some(ip) => sha(&user_data(spec, ip)?).into(),
+        None => FieldValue::AfterApply,
     };
     let want: Fields = vec![
-        (Field::InstanceType, instance_type.to_owned()),
+        (Field::InstanceType, instance_type.into()),
         (Field::HttpTokens, "required".into()),
         (Field::ImdsHopLimit, "1".into()),
         (Field::RootEncrypted, "yes".into()),
-        (Field::IamInstanceProfile, spec.vault_name()),
-        (
-            Field::SecurityGroups,
-            net.group(Group::Vault).unwrap_or(UNKNOWN).to_owned(),
-        ),
+        (Field::IamInstanceProfile, spec.vault_name().into()),
+        (Field::SecurityGroups, net.group(Group::Vault).into()),
         (Field::State, "running".into()),
         (Field::UserData, user_data),
     ];
     let seen_f = seen.map(|i| {
         vec![
-            (Field::InstanceType, i.instance_type.clone()),
-            (Field::HttpTokens, i.http_tokens.clone()),
-            (Field::ImdsHopLimit, i.imds_hop_limit.clone()),
-            (Field::RootEncrypted, i.root_encrypted.clone()),
-            (Field::IamInstanceProfile, i.profile.clone()),
-            (Field::SecurityGroups, i.security_groups.clone()),
-            (Field::State, i.state.clone()),
-            (Field::UserData, i.user_data_sha.clone()),
+            (Field::InstanceType, i.instance_type.clone().into()),
+            (Field::HttpTokens, i.http_tokens.clone().into()),
+            (Field::ImdsHopLimit, i.imds_hop_limit.clone().into()),
+            (Field::RootEncrypted, i.root_encrypted.clone().into()),
+            (Field::IamInstanceProfile, i.profile.clone().into()),
+            (Field::SecurityGroups, i.security_groups.clone().into()),
+            (Field::State, i.state.clone().into()),
+            (Field::UserData, i.user_data_sha.clone().into()),
         ]
     });
     let mut ch = Change::diff(INSTANCE_KIND, name, &want, seen_f.as_ref());
@@ -449,7 +446,7 @@ mod tests {
         assert_eq!(ch.action, Action::Create);
         for field in [Field::UserData, Field::SecurityGroups] {
             let f = ch.fields.iter().find(|f| f.field == field).unwrap();
-            assert_eq!(f.to.as_deref(), Some(UNKNOWN), "{field}");
+            assert_eq!(f.to, Some(FieldValue::AfterApply), "{field}");
         }
         let external = spec(
             "deploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"",

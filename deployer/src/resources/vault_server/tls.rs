@@ -1,7 +1,7 @@
 //! The TLS secret (CA, certificate and key, readable only by the instance's role) and the SSM
 //! parameter with its CA, which the operator, `vault-init` and the connection secret trust.
 
-use crate::change::{Action, Change, Field, UNKNOWN};
+use crate::change::{Action, Change, Field};
 use crate::clients::Clients;
 use crate::policy::canonical;
 use crate::resources::{Ctx, DeployError, delete, found, missing};
@@ -45,24 +45,24 @@ pub fn diff_tls(
     }
     const ISSUED: &str = "certificate, key and CA parameter";
     let want = vec![
-        (Field::Material, ISSUED.to_owned()),
-        (Field::ResourcePolicy, tls_policy(spec, read_until)?),
+        (Field::Material, ISSUED.into()),
+        (Field::ResourcePolicy, tls_policy(spec, read_until)?.into()),
         (
             Field::OwnerTag,
-            crate::resources::secret::OWNER_VALUE.to_owned(),
+            crate::resources::secret::OWNER_VALUE.into(),
         ),
-        (Field::State, "active".to_owned()),
+        (Field::State, "active".into()),
     ];
     let seen_f = seen.map(|s| {
         vec![
             (
                 Field::Material,
-                if complete { ISSUED } else { "cut short" }.to_owned(),
+                if complete { ISSUED } else { "cut short" }.into(),
             ),
-            (Field::ResourcePolicy, s.policy.clone()),
+            (Field::ResourcePolicy, s.policy.clone().into()),
             (
                 Field::OwnerTag,
-                crate::resources::secret::owner_field(s.owner.as_deref()),
+                crate::resources::secret::owner_field(s.owner.as_deref()).into(),
             ),
             (
                 Field::State,
@@ -71,7 +71,7 @@ pub fn diff_tls(
                 } else {
                     "active"
                 }
-                .to_owned(),
+                .into(),
             ),
         ]
     });
@@ -224,8 +224,8 @@ pub fn diff_ca(
         );
     }
     let want = vec![
-        (Field::Type, "SecureString".to_owned()),
-        (Field::KmsKey, key_arn.unwrap_or(UNKNOWN).to_owned()),
+        (Field::Type, "SecureString".into()),
+        (Field::KmsKey, key_arn.into()),
     ];
     let have = seen.map(|p| {
         let key = match (&p.key_id, key_arn) {
@@ -233,7 +233,10 @@ pub fn diff_ca(
             (Some(k), _) => k.clone(),
             (None, _) => "(none)".into(),
         };
-        vec![(Field::Type, p.r#type.clone()), (Field::KmsKey, key)]
+        vec![
+            (Field::Type, p.r#type.as_str().into()),
+            (Field::KmsKey, key.into()),
+        ]
     });
     let ch = Change::diff(CA_KIND, name, &want, have.as_ref());
     match seen {

@@ -4,7 +4,7 @@
 //! not choose what runs there: writing it takes `kms:Encrypt` on the stack's key through SSM,
 //! for this parameter only (the key policy), as the CA parameter.
 
-use crate::change::{Action, Change, Field, UNKNOWN};
+use crate::change::{Action, Change, Field};
 use crate::clients::Clients;
 use crate::resources::{Ctx, DeployError, found, missing};
 use crate::spec::Spec;
@@ -73,9 +73,9 @@ pub fn diff_digest(
         );
     }
     let want = vec![
-        (Field::Type, "SecureString".to_owned()),
-        (Field::KmsKey, key_arn.unwrap_or(UNKNOWN).to_owned()),
-        (Field::Sha256, code_sha256.unwrap_or(UNKNOWN).to_owned()),
+        (Field::Type, "SecureString".into()),
+        (Field::KmsKey, key_arn.into()),
+        (Field::Sha256, code_sha256.into()),
     ];
     let have = seen.map(|d| {
         let key = match (&d.key_id, key_arn) {
@@ -84,9 +84,9 @@ pub fn diff_digest(
             (None, _) => "(none)".into(),
         };
         vec![
-            (Field::Type, d.r#type.clone()),
-            (Field::KmsKey, key),
-            (Field::Sha256, d.sha256.clone()),
+            (Field::Type, d.r#type.clone().into()),
+            (Field::KmsKey, key.into()),
+            (Field::Sha256, d.sha256.clone().into()),
         ]
     });
     let ch = Change::diff(DIGEST_KIND, name, &want, have.as_ref());
