@@ -195,10 +195,11 @@ impl Stack<'_> {
     ) -> Result<Vec<Change>, DeployError> {
         let mut done = Vec::new();
         // Found while the functions that use it (and tell it) are still there.
-        let signing = signing::observe(self.clients, self.spec).await?;
+        let signing_spec = self.spec.signing_spec();
+        let signing = signing::observe(self.clients, &signing_spec).await?;
         for resource in Resource::ORDER.into_iter().rev() {
             if resource == Resource::CodeSigning {
-                let ch = signing::destroy(self.clients, self.spec, signing.as_ref()).await?;
+                let ch = signing::destroy(self.clients, &signing_spec, signing.as_ref()).await?;
                 record(ch, progress, &mut done);
                 continue;
             }
@@ -226,11 +227,12 @@ impl Stack<'_> {
         let changes = match resource {
             Resource::Monitoring => monitoring::destroy(c, spec).await?,
             Resource::Schedule => {
-                starting(rule::KIND, spec.rule_name());
-                vec![rule::destroy(c, spec).await?]
+                let want = spec.schedule_spec();
+                starting(rule::KIND, want.name.clone());
+                vec![rule::destroy(c, &want).await?]
             }
             Resource::WatcherDigest => vec![vault_server::destroy_digest(c, spec).await?],
-            Resource::Rotation => vec![rotation::destroy(c, spec).await?],
+            Resource::Rotation => vec![rotation::destroy(c, &spec.rotation_spec()).await?],
             Resource::Function => {
                 let mut all = Vec::new();
                 for duty in Duty::ALL {
@@ -240,8 +242,8 @@ impl Stack<'_> {
                 all
             }
             Resource::ConnectionSecret => vec![
-                secret::destroy(c, spec).await?,
-                secret::destroy_rotator(c, spec).await?,
+                secret::destroy(c, &spec.secret_spec()?).await?,
+                secret::destroy_rotator(c, &spec.secret_spec()?).await?,
             ],
             // Destroyed by `destroy` itself, with what it found before the functions went.
             Resource::CodeSigning => vec![],
@@ -254,7 +256,7 @@ impl Stack<'_> {
             Resource::LogGroup => {
                 let mut all = Vec::new();
                 for duty in Duty::ALL {
-                    all.push(logs::destroy(c, spec, duty).await?);
+                    all.push(logs::destroy(c, &spec.log_group_spec(duty)).await?);
                 }
                 all
             }
@@ -275,11 +277,11 @@ impl Stack<'_> {
                 all
             }
             Resource::Network => network::destroy(c, spec).await?,
-            Resource::Topic => vec![topic::destroy(c, spec).await?],
+            Resource::Topic => vec![topic::destroy(c, &spec.topic_spec()).await?],
             // Replicas left in AWS are encrypted with the key: deleting it would make them
             // unreadable once its window ends. It goes only with them.
             Resource::Key => match replicas::count_on_the_key(c, spec).await? {
-                0 => vec![key::destroy(c, spec).await?],
+                0 => vec![key::destroy(c, &spec.stack_key()?).await?],
                 n => vec![Change::new(key::KIND, spec.key_alias(), Action::Unchanged).with_note(
                     format!(
                         "kept: {n} secret(s) are encrypted with it and would become unreadable without it (replicas under {}, or under a prefix no sync has now); `destroy --delete-replicated-secrets` schedules this stack's replicas under the configured prefixes and the key for deletion, the others stay yours to move or delete",
@@ -340,10 +342,11 @@ impl Converging<'_, '_> {
 
     async fn key(&mut self) -> Result<(), DeployError> {
         let (c, spec) = (self.stack.clients, self.stack.spec);
-        let seen = key::observe(c, spec).await?;
-        let ch = key::diff(spec, seen.as_ref())?;
+        let want = spec.stack_key()?;
+        let seen = key::observe(c, &want).await?;
+        let ch = key::diff(&want, seen.as_ref());
         let state = if self.go(&ch) {
-            Some(key::apply(c, spec, seen, &ch).await?)
+            Some(key::apply(c, &want, seen, &ch).await?)
         } else {
             seen
         };
@@ -354,11 +357,12 @@ impl Converging<'_, '_> {
 
     async fn topic(&mut self) -> Result<(), DeployError> {
         let (c, spec) = (self.stack.clients, self.stack.spec);
-        let seen = topic::observe(c, spec).await?;
-        let ch = topic::diff(spec, seen.as_ref(), self.key_arn.as_deref());
+        let want = spec.topic_spec();
+        let seen = topic::observe(c, &want).await?;
+        let ch = topic::diff(&want, seen.as_ref(), self.key_arn.as_deref());
         let state = match (self.key_arn.clone(), self.go(&ch)) {
-            (Some(k), true) => topic::apply(c, spec, &ch, &k).await?,
-            _ => seen.filter(|_| spec.cfg.notification_email.is_some()),
+            (Some(k), true) => topic::apply(c, &want, &ch, &k).await?,
+            _ => seen.filter(|_| want.email.is_some()),
         };
         self.out.topic_arn = state.map(|t| t.arn);
         self.changes.push(ch);
@@ -515,12 +519,13 @@ impl Converging<'_, '_> {
 
     async fn rotation(&mut self) -> Result<(), DeployError> {
         let (c, spec) = (self.stack.clients, self.stack.spec);
-        let seen = rotation::observe(c, spec).await?;
-        let ch = rotation::diff(spec, seen.as_ref());
+        let want = spec.rotation_spec();
+        let seen = rotation::observe(c, &want).await?;
+        let ch = rotation::diff(&want, seen.as_ref());
         if let Some(s) = &seen
             && self.go(&ch)
         {
-            rotation::apply(c, spec, s, &ch).await?;
+            rotation::apply(c, &want, s, &ch).await?;
         }
         self.changes.push(ch);
         Ok(())
@@ -529,10 +534,11 @@ impl Converging<'_, '_> {
     async fn log_group(&mut self) -> Result<(), DeployError> {
         let (c, spec) = (self.stack.clients, self.stack.spec);
         for duty in Duty::ALL {
-            let seen = logs::observe(c, spec, duty).await?;
-            let ch = logs::diff(spec, duty, seen.as_ref());
+            let want = spec.log_group_spec(duty);
+            let seen = logs::observe(c, &want).await?;
+            let ch = logs::diff(&want, seen.as_ref());
             if self.go(&ch) {
-                logs::apply(c, spec, duty, &ch).await?;
+                logs::apply(c, &want, &ch).await?;
             }
             self.changes.push(ch);
         }
@@ -641,8 +647,9 @@ impl Converging<'_, '_> {
 
     async fn connection_secret(&mut self) -> Result<(), DeployError> {
         let (c, spec) = (self.stack.clients, self.stack.spec);
-        let seen = secret::observe(c, spec).await?;
-        let ch = secret::diff(spec, seen.as_ref(), self.key_arn.as_deref())?;
+        let want = spec.secret_spec()?;
+        let seen = secret::observe(c, &want).await?;
+        let ch = secret::diff(&want, seen.as_ref(), self.key_arn.as_deref());
         let state = match (self.key_arn.clone(), self.go(&ch)) {
             (Some(k), true) => {
                 let address = spec.replicator_vault_address();
@@ -651,7 +658,7 @@ impl Converging<'_, '_> {
                     None if spec.deploys_vault() => vault_server::read_ca(c, spec, &k).await?,
                     None => None,
                 };
-                Some(secret::apply(c, spec, seen.as_ref(), &ch, &k, &address, ca).await?)
+                Some(secret::apply(c, &want, seen.as_ref(), &ch, &k, &address, ca).await?)
             }
             _ => seen,
         };
@@ -662,15 +669,16 @@ impl Converging<'_, '_> {
 
     async fn code_signing(&mut self) -> Result<(), DeployError> {
         let (c, spec) = (self.stack.clients, self.stack.spec);
-        let seen = signing::observe(c, spec).await?;
-        let ch = signing::diff(spec, seen.as_ref());
-        if spec.cfg.code_signing_profile.is_none() {
+        let want = spec.signing_spec();
+        let seen = signing::observe(c, &want).await?;
+        let ch = signing::diff(&want, seen.as_ref());
+        if want.profile.is_none() {
             self.removes_code_signing = seen.filter(|_| ch.action == Action::Delete);
             self.changes.push(ch);
             return Ok(());
         }
         self.code_signing = if self.go(&ch) {
-            Some(signing::apply(c, spec, seen.as_ref(), &ch).await?)
+            Some(signing::apply(c, &want, seen.as_ref(), &ch).await?)
         } else {
             seen.map(|s| s.arn)
         };
@@ -683,7 +691,8 @@ impl Converging<'_, '_> {
         let Some(seen) = self.removes_code_signing.take().filter(|_| self.apply) else {
             return Ok(());
         };
-        let ch = signing::destroy(self.stack.clients, self.stack.spec, Some(&seen)).await?;
+        let want = self.stack.spec.signing_spec();
+        let ch = signing::destroy(self.stack.clients, &want, Some(&seen)).await?;
         (self.progress)(Phase::Done, &ch);
         Ok(())
     }
@@ -716,7 +725,7 @@ impl Converging<'_, '_> {
         let ch = function::diff(spec, duty, seen.as_ref(), zip, &inputs);
         // Rotation turned off: Secrets Manager stops using the function before it goes.
         if duty == Duty::Rotate && !spec.serves(duty) && self.go(&ch) {
-            rotation::destroy(c, spec).await?;
+            rotation::destroy(c, &spec.rotation_spec()).await?;
         }
         let state = match (zip, self.go(&ch)) {
             // Boxed: a debug build's frame for it would crowd a test thread's stack.
@@ -769,12 +778,13 @@ impl Converging<'_, '_> {
 
     async fn schedule(&mut self) -> Result<(), DeployError> {
         let (c, spec) = (self.stack.clients, self.stack.spec);
-        let seen = rule::observe(c, spec).await?;
-        let ch = rule::diff(spec, seen.as_ref());
+        let want = spec.schedule_spec();
+        let seen = rule::observe(c, &want).await?;
+        let ch = rule::diff(&want, seen.as_ref());
         if self.go(&ch) {
-            rule::apply(c, spec, &ch).await?;
+            rule::apply(c, &want, &ch).await?;
         }
-        self.out.schedule = Some(spec.cfg.schedule.clone());
+        self.out.schedule = Some(want.expression);
         self.changes.push(ch);
         Ok(())
     }

@@ -358,7 +358,7 @@ async fn prepare_keys_secret(
     if !exists {
         crate::resources::secret::create(
             c,
-            spec,
+            &spec.owner(),
             &name,
             "Vault unseal keys and root token, readable only by the principal that initialised Vault",
             key_arn,
@@ -596,11 +596,16 @@ impl Steps<'_, '_> {
             return Ok(None);
         }
         let (c, spec, opts) = (self.c, self.spec, &self.opts);
-        let key_arn = crate::resources::key::observe(c, spec)
-            .await
-            .ok()
-            .flatten()
-            .map(|k| k.arn);
+        let key_arn = crate::resources::key::observe(
+            c,
+            &spec
+                .stack_key()
+                .map_err(crate::resources::DeployError::from)?,
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|k| k.arn);
         // The secret for the keys, with its policy, exists before the keys do.
         let keys_secret = match opts.keys_to {
             KeysTo::Secret => Some(prepare_keys_secret(c, spec, key_arn.as_deref()).await?),
@@ -883,7 +888,7 @@ impl Steps<'_, '_> {
                 role_id,
             )
         });
-        let tagged_for = crate::resources::secret::describe(c, spec, &conn_name)
+        let tagged_for = crate::resources::secret::describe(c, &spec.owner(), &conn_name)
             .await?
             .and_then(|s| s.tags.get(CONNECTION_FOR_TAG).cloned());
         let still_valid = match (&accessor, opts.auth) {
@@ -1011,7 +1016,7 @@ impl Steps<'_, '_> {
         let (c, spec) = (self.c, self.spec);
         let days = spec.cfg.secret_id_rotation_days;
         let name = spec.rotator_secret();
-        let seen = crate::resources::secret::describe(c, spec, &name).await?;
+        let seen = crate::resources::secret::describe(c, &spec.owner(), &name).await?;
         if self.opts.auth != AuthMode::Approle || days <= 0 {
             return self.retire_rotator(&name, seen.as_ref()).await;
         }
@@ -1068,7 +1073,7 @@ impl Steps<'_, '_> {
                 self.revoke_rotator_token(&old).await?;
             }
         }
-        let ch = crate::resources::rotation::converge(c, spec).await?;
+        let ch = crate::resources::rotation::converge(c, &spec.rotation_spec()).await?;
         match ch.action {
             crate::change::Action::Update | crate::change::Action::Create => {
                 self.report.changed.push(format!(
@@ -1100,7 +1105,7 @@ impl Steps<'_, '_> {
             return Ok(());
         };
         let conn = self.spec.connection_secret();
-        let stopped = crate::resources::rotation::destroy(c, self.spec).await?;
+        let stopped = crate::resources::rotation::destroy(c, &self.spec.rotation_spec()).await?;
         if stopped.action == crate::change::Action::Delete {
             self.report
                 .changed
@@ -1110,7 +1115,14 @@ impl Steps<'_, '_> {
             self.revoke_rotator_token(a).await?;
         }
         if !s.pending_deletion {
-            crate::resources::secret::destroy_rotator(c, self.spec).await?;
+            crate::resources::secret::destroy_rotator(
+                c,
+                &self
+                    .spec
+                    .secret_spec()
+                    .map_err(crate::resources::DeployError::from)?,
+            )
+            .await?;
             self.report
                 .changed
                 .push(format!("scheduled {name} for deletion"));
@@ -1175,18 +1187,23 @@ impl Steps<'_, '_> {
                 .ctx("RestoreSecret", name)?;
         }
         if seen.is_none() {
-            let key_arn = crate::resources::key::observe(c, spec)
-                .await?
-                .map(|k| k.arn)
-                .ok_or_else(|| {
-                    InitError::Needs(format!(
-                        "the stack's KMS key {} is missing: run `deployer up` first",
-                        spec.key_alias()
-                    ))
-                })?;
+            let key_arn = crate::resources::key::observe(
+                c,
+                &spec
+                    .stack_key()
+                    .map_err(crate::resources::DeployError::from)?,
+            )
+            .await?
+            .map(|k| k.arn)
+            .ok_or_else(|| {
+                InitError::Needs(format!(
+                    "the stack's KMS key {} is missing: run `deployer up` first",
+                    spec.key_alias()
+                ))
+            })?;
             crate::resources::secret::create(
                 c,
-                spec,
+                &spec.owner(),
                 name,
                 "vault-secrets-replicator: the Vault token that mints the replicator's AppRole secret ids, read only by the rotation function",
                 Some(&key_arn),

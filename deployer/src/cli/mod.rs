@@ -228,7 +228,7 @@ pub async fn execute(
         cli.command,
         Command::Plan(_) | Command::Up(_) | Command::Status(_)
     ) {
-        spec.paused = crate::resources::rule::paused(clients, &spec).await?;
+        spec.paused = crate::resources::rule::paused(clients, &spec.schedule_spec()).await?;
     }
     let stack = crate::stack::Stack {
         clients,

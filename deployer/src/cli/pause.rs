@@ -101,7 +101,7 @@ async fn tag_paused(stack: &Stack<'_>, paused: bool) -> Result<(), DeployError> 
 /// Whether the stack's schedule is there and this stack's; said when not.
 async fn ours(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<bool, CliError> {
     let rule = stack.spec.rule_name();
-    let found = crate::resources::rule::observe(stack.clients, stack.spec).await?;
+    let found = crate::resources::rule::observe(stack.clients, &stack.spec.schedule_spec()).await?;
     if found.is_some_and(|r| r.ours) {
         return Ok(true);
     }

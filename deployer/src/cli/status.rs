@@ -46,7 +46,17 @@ pub async fn run(
     let clean = !seen.changes_anything();
     // The runs are told, not checked: a log that cannot be read (throttled, or no
     // logs:FilterLogEvents) leaves the rest of the status standing.
-    let (last, unread) = match crate::resources::logs::last_runs(stack.clients, stack.spec).await {
+    let syncing: Vec<_> = (stack.spec.duties().into_iter())
+        .filter(|d| d.replicates())
+        .map(|d| stack.spec.log_group_spec(d))
+        .collect();
+    let syncs = stack.spec.syncs();
+    let rules: Vec<&str> = (syncs.iter())
+        .map(|v| v.sync_name().unwrap_or(contract::metrics::DEFAULT_RULE))
+        .collect();
+    let owner = stack.spec.owner();
+    let runs = crate::resources::logs::last_runs(stack.clients, &owner, &syncing, &rules);
+    let (last, unread) = match runs.await {
         Ok(last) => (last, None),
         Err(e) => (Default::default(), Some(e.to_string())),
     };

@@ -15,7 +15,8 @@ use crate::clients::Clients;
 use crate::resources::DeployError;
 use crate::resources::iam::{self, RoleSpec};
 use crate::resources::key;
-use crate::spec::{KeySpec, Spec};
+use crate::spec::Spec;
+use crate::spec::parts::KeySpec;
 
 #[derive(Debug, Args)]
 pub struct TargetArgs {
@@ -272,7 +273,7 @@ pub async fn run(
             let mut applied = Vec::new();
             for k in keys {
                 if k.change.changes_anything() {
-                    key::apply_key(&k.clients, &k.want, k.seen, &k.change).await?;
+                    key::apply(&k.clients, &k.want, k.seen, &k.change).await?;
                     applied.push(k.change);
                 }
             }
@@ -457,12 +458,12 @@ impl TargetKey {
             return Ok(None);
         };
         let clients = target.in_region(&region);
-        let seen = key::observe_key(&clients, &want).await?;
+        let seen = key::observe(&clients, &want).await?;
         let ours = match &seen {
             Some(k) => key::carries_tags(&clients, &k.key_id, &spec.tags()).await?,
             None => true,
         };
-        let mut change = key::diff_key(&want, seen.as_ref());
+        let mut change = key::diff(&want, seen.as_ref());
         if !ours {
             change.note = Some(
                 "exists without this stack's tag: `target up` does not take over a key it did not make".into(),

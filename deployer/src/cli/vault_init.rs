@@ -137,13 +137,16 @@ pub async fn run(
             CliError::Refused(format!("cannot read --ca-cert {}: {e}", path.display()))
         })?),
         None if spec.deploys_vault() => {
-            let key = crate::resources::key::observe(c, spec)
-                .await?
-                .ok_or_else(|| {
-                    CliError::Refused(
-                        "the stack has no KMS key yet: run `deployer up` first".into(),
-                    )
-                })?;
+            let key = crate::resources::key::observe(
+                c,
+                &spec
+                    .stack_key()
+                    .map_err(crate::resources::DeployError::from)?,
+            )
+            .await?
+            .ok_or_else(|| {
+                CliError::Refused("the stack has no KMS key yet: run `deployer up` first".into())
+            })?;
             vault_server::read_ca(c, spec, &key.arn).await?
         }
         None => None,

@@ -7,7 +7,7 @@ use super::{Ctx, DeployError, found, missing};
 use crate::change::{Change, Field, Fields};
 use crate::clients::Clients;
 use crate::policy::{canonical, parse_returned};
-use crate::spec::{KeySpec, Spec};
+use crate::spec::parts::KeySpec;
 
 pub const KIND: &str = "kms key";
 
@@ -106,15 +106,9 @@ async fn read(c: &Clients, key_id: &str, aliased: bool) -> Result<Option<KeyStat
     }))
 }
 
-/// Finds the stack's key by alias, else a key tagged with the stack (an `up` stopped before
-/// the alias).
-pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<KeyState>, DeployError> {
-    observe_key(c, &spec.stack_key()?).await
-}
-
 /// Finds `want` by its alias, else a key carrying all its tags (a run stopped before the
 /// alias) that is not pending deletion.
-pub async fn observe_key(c: &Clients, want: &KeySpec) -> Result<Option<KeyState>, DeployError> {
+pub async fn observe(c: &Clients, want: &KeySpec) -> Result<Option<KeyState>, DeployError> {
     if let Some(k) = read(c, &want.alias, true).await? {
         return Ok(Some(k));
     }
@@ -161,11 +155,7 @@ pub async fn carries_tags(
         .all(|(k, v)| on.iter().any(|(ok, ov)| ok == k && ov == v)))
 }
 
-pub fn diff(spec: &Spec, seen: Option<&KeyState>) -> Result<Change, DeployError> {
-    Ok(diff_key(&spec.stack_key()?, seen))
-}
-
-pub fn diff_key(k: &KeySpec, seen: Option<&KeyState>) -> Change {
+pub fn diff(k: &KeySpec, seen: Option<&KeyState>) -> Change {
     let want = wanted(k);
     let seen_fields = seen.map(KeyState::fields);
     let mut change = Change::diff(KIND, k.alias.clone(), &want, seen_fields.as_ref());
@@ -179,17 +169,8 @@ pub fn diff_key(k: &KeySpec, seen: Option<&KeyState>) -> Change {
     change
 }
 
-pub async fn apply(
-    c: &Clients,
-    spec: &Spec,
-    seen: Option<KeyState>,
-    change: &Change,
-) -> Result<KeyState, DeployError> {
-    apply_key(c, &spec.stack_key()?, seen, change).await
-}
-
 /// Makes `want` (key, rotation, alias) or repairs what `change` says drifted.
-pub async fn apply_key(
+pub async fn apply(
     c: &Clients,
     want: &KeySpec,
     seen: Option<KeyState>,
@@ -280,21 +261,21 @@ pub async fn apply_key(
 }
 
 /// Schedules the key's deletion (it stays recoverable for the window) and removes the alias.
-pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
-    let Some(k) = observe(c, spec).await? else {
+pub async fn destroy(c: &Clients, want: &KeySpec) -> Result<Change, DeployError> {
+    let Some(k) = observe(c, want).await? else {
         return Ok(Change::new(
             KIND,
-            spec.key_alias(),
+            want.alias.clone(),
             crate::change::Action::Absent,
         ));
     };
     if k.state == AwsKeyState::PendingDeletion.as_str() {
         return Ok(
-            Change::new(KIND, spec.key_alias(), crate::change::Action::Absent)
+            Change::new(KIND, want.alias.clone(), crate::change::Action::Absent)
                 .with_note("already scheduled for deletion"),
         );
     }
-    let days = spec.cfg.kms_deletion_window_days;
+    let days = want.deletion_window_days;
     c.kms
         .schedule_key_deletion()
         .key_id(&k.key_id)
@@ -305,12 +286,12 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
     if k.aliased {
         super::delete(
             "DeleteAlias",
-            &spec.key_alias(),
-            c.kms.delete_alias().alias_name(spec.key_alias()).send(),
+            &want.alias,
+            c.kms.delete_alias().alias_name(&want.alias).send(),
         )
         .await?;
     }
-    Ok(Change::new(KIND, spec.key_alias(), crate::change::Action::Delete).with_note(format!(
+    Ok(Change::new(KIND, want.alias.clone(), crate::change::Action::Delete).with_note(format!(
         "key {} scheduled for deletion in {days} days; cancel with `aws kms cancel-key-deletion --key-id {}` (secrets encrypted with it become unreadable after that)",
         k.key_id, k.key_id
     )))
@@ -336,13 +317,14 @@ mod tests {
             state: "Enabled".into(),
             aliased: true,
         };
-        let ch = diff(&s, None).unwrap();
+        let k = s.stack_key().unwrap();
+        let ch = diff(&k, None);
         assert_eq!(ch.action, Action::Create);
         assert!(
             touched(&ch).contains(&"arn"),
             "its ARN is known after apply"
         );
-        assert_eq!(diff(&s, Some(&made)).unwrap().action, Action::Unchanged);
+        assert_eq!(diff(&k, Some(&made)).action, Action::Unchanged);
         type Drift = fn(&mut KeyState);
         let cases: [(Drift, &str); 4] = [
             (|k| k.rotation = false, "rotation"),
@@ -351,9 +333,9 @@ mod tests {
             (|k| k.state = "PendingDeletion".into(), "state"),
         ];
         for (drift, field) in cases {
-            let mut k = made.clone();
-            drift(&mut k);
-            let ch = diff(&s, Some(&k)).unwrap();
+            let mut drifted = made.clone();
+            drift(&mut drifted);
+            let ch = diff(&k, Some(&drifted));
             assert_eq!((ch.action, touched(&ch)), (Action::Update, vec![field]));
         }
     }

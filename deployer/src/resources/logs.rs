@@ -4,7 +4,7 @@
 use super::{Ctx, DeployError, delete};
 use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
-use crate::spec::{Duty, Spec};
+use crate::spec::parts::{LogGroupSpec, Owner};
 
 pub const KIND: &str = "log group";
 
@@ -25,10 +25,9 @@ fn fields(retention: Option<i32>) -> Fields {
 
 pub async fn observe(
     c: &Clients,
-    spec: &Spec,
-    duty: Duty,
+    want: &LogGroupSpec,
 ) -> Result<Option<LogGroupState>, DeployError> {
-    let name = spec.log_group_of(duty);
+    let name = want.name.clone();
     let out = c
         .logs
         .describe_log_groups()
@@ -46,32 +45,31 @@ pub async fn observe(
 }
 
 /// A function the stack no longer has keeps its logs until `destroy` (they are its history).
-pub fn diff(spec: &Spec, duty: Duty, seen: Option<&LogGroupState>) -> Change {
-    let name = spec.log_group_of(duty);
-    if !spec.serves(duty) {
+pub fn diff(want: &LogGroupSpec, seen: Option<&LogGroupState>) -> Change {
+    let name = want.name.clone();
+    if !want.wanted {
         return Change::new(KIND, name, Action::Absent);
     }
-    let want = fields(Some(spec.cfg.log_retention_days));
+    let wanted = fields(Some(want.retention_days));
     Change::diff(
         KIND,
         name,
-        &want,
+        &wanted,
         seen.map(|s| fields(s.retention_days)).as_ref(),
     )
 }
 
 pub async fn apply(
     c: &Clients,
-    spec: &Spec,
-    duty: Duty,
+    want: &LogGroupSpec,
     change: &Change,
 ) -> Result<LogGroupState, DeployError> {
-    let name = spec.log_group_of(duty);
+    let name = want.name.clone();
     if change.action == Action::Create {
         c.logs
             .create_log_group()
             .log_group_name(&name)
-            .set_tags(Some(spec.tags().into_iter().collect()))
+            .set_tags(Some(want.owner.tags().into_iter().collect()))
             .send()
             .await
             .ctx("CreateLogGroup", &name)?;
@@ -80,22 +78,22 @@ pub async fn apply(
         c.logs
             .put_retention_policy()
             .log_group_name(&name)
-            .retention_in_days(spec.cfg.log_retention_days)
+            .retention_in_days(want.retention_days)
             .send()
             .await
             .ctx("PutRetentionPolicy", &name)?;
     }
     Ok(LogGroupState {
-        retention_days: Some(spec.cfg.log_retention_days),
+        retention_days: Some(want.retention_days),
     })
 }
 
-pub async fn destroy(c: &Clients, spec: &Spec, duty: Duty) -> Result<Change, DeployError> {
-    let name = spec.log_group_of(duty);
-    if observe(c, spec, duty).await?.is_none() {
+pub async fn destroy(c: &Clients, want: &LogGroupSpec) -> Result<Change, DeployError> {
+    let name = want.name.clone();
+    if observe(c, want).await?.is_none() {
         return Ok(Change::new(KIND, name, Action::Absent));
     }
-    let arn = spec.log_group_arn_of(duty);
+    let arn = want.arn.clone();
     let tags = c
         .logs
         .list_tags_for_resource()
@@ -103,9 +101,9 @@ pub async fn destroy(c: &Clients, spec: &Spec, duty: Duty) -> Result<Change, Dep
         .send()
         .await
         .ctx("ListTagsForResource", &arn)?;
-    let ours = tags
-        .tags()
-        .is_some_and(|t| t.get(crate::spec::STACK_TAG).map(String::as_str) == Some(spec.stack()));
+    let ours = tags.tags().is_some_and(|t| {
+        t.get(crate::spec::STACK_TAG).map(String::as_str) == Some(want.owner.stack())
+    });
     if !ours {
         return Ok(Change::new(KIND, name, Action::Absent)
             .with_note("exists without this stack's tag; left alone"));
@@ -200,28 +198,21 @@ impl LastRun {
 /// schedule's week of documents is read only when some sync has not run lately.
 pub async fn last_runs(
     c: &Clients,
-    spec: &Spec,
+    owner: &Owner,
+    syncing: &[LogGroupSpec],
+    rules: &[&str],
 ) -> Result<std::collections::BTreeMap<String, LastRun>, DeployError> {
-    let wanted: Vec<String> = spec
-        .syncs()
-        .iter()
-        .map(|v| {
-            v.sync_name()
-                .unwrap_or(contract::metrics::DEFAULT_RULE)
-                .to_owned()
-        })
-        .collect();
     // The log groups of the functions that sync, those there already.
     let mut groups = Vec::new();
-    for duty in spec.duties().into_iter().filter(|d| d.replicates()) {
-        if observe(c, spec, duty).await?.is_some() {
-            groups.push(spec.log_group_of(duty));
+    for group in syncing {
+        if observe(c, group).await?.is_some() {
+            groups.push(group.name.clone());
         }
     }
     let mut found = Default::default();
     for window in [3_600, 86_400, LAST_RUN_WINDOW.as_secs()] {
-        found = last_runs_within(c, spec, &groups, std::time::Duration::from_secs(window)).await?;
-        if wanted.iter().all(|w| found.contains_key(w)) {
+        found = last_runs_within(c, owner, &groups, std::time::Duration::from_secs(window)).await?;
+        if rules.iter().all(|w| found.contains_key(*w)) {
             break;
         }
     }
@@ -230,7 +221,7 @@ pub async fn last_runs(
 
 async fn last_runs_within(
     c: &Clients,
-    spec: &Spec,
+    owner: &Owner,
     groups: &[String],
     window: std::time::Duration,
 ) -> Result<std::collections::BTreeMap<String, LastRun>, DeployError> {
@@ -253,7 +244,7 @@ async fn last_runs_within(
             for event in page.events() {
                 let (Some(at), Some(run)) = (
                     event.timestamp(),
-                    event.message().and_then(|m| LastRun::of(m, spec.stack())),
+                    event.message().and_then(|m| LastRun::of(m, owner.stack())),
                 ) else {
                     continue;
                 };
@@ -273,6 +264,7 @@ async fn last_runs_within(
 mod tests {
     use super::*;
     use crate::change::touched;
+    use crate::spec::Duty;
     use crate::spec::tests::spec;
 
     #[test]
@@ -281,20 +273,26 @@ mod tests {
             "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\nnotification_email = \"ops@example.com\"\n",
         );
         let days = s.cfg.log_retention_days;
-        assert_eq!(diff(&s, Duty::Sync, None).action, Action::Create);
         assert_eq!(
-            diff(&s, Duty::Watch, None).action,
+            diff(&s.log_group_spec(Duty::Sync), None).action,
+            Action::Create
+        );
+        assert_eq!(
+            diff(&s.log_group_spec(Duty::Watch), None).action,
             Action::Absent,
             "no stack Vault"
         );
         let kept = LogGroupState {
             retention_days: Some(days),
         };
-        assert_eq!(diff(&s, Duty::Sync, Some(&kept)).action, Action::Unchanged);
+        assert_eq!(
+            diff(&s.log_group_spec(Duty::Sync), Some(&kept)).action,
+            Action::Unchanged
+        );
         let forever = LogGroupState {
             retention_days: None,
         };
-        let ch = diff(&s, Duty::Sync, Some(&forever));
+        let ch = diff(&s.log_group_spec(Duty::Sync), Some(&forever));
         assert_eq!(
             (ch.action, touched(&ch)),
             (Action::Update, vec!["retention_days"])

@@ -199,7 +199,7 @@ async fn remove_replica_regions(c: &Clients, arn: &str, name: &str) -> Result<()
 /// (another stack took over one of its replicas, say), so `destroy` keeps the key while any is
 /// left. A secret under two rules' (nested) prefixes counts once.
 pub async fn count_live(c: &Clients, spec: &Spec) -> Result<usize, DeployError> {
-    let key = super::key::observe(c, spec).await?;
+    let key = super::key::observe(c, &spec.stack_key()?).await?;
     count_live_with(c, spec, key.as_ref()).await
 }
 
@@ -224,7 +224,7 @@ async fn count_live_with(
 /// configuration, or a prefix changed, leaves replicas no sync's prefix covers). `destroy`
 /// keeps the key while any is left. One listing of the whole account.
 pub async fn count_on_the_key(c: &Clients, spec: &Spec) -> Result<usize, DeployError> {
-    let key = super::key::observe(c, spec).await?;
+    let key = super::key::observe(c, &spec.stack_key()?).await?;
     let under_prefixes = count_live_with(c, spec, key.as_ref()).await?;
     let Some(key) = key else {
         return Ok(under_prefixes);

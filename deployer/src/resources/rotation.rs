@@ -10,7 +10,7 @@ use aws_sdk_secretsmanager::types::RotationRulesType;
 use super::{Ctx, DeployError, delete, found, retry_on};
 use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
-use crate::spec::{Duty, Spec};
+use crate::spec::parts::RotationSpec;
 
 pub const KIND: &str = "secret rotation";
 
@@ -26,10 +26,6 @@ pub struct RotationState {
     pub rotator_stored: bool,
     /// Secrets Manager may invoke the rotation function for this secret.
     pub permission: bool,
-}
-
-fn statement_id(spec: &Spec) -> String {
-    format!("{}-secretsmanager-rotates", spec.stack())
 }
 
 fn days_text(days: i64) -> String {
@@ -58,40 +54,40 @@ impl RotationState {
     }
 }
 
-fn wanted(spec: &Spec) -> Fields {
+fn wanted(want: &RotationSpec) -> Fields {
     vec![
         (Field::Rotation, "on".into()),
-        (
-            Field::RotationFunction,
-            spec.function_arn_of(Duty::Rotate).into(),
-        ),
-        (
-            Field::Rotate,
-            days_text(i64::from(spec.cfg.secret_id_rotation_days)).into(),
-        ),
+        (Field::RotationFunction, want.function_arn.clone().into()),
+        (Field::Rotate, days_text(i64::from(want.days)).into()),
         (Field::InvokePermission, "granted".into()),
     ]
 }
 
-async fn has_permission(c: &Clients, spec: &Spec, secret_arn: &str) -> Result<bool, DeployError> {
-    let statements =
-        super::function::policy_statements(c, &spec.function_name_of(Duty::Rotate)).await?;
+async fn has_permission(
+    c: &Clients,
+    want: &RotationSpec,
+    secret_arn: &str,
+) -> Result<bool, DeployError> {
+    let statements = super::function::policy_statements(c, &want.function_name).await?;
     // Ours, as made: Secrets Manager, invoking, for this secret of this account only.
     Ok(statements.iter().any(|s| {
         let condition = serde_json::to_string(&s["Condition"]).unwrap_or_default();
-        s["Sid"] == statement_id(spec).as_str()
+        s["Sid"] == want.statement_id.as_str()
             && s["Effect"] == "Allow"
             && s["Action"] == "lambda:InvokeFunction"
             && serde_json::to_string(&s["Principal"])
                 .is_ok_and(|p| p.contains("\"secretsmanager.amazonaws.com\""))
             && condition.contains(&format!("\"{secret_arn}\""))
-            && condition.contains(&format!("\"{}\"", spec.id.account))
+            && condition.contains(&format!("\"{}\"", want.account))
     }))
 }
 
 /// The rotation as AWS holds it; `None` without a connection secret.
-pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<RotationState>, DeployError> {
-    let name = spec.connection_secret();
+pub async fn observe(
+    c: &Clients,
+    want: &RotationSpec,
+) -> Result<Option<RotationState>, DeployError> {
+    let name = want.secret.clone();
     let Some(d) = found(
         c.sm.describe_secret()
             .secret_id(&name)
@@ -103,7 +99,7 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<RotationState>, 
         return Ok(None);
     };
     let secret_arn = d.arn().unwrap_or_default().to_owned();
-    let rotator = spec.rotator_secret();
+    let rotator = want.rotator.clone();
     let rotator_stored = found(
         c.sm.describe_secret()
             .secret_id(&rotator)
@@ -112,7 +108,7 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<RotationState>, 
             .ctx("DescribeSecret", &rotator),
     )?
     .is_some_and(|r| r.deleted_date().is_none());
-    let permission = spec.rotates_secret_id() && has_permission(c, spec, &secret_arn).await?;
+    let permission = want.rotates() && has_permission(c, want, &secret_arn).await?;
     Ok(Some(RotationState {
         enabled: d.rotation_enabled() == Some(true),
         function: d.rotation_lambda_arn().unwrap_or_default().to_owned(),
@@ -126,12 +122,12 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<RotationState>, 
     }))
 }
 
-pub fn diff(spec: &Spec, seen: Option<&RotationState>) -> Change {
-    let name = spec.connection_secret();
+pub fn diff(want: &RotationSpec, seen: Option<&RotationState>) -> Change {
+    let name = want.secret.clone();
     match seen {
-        Some(s) if spec.rotates_secret_id() && s.rotator_stored => {
-            let ch = Change::diff(KIND, name, &wanted(spec), Some(&s.fields()));
-            let days = i64::from(spec.cfg.secret_id_rotation_days);
+        Some(s) if want.rotates() && s.rotator_stored => {
+            let ch = Change::diff(KIND, name, &wanted(want), Some(&s.fields()));
+            let days = i64::from(want.days);
             if s.enabled && days > s.days {
                 // The id in use was made to live three of the old periods.
                 ch.with_note(
@@ -147,12 +143,10 @@ pub fn diff(spec: &Spec, seen: Option<&RotationState>) -> Change {
             &vec![(Field::Rotation, "off".into())],
             Some(&s.fields()),
         ),
-        _ if spec.rotates_secret_id() => {
-            Change::new(KIND, name, Action::Absent).with_note(format!(
-                "turned on by `deployer vault-init` (AppRole), {}",
-                days_text(i64::from(spec.cfg.secret_id_rotation_days))
-            ))
-        }
+        _ if want.rotates() => Change::new(KIND, name, Action::Absent).with_note(format!(
+            "turned on by `deployer vault-init` (AppRole), {}",
+            days_text(i64::from(want.days))
+        )),
         _ => Change::new(KIND, name, Action::Absent),
     }
 }
@@ -204,18 +198,18 @@ async fn cancel(c: &Clients, name: &str) -> Result<(), DeployError> {
 /// of it) or off, as `change` says.
 pub async fn apply(
     c: &Clients,
-    spec: &Spec,
+    want: &RotationSpec,
     seen: &RotationState,
     change: &Change,
 ) -> Result<(), DeployError> {
-    let name = spec.connection_secret();
-    if !spec.rotates_secret_id() {
+    let name = want.secret.clone();
+    if !want.rotates() {
         if seen.enabled {
             cancel(c, &name).await?;
         }
         return Ok(());
     }
-    let function = spec.function_name_of(Duty::Rotate);
+    let function = want.function_name.clone();
     if change.touches(Field::InvokePermission) {
         delete(
             "RemovePermission",
@@ -223,18 +217,18 @@ pub async fn apply(
             c.lambda
                 .remove_permission()
                 .function_name(&function)
-                .statement_id(statement_id(spec))
+                .statement_id(&want.statement_id)
                 .send(),
         )
         .await?;
         c.lambda
             .add_permission()
             .function_name(&function)
-            .statement_id(statement_id(spec))
+            .statement_id(&want.statement_id)
             .action("lambda:InvokeFunction")
             .principal("secretsmanager.amazonaws.com")
             .source_arn(&seen.secret_arn)
-            .source_account(&spec.id.account)
+            .source_account(&want.account)
             .send()
             .await
             .ctx("AddPermission", &function)?;
@@ -244,9 +238,9 @@ pub async fn apply(
         || change.touches(Field::Rotate)
     {
         let rules = RotationRulesType::builder()
-            .automatically_after_days(i64::from(spec.cfg.secret_id_rotation_days))
+            .automatically_after_days(i64::from(want.days))
             .build();
-        let arn = spec.function_arn_of(Duty::Rotate);
+        let arn = want.function_arn.clone();
         // A permission granted a moment ago may not be seen yet.
         retry_on(c.backoff, &["AccessDeniedException"], || async {
             c.sm.rotate_secret()
@@ -267,21 +261,21 @@ pub async fn apply(
 
 /// Observes, diffs and applies in one go (`vault-init`, once the rotator's credential is
 /// stored); the change made.
-pub async fn converge(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
-    let seen = observe(c, spec).await?;
-    let ch = diff(spec, seen.as_ref());
+pub async fn converge(c: &Clients, want: &RotationSpec) -> Result<Change, DeployError> {
+    let seen = observe(c, want).await?;
+    let ch = diff(want, seen.as_ref());
     if let Some(s) = &seen
         && ch.changes_anything()
     {
-        apply(c, spec, s, &ch).await?;
+        apply(c, want, s, &ch).await?;
     }
     Ok(ch)
 }
 
 /// Turns the rotation off before the function goes (`destroy`).
-pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
-    let name = spec.connection_secret();
-    match observe(c, spec).await? {
+pub async fn destroy(c: &Clients, want: &RotationSpec) -> Result<Change, DeployError> {
+    let name = want.secret.clone();
+    match observe(c, want).await? {
         Some(s) if s.enabled => {
             cancel(c, &name).await?;
             Ok(Change::new(KIND, name, Action::Delete))
@@ -294,6 +288,7 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
 mod tests {
     use super::*;
     use crate::spec::tests::spec;
+    use crate::spec::{Duty, Spec};
 
     fn state(s: &Spec, enabled: bool, stored: bool) -> RotationState {
         RotationState {
@@ -315,37 +310,37 @@ mod tests {
         let s = spec("stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\n");
         assert_eq!(s.cfg.secret_id_rotation_days, 10);
         // Before vault-init: nothing to rotate with.
-        let ch = diff(&s, Some(&state(&s, false, false)));
+        let ch = diff(&s.rotation_spec(), Some(&state(&s, false, false)));
         assert_eq!(ch.action, Action::Absent);
         assert!(ch.note.unwrap().contains("vault-init"));
         // After: on, every 10 days, with the permission.
-        let ch = diff(&s, Some(&state(&s, false, true)));
+        let ch = diff(&s.rotation_spec(), Some(&state(&s, false, true)));
         assert_eq!(ch.action, Action::Update);
         assert!(ch.touches(Field::Rotation) && ch.touches(Field::InvokePermission));
         // Converged.
         assert_eq!(
-            diff(&s, Some(&state(&s, true, true))).action,
+            diff(&s.rotation_spec(), Some(&state(&s, true, true))).action,
             Action::Unchanged
         );
         // Another period, a lost permission.
         let mut other = state(&s, true, true);
         other.days = 30;
         other.permission = false;
-        let ch = diff(&s, Some(&other));
+        let ch = diff(&s.rotation_spec(), Some(&other));
         assert!(ch.touches(Field::Rotate) && ch.touches(Field::InvokePermission));
         assert!(ch.note.is_none(), "a shorter period needs nothing more");
         other.days = 5;
-        let ch = diff(&s, Some(&other));
+        let ch = diff(&s.rotation_spec(), Some(&other));
         assert!(ch.note.unwrap().contains("--rotate-secret-id"));
         // Turned off in the configuration: off in AWS.
         let off = spec(
             "stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\nsecret_id_rotation_days = 0\n",
         );
-        let ch = diff(&off, Some(&state(&s, true, true)));
+        let ch = diff(&off.rotation_spec(), Some(&state(&s, true, true)));
         assert_eq!(ch.action, Action::Update);
         assert!(ch.touches(Field::Rotation));
         assert_eq!(
-            diff(&off, Some(&state(&s, false, true))).action,
+            diff(&off.rotation_spec(), Some(&state(&s, false, true))).action,
             Action::Absent
         );
     }

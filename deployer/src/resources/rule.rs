@@ -6,7 +6,7 @@ use aws_sdk_eventbridge::types::{RuleState, Tag, Target};
 use super::{Ctx, DeployError, delete, found};
 use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
-use crate::spec::Spec;
+use crate::spec::parts::ScheduleSpec;
 
 pub const KIND: &str = "schedule rule";
 const TARGET_ID: &str = "replicator";
@@ -27,26 +27,26 @@ pub struct RuleStatus {
 pub const PAUSED_TAG: &str = "vault-secrets-replicator:paused";
 
 /// Enabled, unless the stack is paused.
-fn state_of(spec: &Spec) -> RuleState {
-    if spec.paused {
-        RuleState::Disabled
-    } else {
+fn state_of(want: &ScheduleSpec) -> RuleState {
+    if want.enabled {
         RuleState::Enabled
+    } else {
+        RuleState::Disabled
     }
 }
 
 /// Whether the stack is paused: its schedule, this stack's, is disabled and tagged so.
-pub async fn paused(c: &Clients, spec: &Spec) -> Result<bool, DeployError> {
-    Ok(observe(c, spec)
+pub async fn paused(c: &Clients, want: &ScheduleSpec) -> Result<bool, DeployError> {
+    Ok(observe(c, want)
         .await?
         .is_some_and(|r| r.ours && r.paused && r.state == RuleState::Disabled.as_str()))
 }
 
-fn wanted(spec: &Spec) -> Fields {
+fn wanted(want: &ScheduleSpec) -> Fields {
     vec![
-        (Field::Schedule, spec.cfg.schedule.clone().into()),
-        (Field::State, state_of(spec).as_str().into()),
-        (Field::Target, spec.function_arn().into()),
+        (Field::Schedule, want.expression.clone().into()),
+        (Field::State, state_of(want).as_str().into()),
+        (Field::Target, want.function_arn.clone().into()),
         (Field::InvokePermission, "granted".into()),
     ]
 }
@@ -70,17 +70,17 @@ impl RuleStatus {
     }
 }
 
-async fn has_permission(c: &Clients, spec: &Spec) -> Result<bool, DeployError> {
-    let statements = super::function::policy_statements(c, &spec.function_name()).await?;
-    let rule_arn = spec.rule_arn();
+async fn has_permission(c: &Clients, want: &ScheduleSpec) -> Result<bool, DeployError> {
+    let statements = super::function::policy_statements(c, &want.function_name.clone()).await?;
+    let rule_arn = want.arn.clone();
     Ok(statements.iter().any(|s| {
-        s["Sid"] == spec.permission_id().as_str()
+        s["Sid"] == want.permission_id.clone().as_str()
             && serde_json::to_string(&s["Condition"]).is_ok_and(|c| c.contains(&rule_arn))
     }))
 }
 
-pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<RuleStatus>, DeployError> {
-    let name = spec.rule_name();
+pub async fn observe(c: &Clients, want: &ScheduleSpec) -> Result<Option<RuleStatus>, DeployError> {
+    let name = want.name.clone();
     let Some(rule) = found(
         c.events
             .describe_rule()
@@ -120,28 +120,33 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<RuleStatus>, Dep
             .map(|s| s.as_str().to_owned())
             .unwrap_or_default(),
         target,
-        permission: has_permission(c, spec).await?,
+        permission: has_permission(c, want).await?,
         ours: super::has_stack_tag(
             tags.tags().iter().map(|t| (t.key(), t.value())),
-            spec.stack(),
+            want.owner.stack(),
         ),
         paused: tags.tags().iter().any(|t| t.key() == PAUSED_TAG),
     }))
 }
 
-pub fn diff(spec: &Spec, seen: Option<&RuleStatus>) -> Change {
+pub fn diff(want: &ScheduleSpec, seen: Option<&RuleStatus>) -> Change {
     Change::diff(
         KIND,
-        spec.rule_name(),
-        &wanted(spec),
+        want.name.clone(),
+        &wanted(want),
         seen.map(RuleStatus::fields).as_ref(),
     )
 }
 
-pub async fn apply(c: &Clients, spec: &Spec, change: &Change) -> Result<RuleStatus, DeployError> {
-    let name = spec.rule_name();
+pub async fn apply(
+    c: &Clients,
+    want: &ScheduleSpec,
+    change: &Change,
+) -> Result<RuleStatus, DeployError> {
+    let name = want.name.clone();
     if change.touches(Field::Schedule) || change.touches(Field::State) {
-        let tags: Vec<Tag> = spec
+        let tags: Vec<Tag> = want
+            .owner
             .tags()
             .into_iter()
             .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
@@ -150,8 +155,8 @@ pub async fn apply(c: &Clients, spec: &Spec, change: &Change) -> Result<RuleStat
             .put_rule()
             .name(&name)
             .description("Runs the vault-secrets-replicator")
-            .schedule_expression(&spec.cfg.schedule)
-            .state(state_of(spec))
+            .schedule_expression(&want.expression)
+            .state(state_of(want))
             .set_tags(Some(tags))
             .send()
             .await
@@ -160,7 +165,7 @@ pub async fn apply(c: &Clients, spec: &Spec, change: &Change) -> Result<RuleStat
     if change.touches(Field::Target) {
         let target = Target::builder()
             .id(TARGET_ID)
-            .arn(spec.function_arn())
+            .arn(want.function_arn.clone())
             .build()?;
         c.events
             .put_targets()
@@ -171,7 +176,7 @@ pub async fn apply(c: &Clients, spec: &Spec, change: &Change) -> Result<RuleStat
             .ctx("PutTargets", &name)?;
     }
     if change.touches(Field::InvokePermission) {
-        let fname = spec.function_name();
+        let fname = want.function_name.clone();
         // A stale statement with our id (another rule ARN) is replaced.
         delete(
             "RemovePermission",
@@ -179,29 +184,29 @@ pub async fn apply(c: &Clients, spec: &Spec, change: &Change) -> Result<RuleStat
             c.lambda
                 .remove_permission()
                 .function_name(&fname)
-                .statement_id(spec.permission_id())
+                .statement_id(want.permission_id.clone())
                 .send(),
         )
         .await?;
         c.lambda
             .add_permission()
             .function_name(&fname)
-            .statement_id(spec.permission_id())
+            .statement_id(want.permission_id.clone())
             .action("lambda:InvokeFunction")
             .principal("events.amazonaws.com")
-            .source_arn(spec.rule_arn())
+            .source_arn(want.arn.clone())
             .send()
             .await
             .ctx("AddPermission", &fname)?;
     }
-    observe(c, spec)
+    observe(c, want)
         .await?
         .ok_or_else(|| super::missing("DescribeRule", "the rule just made"))
 }
 
-pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
-    let name = spec.rule_name();
-    let Some(rule) = observe(c, spec).await? else {
+pub async fn destroy(c: &Clients, want: &ScheduleSpec) -> Result<Change, DeployError> {
+    let name = want.name.clone();
+    let Some(rule) = observe(c, want).await? else {
         return Ok(Change::new(KIND, name, Action::Absent));
     };
     if !rule.ours {
@@ -244,8 +249,11 @@ mod tests {
             ours: true,
             paused: false,
         };
-        assert_eq!(diff(&s, None).action, Action::Create);
-        assert_eq!(diff(&s, Some(&made)).action, Action::Unchanged);
+        assert_eq!(diff(&s.schedule_spec(), None).action, Action::Create);
+        assert_eq!(
+            diff(&s.schedule_spec(), Some(&made)).action,
+            Action::Unchanged
+        );
         type Drift = fn(&mut RuleStatus);
         let cases: [(Drift, &str); 4] = [
             (|r| r.schedule = "rate(1 day)".into(), "schedule"),
@@ -256,7 +264,7 @@ mod tests {
         for (drift, field) in cases {
             let mut r = made.clone();
             drift(&mut r);
-            let ch = diff(&s, Some(&r));
+            let ch = diff(&s.schedule_spec(), Some(&r));
             assert_eq!((ch.action, touched(&ch)), (Action::Update, vec![field]));
         }
     }

@@ -8,7 +8,7 @@ use super::{Ctx, DeployError, found, missing};
 use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
 use crate::policy::{canonical, parse_returned};
-use crate::spec::Spec;
+use crate::spec::parts::{Owner, SecretSpec};
 use contract::ConnectionSecret;
 
 pub const KIND: &str = "connection secret";
@@ -77,7 +77,7 @@ pub async fn tag_owner(c: &Clients, name: &str) -> Result<(), DeployError> {
 /// Looks a secret up by name: its ARN, key, resource policy (canonical) and tags.
 pub async fn describe(
     c: &Clients,
-    spec: &Spec,
+    owner: &Owner,
     name: &str,
 ) -> Result<Option<SecretState>, DeployError> {
     let Some(d) = found(
@@ -111,7 +111,7 @@ pub async fn describe(
         has_value: d.version_ids_to_stages().is_some_and(|v| !v.is_empty()),
         ours: super::has_stack_tag(
             d.tags().iter().filter_map(|t| Some((t.key()?, t.value()?))),
-            spec.stack(),
+            owner.stack(),
         ),
         owner: d
             .tags()
@@ -132,13 +132,13 @@ pub async fn describe(
 /// when `None`), holding `value`, or empty (no version) to be given its policy first.
 pub async fn create(
     c: &Clients,
-    spec: &Spec,
+    owner: &Owner,
     name: &str,
     description: &str,
     key_arn: Option<&str>,
     value: Option<&str>,
 ) -> Result<(), DeployError> {
-    let mut tags: Vec<Tag> = spec
+    let mut tags: Vec<Tag> = owner
         .tags()
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
@@ -178,18 +178,14 @@ pub async fn put_policy(c: &Clients, name: &str, policy: &str) -> Result<(), Dep
     Ok(())
 }
 
-pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<SecretState>, DeployError> {
-    describe(c, spec, &spec.connection_secret()).await
+pub async fn observe(c: &Clients, want: &SecretSpec) -> Result<Option<SecretState>, DeployError> {
+    describe(c, &want.owner, &want.name).await
 }
 
-pub fn diff(
-    spec: &Spec,
-    seen: Option<&SecretState>,
-    key_arn: Option<&str>,
-) -> Result<Change, DeployError> {
-    let want = fields(
+pub fn diff(want: &SecretSpec, seen: Option<&SecretState>, key_arn: Option<&str>) -> Change {
+    let wanted = fields(
         key_arn.into(),
-        &canonical(&spec.connection_secret_policy()?),
+        &canonical(&want.policy),
         OWNER_VALUE,
         "active",
     );
@@ -205,26 +201,26 @@ pub fn diff(
             },
         )
     });
-    let mut change = Change::diff(KIND, spec.connection_secret(), &want, seen_fields.as_ref());
+    let mut change = Change::diff(KIND, want.name.clone(), &wanted, seen_fields.as_ref());
     change.note = Some(if seen.is_some() {
         "its value (Vault address and credentials) is written by `deployer vault-init` and never overwritten by up".into()
     } else {
         "created holding the Vault address only; `deployer vault-init` adds the credentials".into()
     });
-    Ok(change)
+    change
 }
 
 pub async fn apply(
     c: &Clients,
-    spec: &Spec,
+    want: &SecretSpec,
     seen: Option<&SecretState>,
     change: &Change,
     key_arn: &str,
     vault_address: &str,
     vault_ca_cert: Option<String>,
 ) -> Result<SecretState, DeployError> {
-    let name = spec.connection_secret();
-    let policy = canonical(&spec.connection_secret_policy()?);
+    let name = want.name.clone();
+    let policy = canonical(&want.policy);
     if let Some(s) = seen {
         if s.pending_deletion {
             c.sm.restore_secret()
@@ -251,7 +247,7 @@ pub async fn apply(
             serde_json::to_string(&value).map_err(|_| missing("serialise", "connection secret"))?;
         create(
             c,
-            spec,
+            &want.owner,
             &name,
             "How the vault-secrets-replicator reaches Vault; credentials written by deployer vault-init",
             Some(key_arn),
@@ -266,29 +262,29 @@ pub async fn apply(
     if seen.is_some() && change.touches(Field::OwnerTag) {
         tag_owner(c, &name).await?;
     }
-    observe(c, spec)
+    observe(c, want)
         .await?
         .ok_or_else(|| missing("DescribeSecret", "the secret just made"))
 }
 
-pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
-    destroy_named(c, spec, KIND, &spec.connection_secret()).await
+pub async fn destroy(c: &Clients, want: &SecretSpec) -> Result<Change, DeployError> {
+    destroy_named(c, &want.owner, KIND, &want.name).await
 }
 
 /// The rotator secret (made by `vault-init`), scheduled for deletion with the connection secret.
-pub async fn destroy_rotator(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
-    destroy_named(c, spec, ROTATOR_KIND, &spec.rotator_secret()).await
+pub async fn destroy_rotator(c: &Clients, want: &SecretSpec) -> Result<Change, DeployError> {
+    destroy_named(c, &want.owner, ROTATOR_KIND, &want.rotator).await
 }
 
 pub const ROTATOR_KIND: &str = "rotator secret";
 
 async fn destroy_named(
     c: &Clients,
-    spec: &Spec,
+    owner: &Owner,
     kind: &'static str,
     name: &str,
 ) -> Result<Change, DeployError> {
-    match describe(c, spec, name).await? {
+    match describe(c, owner, name).await? {
         None => Ok(Change::new(kind, name, Action::Absent)),
         Some(s) if s.pending_deletion => {
             Ok(Change::new(kind, name, Action::Absent).with_note("already scheduled for deletion"))
@@ -332,10 +328,10 @@ mod tests {
             has_value: true,
             tags: Default::default(),
         };
-        let ch = diff(&s, None, Some(key)).unwrap();
+        let ch = diff(&s.secret_spec().unwrap(), None, Some(key));
         assert_eq!(ch.action, Action::Create);
         assert!(ch.note.unwrap().contains("Vault address only"));
-        let ch = diff(&s, Some(&made), Some(key)).unwrap();
+        let ch = diff(&s.secret_spec().unwrap(), Some(&made), Some(key));
         assert_eq!(ch.action, Action::Unchanged);
         assert!(ch.note.unwrap().contains("never overwritten"));
         type Drift = fn(&mut SecretState);
@@ -349,7 +345,7 @@ mod tests {
         for (drift, field) in cases {
             let mut x = made.clone();
             drift(&mut x);
-            let ch = diff(&s, Some(&x), Some(key)).unwrap();
+            let ch = diff(&s.secret_spec().unwrap(), Some(&x), Some(key));
             assert_eq!((ch.action, touched(&ch)), (Action::Update, vec![field]));
         }
     }

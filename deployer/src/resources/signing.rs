@@ -11,7 +11,7 @@ use aws_sdk_lambda::types::{AllowedPublishers, CodeSigningPolicies, CodeSigningP
 use super::{Ctx, DeployError, delete, found, has_stack_tag};
 use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
-use crate::spec::{Duty, Spec};
+use crate::spec::parts::{Owner, SigningSpec};
 
 pub const KIND: &str = "code signing config";
 /// What Lambda does with code that is not signed by an allowed profile: refuses to deploy it.
@@ -34,7 +34,7 @@ fn fields(publishers: &[String], untrusted: &str) -> Fields {
 }
 
 /// Whether the config `arn` carries this stack's tag.
-async fn ours(c: &Clients, spec: &Spec, arn: &str) -> Result<bool, DeployError> {
+async fn ours(c: &Clients, owner: &Owner, arn: &str) -> Result<bool, DeployError> {
     let tags = found(
         c.lambda
             .list_tags()
@@ -47,7 +47,7 @@ async fn ours(c: &Clients, spec: &Spec, arn: &str) -> Result<bool, DeployError> 
         t.tags().is_some_and(|t| {
             has_stack_tag(
                 t.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                spec.stack(),
+                owner.stack(),
             )
         })
     }))
@@ -55,17 +55,16 @@ async fn ours(c: &Clients, spec: &Spec, arn: &str) -> Result<bool, DeployError> 
 
 /// This stack's code signing config: the one with its description and its tag; without a
 /// profile configured, the one of this stack's that its functions still use (to remove it).
-pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<SigningState>, DeployError> {
-    if spec.cfg.code_signing_profile.is_none() {
-        for duty in Duty::ALL {
-            let name = spec.function_name_of(duty);
+pub async fn observe(c: &Clients, want: &SigningSpec) -> Result<Option<SigningState>, DeployError> {
+    if want.profile.is_none() {
+        for name in &want.functions {
             let used = found(
                 c.lambda
                     .get_function_code_signing_config()
-                    .function_name(&name)
+                    .function_name(name)
                     .send()
                     .await
-                    .ctx("GetFunctionCodeSigningConfig", &name),
+                    .ctx("GetFunctionCodeSigningConfig", name),
             )?;
             let Some(arn) = used
                 .map(|u| u.code_signing_config_arn().to_owned())
@@ -73,7 +72,7 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<SigningState>, D
             else {
                 continue;
             };
-            if ours(c, spec, &arn).await? {
+            if ours(c, &want.owner, &arn).await? {
                 return Ok(Some(SigningState {
                     arn,
                     publishers: Vec::new(),
@@ -83,7 +82,7 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<SigningState>, D
         }
         return Ok(None);
     }
-    let description = spec.code_signing_description();
+    let description = &want.description;
     let mut marker: Option<String> = None;
     loop {
         let page = c
@@ -92,13 +91,13 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<SigningState>, D
             .set_marker(marker.take())
             .send()
             .await
-            .ctx("ListCodeSigningConfigs", &description)?;
+            .ctx("ListCodeSigningConfigs", description)?;
         for csc in page.code_signing_configs() {
-            if csc.description() != Some(description.as_str()) {
+            if csc.description() != Some(description) {
                 continue;
             }
             let arn = csc.code_signing_config_arn();
-            if !ours(c, spec, arn).await? {
+            if !ours(c, &want.owner, arn).await? {
                 continue;
             }
             return Ok(Some(SigningState {
@@ -122,20 +121,20 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<SigningState>, D
 }
 
 /// Without a profile, an existing config goes (once the functions no longer use it).
-pub fn diff(spec: &Spec, seen: Option<&SigningState>) -> Change {
-    let name = spec.code_signing_name();
-    let Some(profile) = &spec.cfg.code_signing_profile else {
+pub fn diff(want: &SigningSpec, seen: Option<&SigningState>) -> Change {
+    let name = want.name.clone();
+    let Some(profile) = &want.profile else {
         return match seen {
             Some(_) => Change::new(KIND, name, Action::Delete)
                 .with_note("no code_signing_profile: the functions run any code uploaded to them"),
             None => Change::new(KIND, name, Action::Absent),
         };
     };
-    let want = fields(std::slice::from_ref(profile), ENFORCE);
+    let wanted = fields(std::slice::from_ref(profile), ENFORCE);
     Change::diff(
         KIND,
         name,
-        &want,
+        &wanted,
         seen.map(|s| fields(&s.publishers, &s.untrusted)).as_ref(),
     )
 }
@@ -143,13 +142,12 @@ pub fn diff(spec: &Spec, seen: Option<&SigningState>) -> Change {
 /// Creates or updates the config; its ARN.
 pub async fn apply(
     c: &Clients,
-    spec: &Spec,
+    want: &SigningSpec,
     seen: Option<&SigningState>,
     change: &Change,
 ) -> Result<String, DeployError> {
-    let profile = spec
-        .cfg
-        .code_signing_profile
+    let profile = want
+        .profile
         .as_deref()
         .ok_or_else(|| super::missing("apply", "code_signing_profile"))?;
     let publishers = AllowedPublishers::builder()
@@ -158,13 +156,13 @@ pub async fn apply(
     let policies = CodeSigningPolicies::builder()
         .untrusted_artifact_on_deployment(CodeSigningPolicy::from(ENFORCE))
         .build();
-    let name = spec.code_signing_name();
+    let name = want.name.clone();
     match seen {
         Some(s) if change.action == Action::Update => {
             c.lambda
                 .update_code_signing_config()
                 .code_signing_config_arn(&s.arn)
-                .description(spec.code_signing_description())
+                .description(&want.description)
                 .allowed_publishers(publishers)
                 .code_signing_policies(policies)
                 .send()
@@ -177,10 +175,10 @@ pub async fn apply(
             let out = c
                 .lambda
                 .create_code_signing_config()
-                .description(spec.code_signing_description())
+                .description(&want.description)
                 .allowed_publishers(publishers)
                 .code_signing_policies(policies)
-                .set_tags(Some(spec.tags().into_iter().collect()))
+                .set_tags(Some(want.owner.tags().into_iter().collect()))
                 .send()
                 .await
                 .ctx("CreateCodeSigningConfig", &name)?;
@@ -196,10 +194,10 @@ pub async fn apply(
 /// Lambda refuses while a function still uses it, so it goes after the functions.
 pub async fn destroy(
     c: &Clients,
-    spec: &Spec,
+    want: &SigningSpec,
     seen: Option<&SigningState>,
 ) -> Result<Change, DeployError> {
-    let name = spec.code_signing_name();
+    let name = want.name.clone();
     let Some(s) = seen else {
         return Ok(Change::new(KIND, name, Action::Absent));
     };
@@ -215,8 +213,8 @@ pub async fn destroy(
                 .send(),
         )
         .await?;
-        match observe(c, spec).await? {
-            Some(next) if spec.cfg.code_signing_profile.is_some() && next.arn != arn => {
+        match observe(c, want).await? {
+            Some(next) if want.profile.is_some() && next.arn != arn => {
                 arn = next.arn;
             }
             _ => break,
@@ -238,9 +236,9 @@ mod tests {
     fn the_config_allows_exactly_the_profile_and_enforces_it() {
         let base = "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\n";
         let plain = spec(base);
-        assert_eq!(diff(&plain, None).action, Action::Absent);
+        assert_eq!(diff(&plain.signing_spec(), None).action, Action::Absent);
         let s = spec(&format!("{base}code_signing_profile = \"{PROFILE}\"\n"));
-        let ch = diff(&s, None);
+        let ch = diff(&s.signing_spec(), None);
         assert_eq!(ch.action, Action::Create);
         let want: Vec<(Field, Option<&str>)> = ch
             .fields
@@ -264,24 +262,30 @@ mod tests {
             publishers: vec![PROFILE.into()],
             untrusted: ENFORCE.into(),
         };
-        assert_eq!(diff(&s, Some(&made)).action, Action::Unchanged);
+        assert_eq!(
+            diff(&s.signing_spec(), Some(&made)).action,
+            Action::Unchanged
+        );
         // Warn-only, or another publisher beside ours, is drift.
         let warn = SigningState {
             untrusted: "Warn".into(),
             ..made.clone()
         };
         assert_eq!(
-            touched(&diff(&s, Some(&warn))),
+            touched(&diff(&s.signing_spec(), Some(&warn))),
             ["untrusted_artifact_on_deployment"]
         );
         let wider = SigningState {
             publishers: vec![PROFILE.into(), PROFILE.replace("replicator", "other")],
             ..made.clone()
         };
-        let ch = diff(&s, Some(&wider));
+        let ch = diff(&s.signing_spec(), Some(&wider));
         assert_eq!(touched(&ch), ["allowed_publishers"]);
         assert!(ch.needs_confirmation(), "who may publish code is access");
         // The profile removed from the configuration: the config goes.
-        assert_eq!(diff(&plain, Some(&made)).action, Action::Delete);
+        assert_eq!(
+            diff(&plain.signing_spec(), Some(&made)).action,
+            Action::Delete
+        );
     }
 }

@@ -6,7 +6,7 @@ use aws_sdk_sns::types::Tag;
 use super::{Ctx, DeployError, delete, found};
 use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
-use crate::spec::Spec;
+use crate::spec::parts::TopicSpec;
 
 pub const KIND: &str = "sns topic";
 
@@ -26,8 +26,8 @@ fn fields(kms_key: FieldValue, email: &str) -> Fields {
     ]
 }
 
-pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<TopicState>, DeployError> {
-    let arn = spec.topic_arn();
+pub async fn observe(c: &Clients, want: &TopicSpec) -> Result<Option<TopicState>, DeployError> {
+    let arn = want.arn.clone();
     let Some(attrs) = found(
         c.sns
             .get_topic_attributes()
@@ -69,7 +69,7 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<TopicState>, Dep
         .ctx("ListTagsForResource", &arn)?;
     let ours = super::has_stack_tag(
         tags.tags().iter().map(|t| (t.key(), t.value())),
-        spec.stack(),
+        want.owner.stack(),
     );
     Ok(Some(TopicState {
         arn,
@@ -79,9 +79,9 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Option<TopicState>, Dep
     }))
 }
 
-pub fn diff(spec: &Spec, seen: Option<&TopicState>, key_arn: Option<&str>) -> Change {
-    let name = spec.topic_name();
-    let Some(email) = &spec.cfg.notification_email else {
+pub fn diff(want: &TopicSpec, seen: Option<&TopicState>, key_arn: Option<&str>) -> Change {
+    let name = want.name.clone();
+    let Some(email) = &want.email else {
         return match seen {
             Some(t) if t.ours => {
                 Change::new(KIND, name, Action::Delete).with_note("notification_email is empty")
@@ -89,7 +89,7 @@ pub fn diff(spec: &Spec, seen: Option<&TopicState>, key_arn: Option<&str>) -> Ch
             _ => Change::new(KIND, name, Action::Absent),
         };
     };
-    let want = fields(key_arn.into(), email);
+    let wanted = fields(key_arn.into(), email);
     let seen_fields = seen.map(|t| {
         let sub = if t.emails.iter().any(|e| e == email) {
             email.clone()
@@ -98,37 +98,38 @@ pub fn diff(spec: &Spec, seen: Option<&TopicState>, key_arn: Option<&str>) -> Ch
         };
         fields(t.kms_key.as_str().into(), &sub)
     });
-    Change::diff(KIND, name, &want, seen_fields.as_ref())
+    Change::diff(KIND, name, &wanted, seen_fields.as_ref())
 }
 
 pub async fn apply(
     c: &Clients,
-    spec: &Spec,
+    want: &TopicSpec,
     change: &Change,
     key_arn: &str,
 ) -> Result<Option<TopicState>, DeployError> {
     if change.action == Action::Delete {
-        destroy(c, spec).await?;
+        destroy(c, want).await?;
         return Ok(None);
     }
-    let Some(email) = &spec.cfg.notification_email else {
+    let Some(email) = &want.email else {
         return Ok(None);
     };
-    let arn = spec.topic_arn();
+    let arn = want.arn.clone();
     if change.action == Action::Create {
-        let tags: Vec<Tag> = spec
+        let tags: Vec<Tag> = want
+            .owner
             .tags()
             .into_iter()
             .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
             .collect();
         c.sns
             .create_topic()
-            .name(spec.topic_name())
+            .name(&want.name)
             .attributes("KmsMasterKeyId", key_arn)
             .set_tags(Some(tags))
             .send()
             .await
-            .ctx("CreateTopic", &spec.topic_name())?;
+            .ctx("CreateTopic", &want.name)?;
     } else if change.touches(Field::KmsMasterKeyId) {
         c.sns
             .set_topic_attributes()
@@ -149,12 +150,12 @@ pub async fn apply(
             .await
             .ctx("Subscribe", &arn)?;
     }
-    observe(c, spec).await
+    observe(c, want).await
 }
 
-pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
-    let name = spec.topic_name();
-    match observe(c, spec).await? {
+pub async fn destroy(c: &Clients, want: &TopicSpec) -> Result<Change, DeployError> {
+    let name = want.name.clone();
+    match observe(c, want).await? {
         Some(t) if t.ours => {
             delete(
                 "DeleteTopic",
@@ -188,33 +189,42 @@ mod tests {
             emails: vec!["ops@example.com".into(), "other@example.com".into()],
             ours: true,
         };
-        assert_eq!(diff(&s, None, Some(key)).action, Action::Create);
-        assert_eq!(diff(&s, Some(&made), Some(key)).action, Action::Unchanged);
+        assert_eq!(
+            diff(&s.topic_spec(), None, Some(key)).action,
+            Action::Create
+        );
+        assert_eq!(
+            diff(&s.topic_spec(), Some(&made), Some(key)).action,
+            Action::Unchanged
+        );
         let unsubscribed = TopicState {
             emails: vec![],
             ..made.clone()
         };
-        let ch = diff(&s, Some(&unsubscribed), Some(key));
+        let ch = diff(&s.topic_spec(), Some(&unsubscribed), Some(key));
         assert_eq!(touched(&ch), ["email_subscription"]);
         let other_key = TopicState {
             kms_key: "alias/aws/sns".into(),
             ..made.clone()
         };
         assert_eq!(
-            touched(&diff(&s, Some(&other_key), Some(key))),
+            touched(&diff(&s.topic_spec(), Some(&other_key), Some(key))),
             ["kms_master_key_id"]
         );
         // No email: the stack's topic goes, another's stays alone.
         let quiet = spec(
             "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\n",
         );
-        assert_eq!(diff(&quiet, Some(&made), Some(key)).action, Action::Delete);
+        assert_eq!(
+            diff(&quiet.topic_spec(), Some(&made), Some(key)).action,
+            Action::Delete
+        );
         let theirs = TopicState {
             ours: false,
             ..made
         };
         assert_eq!(
-            diff(&quiet, Some(&theirs), Some(key)).action,
+            diff(&quiet.topic_spec(), Some(&theirs), Some(key)).action,
             Action::Absent
         );
     }

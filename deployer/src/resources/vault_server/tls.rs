@@ -13,7 +13,7 @@ use super::TLS_KIND;
 pub type TlsSecret = crate::resources::secret::SecretState;
 
 pub async fn observe_tls(c: &Clients, spec: &Spec) -> Result<Option<TlsSecret>, DeployError> {
-    crate::resources::secret::describe(c, spec, &spec.tls_secret_name()).await
+    crate::resources::secret::describe(c, &spec.owner(), &spec.tls_secret_name()).await
 }
 
 fn tls_policy(spec: &Spec, read_until: Option<&str>) -> Result<String, DeployError> {
@@ -116,7 +116,7 @@ pub async fn apply_tls(
         if seen.is_none() {
             crate::resources::secret::create(
                 c,
-                spec,
+                &spec.owner(),
                 &name,
                 "TLS certificate and key of the stack's Vault server; read by its instance role only",
                 Some(key_arn),

@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+pub mod parts;
+
 use crate::config::{Config, VaultMode};
 use crate::policy::{self, TemplateError};
 use contract::rules::AccountKmsKey;
 use contract::{connection_secret_name, env};
+use parts::KeySpec;
 
 /// Tag key that marks every resource of a stack; its value is the stack name.
 pub const STACK_TAG: &str = "vault-secrets-replicator:stack";
@@ -190,18 +193,6 @@ pub const EVERY_SECRET_WRITE: &[&str] = &[
     "secretsmanager:StopReplicationToReplica",
 ];
 
-/// A KMS key as the deployer wants it: the stack's own, or the one it makes in another account
-/// for the replicas there.
-#[derive(Clone, Debug, PartialEq)]
-pub struct KeySpec {
-    /// Found by this alias (`alias/…`).
-    pub alias: String,
-    pub description: String,
-    pub policy: Value,
-    /// Set on creation; a key carrying all of them is this one when its alias is missing.
-    pub tags: BTreeMap<String, String>,
-}
-
 /// The tag that tells the key of the replicas in another account from the stack's own.
 pub const KEY_PURPOSE_TAG: &str = "vault-secrets-replicator:key";
 
@@ -325,7 +316,7 @@ impl Spec {
     }
 
     pub fn tags(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([(STACK_TAG.to_owned(), self.stack().to_owned())])
+        self.owner().tags()
     }
 
     /// Tags plus a `Name` (shown by the EC2 console).
@@ -1290,16 +1281,6 @@ impl Spec {
         there
     }
 
-    /// The stack's own key: found by its alias, or by the stack tag after an interrupted `up`.
-    pub fn stack_key(&self) -> Result<KeySpec, TemplateError> {
-        Ok(KeySpec {
-            alias: self.key_alias(),
-            description: self.key_description().to_owned(),
-            policy: self.key_policy()?,
-            tags: self.tags(),
-        })
-    }
-
     /// The key `deployer target up` makes in the account (and region) of this sync's
     /// `account_role_arn`, with `account_kms_key = "create"`: administered by that account,
     /// used through Secrets Manager by any of its principals that may read a replica (as its
@@ -1324,6 +1305,7 @@ impl Spec {
                 ),
                 policy: there.render(policy::ACCOUNT_KEY_POLICY, vec![])?,
                 tags,
+                deletion_window_days: self.cfg.kms_deletion_window_days,
             },
         )))
     }

@@ -1,0 +1,221 @@
+//! Each resource's own part of the desired stack, made by [`Spec`]: a resource module reads its
+//! part only (its names, settings and rendered documents), never the whole configuration. What
+//! a part cannot know before others are made (a key's ARN) its module is handed at the call.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{Duty, STACK_TAG, Spec};
+use crate::policy::TemplateError;
+
+/// The stack a resource belongs to: what it is tagged with when made, and what tells it apart
+/// from one the stack did not make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    stack: String,
+}
+
+impl Owner {
+    pub fn new(stack: &str) -> Self {
+        Self {
+            stack: stack.to_owned(),
+        }
+    }
+
+    /// The stack's name, the stack tag's value.
+    pub fn stack(&self) -> &str {
+        &self.stack
+    }
+
+    /// The tags a resource of the stack is made with.
+    pub fn tags(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([(STACK_TAG.to_owned(), self.stack.clone())])
+    }
+}
+
+/// A KMS key as the deployer wants it: the stack's own, or the one it makes in another account
+/// for the replicas there.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeySpec {
+    /// Found by this alias (`alias/…`).
+    pub alias: String,
+    pub description: String,
+    pub policy: Value,
+    /// Set on creation; a key carrying all of them is this one when its alias is missing.
+    pub tags: BTreeMap<String, String>,
+    /// How long `destroy` leaves it recoverable.
+    pub deletion_window_days: i32,
+}
+
+/// The failure topic: wanted only with a `notification_email`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub arn: String,
+    /// Subscribed to it; none: no topic is wanted (one of this stack's goes).
+    pub email: Option<String>,
+    pub owner: Owner,
+}
+
+/// The EventBridge schedule, its target (the sync function) and the permission that lets the
+/// rule invoke it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleSpec {
+    pub name: String,
+    pub arn: String,
+    /// `rate(…)` or `cron(…)`.
+    pub expression: String,
+    /// Disabled while the stack is paused (`deployer pause`).
+    pub enabled: bool,
+    pub function_name: String,
+    pub function_arn: String,
+    /// The sid of the function's permission statement for the rule.
+    pub permission_id: String,
+    pub owner: Owner,
+}
+
+/// The log group of the function serving one duty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogGroupSpec {
+    pub name: String,
+    pub arn: String,
+    /// Whether the stack has that function; a group of a function gone stays until `destroy`.
+    pub wanted: bool,
+    pub retention_days: i32,
+    pub owner: Owner,
+}
+
+/// The connection secret (its value is `vault-init`'s), and the rotator's secret that goes
+/// with it on `destroy`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecretSpec {
+    pub name: String,
+    /// Its resource policy.
+    pub policy: Value,
+    /// The rotator secret's name.
+    pub rotator: String,
+    pub owner: Owner,
+}
+
+/// The code signing config the functions are checked against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigningSpec {
+    /// Its name in `plan` (Lambda names a config only by an ARN it assigns).
+    pub name: String,
+    /// Found by this description, with the stack tag.
+    pub description: String,
+    /// The AWS Signer profile (version ARN); none: no config is wanted.
+    pub profile: Option<String>,
+    /// The stack's functions, whose config is the one in use.
+    pub functions: Vec<String>,
+    pub owner: Owner,
+}
+
+/// Secrets Manager's rotation of the connection secret's AppRole secret id by the rotation
+/// function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationSpec {
+    /// The connection secret.
+    pub secret: String,
+    /// The rotator secret, without which rotation cannot run.
+    pub rotator: String,
+    /// Days between rotations; 0: no automatic rotation.
+    pub days: i32,
+    pub function_name: String,
+    pub function_arn: String,
+    /// The sid of the function's permission statement for Secrets Manager.
+    pub statement_id: String,
+    /// Secrets Manager may invoke the function for this account's secrets only.
+    pub account: String,
+}
+
+impl RotationSpec {
+    /// Whether rotation is wanted.
+    pub fn rotates(&self) -> bool {
+        self.days > 0
+    }
+}
+
+impl Spec {
+    pub fn owner(&self) -> Owner {
+        Owner::new(self.stack())
+    }
+
+    /// The stack's own key: found by its alias, or by the stack tag after an interrupted `up`.
+    pub fn stack_key(&self) -> Result<KeySpec, TemplateError> {
+        Ok(KeySpec {
+            alias: self.key_alias(),
+            description: self.key_description().to_owned(),
+            policy: self.key_policy()?,
+            tags: self.tags(),
+            deletion_window_days: self.cfg.kms_deletion_window_days,
+        })
+    }
+
+    pub fn topic_spec(&self) -> TopicSpec {
+        TopicSpec {
+            name: self.topic_name(),
+            arn: self.topic_arn(),
+            email: self.cfg.notification_email.clone(),
+            owner: self.owner(),
+        }
+    }
+
+    pub fn schedule_spec(&self) -> ScheduleSpec {
+        ScheduleSpec {
+            name: self.rule_name(),
+            arn: self.rule_arn(),
+            expression: self.cfg.schedule.clone(),
+            enabled: !self.paused,
+            function_name: self.function_name(),
+            function_arn: self.function_arn(),
+            permission_id: self.permission_id(),
+            owner: self.owner(),
+        }
+    }
+
+    pub fn log_group_spec(&self, duty: Duty) -> LogGroupSpec {
+        LogGroupSpec {
+            name: self.log_group_of(duty),
+            arn: self.log_group_arn_of(duty),
+            wanted: self.serves(duty),
+            retention_days: self.cfg.log_retention_days,
+            owner: self.owner(),
+        }
+    }
+
+    pub fn secret_spec(&self) -> Result<SecretSpec, TemplateError> {
+        Ok(SecretSpec {
+            name: self.connection_secret(),
+            policy: self.connection_secret_policy()?,
+            rotator: self.rotator_secret(),
+            owner: self.owner(),
+        })
+    }
+
+    pub fn signing_spec(&self) -> SigningSpec {
+        SigningSpec {
+            name: self.code_signing_name(),
+            description: self.code_signing_description(),
+            profile: self.cfg.code_signing_profile.clone(),
+            functions: Duty::ALL
+                .into_iter()
+                .map(|d| self.function_name_of(d))
+                .collect(),
+            owner: self.owner(),
+        }
+    }
+
+    pub fn rotation_spec(&self) -> RotationSpec {
+        RotationSpec {
+            secret: self.connection_secret(),
+            rotator: self.rotator_secret(),
+            days: self.cfg.secret_id_rotation_days,
+            function_name: self.function_name_of(Duty::Rotate),
+            function_arn: self.function_arn_of(Duty::Rotate),
+            statement_id: format!("{}-secretsmanager-rotates", self.stack()),
+            account: self.id.account.clone(),
+        }
+    }
+}
