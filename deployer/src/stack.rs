@@ -236,8 +236,9 @@ impl Stack<'_> {
             Resource::Function => {
                 let mut all = Vec::new();
                 for duty in Duty::ALL {
-                    starting(function::KIND, spec.function_name_of(duty));
-                    all.push(function::destroy(c, spec, duty).await?);
+                    let want = spec.function_spec(duty, None);
+                    starting(function::KIND, want.name.clone());
+                    all.push(function::destroy(c, &want).await?);
                 }
                 all
             }
@@ -715,30 +716,28 @@ impl Converging<'_, '_> {
         let key_arn = self.key_arn.clone();
         let topic_arn = self.out.topic_arn.clone();
         let code_signing = self.code_signing.clone();
+        let want = spec.function_spec(duty, key_arn.as_deref());
         let inputs = function::Inputs {
-            key_arn: key_arn.as_deref(),
             vpc,
             topic_arn: topic_arn.as_deref(),
             code_signing: code_signing.as_deref(),
         };
-        let seen = function::observe(c, spec, duty).await?;
-        let ch = function::diff(spec, duty, seen.as_ref(), zip, &inputs);
+        let seen = function::observe(c, &want).await?;
+        let ch = function::diff(&want, seen.as_ref(), zip, &inputs);
         // Rotation turned off: Secrets Manager stops using the function before it goes.
-        if duty == Duty::Rotate && !spec.serves(duty) && self.go(&ch) {
+        if duty == Duty::Rotate && !want.wanted && self.go(&ch) {
             rotation::destroy(c, &spec.rotation_spec()).await?;
         }
         let state = match (zip, self.go(&ch)) {
             // Boxed: a debug build's frame for it would crowd a test thread's stack.
-            (Some(zip), true) => {
-                Box::pin(function::apply(c, spec, duty, &ch, zip, &inputs)).await?
-            }
+            (Some(zip), true) => Box::pin(function::apply(c, &want, &ch, zip, &inputs)).await?,
             (None, true) => {
                 return Err(DeployError::NotReady {
                     what: "lambda function".into(),
                     detail: "no Lambda zip given".into(),
                 });
             }
-            _ => seen.filter(|_| spec.serves(duty)),
+            _ => seen.filter(|_| want.wanted),
         };
         if let Some(f) = state {
             match duty {

@@ -18,16 +18,16 @@ use super::{Ctx, DeployError, delete, found, missing};
 use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
 use crate::lambda_zip::LambdaZip;
-use crate::spec::{Duty, Spec};
+use crate::spec::Duty;
+use crate::spec::parts::FunctionSpec;
 
 pub const KIND: &str = "lambda function";
 const RUNTIME: &str = "provided.al2023";
 const HANDLER: &str = "bootstrap";
 
-/// What the function depends on.
+/// What the function depends on, besides the key its part names.
 #[derive(Clone, Debug, Default)]
 pub struct Inputs<'a> {
-    pub key_arn: Option<&'a str>,
     /// (subnet ids, security group ids) when the function runs in the Vault VPC.
     pub vpc: Option<(Vec<String>, Vec<String>)>,
     /// The failure topic, when there is one: the on-failure destination.
@@ -106,22 +106,10 @@ fn env_text(env: &BTreeMap<String, String>) -> String {
     serde_json::to_string(&shown).unwrap_or_default()
 }
 
-/// The reserved concurrency of the function serving `duty` (0: not reserved): the watcher
-/// sends one batch at a time, so its function needs one slot, reserved unless the stack
-/// reserves none.
-fn reserved(spec: &Spec, duty: Duty) -> i32 {
-    match (duty, spec.cfg.lambda_reserved_concurrency) {
-        (Duty::Sync, n) | (Duty::Watch, n @ 0) => n,
-        (Duty::Watch, _) => 1,
-        // Secrets Manager rotates one secret at a time; nothing to reserve.
-        (Duty::Rotate, _) => 0,
-    }
-}
-
-/// The on-failure destination of `duty`'s asynchronous runs: the sync function's scheduled
-/// runs; the watcher's function is invoked synchronously only, and the watcher notifies.
-fn destination<'a>(spec: &Spec, duty: Duty, topic: Option<&'a str>) -> Option<&'a str> {
-    topic.filter(|_| duty == Duty::Sync && spec.cfg.notification_email.is_some())
+/// The on-failure destination of the function's asynchronous runs
+/// ([`FunctionSpec::notifies`]).
+fn destination<'a>(want: &FunctionSpec, topic: Option<&'a str>) -> Option<&'a str> {
+    topic.filter(|_| want.notifies)
 }
 
 fn description(duty: Duty) -> &'static str {
@@ -136,33 +124,24 @@ fn description(duty: Duty) -> &'static str {
     }
 }
 
-fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>) -> Fields {
+fn wanted(want: &FunctionSpec, zip: Option<&LambdaZip>, inputs: &Inputs<'_>) -> Fields {
     let (subnets, sgs) = inputs.vpc.clone().unwrap_or_default();
-    let unknown_vpc = spec.deploys_vault() && inputs.vpc.is_none();
+    let unknown_vpc = want.in_vpc && inputs.vpc.is_none();
     let mut fields: Fields = vec![
         (Field::Runtime, RUNTIME.into()),
         (Field::Handler, HANDLER.into()),
-        (Field::Role, spec.role_arn_of(duty).into()),
-        (
-            Field::MemoryMb,
-            spec.cfg.lambda_memory_mb.to_string().into(),
-        ),
-        (
-            Field::TimeoutS,
-            spec.cfg.lambda_timeout_seconds.to_string().into(),
-        ),
+        (Field::Role, want.role_arn.as_str().into()),
+        (Field::MemoryMb, want.memory_mb.to_string().into()),
+        (Field::TimeoutS, want.timeout_s.to_string().into()),
         (
             Field::Environment,
-            inputs
-                .key_arn
-                .map(|k| env_text(&spec.lambda_environment_of(duty, k)))
-                .into(),
+            want.environment.as_ref().map(env_text).into(),
         ),
-        (Field::KmsKeyArn, inputs.key_arn.into()),
+        (Field::KmsKeyArn, want.key_arn.clone().into()),
         (Field::CodeSha256, zip.map(|z| z.sha256.clone()).into()),
         (
             Field::CodeSigningConfig,
-            match (&spec.cfg.code_signing_profile, inputs.code_signing) {
+            match (&want.signing_profile, inputs.code_signing) {
                 (None, _) => UNSIGNED.into(),
                 (Some(_), arn) => arn.into(),
             },
@@ -185,7 +164,7 @@ fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>)
         ),
         (
             Field::ReservedConcurrency,
-            match reserved(spec, duty) {
+            match want.reserved_concurrency {
                 0 => NOT_RESERVED.into(),
                 n => n.to_string().into(),
             },
@@ -196,11 +175,9 @@ fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>)
         ),
         (
             Field::OnFailure,
-            match (destination(spec, duty, inputs.topic_arn), inputs.topic_arn) {
+            match (destination(want, inputs.topic_arn), inputs.topic_arn) {
                 (Some(topic), _) => topic.into(),
-                (None, None) if duty == Duty::Sync && spec.cfg.notification_email.is_some() => {
-                    FieldValue::AfterApply
-                }
+                (None, None) if want.notifies => FieldValue::AfterApply,
                 (None, _) => NO_DESTINATION.into(),
             },
         ),
@@ -208,7 +185,7 @@ fn wanted(spec: &Spec, duty: Duty, zip: Option<&LambdaZip>, inputs: &Inputs<'_>)
     // With a profile, the code running must be signed by it: attaching the config checks only
     // code uploaded after it, so code that was running before is uploaded again (and refused
     // by Lambda unless signed).
-    if let Some(profile) = &spec.cfg.code_signing_profile {
+    if let Some(profile) = &want.signing_profile {
         fields.push((Field::CodeSignedBy, profile.as_str().into()));
     }
     fields
@@ -289,17 +266,16 @@ fn same_signer(seen: &str, profile: &str) -> bool {
 
 pub async fn observe(
     c: &Clients,
-    spec: &Spec,
-    duty: Duty,
+    want: &FunctionSpec,
 ) -> Result<Option<FunctionState>, DeployError> {
-    let name = spec.function_name_of(duty);
+    let name = want.name.as_str();
     let Some(out) = found(
         c.lambda
             .get_function()
-            .function_name(&name)
+            .function_name(name)
             .send()
             .await
-            .ctx("GetFunction", &name),
+            .ctx("GetFunction", name),
     )?
     else {
         return Ok(None);
@@ -311,18 +287,18 @@ pub async fn observe(
     let invoke = found(
         c.lambda
             .get_function_event_invoke_config()
-            .function_name(&name)
+            .function_name(name)
             .send()
             .await
-            .ctx("GetFunctionEventInvokeConfig", &name),
+            .ctx("GetFunctionEventInvokeConfig", name),
     )?;
     let code_signing = c
         .lambda
         .get_function_code_signing_config()
-        .function_name(&name)
+        .function_name(name)
         .send()
         .await
-        .ctx("GetFunctionCodeSigningConfig", &name)?
+        .ctx("GetFunctionCodeSigningConfig", name)?
         .code_signing_config_arn()
         .to_owned();
     let invoke_config = invoke.map(|i| {
@@ -372,32 +348,30 @@ pub async fn observe(
             .map(|v| v.security_group_ids().to_vec())
             .unwrap_or_default(),
         ours: out.tags().is_some_and(|t| {
-            t.get(crate::spec::STACK_TAG).map(String::as_str) == Some(spec.stack())
+            t.get(crate::spec::STACK_TAG).map(String::as_str) == Some(want.owner.stack())
         }),
     }))
 }
 
 pub fn diff(
-    spec: &Spec,
-    duty: Duty,
+    want: &FunctionSpec,
     seen: Option<&FunctionState>,
     zip: Option<&LambdaZip>,
     inputs: &Inputs<'_>,
 ) -> Change {
-    let name = spec.function_name_of(duty);
-    if !spec.serves(duty) {
+    let name = want.name.clone();
+    if !want.wanted {
         return match seen {
             Some(f) if f.ours => Change::new(KIND, name, Action::Delete)
                 .with_note("the change watcher's function: there is no stack Vault to watch"),
             _ => Change::new(KIND, name, Action::Absent),
         };
     }
-    let want = wanted(spec, duty, zip, inputs);
     Change::diff(
         KIND,
         name,
-        &want,
-        seen.map(|s| s.fields(inputs.key_arn, spec.cfg.code_signing_profile.as_deref()))
+        &wanted(want, zip, inputs),
+        seen.map(|s| s.fields(want.key_arn.as_deref(), want.signing_profile.as_deref()))
             .as_ref(),
     )
 }
@@ -451,60 +425,55 @@ pub async fn wait_updated(c: &Clients, name: &str) -> Result<(), DeployError> {
 /// Creates or updates the function serving `duty`; `None` when the change deleted it.
 pub async fn apply(
     c: &Clients,
-    spec: &Spec,
-    duty: Duty,
+    want: &FunctionSpec,
     change: &Change,
     zip: &LambdaZip,
     inputs: &Inputs<'_>,
 ) -> Result<Option<FunctionState>, DeployError> {
-    let name = spec.function_name_of(duty);
+    let name = want.name.as_str();
     if change.action == Action::Delete {
-        destroy(c, spec, duty).await?;
+        destroy(c, want).await?;
         return Ok(None);
     }
-    let key_arn = inputs
-        .key_arn
-        .ok_or_else(|| missing("apply", "KMS key ARN"))?;
+    let (Some(key_arn), Some(variables)) = (want.key_arn.as_deref(), &want.environment) else {
+        return Err(missing("apply", "KMS key ARN"));
+    };
     let env = Environment::builder()
-        .set_variables(Some(
-            spec.lambda_environment_of(duty, key_arn)
-                .into_iter()
-                .collect(),
-        ))
+        .set_variables(Some(variables.clone().into_iter().collect()))
         .build();
     if change.action == Action::Create {
         // A role made seconds ago may not be assumable yet: retry on that error only.
         super::retry_on(c.backoff, &["InvalidParameterValueException"], || async {
             c.lambda
                 .create_function()
-                .function_name(&name)
-                .description(description(duty))
+                .function_name(name)
+                .description(description(want.duty))
                 .runtime(Runtime::from(RUNTIME))
                 .handler(HANDLER)
                 .architectures(Architecture::X8664)
-                .role(spec.role_arn_of(duty))
+                .role(&want.role_arn)
                 .code(
                     FunctionCode::builder()
                         .zip_file(Blob::new(zip.bytes.clone()))
                         .build(),
                 )
-                .memory_size(spec.cfg.lambda_memory_mb)
-                .timeout(spec.cfg.lambda_timeout_seconds)
+                .memory_size(want.memory_mb)
+                .timeout(want.timeout_s)
                 .environment(env.clone())
                 .kms_key_arn(key_arn)
                 .set_vpc_config(inputs.vpc.as_ref().map(|_| vpc_config(inputs)))
                 .set_code_signing_config_arn(inputs.code_signing.map(str::to_owned))
-                .set_tags(Some(spec.tags().into_iter().collect()))
+                .set_tags(Some(want.owner.tags().into_iter().collect()))
                 .send()
                 .await
                 .map(|_| ())
-                .ctx("CreateFunction", &name)
+                .ctx("CreateFunction", name)
         })
         .await
-        .map_err(|e| unsigned(spec, e))?;
+        .map_err(|e| unsigned(want, e))?;
         c.lambda
             .wait_until_function_active_v2()
-            .function_name(&name)
+            .function_name(name)
             .wait(std::time::Duration::from_secs(300))
             .await
             .map_err(|e| DeployError::NotReady {
@@ -518,19 +487,19 @@ pub async fn apply(
                 Some(arn) => {
                     c.lambda
                         .put_function_code_signing_config()
-                        .function_name(&name)
+                        .function_name(name)
                         .code_signing_config_arn(arn)
                         .send()
                         .await
-                        .ctx("PutFunctionCodeSigningConfig", &name)?;
+                        .ctx("PutFunctionCodeSigningConfig", name)?;
                 }
                 None => {
                     delete(
                         "DeleteFunctionCodeSigningConfig",
-                        &name,
+                        name,
                         c.lambda
                             .delete_function_code_signing_config()
-                            .function_name(&name)
+                            .function_name(name)
                             .send(),
                     )
                     .await?
@@ -552,68 +521,68 @@ pub async fn apply(
             super::retry_on(c.backoff, &["InvalidParameterValueException"], || async {
                 c.lambda
                     .update_function_configuration()
-                    .function_name(&name)
+                    .function_name(name)
                     .runtime(Runtime::from(RUNTIME))
                     .handler(HANDLER)
-                    .role(spec.role_arn_of(duty))
-                    .memory_size(spec.cfg.lambda_memory_mb)
-                    .timeout(spec.cfg.lambda_timeout_seconds)
+                    .role(&want.role_arn)
+                    .memory_size(want.memory_mb)
+                    .timeout(want.timeout_s)
                     .environment(env.clone())
                     .kms_key_arn(key_arn)
                     .vpc_config(vpc_config(inputs))
                     .send()
                     .await
                     .map(|_| ())
-                    .ctx("UpdateFunctionConfiguration", &name)
+                    .ctx("UpdateFunctionConfiguration", name)
             })
             .await?;
-            wait_updated(c, &name).await?;
+            wait_updated(c, name).await?;
         }
         if change.touches(Field::CodeSha256) || change.touches(Field::CodeSignedBy) {
             c.lambda
                 .update_function_code()
-                .function_name(&name)
+                .function_name(name)
                 .zip_file(Blob::new(zip.bytes.clone()))
                 .send()
                 .await
-                .ctx("UpdateFunctionCode", &name)
-                .map_err(|e| unsigned(spec, e))?;
-            wait_updated(c, &name).await?;
+                .ctx("UpdateFunctionCode", name)
+                .map_err(|e| unsigned(want, e))?;
+            wait_updated(c, name).await?;
         }
     }
     if change.touches(Field::ReservedConcurrency) {
-        match reserved(spec, duty) {
+        match want.reserved_concurrency {
             0 => c
                 .lambda
                 .delete_function_concurrency()
-                .function_name(&name)
+                .function_name(name)
                 .send()
                 .await
                 .map(|_| ())
-                .ctx("DeleteFunctionConcurrency", &name)?,
+                .ctx("DeleteFunctionConcurrency", name)?,
             n => c
                 .lambda
                 .put_function_concurrency()
-                .function_name(&name)
+                .function_name(name)
                 .reserved_concurrent_executions(n)
                 .send()
                 .await
                 .map(|_| ())
-                .ctx("PutFunctionConcurrency", &name)?,
+                .ctx("PutFunctionConcurrency", name)?,
         }
     }
     if change.touches(Field::MaxRetryAttempts) || change.touches(Field::OnFailure) {
-        let destination = destination(spec, duty, inputs.topic_arn);
+        let destination = destination(want, inputs.topic_arn);
         // Put replaces the configuration on AWS; moto keeps the first one it was given, so the
         // old one goes first (for a moment Lambda's defaults apply, which only matters to a run
         // that fails in that moment).
         if change.action != Action::Create {
             delete(
                 "DeleteFunctionEventInvokeConfig",
-                &name,
+                name,
                 c.lambda
                     .delete_function_event_invoke_config()
-                    .function_name(&name)
+                    .function_name(name)
                     .send(),
             )
             .await?;
@@ -622,7 +591,7 @@ pub async fn apply(
         super::retry_on(c.backoff, &["InvalidParameterValueException"], || async {
             c.lambda
                 .put_function_event_invoke_config()
-                .function_name(&name)
+                .function_name(name)
                 .maximum_retry_attempts(MAX_RETRY_ATTEMPTS)
                 .set_destination_config(destination.map(|topic| {
                     DestinationConfig::builder()
@@ -632,23 +601,23 @@ pub async fn apply(
                 .send()
                 .await
                 .map(|_| ())
-                .ctx("PutFunctionEventInvokeConfig", &name)
+                .ctx("PutFunctionEventInvokeConfig", name)
         })
         .await?;
     }
-    observe(c, spec, duty)
+    observe(c, want)
         .await?
         .map(Some)
         .ok_or_else(|| missing("GetFunction", "the function just made"))
 }
 
 /// Lambda's refusal of code its code signing config does not allow, as what to do about it.
-fn unsigned(spec: &Spec, e: contract::sdk::AwsError) -> DeployError {
+fn unsigned(want: &FunctionSpec, e: contract::sdk::AwsError) -> DeployError {
     let refused = [
         "CodeVerificationFailedException",
         "InvalidCodeSignatureException",
     ];
-    match &spec.cfg.code_signing_profile {
+    match &want.signing_profile {
         Some(profile) if refused.contains(&e.code.as_str()) => DeployError::Untrusted(format!(
             "Lambda refused the function code ({}: {}): with code_signing_profile it runs only a zip signed by {profile}. \
              Sign the zip with that profile (`aws signer start-signing-job --profile-name NAME --source ...`, the object it writes is the signed zip) and give the signed zip with --lambda-zip; the function was not given this code",
@@ -658,9 +627,9 @@ fn unsigned(spec: &Spec, e: contract::sdk::AwsError) -> DeployError {
     }
 }
 
-pub async fn destroy(c: &Clients, spec: &Spec, duty: Duty) -> Result<Change, DeployError> {
-    let name = spec.function_name_of(duty);
-    match observe(c, spec, duty).await? {
+pub async fn destroy(c: &Clients, want: &FunctionSpec) -> Result<Change, DeployError> {
+    let name = want.name.clone();
+    match observe(c, want).await? {
         None => Ok(Change::new(KIND, name, Action::Absent)),
         Some(f) if !f.ours => Ok(Change::new(KIND, name, Action::Absent)
             .with_note("exists without this stack's tag; left alone")),
@@ -739,7 +708,6 @@ mod tests {
             sha256: "c2hhMjU2".into(),
         };
         let inputs = Inputs {
-            key_arn: Some(key),
             vpc: None,
             topic_arn: Some(&topic),
             code_signing: None,
@@ -763,10 +731,21 @@ mod tests {
             ours: true,
         };
         assert_eq!(
-            diff(&s, Duty::Sync, None, Some(&zip), &inputs).action,
+            diff(
+                &s.function_spec(Duty::Sync, Some(key)),
+                None,
+                Some(&zip),
+                &inputs
+            )
+            .action,
             Action::Create
         );
-        let ch = diff(&s, Duty::Sync, Some(&made), Some(&zip), &inputs);
+        let ch = diff(
+            &s.function_spec(Duty::Sync, Some(key)),
+            Some(&made),
+            Some(&zip),
+            &inputs,
+        );
         assert_eq!(ch.action, Action::Unchanged, "{ch:?}");
         type Drift = fn(&mut FunctionState);
         let cases: [(Drift, &str); 7] = [
@@ -792,19 +771,40 @@ mod tests {
         for (drift, field) in cases {
             let mut f = made.clone();
             drift(&mut f);
-            let ch = diff(&s, Duty::Sync, Some(&f), Some(&zip), &inputs);
+            let ch = diff(
+                &s.function_spec(Duty::Sync, Some(key)),
+                Some(&f),
+                Some(&zip),
+                &inputs,
+            );
             assert!(touched(&ch).contains(&field), "{field}: {ch:?}");
             assert_eq!(ch.action, Action::Update);
         }
         // Without the zip (status), the code is known after apply, never drift.
-        let ch = diff(&s, Duty::Sync, Some(&made), None, &inputs);
+        let ch = diff(
+            &s.function_spec(Duty::Sync, Some(key)),
+            Some(&made),
+            None,
+            &inputs,
+        );
         assert_eq!(ch.action, Action::Unchanged, "{ch:?}");
         // An external Vault: no watcher, so no function of its own (an old one goes).
         assert_eq!(
-            diff(&s, Duty::Watch, None, Some(&zip), &inputs).action,
+            diff(
+                &s.function_spec(Duty::Watch, Some(key)),
+                None,
+                Some(&zip),
+                &inputs
+            )
+            .action,
             Action::Absent
         );
-        let ch = diff(&s, Duty::Watch, Some(&made), Some(&zip), &inputs);
+        let ch = diff(
+            &s.function_spec(Duty::Watch, Some(key)),
+            Some(&made),
+            Some(&zip),
+            &inputs,
+        );
         assert_eq!(ch.action, Action::Delete, "{ch:?}");
     }
 }

@@ -130,6 +130,34 @@ pub struct RotationSpec {
     pub account: String,
 }
 
+/// The function serving one duty: what it runs as, with what and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionSpec {
+    pub duty: Duty,
+    pub name: String,
+    /// Whether the stack has a function for the duty (one of this stack's goes otherwise).
+    pub wanted: bool,
+    pub role_arn: String,
+    pub memory_mb: i32,
+    pub timeout_s: i32,
+    /// Reserved concurrency; 0: none reserved.
+    pub reserved_concurrency: i32,
+    /// The stack's key, which encrypts the environment; none until it is made.
+    pub key_arn: Option<String>,
+    /// None until the key is known (the environment names it).
+    pub environment: Option<BTreeMap<String, String>>,
+    /// The AWS Signer profile its code must be signed by.
+    pub signing_profile: Option<String>,
+    /// Whether its failed asynchronous runs go to the failure topic: the sync function's
+    /// scheduled runs, with a `notification_email` (the watcher's function is invoked
+    /// synchronously, and the watcher notifies).
+    pub notifies: bool,
+    /// Whether it runs in the Vault VPC (with Vault on EC2): its subnets and groups are known
+    /// after the network is made.
+    pub in_vpc: bool,
+    pub owner: Owner,
+}
+
 impl RotationSpec {
     /// Whether rotation is wanted.
     pub fn rotates(&self) -> bool {
@@ -203,6 +231,33 @@ impl Spec {
                 .into_iter()
                 .map(|d| self.function_name_of(d))
                 .collect(),
+            owner: self.owner(),
+        }
+    }
+
+    /// The function serving `duty`, its environment encrypted with `key_arn` (none until the
+    /// key is made).
+    pub fn function_spec(&self, duty: Duty, key_arn: Option<&str>) -> FunctionSpec {
+        // The watcher sends one batch at a time, so its function needs one slot, reserved
+        // unless the stack reserves none; Secrets Manager rotates one secret at a time.
+        let reserved_concurrency = match (duty, self.cfg.lambda_reserved_concurrency) {
+            (Duty::Sync, n) | (Duty::Watch, n @ 0) => n,
+            (Duty::Watch, _) => 1,
+            (Duty::Rotate, _) => 0,
+        };
+        FunctionSpec {
+            duty,
+            name: self.function_name_of(duty),
+            wanted: self.serves(duty),
+            role_arn: self.role_arn_of(duty),
+            memory_mb: self.cfg.lambda_memory_mb,
+            timeout_s: self.cfg.lambda_timeout_seconds,
+            reserved_concurrency,
+            key_arn: key_arn.map(str::to_owned),
+            environment: key_arn.map(|k| self.lambda_environment_of(duty, k)),
+            signing_profile: self.cfg.code_signing_profile.clone(),
+            notifies: duty == Duty::Sync && self.notifies(),
+            in_vpc: self.deploys_vault(),
             owner: self.owner(),
         }
     }
