@@ -12,6 +12,7 @@ use crate::resources::{
     DeployError, function, iam, key, logs, monitoring, replicas, rotation, rule, secret, signing,
     topic, vault_server,
 };
+use crate::spec::parts::RoleSpec;
 use crate::spec::{Duty, Group, Spec};
 
 /// What a deployed stack offers its user.
@@ -138,10 +139,10 @@ struct Converging<'s, 'p> {
     removes_rotation_role: bool,
     /// Roles of rules removed from the configuration: removed once the functions no longer
     /// name them.
-    removes_rule_roles: Vec<iam::RoleSpec>,
+    removes_rule_roles: Vec<RoleSpec>,
     /// The replicator's role as wanted, put once the functions have moved: until then its
     /// policy also allows what the running functions use ([`crate::spec::widened_for_the_move`]).
-    narrows_replicator_role: Option<iam::RoleSpec>,
+    narrows_replicator_role: Option<RoleSpec>,
 }
 
 impl Stack<'_> {
@@ -251,7 +252,7 @@ impl Stack<'_> {
             Resource::VaultServer => {
                 starting(vault_server::INSTANCE_KIND, spec.vault_name());
                 let mut all = vault_server::destroy(c, spec).await?;
-                all.push(iam::destroy(c, spec, &iam::vault_role(spec, None)?).await?);
+                all.push(iam::destroy(c, &spec.vault_role_spec(None)?).await?);
                 all
             }
             Resource::LogGroup => {
@@ -270,10 +271,10 @@ impl Stack<'_> {
                 );
                 let mut all: Vec<Change> =
                     network::release_lambda_interfaces(c, spec).await?.into_iter().collect();
-                all.push(iam::destroy(c, spec, &iam::replicator_role(spec, None, None)?).await?);
-                all.push(iam::destroy(c, spec, &iam::rotation_role(spec, None, None)?).await?);
-                for role in iam::leftover_rule_roles(c, spec, &[]).await? {
-                    all.push(iam::destroy(c, spec, &role).await?);
+                all.push(iam::destroy(c, &spec.replicator_role_spec(None, None)?).await?);
+                all.push(iam::destroy(c, &spec.rotation_role_spec(None, None)?).await?);
+                for role in iam::leftover_rule_roles(c, &spec.rule_roles_spec(), &[]).await? {
+                    all.push(iam::destroy(c, &role).await?);
                 }
                 all
             }
@@ -390,8 +391,8 @@ impl Converging<'_, '_> {
 
     async fn replicator_role(&mut self) -> Result<(), DeployError> {
         let (c, spec) = (self.stack.clients, self.stack.spec);
-        let role = iam::replicator_role(spec, self.key_arn.as_deref(), self.net.vpc.as_deref())?;
-        let seen = iam::observe(c, spec, &role).await?;
+        let role = spec.replicator_role_spec(self.key_arn.as_deref(), self.net.vpc.as_deref())?;
+        let seen = iam::observe(c, &role).await?;
         let ch = iam::diff(&role, seen.as_ref());
         if self.go(&ch) {
             // What the running functions use stays allowed until they have moved.
@@ -417,26 +418,26 @@ impl Converging<'_, '_> {
                     let mut first = role.clone();
                     first.policy = Some(widened);
                     self.narrows_replicator_role = Some(role);
-                    Box::pin(iam::apply(c, spec, &first, &ch)).await?;
+                    Box::pin(iam::apply(c, &first, &ch)).await?;
                 }
                 // Boxed: each request's future is large, and a test thread's stack small.
                 None => {
-                    Box::pin(iam::apply(c, spec, &role, &ch)).await?;
+                    Box::pin(iam::apply(c, &role, &ch)).await?;
                 }
             }
         }
         self.changes.push(ch);
         // The rotation function's role: made with automatic rotation; otherwise one of this
         // stack's goes once its function has.
-        let role = iam::rotation_role(spec, self.key_arn.as_deref(), self.net.vpc.as_deref())?;
-        let seen = iam::observe(c, spec, &role).await?;
+        let role = spec.rotation_role_spec(self.key_arn.as_deref(), self.net.vpc.as_deref())?;
+        let seen = iam::observe(c, &role).await?;
         let ch = match seen.as_ref() {
             _ if spec.rotates_secret_id() => iam::diff(&role, seen.as_ref()),
             Some(r) if r.ours => Change::new(iam::KIND, &role.name, Action::Delete),
             _ => Change::new(iam::KIND, &role.name, Action::Absent),
         };
         if spec.rotates_secret_id() && self.go(&ch) {
-            iam::apply(c, spec, &role, &ch).await?;
+            iam::apply(c, &role, &ch).await?;
         }
         self.removes_rotation_role = !spec.rotates_secret_id() && ch.action == Action::Delete;
         self.changes.push(ch);
@@ -455,9 +456,9 @@ impl Converging<'_, '_> {
     /// trust names it); those of rules removed since go once the functions have left them.
     async fn rule_roles(&mut self) -> Result<(), DeployError> {
         let (c, spec) = (self.stack.clients, self.stack.spec);
-        let wanted = iam::rule_roles(spec)?;
+        let wanted = spec.rule_role_specs()?;
         for role in &wanted {
-            let seen = iam::observe(c, spec, role).await?;
+            let seen = iam::observe(c, role).await?;
             let mut ch = iam::diff(role, seen.as_ref());
             let at = spec.arn(
                 "iam",
@@ -475,11 +476,11 @@ impl Converging<'_, '_> {
                 ch = ch.with_note(why);
             }
             if self.go(&ch) {
-                iam::apply(c, spec, role, &ch).await?;
+                iam::apply(c, role, &ch).await?;
             }
             self.changes.push(ch);
         }
-        for role in iam::leftover_rule_roles(c, spec, &wanted).await? {
+        for role in iam::leftover_rule_roles(c, &spec.rule_roles_spec(), &wanted).await? {
             self.changes.push(
                 Change::new(iam::KIND, &role.name, Action::Delete)
                     .with_note("the role of a rule no longer configured"),
@@ -495,13 +496,13 @@ impl Converging<'_, '_> {
         if !self.apply {
             return Ok(());
         }
-        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let c = self.stack.clients;
         for role in std::mem::take(&mut self.removes_rule_roles) {
             (self.progress)(
                 Phase::Starting,
                 &Change::new(iam::KIND, &role.name, Action::Delete),
             );
-            let ch = iam::destroy(c, spec, &role).await?;
+            let ch = iam::destroy(c, &role).await?;
             (self.progress)(Phase::Done, &ch);
         }
         Ok(())
@@ -513,7 +514,7 @@ impl Converging<'_, '_> {
             return Ok(());
         }
         let (c, spec) = (self.stack.clients, self.stack.spec);
-        let ch = iam::destroy(c, spec, &iam::rotation_role(spec, None, None)?).await?;
+        let ch = iam::destroy(c, &spec.rotation_role_spec(None, None)?).await?;
         (self.progress)(Phase::Done, &ch);
         Ok(())
     }
@@ -552,15 +553,15 @@ impl Converging<'_, '_> {
         let (c, spec) = (self.stack.clients, self.stack.spec);
         let ours = spec.deploys_vault();
         let key_arn = self.key_arn.clone();
-        let vrole = iam::vault_role(spec, key_arn.as_deref())?;
-        let seen = iam::observe(c, spec, &vrole).await?;
+        let vrole = spec.vault_role_spec(key_arn.as_deref())?;
+        let seen = iam::observe(c, &vrole).await?;
         let ch = match seen.as_ref() {
             _ if ours => iam::diff(&vrole, seen.as_ref()),
             Some(r) if r.ours => Change::new(iam::KIND, &vrole.name, Action::Delete),
             _ => Change::new(iam::KIND, &vrole.name, Action::Absent),
         };
         if ours && self.go(&ch) {
-            iam::apply(c, spec, &vrole, &ch).await?;
+            iam::apply(c, &vrole, &ch).await?;
         }
         self.removes_vault_role = !ours && ch.action == Action::Delete;
         self.changes.push(ch);
@@ -818,7 +819,7 @@ impl Converging<'_, '_> {
             (self.progress)(Phase::Done, &ch);
         }
         if self.removes_vault_role {
-            iam::destroy(c, spec, &iam::vault_role(spec, None)?).await?;
+            iam::destroy(c, &spec.vault_role_spec(None)?).await?;
         }
         if self.removes_network {
             for ch in network::destroy(c, spec).await? {

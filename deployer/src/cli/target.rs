@@ -13,10 +13,11 @@ use super::common::{CliError, EXIT_OK, ExitCodeArgs, emit};
 use crate::change::{Action, FieldDiff, render_plan, render_status};
 use crate::clients::Clients;
 use crate::resources::DeployError;
-use crate::resources::iam::{self, RoleSpec};
+use crate::resources::iam;
 use crate::resources::key;
 use crate::spec::Spec;
 use crate::spec::parts::KeySpec;
+use crate::spec::parts::RoleSpec;
 
 #[derive(Debug, Args)]
 pub struct TargetArgs {
@@ -156,6 +157,7 @@ fn role_of(whole: &Spec, spec: &Spec, account: &str) -> Result<RoleSpec, CliErro
         policy: Some(wanted.policy),
         instance_profile: false,
         path: None,
+        owner: spec.owner(),
     })
 }
 
@@ -175,7 +177,7 @@ pub async fn run(
     let view = target_view(whole, args.sync.as_deref())?;
     let spec = &view;
     let role = role_of(whole, spec, &account)?;
-    let seen = iam::observe(target, spec, &role).await?;
+    let seen = iam::observe(target, &role).await?;
     let mut change = iam::diff(&role, seen.as_ref());
     let foreign = seen.as_ref().is_some_and(|s| !s.ours);
     // Policies beside its own on the role this stack made would widen what the replicator may
@@ -278,7 +280,7 @@ pub async fn run(
                 }
             }
             if change.changes_anything() {
-                iam::apply(target, spec, &role, &change).await?;
+                iam::apply(target, &role, &change).await?;
                 others.remove(target, &role.name).await?;
                 applied.push(change);
             }
@@ -344,7 +346,7 @@ pub async fn run(
                     role.name
                 ))?;
             }
-            let done = iam::destroy(target, spec, &role).await?;
+            let done = iam::destroy(target, &role).await?;
             let verb = match done.action {
                 Action::Delete => "deleted",
                 _ => "absent ",

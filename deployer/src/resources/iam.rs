@@ -3,31 +3,15 @@
 //! meaning.
 
 use aws_sdk_iam::types::Tag;
-use serde_json::Value;
 
 use super::{Ctx, DeployError, delete, found, missing};
 use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
 use crate::policy::{canonical, parse_returned};
-use crate::spec::Spec;
+use crate::spec::parts::{RoleSpec, RuleRolesSpec};
 
 pub const KIND: &str = "iam role";
 pub const PROFILE_KIND: &str = "instance profile";
-
-/// What one role should be.
-#[derive(Clone, Debug)]
-pub struct RoleSpec {
-    pub name: String,
-    pub description: &'static str,
-    pub trust: Value,
-    pub policy_name: &'static str,
-    /// `None` while it depends on something not made yet.
-    pub policy: Option<Value>,
-    /// Also an instance profile of the same name holding the role.
-    pub instance_profile: bool,
-    /// The IAM path it is made at; none: `/`.
-    pub path: Option<String>,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoleState {
@@ -79,11 +63,7 @@ impl RoleState {
     }
 }
 
-pub async fn observe(
-    c: &Clients,
-    spec: &Spec,
-    role: &RoleSpec,
-) -> Result<Option<RoleState>, DeployError> {
+pub async fn observe(c: &Clients, role: &RoleSpec) -> Result<Option<RoleState>, DeployError> {
     let Some(out) = found(
         c.iam
             .get_role()
@@ -101,7 +81,10 @@ pub async fn observe(
         .and_then(parse_returned)
         .map(|v| canonical(&v))
         .unwrap_or_default();
-    let ours = super::has_stack_tag(r.tags().iter().map(|t| (t.key(), t.value())), spec.stack());
+    let ours = super::has_stack_tag(
+        r.tags().iter().map(|t| (t.key(), t.value())),
+        role.owner.stack(),
+    );
     let policy = found(
         c.iam
             .get_role_policy()
@@ -157,13 +140,13 @@ pub fn diff(role: &RoleSpec, seen: Option<&RoleState>) -> Change {
 
 pub async fn apply(
     c: &Clients,
-    spec: &Spec,
     role: &RoleSpec,
     change: &Change,
 ) -> Result<RoleState, DeployError> {
     let trust = canonical(&role.trust);
     if change.action == Action::Create {
-        let tags: Vec<Tag> = spec
+        let tags: Vec<Tag> = role
+            .owner
             .tags()
             .into_iter()
             .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
@@ -210,7 +193,8 @@ pub async fn apply(
                 .ctx("GetInstanceProfile", &role.name),
         )?;
         if exists.is_none() {
-            let tags: Vec<Tag> = spec
+            let tags: Vec<Tag> = role
+                .owner
                 .tags()
                 .into_iter()
                 .filter_map(|(k, v)| Tag::builder().key(k).value(v).build().ok())
@@ -231,7 +215,7 @@ pub async fn apply(
             .await
             .ctx("AddRoleToInstanceProfile", &role.name)?;
     }
-    observe(c, spec, role)
+    observe(c, role)
         .await?
         .ok_or_else(|| missing("GetRole", "the role just made"))
 }
@@ -253,8 +237,8 @@ pub async fn put_policy(c: &Clients, role: &RoleSpec) -> Result<(), DeployError>
 }
 
 /// Deletes the role (inline and attached policies, instance profile first) if the stack tagged it.
-pub async fn destroy(c: &Clients, spec: &Spec, role: &RoleSpec) -> Result<Change, DeployError> {
-    let Some(state) = observe(c, spec, role).await? else {
+pub async fn destroy(c: &Clients, role: &RoleSpec) -> Result<Change, DeployError> {
+    let Some(state) = observe(c, role).await? else {
         return Ok(Change::new(KIND, &role.name, Action::Absent));
     };
     if !state.ours {
@@ -347,130 +331,36 @@ pub async fn policies_of(
     ))
 }
 
-/// The key's ARN when the functions' policies can be rendered: the key made, and with Vault on
-/// EC2 the VPC too. Otherwise their policies are known after apply.
-fn known<'a>(spec: &Spec, key_arn: Option<&'a str>, vpc_id: Option<&str>) -> Option<&'a str> {
-    key_arn.filter(|_| !spec.deploys_vault() || vpc_id.is_some())
-}
-
-/// The replicator's role.
-pub fn replicator_role(
-    spec: &Spec,
-    key_arn: Option<&str>,
-    vpc_id: Option<&str>,
-) -> Result<RoleSpec, DeployError> {
-    Ok(RoleSpec {
-        name: spec.role_name(),
-        description: "vault-secrets-replicator Lambda: writes <prefix>/* secrets only",
-        trust: spec.replicator_trust()?,
-        policy_name: "replicator",
-        policy: known(spec, key_arn, vpc_id)
-            .map(|k| spec.replicator_policy(k, vpc_id))
-            .transpose()?,
-        instance_profile: false,
-        path: None,
-    })
-}
-
-/// The rotation function's role: the connection secret and the rotator's credential only.
-pub fn rotation_role(
-    spec: &Spec,
-    key_arn: Option<&str>,
-    vpc_id: Option<&str>,
-) -> Result<RoleSpec, DeployError> {
-    Ok(RoleSpec {
-        name: spec.rotation_role_name(),
-        description: "vault-secrets-replicator rotation: the connection secret's AppRole secret id only",
-        trust: spec.replicator_trust()?,
-        policy_name: "rotation",
-        policy: known(spec, key_arn, vpc_id)
-            .map(|k| spec.rotation_policy(k, vpc_id))
-            .transpose()?,
-        instance_profile: false,
-        path: None,
-    })
-}
-
-const RULE_ROLE_DESCRIPTION: &str =
-    "vault-secrets-replicator: writes one rule's replicas; assumed by the stack's replicator only";
-
-/// The roles of the rules writing in the stack's account, one each (see
-/// [`Spec::home_rule_roles`]).
-pub fn rule_roles(spec: &Spec) -> Result<Vec<RoleSpec>, DeployError> {
-    let path = spec.rule_role_path();
-    Ok(spec
-        .home_rule_roles()?
-        .into_iter()
-        .map(|role| RoleSpec {
-            name: role.arn.rsplit('/').next().unwrap_or_default().to_owned(),
-            description: RULE_ROLE_DESCRIPTION,
-            trust: role.trust,
-            policy_name: "replicas",
-            policy: Some(role.policy),
-            instance_profile: false,
-            path: Some(path.clone()),
-        })
-        .collect())
-}
-
-/// The roles under the stack's path for rules ([`Spec::rule_role_path`]), named as this
-/// stack's rules' roles are and carrying its tag, that none of `wanted` names: roles of rules
-/// removed since.
+/// The roles under the stack's path for rules, named as this stack's rules' roles are and
+/// carrying its tag, that none of `wanted` names: roles of rules removed since.
 pub async fn leftover_rule_roles(
     c: &Clients,
-    spec: &Spec,
+    rules: &RuleRolesSpec,
     wanted: &[RoleSpec],
 ) -> Result<Vec<RoleSpec>, DeployError> {
-    let path = spec.rule_role_path();
-    let mut pages = c
-        .iam
-        .list_roles()
-        .path_prefix(&path)
-        .into_paginator()
-        .send();
+    let path = &rules.path;
+    let mut pages = c.iam.list_roles().path_prefix(path).into_paginator().send();
     let mut names = Vec::new();
     while let Some(page) = pages.next().await {
-        let page = page.ctx("ListRoles", &path)?;
+        let page = page.ctx("ListRoles", path)?;
         names.extend(
             page.roles()
                 .iter()
-                .filter(|r| r.path() == path)
+                .filter(|r| r.path() == path.as_str())
                 .map(|r| r.role_name().to_owned()),
         );
     }
     let mut leftover = Vec::new();
-    let ours = crate::config::rule_role_name(spec.stack(), "");
     for name in names {
-        if !name.starts_with(&ours) || wanted.iter().any(|w| w.name == name) {
+        if !name.starts_with(&rules.name_prefix) || wanted.iter().any(|w| w.name == name) {
             continue;
         }
-        let role = RoleSpec {
-            name,
-            description: RULE_ROLE_DESCRIPTION,
-            trust: Value::Null,
-            policy_name: "replicas",
-            policy: None,
-            instance_profile: false,
-            path: Some(path.clone()),
-        };
-        if observe(c, spec, &role).await?.is_some_and(|r| r.ours) {
+        let role = rules.leftover(name);
+        if observe(c, &role).await?.is_some_and(|r| r.ours) {
             leftover.push(role);
         }
     }
     Ok(leftover)
-}
-
-/// The Vault instance's role and instance profile.
-pub fn vault_role(spec: &Spec, key_arn: Option<&str>) -> Result<RoleSpec, DeployError> {
-    Ok(RoleSpec {
-        name: spec.vault_name(),
-        description: "Vault server on EC2: its TLS key; the watcher's code digest, function and notices",
-        trust: spec.vault_instance_trust()?,
-        policy_name: "vault-server",
-        policy: key_arn.map(|k| spec.vault_instance_policy(k)).transpose()?,
-        instance_profile: true,
-        path: None,
-    })
 }
 
 #[cfg(test)]
@@ -483,7 +373,7 @@ mod tests {
     fn a_role_diffs_trust_policy_and_profile_and_says_when_it_is_not_ours() {
         let s = spec("stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\n");
         let key = "arn:aws-cn:kms:cn-north-1:123456789012:key/k-1";
-        let role = vault_role(&s, Some(key)).unwrap();
+        let role = s.vault_role_spec(Some(key)).unwrap();
         let made = RoleState {
             arn: format!("arn:aws-cn:iam::123456789012:role/{}", role.name),
             trust: canonical(&role.trust),
@@ -517,13 +407,13 @@ mod tests {
                 .contains("never deleted")
         );
         // Before the key exists the policy is known after apply: no false drift.
-        let early = vault_role(&s, None).unwrap();
+        let early = s.vault_role_spec(None).unwrap();
         let ch = diff(&early, Some(&made));
         assert!(!touched(&ch).contains(&"inline_policy"), "{ch:?}");
         // Nor before the VPC of the functions exists: never rendered with a stand-in for it.
         for role in [
-            replicator_role(&s, Some(key), None).unwrap(),
-            rotation_role(&s, Some(key), None).unwrap(),
+            s.replicator_role_spec(Some(key), None).unwrap(),
+            s.rotation_role_spec(Some(key), None).unwrap(),
         ] {
             assert!(role.policy.is_none(), "{}", role.name);
         }
@@ -531,7 +421,7 @@ mod tests {
             s.replicator_policy(key, None),
             Err(crate::policy::TemplateError::Unknown(v)) if v == "vpc_id"
         ));
-        let made = replicator_role(&s, Some(key), Some("vpc-1")).unwrap();
+        let made = s.replicator_role_spec(Some(key), Some("vpc-1")).unwrap();
         assert!(made.policy.unwrap().to_string().contains("vpc-1"));
     }
 }

@@ -48,6 +48,52 @@ pub struct KeySpec {
     pub deletion_window_days: i32,
 }
 
+/// An IAM role with one inline policy (and, for the Vault instance, an instance profile).
+#[derive(Clone, Debug)]
+pub struct RoleSpec {
+    pub name: String,
+    pub description: &'static str,
+    pub trust: Value,
+    pub policy_name: &'static str,
+    /// `None` while it depends on something not made yet.
+    pub policy: Option<Value>,
+    /// Also an instance profile of the same name holding the role.
+    pub instance_profile: bool,
+    /// The IAM path it is made at; none: `/`.
+    pub path: Option<String>,
+    pub owner: Owner,
+}
+
+const RULE_ROLE_DESCRIPTION: &str =
+    "vault-secrets-replicator: writes one rule's replicas; assumed by the stack's replicator only";
+
+/// Where the roles of the rules writing in the stack's account live, and how they are named:
+/// a role found there under this stack's name and tag that no rule wants is a removed rule's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleRolesSpec {
+    /// The IAM path of every rule's role ([`Spec::rule_role_path`]).
+    pub path: String,
+    /// What each of this stack's rule roles' names starts with.
+    pub name_prefix: String,
+    pub owner: Owner,
+}
+
+impl RuleRolesSpec {
+    /// The role named `name` under the path, as found (to delete it): no document wanted.
+    pub fn leftover(&self, name: String) -> RoleSpec {
+        RoleSpec {
+            name,
+            description: RULE_ROLE_DESCRIPTION,
+            trust: Value::Null,
+            policy_name: "replicas",
+            policy: None,
+            instance_profile: false,
+            path: Some(self.path.clone()),
+            owner: self.owner.clone(),
+        }
+    }
+}
+
 /// The failure topic: wanted only with a `notification_email`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicSpec {
@@ -178,6 +224,95 @@ impl Spec {
             policy: self.key_policy()?,
             tags: self.tags(),
             deletion_window_days: self.cfg.kms_deletion_window_days,
+        })
+    }
+
+    /// The key's ARN when the functions' policies can be rendered: the key made, and with
+    /// Vault on EC2 the VPC too. Otherwise their policies are known after apply.
+    fn known<'a>(&self, key_arn: Option<&'a str>, vpc_id: Option<&str>) -> Option<&'a str> {
+        key_arn.filter(|_| !self.deploys_vault() || vpc_id.is_some())
+    }
+
+    /// The replicator's role.
+    pub fn replicator_role_spec(
+        &self,
+        key_arn: Option<&str>,
+        vpc_id: Option<&str>,
+    ) -> Result<RoleSpec, TemplateError> {
+        Ok(RoleSpec {
+            name: self.role_name(),
+            description: "vault-secrets-replicator Lambda: writes <prefix>/* secrets only",
+            trust: self.replicator_trust()?,
+            policy_name: "replicator",
+            policy: (self.known(key_arn, vpc_id))
+                .map(|k| self.replicator_policy(k, vpc_id))
+                .transpose()?,
+            instance_profile: false,
+            path: None,
+            owner: self.owner(),
+        })
+    }
+
+    /// The rotation function's role: the connection secret and the rotator's credential only.
+    pub fn rotation_role_spec(
+        &self,
+        key_arn: Option<&str>,
+        vpc_id: Option<&str>,
+    ) -> Result<RoleSpec, TemplateError> {
+        Ok(RoleSpec {
+            name: self.rotation_role_name(),
+            description: "vault-secrets-replicator rotation: the connection secret's AppRole secret id only",
+            trust: self.replicator_trust()?,
+            policy_name: "rotation",
+            policy: (self.known(key_arn, vpc_id))
+                .map(|k| self.rotation_policy(k, vpc_id))
+                .transpose()?,
+            instance_profile: false,
+            path: None,
+            owner: self.owner(),
+        })
+    }
+
+    /// Where the rules' roles in the stack's account live.
+    pub fn rule_roles_spec(&self) -> RuleRolesSpec {
+        RuleRolesSpec {
+            path: self.rule_role_path(),
+            name_prefix: crate::config::rule_role_name(self.stack(), ""),
+            owner: self.owner(),
+        }
+    }
+
+    /// The roles of the rules writing in the stack's account, one each (see
+    /// [`Spec::home_rule_roles`]).
+    pub fn rule_role_specs(&self) -> Result<Vec<RoleSpec>, TemplateError> {
+        let path = self.rule_role_path();
+        Ok(self
+            .home_rule_roles()?
+            .into_iter()
+            .map(|role| RoleSpec {
+                name: role.arn.rsplit('/').next().unwrap_or_default().to_owned(),
+                description: RULE_ROLE_DESCRIPTION,
+                trust: role.trust,
+                policy_name: "replicas",
+                policy: Some(role.policy),
+                instance_profile: false,
+                path: Some(path.clone()),
+                owner: self.owner(),
+            })
+            .collect())
+    }
+
+    /// The Vault instance's role and instance profile.
+    pub fn vault_role_spec(&self, key_arn: Option<&str>) -> Result<RoleSpec, TemplateError> {
+        Ok(RoleSpec {
+            name: self.vault_name(),
+            description: "Vault server on EC2: its TLS key; the watcher's code digest, function and notices",
+            trust: self.vault_instance_trust()?,
+            policy_name: "vault-server",
+            policy: key_arn.map(|k| self.vault_instance_policy(k)).transpose()?,
+            instance_profile: true,
+            path: None,
+            owner: self.owner(),
         })
     }
 
