@@ -114,7 +114,7 @@ pub fn estimate_syncs(spec: &Spec, counts: &[usize]) -> Estimate {
         });
     }
     lines.extend(schedule_lines(spec, counts));
-    let alarms = crate::resources::monitoring::wanted(spec).len();
+    let alarms = crate::resources::monitoring::wanted(&spec.monitoring_spec()).len();
     lines.extend([
         CostLine {
             item: "CloudWatch Logs (~10 MB/month)".into(),

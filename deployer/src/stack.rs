@@ -226,7 +226,7 @@ impl Stack<'_> {
             progress(Phase::Starting, &Change::new(kind, name, Action::Delete));
         };
         let changes = match resource {
-            Resource::Monitoring => monitoring::destroy(c, spec).await?,
+            Resource::Monitoring => monitoring::destroy(c, &spec.monitoring_spec()).await?,
             Resource::Schedule => {
                 let want = spec.schedule_spec();
                 starting(rule::KIND, want.name.clone());
@@ -791,7 +791,8 @@ impl Converging<'_, '_> {
 
     /// The alarms and the dashboard (the diff leaves one this stack did not make unchanged).
     async fn monitoring(&mut self) -> Result<(), DeployError> {
-        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let c = self.stack.clients;
+        let spec = &self.stack.spec.monitoring_spec();
         let seen = monitoring::observe_alarms(c, spec, &monitoring::every(spec)).await?;
         for (alarm, ch) in monitoring::diff_alarms(spec, &seen) {
             if self.go(&ch) {

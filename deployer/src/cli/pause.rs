@@ -135,7 +135,7 @@ pub async fn pause(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result
         .map_err(DeployError::from)?;
     let marked = mark(stack, true).await?;
     // No run is expected while paused: the alarms say nothing.
-    crate::resources::monitoring::set_paused(c, spec, true).await?;
+    crate::resources::monitoring::set_paused(c, &spec.monitoring_spec(), true).await?;
     let value = serde_json::json!({"paused": true, "functions": marked, "schedule": rule});
     emit(
         out,
@@ -167,7 +167,7 @@ pub async fn resume(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Resul
         .ctx("EnableRule", &rule)
         .map_err(DeployError::from)?;
     tag_paused(stack, false).await?;
-    crate::resources::monitoring::set_paused(c, spec, false).await?;
+    crate::resources::monitoring::set_paused(c, &spec.monitoring_spec(), false).await?;
     if !json {
         writeln!(
             out,

@@ -12,9 +12,8 @@ use serde_json::{Value, json};
 use super::{Ctx, DeployError, found};
 use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
-use crate::config::VaultMode;
 use crate::policy::canonical;
-use crate::spec::Spec;
+use crate::spec::parts::MonitoringSpec;
 use contract::metrics::{DISK_USED, FULL_SYNCS, NAMESPACE, WATCHER_ALIVE, host_namespace};
 
 pub const ALARM_KIND: &str = "cloudwatch alarm";
@@ -85,8 +84,8 @@ pub struct AlarmState {
 /// How long the no-full-sync alarm waits: two of the schedule's longest gaps between runs (a
 /// schedule whose gaps are not read, on some days only: CloudWatch's longest, 7 days), at
 /// least a quarter of an hour.
-fn no_full_sync_window(spec: &Spec) -> u64 {
-    crate::schedule::longest_gap_seconds(&spec.cfg.schedule)
+fn no_full_sync_window(spec: &MonitoringSpec) -> u64 {
+    crate::schedule::longest_gap_seconds(&spec.schedule)
         .map_or(MAX_WINDOW, |gap| gap.saturating_mul(2))
         .clamp(MIN_WINDOW, MAX_WINDOW)
 }
@@ -95,8 +94,8 @@ fn no_full_sync_window(spec: &Spec) -> u64 {
 pub const DISK_THRESHOLD: f64 = 80.0;
 
 /// The stack's alarms ([`every`] one it may have that its configuration wants).
-pub fn wanted(spec: &Spec) -> Vec<AlarmSpec> {
-    let ec2 = matches!(spec.cfg.vault, VaultMode::Ec2 { .. });
+pub fn wanted(spec: &MonitoringSpec) -> Vec<AlarmSpec> {
+    let ec2 = spec.vault_host;
     every(spec)
         .into_iter()
         .filter(|a| ec2 || a.namespace == NAMESPACE)
@@ -108,12 +107,8 @@ pub fn wanted(spec: &Spec) -> Vec<AlarmSpec> {
 /// minute, at most a day each); with Vault on EC2, the change watcher silent for a quarter of
 /// an hour and the Vault host's disk [`DISK_THRESHOLD`] full. `up` removes the ones not
 /// [`wanted`].
-pub fn every(spec: &Spec) -> Vec<AlarmSpec> {
-    let actions = if spec.notifies() {
-        vec![spec.topic_arn()]
-    } else {
-        Vec::new()
-    };
+pub fn every(spec: &MonitoringSpec) -> Vec<AlarmSpec> {
+    let actions: Vec<String> = spec.topic_arn.iter().cloned().collect();
     let window = no_full_sync_window(spec);
     let (period, evaluation_periods) = if window <= u64::from(MAX_PERIOD) {
         (window.div_ceil(60) as u32 * 60, 1)
@@ -123,10 +118,10 @@ pub fn every(spec: &Spec) -> Vec<AlarmSpec> {
     let actions_enabled = !spec.paused;
     vec![
         AlarmSpec {
-            name: format!("{}-failed-runs", spec.stack()),
+            name: format!("{}-failed-runs", spec.owner.stack()),
             description: format!(
                 "vault-secrets-replicator stack {}: a run failed to replicate a secret (the run's report, in the function's log, says which and why)",
-                spec.stack()
+                spec.owner.stack()
             ),
             namespace: NAMESPACE.to_owned(),
             metric: "Failed",
@@ -140,11 +135,11 @@ pub fn every(spec: &Spec) -> Vec<AlarmSpec> {
             actions_enabled,
         },
         AlarmSpec {
-            name: format!("{}-no-full-sync", spec.stack()),
+            name: format!("{}-no-full-sync", spec.owner.stack()),
             description: format!(
                 "vault-secrets-replicator stack {}: no full sync succeeded within two schedule periods ({}); a paused stack, a failing or a missing schedule",
-                spec.stack(),
-                spec.cfg.schedule
+                spec.owner.stack(),
+                spec.schedule
             ),
             namespace: NAMESPACE.to_owned(),
             metric: FULL_SYNCS,
@@ -159,12 +154,12 @@ pub fn every(spec: &Spec) -> Vec<AlarmSpec> {
         },
         // The watcher runs whether or not the stack is paused: these stay on.
         AlarmSpec {
-            name: format!("{}-watcher-silent", spec.stack()),
+            name: format!("{}-watcher-silent", spec.owner.stack()),
             description: format!(
                 "vault-secrets-replicator stack {}: the change watcher beside Vault has not read the audit log for 15 minutes, or not said so (its unit vault-replicator-watch on the Vault host, or the host itself, is down; changes then wait for the schedule)",
-                spec.stack()
+                spec.owner.stack()
             ),
-            namespace: host_namespace(spec.stack()),
+            namespace: host_namespace(spec.owner.stack()),
             metric: WATCHER_ALIVE,
             statistic: Statistic::Sum,
             period: 300,
@@ -176,12 +171,12 @@ pub fn every(spec: &Spec) -> Vec<AlarmSpec> {
             actions_enabled: true,
         },
         AlarmSpec {
-            name: format!("{}-vault-disk", spec.stack()),
+            name: format!("{}-vault-disk", spec.owner.stack()),
             description: format!(
                 "vault-secrets-replicator stack {}: the Vault host's disk (Vault's data and its audit log) is {DISK_THRESHOLD}% full or more: a full disk stops Vault, which refuses every request once it cannot write its audit log",
-                spec.stack()
+                spec.owner.stack()
             ),
-            namespace: host_namespace(spec.stack()),
+            namespace: host_namespace(spec.owner.stack()),
             metric: DISK_USED,
             statistic: Statistic::Maximum,
             period: 300,
@@ -197,7 +192,7 @@ pub fn every(spec: &Spec) -> Vec<AlarmSpec> {
 
 pub async fn observe_alarms(
     c: &Clients,
-    spec: &Spec,
+    spec: &MonitoringSpec,
     wanted: &[AlarmSpec],
 ) -> Result<Vec<Option<AlarmState>>, DeployError> {
     let names: Vec<String> = wanted.iter().map(|a| a.name.clone()).collect();
@@ -206,7 +201,7 @@ pub async fn observe_alarms(
             .set_alarm_names(Some(names))
             .send()
             .await
-            .ctx("DescribeAlarms", spec.stack())?;
+            .ctx("DescribeAlarms", spec.owner.stack())?;
     let mut states = Vec::new();
     for want in wanted {
         let Some(a) = out
@@ -229,7 +224,7 @@ pub async fn observe_alarms(
                     tags.tags()
                         .iter()
                         .map(|t| (t.key().unwrap_or(""), t.value().unwrap_or(""))),
-                    spec.stack(),
+                    spec.owner.stack(),
                 )
             }
             None => false,
@@ -291,7 +286,7 @@ pub async fn observe_alarms(
     Ok(states)
 }
 
-pub fn diff_alarm(spec: &Spec, want: &AlarmSpec, seen: Option<&AlarmState>) -> Change {
+pub fn diff_alarm(spec: &MonitoringSpec, want: &AlarmSpec, seen: Option<&AlarmState>) -> Change {
     match seen {
         Some(s) if !s.ours => Change::new(ALARM_KIND, &want.name, Action::Unchanged).with_note(
             "an alarm of this name without this stack's tag: left alone, so the stack has none of this kind (delete or rename that one)",
@@ -299,7 +294,7 @@ pub fn diff_alarm(spec: &Spec, want: &AlarmSpec, seen: Option<&AlarmState>) -> C
         _ => Change::diff(
             ALARM_KIND,
             &want.name,
-            &want.fields(spec.stack()),
+            &want.fields(spec.owner.stack()),
             seen.map(|s| &s.fields),
         ),
     }
@@ -308,7 +303,7 @@ pub fn diff_alarm(spec: &Spec, want: &AlarmSpec, seen: Option<&AlarmState>) -> C
 /// What `up` does about each alarm the stack may have ([`every`], as `seen`, in its order):
 /// diffs a [`wanted`] one; deletes one this stack made that is no longer wanted (Vault no longer
 /// on EC2); leaves the rest out.
-pub fn diff_alarms(spec: &Spec, seen: &[Option<AlarmState>]) -> Vec<(AlarmSpec, Change)> {
+pub fn diff_alarms(spec: &MonitoringSpec, seen: &[Option<AlarmState>]) -> Vec<(AlarmSpec, Change)> {
     let wanted = wanted(spec);
     every(spec)
         .into_iter()
@@ -329,7 +324,7 @@ pub fn diff_alarms(spec: &Spec, seen: &[Option<AlarmState>]) -> Vec<(AlarmSpec, 
 /// Performs an alarm's change of [`diff_alarms`].
 pub async fn apply_alarm_change(
     c: &Clients,
-    spec: &Spec,
+    spec: &MonitoringSpec,
     alarm: &AlarmSpec,
     change: &Change,
 ) -> Result<(), DeployError> {
@@ -346,8 +341,13 @@ pub async fn apply_alarm_change(
     }
 }
 
-pub async fn apply_alarm(c: &Clients, spec: &Spec, want: &AlarmSpec) -> Result<(), DeployError> {
+pub async fn apply_alarm(
+    c: &Clients,
+    spec: &MonitoringSpec,
+    want: &AlarmSpec,
+) -> Result<(), DeployError> {
     let tags: Vec<Tag> = spec
+        .owner
         .tags()
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
@@ -360,7 +360,7 @@ pub async fn apply_alarm(c: &Clients, spec: &Spec, want: &AlarmSpec) -> Result<(
         .dimensions(
             Dimension::builder()
                 .name("Stack")
-                .value(spec.stack())
+                .value(spec.owner.stack())
                 .build(),
         )
         .statistic(want.statistic.clone())
@@ -379,23 +379,23 @@ pub async fn apply_alarm(c: &Clients, spec: &Spec, want: &AlarmSpec) -> Result<(
 }
 
 /// The dashboard's name: the stack's.
-pub fn dashboard_name(spec: &Spec) -> String {
-    spec.stack().to_owned()
+pub fn dashboard_name(spec: &MonitoringSpec) -> String {
+    spec.owner.stack().to_owned()
 }
 
 /// The line of the dashboard's text widget that marks it as this stack's.
-fn marker(spec: &Spec) -> String {
+fn marker(spec: &MonitoringSpec) -> String {
     format!(
         "vault-secrets-replicator stack {}: made by `deployer up`",
-        spec.stack()
+        spec.owner.stack()
     )
 }
 
 /// The dashboard: runs, their outcomes, the replication lag's percentiles, the values read and
 /// the runs' duration, over the stack's metrics; the alarms' state.
-pub fn dashboard_body(spec: &Spec) -> Value {
-    let region = &spec.id.region;
-    let stack = spec.stack();
+pub fn dashboard_body(spec: &MonitoringSpec) -> Value {
+    let region = &spec.region;
+    let stack = spec.owner.stack();
     // The stack's own series (the alarms' metrics), and one line per rule of the others.
     let metric = |name: &str, stat: &str, label: &str| json!([NAMESPACE, name, "Stack", stack, {"stat": stat, "label": label}]);
     let per_rule = |id: &str, name: &str, stat: &str, label: &str| {
@@ -418,14 +418,14 @@ pub fn dashboard_body(spec: &Spec) -> Value {
     };
     let alarms: Vec<String> = wanted(spec)
         .iter()
-        .map(|a| spec.arn("cloudwatch", true, &format!("alarm:{}", a.name)))
+        .map(|a| format!("{}{}", spec.alarm_arn_prefix, a.name))
         .collect();
     let mut widgets = vec![
         json!({
             "type": "text", "x": 0, "y": 0, "width": 24, "height": 2,
             "properties": {"markdown": format!(
                 "## {}\nSchedule `{}`. Every number is from the runs' metrics documents (no secret value, no path).",
-                marker(spec), spec.cfg.schedule
+                marker(spec), spec.schedule
             )}
         }),
         widget(
@@ -470,7 +470,7 @@ pub fn dashboard_body(spec: &Spec) -> Value {
         ),
     ];
     let mut y = 14;
-    if matches!(spec.cfg.vault, VaultMode::Ec2 { .. }) {
+    if spec.vault_host {
         let namespace = host_namespace(stack);
         let host = |name: &str, stat: &str, label: &str| json!([namespace, name, "Stack", stack, {"stat": stat, "label": label}]);
         widgets.push(widget(
@@ -497,7 +497,7 @@ pub fn dashboard_body(spec: &Spec) -> Value {
 /// The dashboard as found: its body, canonical, and whether it is this stack's.
 pub async fn observe_dashboard(
     c: &Clients,
-    spec: &Spec,
+    spec: &MonitoringSpec,
 ) -> Result<Option<(String, bool)>, DeployError> {
     let name = dashboard_name(spec);
     let Some(out) = found(
@@ -523,15 +523,15 @@ pub async fn observe_dashboard(
     Ok(Some((body, ours)))
 }
 
-pub fn diff_dashboard(spec: &Spec, seen: Option<&(String, bool)>) -> Change {
+pub fn diff_dashboard(spec: &MonitoringSpec, seen: Option<&(String, bool)>) -> Change {
     let want = vec![(Field::Body, canonical(&dashboard_body(spec)).into())];
     let have = seen.map(|(body, _)| vec![(Field::Body, body.clone().into())]);
     match seen {
         // Not wanted (`dashboard = false`): this stack's goes, anyone else's stays.
-        Some((_, true)) if !spec.cfg.dashboard => {
+        Some((_, true)) if !spec.dashboard => {
             Change::new(DASHBOARD_KIND, dashboard_name(spec), Action::Delete)
         }
-        _ if !spec.cfg.dashboard => {
+        _ if !spec.dashboard => {
             Change::new(DASHBOARD_KIND, dashboard_name(spec), Action::Absent)
         }
         Some((_, false)) => Change::new(DASHBOARD_KIND, dashboard_name(spec), Action::Unchanged)
@@ -543,7 +543,11 @@ pub fn diff_dashboard(spec: &Spec, seen: Option<&(String, bool)>) -> Change {
 }
 
 /// Performs the dashboard's change of [`diff_dashboard`]: puts it, or deletes this stack's.
-pub async fn apply_dashboard(c: &Clients, spec: &Spec, change: &Change) -> Result<(), DeployError> {
+pub async fn apply_dashboard(
+    c: &Clients,
+    spec: &MonitoringSpec,
+    change: &Change,
+) -> Result<(), DeployError> {
     let name = dashboard_name(spec);
     if change.action == Action::Delete {
         c.cw.delete_dashboards()
@@ -564,7 +568,11 @@ pub async fn apply_dashboard(c: &Clients, spec: &Spec, change: &Change) -> Resul
 
 /// Turns the actions of this stack's alarms off while it is paused (`deployer pause`), and
 /// on again (`deployer resume`): no run is expected while it is paused.
-pub async fn set_paused(c: &Clients, spec: &Spec, paused: bool) -> Result<(), DeployError> {
+pub async fn set_paused(
+    c: &Clients,
+    spec: &MonitoringSpec,
+    paused: bool,
+) -> Result<(), DeployError> {
     let mut view = spec.clone();
     view.paused = paused;
     let wanted = wanted(&view);
@@ -578,7 +586,7 @@ pub async fn set_paused(c: &Clients, spec: &Spec, paused: bool) -> Result<(), De
 }
 
 /// Deletes the alarms this stack tagged and its dashboard.
-pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployError> {
+pub async fn destroy(c: &Clients, spec: &MonitoringSpec) -> Result<Vec<Change>, DeployError> {
     let wanted = every(spec);
     let seen = observe_alarms(c, spec, &wanted).await?;
     let mut changes = Vec::new();
@@ -602,7 +610,7 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
             .set_alarm_names(Some(ours))
             .send()
             .await
-            .ctx("DeleteAlarms", spec.stack())?;
+            .ctx("DeleteAlarms", spec.owner.stack())?;
     }
     let name = dashboard_name(spec);
     changes.push(match observe_dashboard(c, spec).await? {
@@ -625,7 +633,10 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
 mod tests {
     use super::*;
     use crate::change::touched;
-    use crate::spec::tests::spec;
+
+    fn spec(toml: &str) -> MonitoringSpec {
+        crate::spec::tests::spec(toml).monitoring_spec()
+    }
 
     const EXTERNAL: &str = "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v:8200\"\n";
 
@@ -679,10 +690,13 @@ mod tests {
             "{EXTERNAL}notification_email = \"ops@example.com\"\n"
         ));
         let loud = wanted(&s);
-        assert!(loud.iter().all(|a| a.actions == [s.topic_arn()]));
+        assert!(
+            loud.iter()
+                .all(|a| a.actions == [s.topic_arn.clone().unwrap()])
+        );
         let want = &loud[0];
         let made = AlarmState {
-            fields: want.fields(s.stack()),
+            fields: want.fields(s.owner.stack()),
             ours: true,
         };
         assert_eq!(diff_alarm(&s, want, Some(&made)).action, Action::Unchanged);

@@ -94,6 +94,25 @@ impl RuleRolesSpec {
     }
 }
 
+/// The alarms over the stack's metrics, and its dashboard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MonitoringSpec {
+    /// What the alarms notify: the failure topic, with a `notification_email`.
+    pub topic_arn: Option<String>,
+    /// The schedule, whose longest gap the no-full-sync alarm waits twice for.
+    pub schedule: String,
+    /// Paused by `deployer pause`: the runs' alarms tell no one.
+    pub paused: bool,
+    /// With Vault on EC2: the watcher's and the host's disk alarms too.
+    pub vault_host: bool,
+    /// `dashboard = true`.
+    pub dashboard: bool,
+    pub region: String,
+    /// An alarm's ARN is this and its name.
+    pub alarm_arn_prefix: String,
+    pub owner: Owner,
+}
+
 /// The failure topic: wanted only with a `notification_email`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicSpec {
@@ -314,6 +333,19 @@ impl Spec {
             path: None,
             owner: self.owner(),
         })
+    }
+
+    pub fn monitoring_spec(&self) -> MonitoringSpec {
+        MonitoringSpec {
+            topic_arn: self.notifies().then(|| self.topic_arn()),
+            schedule: self.cfg.schedule.clone(),
+            paused: self.paused,
+            vault_host: self.deploys_vault(),
+            dashboard: self.cfg.dashboard,
+            region: self.id.region.clone(),
+            alarm_arn_prefix: self.arn("cloudwatch", true, "alarm:"),
+            owner: self.owner(),
+        }
     }
 
     pub fn topic_spec(&self) -> TopicSpec {
