@@ -232,7 +232,9 @@ impl Stack<'_> {
                 starting(rule::KIND, want.name.clone());
                 vec![rule::destroy(c, &want).await?]
             }
-            Resource::WatcherDigest => vec![vault_server::destroy_digest(c, spec).await?],
+            Resource::WatcherDigest => {
+                vec![vault_server::destroy_digest(c, &spec.vault_server_spec()?).await?]
+            }
             Resource::Rotation => vec![rotation::destroy(c, &spec.rotation_spec()).await?],
             Resource::Function => {
                 let mut all = Vec::new();
@@ -250,8 +252,9 @@ impl Stack<'_> {
             // Destroyed by `destroy` itself, with what it found before the functions went.
             Resource::CodeSigning => vec![],
             Resource::VaultServer => {
-                starting(vault_server::INSTANCE_KIND, spec.vault_name());
-                let mut all = vault_server::destroy(c, spec).await?;
+                let server = spec.vault_server_spec()?;
+                starting(vault_server::INSTANCE_KIND, server.name.clone());
+                let mut all = vault_server::destroy(c, &server).await?;
                 all.push(iam::destroy(c, &spec.vault_role_spec(None)?).await?);
                 all
             }
@@ -566,27 +569,33 @@ impl Converging<'_, '_> {
         self.removes_vault_role = !ours && ch.action == Action::Delete;
         self.changes.push(ch);
 
-        let address_seen = vault_server::observe_address(c, spec).await?;
-        let instance_seen = vault_server::observe_instance(c, spec).await?;
-        let tls_seen = vault_server::observe_tls(c, spec).await?;
-        let ca_seen = vault_server::observe_ca(c, spec).await?;
+        let server = spec.vault_server_spec()?;
+        let address_seen = vault_server::observe_address(c, &server).await?;
+        let instance_seen = vault_server::observe_instance(c, &server).await?;
+        let tls_seen = vault_server::observe_tls(c, &server).await?;
+        let ca_seen = vault_server::observe_ca(c, &server).await?;
         let tls_complete = instance_seen.is_some()
             || (ca_seen.is_some() && tls_seen.as_ref().is_some_and(|t| t.has_value));
         // Once the instance is there, its role reads the key in its first hour only.
         let read_until = instance_seen.as_ref().and_then(|i| i.tls_read_until());
-        let tls_ch =
-            vault_server::diff_tls(spec, tls_seen.as_ref(), tls_complete, read_until.as_deref())?;
-        let ca_ch = vault_server::diff_ca(spec, ca_seen.as_ref(), tls_complete, key_arn.as_deref());
+        let tls_ch = vault_server::diff_tls(
+            &server,
+            tls_seen.as_ref(),
+            tls_complete,
+            read_until.as_deref(),
+        )?;
+        let ca_ch =
+            vault_server::diff_ca(&server, ca_seen.as_ref(), tls_complete, key_arn.as_deref());
         // The certificate names the public address, so it is allocated first.
         let address = match &address_seen {
-            None if ours && self.apply => Some(vault_server::allocate(c, spec).await?),
+            None if ours && self.apply => Some(vault_server::allocate(c, &server).await?),
             seen => seen.clone(),
         };
         let public_ip = address.as_ref().map(|a| a.public_ip.clone());
         if ours && let (Some(k), Some(ip), true) = (&key_arn, &public_ip, self.go(&tls_ch)) {
             self.new_ca = vault_server::apply_tls(
                 c,
-                spec,
+                &server,
                 tls_seen.as_ref(),
                 &tls_ch,
                 k,
@@ -602,34 +611,40 @@ impl Converging<'_, '_> {
             && self.new_ca.is_none()
             && let (Some(k), true) = (&key_arn, self.go(&ca_ch))
         {
-            self.new_ca = vault_server::read_ca(c, spec, k).await?;
+            self.new_ca = vault_server::read_ca(c, &server, k).await?;
         }
         self.changes.push(ca_ch);
 
         let inst_ch = vault_server::diff_instance(
-            spec,
+            &server,
             instance_seen.as_ref(),
             &self.net,
             public_ip.as_deref(),
         )?;
         let mut instance = instance_seen;
         if ours && let (Some(ip), true) = (&public_ip, self.go(&inst_ch)) {
-            let made =
-                vault_server::apply_instance(c, spec, instance.as_ref(), &inst_ch, &self.net, ip)
-                    .await?;
+            let made = vault_server::apply_instance(
+                c,
+                &server,
+                instance.as_ref(),
+                &inst_ch,
+                &self.net,
+                ip,
+            )
+            .await?;
             // A new instance: its first hour is the only time its role reads the TLS key.
             if let Some(until) = made
                 .tls_read_until()
                 .filter(|u| Some(u) != read_until.as_ref())
             {
-                vault_server::limit_tls_read(c, spec, &until).await?;
+                vault_server::limit_tls_read(c, &server, &until).await?;
             }
             instance = Some(made);
         }
         self.changes.push(inst_ch);
 
         let addr_ch = vault_server::diff_address(
-            spec,
+            &server,
             address_seen.as_ref(),
             instance.as_ref().map(|i| i.id.as_str()),
         );
@@ -657,7 +672,9 @@ impl Converging<'_, '_> {
                 let address = spec.replicator_vault_address();
                 let ca = match self.new_ca.take() {
                     Some(ca) => Some(ca),
-                    None if spec.deploys_vault() => vault_server::read_ca(c, spec, &k).await?,
+                    None if spec.deploys_vault() => {
+                        vault_server::read_ca(c, &spec.vault_server_spec()?, &k).await?
+                    }
                     None => None,
                 };
                 Some(secret::apply(c, &want, seen.as_ref(), &ch, &k, &address, ca).await?)
@@ -759,18 +776,19 @@ impl Converging<'_, '_> {
     /// The digest of the code just uploaded, once the functions hold it.
     async fn watcher_digest(&mut self) -> Result<(), DeployError> {
         let (c, spec, zip) = (self.stack.clients, self.stack.spec, self.stack.zip);
-        let seen = vault_server::observe_digest(c, spec).await?;
+        let server = spec.vault_server_spec()?;
+        let seen = vault_server::observe_digest(c, &server).await?;
         let code = zip.map(LambdaZip::sha256_hex);
         let ch = vault_server::diff_digest(
-            spec,
+            &server,
             seen.as_ref(),
             code.as_deref(),
             self.key_arn.as_deref(),
         );
         if let (Some(code), Some(key), true) = (&code, self.key_arn.clone(), self.go(&ch)) {
-            vault_server::apply_digest(c, spec, seen.as_ref(), &ch, code, &key).await?;
+            vault_server::apply_digest(c, &server, seen.as_ref(), &ch, code, &key).await?;
         } else if ch.action == Action::Delete && self.go(&ch) {
-            vault_server::destroy_digest(c, spec).await?;
+            vault_server::destroy_digest(c, &server).await?;
         }
         self.changes.push(ch);
         Ok(())
@@ -816,7 +834,7 @@ impl Converging<'_, '_> {
         if !self.apply || spec.deploys_vault() {
             return Ok(());
         }
-        for ch in vault_server::destroy(c, spec).await? {
+        for ch in vault_server::destroy(c, &spec.vault_server_spec()?).await? {
             (self.progress)(Phase::Done, &ch);
         }
         if self.removes_vault_role {

@@ -116,12 +116,13 @@ pub async fn run(
             args.token_ttl
         )));
     }
+    let server = (spec.vault_server_spec()).map_err(crate::resources::DeployError::from)?;
     let address = match &args.vault_addr {
         Some(a) => a.clone(),
         None => match &spec.cfg.vault {
             crate::config::VaultMode::External { address, .. } => address.clone(),
             crate::config::VaultMode::Ec2 { .. } => {
-                let a = vault_server::observe_address(c, spec)
+                let a = vault_server::observe_address(c, &server)
                     .await?
                     .ok_or_else(|| {
                         CliError::Refused(
@@ -147,7 +148,7 @@ pub async fn run(
             .ok_or_else(|| {
                 CliError::Refused("the stack has no KMS key yet: run `deployer up` first".into())
             })?;
-            vault_server::read_ca(c, spec, &key.arn).await?
+            vault_server::read_ca(c, &server, &key.arn).await?
         }
         None => None,
     };

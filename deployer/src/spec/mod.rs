@@ -1577,25 +1577,7 @@ impl Spec {
     /// reads the key once), so nothing that runs on it later (the change watcher) can read the
     /// key through the instance's role.
     pub fn tls_secret_policy(&self, read_until: Option<&str>) -> Result<Value, TemplateError> {
-        let secret_arn = self.secret_arn_pattern(&self.tls_secret_name());
-        let mut doc = self.render(
-            policy::SECRET_READ_BY_ONE_ROLE,
-            vec![
-                ("role_arn", self.vault_instance_role_arn()),
-                ("secret_arn", secret_arn.clone()),
-            ],
-        )?;
-        if let (Some(until), Some(statements)) = (read_until, doc["Statement"].as_array_mut()) {
-            statements.push(serde_json::json!({
-                "Sid": "ReadOnlyWhileTheInstanceBoots",
-                "Effect": "Deny",
-                "Principal": {"AWS": "*"},
-                "Action": "secretsmanager:GetSecretValue",
-                "Resource": secret_arn,
-                "Condition": {"DateGreaterThan": {"aws:CurrentTime": until}},
-            }));
-        }
-        Ok(doc)
+        Ok(self.vault_server_spec()?.tls_policy(read_until))
     }
 
     /// The init-keys secret's resource policy: only `principal_arn` (who ran `vault-init`)

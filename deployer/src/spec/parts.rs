@@ -113,6 +113,64 @@ pub struct MonitoringSpec {
     pub owner: Owner,
 }
 
+/// The Vault server on EC2: its instance and address, its TLS secret and CA parameter, and the
+/// digest of the change watcher's code it runs (its role is a [`RoleSpec`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VaultServerSpec {
+    /// The instance's, the address's and the instance profile's name.
+    pub name: String,
+    /// With Vault on EC2; otherwise one of this stack's goes.
+    pub wanted: bool,
+    pub instance_type: String,
+    pub vault_version: String,
+    pub region: String,
+    /// The secret holding the TLS certificate and key.
+    pub tls_secret: String,
+    /// Its resource policy: the instance role reads it ([`VaultServerSpec::tls_policy`]).
+    pub tls_read: Value,
+    /// Matches the TLS secret's ARN.
+    pub tls_secret_arn: String,
+    /// The SSM parameter holding the CA certificate.
+    pub ca_parameter: String,
+    /// The SSM parameter holding the watcher's code digest.
+    pub digest_parameter: String,
+    /// The stack key's alias: a parameter under it is under the stack's key.
+    pub key_alias: String,
+    /// What the watcher's unit invokes, reads and tells.
+    pub watch_function: String,
+    pub prefix: String,
+    /// The failure topic the watcher sends a failed run's notice to, with a
+    /// `notification_email`.
+    pub topic_arn: Option<String>,
+    pub owner: Owner,
+}
+
+impl VaultServerSpec {
+    /// The TLS secret's resource policy: read by the instance role, and with `read_until`
+    /// by no one after that time (the instance reads it while it boots only).
+    pub fn tls_policy(&self, read_until: Option<&str>) -> Value {
+        let mut doc = self.tls_read.clone();
+        if let (Some(until), Some(statements)) = (read_until, doc["Statement"].as_array_mut()) {
+            statements.push(serde_json::json!({
+                "Sid": "ReadOnlyWhileTheInstanceBoots",
+                "Effect": "Deny",
+                "Principal": {"AWS": "*"},
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": self.tls_secret_arn,
+                "Condition": {"DateGreaterThan": {"aws:CurrentTime": until}},
+            }));
+        }
+        doc
+    }
+
+    /// Tags with the `Name` the EC2 console shows.
+    pub fn named_tags(&self) -> BTreeMap<String, String> {
+        let mut t = self.owner.tags();
+        t.insert("Name".into(), self.name.clone());
+        t
+    }
+}
+
 /// The failure topic: wanted only with a `notification_email`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicSpec {
@@ -346,6 +404,42 @@ impl Spec {
             alarm_arn_prefix: self.arn("cloudwatch", true, "alarm:"),
             owner: self.owner(),
         }
+    }
+
+    pub fn vault_server_spec(&self) -> Result<VaultServerSpec, TemplateError> {
+        let (instance_type, vault_version) = match &self.cfg.vault {
+            crate::config::VaultMode::Ec2 {
+                instance_type,
+                version,
+                ..
+            } => (instance_type.clone(), version.clone()),
+            crate::config::VaultMode::External { .. } => Default::default(),
+        };
+        let tls_secret = self.tls_secret_name();
+        let tls_secret_arn = self.secret_arn_pattern(&tls_secret);
+        Ok(VaultServerSpec {
+            name: self.vault_name(),
+            wanted: self.deploys_vault(),
+            instance_type,
+            vault_version,
+            region: self.id.region.clone(),
+            tls_read: self.render(
+                crate::policy::SECRET_READ_BY_ONE_ROLE,
+                vec![
+                    ("role_arn", self.vault_instance_role_arn()),
+                    ("secret_arn", tls_secret_arn.clone()),
+                ],
+            )?,
+            tls_secret,
+            tls_secret_arn,
+            ca_parameter: self.ca_parameter(),
+            digest_parameter: self.watcher_digest_parameter(),
+            key_alias: self.key_alias(),
+            watch_function: self.function_name_of(Duty::Watch),
+            prefix: self.cfg.prefix.clone(),
+            topic_arn: self.notifies().then(|| self.topic_arn()),
+            owner: self.owner(),
+        })
     }
 
     pub fn topic_spec(&self) -> TopicSpec {

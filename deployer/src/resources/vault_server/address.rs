@@ -5,7 +5,7 @@ use aws_sdk_ec2::types::{DomainType, ResourceType};
 use crate::change::{Action, Change, Field};
 use crate::clients::Clients;
 use crate::resources::{Ctx, DeployError, missing};
-use crate::spec::Spec;
+use crate::spec::parts::VaultServerSpec;
 
 use super::{ADDRESS_KIND, ec2_tags, filters};
 
@@ -16,14 +16,17 @@ pub struct Address {
     pub instance_id: Option<String>,
 }
 
-pub async fn observe_address(c: &Clients, spec: &Spec) -> Result<Option<Address>, DeployError> {
+pub async fn observe_address(
+    c: &Clients,
+    spec: &VaultServerSpec,
+) -> Result<Option<Address>, DeployError> {
     let out = c
         .ec2
         .describe_addresses()
         .set_filters(Some(filters(spec)))
         .send()
         .await
-        .ctx("DescribeAddresses", &spec.vault_name())?;
+        .ctx("DescribeAddresses", &spec.name.clone())?;
     Ok(out.addresses().first().map(|a| Address {
         allocation_id: a.allocation_id().unwrap_or_default().to_owned(),
         public_ip: a.public_ip().unwrap_or_default().to_owned(),
@@ -32,9 +35,13 @@ pub async fn observe_address(c: &Clients, spec: &Spec) -> Result<Option<Address>
 }
 
 /// `seen` is the address as observed before this run allocated one.
-pub fn diff_address(spec: &Spec, seen: Option<&Address>, instance: Option<&str>) -> Change {
-    let name = spec.vault_name();
-    if !spec.deploys_vault() {
+pub fn diff_address(
+    spec: &VaultServerSpec,
+    seen: Option<&Address>,
+    instance: Option<&str>,
+) -> Change {
+    let name = spec.name.clone();
+    if !spec.wanted {
         return match seen {
             Some(_) => Change::new(ADDRESS_KIND, name, Action::Delete),
             None => Change::new(ADDRESS_KIND, name, Action::Absent),
@@ -57,7 +64,7 @@ pub fn diff_address(spec: &Spec, seen: Option<&Address>, instance: Option<&str>)
     ch
 }
 
-pub async fn allocate(c: &Clients, spec: &Spec) -> Result<Address, DeployError> {
+pub async fn allocate(c: &Clients, spec: &VaultServerSpec) -> Result<Address, DeployError> {
     let out = c
         .ec2
         .allocate_address()
@@ -65,7 +72,7 @@ pub async fn allocate(c: &Clients, spec: &Spec) -> Result<Address, DeployError> 
         .tag_specifications(ec2_tags(spec, ResourceType::ElasticIp))
         .send()
         .await
-        .ctx("AllocateAddress", &spec.vault_name())?;
+        .ctx("AllocateAddress", &spec.name.clone())?;
     Ok(Address {
         allocation_id: out
             .allocation_id()
@@ -94,7 +101,10 @@ pub async fn associate(c: &Clients, address: &Address, instance: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::tests::spec;
+
+    fn spec(toml: &str) -> VaultServerSpec {
+        crate::spec::tests::spec(toml).vault_server_spec().unwrap()
+    }
 
     #[test]
     fn the_address_is_made_then_associated_with_the_instance() {

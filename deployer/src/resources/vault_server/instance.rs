@@ -12,7 +12,8 @@ use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
 use crate::resources::network::Network;
 use crate::resources::{Ctx, DeployError, missing};
-use crate::spec::{Group, Spec, VAULT_PRIVATE_IP};
+use crate::spec::parts::VaultServerSpec;
+use crate::spec::{Group, VAULT_PRIVATE_IP};
 
 use super::{AMI_PARAMETER, INSTANCE_KIND, ec2_tags, filters, sha, user_data, version};
 
@@ -44,7 +45,10 @@ impl Instance {
     }
 }
 
-pub async fn observe_instance(c: &Clients, spec: &Spec) -> Result<Option<Instance>, DeployError> {
+pub async fn observe_instance(
+    c: &Clients,
+    spec: &VaultServerSpec,
+) -> Result<Option<Instance>, DeployError> {
     let out = c
         .ec2
         .describe_instances()
@@ -60,7 +64,7 @@ pub async fn observe_instance(c: &Clients, spec: &Spec) -> Result<Option<Instanc
         )
         .send()
         .await
-        .ctx("DescribeInstances", &spec.vault_name())?;
+        .ctx("DescribeInstances", &spec.name.clone())?;
     let Some(i) = out.reservations().iter().flat_map(|r| r.instances()).next() else {
         return Ok(None);
     };
@@ -164,13 +168,13 @@ pub async fn observe_instance(c: &Clients, spec: &Spec) -> Result<Option<Instanc
 }
 
 pub fn diff_instance(
-    spec: &Spec,
+    spec: &VaultServerSpec,
     seen: Option<&Instance>,
     net: &Network,
     public_ip: Option<&str>,
 ) -> Result<Change, DeployError> {
-    let name = spec.vault_name();
-    if !spec.deploys_vault() {
+    let name = spec.name.clone();
+    if !spec.wanted {
         return Ok(match seen {
             Some(_) => Change::new(INSTANCE_KIND, name, Action::Delete),
             None => Change::new(INSTANCE_KIND, name, Action::Absent),
@@ -186,7 +190,7 @@ pub fn diff_instance(
         (Field::HttpTokens, "required".into()),
         (Field::ImdsHopLimit, "1".into()),
         (Field::RootEncrypted, "yes".into()),
-        (Field::IamInstanceProfile, spec.vault_name().into()),
+        (Field::IamInstanceProfile, spec.name.clone().into()),
         (Field::SecurityGroups, net.group(Group::Vault).into()),
         (Field::State, "running".into()),
         (Field::UserData, user_data),
@@ -213,13 +217,13 @@ pub fn diff_instance(
 /// Launches the instance, or repairs what can be repaired in place.
 pub async fn apply_instance(
     c: &Clients,
-    spec: &Spec,
+    spec: &VaultServerSpec,
     seen: Option<&Instance>,
     change: &Change,
     net: &Network,
     public_ip: &str,
 ) -> Result<Instance, DeployError> {
-    let name = spec.vault_name();
+    let name = spec.name.clone();
     let (instance_type, _) = version(spec);
     let sg = net
         .group(Group::Vault)
@@ -248,7 +252,7 @@ pub async fn apply_instance(
             // instance already launched instead of launching a second one.
             let token = sha(&format!(
                 "{}/{}/{}/{}",
-                spec.stack(),
+                spec.owner.stack(),
                 subnet,
                 public_ip,
                 ami
@@ -263,7 +267,7 @@ pub async fn apply_instance(
                     .client_token(&token)
                     .iam_instance_profile(
                         IamInstanceProfileSpecification::builder()
-                            .name(spec.vault_name())
+                            .name(spec.name.clone())
                             .build(),
                     )
                     .network_interfaces(
@@ -378,7 +382,10 @@ pub async fn apply_instance(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::tests::spec;
+
+    fn spec(toml: &str) -> VaultServerSpec {
+        crate::spec::tests::spec(toml).vault_server_spec().unwrap()
+    }
 
     const EC2: &str = "stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\n";
 
@@ -390,14 +397,14 @@ mod tests {
     }
 
     /// The instance as `up` leaves it.
-    fn running(s: &Spec) -> Instance {
+    fn running(s: &VaultServerSpec) -> Instance {
         Instance {
             id: "i-1".into(),
             state: "running".into(),
             instance_type: version(s).0.to_owned(),
             http_tokens: "required".into(),
             imds_hop_limit: "1".into(),
-            profile: s.vault_name(),
+            profile: s.name.clone(),
             security_groups: "sg-v".into(),
             root_encrypted: "yes".into(),
             user_data_sha: sha(&user_data(s, "203.0.113.9").unwrap()),

@@ -23,10 +23,10 @@ use sha2::{Digest, Sha256};
 
 use crate::change::{Action, Change};
 use crate::clients::Clients;
-use crate::config::VaultMode;
 use crate::policy::{self};
 use crate::resources::{Ctx, DeployError, delete};
-use crate::spec::{Duty, STACK_TAG, Spec, VAULT_PRIVATE_IP};
+use crate::spec::parts::VaultServerSpec;
+use crate::spec::{STACK_TAG, VAULT_PRIVATE_IP};
 
 pub const AMI_PARAMETER: &str =
     "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
@@ -43,24 +43,24 @@ pub const ROTATE_TIMER: &str = include_str!("../../../../userdata/vault-audit-ro
 /// EC2's limit on user data.
 pub const USER_DATA_LIMIT: usize = 16 * 1024;
 
-pub(super) fn filters(spec: &Spec) -> Vec<Filter> {
+pub(super) fn filters(spec: &VaultServerSpec) -> Vec<Filter> {
     vec![
         Filter::builder()
             .name(format!("tag:{STACK_TAG}"))
-            .values(spec.stack())
+            .values(spec.owner.stack())
             .build(),
         Filter::builder()
             .name("tag:Name")
-            .values(spec.vault_name())
+            .values(spec.name.clone())
             .build(),
     ]
 }
 
-pub(super) fn ec2_tags(spec: &Spec, kind: ResourceType) -> TagSpecification {
+pub(super) fn ec2_tags(spec: &VaultServerSpec, kind: ResourceType) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(kind)
         .set_tags(Some(
-            spec.named_tags(&spec.vault_name())
+            spec.named_tags()
                 .into_iter()
                 .map(|(k, v)| Tag::builder().key(k).value(v).build())
                 .collect(),
@@ -68,33 +68,26 @@ pub(super) fn ec2_tags(spec: &Spec, kind: ResourceType) -> TagSpecification {
         .build()
 }
 
-pub fn version(spec: &Spec) -> (&str, &str) {
-    match &spec.cfg.vault {
-        VaultMode::Ec2 {
-            instance_type,
-            version,
-            ..
-        } => (instance_type.as_str(), version.as_str()),
-        VaultMode::External { .. } => ("", ""),
-    }
+pub fn version(spec: &VaultServerSpec) -> (&str, &str) {
+    (&spec.instance_type, &spec.vault_version)
 }
 
 /// The change watcher's systemd unit for this stack: it invokes the watcher's function, checks
 /// its code against the digest parameter, and sends a failed run's notice to the failure topic
 /// when there is one.
-pub fn watch_unit(spec: &Spec) -> Result<String, DeployError> {
-    let notices = match &spec.cfg.notification_email {
-        Some(_) => format!(" --sns-topic-arn {}", spec.topic_arn()),
+pub fn watch_unit(spec: &VaultServerSpec) -> Result<String, DeployError> {
+    let notices = match &spec.topic_arn {
+        Some(topic) => format!(" --sns-topic-arn {topic}"),
         None => String::new(),
     };
     Ok(policy::render(
         WATCH_UNIT,
         &[
-            ("region", &spec.id.region),
-            ("watch_function", &spec.function_name_of(Duty::Watch)),
-            ("digest_parameter", &spec.watcher_digest_parameter()),
-            ("prefix", &spec.cfg.prefix),
-            ("stack", spec.stack()),
+            ("region", &spec.region),
+            ("watch_function", &spec.watch_function),
+            ("digest_parameter", &spec.digest_parameter.clone()),
+            ("prefix", &spec.prefix),
+            ("stack", spec.owner.stack()),
             ("notice_flags", &notices),
         ],
     )?)
@@ -113,15 +106,15 @@ fn embedded(text: &str) -> String {
 }
 
 /// The boot script for this stack.
-pub fn user_data(spec: &Spec, public_ip: &str) -> Result<String, DeployError> {
+pub fn user_data(spec: &VaultServerSpec, public_ip: &str) -> Result<String, DeployError> {
     let (_, version) = version(spec);
     let unit = embedded(&watch_unit(spec)?);
     let script = policy::render(
         USER_DATA,
         &[
             ("vault_version", version),
-            ("region", &spec.id.region),
-            ("tls_secret_id", &spec.tls_secret_name()),
+            ("region", &spec.region),
+            ("tls_secret_id", &spec.tls_secret.clone()),
             ("public_ip", public_ip),
             ("private_ip", VAULT_PRIVATE_IP),
             ("fetch_script", &embedded(FETCH_SCRIPT)),
@@ -147,8 +140,8 @@ pub(super) fn sha(text: &str) -> String {
 }
 
 /// Terminates the instance, releases the address, deletes the TLS secret.
-pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployError> {
-    let name = spec.vault_name();
+pub async fn destroy(c: &Clients, spec: &VaultServerSpec) -> Result<Vec<Change>, DeployError> {
+    let name = spec.name.clone();
     let mut done = Vec::new();
     if let Some(i) = observe_instance(c, spec).await? {
         c.ec2
@@ -203,16 +196,16 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
             .force_delete_without_recovery(true)
             .send()
             .await
-            .ctx("DeleteSecret", &spec.tls_secret_name())?;
+            .ctx("DeleteSecret", &spec.tls_secret.clone())?;
         done.push(
-            Change::new(TLS_KIND, spec.tls_secret_name(), Action::Delete)
+            Change::new(TLS_KIND, spec.tls_secret.clone(), Action::Delete)
                 .with_note("deleted at once: it only served the terminated instance"),
         );
     }
     if tls::delete_ca(c, spec).await? {
         done.push(Change::new(
             "ssm parameter",
-            spec.ca_parameter(),
+            spec.ca_parameter.clone(),
             Action::Delete,
         ));
     }
@@ -222,7 +215,10 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::tests::spec;
+
+    fn spec(toml: &str) -> VaultServerSpec {
+        crate::spec::tests::spec(toml).vault_server_spec().unwrap()
+    }
 
     #[test]
     fn the_boot_script_is_complete_small_and_secret_free() {
@@ -243,14 +239,12 @@ mod tests {
         assert!(script.contains(&embedded(&unit)), "the unit, as rendered");
         assert!(unit.contains(&format!(
             "watch --prefix hybrid-aws-secrets --invoke-function {} --audit-log /var/log/vault/audit.log --cloudwatch-stack {}\n",
-            s.function_name_of(Duty::Watch),
-            s.stack()
+            s.watch_function,
+            s.owner.stack()
         )), "{unit}");
         assert!(unit.contains(&format!(
             "vault-replicator-fetch {} {} {}\n",
-            s.id.region,
-            s.function_name_of(Duty::Watch),
-            s.watcher_digest_parameter()
+            s.region, s.watch_function, s.digest_parameter
         )));
         assert!(
             unit.contains("DynamicUser=yes") && unit.contains("SupplementaryGroups=vault-audit")
@@ -279,11 +273,10 @@ mod tests {
         // With a failure topic, the watcher sends a failed run's notice there.
         let notified =
             spec("vault_inbound_cidr = \"10.0.0.0/8\"\nnotification_email = \"ops@example.com\"");
-        assert!(
-            watch_unit(&notified)
-                .unwrap()
-                .contains(&format!(" --sns-topic-arn {}\n", notified.topic_arn()))
-        );
+        assert!(watch_unit(&notified).unwrap().contains(&format!(
+            " --sns-topic-arn {}\n",
+            notified.topic_arn.as_deref().unwrap()
+        )));
         assert!(!script.contains("PRIVATE KEY") && !script.contains("root_token"));
     }
 }

@@ -5,39 +5,47 @@ use crate::change::{Action, Change, Field};
 use crate::clients::Clients;
 use crate::policy::canonical;
 use crate::resources::{Ctx, DeployError, delete, found, missing};
-use crate::spec::{Spec, VAULT_PRIVATE_IP};
+use crate::spec::VAULT_PRIVATE_IP;
+use crate::spec::parts::VaultServerSpec;
 
 use super::TLS_KIND;
 
 /// The TLS secret, as the connection secret's look-up sees it.
 pub type TlsSecret = crate::resources::secret::SecretState;
 
-pub async fn observe_tls(c: &Clients, spec: &Spec) -> Result<Option<TlsSecret>, DeployError> {
-    crate::resources::secret::describe(c, &spec.owner(), &spec.tls_secret_name()).await
+pub async fn observe_tls(
+    c: &Clients,
+    spec: &VaultServerSpec,
+) -> Result<Option<TlsSecret>, DeployError> {
+    crate::resources::secret::describe(c, &spec.owner, &spec.tls_secret.clone()).await
 }
 
-fn tls_policy(spec: &Spec, read_until: Option<&str>) -> Result<String, DeployError> {
-    Ok(canonical(&spec.tls_secret_policy(read_until)?))
+fn tls_policy(spec: &VaultServerSpec, read_until: Option<&str>) -> String {
+    canonical(&spec.tls_policy(read_until))
 }
 
 /// The instance made since the policy was last written (a new one, or the first): its key is
 /// readable for its first hour only.
-pub async fn limit_tls_read(c: &Clients, spec: &Spec, read_until: &str) -> Result<(), DeployError> {
-    let name = spec.tls_secret_name();
-    crate::resources::secret::put_policy(c, &name, &tls_policy(spec, Some(read_until))?).await
+pub async fn limit_tls_read(
+    c: &Clients,
+    spec: &VaultServerSpec,
+    read_until: &str,
+) -> Result<(), DeployError> {
+    let name = spec.tls_secret.clone();
+    crate::resources::secret::put_policy(c, &name, &tls_policy(spec, Some(read_until))).await
 }
 
 /// `complete`: the secret holds its certificate and key and the CA parameter is there, or an
 /// instance already serves them. A pair whose creation was cut short is issued again.
 /// `read_until`: the end of the instance's first hour, when there is one.
 pub fn diff_tls(
-    spec: &Spec,
+    spec: &VaultServerSpec,
     seen: Option<&TlsSecret>,
     complete: bool,
     read_until: Option<&str>,
 ) -> Result<Change, DeployError> {
-    let name = spec.tls_secret_name();
-    if !spec.deploys_vault() {
+    let name = spec.tls_secret.clone();
+    if !spec.wanted {
         return Ok(match seen {
             Some(s) if !s.pending_deletion => Change::new(TLS_KIND, name, Action::Delete),
             _ => Change::new(TLS_KIND, name, Action::Absent),
@@ -46,7 +54,7 @@ pub fn diff_tls(
     const ISSUED: &str = "certificate, key and CA parameter";
     let want = vec![
         (Field::Material, ISSUED.into()),
-        (Field::ResourcePolicy, tls_policy(spec, read_until)?.into()),
+        (Field::ResourcePolicy, tls_policy(spec, read_until).into()),
         (
             Field::OwnerTag,
             crate::resources::secret::OWNER_VALUE.into(),
@@ -86,14 +94,14 @@ pub fn diff_tls(
 /// it made one.
 pub async fn apply_tls(
     c: &Clients,
-    spec: &Spec,
+    spec: &VaultServerSpec,
     seen: Option<&TlsSecret>,
     change: &Change,
     key_arn: &str,
     public_ip: &str,
     read_until: Option<&str>,
 ) -> Result<Option<String>, DeployError> {
-    let name = spec.tls_secret_name();
+    let name = spec.tls_secret.clone();
     let mut ca = None;
     let mut policy_set = false;
     if let Some(s) = seen.filter(|s| s.pending_deletion) {
@@ -108,7 +116,7 @@ pub async fn apply_tls(
             .iter()
             .filter_map(|ip| ip.parse().ok())
             .collect::<Vec<_>>();
-        let material = crate::tls_cert::issue(spec.stack(), &ips)?;
+        let material = crate::tls_cert::issue(spec.owner.stack(), &ips)?;
         let value = serde_json::to_string(&material)?;
         // The CA first: a run cut short after it issues the pair again (see `diff_tls`).
         write_ca(c, spec, &material.ca_certificate, key_arn, false).await?;
@@ -116,7 +124,7 @@ pub async fn apply_tls(
         if seen.is_none() {
             crate::resources::secret::create(
                 c,
-                &spec.owner(),
+                &spec.owner,
                 &name,
                 "TLS certificate and key of the stack's Vault server; read by its instance role only",
                 Some(key_arn),
@@ -125,7 +133,7 @@ pub async fn apply_tls(
             .await?;
         }
         if seen.is_none() || change.touches(Field::ResourcePolicy) {
-            crate::resources::secret::put_policy(c, &name, &tls_policy(spec, read_until)?).await?;
+            crate::resources::secret::put_policy(c, &name, &tls_policy(spec, read_until)).await?;
         }
         policy_set = true;
         c.sm.put_secret_value()
@@ -137,7 +145,7 @@ pub async fn apply_tls(
         ca = Some(material.ca_certificate.clone());
     }
     if change.touches(Field::ResourcePolicy) && !policy_set {
-        crate::resources::secret::put_policy(c, &name, &tls_policy(spec, read_until)?).await?;
+        crate::resources::secret::put_policy(c, &name, &tls_policy(spec, read_until)).await?;
     }
     if seen.is_some() && change.touches(Field::OwnerTag) {
         crate::resources::secret::tag_owner(c, &name).await?;
@@ -162,8 +170,11 @@ pub struct CaParameter {
     pub version: i64,
 }
 
-pub async fn observe_ca(c: &Clients, spec: &Spec) -> Result<Option<CaParameter>, DeployError> {
-    describe_parameter(c, &spec.ca_parameter()).await
+pub async fn observe_ca(
+    c: &Clients,
+    spec: &VaultServerSpec,
+) -> Result<Option<CaParameter>, DeployError> {
+    describe_parameter(c, &spec.ca_parameter.clone()).await
 }
 
 /// A parameter's type, key and version, without its value.
@@ -198,21 +209,21 @@ pub(super) async fn describe_parameter(
 }
 
 /// Whether `key_id` (as SSM reports it: ARN, alias or id) names the stack's key `key_arn`.
-pub(super) fn is_stack_key(spec: &Spec, key_id: &str, key_arn: &str) -> bool {
-    key_id == key_arn || key_id == spec.key_alias() || key_arn.ends_with(&format!("/{key_id}"))
+pub(super) fn is_stack_key(spec: &VaultServerSpec, key_id: &str, key_arn: &str) -> bool {
+    key_id == key_arn || key_id == spec.key_alias || key_arn.ends_with(&format!("/{key_id}"))
 }
 
 /// The CA parameter: a `SecureString` under the stack's key, written with the TLS secret. Pure.
 /// `tls_exists`: the TLS secret is there already, so a missing parameter cannot be issued again
 /// (its CA signed the certificate Vault serves).
 pub fn diff_ca(
-    spec: &Spec,
+    spec: &VaultServerSpec,
     seen: Option<&CaParameter>,
     tls_exists: bool,
     key_arn: Option<&str>,
 ) -> Change {
-    let name = spec.ca_parameter();
-    if !spec.deploys_vault() {
+    let name = spec.ca_parameter.clone();
+    if !spec.wanted {
         return Change::new(
             CA_KIND,
             name,
@@ -260,10 +271,10 @@ pub fn diff_ca(
 /// wrote it) is converted once; any other is refused with what to do.
 pub async fn read_ca(
     c: &Clients,
-    spec: &Spec,
+    spec: &VaultServerSpec,
     key_arn: &str,
 ) -> Result<Option<String>, DeployError> {
-    let name = spec.ca_parameter();
+    let name = spec.ca_parameter.clone();
     let p = found(
         c.ssm
             .get_parameter()
@@ -317,12 +328,12 @@ pub async fn read_ca(
 /// by overwriting, and tags go only on a new parameter).
 async fn write_ca(
     c: &Clients,
-    spec: &Spec,
+    spec: &VaultServerSpec,
     pem: &str,
     key_arn: &str,
     retype: bool,
 ) -> Result<(), DeployError> {
-    let name = spec.ca_parameter();
+    let name = spec.ca_parameter.clone();
     if retype {
         delete(
             "DeleteParameter",
@@ -348,7 +359,7 @@ async fn write_ca(
 /// only on a new parameter).
 pub(super) async fn put_secure(
     c: &Clients,
-    spec: &Spec,
+    spec: &VaultServerSpec,
     name: &str,
     description: &str,
     value: &str,
@@ -356,6 +367,7 @@ pub(super) async fn put_secure(
     overwrite: bool,
 ) -> Result<(), DeployError> {
     let tags: Vec<aws_sdk_ssm::types::Tag> = spec
+        .owner
         .tags()
         .into_iter()
         .filter_map(|(k, v)| {
@@ -387,8 +399,8 @@ pub(super) async fn parameter_exists(c: &Clients, name: &str) -> Result<bool, De
 }
 
 /// Deletes the CA parameter (with the TLS secret it belongs to).
-pub(super) async fn delete_ca(c: &Clients, spec: &Spec) -> Result<bool, DeployError> {
-    delete_parameter(c, &spec.ca_parameter()).await
+pub(super) async fn delete_ca(c: &Clients, spec: &VaultServerSpec) -> Result<bool, DeployError> {
+    delete_parameter(c, &spec.ca_parameter.clone()).await
 }
 
 /// Deletes a parameter; whether it existed.
@@ -408,12 +420,15 @@ pub(super) async fn delete_parameter(c: &Clients, name: &str) -> Result<bool, De
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::tests::spec;
+
+    fn spec(toml: &str) -> VaultServerSpec {
+        crate::spec::tests::spec(toml).vault_server_spec().unwrap()
+    }
 
     #[test]
     fn a_tls_secret_cut_short_is_issued_again_and_a_policy_drift_repaired() {
         let s = spec("vault_inbound_cidr = \"10.0.0.0/8\"");
-        let policy = tls_policy(&s, None).unwrap();
+        let policy = tls_policy(&s, None);
         let secret = |policy: &str, pending| TlsSecret {
             arn: "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:s-vault/tls-AbCdEf"
                 .into(),
@@ -447,7 +462,7 @@ mod tests {
         assert_eq!(touched(&ch), ["state"]);
         // Once the instance is there: its first hour only, and a policy without that is drift.
         let until = "2026-12-05T09:00:00Z";
-        let bounded = tls_policy(&s, Some(until)).unwrap();
+        let bounded = tls_policy(&s, Some(until));
         assert!(bounded.contains(until) && bounded.contains("DateGreaterThan"));
         let ch = diff_tls(&s, Some(&whole), true, Some(until)).unwrap();
         assert_eq!(touched(&ch), ["resource_policy"]);
@@ -474,7 +489,7 @@ mod tests {
                 "",
             ),
             (
-                Some(param("SecureString", Some(&s.key_alias()), 3)),
+                Some(param("SecureString", Some(&s.key_alias), 3)),
                 true,
                 Action::Unchanged,
                 "",

@@ -7,7 +7,7 @@
 use crate::change::{Action, Change, Field};
 use crate::clients::Clients;
 use crate::resources::{Ctx, DeployError, found, missing};
-use crate::spec::Spec;
+use crate::spec::parts::VaultServerSpec;
 
 use super::tls::{delete_parameter, describe_parameter, is_stack_key, put_secure};
 
@@ -23,8 +23,11 @@ pub struct Digest {
     pub sha256: String,
 }
 
-pub async fn observe_digest(c: &Clients, spec: &Spec) -> Result<Option<Digest>, DeployError> {
-    let name = spec.watcher_digest_parameter();
+pub async fn observe_digest(
+    c: &Clients,
+    spec: &VaultServerSpec,
+) -> Result<Option<Digest>, DeployError> {
+    let name = spec.digest_parameter.clone();
     let Some(meta) = describe_parameter(c, &name).await? else {
         return Ok(None);
     };
@@ -55,13 +58,13 @@ pub async fn observe_digest(c: &Clients, spec: &Spec) -> Result<Option<Digest>, 
 
 /// `code_sha256`: the hex digest of the zip this run uploads (`None`: no zip, as in `status`).
 pub fn diff_digest(
-    spec: &Spec,
+    spec: &VaultServerSpec,
     seen: Option<&Digest>,
     code_sha256: Option<&str>,
     key_arn: Option<&str>,
 ) -> Change {
-    let name = spec.watcher_digest_parameter();
-    if !spec.deploys_vault() {
+    let name = spec.digest_parameter.clone();
+    if !spec.wanted {
         return Change::new(
             DIGEST_KIND,
             name,
@@ -102,13 +105,13 @@ pub fn diff_digest(
 /// Writes (or deletes) the digest parameter as `change` says.
 pub async fn apply_digest(
     c: &Clients,
-    spec: &Spec,
+    spec: &VaultServerSpec,
     seen: Option<&Digest>,
     change: &Change,
     code_sha256: &str,
     key_arn: &str,
 ) -> Result<(), DeployError> {
-    let name = spec.watcher_digest_parameter();
+    let name = spec.digest_parameter.clone();
     if change.action == Action::Delete {
         delete_parameter(c, &name).await?;
         return Ok(());
@@ -130,8 +133,8 @@ pub async fn apply_digest(
     .await
 }
 
-pub async fn destroy_digest(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
-    let name = spec.watcher_digest_parameter();
+pub async fn destroy_digest(c: &Clients, spec: &VaultServerSpec) -> Result<Change, DeployError> {
+    let name = spec.digest_parameter.clone();
     Ok(if delete_parameter(c, &name).await? {
         Change::new(DIGEST_KIND, name, Action::Delete)
     } else {
@@ -143,7 +146,10 @@ pub async fn destroy_digest(c: &Clients, spec: &Spec) -> Result<Change, DeployEr
 mod tests {
     use super::*;
     use crate::change::touched;
-    use crate::spec::tests::spec;
+
+    fn spec(toml: &str) -> VaultServerSpec {
+        crate::spec::tests::spec(toml).vault_server_spec().unwrap()
+    }
 
     #[test]
     fn the_digest_follows_the_uploaded_code_under_the_stacks_key_only() {
