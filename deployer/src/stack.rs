@@ -273,7 +273,7 @@ impl Stack<'_> {
                     spec.security_group_name(Group::Replicator),
                 );
                 let mut all: Vec<Change> =
-                    network::release_lambda_interfaces(c, spec).await?.into_iter().collect();
+                    network::release_lambda_interfaces(c, &spec.network_spec()?).await?.into_iter().collect();
                 all.push(iam::destroy(c, &spec.replicator_role_spec(None, None)?).await?);
                 all.push(iam::destroy(c, &spec.rotation_role_spec(None, None)?).await?);
                 for role in iam::leftover_rule_roles(c, &spec.rule_roles_spec(), &[]).await? {
@@ -281,7 +281,7 @@ impl Stack<'_> {
                 }
                 all
             }
-            Resource::Network => network::destroy(c, spec).await?,
+            Resource::Network => network::destroy(c, &spec.network_spec()?).await?,
             Resource::Topic => vec![topic::destroy(c, &spec.topic_spec()).await?],
             // Replicas left in AWS are encrypted with the key: deleting it would make them
             // unreadable once its window ends. It goes only with them.
@@ -375,19 +375,20 @@ impl Converging<'_, '_> {
     }
 
     async fn network(&mut self) -> Result<(), DeployError> {
-        let (c, spec) = (self.stack.clients, self.stack.spec);
+        let c = self.stack.clients;
+        let spec = &self.stack.spec.network_spec()?;
         let seen = network::observe(c, spec).await?;
         let changes = network::diff(spec, &seen)?;
         self.net = seen.ids();
         let moving = changes.iter().any(Change::changes_anything);
-        if self.apply && moving && spec.deploys_vault() {
+        if self.apply && moving && spec.wanted() {
             for ch in changes.iter().filter(|c| c.changes_anything()) {
                 (self.progress)(Phase::Starting, ch);
             }
             let net = std::mem::take(&mut self.net);
             self.net = network::apply(c, spec, net, &changes).await?;
         }
-        self.removes_network = !spec.deploys_vault() && moving;
+        self.removes_network = !spec.wanted() && moving;
         self.changes.extend(changes);
         Ok(())
     }
@@ -841,7 +842,7 @@ impl Converging<'_, '_> {
             iam::destroy(c, &spec.vault_role_spec(None)?).await?;
         }
         if self.removes_network {
-            for ch in network::destroy(c, spec).await? {
+            for ch in network::destroy(c, &spec.network_spec()?).await? {
                 (self.progress)(Phase::Done, &ch);
             }
         }

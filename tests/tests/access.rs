@@ -2575,7 +2575,7 @@ fn change_events_go_only_to_the_stacks_bus_with_the_replicators_source() {
     // Vault on EC2: through the Vault network's EventBridge endpoint, the replicator's events
     // on the stack's bus alone.
     let ec2 = spec("vault_inbound_cidr = \"203.0.113.0/24\"\nevents = true");
-    let services = deployer::resources::network::endpoint_services(&ec2);
+    let services = ec2.endpoint_services();
     assert!(
         services.contains(&"com.amazonaws.eu-west-1.events".to_owned()),
         "{services:?}"
@@ -2601,7 +2601,8 @@ fn change_events_go_only_to_the_stacks_bus_with_the_replicators_source() {
     );
     let without = spec("vault_inbound_cidr = \"203.0.113.0/24\"");
     assert!(
-        !deployer::resources::network::endpoint_services(&without)
+        !without
+            .endpoint_services()
             .iter()
             .any(|s| s.ends_with(".events"))
     );

@@ -29,6 +29,16 @@ pub fn vault_url(host: &str) -> String {
     format!("https://{host}:{VAULT_PORT}")
 }
 
+/// The name of `stack`'s security group `group`.
+fn security_group_name(stack: &str, group: Group) -> String {
+    let role = match group {
+        Group::Vault => "vault",
+        Group::Replicator => "replicator",
+        Group::Endpoints => "endpoints",
+    };
+    format!("{stack}-{role}")
+}
+
 /// The stack's security groups, one per role in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Group {
@@ -625,12 +635,7 @@ impl Spec {
     }
     /// The `Name` tag (and group name) of one of the stack's security groups.
     pub fn security_group_name(&self, group: Group) -> String {
-        let role = match group {
-            Group::Vault => "vault",
-            Group::Replicator => "replicator",
-            Group::Endpoints => "endpoints",
-        };
-        format!("{}-{role}", self.stack())
+        security_group_name(self.stack(), group)
     }
     pub fn vault_name(&self) -> String {
         format!("{}-vault", self.stack())
@@ -2168,7 +2173,7 @@ pub(crate) mod tests {
         );
         // The Vault network's endpoints: Secrets Manager's passes both rules' prefixes, STS's
         // only the replicator assuming exactly those roles.
-        let services = crate::resources::network::endpoint_services(&s);
+        let services = s.endpoint_services();
         assert_eq!(
             services,
             [
@@ -2191,7 +2196,7 @@ pub(crate) mod tests {
         );
         // Without rules, the one endpoint as before.
         let one = spec("stack_name = \"s\"\nvault_inbound_cidr = \"10.0.0.0/8\"\n");
-        assert_eq!(crate::resources::network::endpoint_services(&one).len(), 1);
+        assert_eq!(one.endpoint_services().len(), 1);
     }
 
     #[test]

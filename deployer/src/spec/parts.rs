@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{Duty, STACK_TAG, Spec};
+use super::{Duty, Group, STACK_TAG, Spec, security_group_name};
 use crate::policy::TemplateError;
 
 /// The stack a resource belongs to: what it is tagged with when made, and what tells it apart
@@ -167,6 +167,41 @@ impl VaultServerSpec {
     pub fn named_tags(&self) -> BTreeMap<String, String> {
         let mut t = self.owner.tags();
         t.insert("Name".into(), self.name.clone());
+        t
+    }
+}
+
+/// The Vault network: VPC, internet gateway, subnet, route table, the three security groups
+/// and the interface endpoints the functions reach AWS through.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetworkSpec {
+    /// The name of the VPC, gateway, subnet and route table.
+    pub name: String,
+    /// Whose API may reach Vault besides the replicator: `vault_inbound_cidr`, with Vault on
+    /// EC2; none: no network is wanted (one of this stack's goes).
+    pub inbound_cidr: Option<String>,
+    pub region: String,
+    /// The endpoints wanted, by service name, each with its policy.
+    pub endpoints: BTreeMap<String, Value>,
+    /// Every endpoint service the stack may have made ([`Spec::endpoint_services_all`]).
+    pub endpoints_ever: Vec<String>,
+    pub owner: Owner,
+}
+
+impl NetworkSpec {
+    pub fn wanted(&self) -> bool {
+        self.inbound_cidr.is_some()
+    }
+
+    /// The security group of `group`.
+    pub fn group_name(&self, group: Group) -> String {
+        security_group_name(self.owner.stack(), group)
+    }
+
+    /// Tags with the `Name` the EC2 console shows.
+    pub fn named_tags(&self, name: &str) -> BTreeMap<String, String> {
+        let mut t = self.owner.tags();
+        t.insert("Name".into(), name.to_owned());
         t
     }
 }
@@ -438,6 +473,68 @@ impl Spec {
             watch_function: self.function_name_of(Duty::Watch),
             prefix: self.cfg.prefix.clone(),
             topic_arn: self.notifies().then(|| self.topic_arn()),
+            owner: self.owner(),
+        })
+    }
+
+    /// The endpoint service name of `service` in the stack's region.
+    fn endpoint_service(&self, service: &str) -> String {
+        let prefix = if self.id.partition == "aws-cn" {
+            "cn.com.amazonaws"
+        } else {
+            "com.amazonaws"
+        };
+        format!("{prefix}.{}.{service}", self.id.region)
+    }
+
+    /// Endpoint services the Lambda needs: Secrets Manager, STS when `[[sync]]` rules write
+    /// in the stack's account (each with a role of its own, which the function assumes), and
+    /// EventBridge with `events = true` (the change events). Failure notices leave through
+    /// the function's on-failure destination, which Lambda delivers from outside the VPC.
+    pub fn endpoint_services(&self) -> Vec<String> {
+        let mut all = vec![self.endpoint_service("secretsmanager")];
+        if self.assumes_roles_here() {
+            all.push(self.endpoint_service("sts"));
+        }
+        if self.event_bus_arn().is_some() {
+            all.push(self.endpoint_service("events"));
+        }
+        all
+    }
+
+    /// Every endpoint service the stack may have made: the wanted ones, STS and EventBridge
+    /// (made when wanted, then no longer), and SNS (an earlier version made one): those not
+    /// wanted are removed.
+    pub fn endpoint_services_all(&self) -> Vec<String> {
+        let mut all = self.endpoint_services();
+        for service in ["sts", "events", "sns"] {
+            let name = self.endpoint_service(service);
+            if !all.contains(&name) {
+                all.push(name);
+            }
+        }
+        all
+    }
+
+    /// The network; its endpoints' policies rendered only when it is wanted (EventBridge's
+    /// names the bus).
+    pub fn network_spec(&self) -> Result<NetworkSpec, TemplateError> {
+        let inbound_cidr = match &self.cfg.vault {
+            crate::config::VaultMode::Ec2 { inbound_cidr, .. } => Some(inbound_cidr.clone()),
+            crate::config::VaultMode::External { .. } => None,
+        };
+        let endpoints = match inbound_cidr {
+            Some(_) => (self.endpoint_services().into_iter())
+                .map(|s| Ok((s.clone(), self.endpoint_policy(&s)?)))
+                .collect::<Result<_, TemplateError>>()?,
+            None => BTreeMap::new(),
+        };
+        Ok(NetworkSpec {
+            name: self.vault_name(),
+            inbound_cidr,
+            region: self.id.region.clone(),
+            endpoints,
+            endpoints_ever: self.endpoint_services_all(),
             owner: self.owner(),
         })
     }

@@ -4,27 +4,25 @@
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType, VpcEndpointType};
 
 use super::rules::{Direction, permissions};
-use super::{
-    ENDPOINT, GROUP, IGW, Network, ROUTE_TABLE, SUBNET, VPC, endpoint_services_all, field, tag_spec,
-};
+use super::{ENDPOINT, GROUP, IGW, Network, ROUTE_TABLE, SUBNET, VPC, field, tag_spec};
 use crate::change::{Action, Change, Field};
 use crate::clients::Clients;
-use crate::config::VaultMode;
 use crate::policy::canonical;
 use crate::resources::{Ctx, DeployError, missing};
-use crate::spec::{Group, SUBNET_CIDR, Spec, VPC_CIDR};
+use crate::spec::parts::NetworkSpec;
+use crate::spec::{Group, SUBNET_CIDR, VPC_CIDR};
 
 /// Creates or repairs what the changes say, in order; returns the ids.
 pub async fn apply(
     c: &Clients,
-    spec: &Spec,
+    spec: &NetworkSpec,
     mut net: Network,
     changes: &[Change],
 ) -> Result<Network, DeployError> {
-    let VaultMode::Ec2 { inbound_cidr, .. } = &spec.cfg.vault else {
+    let Some(inbound_cidr) = &spec.inbound_cidr else {
         return Ok(net);
     };
-    let name = spec.vault_name();
+    let name = spec.name.clone();
     let wants = |kind: &str, n: &str| field(changes, kind, n).filter(|ch| ch.changes_anything());
 
     if let Some(ch) = wants(VPC, &name) {
@@ -98,7 +96,7 @@ pub async fn apply(
             .describe_availability_zones()
             .send()
             .await
-            .ctx("DescribeAvailabilityZones", &spec.id.region)?;
+            .ctx("DescribeAvailabilityZones", &spec.region)?;
         let az = azs
             .availability_zones()
             .first()
@@ -182,7 +180,7 @@ pub async fn apply(
 
     // The replicator's group first: the others' rules name it.
     for group in [Group::Replicator, Group::Vault, Group::Endpoints] {
-        let gname = spec.security_group_name(group);
+        let gname = spec.group_name(group);
         let Some(ch) = wants(GROUP, &gname) else {
             continue;
         };
@@ -208,7 +206,7 @@ pub async fn apply(
     }
     // Egress once all three groups exist (the replicator's names the other two).
     for group in Group::ALL {
-        let gname = spec.security_group_name(group);
+        let gname = spec.group_name(group);
         if wants(GROUP, &gname).is_some_and(|ch| ch.touches(Field::Egress)) {
             Box::pin(set_rules(c, &net, inbound_cidr, group, Direction::Egress)).await?;
         }
@@ -295,7 +293,7 @@ async fn set_rules(
 /// Creates, repairs or removes the VPC endpoints the changes name.
 async fn apply_endpoints(
     c: &Clients,
-    spec: &Spec,
+    spec: &NetworkSpec,
     net: &Network,
     changes: &[Change],
     vpc: &str,
@@ -304,12 +302,15 @@ async fn apply_endpoints(
     let sg_end_id = net
         .group(Group::Endpoints)
         .ok_or_else(|| missing("network", "endpoint security group"))?;
-    for service in endpoint_services_all(spec) {
+    for service in spec.endpoints_ever.clone() {
         let Some(ch) = field(changes, ENDPOINT, &service) else {
             continue;
         };
         let policy = match ch.action {
-            Action::Create | Action::Update => canonical(&spec.endpoint_policy(&service)?),
+            Action::Create | Action::Update => canonical(
+                (spec.endpoints.get(&service))
+                    .ok_or_else(|| missing("network", "the endpoint's policy"))?,
+            ),
             _ => String::new(),
         };
         // Only the policy drifted: set it again in place.

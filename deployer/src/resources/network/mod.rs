@@ -24,7 +24,8 @@ use super::{Ctx, DeployError};
 use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
 use crate::policy::{canonical, parse_returned};
-use crate::spec::{Group, STACK_TAG, SUBNET_CIDR, Spec, VPC_CIDR};
+use crate::spec::parts::NetworkSpec;
+use crate::spec::{Group, STACK_TAG, SUBNET_CIDR, VPC_CIDR};
 
 use rules::{rule_lines, rules_text, wanted_rules};
 
@@ -127,17 +128,17 @@ impl Seen {
     }
 }
 
-pub(super) fn filters(spec: &Spec, name: &str) -> Vec<Filter> {
+pub(super) fn filters(spec: &NetworkSpec, name: &str) -> Vec<Filter> {
     vec![
         Filter::builder()
             .name(format!("tag:{STACK_TAG}"))
-            .values(spec.stack())
+            .values(spec.owner.stack())
             .build(),
         Filter::builder().name("tag:Name").values(name).build(),
     ]
 }
 
-pub(super) fn tag_spec(spec: &Spec, kind: ResourceType, name: &str) -> TagSpecification {
+pub(super) fn tag_spec(spec: &NetworkSpec, kind: ResourceType, name: &str) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(kind)
         .set_tags(Some(
@@ -149,51 +150,9 @@ pub(super) fn tag_spec(spec: &Spec, kind: ResourceType, name: &str) -> TagSpecif
         .build()
 }
 
-fn service_prefix(spec: &Spec) -> &'static str {
-    if spec.id.partition == "aws-cn" {
-        "cn.com.amazonaws"
-    } else {
-        "com.amazonaws"
-    }
-}
-
-/// The endpoint service name of `service` in the stack's region.
-fn endpoint_service(spec: &Spec, service: &str) -> String {
-    format!("{}.{}.{service}", service_prefix(spec), spec.id.region)
-}
-
-/// Endpoint services the Lambda needs: Secrets Manager, STS when `[[sync]]` rules write in
-/// the stack's account (each with a role of its own, which the function assumes), and
-/// EventBridge with `events = true` (the change events). Failure notices leave through the
-/// function's on-failure destination, which Lambda delivers from outside the VPC.
-pub fn endpoint_services(spec: &Spec) -> Vec<String> {
-    let mut all = vec![endpoint_service(spec, "secretsmanager")];
-    if spec.assumes_roles_here() {
-        all.push(endpoint_service(spec, "sts"));
-    }
-    if spec.event_bus_arn().is_some() {
-        all.push(endpoint_service(spec, "events"));
-    }
-    all
-}
-
-/// Every endpoint service the stack may have made: the wanted ones, STS and EventBridge (made
-/// when wanted, then no longer), and SNS (an earlier version made one): those not wanted are
-/// removed.
-pub(super) fn endpoint_services_all(spec: &Spec) -> Vec<String> {
-    let mut all = endpoint_services(spec);
-    for service in ["sts", "events", "sns"] {
-        let name = endpoint_service(spec, service);
-        if !all.contains(&name) {
-            all.push(name);
-        }
-    }
-    all
-}
-
 /// Reads everything the stack has in the network.
-pub async fn observe(c: &Clients, spec: &Spec) -> Result<Seen, DeployError> {
-    let name = spec.vault_name();
+pub async fn observe(c: &Clients, spec: &NetworkSpec) -> Result<Seen, DeployError> {
+    let name = spec.name.clone();
     let mut seen = Seen::default();
 
     let vpcs = c
@@ -292,14 +251,14 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Seen, DeployError> {
         .filters(
             Filter::builder()
                 .name(format!("tag:{STACK_TAG}"))
-                .values(spec.stack())
+                .values(spec.owner.stack())
                 .build(),
         )
         .send()
         .await
-        .ctx("DescribeSecurityGroups", spec.stack())?;
+        .ctx("DescribeSecurityGroups", spec.owner.stack())?;
     for group in Group::ALL {
-        let gname = spec.security_group_name(group);
+        let gname = spec.group_name(group);
         let found = groups.security_groups().iter().find(|g| {
             g.tags()
                 .iter()
@@ -318,7 +277,7 @@ pub async fn observe(c: &Clients, spec: &Spec) -> Result<Seen, DeployError> {
     }
 
     if let Some(vpc) = seen.vpc.as_ref().map(|v| v.id.clone()) {
-        for service in endpoint_services_all(spec) {
+        for service in spec.endpoints_ever.clone() {
             let eps = c
                 .ec2
                 .describe_vpc_endpoints()
@@ -365,9 +324,9 @@ fn on_off(on: bool) -> String {
 }
 
 /// What must change for the network to be the spec's, piece by piece, in apply order. Pure.
-pub fn diff(spec: &Spec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
-    let name = spec.vault_name();
-    let wanted = spec.deploys_vault();
+pub fn diff(spec: &NetworkSpec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
+    let name = spec.name.clone();
+    let wanted = spec.wanted();
     let ids = seen.ids();
     let known = |id: &Option<String>| FieldValue::from(id.clone());
     let mut changes = Vec::new();
@@ -427,18 +386,15 @@ pub fn diff(spec: &Spec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
                 (Field::Egress, rules_text(&g.egress).into()),
             ]
         });
-        let gname = spec.security_group_name(group);
+        let gname = spec.group_name(group);
         changes.push(piece(GROUP, &gname, wanted, &want, have.as_ref()));
     }
 
-    let needed = endpoint_services(spec);
-    for service in endpoint_services_all(spec) {
-        let wanted = wanted && needed.contains(&service);
+    for service in &spec.endpoints_ever {
         // An endpoint not wanted has no policy to want (EventBridge's names the bus).
-        let policy = match wanted {
-            true => canonical(&spec.endpoint_policy(&service)?),
-            false => String::new(),
-        };
+        let policy = spec.endpoints.get(service).filter(|_| wanted);
+        let wanted = policy.is_some();
+        let policy = policy.map(canonical).unwrap_or_default();
         let want = vec![
             (Field::PrivateDns, on_off(true).into()),
             (
@@ -447,14 +403,14 @@ pub fn diff(spec: &Spec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
             ),
             (Field::Policy, policy.clone().into()),
         ];
-        let have = seen.endpoints.get(&service).map(|e| {
+        let have = seen.endpoints.get(service).map(|e| {
             vec![
                 (Field::PrivateDns, on_off(e.private_dns).into()),
                 (Field::SecurityGroups, e.security_groups.join(",").into()),
                 (Field::Policy, e.policy.clone().into()),
             ]
         });
-        changes.push(piece(ENDPOINT, &service, wanted, &want, have.as_ref()));
+        changes.push(piece(ENDPOINT, service, wanted, &want, have.as_ref()));
     }
     Ok(changes)
 }
@@ -483,7 +439,10 @@ mod tests {
     use super::rules::{Direction, permissions};
     use super::*;
     use crate::policy::canonical;
-    use crate::spec::tests::spec;
+
+    fn spec(toml: &str) -> NetworkSpec {
+        crate::spec::tests::spec(toml).network_spec().unwrap()
+    }
 
     const EC2: &str = "stack_name = \"s\"\nvault_inbound_cidr = \"203.0.113.0/24\"\n";
     const EXTERNAL: &str = "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://vault.example.com:8200\"\n";
@@ -493,7 +452,7 @@ mod tests {
     }
 
     /// The network as `up` leaves it.
-    fn converged(spec: &Spec) -> Seen {
+    fn converged(spec: &NetworkSpec) -> Seen {
         let group = |id: &str, ingress: &[&str], egress: &[&str]| SeenGroup {
             id: id.into(),
             ingress: rules(ingress),
@@ -543,7 +502,11 @@ mod tests {
                     id: "vpce-1".into(),
                     private_dns: true,
                     security_groups: vec!["sg-e".into()],
-                    policy: canonical(&spec.secretsmanager_endpoint_policy().unwrap()),
+                    policy: (spec
+                        .endpoints
+                        .get("cn.com.amazonaws.cn-north-1.secretsmanager"))
+                    .map(canonical)
+                    .unwrap_or_default(),
                 },
             )]),
         }

@@ -5,9 +5,9 @@ use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, UserIdGroupPair};
 
 use super::Network;
 use crate::change::FieldValue;
-use crate::config::VaultMode;
 use crate::resources::{DeployError, missing};
-use crate::spec::{Group, Spec, VAULT_PORT};
+use crate::spec::parts::NetworkSpec;
+use crate::spec::{Group, VAULT_PORT};
 
 /// A group's rules as `tcp/PORT from|to SOURCE` lines, sorted.
 pub(super) fn rule_lines(perms: &[IpPermission], dir: &str) -> Vec<String> {
@@ -33,7 +33,11 @@ pub(super) fn rule_lines(perms: &[IpPermission], dir: &str) -> Vec<String> {
 /// The rules a group should have, as (ingress, egress) text in the form [`SeenGroup`] renders,
 /// given the ids known so far (a rule naming a group not made yet is
 /// known after apply).
-pub(super) fn wanted_rules(spec: &Spec, group: Group, ids: &Network) -> (FieldValue, FieldValue) {
+pub(super) fn wanted_rules(
+    spec: &NetworkSpec,
+    group: Group,
+    ids: &Network,
+) -> (FieldValue, FieldValue) {
     let sorted = |mut r: Vec<String>| {
         r.sort();
         FieldValue::from(r.join("; "))
@@ -47,8 +51,8 @@ pub(super) fn wanted_rules(spec: &Spec, group: Group, ids: &Network) -> (FieldVa
         // Vault's API: the replicator and `vault_inbound_cidr` only; it reaches packages and
         // AWS over HTTPS.
         Group::Vault => {
-            let ingress = match (&spec.cfg.vault, repl) {
-                (VaultMode::Ec2 { inbound_cidr, .. }, Some(repl)) => sorted(vec![
+            let ingress = match (&spec.inbound_cidr, repl) {
+                (Some(inbound_cidr), Some(repl)) => sorted(vec![
                     format!("tcp/{VAULT_PORT} from {inbound_cidr}"),
                     format!("tcp/{VAULT_PORT} from {repl}"),
                 ]),

@@ -8,7 +8,8 @@ use super::{ENDPOINT, GROUP, IGW, INTERFACES_KIND, ROUTE_TABLE, SUBNET, VPC, fil
 use crate::change::{Action, Change};
 use crate::clients::Clients;
 use crate::resources::{Ctx, DeployError, delete, gone_ok};
-use crate::spec::{Group, Spec};
+use crate::spec::Group;
+use crate::spec::parts::NetworkSpec;
 
 /// How Lambda describes the network interfaces it makes for a function in a VPC.
 const LAMBDA_ENI: &str = "AWS Lambda VPC ENI";
@@ -20,9 +21,9 @@ const LAMBDA_ENI: &str = "AWS Lambda VPC ENI";
 /// rest, up to `release_wait`. Never touches an interface Lambda did not make.
 pub async fn release_lambda_interfaces(
     c: &Clients,
-    spec: &Spec,
+    spec: &NetworkSpec,
 ) -> Result<Option<Change>, DeployError> {
-    let sg_repl = spec.security_group_name(Group::Replicator);
+    let sg_repl = spec.group_name(Group::Replicator);
     let groups = c
         .ec2
         .describe_security_groups()
@@ -98,11 +99,11 @@ pub async fn release_lambda_interfaces(
 }
 
 /// Deletes the network, innermost first. Only pieces with the stack's tags are found at all.
-pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployError> {
+pub async fn destroy(c: &Clients, spec: &NetworkSpec) -> Result<Vec<Change>, DeployError> {
     let seen = observe(c, spec).await?;
     let net = seen.ids();
     let mut done = Vec::new();
-    let name = spec.vault_name();
+    let name = spec.name.clone();
     if let Some(vpc) = &net.vpc {
         for service in seen.endpoints.keys() {
             delete_endpoints(c, vpc, service).await?;
@@ -111,7 +112,7 @@ pub async fn destroy(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployErro
     }
     // Rules referencing the replicator group go first, or it cannot be deleted.
     for group in [Group::Vault, Group::Endpoints, Group::Replicator] {
-        let gname = spec.security_group_name(group);
+        let gname = spec.group_name(group);
         if let Some(id) = net.group(group) {
             // The Lambda's network interfaces linger a while after the function is deleted.
             gone_ok(
