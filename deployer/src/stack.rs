@@ -206,7 +206,9 @@ impl Stack<'_> {
             }
             Box::pin(self.destroy_one(resource, progress, &mut done)).await?;
             if resource == Resource::Function && delete_replicas {
-                for ch in replicas::schedule_deletion(self.clients, self.spec).await? {
+                for ch in
+                    replicas::schedule_deletion(self.clients, &self.spec.replica_syncs()).await?
+                {
                     record(ch, progress, &mut done);
                 }
             }
@@ -285,7 +287,7 @@ impl Stack<'_> {
             Resource::Topic => vec![topic::destroy(c, &spec.topic_spec()).await?],
             // Replicas left in AWS are encrypted with the key: deleting it would make them
             // unreadable once its window ends. It goes only with them.
-            Resource::Key => match replicas::count_on_the_key(c, spec).await? {
+            Resource::Key => match replicas::count_on_the_key(c, &spec.replicas_spec()?).await? {
                 0 => vec![key::destroy(c, &spec.stack_key()?).await?],
                 n => vec![Change::new(key::KIND, spec.key_alias(), Action::Unchanged).with_note(
                     format!(

@@ -216,7 +216,8 @@ pub async fn execute(
     // Secrets Manager's own check of the replicas' policy, before anything is planned.
     if matches!(cli.command, Command::Plan(_) | Command::Up(_))
         && let Some(problem) =
-            crate::resources::replicas::check_resource_policy(clients, &spec).await?
+            crate::resources::replicas::check_resource_policy(clients, &spec.replica_syncs())
+                .await?
     {
         return Err(CliError::Config(ConfigError::Invalid {
             key: "resource_policy".into(),

@@ -18,7 +18,14 @@ pub async fn run(
     // The schedule's cost scales with the replicas: those there now, or 1,000 for a new stack.
     let mut warnings = stack.spec.cfg.warnings.clone();
     let estimate = if stack.spec.cfg.rules.is_empty() {
-        let replicas = crate::resources::replicas::count_live(stack.clients, stack.spec).await?;
+        let replicas = crate::resources::replicas::count_live(
+            stack.clients,
+            &stack
+                .spec
+                .replicas_spec()
+                .map_err(crate::resources::DeployError::from)?,
+        )
+        .await?;
         if let Some(role) = &stack.spec.cfg.replicator.account_role
             && replicas > 0
         {
@@ -32,7 +39,9 @@ pub async fn run(
     } else {
         // Each rule's replicas here; a new rule, or one in another account, 1,000.
         let views = stack.spec.syncs();
-        let here = crate::resources::replicas::count_by_sync(stack.clients, stack.spec).await?;
+        let here =
+            crate::resources::replicas::count_by_sync(stack.clients, &stack.spec.replica_syncs())
+                .await?;
         let mut counts = Vec::with_capacity(views.len());
         for (view, n) in views.iter().zip(here) {
             let away = view.cfg.replicator.account_role.as_ref();
@@ -54,7 +63,9 @@ pub async fn run(
         if views.iter().all(|v| v.write_prefix() != top_prefix) {
             let mut before = stack.spec.clone();
             before.cfg.rules = Vec::new();
-            let left = crate::resources::replicas::count_by_sync(stack.clients, &before).await?;
+            let left =
+                crate::resources::replicas::count_by_sync(stack.clients, &before.replica_syncs())
+                    .await?;
             if let Some(&n) = left.first()
                 && n > 0
             {

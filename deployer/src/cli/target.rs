@@ -381,7 +381,7 @@ pub async fn run(
                 }
                 let scheduled = crate::resources::replicas::schedule_sync_deletion(
                     &target.in_region(&there.id.region),
-                    &there,
+                    &there.sync_replicas_spec(),
                 )
                 .await?;
                 text.push_str(&format!(

@@ -10,7 +10,7 @@ use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use super::{Ctx, DeployError};
 use crate::change::{Action, Change};
 use crate::clients::Clients;
-use crate::spec::Spec;
+use crate::spec::parts::{ReplicasSpec, SyncReplicasSpec};
 use contract::tags::{MANAGED_BY, MANAGED_BY_VALUE};
 
 const KIND: &str = "replicated secrets";
@@ -46,13 +46,14 @@ fn names_key(given: &str, key: &super::key::KeyState, alias: &str) -> bool {
         || given.ends_with(&format!(":{alias}"))
 }
 
+/// The secrets under `sync`'s prefix, sorted by whose they are; with `key` (the stack's key as
+/// found, and its alias), those of others encrypted with it too.
 async fn list_under_prefix(
     c: &Clients,
-    spec: &Spec,
-    key: Option<&super::key::KeyState>,
+    sync: &SyncReplicasSpec,
+    key: Option<(&super::key::KeyState, &str)>,
 ) -> Result<UnderPrefix, DeployError> {
-    let alias = spec.key_alias();
-    let prefix = format!("{}/", spec.write_prefix());
+    let prefix = format!("{}/", sync.prefix);
     let name = format!("{prefix}*");
     let mut pages =
         c.sm.list_secrets()
@@ -65,7 +66,7 @@ async fn list_under_prefix(
             .into_paginator()
             .send();
     let mut found = UnderPrefix::default();
-    let sync = spec.sync_source();
+    let source = sync.source();
     while let Some(page) = pages.next().await {
         let page = page.ctx("ListSecrets", &name)?;
         for s in page.secret_list() {
@@ -81,9 +82,9 @@ async fn list_under_prefix(
                     .find(|t| t.key() == Some(k))
                     .and_then(|t| t.value())
             };
-            let on_the_key =
-                key.is_some_and(|k| s.kms_key_id().is_some_and(|g| names_key(g, k, &alias)));
-            match sync.wrote(tag) {
+            let on_the_key = key
+                .is_some_and(|(k, alias)| s.kms_key_id().is_some_and(|g| names_key(g, k, alias)));
+            match source.wrote(tag) {
                 Some(true) => found.ours.push((arn.to_owned(), n.to_owned())),
                 Some(false) => found.unproven.push(arn.to_owned()),
                 None => {
@@ -106,11 +107,11 @@ async fn list_under_prefix(
 /// would be put on a replica: `Some(what is wrong)` when it refuses it. Nothing is changed.
 pub async fn check_resource_policy(
     c: &Clients,
-    spec: &Spec,
+    syncs: &[SyncReplicasSpec],
 ) -> Result<Option<String>, DeployError> {
-    for view in spec.syncs() {
-        if let Some(problem) = check_sync_resource_policy(c, &view).await? {
-            return Ok(Some(match view.sync_name() {
+    for sync in syncs {
+        if let Some(problem) = check_sync_resource_policy(c, sync).await? {
+            return Ok(Some(match &sync.rule {
                 Some(name) => format!("rule {name:?}: {problem}"),
                 None => problem,
             }));
@@ -122,30 +123,24 @@ pub async fn check_resource_policy(
 /// [`check_resource_policy`] for one sync.
 async fn check_sync_resource_policy(
     c: &Clients,
-    spec: &Spec,
+    sync: &SyncReplicasSpec,
 ) -> Result<Option<String>, DeployError> {
-    let Some(policy) = &spec.cfg.replicator.resource_policy else {
+    let Some(policy) = &sync.resource_policy else {
         return Ok(None);
     };
     // With the replicas in another account, the check (whether the policy would lock its
     // caller out, among others) would judge this account's operator: left to AWS at the put,
     // with BlockPublicPolicy.
-    if spec.cfg.replicator.account_role.is_some() {
+    if sync.in_other_account {
         return Ok(None);
     }
-    let example = format!(
-        "arn:{}:secretsmanager:{}:{}:secret:{}/example-AbCdEf",
-        spec.id.partition,
-        spec.id.region,
-        spec.id.account,
-        spec.write_prefix()
-    );
+    let example = &sync.example_arn;
     let verdict =
         c.sm.validate_resource_policy()
-            .resource_policy(policy.render(&example))
+            .resource_policy(policy.render(example))
             .send()
             .await
-            .ctx("ValidateResourcePolicy", &example)?;
+            .ctx("ValidateResourcePolicy", example)?;
     if verdict.policy_validation_passed() {
         return Ok(None);
     }
@@ -198,20 +193,21 @@ async fn remove_replica_regions(c: &Clients, arn: &str, name: &str) -> Result<()
 /// the stack's key: this stack's replicas, and any other secret there made with the key
 /// (another stack took over one of its replicas, say), so `destroy` keeps the key while any is
 /// left. A secret under two rules' (nested) prefixes counts once.
-pub async fn count_live(c: &Clients, spec: &Spec) -> Result<usize, DeployError> {
-    let key = super::key::observe(c, &spec.stack_key()?).await?;
-    count_live_with(c, spec, key.as_ref()).await
+pub async fn count_live(c: &Clients, replicas: &ReplicasSpec) -> Result<usize, DeployError> {
+    let key = super::key::observe(c, &replicas.key).await?;
+    count_live_with(c, replicas, key.as_ref()).await
 }
 
 /// [`count_live`] with the stack's key already observed.
 async fn count_live_with(
     c: &Clients,
-    spec: &Spec,
+    replicas: &ReplicasSpec,
     key: Option<&super::key::KeyState>,
 ) -> Result<usize, DeployError> {
     let mut live = std::collections::BTreeSet::new();
-    for view in spec.syncs() {
-        let found = list_under_prefix(c, &view, key).await?;
+    let key = key.map(|k| (k, replicas.key.alias.as_str()));
+    for sync in &replicas.syncs {
+        let found = list_under_prefix(c, sync, key).await?;
         live.extend(found.ours.into_iter().map(|(arn, _)| arn));
         live.extend(found.unproven);
         live.extend(found.others_on_the_key);
@@ -223,17 +219,15 @@ async fn count_live_with(
 /// are: [`count_live`]'s, and every other secret whose key names it (a rule removed from the
 /// configuration, or a prefix changed, leaves replicas no sync's prefix covers). `destroy`
 /// keeps the key while any is left. One listing of the whole account.
-pub async fn count_on_the_key(c: &Clients, spec: &Spec) -> Result<usize, DeployError> {
-    let key = super::key::observe(c, &spec.stack_key()?).await?;
-    let under_prefixes = count_live_with(c, spec, key.as_ref()).await?;
+pub async fn count_on_the_key(c: &Clients, replicas: &ReplicasSpec) -> Result<usize, DeployError> {
+    let key = super::key::observe(c, &replicas.key).await?;
+    let under_prefixes = count_live_with(c, replicas, key.as_ref()).await?;
     let Some(key) = key else {
         return Ok(under_prefixes);
     };
-    let alias = spec.key_alias();
-    let prefixes: Vec<String> = spec
-        .syncs()
-        .iter()
-        .map(|v| format!("{}/", v.write_prefix()))
+    let alias = &replicas.key.alias;
+    let prefixes: Vec<String> = (replicas.syncs.iter())
+        .map(|s| format!("{}/", s.prefix))
         .collect();
     let mut elsewhere = 0;
     let mut pages = c.sm.list_secrets().into_paginator().send();
@@ -244,7 +238,7 @@ pub async fn count_on_the_key(c: &Clients, spec: &Spec) -> Result<usize, DeployE
                 continue;
             };
             // Those under a sync's prefix are counted already.
-            if names_key(given, &key, &alias) && !prefixes.iter().any(|p| name.starts_with(p)) {
+            if names_key(given, &key, alias) && !prefixes.iter().any(|p| name.starts_with(p)) {
                 elsewhere += 1;
             }
         }
@@ -253,11 +247,14 @@ pub async fn count_on_the_key(c: &Clients, spec: &Spec) -> Result<usize, DeployE
 }
 
 /// This stack's replicas in this account under each sync's prefix, in the order of
-/// [`Spec::syncs`] (a rule in another account: what it left here before).
-pub async fn count_by_sync(c: &Clients, spec: &Spec) -> Result<Vec<usize>, DeployError> {
+/// `syncs` (a rule in another account: what it left here before).
+pub async fn count_by_sync(
+    c: &Clients,
+    syncs: &[SyncReplicasSpec],
+) -> Result<Vec<usize>, DeployError> {
     let mut counts = Vec::new();
-    for view in spec.syncs() {
-        let found = list_under_prefix(c, &view, None).await?;
+    for sync in syncs {
+        let found = list_under_prefix(c, sync, None).await?;
         counts.push(found.ours.len() + found.unproven.len());
     }
     Ok(counts)
@@ -265,10 +262,13 @@ pub async fn count_by_sync(c: &Clients, spec: &Spec) -> Result<Vec<usize>, Deplo
 
 /// Schedules for deletion exactly this stack's replicas in this account, sync by sync (each
 /// rule's under its prefix): one change each.
-pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Vec<Change>, DeployError> {
+pub async fn schedule_deletion(
+    c: &Clients,
+    syncs: &[SyncReplicasSpec],
+) -> Result<Vec<Change>, DeployError> {
     let mut changes = Vec::new();
-    for view in spec.syncs() {
-        changes.push(schedule_sync_deletion(c, &view).await?);
+    for sync in syncs {
+        changes.push(schedule_sync_deletion(c, sync).await?);
     }
     Ok(changes)
 }
@@ -276,10 +276,13 @@ pub async fn schedule_deletion(c: &Clients, spec: &Spec) -> Result<Vec<Change>, 
 /// Schedules for deletion exactly this sync's replicas under `<prefix>/`, where `c` reaches
 /// (the stack's account, or with `deployer target destroy` the replicas' account and the
 /// rule's region); counts, and keeps, every other secret there.
-pub async fn schedule_sync_deletion(c: &Clients, spec: &Spec) -> Result<Change, DeployError> {
-    let name = match spec.sync_name() {
-        Some(rule) => format!("{}/* (rule {rule})", spec.write_prefix()),
-        None => format!("{}/*", spec.write_prefix()),
+pub async fn schedule_sync_deletion(
+    c: &Clients,
+    sync: &SyncReplicasSpec,
+) -> Result<Change, DeployError> {
+    let name = match &sync.rule {
+        Some(rule) => format!("{}/* (rule {rule})", sync.prefix),
+        None => format!("{}/*", sync.prefix),
     };
     let UnderPrefix {
         ours,
@@ -287,8 +290,8 @@ pub async fn schedule_sync_deletion(c: &Clients, spec: &Spec) -> Result<Change, 
         other_syncs,
         foreign,
         ..
-    } = list_under_prefix(c, spec, None).await?;
-    let days = spec.cfg.replicator.recovery_window_days;
+    } = list_under_prefix(c, sync, None).await?;
+    let days = sync.recovery_window_days;
     let deleted = ours.len();
     let mut pace = tokio::time::interval(DELETE_EVERY);
     for (arn, n) in ours {

@@ -206,6 +206,50 @@ impl NetworkSpec {
     }
 }
 
+/// The replicas one sync writes where the deployer reaches them: their prefix, whose they are
+/// (the tags a replica of this sync carries) and how they go.
+#[derive(Clone, Debug)]
+pub struct SyncReplicasSpec {
+    /// The rule's name; none: the one sync of the top-level keys.
+    pub rule: Option<String>,
+    /// Written under `<prefix>/`.
+    pub prefix: String,
+    pub mount: String,
+    /// The `vault-path` tag: the sub-path, or `/` for the whole mount.
+    pub path_tag: String,
+    /// Days a deleted replica stays restorable.
+    pub recovery_window_days: i64,
+    /// The replicas' resource policy, when one is configured.
+    pub resource_policy: Option<contract::resource_policy::ResourcePolicy>,
+    /// The rule writes in another account (its `account_role_arn`).
+    pub in_other_account: bool,
+    /// The ARN an example replica would have here (what Secrets Manager is asked to judge the
+    /// resource policy on).
+    pub example_arn: String,
+    pub owner: Owner,
+}
+
+impl SyncReplicasSpec {
+    /// This sync's source and destination as its replicas' tags name them.
+    pub fn source(&self) -> contract::SyncSource<'_> {
+        contract::SyncSource {
+            prefix: &self.prefix,
+            mount: &self.mount,
+            path_tag: &self.path_tag,
+            stack: Some(self.owner.stack()),
+            rule: self.rule.as_deref(),
+        }
+    }
+}
+
+/// The replicas of every sync of the stack, and the key they are encrypted with.
+#[derive(Clone, Debug)]
+pub struct ReplicasSpec {
+    pub key: KeySpec,
+    /// In the order of [`Spec::syncs`].
+    pub syncs: Vec<SyncReplicasSpec>,
+}
+
 /// The failure topic: wanted only with a `notification_email`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicSpec {
@@ -536,6 +580,41 @@ impl Spec {
             endpoints,
             endpoints_ever: self.endpoint_services_all(),
             owner: self.owner(),
+        })
+    }
+
+    /// This sync's replicas (in a sync's view: that rule's).
+    pub fn sync_replicas_spec(&self) -> SyncReplicasSpec {
+        let source = self.sync_source();
+        SyncReplicasSpec {
+            rule: source.rule.map(str::to_owned),
+            prefix: source.prefix.to_owned(),
+            mount: source.mount.to_owned(),
+            path_tag: source.path_tag.to_owned(),
+            recovery_window_days: self.cfg.replicator.recovery_window_days,
+            resource_policy: self.cfg.replicator.resource_policy.clone(),
+            in_other_account: self.cfg.replicator.account_role.is_some(),
+            example_arn: self.arn(
+                "secretsmanager",
+                true,
+                &format!("secret:{}/example-AbCdEf", self.write_prefix()),
+            ),
+            owner: self.owner(),
+        }
+    }
+
+    /// Every sync's replicas, in the order of [`Spec::syncs`].
+    pub fn replica_syncs(&self) -> Vec<SyncReplicasSpec> {
+        (self.syncs().iter())
+            .map(Spec::sync_replicas_spec)
+            .collect()
+    }
+
+    /// Every sync's replicas and the key they are encrypted with.
+    pub fn replicas_spec(&self) -> Result<ReplicasSpec, TemplateError> {
+        Ok(ReplicasSpec {
+            key: self.stack_key()?,
+            syncs: self.replica_syncs(),
         })
     }
 
