@@ -6,13 +6,13 @@ use serde::Serialize;
 
 use crate::change::{Action, Change};
 use crate::clients::Clients;
+use crate::desired::RoleSpec;
 use crate::lambda_zip::LambdaZip;
 use crate::resources::network;
 use crate::resources::{
     DeployError, function, iam, key, logs, monitoring, replicas, rotation, rule, secret, signing,
     topic, vault_server,
 };
-use crate::spec::parts::RoleSpec;
 use crate::spec::{Duty, Group, Spec};
 
 /// What a deployed stack offers its user.

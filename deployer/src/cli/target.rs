@@ -12,12 +12,12 @@ use clap::{Args, Subcommand};
 use super::common::{CliError, EXIT_OK, ExitCodeArgs, emit};
 use crate::change::{Action, FieldDiff, render_plan, render_status};
 use crate::clients::Clients;
+use crate::desired::KeySpec;
+use crate::desired::RoleSpec;
 use crate::resources::DeployError;
 use crate::resources::iam;
 use crate::resources::key;
 use crate::spec::Spec;
-use crate::spec::parts::KeySpec;
-use crate::spec::parts::RoleSpec;
 
 #[derive(Debug, Args)]
 pub struct TargetArgs {

@@ -17,9 +17,9 @@ use aws_sdk_lambda::types::{
 use super::{Ctx, DeployError, delete, found, missing};
 use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
+use crate::desired::FunctionSpec;
 use crate::lambda_zip::LambdaZip;
 use crate::spec::Duty;
-use crate::spec::parts::FunctionSpec;
 
 pub const KIND: &str = "lambda function";
 const RUNTIME: &str = "provided.al2023";

@@ -7,8 +7,8 @@ use aws_sdk_iam::types::Tag;
 use super::{Ctx, DeployError, delete, found, missing};
 use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
+use crate::desired::{RoleSpec, RuleRolesSpec};
 use crate::policy::{canonical, parse_returned};
-use crate::spec::parts::{RoleSpec, RuleRolesSpec};
 
 pub const KIND: &str = "iam role";
 pub const PROFILE_KIND: &str = "instance profile";

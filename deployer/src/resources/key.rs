@@ -6,8 +6,8 @@ use aws_sdk_kms::types::{KeyState as AwsKeyState, KeyUsageType, Tag};
 use super::{Ctx, DeployError, found, missing};
 use crate::change::{Change, Field, Fields};
 use crate::clients::Clients;
+use crate::desired::KeySpec;
 use crate::policy::{canonical, parse_returned};
-use crate::spec::parts::KeySpec;
 
 pub const KIND: &str = "kms key";
 

@@ -4,7 +4,7 @@
 use super::{Ctx, DeployError, delete};
 use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
-use crate::spec::parts::{LogGroupSpec, Owner};
+use crate::desired::{LogGroupSpec, Owner};
 
 pub const KIND: &str = "log group";
 

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use super::{Ctx, DeployError, found};
 use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
+use crate::desired::MonitoringSpec;
 use crate::policy::canonical;
-use crate::spec::parts::MonitoringSpec;
 use contract::metrics::{DISK_USED, FULL_SYNCS, NAMESPACE, WATCHER_ALIVE, host_namespace};
 
 pub const ALARM_KIND: &str = "cloudwatch alarm";

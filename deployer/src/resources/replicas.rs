@@ -10,7 +10,7 @@ use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 use super::{Ctx, DeployError};
 use crate::change::{Action, Change};
 use crate::clients::Clients;
-use crate::spec::parts::{ReplicasSpec, SyncReplicasSpec};
+use crate::desired::{ReplicasSpec, SyncReplicasSpec};
 use contract::tags::{MANAGED_BY, MANAGED_BY_VALUE};
 
 const KIND: &str = "replicated secrets";

@@ -10,7 +10,7 @@ use aws_sdk_secretsmanager::types::RotationRulesType;
 use super::{Ctx, DeployError, delete, found, retry_on};
 use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
-use crate::spec::parts::RotationSpec;
+use crate::desired::RotationSpec;
 
 pub const KIND: &str = "secret rotation";
 

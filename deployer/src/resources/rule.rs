@@ -6,7 +6,7 @@ use aws_sdk_eventbridge::types::{RuleState, Tag, Target};
 use super::{Ctx, DeployError, delete, found};
 use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
-use crate::spec::parts::ScheduleSpec;
+use crate::desired::ScheduleSpec;
 
 pub const KIND: &str = "schedule rule";
 const TARGET_ID: &str = "replicator";

@@ -7,8 +7,8 @@ use aws_sdk_secretsmanager::types::Tag;
 use super::{Ctx, DeployError, found, missing};
 use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
+use crate::desired::{Owner, SecretSpec};
 use crate::policy::{canonical, parse_returned};
-use crate::spec::parts::{Owner, SecretSpec};
 use contract::ConnectionSecret;
 
 pub const KIND: &str = "connection secret";

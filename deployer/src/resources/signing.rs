@@ -11,7 +11,7 @@ use aws_sdk_lambda::types::{AllowedPublishers, CodeSigningPolicies, CodeSigningP
 use super::{Ctx, DeployError, delete, found, has_stack_tag};
 use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
-use crate::spec::parts::{Owner, SigningSpec};
+use crate::desired::{Owner, SigningSpec};
 
 pub const KIND: &str = "code signing config";
 /// What Lambda does with code that is not signed by an allowed profile: refuses to deploy it.

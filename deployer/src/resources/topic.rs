@@ -6,7 +6,7 @@ use aws_sdk_sns::types::Tag;
 use super::{Ctx, DeployError, delete, found};
 use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
-use crate::spec::parts::TopicSpec;
+use crate::desired::TopicSpec;
 
 pub const KIND: &str = "sns topic";
 

@@ -7,9 +7,9 @@ use super::rules::{Direction, permissions};
 use super::{ENDPOINT, GROUP, IGW, Network, ROUTE_TABLE, SUBNET, VPC, field, tag_spec};
 use crate::change::{Action, Change, Field};
 use crate::clients::Clients;
+use crate::desired::NetworkSpec;
 use crate::policy::canonical;
 use crate::resources::{Ctx, DeployError, missing};
-use crate::spec::parts::NetworkSpec;
 use crate::spec::{Group, SUBNET_CIDR, VPC_CIDR};
 
 /// Creates or repairs what the changes say, in order; returns the ids.

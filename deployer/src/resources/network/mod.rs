@@ -23,8 +23,8 @@ pub use teardown::{destroy, release_lambda_interfaces};
 use super::{Ctx, DeployError};
 use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
+use crate::desired::NetworkSpec;
 use crate::policy::{canonical, parse_returned};
-use crate::spec::parts::NetworkSpec;
 use crate::spec::{Group, STACK_TAG, SUBNET_CIDR, VPC_CIDR};
 
 use rules::{rule_lines, rules_text, wanted_rules};

@@ -5,8 +5,8 @@ use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, UserIdGroupPair};
 
 use super::Network;
 use crate::change::FieldValue;
+use crate::desired::NetworkSpec;
 use crate::resources::{DeployError, missing};
-use crate::spec::parts::NetworkSpec;
 use crate::spec::{Group, VAULT_PORT};
 
 /// A group's rules as `tcp/PORT from|to SOURCE` lines, sorted.

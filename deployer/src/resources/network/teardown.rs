@@ -7,9 +7,9 @@ use super::apply::delete_endpoints;
 use super::{ENDPOINT, GROUP, IGW, INTERFACES_KIND, ROUTE_TABLE, SUBNET, VPC, filters, observe};
 use crate::change::{Action, Change};
 use crate::clients::Clients;
+use crate::desired::NetworkSpec;
 use crate::resources::{Ctx, DeployError, delete, gone_ok};
 use crate::spec::Group;
-use crate::spec::parts::NetworkSpec;
 
 /// How Lambda describes the network interfaces it makes for a function in a VPC.
 const LAMBDA_ENI: &str = "AWS Lambda VPC ENI";

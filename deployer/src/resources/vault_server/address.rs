@@ -4,8 +4,8 @@ use aws_sdk_ec2::types::{DomainType, ResourceType};
 
 use crate::change::{Action, Change, Field};
 use crate::clients::Clients;
+use crate::desired::VaultServerSpec;
 use crate::resources::{Ctx, DeployError, missing};
-use crate::spec::parts::VaultServerSpec;
 
 use super::{ADDRESS_KIND, ec2_tags, filters};
 

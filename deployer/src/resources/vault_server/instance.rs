@@ -10,9 +10,9 @@ use base64::Engine as _;
 
 use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
+use crate::desired::VaultServerSpec;
 use crate::resources::network::Network;
 use crate::resources::{Ctx, DeployError, missing};
-use crate::spec::parts::VaultServerSpec;
 use crate::spec::{Group, VAULT_PRIVATE_IP};
 
 use super::{AMI_PARAMETER, INSTANCE_KIND, ec2_tags, filters, sha, user_data, version};

@@ -23,9 +23,9 @@ use sha2::{Digest, Sha256};
 
 use crate::change::{Action, Change};
 use crate::clients::Clients;
+use crate::desired::VaultServerSpec;
 use crate::policy::{self};
 use crate::resources::{Ctx, DeployError, delete};
-use crate::spec::parts::VaultServerSpec;
 use crate::spec::{STACK_TAG, VAULT_PRIVATE_IP};
 
 pub const AMI_PARAMETER: &str =

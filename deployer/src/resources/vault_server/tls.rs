@@ -3,10 +3,10 @@
 
 use crate::change::{Action, Change, Field};
 use crate::clients::Clients;
+use crate::desired::VaultServerSpec;
 use crate::policy::canonical;
 use crate::resources::{Ctx, DeployError, delete, found, missing};
 use crate::spec::VAULT_PRIVATE_IP;
-use crate::spec::parts::VaultServerSpec;
 
 use super::TLS_KIND;
 

@@ -6,8 +6,8 @@
 
 use crate::change::{Action, Change, Field};
 use crate::clients::Clients;
+use crate::desired::VaultServerSpec;
 use crate::resources::{Ctx, DeployError, found, missing};
-use crate::spec::parts::VaultServerSpec;
 
 use super::tls::{delete_parameter, describe_parameter, is_stack_key, put_secure};
 

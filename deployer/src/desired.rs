@@ -1,13 +1,14 @@
-//! Each resource's own part of the desired stack, made by [`Spec`]: a resource module reads its
-//! part only (its names, settings and rendered documents), never the whole configuration. What
+//! Each resource's desired state, its own part of the stack, made by [`Spec`]: a resource
+//! module reads its part only (its names, settings and rendered documents), never the whole
+//! configuration. What
 //! a part cannot know before others are made (a key's ARN) its module is handed at the call.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{Duty, Group, STACK_TAG, Spec, security_group_name};
 use crate::policy::TemplateError;
+use crate::spec::{Duty, Group, KEY_PURPOSE_TAG, Spec, security_group_name, stack_tags};
 
 /// The stack a resource belongs to: what it is tagged with when made, and what tells it apart
 /// from one the stack did not make.
@@ -30,7 +31,7 @@ impl Owner {
 
     /// The tags a resource of the stack is made with.
     pub fn tags(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([(STACK_TAG.to_owned(), self.stack.clone())])
+        stack_tags(&self.stack)
     }
 }
 
@@ -368,6 +369,43 @@ impl RotationSpec {
 }
 
 impl Spec {
+    /// The TLS secret's resource policy: only the Vault instance's role reads it, and once the
+    /// instance is there, only until `read_until` (an hour after it was made: its boot script
+    /// reads the key once), so nothing that runs on it later (the change watcher) can read the
+    /// key through the instance's role ([`VaultServerSpec::tls_policy`]).
+    pub fn tls_secret_policy(&self, read_until: Option<&str>) -> Result<Value, TemplateError> {
+        Ok(self.vault_server_spec()?.tls_policy(read_until))
+    }
+
+    /// The key `deployer target up` makes in the account (and region) of this sync's
+    /// `account_role_arn`, with `account_kms_key = "create"`: administered by that account,
+    /// used through Secrets Manager by any of its principals that may read a replica (as its
+    /// `aws/secretsmanager` key is). None otherwise.
+    pub fn account_key(&self) -> Result<Option<(String, KeySpec)>, TemplateError> {
+        let Some(role) = &self.cfg.replicator.account_role else {
+            return Ok(None);
+        };
+        if self.cfg.replicator.account_key != contract::rules::AccountKmsKey::Create {
+            return Ok(None);
+        }
+        let there = self.in_account_of(role);
+        let mut tags = self.tags();
+        tags.insert(KEY_PURPOSE_TAG.to_owned(), "replicas".to_owned());
+        Ok(Some((
+            there.id.region.clone(),
+            KeySpec {
+                alias: self.account_key_alias(),
+                description: format!(
+                    "vault-secrets-replicator: encrypts the replicas of stack {}",
+                    self.stack()
+                ),
+                policy: there.render(crate::policy::ACCOUNT_KEY_POLICY, vec![])?,
+                tags,
+                deletion_window_days: self.cfg.kms_deletion_window_days,
+            },
+        )))
+    }
+
     pub fn owner(&self) -> Owner {
         Owner::new(self.stack())
     }

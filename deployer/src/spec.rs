@@ -6,16 +6,18 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-pub mod parts;
-
 use crate::config::{Config, VaultMode};
 use crate::policy::{self, TemplateError};
 use contract::rules::AccountKmsKey;
 use contract::{connection_secret_name, env};
-use parts::KeySpec;
 
 /// Tag key that marks every resource of a stack; its value is the stack name.
 pub const STACK_TAG: &str = "vault-secrets-replicator:stack";
+
+/// The tags every resource of `stack` is made with.
+pub fn stack_tags(stack: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(STACK_TAG.to_owned(), stack.to_owned())])
+}
 
 /// The stack's network: fixed, so the names and rules that mention it are known before it exists.
 pub const VPC_CIDR: &str = "10.42.0.0/16";
@@ -30,7 +32,7 @@ pub fn vault_url(host: &str) -> String {
 }
 
 /// The name of `stack`'s security group `group`.
-fn security_group_name(stack: &str, group: Group) -> String {
+pub(crate) fn security_group_name(stack: &str, group: Group) -> String {
     let role = match group {
         Group::Vault => "vault",
         Group::Replicator => "replicator",
@@ -326,7 +328,7 @@ impl Spec {
     }
 
     pub fn tags(&self) -> BTreeMap<String, String> {
-        self.owner().tags()
+        stack_tags(self.stack())
     }
 
     /// Tags plus a `Name` (shown by the EC2 console).
@@ -657,7 +659,7 @@ impl Spec {
         format!("{}-vault/init-keys", self.stack())
     }
     /// Matches the ARN of the secret `name` (AWS appends `-` and 6 random characters).
-    fn secret_arn_pattern(&self, name: &str) -> String {
+    pub(crate) fn secret_arn_pattern(&self, name: &str) -> String {
         self.arn("secretsmanager", true, &format!("secret:{name}-??????"))
     }
 
@@ -857,7 +859,7 @@ impl Spec {
         serde_json::to_string(&list).map_err(TemplateError::NotJson)
     }
 
-    fn render(
+    pub(crate) fn render(
         &self,
         template: &str,
         extra: Vec<(&'static str, String)>,
@@ -1286,35 +1288,6 @@ impl Spec {
         there
     }
 
-    /// The key `deployer target up` makes in the account (and region) of this sync's
-    /// `account_role_arn`, with `account_kms_key = "create"`: administered by that account,
-    /// used through Secrets Manager by any of its principals that may read a replica (as its
-    /// `aws/secretsmanager` key is). None otherwise.
-    pub fn account_key(&self) -> Result<Option<(String, KeySpec)>, TemplateError> {
-        let Some(role) = &self.cfg.replicator.account_role else {
-            return Ok(None);
-        };
-        if self.cfg.replicator.account_key != AccountKmsKey::Create {
-            return Ok(None);
-        }
-        let there = self.in_account_of(role);
-        let mut tags = self.tags();
-        tags.insert(KEY_PURPOSE_TAG.to_owned(), "replicas".to_owned());
-        Ok(Some((
-            there.id.region.clone(),
-            KeySpec {
-                alias: self.account_key_alias(),
-                description: format!(
-                    "vault-secrets-replicator: encrypts the replicas of stack {}",
-                    self.stack()
-                ),
-                policy: there.render(policy::ACCOUNT_KEY_POLICY, vec![])?,
-                tags,
-                deletion_window_days: self.cfg.kms_deletion_window_days,
-            },
-        )))
-    }
-
     /// The network interfaces of a function in the Vault VPC (with Vault on EC2).
     /// With Vault on EC2 the VPC must be known: a policy naming a VPC not made yet is itself
     /// known only after apply ([`crate::resources::iam::replicator_role`] leaves it unset),
@@ -1575,14 +1548,6 @@ impl Spec {
             services.push(service("lambda"));
         }
         serde_json::to_string(&services).map_err(TemplateError::NotJson)
-    }
-
-    /// The TLS secret's resource policy: only the Vault instance's role reads it, and once the
-    /// instance is there, only until `read_until` (an hour after it was made: its boot script
-    /// reads the key once), so nothing that runs on it later (the change watcher) can read the
-    /// key through the instance's role.
-    pub fn tls_secret_policy(&self, read_until: Option<&str>) -> Result<Value, TemplateError> {
-        Ok(self.vault_server_spec()?.tls_policy(read_until))
     }
 
     /// The init-keys secret's resource policy: only `principal_arn` (who ran `vault-init`)
