@@ -2,6 +2,7 @@
 //! by flags, validated completely before any AWS call. Pure except for reading the file.
 
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -12,9 +13,9 @@ use contract::{DEFAULT_PREFIX, DeletionPolicy, ReplicaRegion, ranges};
 
 /// Default days between automatic rotations of the replicator's secret id: a new id every ten
 /// days, each living three periods, so two failed rotations in a row still leave time to act.
-pub const SECRET_ID_ROTATION_DAYS: i64 = 10;
+pub const SECRET_ID_ROTATION_DAYS: i32 = 10;
 /// The longest rotation period (a secret id living three periods stays under Vault's limits).
-pub const MAX_ROTATION_DAYS: i64 = 120;
+pub const MAX_ROTATION_DAYS: i32 = 120;
 
 /// The longest resource policy template (compact JSON) the function's environment carries.
 pub const MAX_POLICY_IN_ENV: usize = 2_048;
@@ -122,7 +123,7 @@ pub struct ReplicatorSettings {
     pub deletion_policy: DeletionPolicy,
     pub recovery_window_days: i64,
     pub max_delete_share: f64,
-    pub concurrency: i64,
+    pub concurrency: usize,
     /// Sorted by region; a KMS key is a key ARN in its region, so the role can be granted
     /// exactly that key.
     pub replica_regions: Vec<ReplicaRegion>,
@@ -230,10 +231,46 @@ pub struct Config {
 }
 
 /// CloudWatch Logs' accepted retention values.
-const RETENTION_DAYS: &[i64] = &[
+const RETENTION_DAYS: &[i32] = &[
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
     3288, 3653,
 ];
+
+/// `given` (else `default`) as the type the setting is used as, when `allowed` holds it;
+/// otherwise an error naming `key` with the bounds, and `note` on what they mean. Each
+/// setting's bounds are one constant, here or in `contract::ranges` (the function's own).
+fn bounded<T>(
+    key: &str,
+    given: Option<i64>,
+    default: T,
+    allowed: &RangeInclusive<T>,
+    note: &str,
+) -> Result<T, ConfigError>
+where
+    T: TryFrom<i64> + PartialOrd + std::fmt::Display,
+{
+    let Some(g) = given else {
+        return Ok(default);
+    };
+    T::try_from(g)
+        .ok()
+        .filter(|v| allowed.contains(v))
+        .ok_or_else(|| {
+            invalid(
+                key,
+                format!(
+                    "{g} is outside {} to {}{note}",
+                    allowed.start(),
+                    allowed.end()
+                ),
+            )
+        })
+}
+
+const LAMBDA_MEMORY_MB: RangeInclusive<i32> = 128..=10240;
+const LAMBDA_TIMEOUT_SECONDS: RangeInclusive<i32> = 1..=900;
+const LAMBDA_RESERVED_CONCURRENCY: RangeInclusive<i32> = 0..=1;
+const KMS_DELETION_WINDOW_DAYS: RangeInclusive<i32> = 7..=30;
 
 impl FileConfig {
     /// Reads a TOML file; a missing default file is an empty configuration.
@@ -414,52 +451,16 @@ impl FileConfig {
         Ok(Some(policy))
     }
 
-    pub fn validate(&self) -> Result<Config, ConfigError> {
-        let mut warnings = Vec::new();
-        let stack_name = self
-            .stack_name
-            .clone()
-            .unwrap_or_else(|| "hybrid-secrets".into());
-        if stack_name.is_empty()
-            || stack_name.len() > 32
-            || !stack_name.starts_with(|c: char| c.is_ascii_alphabetic())
-            || !stack_name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
-            return Err(invalid(
-                "stack_name",
-                format!(
-                    "{stack_name:?} must be 1-32 letters, digits or '-', starting with a letter"
-                ),
-            ));
-        }
-        let prefix = self
-            .secrets_prefix
-            .clone()
-            .unwrap_or_else(|| DEFAULT_PREFIX.into());
-        check_secrets_prefix("secrets_prefix", &prefix)?;
-        let notification_email = match self.notification_email.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(e) => {
-                check_email(e).map_err(|p| invalid("notification_email", p))?;
-                Some(e.to_owned())
-            }
-        };
-        let events_bus = self.events_bus()?;
-        let schedule = self
-            .schedule
-            .clone()
-            .unwrap_or_else(|| DEFAULT_SCHEDULE.into());
-        crate::schedule::validate(&schedule).map_err(|p| invalid("schedule", p))?;
-
+    /// Where Vault is: the stack's own on EC2 (`vault_inbound_cidr` required), or an external
+    /// one (`external_vault_address` required); warns of an open CIDR or plain HTTP.
+    fn vault(&self, warnings: &mut Vec<String>) -> Result<VaultMode, ConfigError> {
         let deploy = self.deploy_vault_on_ec2.unwrap_or(true);
         let external = self
             .external_vault_address
             .as_deref()
             .map(str::trim)
             .unwrap_or("");
-        let vault = if deploy {
+        if deploy {
             if !external.is_empty() {
                 return Err(invalid(
                     "external_vault_address",
@@ -513,11 +514,11 @@ impl FileConfig {
                     format!("{version:?} is not a version such as 1.18.3"),
                 ));
             }
-            VaultMode::Ec2 {
+            Ok(VaultMode::Ec2 {
                 instance_type,
                 version,
                 inbound_cidr: cidr.to_owned(),
-            }
+            })
         } else {
             if external.is_empty() {
                 return Err(invalid(
@@ -542,62 +543,54 @@ impl FileConfig {
                 }
                 client_cidrs.push(cidr.clone());
             }
-            VaultMode::External {
+            Ok(VaultMode::External {
                 address: external.trim_end_matches('/').to_owned(),
                 client_cidrs,
+            })
+        }
+    }
+
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let mut warnings = Vec::new();
+        let stack_name = self
+            .stack_name
+            .clone()
+            .unwrap_or_else(|| "hybrid-secrets".into());
+        if stack_name.is_empty()
+            || stack_name.len() > 32
+            || !stack_name.starts_with(|c: char| c.is_ascii_alphabetic())
+            || !stack_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(invalid(
+                "stack_name",
+                format!(
+                    "{stack_name:?} must be 1-32 letters, digits or '-', starting with a letter"
+                ),
+            ));
+        }
+        let prefix = self
+            .secrets_prefix
+            .clone()
+            .unwrap_or_else(|| DEFAULT_PREFIX.into());
+        check_secrets_prefix("secrets_prefix", &prefix)?;
+        let notification_email = match self.notification_email.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(e) => {
+                check_email(e).map_err(|p| invalid("notification_email", p))?;
+                Some(e.to_owned())
             }
         };
+        let events_bus = self.events_bus()?;
+        let schedule = self
+            .schedule
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SCHEDULE.into());
+        crate::schedule::validate(&schedule).map_err(|p| invalid("schedule", p))?;
 
-        let lambda_memory_mb = self.lambda_memory_mb.unwrap_or(128);
-        if !(128..=10240).contains(&lambda_memory_mb) {
-            return Err(invalid(
-                "lambda_memory_mb",
-                format!("{lambda_memory_mb} is outside 128 to 10240"),
-            ));
-        }
-        let lambda_timeout_seconds = self.lambda_timeout_seconds.unwrap_or(120);
-        if !(1..=900).contains(&lambda_timeout_seconds) {
-            return Err(invalid(
-                "lambda_timeout_seconds",
-                format!("{lambda_timeout_seconds} is outside 1 to 900"),
-            ));
-        }
-        let lambda_reserved_concurrency = self.lambda_reserved_concurrency.unwrap_or(1);
-        if !(0..=1).contains(&lambda_reserved_concurrency) {
-            return Err(invalid(
-                "lambda_reserved_concurrency",
-                format!(
-                    "{lambda_reserved_concurrency} must be 1 (one run at a time) or 0 (not reserved)"
-                ),
-            ));
-        }
-        let secret_id_rotation_days = self
-            .secret_id_rotation_days
-            .unwrap_or(SECRET_ID_ROTATION_DAYS);
-        if !(0..=MAX_ROTATION_DAYS).contains(&secret_id_rotation_days) {
-            return Err(invalid(
-                "secret_id_rotation_days",
-                format!(
-                    "{secret_id_rotation_days} is outside 0 (no automatic rotation) to {MAX_ROTATION_DAYS}"
-                ),
-            ));
-        }
-        let log_retention_days = self.log_retention_days.unwrap_or(30);
-        if !RETENTION_DAYS.contains(&log_retention_days) {
-            return Err(invalid(
-                "log_retention_days",
-                format!(
-                    "{log_retention_days} is not one of CloudWatch's values {RETENTION_DAYS:?}"
-                ),
-            ));
-        }
-        let kms_deletion_window_days = self.kms_deletion_window_days.unwrap_or(30);
-        if !(7..=30).contains(&kms_deletion_window_days) {
-            return Err(invalid(
-                "kms_deletion_window_days",
-                format!("{kms_deletion_window_days} is outside 7 to 30"),
-            ));
-        }
+        let vault = self.vault(&mut warnings)?;
+
         if let Some(region) = &self.region
             && (region.is_empty()
                 || !region
@@ -651,13 +644,52 @@ impl FileConfig {
             schedule,
             replicator,
             rules,
-            // Ranges checked above.
-            lambda_memory_mb: lambda_memory_mb as i32,
-            lambda_timeout_seconds: lambda_timeout_seconds as i32,
-            lambda_reserved_concurrency: lambda_reserved_concurrency as i32,
-            secret_id_rotation_days: secret_id_rotation_days as i32,
-            log_retention_days: log_retention_days as i32,
-            kms_deletion_window_days: kms_deletion_window_days as i32,
+            lambda_memory_mb: bounded(
+                "lambda_memory_mb",
+                self.lambda_memory_mb,
+                128,
+                &LAMBDA_MEMORY_MB,
+                "",
+            )?,
+            lambda_timeout_seconds: bounded(
+                "lambda_timeout_seconds",
+                self.lambda_timeout_seconds,
+                120,
+                &LAMBDA_TIMEOUT_SECONDS,
+                "",
+            )?,
+            lambda_reserved_concurrency: bounded(
+                "lambda_reserved_concurrency",
+                self.lambda_reserved_concurrency,
+                1,
+                &LAMBDA_RESERVED_CONCURRENCY,
+                " (1: one run at a time; 0: not reserved)",
+            )?,
+            secret_id_rotation_days: bounded(
+                "secret_id_rotation_days",
+                self.secret_id_rotation_days,
+                SECRET_ID_ROTATION_DAYS,
+                &(0..=MAX_ROTATION_DAYS),
+                " (0: no automatic rotation)",
+            )?,
+            log_retention_days: {
+                let days = self.log_retention_days.unwrap_or(30);
+                (RETENTION_DAYS.iter().copied())
+                    .find(|d| i64::from(*d) == days)
+                    .ok_or_else(|| {
+                        invalid(
+                            "log_retention_days",
+                            format!("{days} is not one of CloudWatch's values {RETENTION_DAYS:?}"),
+                        )
+                    })?
+            },
+            kms_deletion_window_days: bounded(
+                "kms_deletion_window_days",
+                self.kms_deletion_window_days,
+                30,
+                &KMS_DELETION_WINDOW_DAYS,
+                "",
+            )?,
             code_signing_profile: match self.code_signing_profile.as_deref().map(str::trim) {
                 None | Some("") => None,
                 Some(arn) => {
@@ -936,15 +968,13 @@ impl FileConfig {
     fn replicator_settings(&self, vault: &VaultMode) -> Result<ReplicatorSettings, ConfigError> {
         // Enums are parsed with the file: an invalid one is the parser's error, naming its key.
         let deletion_policy = self.deletion_policy.unwrap_or_default();
-        let recovery_window_days = self
-            .recovery_window_days
-            .unwrap_or(contract::defaults::RECOVERY_WINDOW_DAYS);
-        if !ranges::RECOVERY_WINDOW_DAYS.contains(&recovery_window_days) {
-            return Err(invalid(
-                "recovery_window_days",
-                format!("{recovery_window_days} is outside 7 to 30"),
-            ));
-        }
+        let recovery_window_days = bounded(
+            "recovery_window_days",
+            self.recovery_window_days,
+            contract::defaults::RECOVERY_WINDOW_DAYS,
+            &ranges::RECOVERY_WINDOW_DAYS,
+            "",
+        )?;
         let max_delete_share = self
             .max_delete_share
             .unwrap_or(contract::defaults::MAX_DELETE_SHARE);
@@ -954,15 +984,13 @@ impl FileConfig {
                 format!("{max_delete_share} is outside 0 to 1"),
             ));
         }
-        let concurrency = self
-            .concurrency
-            .unwrap_or(contract::defaults::CONCURRENCY as i64);
-        if !usize::try_from(concurrency).is_ok_and(|c| ranges::CONCURRENCY.contains(&c)) {
-            return Err(invalid(
-                "concurrency",
-                format!("{concurrency} is outside 1 to 256"),
-            ));
-        }
+        let concurrency = bounded(
+            "concurrency",
+            self.concurrency,
+            contract::defaults::CONCURRENCY,
+            &ranges::CONCURRENCY,
+            "",
+        )?;
         let replica_regions = self.replica_regions()?;
         let granularity = self.granularity.unwrap_or_default();
         let name_template = match self.name_template.as_deref().map(str::trim) {
@@ -993,38 +1021,20 @@ impl FileConfig {
         )
         .map_err(|e| invalid("metadata_tag_keys", e))?;
         let latest_deleted = self.latest_deleted.unwrap_or_default();
-        let max_keys_per_secret = self
-            .max_keys_per_secret
-            .unwrap_or(contract::defaults::MAX_KEYS_PER_SECRET as i64);
-        let max_keys_per_secret = usize::try_from(max_keys_per_secret)
-            .ok()
-            .filter(|n| ranges::MAX_KEYS_PER_SECRET.contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    "max_keys_per_secret",
-                    format!(
-                        "{max_keys_per_secret} is outside {} to {}",
-                        ranges::MAX_KEYS_PER_SECRET.start(),
-                        ranges::MAX_KEYS_PER_SECRET.end()
-                    ),
-                )
-            })?;
-        let region_audit_hours = self
-            .region_audit_hours
-            .unwrap_or(contract::defaults::REGION_AUDIT_HOURS as i64);
-        let region_audit_hours = u64::try_from(region_audit_hours)
-            .ok()
-            .filter(|n| ranges::REGION_AUDIT_HOURS.contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    "region_audit_hours",
-                    format!(
-                        "{region_audit_hours} is outside {} to {} hours",
-                        ranges::REGION_AUDIT_HOURS.start(),
-                        ranges::REGION_AUDIT_HOURS.end()
-                    ),
-                )
-            })?;
+        let max_keys_per_secret = bounded(
+            "max_keys_per_secret",
+            self.max_keys_per_secret,
+            contract::defaults::MAX_KEYS_PER_SECRET,
+            &ranges::MAX_KEYS_PER_SECRET,
+            "",
+        )?;
+        let region_audit_hours = bounded(
+            "region_audit_hours",
+            self.region_audit_hours,
+            contract::defaults::REGION_AUDIT_HOURS,
+            &ranges::REGION_AUDIT_HOURS,
+            " hours",
+        )?;
         let selection = contract::select::Selection::new(
             self.include.clone().unwrap_or_default(),
             self.exclude.clone().unwrap_or_default(),
@@ -1714,12 +1724,12 @@ mod tests {
             (
                 "lambda_reserved_concurrency = 2",
                 "lambda_reserved_concurrency",
-                "must be 1 (one run at a time) or 0",
+                "outside 0 to 1 (1: one run at a time; 0: not reserved)",
             ),
             (
                 "secret_id_rotation_days = 121",
                 "secret_id_rotation_days",
-                "outside 0 (no automatic rotation) to 120",
+                "outside 0 to 120 (0: no automatic rotation)",
             ),
             (
                 "kms_deletion_window_days = 31",
