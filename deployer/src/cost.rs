@@ -7,13 +7,13 @@ use crate::config::VaultMode;
 use crate::spec::Spec;
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct CostLine {
+pub(crate) struct CostLine {
     pub item: String,
     pub usd_per_month: f64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Estimate {
+pub(crate) struct Estimate {
     pub lines: Vec<CostLine>,
     pub total_usd_per_month: f64,
     pub note: &'static str,
@@ -44,14 +44,14 @@ const SM_CALL: f64 = 0.05 / 10_000.0;
 
 /// Seconds of a scheduled run that changes nothing, for `secrets` replicas: measured by the
 /// sync benchmark (10,000 secrets: 4.96 s with the ranged listing) and rounded up.
-pub fn noop_seconds(secrets: usize) -> f64 {
+pub(crate) fn noop_seconds(secrets: usize) -> f64 {
     0.5 + secrets as f64 * 0.0005
 }
 
 /// What the schedule costs a month for `counts` replicas of each sync: the Lambda runs, and
 /// the Secrets Manager calls each run makes (the connection secret, and each sync's
 /// ListSecrets, 100 names a page).
-pub fn schedule_lines(spec: &Spec, counts: &[usize]) -> Vec<CostLine> {
+pub(crate) fn schedule_lines(spec: &Spec, counts: &[usize]) -> Vec<CostLine> {
     let secrets: usize = counts.iter().sum();
     let schedule = &spec.cfg.schedule;
     let Some(runs) = crate::schedule::runs_per_month(schedule) else {
@@ -86,13 +86,13 @@ fn metrics_of(spec: &Spec) -> usize {
     9 * spec.syncs().len() + 2
 }
 
-pub fn estimate(spec: &Spec, secrets: usize) -> Estimate {
+pub(crate) fn estimate(spec: &Spec, secrets: usize) -> Estimate {
     estimate_syncs(spec, &[secrets])
 }
 
 /// The monthly estimate for `counts` replicas of each of the stack's syncs (in the order of
 /// [`Spec::syncs`]): with `[[sync]]` rules, a line per rule for its replica regions.
-pub fn estimate_syncs(spec: &Spec, counts: &[usize]) -> Estimate {
+pub(crate) fn estimate_syncs(spec: &Spec, counts: &[usize]) -> Estimate {
     let mut lines = vec![
         CostLine {
             item: "KMS key (rotation on)".into(),
@@ -226,7 +226,7 @@ pub fn estimate_syncs(spec: &Spec, counts: &[usize]) -> Estimate {
     }
 }
 
-pub fn render(e: &Estimate) -> String {
+pub(crate) fn render(e: &Estimate) -> String {
     let mut out = String::from("Estimated monthly cost:\n");
     for l in &e.lines {
         out.push_str(&format!("  ${:>7.2}  {}\n", l.usd_per_month, l.item));

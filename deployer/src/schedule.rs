@@ -2,7 +2,7 @@
 //! `cron(min hour day-of-month month day-of-week year)` and `rate(N unit)`. Pure.
 
 /// Why a schedule is not valid, in words that say what to fix.
-pub fn validate(expr: &str) -> Result<(), String> {
+pub(crate) fn validate(expr: &str) -> Result<(), String> {
     let expr = expr.trim();
     if let Some(body) = expr.strip_prefix("rate(").and_then(|r| r.strip_suffix(')')) {
         return validate_rate(body);
@@ -17,7 +17,7 @@ pub fn validate(expr: &str) -> Result<(), String> {
 
 /// About how many times a month (30.4 days) a valid expression fires; `None` for cron forms
 /// this estimate does not count (`L`, `W`, `#`).
-pub fn runs_per_month(expr: &str) -> Option<f64> {
+pub(crate) fn runs_per_month(expr: &str) -> Option<f64> {
     let expr = expr.trim();
     if let Some(body) = expr.strip_prefix("rate(").and_then(|r| r.strip_suffix(')')) {
         let mut parts = body.split_whitespace();
@@ -88,7 +88,7 @@ fn values(field: &str, min: u32, max: u32) -> Option<Vec<u32>> {
 /// The longest time between two runs, in seconds: a rate's period, or for a cron that runs
 /// every day of every month the longest gap of its day (the night between the last run and the
 /// first). `None` when the days are restricted or the form is not read (`L`, `W`, `#`).
-pub fn longest_gap_seconds(expr: &str) -> Option<u64> {
+pub(crate) fn longest_gap_seconds(expr: &str) -> Option<u64> {
     let expr = expr.trim();
     if let Some(body) = expr.strip_prefix("rate(").and_then(|r| r.strip_suffix(')')) {
         let mut parts = body.split_whitespace();

@@ -32,11 +32,11 @@ pub enum VaultAdminError {
 }
 
 /// The file mode of the audit log: its group (vault-audit on the stack's host) reads it.
-pub const AUDIT_MODE: &str = "0640";
+pub(crate) const AUDIT_MODE: &str = "0640";
 
 /// What [`VaultAdmin::ensure_audit`] found or did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Audit {
+pub(crate) enum Audit {
     Enabled,
     On,
     /// On, writing its file with this mode: the change watcher cannot read it.
@@ -45,7 +45,7 @@ pub enum Audit {
 
 /// The unseal keys and root token of a fresh `init`. Shown or stored once, never logged.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
-pub struct InitKeys {
+pub(crate) struct InitKeys {
     pub keys_base64: Vec<SecretString>,
     pub root_token: SecretString,
 }
@@ -61,7 +61,7 @@ impl std::fmt::Debug for InitKeys {
 }
 
 #[derive(Debug)]
-pub struct VaultAdmin {
+pub(crate) struct VaultAdmin {
     http: reqwest::Client,
     pub address: String,
     token: Option<SecretString>,
@@ -81,7 +81,7 @@ const ROOT_ONLY: &[&str] = &[
 ];
 
 impl VaultAdmin {
-    pub fn new(address: &str, ca_pem: Option<&str>) -> Result<Self, VaultAdminError> {
+    pub(crate) fn new(address: &str, ca_pem: Option<&str>) -> Result<Self, VaultAdminError> {
         // The client both programs use: no redirect is followed with the root token.
         let http = contract::vault_http::client(
             ca_pem,
@@ -101,13 +101,13 @@ impl VaultAdmin {
     }
 
     /// Sends every call but the server-wide ones in `namespace` (none or empty: the root).
-    pub fn in_namespace(mut self, namespace: Option<&str>) -> Self {
+    pub(crate) fn in_namespace(mut self, namespace: Option<&str>) -> Self {
         self.namespace = contract::namespace(namespace);
         self
     }
 
     /// The same client and token, sending its calls in `namespace` instead.
-    pub fn sibling(&self, namespace: Option<&str>) -> Self {
+    pub(crate) fn sibling(&self, namespace: Option<&str>) -> Self {
         Self {
             http: self.http.clone(),
             address: self.address.clone(),
@@ -117,7 +117,7 @@ impl VaultAdmin {
     }
 
     /// Creates the client's namespace, level by level, where missing. Whether it did.
-    pub async fn ensure_namespace(&self, path: &str) -> Result<bool, VaultAdminError> {
+    pub(crate) async fn ensure_namespace(&self, path: &str) -> Result<bool, VaultAdminError> {
         let mut parent: Option<String> = None;
         let mut made = false;
         for level in path.trim_matches('/').split('/') {
@@ -156,11 +156,11 @@ impl VaultAdmin {
         Ok(made)
     }
 
-    pub fn set_token(&mut self, token: SecretString) {
+    pub(crate) fn set_token(&mut self, token: SecretString) {
         self.token = Some(token);
     }
 
-    pub fn has_token(&self) -> bool {
+    pub(crate) fn has_token(&self) -> bool {
         self.token.is_some()
     }
 
@@ -238,7 +238,7 @@ impl VaultAdmin {
             })
     }
 
-    pub async fn initialized(&self) -> Result<bool, VaultAdminError> {
+    pub(crate) async fn initialized(&self) -> Result<bool, VaultAdminError> {
         let v = self
             .call(Method::GET, "sys/init", None, "read init status")
             .await?
@@ -246,7 +246,11 @@ impl VaultAdmin {
         Ok(v["initialized"].as_bool().unwrap_or(false))
     }
 
-    pub async fn init(&self, shares: u8, threshold: u8) -> Result<InitKeys, VaultAdminError> {
+    pub(crate) async fn init(
+        &self,
+        shares: u8,
+        threshold: u8,
+    ) -> Result<InitKeys, VaultAdminError> {
         let v = self
             .call(
                 Method::PUT,
@@ -263,7 +267,7 @@ impl VaultAdmin {
     }
 
     /// (sealed, threshold, progress)
-    pub async fn seal_status(&self) -> Result<(bool, u64), VaultAdminError> {
+    pub(crate) async fn seal_status(&self) -> Result<(bool, u64), VaultAdminError> {
         let v = self
             .call(Method::GET, "sys/seal-status", None, "read seal status")
             .await?
@@ -276,7 +280,7 @@ impl VaultAdmin {
 
     /// Waits until Vault answers as the active node (raft elects itself a leader some moments
     /// after an unseal): polls `sys/health` every 200 ms, for `timeout` at most.
-    pub async fn wait_active(&self, timeout: Duration) -> Result<(), VaultAdminError> {
+    pub(crate) async fn wait_active(&self, timeout: Duration) -> Result<(), VaultAdminError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let resp = self
@@ -305,7 +309,7 @@ impl VaultAdmin {
     }
 
     /// Submits one key; returns whether Vault is still sealed.
-    pub async fn unseal(&self, key: &SecretString) -> Result<bool, VaultAdminError> {
+    pub(crate) async fn unseal(&self, key: &SecretString) -> Result<bool, VaultAdminError> {
         let v = self
             .call(
                 Method::PUT,
@@ -350,7 +354,7 @@ impl VaultAdmin {
     /// Enables KV v2 at `mount` unless something is mounted there; returns whether it did.
     /// Refuses a mount of another kind there (the replicator reads KV v2 only). Either way it
     /// returns once the mount serves requests: a new KV v2 mount upgrades itself first.
-    pub async fn ensure_kv2(&self, mount: &str) -> Result<bool, VaultAdminError> {
+    pub(crate) async fn ensure_kv2(&self, mount: &str) -> Result<bool, VaultAdminError> {
         let existing = self
             .listed("sys/mounts", &format!("{mount}/"), "list mounts")
             .await?;
@@ -410,7 +414,7 @@ impl VaultAdmin {
         }
     }
 
-    pub async fn ensure_approle(&self) -> Result<bool, VaultAdminError> {
+    pub(crate) async fn ensure_approle(&self) -> Result<bool, VaultAdminError> {
         if self
             .has("sys/auth", "approle/", "list auth methods")
             .await?
@@ -428,7 +432,11 @@ impl VaultAdmin {
     }
 
     /// Writes a policy; returns whether it changed.
-    pub async fn ensure_policy(&self, name: &str, rules: &str) -> Result<bool, VaultAdminError> {
+    pub(crate) async fn ensure_policy(
+        &self,
+        name: &str,
+        rules: &str,
+    ) -> Result<bool, VaultAdminError> {
         let path = format!("sys/policies/acl/{name}");
         let current = self.call(Method::GET, &path, None, "read policy").await?;
         if current.as_ref().and_then(|v| v["data"]["policy"].as_str()) == Some(rules) {
@@ -445,7 +453,11 @@ impl VaultAdmin {
     }
 
     /// Writes the AppRole role; returns whether it changed.
-    pub async fn ensure_role(&self, role: &str, settings: Value) -> Result<bool, VaultAdminError> {
+    pub(crate) async fn ensure_role(
+        &self,
+        role: &str,
+        settings: Value,
+    ) -> Result<bool, VaultAdminError> {
         let path = format!("auth/approle/role/{role}");
         let current = self
             .call(Method::GET, &path, None, "read AppRole role")
@@ -465,7 +477,10 @@ impl VaultAdmin {
 
     /// The secret id lifetime (seconds, 0: never expires) of the AppRole role; `None` when the
     /// role does not exist yet.
-    pub async fn role_secret_id_ttl(&self, role: &str) -> Result<Option<u64>, VaultAdminError> {
+    pub(crate) async fn role_secret_id_ttl(
+        &self,
+        role: &str,
+    ) -> Result<Option<u64>, VaultAdminError> {
         let current = self
             .call(
                 Method::GET,
@@ -477,7 +492,7 @@ impl VaultAdmin {
         Ok(current.map(|v| v["data"]["secret_id_ttl"].as_u64().unwrap_or(0)))
     }
 
-    pub async fn role_id(&self, role: &str) -> Result<String, VaultAdminError> {
+    pub(crate) async fn role_id(&self, role: &str) -> Result<String, VaultAdminError> {
         let v = self
             .call(
                 Method::GET,
@@ -498,7 +513,7 @@ impl VaultAdmin {
 
     /// A new secret id and its accessor (the accessor is not secret), carrying `metadata`
     /// (who made it, for whom: not secret).
-    pub async fn new_secret_id_with_accessor(
+    pub(crate) async fn new_secret_id_with_accessor(
         &self,
         role: &str,
         metadata: &std::collections::BTreeMap<String, String>,
@@ -527,7 +542,7 @@ impl VaultAdmin {
         Ok((id, accessor))
     }
 
-    pub async fn secret_id_accessor_exists(
+    pub(crate) async fn secret_id_accessor_exists(
         &self,
         role: &str,
         accessor: &str,
@@ -536,7 +551,7 @@ impl VaultAdmin {
     }
 
     /// The metadata of the secret id behind `accessor`; `None` when it is gone.
-    pub async fn secret_id_metadata(
+    pub(crate) async fn secret_id_metadata(
         &self,
         role: &str,
         accessor: &str,
@@ -570,7 +585,10 @@ impl VaultAdmin {
     }
 
     /// The accessors of every secret id `role` has (none: an empty list).
-    pub async fn secret_id_accessors(&self, role: &str) -> Result<Vec<String>, VaultAdminError> {
+    pub(crate) async fn secret_id_accessors(
+        &self,
+        role: &str,
+    ) -> Result<Vec<String>, VaultAdminError> {
         let v = self
             .call(
                 Method::GET,
@@ -589,7 +607,7 @@ impl VaultAdmin {
     }
 
     /// Destroys the secret id behind `accessor`; `false` when it was already gone.
-    pub async fn destroy_secret_id_accessor(
+    pub(crate) async fn destroy_secret_id_accessor(
         &self,
         role: &str,
         accessor: &str,
@@ -608,7 +626,10 @@ impl VaultAdmin {
     }
 
     /// Revokes the token behind `accessor`.
-    pub async fn revoke_token_accessor(&self, accessor: &str) -> Result<(), VaultAdminError> {
+    pub(crate) async fn revoke_token_accessor(
+        &self,
+        accessor: &str,
+    ) -> Result<(), VaultAdminError> {
         self.call(
             Method::POST,
             "auth/token/revoke-accessor",
@@ -619,7 +640,10 @@ impl VaultAdmin {
         Ok(())
     }
 
-    pub async fn token_accessor_exists(&self, accessor: &str) -> Result<bool, VaultAdminError> {
+    pub(crate) async fn token_accessor_exists(
+        &self,
+        accessor: &str,
+    ) -> Result<bool, VaultAdminError> {
         match self
             .call(
                 Method::POST,
@@ -639,7 +663,7 @@ impl VaultAdmin {
     }
 
     /// A periodic token with only `policy`, for the token mode, and its accessor.
-    pub async fn scoped_token_with_accessor(
+    pub(crate) async fn scoped_token_with_accessor(
         &self,
         policy: &str,
         period: &str,
@@ -669,7 +693,7 @@ impl VaultAdmin {
     /// change watcher on the stack's Vault host reads it as a member of that group).
     /// `Ok(Audit::On)` when it was already so; a device at `file/` with another file mode is
     /// left as it is (turning audit off and on again is the operator's decision) and said.
-    pub async fn ensure_audit(&self, file_path: &str) -> Result<Audit, VaultAdminError> {
+    pub(crate) async fn ensure_audit(&self, file_path: &str) -> Result<Audit, VaultAdminError> {
         let existing = self
             .listed("sys/audit", "file/", "list audit devices")
             .await?;
@@ -692,7 +716,7 @@ impl VaultAdmin {
     }
 
     /// Writes a KV v2 secret unless it exists; returns whether it wrote.
-    pub async fn kv_put_once(
+    pub(crate) async fn kv_put_once(
         &self,
         mount: &str,
         path: &str,
@@ -720,7 +744,7 @@ impl VaultAdmin {
         Ok(true)
     }
 
-    pub async fn revoke_self(&self) -> Result<(), VaultAdminError> {
+    pub(crate) async fn revoke_self(&self) -> Result<(), VaultAdminError> {
         self.call(
             Method::POST,
             "auth/token/revoke-self",
@@ -767,7 +791,7 @@ fn same_setting(have: &Value, want: &Value) -> bool {
 }
 
 /// Seconds in `15m`, `1h`, `30s`, `0`.
-pub fn parse_duration(s: &str) -> Option<u64> {
+pub(crate) fn parse_duration(s: &str) -> Option<u64> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = n.parse().ok()?;
     Some(match unit {

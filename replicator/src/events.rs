@@ -10,7 +10,7 @@ use crate::model::Rule;
 use crate::outcome::Outcome;
 use crate::plan::{Guard, Step, Write};
 
-pub use contract::events::SOURCE;
+pub(crate) use contract::events::SOURCE;
 
 /// What happened to a replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -78,7 +78,7 @@ pub struct ChangeEvent {
 /// changed: a write that did not happen (failed, superseded, kept, deferred), tags, description
 /// or regions only, or an unchanged replica. A write that changed the replica and failed after
 /// (`Incomplete`) makes its event too: readers see the change.
-pub fn of(step: &Step, outcome: &Outcome, rule: &Rule) -> Option<ChangeEvent> {
+pub(crate) fn of(step: &Step, outcome: &Outcome, rule: &Rule) -> Option<ChangeEvent> {
     // Restored, then failed before its value moved: it holds what it held before.
     let value_current = !matches!(
         outcome,

@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 use crate::plan::Step;
 use crate::report::Report;
 
-pub use contract::metrics::{DEFAULT_RULE as RULE, NAMESPACE};
+pub(crate) use contract::metrics::{DEFAULT_RULE as RULE, NAMESPACE};
 /// The most values one EMF metric carries.
-pub const MAX_VALUES: usize = crate::report::MAX_LAGS;
+pub(crate) const MAX_VALUES: usize = crate::report::MAX_LAGS;
 
 /// What a run was: every secret, the paths a change named, or cut short by its deadline.
-pub fn kind(report: &Report, change_driven: bool) -> &'static str {
+pub(crate) fn kind(report: &Report, change_driven: bool) -> &'static str {
     match (report.partial, change_driven) {
         (true, _) => "partial",
         (false, true) => "change-driven",
@@ -24,7 +24,7 @@ pub fn kind(report: &Report, change_driven: bool) -> &'static str {
 
 /// Whether the whole run (every rule of it) was a full sync that succeeded: not
 /// change-driven, not cut short by its deadline, no failure, not a dry run.
-pub fn full_sync_succeeded(run: &Report, change_driven: bool) -> bool {
+pub(crate) fn full_sync_succeeded(run: &Report, change_driven: bool) -> bool {
     !change_driven && !run.partial && !run.failed() && !run.dry_run
 }
 
@@ -32,7 +32,7 @@ pub fn full_sync_succeeded(run: &Report, change_driven: bool) -> bool {
 /// that replicated a new Vault version (a secret created, or updated to Vault's newer
 /// version); `None` for any other (tags only, an adoption, an overwrite, a rollback, a
 /// restore: their version is not new), or a time Vault wrote in another form.
-pub fn lag_of(step: &Step, now: SystemTime) -> Option<f64> {
+pub(crate) fn lag_of(step: &Step, now: SystemTime) -> Option<f64> {
     use crate::plan::{UpdateReason, Write};
     let target = match step {
         Step::Create { target }
@@ -60,7 +60,7 @@ pub fn lag_of(step: &Step, now: SystemTime) -> Option<f64> {
 /// duration, the values read, whether the run (all its rules) was a full sync that succeeded
 /// (the alarm of no full sync counts these), and each write's lag (the first [`MAX_VALUES`]); the kind of run as a
 /// property. Names and numbers only.
-pub fn document(
+pub(crate) fn document(
     report: &Report,
     stack: &str,
     rule: &str,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{ConfigError, Settings, SyncArgs};
-pub use contract::rules::{MAX_RULES, RuleDoc};
+pub(crate) use contract::rules::{MAX_RULES, RuleDoc};
 
 /// The flags of `rule`: `base`'s, with what the rule says put over them.
 fn over(rule: &RuleDoc, base: &SyncArgs) -> SyncArgs {
@@ -77,7 +77,7 @@ fn invalid(problem: impl Into<String>) -> ConfigError {
 }
 
 /// The rules `given` (a JSON array, or `@FILE` holding one), as written.
-pub fn parse(given: &str) -> Result<Vec<RuleDoc>, ConfigError> {
+pub(crate) fn parse(given: &str) -> Result<Vec<RuleDoc>, ConfigError> {
     let given = given.trim();
     let (text, from) = match given.strip_prefix('@') {
         Some(path) => (
@@ -128,7 +128,7 @@ fn key_of(flag_key: &str) -> String {
 }
 
 /// The flags resolved, and the rules document they name (`--rules`) read over them.
-pub fn resolve(args: &SyncArgs) -> Result<crate::config::Resolved, ConfigError> {
+pub(crate) fn resolve(args: &SyncArgs) -> Result<crate::config::Resolved, ConfigError> {
     let mut resolved = args.resolve()?;
     if let Some(given) = args
         .rules
@@ -155,7 +155,7 @@ pub fn resolve(args: &SyncArgs) -> Result<crate::config::Resolved, ConfigError> 
 /// Each rule's settings, `base`'s flags under the document `given`: every rule checked as the
 /// flags are, and the rules together (names once each; no two rules writing one prefix of one
 /// account and region). The error names the rule and its key.
-pub fn settings_of(base: &SyncArgs, given: &str) -> Result<Vec<Settings>, ConfigError> {
+pub(crate) fn settings_of(base: &SyncArgs, given: &str) -> Result<Vec<Settings>, ConfigError> {
     if base.rule_name.as_deref().is_some_and(|n| !n.is_empty()) {
         return Err(invalid(
             "names its rules itself: give --rule / REPLICATOR_RULE only without a rules document",
@@ -217,7 +217,7 @@ pub fn settings_of(base: &SyncArgs, given: &str) -> Result<Vec<Settings>, Config
 
 /// No two rules write one prefix of one account and region (they would write the same names;
 /// nested prefixes are fine). A rule without a region writes in `own`, when it is known.
-pub fn check_destinations(rules: &[Settings], own: Option<&str>) -> Result<(), ConfigError> {
+pub(crate) fn check_destinations(rules: &[Settings], own: Option<&str>) -> Result<(), ConfigError> {
     let mut destinations = BTreeMap::new();
     for s in rules {
         let account = s.account_role.as_ref().map(|r| r.account());

@@ -7,7 +7,7 @@ use super::common::CliError;
 
 /// Prints `prompt` on stderr and goes on only when the line typed is `answer`. Without a
 /// terminal, refuses with `without_terminal`; with another answer, with `declined`.
-pub fn confirm(
+pub(crate) fn confirm(
     prompt: &str,
     answer: &str,
     without_terminal: String,

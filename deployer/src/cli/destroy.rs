@@ -33,7 +33,7 @@ fn confirm(stack: &str, replicas: Option<&str>) -> Result<(), CliError> {
     )
 }
 
-pub async fn run(
+pub(crate) async fn run(
     stack: &Stack<'_>,
     args: &DestroyArgs,
     json: bool,

@@ -5,16 +5,16 @@
 //! failure, destroy not confirmed); 2 `plan`/`status`: something would change or has drifted;
 //! 64 bad command line.
 
-pub mod ask;
-pub mod common;
-pub mod destroy;
-pub mod pause;
-pub mod plan;
-pub mod status;
-pub mod sync_now;
-pub mod target;
-pub mod up;
-pub mod vault_init;
+pub(crate) mod ask;
+pub(crate) mod common;
+pub(crate) mod destroy;
+pub(crate) mod pause;
+pub(crate) mod plan;
+pub(crate) mod status;
+pub(crate) mod sync_now;
+pub(crate) mod target;
+pub(crate) mod up;
+pub(crate) mod vault_init;
 
 use std::io::Write;
 use std::path::PathBuf;

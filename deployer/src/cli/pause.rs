@@ -117,7 +117,11 @@ async fn ours(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<bool
 }
 
 /// `deployer pause`.
-pub async fn pause(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i32, CliError> {
+pub(crate) async fn pause(
+    stack: &Stack<'_>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CliError> {
     let (c, spec) = (stack.clients, stack.spec);
     let rule = spec.rule_name();
     if !ours(stack, json, out).await? {
@@ -150,7 +154,11 @@ pub async fn pause(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result
 
 /// `deployer resume`: the functions sync again, the schedule runs again, and a full sync now
 /// replicates what changed meanwhile; its exit code is the sync's.
-pub async fn resume(stack: &Stack<'_>, json: bool, out: &mut dyn Write) -> Result<i32, CliError> {
+pub(crate) async fn resume(
+    stack: &Stack<'_>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CliError> {
     let (c, spec) = (stack.clients, stack.spec);
     let rule = spec.rule_name();
     if !ours(stack, json, out).await? {

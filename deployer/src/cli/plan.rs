@@ -8,7 +8,7 @@ use crate::cost;
 use crate::lambda_zip::LambdaZip;
 use crate::stack::Stack;
 
-pub async fn run(
+pub(crate) async fn run(
     stack: &Stack<'_>,
     codes: ExitCodeArgs,
     json: bool,

@@ -18,7 +18,7 @@ pub struct StatusArgs {
     pub secrets: bool,
 }
 
-pub async fn run(
+pub(crate) async fn run(
     stack: &Stack<'_>,
     args: StatusArgs,
     json: bool,

@@ -25,14 +25,14 @@ pub struct SyncNowArgs {
 /// What a synchronous invocation answered: its JSON body, and Lambda's function error (the
 /// run failed) with the error's message.
 #[derive(Debug)]
-pub struct Answered {
+pub(crate) struct Answered {
     pub body: serde_json::Value,
     /// `Some((kind, message))` when the function failed.
     pub failed: Option<(String, String)>,
 }
 
 /// Invokes the function `name` synchronously with `event`.
-pub async fn invoke(
+pub(crate) async fn invoke(
     c: &crate::clients::Clients,
     name: &str,
     event: &serde_json::Value,
@@ -60,7 +60,7 @@ pub async fn invoke(
     Ok(Answered { body, failed })
 }
 
-pub async fn run(
+pub(crate) async fn run(
     stack: &Stack<'_>,
     args: &SyncNowArgs,
     json: bool,

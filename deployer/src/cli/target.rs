@@ -163,7 +163,7 @@ fn role_of(whole: &Spec, spec: &Spec, account: &str) -> Result<RoleSpec, CliErro
 
 /// Runs one `target` action: `home` reads this stack's account (`spec` is built from it),
 /// `target` acts in the replicas' account.
-pub async fn run(
+pub(crate) async fn run(
     args: &TargetArgs,
     spec: &Spec,
     target: &Clients,

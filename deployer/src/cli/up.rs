@@ -67,7 +67,7 @@ fn confirm(
     )
 }
 
-pub async fn run(
+pub(crate) async fn run(
     stack: &Stack<'_>,
     args: &UpArgs,
     json: bool,

@@ -85,7 +85,7 @@ pub struct VaultInitArgs {
     pub vault_namespace: Option<String>,
 }
 
-pub async fn run(
+pub(crate) async fn run(
     stack: &Stack<'_>,
     args: &VaultInitArgs,
     json: bool,

@@ -21,13 +21,13 @@ use crate::desired::FunctionSpec;
 use crate::lambda_zip::LambdaZip;
 use crate::spec::Duty;
 
-pub const KIND: &str = "lambda function";
+pub(crate) const KIND: &str = "lambda function";
 const RUNTIME: &str = "provided.al2023";
 const HANDLER: &str = "bootstrap";
 
 /// What the function depends on, besides the key its part names.
 #[derive(Clone, Debug, Default)]
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     /// (subnet ids, security group ids) when the function runs in the Vault VPC.
     pub vpc: Option<(Vec<String>, Vec<String>)>,
     /// The failure topic, when there is one: the on-failure destination.
@@ -49,7 +49,7 @@ const UNSIGNED: &str = "none";
 const NOT_SIGNED: &str = "unsigned";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FunctionState {
+pub(crate) struct FunctionState {
     pub arn: String,
     pub runtime: String,
     pub handler: String,
@@ -264,7 +264,7 @@ fn same_signer(seen: &str, profile: &str) -> bool {
             .is_some_and(|(without_version, _)| seen == without_version)
 }
 
-pub async fn observe(
+pub(crate) async fn observe(
     c: &Clients,
     want: &FunctionSpec,
 ) -> Result<Option<FunctionState>, DeployError> {
@@ -353,7 +353,7 @@ pub async fn observe(
     }))
 }
 
-pub fn diff(
+pub(crate) fn diff(
     want: &FunctionSpec,
     seen: Option<&FunctionState>,
     zip: Option<&LambdaZip>,
@@ -386,7 +386,7 @@ fn vpc_config(inputs: &Inputs<'_>) -> VpcConfig {
 
 /// The statements of the function's resource policy (who may invoke it); none when it has no
 /// policy or does not exist.
-pub async fn policy_statements(
+pub(crate) async fn policy_statements(
     c: &Clients,
     name: &str,
 ) -> Result<Vec<serde_json::Value>, DeployError> {
@@ -409,7 +409,7 @@ pub async fn policy_statements(
 }
 
 /// Waits until the function has taken its last update.
-pub async fn wait_updated(c: &Clients, name: &str) -> Result<(), DeployError> {
+pub(crate) async fn wait_updated(c: &Clients, name: &str) -> Result<(), DeployError> {
     c.lambda
         .wait_until_function_updated_v2()
         .function_name(name)
@@ -423,7 +423,7 @@ pub async fn wait_updated(c: &Clients, name: &str) -> Result<(), DeployError> {
 }
 
 /// Creates or updates the function serving `duty`; `None` when the change deleted it.
-pub async fn apply(
+pub(crate) async fn apply(
     c: &Clients,
     want: &FunctionSpec,
     change: &Change,
@@ -627,7 +627,7 @@ fn unsigned(want: &FunctionSpec, e: contract::sdk::AwsError) -> DeployError {
     }
 }
 
-pub async fn destroy(c: &Clients, want: &FunctionSpec) -> Result<Change, DeployError> {
+pub(crate) async fn destroy(c: &Clients, want: &FunctionSpec) -> Result<Change, DeployError> {
     let name = want.name.clone();
     match observe(c, want).await? {
         None => Ok(Change::new(KIND, name, Action::Absent)),

@@ -10,11 +10,10 @@ use crate::clients::Clients;
 use crate::desired::{RoleSpec, RuleRolesSpec};
 use crate::policy::{canonical, parse_returned};
 
-pub const KIND: &str = "iam role";
-pub const PROFILE_KIND: &str = "instance profile";
+pub(crate) const KIND: &str = "iam role";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoleState {
+pub(crate) struct RoleState {
     pub arn: String,
     pub trust: String,
     pub policy: Option<String>,
@@ -63,7 +62,10 @@ impl RoleState {
     }
 }
 
-pub async fn observe(c: &Clients, role: &RoleSpec) -> Result<Option<RoleState>, DeployError> {
+pub(crate) async fn observe(
+    c: &Clients,
+    role: &RoleSpec,
+) -> Result<Option<RoleState>, DeployError> {
     let Some(out) = found(
         c.iam
             .get_role()
@@ -121,7 +123,7 @@ pub async fn observe(c: &Clients, role: &RoleSpec) -> Result<Option<RoleState>, 
     }))
 }
 
-pub fn diff(role: &RoleSpec, seen: Option<&RoleState>) -> Change {
+pub(crate) fn diff(role: &RoleSpec, seen: Option<&RoleState>) -> Change {
     let mut c = Change::diff(
         KIND,
         &role.name,
@@ -138,7 +140,7 @@ pub fn diff(role: &RoleSpec, seen: Option<&RoleState>) -> Change {
     c
 }
 
-pub async fn apply(
+pub(crate) async fn apply(
     c: &Clients,
     role: &RoleSpec,
     change: &Change,
@@ -221,7 +223,7 @@ pub async fn apply(
 }
 
 /// Puts the role's inline policy as wanted (none while it is known only after apply).
-pub async fn put_policy(c: &Clients, role: &RoleSpec) -> Result<(), DeployError> {
+pub(crate) async fn put_policy(c: &Clients, role: &RoleSpec) -> Result<(), DeployError> {
     let Some(policy) = &role.policy else {
         return Ok(());
     };
@@ -237,7 +239,7 @@ pub async fn put_policy(c: &Clients, role: &RoleSpec) -> Result<(), DeployError>
 }
 
 /// Deletes the role (inline and attached policies, instance profile first) if the stack tagged it.
-pub async fn destroy(c: &Clients, role: &RoleSpec) -> Result<Change, DeployError> {
+pub(crate) async fn destroy(c: &Clients, role: &RoleSpec) -> Result<Change, DeployError> {
     let Some(state) = observe(c, role).await? else {
         return Ok(Change::new(KIND, &role.name, Action::Absent));
     };
@@ -303,7 +305,7 @@ pub async fn destroy(c: &Clients, role: &RoleSpec) -> Result<Change, DeployError
 }
 
 /// The names of the role's inline policies, and the ARNs of the managed policies attached to it.
-pub async fn policies_of(
+pub(crate) async fn policies_of(
     c: &Clients,
     role: &str,
 ) -> Result<(Vec<String>, Vec<String>), DeployError> {
@@ -333,7 +335,7 @@ pub async fn policies_of(
 
 /// The roles under the stack's path for rules, named as this stack's rules' roles are and
 /// carrying its tag, that none of `wanted` names: roles of rules removed since.
-pub async fn leftover_rule_roles(
+pub(crate) async fn leftover_rule_roles(
     c: &Clients,
     rules: &RuleRolesSpec,
     wanted: &[RoleSpec],

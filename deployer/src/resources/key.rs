@@ -9,10 +9,10 @@ use crate::clients::Clients;
 use crate::desired::KeySpec;
 use crate::policy::{canonical, parse_returned};
 
-pub const KIND: &str = "kms key";
+pub(crate) const KIND: &str = "kms key";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyState {
+pub(crate) struct KeyState {
     pub key_id: String,
     pub arn: String,
     pub description: String,
@@ -108,7 +108,7 @@ async fn read(c: &Clients, key_id: &str, aliased: bool) -> Result<Option<KeyStat
 
 /// Finds `want` by its alias, else a key carrying all its tags (a run stopped before the
 /// alias) that is not pending deletion.
-pub async fn observe(c: &Clients, want: &KeySpec) -> Result<Option<KeyState>, DeployError> {
+pub(crate) async fn observe(c: &Clients, want: &KeySpec) -> Result<Option<KeyState>, DeployError> {
     if let Some(k) = read(c, &want.alias, true).await? {
         return Ok(Some(k));
     }
@@ -130,7 +130,7 @@ pub async fn observe(c: &Clients, want: &KeySpec) -> Result<Option<KeyState>, De
 }
 
 /// Whether the key `key_id` carries every one of `tags`.
-pub async fn carries_tags(
+pub(crate) async fn carries_tags(
     c: &Clients,
     key_id: &str,
     tags: &std::collections::BTreeMap<String, String>,
@@ -155,7 +155,7 @@ pub async fn carries_tags(
         .all(|(k, v)| on.iter().any(|(ok, ov)| ok == k && ov == v)))
 }
 
-pub fn diff(k: &KeySpec, seen: Option<&KeyState>) -> Change {
+pub(crate) fn diff(k: &KeySpec, seen: Option<&KeyState>) -> Change {
     let want = wanted(k);
     let seen_fields = seen.map(KeyState::fields);
     let mut change = Change::diff(KIND, k.alias.clone(), &want, seen_fields.as_ref());
@@ -170,7 +170,7 @@ pub fn diff(k: &KeySpec, seen: Option<&KeyState>) -> Change {
 }
 
 /// Makes `want` (key, rotation, alias) or repairs what `change` says drifted.
-pub async fn apply(
+pub(crate) async fn apply(
     c: &Clients,
     want: &KeySpec,
     seen: Option<KeyState>,
@@ -261,7 +261,7 @@ pub async fn apply(
 }
 
 /// Schedules the key's deletion (it stays recoverable for the window) and removes the alias.
-pub async fn destroy(c: &Clients, want: &KeySpec) -> Result<Change, DeployError> {
+pub(crate) async fn destroy(c: &Clients, want: &KeySpec) -> Result<Change, DeployError> {
     let Some(k) = observe(c, want).await? else {
         return Ok(Change::new(
             KIND,

@@ -6,10 +6,10 @@ use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
 use crate::desired::{LogGroupSpec, Owner};
 
-pub const KIND: &str = "log group";
+pub(crate) const KIND: &str = "log group";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogGroupState {
+pub(crate) struct LogGroupState {
     pub retention_days: Option<i32>,
 }
 
@@ -23,7 +23,7 @@ fn fields(retention: Option<i32>) -> Fields {
     )]
 }
 
-pub async fn observe(
+pub(crate) async fn observe(
     c: &Clients,
     want: &LogGroupSpec,
 ) -> Result<Option<LogGroupState>, DeployError> {
@@ -45,7 +45,7 @@ pub async fn observe(
 }
 
 /// A function the stack no longer has keeps its logs until `destroy` (they are its history).
-pub fn diff(want: &LogGroupSpec, seen: Option<&LogGroupState>) -> Change {
+pub(crate) fn diff(want: &LogGroupSpec, seen: Option<&LogGroupState>) -> Change {
     let name = want.name.clone();
     if !want.wanted {
         return Change::new(KIND, name, Action::Absent);
@@ -59,7 +59,7 @@ pub fn diff(want: &LogGroupSpec, seen: Option<&LogGroupState>) -> Change {
     )
 }
 
-pub async fn apply(
+pub(crate) async fn apply(
     c: &Clients,
     want: &LogGroupSpec,
     change: &Change,
@@ -88,7 +88,7 @@ pub async fn apply(
     })
 }
 
-pub async fn destroy(c: &Clients, want: &LogGroupSpec) -> Result<Change, DeployError> {
+pub(crate) async fn destroy(c: &Clients, want: &LogGroupSpec) -> Result<Change, DeployError> {
     let name = want.name.clone();
     if observe(c, want).await?.is_none() {
         return Ok(Change::new(KIND, name, Action::Absent));
@@ -118,12 +118,13 @@ pub async fn destroy(c: &Clients, want: &LogGroupSpec) -> Result<Change, DeployE
 }
 
 /// How far back `status` looks for each sync's last run.
-pub const LAST_RUN_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+pub(crate) const LAST_RUN_WINDOW: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// The last run of one sync, from the metrics document (EMF) the sync function printed for
 /// it: names and counts only.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct LastRun {
+pub(crate) struct LastRun {
     /// The rule's name; `default` for the one sync of the top-level keys.
     pub rule: String,
     /// When it ran, RFC 3339 (UTC).
@@ -178,7 +179,7 @@ impl LastRun {
         })
     }
 
-    pub fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         format!(
             "{} {}: {} created, {} updated, {} deleted, {} unchanged, {} failed",
             self.at,
@@ -196,7 +197,7 @@ impl LastRun {
 /// functions that sync logged them. A log group not there yet holds none. Read over the last
 /// hour first, then the last day, then the whole window, until every sync has one: a busy
 /// schedule's week of documents is read only when some sync has not run lately.
-pub async fn last_runs(
+pub(crate) async fn last_runs(
     c: &Clients,
     owner: &Owner,
     syncing: &[LogGroupSpec],

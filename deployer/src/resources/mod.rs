@@ -1,18 +1,18 @@
 //! One module per AWS resource, each with the same shape: `observe` (look it up by name or tag),
 //! `diff` (pure), `apply` (create or update), `destroy` (absent ⇒ nothing). Shared helpers here.
 
-pub mod function;
-pub mod iam;
-pub mod key;
-pub mod logs;
-pub mod monitoring;
-pub mod network;
-pub mod replicas;
-pub mod rotation;
-pub mod rule;
+pub(crate) mod function;
+pub(crate) mod iam;
+pub(crate) mod key;
+pub(crate) mod logs;
+pub(crate) mod monitoring;
+pub(crate) mod network;
+pub(crate) mod replicas;
+pub(crate) mod rotation;
+pub(crate) mod rule;
 pub mod secret;
-pub mod signing;
-pub mod topic;
+pub(crate) mod signing;
+pub(crate) mod topic;
 pub mod vault_server;
 
 use std::future::Future;

@@ -16,8 +16,8 @@ use crate::desired::MonitoringSpec;
 use crate::policy::canonical;
 use contract::metrics::{DISK_USED, FULL_SYNCS, NAMESPACE, WATCHER_ALIVE, host_namespace};
 
-pub const ALARM_KIND: &str = "cloudwatch alarm";
-pub const DASHBOARD_KIND: &str = "cloudwatch dashboard";
+pub(crate) const ALARM_KIND: &str = "cloudwatch alarm";
+pub(crate) const DASHBOARD_KIND: &str = "cloudwatch dashboard";
 
 /// CloudWatch's longest alarm period.
 const MAX_PERIOD: u32 = 86_400;
@@ -29,7 +29,7 @@ const MIN_WINDOW: u64 = 900;
 
 /// One alarm as wanted.
 #[derive(Clone, Debug, PartialEq)]
-pub struct AlarmSpec {
+pub(crate) struct AlarmSpec {
     pub name: String,
     pub description: String,
     pub namespace: String,
@@ -76,7 +76,7 @@ impl AlarmSpec {
 
 /// An alarm as found.
 #[derive(Clone, Debug, PartialEq)]
-pub struct AlarmState {
+pub(crate) struct AlarmState {
     pub fields: Fields,
     pub ours: bool,
 }
@@ -91,10 +91,10 @@ fn no_full_sync_window(spec: &MonitoringSpec) -> u64 {
 }
 
 /// The disk share used on the Vault host at which its alarm fires.
-pub const DISK_THRESHOLD: f64 = 80.0;
+pub(crate) const DISK_THRESHOLD: f64 = 80.0;
 
 /// The stack's alarms ([`every`] one it may have that its configuration wants).
-pub fn wanted(spec: &MonitoringSpec) -> Vec<AlarmSpec> {
+pub(crate) fn wanted(spec: &MonitoringSpec) -> Vec<AlarmSpec> {
     let ec2 = spec.vault_host;
     every(spec)
         .into_iter()
@@ -107,7 +107,7 @@ pub fn wanted(spec: &MonitoringSpec) -> Vec<AlarmSpec> {
 /// minute, at most a day each); with Vault on EC2, the change watcher silent for a quarter of
 /// an hour and the Vault host's disk [`DISK_THRESHOLD`] full. `up` removes the ones not
 /// [`wanted`].
-pub fn every(spec: &MonitoringSpec) -> Vec<AlarmSpec> {
+pub(crate) fn every(spec: &MonitoringSpec) -> Vec<AlarmSpec> {
     let actions: Vec<String> = spec.topic_arn.iter().cloned().collect();
     let window = no_full_sync_window(spec);
     let (period, evaluation_periods) = if window <= u64::from(MAX_PERIOD) {
@@ -190,7 +190,7 @@ pub fn every(spec: &MonitoringSpec) -> Vec<AlarmSpec> {
     ]
 }
 
-pub async fn observe_alarms(
+pub(crate) async fn observe_alarms(
     c: &Clients,
     spec: &MonitoringSpec,
     wanted: &[AlarmSpec],
@@ -286,7 +286,11 @@ pub async fn observe_alarms(
     Ok(states)
 }
 
-pub fn diff_alarm(spec: &MonitoringSpec, want: &AlarmSpec, seen: Option<&AlarmState>) -> Change {
+pub(crate) fn diff_alarm(
+    spec: &MonitoringSpec,
+    want: &AlarmSpec,
+    seen: Option<&AlarmState>,
+) -> Change {
     match seen {
         Some(s) if !s.ours => Change::new(ALARM_KIND, &want.name, Action::Unchanged).with_note(
             "an alarm of this name without this stack's tag: left alone, so the stack has none of this kind (delete or rename that one)",
@@ -303,7 +307,10 @@ pub fn diff_alarm(spec: &MonitoringSpec, want: &AlarmSpec, seen: Option<&AlarmSt
 /// What `up` does about each alarm the stack may have ([`every`], as `seen`, in its order):
 /// diffs a [`wanted`] one; deletes one this stack made that is no longer wanted (Vault no longer
 /// on EC2); leaves the rest out.
-pub fn diff_alarms(spec: &MonitoringSpec, seen: &[Option<AlarmState>]) -> Vec<(AlarmSpec, Change)> {
+pub(crate) fn diff_alarms(
+    spec: &MonitoringSpec,
+    seen: &[Option<AlarmState>],
+) -> Vec<(AlarmSpec, Change)> {
     let wanted = wanted(spec);
     every(spec)
         .into_iter()
@@ -322,7 +329,7 @@ pub fn diff_alarms(spec: &MonitoringSpec, seen: &[Option<AlarmState>]) -> Vec<(A
 }
 
 /// Performs an alarm's change of [`diff_alarms`].
-pub async fn apply_alarm_change(
+pub(crate) async fn apply_alarm_change(
     c: &Clients,
     spec: &MonitoringSpec,
     alarm: &AlarmSpec,
@@ -341,7 +348,7 @@ pub async fn apply_alarm_change(
     }
 }
 
-pub async fn apply_alarm(
+pub(crate) async fn apply_alarm(
     c: &Clients,
     spec: &MonitoringSpec,
     want: &AlarmSpec,
@@ -379,7 +386,7 @@ pub async fn apply_alarm(
 }
 
 /// The dashboard's name: the stack's.
-pub fn dashboard_name(spec: &MonitoringSpec) -> String {
+pub(crate) fn dashboard_name(spec: &MonitoringSpec) -> String {
     spec.owner.stack().to_owned()
 }
 
@@ -393,7 +400,7 @@ fn marker(spec: &MonitoringSpec) -> String {
 
 /// The dashboard: runs, their outcomes, the replication lag's percentiles, the values read and
 /// the runs' duration, over the stack's metrics; the alarms' state.
-pub fn dashboard_body(spec: &MonitoringSpec) -> Value {
+pub(crate) fn dashboard_body(spec: &MonitoringSpec) -> Value {
     let region = &spec.region;
     let stack = spec.owner.stack();
     // The stack's own series (the alarms' metrics), and one line per rule of the others.
@@ -495,7 +502,7 @@ pub fn dashboard_body(spec: &MonitoringSpec) -> Value {
 }
 
 /// The dashboard as found: its body, canonical, and whether it is this stack's.
-pub async fn observe_dashboard(
+pub(crate) async fn observe_dashboard(
     c: &Clients,
     spec: &MonitoringSpec,
 ) -> Result<Option<(String, bool)>, DeployError> {
@@ -523,7 +530,7 @@ pub async fn observe_dashboard(
     Ok(Some((body, ours)))
 }
 
-pub fn diff_dashboard(spec: &MonitoringSpec, seen: Option<&(String, bool)>) -> Change {
+pub(crate) fn diff_dashboard(spec: &MonitoringSpec, seen: Option<&(String, bool)>) -> Change {
     let want = vec![(Field::Body, canonical(&dashboard_body(spec)).into())];
     let have = seen.map(|(body, _)| vec![(Field::Body, body.clone().into())]);
     match seen {
@@ -543,7 +550,7 @@ pub fn diff_dashboard(spec: &MonitoringSpec, seen: Option<&(String, bool)>) -> C
 }
 
 /// Performs the dashboard's change of [`diff_dashboard`]: puts it, or deletes this stack's.
-pub async fn apply_dashboard(
+pub(crate) async fn apply_dashboard(
     c: &Clients,
     spec: &MonitoringSpec,
     change: &Change,
@@ -568,7 +575,7 @@ pub async fn apply_dashboard(
 
 /// Turns the actions of this stack's alarms off while it is paused (`deployer pause`), and
 /// on again (`deployer resume`): no run is expected while it is paused.
-pub async fn set_paused(
+pub(crate) async fn set_paused(
     c: &Clients,
     spec: &MonitoringSpec,
     paused: bool,
@@ -586,7 +593,10 @@ pub async fn set_paused(
 }
 
 /// Deletes the alarms this stack tagged and its dashboard.
-pub async fn destroy(c: &Clients, spec: &MonitoringSpec) -> Result<Vec<Change>, DeployError> {
+pub(crate) async fn destroy(
+    c: &Clients,
+    spec: &MonitoringSpec,
+) -> Result<Vec<Change>, DeployError> {
     let wanted = every(spec);
     let seen = observe_alarms(c, spec, &wanted).await?;
     let mut changes = Vec::new();

@@ -105,7 +105,7 @@ async fn list_under_prefix(
 
 /// Secrets Manager's own verdict on the replicas' resource policy (`resource_policy`), as it
 /// would be put on a replica: `Some(what is wrong)` when it refuses it. Nothing is changed.
-pub async fn check_resource_policy(
+pub(crate) async fn check_resource_policy(
     c: &Clients,
     syncs: &[SyncReplicasSpec],
 ) -> Result<Option<String>, DeployError> {
@@ -193,7 +193,7 @@ async fn remove_replica_regions(c: &Clients, arn: &str, name: &str) -> Result<()
 /// the stack's key: this stack's replicas, and any other secret there made with the key
 /// (another stack took over one of its replicas, say), so `destroy` keeps the key while any is
 /// left. A secret under two rules' (nested) prefixes counts once.
-pub async fn count_live(c: &Clients, replicas: &ReplicasSpec) -> Result<usize, DeployError> {
+pub(crate) async fn count_live(c: &Clients, replicas: &ReplicasSpec) -> Result<usize, DeployError> {
     let key = super::key::observe(c, &replicas.key).await?;
     count_live_with(c, replicas, key.as_ref()).await
 }
@@ -219,7 +219,10 @@ async fn count_live_with(
 /// are: [`count_live`]'s, and every other secret whose key names it (a rule removed from the
 /// configuration, or a prefix changed, leaves replicas no sync's prefix covers). `destroy`
 /// keeps the key while any is left. One listing of the whole account.
-pub async fn count_on_the_key(c: &Clients, replicas: &ReplicasSpec) -> Result<usize, DeployError> {
+pub(crate) async fn count_on_the_key(
+    c: &Clients,
+    replicas: &ReplicasSpec,
+) -> Result<usize, DeployError> {
     let key = super::key::observe(c, &replicas.key).await?;
     let under_prefixes = count_live_with(c, replicas, key.as_ref()).await?;
     let Some(key) = key else {
@@ -248,7 +251,7 @@ pub async fn count_on_the_key(c: &Clients, replicas: &ReplicasSpec) -> Result<us
 
 /// This stack's replicas in this account under each sync's prefix, in the order of
 /// `syncs` (a rule in another account: what it left here before).
-pub async fn count_by_sync(
+pub(crate) async fn count_by_sync(
     c: &Clients,
     syncs: &[SyncReplicasSpec],
 ) -> Result<Vec<usize>, DeployError> {
@@ -262,7 +265,7 @@ pub async fn count_by_sync(
 
 /// Schedules for deletion exactly this stack's replicas in this account, sync by sync (each
 /// rule's under its prefix): one change each.
-pub async fn schedule_deletion(
+pub(crate) async fn schedule_deletion(
     c: &Clients,
     syncs: &[SyncReplicasSpec],
 ) -> Result<Vec<Change>, DeployError> {
@@ -276,7 +279,7 @@ pub async fn schedule_deletion(
 /// Schedules for deletion exactly this sync's replicas under `<prefix>/`, where `c` reaches
 /// (the stack's account, or with `deployer target destroy` the replicas' account and the
 /// rule's region); counts, and keeps, every other secret there.
-pub async fn schedule_sync_deletion(
+pub(crate) async fn schedule_sync_deletion(
     c: &Clients,
     sync: &SyncReplicasSpec,
 ) -> Result<Change, DeployError> {

@@ -12,11 +12,11 @@ use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
 use crate::desired::RotationSpec;
 
-pub const KIND: &str = "secret rotation";
+pub(crate) const KIND: &str = "secret rotation";
 
 /// What AWS holds of the connection secret's rotation.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RotationState {
+pub(crate) struct RotationState {
     /// The connection secret's ARN.
     pub secret_arn: String,
     pub enabled: bool,
@@ -83,7 +83,7 @@ async fn has_permission(
 }
 
 /// The rotation as AWS holds it; `None` without a connection secret.
-pub async fn observe(
+pub(crate) async fn observe(
     c: &Clients,
     want: &RotationSpec,
 ) -> Result<Option<RotationState>, DeployError> {
@@ -122,7 +122,7 @@ pub async fn observe(
     }))
 }
 
-pub fn diff(want: &RotationSpec, seen: Option<&RotationState>) -> Change {
+pub(crate) fn diff(want: &RotationSpec, seen: Option<&RotationState>) -> Change {
     let name = want.secret.clone();
     match seen {
         Some(s) if want.rotates() && s.rotator_stored => {
@@ -154,7 +154,7 @@ pub fn diff(want: &RotationSpec, seen: Option<&RotationState>) -> Change {
 /// Takes `AWSPENDING` off every version of `name` that is not `AWSCURRENT` (a rotation under
 /// way or failed, given up): whether there was one. Its id stays valid in Vault until its
 /// lifetime ends, unless a `vault-init` that replaces the credential destroys it.
-pub async fn abandon_pending(c: &Clients, name: &str) -> Result<bool, DeployError> {
+pub(crate) async fn abandon_pending(c: &Clients, name: &str) -> Result<bool, DeployError> {
     let d =
         c.sm.describe_secret()
             .secret_id(name)
@@ -196,7 +196,7 @@ async fn cancel(c: &Clients, name: &str) -> Result<(), DeployError> {
 
 /// Turns the rotation on (the permission first: Secrets Manager tests the function when told
 /// of it) or off, as `change` says.
-pub async fn apply(
+pub(crate) async fn apply(
     c: &Clients,
     want: &RotationSpec,
     seen: &RotationState,
@@ -261,7 +261,7 @@ pub async fn apply(
 
 /// Observes, diffs and applies in one go (`vault-init`, once the rotator's credential is
 /// stored); the change made.
-pub async fn converge(c: &Clients, want: &RotationSpec) -> Result<Change, DeployError> {
+pub(crate) async fn converge(c: &Clients, want: &RotationSpec) -> Result<Change, DeployError> {
     let seen = observe(c, want).await?;
     let ch = diff(want, seen.as_ref());
     if let Some(s) = &seen
@@ -273,7 +273,7 @@ pub async fn converge(c: &Clients, want: &RotationSpec) -> Result<Change, Deploy
 }
 
 /// Turns the rotation off before the function goes (`destroy`).
-pub async fn destroy(c: &Clients, want: &RotationSpec) -> Result<Change, DeployError> {
+pub(crate) async fn destroy(c: &Clients, want: &RotationSpec) -> Result<Change, DeployError> {
     let name = want.secret.clone();
     match observe(c, want).await? {
         Some(s) if s.enabled => {

@@ -8,11 +8,11 @@ use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
 use crate::desired::ScheduleSpec;
 
-pub const KIND: &str = "schedule rule";
+pub(crate) const KIND: &str = "schedule rule";
 const TARGET_ID: &str = "replicator";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuleStatus {
+pub(crate) struct RuleStatus {
     pub schedule: String,
     pub state: String,
     pub target: String,
@@ -24,7 +24,7 @@ pub struct RuleStatus {
 
 /// Tag on the schedule rule while the stack is paused (`deployer pause`): a rule disabled
 /// without it is drift, which `up` repairs.
-pub const PAUSED_TAG: &str = "vault-secrets-replicator:paused";
+pub(crate) const PAUSED_TAG: &str = "vault-secrets-replicator:paused";
 
 /// Enabled, unless the stack is paused.
 fn state_of(want: &ScheduleSpec) -> RuleState {
@@ -36,7 +36,7 @@ fn state_of(want: &ScheduleSpec) -> RuleState {
 }
 
 /// Whether the stack is paused: its schedule, this stack's, is disabled and tagged so.
-pub async fn paused(c: &Clients, want: &ScheduleSpec) -> Result<bool, DeployError> {
+pub(crate) async fn paused(c: &Clients, want: &ScheduleSpec) -> Result<bool, DeployError> {
     Ok(observe(c, want)
         .await?
         .is_some_and(|r| r.ours && r.paused && r.state == RuleState::Disabled.as_str()))
@@ -79,7 +79,10 @@ async fn has_permission(c: &Clients, want: &ScheduleSpec) -> Result<bool, Deploy
     }))
 }
 
-pub async fn observe(c: &Clients, want: &ScheduleSpec) -> Result<Option<RuleStatus>, DeployError> {
+pub(crate) async fn observe(
+    c: &Clients,
+    want: &ScheduleSpec,
+) -> Result<Option<RuleStatus>, DeployError> {
     let name = want.name.clone();
     let Some(rule) = found(
         c.events
@@ -129,7 +132,7 @@ pub async fn observe(c: &Clients, want: &ScheduleSpec) -> Result<Option<RuleStat
     }))
 }
 
-pub fn diff(want: &ScheduleSpec, seen: Option<&RuleStatus>) -> Change {
+pub(crate) fn diff(want: &ScheduleSpec, seen: Option<&RuleStatus>) -> Change {
     Change::diff(
         KIND,
         want.name.clone(),
@@ -138,7 +141,7 @@ pub fn diff(want: &ScheduleSpec, seen: Option<&RuleStatus>) -> Change {
     )
 }
 
-pub async fn apply(
+pub(crate) async fn apply(
     c: &Clients,
     want: &ScheduleSpec,
     change: &Change,
@@ -204,7 +207,7 @@ pub async fn apply(
         .ok_or_else(|| super::missing("DescribeRule", "the rule just made"))
 }
 
-pub async fn destroy(c: &Clients, want: &ScheduleSpec) -> Result<Change, DeployError> {
+pub(crate) async fn destroy(c: &Clients, want: &ScheduleSpec) -> Result<Change, DeployError> {
     let name = want.name.clone();
     let Some(rule) = observe(c, want).await? else {
         return Ok(Change::new(KIND, name, Action::Absent));

@@ -13,12 +13,12 @@ use crate::change::{Action, Change, Field, Fields};
 use crate::clients::Clients;
 use crate::desired::{Owner, SigningSpec};
 
-pub const KIND: &str = "code signing config";
+pub(crate) const KIND: &str = "code signing config";
 /// What Lambda does with code that is not signed by an allowed profile: refuses to deploy it.
 const ENFORCE: &str = "Enforce";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SigningState {
+pub(crate) struct SigningState {
     pub arn: String,
     pub publishers: Vec<String>,
     pub untrusted: String,
@@ -55,7 +55,10 @@ async fn ours(c: &Clients, owner: &Owner, arn: &str) -> Result<bool, DeployError
 
 /// This stack's code signing config: the one with its description and its tag; without a
 /// profile configured, the one of this stack's that its functions still use (to remove it).
-pub async fn observe(c: &Clients, want: &SigningSpec) -> Result<Option<SigningState>, DeployError> {
+pub(crate) async fn observe(
+    c: &Clients,
+    want: &SigningSpec,
+) -> Result<Option<SigningState>, DeployError> {
     if want.profile.is_none() {
         for name in &want.functions {
             let used = found(
@@ -121,7 +124,7 @@ pub async fn observe(c: &Clients, want: &SigningSpec) -> Result<Option<SigningSt
 }
 
 /// Without a profile, an existing config goes (once the functions no longer use it).
-pub fn diff(want: &SigningSpec, seen: Option<&SigningState>) -> Change {
+pub(crate) fn diff(want: &SigningSpec, seen: Option<&SigningState>) -> Change {
     let name = want.name.clone();
     let Some(profile) = &want.profile else {
         return match seen {
@@ -140,7 +143,7 @@ pub fn diff(want: &SigningSpec, seen: Option<&SigningState>) -> Change {
 }
 
 /// Creates or updates the config; its ARN.
-pub async fn apply(
+pub(crate) async fn apply(
     c: &Clients,
     want: &SigningSpec,
     seen: Option<&SigningState>,
@@ -192,7 +195,7 @@ pub async fn apply(
 
 /// Deletes this stack's config `seen` (observed while the functions using it were there);
 /// Lambda refuses while a function still uses it, so it goes after the functions.
-pub async fn destroy(
+pub(crate) async fn destroy(
     c: &Clients,
     want: &SigningSpec,
     seen: Option<&SigningState>,

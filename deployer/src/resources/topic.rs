@@ -8,10 +8,10 @@ use crate::change::{Action, Change, Field, FieldValue, Fields};
 use crate::clients::Clients;
 use crate::desired::TopicSpec;
 
-pub const KIND: &str = "sns topic";
+pub(crate) const KIND: &str = "sns topic";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopicState {
+pub(crate) struct TopicState {
     pub arn: String,
     pub kms_key: String,
     /// Email endpoints subscribed (confirmed or pending).
@@ -26,7 +26,10 @@ fn fields(kms_key: FieldValue, email: &str) -> Fields {
     ]
 }
 
-pub async fn observe(c: &Clients, want: &TopicSpec) -> Result<Option<TopicState>, DeployError> {
+pub(crate) async fn observe(
+    c: &Clients,
+    want: &TopicSpec,
+) -> Result<Option<TopicState>, DeployError> {
     let arn = want.arn.clone();
     let Some(attrs) = found(
         c.sns
@@ -79,7 +82,7 @@ pub async fn observe(c: &Clients, want: &TopicSpec) -> Result<Option<TopicState>
     }))
 }
 
-pub fn diff(want: &TopicSpec, seen: Option<&TopicState>, key_arn: Option<&str>) -> Change {
+pub(crate) fn diff(want: &TopicSpec, seen: Option<&TopicState>, key_arn: Option<&str>) -> Change {
     let name = want.name.clone();
     let Some(email) = &want.email else {
         return match seen {
@@ -101,7 +104,7 @@ pub fn diff(want: &TopicSpec, seen: Option<&TopicState>, key_arn: Option<&str>) 
     Change::diff(KIND, name, &wanted, seen_fields.as_ref())
 }
 
-pub async fn apply(
+pub(crate) async fn apply(
     c: &Clients,
     want: &TopicSpec,
     change: &Change,
@@ -153,7 +156,7 @@ pub async fn apply(
     observe(c, want).await
 }
 
-pub async fn destroy(c: &Clients, want: &TopicSpec) -> Result<Change, DeployError> {
+pub(crate) async fn destroy(c: &Clients, want: &TopicSpec) -> Result<Change, DeployError> {
     let name = want.name.clone();
     match observe(c, want).await? {
         Some(t) if t.ours => {

@@ -13,7 +13,7 @@ use crate::resources::{Ctx, DeployError, missing};
 use crate::spec::{Group, SUBNET_CIDR, VPC_CIDR};
 
 /// Creates or repairs what the changes say, in order; returns the ids.
-pub async fn apply(
+pub(crate) async fn apply(
     c: &Clients,
     spec: &NetworkSpec,
     mut net: Network,

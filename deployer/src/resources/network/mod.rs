@@ -17,8 +17,8 @@ mod apply;
 mod rules;
 mod teardown;
 
-pub use apply::apply;
-pub use teardown::{destroy, release_lambda_interfaces};
+pub(crate) use apply::apply;
+pub(crate) use teardown::{destroy, release_lambda_interfaces};
 
 use super::{Ctx, DeployError};
 use crate::change::{Action, Change, Field, FieldValue, Fields};
@@ -35,7 +35,7 @@ pub(super) const SUBNET: &str = "subnet";
 pub(super) const ROUTE_TABLE: &str = "route table";
 pub(super) const GROUP: &str = "security group";
 pub(super) const ENDPOINT: &str = "vpc endpoint";
-pub const INTERFACES_KIND: &str = "network interfaces";
+pub(crate) const INTERFACES_KIND: &str = "network interfaces";
 
 /// Ids of the network pieces that exist.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,7 +55,7 @@ impl Network {
 
 /// Everything the stack has in the network, as read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub vpc: Option<SeenVpc>,
     pub igw: Option<SeenGateway>,
     pub subnet: Option<SeenSubnet>,
@@ -66,7 +66,7 @@ pub struct Seen {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SeenVpc {
+pub(crate) struct SeenVpc {
     pub id: String,
     pub cidr: String,
     pub dns_hostnames: bool,
@@ -74,20 +74,20 @@ pub struct SeenVpc {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SeenGateway {
+pub(crate) struct SeenGateway {
     pub id: String,
     /// The VPCs it is attached to (none after a create that was cut short).
     pub attached_to: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SeenSubnet {
+pub(crate) struct SeenSubnet {
     pub id: String,
     pub cidr: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SeenRouteTable {
+pub(crate) struct SeenRouteTable {
     pub id: String,
     /// Target of the `0.0.0.0/0` route.
     pub default_route: Option<String>,
@@ -97,14 +97,14 @@ pub struct SeenRouteTable {
 
 /// A security group and its rules, each as `tcp/PORT from|to SOURCE`, sorted.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SeenGroup {
+pub(crate) struct SeenGroup {
     pub id: String,
     pub ingress: Vec<String>,
     pub egress: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SeenEndpoint {
+pub(crate) struct SeenEndpoint {
     pub id: String,
     pub private_dns: bool,
     pub security_groups: Vec<String>,
@@ -113,7 +113,7 @@ pub struct SeenEndpoint {
 }
 
 impl Seen {
-    pub fn ids(&self) -> Network {
+    pub(crate) fn ids(&self) -> Network {
         Network {
             vpc: self.vpc.as_ref().map(|v| v.id.clone()),
             igw: self.igw.as_ref().map(|g| g.id.clone()),
@@ -151,7 +151,7 @@ pub(super) fn tag_spec(spec: &NetworkSpec, kind: ResourceType, name: &str) -> Ta
 }
 
 /// Reads everything the stack has in the network.
-pub async fn observe(c: &Clients, spec: &NetworkSpec) -> Result<Seen, DeployError> {
+pub(crate) async fn observe(c: &Clients, spec: &NetworkSpec) -> Result<Seen, DeployError> {
     let name = spec.name.clone();
     let mut seen = Seen::default();
 
@@ -324,7 +324,7 @@ fn on_off(on: bool) -> String {
 }
 
 /// What must change for the network to be the spec's, piece by piece, in apply order. Pure.
-pub fn diff(spec: &NetworkSpec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
+pub(crate) fn diff(spec: &NetworkSpec, seen: &Seen) -> Result<Vec<Change>, DeployError> {
     let name = spec.name.clone();
     let wanted = spec.wanted();
     let ids = seen.ids();

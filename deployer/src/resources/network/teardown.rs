@@ -19,7 +19,7 @@ const LAMBDA_ENI: &str = "AWS Lambda VPC ENI";
 /// (so this runs before the role is deleted). Until they are gone neither the security group nor
 /// the subnet can be deleted. Deletes the released ("available") ones itself and waits for the
 /// rest, up to `release_wait`. Never touches an interface Lambda did not make.
-pub async fn release_lambda_interfaces(
+pub(crate) async fn release_lambda_interfaces(
     c: &Clients,
     spec: &NetworkSpec,
 ) -> Result<Option<Change>, DeployError> {
@@ -99,7 +99,7 @@ pub async fn release_lambda_interfaces(
 }
 
 /// Deletes the network, innermost first. Only pieces with the stack's tags are found at all.
-pub async fn destroy(c: &Clients, spec: &NetworkSpec) -> Result<Vec<Change>, DeployError> {
+pub(crate) async fn destroy(c: &Clients, spec: &NetworkSpec) -> Result<Vec<Change>, DeployError> {
     let seen = observe(c, spec).await?;
     let net = seen.ids();
     let mut done = Vec::new();
