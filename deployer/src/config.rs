@@ -590,6 +590,52 @@ impl FileConfig {
         crate::schedule::validate(&schedule).map_err(|p| invalid("schedule", p))?;
 
         let vault = self.vault(&mut warnings)?;
+        let lambda_memory_mb = bounded(
+            "lambda_memory_mb",
+            self.lambda_memory_mb,
+            128,
+            &LAMBDA_MEMORY_MB,
+            "",
+        )?;
+        let lambda_timeout_seconds = bounded(
+            "lambda_timeout_seconds",
+            self.lambda_timeout_seconds,
+            120,
+            &LAMBDA_TIMEOUT_SECONDS,
+            "",
+        )?;
+        let lambda_reserved_concurrency = bounded(
+            "lambda_reserved_concurrency",
+            self.lambda_reserved_concurrency,
+            1,
+            &LAMBDA_RESERVED_CONCURRENCY,
+            " (1: one run at a time; 0: not reserved)",
+        )?;
+        let secret_id_rotation_days = bounded(
+            "secret_id_rotation_days",
+            self.secret_id_rotation_days,
+            SECRET_ID_ROTATION_DAYS,
+            &(0..=MAX_ROTATION_DAYS),
+            " (0: no automatic rotation)",
+        )?;
+        let log_retention_days = {
+            let days = self.log_retention_days.unwrap_or(30);
+            (RETENTION_DAYS.iter().copied())
+                .find(|d| i64::from(*d) == days)
+                .ok_or_else(|| {
+                    invalid(
+                        "log_retention_days",
+                        format!("{days} is not one of CloudWatch's values {RETENTION_DAYS:?}"),
+                    )
+                })?
+        };
+        let kms_deletion_window_days = bounded(
+            "kms_deletion_window_days",
+            self.kms_deletion_window_days,
+            30,
+            &KMS_DELETION_WINDOW_DAYS,
+            "",
+        )?;
 
         if let Some(region) = &self.region
             && (region.is_empty()
@@ -644,52 +690,12 @@ impl FileConfig {
             schedule,
             replicator,
             rules,
-            lambda_memory_mb: bounded(
-                "lambda_memory_mb",
-                self.lambda_memory_mb,
-                128,
-                &LAMBDA_MEMORY_MB,
-                "",
-            )?,
-            lambda_timeout_seconds: bounded(
-                "lambda_timeout_seconds",
-                self.lambda_timeout_seconds,
-                120,
-                &LAMBDA_TIMEOUT_SECONDS,
-                "",
-            )?,
-            lambda_reserved_concurrency: bounded(
-                "lambda_reserved_concurrency",
-                self.lambda_reserved_concurrency,
-                1,
-                &LAMBDA_RESERVED_CONCURRENCY,
-                " (1: one run at a time; 0: not reserved)",
-            )?,
-            secret_id_rotation_days: bounded(
-                "secret_id_rotation_days",
-                self.secret_id_rotation_days,
-                SECRET_ID_ROTATION_DAYS,
-                &(0..=MAX_ROTATION_DAYS),
-                " (0: no automatic rotation)",
-            )?,
-            log_retention_days: {
-                let days = self.log_retention_days.unwrap_or(30);
-                (RETENTION_DAYS.iter().copied())
-                    .find(|d| i64::from(*d) == days)
-                    .ok_or_else(|| {
-                        invalid(
-                            "log_retention_days",
-                            format!("{days} is not one of CloudWatch's values {RETENTION_DAYS:?}"),
-                        )
-                    })?
-            },
-            kms_deletion_window_days: bounded(
-                "kms_deletion_window_days",
-                self.kms_deletion_window_days,
-                30,
-                &KMS_DELETION_WINDOW_DAYS,
-                "",
-            )?,
+            lambda_memory_mb,
+            lambda_timeout_seconds,
+            lambda_reserved_concurrency,
+            secret_id_rotation_days,
+            log_retention_days,
+            kms_deletion_window_days,
             code_signing_profile: match self.code_signing_profile.as_deref().map(str::trim) {
                 None | Some("") => None,
                 Some(arn) => {
@@ -2007,6 +2013,12 @@ mod tests {
             };
             assert!(err.contains(key) && err.contains(reason), "{text}: {err}");
         }
+        // Two bad keys: the stack's own settings are told before the replicator's.
+        let two = format!("{EC2}lambda_memory_mb = 64\nrecovery_window_days = 3\n");
+        let err = (FileConfig::parse(&two, "t").unwrap().validate())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lambda_memory_mb"), "{err}");
         // A key added later needs a row here.
         for key in every_key() {
             assert!(

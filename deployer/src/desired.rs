@@ -333,8 +333,9 @@ pub struct RotationSpec {
     pub account: String,
 }
 
-/// The function serving one duty: what it runs as, with what and where.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The function serving one duty: what it runs as, with what and where. Its `Debug` names
+/// the environment's variables only: their values hold external ids.
+#[derive(Clone, PartialEq, Eq)]
 pub struct FunctionSpec {
     pub duty: Duty,
     pub name: String,
@@ -359,6 +360,32 @@ pub struct FunctionSpec {
     /// after the network is made.
     pub in_vpc: bool,
     pub owner: Owner,
+}
+
+impl std::fmt::Debug for FunctionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionSpec")
+            .field("duty", &self.duty)
+            .field("name", &self.name)
+            .field("wanted", &self.wanted)
+            .field("role_arn", &self.role_arn)
+            .field("memory_mb", &self.memory_mb)
+            .field("timeout_s", &self.timeout_s)
+            .field("reserved_concurrency", &self.reserved_concurrency)
+            .field("key_arn", &self.key_arn)
+            .field(
+                "environment",
+                &self
+                    .environment
+                    .as_ref()
+                    .map(|e| e.keys().collect::<Vec<_>>()),
+            )
+            .field("signing_profile", &self.signing_profile)
+            .field("notifies", &self.notifies)
+            .field("in_vpc", &self.in_vpc)
+            .field("owner", &self.owner)
+            .finish()
+    }
 }
 
 impl RotationSpec {
@@ -601,24 +628,29 @@ impl Spec {
     /// The network; its endpoints' policies rendered only when it is wanted (EventBridge's
     /// names the bus).
     pub fn network_spec(&self) -> Result<NetworkSpec, TemplateError> {
-        let inbound_cidr = match &self.cfg.vault {
-            crate::config::VaultMode::Ec2 { inbound_cidr, .. } => Some(inbound_cidr.clone()),
-            crate::config::VaultMode::External { .. } => None,
-        };
-        let endpoints = match inbound_cidr {
-            Some(_) => (self.endpoint_services().into_iter())
+        let mut network = self.network_names();
+        if network.wanted() {
+            network.endpoints = (self.endpoint_services().into_iter())
                 .map(|s| Ok((s.clone(), self.endpoint_policy(&s)?)))
-                .collect::<Result<_, TemplateError>>()?,
-            None => BTreeMap::new(),
-        };
-        Ok(NetworkSpec {
+                .collect::<Result<_, TemplateError>>()?;
+        }
+        Ok(network)
+    }
+
+    /// The network as its teardown reads it: names, groups and endpoint services, no
+    /// document (none to render, so none that a configuration `up` refuses can stop it).
+    pub fn network_names(&self) -> NetworkSpec {
+        NetworkSpec {
             name: self.vault_name(),
-            inbound_cidr,
+            inbound_cidr: match &self.cfg.vault {
+                crate::config::VaultMode::Ec2 { inbound_cidr, .. } => Some(inbound_cidr.clone()),
+                crate::config::VaultMode::External { .. } => None,
+            },
             region: self.id.region.clone(),
-            endpoints,
+            endpoints: BTreeMap::new(),
             endpoints_ever: self.endpoint_services_all(),
             owner: self.owner(),
-        })
+        }
     }
 
     /// This sync's replicas (in a sync's view: that rule's).
@@ -747,5 +779,27 @@ impl Spec {
             statement_id: format!("{}-secretsmanager-rotates", self.stack()),
             account: self.id.account.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::Duty;
+    use crate::spec::tests::spec;
+
+    #[test]
+    fn a_functions_part_prints_no_external_id() {
+        let s = spec(
+            "stack_name = \"s\"\ndeploy_vault_on_ec2 = false\nexternal_vault_address = \"https://v.example.com:8200\"\naccount_role_arn = \"arn:aws-cn:iam::222222222222:role/r\"\nexternal_id = \"ext-secretish-1\"\n",
+        );
+        let f = s.function_spec(
+            Duty::Sync,
+            Some("arn:aws-cn:kms:cn-north-1:123456789012:key/k"),
+        );
+        let env = f.environment.as_ref().unwrap();
+        assert!(env.values().any(|v| v.contains("ext-secretish-1")));
+        let shown = format!("{f:?}");
+        assert!(!shown.contains("ext-secretish"), "{shown}");
+        assert!(shown.contains(contract::env::EXTERNAL_ID), "{shown}");
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! The core is pure: [`config`] validation, [`spec`] (names, tags, documents) and the
 //! [`desired`] part of each resource that it makes, each resource's `diff`, [`change`]
-//! rendering and the [`cost`] estimate. The AWS adapters live in
+//! rendering and the `cost` estimate. The AWS adapters live in
 //! [`resources`]; [`stack`] runs them in dependency order; [`cli`] is the command line.
 
 pub mod change;

@@ -1290,7 +1290,7 @@ impl Spec {
 
     /// The network interfaces of a function in the Vault VPC (with Vault on EC2).
     /// With Vault on EC2 the VPC must be known: a policy naming a VPC not made yet is itself
-    /// known only after apply ([`crate::resources::iam::replicator_role`] leaves it unset),
+    /// known only after apply ([`Spec::replicator_role_spec`] leaves it unset),
     /// never rendered with a stand-in.
     fn vpc_statements(&self, vpc_id: Option<&str>) -> Result<String, TemplateError> {
         if !self.deploys_vault() {

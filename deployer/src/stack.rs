@@ -275,7 +275,7 @@ impl Stack<'_> {
                     spec.security_group_name(Group::Replicator),
                 );
                 let mut all: Vec<Change> =
-                    network::release_lambda_interfaces(c, &spec.network_spec()?).await?.into_iter().collect();
+                    network::release_lambda_interfaces(c, &spec.network_names()).await?.into_iter().collect();
                 all.push(iam::destroy(c, &spec.replicator_role_spec(None, None)?).await?);
                 all.push(iam::destroy(c, &spec.rotation_role_spec(None, None)?).await?);
                 for role in iam::leftover_rule_roles(c, &spec.rule_roles_spec(), &[]).await? {
@@ -283,7 +283,7 @@ impl Stack<'_> {
                 }
                 all
             }
-            Resource::Network => network::destroy(c, &spec.network_spec()?).await?,
+            Resource::Network => network::destroy(c, &spec.network_names()).await?,
             Resource::Topic => vec![topic::destroy(c, &spec.topic_spec()).await?],
             // Replicas left in AWS are encrypted with the key: deleting it would make them
             // unreadable once its window ends. It goes only with them.
@@ -844,7 +844,7 @@ impl Converging<'_, '_> {
             iam::destroy(c, &spec.vault_role_spec(None)?).await?;
         }
         if self.removes_network {
-            for ch in network::destroy(c, &spec.network_spec()?).await? {
+            for ch in network::destroy(c, &spec.network_names()).await? {
                 (self.progress)(Phase::Done, &ch);
             }
         }

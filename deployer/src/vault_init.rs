@@ -596,16 +596,15 @@ impl Steps<'_, '_> {
             return Ok(None);
         }
         let (c, spec, opts) = (self.c, self.spec, &self.opts);
-        let key_arn = crate::resources::key::observe(
-            c,
-            &spec
-                .stack_key()
-                .map_err(crate::resources::DeployError::from)?,
-        )
-        .await
-        .ok()
-        .flatten()
-        .map(|k| k.arn);
+        // Without the stack's key (not found, not readable) the keys' secret takes the
+        // account's default key.
+        let key_arn = match spec.stack_key() {
+            Ok(want) => (crate::resources::key::observe(c, &want).await)
+                .ok()
+                .flatten()
+                .map(|k| k.arn),
+            Err(_) => None,
+        };
         // The secret for the keys, with its policy, exists before the keys do.
         let keys_secret = match opts.keys_to {
             KeysTo::Secret => Some(prepare_keys_secret(c, spec, key_arn.as_deref()).await?),

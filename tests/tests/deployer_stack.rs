@@ -298,6 +298,27 @@ async fn up_twice_changes_nothing_the_second_time_and_destroy_twice_is_fine() {
     assert_eq!(f.deployer(&["status", "--detailed-exitcode"]).await.code, 0);
 }
 
+/// A secret named as a stack's Vault TLS secret that the stack did not make (no stack tag) is
+/// never deleted: not by `up` of a stack with an external Vault (which removes an EC2 Vault's
+/// leftovers), nor by `destroy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_secret_the_stack_did_not_make_is_left_alone() {
+    let f = Fixture::new(EXTERNAL).await;
+    let aws = f.moto.sdk_config().await;
+    let sm = aws_sdk_secretsmanager::Client::new(&aws);
+    create_tagged(&sm, "demo-vault/tls", &[("owner", "someone-else")]).await;
+    for args in [&["up", "--yes"][..], &["destroy", "--yes"][..]] {
+        assert_eq!(f.deployer(args).await.code, 0, "{args:?}");
+        let there = sm
+            .describe_secret()
+            .secret_id("demo-vault/tls")
+            .send()
+            .await
+            .unwrap();
+        assert!(there.deleted_date().is_none(), "{args:?} deleted it");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destroy_keeps_the_replicas_unless_asked_then_only_the_managed_ones() {
     let f = Fixture::new(EXTERNAL).await;

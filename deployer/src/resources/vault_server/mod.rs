@@ -188,9 +188,16 @@ pub async fn destroy(c: &Clients, spec: &VaultServerSpec) -> Result<Vec<Change>,
                 .with_note(format!("{} released", a.public_ip)),
         );
     }
-    if let Some(s) = observe_tls(c, spec).await?
-        && !s.pending_deletion
-    {
+    let tls = observe_tls(c, spec).await?;
+    if let Some(s) = tls.as_ref().filter(|s| !s.ours && !s.pending_deletion) {
+        done.push(
+            Change::new(TLS_KIND, spec.tls_secret.clone(), Action::Absent).with_note(format!(
+                "{} exists without this stack's tag; left alone",
+                s.arn
+            )),
+        );
+    }
+    if let Some(s) = tls.filter(|s| s.ours && !s.pending_deletion) {
         c.sm.delete_secret()
             .secret_id(&s.arn)
             .force_delete_without_recovery(true)

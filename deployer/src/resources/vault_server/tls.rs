@@ -47,7 +47,9 @@ pub fn diff_tls(
     let name = spec.tls_secret.clone();
     if !spec.wanted {
         return Ok(match seen {
-            Some(s) if !s.pending_deletion => Change::new(TLS_KIND, name, Action::Delete),
+            Some(s) if !s.pending_deletion && s.ours => Change::new(TLS_KIND, name, Action::Delete),
+            Some(s) if !s.pending_deletion => Change::new(TLS_KIND, name, Action::Absent)
+                .with_note("exists without this stack's tag; left alone"),
             _ => Change::new(TLS_KIND, name, Action::Absent),
         });
     }
