@@ -454,24 +454,41 @@ impl Spec {
         key_arn.filter(|_| !self.deploys_vault() || vpc_id.is_some())
     }
 
+    /// A role the stack's functions run as (trusting Lambda), with `policy`.
+    fn functions_role(
+        &self,
+        name: String,
+        description: &'static str,
+        policy_name: &'static str,
+        policy: Option<Value>,
+    ) -> Result<RoleSpec, TemplateError> {
+        Ok(RoleSpec {
+            name,
+            description,
+            trust: self.replicator_trust()?,
+            policy_name,
+            policy,
+            instance_profile: false,
+            path: None,
+            owner: self.owner(),
+        })
+    }
+
     /// The replicator's role.
     pub fn replicator_role_spec(
         &self,
         key_arn: Option<&str>,
         vpc_id: Option<&str>,
     ) -> Result<RoleSpec, TemplateError> {
-        Ok(RoleSpec {
-            name: self.role_name(),
-            description: "vault-secrets-replicator Lambda: writes <prefix>/* secrets only",
-            trust: self.replicator_trust()?,
-            policy_name: "replicator",
-            policy: (self.known(key_arn, vpc_id))
-                .map(|k| self.replicator_policy(k, vpc_id))
-                .transpose()?,
-            instance_profile: false,
-            path: None,
-            owner: self.owner(),
-        })
+        let policy = (self.known(key_arn, vpc_id))
+            .map(|k| self.replicator_policy(k, vpc_id))
+            .transpose()?;
+        self.functions_role(
+            self.role_name(),
+            "vault-secrets-replicator Lambda: writes <prefix>/* secrets only",
+            "replicator",
+            policy,
+        )
     }
 
     /// The rotation function's role: the connection secret and the rotator's credential only.
@@ -480,18 +497,15 @@ impl Spec {
         key_arn: Option<&str>,
         vpc_id: Option<&str>,
     ) -> Result<RoleSpec, TemplateError> {
-        Ok(RoleSpec {
-            name: self.rotation_role_name(),
-            description: "vault-secrets-replicator rotation: the connection secret's AppRole secret id only",
-            trust: self.replicator_trust()?,
-            policy_name: "rotation",
-            policy: (self.known(key_arn, vpc_id))
-                .map(|k| self.rotation_policy(k, vpc_id))
-                .transpose()?,
-            instance_profile: false,
-            path: None,
-            owner: self.owner(),
-        })
+        let policy = (self.known(key_arn, vpc_id))
+            .map(|k| self.rotation_policy(k, vpc_id))
+            .transpose()?;
+        self.functions_role(
+            self.rotation_role_name(),
+            "vault-secrets-replicator rotation: the connection secret's AppRole secret id only",
+            "rotation",
+            policy,
+        )
     }
 
     /// Where the rules' roles in the stack's account live.
