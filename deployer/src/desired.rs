@@ -33,6 +33,13 @@ impl Owner {
     pub fn tags(&self) -> BTreeMap<String, String> {
         stack_tags(&self.stack)
     }
+
+    /// The tags plus the `Name` the EC2 console shows.
+    pub fn named_tags(&self, name: &str) -> BTreeMap<String, String> {
+        let mut t = self.tags();
+        t.insert("Name".into(), name.to_owned());
+        t
+    }
 }
 
 /// A KMS key as the deployer wants it: the stack's own, or the one it makes in another account
@@ -163,13 +170,6 @@ impl VaultServerSpec {
         }
         doc
     }
-
-    /// Tags with the `Name` the EC2 console shows.
-    pub fn named_tags(&self) -> BTreeMap<String, String> {
-        let mut t = self.owner.tags();
-        t.insert("Name".into(), self.name.clone());
-        t
-    }
 }
 
 /// The Vault network: VPC, internet gateway, subnet, route table, the three security groups
@@ -197,13 +197,6 @@ impl NetworkSpec {
     /// The security group of `group`.
     pub fn group_name(&self, group: Group) -> String {
         security_group_name(self.owner.stack(), group)
-    }
-
-    /// Tags with the `Name` the EC2 console shows.
-    pub fn named_tags(&self, name: &str) -> BTreeMap<String, String> {
-        let mut t = self.owner.tags();
-        t.insert("Name".into(), name.to_owned());
-        t
     }
 }
 

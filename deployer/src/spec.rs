@@ -331,13 +331,6 @@ impl Spec {
         stack_tags(self.stack())
     }
 
-    /// Tags plus a `Name` (shown by the EC2 console).
-    pub fn named_tags(&self, name: &str) -> BTreeMap<String, String> {
-        let mut t = self.tags();
-        t.insert("Name".into(), name.to_owned());
-        t
-    }
-
     pub fn arn(&self, service: &str, region: bool, resource: &str) -> String {
         let region = if region { self.id.region.as_str() } else { "" };
         format!(

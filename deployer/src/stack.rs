@@ -247,10 +247,13 @@ impl Stack<'_> {
                 }
                 all
             }
-            Resource::ConnectionSecret => vec![
-                secret::destroy(c, &spec.secret_spec()?).await?,
-                secret::destroy_rotator(c, &spec.secret_spec()?).await?,
-            ],
+            Resource::ConnectionSecret => {
+                let want = spec.secret_spec()?;
+                vec![
+                    secret::destroy(c, &want).await?,
+                    secret::destroy_rotator(c, &want).await?,
+                ]
+            }
             // Destroyed by `destroy` itself, with what it found before the functions went.
             Resource::CodeSigning => vec![],
             Resource::VaultServer => {
@@ -275,7 +278,10 @@ impl Stack<'_> {
                     spec.security_group_name(Group::Replicator),
                 );
                 let mut all: Vec<Change> =
-                    network::release_lambda_interfaces(c, &spec.network_names()).await?.into_iter().collect();
+                    network::release_lambda_interfaces(c, &spec.network_names())
+                        .await?
+                        .into_iter()
+                        .collect();
                 all.push(iam::destroy(c, &spec.replicator_role_spec(None, None)?).await?);
                 all.push(iam::destroy(c, &spec.rotation_role_spec(None, None)?).await?);
                 for role in iam::leftover_rule_roles(c, &spec.rule_roles_spec(), &[]).await? {
@@ -287,15 +293,18 @@ impl Stack<'_> {
             Resource::Topic => vec![topic::destroy(c, &spec.topic_spec()).await?],
             // Replicas left in AWS are encrypted with the key: deleting it would make them
             // unreadable once its window ends. It goes only with them.
-            Resource::Key => match replicas::count_on_the_key(c, &spec.replicas_spec()?).await? {
-                0 => vec![key::destroy(c, &spec.stack_key()?).await?],
-                n => vec![Change::new(key::KIND, spec.key_alias(), Action::Unchanged).with_note(
-                    format!(
-                        "kept: {n} secret(s) are encrypted with it and would become unreadable without it (replicas under {}, or under a prefix no sync has now); `destroy --delete-replicated-secrets` schedules this stack's replicas under the configured prefixes and the key for deletion, the others stay yours to move or delete",
-                        spec.syncs().iter().map(|v| format!("{}/", v.write_prefix())).collect::<Vec<_>>().join(", ")
-                    ),
-                )],
-            },
+            Resource::Key => {
+                let replicas = spec.replicas_spec()?;
+                match replicas::count_on_the_key(c, &replicas).await? {
+                    0 => vec![key::destroy(c, &replicas.key).await?],
+                    n => vec![Change::new(key::KIND, &replicas.key.alias, Action::Unchanged).with_note(
+                        format!(
+                            "kept: {n} secret(s) are encrypted with it and would become unreadable without it (replicas under {}, or under a prefix no sync has now); `destroy --delete-replicated-secrets` schedules this stack's replicas under the configured prefixes and the key for deletion, the others stay yours to move or delete",
+                            replicas.syncs.iter().map(|s| format!("{}/", s.prefix)).collect::<Vec<_>>().join(", ")
+                        ),
+                    )],
+                }
+            }
         };
         for ch in changes {
             record(ch, progress, done);

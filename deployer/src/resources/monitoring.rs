@@ -95,11 +95,16 @@ pub(crate) const DISK_THRESHOLD: f64 = 80.0;
 
 /// The stack's alarms ([`every`] one it may have that its configuration wants).
 pub(crate) fn wanted(spec: &MonitoringSpec) -> Vec<AlarmSpec> {
-    let ec2 = spec.vault_host;
     every(spec)
         .into_iter()
-        .filter(|a| ec2 || a.namespace == NAMESPACE)
+        .filter(|a| is_wanted(spec, a))
         .collect()
+}
+
+/// Whether the configuration wants `alarm`, one of [`every`]: the host's only beside the
+/// stack's own Vault.
+fn is_wanted(spec: &MonitoringSpec, alarm: &AlarmSpec) -> bool {
+    spec.vault_host || alarm.namespace == NAMESPACE
 }
 
 /// Every alarm the stack may have: failed runs (any failure in five minutes), and no full sync
@@ -311,12 +316,11 @@ pub(crate) fn diff_alarms(
     spec: &MonitoringSpec,
     seen: &[Option<AlarmState>],
 ) -> Vec<(AlarmSpec, Change)> {
-    let wanted = wanted(spec);
     every(spec)
         .into_iter()
         .zip(seen)
         .filter_map(|(alarm, seen)| {
-            let change = if wanted.contains(&alarm) {
+            let change = if is_wanted(spec, &alarm) {
                 diff_alarm(spec, &alarm, seen.as_ref())
             } else if seen.as_ref().is_some_and(|s| s.ours) {
                 Change::new(ALARM_KIND, &alarm.name, Action::Delete)
@@ -597,12 +601,11 @@ pub(crate) async fn destroy(
     c: &Clients,
     spec: &MonitoringSpec,
 ) -> Result<Vec<Change>, DeployError> {
-    let wanted = every(spec);
-    let seen = observe_alarms(c, spec, &wanted).await?;
+    let all = every(spec);
+    let seen = observe_alarms(c, spec, &all).await?;
     let mut changes = Vec::new();
     let mut ours = Vec::new();
-    let kept = self::wanted(spec);
-    for (want, seen) in wanted.iter().zip(&seen) {
+    for (want, seen) in all.iter().zip(&seen) {
         changes.push(match seen {
             Some(s) if s.ours => {
                 ours.push(want.name.clone());
@@ -611,7 +614,7 @@ pub(crate) async fn destroy(
             Some(_) => Change::new(ALARM_KIND, &want.name, Action::Absent)
                 .with_note("exists without this stack's tag; left alone"),
             // One the configuration never wanted is not worth a line.
-            None if !kept.contains(want) => continue,
+            None if !is_wanted(spec, want) => continue,
             None => Change::new(ALARM_KIND, &want.name, Action::Absent),
         });
     }

@@ -142,7 +142,8 @@ pub(super) fn tag_spec(spec: &NetworkSpec, kind: ResourceType, name: &str) -> Ta
     TagSpecification::builder()
         .resource_type(kind)
         .set_tags(Some(
-            spec.named_tags(name)
+            spec.owner
+                .named_tags(name)
                 .into_iter()
                 .map(|(k, v)| Tag::builder().key(k).value(v).build())
                 .collect(),

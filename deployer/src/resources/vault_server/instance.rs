@@ -15,7 +15,7 @@ use crate::resources::network::Network;
 use crate::resources::{Ctx, DeployError, missing};
 use crate::spec::{Group, VAULT_PRIVATE_IP};
 
-use super::{AMI_PARAMETER, INSTANCE_KIND, ec2_tags, filters, sha, user_data, version};
+use super::{AMI_PARAMETER, INSTANCE_KIND, ec2_tags, filters, sha, user_data};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
@@ -180,7 +180,7 @@ pub fn diff_instance(
             None => Change::new(INSTANCE_KIND, name, Action::Absent),
         });
     }
-    let (instance_type, _) = version(spec);
+    let instance_type = spec.instance_type.as_str();
     let user_data = match public_ip {
         Some(ip) => sha(&user_data(spec, ip)?).into(),
         None => FieldValue::AfterApply,
@@ -224,7 +224,7 @@ pub async fn apply_instance(
     public_ip: &str,
 ) -> Result<Instance, DeployError> {
     let name = spec.name.clone();
-    let (instance_type, _) = version(spec);
+    let instance_type = spec.instance_type.as_str();
     let sg = net
         .group(Group::Vault)
         .map(str::to_owned)
@@ -401,7 +401,7 @@ mod tests {
         Instance {
             id: "i-1".into(),
             state: "running".into(),
-            instance_type: version(s).0.to_owned(),
+            instance_type: s.instance_type.clone(),
             http_tokens: "required".into(),
             imds_hop_limit: "1".into(),
             profile: s.name.clone(),

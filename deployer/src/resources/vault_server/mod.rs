@@ -60,16 +60,13 @@ pub(super) fn ec2_tags(spec: &VaultServerSpec, kind: ResourceType) -> TagSpecifi
     TagSpecification::builder()
         .resource_type(kind)
         .set_tags(Some(
-            spec.named_tags()
+            spec.owner
+                .named_tags(&spec.name)
                 .into_iter()
                 .map(|(k, v)| Tag::builder().key(k).value(v).build())
                 .collect(),
         ))
         .build()
-}
-
-pub fn version(spec: &VaultServerSpec) -> (&str, &str) {
-    (&spec.instance_type, &spec.vault_version)
 }
 
 /// The change watcher's systemd unit for this stack: it invokes the watcher's function, checks
@@ -107,12 +104,11 @@ fn embedded(text: &str) -> String {
 
 /// The boot script for this stack.
 pub fn user_data(spec: &VaultServerSpec, public_ip: &str) -> Result<String, DeployError> {
-    let (_, version) = version(spec);
     let unit = embedded(&watch_unit(spec)?);
     let script = policy::render(
         USER_DATA,
         &[
-            ("vault_version", version),
+            ("vault_version", &spec.vault_version),
             ("region", &spec.region),
             ("tls_secret_id", &spec.tls_secret.clone()),
             ("public_ip", public_ip),
